@@ -1,0 +1,49 @@
+# natsync: the two commands a user needs are `make run` and `make test` (see README.md).
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# Debian packages the test suite needs (real parts: libwbxml for cross-checks ...).
+APT_TEST_PACKAGES := libwbxml2-utils
+FUZZ_SECONDS ?= 20
+
+.PHONY: run test venv lint typecheck pytest fuzz bench apt-test clean
+
+run: $(STAMP)
+	$(BIN)/natsync up
+
+test: $(STAMP) apt-test lint typecheck pytest fuzz
+
+$(VENV)/bin/python:
+	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
+	  scripts/ensure-apt.sh python3-venv && rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); }
+
+$(STAMP): $(VENV)/bin/python pyproject.toml
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev,uvloop]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+apt-test:
+	@scripts/ensure-apt.sh $(APT_TEST_PACKAGES)
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench fuzz
+	$(BIN)/ruff format --check src tests bench fuzz
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+pytest: $(STAMP)
+	$(BIN)/pytest -q
+
+fuzz: $(STAMP)
+	$(BIN)/python fuzz/run_all.py --seconds $(FUZZ_SECONDS)
+
+bench: $(STAMP)
+	$(BIN)/python bench/wbxml_bench.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,31 @@
+"""`natsync <command>`: thin — parse, load config, call the library, render the result.
+
+Each part adds its command group here; the commands stay small and the work lives in the
+library modules, so tests drive the library and the CLI alike.
+"""
+
+from __future__ import annotations
+
+import click
+
+from natsync import __version__
+
+
+@click.group(
+    context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "NATSYNC"}
+)
+@click.version_option(__version__, prog_name="natsync")
+def main() -> None:
+    """natsync: Exchange ActiveSync that works from behind a NAT firewall."""
+
+
+def _register() -> None:
+    """Attach the command groups of each part (imported here to keep start-up cheap)."""
+    from natsync.cli_up import up
+    from natsync.cli_wbxml import wbxml
+
+    main.add_command(up)
+    main.add_command(wbxml)
+
+
+_register()
