@@ -1,0 +1,354 @@
+"""The store's one interface: what the protocol, mail and CLI code may ask of a mailbox store.
+
+Two drivers stand behind it: ``sqlite.py`` (the embedded default) and later ``postgres.py``.
+The shape is deliberate:
+
+* ``Store.run(fn)`` runs ``fn(txn)`` as **one database transaction** in the store's own worker
+  thread and returns its result. Command logic is plain synchronous code written against
+  :class:`Txn`; it never sees asyncio, sockets or a clock (``now`` is passed in). A crash at any
+  point leaves the old state or the new one, never half.
+* Every change to a folder's content or to a user's folder hierarchy bumps a counter *in the same
+  transaction* (``Folder.modseq`` / ``Txn.hierarchy_modseq``). After the transaction commits, the
+  store publishes which folders changed on its :class:`ChangeFeed`; waiting Pings subscribe to it.
+* Sync state (what a device knows of a collection, named by its SyncKey) is an opaque blob the
+  protocol layer owns; the store keeps the current and the previous key per (device, collection)
+  so a retransmitted request can be answered again.
+
+Times are timezone-aware UTC ``datetime`` values. Identifiers: ``User.id``/``Device.id`` are
+integers private to the store; ``Folder.server_id`` and ``Message.server_id`` are the strings
+sent to devices (a message's is ``"<folder server id>:<number>"``).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol, TypeVar
+
+from natsync.errors import NatsyncError
+
+T = TypeVar("T")
+
+
+class StoreError(NatsyncError):
+    """The store could not complete the operation."""
+
+    http_status = 500
+
+
+class NotFound(StoreError):
+    """The named user, device, folder or item does not exist."""
+
+    http_status = 404
+
+
+class Conflict(StoreError):
+    """The change conflicts with what is stored (a name already taken, a folder not empty ...)."""
+
+    http_status = 409
+
+
+class FolderType(enum.IntEnum):
+    """EAS folder types (MS-ASCMD 2.2.3.186.3 Type of FolderSync Add)."""
+
+    USER_GENERIC = 1
+    INBOX = 2
+    DRAFTS = 3
+    DELETED_ITEMS = 4
+    SENT_ITEMS = 5
+    OUTBOX = 6
+    TASKS = 7
+    CALENDAR = 8
+    CONTACTS = 9
+    NOTES = 10
+    JOURNAL = 11
+    USER_MAIL = 12
+    USER_CALENDAR = 13
+    USER_CONTACTS = 14
+    USER_TASKS = 15
+    USER_JOURNAL = 16
+    USER_NOTES = 17
+    UNKNOWN = 18
+    RECIPIENT_INFO_CACHE = 19
+
+
+#: The folders every user has, created with the user (name, type). Server ids are assigned.
+STANDARD_FOLDERS: tuple[tuple[str, FolderType], ...] = (
+    ("Inbox", FolderType.INBOX),
+    ("Drafts", FolderType.DRAFTS),
+    ("Deleted Items", FolderType.DELETED_ITEMS),
+    ("Sent Items", FolderType.SENT_ITEMS),
+    ("Outbox", FolderType.OUTBOX),
+)
+
+
+class AccessState(enum.StrEnum):
+    """Device access state (allow / block / quarantine), set by an administrator."""
+
+    ALLOWED = "allowed"
+    BLOCKED = "blocked"
+    QUARANTINED = "quarantined"
+
+
+class WipeState(enum.StrEnum):
+    """Remote wipe lifecycle of a device (MS-ASPROV 3.2.5.1.2)."""
+
+    NONE = "none"
+    PENDING = "pending"  # full device wipe requested, not yet sent
+    ACCOUNT_ONLY_PENDING = "account-only-pending"  # EAS 16.1 AccountOnlyRemoteWipe requested
+    SENT = "sent"  # wipe directive sent, acknowledgement awaited
+    ACKNOWLEDGED = "acknowledged"  # device confirmed the wipe
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    id: int
+    name: str  # the login name (what phones send as User / Basic auth user)
+    email: str  # primary SMTP address
+    display_name: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    id: int
+    user_id: int
+    device_id: str  # the DeviceId the phone sends
+    device_type: str
+    model: str
+    os: str
+    user_agent: str
+    protocol_version: str
+    first_seen: datetime
+    last_seen: datetime
+    access_state: AccessState
+    policy_key: int  # 0 until provisioned; the key the device must send as X-MS-PolicyKey
+    pending_policy_key: int  # key handed out in phase 1 of Provision, awaiting acknowledgement
+    wipe_state: WipeState
+    wipe_requested_at: datetime | None
+    wipe_acknowledged_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Folder:
+    id: int
+    user_id: int
+    server_id: str
+    parent_server_id: str  # "0" for the top level
+    display_name: str
+    type: FolderType
+    modseq: int  # bumped in the transaction of every content change
+
+
+@dataclass(frozen=True, slots=True)
+class Flag:
+    """Follow-up flag of a message (MS-ASEMAIL Flag): status 0 clear, 1 complete, 2 active."""
+
+    status: int = 0
+    flag_type: str = ""
+    start_date: datetime | None = None
+    due_date: datetime | None = None
+    complete_time: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    id: int
+    message_id: int
+    file_reference: str  # what ItemOperations/Fetch asks for; unique per user
+    filename: str
+    content_type: str
+    content_id: str  # "" unless inline
+    is_inline: bool
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A mail item: the raw MIME is the truth; the rest is parsed and indexed from it."""
+
+    id: int
+    folder_id: int
+    server_id: str
+    modseq: int  # folder modseq of the last change to this message
+    received_at: datetime
+    subject: str
+    from_addr: str
+    to_addrs: str
+    cc_addrs: str
+    reply_to: str
+    message_id_header: str
+    size: int
+    read: bool
+    flag: Flag
+    categories: tuple[str, ...]
+    importance: int  # 0 low, 1 normal, 2 high
+    message_class: str  # "IPM.Note" ...
+    has_attachments: bool
+    preview: str  # first characters of the plain body, for EAS 14+ Preview
+    attachments: tuple[Attachment, ...] = field(default=())
+
+
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    """What delivery (SMTP in, SendMail copy, Drafts) hands the store; parsed by natsync.mail."""
+
+    raw: bytes
+    received_at: datetime
+    subject: str
+    from_addr: str
+    to_addrs: str
+    cc_addrs: str
+    reply_to: str
+    message_id_header: str
+    importance: int
+    message_class: str
+    preview: str
+    read: bool = False
+    attachments: tuple[NewAttachment, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class NewAttachment:
+    filename: str
+    content_type: str
+    content_id: str
+    is_inline: bool
+    size: int
+    #: Position of the part in the MIME tree (``email`` walk order), to fetch its bytes later.
+    part_index: int
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundMail:
+    """A message queued for the smarthost; removed only once the smarthost accepted it."""
+
+    id: int
+    sender: str
+    recipients: tuple[str, ...]
+    raw: bytes
+    attempts: int
+    next_attempt_at: datetime
+    last_error: str
+
+
+class Txn(Protocol):
+    """One open transaction. Methods raise NotFound / Conflict as documented on the classes."""
+
+    # -- users
+    def add_user(
+        self, name: str, email: str, display_name: str, password_hash: str, now: datetime
+    ) -> User: ...
+    def get_user(self, name: str) -> User | None: ...
+    def get_user_by_email(self, email: str) -> User | None: ...
+    def list_users(self) -> list[User]: ...
+    def password_hash(self, user_id: int) -> str: ...
+    def set_password_hash(self, user_id: int, password_hash: str) -> None: ...
+    def remove_user(self, user_id: int) -> None: ...
+    def get_user_setting(self, user_id: int, key: str) -> str | None: ...
+    def set_user_setting(self, user_id: int, key: str, value: str) -> None: ...
+
+    # -- devices
+    def touch_device(
+        self,
+        user_id: int,
+        device_id: str,
+        device_type: str,
+        protocol_version: str,
+        user_agent: str,
+        now: datetime,
+    ) -> Device: ...
+    def get_device(self, user_id: int, device_id: str) -> Device | None: ...
+    def list_devices(self, user_id: int | None = None) -> list[Device]: ...
+    def update_device_info(
+        self, device: int, *, model: str | None = None, os: str | None = None
+    ) -> None: ...
+    def set_access_state(self, device: int, state: AccessState) -> None: ...
+    def set_policy_keys(self, device: int, *, policy_key: int, pending_policy_key: int) -> None: ...
+    def set_wipe_state(self, device: int, state: WipeState, now: datetime) -> None: ...
+    def get_device_setting(self, device: int, key: str) -> str | None: ...
+    def set_device_setting(self, device: int, key: str, value: str) -> None: ...
+
+    # -- folders (hierarchy changes bump the user's hierarchy modseq)
+    def list_folders(self, user_id: int) -> list[Folder]: ...
+    def get_folder(self, user_id: int, server_id: str) -> Folder | None: ...
+    def folder_by_type(self, user_id: int, folder_type: FolderType) -> Folder: ...
+    def create_folder(
+        self, user_id: int, parent_server_id: str, name: str, folder_type: FolderType
+    ) -> Folder: ...
+    def update_folder(
+        self, user_id: int, server_id: str, parent_server_id: str, name: str
+    ) -> Folder: ...
+    def delete_folder(self, user_id: int, server_id: str) -> None: ...
+    def hierarchy_modseq(self, user_id: int) -> int: ...
+
+    # -- messages (every change bumps the folder's modseq and records the folder as changed)
+    def add_message(self, folder_id: int, message: NewMessage) -> Message: ...
+    def get_message(self, user_id: int, server_id: str) -> Message | None: ...
+    def message_versions(
+        self, folder_id: int, received_since: datetime | None = None
+    ) -> dict[str, int]: ...
+    def get_messages(self, user_id: int, server_ids: Sequence[str]) -> list[Message]: ...
+    def raw_message(self, message_id: int) -> bytes: ...
+    def set_read(self, message_id: int, read: bool) -> Message: ...
+    def set_flag(self, message_id: int, flag: Flag) -> Message: ...
+    def set_categories(self, message_id: int, categories: Iterable[str]) -> Message: ...
+    def move_message(self, message_id: int, to_folder_id: int) -> Message: ...
+    def delete_message(self, message_id: int) -> None: ...
+    def empty_folder(self, folder_id: int) -> int: ...
+    def get_attachment(
+        self, user_id: int, file_reference: str
+    ) -> tuple[Attachment, bytes] | None: ...
+    def search_messages(
+        self, user_id: int, query: str, folder_ids: Sequence[int] | None, limit: int
+    ) -> list[Message]: ...
+
+    # -- sync state, owned by natsync.eas (the store keeps current + previous per collection)
+    def get_sync_state(self, device: int, collection: str, sync_key: str) -> bytes | None: ...
+    def put_sync_state(self, device: int, collection: str, sync_key: str, state: bytes) -> None: ...
+    def drop_sync_state(self, device: int, collection: str | None = None) -> None: ...
+
+    # -- outbound mail queue (natsync.mail relay)
+    def enqueue_outbound(
+        self, sender: str, recipients: Sequence[str], raw: bytes, now: datetime
+    ) -> OutboundMail: ...
+    def due_outbound(self, now: datetime, limit: int) -> list[OutboundMail]: ...
+    def outbound_sent(self, outbound_id: int) -> None: ...
+    def outbound_retry(self, outbound_id: int, next_attempt_at: datetime, error: str) -> None: ...
+
+
+class ChangeFeed(Protocol):
+    """Folder change events, published after the transaction that made them commits."""
+
+    def subscribe(self, folder_ids: Iterable[int]) -> Subscription: ...
+
+
+class Subscription(Protocol):
+    """Waits for any of a set of folders to change; release it when done (or use ``with``)."""
+
+    async def wait(self, timeout: float) -> set[int]:
+        """The ids of the folders that changed, or an empty set when *timeout* seconds passed."""
+        ...
+
+    def close(self) -> None: ...
+    def __enter__(self) -> Subscription: ...
+    def __exit__(self, *exc: object) -> None: ...
+
+
+class Store(Protocol):
+    """A mailbox store. Open it with ``natsync.store.open_store(url_or_path)``."""
+
+    changes: ChangeFeed
+
+    async def run(self, fn: Callable[[Txn], T]) -> T:
+        """Run ``fn(txn)`` in one transaction: committed on return, rolled back on raise."""
+        ...
+
+    def run_sync(self, fn: Callable[[Txn], T]) -> T:
+        """The same, from synchronous code (CLI, tests) with no event loop running."""
+        ...
+
+    async def aclose(self) -> None: ...
+    def close(self) -> None: ...
