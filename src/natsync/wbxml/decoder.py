@@ -1,0 +1,295 @@
+"""WBXML → element tree (WBXML 1.3 as MS-ASWBXML uses it).
+
+Accepts what EAS peers send: header (version 1.1-1.3, public id, UTF-8, string table), tags with
+the content bit, SWITCH_PAGE, END, STR_I, STR_T, OPAQUE. Everything else WBXML allows but EAS does
+not use (attributes, LITERAL*, EXT*, PI, ENTITY) and every malformation raises ``WBXMLError``
+with the byte offset: never another exception, never a hang, and never memory out of proportion
+to the input (see ``limits``).
+
+The main loop is written for speed in pure Python: one byte indexes a per-page 256-entry table,
+bounds are checked by letting ``IndexError`` happen once at the end of the data (a try block is
+free in CPython 3.11), STR_I is found with ``bytes.find``, and locals alias everything hot.
+"""
+
+from __future__ import annotations
+
+from natsync.wbxml.codepages import code_pages
+from natsync.wbxml.errors import WBXMLError
+from natsync.wbxml.limits import (
+    MAX_DEPTH,
+    MAX_DOCUMENT_BYTES,
+    MAX_ELEMENTS,
+    MAX_MB_U_INT32_BYTES,
+    MAX_STRING_BYTES,
+    MAX_STRING_TABLE_BYTES,
+)
+from natsync.wbxml.tokens import CHARSET_UTF8, TAG_ATTRIBUTES_BIT, GlobalToken, Version
+from natsync.wbxml.tree import Element
+
+_SWITCH_PAGE = GlobalToken.SWITCH_PAGE.value
+_END = GlobalToken.END.value
+_STR_I = GlobalToken.STR_I.value
+_STR_T = GlobalToken.STR_T.value
+_OPAQUE = GlobalToken.OPAQUE.value
+_CONTENT = 0x40
+
+_UNSUPPORTED = {
+    GlobalToken.ENTITY: "ENTITY (character entities are not used by EAS)",
+    GlobalToken.LITERAL: "LITERAL (string-table tag names are not used by EAS)",
+    GlobalToken.LITERAL_A: "LITERAL_A (string-table tag names are not used by EAS)",
+    GlobalToken.LITERAL_C: "LITERAL_C (string-table tag names are not used by EAS)",
+    GlobalToken.LITERAL_AC: "LITERAL_AC (string-table tag names are not used by EAS)",
+    GlobalToken.PI: "PI (processing instructions are not used by EAS)",
+    GlobalToken.EXT_I_0: "EXT_I_0 (extension tokens are not used by EAS)",
+    GlobalToken.EXT_I_1: "EXT_I_1 (extension tokens are not used by EAS)",
+    GlobalToken.EXT_I_2: "EXT_I_2 (extension tokens are not used by EAS)",
+    GlobalToken.EXT_T_0: "EXT_T_0 (extension tokens are not used by EAS)",
+    GlobalToken.EXT_T_1: "EXT_T_1 (extension tokens are not used by EAS)",
+    GlobalToken.EXT_T_2: "EXT_T_2 (extension tokens are not used by EAS)",
+    GlobalToken.EXT_0: "EXT_0 (extension tokens are not used by EAS)",
+    GlobalToken.EXT_1: "EXT_1 (extension tokens are not used by EAS)",
+    GlobalToken.EXT_2: "EXT_2 (extension tokens are not used by EAS)",
+}
+
+
+def _mb_u_int32(data: bytes, pos: int, what: str) -> tuple[int, int]:
+    """Read a multi-byte integer (WBXML 1.3 section 5.1); return (value, next position)."""
+    value = 0
+    start = pos
+    n = len(data)
+    while True:
+        if pos >= n:
+            raise WBXMLError(f"document truncated inside the {what} (a multi-byte integer)", n)
+        byte = data[pos]
+        pos += 1
+        value = (value << 7) | (byte & 0x7F)
+        if not byte & 0x80:
+            break
+        if pos - start >= MAX_MB_U_INT32_BYTES:
+            raise WBXMLError(f"the {what} is a multi-byte integer longer than 5 bytes", start)
+    if value > 0xFFFFFFFF:
+        raise WBXMLError(f"the {what} does not fit in 32 bits", start)
+    return value, pos
+
+
+def _header(data: bytes) -> tuple[int, bytes]:
+    """Check the header (WBXML 1.3 sections 5.4-5.7); return (body offset, string table)."""
+    if not data:
+        raise WBXMLError("empty document: a WBXML header was expected", 0)
+    version = data[0]
+    if version not in (Version.V1_1, Version.V1_2, Version.V1_3):
+        raise WBXMLError(
+            f"unsupported WBXML version byte {version:#04x} (1.1-1.3 = 0x01-0x03 accepted)", 0
+        )
+    public_id, pos = _mb_u_int32(data, 1, "public identifier")
+    public_id_index: int | None = None
+    if public_id == 0:
+        public_id_index, pos = _mb_u_int32(data, pos, "public identifier string index")
+    charset_at = pos
+    charset, pos = _mb_u_int32(data, pos, "charset")
+    if charset != CHARSET_UTF8:
+        raise WBXMLError(
+            f"charset MIBenum {charset} is not supported: EAS documents are UTF-8 (106)",
+            charset_at,
+        )
+    table_at = pos
+    table_len, pos = _mb_u_int32(data, pos, "string table length")
+    if table_len > MAX_STRING_TABLE_BYTES:
+        raise WBXMLError(
+            f"string table of {table_len} bytes is over the limit of {MAX_STRING_TABLE_BYTES}",
+            table_at,
+        )
+    if table_len > len(data) - pos:
+        raise WBXMLError(
+            f"string table declares {table_len} bytes but only {len(data) - pos} remain",
+            table_at,
+        )
+    table = data[pos : pos + table_len]
+    if public_id_index is not None and (
+        public_id_index >= table_len or table.find(b"\0", public_id_index) < 0
+    ):
+        raise WBXMLError(
+            f"public identifier string index {public_id_index} is outside the string table", 1
+        )
+    return pos + table_len, table
+
+
+def decode(data: bytes | bytearray | memoryview) -> Element:
+    """Decode one WBXML document into its root element; raise ``WBXMLError`` if it is bad."""
+    if not isinstance(data, bytes):
+        if not isinstance(data, (bytearray, memoryview)):
+            raise WBXMLError(f"expected bytes, got {type(data).__name__}")
+        data = bytes(data)
+    n = len(data)
+    if n > MAX_DOCUMENT_BYTES:
+        raise WBXMLError(
+            f"document of {n} bytes is over the limit of {MAX_DOCUMENT_BYTES}", MAX_DOCUMENT_BYTES
+        )
+    pos, table = _header(data)
+    return _body(data, pos, table)
+
+
+def _body(data: bytes, pos: int, table: bytes) -> Element:
+    pages = code_pages()
+    tables = pages.decode_tables
+    names = tables[0]
+    assert names is not None
+    page = 0
+    new = Element
+    stack: list[Element | None] = []
+    push = stack.append
+    pop = stack.pop
+    cur: Element | None = None
+    root: Element | None = None
+    count = 0
+    expanded = 0
+    # Values in several pieces (rare) are gathered here and joined once at END, so a document of
+    # many tiny pieces costs linear, not quadratic, time.
+    parts: dict[int, list[str] | list[bytes]] = {}
+    n = len(data)
+    tok = -1
+    try:
+        while True:
+            tok = data[pos]
+            entry = names[tok]
+            if entry is not None:
+                # A tag: the most common token, so tested first.
+                el = new(entry[0], entry[1], [], None)
+                if cur is None:
+                    if root is not None:
+                        raise WBXMLError("a second root element: a document has exactly one", pos)
+                    root = el
+                elif cur.value is not None:
+                    raise WBXMLError(
+                        f"element {entry[1]} inside {cur.tag}, which already has a value: "
+                        "mixed content is not used by EAS",
+                        pos,
+                    )
+                else:
+                    cur.children.append(el)
+                count += 1
+                if count > MAX_ELEMENTS:
+                    raise WBXMLError(f"more than {MAX_ELEMENTS} elements", pos)
+                pos += 1
+                if tok & _CONTENT:
+                    push(cur)
+                    cur = el
+                    if len(stack) > MAX_DEPTH:
+                        raise WBXMLError(f"elements nested deeper than {MAX_DEPTH}", pos - 1)
+                elif cur is None:
+                    break
+            elif tok == _END:
+                if cur is None:
+                    raise WBXMLError("END with no open element", pos)
+                if parts:
+                    _join_parts(cur, parts)
+                cur = pop()
+                pos += 1
+                if cur is None:
+                    break
+            elif tok == _STR_I:
+                end = data.find(b"\0", pos + 1)
+                if end < 0:
+                    raise WBXMLError("inline string (STR_I) is not terminated by a NUL", pos)
+                if end - pos - 1 > MAX_STRING_BYTES:
+                    raise WBXMLError(f"string longer than {MAX_STRING_BYTES} bytes", pos)
+                text = data[pos + 1 : end].decode()
+                _add_value(cur, text, pos, parts)
+                pos = end + 1
+            elif tok == _SWITCH_PAGE:
+                page = data[pos + 1]
+                if page >= len(tables) or tables[page] is None:
+                    raise WBXMLError(f"SWITCH_PAGE to unknown code page {page}", pos)
+                names = tables[page]
+                assert names is not None
+                pos += 2
+            elif tok == _OPAQUE:
+                length, start = _mb_u_int32(data, pos + 1, "OPAQUE length")
+                if length > n - start:
+                    raise WBXMLError(
+                        f"OPAQUE declares {length} bytes but only {n - start} remain", pos
+                    )
+                if length > MAX_STRING_BYTES:
+                    raise WBXMLError(f"OPAQUE longer than {MAX_STRING_BYTES} bytes", pos)
+                _add_value(cur, data[start : start + length], pos, parts)
+                pos = start + length
+            elif tok == _STR_T:
+                index, after = _mb_u_int32(data, pos + 1, "string table reference")
+                end = table.find(b"\0", index) if index < len(table) else -1
+                if end < 0:
+                    raise WBXMLError(
+                        f"string table reference {index} is outside the string table "
+                        f"({len(table)} bytes) or not NUL-terminated",
+                        pos,
+                    )
+                expanded += end - index
+                if expanded > n:
+                    raise WBXMLError(
+                        "string table references expand to more text than the document holds",
+                        pos,
+                    )
+                _add_value(cur, table[index:end].decode(), pos, parts)
+                pos = after
+            else:
+                raise _bad_token(tok, page, pages.page_namespace[page], pos)
+    except IndexError:
+        what = "a code page number" if tok == _SWITCH_PAGE else "the next token"
+        raise WBXMLError(
+            f"document truncated: {what} was expected but the data ended"
+            + (f" inside {cur.namespace}:{cur.tag}" if cur is not None else ""),
+            n,
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise WBXMLError(f"text is not valid UTF-8 ({exc.reason})", pos) from None
+    if pos != n:
+        raise WBXMLError(f"{n - pos} bytes after the end of the root element", pos)
+    assert root is not None
+    return root
+
+
+def _add_value(
+    cur: Element | None,
+    value: str | bytes,
+    pos: int,
+    parts: dict[int, list[str] | list[bytes]],
+) -> None:
+    """Attach a text or opaque piece to the open element; pieces of one kind concatenate."""
+    if cur is None:
+        raise WBXMLError("text or opaque data outside the root element", pos)
+    old = cur.value
+    if old is None:
+        if cur.children:
+            raise WBXMLError(
+                f"value after child elements in {cur.tag}: mixed content is not used by EAS", pos
+            )
+        cur.value = value
+    elif type(old) is type(value):
+        pending = parts.get(id(cur))
+        if pending is None:
+            parts[id(cur)] = [old, value]  # type: ignore[assignment]
+        else:
+            pending.append(value)  # type: ignore[arg-type]
+    else:
+        raise WBXMLError(f"text and opaque data mixed in one element ({cur.tag})", pos)
+
+
+def _join_parts(cur: Element, parts: dict[int, list[str] | list[bytes]]) -> None:
+    """Join the pieces gathered for *cur*, if any, into its value."""
+    pending = parts.pop(id(cur), None)
+    if pending is not None:
+        first = pending[0]
+        if isinstance(first, bytes):
+            cur.value = b"".join(pending)  # type: ignore[arg-type]
+        else:
+            cur.value = "".join(pending)  # type: ignore[arg-type]
+
+
+def _bad_token(tok: int, page: int, namespace: str | None, pos: int) -> WBXMLError:
+    """Say precisely why *tok* is not acceptable here."""
+    if tok in _UNSUPPORTED:
+        return WBXMLError(f"unsupported token {_UNSUPPORTED[GlobalToken(tok)]}", pos)
+    if tok & TAG_ATTRIBUTES_BIT:
+        return WBXMLError(
+            f"tag {tok:#04x} has the attributes bit set: attributes are not used by EAS", pos
+        )
+    return WBXMLError(f"unknown tag token {tok & 0x3F:#04x} on code page {page} ({namespace})", pos)
