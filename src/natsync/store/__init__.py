@@ -1,0 +1,40 @@
+"""Mailbox stores behind one interface (:mod:`natsync.store.api`); ``open_store`` picks one.
+
+A store is named by a path (or ``sqlite:///path``) for the embedded SQLite driver, or by a
+``postgresql://`` URL for the shared PostgreSQL driver once it exists.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from natsync.store.api import Store, StoreError
+
+__all__ = ["open_store"]
+
+_SQLITE_PREFIX = "sqlite://"
+_POSTGRES_PREFIXES = ("postgresql://", "postgres://")
+
+
+def open_store(path_or_url: str | Path) -> Store:
+    """Open (creating and upgrading as needed) the store named by *path_or_url*."""
+    from natsync.store.sqlite import SqliteStore
+
+    if isinstance(path_or_url, Path):
+        return SqliteStore(path_or_url)
+    if path_or_url.startswith(_POSTGRES_PREFIXES):
+        raise StoreError(
+            "the PostgreSQL store is not available yet: use a SQLite path "
+            "(for example sqlite:///var/lib/natsync/natsync.db)"
+        )
+    if path_or_url.startswith(_SQLITE_PREFIX):
+        # sqlite:///relative/x.db names /relative/x.db (the URL form's path is absolute);
+        # sqlite:////abs also works, as in SQLAlchemy.
+        rest = path_or_url[len(_SQLITE_PREFIX) :]
+        if not rest.startswith("/"):
+            raise StoreError(f"{path_or_url!r}: write sqlite:///path/to/file.db")
+        return SqliteStore(Path(rest.removeprefix("//") if rest.startswith("///") else rest))
+    if "://" in path_or_url:
+        scheme = path_or_url.split("://", 1)[0]
+        raise StoreError(f"unknown store kind {scheme!r}: use a file path or sqlite:///path")
+    return SqliteStore(Path(path_or_url))

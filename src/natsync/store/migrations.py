@@ -1,0 +1,265 @@
+"""Schema migrations of the SQLite store: numbered steps, applied in order, one transaction each.
+
+The schema version lives in ``PRAGMA user_version`` (part of the database header, so it commits
+or rolls back with the step that sets it). Opening a file runs every step it has not seen yet;
+a file written by a newer natsync (a version above the last step here) is refused rather than
+guessed at. Steps are append-only: once released, a step is never edited; a change to the schema
+is a new step.
+"""
+
+# S608: SQL here is built from this module's constants only.
+# ruff: noqa: S608
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Sequence
+
+from natsync.store.api import StoreError
+
+# -- step 1: the first release's schema -------------------------------------------------------
+
+_V1 = (
+    # Users. ``next_folder_number`` hands out folder server ids ("1", "2" ...) that are never
+    # reused, so a device holding a stale id never meets a different folder under it.
+    """
+    CREATE TABLE users (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE COLLATE NOCASE,
+        email TEXT NOT NULL UNIQUE COLLATE NOCASE,
+        display_name TEXT NOT NULL,
+        password_hash TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        hierarchy_modseq INTEGER NOT NULL DEFAULT 0,
+        next_folder_number INTEGER NOT NULL DEFAULT 1
+    )
+    """,
+    """
+    CREATE TABLE user_settings (
+        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        key TEXT NOT NULL,
+        value TEXT NOT NULL,
+        PRIMARY KEY (user_id, key)
+    ) WITHOUT ROWID
+    """,
+    """
+    CREATE TABLE devices (
+        id INTEGER PRIMARY KEY,
+        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        device_id TEXT NOT NULL COLLATE NOCASE,
+        device_type TEXT NOT NULL,
+        model TEXT NOT NULL DEFAULT '',
+        os TEXT NOT NULL DEFAULT '',
+        user_agent TEXT NOT NULL DEFAULT '',
+        protocol_version TEXT NOT NULL DEFAULT '',
+        first_seen INTEGER NOT NULL,
+        last_seen INTEGER NOT NULL,
+        access_state TEXT NOT NULL DEFAULT 'allowed',
+        policy_key INTEGER NOT NULL DEFAULT 0,
+        pending_policy_key INTEGER NOT NULL DEFAULT 0,
+        wipe_state TEXT NOT NULL DEFAULT 'none',
+        wipe_requested_at INTEGER,
+        wipe_acknowledged_at INTEGER,
+        UNIQUE (user_id, device_id)
+    )
+    """,
+    """
+    CREATE TABLE device_settings (
+        device_id INTEGER NOT NULL REFERENCES devices(id) ON DELETE CASCADE,
+        key TEXT NOT NULL,
+        value TEXT NOT NULL,
+        PRIMARY KEY (device_id, key)
+    ) WITHOUT ROWID
+    """,
+    # Folders. ``next_message_number`` hands out message numbers (never reused) for the
+    # "<folder>:<number>" server ids.
+    """
+    CREATE TABLE folders (
+        id INTEGER PRIMARY KEY,
+        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        server_id TEXT NOT NULL,
+        parent_server_id TEXT NOT NULL,
+        display_name TEXT NOT NULL COLLATE NOCASE,
+        type INTEGER NOT NULL,
+        modseq INTEGER NOT NULL DEFAULT 0,
+        next_message_number INTEGER NOT NULL DEFAULT 1,
+        UNIQUE (user_id, server_id),
+        UNIQUE (user_id, parent_server_id, display_name)
+    )
+    """,
+    """
+    CREATE TABLE messages (
+        id INTEGER PRIMARY KEY,
+        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        folder_id INTEGER NOT NULL REFERENCES folders(id) ON DELETE CASCADE,
+        server_id TEXT NOT NULL,
+        modseq INTEGER NOT NULL,
+        received_at INTEGER NOT NULL,
+        subject TEXT NOT NULL,
+        from_addr TEXT NOT NULL,
+        to_addrs TEXT NOT NULL,
+        cc_addrs TEXT NOT NULL,
+        reply_to TEXT NOT NULL,
+        message_id_header TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        read INTEGER NOT NULL,
+        flag_status INTEGER NOT NULL DEFAULT 0,
+        flag_type TEXT NOT NULL DEFAULT '',
+        flag_start INTEGER,
+        flag_due INTEGER,
+        flag_complete INTEGER,
+        categories TEXT NOT NULL DEFAULT '[]',
+        importance INTEGER NOT NULL,
+        message_class TEXT NOT NULL,
+        has_attachments INTEGER NOT NULL,
+        preview TEXT NOT NULL,
+        UNIQUE (user_id, server_id)
+    )
+    """,
+    # Covers message_versions (folder scan, optionally by date) without touching the table.
+    "CREATE INDEX messages_by_folder ON messages (folder_id, received_at, server_id, modseq)",
+    "CREATE INDEX messages_by_message_id ON messages (user_id, message_id_header)",
+    # The raw MIME apart from the indexed row: scans of messages never page through blobs.
+    """
+    CREATE TABLE message_bodies (
+        message_id INTEGER PRIMARY KEY REFERENCES messages(id) ON DELETE CASCADE,
+        raw BLOB NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE attachments (
+        id INTEGER PRIMARY KEY,
+        message_id INTEGER NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        file_reference TEXT NOT NULL,
+        filename TEXT NOT NULL,
+        content_type TEXT NOT NULL,
+        content_id TEXT NOT NULL,
+        is_inline INTEGER NOT NULL,
+        size INTEGER NOT NULL,
+        part_index INTEGER NOT NULL,
+        UNIQUE (user_id, file_reference)
+    )
+    """,
+    "CREATE INDEX attachments_by_message ON attachments (message_id)",
+    # Sync state: ``seq`` orders the keys of one (device, collection), newest highest.
+    """
+    CREATE TABLE sync_state (
+        device_id INTEGER NOT NULL REFERENCES devices(id) ON DELETE CASCADE,
+        collection TEXT NOT NULL,
+        sync_key TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        state BLOB NOT NULL,
+        PRIMARY KEY (device_id, collection, sync_key)
+    )
+    """,
+    """
+    CREATE TABLE outbound (
+        id INTEGER PRIMARY KEY,
+        sender TEXT NOT NULL,
+        recipients TEXT NOT NULL,
+        raw BLOB NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at INTEGER NOT NULL,
+        last_error TEXT NOT NULL DEFAULT '',
+        created_at INTEGER NOT NULL
+    )
+    """,
+    "CREATE INDEX outbound_due ON outbound (next_attempt_at)",
+)
+
+
+def _step1(conn: sqlite3.Connection) -> None:
+    for statement in _V1:
+        conn.execute(statement)
+
+
+# -- step 2: full-text search -----------------------------------------------------------------
+
+#: The search table; rowid = messages.id. FTS5 when this SQLite has it, a plain table otherwise
+#: (searched with LIKE). The body text lives only here: it is extracted once, at delivery.
+SEARCH_TABLE = "message_search"
+
+
+def fts5_available(conn: sqlite3.Connection) -> bool:
+    """Whether this SQLite build has FTS5 (Debian's and python.org's do; some builds don't)."""
+    try:
+        conn.execute("CREATE VIRTUAL TABLE temp._fts5_probe USING fts5(x)")
+    except sqlite3.OperationalError:
+        return False
+    conn.execute("DROP TABLE temp._fts5_probe")
+    return True
+
+
+def _step2(conn: sqlite3.Connection) -> None:
+    if fts5_available(conn):
+        conn.execute(
+            f"CREATE VIRTUAL TABLE {SEARCH_TABLE} USING fts5("
+            "subject, from_addr, to_addrs, body, tokenize = 'unicode61 remove_diacritics 2')"
+        )
+    else:
+        conn.execute(
+            f"CREATE TABLE {SEARCH_TABLE} (rowid INTEGER PRIMARY KEY, "
+            "subject TEXT, from_addr TEXT, to_addrs TEXT, body TEXT)"
+        )
+    # Deleting a message (directly, or by cascade from its folder or user) drops its text.
+    conn.execute(
+        f"CREATE TRIGGER messages_search_delete AFTER DELETE ON messages BEGIN "
+        f"DELETE FROM {SEARCH_TABLE} WHERE rowid = old.id; END"
+    )
+    # Backfill what step 1 files already hold.
+    from natsync.store.mime import plain_text
+
+    rows = conn.execute(
+        "SELECT m.id, m.subject, m.from_addr, m.to_addrs, b.raw "
+        "FROM messages m JOIN message_bodies b ON b.message_id = m.id"
+    ).fetchall()
+    for message_id, subject, from_addr, to_addrs, raw in rows:
+        conn.execute(
+            f"INSERT INTO {SEARCH_TABLE} (rowid, subject, from_addr, to_addrs, body) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (message_id, subject, from_addr, to_addrs, plain_text(raw)),
+        )
+
+
+Step = Callable[[sqlite3.Connection], None]
+
+#: The numbered steps; the schema version of a file is the number of steps applied to it.
+STEPS: Sequence[Step] = (_step1, _step2)
+
+#: The schema version this code writes and reads.
+LATEST = len(STEPS)
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    version: int = conn.execute("PRAGMA user_version").fetchone()[0]
+    return version
+
+
+def migrate(conn: sqlite3.Connection, upto: int = LATEST) -> int:
+    """Bring the file up to version *upto*, one transaction per step; return the version.
+
+    The connection must be in autocommit mode (``isolation_level=None``): each step is wrapped
+    in its own ``BEGIN IMMEDIATE`` ... ``COMMIT`` so a crash mid-upgrade leaves the file at the
+    last completed step, and the next open continues from there.
+    """
+    current = schema_version(conn)
+    if current > LATEST:
+        raise StoreError(
+            f"the store file has schema version {current}, but this natsync knows only up to "
+            f"{LATEST}: it was written by a newer natsync; upgrade natsync to open it"
+        )
+    for number in range(current + 1, upto + 1):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            # Another process may have upgraded the file while we waited for the lock.
+            if schema_version(conn) >= number:
+                conn.execute("COMMIT")
+                continue
+            STEPS[number - 1](conn)
+            conn.execute(f"PRAGMA user_version = {number:d}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    return schema_version(conn)
