@@ -23,15 +23,25 @@ from natsync.wbxml.limits import (
     MAX_STRING_BYTES,
     MAX_STRING_TABLE_BYTES,
 )
-from natsync.wbxml.tokens import CHARSET_UTF8, TAG_ATTRIBUTES_BIT, GlobalToken, Version
+from natsync.wbxml.tokens import (
+    CHARSET_UTF8,
+    TAG_ATTRIBUTES_BIT,
+    TAG_CONTENT_BIT,
+    GlobalToken,
+    Version,
+)
 from natsync.wbxml.tree import Element
 
-_SWITCH_PAGE = GlobalToken.SWITCH_PAGE.value
-_END = GlobalToken.END.value
-_STR_I = GlobalToken.STR_I.value
-_STR_T = GlobalToken.STR_T.value
-_OPAQUE = GlobalToken.OPAQUE.value
-_CONTENT = 0x40
+# The hot loop compares against literal token values (a constant is cheaper to load than a
+# global); these are the tokens they stand for.
+assert (
+    GlobalToken.SWITCH_PAGE,
+    GlobalToken.END,
+    GlobalToken.STR_I,
+    GlobalToken.STR_T,
+    GlobalToken.OPAQUE,
+    TAG_CONTENT_BIT,
+) == (0x00, 0x01, 0x03, 0x83, 0xC3, 0x40)
 
 _UNSUPPORTED = {
     GlobalToken.ENTITY: "ENTITY (character entities are not used by EAS)",
@@ -130,18 +140,29 @@ def decode(data: bytes | bytearray | memoryview) -> Element:
 
 
 def _body(data: bytes, pos: int, table: bytes) -> Element:
+    """Decode the body from *pos*: the hot loop (see the module docstring for its shape)."""
     pages = code_pages()
     tables = pages.decode_tables
     names = tables[0]
     assert names is not None
     page = 0
-    new = Element
-    stack: list[Element | None] = []
+    # Elements are made with object.__new__ and slot stores: a third cheaper than the dataclass
+    # __init__, and the loop makes one per tag.
+    cls = Element
+    new = Element.__new__
+    find = data.find
+    # The root is parsed as the only child of a sentinel, so the tag branch needs no root test.
+    top = Element("", "")
+    stack: list[Element] = []
     push = stack.append
     pop = stack.pop
-    cur: Element | None = None
-    root: Element | None = None
+    cur = top
+    depth = 0  # of cur; the root is at depth 1
+    add = top.children.append
     count = 0
+    max_elements = MAX_ELEMENTS
+    max_depth = MAX_DEPTH
+    max_string = MAX_STRING_BYTES
     expanded = 0
     # Values in several pieces (rare) are gathered here and joined once at END, so a document of
     # many tiny pieces costs linear, not quadratic, time.
@@ -154,66 +175,86 @@ def _body(data: bytes, pos: int, table: bytes) -> Element:
             entry = names[tok]
             if entry is not None:
                 # A tag: the most common token, so tested first.
-                el = new(entry[0], entry[1], [], None)
-                if cur is None:
-                    if root is not None:
-                        raise WBXMLError("a second root element: a document has exactly one", pos)
-                    root = el
-                elif cur.value is not None:
+                if cur.value is not None:
                     raise WBXMLError(
                         f"element {entry[1]} inside {cur.tag}, which already has a value: "
                         "mixed content is not used by EAS",
                         pos,
                     )
-                else:
-                    cur.children.append(el)
                 count += 1
-                if count > MAX_ELEMENTS:
-                    raise WBXMLError(f"more than {MAX_ELEMENTS} elements", pos)
+                if count > max_elements:
+                    raise WBXMLError(f"more than {max_elements} elements", pos)
+                if depth >= max_depth:
+                    raise WBXMLError(f"elements nested deeper than {max_depth}", pos)
                 pos += 1
-                if tok & _CONTENT:
+                if tok & 0x40:
+                    if data[pos] == 0x03:
+                        # The common leaf <Tag>text</Tag> (tag, STR_I, text, NUL, END) in one go.
+                        end = find(b"\0", pos + 1)
+                        if 0 <= end - pos - 1 <= max_string and data[end + 1] == 0x01:
+                            el = new(cls)
+                            el.namespace, el.tag = entry
+                            el.children = []
+                            el.value = data[pos + 1 : end].decode()
+                            add(el)
+                            pos = end + 2
+                            if cur is top:
+                                break
+                            continue
+                    el = new(cls)
+                    el.namespace, el.tag = entry
+                    el.children = []
+                    el.value = None
+                    add(el)
                     push(cur)
                     cur = el
-                    if len(stack) > MAX_DEPTH:
-                        raise WBXMLError(f"elements nested deeper than {MAX_DEPTH}", pos - 1)
-                elif cur is None:
-                    break
-            elif tok == _END:
-                if cur is None:
+                    add = el.children.append
+                    depth += 1
+                else:
+                    el = new(cls)
+                    el.namespace, el.tag = entry
+                    el.children = []
+                    el.value = None
+                    add(el)
+                    if cur is top:
+                        break
+            elif tok == 0x01:  # END
+                if cur is top:
                     raise WBXMLError("END with no open element", pos)
                 if parts:
                     _join_parts(cur, parts)
                 cur = pop()
+                add = cur.children.append
+                depth -= 1
                 pos += 1
-                if cur is None:
+                if cur is top:
                     break
-            elif tok == _STR_I:
-                end = data.find(b"\0", pos + 1)
+            elif tok == 0x03:  # STR_I
+                end = find(b"\0", pos + 1)
                 if end < 0:
                     raise WBXMLError("inline string (STR_I) is not terminated by a NUL", pos)
-                if end - pos - 1 > MAX_STRING_BYTES:
-                    raise WBXMLError(f"string longer than {MAX_STRING_BYTES} bytes", pos)
-                text = data[pos + 1 : end].decode()
-                _add_value(cur, text, pos, parts)
+                if end - pos - 1 > max_string:
+                    raise WBXMLError(f"string longer than {max_string} bytes", pos)
+                _add_value(cur, top, data[pos + 1 : end].decode(), pos, parts)
                 pos = end + 1
-            elif tok == _SWITCH_PAGE:
+            elif tok == 0x00:  # SWITCH_PAGE
                 page = data[pos + 1]
                 if page >= len(tables) or tables[page] is None:
                     raise WBXMLError(f"SWITCH_PAGE to unknown code page {page}", pos)
                 names = tables[page]
                 assert names is not None
                 pos += 2
-            elif tok == _OPAQUE:
+            elif tok == 0xC3:  # OPAQUE
                 length, start = _mb_u_int32(data, pos + 1, "OPAQUE length")
                 if length > n - start:
                     raise WBXMLError(
                         f"OPAQUE declares {length} bytes but only {n - start} remain", pos
                     )
-                if length > MAX_STRING_BYTES:
-                    raise WBXMLError(f"OPAQUE longer than {MAX_STRING_BYTES} bytes", pos)
-                _add_value(cur, data[start : start + length], pos, parts)
+                if length > max_string:
+                    raise WBXMLError(f"OPAQUE longer than {max_string} bytes", pos)
+                _add_value(cur, top, data[start : start + length], pos, parts)
                 pos = start + length
-            elif tok == _STR_T:
+            elif tok == 0x83:  # STR_T
                 index, after = _mb_u_int32(data, pos + 1, "string table reference")
                 end = table.find(b"\0", index) if index < len(table) else -1
                 if end < 0:
@@ -228,33 +269,33 @@ def _body(data: bytes, pos: int, table: bytes) -> Element:
                         "string table references expand to more text than the document holds",
                         pos,
                     )
-                _add_value(cur, table[index:end].decode(), pos, parts)
+                _add_value(cur, top, table[index:end].decode(), pos, parts)
                 pos = after
             else:
                 raise _bad_token(tok, page, pages.page_namespace[page], pos)
     except IndexError:
-        what = "a code page number" if tok == _SWITCH_PAGE else "the next token"
         raise WBXMLError(
-            f"document truncated: {what} was expected but the data ended"
-            + (f" inside {cur.namespace}:{cur.tag}" if cur is not None else ""),
+            "document truncated: the data ended"
+            + (f" inside {cur.namespace}:{cur.tag}" if cur is not top else "")
+            + (" where a code page number was expected" if tok == 0x00 else ""),
             n,
         ) from None
     except UnicodeDecodeError as exc:
         raise WBXMLError(f"text is not valid UTF-8 ({exc.reason})", pos) from None
     if pos != n:
         raise WBXMLError(f"{n - pos} bytes after the end of the root element", pos)
-    assert root is not None
-    return root
+    return top.children[0]
 
 
 def _add_value(
-    cur: Element | None,
+    cur: Element,
+    top: Element,
     value: str | bytes,
     pos: int,
     parts: dict[int, list[str] | list[bytes]],
 ) -> None:
     """Attach a text or opaque piece to the open element; pieces of one kind concatenate."""
-    if cur is None:
+    if cur is top:
         raise WBXMLError("text or opaque data outside the root element", pos)
     old = cur.value
     if old is None:

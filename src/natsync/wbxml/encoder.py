@@ -44,62 +44,64 @@ def encode(root: Element) -> bytes:
     if not isinstance(root, Element):
         raise WBXMLError(f"expected an Element, got {type(root).__name__}")
     out: list[bytes] = [EAS_HEADER]
-    _encode(root, 0, 1, out, code_pages().encode_table)
+    _children([root], 0, 1, out, code_pages().encode_table)
     return b"".join(out)
 
 
-def _encode(
-    el: Element,
+def _children(
+    children: list[Element],
     page: int,
     depth: int,
     out: list[bytes],
     table: dict[tuple[str, str], tuple[int, bytes, bytes]],
 ) -> int:
-    """Append *el* to *out*; return the code page in force after it."""
-    try:
-        tag_page, bare, with_content = table[el.namespace, el.tag]
-    except KeyError:
-        raise _unknown(el) from None
-    except (TypeError, AttributeError):
-        raise WBXMLError(f"expected an Element, got {type(el).__name__}") from None
-    if tag_page != page:
-        out.append(_SWITCH[tag_page])
-        page = tag_page
-    children = el.children
-    value = el.value
-    if children:
-        if value is not None:
-            raise WBXMLError(f"{el.namespace}:{el.tag} has both a value and child elements")
-        if depth >= MAX_DEPTH:
-            raise WBXMLError(f"elements nested deeper than {MAX_DEPTH}")
-        out.append(with_content)
-        depth += 1
-        for child in children:
-            page = _encode(child, page, depth, out, table)
-        out.append(_END)
-    elif value is None:
-        out.append(bare)
-    elif type(value) is str:
+    """Append *children* (at nesting *depth*) to *out*; return the code page in force after.
+
+    Leaves, most elements of any EAS message, are written inline here; only containers recurse.
+    """
+    if depth > MAX_DEPTH:
+        raise WBXMLError(f"elements nested deeper than {MAX_DEPTH}")
+    append = out.append
+    for el in children:
         try:
-            encoded = value.encode()
-        except UnicodeEncodeError:
+            tag_page, bare, with_content = table[el.namespace, el.tag]
+        except KeyError:
+            raise _unknown(el) from None
+        except (TypeError, AttributeError):
+            raise WBXMLError(f"expected an Element, got {type(el).__name__}") from None
+        if tag_page != page:
+            append(_SWITCH[tag_page])
+            page = tag_page
+        value = el.value
+        if el.children:
+            if value is not None:
+                raise WBXMLError(f"{el.namespace}:{el.tag} has both a value and child elements")
+            append(with_content)
+            page = _children(el.children, page, depth + 1, out, table)
+            append(_END)
+        elif value is None:
+            append(bare)
+        elif type(value) is str:
+            try:
+                encoded = value.encode()
+            except UnicodeEncodeError:
+                raise WBXMLError(
+                    f"{el.namespace}:{el.tag} text is not encodable as UTF-8 (lone surrogate)"
+                ) from None
+            if b"\0" in encoded:
+                raise WBXMLError(
+                    f"{el.namespace}:{el.tag} text contains NUL, which STR_I cannot carry; "
+                    "send it as bytes (OPAQUE) instead"
+                )
+            out += (with_content, _STR_I, encoded, _NUL_END)
+        elif isinstance(value, (bytes, bytearray, memoryview)):
+            data = bytes(value)
+            out += (with_content, _OPAQUE, mb_u_int32(len(data)), data, _END)
+        else:
             raise WBXMLError(
-                f"{el.namespace}:{el.tag} text is not encodable as UTF-8 (lone surrogate)"
-            ) from None
-        if b"\0" in encoded:
-            raise WBXMLError(
-                f"{el.namespace}:{el.tag} text contains NUL, which STR_I cannot carry; "
-                "send it as bytes (OPAQUE) instead"
+                f"{el.namespace}:{el.tag} value of type {type(value).__name__} "
+                "cannot be encoded (str or bytes expected)"
             )
-        out += (with_content, _STR_I, encoded, _NUL_END)
-    elif isinstance(value, (bytes, bytearray, memoryview)):
-        data = bytes(value)
-        out += (with_content, _OPAQUE, mb_u_int32(len(data)), data, _END)
-    else:
-        raise WBXMLError(
-            f"{el.namespace}:{el.tag} value of type {type(value).__name__} "
-            "cannot be encoded (str or bytes expected)"
-        )
     return page
 
 

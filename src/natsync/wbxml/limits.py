@@ -13,9 +13,9 @@ from __future__ import annotations
 #: base64 inside the MIME); 64 MiB leaves room for that and bounds what one request can cost.
 MAX_DOCUMENT_BYTES = 64 * 1024 * 1024
 
-#: Deepest element nesting. The deepest EAS documents (a calendar exception's attendee inside a
-#: Sync Add) nest about 12 levels; 64 is far beyond any real message and keeps the encoder's
-#: recursion and the decoder's stack trivially small.
+#: Deepest element nesting (the root is at depth 1). The deepest EAS documents (an attendee of a
+#: calendar exception inside a Sync Add) nest about 12 levels; 64 is far beyond any real
+#: message and keeps the encoder's recursion and the decoder's stack trivially small.
 MAX_DEPTH = 64
 
 #: Longest single value (one STR_I/STR_T string or one OPAQUE blob). A MIME body sent inline
