@@ -21,11 +21,14 @@ def main() -> None:
 
 def _register() -> None:
     """Attach the command groups of each part (imported here to keep start-up cheap)."""
+    from natsync.cli_admin import device, user
     from natsync.cli_up import up
     from natsync.cli_wbxml import wbxml
 
     main.add_command(up)
     main.add_command(wbxml)
+    main.add_command(user)
+    main.add_command(device)
 
 
 _register()

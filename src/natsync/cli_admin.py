@@ -1,0 +1,363 @@
+"""`natsync user ...` and `natsync device ...`: administer the mailbox store from the shell.
+
+Thin on purpose: each command opens the store in ``--data-dir``, runs one transaction and
+renders the result (a rich table for people, ``--json`` for scripts). The server may be running
+on the same file: SQLite's WAL lets both work, and the server sees the change on its next read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from natsync.auth.passwords import hash_password
+from natsync.errors import NatsyncError
+from natsync.store.api import AccessState, Device, Txn, User, WipeState
+from natsync.store.sqlite import SqliteStore
+
+T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: Where the data lives unless told: the environment, then a directory beside the caller.
+DATA_DIR_ENV = "NATSYNC_DATA_DIR"
+DEFAULT_DATA_DIR = "natsync-data"
+STORE_FILE = "natsync.db"
+
+#: A password shorter than this is refused: phones store it once, so length costs nothing.
+MIN_PASSWORD_LENGTH = 8
+
+
+def default_data_dir() -> Path:
+    return Path(os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR)
+
+
+def data_dir_option(fn: F) -> F:
+    return click.option(
+        "--data-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=default_data_dir,
+        show_default=f"${DATA_DIR_ENV} or ./{DEFAULT_DATA_DIR}",
+        help="Directory holding natsync's data (the store is DATA_DIR/natsync.db).",
+    )(fn)
+
+
+def json_option(fn: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(fn)
+
+
+@contextmanager
+def _store(data_dir: Path, *, create: bool = False) -> Iterator[SqliteStore]:
+    path = data_dir / STORE_FILE
+    if not create and not path.exists():
+        raise click.ClickException(
+            f"no store at {path}: add a user first (natsync user add) or pass --data-dir"
+        )
+    try:
+        store = SqliteStore(path)
+    except NatsyncError as exc:
+        raise click.ClickException(exc.message) from exc
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def _run(store: SqliteStore, fn: Callable[[Txn], T]) -> T:
+    try:
+        return store.run_sync(fn)
+    except NatsyncError as exc:
+        raise click.ClickException(exc.message) from exc
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _read_password(password: str | None, from_stdin: bool) -> str:
+    if password is not None and from_stdin:
+        raise click.UsageError("give --password or --password-stdin, not both")
+    if from_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    elif password is None:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise click.ClickException(
+            f"the password is too short: use at least {MIN_PASSWORD_LENGTH} characters"
+        )
+    return password
+
+
+def _require_user(txn: Txn, name: str) -> User:
+    user = txn.get_user(name)
+    if user is None:
+        raise click.ClickException(f"no user named {name!r} (see natsync user list)")
+    return user
+
+
+def _print_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, default=str))
+
+
+def _table(title: str, columns: list[str], rows: list[list[str]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*row)
+    console = Console(file=sys.stdout)
+    console.print(table)
+
+
+def _when(value: datetime | None) -> str:
+    return "" if value is None else value.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+# -- natsync user -------------------------------------------------------------------------------
+
+
+@click.group()
+def user() -> None:
+    """Add, list, change and remove mailbox users."""
+
+
+@user.command("add")
+@click.argument("name")
+@click.option("--email", required=True, help="The user's primary SMTP address.")
+@click.option("--display-name", default=None, help="Shown on phones (default: NAME).")
+@click.option("--password", default=None, help="Prompted (twice) when not given.")
+@click.option("--password-stdin", is_flag=True, help="Read the password from stdin's first line.")
+@data_dir_option
+@json_option
+def user_add(
+    name: str,
+    email: str,
+    display_name: str | None,
+    password: str | None,
+    password_stdin: bool,
+    data_dir: Path,
+    as_json: bool,
+) -> None:
+    """Add the user NAME (the login name phones send) with the standard folders."""
+    if "@" not in email:
+        raise click.BadParameter(f"{email!r} is not an email address", param_hint="--email")
+    secret = _read_password(password, password_stdin)
+    hashed = hash_password(secret)
+    with _store(data_dir, create=True) as store:
+        added = _run(
+            store, lambda txn: txn.add_user(name, email, display_name or name, hashed, _now())
+        )
+    if as_json:
+        _print_json(_user_json(added))
+    else:
+        click.echo(f"added user {added.name} <{added.email}>")
+
+
+def _user_json(u: User) -> dict[str, Any]:
+    return {
+        "name": u.name,
+        "email": u.email,
+        "display_name": u.display_name,
+        "created_at": u.created_at.isoformat(),
+    }
+
+
+@user.command("list")
+@data_dir_option
+@json_option
+def user_list(data_dir: Path, as_json: bool) -> None:
+    """List the users."""
+    with _store(data_dir) as store:
+        users = _run(store, lambda txn: txn.list_users())
+    if as_json:
+        _print_json([_user_json(u) for u in users])
+        return
+    _table(
+        "natsync users",
+        ["name", "email", "display name", "created"],
+        [[u.name, u.email, u.display_name, _when(u.created_at)] for u in users],
+    )
+
+
+@user.command("passwd")
+@click.argument("name")
+@click.option("--password", default=None, help="Prompted (twice) when not given.")
+@click.option("--password-stdin", is_flag=True, help="Read the password from stdin's first line.")
+@data_dir_option
+def user_passwd(name: str, password: str | None, password_stdin: bool, data_dir: Path) -> None:
+    """Set a new password for NAME."""
+    with _store(data_dir) as store:
+        _run(store, lambda txn: _require_user(txn, name))
+        hashed = hash_password(_read_password(password, password_stdin))
+        _run(store, lambda txn: txn.set_password_hash(_require_user(txn, name).id, hashed))
+    click.echo(f"password of {name} changed")
+
+
+@user.command("remove")
+@click.argument("name")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@data_dir_option
+def user_remove(name: str, yes: bool, data_dir: Path) -> None:
+    """Remove NAME with all their mail, folders and devices."""
+    with _store(data_dir) as store:
+        _run(store, lambda txn: _require_user(txn, name))
+        if not yes:
+            click.confirm(f"Remove {name} and all their mail?", abort=True)
+        _run(store, lambda txn: txn.remove_user(_require_user(txn, name).id))
+    click.echo(f"removed user {name}")
+
+
+# -- natsync device -----------------------------------------------------------------------------
+
+
+@click.group()
+def device() -> None:
+    """List devices and set their access (allow, block, quarantine) or wipe them."""
+
+
+def _device_json(d: Device, owner: str) -> dict[str, Any]:
+    return {
+        "user": owner,
+        "device_id": d.device_id,
+        "device_type": d.device_type,
+        "model": d.model,
+        "os": d.os,
+        "user_agent": d.user_agent,
+        "protocol_version": d.protocol_version,
+        "first_seen": d.first_seen.isoformat(),
+        "last_seen": d.last_seen.isoformat(),
+        "access_state": d.access_state.value,
+        "policy_key": d.policy_key,
+        "wipe_state": d.wipe_state.value,
+        "wipe_requested_at": d.wipe_requested_at and d.wipe_requested_at.isoformat(),
+        "wipe_acknowledged_at": d.wipe_acknowledged_at and d.wipe_acknowledged_at.isoformat(),
+    }
+
+
+@device.command("list")
+@click.option("--user", "user_name", default=None, help="Only this user's devices.")
+@data_dir_option
+@json_option
+def device_list(user_name: str | None, data_dir: Path, as_json: bool) -> None:
+    """List the devices that have connected."""
+
+    def collect(txn: Txn) -> list[tuple[Device, str]]:
+        names = {u.id: u.name for u in txn.list_users()}
+        user_id = None if user_name is None else _require_user(txn, user_name).id
+        return [(d, names.get(d.user_id, "?")) for d in txn.list_devices(user_id)]
+
+    with _store(data_dir) as store:
+        devices = _run(store, collect)
+    if as_json:
+        _print_json([_device_json(d, owner) for d, owner in devices])
+        return
+    _table(
+        "natsync devices",
+        ["user", "device id", "type", "model", "EAS", "last seen", "access", "wipe"],
+        [
+            [
+                owner,
+                d.device_id,
+                d.device_type,
+                d.model,
+                d.protocol_version,
+                _when(d.last_seen),
+                d.access_state.value,
+                d.wipe_state.value,
+            ]
+            for d, owner in devices
+        ],
+    )
+
+
+def _find_device(txn: Txn, device_id: str, user_name: str | None) -> Device:
+    if user_name is not None:
+        found = txn.get_device(_require_user(txn, user_name).id, device_id)
+        if found is None:
+            raise click.ClickException(f"{user_name} has no device {device_id!r}")
+        return found
+    matches = [d for d in txn.list_devices() if d.device_id.casefold() == device_id.casefold()]
+    if not matches:
+        raise click.ClickException(f"no device {device_id!r} (see natsync device list)")
+    if len(matches) > 1:
+        raise click.ClickException(
+            f"{len(matches)} users have a device {device_id!r}: say which with --user"
+        )
+    return matches[0]
+
+
+def _access_command(state: AccessState, verb: str) -> click.Command:
+    @click.argument("device_id")
+    @click.option("--user", "user_name", default=None, help="The device's user (if ambiguous).")
+    @data_dir_option
+    def command(device_id: str, user_name: str | None, data_dir: Path) -> None:
+        def change(txn: Txn) -> Device:
+            found = _find_device(txn, device_id, user_name)
+            txn.set_access_state(found.id, state)
+            return found
+
+        with _store(data_dir) as store:
+            found = _run(store, change)
+        click.echo(f"device {found.device_id} is now {state.value}")
+
+    command.__doc__ = f"{verb} the device DEVICE_ID."
+    return click.command()(command)
+
+
+device.add_command(_access_command(AccessState.ALLOWED, "Allow"), "allow")
+device.add_command(_access_command(AccessState.BLOCKED, "Block"), "block")
+device.add_command(
+    _access_command(AccessState.QUARANTINED, "Quarantine (the device sees only a notice)"),
+    "quarantine",
+)
+
+
+@device.command("wipe")
+@click.argument("device_id")
+@click.option("--user", "user_name", default=None, help="The device's user (if ambiguous).")
+@click.option(
+    "--account-only",
+    is_flag=True,
+    help="Remove only this account's data from the device (EAS 16.1 AccountOnlyRemoteWipe).",
+)
+@click.option("--cancel", is_flag=True, help="Withdraw a wipe that was not yet sent.")
+@data_dir_option
+def device_wipe(
+    device_id: str, user_name: str | None, account_only: bool, cancel: bool, data_dir: Path
+) -> None:
+    """Ask the device DEVICE_ID to wipe itself at its next connection."""
+    if cancel and account_only:
+        raise click.UsageError("--cancel and --account-only do not go together")
+
+    def change(txn: Txn) -> Device:
+        found = _find_device(txn, device_id, user_name)
+        if cancel:
+            if found.wipe_state not in (WipeState.PENDING, WipeState.ACCOUNT_ONLY_PENDING):
+                raise click.ClickException(
+                    f"no wipe to cancel: the wipe state of {found.device_id} is "
+                    f"{found.wipe_state.value}"
+                )
+            txn.set_wipe_state(found.id, WipeState.NONE, _now())
+        else:
+            state = WipeState.ACCOUNT_ONLY_PENDING if account_only else WipeState.PENDING
+            txn.set_wipe_state(found.id, state, _now())
+        return found
+
+    with _store(data_dir) as store:
+        found = _run(store, change)
+    if cancel:
+        click.echo(f"wipe of {found.device_id} cancelled")
+    elif account_only:
+        click.echo(f"{found.device_id} will remove this account at its next connection")
+    else:
+        click.echo(f"{found.device_id} will be wiped at its next connection")
