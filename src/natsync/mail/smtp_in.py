@@ -1,0 +1,248 @@
+"""SMTP inbound: the port-forwarded SMTP server that takes mail for our users (aiosmtpd).
+
+Rules (docs/mail.md "SMTP in"):
+
+* **No open relay.** RCPT is accepted only for an existing user's address in one of the
+  configured domains: another domain gets ``550 5.7.1`` (relaying denied), an unknown local
+  address ``550 5.1.1``. There is no authentication that would unlock relaying: this server
+  only ever delivers into local mailboxes.
+* **Size.** ``max_message_size`` is announced with the SIZE extension (RFC 1870); a MAIL FROM
+  declaring more, or DATA sending more, gets ``552``.
+* **SMTP smuggling.** Only ``<CRLF>.<CRLF>`` ends DATA: aiosmtpd (>= 1.4.5) reads DATA line by
+  line up to CRLF, so a bare ``<LF>.<LF>`` is message content, never the end of it (tested).
+* **Delivery.** Each accepted message gets a ``Received`` header (RFC 5321 4.4), is parsed once
+  and is added to every recipient's Inbox in ONE store transaction: all recipients or none. A
+  store failure answers ``451`` so the sending server retries; nothing half-delivered remains.
+* **PROXY protocol.** With ``proxy_protocol_from`` set (the edge's addresses), every connection
+  must start with a PROXY v1/v2 header (aiosmtpd's ``proxy_protocol_timeout``) and may only
+  come from one of those addresses; the client address it carries is the one recorded in
+  ``Received``.
+
+Public API (stable): ``start_smtp_server(store, host, port, domains, max_message_size,
+proxy_protocol_from=None, *, hostname=None, clock=None) -> SmtpServerHandle`` with ``.host``,
+``.port`` and ``async close()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+import uuid
+import weakref
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import format_datetime
+from typing import Any
+
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from natsync.mail.errors import MailError
+from natsync.mail.mime import parse_message
+from natsync.mail.relay import deliver_to_inbox
+from natsync.store.api import NewMessage, Store, Txn
+
+log = logging.getLogger(__name__)
+
+#: Default largest message accepted (bytes): what common providers accept; attachments beyond
+#: this belong in a file share, not in a phone's mailbox.
+DEFAULT_MAX_MESSAGE_SIZE = 35 * 1024 * 1024
+#: RCPT commands per message (RFC 5321 4.5.3.1.8 asks servers to take at least 100).
+MAX_RECIPIENTS = 100
+#: Seconds a connection may take to send its PROXY header before it is dropped.
+PROXY_PROTOCOL_TIMEOUT = 5.0
+#: Seconds an idle SMTP connection is kept (RFC 5321 4.5.3.2.7 suggests 5 minutes).
+IDLE_TIMEOUT = 300.0
+#: Seconds a positive "this address is a local user" answer is remembered: spares a store
+#: round trip per RCPT at high ingest rates; a removed user is still checked again at delivery.
+LOCAL_USER_CACHE_SECONDS = 10.0
+#: Entries in that cache.
+LOCAL_USER_CACHE_SIZE = 10_000
+
+
+@dataclass(slots=True)
+class SmtpServerHandle:
+    """A running SMTP server: where it listens, and how to stop it."""
+
+    host: str
+    port: int
+    _server: asyncio.AbstractServer
+    _sessions: weakref.WeakSet[SMTP] = field(default_factory=weakref.WeakSet)
+    #: Messages delivered since start (for logs, tests and the ingest benchmark).
+    stats: dict[str, int] = field(default_factory=lambda: {"delivered": 0, "refused": 0})
+
+    async def close(self) -> None:
+        """Stop listening and drop open connections."""
+        self._server.close()
+        for session in list(self._sessions):
+            transport = session.transport
+            if transport is not None:
+                transport.close()
+        await self._server.wait_closed()
+
+
+class _Handler:
+    """aiosmtpd hooks: RCPT policy, delivery at DATA, PROXY source check."""
+
+    def __init__(
+        self,
+        store: Store,
+        domains: Iterable[str],
+        hostname: str,
+        proxy_from: set[str] | None,
+        clock: Callable[[], datetime],
+        stats: dict[str, int],
+    ) -> None:
+        self.store = store
+        self.domains = {d.strip().lower() for d in domains}
+        self.hostname = hostname
+        self.proxy_from = proxy_from
+        self.clock = clock
+        self.stats = stats
+        self._known: dict[str, float] = {}
+
+    async def handle_PROXY(
+        self, server: SMTP, session: Session, envelope: Envelope, data: Any
+    ) -> bool:
+        peer = session.peer[0] if isinstance(session.peer, tuple) else str(session.peer)
+        allowed = self.proxy_from is not None and peer in self.proxy_from
+        if not allowed:
+            log.warning("PROXY header from %s refused: not a configured proxy", peer)
+        return allowed
+
+    async def _is_local_user(self, address: str) -> bool:
+        key = address.lower()
+        expiry = self._known.get(key)
+        if expiry is not None and expiry > time.monotonic():
+            return True
+        user = await self.store.run(lambda txn: txn.get_user_by_email(address))
+        if user is None:
+            self._known.pop(key, None)
+            return False
+        if len(self._known) >= LOCAL_USER_CACHE_SIZE:
+            self._known.clear()
+        self._known[key] = time.monotonic() + LOCAL_USER_CACHE_SECONDS
+        return True
+
+    async def handle_RCPT(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        rcpt_options: list[str],
+    ) -> str:
+        if len(envelope.rcpt_tos) >= MAX_RECIPIENTS:
+            return "452 4.5.3 Too many recipients"
+        local, at, domain = address.rpartition("@")
+        if not at or not local or domain.lower() not in self.domains:
+            self.stats["refused"] += 1
+            log.info("relay attempt refused: %r -> %r", envelope.mail_from, address)
+            return f"550 5.7.1 <{address}>: relaying denied, not a local domain"
+        try:
+            known = await self._is_local_user(address)
+        except Exception:
+            log.exception("store lookup for RCPT %r failed", address)
+            return "451 4.3.0 Temporary lookup failure, try again later"
+        if not known:
+            self.stats["refused"] += 1
+            return f"550 5.1.1 <{address}>: no such user here"
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        return "250 2.1.5 OK"
+
+    def _received(self, session: Session, envelope: Envelope, queue_id: str) -> bytes:
+        peer = session.peer[0] if isinstance(session.peer, tuple) else str(session.peer)
+        proxy = session.proxy_data
+        if proxy is not None and getattr(proxy, "src_addr", None) is not None:
+            peer = str(proxy.src_addr)
+        helo = (session.host_name or "unknown").replace("\r", "").replace("\n", "")[:200]
+        protocol = "ESMTP" if session.extended_smtp else "SMTP"
+        target = f"\r\n\tfor <{envelope.rcpt_tos[0]}>" if len(envelope.rcpt_tos) == 1 else ""
+        line = (
+            f"Received: from {helo} ([{peer}])\r\n\tby {self.hostname} (natsync) with {protocol}"
+            f" id {queue_id}{target};\r\n\t{format_datetime(self.clock())}\r\n"
+        )
+        return line.encode("utf-8", "replace")
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        content = envelope.original_content
+        if not isinstance(content, bytes):
+            content = bytes(content or b"")
+        queue_id = uuid.uuid4().hex[:16]
+        raw = self._received(session, envelope, queue_id) + content
+        now = self.clock()
+        try:
+            message = parse_message(raw, now)
+        except MailError:
+            return "554 5.6.0 Message is not RFC 5322 mail"
+        recipients = list(envelope.rcpt_tos)
+        try:
+            count = await self.store.run(lambda txn: _deliver_all(txn, recipients, message))
+        except Exception:
+            log.exception("delivery of %s failed; the sender will retry", queue_id)
+            return "451 4.3.0 Temporary delivery failure, try again later"
+        if count == 0:
+            return "550 5.1.1 None of the recipients exists any more"
+        self.stats["delivered"] += 1
+        log.info("delivered %s from %r to %d recipient(s)", queue_id, envelope.mail_from, count)
+        return f"250 2.0.0 OK id={queue_id}"
+
+    async def handle_exception(self, error: Exception) -> str:
+        log.error("SMTP session error: %r", error)
+        return "451 4.3.0 Temporary server error"
+
+
+def _deliver_all(txn: Txn, recipients: list[str], message: NewMessage) -> int:
+    delivered = 0
+    for address in dict.fromkeys(r.lower() for r in recipients):
+        user = txn.get_user_by_email(address)
+        if user is None:
+            log.warning("recipient %r vanished between RCPT and DATA", address)
+            continue
+        deliver_to_inbox(txn, user, message)
+        delivered += 1
+    return delivered
+
+
+async def start_smtp_server(
+    store: Store,
+    host: str,
+    port: int,
+    domains: Iterable[str],
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+    proxy_protocol_from: set[str] | None = None,
+    *,
+    hostname: str | None = None,
+    clock: Callable[[], datetime] | None = None,
+) -> SmtpServerHandle:
+    """Listen for SMTP on *host*:*port* (0: any free port) and deliver into *store*."""
+    loop = asyncio.get_running_loop()
+    name = hostname or socket.gethostname()
+    stats = {"delivered": 0, "refused": 0}
+    handler = _Handler(
+        store, domains, name, proxy_protocol_from, clock or (lambda: datetime.now(UTC)), stats
+    )
+    sessions: weakref.WeakSet[SMTP] = weakref.WeakSet()
+
+    def factory() -> SMTP:
+        smtp = SMTP(
+            handler,
+            data_size_limit=max_message_size,
+            enable_SMTPUTF8=True,
+            decode_data=False,
+            hostname=name,
+            ident="natsync ESMTP",
+            timeout=IDLE_TIMEOUT,
+            proxy_protocol_timeout=PROXY_PROTOCOL_TIMEOUT if proxy_protocol_from else None,
+            loop=loop,
+        )
+        sessions.add(smtp)
+        return smtp
+
+    server = await loop.create_server(factory, host, port)
+    bound_port = server.sockets[0].getsockname()[1]
+    log.info("SMTP listening on %s:%d for %s", host, bound_port, ", ".join(sorted(handler.domains)))
+    return SmtpServerHandle(host, bound_port, server, sessions, stats)
