@@ -20,6 +20,15 @@ from collections.abc import Iterable
 from natsync.store.api import Subscription
 
 
+def hierarchy_key(user_id: int) -> int:
+    """The feed id that fires when *user_id*'s folder hierarchy changes (create/rename/delete).
+
+    Subscribe to it beside the folder ids (a Ping answers Status 7 when the hierarchy changed,
+    MS-ASCMD 2.2.3.177.10). Folder ids are positive, so negative ids cannot collide with them.
+    """
+    return -user_id
+
+
 class LocalChangeFeed:
     """A :class:`natsync.store.api.ChangeFeed` for the processes of one store."""
 

@@ -55,7 +55,7 @@ from natsync.store.api import (
     User,
     WipeState,
 )
-from natsync.store.feed import LocalChangeFeed
+from natsync.store.feed import LocalChangeFeed, hierarchy_key
 from natsync.store.mime import part_bytes, plain_text
 
 T = TypeVar("T")
@@ -220,7 +220,8 @@ class SqliteTxn(Txn):
     def __init__(self, conn: sqlite3.Connection, fts: bool) -> None:
         self._conn = conn
         self._fts = fts
-        #: Folders whose content or existence changed in this transaction (published on commit).
+        #: Folders whose content or existence changed in this transaction, and the
+        #: ``hierarchy_key`` of users whose hierarchy changed (published after commit).
         self.changed: set[int] = set()
         self._bumped: dict[int, int] = {}  # folder id -> its modseq in this transaction
         self._hierarchy_bumped: set[int] = set()
@@ -252,6 +253,7 @@ class SqliteTxn(Txn):
                 (user_id,),
             )
             self._hierarchy_bumped.add(user_id)
+            self.changed.add(hierarchy_key(user_id))
 
     def _folder_info(self, folder_id: int) -> _FolderInfo:
         info = self._folders.get(folder_id)
@@ -353,6 +355,7 @@ class SqliteTxn(Txn):
             raise NotFound(f"user {user_id} does not exist")
         # Waiting Pings of the removed user wake up and find their folders gone.
         self.changed.update(folder_ids)
+        self.changed.add(hierarchy_key(user_id))
 
     def get_user_setting(self, user_id: int, key: str) -> str | None:
         row = self._one(
