@@ -218,11 +218,22 @@ def assert_libwbxml_decodes(data: bytes) -> str:
     try:
         root = _parse_libwbxml_output(xml)
     except ET.ParseError as exc:
-        pytest.fail(f"libwbxml's decoding is not XML ({exc}): {xml[:300]!r}")
+        # wbxml2xml writes OPAQUE raw outside its base64 tags: binary there is not XML.
+        _, column = exc.position
+        inner = xml.rfind("<", 0, max(column - 1, 0))
+        pytest.fail(
+            f"libwbxml's decoding is not XML ({exc}), near {xml[inner : inner + 120]!r}: "
+            "most likely OPAQUE binary in a tag EAS types as a string (libwbxml writes OPAQUE "
+            "as base64 only in " + ", ".join(sorted(_opaque_names())) + ")"
+        )
     unknown = [el for el in root.iter() if _local(el.tag) == "unknown"]
     if unknown:
         pytest.fail(f"libwbxml does not know {len(unknown)} tag(s) in the document: {xml[:300]!r}")
     return xml
+
+
+def _opaque_names() -> set[str]:
+    return {f"{r.namespace}:{r.tag}" for r in tag_table().rows if r.opaque}
 
 
 # --- natsync tree <-> libwbxml XML ----------------------------------------------------------

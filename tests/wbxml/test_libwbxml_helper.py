@@ -175,3 +175,11 @@ def test_missing_tools_skip_on_a_developer_machine(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     with pytest.raises(pytest.skip.Exception, match="not installed"):
         require_libwbxml()
+
+
+def test_assert_libwbxml_decodes_fails_on_binary_opaque_in_a_text_tag() -> None:
+    # ItemOperations:Data is a string (base64 text, MS-ASCMD 2.2.3.39.2); libwbxml writes an
+    # OPAQUE there raw, and control bytes are not XML.
+    data = EAS_WBXML_HEADER + bytes.fromhex("0014 45 4c c3 03 00 07 ff 01 01")
+    with pytest.raises(Failed, match="OPAQUE binary in a tag EAS types as a string"):
+        assert_libwbxml_decodes(data)
