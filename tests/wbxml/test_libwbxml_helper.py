@@ -183,3 +183,14 @@ def test_assert_libwbxml_decodes_fails_on_binary_opaque_in_a_text_tag() -> None:
     data = EAS_WBXML_HEADER + bytes.fromhex("0014 45 4c c3 03 00 07 ff 01 01")
     with pytest.raises(Failed, match="OPAQUE binary in a tag EAS types as a string"):
         assert_libwbxml_decodes(data)
+
+
+def test_every_mapped_name_is_the_same_token_in_natsync() -> None:
+    # The map's natsync side must be natsync's own table: same (page, token) for each name.
+    from natsync.wbxml import encode
+
+    for row in tag_table().rows:
+        switch = bytes([0x00, row.page]) if row.page else b""
+        assert encode(Element(row.namespace, row.tag)) == EAS_WBXML_HEADER + switch + bytes(
+            [row.token]
+        ), row
