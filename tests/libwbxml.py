@@ -361,6 +361,10 @@ def parse_eas_xml(text: str) -> Element:
         name = table.get((namespace, local))
         if name is None:
             raise KeyError(f"{namespace}:{local} is not an ActiveSync tag libwbxml knows")
+        if node.attrib:
+            raise ValueError(
+                f"{namespace}:{local} has attributes {dict(node.attrib)}: EAS has none"
+            )
         el = Element(namespace, local)
         kids = list(node)
         if kids:

@@ -194,3 +194,8 @@ def test_every_mapped_name_is_the_same_token_in_natsync() -> None:
         assert encode(Element(row.namespace, row.tag)) == EAS_WBXML_HEADER + switch + bytes(
             [row.token]
         ), row
+
+
+def test_parse_eas_xml_refuses_attributes() -> None:
+    with pytest.raises(ValueError, match="EAS has none"):
+        parse_eas_xml('<Sync xmlns="AirSync:" xmlns:x="urn:x" x:value="text"/>')
