@@ -1,0 +1,89 @@
+"""Schema migrations: old files are upgraded in place, newer files are refused."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from natsync.store import migrations
+from natsync.store.api import StoreError
+from natsync.store.sqlite import SqliteStore, connect
+
+
+def test_a_new_file_gets_the_latest_schema(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "n.db")
+    store.close()
+    conn = sqlite3.connect(tmp_path / "n.db")
+    try:
+        assert migrations.schema_version(conn) == migrations.LATEST
+    finally:
+        conn.close()
+
+
+def test_a_version_1_file_is_upgraded_and_its_mail_becomes_searchable(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    conn = connect(path)
+    assert migrations.migrate(conn, upto=1) == 1
+    # What the first release would have written: a user, a folder, a message with its body.
+    conn.execute(
+        "INSERT INTO users (id, name, email, display_name, password_hash, created_at) "
+        "VALUES (1, 'alice', 'alice@example.test', 'Alice', 'h', 0)"
+    )
+    conn.execute(
+        "INSERT INTO folders (id, user_id, server_id, parent_server_id, display_name, type) "
+        "VALUES (1, 1, '1', '0', 'Inbox', 2)"
+    )
+    conn.execute(
+        "INSERT INTO messages (id, user_id, folder_id, server_id, modseq, received_at, subject, "
+        "from_addr, to_addrs, cc_addrs, reply_to, message_id_header, size, read, importance, "
+        "message_class, has_attachments, preview) VALUES (1, 1, 1, '1:1', 1, 0, 'Old news', "
+        "'bob@example.test', 'alice@example.test', '', '', '<x@y>', 10, 0, 1, 'IPM.Note', 0, '')"
+    )
+    conn.execute(
+        "INSERT INTO message_bodies (message_id, raw) VALUES "
+        "(1, CAST('Subject: Old news' || char(13, 10, 13, 10) || 'archaeology' AS BLOB))"
+    )
+    conn.close()
+
+    store = SqliteStore(path)
+    try:
+        found = store.run_sync(lambda txn: txn.search_messages(1, "archaeology", None, 10))
+        assert [m.server_id for m in found] == ["1:1"]
+    finally:
+        store.close()
+    conn = sqlite3.connect(path)
+    try:
+        assert migrations.schema_version(conn) == migrations.LATEST
+    finally:
+        conn.close()
+
+
+def test_a_failing_step_leaves_the_file_at_the_last_good_version(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "half.db"
+
+    def broken(conn: sqlite3.Connection) -> None:
+        conn.execute("CREATE TABLE half_done (x)")
+        raise RuntimeError("step 2 fails")
+
+    monkeypatch.setattr(migrations, "STEPS", (migrations.STEPS[0], broken))
+    conn = connect(path)
+    with pytest.raises(RuntimeError, match="step 2 fails"):
+        migrations.migrate(conn, upto=2)
+    assert migrations.schema_version(conn) == 1
+    assert (
+        conn.execute("SELECT name FROM sqlite_master WHERE name = 'half_done'").fetchone() is None
+    )
+    conn.close()
+
+
+def test_a_file_from_a_newer_natsync_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "future.db"
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA user_version = {migrations.LATEST + 1}")
+    conn.close()
+    with pytest.raises(StoreError, match="newer natsync"):
+        SqliteStore(path)

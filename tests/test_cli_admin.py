@@ -1,0 +1,212 @@
+"""`natsync user` and `natsync device`, end to end with CliRunner on a temporary data dir."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from natsync.auth.passwords import verify_password
+from natsync.cli import main
+from natsync.store.api import AccessState, Txn, WipeState
+from natsync.store.sqlite import SqliteStore
+
+NOW = datetime(2026, 3, 1, tzinfo=UTC)
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path / "data"
+
+
+def natsync(data_dir: Path, *args: str, stdin: str | None = None) -> Result:
+    return CliRunner().invoke(main, [*args, "--data-dir", str(data_dir)], input=stdin)
+
+
+def add_bob(data_dir: Path) -> None:
+    result = natsync(
+        data_dir,
+        "user",
+        "add",
+        "bob",
+        "--email",
+        "bob@example.test",
+        "--display-name",
+        "Bob Builder",
+        "--password-stdin",
+        stdin="bobs-password\n",
+    )
+    assert result.exit_code == 0, result.output
+
+
+def in_store(data_dir: Path, fn):  # type: ignore[no-untyped-def]
+    store = SqliteStore(data_dir / "natsync.db")
+    try:
+        return store.run_sync(fn)
+    finally:
+        store.close()
+
+
+def test_user_add_stores_a_hashed_password_and_the_standard_folders(data_dir: Path) -> None:
+    add_bob(data_dir)
+
+    def check(txn: Txn) -> tuple[str, int, str]:
+        bob = txn.get_user("bob")
+        assert bob is not None
+        return txn.password_hash(bob.id), len(txn.list_folders(bob.id)), bob.display_name
+
+    hashed, folders, display_name = in_store(data_dir, check)
+    assert verify_password("bobs-password", hashed)
+    assert "bobs-password" not in hashed
+    assert (folders, display_name) == (5, "Bob Builder")
+
+
+def test_user_add_prompts_twice_when_no_password_is_given(data_dir: Path) -> None:
+    result = natsync(
+        data_dir,
+        "user",
+        "add",
+        "carol",
+        "--email",
+        "carol@example.test",
+        stdin="pw-carol-1\npw-carol-1\n",
+    )
+    assert result.exit_code == 0, result.output
+    assert "Repeat for confirmation" in result.output
+    hashed = in_store(data_dir, lambda txn: txn.password_hash(txn.get_user("carol").id))
+    assert verify_password("pw-carol-1", hashed)
+
+
+def test_user_add_refuses_duplicates_short_passwords_and_bad_addresses(data_dir: Path) -> None:
+    add_bob(data_dir)
+    again = natsync(
+        data_dir, "user", "add", "bob", "--email", "b2@x.test", "--password", "long-enough"
+    )
+    assert again.exit_code == 1
+    assert "exists" in again.output
+    short = natsync(data_dir, "user", "add", "dan", "--email", "dan@x.test", "--password", "short")
+    assert short.exit_code == 1
+    assert "too short" in short.output
+    bad = natsync(data_dir, "user", "add", "eve", "--email", "eve", "--password", "long-enough")
+    assert bad.exit_code == 2
+    assert "not an email address" in bad.output
+
+
+def test_user_list_as_table_and_json(data_dir: Path) -> None:
+    add_bob(data_dir)
+    table = natsync(data_dir, "user", "list")
+    assert table.exit_code == 0
+    assert "bob@example.test" in table.output
+    listed = json.loads(natsync(data_dir, "user", "list", "--json").output)
+    assert [(u["name"], u["email"], u["display_name"]) for u in listed] == [
+        ("bob", "bob@example.test", "Bob Builder")
+    ]
+
+
+def test_commands_on_a_missing_store_say_what_to_do(data_dir: Path) -> None:
+    result = natsync(data_dir, "user", "list")
+    assert result.exit_code == 1
+    assert "natsync user add" in result.output
+    assert not data_dir.exists()
+
+
+def test_data_dir_comes_from_the_environment(tmp_path: Path) -> None:
+    runner = CliRunner(env={"NATSYNC_DATA_DIR": str(tmp_path / "env-data")})
+    result = runner.invoke(
+        main, ["user", "add", "fay", "--email", "fay@x.test", "--password", "fays-password"]
+    )
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "env-data" / "natsync.db").exists()
+
+
+def test_user_passwd_and_remove(data_dir: Path) -> None:
+    add_bob(data_dir)
+    changed = natsync(data_dir, "user", "passwd", "bob", "--password-stdin", stdin="new-password\n")
+    assert changed.exit_code == 0, changed.output
+    hashed = in_store(data_dir, lambda txn: txn.password_hash(txn.get_user("bob").id))
+    assert verify_password("new-password", hashed)
+    assert natsync(data_dir, "user", "passwd", "nobody", "--password", "whatever-1").exit_code == 1
+    refused = natsync(data_dir, "user", "remove", "bob", stdin="n\n")
+    assert refused.exit_code == 1
+    assert in_store(data_dir, lambda txn: txn.get_user("bob")) is not None
+    removed = natsync(data_dir, "user", "remove", "bob", "--yes")
+    assert removed.exit_code == 0, removed.output
+    assert in_store(data_dir, lambda txn: txn.get_user("bob")) is None
+
+
+def seed_device(data_dir: Path, device_id: str = "PHONE1", user: str = "bob") -> None:
+    in_store(
+        data_dir,
+        lambda txn: txn.touch_device(
+            txn.get_user(user).id, device_id, "iPhone", "16.1", "Apple-iPhone17C1/2201.1", NOW
+        ),
+    )
+
+
+def device_of(data_dir: Path, device_id: str = "PHONE1", user: str = "bob"):  # type: ignore[no-untyped-def]
+    return in_store(data_dir, lambda txn: txn.get_device(txn.get_user(user).id, device_id))
+
+
+@pytest.mark.parametrize(
+    ("command", "state"),
+    [
+        ("block", AccessState.BLOCKED),
+        ("quarantine", AccessState.QUARANTINED),
+        ("allow", AccessState.ALLOWED),
+    ],
+)
+def test_device_access_commands(data_dir: Path, command: str, state: AccessState) -> None:
+    add_bob(data_dir)
+    seed_device(data_dir)
+    if state is AccessState.ALLOWED:
+        natsync(data_dir, "device", "block", "PHONE1")
+    result = natsync(data_dir, "device", command, "PHONE1")
+    assert result.exit_code == 0, result.output
+    assert device_of(data_dir).access_state is state
+
+
+def test_device_list_as_table_and_json(data_dir: Path) -> None:
+    add_bob(data_dir)
+    seed_device(data_dir)
+    assert "PHONE1" in natsync(data_dir, "device", "list").output
+    listed = json.loads(natsync(data_dir, "device", "list", "--json", "--user", "bob").output)
+    assert [(d["user"], d["device_id"], d["access_state"], d["wipe_state"]) for d in listed] == [
+        ("bob", "PHONE1", "allowed", "none")
+    ]
+
+
+def test_device_wipe_full_account_only_and_cancel(data_dir: Path) -> None:
+    add_bob(data_dir)
+    seed_device(data_dir)
+    assert natsync(data_dir, "device", "wipe", "PHONE1").exit_code == 0
+    pending = device_of(data_dir)
+    assert pending.wipe_state is WipeState.PENDING
+    assert pending.wipe_requested_at is not None
+    assert natsync(data_dir, "device", "wipe", "PHONE1", "--cancel").exit_code == 0
+    assert device_of(data_dir).wipe_state is WipeState.NONE
+    assert natsync(data_dir, "device", "wipe", "PHONE1", "--account-only").exit_code == 0
+    assert device_of(data_dir).wipe_state is WipeState.ACCOUNT_ONLY_PENDING
+    none_left = natsync(data_dir, "device", "wipe", "PHONE1", "--cancel")
+    assert none_left.exit_code == 0
+    again = natsync(data_dir, "device", "wipe", "PHONE1", "--cancel")
+    assert again.exit_code == 1
+    assert "no wipe to cancel" in again.output
+
+
+def test_an_ambiguous_device_id_needs_user(data_dir: Path) -> None:
+    add_bob(data_dir)
+    natsync(data_dir, "user", "add", "carol", "--email", "c@x.test", "--password", "carols-pw")
+    seed_device(data_dir, "SAME", "bob")
+    seed_device(data_dir, "SAME", "carol")
+    ambiguous = natsync(data_dir, "device", "block", "SAME")
+    assert ambiguous.exit_code == 1
+    assert "--user" in ambiguous.output
+    assert natsync(data_dir, "device", "block", "SAME", "--user", "carol").exit_code == 0
+    assert device_of(data_dir, "SAME", "carol").access_state is AccessState.BLOCKED
+    assert device_of(data_dir, "SAME", "bob").access_state is AccessState.ALLOWED
+    missing = natsync(data_dir, "device", "allow", "NOPE")
+    assert missing.exit_code == 1
+    assert "no device" in missing.output
