@@ -1,0 +1,221 @@
+"""The ``[ddns]`` and ``[portmap]`` tables of the deployment's TOML file.
+
+``natsync.config`` reads ``[server]``; these two tables are read here, from the same file, so
+the parts stay independent. Relative paths are taken from the file's directory. The history
+database is ``<data_dir>/ddns.db``, where data_dir is ``[ddns].data_dir``, else
+``[server].data_dir``, else ``natsync-data``.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from natsync.ddns.sources import Source
+from natsync.errors import ConfigError
+
+#: RFC 2136 records we publish live this long in caches: short, so a phone that cached the old
+#: address asks again within a minute of a change.
+DEFAULT_TTL = 60
+#: How often the loop looks at the address: a change is published within this many seconds.
+DEFAULT_INTERVAL = 30.0
+#: DNS timeout per query or update.
+DEFAULT_DNS_TIMEOUT = 3.0
+DEFAULT_SOURCES = (Source.NATPMP, Source.UPNP, Source.STUN, Source.INTERFACE, Source.ECHO)
+
+
+@dataclass(frozen=True, slots=True)
+class DdnsSettings:
+    #: Authoritative server to send updates to and to confirm against ("host" or "host:port").
+    server: str = ""
+    zone: str = ""
+    #: Names whose A/AAAA records follow the public address (include the MX target).
+    names: tuple[str, ...] = ()
+    key_file: Path | None = None
+    ttl: int = DEFAULT_TTL
+    interval: float = DEFAULT_INTERVAL
+    timeout: float = DEFAULT_DNS_TIMEOUT
+    sources: tuple[Source, ...] = DEFAULT_SOURCES
+    families: tuple[int, ...] = (4, 6)
+    stun_servers: tuple[str, ...] = ()
+    echo_urls: tuple[str, ...] = ()
+    interface: str = ""
+    #: Router address for NAT-PMP (empty: the default gateway).
+    router: str = ""
+    #: UPnP description URL (empty: SSDP discovery).
+    upnp_location: str = ""
+    #: Domain whose MX target must be one of ``names`` (checked by status).
+    mx_domain: str = ""
+    data_dir: Path = Path("natsync-data")
+
+    @property
+    def history_path(self) -> Path:
+        return self.data_dir / "ddns.db"
+
+    @property
+    def server_host(self) -> str:
+        host, _, _ = _split_host_port(self.server)
+        return host
+
+    @property
+    def server_port(self) -> int:
+        return _split_host_port(self.server)[2]
+
+    def check(self) -> DdnsSettings:
+        if self.ttl < 1:
+            raise ConfigError(f"ddns.ttl must be >= 1 second, not {self.ttl}")
+        if self.interval <= 0:
+            raise ConfigError(f"ddns.interval must be > 0 seconds, not {self.interval}")
+        if self.timeout <= 0:
+            raise ConfigError("ddns.timeout must be > 0 seconds")
+        if not set(self.families) <= {4, 6} or not self.families:
+            raise ConfigError("ddns.families must list 4 and/or 6")
+        zone = self.zone.rstrip(".").lower()
+        for name in self.names:
+            n = name.rstrip(".").lower()
+            if zone and n != zone and not n.endswith("." + zone):
+                raise ConfigError(f"ddns.names: {name} is not inside ddns.zone {self.zone}")
+        if self.server:
+            _split_host_port(self.server)
+        return self
+
+    def require_dns(self) -> None:
+        """Raise ConfigError unless the settings needed to update DNS are present."""
+        missing = [k for k in ("server", "zone") if not getattr(self, k)]
+        if not self.names:
+            missing.append("names")
+        if missing:
+            raise ConfigError(f"ddns needs {', '.join('ddns.' + m for m in missing)} to update DNS")
+
+
+def _split_host_port(text: str) -> tuple[str, str, int]:
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else "53"
+    elif text.count(":") == 1:
+        host, _, port = text.partition(":")
+    else:
+        host, port = text, "53"
+    try:
+        number = int(port)
+    except ValueError:
+        raise ConfigError(f"ddns.server {text!r}: port is not a number") from None
+    if not 0 < number < 65536:
+        raise ConfigError(f"ddns.server {text!r}: port out of range")
+    return host, "", number
+
+
+@dataclass(frozen=True, slots=True)
+class PortmapSettings:
+    method: str = "auto"
+    #: Ports to map, "EXTERNAL[:INTERNAL][/tcp|udp]" (e.g. "443:8443/tcp", "25/tcp").
+    mappings: tuple[str, ...] = ()
+    lifetime: int = 3600
+    router: str = ""
+    upnp_location: str = ""
+    data_dir: Path = field(default=Path("natsync-data"))
+
+    def check(self) -> PortmapSettings:
+        if self.method not in ("auto", "upnp", "natpmp"):
+            raise ConfigError(f"portmap.method must be auto, upnp or natpmp, not {self.method!r}")
+        if self.lifetime < 0:
+            raise ConfigError("portmap.lifetime must be >= 0 (0: until removed)")
+        from natsync.portmap.errors import PortMapError
+        from natsync.portmap.manager import MappingSpec
+
+        for text in self.mappings:
+            try:
+                MappingSpec.parse(text)
+            except PortMapError as exc:
+                raise ConfigError(f"portmap.mappings: {exc.message}") from exc
+        return self
+
+
+def _convert(section: str, key: str, default: Any, value: Any, base: Path | None) -> Any:
+    where = f"{section}.{key}"
+    if key in ("key_file", "data_dir"):
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{where} must be a path")
+        path = Path(value)
+        return path if path.is_absolute() or base is None else base / path
+    if key == "sources":
+        if not isinstance(value, list):
+            raise ConfigError(f"{where} must be a list")
+        try:
+            return tuple(Source(v) for v in value)
+        except ValueError:
+            choices = ", ".join(s.value for s in Source)
+            raise ConfigError(f"{where} entries must be among: {choices}") from None
+    if key == "families":
+        if not isinstance(value, list) or not all(v in (4, 6) for v in value):
+            raise ConfigError(f"{where} must be a list of 4 and/or 6")
+        return tuple(value)
+    if isinstance(default, tuple):
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{where} must be a list of strings")
+        return tuple(value)
+    if isinstance(default, float):
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            raise ConfigError(f"{where} must be a number")
+        return float(value)
+    if isinstance(default, int):
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ConfigError(f"{where} must be an integer")
+        return value
+    if not isinstance(value, str):
+        raise ConfigError(f"{where} must be a string")
+    return value
+
+
+def _from_table(
+    cls: Any, section: str, table: dict[str, Any], base: Path | None, data_dir: Path
+) -> Any:
+    known = {f.name for f in fields(cls)}
+    unknown = set(table) - known
+    if unknown:
+        raise ConfigError(f"unknown {section} setting(s): {', '.join(sorted(unknown))}")
+    defaults = cls(data_dir=data_dir)
+    values = {k: _convert(section, k, getattr(defaults, k), v, base) for k, v in table.items()}
+    return replace(defaults, **values).check()
+
+
+def _read(path: Path | str | None) -> tuple[dict[str, Any], Path | None]:
+    if path is None:
+        return {}, None
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    return data, path.parent
+
+
+def _data_dir(data: dict[str, Any], base: Path | None) -> Path:
+    server = data.get("server", {})
+    value = server.get("data_dir") if isinstance(server, dict) else None
+    path = Path(value) if isinstance(value, str) and value else Path("natsync-data")
+    return path if path.is_absolute() or base is None else base / path
+
+
+def load_ddns(path: Path | str | None) -> DdnsSettings:
+    data, base = _read(path)
+    table = data.get("ddns", {})
+    if not isinstance(table, dict):
+        raise ConfigError("[ddns] must be a table")
+    result: DdnsSettings = _from_table(DdnsSettings, "ddns", table, base, _data_dir(data, base))
+    return result
+
+
+def load_portmap(path: Path | str | None) -> PortmapSettings:
+    data, base = _read(path)
+    table = data.get("portmap", {})
+    if not isinstance(table, dict):
+        raise ConfigError("[portmap] must be a table")
+    result: PortmapSettings = _from_table(
+        PortmapSettings, "portmap", table, base, _data_dir(data, base)
+    )
+    return result

@@ -1,0 +1,204 @@
+"""Keep the deployment's port mappings alive: create, renew before expiry, remove on exit.
+
+:class:`PortMapper` is clock-free: :meth:`PortMapper.ensure` takes ``now`` and returns what it
+did, so a loop (``natsync portmap hold``) and a test drive it alike. The router is reached
+through a :class:`Backend`: UPnP IGD or NAT-PMP.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Protocol
+
+from natsync.portmap.errors import MappingRefused, PortMapError
+from natsync.portmap.natpmp import NatPmpClient
+from natsync.portmap.upnp import IgdClient, UpnpError
+
+log = logging.getLogger(__name__)
+
+#: Renew when this fraction of the granted lifetime has passed (RFC 6886 section 3.3 advises
+#: renewing at half the lifetime), so one lost renewal still leaves time for another.
+RENEW_FRACTION = 0.5
+#: Lifetime we ask for: an hour keeps a stale mapping from outliving a crashed natsync for long.
+DEFAULT_LIFETIME = 3600
+#: UPnP lease that means "permanent" (WANIPConnection:2 section 2.3.17).
+UPNP_PERMANENT = 0
+
+
+@dataclass(frozen=True, slots=True)
+class MappingSpec:
+    """One port the deployment needs reachable from outside (e.g. 443/tcp to the edge)."""
+
+    protocol: str
+    internal_port: int
+    external_port: int
+
+    @classmethod
+    def parse(cls, text: str) -> MappingSpec:
+        """``"443/tcp"``, ``"443:8443/tcp"`` (external:internal) or ``"25"`` (tcp)."""
+        ports, _, protocol = text.strip().partition("/")
+        protocol = (protocol or "tcp").lower()
+        external_text, _, internal_text = ports.partition(":")
+        try:
+            external = int(external_text)
+            internal = int(internal_text) if internal_text else external
+        except ValueError:
+            raise PortMapError(f"mapping {text!r} is not PORT[:INTERNAL][/tcp|udp]") from None
+        if protocol not in ("tcp", "udp") or not (0 < external < 65536 and 0 < internal < 65536):
+            raise PortMapError(f"mapping {text!r} is not PORT[:INTERNAL][/tcp|udp]")
+        return cls(protocol, internal, external)
+
+    def __str__(self) -> str:
+        return f"{self.external_port}->{self.internal_port}/{self.protocol}"
+
+
+@dataclass(frozen=True, slots=True)
+class Granted:
+    external_port: int
+    #: Seconds the router keeps it; 0 means until removed.
+    lifetime: int
+
+
+class Backend(Protocol):
+    name: str
+
+    def map(self, spec: MappingSpec, lifetime: int) -> Granted: ...
+
+    def unmap(self, spec: MappingSpec) -> None: ...
+
+
+class UpnpBackend:
+    name = "upnp"
+
+    def __init__(self, igd: IgdClient, internal_client: str | None = None) -> None:
+        self.igd = igd
+        self.internal_client = internal_client or igd.local_address()
+
+    def map(self, spec: MappingSpec, lifetime: int) -> Granted:
+        try:
+            self.igd.add(
+                spec.protocol,
+                spec.external_port,
+                self.internal_client,
+                spec.internal_port,
+                lifetime,
+            )
+        except MappingRefused as exc:
+            if exc.code != UpnpError.ONLY_PERMANENT_LEASES_SUPPORTED:
+                raise
+            self.igd.add(
+                spec.protocol,
+                spec.external_port,
+                self.internal_client,
+                spec.internal_port,
+                UPNP_PERMANENT,
+            )
+            return Granted(spec.external_port, UPNP_PERMANENT)
+        return Granted(spec.external_port, lifetime)
+
+    def unmap(self, spec: MappingSpec) -> None:
+        self.igd.delete(spec.protocol, spec.external_port)
+
+
+class NatPmpBackend:
+    name = "natpmp"
+
+    def __init__(self, client: NatPmpClient) -> None:
+        self.client = client
+
+    def map(self, spec: MappingSpec, lifetime: int) -> Granted:
+        granted = self.client.map(spec.protocol, spec.internal_port, spec.external_port, lifetime)
+        return Granted(granted.external_port, granted.lifetime)
+
+    def unmap(self, spec: MappingSpec) -> None:
+        self.client.unmap(spec.protocol, spec.internal_port)
+
+
+@dataclass(slots=True)
+class Lease:
+    spec: MappingSpec
+    external_port: int
+    lifetime: int
+    granted_at: float
+
+    def renew_at(self) -> float | None:
+        if self.lifetime == 0:
+            return None
+        return self.granted_at + self.lifetime * RENEW_FRACTION
+
+
+@dataclass(frozen=True, slots=True)
+class MapResult:
+    spec: MappingSpec
+    action: str  # "created", "renewed", "removed", "kept", "failed"
+    detail: str = ""
+    external_port: int | None = None
+
+
+class PortMapper:
+    """The mappings one natsync keeps on one router."""
+
+    def __init__(self, backend: Backend, lifetime: int = DEFAULT_LIFETIME) -> None:
+        self.backend = backend
+        self.lifetime = lifetime
+        self.leases: dict[MappingSpec, Lease] = {}
+
+    def ensure(self, specs: list[MappingSpec], now: float) -> list[MapResult]:
+        """Create missing mappings and renew those past their renewal time."""
+        results: list[MapResult] = []
+        for spec in specs:
+            lease = self.leases.get(spec)
+            due = lease.renew_at() if lease else now
+            if lease is not None and (due is None or due > now):
+                results.append(MapResult(spec, "kept", external_port=lease.external_port))
+                continue
+            try:
+                granted = self.backend.map(spec, self.lifetime)
+            except PortMapError as exc:
+                log.error("port mapping %s via %s failed: %s", spec, self.backend.name, exc.message)
+                results.append(MapResult(spec, "failed", exc.message))
+                continue
+            self.leases[spec] = Lease(spec, granted.external_port, granted.lifetime, now)
+            action = "renewed" if lease else "created"
+            log.info("port mapping %s via %s %s", spec, self.backend.name, action)
+            results.append(MapResult(spec, action, external_port=granted.external_port))
+        return results
+
+    def next_due(self) -> float | None:
+        times = [t for lease in self.leases.values() if (t := lease.renew_at()) is not None]
+        return min(times) if times else None
+
+    def release_all(self) -> list[MapResult]:
+        """Remove every mapping this mapper made (on exit)."""
+        results: list[MapResult] = []
+        for spec in list(self.leases):
+            try:
+                self.backend.unmap(spec)
+            except PortMapError as exc:
+                results.append(MapResult(spec, "failed", exc.message))
+                continue
+            del self.leases[spec]
+            results.append(MapResult(spec, "removed"))
+        return results
+
+
+def open_backend(method: str, gateway: str | None, upnp_location: str | None = None) -> Backend:
+    """The backend for *method* ("upnp", "natpmp" or "auto": UPnP first, then NAT-PMP)."""
+    from natsync.portmap.errors import RouterUnreachable
+
+    if method in ("upnp", "auto"):
+        try:
+            return UpnpBackend(IgdClient.find(upnp_location))
+        except RouterUnreachable:
+            if method == "upnp":
+                raise
+    if method in ("natpmp", "auto"):
+        if not gateway:
+            from natsync.ddns.netinfo import default_gateway
+
+            gateway = default_gateway()
+        if not gateway:
+            raise PortMapError("no default gateway to send NAT-PMP to; set portmap.router")
+        return NatPmpBackend(NatPmpClient(gateway))
+    raise PortMapError(f"portmap.method must be upnp, natpmp or auto, not {method!r}")

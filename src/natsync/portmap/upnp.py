@@ -1,0 +1,370 @@
+"""UPnP IGD (WANIPConnection / WANPPPConnection): SSDP discovery and the few SOAP actions we need.
+
+The SOAP envelope building and answer parsing are pure functions; :class:`IgdClient` does the
+I/O (one multicast M-SEARCH, one HTTP GET of the description, one POST per action) with
+blocking sockets and short timeouts, because a router on the LAN answers at once or never.
+
+Standards: UPnP Device Architecture 1.1 section 1.3 (SSDP M-SEARCH), UPnP IGD WANIPConnection:2
+section 2.4 (actions) and section 2.5 (error codes).
+"""
+
+from __future__ import annotations
+
+import http.client
+import ipaddress
+import socket
+import time
+import urllib.parse
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from enum import IntEnum
+from xml.sax.saxutils import escape
+
+from natsync.portmap.errors import MappingRefused, PortMapError, RouterUnreachable
+
+#: UDA 1.1 section 1.3.2: SSDP multicast group and port.
+SSDP_ADDRESS = ("239.255.255.250", 1900)
+#: Search targets, most specific first: an IGD:1 search also finds IGD:2 devices that keep
+#: backward compatibility (miniupnpd does).
+SEARCH_TARGETS = (
+    "urn:schemas-upnp-org:device:InternetGatewayDevice:1",
+    "urn:schemas-upnp-org:service:WANIPConnection:1",
+)
+#: Services that carry the port-mapping actions, in order of preference.
+WAN_SERVICES = (
+    "urn:schemas-upnp-org:service:WANIPConnection:2",
+    "urn:schemas-upnp-org:service:WANIPConnection:1",
+    "urn:schemas-upnp-org:service:WANPPPConnection:1",
+)
+#: UDA section 1.3.2: MX is how long (s) devices may wait before answering; 1 is the minimum
+#: and a LAN router answers within it.
+SSDP_MX = 1
+#: How long to listen for SSDP answers in all; MX plus a margin for the slowest router.
+DISCOVERY_TIMEOUT = 1.5
+#: HTTP timeout for the description and each SOAP action.
+HTTP_TIMEOUT = 3.0
+#: Largest description or SOAP answer we read: real ones are a few KiB, so this caps a hostile
+#: or broken device without refusing any real router.
+MAX_HTTP_BODY = 256 * 1024
+#: Largest SSDP datagram we read (a UDP datagram on a LAN).
+MAX_SSDP = 2048
+#: Guard against a router listing mappings forever (GetGenericPortMappingEntry by index).
+MAX_LIST_ENTRIES = 1024
+
+_SOAP_NS = "http://schemas.xmlsoap.org/soap/envelope/"
+_DEVICE_NS = "urn:schemas-upnp-org:device-1-0"
+_CONTROL_NS = "urn:schemas-upnp-org:control-1-0"
+
+
+class UpnpError(IntEnum):
+    """WANIPConnection:2 section 2.5 (and UDA 1.1 section 3.3.2): error codes in a SOAP fault."""
+
+    INVALID_ACTION = 401
+    INVALID_ARGS = 402
+    ACTION_FAILED = 501
+    ACTION_NOT_AUTHORIZED = 606
+    SPECIFIED_ARRAY_INDEX_INVALID = 713
+    NO_SUCH_ENTRY_IN_ARRAY = 714
+    WILDCARD_NOT_PERMITTED_IN_SRC_IP = 715
+    WILDCARD_NOT_PERMITTED_IN_EXT_PORT = 716
+    CONFLICT_IN_MAPPING_ENTRY = 718
+    SAME_PORT_VALUES_REQUIRED = 724
+    ONLY_PERMANENT_LEASES_SUPPORTED = 725
+    REMOTE_HOST_ONLY_SUPPORTS_WILDCARD = 726
+    EXTERNAL_PORT_ONLY_SUPPORTS_WILDCARD = 727
+    NO_PORT_MAPS_AVAILABLE = 728
+    CONFLICT_WITH_OTHER_MECHANISMS = 729
+    WILDCARD_NOT_PERMITTED_IN_INT_PORT = 732
+
+
+#: What each refusal means for the person running natsync.
+ERROR_WORDS: dict[int, str] = {
+    UpnpError.INVALID_ACTION: "the router does not offer this UPnP action",
+    UpnpError.INVALID_ARGS: "the router rejected the request's arguments",
+    UpnpError.ACTION_FAILED: "the router failed to carry out the request",
+    UpnpError.ACTION_NOT_AUTHORIZED: (
+        "the router refused: this port or this client is not allowed to be mapped by its "
+        "UPnP permission rules (UPnP error 606); allow it on the router or forward it by hand"
+    ),
+    UpnpError.NO_SUCH_ENTRY_IN_ARRAY: "the router has no such mapping",
+    UpnpError.CONFLICT_IN_MAPPING_ENTRY: (
+        "the router refused: the external port is already mapped to another computer, or the "
+        "router only lets a computer map ports to itself (UPnP error 718)"
+    ),
+    UpnpError.SAME_PORT_VALUES_REQUIRED: (
+        "the router requires the external and internal port to match"
+    ),
+    UpnpError.ONLY_PERMANENT_LEASES_SUPPORTED: (
+        "the router only accepts permanent mappings (lease 0)"
+    ),
+    UpnpError.NO_PORT_MAPS_AVAILABLE: "the router has no room for more mappings",
+    UpnpError.CONFLICT_WITH_OTHER_MECHANISMS: (
+        "the mapping conflicts with the router's own port forwards"
+    ),
+}
+
+
+def error_words(code: int, description: str = "") -> str:
+    words = ERROR_WORDS.get(code)
+    if words is None:
+        words = f"the router refused with UPnP error {code}"
+        if description:
+            words += f" ({description})"
+    return words
+
+
+@dataclass(frozen=True, slots=True)
+class PortMapping:
+    """One entry of the router's mapping table (GetGenericPortMappingEntry)."""
+
+    external_port: int
+    protocol: str
+    internal_client: str
+    internal_port: int
+    description: str
+    lease: int
+    enabled: bool = True
+
+
+def encode_msearch(target: str) -> bytes:
+    return (
+        "M-SEARCH * HTTP/1.1\r\n"
+        f"HOST: {SSDP_ADDRESS[0]}:{SSDP_ADDRESS[1]}\r\n"
+        'MAN: "ssdp:discover"\r\n'
+        f"MX: {SSDP_MX}\r\n"
+        f"ST: {target}\r\n\r\n"
+    ).encode("ascii")
+
+
+def parse_ssdp_location(datagram: bytes) -> str | None:
+    """The LOCATION header of an SSDP answer, or None when it is not a usable answer."""
+    try:
+        text = datagram.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    lines = text.split("\r\n")
+    if not lines or not lines[0].startswith("HTTP/1.1 200"):
+        return None
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        if name.strip().lower() == "location" and value.strip().startswith("http://"):
+            return value.strip()
+    return None
+
+
+def _parse_xml(body: bytes) -> ET.Element:
+    if len(body) > MAX_HTTP_BODY:
+        raise PortMapError(f"the router's answer is larger than {MAX_HTTP_BODY} bytes")
+    try:
+        # The router is on our LAN and the size is capped; Python's expat refuses entity
+        # expansion bombs since 3.7.1, which is the attack defusedxml guards against.
+        return ET.fromstring(body)  # noqa: S314
+    except ET.ParseError as exc:
+        raise PortMapError(f"the router sent XML that does not parse: {exc}") from exc
+
+
+def parse_description(body: bytes, location: str) -> tuple[str, str]:
+    """(service type, absolute control URL) of the best WAN connection service described."""
+    root = _parse_xml(body)
+    base = root.findtext(f"{{{_DEVICE_NS}}}URLBase") or location
+    found: dict[str, str] = {}
+    for service in root.iter(f"{{{_DEVICE_NS}}}service"):
+        stype = (service.findtext(f"{{{_DEVICE_NS}}}serviceType") or "").strip()
+        control = (service.findtext(f"{{{_DEVICE_NS}}}controlURL") or "").strip()
+        if stype in WAN_SERVICES and control:
+            found.setdefault(stype, urllib.parse.urljoin(base, control))
+    for stype in WAN_SERVICES:
+        if stype in found:
+            return stype, found[stype]
+    raise RouterUnreachable(f"the UPnP device at {location} offers no WAN connection service")
+
+
+def encode_soap(service: str, action: str, args: list[tuple[str, str]]) -> bytes:
+    inner = "".join(f"<{k}>{escape(v)}</{k}>" for k, v in args)
+    return (
+        '<?xml version="1.0"?>\r\n'
+        f'<s:Envelope xmlns:s="{_SOAP_NS}" '
+        's:encodingStyle="http://schemas.xmlsoap.org/soap/encoding/">'
+        f'<s:Body><u:{action} xmlns:u="{escape(service)}">{inner}</u:{action}></s:Body>'
+        "</s:Envelope>\r\n"
+    ).encode()
+
+
+def parse_soap_response(body: bytes, action: str) -> dict[str, str]:
+    """Output arguments of a SOAP answer; a fault raises MappingRefused with plain words."""
+    root = _parse_xml(body)
+    fault = root.find(f".//{{{_CONTROL_NS}}}UPnPError")
+    if fault is not None:
+        code_text = fault.findtext(f"{{{_CONTROL_NS}}}errorCode") or ""
+        description = fault.findtext(f"{{{_CONTROL_NS}}}errorDescription") or ""
+        try:
+            code = int(code_text.strip())
+        except ValueError:
+            raise PortMapError(
+                f"the router sent a fault without an error code: {description}"
+            ) from None
+        raise MappingRefused(error_words(code, description), code=code)
+    for element in root.iter():
+        if element.tag.endswith(f"}}{action}Response") or element.tag == f"{action}Response":
+            return {child.tag.rpartition("}")[2]: (child.text or "") for child in element}
+    raise PortMapError(f"the router's answer to {action} carries no {action}Response")
+
+
+def discover(*, timeout: float = DISCOVERY_TIMEOUT, bind: str = "") -> str:
+    """LOCATION of the first IGD answering an SSDP M-SEARCH on the LAN."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 2)
+        sock.bind((bind, 0))
+        for target in SEARCH_TARGETS:
+            sock.sendto(encode_msearch(target), SSDP_ADDRESS)
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            sock.settimeout(left)
+            try:
+                datagram = sock.recv(MAX_SSDP)
+            except TimeoutError:
+                break
+            location = parse_ssdp_location(datagram)
+            if location:
+                return location
+    raise RouterUnreachable(
+        "no UPnP Internet Gateway Device answered on the LAN (UPnP is off on the router, "
+        "or this host is not on the router's LAN)"
+    )
+
+
+def _http(method: str, url: str, body: bytes | None, headers: dict[str, str]) -> tuple[int, bytes]:
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme != "http" or not parts.hostname:
+        raise PortMapError(f"UPnP URL must be http://, not {url!r}")
+    conn = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=HTTP_TIMEOUT)
+    try:
+        path = parts.path or "/"
+        if parts.query:
+            path += "?" + parts.query
+        conn.request(method, path, body=body, headers=headers)
+        response = conn.getresponse()
+        data = response.read(MAX_HTTP_BODY + 1)
+        return response.status, data
+    except OSError as exc:
+        raise RouterUnreachable(
+            f"the router's UPnP service at {url} did not answer: {exc}"
+        ) from exc
+    finally:
+        conn.close()
+
+
+class IgdClient:
+    """A UPnP IGD found on the LAN (or given by its description URL)."""
+
+    def __init__(self, location: str, service: str, control_url: str) -> None:
+        self.location = location
+        self.service = service
+        self.control_url = control_url
+
+    @classmethod
+    def find(cls, location: str | None = None) -> IgdClient:
+        location = location or discover()
+        status, body = _http("GET", location, None, {})
+        if status != 200:
+            raise RouterUnreachable(f"the UPnP description at {location} answered HTTP {status}")
+        service, control = parse_description(body, location)
+        return cls(location, service, control)
+
+    @property
+    def router_address(self) -> str:
+        return urllib.parse.urlsplit(self.control_url).hostname or ""
+
+    def local_address(self) -> str:
+        """Our address as the router sees it on the LAN (the internal client to map to)."""
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.connect((self.router_address, 1900))
+            return str(sock.getsockname()[0])
+
+    def call(self, action: str, args: list[tuple[str, str]]) -> dict[str, str]:
+        body = encode_soap(self.service, action, args)
+        status, answer = _http(
+            "POST",
+            self.control_url,
+            body,
+            {
+                "Content-Type": 'text/xml; charset="utf-8"',
+                "SOAPAction": f'"{self.service}#{action}"',
+            },
+        )
+        if status not in (200, 500):
+            raise PortMapError(f"the router answered {action} with HTTP {status}")
+        return parse_soap_response(answer, action)
+
+    def external_address(self) -> ipaddress.IPv4Address | None:
+        """The router's WAN address, or None when it reports none (empty or 0.0.0.0)."""
+        text = self.call("GetExternalIPAddress", []).get("NewExternalIPAddress", "").strip()
+        if not text:
+            return None
+        try:
+            address = ipaddress.IPv4Address(text)
+        except ValueError as exc:
+            raise PortMapError(
+                f"the router reported a malformed external address {text!r}"
+            ) from exc
+        return None if address.is_unspecified else address
+
+    def add(
+        self,
+        protocol: str,
+        external_port: int,
+        internal_client: str,
+        internal_port: int,
+        lease: int,
+        description: str = "natsync",
+    ) -> None:
+        self.call(
+            "AddPortMapping",
+            [
+                ("NewRemoteHost", ""),
+                ("NewExternalPort", str(external_port)),
+                ("NewProtocol", protocol.upper()),
+                ("NewInternalPort", str(internal_port)),
+                ("NewInternalClient", internal_client),
+                ("NewEnabled", "1"),
+                ("NewPortMappingDescription", description),
+                ("NewLeaseDuration", str(lease)),
+            ],
+        )
+
+    def delete(self, protocol: str, external_port: int) -> None:
+        self.call(
+            "DeletePortMapping",
+            [
+                ("NewRemoteHost", ""),
+                ("NewExternalPort", str(external_port)),
+                ("NewProtocol", protocol.upper()),
+            ],
+        )
+
+    def mappings(self) -> list[PortMapping]:
+        found: list[PortMapping] = []
+        for index in range(MAX_LIST_ENTRIES):
+            try:
+                entry = self.call(
+                    "GetGenericPortMappingEntry", [("NewPortMappingIndex", str(index))]
+                )
+            except MappingRefused as exc:
+                if exc.code in (
+                    UpnpError.SPECIFIED_ARRAY_INDEX_INVALID,
+                    UpnpError.NO_SUCH_ENTRY_IN_ARRAY,
+                ):
+                    break
+                raise
+            found.append(
+                PortMapping(
+                    external_port=int(entry.get("NewExternalPort", "0") or 0),
+                    protocol=entry.get("NewProtocol", "").lower(),
+                    internal_client=entry.get("NewInternalClient", ""),
+                    internal_port=int(entry.get("NewInternalPort", "0") or 0),
+                    description=entry.get("NewPortMappingDescription", ""),
+                    lease=int(entry.get("NewLeaseDuration", "0") or 0),
+                    enabled=entry.get("NewEnabled", "1") == "1",
+                )
+            )
+        return found
