@@ -351,8 +351,10 @@ def test_parse_item_operations_decodes_base64_text_and_raw_opaque() -> None:
     (text,) = p.parse_item_operations(response(base64.b64encode(b"%PDF-1.4").decode()))
     assert text.content_type == "application/pdf"
     assert text.data == b"%PDF-1.4"
-    (raw,) = p.parse_item_operations(response(b"%PDF-1.4"))
-    assert raw.data == b"%PDF-1.4"
+    (opaque,) = p.parse_item_operations(response(base64.b64encode(b"%PDF-1.4")))
+    assert opaque.data == b"%PDF-1.4"
+    (raw,) = p.parse_item_operations(response(b"%PDF-1.4\x00\xff"))
+    assert raw.data == b"%PDF-1.4\x00\xff"
 
 
 def test_parse_folder_sync_and_ping() -> None:

@@ -16,7 +16,7 @@ import itertools
 import logging
 import secrets
 import ssl
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -112,6 +112,7 @@ class EASClient:
         query_form: str = "plain",
         device_info: p.DeviceInfo | None = None,
         timeout: float = DEFAULT_TIMEOUT,
+        on_response: Callable[[Command, Response], None] | None = None,
     ) -> None:
         if query_form not in ("plain", "base64"):
             raise ClientError(f"query_form must be 'plain' or 'base64', not {query_form!r}")
@@ -134,6 +135,8 @@ class EASClient:
         self.policy: Element | None = None
         self.server_options: ServerOptions | None = None
         self._client_ids = itertools.count(1)
+        #: Called with every POST's response before it is interpreted (tracing, tests, doctor).
+        self.on_response = on_response
 
     # -- lifecycle
 
@@ -282,7 +285,10 @@ class EASClient:
             kind = resp_headers.get("Content-Type", "")
             if kind.startswith(p.WBXML_CONTENT_TYPE):
                 tree = decode(raw)
-        return Response(status=status, headers=resp_headers, body=raw, tree=tree)
+        response = Response(status=status, headers=resp_headers, body=raw, tree=tree)
+        if self.on_response is not None:
+            self.on_response(command, response)
+        return response
 
     # -- OPTIONS and Provision
 

@@ -11,6 +11,7 @@ Specs: MS-ASHTTP 2.2.1.1.1.1 (base64 query value), 2.2.1.1.1.2 (plain query valu
 from __future__ import annotations
 
 import base64
+import binascii
 import enum
 import struct
 from collections.abc import Iterable, Mapping, Sequence
@@ -897,15 +898,21 @@ class FetchResult:
 
 
 def _fetch_data(value: str | bytes | None) -> bytes:
-    """ItemOperations:Data is base64 text (MS-ASCMD 2.2.3.39.2); opaque bytes are taken raw."""
+    """ItemOperations:Data carries base64 text (MS-ASCMD 2.2.3.39.2), whether the server wrote
+    it as an inline string or as opaque bytes; opaque bytes that are not base64 are taken raw
+    (what a few servers send)."""
     if value is None:
         return b""
-    if isinstance(value, bytes):
-        return value
     try:
-        return base64.b64decode(value, validate=False)
-    except ValueError as exc:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        if isinstance(value, bytes):
+            return value
         raise ClientError("ItemOperations Data is not valid base64") from exc
+
+
+#: Properties of an attachment Fetch; anything else in Properties describes an item.
+_ATTACHMENT_PROPS = frozenset({"Data", "ContentType", "Range", "Total", "Part"})
 
 
 def parse_item_operations(root: Element) -> list[FetchResult]:
@@ -929,7 +936,7 @@ def parse_item_operations(root: Element) -> list[FetchResult]:
             if data is not None or props.find("ContentType") is not None:
                 result.content_type = props.child_text("ContentType") or ""
                 result.data = _fetch_data(None if data is None else data.value)
-            if any(c.tag not in {"Data", "ContentType"} for c in props.children):
+            if any(c.tag not in _ATTACHMENT_PROPS for c in props.children):
                 result.item = parse_item(el.child_text("ServerId") or "", props)
         results.append(result)
     return results
