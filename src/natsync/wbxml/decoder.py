@@ -274,9 +274,13 @@ def _body(data: bytes, pos: int, table: bytes) -> Element:
             else:
                 raise _bad_token(tok, page, pages.page_namespace[page], pos)
     except IndexError:
+        inside = cur
+        started = names[tok] if names is not None and 0 <= tok < len(names) else None
+        if started is not None and tok & 0x40:
+            inside = Element(*started)  # the data ended right after this start tag
         raise WBXMLError(
             "document truncated: the data ended"
-            + (f" inside {cur.namespace}:{cur.tag}" if cur is not top else "")
+            + (f" inside {inside.namespace}:{inside.tag}" if inside is not top else "")
             + (" where a code page number was expected" if tok == 0x00 else ""),
             n,
         ) from None
