@@ -217,7 +217,7 @@ def _header_block(original: Message, title: str) -> list[tuple[str, str]]:
 
 def _plain_block(rows: list[tuple[str, str]], text: str, quote: bool) -> str:
     lines = [rows[0][1]] + [f"{name}: {value}" for name, value in rows[1:]]
-    body = text.replace("\r\n", "\n")
+    body = text.replace("\r\n", "\n").rstrip()
     if quote:
         body = "\n".join("> " + line if line else ">" for line in body.split("\n"))
     return "\n\n" + "\n".join(lines) + "\n\n" + body

@@ -111,20 +111,30 @@ def header_text(msg: Message, name: str) -> str:
     Address headers come back as ``Name <addr>, addr2``; encoded words (RFC 2047) are decoded;
     a header the strict parser cannot read falls back to decoding its raw text.
     """
+    raw = _raw_header(msg, name)
+    if raw is None:
+        return ""
+    if _SURROGATE.search(raw):
+        # Raw 8-bit bytes in a header (no RFC 2047): the strict parser would turn them into
+        # U+FFFD; read them as UTF-8 (else cp1252) instead, then decode any encoded words.
+        return _clean_header(_decode_words(_unsurrogate(raw)))
     try:
         value = msg.get(name)
         if value is None:
             return ""
-        text = str(value)
+        # A header the parser had to repair (defects) shows its own text, decoded, rather
+        # than the parser's guess, which can drop most of it.
+        text = _decode_words(raw) if getattr(value, "defects", None) else str(value)
     except Exception:
-        raw = _raw_header(msg, name)
-        if raw is None:
-            return ""
-        try:
-            text = str(make_header(decode_header(raw)))
-        except Exception:
-            text = raw
+        text = _decode_words(raw)
     return _clean_header(text)
+
+
+def _decode_words(raw: str) -> str:
+    try:
+        return str(make_header(decode_header(raw)))
+    except Exception:
+        return raw
 
 
 def address_list(value: str) -> list[tuple[str, str]]:
@@ -168,7 +178,9 @@ def _part_bytes(part: Message) -> bytes:
 
 
 def _part_text(part: Message) -> str:
-    return _decode_bytes(_part_bytes(part), _part_charset(part))
+    """A text part decoded, with line ends normalized to LF (one form for EAS and quoting)."""
+    text = _decode_bytes(_part_bytes(part), _part_charset(part))
+    return text.replace("\r\n", "\n")
 
 
 def _content_type(part: Message) -> str:
