@@ -21,6 +21,10 @@ def main() -> None:
 
 def _register() -> None:
     """Attach the command groups of each part (imported here to keep start-up cheap)."""
+    from natsync.cli_ddns import ddns, portmap
+
+    main.add_command(ddns)
+    main.add_command(portmap)
     from natsync.cli_admin import device, user
     from natsync.cli_up import up
     from natsync.cli_wbxml import wbxml

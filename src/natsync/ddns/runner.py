@@ -139,7 +139,7 @@ class DdnsRunner:
     def run(
         self,
         should_stop: Callable[[], bool],
-        wait: Callable[[float], None] | None = None,
+        wait: Callable[[float], object] | None = None,
         on_cycle: Callable[[CycleReport], None] | None = None,
     ) -> None:
         """Check every ``settings.interval`` seconds until *should_stop*; *wait* sleeps and may

@@ -85,6 +85,8 @@ class UpnpBackend:
                 lifetime,
             )
         except MappingRefused as exc:
+            if exc.code == UpnpError.ACTION_FAILED:
+                self._explain_failure(exc)
             if exc.code != UpnpError.ONLY_PERMANENT_LEASES_SUPPORTED:
                 raise
             self.igd.add(
@@ -100,6 +102,22 @@ class UpnpBackend:
     def unmap(self, spec: MappingSpec) -> None:
         self.igd.delete(spec.protocol, spec.external_port)
 
+    def _explain_failure(self, exc: MappingRefused) -> None:
+        """A bare "action failed" (501) most often means the router has no public address."""
+        from natsync.ddns.netinfo import AddressKind, classify
+
+        try:
+            address = self.igd.external_address()
+        except PortMapError:
+            return
+        if address is None or classify(address) != AddressKind.PUBLIC:
+            shown = address or "none"
+            raise MappingRefused(
+                f"{exc.message}: its own external address is {shown}, not a public one "
+                "(carrier-grade or double NAT: inbound port forwarding cannot work here)",
+                code=exc.code,
+            ) from exc
+
 
 class NatPmpBackend:
     name = "natpmp"
@@ -109,6 +127,15 @@ class NatPmpBackend:
 
     def map(self, spec: MappingSpec, lifetime: int) -> Granted:
         granted = self.client.map(spec.protocol, spec.internal_port, spec.external_port, lifetime)
+        if granted.external_port != spec.external_port:
+            # RFC 6886 section 3.3: the requested port is only a suggestion. Phones and mail
+            # servers dial the well-known port, so another port is a refusal in practice.
+            self.client.unmap(spec.protocol, spec.internal_port)
+            raise MappingRefused(
+                f"the router refused external port {spec.external_port} (it offered "
+                f"{granted.external_port} instead, which clients would never dial); allow the "
+                "port in the router's NAT-PMP settings or forward it by hand"
+            )
         return Granted(granted.external_port, granted.lifetime)
 
     def unmap(self, spec: MappingSpec) -> None:

@@ -1,0 +1,293 @@
+"""The whole picture in network namespaces: a real router (nftables + miniupnpd), a real STUN
+server (coturn) and a real authoritative DNS server (BIND 9) on the "internet" side, natsync
+on the LAN side."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from natsync.ddns.agreement import CGNAT_WORDS
+from tests.ddns.lab import (
+    CGNAT,
+    INET,
+    LAN_HOST,
+    NATSYNC,
+    PUBLIC,
+    PUBLIC_NEXT,
+    Lab,
+    cleanup_leftovers,
+)
+from tests.ddns.servers import Named, dig_values, run_named, run_stun
+
+pytestmark = [pytest.mark.root, pytest.mark.slow]
+
+NEEDED = ("ip", "nft", "miniupnpd", "named", "dig", "turnserver")
+#: Interval of the `ddns run` loop in the address-change test.
+INTERVAL = 1.0
+
+
+def _require_lab() -> None:
+    if os.geteuid() != 0:
+        if os.environ.get("CI"):
+            pytest.fail("the namespace lab needs root, and CI runs as root")
+        pytest.skip("the namespace lab needs root (network namespaces); CI runs it as root")
+    missing = [tool for tool in NEEDED if shutil.which(tool) is None]
+    if missing:
+        pytest.fail(f"missing {', '.join(missing)}: run `make apt-test`")
+
+
+class World:
+    def __init__(self, lab: Lab, named: Named, config: Path) -> None:
+        self.lab = lab
+        self.named = named
+        self.config = config
+
+    def natsync(self, *args: str) -> tuple[int, str, str]:
+        done = self.lab.natsync(*args, "-c", str(self.config))
+        return done.returncode, done.stdout, done.stderr
+
+    def status(self) -> dict[str, object]:
+        code, out, err = self.natsync("ddns", "status", "--json")
+        assert code == 0, err
+        result: dict[str, object] = json.loads(out)
+        return result
+
+    def inet_connect(self, port: int, payload: str) -> str:
+        """A client on the internet side connects to the router's public address."""
+        done = self.lab.ns(
+            self.lab.inet,
+            "python3",
+            "-c",
+            "import socket,sys\n"
+            f"s=socket.create_connection(('{self.lab.wan_address}',{port}),timeout=2)\n"
+            f"s.sendall(b'{payload}\\n'); print(s.recv(100).decode().strip())",
+            check=False,
+        )
+        return (
+            done.stdout.strip() if done.returncode == 0 else f"failed: {done.stderr.strip()[-200:]}"
+        )
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    _require_lab()
+    cleanup_leftovers()
+    directory = tmp_path_factory.mktemp("lab")
+    lab = Lab(directory)
+    try:
+        lab.build()
+        with (
+            run_stun(directory / "stun", host=INET, netns=lab.inet),
+            run_named(directory / "bind", host=INET, port=53, netns=lab.inet) as named,
+        ):
+            config = directory / "natsync.toml"
+            config.write_text(f"""
+[server]
+data_dir = "{directory}/data"
+
+[ddns]
+server = "{INET}:53"
+zone = "example.test"
+names = ["eas.example.test", "mail.example.test"]
+key_file = "{named.key_file}"
+interval = {INTERVAL}
+sources = ["natpmp", "upnp", "stun"]
+families = [4]
+stun_servers = ["{INET}:3478"]
+mx_domain = "example.test"
+
+[portmap]
+method = "upnp"
+lifetime = 600
+""")
+            yield World(lab, named, config)
+    finally:
+        lab.close()
+
+
+@pytest.fixture
+def lan_server(world: World) -> Iterator[int]:
+    """A TCP echo server on the LAN host, port 8080."""
+    proc = world.lab.spawn(
+        world.lab.lan,
+        "python3",
+        "-c",
+        "import socket\n"
+        "s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+        "s.bind(('0.0.0.0', 8080)); s.listen()\n"
+        "while True:\n"
+        "    c,_=s.accept(); c.sendall(b'lan says '+c.recv(100)); c.close()\n",
+        log="lan-server.log",
+    )
+    deadline = time.monotonic() + 5
+    while world.lab.ns(world.lab.lan, "ss", "-ltn", "sport = :8080").stdout.count("LISTEN") == 0:
+        assert time.monotonic() < deadline, "LAN test server did not start"
+        time.sleep(0.05)
+    try:
+        yield 8080
+    finally:
+        from tests.ddns.servers import stop
+
+        stop(proc)
+        world.lab.procs.remove(proc)
+
+
+def test_router_and_stun_agree_on_the_public_address(world: World) -> None:
+    code, out, err = world.natsync("ddns", "update", "--json")
+    assert code == 0, out + err
+    report = json.loads(out)
+    (verdict,) = report["verdicts"]
+    assert verdict["verdict"] == "agree"
+    assert verdict["address"] == PUBLIC
+    evidence = "\n".join(verdict["evidence"])
+    for source in ("natpmp", "upnp", "stun"):
+        assert f"{source} " in evidence
+        assert f"sees {PUBLIC}" in evidence
+    assert dig_values(world.named, "eas.example.test") == {PUBLIC}
+    assert dig_values(world.named, "mail.example.test") == {PUBLIC}
+
+    state = world.status()
+    names = {n["name"]: n for n in state["names"]}  # type: ignore[index]
+    assert names["eas.example.test"]["published"] == [PUBLIC]
+    assert names["eas.example.test"]["in_sync"] is True
+    assert state["mx"] == {  # type: ignore[comparison-overlap]
+        "domain": "example.test",
+        "targets": ["mail.example.test"],
+        "followed": True,
+        "error": "",
+    }
+
+
+@pytest.mark.parametrize(("method", "external"), [("upnp", 18080), ("natpmp", 18081)])
+def test_mapped_port_reaches_the_lan_server_from_the_internet(
+    world: World, lan_server: int, method: str, external: int
+) -> None:
+    assert world.inet_connect(external, "hello").startswith("failed")
+    code, out, err = world.natsync(
+        "portmap", "add", f"{external}:{lan_server}/tcp", "--method", method
+    )
+    assert code == 0, out + err
+    assert "created" in out
+    try:
+        assert world.inet_connect(external, "hello") == "lan says hello"
+        if method == "upnp":
+            code, out, _ = world.natsync("portmap", "list", "--json")
+            listed = json.loads(out)
+            assert {
+                "external_port": external,
+                "protocol": "tcp",
+                "internal_client": LAN_HOST,
+                "internal_port": lan_server,
+            }.items() <= listed[0].items()
+    finally:
+        code, out, err = world.natsync(
+            "portmap", "remove", f"{external}:{lan_server}/tcp", "--method", method
+        )
+    assert code == 0, out + err
+    assert world.inet_connect(external, "again").startswith("failed")
+
+
+def test_upnp_refusal_606_is_reported_in_plain_words(world: World) -> None:
+    code, _out, err = world.natsync("portmap", "add", "80:8080/tcp", "--method", "upnp")
+    assert code == 1
+    assert "606" in err
+    assert "not allowed" in err
+
+
+def test_upnp_refusal_718_is_reported_in_plain_words(world: World) -> None:
+    code, _out, err = world.natsync(
+        "portmap", "add", "18090:8080/tcp", "--method", "upnp", "--internal-client", "192.168.77.3"
+    )
+    assert code == 1
+    assert "718" in err
+    assert "another computer" in err
+
+
+def test_natpmp_refusal_is_reported_in_plain_words(world: World) -> None:
+    code, out, err = world.natsync("portmap", "add", "80:8080/tcp", "--method", "natpmp")
+    assert code == 1, out
+    assert "refused external port 80 (it offered 1024 instead" in err
+    # the offered mapping was not left behind
+    assert world.inet_connect(1024, "x").startswith("failed")
+
+
+def test_carrier_grade_nat_is_reported(world: World) -> None:
+    world.natsync("ddns", "update")
+    world.lab.set_wan_address(CGNAT)
+    try:
+        state = world.status()
+        (verdict,) = state["verdicts"]  # type: ignore[misc]
+        assert verdict["verdict"] == "cgnat"
+        assert verdict["summary"] == CGNAT_WORDS
+        assert verdict["port_forwarding_possible"] is False
+        evidence = "\n".join(verdict["evidence"])
+        assert "no usable public address" in evidence
+        assert CGNAT in evidence
+        assert "100.64.0.0/10" in evidence
+        code, out, err = world.natsync("ddns", "update")
+        assert code == 0, err
+        assert "carrier-grade or double NAT" in out
+        # nothing trustworthy to publish: the record keeps its last good value
+        assert dig_values(world.named, "eas.example.test") == {PUBLIC}
+        code, out, _ = world.natsync("ddns", "status")
+        assert "carrier-grade or double NAT: inbound port forwarding cannot work here" in out
+        code, out, err = world.natsync("portmap", "add", "18082:8080/tcp", "--method", "natpmp")
+        assert code == 1
+        assert "carrier-grade or double NAT" in err
+        code, out, err = world.natsync("portmap", "add", "18082:8080/tcp", "--method", "upnp")
+        assert code == 1
+        assert "failed to carry out the request" in err
+        assert "carrier-grade or double NAT" in err
+    finally:
+        world.lab.set_wan_address(PUBLIC)
+
+
+def _wait_for(world: World, name: str, address: str, limit: float) -> float:
+    started = time.monotonic()
+    while time.monotonic() - started < limit:
+        if dig_values(world.named, name) == {address}:
+            return time.monotonic() - started
+        time.sleep(0.1)
+    raise AssertionError(f"{name} did not become {address} within {limit} s")
+
+
+def test_dns_follows_an_address_change_within_one_interval(world: World) -> None:
+    runner = world.lab.spawn(
+        world.lab.lan, *NATSYNC, "ddns", "run", "-c", str(world.config), log="ddns-run.log"
+    )
+    try:
+        _wait_for(world, "eas.example.test", PUBLIC, 10)
+        _wait_for(world, "mail.example.test", PUBLIC, 10)
+        world.lab.set_wan_address(PUBLIC_NEXT)
+        changed_at = time.monotonic()
+        _wait_for(world, "eas.example.test", PUBLIC_NEXT, 4 * INTERVAL + 5)
+        _wait_for(world, "mail.example.test", PUBLIC_NEXT, 4 * INTERVAL + 5)
+        took = time.monotonic() - changed_at
+        # one interval of waiting plus one check cycle (router, STUN, two DNS round trips)
+        print(f"DNS followed the address change in {took:.2f} s (interval {INTERVAL} s)")
+        assert took <= INTERVAL + 2.0, f"took {took:.2f} s"
+        (target,) = dig_values(world.named, "example.test", "MX")
+        assert dig_values(world.named, target) == {PUBLIC_NEXT}
+
+        state = world.status()
+        for n in state["names"]:  # type: ignore[attr-defined]
+            assert n["published"] == [PUBLIC_NEXT]
+            assert n["current"] == PUBLIC_NEXT
+            assert n["in_sync"] is True
+            assert n["last_result"] == "updated"
+    finally:
+        from tests.ddns.servers import stop
+
+        stop(runner)
+        world.lab.procs.remove(runner)
+        world.lab.set_wan_address(PUBLIC)
+    log = (world.lab.dir / "ddns-run.log").read_text()
+    assert f"{PUBLIC} -> {PUBLIC_NEXT}" in log
+    assert "secret" not in log.lower()
