@@ -1,0 +1,153 @@
+"""One TOML file describes a deployment; this module reads it into typed, checked settings.
+
+Every value has an embedded default, so ``natsync server`` runs with no file at all. A value
+that cannot work (a port out of range, a heartbeat minimum above its maximum, a TLS certificate
+without its key) raises :class:`natsync.errors.ConfigError` naming the setting, at load time,
+not at the first request.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from natsync.errors import ConfigError
+
+#: Largest request body the server reads (a SendMail with attachments is the big one). Larger
+#: bodies are refused with 413 before they are read, so one client cannot fill memory.
+DEFAULT_MAX_REQUEST_BODY = 32 * 1024 * 1024
+
+#: Ping heartbeat bounds in seconds (MS-ASCMD 2.2.3.84.1: 60..3540 for Exchange). A lower
+#: minimum wakes phones more often than needed; a maximum past 59 minutes outlives most NATs.
+DEFAULT_HEARTBEAT_MIN = 60
+DEFAULT_HEARTBEAT_MAX = 3540
+
+#: Failed logins allowed per user and per client address within the window before the server
+#: answers 429 without checking the password (slows password guessing to a crawl).
+DEFAULT_MAX_FAILED_LOGINS_PER_USER = 10
+DEFAULT_MAX_FAILED_LOGINS_PER_IP = 30
+DEFAULT_FAILED_LOGIN_WINDOW = 300.0
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """Settings of the ActiveSync server (``[server]`` table of the TOML file)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8443
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    data_dir: Path = Path("natsync-data")
+    #: Mail domains this server is authoritative for (local delivery, no relay).
+    domains: tuple[str, ...] = ("example.test",)
+    #: "host:port" of the outbound smarthost, or "" to queue outbound mail until one is set.
+    smarthost: str = ""
+    max_request_body: int = DEFAULT_MAX_REQUEST_BODY
+    heartbeat_min: int = DEFAULT_HEARTBEAT_MIN
+    heartbeat_max: int = DEFAULT_HEARTBEAT_MAX
+    #: Demand Provision (MS-ASPROV) before any other command.
+    require_provisioning: bool = True
+    max_failed_logins_per_user: int = DEFAULT_MAX_FAILED_LOGINS_PER_USER
+    max_failed_logins_per_ip: int = DEFAULT_MAX_FAILED_LOGINS_PER_IP
+    failed_login_window: float = DEFAULT_FAILED_LOGIN_WINDOW
+    #: Realm named in the 401 Basic challenge.
+    realm: str = "natsync"
+    #: Public name phones use (Autodiscover answers with https://<public_name>/...).
+    public_name: str = ""
+    #: Overrides of EASProvisionDoc settings by name (see natsync.eas.policy).
+    policy: dict[str, int | str] = field(default_factory=dict)
+
+    @property
+    def database(self) -> Path:
+        return self.data_dir / "natsync.sqlite3"
+
+    def check(self) -> ServerConfig:
+        """Raise ConfigError for a value that cannot work; return self for chaining."""
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"server.port must be 0..65535, not {self.port}")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigError("server.tls_cert and server.tls_key must be given together")
+        if self.max_request_body < 1024:
+            raise ConfigError("server.max_request_body must be at least 1024 bytes")
+        if not 1 <= self.heartbeat_min <= self.heartbeat_max:
+            raise ConfigError(
+                "server.heartbeat_min must be >= 1 and <= server.heartbeat_max "
+                f"(got {self.heartbeat_min} and {self.heartbeat_max})"
+            )
+        if self.max_failed_logins_per_user < 1 or self.max_failed_logins_per_ip < 1:
+            raise ConfigError("server.max_failed_logins_per_user/_per_ip must be >= 1")
+        if self.failed_login_window <= 0:
+            raise ConfigError("server.failed_login_window must be > 0 seconds")
+        if self.smarthost and ":" not in self.smarthost:
+            raise ConfigError(f"server.smarthost must be host:port, not {self.smarthost!r}")
+        for domain in self.domains:
+            if not domain or "@" in domain or " " in domain:
+                raise ConfigError(f"server.domains has an invalid domain {domain!r}")
+        from natsync.eas.policy import check_overrides
+
+        check_overrides(self.policy)
+        return self
+
+
+_PATH_KEYS = {"tls_cert", "tls_key", "data_dir"}
+
+
+def server_config_from_dict(table: dict[str, Any], base: Path | None = None) -> ServerConfig:
+    """Build a ServerConfig from the ``[server]`` table; relative paths are taken from *base*."""
+    known = {f.name for f in fields(ServerConfig)}
+    unknown = set(table) - known
+    if unknown:
+        raise ConfigError(f"unknown server setting(s): {', '.join(sorted(unknown))}")
+    defaults = ServerConfig()
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        default = getattr(defaults, key)
+        if key in _PATH_KEYS:
+            if not isinstance(value, str) or not value:
+                raise ConfigError(f"server.{key} must be a path (a non-empty string)")
+            path = Path(value)
+            values[key] = path if path.is_absolute() or base is None else base / path
+        elif key == "domains":
+            if not isinstance(value, list) or not all(isinstance(d, str) for d in value):
+                raise ConfigError("server.domains must be a list of strings")
+            values[key] = tuple(d.lower() for d in value)
+        elif key == "policy":
+            if not isinstance(value, dict):
+                raise ConfigError("server.policy must be a table")
+            values[key] = dict(value)
+        elif isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise ConfigError(f"server.{key} must be true or false")
+            values[key] = value
+        elif isinstance(default, int):
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ConfigError(f"server.{key} must be an integer")
+            values[key] = value
+        elif isinstance(default, float):
+            if not isinstance(value, int | float) or isinstance(value, bool):
+                raise ConfigError(f"server.{key} must be a number")
+            values[key] = float(value)
+        else:
+            if not isinstance(value, str):
+                raise ConfigError(f"server.{key} must be a string")
+            values[key] = value
+    return replace(defaults, **values).check()
+
+
+def load_config(path: Path | str | None) -> ServerConfig:
+    """Read the TOML file at *path* (``None``: the embedded defaults)."""
+    if path is None:
+        return ServerConfig().check()
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    table = data.get("server", {})
+    if not isinstance(table, dict):
+        raise ConfigError("[server] must be a table")
+    return server_config_from_dict(table, base=path.parent)

@@ -1,0 +1,77 @@
+"""What a command handler gets (Context) and gives back (Response).
+
+A handler is plain synchronous code: it runs inside one store transaction (``store.run``), reads
+and writes through ``ctx.txn``, and returns a Response whose body is already encoded. Nothing
+here does I/O; time is ``ctx.now``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from natsync.eas.request import EasRequest
+from natsync.eas.versions import Version
+from natsync.store.api import Device, Txn, User
+from natsync.wbxml import Element, encode
+
+if TYPE_CHECKING:
+    from natsync.config import ServerConfig
+
+WBXML_CONTENT_TYPE = "application/vnd.ms-sync.wbxml"
+
+
+@dataclass(frozen=True, slots=True)
+class PingWait:
+    """Hold the request until one of these folders changes or *heartbeat* seconds pass."""
+
+    folder_ids: tuple[int, ...]
+    #: store folder id -> the folder's ServerId, to name changed folders in the answer
+    server_ids: dict[int, str]
+    heartbeat: int
+    user_id: int
+    #: store folder id -> its modseq when the Ping was accepted (changes after it count)
+    baseline: dict[int, int]
+
+
+@dataclass(slots=True)
+class Response:
+    """The answer to one request: HTTP status, headers, body, and what the adapter must do."""
+
+    body: bytes = b""
+    content_type: str = WBXML_CONTENT_TYPE
+    http_status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    #: EAS Status of the command (for the access log), when there is one.
+    status: int | None = None
+    #: Outbound mail was queued: the adapter kicks the relay after commit.
+    outbound_queued: bool = False
+    #: Ping: wait outside the transaction, then answer with natsync.eas.ping.finish().
+    wait: PingWait | None = None
+
+    @classmethod
+    def of(cls, root: Element, status: int | None = None, **kw: Any) -> Response:
+        return cls(body=encode(root), status=status, **kw)
+
+
+@dataclass(slots=True)
+class Context:
+    txn: Txn
+    request: EasRequest
+    user: User
+    device: Device
+    now: datetime
+    config: ServerConfig
+    #: The decoded WBXML body, or None when the body was empty or not WBXML.
+    body: Element | None
+    raw_body: bytes
+    content_type: str = ""
+
+    @property
+    def version(self) -> Version:
+        return self.request.version
+
+
+Handler = Callable[[Context], Response]

@@ -1,0 +1,180 @@
+"""The one place that maps a command name to its handler and enforces, before any handler runs,
+what every command is subject to: device record, access state (allow / block / quarantine),
+remote wipe, and the policy key (MS-ASPROV 3.2.5.1).
+
+How a refusal is said depends on the version (MS-ASCMD 2.2.2: the common status codes above 100
+exist from EAS 14.0 on): 14.0+ gets the common Status inside the command's own response
+element; 12.1 gets the HTTP status (449 "retry after provisioning", 403 "forbidden").
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from natsync.eas.context import Context, Handler, Response
+from natsync.eas.errors import Answered, EasError, HttpError
+from natsync.eas.foldersync import (
+    handle_foldercreate,
+    handle_folderdelete,
+    handle_foldersync,
+    handle_folderupdate,
+)
+from natsync.eas.getitemestimate import handle as handle_getitemestimate
+from natsync.eas.itemoperations import handle as handle_itemoperations
+from natsync.eas.moveitems import handle as handle_moveitems
+from natsync.eas.ping import handle as handle_ping
+from natsync.eas.provision import handle as handle_provision
+from natsync.eas.request import KNOWN_COMMANDS, EasRequest
+from natsync.eas.resolverecipients import handle as handle_resolverecipients
+from natsync.eas.search import handle as handle_search
+from natsync.eas.sendmail import handle_sendmail, handle_smartforward, handle_smartreply
+from natsync.eas.settings import handle as handle_settings
+from natsync.eas.status import Common
+from natsync.eas.sync import handle as handle_sync
+from natsync.eas.versions import V14_0
+from natsync.store.api import AccessState, Txn, WipeState
+from natsync.wbxml import E, Element
+
+if TYPE_CHECKING:
+    from natsync.config import ServerConfig
+
+#: The commands we really implement (and advertise in OPTIONS MS-ASProtocolCommands).
+HANDLERS: dict[str, Handler] = {
+    "Sync": handle_sync,
+    "SendMail": handle_sendmail,
+    "SmartForward": handle_smartforward,
+    "SmartReply": handle_smartreply,
+    "FolderSync": handle_foldersync,
+    "FolderCreate": handle_foldercreate,
+    "FolderDelete": handle_folderdelete,
+    "FolderUpdate": handle_folderupdate,
+    "MoveItems": handle_moveitems,
+    "GetItemEstimate": handle_getitemestimate,
+    "Search": handle_search,
+    "Settings": handle_settings,
+    "Ping": handle_ping,
+    "ItemOperations": handle_itemoperations,
+    "Provision": handle_provision,
+    "ResolveRecipients": handle_resolverecipients,
+}
+
+#: Root element (namespace, tag) of each command's response: where a common Status goes.
+RESPONSE_ROOTS: dict[str, tuple[str, str]] = {
+    "Sync": ("AirSync", "Sync"),
+    "SendMail": ("ComposeMail", "SendMail"),
+    "SmartForward": ("ComposeMail", "SmartForward"),
+    "SmartReply": ("ComposeMail", "SmartReply"),
+    "FolderSync": ("FolderHierarchy", "FolderSync"),
+    "FolderCreate": ("FolderHierarchy", "FolderCreate"),
+    "FolderDelete": ("FolderHierarchy", "FolderDelete"),
+    "FolderUpdate": ("FolderHierarchy", "FolderUpdate"),
+    "MoveItems": ("Move", "MoveItems"),
+    "GetItemEstimate": ("GetItemEstimate", "GetItemEstimate"),
+    "Search": ("Search", "Search"),
+    "Settings": ("Settings", "Settings"),
+    "Ping": ("Ping", "Ping"),
+    "ItemOperations": ("ItemOperations", "ItemOperations"),
+    "Provision": ("Provision", "Provision"),
+    "ResolveRecipients": ("ResolveRecipients", "ResolveRecipients"),
+}
+
+#: Commands a device may send before it holds a policy key (MS-ASPROV 3.2.5.1).
+POLICY_EXEMPT = frozenset({"Provision"})
+#: What a quarantined device may still do: learn its policy, its folders, its settings, and
+#: wait; everything that reads or sends mail answers AccessDenied (MS-ASCMD 2.2.2 code 130).
+QUARANTINE_ALLOWED = frozenset({"Provision", "FolderSync", "Settings", "Ping"})
+
+
+def supported_commands() -> str:
+    """Value of the OPTIONS MS-ASProtocolCommands header."""
+    return ",".join(HANDLERS)
+
+
+def check_command(cmd: str) -> None:
+    """HttpError unless *cmd* is a command we serve: 400 for a name no EAS version has,
+    501 for a real EAS command we do not implement (MS-ASHTTP 2.2.2.1.1)."""
+    if cmd in HANDLERS:
+        return
+    if cmd in KNOWN_COMMANDS:
+        raise HttpError(501, f"the {cmd} command is not implemented by this server")
+    raise HttpError(400, f"{cmd!r} is not an ActiveSync command")
+
+
+def refuse(cmd: str, req: EasRequest, status: int, http_status: int) -> Response:
+    """A refusal in the form the client's version understands."""
+    if req.version >= V14_0 and cmd in RESPONSE_ROOTS:
+        ns, tag = RESPONSE_ROOTS[cmd]
+        return Response.of(E(ns, tag, E(ns, "Status", status)), status=status)
+    return Response(http_status=http_status, status=status)
+
+
+def status_response(cmd: str, status: int) -> Response:
+    """The command's response element holding only a Status."""
+    ns, tag = RESPONSE_ROOTS[cmd]
+    return Response.of(E(ns, tag, E(ns, "Status", status)), status=status)
+
+
+def _gate(ctx: Context) -> Response | None:
+    """Access, wipe and policy checks; a Response when the command must not run."""
+    cmd, req, device = ctx.request.cmd, ctx.request, ctx.device
+    if device.access_state == AccessState.BLOCKED:
+        return refuse(cmd, req, Common.DEVICE_IS_BLOCKED_FOR_THIS_USER, 403)
+    if device.access_state == AccessState.QUARANTINED and cmd not in QUARANTINE_ALLOWED:
+        return refuse(cmd, req, Common.ACCESS_DENIED, 403)
+    if cmd in POLICY_EXEMPT:
+        return None
+    if device.wipe_state in (
+        WipeState.PENDING,
+        WipeState.ACCOUNT_ONLY_PENDING,
+        WipeState.SENT,
+        WipeState.ACKNOWLEDGED,
+    ):
+        return refuse(cmd, req, Common.REMOTE_WIPE_REQUESTED, 449)
+    if not ctx.config.require_provisioning:
+        return None
+    if device.policy_key == 0:
+        return refuse(cmd, req, Common.DEVICE_NOT_PROVISIONED, 449)
+    if req.policy_key != device.policy_key:
+        return refuse(cmd, req, Common.INVALID_POLICY_KEY, 449)
+    return None
+
+
+def handle(
+    txn: Txn,
+    request: EasRequest,
+    user_name: str,
+    body: Element | None,
+    raw_body: bytes,
+    now: datetime,
+    config: ServerConfig,
+    content_type: str = "",
+) -> Response:
+    """Serve one authenticated request in the caller's transaction."""
+    check_command(request.cmd)
+    user = txn.get_user(user_name)
+    if user is None:  # removed between authentication and now
+        raise HttpError(401, "the user no longer exists")
+    device = txn.touch_device(
+        user.id,
+        request.device_id,
+        request.device_type,
+        str(request.version),
+        request.user_agent,
+        now,
+    )
+    ctx = Context(txn, request, user, device, now, config, body, raw_body, content_type)
+    refused = _gate(ctx)
+    if refused is not None:
+        return refused
+    try:
+        return HANDLERS[request.cmd](ctx)
+    except (HttpError, Answered):
+        raise
+    except EasError as exc:
+        if exc.status is None:
+            raise
+        if request.version >= V14_0 or exc.status < 100:
+            # Raised, not returned: the transaction rolls back whatever the handler wrote.
+            raise Answered(status_response(request.cmd, exc.status), exc.message) from exc
+        raise HttpError(exc.http_status, exc.message) from exc

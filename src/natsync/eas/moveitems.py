@@ -1,0 +1,52 @@
+"""MoveItems (MS-ASCMD 2.2.1.12): move messages between folders; each gets a new ServerId.
+
+The moving device already shows the item in its new place, so its sync states of both folders
+are updated in the same transaction: no Delete and no duplicate Add come back to it.
+"""
+
+from __future__ import annotations
+
+from natsync.eas.context import Context, Response
+from natsync.eas.errors import EasError
+from natsync.eas.status import Common, MoveStatus
+from natsync.eas.sync import adjust_known
+from natsync.wbxml import E
+
+NS = "Move"
+#: Moves one request may carry; a phone moves what the user selected, rarely hundreds.
+MAX_MOVES = 1000
+
+
+def handle(ctx: Context) -> Response:
+    body = ctx.body
+    if body is None or body.tag != "MoveItems" or body.namespace != NS:
+        raise EasError("MoveItems needs a MoveItems body", status=Common.INVALID_CONTENT)
+    moves = body.findall("Move", NS)
+    if len(moves) > MAX_MOVES:
+        raise EasError("too many moves in one request", status=Common.INVALID_CONTENT)
+    root = E(NS, "MoveItems")
+    txn = ctx.txn
+    for move in moves:
+        src_msg = move.child_text("SrcMsgId", NS) or ""
+        src_fld = move.child_text("SrcFldId", NS) or ""
+        dst_fld = move.child_text("DstFldId", NS) or ""
+        response = root.add(NS, "Response")
+        response.add(NS, "SrcMsgId", src_msg)
+        msg = txn.get_message(ctx.user.id, src_msg) if src_msg else None
+        source = txn.get_folder(ctx.user.id, src_fld) if src_fld else None
+        dest = txn.get_folder(ctx.user.id, dst_fld) if dst_fld else None
+        if msg is None or source is None or msg.folder_id != source.id:
+            response.add(NS, "Status", MoveStatus.INVALID_SOURCE)
+            continue
+        if dest is None:
+            response.add(NS, "Status", MoveStatus.INVALID_DESTINATION)
+            continue
+        if dest.id == source.id:
+            response.add(NS, "Status", MoveStatus.SAME_FOLDER)
+            continue
+        moved = txn.move_message(msg.id, dest.id)
+        adjust_known(ctx, source.server_id, remove=(src_msg,))
+        adjust_known(ctx, dest.server_id, add={moved.server_id: moved.modseq})
+        response.add(NS, "Status", MoveStatus.SUCCESS)
+        response.add(NS, "DstMsgId", moved.server_id)
+    return Response.of(root, status=MoveStatus.SUCCESS)

@@ -1,0 +1,117 @@
+"""SendMail, SmartReply, SmartForward (MS-ASCMD 2.2.1.17, 2.2.1.20, 2.2.1.19).
+
+14.0+: a ComposeMail WBXML body (ClientId, SaveInSentItems, Source, ReplaceMime, Mime opaque).
+12.1: the raw MIME message is the body (Content-Type message/rfc822) and the query carries
+SaveInSent=T and, for Smart*, ItemId + CollectionId.
+
+Sending is one transaction: local recipients get the message in their Inbox, remote ones are
+queued for the smarthost (natsync.mail.relay.route_outgoing), and the Sent Items copy is saved
+— all or nothing. A ClientId seen before (a retransmission) is answered with success and sends
+nothing again (MS-ASCMD 2.2.3.27: ClientId exists to prevent duplicate messages).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+from natsync.eas.context import Context, Response
+from natsync.eas.errors import EasError
+from natsync.eas.status import Common
+from natsync.eas.versions import V14_0
+from natsync.mail import compose, relay
+from natsync.mail.errors import MailError
+from natsync.mail.mime import parse_message
+from natsync.store.api import FolderType
+
+NS = "ComposeMail"
+#: ClientIds remembered per device to recognise a retransmitted send.
+CLIENT_IDS_KEPT = 100
+CLIENT_IDS_SETTING = "sendmail.client_ids"
+
+
+def _fail(cmd: str, status: int) -> EasError:
+    return EasError(f"{cmd} failed with status {status}", status=status)
+
+
+def _send(ctx: Context, cmd: str) -> Response:
+    req = ctx.request
+    body = ctx.body
+    forwardees: list[str] = []
+    original_sid = ""
+    replace_mime = False
+    client_id = ""
+    if body is not None and ctx.version >= V14_0:
+        if body.tag != cmd or body.namespace != NS:
+            raise _fail(cmd, Common.INVALID_CONTENT)
+        mime_el = body.find("Mime", NS)
+        if mime_el is None or mime_el.value is None:
+            raise _fail(cmd, Common.INVALID_CONTENT)
+        mime = mime_el.value if isinstance(mime_el.value, bytes) else mime_el.value.encode()
+        save = body.find("SaveInSentItems", NS) is not None
+        replace_mime = body.find("ReplaceMime", NS) is not None
+        client_id = body.child_text("ClientId", NS) or ""
+        source = body.find("Source", NS)
+        if source is not None:
+            original_sid = source.child_text("ItemId", NS) or ""
+        forwardees_el = body.find("Forwardees", NS)
+        if forwardees_el is not None:
+            for fw in forwardees_el.findall("Forwardee", NS):
+                forwardees.extend(c.text() for c in fw.children if "@" in c.text())
+    else:
+        mime = ctx.raw_body
+        save = req.save_in_sent
+        original_sid = req.item_id
+    if not mime.strip():
+        raise _fail(cmd, Common.INVALID_MIME)
+
+    if client_id:
+        seen = json.loads(ctx.txn.get_device_setting(ctx.device.id, CLIENT_IDS_SETTING) or "[]")
+        if client_id in seen:
+            return Response(status=1)  # already sent: say so again, send nothing
+        seen = [*seen, client_id][-CLIENT_IDS_KEPT:]
+        ctx.txn.set_device_setting(ctx.device.id, CLIENT_IDS_SETTING, json.dumps(seen))
+
+    if cmd != "SendMail":
+        if not original_sid:
+            raise _fail(cmd, Common.INVALID_COMBINATION_OF_IDS)
+        original = ctx.txn.get_message(ctx.user.id, original_sid)
+        if original is None:
+            raise _fail(cmd, Common.ITEM_NOT_FOUND)
+        original_raw = ctx.txn.raw_message(original.id)
+        try:
+            if cmd == "SmartReply":
+                mime = compose.build_smart_reply(mime, original_raw, replace_mime)
+            else:
+                mime = compose.build_smart_forward(mime, original_raw, replace_mime)
+        except MailError as exc:
+            raise _fail(cmd, Common.INVALID_MIME) from exc
+    try:
+        out = compose.prepare_outgoing(
+            mime, ctx.user.email, ctx.user.display_name, ctx.now, extra_recipients=forwardees
+        )
+    except MailError as exc:
+        status = (
+            Common.MESSAGE_HAS_NO_RECIPIENT if "recipient" in exc.message else Common.INVALID_MIME
+        )
+        raise _fail(cmd, status) from exc
+    result = relay.route_outgoing(
+        ctx.txn, ctx.user, out.raw, out.recipients, ctx.now, ctx.config.domains
+    )
+    if save:
+        sent = ctx.txn.folder_by_type(ctx.user.id, FolderType.SENT_ITEMS)
+        copy = replace(parse_message(out.sent_copy, ctx.now), read=True)
+        ctx.txn.add_message(sent.id, copy)
+    return Response(status=1, outbound_queued=result.outbound_id is not None)
+
+
+def handle_sendmail(ctx: Context) -> Response:
+    return _send(ctx, "SendMail")
+
+
+def handle_smartreply(ctx: Context) -> Response:
+    return _send(ctx, "SmartReply")
+
+
+def handle_smartforward(ctx: Context) -> Response:
+    return _send(ctx, "SmartForward")

@@ -1,0 +1,202 @@
+"""EAS Status codes, per command, with the MS-ASCMD section that defines each table.
+
+A Status is only meaningful inside the response of its command: Sync's 3 is not FolderSync's 3.
+Codes above 100 are the common status codes (MS-ASCMD 2.2.2), supported from EAS 14.0 on; a
+12.x client is told the same things with HTTP statuses (449, 403, 500 ...).
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+# MS-ASCMD 2.2.2 Common Status Codes (any command, EAS 14.0+).
+class Common(enum.IntEnum):
+    INVALID_CONTENT = 101
+    INVALID_WBXML = 102
+    INVALID_XML = 103
+    INVALID_DATETIME = 104
+    INVALID_COMBINATION_OF_IDS = 105
+    INVALID_IDS = 106
+    INVALID_MIME = 107
+    DEVICE_ID_MISSING_OR_INVALID = 108
+    DEVICE_TYPE_MISSING_OR_INVALID = 109
+    SERVER_ERROR = 110
+    SERVER_ERROR_RETRY_LATER = 111
+    MAILBOX_QUOTA_EXCEEDED = 113
+    SEND_QUOTA_EXCEEDED = 115
+    MESSAGE_RECIPIENT_UNRESOLVED = 116
+    MESSAGE_REPLY_NOT_ALLOWED = 117
+    MESSAGE_PREVIOUSLY_SENT = 118
+    MESSAGE_HAS_NO_RECIPIENT = 119
+    MAIL_SUBMISSION_FAILED = 120
+    MESSAGE_REPLY_FAILED = 121
+    ATTACHMENT_IS_TOO_LARGE = 122
+    USER_HAS_NO_MAILBOX = 123
+    DEVICE_IS_BLOCKED_FOR_THIS_USER = 129
+    ACCESS_DENIED = 130
+    ACCOUNT_DISABLED = 131
+    SYNC_STATE_NOT_FOUND = 132
+    COMMAND_NOT_SUPPORTED = 137
+    VERSION_NOT_SUPPORTED = 138
+    DEVICE_NOT_FULLY_PROVISIONABLE = 139
+    REMOTE_WIPE_REQUESTED = 140
+    LEGACY_DEVICE_ON_STRICT_POLICY = 141
+    DEVICE_NOT_PROVISIONED = 142
+    POLICY_REFRESH = 143
+    INVALID_POLICY_KEY = 144
+    EXTERNALLY_MANAGED_DEVICES_NOT_ALLOWED = 145
+    INVALID_STORED_REQUEST = 149
+    ITEM_NOT_FOUND = 150
+    TOO_MANY_FOLDERS = 151
+    NO_FOLDERS_FOUND = 152
+    ITEMS_LOST_AFTER_MOVE = 153
+    FAILURE_IN_MOVE_OPERATION = 154
+
+
+# MS-ASCMD 2.2.3.177.17 Status (Sync).
+class SyncStatus(enum.IntEnum):
+    SUCCESS = 1
+    INVALID_SYNC_KEY = 3
+    PROTOCOL_ERROR = 4
+    SERVER_ERROR = 5
+    CONVERSION_ERROR = 6
+    CONFLICT = 7
+    OBJECT_NOT_FOUND = 8
+    CANNOT_COMPLETE = 9
+    FOLDER_HIERARCHY_CHANGED = 12
+    INCOMPLETE_REQUEST = 13
+    INVALID_WAIT = 14
+    TOO_MANY_COLLECTIONS = 15
+    RETRY = 16
+
+
+# MS-ASCMD 2.2.3.177.5 Status (FolderSync).
+class FolderSyncStatus(enum.IntEnum):
+    SUCCESS = 1
+    SERVER_ERROR = 6
+    INVALID_SYNC_KEY = 9
+    BAD_REQUEST = 10
+    UNKNOWN_ERROR = 11
+    CODE_UNKNOWN = 12
+
+
+# MS-ASCMD 2.2.3.177.3 / .4 / .6 Status (FolderCreate, FolderDelete, FolderUpdate).
+class FolderStatus(enum.IntEnum):
+    SUCCESS = 1
+    ALREADY_EXISTS = 2
+    SPECIAL_FOLDER = 3
+    NOT_FOUND = 4
+    PARENT_NOT_FOUND = 5
+    SERVER_ERROR = 6
+    INVALID_SYNC_KEY = 9
+    BAD_REQUEST = 10
+    UNKNOWN_ERROR = 11
+
+
+# MS-ASCMD 2.2.3.177.7 Status (GetItemEstimate).
+class EstimateStatus(enum.IntEnum):
+    SUCCESS = 1
+    INVALID_COLLECTION = 2
+    NOT_PRIMED = 3
+    INVALID_SYNC_KEY = 4
+
+
+# MS-ASCMD 2.2.3.177.8 Status (ItemOperations).
+class ItemOperationsStatus(enum.IntEnum):
+    SUCCESS = 1
+    PROTOCOL_ERROR = 2
+    SERVER_ERROR = 3
+    BAD_URI = 4
+    ACCESS_DENIED = 5
+    NOT_FOUND = 6
+    CONNECTION_FAILED = 7
+    INVALID_RANGE = 8
+    UNKNOWN_STORE = 9
+    EMPTY_FILE = 10
+    TOO_LARGE = 11
+    IO_FAILURE = 12
+    CONVERSION_FAILED = 14
+    INVALID_ATTACHMENT = 15
+    ACCESS_BLOCKED = 16
+    PARTIAL_SUCCESS = 17
+    CREDENTIALS_REQUIRED = 18
+
+
+# MS-ASCMD 2.2.3.177.10 Status (MoveItems).
+class MoveStatus(enum.IntEnum):
+    INVALID_SOURCE = 1
+    INVALID_DESTINATION = 2
+    SUCCESS = 3
+    SAME_FOLDER = 4
+    FAILURE = 5
+    LOCKED = 7
+
+
+# MS-ASCMD 2.2.3.177.11 Status (Ping).
+class PingStatus(enum.IntEnum):
+    EXPIRED = 1
+    CHANGES = 2
+    MISSING_PARAMETERS = 3
+    SYNTAX_ERROR = 4
+    INVALID_HEARTBEAT = 5
+    TOO_MANY_FOLDERS = 6
+    FOLDER_SYNC_REQUIRED = 7
+    SERVER_ERROR = 8
+
+
+# MS-ASCMD 2.2.3.177.13 Status (Search).
+class SearchStatus(enum.IntEnum):
+    SUCCESS = 1
+    INVALID_REQUEST = 2
+    SERVER_ERROR = 3
+    BAD_LINK = 4
+    ACCESS_DENIED = 5
+    NOT_FOUND = 6
+    CONNECTION_FAILED = 7
+    TOO_COMPLEX = 8
+    TIMED_OUT = 10
+    FOLDER_SYNC_REQUIRED = 11
+    END_OF_RANGE = 12
+    ACCESS_BLOCKED = 13
+    CREDENTIALS_REQUIRED = 14
+
+
+# MS-ASCMD 2.2.3.177.15 Status (Settings).
+class SettingsStatus(enum.IntEnum):
+    SUCCESS = 1
+    PROTOCOL_ERROR = 2
+    ACCESS_DENIED = 3
+    SERVER_UNAVAILABLE = 4
+    INVALID_ARGUMENTS = 5
+    CONFLICTING_ARGUMENTS = 6
+    DENIED_BY_POLICY = 7
+
+
+# MS-ASCMD 2.2.3.177.12 Status (ResolveRecipients).
+class ResolveStatus(enum.IntEnum):
+    SUCCESS = 1
+    AMBIGUOUS = 2
+    AMBIGUOUS_PARTIAL = 3
+    NOT_RESOLVED = 4
+    PROTOCOL_ERROR = 5
+    SERVER_ERROR = 6
+
+
+# MS-ASPROV 2.2.2.54.1 Status (Provision element).
+class ProvisionStatus(enum.IntEnum):
+    SUCCESS = 1
+    PROTOCOL_ERROR = 2
+    SERVER_ERROR = 3
+    NOT_FULLY_PROVISIONABLE = 139
+    NOT_PROVISIONABLE = 141
+    EXTERNALLY_MANAGED = 145
+
+
+# MS-ASPROV 2.2.2.54.2 Status (Policy element, server to client).
+class PolicyStatus(enum.IntEnum):
+    SUCCESS = 1
+    NO_POLICY = 2
+    UNKNOWN_POLICY_TYPE = 3
+    CORRUPTED = 4
+    WRONG_POLICY_KEY = 5

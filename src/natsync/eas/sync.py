@@ -1,0 +1,493 @@
+"""Sync for the Email class (MS-ASCMD 2.2.1.21).
+
+State (natsync.eas.state) per (device, collection, SyncKey): ``items`` = {ServerId: modseq} of
+what the device is known to hold, ``filter`` = the FilterType that state was made with, ``fm`` =
+the folder modseq the device has seen (Ping compares against it), and ``answer`` = this
+collection's answer, cached for replay. A Sync answer is the dict diff between ``items`` and
+``Txn.message_versions`` (no MIME is read for that); only the items sent in this window are
+moved into the new state, so MoreAvailable windows resume where the last one stopped.
+
+Retransmission (the architecture's rule): when the state of ``next_key(K)`` exists and was
+made from K, the request with K was already answered: the cached answer is sent again and no
+client command is applied twice. A key neither current nor previous is Status 3 (the client
+restarts at SyncKey 0 and re-downloads; it never gets duplicates, since "0" starts empty).
+
+Client commands: Change (Read, Flag, Categories; a conflict is resolved per the Conflict option,
+server wins by default), Delete (DeletesAsMoves default 1: to Deleted Items), Fetch. Add of
+email items is refused per item (Status 6). Empty and Partial requests reuse the request cached
+per device (MS-ASCMD 3.1.5.3). Wait / HeartbeatInterval are validated and then answered at once
+(the Direct Push work holds them).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from natsync.eas import state as st
+from natsync.eas.context import Context, Response
+from natsync.eas.errors import EasError
+from natsync.eas.status import SyncStatus
+from natsync.mail import eas_email
+from natsync.mail.errors import EmailChangeError
+from natsync.store.api import Folder, FolderType, Message
+from natsync.wbxml import E, Element, decode, encode
+
+NS = "AirSync"
+#: Items per answer when the client names no WindowSize, and the most we send in one answer
+#: whatever it asks (MS-ASCMD 2.2.3.199: 1..512).
+DEFAULT_WINDOW = 100
+MAX_WINDOW = 512
+#: Collections one Sync may name; more are refused with Status 15 (one per folder is plenty).
+MAX_COLLECTIONS = 100
+#: Wait is in minutes 1..59, HeartbeatInterval in seconds 60..3540 (MS-ASCMD 2.2.3.195, .84.2).
+WAIT_RANGE = (1, 59)
+HEARTBEAT_RANGE = (60, 3540)
+#: The device setting holding the last full Sync request (for empty and Partial requests).
+CACHED_REQUEST = "sync.request"
+#: Prefix of the device setting holding [current key, folder modseq seen] per collection.
+LAST_PREFIX = "sync.last:"
+
+#: MS-ASCMD 2.2.3.69.2 FilterType for email: 0 all, 1 day, 3 days, 1 week, 2 weeks, 1 month.
+FILTER_DAYS = {0: None, 1: 1, 2: 3, 3: 7, 4: 14, 5: 31}
+#: Folder types whose items are email (the only class this server syncs).
+MAIL_TYPES = frozenset(
+    {
+        FolderType.INBOX,
+        FolderType.DRAFTS,
+        FolderType.DELETED_ITEMS,
+        FolderType.SENT_ITEMS,
+        FolderType.OUTBOX,
+        FolderType.USER_MAIL,
+        FolderType.USER_GENERIC,
+    }
+)
+
+
+@dataclass(slots=True)
+class CollectionRequest:
+    """One Collection of a Sync request, without its Commands (what the cache keeps)."""
+
+    key: str
+    id: str
+    deletes_as_moves: bool = True
+    get_changes: bool = True
+    window: int = DEFAULT_WINDOW
+    filter: int = 0
+    prefs: list[list[Any]] = field(default_factory=list)
+    mime_support: int | None = None
+    mime_truncation: int | None = None
+    conflict: int = 1
+
+    def preferences(self) -> list[eas_email.BodyPreference]:
+        return [eas_email.BodyPreference(int(t), tr, bool(a), int(p)) for t, tr, a, p in self.prefs]
+
+
+def _int(el: Element | None, tag: str, ns: str = NS) -> int | None:
+    if el is None:
+        return None
+    text = el.child_text(tag, ns)
+    if text is None:
+        return None
+    text = text.strip()
+    if not text.lstrip("-").isdigit():
+        raise EasError(f"{tag} is not a number", status=SyncStatus.PROTOCOL_ERROR)
+    return int(text)
+
+
+def _parse_collection(el: Element, global_window: int | None) -> CollectionRequest:
+    key = el.child_text("SyncKey", NS)
+    cid = el.child_text("CollectionId", NS)
+    if key is None or not cid:
+        raise EasError(
+            "a Collection needs SyncKey and CollectionId", status=SyncStatus.PROTOCOL_ERROR
+        )
+    req = CollectionRequest(key=key, id=cid)
+    dam = _int(el, "DeletesAsMoves")
+    req.deletes_as_moves = dam is None or dam == 1
+    gc = el.find("GetChanges", NS)
+    if gc is not None:
+        req.get_changes = gc.text().strip() in ("", "1")
+    window = _int(el, "WindowSize") or global_window or DEFAULT_WINDOW
+    req.window = max(1, min(window, MAX_WINDOW))
+    for options in el.findall("Options", NS):
+        cls = options.child_text("Class", NS)
+        if cls not in (None, "Email"):
+            continue  # options for other classes (SMS ...) do not apply to mail
+        req.filter = _int(options, "FilterType") or 0
+        conflict = _int(options, "Conflict")
+        req.conflict = 1 if conflict is None else conflict
+        req.mime_support = _int(options, "MIMESupport")
+        req.mime_truncation = _int(options, "MIMETruncation")
+        prefs = options.findall("BodyPreference", "AirSyncBase")
+        req.prefs = [
+            [p.type, p.truncation_size, p.all_or_none, p.preview]
+            for p in (eas_email.BodyPreference.from_element(b) for b in prefs)
+        ]
+    if req.filter not in FILTER_DAYS:
+        req.filter = 0
+    return req
+
+
+def _last(ctx: Context, cid: str) -> tuple[str, int] | None:
+    text = ctx.txn.get_device_setting(ctx.device.id, LAST_PREFIX + cid)
+    if not text:
+        return None
+    key, modseq = json.loads(text)
+    return str(key), int(modseq)
+
+
+def _set_last(ctx: Context, cid: str, key: str, modseq: int) -> None:
+    ctx.txn.set_device_setting(ctx.device.id, LAST_PREFIX + cid, json.dumps([key, modseq]))
+
+
+def seen_modseq(ctx: Context, cid: str) -> int | None:
+    """The folder modseq the device has seen for *cid* (None: never synced). Ping uses it."""
+    last = _last(ctx, cid)
+    return None if last is None else last[1]
+
+
+def handle(ctx: Context) -> Response:
+    body = ctx.body
+    cached_text = ctx.txn.get_device_setting(ctx.device.id, CACHED_REQUEST)
+    cached: dict[str, dict[str, Any]] = json.loads(cached_text) if cached_text else {}
+    commands: dict[str, Element] = {}
+    if body is None:
+        # MS-ASCMD 3.1.5.3: an empty Sync repeats the last one, with the current keys.
+        if not cached:
+            return _top_status(SyncStatus.INCOMPLETE_REQUEST)
+        requests = []
+        for cid, data in cached.items():
+            last = _last(ctx, cid)
+            if last is None:
+                continue
+            requests.append(CollectionRequest(**{**data, "key": last[0]}))
+        if not requests:
+            return _top_status(SyncStatus.INCOMPLETE_REQUEST)
+    else:
+        if body.tag != "Sync" or body.namespace != NS:
+            return _top_status(SyncStatus.PROTOCOL_ERROR)
+        wait = _int(body, "Wait")
+        heartbeat = _int(body, "HeartbeatInterval")
+        if wait is not None and not WAIT_RANGE[0] <= wait <= WAIT_RANGE[1]:
+            return _limit(SyncStatus.INVALID_WAIT, WAIT_RANGE[1] if wait > 0 else WAIT_RANGE[0])
+        if heartbeat is not None and not HEARTBEAT_RANGE[0] <= heartbeat <= HEARTBEAT_RANGE[1]:
+            limit = HEARTBEAT_RANGE[1] if heartbeat > HEARTBEAT_RANGE[1] else HEARTBEAT_RANGE[0]
+            return _limit(SyncStatus.INVALID_WAIT, limit)
+        global_window = _int(body, "WindowSize")
+        partial = body.find("Partial", NS) is not None
+        colls_el = body.find("Collections", NS)
+        coll_els = colls_el.findall("Collection", NS) if colls_el is not None else []
+        if len(coll_els) > MAX_COLLECTIONS:
+            return _limit(SyncStatus.TOO_MANY_COLLECTIONS, MAX_COLLECTIONS)
+        requests = []
+        for el in coll_els:
+            req = _parse_collection(el, global_window)
+            if req.id in cached and el.find("Options", NS) is None and partial:
+                old = cached[req.id]
+                req.filter, req.prefs = old["filter"], old["prefs"]
+                req.mime_support, req.mime_truncation = old["mime_support"], old["mime_truncation"]
+            requests.append(req)
+            cmds = el.find("Commands", NS)
+            if cmds is not None:
+                commands[req.id] = cmds
+        if partial:
+            named = {r.id for r in requests}
+            for cid, data in cached.items():
+                last = _last(ctx, cid)
+                if cid not in named and last is not None:
+                    requests.append(CollectionRequest(**{**data, "key": last[0]}))
+        if not requests:
+            return _top_status(SyncStatus.INCOMPLETE_REQUEST)
+        cache = {r.id: {k: v for k, v in asdict(r).items() if k != "key"} for r in requests}
+        ctx.txn.set_device_setting(ctx.device.id, CACHED_REQUEST, json.dumps(cache))
+
+    answers = [_collection(ctx, req, commands.get(req.id)) for req in requests]
+    if len(answers) == 1:
+        return Response(body=answers[0][1], status=answers[0][2])
+    root = E(NS, "Sync", E(NS, "Collections", *(a[0] for a in answers)))
+    worst = max((a[2] for a in answers), default=1)
+    return Response.of(root, status=worst)
+
+
+def _top_status(status: SyncStatus) -> Response:
+    return Response.of(E(NS, "Sync", E(NS, "Status", status)), status=status)
+
+
+def _limit(status: SyncStatus, limit: int) -> Response:
+    root = E(NS, "Sync", E(NS, "Status", status), E(NS, "Limit", limit))
+    return Response.of(root, status=status)
+
+
+def _document(coll: Element) -> bytes:
+    return encode(E(NS, "Sync", E(NS, "Collections", coll)))
+
+
+def _simple(key: str, cid: str, status: int) -> tuple[Element, bytes, int]:
+    coll = E(NS, "Collection", E(NS, "SyncKey", key), E(NS, "CollectionId", cid))
+    coll.add(NS, "Status", status)
+    return coll, _document(coll), status
+
+
+def _collection(
+    ctx: Context, req: CollectionRequest, commands: Element | None
+) -> tuple[Element, bytes, int]:
+    """(Collection answer element, the answer as a whole document, status) for one collection."""
+    txn = ctx.txn
+    if len(req.key) > st.MAX_SYNC_KEY:
+        return _simple(st.INITIAL_KEY, req.id, SyncStatus.INVALID_SYNC_KEY)
+    # 1. A retransmission gets the answer it already got.
+    nxt = st.next_key(req.key)
+    if nxt is not None:
+        blob = txn.get_sync_state(ctx.device.id, req.id, nxt)
+        if blob is not None:
+            saved = st.unpack(blob)
+            if saved.get("for") == req.key and "answer" in saved:
+                doc = base64.b64decode(saved["answer"])
+                coll = _first_collection(doc)
+                return coll, doc, SyncStatus.SUCCESS
+    folder = txn.get_folder(ctx.user.id, req.id)
+    if folder is None:
+        return _simple(req.key, req.id, SyncStatus.FOLDER_HIERARCHY_CHANGED)
+    # 2. SyncKey 0: a fresh, empty state; items come with the next request.
+    if req.key == st.INITIAL_KEY:
+        txn.drop_sync_state(ctx.device.id, req.id)
+        new = st.new_key()
+        coll = E(NS, "Collection", E(NS, "SyncKey", new), E(NS, "CollectionId", req.id))
+        coll.add(NS, "Status", SyncStatus.SUCCESS)
+        doc = _document(coll)
+        saved = {"items": {}, "filter": req.filter, "fm": 0, "for": req.key}
+        txn.put_sync_state(ctx.device.id, req.id, new, st.pack(saved))
+        _set_last(ctx, req.id, new, 0)
+        return coll, doc, SyncStatus.SUCCESS
+    blob = txn.get_sync_state(ctx.device.id, req.id, req.key) if nxt is not None else None
+    if blob is None:
+        return _simple(st.INITIAL_KEY, req.id, SyncStatus.INVALID_SYNC_KEY)
+    assert nxt is not None
+    known: dict[str, int] = st.unpack(blob).get("items", {})
+    version = str(ctx.version)
+
+    # 3. The client's commands.
+    responses: list[Element] = []
+    if commands is not None:
+        for cmd in commands.children:
+            reply = _client_command(ctx, folder, req, cmd, known)
+            if reply is not None:
+                responses.append(reply)
+
+    # 4. The server's changes, up to the window.
+    out: list[Element] = []
+    more = False
+    if req.get_changes and folder.type in MAIL_TYPES:
+        more = _server_changes(ctx, folder, req, known, out, version)
+
+    coll = E(NS, "Collection", E(NS, "SyncKey", nxt), E(NS, "CollectionId", req.id))
+    coll.add(NS, "Status", SyncStatus.SUCCESS)
+    if responses:
+        coll.append(E(NS, "Responses", *responses))
+    if out:
+        coll.append(E(NS, "Commands", *out))
+    if more:
+        coll.append(Element(NS, "MoreAvailable"))
+    doc = _document(coll)
+    folder_now = txn.get_folder(ctx.user.id, req.id)
+    seen = -1 if more or folder_now is None else folder_now.modseq
+    saved = {
+        "items": known,
+        "filter": req.filter,
+        "fm": seen,
+        "for": req.key,
+        "answer": base64.b64encode(doc).decode("ascii"),
+    }
+    txn.put_sync_state(ctx.device.id, req.id, nxt, st.pack(saved))
+    _set_last(ctx, req.id, nxt, seen)
+    return coll, doc, SyncStatus.SUCCESS
+
+
+def _first_collection(doc: bytes) -> Element:
+    root = decode(doc)
+    colls = root.find("Collections", NS)
+    coll = colls.find("Collection", NS) if colls is not None else None
+    if coll is None:
+        raise EasError("a cached Sync answer is corrupt", status=SyncStatus.SERVER_ERROR)
+    return coll
+
+
+def _reply(tag: str, sid: str, status: int) -> Element:
+    return E(NS, tag, E(NS, "ServerId", sid), E(NS, "Status", status))
+
+
+def _client_command(
+    ctx: Context, folder: Folder, req: CollectionRequest, cmd: Element, known: dict[str, int]
+) -> Element | None:
+    txn = ctx.txn
+    if cmd.tag == "Add":
+        client_id = cmd.child_text("ClientId", NS) or ""
+        return E(
+            NS, "Add", E(NS, "ClientId", client_id), E(NS, "Status", SyncStatus.CONVERSION_ERROR)
+        )
+    sid = cmd.child_text("ServerId", NS) or ""
+    msg = txn.get_message(ctx.user.id, sid) if sid else None
+    if msg is None or msg.folder_id != folder.id:
+        known.pop(sid, None)
+        return _reply(cmd.tag, sid, SyncStatus.OBJECT_NOT_FOUND)
+    if cmd.tag == "Change":
+        appdata = cmd.find("ApplicationData", NS)
+        if appdata is None:
+            return _reply("Change", sid, SyncStatus.PROTOCOL_ERROR)
+        if req.conflict == 1 and sid in known and known[sid] != msg.modseq:
+            return None  # server wins (MS-ASCMD 2.2.3.34): its version goes to the client
+        try:
+            change = eas_email.apply_email_change(appdata)
+        except EmailChangeError:
+            return _reply("Change", sid, SyncStatus.CONVERSION_ERROR)
+        if change.read is not None and change.read != msg.read:
+            msg = txn.set_read(msg.id, change.read)
+        if change.flag is not None:
+            msg = txn.set_flag(msg.id, change.flag)
+        if change.categories is not None:
+            msg = txn.set_categories(msg.id, change.categories)
+        known[sid] = msg.modseq  # the client has this version: don't echo it back
+        return None
+    if cmd.tag == "Delete":
+        if req.deletes_as_moves and folder.type != FolderType.DELETED_ITEMS:
+            trash = txn.folder_by_type(ctx.user.id, FolderType.DELETED_ITEMS)
+            txn.move_message(msg.id, trash.id)
+        else:
+            txn.delete_message(msg.id)
+        known.pop(sid, None)
+        return None
+    if cmd.tag == "Fetch":
+        raw = txn.raw_message(msg.id)
+        data = eas_email.email_application_data(
+            msg,
+            raw,
+            str(ctx.version),
+            req.preferences(),
+            mime_support=req.mime_support,
+            mime_truncation=req.mime_truncation,
+        )
+        return E(NS, "Fetch", E(NS, "ServerId", sid), E(NS, "Status", SyncStatus.SUCCESS), data)
+    return _reply(cmd.tag, sid, SyncStatus.PROTOCOL_ERROR)
+
+
+def cutoff(filter_type: int, now: datetime) -> datetime | None:
+    days = FILTER_DAYS.get(filter_type)
+    return None if days is None else now - timedelta(days=days)
+
+
+def _order_key(sid: str) -> tuple[int, str]:
+    """Newest first: ServerIds end in a number that grows with delivery."""
+    tail = sid.rpartition(":")[2]
+    return (int(tail) if tail.isdigit() else 0, sid)
+
+
+def pending_changes(
+    ctx: Context, folder: Folder, filter_type: int, known: dict[str, int]
+) -> tuple[list[str], list[str], list[str], list[str]]:
+    """(deletes, soft deletes, changes, adds) between *known* and the folder now."""
+    since = cutoff(filter_type, ctx.now)
+    current = ctx.txn.message_versions(folder.id, since)
+    everything = ctx.txn.message_versions(folder.id) if since is not None else current
+    deletes: list[str] = []
+    soft: list[str] = []
+    changes: list[str] = []
+    for sid, modseq in known.items():
+        now_modseq = current.get(sid)
+        if now_modseq is None:
+            (soft if sid in everything else deletes).append(sid)
+        elif now_modseq != modseq:
+            changes.append(sid)
+    adds = [sid for sid in current if sid not in known]
+    adds.sort(key=_order_key, reverse=True)
+    return deletes, soft, changes, adds
+
+
+def _server_changes(
+    ctx: Context,
+    folder: Folder,
+    req: CollectionRequest,
+    known: dict[str, int],
+    out: list[Element],
+    version: str,
+) -> bool:
+    """Append up to req.window commands to *out*, updating *known*; True when more remain."""
+    deletes, soft, changes, adds = pending_changes(ctx, folder, req.filter, known)
+    budget = req.window
+    total = len(deletes) + len(soft) + len(changes) + len(adds)
+    for sid in deletes[:budget]:
+        out.append(E(NS, "Delete", E(NS, "ServerId", sid)))
+        del known[sid]
+    budget -= min(budget, len(deletes))
+    for sid in soft[:budget]:
+        out.append(E(NS, "SoftDelete", E(NS, "ServerId", sid)))
+        del known[sid]
+    budget -= min(budget, len(soft))
+    if budget and changes:
+        for msg in ctx.txn.get_messages(ctx.user.id, changes[:budget]):
+            out.append(
+                E(
+                    NS,
+                    "Change",
+                    E(NS, "ServerId", msg.server_id),
+                    eas_email.email_change_data(msg, version),
+                )
+            )
+            known[msg.server_id] = msg.modseq
+        budget -= min(budget, len(changes))
+    if budget and adds:
+        prefs = req.preferences()
+        for msg in ctx.txn.get_messages(ctx.user.id, adds[:budget]):
+            out.append(_add(ctx, msg, req, prefs, version))
+            known[msg.server_id] = msg.modseq
+    return total > req.window
+
+
+def _add(
+    ctx: Context,
+    msg: Message,
+    req: CollectionRequest,
+    prefs: list[eas_email.BodyPreference],
+    version: str,
+) -> Element:
+    raw = ctx.txn.raw_message(msg.id)
+    data = eas_email.email_application_data(
+        msg, raw, version, prefs, mime_support=req.mime_support, mime_truncation=req.mime_truncation
+    )
+    return E(NS, "Add", E(NS, "ServerId", msg.server_id), data)
+
+
+def adjust_known(
+    ctx: Context, cid: str, *, remove: tuple[str, ...] = (), add: dict[str, int] | None = None
+) -> None:
+    """Tell the device's current state of *cid* about a change the device made itself (a
+    MoveItems, an EmptyFolderContents), so the next Sync does not send it back as news."""
+    last = _last(ctx, cid)
+    if last is None:
+        return
+    blob = ctx.txn.get_sync_state(ctx.device.id, cid, last[0])
+    if blob is None:
+        return
+    saved = st.unpack(blob)
+    items: dict[str, int] = saved.get("items", {})
+    for sid in remove:
+        items.pop(sid, None)
+    items.update(add or {})
+    saved["items"] = items
+    ctx.txn.put_sync_state(ctx.device.id, cid, last[0], st.pack(saved))
+
+
+def forget_all(ctx: Context, cid: str) -> None:
+    """The device emptied *cid* itself: its current state holds nothing."""
+    last = _last(ctx, cid)
+    if last is None:
+        return
+    blob = ctx.txn.get_sync_state(ctx.device.id, cid, last[0])
+    if blob is None:
+        return
+    saved = st.unpack(blob)
+    saved["items"] = {}
+    ctx.txn.put_sync_state(ctx.device.id, cid, last[0], st.pack(saved))

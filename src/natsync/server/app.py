@@ -1,0 +1,280 @@
+"""The aiohttp adapter: HTTP in, natsync.eas out, one store transaction per command.
+
+Routes (paths matched without regard to case, as IIS does):
+
+* ``OPTIONS /Microsoft-Server-ActiveSync``: versions and commands we serve (MS-ASHTTP 2.2.3).
+* ``POST /Microsoft-Server-ActiveSync?<query>``: a command (plain or base64 query form).
+* ``POST /autodiscover/autodiscover.xml``: Autodiscover, mobilesync schema.
+
+Order of checks on a POST, so that a bad request changes nothing and costs little: query and
+headers (400) → command known and implemented (400 / 501) → body size from Content-Length
+(413, before reading it) → authentication (401 / 429) → body read (413 past the limit) and
+decoded (400 for bad WBXML) → the command in one transaction. A Ping that must wait does so
+outside any transaction. Every request leaves one JSON access-log line.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import ssl
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+
+from natsync.config import ServerConfig
+from natsync.eas import autodiscover, dispatch, ping
+from natsync.eas.context import Response
+from natsync.eas.errors import Answered, HttpError
+from natsync.eas.request import EasRequest, parse_request
+from natsync.eas.versions import SERVER_VERSION, supported_header
+from natsync.errors import NatsyncError
+from natsync.server.auth import Authenticator
+from natsync.store.api import Store, Txn
+from natsync.wbxml import WBXMLError, decode
+
+log = logging.getLogger("natsync.server")
+access_log = logging.getLogger("natsync.server.access")
+
+EAS_PATH = "/microsoft-server-activesync"
+AUTODISCOVER_PATH = "/autodiscover/autodiscover.xml"
+WBXML_HEADER = b"\x03\x01\x6a\x00"
+#: Seconds to wait for open requests (held Pings) when the server closes.
+SHUTDOWN_GRACE = 2.0
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class EasApp:
+    """The request handlers, bound to one store, config and (optional) relay."""
+
+    def __init__(self, config: ServerConfig, store: Store, relay: Any = None) -> None:
+        self.config = config
+        self.store = store
+        self.relay = relay
+        self.auth = Authenticator(
+            store,
+            max_per_user=config.max_failed_logins_per_user,
+            max_per_ip=config.max_failed_logins_per_ip,
+            window=config.failed_login_window,
+        )
+
+    # -- plumbing
+
+    def _challenge(self) -> dict[str, str]:
+        return {"WWW-Authenticate": f'Basic realm="{self.config.realm}"'}
+
+    def _log(self, request: web.Request, started: float, http: int, **fields: Any) -> None:
+        record = {
+            "remote": request.remote or "",
+            "method": request.method,
+            "path": request.path,
+            "http": http,
+            "ms": round((time.perf_counter() - started) * 1000, 2),
+            **{k: v for k, v in fields.items() if v is not None and v != ""},
+        }
+        access_log.info(json.dumps(record, separators=(",", ":")))
+
+    async def route(self, request: web.Request) -> web.StreamResponse:
+        path = request.path.rstrip("/").lower()
+        if path == EAS_PATH:
+            if request.method == "OPTIONS":
+                return self.options(request)
+            if request.method == "POST":
+                return await self.post(request)
+            return web.Response(status=405, headers={"Allow": "OPTIONS,POST"})
+        if path == AUTODISCOVER_PATH:
+            if request.method == "POST":
+                return await self.autodiscover(request)
+            return web.Response(status=405, headers={"Allow": "POST"})
+        return web.Response(status=404)
+
+    # -- OPTIONS
+
+    def options(self, request: web.Request) -> web.Response:
+        started = time.perf_counter()
+        headers = {
+            "Allow": "OPTIONS,POST",
+            "Public": "OPTIONS,POST",
+            "MS-Server-ActiveSync": SERVER_VERSION,
+            "MS-ASProtocolVersions": supported_header(),
+            "MS-ASProtocolCommands": dispatch.supported_commands(),
+            "Cache-Control": "private",
+        }
+        self._log(request, started, 200, cmd="OPTIONS")
+        return web.Response(status=200, headers=headers)
+
+    # -- POST
+
+    async def post(self, request: web.Request) -> web.StreamResponse:
+        started = time.perf_counter()
+        fields: dict[str, Any] = {}
+        try:
+            eas = parse_request(request.query_string, request.headers)
+            fields.update(
+                cmd=eas.cmd, device=eas.device_id, version=str(eas.version), user=eas.user
+            )
+            dispatch.check_command(eas.cmd)
+            length = request.content_length
+            if length is not None and length > self.config.max_request_body:
+                raise HttpError(413, "the request body is larger than server.max_request_body")
+            auth = await self.auth.authenticate(
+                request.headers.get("Authorization"), request.remote or ""
+            )
+            if auth.user is None:
+                fields["user"] = auth.name or fields.get("user")
+                headers = self._challenge() if auth.http_status == 401 else {"Retry-After": "60"}
+                raise HttpError(auth.http_status, "authentication failed", headers)
+            fields["user"] = auth.user.name
+            raw = await self._read_body(request)
+            body = self._decode(raw, request.content_type)
+            response = await self._run(eas, auth.user.name, body, raw, request.content_type)
+            if response.wait is not None:
+                response = await self._wait(response)
+            if response.outbound_queued and self.relay is not None:
+                self.relay.kick()
+        except HttpError as exc:
+            self._log(request, started, exc.http_status, error=exc.message, **fields)
+            return web.Response(status=exc.http_status, headers=exc.headers)
+        except NatsyncError as exc:
+            log.exception("request failed")
+            self._log(request, started, 500, error=exc.message, **fields)
+            return web.Response(status=500)
+        self._log(request, started, response.http_status, status=response.status, **fields)
+        headers = dict(response.headers)
+        headers["MS-Server-ActiveSync"] = SERVER_VERSION
+        if not response.body:
+            return web.Response(status=response.http_status, headers=headers)
+        headers["Content-Type"] = response.content_type
+        return web.Response(status=response.http_status, body=response.body, headers=headers)
+
+    async def _read_body(self, request: web.Request) -> bytes:
+        limit = self.config.max_request_body
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.content.iter_chunked(64 * 1024):
+            size += len(chunk)
+            if size > limit:
+                raise HttpError(413, "the request body is larger than server.max_request_body")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    @staticmethod
+    def _decode(raw: bytes, content_type: str) -> Any:
+        if not raw:
+            return None
+        if "wbxml" not in content_type and not raw.startswith(WBXML_HEADER[:2]):
+            return None  # 12.1 SendMail & co.: the body is a MIME message
+        try:
+            return decode(raw)
+        except WBXMLError as exc:
+            raise HttpError(400, f"the body is not valid WBXML: {exc.message}") from exc
+
+    async def _run(
+        self, eas: EasRequest, user: str, body: Any, raw: bytes, content_type: str
+    ) -> Response:
+        now = _now()
+        config = self.config
+
+        def command(txn: Txn) -> Response:
+            return dispatch.handle(txn, eas, user, body, raw, now, config, content_type)
+
+        try:
+            return await self.store.run(command)
+        except Answered as exc:
+            return exc.response
+
+    async def _wait(self, response: Response) -> Response:
+        wait = response.wait
+        assert wait is not None
+        with self.store.changes.subscribe(wait.folder_ids) as sub:
+            changed = await self.store.run(lambda txn: ping.changed_since(txn, wait))
+            if not changed:
+                changed = await sub.wait(float(wait.heartbeat))
+        return ping.finish(wait, changed)
+
+    # -- Autodiscover
+
+    async def autodiscover(self, request: web.Request) -> web.Response:
+        started = time.perf_counter()
+        auth = await self.auth.authenticate(
+            request.headers.get("Authorization"), request.remote or ""
+        )
+        if auth.user is None:
+            headers = self._challenge() if auth.http_status == 401 else {"Retry-After": "60"}
+            self._log(request, started, auth.http_status, cmd="Autodiscover", user=auth.name)
+            return web.Response(status=auth.http_status, headers=headers)
+        try:
+            raw = await self._read_body_limited(request, autodiscover.MAX_REQUEST)
+        except HttpError as exc:
+            self._log(request, started, exc.http_status, cmd="Autodiscover", user=auth.name)
+            return web.Response(status=exc.http_status)
+        host = self.config.public_name or request.host
+        url = f"https://{host}/Microsoft-Server-ActiveSync"
+        body = autodiscover.respond(raw, auth.user, url, _now())
+        self._log(request, started, 200, cmd="Autodiscover", user=auth.user.name)
+        return web.Response(
+            status=200, body=body, headers={"Content-Type": autodiscover.CONTENT_TYPE}
+        )
+
+    async def _read_body_limited(self, request: web.Request, limit: int) -> bytes:
+        if request.content_length is not None and request.content_length > limit:
+            raise HttpError(413, "request too large")
+        data = await request.content.read(limit + 1)
+        if len(data) > limit:
+            raise HttpError(413, "request too large")
+        return data
+
+
+def make_app(config: ServerConfig, store: Store, relay: Any = None) -> web.Application:
+    eas = EasApp(config, store, relay)
+    # aiohttp's own body limit sits above ours, so our 413 (with its log line) answers first.
+    app = web.Application(client_max_size=config.max_request_body + 1)
+    app.router.add_route("*", "/{tail:.*}", eas.route)
+    app["natsync"] = eas
+    return app
+
+
+def tls_context(config: ServerConfig) -> ssl.SSLContext | None:
+    if config.tls_cert is None or config.tls_key is None:
+        return None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(str(config.tls_cert), str(config.tls_key))
+    return context
+
+
+@dataclass(slots=True)
+class RunningServer:
+    runner: web.AppRunner
+    site: web.TCPSite
+    host: str
+    port: int
+    tls: bool
+
+    @property
+    def url(self) -> str:
+        scheme = "https" if self.tls else "http"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{scheme}://{host}:{self.port}/Microsoft-Server-ActiveSync"
+
+    async def close(self) -> None:
+        await self.runner.cleanup()
+
+
+async def start_server(config: ServerConfig, store: Store, *, relay: Any = None) -> RunningServer:
+    """Serve ActiveSync on config.host:config.port (0: a free port); returns once listening."""
+    app = make_app(config, store, relay)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_GRACE)
+    await runner.setup()
+    context = tls_context(config)
+    site = web.TCPSite(runner, config.host, config.port, ssl_context=context)
+    await site.start()
+    port = int(runner.addresses[0][1])
+    log.info("ActiveSync server listening on %s:%d (tls=%s)", config.host, port, bool(context))
+    return RunningServer(runner, site, config.host, port, context is not None)

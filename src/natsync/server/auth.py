@@ -1,0 +1,154 @@
+"""HTTP Basic authentication for the ActiveSync endpoint, with failed-login rate limits.
+
+Rules (issue 3, "HTTP and sessions"):
+
+* A wrong password and an unknown user are answered identically — same status, same header,
+  and the same work: an unknown user's guess is checked against a dummy scrypt hash, so the
+  response time does not tell whether the account exists.
+* Failed logins are counted per user name and per client address in a sliding window; past
+  either limit the request gets 429 without any password being checked.
+* Phones send Basic credentials with every request, and scrypt costs ~50-100 ms on purpose, so a
+  verified (user, password) is remembered — as a keyed digest, never the password — for as long
+  as the stored hash is unchanged (a password change invalidates it at once) and at most
+  ``VERIFIED_TTL`` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import hmac
+import secrets
+import time
+from collections import deque
+from dataclasses import dataclass
+
+from natsync.auth.passwords import hash_password, verify_password
+from natsync.store.api import Store, Txn, User
+
+#: Seconds a verified login is trusted without running scrypt again.
+VERIFIED_TTL = 900.0
+#: Verified logins remembered at once (one per user and password; a few per device).
+MAX_VERIFIED = 10_000
+#: Longest Authorization header value we decode (a user name and password, base64).
+MAX_AUTHORIZATION = 2048
+#: Distinct users / addresses whose failures are tracked; beyond it the oldest are forgotten.
+MAX_TRACKED = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class AuthResult:
+    user: User | None
+    #: 401 (no or wrong credentials) or 429 (rate limited) when user is None.
+    http_status: int = 200
+    name: str = ""
+
+
+class FailureCounter:
+    """Failures per key within a sliding window of *window* seconds."""
+
+    def __init__(self, limit: int, window: float) -> None:
+        self.limit = limit
+        self.window = window
+        self._events: dict[str, deque[float]] = {}
+
+    def _trim(self, key: str, now: float) -> deque[float] | None:
+        events = self._events.get(key)
+        if events is None:
+            return None
+        while events and events[0] <= now - self.window:
+            events.popleft()
+        if not events:
+            del self._events[key]
+            return None
+        return events
+
+    def blocked(self, key: str, now: float) -> bool:
+        events = self._trim(key, now)
+        return events is not None and len(events) >= self.limit
+
+    def add(self, key: str, now: float) -> None:
+        if key not in self._events and len(self._events) >= MAX_TRACKED:
+            self._events.pop(next(iter(self._events)))
+        self._events.setdefault(key, deque()).append(now)
+
+    def clear(self, key: str) -> None:
+        self._events.pop(key, None)
+
+
+def parse_basic(header: str | None) -> tuple[str, str] | None:
+    """(user, password) of a Basic Authorization header, or None."""
+    if not header or len(header) > MAX_AUTHORIZATION:
+        return None
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    name, sep, password = decoded.partition(":")
+    if not sep or not name:
+        return None
+    # Phones may send DOMAIN\user or the address; the login name is what the store knows.
+    return name.rpartition("\\")[2], password
+
+
+class Authenticator:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        max_per_user: int,
+        max_per_ip: int,
+        window: float,
+    ) -> None:
+        self._store = store
+        self._per_user = FailureCounter(max_per_user, window)
+        self._per_ip = FailureCounter(max_per_ip, window)
+        self._key = secrets.token_bytes(32)
+        self._verified: dict[bytes, tuple[float, str]] = {}
+        self._dummy_hash: str | None = None
+
+    def _digest(self, name: str, password: str) -> bytes:
+        return hmac.new(self._key, f"{name}\0{password}".encode(), hashlib.sha256).digest()
+
+    async def _dummy(self) -> str:
+        if self._dummy_hash is None:
+            self._dummy_hash = await asyncio.to_thread(hash_password, secrets.token_hex(16))
+        return self._dummy_hash
+
+    async def authenticate(self, header: str | None, remote: str) -> AuthResult:
+        now = time.monotonic()
+        creds = parse_basic(header)
+        if creds is None:
+            return AuthResult(None, 401)
+        name, password = creds
+        user_key = name.lower()
+        if self._per_user.blocked(user_key, now) or self._per_ip.blocked(remote, now):
+            return AuthResult(None, 429, name)
+
+        def lookup(txn: Txn) -> tuple[User | None, str | None]:
+            user = txn.get_user(name) or (txn.get_user_by_email(name) if "@" in name else None)
+            return user, (txn.password_hash(user.id) if user is not None else None)
+
+        user, stored = await self._store.run(lookup)
+        digest = self._digest(name, password)
+        cached = self._verified.get(digest)
+        if user is not None and stored is not None and cached is not None:
+            expires, cached_hash = cached
+            if expires > now and hmac.compare_digest(cached_hash, stored):
+                return AuthResult(user, 200, name)
+        encoded = stored if stored is not None else await self._dummy()
+        ok = await asyncio.to_thread(verify_password, password, encoded)
+        if ok and user is not None and stored is not None:
+            if len(self._verified) >= MAX_VERIFIED:
+                self._verified.pop(next(iter(self._verified)))
+            self._verified[digest] = (now + VERIFIED_TTL, stored)
+            self._per_user.clear(user_key)
+            return AuthResult(user, 200, name)
+        self._per_user.add(user_key, now)
+        self._per_ip.add(remote, now)
+        return AuthResult(None, 401, name)

@@ -1,0 +1,239 @@
+"""Sync of email: windows, MoreAvailable, retransmission, unknown keys, client changes,
+deletes, filters, server-side changes, conflicts, empty and partial requests."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from natsync.store.api import Flag, FolderType, Store, Txn
+from natsync.wbxml import E, Element
+from tests.eas.helpers import NOW, Phone, collection, commands, deliver, folder_id, make_mail
+
+NS = "AirSync"
+
+
+def _ready(store: Store, count: int = 0) -> tuple[Phone, str, str]:
+    for i in range(count):
+        deliver(
+            store, make_mail(f"message {i}", f"body {i}"), at=NOW - timedelta(minutes=count - i)
+        )
+    phone = Phone(store)
+    phone.provision()
+    phone.folder_sync()
+    inbox = folder_id(store, FolderType.INBOX)
+    first = collection(phone.sync(inbox, "0"))
+    assert first.child_text("Status") == "1"
+    assert first.find("Commands") is None  # SyncKey 0 never carries items
+    return phone, inbox, first.child_text("SyncKey") or ""
+
+
+def _all_adds(phone: Phone, inbox: str, key: str, window: int) -> tuple[list[str], str, int]:
+    ids: list[str] = []
+    rounds = 0
+    while True:
+        rounds += 1
+        coll = collection(phone.sync(inbox, key, window=window))
+        ids += [a.child_text("ServerId") or "" for a in commands(coll, "Add")]
+        key = coll.child_text("SyncKey") or ""
+        if coll.find("MoreAvailable") is None:
+            return ids, key, rounds
+
+
+def test_windows_and_more_available(store: Store) -> None:
+    phone, inbox, key = _ready(store, 25)
+    ids, key, rounds = _all_adds(phone, inbox, key, window=10)
+    assert rounds == 3
+    assert len(ids) == 25
+    assert len(set(ids)) == 25
+    # Newest first.
+    assert ids[0].endswith(":25")
+    again = collection(phone.sync(inbox, key))
+    assert again.find("Commands") is None
+
+
+def test_retransmission_gets_same_answer_and_no_duplicates(store: Store) -> None:
+    phone, inbox, key = _ready(store, 6)
+    body = E(
+        NS,
+        "Sync",
+        E(
+            NS,
+            "Collections",
+            E(
+                NS,
+                "Collection",
+                E(NS, "SyncKey", key),
+                E(NS, "CollectionId", inbox),
+                E(NS, "WindowSize", 4),
+            ),
+        ),
+    )
+    first = phone.call("Sync", body)
+    second = phone.call("Sync", body)
+    assert first.body == second.body
+    coll = collection(phone.tree("Sync", body))
+    next_key = coll.child_text("SyncKey") or ""
+    rest, _, _ = _all_adds(phone, inbox, next_key, window=4)
+    got = [a.child_text("ServerId") for a in commands(coll, "Add")] + rest
+    assert len(got) == 6
+    assert len(set(got)) == 6
+
+
+def test_unknown_key_is_status_3_and_resync_is_clean(store: Store) -> None:
+    phone, inbox, key = _ready(store, 3)
+    _all_adds(phone, inbox, key, window=100)
+    bad = collection(phone.sync(inbox, "{abcdef01}4"))
+    assert bad.child_text("Status") == "3"
+    assert bad.child_text("SyncKey") == "0"
+    fresh = collection(phone.sync(inbox, "0"))
+    ids, _, _ = _all_adds(phone, inbox, fresh.child_text("SyncKey") or "", window=100)
+    assert len(ids) == 3
+
+
+def test_server_changes_reach_the_device(store: Store) -> None:
+    phone, inbox, key = _ready(store, 3)
+    ids, key, _ = _all_adds(phone, inbox, key, window=100)
+
+    def change(txn: Txn) -> None:
+        user = txn.get_user("alice")
+        assert user is not None
+        a, b, c = txn.get_messages(user.id, ids)
+        txn.set_read(a.id, True)
+        txn.set_flag(b.id, Flag(status=2, flag_type="Follow up"))
+        txn.delete_message(c.id)
+
+    store.run_sync(change)
+    new_id = deliver(store, make_mail("late", "late body"))
+    coll = collection(phone.sync(inbox, key))
+    changed = {c.child_text("ServerId"): c for c in commands(coll, "Change")}
+    assert set(changed) == {ids[0], ids[1]}
+    assert changed[ids[0]].find("ApplicationData").child_text("Read") == "1"  # type: ignore[union-attr]
+    assert [d.child_text("ServerId") for d in commands(coll, "Delete")] == [ids[2]]
+    assert [a.child_text("ServerId") for a in commands(coll, "Add")] == [new_id]
+
+
+def test_client_change_and_delete(store: Store) -> None:
+    phone, inbox, key = _ready(store, 3)
+    ids, key, _ = _all_adds(phone, inbox, key, window=100)
+    read = E(
+        NS, "Change", E(NS, "ServerId", ids[0]), E(NS, "ApplicationData", E("Email", "Read", 1))
+    )
+    delete = E(NS, "Delete", E(NS, "ServerId", ids[1]))
+    coll = collection(phone.sync(inbox, key, commands=[read, delete]))
+    assert coll.child_text("Status") == "1"
+    assert coll.find("Responses") is None  # success needs no per-item answer
+    assert coll.find("Commands") is None  # nothing echoed back
+    key = coll.child_text("SyncKey") or ""
+
+    def look(txn: Txn) -> tuple[bool, str]:
+        user = txn.get_user("alice")
+        assert user is not None
+        msg = txn.get_message(user.id, ids[0])
+        trash = txn.folder_by_type(user.id, FolderType.DELETED_ITEMS)
+        return bool(msg and msg.read), ",".join(txn.message_versions(trash.id))
+
+    is_read, trash = store.run_sync(look)
+    assert is_read
+    assert trash  # DeletesAsMoves (default): the message went to Deleted Items
+    # Hard delete with DeletesAsMoves=0.
+    hard = E(NS, "Delete", E(NS, "ServerId", ids[2]))
+    coll = collection(phone.sync(inbox, key, commands=[hard], extra=[E(NS, "DeletesAsMoves", 0)]))
+    assert store.run_sync(look)[1] == trash
+    # A missing item is Status 8 in Responses.
+    gone = E(
+        NS, "Change", E(NS, "ServerId", "1:999"), E(NS, "ApplicationData", E("Email", "Read", 1))
+    )
+    coll = collection(phone.sync(inbox, coll.child_text("SyncKey") or "", commands=[gone]))
+    assert coll.find("Responses").find("Change").child_text("Status") == "8"  # type: ignore[union-attr]
+
+
+def test_conflict_server_wins(store: Store) -> None:
+    phone, inbox, key = _ready(store, 1)
+    ids, key, _ = _all_adds(phone, inbox, key, window=100)
+
+    def flag(txn: Txn) -> None:
+        user = txn.get_user("alice")
+        assert user is not None
+        (msg,) = txn.get_messages(user.id, ids)
+        txn.set_flag(msg.id, Flag(status=2, flag_type="Follow up"))
+
+    store.run_sync(flag)
+    read = E(
+        NS, "Change", E(NS, "ServerId", ids[0]), E(NS, "ApplicationData", E("Email", "Read", 1))
+    )
+    coll = collection(phone.sync(inbox, key, commands=[read]))
+    changes = commands(coll, "Change")
+    assert len(changes) == 1  # the server's version goes back to the client
+
+    def is_read(txn: Txn) -> bool:
+        user = txn.get_user("alice")
+        assert user is not None
+        msg = txn.get_message(user.id, ids[0])
+        return bool(msg and msg.read)
+
+    assert not store.run_sync(is_read)
+
+
+def test_filter_type_soft_deletes(store: Store) -> None:
+    deliver(store, make_mail("old", "old"), at=NOW - timedelta(days=10))
+    deliver(store, make_mail("new", "new"), at=NOW - timedelta(hours=2))
+    phone, inbox, key = _ready(store)
+    ids, key, _ = _all_adds(phone, inbox, key, window=100)
+    assert len(ids) == 2
+    options = E(NS, "Options", E(NS, "FilterType", 3))  # one week
+    coll = collection(phone.sync(inbox, key, options=options))
+    assert [s.child_text("ServerId") for s in commands(coll, "SoftDelete")] == [ids[1]]
+
+
+def test_empty_sync_reuses_cached_request(store: Store) -> None:
+    phone, inbox, key = _ready(store, 2)
+    _ids, key, _ = _all_adds(phone, inbox, key, window=100)
+    new_id = deliver(store, make_mail("more", "more"))
+    tree = phone.tree("Sync")
+    coll = collection(tree)
+    assert [a.child_text("ServerId") for a in commands(coll, "Add")] == [new_id]
+    fresh = Phone(store, device_id="never-synced")
+    fresh.provision()
+    assert fresh.tree("Sync").child_text("Status") == "13"
+
+
+def test_body_preference_and_mime(store: Store) -> None:
+    deliver(store, make_mail("html", "plain text", html="<p>rich</p>"))
+    phone, inbox, key = _ready(store)
+    options = E(
+        NS,
+        "Options",
+        E(NS, "MIMESupport", 2),
+        E("AirSyncBase", "BodyPreference", E("AirSyncBase", "Type", 4)),
+    )
+    coll = collection(phone.sync(inbox, key, options=options))
+    body = commands(coll, "Add")[0].find("ApplicationData").find("Body")  # type: ignore[union-attr]
+    assert body is not None
+    assert body.child_text("Type") == "4"
+    assert "Subject: html" in (body.child_text("Data") or "")
+
+
+def test_invalid_wait_is_status_14(store: Store) -> None:
+    phone, inbox, key = _ready(store)
+    body = E(
+        NS,
+        "Sync",
+        E(
+            NS,
+            "Collections",
+            E(NS, "Collection", E(NS, "SyncKey", key), E(NS, "CollectionId", inbox)),
+        ),
+        E(NS, "Wait", 90),
+    )
+    tree = phone.tree("Sync", body)
+    assert tree.child_text("Status") == "14"
+    assert tree.child_text("Limit") == "59"
+
+
+def test_unknown_collection_is_status_12(store: Store) -> None:
+    phone, _, _ = _ready(store)
+    assert collection(phone.sync("424242", "0")).child_text("Status") == "12"
+
+
+def _element_count(tree: Element, tag: str) -> int:
+    return sum(1 for el in tree.iter() if el.tag == tag)
