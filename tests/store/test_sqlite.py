@@ -714,3 +714,63 @@ def test_outbound_queue_due_retry_sent(store: Store) -> None:
         store.run_sync(lambda txn: txn.outbound_sent(queued.id))
     with pytest.raises(NotFound):
         store.run_sync(lambda txn: txn.outbound_retry(queued.id, NOW, "x"))
+
+
+# -- the message-version cache ------------------------------------------------------------------
+
+
+def test_message_versions_stay_exact_across_rollbacks_and_other_writers(
+    store: SqliteStore, store_factory: StoreFactory, alice: User
+) -> None:
+    inbox = inbox_of(store, alice)
+    first = store.run_sync(lambda txn: txn.add_message(inbox.id, new_message("one")))
+    assert store.run_sync(lambda txn: txn.message_versions(inbox.id)) == {
+        first.server_id: first.modseq
+    }
+
+    def add_read_fail(txn: Txn) -> None:
+        txn.add_message(inbox.id, new_message("two"))
+        txn.add_message(inbox.id, new_message("three"))
+        assert len(txn.message_versions(inbox.id)) == 3  # sees its own uncommitted adds
+        raise Boom
+
+    with pytest.raises(Boom):
+        store.run_sync(add_read_fail)
+    # The modseq the rolled-back transaction used is reached again, with other content.
+    store.run_sync(lambda txn: txn.add_message(inbox.id, new_message("four")))
+    versions = store.run_sync(lambda txn: txn.message_versions(inbox.id))
+    assert len(versions) == 2
+    assert first.server_id in versions
+    # A second process (another store on the same file) changes the folder: seen at once.
+    other = store_factory(store.path)
+    moved = other.run_sync(
+        lambda txn: txn.move_message(
+            first.id, txn.folder_by_type(alice.id, FolderType.DELETED_ITEMS).id
+        )
+    )
+    assert store.run_sync(lambda txn: txn.message_versions(inbox.id)).keys() == versions.keys() - {
+        first.server_id
+    }
+    assert moved.server_id not in store.run_sync(lambda txn: txn.message_versions(inbox.id))
+
+
+def test_message_versions_answers_are_copies(store: Store, alice: User) -> None:
+    inbox = inbox_of(store, alice)
+    store.run_sync(lambda txn: txn.add_message(inbox.id, new_message()))
+    store.run_sync(lambda txn: txn.message_versions(inbox.id)).clear()
+    assert len(store.run_sync(lambda txn: txn.message_versions(inbox.id))) == 1
+
+
+def test_version_cache_evicts_the_least_recently_used() -> None:
+    from natsync.store.sqlite import VersionCache
+
+    cache = VersionCache(limit=3)
+    cache.put((1, None), 1, {"1:1": 1, "1:2": 1})
+    cache.put((2, None), 1, {"2:1": 1})
+    assert cache.get((1, None), 1) == {"1:1": 1, "1:2": 1}
+    assert cache.get((1, None), 2) is None  # another modseq: stale
+    cache.put((3, None), 1, {"3:1": 1})  # over the limit: folder 2 was used least recently
+    assert cache.get((2, None), 1) is None
+    assert cache.get((1, None), 1) is not None
+    cache.put((4, None), 1, {str(n): 1 for n in range(4)})  # bigger than the cache: not kept
+    assert cache.get((4, None), 1) is None

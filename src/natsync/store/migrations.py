@@ -72,10 +72,11 @@ _V1 = (
     ) WITHOUT ROWID
     """,
     # Folders. ``next_message_number`` hands out message numbers (never reused) for the
-    # "<folder>:<number>" server ids.
+    # "<folder>:<number>" server ids. AUTOINCREMENT: a folder id is never reused, so
+    # (folder id, modseq) names one state of one folder forever (the version cache relies on it).
     """
     CREATE TABLE folders (
-        id INTEGER PRIMARY KEY,
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
         user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
         server_id TEXT NOT NULL,
         parent_server_id TEXT NOT NULL,
