@@ -347,3 +347,13 @@ def test_table_parse_errors(text: str, message: str) -> None:
 def test_table_build_errors(text: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         build(parse_table("codepage\tnamespace\ttag\ttoken\tvalue\n" + text))
+
+
+def test_string_length_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(decoder_module, "MAX_STRING_BYTES", 3)
+    assert decode(doc("45 03 616263 00 01")) == E("AirSync", "Sync", "abc")
+    with pytest.raises(WBXMLError, match="string longer than 3 bytes") as info:
+        decode(doc("45 03 61626364 00 01"))
+    assert info.value.offset == 5
+    with pytest.raises(WBXMLError, match="OPAQUE longer than 3 bytes"):
+        decode(doc("45 c3 04 61626364 01"))

@@ -168,6 +168,9 @@ def _body(data: bytes, pos: int, table: bytes) -> Element:
     # many tiny pieces costs linear, not quadratic, time.
     parts: dict[int, list[str] | list[bytes]] = {}
     n = len(data)
+    # When the whole document is within the string limit no single string can exceed it, and
+    # the hot path skips the comparison.
+    short = n <= max_string
     tok = -1
     try:
         while True:
@@ -190,8 +193,8 @@ def _body(data: bytes, pos: int, table: bytes) -> Element:
                 if tok & 0x40:
                     if data[pos] == 0x03:
                         # The common leaf <Tag>text</Tag> (tag, STR_I, text, NUL, END) in one go.
-                        end = find(b"\0", pos + 1)
-                        if 0 <= end - pos - 1 <= max_string and data[end + 1] == 0x01:
+                        end = find(0, pos + 1)
+                        if end > 0 and data[end + 1] == 0x01 and (short or end - pos <= max_string):
                             el = new(cls)
                             el.namespace, el.tag = entry
                             el.children = []
