@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -774,3 +775,12 @@ def test_version_cache_evicts_the_least_recently_used() -> None:
     assert cache.get((1, None), 1) is not None
     cache.put((4, None), 1, {str(n): 1 for n in range(4)})  # bigger than the cache: not kept
     assert cache.get((4, None), 1) is None
+
+
+def test_search_indexes_the_body_text_delivery_hands_over(store: Store, alice: User) -> None:
+    inbox = inbox_of(store, alice)
+    given = replace(new_message("Given", "words in the mime"), body_text="handed over text")
+    store.run_sync(lambda txn: txn.add_message(inbox.id, given))
+    found = store.run_sync(lambda txn: txn.search_messages(alice.id, "handed", None, 10))
+    assert [m.subject for m in found] == ["Given"]
+    assert store.run_sync(lambda txn: txn.search_messages(alice.id, "mime", None, 10)) == []

@@ -208,6 +208,9 @@ class NewMessage:
     preview: str
     read: bool = False
     attachments: tuple[NewAttachment, ...] = ()
+    #: The readable text of the body, for the search index, when the caller has it already
+    #: (natsync.mail parses every message once); None: the store extracts it from ``raw``.
+    body_text: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

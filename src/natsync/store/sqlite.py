@@ -57,7 +57,7 @@ from natsync.store.api import (
     WipeState,
 )
 from natsync.store.feed import LocalChangeFeed, hierarchy_key
-from natsync.store.mime import part_bytes, plain_text
+from natsync.store.mime import MAX_INDEXED_TEXT_CHARS, part_bytes, plain_text
 
 T = TypeVar("T")
 
@@ -702,7 +702,9 @@ class SqliteTxn(Txn):
                 message.subject,
                 message.from_addr,
                 message.to_addrs,
-                plain_text(message.raw),
+                plain_text(message.raw)
+                if message.body_text is None
+                else message.body_text[:MAX_INDEXED_TEXT_CHARS],
             ),
         )
         attachments: list[Attachment] = []
