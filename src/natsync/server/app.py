@@ -231,12 +231,15 @@ class EasApp:
         return data
 
 
+EAS_APP: web.AppKey[EasApp] = web.AppKey("natsync", EasApp)
+
+
 def make_app(config: ServerConfig, store: Store, relay: Any = None) -> web.Application:
     eas = EasApp(config, store, relay)
     # aiohttp's own body limit sits above ours, so our 413 (with its log line) answers first.
     app = web.Application(client_max_size=config.max_request_body + 1)
     app.router.add_route("*", "/{tail:.*}", eas.route)
-    app["natsync"] = eas
+    app[EAS_APP] = eas
     return app
 
 
