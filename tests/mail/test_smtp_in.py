@@ -227,3 +227,23 @@ async def test_proxy_header_from_an_unlisted_peer_is_dropped(store: Store, alice
     finally:
         await handle.close()
     assert await inbox_raws(store, alice.id) == []
+
+
+async def test_concurrent_senders_share_transactions_and_lose_nothing(
+    store: Store, alice: User, server: SmtpServerHandle
+) -> None:
+    async def send(number: int) -> None:
+        body = MESSAGE.replace(b"hello", f"hello {number}".encode())
+        await aiosmtplib.send(
+            body,
+            sender="bob@example.org",
+            recipients=["alice@example.test"],
+            hostname="127.0.0.1",
+            port=server.port,
+        )
+
+    await asyncio.gather(*(send(n) for n in range(30)))
+    raws = await inbox_raws(store, alice.id)
+    subjects = sorted(int(r.split(b"Subject: hello ")[1].split(b"\r\n")[0]) for r in raws)
+    assert subjects == list(range(30))
+    assert server.stats["delivered"] == 30

@@ -298,7 +298,7 @@ def _combine(
             rich.set_content(page, subtype="html", charset="utf-8")
         wanted = [a for a in original.attachments if forward or a.is_inline]
         if wanted:
-            parts = list(original.message.walk())
+            parts = list(parse_bytes(original_raw).walk())  # same tree, MIMEPart parts
             if msg.get_content_type() != "multipart/mixed":
                 msg.make_mixed()
             for attachment in wanted:

