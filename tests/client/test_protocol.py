@@ -388,3 +388,31 @@ def test_parse_folder_sync_and_ping() -> None:
     assert p.parse_ping(ping) == (2, ["5"], None)
     limit = E("Ping", "Ping", E("Ping", "Status", 5), E("Ping", "HeartbeatInterval", 60))
     assert p.parse_ping(limit) == (5, [], 60)
+
+
+@pytest.mark.parametrize("form", ["plain", "base64"])
+def test_the_servers_request_parser_reads_what_the_client_builds(form: str) -> None:
+    from natsync.eas.request import parse_request
+
+    phone = p.Identity(user="ann", device_id="E2EPHONE1", device_type="iPhone")
+    if form == "plain":
+        query = p.plain_query(phone, p.Command.SmartReply, {"ItemId": "5:1", "SaveInSent": "T"})
+        headers = p.request_headers("16.1", 77, "ua/1")
+    else:
+        query = p.base64_query(
+            phone,
+            p.Command.SmartReply,
+            "16.1",
+            77,
+            [(p.QueryParam.ItemId, b"5:1"), (p.QueryParam.Options, b"\x01")],
+        )
+        headers = p.request_headers("16.1", 77, "ua/1", base64_form=True)
+    request = parse_request(query, headers)
+    assert request.cmd == "SmartReply"
+    assert request.user == "ann"
+    assert request.device_id == "E2EPHONE1"
+    assert request.device_type == "iPhone"
+    assert str(request.version) == "16.1"
+    assert request.policy_key == 77
+    assert request.item_id == "5:1"
+    assert request.save_in_sent

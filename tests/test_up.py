@@ -1,0 +1,120 @@
+"""`natsync up` as a user runs it: a subprocess that prints one JSON line, serves over TLS
+with its own CA, keeps its password across runs, and exits cleanly on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from click.testing import CliRunner
+
+from natsync.cli import main
+from natsync.cli_up import choose_port, port_free
+from natsync.client import EASClient
+from natsync.store.api import FolderType
+
+#: Seconds `natsync up` may take to be ready (CA and key generation, scrypt, store creation).
+STARTUP_TIMEOUT = 60.0
+#: Seconds it may take to shut down cleanly after SIGTERM.
+SHUTDOWN_TIMEOUT = 30.0
+
+
+def start_up(data_dir: Path, *extra: str) -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
+    """Start `natsync up --json` and return the process and its JSON line."""
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from natsync.cli import main; main()",
+            "up",
+            "--json",
+            "--data-dir",
+            str(data_dir),
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "NATSYNC_DATA_DIR": ""},
+    )
+    assert proc.stdout is not None
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    line = b""
+    while time.monotonic() < deadline and not line.strip():
+        line = proc.stdout.readline()
+        if proc.poll() is not None:
+            break
+    if not line.strip():
+        proc.kill()
+        _out, err = proc.communicate(timeout=SHUTDOWN_TIMEOUT)
+        raise AssertionError(f"natsync up printed no JSON line; stderr:\n{err.decode()[-3000:]}")
+    return proc, json.loads(line)
+
+
+def stop(proc: subprocess.Popen[bytes]) -> tuple[int, bytes, bytes]:
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=SHUTDOWN_TIMEOUT)
+    return proc.returncode, out, err
+
+
+async def sync_inbox(info: dict[str, Any]) -> tuple[str, int]:
+    async with EASClient(
+        info["url"], info["user"], info["password"], ca_file=info["ca_file"]
+    ) as phone:
+        await phone.folder_sync()
+        return phone.folder(type=FolderType.INBOX).display_name, phone.state.policy_key
+
+
+def test_up_serves_tls_with_its_ca_and_stops_cleanly(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    proc, info = start_up(data_dir, "--https-port", "0", "--smtp-port", "0")
+    try:
+        assert set(info) >= {"url", "smtp", "user", "password", "ca_file"}
+        assert info["url"].startswith("https://localhost:")
+        assert info["user"] == "demo"
+        assert Path(info["ca_file"]).is_file()
+        password_file = data_dir / "demo-password"
+        assert stat.S_IMODE(password_file.stat().st_mode) == 0o600
+        assert password_file.read_text().strip() == info["password"]
+        host, _, port = info["smtp"].rpartition(":")
+        with socket.create_connection((host, int(port)), timeout=10) as smtp:
+            assert smtp.recv(100).startswith(b"220 ")
+        name, policy_key = asyncio.run(sync_inbox(info))
+        assert name == "Inbox"
+        assert policy_key != 0
+    finally:
+        code, out, err = stop(proc)
+    assert code == 0, err.decode()[-3000:]
+    assert out == b""  # the JSON line was the only output on stdout
+
+    # a second run keeps the password, the CA and the store
+    proc, again = start_up(data_dir, "--https-port", "0", "--smtp-port", "0")
+    code, _out, err = stop(proc)
+    assert code == 0, err.decode()[-3000:]
+    assert again["password"] == info["password"]
+    assert again["ca_file"] == info["ca_file"]
+
+
+def test_a_taken_default_port_gives_way_to_a_free_one() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = busy.getsockname()[1]
+        assert not port_free("127.0.0.1", taken)
+        assert choose_port("127.0.0.1", None, taken) == 0
+        assert choose_port("127.0.0.1", 12345, taken) == 12345  # an explicit flag is kept
+
+
+def test_up_help_lists_its_options() -> None:
+    result = CliRunner().invoke(main, ["up", "--help"])
+    assert result.exit_code == 0
+    for option in ("--data-dir", "--host", "--https-port", "--smtp-port", "--json"):
+        assert option in result.output
