@@ -71,6 +71,7 @@ _POLICY = email.policy.default
 _SURROGATE = re.compile("[\udc80-\udcff]")
 _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f]")
 _WHITESPACE = re.compile(r"\s+")
+_ADDRESS_SPECIALS = re.compile(r'["()\\;]')
 _FOLD = re.compile(r"\r?\n(?=[ \t])")
 _HEADER_LINE = re.compile(rb"^[!-9;-~]+[ \t]*:")
 
@@ -134,8 +135,12 @@ def header_text(msg: Message, name: str) -> str:
         # Raw 8-bit bytes in a header (no RFC 2047): the strict parser would turn them into
         # U+FFFD; read them as UTF-8 (else cp1252) instead, then decode any encoded words.
         return _clean_header(_decode_words(_unsurrogate(raw)))
-    if "=?" not in raw and name.lower() not in _ADDRESS_HEADERS:
-        return _clean_header(raw)  # plain unstructured text: nothing to decode
+    if "=?" not in raw and (
+        name.lower() not in _ADDRESS_HEADERS or not _ADDRESS_SPECIALS.search(raw)
+    ):
+        # Plain text, or a simple address list ("Name <a@b>, c@d"): already in display form;
+        # the header registry would only cost time (it dominates parsing at ingest rates).
+        return _clean_header(raw)
     try:
         value = _POLICY.header_factory(name, raw)
         # A header the parser had to repair (defects) shows its own text, decoded, rather

@@ -34,6 +34,7 @@ proxy_protocol_from=None, *, hostname=None, clock=None) -> SmtpServerHandle`` wi
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import socket
 import time
@@ -178,6 +179,9 @@ class _Handler:
         self.clock = clock
         self.stats = stats
         self._known: dict[str, float] = {}
+        # Queue ids: unique per server start and cheap (no entropy read per message).
+        self._id_prefix = uuid.uuid4().hex[:8]
+        self._ids = itertools.count(1)
 
     async def handle_PROXY(
         self, server: SMTP, session: Session, envelope: Envelope, data: Any
@@ -247,7 +251,7 @@ class _Handler:
         content = envelope.original_content
         if not isinstance(content, bytes):
             content = bytes(content or b"")
-        queue_id = uuid.uuid4().hex[:16]
+        queue_id = f"{self._id_prefix}{next(self._ids):08x}"
         raw = self._received(session, envelope, queue_id) + content
         now = self.clock()
         try:
