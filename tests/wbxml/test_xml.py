@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from natsync.wbxml import E, Element, WBXMLError, encode, from_xml, samples, to_xml
 from natsync.wbxml.limits import MAX_DEPTH
@@ -70,7 +72,7 @@ def test_values_that_plain_xml_cannot_carry_are_marked() -> None:
     assert from_xml(text) == tree
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=120, deadline=None)
 @given(trees)
 def test_any_tree_round_trips_through_xml(tree: Element) -> None:
     assert from_xml(to_xml(tree)) == tree
@@ -172,3 +174,23 @@ def test_libwbxml_encodes_our_xml_to_our_bytes(tmp_path: Path) -> None:
             capture_output=True,
         )
         assert target.read_bytes() == encode(tree), tree.tag
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=200))
+def test_from_xml_on_any_text_returns_a_tree_or_raises_wbxml_error(text: str) -> None:
+    with contextlib.suppress(WBXMLError):
+        from_xml(text)
+
+
+@settings(max_examples=120, deadline=None)
+@given(trees, st.data())
+def test_from_xml_on_damaged_renderings_returns_a_tree_or_raises_wbxml_error(
+    tree: Element, data: st.DataObject
+) -> None:
+    text = to_xml(tree, indent=None)
+    at = data.draw(st.integers(0, len(text)))
+    junk = data.draw(st.sampled_from(["<", ">", "&", '"', "</x>", "<!ENTITY a 'b'>", "", "\0"]))
+    cut = data.draw(st.integers(0, 5))
+    with contextlib.suppress(WBXMLError):
+        from_xml(text[:at] + junk + text[at + cut :])
