@@ -39,7 +39,9 @@ class MappingSpec:
         """``"443/tcp"``, ``"443:8443/tcp"`` (external:internal) or ``"25"`` (tcp)."""
         ports, _, protocol = text.strip().partition("/")
         protocol = (protocol or "tcp").lower()
-        external_text, _, internal_text = ports.partition(":")
+        external_text, colon, internal_text = ports.partition(":")
+        if colon and not internal_text:
+            raise PortMapError(f"mapping {text!r} is not PORT[:INTERNAL][/tcp|udp]")
         try:
             external = int(external_text)
             internal = int(internal_text) if internal_text else external
