@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -784,3 +785,64 @@ def test_search_indexes_the_body_text_delivery_hands_over(store: Store, alice: U
     found = store.run_sync(lambda txn: txn.search_messages(alice.id, "handed", None, 10))
     assert [m.subject for m in found] == ["Given"]
     assert store.run_sync(lambda txn: txn.search_messages(alice.id, "mime", None, 10)) == []
+
+
+async def test_queued_jobs_share_one_commit_and_fail_alone(store: SqliteStore, alice: User) -> None:
+    inbox = inbox_of(store, alice)
+    gate = threading.Event()
+    blocker = asyncio.ensure_future(store.run(lambda txn: gate.wait(5)))
+    await asyncio.sleep(0.05)  # the worker is now inside the blocker
+
+    def job(txn: Txn, i: int) -> str:
+        added = txn.add_message(inbox.id, new_message(f"g{i}"))
+        if i % 4 == 0:
+            raise Boom(i)
+        return added.server_id
+
+    jobs = [asyncio.ensure_future(store.run(lambda txn, i=i: job(txn, i))) for i in range(12)]
+    await asyncio.sleep(0.05)
+    commits_before = store.commits
+    gate.set()
+    await blocker
+    results = await asyncio.gather(*jobs, return_exceptions=True)
+    # The blocker commits, then the 12 jobs queued behind it share one COMMIT.
+    assert store.commits - commits_before == 2
+    failed = [i for i, r in enumerate(results) if isinstance(r, Boom)]
+    assert failed == [0, 4, 8]
+    stored = store.run_sync(lambda txn: txn.message_versions(inbox.id))
+    assert sorted(stored) == sorted(r for r in results if isinstance(r, str))
+    subjects = {
+        m.subject for m in store.run_sync(lambda txn: txn.get_messages(alice.id, list(stored)))
+    }
+    assert subjects == {f"g{i}" for i in range(12) if i % 4}
+
+
+async def test_a_group_whose_transaction_is_lost_fails_every_job(
+    store: SqliteStore, alice: User
+) -> None:
+    inbox = inbox_of(store, alice)
+    gate = threading.Event()
+    blocker = asyncio.ensure_future(store.run(lambda txn: gate.wait(5)))
+    await asyncio.sleep(0.05)
+
+    def sabotage(txn: Txn) -> None:
+        # What SQLite does on an I/O error or a full disk: the whole transaction is gone.
+        txn._conn.execute("ROLLBACK")  # type: ignore[attr-defined]
+        raise Boom
+
+    jobs = [
+        asyncio.ensure_future(store.run(lambda txn: txn.add_message(inbox.id, new_message("a")))),
+        asyncio.ensure_future(store.run(sabotage)),
+        asyncio.ensure_future(store.run(lambda txn: txn.add_message(inbox.id, new_message("b")))),
+    ]
+    await asyncio.sleep(0.05)
+    gate.set()
+    await blocker
+    results = await asyncio.gather(*jobs, return_exceptions=True)
+    assert all(isinstance(r, StoreError) for r in results), results
+    assert store.run_sync(lambda txn: txn.message_versions(inbox.id)) == {}
+    # The store goes on working.
+    added = await store.run(lambda txn: txn.add_message(inbox.id, new_message("c")))
+    assert store.run_sync(lambda txn: txn.message_versions(inbox.id)) == {
+        added.server_id: added.modseq
+    }

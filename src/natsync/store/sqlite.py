@@ -14,6 +14,10 @@ Why this shape:
   disk's fsync rate, for a guarantee a mail server retried by SMTP does not need.
 * Every content change bumps its folder's ``modseq`` once per transaction and records the folder
   as changed; after COMMIT the worker publishes the changed ids on the change feed.
+* Group commit: jobs that queue up while a transaction runs are run together in the next one,
+  each inside its own SAVEPOINT (a job that raises is rolled back alone), and share its COMMIT.
+  Each job is still all-or-nothing and sees the jobs before it; results are handed out only
+  after the COMMIT, so nobody acts on a change a crash could still take back.
 """
 
 # S608: every SQL string here is built from this module's own constants, never from input;
@@ -237,6 +241,10 @@ class VersionCache:
             return None
         self._entries.move_to_end(key)
         return dict(entry[1])
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self._size = 0
 
     def put(self, key: tuple[int, int | None], modseq: int, versions: dict[str, int]) -> None:
         old = self._entries.pop(key, None)
@@ -1082,6 +1090,20 @@ _Job = tuple[
 
 _STOP: Any = object()
 
+#: Most jobs one group commit takes. Jobs queued while a transaction runs share the next
+#: COMMIT (its WAL write is the largest fixed cost of a small transaction); the cap bounds how
+#: long the first job of a group waits for the last.
+MAX_GROUP_JOBS = 32
+
+
+def _wrap(exc: BaseException) -> BaseException:
+    """sqlite3's errors become StoreError (cause kept); everything else passes unchanged."""
+    if isinstance(exc, sqlite3.Error):
+        error = StoreError(f"store transaction failed: {exc}")
+        error.__cause__ = exc
+        return error
+    return exc
+
 
 class SqliteStore:
     """A :class:`natsync.store.api.Store` on one SQLite file."""
@@ -1092,6 +1114,8 @@ class SqliteStore:
         self.changes: ChangeFeed = self.feed
         self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._versions = VersionCache()
+        #: Transactions committed (a group commit counts once): for metrics and tests.
+        self.commits = 0
         self._closed = False
         self._close_lock = threading.Lock()
         ready: concurrent.futures.Future[None] = concurrent.futures.Future()
@@ -1133,43 +1157,76 @@ class SqliteStore:
             return
         ready.set_result(None)
         try:
-            while True:
-                job = self._jobs.get()
-                if job is _STOP:
-                    break
-                fn, done = job
-                self._execute(conn, fts, fn, done)
+            stop = False
+            while not stop:
+                group = [self._jobs.get()]
+                # Group commit: jobs that queued up while the last group ran share one COMMIT.
+                while len(group) < MAX_GROUP_JOBS and group[-1] is not _STOP:
+                    try:
+                        group.append(self._jobs.get_nowait())
+                    except queue.Empty:
+                        break
+                if group[-1] is _STOP:
+                    stop = True
+                    group.pop()
+                if group:
+                    self._execute(conn, fts, group)
         finally:
             conn.close()
 
-    def _execute(
-        self,
-        conn: sqlite3.Connection,
-        fts: bool,
-        fn: Callable[[Txn], Any],
-        done: Callable[[Any, BaseException | None], None],
-    ) -> None:
-        txn = SqliteTxn(conn, fts, self._versions)
+    def _execute(self, conn: sqlite3.Connection, fts: bool, group: list[_Job]) -> None:
+        """Run *group* in one transaction, each job inside its own savepoint.
+
+        A job that raises is rolled back to its savepoint alone and gets its exception; the
+        others commit together. Results are handed out only after COMMIT, so no caller sees a
+        result that a crash could still take back.
+        """
+        outcomes: list[tuple[Any, BaseException | None]] = []
+        changed: set[int] = set()
         try:
             conn.execute("BEGIN IMMEDIATE")
-            try:
-                result = fn(txn)
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
+            # A lone job needs no savepoint: its failure rolls the whole transaction back.
+            alone = len(group) == 1
+            for fn, _ in group:
+                txn = SqliteTxn(conn, fts, self._versions)
+                if not alone:
+                    conn.execute("SAVEPOINT job")
+                try:
+                    result = fn(txn)
+                    if not alone:
+                        conn.execute("RELEASE job")
+                except BaseException as exc:  # handed to the caller, re-raised there
+                    if alone or not conn.in_transaction:
+                        # A lone job's failure, or SQLite gave up the whole transaction
+                        # (I/O error, disk full): everything in it is rolled back below.
+                        raise
+                    conn.execute("ROLLBACK TO job")
+                    conn.execute("RELEASE job")
+                    outcomes.append((None, _wrap(exc)))
+                    continue
+                outcomes.append((result, None))
+                changed |= txn.changed
+            conn.execute("COMMIT")
+            self.commits += 1
+        except BaseException as exc:
+            # The whole transaction is lost: every job in it fails.
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):  # nothing more can be done about it
                     conn.execute("ROLLBACK")
-                raise
-        except sqlite3.Error as exc:
-            error = StoreError(f"store transaction failed: {exc}")
-            error.__cause__ = exc
-            done(None, error)
-            return
-        except BaseException as exc:  # re-raised in the caller's thread
-            done(None, exc)
-            return
-        if txn.changed:
-            self.feed.publish(txn.changed)
-        done(result, None)
+            error = _wrap(exc)
+            if len(group) == 1:
+                outcomes = [(None, error)]
+            else:
+                # A job may have cached versions read from an earlier job's uncommitted state.
+                self._versions.clear()
+                lost = StoreError(f"store transaction failed: {error}")
+                lost.__cause__ = error
+                outcomes = [(None, lost)] * len(group)
+            changed = set()
+        if changed:
+            self.feed.publish(changed)
+        for (_, done), (result, failure) in zip(group, outcomes, strict=True):
+            done(result, failure)
 
     def _submit(
         self, fn: Callable[[Txn], Any], done: Callable[[Any, BaseException | None], None]
