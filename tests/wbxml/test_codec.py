@@ -133,6 +133,13 @@ def test_encode_refuses_what_it_cannot_encode(tree: Element, message: str) -> No
     assert info.value.offset is None
 
 
+def test_encode_stops_at_a_cycle() -> None:
+    loop = E("AirSync", "Sync")
+    loop.children.append(loop)
+    with pytest.raises(WBXMLError, match="nested deeper"):
+        encode(loop)
+
+
 def test_encode_accepts_the_deepest_allowed_nesting() -> None:
     assert decode(encode(nested(MAX_DEPTH))) == nested(MAX_DEPTH)
 

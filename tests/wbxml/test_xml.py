@@ -150,6 +150,13 @@ def test_from_xml_refuses_clearly(text: str, message: str) -> None:
         from_xml(text)
 
 
+def test_to_xml_nesting_limit_also_stops_a_cycle() -> None:
+    loop = E("AirSync", "Sync")
+    loop.children.append(loop)
+    with pytest.raises(WBXMLError, match="nested deeper"):
+        to_xml(loop)
+
+
 def test_from_xml_nesting_limit() -> None:
     deep = "<Sync xmlns='AirSync:'>" + "<Collection>" * MAX_DEPTH + "</Collection>" * MAX_DEPTH
     with pytest.raises(WBXMLError, match="nested deeper"):

@@ -58,6 +58,8 @@ def to_xml(root: Element, *, doctype: bool = False, indent: str | None = "  ") -
 
     def render(el: Element, level: int) -> None:
         nonlocal marker_needed
+        if level >= MAX_DEPTH:
+            raise WBXMLError(f"elements nested deeper than {MAX_DEPTH}")
         if el.namespace == root.namespace:
             name = el.tag
         else:
