@@ -46,18 +46,27 @@ def folder(store: Store, user: User, server_id: str) -> Folder:
 
 
 def test_open_store_accepts_paths_and_sqlite_urls(tmp_path: Path) -> None:
-    for name in (tmp_path / "a.db", str(tmp_path / "b.db"), f"sqlite:///{tmp_path}/c.db"):
+    for name in (
+        tmp_path / "a.db",
+        str(tmp_path / "b.db"),
+        f"sqlite://{tmp_path}/c.db",  # tmp_path is absolute: sqlite:///tmp/...
+        f"sqlite:///{tmp_path}/d.db",  # the four-slash spelling
+    ):
         opened = open_store(name)
         try:
             assert opened.run_sync(lambda txn: txn.list_users()) == []
         finally:
             opened.close()
-    assert {p.name for p in tmp_path.glob("*.db")} == {"a.db", "b.db", "c.db"}
+    assert {p.name for p in tmp_path.glob("*.db")} == {"a.db", "b.db", "c.db", "d.db"}
 
 
-def test_open_store_refuses_postgres_for_now() -> None:
+def test_open_store_refuses_postgres_for_now_and_unknown_kinds() -> None:
     with pytest.raises(StoreError, match="not available yet"):
         open_store("postgresql://natsync@localhost/natsync")
+    with pytest.raises(StoreError, match="unknown store kind"):
+        open_store("mysql://x/y")
+    with pytest.raises(StoreError, match="sqlite:///path"):
+        open_store("sqlite://relative.db")
 
 
 def test_the_file_is_in_wal_mode_with_foreign_keys(store: SqliteStore) -> None:

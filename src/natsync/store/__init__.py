@@ -28,12 +28,12 @@ def open_store(path_or_url: str | Path) -> Store:
             "(for example sqlite:///var/lib/natsync/natsync.db)"
         )
     if path_or_url.startswith(_SQLITE_PREFIX):
-        # sqlite:///relative/x.db names /relative/x.db (the URL form's path is absolute);
-        # sqlite:////abs also works, as in SQLAlchemy.
+        # sqlite:///var/lib/natsync/natsync.db names /var/lib/natsync/natsync.db; the
+        # four-slash form some tools write (sqlite:////var/...) means the same.
         rest = path_or_url[len(_SQLITE_PREFIX) :]
-        if not rest.startswith("/"):
+        if not rest.startswith("/") or not rest.strip("/"):
             raise StoreError(f"{path_or_url!r}: write sqlite:///path/to/file.db")
-        return SqliteStore(Path(rest.removeprefix("//") if rest.startswith("///") else rest))
+        return SqliteStore(Path("/" + rest.lstrip("/")))
     if "://" in path_or_url:
         scheme = path_or_url.split("://", 1)[0]
         raise StoreError(f"unknown store kind {scheme!r}: use a file path or sqlite:///path")
