@@ -20,6 +20,7 @@ import click
 
 from natsync.auth.passwords import hash_password
 from natsync.errors import NatsyncError
+from natsync.store import store_path
 from natsync.store.api import AccessState, Device, Txn, User, WipeState
 from natsync.store.sqlite import SqliteStore
 
@@ -29,7 +30,6 @@ F = TypeVar("F", bound=Callable[..., Any])
 #: Where the data lives unless told: the environment, then a directory beside the caller.
 DATA_DIR_ENV = "NATSYNC_DATA_DIR"
 DEFAULT_DATA_DIR = "natsync-data"
-STORE_FILE = "natsync.db"
 
 #: A password shorter than this is refused: phones store it once, so length costs nothing.
 MIN_PASSWORD_LENGTH = 8
@@ -55,7 +55,7 @@ def json_option(fn: F) -> F:
 
 @contextmanager
 def _store(data_dir: Path, *, create: bool = False) -> Iterator[SqliteStore]:
-    path = data_dir / STORE_FILE
+    path = store_path(data_dir)
     if not create and not path.exists():
         raise click.ClickException(
             f"no store at {path}: add a user first (natsync user add) or pass --data-dir"

@@ -10,10 +10,19 @@ from pathlib import Path
 
 from natsync.store.api import Store, StoreError
 
-__all__ = ["open_store"]
+__all__ = ["STORE_FILE", "open_store", "store_path"]
+
+#: The store's file name inside a data directory: every command given ``--data-dir DIR``
+#: (``natsync up``, ``natsync server``, ``natsync user`` ...) must open the same file.
+STORE_FILE = "natsync.db"
 
 _SQLITE_PREFIX = "sqlite://"
 _POSTGRES_PREFIXES = ("postgresql://", "postgres://")
+
+
+def store_path(data_dir: Path) -> Path:
+    """Where the embedded store of the data directory *data_dir* lives."""
+    return data_dir / STORE_FILE
 
 
 def open_store(path_or_url: str | Path) -> Store:
