@@ -247,3 +247,8 @@ def test_any_header_and_body_bytes_parse_or_raise_mail_error(
 def test_arbitrary_bytes_parse_or_raise_mail_error(raw: bytes) -> None:
     with contextlib.suppress(MailError):
         parse_message(raw, NOW)
+
+
+def test_an_mbox_from_line_before_the_headers_is_tolerated() -> None:
+    raw = b"From someone@example.org Mon Jan  1 00:00:00 2026\nSubject: mbox\n\nbody\n"
+    assert parse_message(raw, NOW).preview == "body"

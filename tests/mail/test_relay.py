@@ -13,7 +13,14 @@ import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from natsync.mail.mime import CLASS_NDR, body_text
-from natsync.mail.relay import Relay, SmartHost, build_bounce, deliver, route_outgoing
+from natsync.mail.relay import (
+    Relay,
+    SmartHost,
+    build_bounce,
+    deliver,
+    route_outgoing,
+    save_sent_copy,
+)
 from natsync.store.api import FolderType, Message, OutboundMail, Store, Txn, User
 
 DOMAIN = "example.test"
@@ -244,3 +251,12 @@ def test_bounce_is_a_delivery_status_report() -> None:
     assert b"Final-Recipient: rfc822; x@y.z" in raw
     assert b"Status: 5.7.1" in raw
     assert b"Auto-Submitted: auto-replied" in raw
+
+
+async def test_sent_copy_is_saved_read_in_sent_items(store: Store, alice: User) -> None:
+    copy = OUTGOING.replace(b"\r\n\r\n", b"\r\nBcc: secret@remote.example\r\n\r\n", 1)
+    saved = await store.run(lambda txn: save_sent_copy(txn, alice, copy, NOW))
+    assert saved.read is True
+    folder = await store.run(lambda txn: txn.folder_by_type(alice.id, FolderType.SENT_ITEMS))
+    assert saved.folder_id == folder.id
+    assert await store.run(lambda txn: txn.raw_message(saved.id)) == copy

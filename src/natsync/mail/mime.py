@@ -449,7 +449,10 @@ def looks_like_message(raw: bytes, msg: Message) -> bool:
         return False
     # The parser takes "anything: up to a colon" on the first line as a header; insist that the
     # first line really is one, so binary junk is refused instead of stored.
-    return bool(_HEADER_LINE.match(raw.lstrip(b"\r\n")[:1000]))
+    start = raw.lstrip(b"\r\n")[:1000]
+    if start.startswith(b"From "):  # an mbox envelope line before the headers
+        start = start.partition(b"\n")[2]
+    return bool(_HEADER_LINE.match(start))
 
 
 def parse_message(raw: bytes, now: datetime) -> NewMessage:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import re
 import ssl
@@ -41,7 +42,7 @@ from typing import Any
 import aiosmtplib
 
 from natsync.mail.mime import header_text, parse_bytes, parse_message
-from natsync.store.api import FolderType, NewMessage, OutboundMail, Store, Txn, User
+from natsync.store.api import FolderType, Message, NewMessage, OutboundMail, Store, Txn, User
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +104,13 @@ def deliver_to_inbox(txn: Txn, user: User, message: NewMessage) -> None:
     """Put *message* into *user*'s Inbox (one store call; the caller owns the transaction)."""
     inbox = txn.folder_by_type(user.id, FolderType.INBOX)
     txn.add_message(inbox.id, message)
+
+
+def save_sent_copy(txn: Txn, user: User, sent_copy: bytes, now: datetime) -> Message:
+    """Store *sent_copy* (``compose.Outgoing.sent_copy``, Bcc kept) in the user's Sent Items,
+    marked read; call it in the same transaction as :func:`route_outgoing`."""
+    sent = txn.folder_by_type(user.id, FolderType.SENT_ITEMS)
+    return txn.add_message(sent.id, dataclasses.replace(parse_message(sent_copy, now), read=True))
 
 
 def _route(
