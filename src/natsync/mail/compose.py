@@ -5,8 +5,10 @@ Flow, as natsync.eas uses it::
 
     mime = build_smart_reply(client_mime, original_raw, replace_mime)   # or build_smart_forward
     out = prepare_outgoing(mime, user.email, user.display_name, now)    # SendMail: client_mime
-    route_outgoing(txn, user, out, now, local_domains)                  # natsync.mail.relay
-    # and, when SaveInSentItems: txn.add_message(sent_items, parse_message(out.sent_copy, now))
+    # then, in ONE store transaction (natsync.mail.relay):
+    route_outgoing(txn, user, out.raw, out.recipients, now, local_domains)
+    save_sent_copy(txn, user, out.sent_copy, now)                       # when SaveInSentItems
+    # after commit, when route_outgoing queued something: relay.kick()
 
 Decisions (docs/mail.md):
 
