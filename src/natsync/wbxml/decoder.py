@@ -204,6 +204,20 @@ def _body(data: bytes, pos: int, table: bytes) -> Element:
                             if cur is top:
                                 break
                             continue
+                    elif data[pos] == 0xC3 and data[pos + 1] < 0x80:
+                        # A short opaque leaf (ConversationId ...): tag, OPAQUE, len, bytes, END.
+                        start = pos + 2
+                        end = start + data[pos + 1]
+                        if end < n and data[end] == 0x01 and (short or end - start <= max_string):
+                            el = new(cls)
+                            el.namespace, el.tag = entry
+                            el.children = []
+                            el.value = data[start:end]
+                            add(el)
+                            pos = end + 1
+                            if cur is top:
+                                break
+                            continue
                     el = new(cls)
                     el.namespace, el.tag = entry
                     el.children = []
