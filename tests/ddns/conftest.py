@@ -15,3 +15,19 @@ def named(tmp_path: Path) -> Iterator[Named]:
         pytest.skip("BIND 9 (named) is not installed: make apt-test installs bind9")
     with run_named(tmp_path / "bind") as server:
         yield server
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _remove_leftover_lab_namespaces() -> Iterator[None]:
+    """Namespaces of a crashed earlier run (their owner process is gone) are deleted before and
+    after the session; live ones of a concurrent session are left alone."""
+    import os
+
+    from tests.ddns.lab import cleanup_leftovers
+
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        yield
+        return
+    cleanup_leftovers()
+    yield
+    cleanup_leftovers()

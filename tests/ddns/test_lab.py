@@ -220,6 +220,34 @@ def test_natpmp_refusal_is_reported_in_plain_words(world: World) -> None:
     assert world.inet_connect(1024, "x").startswith("failed")
 
 
+def test_hold_renews_mappings_and_removes_them_on_exit(world: World, lan_server: int) -> None:
+    config = world.lab.dir / "hold.toml"
+    config.write_text(
+        world.config.read_text().replace(
+            "lifetime = 600", 'lifetime = 2\nmappings = ["18086:8080/tcp"]'
+        )
+    )
+    holder = world.lab.spawn(
+        world.lab.lan, *NATSYNC, "portmap", "hold", "-c", str(config), log="hold.log"
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while "renewed" not in (world.lab.dir / "hold.log").read_text():
+            assert time.monotonic() < deadline, (world.lab.dir / "hold.log").read_text()
+            time.sleep(0.1)
+        assert world.inet_connect(18086, "held") == "lan says held"
+    finally:
+        from tests.ddns.servers import stop
+
+        stop(holder)
+        world.lab.procs.remove(holder)
+    assert holder.returncode == 0
+    log = (world.lab.dir / "hold.log").read_text()
+    assert "18086->8080/tcp: created" in log
+    assert "18086->8080/tcp: removed" in log
+    assert world.inet_connect(18086, "gone").startswith("failed")
+
+
 def test_carrier_grade_nat_is_reported(world: World) -> None:
     world.natsync("ddns", "update")
     world.lab.set_wan_address(CGNAT)
