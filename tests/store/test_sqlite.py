@@ -796,11 +796,23 @@ def test_search_indexes_the_body_text_delivery_hands_over(store: Store, alice: U
     assert store.run_sync(lambda txn: txn.search_messages(alice.id, "mime", None, 10)) == []
 
 
+async def hold_the_worker(store: Store, gate: threading.Event) -> asyncio.Future[bool]:
+    """Occupy the store's worker until *gate* is set, so that jobs queue up behind it."""
+    entered = threading.Event()
+
+    def hold(txn: Txn) -> bool:
+        entered.set()
+        return gate.wait(10)
+
+    blocker = asyncio.ensure_future(store.run(hold))
+    assert await asyncio.to_thread(entered.wait, 10)
+    return blocker
+
+
 async def test_queued_jobs_share_one_commit_and_fail_alone(store: SqliteStore, alice: User) -> None:
     inbox = inbox_of(store, alice)
     gate = threading.Event()
-    blocker = asyncio.ensure_future(store.run(lambda txn: gate.wait(5)))
-    await asyncio.sleep(0.05)  # the worker is now inside the blocker
+    blocker = await hold_the_worker(store, gate)  # the worker is now inside the blocker
 
     def job(txn: Txn, i: int) -> str:
         added = txn.add_message(inbox.id, new_message(f"g{i}"))
@@ -831,8 +843,7 @@ async def test_a_group_whose_transaction_is_lost_fails_every_job(
 ) -> None:
     inbox = inbox_of(store, alice)
     gate = threading.Event()
-    blocker = asyncio.ensure_future(store.run(lambda txn: gate.wait(5)))
-    await asyncio.sleep(0.05)
+    blocker = await hold_the_worker(store, gate)
 
     def sabotage(txn: Txn) -> None:
         # What SQLite does on an I/O error or a full disk: the whole transaction is gone.
