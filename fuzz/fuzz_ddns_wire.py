@@ -1,0 +1,95 @@
+#!/usr/bin/env python3
+"""atheris harness for what natsync.ddns and natsync.portmap read from the network: STUN
+answers, NAT-PMP answers, UPnP SSDP / description / SOAP answers, echo answers, TSIG key files.
+Any bytes must decode or raise natsync's own error (SourceError, PortMapError, ConfigError).
+
+    python fuzz/fuzz_ddns_wire.py -max_total_time=60 fuzz/corpus-fuzz_ddns_wire
+
+The first byte picks the parser; an empty corpus directory is seeded with one real answer each.
+"""
+
+from __future__ import annotations
+
+import struct
+import sys
+from pathlib import Path
+
+import atheris
+
+with atheris.instrument_imports(include=["natsync"]):
+    from natsync.ddns.errors import SourceError
+    from natsync.ddns.sources import parse_echo
+    from natsync.ddns.stun import MAGIC_COOKIE, decode_binding_response
+    from natsync.ddns.update import parse_key
+    from natsync.errors import ConfigError
+    from natsync.portmap.errors import PortMapError
+    from natsync.portmap.natpmp import (
+        decode_external_address_response,
+        decode_mapping_response,
+    )
+    from natsync.portmap.upnp import parse_description, parse_soap_response, parse_ssdp_location
+
+TXID = bytes(range(12))
+
+SEEDS = [
+    b"\x00"
+    + struct.pack("!HHI", 0x0101, 12, MAGIC_COOKIE)
+    + TXID
+    + bytes.fromhex("002000080001a147e112a643"),
+    b"\x01" + bytes.fromhex("00800000000000070c000309"),
+    b"\x02" + bytes.fromhex("008200000000000920fb01bb00000e10"),
+    b"\x03<s:Envelope xmlns:s='http://schemas.xmlsoap.org/soap/envelope/'><s:Body>"
+    b"<u:XResponse xmlns:u='urn:x'><A>1</A></u:XResponse></s:Body></s:Envelope>",
+    b"\x04<root xmlns='urn:schemas-upnp-org:device-1-0'><device><serviceList><service>"
+    b"<serviceType>urn:schemas-upnp-org:service:WANIPConnection:1</serviceType>"
+    b"<controlURL>/ctl</controlURL></service></serviceList></device></root>",
+    b"\x05HTTP/1.1 200 OK\r\nLOCATION: http://192.168.1.1:5000/root.xml\r\n\r\n",
+    b'\x06key "k" { algorithm hmac-sha256; secret "c2VjcmV0"; };',
+    b"\x07192.0.3.10\n",
+]
+
+
+def test_one_input(data: bytes) -> None:
+    if not data:
+        return
+    kind, body = data[0] % 8, data[1:]
+    try:
+        match kind:
+            case 0:
+                decode_binding_response(body, TXID)
+            case 1:
+                decode_external_address_response(body)
+            case 2:
+                decode_mapping_response(body, "tcp")
+            case 3:
+                parse_soap_response(body, "X")
+            case 4:
+                parse_description(body, "http://192.168.1.1:5000/root.xml")
+            case 5:
+                parse_ssdp_location(body)
+            case 6:
+                parse_key(body.decode("utf-8", "replace"))
+            case _:
+                parse_echo(body)
+    except (SourceError, PortMapError, ConfigError):
+        return
+
+
+def write_seeds(directory: Path) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    if any(directory.iterdir()):
+        return
+    for index, seed in enumerate(SEEDS):
+        (directory / f"seed-{index:02d}.bin").write_bytes(seed)
+
+
+def main() -> None:
+    for arg in sys.argv[1:]:
+        if not arg.startswith("-"):
+            write_seeds(Path(arg))
+    atheris.Setup(sys.argv, test_one_input)
+    atheris.Fuzz()
+
+
+if __name__ == "__main__":
+    main()
