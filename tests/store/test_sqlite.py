@@ -631,17 +631,31 @@ def test_search_finds_subject_sender_and_body_words(store: Store, alice: User) -
     assert subjects("nothing-like-this") == []
 
 
-def test_search_without_fts5_falls_back_to_like(store: SqliteStore, alice: User) -> None:
-    inbox = inbox_of(store, alice)
-    store.run_sync(lambda txn: txn.add_message(inbox.id, new_message("Budget 100%", "pizza")))
+def test_search_without_fts5_falls_back_to_like(
+    store_factory: StoreFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from natsync.store import migrations
 
-    def search(txn: Txn, query: str) -> list[str]:
-        txn._fts = False  # type: ignore[attr-defined]  # the LIKE path, on the same table
-        return [m.subject for m in txn.search_messages(alice.id, query, None, 10)]
+    monkeypatch.setattr(migrations, "fts5_available", lambda conn: False)
+    plain = store_factory()
+    alice = plain.run_sync(lambda txn: txn.get_user("alice"))
+    assert alice is not None
+    inbox = inbox_of(plain, alice)
+    added = plain.run_sync(
+        lambda txn: txn.add_message(inbox.id, new_message("Budget 100%", "pizza"))
+    )
 
-    assert store.run_sync(lambda txn: search(txn, "PIZZA")) == ["Budget 100%"]
-    assert store.run_sync(lambda txn: search(txn, "100%")) == ["Budget 100%"]
-    assert store.run_sync(lambda txn: search(txn, "1_0")) == []  # _ is not a wildcard
+    def subjects(query: str) -> list[str]:
+        found = plain.run_sync(lambda txn: txn.search_messages(alice.id, query, None, 10))
+        return [m.subject for m in found]
+
+    assert subjects("PIZZA") == ["Budget 100%"]
+    assert subjects("budget pizza") == ["Budget 100%"]
+    assert subjects("100%") == ["Budget 100%"]
+    assert subjects("1_0") == []  # _ is not a wildcard
+    assert subjects("budget salad") == []
+    plain.run_sync(lambda txn: txn.delete_message(added.id))
+    assert subjects("pizza") == []
 
 
 # -- sync state ---------------------------------------------------------------------------------

@@ -192,6 +192,12 @@ def fts5_available(conn: sqlite3.Connection) -> bool:
     return True
 
 
+def search_uses_fts5(conn: sqlite3.Connection) -> bool:
+    """Whether this file's search table is FTS5 (else the plain table searched with LIKE)."""
+    row = conn.execute("SELECT sql FROM sqlite_master WHERE name = ?", (SEARCH_TABLE,)).fetchone()
+    return row is not None and "fts5" in str(row[0]).lower()
+
+
 def _step2(conn: sqlite3.Connection) -> None:
     if fts5_available(conn):
         conn.execute(

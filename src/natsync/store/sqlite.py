@@ -1137,15 +1137,7 @@ class SqliteStore:
             conn = connect(self.path)
             try:
                 migrations.migrate(conn)
-                fts = (
-                    "fts5"
-                    in str(
-                        conn.execute(
-                            "SELECT sql FROM sqlite_master WHERE name = ?",
-                            (migrations.SEARCH_TABLE,),
-                        ).fetchone()[0]
-                    ).lower()
-                )
+                fts = migrations.search_uses_fts5(conn)
             except BaseException:
                 conn.close()
                 raise
