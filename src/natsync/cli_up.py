@@ -280,6 +280,8 @@ def up(
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # aiosmtpd logs every SMTP command at INFO: at ingest rates that is most of the work.
+    logging.getLogger("mail.log").setLevel(logging.WARNING)
     try:
         prepared = prepare(data_dir.resolve(), host)
     except NatsyncError as exc:
