@@ -46,7 +46,7 @@ def _estimate(ctx: Context, coll: Element) -> Element:
     known = st.unpack(blob).get("items", {})
     count = 0
     if folder.type in MAIL_TYPES:
-        count = sum(len(part) for part in pending_changes(ctx, folder, filter_type, known))
+        count = pending_changes(ctx, folder, filter_type, known).total
     response.add(NS, "Status", S.SUCCESS)
     response.append(E(NS, "Collection", E(NS, "CollectionId", cid), E(NS, "Estimate", count)))
     return response

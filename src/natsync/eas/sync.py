@@ -22,6 +22,7 @@ per device (MS-ASCMD 3.1.5.3). Wait / HeartbeatInterval are validated and then a
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
@@ -374,36 +375,55 @@ def _client_command(
     return _reply(cmd.tag, sid, SyncStatus.PROTOCOL_ERROR)
 
 
+@dataclass(frozen=True, slots=True)
+class Pending:
+    deletes: list[str]
+    soft: list[str]
+    changes: list[str]
+    adds: list[str]  # newest first; only the first window when a limit was given
+    total: int  # all pending changes, adds included
+
+
 def cutoff(filter_type: int, now: datetime) -> datetime | None:
     days = FILTER_DAYS.get(filter_type)
     return None if days is None else now - timedelta(days=days)
 
 
-def _order_key(sid: str) -> tuple[int, str]:
-    """Newest first: ServerIds end in a number that grows with delivery."""
-    tail = sid.rpartition(":")[2]
-    return (int(tail) if tail.isdigit() else 0, sid)
-
-
 def pending_changes(
-    ctx: Context, folder: Folder, filter_type: int, known: dict[str, int]
-) -> tuple[list[str], list[str], list[str], list[str]]:
-    """(deletes, soft deletes, changes, adds) between *known* and the folder now."""
+    ctx: Context,
+    folder: Folder,
+    filter_type: int,
+    known: dict[str, int],
+    limit: int | None = None,
+) -> Pending:
+    """What differs between *known* and the folder now; with *limit*, only the first *limit*
+    adds are listed (Sync needs one window, not the whole order).
+
+    Adds come newest first as far as cheaply known: ``message_versions`` lists a folder in the
+    store's own order (delivery order for SQLite), walked backwards. Order is a courtesy to the
+    user, not a correctness matter (every pending item is sent in some window), so no sort of
+    the whole folder is paid on every window of a 10,000-message initial sync."""
     since = cutoff(filter_type, ctx.now)
     current = ctx.txn.message_versions(folder.id, since)
     everything = ctx.txn.message_versions(folder.id) if since is not None else current
     deletes: list[str] = []
     soft: list[str] = []
     changes: list[str] = []
+    present = 0
     for sid, modseq in known.items():
         now_modseq = current.get(sid)
         if now_modseq is None:
             (soft if sid in everything else deletes).append(sid)
-        elif now_modseq != modseq:
-            changes.append(sid)
-    adds = [sid for sid in current if sid not in known]
-    adds.sort(key=_order_key, reverse=True)
-    return deletes, soft, changes, adds
+        else:
+            present += 1
+            if now_modseq != modseq:
+                changes.append(sid)
+    add_count = len(current) - present
+    missing = (sid for sid in reversed(current) if sid not in known)
+    adds = list(itertools.islice(missing, limit if limit is not None else add_count))
+    return Pending(
+        deletes, soft, changes, adds, len(deletes) + len(soft) + len(changes) + add_count
+    )
 
 
 def _server_changes(
@@ -415,9 +435,10 @@ def _server_changes(
     version: str,
 ) -> bool:
     """Append up to req.window commands to *out*, updating *known*; True when more remain."""
-    deletes, soft, changes, adds = pending_changes(ctx, folder, req.filter, known)
+    pending = pending_changes(ctx, folder, req.filter, known, req.window)
+    deletes, soft, changes, adds = pending.deletes, pending.soft, pending.changes, pending.adds
     budget = req.window
-    total = len(deletes) + len(soft) + len(changes) + len(adds)
+    total = pending.total
     for sid in deletes[:budget]:
         out.append(E(NS, "Delete", E(NS, "ServerId", sid)))
         del known[sid]
