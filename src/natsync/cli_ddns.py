@@ -306,7 +306,10 @@ def _backend(config_path: Path | None, method: str | None) -> tuple[Any, Any]:
 
 
 _method_option = click.option(
-    "--method", type=click.Choice(["auto", "upnp", "natpmp"]), default=None, help="Router protocol."
+    "--method",
+    type=click.Choice(["auto", "upnp", "pcp", "natpmp"]),
+    default=None,
+    help="Router protocol.",
 )
 
 

@@ -165,7 +165,9 @@ def test_router_and_stun_agree_on_the_public_address(world: World) -> None:
     }
 
 
-@pytest.mark.parametrize(("method", "external"), [("upnp", 18080), ("natpmp", 18081)])
+@pytest.mark.parametrize(
+    ("method", "external"), [("upnp", 18080), ("natpmp", 18081), ("pcp", 18083)]
+)
 def test_mapped_port_reaches_the_lan_server_from_the_internet(
     world: World, lan_server: int, method: str, external: int
 ) -> None:
@@ -269,6 +271,9 @@ def test_carrier_grade_nat_is_reported(world: World) -> None:
         code, out, _ = world.natsync("ddns", "status")
         assert "carrier-grade or double NAT: inbound port forwarding cannot work here" in out
         code, out, err = world.natsync("portmap", "add", "18082:8080/tcp", "--method", "natpmp")
+        assert code == 1
+        assert "carrier-grade or double NAT" in err
+        code, out, err = world.natsync("portmap", "add", "18082:8080/tcp", "--method", "pcp")
         assert code == 1
         assert "carrier-grade or double NAT" in err
         code, out, err = world.natsync("portmap", "add", "18082:8080/tcp", "--method", "upnp")

@@ -118,8 +118,10 @@ class PortmapSettings:
     data_dir: Path = field(default=Path("natsync-data"))
 
     def check(self) -> PortmapSettings:
-        if self.method not in ("auto", "upnp", "natpmp"):
-            raise ConfigError(f"portmap.method must be auto, upnp or natpmp, not {self.method!r}")
+        if self.method not in ("auto", "upnp", "pcp", "natpmp"):
+            raise ConfigError(
+                f"portmap.method must be auto, upnp, pcp or natpmp, not {self.method!r}"
+            )
         if self.lifetime < 0:
             raise ConfigError("portmap.lifetime must be >= 0 (0: until removed)")
         from natsync.portmap.errors import PortMapError

@@ -13,6 +13,7 @@ from typing import Protocol
 
 from natsync.portmap.errors import MappingRefused, PortMapError
 from natsync.portmap.natpmp import NatPmpClient
+from natsync.portmap.pcp import PcpClient
 from natsync.portmap.upnp import IgdClient, UpnpError
 
 log = logging.getLogger(__name__)
@@ -144,6 +145,56 @@ class NatPmpBackend:
         self.client.unmap(spec.protocol, spec.internal_port)
 
 
+class PcpBackend:
+    name = "pcp"
+
+    def __init__(self, client: PcpClient) -> None:
+        self.client = client
+
+    def map(self, spec: MappingSpec, lifetime: int) -> Granted:
+        try:
+            granted = self.client.map(
+                spec.protocol, spec.internal_port, spec.external_port, lifetime
+            )
+        except MappingRefused as exc:
+            self._explain_failure(exc)
+            raise
+        if granted.external_port != spec.external_port:
+            # RFC 6887 section 11.3: without PREFER_FAILURE the port is only a suggestion.
+            self.client.unmap(spec.protocol, spec.internal_port)
+            raise MappingRefused(
+                f"the router refused external port {spec.external_port} (it offered "
+                f"{granted.external_port} instead, which clients would never dial); allow the "
+                "port in the router's PCP settings or forward it by hand"
+            )
+        return Granted(granted.external_port, granted.lifetime)
+
+    def unmap(self, spec: MappingSpec) -> None:
+        self.client.unmap(spec.protocol, spec.internal_port)
+
+    def _explain_failure(self, exc: MappingRefused) -> None:
+        """Some routers (miniupnpd) answer "no resources" when the real reason is that they have
+        no public address; the NAT-PMP external-address request on the same port tells."""
+        from natsync.ddns.netinfo import AddressKind, classify
+        from natsync.portmap.natpmp import ResultCode
+
+        try:
+            address = NatPmpClient(self.client.gateway, attempts=2).external_address().address
+        except MappingRefused as probe:
+            if probe.code != ResultCode.NETWORK_FAILURE:
+                return
+            address = None
+        except PortMapError:
+            return
+        if address is None or classify(address) != AddressKind.PUBLIC:
+            raise MappingRefused(
+                f"{exc.message}; the router's own external address is {address or 'none'}, not "
+                "a public one (carrier-grade or double NAT: inbound port forwarding cannot work "
+                "here)",
+                code=exc.code,
+            ) from exc
+
+
 @dataclass(slots=True)
 class Lease:
     spec: MappingSpec
@@ -213,7 +264,8 @@ class PortMapper:
 
 
 def open_backend(method: str, gateway: str | None, upnp_location: str | None = None) -> Backend:
-    """The backend for *method* ("upnp", "natpmp" or "auto": UPnP first, then NAT-PMP)."""
+    """The backend for *method*: "upnp", "pcp", "natpmp", or "auto" (UPnP if an IGD answers
+    discovery, else NAT-PMP, which every PCP router also speaks)."""
     from natsync.portmap.errors import RouterUnreachable
 
     if method in ("upnp", "auto"):
@@ -222,12 +274,14 @@ def open_backend(method: str, gateway: str | None, upnp_location: str | None = N
         except RouterUnreachable:
             if method == "upnp":
                 raise
-    if method in ("natpmp", "auto"):
+    if method in ("natpmp", "pcp", "auto"):
         if not gateway:
             from natsync.ddns.netinfo import default_gateway
 
             gateway = default_gateway()
         if not gateway:
-            raise PortMapError("no default gateway to send NAT-PMP to; set portmap.router")
+            raise PortMapError(f"no default gateway to send {method} to; set portmap.router")
+        if method == "pcp":
+            return PcpBackend(PcpClient(gateway))
         return NatPmpBackend(NatPmpClient(gateway))
-    raise PortMapError(f"portmap.method must be upnp, natpmp or auto, not {method!r}")
+    raise PortMapError(f"portmap.method must be upnp, pcp, natpmp or auto, not {method!r}")

@@ -1,0 +1,230 @@
+"""PCP (RFC 6887), the MAP opcode only: the codec (sans-I/O) and a small blocking UDP client.
+
+PCP is NAT-PMP's successor on the same gateway port (5351). A MAP request asks for an inbound
+mapping and the answer carries the assigned external port *and address*, so PCP is both a
+port-mapping backend and an address source. A mapping is identified by a 96-bit nonce that must
+match when it is renewed or deleted (section 11.1); we derive it from /etc/machine-id and the
+mapping, so ``natsync portmap remove`` in a later process can delete what ``add`` created,
+without storing state. An off-path attacker cannot guess it (machine-id is not on the wire).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import os
+import socket
+import struct
+from dataclasses import dataclass
+from enum import IntEnum
+from pathlib import Path
+
+from natsync.portmap.errors import MappingRefused, PortMapError, RouterUnreachable
+
+#: RFC 6887 section 19.1: the server port, shared with NAT-PMP.
+PCP_PORT = 5351
+#: RFC 6887 section 9: version 2 (NAT-PMP servers answer version 0, "unsupported version").
+PCP_VERSION = 2
+#: RFC 6887 section 8.1.1 starts retransmitting at 3 s; a LAN gateway answers in milliseconds,
+#: so we use NAT-PMP's 250 ms schedule (RFC 6886 section 3.1) and stop after four tries.
+INITIAL_TIMEOUT = 0.25
+MAX_ATTEMPTS = 4
+#: Header (24) + MAP body (36), section 11.1; answers of other opcodes or with options are longer
+#: but capped by the 1100-byte maximum PCP message (section 7).
+MAP_SIZE = 60
+MAX_MESSAGE = 1100
+NONCE_SIZE = 12
+MACHINE_ID = Path("/etc/machine-id")
+
+
+class PcpOpcode(IntEnum):
+    """RFC 6887 section 19.2."""
+
+    ANNOUNCE = 0
+    MAP = 1
+    PEER = 2
+
+
+class PcpResult(IntEnum):
+    """RFC 6887 section 7.4: result codes."""
+
+    SUCCESS = 0
+    UNSUPP_VERSION = 1
+    NOT_AUTHORIZED = 2
+    MALFORMED_REQUEST = 3
+    UNSUPP_OPCODE = 4
+    UNSUPP_OPTION = 5
+    MALFORMED_OPTION = 6
+    NETWORK_FAILURE = 7
+    NO_RESOURCES = 8
+    UNSUPP_PROTOCOL = 9
+    USER_EX_QUOTA = 10
+    CANNOT_PROVIDE_EXTERNAL = 11
+    ADDRESS_MISMATCH = 12
+    EXCESSIVE_REMOTE_PEERS = 13
+
+
+RESULT_WORDS: dict[int, str] = {
+    PcpResult.UNSUPP_VERSION: "the router does not speak PCP version 2",
+    PcpResult.NOT_AUTHORIZED: (
+        "the router refused: PCP mapping is not allowed for this port or this client "
+        "(check the router's port-mapping permissions)"
+    ),
+    PcpResult.MALFORMED_REQUEST: "the router could not parse the PCP request",
+    PcpResult.UNSUPP_OPCODE: "the router does not support PCP MAP",
+    PcpResult.NETWORK_FAILURE: (
+        "the router has no usable public address (its WAN side is down, or its own address is "
+        "private: carrier-grade or double NAT, so port forwarding cannot work here)"
+    ),
+    PcpResult.NO_RESOURCES: "the router has no room for more mappings",
+    PcpResult.UNSUPP_PROTOCOL: "the router cannot map this protocol",
+    PcpResult.USER_EX_QUOTA: "this computer has used up its quota of mappings on the router",
+    PcpResult.CANNOT_PROVIDE_EXTERNAL: (
+        "the router refused: the requested external port is taken or not allowed"
+    ),
+    PcpResult.ADDRESS_MISMATCH: (
+        "the router sees this computer at another address than the request says (another NAT "
+        "between this computer and the router?)"
+    ),
+}
+
+_PROTOCOLS = {"tcp": 6, "udp": 17}
+
+
+def result_words(code: int) -> str:
+    return RESULT_WORDS.get(code, f"the router answered with PCP result code {code}")
+
+
+def _mapped(address: str) -> bytes:
+    ip = ipaddress.ip_address(address)
+    if ip.version == 4:
+        return ipaddress.IPv6Address(f"::ffff:{ip}").packed
+    return ip.packed
+
+
+def _unmapped(raw: bytes) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    ip = ipaddress.IPv6Address(raw)
+    return ip.ipv4_mapped or ip
+
+
+@dataclass(frozen=True, slots=True)
+class PcpMapping:
+    protocol: str
+    internal_port: int
+    external_port: int
+    external_address: ipaddress.IPv4Address | ipaddress.IPv6Address
+    lifetime: int
+    epoch: int
+
+
+def encode_map_request(
+    nonce: bytes,
+    protocol: str,
+    internal_port: int,
+    external_port: int,
+    lifetime: int,
+    client_address: str,
+) -> bytes:
+    """A MAP request (sections 7.1 and 11.1); lifetime 0 deletes the mapping."""
+    if len(nonce) != NONCE_SIZE:
+        raise PortMapError("a PCP nonce is 12 bytes")
+    if protocol.lower() not in _PROTOCOLS:
+        raise PortMapError(f"protocol must be tcp or udp, not {protocol!r}")
+    header = struct.pack("!BBHI", PCP_VERSION, PcpOpcode.MAP, 0, lifetime) + _mapped(client_address)
+    any_address = _mapped("0.0.0.0" if ":" not in client_address else "::")  # noqa: S104
+    body = (
+        nonce
+        + struct.pack("!B3xHH", _PROTOCOLS[protocol.lower()], internal_port, external_port)
+        + any_address
+    )
+    return header + body
+
+
+def decode_map_response(data: bytes, nonce: bytes, protocol: str) -> PcpMapping:
+    if len(data) < 4:
+        raise PortMapError(f"PCP answer too short ({len(data)} bytes)")
+    version, opcode, _, result = struct.unpack_from("!BBBB", data)
+    if version == 0:
+        raise RouterUnreachable("the router speaks NAT-PMP only, not PCP (use --method natpmp)")
+    if version != PCP_VERSION or opcode != 0x80 | PcpOpcode.MAP:
+        raise PortMapError(f"not a PCP MAP answer (version {version}, opcode {opcode:#x})")
+    if result != PcpResult.SUCCESS:
+        raise MappingRefused(result_words(result), code=result)
+    if len(data) < MAP_SIZE:
+        raise PortMapError(f"PCP MAP answer too short ({len(data)} bytes)")
+    lifetime, epoch = struct.unpack_from("!II", data, 4)
+    if data[24:36] != nonce:
+        raise PortMapError("PCP answer carries another mapping's nonce")
+    proto, internal, external = struct.unpack_from("!B3xHH", data, 36)
+    if proto != _PROTOCOLS.get(protocol.lower()):
+        raise PortMapError(f"PCP answer is for protocol {proto}, not {protocol}")
+    return PcpMapping(protocol.lower(), internal, external, _unmapped(data[44:60]), lifetime, epoch)
+
+
+def mapping_nonce(protocol: str, internal_port: int, client_address: str) -> bytes:
+    """The nonce of one mapping: stable across processes on this machine, unguessable off it."""
+    try:
+        secret = MACHINE_ID.read_bytes().strip()
+    except OSError:
+        secret = b""
+    if not secret:
+        return os.urandom(NONCE_SIZE)
+    message = f"natsync-pcp|{protocol.lower()}|{internal_port}|{client_address}".encode()
+    return hmac.new(secret, message, hashlib.sha256).digest()[:NONCE_SIZE]
+
+
+class PcpClient:
+    """Blocking PCP client for one gateway; the one place this module touches sockets."""
+
+    def __init__(
+        self,
+        gateway: str,
+        *,
+        port: int = PCP_PORT,
+        initial_timeout: float = INITIAL_TIMEOUT,
+        attempts: int = MAX_ATTEMPTS,
+    ) -> None:
+        self.gateway = gateway
+        self.port = port
+        self.initial_timeout = initial_timeout
+        self.attempts = attempts
+
+    def client_address(self) -> str:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.connect((self.gateway, self.port))
+            return str(sock.getsockname()[0])
+
+    def map(
+        self, protocol: str, internal_port: int, external_port: int, lifetime: int
+    ) -> PcpMapping:
+        client = self.client_address()
+        nonce = mapping_nonce(protocol, internal_port, client)
+        request = encode_map_request(
+            nonce, protocol, internal_port, external_port, lifetime, client
+        )
+        timeout = self.initial_timeout
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.connect((self.gateway, self.port))
+            for _ in range(self.attempts):
+                sock.send(request)
+                sock.settimeout(timeout)
+                try:
+                    data = sock.recv(MAX_MESSAGE)
+                except TimeoutError:
+                    timeout *= 2
+                    continue
+                except OSError as exc:
+                    raise RouterUnreachable(
+                        f"PCP to {self.gateway}:{self.port} failed: {exc.strerror}"
+                    ) from exc
+                if len(data) >= 36 and data[0] == PCP_VERSION and data[24:36] != nonce:
+                    continue  # an answer to an earlier or another request
+                return decode_map_response(data, nonce, protocol)
+        raise RouterUnreachable(
+            f"no PCP answer from {self.gateway}:{self.port} after {self.attempts} tries "
+            "(the router does not speak PCP, or it is switched off)"
+        )
+
+    def unmap(self, protocol: str, internal_port: int) -> None:
+        self.map(protocol, internal_port, 0, 0)
