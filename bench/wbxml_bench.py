@@ -3,7 +3,7 @@
 
 Documents (built by natsync.wbxml.samples, realistic Email/AirSyncBase fields):
   sync-100k  a ~100 KB Sync response delivering 100 emails
-  itemops-1m a ~1 MB ItemOperations Fetch response with an opaque attachment
+  itemops-1m a ~1 MB ItemOperations Fetch response with an attachment (base64 Data, per spec)
 
 natsync: decode and encode in process, best of several rounds (other work shares the CPU).
 libwbxml: `wbxml2xml -l ACTIVESYNC` and `xml2wbxml -n -v 1.3 -a`, whole process, over --files
@@ -106,7 +106,7 @@ def main() -> None:
     args = parser.parse_args()
     documents = [
         ("sync-100k", samples.sync_response(emails=100, body_chars=630)),
-        ("itemops-1m", samples.item_operations_response(attachment_bytes=1_000_000)),
+        ("itemops-1m", samples.item_operations_response(document_bytes=1_000_000)),
     ]
     with tempfile.TemporaryDirectory(prefix="wbxml-bench-") as tmp:
         for name, tree in documents:

@@ -316,10 +316,10 @@ def test_code_pages_cover_0_to_25_with_unique_namespaces() -> None:
 
 
 def test_opaque_tags() -> None:
+    # ItemOperations:Data is a string holding base64 (MS-ASCMD 2.2.3.39.2), not opaque.
     assert code_pages().opaque_tags == {
         ("AirSyncBase", "Content"),
         ("ComposeMail", "Mime"),
-        ("ItemOperations", "Data"),
         ("ItemOperations", "ConversationId"),
         ("Email2", "ConversationId"),
         ("Email2", "ConversationIndex"),

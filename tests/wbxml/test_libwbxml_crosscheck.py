@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from natsync.wbxml import Element, decode, encode
+from natsync.wbxml import Element, decode, encode, from_xml, to_xml
 from natsync.wbxml.codepages import code_pages
 from tests.libwbxml import (
     assert_libwbxml_decodes,
@@ -76,6 +76,14 @@ def test_natsync_decodes_libwbxml_bytes_to_the_source_tree(doc: str) -> None:
 def test_libwbxml_decodes_natsync_bytes_to_the_source_tree(doc: str) -> None:
     xml = assert_libwbxml_decodes(encode(source_tree(doc)))
     assert from_libwbxml_xml(xml) == source_tree(doc)
+
+
+def test_natsync_reads_the_corpus_xml_to_the_same_tree(doc: str) -> None:
+    assert from_xml((CORPUS / doc).read_text(encoding="utf-8")) == source_tree(doc)
+
+
+def test_natsync_renders_libwbxml_bytes_as_the_source_xml(doc: str) -> None:
+    assert parse_eas_xml(to_xml(decode(libwbxml_bytes(doc)))) == source_tree(doc)
 
 
 def test_corpus_is_large_and_wide_enough() -> None:

@@ -7,6 +7,8 @@ fixtures. Deterministic: the same arguments give the same tree.
 
 from __future__ import annotations
 
+import base64
+
 from natsync.wbxml.tree import E, Element
 
 _LOREM = (
@@ -75,10 +77,17 @@ def sync_response(emails: int = 100, body_chars: int = 420) -> Element:
     )
 
 
-def item_operations_response(attachment_bytes: int = 1_000_000) -> Element:
-    """An ItemOperations Fetch response carrying one attachment as OPAQUE (MS-ASCMD 2.2.1.10)."""
+def item_operations_response(document_bytes: int = 1_000_000) -> Element:
+    """An ItemOperations Fetch response carrying one attachment of about *document_bytes*.
+
+    The attachment travels as base64 text in ItemOperations:Data, as MS-ASCMD 2.2.3.39.2 types
+    it (a string), which is also what libwbxml expects; a binary attachment goes in a multipart
+    response instead (MS-ASCMD 2.2.2.10).
+    """
+    attachment_bytes = document_bytes * 3 // 4
     blob = bytes((k * 31 + 7) % 256 for k in range(min(attachment_bytes, 4096)))
-    data = (blob * (attachment_bytes // max(len(blob), 1) + 1))[:attachment_bytes]
+    raw = (blob * (attachment_bytes // max(len(blob), 1) + 1))[:attachment_bytes]
+    data = base64.b64encode(raw).decode("ascii")
     return E(
         "ItemOperations",
         "ItemOperations",
@@ -159,5 +168,5 @@ def small_documents() -> list[Element]:
             E("Find", "ExecuteSearch", E("Find", "MailBoxSearchCriterion", E("Find", "Query"))),
         ),
         sync_response(emails=2, body_chars=40),
-        item_operations_response(attachment_bytes=300),
+        item_operations_response(document_bytes=400),
     ]
