@@ -1,0 +1,325 @@
+"""Initial-sync throughput and SMTP ingest rate of natsync, client and server on this machine.
+
+What it does:
+
+1. makes a fresh data directory (``natsync up``'s layout: store, private CA, demo user) and
+   fills the demo Inbox with ``--messages`` messages straight through the store (setup speed);
+2. starts ``natsync up --json`` as a subprocess on loopback (server and client then use
+   separate processes, as a phone and a server do);
+3. initial sync: the EAS client (``natsync.client``) provisions, FolderSyncs and Syncs the Inbox
+   to the end with WindowSize ``--window`` and body preference plain text truncated to
+   ``--truncation`` bytes, over TLS; messages/s = messages received / wall time of the sync;
+4. SMTP ingest: ``--smtp-messages`` messages over ``--smtp-connections`` parallel SMTP sessions
+   (aiosmtplib, one session per connection, many messages per session); messages/s = accepted
+   messages / wall time; then checks that every accepted message is in the store.
+
+Goals (issue 3): >= 2,000 messages/s initial sync, >= 500 messages/s SMTP ingest.
+``--profile-server FILE`` runs the server under cProfile and writes its stats to FILE.
+Never part of the pass/fail suite; bounded in count and time; loopback only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import cProfile
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from email import policy
+from email.message import EmailMessage
+from pathlib import Path
+
+import aiosmtplib
+
+from natsync.cli_up import DEMO_EMAIL, DEMO_USER, prepare
+from natsync.client import BodyPreference, BodyType, EASClient
+from natsync.mail.mime import parse_message
+from natsync.store import open_store
+from natsync.store.api import FolderType
+
+#: Seconds `natsync up` may take to print its JSON line before the bench gives up.
+STARTUP_TIMEOUT = 60.0
+#: CPU seconds the bench process itself (the client side) spent in each timed phase.
+CLIENT_CPU: dict[str, float] = {}
+#: Messages per store transaction while filling the Inbox.
+FILL_BATCH = 500
+#: Whole-bench bound: the SMTP phase stops waiting after this many seconds.
+SMTP_TIMEOUT = 300.0
+
+LOREM = (
+    "Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor "
+    "incididunt ut labore et dolore magna aliqua. Ut enim ad minim veniam, quis nostrud "
+    "exercitation ullamco laboris nisi ut aliquip ex ea commodo consequat. "
+)
+
+
+def make_message(i: int, body_bytes: int = 2000) -> bytes:
+    msg = EmailMessage()
+    msg["From"] = f"Sender {i % 97} <sender{i % 97}@example.test>"
+    msg["To"] = f"natsync demo <{DEMO_EMAIL}>"
+    msg["Subject"] = f"Bench message {i}: quarterly figures"
+    msg["Message-ID"] = f"<bench-{i}@example.test>"
+    msg["Date"] = "Tue, 24 Nov 2026 10:00:00 +0000"
+    text = (f"Message {i}.\n\n" + LOREM * (body_bytes // len(LOREM) + 1))[:body_bytes]
+    msg.set_content(text)
+    return msg.as_bytes(policy=policy.SMTP)  # CRLF line ends, as SMTP requires
+
+
+def fill_inbox(database: Path, count: int) -> float:
+    store = open_store(database)
+    start = time.perf_counter()
+    try:
+        user = store.run_sync(lambda txn: txn.get_user(DEMO_USER))
+        assert user is not None
+        inbox = store.run_sync(lambda txn: txn.folder_by_type(user.id, FolderType.INBOX))
+        base = datetime(2026, 11, 1, tzinfo=UTC)
+        for first in range(0, count, FILL_BATCH):
+            batch = [
+                parse_message(make_message(i), base + timedelta(seconds=i))
+                for i in range(first, min(count, first + FILL_BATCH))
+            ]
+
+            def add(txn, batch=batch):  # type: ignore[no-untyped-def]
+                for message in batch:
+                    txn.add_message(inbox.id, message)
+
+            store.run_sync(add)
+    finally:
+        store.close()
+    return time.perf_counter() - start
+
+
+def start_up(
+    data_dir: Path, profile: Path | None
+) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
+    args = ["up", "--json", "--data-dir", str(data_dir), "--https-port", "0", "--smtp-port", "0"]
+    if profile is None:
+        cmd = [sys.executable, "-c", "from natsync.cli import main; main()", *args]
+    else:
+        code = (
+            "import cProfile, sys; sys.argv = ['natsync'] + sys.argv[1:]; "
+            f"cProfile.run('from natsync.cli import main; main()', {str(profile)!r})"
+        )
+        cmd = [sys.executable, "-c", code, *args]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert proc.stdout is not None
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    line = b""
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if line.strip() or proc.poll() is not None:
+            break
+    if not line.strip():
+        proc.kill()
+        raise SystemExit("natsync up did not start")
+    return proc, json.loads(line)
+
+
+async def initial_sync(
+    info: dict[str, str], window: int, truncation: int
+) -> tuple[int, float, int]:
+    async with EASClient(
+        info["url"],
+        info["user"],
+        info["password"],
+        ca_file=info["ca_file"],
+        device_id=f"BENCH{secrets.token_hex(4).upper()}",
+    ) as client:
+        await client.folder_sync()
+        inbox = client.folder(type=FolderType.INBOX)
+        start = time.perf_counter()
+        cpu = time.process_time()
+        result = await client.sync(
+            inbox.server_id,
+            window_size=window,
+            body_preference=[BodyPreference(BodyType.PLAIN, truncation_size=truncation)],
+        )
+        elapsed = time.perf_counter() - start
+        CLIENT_CPU["sync"] = time.process_time() - cpu
+        assert not result.duplicates, "duplicates in the initial sync"
+        return len(result.added), elapsed, result.rounds
+
+
+async def smtp_ingest(smtp: str, count: int, connections: int) -> tuple[int, float]:
+    """Send *count* messages over *connections* parallel sessions; (accepted, seconds).
+
+    The messages are built before the clock starts: the bench measures the server, not
+    EmailMessage. Each session sends its share back to back (MAIL, RCPT, DATA per message).
+    """
+    host, _, port = smtp.rpartition(":")
+    shares = [
+        count // connections + (1 if i < count % connections else 0) for i in range(connections)
+    ]
+    stamp = secrets.token_hex(4)
+    prepared = [
+        [make_message(hash((stamp, c, j)) & 0xFFFFFFF, body_bytes=1500) for j in range(n)]
+        for c, n in enumerate(shares)
+    ]
+    accepted = 0
+
+    async def session(messages: list[bytes]) -> None:
+        nonlocal accepted
+        client = aiosmtplib.SMTP(hostname=host, port=int(port), timeout=60)
+        await client.connect()
+        try:
+            for raw in messages:
+                await client.sendmail("bench@example.test", [DEMO_EMAIL], raw)
+                accepted += 1
+        finally:
+            await client.quit()
+
+    start = time.perf_counter()
+    cpu = time.process_time()
+    await asyncio.wait_for(asyncio.gather(*(session(m) for m in prepared)), SMTP_TIMEOUT)
+    elapsed = time.perf_counter() - start
+    CLIENT_CPU["smtp"] = time.process_time() - cpu
+    return accepted, elapsed
+
+
+@contextlib.contextmanager
+def spy(directory: Path | None, name: str, pid: int) -> Iterator[None]:
+    """Sample *pid* with py-spy (all threads, collapsed stacks) while the block runs."""
+    if directory is None:
+        yield
+        return
+    directory.mkdir(parents=True, exist_ok=True)
+    sampler = subprocess.Popen(
+        [
+            "py-spy",
+            "record",
+            "--pid",
+            str(pid),
+            "--format",
+            "raw",
+            "--threads",
+            "--nonblocking",
+            "-o",
+            str(directory / name),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(1.0)  # let it attach
+    try:
+        yield
+    finally:
+        sampler.send_signal(signal.SIGINT)
+        sampler.wait(timeout=60)
+
+
+def count_inbox(database: Path) -> int:
+    store = open_store(database)
+    try:
+        user = store.run_sync(lambda txn: txn.get_user(DEMO_USER))
+        assert user is not None
+        inbox = store.run_sync(lambda txn: txn.folder_by_type(user.id, FolderType.INBOX))
+        return len(store.run_sync(lambda txn: txn.message_versions(inbox.id)))
+    finally:
+        store.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--messages", type=int, default=10_000)
+    parser.add_argument("--window", type=int, default=100)
+    parser.add_argument("--truncation", type=int, default=512)
+    parser.add_argument("--smtp-messages", type=int, default=2_000)
+    parser.add_argument("--smtp-connections", type=int, default=16)
+    parser.add_argument("--profile-server", type=Path, default=None)
+    parser.add_argument("--profile-client", type=Path, default=None)
+    parser.add_argument(
+        "--py-spy",
+        type=Path,
+        default=None,
+        help="directory for py-spy samples of the server (sync.txt, smtp.txt; collapsed stacks)",
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="keep the data here and reuse an Inbox filled by an earlier run (fast reruns)",
+    )
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="natsync-bench-") as tmp:
+        data_dir = args.data_dir or Path(tmp) / "data"
+        prepared = prepare(data_dir)
+        already = count_inbox(prepared.database)
+        fill_s = fill_inbox(prepared.database, args.messages - already) if already == 0 else 0.0
+        args.messages = max(already, args.messages)
+        proc, info = start_up(data_dir, args.profile_server)
+        try:
+            profiler = cProfile.Profile() if args.profile_client else None
+            if profiler is not None:
+                profiler.enable()
+            with spy(args.py_spy, "sync.txt", proc.pid):
+                synced, sync_s, rounds = asyncio.run(
+                    initial_sync(info, args.window, args.truncation)
+                )
+            if profiler is not None:
+                profiler.disable()
+                profiler.dump_stats(args.profile_client)
+            with spy(args.py_spy, "smtp.txt", proc.pid):
+                accepted, smtp_s = asyncio.run(
+                    smtp_ingest(info["smtp"], args.smtp_messages, args.smtp_connections)
+                )
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        in_store = count_inbox(prepared.database)
+
+    sync_rate = synced / sync_s
+    smtp_rate = accepted / smtp_s
+    rows = [
+        (
+            "store fill (setup, direct)",
+            f"{args.messages}" if fill_s else "reused",
+            f"{fill_s:.2f}",
+            f"{args.messages / fill_s:,.0f}" if fill_s else "-",
+            "",
+        ),
+        (
+            f"initial sync (WindowSize {args.window}, plain/{args.truncation} B, TLS)",
+            f"{synced} in {rounds} Syncs",
+            f"{sync_s:.2f}",
+            f"{sync_rate:,.0f}",
+            ">= 2,000",
+        ),
+        (
+            f"SMTP ingest ({args.smtp_connections} connections)",
+            f"{accepted}",
+            f"{smtp_s:.2f}",
+            f"{smtp_rate:,.0f}",
+            ">= 500",
+        ),
+    ]
+    print(f"natsync sync bench (python {sys.version.split()[0]}, {os.cpu_count()} CPUs)")
+    print(f"{'phase':<58} {'messages':>18} {'seconds':>8} {'msgs/s':>8} {'goal':>9}")
+    for row in rows:
+        print(f"{row[0]:<58} {row[1]:>18} {row[2]:>8} {row[3]:>8} {row[4]:>9}")
+    print(
+        f"client-side CPU (this process): sync {CLIENT_CPU.get('sync', 0):.2f} s, "
+        f"SMTP {CLIENT_CPU.get('smtp', 0):.2f} s"
+    )
+    expected = args.messages + accepted
+    if args.data_dir is not None:
+        expected = in_store  # earlier runs' SMTP messages are in the kept Inbox too
+    print(f"Inbox after the run: {in_store} messages (expected {expected})")
+    if synced != args.messages or in_store != expected:
+        raise SystemExit("MISMATCH: messages were lost or duplicated")
+
+
+if __name__ == "__main__":
+    main()
