@@ -237,3 +237,60 @@ async def test_estimate_search_settings_and_ping(tmp_path: Path) -> None:
         await asyncio.to_thread(smtp_send, dep, original_message())
         assert await asyncio.wait_for(ping, 30) == [inbox]
     wire.check_with_libwbxml()
+
+
+async def test_a_12_1_phone_provisions_on_449_and_sends_mime_bodies(tmp_path: Path) -> None:
+    """EAS 12.1: HTTP 449 instead of Status 142, SendMail/SmartForward with raw MIME bodies."""
+    wire = Wire()
+    async with deployment(tmp_path) as dep:
+        await asyncio.to_thread(smtp_send, dep, original_message())
+        async with phone(dep, "E2EPHONE121", wire, preferred_version="12.1") as old:
+            await old.folder_sync()  # answered 449 first: the client provisions and retries
+            assert old.version == "12.1"
+            assert old.state.policy_key != 0
+            inbox = old.folder(type=FolderType.INBOX).server_id
+            (item,) = (await old.sync(inbox)).added
+            forward = EmailMessage()
+            forward["From"] = dep.email
+            forward["To"] = "carol@remote.test"
+            forward["Subject"] = f"Fwd: {SUBJECT}"
+            forward.set_content("See below.\n")
+            await old.smart_forward(
+                inbox, item.server_id, forward.as_bytes(policy=policy.SMTP), save_in_sent=False
+            )
+            await asyncio.wait_for(dep.smarthost.arrived.wait(), RELAY_WAIT)
+            ((_sender, rcpts, content),) = dep.smarthost.messages
+            assert rcpts == ["carol@remote.test"]
+            forwarded = message_from_bytes(content, policy=policy.default)
+            names = [part.get_filename() for part in forwarded.walk() if part.get_filename()]
+            assert "report.pdf" in names  # the original travels with the forward
+    wire.check_with_libwbxml()
+
+
+async def test_remote_wipe_reaches_the_phone_and_its_acknowledgement_is_recorded(
+    tmp_path: Path,
+) -> None:
+    from datetime import UTC, datetime
+
+    from natsync.client import RemoteWipeError
+    from natsync.store.api import WipeState
+
+    async with deployment(tmp_path) as dep, phone(dep, "E2EPHONEWIPE", Wire()) as lost:
+        await lost.folder_sync()
+
+        def order_wipe(txn):  # type: ignore[no-untyped-def]
+            user = txn.get_user(dep.user)
+            device = txn.get_device(user.id, "E2EPHONEWIPE")
+            txn.set_wipe_state(device.id, WipeState.PENDING, datetime.now(UTC))
+
+        await dep.store.run(order_wipe)
+        with pytest.raises(RemoteWipeError):
+            await lost.folder_sync()
+        assert lost.state.wiped
+        assert not lost.state.folders
+
+        def wipe_state(txn):  # type: ignore[no-untyped-def]
+            user = txn.get_user(dep.user)
+            return txn.get_device(user.id, "E2EPHONEWIPE").wipe_state
+
+        assert await dep.store.run(wipe_state) == WipeState.ACKNOWLEDGED
