@@ -26,6 +26,7 @@ def _register() -> None:
     main.add_command(ddns)
     main.add_command(portmap)
     from natsync.cli_admin import device, user
+    from natsync.cli_server import server
     from natsync.cli_up import up
     from natsync.cli_wbxml import wbxml
 
@@ -33,6 +34,7 @@ def _register() -> None:
     main.add_command(wbxml)
     main.add_command(user)
     main.add_command(device)
+    main.add_command(server)
 
 
 _register()

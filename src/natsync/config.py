@@ -44,6 +44,10 @@ class ServerConfig:
     domains: tuple[str, ...] = ("example.test",)
     #: "host:port" of the outbound smarthost, or "" to queue outbound mail until one is set.
     smarthost: str = ""
+    #: "host:port" to receive SMTP on (natsync server starts SMTP in), or "" for none.
+    smtp_listen: str = ""
+    #: Name this server gives in SMTP greetings and bounces.
+    hostname: str = "localhost"
     max_request_body: int = DEFAULT_MAX_REQUEST_BODY
     heartbeat_min: int = DEFAULT_HEARTBEAT_MIN
     heartbeat_max: int = DEFAULT_HEARTBEAT_MAX
@@ -61,7 +65,10 @@ class ServerConfig:
 
     @property
     def database(self) -> Path:
-        return self.data_dir / "natsync.sqlite3"
+        """The embedded store of data_dir (the file ``natsync user`` / ``device`` use too)."""
+        from natsync.store import store_path
+
+        return store_path(self.data_dir)
 
     def check(self) -> ServerConfig:
         """Raise ConfigError for a value that cannot work; return self for chaining."""
@@ -80,8 +87,11 @@ class ServerConfig:
             raise ConfigError("server.max_failed_logins_per_user/_per_ip must be >= 1")
         if self.failed_login_window <= 0:
             raise ConfigError("server.failed_login_window must be > 0 seconds")
-        if self.smarthost and ":" not in self.smarthost:
-            raise ConfigError(f"server.smarthost must be host:port, not {self.smarthost!r}")
+        for key in ("smarthost", "smtp_listen"):
+            value = getattr(self, key)
+            host, _, port = value.rpartition(":")
+            if value and (not host or not port.isdigit() or not 0 <= int(port) <= 65535):
+                raise ConfigError(f"server.{key} must be host:port, not {value!r}")
         for domain in self.domains:
             if not domain or "@" in domain or " " in domain:
                 raise ConfigError(f"server.domains has an invalid domain {domain!r}")

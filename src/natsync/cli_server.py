@@ -1,0 +1,100 @@
+"""`natsync server`: serve ActiveSync (and, when configured, SMTP in and the outbound relay)
+from one TOML config file, until SIGINT / SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from pathlib import Path
+from typing import Any
+
+import click
+
+from natsync.config import ServerConfig, load_config
+from natsync.errors import NatsyncError
+
+
+async def serve(config: ServerConfig, ready: Any = None) -> None:
+    """Run until a signal: ActiveSync server, SMTP in (smtp_listen), relay (smarthost)."""
+    from natsync.mail.relay import Relay, SmartHost
+    from natsync.mail.smtp_in import start_smtp_server
+    from natsync.server import start_server
+    from natsync.store import open_store
+
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    store = open_store(config.database)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    relay = server = smtp = None
+    try:
+        if config.smarthost:
+            host, _, port = config.smarthost.rpartition(":")
+            relay = Relay(store, SmartHost(host, int(port)), hostname=config.hostname)
+            relay.start()
+        server = await start_server(config, store, relay=relay)
+        if config.smtp_listen:
+            host, _, port = config.smtp_listen.rpartition(":")
+            smtp = await start_smtp_server(
+                store, host, int(port), config.domains, hostname=config.hostname
+            )
+        if ready is not None:
+            ready(server)
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        if smtp is not None:
+            await smtp.close()
+        if server is not None:
+            await server.close()
+        if relay is not None:
+            await relay.aclose()
+        await store.aclose()
+
+
+@click.command()
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="TOML file with a [server] table (default: the embedded defaults).",
+)
+@click.option("--host", default=None, help="Override server.host.")
+@click.option("--port", type=click.IntRange(0, 65535), default=None, help="Override server.port.")
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Override server.data_dir.",
+)
+def server(
+    config_path: Path | None, host: str | None, port: int | None, data_dir: Path | None
+) -> None:
+    """Serve ActiveSync (EAS 12.1-16.1) from the store in the data directory."""
+    from dataclasses import replace
+
+    try:
+        config = load_config(config_path)
+        overrides: dict[str, Any] = {}
+        if host is not None:
+            overrides["host"] = host
+        if port is not None:
+            overrides["port"] = port
+        if data_dir is not None:
+            overrides["data_dir"] = data_dir
+        config = replace(config, **overrides).check()
+    except NatsyncError as exc:
+        raise click.ClickException(exc.message) from exc
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+
+    def ready(running: Any) -> None:
+        click.echo(f"natsync server: ActiveSync at {running.url}", err=True)
+
+    try:
+        asyncio.run(serve(config, ready))
+    except NatsyncError as exc:
+        raise click.ClickException(exc.message) from exc
