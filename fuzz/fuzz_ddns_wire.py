@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """atheris harness for what natsync.ddns and natsync.portmap read from the network: STUN
-answers, NAT-PMP answers, UPnP SSDP / description / SOAP answers, echo answers, TSIG key files.
+answers, NAT-PMP and PCP answers, UPnP SSDP / description / SOAP answers, echo answers, TSIG key files.
 Any bytes must decode or raise natsync's own error (SourceError, PortMapError, ConfigError).
 
     python fuzz/fuzz_ddns_wire.py -max_total_time=60 fuzz/corpus-fuzz_ddns_wire
@@ -27,6 +27,7 @@ with atheris.instrument_imports(include=["natsync"]):
         decode_external_address_response,
         decode_mapping_response,
     )
+    from natsync.portmap.pcp import decode_map_response
     from natsync.portmap.upnp import parse_description, parse_soap_response, parse_ssdp_location
 
 TXID = bytes(range(12))
@@ -46,13 +47,18 @@ SEEDS = [
     b"\x05HTTP/1.1 200 OK\r\nLOCATION: http://192.168.1.1:5000/root.xml\r\n\r\n",
     b'\x06key "k" { algorithm hmac-sha256; secret "c2VjcmV0"; };',
     b"\x07192.0.3.10\n",
+    b"\x08"
+    + bytes.fromhex("0281000000000e1000000009")
+    + bytes(12)
+    + TXID
+    + bytes.fromhex("06000000" + "20fb01bb" + "00000000000000000000ffffc000030a"),
 ]
 
 
 def test_one_input(data: bytes) -> None:
     if not data:
         return
-    kind, body = data[0] % 8, data[1:]
+    kind, body = data[0] % 9, data[1:]
     try:
         match kind:
             case 0:
@@ -69,6 +75,8 @@ def test_one_input(data: bytes) -> None:
                 parse_ssdp_location(body)
             case 6:
                 parse_key(body.decode("utf-8", "replace"))
+            case 8:
+                decode_map_response(body, TXID, "tcp")
             case _:
                 parse_echo(body)
     except (SourceError, PortMapError, ConfigError):

@@ -33,6 +33,13 @@ INET_SHARED = "100.64.0.1"
 PUBLIC = "192.0.3.10"
 PUBLIC_NEXT = "192.0.3.11"
 CGNAT = "100.64.0.10"
+# IPv6 is routed, not translated: the LAN host holds a global address itself. Like the IPv4
+# "internet", these prefixes exist only inside the lab (2001:db8::/32 would be judged
+# "reserved", which is right for documentation but not what this lab plays).
+LAN6_HOST = "2a0e:97c0:77::2"
+LAN6_ROUTER = "2a0e:97c0:77::1"
+WAN6_ROUTER = "2a0e:97c0:3::10"
+INET6 = "2a0e:97c0:3::1"
 NATSYNC = [sys.executable, "-c", "from natsync.cli import main; main()"]
 
 
@@ -126,7 +133,18 @@ class Lab:
         ):
             sh("ip", "-n", ns, "link", "set", dev, "up")
         sh("ip", "-n", self.lan, "route", "add", "default", "via", LAN_ROUTER)
+        for ns, dev, address in (
+            (self.lan, self.lan_if, LAN6_HOST),
+            (self.router, self.router_lan_if, LAN6_ROUTER),
+            (self.router, self.wan_if, WAN6_ROUTER),
+            (self.inet, self.inet_if, INET6),
+        ):
+            sh("ip", "-n", ns, "-6", "addr", "add", f"{address}/64", "dev", dev, "nodad")
+        sh("ip", "-n", self.lan, "-6", "route", "add", "default", "via", LAN6_ROUTER)
+        sh("ip", "-n", self.router, "-6", "route", "add", "default", "via", INET6)
+        sh("ip", "-n", self.inet, "-6", "route", "add", "2a0e:97c0:77::/64", "via", WAN6_ROUTER)
         self.ns(self.router, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        self.ns(self.router, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1")
         self._set_wan_address(PUBLIC)
         ruleset = f"""
 table inet miniupnpd {{
@@ -145,7 +163,7 @@ table inet miniupnpd {{
   chain postrouting {{
     type nat hook postrouting priority 100; policy accept;
     jump postrouting_miniupnpd
-    oifname "{self.wan_if}" masquerade
+    oifname "{self.wan_if}" meta nfproto ipv4 masquerade
   }}
   chain prerouting_miniupnpd {{
   }}
@@ -159,7 +177,7 @@ table inet miniupnpd {{
 
     def _set_wan_address(self, address: str) -> None:
         prefix, gateway = ("10", INET_SHARED) if address.startswith("100.64.") else ("24", INET)
-        sh("ip", "-n", self.router, "addr", "flush", "dev", self.wan_if)
+        sh("ip", "-n", self.router, "-4", "addr", "flush", "dev", self.wan_if)
         sh("ip", "-n", self.router, "addr", "add", f"{address}/{prefix}", "dev", self.wan_if)
         sh("ip", "-n", self.router, "route", "replace", "default", "via", gateway)
         self.wan_address = address

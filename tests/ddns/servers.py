@@ -211,7 +211,11 @@ def dig_values(named: Named, name: str, rdtype: str = "A") -> set[str]:
 
 @contextmanager
 def run_stun(
-    directory: Path, host: str = "127.0.0.1", port: int = 3478, netns: str | None = None
+    directory: Path,
+    host: str = "127.0.0.1",
+    port: int = 3478,
+    netns: str | None = None,
+    host6: str | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
     """coturn as a plain STUN server (no TURN, no TLS), in the foreground."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -229,6 +233,7 @@ def run_stun(
                 "--no-dtls",
                 "--listening-ip",
                 host,
+                *(["--listening-ip", host6] if host6 else []),
                 "--listening-port",
                 str(port),
                 "--pidfile",

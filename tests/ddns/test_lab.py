@@ -17,6 +17,8 @@ from natsync.ddns.agreement import CGNAT_WORDS
 from tests.ddns.lab import (
     CGNAT,
     INET,
+    INET6,
+    LAN6_HOST,
     LAN_HOST,
     NATSYNC,
     PUBLIC,
@@ -84,7 +86,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     try:
         lab.build()
         with (
-            run_stun(directory / "stun", host=INET, netns=lab.inet),
+            run_stun(directory / "stun", host=INET, netns=lab.inet, host6=INET6),
             run_named(directory / "bind", host=INET, port=53, netns=lab.inet) as named,
         ):
             config = directory / "natsync.toml"
@@ -98,9 +100,9 @@ zone = "example.test"
 names = ["eas.example.test", "mail.example.test"]
 key_file = "{named.key_file}"
 interval = {INTERVAL}
-sources = ["natpmp", "upnp", "stun"]
-families = [4]
-stun_servers = ["{INET}:3478"]
+sources = ["natpmp", "upnp", "stun", "interface"]
+families = [4, 6]
+stun_servers = ["{INET}:3478", "[{INET6}]:3478"]
 mx_domain = "example.test"
 
 [portmap]
@@ -143,7 +145,7 @@ def test_router_and_stun_agree_on_the_public_address(world: World) -> None:
     code, out, err = world.natsync("ddns", "update", "--json")
     assert code == 0, out + err
     report = json.loads(out)
-    (verdict,) = report["verdicts"]
+    verdict, verdict6 = report["verdicts"]
     assert verdict["verdict"] == "agree"
     assert verdict["address"] == PUBLIC
     evidence = "\n".join(verdict["evidence"])
@@ -152,11 +154,18 @@ def test_router_and_stun_agree_on_the_public_address(world: World) -> None:
         assert f"sees {PUBLIC}" in evidence
     assert dig_values(world.named, "eas.example.test") == {PUBLIC}
     assert dig_values(world.named, "mail.example.test") == {PUBLIC}
+    # IPv6 on its own: routed, not translated; STUN over IPv6 and the interface agree
+    assert verdict6["verdict"] == "agree"
+    assert verdict6["address"] == LAN6_HOST
+    assert "this host holds it itself (no NAT)" in verdict6["summary"]
+    assert dig_values(world.named, "eas.example.test", "AAAA") == {LAN6_HOST}
 
     state = world.status()
-    names = {n["name"]: n for n in state["names"]}  # type: ignore[index]
-    assert names["eas.example.test"]["published"] == [PUBLIC]
-    assert names["eas.example.test"]["in_sync"] is True
+    names = {(n["name"], n["type"]): n for n in state["names"]}  # type: ignore[index]
+    assert names["eas.example.test", "A"]["published"] == [PUBLIC]
+    assert names["eas.example.test", "A"]["in_sync"] is True
+    assert names["eas.example.test", "AAAA"]["published"] == [LAN6_HOST]
+    assert names["eas.example.test", "AAAA"]["in_sync"] is True
     assert state["mx"] == {  # type: ignore[comparison-overlap]
         "domain": "example.test",
         "targets": ["mail.example.test"],
@@ -255,7 +264,8 @@ def test_carrier_grade_nat_is_reported(world: World) -> None:
     world.lab.set_wan_address(CGNAT)
     try:
         state = world.status()
-        (verdict,) = state["verdicts"]  # type: ignore[misc]
+        verdict, verdict6 = state["verdicts"]  # type: ignore[misc]
+        assert verdict6["verdict"] == "agree"  # IPv6 is not behind the carrier's NAT
         assert verdict["verdict"] == "cgnat"
         assert verdict["summary"] == CGNAT_WORDS
         assert verdict["port_forwarding_possible"] is False
@@ -313,10 +323,13 @@ def test_dns_follows_an_address_change_within_one_interval(world: World) -> None
 
         state = world.status()
         for n in state["names"]:  # type: ignore[attr-defined]
-            assert n["published"] == [PUBLIC_NEXT]
-            assert n["current"] == PUBLIC_NEXT
             assert n["in_sync"] is True
-            assert n["last_result"] == "updated"
+            if n["type"] == "A":
+                assert n["published"] == [PUBLIC_NEXT]
+                assert n["current"] == PUBLIC_NEXT
+                assert n["last_result"] == "updated"
+            else:  # the IPv6 address did not change
+                assert n["published"] == [LAN6_HOST]
     finally:
         from tests.ddns.servers import stop
 
