@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""atheris harness for what natsync.ddns and natsync.portmap read from the network: STUN
-answers, NAT-PMP and PCP answers, UPnP SSDP / description / SOAP answers, echo answers, TSIG key files.
+"""atheris harness for what natsync.ddns and natsync.portmap read from the network: STUN,
+NAT-PMP and PCP answers, UPnP SSDP / description / SOAP answers, echo answers, TSIG key files.
 Any bytes must decode or raise natsync's own error (SourceError, PortMapError, ConfigError).
 
     python fuzz/fuzz_ddns_wire.py -max_total_time=60 fuzz/corpus-fuzz_ddns_wire
