@@ -42,12 +42,39 @@ class CAError(NatsyncError):
     """The private CA cannot be created, loaded or used as asked."""
 
 
-def _new_key(key_type: str) -> PrivateKey:
-    if key_type == "ec":
+#: Key types by name. ECDSA P-256 is the default; RSA for old clients that lack ECDSA (some
+#: ActiveSync clients on old Android and Windows Mobile). 2048 bits is the floor every current
+#: platform accepts; 3072 for deployments whose policy asks for it. "ec" and "rsa" are the
+#: short names `natsync up` has always used.
+KEY_TYPES: dict[str, tuple[str, int]] = {
+    "ec": ("ec", 256),
+    "ecdsa-p256": ("ec", 256),
+    "rsa": ("rsa", 2048),
+    "rsa2048": ("rsa", 2048),
+    "rsa3072": ("rsa", 3072),
+}
+
+
+def new_key(key_type: str = "ec") -> PrivateKey:
+    """A fresh private key of a type named in :data:`KEY_TYPES`."""
+    try:
+        family, size = KEY_TYPES[key_type]
+    except KeyError:
+        raise CAError(
+            f"unknown key type {key_type!r}; use one of {', '.join(sorted(KEY_TYPES))}"
+        ) from None
+    if family == "ec":
         return ec.generate_private_key(ec.SECP256R1())
-    if key_type == "rsa":
-        return rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    raise CAError(f"unknown key type {key_type!r}; use 'ec' (P-256) or 'rsa' (2048)")
+    return rsa.generate_private_key(public_exponent=65537, key_size=size)
+
+
+def _new_key(key_type: str) -> PrivateKey:
+    return new_key(key_type)
+
+
+def write_key(path: Path, key: PrivateKey) -> None:
+    """Write *key* as unencrypted PKCS#8 PEM, readable by its owner only (mode 0600)."""
+    _write_key(path, key)
 
 
 def _write_key(path: Path, key: PrivateKey) -> None:
