@@ -11,7 +11,6 @@ import logging
 import signal
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -146,19 +145,6 @@ def run(config_path: Path | None, interval: float | None) -> None:
             runner.run(stop.is_set, wait=stop.wait)
     except NatsyncError as exc:
         raise _fail(exc) from exc
-
-
-@dataclass
-class _NameStatus:
-    name: str
-    rdtype: str
-    published: list[str]
-    current: str
-    last_update: str
-    last_result: str
-    last_detail: str
-    last_checked: str
-    in_sync: bool
 
 
 def _collect_status(settings: Any, probe: bool) -> dict[str, Any]:

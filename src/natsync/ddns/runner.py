@@ -17,7 +17,7 @@ from natsync.ddns.errors import DnsUpdateError
 from natsync.ddns.history import CheckEntry, History, UpdateEntry
 from natsync.ddns.settings import DdnsSettings
 from natsync.ddns.sources import Observation, gather
-from natsync.ddns.update import DnsServer, load_key, publish
+from natsync.ddns.update import BACKOFF_BASE, MAX_ATTEMPTS, DnsServer, load_key, publish
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +64,8 @@ class DdnsRunner:
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
-        attempts: int | None = None,
-        backoff_base: float | None = None,
+        attempts: int = MAX_ATTEMPTS,
+        backoff_base: float = BACKOFF_BASE,
     ) -> None:
         self.settings = settings
         self.history = history
@@ -74,11 +74,8 @@ class DdnsRunner:
         self.clock = clock
         self.sleep = sleep
         self.rng = rng or random.Random()  # noqa: S311 - jitter, not security
-        self.retry: dict[str, float | int] = {}
-        if attempts is not None:
-            self.retry["attempts"] = attempts
-        if backoff_base is not None:
-            self.retry["base"] = backoff_base
+        self.attempts = attempts
+        self.backoff_base = backoff_base
 
     def update_once(self) -> CycleReport:
         now = self.clock()
@@ -118,7 +115,8 @@ class DdnsRunner:
                 self.settings.ttl,
                 sleep=self.sleep,
                 rng=self.rng,
-                **self.retry,  # type: ignore[arg-type]
+                attempts=self.attempts,
+                base=self.backoff_base,
             )
         except DnsUpdateError as exc:
             result = NameResult(name, rdtype, "error", "", address, exc.message)
