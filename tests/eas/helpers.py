@@ -11,7 +11,7 @@ from typing import Any
 from natsync.config import ServerConfig
 from natsync.eas import dispatch
 from natsync.eas.context import Response
-from natsync.eas.errors import Answered
+from natsync.eas.errors import Answered, HttpError
 from natsync.eas.request import EasRequest
 from natsync.eas.versions import Version
 from natsync.mail.mime import parse_message
@@ -117,6 +117,8 @@ class Phone:
             return self.store.run_sync(run)
         except Answered as exc:
             return exc.response
+        except HttpError as exc:  # what the server adapter turns into a bare HTTP status
+            return Response(http_status=exc.http_status, headers=exc.headers)
 
     def tree(self, cmd: str, body: Element | None = None, **kw: Any) -> Element:
         response = self.call(cmd, body, **kw)

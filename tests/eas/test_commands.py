@@ -357,3 +357,69 @@ def test_ping_answers_at_once_when_changed_else_waits(store: Store) -> None:
         E(pg, "Folders", E(pg, "Folder", E(pg, "Id", "999"))),
     )
     assert phone.tree("Ping", missing).child_text("Status") == "7"
+
+
+def _file_reference(store: Store, sid: str) -> str:
+    def run(txn: Txn) -> str:
+        u = txn.get_user("alice")
+        assert u is not None
+        msg = txn.get_message(u.id, sid)
+        assert msg is not None
+        return msg.attachments[0].file_reference
+
+    return store.run_sync(run)
+
+
+def test_getattachment_12_1(store: Store) -> None:
+    sid = deliver(store, make_mail("file", "x", attachment=b"\x07\x08bytes"))
+    ref = _file_reference(store, sid)
+    old = _phone(store, "14.0")
+    response = old.call("GetAttachment", attachment_name=ref)
+    assert response.body == b"\x07\x08bytes"
+    assert response.content_type == "application/octet-stream"
+    assert old.call("GetAttachment", attachment_name="nope").http_status == 500
+    new = _phone(store, "16.1")
+    assert new.call("GetAttachment", attachment_name=ref).http_status == 400
+
+
+def test_smartforward_includes_attachments(store: Store) -> None:
+    original = deliver(store, make_mail("report", "see file", attachment=b"ATTACHED-BYTES"))
+    inbox = folder_id(store, FolderType.INBOX)
+    phone = _phone(store)
+    fwd = make_mail("Fwd: report", "FYI", sender="alice@example.test", to="alice@example.test")
+    body = E(
+        CM,
+        "SmartForward",
+        E(CM, "ClientId", "f1"),
+        E(CM, "SaveInSentItems"),
+        E(CM, "Source", E(CM, "FolderId", inbox), E(CM, "ItemId", original)),
+        E(CM, "Mime", fwd),
+    )
+    response = phone.call("SmartForward", body)
+    assert response.http_status == 200
+    assert response.body == b""
+    assert "Fwd: report" in _subjects(store, FolderType.SENT_ITEMS)
+
+    def sent_raw(txn: Txn) -> bytes:
+        u = txn.get_user("alice")
+        assert u is not None
+        folder = txn.folder_by_type(u.id, FolderType.SENT_ITEMS)
+        (m,) = txn.get_messages(u.id, list(txn.message_versions(folder.id)))
+        return txn.raw_message(m.id)
+
+    raw = store.run_sync(sent_raw)
+    assert b"data.bin" in raw
+
+
+def test_smartreply_12_1_query_parameters(store: Store) -> None:
+    original = deliver(store, make_mail("old question", "when?", sender="alice@example.test"))
+    inbox = folder_id(store, FolderType.INBOX)
+    phone = _phone(store, "12.1")
+    reply = make_mail(
+        "Re: old question", "now", sender="alice@example.test", to="alice@example.test"
+    )
+    response = phone.call(
+        "SmartReply", raw=reply, item_id=original, collection_id=inbox, save_in_sent=True
+    )
+    assert response.http_status == 200
+    assert _subjects(store, FolderType.SENT_ITEMS) == ["Re: old question"]

@@ -20,6 +20,7 @@ from natsync.eas.foldersync import (
     handle_foldersync,
     handle_folderupdate,
 )
+from natsync.eas.getattachment import handle as handle_getattachment
 from natsync.eas.getitemestimate import handle as handle_getitemestimate
 from natsync.eas.itemoperations import handle as handle_itemoperations
 from natsync.eas.moveitems import handle as handle_moveitems
@@ -45,6 +46,7 @@ HANDLERS: dict[str, Handler] = {
     "SendMail": handle_sendmail,
     "SmartForward": handle_smartforward,
     "SmartReply": handle_smartreply,
+    "GetAttachment": handle_getattachment,
     "FolderSync": handle_foldersync,
     "FolderCreate": handle_foldercreate,
     "FolderDelete": handle_folderdelete,
