@@ -237,3 +237,27 @@ def test_unknown_collection_is_status_12(store: Store) -> None:
 
 def _element_count(tree: Element, tag: str) -> int:
     return sum(1 for el in tree.iter() if el.tag == tag)
+
+
+def test_wait_holds_only_when_nothing_is_pending(store: Store) -> None:
+    phone, inbox, key = _ready(store, 2)
+
+    def body(sync_key: str) -> Element:
+        coll = E(NS, "Collection", E(NS, "SyncKey", sync_key), E(NS, "CollectionId", inbox))
+        return E(NS, "Sync", E(NS, "Collections", coll), E(NS, "Wait", 5))
+
+    # Items are pending: answered at once.
+    coll = collection(phone.tree("Sync", body(key)))
+    assert len(commands(coll, "Add")) == 2
+    key = coll.child_text("SyncKey") or ""
+    # Nothing pending: held, nothing written (the same key still works afterwards).
+    held = phone.call("Sync", body(key))
+    assert held.wait is not None
+    assert held.wait.rerun
+    assert held.wait.heartbeat == 300
+    assert held.body == b""
+    deliver(store, make_mail("arrived", "x"))
+    coll = collection(phone.tree("Sync", body(key)))
+    assert [a.find("ApplicationData").child_text("Subject") for a in commands(coll, "Add")] == [  # type: ignore[union-attr]
+        "arrived"
+    ]

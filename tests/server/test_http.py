@@ -253,3 +253,31 @@ async def test_tls(make_client: ServerFactory, tmp_path: Path) -> None:
     assert answer.status == 200
     await client.provision()
     assert (await client.cmd("FolderSync", _fs())).tree().child_text("Status") == "1"
+
+
+async def test_held_sync_answers_on_change_or_empty(
+    make_client: ServerFactory, store: Store
+) -> None:
+    client = await make_client(heartbeat_min=1, heartbeat_max=1)
+    await client.provision()
+    inbox = folder_id(store, FolderType.INBOX)
+    ns = "AirSync"
+
+    def sync(key: str, wait: bool = False):  # type: ignore[no-untyped-def]
+        coll = E(ns, "Collection", E(ns, "SyncKey", key), E(ns, "CollectionId", inbox))
+        root = E(ns, "Sync", E(ns, "Collections", coll))
+        if wait:
+            root.add(ns, "Wait", 1)  # one minute, capped by heartbeat_max to one second
+        return root
+
+    first = (await client.cmd("Sync", sync("0"))).tree()
+    key = first.find("Collections").find("Collection").child_text("SyncKey") or ""  # type: ignore[union-attr]
+    expired = await client.cmd("Sync", sync(key, wait=True))
+    assert expired.status == 200
+    assert expired.body == b""
+    held = asyncio.ensure_future(client.cmd("Sync", sync(key, wait=True)))
+    await asyncio.sleep(0.2)
+    await store.run(_deliver_in)
+    answer = await asyncio.wait_for(held, 5)
+    adds = [el for el in answer.tree().iter() if el.tag == "Add"]
+    assert len(adds) == 1

@@ -34,6 +34,9 @@ class PingWait:
     user_id: int
     #: store folder id -> its modseq when the Ping was accepted (changes after it count)
     baseline: dict[int, int]
+    #: A held Sync (Wait / HeartbeatInterval): on a change, run the same request again (without
+    #: holding); when the time is up, answer with an empty body (MS-ASCMD 2.2.3.195).
+    rerun: bool = False
 
 
 @dataclass(slots=True)
@@ -68,6 +71,8 @@ class Context:
     body: Element | None
     raw_body: bytes
     content_type: str = ""
+    #: False when the request is being re-run after a held Sync: answer, don't hold again.
+    may_hold: bool = True
 
     @property
     def version(self) -> Version:

@@ -151,6 +151,8 @@ def handle(
     now: datetime,
     config: ServerConfig,
     content_type: str = "",
+    *,
+    may_hold: bool = True,
 ) -> Response:
     """Serve one authenticated request in the caller's transaction."""
     check_command(request.cmd)
@@ -165,7 +167,7 @@ def handle(
         request.user_agent,
         now,
     )
-    ctx = Context(txn, request, user, device, now, config, body, raw_body, content_type)
+    ctx = Context(txn, request, user, device, now, config, body, raw_body, content_type, may_hold)
     refused = _gate(ctx)
     if refused is not None:
         return refused

@@ -15,8 +15,9 @@ restarts at SyncKey 0 and re-downloads; it never gets duplicates, since "0" star
 Client commands: Change (Read, Flag, Categories; a conflict is resolved per the Conflict option,
 server wins by default), Delete (DeletesAsMoves default 1: to Deleted Items), Fetch. Add of
 email items is refused per item (Status 6). Empty and Partial requests reuse the request cached
-per device (MS-ASCMD 3.1.5.3). Wait / HeartbeatInterval are validated and then answered at once
-(the Direct Push work holds them).
+per device (MS-ASCMD 3.1.5.3). With Wait / HeartbeatInterval and nothing to send, the request is
+held (the adapter waits on the folders outside any transaction, then runs it again, or answers
+with an empty body when the time is up).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from natsync.eas import state as st
-from natsync.eas.context import Context, Response
+from natsync.eas.context import Context, PingWait, Response
 from natsync.eas.errors import EasError
 from natsync.eas.status import SyncStatus
 from natsync.mail import eas_email
@@ -206,12 +207,57 @@ def handle(ctx: Context) -> Response:
         cache = {r.id: {k: v for k, v in asdict(r).items() if k != "key"} for r in requests}
         ctx.txn.set_device_setting(ctx.device.id, CACHED_REQUEST, json.dumps(cache))
 
+    hold = _hold_seconds(ctx, body)
+    if hold and not commands:
+        held = _quiet(ctx, requests, hold)
+        if held is not None:
+            return Response(status=None, wait=held)
     answers = [_collection(ctx, req, commands.get(req.id)) for req in requests]
     if len(answers) == 1:
         return Response(body=answers[0][1], status=answers[0][2])
     root = E(NS, "Sync", E(NS, "Collections", *(a[0] for a in answers)))
     worst = max((a[2] for a in answers), default=1)
     return Response.of(root, status=worst)
+
+
+def _hold_seconds(ctx: Context, body: Element | None) -> int:
+    """Seconds a Sync with Wait (minutes) / HeartbeatInterval (seconds) may be held (0: none)."""
+    if body is None or not ctx.may_hold:
+        return 0
+    wait = _int(body, "Wait")
+    heartbeat = _int(body, "HeartbeatInterval")
+    seconds = wait * 60 if wait else heartbeat or 0
+    return min(seconds, ctx.config.heartbeat_max)
+
+
+def _quiet(ctx: Context, requests: list[CollectionRequest], hold: int) -> PingWait | None:
+    """A wait on the collections when none of them has anything to send now, else None.
+
+    Nothing is written when the request is held: the answer comes from running it again once a
+    folder changed, or is empty when the time is up."""
+    folders: list[Folder] = []
+    for req in requests:
+        nxt = st.next_key(req.key)
+        if nxt is None or not req.get_changes:
+            return None
+        if ctx.txn.get_sync_state(ctx.device.id, req.id, nxt) is not None:
+            return None  # a retransmission: answer it now
+        blob = ctx.txn.get_sync_state(ctx.device.id, req.id, req.key)
+        folder = ctx.txn.get_folder(ctx.user.id, req.id)
+        if blob is None or folder is None or folder.type not in MAIL_TYPES:
+            return None
+        known: dict[str, int] = st.unpack(blob).get("items", {})
+        if pending_changes(ctx, folder, req.filter, known, 1).total:
+            return None
+        folders.append(folder)
+    return PingWait(
+        folder_ids=tuple(f.id for f in folders),
+        server_ids={f.id: f.server_id for f in folders},
+        heartbeat=hold,
+        user_id=ctx.user.id,
+        baseline={f.id: f.modseq for f in folders},
+        rerun=True,
+    )
 
 
 def _top_status(status: SyncStatus) -> Response:

@@ -136,6 +136,10 @@ class EasApp:
             response = await self._run(eas, auth.user.name, body, raw, request.content_type)
             if response.wait is not None:
                 response = await self._wait(response)
+                if response.wait is not None:  # a held Sync saw a change: answer it now
+                    response = await self._run(
+                        eas, auth.user.name, body, raw, request.content_type, may_hold=False
+                    )
             if response.outbound_queued and self.relay is not None:
                 self.relay.kick()
         except HttpError as exc:
@@ -176,13 +180,22 @@ class EasApp:
             raise HttpError(400, f"the body is not valid WBXML: {exc.message}") from exc
 
     async def _run(
-        self, eas: EasRequest, user: str, body: Any, raw: bytes, content_type: str
+        self,
+        eas: EasRequest,
+        user: str,
+        body: Any,
+        raw: bytes,
+        content_type: str,
+        *,
+        may_hold: bool = True,
     ) -> Response:
         now = _now()
         config = self.config
 
         def command(txn: Txn) -> Response:
-            return dispatch.handle(txn, eas, user, body, raw, now, config, content_type)
+            return dispatch.handle(
+                txn, eas, user, body, raw, now, config, content_type, may_hold=may_hold
+            )
 
         try:
             return await self.store.run(command)
@@ -190,12 +203,16 @@ class EasApp:
             return exc.response
 
     async def _wait(self, response: Response) -> Response:
+        """Hold a Ping or a Sync outside any transaction. For a Sync that saw a change, the
+        returned Response still carries ``wait`` (the caller runs the request again)."""
         wait = response.wait
         assert wait is not None
         with self.store.changes.subscribe(wait.folder_ids) as sub:
             changed = await self.store.run(lambda txn: ping.changed_since(txn, wait))
             if not changed:
                 changed = await sub.wait(float(wait.heartbeat))
+        if wait.rerun:
+            return response if changed else Response(status=None)
         return ping.finish(wait, changed)
 
     # -- Autodiscover
