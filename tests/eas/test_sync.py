@@ -261,3 +261,17 @@ def test_wait_holds_only_when_nothing_is_pending(store: Store) -> None:
     assert [a.find("ApplicationData").child_text("Subject") for a in commands(coll, "Add")] == [  # type: ignore[union-attr]
         "arrived"
     ]
+
+
+def test_corrupt_state_is_an_unknown_key(store: Store) -> None:
+    phone, inbox, key = _ready(store, 1)
+
+    def corrupt(txn: Txn) -> None:
+        user = txn.get_user("alice")
+        assert user is not None
+        device = txn.get_device(user.id, "phone1")
+        assert device is not None
+        txn.put_sync_state(device.id, inbox, key, b"not zlib")
+
+    store.run_sync(corrupt)
+    assert collection(phone.sync(inbox, key)).child_text("Status") == "3"

@@ -53,10 +53,10 @@ def _load(ctx: Context, key: str | None) -> Snapshot | None:
         return {}
     if not key or len(key) > st.MAX_SYNC_KEY:
         return None
-    blob = ctx.txn.get_sync_state(ctx.device.id, HIERARCHY, key)
-    if blob is None:
+    saved = st.load(ctx.txn.get_sync_state(ctx.device.id, HIERARCHY, key))
+    if saved is None:
         return None
-    snap = st.unpack(blob).get("folders")
+    snap = saved.get("folders")
     return snap if isinstance(snap, dict) else None
 
 
@@ -65,10 +65,9 @@ def _replay(ctx: Context, key: str, cmd: str) -> Response | None:
     nxt = st.next_key(key)
     if nxt is None:
         return None
-    blob = ctx.txn.get_sync_state(ctx.device.id, HIERARCHY, nxt)
-    if blob is None:
+    saved = st.load(ctx.txn.get_sync_state(ctx.device.id, HIERARCHY, nxt))
+    if saved is None:
         return None
-    saved = st.unpack(blob)
     if saved.get("cmd") != cmd or saved.get("for") != key:
         return None
     return Response(body=bytes.fromhex(saved["answer"]), status=1)

@@ -38,12 +38,12 @@ def _estimate(ctx: Context, coll: Element) -> Element:
         response.add(NS, "Status", S.NOT_PRIMED)
         response.append(E(NS, "Collection", E(NS, "CollectionId", cid)))
         return response
-    blob = ctx.txn.get_sync_state(ctx.device.id, cid, key) if key else None
-    if blob is None:
+    saved = st.load(ctx.txn.get_sync_state(ctx.device.id, cid, key)) if key else None
+    if saved is None:
         response.add(NS, "Status", S.INVALID_SYNC_KEY)
         response.append(E(NS, "Collection", E(NS, "CollectionId", cid)))
         return response
-    known = st.unpack(blob).get("items", {})
+    known = saved.get("items", {})
     count = 0
     if folder.type in MAIL_TYPES:
         count = pending_changes(ctx, folder, filter_type, known).total

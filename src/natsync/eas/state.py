@@ -54,3 +54,14 @@ def unpack(blob: bytes) -> dict[str, Any]:
     if not isinstance(state, dict):
         raise EasError("a stored sync state is corrupt; the device must resync")
     return state
+
+
+def load(blob: bytes | None) -> dict[str, Any] | None:
+    """The state in *blob*, or None when there is none or it is corrupt: either way the key
+    behind it is unknown, and the device resyncs cleanly instead of failing forever."""
+    if blob is None:
+        return None
+    try:
+        return unpack(blob)
+    except EasError:
+        return None

@@ -242,11 +242,11 @@ def _quiet(ctx: Context, requests: list[CollectionRequest], hold: int) -> PingWa
             return None
         if ctx.txn.get_sync_state(ctx.device.id, req.id, nxt) is not None:
             return None  # a retransmission: answer it now
-        blob = ctx.txn.get_sync_state(ctx.device.id, req.id, req.key)
+        saved = st.load(ctx.txn.get_sync_state(ctx.device.id, req.id, req.key))
         folder = ctx.txn.get_folder(ctx.user.id, req.id)
-        if blob is None or folder is None or folder.type not in MAIL_TYPES:
+        if saved is None or folder is None or folder.type not in MAIL_TYPES:
             return None
-        known: dict[str, int] = st.unpack(blob).get("items", {})
+        known: dict[str, int] = saved.get("items", {})
         if pending_changes(ctx, folder, req.filter, known, 1).total:
             return None
         folders.append(folder)
@@ -289,13 +289,10 @@ def _collection(
     # 1. A retransmission gets the answer it already got.
     nxt = st.next_key(req.key)
     if nxt is not None:
-        blob = txn.get_sync_state(ctx.device.id, req.id, nxt)
-        if blob is not None:
-            saved = st.unpack(blob)
-            if saved.get("for") == req.key and "answer" in saved:
-                doc = base64.b64decode(saved["answer"])
-                coll = _first_collection(doc)
-                return coll, doc, SyncStatus.SUCCESS
+        replay = st.load(txn.get_sync_state(ctx.device.id, req.id, nxt))
+        if replay is not None and replay.get("for") == req.key and "answer" in replay:
+            doc = base64.b64decode(replay["answer"])
+            return _first_collection(doc), doc, SyncStatus.SUCCESS
     folder = txn.get_folder(ctx.user.id, req.id)
     if folder is None:
         return _simple(req.key, req.id, SyncStatus.FOLDER_HIERARCHY_CHANGED)
@@ -310,11 +307,11 @@ def _collection(
         txn.put_sync_state(ctx.device.id, req.id, new, st.pack(saved))
         _set_last(ctx, req.id, new, 0)
         return coll, doc, SyncStatus.SUCCESS
-    blob = txn.get_sync_state(ctx.device.id, req.id, req.key) if nxt is not None else None
-    if blob is None:
+    current = st.load(txn.get_sync_state(ctx.device.id, req.id, req.key)) if nxt else None
+    if current is None:
         return _simple(st.INITIAL_KEY, req.id, SyncStatus.INVALID_SYNC_KEY)
     assert nxt is not None
-    known: dict[str, int] = st.unpack(blob).get("items", {})
+    known: dict[str, int] = current.get("items", {})
     version = str(ctx.version)
 
     # 3. The client's commands.
@@ -535,10 +532,9 @@ def adjust_known(
     last = _last(ctx, cid)
     if last is None:
         return
-    blob = ctx.txn.get_sync_state(ctx.device.id, cid, last[0])
-    if blob is None:
+    saved = st.load(ctx.txn.get_sync_state(ctx.device.id, cid, last[0]))
+    if saved is None:
         return
-    saved = st.unpack(blob)
     items: dict[str, int] = saved.get("items", {})
     for sid in remove:
         items.pop(sid, None)
@@ -552,9 +548,8 @@ def forget_all(ctx: Context, cid: str) -> None:
     last = _last(ctx, cid)
     if last is None:
         return
-    blob = ctx.txn.get_sync_state(ctx.device.id, cid, last[0])
-    if blob is None:
+    saved = st.load(ctx.txn.get_sync_state(ctx.device.id, cid, last[0]))
+    if saved is None:
         return
-    saved = st.unpack(blob)
     saved["items"] = {}
     ctx.txn.put_sync_state(ctx.device.id, cid, last[0], st.pack(saved))

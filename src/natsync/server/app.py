@@ -149,6 +149,10 @@ class EasApp:
             log.exception("request failed")
             self._log(request, started, 500, error=exc.message, **fields)
             return web.Response(status=500)
+        except Exception as exc:  # a bug: answer 500 and say so in the log, keep serving
+            log.exception("request failed unexpectedly")
+            self._log(request, started, 500, error=type(exc).__name__, **fields)
+            return web.Response(status=500)
         self._log(request, started, response.http_status, status=response.status, **fields)
         headers = dict(response.headers)
         headers["MS-Server-ActiveSync"] = SERVER_VERSION
