@@ -25,6 +25,9 @@ def _register() -> None:
 
     main.add_command(ddns)
     main.add_command(portmap)
+    from natsync.cli_cert import cert
+
+    main.add_command(cert)
     from natsync.cli_admin import device, user
     from natsync.cli_server import server
     from natsync.cli_up import up
