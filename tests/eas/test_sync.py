@@ -275,3 +275,39 @@ def test_corrupt_state_is_an_unknown_key(store: Store) -> None:
 
     store.run_sync(corrupt)
     assert collection(phone.sync(inbox, key)).child_text("Status") == "3"
+
+
+def test_draft_add_16_only_in_drafts(store: Store) -> None:
+    phone, inbox, inbox_key = _ready(store)
+    drafts = folder_id(store, FolderType.DRAFTS)
+    key = collection(phone.sync(drafts, "0")).child_text("SyncKey") or ""
+    appdata = E(
+        NS,
+        "ApplicationData",
+        E("Email", "To", "bob@remote.test"),
+        E("Email", "Subject", "unfinished"),
+        E("AirSyncBase", "Body", E("AirSyncBase", "Type", 1), E("AirSyncBase", "Data", "half a")),
+    )
+    add = E(NS, "Add", E(NS, "ClientId", "d1"), appdata)
+    coll = collection(phone.sync(drafts, key, commands=[add]))
+    reply = coll.find("Responses").find("Add")  # type: ignore[union-attr]
+    assert reply is not None
+    assert reply.child_text("Status") == "1"
+    sid = reply.child_text("ServerId") or ""
+    assert sid.startswith(drafts + ":")
+    assert commands(coll, "Add") == []  # not echoed back
+    key = coll.child_text("SyncKey") or ""
+    assert commands(collection(phone.sync(drafts, key)), "Add") == []
+
+    def raw(txn: Txn) -> bytes:
+        user = txn.get_user("alice")
+        assert user is not None
+        msg = txn.get_message(user.id, sid)
+        assert msg is not None
+        assert msg.subject == "unfinished"
+        return txn.raw_message(msg.id)
+
+    assert b"half a" in store.run_sync(raw)
+    # Anywhere else (or before 16.0) an email Add is refused.
+    refused = collection(phone.sync(inbox, inbox_key, commands=[add]))
+    assert refused.find("Responses").find("Add").child_text("Status") == "6"  # type: ignore[union-attr]

@@ -14,7 +14,8 @@ restarts at SyncKey 0 and re-downloads; it never gets duplicates, since "0" star
 
 Client commands: Change (Read, Flag, Categories; a conflict is resolved per the Conflict option,
 server wins by default), Delete (DeletesAsMoves default 1: to Deleted Items), Fetch. Add of
-email items is refused per item (Status 6). Empty and Partial requests reuse the request cached
+email items is accepted for drafts (16.0+, Drafts folder), refused elsewhere (Status 6).
+Empty and Partial requests reuse the request cached
 per device (MS-ASCMD 3.1.5.3). With Wait / HeartbeatInterval and nothing to send, the request is
 held (the adapter waits on the folders outside any transaction, then runs it again, or answers
 with an empty body when the time is up).
@@ -29,12 +30,14 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from natsync.eas import drafts
 from natsync.eas import state as st
 from natsync.eas.context import Context, PingWait, Response
 from natsync.eas.errors import EasError
 from natsync.eas.status import SyncStatus
+from natsync.eas.versions import V16_0
 from natsync.mail import eas_email
-from natsync.mail.errors import EmailChangeError
+from natsync.mail.errors import EmailChangeError, MailError
 from natsync.store.api import Folder, FolderType, Message
 from natsync.wbxml import E, Element, decode, encode
 
@@ -369,10 +372,7 @@ def _client_command(
 ) -> Element | None:
     txn = ctx.txn
     if cmd.tag == "Add":
-        client_id = cmd.child_text("ClientId", NS) or ""
-        return E(
-            NS, "Add", E(NS, "ClientId", client_id), E(NS, "Status", SyncStatus.CONVERSION_ERROR)
-        )
+        return _client_add(ctx, folder, cmd, known)
     sid = cmd.child_text("ServerId", NS) or ""
     msg = txn.get_message(ctx.user.id, sid) if sid else None
     if msg is None or msg.folder_id != folder.id:
@@ -425,6 +425,26 @@ class Pending:
     changes: list[str]
     adds: list[str]  # newest first; only the first window when a limit was given
     total: int  # all pending changes, adds included
+
+
+def _client_add(ctx: Context, folder: Folder, cmd: Element, known: dict[str, int]) -> Element:
+    """A draft written on the phone (16.0+, Drafts only); other email Adds are refused with
+    Status 6 (email arrives by SMTP and SendMail, not by Sync)."""
+    client_id = cmd.child_text("ClientId", NS) or ""
+    out = E(NS, "Add", E(NS, "ClientId", client_id))
+    appdata = cmd.find("ApplicationData", NS)
+    if folder.type != FolderType.DRAFTS or ctx.version < V16_0 or appdata is None:
+        out.add(NS, "Status", SyncStatus.CONVERSION_ERROR)
+        return out
+    try:
+        msg = drafts.add_draft(ctx, folder, appdata)
+    except (drafts.DraftError, MailError):
+        out.add(NS, "Status", SyncStatus.CONVERSION_ERROR)
+        return out
+    known[msg.server_id] = msg.modseq  # the phone has it: never send it back as an Add
+    out.add(NS, "ServerId", msg.server_id)
+    out.add(NS, "Status", SyncStatus.SUCCESS)
+    return out
 
 
 def cutoff(filter_type: int, now: datetime) -> datetime | None:
