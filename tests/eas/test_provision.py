@@ -144,10 +144,39 @@ def test_blocked_device(store: Store) -> None:
     assert old.call("FolderSync", _fs()).http_status == 403
 
 
-def test_quarantined_device_sees_no_mail(store: Store) -> None:
+def test_quarantined_device_sees_only_a_notice(store: Store) -> None:
+    from natsync.store.api import FolderType
+    from tests.eas.helpers import collection, commands, deliver, folder_id, make_mail
+
+    real = deliver(store, make_mail("secret", "real mail"))
+    inbox = folder_id(store, FolderType.INBOX)
     phone = Phone(store)
     phone.provision()
     _set(store, access=AccessState.QUARANTINED)
     assert phone.tree("FolderSync", _fs()).child_text("Status") == "1"
-    sync = E("AirSync", "Sync", E("AirSync", "Collections"))
-    assert phone.tree("Sync", sync).child_text("Status") == "130"
+    key = collection(phone.sync(inbox, "0")).child_text("SyncKey") or ""
+    coll = collection(phone.sync(inbox, key))
+    adds = commands(coll, "Add")
+    assert len(adds) == 1
+    subject = adds[0].find("ApplicationData").child_text("Subject")  # type: ignore[union-attr]
+    assert subject == "Your device is waiting for approval"
+    notice = adds[0].child_text("ServerId")
+    key = coll.child_text("SyncKey") or ""
+    # Real items cannot be touched by guessing their ids.
+    read = E(
+        "AirSync",
+        "Change",
+        E("AirSync", "ServerId", real),
+        E("AirSync", "ApplicationData", E("Email", "Read", 1)),
+    )
+    coll = collection(phone.sync(inbox, key, commands=[read]))
+    assert coll.find("Responses").find("Change").child_text("Status") == "8"  # type: ignore[union-attr]
+    key = coll.child_text("SyncKey") or ""
+    io = "ItemOperations"
+    fetch = E(io, io, E(io, "Fetch", E(io, "Store", "Mailbox"), E("AirSync", "ServerId", real)))
+    assert phone.tree(io, fetch).child_text("Status") == "130"
+    # Allowed: the notice goes, the real mail comes.
+    _set(store, access=AccessState.ALLOWED)
+    coll = collection(phone.sync(inbox, key))
+    assert [d.child_text("ServerId") for d in commands(coll, "Delete")] == [notice]
+    assert [a.child_text("ServerId") for a in commands(coll, "Add")] == [real]

@@ -83,9 +83,12 @@ RESPONSE_ROOTS: dict[str, tuple[str, str]] = {
 
 #: Commands a device may send before it holds a policy key (MS-ASPROV 3.2.5.1).
 POLICY_EXEMPT = frozenset({"Provision"})
-#: What a quarantined device may still do: learn its policy, its folders, its settings, and
-#: wait; everything that reads or sends mail answers AccessDenied (MS-ASCMD 2.2.2 code 130).
-QUARANTINE_ALLOWED = frozenset({"Provision", "FolderSync", "Settings", "Ping"})
+#: What a quarantined device may still do: learn its policy, its folders, its settings, wait,
+#: and Sync — which shows it only the quarantine notice (natsync.eas.quarantine). Everything
+#: else that reads or sends mail answers AccessDenied (MS-ASCMD 2.2.2 code 130).
+QUARANTINE_ALLOWED = frozenset(
+    {"Provision", "FolderSync", "Settings", "Ping", "Sync", "GetItemEstimate"}
+)
 
 
 def supported_commands() -> str:

@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from natsync.eas import drafts
+from natsync.eas import drafts, quarantine
 from natsync.eas import state as st
 from natsync.eas.context import Context, PingWait, Response
 from natsync.eas.errors import EasError
@@ -38,7 +38,7 @@ from natsync.eas.status import SyncStatus
 from natsync.eas.versions import V16_0
 from natsync.mail import eas_email
 from natsync.mail.errors import EmailChangeError, MailError
-from natsync.store.api import Folder, FolderType, Message
+from natsync.store.api import AccessState, Folder, FolderType, Message
 from natsync.wbxml import E, Element, decode, encode
 
 NS = "AirSync"
@@ -371,6 +371,13 @@ def _client_command(
     ctx: Context, folder: Folder, req: CollectionRequest, cmd: Element, known: dict[str, int]
 ) -> Element | None:
     txn = ctx.txn
+    if ctx.device.access_state == AccessState.QUARANTINED:
+        # A quarantined device touches nothing real (natsync.eas.quarantine).
+        if cmd.tag == "Add":
+            client_id = cmd.child_text("ClientId", NS) or ""
+            status = E(NS, "Status", SyncStatus.CONVERSION_ERROR)
+            return E(NS, "Add", E(NS, "ClientId", client_id), status)
+        return _reply(cmd.tag, cmd.child_text("ServerId", NS) or "", SyncStatus.OBJECT_NOT_FOUND)
     if cmd.tag == "Add":
         return _client_add(ctx, folder, cmd, known)
     sid = cmd.child_text("ServerId", NS) or ""
@@ -467,8 +474,13 @@ def pending_changes(
     user, not a correctness matter (every pending item is sent in some window), so no sort of
     the whole folder is paid on every window of a 10,000-message initial sync."""
     since = cutoff(filter_type, ctx.now)
-    current = ctx.txn.message_versions(folder.id, since)
-    everything = ctx.txn.message_versions(folder.id) if since is not None else current
+    if ctx.device.access_state == AccessState.QUARANTINED:
+        # Only the notice, in the Inbox (natsync.eas.quarantine).
+        notice = {quarantine.notice_id(folder): quarantine.NOTICE_MODSEQ}
+        current = everything = notice if folder.type == FolderType.INBOX else {}
+    else:
+        current = ctx.txn.message_versions(folder.id, since)
+        everything = ctx.txn.message_versions(folder.id) if since is not None else current
     deletes: list[str] = []
     soft: list[str] = []
     changes: list[str] = []
@@ -524,7 +536,15 @@ def _server_changes(
         budget -= min(budget, len(changes))
     if budget and adds:
         prefs = req.preferences()
-        for msg in ctx.txn.get_messages(ctx.user.id, adds[:budget]):
+        batch = adds[:budget]
+        notice = quarantine.notice_id(folder)
+        if notice in batch:
+            note = quarantine.notice_message(folder, ctx.user, ctx.device, ctx.now)
+            raw = quarantine.notice_raw(ctx.user, ctx.device)
+            data = eas_email.email_application_data(note, raw, version, prefs)
+            out.append(E(NS, "Add", E(NS, "ServerId", notice), data))
+            known[notice] = note.modseq
+        for msg in ctx.txn.get_messages(ctx.user.id, batch):
             out.append(_add(ctx, msg, req, prefs, version))
             known[msg.server_id] = msg.modseq
     return total > req.window
