@@ -311,3 +311,55 @@ def test_draft_add_16_only_in_drafts(store: Store) -> None:
     # Anywhere else (or before 16.0) an email Add is refused.
     refused = collection(phone.sync(inbox, inbox_key, commands=[add]))
     assert refused.find("Responses").find("Add").child_text("Status") == "6"  # type: ignore[union-attr]
+
+
+def test_partial_sync_merges_the_cached_request(store: Store) -> None:
+    phone, inbox, inbox_key = _ready(store, 1)
+    sent = folder_id(store, FolderType.SENT_ITEMS)
+    sent_key = collection(phone.sync(sent, "0")).child_text("SyncKey") or ""
+    both = E(
+        NS,
+        "Sync",
+        E(
+            NS,
+            "Collections",
+            E(NS, "Collection", E(NS, "SyncKey", inbox_key), E(NS, "CollectionId", inbox)),
+            E(NS, "Collection", E(NS, "SyncKey", sent_key), E(NS, "CollectionId", sent)),
+        ),
+    )
+    tree = phone.tree("Sync", both)
+    colls = {
+        c.child_text("CollectionId"): c for c in tree.find("Collections").findall("Collection")
+    }  # type: ignore[union-attr]
+    assert len(commands(colls[inbox], "Add")) == 1
+    deliver(store, make_mail("sent copy", "x"), folder=FolderType.SENT_ITEMS)
+    # Partial: only the Inbox is named; Sent Items comes from the cached request.
+    inbox_key = colls[inbox].child_text("SyncKey") or ""
+    partial = E(
+        NS,
+        "Sync",
+        E(
+            NS,
+            "Collections",
+            E(NS, "Collection", E(NS, "SyncKey", inbox_key), E(NS, "CollectionId", inbox)),
+        ),
+        E(NS, "Partial", 1),
+    )
+    tree = phone.tree("Sync", partial)
+    colls = {
+        c.child_text("CollectionId"): c for c in tree.find("Collections").findall("Collection")
+    }  # type: ignore[union-attr]
+    assert set(colls) == {inbox, sent}
+    assert len(commands(colls[sent], "Add")) == 1
+
+
+def test_12_1_answer_names_the_class(store: Store) -> None:
+    deliver(store, make_mail("old phone", "x"))
+    phone = Phone(store, version="12.1")
+    phone.provision()
+    inbox = folder_id(store, FolderType.INBOX)
+    key = collection(phone.sync(inbox, "0")).child_text("SyncKey") or ""
+    coll = collection(phone.sync(inbox, key))
+    assert coll.children[0].tag == "Class"
+    assert coll.child_text("Class") == "Email"
+    assert len(commands(coll, "Add")) == 1

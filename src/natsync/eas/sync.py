@@ -35,7 +35,7 @@ from natsync.eas import state as st
 from natsync.eas.context import Context, PingWait, Response
 from natsync.eas.errors import EasError
 from natsync.eas.status import SyncStatus
-from natsync.eas.versions import V16_0
+from natsync.eas.versions import V14_0, V16_0
 from natsync.mail import eas_email
 from natsync.mail.errors import EmailChangeError, MailError
 from natsync.store.api import AccessState, Folder, FolderType, Message
@@ -303,7 +303,11 @@ def _collection(
     if req.key == st.INITIAL_KEY:
         txn.drop_sync_state(ctx.device.id, req.id)
         new = st.new_key()
-        coll = E(NS, "Collection", E(NS, "SyncKey", new), E(NS, "CollectionId", req.id))
+        coll = E(NS, "Collection")
+        if ctx.version < V14_0:
+            coll.add(NS, "Class", "Email")
+        coll.add(NS, "SyncKey", new)
+        coll.add(NS, "CollectionId", req.id)
         coll.add(NS, "Status", SyncStatus.SUCCESS)
         doc = _document(coll)
         saved = {"items": {}, "filter": req.filter, "fm": 0, "for": req.key}
@@ -331,14 +335,20 @@ def _collection(
     if req.get_changes and folder.type in MAIL_TYPES:
         more = _server_changes(ctx, folder, req, known, out, version)
 
-    coll = E(NS, "Collection", E(NS, "SyncKey", nxt), E(NS, "CollectionId", req.id))
+    # MS-ASCMD 2.2.3.29.2: [Class (12.1)], SyncKey, CollectionId, Status, MoreAvailable,
+    # Commands, Responses.
+    coll = E(NS, "Collection")
+    if ctx.version < V14_0:
+        coll.add(NS, "Class", "Email")
+    coll.add(NS, "SyncKey", nxt)
+    coll.add(NS, "CollectionId", req.id)
     coll.add(NS, "Status", SyncStatus.SUCCESS)
-    if responses:
-        coll.append(E(NS, "Responses", *responses))
-    if out:
-        coll.append(E(NS, "Commands", *out))
     if more:
         coll.append(Element(NS, "MoreAvailable"))
+    if out:
+        coll.append(E(NS, "Commands", *out))
+    if responses:
+        coll.append(E(NS, "Responses", *responses))
     doc = _document(coll)
     folder_now = txn.get_folder(ctx.user.id, req.id)
     seen = -1 if more or folder_now is None else folder_now.modseq
