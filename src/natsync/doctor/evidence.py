@@ -1,0 +1,201 @@
+"""What gathering saw, as plain data: the only input of the checks.
+
+Every field is a plain value (strings, numbers, tuples, DER bytes), so a check is a pure
+function, unit tests build evidence by hand, and ``--json`` could carry it as it is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class DnsAnswer:
+    """One server's answer for the name: its addresses and the TTL it gave."""
+
+    server: str  # "system resolver", "127.0.0.1:53", "ns1.example.com (192.0.2.53)"
+    a: tuple[str, ...] = ()
+    aaaa: tuple[str, ...] = ()
+    ttl: int | None = None
+    #: "" when the server answered (even with no records); else what went wrong.
+    error: str = ""
+    #: True when the name does not exist at all there (NXDOMAIN).
+    nxdomain: bool = False
+
+    @property
+    def addresses(self) -> tuple[str, ...]:
+        return (*self.a, *self.aaaa)
+
+
+@dataclass(frozen=True, slots=True)
+class MxEvidence:
+    domain: str
+    #: (preference, target) as the resolver returned them.
+    records: tuple[tuple[int, str], ...] = ()
+    #: target -> its addresses ("" error means it resolved; no addresses means it did not).
+    target_addresses: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    error: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class NamesEvidence:
+    name: str
+    #: True when the URL names an address, not a host name (nothing to resolve).
+    literal: bool = False
+    resolver: DnsAnswer | None = None
+    #: The zone the name lives in, as found ("" when not found or not looked up).
+    zone: str = ""
+    authoritative: tuple[DnsAnswer, ...] = ()
+    #: Why the authoritative servers were not asked ("" when they were).
+    authoritative_skipped: str = ""
+    #: The current public addresses (inside-out runs: what the ddns sources agree on).
+    public: tuple[str, ...] = ()
+    mx: MxEvidence | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Connect:
+    """One TCP connection attempt."""
+
+    address: str
+    port: int
+    ok: bool
+    #: "refused", "timeout", "unreachable", or the OS error; "" when connected.
+    error: str = ""
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class ReachEvidence:
+    https: tuple[Connect, ...] = ()
+    smtp: tuple[Connect, ...] = ()
+    #: Whether the doctor runs inside the network the server is in (inside-out run).
+    inside: bool = False
+    #: The public addresses the inside-out run knows (hairpin NAT is about these).
+    public: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class TlsEvidence:
+    address: str
+    port: int
+    #: The name sent as SNI and checked against the certificate (None: an address was dialled).
+    server_name: str | None
+    #: Which trust store the phone's view used ("CA file ca.pem" / "the system trust store").
+    trust: str
+    #: The chain the server presented, leaf first, DER.
+    chain: tuple[bytes, ...] = ()
+    #: Whether the server sent the whole chain (False: only the leaf could be captured).
+    chain_complete_capture: bool = False
+    verified: bool = False
+    #: OpenSSL's verify code and message when verification failed (0 / "" otherwise).
+    verify_code: int = 0
+    verify_message: str = ""
+    #: A handshake failure that is not about the certificate ("" when the handshake worked).
+    handshake_error: str = ""
+    protocol: str = ""
+    cipher: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class HttpEvidence:
+    url: str
+    options_status: int = 0
+    options_headers: tuple[tuple[str, str], ...] = ()
+    options_error: str = ""
+    #: A command POSTed without credentials: the status and WWW-Authenticate seen.
+    anonymous_status: int = 0
+    anonymous_challenge: str = ""
+    anonymous_error: str = ""
+
+    def header(self, name: str) -> str:
+        for key, value in self.options_headers:
+            if key.lower() == name.lower():
+                return value
+        return ""
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One ActiveSync command of the session."""
+
+    command: str
+    ok: bool
+    detail: str = ""
+    http_status: int = 0
+    eas_status: int | None = None
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class SessionEvidence:
+    user: str
+    version: str = ""
+    steps: tuple[Step, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class PushEvidence:
+    heartbeat: int
+    #: "expired" (held to the end), "changes", "cut" (the connection was closed or reset),
+    #: "silent" (no answer at all), "refused" (an EAS Status), "error".
+    outcome: str
+    seconds: float
+    status: int | None = None
+    limit: int | None = None
+    detail: str = ""
+    #: The heartbeat the run asked for first, when the server's bounds made it use another.
+    asked: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AutodiscoverEvidence:
+    email: str
+    url: str
+    status: int = 0
+    error: str = ""
+    #: The MobileSync URL the answer gave ("" when none).
+    mobilesync_url: str = ""
+    error_code: str = ""
+    error_message: str = ""
+    #: The URL the doctor was asked about (what the phone should be sent to).
+    expected_url: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class PinEvidence:
+    """The edge's pinned backend certificate against what the server presents."""
+
+    pinned: str  # sha256 hex of the pinned certificate ("" when the edge pins nothing)
+    presented: str  # sha256 hex of the server's leaf ("" when it could not be read)
+    backend: str = ""
+    error: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class MappingEvidence:
+    """Router port mappings wanted by the config against what the router lists."""
+
+    wanted: tuple[str, ...]  # "443->8443/tcp"
+    present: tuple[str, ...] = ()  # "443->192.168.1.10:8443/tcp"
+    internal_client: str = ""
+    router: str = ""
+    error: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class NatEvidence:
+    """The ddns sources' observations and their verdict (natsync.ddns.agreement)."""
+
+    verdict: str  # agree / disagree / cgnat / no-address
+    summary: str
+    observations: tuple[str, ...] = ()
+    address: str = ""
+
+
+@dataclass(slots=True)
+class InsideEvidence:
+    nat: NatEvidence | None = None
+    mappings: MappingEvidence | None = None
+    pin: PinEvidence | None = None
+    notes: list[str] = field(default_factory=list)

@@ -1,0 +1,127 @@
+"""What the doctor says: findings and the report that holds them.
+
+A :class:`Finding` is one statement about one link of the picture (DNS, the port, the
+certificate ...): how bad it is, what was seen, why that breaks a phone in plain words, and what
+to change. Findings are made only by the pure check functions; gathering never makes them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class Severity(StrEnum):
+    """How a finding counts. SKIP is a check that was not run, with the reason; it counts as
+    ok for the exit status (nothing was found wrong), but the report shows it apart."""
+
+    OK = "ok"
+    WARN = "warn"
+    FAIL = "fail"
+    SKIP = "skip"
+
+
+#: Exit statuses of `natsync doctor`: scripts tell "all good" from "look at this" from "broken".
+EXIT_OK = 0
+EXIT_WARN = 1
+EXIT_FAIL = 2
+
+
+class Check(StrEnum):
+    """The check families, in the order a phone meets them."""
+
+    NAMES = "names"
+    REACH = "reach"
+    TLS = "tls"
+    HTTP = "http"
+    SESSION = "session"
+    PUSH = "push"
+    AUTODISCOVER = "autodiscover"
+    INSIDE = "inside"
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    check: Check
+    severity: Severity
+    #: One line: what this finding is about ("Certificate names", "Port 443 at 192.0.2.7").
+    title: str
+    #: What was seen, each item a plain fact.
+    evidence: tuple[str, ...] = ()
+    #: Why it matters, in the article's terms ("" for an ok finding that needs no explaining).
+    cause: str = ""
+    #: What to change: a natsync command or setting ("" when nothing needs changing).
+    fix: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "check": str(self.check),
+            "severity": str(self.severity),
+            "title": self.title,
+            "evidence": list(self.evidence),
+            "cause": self.cause,
+            "fix": self.fix,
+        }
+
+
+def ok(check: Check, title: str, *evidence: str) -> Finding:
+    return Finding(check, Severity.OK, title, tuple(evidence))
+
+
+def skip(check: Check, title: str, reason: str) -> Finding:
+    return Finding(check, Severity.SKIP, title, (), cause=reason)
+
+
+@dataclass(slots=True)
+class Report:
+    """Everything one doctor run found, in order."""
+
+    target: str
+    mode: str  # "outside" or "inside"
+    findings: list[Finding] = field(default_factory=list)
+    #: Why the run stopped before the last check ("" when it ran to the end).
+    stopped: str = ""
+    started_at: str = ""
+    duration: float = 0.0
+
+    def add(self, findings: list[Finding]) -> list[Finding]:
+        self.findings.extend(findings)
+        return findings
+
+    @property
+    def worst(self) -> Severity:
+        severities = {f.severity for f in self.findings}
+        if Severity.FAIL in severities:
+            return Severity.FAIL
+        if Severity.WARN in severities:
+            return Severity.WARN
+        return Severity.OK
+
+    @property
+    def exit_status(self) -> int:
+        return {Severity.FAIL: EXIT_FAIL, Severity.WARN: EXIT_WARN}.get(self.worst, EXIT_OK)
+
+    def counts(self) -> dict[str, int]:
+        out = {str(s): 0 for s in Severity}
+        for finding in self.findings:
+            out[str(finding.severity)] += 1
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "target": self.target,
+            "mode": self.mode,
+            "started_at": self.started_at,
+            "duration": round(self.duration, 3),
+            "worst": str(self.worst),
+            "exit_status": self.exit_status,
+            "counts": self.counts(),
+            "stopped": self.stopped,
+            "findings": [f.to_json() for f in self.findings],
+        }
+
+
+def blocking(findings: list[Finding]) -> bool:
+    """Whether any of *findings* is a failure (later checks that depend on it are meaningless)."""
+    return any(f.severity == Severity.FAIL for f in findings)

@@ -1,0 +1,717 @@
+"""Gathering: the only I/O of the doctor. Each function looks at one link of the picture and
+returns plain evidence (natsync.doctor.evidence); none of them judges what it saw.
+
+DNS goes through dnspython (the resolver the phone uses, then the zone's authoritative servers
+asked directly, without recursion); TCP and TLS through asyncio and ssl; HTTP through aiohttp;
+the ActiveSync session and the held Ping through natsync.client, the way a phone does them.
+Every step has a timeout, so a dead path costs seconds, not minutes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import hashlib
+import ipaddress
+import socket
+import ssl
+import time
+import tomllib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+import dns.exception
+import dns.flags
+import dns.message
+import dns.name
+import dns.query
+import dns.rcode
+import dns.rdatatype
+import dns.resolver
+from aiohttp.abc import AbstractResolver, ResolveResult
+
+from natsync.client import EASClient
+from natsync.client import protocol as p
+from natsync.client.protocol import ClientError, Command
+from natsync.doctor.evidence import (
+    AutodiscoverEvidence,
+    Connect,
+    DnsAnswer,
+    HttpEvidence,
+    InsideEvidence,
+    MappingEvidence,
+    MxEvidence,
+    NamesEvidence,
+    NatEvidence,
+    PinEvidence,
+    PushEvidence,
+    SessionEvidence,
+    Step,
+    TlsEvidence,
+)
+from natsync.errors import NatsyncError
+
+#: Seconds for one DNS query, one TCP connect, one TLS handshake or one plain HTTP request:
+#: long enough for a slow mobile path, short enough that a dead one is reported quickly.
+DEFAULT_TIMEOUT = 5.0
+#: At most this many of the zone's NS servers are asked (real zones have 2-4).
+MAX_NS = 4
+#: RFC 6761 / RFC 2606 special-use names: not in public DNS, so their zone's authoritative
+#: servers are not looked for unless the user names a resolver or the servers.
+SPECIAL_USE_SUFFIXES = ("localhost", "test", "example", "invalid", "local", "home.arpa")
+#: Seconds a held Ping may run past its heartbeat before the doctor calls the path silent:
+#: between 5 s and 30 s, half the heartbeat (the server answers at the heartbeat).
+PING_GRACE_MIN = 5.0
+PING_GRACE_MAX = 30.0
+SMTP_PORT = 25
+DEVICE_ID = "NATSYNCDOCTOR01"
+AUTODISCOVER_PATH = "/autodiscover/autodiscover.xml"
+AUTODISCOVER_REQUEST = (
+    '<?xml version="1.0" encoding="utf-8"?>\n'
+    '<Autodiscover xmlns="http://schemas.microsoft.com/exchange/autodiscover/mobilesync/'
+    'requestschema/2006"><Request><EMailAddress>{email}</EMailAddress>'
+    "<AcceptableResponseSchema>http://schemas.microsoft.com/exchange/autodiscover/mobilesync/"
+    "responseschema/2006</AcceptableResponseSchema></Request></Autodiscover>"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """The URL the phone is given, taken apart."""
+
+    scheme: str
+    host: str
+    port: int
+    literal: bool
+
+    @property
+    def base_url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}"
+
+    @property
+    def eas_url(self) -> str:
+        return self.base_url + p.EAS_PATH
+
+
+def parse_target(url: str) -> Target:
+    """``https://mail.example.com[:port][/...]`` (a bare host means https)."""
+    if "://" not in url:
+        url = "https://" + url
+    parts = urlsplit(url)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise NatsyncError(f"{url!r} is not an https:// URL with a host name")
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    host = parts.hostname.lower()
+    try:
+        ipaddress.ip_address(host)
+        literal = True
+    except ValueError:
+        literal = False
+    return Target(parts.scheme, host, port, literal)
+
+
+def split_server(text: str, default_port: int = 53) -> tuple[str, int]:
+    """``IP``, ``IP:PORT`` or ``[v6]:PORT``."""
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        return host, int(rest[1:]) if rest.startswith(":") else default_port
+    if text.count(":") == 1:
+        host, _, port = text.partition(":")
+        return host, int(port)
+    return text, default_port
+
+
+def special_use(name: str) -> bool:
+    labels = name.lower().rstrip(".").split(".")
+    return len(labels) == 1 or labels[-1] in SPECIAL_USE_SUFFIXES or name.endswith("home.arpa")
+
+
+# -- DNS
+
+
+def _resolver(server: str, timeout: float) -> dns.resolver.Resolver:
+    host, port = split_server(server)
+    res = dns.resolver.Resolver(configure=False)
+    res.nameservers = [host]
+    res.port = port
+    res.lifetime = timeout
+    res.timeout = timeout
+    return res
+
+
+def _ask_resolver(res: dns.resolver.Resolver, label: str, name: str) -> DnsAnswer:
+    found: dict[str, tuple[str, ...]] = {"A": (), "AAAA": ()}
+    ttls: list[int] = []
+    for rdtype in ("A", "AAAA"):
+        try:
+            answer = res.resolve(name, rdtype, raise_on_no_answer=False, search=False)
+        except dns.resolver.NXDOMAIN:
+            return DnsAnswer(label, nxdomain=True)
+        except dns.exception.DNSException as exc:
+            return DnsAnswer(label, error=f"{rdtype}: {type(exc).__name__}: {exc}")
+        if answer.rrset is not None:
+            found[rdtype] = tuple(sorted(r.to_text() for r in answer.rrset))
+            ttls.append(answer.rrset.ttl)
+    return DnsAnswer(label, found["A"], found["AAAA"], min(ttls) if ttls else None)
+
+
+def _ask_system(name: str, port: int) -> DnsAnswer:
+    label = "the system resolver"
+    try:
+        infos = socket.getaddrinfo(name, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        nx = exc.errno in (socket.EAI_NONAME, getattr(socket, "EAI_NODATA", -5))
+        return DnsAnswer(label, nxdomain=nx, error="" if nx else str(exc))
+    a = sorted({str(i[4][0]) for i in infos if i[0] == socket.AF_INET})
+    aaaa = sorted({str(i[4][0]) for i in infos if i[0] == socket.AF_INET6})
+    return DnsAnswer(label, tuple(a), tuple(aaaa))
+
+
+def _ask_authoritative(server: str, label: str, name: str, timeout: float) -> DnsAnswer:
+    host, port = split_server(server)
+    found: dict[str, tuple[str, ...]] = {"A": (), "AAAA": ()}
+    ttls: list[int] = []
+    for rdtype in ("A", "AAAA"):
+        query = dns.message.make_query(name, rdtype)
+        query.flags &= ~dns.flags.RD
+        try:
+            reply = dns.query.udp(query, host, port=port, timeout=timeout)
+            if reply.flags & dns.flags.TC:
+                reply = dns.query.tcp(query, host, port=port, timeout=timeout)
+        except (dns.exception.DNSException, OSError) as exc:
+            return DnsAnswer(label, error=f"{type(exc).__name__}: {exc}")
+        if reply.rcode() == dns.rcode.NXDOMAIN:
+            return DnsAnswer(label, nxdomain=True)
+        if reply.rcode() != dns.rcode.NOERROR:
+            return DnsAnswer(label, error=f"answered {dns.rcode.to_text(reply.rcode())}")
+        wanted = dns.rdatatype.from_text(rdtype)
+        for rrset in reply.answer:
+            if rrset.rdtype == wanted:
+                found[rdtype] = tuple(sorted(r.to_text() for r in rrset))
+                ttls.append(rrset.ttl)
+    return DnsAnswer(label, found["A"], found["AAAA"], max(ttls) if ttls else None)
+
+
+def _find_authoritative(
+    res: dns.resolver.Resolver, name: str, timeout: float
+) -> tuple[str, list[tuple[str, str]]]:
+    """(zone, [(label, "ip:53")]) of the zone holding *name*, found through *res*."""
+    zone = dns.resolver.zone_for_name(name, resolver=res)
+    servers: list[tuple[str, str]] = []
+    ns_answer = res.resolve(zone, "NS", search=False)
+    for ns in list(ns_answer)[:MAX_NS]:
+        target = ns.to_text()
+        try:
+            addrs = res.resolve(target, "A", search=False)
+        except dns.exception.DNSException:
+            continue
+        for addr in list(addrs)[:1]:
+            servers.append((f"{target.rstrip('.')} ({addr.to_text()})", addr.to_text()))
+    return zone.to_text().rstrip("."), servers
+
+
+def gather_names_sync(
+    target: Target,
+    *,
+    resolver: str | None,
+    authoritative: Sequence[str] = (),
+    email_domain: str = "",
+    public: Sequence[str] = (),
+    timeout: float = DEFAULT_TIMEOUT,
+) -> NamesEvidence:
+    """What the phone's resolver and the zone's authoritative servers say about the name."""
+    if target.literal:
+        return NamesEvidence(name=target.host, literal=True, public=tuple(public))
+    name = target.host
+    res = _resolver(resolver, timeout) if resolver else None
+    if res is not None and resolver is not None:
+        answer = _ask_resolver(res, f"the resolver {resolver}", name)
+    else:
+        answer = _ask_system(name, target.port)
+    zone = ""
+    auth: list[DnsAnswer] = []
+    skipped = ""
+    if authoritative:
+        auth = [_ask_authoritative(s, s, name, timeout) for s in authoritative]
+    elif special_use(name) and res is None:
+        skipped = (
+            f"{name} is a special-use name (RFC 6761), not in public DNS; name the resolver "
+            "with --resolver to compare it with the zone's servers"
+        )
+    else:
+        finder = res or dns.resolver.Resolver()
+        finder.lifetime = timeout
+        try:
+            zone, servers = _find_authoritative(finder, name, timeout)
+            auth = [_ask_authoritative(ip, label, name, timeout) for label, ip in servers]
+            if not servers:
+                skipped = f"no address for any NS server of {zone}"
+        except dns.exception.DNSException as exc:
+            skipped = f"the zone's NS servers could not be found: {type(exc).__name__}"
+    mx = None
+    if email_domain and not (special_use(email_domain) and res is None):
+        mx = _gather_mx(res, email_domain, timeout)
+    return NamesEvidence(
+        name=name,
+        resolver=answer,
+        zone=zone,
+        authoritative=tuple(auth),
+        authoritative_skipped=skipped,
+        public=tuple(public),
+        mx=mx,
+    )
+
+
+def _gather_mx(res: dns.resolver.Resolver | None, domain: str, timeout: float) -> MxEvidence:
+    resolver = res or dns.resolver.Resolver()
+    resolver.lifetime = timeout
+    try:
+        answer = resolver.resolve(domain, "MX", raise_on_no_answer=False, search=False)
+    except dns.exception.DNSException as exc:
+        return MxEvidence(domain, error=f"{type(exc).__name__}: {exc}")
+    records = tuple(
+        sorted((int(r.preference), r.exchange.to_text().rstrip(".")) for r in answer.rrset or ())
+    )
+    targets: list[tuple[str, tuple[str, ...]]] = []
+    for _, host in records:
+        found = _ask_resolver(resolver, "resolver", host)
+        targets.append((host, found.addresses))
+    return MxEvidence(domain, records, tuple(targets))
+
+
+# -- TCP
+
+
+async def connect(address: str, port: int, timeout: float) -> Connect:
+    started = time.monotonic()
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(address, port), timeout)
+    except TimeoutError:
+        return Connect(address, port, False, "timeout", time.monotonic() - started)
+    except ConnectionRefusedError:
+        return Connect(address, port, False, "refused", time.monotonic() - started)
+    except OSError as exc:
+        kind = (
+            "unreachable"
+            if exc.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH)
+            else (exc.strerror or str(exc))
+        )
+        return Connect(address, port, False, kind, time.monotonic() - started)
+    elapsed = time.monotonic() - started
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return Connect(address, port, True, "", elapsed)
+
+
+# -- TLS
+
+
+def phone_context(ca_file: Path | None) -> ssl.SSLContext:
+    """The trust a phone would apply: the given CA file, or the system store."""
+    if ca_file is not None:
+        return ssl.create_default_context(cafile=str(ca_file))
+    return ssl.create_default_context()
+
+
+def trust_label(ca_file: Path | None) -> str:
+    return f"the CA file {ca_file}" if ca_file is not None else "the system trust store"
+
+
+async def gather_tls(
+    address: str, port: int, server_name: str, ca_file: Path | None, timeout: float
+) -> TlsEvidence:
+    """A verifying handshake (the phone's verdict) and the chain as presented (to explain it)."""
+    from natsync.cert.fetch import CertFetchError, fetch_chain
+
+    context = phone_context(ca_file)
+    verified = False
+    code, message, handshake_error, protocol, cipher = 0, "", "", "", ""
+    try:
+        _, writer = await asyncio.wait_for(
+            asyncio.open_connection(address, port, ssl=context, server_hostname=server_name),
+            timeout,
+        )
+        sslobj = writer.get_extra_info("ssl_object")
+        if sslobj is not None:
+            protocol = sslobj.version() or ""
+            cipher = (sslobj.cipher() or ("",))[0]
+        verified = True
+        writer.close()
+        with contextlib.suppress(OSError, ssl.SSLError):
+            await writer.wait_closed()
+    except ssl.SSLCertVerificationError as exc:
+        code, message = exc.verify_code, exc.verify_message
+    except ssl.SSLError as exc:
+        handshake_error = f"{exc.reason or exc}"
+    except TimeoutError:
+        handshake_error = f"no TLS handshake within {timeout:.0f} s"
+    except OSError as exc:
+        handshake_error = exc.strerror or str(exc)
+    chain: tuple[bytes, ...] = ()
+    try:
+        fetched = await asyncio.to_thread(
+            fetch_chain, address, port, server_name=server_name, timeout=timeout
+        )
+        from cryptography.hazmat.primitives.serialization import Encoding
+
+        chain = tuple(c.public_bytes(Encoding.DER) for c in fetched.chain)
+        protocol = protocol or (fetched.tls_version or "")
+        cipher = cipher or (fetched.cipher or "")
+    except CertFetchError as exc:
+        handshake_error = handshake_error or exc.message
+    return TlsEvidence(
+        address=address,
+        port=port,
+        server_name=server_name,
+        trust=trust_label(ca_file),
+        chain=chain,
+        verified=verified,
+        verify_code=code,
+        verify_message=message,
+        handshake_error=handshake_error,
+        protocol=protocol,
+        cipher=cipher,
+    )
+
+
+def fingerprint(der: bytes) -> str:
+    """``sha256:AB:CD:...``, the form [edge] backend_pin is written in."""
+    digest = hashlib.sha256(der).hexdigest().upper()
+    return "sha256:" + ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
+
+
+# -- HTTP, with the phone's addresses and trust
+
+
+class PinnedResolver(AbstractResolver):
+    """Resolve the target's host to the addresses the phone's resolver gave, nothing else."""
+
+    def __init__(self, host: str, addresses: Sequence[str]) -> None:
+        self.host = host
+        self.addresses = list(addresses)
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        addrs = self.addresses if host.lower() == self.host else [host]
+        out: list[ResolveResult] = []
+        for addr in addrs:
+            fam = socket.AF_INET6 if ":" in addr else socket.AF_INET
+            out.append(
+                {
+                    "hostname": host,
+                    "host": addr,
+                    "port": port,
+                    "family": fam,
+                    "proto": 0,
+                    "flags": socket.AI_NUMERICHOST,
+                }
+            )
+        return out
+
+    async def close(self) -> None:
+        return None
+
+
+def _connector(target: Target, addresses: Sequence[str], ca_file: Path | None) -> Any:
+    ssl_arg: Any = phone_context(ca_file) if target.scheme == "https" else False
+    return aiohttp.TCPConnector(
+        ssl=ssl_arg, resolver=PinnedResolver(target.host, addresses), force_close=True
+    )
+
+
+async def gather_http(
+    target: Target, addresses: Sequence[str], ca_file: Path | None, user: str, timeout: float
+) -> HttpEvidence:
+    evidence: dict[str, Any] = {"url": target.eas_url}
+    client_timeout = aiohttp.ClientTimeout(total=timeout)
+    identity = p.Identity(user=user or "doctor", device_id=DEVICE_ID, device_type="natsync")
+    async with aiohttp.ClientSession(connector=_connector(target, addresses, ca_file)) as http:
+        try:
+            async with http.options(target.eas_url, timeout=client_timeout) as resp:
+                await resp.read()
+                evidence["options_status"] = resp.status
+                evidence["options_headers"] = tuple(resp.headers.items())
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            evidence["options_error"] = f"{type(exc).__name__}: {exc}"
+        url = f"{target.eas_url}?{p.plain_query(identity, Command.FolderSync)}"
+        headers = p.request_headers(p.DEFAULT_VERSION, None, "natsync-doctor")
+        try:
+            async with http.post(url, data=b"", headers=headers, timeout=client_timeout) as resp:
+                await resp.read()
+                evidence["anonymous_status"] = resp.status
+                evidence["anonymous_challenge"] = resp.headers.get("WWW-Authenticate", "")
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            evidence["anonymous_error"] = f"{type(exc).__name__}: {exc}"
+    return HttpEvidence(**evidence)
+
+
+class DoctorClient(EASClient):
+    """The device emulator, connecting to the addresses the phone's resolver gave."""
+
+    def __init__(
+        self, target: Target, addresses: Sequence[str], ca_file: Path | None, **kw: Any
+    ) -> None:
+        super().__init__(target.base_url, device_id=DEVICE_ID, **kw)
+        self._doctor_connector = (target, list(addresses), ca_file)
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            target, addresses, ca_file = self._doctor_connector
+            self._session = aiohttp.ClientSession(
+                connector=_connector(target, addresses, ca_file),
+                headers={"Authorization": self._authorization},
+            )
+        return self._session
+
+
+async def _step(steps: list[Step], command: str, action: Any) -> Any:
+    started = time.monotonic()
+    try:
+        result = await action
+    except ClientError as exc:
+        steps.append(
+            Step(
+                command,
+                False,
+                exc.message,
+                exc.http_status,
+                exc.eas_status,
+                time.monotonic() - started,
+            )
+        )
+        return None
+    steps.append(Step(command, True, "", 200, None, time.monotonic() - started))
+    return result if result is not None else True
+
+
+async def gather_session(client: DoctorClient, user: str) -> tuple[SessionEvidence, str | None]:
+    """Provision, FolderSync, Sync of the Inbox; (evidence, the Inbox id when all worked)."""
+    steps: list[Step] = []
+    options = await _step(steps, "OPTIONS", client.options())
+    if options is None:
+        return SessionEvidence(user, "", tuple(steps)), None
+    if await _step(steps, "Provision", client.provision()) is None:
+        return SessionEvidence(user, client.version, tuple(steps)), None
+    hierarchy = await _step(steps, "FolderSync", client.folder_sync())
+    if hierarchy is None:
+        return SessionEvidence(user, client.version, tuple(steps)), None
+    try:
+        inbox = client.folder(type=2).server_id
+    except ClientError as exc:
+        steps.append(Step("FolderSync", False, exc.message))
+        return SessionEvidence(user, client.version, tuple(steps)), None
+    started = time.monotonic()
+    try:
+        result = await client.sync(inbox)
+    except ClientError as exc:
+        steps.append(
+            Step(
+                "Sync",
+                False,
+                exc.message,
+                exc.http_status,
+                exc.eas_status,
+                time.monotonic() - started,
+            )
+        )
+        return SessionEvidence(user, client.version, tuple(steps)), None
+    steps.append(
+        Step(
+            "Sync",
+            True,
+            f"Inbox: {len(result.added)} item(s) in {result.rounds} round(s)",
+            200,
+            None,
+            time.monotonic() - started,
+        )
+    )
+    return SessionEvidence(user, client.version, tuple(steps)), inbox
+
+
+def ping_grace(heartbeat: int) -> float:
+    return max(PING_GRACE_MIN, min(PING_GRACE_MAX, heartbeat / 2))
+
+
+async def _one_ping(client: DoctorClient, inbox: str, heartbeat: int) -> PushEvidence:
+    started = time.monotonic()
+    try:
+        response = await client.request(
+            Command.Ping,
+            p.ping_request(heartbeat, [inbox]),
+            timeout=heartbeat + ping_grace(heartbeat),
+        )
+    except ClientError as exc:
+        elapsed = time.monotonic() - started
+        cause = exc.__cause__
+        if isinstance(cause, TimeoutError):
+            outcome = "silent"
+        elif isinstance(cause, aiohttp.ClientError | OSError):
+            outcome = "cut"
+        else:
+            outcome = "error"
+        detail = f"{type(cause).__name__}: {cause}" if cause is not None else exc.message
+        return PushEvidence(heartbeat, outcome, elapsed, exc.eas_status, None, detail)
+    elapsed = time.monotonic() - started
+    if response.tree is None:
+        return PushEvidence(heartbeat, "error", elapsed, None, None, "an empty Ping answer")
+    status, _, limit = p.parse_ping(response.tree)
+    outcome = {1: "expired", 2: "changes"}.get(status, "refused")
+    return PushEvidence(heartbeat, outcome, elapsed, status, limit)
+
+
+async def gather_push(client: DoctorClient, inbox: str, heartbeat: int) -> PushEvidence:
+    """Hold a Ping for *heartbeat* seconds and time what the path does with it."""
+    first = await _one_ping(client, inbox, heartbeat)
+    if (
+        first.outcome == "refused"
+        and first.status == 5
+        and first.limit is not None
+        and first.limit < heartbeat
+    ):
+        # Above the server's maximum: a phone takes the limit it is given and asks again.
+        again = await _one_ping(client, inbox, first.limit)
+        return PushEvidence(
+            again.heartbeat,
+            again.outcome,
+            again.seconds,
+            again.status,
+            again.limit,
+            again.detail,
+            asked=heartbeat,
+        )
+    return first
+
+
+async def gather_autodiscover(
+    target: Target,
+    addresses: Sequence[str],
+    ca_file: Path | None,
+    user: str,
+    password: str,
+    email: str,
+    timeout: float,
+) -> AutodiscoverEvidence:
+    from xml.sax.saxutils import escape
+
+    url = target.base_url + AUTODISCOVER_PATH
+    body = AUTODISCOVER_REQUEST.format(email=escape(email)).encode()
+    evidence: dict[str, Any] = {"email": email, "url": url, "expected_url": target.eas_url}
+    async with aiohttp.ClientSession(connector=_connector(target, addresses, ca_file)) as http:
+        try:
+            async with http.post(
+                url,
+                data=body,
+                headers={"Content-Type": "text/xml; charset=utf-8"},
+                auth=aiohttp.BasicAuth(user, password),
+                timeout=aiohttp.ClientTimeout(total=timeout),
+            ) as resp:
+                raw = await resp.read()
+                evidence["status"] = resp.status
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            evidence["error"] = f"{type(exc).__name__}: {exc}"
+            return AutodiscoverEvidence(**evidence)
+    if evidence["status"] == 200:
+        evidence.update(parse_autodiscover(raw))
+    return AutodiscoverEvidence(**evidence)
+
+
+def parse_autodiscover(raw: bytes) -> dict[str, str]:
+    """The MobileSync URL, or the error code and message, of an Autodiscover answer."""
+    import defusedxml.ElementTree as DET
+
+    try:
+        root = DET.fromstring(raw)
+    except Exception as exc:  # defusedxml raises several unrelated types
+        return {"error_code": "unreadable", "error_message": str(exc)}
+    out: dict[str, str] = {}
+    server_type = ""
+    for el in root.iter():
+        local = str(el.tag).rpartition("}")[2]
+        text = (el.text or "").strip()
+        if local == "Type":
+            server_type = text
+        elif local == "Url" and server_type == "MobileSync" and "mobilesync_url" not in out:
+            out["mobilesync_url"] = text
+        elif local == "ErrorCode":
+            out["error_code"] = text
+        elif local == "Message":
+            out["error_message"] = text
+    return out
+
+
+# -- inside-out
+
+
+def read_edge_table(config: Path) -> dict[str, Any]:
+    try:
+        data = tomllib.loads(config.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError):
+        return {}
+    table = data.get("edge", {})
+    return table if isinstance(table, dict) else {}
+
+
+def gather_inside_sync(config: Path, timeout: float) -> InsideEvidence:
+    """The ddns verdict, the router's mappings and the edge pin, from the deployment's config."""
+    from natsync.ddns.agreement import judge
+    from natsync.ddns.settings import load_ddns, load_portmap
+    from natsync.ddns.sources import gather as observe
+
+    evidence = InsideEvidence()
+    ddns = load_ddns(config)
+    if ddns.sources and (ddns.stun_servers or ddns.echo_urls or ddns.interface or ddns.router):
+        observations = observe(ddns)
+        verdict = judge(observations, 4 if 4 in ddns.families else 6)
+        evidence.nat = NatEvidence(
+            verdict=str(verdict.kind),
+            summary=verdict.summary,
+            observations=verdict.evidence,
+            address=str(verdict.address or ""),
+        )
+    portmap = load_portmap(config)
+    if portmap.mappings:
+        evidence.mappings = _mappings(portmap.mappings, portmap.upnp_location)
+    edge = read_edge_table(config)
+    if edge:
+        evidence.pin = _pin(edge, timeout)
+    return evidence
+
+
+def _mappings(wanted: Sequence[str], location: str) -> MappingEvidence:
+    from natsync.portmap.manager import MappingSpec
+    from natsync.portmap.upnp import IgdClient
+
+    specs = [str(MappingSpec.parse(w)) for w in wanted]
+    try:
+        igd = IgdClient.find(location or None)
+        present = tuple(
+            f"{m.external_port}->{m.internal_client}:{m.internal_port}/{m.protocol.lower()}"
+            for m in igd.mappings()
+        )
+    except NatsyncError as exc:
+        return MappingEvidence(tuple(specs), error=exc.message)
+    return MappingEvidence(tuple(specs), present, router=igd.location)
+
+
+def _pin(edge: dict[str, Any], timeout: float) -> PinEvidence:
+    from natsync.cert.fetch import CertFetchError, fetch_chain
+
+    backend = str(edge.get("backend", "127.0.0.1:8443"))
+    pinned = str(edge.get("backend_pin", ""))
+    host, port = split_server(backend, 443)
+    name = str(edge.get("backend_name", "")) or host
+    try:
+        fetched = fetch_chain(host, port, server_name=name, timeout=timeout)
+    except CertFetchError as exc:
+        return PinEvidence(pinned, "", backend, exc.message)
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    return PinEvidence(pinned, fingerprint(fetched.chain[0].public_bytes(Encoding.DER)), backend)

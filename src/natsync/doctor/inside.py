@@ -1,0 +1,176 @@
+"""Check 8, inside-out extras, run with the deployment's config on the server's side:
+
+* carrier-grade NAT: the ddns sources' verdict (natsync.ddns.agreement); behind another NAT no
+  port forward on our router can ever let a phone in;
+* the router's port mappings: the ones [portmap] asks for are really there;
+* the edge's bridged leg: the backend certificate pinned in [edge] is still the one the server
+  presents (a renewed server certificate silently breaks a pinned edge).
+"""
+
+from __future__ import annotations
+
+from natsync.doctor.evidence import InsideEvidence, MappingEvidence, NatEvidence, PinEvidence
+from natsync.doctor.findings import Check, Finding, Severity, ok
+
+
+def check_inside(ev: InsideEvidence) -> list[Finding]:
+    findings: list[Finding] = []
+    if ev.nat is not None:
+        findings.extend(check_nat(ev.nat))
+    if ev.mappings is not None:
+        findings.extend(check_mappings(ev.mappings))
+    if ev.pin is not None:
+        findings.extend(check_pin(ev.pin))
+    return findings
+
+
+def check_nat(ev: NatEvidence) -> list[Finding]:
+    evidence = (ev.summary, *ev.observations)
+    if ev.verdict == "cgnat":
+        return [
+            Finding(
+                Check.INSIDE,
+                Severity.FAIL,
+                "Carrier-grade NAT: phones cannot reach this network",
+                evidence,
+                "The router's own outside address is not a public one (or differs from what "
+                "the internet sees): there is another NAT beyond it, the ISP's. Port forwards "
+                "on your router end at that second NAT, so no phone on the internet can open "
+                "a connection in, whatever DNS and the router say.",
+                "Ask the ISP for a public IPv4 address (often a setting or a small fee), or "
+                "publish over IPv6 ([ddns] families = [6]) if the ISP gives real IPv6, or run "
+                "`natsync edge` on a host with a public address and connect to it from inside.",
+            )
+        ]
+    if ev.verdict == "disagree":
+        return [
+            Finding(
+                Check.INSIDE,
+                Severity.WARN,
+                "The public address sources disagree",
+                evidence,
+                "Different sources see different public addresses (several uplinks, or a "
+                "stale source); DNS may get the wrong one.",
+                "Keep only sources that see the outside path phones use: [ddns] sources.",
+            )
+        ]
+    if ev.verdict == "no-address":
+        return [
+            Finding(
+                Check.INSIDE,
+                Severity.WARN,
+                "No source could tell the public address",
+                evidence,
+                "Without the current public address the doctor cannot tell whether DNS "
+                "points at it.",
+                "Configure a source that works here: [ddns] sources, stun_servers or echo_urls "
+                "(`natsync ddns status` shows each source's answer).",
+            )
+        ]
+    return [ok(Check.INSIDE, f"Public address {ev.address}: no carrier-grade NAT", *evidence)]
+
+
+def check_mappings(ev: MappingEvidence) -> list[Finding]:
+    if ev.error:
+        return [
+            Finding(
+                Check.INSIDE,
+                Severity.WARN,
+                "The router's port mappings could not be listed",
+                (ev.error,),
+                "Without the list the doctor cannot tell whether the router forwards the "
+                "ports; if UPnP is off, forwards set by hand are invisible to it.",
+                "Check the forwards in the router's own pages, or enable UPnP IGD and run "
+                "`natsync portmap list --config natsync.toml`.",
+            )
+        ]
+    present = set(ev.present)
+    missing = [w for w in ev.wanted if not any(_matches(w, p) for p in present)]
+    evidence = (
+        *(f"wanted: {w}" for w in ev.wanted),
+        *(f"router has: {p}" for p in sorted(present)),
+    )
+    if missing:
+        first = missing[0]
+        external = first.split("->")[0]
+        internal = first.split("->")[1].split("/")[0]
+        proto = first.rsplit("/", 1)[-1]
+        spec = f"{external}:{internal}/{proto}" if internal != external else f"{external}/{proto}"
+        return [
+            Finding(
+                Check.INSIDE,
+                Severity.FAIL,
+                "Router port mapping missing: " + ", ".join(missing),
+                evidence,
+                "The router does not forward these ports to the server: connections from "
+                "phones end at the router. Mappings made with UPnP/NAT-PMP/PCP expire unless "
+                "renewed, and vanish when the router restarts.",
+                f"Map it now: `natsync portmap add {spec} --config natsync.toml`, and keep "
+                "`natsync portmap hold --config natsync.toml` running to renew the leases.",
+            )
+        ]
+    return [ok(Check.INSIDE, "The router forwards the configured ports", *evidence)]
+
+
+def _parts(text: str) -> tuple[str, str, str]:
+    """("443", "8443", "tcp") from "443->8443/tcp" or "443->192.168.1.10:8443/tcp"."""
+    external, _, rest = text.partition("->")
+    target, _, proto = rest.rpartition("/")
+    return external, target.rpartition(":")[2], proto.lower()
+
+
+def _matches(wanted: str, present: str) -> bool:
+    return _parts(wanted) == _parts(present)
+
+
+def _short(fingerprint: str) -> str:
+    return fingerprint.lower().replace("sha256:", "").replace(":", "")
+
+
+def check_pin(ev: PinEvidence) -> list[Finding]:
+    if not ev.pinned:
+        return [
+            Finding(
+                Check.INSIDE,
+                Severity.WARN,
+                "The edge pins no backend certificate",
+                (f"[edge] backend = {ev.backend}", "[edge] backend_pin is empty"),
+                "The bridged leg (edge → server) is verified only by a CA file, or not at "
+                "all: whoever answers at the backend address gets the phones' passwords.",
+                "Pin the server's certificate: `natsync edge trust-backend --config natsync.toml`.",
+            )
+        ]
+    if ev.error or not ev.presented:
+        return [
+            Finding(
+                Check.INSIDE,
+                Severity.WARN,
+                "The server's certificate could not be read to compare with the edge's pin",
+                (ev.error or "no certificate",),
+                "The doctor cannot tell whether the edge would accept the server.",
+                "Start the server, then run the doctor again.",
+            )
+        ]
+    if _short(ev.pinned) == _short(ev.presented):
+        return [
+            ok(
+                Check.INSIDE,
+                "The edge's pinned backend certificate matches the server's",
+                f"pin {ev.pinned}",
+                f"{ev.backend} presents {ev.presented}",
+            )
+        ]
+    return [
+        Finding(
+            Check.INSIDE,
+            Severity.FAIL,
+            "The edge's pinned backend certificate no longer matches the server's",
+            (f"[edge] backend_pin = {ev.pinned}", f"{ev.backend} presents {ev.presented}"),
+            "SSL bridging ends the phone's TLS at the edge and opens a second TLS session to "
+            "the server, verified against the pinned certificate. The server now presents "
+            "another certificate (renewed or re-issued), so the edge refuses the bridged leg "
+            "and every phone gets an error although the server itself is fine.",
+            "Re-pin the server's current certificate: `natsync edge trust-backend --config "
+            "natsync.toml` (it rewrites [edge] backend_pin), then restart the edge.",
+        )
+    ]
