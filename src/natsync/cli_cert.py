@@ -242,3 +242,263 @@ def _render_report(doc: dict[str, Any]) -> None:
         "fail": "a phone will refuse this certificate",
     }[doc["status"]]
     click.echo(verdict)
+
+
+# --- ACME ------------------------------------------------------------------------------------
+
+RENEWAL_FILE = "renewal.json"
+
+
+def _acme_settings_path(data_dir: Path) -> Path:
+    return data_dir / "acme" / RENEWAL_FILE
+
+
+async def _run_acme(settings: dict[str, Any], data_dir: Path) -> dict[str, Any]:
+    """One order with the saved or given settings; standalone responders when asked."""
+    import ssl
+
+    from natsync.cert.acme import (
+        AccountStore,
+        AcmeClient,
+        Dns01Solver,
+        Http01Solver,
+        Solver,
+        TlsAlpn01Solver,
+        obtain,
+        sighup_pid_file,
+    )
+    from natsync.cert.acme_responders import (
+        ChallengeStore,
+        start_http01_responder,
+        start_tls_alpn01_responder,
+    )
+
+    directory = settings["directory"]
+    accounts = AccountStore(data_dir / "acme" / "accounts")
+    key = accounts.key(directory)
+    context = (
+        ssl.create_default_context(cafile=settings["ca_file"]) if settings.get("ca_file") else None
+    )
+    store = ChallengeStore()
+    solver: Solver
+    servers: list[Any] = []
+    challenge = settings["challenge"]
+    listen = settings.get("listen") or "0.0.0.0"  # noqa: S104 - validators come from anywhere
+    try:
+        if challenge == "http-01":
+            solver = Http01Solver(store)
+            servers.append(
+                await start_http01_responder(store, listen, int(settings.get("http_port") or 80))
+            )
+        elif challenge == "tls-alpn-01":
+            solver = TlsAlpn01Solver(store)
+            servers.append(
+                await start_tls_alpn01_responder(
+                    store, listen, int(settings.get("tls_port") or 443)
+                )
+            )
+        else:
+            solver = Dns01Solver(_dns_server(settings))
+        hook = None
+        if settings.get("reload_pid_file"):
+            hook = sighup_pid_file(Path(settings["reload_pid_file"]))
+        async with AcmeClient(
+            directory, key, ssl_context=context, account_url=accounts.account_url(directory)
+        ) as client:
+            contact = [f"mailto:{settings['email']}"] if settings.get("email") else []
+            try:
+                issued = await obtain(
+                    client,
+                    names=settings["names"],
+                    ips=settings["ips"],
+                    solver=solver,
+                    out_dir=Path(settings["out"]),
+                    basename=settings.get("basename") or "server",
+                    key_type=settings.get("key") or "ec",
+                    contact=contact,
+                    on_installed=hook,
+                )
+            finally:
+                if client.kid:
+                    accounts.save(directory, client.kid, key, contact)
+    finally:
+        for server in servers:
+            server.close()
+            await server.wait_closed()
+    return {
+        "cert": str(issued.cert_path),
+        "key": str(issued.key_path),
+        "not_after": issued.chain[0].not_valid_after_utc.isoformat(),
+        "challenges_answered": client.stats.challenges_answered,
+        "authorizations_reused": client.stats.authorizations_reused,
+        "bad_nonce_retries": client.stats.bad_nonce_retries,
+    }
+
+
+def _dns_server(settings: dict[str, Any]) -> Any:
+    from natsync.ddns.update import DnsServer, load_key
+
+    target = settings.get("dns_server") or ""
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit() or not settings.get("dns_zone"):
+        raise click.UsageError("dns-01 needs --dns-server HOST:PORT and --dns-zone")
+    key = load_key(Path(settings["tsig_key_file"])) if settings.get("tsig_key_file") else None
+    return DnsServer(host.strip("[]"), int(port), settings["dns_zone"], key)
+
+
+def _run_and_render(settings: dict[str, Any], data_dir: Path, as_json: bool) -> None:
+    import asyncio
+
+    try:
+        result = asyncio.run(_run_acme(settings, data_dir))
+    except NatsyncError as exc:
+        if as_json:
+            click.echo(json.dumps({"status": "error", "error": exc.message}))
+            sys.exit(1)
+        raise _fail(exc) from exc
+    if as_json:
+        click.echo(json.dumps({"status": "issued", **result}))
+    else:
+        click.echo(f"certificate: {result['cert']} (valid until {result['not_after']})")
+        click.echo(f"key:         {result['key']}")
+
+
+@cert.command()
+@_data_dir_option
+@click.option("--directory", "directory_url", required=True, help="ACME directory URL.")
+@click.option("--name", "names", multiple=True, help="DNS name to certify (repeatable).")
+@click.option("--ip", "ips", multiple=True, help="IP address to certify (RFC 8738).")
+@click.option(
+    "--challenge",
+    type=click.Choice(["http-01", "tls-alpn-01", "dns-01"]),
+    default="http-01",
+    show_default=True,
+)
+@click.option("--email", default="", help="Contact address for the ACME account.")
+@click.option(
+    "--ca-file",
+    type=click.Path(dir_okay=False, exists=True),
+    default=None,
+    help="Roots that sign the ACME server's own TLS certificate (test servers).",
+)
+@click.option("--listen", default="0.0.0.0", show_default=True, help="Responder address.")  # noqa: S104
+@click.option("--http-port", type=click.IntRange(0, 65535), default=80, show_default=True)
+@click.option("--tls-port", type=click.IntRange(0, 65535), default=443, show_default=True)
+@click.option("--dns-server", default="", help="dns-01: the zone's primary, HOST:PORT.")
+@click.option("--dns-zone", default="", help="dns-01: the zone to update.")
+@click.option(
+    "--tsig-key-file",
+    type=click.Path(dir_okay=False, exists=True),
+    default=None,
+    help="dns-01: TSIG key in BIND's format (the same file natsync ddns uses).",
+)
+@click.option("--key", "key_type", type=KEY_CHOICES, default="ecdsa-p256", show_default=True)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where server.pem / server.key go [default: DATA_DIR/tls].",
+)
+@click.option(
+    "--reload-pid-file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Send SIGHUP to the process in this file after installing (the edge reloads).",
+)
+@_json_option
+def acme(
+    data_dir: Path,
+    directory_url: str,
+    names: tuple[str, ...],
+    ips: tuple[str, ...],
+    challenge: str,
+    email: str,
+    ca_file: str | None,
+    listen: str,
+    http_port: int,
+    tls_port: int,
+    dns_server: str,
+    dns_zone: str,
+    tsig_key_file: str | None,
+    key_type: str,
+    out: Path | None,
+    reload_pid_file: str | None,
+    as_json: bool,
+) -> None:
+    """Obtain a certificate from an ACME server (RFC 8555) and remember how, for `renew`.
+
+    http-01 and tls-alpn-01 run their own responder on --listen and --http-port / --tls-port
+    (point the router's port 80 / 443 forward there, or stop the edge for the moment).
+    """
+    for ip in ips:
+        _parse_ip(ip)
+    if not names and not ips:
+        raise click.UsageError("give at least one --name or --ip")
+    settings: dict[str, Any] = {
+        "directory": directory_url,
+        "names": list(names),
+        "ips": list(ips),
+        "challenge": challenge,
+        "email": email,
+        "ca_file": str(Path(ca_file).resolve()) if ca_file else None,
+        "listen": listen,
+        "http_port": http_port,
+        "tls_port": tls_port,
+        "dns_server": dns_server,
+        "dns_zone": dns_zone,
+        "tsig_key_file": str(Path(tsig_key_file).resolve()) if tsig_key_file else None,
+        "key": key_type,
+        "out": str((out or data_dir / "tls").resolve()),
+        "basename": "server",
+        "reload_pid_file": str(Path(reload_pid_file).resolve()) if reload_pid_file else None,
+    }
+    if challenge == "dns-01":
+        _dns_server(settings)  # refuse incomplete DNS settings before talking to the server
+    _run_and_render(settings, data_dir, as_json)
+    path = _acme_settings_path(data_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(settings, indent=2) + "\n")
+
+
+@cert.command()
+@_data_dir_option
+@click.option(
+    "--now",
+    "now_text",
+    default=None,
+    help="Judge as if it were this ISO time (UTC) [default: now].",
+)
+@click.option("--force", is_flag=True, help="Renew even if not due yet.")
+@_json_option
+def renew(data_dir: Path, now_text: str | None, force: bool, as_json: bool) -> None:
+    """Renew the ACME certificate when a third of its lifetime is left (run it daily)."""
+    from cryptography import x509
+
+    from natsync.cert.acme import renew_at
+
+    path = _acme_settings_path(data_dir)
+    if not path.exists():
+        raise click.ClickException(f"no {path}: obtain a certificate with natsync cert acme first")
+    settings = json.loads(path.read_text())
+    cert_path = Path(settings["out"]) / f"{settings.get('basename') or 'server'}.pem"
+    now = _now()
+    if now_text:
+        try:
+            now = dt.datetime.fromisoformat(now_text)
+        except ValueError:
+            raise click.BadParameter(
+                f"{now_text!r} is not an ISO time", param_hint="--now"
+            ) from None
+        if now.tzinfo is None:
+            now = now.replace(tzinfo=dt.UTC)
+    due_at: dt.datetime | None = None
+    if cert_path.exists():
+        leaf = x509.load_pem_x509_certificates(cert_path.read_bytes())[0]
+        due_at = renew_at(leaf)
+    if due_at is not None and now < due_at and not force:
+        if as_json:
+            click.echo(json.dumps({"status": "not-due", "renew_at": due_at.isoformat()}))
+        else:
+            click.echo(f"{cert_path} is not due for renewal until {due_at:%Y-%m-%d %H:%M} UTC")
+        return
+    _run_and_render(settings, data_dir, as_json)
