@@ -89,7 +89,9 @@ def server(
         config = replace(config, **overrides).check()
     except NatsyncError as exc:
         raise click.ClickException(exc.message) from exc
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    from natsync.server.logs import setup_logging
+
+    setup_logging(logging.INFO)
 
     def ready(running: Any) -> None:
         click.echo(f"natsync server: ActiveSync at {running.url}", err=True)

@@ -104,3 +104,12 @@ def test_unsupported_version_names_what_we_serve() -> None:
         negotiate("12.0")
     assert info.value.headers["MS-ASProtocolVersions"] == "12.1,14.0,14.1,16.0,16.1"
     assert supported_header().endswith("16.1")
+
+
+def test_base64_form_survives_plus_as_space_and_percent_encoding() -> None:
+    for key in range(1, 4000, 7):
+        query = encode_base64_query(
+            "Sync", "dev1", "Phone", V16_1, policy_key=key * 104729, params={ParamTag.User: b"u"}
+        )
+        for form in (query, query.replace("+", " "), query.replace("+", "%2B").replace("=", "%3D")):
+            assert parse_request(form, {"User-Agent": "x"}).policy_key == key * 104729

@@ -28,7 +28,7 @@ import enum
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, unquote
 
 from natsync.eas.errors import HttpError
 from natsync.eas.versions import Version, negotiate
@@ -217,7 +217,9 @@ def _text(raw: bytes) -> str:
 
 
 def _parse_base64(query: str, headers: Mapping[str, str], user_agent: str) -> EasRequest:
-    value = query.replace("%2B", "+").replace("%2F", "/").replace("%3D", "=")
+    # Percent-encoding is undone; a "+" some stacks turned into a space is turned back (base64
+    # has no spaces, so this is unambiguous).
+    value = unquote(query).replace(" ", "+")
     try:
         data = base64.b64decode(value + "=" * (-len(value) % 4), validate=True)
     except (binascii.Error, ValueError) as exc:

@@ -33,6 +33,7 @@ from natsync.eas.request import EasRequest, parse_request
 from natsync.eas.versions import SERVER_VERSION, supported_header
 from natsync.errors import NatsyncError
 from natsync.server.auth import Authenticator
+from natsync.server.logs import REQUEST_CONTEXT
 from natsync.store.api import Store, Txn
 from natsync.wbxml import WBXMLError, decode
 
@@ -119,6 +120,7 @@ class EasApp:
             fields.update(
                 cmd=eas.cmd, device=eas.device_id, version=str(eas.version), user=eas.user
             )
+            REQUEST_CONTEXT.set(fields)
             dispatch.check_command(eas.cmd)
             length = request.content_length
             if length is not None and length > self.config.max_request_body:
