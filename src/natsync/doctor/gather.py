@@ -609,8 +609,10 @@ async def gather_autodiscover(
             async with http.post(
                 url,
                 data=body,
-                headers={"Content-Type": "text/xml; charset=utf-8"},
-                auth=aiohttp.BasicAuth(user, password),
+                headers={
+                    "Content-Type": "text/xml; charset=utf-8",
+                    "Authorization": basic_authorization(user, password),
+                },
                 timeout=aiohttp.ClientTimeout(total=timeout),
             ) as resp:
                 raw = await resp.read()
@@ -621,6 +623,13 @@ async def gather_autodiscover(
     if evidence["status"] == 200:
         evidence.update(parse_autodiscover(raw))
     return AutodiscoverEvidence(**evidence)
+
+
+def basic_authorization(user: str, password: str) -> str:
+    """RFC 7617 Basic credentials in UTF-8, as phones send them."""
+    import base64
+
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
 
 
 def parse_autodiscover(raw: bytes) -> dict[str, str]:

@@ -93,7 +93,8 @@ def check_tls(ev: TlsEvidence, now: dt.datetime) -> list[Finding]:
                 f"No TLS at {where}",
                 (ev.handshake_error or "the handshake failed before any certificate",),
                 "The port accepts connections but the TLS handshake fails: it speaks plain "
-                "HTTP or another protocol there (a port forward to the wrong service), or "
+                "HTTP or another protocol there (a port forward to the wrong service), the "
+                "server behind a port forward or proxy is down, or "
                 "client and server share no protocol version.",
                 "Point the port at the HTTPS listener: set server.tls_cert and server.tls_key "
                 "(or let the edge end TLS) and forward the public port to that listener.",

@@ -1,0 +1,209 @@
+"""Real parts for the doctor's tests: a private CA (natsync.cert.ca), a natsync server on
+127.0.0.1 over TLS with a chosen certificate, a TCP relay that cuts idle connections, and a
+stopped server's port. Everything listens on loopback, port 0."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import socket
+from collections.abc import AsyncIterator, Callable, Coroutine
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from natsync.cert.ca import CA, init_ca
+from natsync.config import ServerConfig
+from natsync.doctor import Options
+from natsync.server import RunningServer, start_server
+from natsync.store.api import Store
+from tests.conftest import ALICE_EMAIL, ALICE_NAME, ALICE_PASSWORD
+
+#: Seconds per doctor step in tests: loopback answers in milliseconds.
+TEST_TIMEOUT = 2.0
+
+
+@pytest.fixture
+def ca(tmp_path: Path) -> CA:
+    return init_ca(tmp_path / "ca")
+
+
+def issue(ca: CA, directory: Path, names: list[str], ips: list[str]) -> tuple[Path, Path]:
+    return ca.issue_server_cert(names, ips, directory)
+
+
+def issue_expired(ca: CA, directory: Path) -> tuple[Path, Path]:
+    """A certificate for localhost / 127.0.0.1 that ended yesterday, signed by *ca*."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.UTC)
+    import ipaddress
+
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+        .issuer_name(ca.cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=30))
+        .not_valid_after(now - dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .sign(ca.key, hashes.SHA256())
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    cert_path, key_path = directory / "expired.pem", directory / "expired.key"
+    cert_path.write_bytes(
+        cert.public_bytes(serialization.Encoding.PEM)
+        + ca.cert.public_bytes(serialization.Encoding.PEM)
+    )
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+@dataclass
+class Served:
+    server: RunningServer
+    ca_file: Path
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    def options(self, **kw: Any) -> Options:
+        values: dict[str, Any] = {
+            "url": f"https://localhost:{self.port}",
+            "user": ALICE_NAME,
+            "password": ALICE_PASSWORD,
+            "email": ALICE_EMAIL,
+            "ca_file": self.ca_file,
+            "heartbeat": 0,
+            "timeout": TEST_TIMEOUT,
+        }
+        values.update(kw)
+        return Options(**values)
+
+
+ServeFactory = Callable[..., Coroutine[Any, Any, Served]]
+
+
+@pytest.fixture
+async def serve(store: Store, ca: CA, tmp_path: Path) -> AsyncIterator[ServeFactory]:
+    """``await serve(cert=None, **config)``: a natsync server over TLS on 127.0.0.1:0."""
+    running: list[RunningServer] = []
+
+    async def make(cert: tuple[Path, Path] | None = None, **overrides: Any) -> Served:
+        if cert is None:
+            cert = issue(ca, tmp_path / "tls", ["localhost"], ["127.0.0.1"])
+        config = ServerConfig(
+            host="127.0.0.1",
+            port=0,
+            tls_cert=cert[0],
+            tls_key=cert[1],
+            data_dir=tmp_path / "data",
+            domains=("example.test",),
+            heartbeat_min=1,
+            **overrides,
+        ).check()
+        server = await start_server(config, store)
+        running.append(server)
+        return Served(server, ca.cert_path)
+
+    yield make
+    for server in running:
+        await server.close()
+
+
+class IdleCutter:
+    """A TCP relay on 127.0.0.1 that closes both sides after *idle* seconds with no bytes,
+    like a NAT or firewall dropping an idle connection (an RST-less close, as most do)."""
+
+    def __init__(self, backend_port: int, idle: float) -> None:
+        self.backend_port = backend_port
+        self.idle = idle
+        self.server: asyncio.Server | None = None
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def port(self) -> int:
+        assert self.server is not None
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def start(self) -> IdleCutter:
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        return self
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.backend_port)
+        except OSError:  # the server behind the forward is down: the router just closes
+            writer.close()
+            return
+        last = [asyncio.get_running_loop().time()]
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(OSError):
+                while data := await src.read(65536):
+                    last[0] = asyncio.get_running_loop().time()
+                    dst.write(data)
+                    await dst.drain()
+
+        pipes = [
+            asyncio.create_task(pipe(reader, up_writer)),
+            asyncio.create_task(pipe(up_reader, writer)),
+        ]
+        loop = asyncio.get_running_loop()
+        while not all(p.done() for p in pipes):
+            if loop.time() - last[0] >= self.idle:
+                break
+            await asyncio.sleep(0.05)
+        for p in pipes:
+            p.cancel()
+        for w in (writer, up_writer):
+            w.close()
+            with contextlib.suppress(OSError):
+                await w.wait_closed()
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+
+
+@pytest.fixture
+async def idle_cutter() -> AsyncIterator[Callable[..., Coroutine[Any, Any, IdleCutter]]]:
+    made: list[IdleCutter] = []
+
+    async def make(backend_port: int, idle: float) -> IdleCutter:
+        relay = await IdleCutter(backend_port, idle).start()
+        made.append(relay)
+        return relay
+
+    yield make
+    for relay in made:
+        await relay.close()
+
+
+def free_port() -> int:
+    """A port nothing listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
