@@ -235,8 +235,6 @@ def _ttl(ev: NamesEvidence, resolver: DnsAnswer, auth: list[DnsAnswer]) -> list[
     ttl = max(ttls) if ttls else None
     if ttl is None:
         return []
-    if all(_kind(a) == AddressKind.LOOPBACK for a in resolver.addresses):
-        return []
     if ttl <= DYNAMIC_TTL_MAX:
         return [ok(Check.NAMES, f"TTL {ttl} s suits an address that can change")]
     return [

@@ -1,0 +1,142 @@
+"""Stale DNS for real: BIND as the zone's primary and a second BIND as the phone's caching
+resolver (forwarding to it). The resolver caches the old address; natsync.ddns moves the
+record on the primary; the doctor sees the resolver lag behind the authoritative server."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import dns.resolver
+import pytest
+
+from natsync.ddns.update import publish_once
+from natsync.doctor import Check, Options, Severity, diagnose
+from tests.ddns.servers import Named, free_port, run_named, stop
+from tests.doctor.conftest import TEST_TIMEOUT
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("named") is None, reason="BIND 9 (named) is not installed: make apt-test"
+)
+
+NAME = "eas.example.test"
+#: Loopback addresses stand for the old and the new public address (traffic stays local).
+OLD, NEW = "127.0.0.2", "127.0.0.1"
+LONG_TTL = 3600
+
+
+@contextmanager
+def run_resolver(directory: Path, primary: Named) -> Iterator[str]:
+    """A caching BIND that forwards everything to *primary*: the phone's resolver."""
+    directory.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    (directory / "named.conf").write_text(f"""
+options {{
+  directory "{directory}";
+  pid-file "{directory}/named.pid";
+  session-keyfile "{directory}/session.key";
+  managed-keys-directory "{directory}";
+  listen-on port {port} {{ 127.0.0.1; }};
+  listen-on-v6 {{ none; }};
+  recursion yes;
+  allow-recursion {{ 127.0.0.1; }};
+  forwarders {{ {primary.host} port {primary.port}; }};
+  forward only;
+  dnssec-validation no;
+}};
+controls {{ }};
+""")
+    log = directory / "named.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            ["named", "-g", "-c", str(directory / "named.conf")],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        from tests.ddns.servers import _wait_dns
+
+        _wait_dns("127.0.0.1", port, proc, None, log)
+        yield f"127.0.0.1:{port}"
+    finally:
+        stop(proc)
+
+
+def ask(resolver: str, name: str) -> list[str]:
+    host, _, port = resolver.partition(":")
+    res = dns.resolver.Resolver(configure=False)
+    res.nameservers = [host]
+    res.port = int(port)
+    res.lifetime = 3
+    return [r.to_text() for r in res.resolve(name, "A")]
+
+
+def test_stale_record_in_the_phones_resolver(tmp_path: Path) -> None:
+    with (
+        run_named(tmp_path / "primary") as primary,
+        run_resolver(tmp_path / "resolver", primary) as resolver,
+    ):
+        publish_once(primary.server(), NAME, "A", OLD, LONG_TTL)
+        assert ask(resolver, NAME) == [OLD]  # the phone's resolver caches the old address
+        publish_once(primary.server(), NAME, "A", NEW, LONG_TTL)  # the ISP changed it
+        options = Options(
+            url=f"https://{NAME}",
+            resolver=resolver,
+            authoritative=(primary.address,),
+            heartbeat=0,
+            timeout=TEST_TIMEOUT,
+        )
+        import asyncio
+
+        report = asyncio.run(diagnose(options))
+    names = [f for f in report.findings if f.check == Check.NAMES]
+    stale = next(f for f in names if f.title.startswith("Stale DNS"))
+    assert stale.severity == Severity.FAIL
+    assert stale.title == f"Stale DNS: the phone's resolver still hands out {OLD}"
+    assert f"The zone now says {NEW}" in stale.cause
+    assert "cached before the address changed" in stale.cause
+    assert any(
+        e.startswith(f"the resolver {resolver} (what the phone asks) answers {OLD}")
+        for e in stale.evidence
+    )
+    assert f"authoritative {primary.address} answers {NEW}" in stale.evidence
+    assert "[ddns] ttl = 60" in stale.fix
+    ttl = next(f for f in names if f.title.startswith("TTL "))
+    assert ttl.severity == Severity.WARN
+    assert ttl.title == f"TTL {LONG_TTL} s is too long for an address that can change"
+    # The old address is loopback with nothing listening: the phone cannot connect either.
+    reach = next(f for f in report.findings if f.check == Check.REACH)
+    assert reach.severity == Severity.FAIL
+    assert f"{OLD} port 443: refused" in reach.evidence[0]
+
+
+def test_fresh_record_agrees(tmp_path: Path) -> None:
+    with (
+        run_named(tmp_path / "primary") as primary,
+        run_resolver(tmp_path / "resolver", primary) as resolver,
+    ):
+        publish_once(primary.server(), NAME, "A", NEW, 60)
+        # The MX target must be on loopback too: the doctor connects to its port 25.
+        publish_once(primary.server(), "mail.example.test", "A", NEW, 60)
+        options = Options(
+            url=f"https://{NAME}:{free_port()}",
+            resolver=resolver,
+            authoritative=(primary.address,),
+            email="alice@example.test",
+            heartbeat=0,
+            timeout=TEST_TIMEOUT,
+        )
+        import asyncio
+
+        report = asyncio.run(diagnose(options))
+    names = {f.title: f for f in report.findings if f.check == Check.NAMES}
+    assert f"{NAME}: the resolver agrees with the authoritative servers" in names
+    assert "TTL 60 s suits an address that can change" in names
+    # The zone's MX names mail.example.test, which has an address in the zone file.
+    assert names["MX of example.test resolves"].severity == Severity.OK
+    smtp = next(f for f in report.findings if f.title.startswith("SMTP port 25"))
+    assert smtp.severity == Severity.WARN  # nothing listens on 127.0.0.1:25 here
+    assert "natsync portmap add 25/tcp" in smtp.fix
