@@ -205,8 +205,9 @@ def render_html(report: Report) -> str:
         f"<title>natsync doctor: {escape(report.target)}</title>",
         f"<style>{_CSS}</style></head><body><main>",
         "<h1>natsync doctor</h1>",
-        f'<div class="target">{escape(report.target)} ({escape(report.mode)} view, '
-        f"{escape(report.started_at)})</div>",
+        f'<div class="target">{escape(report.target)} ({escape(report.mode)} view'
+        + (f", {escape(report.started_at)}" if report.started_at else "")
+        + ")</div>",
         f'<div class="summary {escape(str(report.worst))}">{escape(_verdict(report))} '
         f"{escape(_summary(report))}</div>",
     ]

@@ -1,0 +1,221 @@
+"""`natsync doctor` as a user runs it: against `natsync up` (a separate process, stopped by
+PID), with --json and --html; the HTML page rendered by a real headless Chromium."""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from natsync.doctor.findings import Check, Finding, Report, Severity
+from natsync.doctor.report import render_html
+
+NATSYNC = [sys.executable, "-c", "from natsync.cli import main; main()"]
+UP_START_TIMEOUT = 30.0
+CHROMIUM = shutil.which("chromium")
+
+
+@pytest.fixture(scope="module")
+def natsync_up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    data = tmp_path_factory.mktemp("up")
+    proc = subprocess.Popen(
+        [
+            *NATSYNC,
+            "up",
+            "--json",
+            "--data-dir",
+            str(data),
+            "--https-port",
+            "0",
+            "--smtp-port",
+            "0",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line, "natsync up exited before announcing itself"
+        info: dict[str, Any] = json.loads(line)
+        yield info
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=5)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def doctor(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*NATSYNC, "doctor", *args],
+        capture_output=True,
+        text=True,
+        input=stdin,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_all_green_against_natsync_up(natsync_up: dict[str, Any], tmp_path: Path) -> None:
+    page = tmp_path / "report.html"
+    done = doctor(
+        natsync_up["url"],
+        "--user",
+        natsync_up["user"],
+        "--password-stdin",
+        "--email",
+        natsync_up["email"],
+        "--ca-file",
+        natsync_up["ca_file"],
+        "--heartbeat",
+        "0",
+        "--timeout",
+        "3",
+        "--json",
+        "--html",
+        str(page),
+        stdin=natsync_up["password"] + "\n",
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(done.stdout)
+    assert report["worst"] == "ok"
+    assert report["exit_status"] == 0
+    assert report["counts"]["fail"] == report["counts"]["warn"] == 0
+    by_check = {f["check"] for f in report["findings"] if f["severity"] == "ok"}
+    assert {"names", "reach", "tls", "http", "session", "autodiscover"} <= by_check
+    assert natsync_up["password"] not in done.stdout
+    assert natsync_up["password"] not in page.read_text()
+
+
+def test_wrong_password_exits_2_and_says_why(natsync_up: dict[str, Any]) -> None:
+    done = doctor(
+        natsync_up["url"],
+        "--user",
+        natsync_up["user"],
+        "--password",
+        "wrong",
+        "--ca-file",
+        natsync_up["ca_file"],
+        "--heartbeat",
+        "0",
+    )
+    assert done.returncode == 2
+    assert "Authentication failed for demo" in done.stdout
+    assert "natsync user passwd demo" in done.stdout
+
+
+def test_untrusted_in_terminal_exits_2(natsync_up: dict[str, Any]) -> None:
+    done = doctor(natsync_up["url"], "--heartbeat", "0")
+    assert done.returncode == 2
+    assert "not trusted by the system trust store" in done.stdout
+    assert "Stopped early" in done.stdout
+
+
+def test_usage_errors_exit_3_or_2() -> None:
+    assert doctor().returncode == 2  # click's usage error
+    done = doctor("ftp://x")
+    assert done.returncode == 3
+    assert "is not an https:// URL" in done.stderr
+
+
+HOSTILE = '<script>alert("x")</script> & <b>bold</b>'
+
+
+def sample_report() -> Report:
+    report = Report(target=f"https://mail.example.test/{HOSTILE}", mode="outside")
+    report.findings = [
+        Finding(Check.NAMES, Severity.OK, "mail.example.test has an IPv4 address", ("A: 1.2.3.4",)),
+        Finding(
+            Check.TLS,
+            Severity.FAIL,
+            f"The certificate does not cover {HOSTILE}",
+            ("subjectAltName entries: exchange.corp.local", HOSTILE),
+            f"The certificate names what the server is, not {HOSTILE}.",
+            "Issue a certificate whose subjectAltName lists mail.example.test.",
+        ),
+        Finding(
+            Check.PUSH,
+            Severity.WARN,
+            "Something cuts idle connections",
+            ("cut after 120 s",),
+            "NAT idle timeouts cut Direct Push.",
+            "server.heartbeat_max = 96",
+        ),
+        Finding(Check.SESSION, Severity.SKIP, "session not checked", (), "stopped early: TLS"),
+    ]
+    report.stopped = "the phone refuses this certificate"
+    return report
+
+
+def chromium(*args: str, profile: Path) -> subprocess.CompletedProcess[str]:
+    assert CHROMIUM is not None
+    return subprocess.run(
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={profile}",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def visible_text(dom: str) -> str:
+    """The DOM's text as a reader sees it: tags dropped, entities decoded, spaces folded."""
+    body = re.sub(r"<style.*?</style>|<title>.*?</title>", "", dom, flags=re.S)
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", body)).split())
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed: make apt-test")
+def test_html_report_renders_every_finding_in_chromium(tmp_path: Path) -> None:
+    report = sample_report()
+    page = tmp_path / "report.html"
+    page.write_text(render_html(report), encoding="utf-8")
+    text = page.read_text()
+    assert "<script>" not in text  # escaped, never markup
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", text)  # no external assets
+    done = chromium("--dump-dom", page.as_uri(), profile=tmp_path / "profile")
+    assert done.returncode == 0, done.stderr[-2000:]
+    dom = done.stdout
+    assert "<script>" not in dom  # the hostile string never became an element
+    seen = visible_text(dom)
+    for finding in report.findings:
+        for part in (finding.title, *finding.evidence, finding.cause, finding.fix):
+            assert " ".join(part.split()) in seen, part
+    assert "Stopped early: the phone refuses this certificate" in seen
+    assert "A phone cannot sync" in seen
+    shot = tmp_path / "report.png"
+    done = chromium(
+        f"--screenshot={shot}", "--window-size=1000,900", page.as_uri(), profile=tmp_path / "p2"
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert shot.stat().st_size > 10_000
+    if os.environ.get("NATSYNC_KEEP_SCREENSHOT"):
+        shutil.copy(shot, os.environ["NATSYNC_KEEP_SCREENSHOT"])
