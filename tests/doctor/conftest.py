@@ -83,6 +83,7 @@ def issue_expired(ca: CA, directory: Path) -> tuple[Path, Path]:
 class Served:
     server: RunningServer
     ca_file: Path
+    server_cert: Path
 
     @property
     def port(self) -> int:
@@ -125,7 +126,7 @@ async def serve(store: Store, ca: CA, tmp_path: Path) -> AsyncIterator[ServeFact
         ).check()
         server = await start_server(config, store)
         running.append(server)
-        return Served(server, ca.cert_path)
+        return Served(server, ca.cert_path, cert[0])
 
     yield make
     for server in running:
