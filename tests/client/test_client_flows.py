@@ -7,14 +7,17 @@ acknowledgement, MoreAvailable paging, SyncKey reset) is tested without the real
 
 from __future__ import annotations
 
+import base64
+import struct
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import unquote
 
 import pytest
 from aiohttp import web
 
-from natsync.client import ClientError, EASClient, RemoteWipeError
+from natsync.client import ClientError, Command, EASClient, RemoteWipeError
 from natsync.client.state import DeviceState
 from natsync.wbxml import E, Element, decode, encode
 
@@ -28,6 +31,7 @@ class Peer:
     seen: list[tuple[str, Element | None, dict[str, str]]] = field(default_factory=list)
     handler: Callable[[str, Element | None, dict[str, str]], web.Response] | None = None
     versions: str = "2.5,12.0,12.1,14.0,14.1,16.0,16.1"
+    queries: list[str] = field(default_factory=list)
 
 
 def wbxml(tree: Element) -> web.Response:
@@ -78,6 +82,7 @@ async def peer() -> AsyncIterator[Peer]:
         body = await request.read()
         tree = decode(body) if body else None
         cmd = request.query.get("Cmd", "")
+        state.queries.append(request.raw_path.partition("?")[2])
         headers = dict(request.headers)
         state.seen.append((cmd, tree, headers))
         assert state.handler is not None
@@ -280,3 +285,9 @@ async def test_base64_query_form_moves_version_and_key_out_of_the_headers(peer: 
     _, _, headers = peer.seen[0]
     assert "MS-ASProtocolVersion" not in headers
     assert "X-MS-PolicyKey" not in headers
+    # the value is percent-encoded, so no "+" can turn into a space on the way
+    assert peer.queries[0]
+    assert "+" not in peer.queries[0]
+    raw = base64.b64decode(unquote(peer.queries[0]))
+    assert raw[1] == Command.FolderSync
+    assert struct.unpack("<I", raw[5 + raw[4] + 1 : 5 + raw[4] + 5])[0] == 9

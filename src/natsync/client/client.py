@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from urllib.parse import quote
 
 import aiohttp
 
@@ -184,7 +185,10 @@ class EASClient:
         """The request URL in the configured query form."""
         if self.query_form == "base64":
             key = self.state.policy_key if policy_key is None else policy_key
-            query = p.base64_query(self.identity, command, self.version, key, b64_params)
+            # Percent-encoded: a raw "+" reads as a space to many HTTP stacks (RFC 3986 / forms).
+            query = quote(
+                p.base64_query(self.identity, command, self.version, key, b64_params), safe=""
+            )
         else:
             query = p.plain_query(self.identity, command, params)
         return f"{self.base_url}{p.EAS_PATH}?{query}"
