@@ -281,3 +281,11 @@ async def test_held_sync_answers_on_change_or_empty(
     answer = await asyncio.wait_for(held, 5)
     adds = [el for el in answer.tree().iter() if el.tag == "Add"]
     assert len(adds) == 1
+
+
+async def test_options_checks_credentials_when_given(client: Client) -> None:
+    assert (await client.raw("", method="OPTIONS")).status == 200
+    client.auth = basic("alice", "wrong")
+    wrong = await client.raw("", method="OPTIONS")
+    assert wrong.status == 401
+    assert wrong.headers["WWW-Authenticate"] == 'Basic realm="natsync"'

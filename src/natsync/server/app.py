@@ -85,7 +85,7 @@ class EasApp:
         path = request.path.rstrip("/").lower()
         if path == EAS_PATH:
             if request.method == "OPTIONS":
-                return self.options(request)
+                return await self.options(request)
             if request.method == "POST":
                 return await self.post(request)
             return web.Response(status=405, headers={"Allow": "OPTIONS,POST"})
@@ -97,8 +97,18 @@ class EasApp:
 
     # -- OPTIONS
 
-    def options(self, request: web.Request) -> web.Response:
+    async def options(self, request: web.Request) -> web.Response:
+        """Versions and commands. Without credentials this is open discovery (what doctor and
+        proxies probe); with credentials they are checked, because phones validate an account
+        at setup with an authenticated OPTIONS and must not be told a wrong password works."""
         started = time.perf_counter()
+        authorization = request.headers.get("Authorization")
+        if authorization is not None:
+            auth = await self.auth.authenticate(authorization, request.remote or "")
+            if auth.user is None:
+                headers = self._challenge() if auth.http_status == 401 else {"Retry-After": "60"}
+                self._log(request, started, auth.http_status, cmd="OPTIONS", user=auth.name)
+                return web.Response(status=auth.http_status, headers=headers)
         headers = {
             "Allow": "OPTIONS,POST",
             "Public": "OPTIONS,POST",
