@@ -16,6 +16,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from natsync.cert import jose
 from natsync.cert.acme import renew_at, renewal_due
@@ -195,3 +197,12 @@ async def test_hot_reload_keeps_a_held_connection(tmp_path: Path) -> None:
     finally:
         server.close()
         await server.wait_closed()
+
+
+@settings(max_examples=300, deadline=None)
+@given(path=st.text(max_size=80))
+def test_http01_answer_never_raises(path: str) -> None:
+    store = ChallengeStore()
+    store.put("tok", "tok.thumb")
+    answer = http01_answer(store, "/.well-known/acme-challenge/" + path)
+    assert answer is None or answer == b"tok.thumb"

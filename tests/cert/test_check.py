@@ -14,6 +14,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509 import load_pem_x509_certificates
 from cryptography.x509.oid import ExtendedKeyUsageOID
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from natsync.cert.ca import init_ca
 from natsync.cert.check import Severity, TrustStore, check, dns_name_matches
@@ -320,3 +322,40 @@ def test_verdicts_agree_with_a_real_tls_client(tmp_path: Path) -> None:
         )
         assert (report.severity is Severity.OK) is accepted, (host, report.findings)
         assert _handshake_ok(tmp_path, chain, good_key, root, host) is accepted
+
+
+def test_wildcard_near_misses_are_explained() -> None:
+    root = make_ca()
+    leaf, _ = make_leaf(root, ["*.example.com"])
+    bare = check([leaf], names=["example.com"], trust=store(root), now=NOW)
+    assert "does not cover example.com itself" in bare.by_code("name.mismatch")[0].message
+    deep = check([leaf], names=["a.mail.example.com"], trust=store(root), now=NOW)
+    assert "exactly one label" in deep.by_code("name.mismatch")[0].message
+    covered = check([leaf], names=["mail.example.com"], trust=store(root), now=NOW)
+    assert covered.severity is Severity.OK
+
+
+def test_a_carrier_grade_nat_address_is_named_as_such() -> None:
+    root = make_ca()
+    leaf, _ = make_leaf(root, ["mail.example.com"])
+    report = check([leaf], ips=["100.64.12.34"], trust=store(root), now=NOW)
+    assert "carrier-grade NAT" in report.by_code("ip.mismatch")[0].message
+
+
+@settings(max_examples=300, deadline=None)
+@given(pattern=st.text(max_size=40), name=st.text(max_size=40))
+def test_name_matching_never_raises(pattern: str, name: str) -> None:
+    assert dns_name_matches(pattern, name) in (True, False)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    label=st.from_regex(r"[a-z0-9]([a-z0-9-]{0,10}[a-z0-9])?", fullmatch=True),
+    domain=st.sampled_from(["example.com", "mail.example.org", "a.b.c.test"]),
+)
+def test_a_wildcard_covers_exactly_one_label(label: str, domain: str) -> None:
+    if label.startswith("xn--"):
+        return
+    assert dns_name_matches(f"*.{domain}", f"{label}.{domain}")
+    assert not dns_name_matches(f"*.{domain}", domain)
+    assert not dns_name_matches(f"*.{domain}", f"{label}.{label}.{domain}")

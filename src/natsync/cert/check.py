@@ -241,9 +241,15 @@ def _address_kind(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str
         return "a loopback address (this machine only)"
     if address.is_link_local:
         return "a link-local address"
+    if address in _CGNAT:
+        return "a carrier-grade NAT address (the ISP's, not reachable from the internet)"
     if address.is_private and not _documentation(address):
         return "a private address, reachable only inside the LAN"
     return "the router's public address"
+
+
+#: RFC 6598 shared address space: what a router behind carrier-grade NAT has as "public".
+_CGNAT = ipaddress.ip_network("100.64.0.0/10")
 
 
 def _documentation(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
@@ -341,7 +347,10 @@ def _check_names(leaf: x509.Certificate, names: Sequence[str], ips: Sequence[str
                 )
             continue
         hint = ""
-        if any(name.lower() == cn.lower() for cn in cns):
+        wildcard = _wildcard_near_miss(dns_sans, name)
+        if wildcard:
+            hint = f"; {wildcard}"
+        elif any(name.lower() == cn.lower() for cn in cns):
             hint = f"; {name} is only in the subject CN, which phones ignore when checking names"
         elif any(_internal(e) for e in shown):
             hint = (
@@ -391,6 +400,20 @@ def _check_names(leaf: x509.Certificate, names: Sequence[str], ips: Sequence[str
             )
         )
     return out
+
+
+def _wildcard_near_miss(patterns: Sequence[str], name: str) -> str:
+    """Why a wildcard that looks as if it covers *name* does not (RFC 6125 6.4.3)."""
+    host = _to_alabel(name) or name.lower()
+    for pattern in patterns:
+        if not pattern.startswith("*."):
+            continue
+        suffix = pattern[2:].lower().rstrip(".")
+        if host == suffix:
+            return f"{pattern} does not cover {suffix} itself: add {suffix} as its own entry"
+        if host.endswith("." + suffix):
+            return f"{pattern} stands for exactly one label, so it does not cover {name}"
+    return ""
 
 
 def _internal(entry: str) -> bool:
@@ -457,7 +480,7 @@ def _check_chain(
             Finding(
                 Severity.FAIL,
                 "chain.untrusted-root",
-                f"{what} {current.subject.rfc4514_string()}, which is not in {trust.label}: the "
+                f"{what} ({current.subject.rfc4514_string()}), which is not in {trust.label}: the "
                 "phone will refuse unless that root is installed on it (natsync cert export-ca "
                 "makes a profile for phones)",
             )

@@ -36,6 +36,10 @@ SYSTEM_BUNDLES = (
 )
 
 
+#: File name endings that mean "a certificate file", never a host name.
+CERT_SUFFIXES = (".pem", ".crt", ".cer", ".der", ".p7b")
+
+
 class CertFetchError(NatsyncError):
     """A certificate or chain could not be read or fetched."""
 
@@ -90,7 +94,7 @@ def file_store(path: Path, label: str | None = None) -> TrustStore:
 
 def split_host_port(target: str, default_port: int = 443) -> tuple[str, int] | None:
     """``host:port`` / ``[v6]:port`` / ``host`` → (host, port); None when it is a file path."""
-    if "/" in target or Path(target).exists():
+    if "/" in target or Path(target).exists() or target.lower().endswith(CERT_SUFFIXES):
         return None
     if target.startswith("["):
         host, _, rest = target[1:].partition("]")
