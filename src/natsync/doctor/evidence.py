@@ -95,6 +95,8 @@ class TlsEvidence:
     handshake_error: str = ""
     protocol: str = ""
     cipher: str = ""
+    #: The trust store's certificates (DER), for natsync.cert.check's chain reasoning.
+    anchors: tuple[bytes, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -366,6 +366,7 @@ async def gather_tls(
         cipher = cipher or (fetched.cipher or "")
     except CertFetchError as exc:
         handshake_error = handshake_error or exc.message
+    anchors = await asyncio.to_thread(_anchors, ca_file)
     return TlsEvidence(
         address=address,
         port=port,
@@ -378,7 +379,21 @@ async def gather_tls(
         handshake_error=handshake_error,
         protocol=protocol,
         cipher=cipher,
+        anchors=anchors,
     )
+
+
+def _anchors(ca_file: Path | None) -> tuple[bytes, ...]:
+    """The trust store's certificates as DER (empty when it cannot be read)."""
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from natsync.cert.fetch import file_store, system_store
+
+    try:
+        store = file_store(ca_file) if ca_file is not None else system_store()
+    except NatsyncError:
+        return ()
+    return tuple(c.public_bytes(Encoding.DER) for c in store.certificates)
 
 
 def fingerprint(der: bytes) -> str:

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import warnings
 
 from cryptography import x509
+from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from natsync.doctor.evidence import TlsEvidence
@@ -31,14 +33,32 @@ NOT_TRUST_CODES = frozenset(
         64,  # X509_V_ERR_IP_ADDRESS_MISMATCH
     }
 )
+#: natsync.cert.check findings the doctor words itself above (names, dates, trust, EKU); the
+#: others (weak key, SHA-1, validity past Apple's limit, intermediate not sent ...) are added.
+COVERED_CODE_PREFIXES = (
+    "name.mismatch",
+    "ip.",
+    "san.",
+    "validity.expired",
+    "validity.not-yet",
+    "validity.expiring",
+    "validity.ok",
+    "chain.trusted",
+    "chain.untrusted",
+    "chain.incomplete",
+    "eku.",
+    "name.covered",
+    "input.",
+)
 #: Versions phones no longer accept (RFC 8996 deprecates TLS 1.0 and 1.1).
 OLD_PROTOCOLS = frozenset({"SSLv3", "TLSv1", "TLSv1.1"})
 
 _FIX_NAMES = (
-    "Issue a certificate whose subjectAltName lists {name} (natsync's private CA: "
-    "`natsync.cert.ca.issue_server_cert`; or a public CA / ACME for the public name) and "
-    "set it as server.tls_cert / server.tls_key — or as the edge's certificate, when TLS "
-    "ends at the edge (SSL bridging: the edge presents the public name, the server keeps its own)."
+    "Issue a certificate whose subjectAltName lists {name}: from natsync's private CA "
+    "`natsync cert issue {flag} {name}` (phones must trust the CA: `natsync cert export-ca`), "
+    "or from a public CA / ACME for the public name. Set it as server.tls_cert / "
+    "server.tls_key, or as the edge's certificate when TLS ends at the edge (SSL bridging: the "
+    "edge presents the public name, the server keeps its own)."
 )
 
 
@@ -72,6 +92,14 @@ def covers(cert: x509.Certificate, name: str) -> bool:
     except ValueError:
         return any(dns_name_matches(p, name) for p in dns)
     return any(ipaddress.ip_address(i) == address for i in ips)
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _common_name(cert: x509.Certificate) -> str:
@@ -119,6 +147,7 @@ def check_tls(ev: TlsEvidence, now: dt.datetime) -> list[Finding]:
     findings.extend(_dates(leaf, now))
     findings.extend(_trust(leaf, ev))
     findings.extend(_usage(leaf))
+    findings.extend(_cert_check(ev, name, now))
     if ev.protocol in OLD_PROTOCOLS:
         findings.append(
             Finding(
@@ -143,6 +172,54 @@ def check_tls(ev: TlsEvidence, now: dt.datetime) -> list[Finding]:
             )
         )
     return findings
+
+
+def _cert_check(ev: TlsEvidence, name: str, now: dt.datetime) -> list[Finding]:
+    """What natsync.cert.check adds beyond the doctor's own wording (pure, like this module)."""
+    from natsync.cert import check as cert_check
+
+    try:
+        with warnings.catch_warnings():
+            # System bundles hold a few old roots with non-positive serials (RFC 5280 says
+            # positive); cryptography warns about them, the phone's store has them anyway.
+            warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+            chain = [x509.load_der_x509_certificate(d) for d in ev.chain]
+            anchors = tuple(x509.load_der_x509_certificate(d) for d in ev.anchors)
+    except ValueError:
+        return []
+    try:
+        ipaddress.ip_address(name)
+        names: tuple[str, ...] = ()
+        ips: tuple[str, ...] = (name,)
+    except ValueError:
+        names, ips = (name,), ()
+    result = cert_check.check(
+        chain,
+        names=names,
+        ips=ips,
+        trust=cert_check.TrustStore(ev.trust, anchors),
+        now=now,
+        source=f"the server at {ev.address} port {ev.port}",
+    )
+    flag = "--ip" if ips else "--name"
+    out: list[Finding] = []
+    for item in result.findings:
+        if item.severity == cert_check.Severity.OK or item.code.startswith(COVERED_CODE_PREFIXES):
+            continue
+        severity = Severity.FAIL if item.severity == cert_check.Severity.FAIL else Severity.WARN
+        out.append(
+            Finding(
+                Check.TLS,
+                severity,
+                f"Certificate: {item.code}",
+                (item.message,),
+                item.message[0].upper() + item.message[1:] + ".",
+                f"Re-issue the certificate (`natsync cert issue {flag} {name}` from natsync's "
+                f"CA, or from your CA) and see `natsync cert check {ev.address}:{ev.port} "
+                f"{flag} {name}` for the details.",
+            )
+        )
+    return out
 
 
 def _names(leaf: x509.Certificate, name: str, ev: TlsEvidence) -> list[Finding]:
@@ -174,7 +251,7 @@ def _names(leaf: x509.Certificate, name: str, ev: TlsEvidence) -> list[Finding]:
             f"The certificate does not cover {name}",
             tuple(evidence),
             cause,
-            _FIX_NAMES.format(name=name),
+            _FIX_NAMES.format(name=name, flag="--ip" if _is_ip(name) else "--name"),
         )
     ]
 
