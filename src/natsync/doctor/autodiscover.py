@@ -14,7 +14,9 @@ from natsync.doctor.findings import Check, Finding, Severity, ok, skip
 
 def _host(url: str) -> str:
     parts = urlsplit(url)
-    return (parts.hostname or "").lower() + (f":{parts.port}" if parts.port else "")
+    default = 443 if parts.scheme == "https" else 80
+    port = parts.port if parts.port not in (None, default) else None
+    return (parts.hostname or "").lower() + (f":{port}" if port else "")
 
 
 def check_autodiscover(ev: AutodiscoverEvidence | None) -> list[Finding]:
