@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -183,7 +184,7 @@ def check_command(
     Without --ca-file or --system, the roots are natsync's own CA in DATA_DIR/ca when it
     exists, else the system's. Exit status: 0 ok, 1 warnings, 2 a phone will refuse.
     """
-    from natsync.cert.check import check
+    from natsync.cert.check import TrustStore, check
     from natsync.cert.fetch import (
         fetch_chain,
         file_store,
@@ -195,14 +196,18 @@ def check_command(
     try:
         if ca_file is not None and use_system:
             raise click.UsageError("give either --ca-file or --system, not both")
+        stores: list[Callable[[], TrustStore]]
         if ca_file is not None:
-            trust = file_store(ca_file)
+            stores = [lambda: file_store(ca_file)]
         elif use_system:
-            trust = system_store()
+            stores = [system_store]
         elif (data_dir / "ca" / "ca.pem").exists():
-            trust = file_store(data_dir / "ca" / "ca.pem", f"natsync's CA ({data_dir / 'ca'})")
+            # Default: natsync's CA (phones that installed it), else the system's roots (an
+            # ACME certificate); the findings name the store that was used.
+            own = data_dir / "ca" / "ca.pem"
+            stores = [lambda: file_store(own, f"natsync's CA ({data_dir / 'ca'})"), system_store]
         else:
-            trust = system_store()
+            stores = [system_store]
         path = Path(target)
         where = split_host_port(target) if not path.is_file() else None
         if where is None:
@@ -214,7 +219,11 @@ def check_command(
             fetched = fetch_chain(host, port, server_name=server_name)
             chain = fetched.chain
             source = f"the server at {host}:{port}"
-        report = check(chain, names=names, ips=ips, trust=trust, now=_now(), source=source)
+        now = _now()
+        for make_store in stores:
+            report = check(chain, names=names, ips=ips, trust=make_store(), now=now, source=source)
+            if report.by_code("chain.trusted"):
+                break
     except NatsyncError as exc:
         if as_json:
             click.echo(json.dumps({"status": "error", "exit_code": 2, "error": exc.message}))

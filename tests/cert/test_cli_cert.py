@@ -104,3 +104,19 @@ def test_check_reports_an_unreachable_server_as_failure(tmp_path: Path) -> None:
     code, out = run("check", "127.0.0.1:1", "--system", "--name", "x.example", "--json")
     assert code == 2
     assert json.loads(out)["status"] == "error"
+
+
+def test_default_trust_tries_natsync_ca_then_the_system(tmp_path: Path) -> None:
+    data = str(tmp_path / "data")
+    assert run("init-ca", "--data-dir", data)[0] == 0
+    other = str(tmp_path / "other")
+    assert run("init-ca", "--data-dir", other)[0] == 0
+    code, out = run("issue", "--data-dir", other, "--name", "mail.example.com", "--json")
+    foreign = json.loads(out)["cert"]
+    code, out = run("check", foreign, "--data-dir", data, "--name", "mail.example.com", "--json")
+    assert code == 2
+    [finding] = [f for f in json.loads(out)["findings"] if f["code"] == "chain.untrusted-root"]
+    assert "the system store" in finding["message"]
+    code, out = run("check", foreign, "--data-dir", other, "--name", "mail.example.com")
+    assert code == 0, out
+    assert "natsync's CA" in out
