@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -24,8 +23,3 @@ def pebble(tmp_path_factory: pytest.TempPathFactory, bind: Bind) -> Iterator[Peb
     # A third of nonces refused: every issuance meets badNonce several times.
     with run_pebble(tmp_path_factory.mktemp("pebble"), bind.port, nonce_reject=30) as server:
         yield server
-
-
-@pytest.fixture
-def data_dir(tmp_path: Path) -> Path:
-    return tmp_path / "data"

@@ -109,3 +109,51 @@ def test_mobileconfig_holds_the_ca_as_a_root_payload(tmp_path: Path) -> None:
     assert mobileconfig(ca.cert) == data
     other = init_ca(tmp_path / "other")
     assert plistlib.loads(mobileconfig(other.cert))["PayloadUUID"] != profile["PayloadUUID"]
+
+
+def test_a_live_server_that_omits_its_intermediate(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives.serialization import (
+        Encoding,
+        NoEncryption,
+        PrivateFormat,
+    )
+
+    from natsync.cert.check import TrustStore
+    from tests.cert.factory import make_ca, make_leaf
+
+    now = dt.datetime.now(dt.UTC)
+    root = make_ca(now=now)
+    inter = make_ca("Test Intermediate", parent=root, now=now)
+    leaf, key = make_leaf(
+        inter,
+        ["mail.example.test"],
+        not_before=now - dt.timedelta(hours=1),
+        not_after=now + dt.timedelta(days=90),
+    )
+    (tmp_path / "leaf.pem").write_bytes(leaf.public_bytes(Encoding.PEM))
+    (tmp_path / "leaf.key").write_bytes(
+        key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
+    )
+    with serve_tls(tmp_path / "leaf.pem", tmp_path / "leaf.key") as (port, _):
+        fetched = fetch_chain("127.0.0.1", port, server_name="mail.example.test")
+    assert fetched.chain == (leaf,)
+    source = f"the server at 127.0.0.1:{port}"
+    only_root = check(
+        fetched.chain,
+        names=["mail.example.test"],
+        trust=TrustStore("the test roots", (root.cert,)),
+        now=now,
+        source=source,
+    )
+    [incomplete] = only_root.by_code("chain.incomplete")
+    assert f"which {source} does not send" in incomplete.message
+    with_inter = check(
+        fetched.chain,
+        names=["mail.example.test"],
+        trust=TrustStore("the test bundle", (root.cert, inter.cert)),
+        now=now,
+        source=source,
+    )
+    assert with_inter.severity is Severity.WARN
+    [warning] = with_inter.by_code("chain.intermediate-not-sent")
+    assert warning.message.startswith(f"{source} does not send the intermediate CN=Test Inter")
