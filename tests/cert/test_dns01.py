@@ -35,5 +35,5 @@ def test_a_wrong_key_is_reported_as_such(bind: Bind) -> None:
 
 def test_a_name_outside_the_zone_is_refused(bind: Bind) -> None:
     server = bind.server()
-    with pytest.raises(DnsUpdateError, match=r"NOTZONE|refused"):
+    with pytest.raises(DnsUpdateError, match=r"not inside the zone example\.test|refused"):
         add_txt(server, "_acme-challenge.example.org.", "value", confirm_timeout=1)

@@ -54,6 +54,10 @@ def _send(server: DnsServer, update: dns.update.UpdateMessage, what: str) -> Non
             f"{what}: the server refused it; its update-policy must let this key change TXT "
             "records of _acme-challenge names"
         )
+    if rcode == dns.rcode.NOTZONE:
+        raise DnsUpdateError(f"{what}: the name is not inside the zone {server.zone}")
+    if rcode == dns.rcode.NOTAUTH:
+        raise DnsUpdateError(f"{what}: the server is not authoritative for {server.zone}")
     if rcode != dns.rcode.NOERROR:
         raise DnsUpdateError(f"{what}: the server answered {dns.rcode.to_text(rcode)}")
 
