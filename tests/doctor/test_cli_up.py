@@ -219,3 +219,15 @@ def test_html_report_renders_every_finding_in_chromium(tmp_path: Path) -> None:
     assert shot.stat().st_size > 10_000
     if os.environ.get("NATSYNC_KEEP_SCREENSHOT"):
         shutil.copy(shot, os.environ["NATSYNC_KEEP_SCREENSHOT"])
+
+
+def test_inside_url_from_the_config(tmp_path: Path) -> None:
+    from natsync.cli_doctor import _inside_url
+
+    config = tmp_path / "natsync.toml"
+    config.write_text('[server]\nport = 9443\ntls_cert = "a.pem"\ntls_key = "a.key"\n')
+    assert _inside_url(config) == "https://localhost:9443"
+    config.write_text('[server]\npublic_name = "mail.example.org"\n')
+    assert _inside_url(config) == "https://mail.example.org"
+    config.write_text('[server]\nhost = "192.168.1.10"\nport = 8080\n')
+    assert _inside_url(config) == "http://192.168.1.10:8080"

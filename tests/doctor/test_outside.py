@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 from natsync.cert.ca import CA
 from natsync.doctor import Check, Report, Severity, diagnose
@@ -144,3 +145,77 @@ async def test_heartbeat_above_the_server_maximum_is_retried_at_the_limit(
     push = next(f for f in report.findings if f.check == Check.PUSH)
     assert push.severity == Severity.OK
     assert any("made it 1 s instead of the 5 s asked" in e for e in push.evidence)
+
+
+def _intermediate_chain(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """root → intermediate → leaf (localhost); the server file holds only the leaf, the trust
+    file root and intermediate: the doctor's machine trusts it, a phone would not."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = dt.datetime.now(dt.UTC)
+
+    def name(cn: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+    def build(
+        subject: str, issuer: x509.Name, key: ec.EllipticCurvePrivateKey, signer: Any, ca: bool
+    ) -> x509.Certificate:
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(name(subject))
+            .issuer_name(issuer)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(hours=1))
+            .not_valid_after(now + dt.timedelta(days=90))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(signer.public_key()), False
+            )
+        )
+        if ca:
+            builder = builder.add_extension(
+                x509.KeyUsage(True, False, False, False, False, True, True, False, False), True
+            )
+        else:
+            builder = builder.add_extension(
+                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False
+            ).add_extension(
+                x509.SubjectAlternativeName(
+                    [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+                ),
+                False,
+            )
+        return builder.sign(signer, hashes.SHA256())
+
+    root_key, mid_key, leaf_key = (ec.generate_private_key(ec.SECP256R1()) for _ in range(3))
+    root = build("Test Root", name("Test Root"), root_key, root_key, True)
+    mid = build("Test Intermediate", root.subject, mid_key, root_key, True)
+    leaf = build("localhost", mid.subject, leaf_key, mid_key, False)
+    pem = serialization.Encoding.PEM
+    cert_file, key_file, trust = tmp_path / "leaf.pem", tmp_path / "leaf.key", tmp_path / "t.pem"
+    cert_file.write_bytes(leaf.public_bytes(pem))
+    key_file.write_bytes(
+        leaf_key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    trust.write_bytes(root.public_bytes(pem) + mid.public_bytes(pem))
+    return cert_file, key_file, trust
+
+
+async def test_intermediate_not_sent(serve: ServeFactory, tmp_path: Path) -> None:
+    cert_file, key_file, trust = _intermediate_chain(tmp_path)
+    served = await serve(cert=(cert_file, key_file))
+    report = await diagnose(served.options(ca_file=trust))
+    finding = next(f for f in report.findings if f.check == Check.TLS and f.severity != "ok")
+    assert finding.severity == Severity.WARN
+    assert finding.title == "Certificate: chain.intermediate-not-sent"
+    assert "Phones do not fetch missing intermediates" in finding.cause
+    assert "natsync cert check 127.0.0.1:" in finding.fix
+    assert report.exit_status == 1  # works here, warns about phones
