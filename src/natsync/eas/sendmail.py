@@ -28,6 +28,8 @@ NS = "ComposeMail"
 #: ClientIds remembered per device to recognise a retransmitted send.
 CLIENT_IDS_KEPT = 100
 CLIENT_IDS_SETTING = "sendmail.client_ids"
+#: Longest ClientId kept (MS-ASCMD 2.2.3.28: at most 40 characters; some clients send GUIDs).
+MAX_CLIENT_ID = 64
 
 
 def _fail(cmd: str, status: int) -> EasError:
@@ -51,6 +53,8 @@ def _send(ctx: Context, cmd: str) -> Response:
         save = body.find("SaveInSentItems", NS) is not None
         replace_mime = body.find("ReplaceMime", NS) is not None
         client_id = body.child_text("ClientId", NS) or ""
+        if len(client_id) > MAX_CLIENT_ID:
+            raise _fail(cmd, Common.INVALID_CONTENT)
         source = body.find("Source", NS)
         if source is not None:
             original_sid = source.child_text("ItemId", NS) or ""
