@@ -289,3 +289,31 @@ async def test_options_checks_credentials_when_given(client: Client) -> None:
     wrong = await client.raw("", method="OPTIONS")
     assert wrong.status == 401
     assert wrong.headers["WWW-Authenticate"] == 'Basic realm="natsync"'
+
+
+async def test_newer_ping_ends_the_older_one(make_client: ServerFactory, store: Store) -> None:
+    client = await make_client()
+    await client.provision()
+    inbox = folder_id(store, FolderType.INBOX)
+    ns = "AirSync"
+    key = ""
+    for sync_key in ("0", None):
+        coll = E(ns, "Collection", E(ns, "SyncKey", sync_key or key), E(ns, "CollectionId", inbox))
+        tree = (await client.cmd("Sync", E(ns, "Sync", E(ns, "Collections", coll)))).tree()
+        key = tree.find("Collections").find("Collection").child_text("SyncKey") or ""  # type: ignore[union-attr]
+    pg = "Ping"
+    ping = E(
+        pg,
+        "Ping",
+        E(pg, "HeartbeatInterval", 600),
+        E(pg, "Folders", E(pg, "Folder", E(pg, "Id", inbox), E(pg, "Class", "Email"))),
+    )
+    first = asyncio.ensure_future(client.cmd("Ping", ping))
+    await asyncio.sleep(0.3)
+    second = asyncio.ensure_future(client.cmd("Ping", ping))
+    old = await asyncio.wait_for(first, 5)
+    assert old.tree().child_text("Status") == "1"
+    assert not second.done()
+    await store.run(_deliver_in)
+    new = await asyncio.wait_for(second, 5)
+    assert new.tree().child_text("Status") == "2"

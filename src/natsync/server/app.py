@@ -34,7 +34,7 @@ from natsync.eas.versions import SERVER_VERSION, supported_header
 from natsync.errors import NatsyncError
 from natsync.server.auth import Authenticator
 from natsync.server.logs import REQUEST_CONTEXT
-from natsync.store.api import Store, Txn
+from natsync.store.api import Store, Subscription, Txn
 from natsync.wbxml import WBXMLError, decode
 
 log = logging.getLogger("natsync.server")
@@ -58,6 +58,8 @@ class EasApp:
         self.config = config
         self.store = store
         self.relay = relay
+        #: The live hold (Ping / held Sync) of each device: (user id, DeviceId) -> subscription.
+        self._holds: dict[tuple[int, str], Subscription] = {}
         self.auth = Authenticator(
             store,
             max_per_user=config.max_failed_logins_per_user,
@@ -147,7 +149,7 @@ class EasApp:
             body = self._decode(raw, request.content_type)
             response = await self._run(eas, auth.user.name, body, raw, request.content_type)
             if response.wait is not None:
-                response = await self._wait(response)
+                response = await self._wait(response, (auth.user.id, eas.device_id))
                 if response.wait is not None:  # a held Sync saw a change: answer it now
                     response = await self._run(
                         eas, auth.user.name, body, raw, request.content_type, may_hold=False
@@ -218,15 +220,27 @@ class EasApp:
         except Answered as exc:
             return exc.response
 
-    async def _wait(self, response: Response) -> Response:
+    async def _wait(self, response: Response, device: tuple[int, str]) -> Response:
         """Hold a Ping or a Sync outside any transaction. For a Sync that saw a change, the
-        returned Response still carries ``wait`` (the caller runs the request again)."""
+        returned Response still carries ``wait`` (the caller runs the request again).
+
+        One hold per device: a newer Ping or held Sync from the same device ends the older one
+        at once (it answers as if its time were up), so a phone whose old connection died in a
+        NAT does not leave a stale wait behind until its heartbeat runs out."""
         wait = response.wait
         assert wait is not None
         with self.store.changes.subscribe(wait.folder_ids) as sub:
-            changed = await self.store.run(lambda txn: ping.changed_since(txn, wait))
-            if not changed:
-                changed = await sub.wait(float(wait.heartbeat))
+            older = self._holds.get(device)
+            if older is not None:
+                older.close()
+            self._holds[device] = sub
+            try:
+                changed = await self.store.run(lambda txn: ping.changed_since(txn, wait))
+                if not changed:
+                    changed = await sub.wait(float(wait.heartbeat))
+            finally:
+                if self._holds.get(device) is sub:
+                    del self._holds[device]
         if wait.rerun:
             return response if changed else Response(status=None)
         return ping.finish(wait, changed)
