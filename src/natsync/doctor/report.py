@@ -58,6 +58,15 @@ def render_terminal(report: Report, console: Console) -> None:
 
 def _finding_terminal(finding: Finding, console: Console) -> None:
     style = _STYLE[finding.severity]
+    if finding.severity == Severity.SKIP:
+        console.print(
+            Text.assemble(
+                (f"{_MARK[finding.severity]:<4} ", style),
+                (f"[{finding.check}] ", "dim"),
+                (f"{finding.title}: {finding.cause}", "dim"),
+            )
+        )
+        return
     head = Text.assemble(
         (f"{_MARK[finding.severity]:<4} ", style), (f"[{finding.check}] ", "dim"), finding.title
     )
@@ -70,7 +79,7 @@ def _finding_terminal(finding: Finding, console: Console) -> None:
     for line in finding.evidence:
         body.append(f"• {line}\n", style="dim")
     if finding.cause:
-        body.append("Reason: " if finding.severity == Severity.SKIP else "Why: ", style="bold")
+        body.append("Why: ", style="bold")
         body.append(finding.cause + "\n")
     if finding.fix:
         body.append("Fix: ", style="bold")

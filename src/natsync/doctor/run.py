@@ -76,7 +76,13 @@ async def diagnose(options: Options, progress: Progress = _quiet) -> Report:
 def _stop(report: Report, reason: str, remaining: list[Check]) -> None:
     report.stopped = reason
     for check in remaining:
-        report.findings.append(skip(check, f"{check} not checked", f"stopped early: {reason}"))
+        report.findings.append(
+            skip(
+                check,
+                f"{check} not checked",
+                "not run: the run stopped early (the reason is given with the summary)",
+            )
+        )
 
 
 async def _run(options: Options, target: g.Target, report: Report, progress: Progress) -> None:

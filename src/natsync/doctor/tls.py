@@ -312,11 +312,19 @@ def _trust(leaf: x509.Certificate, ev: TlsEvidence) -> list[Finding]:
         f"verification against {ev.trust}: {ev.verify_message or ev.handshake_error}",
         f"the server sent {len(ev.chain)} certificate(s); the leaf is issued by {issuer}",
     ]
+    roots_sent = [x509.load_der_x509_certificate(d) for d in ev.chain[1:] if _self_issued_der(d)]
     if self_signed:
         cause = (
             "The certificate is self-signed: nothing the phone trusts vouches for it, so "
             "the phone refuses it (or asks its user to accept it blindly, which teaches the "
             "wrong habit)."
+        )
+    elif roots_sent:
+        root = x509.Name(roots_sent[0].subject).rfc4514_string()
+        cause = (
+            f"The server sends its own root, {root}, and that root is not in {ev.trust}: "
+            "a private CA the phone was never given. Until the phone trusts it, the phone "
+            "refuses the connection."
         )
     else:
         cause = (
@@ -338,6 +346,14 @@ def _trust(leaf: x509.Certificate, ev: TlsEvidence) -> list[Finding]:
             "the leaf in server.tls_cert.",
         )
     ]
+
+
+def _self_issued_der(der: bytes) -> bool:
+    try:
+        cert = x509.load_der_x509_certificate(der)
+    except ValueError:
+        return False
+    return cert.issuer == cert.subject
 
 
 def _usage(leaf: x509.Certificate) -> list[Finding]:
