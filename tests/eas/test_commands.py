@@ -423,3 +423,63 @@ def test_smartreply_12_1_query_parameters(store: Store) -> None:
     )
     assert response.http_status == 200
     assert _subjects(store, FolderType.SENT_ITEMS) == ["Re: old question"]
+
+
+def test_search_or_and_collection_scope(store: Store) -> None:
+    deliver(store, make_mail("apples", "fruit"))
+    deliver(store, make_mail("bananas", "fruit"))
+    deliver(store, make_mail("carrots", "vegetable"), folder=FolderType.DELETED_ITEMS)
+    inbox = folder_id(store, FolderType.INBOX)
+    phone = _phone(store)
+    se = "Search"
+
+    def subjects(query: Element, options: Element | None = None) -> list[str]:
+        store_el = E(se, "Store", E(se, "Name", "Mailbox"), query)
+        if options is not None:
+            store_el.append(options)
+        tree = phone.tree(se, E(se, se, store_el))
+        return sorted(el.text() for el in tree.iter() if el.tag == "Subject")
+
+    either = E(se, "Query", E(se, "Or", E(se, "FreeText", "apples"), E(se, "FreeText", "carrots")))
+    assert subjects(either) == ["apples", "carrots"]
+    scoped = E(
+        se,
+        "Query",
+        E(se, "And", E("AirSync", "CollectionId", inbox), E(se, "FreeText", "fruit")),
+    )
+    assert subjects(scoped) == ["apples", "bananas"]
+    first_only = subjects(scoped, E(se, "Options", E(se, "Range", "0-0")))
+    assert len(first_only) == 1
+
+
+def test_empty_folder_contents_with_subfolders(store: Store) -> None:
+    trash = folder_id(store, FolderType.DELETED_ITEMS)
+    phone = _phone(store)
+    fh = "FolderHierarchy"
+    key = phone.folder_sync().child_text("SyncKey") or ""
+    created = phone.tree(
+        "FolderCreate",
+        E(
+            fh,
+            "FolderCreate",
+            E(fh, "SyncKey", key),
+            E(fh, "ParentId", trash),
+            E(fh, "DisplayName", "old stuff"),
+            E(fh, "Type", 12),
+        ),
+    )
+    assert created.child_text("Status") == "1"
+    op = E(
+        IO,
+        "EmptyFolderContents",
+        E("AirSync", "CollectionId", trash),
+        E(IO, "Options", E(IO, "DeleteSubFolders")),
+    )
+    phone.tree("ItemOperations", E(IO, "ItemOperations", op))
+
+    def names(txn: Txn) -> list[str]:
+        u = txn.get_user("alice")
+        assert u is not None
+        return [f.display_name for f in txn.list_folders(u.id)]
+
+    assert "old stuff" not in store.run_sync(names)
