@@ -29,8 +29,12 @@ LONG_TTL = 3600
 
 
 @contextmanager
-def run_resolver(directory: Path, primary: Named) -> Iterator[str]:
-    """A caching BIND that forwards everything to *primary*: the phone's resolver."""
+def run_resolver(directory: Path, primary: Named | int) -> Iterator[str]:
+    """A caching BIND that forwards everything to *primary* (a Named, or a port on
+    127.0.0.1): the phone's resolver."""
+    host, upstream = (
+        ("127.0.0.1", primary) if isinstance(primary, int) else (primary.host, primary.port)
+    )
     directory.mkdir(parents=True, exist_ok=True)
     port = free_port()
     (directory / "named.conf").write_text(f"""
@@ -43,7 +47,7 @@ options {{
   listen-on-v6 {{ none; }};
   recursion yes;
   allow-recursion {{ 127.0.0.1; }};
-  forwarders {{ {primary.host} port {primary.port}; }};
+  forwarders {{ {host} port {upstream}; }};
   forward only;
   dnssec-validation no;
 }};
@@ -140,3 +144,68 @@ def test_fresh_record_agrees(tmp_path: Path) -> None:
     smtp = next(f for f in report.findings if f.title.startswith("SMTP port 25"))
     assert smtp.severity == Severity.WARN  # nothing listens on 127.0.0.1:25 here
     assert "natsync portmap add 25/tcp" in smtp.fix
+
+
+@contextmanager
+def run_zone(directory: Path, records: str) -> Iterator[int]:
+    """A BIND primary for example.test on 127.0.0.1 whose NS record names 127.0.0.1 itself,
+    so the doctor can find the zone's servers through the resolver as it does on the internet."""
+    directory.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    (directory / "named.conf").write_text(f"""
+options {{
+  directory "{directory}";
+  pid-file "{directory}/named.pid";
+  session-keyfile "{directory}/session.key";
+  managed-keys-directory "{directory}";
+  listen-on port {port} {{ 127.0.0.1; }};
+  listen-on-v6 {{ none; }};
+  recursion no;
+  dnssec-validation no;
+  notify no;
+}};
+controls {{ }};
+zone "example.test" {{ type primary; file "{directory}/zone"; }};
+""")
+    (directory / "zone").write_text(f"""$TTL 60
+@ IN SOA ns1.example.test. hostmaster.example.test. 1 3600 600 86400 60
+@ IN NS ns1.example.test.
+ns1 IN A 127.0.0.1
+{records}
+""")
+    log = directory / "named.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            ["named", "-g", "-c", str(directory / "named.conf")],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        from tests.ddns.servers import _wait_dns
+
+        _wait_dns("127.0.0.1", port, proc, None, log)
+        yield port
+    finally:
+        stop(proc)
+
+
+def test_authoritative_servers_found_through_ns_records(tmp_path: Path) -> None:
+    import asyncio
+
+    with (
+        run_zone(tmp_path / "zone", f"eas IN A {NEW}") as port,
+        run_resolver(tmp_path / "resolver", port) as resolver,
+    ):
+        options = Options(
+            url=f"https://{NAME}:{free_port()}",
+            resolver=resolver,
+            heartbeat=0,
+            timeout=TEST_TIMEOUT,
+            ns_port=port,
+        )
+        report = asyncio.run(diagnose(options))
+    agree = next(
+        f for f in report.findings if f.title.endswith("agrees with the authoritative servers")
+    )
+    assert f"authoritative ns1.example.test (127.0.0.1:{port}) answers {NEW}" in agree.evidence
+    assert "TTL 60 s suits an address that can change" in {f.title for f in report.findings}

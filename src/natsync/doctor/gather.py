@@ -199,7 +199,7 @@ def _ask_authoritative(server: str, label: str, name: str, timeout: float) -> Dn
 
 
 def _find_authoritative(
-    res: dns.resolver.Resolver, name: str, timeout: float
+    res: dns.resolver.Resolver, name: str, timeout: float, ns_port: int = 53
 ) -> tuple[str, list[tuple[str, str]]]:
     """(zone, [(label, "ip:53")]) of the zone holding *name*, found through *res*."""
     zone = dns.resolver.zone_for_name(name, resolver=res)
@@ -212,7 +212,10 @@ def _find_authoritative(
         except dns.exception.DNSException:
             continue
         for addr in list(addrs)[:1]:
-            servers.append((f"{target.rstrip('.')} ({addr.to_text()})", addr.to_text()))
+            where = addr.to_text()
+            if ns_port != 53:
+                where = f"[{where}]:{ns_port}" if ":" in where else f"{where}:{ns_port}"
+            servers.append((f"{target.rstrip('.')} ({where})", where))
     return zone.to_text().rstrip("."), servers
 
 
@@ -224,6 +227,7 @@ def gather_names_sync(
     email_domain: str = "",
     public: Sequence[str] = (),
     timeout: float = DEFAULT_TIMEOUT,
+    ns_port: int = 53,
 ) -> NamesEvidence:
     """What the phone's resolver and the zone's authoritative servers say about the name."""
     if target.literal:
@@ -248,7 +252,7 @@ def gather_names_sync(
         finder = res or dns.resolver.Resolver()
         finder.lifetime = timeout
         try:
-            zone, servers = _find_authoritative(finder, name, timeout)
+            zone, servers = _find_authoritative(finder, name, timeout, ns_port)
             auth = [_ask_authoritative(ip, label, name, timeout) for label, ip in servers]
             if not servers:
                 skipped = f"no address for any NS server of {zone}"

@@ -46,6 +46,8 @@ class Options:
     heartbeat: int = DEFAULT_HEARTBEAT
     timeout: float = g.DEFAULT_TIMEOUT
     config: Path | None = None
+    #: Port the zone's NS servers are asked on (53; another only in labs and tests).
+    ns_port: int = 53
     #: Public addresses known from inside (filled from the ddns verdict on inside-out runs).
     public: tuple[str, ...] = field(default_factory=tuple)
 
@@ -104,6 +106,7 @@ async def _run(options: Options, target: g.Target, report: Report, progress: Pro
         email_domain=email.rpartition("@")[2] if email else "",
         public=public,
         timeout=options.timeout,
+        ns_port=options.ns_port,
     )
     report.add(check_names(names))
     later = [Check.REACH, Check.TLS, Check.HTTP, Check.SESSION, Check.PUSH, Check.AUTODISCOVER]
