@@ -5,6 +5,7 @@ and TLS."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import ssl
@@ -317,3 +318,46 @@ async def test_newer_ping_ends_the_older_one(make_client: ServerFactory, store: 
     await store.run(_deliver_in)
     new = await asyncio.wait_for(second, 5)
     assert new.tree().child_text("Status") == "2"
+
+
+async def test_dropped_connection_ends_the_held_ping(
+    make_client: ServerFactory, store: Store
+) -> None:
+    import aiohttp
+
+    from natsync.server.app import EAS_APP
+
+    client = await make_client()
+    await client.provision()
+    inbox = folder_id(store, FolderType.INBOX)
+    ns = "AirSync"
+    key = ""
+    for sync_key in ("0", None):
+        coll = E(ns, "Collection", E(ns, "SyncKey", sync_key or key), E(ns, "CollectionId", inbox))
+        tree = (await client.cmd("Sync", E(ns, "Sync", E(ns, "Collections", coll)))).tree()
+        key = tree.find("Collections").find("Collection").child_text("SyncKey") or ""  # type: ignore[union-attr]
+    pg = "Ping"
+    ping = E(
+        pg,
+        "Ping",
+        E(pg, "HeartbeatInterval", 600),
+        E(pg, "Folders", E(pg, "Folder", E(pg, "Id", inbox), E(pg, "Class", "Email"))),
+    )
+    eas = client.server.runner.app[EAS_APP]
+    async with aiohttp.ClientSession() as other:
+        phone = Client(other, client.server)
+        phone.policy_key = client.policy_key
+        held = asyncio.ensure_future(phone.cmd("Ping", ping))
+        for _ in range(50):
+            await asyncio.sleep(0.05)
+            if eas._holds:
+                break
+        assert eas._holds
+        held.cancel()  # the phone goes away mid-Ping
+        with contextlib.suppress(asyncio.CancelledError):
+            await held
+    for _ in range(50):
+        await asyncio.sleep(0.05)
+        if not eas._holds:
+            break
+    assert not eas._holds

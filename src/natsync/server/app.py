@@ -320,7 +320,13 @@ class RunningServer:
 async def start_server(config: ServerConfig, store: Store, *, relay: Any = None) -> RunningServer:
     """Serve ActiveSync on config.host:config.port (0: a free port); returns once listening."""
     app = make_app(config, store, relay)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_GRACE)
+    # handler_cancellation: a phone that drops its connection ends its held Ping at once
+    # instead of holding a subscription until the heartbeat. A command cancelled while its
+    # transaction runs still commits in the store's thread; the phone, lacking the answer,
+    # retransmits with the same SyncKey and gets the cached answer — safe by design.
+    runner = web.AppRunner(
+        app, access_log=None, shutdown_timeout=SHUTDOWN_GRACE, handler_cancellation=True
+    )
     await runner.setup()
     context = tls_context(config)
     site = web.TCPSite(runner, config.host, config.port, ssl_context=context)
