@@ -363,3 +363,19 @@ def test_12_1_answer_names_the_class(store: Store) -> None:
     assert coll.children[0].tag == "Class"
     assert coll.child_text("Class") == "Email"
     assert len(commands(coll, "Add")) == 1
+
+
+def test_options_persist_until_changed(store: Store) -> None:
+    phone, inbox, key = _ready(store)
+    options = E(
+        NS,
+        "Options",
+        E(NS, "MIMESupport", 2),
+        E("AirSyncBase", "BodyPreference", E("AirSyncBase", "Type", 4)),
+    )
+    key = collection(phone.sync(inbox, key, options=options)).child_text("SyncKey") or ""
+    deliver(store, make_mail("later", "body"))
+    coll = collection(phone.sync(inbox, key))  # no Options this time
+    body = commands(coll, "Add")[0].find("ApplicationData").find("Body")  # type: ignore[union-attr]
+    assert body is not None
+    assert body.child_text("Type") == "4"

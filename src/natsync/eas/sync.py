@@ -149,6 +149,18 @@ def _set_last(ctx: Context, cid: str, key: str, modseq: int) -> None:
     ctx.txn.set_device_setting(ctx.device.id, LAST_PREFIX + cid, json.dumps([key, modseq]))
 
 
+def _cached_requests(ctx: Context) -> dict[str, dict[str, Any]]:
+    """The last full request's collections (without keys); {} when none or unreadable."""
+    text = ctx.txn.get_device_setting(ctx.device.id, CACHED_REQUEST)
+    try:
+        cached = json.loads(text) if text else {}
+        for data in cached.values():
+            CollectionRequest(**{**data, "key": ""})  # shape check: same fields as now
+    except (ValueError, TypeError, AttributeError):
+        return {}
+    return cached if isinstance(cached, dict) else {}
+
+
 def seen_modseq(ctx: Context, cid: str) -> int | None:
     """The folder modseq the device has seen for *cid* (None: never synced). Ping uses it."""
     last = _last(ctx, cid)
@@ -157,8 +169,7 @@ def seen_modseq(ctx: Context, cid: str) -> int | None:
 
 def handle(ctx: Context) -> Response:
     body = ctx.body
-    cached_text = ctx.txn.get_device_setting(ctx.device.id, CACHED_REQUEST)
-    cached: dict[str, dict[str, Any]] = json.loads(cached_text) if cached_text else {}
+    cached = _cached_requests(ctx)
     commands: dict[str, Element] = {}
     if body is None:
         # MS-ASCMD 3.1.5.3: an empty Sync repeats the last one, with the current keys.
@@ -191,7 +202,8 @@ def handle(ctx: Context) -> Response:
         requests = []
         for el in coll_els:
             req = _parse_collection(el, global_window)
-            if req.id in cached and el.find("Options", NS) is None and partial:
+            if req.id in cached and el.find("Options", NS) is None:
+                # Options persist per collection until the client sends new ones.
                 old = cached[req.id]
                 req.filter, req.prefs = old["filter"], old["prefs"]
                 req.mime_support, req.mime_truncation = old["mime_support"], old["mime_truncation"]
