@@ -180,3 +180,17 @@ def test_quarantined_device_sees_only_a_notice(store: Store) -> None:
     coll = collection(phone.sync(inbox, key))
     assert [d.child_text("ServerId") for d in commands(coll, "Delete")] == [notice]
     assert [a.child_text("ServerId") for a in commands(coll, "Add")] == [real]
+
+
+def test_changed_policy_asks_for_provisioning_again(store: Store) -> None:
+    from dataclasses import replace
+
+    from tests.eas.helpers import CONFIG
+
+    phone = Phone(store)
+    phone.provision()
+    assert phone.tree("FolderSync", _fs()).child_text("Status") == "1"
+    phone.config = replace(CONFIG, policy={"DevicePasswordEnabled": 1})
+    assert phone.tree("FolderSync", _fs()).child_text("Status") == "143"
+    phone.provision()
+    assert phone.tree("FolderSync", _fs()).child_text("Status") == "1"

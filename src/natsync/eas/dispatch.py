@@ -12,6 +12,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from natsync.eas import policy
 from natsync.eas.context import Context, Handler, Response
 from natsync.eas.errors import Answered, EasError, HttpError
 from natsync.eas.foldersync import (
@@ -142,6 +143,9 @@ def _gate(ctx: Context) -> Response | None:
         return refuse(cmd, req, Common.DEVICE_NOT_PROVISIONED, 449)
     if req.policy_key != device.policy_key:
         return refuse(cmd, req, Common.INVALID_POLICY_KEY, 449)
+    acked = ctx.txn.get_device_setting(device.id, policy.ACKED_POLICY_SETTING)
+    if acked is not None and acked != policy.fingerprint(ctx.config.policy):
+        return refuse(cmd, req, Common.POLICY_REFRESH, 449)
     return None
 
 

@@ -7,6 +7,8 @@ nothing a personal phone would refuse: no PIN required, attachments allowed, HTM
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping
 
 from natsync.eas.versions import V12_1, V14_0, Version
@@ -91,3 +93,14 @@ def provision_doc(version: Version, overrides: Mapping[str, int | str] | None = 
         else:
             doc.add(NS, name, value)
     return doc
+
+
+#: Device setting holding the fingerprint of the policy the device acknowledged.
+ACKED_POLICY_SETTING = "policy.fingerprint"
+
+
+def fingerprint(overrides: Mapping[str, int | str] | None) -> str:
+    """Identifies the policy in force: when the configuration changes it, devices that
+    acknowledged an older one are asked to provision again (MS-ASCMD 2.2.2 code 143)."""
+    text = json.dumps(sorted((overrides or {}).items()), separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -102,6 +102,9 @@ def handle(ctx: Context) -> Response:
         return Response.of(root, status=PolicyStatus.WRONG_POLICY_KEY)
     final = _new_key()
     txn.set_policy_keys(device.id, policy_key=final, pending_policy_key=0)
+    txn.set_device_setting(
+        device.id, policy.ACKED_POLICY_SETTING, policy.fingerprint(ctx.config.policy)
+    )
     out.add(NS, "Status", PolicyStatus.SUCCESS)
     out.add(NS, "PolicyKey", final)
     return Response.of(root, status=ProvisionStatus.SUCCESS)
