@@ -483,3 +483,28 @@ def test_empty_folder_contents_with_subfolders(store: Store) -> None:
         return [f.display_name for f in txn.list_folders(u.id)]
 
     assert "old stuff" not in store.run_sync(names)
+
+
+def test_ping_asks_for_foldersync_after_a_hierarchy_change(store: Store) -> None:
+    inbox = folder_id(store, FolderType.INBOX)
+    phone = _phone(store)  # has run FolderSync
+    key = collection(phone.sync(inbox, "0")).child_text("SyncKey") or ""
+    collection(phone.sync(inbox, key))
+    pg = "Ping"
+    body = E(
+        pg,
+        "Ping",
+        E(pg, "HeartbeatInterval", 300),
+        E(pg, "Folders", E(pg, "Folder", E(pg, "Id", inbox), E(pg, "Class", "Email"))),
+    )
+    assert phone.call("Ping", body).wait is not None
+
+    def add_folder(txn: Txn) -> None:
+        u = txn.get_user("alice")
+        assert u is not None
+        txn.create_folder(u.id, "0", "Made elsewhere", FolderType.USER_MAIL)
+
+    store.run_sync(add_folder)
+    assert phone.tree("Ping", body).child_text("Status") == "7"
+    phone.folder_sync(phone.folder_sync().child_text("SyncKey") or "")
+    assert phone.call("Ping", body).wait is not None

@@ -34,6 +34,8 @@ CREATABLE = frozenset(
     }
 )
 _SPECIAL_TYPES = frozenset(t for _, t in STANDARD_FOLDERS)
+#: Device setting holding the hierarchy key last handed out (Ping compares against it).
+LAST_KEY_SETTING = "folders.last"
 #: Longest folder name we accept (Exchange's limit is 256 characters).
 MAX_FOLDER_NAME = 256
 
@@ -45,6 +47,16 @@ def current_snapshot(ctx: Context) -> Snapshot:
         f.server_id: [f.parent_server_id, f.display_name, int(f.type)]
         for f in ctx.txn.list_folders(ctx.user.id)
     }
+
+
+def hierarchy_changed(ctx: Context) -> bool:
+    """True when the folder list differs from what the device last got (Ping Status 7).
+    A device that never ran FolderSync is not judged here."""
+    key = ctx.txn.get_device_setting(ctx.device.id, LAST_KEY_SETTING)
+    if key is None:
+        return False
+    known = _load(ctx, key)
+    return known is not None and known != current_snapshot(ctx)
 
 
 def _load(ctx: Context, key: str | None) -> Snapshot | None:
@@ -129,6 +141,7 @@ def handle_foldersync(ctx: Context) -> Response:
         ctx.txn.drop_sync_state(ctx.device.id, HIERARCHY)
     blob = {"folders": now, "cmd": "FolderSync", "for": key, "answer": response.body.hex()}
     ctx.txn.put_sync_state(ctx.device.id, HIERARCHY, new, st.pack(blob))
+    ctx.txn.set_device_setting(ctx.device.id, LAST_KEY_SETTING, new)
     return response
 
 
@@ -155,6 +168,7 @@ def _finish(ctx: Context, cmd: str, key: str, known: Snapshot, extra: list[Eleme
     response = Response.of(root, status=FolderStatus.SUCCESS)
     blob = {"folders": known, "cmd": cmd, "for": key, "answer": response.body.hex()}
     ctx.txn.put_sync_state(ctx.device.id, HIERARCHY, new, st.pack(blob))
+    ctx.txn.set_device_setting(ctx.device.id, LAST_KEY_SETTING, new)
     return response
 
 

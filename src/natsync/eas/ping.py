@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 
 from natsync.eas.context import Context, PingWait, Response
+from natsync.eas.foldersync import hierarchy_changed
 from natsync.eas.status import PingStatus as S
 from natsync.eas.sync import seen_modseq
 from natsync.store.api import Txn
@@ -59,6 +60,8 @@ def handle(ctx: Context) -> Response:
         return _answer(S.INVALID_HEARTBEAT, E(NS, "HeartbeatInterval", cfg.heartbeat_max))
     if len(ids) > MAX_FOLDERS:
         return _answer(S.TOO_MANY_FOLDERS, E(NS, "MaxFolders", MAX_FOLDERS))
+    if hierarchy_changed(ctx):
+        return _answer(S.FOLDER_SYNC_REQUIRED)
     folders = []
     for sid in ids:
         folder = ctx.txn.get_folder(ctx.user.id, sid)
