@@ -38,6 +38,9 @@ def _register() -> None:
     main.add_command(user)
     main.add_command(device)
     main.add_command(server)
+    from natsync.cli_edge import edge
+
+    main.add_command(edge)
     from natsync.cli_doctor import doctor
 
     main.add_command(doctor)

@@ -1,0 +1,114 @@
+"""`natsync edge run | trust-backend | render`: the SSL-bridging edge from the command line."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from pathlib import Path
+
+import click
+
+from natsync.errors import NatsyncError
+
+_CONFIG = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Deployment TOML file with an [edge] table (default: the embedded defaults).",
+)
+
+
+@click.group()
+def edge() -> None:
+    """SSL bridging in front of the server: publishing rules, Ping-safe timeouts, forwards."""
+
+
+async def _serve(config_path: Path | None) -> None:
+    from natsync.edge import load_edge_config, start_edge
+
+    config = load_edge_config(config_path)
+    running = await start_edge(config)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGHUP, running.reload)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    forwards = " ".join(str(p) for p in running.forward_ports)
+    click.echo(
+        f"natsync edge: listening on {running.url} admin={running.admin_port} "
+        f"forwards={forwards or '-'}",
+        err=True,
+    )
+    try:
+        await stop.wait()
+    finally:
+        await running.close()
+
+
+@edge.command()
+@_CONFIG
+def run(config_path: Path | None) -> None:
+    """Run the edge until SIGINT/SIGTERM; SIGHUP reloads the certificate files."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    import importlib.util
+
+    try:
+        if importlib.util.find_spec("uvloop") is not None:
+            import uvloop
+
+            uvloop.run(_serve(config_path))
+        else:  # pragma: no cover - uvloop is an optional extra
+            asyncio.run(_serve(config_path))
+    except NatsyncError as exc:
+        raise click.ClickException(exc.message) from exc
+
+
+@edge.command("trust-backend")
+@click.argument("backend")
+@_CONFIG
+@click.option("--name", default="", help="Name to send as SNI (default: the host of BACKEND).")
+@click.option("--yes", is_flag=True, help="Pin without asking.")
+def trust_backend(backend: str, config_path: Path | None, name: str, yes: bool) -> None:
+    """Show the server's certificate at BACKEND (host:port) and pin it in the edge config."""
+    from natsync.edge.trust import describe, inspect_backend, pin_in_config
+
+    path = config_path or Path("natsync.toml")
+    try:
+        peer = asyncio.run(inspect_backend(backend, name))
+    except NatsyncError as exc:
+        raise click.ClickException(exc.message) from exc
+    click.echo(f"The server at {backend} presents:")
+    for line in describe(peer):
+        click.echo(f"  {line}")
+    if not yes and not click.confirm(f"Pin this certificate in {path}?", default=False):
+        raise click.ClickException("not pinned")
+    try:
+        pin_in_config(path, peer.fingerprint, backend=backend, backend_name=name or None)
+    except NatsyncError as exc:
+        raise click.ClickException(exc.message) from exc
+    click.echo(f"pinned {peer.fingerprint} for {backend} in {path}")
+
+
+@edge.command()
+@click.argument("kind", type=click.Choice(["nginx", "haproxy"]))
+@_CONFIG
+@click.option(
+    "--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
+    help="Write the configuration here (default: standard output).",
+)  # fmt: skip
+def render(kind: str, config_path: Path | None, output: Path | None) -> None:
+    """Write an nginx or HAProxy configuration equivalent to the edge's."""
+    from natsync.edge import load_edge_config
+    from natsync.edge.render import render_config
+
+    try:
+        text = render_config(kind, load_edge_config(config_path))
+    except NatsyncError as exc:
+        raise click.ClickException(exc.message) from exc
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        output.write_text(text, encoding="utf-8")
+        click.echo(f"wrote {output}", err=True)

@@ -1,0 +1,123 @@
+"""Start and stop one edge: the TLS listener, its admin listener and the TCP forwards."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from dataclasses import dataclass, field
+
+from natsync.edge.admin import start_admin
+from natsync.edge.config import EdgeConfig, split_hostport
+from natsync.edge.forward import Forwarder
+from natsync.edge.proxy import TLS_HANDSHAKE_TIMEOUT, ClientConn, Edge, access_log
+from natsync.edge.tls import BackendTrust, SiteContexts
+from natsync.errors import ConfigError
+
+log = logging.getLogger("natsync.edge")
+
+#: Listen backlog: a burst of phones reconnecting after an outage all arrive at once.
+BACKLOG = 4096
+
+
+@dataclass(slots=True)
+class RunningEdge:
+    """A started edge: where it listens, reload (SIGHUP) and close."""
+
+    edge: Edge
+    server: asyncio.Server
+    host: str
+    port: int
+    admin: asyncio.Server | None = None
+    admin_port: int = 0
+    forwarders: list[Forwarder] = field(default_factory=list)
+    forward_ports: list[int] = field(default_factory=list)
+    _sweeper: asyncio.Task[None] | None = None
+    _log_handler: logging.Handler | None = None
+
+    @property
+    def url(self) -> str:
+        return f"https://{self.host}:{self.port}"
+
+    def reload(self) -> bool:
+        """Load the certificate files again; open connections keep theirs. False on error."""
+        try:
+            self.edge.sites.reload()
+        except ConfigError as exc:
+            log.error("reload failed, keeping the previous certificates: %s", exc.message)
+            return False
+        log.info("certificates reloaded; %d connection(s) kept", len(self.edge.clients))
+        return True
+
+    async def close(self) -> None:
+        self.server.close()
+        if self.admin is not None:
+            self.admin.close()
+        for forwarder in self.forwarders:
+            await forwarder.close()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        self.edge.close_all()
+        await self.server.wait_closed()
+        if self.admin is not None:
+            await self.admin.wait_closed()
+        if self._log_handler is not None:
+            access_log.removeHandler(self._log_handler)
+            self._log_handler.close()
+
+
+async def start_edge(config: EdgeConfig, *, reuse_port: bool = False) -> RunningEdge:
+    """Check the configuration, then listen; raises ConfigError when it cannot run safely."""
+    config.check_runnable()
+    for warning in config.timeout_warnings():
+        log.warning("%s", warning)
+    sites = SiteContexts(config.certificates)
+    trust = BackendTrust(config)
+    edge = Edge(config, sites, trust)
+    host, port = split_hostport(config.listen, "edge.listen")
+    loop = asyncio.get_running_loop()
+    handler: logging.Handler | None = None
+    if config.access_log:
+        handler = logging.FileHandler(config.access_log, encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        access_log.addHandler(handler)
+        access_log.setLevel(logging.INFO)
+    try:
+        server = await loop.create_server(
+            lambda: ClientConn(edge),
+            host,
+            port,
+            ssl=sites.listening,
+            ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT,
+            backlog=BACKLOG,
+            reuse_port=reuse_port or None,
+        )
+    except OSError as exc:
+        raise ConfigError(f"edge.listen {config.listen}: {exc.strerror}") from exc
+    sock = server.sockets[0]
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    running = RunningEdge(edge, server, host, int(sock.getsockname()[1]), _log_handler=handler)
+    running._sweeper = edge.spawn(edge.sweeper(), "edge-sweeper")
+    if config.admin_listen:
+        admin_host, admin_port = split_hostport(config.admin_listen, "edge.admin_listen")
+
+        def render() -> str:
+            return edge.metrics.render(
+                open_connections=len(edge.clients),
+                tls_handshakes=sites.handshakes,
+                pooled=len(edge.pool),
+            )
+
+        running.admin = await start_admin(admin_host, admin_port, render, lambda: True)
+        running.admin_port = int(running.admin.sockets[0].getsockname()[1])
+    for forward in config.forwards:
+        forwarder = Forwarder(forward, edge.metrics)
+        running.forward_ports.append(await forwarder.start())
+        running.forwarders.append(forwarder)
+    log.info(
+        "edge listening on %s:%d → %s (name %s, trust %s); idle timeout toward the server %g s",
+        host, running.port, config.backend, config.server_name,
+        "pin" if config.backend_pin else "CA file" if config.backend_ca else "NONE (insecure)",
+        config.read_timeout,
+    )  # fmt: skip
+    return running

@@ -1,0 +1,319 @@
+"""The ``[edge]`` table of the deployment TOML file, read into a checked :class:`EdgeConfig`.
+
+Every value has an embedded default that is safe: the backend must be verifiable (a pin or a CA
+file) unless ``insecure_backend = true`` is written out; only the ActiveSync, Autodiscover and
+ACME paths are published; the idle timeout toward the server follows the server's maximum
+heartbeat (``[server] heartbeat_max`` of the same file when present).
+
+```toml
+[edge]
+listen = "0.0.0.0:443"
+backend = "192.168.1.10:443"
+backend_name = "exchange.corp.local"     # SNI and name checked with backend_ca
+backend_pin = "sha256:AB:CD:..."         # written by `natsync edge trust-backend`
+admin_listen = "127.0.0.1:9180"
+
+[[edge.certificates]]
+names = ["mail.example.com"]
+cert = "tls/mail.pem"                    # leaf + chain
+key = "tls/mail.key"
+
+[[edge.forwards]]
+listen = "0.0.0.0:25"
+to = "192.168.1.10:25"
+proxy_protocol = true
+```
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from natsync.config import DEFAULT_HEARTBEAT_MAX, DEFAULT_MAX_REQUEST_BODY
+from natsync.errors import ConfigError
+
+#: Paths published by default (MS-ASHTTP 2.2.1.1.1, MS-ASCMD Autodiscover, RFC 8555 8.3).
+DEFAULT_PATHS = (
+    "/Microsoft-Server-ActiveSync",
+    "/autodiscover/autodiscover.xml",
+    "/.well-known/acme-challenge/",
+)
+#: Seconds added to the server's largest heartbeat before the edge gives up on a held request:
+#: the server answers at the heartbeat; the margin covers its processing and a slow store.
+HEARTBEAT_MARGIN = 60
+#: Keep-alive idle time of a phone's connection between requests (seconds).
+DEFAULT_CLIENT_IDLE = 120.0
+#: Seconds a client may take to send a whole request head (slow-loris bound).
+DEFAULT_HEADER_TIMEOUT = 30.0
+#: Connections one client address may hold. Phones behind one carrier NAT share an address, so
+#: this is generous; a single phone uses 2-4.
+DEFAULT_MAX_CONNECTIONS_PER_IP = 256
+#: Sustained requests per second per client address, and the burst allowed above it.
+DEFAULT_REQUESTS_PER_SECOND = 50.0
+DEFAULT_REQUEST_BURST = 200
+#: Idle keep-alive connections kept open toward the server.
+DEFAULT_POOL_SIZE = 64
+#: The default SMTP forward: port 25 to the server's SMTP listener.
+DEFAULT_SMTP_TARGET = "127.0.0.1:2525"
+
+_FINGERPRINT = re.compile(r"sha256:([0-9A-F]{2}:){31}[0-9A-F]{2}")
+
+
+@dataclass(frozen=True, slots=True)
+class SiteCert:
+    """A certificate (with its chain) and key served for some names (SNI)."""
+
+    names: tuple[str, ...]
+    cert: Path
+    key: Path
+
+
+@dataclass(frozen=True, slots=True)
+class Forward:
+    """A TCP forward: connections to *listen* are piped to *to*."""
+
+    listen: str
+    to: str
+    proxy_protocol: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class EdgeConfig:
+    """Settings of ``natsync edge`` (the ``[edge]`` table)."""
+
+    listen: str = "0.0.0.0:443"
+    certificates: tuple[SiteCert, ...] = ()
+    backend: str = "127.0.0.1:8443"
+    #: Name sent as SNI to the server and checked against its certificate ("" = backend host).
+    backend_name: str = ""
+    #: SHA-256 fingerprint of the server's leaf certificate ("sha256:AB:...").
+    backend_pin: str = ""
+    #: CA file the server's certificate must chain to (instead of, or with, a pin).
+    backend_ca: Path | None = None
+    insecure_backend: bool = False
+    paths: tuple[str, ...] = DEFAULT_PATHS
+    #: The largest Ping heartbeat the server publishes (seconds).
+    heartbeat_max: int = DEFAULT_HEARTBEAT_MAX
+    #: Idle timeout toward the server while a request is outstanding; 0 = heartbeat + margin.
+    backend_timeout: float = 0.0
+    client_idle_timeout: float = DEFAULT_CLIENT_IDLE
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT
+    max_body: int = DEFAULT_MAX_REQUEST_BODY
+    max_connections_per_ip: int = DEFAULT_MAX_CONNECTIONS_PER_IP
+    requests_per_second_per_ip: float = DEFAULT_REQUESTS_PER_SECOND
+    request_burst_per_ip: int = DEFAULT_REQUEST_BURST
+    pool_size: int = DEFAULT_POOL_SIZE
+    forwards: tuple[Forward, ...] = (Forward("0.0.0.0:25", DEFAULT_SMTP_TARGET),)
+    #: Admin listener (/healthz, /metrics); "" = none. Never publish it.
+    admin_listen: str = "127.0.0.1:9180"
+    #: File for the JSON access log ("" = the natsync.edge.access logger only).
+    access_log: str = ""
+    #: Extra settings a future version may read; kept so rewriting the file loses nothing.
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def read_timeout(self) -> float:
+        """Idle timeout toward the server: configured, or heartbeat + margin."""
+        return self.backend_timeout or float(self.heartbeat_max + HEARTBEAT_MARGIN)
+
+    @property
+    def backend_host(self) -> str:
+        return split_hostport(self.backend, "edge.backend")[0]
+
+    @property
+    def backend_port(self) -> int:
+        return split_hostport(self.backend, "edge.backend")[1]
+
+    @property
+    def server_name(self) -> str:
+        """The name the edge sends as SNI and expects in the server's certificate."""
+        return self.backend_name or self.backend_host
+
+    def timeout_warnings(self) -> list[str]:
+        """Configured timeouts that would cut a Ping held for the full heartbeat."""
+        warnings = []
+        if self.backend_timeout and self.backend_timeout <= self.heartbeat_max:
+            warnings.append(
+                f"edge.backend_timeout = {self.backend_timeout:g} s is not longer than the "
+                f"heartbeat the server publishes ({self.heartbeat_max} s): held Pings will be "
+                f"cut; use at least {self.heartbeat_max + HEARTBEAT_MARGIN} or leave it unset"
+            )
+        return warnings
+
+    def check(self) -> EdgeConfig:
+        """Raise ConfigError for a value that cannot work; return self."""
+        split_hostport(self.listen, "edge.listen")
+        split_hostport(self.backend, "edge.backend")
+        if self.admin_listen:
+            split_hostport(self.admin_listen, "edge.admin_listen")
+        if self.backend_pin and _FINGERPRINT.fullmatch(self.backend_pin) is None:
+            raise ConfigError(
+                "edge.backend_pin must look like sha256:AB:CD:... (32 hex pairs); "
+                "write it with `natsync edge trust-backend HOST:PORT`"
+            )
+        for forward in self.forwards:
+            split_hostport(forward.listen, "edge.forwards.listen")
+            split_hostport(forward.to, "edge.forwards.to")
+        for path in self.paths:
+            if not path.startswith("/"):
+                raise ConfigError(f"edge.paths entries must start with '/', not {path!r}")
+        if self.heartbeat_max < 1:
+            raise ConfigError("edge.heartbeat_max must be >= 1")
+        positive = (
+            "client_idle_timeout",
+            "header_timeout",
+            "requests_per_second_per_ip",
+        )
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"edge.{name} must be > 0")
+        if self.backend_timeout < 0:
+            raise ConfigError("edge.backend_timeout must be >= 0 (0: heartbeat + margin)")
+        for name in ("max_connections_per_ip", "request_burst_per_ip", "pool_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"edge.{name} must be >= 1")
+        if self.max_body < 1024:
+            raise ConfigError("edge.max_body must be at least 1024 bytes")
+        return self
+
+    def check_backend_trust(self) -> None:
+        """Refuse to run with a server certificate nobody checks (unless said in so many words)."""
+        if self.backend_pin or self.backend_ca is not None:
+            return
+        if self.insecure_backend:
+            return
+        raise ConfigError(
+            "the edge cannot verify the server: set edge.backend_pin (run "
+            f"`natsync edge trust-backend {self.backend}`) or edge.backend_ca; "
+            "`insecure_backend = true` turns verification off and lets anyone on the path "
+            "between edge and server read every password"
+        )
+
+    def check_runnable(self) -> None:
+        if not self.certificates:
+            raise ConfigError(
+                "edge.certificates is empty: the edge needs a certificate for the public name "
+                "([[edge.certificates]] names/cert/key)"
+            )
+        self.check_backend_trust()
+
+
+def split_hostport(value: str, setting: str) -> tuple[str, int]:
+    """'host:port' or '[v6]:port' → (host, port); ConfigError naming *setting* otherwise."""
+    host, sep, port = value.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"{setting} must be host:port, not {value!r}")
+    return host, int(port)
+
+
+def _path(value: Any, key: str, base: Path | None) -> Path:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{key} must be a path (a non-empty string)")
+    path = Path(value)
+    return path if path.is_absolute() or base is None else base / path
+
+
+def _certificates(value: Any, base: Path | None) -> tuple[SiteCert, ...]:
+    if not isinstance(value, list):
+        raise ConfigError("edge.certificates must be an array of tables")
+    out = []
+    for entry in value:
+        if not isinstance(entry, dict) or set(entry) - {"names", "cert", "key"}:
+            raise ConfigError("each edge.certificates entry has names, cert and key only")
+        names = entry.get("names", [])
+        if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+            raise ConfigError("edge.certificates names must be a list of host names")
+        out.append(
+            SiteCert(
+                tuple(n.lower() for n in names),
+                _path(entry.get("cert"), "edge.certificates cert", base),
+                _path(entry.get("key"), "edge.certificates key", base),
+            )
+        )
+    return tuple(out)
+
+
+def _forwards(value: Any) -> tuple[Forward, ...]:
+    if not isinstance(value, list):
+        raise ConfigError("edge.forwards must be an array of tables")
+    out = []
+    for entry in value:
+        if not isinstance(entry, dict) or set(entry) - {"listen", "to", "proxy_protocol"}:
+            raise ConfigError("each edge.forwards entry has listen, to and proxy_protocol only")
+        listen, to = entry.get("listen"), entry.get("to")
+        proxy = entry.get("proxy_protocol", True)
+        if not isinstance(listen, str) or not isinstance(to, str) or not isinstance(proxy, bool):
+            raise ConfigError("edge.forwards: listen and to are host:port strings")
+        out.append(Forward(listen, to, proxy))
+    return tuple(out)
+
+
+def edge_config_from_dict(
+    table: dict[str, Any], base: Path | None = None, server: dict[str, Any] | None = None
+) -> EdgeConfig:
+    """Build an EdgeConfig from the ``[edge]`` table (and defaults from ``[server]``)."""
+    defaults = EdgeConfig()
+    server = server or {}
+    if isinstance(server.get("heartbeat_max"), int):
+        defaults = replace(defaults, heartbeat_max=server["heartbeat_max"])
+    smtp_listen = server.get("smtp_listen")
+    if isinstance(smtp_listen, str) and smtp_listen:
+        port = smtp_listen.rpartition(":")[2]
+        defaults = replace(defaults, forwards=(Forward("0.0.0.0:25", f"127.0.0.1:{port}"),))
+    known = {f.name for f in fields(EdgeConfig)} - {"extra"}
+    unknown = set(table) - known
+    if unknown:
+        raise ConfigError(f"unknown edge setting(s): {', '.join(sorted(unknown))}")
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        default = getattr(defaults, key)
+        if key == "certificates":
+            values[key] = _certificates(value, base)
+        elif key == "forwards":
+            values[key] = _forwards(value)
+        elif key == "backend_ca":
+            values[key] = _path(value, "edge.backend_ca", base)
+        elif key == "paths":
+            if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
+                raise ConfigError("edge.paths must be a list of strings")
+            values[key] = tuple(value)
+        elif isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise ConfigError(f"edge.{key} must be true or false")
+            values[key] = value
+        elif isinstance(default, int) and not isinstance(default, bool):
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ConfigError(f"edge.{key} must be an integer")
+            values[key] = value
+        elif isinstance(default, float):
+            if not isinstance(value, int | float) or isinstance(value, bool):
+                raise ConfigError(f"edge.{key} must be a number")
+            values[key] = float(value)
+        else:
+            if not isinstance(value, str):
+                raise ConfigError(f"edge.{key} must be a string")
+            values[key] = value
+    return replace(defaults, **values).check()
+
+
+def load_edge_config(path: Path | str | None) -> EdgeConfig:
+    """Read the ``[edge]`` table of the TOML file at *path* (``None``: embedded defaults)."""
+    if path is None:
+        return EdgeConfig().check()
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    table = data.get("edge", {})
+    server = data.get("server", {})
+    if not isinstance(table, dict) or not isinstance(server, dict):
+        raise ConfigError("[edge] and [server] must be tables")
+    return edge_config_from_dict(table, base=path.parent, server=server)

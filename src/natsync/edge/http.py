@@ -1,0 +1,461 @@
+"""HTTP/1.1 framing for the edge, sans-I/O: request heads in, decisions and bytes out.
+
+The edge stands between the internet and a server that trusts it, so it must never let two
+parties disagree about where a request ends (request smuggling, RFC 9112 6.3 and 11.2). The
+rules here are deliberately stricter than a general-purpose parser such as h11, which accepts
+``Content-Length`` together with ``Transfer-Encoding``, unfolds obs-fold lines and takes bare LF
+line ends — all harmless for an origin server and all classic desync vectors for a proxy:
+
+* lines end in CRLF; a bare LF or CR is 400;
+* obs-fold (a line starting with SP/HT, RFC 9112 5.2) is 400;
+* header names are tokens, with no whitespace before the colon (RFC 9112 5.1) — else 400;
+* at most one ``Content-Length``, digits only; at most one ``Transfer-Encoding``, and it must be
+  exactly ``chunked``; both together is 400; another coding is 501 (RFC 9112 6.1);
+* exactly one ``Host`` on HTTP/1.1; the target is origin-form (``/...``) or ``*`` for OPTIONS;
+* the head is at most :data:`MAX_HEAD_SIZE` bytes and :data:`MAX_HEADER_COUNT` fields (431);
+  a declared body above the configured maximum is 413;
+* chunked bodies are checked as they pass (:class:`ChunkedScanner`): hex sizes only, a bounded
+  size line, CRLF after every chunk's data, bounded trailers — else 400 and the connection ends.
+
+Everything the edge forwards is re-serialised from the parsed head (hop-by-hop fields dropped,
+``X-Forwarded-*`` set by the edge), so the server only ever sees a head this module produced.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from dataclasses import dataclass
+from enum import IntEnum
+from urllib.parse import parse_qsl
+
+from natsync.errors import NatsyncError
+
+#: Largest request or response head (request line + fields). Real EAS heads are < 2 KiB; nginx's
+#: default large_client_header_buffers allow 8 KiB per line. Beyond this: 431.
+MAX_HEAD_SIZE = 16 * 1024
+#: Most header fields in one head; a phone sends about a dozen. Beyond this: 431.
+MAX_HEADER_COUNT = 100
+#: Longest chunk-size line (size + extensions): a real one is a few bytes.
+MAX_CHUNK_LINE = 1024
+#: Largest trailer section of a chunked body.
+MAX_TRAILER_SIZE = 4096
+#: Longest Content-Length we parse (digits); 18 digits keep the value inside a 64-bit int.
+MAX_LENGTH_DIGITS = 18
+
+
+class Status(IntEnum):
+    """HTTP status codes the edge answers by itself (RFC 9110 15, RFC 6585 4-5)."""
+
+    OK = 200
+    BAD_REQUEST = 400
+    NOT_FOUND = 404
+    CONTENT_TOO_LARGE = 413
+    HEADERS_TOO_LARGE = 431
+    NOT_IMPLEMENTED = 501
+    BAD_GATEWAY = 502
+    SERVICE_UNAVAILABLE = 503
+    GATEWAY_TIMEOUT = 504
+
+
+REASONS = {
+    200: b"OK",
+    400: b"Bad Request",
+    404: b"Not Found",
+    405: b"Method Not Allowed",
+    408: b"Request Timeout",
+    413: b"Content Too Large",
+    431: b"Request Header Fields Too Large",
+    501: b"Not Implemented",
+    502: b"Bad Gateway",
+    503: b"Service Unavailable",
+    504: b"Gateway Timeout",
+}
+
+
+class EdgeHttpError(NatsyncError):
+    """The request cannot be forwarded as sent; the edge answers it and closes."""
+
+    http_status = 400
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.http_status = status
+
+
+class Framing(IntEnum):
+    """How a message body is delimited (RFC 9112 6.3)."""
+
+    NONE = 0
+    LENGTH = 1
+    CHUNKED = 2
+    CLOSE = 3  # responses only: the body runs until the server closes
+
+
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# Field values: visible ASCII, obs-text, SP and HT only (RFC 9110 5.5) — no CR, LF or NUL.
+_BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+_TARGET = re.compile(rb"/[!-~]*")
+_DIGITS = re.compile(rb"[0-9]+")
+
+#: Fields that concern one connection only (RFC 9110 7.6.1) or that the edge alone sets.
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"content-length",
+        b"x-forwarded-for",
+        b"x-forwarded-proto",
+        b"x-forwarded-host",
+        b"x-real-ip",
+        b"forwarded",
+    }
+)
+
+
+@dataclass(slots=True)
+class RequestHead:
+    """A validated request head; ``fields`` keep their order and original spelling."""
+
+    method: bytes
+    target: bytes
+    version: bytes
+    fields: list[tuple[bytes, bytes]]
+    host: bytes
+    framing: Framing
+    length: int
+    keep_alive: bool
+    #: Names listed in Connection (dropped when forwarding, RFC 9110 7.6.1).
+    connection_tokens: frozenset[bytes]
+
+    @property
+    def path(self) -> str:
+        return self.target.partition(b"?")[0].decode("latin-1")
+
+    @property
+    def query(self) -> str:
+        return self.target.partition(b"?")[2].decode("latin-1")
+
+    def get(self, name: bytes) -> bytes | None:
+        for key, value in self.fields:
+            if key.lower() == name:
+                return value
+        return None
+
+
+@dataclass(slots=True)
+class ResponseHead:
+    status: int
+    fields: list[tuple[bytes, bytes]]
+    framing: Framing
+    length: int
+    keep_alive: bool
+    version: bytes
+
+
+def head_end(buffer: bytes | bytearray) -> int:
+    """Index just past the blank line ending the head, or -1; 431 when it is too long."""
+    end = buffer.find(b"\r\n\r\n", 0, MAX_HEAD_SIZE + 4)
+    scanned = buffer[: end if end >= 0 else MAX_HEAD_SIZE + 4]
+    if scanned.count(b"\n") != scanned.count(b"\r\n"):
+        raise EdgeHttpError(400, "a head line ends in a bare LF")
+    if end < 0:
+        if len(buffer) > MAX_HEAD_SIZE:
+            raise EdgeHttpError(431, "the request head is larger than the edge accepts")
+        return -1
+    return end + 4
+
+
+def _split_lines(head: bytes) -> list[bytes]:
+    lines = head.split(b"\r\n")
+    for line in lines:
+        if b"\n" in line or b"\r" in line:
+            raise EdgeHttpError(400, "a head line ends in a bare LF or CR")
+    return lines
+
+
+def _parse_fields(lines: list[bytes]) -> list[tuple[bytes, bytes]]:
+    if len(lines) > MAX_HEADER_COUNT:
+        raise EdgeHttpError(431, "the head has more header fields than the edge accepts")
+    fields: list[tuple[bytes, bytes]] = []
+    for line in lines:
+        if line[:1] in (b" ", b"\t"):
+            raise EdgeHttpError(400, "obs-fold (a folded header line) is not accepted")
+        name, colon, value = line.partition(b":")
+        if not colon or _TOKEN.fullmatch(name) is None:
+            raise EdgeHttpError(400, f"malformed header line {line[:40]!r}")
+        value = value.strip(b" \t")
+        if _BAD_VALUE.search(value) is not None:
+            raise EdgeHttpError(400, f"control character in header {name.decode()!r}")
+        fields.append((name, value))
+    return fields
+
+
+def _framing(
+    fields: list[tuple[bytes, bytes]], version: bytes, is_request: bool
+) -> tuple[Framing, int]:
+    lengths = [v for k, v in fields if k.lower() == b"content-length"]
+    codings = [v for k, v in fields if k.lower() == b"transfer-encoding"]
+    if lengths and codings:
+        raise EdgeHttpError(400, "both Content-Length and Transfer-Encoding are present")
+    if len(lengths) > 1:
+        raise EdgeHttpError(400, "more than one Content-Length")
+    if len(codings) > 1:
+        raise EdgeHttpError(400, "more than one Transfer-Encoding")
+    if codings:
+        if version != b"HTTP/1.1":
+            raise EdgeHttpError(400, "Transfer-Encoding in an HTTP/1.0 message")
+        if codings[0].lower() != b"chunked":
+            raise EdgeHttpError(501, "only Transfer-Encoding: chunked is supported")
+        return Framing.CHUNKED, 0
+    if lengths:
+        raw = lengths[0]
+        if len(raw) > MAX_LENGTH_DIGITS or _DIGITS.fullmatch(raw) is None:
+            raise EdgeHttpError(400, "Content-Length is not a plain decimal number")
+        length = int(raw)
+        return (Framing.LENGTH, length) if length else (Framing.NONE, 0)
+    return (Framing.NONE, 0) if is_request else (Framing.CLOSE, 0)
+
+
+def _connection_tokens(fields: list[tuple[bytes, bytes]]) -> frozenset[bytes]:
+    tokens: set[bytes] = set()
+    for key, value in fields:
+        if key.lower() == b"connection":
+            tokens.update(t.strip().lower() for t in value.split(b",") if t.strip())
+    return frozenset(tokens)
+
+
+def parse_request_head(head: bytes, max_body: int) -> RequestHead:
+    """Validate a request head (ending with the blank line); EdgeHttpError when unsafe."""
+    if len(head) > MAX_HEAD_SIZE + 4:
+        raise EdgeHttpError(431, "the request head is larger than the edge accepts")
+    lines = _split_lines(head[:-4])
+    parts = lines[0].split(b" ")
+    if len(parts) != 3:
+        raise EdgeHttpError(400, "malformed request line")
+    method, target, version = parts
+    if _TOKEN.fullmatch(method) is None:
+        raise EdgeHttpError(400, "malformed method")
+    if version not in (b"HTTP/1.1", b"HTTP/1.0"):
+        raise EdgeHttpError(400, "unsupported HTTP version")
+    if _TARGET.fullmatch(target) is None and not (method == b"OPTIONS" and target == b"*"):
+        raise EdgeHttpError(400, "the request target is not origin-form")
+    fields = _parse_fields(lines[1:])
+    hosts = [v for k, v in fields if k.lower() == b"host"]
+    if len(hosts) > 1 or (version == b"HTTP/1.1" and not hosts):
+        raise EdgeHttpError(400, "an HTTP/1.1 request needs exactly one Host")
+    framing, length = _framing(fields, version, is_request=True)
+    if framing == Framing.LENGTH and length > max_body:
+        raise EdgeHttpError(413, "the request body is larger than the edge accepts")
+    tokens = _connection_tokens(fields)
+    keep_alive = b"close" not in tokens if version == b"HTTP/1.1" else b"keep-alive" in tokens
+    return RequestHead(
+        method, target, version, fields, hosts[0] if hosts else b"", framing, length,
+        keep_alive, tokens,
+    )  # fmt: skip
+
+
+def parse_response_head(head: bytes, request_method: bytes) -> ResponseHead:
+    """Parse the server's response head; EdgeHttpError(502) when it cannot be trusted."""
+    try:
+        lines = _split_lines(head[:-4])
+        version, _, rest = lines[0].partition(b" ")
+        code = rest[:3]
+        if version not in (b"HTTP/1.1", b"HTTP/1.0") or _DIGITS.fullmatch(code) is None:
+            raise EdgeHttpError(502, "malformed status line from the server")
+        status = int(code)
+        fields = _parse_fields(lines[1:])
+        if request_method == b"HEAD" or status < 200 or status in (204, 304):
+            framing, length = Framing.NONE, 0
+        else:
+            framing, length = _framing(fields, version, is_request=False)
+    except EdgeHttpError as exc:
+        raise EdgeHttpError(502, f"the server sent a bad response head: {exc.message}") from exc
+    tokens = _connection_tokens(fields)
+    keep_alive = (
+        framing != Framing.CLOSE
+        and b"close" not in tokens
+        and (version == b"HTTP/1.1" or b"keep-alive" in tokens)
+    )
+    return ResponseHead(status, fields, framing, length, keep_alive, version)
+
+
+def _forwardable(fields: list[tuple[bytes, bytes]], tokens: frozenset[bytes]) -> list[bytes]:
+    out: list[bytes] = []
+    for key, value in fields:
+        lower = key.lower()
+        if lower in HOP_BY_HOP or lower in tokens:
+            continue
+        out.append(key + b": " + value + b"\r\n")
+    return out
+
+
+def backend_request(head: RequestHead, client_ip: str) -> bytes:
+    """The head the server receives: normalised, hop-by-hop dropped, X-Forwarded-* ours."""
+    parts = [head.method, b" ", head.target, b" HTTP/1.1\r\n"]
+    parts += _forwardable(head.fields, head.connection_tokens)
+    if not head.host:
+        parts.append(b"Host: " + b"localhost" + b"\r\n")
+    if head.framing == Framing.CHUNKED:
+        parts.append(b"Transfer-Encoding: chunked\r\n")
+    elif head.framing == Framing.LENGTH:
+        parts.append(b"Content-Length: %d\r\n" % head.length)
+    elif head.method in (b"POST", b"PUT"):
+        parts.append(b"Content-Length: 0\r\n")
+    parts.append(b"X-Forwarded-For: " + client_ip.encode("ascii") + b"\r\n")
+    parts.append(b"X-Forwarded-Proto: https\r\n\r\n")
+    return b"".join(parts)
+
+
+def client_response(head: ResponseHead, keep_alive: bool) -> bytes:
+    """The response head the phone receives (framing kept, connection fields ours)."""
+    reason = REASONS.get(head.status, b"Status")
+    parts = [b"HTTP/1.1 %d " % head.status, reason, b"\r\n"]
+    parts += _forwardable(head.fields, _connection_tokens(head.fields))
+    if head.framing == Framing.CHUNKED:
+        parts.append(b"Transfer-Encoding: chunked\r\n")
+    elif head.framing == Framing.LENGTH:
+        parts.append(b"Content-Length: %d\r\n" % head.length)
+    elif head.framing == Framing.NONE and head.status >= 200 and head.status not in (204, 304):
+        for key, value in head.fields:
+            if key.lower() == b"content-length":  # a HEAD answer keeps its length
+                parts.append(b"Content-Length: " + value + b"\r\n")
+    if head.status >= 200 and not keep_alive:
+        parts.append(b"Connection: close\r\n")
+    parts.append(b"\r\n")
+    return b"".join(parts)
+
+
+def error_response(status: int, *, retry_after: int | None = None, close: bool = True) -> bytes:
+    """A small plain-text answer the edge gives by itself."""
+    reason = REASONS.get(status, b"Error")
+    body = b"%d %s\n" % (status, reason)
+    extra = b"Retry-After: %d\r\n" % retry_after if retry_after is not None else b""
+    conn = b"Connection: close\r\n" if close else b""
+    return b"HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n%s%s\r\n%s" % (
+        status,
+        reason,
+        len(body),
+        extra,
+        conn,
+        body,
+    )
+
+
+class ChunkedScanner:
+    """Checks a chunked body as it streams past and finds where it ends (RFC 9112 7.1).
+
+    ``feed(data)`` returns how many bytes of *data* belong to the body (the rest is the next
+    message); ``done`` turns True after the last chunk and trailers. Bytes are not changed:
+    once they passed these checks, the receiver cannot read them differently.
+    """
+
+    __slots__ = ("_line", "_remaining", "_state", "_trailer", "done")
+
+    _SIZE, _DATA, _DATA_END, _TRAILER = range(4)
+
+    def __init__(self) -> None:
+        self._state = self._SIZE
+        self._remaining = 0
+        self._line = bytearray()
+        self._trailer = 0
+        self.done = False
+
+    def feed(self, data: bytes | memoryview) -> int:
+        pos = 0
+        n = len(data)
+        while pos < n and not self.done:
+            state = self._state
+            if state == self._DATA:
+                take = min(self._remaining, n - pos)
+                pos += take
+                self._remaining -= take
+                if self._remaining == 0:
+                    self._state = self._DATA_END
+                continue
+            end = bytes(data[pos : pos + MAX_CHUNK_LINE + 2]).find(b"\n")
+            if end < 0:
+                self._line += data[pos:n]
+                if len(self._line) > MAX_CHUNK_LINE:
+                    raise EdgeHttpError(400, "chunk size line too long")
+                return n
+            self._line += data[pos : pos + end + 1]
+            pos += end + 1
+            line = bytes(self._line)
+            self._line.clear()
+            if not line.endswith(b"\r\n") or b"\r" in line[:-2]:
+                raise EdgeHttpError(400, "chunked body line without CRLF")
+            line = line[:-2]
+            if len(line) > MAX_CHUNK_LINE:
+                raise EdgeHttpError(400, "chunk size line too long")
+            if state == self._DATA_END:
+                if line:
+                    raise EdgeHttpError(400, "chunk data longer than its size")
+                self._state = self._SIZE
+            elif state == self._SIZE:
+                size, _, ext = line.partition(b";")
+                if not size or len(size) > 16 or re.fullmatch(rb"[0-9A-Fa-f]+", size) is None:
+                    raise EdgeHttpError(400, "chunk size is not hexadecimal")
+                if _BAD_VALUE.search(ext) is not None:
+                    raise EdgeHttpError(400, "control character in a chunk extension")
+                self._remaining = int(size, 16)
+                self._state = self._DATA if self._remaining else self._TRAILER
+            else:  # trailer section
+                if not line:
+                    self.done = True
+                    break
+                self._trailer += len(line)
+                if self._trailer > MAX_TRAILER_SIZE:
+                    raise EdgeHttpError(400, "chunked trailers too large")
+                _parse_fields([line])
+        return pos
+
+
+@dataclass(frozen=True, slots=True)
+class EasFields:
+    """What the access log records of an ActiveSync request."""
+
+    user: str = ""
+    device_id: str = ""
+    device_type: str = ""
+    cmd: str = ""
+
+
+def _basic_user(authorization: bytes | None) -> str:
+    if not authorization or authorization[:6].lower() != b"basic ":
+        return ""
+    try:
+        decoded = base64.b64decode(authorization[6:].strip(), validate=True)
+    except (binascii.Error, ValueError):
+        return ""
+    return decoded.partition(b":")[0].decode("utf-8", "replace")
+
+
+def eas_fields(head: RequestHead) -> EasFields:
+    """User, device and command of a request, from the query (either form) or Basic auth."""
+    query = head.query
+    user = _basic_user(head.get(b"authorization"))
+    if not query:
+        return EasFields(user=user)
+    if ("=" in query and "&" in query) or "Cmd=" in query:
+        params = {k.lower(): v for k, v in parse_qsl(query, keep_blank_values=True)[:32]}
+        return EasFields(
+            user=user or params.get("user", ""),
+            device_id=params.get("deviceid", ""),
+            device_type=params.get("devicetype", ""),
+            cmd=params.get("cmd", ""),
+        )
+    try:
+        from natsync.eas.request import parse_request
+
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in head.fields}
+        eas = parse_request(query, headers)
+    except NatsyncError:
+        return EasFields(user=user)
+    return EasFields(user or eas.user, eas.device_id, eas.device_type, eas.cmd)

@@ -1,0 +1,678 @@
+"""The SSL-bridging proxy: phones' TLS ends here, a verified TLS session goes to the server.
+
+I/O adapter around the sans-I/O rules of :mod:`natsync.edge.http` and :mod:`.rules`. It is
+written as plain ``asyncio.Protocol`` callbacks, not streams and tasks, because the edge's job is
+to *hold* thousands of Pings: a held Ping costs two protocol objects with slots, two TLS
+transports and no coroutine, no StreamReader buffer and no timer handle (one sweeper checks all
+deadlines once a second). Bodies are never buffered: request and response bytes are forwarded as
+they arrive, with back-pressure (a full write buffer on one side pauses reading on the other).
+
+Per request: head read (bounded size and time) → validated (400/413/431/501) → publishing rule
+(404) → per-address rate limit (503 + Retry-After) → a pooled or new server connection (new:
+connect + TLS + pin check within :data:`~natsync.edge.tls.BACKEND_CONNECT_TIMEOUT`, else 503;
+wrong certificate: 502 and one clear log line) → head re-serialised with ``X-Forwarded-*`` →
+body streamed (chunked checked on the fly) → response streamed back → JSON access-log line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import ssl
+import time
+from collections.abc import Coroutine
+from typing import Any, cast
+
+from natsync.edge import http
+from natsync.edge.config import EdgeConfig, split_hostport
+from natsync.edge.http import ChunkedScanner, EasFields, EdgeHttpError, Framing
+from natsync.edge.metrics import Metrics
+from natsync.edge.rules import PublishRules
+from natsync.edge.tls import BACKEND_CONNECT_TIMEOUT, BackendCertError, BackendTrust, SiteContexts
+
+log = logging.getLogger("natsync.edge")
+access_log = logging.getLogger("natsync.edge.access")
+
+#: Write-buffer high-water mark per side: above it, the other side stops being read. Small, so a
+#: slow phone cannot make the edge hold a large response in memory.
+WRITE_HIGH_WATER = 64 * 1024
+#: Seconds an idle pooled server connection is kept: below aiohttp's keep-alive (75 s) so the
+#: edge, not the server, closes it, and a request never races the server's close.
+POOL_IDLE = 30.0
+#: Seconds between sweeps of the connection deadlines.
+SWEEP_INTERVAL = 1.0
+#: Seconds a phone gets for the TLS handshake.
+TLS_HANDSHAKE_TIMEOUT = 10.0
+#: Retry-After (seconds) with a 503 for a client over its limits, or a server that is down.
+RETRY_AFTER_LIMIT = 5
+RETRY_AFTER_DOWN = 10
+#: Seconds between two log lines about the same failing server (a down server is one message).
+BACKEND_LOG_INTERVAL = 10.0
+
+# Client connection states.
+_HEAD, _CONNECTING, _BODY, _WAITING, _CLOSED = range(5)
+
+
+class _RateLimiter:
+    """Per-address connection counts and token buckets for requests."""
+
+    def __init__(self, config: EdgeConfig) -> None:
+        self.max_connections = config.max_connections_per_ip
+        self.rate = config.requests_per_second_per_ip
+        self.burst = float(config.request_burst_per_ip)
+        self.connections: dict[str, int] = {}
+        self.buckets: dict[str, list[float]] = {}
+
+    def connect(self, ip: str) -> bool:
+        count = self.connections.get(ip, 0) + 1
+        self.connections[ip] = count
+        return count <= self.max_connections
+
+    def disconnect(self, ip: str) -> None:
+        count = self.connections.get(ip, 1) - 1
+        if count <= 0:
+            self.connections.pop(ip, None)
+        else:
+            self.connections[ip] = count
+
+    def allow_request(self, ip: str, now: float) -> bool:
+        bucket = self.buckets.get(ip)
+        if bucket is None:
+            self.buckets[ip] = [self.burst - 1.0, now]
+            return True
+        tokens = min(self.burst, bucket[0] + (now - bucket[1]) * self.rate)
+        bucket[1] = now
+        if tokens < 1.0:
+            bucket[0] = tokens
+            return False
+        bucket[0] = tokens - 1.0
+        return True
+
+    def prune(self, now: float) -> None:
+        full = [ip for ip, (tokens, last) in self.buckets.items() if
+                tokens + (now - last) * self.rate >= self.burst]  # fmt: skip
+        for ip in full:
+            del self.buckets[ip]
+
+
+class Edge:
+    """Shared state of one edge process: config, TLS, pool, limits, metrics."""
+
+    def __init__(self, config: EdgeConfig, sites: SiteContexts, trust: BackendTrust) -> None:
+        self.config = config
+        self.sites = sites
+        self.trust = trust
+        self.rules = PublishRules(config.paths)
+        self.limits = _RateLimiter(config)
+        self.metrics = Metrics()
+        self.backend_host, self.backend_port = split_hostport(config.backend, "edge.backend")
+        self.read_timeout = config.read_timeout
+        self.clients: set[ClientConn] = set()
+        self.backends: set[BackendConn] = set()
+        self.pool: list[BackendConn] = []
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self._last_backend_log = -BACKEND_LOG_INTERVAL
+        self._last_prune = 0.0
+
+    # -- helpers
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        """Create a named task and keep a reference until it ends (STYLE 9)."""
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
+
+    def backend_failure(self, kind: str, message: str) -> None:
+        self.metrics.backend_errors[kind] = self.metrics.backend_errors.get(kind, 0) + 1
+        now = time.monotonic()
+        if kind == "certificate" or now - self._last_backend_log >= BACKEND_LOG_INTERVAL:
+            self._last_backend_log = now
+            log.error("%s", message)
+
+    def sweep(self, now: float) -> None:
+        """Close what passed its deadline (idle phones, slow heads, silent servers)."""
+        for conn in [c for c in self.clients if c.deadline and now > c.deadline]:
+            conn.timed_out()
+        for backend in [b for b in self.backends if b.deadline and now > b.deadline]:
+            backend.timed_out()
+        if now - self._last_prune > 60.0:
+            self._last_prune = now
+            self.limits.prune(now)
+
+    async def sweeper(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL)
+            self.sweep(loop.time())
+
+    # -- server connections
+
+    def acquire(self, client: ClientConn) -> None:
+        """Attach a server connection to *client* (pooled if one is idle, else a new one)."""
+        while self.pool:
+            backend = self.pool.pop()
+            if backend.transport is not None and not backend.transport.is_closing():
+                backend.attach(client)
+                client.backend_ready(backend)
+                return
+        self.spawn(self._connect(client), "edge-backend-connect")
+
+    async def _connect(self, client: ClientConn) -> None:
+        loop = asyncio.get_running_loop()
+        trust = self.trust
+        try:
+            transport, backend = await asyncio.wait_for(
+                loop.create_connection(
+                    lambda: BackendConn(self),
+                    self.backend_host,
+                    self.backend_port,
+                    ssl=trust.context,
+                    server_hostname=trust.server_name,
+                    ssl_handshake_timeout=BACKEND_CONNECT_TIMEOUT,
+                ),
+                BACKEND_CONNECT_TIMEOUT,
+            )
+        except ssl.SSLError as exc:
+            self.backend_failure("certificate", trust.describe_error(exc))
+            client.backend_failed(502)
+            return
+        except (OSError, TimeoutError) as exc:
+            reason = "timed out" if isinstance(exc, TimeoutError) else str(exc)
+            self.backend_failure("connect", f"cannot reach the server at {trust.backend}: {reason}")
+            client.backend_failed(503, RETRY_AFTER_DOWN)
+            return
+        sslobj = transport.get_extra_info("ssl_object")
+        try:
+            trust.check(sslobj)
+        except BackendCertError as exc:
+            transport.abort()
+            self.backend_failure("certificate", exc.message)
+            client.backend_failed(502)
+            return
+        self.metrics.backend_handshakes += 1
+        if sslobj is not None and sslobj.session_reused:
+            self.metrics.backend_resumed += 1
+        if client.state != _CONNECTING:
+            self.release(backend)
+            return
+        backend.attach(client)
+        client.backend_ready(backend)
+
+    def release(self, backend: BackendConn) -> None:
+        """Return a server connection whose exchange ended cleanly to the pool (bounded)."""
+        backend.client = None
+        transport = backend.transport
+        if transport is None or transport.is_closing():
+            return
+        self.trust.remember(transport.get_extra_info("ssl_object"))
+        if len(self.pool) >= self.config.pool_size:
+            transport.close()
+            return
+        backend.deadline = asyncio.get_running_loop().time() + POOL_IDLE
+        self.pool.append(backend)
+
+    def close_all(self) -> None:
+        for conn in list(self.clients):
+            conn.abort()
+        for backend in list(self.backends):
+            if backend.transport is not None:
+                backend.transport.abort()
+        self.pool.clear()
+        for task in list(self.tasks):
+            task.cancel()
+
+
+class BackendConn(asyncio.Protocol):
+    """One TLS connection to the server, serving one client exchange at a time."""
+
+    __slots__ = ("buf", "chunks", "client", "deadline", "edge", "left", "response", "transport")
+
+    def __init__(self, edge: Edge) -> None:
+        self.edge = edge
+        self.transport: asyncio.Transport | None = None
+        self.client: ClientConn | None = None
+        self.buf = b""
+        self.response: http.ResponseHead | None = None
+        self.left = 0
+        self.chunks: ChunkedScanner | None = None
+        self.deadline = 0.0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it
+        self.transport = cast(asyncio.Transport, transport)
+        self.transport.set_write_buffer_limits(WRITE_HIGH_WATER)
+        self.edge.backends.add(self)
+
+    def attach(self, client: ClientConn) -> None:
+        self.client = client
+        self.buf = b""
+        self.response = None
+        self.chunks = None
+        self.deadline = asyncio.get_running_loop().time() + self.edge.read_timeout
+
+    def data_received(self, data: bytes) -> None:
+        client = self.client
+        if client is None:  # bytes from an idle pooled connection: not trustworthy any more
+            self.drop()
+            return
+        self.deadline = client.loop_time() + self.edge.read_timeout
+        if self.response is None:
+            self.buf += data
+            while self.response is None:
+                try:
+                    end = http.head_end(self.buf)
+                    if end < 0:
+                        return
+                    head = http.parse_response_head(self.buf[:end], client.method)
+                except EdgeHttpError as exc:
+                    self.edge.backend_failure("protocol", exc.message)
+                    self.drop()
+                    return
+                rest = self.buf[end:]
+                self.buf = b""
+                if head.status < 200:  # interim (100 Continue): pass on, read the next head
+                    client.send(http.client_response(head, True))
+                    self.buf = rest
+                    continue
+                self.response = head
+                self.left = head.length
+                self.chunks = ChunkedScanner() if head.framing == Framing.CHUNKED else None
+                client.start_response(head)
+                data = rest
+        self._body(data)
+
+    def _body(self, data: bytes) -> None:
+        client = self.client
+        response = self.response
+        assert client is not None
+        assert response is not None
+        framing = response.framing
+        if framing == Framing.CLOSE:
+            if data:
+                client.send(data)
+            return
+        if framing == Framing.NONE:
+            used = 0
+        elif framing == Framing.LENGTH:
+            used = min(self.left, len(data))
+            self.left -= used
+        else:
+            assert self.chunks is not None
+            try:
+                used = self.chunks.feed(data)
+            except EdgeHttpError as exc:
+                self.edge.backend_failure("protocol", f"bad chunked body: {exc.message}")
+                self.drop()
+                return
+        if used:
+            client.send(data if used == len(data) else data[:used])
+        finished = framing == Framing.NONE or (
+            self.left == 0
+            if framing == Framing.LENGTH
+            else self.chunks is not None and self.chunks.done
+        )
+        if finished:
+            reusable = response.keep_alive and used == len(data)
+            self.response = None
+            self.deadline = 0.0
+            client.response_done(self if reusable else None)
+            if not reusable:
+                self.drop()
+
+    def eof_received(self) -> bool | None:
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.edge.backends.discard(self)
+        if self in self.edge.pool:
+            self.edge.pool.remove(self)
+        client = self.client
+        self.client = None
+        self.transport = None
+        if client is None:
+            return
+        response = self.response
+        if response is not None and response.framing == Framing.CLOSE:
+            client.response_done(None)
+        else:
+            client.backend_lost()
+
+    def timed_out(self) -> None:
+        if self.client is not None:
+            self.edge.backend_failure(
+                "timeout",
+                f"the server sent nothing for {self.edge.read_timeout:g} s; closing the request",
+            )
+        self.drop()
+
+    def drop(self) -> None:
+        self.deadline = 0.0
+        if self.transport is not None:
+            self.transport.abort()
+
+    def pause_writing(self) -> None:
+        if self.client is not None and self.client.transport is not None:
+            self.client.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        client = self.client
+        if client is not None and client.transport is not None and client.state == _BODY:
+            client.transport.resume_reading()
+
+
+class ClientConn(asyncio.Protocol):
+    """One phone's TLS connection: reads requests, one at a time, and bridges each."""
+
+    __slots__ = (
+        "backend", "buf", "bytes_out", "chunks", "deadline", "edge", "fields", "head",
+        "ip", "keep_alive", "left", "over_limit", "started", "state", "status", "transport",
+    )  # fmt: skip
+
+    def __init__(self, edge: Edge) -> None:
+        self.edge = edge
+        self.transport: asyncio.Transport | None = None
+        self.ip = ""
+        self.buf = b""
+        self.state = _HEAD
+        self.head: http.RequestHead | None = None
+        self.backend: BackendConn | None = None
+        self.fields = EasFields()
+        self.left = 0
+        self.chunks: ChunkedScanner | None = None
+        self.keep_alive = True
+        self.started = 0.0
+        self.status = 0
+        self.bytes_out = 0
+        self.deadline = 0.0
+        self.over_limit = False
+
+    @property
+    def method(self) -> bytes:
+        return self.head.method if self.head is not None else b"GET"
+
+    def loop_time(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    # -- connection
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it
+        self.transport = cast(asyncio.Transport, transport)
+        self.transport.set_write_buffer_limits(WRITE_HIGH_WATER)
+        peer = transport.get_extra_info("peername")
+        self.ip = peer[0] if peer else "?"
+        edge = self.edge
+        edge.clients.add(self)
+        edge.metrics.connections_total += 1
+        self.over_limit = not edge.limits.connect(self.ip)
+        self.deadline = self.loop_time() + edge.config.header_timeout
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        edge = self.edge
+        if self.state == _CLOSED and self.transport is None:
+            return
+        if self.state in (_BODY, _WAITING, _CONNECTING):
+            self._end_request(499 if not self.status else self.status)
+            if self.backend is not None:
+                self.backend.client = None
+                self.backend.drop()
+                self.backend = None
+        self.state = _CLOSED
+        self.transport = None
+        edge.clients.discard(self)
+        edge.limits.disconnect(self.ip)
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    def timed_out(self) -> None:
+        self.deadline = 0.0
+        if self.state == _HEAD and self.buf:  # a head that never completed
+            self.keep_alive = False
+            self._answer(408, error="the request head did not arrive in time")
+        else:
+            self.abort()
+
+    def send(self, data: bytes) -> None:
+        if self.transport is not None:
+            self.bytes_out += len(data)
+            self.transport.write(data)
+
+    def pause_writing(self) -> None:
+        if self.backend is not None and self.backend.transport is not None:
+            self.backend.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.backend is not None and self.backend.transport is not None:
+            self.backend.transport.resume_reading()
+
+    # -- reading requests
+
+    def data_received(self, data: bytes) -> None:
+        state = self.state
+        if state == _BODY:
+            self._body(data)
+        elif state == _HEAD:
+            self.buf += data
+            self._next_request()
+        else:  # pipelined bytes while a request is outstanding: hold them, read no more
+            self.buf += data
+            if self.transport is not None:
+                self.transport.pause_reading()
+
+    def _next_request(self) -> None:
+        edge = self.edge
+        try:
+            end = http.head_end(self.buf)
+            if end < 0:
+                if self.buf:
+                    self.deadline = self.loop_time() + edge.config.header_timeout
+                return
+            head = http.parse_request_head(self.buf[:end], edge.config.max_body)
+        except EdgeHttpError as exc:
+            self.reject(exc.http_status, exc.message)
+            return
+        body = self.buf[end:]
+        self.buf = b""
+        self.head = head
+        self.fields = http.eas_fields(head)
+        self.started = time.perf_counter()
+        self.status = 0
+        self.bytes_out = 0
+        self.keep_alive = head.keep_alive
+        self.deadline = 0.0
+        if self.over_limit:
+            self.keep_alive = False
+            self._answer(503, retry_after=RETRY_AFTER_LIMIT)
+            return
+        if not edge.rules.allows(head.path):
+            if head.framing != Framing.NONE:
+                self.keep_alive = False
+            self._answer(404)
+            if self.keep_alive:
+                self.buf = body
+                self._ready_for_next()
+            return
+        if not edge.limits.allow_request(self.ip, self.loop_time()):
+            self.keep_alive = False
+            self._answer(503, retry_after=RETRY_AFTER_LIMIT)
+            return
+        if self.fields.cmd.lower() == "ping":
+            edge.metrics.held_pings += 1
+        self.buf = body
+        self.state = _CONNECTING
+        if self.transport is not None:
+            self.transport.pause_reading()
+        edge.acquire(self)
+
+    def reject(self, status: int, message: str) -> None:
+        """A request the edge refuses as malformed: answer and close."""
+        self.fields = EasFields()
+        self.started = time.perf_counter()
+        self.keep_alive = False
+        log.info("refused a request from %s: %s (%d)", self.ip, message, status)
+        self._answer(status, error=message)
+
+    def _answer(self, status: int, retry_after: int | None = None, error: str = "") -> None:
+        self.status = status
+        self.send(http.error_response(status, retry_after=retry_after, close=not self.keep_alive))
+        self._log(status, error)
+        if not self.keep_alive:
+            self.state = _CLOSED
+            if self.transport is not None:
+                self.transport.close()
+
+    # -- bridging
+
+    def backend_ready(self, backend: BackendConn) -> None:
+        head = self.head
+        if self.transport is None or head is None:
+            self.edge.release(backend)
+            return
+        self.backend = backend
+        assert backend.transport is not None
+        backend.transport.write(http.backend_request(head, self.ip))
+        self.state = _BODY
+        self.left = head.length
+        self.chunks = ChunkedScanner() if head.framing == Framing.CHUNKED else None
+        body, self.buf = self.buf, b""
+        self._body(body)
+        if self.state == _BODY and self.transport is not None:
+            self.transport.resume_reading()
+
+    def _body(self, data: bytes) -> None:
+        head = self.head
+        backend = self.backend
+        assert head is not None
+        assert backend is not None
+        assert backend.transport is not None
+        framing = head.framing
+        if framing == Framing.NONE:
+            used = 0
+            done = True
+        elif framing == Framing.LENGTH:
+            used = min(self.left, len(data))
+            self.left -= used
+            done = self.left == 0
+        else:
+            assert self.chunks is not None
+            try:
+                used = self.chunks.feed(data)
+            except EdgeHttpError as exc:
+                log.info("refused a chunked body from %s: %s", self.ip, exc.message)
+                backend.client = None
+                backend.drop()
+                self.backend = None
+                if self.status == 0:
+                    self._end_ping()
+                    self.keep_alive = False
+                    self._answer(400, error=exc.message)
+                else:
+                    self.abort()
+                return
+            done = self.chunks.done
+        if used:
+            backend.transport.write(data if used == len(data) else data[:used])
+        if done:
+            if self.state == _BODY:
+                self.state = _WAITING
+            if used < len(data):
+                self.buf += data[used:]
+                if self.transport is not None:
+                    self.transport.pause_reading()
+
+    def start_response(self, response: http.ResponseHead) -> None:
+        self.status = response.status
+        self.keep_alive = self.keep_alive and response.keep_alive
+        self.send(http.client_response(response, self.keep_alive))
+
+    def response_done(self, backend: BackendConn | None) -> None:
+        """The whole response went out; reuse both sides when they may be reused."""
+        request_sent = self.state == _WAITING
+        self.backend = None
+        if backend is not None:
+            if request_sent:
+                self.edge.release(backend)
+            else:  # the server answered before the body was sent: this connection is spent
+                backend.client = None
+                backend.drop()
+        self._end_request(self.status)
+        if not request_sent:
+            self.keep_alive = False
+        if not self.keep_alive:
+            self.state = _CLOSED
+            if self.transport is not None:
+                self.transport.close()
+            return
+        self._ready_for_next()
+
+    def _ready_for_next(self) -> None:
+        self.state = _HEAD
+        self.head = None
+        self.deadline = self.loop_time() + (
+            self.edge.config.header_timeout if self.buf else self.edge.config.client_idle_timeout
+        )
+        if self.transport is not None:
+            self.transport.resume_reading()
+        if self.buf:
+            self._next_request()
+
+    def backend_failed(self, status: int, retry_after: int | None = None) -> None:
+        if self.state != _CONNECTING:
+            return
+        self._end_ping()
+        self.keep_alive = False
+        self._answer(status, retry_after=retry_after)
+
+    def backend_lost(self) -> None:
+        """The server connection broke before the response ended."""
+        self.backend = None
+        if self.state == _CLOSED:
+            return
+        if self.status == 0:
+            self.edge.backend_failure("reset", "the server closed the connection mid-request")
+            self._end_ping()
+            self.keep_alive = False
+            self._answer(502)
+        else:
+            self._end_request(self.status)
+            self.state = _CLOSED
+            self.abort()
+
+    def _end_ping(self) -> None:
+        if self.fields.cmd.lower() == "ping" and self.state in (_CONNECTING, _BODY, _WAITING):
+            self.edge.metrics.held_pings -= 1
+
+    def _end_request(self, status: int) -> None:
+        self._end_ping()
+        self.state = _HEAD
+        self._log(status)
+
+    def _log(self, status: int, error: str = "") -> None:
+        fields = self.fields
+        self.edge.metrics.count_request(fields.cmd or "-", status)
+        if not access_log.isEnabledFor(logging.INFO):
+            return
+        head = self.head
+        record: dict[str, Any] = {
+            "client": self.ip,
+            "method": head.method.decode("latin-1") if head else "",
+            "path": head.path if head else "",
+            "status": status,
+            "bytes": self.bytes_out,
+            "ms": round((time.perf_counter() - self.started) * 1000, 2),
+        }
+        if fields.cmd:
+            record["cmd"] = fields.cmd
+        if fields.user:
+            record["user"] = fields.user
+        if fields.device_id:
+            record["device_id"] = fields.device_id
+        if fields.device_type:
+            record["device_type"] = fields.device_type
+        if error:
+            record["error"] = error
+        access_log.info(json.dumps(record, separators=(",", ":")))

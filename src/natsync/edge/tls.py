@@ -1,0 +1,294 @@
+"""TLS on both sides of the edge: certificates per name toward phones, verified TLS to the server.
+
+**Toward phones** (:class:`SiteContexts`): one ``SSLContext`` per configured certificate, chosen
+by SNI (the first is the default for clients without SNI); TLS 1.2 and 1.3 only, ECDHE with
+AES-GCM or ChaCha20 (the "intermediate" profile every phone since 2014 speaks), the whole chain
+from the certificate file sent. The listening context only dispatches: its SNI callback swaps in
+the current per-name context, so a reload (SIGHUP) changes what *new* handshakes get and leaves
+every open connection alone.
+
+**Toward the server** (:class:`BackendTrust`): always verified, unless the configuration says
+``insecure_backend = true``.
+
+* With a CA file: OpenSSL verifies the chain and the name (``check_hostname``) in the handshake.
+* With a pin (SHA-256 of the server's leaf certificate, what ``trust-backend`` writes): the
+  handshake runs with ``CERT_NONE`` and the edge compares the fingerprint of the certificate the
+  server presented *after the handshake and before a single request byte is written*. This is
+  sound because the handshake proves the server holds the private key of the certificate it
+  presented (TLS 1.3 CertificateVerify; in TLS 1.2 the ECDHE key exchange the edge insists on is
+  signed with that key), and the fingerprint covers the whole certificate, public key included:
+  nobody can present the pinned certificate without its key. The pin names exactly one
+  certificate, which is what an operator confirmed; chain and name checks would add nothing (and
+  break the article's case: a server certificate naming what the server *is*). The other
+  possible design, the pinned certificate as the only trust anchor with ``PARTIAL_CHAIN`` and a
+  name check, needs the certificate itself on disk, fails on a name mismatch that is harmless
+  under a pin, and turns a pinned self-signed CA:TRUE certificate into a CA that may sign others.
+* Pin and CA file together: both must hold.
+
+TLS sessions toward the server are resumed (saves a full handshake per new pooled connection):
+each :class:`BackendTrust` owns its own context and its own cached session, so a session made
+under one trust policy is never offered under another (nginx's shared session cache mixes them,
+see docs/edge.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import ssl
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+
+from natsync.edge.config import EdgeConfig, SiteCert
+from natsync.errors import ConfigError, NatsyncError
+
+log = logging.getLogger("natsync.edge")
+
+#: TLS 1.2 suites offered to phones and to the server: ECDHE only (forward secrecy, and the key
+#: exchange is signed by the certificate's key), AEAD only. TLS 1.3 suites are all AEAD.
+CIPHERS = (
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
+)
+#: Seconds to connect and handshake with the server before answering 503 ("within a second").
+BACKEND_CONNECT_TIMEOUT = 0.9
+
+
+class BackendCertError(NatsyncError):
+    """The server presented a certificate the edge does not trust."""
+
+    http_status = 502
+
+
+def fingerprint(der: bytes) -> str:
+    """``sha256:AB:CD:...`` of a DER certificate (the form openssl x509 -fingerprint prints)."""
+    digest = hashlib.sha256(der).hexdigest().upper()
+    return "sha256:" + ":".join(digest[i : i + 2] for i in range(0, 64, 2))
+
+
+def _count_certs(path: Path) -> int:
+    try:
+        return path.read_bytes().count(b"-----BEGIN CERTIFICATE-----")
+    except OSError as exc:
+        raise ConfigError(f"cannot read certificate file {path}: {exc.strerror}") from exc
+
+
+def _site_context(site: SiteCert) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.set_ciphers(CIPHERS)
+    context.options |= ssl.OP_NO_RENEGOTIATION | ssl.OP_NO_COMPRESSION
+    context.set_alpn_protocols(["http/1.1"])
+    try:
+        context.load_cert_chain(str(site.cert), str(site.key))
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            f"cannot load certificate {site.cert} with key {site.key}: {exc}"
+        ) from exc
+    if _count_certs(site.cert) == 1:
+        cert = x509.load_pem_x509_certificate(site.cert.read_bytes())
+        if cert.issuer != cert.subject:
+            log.warning(
+                "%s holds no chain, only the leaf: phones that do not know its issuer will "
+                "refuse it; append the intermediate certificate(s) to the file",
+                site.cert,
+            )
+    return context
+
+
+class SiteContexts:
+    """The phone-facing TLS contexts, by SNI name, swappable on reload."""
+
+    def __init__(self, sites: Sequence[SiteCert]) -> None:
+        if not sites:
+            raise ConfigError("the edge needs at least one certificate ([[edge.certificates]])")
+        self.sites = tuple(sites)
+        self._by_name: dict[str, ssl.SSLContext] = {}
+        self._default: ssl.SSLContext | None = None
+        self.handshakes = 0
+        self.reload()
+        self.listening = _site_context(self.sites[0])
+        self.listening.sni_callback = self._select
+
+    def reload(self) -> None:
+        """Load every certificate file again; on any error keep the old ones and raise."""
+        by_name: dict[str, ssl.SSLContext] = {}
+        default = None
+        for site in self.sites:
+            context = _site_context(site)
+            default = default or context
+            for name in site.names:
+                by_name.setdefault(name.lower(), context)
+        self._by_name, self._default = by_name, default
+
+    def context_for(self, name: str | None) -> ssl.SSLContext:
+        assert self._default is not None
+        if name:
+            name = name.lower()
+            found = self._by_name.get(name)
+            if found is None and "." in name:
+                found = self._by_name.get("*." + name.split(".", 1)[1])
+            if found is not None:
+                return found
+        return self._default
+
+    def _select(self, sslobj: Any, name: str | None, _context: ssl.SSLContext) -> None:
+        self.handshakes += 1
+        sslobj.context = self.context_for(name)
+
+
+class _SessionContext(ssl.SSLContext):
+    """A client context that offers its last good session on every new connection."""
+
+    cached_session: ssl.SSLSession | None = None
+
+    def wrap_bio(
+        self,
+        incoming: ssl.MemoryBIO,
+        outgoing: ssl.MemoryBIO,
+        server_side: bool = False,
+        server_hostname: str | bytes | None = None,
+        session: ssl.SSLSession | None = None,
+    ) -> ssl.SSLObject:
+        if session is None and not server_side:
+            session = self.cached_session
+        return super().wrap_bio(incoming, outgoing, server_side, server_hostname, session)
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    pin: str
+    ca_file: Path | None
+    insecure: bool
+
+
+class BackendTrust:
+    """How the edge checks the server: context to connect with, and the check after it."""
+
+    def __init__(self, config: EdgeConfig) -> None:
+        config.check_backend_trust()
+        self.policy = Policy(config.backend_pin, config.backend_ca, config.insecure_backend)
+        self.server_name = config.server_name
+        self.backend = config.backend
+        context = _SessionContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.set_ciphers(CIPHERS)
+        if config.backend_ca is not None:
+            try:
+                context.load_verify_locations(cafile=str(config.backend_ca))
+            except (OSError, ssl.SSLError) as exc:
+                raise ConfigError(
+                    f"cannot load edge.backend_ca {config.backend_ca}: {exc}"
+                ) from exc
+            context.check_hostname = True
+            context.verify_mode = ssl.CERT_REQUIRED
+        else:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        self.context = context
+        if self.policy.insecure and not (self.policy.pin or self.policy.ca_file):
+            log.warning(
+                "insecure_backend = true: the server's certificate is NOT checked; anyone "
+                "between the edge and %s can read every password",
+                self.backend,
+            )
+
+    def check(self, sslobj: ssl.SSLObject | None) -> None:
+        """After the handshake, before any request byte: the pin, when there is one."""
+        if not self.policy.pin:
+            return
+        der = sslobj.getpeercert(binary_form=True) if sslobj is not None else None
+        if not der:
+            raise BackendCertError(
+                f"the server at {self.backend} presented no certificate; expected the pinned "
+                f"{self.policy.pin}"
+            )
+        seen = fingerprint(der)
+        if seen != self.policy.pin:
+            raise BackendCertError(
+                f"the server at {self.backend} presented certificate {seen}, not the pinned "
+                f"{self.policy.pin}: if its certificate was renewed, pin the new one with "
+                f"`natsync edge trust-backend {self.backend}`; otherwise something else answers "
+                "at that address"
+            )
+
+    def remember(self, sslobj: ssl.SSLObject | None) -> None:
+        """Keep the connection's session for the next connection under this policy."""
+        if sslobj is not None and sslobj.session is not None:
+            self.context.cached_session = sslobj.session
+
+    def describe_error(self, exc: BaseException) -> str:
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            return (
+                f"the server at {self.backend} failed certificate verification against "
+                f"{self.policy.ca_file} for name {self.server_name!r}: {exc.verify_message}"
+            )
+        return f"TLS to the server at {self.backend} failed: {exc}"
+
+
+@dataclass(frozen=True, slots=True)
+class PeerCertificate:
+    """What trust-backend shows about a server's certificate."""
+
+    der: bytes
+    cert: x509.Certificate
+    chain_length: int
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(self.der)
+
+    @property
+    def subject(self) -> str:
+        return self.cert.subject.rfc4514_string()
+
+    @property
+    def issuer(self) -> str:
+        return self.cert.issuer.rfc4514_string()
+
+    @property
+    def names(self) -> list[str]:
+        try:
+            san = self.cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+        except x509.ExtensionNotFound:
+            return []
+        dns = san.value.get_values_for_type(x509.DNSName)
+        ips = [str(ip) for ip in san.value.get_values_for_type(x509.IPAddress)]
+        return [*dns, *ips]
+
+
+async def fetch_certificate(
+    host: str, port: int, server_name: str, timeout: float = 10.0
+) -> PeerCertificate:
+    """Connect without verifying (this is how a certificate is *looked at*) and return it."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        _reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(host, port, ssl=context, server_hostname=server_name),
+            timeout,
+        )
+    except (OSError, TimeoutError, ssl.SSLError) as exc:
+        raise NatsyncError(f"cannot open TLS to {host}:{port}: {exc}") from exc
+    try:
+        sslobj = writer.get_extra_info("ssl_object")
+        der = sslobj.getpeercert(binary_form=True) if sslobj is not None else None
+        if not der:
+            raise NatsyncError(f"{host}:{port} presented no certificate")
+        chain = 1
+        get_chain = getattr(sslobj, "get_unverified_chain", None)  # Python 3.13+
+        if get_chain is not None:
+            chain = len(get_chain() or [der])
+        return PeerCertificate(der, x509.load_der_x509_certificate(der), chain)
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError, ssl.SSLError):
+            await writer.wait_closed()
