@@ -361,3 +361,41 @@ async def test_dropped_connection_ends_the_held_ping(
         if not eas._holds:
             break
     assert not eas._holds
+
+
+async def test_chunked_oversize_body_is_413_while_reading(
+    make_client: ServerFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="natsync.server.access")
+    client = await make_client(max_request_body=4096)
+    await client.provision()
+
+    async def chunks():  # type: ignore[no-untyped-def]
+        for _ in range(8):
+            yield b"x" * 1024
+
+    query = "Cmd=SendMail&User=alice&DeviceId=srvphone&DeviceType=TestPhone"
+    headers = {
+        "Authorization": client.auth,
+        "MS-ASProtocolVersion": "16.1",
+        "X-MS-PolicyKey": str(client.policy_key),
+        "Content-Type": "message/rfc822",
+    }
+    async with client.session.post(f"{client.url}?{query}", data=chunks(), headers=headers) as r:
+        assert r.status == 413
+    assert _access_lines(caplog)[-1]["http"] == 413
+
+
+async def test_successful_requests_log_status_and_size(
+    client: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="natsync.server.access")
+    await client.provision()
+    await client.cmd("FolderSync", _fs())
+    line = _access_lines(caplog)[-1]
+    assert line["cmd"] == "FolderSync"
+    assert line["status"] == 1
+    assert line["user"] == "alice"
+    assert line["device"] == "srvphone"
+    assert isinstance(line["bytes"], int)
+    assert line["bytes"] > 0

@@ -167,7 +167,14 @@ class EasApp:
             log.exception("request failed unexpectedly")
             self._log(request, started, 500, error=type(exc).__name__, **fields)
             return web.Response(status=500)
-        self._log(request, started, response.http_status, status=response.status, **fields)
+        self._log(
+            request,
+            started,
+            response.http_status,
+            status=response.status,
+            bytes=len(response.body),
+            **fields,
+        )
         headers = dict(response.headers)
         headers["MS-Server-ActiveSync"] = SERVER_VERSION
         if not response.body:
