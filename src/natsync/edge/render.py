@@ -28,6 +28,9 @@ from natsync.errors import ConfigError
 
 #: Connections per nginx worker / HAProxy process (the machine's open-files limit is 20,000).
 MAX_CONNECTIONS = 10_000
+#: HAProxy's maxconn: it needs two descriptors per connection plus a few dozen of its own, and
+#: refuses to start when that exceeds the open-files limit (20,000 here).
+HAPROXY_MAXCONN = 9_900
 
 
 def _path_regex(path: str) -> str:
@@ -162,7 +165,7 @@ def render_haproxy(config: EdgeConfig, runtime_dir: Path | None = None) -> str:
 # HAProxy reads each certificate's key from "<cert>.key" when the certificate file has none
 # (ssl-load-extra-files): link it, e.g. ln -s mail.key mail.pem.key
 global
-    maxconn {MAX_CONNECTIONS}
+    maxconn {HAPROXY_MAXCONN}
 {stats}    ssl-default-bind-options ssl-min-ver TLSv1.2
     ssl-default-bind-ciphers {CIPHERS}
     ssl-default-server-options ssl-min-ver TLSv1.2

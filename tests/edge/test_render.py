@@ -1,0 +1,232 @@
+"""`natsync edge render nginx|haproxy`: the rendered configs run the real nginx and HAProxy from
+Debian (as our own processes, on free loopback ports) in front of the real natsync server, and
+the natsync client syncs through them."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import signal
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from natsync.client import EASClient
+from natsync.config import ServerConfig
+from natsync.edge.config import SiteCert
+from natsync.edge.render import render_config, split_nginx
+from natsync.errors import ConfigError
+from natsync.mail.mime import parse_message
+from natsync.mail.relay import deliver_to_inbox
+from natsync.server import RunningServer, start_server
+from natsync.store.api import FolderType, Store
+from tests.conftest import ALICE_NAME, ALICE_PASSWORD
+from tests.edge.conftest import PUBLIC_NAME, SERVER_NAME, Pki, edge_config
+
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
+MAIL = (
+    b"From: Bob <bob@example.org>\r\nTo: alice@example.test\r\nSubject: rendered\r\n"
+    b"Message-ID: <rendered@example.org>\r\nDate: Wed, 25 Nov 2026 10:00:00 +0000\r\n\r\nHi\r\n"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def read_log(log: Path) -> str:
+    return log.read_text() if log.exists() else ""
+
+
+async def wait_listening(port: int, proc: asyncio.subprocess.Process, log: Path) -> None:
+    for _ in range(200):
+        if proc.returncode is not None:
+            raise AssertionError(f"exited with {proc.returncode}: {read_log(log)}")
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            await asyncio.sleep(0.05)
+            continue
+        writer.close()
+        await writer.wait_closed()
+        return
+    raise AssertionError(f"nothing listens on {port}")
+
+
+async def stop(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(proc.wait(), 10)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+
+
+@pytest.fixture
+async def server(store: Store, pki: Pki) -> AsyncIterator[RunningServer]:
+    config = ServerConfig(
+        host="127.0.0.1",
+        port=0,
+        tls_cert=pki.server_cert,
+        tls_key=pki.server_key,
+        domains=("example.test",),
+    )
+    running = await start_server(config, store)
+
+    def txn_fn(txn):  # type: ignore[no-untyped-def]
+        deliver_to_inbox(txn, txn.get_user(ALICE_NAME), parse_message(MAIL, datetime.now(UTC)))
+
+    await store.run(txn_fn)
+    yield running
+    await running.close()
+
+
+async def sync_through(port: int, pki: Pki) -> None:
+    async with EASClient(
+        f"https://127.0.0.1:{port}", ALICE_NAME, ALICE_PASSWORD, ca_file=pki.ca_file
+    ) as phone:
+        await phone.folder_sync()
+        inbox = phone.folder(type=int(FolderType.INBOX)).server_id
+        result = await phone.sync(inbox)
+        assert [item.subject for item in result.added] == ["rendered"]
+    # an unpublished path is answered at the proxy
+    context = pki.client_context()
+    reader, writer = await asyncio.open_connection(
+        "127.0.0.1", port, ssl=context, server_hostname=PUBLIC_NAME
+    )
+    writer.write(b"GET /owa/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    answer = await reader.read()
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 404"), answer[:100]
+
+
+def test_render_needs_a_ca_file_for_verification(pki: Pki) -> None:
+    config = edge_config(pki, 8443)
+    for kind in ("nginx", "haproxy"):
+        with pytest.raises(ConfigError, match="cannot pin"):
+            render_config(kind, config)
+
+
+def test_rendered_nginx_avoids_its_traps(pki: Pki) -> None:
+    config = edge_config(pki, 8443, backend_ca=pki.ca_file, heartbeat_max=900)
+    main, include = split_nginx(render_config("nginx", config))
+    for line in (
+        "proxy_ssl_verify on;",
+        f"proxy_ssl_trusted_certificate {pki.ca_file};",
+        "proxy_ssl_server_name on;",
+        f"proxy_ssl_name {SERVER_NAME};",
+        "proxy_set_header Host $http_host;",
+        "proxy_read_timeout 960s;",
+        "proxy_buffering off;",
+        "proxy_set_header X-Forwarded-For $remote_addr;",
+    ):
+        assert line in include
+    assert "return 404;" in main
+    text = render_config("haproxy", config)
+    assert f"ca-file {pki.ca_file}" in text
+    assert f"sni str({SERVER_NAME})" in text
+    assert "verify required" in text
+    assert "timeout server 960s" in text
+
+
+@pytest.mark.slow
+async def test_real_nginx_with_the_rendered_config_bridges_a_sync(
+    tmp_path: Path, pki: Pki, server: RunningServer
+) -> None:
+    port = free_port()
+    config = edge_config(
+        pki, server.port, backend_ca=pki.ca_file, backend_pin="", listen=f"127.0.0.1:{port}"
+    )
+    main, include = split_nginx(render_config("nginx", config, runtime_dir=tmp_path))
+    (tmp_path / "nginx.conf").write_text(main)
+    (tmp_path / "natsync-proxy.inc").write_text(include)
+    log = tmp_path / "error.log"
+    check = await asyncio.create_subprocess_exec(
+        NGINX, "-t", "-q", "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf"),
+        "-e", str(log), stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, err = await check.communicate()
+    assert check.returncode == 0, err.decode()
+    proc = await asyncio.create_subprocess_exec(
+        NGINX, "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf"), "-e", str(log),
+        "-g", "daemon off;",
+    )  # fmt: skip
+    try:
+        await wait_listening(port, proc, log)
+        await sync_through(port, pki)
+    finally:
+        await stop(proc)
+
+
+@pytest.mark.slow
+async def test_real_haproxy_with_the_rendered_config_bridges_a_sync(
+    tmp_path: Path, pki: Pki, server: RunningServer
+) -> None:
+    port = free_port()
+    cert = tmp_path / "edge.pem"
+    shutil.copy(pki.edge_cert, cert)
+    shutil.copy(pki.edge_key, tmp_path / "edge.pem.key")  # HAProxy: <cert>.key
+    config = edge_config(
+        pki, server.port, backend_ca=pki.ca_file, backend_pin="", listen=f"127.0.0.1:{port}"
+    )
+    config = replace(config, certificates=(SiteCert((PUBLIC_NAME,), cert, pki.edge_key),))
+    cfg = tmp_path / "haproxy.cfg"
+    cfg.write_text(render_config("haproxy", config, runtime_dir=tmp_path))
+    check = await asyncio.create_subprocess_exec(
+        HAPROXY, "-c", "-q", "-f", str(cfg), stderr=asyncio.subprocess.PIPE
+    )
+    _, err = await check.communicate()
+    assert check.returncode == 0, err.decode()
+    log = tmp_path / "haproxy.out"
+    with log.open("wb") as out:
+        proc = await asyncio.create_subprocess_exec(
+            HAPROXY, "-db", "-f", str(cfg), stdout=out, stderr=out
+        )
+    try:
+        await wait_listening(port, proc, log)
+        await sync_through(port, pki)
+    finally:
+        await stop(proc)
+
+
+async def test_rendered_haproxy_refuses_a_server_with_the_wrong_name(
+    tmp_path: Path, pki: Pki, server: RunningServer
+) -> None:
+    """The rendered verification is real: a server name that is not in the certificate fails."""
+    port = free_port()
+    cert = tmp_path / "edge.pem"
+    shutil.copy(pki.edge_cert, cert)
+    shutil.copy(pki.edge_key, tmp_path / "edge.pem.key")
+    config = edge_config(
+        pki, server.port, backend_ca=pki.ca_file, backend_pin="", listen=f"127.0.0.1:{port}",
+        backend_name="not-the-server.internal",
+    )  # fmt: skip
+    config = replace(config, certificates=(SiteCert((PUBLIC_NAME,), cert, pki.edge_key),))
+    cfg = tmp_path / "haproxy.cfg"
+    cfg.write_text(render_config("haproxy", config, runtime_dir=tmp_path))
+    log = tmp_path / "haproxy.out"
+    with log.open("wb") as out:
+        proc = await asyncio.create_subprocess_exec(
+            HAPROXY, "-db", "-f", str(cfg), stdout=out, stderr=out
+        )
+    try:
+        await wait_listening(port, proc, log)
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", port, ssl=pki.client_context(), server_hostname=PUBLIC_NAME
+        )
+        writer.write(
+            b"OPTIONS /Microsoft-Server-ActiveSync HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        answer = await reader.read()
+        writer.close()
+        assert answer.startswith(b"HTTP/1.1 503"), answer[:80]
+    finally:
+        await stop(proc)
