@@ -50,6 +50,8 @@ from natsync.store.api import FolderType
 STARTUP_TIMEOUT = 60.0
 #: CPU seconds the bench process itself (the client side) spent in each timed phase.
 CLIENT_CPU: dict[str, float] = {}
+#: CPU seconds the server process spent in each timed phase (load-independent-ish cost).
+SERVER_CPU: dict[str, float] = {}
 #: Messages per store transaction while filling the Inbox.
 FILL_BATCH = 500
 #: Whole-bench bound: the SMTP phase stops waiting after this many seconds.
@@ -185,6 +187,12 @@ async def smtp_ingest(smtp: str, count: int, connections: int) -> tuple[int, flo
     return accepted, elapsed
 
 
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) process *pid* used so far, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @contextlib.contextmanager
 def spy(directory: Path | None, name: str, pid: int) -> Iterator[None]:
     """Sample *pid* with py-spy (all threads, collapsed stacks) while the block runs."""
@@ -261,17 +269,21 @@ def main() -> None:
             profiler = cProfile.Profile() if args.profile_client else None
             if profiler is not None:
                 profiler.enable()
+            before = process_cpu(proc.pid)
             with spy(args.py_spy, "sync.txt", proc.pid):
                 synced, sync_s, rounds = asyncio.run(
                     initial_sync(info, args.window, args.truncation)
                 )
+            SERVER_CPU["sync"] = process_cpu(proc.pid) - before
             if profiler is not None:
                 profiler.disable()
                 profiler.dump_stats(args.profile_client)
+            before = process_cpu(proc.pid)
             with spy(args.py_spy, "smtp.txt", proc.pid):
                 accepted, smtp_s = asyncio.run(
                     smtp_ingest(info["smtp"], args.smtp_messages, args.smtp_connections)
                 )
+            SERVER_CPU["smtp"] = process_cpu(proc.pid) - before
         finally:
             proc.send_signal(signal.SIGTERM)
             try:
@@ -309,10 +321,13 @@ def main() -> None:
     print(f"{'phase':<58} {'messages':>18} {'seconds':>8} {'msgs/s':>8} {'goal':>9}")
     for row in rows:
         print(f"{row[0]:<58} {row[1]:>18} {row[2]:>8} {row[3]:>8} {row[4]:>9}")
-    print(
-        f"client-side CPU (this process): sync {CLIENT_CPU.get('sync', 0):.2f} s, "
-        f"SMTP {CLIENT_CPU.get('smtp', 0):.2f} s"
-    )
+    for phase, count in (("sync", synced), ("smtp", accepted)):
+        server, client = SERVER_CPU.get(phase, 0.0), CLIENT_CPU.get(phase, 0.0)
+        print(
+            f"{phase:>5} CPU: server {server:.2f} s ({server / max(count, 1) * 1e3:.2f} ms/msg), "
+            f"client {client:.2f} s ({client / max(count, 1) * 1e3:.2f} ms/msg)"
+        )
+    print(f"load average at the end: {os.getloadavg()[0]:.2f} (other work on this machine)")
     expected = args.messages + accepted
     if args.data_dir is not None:
         expected = in_store  # earlier runs' SMTP messages are in the kept Inbox too
