@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import socket
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,8 @@ from natsync.config import ServerConfig
 from natsync.doctor import Options
 from natsync.server import RunningServer, start_server
 from natsync.store.api import Store
-from tests.conftest import ALICE_EMAIL, ALICE_NAME, ALICE_PASSWORD
+from natsync.store.sqlite import SqliteStore
+from tests.conftest import ALICE_EMAIL, ALICE_NAME, ALICE_PASSWORD, CREATED_AT
 
 #: Seconds per doctor step in tests: loopback answers in milliseconds.
 TEST_TIMEOUT = 2.0
@@ -107,7 +108,21 @@ ServeFactory = Callable[..., Coroutine[Any, Any, Served]]
 
 
 @pytest.fixture
-async def serve(store: Store, ca: CA, tmp_path: Path) -> AsyncIterator[ServeFactory]:
+def doctor_store(tmp_path: Path, alice_password_hash: str) -> Iterator[Store]:
+    """A SQLite store with alice. The doctor looks at the server from outside, so which store
+    driver serves it does not matter: one is enough (not the shared, per-driver ``store``)."""
+    store = SqliteStore(tmp_path / "doctor-store" / "natsync.db")
+    store.run_sync(
+        lambda txn: txn.add_user(
+            ALICE_NAME, ALICE_EMAIL, "Alice Example", alice_password_hash, CREATED_AT
+        )
+    )
+    yield store
+    store.close()
+
+
+@pytest.fixture
+async def serve(doctor_store: Store, ca: CA, tmp_path: Path) -> AsyncIterator[ServeFactory]:
     """``await serve(cert=None, **config)``: a natsync server over TLS on 127.0.0.1:0."""
     running: list[RunningServer] = []
 
@@ -124,7 +139,7 @@ async def serve(store: Store, ca: CA, tmp_path: Path) -> AsyncIterator[ServeFact
             heartbeat_min=1,
             **overrides,
         ).check()
-        server = await start_server(config, store)
+        server = await start_server(config, doctor_store)
         running.append(server)
         return Served(server, ca.cert_path, cert[0])
 
@@ -141,7 +156,7 @@ class IdleCutter:
         self.backend_port = backend_port
         self.idle = idle
         self.server: asyncio.Server | None = None
-        self.tasks: set[asyncio.Task[None]] = set()
+        self.tasks: set[asyncio.Task[Any]] = set()
 
     @property
     def port(self) -> int:
@@ -153,39 +168,55 @@ class IdleCutter:
         return self
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.backend_port)
-        except OSError:  # the server behind the forward is down: the router just closes
-            writer.close()
-            return
-        last = [asyncio.get_running_loop().time()]
-
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(OSError):
-                while data := await src.read(65536):
-                    last[0] = asyncio.get_running_loop().time()
-                    dst.write(data)
-                    await dst.drain()
-
-        pipes = [
-            asyncio.create_task(pipe(reader, up_writer)),
-            asyncio.create_task(pipe(up_reader, writer)),
-        ]
+        task = asyncio.current_task()
+        assert task is not None
+        self.tasks.add(task)
         loop = asyncio.get_running_loop()
-        while not all(p.done() for p in pipes):
-            if loop.time() - last[0] >= self.idle:
-                break
-            await asyncio.sleep(0.05)
-        for p in pipes:
-            p.cancel()
-        for w in (writer, up_writer):
-            w.close()
-            with contextlib.suppress(OSError):
-                await w.wait_closed()
+        writers = [writer]
+        pipes: list[asyncio.Task[None]] = []
+        try:
+            try:
+                up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.backend_port)
+            except OSError:  # the server behind the forward is down: the router just closes
+                return
+            writers.append(up_writer)
+            last = [loop.time()]
+
+            async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+                with contextlib.suppress(OSError):
+                    while data := await src.read(65536):
+                        last[0] = loop.time()
+                        dst.write(data)
+                        await dst.drain()
+
+            pipes = [
+                asyncio.create_task(pipe(reader, up_writer)),
+                asyncio.create_task(pipe(up_reader, writer)),
+            ]
+            # Wake when both directions ended, or when the idle time since the last byte ran
+            # out (bytes that flowed meanwhile push that moment back).
+            while (remaining := self.idle - (loop.time() - last[0])) > 0:
+                done, _ = await asyncio.wait(pipes, timeout=remaining)
+                if len(done) == len(pipes):
+                    break
+        finally:
+            for p in pipes:
+                p.cancel()
+            await asyncio.gather(*pipes, return_exceptions=True)
+            for w in writers:
+                w.close()
+            for w in writers:
+                with contextlib.suppress(OSError):
+                    await w.wait_closed()
+            self.tasks.discard(task)
 
     async def close(self) -> None:
         if self.server is not None:
             self.server.close()
+        for task in list(self.tasks):
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        if self.server is not None:
             await self.server.wait_closed()
 
 
