@@ -82,7 +82,8 @@ def _replay(ctx: Context, key: str, cmd: str) -> Response | None:
         return None
     if saved.get("cmd") != cmd or saved.get("for") != key:
         return None
-    return Response(body=bytes.fromhex(saved["answer"]), status=1)
+    answer = saved.get(st.ANSWER)
+    return Response(body=answer, status=1) if isinstance(answer, bytes) else None
 
 
 def _sync_key(ctx: Context, cmd: str) -> str:
@@ -139,8 +140,8 @@ def handle_foldersync(ctx: Context) -> Response:
     response = Response.of(root, status=FolderSyncStatus.SUCCESS)
     if key == st.INITIAL_KEY:
         ctx.txn.drop_sync_state(ctx.device.id, HIERARCHY)
-    blob = {"folders": now, "cmd": "FolderSync", "for": key, "answer": response.body.hex()}
-    ctx.txn.put_sync_state(ctx.device.id, HIERARCHY, new, st.pack(blob))
+    blob = {"folders": now, "cmd": "FolderSync", "for": key}
+    ctx.txn.put_sync_state(ctx.device.id, HIERARCHY, new, st.pack(blob, response.body))
     ctx.txn.set_device_setting(ctx.device.id, LAST_KEY_SETTING, new)
     return response
 
@@ -166,8 +167,8 @@ def _finish(ctx: Context, cmd: str, key: str, known: Snapshot, extra: list[Eleme
     assert new is not None
     root = E(NS, cmd, E(NS, "Status", FolderStatus.SUCCESS), E(NS, "SyncKey", new), *extra)
     response = Response.of(root, status=FolderStatus.SUCCESS)
-    blob = {"folders": known, "cmd": cmd, "for": key, "answer": response.body.hex()}
-    ctx.txn.put_sync_state(ctx.device.id, HIERARCHY, new, st.pack(blob))
+    blob = {"folders": known, "cmd": cmd, "for": key}
+    ctx.txn.put_sync_state(ctx.device.id, HIERARCHY, new, st.pack(blob, response.body))
     ctx.txn.set_device_setting(ctx.device.id, LAST_KEY_SETTING, new)
     return response
 

@@ -23,7 +23,6 @@ with an empty body when the time is up).
 
 from __future__ import annotations
 
-import base64
 import itertools
 import json
 from dataclasses import asdict, dataclass, field
@@ -305,8 +304,8 @@ def _collection(
     nxt = st.next_key(req.key)
     if nxt is not None:
         replay = st.load(txn.get_sync_state(ctx.device.id, req.id, nxt))
-        if replay is not None and replay.get("for") == req.key and "answer" in replay:
-            doc = base64.b64decode(replay["answer"])
+        if replay is not None and replay.get("for") == req.key and st.ANSWER in replay:
+            doc = replay[st.ANSWER]
             return _first_collection(doc), doc, SyncStatus.SUCCESS
     folder = txn.get_folder(ctx.user.id, req.id)
     if folder is None:
@@ -369,9 +368,8 @@ def _collection(
         "filter": req.filter,
         "fm": seen,
         "for": req.key,
-        "answer": base64.b64encode(doc).decode("ascii"),
     }
-    txn.put_sync_state(ctx.device.id, req.id, nxt, st.pack(saved))
+    txn.put_sync_state(ctx.device.id, req.id, nxt, st.pack(saved, doc))
     _set_last(ctx, req.id, nxt, seen)
     return coll, doc, SyncStatus.SUCCESS
 
@@ -602,7 +600,8 @@ def adjust_known(
         items.pop(sid, None)
     items.update(add or {})
     saved["items"] = items
-    ctx.txn.put_sync_state(ctx.device.id, cid, last[0], st.pack(saved))
+    answer = saved.pop(st.ANSWER, b"")
+    ctx.txn.put_sync_state(ctx.device.id, cid, last[0], st.pack(saved, answer))
 
 
 def forget_all(ctx: Context, cid: str) -> None:
@@ -614,4 +613,5 @@ def forget_all(ctx: Context, cid: str) -> None:
     if saved is None:
         return
     saved["items"] = {}
-    ctx.txn.put_sync_state(ctx.device.id, cid, last[0], st.pack(saved))
+    answer = saved.pop(st.ANSWER, b"")
+    ctx.txn.put_sync_state(ctx.device.id, cid, last[0], st.pack(saved, answer))
