@@ -77,7 +77,9 @@ async def start_edge(config: EdgeConfig, *, reuse_port: bool = False) -> Running
     host, port = split_hostport(config.listen, "edge.listen")
     loop = asyncio.get_running_loop()
     handler: logging.Handler | None = None
-    if config.access_log:
+    if config.access_log == "off":
+        access_log.setLevel(logging.WARNING)
+    elif config.access_log:
         handler = logging.FileHandler(config.access_log, encoding="utf-8")
         handler.setFormatter(logging.Formatter("%(message)s"))
         access_log.addHandler(handler)

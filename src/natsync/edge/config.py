@@ -110,7 +110,7 @@ class EdgeConfig:
     forwards: tuple[Forward, ...] = (Forward("0.0.0.0:25", DEFAULT_SMTP_TARGET),)
     #: Admin listener (/healthz, /metrics); "" = none. Never publish it.
     admin_listen: str = "127.0.0.1:9180"
-    #: File for the JSON access log ("" = the natsync.edge.access logger only).
+    #: File for the JSON access log ("" = the natsync.edge.access logger only, "off" = none).
     access_log: str = ""
     #: Extra settings a future version may read; kept so rewriting the file loses nothing.
     extra: dict[str, Any] = field(default_factory=dict)

@@ -206,7 +206,9 @@ class Edge:
         transport = backend.transport
         if transport is None or transport.is_closing():
             return
-        self.trust.remember(transport.get_extra_info("ssl_object"))
+        if not backend.remembered:  # reading .session serialises it (~1 ms): once per connection
+            backend.remembered = True
+            self.trust.remember(transport.get_extra_info("ssl_object"))
         if len(self.pool) >= self.config.pool_size:
             transport.close()
             return
@@ -227,7 +229,10 @@ class Edge:
 class BackendConn(asyncio.Protocol):
     """One TLS connection to the server, serving one client exchange at a time."""
 
-    __slots__ = ("buf", "chunks", "client", "deadline", "edge", "left", "response", "transport")
+    __slots__ = (
+        "buf", "chunks", "client", "deadline", "edge", "left", "remembered", "response",
+        "transport",
+    )  # fmt: skip
 
     def __init__(self, edge: Edge) -> None:
         self.edge = edge
@@ -238,6 +243,7 @@ class BackendConn(asyncio.Protocol):
         self.left = 0
         self.chunks: ChunkedScanner | None = None
         self.deadline = 0.0
+        self.remembered = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it
@@ -279,19 +285,20 @@ class BackendConn(asyncio.Protocol):
                 self.response = head
                 self.left = head.length
                 self.chunks = ChunkedScanner() if head.framing == Framing.CHUNKED else None
-                client.start_response(head)
-                data = rest
+                self._body(rest, client.start_response(head))
+                return
         self._body(data)
 
-    def _body(self, data: bytes) -> None:
+    def _body(self, data: bytes, prefix: bytes = b"") -> None:
+        """Forward response body bytes (after *prefix*, the head, in the same TLS record)."""
         client = self.client
         response = self.response
         assert client is not None
         assert response is not None
         framing = response.framing
         if framing == Framing.CLOSE:
-            if data:
-                client.send(data)
+            if data or prefix:
+                client.send(prefix + data)
             return
         if framing == Framing.NONE:
             used = 0
@@ -306,13 +313,12 @@ class BackendConn(asyncio.Protocol):
                 self.edge.backend_failure("protocol", f"bad chunked body: {exc.message}")
                 self.drop()
                 return
-        if used:
-            client.send(data if used == len(data) else data[:used])
-        finished = framing == Framing.NONE or (
-            self.left == 0
-            if framing == Framing.LENGTH
-            else self.chunks is not None and self.chunks.done
-        )
+        if used or prefix:
+            client.send(prefix + (data if used == len(data) else data[:used]))
+        if framing == Framing.LENGTH:
+            finished = self.left == 0
+        else:
+            finished = framing == Framing.NONE or (self.chunks is not None and self.chunks.done)
         if finished:
             reusable = response.keep_alive and used == len(data)
             self.response = None
@@ -534,16 +540,16 @@ class ClientConn(asyncio.Protocol):
             return
         self.backend = backend
         assert backend.transport is not None
-        backend.transport.write(http.backend_request(head, self.ip))
         self.state = _BODY
         self.left = head.length
         self.chunks = ChunkedScanner() if head.framing == Framing.CHUNKED else None
         body, self.buf = self.buf, b""
-        self._body(body)
+        self._body(body, http.backend_request(head, self.ip))
         if self.state == _BODY and self.transport is not None:
             self.transport.resume_reading()
 
-    def _body(self, data: bytes) -> None:
+    def _body(self, data: bytes, prefix: bytes = b"") -> None:
+        """Forward request body bytes (after *prefix*, the head, in the same TLS record)."""
         head = self.head
         backend = self.backend
         assert head is not None
@@ -574,8 +580,8 @@ class ClientConn(asyncio.Protocol):
                     self.abort()
                 return
             done = self.chunks.done
-        if used:
-            backend.transport.write(data if used == len(data) else data[:used])
+        if used or prefix:
+            backend.transport.write(prefix + (data if used == len(data) else data[:used]))
         if done:
             if self.state == _BODY:
                 self.state = _WAITING
@@ -584,10 +590,11 @@ class ClientConn(asyncio.Protocol):
                 if self.transport is not None:
                     self.transport.pause_reading()
 
-    def start_response(self, response: http.ResponseHead) -> None:
+    def start_response(self, response: http.ResponseHead) -> bytes:
+        """The response head to send (the caller sends it with the first body bytes)."""
         self.status = response.status
         self.keep_alive = self.keep_alive and response.keep_alive
-        self.send(http.client_response(response, self.keep_alive))
+        return http.client_response(response, self.keep_alive)
 
     def response_done(self, backend: BackendConn | None) -> None:
         """The whole response went out; reuse both sides when they may be reused."""
