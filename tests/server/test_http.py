@@ -399,3 +399,37 @@ async def test_successful_requests_log_status_and_size(
     assert line["device"] == "srvphone"
     assert isinstance(line["bytes"], int)
     assert line["bytes"] > 0
+
+
+async def test_attachment_fetch_over_http_inline_and_multipart(
+    client: Client, store: Store
+) -> None:
+    import base64
+    import struct
+
+    sid = deliver(store, make_mail("file", "x", attachment=b"\x00\xffbinary"))
+
+    def reference(txn: Txn) -> str:
+        user = txn.get_user("alice")
+        assert user is not None
+        msg = txn.get_message(user.id, sid)
+        assert msg is not None
+        return msg.attachments[0].file_reference
+
+    ref = store.run_sync(reference)
+    await client.provision()
+    io = "ItemOperations"
+    fetch = E(
+        io, io, E(io, "Fetch", E(io, "Store", "Mailbox"), E("AirSyncBase", "FileReference", ref))
+    )
+    inline = await client.cmd(io, fetch)  # libwbxml decodes it (Client.raw)
+    data = [el.text() for el in inline.tree().iter() if el.tag == "Data"]
+    assert [base64.b64decode(d) for d in data] == [b"\x00\xffbinary"]
+    multi = await client.cmd(io, fetch, headers={"MS-ASAcceptMultiPart": "T"})
+    assert multi.headers["Content-Type"] == "application/vnd.ms-sync.multipart"
+    count, off0, len0, off1, len1 = struct.unpack_from("<iiiii", multi.body)
+    assert count == 2
+    assert multi.body[off1 : off1 + len1] == b"\x00\xffbinary"
+    from tests.libwbxml import assert_libwbxml_decodes
+
+    assert_libwbxml_decodes(multi.body[off0 : off0 + len0])
