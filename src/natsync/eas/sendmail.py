@@ -57,7 +57,8 @@ def _send(ctx: Context, cmd: str) -> Response:
             raise _fail(cmd, Common.INVALID_CONTENT)
         source = body.find("Source", NS)
         if source is not None:
-            original_sid = source.child_text("ItemId", NS) or ""
+            # A Search result's LongId is the message's ServerId (natsync.eas.search).
+            original_sid = source.child_text("ItemId", NS) or source.child_text("LongId", NS) or ""
         forwardees_el = body.find("Forwardees", NS)
         if forwardees_el is not None:
             for fw in forwardees_el.findall("Forwardee", NS):
