@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # Debian packages the test suite needs (real parts: libwbxml for cross-checks ...).
-APT_TEST_PACKAGES := libwbxml2-utils bind9 bind9-dnsutils miniupnpd-nftables nftables iproute2 coturn pebble chromium nginx-light haproxy
+APT_TEST_PACKAGES := libwbxml2-utils bind9 bind9-dnsutils miniupnpd-nftables nftables iproute2 coturn pebble chromium postgresql nginx-light haproxy
 FUZZ_SECONDS ?= 20
 
 .PHONY: run test venv lint typecheck pytest fuzz bench apt-test clean

@@ -44,6 +44,9 @@ def _register() -> None:
     from natsync.cli_doctor import doctor
 
     main.add_command(doctor)
+    from natsync.cli_store import store
+
+    main.add_command(store)
 
 
 _register()

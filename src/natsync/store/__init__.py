@@ -1,7 +1,8 @@
 """Mailbox stores behind one interface (:mod:`natsync.store.api`); ``open_store`` picks one.
 
 A store is named by a path (or ``sqlite:///path``) for the embedded SQLite driver, or by a
-``postgresql://`` URL for the shared PostgreSQL driver once it exists.
+``postgresql://`` URL for the shared PostgreSQL driver (several server processes on one
+database; needs the ``postgres`` extra: psycopg).
 """
 
 from __future__ import annotations
@@ -32,10 +33,13 @@ def open_store(path_or_url: str | Path) -> Store:
     if isinstance(path_or_url, Path):
         return SqliteStore(path_or_url)
     if path_or_url.startswith(_POSTGRES_PREFIXES):
-        raise StoreError(
-            "the PostgreSQL store is not available yet: use a SQLite path "
-            "(for example sqlite:///var/lib/natsync/natsync.db)"
-        )
+        try:
+            from natsync.store.postgres import PostgresStore
+        except ImportError as exc:  # psycopg missing
+            raise StoreError(
+                "the PostgreSQL store needs psycopg: pip install 'natsync[postgres]'"
+            ) from exc
+        return PostgresStore(path_or_url)
     if path_or_url.startswith(_SQLITE_PREFIX):
         # sqlite:///var/lib/natsync/natsync.db names /var/lib/natsync/natsync.db; the
         # four-slash form some tools write (sqlite:////var/...) means the same.
@@ -45,5 +49,8 @@ def open_store(path_or_url: str | Path) -> Store:
         return SqliteStore(Path("/" + rest.lstrip("/")))
     if "://" in path_or_url:
         scheme = path_or_url.split("://", 1)[0]
-        raise StoreError(f"unknown store kind {scheme!r}: use a file path or sqlite:///path")
+        raise StoreError(
+            f"unknown store kind {scheme!r}: use a file path, sqlite:///path "
+            "or postgresql://user@host/database"
+        )
     return SqliteStore(Path(path_or_url))

@@ -53,6 +53,11 @@ class LocalChangeFeed:
             for subscription, changed in to_wake.items():
                 subscription._deliver(changed)  # under the feed's lock
 
+    def watched(self) -> list[int]:
+        """Every id some subscription watches (to wake them all after missed notifications)."""
+        with self._lock:
+            return list(self._by_folder)
+
     def waiting(self) -> int:
         """How many subscriptions are open (for metrics and tests)."""
         with self._lock:

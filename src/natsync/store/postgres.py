@@ -1,0 +1,564 @@
+"""The shared store: PostgreSQL, for several server processes on one or many machines.
+
+Why this shape:
+
+* **psycopg 3, synchronous, in one worker thread per store** (not asyncpg). The store interface
+  runs plain synchronous ``fn(txn)`` code in a worker thread (see :mod:`natsync.store.api`); a
+  synchronous driver fits that exactly: the transaction code of the SQLite driver runs unchanged
+  on a psycopg connection (:class:`PostgresTxn` overrides only the few statements whose SQL
+  differs), and the event loop never waits on the database. asyncpg would force every Txn
+  method to be a coroutine or a bridge back into a loop from the worker thread, for no gain.
+* Each call is one transaction (``BEGIN`` ... ``COMMIT``, READ COMMITTED); queued calls share a
+  group commit, each in its own SAVEPOINT, exactly as in the SQLite driver. Row locks taken by
+  the modseq bumps (``UPDATE folders SET modseq = modseq + 1``) order concurrent writers of one
+  folder across processes.
+* **Push across processes**: a transaction that changed folders sends
+  ``NOTIFY natsync_changes, '<ids>'`` before COMMIT; PostgreSQL delivers it to every listener
+  only if and when the transaction commits. Each store keeps ONE extra connection that
+  ``LISTEN``s and feeds the in-process :class:`natsync.store.feed.LocalChangeFeed`, so a change
+  committed by any process wakes the local Pings; its own notifications (from its worker's
+  backend) are skipped, because the worker publishes them itself right after COMMIT. The
+  listener sleeps in ``select`` on the connection's socket: no polling.
+* Times are stored as microseconds since the epoch (BIGINT) and flags as 0/1, as in SQLite, so
+  ``natsync store copy`` can move rows between the two and compare checksums.
+"""
+
+# S608: every SQL string here is built from this module's own constants, never from input;
+# values always travel as bound parameters.
+# ruff: noqa: S608
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import os
+import queue
+import re
+import select
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg import pq
+
+from natsync.store import migrations
+from natsync.store.api import (
+    STANDARD_FOLDERS,
+    ChangeFeed,
+    Message,
+    NotFound,
+    StoreError,
+    Txn,
+)
+from natsync.store.feed import LocalChangeFeed
+from natsync.store.sqlite import (
+    _MESSAGE_COLS,
+    MAX_GROUP_JOBS,
+    MAX_SEARCH_TERMS,
+    SqliteTxn,
+    VersionCache,
+    _to_us,
+)
+
+T = TypeVar("T")
+
+log = logging.getLogger(__name__)
+
+#: The NOTIFY channel every natsync process listens on.
+CHANNEL = "natsync_changes"
+
+#: A NOTIFY payload must stay under 8000 bytes (PostgreSQL's limit); changed ids are sent in
+#: chunks of at most this many characters ("12,-3,45").
+MAX_NOTIFY_PAYLOAD = 7000
+
+#: How long a transaction waits for a row lock another process holds before failing: the same
+#: bound as SQLite's busy timeout, for the same reason.
+LOCK_TIMEOUT_MS = 10_000
+
+#: Waits between attempts to get the listening connection back after it broke (the server
+#: restarted, the network blinked): short first, then capped, so a dead server is not hammered.
+LISTEN_RETRY_SECONDS = (0.1, 0.5, 1.0, 2.0, 5.0)
+
+#: How long opening a connection may take before the store gives up with an error.
+CONNECT_TIMEOUT_SECONDS = 10
+
+_WORD = re.compile(r"[^\W_]+")
+
+
+def _search_query(query: str) -> str:
+    """A user's words as a safe tsquery: every word must match, as a prefix.
+
+    Words are cut into runs of letters and digits, as the indexed text is (see migrations), so
+    the query holds nothing but quoted alphanumeric lexemes: it can never be parsed as syntax.
+    """
+    words: list[str] = []
+    for term in query.split()[:MAX_SEARCH_TERMS]:
+        words.extend(_WORD.findall(term))
+    return " & ".join(f"'{word.lower()}':*" for word in words[: MAX_SEARCH_TERMS * 4])
+
+
+def _clean(value: Any) -> Any:
+    """PostgreSQL text cannot hold NUL characters (SQLite can): they are dropped."""
+    if isinstance(value, str) and "\0" in value:
+        return value.replace("\0", "")
+    return value
+
+
+class _Connection:
+    """The worker's psycopg connection, speaking the sqlite3 placeholder style (``?``).
+
+    The SQLite transaction code binds values with ``?``; here each becomes ``%s`` (and a
+    literal ``%`` is escaped). SQL whose meaning differs is overridden in :class:`PostgresTxn`.
+    """
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self.raw = conn
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> psycopg.Cursor[Any]:
+        statement = sql.replace("%", "%%").replace("?", "%s")
+        return self.raw.execute(statement, [_clean(p) for p in params])
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        statement = sql.replace("%", "%%").replace("?", "%s")
+        with self.raw.cursor() as cursor:
+            cursor.executemany(statement, [[_clean(p) for p in row] for row in rows])
+
+
+class PostgresTxn(SqliteTxn):
+    """One open transaction on the worker's PostgreSQL connection; valid only inside ``run``."""
+
+    def __init__(self, conn: _Connection, versions: VersionCache | None = None) -> None:
+        super().__init__(conn, False, versions)  # type: ignore[arg-type]
+        self._pg = conn
+
+    def _attachments_of(self, message_ids: Sequence[int]) -> dict[int, list[Any]]:
+        from natsync.store.sqlite import _ATTACHMENT_COLS, _attachment
+
+        found: dict[int, list[Any]] = {}
+        if not message_ids:
+            return found
+        rows = self._pg.execute(
+            f"SELECT {_ATTACHMENT_COLS} FROM attachments "
+            "WHERE message_id = ANY(?) ORDER BY message_id, id",
+            (list(message_ids),),
+        )
+        for row in rows:
+            found.setdefault(row[1], []).append(_attachment(row))
+        return found
+
+    def _descendants(self, user_id: int, server_id: str) -> list[tuple[int, str]]:
+        rows = self._pg.execute(
+            "WITH RECURSIVE below(id, server_id) AS ("
+            " SELECT id, server_id FROM folders WHERE user_id = ? AND parent_server_id = ?"
+            " UNION ALL SELECT f.id, f.server_id FROM folders f JOIN below b"
+            " ON f.user_id = ? AND f.parent_server_id = b.server_id"
+            ") SELECT id, server_id FROM below",
+            (user_id, server_id, user_id),
+        )
+        return [(row[0], row[1]) for row in rows]
+
+    def delete_folder(self, user_id: int, server_id: str) -> None:
+        folder = self.get_folder(user_id, server_id)
+        if folder is None:
+            raise NotFound(f"folder {server_id!r} does not exist")
+        if folder.type in {t for _, t in STANDARD_FOLDERS}:
+            from natsync.store.api import Conflict
+
+            raise Conflict(f"{folder.display_name} is a standard folder and cannot be deleted")
+        doomed = [folder.id, *(fid for fid, _ in self._descendants(user_id, server_id))]
+        self._pg.execute("DELETE FROM folders WHERE id = ANY(?)", (doomed,))
+        for folder_id in doomed:
+            self._folders.pop(folder_id, None)
+            self._bumped.pop(folder_id, None)
+        self.changed.update(doomed)
+        self._bump_hierarchy(user_id)
+
+    def message_versions(self, folder_id: int, received_since: Any = None) -> dict[str, int]:
+        # One statement reads the folder's modseq and its messages, so both come from the same
+        # snapshot even while other processes commit (READ COMMITTED takes one per statement).
+        since = None if received_since is None else _to_us(received_since)
+        cache = None if folder_id in self._bumped else self._versions
+        if cache is not None:
+            row = self._one("SELECT modseq FROM folders WHERE id = ?", (folder_id,))
+            if row is None:
+                return {}
+            cached = cache.get((folder_id, since), row[0])
+            if cached is not None:
+                return cached
+        condition = "" if since is None else " AND m.received_at >= ?"
+        params: list[Any] = [] if since is None else [since]
+        rows = self._pg.execute(
+            "SELECT f.modseq, m.server_id, m.modseq FROM folders f "
+            f"LEFT JOIN messages m ON m.folder_id = f.id{condition} WHERE f.id = ?",
+            (*params, folder_id),
+        ).fetchall()
+        if not rows:
+            return {}
+        versions = {row[1]: row[2] for row in rows if row[1] is not None}
+        if cache is not None:
+            cache.put((folder_id, since), rows[0][0], versions)
+        return versions
+
+    def get_messages(self, user_id: int, server_ids: Sequence[str]) -> list[Message]:
+        if not server_ids:
+            return []
+        found = self._messages(
+            f"SELECT {_MESSAGE_COLS} FROM messages m WHERE m.user_id = ? AND m.server_id = ANY(?)",
+            (user_id, [_clean(s) for s in server_ids]),
+        )
+        by_id = {message.server_id: message for message in found}
+        return [by_id[sid] for sid in dict.fromkeys(server_ids) if sid in by_id]
+
+    def search_messages(
+        self, user_id: int, query: str, folder_ids: Sequence[int] | None, limit: int
+    ) -> list[Message]:
+        expression = _search_query(query)
+        if not expression:
+            return []
+        params: list[Any] = [user_id]
+        folder_clause = ""
+        if folder_ids is not None:
+            folder_clause = " AND m.folder_id = ANY(?)"
+            params.append(list(folder_ids))
+        table = migrations.SEARCH_TABLE
+        params.extend([expression, limit])
+        return self._messages(
+            f"SELECT {_MESSAGE_COLS} FROM messages m WHERE m.user_id = ?{folder_clause} "
+            f"AND m.id IN (SELECT rowid FROM {table} WHERE document @@ "
+            f"to_tsquery('{migrations.PG_TEXT_CONFIG}', ?)) "
+            "ORDER BY m.received_at DESC, m.id DESC LIMIT ?",
+            params,
+        )
+
+    def put_sync_state(self, device: int, collection: str, sync_key: str, state: bytes) -> None:
+        self._require_device(device)
+        seq = self._one(
+            "SELECT coalesce(max(seq), 0) + 1 FROM sync_state "
+            "WHERE device_id = ? AND collection = ?",
+            (device, collection),
+        )[0]
+        self._pg.execute(
+            "INSERT INTO sync_state (device_id, collection, sync_key, seq, state) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (device_id, collection, sync_key) "
+            "DO UPDATE SET seq = excluded.seq, state = excluded.state",
+            (device, collection, sync_key, seq, state),
+        )
+        # Keep the new key and the one before it (a retransmitted request may still use it).
+        self._pg.execute(
+            "DELETE FROM sync_state WHERE device_id = ? AND collection = ? AND seq < ("
+            " SELECT coalesce(max(seq), 0) FROM sync_state"
+            " WHERE device_id = ? AND collection = ? AND seq < ?)",
+            (device, collection, device, collection, seq),
+        )
+
+
+# -- the store ----------------------------------------------------------------------------------
+
+
+def connect(url: str, *, autocommit: bool = True) -> psycopg.Connection[Any]:
+    """A connection to the store database (autocommit: the worker issues BEGIN itself)."""
+    try:
+        conn = psycopg.connect(url, autocommit=autocommit, connect_timeout=CONNECT_TIMEOUT_SECONDS)
+    except psycopg.Error as exc:
+        raise StoreError(f"cannot connect to the PostgreSQL store: {exc}") from exc
+    conn.execute(f"SET lock_timeout = {LOCK_TIMEOUT_MS:d}")
+    return conn
+
+
+def safe_url(url: str) -> str:
+    """*url* without its password, for messages and logs."""
+    return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", url)
+
+
+_Job = tuple[Callable[[Txn], Any], Callable[[Any, BaseException | None], None]]
+
+_STOP: Any = object()
+
+#: Transaction states in which a failed job can be rolled back to its savepoint alone.
+_IN_TRANSACTION = (pq.TransactionStatus.INTRANS, pq.TransactionStatus.INERROR)
+
+
+def _wrap(exc: BaseException) -> BaseException:
+    """psycopg's errors become StoreError (cause kept); everything else passes unchanged."""
+    if isinstance(exc, psycopg.Error):
+        error = StoreError(f"store transaction failed: {exc}")
+        error.__cause__ = exc
+        return error
+    return exc
+
+
+def _payloads(changed: set[int]) -> list[str]:
+    """The changed ids as NOTIFY payloads, each under PostgreSQL's size limit."""
+    payloads: list[str] = []
+    current: list[str] = []
+    size = 0
+    for folder_id in sorted(changed):
+        text = str(folder_id)
+        if current and size + len(text) + 1 > MAX_NOTIFY_PAYLOAD:
+            payloads.append(",".join(current))
+            current, size = [], 0
+        current.append(text)
+        size += len(text) + 1
+    if current:
+        payloads.append(",".join(current))
+    return payloads
+
+
+def _parse_payload(payload: str) -> set[int]:
+    ids: set[int] = set()
+    for part in payload.split(","):
+        with contextlib.suppress(ValueError):
+            ids.add(int(part))
+    return ids
+
+
+class PostgresStore:
+    """A :class:`natsync.store.api.Store` on a PostgreSQL database shared by many processes."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.feed = LocalChangeFeed()
+        self.changes: ChangeFeed = self.feed
+        self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._versions = VersionCache()
+        #: Transactions committed (a group commit counts once): for metrics and tests.
+        self.commits = 0
+        #: Notifications from other processes handed to the local feed: for metrics and tests.
+        self.notifications = 0
+        self._closed = False
+        self._close_lock = threading.Lock()
+        self._worker_pids: set[int] = set()
+        self._stop_r, self._stop_w = os.pipe()
+        ready: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._thread = threading.Thread(
+            target=self._work, args=(ready,), name="natsync-store:postgres", daemon=True
+        )
+        self._thread.start()
+        try:
+            ready.result()
+        except BaseException:
+            self._thread.join()
+            self._close_pipe()
+            raise
+        self._listening = threading.Event()
+        self._listener = threading.Thread(
+            target=self._listen, name="natsync-store:listen", daemon=True
+        )
+        self._listener.start()
+        # A store is fully open once it hears other processes: a commit made elsewhere after
+        # the constructor returns wakes local waiters.
+        self._listening.wait(CONNECT_TIMEOUT_SECONDS)
+
+    def _close_pipe(self) -> None:
+        for fd in (self._stop_r, self._stop_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    # -- the worker
+
+    def _open(self) -> _Connection:
+        conn = connect(self.url)
+        self._worker_pids.add(conn.info.backend_pid)
+        return _Connection(conn)
+
+    def _work(self, ready: concurrent.futures.Future[None]) -> None:
+        try:
+            conn = self._open()
+            try:
+                migrations.pg_migrate(conn.raw)
+            except BaseException:
+                conn.raw.close()
+                raise
+        except psycopg.Error as exc:
+            ready.set_exception(StoreError(f"{safe_url(self.url)}: cannot open the store: {exc}"))
+            return
+        except BaseException as exc:  # handed to the opener
+            ready.set_exception(exc)
+            return
+        ready.set_result(None)
+        try:
+            stop = False
+            while not stop:
+                group = [self._jobs.get()]
+                while len(group) < MAX_GROUP_JOBS and group[-1] is not _STOP:
+                    try:
+                        group.append(self._jobs.get_nowait())
+                    except queue.Empty:
+                        break
+                if group[-1] is _STOP:
+                    stop = True
+                    group.pop()
+                if group:
+                    if conn.raw.closed or conn.raw.broken:
+                        # The server restarted or the connection broke: the next group gets
+                        # a fresh connection (the failed one's jobs were already answered).
+                        with contextlib.suppress(StoreError):
+                            conn = self._open()
+                    self._execute(conn, group)
+        finally:
+            conn.raw.close()
+
+    def _execute(self, conn: _Connection, group: list[_Job]) -> None:
+        """Run *group* in one transaction, each job inside its own savepoint (see sqlite.py)."""
+        raw = conn.raw
+        outcomes: list[tuple[Any, BaseException | None]] = []
+        changed: set[int] = set()
+        try:
+            raw.execute("BEGIN")
+            alone = len(group) == 1
+            for fn, _ in group:
+                txn = PostgresTxn(conn, self._versions)
+                if not alone:
+                    raw.execute("SAVEPOINT job")
+                try:
+                    result = fn(txn)
+                    if not alone:
+                        raw.execute("RELEASE SAVEPOINT job")
+                except BaseException as exc:  # handed to the caller, re-raised there
+                    if alone or raw.info.transaction_status not in _IN_TRANSACTION:
+                        # A lone job's failure, or the connection broke: all is rolled back.
+                        raise
+                    raw.execute("ROLLBACK TO SAVEPOINT job")
+                    raw.execute("RELEASE SAVEPOINT job")
+                    outcomes.append((None, _wrap(exc)))
+                    continue
+                outcomes.append((result, None))
+                changed |= txn.changed
+            # Delivered to every listening process if, and only when, COMMIT succeeds.
+            for payload in _payloads(changed):
+                raw.execute("SELECT pg_notify(%s, %s)", (CHANNEL, payload))
+            raw.execute("COMMIT")
+            self.commits += 1
+        except BaseException as exc:
+            if not raw.closed and raw.info.transaction_status != pq.TransactionStatus.IDLE:
+                with contextlib.suppress(psycopg.Error):
+                    raw.execute("ROLLBACK")
+            error = _wrap(exc)
+            if len(group) == 1:
+                outcomes = [(None, error)]
+            else:
+                self._versions.clear()
+                lost = StoreError(f"store transaction failed: {error}")
+                lost.__cause__ = error
+                outcomes = [(None, lost)] * len(group)
+            changed = set()
+        if changed:
+            self.feed.publish(changed)
+        for (_, done), (result, failure) in zip(group, outcomes, strict=True):
+            done(result, failure)
+
+    # -- the listener (one connection per store, whatever the number of waiters)
+
+    def _listen(self) -> None:
+        attempt = 0
+        first = True
+        while not self._closed:
+            try:
+                conn = psycopg.connect(
+                    self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_SECONDS
+                )
+            except psycopg.Error as exc:
+                log.warning("store listener cannot connect to %s: %s", safe_url(self.url), exc)
+                self._listening.set()  # the constructor must not hang on a dead server
+                delay = LISTEN_RETRY_SECONDS[min(attempt, len(LISTEN_RETRY_SECONDS) - 1)]
+                attempt += 1
+                if select.select([self._stop_r], [], [], delay)[0]:
+                    return
+                continue
+            try:
+                conn.execute(f"LISTEN {CHANNEL}")
+                attempt = 0
+                self._listening.set()
+                if not first:
+                    # Changes committed while we were deaf are unknown: wake every waiter,
+                    # each re-checks its folders (a spurious wake costs one query).
+                    self.feed.publish(self.feed.watched())
+                first = False
+                self._pump(conn)
+            except (psycopg.Error, OSError) as exc:
+                if not self._closed:
+                    log.warning("store listener lost its connection: %s", exc)
+            finally:
+                conn.close()
+
+    def _pump(self, conn: psycopg.Connection[Any]) -> None:
+        """Hand notifications to the local feed until the store closes (or the link breaks)."""
+        pgconn = conn.pgconn
+        fd = pgconn.socket
+        while not self._closed:
+            readable = select.select([fd, self._stop_r], [], [])[0]
+            if self._stop_r in readable:
+                return
+            pgconn.consume_input()
+            if pgconn.status != pq.ConnStatus.OK:
+                raise psycopg.OperationalError("the listening connection broke")
+            changed: set[int] = set()
+            while (notify := pgconn.notifies()) is not None:
+                if notify.be_pid in self._worker_pids:
+                    continue  # our own commit: the worker published it already
+                changed |= _parse_payload(notify.extra.decode())
+            if changed:
+                self.notifications += 1
+                self.feed.publish(changed)
+
+    # -- the Store interface
+
+    def _submit(
+        self, fn: Callable[[Txn], Any], done: Callable[[Any, BaseException | None], None]
+    ) -> None:
+        if self._closed:
+            raise StoreError("the store is closed")
+        if threading.current_thread() is self._thread:
+            raise StoreError("Store.run called inside a store transaction: use the txn you have")
+        self._jobs.put((fn, done))
+
+    async def run(self, fn: Callable[[Txn], T]) -> T:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+
+        def settle(result: Any, error: BaseException | None) -> None:
+            if not future.done():
+                if error is not None:
+                    future.set_exception(error)
+                else:
+                    future.set_result(result)
+
+        def done(result: Any, error: BaseException | None) -> None:
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(settle, result, error)
+
+        self._submit(fn, done)
+        return await future
+
+    def run_sync(self, fn: Callable[[Txn], T]) -> T:
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+        def done(result: Any, error: BaseException | None) -> None:
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(result)
+
+        self._submit(fn, done)
+        return future.result()
+
+    def close(self) -> None:
+        """Finish the queued jobs, stop listening, close both connections (idempotent)."""
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._jobs.put(_STOP)
+        with contextlib.suppress(OSError):
+            os.write(self._stop_w, b"x")
+        if threading.current_thread() is not self._thread:
+            self._thread.join()
+        if threading.current_thread() is not self._listener:
+            self._listener.join()
+        self._close_pipe()
+
+    async def aclose(self) -> None:
+        await asyncio.to_thread(self.close)

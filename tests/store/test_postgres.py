@@ -1,0 +1,293 @@
+"""What is PostgreSQL's own in the store: the URL, migrations, errors, and push across processes.
+
+Everything the two drivers share (every Txn method) runs on both through the parametrised
+``store`` fixture (tests/store/test_sqlite.py ...). Here: two Store objects on one database stand
+for two server processes (and once, a real second process): a commit in one wakes the waiters
+of the other through LISTEN/NOTIFY, with no polling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from natsync.store import migrations, open_store
+from natsync.store.api import FolderType, StoreError, Txn, User
+from natsync.store.feed import hierarchy_key
+from natsync.store.postgres import MAX_NOTIFY_PAYLOAD, PostgresStore, _payloads, safe_url
+from tests.conftest import ALICE_EMAIL, ALICE_NAME, CREATED_AT
+from tests.pg import PgServer
+from tests.store.helpers import new_message
+
+ROOT = Path(__file__).resolve().parents[2]
+
+#: A wake through another process must arrive well within this (it takes milliseconds).
+WAKE_TIMEOUT = 5.0
+
+
+@pytest.fixture
+def pg_url(pg_server: PgServer) -> Iterator[str]:
+    url = pg_server.create_database()
+    yield url
+    pg_server.drop_database(url)
+
+
+@pytest.fixture
+def two(pg_url: str, alice_password_hash: str) -> Iterator[tuple[PostgresStore, PostgresStore]]:
+    """Two stores on one database: two server processes, as far as the store can tell."""
+    a = PostgresStore(pg_url)
+    b = PostgresStore(pg_url)
+    a.run_sync(
+        lambda txn: txn.add_user(ALICE_NAME, ALICE_EMAIL, "Alice", alice_password_hash, CREATED_AT)
+    )
+    yield a, b
+    a.close()
+    b.close()
+
+
+def _alice_inbox(store: PostgresStore) -> tuple[User, int]:
+    def find(txn: Txn) -> tuple[User, int]:
+        user = txn.get_user(ALICE_NAME)
+        assert user is not None
+        return user, txn.folder_by_type(user.id, FolderType.INBOX).id
+
+    return store.run_sync(find)
+
+
+def test_open_store_takes_a_postgresql_url_and_migrates(pg_url: str) -> None:
+    store = open_store(pg_url)
+    try:
+        assert isinstance(store, PostgresStore)
+        with psycopg.connect(pg_url) as conn:
+            assert migrations.pg_schema_version(conn) == migrations.LATEST
+    finally:
+        store.close()
+    again = open_store(pg_url.replace("postgresql://", "postgres://"))  # both spellings
+    again.close()
+
+
+def test_two_processes_opening_a_new_database_together_migrate_it_once(pg_url: str) -> None:
+    with ThreadPoolExecutor(4) as pool:
+        stores = list(pool.map(lambda _: PostgresStore(pg_url), range(4)))
+    for store in stores:
+        store.close()
+    with psycopg.connect(pg_url) as conn:
+        assert conn.execute("SELECT count(*) FROM natsync_schema").fetchone() == (1,)
+
+
+def test_a_database_from_a_newer_natsync_is_refused(pg_url: str) -> None:
+    PostgresStore(pg_url).close()
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("UPDATE natsync_schema SET version = %s", (migrations.LATEST + 1,))
+    with pytest.raises(StoreError, match="newer natsync"):
+        PostgresStore(pg_url)
+
+
+def test_an_unreachable_server_is_a_store_error_without_the_password(
+    pg_server: PgServer,
+) -> None:
+    url = f"postgresql://natsync:s3cret@127.0.0.1:{pg_server.port}/no_such_database"
+    with pytest.raises(StoreError, match="cannot") as info:
+        PostgresStore(url)
+    assert "s3cret" not in str(info.value)
+    assert safe_url(url) == f"postgresql://natsync:***@127.0.0.1:{pg_server.port}/no_such_database"
+
+
+def test_postgres_errors_become_store_errors(two: tuple[PostgresStore, PostgresStore]) -> None:
+    a, _ = two
+
+    def bad(txn: Txn) -> None:
+        txn._conn.execute("SELECT * FROM no_such_table")  # type: ignore[attr-defined]
+
+    with pytest.raises(StoreError, match="no_such_table") as info:
+        a.run_sync(bad)
+    assert isinstance(info.value.__cause__, psycopg.errors.UndefinedTable)
+    assert a.run_sync(lambda txn: txn.get_user(ALICE_NAME)) is not None  # still usable
+
+
+def test_names_compare_without_case_as_in_sqlite(two: tuple[PostgresStore, PostgresStore]) -> None:
+    a, _ = two
+    user = a.run_sync(lambda txn: txn.get_user("ALICE"))
+    assert user is not None
+    assert a.run_sync(lambda txn: txn.get_user_by_email("Alice@Example.TEST")) == user
+
+
+def test_nul_characters_are_dropped_not_fatal(two: tuple[PostgresStore, PostgresStore]) -> None:
+    a, _ = two
+    alice, inbox = _alice_inbox(a)
+    added = a.run_sync(lambda txn: txn.add_message(inbox, new_message("bad\0subject")))
+    assert added.id > 0
+    found = a.run_sync(lambda txn: txn.search_messages(alice.id, "badsubject", None, 10))
+    assert [m.id for m in found] == [added.id]
+
+
+async def test_a_commit_in_one_process_wakes_a_waiter_in_the_other(
+    two: tuple[PostgresStore, PostgresStore],
+) -> None:
+    a, b = two
+    _, inbox = _alice_inbox(a)
+    before = b.notifications
+    with b.changes.subscribe([inbox]) as subscription:
+        waiting = asyncio.create_task(subscription.wait(WAKE_TIMEOUT))
+        await asyncio.sleep(0)
+        started = time.monotonic()
+        await a.run(lambda txn: txn.add_message(inbox, new_message()))
+        assert await waiting == {inbox}
+        assert time.monotonic() - started < WAKE_TIMEOUT / 2
+    assert b.notifications == before + 1
+    assert a.notifications == 0  # its own commit is published by its worker, not echoed back
+
+
+async def test_hierarchy_changes_reach_the_other_process(
+    two: tuple[PostgresStore, PostgresStore],
+) -> None:
+    a, b = two
+    alice, _ = _alice_inbox(a)
+    with b.changes.subscribe([hierarchy_key(alice.id)]) as subscription:
+        await a.run(lambda txn: txn.create_folder(alice.id, "0", "Projects", FolderType.USER_MAIL))
+        assert await subscription.wait(WAKE_TIMEOUT) == {hierarchy_key(alice.id)}
+
+
+async def test_a_rollback_wakes_no_other_process(
+    two: tuple[PostgresStore, PostgresStore],
+) -> None:
+    a, b = two
+    _, inbox = _alice_inbox(a)
+
+    def fail(txn: Txn) -> None:
+        txn.add_message(inbox, new_message())
+        raise RuntimeError("no")
+
+    before = b.notifications
+    with b.changes.subscribe([inbox]) as subscription:
+        with pytest.raises(RuntimeError):
+            await a.run(fail)
+        assert await subscription.wait(0.3) == set()
+    assert b.notifications == before
+
+
+def test_waiting_costs_no_queries(two: tuple[PostgresStore, PostgresStore]) -> None:
+    """No polling: while nothing changes, neither store sends the server a single statement."""
+    a, b = two
+    _, inbox = _alice_inbox(a)
+
+    def statements() -> int:
+        with psycopg.connect(a.url, autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT coalesce(sum(xact_commit + xact_rollback), 0) FROM pg_stat_database "
+                "WHERE datname = current_database()"
+            ).fetchone()
+            assert row is not None
+            return int(row[0])
+
+    with b.changes.subscribe([inbox]):
+        first = statements()
+        time.sleep(1.0)
+        # pg_stat counters lag by up to half a second; our own two probes add two each.
+        second = statements()
+    assert second - first <= 2
+
+
+def test_many_changed_ids_are_split_under_the_notify_limit() -> None:
+    changed = set(range(-500, 20_000))
+    payloads = _payloads(changed)
+    assert len(payloads) > 1
+    assert all(len(p) <= MAX_NOTIFY_PAYLOAD for p in payloads)
+    assert {int(x) for p in payloads for x in p.split(",")} == changed
+
+
+async def test_a_transaction_changing_many_folders_reaches_the_other_process(
+    two: tuple[PostgresStore, PostgresStore],
+) -> None:
+    """More changed ids than one NOTIFY payload holds: all of them arrive, in several."""
+    a, b = two
+    ids = set(range(1_000_000, 1_003_000))  # ~24 KB of ids: four payloads
+
+    def change_many(txn: Txn) -> None:
+        txn.changed.update(ids)  # type: ignore[attr-defined]
+
+    with b.changes.subscribe(ids) as subscription:
+        await a.run(change_many)
+        woken: set[int] = set()
+        while woken != ids:
+            more = await subscription.wait(WAKE_TIMEOUT)
+            assert more, f"{len(ids - woken)} folders never announced"
+            woken |= more
+
+
+async def test_the_listener_comes_back_after_its_connection_is_killed(
+    two: tuple[PostgresStore, PostgresStore],
+) -> None:
+    a, b = two
+    _, inbox = _alice_inbox(a)
+    with b.changes.subscribe([inbox]) as subscription:
+        with psycopg.connect(a.url, autocommit=True) as admin:
+            killed = admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND query LIKE 'LISTEN%%' "
+                "AND pid <> pg_backend_pid()"
+            ).fetchall()
+        assert len(killed) == 2  # one listener per store, whatever the number of waiters
+        # Whatever was committed while it was deaf is unknown: every waiter is woken once.
+        assert await subscription.wait(WAKE_TIMEOUT) == {inbox}
+        await a.run(lambda txn: txn.add_message(inbox, new_message()))
+        assert await subscription.wait(WAKE_TIMEOUT) == {inbox}
+
+
+_WRITER = """
+import sys
+from natsync.store.postgres import PostgresStore
+from natsync.store.api import FolderType
+from tests.store.helpers import new_message
+
+store = PostgresStore(sys.argv[1])
+def add(txn):
+    user = txn.get_user("alice")
+    inbox = txn.folder_by_type(user.id, FolderType.INBOX)
+    txn.add_message(inbox.id, new_message("from another process"))
+store.run_sync(add)
+store.close()
+"""
+
+
+async def test_a_commit_by_a_real_other_process_wakes_a_local_waiter(
+    two: tuple[PostgresStore, PostgresStore], tmp_path: Path
+) -> None:
+    _, b = two
+    alice, inbox = _alice_inbox(b)
+    script = tmp_path / "writer.py"
+    script.write_text(_WRITER)
+    root = ROOT
+    with b.changes.subscribe([inbox]) as subscription:
+        waiting = asyncio.create_task(subscription.wait(30))
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            str(script),
+            b.url,
+            cwd=root,
+            stderr=subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": str(root)},
+        )
+        _, stderr = await process.communicate()
+        assert process.returncode == 0, stderr.decode()
+        assert await waiting == {inbox}
+    found = b.run_sync(lambda txn: txn.search_messages(alice.id, "another", None, 10))
+    assert [m.subject for m in found] == ["from another process"]
+
+
+def test_close_ends_the_listener_thread_at_once(pg_url: str) -> None:
+    store = PostgresStore(pg_url)
+    started = time.monotonic()
+    store.close()
+    assert time.monotonic() - started < 1.0
+    assert not store._listener.is_alive()
+    assert not store._thread.is_alive()
