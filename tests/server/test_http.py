@@ -38,7 +38,7 @@ async def test_options_advertises_versions_and_commands(client: Client) -> None:
     commands = answer.headers["MS-ASProtocolCommands"].split(",")
     assert "Sync" in commands
     assert "Provision" in commands
-    assert "MeetingResponse" not in commands  # only what we implement
+    assert "ValidateCert" not in commands  # only what we implement
     assert answer.headers["MS-Server-ActiveSync"]
 
 
@@ -147,7 +147,7 @@ async def test_errors_change_nothing_and_are_logged(
     assert bad_wbxml.status == 400
     unknown = await client.raw("Cmd=Frobnicate&User=alice&DeviceId=d&DeviceType=t", b"")
     assert unknown.status == 400
-    unimplemented = await client.raw("Cmd=MeetingResponse&User=alice&DeviceId=d&DeviceType=t")
+    unimplemented = await client.raw("Cmd=ValidateCert&User=alice&DeviceId=d&DeviceType=t")
     assert unimplemented.status == 501
     oversize = await client.raw(
         "Cmd=SendMail&User=alice&DeviceId=srvphone&DeviceType=TestPhone", b"x" * 10_000

@@ -24,6 +24,7 @@ from natsync.eas.foldersync import (
 from natsync.eas.getattachment import handle as handle_getattachment
 from natsync.eas.getitemestimate import handle as handle_getitemestimate
 from natsync.eas.itemoperations import handle as handle_itemoperations
+from natsync.eas.meetingresponse import handle as handle_meetingresponse
 from natsync.eas.moveitems import handle as handle_moveitems
 from natsync.eas.ping import handle as handle_ping
 from natsync.eas.provision import handle as handle_provision
@@ -53,6 +54,7 @@ HANDLERS: dict[str, Handler] = {
     "FolderDelete": handle_folderdelete,
     "FolderUpdate": handle_folderupdate,
     "MoveItems": handle_moveitems,
+    "MeetingResponse": handle_meetingresponse,
     "GetItemEstimate": handle_getitemestimate,
     "Search": handle_search,
     "Settings": handle_settings,
@@ -73,6 +75,7 @@ RESPONSE_ROOTS: dict[str, tuple[str, str]] = {
     "FolderDelete": ("FolderHierarchy", "FolderDelete"),
     "FolderUpdate": ("FolderHierarchy", "FolderUpdate"),
     "MoveItems": ("Move", "MoveItems"),
+    "MeetingResponse": ("MeetingResponse", "MeetingResponse"),
     "GetItemEstimate": ("GetItemEstimate", "GetItemEstimate"),
     "Search": ("Search", "Search"),
     "Settings": ("Settings", "Settings"),
