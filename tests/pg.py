@@ -77,11 +77,12 @@ class PgServer:
     def admin(self) -> psycopg.Connection[tuple[object, ...]]:
         return psycopg.connect(self.url("postgres"), autocommit=True)
 
-    def create_database(self) -> str:
-        """A fresh, migrated, empty database; returns its URL."""
+    def create_database(self, *, migrated: bool = True) -> str:
+        """A fresh empty database (with natsync's schema unless not *migrated*); its URL."""
         name = f"test_{os.getpid()}_{next(self._names)}"
+        template = TEMPLATE if migrated else "template0"
         with self.admin() as conn:
-            conn.execute(f'CREATE DATABASE "{name}" TEMPLATE {TEMPLATE}')
+            conn.execute(f'CREATE DATABASE "{name}" TEMPLATE {template}')
         return self.url(name)
 
     def drop_database(self, url: str) -> None:

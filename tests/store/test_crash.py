@@ -3,8 +3,9 @@
 A child process writes batches of messages (each with attachments) in a loop, one batch per
 ``store.run`` transaction, and prints each batch number after it committed. The parent kills it
 with SIGKILL at a random moment, a few times over the same file, then checks: integrity_check is
-ok; every committed batch is there; every batch is either wholly there (messages, bodies,
-attachment rows, search rows) or wholly absent; counters never went backwards.
+ok (SQLite); every committed batch is there; every batch is either wholly there (messages, bodies,
+attachment rows, search rows) or wholly absent; counters never went backwards. Run on both
+drivers: on PostgreSQL the killed client's open transaction must be rolled back by the server.
 """
 
 from __future__ import annotations
@@ -16,11 +17,15 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
+import psycopg
 import pytest
 
-from natsync.store.sqlite import SqliteStore
+from natsync.store import open_store
 
 BATCH = 5  # messages per transaction
 ATTACHMENTS = 2  # per message
@@ -28,12 +33,12 @@ ROUNDS = 3  # kills per test run: bounded, a few seconds in all
 
 WRITER = """
 import sys
-from natsync.store.sqlite import SqliteStore
+from natsync.store import open_store
 from natsync.store.api import FolderType, NewAttachment, NewMessage
 from datetime import UTC, datetime
 from email.message import EmailMessage
 
-store = SqliteStore(sys.argv[1])
+store = open_store(sys.argv[1])
 start = int(sys.argv[2])
 user = store.run_sync(lambda txn: txn.get_user("crash") or txn.add_user(
     "crash", "crash@example.test", "Crash", "h", datetime(2026, 1, 1, tzinfo=UTC)))
@@ -64,10 +69,10 @@ while True:
 """.replace("{attachments}", str(ATTACHMENTS)).replace("BATCH_SIZE", str(BATCH))
 
 
-def run_and_kill(script: Path, db: Path, start: int, rng: random.Random) -> list[int]:
+def run_and_kill(script: Path, db: str, start: int, rng: random.Random) -> list[int]:
     """Start the writer, let it commit a few batches, SIGKILL it; return the batches it saw."""
     child = subprocess.Popen(
-        [sys.executable, str(script), str(db), str(start)],
+        [sys.executable, str(script), db, str(start)],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -93,54 +98,78 @@ def run_and_kill(script: Path, db: Path, start: int, rng: random.Random) -> list
     return committed
 
 
-def check(db: Path, committed: set[int]) -> int:
-    conn = sqlite3.connect(db)
-    try:
-        assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
-        assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
+Query = Callable[[str], list[tuple[Any, ...]]]
+
+#: The number part of a message server id ("<folder>:<number>"), in each dialect.
+TOP_NUMBER = {
+    "sqlite": "max(CAST(substr(server_id, instr(server_id, ':') + 1) AS INT))",
+    "postgres": "max(split_part(server_id, ':', 2)::bigint)",
+}
+
+
+@contextmanager
+def connected(kind: str, db: str) -> Iterator[Query]:
+    """Read the store's database directly, behind the driver's back."""
+    if kind == "sqlite":
+        conn = sqlite3.connect(db)
+        try:
+            assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+            assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
+            yield lambda sql: conn.execute(sql).fetchall()
+        finally:
+            conn.close()
+    else:
+        with psycopg.connect(db, autocommit=True) as pg:
+            yield lambda sql: [tuple(row) for row in pg.execute(sql).fetchall()]
+
+
+def check(kind: str, db: str, committed: set[int]) -> int:
+    with connected(kind, db) as query:
         batches: dict[int, int] = {}
-        for (subject,) in conn.execute("SELECT subject FROM messages"):
+        for (subject,) in query("SELECT subject FROM messages"):
             number = int(subject[1:].split("-")[0])
             batches[number] = batches.get(number, 0) + 1
         assert all(count == BATCH for count in batches.values()), batches
         assert committed <= set(batches), "a committed batch is missing"
-        messages = conn.execute("SELECT count(*) FROM messages").fetchone()[0]
+        messages = query("SELECT count(*) FROM messages")[0][0]
         for table, per_message in (
             ("message_bodies", 1),
             ("attachments", ATTACHMENTS),
             ("message_search", 1),
         ):
-            count = conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+            count = query(f"SELECT count(*) FROM {table}")[0][0]
             assert count == messages * per_message, table
         # The folder's counters cover every message in it.
-        modseq, next_number = conn.execute(
+        modseq, next_number = query(
             "SELECT modseq, next_message_number FROM folders WHERE type = 2"
-        ).fetchone()
-        top_modseq, top_number = conn.execute(
-            "SELECT max(modseq), max(CAST(substr(server_id, instr(server_id, ':') + 1) AS INT)) "
-            "FROM messages"
-        ).fetchone()
+        )[0]
+        top_modseq, top_number = query(f"SELECT max(modseq), {TOP_NUMBER[kind]} FROM messages")[0]
         assert modseq >= top_modseq
         assert next_number > top_number
         return len(batches)
-    finally:
-        conn.close()
 
 
 @pytest.mark.slow
-def test_sigkill_during_writes_leaves_whole_transactions(tmp_path: Path) -> None:
+def test_sigkill_during_writes_leaves_whole_transactions(
+    tmp_path: Path, store_kind: str, request: pytest.FixtureRequest
+) -> None:
     script = tmp_path / "writer.py"
     script.write_text(WRITER)
-    db = tmp_path / "natsync.db"
+    if store_kind == "postgres":
+        server = request.getfixturevalue("pg_server")
+        db = server.create_database()
+        request.addfinalizer(lambda: server.drop_database(db))
+    else:
+        db = str(tmp_path / "natsync.db")
     rng = random.Random(os.environ.get("NATSYNC_CRASH_SEED"))
     committed: set[int] = set()
     start = 0
     for _ in range(ROUNDS):
         committed |= set(run_and_kill(script, db, start, rng))
-        batches = check(db, committed)
+        batches = check(store_kind, db, committed)
         start = max(committed) + 1000  # fresh batch numbers for the next round
     # The store still opens and works after the crashes.
-    store = SqliteStore(db)
+    store = open_store(db)
     try:
         user = store.run_sync(lambda txn: txn.get_user("crash"))
         assert user is not None

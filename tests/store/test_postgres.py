@@ -42,6 +42,14 @@ def pg_url(pg_server: PgServer) -> Iterator[str]:
 
 
 @pytest.fixture
+def bare_url(pg_server: PgServer) -> Iterator[str]:
+    """A database natsync never ran in (no schema at all)."""
+    url = pg_server.create_database(migrated=False)
+    yield url
+    pg_server.drop_database(url)
+
+
+@pytest.fixture
 def two(pg_url: str, alice_password_hash: str) -> Iterator[tuple[PostgresStore, PostgresStore]]:
     """Two stores on one database: two server processes, as far as the store can tell."""
     a = PostgresStore(pg_url)
@@ -63,7 +71,8 @@ def _alice_inbox(store: PostgresStore) -> tuple[User, int]:
     return store.run_sync(find)
 
 
-def test_open_store_takes_a_postgresql_url_and_migrates(pg_url: str) -> None:
+def test_open_store_takes_a_postgresql_url_and_migrates(bare_url: str) -> None:
+    pg_url = bare_url
     store = open_store(pg_url)
     try:
         assert isinstance(store, PostgresStore)
@@ -75,7 +84,8 @@ def test_open_store_takes_a_postgresql_url_and_migrates(pg_url: str) -> None:
     again.close()
 
 
-def test_two_processes_opening_a_new_database_together_migrate_it_once(pg_url: str) -> None:
+def test_two_processes_opening_a_new_database_together_migrate_it_once(bare_url: str) -> None:
+    pg_url = bare_url
     with ThreadPoolExecutor(4) as pool:
         stores = list(pool.map(lambda _: PostgresStore(pg_url), range(4)))
     for store in stores:
@@ -291,3 +301,26 @@ def test_close_ends_the_listener_thread_at_once(pg_url: str) -> None:
     assert time.monotonic() - started < 1.0
     assert not store._listener.is_alive()
     assert not store._thread.is_alive()
+
+
+def test_a_step_that_fails_leaves_the_database_at_the_step_before(
+    bare_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pg_url = bare_url
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        assert migrations.pg_migrate(conn, upto=1) == 1
+
+        def broken(conn: psycopg.Connection[tuple[object, ...]]) -> None:
+            conn.execute("CREATE TABLE half_done (x INTEGER)")
+            raise RuntimeError("step 2 broke")
+
+        monkeypatch.setattr(migrations, "PG_STEPS", (migrations.PG_STEPS[0], broken))
+        with pytest.raises(RuntimeError, match="step 2 broke"):
+            migrations.pg_migrate(conn)
+        assert migrations.pg_schema_version(conn) == 1
+        assert conn.execute("SELECT to_regclass('half_done')").fetchone() == (None,)
+    monkeypatch.undo()
+    store = PostgresStore(pg_url)  # the next open continues from step 1
+    store.close()
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        assert migrations.pg_schema_version(conn) == migrations.LATEST

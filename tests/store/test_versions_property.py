@@ -1,5 +1,7 @@
 """Property: after any sequence of changes (some rolled back), message_versions tells the truth.
 
+Checked on both drivers (a fresh SQLite file or PostgreSQL database per example).
+
 EAS Sync finds what changed by comparing the versions it sent before with the versions now;
 so every committed change must show as a new version, a rolled-back one must leave no trace,
 and the cached answers must never go stale. Checked against a plain model.
@@ -12,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from natsync.store.api import FolderType, Txn
+from natsync.store.postgres import PostgresStore
 from natsync.store.sqlite import SqliteStore
 from tests.store.helpers import new_message
 
@@ -34,10 +37,19 @@ class Boom(Exception):
 )
 @given(steps=ops)
 def test_versions_follow_every_committed_change(
-    tmp_path_factory: pytest.TempPathFactory, steps: list[tuple[str, int, int]]
+    tmp_path_factory: pytest.TempPathFactory,
+    store_kind: str,
+    request: pytest.FixtureRequest,
+    steps: list[tuple[str, int, int]],
 ) -> None:
-    path = tmp_path_factory.mktemp("prop") / "natsync.db"
-    store = SqliteStore(path)
+    store: SqliteStore | PostgresStore
+    url = None
+    if store_kind == "postgres":
+        server = request.getfixturevalue("pg_server")
+        url = server.create_database()
+        store = PostgresStore(url)
+    else:
+        store = SqliteStore(tmp_path_factory.mktemp("prop") / "natsync.db")
     try:
         user = store.run_sync(
             lambda txn: txn.add_user("p", "p@example.test", "P", "h", new_message().received_at)
@@ -106,3 +118,5 @@ def test_versions_follow_every_committed_change(
             check()
     finally:
         store.close()
+        if url is not None:
+            server.drop_database(url)
