@@ -85,7 +85,7 @@ def store_factory(
             store = SqliteStore(path)
         else:
             if str(path) not in databases:
-                databases[str(path)] = server.create_database()
+                databases[str(path)] = server.acquire()
             store = PostgresStore(databases[str(path)])
             store.path = Path(path)  # type: ignore[attr-defined]
         opened.append(store)
@@ -102,7 +102,7 @@ def store_factory(
         store.close()
     if server is not None:
         for url in databases.values():
-            server.drop_database(url)
+            server.release(url)
 
 
 @pytest.fixture

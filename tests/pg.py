@@ -4,8 +4,9 @@ Started once per session, on first use (only tests that take the ``store``/``sto
 fixture in their postgres variant pay for it), and stopped by PID at the end. PostgreSQL
 refuses to run as root: when the tests run as root (CI), the server runs as the ``postgres``
 system user the Debian package creates (or ``nobody``), with the data directory handed to it.
-Each test gets a fresh database, copied from a migrated template (CREATE DATABASE ... TEMPLATE
-takes a few milliseconds, a migration much longer).
+Each test gets a fresh database: copied from a migrated template (CREATE DATABASE ... TEMPLATE
+is much faster than a migration) the first time, and afterwards emptied with one TRUNCATE
+(faster again) and handed to the next test.
 """
 
 from __future__ import annotations
@@ -70,6 +71,8 @@ class PgServer:
     port: int
     directory: Path
     _names: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    #: Migrated databases emptied after use, ready for the next test.
+    _free: list[str] = field(default_factory=list)
 
     def url(self, database: str) -> str:
         return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/{database}"
@@ -84,6 +87,24 @@ class PgServer:
         with self.admin() as conn:
             conn.execute(f'CREATE DATABASE "{name}" TEMPLATE {template}')
         return self.url(name)
+
+    def acquire(self) -> str:
+        """An empty migrated database (a reused one when there is one): its URL."""
+        return self._free.pop() if self._free else self.create_database()
+
+    def release(self, url: str) -> None:
+        """Empty the database and keep it for the next test (drop it if that fails)."""
+        from natsync.store.copy import TABLES
+
+        try:
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute("SET lock_timeout = '2s'")
+                names = ", ".join(t.name for t in TABLES)
+                conn.execute(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
+        except psycopg.Error:
+            self.drop_database(url)  # someone still holds it: start over next time
+            return
+        self._free.append(url)
 
     def drop_database(self, url: str) -> None:
         name = url.rsplit("/", 1)[1]

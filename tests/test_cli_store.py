@@ -23,9 +23,9 @@ NOW = datetime(2026, 3, 2, 8, 30, tzinfo=UTC)
 
 @pytest.fixture
 def pg_url(pg_server: PgServer) -> Iterator[str]:
-    url = pg_server.create_database()
+    url = pg_server.acquire()
     yield url
-    pg_server.drop_database(url)
+    pg_server.release(url)
 
 
 def populate(path: Path, password_hash: str) -> None:
