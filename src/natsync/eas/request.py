@@ -261,7 +261,8 @@ def _parse_base64(query: str, headers: Mapping[str, str], user_agent: str) -> Ea
         policy_key=policy_key,
         user_agent=user_agent,
         save_in_sent=bool(options & OptionBit.SAVE_IN_SENT),
-        accept_multipart=bool(options & OptionBit.ACCEPT_MULTIPART),
+        accept_multipart=bool(options & OptionBit.ACCEPT_MULTIPART)
+        or (_header(headers, "MS-ASAcceptMultiPart") or "").upper() in ("T", "TRUE", "1"),
         collection_id=text(ParamTag.CollectionId),
         item_id=text(ParamTag.ItemId),
         long_id=text(ParamTag.LongId),
