@@ -128,9 +128,13 @@ def start() -> PgServer:
     user = _run_as()
     directory = Path(tempfile.mkdtemp(prefix="natsync-pg-"))
     data = directory / "data"
+    # As root: the server's processes get the user's own group and no supplementary groups
+    # (root's would otherwise be inherited).
+    as_user: dict[str, object] = {}
     if user is not None:
         entry = pwd.getpwnam(user)
         os.chown(directory, entry.pw_uid, entry.pw_gid)
+        as_user = {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
     subprocess.run(
         [
             str(bin_dir / "initdb"),
@@ -146,8 +150,8 @@ def start() -> PgServer:
         ],
         check=True,
         capture_output=True,
-        user=user,
         cwd=directory,
+        **as_user,  # type: ignore[arg-type]
     )
     port = _free_port()
     log = open(directory / "server.log", "wb")  # noqa: SIM115 (kept open for the server)
@@ -174,8 +178,8 @@ def start() -> PgServer:
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
-        user=user,
         cwd=directory,
+        **as_user,  # type: ignore[arg-type]
     )
     log.close()
     server = PgServer(process, port, directory)

@@ -324,3 +324,18 @@ def test_a_step_that_fails_leaves_the_database_at_the_step_before(
     store.close()
     with psycopg.connect(pg_url, autocommit=True) as conn:
         assert migrations.pg_schema_version(conn) == migrations.LATEST
+
+
+def test_the_version_cache_sees_changes_made_by_the_other_process(
+    two: tuple[PostgresStore, PostgresStore],
+) -> None:
+    a, b = two
+    _, inbox = _alice_inbox(a)
+    first = a.run_sync(lambda txn: txn.add_message(inbox, new_message("one")))
+    assert a.run_sync(lambda txn: txn.message_versions(inbox)) == {first.server_id: 1}  # cached
+    second = b.run_sync(lambda txn: txn.add_message(inbox, new_message("two")))
+    b.run_sync(lambda txn: txn.set_read(first.id, True))
+    assert a.run_sync(lambda txn: txn.message_versions(inbox)) == {
+        first.server_id: 3,
+        second.server_id: 2,
+    }

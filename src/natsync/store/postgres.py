@@ -8,6 +8,8 @@ Why this shape:
   on a psycopg connection (:class:`PostgresTxn` overrides only the few statements whose SQL
   differs), and the event loop never waits on the database. asyncpg would force every Txn
   method to be a coroutine or a bridge back into a loop from the worker thread, for no gain.
+  The price of sharing: a new SqliteTxn statement in SQLite-only SQL (``json_each``, ``?1``)
+  must be overridden here; the store fixtures run every test on both drivers to catch it.
 * Each call is one transaction (``BEGIN`` ... ``COMMIT``, READ COMMITTED); queued calls share a
   group commit, each in its own SAVEPOINT, exactly as in the SQLite driver. Row locks taken by
   the modseq bumps (``UPDATE folders SET modseq = modseq + 1``) order concurrent writers of one
