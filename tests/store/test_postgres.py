@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -29,6 +30,9 @@ from tests.pg import PgServer
 from tests.store.helpers import new_message
 
 ROOT = Path(__file__).resolve().parents[2]
+
+#: A descriptor number beyond select()'s reach (FD_SETSIZE is 1024).
+HIGH_FD = 1100
 
 #: A wake through another process must arrive well within this (it takes milliseconds).
 WAKE_TIMEOUT = 5.0
@@ -339,3 +343,36 @@ def test_the_version_cache_sees_changes_made_by_the_other_process(
         first.server_id: 3,
         second.server_id: 2,
     }
+
+
+async def test_a_store_whose_sockets_are_above_1024_still_hears_other_processes(
+    pg_url: str, alice_password_hash: str
+) -> None:
+    """A server holding thousands of Pings opens its store late: select() would fail there."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < HIGH_FD + 64:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, HIGH_FD + 256), hard))
+    fillers = []
+    try:
+        while (fd := os.open(os.devnull, os.O_RDONLY)) < HIGH_FD:
+            fillers.append(fd)
+        fillers.append(fd)
+        late = PostgresStore(pg_url)
+    finally:
+        for fd in fillers:
+            os.close(fd)
+    writer = PostgresStore(pg_url)
+    try:
+        assert late._stop_r > 1024
+        writer.run_sync(
+            lambda txn: txn.add_user(
+                ALICE_NAME, ALICE_EMAIL, "Alice", alice_password_hash, CREATED_AT
+            )
+        )
+        _, inbox = _alice_inbox(writer)
+        with late.changes.subscribe([inbox]) as subscription:
+            await writer.run(lambda txn: txn.add_message(inbox, new_message()))
+            assert await subscription.wait(WAKE_TIMEOUT) == {inbox}
+    finally:
+        writer.close()
+        late.close()

@@ -20,7 +20,8 @@ Why this shape:
   ``LISTEN``s and feeds the in-process :class:`natsync.store.feed.LocalChangeFeed`, so a change
   committed by any process wakes the local Pings; its own notifications (from its worker's
   backend) are skipped, because the worker publishes them itself right after COMMIT. The
-  listener sleeps in ``select`` on the connection's socket: no polling.
+  listener sleeps in ``poll`` on the connection's socket: no polling of the database. (``poll``,
+  not ``select``: a server holding thousands of Pings has descriptors above select's 1024.)
 * Times are stored as microseconds since the epoch (BIGINT) and flags as 0/1, as in SQLite, so
   ``natsync store copy`` can move rows between the two and compare checksums.
 """
@@ -467,7 +468,7 @@ class PostgresStore:
                 self._listening.set()  # the constructor must not hang on a dead server
                 delay = LISTEN_RETRY_SECONDS[min(attempt, len(LISTEN_RETRY_SECONDS) - 1)]
                 attempt += 1
-                if select.select([self._stop_r], [], [], delay)[0]:
+                if self._wait_readable(None, delay):
                     return
                 continue
             try:
@@ -486,13 +487,21 @@ class PostgresStore:
             finally:
                 conn.close()
 
+    def _wait_readable(self, fd: int | None, timeout: float | None) -> bool:
+        """Sleep until *fd* is readable or *timeout* passed; True when the store is closing."""
+        poller = select.poll()
+        poller.register(self._stop_r, select.POLLIN)
+        if fd is not None:
+            poller.register(fd, select.POLLIN)
+        events = poller.poll(None if timeout is None else timeout * 1000)
+        return any(ready_fd == self._stop_r for ready_fd, _ in events)
+
     def _pump(self, conn: psycopg.Connection[Any]) -> None:
         """Hand notifications to the local feed until the store closes (or the link breaks)."""
         pgconn = conn.pgconn
         fd = pgconn.socket
         while not self._closed:
-            readable = select.select([fd, self._stop_r], [], [])[0]
-            if self._stop_r in readable:
+            if self._wait_readable(fd, None):
                 return
             pgconn.consume_input()
             if pgconn.status != pq.ConnStatus.OK:
