@@ -189,9 +189,8 @@ class Proxy:
 
 
 class EdgeProxy(Proxy):
-    name = "natsync edge"
-
-    def __init__(self, config: EdgeConfig, workdir: Path) -> None:
+    def __init__(self, config: EdgeConfig, workdir: Path, workers: int) -> None:
+        self.name = f"natsync edge ({workers} workers)"
         cfg = workdir / "edge.toml"
         site = config.certificates[0]
         cfg.write_text(
@@ -203,6 +202,7 @@ backend_pin = "{config.backend_pin}"
 admin_listen = ""
 forwards = []
 access_log = "off"
+workers = {workers}
 max_connections_per_ip = 100000
 requests_per_second_per_ip = 10000000.0
 request_burst_per_ip = 10000000
@@ -335,7 +335,10 @@ def main() -> None:
     parser.add_argument("--held", type=int, default=5000)
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--nginx-workers", default="auto")
+    parser.add_argument("--edge-workers", type=int, default=0, help="default: as nginx's")
     args = parser.parse_args()
+    nginx_workers = os.cpu_count() or 1 if args.nginx_workers == "auto" else int(args.nginx_workers)
+    edge_workers = args.edge_workers or nginx_workers
     for tool in (NGINX, WRK):
         if not Path(tool).exists():
             raise SystemExit(f"{tool} is missing: apt-get install nginx-light wrk")
@@ -372,7 +375,7 @@ def main() -> None:
                 base, listen=f"127.0.0.1:{free_port()}", backend=f"127.0.0.1:{backend_port}"
             )
             if kind == "edge":
-                return EdgeProxy(replace(config, backend_ca=None), workdir)
+                return EdgeProxy(replace(config, backend_ca=None), workdir, edge_workers)
             return NginxProxy(config, workdir, args.nginx_workers)
 
         print(f"throughput (wrk -t2, {args.seconds} s each; backend: nginx, TLS)", flush=True)
@@ -410,7 +413,10 @@ def main() -> None:
             except subprocess.TimeoutExpired:
                 proc.kill()
         shutil.rmtree(workdir, ignore_errors=True)
-    edge, nginx = results["natsync edge"], results[f"nginx ({args.nginx_workers} workers)"]
+    edge, nginx = (
+        results[f"natsync edge ({edge_workers} workers)"],
+        results[f"nginx ({args.nginx_workers} workers)"],
+    )
     print()
     print(f"{'':28}{'natsync edge':>14}{'nginx':>14}{'edge/nginx':>12}")
     rows = [
@@ -421,8 +427,10 @@ def main() -> None:
     for label, key, fmt in rows:
         ratio = edge[key] / nginx[key] if nginx.get(key) else float("nan")
         print(f"{label:28}{fmt.format(edge[key]):>14}{fmt.format(nginx[key]):>14}{ratio:>11.0%}")
-    print(f"(nginx: worker_processes {args.nginx_workers}; edge: one process on uvloop; "
-          f"{os.cpu_count()} CPUs shared with other work)")  # fmt: skip
+    print(
+        f"(nginx: worker_processes {args.nginx_workers}; edge: {edge_workers} process(es) on "
+        f"uvloop; {os.cpu_count()} CPUs shared with wrk, the backend and other work)"
+    )
 
 
 if __name__ == "__main__":

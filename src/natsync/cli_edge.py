@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import signal
 from pathlib import Path
 
 import click
 
+from natsync.edge.config import EdgeConfig
 from natsync.errors import NatsyncError
 
 _CONFIG = click.option(
@@ -25,44 +28,82 @@ def edge() -> None:
     """SSL bridging in front of the server: publishing rules, Ping-safe timeouts, forwards."""
 
 
-async def _serve(config_path: Path | None) -> None:
-    from natsync.edge import load_edge_config, start_edge
+async def _serve(config: EdgeConfig, worker: int, children: list[int]) -> None:
+    from dataclasses import replace
 
-    config = load_edge_config(config_path)
-    running = await start_edge(config)
+    from natsync.edge import start_edge
+
+    if worker > 0:  # the admin listener and the TCP forwards live in the first worker only
+        config = replace(config, admin_listen="", forwards=())
+    running = await start_edge(config, reuse_port=config.workers > 1)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    loop.add_signal_handler(signal.SIGHUP, running.reload)
+
+    def reload() -> None:
+        running.reload()
+        _signal_children(children, signal.SIGHUP)
+
+    loop.add_signal_handler(signal.SIGHUP, reload)
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    forwards = " ".join(str(p) for p in running.forward_ports)
-    click.echo(
-        f"natsync edge: listening on {running.url} admin={running.admin_port} "
-        f"forwards={forwards or '-'}",
-        err=True,
-    )
+    if worker == 0:
+        forwards = " ".join(str(p) for p in running.forward_ports)
+        click.echo(
+            f"natsync edge: listening on {running.url} admin={running.admin_port} "
+            f"forwards={forwards or '-'} workers={config.workers}",
+            err=True,
+        )
     try:
         await stop.wait()
     finally:
         await running.close()
 
 
+def _signal_children(children: list[int], sig: signal.Signals) -> None:
+    for pid in children:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+
+
+def _fork_workers(config: EdgeConfig) -> tuple[int, list[int]]:
+    """Fork workers 1..N-1 before any event loop exists; they share the port (SO_REUSEPORT)."""
+    children: list[int] = []
+    for index in range(1, config.workers):
+        pid = os.fork()
+        if pid == 0:
+            return index, []
+        children.append(pid)
+    return 0, children
+
+
 @edge.command()
 @_CONFIG
 def run(config_path: Path | None) -> None:
     """Run the edge until SIGINT/SIGTERM; SIGHUP reloads the certificate files."""
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
     import importlib.util
 
+    from natsync.edge import load_edge_config
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        config = load_edge_config(config_path)
+        config.check_runnable()
+    except NatsyncError as exc:
+        raise click.ClickException(exc.message) from exc
+    worker, children = _fork_workers(config)
     try:
         if importlib.util.find_spec("uvloop") is not None:
             import uvloop
 
-            uvloop.run(_serve(config_path))
+            uvloop.run(_serve(config, worker, children))
         else:  # pragma: no cover - uvloop is an optional extra
-            asyncio.run(_serve(config_path))
+            asyncio.run(_serve(config, worker, children))
     except NatsyncError as exc:
         raise click.ClickException(exc.message) from exc
+    finally:
+        _signal_children(children, signal.SIGTERM)
+        for pid in children:
+            os.waitpid(pid, 0)
 
 
 @edge.command("trust-backend")

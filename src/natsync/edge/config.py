@@ -60,6 +60,9 @@ DEFAULT_POOL_SIZE = 64
 #: The default SMTP forward: port 25 to the server's SMTP listener.
 DEFAULT_SMTP_TARGET = "127.0.0.1:2525"
 
+#: Most worker processes: more than the machine has cores only adds memory.
+MAX_WORKERS = 64
+
 _FINGERPRINT = re.compile(r"sha256:([0-9A-F]{2}:){31}[0-9A-F]{2}")
 
 
@@ -112,6 +115,9 @@ class EdgeConfig:
     admin_listen: str = "127.0.0.1:9180"
     #: File for the JSON access log ("" = the natsync.edge.access logger only, "off" = none).
     access_log: str = ""
+    #: Processes sharing the listening port (SO_REUSEPORT), like nginx's worker_processes.
+    #: Metrics and the admin listener cover the first worker only.
+    workers: int = 1
     #: Extra settings a future version may read; kept so rewriting the file loses nothing.
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -176,6 +182,10 @@ class EdgeConfig:
         for name in ("max_connections_per_ip", "request_burst_per_ip", "pool_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"edge.{name} must be >= 1")
+        if not 1 <= self.workers <= MAX_WORKERS:
+            raise ConfigError(f"edge.workers must be 1..{MAX_WORKERS}")
+        if self.workers > 1 and split_hostport(self.listen, "edge.listen")[1] == 0:
+            raise ConfigError("edge.workers > 1 needs a fixed edge.listen port (not 0)")
         if self.max_body < 1024:
             raise ConfigError("edge.max_body must be at least 1024 bytes")
         return self

@@ -98,6 +98,9 @@ _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 _TARGET = re.compile(rb"/[!-~]*")
 _DIGITS = re.compile(rb"[0-9]+")
+# One whole field line: token ":" OWS value OWS, the value without CTLs (the fast path; a line
+# that does not match is examined again to say what is wrong with it).
+_FIELD = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*((?:[^\x00-\x1f\x7f]|\t)*?)[ \t]*")
 
 #: Fields that concern one connection only (RFC 9110 7.6.1) or that the edge alone sets.
 HOP_BY_HOP = frozenset(
@@ -157,6 +160,7 @@ class ResponseHead:
     length: int
     keep_alive: bool
     version: bytes
+    connection_tokens: frozenset[bytes] = frozenset()
 
 
 def head_end(buffer: bytes | bytearray) -> int:
@@ -173,18 +177,22 @@ def head_end(buffer: bytes | bytearray) -> int:
 
 
 def _split_lines(head: bytes) -> list[bytes]:
-    lines = head.split(b"\r\n")
-    for line in lines:
-        if b"\n" in line or b"\r" in line:
-            raise EdgeHttpError(400, "a head line ends in a bare LF or CR")
-    return lines
+    crlf = head.count(b"\r\n")
+    if head.count(b"\n") != crlf or head.count(b"\r") != crlf:
+        raise EdgeHttpError(400, "a head line ends in a bare LF or CR")
+    return head.split(b"\r\n")
 
 
 def _parse_fields(lines: list[bytes]) -> list[tuple[bytes, bytes]]:
     if len(lines) > MAX_HEADER_COUNT:
         raise EdgeHttpError(431, "the head has more header fields than the edge accepts")
     fields: list[tuple[bytes, bytes]] = []
+    match = _FIELD.fullmatch
     for line in lines:
+        found = match(line)
+        if found is not None:
+            fields.append((found[1], found[2]))
+            continue
         if line[:1] in (b" ", b"\t"):
             raise EdgeHttpError(400, "obs-fold (a folded header line) is not accepted")
         name, colon, value = line.partition(b":")
@@ -283,7 +291,7 @@ def parse_response_head(head: bytes, request_method: bytes) -> ResponseHead:
         and b"close" not in tokens
         and (version == b"HTTP/1.1" or b"keep-alive" in tokens)
     )
-    return ResponseHead(status, fields, framing, length, keep_alive, version)
+    return ResponseHead(status, fields, framing, length, keep_alive, version, tokens)
 
 
 def _forwardable(fields: list[tuple[bytes, bytes]], tokens: frozenset[bytes]) -> list[bytes]:
@@ -317,7 +325,7 @@ def client_response(head: ResponseHead, keep_alive: bool) -> bytes:
     """The response head the phone receives (framing kept, connection fields ours)."""
     reason = REASONS.get(head.status, b"Status")
     parts = [b"HTTP/1.1 %d " % head.status, reason, b"\r\n"]
-    parts += _forwardable(head.fields, _connection_tokens(head.fields))
+    parts += _forwardable(head.fields, head.connection_tokens)
     if head.framing == Framing.CHUNKED:
         parts.append(b"Transfer-Encoding: chunked\r\n")
     elif head.framing == Framing.LENGTH:
