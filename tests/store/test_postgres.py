@@ -22,7 +22,7 @@ import psycopg
 import pytest
 
 from natsync.store import migrations, open_store
-from natsync.store.api import FolderType, StoreError, Txn, User
+from natsync.store.api import Conflict, FolderType, StoreError, Txn, User
 from natsync.store.feed import hierarchy_key
 from natsync.store.postgres import MAX_NOTIFY_PAYLOAD, PostgresStore, _payloads, safe_url
 from tests.conftest import ALICE_EMAIL, ALICE_NAME, CREATED_AT
@@ -376,3 +376,20 @@ async def test_a_store_whose_sockets_are_above_1024_still_hears_other_processes(
     finally:
         writer.close()
         late.close()
+
+
+def test_losing_a_race_to_a_unique_name_is_a_conflict(
+    two: tuple[PostgresStore, PostgresStore],
+) -> None:
+    """The check-then-insert race of two processes ends in Conflict, as SQLite's check would."""
+    a, _ = two
+
+    def duplicate(txn: Txn) -> None:
+        txn._conn.execute(  # type: ignore[attr-defined]
+            "INSERT INTO users (name, email, display_name, password_hash, created_at) "
+            "VALUES ('ALICE', 'other@example.test', 'x', 'h', 0)"
+        )
+
+    with pytest.raises(Conflict) as info:
+        a.run_sync(duplicate)
+    assert isinstance(info.value.__cause__, psycopg.errors.UniqueViolation)

@@ -45,12 +45,14 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import psycopg
+import psycopg.errors
 from psycopg import pq
 
 from natsync.store import migrations
 from natsync.store.api import (
     STANDARD_FOLDERS,
     ChangeFeed,
+    Conflict,
     Message,
     NotFound,
     StoreError,
@@ -168,8 +170,6 @@ class PostgresTxn(SqliteTxn):
         if folder is None:
             raise NotFound(f"folder {server_id!r} does not exist")
         if folder.type in {t for _, t in STANDARD_FOLDERS}:
-            from natsync.store.api import Conflict
-
             raise Conflict(f"{folder.display_name} is a standard folder and cannot be deleted")
         doomed = [folder.id, *(fid for fid, _ in self._descendants(user_id, server_id))]
         self._pg.execute("DELETE FROM folders WHERE id = ANY(?)", (doomed,))
@@ -285,7 +285,16 @@ _IN_TRANSACTION = (pq.TransactionStatus.INTRANS, pq.TransactionStatus.INERROR)
 
 
 def _wrap(exc: BaseException) -> BaseException:
-    """psycopg's errors become StoreError (cause kept); everything else passes unchanged."""
+    """psycopg's errors become StoreError (cause kept); everything else passes unchanged.
+
+    A unique violation becomes Conflict: under READ COMMITTED two processes can both pass a
+    "name free?" check and race to the INSERT; the loser gets what SQLite (whose writers are
+    serialised) would have answered from the check.
+    """
+    if isinstance(exc, psycopg.errors.UniqueViolation):
+        conflict = Conflict(f"store transaction failed: {exc}")
+        conflict.__cause__ = exc
+        return conflict
     if isinstance(exc, psycopg.Error):
         error = StoreError(f"store transaction failed: {exc}")
         error.__cause__ = exc
