@@ -158,3 +158,12 @@ def test_store_migrate_hides_the_password(pg_server: PgServer) -> None:
     result = CliRunner().invoke(main, ["store", "migrate", "--store", url])
     assert result.exit_code == 1
     assert "hunter2" not in result.output
+
+
+def test_store_copy_refuses_a_missing_source_file(tmp_path: Path) -> None:
+    missing = tmp_path / "typo.db"
+    result = CliRunner().invoke(main, ["store", "copy", str(missing), str(tmp_path / "t.db")])
+    assert result.exit_code == 1
+    assert "no store at" in result.output
+    assert not missing.exists()
+    assert not (tmp_path / "t.db").exists()

@@ -48,6 +48,15 @@ def _open(name: str) -> Store:
         raise click.ClickException(exc.message) from exc
 
 
+def _sqlite_file(name: str) -> Path | None:
+    """The file a SQLite store name points at (None for a PostgreSQL URL)."""
+    if name.startswith(("postgresql://", "postgres://")):
+        return None
+    if name.startswith("sqlite://"):
+        return Path("/" + name[len("sqlite://") :].lstrip("/"))
+    return Path(name)
+
+
 def _display(name: str) -> str:
     """*name* without a password (a store URL may carry one)."""
     return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", name)
@@ -95,6 +104,10 @@ def copy_command(source: str, target: str, force: bool, as_json: bool) -> None:
     """
     if source == target:
         raise click.ClickException("SOURCE and TARGET are the same store")
+    source_file = _sqlite_file(source)
+    if source_file is not None and not source_file.exists():
+        # Opening would create an empty store, and an empty copy would "verify".
+        raise click.ClickException(f"no store at {source_file}")
     console = Console(stderr=True)
     from_store = _open(source)
     try:
