@@ -118,3 +118,13 @@ def test_up_help_lists_its_options() -> None:
     assert result.exit_code == 0
     for option in ("--data-dir", "--host", "--https-port", "--smtp-port", "--json"):
         assert option in result.output
+
+
+def test_up_and_the_admin_commands_share_one_store(tmp_path: Path) -> None:
+    # Regression: `natsync up` once kept its own store file beside the one `natsync user` reads.
+    from natsync.cli_up import prepare
+
+    prepare(tmp_path, "127.0.0.1")
+    result = CliRunner().invoke(main, ["user", "list", "--data-dir", str(tmp_path), "--json"])
+    assert result.exit_code == 0, result.output
+    assert [user["name"] for user in json.loads(result.output)] == ["demo"]

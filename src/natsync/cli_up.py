@@ -96,7 +96,7 @@ def prepare(data_dir: Path, host: str = "127.0.0.1") -> Prepared:
     """Create the data directory's CA, certificate, password file and store (idempotent)."""
     from natsync.auth.passwords import hash_password
     from natsync.cert.ca import load_or_init_ca
-    from natsync.store import open_store
+    from natsync.store import open_store, store_path
 
     data_dir.mkdir(parents=True, exist_ok=True)
     ca = load_or_init_ca(data_dir / "ca")
@@ -106,7 +106,7 @@ def prepare(data_dir: Path, host: str = "127.0.0.1") -> Prepared:
     if not cert.exists() or not key.exists() or not _cert_covers(cert, ips):
         cert, key = ca.issue_server_cert(CERT_NAMES, ips, tls_dir)
     password, new_password = _demo_password(data_dir)
-    database = data_dir / "natsync.sqlite3"
+    database = store_path(data_dir)
     store = open_store(database)
     try:
         user = store.run_sync(lambda txn: txn.get_user(DEMO_USER))

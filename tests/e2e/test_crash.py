@@ -32,7 +32,7 @@ import pytest
 
 from natsync.client import ClientChange, ClientError, EASClient
 from natsync.errors import NatsyncError
-from natsync.store import open_store
+from natsync.store import open_store, store_path
 from natsync.store.api import FolderType
 
 pytestmark = pytest.mark.slow
@@ -175,7 +175,7 @@ async def test_sigkill_during_a_sync_burst_loses_and_duplicates_nothing(tmp_path
     seed = int(os.environ.get("NATSYNC_CRASH_SEED", "20261125"))
     rng = random.Random(seed)
     data_dir = tmp_path / "data"
-    database = data_dir / "natsync.sqlite3"
+    database = store_path(data_dir)
     log = tmp_path / "server.log"
     state_file = tmp_path / "phone.json"
     ledger = Ledger()
