@@ -23,6 +23,10 @@ DEFAULT_MAX_REQUEST_BODY = 32 * 1024 * 1024
 #: minimum wakes phones more often than needed; a maximum past 59 minutes outlives most NATs.
 DEFAULT_HEARTBEAT_MIN = 60
 DEFAULT_HEARTBEAT_MAX = 3540
+#: Seconds a Ping answer must beat the path's idle timeout by: the answer leaves the server
+#: heartbeat seconds after the request arrived, and must cross the NAT/edge before its idle
+#: clock (started by the request's last packet) cuts the connection.
+PATH_IDLE_MARGIN = 5
 
 #: Failed logins allowed per user and per client address within the window before the server
 #: answers 429 without checking the password (slows password guessing to a crawl).
@@ -51,6 +55,10 @@ class ServerConfig:
     max_request_body: int = DEFAULT_MAX_REQUEST_BODY
     heartbeat_min: int = DEFAULT_HEARTBEAT_MIN
     heartbeat_max: int = DEFAULT_HEARTBEAT_MAX
+    #: The smallest idle timeout (seconds) of the NAT, firewall or edge in front of the server,
+    #: or 0 when unknown. A held Ping longer than that is cut silently by the path and the phone
+    #: loses push until it notices, so the accepted heartbeat is capped below it.
+    max_idle_path_seconds: int = 0
     #: Demand Provision (MS-ASPROV) before any other command.
     require_provisioning: bool = True
     max_failed_logins_per_user: int = DEFAULT_MAX_FAILED_LOGINS_PER_USER
@@ -62,6 +70,13 @@ class ServerConfig:
     public_name: str = ""
     #: Overrides of EASProvisionDoc settings by name (see natsync.eas.policy).
     policy: dict[str, int | str] = field(default_factory=dict)
+
+    @property
+    def heartbeat_cap(self) -> int:
+        """The largest heartbeat a Ping may ask for: heartbeat_max, lowered to fit the path."""
+        if self.max_idle_path_seconds <= 0:
+            return self.heartbeat_max
+        return min(self.heartbeat_max, self.max_idle_path_seconds - PATH_IDLE_MARGIN)
 
     @property
     def database(self) -> Path:
@@ -82,6 +97,15 @@ class ServerConfig:
             raise ConfigError(
                 "server.heartbeat_min must be >= 1 and <= server.heartbeat_max "
                 f"(got {self.heartbeat_min} and {self.heartbeat_max})"
+            )
+        if self.max_idle_path_seconds < 0:
+            raise ConfigError("server.max_idle_path_seconds must be >= 0 (0: unknown)")
+        if self.max_idle_path_seconds and self.heartbeat_cap < self.heartbeat_min:
+            raise ConfigError(
+                f"server.max_idle_path_seconds = {self.max_idle_path_seconds} leaves no room for a "
+                f"Ping: heartbeats up to {self.heartbeat_cap} s would fit the path (it cuts idle "
+                f"connections, {PATH_IDLE_MARGIN} s kept as margin), but heartbeat_min is "
+                f"{self.heartbeat_min}; lower server.heartbeat_min"
             )
         if self.max_failed_logins_per_user < 1 or self.max_failed_logins_per_ip < 1:
             raise ConfigError("server.max_failed_logins_per_user/_per_ip must be >= 1")

@@ -1,14 +1,20 @@
-"""Ping (MS-ASCMD 2.2.1.13), the minimal form: validate, answer at once when a watched folder
-already changed since the device last synced it, else tell the adapter to wait.
+"""Ping (MS-ASCMD 2.2.1.13): validate, answer at once when a watched folder already changed
+since the device last synced it, else tell the adapter to wait.
 
 The wait happens OUTSIDE any transaction (natsync.server subscribes to the store's change feed,
 re-checks with :func:`changed_since`, waits, then answers with :func:`finish`). An empty Ping
-repeats the last one of this device (MS-ASCMD 3.1.5.2).
+repeats the last one of this device (MS-ASCMD 3.1.5.2). Statuses (MS-ASCMD 2.2.3.177.11): 1
+expired, 2 changes, 3 nothing to repeat, 4 malformed, 5 heartbeat out of range (with the limit),
+6 too many folders (with MaxFolders), 7 hierarchy changed, 8 server error (:func:`server_error`).
+
+The accepted heartbeat is ``config.heartbeat_cap``: heartbeat_max, lowered below the path's idle
+timeout (``max_idle_path_seconds``) so that the NAT in front does not cut a held Ping silently.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 
 from natsync.eas.context import Context, PingWait, Response
 from natsync.eas.foldersync import hierarchy_changed
@@ -16,6 +22,8 @@ from natsync.eas.status import PingStatus as S
 from natsync.eas.sync import seen_modseq
 from natsync.store.api import Txn
 from natsync.wbxml import E, Element
+
+log = logging.getLogger("natsync.eas.ping")
 
 NS = "Ping"
 #: Folders one Ping may watch; more get Status 6 with this limit (MS-ASCMD 2.2.3.100).
@@ -56,8 +64,18 @@ def handle(ctx: Context) -> Response:
     cfg = ctx.config
     if heartbeat < cfg.heartbeat_min:
         return _answer(S.INVALID_HEARTBEAT, E(NS, "HeartbeatInterval", cfg.heartbeat_min))
-    if heartbeat > cfg.heartbeat_max:
-        return _answer(S.INVALID_HEARTBEAT, E(NS, "HeartbeatInterval", cfg.heartbeat_max))
+    cap = cfg.heartbeat_cap
+    if heartbeat > cap:
+        if heartbeat <= cfg.heartbeat_max:
+            log.info(
+                "Ping heartbeat %d s of device %s capped to %d s (server.max_idle_path_seconds "
+                "= %d: the path in front cuts idle connections)",
+                heartbeat,
+                ctx.device.device_id,
+                cap,
+                cfg.max_idle_path_seconds,
+            )
+        return _answer(S.INVALID_HEARTBEAT, E(NS, "HeartbeatInterval", cap))
     if len(ids) > MAX_FOLDERS:
         return _answer(S.TOO_MANY_FOLDERS, E(NS, "MaxFolders", MAX_FOLDERS))
     if hierarchy_changed(ctx):
@@ -104,8 +122,16 @@ def finish_ids(server_ids: list[str]) -> Response:
     return _answer(S.CHANGES, folders)
 
 
-def finish(wait: PingWait, changed: set[int]) -> Response:
-    """The answer after waiting: Status 2 naming the changed folders, or 1 (heartbeat expired)."""
+def server_error() -> Response:
+    """Status 8: the server failed; the phone retries the Ping later (MS-ASCMD 2.2.3.177.11)."""
+    return _answer(S.SERVER_ERROR)
+
+
+def finish(wait: PingWait, changed: set[int], *, hierarchy_changed: bool = False) -> Response:
+    """The answer after waiting: Status 7 when the folder hierarchy changed meanwhile, else 2
+    naming the changed folders, else 1 (heartbeat expired, or ended by a newer request)."""
+    if hierarchy_changed:
+        return _answer(S.FOLDER_SYNC_REQUIRED)
     names = [wait.server_ids[i] for i in wait.folder_ids if i in changed]
     if names:
         return finish_ids(names)

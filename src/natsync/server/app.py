@@ -35,6 +35,7 @@ from natsync.errors import NatsyncError
 from natsync.server.auth import Authenticator
 from natsync.server.logs import REQUEST_CONTEXT
 from natsync.store.api import Store, Subscription, Txn
+from natsync.store.feed import hierarchy_key
 from natsync.wbxml import WBXMLError, decode
 
 log = logging.getLogger("natsync.server")
@@ -45,6 +46,9 @@ AUTODISCOVER_PATH = "/autodiscover/autodiscover.xml"
 WBXML_HEADER = b"\x03\x01\x6a\x00"
 #: Seconds to wait for open requests (held Pings) when the server closes.
 SHUTDOWN_GRACE = 2.0
+#: Commands whose arrival ends the device's live hold at once: the phone only sends them when it
+#: no longer waits on the older request (its connection most likely died in a NAT).
+ENDS_HOLD = frozenset({"Ping", "Sync"})
 
 
 def _now() -> datetime:
@@ -145,11 +149,14 @@ class EasApp:
                 headers = self._challenge() if auth.http_status == 401 else {"Retry-After": "60"}
                 raise HttpError(auth.http_status, "authentication failed", headers)
             fields["user"] = auth.user.name
+            device = (auth.user.id, eas.device_id)
+            if eas.cmd in ENDS_HOLD:
+                self._end_hold(device)
             raw = await self._read_body(request)
             body = self._decode(raw, request.content_type)
             response = await self._run(eas, auth.user.name, body, raw, request.content_type)
             if response.wait is not None:
-                response = await self._wait(response, (auth.user.id, eas.device_id))
+                response = await self._wait(response, device)
                 if response.wait is not None:  # a held Sync saw a change: answer it now
                     response = await self._run(
                         eas, auth.user.name, body, raw, request.content_type, may_hold=False
@@ -161,10 +168,14 @@ class EasApp:
             return web.Response(status=exc.http_status, headers=exc.headers)
         except NatsyncError as exc:
             log.exception("request failed")
+            if fields.get("cmd") == "Ping":
+                return self._ping_error(request, started, exc.message, fields)
             self._log(request, started, 500, error=exc.message, **fields)
             return web.Response(status=500)
         except Exception as exc:  # a bug: answer 500 and say so in the log, keep serving
             log.exception("request failed unexpectedly")
+            if fields.get("cmd") == "Ping":
+                return self._ping_error(request, started, type(exc).__name__, fields)
             self._log(request, started, 500, error=type(exc).__name__, **fields)
             return web.Response(status=500)
         self._log(
@@ -181,6 +192,22 @@ class EasApp:
             return web.Response(status=response.http_status, headers=headers)
         headers["Content-Type"] = response.content_type
         return web.Response(status=response.http_status, body=response.body, headers=headers)
+
+    def _ping_error(
+        self, request: web.Request, started: float, error: str, fields: dict[str, Any]
+    ) -> web.Response:
+        """A Ping that failed on the server answers Status 8 (MS-ASCMD 2.2.3.177.11), which
+        phones handle by retrying later, rather than an HTTP 500 that some treat as fatal."""
+        answer = ping.server_error()
+        self._log(request, started, 200, status=answer.status, error=error, **fields)
+        headers = {"MS-Server-ActiveSync": SERVER_VERSION, "Content-Type": answer.content_type}
+        return web.Response(status=200, body=answer.body, headers=headers)
+
+    def _end_hold(self, device: tuple[int, str]) -> None:
+        """End the device's live Ping / held Sync at once (it answers with what it has)."""
+        older = self._holds.pop(device, None)
+        if older is not None:
+            older.close()
 
     async def _read_body(self, request: web.Request) -> bytes:
         limit = self.config.max_request_body
@@ -232,14 +259,16 @@ class EasApp:
         returned Response still carries ``wait`` (the caller runs the request again).
 
         One hold per device: a newer Ping or held Sync from the same device ends the older one
-        at once (it answers as if its time were up), so a phone whose old connection died in a
-        NAT does not leave a stale wait behind until its heartbeat runs out."""
+        at once (it answers as if its time were up: Status 1, or 2 when a change is already
+        pending — what Z-Push's forced ping timeout answers too), so a phone whose old
+        connection died in a NAT does not leave a stale wait behind until its heartbeat runs
+        out. A Ping also watches the user's folder hierarchy (Status 7 when it changes)."""
         wait = response.wait
         assert wait is not None
-        with self.store.changes.subscribe(wait.folder_ids) as sub:
-            older = self._holds.get(device)
-            if older is not None:
-                older.close()
+        hierarchy = hierarchy_key(wait.user_id)
+        ids = wait.folder_ids if wait.rerun else (*wait.folder_ids, hierarchy)
+        with self.store.changes.subscribe(ids) as sub:
+            self._end_hold(device)
             self._holds[device] = sub
             try:
                 changed = await self.store.run(lambda txn: ping.changed_since(txn, wait))
@@ -250,7 +279,7 @@ class EasApp:
                     del self._holds[device]
         if wait.rerun:
             return response if changed else Response(status=None)
-        return ping.finish(wait, changed)
+        return ping.finish(wait, changed, hierarchy_changed=hierarchy in changed)
 
     # -- Autodiscover
 
@@ -340,4 +369,13 @@ async def start_server(config: ServerConfig, store: Store, *, relay: Any = None)
     await site.start()
     port = int(runner.addresses[0][1])
     log.info("ActiveSync server listening on %s:%d (tls=%s)", config.host, port, bool(context))
+    log.info(
+        "Ping heartbeat accepted: %d..%d s%s",
+        config.heartbeat_min,
+        config.heartbeat_cap,
+        f" (capped from {config.heartbeat_max} s by server.max_idle_path_seconds = "
+        f"{config.max_idle_path_seconds})"
+        if config.heartbeat_cap < config.heartbeat_max
+        else "",
+    )
     return RunningServer(runner, site, config.host, port, context is not None)
