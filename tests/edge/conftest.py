@@ -10,7 +10,7 @@ import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
 from aiohttp import web
@@ -155,8 +155,21 @@ async def make_edge() -> AsyncIterator[EdgeFactory]:
         await running.close()
 
 
+class Address(Protocol):
+    @property
+    def host(self) -> str: ...
+    @property
+    def port(self) -> int: ...
+
+
+@dataclass
+class Target:
+    host: str
+    port: int
+
+
 async def exchange(
-    edge: RunningEdge,
+    edge: Address,
     pki: Pki,
     data: bytes,
     *,
