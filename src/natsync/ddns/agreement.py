@@ -1,7 +1,8 @@
 """Reasoning over the observations: which address to publish, and whether inbound connections
 can work at all. Pure: observations in, a :class:`Verdict` with evidence in plain words out.
 
-The rule that matters most: when the router's own external address is private or shared
+The router sources (NAT-PMP, UPnP IGD, PCP) are judged alike. The rule that matters most: when
+the router's own external address is private or shared
 (RFC 1918, RFC 6598 100.64.0.0/10), or the router reports no public address while the internet
 sees us, or the router's address differs from what a STUN/echo server sees, there is another
 NAT beyond the router (carrier-grade or double NAT) and **inbound port forwarding cannot work

@@ -23,6 +23,9 @@ DEFAULT_TTL = 60
 DEFAULT_INTERVAL = 30.0
 #: DNS timeout per query or update.
 DEFAULT_DNS_TIMEOUT = 3.0
+#: PCP is not among the defaults: it learns the address by creating (and at once deleting) a
+#: mapping on the router at every check, and a router that speaks PCP answers NAT-PMP's plain
+#: address request on the same port too. List "pcp" for a router that speaks PCP only.
 DEFAULT_SOURCES = (Source.NATPMP, Source.UPNP, Source.STUN, Source.INTERFACE, Source.ECHO)
 
 
@@ -42,7 +45,7 @@ class DdnsSettings:
     stun_servers: tuple[str, ...] = ()
     echo_urls: tuple[str, ...] = ()
     interface: str = ""
-    #: Router address for NAT-PMP (empty: the default gateway).
+    #: Router address for NAT-PMP and PCP (empty: the default gateway).
     router: str = ""
     #: UPnP description URL (empty: SSDP discovery).
     upnp_location: str = ""

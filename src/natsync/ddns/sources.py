@@ -1,5 +1,5 @@
-"""Where the public address comes from: the router (NAT-PMP, UPnP IGD), STUN servers, a local
-interface and HTTPS echo services. Each source gives an :class:`Observation`; a source that
+"""Where the public address comes from: the router (NAT-PMP, UPnP IGD, PCP), STUN servers, a
+local interface and HTTPS echo services. Each source gives an :class:`Observation`; a source that
 fails gives one too, with the reason, because "the router would not say" is evidence.
 
 Sources run in the order the configuration lists them; IPv4 and IPv6 are observed separately.
@@ -8,6 +8,7 @@ Sources run in the order the configuration lists them; IPv4 and IPv6 are observe
 from __future__ import annotations
 
 import ipaddress
+import logging
 import socket
 import urllib.error
 import urllib.request
@@ -20,28 +21,36 @@ from natsync.ddns.netinfo import IPAddress, default_gateway, interface_addresses
 
 if TYPE_CHECKING:
     from natsync.ddns.settings import DdnsSettings
+    from natsync.portmap.pcp import PcpClient
+
+log = logging.getLogger(__name__)
 
 #: An echo service answers with the address as text; anything longer is not such an answer.
 MAX_ECHO_BODY = 128
 #: Seconds to wait for an echo service.
 ECHO_TIMEOUT = 5.0
+#: RFC 6887 section 11.6 learns the external address with a short-lived MAP. We delete the
+#: mapping as soon as the answer is in; the lifetime only matters when that delete is lost, and
+#: then the router forgets the mapping on its own within a minute.
+PCP_PROBE_LIFETIME = 60
 
 
 class Source(StrEnum):
     NATPMP = "natpmp"
     UPNP = "upnp"
+    PCP = "pcp"
     STUN = "stun"
     INTERFACE = "interface"
     ECHO = "echo"
 
 
 #: Sources that report the router's own WAN address (not what the internet sees).
-ROUTER_SOURCES = frozenset({Source.NATPMP, Source.UPNP})
+ROUTER_SOURCES = frozenset({Source.NATPMP, Source.UPNP, Source.PCP})
 #: Sources that report what a server on the internet sees.
 OUTSIDE_SOURCES = frozenset({Source.STUN, Source.ECHO})
 
-#: Refusal tag: the router says it has no usable public address (NAT-PMP result 3, or UPnP
-#: GetExternalIPAddress answering empty / 0.0.0.0).
+#: Refusal tag: the router says it has no usable public address (NAT-PMP result 3, PCP result 7,
+#: or UPnP GetExternalIPAddress answering empty / 0.0.0.0).
 NO_PUBLIC_ADDRESS = "no-public-address"
 
 
@@ -62,15 +71,15 @@ class Observation:
         return f"{where} gave no address: {self.error}"
 
 
-def from_natpmp(gateway: str | None) -> Observation:
+def from_natpmp(gateway: str | None, *, port: int | None = None) -> Observation:
     from natsync.portmap.errors import MappingRefused, PortMapError
-    from natsync.portmap.natpmp import NatPmpClient, ResultCode
+    from natsync.portmap.natpmp import NATPMP_PORT, NatPmpClient, ResultCode
 
     gateway = gateway or default_gateway()
     if not gateway:
         return Observation(Source.NATPMP, "", 4, error="no default gateway to ask")
     try:
-        answer = NatPmpClient(gateway).external_address()
+        answer = NatPmpClient(gateway, port=port or NATPMP_PORT).external_address()
     except MappingRefused as exc:
         refusal = NO_PUBLIC_ADDRESS if exc.code == ResultCode.NETWORK_FAILURE else ""
         return Observation(Source.NATPMP, gateway, 4, error=exc.message, refusal=refusal)
@@ -101,6 +110,98 @@ def from_upnp(location: str | None) -> Observation:
             refusal=NO_PUBLIC_ADDRESS,
         )
     return Observation(Source.UPNP, igd.router_address, 4, address=address)
+
+
+def from_pcp(gateway: str | None, *, port: int | None = None) -> Observation:
+    """The router's external address from a PCP MAP answer (RFC 6887 section 11.6).
+
+    PCP has no "what is my address" request (an ANNOUNCE answer carries no address, section
+    14.1), so we map a throwaway UDP port: one this process holds open for the duration, so
+    nothing else can be listening on it, with no external port suggested and a short lifetime,
+    read the external address from the answer and delete the mapping at once (lifetime 0,
+    section 15). When the router refuses, NAT-PMP's external-address request on the same
+    gateway port tells whether the reason is that it has no public address: miniupnpd, for
+    one, answers PCP "no resources" when its own WAN address is private or shared.
+    """
+    from natsync.portmap.errors import MappingRefused, PortMapError, RouterUnreachable
+    from natsync.portmap.pcp import PCP_PORT, PcpClient, PcpResult
+
+    gateway = gateway or default_gateway()
+    if not gateway:
+        return Observation(Source.PCP, "", 4, error="no default gateway to ask")
+    client = PcpClient(gateway, port=port or PCP_PORT)
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as holder:
+            holder.bind((client.client_address(), 0))
+            internal_port = int(holder.getsockname()[1])
+            mapping = client.map("udp", internal_port, 0, PCP_PROBE_LIFETIME)
+            _pcp_delete(client, internal_port)
+    except MappingRefused as exc:
+        if exc.code == PcpResult.NETWORK_FAILURE:
+            return Observation(Source.PCP, gateway, 4, error=exc.message, refusal=NO_PUBLIC_ADDRESS)
+        return _pcp_refusal_reason(gateway, port, exc.message)
+    except RouterUnreachable as exc:
+        message = exc.message
+        if "NAT-PMP only" in message:  # a version-0 answer: say which source to use instead
+            message = "the router speaks NAT-PMP only, not PCP (use the natpmp source)"
+        return Observation(Source.PCP, gateway, 4, error=message)
+    except PortMapError as exc:
+        return Observation(Source.PCP, gateway, 4, error=exc.message)
+    except OSError as exc:
+        return Observation(Source.PCP, gateway, 4, error=f"cannot ask {gateway}: {exc.strerror}")
+    address = mapping.external_address
+    if address.is_unspecified:
+        return Observation(
+            Source.PCP,
+            gateway,
+            4,
+            error=f"the router reports {address} as its external address",
+            refusal=NO_PUBLIC_ADDRESS,
+        )
+    if address.version != 4:
+        return Observation(
+            Source.PCP, gateway, 4, error=f"the router answered an IPv6 address ({address})"
+        )
+    return Observation(Source.PCP, gateway, 4, address=address)
+
+
+def _pcp_delete(client: PcpClient, internal_port: int) -> None:
+    """Delete the probe mapping. A delete that fails is not worth failing the source for: the
+    router drops the mapping itself after :data:`PCP_PROBE_LIFETIME` seconds."""
+    from natsync.portmap.errors import PortMapError
+
+    try:
+        client.unmap("udp", internal_port)
+    except PortMapError as exc:
+        log.debug("PCP probe mapping of UDP %d not deleted: %s", internal_port, exc.message)
+
+
+def _pcp_refusal_reason(gateway: str, port: int | None, message: str) -> Observation:
+    """A PCP refusal, with the router's own external address when NAT-PMP can tell it."""
+    from natsync.ddns.netinfo import AddressKind, classify
+
+    probe = from_natpmp(gateway, port=port)
+    if probe.refusal == NO_PUBLIC_ADDRESS:
+        return Observation(
+            Source.PCP,
+            gateway,
+            4,
+            error=f"{message}; asked with NAT-PMP, the router says: {probe.error}",
+            refusal=NO_PUBLIC_ADDRESS,
+        )
+    if probe.address is not None and classify(probe.address) != AddressKind.PUBLIC:
+        kind = classify(probe.address)
+        return Observation(
+            Source.PCP,
+            gateway,
+            4,
+            error=(
+                f"{message}; asked with NAT-PMP, the router says its own external address is "
+                f"{probe.address}, which is {kind}, so it has no usable public address"
+            ),
+            refusal=NO_PUBLIC_ADDRESS,
+        )
+    return Observation(Source.PCP, gateway, 4, error=message)
 
 
 def from_stun(server: str, family: int) -> Observation:
@@ -156,6 +257,8 @@ def gather(settings: DdnsSettings) -> list[Observation]:
         match source:
             case Source.NATPMP if 4 in settings.families:
                 found.append(from_natpmp(settings.router or None))
+            case Source.PCP if 4 in settings.families:
+                found.append(from_pcp(settings.router or None))
             case Source.UPNP if 4 in settings.families:
                 found.append(from_upnp(settings.upnp_location or None))
             case Source.STUN:
