@@ -544,7 +544,9 @@ class ClientConn(asyncio.Protocol):
         self.left = head.length
         self.chunks = ChunkedScanner() if head.framing == Framing.CHUNKED else None
         body, self.buf = self.buf, b""
-        self._body(body, http.backend_request(head, self.ip))
+        request = http.backend_request(head, self.ip)
+        head.fields = []  # forwarded; a held Ping should not keep a copy of its head
+        self._body(body, request)
         if self.state == _BODY and self.transport is not None:
             self.transport.resume_reading()
 
