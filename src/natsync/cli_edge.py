@@ -47,6 +47,7 @@ async def _serve(config: EdgeConfig, worker: int, children: list[int]) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     if worker == 0:
+        checking = asyncio.create_task(_check_pin(config), name="edge-pin-check")
         forwards = " ".join(str(p) for p in running.forward_ports)
         click.echo(
             f"natsync edge: listening on {running.url} admin={running.admin_port} "
@@ -56,7 +57,34 @@ async def _serve(config: EdgeConfig, worker: int, children: list[int]) -> None:
     try:
         await stop.wait()
     finally:
+        if worker == 0:
+            checking.cancel()
         await running.close()
+
+
+async def _check_pin(config: EdgeConfig) -> None:
+    """At start, say at once whether the server's certificate matches the pin (best effort:
+    a server that is not up yet is not an error here; requests get 503 until it is)."""
+    from natsync.edge.tls import fetch_certificate
+
+    log = logging.getLogger("natsync.edge")
+    if not config.backend_pin:
+        return
+    try:
+        peer = await fetch_certificate(
+            config.backend_host, config.backend_port, config.server_name, timeout=5.0
+        )
+    except NatsyncError as exc:
+        log.warning("cannot check the server's certificate yet: %s", exc.message)
+        return
+    if peer.fingerprint != config.backend_pin:
+        log.error(
+            "the server at %s presents certificate %s, not the pinned %s: requests will get 502 "
+            "until you pin it with `natsync edge trust-backend %s` (if it was renewed)",
+            config.backend, peer.fingerprint, config.backend_pin, config.backend,
+        )  # fmt: skip
+    else:
+        log.info("the server's certificate matches the pin %s", config.backend_pin)
 
 
 def _signal_children(children: list[int], sig: signal.Signals) -> None:

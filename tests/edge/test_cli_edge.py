@@ -120,3 +120,26 @@ def test_render_cli_writes_a_file(tmp_path: Path, pki: Pki) -> None:
     assert result.exit_code == 0, result.output
     assert f"sni str({SERVER_NAME})" in out.read_text()
     assert os.path.getsize(out) > 0
+
+
+async def test_run_says_at_start_that_the_pin_does_not_match(
+    tmp_path: Path, pki: Pki, recorder: Recorder
+) -> None:
+    config = tmp_path / "edge.toml"
+    wrong = "sha256:" + ":".join(["AB"] * 32)
+    config.write_text(
+        config_text(pki, recorder.port, 0).replace(f'"{pki.server_pin}"', f'"{wrong}"')
+    )
+    proc = await asyncio.create_subprocess_exec(
+        NATSYNC, "edge", "run", "--config", str(config), stderr=asyncio.subprocess.PIPE
+    )
+    assert proc.stderr is not None
+    try:
+        async with asyncio.timeout(30):
+            while b"not the pinned" not in (line := await proc.stderr.readline()):
+                assert line, "natsync edge run exited"
+        assert pki.server_pin.encode() in line
+        assert b"natsync edge trust-backend" in line
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(proc.wait(), 15)
