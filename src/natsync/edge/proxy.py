@@ -114,6 +114,10 @@ class Edge:
         self.tasks: set[asyncio.Task[Any]] = set()
         self._last_backend_log = -BACKEND_LOG_INTERVAL
         self._last_prune = 0.0
+        self.loop = asyncio.get_running_loop()
+        #: A coarse clock for deadlines, refreshed by every sweep: deadlines are only checked
+        #: once a second, so reading the loop's clock per packet would buy nothing.
+        self.now = self.loop.time()
 
     # -- helpers
 
@@ -145,7 +149,8 @@ class Edge:
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(SWEEP_INTERVAL)
-            self.sweep(loop.time())
+            self.now = loop.time()
+            self.sweep(self.now)
 
     # -- server connections
 
@@ -212,7 +217,7 @@ class Edge:
         if len(self.pool) >= self.config.pool_size:
             transport.close()
             return
-        backend.deadline = asyncio.get_running_loop().time() + POOL_IDLE
+        backend.deadline = self.now + POOL_IDLE
         self.pool.append(backend)
 
     def close_all(self) -> None:
@@ -256,14 +261,14 @@ class BackendConn(asyncio.Protocol):
         self.buf = b""
         self.response = None
         self.chunks = None
-        self.deadline = asyncio.get_running_loop().time() + self.edge.read_timeout
+        self.deadline = self.edge.now + self.edge.read_timeout
 
     def data_received(self, data: bytes) -> None:
         client = self.client
         if client is None:  # bytes from an idle pooled connection: not trustworthy any more
             self.drop()
             return
-        self.deadline = client.loop_time() + self.edge.read_timeout
+        self.deadline = self.edge.now + self.edge.read_timeout
         if self.response is None:
             self.buf += data
             while self.response is None:
@@ -399,7 +404,7 @@ class ClientConn(asyncio.Protocol):
         return self.head.method if self.head is not None else b"GET"
 
     def loop_time(self) -> float:
-        return asyncio.get_running_loop().time()
+        return self.edge.now
 
     # -- connection
 
@@ -502,7 +507,7 @@ class ClientConn(asyncio.Protocol):
                 self.buf = body
                 self._ready_for_next()
             return
-        if not edge.limits.allow_request(self.ip, self.loop_time()):
+        if not edge.limits.allow_request(self.ip, edge.loop.time()):
             self.keep_alive = False
             self._answer(503, retry_after=RETRY_AFTER_LIMIT)
             return
