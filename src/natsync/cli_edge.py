@@ -35,17 +35,17 @@ async def _serve(config: EdgeConfig, worker: int, children: list[int]) -> None:
 
     if worker > 0:  # the admin listener and the TCP forwards live in the first worker only
         config = replace(config, admin_listen="", forwards=())
-    running = await start_edge(config, reuse_port=config.workers > 1)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):  # before listening: a stop is never lost
+        loop.add_signal_handler(sig, stop.set)
+    running = await start_edge(config, reuse_port=config.workers > 1)
 
     def reload() -> None:
         running.reload()
         _signal_children(children, signal.SIGHUP)
 
     loop.add_signal_handler(signal.SIGHUP, reload)
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     if worker == 0:
         checking = asyncio.create_task(_check_pin(config), name="edge-pin-check")
         forwards = " ".join(str(p) for p in running.forward_ports)
@@ -118,12 +118,31 @@ def _tune_malloc() -> None:
         return
 
 
+#: prctl() option that sends a signal when the parent process ends (linux/prctl.h).
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """A worker ends with the first one, even if that one was killed without a word."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return
+    try:
+        ctypes.CDLL(name).prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM))
+    except (OSError, AttributeError):  # not Linux
+        return
+
+
 def _fork_workers(config: EdgeConfig) -> tuple[int, list[int]]:
     """Fork workers 1..N-1 before any event loop exists; they share the port (SO_REUSEPORT)."""
     children: list[int] = []
     for index in range(1, config.workers):
         pid = os.fork()
         if pid == 0:
+            _die_with_parent()
             return index, []
         children.append(pid)
     return 0, children

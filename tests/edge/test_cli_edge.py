@@ -143,3 +143,26 @@ async def test_run_says_at_start_that_the_pin_does_not_match(
     finally:
         proc.send_signal(signal.SIGTERM)
         await asyncio.wait_for(proc.wait(), 15)
+
+
+@pytest.mark.slow
+async def test_workers_end_when_the_first_one_is_killed(
+    tmp_path: Path, pki: Pki, recorder: Recorder
+) -> None:
+    config = tmp_path / "edge.toml"
+    config.write_text(config_text(pki, recorder.port, free_port(), workers=2))
+    proc = await asyncio.create_subprocess_exec(
+        NATSYNC, "edge", "run", "--config", str(config), stderr=asyncio.subprocess.PIPE
+    )
+    assert proc.stderr is not None
+    async with asyncio.timeout(30):
+        while b"natsync edge: listening" not in await proc.stderr.readline():
+            pass
+    (child,) = _children(proc.pid)
+    proc.kill()
+    await proc.wait()
+    for _ in range(100):
+        if _state(int(child)) == b"Z":
+            break
+        await asyncio.sleep(0.05)
+    assert _state(int(child)) == b"Z"
