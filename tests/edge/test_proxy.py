@@ -335,3 +335,17 @@ def test_timeout_shorter_than_the_heartbeat_warns(pki: Pki) -> None:
     assert "900" in warning
     assert edge_config(pki, 1, heartbeat_max=900).read_timeout == 960
     assert edge_config(pki, 1).timeout_warnings() == []
+
+
+async def test_a_silent_server_gets_504_after_the_backend_timeout(
+    pki: Pki, recorder: Recorder, make_edge: EdgeFactory
+) -> None:
+    config = edge_config(pki, recorder.port, heartbeat_max=1, backend_timeout=1.5)
+    edge = await make_edge(config)
+    started = time.monotonic()
+    ping = post(EAS + b"?Cmd=Ping&User=alice&DeviceId=D1&DeviceType=T")
+    response = await exchange(edge, pki, ping, timeout=10)
+    assert status_of(response) == 504
+    assert 1.5 <= time.monotonic() - started < 4.0
+    assert edge.edge.metrics.backend_errors["timeout"] == 1
+    assert edge.edge.metrics.held_pings == 0

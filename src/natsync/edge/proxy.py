@@ -115,9 +115,6 @@ class Edge:
         self._last_backend_log = -BACKEND_LOG_INTERVAL
         self._last_prune = 0.0
         self.loop = asyncio.get_running_loop()
-        #: A coarse clock for deadlines, refreshed by every sweep: deadlines are only checked
-        #: once a second, so reading the loop's clock per packet would buy nothing.
-        self.now = self.loop.time()
 
     # -- helpers
 
@@ -149,8 +146,7 @@ class Edge:
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(SWEEP_INTERVAL)
-            self.now = loop.time()
-            self.sweep(self.now)
+            self.sweep(loop.time())
 
     # -- server connections
 
@@ -217,7 +213,7 @@ class Edge:
         if len(self.pool) >= self.config.pool_size:
             transport.close()
             return
-        backend.deadline = self.now + POOL_IDLE
+        backend.deadline = self.loop.time() + POOL_IDLE
         self.pool.append(backend)
 
     def close_all(self) -> None:
@@ -261,14 +257,14 @@ class BackendConn(asyncio.Protocol):
         self.buf = b""
         self.response = None
         self.chunks = None
-        self.deadline = self.edge.now + self.edge.read_timeout
+        self.deadline = self.edge.loop.time() + self.edge.read_timeout
 
     def data_received(self, data: bytes) -> None:
         client = self.client
         if client is None:  # bytes from an idle pooled connection: not trustworthy any more
             self.drop()
             return
-        self.deadline = self.edge.now + self.edge.read_timeout
+        self.deadline = self.edge.loop.time() + self.edge.read_timeout
         if self.response is None:
             self.buf += data
             while self.response is None:
@@ -351,12 +347,15 @@ class BackendConn(asyncio.Protocol):
             client.backend_lost()
 
     def timed_out(self) -> None:
-        if self.client is not None:
+        client = self.client
+        self.client = None
+        self.drop()
+        if client is not None:
             self.edge.backend_failure(
                 "timeout",
                 f"the server sent nothing for {self.edge.read_timeout:g} s; closing the request",
             )
-        self.drop()
+            client.backend_lost(504)
 
     def drop(self) -> None:
         self.deadline = 0.0
@@ -404,7 +403,7 @@ class ClientConn(asyncio.Protocol):
         return self.head.method if self.head is not None else b"GET"
 
     def loop_time(self) -> float:
-        return self.edge.now
+        return self.edge.loop.time()
 
     # -- connection
 
@@ -641,16 +640,17 @@ class ClientConn(asyncio.Protocol):
         self.keep_alive = False
         self._answer(status, retry_after=retry_after)
 
-    def backend_lost(self) -> None:
-        """The server connection broke before the response ended."""
+    def backend_lost(self, status: int = 502) -> None:
+        """The server connection broke (502) or went silent (504) before the response ended."""
         self.backend = None
         if self.state == _CLOSED:
             return
         if self.status == 0:
-            self.edge.backend_failure("reset", "the server closed the connection mid-request")
+            if status == 502:
+                self.edge.backend_failure("reset", "the server closed the connection mid-request")
             self._end_ping()
             self.keep_alive = False
-            self._answer(502)
+            self._answer(status)
         else:
             self._end_request(self.status)
             self.state = _CLOSED
