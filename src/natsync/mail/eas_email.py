@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import base64
 import enum
+import functools
 import hashlib
 import html
 import re
@@ -108,6 +109,10 @@ MAX_CATEGORIES = 300
 #: A FILETIME counts 100 ns ticks since 1601-01-01.
 _FILETIME_EPOCH_OFFSET = 116444736000000000
 
+#: DisplayTo texts remembered: a mailbox's To lines repeat (the owner's own address, a few
+#: lists), and parsing an address list is a tenth of rendering a message.
+DISPLAY_TO_CACHE = 4096
+
 _SUPPORTED_VERSIONS = ("12.1", "14.0", "14.1", "16.0", "16.1")
 
 
@@ -172,8 +177,9 @@ def format_eas_date(moment: datetime) -> str:
     """EAS date-time text (MS-ASDTYPE 2.3): ``2026-11-25T09:49:53.000Z``, always UTC."""
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    moment = moment.astimezone(UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    # isoformat is C code and several times cheaper than strftime; every Sync item has a date.
+    # An aware time's isoformat ends with its "+00:00" offset, replaced by the "Z" EAS wants.
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
 _EAS_DATE = re.compile(
@@ -308,6 +314,7 @@ def thread_topic(subject: str) -> str:
     return _REPLY_PREFIX.sub("", subject).strip()
 
 
+@functools.lru_cache(maxsize=DISPLAY_TO_CACHE)
 def _display_to(to_addrs: str) -> str:
     names = [name or addr for name, addr in address_list(to_addrs)]
     return "; ".join(n for n in names if n)
@@ -443,14 +450,15 @@ def build_body(
     """The airsyncbase:Body for the client's preferences (see the module docstring)."""
     native = BodyType.HTML if rich is not None else BodyType.PLAIN
     ordered = _choose(preferences, native, message_class, mime_support, mime_truncation)
-    chosen, send_data = ordered[0], False
+    chosen, send_data, rendered = ordered[0], False, None
     for pref in ordered:
-        rendered = _render(pref.type, raw, plain, rich)
-        fits = pref.truncation_size is None or len(rendered.data) <= pref.truncation_size
+        candidate = _render(pref.type, raw, plain, rich)
+        fits = pref.truncation_size is None or len(candidate.data) <= pref.truncation_size
         if fits or not pref.all_or_none:
-            chosen, send_data = pref, True
+            chosen, send_data, rendered = pref, True, candidate
             break
-    rendered = _render(chosen.type, raw, plain, rich)
+    if rendered is None:
+        rendered = _render(chosen.type, raw, plain, rich)
     preview = None
     if chosen.preview and _version(version) >= (14, 0):
         preview = preview_of(plain, chosen.preview)
