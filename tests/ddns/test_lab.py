@@ -20,6 +20,7 @@ from tests.ddns.lab import (
     INET6,
     LAN6_HOST,
     LAN_HOST,
+    LAN_ROUTER,
     NATSYNC,
     PUBLIC,
     PUBLIC_NEXT,
@@ -339,3 +340,39 @@ def test_dns_follows_an_address_change_within_one_interval(world: World) -> None
     log = (world.lab.dir / "ddns-run.log").read_text()
     assert f"{PUBLIC} -> {PUBLIC_NEXT}" in log
     assert "secret" not in log.lower()
+
+
+def test_pcp_source_reports_the_public_address_and_carrier_grade_nat(world: World) -> None:
+    # PCP as the only source, so the verdict rests on its answer alone
+    config = world.lab.dir / "pcp.toml"
+    config.write_text(
+        world.config.read_text()
+        .replace('sources = ["natpmp", "upnp", "stun", "interface"]', 'sources = ["pcp"]')
+        .replace("families = [4, 6]", "families = [4]")
+    )
+
+    def verdict() -> dict[str, object]:
+        done = world.lab.natsync("ddns", "status", "--json", "-c", str(config))
+        assert done.returncode == 0, done.stderr
+        result: dict[str, object] = json.loads(done.stdout)["verdicts"][0]
+        return result
+
+    found = verdict()
+    assert found["verdict"] == "agree"
+    assert found["address"] == PUBLIC
+    assert f"pcp ({LAN_ROUTER}) sees {PUBLIC}" in found["evidence"]  # type: ignore[operator]
+    # the probe mapping was deleted at once: no forwarding rule is left on the router
+    rules = world.lab.ns(
+        world.lab.router, "nft", "list", "chain", "inet", "miniupnpd", "prerouting_miniupnpd"
+    ).stdout
+    assert "dnat" not in rules
+
+    world.lab.set_wan_address(CGNAT)
+    try:
+        found = verdict()
+        assert found["verdict"] == "cgnat"
+        assert found["summary"] == CGNAT_WORDS
+        evidence = "\n".join(found["evidence"])  # type: ignore[arg-type]
+        assert "the router (pcp) says it has no usable public address" in evidence
+    finally:
+        world.lab.set_wan_address(PUBLIC)

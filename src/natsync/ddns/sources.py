@@ -31,7 +31,8 @@ MAX_ECHO_BODY = 128
 ECHO_TIMEOUT = 5.0
 #: RFC 6887 section 11.6 learns the external address with a short-lived MAP. We delete the
 #: mapping as soon as the answer is in; the lifetime only matters when that delete is lost, and
-#: then the router forgets the mapping on its own within a minute.
+#: then the router forgets the mapping on its own soon after (a router may lengthen a lifetime it
+#: finds too short: miniupnpd grants at least 120 s).
 PCP_PROBE_LIFETIME = 60
 
 
