@@ -98,6 +98,7 @@ MIME_TRUNCATION_SIZES: dict[int, int | None] = {
 
 #: MS-ASEMAIL 2.2.2.41 InternetCPID: the code page of the body; we always send UTF-8.
 INTERNET_CPID_UTF8 = 65001
+_CPID_TEXT = str(INTERNET_CPID_UTF8)
 #: MS-ASEMAIL 2.2.2.17 ContentClass of an email item.
 CONTENT_CLASS_MESSAGE = "urn:content-classes:message"
 #: MS-ASEMAIL2 ConversationId is a 16-byte value (MS-ASCON 2.2.2.3).
@@ -422,18 +423,20 @@ def _body_element(
     size = len(rendered.data)
     limit = pref.truncation_size
     truncated = limit is not None and size > limit
-    body = E("AirSyncBase", "Body", E("AirSyncBase", "Type", rendered.type))
-    body.add("AirSyncBase", "EstimatedDataSize", size)
-    body.add("AirSyncBase", "Truncated", truncated)
+    kids = [
+        Element("AirSyncBase", "Type", [], str(int(rendered.type))),
+        Element("AirSyncBase", "EstimatedDataSize", [], str(size)),
+        Element("AirSyncBase", "Truncated", [], "1" if truncated else "0"),
+    ]
     if send_data:
         data = rendered.data
         if truncated and limit is not None:
             data = truncate_utf8(data, limit) if rendered.text else data[:limit]
         value: str | bytes = data.decode("utf-8") if rendered.text else data
-        body.add("AirSyncBase", "Data", value)
+        kids.append(Element("AirSyncBase", "Data", [], value))
     if preview is not None:
-        body.add("AirSyncBase", "Preview", preview)
-    return body
+        kids.append(Element("AirSyncBase", "Preview", [], preview))
+    return Element("AirSyncBase", "Body", kids)
 
 
 def build_body(
@@ -475,27 +478,32 @@ def email_application_data(
     mime_truncation: int | None = None,
     container: tuple[str, str] = ("AirSync", "ApplicationData"),
 ) -> Element:
-    """The Email ApplicationData of *message* (with its *raw* MIME) for protocol *version*."""
+    """The Email ApplicationData of *message* (with its *raw* MIME) for protocol *version*.
+
+    Built as plain child lists of text leaves rather than through ``Element.add`` (which
+    checks each value's type): a Sync window builds about twenty of them per message."""
     v = _version(version if version in _SUPPORTED_VERSIONS else "16.1")
     content = read_content(raw)
     topic = header_text(content.message, "Thread-Topic") or thread_topic(message.subject)
-    appdata = Element(*container)
+    kids: list[Element] = []
+    leaf = kids.append
     if message.to_addrs:
-        appdata.add("Email", "To", message.to_addrs)
+        leaf(Element("Email", "To", [], message.to_addrs))
     if message.cc_addrs:
-        appdata.add("Email", "Cc", message.cc_addrs)
+        leaf(Element("Email", "Cc", [], message.cc_addrs))
     if message.from_addr:
-        appdata.add("Email", "From", message.from_addr)
-    appdata.add("Email", "Subject", message.subject)
+        leaf(Element("Email", "From", [], message.from_addr))
+    leaf(Element("Email", "Subject", [], message.subject))
     if message.reply_to:
-        appdata.add("Email", "ReplyTo", message.reply_to)
-    appdata.add("Email", "DateReceived", format_eas_date(message.received_at))
-    appdata.add("Email", "DisplayTo", _display_to(message.to_addrs))
-    appdata.add("Email", "ThreadTopic", topic)
-    appdata.add("Email", "Importance", message.importance)
-    appdata.add("Email", "Read", message.read)
+        leaf(Element("Email", "ReplyTo", [], message.reply_to))
+    leaf(Element("Email", "DateReceived", [], format_eas_date(message.received_at)))
+    leaf(Element("Email", "DisplayTo", [], _display_to(message.to_addrs)))
+    leaf(Element("Email", "ThreadTopic", [], topic))
+    leaf(Element("Email", "Importance", [], str(message.importance)))
+    leaf(Element("Email", "Read", [], "1" if message.read else "0"))
     if message.attachments:
-        attachments = appdata.append(Element("AirSyncBase", "Attachments"))
+        attachments = Element("AirSyncBase", "Attachments")
+        leaf(attachments)
         for att in message.attachments:
             item = attachments.append(Element("AirSyncBase", "Attachment"))
             item.add("AirSyncBase", "DisplayName", att.filename)
@@ -505,11 +513,12 @@ def email_application_data(
             if att.content_id:
                 item.add("AirSyncBase", "ContentId", att.content_id)
             item.add("AirSyncBase", "IsInline", att.is_inline)
-    appdata.append(
+    html_body = content.html
+    leaf(
         build_body(
             raw,
             content.text,
-            content.html,
+            html_body,
             message.message_class,
             version,
             preferences,
@@ -517,16 +526,17 @@ def email_application_data(
             mime_truncation=mime_truncation,
         )
     )
-    appdata.add("Email", "MessageClass", message.message_class)
-    appdata.add("Email", "InternetCPID", INTERNET_CPID_UTF8)
-    appdata.append(_flag_element(message.flag))
-    appdata.add("Email", "ContentClass", CONTENT_CLASS_MESSAGE)
-    appdata.add("AirSyncBase", "NativeBodyType", BodyType.HTML if content.html is not None else 1)
+    leaf(Element("Email", "MessageClass", [], message.message_class))
+    leaf(Element("Email", "InternetCPID", [], _CPID_TEXT))
+    leaf(_flag_element(message.flag))
+    leaf(Element("Email", "ContentClass", [], CONTENT_CLASS_MESSAGE))
+    native = BodyType.HTML if html_body is not None else BodyType.PLAIN
+    leaf(Element("AirSyncBase", "NativeBodyType", [], str(int(native))))
     if v >= (14, 0):
         conversation_id, index = _conversation(
             header_text(content.message, "Thread-Index"), topic, message.received_at
         )
-        appdata.add("Email2", "ConversationId", conversation_id)
-        appdata.add("Email2", "ConversationIndex", index)
-        appdata.append(_categories_element(message.categories))
-    return appdata
+        leaf(Element("Email2", "ConversationId", [], conversation_id))
+        leaf(Element("Email2", "ConversationIndex", [], index))
+        leaf(_categories_element(message.categories))
+    return Element(*container, kids)
