@@ -509,7 +509,9 @@ def _message_class(content: MailContent) -> str:
 
 def preview_of(text: str, limit: int = MAX_PREVIEW_CHARS) -> str:
     """The first *limit* characters of *text* with whitespace runs collapsed (EAS Preview)."""
-    return _WHITESPACE.sub(" ", text[: limit * 4]).strip()[:limit]
+    # str.split() splits on exactly the characters \s matches (str.isspace), several times
+    # faster than the regular expression; SMTP ingest takes a preview of every message.
+    return " ".join(text[: limit * 4].split())[:limit]
 
 
 def looks_like_message(raw: bytes, msg: Message) -> bool:
@@ -549,7 +551,7 @@ def parse_message(raw: bytes, now: datetime) -> NewMessage:
         attachments=tuple(content.attachments),
         # The store indexes this text for Search; handing it over spares a second parse of
         # every message inside the delivery transaction.
-        body_text=_WHITESPACE.sub(" ", text).strip(),
+        body_text=" ".join(text.split()),  # = _WHITESPACE.sub(" ", text).strip(), faster
     )
 
 
