@@ -192,8 +192,8 @@ async def serve(args: argparse.Namespace) -> None:
     config = ServerConfig(
         host="127.0.0.1",
         port=0,
-        tls_cert=Path(args.cert),
-        tls_key=Path(args.key),
+        tls_cert=None if args.plain else Path(args.cert),
+        tls_key=None if args.plain else Path(args.key),
         data_dir=Path(args.db).parent,
         domains=(DOMAIN,),
         require_provisioning=False,
@@ -319,7 +319,7 @@ async def client(args: argparse.Namespace) -> None:
     from natsync.wbxml import decode
 
     raise_nofile()
-    context = ssl.create_default_context(cafile=args.cert)
+    context = None if args.plain else ssl.create_default_context(cafile=args.cert)
     body = ping_body(args.inbox)
     gate = asyncio.Semaphore(SETUP_CONCURRENCY)
     ready = 0
@@ -338,7 +338,10 @@ async def client(args: argparse.Namespace) -> None:
                     async with gate:
                         phone.key = "0"
                         phone.reader, phone.writer = await asyncio.open_connection(
-                            "127.0.0.1", args.port, ssl=context, server_hostname="localhost"
+                            "127.0.0.1",
+                            args.port,
+                            ssl=context,
+                            server_hostname="localhost" if context else None,
                         )
                         await phone.sync()  # SyncKey 0 -> the first key
                         await phone.sync()  # the inbox is now seen: a Ping on it waits
@@ -488,6 +491,8 @@ async def one_round(args: argparse.Namespace, n: int, work: Path, inbox: str) ->
             shutil.copy(src, str(db) + suffix)
     cert, key = work / "cert.pem", work / "key.pem"
     server_argv = ["--role", "server", "--db", str(db), "--cert", str(cert), "--key", str(key)]
+    if args.plain:
+        server_argv.append("--plain")
     if args.trace:
         server_argv += ["--trace", str(args.trace)]
     server = await Child.start(*server_argv)
@@ -518,6 +523,7 @@ async def one_round(args: argparse.Namespace, n: int, work: Path, inbox: str) ->
                     str(cert),
                     "--inbox",
                     inbox,
+                    *(["--plain"] if args.plain else []),
                     "--first",
                     str(first),
                     "--count",
@@ -648,7 +654,7 @@ async def bench(args: argparse.Namespace) -> None:
         print()
         print(
             f"server loop: {rows[0]['loop']}; {args.messages} messages at {args.rate}/s; "
-            f"users = devices; TLS 1.3 over loopback"
+            f"users = devices; {'plain HTTP' if args.plain else 'TLS 1.3'} over loopback"
         )
         print(
             "| held Pings | RSS idle | RSS held | KB per held Ping | idle CPU (% core) "
@@ -676,6 +682,7 @@ def main() -> None:
     parser.add_argument("--procs", type=int, default=2, help="client processes (at least)")
     parser.add_argument("--idle-seconds", type=float, default=10.0)
     parser.add_argument("--time-limit", type=float, default=600.0)
+    parser.add_argument("--plain", action="store_true", help="no TLS (to see TLS's share)")
     parser.add_argument("--trace", type=int, default=0, help="tracemalloc frames (0: off)")
     parser.add_argument("--role", default="bench", choices=["bench", "server", "client"])
     for name in ("--db", "--cert", "--key", "--inbox"):
