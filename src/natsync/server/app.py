@@ -15,10 +15,13 @@ outside any transaction. Every request leaves one JSON access-log line.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import os
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -324,6 +327,22 @@ def make_app(config: ServerConfig, store: Store, relay: Any = None) -> web.Appli
     app.router.add_route("*", "/{tail:.*}", eas.route)
     app[EAS_APP] = eas
     return app
+
+
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop when installed (the ``uvloop`` extra), else None (asyncio's).
+
+    Memory per held Ping is what limits a push server, and the TLS transport dominates it:
+    asyncio's reserves about 570 KB per connection (its 256 KiB buffers), uvloop's about 25-30
+    KB (docs/push.md). NATSYNC_NO_UVLOOP=1 keeps the standard loop."""
+    if os.environ.get("NATSYNC_NO_UVLOOP"):
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
 
 
 def tls_context(config: ServerConfig) -> ssl.SSLContext | None:
