@@ -7,6 +7,8 @@ STAMP := $(VENV)/.installed
 # Debian packages the test suite needs (real parts: libwbxml for cross-checks ...).
 APT_TEST_PACKAGES := libwbxml2-utils bind9 bind9-dnsutils miniupnpd-nftables nftables iproute2 coturn pebble chromium postgresql nginx-light haproxy
 FUZZ_SECONDS ?= 20
+# Benchmarks (bench/NAME_bench.py) print their figures; never part of the pass/fail suite.
+BENCHES := wbxml sync push edge
 
 .PHONY: run test venv lint typecheck pytest fuzz bench apt-test clean
 
@@ -42,8 +44,11 @@ pytest: $(STAMP)
 fuzz: $(STAMP)
 	$(BIN)/python fuzz/run_all.py --seconds $(FUZZ_SECONDS)
 
-bench: $(STAMP)
-	$(BIN)/python bench/wbxml_bench.py
+bench: $(addprefix bench-,$(BENCHES))
+
+bench-%: $(STAMP) apt-test
+	@scripts/ensure-apt.sh wrk
+	$(BIN)/python bench/$*_bench.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
