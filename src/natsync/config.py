@@ -8,6 +8,7 @@ not at the first request.
 
 from __future__ import annotations
 
+import ipaddress
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -70,6 +71,10 @@ class ServerConfig:
     public_name: str = ""
     #: Overrides of EASProvisionDoc settings by name (see natsync.eas.policy).
     policy: dict[str, int | str] = field(default_factory=dict)
+    #: Addresses of proxies (the edge) whose X-Forwarded-For the server believes: a request
+    #: from one of them is logged and rate-limited under the address that proxy names. From any
+    #: other address the header is ignored, so a client cannot pick its own address.
+    trusted_proxies: tuple[str, ...] = ()
 
     @property
     def heartbeat_cap(self) -> int:
@@ -119,6 +124,13 @@ class ServerConfig:
         for domain in self.domains:
             if not domain or "@" in domain or " " in domain:
                 raise ConfigError(f"server.domains has an invalid domain {domain!r}")
+        for proxy in self.trusted_proxies:
+            try:
+                ipaddress.ip_address(proxy)
+            except ValueError:
+                raise ConfigError(
+                    f"server.trusted_proxies has {proxy!r}: an IP address is needed"
+                ) from None
         from natsync.eas.policy import check_overrides
 
         check_overrides(self.policy)
@@ -147,6 +159,10 @@ def server_config_from_dict(table: dict[str, Any], base: Path | None = None) -> 
             if not isinstance(value, list) or not all(isinstance(d, str) for d in value):
                 raise ConfigError("server.domains must be a list of strings")
             values[key] = tuple(d.lower() for d in value)
+        elif key == "trusted_proxies":
+            if not isinstance(value, list) or not all(isinstance(a, str) for a in value):
+                raise ConfigError("server.trusted_proxies must be a list of IP addresses")
+            values[key] = tuple(value)
         elif key == "policy":
             if not isinstance(value, dict):
                 raise ConfigError("server.policy must be a table")

@@ -16,6 +16,7 @@ outside any transaction. Every request leaves one JSON access-log line.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import logging
 import os
@@ -67,6 +68,7 @@ class EasApp:
         self.relay = relay
         #: The live hold (Ping / held Sync) of each device: (user id, DeviceId) -> subscription.
         self._holds: dict[tuple[int, str], Subscription] = {}
+        self._trusted = frozenset(str(ipaddress.ip_address(a)) for a in config.trusted_proxies)
         self.auth = Authenticator(
             store,
             max_per_user=config.max_failed_logins_per_user,
@@ -76,12 +78,22 @@ class EasApp:
 
     # -- plumbing
 
+    def client_address(self, request: web.Request) -> str:
+        """The phone's address for the log and the per-address login limit: the socket's, or,
+        when the socket is a trusted proxy (the edge), the last X-Forwarded-For entry — the
+        one that proxy wrote. A client's own X-Forwarded-For never counts."""
+        remote = request.remote or ""
+        if remote not in self._trusted:
+            return remote
+        forwarded = ",".join(request.headers.getall("X-Forwarded-For", ()))
+        return forwarded.rsplit(",", 1)[-1].strip() or remote
+
     def _challenge(self) -> dict[str, str]:
         return {"WWW-Authenticate": f'Basic realm="{self.config.realm}"'}
 
     def _log(self, request: web.Request, started: float, http: int, **fields: Any) -> None:
         record = {
-            "remote": request.remote or "",
+            "remote": self.client_address(request),
             "method": request.method,
             "path": request.path,
             "http": http,
@@ -113,7 +125,7 @@ class EasApp:
         started = time.perf_counter()
         authorization = request.headers.get("Authorization")
         if authorization is not None:
-            auth = await self.auth.authenticate(authorization, request.remote or "")
+            auth = await self.auth.authenticate(authorization, self.client_address(request))
             if auth.user is None:
                 headers = self._challenge() if auth.http_status == 401 else {"Retry-After": "60"}
                 self._log(request, started, auth.http_status, cmd="OPTIONS", user=auth.name)
@@ -145,7 +157,7 @@ class EasApp:
             if length is not None and length > self.config.max_request_body:
                 raise HttpError(413, "the request body is larger than server.max_request_body")
             auth = await self.auth.authenticate(
-                request.headers.get("Authorization"), request.remote or ""
+                request.headers.get("Authorization"), self.client_address(request)
             )
             if auth.user is None:
                 fields["user"] = auth.name or fields.get("user")
@@ -289,7 +301,7 @@ class EasApp:
     async def autodiscover(self, request: web.Request) -> web.Response:
         started = time.perf_counter()
         auth = await self.auth.authenticate(
-            request.headers.get("Authorization"), request.remote or ""
+            request.headers.get("Authorization"), self.client_address(request)
         )
         if auth.user is None:
             headers = self._challenge() if auth.http_status == 401 else {"Retry-After": "60"}
