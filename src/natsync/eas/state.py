@@ -8,13 +8,27 @@ successor, byte for byte, instead of a second (duplicating) answer. The store ke
 and the previous key of each collection, so exactly one step back can be replayed; anything
 older is an unknown key (Sync Status 3 / FolderSync Status 9) and a clean resync.
 
-The blob is zlib-compressed JSON (a 10,000-item map is ~40 KB) followed by the cached answer
-as raw bytes: cheap to rewrite on every window.
+The blob is rewritten on every Sync window and read at least once per window, and during an
+initial sync its ``items`` map grows to one entry per message (10,000 and more): its encoding
+is on the hot path. Format 3 (written now) is the state as ``marshal`` (format version 4)
+behind a CRC-32, then the cached answer as raw bytes. For a 10,000-entry map that is ~0.8 ms to
+write and ~1.5 ms to read, against ~4 ms and ~4.5 ms for format 2 (zlib-compressed JSON, still
+read, so devices keep their keys across an upgrade); the price is size (~130 KB uncompressed
+against ~45 KB), cheap next to the rows of the answer itself.
+
+Why marshal is acceptable here, although it is not meant for untrusted data: the blob is only
+ever produced by ``pack`` and only read back from our own store, never from the network. Its
+CRC-32 is checked before ``marshal.loads`` sees a byte, so a truncated or damaged blob is
+rejected as corrupt (and the key is unknown: a clean resync), and marshal only ever parses
+exactly what ``marshal.dumps`` wrote. The decoded value must still be a dict (and ``items``,
+when present, a dict), or it is corrupt too. A state marshal cannot write (a str or int
+subclass, say) falls back to format 2, so ``pack`` never fails where it used to succeed.
 """
 
 from __future__ import annotations
 
 import json
+import marshal
 import re
 import secrets
 import struct
@@ -26,13 +40,20 @@ from natsync.eas.errors import EasError
 INITIAL_KEY = "0"
 #: SyncKey is at most 64 characters (MS-ASCMD 2.2.3.176.4); ours are far shorter.
 MAX_SYNC_KEY = 64
-#: zlib level 1: the blob is rewritten on every Sync, so speed beats the last few percent.
+#: zlib level 1 for format 2: the blob is rewritten on every Sync, so speed beats size.
 _ZLIB_LEVEL = 1
-#: First bytes of a state blob (format 2: JSON head + raw cached answer).
-_MAGIC = b"NS2"
+#: First bytes of a format 2 blob: MAGIC, length (>I), zlib JSON head, raw cached answer.
+_MAGIC_JSON = b"NS2"
+#: First bytes of a format 3 blob: MAGIC, length and CRC-32 (>II), marshal head, raw answer.
+_MAGIC_MARSHAL = b"NS3"
+_HEAD3 = struct.Struct(">II")
+#: marshal format version 4 (Python 3.4+): stable, and readable by every later Python. Pinned
+#: rather than ``marshal.version`` so a future default cannot change what we write unnoticed.
+_MARSHAL_VERSION = 4
 #: Key under which unpack() returns the cached answer bytes.
 ANSWER = "answer"
 _KEY = re.compile(r"\{([0-9a-f]{8})\}([0-9]{1,12})")
+_CORRUPT = "a stored sync state is corrupt; the device must resync"
 
 
 def new_key() -> str:
@@ -49,25 +70,52 @@ def next_key(key: str) -> str | None:
 
 
 def pack(state: dict[str, Any], answer: bytes = b"") -> bytes:
-    """The blob: ``MAGIC``, the compressed JSON's length, the compressed JSON, then the cached
-    *answer* as it was sent (already compact WBXML: neither base64 nor compressed again)."""
+    """The blob (format 3): ``MAGIC``, the head's length and CRC-32, the head (the state,
+    marshalled), then the cached *answer* as it was sent (already compact WBXML: neither
+    base64 nor compressed again). Falls back to format 2 for a state marshal cannot write."""
+    try:
+        head = marshal.dumps(state, _MARSHAL_VERSION)
+    except ValueError:
+        return pack_json(state, answer)
+    return _MAGIC_MARSHAL + _HEAD3.pack(len(head), zlib.crc32(head)) + head + answer
+
+
+def pack_json(state: dict[str, Any], answer: bytes = b"") -> bytes:
+    """The blob in format 2 (zlib-compressed JSON): the fallback of ``pack``, and what blobs
+    written before format 3 look like."""
     head = zlib.compress(json.dumps(state, separators=(",", ":")).encode(), _ZLIB_LEVEL)
-    return _MAGIC + struct.pack(">I", len(head)) + head + answer
+    return _MAGIC_JSON + struct.pack(">I", len(head)) + head + answer
+
+
+def _unpack_marshal(blob: bytes) -> tuple[object, bytes]:
+    start = len(_MAGIC_MARSHAL) + _HEAD3.size
+    size, crc = _HEAD3.unpack(blob[len(_MAGIC_MARSHAL) : start])
+    head = blob[start : start + size]
+    if len(head) != size or zlib.crc32(head) != crc:
+        raise ValueError("sync state head truncated or damaged")
+    # Checked above: exactly the bytes pack() wrote (module docstring: why marshal is safe here).
+    return marshal.loads(head), blob[start + size :]  # noqa: S302
+
+
+def _unpack_json(blob: bytes) -> tuple[object, bytes]:
+    start = len(_MAGIC_JSON) + 4
+    (size,) = struct.unpack(">I", blob[len(_MAGIC_JSON) : start])
+    return json.loads(zlib.decompress(blob[start : start + size])), blob[start + size :]
 
 
 def unpack(blob: bytes) -> dict[str, Any]:
     """The state; its cached answer, if any, is under the key ``ANSWER`` (bytes)."""
     try:
-        if not blob.startswith(_MAGIC):
+        if blob.startswith(_MAGIC_MARSHAL):
+            state, answer = _unpack_marshal(blob)
+        elif blob.startswith(_MAGIC_JSON):
+            state, answer = _unpack_json(blob)
+        else:
             raise ValueError("unknown sync state format")
-        start = len(_MAGIC) + 4
-        (size,) = struct.unpack(">I", blob[len(_MAGIC) : start])
-        state = json.loads(zlib.decompress(blob[start : start + size]))
-        answer = blob[start + size :]
-    except (zlib.error, ValueError, struct.error) as exc:
-        raise EasError("a stored sync state is corrupt; the device must resync") from exc
-    if not isinstance(state, dict):
-        raise EasError("a stored sync state is corrupt; the device must resync")
+    except (zlib.error, ValueError, struct.error, EOFError, TypeError) as exc:
+        raise EasError(_CORRUPT) from exc
+    if not isinstance(state, dict) or not isinstance(state.get("items", {}), dict):
+        raise EasError(_CORRUPT)
     if answer:
         state[ANSWER] = answer
     return state
