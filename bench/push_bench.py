@@ -17,7 +17,9 @@ Then it measures:
    client (same machine, CLOCK_MONOTONIC is shared by processes): p50 / p99 / max;
 4. exactly once: after each Status 2 the client Syncs and reports the subjects it got; each
    message must arrive once at its user's device. At most one message per user is in flight
-   at a time, so every Ping answer is attributed to exactly one message.
+   at a time, so every Ping answer is attributed to exactly one message;
+5. the rest of the server still answering: the client-side time of each of those Syncs, made
+   while the other N - 1 Pings are held.
 
 Setup shortcuts, said out loud: users = devices (one device per user); users are written
 straight into the store with a deliberately cheap scrypt hash (ln=4; the server's login cache
@@ -359,7 +361,8 @@ async def client(args: argparse.Namespace) -> None:
                 at = time.monotonic()
                 status = answer.child_text("Status")
                 if status == "2":
-                    say({"d": index, "t": at, "s": await phone.sync()})
+                    subjects = await phone.sync()
+                    say({"d": index, "t": at, "s": subjects, "sync": time.monotonic() - at})
                 elif status != "1":
                     raise RuntimeError(f"device {index}: Ping Status {status}")
         except asyncio.CancelledError:
@@ -508,6 +511,7 @@ async def one_round(args: argparse.Namespace, n: int, work: Path, inbox: str) ->
         share = -(-n // procs)
         arrivals: dict[str, list[float]] = {}
         errors: list[str] = []
+        syncs: list[float] = []  # ms of each Sync that followed a push, N Pings held meanwhile
         ready = 0
         for p in range(procs):
             first, count = p * share, min(share, n - p * share)
@@ -543,6 +547,7 @@ async def one_round(args: argparse.Namespace, n: int, work: Path, inbox: str) ->
                 elif "error" in event:
                     errors.append(event["error"])
                 else:
+                    syncs.append(event["sync"] * 1000)
                     for subject in event["s"]:
                         arrivals.setdefault(subject, []).append(event["t"])
 
@@ -622,6 +627,8 @@ async def one_round(args: argparse.Namespace, n: int, work: Path, inbox: str) ->
             "once": once,
             "dup": dup,
             "missing": sum(1 for s in sent if s not in arrivals),
+            "sync50": statistics.median(syncs) if syncs else float("nan"),
+            "sync99": pct(syncs, 99) if syncs else float("nan"),
             "errors": len(errors),
             "waiting_end": final["waiting"],
             "loop": ports["loop"],
@@ -659,16 +666,17 @@ async def bench(args: argparse.Namespace) -> None:
         print(
             "| held Pings | RSS idle | RSS held | KB per held Ping | idle CPU (% core) "
             "| push p50 / p99 / max ms (from 250) | (from end of DATA) | server CPU ms/push "
-            "| arrived once | dup | missing |"
+            "| arrived once | dup | missing | Sync p50 / p99 ms |"
         )
-        print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for r in rows:
             print(
                 f"| {r['n']:,} | {r['rss_idle'] / 2**20:.0f} MB | {r['rss_held'] / 2**20:.0f} MB "
                 f"| {r['per_ping'] / 1024:.1f} | {r['idle_cpu'] * 100:.2f} "
                 f"| {r['p50']:.1f} / {r['p99']:.1f} / {r['max']:.1f} "
                 f"| {r['d50']:.1f} / {r['d99']:.1f} / {r['dmax']:.1f} | {r['push_cpu_ms']:.2f} "
-                f"| {r['once']}/{r['sent']} | {r['dup']} | {r['missing']} |"
+                f"| {r['once']}/{r['sent']} | {r['dup']} | {r['missing']} "
+                f"| {r['sync50']:.1f} / {r['sync99']:.1f} |"
             )
     finally:
         shutil.rmtree(work, ignore_errors=True)
