@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import stat
 import subprocess
 import sys
@@ -95,12 +96,74 @@ def test_up_serves_tls_with_its_ca_and_stops_cleanly(tmp_path: Path) -> None:
     assert code == 0, err.decode()[-3000:]
     assert out == b""  # the JSON line was the only output on stdout
 
-    # a second run keeps the password, the CA and the store
-    proc, again = start_up(data_dir, "--https-port", "0", "--smtp-port", "0")
-    code, _out, err = stop(proc)
+    # a second run keeps the password, the CA and the store; --no-edge serves without the edge
+    proc, again = start_up(data_dir, "--https-port", "0", "--smtp-port", "0", "--no-edge")
+    try:
+        assert again["url"] == again["server_url"]
+        assert again["edge_admin"] == ""
+        assert asyncio.run(sync_inbox(again))[0] == "Inbox"
+    finally:
+        code, _out, err = stop(proc)
     assert code == 0, err.decode()[-3000:]
     assert again["password"] == info["password"]
     assert again["ca_file"] == info["ca_file"]
+
+
+#: A loopback source address that is neither the edge's side toward the server (127.0.0.1)
+#: nor anything the server trusts: the "phone" in the forwarded-address test.
+PHONE_SOURCE = "127.0.0.5"
+
+
+def _options(url: str, ca_file: str, source: str, forwarded: str) -> int:
+    """A TLS OPTIONS from *source* with a forged X-Forwarded-For; the HTTP status."""
+    port = int(url.rpartition(":")[2])
+    context = ssl.create_default_context(cafile=ca_file)
+    with (
+        socket.create_connection(("127.0.0.1", port), 10, source_address=(source, 0)) as raw,
+        context.wrap_socket(raw, server_hostname="localhost") as tls,
+    ):
+        tls.sendall(
+            b"OPTIONS /Microsoft-Server-ActiveSync HTTP/1.1\r\nHost: localhost\r\n"
+            b"X-Forwarded-For: " + forwarded.encode() + b"\r\nConnection: close\r\n\r\n"
+        )
+        head = b""
+        while b"\r\n" not in head and len(head) < 1024:
+            chunk = tls.recv(1024)
+            if not chunk:
+                break
+            head += chunk
+    return int(head.split()[1])
+
+
+def _server_remotes(stderr: bytes) -> list[str]:
+    marker = "natsync.server.access: "
+    return [
+        json.loads(line.split(marker, 1)[1])["remote"]
+        for line in stderr.decode().splitlines()
+        if marker in line
+    ]
+
+
+def test_up_runs_the_edge_in_front_and_the_server_logs_the_phone_address(
+    tmp_path: Path,
+) -> None:
+    proc, info = start_up(
+        tmp_path / "data", "--https-port", "0", "--smtp-port", "0", "--edge-port", "0"
+    )
+    try:
+        assert info["url"] != info["server_url"]
+        assert info["edge_admin"].startswith("http://127.0.0.1:")
+        # Through the edge: its X-Forwarded-For (the phone's socket address) is believed and
+        # the phone's forged one dropped.
+        assert _options(info["url"], info["ca_file"], PHONE_SOURCE, "203.0.113.66") == 200
+        # Straight to the server from an address it does not trust: the header is ignored.
+        direct = _options(info["server_url"], info["ca_file"], PHONE_SOURCE, "203.0.113.77")
+        assert direct == 200
+    finally:
+        code, _out, err = stop(proc)
+    assert code == 0, err.decode()[-3000:]
+    assert _server_remotes(err) == [PHONE_SOURCE, PHONE_SOURCE]
+    assert b"203.0.113." not in err
 
 
 def test_a_taken_default_port_gives_way_to_a_free_one() -> None:
@@ -116,7 +179,8 @@ def test_a_taken_default_port_gives_way_to_a_free_one() -> None:
 def test_up_help_lists_its_options() -> None:
     result = CliRunner().invoke(main, ["up", "--help"])
     assert result.exit_code == 0
-    for option in ("--data-dir", "--host", "--https-port", "--smtp-port", "--json"):
+    options = ("--data-dir", "--host", "--https-port", "--smtp-port", "--edge-port", "--no-edge")
+    for option in (*options, "--json"):
         assert option in result.output
 
 

@@ -3,8 +3,14 @@
 It keeps everything in one data directory (default ``./natsync-data``, or ``NATSYNC_DATA_DIR``):
 the SQLite store, a private CA and a server certificate for localhost / 127.0.0.1 / ::1, and
 the demo user's password (random once, then the same on every run). Then it serves ActiveSync
-over TLS, SMTP in for the demo domain, and the relay worker, and tells you how to connect —
-or, with ``--json``, prints exactly one JSON line once everything is ready, for scripts.
+over TLS, the edge in front of it (natsync.edge: its own certificate from the same CA, the
+server verified against that CA, X-Forwarded-For trusted by the server from the edge only),
+SMTP in for the demo domain, and the relay worker, and tells you how to connect — or, with
+``--json``, prints exactly one JSON line once everything is ready, for scripts. ``url`` is the
+edge (what phones use); ``server_url`` the server itself. ``--no-edge`` serves without it.
+
+SMTP stays direct (not through an edge forward with PROXY v2): the SMTP server demands a
+PROXY header on every connection once it trusts one, and scripts and tests send to it plainly.
 """
 
 from __future__ import annotations
@@ -19,14 +25,18 @@ import signal
 import socket
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from natsync.errors import NatsyncError
+from natsync.edge.config import split_hostport
+from natsync.errors import ConfigError, NatsyncError
+
+if TYPE_CHECKING:
+    from natsync.edge import EdgeConfig, RunningEdge
 
 DEMO_USER = "demo"
 DEMO_DOMAIN = "natsync.test"
@@ -36,6 +46,10 @@ PASSWORD_FILE = "demo-password"  # noqa: S105 - a file name, not a password
 #: Default ports: 8443 is the unprivileged HTTPS habit, 2525 the unprivileged SMTP habit.
 DEFAULT_HTTPS_PORT = 8443
 DEFAULT_SMTP_PORT = 2525
+#: The edge's port: 443 needs root, so the unprivileged habit next to the server's 8443.
+DEFAULT_EDGE_PORT = 9443
+#: The edge's admin listener (/healthz, /metrics): loopback only, any free port.
+EDGE_ADMIN_LISTEN = "127.0.0.1:0"
 #: Names the loopback certificate is valid for: what a client on this machine may type.
 CERT_NAMES = ("localhost",)
 CERT_IPS = ("127.0.0.1", "::1")
@@ -53,6 +67,8 @@ class Prepared:
     tls_cert: Path
     tls_key: Path
     password: str
+    edge_cert: Path
+    edge_key: Path
 
 
 def _demo_password(data_dir: Path) -> tuple[str, bool]:
@@ -105,6 +121,10 @@ def prepare(data_dir: Path, host: str = "127.0.0.1") -> Prepared:
     ips = _cert_ips(host)
     if not cert.exists() or not key.exists() or not _cert_covers(cert, ips):
         cert, key = ca.issue_server_cert(CERT_NAMES, ips, tls_dir)
+    # The edge's own certificate (what phones see), from the same CA: one file to trust.
+    edge_cert, edge_key = tls_dir / "edge.pem", tls_dir / "edge.key"
+    if not edge_cert.exists() or not edge_key.exists() or not _cert_covers(edge_cert, ips):
+        edge_cert, edge_key = ca.issue_server_cert(CERT_NAMES, ips, tls_dir, basename="edge")
     password, new_password = _demo_password(data_dir)
     database = store_path(data_dir)
     store = open_store(database)
@@ -122,7 +142,7 @@ def prepare(data_dir: Path, host: str = "127.0.0.1") -> Prepared:
             store.run_sync(lambda txn: txn.set_password_hash(user.id, hashed))
     finally:
         store.close()
-    return Prepared(data_dir, database, ca.cert_path, cert, key, password)
+    return Prepared(data_dir, database, ca.cert_path, cert, key, password, edge_cert, edge_key)
 
 
 def port_free(host: str, port: int) -> bool:
@@ -145,6 +165,62 @@ def choose_port(host: str, wanted: int | None, default: int) -> int:
     return default if port_free(host, default) else 0
 
 
+def _hostport(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def backend_host(host: str) -> str:
+    """Where the edge reaches the server listening on *host*: loopback for a wildcard."""
+    if host == "0.0.0.0":  # noqa: S104 - comparing, not binding
+        return "127.0.0.1"
+    if host == "::":
+        return "::1"
+    return host
+
+
+def source_address(host: str) -> str:
+    """The address this machine's connections to *host* come from (the kernel's choice, read
+    from a connected UDP socket: no packet is sent). The server trusts X-Forwarded-For from
+    exactly this address: the edge's side of its connections to the server."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        sock.connect((host, 9))
+        return str(sock.getsockname()[0])
+
+
+def edge_config(
+    prepared: Prepared, host: str, port: int, server_port: int, server: Any
+) -> EdgeConfig:
+    """The edge `natsync up` runs: TLS with the CA's edge certificate, the server verified
+    against the same CA under the name its certificate carries, no TCP forwards."""
+    from natsync.edge.config import EdgeConfig, SiteCert
+
+    return EdgeConfig(
+        listen=_hostport(host, port),
+        certificates=(SiteCert(CERT_NAMES, prepared.edge_cert, prepared.edge_key),),
+        backend=_hostport(backend_host(host), server_port),
+        backend_name=CERT_NAMES[0],
+        backend_ca=prepared.ca_file,
+        heartbeat_max=server.heartbeat_cap,
+        max_body=server.max_request_body,
+        forwards=(),
+        admin_listen=EDGE_ADMIN_LISTEN,
+    ).check()
+
+
+async def _start_edge(config: EdgeConfig, fallback: bool) -> RunningEdge:
+    """Start the edge; on a default port someone took meanwhile, on a free one instead."""
+    from natsync.edge import start_edge
+
+    try:
+        return await start_edge(config)
+    except ConfigError:
+        if not fallback:
+            raise
+        host = split_hostport(config.listen, "edge.listen")[0]
+        return await start_edge(replace(config, listen=_hostport(host, 0)))
+
+
 def _url_host(host: str) -> str:
     if host in ("127.0.0.1", "0.0.0.0", "::", "::1", "localhost"):  # noqa: S104 - formatting
         return "localhost"  # the name the certificate carries
@@ -158,8 +234,11 @@ async def serve(
     smtp_port: int,
     smarthost: str,
     announce: Any,
+    edge_port: int | None = None,
+    edge_port_fallback: bool = True,
 ) -> None:
-    """Start server, SMTP and relay; call ``announce(info)`` once all serve; run until a signal."""
+    """Start server, edge (unless *edge_port* is None), SMTP and relay; call
+    ``announce(info)`` once all serve; run until a signal."""
     from natsync.config import ServerConfig
     from natsync.mail.relay import Relay, SmartHost
     from natsync.mail.smtp_in import start_smtp_server
@@ -174,6 +253,7 @@ async def serve(
         data_dir=prepared.data_dir,
         domains=(DEMO_DOMAIN,),
         smarthost=smarthost,
+        trusted_proxies=(source_address(backend_host(host)),) if edge_port is not None else (),
     ).check()
     store = open_store(prepared.database)
     stop = asyncio.Event()
@@ -182,6 +262,7 @@ async def serve(
         loop.add_signal_handler(sig, stop.set)
     relay: Relay | None = None
     server = None
+    edge: RunningEdge | None = None
     smtp = None
     try:
         if smarthost:
@@ -191,9 +272,18 @@ async def serve(
         server = await start_server(config, store, relay=relay)
         smtp = await start_smtp_server(store, host, smtp_port, config.domains, hostname="localhost")
         url_host = _url_host(host)
+        server_url = f"https://{url_host}:{server.port}"
+        if edge_port is not None:
+            edge = await _start_edge(
+                edge_config(prepared, host, edge_port, server.port, config), edge_port_fallback
+            )
         announce(
             {
-                "url": f"https://{url_host}:{server.port}",
+                "url": f"https://{url_host}:{edge.port}" if edge is not None else server_url,
+                "server_url": server_url,
+                "edge_admin": f"http://{EDGE_ADMIN_LISTEN.rpartition(':')[0]}:{edge.admin_port}"
+                if edge is not None
+                else "",
                 "smtp": f"{host}:{smtp.port}",
                 "user": DEMO_USER,
                 "email": DEMO_EMAIL,
@@ -207,6 +297,8 @@ async def serve(
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+        if edge is not None:
+            await edge.close()
         if smtp is not None:
             await smtp.close()
         if server is not None:
@@ -231,11 +323,19 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return factory
 
 
+def _behind(info: dict[str, Any]) -> str:
+    if info["url"] == info["server_url"]:
+        return ""
+    return f"""
+                   (the edge; the server itself: {info["server_url"]},
+                    edge health and metrics: {info["edge_admin"]}/healthz, /metrics)"""
+
+
 def _human_announcement(info: dict[str, Any]) -> str:
     smtp_host, _, smtp_port = info["smtp"].rpartition(":")
     return f"""natsync is up (data in {info["data_dir"]}).
 
-  ActiveSync URL : {info["url"]}/Microsoft-Server-ActiveSync
+  ActiveSync URL : {info["url"]}/Microsoft-Server-ActiveSync{_behind(info)}
   user / password: {info["user"]} / {info["password"]}   (email {info["email"]})
   CA certificate : {info["ca_file"]}   (trust it on the device, or pass it to clients)
   SMTP in        : {info["smtp"]}   (accepts mail for @{DEMO_DOMAIN})
@@ -275,6 +375,13 @@ Stop with Ctrl-C."""
     help=f"SMTP port [default: {DEFAULT_SMTP_PORT}, or a free one if taken].",
 )
 @click.option(
+    "--edge-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help=f"Edge HTTPS port, what phones use [default: {DEFAULT_EDGE_PORT}, or a free one].",
+)
+@click.option("--no-edge", is_flag=True, help="Serve without the edge (phones use the server).")
+@click.option(
     "--smarthost", default="", help="host:port to relay outbound mail through (default: queue)."
 )
 @click.option(
@@ -285,6 +392,8 @@ def up(
     host: str,
     https_port: int | None,
     smtp_port: int | None,
+    edge_port: int | None,
+    no_edge: bool,
     smarthost: str,
     as_json: bool,
 ) -> None:
@@ -304,10 +413,14 @@ def up(
         raise click.ClickException(exc.message) from exc
     https = choose_port(host, https_port, DEFAULT_HTTPS_PORT)
     smtp = choose_port(host, smtp_port, DEFAULT_SMTP_PORT)
+    edge = None if no_edge else choose_port(host, edge_port, DEFAULT_EDGE_PORT)
 
     def announce(info: dict[str, Any]) -> None:
         if as_json:
-            keys = ("url", "smtp", "user", "password", "ca_file", "email", "data_dir", "pid")
+            keys = (
+                "url", "server_url", "edge_admin", "smtp", "user", "password", "ca_file",
+                "email", "data_dir", "pid",
+            )  # fmt: skip
             click.echo(json.dumps({k: info[k] for k in keys}, separators=(",", ":")))
         else:
             click.echo(_human_announcement(info))
@@ -318,7 +431,18 @@ def up(
             contextlib.suppress(KeyboardInterrupt),
             asyncio.Runner(loop_factory=_loop_factory()) as runner,
         ):
-            runner.run(serve(prepared, host, https, smtp, smarthost, announce))
+            runner.run(
+                serve(
+                    prepared,
+                    host,
+                    https,
+                    smtp,
+                    smarthost,
+                    announce,
+                    edge_port=edge,
+                    edge_port_fallback=edge_port is None,
+                )
+            )
     except NatsyncError as exc:
         raise click.ClickException(exc.message) from exc
     except OSError as exc:
