@@ -104,6 +104,7 @@ def start_up(
     data_dir: Path, profile: Path | None
 ) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
     args = ["up", "--json", "--data-dir", str(data_dir), "--https-port", "0", "--smtp-port", "0"]
+    args.append("--no-edge")  # measure the server itself; bench/edge_bench.py measures the edge
     if profile is None:
         cmd = [sys.executable, "-c", "from natsync.cli import main; main()", *args]
     else:
