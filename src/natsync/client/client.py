@@ -668,7 +668,7 @@ class EASClient:
                 ]
             if save_in_sent:
                 params["SaveInSent"] = "T"
-                b64.append((p.QueryParam.Options, bytes([p.QueryOption.SaveInSent])))
+                b64.append((p.QueryParam.Options, bytes([p.QueryOption.SAVE_IN_SENT])))
             response = await self.request(
                 command, mime, params=params, b64_params=b64, content_type=p.MIME_CONTENT_TYPE
             )

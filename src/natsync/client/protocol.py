@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlencode
 
+from natsync.eas.request import CommandCode, OptionBit, ParamTag
 from natsync.errors import NatsyncError
 from natsync.wbxml.tree import E, Element
 
@@ -58,47 +59,12 @@ class RemoteWipeError(ClientError):
     """The server ordered this device wiped; the client acknowledged and dropped its state."""
 
 
-class Command(enum.IntEnum):
-    """Command codes of the base64 query value (MS-ASHTTP 2.2.1.1.1.1.2)."""
-
-    Sync = 0
-    SendMail = 1
-    SmartForward = 2
-    SmartReply = 3
-    GetAttachment = 4
-    FolderSync = 9
-    FolderCreate = 10
-    FolderDelete = 11
-    FolderUpdate = 12
-    MoveItems = 13
-    GetItemEstimate = 14
-    MeetingResponse = 15
-    Search = 16
-    Settings = 17
-    Ping = 18
-    ItemOperations = 19
-    Provision = 20
-    ResolveRecipients = 21
-    ValidateCert = 22
-
-
-class QueryParam(enum.IntEnum):
-    """Command parameter tags of the base64 query value (MS-ASHTTP 2.2.1.1.1.1.3)."""
-
-    AttachmentName = 0
-    CollectionId = 1
-    ItemId = 3
-    LongId = 4
-    Occurrence = 6
-    Options = 7
-    User = 8
-
-
-class QueryOption(enum.IntFlag):
-    """Bits of the Options command parameter (MS-ASHTTP 2.2.1.1.1.1.3)."""
-
-    SaveInSent = 0x01
-    AcceptMultiPart = 0x02
+#: The base64 query form's command codes, parameter tags and option bits are the protocol's
+#: own tables (MS-ASHTTP 2.2.1.1.1.1.2-3); the client speaks them from the same place the server
+#: reads them.
+Command = CommandCode
+QueryParam = ParamTag
+QueryOption = OptionBit
 
 
 class BodyType(enum.IntEnum):
