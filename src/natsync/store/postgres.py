@@ -67,6 +67,7 @@ from natsync.store.sqlite import (
     VersionCache,
     _to_us,
 )
+from natsync.store.worker import WorkerJobs
 
 T = TypeVar("T")
 
@@ -327,7 +328,7 @@ def _parse_payload(payload: str) -> set[int]:
     return ids
 
 
-class PostgresStore:
+class PostgresStore(WorkerJobs):
     """A :class:`natsync.store.api.Store` on a PostgreSQL database shared by many processes."""
 
     def __init__(self, url: str) -> None:
@@ -524,46 +525,7 @@ class PostgresStore:
                 self.notifications += 1
                 self.feed.publish(changed)
 
-    # -- the Store interface
-
-    def _submit(
-        self, fn: Callable[[Txn], Any], done: Callable[[Any, BaseException | None], None]
-    ) -> None:
-        if self._closed:
-            raise StoreError("the store is closed")
-        if threading.current_thread() is self._thread:
-            raise StoreError("Store.run called inside a store transaction: use the txn you have")
-        self._jobs.put((fn, done))
-
-    async def run(self, fn: Callable[[Txn], T]) -> T:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
-
-        def settle(result: Any, error: BaseException | None) -> None:
-            if not future.done():
-                if error is not None:
-                    future.set_exception(error)
-                else:
-                    future.set_result(result)
-
-        def done(result: Any, error: BaseException | None) -> None:
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(settle, result, error)
-
-        self._submit(fn, done)
-        return await future
-
-    def run_sync(self, fn: Callable[[Txn], T]) -> T:
-        future: concurrent.futures.Future[T] = concurrent.futures.Future()
-
-        def done(result: Any, error: BaseException | None) -> None:
-            if error is not None:
-                future.set_exception(error)
-            else:
-                future.set_result(result)
-
-        self._submit(fn, done)
-        return future.result()
+    # -- the Store interface (run / run_sync come from WorkerJobs)
 
     def close(self) -> None:
         """Finish the queued jobs, stop listening, close both connections (idempotent)."""

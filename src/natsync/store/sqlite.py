@@ -62,6 +62,7 @@ from natsync.store.api import (
 )
 from natsync.store.feed import LocalChangeFeed, hierarchy_key
 from natsync.store.mime import MAX_INDEXED_TEXT_CHARS, part_bytes, plain_text
+from natsync.store.worker import WorkerJobs
 
 T = TypeVar("T")
 
@@ -1105,7 +1106,7 @@ def _wrap(exc: BaseException) -> BaseException:
     return exc
 
 
-class SqliteStore:
+class SqliteStore(WorkerJobs):
     """A :class:`natsync.store.api.Store` on one SQLite file."""
 
     def __init__(self, path: str | Path) -> None:
@@ -1220,47 +1221,7 @@ class SqliteStore:
         for (_, done), (result, failure) in zip(group, outcomes, strict=True):
             done(result, failure)
 
-    def _submit(
-        self, fn: Callable[[Txn], Any], done: Callable[[Any, BaseException | None], None]
-    ) -> None:
-        if self._closed:
-            raise StoreError("the store is closed")
-        if threading.current_thread() is self._thread:
-            raise StoreError("Store.run called inside a store transaction: use the txn you have")
-        self._jobs.put((fn, done))
-
-    # -- the Store interface
-
-    async def run(self, fn: Callable[[Txn], T]) -> T:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
-
-        def settle(result: Any, error: BaseException | None) -> None:
-            if not future.done():
-                if error is not None:
-                    future.set_exception(error)
-                else:
-                    future.set_result(result)
-
-        def done(result: Any, error: BaseException | None) -> None:
-            # RuntimeError: the caller's loop is gone; the transaction stands all the same.
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(settle, result, error)
-
-        self._submit(fn, done)
-        return await future
-
-    def run_sync(self, fn: Callable[[Txn], T]) -> T:
-        future: concurrent.futures.Future[T] = concurrent.futures.Future()
-
-        def done(result: Any, error: BaseException | None) -> None:
-            if error is not None:
-                future.set_exception(error)
-            else:
-                future.set_result(result)
-
-        self._submit(fn, done)
-        return future.result()
+    # -- the Store interface (run / run_sync come from WorkerJobs)
 
     def close(self) -> None:
         """Finish the queued jobs, then close the connection (idempotent)."""
