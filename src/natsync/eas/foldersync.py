@@ -194,13 +194,9 @@ def handle_foldercreate(ctx: Context) -> Response:
         return _fail(cmd, FolderStatus.BAD_REQUEST)
     if name is None or ftype not in CREATABLE:
         return _fail(cmd, FolderStatus.BAD_REQUEST)
-    if parent != "0" and ctx.txn.get_folder(ctx.user.id, parent) is None:
-        return _fail(cmd, FolderStatus.PARENT_NOT_FOUND)
-    if any(
-        f.parent_server_id == parent and f.display_name.lower() == name.lower()
-        for f in ctx.txn.list_folders(ctx.user.id)
-    ):
-        return _fail(cmd, FolderStatus.ALREADY_EXISTS)
+    problem = _placement_problem(ctx, parent, name)
+    if problem is not None:
+        return _fail(cmd, problem)
     try:
         folder = ctx.txn.create_folder(ctx.user.id, parent, name, ftype)
     except Conflict:
@@ -210,6 +206,23 @@ def handle_foldercreate(ctx: Context) -> Response:
     known = dict(known)
     known[folder.server_id] = [folder.parent_server_id, folder.display_name, int(folder.type)]
     return _finish(ctx, cmd, key, known, [E(NS, "ServerId", folder.server_id)])
+
+
+def _placement_problem(
+    ctx: Context, parent: str, name: str, moving: int | None = None
+) -> FolderStatus | None:
+    """Why *name* cannot stand under *parent* (a missing parent, a sibling of that name), if so.
+
+    *moving* is the store id of the folder being renamed or moved, which may keep its own name.
+    """
+    if parent != "0" and ctx.txn.get_folder(ctx.user.id, parent) is None:
+        return FolderStatus.PARENT_NOT_FOUND
+    if any(
+        f.parent_server_id == parent and f.display_name.lower() == name.lower() and f.id != moving
+        for f in ctx.txn.list_folders(ctx.user.id)
+    ):
+        return FolderStatus.ALREADY_EXISTS
+    return None
 
 
 def handle_folderupdate(ctx: Context) -> Response:
@@ -230,15 +243,9 @@ def handle_folderupdate(ctx: Context) -> Response:
         return _fail(cmd, FolderStatus.NOT_FOUND)
     if folder.type in _SPECIAL_TYPES:
         return _fail(cmd, FolderStatus.SPECIAL_FOLDER)
-    if parent != "0" and ctx.txn.get_folder(ctx.user.id, parent) is None:
-        return _fail(cmd, FolderStatus.PARENT_NOT_FOUND)
-    if any(
-        f.parent_server_id == parent
-        and f.display_name.lower() == name.lower()
-        and f.id != folder.id
-        for f in ctx.txn.list_folders(ctx.user.id)
-    ):
-        return _fail(cmd, FolderStatus.ALREADY_EXISTS)
+    problem = _placement_problem(ctx, parent, name, moving=folder.id)
+    if problem is not None:
+        return _fail(cmd, problem)
     try:
         updated = ctx.txn.update_folder(ctx.user.id, sid, parent, name)
     except Conflict:
