@@ -1,12 +1,14 @@
 """`natsync user ...` and `natsync device ...`: administer the mailbox store from the shell.
 
-Thin on purpose: each command opens the store in ``--data-dir``, runs one transaction and
-renders the result (a rich table for people, ``--json`` for scripts). The server may be running
-on the same file: SQLite's WAL lets both work, and the server sees the change on its next read.
+Thin on purpose: each command opens the store (``--store``, else the file in ``--data-dir``),
+runs one transaction and renders the result (a rich table for people, ``--json`` for scripts).
+The server may be running on the same store: SQLite's WAL lets both work on one file, PostgreSQL
+serves any number of clients, and the server sees the change on its next read.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -20,9 +22,8 @@ import click
 
 from natsync.auth.passwords import hash_password
 from natsync.errors import NatsyncError
-from natsync.store import store_path
-from natsync.store.api import AccessState, Device, Txn, User, WipeState
-from natsync.store.sqlite import SqliteStore
+from natsync.store import open_store, store_path
+from natsync.store.api import AccessState, Device, Store, Txn, User, WipeState
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -30,6 +31,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 #: Where the data lives unless told: the environment, then a directory beside the caller.
 DATA_DIR_ENV = "NATSYNC_DATA_DIR"
 DEFAULT_DATA_DIR = "natsync-data"
+#: Names the store (a SQLite path or a postgresql:// URL) unless --store does; wins over the
+#: data directory, as server.store does in the server's config.
+STORE_ENV = "NATSYNC_STORE"
 
 #: A password shorter than this is refused: phones store it once, so length costs nothing.
 MIN_PASSWORD_LENGTH = 8
@@ -40,28 +44,51 @@ def default_data_dir() -> Path:
 
 
 def data_dir_option(fn: F) -> F:
+    """``--data-dir`` and ``--store``: the command's function gets ``store_name``."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, data_dir: Path, store: str | None, **kwargs: Any) -> Any:
+        return fn(*args, store_name=store or str(store_path(data_dir)), **kwargs)
+
+    wrapped = click.option(
+        "--store",
+        default=None,
+        envvar=STORE_ENV,
+        show_envvar=True,
+        help="The store: a SQLite path, sqlite:///path or a postgresql:// URL "
+        "(the same as server.store). Default: DATA_DIR/natsync.db.",
+    )(wrapper)
     return click.option(
         "--data-dir",
         type=click.Path(file_okay=False, path_type=Path),
         default=default_data_dir,
         show_default=f"${DATA_DIR_ENV} or ./{DEFAULT_DATA_DIR}",
         help="Directory holding natsync's data (the store is DATA_DIR/natsync.db).",
-    )(fn)
+    )(wrapped)  # type: ignore[return-value]
 
 
 def json_option(fn: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(fn)
 
 
+def _sqlite_file(name: str) -> Path | None:
+    """The file a SQLite store name points at (None for a URL of a database server)."""
+    if name.startswith("sqlite://"):
+        return Path("/" + name[len("sqlite://") :].lstrip("/"))
+    if "://" in name:
+        return None
+    return Path(name)
+
+
 @contextmanager
-def _store(data_dir: Path, *, create: bool = False) -> Iterator[SqliteStore]:
-    path = store_path(data_dir)
-    if not create and not path.exists():
+def _store(name: str, *, create: bool = False) -> Iterator[Store]:
+    path = _sqlite_file(name)
+    if not create and path is not None and not path.exists():
         raise click.ClickException(
-            f"no store at {path}: add a user first (natsync user add) or pass --data-dir"
+            f"no store at {path}: add a user first (natsync user add) or pass --data-dir / --store"
         )
     try:
-        store = SqliteStore(path)
+        store = open_store(name)
     except NatsyncError as exc:
         raise click.ClickException(exc.message) from exc
     try:
@@ -70,7 +97,7 @@ def _store(data_dir: Path, *, create: bool = False) -> Iterator[SqliteStore]:
         store.close()
 
 
-def _run(store: SqliteStore, fn: Callable[[Txn], T]) -> T:
+def _run(store: Store, fn: Callable[[Txn], T]) -> T:
     try:
         return store.run_sync(fn)
     except NatsyncError as exc:
@@ -145,7 +172,7 @@ def user_add(
     display_name: str | None,
     password: str | None,
     password_stdin: bool,
-    data_dir: Path,
+    store_name: str,
     as_json: bool,
 ) -> None:
     """Add the user NAME (the login name phones send) with the standard folders."""
@@ -153,7 +180,7 @@ def user_add(
         raise click.BadParameter(f"{email!r} is not an email address", param_hint="--email")
     secret = _read_password(password, password_stdin)
     hashed = hash_password(secret)
-    with _store(data_dir, create=True) as store:
+    with _store(store_name, create=True) as store:
         added = _run(
             store, lambda txn: txn.add_user(name, email, display_name or name, hashed, _now())
         )
@@ -175,9 +202,9 @@ def _user_json(u: User) -> dict[str, Any]:
 @user.command("list")
 @data_dir_option
 @json_option
-def user_list(data_dir: Path, as_json: bool) -> None:
+def user_list(store_name: str, as_json: bool) -> None:
     """List the users."""
-    with _store(data_dir) as store:
+    with _store(store_name) as store:
         users = _run(store, lambda txn: txn.list_users())
     if as_json:
         _print_json([_user_json(u) for u in users])
@@ -194,9 +221,9 @@ def user_list(data_dir: Path, as_json: bool) -> None:
 @click.option("--password", default=None, help="Prompted (twice) when not given.")
 @click.option("--password-stdin", is_flag=True, help="Read the password from stdin's first line.")
 @data_dir_option
-def user_passwd(name: str, password: str | None, password_stdin: bool, data_dir: Path) -> None:
+def user_passwd(name: str, password: str | None, password_stdin: bool, store_name: str) -> None:
     """Set a new password for NAME."""
-    with _store(data_dir) as store:
+    with _store(store_name) as store:
         _run(store, lambda txn: _require_user(txn, name))
         hashed = hash_password(_read_password(password, password_stdin))
         _run(store, lambda txn: txn.set_password_hash(_require_user(txn, name).id, hashed))
@@ -207,9 +234,9 @@ def user_passwd(name: str, password: str | None, password_stdin: bool, data_dir:
 @click.argument("name")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @data_dir_option
-def user_remove(name: str, yes: bool, data_dir: Path) -> None:
+def user_remove(name: str, yes: bool, store_name: str) -> None:
     """Remove NAME with all their mail, folders and devices."""
-    with _store(data_dir) as store:
+    with _store(store_name) as store:
         _run(store, lambda txn: _require_user(txn, name))
         if not yes:
             click.confirm(f"Remove {name} and all their mail?", abort=True)
@@ -248,7 +275,7 @@ def _device_json(d: Device, owner: str) -> dict[str, Any]:
 @click.option("--user", "user_name", default=None, help="Only this user's devices.")
 @data_dir_option
 @json_option
-def device_list(user_name: str | None, data_dir: Path, as_json: bool) -> None:
+def device_list(user_name: str | None, store_name: str, as_json: bool) -> None:
     """List the devices that have connected."""
 
     def collect(txn: Txn) -> list[tuple[Device, str]]:
@@ -256,7 +283,7 @@ def device_list(user_name: str | None, data_dir: Path, as_json: bool) -> None:
         user_id = None if user_name is None else _require_user(txn, user_name).id
         return [(d, names.get(d.user_id, "?")) for d in txn.list_devices(user_id)]
 
-    with _store(data_dir) as store:
+    with _store(store_name) as store:
         devices = _run(store, collect)
     if as_json:
         _print_json([_device_json(d, owner) for d, owner in devices])
@@ -300,13 +327,13 @@ def _access_command(state: AccessState, verb: str) -> click.Command:
     @click.argument("device_id")
     @click.option("--user", "user_name", default=None, help="The device's user (if ambiguous).")
     @data_dir_option
-    def command(device_id: str, user_name: str | None, data_dir: Path) -> None:
+    def command(device_id: str, user_name: str | None, store_name: str) -> None:
         def change(txn: Txn) -> Device:
             found = _find_device(txn, device_id, user_name)
             txn.set_access_state(found.id, state)
             return found
 
-        with _store(data_dir) as store:
+        with _store(store_name) as store:
             found = _run(store, change)
         click.echo(f"device {found.device_id} is now {state.value}")
 
@@ -333,7 +360,7 @@ device.add_command(
 @click.option("--cancel", is_flag=True, help="Withdraw a wipe that was not yet sent.")
 @data_dir_option
 def device_wipe(
-    device_id: str, user_name: str | None, account_only: bool, cancel: bool, data_dir: Path
+    device_id: str, user_name: str | None, account_only: bool, cancel: bool, store_name: str
 ) -> None:
     """Ask the device DEVICE_ID to wipe itself at its next connection."""
     if cancel and account_only:
@@ -353,7 +380,7 @@ def device_wipe(
             txn.set_wipe_state(found.id, state, _now())
         return found
 
-    with _store(data_dir) as store:
+    with _store(store_name) as store:
         found = _run(store, change)
     if cancel:
         click.echo(f"wipe of {found.device_id} cancelled")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import signal
 from pathlib import Path
 from typing import Any
@@ -22,8 +23,9 @@ async def serve(config: ServerConfig, ready: Any = None) -> None:
     from natsync.server import start_server
     from natsync.store import open_store
 
-    config.data_dir.mkdir(parents=True, exist_ok=True)
-    store = open_store(config.database)
+    if not config.store:  # the embedded file lives in data_dir (a named store is elsewhere)
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+    store = open_store(config.store_url)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -71,10 +73,19 @@ async def serve(config: ServerConfig, ready: Any = None) -> None:
     default=None,
     help="Override server.data_dir.",
 )
+@click.option(
+    "--store",
+    default=None,
+    help="Override server.store: a SQLite path or a postgresql:// URL.",
+)
 def server(
-    config_path: Path | None, host: str | None, port: int | None, data_dir: Path | None
+    config_path: Path | None,
+    host: str | None,
+    port: int | None,
+    data_dir: Path | None,
+    store: str | None,
 ) -> None:
-    """Serve ActiveSync (EAS 12.1-16.1) from the store in the data directory."""
+    """Serve ActiveSync (EAS 12.1-16.1) from the store (server.store, else in the data dir)."""
     from dataclasses import replace
 
     try:
@@ -86,6 +97,8 @@ def server(
             overrides["port"] = port
         if data_dir is not None:
             overrides["data_dir"] = data_dir
+        if store is not None:
+            overrides["store"] = store
         config = replace(config, **overrides).check()
     except NatsyncError as exc:
         raise click.ClickException(exc.message) from exc
@@ -94,7 +107,9 @@ def server(
     setup_logging(logging.INFO)
 
     def ready(running: Any) -> None:
-        click.echo(f"natsync server: ActiveSync at {running.url}", err=True)
+        # A store URL may carry a password: shown without it.
+        shown = re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", config.store_url)
+        click.echo(f"natsync server: ActiveSync at {running.url} (store {shown})", err=True)
 
     try:
         from natsync.server.app import loop_factory

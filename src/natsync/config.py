@@ -45,6 +45,10 @@ class ServerConfig:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     data_dir: Path = Path("natsync-data")
+    #: Where the mailbox store lives: "" for the embedded SQLite file in data_dir, else a
+    #: SQLite path (or ``sqlite:///path``) or a ``postgresql://`` URL, shared by several
+    #: server processes (docs/scaling.md). One line moves a deployment to PostgreSQL.
+    store: str = ""
     #: Mail domains this server is authoritative for (local delivery, no relay).
     domains: tuple[str, ...] = ("example.test",)
     #: "host:port" of the outbound smarthost, or "" to queue outbound mail until one is set.
@@ -90,8 +94,14 @@ class ServerConfig:
 
         return store_path(self.data_dir)
 
+    @property
+    def store_url(self) -> str:
+        """What to give :func:`natsync.store.open_store`: ``store``, else the embedded file."""
+        return self.store or str(self.database)
+
     def check(self) -> ServerConfig:
         """Raise ConfigError for a value that cannot work; return self for chaining."""
+        _check_store(self.store)
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"server.port must be 0..65535, not {self.port}")
         if (self.tls_cert is None) != (self.tls_key is None):
@@ -137,6 +147,29 @@ class ServerConfig:
         return self
 
 
+#: The store URL schemes natsync.store.open_store knows (anything else is a typo to report now,
+#: not a failure at the first request).
+_POSTGRES_SCHEMES = ("postgresql", "postgres")
+_SQLITE_SCHEME = "sqlite"
+
+
+def _check_store(store: str) -> None:
+    """Refuse a ``server.store`` value open_store could not open (without connecting)."""
+    if not store or "://" not in store:
+        return
+    scheme, _, rest = store.partition("://")
+    if scheme in _POSTGRES_SCHEMES:
+        return
+    if scheme == _SQLITE_SCHEME:
+        if rest.startswith("/") and rest.strip("/"):
+            return
+        raise ConfigError(f"server.store {store!r}: write sqlite:///path/to/file.db")
+    raise ConfigError(
+        f"server.store has an unknown scheme {scheme!r}: use a file path, "
+        "sqlite:///path or postgresql://user@host/database"
+    )
+
+
 _PATH_KEYS = {"tls_cert", "tls_key", "data_dir"}
 
 
@@ -163,6 +196,12 @@ def server_config_from_dict(table: dict[str, Any], base: Path | None = None) -> 
             if not isinstance(value, list) or not all(isinstance(a, str) for a in value):
                 raise ConfigError("server.trusted_proxies must be a list of IP addresses")
             values[key] = tuple(value)
+        elif key == "store":
+            if not isinstance(value, str):
+                raise ConfigError("server.store must be a string (a path or a URL)")
+            # A plain path is a file path like the others: relative to the config file.
+            relative = value and "://" not in value and not Path(value).is_absolute()
+            values[key] = str(base / value) if relative and base is not None else value
         elif key == "policy":
             if not isinstance(value, dict):
                 raise ConfigError("server.policy must be a table")
