@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from natsync.config import DEFAULT_HEARTBEAT_MAX, DEFAULT_HEARTBEAT_MIN
 from natsync.edge.config import split_hostport
 from natsync.errors import ConfigError, NatsyncError
 
@@ -236,9 +237,11 @@ async def serve(
     announce: Any,
     edge_port: int | None = None,
     edge_port_fallback: bool = True,
+    heartbeat_min: int | None = None,
 ) -> None:
     """Start server, edge (unless *edge_port* is None), SMTP and relay; call
-    ``announce(info)`` once all serve; run until a signal."""
+    ``announce(info)`` once all serve; run until a signal. *heartbeat_min* lowers the
+    shortest Ping heartbeat accepted (None: the server's default)."""
     from natsync.config import ServerConfig
     from natsync.mail.relay import Relay, SmartHost
     from natsync.mail.smtp_in import start_smtp_server
@@ -254,6 +257,7 @@ async def serve(
         domains=(DEMO_DOMAIN,),
         smarthost=smarthost,
         trusted_proxies=(source_address(backend_host(host)),) if edge_port is not None else (),
+        heartbeat_min=DEFAULT_HEARTBEAT_MIN if heartbeat_min is None else heartbeat_min,
     ).check()
     store = open_store(prepared.database)
     stop = asyncio.Event()
@@ -385,6 +389,13 @@ Stop with Ctrl-C."""
     "--smarthost", default="", help="host:port to relay outbound mail through (default: queue)."
 )
 @click.option(
+    "--heartbeat-min",
+    type=click.IntRange(1, DEFAULT_HEARTBEAT_MAX),  # above the maximum no heartbeat fits
+    default=None,
+    help=f"Shortest Ping heartbeat accepted, in seconds [default: {DEFAULT_HEARTBEAT_MIN}, what "
+    "Exchange accepts]; lower it to test Direct Push quickly (natsync doctor --heartbeat 3).",
+)
+@click.option(
     "--json", "as_json", is_flag=True, help="Print one JSON line once ready (for scripts)."
 )
 def up(
@@ -395,6 +406,7 @@ def up(
     edge_port: int | None,
     no_edge: bool,
     smarthost: str,
+    heartbeat_min: int | None,
     as_json: bool,
 ) -> None:
     """Run natsync on its embedded defaults (SQLite, private CA, loopback ports, demo user)."""
@@ -441,6 +453,7 @@ def up(
                     announce,
                     edge_port=edge,
                     edge_port_fallback=edge_port is None,
+                    heartbeat_min=heartbeat_min,
                 )
             )
     except NatsyncError as exc:

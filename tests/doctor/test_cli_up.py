@@ -23,6 +23,10 @@ from natsync.doctor.report import render_html
 NATSYNC = [sys.executable, "-c", "from natsync.cli import main; main()"]
 UP_START_TIMEOUT = 30.0
 CHROMIUM = shutil.which("chromium")
+#: `natsync up --heartbeat-min`: low enough that the all-green run holds a real Ping briefly.
+UP_HEARTBEAT_MIN = 2
+#: The heartbeat the all-green run holds (seconds): above the minimum, short enough for CI.
+GREEN_HEARTBEAT = 3
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +43,8 @@ def natsync_up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, A
             "0",
             "--smtp-port",
             "0",
+            "--heartbeat-min",
+            str(UP_HEARTBEAT_MIN),
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
@@ -85,7 +91,7 @@ def test_all_green_against_natsync_up(natsync_up: dict[str, Any], tmp_path: Path
         "--ca-file",
         natsync_up["ca_file"],
         "--heartbeat",
-        "0",
+        str(GREEN_HEARTBEAT),
         "--timeout",
         "3",
         "--json",
@@ -99,7 +105,14 @@ def test_all_green_against_natsync_up(natsync_up: dict[str, Any], tmp_path: Path
     assert report["exit_status"] == 0
     assert report["counts"]["fail"] == report["counts"]["warn"] == 0
     by_check = {f["check"] for f in report["findings"] if f["severity"] == "ok"}
-    assert {"names", "reach", "tls", "http", "session", "autodiscover"} <= by_check
+    assert {"names", "reach", "tls", "http", "session", "push", "autodiscover"} <= by_check
+    push = next(f for f in report["findings"] if f["check"] == "push")
+    assert push["title"] == f"A waiting Ping survived its whole heartbeat ({GREEN_HEARTBEAT} s)"
+    assert f"asked a Ping with a heartbeat of {GREEN_HEARTBEAT} s" in push["evidence"]
+    answered = re.search(r"'no changes' after ([0-9.]+) s", " ".join(push["evidence"]))
+    assert answered is not None, push
+    held = float(answered[1])
+    assert GREEN_HEARTBEAT - 0.5 <= held < GREEN_HEARTBEAT + 2  # really held, not answered early
     assert natsync_up["password"] not in done.stdout
     assert natsync_up["password"] not in page.read_text()
 
