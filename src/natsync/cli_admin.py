@@ -22,7 +22,7 @@ import click
 
 from natsync.auth.passwords import hash_password
 from natsync.errors import NatsyncError
-from natsync.store import open_store, store_path
+from natsync.store import open_store, sqlite_file, store_path
 from natsync.store.api import AccessState, Device, Store, Txn, User, WipeState
 
 T = TypeVar("T")
@@ -71,18 +71,9 @@ def json_option(fn: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(fn)
 
 
-def _sqlite_file(name: str) -> Path | None:
-    """The file a SQLite store name points at (None for a URL of a database server)."""
-    if name.startswith("sqlite://"):
-        return Path("/" + name[len("sqlite://") :].lstrip("/"))
-    if "://" in name:
-        return None
-    return Path(name)
-
-
 @contextmanager
 def _store(name: str, *, create: bool = False) -> Iterator[Store]:
-    path = _sqlite_file(name)
+    path = sqlite_file(name)
     if not create and path is not None and not path.exists():
         raise click.ClickException(
             f"no store at {path}: add a user first (natsync user add) or pass --data-dir / --store"

@@ -23,7 +23,7 @@ from rich.table import Table
 
 from natsync.errors import NatsyncError
 from natsync.store import copy as store_copy
-from natsync.store import open_store, store_path
+from natsync.store import open_store, sqlite_file, store_path
 from natsync.store.api import Store
 
 T = TypeVar("T")
@@ -46,15 +46,6 @@ def _open(name: str) -> Store:
         return open_store(name)
     except NatsyncError as exc:
         raise click.ClickException(exc.message) from exc
-
-
-def _sqlite_file(name: str) -> Path | None:
-    """The file a SQLite store name points at (None for a PostgreSQL URL)."""
-    if name.startswith(("postgresql://", "postgres://")):
-        return None
-    if name.startswith("sqlite://"):
-        return Path("/" + name[len("sqlite://") :].lstrip("/"))
-    return Path(name)
 
 
 def _display(name: str) -> str:
@@ -104,7 +95,7 @@ def copy_command(source: str, target: str, force: bool, as_json: bool) -> None:
     """
     if source == target:
         raise click.ClickException("SOURCE and TARGET are the same store")
-    source_file = _sqlite_file(source)
+    source_file = sqlite_file(source)
     if source_file is not None and not source_file.exists():
         # Opening would create an empty store, and an empty copy would "verify".
         raise click.ClickException(f"no store at {source_file}")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from natsync.store.api import Store, StoreError
 
-__all__ = ["STORE_FILE", "open_store", "store_path"]
+__all__ = ["STORE_FILE", "open_store", "sqlite_file", "store_path"]
 
 #: The store's file name inside a data directory: every command given ``--data-dir DIR``
 #: (``natsync up``, ``natsync server``, ``natsync user`` ...) must open the same file.
@@ -24,6 +24,15 @@ _POSTGRES_PREFIXES = ("postgresql://", "postgres://")
 def store_path(data_dir: Path) -> Path:
     """Where the embedded store of the data directory *data_dir* lives."""
     return data_dir / STORE_FILE
+
+
+def sqlite_file(path_or_url: str) -> Path | None:
+    """The file an embedded-store name points at; ``None`` for a database server's URL."""
+    if path_or_url.startswith(_SQLITE_PREFIX):
+        return Path("/" + path_or_url[len(_SQLITE_PREFIX) :].lstrip("/"))
+    if "://" in path_or_url:
+        return None
+    return Path(path_or_url)
 
 
 def open_store(path_or_url: str | Path) -> Store:
