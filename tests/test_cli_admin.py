@@ -196,6 +196,26 @@ def test_device_wipe_full_account_only_and_cancel(data_dir: Path) -> None:
     assert "no wipe to cancel" in again.output
 
 
+def test_device_remove_forgets_an_acknowledged_wipe(data_dir: Path) -> None:
+    add_bob(data_dir)
+    seed_device(data_dir)
+    in_store(
+        data_dir,
+        lambda txn: txn.set_wipe_state(
+            txn.get_device(txn.get_user("bob").id, "PHONE1").id,
+            WipeState.ACKNOWLEDGED,
+            datetime.now(UTC),
+        ),
+    )
+    result = natsync(data_dir, "device", "remove", "PHONE1")
+    assert result.exit_code == 0, result.output
+    assert "removed" in result.output
+    assert device_of(data_dir) is None
+    again = natsync(data_dir, "device", "remove", "PHONE1")
+    assert again.exit_code == 1
+    assert "no device" in again.output
+
+
 def test_an_ambiguous_device_id_needs_user(data_dir: Path) -> None:
     add_bob(data_dir)
     natsync(data_dir, "user", "add", "carol", "--email", "c@x.test", "--password", "carols-pw")

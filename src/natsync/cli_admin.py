@@ -379,3 +379,24 @@ def device_wipe(
         click.echo(f"{found.device_id} will remove this account at its next connection")
     else:
         click.echo(f"{found.device_id} will be wiped at its next connection")
+
+
+@device.command("remove")
+@click.argument("device_id")
+@click.option("--user", "user_name", default=None, help="The device's user (if ambiguous).")
+@data_dir_option
+def device_remove(device_id: str, user_name: str | None, store_name: str) -> None:
+    """Forget the device DEVICE_ID: its record, policy key, wipe state and sync state.
+
+    A device that connects again starts afresh (provisioning, full sync). This is also how a
+    device whose wipe was acknowledged stops being told to wipe.
+    """
+
+    def change(txn: Txn) -> Device:
+        found = _find_device(txn, device_id, user_name)
+        txn.remove_device(found.id)
+        return found
+
+    with _store(store_name) as store:
+        found = _run(store, change)
+    click.echo(f"device {found.device_id} removed")
