@@ -61,13 +61,12 @@ from natsync.store.api import (
 from natsync.store.feed import LocalChangeFeed
 from natsync.store.sqlite import (
     _MESSAGE_COLS,
-    MAX_GROUP_JOBS,
     MAX_SEARCH_TERMS,
     SqliteTxn,
     VersionCache,
     _to_us,
 )
-from natsync.store.worker import WorkerJobs
+from natsync.store.worker import STOP, WorkerJobs
 
 T = TypeVar("T")
 
@@ -279,8 +278,6 @@ def safe_url(url: str) -> str:
 
 _Job = tuple[Callable[[Txn], Any], Callable[[Any, BaseException | None], None]]
 
-_STOP: Any = object()
-
 #: Transaction states in which a failed job can be rolled back to its savepoint alone.
 _IN_TRANSACTION = (pq.TransactionStatus.INTRANS, pq.TransactionStatus.INERROR)
 
@@ -395,15 +392,7 @@ class PostgresStore(WorkerJobs):
         try:
             stop = False
             while not stop:
-                group = [self._jobs.get()]
-                while len(group) < MAX_GROUP_JOBS and group[-1] is not _STOP:
-                    try:
-                        group.append(self._jobs.get_nowait())
-                    except queue.Empty:
-                        break
-                if group[-1] is _STOP:
-                    stop = True
-                    group.pop()
+                group, stop = self._next_group()
                 if group:
                     if conn.raw.closed or conn.raw.broken:
                         # The server restarted or the connection broke: the next group gets
@@ -533,7 +522,7 @@ class PostgresStore(WorkerJobs):
             if self._closed:
                 return
             self._closed = True
-        self._jobs.put(_STOP)
+        self._jobs.put(STOP)
         with contextlib.suppress(OSError):
             os.write(self._stop_w, b"x")
         if threading.current_thread() is not self._thread:

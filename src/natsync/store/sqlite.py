@@ -62,7 +62,7 @@ from natsync.store.api import (
 )
 from natsync.store.feed import LocalChangeFeed, hierarchy_key
 from natsync.store.mime import MAX_INDEXED_TEXT_CHARS, part_bytes, plain_text
-from natsync.store.worker import WorkerJobs
+from natsync.store.worker import STOP, WorkerJobs
 
 T = TypeVar("T")
 
@@ -1089,13 +1089,6 @@ _Job = tuple[
     Callable[[Any, BaseException | None], None],
 ]
 
-_STOP: Any = object()
-
-#: Most jobs one group commit takes. Jobs queued while a transaction runs share the next
-#: COMMIT (its WAL write is the largest fixed cost of a small transaction); the cap bounds how
-#: long the first job of a group waits for the last.
-MAX_GROUP_JOBS = 32
-
 
 def _wrap(exc: BaseException) -> BaseException:
     """sqlite3's errors become StoreError (cause kept); everything else passes unchanged."""
@@ -1152,16 +1145,8 @@ class SqliteStore(WorkerJobs):
         try:
             stop = False
             while not stop:
-                group = [self._jobs.get()]
                 # Group commit: jobs that queued up while the last group ran share one COMMIT.
-                while len(group) < MAX_GROUP_JOBS and group[-1] is not _STOP:
-                    try:
-                        group.append(self._jobs.get_nowait())
-                    except queue.Empty:
-                        break
-                if group[-1] is _STOP:
-                    stop = True
-                    group.pop()
+                group, stop = self._next_group()
                 if group:
                     self._execute(conn, fts, group)
         finally:
@@ -1229,7 +1214,7 @@ class SqliteStore(WorkerJobs):
             if self._closed:
                 return
             self._closed = True
-        self._jobs.put(_STOP)
+        self._jobs.put(STOP)
         if threading.current_thread() is not self._thread:
             self._thread.join()
 

@@ -23,6 +23,14 @@ T = TypeVar("T")
 #: Called on the worker thread with (result, None) or (None, error).
 Done = Callable[[Any, BaseException | None], None]
 
+#: Put on the queue by ``close``: the worker finishes the jobs before it, then stops.
+STOP: Any = object()
+
+#: Most jobs one group commit takes. Jobs queued while a transaction runs share the next
+#: COMMIT (its log write is the largest fixed cost of a small transaction); the cap bounds how
+#: long the first job of a group waits for the last.
+MAX_GROUP_JOBS = 32
+
 
 class WorkerJobs:
     """Mixin for a store whose transactions run on ``self._thread``, fed by ``self._jobs``."""
@@ -30,6 +38,19 @@ class WorkerJobs:
     _jobs: queue.SimpleQueue[Any]
     _thread: threading.Thread
     _closed: bool
+
+    def _next_group(self) -> tuple[list[tuple[Callable[[Txn], Any], Done]], bool]:
+        """Block for the next job, then take those queued behind it: (group, stop after it)."""
+        group = [self._jobs.get()]
+        while len(group) < MAX_GROUP_JOBS and group[-1] is not STOP:
+            try:
+                group.append(self._jobs.get_nowait())
+            except queue.Empty:
+                break
+        if group[-1] is STOP:
+            group.pop()
+            return group, True
+        return group, False
 
     def _submit(self, fn: Callable[[Txn], Any], done: Done) -> None:
         if self._closed:
