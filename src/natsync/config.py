@@ -206,23 +206,38 @@ def server_config_from_dict(table: dict[str, Any], base: Path | None = None) -> 
             if not isinstance(value, dict):
                 raise ConfigError("server.policy must be a table")
             values[key] = dict(value)
-        elif isinstance(default, bool):
-            if not isinstance(value, bool):
-                raise ConfigError(f"server.{key} must be true or false")
-            values[key] = value
-        elif isinstance(default, int):
-            if not isinstance(value, int) or isinstance(value, bool):
-                raise ConfigError(f"server.{key} must be an integer")
-            values[key] = value
-        elif isinstance(default, float):
-            if not isinstance(value, int | float) or isinstance(value, bool):
-                raise ConfigError(f"server.{key} must be a number")
-            values[key] = float(value)
         else:
-            if not isinstance(value, str):
-                raise ConfigError(f"server.{key} must be a string")
-            values[key] = value
+            values[key] = scalar_setting("server", key, default, value)
     return replace(defaults, **values).check()
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """The whole deployment file at *path* (every part reads its own table from it)."""
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+
+
+def scalar_setting(section: str, key: str, default: object, value: object) -> Any:
+    """*value* checked against the type of *default* (bool, int, float or str), named on error."""
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{section}.{key} must be true or false")
+        return value
+    if isinstance(default, int):
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ConfigError(f"{section}.{key} must be an integer")
+        return value
+    if isinstance(default, float):
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            raise ConfigError(f"{section}.{key} must be a number")
+        return float(value)
+    if not isinstance(value, str):
+        raise ConfigError(f"{section}.{key} must be a string")
+    return value
 
 
 def load_config(path: Path | str | None) -> ServerConfig:
@@ -230,12 +245,7 @@ def load_config(path: Path | str | None) -> ServerConfig:
     if path is None:
         return ServerConfig().check()
     path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    data = read_toml(path)
     table = data.get("server", {})
     if not isinstance(table, dict):
         raise ConfigError("[server] must be a table")

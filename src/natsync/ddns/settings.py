@@ -8,11 +8,11 @@ database is ``<data_dir>/ddns.db``, where data_dir is ``[ddns].data_dir``, else
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from natsync.config import read_toml
 from natsync.ddns.sources import Source
 from natsync.errors import ConfigError
 
@@ -190,13 +190,7 @@ def _read(path: Path | str | None) -> tuple[dict[str, Any], Path | None]:
     if path is None:
         return {}, None
     path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
-    return data, path.parent
+    return read_toml(path), path.parent
 
 
 def _data_dir(data: dict[str, Any], base: Path | None) -> Path:

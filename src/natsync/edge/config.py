@@ -28,12 +28,16 @@ proxy_protocol = true
 from __future__ import annotations
 
 import re
-import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from natsync.config import DEFAULT_HEARTBEAT_MAX, DEFAULT_MAX_REQUEST_BODY
+from natsync.config import (
+    DEFAULT_HEARTBEAT_MAX,
+    DEFAULT_MAX_REQUEST_BODY,
+    read_toml,
+    scalar_setting,
+)
 from natsync.errors import ConfigError
 
 #: Paths published by default (MS-ASHTTP 2.2.1.1.1, MS-ASCMD Autodiscover, RFC 8555 8.3).
@@ -292,22 +296,8 @@ def edge_config_from_dict(
             if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
                 raise ConfigError("edge.paths must be a list of strings")
             values[key] = tuple(value)
-        elif isinstance(default, bool):
-            if not isinstance(value, bool):
-                raise ConfigError(f"edge.{key} must be true or false")
-            values[key] = value
-        elif isinstance(default, int) and not isinstance(default, bool):
-            if not isinstance(value, int) or isinstance(value, bool):
-                raise ConfigError(f"edge.{key} must be an integer")
-            values[key] = value
-        elif isinstance(default, float):
-            if not isinstance(value, int | float) or isinstance(value, bool):
-                raise ConfigError(f"edge.{key} must be a number")
-            values[key] = float(value)
         else:
-            if not isinstance(value, str):
-                raise ConfigError(f"edge.{key} must be a string")
-            values[key] = value
+            values[key] = scalar_setting("edge", key, default, value)
     return replace(defaults, **values).check()
 
 
@@ -316,12 +306,7 @@ def load_edge_config(path: Path | str | None) -> EdgeConfig:
     if path is None:
         return EdgeConfig().check()
     path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    data = read_toml(path)
     table = data.get("edge", {})
     server = data.get("server", {})
     if not isinstance(table, dict) or not isinstance(server, dict):
