@@ -1,0 +1,56 @@
+"""The contract between the Sync command and each non-email data class (MS-ASCAL, MS-ASCNTC,
+MS-ASTASK, MS-ASNOTE).
+
+A class codec turns one item's ``AirSync:ApplicationData`` into a *record* and back. A record is
+a plain JSON-able ``dict`` (str keys; values str, int, bool, None, lists and dicts of those;
+binary such as contact pictures as base64 text); the store keeps it as JSON and never looks
+inside, so each class module owns its record's keys and documents them in its docstring. The
+codecs are pure: no store, no clock, no I/O — the Sync adapter in ``natsync.eas`` does the rest.
+
+Errors: a codec raises :class:`PimError` for an ApplicationData it cannot take; the Sync command
+answers that one item with its ``eas_status`` (6, "error in client/server conversion", MS-ASCMD
+2.2.3.177.17) and goes on with the others.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from natsync.eas.versions import Version
+from natsync.errors import NatsyncError
+from natsync.mail.eas_email import BodyPreference
+from natsync.store.api import FolderType
+from natsync.wbxml import Element
+
+#: A class record, as the store keeps it (JSON).
+Record = dict[str, Any]
+
+
+class PimError(NatsyncError):
+    """An item's ApplicationData could not be converted; the Sync answers it with Status 6."""
+
+    eas_status = 6
+
+
+@dataclass(frozen=True, slots=True)
+class ClassCodec:
+    """How one data class crosses the wire.
+
+    * ``decode(application_data, version)``: a client's Add → a whole record.
+    * ``apply_change(old, application_data, version)``: a client's Change → the new whole
+      record. Each class decides what an absent element means (MS-ASCMD 2.2.3.11 ghosting:
+      Contacts and Calendar keep absent properties the client does not support; Tasks and
+      Notes replace the item).
+    * ``encode(record, version, body_preferences)``: a record → the ApplicationData children
+      sent to the device, honouring the client's BodyPreference for the body.
+    """
+
+    #: The AirSync:Class value ("Calendar", "Contacts", "Tasks", "Notes").
+    eas_class: str
+    #: Folder types that hold this class (the default folder and the user-created type).
+    folder_types: frozenset[FolderType]
+    decode: Callable[[Element, Version], Record]
+    apply_change: Callable[[Mapping[str, Any], Element, Version], Record]
+    encode: Callable[[Mapping[str, Any], Version, Sequence[BodyPreference]], list[Element]]
