@@ -66,6 +66,18 @@ DEFAULT_SMTP_TARGET = "127.0.0.1:2525"
 
 #: Most worker processes: more than the machine has cores only adds memory.
 MAX_WORKERS = 64
+#: Most servers one edge balances over (each gets a health check every interval per worker).
+MAX_BACKENDS = 64
+#: Where the active health check asks (``OPTIONS``; the natsync server answers it without
+#: credentials, Exchange answers 401 — both mean "alive").
+DEFAULT_HEALTH_PATH = "/Microsoft-Server-ActiveSync"
+#: Seconds between active health checks of each server (several servers only).
+DEFAULT_HEALTH_INTERVAL = 2.0
+#: Seconds one check (connect + TLS + answer) may take before it counts as failed.
+DEFAULT_HEALTH_TIMEOUT = 1.0
+#: Failed checks in a row that take a server out; good checks in a row that put it back.
+DEFAULT_HEALTH_FALL = 2
+DEFAULT_HEALTH_RISE = 2
 
 _FINGERPRINT = re.compile(r"sha256:([0-9A-F]{2}:){31}[0-9A-F]{2}")
 
@@ -95,6 +107,13 @@ class EdgeConfig:
     listen: str = "0.0.0.0:443"
     certificates: tuple[SiteCert, ...] = ()
     backend: str = "127.0.0.1:8443"
+    #: Several servers to balance over, instead of ``backend`` (all verified the same way).
+    backends: tuple[str, ...] = ()
+    health_path: str = DEFAULT_HEALTH_PATH
+    health_interval: float = DEFAULT_HEALTH_INTERVAL
+    health_timeout: float = DEFAULT_HEALTH_TIMEOUT
+    health_fall: int = DEFAULT_HEALTH_FALL
+    health_rise: int = DEFAULT_HEALTH_RISE
     #: Name sent as SNI to the server and checked against its certificate ("" = backend host).
     backend_name: str = ""
     #: SHA-256 fingerprint of the server's leaf certificate ("sha256:AB:...").
@@ -131,6 +150,17 @@ class EdgeConfig:
         return self.backend_timeout or float(self.heartbeat_max + HEARTBEAT_MARGIN)
 
     @property
+    def servers(self) -> tuple[str, ...]:
+        """Every server the edge forwards to: ``backends``, or the one ``backend``."""
+        return self.backends or (self.backend,)
+
+    @property
+    def out_within(self) -> float:
+        """Seconds within which active checks take a dead server out (interval x fall +
+        timeout); a refused or failed connection takes it out at once."""
+        return self.health_interval * self.health_fall + self.health_timeout
+
+    @property
     def backend_host(self) -> str:
         return split_hostport(self.backend, "edge.backend")[0]
 
@@ -157,7 +187,17 @@ class EdgeConfig:
     def check(self) -> EdgeConfig:
         """Raise ConfigError for a value that cannot work; return self."""
         split_hostport(self.listen, "edge.listen")
+        if len(self.backends) > MAX_BACKENDS:
+            raise ConfigError(f"edge.backends: at most {MAX_BACKENDS} servers")
+        if len(set(self.backends)) != len(self.backends):
+            raise ConfigError("edge.backends names a server twice")
+        for server in self.backends:
+            split_hostport(server, "edge.backends")
         split_hostport(self.backend, "edge.backend")
+        if not self.health_path.startswith("/"):
+            raise ConfigError("edge.health_path must start with '/'")
+        if self.health_timeout >= self.health_interval:
+            raise ConfigError("edge.health_timeout must be shorter than edge.health_interval")
         if self.admin_listen:
             split_hostport(self.admin_listen, "edge.admin_listen")
         if self.backend_pin and _FINGERPRINT.fullmatch(self.backend_pin) is None:
@@ -177,13 +217,18 @@ class EdgeConfig:
             "client_idle_timeout",
             "header_timeout",
             "requests_per_second_per_ip",
+            "health_interval",
+            "health_timeout",
         )
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"edge.{name} must be > 0")
         if self.backend_timeout < 0:
             raise ConfigError("edge.backend_timeout must be >= 0 (0: heartbeat + margin)")
-        for name in ("max_connections_per_ip", "request_burst_per_ip", "pool_size"):
+        for name in (
+            "max_connections_per_ip", "request_burst_per_ip", "pool_size", "health_fall",
+            "health_rise",
+        ):  # fmt: skip
             if getattr(self, name) < 1:
                 raise ConfigError(f"edge.{name} must be >= 1")
         if not 1 <= self.workers <= MAX_WORKERS:
@@ -292,6 +337,17 @@ def edge_config_from_dict(
             values[key] = _forwards(value)
         elif key == "backend_ca":
             values[key] = _path(value, "edge.backend_ca", base)
+        elif key == "backends":
+            if "backend" in table:
+                raise ConfigError("set edge.backend (one server) or edge.backends, not both")
+            if (
+                not isinstance(value, list)
+                or not value
+                or not all(isinstance(b, str) for b in value)
+            ):
+                raise ConfigError('edge.backends must be a list of "host:port" strings')
+            values[key] = tuple(value)
+            values["backend"] = value[0]  # what messages name when one server is meant
         elif key == "paths":
             if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
                 raise ConfigError("edge.paths must be a list of strings")
