@@ -43,7 +43,7 @@ async def serve(config: ServerConfig, ready: Any = None) -> None:
                 store, host, int(port), config.domains, hostname=config.hostname
             )
         if ready is not None:
-            ready(server)
+            ready(server, smtp)
         await stop.wait()
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -106,10 +106,12 @@ def server(
 
     setup_logging(logging.INFO)
 
-    def ready(running: Any) -> None:
+    def ready(running: Any, smtp: Any) -> None:
         # A store URL may carry a password: shown without it.
         shown = re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", config.store_url)
         click.echo(f"natsync server: ActiveSync at {running.url} (store {shown})", err=True)
+        if smtp is not None:  # the bound port: smtp_listen may ask for any free one (port 0)
+            click.echo(f"natsync server: SMTP at {smtp.host}:{smtp.port}", err=True)
 
     try:
         from natsync.server.app import loop_factory
