@@ -11,7 +11,7 @@ from click.testing import CliRunner, Result
 
 from natsync.auth.passwords import verify_password
 from natsync.cli import main
-from natsync.store.api import AccessState, Txn, WipeState
+from natsync.store.api import STANDARD_FOLDERS, AccessState, Txn, WipeState
 from natsync.store.sqlite import SqliteStore
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
@@ -61,7 +61,7 @@ def test_user_add_stores_a_hashed_password_and_the_standard_folders(data_dir: Pa
     hashed, folders, display_name = in_store(data_dir, check)
     assert verify_password("bobs-password", hashed)
     assert "bobs-password" not in hashed
-    assert (folders, display_name) == (5, "Bob Builder")
+    assert (folders, display_name) == (len(STANDARD_FOLDERS), "Bob Builder")
 
 
 def test_user_add_prompts_twice_when_no_password_is_given(data_dir: Path) -> None:

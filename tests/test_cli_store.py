@@ -60,6 +60,8 @@ def populate(path: Path, password_hash: str) -> None:
             for key in ("k1", "k2", "k3"):
                 txn.put_sync_state(device.id, str(inbox.id), key, f"{name}{key}".encode())
             txn.enqueue_outbound(f"{name}@example.test", ["x@remote.test"], b"raw \x00 bytes", NOW)
+            calendar = txn.folder_by_type(user.id, FolderType.CALENDAR)
+            txn.add_item(calendar.id, {"subject": f"{name} ünïcode", "n": 1}, uid=f"{name}-1")
 
     store.run_sync(fill)
     store.close()
@@ -89,6 +91,7 @@ def test_store_copy_round_trips_sqlite_postgres_sqlite(
     assert rows["attachments"] == 12
     assert rows["sync_state"] == 4  # current + previous per device
     assert rows["outbound"] == 2
+    assert rows["items"] == 2
     assert all(rows[t.name] > 0 for t in store_copy.TABLES)
 
     # The copy is a working deployment: ids continue where the source left off.
@@ -100,7 +103,7 @@ def test_store_copy_round_trips_sqlite_postgres_sqlite(
             folder = store.run_sync(
                 lambda txn, uid=user.id: txn.create_folder(uid, "0", "New", FolderType.USER_MAIL)
             )
-            assert folder.server_id == "8"  # 1-5 standard, 6 Projects, 7 Gone (deleted)
+            assert folder.server_id == "12"  # 1-9 standard, 10 Projects, 11 Gone (deleted)
             found = store.run_sync(
                 lambda txn, uid=user.id: txn.search_messages(uid, "ünïcode", None, 100)
             )

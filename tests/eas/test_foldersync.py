@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from natsync.store.api import FolderType, Store
+from natsync.store.api import STANDARD_FOLDERS, FolderType, Store
 from natsync.wbxml import E, Element
 from tests.eas.helpers import Phone, folder_id
 
@@ -24,7 +24,7 @@ def test_initial_then_incremental(store: Store) -> None:
     phone.provision()
     first = phone.folder_sync()
     assert first.child_text("Status") == "1"
-    assert len(_ids(first, "Add")) == 5
+    assert len(_ids(first, "Add")) == len(STANDARD_FOLDERS)
     key1 = first.child_text("SyncKey") or ""
     again = phone.folder_sync(key1)
     assert again.find("Changes").child_text("Count") == "0"  # type: ignore[union-attr]
@@ -118,4 +118,4 @@ def test_folder_ops_with_bad_key_change_nothing(store: Store) -> None:
         E(NS, "Type", 12),
     )
     assert bad.child_text("Status") == "9"
-    assert len(_ids(phone.folder_sync(), "Add")) == 5
+    assert len(_ids(phone.folder_sync(), "Add")) == len(STANDARD_FOLDERS)

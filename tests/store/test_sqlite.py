@@ -17,6 +17,7 @@ import pytest
 
 from natsync.store import open_store
 from natsync.store.api import (
+    STANDARD_FOLDERS,
     AccessState,
     Conflict,
     Flag,
@@ -134,11 +135,7 @@ def test_an_exception_inside_fn_leaves_nothing_written(store: Store, alice: User
         store.run_sync(half_done)
     assert store.run_sync(lambda txn: txn.message_versions(inbox.id)) == {}
     assert [f.display_name for f in store.run_sync(lambda txn: txn.list_folders(alice.id))] == [
-        "Inbox",
-        "Drafts",
-        "Deleted Items",
-        "Sent Items",
-        "Outbox",
+        name for name, _ in STANDARD_FOLDERS
     ]
     assert store.run_sync(lambda txn: txn.get_user("bob")) is None
     assert inbox_of(store, alice).modseq == inbox.modseq
@@ -430,7 +427,7 @@ def test_folder_by_type_and_get_folder(store: Store, alice: User) -> None:
     assert sent.display_name == "Sent Items"
     assert folder(store, alice, sent.server_id) == sent
     with pytest.raises(NotFound):
-        store.run_sync(lambda txn: txn.folder_by_type(alice.id, FolderType.CALENDAR))
+        store.run_sync(lambda txn: txn.folder_by_type(alice.id, FolderType.JOURNAL))
 
 
 # -- messages -----------------------------------------------------------------------------------

@@ -17,8 +17,12 @@ def test_alice_has_the_standard_folders(store: Store, alice: User) -> None:
         ("Deleted Items", FolderType.DELETED_ITEMS, "0"),
         ("Sent Items", FolderType.SENT_ITEMS, "0"),
         ("Outbox", FolderType.OUTBOX, "0"),
+        ("Calendar", FolderType.CALENDAR, "0"),
+        ("Contacts", FolderType.CONTACTS, "0"),
+        ("Tasks", FolderType.TASKS, "0"),
+        ("Notes", FolderType.NOTES, "0"),
     ]
-    assert len({f.server_id for f in folders}) == 5
+    assert len({f.server_id for f in folders}) == 9
     assert store.run_sync(lambda txn: txn.get_user_by_email(ALICE_EMAIL)) == alice
 
 

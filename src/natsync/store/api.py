@@ -17,15 +17,20 @@ The shape is deliberate:
 Times are timezone-aware UTC ``datetime`` values. Identifiers: ``User.id``/``Device.id`` are
 integers private to the store; ``Folder.server_id`` and ``Message.server_id`` are the strings
 sent to devices (a message's is ``"<folder server id>:<number>"``).
+
+Mail is stored as :class:`Message` rows (the raw MIME is the truth); every other data class
+(calendar, contacts, tasks, notes) as generic :class:`Item` rows whose ``data`` is the class's
+record, a JSON object the store keeps but never looks inside (``natsync.pim`` owns its keys).
+Items and messages of a folder share one number sequence, so their server ids never collide.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from natsync.errors import NatsyncError
 
@@ -81,6 +86,10 @@ STANDARD_FOLDERS: tuple[tuple[str, FolderType], ...] = (
     ("Deleted Items", FolderType.DELETED_ITEMS),
     ("Sent Items", FolderType.SENT_ITEMS),
     ("Outbox", FolderType.OUTBOX),
+    ("Calendar", FolderType.CALENDAR),
+    ("Contacts", FolderType.CONTACTS),
+    ("Tasks", FolderType.TASKS),
+    ("Notes", FolderType.NOTES),
 )
 
 
@@ -225,6 +234,18 @@ class NewAttachment:
 
 
 @dataclass(frozen=True, slots=True)
+class Item:
+    """A non-email item (calendar event, contact, task, note): one class record as JSON."""
+
+    id: int
+    folder_id: int
+    server_id: str  # "<folder server id>:<number>", like a message's
+    uid: str  # the class's stable id (iCalendar UID, vCard UID); unique within a folder
+    data: dict[str, Any]  # the class record (JSON in the store)
+    modseq: int  # folder modseq of the last change to this item
+
+
+@dataclass(frozen=True, slots=True)
 class OutboundMail:
     """A message queued for the smarthost; removed only once the smarthost accepted it."""
 
@@ -311,6 +332,25 @@ class Txn(Protocol):
     def search_messages(
         self, user_id: int, query: str, folder_ids: Sequence[int] | None, limit: int
     ) -> list[Message]: ...
+
+    # -- items of the other data classes (every change bumps the folder's modseq, like mail)
+    def add_item(self, folder_id: int, data: Mapping[str, Any], *, uid: str | None = None) -> Item:
+        """A new item; *uid* None gets a new random one. Conflict when *uid* is taken there."""
+        ...
+
+    def get_item(self, user_id: int, server_id: str) -> Item | None: ...
+    def item_by_uid(self, folder_id: int, uid: str) -> Item | None: ...
+    def list_items(self, folder_id: int) -> list[Item]: ...
+    def item_versions(self, folder_id: int) -> dict[str, int]:
+        """server id -> modseq of every item of the folder (the Sync diff)."""
+        ...
+
+    def update_item(self, item_id: int, data: Mapping[str, Any]) -> Item: ...
+    def move_item(self, item_id: int, to_folder_id: int) -> Item:
+        """The item in another folder of the same user, under a new server id (uid kept)."""
+        ...
+
+    def delete_item(self, item_id: int) -> None: ...
 
     # -- sync state, owned by natsync.eas (the store keeps current + previous per collection)
     def get_sync_state(self, device: int, collection: str, sync_key: str) -> bytes | None: ...

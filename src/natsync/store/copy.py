@@ -140,6 +140,7 @@ TABLES: tuple[Table, ...] = (
         ),
         "id",
     ),
+    Table("items", ("id", "user_id", "folder_id", "server_id", "uid", "data", "modseq"), "id"),
     Table(
         "sync_state",
         ("device_id", "collection", "sync_key", "seq", "state"),
@@ -163,7 +164,15 @@ TABLES: tuple[Table, ...] = (
 )
 
 #: Tables whose ids come from a sequence the target must continue after the copy.
-_IDENTITY_TABLES = ("users", "devices", "folders", "messages", "attachments", "outbound")
+_IDENTITY_TABLES = (
+    "users",
+    "devices",
+    "folders",
+    "messages",
+    "attachments",
+    "items",
+    "outbound",
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,8 +33,9 @@ import json
 import queue
 import sqlite3
 import threading
+import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -51,6 +52,7 @@ from natsync.store.api import (
     Flag,
     Folder,
     FolderType,
+    Item,
     Message,
     NewMessage,
     NotFound,
@@ -125,6 +127,11 @@ _MESSAGE_COLS = (
 _ATTACHMENT_COLS = (
     "id, message_id, file_reference, filename, content_type, content_id, is_inline, size"
 )
+_ITEM_COLS = "id, folder_id, server_id, uid, data, modseq"
+
+#: The longest class uid kept: real ones (iCalendar UID, vCard UID) are a few dozen characters;
+#: the bound keeps a client from making the (folder, uid) index hold kilobyte keys.
+MAX_ITEM_UID_CHARS = 1024
 
 
 def _user(row: Sequence[Any]) -> User:
@@ -208,6 +215,26 @@ def _message(row: Sequence[Any], attachments: tuple[Attachment, ...] = ()) -> Me
         preview=row[22],
         attachments=attachments,
     )
+
+
+def _item(row: Sequence[Any]) -> Item:
+    return Item(
+        id=row[0],
+        folder_id=row[1],
+        server_id=row[2],
+        uid=row[3],
+        data=json.loads(row[4]),
+        modseq=row[5],
+    )
+
+
+def _item_json(data: Mapping[str, Any]) -> str:
+    """A record as the store keeps it: canonical JSON (sorted keys), so equal records compare
+    equal as text and ``natsync store copy`` checksums agree on both drivers."""
+    try:
+        return json.dumps(dict(data), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    except (TypeError, ValueError) as exc:
+        raise StoreError(f"an item record must be plain JSON data: {exc}") from exc
 
 
 def _fts_query(query: str) -> str:
@@ -668,12 +695,7 @@ class SqliteTxn(Txn):
     def add_message(self, folder_id: int, message: NewMessage) -> Message:
         info = self._folder_info(folder_id)
         modseq = self._bump(folder_id)
-        number = self._one(
-            "UPDATE folders SET next_message_number = next_message_number + 1 WHERE id = ? "
-            "RETURNING next_message_number - 1",
-            (folder_id,),
-        )[0]
-        server_id = f"{info.server_id}:{number}"
+        server_id = self._next_server_id(folder_id, info)
         has_attachments = bool(message.attachments)
         message_id: int = self._one(
             "INSERT INTO messages (user_id, folder_id, server_id, modseq, received_at, subject, "
@@ -885,12 +907,7 @@ class SqliteTxn(Txn):
             return self._message_by_id(message_id)
         self._bump(from_folder_id)
         modseq = self._bump(to_folder_id)
-        number = self._one(
-            "UPDATE folders SET next_message_number = next_message_number + 1 WHERE id = ? "
-            "RETURNING next_message_number - 1",
-            (to_folder_id,),
-        )[0]
-        server_id = f"{target.server_id}:{number}"
+        server_id = self._next_server_id(to_folder_id, target)
         self._conn.execute(
             "UPDATE messages SET folder_id = ?, server_id = ?, modseq = ? WHERE id = ?",
             (to_folder_id, server_id, modseq, message_id),
@@ -921,6 +938,7 @@ class SqliteTxn(Txn):
         count: int = self._conn.execute(
             "DELETE FROM messages WHERE folder_id = ?", (folder_id,)
         ).rowcount
+        count += self._conn.execute("DELETE FROM items WHERE folder_id = ?", (folder_id,)).rowcount
         if count:
             self._bump(folder_id)
         return count
@@ -970,6 +988,102 @@ class SqliteTxn(Txn):
             f"AND {match} ORDER BY m.received_at DESC, m.id DESC LIMIT ?",
             params,
         )
+
+    # -- items
+
+    def _item_row(self, item_id: int) -> Item:
+        row = self._one(f"SELECT {_ITEM_COLS} FROM items WHERE id = ?", (item_id,))
+        if row is None:
+            raise NotFound(f"item {item_id} does not exist")
+        return _item(row)
+
+    def _next_server_id(self, folder_id: int, info: _FolderInfo) -> str:
+        """A new "<folder>:<number>" id; messages and items of a folder share the numbers."""
+        number = self._one(
+            "UPDATE folders SET next_message_number = next_message_number + 1 WHERE id = ? "
+            "RETURNING next_message_number - 1",
+            (folder_id,),
+        )[0]
+        return f"{info.server_id}:{number}"
+
+    def _check_uid_free(self, folder_id: int, uid: str) -> None:
+        if not uid or len(uid) > MAX_ITEM_UID_CHARS:
+            raise Conflict(f"an item uid must be 1 to {MAX_ITEM_UID_CHARS} characters")
+        if self.item_by_uid(folder_id, uid) is not None:
+            raise Conflict(f"an item with the uid {uid!r} already exists in that folder")
+
+    def add_item(self, folder_id: int, data: Mapping[str, Any], *, uid: str | None = None) -> Item:
+        info = self._folder_info(folder_id)
+        uid = str(uuid.uuid4()) if uid is None else uid
+        self._check_uid_free(folder_id, uid)
+        text = _item_json(data)
+        modseq = self._bump(folder_id)
+        server_id = self._next_server_id(folder_id, info)
+        row = self._one(
+            "INSERT INTO items (user_id, folder_id, server_id, uid, data, modseq) "
+            f"VALUES (?, ?, ?, ?, ?, ?) RETURNING {_ITEM_COLS}",
+            (info.user_id, folder_id, server_id, uid, text, modseq),
+        )
+        return _item(row)
+
+    def get_item(self, user_id: int, server_id: str) -> Item | None:
+        row = self._one(
+            f"SELECT {_ITEM_COLS} FROM items WHERE user_id = ? AND server_id = ?",
+            (user_id, server_id),
+        )
+        return None if row is None else _item(row)
+
+    def item_by_uid(self, folder_id: int, uid: str) -> Item | None:
+        row = self._one(
+            f"SELECT {_ITEM_COLS} FROM items WHERE folder_id = ? AND uid = ?", (folder_id, uid)
+        )
+        return None if row is None else _item(row)
+
+    def list_items(self, folder_id: int) -> list[Item]:
+        rows = self._conn.execute(
+            f"SELECT {_ITEM_COLS} FROM items WHERE folder_id = ? ORDER BY id", (folder_id,)
+        )
+        return [_item(row) for row in rows]
+
+    def item_versions(self, folder_id: int) -> dict[str, int]:
+        rows = self._conn.execute(
+            "SELECT server_id, modseq FROM items WHERE folder_id = ?", (folder_id,)
+        )
+        return {row[0]: row[1] for row in rows}
+
+    def update_item(self, item_id: int, data: Mapping[str, Any]) -> Item:
+        current = self._item_row(item_id)
+        text = _item_json(data)
+        if text == _item_json(current.data):
+            return current  # no change, no modseq bump, no Ping woken
+        modseq = self._bump(current.folder_id)
+        self._conn.execute(
+            "UPDATE items SET data = ?, modseq = ? WHERE id = ?", (text, modseq, item_id)
+        )
+        return self._item_row(item_id)
+
+    def move_item(self, item_id: int, to_folder_id: int) -> Item:
+        current = self._item_row(item_id)
+        source = self._folder_info(current.folder_id)
+        target = self._folder_info(to_folder_id)
+        if target.user_id != source.user_id:
+            raise NotFound(f"folder {to_folder_id} does not exist in this mailbox")
+        if current.folder_id == to_folder_id:
+            return current
+        self._check_uid_free(to_folder_id, current.uid)
+        self._bump(current.folder_id)
+        modseq = self._bump(to_folder_id)
+        server_id = self._next_server_id(to_folder_id, target)
+        self._conn.execute(
+            "UPDATE items SET folder_id = ?, server_id = ?, modseq = ? WHERE id = ?",
+            (to_folder_id, server_id, modseq, item_id),
+        )
+        return self._item_row(item_id)
+
+    def delete_item(self, item_id: int) -> None:
+        current = self._item_row(item_id)
+        self._bump(current.folder_id)
+        self._conn.execute("DELETE FROM items WHERE id = ?", (item_id,))
 
     # -- sync state
 
