@@ -16,16 +16,20 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from natsync.eas.versions import Version
 from natsync.errors import NatsyncError
 from natsync.mail.eas_email import BodyPreference
-from natsync.store.api import FolderType
+from natsync.store.api import FolderType, Item, Txn, User
 from natsync.wbxml import Element
 
 #: A class record, as the store keeps it (JSON).
 Record = dict[str, Any]
+
+#: ``(txn, user, old item or None, new item or None, now) -> queued outbound mail?``
+AfterClientWrite = Callable[[Txn, User, Item | None, Item | None, datetime], bool]
 
 
 class PimError(NatsyncError):
@@ -45,6 +49,12 @@ class ClassCodec:
       Notes replace the item).
     * ``encode(record, version, body_preferences)``: a record → the ApplicationData children
       sent to the device, honouring the client's BodyPreference for the body.
+    * ``after_client_write(txn, user, old, new, now)``, optional: called inside the Sync
+      transaction after a client Add (``None, new``), Change (``old, new``) or Delete
+      (``old, None``) of an item of this class, so a class can act on the phone's write
+      (Calendar sends iMIP invitations). It returns True when it queued outbound mail: the
+      Sync response then kicks the relay. An exception rolls the whole Sync back (it is a bug
+      or a store failure, not a client error: raise PimError before writing for those).
     """
 
     #: The AirSync:Class value ("Calendar", "Contacts", "Tasks", "Notes").
@@ -54,3 +64,4 @@ class ClassCodec:
     decode: Callable[[Element, Version], Record]
     apply_change: Callable[[Mapping[str, Any], Element, Version], Record]
     encode: Callable[[Mapping[str, Any], Version, Sequence[BodyPreference]], list[Element]]
+    after_client_write: AfterClientWrite | None = None
