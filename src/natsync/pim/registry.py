@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from natsync.pim import calendar, contacts, notes, tasks
 from natsync.pim.codec import ClassCodec
 from natsync.store.api import FolderType
 
 #: Every non-email class codec. Each class module adds its ``CODEC`` here.
-CODECS: tuple[ClassCodec, ...] = ()
+CODECS: tuple[ClassCodec, ...] = (calendar.CODEC, contacts.CODEC, tasks.CODEC, notes.CODEC)
 
 
 def codec_for(folder_type: FolderType) -> ClassCodec | None:

@@ -1,0 +1,258 @@
+"""The Tasks codec: every MS-ASTASK field round trip, recurrence per version, completing a
+recurring task (next occurrence, Regenerate, DeadOccur, Until, Occurrences), FilterType 8."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from natsync.eas.versions import V12_1, V14_0, V14_1, V16_1, Version
+from natsync.mail.eas_email import BodyPreference
+from natsync.pim import tasks
+from natsync.pim.codec import PimError, Record
+from natsync.pim.registry import codec_for
+from natsync.store.api import FolderType, Store, Txn
+from natsync.wbxml import E, Element
+from tests.pim.test_contacts import decodes_or_pim_error, trees, wire
+
+NOW = datetime(2026, 3, 3, 10, 0, tzinfo=UTC)
+
+
+def full_task() -> Record:
+    return {
+        "subject": "Water the plants",
+        "body": "<p>All of them</p>",
+        "body_type": 2,
+        "importance": 2,
+        "sensitivity": 1,
+        "start_date": "2026-03-02T09:00:00.000Z",
+        "utc_start_date": "2026-03-02T08:00:00.000Z",
+        "due_date": "2026-03-02T17:00:00.000Z",
+        "utc_due_date": "2026-03-02T16:00:00.000Z",
+        "complete": False,
+        "reminder_set": True,
+        "reminder_time": "2026-03-02T07:30:00.000Z",
+        "categories": ["Home"],
+        "recurrence": {
+            "type": 1,
+            "start": "2026-03-02T00:00:00.000Z",
+            "until": "2026-12-31T00:00:00.000Z",
+            "interval": 1,
+            "day_of_week": 2 | 32,  # Monday and Friday
+            "regenerate": False,
+            "dead_occur": False,
+            "calendar_type": 1,
+            "is_leap_month": False,
+            "first_day_of_week": 1,
+        },
+    }
+
+
+def test_registered() -> None:
+    assert codec_for(FolderType.TASKS) is tasks.CODEC
+    assert codec_for(FolderType.USER_TASKS) is tasks.CODEC
+
+
+@pytest.mark.parametrize("version", [V14_1, V16_1])
+def test_every_field_round_trips(version: Version) -> None:
+    record = full_task()
+    assert tasks.decode(wire(tasks.CODEC, record, version), version) == record
+
+
+def test_completed_task_round_trips() -> None:
+    record: Record = {
+        "subject": "Done",
+        "complete": True,
+        "date_completed": "2026-03-01T10:00:00.000Z",
+    }
+    assert tasks.decode(wire(tasks.CODEC, record, V16_1), V16_1) == record
+
+
+@pytest.mark.parametrize(
+    ("version", "missing"),
+    [
+        (V12_1, {"calendar_type", "is_leap_month", "first_day_of_week"}),
+        (V14_0, {"first_day_of_week"}),
+    ],
+)
+def test_older_versions_get_only_their_recurrence_elements(
+    version: Version, missing: set[str]
+) -> None:
+    record = full_task()
+    back = tasks.decode(wire(tasks.CODEC, record, version), version)
+    assert back["recurrence"] == {k: v for k, v in record["recurrence"].items() if k not in missing}
+
+
+def _completion(**extra: object) -> Element:
+    return E(
+        "AirSync",
+        "ApplicationData",
+        E("Tasks", "Subject", "Water the plants"),
+        E("Tasks", "Complete", "1"),
+        E("Tasks", "DateCompleted", "2026-03-03T10:00:00.000Z"),
+        *(E("Tasks", k, str(v)) for k, v in extra.items()),
+    )
+
+
+def _with_recurrence(record: Record, **changes: object) -> Element:
+    rec = {**record["recurrence"], **changes}
+    encoded = tasks.encode(
+        {**record, "recurrence": rec, "complete": True}, V16_1, [BodyPreference(type=2)]
+    )
+    return E(
+        "AirSync",
+        "ApplicationData",
+        *encoded,
+        E("Tasks", "DateCompleted", "2026-03-03T10:00:00.000Z"),
+    )
+
+
+def _complete(old: Record, **changes: object) -> tuple[Record, Record | None]:
+    """The client completes *old* (with *changes* to its recurrence): what the codec stores,
+    split as after_client_write splits it."""
+    sent = tasks.apply_change(old, _with_recurrence(old, **changes), V16_1)
+    assert sent["complete"] is True
+    return tasks.split_completion(sent)
+
+
+def test_completing_a_weekly_task_moves_it_to_the_next_pattern_day() -> None:
+    old = full_task()
+    completed, new = _complete(old)
+    assert new is not None
+    # due Monday 2 March; the pattern is Monday and Friday: next is Friday 6 March
+    assert new["complete"] is False
+    assert new["due_date"] == "2026-03-06T17:00:00.000Z"
+    assert new["utc_due_date"] == "2026-03-06T16:00:00.000Z"
+    assert new["start_date"] == "2026-03-06T09:00:00.000Z"
+    assert new["reminder_time"] == "2026-03-06T07:30:00.000Z"
+    assert "date_completed" not in new
+    assert new["body"] == old["body"]
+    assert new["recurrence"] == old["recurrence"]
+    assert completed["complete"] is True
+    assert completed["due_date"] == old["due_date"]
+    assert completed["date_completed"] == "2026-03-03T10:00:00.000Z"
+    assert "recurrence" not in completed
+
+
+def test_regenerating_task_counts_from_the_completion() -> None:
+    old = full_task()
+    old["recurrence"] = {"type": 0, "interval": 10, "regenerate": True, "start": old["start_date"]}
+    _, new = _complete(old)
+    assert new is not None
+    # completed 3 March: due ten days later, 13 March
+    assert new["due_date"] == "2026-03-13T17:00:00.000Z"
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [{"dead_occur": True}, {"until": "2026-03-04T00:00:00.000Z"}, {"occurrences": 1}],
+)
+def test_series_over_keeps_the_task_complete(changes: dict[str, object]) -> None:
+    _, new = _complete(full_task(), **changes)
+    assert new is None
+
+
+def test_occurrences_count_down() -> None:
+    old = full_task()
+    old["recurrence"] = {**old["recurrence"], "occurrences": 3}
+    _, new = _complete(old)
+    assert new is not None
+    assert new["recurrence"]["occurrences"] == 2
+
+
+def test_after_client_write_keeps_the_completed_occurrence(store: Store) -> None:
+    old_record = full_task()
+
+    def run(txn: Txn) -> list[Record]:
+        user = txn.get_user("alice")
+        assert user is not None
+        folder = txn.folder_by_type(user.id, FolderType.TASKS)
+        old = txn.add_item(folder.id, old_record)
+        sent = tasks.apply_change(old.data, _with_recurrence(old.data), V16_1)
+        new = txn.update_item(old.id, sent)
+        assert tasks.CODEC.after_client_write is not None
+        assert tasks.CODEC.after_client_write(txn, user, old, new, NOW) is False
+        # a second write of the same completed state does nothing more
+        again = txn.get_item(user.id, new.server_id)
+        assert again is not None
+        tasks.CODEC.after_client_write(txn, user, again, again, NOW)
+        return sorted((i.data for i in txn.list_items(folder.id)), key=lambda d: d["due_date"])
+
+    completed, following = store.run_sync(run)
+    assert completed["complete"] is True
+    assert "recurrence" not in completed
+    assert following["complete"] is False
+    assert following["due_date"] == "2026-03-06T17:00:00.000Z"
+
+
+@pytest.mark.parametrize(
+    ("recurrence", "due", "expected"),
+    [
+        ({"type": 0, "interval": 3}, date(2026, 3, 2), date(2026, 3, 5)),
+        ({"type": 0, "day_of_week": 62}, date(2026, 3, 6), date(2026, 3, 9)),  # weekdays
+        ({"type": 1, "interval": 2, "day_of_week": 2}, date(2026, 3, 2), date(2026, 3, 16)),
+        ({"type": 2, "day_of_month": 31}, date(2026, 1, 31), date(2026, 2, 28)),
+        ({"type": 3, "week_of_month": 5, "day_of_week": 32}, date(2026, 3, 27), date(2026, 4, 24)),
+        ({"type": 3, "week_of_month": 2, "day_of_week": 2}, date(2026, 3, 9), date(2026, 4, 13)),
+        ({"type": 5, "month_of_year": 5, "day_of_month": 4}, date(2026, 5, 4), date(2027, 5, 4)),
+        (
+            {"type": 6, "month_of_year": 11, "week_of_month": 4, "day_of_week": 16},
+            date(2026, 11, 26),
+            date(2027, 11, 25),
+        ),
+    ],
+)
+def test_next_date_per_pattern(recurrence: dict[str, int], due: date, expected: date) -> None:
+    text = f"{due.isoformat()}T12:00:00.000Z"
+    rec = {**recurrence, "start": text}
+    assert tasks.next_date({"due_date": text, "recurrence": rec}) == expected
+
+
+def test_impossible_pattern_ends_the_series() -> None:
+    rec = {"type": 5, "month_of_year": 2, "day_of_month": 30, "start": "2026-01-01T00:00:00.000Z"}
+    # 30 February is clamped to the month's last day, so it is not impossible ...
+    assert tasks.next_date({"due_date": "2026-01-01T00:00:00.000Z", "recurrence": rec}) == date(
+        2026, 2, 28
+    )
+    # ... but a weekly pattern on no weekday of an interval never reached is
+    rec2 = {"type": 3, "week_of_month": 1, "day_of_week": 0, "start": "2026-01-01T00:00:00.000Z"}
+    assert tasks.next_date({"due_date": "2026-01-01T00:00:00.000Z", "recurrence": rec2}) is None
+
+
+def test_change_without_body_keeps_the_body() -> None:
+    old = full_task()
+    new = tasks.apply_change(
+        old, E("AirSync", "ApplicationData", E("Tasks", "Subject", "x")), V16_1
+    )
+    assert new == {"subject": "x", "complete": False, "body": old["body"], "body_type": 2}
+
+
+def test_filter_type_8_is_incomplete_tasks() -> None:
+    assert tasks.FILTER_INCOMPLETE == 8
+    assert tasks.in_window({"complete": False})
+    assert tasks.in_window({})
+    assert not tasks.in_window({"complete": True})
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        E("Tasks", "Importance", "7"),
+        E("Tasks", "Complete", "yes"),
+        E("Tasks", "DueDate", "soon"),
+        E("Tasks", "Recurrence", E("Tasks", "Interval", "1")),  # no Type
+        E("Tasks", "Recurrence", E("Tasks", "Type", "4")),
+    ],
+)
+def test_bad_values_are_pim_errors(bad: Element) -> None:
+    with pytest.raises(PimError):
+        tasks.decode(E("AirSync", "ApplicationData", bad), V16_1)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(trees(), max_size=6))
+def test_arbitrary_trees_decode_or_raise_pim_error(children: list[Element]) -> None:
+    decodes_or_pim_error(tasks.CODEC, children, full_task())
