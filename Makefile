@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 APT_TEST_PACKAGES := libwbxml2-utils bind9 bind9-dnsutils miniupnpd-nftables nftables iproute2 coturn pebble chromium postgresql nginx-light haproxy
 FUZZ_SECONDS ?= 20
 # Benchmarks (bench/NAME_bench.py) print their figures; never part of the pass/fail suite.
-BENCHES := wbxml sync push edge
+BENCHES := wbxml sync push edge scale
 
 .PHONY: run test venv lint typecheck pytest fuzz bench apt-test clean
 

@@ -316,9 +316,26 @@ def ping_body(inbox: str) -> bytes:
     return encode(E(pg, "Ping", E(pg, "HeartbeatInterval", HEARTBEAT), E(pg, "Folders", folder)))
 
 
+async def hold_pings(
+    phone: Phone, body: bytes, report: Callable[[float, list[str], float], None]
+) -> None:
+    """Ping until the connection fails; after each Status 2, Sync and report (the Ping
+    answer's time, the Subjects the Sync brought, the Sync's seconds)."""
+    from natsync.wbxml import decode
+
+    while True:
+        answer = decode(await phone.request("Ping", body))
+        at = time.monotonic()
+        status = answer.child_text("Status")
+        if status == "2":
+            subjects = await phone.sync()
+            report(at, subjects, time.monotonic() - at)
+        elif status != "1":
+            raise RuntimeError(f"device {phone.index}: Ping Status {status}")
+
+
 async def client(args: argparse.Namespace) -> None:
     """Bring devices first..first+count to a held Ping; report each push on stdout."""
-    from natsync.wbxml import decode
 
     raise_nofile()
     context = None if args.plain else ssl.create_default_context(cafile=args.cert)
@@ -356,15 +373,11 @@ async def client(args: argparse.Namespace) -> None:
             ready += 1
             if ready == args.count:
                 say({"ready": ready})
-            while True:
-                answer = decode(await phone.request("Ping", body))
-                at = time.monotonic()
-                status = answer.child_text("Status")
-                if status == "2":
-                    subjects = await phone.sync()
-                    say({"d": index, "t": at, "s": subjects, "sync": time.monotonic() - at})
-                elif status != "1":
-                    raise RuntimeError(f"device {index}: Ping Status {status}")
+            await hold_pings(
+                phone,
+                body,
+                lambda at, got, took: say({"d": index, "t": at, "s": got, "sync": took}),
+            )
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -435,10 +448,11 @@ class Child:
         self.proc = proc
 
     @classmethod
-    async def start(cls, *argv: str) -> Child:
+    async def start(cls, *argv: str, script: str = __file__) -> Child:
+        """Run *script* (this bench, unless another bench reuses the class) with *argv*."""
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
-            __file__,
+            script,
             *argv,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
@@ -481,6 +495,36 @@ class Child:
                 await self.proc.wait()
 
 
+class Events:
+    """What the client processes reported: arrivals per Subject (Ping answer times), the
+    Syncs that followed a push (ms), devices that moved to another server, errors."""
+
+    def __init__(self) -> None:
+        self.arrivals: dict[str, list[float]] = {}
+        self.syncs: list[float] = []
+        self.moved: dict[int, float] = {}
+        self.errors: list[str] = []
+        self.ready = 0
+
+    async def listen(self, child: Child) -> None:
+        while True:
+            try:
+                event = await child.line()
+            except RuntimeError:
+                return
+            if "ready" in event:
+                self.ready += event["ready"]
+            elif "error" in event:
+                self.errors.append(event["error"])
+            else:
+                if "sync" in event:
+                    self.syncs.append(event["sync"] * 1000)
+                if "moved" in event:
+                    self.moved[event["moved"]] = event["t"]
+                for subject in event["s"]:
+                    self.arrivals.setdefault(subject, []).append(event["t"])
+
+
 def pct(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered)) - 1))]
@@ -509,10 +553,8 @@ async def one_round(args: argparse.Namespace, n: int, work: Path, inbox: str) ->
         started = time.monotonic()
         procs = max(args.procs, -(-n // DEVICES_PER_PROC))
         share = -(-n // procs)
-        arrivals: dict[str, list[float]] = {}
-        errors: list[str] = []
-        syncs: list[float] = []  # ms of each Sync that followed a push, N Pings held meanwhile
-        ready = 0
+        events = Events()
+        arrivals, errors, syncs = events.arrivals, events.errors, events.syncs
         for p in range(procs):
             first, count = p * share, min(share, n - p * share)
             if count <= 0:
@@ -535,23 +577,7 @@ async def one_round(args: argparse.Namespace, n: int, work: Path, inbox: str) ->
                 )
             )
 
-        async def listen(child: Child) -> None:
-            nonlocal ready
-            while True:
-                try:
-                    event = await child.line()
-                except RuntimeError:
-                    return
-                if "ready" in event:
-                    ready += event["ready"]
-                elif "error" in event:
-                    errors.append(event["error"])
-                else:
-                    syncs.append(event["sync"] * 1000)
-                    for subject in event["s"]:
-                        arrivals.setdefault(subject, []).append(event["t"])
-
-        listeners = [asyncio.ensure_future(listen(c)) for c in children]
+        listeners = [asyncio.ensure_future(events.listen(c)) for c in children]
         while True:
             stat = await server.ask("stat")
             if stat["waiting"] >= n:

@@ -1,0 +1,631 @@
+"""Several natsync server processes on one PostgreSQL: held Pings, push, Sync, a killed process.
+
+    .venv/bin/python bench/scale_bench.py                       # 1, 2, 4 processes, 2,000 Pings
+    .venv/bin/python bench/scale_bench.py --servers 2 --devices 500 --messages 100
+    .venv/bin/python bench/scale_bench.py --store postgresql://natsync@db/bench   # your own DB
+
+Everything runs on this machine over loopback and stops by itself (``--time-limit``, default
+900 s; every child is stopped by its PID). Unless ``--store`` names a database, the bench starts
+its own PostgreSQL from Debian's binaries (initdb in a temp dir, loopback, a free port, default
+durability settings) and removes it at the end. Per round of K processes (``--servers``):
+
+* K server processes, each the real ``natsync server`` code path (``natsync.cli_server.serve``:
+  TLS, SMTP in, the PostgreSQL store with its one LISTEN connection), on a fresh copy of one
+  database holding ``--devices`` users (a device each) and a "demo" user with
+  ``--sync-messages`` messages;
+* no balancer: the phones are spread over the processes by the bench (device i on process
+  i mod K), and a phone whose process dies moves itself to the next process (the client side of
+  what a health-checked edge does); the figures are the servers', not a balancer's;
+* lean client processes (bench/push_bench.py's ``Phone``: raw HTTP/1.1 over TLS on uvloop) bring
+  every device to a held Ping (Sync the inbox twice, then Ping);
+* push: ``--messages`` mails by SMTP at ``--rate``/s, each through the next process in turn (so
+  (K-1)/K of them cross processes by LISTEN/NOTIFY), one in flight per user; latency = SMTP 250
+  at the sender to the Ping answer at the phone (CLOCK_MONOTONIC is shared by processes);
+  after each Status 2 the phone Syncs and reports the Subjects: each must arrive exactly once;
+* Sync throughput: ``--sync-devices`` new devices of the demo user, spread over the processes,
+  initial-sync its Inbox at once (bench/sync_bench.py's ``initial_sync``: WindowSize 100, plain
+  text truncated to 512 bytes) while the Pings stay held; messages/s over all of them, and the
+  ratio to the 1-process round;
+* a killed process (K >= 2): a burst of ``--burst`` mails through all processes at
+  ``--burst-rate``/s; a third of the way in, the last process gets SIGKILL (its SMTP session is
+  cut; the sender sends the rest through the next process, a cut transaction is not retried);
+  counted: mails that got a 250, arrived once, duplicated, lost (a 250 but never arrived within
+  ``--settle`` s), and the time until every phone of the dead process holds a Ping elsewhere
+  again (reconnect, TLS, a Sync with the SyncKey it had, Ping).
+
+Load average (1/5/15 min) is printed before and after: on a busy machine the figures are noisy.
+Setup shortcuts, said out loud: users are written straight into the store with a cheap scrypt
+hash (ln=4), ``require_provisioning`` is off (Provision is not what is measured).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import pwd
+import random
+import shutil
+import signal
+import socket
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import push_bench  # noqa: E402  (bench/ is not a package)
+from push_bench import DOMAIN, PASSWORD, Child, Events, Phone, Smtp, pct  # noqa: E402
+
+#: Seconds a round may take to bring every device to a held Ping.
+SETUP_TIMEOUT = 300.0
+#: Seconds a server process may take to print its ports.
+SERVER_START_TIMEOUT = 60.0
+#: Seconds of idle holding over which the servers' CPU is measured.
+IDLE_SECONDS = 5.0
+#: Times a phone moves to another process before giving up (a dead process, a refused handshake).
+MAX_MOVES = 6
+#: Seconds PostgreSQL may take to start (pg_ctl -w waits for it).
+PG_START_TIMEOUT = 60
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+
+class Postgres:
+    """A throwaway PostgreSQL cluster from Debian's binaries (as "postgres" when we are root)."""
+
+    def __init__(self) -> None:
+        found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
+        if not found:
+            raise SystemExit("PostgreSQL is not installed: apt-get install postgresql")
+        self.bin = found[-1].parent
+        # Its own temp dir (not under the bench's, which only root may enter).
+        self.directory = Path(tempfile.mkdtemp(prefix="scale-bench-pg-"))
+        self.as_user: dict[str, Any] = {}
+        if os.geteuid() == 0:  # PostgreSQL refuses to run as root
+            entry = pwd.getpwnam("postgres")
+            os.chown(self.directory, entry.pw_uid, entry.pw_gid)
+            self.as_user = {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.version = self.bin.parent.name
+
+    def _run(self, *argv: str) -> None:
+        done = subprocess.run(
+            argv, check=False, capture_output=True, cwd=self.directory, **self.as_user
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"{argv[0]} failed: {done.stderr.decode(errors='replace')}")
+
+    def start(self) -> None:
+        data = str(self.directory / "data")
+        self._run(
+            str(self.bin / "initdb"),
+            "-D",
+            data,
+            "-U",
+            "natsync",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--locale=C.UTF-8",
+        )
+        options = f"-h 127.0.0.1 -p {self.port} -k {self.directory} -c max_connections=200"
+        self._run(
+            str(self.bin / "pg_ctl"),
+            "-D",
+            data,
+            "-o",
+            options,
+            "-l",
+            str(self.directory / "log"),
+            "-w",
+            "-t",
+            str(PG_START_TIMEOUT),
+            "start",
+        )
+
+    def stop(self) -> None:
+        with contextlib.suppress(RuntimeError):
+            self._run(
+                str(self.bin / "pg_ctl"), "-D", str(self.directory / "data"), "-m", "fast", "stop"
+            )
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    def url(self, database: str) -> str:
+        return f"postgresql://natsync@127.0.0.1:{self.port}/{database}"
+
+
+def sql(url: str, statement: str) -> None:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(statement)  # type: ignore[arg-type]
+
+
+def prepare_database(url: str, devices: int, sync_messages: int) -> str:
+    """Users u0..u{devices-1} and "demo" with *sync_messages* messages; the inbox ServerId."""
+    from sync_bench import fill_inbox
+
+    from natsync.cli_up import DEMO_EMAIL, DEMO_USER
+    from natsync.store import open_store
+
+    inbox = push_bench.make_store(url, devices)  # type: ignore[arg-type]  (a URL opens too)
+    store = open_store(url)
+    try:
+        hashed = push_bench.cheap_hash(PASSWORD)
+        now = push_bench.dt.datetime.now(push_bench.dt.UTC)
+        store.run_sync(lambda txn: txn.add_user(DEMO_USER, DEMO_EMAIL, "Demo", hashed, now))
+    finally:
+        store.close()
+    fill_inbox(url, sync_messages)  # type: ignore[arg-type]
+    return inbox
+
+
+# --------------------------------------------------------------------------- server process
+
+
+async def stdin() -> asyncio.StreamReader:
+    """This child's stdin as a stream: the bench's commands, EOF when it wants us gone."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    return reader
+
+
+async def serve(args: argparse.Namespace) -> None:
+    """One measured process: ``natsync server``'s own serve() on the shared store. Prints its
+    ports as JSON; ``stat`` on stdin prints the held waits; EOF on stdin stops it (SIGTERM)."""
+    from natsync.cli_server import serve as natsync_serve
+    from natsync.config import ServerConfig
+    from natsync.server.app import EAS_APP
+
+    push_bench.raise_nofile()
+    config = ServerConfig(
+        host="127.0.0.1",
+        port=0,
+        tls_cert=Path(args.cert),
+        tls_key=Path(args.key),
+        data_dir=Path(args.cert).parent,
+        store=args.store,
+        smtp_listen="127.0.0.1:0",
+        domains=(DOMAIN,),
+        require_provisioning=False,
+    ).check()
+    stores: list[Any] = []
+
+    def ready(running: Any, smtp: Any) -> None:
+        stores.append(running.runner.app[EAS_APP].store)
+        print(json.dumps({"https": running.port, "smtp": smtp.port}), flush=True)
+
+    async def commands() -> None:
+        reader = await stdin()
+        while line := (await reader.readline()).decode().strip():
+            if line == "stat":
+                waiting = stores[0].feed.waiting() if stores else 0
+                print(json.dumps({"waiting": waiting}), flush=True)
+        os.kill(os.getpid(), signal.SIGTERM)  # serve() stops on it, as natsync server does
+
+    task = asyncio.ensure_future(commands())
+    try:
+        await natsync_serve(config, ready)
+    finally:
+        task.cancel()
+
+
+# --------------------------------------------------------------------------- client process
+
+
+async def phones(args: argparse.Namespace) -> None:
+    """The ``--devices-list`` devices, at home on the first of ``--ports``; a phone whose process
+    dies moves to the next port with the SyncKey it had. Reports on stdout (JSON lines)."""
+
+    push_bench.raise_nofile()
+    ports = [int(p) for p in args.ports.split(",")]
+    indices = [int(d) for d in args.devices_list.split(",")]
+    context = ssl.create_default_context(cafile=args.cert)
+    body = push_bench.ping_body(args.inbox)
+    gate = asyncio.Semaphore(push_bench.SETUP_CONCURRENCY)
+    ready = 0
+
+    def say(obj: dict[str, Any]) -> None:
+        sys.stdout.write(json.dumps(obj) + "\n")
+        sys.stdout.flush()
+
+    async def device(index: int) -> None:
+        nonlocal ready
+        phone = Phone(index, ports[0], args.inbox)
+        at, failures, set_up = 0, 0, False
+        while True:
+            try:
+                async with gate:
+                    phone.reader, phone.writer = await asyncio.open_connection(
+                        "127.0.0.1", ports[at], ssl=context, server_hostname="localhost"
+                    )
+                    subjects = await phone.sync()  # SyncKey 0 -> a key, or the one it had
+                    if not set_up:
+                        subjects += await phone.sync()
+                if set_up:
+                    say({"moved": index, "t": time.monotonic(), "s": subjects, "port": ports[at]})
+                else:
+                    set_up = True
+                    ready += 1
+                    if ready == len(indices):
+                        say({"ready": ready})
+                await push_bench.hold_pings(
+                    phone, body, lambda at, got, _: say({"d": index, "t": at, "s": got})
+                )
+            except asyncio.CancelledError:
+                raise
+            except (OSError, asyncio.IncompleteReadError, RuntimeError, ssl.SSLError) as exc:
+                if phone.writer is not None:
+                    phone.writer.close()
+                failures += 1
+                if failures > MAX_MOVES:
+                    say({"error": f"{type(exc).__name__}: {exc}", "d": index})
+                    return
+                if set_up:  # a dead process: go to the next one (setup retries at home)
+                    at = (at + 1) % len(ports)
+
+    tasks = [asyncio.ensure_future(device(i)) for i in indices]
+    await (await stdin()).read()  # until the bench closes our stdin
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+# --------------------------------------------------------------------------- the bench
+
+
+async def start(*argv: str) -> Child:
+    """A child running this file in a role."""
+    return await Child.start(*argv, script=__file__)
+
+
+def kill(child: Child) -> None:
+    """SIGKILL by PID: a machine that dies, no clean-up."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(child.proc.pid, signal.SIGKILL)
+
+
+def mail(user: int, subject: str) -> str:
+    return (
+        f"From: sender@elsewhere.test\r\nTo: u{user}@{DOMAIN}\r\n"
+        f"Subject: {subject}\r\nMessage-ID: <{subject}@bench>\r\n\r\nhello\r\n"
+    )
+
+
+async def push_phase(
+    args: argparse.Namespace, k: int, smtp_ports: list[int], events: Events
+) -> dict[str, Any]:
+    rng = random.Random(k)
+    sent: dict[str, tuple[float, float]] = {}  # subject -> (end of DATA, 250)
+    in_flight: dict[str, int] = {}  # subject -> user, until it arrives (one per user at a time)
+    senders = [await Smtp.connect(port) for port in smtp_ports]
+    t0 = time.monotonic()
+    try:
+        for n in range(args.messages):
+            delay = t0 + n / args.rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            for subject in [s for s in in_flight if s in events.arrivals]:
+                del in_flight[subject]
+            busy = set(in_flight.values())
+            user = rng.choice([u for u in range(args.devices) if u not in busy])
+            subject = f"push-{k}-{n}"
+            sent[subject] = await senders[n % k].send(f"u{user}@{DOMAIN}", mail(user, subject))
+            in_flight[subject] = user
+    finally:
+        for sender in senders:
+            await sender.close()
+    deadline = time.monotonic() + args.settle
+    while time.monotonic() < deadline and not all(s in events.arrivals for s in sent):  # noqa: ASYNC110
+        await asyncio.sleep(0.1)  # a bounded poll of the bench's own bookkeeping
+    await asyncio.sleep(0.5)  # duplicates, if any, have time to show up
+    arrived = [(events.arrivals[s][0], times) for s, times in sent.items() if s in events.arrivals]
+    latencies = [(at - t_250) * 1000 for at, (_, t_250) in arrived]
+    from_data = [(at - t_data) * 1000 for at, (t_data, _) in arrived]
+    return {
+        "sent": len(sent),
+        "once": sum(1 for s in sent if len(events.arrivals.get(s, ())) == 1),
+        "dup": sum(1 for s in sent if len(events.arrivals.get(s, ())) > 1),
+        "missing": sum(1 for s in sent if s not in events.arrivals),
+        "p50": statistics.median(latencies) if latencies else float("nan"),
+        "p99": pct(latencies, 99) if latencies else float("nan"),
+        "max": max(latencies) if latencies else float("nan"),
+        "d50": statistics.median(from_data) if from_data else float("nan"),
+        "d99": pct(from_data, 99) if from_data else float("nan"),
+    }
+
+
+async def sync_phase(args: argparse.Namespace, https_ports: list[int], cert: Path) -> float:
+    """Initial syncs of the demo Inbox by --sync-devices new devices at once; messages/s."""
+    from sync_bench import initial_sync
+
+    from natsync.cli_up import DEMO_USER
+
+    infos = [
+        {
+            "url": f"https://localhost:{https_ports[i % len(https_ports)]}",
+            "user": DEMO_USER,
+            "password": PASSWORD,
+            "ca_file": str(cert),
+        }
+        for i in range(args.sync_devices)
+    ]
+    started = time.perf_counter()
+    results = await asyncio.gather(*(initial_sync(info, 100, 512) for info in infos))
+    elapsed = time.perf_counter() - started
+    synced = sum(count for count, _, _ in results)
+    if synced != args.sync_devices * args.sync_messages:
+        raise RuntimeError(f"initial syncs got {synced} messages, not all of them")
+    return synced / elapsed
+
+
+async def kill_phase(
+    args: argparse.Namespace,
+    servers: list[Child],
+    smtp_ports: list[int],
+    events: Events,
+    victims: set[int],
+) -> dict[str, Any]:
+    """A burst through every process; SIGKILL the last process a third of the way in."""
+    k = len(servers)
+    rng = random.Random(1000 + k)
+    acked: set[str] = set()
+    cut: set[str] = set()
+    dead: set[int] = set()
+    kill_at: list[float] = []
+    shares: list[list[tuple[int, str]]] = [[] for _ in range(k)]
+    for n in range(args.burst):
+        shares[n % k].append((rng.randrange(args.devices), f"burst-{k}-{n}"))
+    t0 = time.monotonic()
+
+    async def sender(home: int) -> None:
+        at = home
+        smtp = await Smtp.connect(smtp_ports[at])
+        for j, (user, subject) in enumerate(shares[home]):
+            n = j * k + home
+            delay = t0 + n / args.burst_rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            while at in dead:  # the process is gone: the rest goes through the next one
+                at = (at + 1) % k
+                smtp = await Smtp.connect(smtp_ports[at])
+            try:
+                await smtp.send(f"u{user}@{DOMAIN}", mail(user, subject))
+            except (OSError, RuntimeError, asyncio.IncompleteReadError):
+                cut.add(subject)  # no 250: the sender would retry later; not retried here
+                dead.add(at)
+                continue
+            acked.add(subject)
+        await smtp.close()
+
+    async def killer() -> None:
+        await asyncio.sleep(args.burst / args.burst_rate / 3)
+        kill_at.append(time.monotonic())
+        kill(servers[-1])
+        dead.add(k - 1)
+
+    await asyncio.gather(killer(), *(sender(i) for i in range(k)))
+    deadline = time.monotonic() + args.settle
+    while time.monotonic() < deadline and not (  # noqa: ASYNC110  (bounded, own bookkeeping)
+        all(s in events.arrivals for s in acked) and victims <= set(events.moved)
+    ):
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(0.5)
+    moved = [events.moved[d] - kill_at[0] for d in victims if d in events.moved]
+    return {
+        "acked": len(acked),
+        "k_once": sum(1 for s in acked if len(events.arrivals.get(s, ())) == 1),
+        "k_dup": sum(1 for s in [*acked, *cut] if len(events.arrivals.get(s, ())) > 1),
+        "k_lost": sum(1 for s in acked if s not in events.arrivals),
+        "cut": len(cut),
+        "victims": len(victims),
+        "moved": len(moved),
+        "recover_s": max(moved) if moved else float("nan"),
+        "recover_p50": statistics.median(moved) if moved else float("nan"),
+    }
+
+
+async def one_round(
+    args: argparse.Namespace, k: int, url: str, work: Path, inbox: str
+) -> dict[str, Any]:
+    cert, key = work / "cert.pem", work / "key.pem"
+    servers = [
+        await start("--role", "server", "--store", url, "--cert", str(cert), "--key", str(key))
+        for _ in range(k)
+    ]
+    clients: list[Child] = []
+    events = Events()
+    listeners: list[asyncio.Future[None]] = []
+    try:
+        ports = [await asyncio.wait_for(s.line(), SERVER_START_TIMEOUT) for s in servers]
+        https, smtp = [p["https"] for p in ports], [p["smtp"] for p in ports]
+        rss_idle = sum(s.rss() for s in servers)
+        started = time.monotonic()
+        for home in range(k):  # device i on process i mod k, in one client process per server
+            mine = list(range(home, args.devices, k))
+            share = -(-len(mine) // args.procs_per_server)
+            for c in range(args.procs_per_server):
+                chunk = mine[c * share : (c + 1) * share]
+                if chunk:
+                    clients.append(
+                        await start(
+                            "--role",
+                            "phones",
+                            "--cert",
+                            str(cert),
+                            "--inbox",
+                            inbox,
+                            "--ports",
+                            ",".join(str(https[(home + j) % k]) for j in range(k)),
+                            "--devices-list",
+                            ",".join(map(str, chunk)),
+                        )
+                    )
+        listeners = [asyncio.ensure_future(events.listen(c)) for c in clients]
+        deadline = time.monotonic() + SETUP_TIMEOUT
+        while True:
+            waiting = [(await s.ask("stat"))["waiting"] for s in servers]
+            if sum(waiting) >= args.devices:
+                break
+            if events.errors or time.monotonic() > deadline:
+                raise RuntimeError(f"setup: {waiting} held, errors: {events.errors[:3]}")
+            await asyncio.sleep(0.5)
+        setup_s = time.monotonic() - started
+        await asyncio.sleep(2.0)  # let the setup burst settle
+        rss_held = sum(s.rss() for s in servers)
+        cpu0, t0 = sum(s.cpu() for s in servers), time.monotonic()
+        await asyncio.sleep(IDLE_SECONDS)
+        idle_cpu = (sum(s.cpu() for s in servers) - cpu0) / (time.monotonic() - t0)
+        row: dict[str, Any] = {
+            "k": k,
+            "n": args.devices,
+            "spread": waiting,
+            "setup_s": setup_s,
+            "per_ping": (rss_held - rss_idle) / args.devices,
+            "idle_cpu": idle_cpu,
+        }
+        row.update(await push_phase(args, k, smtp, events))
+        row["sync_rate"] = await sync_phase(args, https, cert)
+        if k >= 2:
+            victims = set(range(k - 1, args.devices, k))
+            row.update(await kill_phase(args, servers, smtp, events, victims))
+        row["errors"] = len(events.errors)
+        return row
+    finally:
+        for listener in listeners:
+            listener.cancel()
+        for child in clients:
+            await child.stop()
+        for server in servers:
+            await server.stop()
+
+
+async def bench(args: argparse.Namespace) -> None:
+    push_bench.raise_nofile()
+    rounds = [int(x) for x in args.servers.split(",")]
+    work = Path(tempfile.mkdtemp(prefix="scale-bench-"))
+    postgres = None
+    load_before = os.getloadavg()
+    try:
+        push_bench.self_signed(work)
+        if args.store:
+            admin, base = args.store, args.store
+        else:
+            postgres = Postgres()
+            postgres.start()
+            admin, base = postgres.url("postgres"), postgres.url("scale_base")
+            sql(admin, "CREATE DATABASE scale_base")
+        t = time.monotonic()
+        inbox = prepare_database(base, args.devices, args.sync_messages)
+        print(
+            f"database with {args.devices} users made in {time.monotonic() - t:.1f} s", flush=True
+        )
+        rows = []
+        for k in rounds:
+            url = base
+            if postgres is not None:  # a fresh copy per round: no mail left from the last one
+                sql(admin, f"CREATE DATABASE scale_{k} TEMPLATE scale_base")
+                url = postgres.url(f"scale_{k}")
+            rows.append(await one_round(args, k, url, work, inbox))
+            print(f"{k} process(es) done (setup {rows[-1]['setup_s']:.1f} s)", flush=True)
+        load_after = os.getloadavg()
+    finally:
+        if postgres is not None:
+            postgres.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    base_rate = next((r["sync_rate"] for r in rows if r["k"] == 1), None)
+    print()
+    print(
+        f"{os.cpu_count()} CPU(s); load average before {load_before[0]:.2f} / {load_before[1]:.2f}"
+        f" / {load_before[2]:.2f}, after {load_after[0]:.2f} / {load_after[1]:.2f} / "
+        f"{load_after[2]:.2f} (1/5/15 min)"
+    )
+    print(
+        f"PostgreSQL {postgres.version if postgres else '(--store)'} on loopback, default "
+        "durability; TLS 1.3 over loopback; no balancer in front (phones spread over the "
+        "processes by the bench, and moved by the phone itself when its process dies)"
+    )
+    print(
+        f"push: {args.messages} mails at {args.rate}/s, each through the next process in turn; "
+        f"Sync: {args.sync_devices} devices initial-sync {args.sync_messages} messages each; "
+        f"kill: {args.burst} mails at {args.burst_rate}/s, last process SIGKILLed a third in"
+    )
+    print()
+    print(
+        "| processes | held Pings (per process) | setup s | KB per held Ping | idle CPU % core "
+        "| push p50 / p99 / max ms (from 250) | p50 / p99 (from end of DATA) "
+        "| arrived once | dup | missing "
+        "| initial Sync msg/s (× 1 process) |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        ratio = f" (×{r['sync_rate'] / base_rate:.2f})" if base_rate else ""
+        print(
+            f"| {r['k']} | {r['n']:,} ({' / '.join(map(str, r['spread']))}) | {r['setup_s']:.1f} "
+            f"| {r['per_ping'] / 1024:.1f} | {r['idle_cpu'] * 100:.2f} "
+            f"| {r['p50']:.1f} / {r['p99']:.1f} / {r['max']:.1f} | {r['d50']:.1f} / {r['d99']:.1f} "
+            f"| {r['once']}/{r['sent']} "
+            f"| {r['dup']} | {r['missing']} | {r['sync_rate']:,.0f}{ratio} |"
+        )
+    killed = [r for r in rows if "acked" in r]
+    if killed:
+        print()
+        print(
+            "| processes | burst mails with a 250 | arrived once | duplicated | lost "
+            "| cut by the kill (no 250) | phones of the dead process resynced on another "
+            "| recovery p50 / max s (kill to resync) |"
+        )
+        print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for r in killed:
+            print(
+                f"| {r['k']} | {r['acked']} | {r['k_once']} | {r['k_dup']} | {r['k_lost']} "
+                f"| {r['cut']} | {r['moved']}/{r['victims']} "
+                f"| {r['recover_p50']:.2f} / {r['recover_s']:.2f} |"
+            )
+    errors = sum(r["errors"] for r in rows)
+    if errors:
+        print(f"\n{errors} phone error(s) (a phone that gave up after {MAX_MOVES} moves)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--servers", default="1,2,4", help="process counts, comma-separated")
+    parser.add_argument("--devices", type=int, default=2000, help="held Pings (all rounds)")
+    parser.add_argument("--messages", type=int, default=300)
+    parser.add_argument("--rate", type=float, default=50.0, help="push mails per second")
+    parser.add_argument("--sync-devices", type=int, default=4)
+    parser.add_argument("--sync-messages", type=int, default=1000)
+    parser.add_argument("--burst", type=int, default=300)
+    parser.add_argument("--burst-rate", type=float, default=100.0)
+    parser.add_argument("--settle", type=float, default=30.0, help="seconds to wait for arrivals")
+    parser.add_argument("--procs-per-server", type=int, default=1, help="client processes")
+    parser.add_argument("--store", default="", help="an existing empty PostgreSQL database")
+    parser.add_argument("--time-limit", type=float, default=900.0)
+    parser.add_argument("--role", default="bench", choices=["bench", "server", "phones"])
+    for name in ("--cert", "--key", "--inbox", "--ports", "--devices-list"):
+        parser.add_argument(name, default="")
+    args = parser.parse_args()
+    if args.role == "server":
+        push_bench.run(serve(args))
+    elif args.role == "phones":
+        push_bench.run(phones(args))
+    else:
+        push_bench.run(asyncio.wait_for(bench(args), args.time_limit))
+
+
+if __name__ == "__main__":
+    main()
