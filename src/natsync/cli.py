@@ -47,6 +47,9 @@ def _register() -> None:
     from natsync.cli_store import store
 
     main.add_command(store)
+    from natsync.cli_lab import lab
+
+    main.add_command(lab)
 
 
 _register()

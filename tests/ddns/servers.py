@@ -3,31 +3,32 @@ stopped by PID, optionally inside a network namespace."""
 
 from __future__ import annotations
 
-import base64
 import os
 import shutil
-import signal
 import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import dns.message
-import dns.query
-import dns.rcode
-
 from natsync.ddns.update import DnsServer, TsigKey
+from natsync.lab.services import (
+    key_file_text,
+    named_argv,
+    named_conf,
+    stop,
+    stun_argv,
+    wait_dns,
+    wait_log,
+    zone_text,
+)
 
 ZONE = "example.test"
 KEY_NAME = "natsync-ddns"
 #: Names the key may update (the update-policy grants exactly these).
 UPDATABLE = ("eas.example.test", "mail.example.test")
 INITIAL_MAIL = "192.0.2.1"
-#: How long a real server may take to start before the test fails.
-START_TIMEOUT = 15.0
 
 needs_named = shutil.which("named") is None
 
@@ -36,22 +37,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    """Stop a process we started, by its PID: TERM, then KILL."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
-
-
-def key_file_text(name: str, secret: bytes) -> str:
-    encoded = base64.b64encode(secret).decode()
-    return f'key "{name}" {{\n\talgorithm hmac-sha256;\n\tsecret "{encoded}";\n}};\n'
 
 
 @dataclass
@@ -75,45 +60,8 @@ class Named:
 def _wait_dns(
     host: str, port: int, proc: subprocess.Popen[bytes], netns: str | None, log: Path
 ) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"named exited: {log.read_text()[-2000:]}")
-        if netns:
-            done = subprocess.run(
-                [
-                    "ip",
-                    "netns",
-                    "exec",
-                    netns,
-                    "dig",
-                    "+short",
-                    "+norec",
-                    "+time=1",
-                    "+tries=1",
-                    "-p",
-                    str(port),
-                    f"@{host}",
-                    "SOA",
-                    ZONE,
-                ],
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            if done.returncode == 0 and done.stdout.strip():
-                return
-        else:
-            try:
-                answer = dns.query.tcp(
-                    dns.message.make_query(ZONE, "SOA"), host, port=port, timeout=1
-                )
-                if answer.rcode() == dns.rcode.NOERROR and answer.answer:
-                    return
-            except (OSError, dns.exception.DNSException):
-                pass
-        time.sleep(0.05)
-    raise RuntimeError(f"named did not answer within {START_TIMEOUT} s: {log.read_text()[-2000:]}")
+    """Until the example.test SOA answers (the doctor's BIND tests start their own named)."""
+    wait_dns(host, port, ZONE, proc, log, netns)
 
 
 @contextmanager
@@ -131,45 +79,25 @@ def run_named(
     key_file = directory / "ddns.key"
     key_file.write_text(key_file_text(KEY_NAME, secret))
     key_file.chmod(0o600)
-    grants = "\n".join(f"    grant {KEY_NAME} name {n}. A AAAA;" for n in UPDATABLE)
-    (directory / "named.conf").write_text(f"""
-options {{
-  directory "{directory}";
-  pid-file "{directory}/named.pid";
-  session-keyfile "{directory}/session.key";
-  managed-keys-directory "{directory}";
-  listen-on port {port} {{ {host}; }};
-  listen-on-v6 {{ none; }};
-  recursion no;
-  allow-query {{ any; }};
-  dnssec-validation no;
-  notify no;
-}};
-controls {{ }};
-include "{key_file}";
-zone "{ZONE}" {{
-  type primary;
-  file "{directory}/{ZONE}.zone";
-  update-policy {{
-{grants}
-  }};
-}};
-""")
-    (directory / f"{ZONE}.zone").write_text(f"""$TTL 300
-@ IN SOA ns1.{ZONE}. hostmaster.{ZONE}. 1 3600 600 86400 60
-@ IN NS ns1.{ZONE}.
-@ IN MX 10 {mx_target}.{ZONE}.
-ns1 IN A 192.0.2.53
-mail IN A {INITIAL_MAIL}
-www IN A 192.0.2.80
-""")
+    (directory / "named.conf").write_text(
+        named_conf(directory, host, port, ZONE, KEY_NAME, UPDATABLE)
+    )
+    (directory / f"{ZONE}.zone").write_text(
+        zone_text(
+            ZONE,
+            [
+                f"@ IN MX 10 {mx_target}.{ZONE}.",
+                "ns1 IN A 192.0.2.53",
+                f"mail IN A {INITIAL_MAIL}",
+                "www IN A 192.0.2.80",
+            ],
+        )
+    )
     log = directory / "named.log"
     prefix = ["ip", "netns", "exec", netns] if netns else []
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [*prefix, "named", "-g", "-c", str(directory / "named.conf")],
-            stdout=out,
-            stderr=subprocess.STDOUT,
+            [*prefix, *named_argv(directory)], stdout=out, stderr=subprocess.STDOUT
         )
     try:
         _wait_dns(host, port, proc, netns, log)
@@ -223,37 +151,12 @@ def run_stun(
     prefix = ["ip", "netns", "exec", netns] if netns else []
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [
-                *prefix,
-                "turnserver",
-                "-n",
-                "--stun-only",
-                "--no-cli",
-                "--no-tls",
-                "--no-dtls",
-                "--listening-ip",
-                host,
-                *(["--listening-ip", host6] if host6 else []),
-                "--listening-port",
-                str(port),
-                "--pidfile",
-                str(directory / "turnserver.pid"),
-                "--userdb",
-                str(directory / "turndb"),
-                "--log-file",
-                "stdout",
-                "--simple-log",
-                "--no-stdout-log",
-            ],
+            [*prefix, *stun_argv(directory, host, port, host6)],
             stdout=out,
             stderr=subprocess.STDOUT,
         )
     try:
-        deadline = time.monotonic() + START_TIMEOUT
-        while b"Total General servers" not in log.read_bytes():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"turnserver did not start: {log.read_text()[-2000:]}")
-            time.sleep(0.05)
+        wait_log(proc, log, b"Total General servers", "turnserver")
         yield proc
     finally:
         stop(proc)

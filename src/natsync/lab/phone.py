@@ -1,0 +1,83 @@
+"""The phone: natsync's device emulator, run inside the lab's phone namespace.
+
+It resolves the server's name the way the phone's system does (its /etc/hosts — the article's
+registry host entry — then its DNS cache, both laid over /etc by `ip netns exec`), trusts only
+the CA it was given (as a phone with that CA installed), and syncs the Inbox. It prints one JSON
+object: the address it dialled, whether it synced, the subjects it got, or the error.
+
+Run: ``python -m natsync.lab.phone URL --user U --password P --ca-file F [--ping S]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import socket
+import sys
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from natsync.client import EASClient
+from natsync.client.protocol import ClientError
+
+#: Seconds one phone command may take: everything is one veth hop away.
+TIMEOUT = 10.0
+
+
+def resolve(host: str) -> str:
+    """The address the phone's system resolver gives (hosts file first, then DNS)."""
+    infos = socket.getaddrinfo(host, None, socket.AF_INET, socket.SOCK_STREAM)
+    return str(infos[0][4][0])
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    host = urlsplit(args.url).hostname or ""
+    result: dict[str, Any] = {"url": args.url, "address": "", "ok": False, "subjects": []}
+    try:
+        result["address"] = resolve(host)
+    except OSError as exc:
+        result["error"] = f"cannot resolve {host}: {exc}"
+        return result
+    client = EASClient(args.url, args.user, args.password, ca_file=args.ca_file, timeout=TIMEOUT)
+    try:
+        async with client:
+            await client.folder_sync()
+            inbox = client.folder(type=2).server_id
+            synced = await client.sync(inbox)
+            result["subjects"] = sorted(item.subject or "" for item in synced.added)
+            if args.ping:
+                started = time.monotonic()
+                try:
+                    changed = await client.ping([inbox], args.ping)
+                    result["ping"] = {"changed": changed, "seconds": time.monotonic() - started}
+                except (ClientError, aiohttp.ClientError, TimeoutError) as exc:
+                    result["ping"] = {
+                        "error": f"{type(exc).__name__}: {exc}",
+                        "seconds": time.monotonic() - started,
+                    }
+            result["ok"] = True
+    except aiohttp.ClientConnectorCertificateError as exc:
+        result["error"] = f"certificate refused: {exc.certificate_error}"
+    except (ClientError, aiohttp.ClientError, TimeoutError, OSError) as exc:
+        result["error"] = f"{type(exc).__name__}: {exc}"
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="The lab's phone: sync the Inbox once.")
+    parser.add_argument("url")
+    parser.add_argument("--user", required=True)
+    parser.add_argument("--password", required=True)
+    parser.add_argument("--ca-file", required=True)
+    parser.add_argument("--ping", type=int, default=0, help="then hold a Ping this long")
+    args = parser.parse_args(argv)
+    json.dump(asyncio.run(run(args)), sys.stdout)
+    sys.stdout.write("\n")
+
+
+if __name__ == "__main__":
+    main()

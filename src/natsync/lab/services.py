@@ -1,0 +1,157 @@
+"""The real servers of the lab's "internet": BIND 9 as the zone's primary and coturn as a STUN
+server. Their configuration is written here (pure text); starting them is a ``Popen`` by the
+caller (the runner, or the ddns tests on loopback), stopped by PID with :func:`stop`.
+"""
+
+# ruff: noqa: S603 - the lab runs fixed programs (ip, nft, named ...) found on PATH,
+# with argument lists, never a shell line
+
+from __future__ import annotations
+
+import base64
+import signal
+import subprocess
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import dns.exception
+import dns.message
+import dns.query
+import dns.rcode
+
+from natsync.lab.errors import LabError
+
+#: How long a real server may take to start before we give up on it.
+START_TIMEOUT = 15.0
+#: How long a stopped process gets between SIGTERM and SIGKILL.
+STOP_GRACE = 5.0
+#: Polling step while waiting for a server to come up.
+POLL = 0.05
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """Stop a process we started, by its PID: TERM, then KILL."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=STOP_GRACE)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=STOP_GRACE)
+
+
+def key_file_text(name: str, secret: bytes) -> str:
+    encoded = base64.b64encode(secret).decode()
+    return f'key "{name}" {{\n\talgorithm hmac-sha256;\n\tsecret "{encoded}";\n}};\n'
+
+
+def named_conf(
+    directory: Path, host: str, port: int, zone: str, key_name: str, updatable: Sequence[str]
+) -> str:
+    """BIND 9 as the primary of ``zone``, no recursion, updates by TSIG for ``updatable``."""
+    grants = "\n".join(f"    grant {key_name} name {n}. A AAAA;" for n in updatable)
+    return f"""
+options {{
+  directory "{directory}";
+  pid-file "{directory}/named.pid";
+  session-keyfile "{directory}/session.key";
+  managed-keys-directory "{directory}";
+  listen-on port {port} {{ {host}; }};
+  listen-on-v6 {{ none; }};
+  recursion no;
+  allow-query {{ any; }};
+  dnssec-validation no;
+  notify no;
+}};
+controls {{ }};
+include "{directory}/ddns.key";
+zone "{zone}" {{
+  type primary;
+  file "{directory}/{zone}.zone";
+  update-policy {{
+{grants}
+  }};
+}};
+"""
+
+
+def zone_text(zone: str, records: Sequence[str], ttl: int = 300) -> str:
+    """A zone file: SOA (negative TTL 60), NS, then ``records`` as written ("mail IN A ...")."""
+    body = "\n".join(records)
+    return f"""$TTL {ttl}
+@ IN SOA ns1.{zone}. hostmaster.{zone}. 1 3600 600 86400 60
+@ IN NS ns1.{zone}.
+{body}
+"""
+
+
+def named_argv(directory: Path) -> list[str]:
+    return ["named", "-g", "-c", str(directory / "named.conf")]
+
+
+def wait_dns(
+    host: str, port: int, zone: str, proc: subprocess.Popen[bytes], log: Path, netns: str | None
+) -> None:
+    """Until the server answers the zone's SOA (asked with dig inside ``netns``)."""
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise LabError(f"named exited: {log.read_text()[-2000:]}")
+        if netns:
+            done = subprocess.run(
+                [
+                    *("ip", "netns", "exec", netns, "dig", "+short", "+norec", "+time=1"),
+                    *("+tries=1", "-p", str(port), f"@{host}", "SOA", zone),
+                ],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if done.returncode == 0 and done.stdout.strip():
+                return
+        else:
+            try:
+                answer = dns.query.tcp(
+                    dns.message.make_query(zone, "SOA"), host, port=port, timeout=1
+                )
+                if answer.rcode() == dns.rcode.NOERROR and answer.answer:
+                    return
+            except (OSError, dns.exception.DNSException):
+                pass
+        time.sleep(POLL)
+    raise LabError(f"named did not answer within {START_TIMEOUT} s: {log.read_text()[-2000:]}")
+
+
+def stun_argv(directory: Path, host: str, port: int, host6: str | None = None) -> list[str]:
+    """coturn as a plain STUN server (no TURN, no TLS), in the foreground, logging to stdout."""
+    return [
+        "turnserver",
+        "-n",
+        "--stun-only",
+        "--no-cli",
+        "--no-tls",
+        "--no-dtls",
+        "--listening-ip",
+        host,
+        *(["--listening-ip", host6] if host6 else []),
+        "--listening-port",
+        str(port),
+        "--pidfile",
+        str(directory / "turnserver.pid"),
+        "--userdb",
+        str(directory / "turndb"),
+        "--log-file",
+        "stdout",
+        "--simple-log",
+        "--no-stdout-log",
+    ]
+
+
+def wait_log(proc: subprocess.Popen[bytes], log: Path, marker: bytes, what: str) -> None:
+    """Until ``marker`` appears in the process's log (it says it is ready)."""
+    deadline = time.monotonic() + START_TIMEOUT
+    while marker not in log.read_bytes():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise LabError(f"{what} did not start: {log.read_text()[-2000:]}")
+        time.sleep(POLL)

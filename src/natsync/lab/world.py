@@ -1,0 +1,390 @@
+"""natsync and its counterparts, put into the lab's topology.
+
+    internet: BIND 9, primary of example.test (MX → mail.example.test, eas / mail → the router's
+              public address, short TTLs), coturn STUN, and the "remote mail server"
+              (:mod:`natsync.lab.mailer`) that delivers to our MX
+    phone:    its DNS cache (:mod:`natsync.lab.dnscache`) on 127.0.0.1, its /etc/hosts, and the
+              device emulator (:mod:`natsync.lab.phone`) that syncs through the router
+    router:   static forwards 443 and 25 to the LAN host (the admin's DNAT rules), miniupnpd
+    lan:      `natsync server` on 192.168.77.2 (HTTPS 443, SMTP 25) with a certificate from the
+              private CA that names what the server *is* (its internal name and private address)
+
+:meth:`World.reset` puts every part back to this picture between scenarios, so one topology
+serves them all.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from natsync.cert import init_ca
+from natsync.lab import topology as t
+from natsync.lab.errors import LabError
+from natsync.lab.runner import Lab
+from natsync.lab.services import (
+    key_file_text,
+    named_argv,
+    named_conf,
+    stun_argv,
+    wait_dns,
+    wait_log,
+    zone_text,
+)
+
+ZONE = "example.test"
+PUBLIC_NAME = f"eas.{ZONE}"
+MX_NAME = f"mail.{ZONE}"
+#: What the server calls itself on the LAN (the article's internal FQDN).
+INTERNAL_NAME = "exchange.corp.lan"
+PUBLIC_URL = f"https://{PUBLIC_NAME}"
+USER = "ann"
+EMAIL = f"{USER}@{ZONE}"
+PASSWORD = "lab-password-not-secret"  # noqa: S105 - a lab account, lives only in the lab
+KEY_NAME = "natsync-ddns"
+#: TTL of the zone's records: short, so that the dynamic-address scenario takes seconds.
+TTL = 3
+#: Seconds per doctor step: everything is one or two veth hops away.
+DOCTOR_STEP = "2"
+#: Seconds the server may take to listen after start.
+SERVER_START = 20.0
+HTTPS_PORT = 443
+SMTP_PORT = 25
+STUN_PORT = 3478
+DEFAULT_FORWARDS = ((HTTPS_PORT, t.LAN_HOST, HTTPS_PORT), (SMTP_PORT, t.LAN_HOST, SMTP_PORT))
+
+
+def finding(report: dict[str, Any], check: str, title_start: str = "") -> dict[str, Any] | None:
+    """The doctor's first finding of ``check`` whose title starts so, or None."""
+    for f in report.get("findings", []):
+        if f["check"] == check and f["title"].startswith(title_start):
+            return f  # type: ignore[no-any-return]
+    return None
+
+
+class World:
+    """The deployment inside one lab run."""
+
+    def __init__(self, lab: Lab) -> None:
+        self.lab = lab
+        self.dir = lab.dir
+        self.data = self.dir / "natsync-data"
+        self.bind = self.dir / "bind"
+        self.ca_file = self.data / "ca" / "ca.pem"
+        self.server: subprocess.Popen[bytes] | None = None
+        self.cache: subprocess.Popen[bytes] | None = None
+        self.ddns_runner: subprocess.Popen[bytes] | None = None
+        self.edge: subprocess.Popen[bytes] | None = None
+        self.edge_config = self.dir / "edge.toml"
+        self.sticky: float | None = None
+        self.config = self.dir / "natsync.toml"
+        self.server_settings: dict[str, Any] = {}
+
+    # -- start ----------------------------------------------------------------------------
+    def start(self) -> None:
+        self.lab.set_forwards(DEFAULT_FORWARDS)
+        self._start_dns()
+        stun_dir = self.dir / "stun"
+        stun_dir.mkdir(exist_ok=True)
+        stun = self.lab.spawn(
+            self.lab.inet, *stun_argv(stun_dir, t.INET, STUN_PORT), log="stun.log"
+        )
+        wait_log(stun, self.dir / "stun.log", b"Total General servers", "turnserver")
+        self._init_server_side()
+        self.start_server()
+        self.set_phone(sticky=None)
+
+    def _start_dns(self) -> None:
+        self.bind.mkdir(parents=True, exist_ok=True)
+        key_file = self.bind / "ddns.key"
+        key_file.write_text(key_file_text(KEY_NAME, os.urandom(32)))
+        key_file.chmod(0o600)
+        (self.bind / "named.conf").write_text(
+            named_conf(self.bind, t.INET, 53, ZONE, KEY_NAME, (PUBLIC_NAME, MX_NAME))
+        )
+        (self.bind / f"{ZONE}.zone").write_text(
+            zone_text(
+                ZONE,
+                [
+                    f"@ IN MX 10 {MX_NAME}.",
+                    f"ns1 IN A {t.INET}",
+                    f"eas IN A {t.PUBLIC}",
+                    f"mail IN A {t.PUBLIC}",
+                ],
+                ttl=TTL,
+            )
+        )
+        named = self.lab.spawn(self.lab.inet, *named_argv(self.bind), log="named.log")
+        wait_dns(t.INET, 53, ZONE, named, self.dir / "named.log", self.lab.inet)
+
+    def _init_server_side(self) -> None:
+        ca = init_ca(self.data / "ca")
+        # What the article's server presents: its own name and private address.
+        ca.issue_server_cert([INTERNAL_NAME], [t.LAN_HOST], self.data / "tls", basename="internal")
+        ca.issue_server_cert([PUBLIC_NAME], [], self.data / "tls", basename="public")
+        done = self.lab.natsync(
+            "user", "add", USER, "--email", EMAIL, "--password", PASSWORD,
+            "--data-dir", str(self.data),
+        )  # fmt: skip
+        if done.returncode != 0:
+            raise LabError(f"natsync user add failed: {done.stderr.strip()[-500:]}")
+
+    def write_config(self, **server: Any) -> Path:
+        """The deployment's natsync.toml: [server] (with ``server`` overrides), [ddns],
+        [portmap]."""
+        settings: dict[str, Any] = {
+            "host": t.LAN_HOST,
+            "port": HTTPS_PORT,
+            "data_dir": str(self.data),
+            "tls_cert": str(self.data / "tls" / "internal.pem"),
+            "tls_key": str(self.data / "tls" / "internal.key"),
+            "domains": [ZONE],
+            "smtp_listen": f"{t.LAN_HOST}:{SMTP_PORT}",
+            "hostname": MX_NAME,
+            "public_name": PUBLIC_NAME,
+        }
+        settings.update(server)
+        lines = ["[server]"] + [f"{k} = {json.dumps(v)}" for k, v in settings.items()]
+        lines += [
+            "",
+            "[ddns]",
+            f'server = "{t.INET}:53"',
+            f'zone = "{ZONE}"',
+            f'names = ["{PUBLIC_NAME}", "{MX_NAME}"]',
+            f'key_file = "{self.bind / "ddns.key"}"',
+            f"ttl = {TTL}",
+            "interval = 1",
+            'sources = ["natpmp", "upnp", "stun"]',
+            "families = [4]",
+            f'stun_servers = ["{t.INET}:{STUN_PORT}"]',
+            f'mx_domain = "{ZONE}"',
+            "",
+            "[portmap]",
+            'method = "upnp"',
+            f'mappings = ["{HTTPS_PORT}/tcp", "{SMTP_PORT}/tcp"]',
+            "",
+        ]
+        self.config.write_text("\n".join(lines))
+        return self.config
+
+    def start_server(self, **server: Any) -> None:
+        """(Re)start `natsync server` on the LAN host with these [server] settings."""
+        self.stop_server()
+        self.server_settings = server
+        self.write_config(**server)
+        self.server = self.lab.spawn(
+            self.lab.lan, *self._natsync(), "server", "--config", str(self.config),
+            log="server.log", env=self.lab.env(),
+        )  # fmt: skip
+        self.wait_listening(self.lab.lan, HTTPS_PORT, self.server)
+        self.wait_listening(self.lab.lan, SMTP_PORT, self.server)
+
+    @staticmethod
+    def _natsync() -> list[str]:
+        from natsync.lab.runner import NATSYNC
+
+        return list(NATSYNC)
+
+    def stop_server(self) -> None:
+        if self.server is not None:
+            self.lab.forget(self.server)
+            self.server = None
+
+    def wait_listening(
+        self, ns: str, port: int, proc: subprocess.Popen[bytes], log: str = "server.log"
+    ) -> None:
+        deadline = time.monotonic() + SERVER_START
+        while "LISTEN" not in self.lab.ns(ns, "ss", "-Hltn", f"sport = :{port}").stdout:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                text = (self.dir / log).read_text()[-2000:]
+                raise LabError(f"nothing listens on port {port} in {ns}: {text}")
+            time.sleep(0.05)
+
+    # -- the edge -------------------------------------------------------------------------
+    def start_edge(self, port: int) -> str:
+        """`natsync edge run` on the LAN host: the public name's certificate toward phones, the
+        server's certificate pinned with `natsync edge trust-backend`. Returns the pin."""
+        self.stop_edge()
+        tls = self.data / "tls"
+        self.edge_config.write_text(f"""[edge]
+listen = "{t.LAN_HOST}:{port}"
+backend = "{t.LAN_HOST}:{HTTPS_PORT}"
+backend_name = "{INTERNAL_NAME}"
+admin_listen = ""
+forwards = []
+
+[[edge.certificates]]
+names = ["{PUBLIC_NAME}"]
+cert = "{tls / "public.pem"}"
+key = "{tls / "public.key"}"
+""")
+        done = self.lab.natsync(
+            "edge", "trust-backend", f"{t.LAN_HOST}:{HTTPS_PORT}", "--name", INTERNAL_NAME,
+            "--config", str(self.edge_config), "--yes",
+        )  # fmt: skip
+        if done.returncode != 0:
+            raise LabError(f"natsync edge trust-backend failed: {done.stdout}{done.stderr}")
+        self.edge = self.lab.spawn(
+            self.lab.lan, *self._natsync(), "edge", "run", "--config", str(self.edge_config),
+            log="edge.log", env=self.lab.env(),
+        )  # fmt: skip
+        self.wait_listening(self.lab.lan, port, self.edge, log="edge.log")
+        for line in self.edge_config.read_text().splitlines():
+            if line.startswith("backend_pin"):
+                return line.split("=", 1)[1].strip().strip('"')
+        raise LabError("trust-backend wrote no backend_pin")
+
+    def stop_edge(self) -> None:
+        if self.edge is not None:
+            self.lab.forget(self.edge)
+            self.edge = None
+
+    # -- the phone ------------------------------------------------------------------------
+    def set_phone(self, *, sticky: float | None, hosts: dict[str, str] | None = None) -> None:
+        """A fresh phone DNS cache (honouring TTLs, or sticky for ``sticky`` seconds) and its
+        hosts file."""
+        if self.cache is not None:
+            self.lab.forget(self.cache)
+        self.sticky = sticky
+        self.lab.phone_etc(hosts=hosts, resolver="127.0.0.1")
+        extra = ["--sticky", str(sticky)] if sticky is not None else []
+        self.cache = self.lab.spawn(
+            self.lab.phone, *self._python(), "-m", "natsync.lab.dnscache",
+            "--upstream", f"{t.INET}:53", *extra, log="phone-dns.log", env=self.lab.env(),
+        )  # fmt: skip
+        deadline = time.monotonic() + SERVER_START
+        while "UNCONN" not in self.lab.ns(self.lab.phone, "ss", "-Hlun", "sport = :53").stdout:
+            if self.cache.poll() is not None or time.monotonic() > deadline:
+                raise LabError("the phone's DNS cache did not start")
+            time.sleep(0.05)
+
+    def set_hosts(self, hosts: dict[str, str] | None) -> None:
+        self.lab.phone_etc(hosts=hosts, resolver="127.0.0.1")
+
+    @staticmethod
+    def _python() -> list[str]:
+        import sys
+
+        return [sys.executable]
+
+    def phone_sync(
+        self, url: str = PUBLIC_URL, ca_file: Path | None = None, ping: int = 0
+    ) -> dict[str, Any]:
+        """The phone syncs its Inbox (and optionally holds a Ping); its JSON result."""
+        done = self.lab.run_in(
+            self.lab.phone, *self._python(), "-m", "natsync.lab.phone", url,
+            "--user", USER, "--password", PASSWORD, "--ca-file", str(ca_file or self.ca_file),
+            *(["--ping", str(ping)] if ping else []),
+            timeout=60 + ping,
+        )  # fmt: skip
+        if not done.stdout.strip():
+            raise LabError(f"the phone crashed: {done.stderr.strip()[-1000:]}")
+        result: dict[str, Any] = json.loads(done.stdout)
+        return result
+
+    # -- the internet ---------------------------------------------------------------------
+    def send_mail(self, subject: str) -> dict[str, Any]:
+        """The remote mail server looks up our MX and delivers a message to it."""
+        done = self.lab.run_in(
+            self.lab.inet, *self._python(), "-m", "natsync.lab.mailer",
+            "--dns", t.INET, "--to", EMAIL, "--subject", subject,
+        )  # fmt: skip
+        if not done.stdout.strip():
+            raise LabError(f"the remote mail server crashed: {done.stderr.strip()[-1000:]}")
+        result: dict[str, Any] = json.loads(done.stdout)
+        return result
+
+    def dig(self, name: str = PUBLIC_NAME) -> set[str]:
+        """What the authoritative server says now (BIND's own dig, an independent look)."""
+        done = self.lab.ns(
+            self.lab.inet, "dig", "+short", "+norec", "+tcp", f"@{t.INET}", name, "A"
+        )
+        return {line for line in done.stdout.split() if line}
+
+    # -- doctor ---------------------------------------------------------------------------
+    def doctor(
+        self, ns: str, url: str = PUBLIC_URL, *extra: str, timeout: float = 90
+    ) -> dict[str, Any]:
+        """`natsync doctor URL --json` run in namespace ``ns``: its report (with its
+        ``exit_status``)."""
+        done = self.lab.natsync(
+            "doctor", url, "--timeout", DOCTOR_STEP, "--json", *extra, ns=ns, timeout=timeout
+        )
+        if not done.stdout.strip():
+            raise LabError(f"natsync doctor printed nothing: {done.stderr.strip()[-1000:]}")
+        report: dict[str, Any] = json.loads(done.stdout)
+        return report
+
+    def doctor_from_phone(self, *extra: str, heartbeat: int = 0) -> dict[str, Any]:
+        """The doctor as the phone sees things: its resolver (the cache), its CA."""
+        return self.doctor(
+            self.lab.phone, PUBLIC_URL,
+            "--resolver", "127.0.0.1", "--authoritative", f"{t.INET}:53",
+            "--ca-file", str(self.ca_file), "--user", USER, "--password", PASSWORD,
+            "--heartbeat", str(heartbeat), *extra,
+        )  # fmt: skip
+
+    def doctor_inside(self, *extra: str, url: str = PUBLIC_URL) -> dict[str, Any]:
+        """The doctor inside-out, on the LAN host with the deployment's config."""
+        return self.doctor(
+            self.lab.lan, url, "--config", str(self.config),
+            "--resolver", f"{t.INET}:53", "--authoritative", f"{t.INET}:53",
+            "--ca-file", str(self.ca_file), "--heartbeat", "0", *extra,
+        )  # fmt: skip
+
+    # -- ddns -----------------------------------------------------------------------------
+    def ddns_update(self) -> subprocess.CompletedProcess[str]:
+        return self.lab.natsync("ddns", "update", "--config", str(self.config))
+
+    def start_ddns(self) -> None:
+        self.stop_ddns()
+        self.ddns_runner = self.lab.spawn(
+            self.lab.lan, *self._natsync(), "ddns", "run", "--config", str(self.config),
+            log="ddns-run.log", env=self.lab.env(),
+        )  # fmt: skip
+
+    def stop_ddns(self) -> None:
+        if self.ddns_runner is not None:
+            self.lab.forget(self.ddns_runner)
+            self.ddns_runner = None
+
+    def wait_record(self, address: str, limit: float, name: str = PUBLIC_NAME) -> float:
+        started = time.monotonic()
+        while time.monotonic() - started < limit:
+            if self.dig(name) == {address}:
+                return time.monotonic() - started
+            time.sleep(0.1)
+        raise LabError(f"{name} did not become {address} within {limit} s")
+
+    # -- between scenarios ----------------------------------------------------------------
+    def reset(self) -> None:
+        """Back to the starting picture: the public address, the forwards, no hairpin, the
+        kernel's conntrack timeout, DNS on the public address, the default server, a fresh
+        TTL-honouring phone without hosts entries."""
+        self.stop_ddns()
+        self.stop_edge()
+        if self.lab.wan_address != t.PUBLIC:
+            self.lab.set_wan_address(t.PUBLIC)
+        self.lab.set_hairpin(False)
+        if self.lab.topology.forwards != DEFAULT_FORWARDS:
+            self.lab.set_forwards(DEFAULT_FORWARDS)
+        self.lab.set_conntrack_idle(KERNEL_ESTABLISHED)
+        self.start_server()
+        if self.dig(PUBLIC_NAME) != {t.PUBLIC} or self.dig(MX_NAME) != {t.PUBLIC}:
+            done = self.ddns_update()
+            if done.returncode != 0:
+                raise LabError(f"ddns update failed: {done.stdout}{done.stderr}")
+        self.set_phone(sticky=None)
+
+
+#: The kernel's default idle time of an established TCP connection in conntrack (five days).
+KERNEL_ESTABLISHED = 432000
+
+
+def summary(findings: Sequence[dict[str, Any]]) -> str:
+    return "; ".join(f"{f['severity']}: {f['title']}" for f in findings)

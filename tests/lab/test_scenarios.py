@@ -1,0 +1,86 @@
+"""The article's scenarios end to end, on one lab run shared by the module and reset between
+scenarios. Each shows the failure, then the fix working; what the doctor says is asserted on
+its real `--json` report."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from natsync.lab import topology as t
+from natsync.lab.narrate import Narration
+from natsync.lab.runner import Lab
+from natsync.lab.scenarios import registry
+from natsync.lab.world import PUBLIC_NAME, World, finding
+from tests.lab.conftest import require_lab
+
+pytestmark = [pytest.mark.root, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    require_lab()
+    lab = Lab(tmp_path_factory.mktemp("lab"))
+    world = World(lab)
+    try:
+        lab.build()
+        world.start()
+        yield world
+    finally:
+        lab.close()
+
+
+@pytest.fixture
+def play(world: World) -> Iterator[Any]:
+    def run(name: str) -> Narration:
+        narr = Narration(name)
+        registry()[name][1](world, narr)
+        failed = [s for s in narr.steps if not s.passed]
+        assert not failed, "\n".join(f"{s.title}: {s.detail}" for s in failed)
+        return narr
+
+    yield run
+    world.reset()
+
+
+def get(report: dict[str, Any], check: str, title: str = "") -> dict[str, Any]:
+    found = finding(report, check, title)
+    assert found is not None, f"no {check} finding {title!r}: {report['findings']}"
+    return found
+
+
+def test_port_forward(play: Any) -> None:
+    narr = play("port-forward")
+    titles = [s.title for s in narr.steps]
+    assert [s.expect_ok for s in narr.steps] == [False, False, True, True, True]
+    assert "refused" in narr.steps[0].detail.lower()
+    assert narr.steps[2].detail == "accepted"
+    assert "through the router" in titles[3]
+    closed = get(narr.reports["no-forward"], "reach", "HTTPS port 443")
+    assert closed["severity"] == "fail"
+    assert closed["title"] == "HTTPS port 443 is unreachable"
+    assert any(e.startswith(f"{t.PUBLIC} port 443: refused") for e in closed["evidence"])
+    assert narr.reports["no-forward"]["exit_status"] == 2
+    opened = get(narr.reports["forwarded"], "reach", "HTTPS port 443")
+    assert opened["severity"] == "ok"
+    assert get(narr.reports["forwarded"], "session")["severity"] == "ok"
+
+
+def test_certificate_mismatch(play: Any) -> None:
+    narr = play("certificate-mismatch")
+    assert "Hostname mismatch" in narr.steps[0].detail
+    tls = get(narr.reports["mismatch"], "tls")
+    assert tls["severity"] == "fail"
+    assert tls["title"] == f"The certificate does not cover {PUBLIC_NAME}"
+    assert "names what the server is (exchange.corp.lan, 192.168.77.2)" in tls["cause"]
+    assert f"not what the phone connects to ({PUBLIC_NAME})" in tls["cause"]
+    # fix (a): the hosts entry answered (there was no DNS cache to ask)
+    assert "from the hosts file" in narr.steps[2].detail
+    # fix (b): the edge pinned the server's certificate, and the phone sees the public name's
+    assert narr.steps[3].detail.startswith("pinned sha256:")
+    edge_tls = get(narr.reports["edge"], "tls")
+    assert edge_tls["severity"] == "ok"
+    assert edge_tls["title"] == f"The certificate at {t.PUBLIC} port 443 is valid for {PUBLIC_NAME}"
+    assert get(narr.reports["edge"], "session")["severity"] == "ok"
