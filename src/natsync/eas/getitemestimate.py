@@ -1,7 +1,7 @@
 """GetItemEstimate (MS-ASCMD 2.2.1.9): how many changes a Sync with this key would bring.
 
 Computed exactly from the same diff Sync uses (natsync.eas.sync.pending_changes), without
-touching any state.
+touching any state, for email and for every class Sync carries (its FilterType included).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from natsync.eas import state as st
 from natsync.eas.context import Context, Response
 from natsync.eas.errors import EasError
 from natsync.eas.status import EstimateStatus as S
-from natsync.eas.sync import FILTER_DAYS, MAIL_TYPES, pending_changes
+from natsync.eas.sync import FILTER_TYPES, pending_changes, syncable
 from natsync.wbxml import E, Element
 
 NS = "GetItemEstimate"
@@ -26,7 +26,7 @@ def _estimate(ctx: Context, coll: Element) -> Element:
     if options is not None:
         filter_text = options.child_text("FilterType", "AirSync") or filter_text
     filter_type = int(filter_text) if filter_text and filter_text.isdigit() else 0
-    if filter_type not in FILTER_DAYS:
+    if filter_type not in FILTER_TYPES:
         filter_type = 0
     response = E(NS, "Response")
     folder = ctx.txn.get_folder(ctx.user.id, cid)
@@ -45,7 +45,7 @@ def _estimate(ctx: Context, coll: Element) -> Element:
         return response
     known = saved.get("items", {})
     count = 0
-    if folder.type in MAIL_TYPES:
+    if syncable(folder):
         count = pending_changes(ctx, folder, filter_type, known).total
     response.add(NS, "Status", S.SUCCESS)
     response.append(E(NS, "Collection", E(NS, "CollectionId", cid), E(NS, "Estimate", count)))

@@ -1,5 +1,6 @@
-"""ItemOperations (MS-ASCMD 2.2.1.10): Fetch of a message (by CollectionId + ServerId, with
-BodyPreference / MIME), Fetch of an attachment by FileReference (MS-ASAIRS 2.2.2.24), with an
+"""ItemOperations (MS-ASCMD 2.2.1.10): Fetch of a message or of an item of another class (by
+CollectionId + ServerId, with BodyPreference / MIME; an item through its class codec), Fetch
+of an attachment by FileReference (MS-ASAIRS 2.2.2.24), with an
 optional byte Range, inline (Data is base64 text, MS-ASCMD 2.2.3.39.2) or as a multipart
 response when the client sent MS-ASAcceptMultiPart (MS-ASCMD 2.2.1.10.1.1), and
 EmptyFolderContents (optionally DeleteSubFolders).
@@ -16,7 +17,8 @@ from natsync.eas.errors import EasError
 from natsync.eas.status import ItemOperationsStatus as S
 from natsync.eas.sync import forget_all
 from natsync.mail import eas_email
-from natsync.store.api import FolderType
+from natsync.pim import registry
+from natsync.store.api import STANDARD_FOLDERS
 from natsync.wbxml import E, Element, encode
 
 NS = "ItemOperations"
@@ -24,6 +26,8 @@ MULTIPART_CONTENT_TYPE = "application/vnd.ms-sync.multipart"
 #: Operations one request may carry (each Fetch may read a whole message).
 MAX_OPERATIONS = 100
 _RANGE = re.compile(r"(\d+)-(\d+)")
+#: Folder types EmptyFolderContents never deletes (the store refuses to, too).
+_STANDARD = frozenset(t for _, t in STANDARD_FOLDERS)
 
 
 def _fetch_range(options: Element | None, data: bytes) -> tuple[bytes, str | None] | None:
@@ -104,8 +108,10 @@ def _fetch(ctx: Context, op: Element, parts: _Parts) -> Element:
         out.add(NS, "Status", S.PROTOCOL_ERROR)
         return out
     msg = ctx.txn.get_message(ctx.user.id, server_id)
+    item = ctx.txn.get_item(ctx.user.id, server_id) if msg is None else None
+    target = msg or item
     folder = ctx.txn.get_folder(ctx.user.id, collection) if collection else None
-    if msg is None or (collection and (folder is None or folder.id != msg.folder_id)):
+    if target is None or (collection and (folder is None or folder.id != target.folder_id)):
         out.add(NS, "Status", S.NOT_FOUND)
         if collection:
             out.add("AirSync", "CollectionId", collection)
@@ -120,15 +126,33 @@ def _fetch(ctx: Context, op: Element, parts: _Parts) -> Element:
         ]
         ms = options.child_text("MIMESupport", "AirSync")
         mime_support = int(ms) if ms and ms.isdigit() else None
-    raw = ctx.txn.raw_message(msg.id)
-    props = eas_email.email_application_data(
-        msg, raw, str(ctx.version), prefs, mime_support=mime_support, container=(NS, "Properties")
-    )
+    if item is not None:
+        # An item's ServerId is "<folder ServerId>:<number>".
+        item_folder = folder or ctx.txn.get_folder(ctx.user.id, server_id.rpartition(":")[0])
+        codec = registry.codec_for(item_folder.type) if item_folder is not None else None
+        if codec is None:  # an item in a folder no class codec serves: nothing to render
+            out.add(NS, "Status", S.NOT_FOUND)
+            out.add("AirSync", "ServerId", server_id)
+            return out
+        class_name = codec.eas_class
+        props = E(NS, "Properties", *codec.encode(item.data, ctx.version, prefs))
+    else:
+        assert msg is not None
+        class_name = "Email"
+        raw = ctx.txn.raw_message(msg.id)
+        props = eas_email.email_application_data(
+            msg,
+            raw,
+            str(ctx.version),
+            prefs,
+            mime_support=mime_support,
+            container=(NS, "Properties"),
+        )
     out.add(NS, "Status", S.SUCCESS)
     if collection:
         out.add("AirSync", "CollectionId", collection)
     out.add("AirSync", "ServerId", server_id)
-    out.add("AirSync", "Class", "Email")
+    out.add("AirSync", "Class", class_name)
     out.append(props)
     return out
 
@@ -147,13 +171,7 @@ def _empty(ctx: Context, op: Element) -> Element:
     forget_all(ctx, collection)
     if subfolders:
         for child in ctx.txn.list_folders(ctx.user.id):
-            if child.parent_server_id == folder.server_id and child.type not in (
-                FolderType.INBOX,
-                FolderType.DRAFTS,
-                FolderType.DELETED_ITEMS,
-                FolderType.SENT_ITEMS,
-                FolderType.OUTBOX,
-            ):
+            if child.parent_server_id == folder.server_id and child.type not in _STANDARD:
                 ctx.txn.delete_folder(ctx.user.id, child.server_id)
     out.add(NS, "Status", S.SUCCESS)
     out.add("AirSync", "CollectionId", collection)

@@ -1,4 +1,4 @@
-"""Sync for the Email class (MS-ASCMD 2.2.1.21).
+"""Sync (MS-ASCMD 2.2.1.21) for email and, through their class codecs, the other data classes.
 
 State (natsync.eas.state) per (device, collection, SyncKey): ``items`` = {ServerId: modseq} of
 what the device is known to hold, ``filter`` = the FilterType that state was made with, ``fm`` =
@@ -15,6 +15,16 @@ restarts at SyncKey 0 and re-downloads; it never gets duplicates, since "0" star
 Client commands: Change (Read, Flag, Categories; a conflict is resolved per the Conflict option,
 server wins by default), Delete (DeletesAsMoves default 1: to Deleted Items), Fetch. Add of
 email items is accepted for drafts (16.0+, Drafts folder), refused elsewhere (Status 6).
+The other classes (Calendar, Contacts, Tasks, Notes: MS-ASCAL, MS-ASCNTC, MS-ASTASK, MS-ASNOTE)
+are store items (``Txn.item_versions``) behind the same state machinery: a collection whose
+folder type has a codec (``natsync.pim.registry``) diffs its items instead of its messages, and
+the codec turns records into ApplicationData and back. Client Add (ClientId -> ServerId), Change
+(server wins a conflict by default, as for mail), Delete (for good: DeletesAsMoves is for mail;
+with a 16.x InstanceId, one occurrence), Fetch; an item the codec cannot take is Status 6, an
+unknown one Status 8. FilterType: Calendar 0 and 4-7 (items ending before the window, asked of
+the class module's ``in_window(record, cutoff)``), Tasks 8 (incomplete, ``in_window(record)``);
+other values mean everything. After each client write the codec's ``after_client_write`` hook
+runs in the same transaction (Calendar sends invitations from it).
 Empty and Partial requests reuse the request cached
 per device (MS-ASCMD 3.1.5.3). With Wait / HeartbeatInterval and nothing to send, the request is
 held (the adapter waits on the folders outside any transaction, then runs it again, or answers
@@ -23,8 +33,10 @@ with an empty body when the time is up).
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import json
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -37,7 +49,9 @@ from natsync.eas.status import SyncStatus
 from natsync.eas.versions import V14_0, V16_0
 from natsync.mail import eas_email
 from natsync.mail.errors import EmailChangeError, MailError
-from natsync.store.api import AccessState, Folder, FolderType, Message
+from natsync.pim import registry
+from natsync.pim.codec import ClassCodec, PimError
+from natsync.store.api import AccessState, Conflict, Folder, FolderType, Item, Message
 from natsync.wbxml import E, Element, decode, encode
 
 NS = "AirSync"
@@ -55,9 +69,18 @@ CACHED_REQUEST = "sync.request"
 #: Prefix of the device setting holding [current key, folder modseq seen] per collection.
 LAST_PREFIX = "sync.last:"
 
-#: MS-ASCMD 2.2.3.69.2 FilterType for email: 0 all, 1 day, 3 days, 1 week, 2 weeks, 1 month.
-FILTER_DAYS = {0: None, 1: 1, 2: 3, 3: 7, 4: 14, 5: 31}
-#: Folder types whose items are email (the only class this server syncs).
+#: MS-ASCMD 2.2.3.69.2 FilterType: how far back a collection reaches. 0 all, 1 day, 3 days,
+#: 1 week, 2 weeks, 1 month, 3 months, 6 months; email takes 0-5, Calendar 0 and 4-7.
+FILTER_DAYS = {0: None, 1: 1, 2: 3, 3: 7, 4: 14, 5: 31, 6: 92, 7: 183}
+EMAIL_FILTERS = frozenset({0, 1, 2, 3, 4, 5})
+CALENDAR_FILTERS = frozenset({4, 5, 6, 7})
+#: FilterType 8: incomplete tasks only (Tasks collections).
+FILTER_INCOMPLETE = 8
+#: Every FilterType a request may carry; anything else means 0 (everything).
+FILTER_TYPES = frozenset({*FILTER_DAYS, FILTER_INCOMPLETE})
+#: The Options/Class values whose options apply to a collection we sync (SMS ... do not).
+SYNC_CLASSES = frozenset({"Email", "Calendar", "Contacts", "Tasks", "Notes"})
+#: Folder types whose items are email.
 MAIL_TYPES = frozenset(
     {
         FolderType.INBOX,
@@ -119,8 +142,8 @@ def _parse_collection(el: Element, global_window: int | None) -> CollectionReque
     req.window = max(1, min(window, MAX_WINDOW))
     for options in el.findall("Options", NS):
         cls = options.child_text("Class", NS)
-        if cls not in (None, "Email"):
-            continue  # options for other classes (SMS ...) do not apply to mail
+        if cls is not None and cls not in SYNC_CLASSES:
+            continue  # options for classes we do not sync (SMS ...)
         req.filter = _int(options, "FilterType") or 0
         conflict = _int(options, "Conflict")
         req.conflict = 1 if conflict is None else conflict
@@ -131,9 +154,43 @@ def _parse_collection(el: Element, global_window: int | None) -> CollectionReque
             [p.type, p.truncation_size, p.all_or_none, p.preview]
             for p in (eas_email.BodyPreference.from_element(b) for b in prefs)
         ]
-    if req.filter not in FILTER_DAYS:
+    if req.filter not in FILTER_TYPES:
         req.filter = 0
     return req
+
+
+def syncable(folder: Folder) -> bool:
+    """Whether Sync sends the folder's content: email, or a class with a codec."""
+    return folder.type in MAIL_TYPES or registry.codec_for(folder.type) is not None
+
+
+def class_name(folder: Folder) -> str:
+    """The AirSync:Class of the folder's items (12.x names it in every Collection)."""
+    codec = registry.codec_for(folder.type)
+    return "Email" if codec is None else codec.eas_class
+
+
+def _class_function(codec: ClassCodec, name: str) -> Callable[..., Any] | None:
+    """An optional function of the codec's class module (``in_window``, ``delete_occurrence``),
+    or None while that module has none."""
+    module = importlib.import_module(codec.decode.__module__)
+    found = getattr(module, name, None)
+    return found if callable(found) else None
+
+
+def item_filter(
+    codec: ClassCodec, filter_type: int, now: datetime
+) -> Callable[[Mapping[str, Any]], bool] | None:
+    """Which records a FilterType keeps in a collection of *codec*'s class (None: all)."""
+    in_window = _class_function(codec, "in_window")
+    if in_window is None:
+        return None
+    if codec.eas_class == "Calendar" and filter_type in CALENDAR_FILTERS:
+        start = now - timedelta(days=FILTER_DAYS[filter_type] or 0)
+        return lambda record: bool(in_window(record, start))
+    if codec.eas_class == "Tasks" and filter_type == FILTER_INCOMPLETE:
+        return lambda record: bool(in_window(record))
+    return None
 
 
 def _last(ctx: Context, cid: str) -> tuple[str, int] | None:
@@ -226,12 +283,23 @@ def handle(ctx: Context) -> Response:
         held = _quiet(ctx, requests, hold)
         if held is not None:
             return Response(status=None, wait=held)
-    answers = [_collection(ctx, req, commands.get(req.id)) for req in requests]
+    effects = Effects()
+    answers = [_collection(ctx, req, commands.get(req.id), effects) for req in requests]
     if len(answers) == 1:
-        return Response(body=answers[0][1], status=answers[0][2])
+        return Response(
+            body=answers[0][1], status=answers[0][2], outbound_queued=effects.outbound_queued
+        )
     root = E(NS, "Sync", E(NS, "Collections", *(a[0] for a in answers)))
     worst = max((a[2] for a in answers), default=1)
-    return Response.of(root, status=worst)
+    return Response.of(root, status=worst, outbound_queued=effects.outbound_queued)
+
+
+@dataclass(slots=True)
+class Effects:
+    """What the client's commands of one Sync did beyond the store (for the adapter)."""
+
+    #: A class hook queued outbound mail (an invitation): the relay is kicked after commit.
+    outbound_queued: bool = False
 
 
 def _hold_seconds(ctx: Context, body: Element | None) -> int:
@@ -258,7 +326,7 @@ def _quiet(ctx: Context, requests: list[CollectionRequest], hold: int) -> PingWa
             return None  # a retransmission: answer it now
         saved = st.load(ctx.txn.get_sync_state(ctx.device.id, req.id, req.key))
         folder = ctx.txn.get_folder(ctx.user.id, req.id)
-        if saved is None or folder is None or folder.type not in MAIL_TYPES:
+        if saved is None or folder is None or not syncable(folder):
             return None
         known: dict[str, int] = saved.get("items", {})
         if pending_changes(ctx, folder, req.filter, known, 1).total:
@@ -294,7 +362,7 @@ def _simple(key: str, cid: str, status: int) -> tuple[Element, bytes, int]:
 
 
 def _collection(
-    ctx: Context, req: CollectionRequest, commands: Element | None
+    ctx: Context, req: CollectionRequest, commands: Element | None, effects: Effects
 ) -> tuple[Element, bytes, int]:
     """(Collection answer element, the answer as a whole document, status) for one collection."""
     txn = ctx.txn
@@ -316,7 +384,7 @@ def _collection(
         new = st.new_key()
         coll = E(NS, "Collection")
         if ctx.version < V14_0:
-            coll.add(NS, "Class", "Email")
+            coll.add(NS, "Class", class_name(folder))
         coll.add(NS, "SyncKey", new)
         coll.add(NS, "CollectionId", req.id)
         coll.add(NS, "Status", SyncStatus.SUCCESS)
@@ -336,21 +404,21 @@ def _collection(
     responses: list[Element] = []
     if commands is not None:
         for cmd in commands.children:
-            reply = _client_command(ctx, folder, req, cmd, known)
+            reply = _client_command(ctx, folder, req, cmd, known, effects)
             if reply is not None:
                 responses.append(reply)
 
     # 4. The server's changes, up to the window.
     out: list[Element] = []
     more = False
-    if req.get_changes and folder.type in MAIL_TYPES:
+    if req.get_changes and syncable(folder):
         more = _server_changes(ctx, folder, req, known, out, version)
 
     # MS-ASCMD 2.2.3.29.2: [Class (12.1)], SyncKey, CollectionId, Status, MoreAvailable,
     # Commands, Responses.
     coll = E(NS, "Collection")
     if ctx.version < V14_0:
-        coll.add(NS, "Class", "Email")
+        coll.add(NS, "Class", class_name(folder))
     coll.add(NS, "SyncKey", nxt)
     coll.add(NS, "CollectionId", req.id)
     coll.add(NS, "Status", SyncStatus.SUCCESS)
@@ -388,7 +456,12 @@ def _reply(tag: str, sid: str, status: int) -> Element:
 
 
 def _client_command(
-    ctx: Context, folder: Folder, req: CollectionRequest, cmd: Element, known: dict[str, int]
+    ctx: Context,
+    folder: Folder,
+    req: CollectionRequest,
+    cmd: Element,
+    known: dict[str, int],
+    effects: Effects,
 ) -> Element | None:
     txn = ctx.txn
     if ctx.device.access_state == AccessState.QUARANTINED:
@@ -398,6 +471,9 @@ def _client_command(
             status = E(NS, "Status", SyncStatus.CONVERSION_ERROR)
             return E(NS, "Add", E(NS, "ClientId", client_id), status)
         return _reply(cmd.tag, cmd.child_text("ServerId", NS) or "", SyncStatus.OBJECT_NOT_FOUND)
+    codec = registry.codec_for(folder.type)
+    if codec is not None:
+        return _item_command(ctx, codec, folder, req, cmd, known, effects)
     if cmd.tag == "Add":
         return _client_add(ctx, folder, cmd, known)
     sid = cmd.child_text("ServerId", NS) or ""
@@ -443,6 +519,102 @@ def _client_command(
         )
         return E(NS, "Fetch", E(NS, "ServerId", sid), E(NS, "Status", SyncStatus.SUCCESS), data)
     return _reply(cmd.tag, sid, SyncStatus.PROTOCOL_ERROR)
+
+
+def _item_command(
+    ctx: Context,
+    codec: ClassCodec,
+    folder: Folder,
+    req: CollectionRequest,
+    cmd: Element,
+    known: dict[str, int],
+    effects: Effects,
+) -> Element | None:
+    """A client command on an item of a non-email class (see the module docstring)."""
+    txn = ctx.txn
+    if cmd.tag == "Add":
+        return _item_add(ctx, codec, folder, cmd, known, effects)
+    sid = cmd.child_text("ServerId", NS) or ""
+    item = txn.get_item(ctx.user.id, sid) if sid else None
+    if item is None or item.folder_id != folder.id:
+        known.pop(sid, None)
+        return _reply(cmd.tag, sid, SyncStatus.OBJECT_NOT_FOUND)
+    if cmd.tag == "Fetch":
+        data = E(NS, "ApplicationData", *codec.encode(item.data, ctx.version, req.preferences()))
+        return E(NS, "Fetch", E(NS, "ServerId", sid), E(NS, "Status", SyncStatus.SUCCESS), data)
+    if cmd.tag not in ("Change", "Delete"):
+        return _reply(cmd.tag, sid, SyncStatus.PROTOCOL_ERROR)
+    if req.conflict == 1 and sid in known and known[sid] != item.modseq:
+        return None  # server wins (MS-ASCMD 2.2.3.34): its version goes to the client
+    instance = cmd.child_text("InstanceId", "AirSyncBase")
+    try:
+        if cmd.tag == "Change":
+            appdata = cmd.find("ApplicationData", NS)
+            if appdata is None:
+                return _reply("Change", sid, SyncStatus.PROTOCOL_ERROR)
+            record = codec.apply_change(item.data, appdata, ctx.version)
+        elif instance is not None:
+            # 16.x: the Delete of one occurrence is a change of the series.
+            delete_occurrence = _class_function(codec, "delete_occurrence")
+            if delete_occurrence is None:
+                return _reply("Delete", sid, SyncStatus.CONVERSION_ERROR)
+            record = delete_occurrence(item.data, instance)
+        else:
+            txn.delete_item(item.id)
+            known.pop(sid, None)
+            _after_write(ctx, codec, item, None, effects)
+            return None
+    except PimError as exc:
+        return _reply(cmd.tag, sid, exc.eas_status)
+    new = txn.update_item(item.id, record)
+    known[sid] = new.modseq  # the client has this version: don't echo it back
+    _after_write(ctx, codec, item, new, effects)
+    return None
+
+
+def _item_add(
+    ctx: Context,
+    codec: ClassCodec,
+    folder: Folder,
+    cmd: Element,
+    known: dict[str, int],
+    effects: Effects,
+) -> Element:
+    """A new item from the phone: its ClientId gets a ServerId (MS-ASCMD 2.2.3.24.2)."""
+    client_id = cmd.child_text("ClientId", NS) or ""
+    out = E(NS, "Add", E(NS, "ClientId", client_id))
+    appdata = cmd.find("ApplicationData", NS)
+    if appdata is None:
+        out.add(NS, "Status", SyncStatus.PROTOCOL_ERROR)
+        return out
+    try:
+        record = codec.decode(appdata, ctx.version)
+    except PimError as exc:
+        out.add(NS, "Status", exc.eas_status)
+        return out
+    uid = record.get("uid")
+    if not isinstance(uid, str) or not uid:
+        uid = None
+    try:
+        item = ctx.txn.add_item(folder.id, record, uid=uid)
+    except Conflict:
+        # The folder holds that uid already (a second copy of one event): keep both, as a
+        # phone that shows both expects; the copy's record keeps the uid the phone sent.
+        item = ctx.txn.add_item(folder.id, record)
+    known[item.server_id] = item.modseq  # the phone has it: never send it back as an Add
+    _after_write(ctx, codec, None, item, effects)
+    out.add(NS, "ServerId", item.server_id)
+    out.add(NS, "Status", SyncStatus.SUCCESS)
+    return out
+
+
+def _after_write(
+    ctx: Context, codec: ClassCodec, old: Item | None, new: Item | None, effects: Effects
+) -> None:
+    if codec.after_client_write is not None and codec.after_client_write(
+        ctx.txn, ctx.user, old, new, ctx.now
+    ):
+        effects.outbound_queued = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -493,14 +665,7 @@ def pending_changes(
     store's own order (delivery order for SQLite), walked backwards. Order is a courtesy to the
     user, not a correctness matter (every pending item is sent in some window), so no sort of
     the whole folder is paid on every window of a 10,000-message initial sync."""
-    since = cutoff(filter_type, ctx.now)
-    if ctx.device.access_state == AccessState.QUARANTINED:
-        # Only the notice, in the Inbox (natsync.eas.quarantine).
-        notice = {quarantine.notice_id(folder): quarantine.NOTICE_MODSEQ}
-        current = everything = notice if folder.type == FolderType.INBOX else {}
-    else:
-        current = ctx.txn.message_versions(folder.id, since)
-        everything = ctx.txn.message_versions(folder.id) if since is not None else current
+    current, everything = _versions(ctx, folder, filter_type)
     deletes: list[str] = []
     soft: list[str] = []
     changes: list[str] = []
@@ -519,6 +684,32 @@ def pending_changes(
     return Pending(
         deletes, soft, changes, adds, len(deletes) + len(soft) + len(changes) + add_count
     )
+
+
+def _versions(
+    ctx: Context, folder: Folder, filter_type: int
+) -> tuple[dict[str, int], dict[str, int]]:
+    """(server id -> modseq) of what the filter keeps, and of everything in the folder (the
+    difference is what the client holds but the filter drops: a SoftDelete)."""
+    codec = registry.codec_for(folder.type)
+    if ctx.device.access_state == AccessState.QUARANTINED:
+        # Only the notice, in the Inbox (natsync.eas.quarantine).
+        notice = {quarantine.notice_id(folder): quarantine.NOTICE_MODSEQ}
+        current = notice if folder.type == FolderType.INBOX else {}
+        return current, current
+    if codec is not None:
+        keep = item_filter(codec, filter_type, ctx.now)
+        if keep is None:
+            current = ctx.txn.item_versions(folder.id)
+            return current, current
+        # One read gives both maps, so they agree even while other processes write.
+        items = ctx.txn.list_items(folder.id)
+        everything = {item.server_id: item.modseq for item in items}
+        return {i.server_id: i.modseq for i in items if keep(i.data)}, everything
+    since = cutoff(filter_type if filter_type in EMAIL_FILTERS else 0, ctx.now)
+    current = ctx.txn.message_versions(folder.id, since)
+    everything = ctx.txn.message_versions(folder.id) if since is not None else current
+    return current, everything
 
 
 def _server_changes(
@@ -542,6 +733,21 @@ def _server_changes(
         out.append(E(NS, "SoftDelete", E(NS, "ServerId", sid)))
         del known[sid]
     budget -= min(budget, len(soft))
+    codec = registry.codec_for(folder.type)
+    if codec is not None:
+        prefs = req.preferences()
+        batches = (("Change", changes[:budget]), ("Add", adds[: max(0, budget - len(changes))]))
+        for tag, batch in batches:
+            for sid in batch:
+                item = ctx.txn.get_item(ctx.user.id, sid)
+                if item is None:
+                    # Deleted by another process since the diff (PostgreSQL reads each
+                    # statement's own snapshot): a Change becomes a Delete next time.
+                    continue
+                data = E(NS, "ApplicationData", *codec.encode(item.data, ctx.version, prefs))
+                out.append(E(NS, tag, E(NS, "ServerId", sid), data))
+                known[sid] = item.modseq
+        return total > req.window
     if budget and changes:
         for msg in ctx.txn.get_messages(ctx.user.id, changes[:budget]):
             out.append(
