@@ -416,3 +416,89 @@ def test_the_servers_request_parser_reads_what_the_client_builds(form: str) -> N
     assert request.policy_key == 77
     assert request.item_id == "5:1"
     assert request.save_in_sent
+
+
+# -- items of the other classes ------------------------------------------------------------------
+
+
+def _event_data(subject: str) -> p.Element:
+    return E("AirSync", "ApplicationData", E("Calendar", "Subject", subject))
+
+
+def test_item_commands_carry_their_application_data_in_schema_order() -> None:
+    add = p.ItemCommand.add(_event_data("lunch"), "c-1")
+    change = p.ItemCommand.change("8:1", _event_data("brunch"))
+    occurrence = p.ItemCommand.remove("8:2", instance_id="20260309T090000Z")
+    whole = p.ItemCommand.remove("8:3")
+    request = p.sync_request(
+        "8",
+        "{0000abcd}2",
+        changes=[add, change, occurrence, whole],
+        version="12.1",
+        class_name="Calendar",
+    )
+    coll = request.find("Collections").find("Collection")  # type: ignore[union-attr]
+    assert coll is not None
+    assert coll.child_text("Class") == "Calendar"
+    sent = coll.find("Commands")
+    assert sent is not None
+    assert [(c.tag, [k.tag for k in c.children]) for c in sent.children] == [
+        ("Add", ["ClientId", "ApplicationData"]),
+        ("Change", ["ServerId", "ApplicationData"]),
+        ("Delete", ["ServerId", "InstanceId"]),
+        ("Delete", ["ServerId"]),
+    ]
+    assert sent.children[0].find("ApplicationData").child_text("Subject", "Calendar") == "lunch"  # type: ignore[union-attr]
+    # Only a whole-item Delete makes the device forget the item.
+    assert [c.delete for c in (add, change, occurrence, whole)] == [False, False, False, True]
+    assert_libwbxml_decodes(encode(request))
+
+
+def test_item_commands_refuse_what_the_server_would() -> None:
+    with pytest.raises(p.ClientError):
+        p.ItemCommand.add(E("Calendar", "Subject", "not wrapped"), "c-1")
+    with pytest.raises(p.ClientError):
+        p.ItemCommand.add(_event_data("x"), "c" * (p.MAX_CLIENT_ID + 1))
+
+
+def test_parse_sync_keeps_application_data_and_add_client_ids() -> None:
+    answer = E(
+        "AirSync",
+        "Sync",
+        E(
+            "AirSync",
+            "Collections",
+            E(
+                "AirSync",
+                "Collection",
+                E("AirSync", "SyncKey", "{0000abcd}3"),
+                E("AirSync", "CollectionId", "8"),
+                E("AirSync", "Status", 1),
+                E(
+                    "AirSync",
+                    "Commands",
+                    E("AirSync", "Add", E("AirSync", "ServerId", "8:7"), _event_data("seen")),
+                ),
+                E(
+                    "AirSync",
+                    "Responses",
+                    E(
+                        "AirSync",
+                        "Add",
+                        E("AirSync", "ClientId", "c-1"),
+                        E("AirSync", "ServerId", "8:8"),
+                        E("AirSync", "Status", 1),
+                    ),
+                    E("AirSync", "Add", E("AirSync", "ClientId", "c-2"), E("AirSync", "Status", 6)),
+                ),
+            ),
+        ),
+    )
+    (page,) = p.parse_sync(decode(encode(answer)))
+    (added,) = page.added
+    assert added.data is not None
+    assert added.data.child_text("Subject", "Calendar") == "seen"
+    assert [(r.client_id, r.server_id, r.status) for r in page.responses] == [
+        ("c-1", "8:8", 1),
+        ("c-2", "c-2", 6),
+    ]

@@ -4,7 +4,7 @@ Used by the tests, doctor, lab and the benchmarks. ``protocol`` builds and reads
 without I/O; ``client`` moves the bytes with aiohttp; ``state`` is what the phone remembers.
 """
 
-from natsync.client.client import EASClient, Response, ServerOptions, SyncResult
+from natsync.client.client import EASClient, ItemSyncResult, Response, ServerOptions, SyncResult
 from natsync.client.protocol import (
     AttachmentInfo,
     Body,
@@ -18,6 +18,7 @@ from natsync.client.protocol import (
     FetchResult,
     FilterType,
     FolderInfo,
+    ItemCommand,
     RemoteWipeError,
 )
 from natsync.client.state import DeviceState
@@ -37,6 +38,8 @@ __all__ = [
     "FetchResult",
     "FilterType",
     "FolderInfo",
+    "ItemCommand",
+    "ItemSyncResult",
     "RemoteWipeError",
     "Response",
     "ServerOptions",

@@ -37,6 +37,7 @@ from natsync.client.protocol import (
     FolderInfo,
     FolderSyncResult,
     Identity,
+    ItemCommand,
     RemoteWipeError,
     SearchResult,
 )
@@ -93,6 +94,22 @@ class SyncResult:
     rounds: int = 0
     #: True when the server refused our SyncKey (Status 3) and the client started over.
     reset: bool = False
+
+
+@dataclass(slots=True)
+class ItemSyncResult:
+    """What :meth:`EASClient.sync_items` brought, for a collection of any class.
+
+    ``items`` maps each ServerId the server added or changed to its ApplicationData, the
+    latest version when one came twice; ``created`` maps each ClientId the device added to the
+    ServerId the server gave it; ``deleted`` holds Delete and SoftDelete ids. ``raw`` is the
+    full :class:`SyncResult` (pages, responses, duplicates).
+    """
+
+    items: dict[str, Element]
+    created: dict[str, str]
+    deleted: list[str]
+    raw: SyncResult
 
 
 class EASClient:
@@ -480,14 +497,16 @@ class EASClient:
         *,
         window_size: int = 100,
         body_preference: Iterable[BodyPreference | BodyType | int] = (BodyType.PLAIN,),
-        filter_type: FilterType | None = None,
-        changes: Sequence[ClientChange] = (),
+        filter_type: FilterType | int | None = None,
+        changes: Sequence[ClientChange | ItemCommand] = (),
         deletes_as_moves: bool | None = None,
         max_rounds: int = MAX_SYNC_ROUNDS,
     ) -> SyncResult:
         """Sync one collection to the end: the initial key if needed, then pages until
         MoreAvailable clears. Client *changes* ride on the first page (MS-ASCMD 3.1.5.3)."""
         prefs = p.normalize_preferences(body_preference)
+        known = self.state.folders.get(collection_id)
+        class_name = p.CLASS_OF_FOLDER_TYPE.get(known.type, "Email") if known else "Email"
         coll = self.state.collection(collection_id)
         result = SyncResult(collection_id=collection_id)
         pending = list(changes)
@@ -502,6 +521,7 @@ class EASClient:
                 changes=pending,
                 deletes_as_moves=deletes_as_moves,
                 version=self.version,
+                class_name=class_name,
             )
             response = await self.request(Command.Sync, request)
             result.rounds += 1
@@ -561,6 +581,54 @@ class EASClient:
                 eas_status=first.status,
             )
         return result
+
+    async def sync_items(
+        self,
+        collection_id: str,
+        commands: Sequence[ItemCommand] = (),
+        *,
+        filter_type: FilterType | int | None = None,
+        body_preference: Iterable[BodyPreference | BodyType | int] = (BodyType.PLAIN,),
+        window_size: int = 100,
+    ) -> ItemSyncResult:
+        """Sync a collection of any class (Calendar, Contacts, Tasks, Notes, Email) to the end,
+        sending *commands* (:class:`ItemCommand` Add / Change / Delete) with the first page;
+        see :class:`ItemSyncResult`. Raises ClientError when the server refused a command.
+
+        ``FilterType`` values of other classes pass as plain ints (Calendar 4-7, Tasks 8).
+        """
+        if self.state.collection(collection_id).sync_key == "0" and commands:
+            # Commands ride on a request with a real key: get one first (MS-ASCMD 3.1.5.3).
+            await self.sync(
+                collection_id,
+                filter_type=filter_type,
+                body_preference=body_preference,
+                window_size=window_size,
+            )
+        raw = await self.sync(
+            collection_id,
+            window_size=window_size,
+            body_preference=body_preference,
+            filter_type=filter_type,
+            changes=commands,
+        )
+        items: dict[str, Element] = {}
+        for item in [*raw.added, *raw.changed]:
+            if item.data is not None:
+                items[item.server_id] = item.data
+        created = {
+            r.client_id: r.server_id for r in raw.responses if r.kind == "Add" and r.status == 1
+        }
+        for server_id in created.values():
+            self.state.collection(collection_id).server_ids.add(server_id)
+        self.save_state()
+        return ItemSyncResult(
+            items=items, created=created, deleted=[*raw.deleted, *raw.soft_deleted], raw=raw
+        )
+
+    def new_client_id(self) -> str:
+        """A fresh ClientId for an :meth:`ItemCommand.add` (unique per device)."""
+        return self._client_id()
 
     async def change_read(
         self, collection_id: str, server_id: str, read: bool = True

@@ -394,7 +394,7 @@ def normalize_preferences(prefs: Iterable[BodyPreference | BodyType | int]) -> l
 def options_element(
     namespace: str,
     prefs: Sequence[BodyPreference],
-    filter_type: FilterType | None,
+    filter_type: FilterType | int | None,
 ) -> Element:
     """Options of a Sync or ItemOperations Fetch: FilterType, BodyPreference, MIMESupport.
 
@@ -408,6 +408,74 @@ def options_element(
     if any(p.type == BodyType.MIME for p in prefs):
         options.add("AirSync", "MIMESupport", 2)
     return options
+
+
+#: MS-ASCMD 2.2.3.186.3 folder Type → the AirSync:Class of its items (anything else: Email).
+CLASS_OF_FOLDER_TYPE: Mapping[int, str] = {
+    7: "Tasks",
+    15: "Tasks",
+    8: "Calendar",
+    13: "Calendar",
+    9: "Contacts",
+    14: "Contacts",
+    10: "Notes",
+    17: "Notes",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ItemCommand:
+    """A client command on an item of any class (MS-ASCMD 2.2.3.7.2 Add, 2.2.3.24 Change,
+    2.2.3.42 Delete), carrying the class's ApplicationData as the caller built it.
+
+    Make one with :meth:`add`, :meth:`change` or :meth:`remove`.
+    """
+
+    kind: str  # "Add", "Change" or "Delete"
+    server_id: str = ""
+    client_id: str = ""
+    data: Element | None = None  # an AirSync:ApplicationData element
+    #: 16.x: the occurrence of a recurring item a Delete (or Change) is about.
+    instance_id: str | None = None
+
+    @classmethod
+    def add(cls, data: Element, client_id: str) -> ItemCommand:
+        if not 0 < len(client_id) <= MAX_CLIENT_ID:
+            raise ClientError(f"a ClientId has 1 to {MAX_CLIENT_ID} characters")
+        return cls("Add", client_id=client_id, data=_application_data(data))
+
+    @classmethod
+    def change(cls, server_id: str, data: Element, instance_id: str | None = None) -> ItemCommand:
+        return cls(
+            "Change", server_id=server_id, data=_application_data(data), instance_id=instance_id
+        )
+
+    @classmethod
+    def remove(cls, server_id: str, instance_id: str | None = None) -> ItemCommand:
+        return cls("Delete", server_id=server_id, instance_id=instance_id)
+
+    @property
+    def delete(self) -> bool:
+        """Whether the device drops the whole item (what its state must forget)."""
+        return self.kind == "Delete" and self.instance_id is None
+
+    def element(self) -> Element:
+        out = E("AirSync", self.kind)
+        if self.kind == "Add":
+            out.add("AirSync", "ClientId", self.client_id)
+        else:
+            out.add("AirSync", "ServerId", self.server_id)
+        if self.instance_id is not None:
+            out.add("AirSyncBase", "InstanceId", self.instance_id)
+        if self.data is not None:
+            out.append(self.data)
+        return out
+
+
+def _application_data(data: Element) -> Element:
+    if data.tag != "ApplicationData" or data.namespace != "AirSync":
+        raise ClientError("an item command carries an AirSync:ApplicationData element")
+    return data
 
 
 @dataclass(frozen=True, slots=True)
@@ -440,10 +508,11 @@ def sync_request(
     *,
     window_size: int | None = None,
     prefs: Sequence[BodyPreference] = (),
-    filter_type: FilterType | None = None,
-    changes: Sequence[ClientChange] = (),
+    filter_type: FilterType | int | None = None,
+    changes: Sequence[ClientChange | ItemCommand] = (),
     deletes_as_moves: bool | None = None,
     version: str = DEFAULT_VERSION,
+    class_name: str = "Email",
 ) -> Element:
     """One-collection Sync request (MS-ASCMD 2.2.1.21), children in schema order.
 
@@ -452,7 +521,7 @@ def sync_request(
     initial = sync_key == "0"
     coll = E("AirSync", "Collection")
     if not version_at_least(version, "14.0"):
-        coll.add("AirSync", "Class", "Email")  # 12.1 names the class of the collection
+        coll.add("AirSync", "Class", class_name)  # 12.1 names the class of the collection
     coll.add("AirSync", "SyncKey", sync_key)
     coll.add("AirSync", "CollectionId", collection_id)
     if not initial:
@@ -721,6 +790,8 @@ class EmailItem:
     attachments: list[AttachmentInfo] = field(default_factory=list)
     categories: list[str] = field(default_factory=list)
     flag_status: int | None = None
+    #: The ApplicationData (or Properties) element as it came: what a non-email class reads.
+    data: Element | None = None
 
     @property
     def subject(self) -> str:
@@ -738,7 +809,7 @@ class EmailItem:
 
 def parse_item(server_id: str, data: Element | None) -> EmailItem:
     """Read an ApplicationData (or Properties) element into an :class:`EmailItem`."""
-    item = EmailItem(server_id=server_id)
+    item = EmailItem(server_id=server_id, data=data)
     if data is None:
         return item
     for el in data.children:
@@ -778,6 +849,8 @@ class ChangeResponse:
     kind: str
     server_id: str
     status: int
+    #: An Add's ClientId (its ServerId is ``server_id`` when the server took it).
+    client_id: str = ""
 
 
 @dataclass(slots=True)
@@ -829,6 +902,7 @@ def parse_sync(root: Element) -> list[SyncPage]:
                         kind=el.tag,
                         server_id=el.child_text("ServerId") or el.child_text("ClientId") or "",
                         status=status_of(el) or 1,
+                        client_id=el.child_text("ClientId") or "",
                     )
                 )
         pages.append(page)
