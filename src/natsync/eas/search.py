@@ -2,17 +2,28 @@
 Range, BodyPreference) and in the GAL store (our local users, by name or address).
 
 A result's LongId is the message's ServerId, so ItemOperations can fetch it by LongId.
+
+GAL results carry the user's display name, alias and address, and what the user's own contact
+card says (:func:`own_card`: phone numbers, office, title, company, names), and with 14.1+
+their picture when the client asks (Options/Picture with MaxSize and MaxPictures): a user's
+GAL picture is the Picture of their own card, so they set it from the phone.
 """
 
 from __future__ import annotations
 
+import base64
+import enum
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
 
 from natsync.eas.context import Context, Response
 from natsync.eas.errors import EasError
 from natsync.eas.status import SearchStatus as S
+from natsync.eas.versions import V14_1
 from natsync.mail import eas_email
-from natsync.store.api import Message
+from natsync.store.api import FolderType, Message, NotFound, Txn, User
 from natsync.wbxml import E, Element
 
 NS = "Search"
@@ -49,6 +60,17 @@ def _under_or(root: Element, target: Element) -> bool:
     return False
 
 
+def _range(options: Element | None) -> tuple[int, int] | None:
+    """(first, last) result of Options/Range (at most MAX_RESULTS); None when it is invalid."""
+    range_text = options.child_text("Range", NS) if options is not None else None
+    if not range_text:
+        return 0, MAX_RESULTS - 1
+    m = _RANGE.fullmatch(range_text.strip())
+    if m is None or int(m.group(1)) > int(m.group(2)):
+        return None
+    return int(m.group(1)), min(int(m.group(2)), int(m.group(1)) + MAX_RESULTS - 1)
+
+
 def _mailbox(ctx: Context, store: Element) -> Element:
     query = store.find("Query", NS)
     options = store.find("Options", NS)
@@ -60,14 +82,11 @@ def _mailbox(ctx: Context, store: Element) -> Element:
     if (not must and not alternatives) or sum(len(t) for t in must + alternatives) > MAX_QUERY:
         out.add(NS, "Status", S.INVALID_REQUEST)
         return out
-    first, last = 0, MAX_RESULTS - 1
-    range_text = options.child_text("Range", NS) if options is not None else None
-    if range_text:
-        m = _RANGE.fullmatch(range_text.strip())
-        if m is None or int(m.group(1)) > int(m.group(2)):
-            out.add(NS, "Status", S.INVALID_REQUEST)
-            return out
-        first, last = int(m.group(1)), min(int(m.group(2)), int(m.group(1)) + MAX_RESULTS - 1)
+    window = _range(options)
+    if window is None:
+        out.add(NS, "Status", S.INVALID_REQUEST)
+        return out
+    first, last = window
     folder_ids = None
     if collection:
         folder = ctx.txn.get_folder(ctx.user.id, collection)
@@ -111,35 +130,122 @@ def _mailbox(ctx: Context, store: Element) -> Element:
     return out
 
 
+class PictureStatus(enum.IntEnum):
+    """MS-ASCMD 2.2.3.177.13/.12 Status of a Picture (GAL and ResolveRecipients)."""
+
+    SUCCESS = 1
+    NO_PICTURE = 173
+    TOO_LARGE = 174
+    TOO_MANY = 175
+
+
+#: GAL properties taken from the user's own contact card (MS-ASCMD 2.2.3.x, GAL page 16).
+_CARD_PROPERTIES = (
+    ("Phone", "business_phone_number"),
+    ("Office", "office_location"),
+    ("Title", "job_title"),
+    ("Company", "company_name"),
+    ("FirstName", "first_name"),
+    ("LastName", "last_name"),
+    ("HomePhone", "home_phone_number"),
+    ("MobilePhone", "mobile_phone_number"),
+)
+
+
+def own_card(txn: Txn, user: User) -> Mapping[str, Any]:
+    """The user's own contact card: the contact in their default Contacts folder that carries
+    their own address (Email1-3). It is where a user's GAL picture, phone and title come from,
+    so a user sets them from the phone. Empty when there is none."""
+    try:
+        folder = txn.folder_by_type(user.id, FolderType.CONTACTS)
+    except NotFound:
+        return {}
+    address = user.email.lower()
+    for item in txn.list_items(folder.id):
+        emails = (item.data.get(k) for k in ("email1_address", "email2_address", "email3_address"))
+        if any(address in str(e).lower() for e in emails if e):
+            return item.data
+    return {}
+
+
+@dataclass(slots=True)
+class PictureBudget:
+    """A request's Picture options (MaxSize bytes, MaxPictures) and what is spent of them."""
+
+    max_size: int | None
+    max_pictures: int | None
+    sent: int = 0
+
+    @classmethod
+    def from_options(cls, options: Element | None, namespace: str) -> PictureBudget | None:
+        """The budget of an Options element's Picture child; None when no pictures are asked."""
+        picture = options.find("Picture", namespace) if options is not None else None
+        if picture is None:
+            return None
+
+        def number(tag: str) -> int | None:
+            text = (picture.child_text(tag, namespace) or "").strip()
+            return int(text) if text.isascii() and text.isdigit() and len(text) < 10 else None
+
+        return cls(number("MaxSize"), number("MaxPictures"))
+
+    def element(self, namespace: str, data_ns: str, card: Mapping[str, Any]) -> Element:
+        """The Picture element of one result: Status, and Data when it is sent."""
+        out = E(namespace, "Picture")
+        encoded = str(card.get("picture") or "")
+        if not encoded:
+            out.add(namespace, "Status", PictureStatus.NO_PICTURE)
+            return out
+        data = base64.b64decode(encoded)
+        if self.max_size is not None and len(data) > self.max_size:
+            out.add(namespace, "Status", PictureStatus.TOO_LARGE)
+        elif self.max_pictures is not None and self.sent >= self.max_pictures:
+            out.add(namespace, "Status", PictureStatus.TOO_MANY)
+        else:
+            self.sent += 1
+            out.add(namespace, "Status", PictureStatus.SUCCESS)
+            out.add(data_ns, "Data", data)
+        return out
+
+
 def _gal(ctx: Context, store: Element) -> Element:
     text = (store.child_text("Query", NS) or "").strip().lower()
+    options = store.find("Options", NS)
     out = E(NS, "Store")
-    if not text:
+    if not text or len(text) > MAX_QUERY:
         out.add(NS, "Status", S.INVALID_REQUEST)
         return out
-    users = [
-        u
-        for u in ctx.txn.list_users()
-        if text in u.name.lower() or text in u.email.lower() or text in u.display_name.lower()
-    ][:MAX_RESULTS]
+    window = _range(options)
+    if window is None:
+        out.add(NS, "Status", S.INVALID_REQUEST)
+        return out
+    first, last = window
+    matched = sorted(
+        (
+            u
+            for u in ctx.txn.list_users()
+            if text in u.name.lower() or text in u.email.lower() or text in u.display_name.lower()
+        ),
+        key=lambda u: (u.display_name or u.name).lower(),
+    )
+    page = matched[first : last + 1]
+    # GAL pictures came with 14.1 (MS-ASCMD 2.2.3.135.1).
+    budget = PictureBudget.from_options(options, NS) if ctx.version >= V14_1 else None
     out.add(NS, "Status", S.SUCCESS)
-    for u in users:
-        out.append(
-            E(
-                NS,
-                "Result",
-                E(
-                    NS,
-                    "Properties",
-                    E("GAL", "DisplayName", u.display_name or u.name),
-                    E("GAL", "EmailAddress", u.email),
-                    E("GAL", "Alias", u.name),
-                ),
-            )
-        )
-    if users:
-        out.add(NS, "Range", f"0-{len(users) - 1}")
-    out.add(NS, "Total", len(users))
+    for u in page:
+        card = own_card(ctx.txn, u)
+        props = E(NS, "Properties", E("GAL", "DisplayName", u.display_name or u.name))
+        for tag, key in _CARD_PROPERTIES:
+            if card.get(key):
+                props.add("GAL", tag, str(card[key]))
+        props.add("GAL", "Alias", u.name)
+        props.add("GAL", "EmailAddress", u.email)
+        if budget is not None:
+            props.append(budget.element("GAL", "GAL", card))
+        out.append(E(NS, "Result", props))
+    if page:
+        out.add(NS, "Range", f"{first}-{first + len(page) - 1}")
+    out.add(NS, "Total", len(matched))
     return out
 
 
