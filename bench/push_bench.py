@@ -190,7 +190,7 @@ async def serve(args: argparse.Namespace) -> None:
         import tracemalloc
 
         tracemalloc.start(args.trace)
-    store = open_store(Path(args.db))
+    store = open_store(args.db)  # a SQLite path, or a postgresql:// URL (scale_bench)
     config = ServerConfig(
         host="127.0.0.1",
         port=0,

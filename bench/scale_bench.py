@@ -9,9 +9,9 @@ Everything runs on this machine over loopback and stops by itself (``--time-limi
 its own PostgreSQL from Debian's binaries (initdb in a temp dir, loopback, a free port, default
 durability settings) and removes it at the end. Per round of K processes (``--servers``):
 
-* K server processes, each the real ``natsync server`` code path (``natsync.cli_server.serve``:
-  TLS, SMTP in, the PostgreSQL store with its one LISTEN connection), on a fresh copy of one
-  database holding ``--devices`` users (a device each) and a "demo" user with
+* K server processes (bench/push_bench.py's server role: the natsync ActiveSync server over TLS
+  and SMTP in, on the PostgreSQL store with its one LISTEN connection, uvloop), on a fresh copy
+  of one database holding ``--devices`` users (a device each) and a "demo" user with
   ``--sync-messages`` messages;
 * no balancer: the phones are spread over the processes by the bench (device i on process
   i mod K), and a phone whose process dies moves itself to the next process (the client side of
@@ -184,46 +184,6 @@ async def stdin() -> asyncio.StreamReader:
     return reader
 
 
-async def serve(args: argparse.Namespace) -> None:
-    """One measured process: ``natsync server``'s own serve() on the shared store. Prints its
-    ports as JSON; ``stat`` on stdin prints the held waits; EOF on stdin stops it (SIGTERM)."""
-    from natsync.cli_server import serve as natsync_serve
-    from natsync.config import ServerConfig
-    from natsync.server.app import EAS_APP
-
-    push_bench.raise_nofile()
-    config = ServerConfig(
-        host="127.0.0.1",
-        port=0,
-        tls_cert=Path(args.cert),
-        tls_key=Path(args.key),
-        data_dir=Path(args.cert).parent,
-        store=args.store,
-        smtp_listen="127.0.0.1:0",
-        domains=(DOMAIN,),
-        require_provisioning=False,
-    ).check()
-    stores: list[Any] = []
-
-    def ready(running: Any, smtp: Any) -> None:
-        stores.append(running.runner.app[EAS_APP].store)
-        print(json.dumps({"https": running.port, "smtp": smtp.port}), flush=True)
-
-    async def commands() -> None:
-        reader = await stdin()
-        while line := (await reader.readline()).decode().strip():
-            if line == "stat":
-                waiting = stores[0].feed.waiting() if stores else 0
-                print(json.dumps({"waiting": waiting}), flush=True)
-        os.kill(os.getpid(), signal.SIGTERM)  # serve() stops on it, as natsync server does
-
-    task = asyncio.ensure_future(commands())
-    try:
-        await natsync_serve(config, ready)
-    finally:
-        task.cancel()
-
-
 # --------------------------------------------------------------------------- client process
 
 
@@ -291,6 +251,13 @@ async def phones(args: argparse.Namespace) -> None:
 async def start(*argv: str) -> Child:
     """A child running this file in a role."""
     return await Child.start(*argv, script=__file__)
+
+
+async def start_server(url: str, cert: Path, key: Path) -> Child:
+    """A measured server process: push_bench's (the natsync server and SMTP in, TLS, one
+    store: here the shared PostgreSQL database). ``stat`` on stdin: the held waits."""
+    argv = ("--role", "server", "--db", url, "--cert", str(cert), "--key", str(key))
+    return await Child.start(*argv)
 
 
 def kill(child: Child) -> None:
@@ -443,10 +410,7 @@ async def one_round(
     args: argparse.Namespace, k: int, url: str, work: Path, inbox: str
 ) -> dict[str, Any]:
     cert, key = work / "cert.pem", work / "key.pem"
-    servers = [
-        await start("--role", "server", "--store", url, "--cert", str(cert), "--key", str(key))
-        for _ in range(k)
-    ]
+    servers = [await start_server(url, cert, key) for _ in range(k)]
     clients: list[Child] = []
     events = Events()
     listeners: list[asyncio.Future[None]] = []
@@ -615,13 +579,11 @@ def main() -> None:
     parser.add_argument("--procs-per-server", type=int, default=1, help="client processes")
     parser.add_argument("--store", default="", help="an existing empty PostgreSQL database")
     parser.add_argument("--time-limit", type=float, default=900.0)
-    parser.add_argument("--role", default="bench", choices=["bench", "server", "phones"])
-    for name in ("--cert", "--key", "--inbox", "--ports", "--devices-list"):
+    parser.add_argument("--role", default="bench", choices=["bench", "phones"])
+    for name in ("--cert", "--inbox", "--ports", "--devices-list"):
         parser.add_argument(name, default="")
     args = parser.parse_args()
-    if args.role == "server":
-        push_bench.run(serve(args))
-    elif args.role == "phones":
+    if args.role == "phones":
         push_bench.run(phones(args))
     else:
         push_bench.run(asyncio.wait_for(bench(args), args.time_limit))
