@@ -9,7 +9,7 @@ from urllib.parse import parse_qsl
 import pytest
 
 from natsync.client import protocol as p
-from natsync.wbxml import E, decode, encode
+from natsync.wbxml import E, Element, decode, encode
 from tests.libwbxml import assert_libwbxml_decodes
 
 PHONE = p.Identity(user="rmjones", device_id="v140Device", device_type="SmartPhone")
@@ -421,7 +421,7 @@ def test_the_servers_request_parser_reads_what_the_client_builds(form: str) -> N
 # -- items of the other classes ------------------------------------------------------------------
 
 
-def _event_data(subject: str) -> p.Element:
+def _event_data(subject: str) -> Element:
     return E("AirSync", "ApplicationData", E("Calendar", "Subject", subject))
 
 

@@ -58,10 +58,12 @@ class Deployment:
 
 
 @asynccontextmanager
-async def deployment(tmp_path: Path) -> AsyncIterator[Deployment]:
+async def deployment(tmp_path: Path, store: Store | None = None) -> AsyncIterator[Deployment]:
+    """The deployment on *store* (a new SQLite file when None; a given store stays open)."""
     ca = init_ca(tmp_path / "ca")
     cert, key = ca.issue_server_cert(["localhost"], ["127.0.0.1"], tmp_path / "tls")
-    store = open_store(tmp_path / "natsync.sqlite3")
+    owned = store is None
+    store = open_store(tmp_path / "natsync.sqlite3") if store is None else store
     hashed = hash_password(PASSWORD)
     await store.run(lambda txn: txn.add_user(USER, EMAIL, "Ann Example", hashed, datetime.now(UTC)))
     loop = asyncio.get_running_loop()
@@ -98,4 +100,5 @@ async def deployment(tmp_path: Path) -> AsyncIterator[Deployment]:
         await relay.aclose()
         smarthost_server.close()
         await smarthost_server.wait_closed()
-        await store.aclose()
+        if owned:
+            await store.aclose()
