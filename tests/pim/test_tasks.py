@@ -11,8 +11,9 @@ from hypothesis import strategies as st
 
 from natsync.eas.versions import V12_1, V14_0, V14_1, V16_1, Version
 from natsync.mail.eas_email import BodyPreference
-from natsync.pim import tasks
+from natsync.pim import tasks, vtodo
 from natsync.pim.codec import PimError, Record
+from natsync.pim.ical import IcsError
 from natsync.pim.registry import codec_for
 from natsync.store.api import FolderType, Store, Txn
 from natsync.wbxml import E, Element
@@ -256,3 +257,145 @@ def test_bad_values_are_pim_errors(bad: Element) -> None:
 @given(st.lists(trees(), max_size=6))
 def test_arbitrary_trees_decode_or_raise_pim_error(children: list[Element]) -> None:
     decodes_or_pim_error(tasks.CODEC, children, full_task())
+
+
+# -- iCalendar VTODO ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        full_task(),
+        {"subject": "Done", "complete": True, "date_completed": "2026-03-01T10:00:00.000Z"},
+        {
+            **full_task(),
+            "recurrence": {
+                "type": 3,
+                "week_of_month": 5,
+                "day_of_week": 32,
+                "interval": 1,
+                "occurrences": 4,
+                "start": "2026-03-02T00:00:00.000Z",
+            },
+        },
+        {
+            **full_task(),
+            "recurrence": {
+                "type": 6,
+                "week_of_month": 2,
+                "day_of_week": 2,
+                "month_of_year": 11,
+                "interval": 1,
+                "regenerate": True,
+                "start": "2026-03-02T00:00:00.000Z",
+            },
+        },
+        {
+            "complete": False,
+            "body": "{\\rtf1 x}",
+            "body_type": 3,
+            "reminder_set": False,
+            "reminder_time": "2026-03-02T07:30:00.000Z",
+        },
+    ],
+)
+def test_vtodo_round_trip_keeps_every_field(record: Record) -> None:
+    data = vtodo.todos_to_ics([vtodo.Todo("task-1", record)])
+    assert b"BEGIN:VTODO" in data
+    (todo,) = vtodo.todos_from_ics(data)
+    assert todo.uid == "task-1"
+    assert todo.record == record
+
+
+FOREIGN_VTODO = b"""BEGIN:VCALENDAR\r
+VERSION:2.0\r
+PRODID:-//Other//EN\r
+BEGIN:VTODO\r
+UID:other-1\r
+DTSTAMP:20260301T000000Z\r
+SUMMARY:Pay rent\r
+DESCRIPTION:Before the 3rd\r
+DTSTART;TZID=Europe/Berlin:20260301T090000\r
+DUE;VALUE=DATE:20260303\r
+PRIORITY:1\r
+CLASS:PRIVATE\r
+CATEGORIES:Home,Money\r
+RRULE:FREQ=MONTHLY;BYMONTHDAY=1;COUNT=12\r
+BEGIN:VALARM\r
+ACTION:DISPLAY\r
+TRIGGER;VALUE=DATE-TIME:20260301T070000Z\r
+END:VALARM\r
+END:VTODO\r
+BEGIN:VTODO\r
+UID:other-2\r
+SUMMARY:Old\r
+STATUS:COMPLETED\r
+COMPLETED:20260201T120000Z\r
+END:VTODO\r
+END:VCALENDAR\r
+"""
+
+
+def test_reads_another_programs_vtodos() -> None:
+    first, second = vtodo.todos_from_ics(FOREIGN_VTODO)
+    assert first.uid == "other-1"
+    assert first.record == {
+        "complete": False,
+        "subject": "Pay rent",
+        "body": "Before the 3rd",
+        "body_type": 1,
+        "utc_start_date": "2026-03-01T08:00:00.000Z",
+        "start_date": "2026-03-01T09:00:00.000Z",  # the wall time in Berlin
+        "utc_due_date": "2026-03-03T00:00:00.000Z",
+        "due_date": "2026-03-03T00:00:00.000Z",
+        "importance": 2,
+        "sensitivity": 2,
+        "categories": ["Home", "Money"],
+        "reminder_set": True,
+        "reminder_time": "2026-03-01T07:00:00.000Z",
+        "recurrence": {
+            "type": 2,
+            "interval": 1,
+            "day_of_month": 1,
+            "occurrences": 12,
+            "start": "2026-03-01T09:00:00.000Z",
+        },
+    }
+    assert second.record == {
+        "complete": True,
+        "subject": "Old",
+        "date_completed": "2026-02-01T12:00:00.000Z",
+    }
+    # what was read encodes for a phone and decodes the same
+    for todo in (first, second):
+        assert tasks.decode(wire(tasks.CODEC, todo.record, V16_1), V16_1) == todo.record
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"not a calendar", "not iCalendar"),
+        (
+            b"BEGIN:VCALENDAR\r\nBEGIN:VTODO\r\nSUMMARY:x\r\nEND:VTODO\r\nEND:VCALENDAR\r\n",
+            "no UID",
+        ),
+        (
+            b"BEGIN:VCALENDAR\r\nBEGIN:VTODO\r\nUID:a\r\nDTSTART:20260101T000000Z\r\n"
+            b"RRULE:FREQ=HOURLY\r\nEND:VTODO\r\nEND:VCALENDAR\r\n",
+            "FREQ=HOURLY",
+        ),
+        (
+            b"BEGIN:VCALENDAR\r\nBEGIN:VTODO\r\nUID:a\r\nEND:VTODO\r\nBEGIN:VTODO\r\nUID:a\r\n"
+            b"END:VTODO\r\nEND:VCALENDAR\r\n",
+            "twice",
+        ),
+        (
+            b'BEGIN:VCALENDAR\r\nBEGIN:VTODO\r\nUID:a\r\nX-NATSYNC-EAS:{"due_date": 5}\r\n'
+            b"END:VTODO\r\nEND:VCALENDAR\r\n",
+            "not an EAS date",
+        ),
+    ],
+)
+def test_bad_vtodos_raise_ics_error(data: bytes, message: str) -> None:
+    with pytest.raises(IcsError, match=message):
+        vtodo.todos_from_ics(data)
