@@ -657,3 +657,50 @@ def test_ping_wakes_on_a_pim_folder(store: Store) -> None:
     now = phone.tree("Ping", body)
     assert now.child_text("Status") == "2"
     assert [f.text() for f in now.find("Folders").findall("Folder")] == [cal]  # type: ignore[union-attr]
+
+
+def test_user_pim_folders_are_created_renamed_and_deleted_with_their_items(store: Store) -> None:
+    phone = ready(store)
+    fh = "FolderHierarchy"
+    key = phone.folder_sync().child_text("SyncKey") or ""
+
+    def op(cmd: str, *children: Element) -> Element:
+        return phone.tree(cmd, E(fh, cmd, E(fh, "SyncKey", key), *children))
+
+    made = {}
+    for folder_type in (13, 14, 15, 17):
+        created = op(
+            "FolderCreate",
+            E(fh, "ParentId", "0"),
+            E(fh, "DisplayName", f"Mine {folder_type}"),
+            E(fh, "Type", folder_type),
+        )
+        assert created.child_text("Status") == "1"
+        key = created.child_text("SyncKey") or ""
+        made[folder_type] = created.child_text("ServerId") or ""
+    tasks = made[15]
+    task_key = prime(phone, tasks)
+    add = E(
+        AS, "Add", E(AS, "ClientId", "t1"), E(AS, "ApplicationData", E(TASKS, "Subject", "file"))
+    )
+    sid = response(collection(phone.sync(tasks, task_key, commands=[add])), "Add").child_text(
+        "ServerId", AS
+    )
+    assert sid is not None
+    assert item(store, sid) is not None
+    renamed = op(
+        "FolderUpdate",
+        E(fh, "ServerId", tasks),
+        E(fh, "ParentId", "0"),
+        E(fh, "DisplayName", "Errands"),
+    )
+    assert renamed.child_text("Status") == "1"
+    key = renamed.child_text("SyncKey") or ""
+    deleted = op("FolderDelete", E(fh, "ServerId", tasks))
+    assert deleted.child_text("Status") == "1"
+    key = deleted.child_text("SyncKey") or ""
+    assert item(store, sid) is None
+    assert collection(phone.sync(tasks, task_key)).child_text("Status") == "12"
+    # The standard class folders stay.
+    standard = op("FolderDelete", E(fh, "ServerId", folder_sid(store, FolderType.CALENDAR)))
+    assert standard.child_text("Status") == "3"  # a special system folder
