@@ -243,9 +243,9 @@ def test_change_ghosts_absent_properties_and_clears_empty_containers() -> None:
     assert new["subject"] == "Renamed"
     assert new["categories"] == []
     assert new["reminder"] is None
-    assert _without(new, "subject", "categories", "reminder") == _without(
-        old, "subject", "categories", "reminder"
-    )
+    assert new["sequence"] == old["sequence"] + 1  # alice's meeting got a new subject
+    changed = ("subject", "categories", "reminder", "sequence")
+    assert _without(new, *changed) == _without(old, *changed)
     assert old["subject"] == "Team sync – ü"
 
 

@@ -1,40 +1,39 @@
-"""MeetingResponse (MS-ASCMD 2.2.1.11) for a server without calendars: the user accepts,
-tentatively accepts or declines a meeting request that arrived by mail (an iMIP REQUEST,
-RFC 6047), and
+"""MeetingResponse (MS-ASCMD 2.2.1.11): the user accepts, tentatively accepts or declines a
+meeting, named by the invitation in the Inbox (an iMIP REQUEST, RFC 6047) or by the calendar
+item itself (RequestId = its ServerId, CollectionId = its calendar folder).
 
-* from EAS 16.0 on, when the client asks for it (SendResponse), the server sends the organizer
-  the iMIP REPLY (RFC 5546 3.2.3) with the user's PARTSTAT, through the usual outbound path;
-  earlier clients send their own reply by SendMail (MS-ASCMD 3.1.5.8);
-* the meeting request leaves the Inbox for Deleted Items, as Exchange does after a response;
+* The calendar item (natsync.pim.calendar, upserted by UID from the invitation when delivery did
+  not create it) takes the answer: accept → Busy, ResponseType 3; tentative → Tentative,
+  ResponseType 2; the user's own attendee entry gets the same status; decline removes the item.
+  A 16.x InstanceId answers one occurrence: it becomes an exception (declined: deleted).
+  Accepted and tentative answers return the item's ServerId as CalendarId (MS-ASCMD 2.2.3.18).
+* From EAS 16.0 on, when the client asks for it (SendResponse), the server sends the organizer
+  the iMIP REPLY (RFC 5546 3.2.3) with the user's PARTSTAT through the outbound queue
+  (natsync.mail.imip.reply); earlier clients send their own reply by SendMail (MS-ASCMD 3.1.5.8).
+* The meeting request leaves the Inbox for Deleted Items, as Exchange does after a response;
   the responding device's sync state is told, so no Delete comes back to it.
-
-No CalendarId is returned: there is no calendar folder to hold the event.
 """
 
 from __future__ import annotations
 
-import email.utils
 import enum
-import re
-from email.message import EmailMessage
+from typing import Any
 
 from natsync.eas.context import Context, Response
 from natsync.eas.errors import EasError
 from natsync.eas.sync import adjust_known
 from natsync.eas.versions import V16_0
-from natsync.mail import compose, relay
-from natsync.mail.errors import MailError
-from natsync.mail.mime import CLASS_MEETING_REQUEST, parse_tree
-from natsync.store.api import FolderType
+from natsync.mail import imip
+from natsync.mail.mime import CLASS_MEETING_REQUEST
+from natsync.pim import calendar as cal
+from natsync.pim.codec import PimError, Record
+from natsync.pim.ical import IcsError, records_from_ics
+from natsync.store.api import FolderType, Item, Message
 from natsync.wbxml import E, Element
 
 NS = "MeetingResponse"
 #: Requests one command may carry (a user answers a handful of invitations at a time).
 MAX_REQUESTS = 100
-_PARTSTAT = {1: "ACCEPTED", 2: "TENTATIVE", 3: "DECLINED"}
-_VERB = {1: "Accepted", 2: "Tentative", 3: "Declined"}
-#: Properties of the invitation's VEVENT copied into the reply (RFC 5546 3.2.3).
-_COPIED = ("UID", "DTSTART", "DTEND", "DURATION", "SEQUENCE", "RECURRENCE-ID", "SUMMARY")
 
 
 # MS-ASCMD 2.2.3.177.9 Status (MeetingResponse).
@@ -45,102 +44,137 @@ class MeetingStatus(enum.IntEnum):
     SERVER_ERROR = 4
 
 
-def _calendar_text(raw: bytes) -> str | None:
-    for part in parse_tree(raw).walk():
-        if part.get_content_type() == "text/calendar":
-            payload = part.get_payload(decode=True)
-            if isinstance(payload, bytes):
-                return payload.decode(part.get_content_charset() or "utf-8", "replace")
-    return None
+class UserResponse(enum.IntEnum):
+    """MS-ASCMD 2.2.3.185 UserResponse."""
+
+    ACCEPTED = 1
+    TENTATIVE = 2
+    DECLINED = 3
 
 
-def _event_lines(ics: str) -> list[str]:
-    """The unfolded content lines of the first VEVENT (RFC 5545 3.1 line folding)."""
-    unfolded = re.sub(r"\r?\n[ \t]", "", ics)
-    lines: list[str] = []
-    inside = False
-    for line in unfolded.splitlines():
-        if line.upper() == "BEGIN:VEVENT":
-            inside = True
-        elif line.upper() == "END:VEVENT":
-            break
-        elif inside:
-            lines.append(line)
-    return lines
+#: UserResponse -> (AttendeeStatus, ResponseType, BusyStatus) of the calendar item.
+_EFFECT = {
+    UserResponse.ACCEPTED: (
+        cal.AttendeeStatus.ACCEPTED,
+        cal.ResponseType.ACCEPTED,
+        cal.BusyStatus.BUSY,
+    ),
+    UserResponse.TENTATIVE: (
+        cal.AttendeeStatus.TENTATIVE,
+        cal.ResponseType.TENTATIVE,
+        cal.BusyStatus.TENTATIVE,
+    ),
+    UserResponse.DECLINED: (
+        cal.AttendeeStatus.DECLINED,
+        cal.ResponseType.DECLINED,
+        cal.BusyStatus.FREE,
+    ),
+}
 
 
-def build_reply(ics: str, attendee: str, display_name: str, answer: int, stamp: str) -> str | None:
-    """The iMIP REPLY for *attendee*, or None when the invitation has no UID or organizer."""
-    lines = _event_lines(ics)
-    props = {line.split(":", 1)[0].split(";", 1)[0].upper(): line for line in lines if ":" in line}
-    if "UID" not in props or "ORGANIZER" not in props:
+def _invitation(ctx: Context, msg: Message) -> Record | None:
+    """The meeting a REQUEST message carries (its master event), or None."""
+    found = imip.calendar_part(ctx.txn.raw_message(msg.id))
+    if found is None or found[0] != "REQUEST":
         return None
-    out = ["BEGIN:VCALENDAR", "PRODID:-//natsync//EN", "VERSION:2.0", "METHOD:REPLY"]
-    out += ["BEGIN:VEVENT", f"DTSTAMP:{stamp}", props["ORGANIZER"]]
-    out += [props[name] for name in _COPIED if name in props]
-    cn = display_name.replace('"', "")
-    out.append(f'ATTENDEE;PARTSTAT={_PARTSTAT[answer]};CN="{cn}":mailto:{attendee}')
-    out += ["END:VEVENT", "END:VCALENDAR"]
-    return "\r\n".join(out) + "\r\n"
-
-
-def _organizer(ics: str) -> str:
-    for line in _event_lines(ics):
-        if line.upper().startswith("ORGANIZER"):
-            value = line.split(":", 1)[1] if ":" in line else ""
-            if value.lower().startswith("mailto:"):
-                value = value[7:]
-            return value.strip()
-    return ""
-
-
-def _send_reply(ctx: Context, ics: str, subject: str, answer: int) -> bool:
-    organizer = _organizer(ics)
-    stamp = ctx.now.strftime("%Y%m%dT%H%M%SZ")
-    reply = build_reply(ics, ctx.user.email, ctx.user.display_name, answer, stamp)
-    if reply is None or "@" not in organizer:
-        return False
-    msg = EmailMessage()
-    msg["From"] = email.utils.formataddr((ctx.user.display_name, ctx.user.email))
-    msg["To"] = organizer
-    msg["Subject"] = f"{_VERB[answer]}: {subject}"
-    msg.set_content(f"{ctx.user.display_name or ctx.user.email} {_VERB[answer].lower()}.\n")
-    msg.add_alternative(reply, subtype="calendar", params={"method": "REPLY"})
     try:
-        out = compose.prepare_outgoing(
-            msg.as_bytes(), ctx.user.email, ctx.user.display_name, ctx.now
-        )
-    except MailError:
-        return False
-    result = relay.route_outgoing(
-        ctx.txn, ctx.user, out.raw, out.recipients, ctx.now, ctx.config.domains
-    )
-    return result.outbound_id is not None
+        records = records_from_ics(found[1])
+    except IcsError:
+        return None
+    return records[0] if records else None
 
 
-def _one(ctx: Context, request: Element) -> tuple[Element, bool]:
-    request_id = request.child_text("RequestId", NS) or request.child_text("LongId", "Search") or ""
-    result = E(NS, "Result", E(NS, "RequestId", request_id))
-    answer_text = request.child_text("UserResponse", NS) or ""
-    answer = int(answer_text) if answer_text.isdigit() else 0
-    msg = ctx.txn.get_message(ctx.user.id, request_id) if request_id else None
-    if answer not in _PARTSTAT or msg is None or msg.message_class != CLASS_MEETING_REQUEST:
-        result.add(NS, "Status", MeetingStatus.INVALID_REQUEST)
-        return result, False
-    ics = _calendar_text(ctx.txn.raw_message(msg.id))
-    if ics is None:
-        result.add(NS, "Status", MeetingStatus.INVALID_REQUEST)
-        return result, False
-    queued = False
-    if ctx.version >= V16_0 and request.find("SendResponse", NS) is not None:
-        queued = _send_reply(ctx, ics, msg.subject, answer)
+def _answered(
+    record: dict[str, Any], answer: UserResponse, email: str, instance: str | None, now: str
+) -> dict[str, Any]:
+    status, response, busy = _EFFECT[answer]
+    people = []
+    for person in record.get("attendees") or []:
+        mine = (person.get("email") or "").lower() == email.lower()
+        people.append(dict(person) | {"status": int(status)} if mine else person)
+    changes = {
+        "response_type": int(response),
+        "busy_status": int(busy),
+        "appointment_reply_time": now,
+    }
+    if instance is None:
+        return record | changes | {"attendees": people}
+    original = cal.utc_text(cal.parse_utc(instance))
+    exceptions = [dict(e) for e in record.get("exceptions") or []]
+    current = next((e for e in exceptions if e["original_start"] == original), None)
+    if current is None:
+        current = {"original_start": original, "deleted": False}
+        exceptions.append(current)
+    current.update(changes)
+    return record | {"exceptions": sorted(exceptions, key=lambda e: str(e["original_start"]))}
+
+
+def _apply(
+    ctx: Context, item: Item | None, record: Record, answer: UserResponse, instance: str | None
+) -> Item | None:
+    """The calendar after the answer: the item updated (or added), or removed on decline."""
+    folder = ctx.txn.folder_by_type(ctx.user.id, FolderType.CALENDAR)
+    if item is None:
+        item = ctx.txn.item_by_uid(folder.id, record["uid"])
+    if answer == UserResponse.DECLINED and instance is None:
+        if item is not None:
+            ctx.txn.delete_item(item.id)
+        return None
+    if answer == UserResponse.DECLINED and instance is not None and item is not None:
+        return ctx.txn.update_item(item.id, cal.delete_occurrence(item.data, instance))
+    base = dict(item.data) if item is not None else dict(record)
+    base["meeting_status"] = base.get("meeting_status") or int(cal.MeetingStatus.MEETING_RECEIVED)
+    data = _answered(base, answer, ctx.user.email, instance, cal.utc_text(ctx.now))
+    if item is None:
+        return ctx.txn.add_item(folder.id, data, uid=data["uid"])
+    return ctx.txn.update_item(item.id, data)
+
+
+def _move_to_trash(ctx: Context, msg: Message) -> None:
     folder = next((f for f in ctx.txn.list_folders(ctx.user.id) if f.id == msg.folder_id), None)
     trash = ctx.txn.folder_by_type(ctx.user.id, FolderType.DELETED_ITEMS)
     if folder is not None and folder.id != trash.id:
         moved = ctx.txn.move_message(msg.id, trash.id)
         adjust_known(ctx, folder.server_id, remove=(msg.server_id,))
         adjust_known(ctx, trash.server_id, add={moved.server_id: moved.modseq})
+
+
+def _one(ctx: Context, request: Element) -> tuple[Element, bool]:
+    request_id = request.child_text("RequestId", NS) or request.child_text("LongId", "Search") or ""
+    result = E(NS, "Result", E(NS, "RequestId", request_id))
+    answer_text = (request.child_text("UserResponse", NS) or "").strip()
+    answer = UserResponse(int(answer_text)) if answer_text in ("1", "2", "3") else None
+    instance = request.child_text("InstanceId", NS)
+    msg = ctx.txn.get_message(ctx.user.id, request_id) if request_id else None
+    item = None
+    record: Record | None = None
+    if msg is not None and msg.message_class == CLASS_MEETING_REQUEST:
+        record = _invitation(ctx, msg)
+    elif msg is None and request_id:
+        item = ctx.txn.get_item(ctx.user.id, request_id)
+        if item is not None and item.data.get("meeting_status") not in cal.ORGANIZER_STATUSES:
+            record = dict(item.data)
+    if answer is None or record is None:
+        result.add(NS, "Status", MeetingStatus.INVALID_REQUEST)
+        return result, False
+    try:
+        if instance is not None:
+            cal.parse_utc(instance)
+        updated = _apply(ctx, item, record, answer, instance)
+    except PimError:
+        result.add(NS, "Status", MeetingStatus.INVALID_REQUEST)
+        return result, False
+    queued = False
+    if ctx.version >= V16_0 and request.find("SendResponse", NS) is not None:
+        status = int(_EFFECT[answer][0])
+        queued = imip.reply(
+            ctx.txn, ctx.user, record, status, ctx.now, ctx.config.domains, instance
+        )
+    if msg is not None:
+        _move_to_trash(ctx, msg)
     result.add(NS, "Status", MeetingStatus.SUCCESS)
+    if updated is not None and answer != UserResponse.DECLINED:
+        result.add(NS, "CalendarId", updated.server_id)
     return result, queued
 
 

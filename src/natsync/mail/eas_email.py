@@ -46,6 +46,8 @@ from datetime import UTC, datetime
 
 from natsync.mail.errors import EmailChangeError
 from natsync.mail.mime import (
+    CLASS_MEETING_CANCELED,
+    CLASS_MEETING_REQUEST,
     CLASS_SMIME,
     CLASS_SMIME_SIGNED,
     MAX_PREVIEW_CHARS,
@@ -527,6 +529,12 @@ def email_application_data(
         )
     )
     leaf(Element("Email", "MessageClass", [], message.message_class))
+    if message.message_class in (CLASS_MEETING_REQUEST, CLASS_MEETING_CANCELED):
+        from natsync.mail.imip import meeting_request_element  # imip builds on this module
+
+        meeting = meeting_request_element(raw, version)
+        if meeting is not None:
+            leaf(meeting)
     leaf(Element("Email", "InternetCPID", [], _CPID_TEXT))
     leaf(_flag_element(message.flag))
     leaf(Element("Email", "ContentClass", [], CONTENT_CLASS_MESSAGE))

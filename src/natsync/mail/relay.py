@@ -41,6 +41,7 @@ from typing import Any
 
 import aiosmtplib
 
+from natsync.mail import imip
 from natsync.mail.mime import header_text, parse_bytes, parse_message
 from natsync.store.api import FolderType, Message, NewMessage, OutboundMail, Store, Txn, User
 
@@ -104,6 +105,7 @@ def deliver_to_inbox(txn: Txn, user: User, message: NewMessage) -> None:
     """Put *message* into *user*'s Inbox (one store call; the caller owns the transaction)."""
     inbox = txn.folder_by_type(user.id, FolderType.INBOX)
     txn.add_message(inbox.id, message)
+    imip.on_delivery(txn, user, message)  # an invitation also lands in the Calendar
 
 
 def save_sent_copy(txn: Txn, user: User, sent_copy: bytes, now: datetime) -> Message:

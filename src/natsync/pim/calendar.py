@@ -90,7 +90,7 @@ from natsync.mail.eas_email import (
 from natsync.mail.errors import EmailChangeError
 from natsync.mail.mime import html_to_text
 from natsync.pim.codec import ClassCodec, PimError, Record
-from natsync.store.api import FolderType
+from natsync.store.api import FolderType, Item, Txn, User
 from natsync.wbxml import Element
 
 NS = "Calendar"
@@ -908,7 +908,23 @@ def apply_change(old: Mapping[str, Any], appdata: Element, version: Version) -> 
     uid = record.get("uid")
     _read_item(appdata, record)
     record["uid"] = uid or record.get("uid")  # the series keeps its UID
-    return _finish(record)
+    return _finish(_next_sequence(old, record))
+
+
+#: Properties whose change makes a new version of a meeting (RFC 5546 2.1.4: SEQUENCE).
+SIGNIFICANT = ("start", "end", "all_day", "recurrence", "exceptions", "subject", "location")
+#: MeetingStatus of a meeting the user organizes.
+ORGANIZER_STATUSES = frozenset({1, 5, 9, 13})
+
+
+def _next_sequence(old: Mapping[str, Any], new: Record) -> Record:
+    """A meeting the user organizes gets a higher SEQUENCE when it changes significantly, so
+    the attendees' calendars take the update (RFC 5546 2.1.4)."""
+    if old.get("meeting_status") in ORGANIZER_STATUSES and any(
+        old.get(k) != new.get(k) for k in SIGNIFICANT
+    ):
+        new["sequence"] = int(old.get("sequence") or 0) + 1
+    return new
 
 
 def delete_occurrence(old: Mapping[str, Any], instance: str) -> Record:
@@ -1078,12 +1094,23 @@ def encode(
     return out
 
 
+def after_client_write(
+    txn: Txn, user: User, old: Item | None, new: Item | None, now: datetime
+) -> bool:
+    """Meetings the phone organizes go out as iMIP mail (natsync.mail.imip does the mail; it
+    is imported here, not at the top, because it builds on this module)."""
+    from natsync.mail import imip
+
+    return imip.after_client_write(txn, user, old, new, now)
+
+
 CODEC = ClassCodec(
     eas_class="Calendar",
     folder_types=frozenset({FolderType.CALENDAR, FolderType.USER_CALENDAR}),
     decode=decode,
     apply_change=apply_change,
     encode=encode,
+    after_client_write=after_client_write,
 )
 
 
