@@ -7,6 +7,15 @@ binary such as contact pictures as base64 text); the store keeps it as JSON and 
 inside, so each class module owns its record's keys and documents them in its docstring. The
 codecs are pure: no store, no clock, no I/O — the Sync adapter in ``natsync.eas`` does the rest.
 
+Optional functions of a class module, found by the Sync command in the module that defines the
+codec's ``decode`` (none of them: no filtering, no occurrence deletes):
+
+* ``in_window(record, cutoff) -> bool`` (Calendar, FilterType 4-7: whether the item or an
+  occurrence ends after *cutoff*) or ``in_window(record) -> bool`` (Tasks, FilterType 8:
+  whether the task is incomplete);
+* ``delete_occurrence(record, instance_id) -> record`` (a 16.x Sync Delete that names one
+  occurrence by ``AirSyncBase:InstanceId``).
+
 Errors: a codec raises :class:`PimError` for an ApplicationData it cannot take; the Sync command
 answers that one item with its ``eas_status`` (6, "error in client/server conversion", MS-ASCMD
 2.2.3.177.17) and goes on with the others.
