@@ -40,7 +40,6 @@ from natsync.pim.codec import Record
 from natsync.pim.ical import (
     MAX_ICS_BYTES,
     IcsError,
-    event_components,
     records_from_ics,
     records_to_ics,
 )
@@ -311,20 +310,6 @@ def meeting_request_element(raw: bytes, version: str) -> Element | None:
 # -- outbound --------------------------------------------------------------------------------------
 
 
-def _with_recurrence_id(records: Sequence[Mapping[str, Any]], method: str, original: str) -> str:
-    """The VCALENDAR of one occurrence: its VEVENT names the occurrence by RECURRENCE-ID."""
-    document = icalendar.Calendar()
-    document.add("PRODID", "-//natsync//natsync calendar//EN")
-    document.add("VERSION", "2.0")
-    document.add("METHOD", method)
-    for record in records:
-        component = event_components(record)[0]
-        component.add("RECURRENCE-ID", cal.parse_utc(original))
-        document.add_component(component)
-    document.add_missing_timezones()
-    return str(document.to_ical().decode("utf-8"))
-
-
 def build_message(
     user: User,
     method: str,
@@ -340,10 +325,7 @@ def build_message(
     msg["To"] = ", ".join(recipients)
     msg["Subject"] = subject
     msg.set_content(text)
-    if recurrence_id is None:
-        ics = records_to_ics(records, method=method).decode("utf-8")
-    else:
-        ics = _with_recurrence_id(records, method, recurrence_id)
+    ics = records_to_ics(records, method, recurrence_id).decode("utf-8")
     msg.add_alternative(ics, subtype="calendar", params={"method": method})
     return msg.as_bytes()
 

@@ -25,6 +25,7 @@ X-MICROSOFT-DISALLOW-COUNTER disallow_new_time_proposal. RRULEs that ActiveSync 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import Any
@@ -487,16 +488,24 @@ def _when(component: Any, prop: str, text: str, record: Mapping[str, Any], all_d
         component.add(prop, _local(text, record))
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _clean(text: str) -> str:
+    """An address or name without the control characters iCalendar cannot carry there."""
+    return _CONTROL.sub("", text)
+
+
 def _put_people(component: Any, record: Mapping[str, Any]) -> None:
     if record.get("organizer_email"):
-        organizer = icalendar.vCalAddress(f"mailto:{record['organizer_email']}")
+        organizer = icalendar.vCalAddress(f"mailto:{_clean(record['organizer_email'])}")
         if record.get("organizer_name"):
-            organizer.params["CN"] = record["organizer_name"]
+            organizer.params["CN"] = _clean(record["organizer_name"])
         component.add("ORGANIZER", organizer)
     for person in record.get("attendees") or []:
-        address = icalendar.vCalAddress(f"mailto:{person.get('email') or ''}")
+        address = icalendar.vCalAddress(f"mailto:{_clean(person.get('email') or '')}")
         if person.get("name"):
-            address.params["CN"] = person["name"]
+            address.params["CN"] = _clean(person["name"])
         if person.get("status") in _PARTSTAT:
             address.params["PARTSTAT"] = _PARTSTAT[person["status"]]
         kind = person.get("type")
@@ -623,14 +632,24 @@ def event_components(record: Mapping[str, Any]) -> list[Any]:
     return out
 
 
-def records_to_ics(records: Iterable[Mapping[str, Any]], method: str | None = None) -> bytes:
-    """A VCALENDAR of *records* (with *method* for iMIP: REQUEST, REPLY, CANCEL)."""
+def records_to_ics(
+    records: Iterable[Mapping[str, Any]],
+    method: str | None = None,
+    recurrence_id: str | None = None,
+) -> bytes:
+    """A VCALENDAR of *records* (with *method* for iMIP: REQUEST, REPLY, CANCEL). With
+    *recurrence_id* (UTC text) each record is written as that one occurrence of its series."""
     document = icalendar.Calendar()
     document.add("PRODID", _PRODID)
     document.add("VERSION", "2.0")
     if method:
         document.add("METHOD", method)
     for record in records:
+        if recurrence_id is not None:
+            component = _vevent(record)
+            component.add("RECURRENCE-ID", _local(recurrence_id, record))
+            document.add_component(component)
+            continue
         for component in event_components(record):
             document.add_component(component)
     document.add_missing_timezones()
