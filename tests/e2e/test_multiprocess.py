@@ -21,35 +21,36 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Coroutine, Iterator
-from datetime import UTC, datetime
-from email import policy
-from email.message import EmailMessage
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import aiosmtplib
 import pytest
 
-from natsync.client import EASClient
 from natsync.errors import NatsyncError
 from natsync.store import open_store
-from natsync.store.api import FolderType, Txn
+from natsync.store.api import FolderType
 from tests import pg
-from tests.e2e.cluster import DOMAIN, ServerProcess, servers
+from tests.e2e.cluster import (
+    DOMAIN,
+    HEARTBEAT,
+    PROMPT,
+    SETTLE,
+    ServerProcess,
+    Tasks,
+    database,
+    deliver,
+    message,
+    phone,
+    ready_inbox,
+    same_device,
+    servers,
+    timed,
+)
 
 pytestmark = pytest.mark.slow
 
-PASSWORD = "multi-process-password"
-#: The heartbeat the phones ask for: far longer than any wait the tests accept, so an answer
-#: that comes is a wake-up or an ended hold, never an expired heartbeat.
-HEARTBEAT = 120
-#: Seconds given to a Ping to reach its server and start waiting before the test acts on it
-#: (the phone's connection is already open: auth is cached, one transaction).
-SETTLE = 1.0
-#: Seconds within which a wake-up or an ended hold must answer (well under HEARTBEAT; the
-#: change feed delivers in milliseconds, the rest is slack for a loaded 2-core machine).
-PROMPT = 5.0
 #: Messages delivered through each process in the kill test, and how many A acknowledges
 #: before it is killed.
 BURST = 30
@@ -57,32 +58,8 @@ KILL_AFTER = 8
 #: Seconds the kill test's burst may take at most.
 BURST_TIMEOUT = 60.0
 
-T = TypeVar("T")
-
 
 # -- fixtures ------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def database(pg_server: pg.PgServer, users: list[str], password_hash: str) -> Iterator[str]:
-    """A database of its own on the session's PostgreSQL, holding *users*; dropped at the end
-    (after the processes that used it are gone)."""
-    url = pg_server.create_database()
-    now = datetime.now(UTC)
-
-    def add_users(txn: Txn) -> None:
-        for name in users:
-            txn.add_user(name, f"{name}@{DOMAIN}", name.title(), password_hash, now)
-
-    store = open_store(url)
-    try:
-        store.run_sync(add_users)
-    finally:
-        store.close()
-    try:
-        yield url
-    finally:
-        pg_server.drop_database(url)
 
 
 @pytest.fixture(scope="module")
@@ -100,87 +77,6 @@ def pair(
         yield running
         for server in running:
             assert server.alive(), server.log_tail()
-
-
-# -- helpers -------------------------------------------------------------------------------------
-
-
-def phone(server: ServerProcess, user: str, device: str = "MULTIPROC01") -> EASClient:
-    from tests.conftest import ALICE_PASSWORD
-
-    return EASClient(server.url, user, ALICE_PASSWORD, device_id=device, timeout=30)
-
-
-def same_device(client: EASClient, server: ServerProcess) -> EASClient:
-    """The same phone reaching another process (a balancer's choice): shared DeviceState."""
-    from tests.conftest import ALICE_PASSWORD
-
-    moved = EASClient(
-        server.url,
-        client.identity.user,
-        ALICE_PASSWORD,
-        device_id=client.identity.device_id,
-        timeout=30,
-    )
-    moved.state = client.state
-    return moved
-
-
-def message(user: str, subject: str) -> bytes:
-    msg = EmailMessage()
-    msg["From"] = "sender@remote.test"
-    msg["To"] = f"{user}@{DOMAIN}"
-    msg["Subject"] = subject
-    msg["Message-ID"] = f"<{subject.replace(' ', '-')}@remote.test>"
-    msg.set_content(f"{subject}\n")
-    return msg.as_bytes(policy=policy.SMTP)  # CRLF line ends, as SMTP requires
-
-
-async def deliver(server: ServerProcess, user: str, subject: str) -> None:
-    await aiosmtplib.send(
-        message(user, subject),
-        sender="sender@remote.test",
-        recipients=[f"{user}@{DOMAIN}"],
-        hostname=server.smtp_host,
-        port=server.smtp_port,
-        timeout=30,
-    )
-
-
-async def ready_inbox(client: EASClient) -> str:
-    """FolderSync, then Sync the Inbox to its current state (so a Ping on it waits)."""
-    await client.folder_sync()
-    inbox = client.folder(type=int(FolderType.INBOX)).server_id
-    await client.sync(inbox)
-    await client.sync(inbox)
-    return inbox
-
-
-class Tasks:
-    """The test's background requests; whatever is still running at the end is cancelled (a
-    failed assertion leaves no Ping behind)."""
-
-    def __init__(self) -> None:
-        self._tasks: list[asyncio.Task[Any]] = []
-
-    def start(self, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
-        task = asyncio.ensure_future(coro)
-        self._tasks.append(task)
-        return task
-
-    async def __aenter__(self) -> Tasks:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-
-
-async def timed(awaitable: Awaitable[T], within: float) -> tuple[T, float]:
-    started = time.monotonic()
-    result = await asyncio.wait_for(awaitable, within)
-    return result, time.monotonic() - started
 
 
 # -- push across processes -----------------------------------------------------------------------
