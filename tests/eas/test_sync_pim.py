@@ -704,3 +704,22 @@ def test_user_pim_folders_are_created_renamed_and_deleted_with_their_items(store
     # The standard class folders stay.
     standard = op("FolderDelete", E(fh, "ServerId", folder_sid(store, FolderType.CALENDAR)))
     assert standard.child_text("Status") == "3"  # a special system folder
+
+
+def test_the_real_class_modules_give_sync_its_filters_and_occurrence_deletes() -> None:
+    """Sync finds ``in_window`` / ``delete_occurrence`` by name in the class modules: the
+    real Calendar and Tasks modules must provide them under those names."""
+    from natsync.eas.sync import class_function, item_filter
+    from natsync.pim import calendar, tasks
+
+    keep = item_filter(calendar.CODEC, 4, NOW)  # two weeks back
+    assert keep is not None
+    assert keep({"end": calendar.utc_text(NOW - timedelta(days=1))}) is True
+    assert keep({"end": calendar.utc_text(NOW - timedelta(days=30))}) is False
+    assert item_filter(calendar.CODEC, 0, NOW) is None
+    assert item_filter(calendar.CODEC, 8, NOW) is None  # a Tasks value means all events
+    incomplete = item_filter(tasks.CODEC, 8, NOW)
+    assert incomplete is not None
+    assert [incomplete({"complete": done}) for done in (False, True)] == [True, False]
+    assert class_function(calendar.CODEC, "delete_occurrence") is calendar.delete_occurrence
+    assert class_function(tasks.CODEC, "delete_occurrence") is None

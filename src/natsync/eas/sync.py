@@ -170,7 +170,7 @@ def class_name(folder: Folder) -> str:
     return "Email" if codec is None else codec.eas_class
 
 
-def _class_function(codec: ClassCodec, name: str) -> Callable[..., Any] | None:
+def class_function(codec: ClassCodec, name: str) -> Callable[..., Any] | None:
     """An optional function of the codec's class module (``in_window``, ``delete_occurrence``),
     or None while that module has none."""
     module = importlib.import_module(codec.decode.__module__)
@@ -182,7 +182,7 @@ def item_filter(
     codec: ClassCodec, filter_type: int, now: datetime
 ) -> Callable[[Mapping[str, Any]], bool] | None:
     """Which records a FilterType keeps in a collection of *codec*'s class (None: all)."""
-    in_window = _class_function(codec, "in_window")
+    in_window = class_function(codec, "in_window")
     if in_window is None:
         return None
     if codec.eas_class == "Calendar" and filter_type in CALENDAR_FILTERS:
@@ -555,7 +555,7 @@ def _item_command(
             record = codec.apply_change(item.data, appdata, ctx.version)
         elif instance is not None:
             # 16.x: the Delete of one occurrence is a change of the series.
-            delete_occurrence = _class_function(codec, "delete_occurrence")
+            delete_occurrence = class_function(codec, "delete_occurrence")
             if delete_occurrence is None:
                 return _reply("Delete", sid, SyncStatus.CONVERSION_ERROR)
             record = delete_occurrence(item.data, instance)
