@@ -47,6 +47,10 @@ def _register() -> None:
     from natsync.cli_store import store
 
     main.add_command(store)
+    from natsync.cli_transfer import export_command, import_command
+
+    main.add_command(import_command)
+    main.add_command(export_command)
     from natsync.cli_lab import lab
 
     main.add_command(lab)
