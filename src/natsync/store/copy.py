@@ -1,9 +1,10 @@
 """Moving a deployment between stores (SQLite ⇄ PostgreSQL), verified by counts and checksums.
 
 Both drivers hold the same tables with the same columns and the same value encoding (times as
-microseconds, flags as 0/1, raw MIME as bytes), so a copy is rows in, rows out, ids kept: sync
-state blobs name server ids and the folder/message ids inside them stay valid. The whole copy is
-ONE transaction on the target, so a failed copy leaves the target as it was.
+microseconds, flags as 0/1, raw MIME as bytes, item records as canonical JSON text), so a copy
+is rows in, rows out, ids kept: sync state blobs name server ids and the folder/message ids
+inside them stay valid. The whole copy is ONE transaction on the target, so a failed copy
+leaves the target as it was.
 
 Verification does not trust the copy loop: afterwards each table is read back from both stores
 and compared by row count and by a SHA-256 over its rows in a canonical order (by key; keys
