@@ -149,3 +149,124 @@ def test_eas_fields_from_plain_query_and_basic_auth() -> None:
 )
 def test_publishing_rules(path: str, published: bool) -> None:
     assert PublishRules().allows(path) is published
+
+
+# -- the one-match fast path agrees with the line-by-line parser
+
+_LINES = st.sampled_from(
+    [
+        b"Host: mail.example.test",
+        b"host:h",
+        b"Content-Length: 12",
+        b"content-length:0",
+        b"Content-Length: 1x",
+        b"Content-Length: 00000000000000000001",
+        b"Transfer-Encoding: chunked",
+        b"Transfer-Encoding: gzip",
+        b"Connection: close",
+        b"Connection: keep-alive, X-Secret",
+        b"connection: Keep-Alive",
+        b"X-Secret: 1",
+        b"X-Forwarded-For: 6.6.6.6",
+        b"Forwarded: for=x",
+        b"TE: trailers",
+        b"Authorization: Basic YWxpY2U6cHc=",
+        b"X-A:\tvalue with\ttab \t",
+        b"X-B: caf\xc3\xa9",
+        b" folded",
+        b"Bad Name: x",
+        b"X-C : x",
+        b"X-D: a\x01b",
+        b"X-E: a\rb",
+        b"X-F: a\nb",
+        b"NoColon",
+        b"",
+    ]
+)
+_REQUEST_LINES = st.sampled_from(
+    [
+        b"POST /Microsoft-Server-ActiveSync?Cmd=Sync HTTP/1.1",
+        b"GET / HTTP/1.0",
+        b"OPTIONS * HTTP/1.1",
+        b"GET * HTTP/1.1",
+        b"GET http://x/ HTTP/1.1",
+        b"GET  / HTTP/1.1",
+        b"GET / HTTP/2.0",
+        b"G\x00T / HTTP/1.1",
+    ]
+)
+
+
+def _outcome(parse: object, data: bytes) -> object:
+    try:
+        parsed = parse(data, MAX_BODY)  # type: ignore[operator]
+    except EdgeHttpError as exc:
+        return exc.http_status
+    return (
+        parsed.method, parsed.target, parsed.version, parsed.fields, parsed.has_host,
+        parsed.framing, parsed.length, parsed.keep_alive, parsed.connection_tokens, parsed.hop,
+        parsed.length_field,
+    )  # fmt: skip
+
+
+@settings(deadline=None, max_examples=400)
+@given(_REQUEST_LINES, st.lists(_LINES, max_size=8))
+def test_fast_request_parse_agrees_with_the_line_by_line_parser(
+    request_line: bytes, lines: list[bytes]
+) -> None:
+    data = head(request_line, *lines)
+    fast = _outcome(http.parse_request_head, data)
+    assert fast == _outcome(http._strict_request_head, data)
+    if not isinstance(fast, int):  # and what is forwarded means the same
+        forwarded = http.backend_request(http.parse_request_head(data, MAX_BODY), "192.0.2.7")
+        rebuilt = http.backend_request(http._strict_request_head(data, MAX_BODY), "192.0.2.7")
+        assert http.parse_request_head(forwarded, MAX_BODY).fields == (
+            http.parse_request_head(rebuilt, MAX_BODY).fields
+        )
+        names = {k.lower() for k, _ in http.parse_request_head(forwarded, MAX_BODY).fields}
+        dropped = {b"connection", b"x-forwarded-host", b"forwarded", b"te", b"keep-alive"}
+        listed = http.parse_request_head(data, MAX_BODY).connection_tokens
+        assert not names & (dropped | listed)
+
+
+@settings(deadline=None, max_examples=300)
+@given(
+    st.sampled_from([b"HTTP/1.1 200 OK", b"HTTP/1.0 200 OK", b"HTTP/1.1 204 No Content",
+                     b"HTTP/1.1 100 Continue", b"HTTP/1.1 2x0 OK", b"HTTP/1.1 404"]),
+    st.lists(_LINES, max_size=6),
+)  # fmt: skip
+def test_fast_response_parse_agrees_with_the_line_by_line_parser(
+    status_line: bytes, lines: list[bytes]
+) -> None:
+    data = head(status_line, *lines)
+
+    def outcome(parse: object) -> object:
+        try:
+            parsed = parse(data, b"GET")  # type: ignore[operator]
+        except EdgeHttpError as exc:
+            return exc.http_status
+        return (
+            parsed.status, parsed.fields, parsed.framing, parsed.length, parsed.keep_alive,
+            http.client_response(parsed, parsed.keep_alive).count(b"\r\n"),
+        )  # fmt: skip
+
+    fast = outcome(http.parse_response_head)
+    strict = outcome(http._strict_response_head)
+    if isinstance(strict, int):
+        assert fast == 502
+    else:
+        assert fast == strict
+
+
+def test_response_head_for_the_phone_drops_connection_fields_and_keeps_the_length() -> None:
+    parsed = http.parse_response_head(
+        head(b"HTTP/1.1 200 OK", b"Server: nginx", b"Content-Length: 3",
+             b"Connection: keep-alive", b"Keep-Alive: timeout=5"),
+        b"POST",
+    )  # fmt: skip
+    assert http.client_response(parsed, True) == (
+        b"HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Length: 3\r\n\r\n"
+    )
+    assert http.client_response(parsed, False).endswith(
+        b"Content-Length: 3\r\nConnection: close\r\n\r\n"
+    )

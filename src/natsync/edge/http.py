@@ -102,6 +102,14 @@ _DIGITS = re.compile(rb"[0-9]+")
 # that does not match is examined again to say what is wrong with it).
 _FIELD = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*((?:[^\x00-\x1f\x7f]|\t)*?)[ \t]*")
 
+# The fast path: a request line, and a whole field section (every line token ":" value CRLF,
+# the value visible ASCII, obs-text, SP or HT), each checked by one match. Whatever does not
+# match is parsed again line by line (``_strict_*``), which says what is wrong — or accepts it.
+_REQUEST_LINE = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+) (/[!-~]*|\*) (HTTP/1\.[01])")
+_STATUS_LINE = re.compile(rb"(HTTP/1\.[01]) ([0-9]{3})(?: [\t\x20-\x7e\x80-\xff]*)?")
+_SECTION = re.compile(rb"(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t\x20-\x7e\x80-\xff]*\r\n)*")
+_FIELD_LINE = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*([^\r]*?)[ \t]*\r\n")
+
 #: Fields that concern one connection only (RFC 9110 7.6.1) or that the edge alone sets.
 HOP_BY_HOP = frozenset(
     {
@@ -124,18 +132,27 @@ HOP_BY_HOP = frozenset(
 
 @dataclass(slots=True)
 class RequestHead:
-    """A validated request head; ``fields`` keep their order and original spelling."""
+    """A validated request head. ``section`` is its field lines as received, each with its CRLF
+    (every one checked); ``fields`` gives them parsed, in order and with their spelling."""
 
     method: bytes
     target: bytes
     version: bytes
-    fields: list[tuple[bytes, bytes]]
-    host: bytes
+    section: bytes
+    has_host: bool
     framing: Framing
     length: int
     keep_alive: bool
     #: Names listed in Connection (dropped when forwarding, RFC 9110 7.6.1).
     connection_tokens: frozenset[bytes]
+    #: A field the edge does not forward is present (hop-by-hop, the client's X-Forwarded-*).
+    hop: bool = True
+    #: The length comes from a Content-Length field (forwarded as it is, once checked).
+    length_field: bool = False
+
+    @property
+    def fields(self) -> list[tuple[bytes, bytes]]:
+        return _fields(self.section)
 
     @property
     def path(self) -> str:
@@ -146,6 +163,8 @@ class RequestHead:
         return self.target.partition(b"?")[2].decode("latin-1")
 
     def get(self, name: bytes) -> bytes | None:
+        if name not in self.section.lower():
+            return None
         for key, value in self.fields:
             if key.lower() == name:
                 return value
@@ -155,12 +174,79 @@ class RequestHead:
 @dataclass(slots=True)
 class ResponseHead:
     status: int
-    fields: list[tuple[bytes, bytes]]
+    section: bytes
     framing: Framing
     length: int
     keep_alive: bool
     version: bytes
     connection_tokens: frozenset[bytes] = frozenset()
+    hop: bool = True
+
+    @property
+    def fields(self) -> list[tuple[bytes, bytes]]:
+        return _fields(self.section)
+
+
+#: Searched in b"\\n" + the lowered section: a field the edge drops is present.
+_HOP_NAME = re.compile(
+    rb"\n(?:connection|keep-alive|proxy-connection|te|trailer|upgrade|x-forwarded-for"
+    rb"|x-forwarded-proto|x-forwarded-host|x-real-ip|forwarded):"
+)
+#: The lines _HOP_NAME finds, removed from a section in one pass (Content-Length and
+#: Transfer-Encoding stay: checked, and forwarded as they are).
+_HOP_LINE = re.compile(
+    rb"(?im)^(?:connection|keep-alive|proxy-connection|te|trailer|upgrade|x-forwarded-for"
+    rb"|x-forwarded-proto|x-forwarded-host|x-real-ip|forwarded):[^\r]*\r\n"
+)
+#: Connection tokens that name no other field: with only these, dropping the hop-by-hop lines
+#: is enough; any other token names a field to drop too (the slow path does it).
+_PLAIN_TOKENS = frozenset({b"close", b"keep-alive"})
+
+
+def _fields(section: bytes) -> list[tuple[bytes, bytes]]:
+    return [(m[0], m[1]) for m in _FIELD_LINE.findall(section)]
+
+
+def _value(low: bytes, name: bytes) -> bytes:
+    """The (lowered, trimmed) value of the one field *name* in b"\\n" + a lowered section."""
+    start = low.index(b"\n" + name + b":") + len(name) + 2
+    return low[start : low.index(b"\r", start)].strip(b" \t")
+
+
+def _section_framing(
+    low: bytes, version: bytes, is_request: bool
+) -> tuple[Framing, int, frozenset[bytes]]:
+    """Framing and Connection tokens from b"\\n" + the lowered section (the same rules as
+    :func:`_framing`, without splitting the fields)."""
+    lengths = low.count(b"\ncontent-length:")
+    codings = low.count(b"\ntransfer-encoding:")
+    tokens: frozenset[bytes] = frozenset()
+    connections = low.count(b"\nconnection:")
+    if connections == 1:
+        tokens = frozenset(
+            t.strip() for t in _value(low, b"connection").split(b",") if t.strip()
+        )
+    elif connections:
+        tokens = _connection_tokens(_fields(low[1:]))
+    if lengths and codings:
+        raise EdgeHttpError(400, "both Content-Length and Transfer-Encoding are present")
+    if lengths > 1:
+        raise EdgeHttpError(400, "more than one Content-Length")
+    if codings > 1:
+        raise EdgeHttpError(400, "more than one Transfer-Encoding")
+    if codings:
+        if version != b"HTTP/1.1":
+            raise EdgeHttpError(400, "Transfer-Encoding in an HTTP/1.0 message")
+        if _value(low, b"transfer-encoding") != b"chunked":
+            raise EdgeHttpError(501, "only Transfer-Encoding: chunked is supported")
+        return Framing.CHUNKED, 0, tokens
+    if lengths:
+        raw = _value(low, b"content-length")
+        if len(raw) > MAX_LENGTH_DIGITS or _DIGITS.fullmatch(raw) is None:
+            raise EdgeHttpError(400, "Content-Length is not a plain decimal number")
+        length = int(raw)
+        return (Framing.LENGTH, length, tokens) if length else (Framing.NONE, 0, tokens)
+    return (Framing.NONE, 0, tokens) if is_request else (Framing.CLOSE, 0, tokens)
 
 
 def head_end(buffer: bytes | bytearray) -> int:
@@ -240,9 +326,39 @@ def _connection_tokens(fields: list[tuple[bytes, bytes]]) -> frozenset[bytes]:
 
 
 def parse_request_head(head: bytes, max_body: int) -> RequestHead:
-    """Validate a request head (ending with the blank line); EdgeHttpError when unsafe."""
+    """Validate a request head (ending with the blank line); EdgeHttpError when unsafe.
+
+    One match for the request line and one for the whole field section; a head either fails
+    to match (then :func:`_strict_request_head` says why, line by line) or is what the strict
+    parser accepts too (the tests check both agree)."""
     if len(head) > MAX_HEAD_SIZE + 4:
         raise EdgeHttpError(431, "the request head is larger than the edge accepts")
+    line_end = head.find(b"\r\n")
+    section = head[line_end + 2 : -2]
+    line = _REQUEST_LINE.fullmatch(head, 0, line_end)
+    if line is None or _SECTION.fullmatch(section) is None:
+        return _strict_request_head(head, max_body)
+    method, target, version = line.groups()
+    if target == b"*" and method != b"OPTIONS":
+        raise EdgeHttpError(400, "the request target is not origin-form")
+    if section.count(b"\n") > MAX_HEADER_COUNT:
+        raise EdgeHttpError(431, "the head has more header fields than the edge accepts")
+    low = b"\n" + section.lower()
+    hosts = low.count(b"\nhost:")
+    if hosts > 1 or (version == b"HTTP/1.1" and not hosts):
+        raise EdgeHttpError(400, "an HTTP/1.1 request needs exactly one Host")
+    framing, length, tokens = _section_framing(low, version, is_request=True)
+    if framing == Framing.LENGTH and length > max_body:
+        raise EdgeHttpError(413, "the request body is larger than the edge accepts")
+    keep_alive = b"close" not in tokens if version == b"HTTP/1.1" else b"keep-alive" in tokens
+    return RequestHead(
+        method, target, version, section, hosts == 1, framing, length, keep_alive, tokens,
+        _HOP_NAME.search(low) is not None, b"\ncontent-length:" in low,
+    )  # fmt: skip
+
+
+def _strict_request_head(head: bytes, max_body: int) -> RequestHead:
+    """The line-by-line parser: the precise error for a head the fast path did not match."""
     lines = _split_lines(head[:-4])
     parts = lines[0].split(b" ")
     if len(parts) != 3:
@@ -263,35 +379,67 @@ def parse_request_head(head: bytes, max_body: int) -> RequestHead:
         raise EdgeHttpError(413, "the request body is larger than the edge accepts")
     tokens = _connection_tokens(fields)
     keep_alive = b"close" not in tokens if version == b"HTTP/1.1" else b"keep-alive" in tokens
+    names = {k.lower() for k, _ in fields}
     return RequestHead(
-        method, target, version, fields, hosts[0] if hosts else b"", framing, length,
-        keep_alive, tokens,
+        method, target, version, _canonical(fields), bool(hosts), framing, length, keep_alive,
+        tokens, bool(names & HOP_BY_HOP - {b"content-length", b"transfer-encoding"}),
+        b"content-length" in names,
     )  # fmt: skip
+
+
+def _canonical(fields: list[tuple[bytes, bytes]]) -> bytes:
+    return b"".join(k + b": " + v + b"\r\n" for k, v in fields)
 
 
 def parse_response_head(head: bytes, request_method: bytes) -> ResponseHead:
     """Parse the server's response head; EdgeHttpError(502) when it cannot be trusted."""
     try:
-        lines = _split_lines(head[:-4])
-        version, _, rest = lines[0].partition(b" ")
-        code = rest[:3]
-        if version not in (b"HTTP/1.1", b"HTTP/1.0") or _DIGITS.fullmatch(code) is None:
-            raise EdgeHttpError(502, "malformed status line from the server")
-        status = int(code)
-        fields = _parse_fields(lines[1:])
+        line_end = head.find(b"\r\n")
+        section = head[line_end + 2 : -2]
+        line = _STATUS_LINE.fullmatch(head, 0, line_end)
+        if line is None or _SECTION.fullmatch(section) is None:
+            return _strict_response_head(head, request_method)
+        version = line[1]
+        status = int(line[2])
+        if section.count(b"\n") > MAX_HEADER_COUNT:
+            raise EdgeHttpError(431, "the head has more header fields than the edge accepts")
+        low = b"\n" + section.lower()
+        framing, length, tokens = _section_framing(low, version, is_request=False)
         if request_method == b"HEAD" or status < 200 or status in (204, 304):
             framing, length = Framing.NONE, 0
-        else:
-            framing, length = _framing(fields, version, is_request=False)
     except EdgeHttpError as exc:
         raise EdgeHttpError(502, f"the server sent a bad response head: {exc.message}") from exc
+    keep_alive = (
+        framing != Framing.CLOSE
+        and b"close" not in tokens
+        and (version == b"HTTP/1.1" or b"keep-alive" in tokens)
+    )
+    return ResponseHead(
+        status, section, framing, length, keep_alive, version, tokens,
+        _HOP_NAME.search(low) is not None,
+    )  # fmt: skip
+
+
+def _strict_response_head(head: bytes, request_method: bytes) -> ResponseHead:
+    lines = _split_lines(head[:-4])
+    version, _, rest = lines[0].partition(b" ")
+    code = rest[:3]
+    if version not in (b"HTTP/1.1", b"HTTP/1.0") or _DIGITS.fullmatch(code) is None:
+        raise EdgeHttpError(502, "malformed status line from the server")
+    status = int(code)
+    fields = _parse_fields(lines[1:])
+    if request_method == b"HEAD" or status < 200 or status in (204, 304):
+        framing, length = Framing.NONE, 0
+        _framing(fields, version, is_request=False)  # still refuse conflicting framing
+    else:
+        framing, length = _framing(fields, version, is_request=False)
     tokens = _connection_tokens(fields)
     keep_alive = (
         framing != Framing.CLOSE
         and b"close" not in tokens
         and (version == b"HTTP/1.1" or b"keep-alive" in tokens)
     )
-    return ResponseHead(status, fields, framing, length, keep_alive, version, tokens)
+    return ResponseHead(status, _canonical(fields), framing, length, keep_alive, version, tokens)
 
 
 def _forwardable(fields: list[tuple[bytes, bytes]], tokens: frozenset[bytes]) -> list[bytes]:
@@ -305,17 +453,27 @@ def _forwardable(fields: list[tuple[bytes, bytes]], tokens: frozenset[bytes]) ->
 
 
 def backend_request(head: RequestHead, client_ip: str) -> bytes:
-    """The head the server receives: normalised, hop-by-hop dropped, X-Forwarded-* ours."""
-    parts = [head.method, b" ", head.target, b" HTTP/1.1\r\n"]
-    parts += _forwardable(head.fields, head.connection_tokens)
-    if not head.host:
-        parts.append(b"Host: " + b"localhost" + b"\r\n")
-    if head.framing == Framing.CHUNKED:
-        parts.append(b"Transfer-Encoding: chunked\r\n")
-    elif head.framing == Framing.LENGTH:
-        parts.append(b"Content-Length: %d\r\n" % head.length)
-    elif head.method in (b"POST", b"PUT"):
-        parts.append(b"Content-Length: 0\r\n")
+    """The head the server receives: normalised, hop-by-hop dropped, X-Forwarded-* ours.
+
+    The checked field lines pass as they are, less the hop-by-hop ones (one regex pass); only
+    a Connection header naming other fields makes the edge rebuild the section field by field.
+    """
+    line = head.method + b" " + head.target + b" HTTP/1.1\r\n"
+    if head.connection_tokens and not head.connection_tokens <= _PLAIN_TOKENS:
+        parts = [line, *_forwardable(head.fields, head.connection_tokens)]
+        framed = False
+    else:
+        parts = [line, _HOP_LINE.sub(b"", head.section) if head.hop else head.section]
+        framed = head.framing == Framing.CHUNKED or head.length_field
+    if not head.has_host:
+        parts.append(b"Host: localhost\r\n")
+    if not framed:
+        if head.framing == Framing.CHUNKED:
+            parts.append(b"Transfer-Encoding: chunked\r\n")
+        elif head.framing == Framing.LENGTH:
+            parts.append(b"Content-Length: %d\r\n" % head.length)
+        elif head.method in (b"POST", b"PUT"):
+            parts.append(b"Content-Length: 0\r\n")
     parts.append(b"X-Forwarded-For: " + client_ip.encode("ascii") + b"\r\n")
     parts.append(b"X-Forwarded-Proto: https\r\n\r\n")
     return b"".join(parts)
@@ -324,19 +482,18 @@ def backend_request(head: RequestHead, client_ip: str) -> bytes:
 def client_response(head: ResponseHead, keep_alive: bool) -> bytes:
     """The response head the phone receives (framing kept, connection fields ours)."""
     reason = REASONS.get(head.status, b"Status")
-    parts = [b"HTTP/1.1 %d " % head.status, reason, b"\r\n"]
-    parts += _forwardable(head.fields, head.connection_tokens)
+    line = b"HTTP/1.1 %d %s\r\n" % (head.status, reason)
+    close = b"Connection: close\r\n\r\n" if head.status >= 200 and not keep_alive else b"\r\n"
+    if head.status >= 200 and head.status not in (204, 304) and (
+        not head.connection_tokens or head.connection_tokens <= _PLAIN_TOKENS
+    ):  # framing fields pass as they are (a HEAD answer keeps its Content-Length)
+        return line + (_HOP_LINE.sub(b"", head.section) if head.hop else head.section) + close
+    parts = [line, *_forwardable(head.fields, head.connection_tokens)]
     if head.framing == Framing.CHUNKED:
         parts.append(b"Transfer-Encoding: chunked\r\n")
     elif head.framing == Framing.LENGTH:
         parts.append(b"Content-Length: %d\r\n" % head.length)
-    elif head.framing == Framing.NONE and head.status >= 200 and head.status not in (204, 304):
-        for key, value in head.fields:
-            if key.lower() == b"content-length":  # a HEAD answer keeps its length
-                parts.append(b"Content-Length: " + value + b"\r\n")
-    if head.status >= 200 and not keep_alive:
-        parts.append(b"Connection: close\r\n")
-    parts.append(b"\r\n")
+    parts.append(close)
     return b"".join(parts)
 
 

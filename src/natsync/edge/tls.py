@@ -67,6 +67,22 @@ class BackendCertError(NatsyncError):
     http_status = 502
 
 
+class DirectSSLObject(ssl.SSLObject):
+    """An ``SSLObject`` whose ``read``, ``write`` and ``pending`` are the C object's own methods.
+
+    uvloop's TLS transport binds these three once per connection and calls them several times
+    per request; the versions in ``ssl.py`` only pass their arguments on, at the price of a
+    Python frame each (measured under keep-alive load: about a twentieth of the edge's CPU).
+    """
+
+    @classmethod
+    def _create(cls, *args: Any, **kwargs: Any) -> DirectSSLObject:
+        obj: DirectSSLObject = super()._create(*args, **kwargs)  # type: ignore[misc]
+        raw = obj._sslobj  # type: ignore[attr-defined]
+        vars(obj).update(read=raw.read, write=raw.write, pending=raw.pending)
+        return obj
+
+
 def fingerprint(der: bytes) -> str:
     """``sha256:AB:CD:...`` of a DER certificate (the form openssl x509 -fingerprint prints)."""
     digest = hashlib.sha256(der).hexdigest().upper()
@@ -82,6 +98,7 @@ def _count_certs(path: Path) -> int:
 
 def _site_context(site: SiteCert) -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.sslobject_class = DirectSSLObject
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.set_ciphers(CIPHERS)
     context.options |= ssl.OP_NO_RENEGOTIATION | ssl.OP_NO_COMPRESSION
@@ -178,6 +195,7 @@ class BackendTrust:
         self.server_name = config.server_name
         self.backend = config.backend
         context = _SessionContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.sslobject_class = DirectSSLObject
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         context.set_ciphers(CIPHERS)
         if config.backend_ca is not None:
