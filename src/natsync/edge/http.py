@@ -223,9 +223,7 @@ def _section_framing(
     tokens: frozenset[bytes] = frozenset()
     connections = low.count(b"\nconnection:")
     if connections == 1:
-        tokens = frozenset(
-            t.strip() for t in _value(low, b"connection").split(b",") if t.strip()
-        )
+        tokens = frozenset(t.strip() for t in _value(low, b"connection").split(b",") if t.strip())
     elif connections:
         tokens = _connection_tokens(_fields(low[1:]))
     if lengths and codings:
@@ -484,8 +482,10 @@ def client_response(head: ResponseHead, keep_alive: bool) -> bytes:
     reason = REASONS.get(head.status, b"Status")
     line = b"HTTP/1.1 %d %s\r\n" % (head.status, reason)
     close = b"Connection: close\r\n\r\n" if head.status >= 200 and not keep_alive else b"\r\n"
-    if head.status >= 200 and head.status not in (204, 304) and (
-        not head.connection_tokens or head.connection_tokens <= _PLAIN_TOKENS
+    if (
+        head.status >= 200
+        and head.status not in (204, 304)
+        and (not head.connection_tokens or head.connection_tokens <= _PLAIN_TOKENS)
     ):  # framing fields pass as they are (a HEAD answer keeps its Content-Length)
         return line + (_HOP_LINE.sub(b"", head.section) if head.hop else head.section) + close
     parts = [line, *_forwardable(head.fields, head.connection_tokens)]
