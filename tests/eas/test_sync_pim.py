@@ -723,3 +723,17 @@ def test_the_real_class_modules_give_sync_its_filters_and_occurrence_deletes() -
     assert [incomplete({"complete": done}) for done in (False, True)] == [True, False]
     assert class_function(calendar.CODEC, "delete_occurrence") is calendar.delete_occurrence
     assert class_function(tasks.CODEC, "delete_occurrence") is None
+
+
+def test_a_sync_with_wait_is_held_on_a_quiet_calendar(store: Store) -> None:
+    cal = folder_sid(store, FolderType.CALENDAR)
+    phone = ready(store)
+    key = collection(phone.sync(cal, prime(phone, cal))).child_text("SyncKey") or ""
+    body = _sync_body(cal, key)
+    body.add(AS, "Wait", 5)
+    held = phone.call("Sync", body)
+    assert held.wait is not None
+    assert held.wait.rerun
+    assert held.body == b""
+    put_event(store, "while waiting", SOON)
+    assert subjects(collection(phone.tree("Sync", body)), "Add") == ["while waiting"]
