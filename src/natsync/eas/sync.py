@@ -552,6 +552,9 @@ def _item_command(
             appdata = cmd.find("ApplicationData", NS)
             if appdata is None:
                 return _reply("Change", sid, SyncStatus.PROTOCOL_ERROR)
+            if instance is not None:  # 16.x: one occurrence; the codec reads it in the data
+                tag = Element("AirSyncBase", "InstanceId", [], instance)
+                appdata = Element(NS, "ApplicationData", [tag, *appdata.children])
             record = codec.apply_change(item.data, appdata, ctx.version)
         elif instance is not None:
             # 16.x: the Delete of one occurrence is a change of the series.

@@ -550,7 +550,7 @@ def _rrule(recurrence: Mapping[str, Any], record: Mapping[str, Any]) -> dict[str
     return rule
 
 
-def _vevent(record: Mapping[str, Any], original: str | None = None) -> Any:
+def _vevent(record: Mapping[str, Any], original: str | None = None, *, extras: bool = True) -> Any:
     component = icalendar.Event()
     component.add("UID", record.get("uid") or "")
     stamp = record.get("dtstamp") or record["start"]
@@ -589,23 +589,24 @@ def _vevent(record: Mapping[str, Any], original: str | None = None) -> Any:
         alarm.add("DESCRIPTION", record.get("subject") or "Reminder")
         alarm.add("TRIGGER", timedelta(minutes=-int(record["reminder"])))
         component.add_component(alarm)
-    extras = {k: record.get(k) for k in _EXTRA_KEYS if record.get(k) is not None}
+    carried = {k: record.get(k) for k in _EXTRA_KEYS if record.get(k) is not None}
     recurrence = record.get("recurrence") or {}
     for key in ("calendar_type", "is_leap_month"):
         if original is None and recurrence.get(key) is not None:
-            extras[key] = recurrence[key]
+            carried[key] = recurrence[key]
     if all_day and record.get("tz"):
-        extras["tz"] = record["tz"]  # a DATE has no TZID; the zone midnight is taken in
+        carried["tz"] = record["tz"]  # a DATE has no TZID; the zone midnight is taken in
     if original is not None:
-        extras.pop("tz_blob", None)
-    if extras:
-        component.add("X-NATSYNC-EAS", json.dumps(extras, sort_keys=True, separators=(",", ":")))
+        carried.pop("tz_blob", None)
+    if carried and extras:
+        component.add("X-NATSYNC-EAS", json.dumps(carried, sort_keys=True, separators=(",", ":")))
     return component
 
 
-def event_components(record: Mapping[str, Any]) -> list[Any]:
-    """The VEVENTs of one record: the master, then one per changed occurrence."""
-    master = _vevent(record)
+def event_components(record: Mapping[str, Any], *, extras: bool = True) -> list[Any]:
+    """The VEVENTs of one record: the master, then one per changed occurrence (*extras*:
+    with X-NATSYNC-EAS, left out of iMIP mail, which leaves the server)."""
+    master = _vevent(record, extras=extras)
     recurrence = record.get("recurrence")
     out = [master]
     if not recurrence:
@@ -628,7 +629,7 @@ def event_components(record: Mapping[str, Any]) -> list[Any]:
         end = exc.get("end") or cal.utc_text(cal.parse_utc(start) + length)
         merged = {**record, **{k: v for k, v in exc.items() if k in _OVERRIDABLE}}
         merged.update(start=start, end=end, recurrence=None)
-        out.append(_vevent(merged, exc["original_start"]))
+        out.append(_vevent(merged, exc["original_start"], extras=extras))
     return out
 
 
@@ -646,11 +647,11 @@ def records_to_ics(
         document.add("METHOD", method)
     for record in records:
         if recurrence_id is not None:
-            component = _vevent(record)
+            component = _vevent(record, extras=method is None)
             component.add("RECURRENCE-ID", _local(recurrence_id, record))
             document.add_component(component)
             continue
-        for component in event_components(record):
+        for component in event_components(record, extras=method is None):
             document.add_component(component)
     document.add_missing_timezones()
     data: bytes = document.to_ical()
