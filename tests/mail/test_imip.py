@@ -179,6 +179,7 @@ def test_phone_meetings_go_out_as_request_and_cancel(store: Store, alice: User) 
         lambda txn: txn.add_user("dave", "dave@example.test", "Dave", "x", NOW)  # a local one
     )
     meeting = cal.empty_record() | {
+        "invitations_by_server": True,  # written by a 16.x phone
         "uid": "phone-1",
         "subject": "Review",
         "start": "2026-03-10T10:00:00Z",
@@ -191,6 +192,9 @@ def test_phone_meetings_go_out_as_request_and_cancel(store: Store, alice: User) 
             {"email": "dave@example.test", "name": "Dave", "status": 5, "type": 1},
         ],
     }
+    from_14_1 = _item(1, meeting | {"invitations_by_server": False})
+    assert not store.run_sync(lambda txn: imip.after_client_write(txn, alice, None, from_14_1, NOW))
+    assert store.run_sync(_queue) == []  # that phone sends its own invitation by SendMail
     added = _item(1, meeting)
     assert store.run_sync(lambda txn: imip.after_client_write(txn, alice, None, added, NOW))
     ((rcpts, raw),) = store.run_sync(_queue)

@@ -15,8 +15,9 @@ delivery: it is logged and the mail is delivered as mail.
 Outbound (:func:`send`): an iTIP message as a MIME mail (text/plain + text/calendar with the
 method, RFC 6047 2.4) through ``relay.route_outgoing`` in the caller's transaction.
 :func:`after_client_write` (the Calendar codec's Sync hook) sends REQUEST to the attendees of a
-meeting the user organizes when the phone adds or changes it, and CANCEL when it is deleted
-(or attendees are removed). MeetingResponse (natsync.eas.meetingresponse) sends the REPLY.
+meeting the user organizes when a 16.x phone adds or changes it, and CANCEL when it is deleted
+(or attendees are removed); 12.1-14.1 phones send their own invitations by SendMail, so their
+writes send nothing. MeetingResponse (natsync.eas.meetingresponse) sends the REPLY.
 """
 
 from __future__ import annotations
@@ -390,6 +391,9 @@ def after_client_write(
     """The Calendar codec's Sync hook: invitations the phone made go out by mail."""
     before = old.data if old is not None else None
     after = new.data if new is not None else None
+    last = after if after is not None else before
+    if last is None or not last.get("invitations_by_server"):
+        return False  # a 12.1-14.1 phone mails its own invitations (SendMail)
     queued = False
     if after is not None and _organizes(user, after):
         cancelled = after.get("meeting_status") in cal.CANCELLED_STATUSES

@@ -51,6 +51,9 @@ The record (JSON; keys marked * are read by other modules and never change meani
 ``disallow_new_time_proposal``  bool | None
 ``online_meeting_conf_link``, ``online_meeting_external_link``  str | None
 ``sequence``                int: the iCalendar SEQUENCE, raised when a meeting changes (iMIP)
+``invitations_by_server``   bool: the last phone write came in 16.x, where the server mails
+                            the invitations of a meeting the user organizes (MS-ASCAL 3.1.5);
+                            older phones send their own by SendMail
 ==========================  =====================================================================
 
 Changes (MS-ASCMD 2.2.3.11): Calendar ghosts absent properties, so a Change sets what it carries
@@ -111,9 +114,12 @@ MAX_REMINDER = 0xFFFFFFFF
 #: MS-ASCAL 2.2.2.29 / 2.2.2.31: Interval and Occurrences are at most 999.
 MAX_INTERVAL = 999
 MAX_OCCURRENCES = 999
-#: Occurrences one expansion yields at most (free/busy, sync window): bounds the work a series
-#: without end costs; 10,000 daily occurrences are 27 years.
+#: Occurrences one expansion returns at most (free/busy, sync window): a range a year long
+#: holds 366 of a daily series; more is a query too wide to answer usefully.
 MAX_EXPANDED = 10_000
+#: Occurrences of a series walked at most to reach a range: ActiveSync's shortest period is a
+#: day, so this reaches 270 years past the first one and bounds what one endless series costs.
+MAX_SCANNED = 100_000
 #: Years a calendar time may lie in: from the FILETIME epoch to far beyond any plan, leaving
 #: room for zone offsets and recurrence arithmetic before datetime's own limits.
 MIN_YEAR = 1601
@@ -844,6 +850,7 @@ def empty_record() -> Record:
         "online_meeting_conf_link": None,
         "online_meeting_external_link": None,
         "sequence": 0,
+        "invitations_by_server": False,
     }
 
 
@@ -877,6 +884,7 @@ def decode(appdata: Element, version: Version) -> Record:
     """A client's Add: the whole record (MS-ASCAL 2.2.2)."""
     record = empty_record()
     _read_item(appdata, record)
+    record["invitations_by_server"] = version >= V16_0
     return _finish(record)
 
 
@@ -902,6 +910,7 @@ def apply_change(old: Mapping[str, Any], appdata: Element, version: Version) -> 
     """A client's Change: the old record with what *appdata* carries (ghosting: absent kept)."""
     record = {**empty_record(), **dict(old)}
     record["exceptions"] = [dict(e) for e in record.get("exceptions") or []]
+    record["invitations_by_server"] = version >= V16_0
     instance = appdata.find("InstanceId", BASE)
     if instance is not None:
         return _finish(_apply_instance(record, _time(instance, "InstanceId"), appdata))
@@ -1155,7 +1164,7 @@ def _rule(recurrence: Mapping[str, Any], local_start: datetime, until: datetime 
     return _rrule.rrule(_rrule.YEARLY, bymonth=month, **nth, **options)
 
 
-def series_starts(record: Mapping[str, Any], limit: int = MAX_EXPANDED) -> Iterator[datetime]:
+def series_starts(record: Mapping[str, Any], limit: int = MAX_SCANNED) -> Iterator[datetime]:
     """The start (UTC) of every occurrence of *record*'s pattern, deleted ones included,
     moved ones at their original time; one start for an item without recurrence."""
     start = parse_utc(record["start"])
@@ -1196,6 +1205,8 @@ def occurrences(
         o_end = parse_utc(exc["end"]) if exc and exc.get("end") else o_start + length
         if o_end > begin and o_start < end:
             out.append((o_start, o_end, props))
+            if len(out) >= MAX_EXPANDED:
+                break
     for exc in exceptions.values():  # moved occurrences whose original lies outside the range
         if exc.get("deleted") or not exc.get("start") or not record.get("recurrence"):
             continue
@@ -1215,10 +1226,17 @@ def in_window(record: Mapping[str, Any], cutoff: datetime) -> bool:
         recurrence = record.get("recurrence")
         if not recurrence:
             return False
-        if not recurrence.get("until") and not recurrence.get("occurrences"):
+        length = parse_utc(record["end"]) - parse_utc(record["start"])
+        for exc in record.get("exceptions") or []:
+            if not exc.get("deleted") and exc.get("end") and parse_utc(exc["end"]) > cutoff:
+                return True  # an occurrence moved into the window
+        if recurrence.get("until"):
+            # The last occurrence starts by Until: near enough (a day early at most counts it).
+            return parse_utc(recurrence["until"]) + length > cutoff
+        if not recurrence.get("occurrences"):
             return True  # a series without end always has occurrences ahead
-        far = cutoff + timedelta(days=366 * 200)
-        return bool(occurrences(record, cutoff, far))
+        starts = list(series_starts(record, limit=MAX_OCCURRENCES))
+        return bool(starts) and starts[-1] + length > cutoff
     except (PimError, KeyError, TypeError, ValueError):
         return True  # a record we cannot reason about is shown rather than hidden
 
