@@ -1,9 +1,11 @@
 """Contact records ⇄ vCard 3.0 (RFC 2426) and 4.0 (RFC 6350), for import and export.
 
-Lines are read and written with vobject's content-line layer (unfolding, groups, parameters,
-quoted-printable of old 2.1 files; folding at 75 octets on output). vobject's value layer is
-not used: it keeps only the first of comma-separated values, which cuts 4.0 ``data:`` URIs
-and URLs short. Values are decoded here per RFC 6350 3.4 (``\\n``, ``\\,``, ``\\;``, ``\\\\``).
+Lines are unfolded by vobject (``getLogicalLines``, which also joins quoted-printable lines of
+old 2.1 files); parameters are quoted with its ``dquoteEscape``. The rest of vobject is not
+used: its value layer keeps only the first of comma-separated values (cutting 4.0 ``data:``
+URIs and URLs short), and its line regular expression backtracks exponentially on a long
+parameter list, so :func:`parse_line` splits a line in one pass. Values are decoded here per
+RFC 6350 3.4 (``\\n``, ``\\,``, ``\\;``, ``\\\\``).
 
 Which property carries which record key (see :mod:`natsync.pim.contacts` for the keys):
 
@@ -46,6 +48,8 @@ MAX_CARDS = 50_000
 #: Content lines one card may hold (a real card has tens).
 MAX_LINES_PER_CARD = 1000
 VERSIONS = ("3.0", "4.0")
+#: Octets of a content line before it is folded (RFC 6350 3.2).
+FOLD_OCTETS = 75
 
 
 class VCardError(NatsyncError):
@@ -291,7 +295,11 @@ def _card(lines: list[tuple[str, list[list[str]], str]]) -> Card:
     ims: list[tuple[int, str]] = []
     categories: list[str] = []
     children: list[str] = []
-    for name, params, value in lines:
+    for name, params, raw_value in lines:
+        # A bare CR inside a line is a line break to us, as an escaped \n is (RFC 6350 3.4).
+        value = raw_value.replace("\r\n", "\n").replace("\r", "\n")
+        if name in ("URL", "IMPP", "UID"):  # these hold no line breaks: a stray one is a space
+            value = value.replace("\n", " ")
         if name in _SIMPLE:
             text = value if name in _UNESCAPED else unescape(value)
             _set(record, _SIMPLE[name], text)
@@ -354,9 +362,51 @@ def _card(lines: list[tuple[str, list[list[str]], str]]) -> Card:
     return Card(uid=uid, record=record)
 
 
+_NAME = re.compile(r"(?:[A-Za-z0-9-]+\.)?(?P<name>[A-Za-z0-9_-]+)")
+_PARAM_NAME = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def parse_line(line: str, number: int) -> tuple[str, list[list[str]], str]:
+    """(NAME, parameters as [name, value ...] lists, raw value) of one unfolded content line
+    (RFC 6350 3.3), in one pass: vobject's own line regular expression backtracks
+    exponentially on a long parameter list (30 commas take minutes), so it is not used."""
+    match = _NAME.match(line)
+    if match is None:
+        raise VCardError(f"line {number}: not a vCard line: {line[:40]!r}")
+    name, i, end = match["name"].replace("_", "-").upper(), match.end(), len(line)
+    params: list[list[str]] = []
+    while i < end and line[i] == ";":
+        found = _PARAM_NAME.match(line, i + 1)
+        if found is None:
+            raise VCardError(f"line {number}: a parameter of {name} has no name")
+        param, i = [found.group()], found.end()
+        if i < end and line[i] == "=":
+            i += 1
+            while True:
+                if i < end and line[i] == '"':
+                    close = line.find('"', i + 1)
+                    if close < 0:
+                        raise VCardError(f"line {number}: a quoted parameter of {name} never ends")
+                    param.append(line[i + 1 : close])
+                    i = close + 1
+                else:
+                    start = i
+                    while i < end and line[i] not in ';:,"':
+                        i += 1
+                    param.append(line[start:i])
+                if i < end and line[i] == ",":
+                    i += 1
+                    continue
+                break
+        params.append(param)
+    if i >= end or line[i] != ":":
+        raise VCardError(f"line {number}: not a vCard line ({name} has no ':' before its value)")
+    return name, params, line[i + 1 :]
+
+
 def read_vcards(data: bytes) -> list[Card]:
     """Every card of a .vcf file; raises VCardError for anything that is not vCard."""
-    from vobject.base import VObjectError, getLogicalLines, parseLine
+    from vobject.base import VObjectError, getLogicalLines
 
     try:
         text = data.decode("utf-8-sig")
@@ -367,11 +417,11 @@ def read_vcards(data: bytes) -> list[Card]:
     cards: list[Card] = []
     current: list[tuple[str, list[list[str]], str]] | None = None
     try:
-        for line, number in getLogicalLines(io.StringIO(text), allowQP=True):
+        for line, counted in getLogicalLines(io.StringIO(text), allowQP=True):
             if not line.strip():
                 continue
-            name, params, value, _group = parseLine(line, number)
-            name = name.upper()
+            number = max(counted, 1)  # vobject counts the first line as 0, the others from 1
+            name, params, value = parse_line(line, number)
             if name == "BEGIN" and value.strip().upper() == "VCARD":
                 if current is not None:
                     raise VCardError(
@@ -407,13 +457,32 @@ def read_vcards(data: bytes) -> list[Card]:
 # -- writing -----------------------------------------------------------------------------------
 
 
+def fold(line: str) -> str:
+    """*line* folded at 75 octets (RFC 6350 3.2), never inside a UTF-8 character, and never
+    leaving a continuation of only blanks: readers (vobject among them) take such a line for
+    an empty one and drop it, so a run of blanks stays on the line before."""
+    chunks: list[str] = []
+    current, size = "", 0
+    limit = FOLD_OCTETS
+    for ch in line:
+        width = len(ch.encode("utf-8"))
+        if size + width > limit and current.strip():
+            chunks.append(current)
+            current, size, limit = "", 0, FOLD_OCTETS - 1  # the leading space counts
+        current += ch
+        size += width
+    if current and not current.strip() and chunks:
+        chunks[-1] += current
+    elif current or not chunks:
+        chunks.append(current)
+    return "\r\n ".join(chunks) + "\r\n"
+
+
 def _line(name: str, value: str, params: Iterable[tuple[str, str]] = ()) -> str:
-    from vobject.base import dquoteEscape, foldOneLine
+    from vobject.base import dquoteEscape
 
     head = name + "".join(f";{k}={dquoteEscape(v)}" for k, v in params)
-    out = io.StringIO()
-    foldOneLine(out, f"{head}:{value}")
-    return out.getvalue()
+    return fold(f"{head}:{value}")
 
 
 def _photo_type(picture: str) -> str:
