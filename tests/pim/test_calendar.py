@@ -251,6 +251,15 @@ def test_change_ghosts_absent_properties_and_clears_empty_containers() -> None:
     assert old["subject"] == "Team sync – ü"
 
 
+def test_moving_a_16_x_series_drops_its_exceptions_and_empty_recurrence_ends_it() -> None:
+    old = weekly_meeting()
+    later = E("AirSync", "ApplicationData", E(NS, "StartTime", "20260302T090000Z"))
+    assert calendar.apply_change(old, later, V16_1)["exceptions"] == []
+    assert calendar.apply_change(old, later, V14_1)["exceptions"] == old["exceptions"]
+    single = calendar.apply_change(old, E("AirSync", "ApplicationData", E(NS, "Recurrence")), V16_1)
+    assert (single["recurrence"], single["exceptions"]) == (None, [])
+
+
 def test_16_x_change_with_instance_id_changes_one_occurrence() -> None:
     old = weekly_meeting()
     change = E(

@@ -57,9 +57,10 @@ The record (JSON; keys marked * are read by other modules and never change meani
 ==========================  =====================================================================
 
 Changes (MS-ASCMD 2.2.3.11): Calendar ghosts absent properties, so a Change sets what it carries
-and keeps the rest; an empty container (``<Attendees/>``, ``<Categories/>``) clears. A 16.x
-Change carrying ``airsyncbase:InstanceId`` changes that one occurrence (an exception), and
-:func:`delete_occurrence` is the 16.x Sync Delete with an InstanceId.
+and keeps the rest; an empty container (``<Attendees/>``, ``<Categories/>``, ``<Recurrence/>``)
+clears. A 16.x Change that moves a series' StartTime drops its exceptions (MS-ASCAL
+2.2.2.42). A 16.x Change carrying ``airsyncbase:InstanceId`` changes that one occurrence (an
+exception), and :func:`delete_occurrence` is the 16.x Sync Delete with an InstanceId.
 
 Time (``in_window``, ``busy_intervals``): a series is expanded in its own zone, so a weekly
 09:00 meeting stays at 09:00 local across daylight-saving changes. Non-Gregorian CalendarType
@@ -805,7 +806,10 @@ def _read_item(appdata: Element, into: dict[str, Any]) -> None:
             if uid and (tag == "UID" or not into.get("uid")):
                 into["uid"] = uid
         elif tag == "Recurrence":
-            into["recurrence"] = _recurrence(child)
+            # An empty Recurrence makes the series a single event again.
+            into["recurrence"] = _recurrence(child) if child.children else None
+            if not child.children:
+                into["exceptions"] = []
         elif tag == "Exceptions":
             into["exceptions"] = _exceptions(child)
         elif tag == "ResponseRequested":
@@ -917,6 +921,14 @@ def apply_change(old: Mapping[str, Any], appdata: Element, version: Version) -> 
     uid = record.get("uid")
     _read_item(appdata, record)
     record["uid"] = uid or record.get("uid")  # the series keeps its UID
+    moved = record.get("start") != old.get("start")
+    if (
+        version >= V16_0
+        and moved
+        and old.get("recurrence")
+        and appdata.find("Exceptions", NS) is None
+    ):
+        record["exceptions"] = []  # MS-ASCAL 2.2.2.42: a 16.x series moved loses its exceptions
     return _finish(_next_sequence(old, record))
 
 
