@@ -9,6 +9,8 @@ from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from typing import Any
 
+import pytest
+
 from natsync.eas.versions import V16_1
 from natsync.mail import imip, relay
 from natsync.mail.eas_email import email_application_data
@@ -127,6 +129,17 @@ def test_a_broken_invitation_is_delivered_as_mail_only(store: Store) -> None:
         return len(txn.message_versions(txn.folder_by_type(user.id, FolderType.INBOX).id))
 
     assert store.run_sync(inbox) == 1
+
+
+@pytest.mark.parametrize("version", ["12.1", "14.1"])
+def test_older_versions_get_their_meeting_request_too(version: str) -> None:
+    raw = mail(invite(extra="RRULE:FREQ=DAILY;COUNT=2\r\nLOCATION:Room 4\r\n"))
+    meeting = imip.meeting_request_element(raw, version)
+    assert meeting is not None
+    assert meeting.child_text("Location", "Email") == "Room 4"
+    assert (meeting.find("MeetingMessageType", "Email2") is None) == (version == "12.1")
+    assert_libwbxml_decodes(encode(E("AirSync", "Sync", E("AirSync", "ApplicationData", meeting))))
+    assert imip.meeting_request_element(mail(invite("REPLY"), "REPLY"), version) is None
 
 
 def test_inbox_item_carries_the_meeting_request(store: Store) -> None:

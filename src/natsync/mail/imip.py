@@ -37,7 +37,7 @@ from natsync.mail import compose, relay
 from natsync.mail.errors import MailError
 from natsync.mail.mime import parse_tree
 from natsync.pim import calendar as cal
-from natsync.pim.codec import Record
+from natsync.pim.codec import PimError, Record
 from natsync.pim.ical import (
     MAX_ICS_BYTES,
     IcsError,
@@ -192,12 +192,10 @@ def on_delivery(txn: Txn, user: User, message: NewMessage) -> None:
     if handler is None:
         return
     try:
-        records = records_from_ics(data)
-    except IcsError as exc:
+        for record in records_from_ics(data):
+            handler(txn, user, record)
+    except (IcsError, PimError) as exc:  # the mail is delivered all the same
         log.info("iMIP %s for %s not applied: %s", method, user.email, exc.message)
-        return
-    for record in records:
-        handler(txn, user, record)
 
 
 # -- the Inbox item (MS-ASEMAIL 2.2.2.48) -------------------------------------------------------
