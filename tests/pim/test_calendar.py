@@ -18,7 +18,7 @@ from natsync.eas.versions import V12_1, V14_0, V14_1, V16_0, V16_1, Version
 from natsync.mail.eas_email import BodyPreference
 from natsync.pim import calendar
 from natsync.pim.codec import PimError, Record
-from natsync.pim.ical import records_to_ics
+from natsync.pim.ical import records_from_ics, records_to_ics
 from natsync.pim.registry import codec_for
 from natsync.store.api import FolderType
 from natsync.wbxml import E, Element, decode, encode
@@ -555,7 +555,7 @@ def test_arbitrary_application_data_decodes_or_raises_pim_error(
         except PimError:
             continue
         encode(E("AirSync", "ApplicationData", *calendar.encode(record, version, [])))
-        records_to_ics([record])  # whatever a phone stored can be exported
+        records_from_ics(records_to_ics([record]))  # whatever a phone stored exports and back
         calendar.in_window(record, datetime(2026, 1, 1, tzinfo=UTC))
         calendar.busy_intervals(
             [record], datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 6, 1, tzinfo=UTC)
