@@ -81,6 +81,16 @@ def test_accept_sends_imip_reply_and_moves_the_request(store: Store) -> None:
 
     assert store.run_sync(inbox_subjects) == ["not a meeting"]
 
+    def calendar_busy(txn: Txn) -> list[tuple[str, int]]:
+        user = txn.get_user("alice")
+        assert user is not None
+        folder = txn.folder_by_type(user.id, FolderType.CALENDAR)
+        return [(i.uid, i.data["busy_status"]) for i in txn.list_items(folder.id)]
+
+    # Delivered without the calendar hook (as mail stored before calendars existed): the
+    # answer puts the accepted meeting in the calendar.
+    assert store.run_sync(calendar_busy) == [("meeting-42@remote.test", 2)]
+
 
 def _queue(txn: Txn) -> list[bytes]:
     return [item.raw for item in txn.due_outbound(NOW + timedelta(days=1), 10)]
