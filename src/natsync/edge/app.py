@@ -100,6 +100,8 @@ async def start_edge(config: EdgeConfig, *, reuse_port: bool = False) -> Running
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     running = RunningEdge(edge, server, host, int(sock.getsockname()[1]), _log_handler=handler)
     running._sweeper = edge.spawn(edge.sweeper(), "edge-sweeper")
+    if len(config.servers) > 1:
+        edge.spawn(edge.health_checks(), "edge-health-checks")
     if config.admin_listen:
         admin_host, admin_port = split_hostport(config.admin_listen, "edge.admin_listen")
 
@@ -107,7 +109,8 @@ async def start_edge(config: EdgeConfig, *, reuse_port: bool = False) -> Running
             return edge.metrics.render(
                 open_connections=len(edge.clients),
                 tls_handshakes=sites.handshakes,
-                pooled=len(edge.pool),
+                pooled=edge.pooled,
+                backends=[(b.address, b.up, b.active) for b in edge.balancer.servers],
             )
 
         running.admin = await start_admin(admin_host, admin_port, render, lambda: True)
@@ -118,7 +121,7 @@ async def start_edge(config: EdgeConfig, *, reuse_port: bool = False) -> Running
         running.forwarders.append(forwarder)
     log.info(
         "edge listening on %s:%d → %s (name %s, trust %s); idle timeout toward the server %g s",
-        host, running.port, config.backend, config.server_name,
+        host, running.port, ", ".join(config.servers), config.server_name,
         "pin" if config.backend_pin else "CA file" if config.backend_ca else "NONE (insecure)",
         config.read_timeout,
     )  # fmt: skip

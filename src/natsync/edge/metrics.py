@@ -28,7 +28,15 @@ class Metrics:
         key = (cmd if len(cmd) <= 32 else "other", status)
         self.requests[key] = self.requests.get(key, 0) + 1
 
-    def render(self, *, open_connections: int, tls_handshakes: int, pooled: int) -> str:
+    def render(
+        self,
+        *,
+        open_connections: int,
+        tls_handshakes: int,
+        pooled: int,
+        backends: list[tuple[str, bool, int]] | None = None,
+    ) -> str:
+        """The text exposition; *backends* is (address, up, requests in flight) per server."""
         lines = [
             "# HELP natsync_edge_connections Phone connections open now.",
             "# TYPE natsync_edge_connections gauge",
@@ -66,4 +74,16 @@ class Metrics:
         ]
         for kind, count in sorted(self.backend_errors.items()):
             lines.append(f'natsync_edge_backend_errors_total{{kind="{_label(kind)}"}} {count}')
+        lines += [
+            "# HELP natsync_edge_backend_up Whether the edge sends new exchanges to the server.",
+            "# TYPE natsync_edge_backend_up gauge",
+        ]
+        for address, up, _ in backends or []:
+            lines.append(f'natsync_edge_backend_up{{backend="{_label(address)}"}} {int(up)}')
+        lines += [
+            "# HELP natsync_edge_backend_requests Exchanges in flight on the server.",
+            "# TYPE natsync_edge_backend_requests gauge",
+        ]
+        for address, _, active in backends or []:
+            lines.append(f'natsync_edge_backend_requests{{backend="{_label(address)}"}} {active}')
         return "\n".join(lines) + "\n"

@@ -17,6 +17,7 @@ body streamed (chunked checked on the fly) → response streamed back → JSON a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import ssl
@@ -25,7 +26,8 @@ from collections.abc import Coroutine
 from typing import Any, cast
 
 from natsync.edge import http
-from natsync.edge.config import EdgeConfig, split_hostport
+from natsync.edge.balance import Balancer, Server
+from natsync.edge.config import EdgeConfig
 from natsync.edge.http import ChunkedScanner, EasFields, EdgeHttpError, Framing
 from natsync.edge.metrics import Metrics
 from natsync.edge.rules import PublishRules
@@ -105,8 +107,19 @@ class _RateLimiter:
             del self.buckets[ip]
 
 
+class Upstream:
+    """One server as the I/O side sees it: its health record, trust (own session) and pool."""
+
+    __slots__ = ("pool", "server", "trust")
+
+    def __init__(self, server: Server, trust: BackendTrust) -> None:
+        self.server = server
+        self.trust = trust
+        self.pool: list[BackendConn] = []
+
+
 class Edge:
-    """Shared state of one edge process: config, TLS, pool, limits, metrics."""
+    """Shared state of one edge process: config, TLS, servers and pools, limits, metrics."""
 
     def __init__(self, config: EdgeConfig, sites: SiteContexts, trust: BackendTrust) -> None:
         self.config = config
@@ -115,11 +128,17 @@ class Edge:
         self.rules = PublishRules(config.paths)
         self.limits = _RateLimiter(config)
         self.metrics = Metrics()
-        self.backend_host, self.backend_port = split_hostport(config.backend, "edge.backend")
+        self.balancer = Balancer(config.servers, fall=config.health_fall, rise=config.health_rise)
+        self.upstreams = {
+            server.address: Upstream(
+                server,
+                trust if server.address == trust.backend else BackendTrust(config, server.address),
+            )
+            for server in self.balancer.servers
+        }
         self.read_timeout = config.read_timeout
         self.clients: set[ClientConn] = set()
         self.backends: set[BackendConn] = set()
-        self.pool: list[BackendConn] = []
         self.tasks: set[asyncio.Task[Any]] = set()
         self._last_backend_log = -BACKEND_LOG_INTERVAL
         self._last_prune = 0.0
@@ -159,25 +178,52 @@ class Edge:
 
     # -- server connections
 
+    @property
+    def pooled(self) -> int:
+        return sum(len(up.pool) for up in self.upstreams.values())
+
     def acquire(self, client: ClientConn) -> None:
-        """Attach a server connection to *client* (pooled if one is idle, else a new one)."""
-        while self.pool:
-            backend = self.pool.pop()
+        """Attach a server connection to *client*: an idle pooled one of the server chosen, or a
+        new one (to that server, then to the next ones should it fail)."""
+        server = self.balancer.choose()
+        assert server is not None
+        pool = self.upstreams[server.address].pool
+        while pool:
+            backend = pool.pop()
             if backend.transport is not None and not backend.transport.is_closing():
                 backend.attach(client)
                 client.backend_ready(backend)
                 return
-        self.spawn(self._connect(client), "edge-backend-connect")
+        self.spawn(self._connect(client, server), "edge-backend-connect")
 
-    async def _connect(self, client: ClientConn) -> None:
+    async def _connect(self, client: ClientConn, server: Server | None) -> None:
+        tried: list[Server] = []
+        status = 503
+        while server is not None and client.state == _CONNECTING:
+            tried.append(server)
+            opened = await self._open(self.upstreams[server.address])
+            if isinstance(opened, BackendConn):
+                if client.state != _CONNECTING:
+                    self.release(opened)
+                    return
+                opened.attach(client)
+                client.backend_ready(opened)
+                return
+            status = opened
+            server = self.balancer.choose(tried)  # nothing of the request was sent yet
+        client.backend_failed(status, RETRY_AFTER_DOWN if status == 503 else None)
+
+    async def _open(self, upstream: Upstream) -> BackendConn | int:
+        """A new verified connection to one server, or the status to answer when it fails."""
         loop = asyncio.get_running_loop()
-        trust = self.trust
+        trust = upstream.trust
+        server = upstream.server
         try:
             transport, backend = await asyncio.wait_for(
                 loop.create_connection(
-                    lambda: BackendConn(self),
-                    self.backend_host,
-                    self.backend_port,
+                    lambda: BackendConn(self, upstream),
+                    server.host,
+                    server.port,
                     ssl=trust.context,
                     server_hostname=trust.server_name,
                     ssl_handshake_timeout=BACKEND_CONNECT_TIMEOUT,
@@ -186,44 +232,116 @@ class Edge:
             )
         except ssl.SSLError as exc:
             self.backend_failure("certificate", trust.describe_error(exc))
-            client.backend_failed(502)
-            return
+            self.server_unreachable(server, "TLS or certificate failure")
+            return 502
         except (OSError, TimeoutError) as exc:
             reason = "timed out" if isinstance(exc, TimeoutError) else str(exc)
             self.backend_failure("connect", f"cannot reach the server at {trust.backend}: {reason}")
-            client.backend_failed(503, RETRY_AFTER_DOWN)
-            return
+            self.server_unreachable(server, reason)
+            return 503
         sslobj = transport.get_extra_info("ssl_object")
         try:
             trust.check(sslobj)
         except BackendCertError as exc:
             transport.abort()
             self.backend_failure("certificate", exc.message)
-            client.backend_failed(502)
-            return
+            self.server_unreachable(server, "wrong certificate")
+            return 502
         self.metrics.backend_handshakes += 1
         if sslobj is not None and sslobj.session_reused:
             self.metrics.backend_resumed += 1
-        if client.state != _CONNECTING:
-            self.release(backend)
-            return
-        backend.attach(client)
-        client.backend_ready(backend)
+        if self.balancer.answered(server):
+            self._log_health(server)
+        return backend
+
+    # -- health
+
+    def server_unreachable(self, server: Server, reason: str) -> None:
+        if self.balancer.unreachable(server, self.loop.time(), reason):
+            self._log_health(server)
+
+    def server_broke(self, server: Server, reason: str) -> None:
+        """A server broke an exchange it had (counts as a failed check)."""
+        if self.balancer.check_failed(server, self.loop.time(), reason):
+            self._log_health(server)
+
+    def _log_health(self, server: Server) -> None:
+        if len(self.balancer.servers) == 1:
+            return  # one server: the per-request errors say it all
+        up = sum(s.up for s in self.balancer.servers)
+        total = len(self.balancer.servers)
+        if server.up:
+            log.warning("server %s is back (%d of %d up)", server.address, up, total)
+        else:
+            log.error(
+                "server %s is out: %s (%d of %d up)", server.address, server.reason, up, total
+            )
+            for backend in self.upstreams[server.address].pool:
+                if backend.transport is not None:
+                    backend.transport.close()
+
+    async def health_checks(self) -> None:
+        """Check every server each health_interval (several servers only; see balance.py)."""
+        interval = self.config.health_interval
+        loop = asyncio.get_running_loop()
+        next_round = loop.time()
+        while True:
+            await asyncio.gather(*(self._check(up) for up in self.upstreams.values()))
+            next_round += interval
+            await asyncio.sleep(max(0.0, next_round - loop.time()))
+
+    async def _check(self, upstream: Upstream) -> None:
+        """OPTIONS health_path over a verified TLS connection; below 500 in time is good."""
+        server, trust = upstream.server, upstream.trust
+        request = (
+            f"OPTIONS {self.config.health_path} HTTP/1.1\r\nHost: {trust.server_name}\r\n"
+            "User-Agent: natsync-edge-check\r\nConnection: close\r\n\r\n"
+        ).encode("latin-1")
+        reason = ""
+        try:
+            async with asyncio.timeout(self.config.health_timeout):
+                reader, writer = await asyncio.open_connection(
+                    server.host, server.port, ssl=trust.context, server_hostname=trust.server_name
+                )
+                try:
+                    trust.check(writer.get_extra_info("ssl_object"))
+                    writer.write(request)
+                    line = await reader.readline()
+                finally:
+                    writer.close()
+                    with contextlib.suppress(OSError, ssl.SSLError):
+                        await writer.wait_closed()
+            status = int(line[9:12]) if line[:7] == b"HTTP/1." and line[9:12].isdigit() else 0
+            if not 100 <= status < 500:
+                reason = f"the check answered {line[:40]!r}"
+        except TimeoutError:
+            reason = f"no answer to the check within {self.config.health_timeout:g} s"
+        except BackendCertError:
+            reason = "wrong certificate"
+        except (OSError, ssl.SSLError) as exc:
+            reason = f"check failed: {exc}"
+        if reason:
+            if self.balancer.check_failed(server, self.loop.time(), reason):
+                self._log_health(server)
+        elif self.balancer.check_passed(server):
+            self._log_health(server)
 
     def release(self, backend: BackendConn) -> None:
-        """Return a server connection whose exchange ended cleanly to the pool (bounded)."""
+        """Return a server connection whose exchange ended cleanly to its pool (bounded)."""
         backend.client = None
+        backend.uncount()
         transport = backend.transport
         if transport is None or transport.is_closing():
             return
+        upstream = backend.upstream
         if not backend.remembered:  # reading .session serialises it (~1 ms): once per connection
             backend.remembered = True
-            self.trust.remember(transport.get_extra_info("ssl_object"))
-        if len(self.pool) >= self.config.pool_size:
+            upstream.trust.remember(transport.get_extra_info("ssl_object"))
+        if len(upstream.pool) >= self.config.pool_size or not upstream.server.up:
             transport.close()
             return
         backend.deadline = self.loop.time() + POOL_IDLE
-        self.pool.append(backend)
+        upstream.pool.append(backend)
 
     def close_all(self) -> None:
         for conn in list(self.clients):
@@ -231,7 +349,8 @@ class Edge:
         for backend in list(self.backends):
             if backend.transport is not None:
                 backend.transport.abort()
-        self.pool.clear()
+        for upstream in self.upstreams.values():
+            upstream.pool.clear()
         for task in list(self.tasks):
             task.cancel()
 
@@ -255,12 +374,14 @@ class BackendConn(_Buffered):
     """One TLS connection to the server, serving one client exchange at a time."""
 
     __slots__ = (
-        "buf", "chunks", "client", "deadline", "edge", "left", "remembered", "response",
-        "transport",
+        "buf", "chunks", "client", "counted", "deadline", "edge", "left", "remembered",
+        "response", "transport", "upstream",
     )  # fmt: skip
 
-    def __init__(self, edge: Edge) -> None:
+    def __init__(self, edge: Edge, upstream: Upstream) -> None:
         self.edge = edge
+        self.upstream = upstream
+        self.counted = False
         self.transport: asyncio.Transport | None = None
         self.client: ClientConn | None = None
         self.buf = b""
@@ -278,6 +399,9 @@ class BackendConn(_Buffered):
 
     def attach(self, client: ClientConn) -> None:
         self.client = client
+        if not self.counted:
+            self.counted = True
+            self.upstream.server.active += 1
         self.buf = b""
         self.response = None
         self.chunks = None
@@ -346,19 +470,28 @@ class BackendConn(_Buffered):
             finished = framing == Framing.NONE or (self.chunks is not None and self.chunks.done)
         if finished:
             reusable = response.keep_alive and used == len(data)
+            self.upstream.server.fails = 0  # a whole answer: whatever failed before is past
             self.response = None
             self.deadline = 0.0
             client.response_done(self if reusable else None)
             if not reusable:
                 self.drop()
 
+    def uncount(self) -> None:
+        """The exchange left this connection: one fewer in flight on its server."""
+        if self.counted:
+            self.counted = False
+            self.upstream.server.active -= 1
+
     def eof_received(self) -> bool | None:
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.edge.backends.discard(self)
-        if self in self.edge.pool:
-            self.edge.pool.remove(self)
+        pool = self.upstream.pool
+        if self in pool:
+            pool.remove(self)
+        self.uncount()
         client = self.client
         self.client = None
         self.transport = None
@@ -368,6 +501,7 @@ class BackendConn(_Buffered):
         if response is not None and response.framing == Framing.CLOSE:
             client.response_done(None)
         else:
+            self.edge.server_broke(self.upstream.server, "closed a request it had")
             client.backend_lost()
 
     def timed_out(self) -> None:
@@ -383,6 +517,7 @@ class BackendConn(_Buffered):
 
     def drop(self) -> None:
         self.deadline = 0.0
+        self.uncount()
         if self.transport is not None:
             self.transport.abort()
 

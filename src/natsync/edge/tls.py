@@ -189,11 +189,13 @@ class Policy:
 class BackendTrust:
     """How the edge checks the server: context to connect with, and the check after it."""
 
-    def __init__(self, config: EdgeConfig) -> None:
+    def __init__(self, config: EdgeConfig, backend: str | None = None) -> None:
+        """Trust toward *backend* (default: ``config.backend``); one per server, so each has
+        its own cached session (a session is only worth offering to the server that made it)."""
         config.check_backend_trust()
         self.policy = Policy(config.backend_pin, config.backend_ca, config.insecure_backend)
         self.server_name = config.server_name
-        self.backend = config.backend
+        self.backend = backend or config.backend
         context = _SessionContext(ssl.PROTOCOL_TLS_CLIENT)
         context.sslobject_class = DirectSSLObject
         context.minimum_version = ssl.TLSVersion.TLSv1_2
@@ -211,7 +213,7 @@ class BackendTrust:
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
         self.context = context
-        if self.policy.insecure and not (self.policy.pin or self.policy.ca_file):
+        if self.policy.insecure and not (self.policy.pin or self.policy.ca_file) and not backend:
             log.warning(
                 "insecure_backend = true: the server's certificate is NOT checked; anyone "
                 "between the edge and %s can read every password",

@@ -1,0 +1,187 @@
+"""Balancing over several servers: the sans-I/O choice and health rules, then two real TLS
+backends behind a real edge — one is stopped (requests still succeed, it is out within the
+bound even without traffic) and started again (it comes back)."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+import pytest
+from aiohttp import web
+
+from natsync.edge import RunningEdge
+from natsync.edge.balance import Balancer
+from tests.edge.conftest import EdgeFactory, Pki, Target, edge_config, exchange, status_of
+
+# -- the rules, without sockets
+
+
+def test_least_busy_healthy_server_first_ties_in_turn() -> None:
+    balancer = Balancer(["a:1", "b:2", "c:3"], fall=2, rise=2)
+    a, b, c = balancer.servers
+    firsts = [balancer.choose() for _ in range(3)]
+    assert firsts == [a, b, c]  # all idle: in turn
+    a.active, b.active, c.active = 3, 1, 2
+    assert balancer.choose() is b
+    assert balancer.choose(tried=[b]) is c
+
+
+def test_a_refused_connection_takes_a_server_out_at_once_and_an_answer_puts_it_back() -> None:
+    balancer = Balancer(["a:1", "b:2"], fall=3, rise=2)
+    a, b = balancer.servers
+    assert balancer.unreachable(a, 10.0, "refused")
+    assert (a.up, a.down_since) == (False, 10.0)
+    assert [balancer.choose() for _ in range(4)] == [b, b, b, b]
+    assert balancer.candidates() == [b, a]  # still offered, last
+    assert balancer.answered(a)
+    assert a.up
+
+
+def test_active_checks_take_out_after_fall_and_back_after_rise() -> None:
+    balancer = Balancer(["a:1", "b:2"], fall=2, rise=2)
+    a, _ = balancer.servers
+    assert not balancer.check_failed(a, 1.0, "timeout")
+    assert a.up
+    balancer.check_passed(a)  # a good check in between starts the count again
+    assert not balancer.check_failed(a, 2.0, "timeout")
+    assert balancer.check_failed(a, 3.0, "timeout")
+    assert (a.up, a.reason) == (False, "timeout")
+    assert not balancer.check_passed(a)
+    assert (a.up, a.passes) == (False, 1)
+    assert balancer.check_passed(a)
+    assert (a.up, a.passes) == (True, 0)
+
+
+def test_when_every_server_is_out_all_are_still_offered_longest_out_last() -> None:
+    balancer = Balancer(["a:1", "b:2"], fall=1, rise=1)
+    a, b = balancer.servers
+    balancer.unreachable(a, 5.0, "refused")
+    balancer.unreachable(b, 7.0, "refused")
+    assert balancer.candidates() == [b, a]
+    assert balancer.candidates() == [b, a]
+
+
+# -- two real backends
+
+
+@dataclass
+class Backend:
+    name: str
+    port: int
+    hits: int = 0
+    runner: web.AppRunner | None = None
+
+
+StartBackend = Callable[[Backend], Awaitable[None]]
+
+
+@pytest.fixture
+async def backends(pki: Pki) -> AsyncIterator[tuple[Backend, Backend, StartBackend]]:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(str(pki.server_cert), str(pki.server_key))
+
+    async def start(backend: Backend) -> None:
+        async def handle(request: web.Request) -> web.Response:
+            await request.read()
+            if request.method != "OPTIONS":
+                backend.hits += 1
+            return web.Response(body=backend.name.encode())
+
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", handle)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", backend.port, ssl_context=context)
+        await site.start()
+        backend.port = int(runner.addresses[0][1])
+        backend.runner = runner
+
+    a, b = Backend("A", 0), Backend("B", 0)
+    await start(a)
+    await start(b)
+    yield a, b, start
+    for backend in (a, b):
+        if backend.runner is not None:
+            await backend.runner.cleanup()
+
+
+async def stop_backend(backend: Backend) -> None:
+    assert backend.runner is not None
+    await backend.runner.cleanup()
+    backend.runner = None
+
+
+REQUEST = (
+    b"POST /Microsoft-Server-ActiveSync?Cmd=Sync&User=u&DeviceId=D&DeviceType=T HTTP/1.1\r\n"
+    b"Host: mail.example.test\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi"
+)
+
+
+async def ask(edge: RunningEdge, pki: Pki) -> bytes:
+    answer = await exchange(Target(edge.host, edge.port), pki, REQUEST, timeout=3.0)
+    assert status_of(answer) == 200, answer[:200]
+    return answer.rpartition(b"\r\n\r\n")[2]
+
+
+async def wait_for(condition: Callable[[], bool], limit: float) -> float:
+    """Seconds until *condition* held (polled); fails past *limit*."""
+    started = time.monotonic()
+    while not condition():
+        assert time.monotonic() - started < limit, "not within the bound"
+        await asyncio.sleep(0.02)
+    return time.monotonic() - started
+
+
+async def metrics(edge: RunningEdge) -> str:
+    reader, writer = await asyncio.open_connection("127.0.0.1", edge.admin_port)
+    writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    text = (await reader.read()).decode()
+    writer.close()
+    await writer.wait_closed()
+    return text
+
+
+@pytest.mark.slow
+async def test_two_servers_one_stopped_requests_succeed_it_is_out_in_bound_and_comes_back(
+    pki: Pki, make_edge: EdgeFactory, backends: tuple[Backend, Backend, StartBackend]
+) -> None:
+    a, b, start = backends
+    config = edge_config(
+        pki, a.port, backends=(f"127.0.0.1:{a.port}", f"127.0.0.1:{b.port}"),
+        backend=f"127.0.0.1:{a.port}", health_interval=0.3, health_timeout=0.2,
+        health_fall=2, health_rise=2,
+    )  # fmt: skip
+    edge = await make_edge(config)
+    server_a, server_b = edge.edge.balancer.servers
+
+    # spread: both get exchanges
+    answers = [await ask(edge, pki) for _ in range(6)]
+    assert set(answers) == {b"A", b"B"}
+    assert (a.hits, b.hits) == (3, 3)  # idle servers in turn
+
+    # B stops: with traffic, every request still succeeds (a refused connect goes to A)
+    await stop_backend(b)
+    await asyncio.sleep(0.1)  # B's close of its pooled connections reaches the edge
+    assert [await ask(edge, pki) for _ in range(6)] == [b"A"] * 6
+    assert edge.edge.metrics.backend_errors["connect"] >= 1  # tried B, went on to A
+    assert not server_b.up
+    text = await metrics(edge)
+    assert f'natsync_edge_backend_up{{backend="127.0.0.1:{b.port}"}} 0' in text
+    assert f'natsync_edge_backend_up{{backend="127.0.0.1:{a.port}"}} 1' in text
+
+    # B starts again on its port: the active checks put it back (rise = 2 good checks)
+    await start(b)
+    await wait_for(lambda: server_b.up, 0.3 * 2 + 0.2 + 1.0)
+    hits = b.hits
+    assert {await ask(edge, pki) for _ in range(6)} == {b"A", b"B"}
+    assert b.hits > hits
+
+    # B stops with no traffic at all: the checks alone take it out within the bound
+    await stop_backend(b)
+    await wait_for(lambda: not server_b.up, config.out_within + 0.5)
+    assert server_a.up
+    assert [await ask(edge, pki) for _ in range(3)] == [b"A"] * 3
