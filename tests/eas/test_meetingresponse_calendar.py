@@ -143,3 +143,29 @@ def test_a_calendar_item_is_answered_directly_and_an_instance_alone(store: Store
     # An item alice organizes herself is no invitation to answer.
     store.run_sync(lambda txn: txn.update_item(item.id, final.data | {"meeting_status": 1}))
     assert _respond(phone, item.server_id, calendar, 1).child_text("Status") == "2"
+
+
+def test_an_invitation_to_one_occurrence_is_answered_for_that_occurrence(store: Store) -> None:
+    _deliver(store, _invite("RRULE:FREQ=DAILY;COUNT=5\r\n"))
+    moved = (
+        _invite()
+        .replace(
+            b"DTSTART:20260305T100000Z",
+            b"RECURRENCE-ID:20260307T100000Z\r\nDTSTART:20260307T150000Z",
+        )
+        .replace(b"DTEND:20260305T110000Z", b"DTEND:20260307T160000Z")
+    )
+    sid = _deliver(store, moved)
+    (item,) = _items(store)
+    assert item.data["exceptions"][0]["start"] == "2026-03-07T15:00:00Z"
+    phone = Phone(store)
+    phone.provision()
+    result = _respond(phone, sid, folder_id(store, FolderType.INBOX), 2, E(NS, "SendResponse"))
+    assert result.child_text("CalendarId") == item.server_id
+    (after,) = _items(store)
+    assert after.data["response_type"] == cal.ResponseType.NOT_RESPONDED  # the series: unanswered
+    (exception,) = after.data["exceptions"]
+    assert exception["response_type"] == cal.ResponseType.TENTATIVE
+    (reply,) = store.run_sync(_queue)
+    assert b"RECURRENCE-ID:20260307T100000Z" in reply
+    assert b"DTSTART:20260307T150000Z" in reply

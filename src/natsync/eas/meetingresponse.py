@@ -116,6 +116,8 @@ def _apply(
     folder = ctx.txn.folder_by_type(ctx.user.id, FolderType.CALENDAR)
     if item is None:
         item = ctx.txn.item_by_uid(folder.id, record["uid"])
+    if item is None or not item.data.get("recurrence"):
+        instance = None  # no series here: the answer is for the item itself
     if answer == UserResponse.DECLINED and instance is None:
         if item is not None:
             ctx.txn.delete_item(item.id)
@@ -157,6 +159,9 @@ def _one(ctx: Context, request: Element) -> tuple[Element, bool]:
     if answer is None or record is None:
         result.add(NS, "Status", MeetingStatus.INVALID_REQUEST)
         return result, False
+    if instance is None and record.get("instance_of"):
+        instance = record["instance_of"]  # an invitation to one occurrence of a series
+    record = {k: v for k, v in record.items() if k != "instance_of"}
     try:
         if instance is not None:
             cal.parse_utc(instance)

@@ -467,9 +467,8 @@ def reply(
         "recurrence": record.get("recurrence"),
         "exceptions": [],
     }
-    original = None
-    if instance is not None:
-        original = cal.utc_text(cal.parse_utc(instance))
+    original = None if instance is None else cal.utc_text(cal.parse_utc(instance))
+    if original is not None and record.get("recurrence"):  # that occurrence's own times
         length = cal.parse_utc(record["end"]) - cal.parse_utc(record["start"])
         moved: Mapping[str, Any] = next(
             (e for e in record.get("exceptions") or [] if e["original_start"] == original), {}
