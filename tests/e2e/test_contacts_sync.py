@@ -173,6 +173,41 @@ async def test_contacts_tasks_notes_and_gal_between_two_phones(tmp_path: Path) -
             (todo,) = todos_from_ics(export(dep, "ics", tmp_path / "out.ics"))
             assert todo.record == TASK
 
+            # Phone 1 completes a weekly task: phone 2 gets the completed occurrence and the
+            # task moved on to next week (phone 1 both, in the answer to its Change).
+            coll = one.folder(type=FolderType.TASKS).server_id
+            weekly = {
+                **TASK,
+                "subject": "Water plants",
+                "recurrence": {
+                    "type": 1,
+                    "interval": 1,
+                    "day_of_week": 2,
+                    "start": "2026-06-01T00:00:00.000Z",
+                },
+            }
+            cid5 = one.new_client_id()
+            sid5 = (
+                await one.sync_items(coll, [ItemCommand.add(appdata(tasks.encode, weekly), cid5)])
+            ).created[cid5]
+            await two.sync_items(coll)
+            done = {**weekly, "complete": True, "date_completed": "2026-06-01T19:00:00.000Z"}
+            mover = await one.sync_items(
+                coll, [ItemCommand.change(sid5, appdata(tasks.encode, done))], body_preference=[1]
+            )
+            after = await two.sync_items(coll, body_preference=[1])
+            records = sorted(
+                (tasks.decode(data, V16_1) for data in after.items.values()),
+                key=lambda r: r["due_date"],
+            )
+            assert [(r["complete"], r["due_date"], "recurrence" in r) for r in records] == [
+                (True, "2026-06-01T18:00:00.000Z", False),
+                (False, "2026-06-08T18:00:00.000Z", True),
+            ]
+            # phone 1 had both in the answer to its own Change
+            assert tasks.decode(mover.items[sid5], V16_1)["due_date"] == "2026-06-08T18:00:00.000Z"
+            assert len(mover.items) == 2
+
             # Ann's own card (her address, her picture) makes her GAL picture.
             own = {"first_name": "Ann", "email1_address": dep.email, "picture": PHOTO}
             cid4 = one.new_client_id()

@@ -572,6 +572,10 @@ def _item_command(
     new = txn.update_item(item.id, record)
     known[sid] = new.modseq  # the client has this version: don't echo it back
     _after_write(ctx, codec, item, new, effects)
+    rewritten = txn.get_item(ctx.user.id, sid)
+    if rewritten is not None and rewritten.data != new.data:
+        # The hook changed the item in this transaction (same modseq): send it back.
+        known[sid] = -1
     return None
 
 
