@@ -17,7 +17,7 @@ import pytest
 
 from natsync.client import EASClient
 from natsync.config import ServerConfig
-from natsync.edge.config import SiteCert
+from natsync.edge.config import EdgeConfig, SiteCert
 from natsync.edge.render import render_config, split_nginx
 from natsync.errors import ConfigError
 from natsync.mail.mime import parse_message
@@ -228,5 +228,101 @@ async def test_rendered_haproxy_refuses_a_server_with_the_wrong_name(
         answer = await reader.read()
         writer.close()
         assert answer.startswith(b"HTTP/1.1 503"), answer[:80]
+    finally:
+        await stop(proc)
+
+
+@pytest.fixture
+async def second(store: Store, pki: Pki, server: RunningServer) -> AsyncIterator[RunningServer]:
+    """A second natsync server on the same store (what balancing is for)."""
+    config = ServerConfig(
+        host="127.0.0.1",
+        port=0,
+        tls_cert=pki.server_cert,
+        tls_key=pki.server_key,
+        domains=("example.test",),
+    )
+    running = await start_server(config, store)
+    yield running
+    await running.close()
+
+
+def two_server_config(pki: Pki, port: int, one: RunningServer, two: RunningServer) -> EdgeConfig:
+    servers = (f"127.0.0.1:{one.port}", f"127.0.0.1:{two.port}")
+    return edge_config(
+        pki, one.port, backend_ca=pki.ca_file, backend_pin="", listen=f"127.0.0.1:{port}",
+        backends=servers, health_interval=0.5, health_timeout=0.4, health_fall=1,
+    )  # fmt: skip
+
+
+def test_rendered_configs_name_every_server_with_their_checks(pki: Pki) -> None:
+    config = replace(
+        edge_config(pki, 8443, backend_ca=pki.ca_file),
+        backends=("127.0.0.1:8443", "127.0.0.1:8444"),
+    ).check()
+    main, include = split_nginx(render_config("nginx", config))
+    assert "least_conn;" in main
+    assert "server 127.0.0.1:8444 max_fails=1 fail_timeout=5s;" in main
+    assert "proxy_next_upstream_tries 2;" in include
+    text = render_config("haproxy", config)
+    assert "balance leastconn" in text
+    assert "http-check send meth OPTIONS uri /Microsoft-Server-ActiveSync" in text
+    assert text.count(" check inter 2000ms fall 2 rise 2 observe layer4") == 2
+
+
+@pytest.mark.slow
+async def test_real_nginx_balances_two_servers_and_survives_one_stopping(
+    tmp_path: Path, pki: Pki, server: RunningServer, second: RunningServer
+) -> None:
+    port = free_port()
+    config = two_server_config(pki, port, server, second)
+    main, include = split_nginx(render_config("nginx", config, runtime_dir=tmp_path))
+    (tmp_path / "nginx.conf").write_text(main)
+    (tmp_path / "natsync-proxy.inc").write_text(include)
+    log = tmp_path / "error.log"
+    proc = await asyncio.create_subprocess_exec(
+        NGINX, "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf"), "-e", str(log),
+        "-g", "daemon off;",
+    )  # fmt: skip
+    try:
+        await wait_listening(port, proc, log)
+        await sync_through(port, pki)
+        await second.close()
+        for _ in range(3):  # each lands on the stopped one first or not: all succeed
+            await sync_through(port, pki)
+        assert "connect() failed" in read_log(log)  # it did try the stopped one
+    finally:
+        await stop(proc)
+
+
+@pytest.mark.slow
+async def test_real_haproxy_balances_two_servers_and_takes_a_stopped_one_out(
+    tmp_path: Path, pki: Pki, server: RunningServer, second: RunningServer
+) -> None:
+    port = free_port()
+    cert = tmp_path / "edge.pem"
+    shutil.copy(pki.edge_cert, cert)
+    shutil.copy(pki.edge_key, tmp_path / "edge.pem.key")
+    config = two_server_config(pki, port, server, second)
+    config = replace(config, certificates=(SiteCert((PUBLIC_NAME,), cert, pki.edge_key),))
+    cfg = tmp_path / "haproxy.cfg"
+    cfg.write_text(render_config("haproxy", config, runtime_dir=tmp_path))
+    log = tmp_path / "haproxy.out"
+    with log.open("wb") as out:
+        proc = await asyncio.create_subprocess_exec(
+            HAPROXY, "-db", "-f", str(cfg), stdout=out, stderr=out
+        )
+    try:
+        await wait_listening(port, proc, log)
+        await sync_through(port, pki)
+        await second.close()
+        for _ in range(3):
+            await sync_through(port, pki)
+        for _ in range(int(config.out_within / 0.05) + 20):  # the active check's bound
+            if "natsync2 is DOWN" in read_log(log):
+                break
+            await asyncio.sleep(0.05)
+        assert "natsync2 is DOWN" in read_log(log), read_log(log)
+        assert "natsync1 is DOWN" not in read_log(log)
     finally:
         await stop(proc)

@@ -49,6 +49,20 @@ def _require_ca(config: EdgeConfig) -> Path:
     return config.backend_ca
 
 
+def _nginx_upstream(config: EdgeConfig) -> str:
+    """One server as before; several: least_conn and passive checks (open-source nginx has no
+    active ones), a failed server left alone for as long as the edge's own bound."""
+    if len(config.servers) == 1:
+        return f"        server {config.backend};\n"
+    fail_timeout = max(1, round(config.out_within))
+    lines = ["        least_conn;\n"]
+    lines += [
+        f"        server {address} max_fails=1 fail_timeout={fail_timeout}s;\n"
+        for address in config.servers
+    ]
+    return "".join(lines)
+
+
 def render_nginx(config: EdgeConfig, runtime_dir: Path | None = None) -> str:
     ca = _require_ca(config)
     if not config.certificates:
@@ -86,6 +100,9 @@ def render_nginx(config: EdgeConfig, runtime_dir: Path | None = None) -> str:
             f"proxy_send_timeout {timeout}s;",
             "proxy_buffering off;",
             "proxy_request_buffering off;",
+            # a failed connect (no byte of the request sent) goes to the next server
+            "proxy_next_upstream error timeout;",
+            f"proxy_next_upstream_tries {len(config.servers)};",
             "",
         ]
     )
@@ -136,8 +153,7 @@ http {{
     limit_conn_status 503;
     limit_req_status 503;
     upstream natsync_backend {{
-        server {config.backend};
-        keepalive {config.pool_size};
+{_nginx_upstream(config)}        keepalive {config.pool_size};
         keepalive_timeout 30s;
     }}
 {"".join(servers)}}}
@@ -151,6 +167,35 @@ def split_nginx(text: str) -> tuple[str, str]:
     return main, include
 
 
+def _haproxy_backend(config: EdgeConfig, ca: Path) -> str:
+    """The backend section: one server as before; several with leastconn, active checks
+    (OPTIONS health_path, any answer below 500), passive ones (observe layer4) and redispatch."""
+    name = config.server_name
+    tls = f"ssl verify required ca-file {ca} sni str({name}) verifyhost {name} check-sni {name}"
+    if len(config.servers) == 1:
+        return f"    http-reuse safe\n    server natsync {config.backend} {tls}\n"
+    inter = max(100, round(config.health_interval * 1000))
+    check = (
+        f"check inter {inter}ms fall {config.health_fall} rise {config.health_rise} "
+        "observe layer4 error-limit 1 on-error mark-down"
+    )
+    lines = [
+        "    http-reuse safe",
+        "    balance leastconn",
+        "    option redispatch 1",
+        f"    retries {len(config.servers)}",
+        f"    timeout check {max(100, round(config.health_timeout * 1000))}ms",
+        "    option httpchk",
+        f"    http-check send meth OPTIONS uri {config.health_path} ver HTTP/1.1 hdr Host {name}",
+        "    http-check expect rstatus ^[1-4]",
+    ]
+    lines += [
+        f"    server natsync{i} {address} {tls} {check}"
+        for i, address in enumerate(config.servers, 1)
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def render_haproxy(config: EdgeConfig, runtime_dir: Path | None = None) -> str:
     ca = _require_ca(config)
     if not config.certificates:
@@ -159,7 +204,6 @@ def render_haproxy(config: EdgeConfig, runtime_dir: Path | None = None) -> str:
     timeout = int(config.read_timeout)
     crts = " ".join(f"crt {site.cert}" for site in config.certificates)
     acls = "\n".join(f"    acl published path_reg -i {_path_regex(path)}" for path in config.paths)
-    name = config.server_name
     stats = f"    stats socket {runtime_dir}/haproxy.sock\n" if runtime_dir else ""
     return f"""# Rendered by `natsync edge render haproxy`: SSL bridging with verification toward the server.
 # HAProxy reads each certificate's key from "<cert>.key" when the certificate file has none
@@ -198,9 +242,7 @@ frontend natsync_edge
     default_backend natsync_server
 
 backend natsync_server
-    http-reuse safe
-    server natsync {config.backend} ssl verify required ca-file {ca} sni str({name}) verifyhost {name} check-sni {name}
-"""
+{_haproxy_backend(config, ca)}"""
 
 
 def render_config(kind: str, config: EdgeConfig, runtime_dir: Path | None = None) -> str:
