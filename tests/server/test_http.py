@@ -325,8 +325,6 @@ async def test_dropped_connection_ends_the_held_ping(
 ) -> None:
     import aiohttp
 
-    from natsync.server.app import EAS_APP
-
     client = await make_client()
     await client.provision()
     inbox = folder_id(store, FolderType.INBOX)
@@ -343,7 +341,7 @@ async def test_dropped_connection_ends_the_held_ping(
         E(pg, "HeartbeatInterval", 600),
         E(pg, "Folders", E(pg, "Folder", E(pg, "Id", inbox), E(pg, "Class", "Email"))),
     )
-    eas = client.server.runner.app[EAS_APP]
+    eas = client.server.eas
     async with aiohttp.ClientSession() as other:
         phone = Client(other, client.server)
         phone.policy_key = client.policy_key

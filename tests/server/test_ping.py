@@ -15,7 +15,6 @@ import pytest
 
 from natsync.config import ServerConfig
 from natsync.errors import ConfigError, NatsyncError
-from natsync.server.app import EAS_APP
 from natsync.store.api import FolderType, Store, Txn
 from natsync.wbxml import E, Element
 from tests.eas.helpers import folder_id
@@ -213,7 +212,7 @@ async def test_newer_ping_ends_older_at_once_even_before_validation(
 
 async def test_client_going_away_releases_everything(client: Client, store: Store) -> None:
     inbox = await synced(client, store)
-    eas = client.server.runner.app[EAS_APP]
+    eas = client.server.eas
     tasks_before = len(asyncio.all_tasks())
     async with aiohttp.ClientSession() as session:
         phone = Client(session, client.server)

@@ -1,4 +1,6 @@
-"""The aiohttp adapter: HTTP in, natsync.eas out, one store transaction per command.
+"""The ActiveSync server's request handlers: HTTP in, natsync.eas out, one store transaction per
+command; served by natsync's own HTTP/1.1 front (:mod:`natsync.server.front`, what
+:func:`start_server` runs) or by aiohttp (:func:`make_app`), both over the same handlers.
 
 Routes (paths matched without regard to case, as IIS does):
 
@@ -9,8 +11,17 @@ Routes (paths matched without regard to case, as IIS does):
 Order of checks on a POST, so that a bad request changes nothing and costs little: query and
 headers (400) → command known and implemented (400 / 501) → body size from Content-Length
 (413, before reading it) → authentication (401 / 429) → body read (413 past the limit) and
-decoded (400 for bad WBXML) → the command in one transaction. A Ping that must wait does so
-outside any transaction. Every request leaves one JSON access-log line.
+decoded (400 for bad WBXML) → the command in one transaction. Every request leaves one JSON
+access-log line.
+
+A Ping (or a held Sync) that must wait does so outside any transaction and outside any task: the
+handler returns a :class:`Hold` — a small object with a feed subscription, a loop timer and a
+callback — and the front parks it beside the connection until a change, the heartbeat, a newer
+request of the same device or the phone's disconnect ends it (docs/push.md). One live hold per
+device, in this process (``EasApp._holds``) and across processes: a hold-ending request (Ping,
+Sync) adds the device's :func:`~natsync.store.feed.hold_key` to its transaction's changes, the
+commit publishes it (LISTEN/NOTIFY on PostgreSQL), and a hold of that device on any process,
+which watches the key beside its folders, ends at once.
 """
 
 from __future__ import annotations
@@ -22,24 +33,25 @@ import logging
 import os
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
 from natsync.config import ServerConfig
 from natsync.eas import autodiscover, dispatch, ping
-from natsync.eas.context import Response
+from natsync.eas.context import PingWait, Response
 from natsync.eas.errors import Answered, HttpError
 from natsync.eas.request import EasRequest, parse_request
 from natsync.eas.versions import SERVER_VERSION, supported_header
 from natsync.errors import NatsyncError
 from natsync.server.auth import Authenticator
+from natsync.server.front import Front, Reply
 from natsync.server.logs import REQUEST_CONTEXT
-from natsync.store.api import Store, Subscription, Txn
-from natsync.store.feed import hierarchy_key
+from natsync.store.api import Store, Txn
+from natsync.store.feed import LocalSubscription, hierarchy_key, hold_key
 from natsync.wbxml import WBXMLError, decode
 
 log = logging.getLogger("natsync.server")
@@ -54,9 +66,138 @@ SHUTDOWN_GRACE = 2.0
 #: no longer waits on the older request (its connection most likely died in a NAT).
 ENDS_HOLD = frozenset({"Ping", "Sync"})
 
+#: (user id, DeviceId in lower case): one live hold per device.
+Device = tuple[int, str]
+
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+class HttpRequest(Protocol):
+    """What the handlers read of a request (the front's requests and aiohttp's, adapted)."""
+
+    @property
+    def method(self) -> str: ...
+    @property
+    def path(self) -> str: ...
+    @property
+    def query_string(self) -> str: ...
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+    @property
+    def remote(self) -> str: ...
+    @property
+    def host(self) -> str: ...
+    @property
+    def content_length(self) -> int | None: ...
+    @property
+    def content_type(self) -> str: ...
+
+    def forwarded_for(self) -> str:
+        """Every X-Forwarded-For value of the request, joined with commas ("" when none)."""
+        ...
+
+    async def read(self, limit: int) -> bytes:
+        """The body, or its first ``limit + 1`` bytes when it is longer than *limit*."""
+        ...
+
+
+class _Line:
+    """What one request's access-log line needs; kept past the request, because a held Ping's
+    line is written when it ends."""
+
+    __slots__ = ("fields", "method", "path", "remote", "started")
+
+    def __init__(self, remote: str, method: str, path: str) -> None:
+        self.remote = remote
+        self.method = method
+        self.path = path
+        self.started = time.perf_counter()
+        self.fields: dict[str, Any] = {}
+
+
+class Hold:
+    """A Ping or held Sync waiting on the change feed: no task, no coroutine, no request object.
+
+    The front calls :meth:`park` with a callback that writes the answer; the hold ends when a
+    watched id changes, the heartbeat timer fires, its subscription is closed (a newer request
+    of the device, in this process or — through the hold key — another), or :meth:`cancel` (the
+    phone went away: nothing is answered). Whatever ends it closes the subscription and removes
+    the device's entry in ``EasApp._holds`` at once.
+    """
+
+    __slots__ = ("_app", "_device", "_done", "_key", "_line", "_rerun", "_sub", "_timer", "_wait")
+
+    def __init__(
+        self,
+        app: EasApp,
+        line: _Line,
+        device: Device,
+        sub: LocalSubscription,
+        wait: PingWait,
+        key: int,
+        rerun: tuple[EasRequest, str, Any, bytes, str] | None,
+    ) -> None:
+        self._app = app
+        self._line = line
+        self._device = device
+        self._sub = sub
+        self._wait = wait
+        self._key = key
+        #: A held Sync's request (run again when a change ends the hold).
+        self._rerun = rerun
+        self._done: Callable[[Reply], object] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+
+    def park(self, done: Callable[[Reply], object]) -> None:
+        """Wait (outside any task); *done* is called once, on the loop, with the answer."""
+        loop = asyncio.get_running_loop()
+        self._done = done
+        self._timer = loop.call_later(float(self._wait.heartbeat), self._end)
+        self._sub.notify(loop, self._end)
+
+    async def result(self) -> Reply:
+        """Park and wait for the answer (for a caller that holds a task anyway: aiohttp)."""
+        future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+
+        def done(reply: Reply) -> None:
+            if not future.done():
+                future.set_result(reply)
+
+        self.park(done)
+        try:
+            return await future
+        except asyncio.CancelledError:
+            self.cancel()
+            raise
+
+    def cancel(self) -> None:
+        """The phone went away: release everything, answer nothing."""
+        self._done = None
+        self._release()
+
+    def _release(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._sub.cancel_notify()
+        self._sub.close()
+        self._app._release(self._device, self._sub)
+
+    def _end(self) -> None:
+        done = self._done
+        if done is None:
+            return
+        self._done = None
+        changed = self._sub.take()
+        self._release()
+        response = self._app._ended(self._wait, changed, self._key)
+        if response is not None:
+            done(self._app._answer(self._line, response))
+        else:  # a held Sync saw a change: run it again, in a task this time (it is rare)
+            assert self._rerun is not None
+            self._app._spawn(self._app._rerun(self._line, self._rerun, done))
 
 
 class EasApp:
@@ -66,8 +207,9 @@ class EasApp:
         self.config = config
         self.store = store
         self.relay = relay
-        #: The live hold (Ping / held Sync) of each device: (user id, DeviceId) -> subscription.
-        self._holds: dict[tuple[int, str], Subscription] = {}
+        #: The live hold (Ping / held Sync) of each device in this process -> its subscription.
+        self._holds: dict[Device, LocalSubscription] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
         self._trusted = frozenset(str(ipaddress.ip_address(a)) for a in config.trusted_proxies)
         self.auth = Authenticator(
             store,
@@ -78,58 +220,66 @@ class EasApp:
 
     # -- plumbing
 
-    def client_address(self, request: web.Request) -> str:
+    def client_address(self, request: HttpRequest) -> str:
         """The phone's address for the log and the per-address login limit: the socket's, or,
         when the socket is a trusted proxy (the edge), the last X-Forwarded-For entry — the
         one that proxy wrote. A client's own X-Forwarded-For never counts."""
         remote = request.remote or ""
         if remote not in self._trusted:
             return remote
-        forwarded = ",".join(request.headers.getall("X-Forwarded-For", ()))
-        return forwarded.rsplit(",", 1)[-1].strip() or remote
+        return request.forwarded_for().rsplit(",", 1)[-1].strip() or remote
 
     def _challenge(self) -> dict[str, str]:
         return {"WWW-Authenticate": f'Basic realm="{self.config.realm}"'}
 
-    def _log(self, request: web.Request, started: float, http: int, **fields: Any) -> None:
+    def _line(self, request: HttpRequest) -> _Line:
+        return _Line(self.client_address(request), request.method, request.path)
+
+    def _log(self, line: _Line, http: int, **fields: Any) -> None:
         record = {
-            "remote": self.client_address(request),
-            "method": request.method,
-            "path": request.path,
+            "remote": line.remote,
+            "method": line.method,
+            "path": line.path,
             "http": http,
-            "ms": round((time.perf_counter() - started) * 1000, 2),
+            "ms": round((time.perf_counter() - line.started) * 1000, 2),
             **{k: v for k, v in fields.items() if v is not None and v != ""},
         }
         access_log.info(json.dumps(record, separators=(",", ":")))
 
-    async def route(self, request: web.Request) -> web.StreamResponse:
+    def _spawn(self, coro: Any) -> None:
+        """A background task that is named and kept referenced until it ends."""
+        task = asyncio.get_running_loop().create_task(coro, name="natsync-held-sync")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def route(self, request: HttpRequest) -> Reply | Hold:
         path = request.path.rstrip("/").lower()
         if path == EAS_PATH:
             if request.method == "OPTIONS":
                 return await self.options(request)
             if request.method == "POST":
                 return await self.post(request)
-            return web.Response(status=405, headers={"Allow": "OPTIONS,POST"})
+            return Reply(405, {"Allow": "OPTIONS,POST"})
         if path == AUTODISCOVER_PATH:
             if request.method == "POST":
                 return await self.autodiscover(request)
-            return web.Response(status=405, headers={"Allow": "POST"})
-        return web.Response(status=404)
+            return Reply(405, {"Allow": "POST"})
+        return Reply(404)
 
     # -- OPTIONS
 
-    async def options(self, request: web.Request) -> web.Response:
+    async def options(self, request: HttpRequest) -> Reply:
         """Versions and commands. Without credentials this is open discovery (what doctor and
         proxies probe); with credentials they are checked, because phones validate an account
         at setup with an authenticated OPTIONS and must not be told a wrong password works."""
-        started = time.perf_counter()
+        line = self._line(request)
         authorization = request.headers.get("Authorization")
         if authorization is not None:
-            auth = await self.auth.authenticate(authorization, self.client_address(request))
+            auth = await self.auth.authenticate(authorization, line.remote)
             if auth.user is None:
                 headers = self._challenge() if auth.http_status == 401 else {"Retry-After": "60"}
-                self._log(request, started, auth.http_status, cmd="OPTIONS", user=auth.name)
-                return web.Response(status=auth.http_status, headers=headers)
+                self._log(line, auth.http_status, cmd="OPTIONS", user=auth.name)
+                return Reply(auth.http_status, headers)
         headers = {
             "Allow": "OPTIONS,POST",
             "Public": "OPTIONS,POST",
@@ -138,14 +288,14 @@ class EasApp:
             "MS-ASProtocolCommands": dispatch.supported_commands(),
             "Cache-Control": "private",
         }
-        self._log(request, started, 200, cmd="OPTIONS")
-        return web.Response(status=200, headers=headers)
+        self._log(line, 200, cmd="OPTIONS")
+        return Reply(200, headers)
 
     # -- POST
 
-    async def post(self, request: web.Request) -> web.StreamResponse:
-        started = time.perf_counter()
-        fields: dict[str, Any] = {}
+    async def post(self, request: HttpRequest) -> Reply | Hold:
+        line = self._line(request)
+        fields = line.fields
         try:
             eas = parse_request(request.query_string, request.headers)
             fields.update(
@@ -156,84 +306,88 @@ class EasApp:
             length = request.content_length
             if length is not None and length > self.config.max_request_body:
                 raise HttpError(413, "the request body is larger than server.max_request_body")
-            auth = await self.auth.authenticate(
-                request.headers.get("Authorization"), self.client_address(request)
-            )
+            auth = await self.auth.authenticate(request.headers.get("Authorization"), line.remote)
             if auth.user is None:
                 fields["user"] = auth.name or fields.get("user")
                 headers = self._challenge() if auth.http_status == 401 else {"Retry-After": "60"}
                 raise HttpError(auth.http_status, "authentication failed", headers)
             fields["user"] = auth.user.name
-            device = (auth.user.id, eas.device_id)
-            if eas.cmd in ENDS_HOLD:
+            device = (auth.user.id, eas.device_id.lower())
+            key = hold_key(*device)
+            ends_hold = eas.cmd in ENDS_HOLD
+            if ends_hold:
                 self._end_hold(device)
             raw = await self._read_body(request)
             body = self._decode(raw, request.content_type)
-            response = await self._run(eas, auth.user.name, body, raw, request.content_type)
+            ctype = request.content_type
+            response = await self._run(
+                eas, auth.user.name, body, raw, ctype, announce=key if ends_hold else None
+            )
             if response.wait is not None:
-                response = await self._wait(response, device)
-                if response.wait is not None:  # a held Sync saw a change: answer it now
-                    response = await self._run(
-                        eas, auth.user.name, body, raw, request.content_type, may_hold=False
-                    )
-            if response.outbound_queued and self.relay is not None:
-                self.relay.kick()
-        except HttpError as exc:
-            self._log(request, started, exc.http_status, error=exc.message, **fields)
-            return web.Response(status=exc.http_status, headers=exc.headers)
-        except NatsyncError as exc:
-            log.exception("request failed")
-            if fields.get("cmd") == "Ping":
-                return self._ping_error(request, started, exc.message, fields)
-            self._log(request, started, 500, error=exc.message, **fields)
-            return web.Response(status=500)
-        except Exception as exc:  # a bug: answer 500 and say so in the log, keep serving
-            log.exception("request failed unexpectedly")
-            if fields.get("cmd") == "Ping":
-                return self._ping_error(request, started, type(exc).__name__, fields)
-            self._log(request, started, 500, error=type(exc).__name__, **fields)
-            return web.Response(status=500)
+                rerun = (eas, auth.user.name, body, raw, ctype) if response.wait.rerun else None
+                held = await self._hold(line, response.wait, device, key, rerun)
+                if isinstance(held, Hold):
+                    return held
+                ended = self._ended(response.wait, held, key)
+                response = ended or await self._run(
+                    eas, auth.user.name, body, raw, ctype, may_hold=False
+                )
+        except Exception as exc:
+            return self._failed(line, exc)
+        return self._answer(line, response)
+
+    def _answer(self, line: _Line, response: Response) -> Reply:
+        """The reply to a command that ran (logged; the relay is kicked for queued mail)."""
+        if response.outbound_queued and self.relay is not None:
+            self.relay.kick()
         self._log(
-            request,
-            started,
-            response.http_status,
-            status=response.status,
-            bytes=len(response.body),
-            **fields,
-        )
+            line, response.http_status, status=response.status, bytes=len(response.body),
+            **line.fields,
+        )  # fmt: skip
         headers = dict(response.headers)
         headers["MS-Server-ActiveSync"] = SERVER_VERSION
         if not response.body:
-            return web.Response(status=response.http_status, headers=headers)
+            return Reply(response.http_status, headers)
         headers["Content-Type"] = response.content_type
-        return web.Response(status=response.http_status, body=response.body, headers=headers)
+        return Reply(response.http_status, headers, response.body)
 
-    def _ping_error(
-        self, request: web.Request, started: float, error: str, fields: dict[str, Any]
-    ) -> web.Response:
-        """A Ping that failed on the server answers Status 8 (MS-ASCMD 2.2.3.177.11), which
-        phones handle by retrying later, rather than an HTTP 500 that some treat as fatal."""
-        answer = ping.server_error()
-        self._log(request, started, 200, status=answer.status, error=error, **fields)
-        headers = {"MS-Server-ActiveSync": SERVER_VERSION, "Content-Type": answer.content_type}
-        return web.Response(status=200, body=answer.body, headers=headers)
+    def _failed(self, line: _Line, exc: Exception) -> Reply:
+        """The one translation of a failed request into its answer (and its log line)."""
+        fields = line.fields
+        if isinstance(exc, HttpError):
+            self._log(line, exc.http_status, error=exc.message, **fields)
+            return Reply(exc.http_status, exc.headers)
+        if isinstance(exc, NatsyncError):
+            log.error("request failed", exc_info=exc)
+            error = exc.message
+        else:  # a bug: answer 500 and say so in the log, keep serving
+            log.error("request failed unexpectedly", exc_info=exc)
+            error = type(exc).__name__
+        if fields.get("cmd") == "Ping":
+            # Status 8 (MS-ASCMD 2.2.3.177.11), which phones handle by retrying later, rather
+            # than an HTTP 500 that some treat as fatal.
+            answer = ping.server_error()
+            self._log(line, 200, status=answer.status, error=error, **fields)
+            headers = {"MS-Server-ActiveSync": SERVER_VERSION, "Content-Type": answer.content_type}
+            return Reply(200, headers, answer.body)
+        self._log(line, 500, error=error, **fields)
+        return Reply(500)
 
-    def _end_hold(self, device: tuple[int, str]) -> None:
+    def _end_hold(self, device: Device) -> None:
         """End the device's live Ping / held Sync at once (it answers with what it has)."""
         older = self._holds.pop(device, None)
         if older is not None:
             older.close()
 
-    async def _read_body(self, request: web.Request) -> bytes:
-        limit = self.config.max_request_body
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in request.content.iter_chunked(64 * 1024):
-            size += len(chunk)
-            if size > limit:
-                raise HttpError(413, "the request body is larger than server.max_request_body")
-            chunks.append(chunk)
-        return b"".join(chunks)
+    def _release(self, device: Device, sub: LocalSubscription) -> None:
+        if self._holds.get(device) is sub:
+            del self._holds[device]
+
+    async def _read_body(self, request: HttpRequest) -> bytes:
+        data = await request.read(self.config.max_request_body)
+        if len(data) > self.config.max_request_body:
+            raise HttpError(413, "the request body is larger than server.max_request_body")
+        return data
 
     @staticmethod
     def _decode(raw: bytes, content_type: str) -> Any:
@@ -254,12 +408,18 @@ class EasApp:
         raw: bytes,
         content_type: str,
         *,
+        announce: int | None = None,
         may_hold: bool = True,
     ) -> Response:
+        """The command in one transaction. *announce*: the device's hold key, published with the
+        transaction's changes, so that a hold of the device in another process ends; a request
+        run again after its hold (a held Sync that saw a change) neither announces nor holds."""
         now = _now()
         config = self.config
 
         def command(txn: Txn) -> Response:
+            if announce is not None:
+                _changes(txn).add(announce)
             return dispatch.handle(
                 txn, eas, user, body, raw, now, config, content_type, may_hold=may_hold
             )
@@ -269,84 +429,180 @@ class EasApp:
         except Answered as exc:
             return exc.response
 
-    async def _wait(self, response: Response, device: tuple[int, str]) -> Response:
-        """Hold a Ping or a Sync outside any transaction. For a Sync that saw a change, the
-        returned Response still carries ``wait`` (the caller runs the request again).
+    async def _hold(
+        self,
+        line: _Line,
+        wait: PingWait,
+        device: Device,
+        key: int,
+        rerun: tuple[EasRequest, str, Any, bytes, str] | None,
+    ) -> Hold | set[int]:
+        """Subscribe, become the device's live hold, then re-check the folders (subscribing
+        first closes the race with a commit in between): the ids that already changed, or a
+        :class:`Hold` to park.
 
         One hold per device: a newer Ping or held Sync from the same device ends the older one
         at once (it answers as if its time were up: Status 1, or 2 when a change is already
         pending — what Z-Push's forced ping timeout answers too), so a phone whose old
         connection died in a NAT does not leave a stale wait behind until its heartbeat runs
         out. A Ping also watches the user's folder hierarchy (Status 7 when it changes)."""
-        wait = response.wait
-        assert wait is not None
-        hierarchy = hierarchy_key(wait.user_id)
-        ids = wait.folder_ids if wait.rerun else (*wait.folder_ids, hierarchy)
-        with self.store.changes.subscribe(ids) as sub:
-            self._end_hold(device)
-            self._holds[device] = sub
-            try:
-                changed = await self.store.run(lambda txn: ping.changed_since(txn, wait))
-                if not changed:
-                    changed = await sub.wait(float(wait.heartbeat))
-            finally:
-                if self._holds.get(device) is sub:
-                    del self._holds[device]
+        ids = (*wait.folder_ids, key)
+        if not wait.rerun:
+            ids = (*ids, hierarchy_key(wait.user_id))
+        sub = self.store.changes.subscribe(ids)
+        assert isinstance(sub, LocalSubscription)  # every driver's feed is a LocalChangeFeed
+        self._end_hold(device)
+        self._holds[device] = sub
+        try:
+            changed = await self.store.run(lambda txn: ping.changed_since(txn, wait))
+            changed |= sub.take()
+            if not changed and not sub.closed:
+                return Hold(self, line, device, sub, wait, key, rerun)
+        except BaseException:
+            self._release(device, sub)
+            sub.close()
+            raise
+        self._release(device, sub)
+        sub.close()
+        return changed
+
+    @staticmethod
+    def _ended(wait: PingWait, changed: set[int], key: int) -> Response | None:
+        """The answer of a hold that ended with *changed*; None when a held Sync saw a change
+        (it runs again). Only the device's hold key in *changed*: a newer request ended it."""
+        changed.discard(key)
         if wait.rerun:
-            return response if changed else Response(status=None)
-        return ping.finish(wait, changed, hierarchy_changed=hierarchy in changed)
+            return None if changed else Response(status=None)
+        return ping.finish(wait, changed, hierarchy_changed=hierarchy_key(wait.user_id) in changed)
+
+    async def _rerun(
+        self,
+        line: _Line,
+        request: tuple[EasRequest, str, Any, bytes, str],
+        done: Callable[[Reply], object],
+    ) -> None:
+        REQUEST_CONTEXT.set(line.fields)
+        try:
+            reply = self._answer(line, await self._run(*request, may_hold=False))
+        except Exception as exc:
+            reply = self._failed(line, exc)
+        done(reply)
 
     # -- Autodiscover
 
-    async def autodiscover(self, request: web.Request) -> web.Response:
-        started = time.perf_counter()
-        auth = await self.auth.authenticate(
-            request.headers.get("Authorization"), self.client_address(request)
-        )
+    async def autodiscover(self, request: HttpRequest) -> Reply:
+        line = self._line(request)
+        auth = await self.auth.authenticate(request.headers.get("Authorization"), line.remote)
         if auth.user is None:
             headers = self._challenge() if auth.http_status == 401 else {"Retry-After": "60"}
-            self._log(request, started, auth.http_status, cmd="Autodiscover", user=auth.name)
-            return web.Response(status=auth.http_status, headers=headers)
-        try:
-            raw = await self._read_body_limited(request, autodiscover.MAX_REQUEST)
-        except HttpError as exc:
-            self._log(request, started, exc.http_status, cmd="Autodiscover", user=auth.name)
-            return web.Response(status=exc.http_status)
+            self._log(line, auth.http_status, cmd="Autodiscover", user=auth.name)
+            return Reply(auth.http_status, headers)
+        limit = autodiscover.MAX_REQUEST
+        length = request.content_length
+        raw = b"" if length is not None and length > limit else await request.read(limit)
+        if (length is not None and length > limit) or len(raw) > limit:
+            self._log(line, 413, cmd="Autodiscover", user=auth.name)
+            return Reply(413)
         host = self.config.public_name or request.host
         url = f"https://{host}/Microsoft-Server-ActiveSync"
         body = autodiscover.respond(raw, auth.user, url, _now())
-        self._log(request, started, 200, cmd="Autodiscover", user=auth.user.name)
-        return web.Response(
-            status=200, body=body, headers={"Content-Type": autodiscover.CONTENT_TYPE}
-        )
+        self._log(line, 200, cmd="Autodiscover", user=auth.user.name)
+        return Reply(200, {"Content-Type": autodiscover.CONTENT_TYPE}, body)
 
-    async def _read_body_limited(self, request: web.Request, limit: int) -> bytes:
-        if request.content_length is not None and request.content_length > limit:
-            raise HttpError(413, "request too large")
-        data = await request.content.read(limit + 1)
-        if len(data) > limit:
-            raise HttpError(413, "request too large")
-        return data
+
+def _changes(txn: Txn) -> set[int]:
+    """The feed ids *txn* publishes after COMMIT (both drivers' transactions collect them in
+    ``changed``; a rollback drops them)."""
+    changed: set[int] = txn.changed  # type: ignore[attr-defined]
+    return changed
+
+
+# -- aiohttp
+
+
+class _AiohttpRequest:
+    """An aiohttp request as the handlers read it."""
+
+    __slots__ = ("_request",)
+
+    def __init__(self, request: web.Request) -> None:
+        self._request = request
+
+    @property
+    def method(self) -> str:
+        return self._request.method
+
+    @property
+    def path(self) -> str:
+        return self._request.path
+
+    @property
+    def query_string(self) -> str:
+        return self._request.query_string
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        return self._request.headers
+
+    @property
+    def remote(self) -> str:
+        return self._request.remote or ""
+
+    @property
+    def host(self) -> str:
+        return self._request.host
+
+    @property
+    def content_length(self) -> int | None:
+        return self._request.content_length
+
+    @property
+    def content_type(self) -> str:
+        return self._request.content_type
+
+    def forwarded_for(self) -> str:
+        return ",".join(self._request.headers.getall("X-Forwarded-For", ()))
+
+    async def read(self, limit: int) -> bytes:
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in self._request.content.iter_chunked(64 * 1024):
+            size += len(chunk)
+            chunks.append(chunk)
+            if size > limit:
+                break
+        return b"".join(chunks)
 
 
 EAS_APP: web.AppKey[EasApp] = web.AppKey("natsync", EasApp)
 
 
 def make_app(config: ServerConfig, store: Store, relay: Any = None) -> web.Application:
+    """The same handlers as an aiohttp application (run it with ``handler_cancellation=True``
+    so that a phone that drops its connection ends its held Ping at once). A held Ping costs
+    aiohttp's per-request objects and a task here; :func:`start_server` serves without them."""
     eas = EasApp(config, store, relay)
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        result = await eas.route(_AiohttpRequest(request))
+        reply = await result.result() if isinstance(result, Hold) else result
+        return web.Response(status=reply.status, headers=reply.headers, body=reply.body or None)
+
     # aiohttp's own body limit sits above ours, so our 413 (with its log line) answers first.
     app = web.Application(client_max_size=config.max_request_body + 1)
-    app.router.add_route("*", "/{tail:.*}", eas.route)
+    app.router.add_route("*", "/{tail:.*}", handle)
     app[EAS_APP] = eas
     return app
+
+
+# -- serving
 
 
 def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     """uvloop's event loop when installed (the ``uvloop`` extra), else None (asyncio's).
 
-    Memory per held Ping is what limits a push server, and the TLS transport dominates it:
-    asyncio's reserves about 570 KB per connection (its 256 KiB buffers), uvloop's about 25-30
-    KB (docs/push.md). NATSYNC_NO_UVLOOP=1 keeps the standard loop."""
+    Memory per held Ping is what limits a push server; uvloop's transports are leaner than
+    asyncio's (docs/push.md). NATSYNC_NO_UVLOOP=1 keeps the standard loop."""
     if os.environ.get("NATSYNC_NO_UVLOOP"):
         return None
     try:
@@ -368,8 +624,8 @@ def tls_context(config: ServerConfig) -> ssl.SSLContext | None:
 
 @dataclass(slots=True)
 class RunningServer:
-    runner: web.AppRunner
-    site: web.TCPSite
+    front: Front
+    eas: EasApp
     host: str
     port: int
     tls: bool
@@ -381,24 +637,22 @@ class RunningServer:
         return f"{scheme}://{host}:{self.port}/Microsoft-Server-ActiveSync"
 
     async def close(self) -> None:
-        await self.runner.cleanup()
+        await self.front.close(SHUTDOWN_GRACE)
 
 
 async def start_server(config: ServerConfig, store: Store, *, relay: Any = None) -> RunningServer:
-    """Serve ActiveSync on config.host:config.port (0: a free port); returns once listening."""
-    app = make_app(config, store, relay)
-    # handler_cancellation: a phone that drops its connection ends its held Ping at once
-    # instead of holding a subscription until the heartbeat. A command cancelled while its
-    # transaction runs still commits in the store's thread; the phone, lacking the answer,
-    # retransmits with the same SyncKey and gets the cached answer — safe by design.
-    runner = web.AppRunner(
-        app, access_log=None, shutdown_timeout=SHUTDOWN_GRACE, handler_cancellation=True
-    )
-    await runner.setup()
+    """Serve ActiveSync on config.host:config.port (0: a free port); returns once listening.
+
+    A phone that drops its connection ends its held Ping at once (the front releases the
+    hold), and a request whose connection closes while it runs is cancelled. A command
+    cancelled while its transaction runs still commits in the store's thread; the phone,
+    lacking the answer, retransmits with the same SyncKey and gets the cached answer — safe by
+    design."""
+    eas = EasApp(config, store, relay)
     context = tls_context(config)
-    site = web.TCPSite(runner, config.host, config.port, ssl_context=context)
-    await site.start()
-    port = int(runner.addresses[0][1])
+    body_limit = max(config.max_request_body, autodiscover.MAX_REQUEST)
+    front = await Front.start(eas.route, config.host, config.port, context, body_limit)
+    port = front.port
     log.info("ActiveSync server listening on %s:%d (tls=%s)", config.host, port, bool(context))
     log.info(
         "Ping heartbeat accepted: %d..%d s%s",
@@ -409,4 +663,4 @@ async def start_server(config: ServerConfig, store: Store, *, relay: Any = None)
         if config.heartbeat_cap < config.heartbeat_max
         else "",
     )
-    return RunningServer(runner, site, config.host, port, context is not None)
+    return RunningServer(front, eas, config.host, port, context is not None)

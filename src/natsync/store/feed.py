@@ -1,23 +1,44 @@
 """The in-process change feed: wakes waiting Pings when a transaction changed their folders.
 
 A server holds thousands of Pings, each waiting on a handful of folders, and a commit touches a
-few folders; so the feed keeps a dict ``folder id -> set of subscriptions`` and a publish costs
-one lookup per changed folder, not one per waiter. Publishing happens in the store's worker
-thread after COMMIT; a subscription is bound to the event loop that awaits it and is woken with
-``call_soon_threadsafe``, so it works whichever thread publishes (``Store.run`` or ``run_sync``).
+few folders; so the feed keeps a dict ``feed id -> subscription(s)`` and a publish costs one
+lookup per changed id, not one per waiter. Publishing happens in the store's worker thread after
+COMMIT; a subscription is bound to the event loop that waits on it and is woken with
+``call_soon_threadsafe``, so it works whichever thread publishes (``Store.run`` or
+``run_sync``, or the PostgreSQL listener for commits of other processes).
 
 Changes that arrive while nobody is waiting are kept on the subscription and returned by the
-next ``wait``: a Ping that subscribes, then checks its folders, then waits, misses nothing.
+next ``wait`` / ``take``: a Ping that subscribes, then checks its folders, then waits, misses
+nothing.
+
+Feed ids live in three namespaces of one integer space, so that one NOTIFY payload format and
+one dict carry them all:
+
+* folder ids (positive): the folder's content or existence changed;
+* :func:`hierarchy_key` (``-user_id``): the user's folder hierarchy changed;
+* :func:`hold_key` (below ``-HOLD_KEY_BASE``): a request of the device arrived that ends its
+  live hold (Ping or held Sync). This is how the one-live-Ping rule crosses processes: the
+  newer request's transaction adds the key to its changes, the commit publishes it (NOTIFY on
+  PostgreSQL), and a Ping held on any process for that device wakes and ends (docs/push.md).
+
+A waiter either awaits :meth:`LocalSubscription.wait` (one task per waiter), or, to hold
+thousands without a task each, registers one callback with :meth:`LocalSubscription.notify` and
+reads what changed with :meth:`LocalSubscription.take` when it is called.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from natsync.store.api import Subscription
+
+#: Hold keys are ``-(HOLD_KEY_BASE + h)`` with ``0 <= h < 2**61``: below every hierarchy key
+#: (``-user_id``, user ids are far below 2**62) and, like them, never a folder id.
+HOLD_KEY_BASE = 1 << 62
 
 
 def hierarchy_key(user_id: int) -> int:
@@ -29,98 +50,162 @@ def hierarchy_key(user_id: int) -> int:
     return -user_id
 
 
+def hold_key(user_id: int, device_id: str) -> int:
+    """The feed id that ends the live hold of device *device_id* of user *user_id*.
+
+    A 61-bit BLAKE2b of the pair (DeviceIds compare without regard to case, as in the store), so
+    every process computes it from the request alone, before the device row is read; a collision
+    (odds 2**-61 per pair) would only end a held Ping early, which answers Status 1.
+    """
+    data = f"{user_id}\0{device_id.lower()}".encode()
+    digest = int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big")
+    return -(HOLD_KEY_BASE + (digest >> 3))
+
+
+def is_hold_key(feed_id: int) -> bool:
+    return feed_id <= -HOLD_KEY_BASE
+
+
 class LocalChangeFeed:
     """A :class:`natsync.store.api.ChangeFeed` for the processes of one store."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._by_folder: dict[int, set[LocalSubscription]] = {}
+        # One subscription alone on an id (the common case: a user's inbox, hierarchy key and
+        # hold key each have one waiter) is stored bare, a set only when several share it.
+        self._by_id: dict[int, LocalSubscription | set[LocalSubscription]] = {}
 
     def subscribe(self, folder_ids: Iterable[int]) -> LocalSubscription:
         subscription = LocalSubscription(self, frozenset(folder_ids))
+        by_id = self._by_id
         with self._lock:
-            for folder_id in subscription.folder_ids:
-                self._by_folder.setdefault(folder_id, set()).add(subscription)
+            for feed_id in subscription.folder_ids:
+                found = by_id.get(feed_id)
+                if found is None:
+                    by_id[feed_id] = subscription
+                elif isinstance(found, set):
+                    found.add(subscription)
+                else:
+                    by_id[feed_id] = {found, subscription}
         return subscription
 
     def publish(self, folder_ids: Iterable[int]) -> None:
         """Tell every subscription watching one of *folder_ids* (any thread may call this)."""
         to_wake: dict[LocalSubscription, set[int]] = {}
         with self._lock:
-            for folder_id in folder_ids:
-                for subscription in self._by_folder.get(folder_id, ()):
-                    to_wake.setdefault(subscription, set()).add(folder_id)
+            for feed_id in folder_ids:
+                found = self._by_id.get(feed_id)
+                if found is None:
+                    continue
+                for subscription in found if isinstance(found, set) else (found,):
+                    to_wake.setdefault(subscription, set()).add(feed_id)
             for subscription, changed in to_wake.items():
                 subscription._deliver(changed)  # under the feed's lock
 
     def watched(self) -> list[int]:
-        """Every id some subscription watches (to wake them all after missed notifications)."""
+        """Every folder and hierarchy id some subscription watches (to wake them all after
+        missed notifications). Hold keys are left out: a missed end of hold only lets the old
+        Ping run to its heartbeat, while waking every hold would end every held Ping."""
         with self._lock:
-            return list(self._by_folder)
+            return [i for i in self._by_id if not is_hold_key(i)]
 
     def waiting(self) -> int:
         """How many subscriptions are open (for metrics and tests)."""
         with self._lock:
-            return len({s for subs in self._by_folder.values() for s in subs})
+            subs: set[LocalSubscription] = set()
+            for found in self._by_id.values():
+                if isinstance(found, set):
+                    subs |= found
+                else:
+                    subs.add(found)
+            return len(subs)
 
     def _remove(self, subscription: LocalSubscription) -> None:
+        by_id = self._by_id
         with self._lock:
-            for folder_id in subscription.folder_ids:
-                subs = self._by_folder.get(folder_id)
-                if subs is not None:
-                    subs.discard(subscription)
-                    if not subs:
-                        del self._by_folder[folder_id]
-
-
-def _wake(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
+            for feed_id in subscription.folder_ids:
+                found = by_id.get(feed_id)
+                if found is subscription:
+                    del by_id[feed_id]
+                elif isinstance(found, set):
+                    found.discard(subscription)
+                    if len(found) == 1:
+                        by_id[feed_id] = next(iter(found))
+                    elif not found:
+                        del by_id[feed_id]
 
 
 class LocalSubscription:
-    """One waiter; cheap: a frozenset, a set of pending ids and at most one future."""
+    """One waiter; cheap: a frozenset, the ids changed so far and at most one callback."""
 
-    __slots__ = ("_closed", "_feed", "_future", "_loop", "_pending", "folder_ids")
+    __slots__ = ("_callback", "_closed", "_feed", "_loop", "_pending", "folder_ids")
 
     def __init__(self, feed: LocalChangeFeed, folder_ids: frozenset[int]) -> None:
         self._feed = feed
         self.folder_ids = folder_ids
-        self._pending: set[int] = set()
+        self._pending: set[int] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._future: asyncio.Future[None] | None = None
+        self._callback: Callable[[], object] | None = None
         self._closed = False
 
     def _deliver(self, changed: set[int]) -> None:
         """Record *changed* and wake the waiter; called with the feed's lock held."""
-        self._pending |= changed
-        future, loop = self._future, self._loop
-        if future is not None and loop is not None:
+        if self._pending is None:
+            self._pending = changed
+        else:
+            self._pending |= changed
+        self._fire()
+
+    def _fire(self) -> None:
+        """Hand the callback to its loop, once (called with the feed's lock held)."""
+        callback, loop = self._callback, self._loop
+        if callback is not None and loop is not None:
+            self._callback = None
             # RuntimeError: the waiter's loop is closed, nobody is left to wake.
             with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(_wake, future)
+                loop.call_soon_threadsafe(callback)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def notify(self, loop: asyncio.AbstractEventLoop, callback: Callable[[], object]) -> None:
+        """Have *loop* call *callback* once: when an id changed (now, if one already did) or
+        the subscription is closed. Read the changes with :meth:`take` then."""
+        with self._feed._lock:
+            if self._pending or self._closed:
+                loop.call_soon(callback)
+                return
+            self._loop, self._callback = loop, callback
+
+    def cancel_notify(self) -> None:
+        """Forget the callback registered by :meth:`notify` (it is not called)."""
+        with self._feed._lock:
+            self._callback = None
+
+    def take(self) -> set[int]:
+        """The ids changed since the last take (and forget them)."""
+        with self._feed._lock:
+            changed, self._pending = self._pending, None
+        return changed or set()
 
     async def wait(self, timeout: float) -> set[int]:
         """The ids of the folders that changed, or an empty set when *timeout* seconds passed."""
         loop = asyncio.get_running_loop()
-        with self._feed._lock:  # one lock orders deliver against this check
-            if self._pending or self._closed:
-                return self._take()
-            future: asyncio.Future[None] = loop.create_future()
-            self._loop, self._future = loop, future
-        timer = loop.call_later(max(timeout, 0.0), _wake, future)
+        future: asyncio.Future[None] = loop.create_future()
+
+        def wake() -> None:
+            if not future.done():
+                future.set_result(None)
+
+        self.notify(loop, wake)
+        timer = loop.call_later(max(timeout, 0.0), wake)
         try:
             await future
         finally:
             timer.cancel()
-            with self._feed._lock:
-                self._future = None
-        with self._feed._lock:
-            return self._take()
-
-    def _take(self) -> set[int]:
-        changed, self._pending = self._pending, set()
-        return changed
+            self.cancel_notify()
+        return self.take()
 
     def close(self) -> None:
         """Stop watching at once; a wait in progress returns what it has (or nothing)."""
@@ -129,10 +214,7 @@ class LocalSubscription:
         self._feed._remove(self)
         with self._feed._lock:
             self._closed = True
-            future, loop = self._future, self._loop
-        if future is not None and loop is not None:
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(_wake, future)
+            self._fire()
 
     def __enter__(self) -> Subscription:
         return self
