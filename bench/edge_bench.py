@@ -429,7 +429,8 @@ def main() -> None:
         print(f"{label:28}{fmt.format(edge[key]):>14}{fmt.format(nginx[key]):>14}{ratio:>11.0%}")
     print(
         f"(nginx: worker_processes {args.nginx_workers}; edge: {edge_workers} process(es) on "
-        f"uvloop; {os.cpu_count()} CPUs shared with wrk, the backend and other work)"
+        f"uvloop; {os.cpu_count()} CPUs shared with wrk, the backend and other work; load "
+        f"average now {os.getloadavg()[0]:.1f} — above ~1 the figures are noisy, read the ratios)"
     )
 
 
