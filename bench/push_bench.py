@@ -588,6 +588,7 @@ async def one_round(args: argparse.Namespace, n: int, work: Path, inbox: str) ->
         setup_s = time.monotonic() - started
         await asyncio.sleep(3.0)  # let the setup burst settle (allocator, GC)
         rss_held = server.rss()
+        tasks_held = (await server.ask("stat"))["tasks"]
         trace = await server.ask("trace") if args.trace else None
         cpu0, t0 = server.cpu(), time.monotonic()
         await asyncio.sleep(args.idle_seconds)
@@ -641,6 +642,7 @@ async def one_round(args: argparse.Namespace, n: int, work: Path, inbox: str) ->
             "rss_idle": rss_idle,
             "rss_held": rss_held,
             "per_ping": (rss_held - rss_idle) / n,
+            "tasks_held": tasks_held,
             "idle_cpu": idle_cpu,
             "push_cpu_ms": push_cpu * 1000 / max(1, len(sent)),
             "p50": statistics.median(latencies) if latencies else float("nan"),
@@ -671,6 +673,7 @@ async def bench(args: argparse.Namespace) -> None:
     sizes = [int(x) for x in args.devices.split(",")]
     work = Path(tempfile.mkdtemp(prefix="push-bench-"))
     try:
+        print(f"load average before: {os.getloadavg()}", flush=True)
         t = time.monotonic()
         self_signed(work)
         inbox = make_store(work / "store.db", max(sizes))
@@ -692,9 +695,9 @@ async def bench(args: argparse.Namespace) -> None:
         print(
             "| held Pings | RSS idle | RSS held | KB per held Ping | idle CPU (% core) "
             "| push p50 / p99 / max ms (from 250) | (from end of DATA) | server CPU ms/push "
-            "| arrived once | dup | missing | Sync p50 / p99 ms |"
+            "| arrived once | dup | missing | Sync p50 / p99 ms | server tasks held |"
         )
-        print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for r in rows:
             print(
                 f"| {r['n']:,} | {r['rss_idle'] / 2**20:.0f} MB | {r['rss_held'] / 2**20:.0f} MB "
@@ -702,8 +705,9 @@ async def bench(args: argparse.Namespace) -> None:
                 f"| {r['p50']:.1f} / {r['p99']:.1f} / {r['max']:.1f} "
                 f"| {r['d50']:.1f} / {r['d99']:.1f} / {r['dmax']:.1f} | {r['push_cpu_ms']:.2f} "
                 f"| {r['once']}/{r['sent']} | {r['dup']} | {r['missing']} "
-                f"| {r['sync50']:.1f} / {r['sync99']:.1f} |"
+                f"| {r['sync50']:.1f} / {r['sync99']:.1f} | {r['tasks_held']} |"
             )
+        print(f"load average after: {os.getloadavg()}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
