@@ -84,3 +84,45 @@ def test_certificate_mismatch(play: Any) -> None:
     assert edge_tls["severity"] == "ok"
     assert edge_tls["title"] == f"The certificate at {t.PUBLIC} port 443 is valid for {PUBLIC_NAME}"
     assert get(narr.reports["edge"], "session")["severity"] == "ok"
+
+
+def test_dynamic_address(play: Any) -> None:
+    narr = play("dynamic-address")
+    stale = get(narr.reports["stale-record"], "names", "DNS does not point at the current")
+    assert stale["severity"] == "fail"
+    assert f"public address now: {t.PUBLIC_NEXT}" in stale["evidence"]
+    assert narr.reports["ttl-recovery"]["seconds"] < 3 + 6
+    sticky = get(narr.reports["sticky-cache"], "names", "Stale DNS")
+    assert sticky["severity"] == "fail"
+    assert sticky["title"] == f"Stale DNS: the phone's resolver still hands out {t.PUBLIC_NEXT}"
+    assert "DNS caches sit behind a changed address" in sticky["cause"]
+
+
+def test_direct_push_timeout(play: Any) -> None:
+    narr = play("direct-push-timeout")
+    cut = get(narr.reports["cut"], "push")
+    assert cut["severity"] == "fail"
+    assert cut["title"].startswith("Something on the path cuts a waiting Ping after about")
+    assert "NAT idle timeouts cut Direct Push" in cut["cause"]
+    capped = get(narr.reports["capped"], "push")
+    assert capped["severity"] == "ok"
+    assert capped["title"] == "A waiting Ping survived its whole heartbeat (3 s)"
+    assert narr.reports["push-capped"]["push"]["heartbeat"] == 3
+
+
+def test_hairpin(play: Any) -> None:
+    narr = play("hairpin")
+    reach = get(narr.reports["hairpin"], "reach", "HTTPS port 443")
+    assert reach["severity"] == "fail"
+    assert "hairpin NAT" in reach["cause"]
+    assert get(narr.reports["hairpin-rule"], "reach", "HTTPS port 443")["severity"] == "ok"
+    assert get(narr.reports["split-horizon"], "reach", "HTTPS port 443")["severity"] == "ok"
+
+
+def test_carrier_grade_nat(play: Any) -> None:
+    narr = play("carrier-grade-nat")
+    assert narr.reports["ddns-cgnat"]["verdict"] == "cgnat"
+    assert narr.reports["ddns-cgnat"]["port_forwarding_possible"] is False
+    inside = get(narr.reports["doctor-cgnat"], "inside", "Carrier-grade")
+    assert inside["severity"] == "fail"
+    assert inside["title"] == "Carrier-grade NAT: phones cannot reach this network"

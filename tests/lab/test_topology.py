@@ -91,14 +91,16 @@ def test_wan_renumbering_and_carrier_grade_nat() -> None:
     )  # fmt: skip
     assert t.plan_wan_address(topo, t.CGNAT)[1][5] == f"{t.CGNAT}/10"
     assert t.plan_wan_address(topo, t.CGNAT)[2][-1] == t.INET_SHARED
+    assert t.plan_wan_address(topo, t.CGNAT)[3][2] == topo.names.ns(t.Role.INET)
 
 
 def test_router_rules_forward_masquerade_and_reset_forgotten_connections() -> None:
     topo = _topo(forwards=((443, t.LAN_HOST, 4443), (25, t.LAN_HOST, 25)))
     rules = t.router_ruleset(topo)
     wan = topo.names.wan_if
-    assert f'iifname "{wan}" tcp dport 443 dnat ip to {t.LAN_HOST}:4443' in rules
-    assert f'iifname "{wan}" tcp dport 25 dnat ip to {t.LAN_HOST}:25' in rules
+    local = "fib daddr type local"
+    assert f'iifname "{wan}" {local} tcp dport 443 dnat ip to {t.LAN_HOST}:4443' in rules
+    assert f'iifname "{wan}" {local} tcp dport 25 dnat ip to {t.LAN_HOST}:25' in rules
     assert f'oifname "{wan}" meta nfproto ipv4 masquerade' in rules
     assert "policy drop" in rules
     assert "ct state invalid meta l4proto tcp reject with tcp reset" in rules
@@ -109,9 +111,13 @@ def test_router_rules_forward_masquerade_and_reset_forgotten_connections() -> No
 
 def test_conntrack_idle_is_a_sysctl_in_the_routers_namespace() -> None:
     topo = _topo(conntrack_idle=7)
-    command = t.plan_up(topo)[-1]
-    assert command[:4] == ("ip", "netns", "exec", topo.names.ns(t.Role.ROUTER))
-    assert command[-1] == "net.netfilter.nf_conntrack_tcp_timeout_established=7"
+    timeout, loose = t.plan_up(topo)[-2:]
+    assert timeout[:4] == ("ip", "netns", "exec", topo.names.ns(t.Role.ROUTER))
+    assert timeout[-1] == "net.netfilter.nf_conntrack_tcp_timeout_established=7"
+    assert loose[-1] == "net.netfilter.nf_conntrack_tcp_loose=0"
+    default = t.plan_conntrack_idle(topo, None)
+    assert default[0][-1] == "net.netfilter.nf_conntrack_tcp_timeout_established=432000"
+    assert default[1][-1] == "net.netfilter.nf_conntrack_tcp_loose=1"
     with pytest.raises(ValueError):
         t.plan_conntrack_idle(topo, 0)
 

@@ -7,7 +7,10 @@ forwarder around it that the lab runs inside the phone's namespace on 127.0.0.1:
 zone's authoritative server. An answer always carries the seconds it will still be served from
 the cache as its TTL, so `natsync doctor --resolver` reports the wait truthfully.
 
-Run: ``python -m natsync.lab.dnscache --upstream 192.0.3.1:53 [--sticky SECONDS]``.
+The same forwarder, with ``--local NAME=IP``, is the LAN's split-horizon resolver in the
+hairpin scenario: it answers the public name with the server's private address itself.
+
+Run: ``python -m natsync.lab.dnscache --upstream 192.0.3.1:53 [--sticky S] [--local N=IP]``.
 """
 
 from __future__ import annotations
@@ -21,8 +24,12 @@ from typing import cast
 
 import dns.asyncquery
 import dns.exception
+import dns.flags
 import dns.message
 import dns.rcode
+import dns.rdataclass
+import dns.rdatatype
+import dns.rrset
 
 log = logging.getLogger("natsync.lab.dnscache")
 
@@ -74,10 +81,29 @@ def _with_ttl(wire: bytes, query: dns.message.Message, ttl: int) -> bytes:
     return response.to_wire()
 
 
+#: TTL of the answers a split-horizon resolver gives from its own data.
+LOCAL_TTL = 60
+
+
+def local_answer(query: dns.message.Message, address: str) -> bytes:
+    """The resolver's own answer for a name it serves itself (split-horizon DNS: the LAN's
+    view of the public name is the server's private address)."""
+    response = dns.message.make_response(query)
+    q = query.question[0]
+    response.answer.append(
+        dns.rrset.from_text(q.name, LOCAL_TTL, dns.rdataclass.IN, dns.rdatatype.A, address)
+    )
+    response.flags |= dns.flags.AA
+    return response.to_wire()
+
+
 class _Protocol(asyncio.DatagramProtocol):
-    def __init__(self, cache: Cache, upstream: tuple[str, int]) -> None:
+    def __init__(
+        self, cache: Cache, upstream: tuple[str, int], local: dict[str, str] | None = None
+    ) -> None:
         self.cache = cache
         self.upstream = upstream
+        self.local = local or {}
         self.transport: asyncio.DatagramTransport | None = None
         self.tasks: set[asyncio.Task[None]] = set()
 
@@ -101,7 +127,11 @@ class _Protocol(asyncio.DatagramProtocol):
         key = (q.name.to_text().lower(), int(q.rdtype))
         now = time.monotonic()
         hit = self.cache.lookup(key, now)
-        if hit is not None:
+        own = self.local.get(key[0].rstrip("."))
+        if own is not None and q.rdtype == dns.rdatatype.A:
+            out = local_answer(query, own)
+            log.info("%s A: the local view, %s", key[0], own)
+        elif hit is not None:
             out = _with_ttl(hit[0], query, hit[1])
             log.info("%s %s: from the cache, %d s left", key[0], q.rdtype, hit[1])
         else:
@@ -125,10 +155,15 @@ class _Protocol(asyncio.DatagramProtocol):
             self.transport.sendto(out, addr)
 
 
-async def serve(listen: tuple[str, int], upstream: tuple[str, int], sticky: float | None) -> None:
+async def serve(
+    listen: tuple[str, int],
+    upstream: tuple[str, int],
+    sticky: float | None,
+    local: dict[str, str] | None = None,
+) -> None:
     loop = asyncio.get_running_loop()
     transport, _ = await loop.create_datagram_endpoint(
-        lambda: _Protocol(Cache(sticky), upstream), local_addr=listen
+        lambda: _Protocol(Cache(sticky), upstream, local), local_addr=listen
     )
     log.info("phone DNS cache on %s:%d (sticky: %s)", *listen, sticky)
     try:
@@ -147,9 +182,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--listen", default="127.0.0.1:53")
     parser.add_argument("--upstream", required=True)
     parser.add_argument("--sticky", type=float, default=None, help="keep answers this long")
+    parser.add_argument(
+        "--local", action="append", default=[], metavar="NAME=IP",
+        help="answer NAME with IP from our own data (split-horizon DNS)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    local = dict(item.split("=", 1) for item in args.local)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    asyncio.run(serve(_hostport(args.listen), _hostport(args.upstream), args.sticky))
+    asyncio.run(serve(_hostport(args.listen), _hostport(args.upstream), args.sticky, local))
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ registry host entry — then its DNS cache, both laid over /etc by `ip netns exe
 the CA it was given (as a phone with that CA installed), and syncs the Inbox. It prints one JSON
 object: the address it dialled, whether it synced, the subjects it got, or the error.
 
-Run: ``python -m natsync.lab.phone URL --user U --password P --ca-file F [--ping S]``.
+Run: ``python -m natsync.lab.phone URL --user U --password P --ca-file F [--ping S --push S]``.
 """
 
 from __future__ import annotations
@@ -22,16 +22,65 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from natsync.client import EASClient
-from natsync.client.protocol import ClientError
+from natsync.client import protocol as p
+from natsync.client.protocol import ClientError, Command
 
 #: Seconds one phone command may take: everything is one veth hop away.
 TIMEOUT = 10.0
+#: Seconds a Ping may take beyond its heartbeat before the phone gives up on it.
+PING_SLACK = 4.0
 
 
 def resolve(host: str) -> str:
     """The address the phone's system resolver gives (hosts file first, then DNS)."""
     infos = socket.getaddrinfo(host, None, socket.AF_INET, socket.SOCK_STREAM)
     return str(infos[0][4][0])
+
+
+async def wait_for_push(
+    client: EASClient, inbox: str, heartbeat: int, limit: float
+) -> dict[str, Any]:
+    """Hold Pings on the Inbox, as a phone does, until one reports a change or ``limit``
+    seconds pass. A heartbeat above the server's maximum (Status 5) is retried at the limit
+    the server gives. Says on stdout when each Ping starts, so the lab can time the mail."""
+    started = time.monotonic()
+    pings = 0
+    while time.monotonic() - started < limit:
+        pings += 1
+        print(f"PING {heartbeat}", flush=True)
+        try:
+            response = await asyncio.wait_for(
+                client.request(Command.Ping, p.ping_request(heartbeat, [inbox])),
+                heartbeat + PING_SLACK,
+            )
+        except (ClientError, aiohttp.ClientError, TimeoutError) as exc:
+            return {
+                "changed": False,
+                "pings": pings,
+                "heartbeat": heartbeat,
+                "seconds": time.monotonic() - started,
+                "error": f"no answer to a {heartbeat} s Ping: {type(exc).__name__} {exc}".strip(),
+            }
+        assert response.tree is not None
+        status, changed, server_limit = p.parse_ping(response.tree)
+        if status == p.PingStatus.CHANGES and changed:
+            return {
+                "changed": True,
+                "pings": pings,
+                "heartbeat": heartbeat,
+                "seconds": time.monotonic() - started,
+            }
+        if status == p.PingStatus.HEARTBEAT_OUT_OF_BOUNDS and server_limit is not None:
+            heartbeat = server_limit
+        elif status != p.PingStatus.EXPIRED:
+            return {
+                "changed": False,
+                "pings": pings,
+                "heartbeat": heartbeat,
+                "seconds": time.monotonic() - started,
+                "error": f"Ping Status {status}",
+            }
+    return {"changed": False, "pings": pings, "heartbeat": heartbeat, "seconds": limit}
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -49,16 +98,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             inbox = client.folder(type=2).server_id
             synced = await client.sync(inbox)
             result["subjects"] = sorted(item.subject or "" for item in synced.added)
-            if args.ping:
-                started = time.monotonic()
-                try:
-                    changed = await client.ping([inbox], args.ping)
-                    result["ping"] = {"changed": changed, "seconds": time.monotonic() - started}
-                except (ClientError, aiohttp.ClientError, TimeoutError) as exc:
-                    result["ping"] = {
-                        "error": f"{type(exc).__name__}: {exc}",
-                        "seconds": time.monotonic() - started,
-                    }
+            if args.push:
+                result["push"] = await wait_for_push(client, inbox, args.ping, args.push)
             result["ok"] = True
     except aiohttp.ClientConnectorCertificateError as exc:
         result["error"] = f"certificate refused: {exc.certificate_error}"
@@ -73,7 +114,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--user", required=True)
     parser.add_argument("--password", required=True)
     parser.add_argument("--ca-file", required=True)
-    parser.add_argument("--ping", type=int, default=0, help="then hold a Ping this long")
+    parser.add_argument("--ping", type=int, default=0, help="the heartbeat to ask for")
+    parser.add_argument(
+        "--push", type=float, default=0, help="then hold Pings until a change, at most this long"
+    )
     args = parser.parse_args(argv)
     json.dump(asyncio.run(run(args)), sys.stdout)
     sys.stdout.write("\n")

@@ -217,6 +217,8 @@ class Lab:
             raise LabError(f"a lab run {self.tag} exists already: `natsync lab down {self.tag}`")
         self._state().save()
         self.run_plan(t.plan_up(self.topology))
+        (self.dir / "inet.nft").write_text(t.inet_ruleset())
+        self.ns(self.inet, "nft", "-f", str(self.dir / "inet.nft"))
         self.load_router_rules()
         self.start_miniupnpd()
 
@@ -232,9 +234,10 @@ class Lab:
         self.load_router_rules()
         self.restart_miniupnpd()  # its rules lived in the table just replaced
 
-    def set_conntrack_idle(self, seconds: int) -> None:
+    def set_conntrack_idle(self, seconds: int | None) -> None:
+        """The router's idle timeout for established TCP connections (None: the kernel's)."""
         self.topology = replace(self.topology, conntrack_idle=seconds)
-        sh(*t.plan_conntrack_idle(self.topology, seconds))
+        self.run_plan(t.plan_conntrack_idle(self.topology, seconds))
 
     def set_hairpin(self, on: bool, port: int = 443, host_port: int = 443) -> None:
         self.ns(self.router, "nft", "delete", "table", "ip", t.HAIRPIN_TABLE, check=False)
@@ -275,10 +278,16 @@ class Lab:
         self.start_miniupnpd()
 
     # -- the phone's own /etc --------------------------------------------------------------
-    def phone_etc(self, *, hosts: dict[str, str] | None = None, resolver: str) -> None:
-        """Write the phone's /etc/hosts (the article's registry host entry) and resolv.conf,
-        which `ip netns exec` lays over the host's for processes in the phone namespace."""
-        etc = NETNS_ETC / self.phone
+    def netns_etc(
+        self, ns: str, *, hosts: dict[str, str] | None = None, resolver: str | None
+    ) -> None:
+        """Write a namespace's own /etc/hosts (the phone's: the article's registry host entry)
+        and resolv.conf, which `ip netns exec` lays over the host's for processes started in
+        it from then on; ``resolver`` None removes both."""
+        etc = NETNS_ETC / ns
+        if resolver is None:
+            shutil.rmtree(etc, ignore_errors=True)
+            return
         etc.mkdir(parents=True, exist_ok=True)
         lines = ["127.0.0.1 localhost"] + [f"{ip} {name}" for name, ip in (hosts or {}).items()]
         (etc / "hosts").write_text("\n".join(lines) + "\n")

@@ -214,34 +214,58 @@ def plan_up(topo: Topology) -> list[Command]:
         out.append(("ip", "netns", "exec", ns, "sysctl", "-qw", key))
     out.extend(plan_wan_address(topo, topo.wan_address))
     if topo.conntrack_idle is not None:
-        out.append(plan_conntrack_idle(topo, topo.conntrack_idle))
+        out.extend(plan_conntrack_idle(topo, topo.conntrack_idle))
     return out
 
 
 def plan_wan_address(topo: Topology, address: str) -> list[Command]:
-    """Renumber the router's WAN side: what the ISP does to a dynamic address."""
+    """Renumber the router's WAN side: what the ISP does to a dynamic address. The static
+    forwards match only addresses the router holds (``fib daddr type local``), so packets
+    still sent to the old address find no server behind it."""
     router, wan = topo.names.ns(Role.ROUTER), topo.names.wan_if
     prefix, gateway = wan_prefix(address)
     return [
         ("ip", "-n", router, "-4", "addr", "flush", "dev", wan),
         ("ip", "-n", router, "addr", "add", f"{address}/{prefix}", "dev", wan),
         ("ip", "-n", router, "route", "replace", "default", "via", gateway),
+        # the ISP's side forgets where the old address was: it now belongs to no one
+        ("ip", "-n", topo.names.ns(Role.INET), "neigh", "flush", "dev", topo.names.inet_if),
     ]
 
 
-def plan_conntrack_idle(topo: Topology, seconds: int) -> Command:
-    """How long the router keeps an idle established TCP connection (per namespace)."""
-    if seconds < 1:
+#: The kernel's default idle time of an established TCP connection in conntrack (five days).
+KERNEL_ESTABLISHED = 432000
+
+
+def plan_conntrack_idle(topo: Topology, seconds: int | None) -> list[Command]:
+    """How long the router keeps an idle established TCP connection (per namespace; None: the
+    kernel's default). A router with a short timeout also stops picking up connections it has
+    forgotten (``tcp_loose`` off): their next packet is invalid and answered with a reset (see
+    :func:`router_ruleset`), instead of being silently re-learnt mid-stream."""
+    if seconds is not None and seconds < 1:
         raise ValueError("a conntrack idle timeout is at least 1 s")
-    return (
-        "ip",
-        "netns",
-        "exec",
-        topo.names.ns(Role.ROUTER),
-        "sysctl",
-        "-qw",
-        f"net.netfilter.nf_conntrack_tcp_timeout_established={seconds}",
-    )
+    router = topo.names.ns(Role.ROUTER)
+    established = KERNEL_ESTABLISHED if seconds is None else seconds
+    loose = 1 if seconds is None else 0
+    return [
+        ("ip", "netns", "exec", router, "sysctl", "-qw",
+         f"net.netfilter.nf_conntrack_tcp_timeout_established={established}"),
+        ("ip", "netns", "exec", router, "sysctl", "-qw",
+         f"net.netfilter.nf_conntrack_tcp_loose={loose}"),
+    ]  # fmt: skip
+
+
+def inet_ruleset() -> str:
+    """The internet host routes between the phone and the router, but never into the shared
+    address space 100.64.0.0/10 (RFC 6598): a carrier's NAT addresses are not reachable from
+    the internet, which is what makes carrier-grade NAT a dead end for inbound connections."""
+    return """table ip lab_internet {
+  chain forward {
+    type filter hook forward priority 0; policy accept;
+    ip daddr 100.64.0.0/10 drop
+  }
+}
+"""
 
 
 def router_ruleset(topo: Topology) -> str:
@@ -251,7 +275,7 @@ def router_ruleset(topo: Topology) -> str:
     answered with a reset, as routers that cut idle connections do."""
     n = topo.names
     dnat = "\n".join(
-        f'    iifname "{n.wan_if}" tcp dport {ext} dnat ip to {host}:{port}'
+        f'    iifname "{n.wan_if}" fib daddr type local tcp dport {ext} dnat ip to {host}:{port}'
         for ext, host, port in topo.forwards
     )
     return f"""table inet miniupnpd {{

@@ -13,6 +13,8 @@
 serves them all.
 """
 
+# ruff: noqa: S603, S607 - fixed programs (ip, natsync, dig) with argument lists, no shell
+
 from __future__ import annotations
 
 import json
@@ -56,6 +58,8 @@ SERVER_START = 20.0
 HTTPS_PORT = 443
 SMTP_PORT = 25
 STUN_PORT = 3478
+#: Seconds the pushing phone waits beyond heartbeat + the mail's delay.
+PUSH_SLACK = 6.0
 DEFAULT_FORWARDS = ((HTTPS_PORT, t.LAN_HOST, HTTPS_PORT), (SMTP_PORT, t.LAN_HOST, SMTP_PORT))
 
 
@@ -80,6 +84,7 @@ class World:
         self.cache: subprocess.Popen[bytes] | None = None
         self.ddns_runner: subprocess.Popen[bytes] | None = None
         self.edge: subprocess.Popen[bytes] | None = None
+        self.lan_dns: subprocess.Popen[bytes] | None = None
         self.edge_config = self.dir / "edge.toml"
         self.sticky: float | None = None
         self.config = self.dir / "natsync.toml"
@@ -166,7 +171,6 @@ class World:
             "",
             "[portmap]",
             'method = "upnp"',
-            f'mappings = ["{HTTPS_PORT}/tcp", "{SMTP_PORT}/tcp"]',
             "",
         ]
         self.config.write_text("\n".join(lines))
@@ -251,20 +255,37 @@ key = "{tls / "public.key"}"
         if self.cache is not None:
             self.lab.forget(self.cache)
         self.sticky = sticky
-        self.lab.phone_etc(hosts=hosts, resolver="127.0.0.1")
+        self.lab.netns_etc(self.lab.phone, hosts=hosts, resolver="127.0.0.1")
         extra = ["--sticky", str(sticky)] if sticky is not None else []
-        self.cache = self.lab.spawn(
-            self.lab.phone, *self._python(), "-m", "natsync.lab.dnscache",
-            "--upstream", f"{t.INET}:53", *extra, log="phone-dns.log", env=self.lab.env(),
+        self.cache = self._resolver(self.lab.phone, extra, "phone-dns.log")
+
+    def set_lan_dns(self, local: dict[str, str] | None) -> None:
+        """The LAN's own resolver for devices on the LAN (None: none, the LAN host resolves
+        as before); ``local`` names it answers itself (split-horizon DNS)."""
+        if self.lan_dns is not None:
+            self.lab.forget(self.lan_dns)
+            self.lan_dns = None
+        if local is None:
+            self.lab.netns_etc(self.lab.lan, resolver=None)
+            return
+        self.lab.netns_etc(self.lab.lan, resolver="127.0.0.1")
+        extra = [f"--local={name}={ip}" for name, ip in local.items()]
+        self.lan_dns = self._resolver(self.lab.lan, extra, "lan-dns.log")
+
+    def _resolver(self, ns: str, extra: list[str], log: str) -> subprocess.Popen[bytes]:
+        proc = self.lab.spawn(
+            ns, *self._python(), "-m", "natsync.lab.dnscache",
+            "--upstream", f"{t.INET}:53", *extra, log=log, env=self.lab.env(),
         )  # fmt: skip
         deadline = time.monotonic() + SERVER_START
-        while "UNCONN" not in self.lab.ns(self.lab.phone, "ss", "-Hlun", "sport = :53").stdout:
-            if self.cache.poll() is not None or time.monotonic() > deadline:
-                raise LabError("the phone's DNS cache did not start")
+        while "UNCONN" not in self.lab.ns(ns, "ss", "-Hlun", "sport = :53").stdout:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise LabError(f"the DNS resolver in {ns} did not start")
             time.sleep(0.05)
+        return proc
 
     def set_hosts(self, hosts: dict[str, str] | None) -> None:
-        self.lab.phone_etc(hosts=hosts, resolver="127.0.0.1")
+        self.lab.netns_etc(self.lab.phone, hosts=hosts, resolver="127.0.0.1")
 
     @staticmethod
     def _python() -> list[str]:
@@ -273,18 +294,54 @@ key = "{tls / "public.key"}"
         return [sys.executable]
 
     def phone_sync(
-        self, url: str = PUBLIC_URL, ca_file: Path | None = None, ping: int = 0
+        self,
+        url: str = PUBLIC_URL,
+        ca_file: Path | None = None,
+        ns: str | None = None,
     ) -> dict[str, Any]:
-        """The phone syncs its Inbox (and optionally holds a Ping); its JSON result."""
+        """The phone (in ``ns``: the phone namespace unless told) syncs its Inbox; its JSON
+        result."""
         done = self.lab.run_in(
-            self.lab.phone, *self._python(), "-m", "natsync.lab.phone", url,
+            ns or self.lab.phone, *self._python(), "-m", "natsync.lab.phone", url,
             "--user", USER, "--password", PASSWORD, "--ca-file", str(ca_file or self.ca_file),
-            *(["--ping", str(ping)] if ping else []),
-            timeout=60 + ping,
+            timeout=60,
         )  # fmt: skip
-        if not done.stdout.strip():
-            raise LabError(f"the phone crashed: {done.stderr.strip()[-1000:]}")
-        result: dict[str, Any] = json.loads(done.stdout)
+        return self._phone_result(done.stdout, done.stderr)
+
+    @staticmethod
+    def _phone_result(stdout: str, stderr: str) -> dict[str, Any]:
+        lines = stdout.strip().splitlines()
+        if not lines or not lines[-1].startswith("{"):
+            raise LabError(f"the phone crashed: {stderr.strip()[-1000:]}")
+        result: dict[str, Any] = json.loads(lines[-1])
+        return result
+
+    def phone_push(self, heartbeat: int, subject: str, mail_after: float) -> dict[str, Any]:
+        """The phone holds Pings (asking ``heartbeat``); ``mail_after`` seconds into the
+        first one the remote mail server delivers a message. The phone's result, with
+        ``push``: whether a Ping told it of the new mail, after how long."""
+        limit = heartbeat + mail_after + PUSH_SLACK
+        proc = subprocess.Popen(
+            ["ip", "netns", "exec", self.lab.phone, *self._python(), "-m", "natsync.lab.phone",
+             PUBLIC_URL, "--user", USER, "--password", PASSWORD, "--ca-file", str(self.ca_file),
+             "--ping", str(heartbeat), "--push", str(limit)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=self.lab.env(),
+        )  # fmt: skip
+        try:
+            assert proc.stdout is not None
+            first = proc.stdout.readline()
+            if not first.startswith("PING"):
+                out, err = proc.communicate(timeout=10)
+                return self._phone_result(first + out, err)
+            time.sleep(mail_after)
+            sent = self.send_mail(subject)
+            out, err = proc.communicate(timeout=limit + 20)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        result = self._phone_result(out, err)
+        result["mail"] = sent
         return result
 
     # -- the internet ---------------------------------------------------------------------
@@ -329,11 +386,13 @@ key = "{tls / "public.key"}"
             "--heartbeat", str(heartbeat), *extra,
         )  # fmt: skip
 
-    def doctor_inside(self, *extra: str, url: str = PUBLIC_URL) -> dict[str, Any]:
+    def doctor_inside(
+        self, *extra: str, url: str = PUBLIC_URL, resolver: str = f"{t.INET}:53"
+    ) -> dict[str, Any]:
         """The doctor inside-out, on the LAN host with the deployment's config."""
         return self.doctor(
             self.lab.lan, url, "--config", str(self.config),
-            "--resolver", f"{t.INET}:53", "--authoritative", f"{t.INET}:53",
+            "--resolver", resolver, "--authoritative", f"{t.INET}:53",
             "--ca-file", str(self.ca_file), "--heartbeat", "0", *extra,
         )  # fmt: skip
 
@@ -368,22 +427,19 @@ key = "{tls / "public.key"}"
         TTL-honouring phone without hosts entries."""
         self.stop_ddns()
         self.stop_edge()
+        self.set_lan_dns(None)
         if self.lab.wan_address != t.PUBLIC:
             self.lab.set_wan_address(t.PUBLIC)
         self.lab.set_hairpin(False)
         if self.lab.topology.forwards != DEFAULT_FORWARDS:
             self.lab.set_forwards(DEFAULT_FORWARDS)
-        self.lab.set_conntrack_idle(KERNEL_ESTABLISHED)
+        self.lab.set_conntrack_idle(None)
         self.start_server()
         if self.dig(PUBLIC_NAME) != {t.PUBLIC} or self.dig(MX_NAME) != {t.PUBLIC}:
             done = self.ddns_update()
             if done.returncode != 0:
                 raise LabError(f"ddns update failed: {done.stdout}{done.stderr}")
         self.set_phone(sticky=None)
-
-
-#: The kernel's default idle time of an established TCP connection in conntrack (five days).
-KERNEL_ESTABLISHED = 432000
 
 
 def summary(findings: Sequence[dict[str, Any]]) -> str:

@@ -16,11 +16,19 @@ Scenario = Callable[[World, Narration], None]
 def registry() -> dict[str, tuple[str, Scenario]]:
     """Name -> (one line on what it shows, the function), in the order `all` runs them."""
     from natsync.lab.scenarios import (
+        carrier_grade_nat,
         certificate_mismatch,
+        direct_push_timeout,
+        dynamic_address,
+        hairpin,
         port_forward,
     )
 
     return {
         "port-forward": (port_forward.__doc__ or "", port_forward.run),
         "certificate-mismatch": (certificate_mismatch.__doc__ or "", certificate_mismatch.run),
+        "dynamic-address": (dynamic_address.__doc__ or "", dynamic_address.run),
+        "direct-push-timeout": (direct_push_timeout.__doc__ or "", direct_push_timeout.run),
+        "hairpin": (hairpin.__doc__ or "", hairpin.run),
+        "carrier-grade-nat": (carrier_grade_nat.__doc__ or "", carrier_grade_nat.run),
     }
