@@ -116,12 +116,20 @@ class Pki:
 
 
 def write_config(
-    directory: Path, store_url: str, *, heartbeat_min: int, pki: Pki | None = None
+    directory: Path,
+    store_url: str,
+    *,
+    heartbeat_min: int,
+    pki: Pki | None = None,
+    smarthost: str = "",
 ) -> Path:
-    """One process's config file: its own data_dir, the shared store (TLS with *pki*)."""
+    """One process's config file: its own data_dir, the shared store (TLS with *pki*; the
+    outbound relay to *smarthost* "host:port" when given)."""
     directory.mkdir(parents=True, exist_ok=True)
     config = directory / "natsync.toml"
     tls = f'tls_cert = "{pki.cert}"\ntls_key = "{pki.key}"\n' if pki else ""
+    if smarthost:
+        tls += f'smarthost = "{smarthost}"\n'
     config.write_text(
         "[server]\n"
         'host = "127.0.0.1"\n'
@@ -172,14 +180,21 @@ def servers(
     *,
     heartbeat_min: int = 1,
     pki: Pki | None = None,
+    smarthost: str = "",
 ) -> Iterator[list[ServerProcess]]:
     """*count* ``natsync server`` processes on *store_url*, started together; stopped at exit.
-    Plain HTTP, or TLS with *pki*'s certificate."""
+    Plain HTTP, or TLS with *pki*'s certificate; each relays outbound mail to *smarthost*."""
     started: list[ServerProcess] = []
     try:
         for index in range(count):
             name = "ABCDEFGH"[index]
-            config = write_config(directory / name, store_url, heartbeat_min=heartbeat_min, pki=pki)
+            config = write_config(
+                directory / name,
+                store_url,
+                heartbeat_min=heartbeat_min,
+                pki=pki,
+                smarthost=smarthost,
+            )
             started.append(_start(name, directory / name, "server", "--config", str(config)))
         for server in started:
             http, smtp = _wait_for(server, _HTTP, _SMTP)

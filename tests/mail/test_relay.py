@@ -83,14 +83,14 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def make_relay(store: Store, port: int) -> Relay:
+def make_relay(store: Store, port: int, idle_poll: timedelta = IDLE) -> Relay:
     return Relay(
         store,
         SmartHost("127.0.0.1", port, starttls=False, timeout=5),
         hostname="mx.example.test",
         retry_base=FAST_RETRY,
         retry_max=FAST_RETRY * 4,
-        idle_poll=IDLE,
+        idle_poll=idle_poll,
     )
 
 
@@ -260,3 +260,82 @@ async def test_sent_copy_is_saved_read_in_sent_items(store: Store, alice: User) 
     folder = await store.run(lambda txn: txn.folder_by_type(alice.id, FolderType.SENT_ITEMS))
     assert saved.folder_id == folder.id
     assert await store.run(lambda txn: txn.raw_message(saved.id)) == copy
+
+
+# -- several workers on one queue (one per server process) ------------------------------------
+
+
+def numbered(n: int) -> bytes:
+    return OUTGOING.replace(b"Subject: outbound", b"Subject: outbound %d" % n)
+
+
+def subjects(host: Smarthost) -> list[str]:
+    found = []
+    for envelope in host.received:
+        assert envelope.original_content is not None
+        head = envelope.original_content.split(b"\r\n\r\n", 1)[0].decode()
+        found.extend(line[9:] for line in head.splitlines() if line.startswith("Subject: "))
+    return found
+
+
+async def test_two_relays_on_one_queue_send_every_message_exactly_once(
+    store: Store, store_factory: Callable[..., Store], alice: User, smarthost: Smarthost
+) -> None:
+    count = 40
+    port = await smarthost.start()
+    for n in range(count):
+        await deliver(store, alice.email, [f"r{n}@remote.example"], numbered(n), NOW, [DOMAIN])
+    # Another store on the same file / database: what a second server process opens.
+    other = store_factory(store.path, with_alice=False)  # type: ignore[attr-defined]
+    relays = [make_relay(store, port), make_relay(other, port)]
+    for relay in relays:
+        relay.start()
+    try:
+        await eventually(lambda: len(smarthost.received) >= count, timeout=30)
+        await eventually(lambda: sum(r.sent for r in relays) >= count)
+    finally:
+        for relay in relays:
+            await relay.aclose()
+    got = subjects(smarthost)
+    assert sorted(got) == sorted(f"outbound {n}" for n in range(count))  # each once
+    assert sum(r.sent for r in relays) == count
+    assert await queue(store) == []
+
+
+async def test_a_dead_workers_claim_is_sent_by_another_after_its_lease(
+    store: Store, alice: User, smarthost: Smarthost
+) -> None:
+    port = await smarthost.start()
+    await deliver(store, alice.email, ["carol@remote.example"], OUTGOING, NOW, [DOMAIN])
+    lease = timedelta(seconds=1.5)
+    claimed_at = datetime.now(UTC)
+    [held] = await store.run(
+        lambda txn: txn.claim_outbound(claimed_at, 10, "dead/1/x", claimed_at + lease)
+    )
+    relay = make_relay(store, port, idle_poll=timedelta(milliseconds=200))  # looks again soon
+    relay.start()
+    try:
+        await asyncio.wait_for(smarthost.arrived.wait(), timeout=10)
+        sent_at = datetime.now(UTC)
+        await eventually(lambda: relay.sent == 1)
+    finally:
+        await relay.aclose()
+    assert sent_at >= claimed_at + lease  # not before the dead worker's lease ran out
+    assert len(smarthost.received) == 1
+    assert await queue(store) == []
+    assert held.claimed_by == "dead/1/x"
+
+
+async def test_a_closed_relay_hands_its_claims_back(store: Store, alice: User) -> None:
+    await deliver(store, alice.email, ["carol@remote.example"], OUTGOING, NOW, [DOMAIN])
+    relay = make_relay(store, free_port())  # nobody listens: the claim is what matters
+    owner = relay.owner
+    await store.run(lambda txn: txn.claim_outbound(FAR_FUTURE, 10, owner, FAR_FUTURE))
+    await relay.aclose()
+    [entry] = await queue(store)
+    assert (entry.claimed_by, entry.lease_until) == ("", None)
+
+
+def test_a_lease_shorter_than_one_smtp_conversation_is_refused(store: Store) -> None:
+    with pytest.raises(ValueError, match="longer than one SMTP conversation"):
+        Relay(store, SmartHost("127.0.0.1", 25, timeout=60), lease=timedelta(seconds=30))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -87,3 +88,21 @@ def test_a_file_from_a_newer_natsync_is_refused(tmp_path: Path) -> None:
     conn.close()
     with pytest.raises(StoreError, match="newer natsync"):
         SqliteStore(path)
+
+
+def test_a_version_3_queue_is_upgraded_with_its_entries_unclaimed(tmp_path: Path) -> None:
+    path = tmp_path / "v3.db"
+    conn = connect(path)
+    assert migrations.migrate(conn, upto=3) == 3
+    conn.execute(
+        "INSERT INTO outbound (sender, recipients, raw, next_attempt_at, created_at) "
+        "VALUES ('a@x', '[\"b@remote.test\"]', X'00', 0, 0)"
+    )
+    conn.close()
+    store = SqliteStore(path)
+    try:
+        now = datetime(2026, 1, 1, tzinfo=UTC)
+        [entry] = store.run_sync(lambda txn: txn.claim_outbound(now, 10, "w1", now))
+        assert (entry.recipients, entry.claimed_by) == (("b@remote.test",), "w1")
+    finally:
+        store.close()

@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
@@ -393,3 +394,19 @@ def test_losing_a_race_to_a_unique_name_is_a_conflict(
     with pytest.raises(Conflict) as info:
         a.run_sync(duplicate)
     assert isinstance(info.value.__cause__, psycopg.errors.UniqueViolation)
+
+
+def test_a_version_3_queue_is_upgraded_with_its_entries_unclaimed(bare_url: str) -> None:
+    with psycopg.connect(bare_url, autocommit=True) as conn:
+        assert migrations.pg_migrate(conn, upto=3) == 3
+        conn.execute(
+            "INSERT INTO outbound (sender, recipients, raw, next_attempt_at, created_at) "
+            "VALUES ('a@x', '[\"b@remote.test\"]', '\\x00', 0, 0)"
+        )
+    store = PostgresStore(bare_url)
+    try:
+        now = datetime(2026, 1, 1, tzinfo=UTC)
+        [entry] = store.run_sync(lambda txn: txn.claim_outbound(now, 10, "w1", now))
+        assert (entry.recipients, entry.raw, entry.claimed_by) == (("b@remote.test",), b"\0", "w1")
+    finally:
+        store.close()

@@ -745,6 +745,72 @@ def test_outbound_queue_due_retry_sent(store: Store) -> None:
         store.run_sync(lambda txn: txn.outbound_retry(queued.id, NOW, "x"))
 
 
+def test_outbound_claim_is_exclusive_until_its_lease_runs_out(store: Store) -> None:
+    first, second, third = (
+        store.run_sync(lambda txn, n=n: txn.enqueue_outbound("a@x", [f"{n}@remote.test"], b"r", T0))
+        for n in range(3)
+    )
+    claimed = store.run_sync(lambda txn: txn.claim_outbound(T0, 2, "w1", later(5)))
+    assert [m.id for m in claimed] == [first.id, second.id]
+    assert {(m.claimed_by, m.lease_until) for m in claimed} == {("w1", later(5))}
+    # Another worker gets only what no live claim holds.
+    other = store.run_sync(lambda txn: txn.claim_outbound(later(1), 10, "w2", later(6)))
+    assert [m.id for m in other] == [third.id]
+    assert store.run_sync(lambda txn: txn.claim_outbound(later(1), 10, "w3", later(6))) == []
+    # w1's lease ran out (w1 died): w2 takes its entries over; w1 can no longer mark them.
+    taken = store.run_sync(lambda txn: txn.claim_outbound(later(5), 10, "w2", later(10)))
+    assert [m.id for m in taken] == [first.id, second.id]
+    assert store.run_sync(lambda txn: txn.renew_outbound(first.id, "w1", later(20))) is False
+    with pytest.raises(Conflict, match="claimed by w2"):
+        store.run_sync(lambda txn: txn.outbound_sent(first.id, "w1"))
+    with pytest.raises(Conflict):
+        store.run_sync(lambda txn: txn.outbound_retry(first.id, later(30), "x", "w1"))
+    assert store.run_sync(lambda txn: txn.renew_outbound(first.id, "w2", later(20))) is True
+    store.run_sync(lambda txn: txn.outbound_sent(first.id, "w2"))  # marked done once
+    with pytest.raises(NotFound):
+        store.run_sync(lambda txn: txn.outbound_sent(first.id, "w2"))
+    # A retry releases the claim: the entry is due again at its next attempt, for anyone.
+    store.run_sync(lambda txn: txn.outbound_retry(second.id, later(30), "421", "w2"))
+    # (third, due since T0, comes first: its lease, until later(6), ran out long ago.)
+    rest, again = store.run_sync(lambda txn: txn.claim_outbound(later(30), 10, "w3", later(35)))
+    assert (again.id, again.attempts, again.claimed_by) == (second.id, 1, "w3")
+    assert rest.id == third.id
+    # A worker closing hands its claims back.
+    assert store.run_sync(lambda txn: txn.release_outbound("w3")) == 2
+    assert store.run_sync(lambda txn: txn.release_outbound("w3")) == 0
+    [listed] = [
+        m for m in store.run_sync(lambda txn: txn.due_outbound(later(30), 10)) if m.id == second.id
+    ]
+    assert (listed.claimed_by, listed.lease_until) == ("", None)
+
+
+async def test_two_stores_claiming_together_never_get_the_same_entry(
+    store: Store, store_factory: StoreFactory
+) -> None:
+    entries = 120
+    store.run_sync(
+        lambda txn: [
+            txn.enqueue_outbound("a@x", [f"{n}@remote.test"], b"r", T0) for n in range(entries)
+        ]
+    )
+    other = store_factory(store.path, with_alice=False)  # type: ignore[attr-defined]
+
+    async def drain(on: Store, owner: str) -> list[int]:
+        got: list[int] = []
+        for _ in range(entries):  # bounded: each round takes at least one entry or stops
+            batch = await on.run(lambda txn: txn.claim_outbound(later(1), 3, owner, later(9)))
+            if not batch:
+                return got
+            got.extend(m.id for m in batch)
+            await asyncio.sleep(0)
+        return got
+
+    one, two = await asyncio.gather(drain(store, "w1"), drain(other, "w2"))
+    assert not set(one) & set(two)
+    assert len(one) + len(two) == entries
+    assert len(set(one) | set(two)) == entries
+
+
 # -- the message-version cache ------------------------------------------------------------------
 
 

@@ -20,7 +20,19 @@ Two halves:
 
 ``Relay.kick()`` wakes the worker at once when something was enqueued; otherwise it sleeps until
 the earliest retry it scheduled or ``IDLE_POLL_INTERVAL`` (entries queued by another process),
-never busy-waiting. One Relay per store: two workers on one queue could both send an entry.
+never busy-waiting.
+
+Several workers on one queue (one per server process sharing a PostgreSQL store, or several
+processes on one SQLite file) never send an entry twice while they live: a worker *claims* due
+entries (``Txn.claim_outbound``: ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, one writer at a time
+on SQLite) under its owner name with a lease (``RELAY_LEASE``), renews the lease before a send
+that could outlast it, and only the holder of the claim marks the entry sent or retried. A
+worker that dies holding claims (SIGKILL, a machine lost) leaves them to run out: once the lease
+has passed, any other worker takes the entries (at its next round: a kick or its idle poll). A
+worker closed cleanly hands its claims back at once. What is left is the window between the
+smarthost's "250" and the commit of ``outbound_sent``: a worker killed exactly there has sent
+the message and the next worker sends it again (at-least-once, never lost). Leases compare the
+workers' own clocks: keep the machines' clocks in step (NTP), far closer than the lease.
 """
 
 from __future__ import annotations
@@ -29,7 +41,9 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
 import re
+import socket
 import ssl
 import uuid
 from collections.abc import Callable, Coroutine, Iterable, Sequence
@@ -43,7 +57,18 @@ import aiosmtplib
 
 from natsync.mail import imip
 from natsync.mail.mime import header_text, parse_bytes, parse_message
-from natsync.store.api import FolderType, Message, NewMessage, OutboundMail, Store, Txn, User
+from natsync.store.api import (
+    Conflict,
+    FolderType,
+    Message,
+    NewMessage,
+    NotFound,
+    OutboundMail,
+    Store,
+    StoreError,
+    Txn,
+    User,
+)
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +79,13 @@ RETRY_MAX_DELAY = timedelta(hours=1)
 #: Attempts before giving up with a bounce: 7 doublings reach the 1 h cap in about 2 h, then
 #: about 118 hourly tries make RFC 5321 4.5.4.1's "at least 4-5 days".
 MAX_ATTEMPTS = 125
-#: Queue entries taken per store transaction.
-BATCH_SIZE = 50
+#: Queue entries claimed per store transaction: small, because a claim keeps its entries from
+#: the other workers until they are sent; a backlog is spread over every process's worker.
+BATCH_SIZE = 10
+#: How long a claim holds an entry for one worker. Far above one SMTP conversation
+#: (SMARTHOST_TIMEOUT), renewed before each send that might outlast it; it bounds how long the
+#: entries of a worker that died wait before another worker sends them.
+RELAY_LEASE = timedelta(minutes=5)
 #: How long the worker sleeps with nothing scheduled: catches entries another process queued.
 IDLE_POLL_INTERVAL = timedelta(seconds=30)
 #: Never sleep shorter than this between rounds (no busy loop, even with a clock in the past).
@@ -290,8 +320,19 @@ def _spawn(coro: Coroutine[Any, Any, None], name: str, keep: set[asyncio.Task[No
     task.add_done_callback(keep.discard)
 
 
-def _due(txn: Txn, now: datetime) -> list[OutboundMail]:
-    return txn.due_outbound(now, BATCH_SIZE)
+def _claim(txn: Txn, now: datetime, owner: str, lease_until: datetime) -> list[OutboundMail]:
+    return txn.claim_outbound(now, BATCH_SIZE, owner, lease_until)
+
+
+def default_owner() -> str:
+    """A worker's owner name: the machine, the process, and a nonce for this Relay."""
+    return f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:8]}"
+
+
+def owner_pid(owner: str) -> int | None:
+    """The process id inside a :func:`default_owner` name (None for another form)."""
+    parts = owner.split("/")
+    return int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else None
 
 
 class Relay:
@@ -308,8 +349,18 @@ class Relay:
         retry_max: timedelta = RETRY_MAX_DELAY,
         max_attempts: int = MAX_ATTEMPTS,
         idle_poll: timedelta = IDLE_POLL_INTERVAL,
+        lease: timedelta = RELAY_LEASE,
+        owner: str | None = None,
     ) -> None:
+        if lease.total_seconds() <= smarthost.timeout:
+            raise ValueError(
+                f"relay lease {lease} must be longer than one SMTP conversation "
+                f"({smarthost.timeout} s), or a live worker's claim could run out mid-send"
+            )
         self._store = store
+        #: The name this worker claims queue entries under (unique per Relay).
+        self.owner = owner or default_owner()
+        self._lease = lease
         self._smarthost = smarthost
         self._hostname = hostname
         self._clock = clock or (lambda: datetime.now(UTC))
@@ -336,7 +387,8 @@ class Relay:
         self._wake.set()
 
     async def aclose(self) -> None:
-        """Stop the worker; an attempt in flight is cancelled and stays queued."""
+        """Stop the worker; an attempt in flight is cancelled and stays queued, and the
+        entries this worker claimed are handed back for the other workers at once."""
         self._closing = True
         self._wake.set()
         for task in list(self._tasks):
@@ -344,6 +396,11 @@ class Relay:
         for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        owner = self.owner
+        try:
+            await self._store.run(lambda txn: txn.release_outbound(owner))
+        except StoreError as exc:  # the store is gone: the leases run out by themselves
+            log.warning("relay %s could not hand back its claims: %s", owner, exc)
 
     def backoff(self, attempts: int) -> timedelta:
         """Delay before the next try after *attempts* earlier failed ones."""
@@ -373,14 +430,31 @@ class Relay:
         """Try every entry due now; returns how many were tried."""
         tried = 0
         self._next_retry = None
+        owner = self.owner
         while True:
             now = self._clock()
-            due = await self._store.run(partial(_due, now=now))
+            lease_until = now + self._lease
+            due = await self._store.run(
+                partial(_claim, now=now, owner=owner, lease_until=lease_until)
+            )
             for item in due:
-                await self._attempt(item)
+                if await self._hold(item):
+                    await self._attempt(item)
             tried += len(due)
             if len(due) < BATCH_SIZE:
                 return tried
+
+    async def _hold(self, item: OutboundMail) -> bool:
+        """Whether our claim on *item* covers one more SMTP conversation (renewed if not)."""
+        now = self._clock()
+        margin = timedelta(seconds=2 * self._smarthost.timeout)
+        if item.lease_until is not None and item.lease_until - now > margin:
+            return True
+        owner, until = self.owner, now + self._lease
+        if await self._store.run(lambda txn: txn.renew_outbound(item.id, owner, until)):
+            return True
+        log.warning("outbound %d: claim lost to another relay worker; not sent here", item.id)
+        return False
 
     async def _send(self, item: OutboundMail) -> _Outcome:
         host = self._smarthost
@@ -437,19 +511,31 @@ class Relay:
         next_at = now + self.backoff(item.attempts)
         error = "; ".join(f"{r}: {m}" for r, m in temporary.items())[:1000]
         hostname = self._hostname
+        owner = self.owner
 
         def commit(txn: Txn) -> None:
+            # The claim is checked first: a worker that lost it changes nothing (not even a
+            # bounce), the entry belongs to the worker that took it over.
+            if temporary and len(temporary) == len(item.recipients):
+                txn.outbound_retry(item.id, next_at, error, owner)
+                return
+            txn.outbound_sent(item.id, owner)
             if permanent:
                 _bounce(txn, item.sender, permanent, item.raw, now, hostname)
-            if temporary and len(temporary) == len(item.recipients):
-                txn.outbound_retry(item.id, next_at, error)
-                return
-            txn.outbound_sent(item.id)
             if temporary:  # some accepted or failed for good: the rest wait in a new entry
                 rest = txn.enqueue_outbound(item.sender, list(temporary), item.raw, now)
                 txn.outbound_retry(rest.id, next_at, error)
 
-        await self._store.run(commit)
+        try:
+            await self._store.run(commit)
+        except (Conflict, NotFound) as exc:  # our lease ran out and another worker has it
+            log.warning(
+                "outbound %d: outcome not recorded (%s); accepted by the smarthost for %s",
+                item.id,
+                exc,
+                ", ".join(outcome.accepted) or "nobody",
+            )
+            return
         if outcome.accepted:
             self.sent += 1
             log.info("relayed outbound %d to %s", item.id, ", ".join(outcome.accepted))

@@ -256,6 +256,9 @@ class OutboundMail:
     attempts: int
     next_attempt_at: datetime
     last_error: str
+    #: The relay worker holding the entry ('' when none does) and until when its claim holds.
+    claimed_by: str = ""
+    lease_until: datetime | None = None
 
 
 class Txn(Protocol):
@@ -361,9 +364,37 @@ class Txn(Protocol):
     def enqueue_outbound(
         self, sender: str, recipients: Sequence[str], raw: bytes, now: datetime
     ) -> OutboundMail: ...
-    def due_outbound(self, now: datetime, limit: int) -> list[OutboundMail]: ...
-    def outbound_sent(self, outbound_id: int) -> None: ...
-    def outbound_retry(self, outbound_id: int, next_attempt_at: datetime, error: str) -> None: ...
+    def due_outbound(self, now: datetime, limit: int) -> list[OutboundMail]:
+        """Entries due at *now*, claimed or not (a listing: the relay claims instead)."""
+        ...
+
+    def claim_outbound(
+        self, now: datetime, limit: int, owner: str, lease_until: datetime
+    ) -> list[OutboundMail]:
+        """Up to *limit* due entries no live claim holds, now claimed by *owner* until
+        *lease_until*; no two workers get the same entry while its lease runs, whatever the
+        number of processes. Oldest due first."""
+        ...
+
+    def renew_outbound(self, outbound_id: int, owner: str, lease_until: datetime) -> bool:
+        """Extend *owner*'s claim; False when it no longer holds the entry (or it is gone)."""
+        ...
+
+    def release_outbound(self, owner: str) -> int:
+        """Hand back every claim *owner* holds (a worker closing); how many there were."""
+        ...
+
+    def outbound_sent(self, outbound_id: int, owner: str | None = None) -> None:
+        """Remove a sent entry. With *owner*, only while *owner* claims it (else Conflict):
+        a worker whose lease ran out and was taken over does not mark the entry done."""
+        ...
+
+    def outbound_retry(
+        self, outbound_id: int, next_attempt_at: datetime, error: str, owner: str | None = None
+    ) -> None:
+        """Count a failed attempt, schedule the next one and release the claim (with
+        *owner*: only while *owner* claims it, else Conflict)."""
+        ...
 
 
 class ChangeFeed(Protocol):

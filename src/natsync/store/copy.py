@@ -159,6 +159,8 @@ TABLES: tuple[Table, ...] = (
             "next_attempt_at",
             "last_error",
             "created_at",
+            "claimed_by",
+            "lease_until",
         ),
         "id",
     ),

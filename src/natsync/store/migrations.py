@@ -345,10 +345,32 @@ def _step3(conn: sqlite3.Connection) -> None:
     _add_pim_folders(conn, "?")
 
 
+# -- step 4: claims on the outbound queue -----------------------------------------------------
+
+# Several server processes may each run a relay worker on one queue. A worker claims an entry
+# (``claimed_by`` = its owner name, ``lease_until`` = microseconds since the epoch) before it
+# sends it; only the holder of a live claim sends it and marks it sent or retried. A claim whose
+# lease ran out (its worker died) can be taken by another worker. '' / 0: not claimed.
+_V4 = (
+    "ALTER TABLE outbound ADD COLUMN claimed_by TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE outbound ADD COLUMN lease_until INTEGER NOT NULL DEFAULT 0",
+)
+
+_PG_V4 = (
+    "ALTER TABLE outbound ADD COLUMN claimed_by TEXT NOT NULL DEFAULT '', "
+    "ADD COLUMN lease_until BIGINT NOT NULL DEFAULT 0",
+)
+
+
+def _step4(conn: sqlite3.Connection) -> None:
+    for statement in _V4:
+        conn.execute(statement)
+
+
 Step = Callable[[sqlite3.Connection], None]
 
 #: The numbered steps; the schema version of a file is the number of steps applied to it.
-STEPS: Sequence[Step] = (_step1, _step2, _step3)
+STEPS: Sequence[Step] = (_step1, _step2, _step3, _step4)
 
 #: The schema version this code writes and reads.
 LATEST = len(STEPS)
@@ -595,8 +617,13 @@ def _pg_step3(conn: Any) -> None:
     _add_pim_folders(conn, "%s")
 
 
+def _pg_step4(conn: Any) -> None:
+    for statement in _PG_V4:
+        conn.execute(statement)
+
+
 #: The PostgreSQL steps, one for each SQLite step (same number, same result).
-PG_STEPS: Sequence[Callable[[Any], None]] = (_pg_step1, _pg_step2, _pg_step3)
+PG_STEPS: Sequence[Callable[[Any], None]] = (_pg_step1, _pg_step2, _pg_step3, _pg_step4)
 assert len(PG_STEPS) == LATEST, "every schema step needs its PostgreSQL form"
 
 

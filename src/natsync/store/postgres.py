@@ -135,6 +135,11 @@ class _Connection:
 class PostgresTxn(SqliteTxn):
     """One open transaction on the worker's PostgreSQL connection; valid only inside ``run``."""
 
+    #: Several processes claim outbound mail at once here: an entry another worker is
+    #: claiming right now (its row locked until that transaction commits) is passed over, not
+    #: waited for (see SqliteTxn.claim_outbound).
+    _CLAIM_LOCK = " FOR UPDATE SKIP LOCKED"
+
     def __init__(self, conn: _Connection, versions: VersionCache | None = None) -> None:
         super().__init__(conn, False, versions)  # type: ignore[arg-type]
         self._pg = conn

@@ -105,6 +105,25 @@ def _opt_from_us(value: int | None) -> datetime | None:
     return None if value is None else _from_us(value)
 
 
+_OUTBOUND_COLS = (
+    "id, sender, recipients, raw, attempts, next_attempt_at, last_error, claimed_by, lease_until"
+)
+
+
+def _outbound(row: Sequence[Any]) -> OutboundMail:
+    return OutboundMail(
+        id=row[0],
+        sender=row[1],
+        recipients=tuple(json.loads(row[2])),
+        raw=bytes(row[3]),
+        attempts=row[4],
+        next_attempt_at=_from_us(row[5]),
+        last_error=row[6],
+        claimed_by=row[7],
+        lease_until=_from_us(row[8]) if row[8] else None,
+    )
+
+
 def _opt_to_us(value: datetime | None) -> int | None:
     return None if value is None else _to_us(value)
 
@@ -295,6 +314,10 @@ class _FolderInfo:
 
 class SqliteTxn(Txn):
     """One open transaction on the worker's connection; valid only inside ``Store.run``."""
+
+    #: What the outbound claim's subquery locks its rows with (SQLite: nothing, its writer is
+    #: alone; PostgreSQL overrides it).
+    _CLAIM_LOCK = ""
 
     def __init__(
         self, conn: sqlite3.Connection, fts: bool, versions: VersionCache | None = None
@@ -1147,37 +1170,76 @@ class SqliteTxn(Txn):
 
     def due_outbound(self, now: datetime, limit: int) -> list[OutboundMail]:
         rows = self._conn.execute(
-            "SELECT id, sender, recipients, raw, attempts, next_attempt_at, last_error "
-            "FROM outbound WHERE next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT ?",
+            f"SELECT {_OUTBOUND_COLS} FROM outbound WHERE next_attempt_at <= ? "
+            "ORDER BY next_attempt_at, id LIMIT ?",
             (_to_us(now), limit),
         )
-        return [
-            OutboundMail(
-                id=row[0],
-                sender=row[1],
-                recipients=tuple(json.loads(row[2])),
-                raw=bytes(row[3]),
-                attempts=row[4],
-                next_attempt_at=_from_us(row[5]),
-                last_error=row[6],
-            )
-            for row in rows
-        ]
+        return [_outbound(row) for row in rows]
 
-    def outbound_sent(self, outbound_id: int) -> None:
-        if self._conn.execute("DELETE FROM outbound WHERE id = ?", (outbound_id,)).rowcount == 0:
-            raise NotFound(f"outbound mail {outbound_id} does not exist")
+    def claim_outbound(
+        self, now: datetime, limit: int, owner: str, lease_until: datetime
+    ) -> list[OutboundMail]:
+        # One UPDATE. SQLite: inside BEGIN IMMEDIATE, one writer at a time, so two processes
+        # on one file never both see an entry unclaimed. PostgreSQL: the subquery locks its
+        # rows (_CLAIM_LOCK), and the outer conditions are checked again on each row as it is
+        # when the lock is taken (READ COMMITTED re-reads an updated row but does not re-run
+        # the subquery), so a claim committed in between is never taken twice.
+        at = _to_us(now)
+        rows = self._conn.execute(
+            "UPDATE outbound SET claimed_by = ?, lease_until = ? WHERE id IN ("
+            " SELECT id FROM outbound WHERE next_attempt_at <= ? AND lease_until <= ?"
+            f" ORDER BY next_attempt_at, id LIMIT ?{self._CLAIM_LOCK}"
+            f") AND next_attempt_at <= ? AND lease_until <= ? RETURNING {_OUTBOUND_COLS}",
+            (owner, _to_us(lease_until), at, at, limit, at, at),
+        ).fetchall()
+        return sorted((_outbound(row) for row in rows), key=lambda m: (m.next_attempt_at, m.id))
 
-    def outbound_retry(self, outbound_id: int, next_attempt_at: datetime, error: str) -> None:
-        if (
-            self._conn.execute(
-                "UPDATE outbound SET attempts = attempts + 1, next_attempt_at = ?, "
-                "last_error = ? WHERE id = ?",
-                (_to_us(next_attempt_at), error, outbound_id),
-            ).rowcount
-            == 0
-        ):
-            raise NotFound(f"outbound mail {outbound_id} does not exist")
+    def renew_outbound(self, outbound_id: int, owner: str, lease_until: datetime) -> bool:
+        updated: int = self._conn.execute(
+            "UPDATE outbound SET lease_until = ? WHERE id = ? AND claimed_by = ?",
+            (_to_us(lease_until), outbound_id, owner),
+        ).rowcount
+        return updated > 0
+
+    def release_outbound(self, owner: str) -> int:
+        released: int = self._conn.execute(
+            "UPDATE outbound SET claimed_by = '', lease_until = 0 WHERE claimed_by = ?", (owner,)
+        ).rowcount
+        return released
+
+    def _outbound_gone(self, outbound_id: int, owner: str | None) -> StoreError:
+        """Why a sent/retry statement touched no row: the entry is gone, or not *owner*'s."""
+        row = self._one("SELECT claimed_by FROM outbound WHERE id = ?", (outbound_id,))
+        if row is None:
+            return NotFound(f"outbound mail {outbound_id} does not exist")
+        holder = row[0] or "nobody"
+        return Conflict(
+            f"outbound mail {outbound_id} is claimed by {holder}, not {owner}: its lease ran "
+            "out and another relay worker took it over"
+        )
+
+    def outbound_sent(self, outbound_id: int, owner: str | None = None) -> None:
+        sql = "DELETE FROM outbound WHERE id = ?"
+        params: list[Any] = [outbound_id]
+        if owner is not None:
+            sql += " AND claimed_by = ?"
+            params.append(owner)
+        if self._conn.execute(sql, params).rowcount == 0:
+            raise self._outbound_gone(outbound_id, owner)
+
+    def outbound_retry(
+        self, outbound_id: int, next_attempt_at: datetime, error: str, owner: str | None = None
+    ) -> None:
+        sql = (
+            "UPDATE outbound SET attempts = attempts + 1, next_attempt_at = ?, last_error = ?, "
+            "claimed_by = '', lease_until = 0 WHERE id = ?"
+        )
+        params: list[Any] = [_to_us(next_attempt_at), error, outbound_id]
+        if owner is not None:
+            sql += " AND claimed_by = ?"
+            params.append(owner)
+        if self._conn.execute(sql, params).rowcount == 0:
+            raise self._outbound_gone(outbound_id, owner)
 
 
 # -- the store ----------------------------------------------------------------------------------
