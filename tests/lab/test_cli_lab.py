@@ -68,8 +68,11 @@ def test_up_status_down_leaves_nothing_behind() -> None:
         assert run["wan_address"] == t.PUBLIC
         counts = run["namespaces"]
         assert counts[t.Names(tag).ns(t.Role.LAN)] >= 1  # natsync server
-        assert counts[t.Names(tag).ns(t.Role.INET)] >= 2  # BIND, STUN
+        assert counts[t.Names(tag).ns(t.Role.INET)] >= 3  # BIND, STUN, pebble
         pids = [p for ns in t.Names(tag).namespaces for p in namespace_pids(ns)]
+        inet = t.Names(tag).ns(t.Role.INET)
+        programs = {Path(f"/proc/{p}/comm").read_text().strip() for p in namespace_pids(inet)}
+        assert {"named", "turnserver", "pebble"} <= programs, programs
         assert len(pids) >= 5
     finally:
         down = natsync("down", tag)

@@ -5,9 +5,11 @@ its real `--json` report."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
 
 from natsync.lab import topology as t
 from natsync.lab.narrate import Narration
@@ -84,6 +86,24 @@ def test_certificate_mismatch(play: Any) -> None:
     assert edge_tls["severity"] == "ok"
     assert edge_tls["title"] == f"The certificate at {t.PUBLIC} port 443 is valid for {PUBLIC_NAME}"
     assert get(narr.reports["edge"], "session")["severity"] == "ok"
+    # fix (c): pebble validated http-01 for real: refused at the router without the port 80
+    # forward, through it with the forward; the phone trusts only pebble's root
+    assert [s.expect_ok for s in narr.steps[5:]] == [False, True, True, True]
+    assert f"dial tcp {t.PUBLIC}:80: connect: connection refused" in narr.steps[5].detail
+    issued = narr.reports["acme"]
+    assert issued["status"] == "issued"
+    assert issued["challenges_answered"] == 1  # a fresh lab: no authorization to reuse
+    (leaf, *chain) = x509.load_pem_x509_certificates(Path(issued["cert"]).read_bytes())
+    assert leaf.extensions.get_extension_for_class(
+        x509.SubjectAlternativeName
+    ).value.get_values_for_type(x509.DNSName) == [PUBLIC_NAME]
+    assert leaf.issuer.rfc4514_string().startswith("CN=Pebble Intermediate CA")
+    assert chain, "the server sends pebble's intermediate with the leaf"
+    assert "from the hosts file" not in narr.steps[7].detail
+    acme_tls = get(narr.reports["acme-doctor"], "tls")
+    assert acme_tls["severity"] == "ok"
+    assert acme_tls["title"] == f"The certificate at {t.PUBLIC} port 443 is valid for {PUBLIC_NAME}"
+    assert get(narr.reports["acme-doctor"], "session")["severity"] == "ok"
 
 
 def test_dynamic_address(play: Any) -> None:

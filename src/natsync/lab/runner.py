@@ -39,8 +39,8 @@ COMMAND_TIMEOUT = 10.0
 KILL_GRACE = 3.0
 #: The natsync CLI as a command line, run by this interpreter (the venv's).
 NATSYNC = [sys.executable, "-c", "from natsync.cli import main; main()"]
-#: Executables the lab needs (Debian: iproute2 nftables miniupnpd-nftables bind9 coturn).
-NEEDED = ("ip", "nft", "miniupnpd", "named", "dig", "turnserver")
+#: Executables the lab needs (Debian: iproute2 nftables miniupnpd-nftables bind9 coturn pebble).
+NEEDED = ("ip", "nft", "miniupnpd", "named", "dig", "turnserver", "pebble")
 
 
 def sh(

@@ -1,6 +1,7 @@
-"""The real servers of the lab's "internet": BIND 9 as the zone's primary and coturn as a STUN
-server. Their configuration is written here (pure text); starting them is a ``Popen`` by the
-caller (the runner, or the ddns tests on loopback), stopped by PID with :func:`stop`.
+"""The real servers of the lab's "internet": BIND 9 as the zone's primary, coturn as a STUN
+server and pebble as the ACME certificate authority. Their configuration is written here (pure
+text); starting them is a ``Popen`` by the caller (the runner, or the ddns tests on loopback),
+stopped by PID with :func:`stop`.
 """
 
 # ruff: noqa: S603 - the lab runs fixed programs (ip, nft, named ...) found on PATH,
@@ -9,6 +10,8 @@ caller (the runner, or the ddns tests on loopback), stopped by PID with :func:`s
 from __future__ import annotations
 
 import base64
+import json
+import os
 import signal
 import subprocess
 import time
@@ -155,3 +158,45 @@ def wait_log(proc: subprocess.Popen[bytes], log: Path, marker: bytes, what: str)
         if proc.poll() is not None or time.monotonic() > deadline:
             raise LabError(f"{what} did not start: {log.read_text()[-2000:]}")
         time.sleep(POLL)
+
+
+#: pebble's ACME API and its management API (the roots of what it issues), on the internet host.
+PEBBLE_ACME_PORT = 14000
+PEBBLE_MANAGEMENT_PORT = 15000
+#: Certificates pebble issues live 90 days, like Let's Encrypt's (pebble's default: 5 years).
+PEBBLE_VALIDITY = 90 * 86400
+
+
+def pebble_config(host: str, cert: Path, key: Path, http_port: int = 80) -> str:
+    """pebble's config: its ACME and management APIs on ``host`` with a TLS certificate that
+    natsync's CA issued (Debian's pebble ships none); ``http_port`` is where it connects to
+    answer http-01 challenges — 80, as a public CA does, so the router must forward port 80."""
+    return json.dumps(
+        {
+            "pebble": {
+                "listenAddress": f"{host}:{PEBBLE_ACME_PORT}",
+                "managementListenAddress": f"{host}:{PEBBLE_MANAGEMENT_PORT}",
+                "certificate": str(cert),
+                "privateKey": str(key),
+                "httpPort": http_port,
+                "tlsPort": 443,
+                "ocspResponderURL": "",
+                "externalAccountBindingRequired": False,
+                "certificateValidityPeriod": PEBBLE_VALIDITY,
+            }
+        },
+        indent=2,
+    )
+
+
+def pebble_argv(config: Path, dns_server: str) -> list[str]:
+    """pebble resolving the names it validates through ``dns_server`` (HOST:PORT)."""
+    return ["pebble", "-config", str(config), "-dnsserver", dns_server]
+
+
+def pebble_env() -> dict[str, str]:
+    """pebble validating challenges for real and at once: no PEBBLE_VA_ALWAYS_VALID, no random
+    sleep before validating; it still refuses 5% of nonces, which natsync's client retries."""
+    env = dict(os.environ, PEBBLE_VA_NOSLEEP="1")
+    env.pop("PEBBLE_VA_ALWAYS_VALID", None)
+    return env

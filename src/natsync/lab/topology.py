@@ -9,7 +9,8 @@ tests without root::
                            │ 198.51.100.1          │    or hand out 100.64.0.10: carrier-grade NAT)
                          internet ───────────── router ── 192.168.77.1 ── lan 192.168.77.2
             192.0.3.1, 100.64.0.1: BIND, STUN,   nftables masquerade + DNAT forwards,
-            the remote mail server               miniupnpd (UPnP IGD, NAT-PMP, PCP)
+            pebble (ACME), the remote mail       miniupnpd (UPnP IGD, NAT-PMP, PCP)
+            server
 
 Every link is a veth pair between two of the run's namespaces: nothing is bridged to a host
 interface and no namespace has a route out of the lab. 192.0.3.0/24 plays "the internet" because

@@ -1,7 +1,8 @@
 """natsync and its counterparts, put into the lab's topology.
 
     internet: BIND 9, primary of example.test (MX → mail.example.test, eas / mail → the router's
-              public address, short TTLs), coturn STUN, and the "remote mail server"
+              public address, short TTLs), coturn STUN, pebble (the ACME certificate authority,
+              resolving through that BIND), and the "remote mail server"
               (:mod:`natsync.lab.mailer`) that delivers to our MX
     phone:    its DNS cache (:mod:`natsync.lab.dnscache`) on 127.0.0.1, its /etc/hosts, and the
               device emulator (:mod:`natsync.lab.phone`) that syncs through the router
@@ -30,9 +31,14 @@ from natsync.lab import topology as t
 from natsync.lab.errors import LabError
 from natsync.lab.runner import Lab
 from natsync.lab.services import (
+    PEBBLE_ACME_PORT,
+    PEBBLE_MANAGEMENT_PORT,
     key_file_text,
     named_argv,
     named_conf,
+    pebble_argv,
+    pebble_config,
+    pebble_env,
     stun_argv,
     wait_dns,
     wait_log,
@@ -61,6 +67,13 @@ STUN_PORT = 3478
 #: Seconds the pushing phone waits beyond heartbeat + the mail's delay.
 PUSH_SLACK = 6.0
 DEFAULT_FORWARDS = ((HTTPS_PORT, t.LAN_HOST, HTTPS_PORT), (SMTP_PORT, t.LAN_HOST, SMTP_PORT))
+#: Where pebble connects to answer http-01 challenges, as a public CA does.
+HTTP_PORT = 80
+#: pebble's ACME directory and the root of what it issues, on the internet host.
+ACME_DIRECTORY = f"https://{t.INET}:{PEBBLE_ACME_PORT}/dir"
+ACME_ROOTS = f"https://{t.INET}:{PEBBLE_MANAGEMENT_PORT}/roots/0"
+#: Seconds one `natsync cert acme` order may take (pebble validates at once; the client polls).
+ACME_TIMEOUT = 90.0
 
 
 def finding(report: dict[str, Any], check: str, title_start: str = "") -> dict[str, Any] | None:
@@ -85,6 +98,9 @@ class World:
         self.ddns_runner: subprocess.Popen[bytes] | None = None
         self.edge: subprocess.Popen[bytes] | None = None
         self.lan_dns: subprocess.Popen[bytes] | None = None
+        self.pebble: subprocess.Popen[bytes] | None = None
+        #: The CA that signed pebble's own TLS certificate (the ACME client trusts it).
+        self.pebble_tls_ca = self.dir / "pebble" / "tls-ca" / "ca.pem"
         self.edge_config = self.dir / "edge.toml"
         self.sticky: float | None = None
         self.config = self.dir / "natsync.toml"
@@ -100,6 +116,7 @@ class World:
             self.lab.inet, *stun_argv(stun_dir, t.INET, STUN_PORT), log="stun.log"
         )
         wait_log(stun, self.dir / "stun.log", b"Total General servers", "turnserver")
+        self._start_pebble()
         self._init_server_side()
         self.start_server()
         self.set_phone(sticky=None)
@@ -126,6 +143,21 @@ class World:
         )
         named = self.lab.spawn(self.lab.inet, *named_argv(self.bind), log="named.log")
         wait_dns(t.INET, 53, ZONE, named, self.dir / "named.log", self.lab.inet)
+
+    def _start_pebble(self) -> None:
+        """pebble on the internet host, its TLS certificate from a CA of its own (not the
+        server's: the phone must not come to trust the server through it)."""
+        directory = self.dir / "pebble"
+        ca = init_ca(directory / "tls-ca", common_name="pebble's TLS CA (natsync lab)")
+        cert, key = ca.issue_server_cert(["acme.example.test"], [t.INET], directory, basename="tls")
+        config = directory / "pebble.json"
+        config.write_text(pebble_config(t.INET, cert, key, HTTP_PORT))
+        self.pebble = self.lab.spawn(
+            self.lab.inet, *pebble_argv(config, f"{t.INET}:53"), log="pebble.log",
+            env=pebble_env(),
+        )  # fmt: skip
+        self.wait_listening(self.lab.inet, PEBBLE_ACME_PORT, self.pebble, log="pebble.log")
+        self.wait_listening(self.lab.inet, PEBBLE_MANAGEMENT_PORT, self.pebble, log="pebble.log")
 
     def _init_server_side(self) -> None:
         ca = init_ca(self.data / "ca")
@@ -247,6 +279,43 @@ key = "{tls / "public.key"}"
         if self.edge is not None:
             self.lab.forget(self.edge)
             self.edge = None
+
+    # -- ACME -----------------------------------------------------------------------------
+    def acme_issue(self) -> dict[str, Any]:
+        """`natsync cert acme` on the LAN host: a certificate for the public name from pebble,
+        http-01 answered by its own responder on the LAN host's port 80 — pebble reaches it
+        only if DNS names the router's address and the router forwards port 80. Its JSON
+        result (``status`` "issued" or "error")."""
+        done = self.lab.natsync(
+            "cert", "acme", "--data-dir", str(self.data), "--directory", ACME_DIRECTORY,
+            "--ca-file", str(self.pebble_tls_ca), "--name", PUBLIC_NAME,
+            "--challenge", "http-01", "--listen", t.LAN_HOST, "--http-port", str(HTTP_PORT),
+            "--email", f"admin@{ZONE}", "--json", timeout=ACME_TIMEOUT,
+        )  # fmt: skip
+        lines = done.stdout.strip().splitlines()
+        if not lines or not lines[-1].startswith("{"):
+            raise LabError(f"natsync cert acme crashed: {done.stderr.strip()[-1000:]}")
+        result: dict[str, Any] = json.loads(lines[-1])
+        return result
+
+    def pebble_root(self) -> Path:
+        """pebble's issuing root, fetched from its management API by the phone (over TLS it
+        verifies): what a phone's trust store holds for a public CA."""
+        path = self.dir / "pebble-root.pem"
+        fetch = (
+            "import ssl, sys, urllib.request\n"
+            "ctx = ssl.create_default_context(cafile=sys.argv[2])\n"
+            "with urllib.request.urlopen(sys.argv[1], context=ctx, timeout=10) as r:\n"
+            "    sys.stdout.write(r.read().decode())\n"
+        )
+        done = self.lab.run_in(
+            self.lab.phone, *self._python(), "-c", fetch, ACME_ROOTS, str(self.pebble_tls_ca),
+            timeout=30,
+        )  # fmt: skip
+        if done.returncode != 0 or "BEGIN CERTIFICATE" not in done.stdout:
+            raise LabError(f"pebble's root could not be fetched: {done.stderr.strip()[-1000:]}")
+        path.write_text(done.stdout)
+        return path
 
     # -- the phone ------------------------------------------------------------------------
     def set_phone(self, *, sticky: float | None, hosts: dict[str, str] | None = None) -> None:
@@ -377,12 +446,14 @@ key = "{tls / "public.key"}"
         report: dict[str, Any] = json.loads(done.stdout)
         return report
 
-    def doctor_from_phone(self, *extra: str, heartbeat: int = 0) -> dict[str, Any]:
+    def doctor_from_phone(
+        self, *extra: str, heartbeat: int = 0, ca_file: Path | None = None
+    ) -> dict[str, Any]:
         """The doctor as the phone sees things: its resolver (the cache), its CA."""
         return self.doctor(
             self.lab.phone, PUBLIC_URL,
             "--resolver", "127.0.0.1", "--authoritative", f"{t.INET}:53",
-            "--ca-file", str(self.ca_file), "--user", USER, "--password", PASSWORD,
+            "--ca-file", str(ca_file or self.ca_file), "--user", USER, "--password", PASSWORD,
             "--heartbeat", str(heartbeat), *extra,
         )  # fmt: skip
 
