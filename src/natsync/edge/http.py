@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import re
 from dataclasses import dataclass
 from enum import IntEnum
@@ -93,6 +94,11 @@ class Framing(IntEnum):
     CLOSE = 3  # responses only: the body runs until the server closes
 
 
+#: The members as module globals: the hot path reads them per message, and reading a global
+#: is several times cheaper than an enum class attribute.
+F_NONE, F_LENGTH, F_CHUNKED, F_CLOSE = Framing.NONE, Framing.LENGTH, Framing.CHUNKED, Framing.CLOSE
+
+
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 # Field values: visible ASCII, obs-text, SP and HT only (RFC 9110 5.5) — no CR, LF or NUL.
 _BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
@@ -149,6 +155,9 @@ class RequestHead:
     hop: bool = True
     #: The length comes from a Content-Length field (forwarded as it is, once checked).
     length_field: bool = False
+    #: Where the one line the edge drops starts in ``section`` (the usual ``Connection:``
+    #: line), or -1: none, or several (then one regex pass removes them).
+    hop_at: int = -1
 
     @property
     def fields(self) -> list[tuple[bytes, bytes]]:
@@ -181,18 +190,25 @@ class ResponseHead:
     version: bytes
     connection_tokens: frozenset[bytes] = frozenset()
     hop: bool = True
+    #: As :attr:`RequestHead.hop_at`.
+    hop_at: int = -1
 
     @property
     def fields(self) -> list[tuple[bytes, bytes]]:
         return _fields(self.section)
 
 
-#: Searched in b"\\n" + the lowered section: a field the edge drops is present.
-_HOP_NAME = re.compile(
-    rb"\n(?:connection|keep-alive|proxy-connection|te|trailer|upgrade|x-forwarded-for"
-    rb"|x-forwarded-proto|x-forwarded-host|x-real-ip|forwarded):"
+#: The field names that decide framing, Host and what the edge drops, found in b"\\n" + the
+#: lowered section by one ``findall`` (one scan of the head instead of one per name).
+_NAMES = re.compile(
+    rb"\n(host|content-length|transfer-encoding|connection|keep-alive|proxy-connection|te"
+    rb"|trailer|upgrade|x-forwarded-for|x-forwarded-proto|x-forwarded-host|x-real-ip"
+    rb"|forwarded):"
 )
-#: The lines _HOP_NAME finds, removed from a section in one pass (Content-Length and
+#: Of those, the ones the edge drops (Content-Length and Transfer-Encoding stay: checked, and
+#: forwarded as they are).
+_HOP_NAMES = frozenset(HOP_BY_HOP - {b"content-length", b"transfer-encoding"})
+#: The lines of _HOP_NAMES, removed from a section in one pass (Content-Length and
 #: Transfer-Encoding stay: checked, and forwarded as they are).
 _HOP_LINE = re.compile(
     rb"(?im)^(?:connection|keep-alive|proxy-connection|te|trailer|upgrade|x-forwarded-for"
@@ -207,51 +223,92 @@ def _fields(section: bytes) -> list[tuple[bytes, bytes]]:
     return [(m[0], m[1]) for m in _FIELD_LINE.findall(section)]
 
 
-def _value(low: bytes, name: bytes) -> bytes:
-    """The (lowered, trimmed) value of the one field *name* in b"\\n" + a lowered section."""
-    start = low.index(b"\n" + name + b":") + len(name) + 2
+def _value(low: bytes, needle: bytes) -> bytes:
+    """The (lowered, trimmed) value of the one field whose b"\\n" + name + b":" is *needle*, in
+    b"\\n" + a lowered section."""
+    start = low.index(needle) + len(needle)
     return low[start : low.index(b"\r", start)].strip(b" \t")
 
 
+_NO_TOKENS: frozenset[bytes] = frozenset()
+#: The Connection values nearly every message has, and their tokens (no set built per message).
+_COMMON_CONNECTION = {
+    b"keep-alive": frozenset({b"keep-alive"}),
+    b"close": frozenset({b"close"}),
+    b"upgrade": frozenset({b"upgrade"}),
+}
+
+
 def _section_framing(
-    low: bytes, version: bytes, is_request: bool
+    low: bytes, names: list[bytes], version: bytes, is_request: bool
 ) -> tuple[Framing, int, frozenset[bytes]]:
-    """Framing and Connection tokens from b"\\n" + the lowered section (the same rules as
-    :func:`_framing`, without splitting the fields)."""
-    lengths = low.count(b"\ncontent-length:")
-    codings = low.count(b"\ntransfer-encoding:")
-    tokens: frozenset[bytes] = frozenset()
-    connections = low.count(b"\nconnection:")
+    """Framing and Connection tokens from b"\\n" + the lowered section and the names
+    :data:`_NAMES` found in it (the same rules as :func:`_framing`, without splitting fields)."""
+    tokens = _NO_TOKENS
+    if len(names) == 1 and names[0] == b"host":  # the common GET: nothing else to look at
+        return (F_NONE, 0, tokens) if is_request else (F_CLOSE, 0, tokens)
+    connections = names.count(b"connection")
     if connections == 1:
-        tokens = frozenset(t.strip() for t in _value(low, b"connection").split(b",") if t.strip())
+        value = _value(low, b"\nconnection:")
+        common = _COMMON_CONNECTION.get(value)
+        tokens = (
+            common
+            if common is not None
+            else frozenset(t.strip() for t in value.split(b",") if t.strip())
+        )
     elif connections:
         tokens = _connection_tokens(_fields(low[1:]))
-    if lengths and codings:
-        raise EdgeHttpError(400, "both Content-Length and Transfer-Encoding are present")
-    if lengths > 1:
-        raise EdgeHttpError(400, "more than one Content-Length")
-    if codings > 1:
-        raise EdgeHttpError(400, "more than one Transfer-Encoding")
-    if codings:
-        if version != b"HTTP/1.1":
-            raise EdgeHttpError(400, "Transfer-Encoding in an HTTP/1.0 message")
-        if _value(low, b"transfer-encoding") != b"chunked":
-            raise EdgeHttpError(501, "only Transfer-Encoding: chunked is supported")
-        return Framing.CHUNKED, 0, tokens
+    lengths = names.count(b"content-length")
+    codings = names.count(b"transfer-encoding")
     if lengths:
-        raw = _value(low, b"content-length")
-        if len(raw) > MAX_LENGTH_DIGITS or _DIGITS.fullmatch(raw) is None:
+        if codings:
+            raise EdgeHttpError(400, "both Content-Length and Transfer-Encoding are present")
+        if lengths > 1:
+            raise EdgeHttpError(400, "more than one Content-Length")
+        raw = _value(low, b"\ncontent-length:")
+        # bytes.isdigit: ASCII digits only, and False for b""
+        if len(raw) > MAX_LENGTH_DIGITS or not raw.isdigit():
             raise EdgeHttpError(400, "Content-Length is not a plain decimal number")
         length = int(raw)
-        return (Framing.LENGTH, length, tokens) if length else (Framing.NONE, 0, tokens)
-    return (Framing.NONE, 0, tokens) if is_request else (Framing.CLOSE, 0, tokens)
+        return (F_LENGTH, length, tokens) if length else (F_NONE, 0, tokens)
+    if codings:
+        if codings > 1:
+            raise EdgeHttpError(400, "more than one Transfer-Encoding")
+        if version != b"HTTP/1.1":
+            raise EdgeHttpError(400, "Transfer-Encoding in an HTTP/1.0 message")
+        if _value(low, b"\ntransfer-encoding:") != b"chunked":
+            raise EdgeHttpError(501, "only Transfer-Encoding: chunked is supported")
+        return F_CHUNKED, 0, tokens
+    return (F_NONE, 0, tokens) if is_request else (F_CLOSE, 0, tokens)
+
+
+#: The names of the common GET's head: nothing to drop.
+_HOST_ONLY = [b"host"]
+
+
+def _hop(low: bytes, names: list[bytes]) -> tuple[bool, int]:
+    """Whether the section has lines the edge drops, and where the line starts when it is
+    only one (an index in b"\\n" + section is the line's start in the section)."""
+    hop = [name for name in names if name in _HOP_NAMES]
+    if len(hop) == 1:
+        return True, low.index(b"\n" + hop[0] + b":")
+    return bool(hop), -1
+
+
+def _without_hop(section: bytes, hop: bool, hop_at: int) -> bytes:
+    """*section* less the lines the edge drops: sliced out when one, else one regex pass."""
+    if not hop:
+        return section
+    if hop_at >= 0:
+        return section[:hop_at] + section[section.index(b"\r\n", hop_at) + 2 :]
+    return _HOP_LINE.sub(b"", section)
 
 
 def head_end(buffer: bytes | bytearray) -> int:
     """Index just past the blank line ending the head, or -1; 431 when it is too long."""
     end = buffer.find(b"\r\n\r\n", 0, MAX_HEAD_SIZE + 4)
-    scanned = buffer[: end if end >= 0 else MAX_HEAD_SIZE + 4]
-    if scanned.count(b"\n") != scanned.count(b"\r\n"):
+    stop = end if end >= 0 else MAX_HEAD_SIZE + 4
+    if buffer.count(b"\n", 0, stop) != buffer.count(b"\r\n", 0, stop):
         raise EdgeHttpError(400, "a head line ends in a bare LF")
     if end < 0:
         if len(buffer) > MAX_HEAD_SIZE:
@@ -305,14 +362,14 @@ def _framing(
             raise EdgeHttpError(400, "Transfer-Encoding in an HTTP/1.0 message")
         if codings[0].lower() != b"chunked":
             raise EdgeHttpError(501, "only Transfer-Encoding: chunked is supported")
-        return Framing.CHUNKED, 0
+        return F_CHUNKED, 0
     if lengths:
         raw = lengths[0]
         if len(raw) > MAX_LENGTH_DIGITS or _DIGITS.fullmatch(raw) is None:
             raise EdgeHttpError(400, "Content-Length is not a plain decimal number")
         length = int(raw)
-        return (Framing.LENGTH, length) if length else (Framing.NONE, 0)
-    return (Framing.NONE, 0) if is_request else (Framing.CLOSE, 0)
+        return (F_LENGTH, length) if length else (F_NONE, 0)
+    return (F_NONE, 0) if is_request else (F_CLOSE, 0)
 
 
 def _connection_tokens(fields: list[tuple[bytes, bytes]]) -> frozenset[bytes]:
@@ -342,16 +399,18 @@ def parse_request_head(head: bytes, max_body: int) -> RequestHead:
     if section.count(b"\n") > MAX_HEADER_COUNT:
         raise EdgeHttpError(431, "the head has more header fields than the edge accepts")
     low = b"\n" + section.lower()
-    hosts = low.count(b"\nhost:")
+    names = _NAMES.findall(low)
+    hosts = names.count(b"host")
     if hosts > 1 or (version == b"HTTP/1.1" and not hosts):
         raise EdgeHttpError(400, "an HTTP/1.1 request needs exactly one Host")
-    framing, length, tokens = _section_framing(low, version, is_request=True)
-    if framing == Framing.LENGTH and length > max_body:
+    framing, length, tokens = _section_framing(low, names, version, is_request=True)
+    if framing == F_LENGTH and length > max_body:
         raise EdgeHttpError(413, "the request body is larger than the edge accepts")
     keep_alive = b"close" not in tokens if version == b"HTTP/1.1" else b"keep-alive" in tokens
+    hop, hop_at = (False, -1) if names == _HOST_ONLY else _hop(low, names)
     return RequestHead(
         method, target, version, section, hosts == 1, framing, length, keep_alive, tokens,
-        _HOP_NAME.search(low) is not None, b"\ncontent-length:" in low,
+        hop, b"content-length" in names, hop_at,
     )  # fmt: skip
 
 
@@ -373,7 +432,7 @@ def _strict_request_head(head: bytes, max_body: int) -> RequestHead:
     if len(hosts) > 1 or (version == b"HTTP/1.1" and not hosts):
         raise EdgeHttpError(400, "an HTTP/1.1 request needs exactly one Host")
     framing, length = _framing(fields, version, is_request=True)
-    if framing == Framing.LENGTH and length > max_body:
+    if framing == F_LENGTH and length > max_body:
         raise EdgeHttpError(413, "the request body is larger than the edge accepts")
     tokens = _connection_tokens(fields)
     keep_alive = b"close" not in tokens if version == b"HTTP/1.1" else b"keep-alive" in tokens
@@ -402,19 +461,20 @@ def parse_response_head(head: bytes, request_method: bytes) -> ResponseHead:
         if section.count(b"\n") > MAX_HEADER_COUNT:
             raise EdgeHttpError(431, "the head has more header fields than the edge accepts")
         low = b"\n" + section.lower()
-        framing, length, tokens = _section_framing(low, version, is_request=False)
+        names = _NAMES.findall(low)
+        framing, length, tokens = _section_framing(low, names, version, is_request=False)
         if request_method == b"HEAD" or status < 200 or status in (204, 304):
-            framing, length = Framing.NONE, 0
+            framing, length = F_NONE, 0
     except EdgeHttpError as exc:
         raise EdgeHttpError(502, f"the server sent a bad response head: {exc.message}") from exc
     keep_alive = (
-        framing != Framing.CLOSE
+        framing != F_CLOSE
         and b"close" not in tokens
         and (version == b"HTTP/1.1" or b"keep-alive" in tokens)
     )
+    hop, hop_at = _hop(low, names)
     return ResponseHead(
-        status, section, framing, length, keep_alive, version, tokens,
-        _HOP_NAME.search(low) is not None,
+        status, section, framing, length, keep_alive, version, tokens, hop, hop_at,
     )  # fmt: skip
 
 
@@ -427,13 +487,13 @@ def _strict_response_head(head: bytes, request_method: bytes) -> ResponseHead:
     status = int(code)
     fields = _parse_fields(lines[1:])
     if request_method == b"HEAD" or status < 200 or status in (204, 304):
-        framing, length = Framing.NONE, 0
+        framing, length = F_NONE, 0
         _framing(fields, version, is_request=False)  # still refuse conflicting framing
     else:
         framing, length = _framing(fields, version, is_request=False)
     tokens = _connection_tokens(fields)
     keep_alive = (
-        framing != Framing.CLOSE
+        framing != F_CLOSE
         and b"close" not in tokens
         and (version == b"HTTP/1.1" or b"keep-alive" in tokens)
     )
@@ -461,14 +521,14 @@ def backend_request(head: RequestHead, client_ip: str) -> bytes:
         parts = [line, *_forwardable(head.fields, head.connection_tokens)]
         framed = False
     else:
-        parts = [line, _HOP_LINE.sub(b"", head.section) if head.hop else head.section]
-        framed = head.framing == Framing.CHUNKED or head.length_field
+        parts = [line, _without_hop(head.section, head.hop, head.hop_at)]
+        framed = head.framing == F_CHUNKED or head.length_field
     if not head.has_host:
         parts.append(b"Host: localhost\r\n")
     if not framed:
-        if head.framing == Framing.CHUNKED:
+        if head.framing == F_CHUNKED:
             parts.append(b"Transfer-Encoding: chunked\r\n")
-        elif head.framing == Framing.LENGTH:
+        elif head.framing == F_LENGTH:
             parts.append(b"Content-Length: %d\r\n" % head.length)
         elif head.method in (b"POST", b"PUT"):
             parts.append(b"Content-Length: 0\r\n")
@@ -477,21 +537,24 @@ def backend_request(head: RequestHead, client_ip: str) -> bytes:
     return b"".join(parts)
 
 
+#: The status line the phone receives, per status the edge knows a reason for.
+_STATUS_LINES = {status: b"HTTP/1.1 %d %s\r\n" % (status, text) for status, text in REASONS.items()}
+
+
 def client_response(head: ResponseHead, keep_alive: bool) -> bytes:
     """The response head the phone receives (framing kept, connection fields ours)."""
-    reason = REASONS.get(head.status, b"Status")
-    line = b"HTTP/1.1 %d %s\r\n" % (head.status, reason)
+    line = _STATUS_LINES.get(head.status) or b"HTTP/1.1 %d Status\r\n" % head.status
     close = b"Connection: close\r\n\r\n" if head.status >= 200 and not keep_alive else b"\r\n"
     if (
         head.status >= 200
         and head.status not in (204, 304)
         and (not head.connection_tokens or head.connection_tokens <= _PLAIN_TOKENS)
     ):  # framing fields pass as they are (a HEAD answer keeps its Content-Length)
-        return line + (_HOP_LINE.sub(b"", head.section) if head.hop else head.section) + close
+        return line + _without_hop(head.section, head.hop, head.hop_at) + close
     parts = [line, *_forwardable(head.fields, head.connection_tokens)]
-    if head.framing == Framing.CHUNKED:
+    if head.framing == F_CHUNKED:
         parts.append(b"Transfer-Encoding: chunked\r\n")
-    elif head.framing == Framing.LENGTH:
+    elif head.framing == F_LENGTH:
         parts.append(b"Content-Length: %d\r\n" % head.length)
     parts.append(close)
     return b"".join(parts)
@@ -513,6 +576,10 @@ def error_response(status: int, *, retry_after: int | None = None, close: bool =
     )
 
 
+# ChunkedScanner states.
+_SIZE, _DATA, _DATA_END, _TRAILER = range(4)
+
+
 class ChunkedScanner:
     """Checks a chunked body as it streams past and finds where it ends (RFC 9112 7.1).
 
@@ -523,10 +590,8 @@ class ChunkedScanner:
 
     __slots__ = ("_line", "_remaining", "_state", "_trailer", "done")
 
-    _SIZE, _DATA, _DATA_END, _TRAILER = range(4)
-
     def __init__(self) -> None:
-        self._state = self._SIZE
+        self._state = _SIZE
         self._remaining = 0
         self._line = bytearray()
         self._trailer = 0
@@ -537,12 +602,12 @@ class ChunkedScanner:
         n = len(data)
         while pos < n and not self.done:
             state = self._state
-            if state == self._DATA:
+            if state == _DATA:
                 take = min(self._remaining, n - pos)
                 pos += take
                 self._remaining -= take
                 if self._remaining == 0:
-                    self._state = self._DATA_END
+                    self._state = _DATA_END
                 continue
             end = bytes(data[pos : pos + MAX_CHUNK_LINE + 2]).find(b"\n")
             if end < 0:
@@ -559,18 +624,18 @@ class ChunkedScanner:
             line = line[:-2]
             if len(line) > MAX_CHUNK_LINE:
                 raise EdgeHttpError(400, "chunk size line too long")
-            if state == self._DATA_END:
+            if state == _DATA_END:
                 if line:
                     raise EdgeHttpError(400, "chunk data longer than its size")
-                self._state = self._SIZE
-            elif state == self._SIZE:
+                self._state = _SIZE
+            elif state == _SIZE:
                 size, _, ext = line.partition(b";")
                 if not size or len(size) > 16 or re.fullmatch(rb"[0-9A-Fa-f]+", size) is None:
                     raise EdgeHttpError(400, "chunk size is not hexadecimal")
                 if _BAD_VALUE.search(ext) is not None:
                     raise EdgeHttpError(400, "control character in a chunk extension")
                 self._remaining = int(size, 16)
-                self._state = self._DATA if self._remaining else self._TRAILER
+                self._state = _DATA if self._remaining else _TRAILER
             else:  # trailer section
                 if not line:
                     self.done = True
@@ -602,20 +667,36 @@ def _basic_user(authorization: bytes | None) -> str:
     return decoded.partition(b":")[0].decode("utf-8", "replace")
 
 
-def eas_fields(head: RequestHead) -> EasFields:
-    """User, device and command of a request, from the query (either form) or Basic auth."""
+_NO_FIELDS = EasFields()
+#: Distinct plain-form queries whose fields are kept (a device repeats its query per command).
+QUERY_CACHE_SIZE = 4096
+
+
+@functools.lru_cache(maxsize=QUERY_CACHE_SIZE)
+def _plain_query_fields(query: str) -> EasFields:
+    params = {k.lower(): v for k, v in parse_qsl(query, keep_blank_values=True)[:32]}
+    return EasFields(
+        user=params.get("user", ""),
+        device_id=params.get("deviceid", ""),
+        device_type=params.get("devicetype", ""),
+        cmd=params.get("cmd", ""),
+    )
+
+
+def eas_fields(head: RequestHead, with_user: bool = True) -> EasFields:
+    """User, device and command of a request, from the query (either form) or Basic auth.
+
+    *with_user* False skips the Authorization field (only the access log shows the user; the
+    command is needed for the metrics either way)."""
     query = head.query
-    user = _basic_user(head.get(b"authorization"))
+    user = _basic_user(head.get(b"authorization")) if with_user else ""
     if not query:
-        return EasFields(user=user)
+        return EasFields(user=user) if user else _NO_FIELDS
     if ("=" in query and "&" in query) or "Cmd=" in query:
-        params = {k.lower(): v for k, v in parse_qsl(query, keep_blank_values=True)[:32]}
-        return EasFields(
-            user=user or params.get("user", ""),
-            device_id=params.get("deviceid", ""),
-            device_type=params.get("devicetype", ""),
-            cmd=params.get("cmd", ""),
-        )
+        fields = _plain_query_fields(query)
+        if user and user != fields.user:
+            return EasFields(user, fields.device_id, fields.device_type, fields.cmd)
+        return fields
     try:
         from natsync.eas.request import parse_request
 

@@ -28,7 +28,15 @@ from typing import Any, cast
 from natsync.edge import http
 from natsync.edge.balance import Balancer, Server
 from natsync.edge.config import EdgeConfig
-from natsync.edge.http import ChunkedScanner, EasFields, EdgeHttpError, Framing
+from natsync.edge.http import (
+    F_CHUNKED,
+    F_CLOSE,
+    F_LENGTH,
+    F_NONE,
+    ChunkedScanner,
+    EasFields,
+    EdgeHttpError,
+)  # fmt: skip
 from natsync.edge.metrics import Metrics
 from natsync.edge.rules import PublishRules
 from natsync.edge.tls import BACKEND_CONNECT_TIMEOUT, BackendCertError, BackendTrust, SiteContexts
@@ -137,6 +145,8 @@ class Edge:
             for server in self.balancer.servers
         }
         self.read_timeout = config.read_timeout
+        #: The one server when there is one (no choice to make per request).
+        self.single = self.balancer.servers[0] if len(self.balancer.servers) == 1 else None
         self.clients: set[ClientConn] = set()
         self.backends: set[BackendConn] = set()
         self.tasks: set[asyncio.Task[Any]] = set()
@@ -185,7 +195,7 @@ class Edge:
     def acquire(self, client: ClientConn) -> None:
         """Attach a server connection to *client*: an idle pooled one of the server chosen, or a
         new one (to that server, then to the next ones should it fail)."""
-        server = self.balancer.choose()
+        server = self.single or self.balancer.choose()
         assert server is not None
         pool = self.upstreams[server.address].pool
         while pool:
@@ -356,18 +366,13 @@ class Edge:
 
 
 class _Buffered(asyncio.BufferedProtocol):
-    """Reads into the process's shared buffer and hands each read on as bytes."""
+    """Reads into the process's shared buffer; ``buffer_updated`` takes the bytes out at once
+    (each subclass handles them in its own ``buffer_updated``: one call less per read)."""
 
     __slots__ = ()
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return _READ_VIEW
-
-    def buffer_updated(self, nbytes: int) -> None:
-        self.data_received(bytes(_READ_VIEW[:nbytes]))
-
-    def data_received(self, data: bytes) -> None:
-        raise NotImplementedError
 
 
 class BackendConn(_Buffered):
@@ -407,14 +412,16 @@ class BackendConn(_Buffered):
         self.chunks = None
         self.deadline = self.edge.loop.time() + self.edge.read_timeout
 
-    def data_received(self, data: bytes) -> None:
+    def buffer_updated(self, nbytes: int) -> None:
+        data = _READ_VIEW[:nbytes].tobytes()
         client = self.client
         if client is None:  # bytes from an idle pooled connection: not trustworthy any more
             self.drop()
             return
-        self.deadline = self.edge.loop.time() + self.edge.read_timeout
+        edge = self.edge
+        self.deadline = edge.loop.time() + edge.read_timeout
         if self.response is None:
-            self.buf += data
+            self.buf = self.buf + data if self.buf else data
             while self.response is None:
                 try:
                     end = http.head_end(self.buf)
@@ -433,7 +440,7 @@ class BackendConn(_Buffered):
                     continue
                 self.response = head
                 self.left = head.length
-                self.chunks = ChunkedScanner() if head.framing == Framing.CHUNKED else None
+                self.chunks = ChunkedScanner() if head.framing == F_CHUNKED else None
                 self._body(rest, client.start_response(head))
                 return
         self._body(data)
@@ -445,13 +452,13 @@ class BackendConn(_Buffered):
         assert client is not None
         assert response is not None
         framing = response.framing
-        if framing == Framing.CLOSE:
+        if framing == F_CLOSE:
             if data or prefix:
                 client.send(prefix + data)
             return
-        if framing == Framing.NONE:
+        if framing == F_NONE:
             used = 0
-        elif framing == Framing.LENGTH:
+        elif framing == F_LENGTH:
             used = min(self.left, len(data))
             self.left -= used
         else:
@@ -464,10 +471,10 @@ class BackendConn(_Buffered):
                 return
         if used or prefix:
             client.send(prefix + (data if used == len(data) else data[:used]))
-        if framing == Framing.LENGTH:
+        if framing == F_LENGTH:
             finished = self.left == 0
         else:
-            finished = framing == Framing.NONE or (self.chunks is not None and self.chunks.done)
+            finished = framing == F_NONE or (self.chunks is not None and self.chunks.done)
         if finished:
             reusable = response.keep_alive and used == len(data)
             self.upstream.server.fails = 0  # a whole answer: whatever failed before is past
@@ -498,7 +505,7 @@ class BackendConn(_Buffered):
         if client is None:
             return
         response = self.response
-        if response is not None and response.framing == Framing.CLOSE:
+        if response is not None and response.framing == F_CLOSE:
             client.response_done(None)
         else:
             self.edge.server_broke(self.upstream.server, "closed a request it had")
@@ -536,7 +543,7 @@ class ClientConn(_Buffered):
 
     __slots__ = (
         "backend", "buf", "bytes_out", "chunks", "deadline", "edge", "fields", "head",
-        "ip", "keep_alive", "left", "over_limit", "paused", "started", "state", "status",
+        "ip", "keep_alive", "left", "over_limit", "paused", "ping", "started", "state", "status",
         "transport",
     )  # fmt: skip
 
@@ -558,6 +565,8 @@ class ClientConn(_Buffered):
         self.deadline = 0.0
         self.over_limit = False
         self.paused = False
+        #: The request in hand is a Ping (counted in the held-Pings gauge while it is open).
+        self.ping = False
 
     @property
     def method(self) -> bytes:
@@ -622,12 +631,13 @@ class ClientConn(_Buffered):
 
     # -- reading requests
 
-    def data_received(self, data: bytes) -> None:
+    def buffer_updated(self, nbytes: int) -> None:
+        data = _READ_VIEW[:nbytes].tobytes()
         state = self.state
         if state == _BODY:
             self._body(data)
         elif state == _HEAD:
-            self.buf += data
+            self.buf = self.buf + data if self.buf else data
             self._next_request()
         else:  # body bytes before the server is there, or pipelined: hold them, read no more
             self.buf += data
@@ -659,8 +669,9 @@ class ClientConn(_Buffered):
         body = self.buf[end:]
         self.buf = b""
         self.head = head
-        self.fields = http.eas_fields(head)
-        self.started = time.perf_counter()
+        logged = access_log.isEnabledFor(logging.INFO)
+        self.fields = fields = http.eas_fields(head, logged)
+        self.started = time.perf_counter() if logged else 0.0
         self.status = 0
         self.bytes_out = 0
         self.keep_alive = head.keep_alive
@@ -670,7 +681,7 @@ class ClientConn(_Buffered):
             self._answer(503, retry_after=RETRY_AFTER_LIMIT)
             return
         if not edge.rules.allows(head.path):
-            if head.framing != Framing.NONE:
+            if head.framing != F_NONE:
                 self.keep_alive = False
             self._answer(404)
             if self.keep_alive:
@@ -681,7 +692,8 @@ class ClientConn(_Buffered):
             self.keep_alive = False
             self._answer(503, retry_after=RETRY_AFTER_LIMIT)
             return
-        if self.fields.cmd.lower() == "ping":
+        if fields.cmd and fields.cmd.lower() == "ping":
+            self.ping = True
             edge.metrics.held_pings += 1
         self.buf = body
         self.state = _CONNECTING
@@ -715,7 +727,7 @@ class ClientConn(_Buffered):
         assert backend.transport is not None
         self.state = _BODY
         self.left = head.length
-        self.chunks = ChunkedScanner() if head.framing == Framing.CHUNKED else None
+        self.chunks = ChunkedScanner() if head.framing == F_CHUNKED else None
         body, self.buf = self.buf, b""
         request = http.backend_request(head, self.ip)
         head.section = b""  # forwarded; a held Ping should not keep a copy of its head
@@ -731,10 +743,10 @@ class ClientConn(_Buffered):
         assert backend is not None
         assert backend.transport is not None
         framing = head.framing
-        if framing == Framing.NONE:
+        if framing == F_NONE:
             used = 0
             done = True
-        elif framing == Framing.LENGTH:
+        elif framing == F_LENGTH:
             used = min(self.left, len(data))
             self.left -= used
             done = self.left == 0
@@ -824,7 +836,8 @@ class ClientConn(_Buffered):
             self.abort()
 
     def _end_ping(self) -> None:
-        if self.fields.cmd.lower() == "ping" and self.state in (_CONNECTING, _BODY, _WAITING):
+        if self.ping:
+            self.ping = False
             self.edge.metrics.held_pings -= 1
 
     def _end_request(self, status: int) -> None:

@@ -15,11 +15,15 @@ from collections.abc import Iterable
 
 from natsync.edge.config import DEFAULT_PATHS
 
+#: Decisions remembered per path (phones repeat the same few paths; random paths from a scanner
+#: only fill this up to here, then it starts again).
+REMEMBERED_PATHS = 1024
+
 
 class PublishRules:
     """Decides, from the path alone, whether a request is published."""
 
-    __slots__ = ("_exact", "_prefixes")
+    __slots__ = ("_exact", "_prefixes", "_seen")
 
     def __init__(self, paths: Iterable[str] = DEFAULT_PATHS) -> None:
         exact: set[str] = set()
@@ -32,9 +36,18 @@ class PublishRules:
                 exact.add(lower)
         self._exact = frozenset(exact)
         self._prefixes = tuple(prefixes)
+        self._seen: dict[str, bool] = {}
 
     def allows(self, path: str) -> bool:
         """True when *path* (no query) is published."""
+        seen = self._seen.get(path)
+        if seen is None:
+            if len(self._seen) >= REMEMBERED_PATHS:
+                self._seen.clear()
+            seen = self._seen[path] = self._decide(path)
+        return seen
+
+    def _decide(self, path: str) -> bool:
         if (
             "%" in path
             or "\\" in path
