@@ -317,6 +317,22 @@ def head_end(buffer: bytes | bytearray) -> int:
     return end + 4
 
 
+def split_head(buffer: bytes) -> tuple[bytes, bytes] | None:
+    """The head (through its blank line) and the bytes after it, or None while the head is
+    incomplete; the same checks as :func:`head_end`, with fewer copies on the usual read."""
+    end = buffer.find(b"\r\n\r\n", 0, MAX_HEAD_SIZE + 4) + 4
+    if end < 4:
+        head_end(buffer)  # raises for a bare LF or a head too long
+        return None
+    if end == len(buffer):
+        head, rest = buffer, b""
+    else:
+        head, rest = buffer[:end], buffer[end:]
+    if head.count(b"\n") != head.count(b"\r\n"):
+        raise EdgeHttpError(400, "a head line ends in a bare LF")
+    return head, rest
+
+
 def _split_lines(head: bytes) -> list[bytes]:
     crlf = head.count(b"\r\n")
     if head.count(b"\n") != crlf or head.count(b"\r") != crlf:
@@ -517,6 +533,14 @@ def backend_request(head: RequestHead, client_ip: str) -> bytes:
     a Connection header naming other fields makes the edge rebuild the section field by field.
     """
     line = head.method + b" " + head.target + b" HTTP/1.1\r\n"
+    if (
+        not head.hop
+        and head.has_host
+        and head.framing == F_NONE
+        and not head.length_field
+        and head.method not in (b"POST", b"PUT")
+    ):  # the common bodiless request: its lines as they came, and ours
+        return line + head.section + _forwarded_for(client_ip)
     if head.connection_tokens and not head.connection_tokens <= _PLAIN_TOKENS:
         parts = [line, *_forwardable(head.fields, head.connection_tokens)]
         framed = False
@@ -532,9 +556,16 @@ def backend_request(head: RequestHead, client_ip: str) -> bytes:
             parts.append(b"Content-Length: %d\r\n" % head.length)
         elif head.method in (b"POST", b"PUT"):
             parts.append(b"Content-Length: 0\r\n")
-    parts.append(b"X-Forwarded-For: " + client_ip.encode("ascii") + b"\r\n")
-    parts.append(b"X-Forwarded-Proto: https\r\n\r\n")
+    parts.append(_forwarded_for(client_ip))
     return b"".join(parts)
+
+
+@functools.lru_cache(maxsize=1024)
+def _forwarded_for(client_ip: str) -> bytes:
+    """The fields the edge adds for a client, and the blank line that ends the head."""
+    return (
+        b"X-Forwarded-For: " + client_ip.encode("ascii") + b"\r\nX-Forwarded-Proto: https\r\n\r\n"
+    )
 
 
 #: The status line the phone receives, per status the edge knows a reason for.

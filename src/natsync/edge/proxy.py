@@ -424,15 +424,15 @@ class BackendConn(_Buffered):
             self.buf = self.buf + data if self.buf else data
             while self.response is None:
                 try:
-                    end = http.head_end(self.buf)
-                    if end < 0:
+                    split = http.split_head(self.buf)
+                    if split is None:
                         return
-                    head = http.parse_response_head(self.buf[:end], client.method)
+                    head = http.parse_response_head(split[0], client.method)
                 except EdgeHttpError as exc:
                     self.edge.backend_failure("protocol", exc.message)
                     self.drop()
                     return
-                rest = self.buf[end:]
+                rest = split[1]
                 self.buf = b""
                 if head.status < 200:  # interim (100 Continue): pass on, read the next head
                     client.send(http.client_response(head, True))
@@ -657,16 +657,16 @@ class ClientConn(_Buffered):
     def _next_request(self) -> None:
         edge = self.edge
         try:
-            end = http.head_end(self.buf)
-            if end < 0:
+            split = http.split_head(self.buf)
+            if split is None:
                 if self.buf:
                     self.deadline = self.loop_time() + edge.config.header_timeout
                 return
-            head = http.parse_request_head(self.buf[:end], edge.config.max_body)
+            head = http.parse_request_head(split[0], edge.config.max_body)
         except EdgeHttpError as exc:
             self.reject(exc.http_status, exc.message)
             return
-        body = self.buf[end:]
+        body = split[1]
         self.buf = b""
         self.head = head
         logged = access_log.isEnabledFor(logging.INFO)
