@@ -276,6 +276,34 @@ def test_on_uvloop_over_tls_a_dropped_phone_releases_its_parked_ping(
     uvloop.run(main())
 
 
+def test_over_tls_a_close_notify_is_answered_at_once(tmp_path: Path, store: Store) -> None:
+    """A client that ends its TLS session (close_notify) gets the server's at once, not after
+    its own shutdown timeout (CPython's SSLObject.read returns 0 there instead of raising)."""
+    uvloop = pytest.importorskip("uvloop")
+    cert, key = self_signed(tmp_path)
+    config = replace(BASE_CONFIG, tls_cert=cert, tls_key=key)
+    context = ssl.create_default_context(cafile=str(cert))
+
+    async def main() -> float:
+        server = await start_server(config, store)
+        try:
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", server.port, ssl=context, server_hostname="localhost",
+                ssl_shutdown_timeout=10,
+            )  # fmt: skip
+            writer.write(OPTIONS)
+            status, _, _ = await read_response(reader)
+            assert status == b"HTTP/1.1 200 OK"
+            started = asyncio.get_running_loop().time()
+            writer.close()
+            await writer.wait_closed()  # returns when the server's close_notify came back
+            return asyncio.get_running_loop().time() - started
+        finally:
+            await server.close()
+
+    assert uvloop.run(main()) < 2.0
+
+
 async def test_the_aiohttp_app_serves_the_same_handlers(store: Store) -> None:
     import aiohttp
 

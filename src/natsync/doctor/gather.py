@@ -339,7 +339,13 @@ async def gather_tls(
     code, message, handshake_error, protocol, cipher = 0, "", "", "", ""
     try:
         _, writer = await asyncio.wait_for(
-            asyncio.open_connection(address, port, ssl=context, server_hostname=server_name),
+            asyncio.open_connection(
+                address,
+                port,
+                ssl=context,
+                server_hostname=server_name,
+                ssl_shutdown_timeout=timeout,  # a server that never answers close_notify
+            ),
             timeout,
         )
         sslobj = writer.get_extra_info("ssl_object")

@@ -363,7 +363,11 @@ class Connection(asyncio.BufferedProtocol):
                 self._abort()
                 return
             if not count:
-                break
+                # CPython's SSLObject.read returns 0 (it does not raise SSLZeroReturnError)
+                # once the peer's close_notify arrived: answer it with ours and close, or the
+                # client waits out its TLS shutdown timeout (30 s in asyncio).
+                self._close()
+                return
             self._received(_PLAIN[:count])
         self._flush()
 
