@@ -9,6 +9,7 @@ natsync lab scenario NAME | all   build a run, show each failure and its fix, ta
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from typing import Any
 
@@ -178,6 +179,9 @@ def scenario(name: str, as_json: bool) -> None:
             except NatsyncError as exc:
                 narr.expect(f"the scenario ran to the end: {exc.message}", expect_ok=True,
                             seen_ok=False)  # fmt: skip
+            except (OSError, subprocess.SubprocessError) as exc:  # a tool hung or went missing
+                narr.expect(f"the scenario ran to the end: {type(exc).__name__}: {exc}",
+                            expect_ok=True, seen_ok=False)  # fmt: skip
             verdict = "[green]PASS[/]" if narr.passed else "[red]FAIL[/]"
             console.print(f"{verdict} {scenario_name} in {time.monotonic() - t0:.1f} s")
             results.append(narr)

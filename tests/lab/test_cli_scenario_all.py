@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import pkgutil
+import subprocess
 from typing import Any
 
 import pytest
@@ -61,6 +62,8 @@ def test_all_runs_every_scenario_and_narrates_pass_or_fail(
                 narr.expect("the fix works", expect_ok=True, seen_ok=False, detail="it did not")
             elif name == names[2]:
                 raise LabError("the router would not start")
+            elif name == names[3]:
+                raise subprocess.TimeoutExpired(["dig"], 5)
             else:
                 narr.expect("the failure shows", expect_ok=False, seen_ok=False)
                 narr.expect("the fix works", expect_ok=True, seen_ok=True)
@@ -82,12 +85,15 @@ def test_all_runs_every_scenario_and_narrates_pass_or_fail(
     assert FakeLab.closed == 1
     results = json.loads(done.stdout.strip().splitlines()[-1])
     assert [r["scenario"] for r in results] == names
-    assert [r["passed"] for r in results] == [n not in names[1:3] for n in names]
+    assert [r["passed"] for r in results] == [n not in names[1:4] for n in names]
     assert results[2]["steps"][-1]["title"] == (
         "the scenario ran to the end: the router would not start"
     )
+    assert results[3]["steps"][-1]["title"].startswith(
+        "the scenario ran to the end: TimeoutExpired: Command '['dig']' timed out"
+    )
     text = done.stderr
     for name in names:
-        verdict = "FAIL" if name in names[1:3] else "PASS"
+        verdict = "FAIL" if name in names[1:4] else "PASS"
         assert f"{verdict} {name} in " in text
-    assert f"{len(names) - 2}/{len(names)} scenarios passed" in text
+    assert f"{len(names) - 3}/{len(names)} scenarios passed" in text
