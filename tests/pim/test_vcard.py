@@ -212,3 +212,15 @@ def test_arbitrary_bytes_read_or_raise_vcard_error(data: bytes) -> None:
         read_vcards(b"BEGIN:VCARD\r\n" + data + b"\r\nEND:VCARD\r\n")
     with contextlib.suppress(VCardError):
         read_vcards(data)
+
+
+def test_a_value_mentioning_quoted_printable_survives_a_fold_after_an_equals_sign() -> None:
+    """Found by fuzz_vcard: a 3.0 line folded right after "=", in a card whose text mentions
+    QUOTED-PRINTABLE, was joined by vobject's 2.1 soft-break rule with a newline kept."""
+    # 'TEL;TYPE="work,voice":' is 22 octets: the "=" is octet 75, where the line folds
+    value = "QUOTED-PRINTABLE " + "x" * 35 + "=after"
+    card = Card("", {"last_name": "Doe", "business_phone_number": value})
+    for version in ("3.0", "4.0"):
+        written = write_vcards([card], version)
+        assert any(line.endswith(b"=") for line in written.split(b"\r\n")), "no fold after ="
+        assert read_vcards(written) == [card], version

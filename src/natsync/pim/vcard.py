@@ -404,6 +404,11 @@ def parse_line(line: str, number: int) -> tuple[str, list[list[str]], str]:
     return name, params, line[i + 1 :]
 
 
+#: A card's VERSION line saying 2.1 (a folded value cannot look like it: continuations start
+#: with a blank).
+_VERSION_21 = re.compile(r"(?im)^VERSION[ \t]*:[ \t]*2\.1[ \t]*$")
+
+
 def read_vcards(data: bytes) -> list[Card]:
     """Every card of a .vcf file; raises VCardError for anything that is not vCard."""
     from vobject.base import VObjectError, getLogicalLines
@@ -417,7 +422,11 @@ def read_vcards(data: bytes) -> list[Card]:
     cards: list[Card] = []
     current: list[tuple[str, list[list[str]], str]] | None = None
     try:
-        for line, counted in getLogicalLines(io.StringIO(text), allowQP=True):
+        # vobject joins a line ending in "=" to the next (a quoted-printable soft break) when
+        # the text so far mentions quoted-printable anywhere, values included: only 2.1 cards
+        # are quoted-printable, so 3.0 and 4.0 files (what natsync writes) are read without it.
+        quoted_printable = _VERSION_21.search(text) is not None
+        for line, counted in getLogicalLines(io.StringIO(text), allowQP=quoted_printable):
             if not line.strip():
                 continue
             number = max(counted, 1)  # vobject counts the first line as 0, the others from 1
