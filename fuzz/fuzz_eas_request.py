@@ -12,10 +12,9 @@ The first byte picks the parser; an empty corpus directory is seeded with one re
 from __future__ import annotations
 
 import base64
-import sys
-from pathlib import Path
 
 import atheris
+from _harness import fuzz_main
 
 with atheris.instrument_imports(include=["natsync"]):
     from natsync.eas import autodiscover, state
@@ -78,21 +77,5 @@ def test_one_input(data: bytes) -> None:
         return
 
 
-def write_seeds(directory: Path) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    if any(directory.iterdir()):
-        return
-    for index, seed in enumerate(SEEDS):
-        (directory / f"seed-{index:02d}.bin").write_bytes(seed)
-
-
-def main() -> None:
-    for arg in sys.argv[1:]:
-        if not arg.startswith("-"):
-            write_seeds(Path(arg))
-    atheris.Setup(sys.argv, test_one_input)
-    atheris.Fuzz()
-
-
 if __name__ == "__main__":
-    main()
+    fuzz_main(test_one_input, SEEDS, ".bin")

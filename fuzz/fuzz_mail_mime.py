@@ -13,11 +13,10 @@ attachments) so the fuzzer starts from real structure.
 
 from __future__ import annotations
 
-import sys
 from datetime import UTC, datetime
-from pathlib import Path
 
 import atheris
+from _harness import fuzz_main
 
 with atheris.instrument_imports(include=["natsync"]):
     from natsync.mail.errors import MailError
@@ -47,21 +46,5 @@ def test_one_input(data: bytes) -> None:
     body_html(data)
 
 
-def write_seeds(directory: Path) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    if any(directory.iterdir()):
-        return
-    for index, seed in enumerate(SEEDS):
-        (directory / f"seed-{index:02d}.eml").write_bytes(seed)
-
-
-def main() -> None:
-    for arg in sys.argv[1:]:
-        if not arg.startswith("-"):
-            write_seeds(Path(arg))
-    atheris.Setup(sys.argv, test_one_input)
-    atheris.Fuzz()
-
-
 if __name__ == "__main__":
-    main()
+    fuzz_main(test_one_input, SEEDS, ".eml")

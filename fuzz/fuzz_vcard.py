@@ -13,10 +13,8 @@ a data: URI photo, 2.1 with quoted-printable) so the fuzzer starts from real str
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import atheris
+from _harness import fuzz_main
 
 with atheris.instrument_imports(include=["natsync"]):
     from natsync.pim.vcard import VCardError, read_vcards, write_vcards
@@ -52,21 +50,5 @@ def test_one_input(data: bytes) -> None:
         assert read_vcards(write_vcards(cards, version)) == cards, version
 
 
-def write_seeds(directory: Path) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    if any(directory.iterdir()):
-        return
-    for index, seed in enumerate(SEEDS):
-        (directory / f"seed-{index:02d}.vcf").write_bytes(seed)
-
-
-def main() -> None:
-    for arg in sys.argv[1:]:
-        if not arg.startswith("-"):
-            write_seeds(Path(arg))
-    atheris.Setup(sys.argv, test_one_input)
-    atheris.Fuzz()
-
-
 if __name__ == "__main__":
-    main()
+    fuzz_main(test_one_input, SEEDS, ".vcf")

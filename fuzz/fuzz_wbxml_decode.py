@@ -14,10 +14,8 @@ by natsync.wbxml.samples, so the fuzzer starts from real structure (nothing bina
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import atheris
+from _harness import fuzz_main
 
 # Coverage feedback from the codec only (not defusedxml and the other modules it imports).
 with atheris.instrument_imports(include=["natsync"]):
@@ -54,23 +52,11 @@ def test_one_input(data: bytes) -> None:
         assert tree is None or prefix_tree is None, f"prefix of {cut} bytes decoded"
 
 
-def write_seeds(directory: Path) -> None:
-    """Fill an empty corpus directory with valid documents."""
-    directory.mkdir(parents=True, exist_ok=True)
-    if any(directory.iterdir()):
-        return
+def seeds() -> list[bytes]:
+    """Valid documents to start from."""
     trees = [*samples.small_documents(), samples.sync_response(emails=4, body_chars=60)]
-    for index, tree in enumerate(trees):
-        (directory / f"seed-{index:02d}.wbxml").write_bytes(encode(tree))
-
-
-def main() -> None:
-    for arg in sys.argv[1:]:
-        if not arg.startswith("-"):
-            write_seeds(Path(arg))
-    atheris.Setup(sys.argv, test_one_input)
-    atheris.Fuzz()
+    return [encode(tree) for tree in trees]
 
 
 if __name__ == "__main__":
-    main()
+    fuzz_main(test_one_input, seeds(), ".wbxml")
