@@ -9,7 +9,6 @@ starts and the tests' responders listen on them.
 from __future__ import annotations
 
 import base64
-import json
 import os
 import signal
 import socket
@@ -29,13 +28,12 @@ import dns.rcode
 
 from natsync.cert.ca import init_ca
 from natsync.ddns.update import DnsServer, TsigKey, parse_key
+from natsync.lab.services import pebble_argv, pebble_config, pebble_env
 
 ZONE = "example.test"
 KEY_NAME = "natsync-acme"
 #: Every name under the zone resolves to loopback, where the tests' responders listen.
 START_TIMEOUT = 15.0
-#: Certificates pebble issues live 90 days, like Let's Encrypt's (its default is 5 years).
-PEBBLE_VALIDITY = 90 * 86400
 
 
 def free_port() -> int:
@@ -156,38 +154,17 @@ def run_pebble(directory: Path, dns_port: int, nonce_reject: int = 5) -> Iterato
     cert, key = ca.issue_server_cert(["localhost"], ["127.0.0.1"], directory, basename="pebble")
     acme_port, mgmt_port = free_port(), free_port()
     http_port, tls_port = free_port(), free_port()
-    config = {
-        "pebble": {
-            "listenAddress": f"127.0.0.1:{acme_port}",
-            "managementListenAddress": f"127.0.0.1:{mgmt_port}",
-            "certificate": str(cert),
-            "privateKey": str(key),
-            "httpPort": http_port,
-            "tlsPort": tls_port,
-            "ocspResponderURL": "",
-            "externalAccountBindingRequired": False,
-            "certificateValidityPeriod": PEBBLE_VALIDITY,
-        }
-    }
-    (directory / "pebble.json").write_text(json.dumps(config))
-    env = {
-        **os.environ,
-        "PEBBLE_VA_NOSLEEP": "1",
-        "PEBBLE_WFE_NONCEREJECT": str(nonce_reject),
-        # Reuse valid authorizations every time, so a renewal order shows the reuse path.
-        "PEBBLE_AUTHZREUSE": "100",
-    }
-    env.pop("PEBBLE_VA_ALWAYS_VALID", None)
+    config = directory / "pebble.json"
+    config.write_text(
+        pebble_config("127.0.0.1", cert, key, acme_port=acme_port, management_port=mgmt_port,
+                      http_port=http_port, tls_port=tls_port)
+    )  # fmt: skip
+    # Reuse valid authorizations every time, so a renewal order shows the reuse path.
+    env = pebble_env(PEBBLE_WFE_NONCEREJECT=str(nonce_reject), PEBBLE_AUTHZREUSE="100")
     log = directory / "pebble.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [
-                "pebble",
-                "-config",
-                str(directory / "pebble.json"),
-                "-dnsserver",
-                f"127.0.0.1:{dns_port}",
-            ],
+            pebble_argv(config, f"127.0.0.1:{dns_port}"),
             stdout=out,
             stderr=subprocess.STDOUT,
             env=env,

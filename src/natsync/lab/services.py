@@ -167,19 +167,29 @@ PEBBLE_MANAGEMENT_PORT = 15000
 PEBBLE_VALIDITY = 90 * 86400
 
 
-def pebble_config(host: str, cert: Path, key: Path, http_port: int = 80) -> str:
+def pebble_config(
+    host: str,
+    cert: Path,
+    key: Path,
+    *,
+    acme_port: int = PEBBLE_ACME_PORT,
+    management_port: int = PEBBLE_MANAGEMENT_PORT,
+    http_port: int = 80,
+    tls_port: int = 443,
+) -> str:
     """pebble's config: its ACME and management APIs on ``host`` with a TLS certificate that
-    natsync's CA issued (Debian's pebble ships none); ``http_port`` is where it connects to
-    answer http-01 challenges — 80, as a public CA does, so the router must forward port 80."""
+    natsync's CA issued (Debian's pebble ships none); ``http_port`` and ``tls_port`` are where
+    it connects to answer http-01 and tls-alpn-01 challenges — 80 and 443 as a public CA does
+    (so the lab's router must forward port 80); the ACME tests on loopback pick free ones."""
     return json.dumps(
         {
             "pebble": {
-                "listenAddress": f"{host}:{PEBBLE_ACME_PORT}",
-                "managementListenAddress": f"{host}:{PEBBLE_MANAGEMENT_PORT}",
+                "listenAddress": f"{host}:{acme_port}",
+                "managementListenAddress": f"{host}:{management_port}",
                 "certificate": str(cert),
                 "privateKey": str(key),
                 "httpPort": http_port,
-                "tlsPort": 443,
+                "tlsPort": tls_port,
                 "ocspResponderURL": "",
                 "externalAccountBindingRequired": False,
                 "certificateValidityPeriod": PEBBLE_VALIDITY,
@@ -194,9 +204,10 @@ def pebble_argv(config: Path, dns_server: str) -> list[str]:
     return ["pebble", "-config", str(config), "-dnsserver", dns_server]
 
 
-def pebble_env() -> dict[str, str]:
+def pebble_env(**settings: str) -> dict[str, str]:
     """pebble validating challenges for real and at once: no PEBBLE_VA_ALWAYS_VALID, no random
-    sleep before validating; it still refuses 5% of nonces, which natsync's client retries."""
-    env = dict(os.environ, PEBBLE_VA_NOSLEEP="1")
+    sleep before validating; it still refuses 5% of nonces (PEBBLE_WFE_NONCEREJECT), which
+    natsync's client retries. ``settings``: more PEBBLE_* variables."""
+    env = dict(os.environ, PEBBLE_VA_NOSLEEP="1", **settings)
     env.pop("PEBBLE_VA_ALWAYS_VALID", None)
     return env

@@ -151,7 +151,7 @@ class World:
         ca = init_ca(directory / "tls-ca", common_name="pebble's TLS CA (natsync lab)")
         cert, key = ca.issue_server_cert(["acme.example.test"], [t.INET], directory, basename="tls")
         config = directory / "pebble.json"
-        config.write_text(pebble_config(t.INET, cert, key, HTTP_PORT))
+        config.write_text(pebble_config(t.INET, cert, key, http_port=HTTP_PORT))
         self.pebble = self.lab.spawn(
             self.lab.inet, *pebble_argv(config, f"{t.INET}:53"), log="pebble.log",
             env=pebble_env(),
