@@ -231,6 +231,8 @@ def _value(low: bytes, needle: bytes) -> bytes:
 
 
 _NO_TOKENS: frozenset[bytes] = frozenset()
+#: The names :data:`_NAMES` finds in the common GET's head: no framing, nothing to drop.
+_HOST_ONLY = [b"host"]
 #: The Connection values nearly every message has, and their tokens (no set built per message).
 _COMMON_CONNECTION = {
     b"keep-alive": frozenset({b"keep-alive"}),
@@ -245,7 +247,7 @@ def _section_framing(
     """Framing and Connection tokens from b"\\n" + the lowered section and the names
     :data:`_NAMES` found in it (the same rules as :func:`_framing`, without splitting fields)."""
     tokens = _NO_TOKENS
-    if len(names) == 1 and names[0] == b"host":  # the common GET: nothing else to look at
+    if names == _HOST_ONLY:  # the common GET: nothing else to look at
         return (F_NONE, 0, tokens) if is_request else (F_CLOSE, 0, tokens)
     connections = names.count(b"connection")
     if connections == 1:
@@ -280,10 +282,6 @@ def _section_framing(
             raise EdgeHttpError(501, "only Transfer-Encoding: chunked is supported")
         return F_CHUNKED, 0, tokens
     return (F_NONE, 0, tokens) if is_request else (F_CLOSE, 0, tokens)
-
-
-#: The names of the common GET's head: nothing to drop.
-_HOST_ONLY = [b"host"]
 
 
 def _hop(low: bytes, names: list[bytes]) -> tuple[bool, int]:
