@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from natsync.edge import http
 from natsync.edge.config import EdgeConfig
 from natsync.errors import NatsyncError
 
@@ -51,7 +52,8 @@ async def _serve(config: EdgeConfig, worker: int, children: list[int]) -> None:
         forwards = " ".join(str(p) for p in running.forward_ports)
         click.echo(
             f"natsync edge: listening on {running.url} admin={running.admin_port} "
-            f"forwards={forwards or '-'} workers={config.workers}",
+            f"forwards={forwards or '-'} workers={config.workers} "
+            f"parsers={'C' if http.speedups is not None else 'Python'}",
             err=True,
         )
     try:

@@ -215,8 +215,9 @@ def test_fast_request_parse_agrees_with_the_line_by_line_parser(
     request_line: bytes, lines: list[bytes]
 ) -> None:
     data = head(request_line, *lines)
-    fast = _outcome(http.parse_request_head, data)
+    fast = _outcome(http.parse_request_head, data)  # the C module first, when built
     assert fast == _outcome(http._strict_request_head, data)
+    assert _outcome(http.python_request_head, data) == fast
     if not isinstance(fast, int):  # and what is forwarded means the same
         forwarded = http.backend_request(http.parse_request_head(data, MAX_BODY), "192.0.2.7")
         rebuilt = http.backend_request(http._strict_request_head(data, MAX_BODY), "192.0.2.7")
@@ -250,12 +251,13 @@ def test_fast_response_parse_agrees_with_the_line_by_line_parser(
             http.client_response(parsed, parsed.keep_alive).count(b"\r\n"),
         )  # fmt: skip
 
-    fast = outcome(http.parse_response_head)
+    fast = outcome(http.parse_response_head)  # the C module first, when built
     strict = outcome(http._strict_response_head)
     if isinstance(strict, int):
         assert fast == 502
     else:
         assert fast == strict
+    assert outcome(http.python_response_head) == fast
 
 
 def test_response_head_for_the_phone_drops_connection_fields_and_keeps_the_length() -> None:

@@ -26,7 +26,9 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
+import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
 from urllib.parse import parse_qsl
@@ -331,6 +333,31 @@ def split_head(buffer: bytes) -> tuple[bytes, bytes] | None:
     return head, rest
 
 
+def take_request(buffer: bytes, max_body: int) -> tuple[RequestHead, bytes] | None:
+    """The validated request head at the start of *buffer* and the bytes after it, or None
+    while the head is incomplete; EdgeHttpError as :func:`split_head` and
+    :func:`parse_request_head`."""
+    taken: tuple[RequestHead, bytes] | None = _c_take_request(buffer, max_body)
+    if taken is not None:
+        return taken
+    split = split_head(buffer)
+    if split is None:
+        return None
+    return python_request_head(split[0], max_body), split[1]
+
+
+def take_response(buffer: bytes, request_method: bytes) -> tuple[ResponseHead, bytes] | None:
+    """As :func:`take_request`, for the server's response head (errors as
+    :func:`parse_response_head`'s, except a bare LF: 400 from :func:`split_head`)."""
+    taken: tuple[ResponseHead, bytes] | None = _c_take_response(buffer, request_method)
+    if taken is not None:
+        return taken
+    split = split_head(buffer)
+    if split is None:
+        return None
+    return python_response_head(split[0], request_method), split[1]
+
+
 def _split_lines(head: bytes) -> list[bytes]:
     crlf = head.count(b"\r\n")
     if head.count(b"\n") != crlf or head.count(b"\r") != crlf:
@@ -396,6 +423,15 @@ def _connection_tokens(fields: list[tuple[bytes, bytes]]) -> frozenset[bytes]:
 
 def parse_request_head(head: bytes, max_body: int) -> RequestHead:
     """Validate a request head (ending with the blank line); EdgeHttpError when unsafe.
+
+    The C module takes the clean, common head; anything else (errors included) is
+    :func:`python_request_head`'s."""
+    parsed: RequestHead | None = _c_request_head(head, max_body)
+    return parsed if parsed is not None else python_request_head(head, max_body)
+
+
+def python_request_head(head: bytes, max_body: int) -> RequestHead:
+    """:func:`parse_request_head` in Python: the reference, and the whole parser without C.
 
     One match for the request line and one for the whole field section; a head either fails
     to match (then :func:`_strict_request_head` says why, line by line) or is what the strict
@@ -463,7 +499,14 @@ def _canonical(fields: list[tuple[bytes, bytes]]) -> bytes:
 
 
 def parse_response_head(head: bytes, request_method: bytes) -> ResponseHead:
-    """Parse the server's response head; EdgeHttpError(502) when it cannot be trusted."""
+    """Parse the server's response head; EdgeHttpError(502) when it cannot be trusted (the C
+    module takes the clean, common head, :func:`python_response_head` the rest)."""
+    parsed: ResponseHead | None = _c_response_head(head, request_method)
+    return parsed if parsed is not None else python_response_head(head, request_method)
+
+
+def python_response_head(head: bytes, request_method: bytes) -> ResponseHead:
+    """:func:`parse_response_head` in Python: the reference, and the whole parser without C."""
     try:
         line_end = head.find(b"\r\n")
         section = head[line_end + 2 : -2]
@@ -603,6 +646,39 @@ def error_response(status: int, *, retry_after: int | None = None, close: bool =
         conn,
         body,
     )
+
+
+def _no_c(head: bytes, other: object) -> None:
+    return None
+
+
+#: Set in the environment (to anything), the edge runs on the Python parsers alone.
+PURE_PYTHON_ENV = "NATSYNC_PURE_PYTHON"
+
+try:  # the C common case (optional: natsync/edge/_speedups.c, built by setup.py)
+    from natsync.edge import _speedups
+except ImportError:  # pragma: no cover - a build without a C compiler
+    _speedups = None  # type: ignore[assignment]
+#: The C module when it is built and not switched off, else None.
+speedups = None if os.environ.get(PURE_PYTHON_ENV) else _speedups
+#: The C parsers, or stand-ins answering "not mine" (then the Python parser takes every head).
+_c_request_head: Callable[[bytes, int], RequestHead | None] = _no_c
+_c_response_head: Callable[[bytes, bytes], ResponseHead | None] = _no_c
+_c_take_request: Callable[[bytes, int], tuple[RequestHead, bytes] | None] = _no_c
+_c_take_response: Callable[[bytes, bytes], tuple[ResponseHead, bytes] | None] = _no_c
+if speedups is not None:
+    speedups.configure(
+        RequestHead,
+        ResponseHead,
+        (F_NONE, F_LENGTH, F_CHUNKED, F_CLOSE),
+        (_NO_TOKENS, _COMMON_CONNECTION[b"keep-alive"], _COMMON_CONNECTION[b"close"],
+         _COMMON_CONNECTION[b"upgrade"]),
+        (MAX_HEAD_SIZE, MAX_HEADER_COUNT, MAX_LENGTH_DIGITS),
+    )  # fmt: skip
+    _c_request_head = speedups.request_head
+    _c_response_head = speedups.response_head
+    _c_take_request = speedups.take_request
+    _c_take_response = speedups.take_response
 
 
 # ChunkedScanner states.

@@ -22,7 +22,7 @@ import json
 import logging
 import ssl
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, cast
 
 from natsync.edge import http
@@ -52,6 +52,24 @@ READ_BUFFER_SIZE = 64 * 1024
 #: runs. The alternative (``data_received``) makes uvloop allocate a 256 KiB bytes object per TLS
 #: read and shrink it (mmap + mremap + munmap: a fifth of the edge's CPU under keep-alive load).
 _READ_VIEW = memoryview(bytearray(READ_BUFFER_SIZE))
+
+
+def _python_read_buffer(sizehint: int) -> memoryview:
+    return _READ_VIEW
+
+
+def _python_read_bytes(nbytes: int) -> bytes:
+    return _READ_VIEW[:nbytes].tobytes()
+
+
+#: The protocols' get_buffer, and what their buffer_updated copies out with: C functions when
+#: natsync.edge._speedups is built (they run once per TLS read; a Python frame costs more).
+_read_buffer: Callable[[int], memoryview] = _python_read_buffer
+_read_bytes: Callable[[int], bytes] = _python_read_bytes
+if http.speedups is not None:
+    http.speedups.set_read_buffer(_READ_VIEW)
+    _read_buffer = http.speedups.read_buffer
+    _read_bytes = http.speedups.read_bytes
 
 #: Write-buffer high-water mark per side: above it, the other side stops being read. Small, so a
 #: slow phone cannot make the edge hold a large response in memory.
@@ -371,8 +389,8 @@ class _Buffered(asyncio.BufferedProtocol):
 
     __slots__ = ()
 
-    def get_buffer(self, sizehint: int) -> memoryview:
-        return _READ_VIEW
+    # a plain function (C when built), not a method: uvloop and asyncio call it per TLS read
+    get_buffer = staticmethod(_read_buffer)  # type: ignore[assignment]
 
 
 class BackendConn(_Buffered):
@@ -413,7 +431,7 @@ class BackendConn(_Buffered):
         self.deadline = self.edge.loop.time() + self.edge.read_timeout
 
     def buffer_updated(self, nbytes: int) -> None:
-        data = _READ_VIEW[:nbytes].tobytes()
+        data = _read_bytes(nbytes)
         client = self.client
         if client is None:  # bytes from an idle pooled connection: not trustworthy any more
             self.drop()
@@ -424,15 +442,14 @@ class BackendConn(_Buffered):
             self.buf = self.buf + data if self.buf else data
             while self.response is None:
                 try:
-                    split = http.split_head(self.buf)
-                    if split is None:
-                        return
-                    head = http.parse_response_head(split[0], client.method)
+                    taken = http.take_response(self.buf, client.method)
                 except EdgeHttpError as exc:
                     self.edge.backend_failure("protocol", exc.message)
                     self.drop()
                     return
-                rest = split[1]
+                if taken is None:
+                    return
+                head, rest = taken
                 self.buf = b""
                 if head.status < 200:  # interim (100 Continue): pass on, read the next head
                     client.send(http.client_response(head, True))
@@ -452,15 +469,18 @@ class BackendConn(_Buffered):
         assert client is not None
         assert response is not None
         framing = response.framing
-        if framing == F_CLOSE:
+        size = len(data)
+        if framing == F_LENGTH:
+            used = self.left if self.left < size else size
+            self.left -= used
+            finished = self.left == 0
+        elif framing == F_NONE:
+            used = 0
+            finished = True
+        elif framing == F_CLOSE:
             if data or prefix:
                 client.send(prefix + data)
             return
-        if framing == F_NONE:
-            used = 0
-        elif framing == F_LENGTH:
-            used = min(self.left, len(data))
-            self.left -= used
         else:
             assert self.chunks is not None
             try:
@@ -469,14 +489,11 @@ class BackendConn(_Buffered):
                 self.edge.backend_failure("protocol", f"bad chunked body: {exc.message}")
                 self.drop()
                 return
+            finished = self.chunks.done
         if used or prefix:
-            client.send(prefix + (data if used == len(data) else data[:used]))
-        if framing == F_LENGTH:
-            finished = self.left == 0
-        else:
-            finished = framing == F_NONE or (self.chunks is not None and self.chunks.done)
+            client.send(prefix + (data if used == size else data[:used]))
         if finished:
-            reusable = response.keep_alive and used == len(data)
+            reusable = response.keep_alive and used == size
             self.upstream.server.fails = 0  # a whole answer: whatever failed before is past
             self.response = None
             self.deadline = 0.0
@@ -632,7 +649,7 @@ class ClientConn(_Buffered):
     # -- reading requests
 
     def buffer_updated(self, nbytes: int) -> None:
-        data = _READ_VIEW[:nbytes].tobytes()
+        data = _read_bytes(nbytes)
         state = self.state
         if state == _BODY:
             self._body(data)
@@ -657,16 +674,15 @@ class ClientConn(_Buffered):
     def _next_request(self) -> None:
         edge = self.edge
         try:
-            split = http.split_head(self.buf)
-            if split is None:
-                if self.buf:
-                    self.deadline = self.loop_time() + edge.config.header_timeout
-                return
-            head = http.parse_request_head(split[0], edge.config.max_body)
+            taken = http.take_request(self.buf, edge.config.max_body)
         except EdgeHttpError as exc:
             self.reject(exc.http_status, exc.message)
             return
-        body = split[1]
+        if taken is None:
+            if self.buf:
+                self.deadline = self.loop_time() + edge.config.header_timeout
+            return
+        head, body = taken
         self.buf = b""
         self.head = head
         logged = access_log.isEnabledFor(logging.INFO)
@@ -743,11 +759,12 @@ class ClientConn(_Buffered):
         assert backend is not None
         assert backend.transport is not None
         framing = head.framing
+        size = len(data)
         if framing == F_NONE:
             used = 0
             done = True
         elif framing == F_LENGTH:
-            used = min(self.left, len(data))
+            used = self.left if self.left < size else size
             self.left -= used
             done = self.left == 0
         else:
@@ -768,11 +785,11 @@ class ClientConn(_Buffered):
                 return
             done = self.chunks.done
         if used or prefix:
-            backend.transport.write(prefix + (data if used == len(data) else data[:used]))
+            backend.transport.write(prefix + (data if used == size else data[:used]))
         if done:
             if self.state == _BODY:
                 self.state = _WAITING
-            if used < len(data):
+            if used < size:
                 self.buf += data[used:]
                 self.pause()
 

@@ -1,0 +1,20 @@
+"""Build step for the one C module; everything else is in pyproject.toml.
+
+natsync.edge._speedups is optional: without a C compiler and Python's headers the build goes
+on without it and natsync.edge.http uses its Python parser alone (same results, slower).
+`make test` installs the compiler and headers (scripts/ensure-apt.sh) and its tests require
+the module to be there.
+"""
+
+from setuptools import Extension, setup
+
+setup(
+    ext_modules=[
+        Extension(
+            "natsync.edge._speedups",
+            ["src/natsync/edge/_speedups.c"],
+            optional=True,
+            extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+        )
+    ]
+)
