@@ -560,3 +560,13 @@ def test_arbitrary_application_data_decodes_or_raises_pim_error(
         calendar.busy_intervals(
             [record], datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 6, 1, tzinfo=UTC)
         )
+
+
+@pytest.mark.parametrize("year", [1, 607, 999, 1000, 2026, 9999])
+def test_time_texts_pad_the_year_and_parse_back(year: int) -> None:
+    moment = datetime(year, 2, 24, 7, 5, 3, tzinfo=UTC)
+    text = calendar.utc_text(moment)
+    assert text == f"{year:04d}-02-24T07:05:03Z"
+    assert calendar.parse_utc(text) == moment
+    assert calendar.compact(text) == f"{year:04d}0224T070503Z"
+    assert calendar.instance_id(text) == f"{year:04d}-02-24T07:05:03.000Z"

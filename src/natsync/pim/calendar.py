@@ -267,11 +267,18 @@ _RR_DAYS = (_rrule.SU, _rrule.MO, _rrule.TU, _rrule.WE, _rrule.TH, _rrule.FR, _r
 # -- values ---------------------------------------------------------------------------------------
 
 
+def _as_utc(moment: datetime) -> datetime:
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
+
+
+# The year is written by hand, not with strftime: glibc's %Y does not pad years below 1000
+# ("607-02-24"), which then fail to parse back (found by fuzz/fuzz_ical.py).
+
+
 def utc_text(moment: datetime) -> str:
     """A record's time text: ``2026-11-25T09:49:53Z``."""
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    moment = _as_utc(moment)
+    return f"{moment.year:04d}-{moment:%m-%dT%H:%M:%S}Z"
 
 
 def parse_utc(text: str) -> datetime:
@@ -284,12 +291,14 @@ def parse_utc(text: str) -> datetime:
 
 def compact(text: str) -> str:
     """A record's time text in the compact EAS form (MS-ASDTYPE 2.7.2): ``20261125T094953Z``."""
-    return parse_utc(text).strftime("%Y%m%dT%H%M%SZ")
+    moment = parse_utc(text)
+    return f"{moment.year:04d}{moment:%m%dT%H%M%S}Z"
 
 
 def instance_id(text: str) -> str:
     """A record's time text as an airsyncbase:InstanceId (MS-ASDTYPE 2.3 dateTime)."""
-    return parse_utc(text).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    moment = parse_utc(text)
+    return f"{moment.year:04d}-{moment:%m-%dT%H:%M:%S}.000Z"
 
 
 def _int(element: Element, name: str, low: int, high: int) -> int:
