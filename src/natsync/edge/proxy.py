@@ -43,6 +43,7 @@ from natsync.edge.tls import BACKEND_CONNECT_TIMEOUT, BackendCertError, BackendT
 
 log = logging.getLogger("natsync.edge")
 access_log = logging.getLogger("natsync.edge.access")
+_INFO = logging.INFO
 
 #: Bytes the TLS layer may decrypt into the shared read buffer at once (one TLS record is at most
 #: 16 KiB; a larger buffer only serves bulk bodies, which are forwarded chunk by chunk anyway).
@@ -685,7 +686,7 @@ class ClientConn(_Buffered):
         head, body = taken
         self.buf = b""
         self.head = head
-        logged = access_log.isEnabledFor(logging.INFO)
+        logged = access_log.isEnabledFor(_INFO)
         self.fields = fields = http.eas_fields(head, logged)
         self.started = time.perf_counter() if logged else 0.0
         self.status = 0
@@ -747,6 +748,10 @@ class ClientConn(_Buffered):
         body, self.buf = self.buf, b""
         request = http.backend_request(head, self.ip)
         head.section = b""  # forwarded; a held Ping should not keep a copy of its head
+        if head.framing == F_NONE and not body:  # the usual GET, OPTIONS or Ping: sent whole
+            backend.transport.write(request)
+            self.state = _WAITING
+            return
         self._body(body, request)
         if self.state == _BODY:
             self.resume()
@@ -822,12 +827,15 @@ class ClientConn(_Buffered):
     def _ready_for_next(self) -> None:
         self.state = _HEAD
         self.head = None
-        self.deadline = self.loop_time() + (
-            self.edge.config.header_timeout if self.buf else self.edge.config.client_idle_timeout
-        )
-        self.resume()
-        if self.buf:
+        edge = self.edge
+        if self.buf:  # a pipelined request came with the last one
+            self.deadline = edge.loop.time() + edge.config.header_timeout
+            self.resume()
             self._next_request()
+            return
+        self.deadline = edge.loop.time() + edge.config.client_idle_timeout
+        if self.paused:
+            self.resume()
 
     def backend_failed(self, status: int, retry_after: int | None = None) -> None:
         if self.state != _CONNECTING:
@@ -858,14 +866,15 @@ class ClientConn(_Buffered):
             self.edge.metrics.held_pings -= 1
 
     def _end_request(self, status: int) -> None:
-        self._end_ping()
+        if self.ping:
+            self._end_ping()
         self.state = _HEAD
         self._log(status)
 
     def _log(self, status: int, error: str = "") -> None:
         fields = self.fields
         self.edge.metrics.count_request(fields.cmd or "-", status)
-        if not access_log.isEnabledFor(logging.INFO):
+        if not access_log.isEnabledFor(_INFO):
             return
         head = self.head
         record: dict[str, Any] = {
