@@ -10,6 +10,9 @@ The first byte picks request or response (and the response's request method).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import atheris
 from _harness import fuzz_main
 
@@ -37,26 +40,29 @@ def test_one_input(data: bytes) -> None:
         return
     kind, body = data[0] % 3, data[1:]
     if kind == 0:
-        fast = C.take_request(body, MAX_BODY)
-        if fast is not None:
-            split = http.split_head(body)
-            assert split is not None
-            assert fast == (http.python_request_head(split[0], MAX_BODY), split[1])
-        try:
-            http.take_request(body, MAX_BODY)
-        except EdgeHttpError:
-            return
+        _agree(C.take_request, http.python_request_head, http.take_request, body, MAX_BODY)
     else:
         method = b"GET" if kind == 1 else b"HEAD"
-        fast = C.take_response(body, method)
-        if fast is not None:
-            split = http.split_head(body)
-            assert split is not None
-            assert fast == (http.python_response_head(split[0], method), split[1])
-        try:
-            http.take_response(body, method)
-        except EdgeHttpError:
-            return
+        _agree(C.take_response, http.python_response_head, http.take_response, body, method)
+
+
+def _agree(
+    c_take: Callable[[bytes, Any], object],
+    reference: Callable[[bytes, Any], object],
+    take: Callable[[bytes, Any], object],
+    body: bytes,
+    arg: Any,
+) -> None:
+    """The C take is None or the reference's result; the public take decodes or raises ours."""
+    fast = c_take(body, arg)
+    if fast is not None:
+        split = http.split_head(body)
+        assert split is not None
+        assert fast == (reference(split[0], arg), split[1])
+    try:
+        take(body, arg)
+    except EdgeHttpError:
+        return
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import TypeVar
 from urllib.parse import parse_qsl
 
 from natsync.errors import NatsyncError
@@ -317,6 +318,10 @@ def head_end(buffer: bytes | bytearray) -> int:
     return end + 4
 
 
+_Head = TypeVar("_Head")
+_Arg = TypeVar("_Arg")
+
+
 def split_head(buffer: bytes) -> tuple[bytes, bytes] | None:
     """The head (through its blank line) and the bytes after it, or None while the head is
     incomplete; the same checks as :func:`head_end`, with fewer copies on the usual read."""
@@ -338,12 +343,7 @@ def take_request(buffer: bytes, max_body: int) -> tuple[RequestHead, bytes] | No
     while the head is incomplete; EdgeHttpError as :func:`split_head` and
     :func:`parse_request_head`."""
     taken: tuple[RequestHead, bytes] | None = _c_take_request(buffer, max_body)
-    if taken is not None:
-        return taken
-    split = split_head(buffer)
-    if split is None:
-        return None
-    return python_request_head(split[0], max_body), split[1]
+    return taken if taken is not None else _take_in_python(buffer, python_request_head, max_body)
 
 
 def take_response(buffer: bytes, request_method: bytes) -> tuple[ResponseHead, bytes] | None:
@@ -352,10 +352,14 @@ def take_response(buffer: bytes, request_method: bytes) -> tuple[ResponseHead, b
     taken: tuple[ResponseHead, bytes] | None = _c_take_response(buffer, request_method)
     if taken is not None:
         return taken
+    return _take_in_python(buffer, python_response_head, request_method)
+
+
+def _take_in_python(
+    buffer: bytes, parse: Callable[[bytes, _Arg], _Head], arg: _Arg
+) -> tuple[_Head, bytes] | None:
     split = split_head(buffer)
-    if split is None:
-        return None
-    return python_response_head(split[0], request_method), split[1]
+    return None if split is None else (parse(split[0], arg), split[1])
 
 
 def _split_lines(head: bytes) -> list[bytes]:

@@ -267,17 +267,14 @@ _RR_DAYS = (_rrule.SU, _rrule.MO, _rrule.TU, _rrule.WE, _rrule.TH, _rrule.FR, _r
 # -- values ---------------------------------------------------------------------------------------
 
 
-def _as_utc(moment: datetime) -> datetime:
-    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
-
-
-# The year is written by hand, not with strftime: glibc's %Y does not pad years below 1000
-# ("607-02-24"), which then fail to parse back (found by fuzz/fuzz_ical.py).
-
-
 def utc_text(moment: datetime) -> str:
-    """A record's time text: ``2026-11-25T09:49:53Z``."""
-    moment = _as_utc(moment)
+    """A record's time text: ``2026-11-25T09:49:53Z``.
+
+    The year is written by hand here and below, not with strftime: glibc's %Y does not pad
+    years below 1000 ("607-02-24"), which then fail to parse back (found by fuzz/fuzz_ical.py)."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    moment = moment.astimezone(UTC)
     return f"{moment.year:04d}-{moment:%m-%dT%H:%M:%S}Z"
 
 
