@@ -182,7 +182,7 @@ def prepare_database(url: str, devices: int, sync_messages: int) -> str:
     """Users u0..u{devices-1} and "demo" with *sync_messages* messages; the inbox ServerId."""
     from sync_bench import fill_inbox
 
-    from natsync.cli_up import DEMO_EMAIL, DEMO_USER
+    from natsync.cli.up import DEMO_EMAIL, DEMO_USER
     from natsync.store import open_store
 
     inbox = push_bench.make_store(url, devices)  # type: ignore[arg-type]  (a URL opens too)
@@ -448,7 +448,7 @@ async def sync_phase(args: argparse.Namespace, https_ports: list[int], cert: Pat
     *https_ports*: the edge's one port, or the processes'); messages/s."""
     from sync_bench import initial_sync
 
-    from natsync.cli_up import DEMO_USER
+    from natsync.cli.up import DEMO_USER
 
     infos = [
         {

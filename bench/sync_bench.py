@@ -40,7 +40,7 @@ from pathlib import Path
 
 import aiosmtplib
 
-from natsync.cli_up import DEMO_EMAIL, DEMO_USER, prepare
+from natsync.cli.up import DEMO_EMAIL, DEMO_USER, prepare
 from natsync.client import BodyPreference, BodyType, EASClient
 from natsync.mail.mime import parse_message
 from natsync.store import open_store

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""atheris harness for natsync.pim.ical: any bytes read as calendar records or raise IcsError.
+"""atheris harness for natsync.classes.ical: any bytes read as calendar records or raise IcsError.
 
 Invitations from the internet reach ``records_from_ics`` unfiltered (iMIP by SMTP), and so do
 files people import, so every input must give records or IcsError, never another exception or a
@@ -21,9 +21,9 @@ import atheris
 from _harness import fuzz_main
 
 with atheris.instrument_imports(include=["natsync"]):
+    from natsync.classes import calendar
+    from natsync.classes.ical import IcsError, records_from_ics, records_to_ics
     from natsync.eas.versions import V12_1, V16_1
-    from natsync.pim import calendar
-    from natsync.pim.ical import IcsError, records_from_ics, records_to_ics
 
 BEGIN = datetime(2026, 1, 1, tzinfo=UTC)
 END = datetime(2027, 1, 1, tzinfo=UTC)

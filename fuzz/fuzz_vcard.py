@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""atheris harness for natsync.pim.vcard: any bytes read as cards or raise VCardError.
+"""atheris harness for natsync.classes.vcard: any bytes read as cards or raise VCardError.
 
 ``natsync import vcf`` reads files other programs wrote, so every input must give cards or
 VCardError, never another exception or a hang; and what was read must survive a write and a
@@ -17,7 +17,7 @@ import atheris
 from _harness import fuzz_main
 
 with atheris.instrument_imports(include=["natsync"]):
-    from natsync.pim.vcard import VCardError, read_vcards, write_vcards
+    from natsync.classes.vcard import VCardError, read_vcards, write_vcards
 
 SEEDS = [
     b"BEGIN:VCARD\r\nVERSION:3.0\r\nN:Appleseed;Johnny;;;\r\nFN:Johnny Appleseed\r\n"

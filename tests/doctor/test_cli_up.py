@@ -235,7 +235,7 @@ def test_html_report_renders_every_finding_in_chromium(tmp_path: Path) -> None:
 
 
 def test_inside_url_from_the_config(tmp_path: Path) -> None:
-    from natsync.cli_doctor import _inside_url
+    from natsync.cli.doctor import _inside_url
 
     config = tmp_path / "natsync.toml"
     config.write_text('[server]\nport = 9443\ntls_cert = "a.pem"\ntls_key = "a.key"\n')

@@ -22,17 +22,17 @@ from email import policy
 from email.message import EmailMessage
 from pathlib import Path
 
+from natsync.classes import calendar
+from natsync.classes.ical import records_from_ics, records_to_ics
 from natsync.client import Command, EASClient, ItemCommand
 from natsync.eas.versions import V16_1
 from natsync.mail import imip
-from natsync.pim import calendar
-from natsync.pim.ical import records_from_ics, records_to_ics
 from natsync.store.api import FolderType, Txn
 from natsync.wbxml import E, Element
 from tests.conftest import StoreFactory
 from tests.e2e.deployment import Deployment, deployment
 from tests.e2e.test_mail_roundtrip import RELAY_WAIT, Wire, phone
-from tests.pim.test_ical import MEETING
+from tests.classes.test_ical import MEETING
 
 REMOTE = "bob@remote.test"
 MR = "MeetingResponse"

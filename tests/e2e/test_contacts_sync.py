@@ -18,13 +18,13 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
+from natsync.classes import contacts, notes, tasks
+from natsync.classes.codec import Record
+from natsync.classes.vcard import read_vcards
+from natsync.classes.vtodo import todos_from_ics
 from natsync.cli import main
 from natsync.client import Command, EASClient, ItemCommand
 from natsync.eas.versions import V16_1
-from natsync.pim import contacts, notes, tasks
-from natsync.pim.codec import Record
-from natsync.pim.vcard import read_vcards
-from natsync.pim.vtodo import todos_from_ics
 from natsync.store.api import FolderType, Txn
 from natsync.wbxml import E, Element
 from tests.e2e.deployment import Deployment, deployment

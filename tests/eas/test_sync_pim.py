@@ -16,11 +16,11 @@ from typing import Any
 
 import pytest
 
+from natsync.classes import registry
+from natsync.classes.codec import ClassCodec, PimError, Record
+from natsync.classes.email import BodyPreference
 from natsync.eas.context import WBXML_CONTENT_TYPE, Response
 from natsync.eas.versions import Version
-from natsync.mail.eas_email import BodyPreference
-from natsync.pim import registry
-from natsync.pim.codec import ClassCodec, PimError, Record
 from natsync.store.api import FolderType, Item, Store, Txn, User
 from natsync.wbxml import E, Element
 from tests.eas.helpers import NOW, Phone, collection, commands
@@ -709,8 +709,8 @@ def test_user_pim_folders_are_created_renamed_and_deleted_with_their_items(store
 def test_the_real_class_modules_give_sync_its_filters_and_occurrence_deletes() -> None:
     """Sync finds ``in_window`` / ``delete_occurrence`` by name in the class modules: the
     real Calendar and Tasks modules must provide them under those names."""
+    from natsync.classes import calendar, tasks
     from natsync.eas.sync import class_function, item_filter
-    from natsync.pim import calendar, tasks
 
     keep = item_filter(calendar.CODEC, 4, NOW)  # two weeks back
     assert keep is not None

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-import natsync.cli_lab
+import natsync.cli.lab
 import natsync.lab.scenarios as scenarios_pkg
 from natsync.cli import main
 from natsync.lab.errors import LabError
@@ -70,8 +70,8 @@ def test_all_runs_every_scenario_and_narrates_pass_or_fail(
 
         return run
 
-    monkeypatch.setattr(natsync.cli_lab, "_root", lambda: None)
-    monkeypatch.setattr(natsync.cli_lab, "_build", lambda tag, owner_pid: FakeWorld(calls))
+    monkeypatch.setattr(natsync.cli.lab, "_root", lambda: None)
+    monkeypatch.setattr(natsync.cli.lab, "_build", lambda tag, owner_pid: FakeWorld(calls))
     monkeypatch.setattr(
         scenarios_pkg, "registry", lambda: {n: (doc, fake(n)) for n, (doc, _) in real.items()}
     )

@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 
+from natsync.classes import calendar as cal
+from natsync.classes.email import email_application_data
+from natsync.classes.ical import records_from_ics
 from natsync.eas.versions import V16_1
 from natsync.mail import imip, relay
-from natsync.mail.eas_email import email_application_data
 from natsync.mail.mime import parse_message
-from natsync.pim import calendar as cal
-from natsync.pim.ical import records_from_ics
 from natsync.store.api import FolderType, Item, Message, Store, Txn, User
 from natsync.wbxml import E, decode, encode
 from tests.libwbxml import assert_libwbxml_decodes

@@ -12,12 +12,12 @@ import base64
 import re
 import struct
 
+from natsync.classes import email as eas_email
+from natsync.classes import registry
 from natsync.eas.context import Context, Response
 from natsync.eas.errors import EasError
 from natsync.eas.status import ItemOperationsStatus as S
 from natsync.eas.sync import forget_all
-from natsync.mail import eas_email
-from natsync.pim import registry
 from natsync.store.api import STANDARD_FOLDERS
 from natsync.wbxml import E, Element, encode
 

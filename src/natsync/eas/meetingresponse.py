@@ -2,7 +2,7 @@
 meeting, named by the invitation in the Inbox (an iMIP REQUEST, RFC 6047) or by the calendar
 item itself (RequestId = its ServerId, CollectionId = its calendar folder).
 
-* The calendar item (natsync.pim.calendar, upserted by UID from the invitation when delivery did
+* The calendar item (natsync.classes.calendar, upserted by UID from the invitation when delivery did
   not create it) takes the answer: accept → Busy, ResponseType 3; tentative → Tentative,
   ResponseType 2; the user's own attendee entry gets the same status; decline removes the item.
   A 16.x InstanceId answers one occurrence: it becomes an exception (declined: deleted).
@@ -19,15 +19,15 @@ from __future__ import annotations
 import enum
 from typing import Any
 
+from natsync.classes import calendar as cal
+from natsync.classes.codec import PimError, Record
+from natsync.classes.ical import IcsError, records_from_ics
 from natsync.eas.context import Context, Response
 from natsync.eas.errors import EasError
 from natsync.eas.sync import adjust_known
 from natsync.eas.versions import V16_0
 from natsync.mail import imip
 from natsync.mail.mime import CLASS_MEETING_REQUEST
-from natsync.pim import calendar as cal
-from natsync.pim.codec import PimError, Record
-from natsync.pim.ical import IcsError, records_from_ics
 from natsync.store.api import FolderType, Item, Message
 from natsync.wbxml import E, Element
 

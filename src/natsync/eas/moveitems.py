@@ -7,11 +7,11 @@ are updated in the same transaction: no Delete and no duplicate Add come back to
 
 from __future__ import annotations
 
+from natsync.classes import registry
 from natsync.eas.context import Context, Response
 from natsync.eas.errors import EasError
 from natsync.eas.status import Common, MoveStatus
 from natsync.eas.sync import adjust_known
-from natsync.pim import registry
 from natsync.store.api import Conflict, Item, Message
 from natsync.wbxml import E
 

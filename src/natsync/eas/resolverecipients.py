@@ -4,7 +4,7 @@ client asks. Certificates are not offered (we hold none).
 
 Availability (MS-ASCMD 2.2.3.16, 2.2.3.107): MergedFreeBusy has one digit per 30 minutes from
 StartTime (EndTime defaults to seven days later), computed from the recipient's default Calendar
-folder by :func:`natsync.pim.calendar.busy_intervals`: 0 free, 1 tentative (and "working
+folder by :func:`natsync.classes.calendar.busy_intervals`: 0 free, 1 tentative (and "working
 elsewhere"), 2 busy, 3 out of office; the busiest event in a slot wins. A span shorter than one
 slot, longer than :data:`MAX_AVAILABILITY_DAYS` or with EndTime before StartTime is answered
 with Status 5. Pictures are the recipients' own contact cards' (see ``search.own_card``).
@@ -15,14 +15,14 @@ from __future__ import annotations
 import enum
 from datetime import datetime, timedelta
 
+from natsync.classes.calendar import busy_intervals
+from natsync.classes.email import parse_eas_date
 from natsync.eas.context import Context, Response
 from natsync.eas.errors import EasError
 from natsync.eas.search import PictureBudget, own_card
 from natsync.eas.status import ResolveStatus as S
 from natsync.eas.versions import V14_0, V14_1
-from natsync.mail.eas_email import parse_eas_date
 from natsync.mail.errors import EmailChangeError
-from natsync.pim.calendar import busy_intervals
 from natsync.store.api import FolderType, Txn, User
 from natsync.wbxml import E, Element
 

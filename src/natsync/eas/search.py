@@ -18,11 +18,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from natsync.classes import email as eas_email
 from natsync.eas.context import Context, Response
 from natsync.eas.errors import EasError
 from natsync.eas.status import SearchStatus as S
 from natsync.eas.versions import V14_1
-from natsync.mail import eas_email
 from natsync.store.api import FolderType, Message, NotFound, Txn, User
 from natsync.wbxml import E, Element
 

@@ -17,7 +17,7 @@ server wins by default), Delete (DeletesAsMoves default 1: to Deleted Items), Fe
 email items is accepted for drafts (16.0+, Drafts folder), refused elsewhere (Status 6).
 The other classes (Calendar, Contacts, Tasks, Notes: MS-ASCAL, MS-ASCNTC, MS-ASTASK, MS-ASNOTE)
 are store items (``Txn.item_versions``) behind the same state machinery: a collection whose
-folder type has a codec (``natsync.pim.registry``) diffs its items instead of its messages, and
+folder type has a codec (``natsync.classes.registry``) diffs its items instead of its messages, and
 the codec turns records into ApplicationData and back. Client Add (ClientId -> ServerId), Change
 (server wins a conflict by default, as for mail), Delete (for good: DeletesAsMoves is for mail;
 with a 16.x InstanceId, one occurrence), Fetch; an item the codec cannot take is Status 6, an
@@ -41,16 +41,16 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from natsync.classes import email as eas_email
+from natsync.classes import registry
+from natsync.classes.codec import ClassCodec, PimError
 from natsync.eas import drafts, quarantine
 from natsync.eas import state as st
 from natsync.eas.context import Context, PingWait, Response
 from natsync.eas.errors import EasError
 from natsync.eas.status import SyncStatus
 from natsync.eas.versions import V14_0, V16_0
-from natsync.mail import eas_email
 from natsync.mail.errors import EmailChangeError, MailError
-from natsync.pim import registry
-from natsync.pim.codec import ClassCodec, PimError
 from natsync.store.api import AccessState, Conflict, Folder, FolderType, Item, Message
 from natsync.wbxml import E, Element, decode, encode
 

@@ -33,17 +33,17 @@ from typing import Any
 
 import icalendar
 
-from natsync.mail import compose, relay
-from natsync.mail.errors import MailError
-from natsync.mail.mime import parse_tree
-from natsync.pim import calendar as cal
-from natsync.pim.codec import PimError, Record
-from natsync.pim.ical import (
+from natsync.classes import calendar as cal
+from natsync.classes.codec import PimError, Record
+from natsync.classes.ical import (
     MAX_ICS_BYTES,
     IcsError,
     records_from_ics,
     records_to_ics,
 )
+from natsync.mail import compose, relay
+from natsync.mail.errors import MailError
+from natsync.mail.mime import parse_tree
 from natsync.store.api import FolderType, Item, NewMessage, Txn, User
 from natsync.wbxml import Element
 

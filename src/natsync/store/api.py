@@ -20,7 +20,7 @@ sent to devices (a message's is ``"<folder server id>:<number>"``).
 
 Mail is stored as :class:`Message` rows (the raw MIME is the truth); every other data class
 (calendar, contacts, tasks, notes) as generic :class:`Item` rows whose ``data`` is the class's
-record, a JSON object the store keeps but never looks inside (``natsync.pim`` owns its keys).
+record, a JSON object the store keeps but never looks inside (``natsync.classes`` owns its keys).
 Items and messages of a folder share one number sequence, so their server ids never collide.
 """
 

@@ -14,12 +14,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from natsync.classes import calendar
+from natsync.classes.codec import PimError, Record
+from natsync.classes.email import BodyPreference
+from natsync.classes.ical import records_from_ics, records_to_ics
+from natsync.classes.registry import codec_for
 from natsync.eas.versions import V12_1, V14_0, V14_1, V16_0, V16_1, Version
-from natsync.mail.eas_email import BodyPreference
-from natsync.pim import calendar
-from natsync.pim.codec import PimError, Record
-from natsync.pim.ical import records_from_ics, records_to_ics
-from natsync.pim.registry import codec_for
 from natsync.store.api import FolderType
 from natsync.wbxml import E, Element, decode, encode
 from tests.libwbxml import assert_libwbxml_decodes

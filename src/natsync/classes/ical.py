@@ -1,4 +1,4 @@
-"""Calendar records (natsync.pim.calendar) to and from iCalendar VEVENTs (RFC 5545).
+"""Calendar records (natsync.classes.calendar) to and from iCalendar VEVENTs (RFC 5545).
 
 ``records_from_ics(data)`` reads a whole VCALENDAR (an import file, an iMIP body) with the
 ``icalendar`` library and returns one record per event UID: the master VEVENT with its RRULE
@@ -33,9 +33,9 @@ from zoneinfo import ZoneInfo
 
 import icalendar
 
+from natsync.classes import calendar as cal
+from natsync.classes.codec import PimError, Record
 from natsync.errors import NatsyncError
-from natsync.pim import calendar as cal
-from natsync.pim.codec import PimError, Record
 
 #: Largest .ics accepted: a calendar of many years with long descriptions is a few MB.
 MAX_ICS_BYTES = 32 * 1024 * 1024

@@ -19,7 +19,7 @@ from typing import Any
 from click.testing import CliRunner
 
 from natsync.cli import main
-from natsync.cli_up import choose_port, port_free
+from natsync.cli.up import choose_port, port_free
 from natsync.client import EASClient
 from natsync.store.api import FolderType
 
@@ -186,7 +186,7 @@ def test_up_help_lists_its_options() -> None:
 
 def test_up_and_the_admin_commands_share_one_store(tmp_path: Path) -> None:
     # Regression: `natsync up` once kept its own store file beside the one `natsync user` reads.
-    from natsync.cli_up import prepare
+    from natsync.cli.up import prepare
 
     prepare(tmp_path, "127.0.0.1")
     result = CliRunner().invoke(main, ["user", "list", "--data-dir", str(tmp_path), "--json"])

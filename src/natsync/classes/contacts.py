@@ -35,10 +35,9 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from natsync.eas.versions import V14_0, Version
-from natsync.mail.eas_email import BodyPreference
-from natsync.pim.codec import ClassCodec, PimError, Record
-from natsync.pim.fields import (
+from natsync.classes.codec import ClassCodec, PimError, Record
+from natsync.classes.email import BodyPreference
+from natsync.classes.fields import (
     body_element,
     date_of,
     list_element,
@@ -46,6 +45,7 @@ from natsync.pim.fields import (
     read_body,
     text_of,
 )
+from natsync.eas.versions import V14_0, Version
 from natsync.store.api import FolderType
 from natsync.wbxml import E, Element
 

@@ -7,7 +7,7 @@ URIs and URLs short), and its line regular expression backtracks exponentially o
 parameter list, so :func:`parse_line` splits a line in one pass. Values are decoded here per
 RFC 6350 3.4 (``\\n``, ``\\,``, ``\\;``, ``\\\\``).
 
-Which property carries which record key (see :mod:`natsync.pim.contacts` for the keys):
+Which property carries which record key (see :mod:`natsync.classes.contacts` for the keys):
 
 * ``FN`` ⇄ ``file_as`` (export writes the composed name when there is no ``file_as``, and
   marks a ``file_as`` with ``X-NATSYNC-FILE-AS=1``; import keeps an unmarked FN only when it
@@ -38,10 +38,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from natsync.classes.codec import PimError, Record
+from natsync.classes.contacts import check_picture
+from natsync.classes.email import format_eas_date
 from natsync.errors import NatsyncError
-from natsync.mail.eas_email import format_eas_date
-from natsync.pim.codec import PimError, Record
-from natsync.pim.contacts import check_picture
 
 #: Cards one file may hold: an address book of 50,000 people is large; more is not one.
 MAX_CARDS = 50_000

@@ -11,10 +11,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from natsync.classes import calendar
+from natsync.classes.email import BodyPreference
+from natsync.classes.ical import IcsError, records_from_ics, records_to_ics
 from natsync.eas.versions import V14_1, V16_1, Version
-from natsync.mail.eas_email import BodyPreference
-from natsync.pim import calendar
-from natsync.pim.ical import IcsError, records_from_ics, records_to_ics
 from natsync.wbxml import E, decode, encode
 from tests.libwbxml import assert_libwbxml_decodes
 

@@ -36,10 +36,9 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from natsync.eas.versions import V14_0, V14_1, Version
-from natsync.mail.eas_email import BodyPreference, format_eas_date, parse_eas_date
-from natsync.pim.codec import ClassCodec, PimError, Record
-from natsync.pim.fields import (
+from natsync.classes.codec import ClassCodec, PimError, Record
+from natsync.classes.email import BodyPreference, format_eas_date, parse_eas_date
+from natsync.classes.fields import (
     body_element,
     bool_of,
     date_of,
@@ -50,6 +49,7 @@ from natsync.pim.fields import (
     read_body,
     text_of,
 )
+from natsync.eas.versions import V14_0, V14_1, Version
 from natsync.store.api import FolderType, Item, Txn, User
 from natsync.wbxml import E, Element
 

@@ -1,4 +1,4 @@
-"""Task records (natsync.pim.tasks) to and from iCalendar VTODOs (RFC 5545 3.6.2), for import
+"""Task records (natsync.classes.tasks) to and from iCalendar VTODOs (RFC 5545 3.6.2), for import
 and export, with the ``icalendar`` library.
 
 Mapping: UID is the store item's uid; SUMMARY subject; DESCRIPTION body (an HTML body also as
@@ -10,7 +10,7 @@ start and due dates, Regenerate, DeadOccur, CalendarType, a body's exact type �
 ``X-NATSYNC-EAS`` property (JSON), so record → VTODO → record keeps every field; a VTODO from
 another program, without it, gets the local dates from its own wall times.
 
-Bad input raises :class:`natsync.pim.ical.IcsError`.
+Bad input raises :class:`natsync.classes.ical.IcsError`.
 """
 
 from __future__ import annotations
@@ -23,11 +23,11 @@ from typing import Any
 
 import icalendar
 
-from natsync.mail.eas_email import format_eas_date, parse_eas_date
+from natsync.classes.codec import Record
+from natsync.classes.email import format_eas_date, parse_eas_date
+from natsync.classes.ical import MAX_ICS_BYTES, IcsError
 from natsync.mail.errors import EmailChangeError
 from natsync.mail.mime import html_to_text
-from natsync.pim.codec import Record
-from natsync.pim.ical import MAX_ICS_BYTES, IcsError
 
 #: VTODOs one file may hold.
 MAX_TODOS = 100_000

@@ -28,9 +28,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from natsync.classes.email import BodyPreference
 from natsync.eas.versions import Version
 from natsync.errors import NatsyncError
-from natsync.mail.eas_email import BodyPreference
 from natsync.store.api import FolderType, Item, Txn, User
 from natsync.wbxml import Element
 

@@ -9,15 +9,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from natsync.classes import tasks, vtodo
+from natsync.classes.codec import PimError, Record
+from natsync.classes.email import BodyPreference
+from natsync.classes.ical import IcsError
+from natsync.classes.registry import codec_for
 from natsync.eas.versions import V12_1, V14_0, V14_1, V16_1, Version
-from natsync.mail.eas_email import BodyPreference
-from natsync.pim import tasks, vtodo
-from natsync.pim.codec import PimError, Record
-from natsync.pim.ical import IcsError
-from natsync.pim.registry import codec_for
 from natsync.store.api import FolderType, Store, Txn
 from natsync.wbxml import E, Element
-from tests.pim.test_contacts import decodes_or_pim_error, trees, wire
+from tests.classes.test_contacts import decodes_or_pim_error, trees, wire
 
 NOW = datetime(2026, 3, 3, 10, 0, tzinfo=UTC)
 

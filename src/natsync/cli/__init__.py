@@ -21,37 +21,37 @@ def main() -> None:
 
 def _register() -> None:
     """Attach the command groups of each part (imported here to keep start-up cheap)."""
-    from natsync.cli_ddns import ddns, portmap
+    from natsync.cli.ddns import ddns, portmap
 
     main.add_command(ddns)
     main.add_command(portmap)
-    from natsync.cli_cert import cert
+    from natsync.cli.cert import cert
 
     main.add_command(cert)
-    from natsync.cli_admin import device, user
-    from natsync.cli_server import server
-    from natsync.cli_up import up
-    from natsync.cli_wbxml import wbxml
+    from natsync.cli.admin import device, user
+    from natsync.cli.server import server
+    from natsync.cli.up import up
+    from natsync.cli.wbxml import wbxml
 
     main.add_command(up)
     main.add_command(wbxml)
     main.add_command(user)
     main.add_command(device)
     main.add_command(server)
-    from natsync.cli_edge import edge
+    from natsync.cli.edge import edge
 
     main.add_command(edge)
-    from natsync.cli_doctor import doctor
+    from natsync.cli.doctor import doctor
 
     main.add_command(doctor)
-    from natsync.cli_store import store
+    from natsync.cli.store import store
 
     main.add_command(store)
-    from natsync.cli_transfer import export_command, import_command
+    from natsync.cli.transfer import export_command, import_command
 
     main.add_command(import_command)
     main.add_command(export_command)
-    from natsync.cli_lab import lab
+    from natsync.cli.lab import lab
 
     main.add_command(lab)
 

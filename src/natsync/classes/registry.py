@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from natsync.pim import calendar, contacts, notes, tasks
-from natsync.pim.codec import ClassCodec
+from natsync.classes import calendar, contacts, notes, tasks
+from natsync.classes.codec import ClassCodec
 from natsync.store.api import FolderType
 
 #: Every non-email class codec. Each class module adds its ``CODEC`` here.

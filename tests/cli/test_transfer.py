@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
+from natsync.classes.vcard import Card, write_vcards
 from natsync.cli import main
-from natsync.cli_transfer import TransferError, import_into, read_source
+from natsync.cli.transfer import TransferError, import_into, read_source
 from natsync.mail.mime import parse_tree
-from natsync.pim.vcard import Card, write_vcards
 from natsync.store.api import FolderType, Store, Txn
 from natsync.store.sqlite import SqliteStore
 from tests.conftest import CREATED_AT

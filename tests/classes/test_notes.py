@@ -6,13 +6,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from natsync.classes import notes
+from natsync.classes.codec import PimError, Record
+from natsync.classes.registry import codec_for
 from natsync.eas.versions import V14_0, V16_1, Version
-from natsync.pim import notes
-from natsync.pim.codec import PimError, Record
-from natsync.pim.registry import codec_for
 from natsync.store.api import FolderType
 from natsync.wbxml import E, Element
-from tests.pim.test_contacts import decodes_or_pim_error, trees, wire
+from tests.classes.test_contacts import decodes_or_pim_error, trees, wire
 
 
 def full_note() -> Record:

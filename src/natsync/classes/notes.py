@@ -16,10 +16,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from natsync.eas.versions import Version
-from natsync.mail.eas_email import BodyPreference
-from natsync.pim.codec import ClassCodec, Record
-from natsync.pim.fields import (
+from natsync.classes.codec import ClassCodec, Record
+from natsync.classes.email import BodyPreference
+from natsync.classes.fields import (
     body_element,
     date_of,
     keep_absent_body,
@@ -28,6 +27,7 @@ from natsync.pim.fields import (
     read_body,
     text_of,
 )
+from natsync.eas.versions import Version
 from natsync.store.api import FolderType
 from natsync.wbxml import E, Element
 

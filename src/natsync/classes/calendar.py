@@ -4,7 +4,7 @@ A calendar item crosses the wire as ``AirSync:ApplicationData`` with Calendar ch
 2.2.2), times in the compact form ``20261125T094953Z`` (MS-ASDTYPE 2.7.2), its time zone as the
 base64 of a Windows ``TIME_ZONE_INFORMATION`` (MS-ASDTYPE 2.7.6) and, from 16.0 on, the location
 as ``airsyncbase:Location`` and exceptions named by ``airsyncbase:InstanceId``. ``CODEC`` turns
-that into the record below and back; ``natsync.pim.ical`` maps the same record to RFC 5545.
+that into the record below and back; ``natsync.classes.ical`` maps the same record to RFC 5545.
 
 The record (JSON; keys marked * are read by other modules and never change meaning):
 
@@ -83,17 +83,17 @@ from typing import Any
 
 from dateutil import rrule as _rrule  # type: ignore[import-untyped]
 
-from natsync.eas.versions import V14_0, V14_1, V16_0, Version
-from natsync.mail.eas_email import (
+from natsync.classes.codec import ClassCodec, PimError, Record
+from natsync.classes.email import (
     MAX_CATEGORIES,
     BodyPreference,
     BodyType,
     build_body,
     parse_eas_date,
 )
+from natsync.eas.versions import V14_0, V14_1, V16_0, Version
 from natsync.mail.errors import EmailChangeError
 from natsync.mail.mime import html_to_text
-from natsync.pim.codec import ClassCodec, PimError, Record
 from natsync.store.api import FolderType, Item, Txn, User
 from natsync.wbxml import Element
 

@@ -1,4 +1,4 @@
-"""natsync.mail.eas_email: stored messages (real SQLite store) as EAS Email ApplicationData."""
+"""natsync.classes.email: stored messages (real SQLite store) as EAS Email ApplicationData."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from natsync.mail.eas_email import (
+from natsync.classes.email import (
     BodyPreference,
     BodyType,
     EmailChange,

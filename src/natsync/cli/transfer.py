@@ -31,12 +31,12 @@ from typing import Any
 
 import click
 
-from natsync.cli_admin import _print_json, _run, _store, data_dir_option, json_option
+from natsync.classes.codec import Record
+from natsync.classes.vcard import Card
+from natsync.classes.vtodo import Todo
+from natsync.cli.admin import _print_json, _run, _store, data_dir_option, json_option
 from natsync.errors import NatsyncError
 from natsync.mail.errors import MailError
-from natsync.pim.codec import Record
-from natsync.pim.vcard import Card
-from natsync.pim.vtodo import Todo
 from natsync.store.api import Folder, FolderType, Txn, User
 
 KINDS = ("ics", "vcf", "mbox", "maildir")
@@ -133,8 +133,8 @@ def read_source(kind: str, path: Path) -> Parsed:
     MailError) with a message naming what is wrong."""
     parsed = Parsed(kind)
     if kind == "ics":
-        from natsync.pim.ical import records_from_ics
-        from natsync.pim.vtodo import todos_from_ics
+        from natsync.classes.ical import records_from_ics
+        from natsync.classes.vtodo import todos_from_ics
 
         data = _read_file(path)
         # A lone changed occurrence (an iMIP update) without its series is kept as an event.
@@ -145,7 +145,7 @@ def read_source(kind: str, path: Path) -> Parsed:
         if not parsed.events and not parsed.todos:
             raise TransferError(f"{path} holds no VEVENT and no VTODO")
     elif kind == "vcf":
-        from natsync.pim.vcard import read_vcards
+        from natsync.classes.vcard import read_vcards
 
         parsed.cards = read_vcards(_read_file(path))
     else:
@@ -167,8 +167,8 @@ def pick_folder(txn: Txn, user: User, name: str | None, default: FolderType) -> 
     """The user's folder named *name* (of *default*'s class), else their default folder."""
     if name is None:
         return txn.folder_by_type(user.id, default)
+    from natsync.classes.contacts import CODEC as CONTACTS
     from natsync.eas.sync import MAIL_TYPES
-    from natsync.pim.contacts import CODEC as CONTACTS
 
     contact_types = CONTACTS.folder_types
     allowed = contact_types if default in contact_types else MAIL_TYPES
@@ -299,8 +299,8 @@ def export_ics(txn: Txn, user_name: str) -> bytes:
     """The user's Calendar events and Tasks as one VCALENDAR."""
     import icalendar
 
-    from natsync.pim.ical import records_to_ics
-    from natsync.pim.vtodo import todo_component
+    from natsync.classes.ical import records_to_ics
+    from natsync.classes.vtodo import todo_component
 
     user = _user(txn, user_name)
     events = txn.list_items(txn.folder_by_type(user.id, FolderType.CALENDAR).id)
@@ -313,7 +313,7 @@ def export_ics(txn: Txn, user_name: str) -> bytes:
 
 
 def export_vcf(txn: Txn, user_name: str, folder_name: str | None, version: str) -> bytes:
-    from natsync.pim.vcard import write_vcards
+    from natsync.classes.vcard import write_vcards
 
     user = _user(txn, user_name)
     folder = pick_folder(txn, user, folder_name, FolderType.CONTACTS)

@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from natsync.pim import contacts, vcard
-from natsync.pim.vcard import Card, VCardError, read_vcards, write_vcards
-from tests.pim.test_contacts import full_contact
+from natsync.classes import contacts, vcard
+from natsync.classes.vcard import Card, VCardError, read_vcards, write_vcards
+from tests.classes.test_contacts import full_contact
 
 PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n" + bytes(range(200))).decode()
 

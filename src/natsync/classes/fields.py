@@ -1,7 +1,7 @@
 """Value codecs the Contacts, Tasks and Notes classes share (MS-ASDTYPE 2.3 dates, 2.6 integers,
 MS-ASAIRS 2.2.2.9 Body): reading one ApplicationData child into a record value, and back.
 
-Every reader raises :class:`~natsync.pim.codec.PimError` for a value it cannot take, so a codec
+Every reader raises :class:`~natsync.classes.codec.PimError` for a value it cannot take, so a codec
 built from them "decodes or raises PimError" (the Sync command answers that item with Status 6).
 """
 
@@ -10,11 +10,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from natsync.classes.codec import PimError, Record
+from natsync.classes.email import BodyPreference, BodyType, build_body, format_eas_date
 from natsync.eas.versions import Version
-from natsync.mail.eas_email import BodyPreference, BodyType, build_body, format_eas_date
 from natsync.mail.errors import EmailChangeError
 from natsync.mail.mime import html_to_text
-from natsync.pim.codec import PimError, Record
 from natsync.wbxml import E, Element
 
 #: Longest text one property may hold. Real names and addresses are short; a body may be long,
@@ -54,7 +54,7 @@ def bool_of(element: Element) -> bool:
 
 def date_of(element: Element) -> str:
     """An EAS date-time, kept as its normalised text (``2026-11-25T09:49:53.000Z``)."""
-    from natsync.mail.eas_email import parse_eas_date
+    from natsync.classes.email import parse_eas_date
 
     try:
         return format_eas_date(parse_eas_date(text_of(element)))
