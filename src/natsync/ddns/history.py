@@ -31,7 +31,16 @@ CREATE TABLE IF NOT EXISTS ddns_check (
     summary TEXT NOT NULL,
     evidence TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS ddns_block (
+    fingerprint TEXT PRIMARY KEY,
+    provider TEXT NOT NULL,
+    at REAL NOT NULL,
+    until REAL,
+    reason TEXT NOT NULL
+);
 """
+#: Results that mean "an update was sent to the provider" (for the no-repeat rule).
+SENT_RESULTS = ("updated", "unconfirmed")
 #: Updates kept per name and type; older rows are pruned so the file stays small on a
 #: deployment that runs for years.
 KEEP_PER_RECORD = 200
@@ -49,6 +58,21 @@ class UpdateEntry:
     #: "updated", "unchanged" or "error".
     result: str
     detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    """The provider told us to stop (until is None: until the configuration changes) or to
+    wait until *until*."""
+
+    fingerprint: str
+    provider: str
+    at: float
+    until: float | None
+    reason: str
+
+    def active(self, now: float) -> bool:
+        return self.until is None or now < self.until
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +140,40 @@ class History:
             (name, rdtype),
         ).fetchone()
         return UpdateEntry(*row) if row else None
+
+    def last_sent(self, name: str, rdtype: str) -> UpdateEntry | None:
+        """The last update that was sent to the provider (confirmed or not)."""
+        row = self._db.execute(
+            "SELECT at, name, rdtype, old, new, result, detail FROM ddns_update "
+            "WHERE name = ? AND rdtype = ? AND result IN (?, ?) ORDER BY id DESC LIMIT 1",
+            (name, rdtype, *SENT_RESULTS),
+        ).fetchone()
+        return UpdateEntry(*row) if row else None
+
+    def block(self, fingerprint: str) -> Block | None:
+        row = self._db.execute(
+            "SELECT fingerprint, provider, at, until, reason FROM ddns_block WHERE fingerprint = ?",
+            (fingerprint,),
+        ).fetchone()
+        return Block(*row) if row else None
+
+    def blocks(self) -> list[Block]:
+        rows = self._db.execute(
+            "SELECT fingerprint, provider, at, until, reason FROM ddns_block ORDER BY at"
+        ).fetchall()
+        return [Block(*row) for row in rows]
+
+    def set_block(self, block: Block) -> None:
+        with self._db:
+            self._db.execute(
+                "INSERT OR REPLACE INTO ddns_block (fingerprint, provider, at, until, reason) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (block.fingerprint, block.provider, block.at, block.until, block.reason),
+            )
+
+    def clear_block(self, fingerprint: str) -> None:
+        with self._db:
+            self._db.execute("DELETE FROM ddns_block WHERE fingerprint = ?", (fingerprint,))
 
     def updates(self, name: str, rdtype: str, limit: int = 20) -> list[UpdateEntry]:
         rows = self._db.execute(

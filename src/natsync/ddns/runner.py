@@ -1,7 +1,16 @@
 """The DDNS loop: observe, judge, publish, record — once (``update``) or every interval (``run``).
 
+Publishing goes through the configured provider's updater (natsync.ddns.providers). The runner
+keeps the rules every provider shares, with the history as memory:
+
+* a provider that said "stop" (a wrong password, an unknown name, abuse) gets nothing more until
+  the configuration changes; one that said "wait" (dyndns2 911, HTTP 429) gets nothing before
+  the time it gave;
+* an address already sent and accepted is not sent again while the provider has not served it
+  yet (within the updater's ``resend_after``): repeated updates get clients blocked.
+
 Clock, sleep and the observation function are injected, so a test can run cycles back to back
-against a real DNS server and a lab router without waiting on wall-clock time it doesn't need.
+against real servers without waiting on wall-clock time it doesn't need.
 """
 
 from __future__ import annotations
@@ -13,11 +22,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from natsync.ddns.agreement import Verdict, VerdictKind, judge
-from natsync.ddns.errors import DnsUpdateError
-from natsync.ddns.history import CheckEntry, History, UpdateEntry
+from natsync.ddns.errors import DnsUpdateError, Unconfirmed
+from natsync.ddns.history import Block, CheckEntry, History, UpdateEntry
 from natsync.ddns.settings import DdnsSettings
 from natsync.ddns.sources import Observation, gather
-from natsync.ddns.update import BACKOFF_BASE, MAX_ATTEMPTS, DnsServer, load_key, publish
+from natsync.ddns.update import BACKOFF_BASE, MAX_ATTEMPTS, DnsServer, load_key
+from natsync.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -28,11 +38,21 @@ RDTYPE = {4: "A", 6: "AAAA"}
 class NameResult:
     name: str
     rdtype: str
-    #: "updated", "unchanged", "error" or "skipped" (no trustworthy address).
+    #: "updated", "unchanged", "pending" (sent, not served yet), "unconfirmed" (accepted, not
+    #: served within confirm_timeout), "blocked" (the provider said stop or wait), "error" or
+    #: "skipped" (no trustworthy address).
     result: str
     old: str
     new: str
     detail: str = ""
+    #: TTL the old record had: phones and resolvers may hold the old address this long.
+    old_ttl: int | None = None
+    #: TTL of the record as served now.
+    ttl: int | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.result in ("error", "unconfirmed", "blocked")
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +63,7 @@ class CycleReport:
 
     @property
     def ok(self) -> bool:
-        return all(r.result != "error" for r in self.results)
+        return not any(r.failed for r in self.results)
 
 
 def dns_server(settings: DdnsSettings) -> DnsServer:
@@ -52,6 +72,15 @@ def dns_server(settings: DdnsSettings) -> DnsServer:
     return DnsServer(
         settings.server_host, settings.server_port, settings.zone, key, settings.timeout
     )
+
+
+def stale_words(old: str, old_ttl: int | None) -> str:
+    """What a person needs to know after a change: how long the old address may linger."""
+    if not old:
+        return "the name had no such record before"
+    if old_ttl is None:
+        return f"caches may still hold {old} for as long as its TTL was"
+    return f"phones and resolvers that looked it up before may keep {old} for up to {old_ttl} s"
 
 
 class DdnsRunner:
@@ -66,16 +95,27 @@ class DdnsRunner:
         rng: random.Random | None = None,
         attempts: int = MAX_ATTEMPTS,
         backoff_base: float = BACKOFF_BASE,
+        provider: str | None = None,
+        confirm_timeout: float | None = None,
     ) -> None:
+        from natsync.ddns.providers import make_updater
+
+        if not settings.names:
+            raise ConfigError("ddns.names is empty: nothing to update")
         self.settings = settings
         self.history = history
-        self.server = dns_server(settings)
         self.observe = observe
         self.clock = clock
         self.sleep = sleep
-        self.rng = rng or random.Random()  # noqa: S311 - jitter, not security
-        self.attempts = attempts
-        self.backoff_base = backoff_base
+        self.updater = make_updater(
+            settings,
+            provider,
+            sleep=sleep,
+            rng=rng or random.Random(),  # noqa: S311 - jitter, not security
+            attempts=attempts,
+            backoff_base=backoff_base,
+            confirm_timeout=confirm_timeout or settings.confirm_timeout,
+        )
 
     def update_once(self) -> CycleReport:
         now = self.clock()
@@ -102,37 +142,74 @@ class DdnsRunner:
                 results.append(self._publish(name, rdtype, verdict))
         return CycleReport(now, verdicts, tuple(results))
 
+    def _blocked(self, now: float) -> Block | None:
+        block = self.history.block(self.updater.fingerprint())
+        if block is None:
+            return None
+        if block.active(now):
+            return block
+        self.history.clear_block(block.fingerprint)
+        return None
+
     def _publish(self, name: str, rdtype: str, verdict: Verdict) -> NameResult:
         if verdict.address is None:
             return NameResult(name, rdtype, "skipped", "", "", verdict.summary)
         address = str(verdict.address)
-        try:
-            outcome = publish(
-                self.server,
-                name,
-                rdtype,
-                address,
-                self.settings.ttl,
-                sleep=self.sleep,
-                rng=self.rng,
-                attempts=self.attempts,
-                base=self.backoff_base,
+        now = self.clock()
+        block = self._blocked(now)
+        if block is not None:
+            when = (
+                "until the configuration changes"
+                if block.until is None
+                else f"for {block.until - now:.0f} s more"
             )
+            result = NameResult(
+                name, rdtype, "blocked", "", address, f"not sent {when}: {block.reason}"
+            )
+            self._record(result)
+            return result
+        sent = self.history.last_sent(name, rdtype)
+        sent_recently = (
+            sent is not None and sent.new == address and now - sent.at < self.updater.resend_after
+        )
+        try:
+            outcome = self.updater.publish(
+                name, rdtype, address, self.settings.ttl, sent_recently=sent_recently
+            )
+        except Unconfirmed as exc:
+            result = NameResult(name, rdtype, "unconfirmed", "", address, exc.message)
         except DnsUpdateError as exc:
+            log.error("%s: %s %s: %s", self.updater.kind, name, rdtype, exc.message)
+            if exc.fatal or exc.retry_after:
+                until = None if exc.fatal else now + float(exc.retry_after or 0)
+                self.history.set_block(
+                    Block(self.updater.fingerprint(), self.updater.kind, now, until, exc.message)
+                )
             result = NameResult(name, rdtype, "error", "", address, exc.message)
         else:
             old = ",".join(sorted(outcome.old))
-            if outcome.changed:
-                log.info("%s %s: %s -> %s", name, rdtype, old or "(none)", address)
+            detail = outcome.note
+            if outcome.result == "updated":
+                detail = stale_words(old, outcome.old_ttl)
+                log.info("%s %s: %s -> %s; %s", name, rdtype, old or "(none)", address, detail)
             result = NameResult(
-                name, rdtype, "updated" if outcome.changed else "unchanged", old, address
+                name, rdtype, outcome.result, old, address, detail, outcome.old_ttl, outcome.ttl
             )
+        self._record(result)
+        return result
+
+    def _record(self, result: NameResult) -> None:
         self.history.record_update(
             UpdateEntry(
-                self.clock(), name, rdtype, result.old, result.new, result.result, result.detail
+                self.clock(),
+                result.name,
+                result.rdtype,
+                result.old,
+                result.new,
+                result.result,
+                result.detail,
             )
         )
-        return result
 
     def run(
         self,

@@ -13,6 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from natsync.config import read_toml
+from natsync.ddns.provider_settings import (
+    PROVIDERS,
+    ProviderSettings,
+    parse_provider,
+)
 from natsync.ddns.sources import Source
 from natsync.errors import ConfigError
 
@@ -27,6 +32,13 @@ DEFAULT_DNS_TIMEOUT = 3.0
 #: mapping on the router at every check, and a router that speaks PCP answers NAT-PMP's plain
 #: address request on the same port too. List "pcp" for a router that speaks PCP only.
 DEFAULT_SOURCES = (Source.NATPMP, Source.UPNP, Source.STUN, Source.INTERFACE, Source.ECHO)
+#: Seconds to wait, after a provider accepted an update, for its authoritative servers (or its
+#: API) to serve the new record: providers push to their anycast servers within seconds.
+DEFAULT_CONFIRM_TIMEOUT = 60.0
+#: Cloudflare API v4 dns_records ttl: 1 means "automatic", else 60..86400 seconds
+#: (developers.cloudflare.com/api, DNS Records for a Zone, field ``ttl``).
+CLOUDFLARE_TTL_AUTO = 1
+CLOUDFLARE_TTL_RANGE = (60, 86400)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +64,26 @@ class DdnsSettings:
     #: Domain whose MX target must be one of ``names`` (checked by status).
     mx_domain: str = ""
     data_dir: Path = Path("natsync-data")
+    #: Who keeps the records: rfc2136 (server/zone/key_file above), dyndns2, duckdns,
+    #: cloudflare, desec or command (each configured in its own [ddns.<provider>] table).
+    provider: str = "rfc2136"
+    #: Authoritative servers ("host" or "host:port") to confirm at; empty: the zone's NS records.
+    confirm_servers: tuple[str, ...] = ()
+    #: Resolver ("host" or "host:port") for the NS lookup; empty: the system's.
+    resolver: str = ""
+    confirm_timeout: float = DEFAULT_CONFIRM_TIMEOUT
+    #: The provider tables found in the file, (provider, settings).
+    tables: tuple[tuple[str, ProviderSettings], ...] = ()
+
+    def provider_settings(self, provider: str | None = None) -> ProviderSettings:
+        """The ``[ddns.<provider>]`` table of *provider* (default: the configured one)."""
+        provider = provider or self.provider
+        for name, table in self.tables:
+            if name == provider:
+                return table
+        raise ConfigError(
+            f"ddns.provider is {provider}, but the file has no [ddns.{provider}] table"
+        )
 
     @property
     def history_path(self) -> Path:
@@ -82,7 +114,34 @@ class DdnsSettings:
                 raise ConfigError(f"ddns.names: {name} is not inside ddns.zone {self.zone}")
         if self.server:
             _split_host_port(self.server)
+        for text in (*self.confirm_servers, *((self.resolver,) if self.resolver else ())):
+            _split_host_port(text, "ddns.confirm_servers / ddns.resolver")
+        if self.confirm_timeout <= 0:
+            raise ConfigError("ddns.confirm_timeout must be > 0 seconds")
+        if self.provider not in PROVIDERS:
+            raise ConfigError(
+                f"ddns.provider must be one of {', '.join(PROVIDERS)}, not {self.provider!r}"
+            )
+        if self.provider != "rfc2136":
+            self.provider_settings()
+        self.check_provider(self.provider)
         return self
+
+    def check_provider(self, provider: str) -> None:
+        """What the provider itself demands of the common keys (names, ttl)."""
+        if provider == "cloudflare":
+            low, high = CLOUDFLARE_TTL_RANGE
+            if self.ttl != CLOUDFLARE_TTL_AUTO and not low <= self.ttl <= high:
+                raise ConfigError(
+                    f"ddns.ttl {self.ttl}: Cloudflare takes 1 (automatic) or {low}..{high} seconds"
+                )
+        if provider == "duckdns":
+            for name in self.names:
+                if not name.rstrip(".").lower().endswith(".duckdns.org"):
+                    raise ConfigError(f"ddns.names: {name} is not a duckdns.org name")
+        for name in self.names:
+            if "." not in name.strip("."):
+                raise ConfigError(f"ddns.names: {name} is not a fully qualified name")
 
     def require_dns(self) -> None:
         """Raise ConfigError unless the settings needed to update DNS are present."""
@@ -93,7 +152,7 @@ class DdnsSettings:
             raise ConfigError(f"ddns needs {', '.join('ddns.' + m for m in missing)} to update DNS")
 
 
-def _split_host_port(text: str) -> tuple[str, str, int]:
+def _split_host_port(text: str, key: str = "ddns.server") -> tuple[str, str, int]:
     if text.startswith("["):
         host, _, rest = text[1:].partition("]")
         port = rest[1:] if rest.startswith(":") else "53"
@@ -104,9 +163,9 @@ def _split_host_port(text: str) -> tuple[str, str, int]:
     try:
         number = int(port)
     except ValueError:
-        raise ConfigError(f"ddns.server {text!r}: port is not a number") from None
+        raise ConfigError(f"{key} {text!r}: port is not a number") from None
     if not 0 < number < 65536:
-        raise ConfigError(f"ddns.server {text!r}: port out of range")
+        raise ConfigError(f"{key} {text!r}: port out of range")
     return host, "", number
 
 
@@ -140,6 +199,8 @@ class PortmapSettings:
 
 def _convert(section: str, key: str, default: Any, value: Any, base: Path | None) -> Any:
     where = f"{section}.{key}"
+    if key == "tables":
+        return value
     if key in ("key_file", "data_dir"):
         if not isinstance(value, str) or not value:
             raise ConfigError(f"{where} must be a path")
@@ -200,11 +261,26 @@ def _data_dir(data: dict[str, Any], base: Path | None) -> Path:
     return path if path.is_absolute() or base is None else base / path
 
 
+def split_host_port(text: str) -> tuple[str, int]:
+    """ "host", "host:port" or "[v6]:port" as (host, port); port 53 when not given."""
+    host, _, port = _split_host_port(text, "address")
+    return host, port
+
+
 def load_ddns(path: Path | str | None) -> DdnsSettings:
     data, base = _read(path)
     table = data.get("ddns", {})
     if not isinstance(table, dict):
         raise ConfigError("[ddns] must be a table")
+    table = dict(table)
+    tables = tuple(
+        (name, parse_provider(name, table.pop(name), base))
+        for name in PROVIDERS
+        if name != "rfc2136" and name in table
+    )
+    if "tables" in table:
+        raise ConfigError("unknown ddns setting(s): tables")
+    table["tables"] = tables
     result: DdnsSettings = _from_table(DdnsSettings, "ddns", table, base, _data_dir(data, base))
     return result
 
