@@ -48,9 +48,10 @@ class Named:
     key_file: Path
     proc: subprocess.Popen[bytes]
     netns: str | None = None
+    zone: str = ZONE
 
     def server(self, key: TsigKey | None = None, timeout: float = 2.0) -> DnsServer:
-        return DnsServer(self.host, self.port, ZONE, key or self.key, timeout)
+        return DnsServer(self.host, self.port, self.zone, key or self.key, timeout)
 
     @property
     def address(self) -> str:
@@ -71,23 +72,30 @@ def run_named(
     port: int | None = None,
     netns: str | None = None,
     mx_target: str = "mail",
+    *,
+    zone: str = ZONE,
+    updatable: tuple[str, ...] = UPDATABLE,
+    txt: bool = False,
+    ns_address: str = "192.0.2.53",
 ) -> Iterator[Named]:
-    """BIND 9 in the foreground, primary for example.test, updates by TSIG for UPDATABLE."""
+    """BIND 9 in the foreground, primary for *zone* (example.test), updates by TSIG for
+    *updatable* (A and AAAA, and TXT with *txt*); ns1's address is *ns_address*."""
     directory.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     secret = os.urandom(32)
     key_file = directory / "ddns.key"
     key_file.write_text(key_file_text(KEY_NAME, secret))
     key_file.chmod(0o600)
-    (directory / "named.conf").write_text(
-        named_conf(directory, host, port, ZONE, KEY_NAME, UPDATABLE)
-    )
-    (directory / f"{ZONE}.zone").write_text(
+    conf = named_conf(directory, host, port, zone, KEY_NAME, updatable)
+    if txt:
+        conf = conf.replace(". A AAAA;", ". A AAAA TXT;")
+    (directory / "named.conf").write_text(conf)
+    (directory / f"{zone}.zone").write_text(
         zone_text(
-            ZONE,
+            zone,
             [
-                f"@ IN MX 10 {mx_target}.{ZONE}.",
-                "ns1 IN A 192.0.2.53",
+                f"@ IN MX 10 {mx_target}.{zone}.",
+                f"ns1 IN A {ns_address}",
                 f"mail IN A {INITIAL_MAIL}",
                 "www IN A 192.0.2.80",
             ],
@@ -100,10 +108,11 @@ def run_named(
             [*prefix, *named_argv(directory)], stdout=out, stderr=subprocess.STDOUT
         )
     try:
-        _wait_dns(host, port, proc, netns, log)
+        wait_dns(host, port, zone, proc, log, netns)
         from natsync.ddns.update import parse_key
 
-        yield Named(host, port, directory, parse_key(key_file.read_text()), key_file, proc, netns)
+        key = parse_key(key_file.read_text())
+        yield Named(host, port, directory, key, key_file, proc, netns, zone)
     finally:
         stop(proc)
 
