@@ -21,6 +21,7 @@ import base64
 import ipaddress
 from dataclasses import dataclass, field
 
+from natsync.ddns.netinfo import IPAddress
 from tests.ddns.fake_http import RecordStore, Reply, Request
 
 #: Perform Update: "hostname ... up to 20 hostnames".
@@ -74,9 +75,7 @@ class Dyndns2Server:
             return Reply(200, "\n".join("notfqdn" for _ in names))
         return Reply(200, "\n".join(self._one(n.lower(), addresses) for n in names))
 
-    def _one(
-        self, name: str, addresses: list[ipaddress.IPv4Address | ipaddress.IPv6Address]
-    ) -> str:
+    def _one(self, name: str, addresses: list[IPAddress]) -> str:
         if "." not in name:
             return "notfqdn"
         if name not in self.hosts:

@@ -89,7 +89,10 @@ def test_update_then_status_tell_the_truth(
     assert state["mx"]["followed"] is True
 
     text = runner.invoke(main, ["ddns", "status", "-c", str(cfg)]).output
-    assert "eas.example.test A: published 192.0.3.10; current 192.0.3.11 [OUT OF DATE]" in text
+    assert (
+        "eas.example.test A: published 192.0.3.10 (TTL 60 s); current 192.0.3.11 [OUT OF DATE]"
+        in text
+    )
     assert "MX of example.test: mail.example.test (kept up to date)" in text
 
     recorded = runner.invoke(main, ["ddns", "status", "-c", str(cfg), "--json", "--no-probe"])

@@ -24,7 +24,7 @@ from natsync.ddns.providers.dyndns2 import (
 from natsync.ddns.runner import DdnsRunner
 from natsync.ddns.settings import DdnsSettings
 from tests.ddns.fake_dyndns2 import Dyndns2Server
-from tests.ddns.fake_http import BindZone, MemoryZone, Running, serve
+from tests.ddns.fake_http import BindZone, MemoryZone, Reply, Request, Running, serve
 from tests.ddns.providers_common import World, load
 from tests.ddns.servers import Named, dig, dig_values
 
@@ -65,7 +65,8 @@ def test_unknown_answer_waits_like_a_server_error(body: bytes) -> None:
 def test_fatal_codes_stop_until_the_configuration_changes(code: Code) -> None:
     error = reaction(parse_answer(code.value.encode()), "eas.example.test")
     assert error is not None
-    assert error.fatal and error.retry_after is None
+    assert error.fatal
+    assert error.retry_after is None
     assert "until the configuration changes" in error.message
     assert f"({code.value})" in error.message or code == Code.BADAUTH
 
@@ -75,7 +76,8 @@ def test_server_errors_wait_thirty_minutes(code: Code) -> None:
     error = reaction(parse_answer(code.value.encode()), "eas.example.test")
     assert error is not None
     assert error.retry_after == 30 * 60
-    assert not error.fatal and not error.retryable
+    assert not error.fatal
+    assert not error.retryable
 
 
 @pytest.mark.parametrize("code", [Code.GOOD, Code.NOCHG])
@@ -133,7 +135,7 @@ def test_update_is_sent_once_and_confirmed_at_the_authoritative_server(
 def test_aaaa_is_sent_as_myip(
     named: Named, dyn: tuple[Dyndns2Server, Running], tmp_path: Path
 ) -> None:
-    provider, running = dyn
+    _provider, running = dyn
     updater = make_updater(settings_for(tmp_path, named, running))
     assert updater.publish("eas.example.test", "AAAA", "2001:db8::10", 60).result == "updated"
     assert dig_values(named, "eas.example.test", "AAAA") == {"2001:db8::10"}
@@ -154,7 +156,8 @@ def test_runner_publishes_a_and_aaaa_and_says_how_long_the_old_address_lingers(
         results = {(r.name, r.rdtype): r for r in report.results}
         assert {r.result for r in report.results} == {"updated"}
         mail = results[("mail.example.test", "A")]
-        assert mail.old == "192.0.2.1" and mail.old_ttl == 300
+        assert mail.old == "192.0.2.1"
+        assert mail.old_ttl == 300
         assert "may keep 192.0.2.1 for up to 300 s" in mail.detail
         assert len(provider.updates()) == 4
         again = runner.update_once()
@@ -190,15 +193,15 @@ def test_badauth_stops_until_the_password_changes(
 def test_http_401_is_badauth(
     named: Named, dyn: tuple[Dyndns2Server, Running], tmp_path: Path
 ) -> None:
+    """Some servers answer a wrong password with HTTP 401 rather than badauth."""
     provider, running = dyn
+
+    def refuse(request: Request) -> Reply:
+        provider.requests.append(request)
+        return Reply(401, "", {"WWW-Authenticate": 'Basic realm="x"'})
+
+    provider.handle = refuse  # type: ignore[method-assign]
     updater = make_updater(settings_for(tmp_path, named, running))
-    updater.settings = type(updater.settings)(  # type: ignore[attr-defined]
-        f"{running.url}/nic/update",
-        "alice",
-        updater.settings.password,
-        running.ca_file,  # type: ignore[attr-defined]
-    )
-    provider.username = "someone-else"
     with pytest.raises(DnsUpdateError, match="not accepted") as caught:
         updater.publish("mail.example.test", "A", "192.0.3.10", 60)
     assert caught.value.fatal
@@ -273,10 +276,8 @@ def test_accepted_but_not_served_is_not_sent_again(named: Named, tmp_path: Path)
 
 def test_server_failure_is_retried_with_backoff(named: Named, tmp_path: Path) -> None:
     class Flaky(Dyndns2Server):
-        def handle(self, request):  # type: ignore[no-untyped-def]
+        def handle(self, request: Request) -> Reply:
             if len(self.requests) == 1:
-                from tests.ddns.fake_http import Reply
-
                 return Reply(503, "busy")
             return super().handle(request)
 
@@ -285,5 +286,6 @@ def test_server_failure_is_retried_with_backoff(named: Named, tmp_path: Path) ->
         slept: list[float] = []
         updater = make_updater(settings_for(tmp_path, named, running), sleep=slept.append)
         outcome = updater.publish("mail.example.test", "A", "192.0.3.10", 60)
-    assert outcome.result == "updated" and outcome.attempts == 2
+    assert outcome.result == "updated"
+    assert outcome.attempts == 2
     assert len(slept) >= 1

@@ -27,6 +27,12 @@ _config_option = click.option(
     help="TOML file with [ddns] / [portmap] tables (env NATSYNC_CONFIG).",
 )
 _json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+_provider_option = click.option(
+    "--provider",
+    type=click.Choice(["rfc2136", "dyndns2", "duckdns", "cloudflare", "desec", "command"]),
+    default=None,
+    help="Updater to use instead of ddns.provider (its [ddns.<provider>] table must exist).",
+)
 
 
 def _when(at: float | None) -> str:
@@ -47,7 +53,8 @@ def _fail(exc: NatsyncError) -> click.ClickException:
 
 @click.group()
 def ddns() -> None:
-    """Keep DNS names on the public address (RFC 2136 dynamic updates with TSIG)."""
+    """Keep DNS names on the public address (RFC 2136, dyndns2, Duck DNS, Cloudflare, deSEC or
+    a command of yours)."""
 
 
 def _verdict_json(verdict: Any) -> dict[str, Any]:
@@ -64,7 +71,8 @@ def _verdict_json(verdict: Any) -> dict[str, Any]:
 @ddns.command()
 @_config_option
 @_json_option
-def update(config_path: Path | None, as_json: bool) -> None:
+@_provider_option
+def update(config_path: Path | None, as_json: bool, provider: str | None) -> None:
     """Look at the public address once and publish it; exit 1 if an update failed."""
     from natsync.ddns.history import History
     from natsync.ddns.runner import DdnsRunner
@@ -73,7 +81,7 @@ def update(config_path: Path | None, as_json: bool) -> None:
     try:
         settings = load_ddns(config_path)
         with History(settings.history_path) as history:
-            report = DdnsRunner(settings, history).update_once()
+            report = DdnsRunner(settings, history, provider=provider).update_once()
     except NatsyncError as exc:
         raise _fail(exc) from exc
     if as_json:
@@ -95,7 +103,7 @@ def update(config_path: Path | None, as_json: bool) -> None:
         for r in report.results:
             text = f"{r.name} {r.rdtype}: {r.result}"
             if r.result == "updated":
-                text += f" {r.old or '(none)'} -> {r.new}"
+                text += f" {r.old or '(none)'} -> {r.new} (TTL {r.ttl})"
             elif r.result == "unchanged":
                 text += f" ({r.new})"
             if r.detail:
@@ -113,13 +121,16 @@ def _result_json(r: Any) -> dict[str, Any]:
         "old": r.old,
         "new": r.new,
         "detail": r.detail,
+        "old_ttl": r.old_ttl,
+        "ttl": r.ttl,
     }
 
 
 @ddns.command()
 @_config_option
+@_provider_option
 @click.option("--interval", type=float, default=None, help="Seconds between checks.")
-def run(config_path: Path | None, interval: float | None) -> None:
+def run(config_path: Path | None, provider: str | None, interval: float | None) -> None:
     """Follow the public address: check every interval, publish changes, until stopped."""
     from dataclasses import replace
 
@@ -136,10 +147,11 @@ def run(config_path: Path | None, interval: float | None) -> None:
         if interval is not None:
             settings = replace(settings, interval=interval).check()
         with History(settings.history_path) as history:
-            runner = DdnsRunner(settings, history)
+            runner = DdnsRunner(settings, history, provider=provider)
             logging.getLogger("natsync.ddns").info(
-                "natsync ddns: checking every %.3g s; names: %s",
+                "natsync ddns: checking every %.3g s through %s; names: %s",
                 settings.interval,
+                runner.updater.kind,
                 ", ".join(settings.names),
             )
             runner.run(stop.is_set, wait=stop.wait)
@@ -147,15 +159,15 @@ def run(config_path: Path | None, interval: float | None) -> None:
         raise _fail(exc) from exc
 
 
-def _collect_status(settings: Any, probe: bool) -> dict[str, Any]:
+def _collect_status(settings: Any, probe: bool, provider: str | None) -> dict[str, Any]:
     from natsync.ddns.agreement import judge
     from natsync.ddns.errors import DnsUpdateError
     from natsync.ddns.history import History
-    from natsync.ddns.runner import RDTYPE, dns_server
+    from natsync.ddns.providers import make_updater
+    from natsync.ddns.runner import RDTYPE
     from natsync.ddns.sources import gather
-    from natsync.ddns.update import read_published
 
-    server = dns_server(settings)
+    updater = make_updater(settings, provider)
     verdicts: dict[int, dict[str, Any]] = {}
     with History(settings.history_path) as history:
         if probe:
@@ -180,10 +192,10 @@ def _collect_status(settings: Any, probe: bool) -> dict[str, Any]:
             current = verdicts[family]["address"] or ""
             for name in settings.names:
                 try:
-                    published = sorted(read_published(server, name, rdtype).values)
-                    published_error = ""
+                    served = updater.current(name, rdtype)
+                    published, ttl, published_error = sorted(served.values), served.ttl, ""
                 except DnsUpdateError as exc:
-                    published, published_error = [], exc.message
+                    published, ttl, published_error = [], None, exc.message
                 change = history.last_change(name, rdtype)
                 last = history.last_update(name, rdtype)
                 names.append(
@@ -191,6 +203,7 @@ def _collect_status(settings: Any, probe: bool) -> dict[str, Any]:
                         "name": name,
                         "type": rdtype,
                         "published": published,
+                        "ttl": ttl,
                         "published_error": published_error,
                         "current": current,
                         "in_sync": bool(current) and published == [current],
@@ -201,21 +214,42 @@ def _collect_status(settings: Any, probe: bool) -> dict[str, Any]:
                         "last_check_result": last.result if last else "none",
                     }
                 )
-    mx = _mx_status(settings, server)
-    return {"verdicts": list(verdicts.values()), "names": names, "mx": mx}
+        blocks = [
+            {
+                "provider": b.provider,
+                "since": _when(b.at),
+                "until": _when(b.until) if b.until is not None else "the configuration changes",
+                "reason": b.reason,
+                "current": b.fingerprint == updater.fingerprint(),
+            }
+            for b in history.blocks()
+            if b.active(time.time())
+        ]
+    mx = _mx_status(settings, updater)
+    return {
+        "provider": updater.kind,
+        "verdicts": list(verdicts.values()),
+        "names": names,
+        "blocks": blocks,
+        "mx": mx,
+    }
 
 
-def _mx_status(settings: Any, server: Any) -> dict[str, Any] | None:
+def _mx_status(settings: Any, updater: Any) -> dict[str, Any] | None:
     if not settings.mx_domain:
         return None
     from natsync.ddns.errors import DnsUpdateError
-    from natsync.ddns.update import read_published
+    from natsync.ddns.providers import authoritative
 
+    # The MX record as the zone serves it: at the RFC 2136 primary, else at the authoritative
+    # servers (an API's view of MX records differs by provider).
     try:
-        targets = sorted(
-            v.split()[-1].rstrip(".").lower()
-            for v in read_published(server, settings.mx_domain, "MX").values
+        served = (
+            updater.current(settings.mx_domain, "MX")
+            if updater.kind == "rfc2136"
+            else authoritative(settings).read(settings.mx_domain, "MX")
         )
+        targets = sorted(v.split()[-1].rstrip(".").lower() for v in served.values)
     except DnsUpdateError as exc:
         return {
             "domain": settings.mx_domain,
@@ -240,13 +274,14 @@ def _mx_status(settings: Any, server: Any) -> dict[str, Any] | None:
     is_flag=True,
     help="Show the last recorded check instead of asking the sources now.",
 )
-def status(config_path: Path | None, as_json: bool, no_probe: bool) -> None:
+@_provider_option
+def status(config_path: Path | None, as_json: bool, no_probe: bool, provider: str | None) -> None:
     """Each name: published and current address, last update and its result, and the verdict."""
     from natsync.ddns.settings import load_ddns
 
     try:
         settings = load_ddns(config_path)
-        state = _collect_status(settings, probe=not no_probe)
+        state = _collect_status(settings, probe=not no_probe, provider=provider)
     except NatsyncError as exc:
         raise _fail(exc) from exc
     if as_json:
@@ -256,8 +291,14 @@ def status(config_path: Path | None, as_json: bool, no_probe: bool) -> None:
         click.echo(f"IPv{v['family']}: {v['summary']} (checked {v['checked']})")
         for line in v["evidence"]:
             click.echo(f"  - {line}")
+    click.echo(f"provider: {state['provider']}")
+    for b in state["blocks"]:
+        which = "" if b["current"] else " (an earlier configuration)"
+        click.echo(f"{b['provider']}{which}: STOPPED until {b['until']}: {b['reason']}")
     for n in state["names"]:
         published = ", ".join(n["published"]) or n["published_error"] or "(none)"
+        if n["ttl"] is not None:
+            published += f" (TTL {n['ttl']} s)"
         mark = "ok" if n["in_sync"] else "OUT OF DATE" if n["current"] else "unknown"
         click.echo(
             f"{n['name']} {n['type']}: published {published}; current {n['current'] or '?'} "
@@ -275,6 +316,30 @@ def status(config_path: Path | None, as_json: bool, no_probe: bool) -> None:
                 f"MX of {mx['domain']}: {', '.join(mx['targets']) or '(none)'} is NOT one of the "
                 "names natsync updates: mail will go to an address nobody keeps current"
             )
+
+
+@ddns.command("txt")
+@_config_option
+@_provider_option
+@click.option("--remove", is_flag=True, help="Remove the value instead of adding it.")
+@click.argument("owner")
+@click.argument("value")
+def txt(
+    config_path: Path | None, provider: str | None, remove: bool, owner: str, value: str
+) -> None:
+    """Add (or --remove) the TXT VALUE at OWNER as DNS-01 does; add returns once it is served."""
+    from natsync.ddns.providers import txt_publisher
+    from natsync.ddns.settings import load_ddns
+
+    try:
+        publisher = txt_publisher(load_ddns(config_path), provider)
+        if remove:
+            publisher.remove_txt(owner, value)
+        else:
+            publisher.add_txt(owner, value)
+    except NatsyncError as exc:
+        raise _fail(exc) from exc
+    click.echo(f"TXT {owner}: {'removed' if remove else 'served'} {value}")
 
 
 @click.group()

@@ -100,8 +100,6 @@ class DdnsRunner:
     ) -> None:
         from natsync.ddns.providers import make_updater
 
-        if not settings.names:
-            raise ConfigError("ddns.names is empty: nothing to update")
         self.settings = settings
         self.history = history
         self.observe = observe
@@ -116,6 +114,8 @@ class DdnsRunner:
             backoff_base=backoff_base,
             confirm_timeout=confirm_timeout or settings.confirm_timeout,
         )
+        if not settings.names:
+            raise ConfigError("ddns.names is empty: nothing to update")
 
     def update_once(self) -> CycleReport:
         now = self.clock()
