@@ -104,20 +104,22 @@ class CloudflareUpdater(DnsUpdater):
         )
 
     def zone_id(self, name: str) -> str:
+        """The id of the zone holding *name*: asked for the name, then each parent, once."""
         if self.settings.zone_id:
             return self.settings.zone_id
-        labels = normalise(name).split(".")
+        n = normalise(name)
+        if n in self._zone_ids:
+            return self._zone_ids[n]
+        labels = n.split(".")
         candidates = (
             [self.zone] if self.zone else [".".join(labels[i:]) for i in range(len(labels) - 1)]
         )
         for candidate in candidates:
-            if candidate in self._zone_ids:
-                return self._zone_ids[candidate]
             zones = self.call("GET", f"/zones?{urlencode({'name': candidate})}", "zone lookup")
             if isinstance(zones, list) and zones and isinstance(zones[0], dict):
                 zid = str(zones[0].get("id", ""))
                 if zid:
-                    self._zone_ids[candidate] = zid
+                    self._zone_ids[n] = zid
                     return zid
         raise DnsUpdateError(
             f"Cloudflare: no zone of this token holds {name}; check ddns.names and the token's "
