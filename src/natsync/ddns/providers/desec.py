@@ -127,7 +127,7 @@ class DesecUpdater(DnsUpdater):
 
     def _path(self, name: str, rdtype: str) -> str:
         return (
-            f"/domains/{quote(self.domain(name))}/rrsets/{quote(self.subname(name) or '@')}/"
+            f"/domains/{quote(self.domain(name))}/rrsets/{quote(self.subname(name) or '@', safe='@')}/"
             f"{rdtype}/"
         )
 
