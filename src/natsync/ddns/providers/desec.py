@@ -126,10 +126,8 @@ class DesecUpdater(DnsUpdater):
         return self._minimum[domain]
 
     def _path(self, name: str, rdtype: str) -> str:
-        return (
-            f"/domains/{quote(self.domain(name))}/rrsets/{quote(self.subname(name) or '@', safe='@')}/"
-            f"{rdtype}/"
-        )
+        subname = quote(self.subname(name) or "@", safe="@")  # "@": the apex
+        return f"/domains/{quote(self.domain(name))}/rrsets/{subname}/{rdtype}/"
 
     def read_api(self, name: str, rdtype: str) -> Served:
         found = self.call("GET", self._path(name, rdtype), f"reading {name} {rdtype}")
