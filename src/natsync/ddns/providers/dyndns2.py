@@ -105,7 +105,7 @@ def parse_answer(body: bytes) -> Answer:
         )
     word, _, rest = text.partition(" ")
     try:
-        code = Code(word.lower() if word != "!donator" else word)
+        code = Code(word.lower())
     except ValueError:
         raise DnsUpdateError(
             f"the dyndns2 server answered {text[:60]!r}, which is no dyndns2 return code; "
