@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.ddns.servers import Named, run_named
+from tests.ddns.servers import Echo, Named, run_echo, run_named
 
 
 @pytest.fixture
@@ -15,6 +15,13 @@ def named(tmp_path: Path) -> Iterator[Named]:
         pytest.skip("BIND 9 (named) is not installed: make apt-test installs bind9")
     with run_named(tmp_path / "bind") as server:
         yield server
+
+
+@pytest.fixture
+def echo() -> Iterator[tuple[str, type[Echo]]]:
+    """An address echo service on loopback; set Echo.address to move the public address."""
+    with run_echo() as url:
+        yield url, Echo
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -169,3 +169,38 @@ def run_stun(
         yield proc
     finally:
         stop(proc)
+
+
+class Echo:
+    """The address an echo service started by :func:`run_echo` answers (tests change it)."""
+
+    address = "192.0.3.10"
+
+
+@contextmanager
+def run_echo() -> Iterator[str]:
+    """An address echo service on loopback (answers with whatever Echo.address says)."""
+    import http.server
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = Echo.address.encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    Echo.address = "192.0.3.10"
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)

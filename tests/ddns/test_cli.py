@@ -2,49 +2,14 @@
 
 from __future__ import annotations
 
-import http.server
 import json
 import os
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from click.testing import CliRunner
 
 from natsync.cli import main
-from tests.ddns.servers import KEY_NAME, Named, dig_values, key_file_text
-
-
-class Echo:
-    address = "192.0.3.10"
-
-
-@pytest.fixture
-def echo() -> Iterator[tuple[str, type[Echo]]]:
-    """An address echo service on loopback (answers with whatever Echo.address says)."""
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body = Echo.address.encode()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    Echo.address = "192.0.3.10"
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/", Echo
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+from tests.ddns.servers import KEY_NAME, Echo, Named, dig_values, key_file_text
 
 
 def config(tmp_path: Path, named: Named, url: str, key_file: Path | None = None) -> Path:
