@@ -47,7 +47,7 @@ def test_one_input(data: bytes) -> None:
             case _:
                 status = STATUSES[(kind // 4) % len(STATUSES)]
                 answer = HttpAnswer(status, {"retry-after": body[:8].decode("latin-1")}, body)
-                (CLOUDFLARE if kind % 4 == 2 else DESEC)._result(answer, "fuzz")
+                (CLOUDFLARE if kind % 4 == 2 else DESEC).read_answer(answer, "fuzz")
     except DnsUpdateError:
         return
 

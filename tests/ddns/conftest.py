@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.ddns.servers import Echo, Named, run_echo, run_named
+from tests.ddns.servers import ACME_OWNER, UPDATABLE, Echo, Named, run_echo, run_named
 
 
 @pytest.fixture
@@ -14,6 +14,15 @@ def named(tmp_path: Path) -> Iterator[Named]:
     if shutil.which("named") is None:
         pytest.skip("BIND 9 (named) is not installed: make apt-test installs bind9")
     with run_named(tmp_path / "bind") as server:
+        yield server
+
+
+@pytest.fixture
+def named_txt(tmp_path: Path) -> Iterator[Named]:
+    """BIND as in ``named``, whose update-policy also grants TXT, and ACME_OWNER."""
+    if shutil.which("named") is None:
+        pytest.skip("BIND 9 (named) is not installed: make apt-test installs bind9")
+    with run_named(tmp_path / "bind-txt", updatable=(*UPDATABLE, ACME_OWNER), txt=True) as server:
         yield server
 
 

@@ -29,6 +29,8 @@ KEY_NAME = "natsync-ddns"
 #: Names the key may update (the update-policy grants exactly these).
 UPDATABLE = ("eas.example.test", "mail.example.test")
 INITIAL_MAIL = "192.0.2.1"
+#: The DNS-01 owner the TXT tests write (granted TXT by the ``named_txt`` fixture).
+ACME_OWNER = "_acme-challenge.eas.example.test"
 
 needs_named = shutil.which("named") is None
 
@@ -180,27 +182,15 @@ class Echo:
 @contextmanager
 def run_echo() -> Iterator[str]:
     """An address echo service on loopback (answers with whatever Echo.address says)."""
-    import http.server
-    import threading
+    from tests.ddns.fake_http import Reply, Request, serve
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body = Echo.address.encode()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    class Service:
+        def __init__(self) -> None:
+            self.requests: list[Request] = []
 
-        def log_message(self, *args: object) -> None:
-            pass
+        def handle(self, request: Request) -> Reply:
+            return Reply(200, Echo.address)
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
     Echo.address = "192.0.3.10"
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    with serve(Service()) as running:
+        yield running.url + "/"

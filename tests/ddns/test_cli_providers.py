@@ -13,19 +13,16 @@ from click.testing import CliRunner
 from natsync.cli import main
 from tests.ddns.fake_dyndns2 import Dyndns2Server
 from tests.ddns.fake_http import BindZone, Running, serve
-from tests.ddns.servers import UPDATABLE, Echo, Named, dig_values, run_named
+from tests.ddns.servers import ACME_OWNER, Echo, Named, dig_values
 
 
 @pytest.fixture
-def world(tmp_path: Path) -> Iterator[tuple[Named, Dyndns2Server, Running]]:
-    with run_named(
-        tmp_path / "bind", updatable=(*UPDATABLE, "_acme-challenge.eas.example.test"), txt=True
-    ) as named:
-        provider = Dyndns2Server(
-            BindZone(named.server()), "alice", "s3cret", {"eas.example.test", "mail.example.test"}
-        )
-        with serve(provider, tmp_path / "tls") as running:
-            yield named, provider, running
+def world(named_txt: Named, tmp_path: Path) -> Iterator[tuple[Named, Dyndns2Server, Running]]:
+    provider = Dyndns2Server(
+        BindZone(named_txt.server()), "alice", "s3cret", {"eas.example.test", "mail.example.test"}
+    )
+    with serve(provider, tmp_path / "tls") as running:
+        yield named_txt, provider, running
 
 
 def config(tmp_path: Path, named: Named, running: Running, url: str, password: str) -> Path:
@@ -97,7 +94,7 @@ def test_txt_command(
     url, _ = echo
     path = config(tmp_path, named, running, url, "s3cret")
     runner = CliRunner()
-    owner = "_acme-challenge.eas.example.test"
+    owner = ACME_OWNER
     refused = runner.invoke(main, ["ddns", "txt", "--config", str(path), owner, "v1"])
     assert refused.exit_code == 1
     assert "cannot set TXT records" in refused.output

@@ -19,7 +19,7 @@ from natsync.errors import ConfigError
 from tests.ddns.fake_cloudflare import CloudflareServer
 from tests.ddns.fake_http import BindZone, MemoryZone, Running, serve
 from tests.ddns.providers_common import World, load
-from tests.ddns.servers import UPDATABLE, Named, dig, dig_values, run_named
+from tests.ddns.servers import ACME_OWNER, Named, dig, dig_values
 
 TOKEN = "cf-scoped-token-0123456789"
 ZONE_ID = "023e105f4ecef8ad9ca31a8372d0c353"
@@ -144,7 +144,7 @@ def test_rate_limit_waits_as_told(cf: tuple[CloudflareServer, Running], tmp_path
         runner = DdnsRunner(settings, history, observe=world.observe, clock=world.clock)
         report = runner.update_once()
         assert [r.result for r in report.results] == ["error", "blocked"]
-        assert "rate limited (HTTP 429); next request in 120 s" in report.results[0].detail
+        assert "throttled (HTTP 429); next request in 120 s" in report.results[0].detail
         assert len(provider.requests) == 1
         world.now += 119
         assert {r.result for r in runner.update_once().results} == {"blocked"}
@@ -186,13 +186,10 @@ def test_unknown_zone_is_fatal(cf: tuple[CloudflareServer, Running], tmp_path: P
 
 
 @pytest.fixture
-def cf_bind(tmp_path: Path) -> Iterator[tuple[Named, CloudflareServer, Running]]:
-    with run_named(
-        tmp_path / "bind", updatable=(*UPDATABLE, "_acme-challenge.eas.example.test"), txt=True
-    ) as named:
-        provider = CloudflareServer(BindZone(named.server()), TOKEN, {"example.test": ZONE_ID})
-        with serve(provider, tmp_path / "tls") as running:
-            yield named, provider, running
+def cf_bind(named_txt: Named, tmp_path: Path) -> Iterator[tuple[Named, CloudflareServer, Running]]:
+    provider = CloudflareServer(BindZone(named_txt.server()), TOKEN, {"example.test": ZONE_ID})
+    with serve(provider, tmp_path / "tls") as running:
+        yield named_txt, provider, running
 
 
 def test_automatic_ttl_is_confirmed_at_the_authoritative_server(
@@ -221,7 +218,7 @@ def test_txt_values_for_dns01_coexist_and_are_removed_one_by_one(
         tmp_path, running, confirm="dns", ddns=f'confirm_servers = ["{named.address}"]'
     )
     publisher = txt_publisher(settings)
-    owner = "_acme-challenge.eas.example.test"
+    owner = ACME_OWNER
     publisher.add_txt(owner, "first")
     publisher.add_txt(owner, "second")
     assert dig_values(named, owner, "TXT") == {'"first"', '"second"'}

@@ -14,7 +14,7 @@ from natsync.ddns.errors import DnsUpdateError
 from natsync.ddns.providers import make_updater, txt_publisher
 from natsync.ddns.settings import DdnsSettings
 from tests.ddns.providers_common import load
-from tests.ddns.servers import UPDATABLE, Named, dig_values, run_named
+from tests.ddns.servers import ACME_OWNER, Named, dig_values
 
 NSUPDATE_SCRIPT = """#!/bin/sh
 # $1 is the action ("{{action}}" in argv); the rest comes from the environment natsync sets.
@@ -54,14 +54,6 @@ def script(tmp_path: Path, name: str, body: str) -> Path:
     return path
 
 
-@pytest.fixture
-def named_txt(tmp_path: Path):  # type: ignore[no-untyped-def]
-    with run_named(
-        tmp_path / "bind", updatable=(*UPDATABLE, "_acme-challenge.eas.example.test"), txt=True
-    ) as server:
-        yield server
-
-
 def nsupdate_script(tmp_path: Path, named: Named) -> Path:
     path = tmp_path / "update.sh"
     path.write_text(NSUPDATE_SCRIPT.format(host=named.host, port=named.port, key=named.key_file))
@@ -82,7 +74,7 @@ def test_program_updates_and_natsync_confirms(named_txt: Named, tmp_path: Path) 
 def test_program_sets_txt_for_dns01(named_txt: Named, tmp_path: Path) -> None:
     program = nsupdate_script(tmp_path, named_txt)
     publisher = txt_publisher(command_settings(tmp_path, named_txt, [str(program), "{action}"]))
-    owner = "_acme-challenge.eas.example.test"
+    owner = ACME_OWNER
     publisher.add_txt(owner, "abc")
     publisher.add_txt(owner, "def")
     assert dig_values(named_txt, owner, "TXT") == {'"abc"', '"def"'}

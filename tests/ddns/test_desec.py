@@ -18,7 +18,7 @@ from natsync.ddns.settings import DdnsSettings
 from tests.ddns.fake_desec import DesecServer
 from tests.ddns.fake_http import BindZone, MemoryZone, Running, serve
 from tests.ddns.providers_common import World, load
-from tests.ddns.servers import UPDATABLE, Named, dig, dig_values, run_named
+from tests.ddns.servers import ACME_OWNER, Named, dig, dig_values
 
 TOKEN = "i-T3b1h_OI-H9ab8tRS98stGtURe"
 
@@ -143,13 +143,10 @@ def test_field_error_is_reported(desec: tuple[DesecServer, Running], tmp_path: P
 
 
 @pytest.fixture
-def desec_bind(tmp_path: Path) -> Iterator[tuple[Named, DesecServer, Running]]:
-    with run_named(
-        tmp_path / "bind", updatable=(*UPDATABLE, "_acme-challenge.eas.example.test"), txt=True
-    ) as named:
-        provider = DesecServer(BindZone(named.server()), TOKEN, {"example.test"})
-        with serve(provider, tmp_path / "tls") as running:
-            yield named, provider, running
+def desec_bind(named_txt: Named, tmp_path: Path) -> Iterator[tuple[Named, DesecServer, Running]]:
+    provider = DesecServer(BindZone(named_txt.server()), TOKEN, {"example.test"})
+    with serve(provider, tmp_path / "tls") as running:
+        yield named_txt, provider, running
 
 
 def test_confirmed_at_the_authoritative_server(
@@ -173,7 +170,7 @@ def test_txt_values_for_dns01(
         tmp_path, running, confirm="dns", ddns=f'confirm_servers = ["{named.address}"]'
     )
     publisher = txt_publisher(settings)
-    owner = "_acme-challenge.eas.example.test"
+    owner = ACME_OWNER
     publisher.add_txt(owner, "one")
     publisher.add_txt(owner, "two")
     assert dig_values(named, owner, "TXT") == {'"one"', '"two"'}

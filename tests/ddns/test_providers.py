@@ -25,7 +25,7 @@ from natsync.ddns.providers.rfc2136 import Rfc2136Updater
 from natsync.ddns.runner import DdnsRunner
 from natsync.errors import ConfigError
 from tests.ddns.providers_common import World, load
-from tests.ddns.servers import UPDATABLE, Named, dig_values, run_named
+from tests.ddns.servers import ACME_OWNER, Named, dig_values, run_named
 
 # -- RFC 2136 behind the interface ---------------------------------------------------------
 
@@ -37,24 +37,23 @@ def rfc2136(tmp_path: Path, named: Named) -> str:
     )
 
 
-def test_rfc2136_is_the_default_provider_and_a_txt_publisher(tmp_path: Path) -> None:
-    with run_named(
-        tmp_path / "bind", updatable=(*UPDATABLE, "_acme-challenge.eas.example.test"), txt=True
-    ) as named:
-        settings = load(tmp_path, rfc2136(tmp_path, named), "")
-        updater = make_updater(settings)
-        assert isinstance(updater, Rfc2136Updater)
-        assert isinstance(updater, DnsUpdater)
-        outcome = updater.publish("mail.example.test", "A", "192.0.3.10", 60)
-        assert (outcome.result, outcome.old_ttl, outcome.ttl) == ("updated", 300, 60)
-        publisher = txt_publisher(settings)
-        assert isinstance(publisher, TxtPublisher)
-        owner = "_acme-challenge.eas.example.test"
-        publisher.add_txt(owner, "a")
-        publisher.add_txt(owner, "b")
-        assert dig_values(named, owner, "TXT") == {'"a"', '"b"'}
-        publisher.remove_txt(owner, "a")
-        assert dig_values(named, owner, "TXT") == {'"b"'}
+def test_rfc2136_is_the_default_provider_and_a_txt_publisher(
+    named_txt: Named, tmp_path: Path
+) -> None:
+    settings = load(tmp_path, rfc2136(tmp_path, named_txt), "")
+    updater = make_updater(settings)
+    assert isinstance(updater, Rfc2136Updater)
+    assert isinstance(updater, DnsUpdater)
+    outcome = updater.publish("mail.example.test", "A", "192.0.3.10", 60)
+    assert (outcome.result, outcome.old_ttl, outcome.ttl) == ("updated", 300, 60)
+    publisher = txt_publisher(settings)
+    assert isinstance(publisher, TxtPublisher)
+    owner = ACME_OWNER
+    publisher.add_txt(owner, "a")
+    publisher.add_txt(owner, "b")
+    assert dig_values(named_txt, owner, "TXT") == {'"a"', '"b"'}
+    publisher.remove_txt(owner, "a")
+    assert dig_values(named_txt, owner, "TXT") == {'"b"'}
 
 
 def test_refused_txt_is_an_error(named: Named, tmp_path: Path) -> None:
@@ -199,4 +198,4 @@ def test_api_answers_never_raise_anything_else(status: int, body: bytes, retry: 
     answer = HttpAnswer(status, {"retry-after": retry}, body)
     for updater in API_UPDATERS:
         with contextlib.suppress(DnsUpdateError):
-            updater._result(answer, "fuzz")
+            updater.read_answer(answer, "fuzz")

@@ -25,7 +25,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import dns.exception
 import dns.flags
@@ -432,6 +432,48 @@ class DnsUpdater(ABC):
                     f"{self.confirm_timeout:g} s it is served as {shown or 'unknown'}"
                 )
             self.sleep(CONFIRM_INTERVAL)
+
+
+class ApiUpdater(DnsUpdater):
+    """A provider with a JSON API over HTTPS: the request, throttling (HTTP 429 with
+    Retry-After, RFC 6585 section 4) and server errors handled once; :meth:`_result` reads the
+    rest of the provider's answer."""
+
+    #: The provider's name in messages.
+    label: ClassVar[str]
+    #: Seconds to wait after an HTTP 429 that gives no usable Retry-After.
+    default_wait: ClassVar[float]
+    http: Http
+    api: str
+
+    @abstractmethod
+    def authorization(self) -> str:
+        """The Authorization header's value."""
+
+    @abstractmethod
+    def _result(self, answer: HttpAnswer, what: str) -> Any:
+        """The result of a non-throttled answer, or DnsUpdateError."""
+
+    def call(self, method: str, path: str, what: str, body: object = None) -> Any:
+        answer = self.http.request(
+            method,
+            f"{self.api}{path}",
+            headers={"Authorization": self.authorization()},
+            body=body,
+            what=f"{self.label} {what}",
+        )
+        return self.read_answer(answer, what)
+
+    def read_answer(self, answer: HttpAnswer, what: str) -> Any:
+        if answer.status == 429:
+            wait = answer.retry_after(self.default_wait)
+            raise DnsUpdateError(
+                f"{self.label} {what}: throttled (HTTP 429); next request in {wait:g} s",
+                retry_after=wait,
+            )
+        if answer.status >= 500:
+            raise DnsUpdateError(f"{self.label} {what}: HTTP {answer.status}", retryable=True)
+        return self._result(answer, what)
 
 
 def secret_digest(value: str) -> str:

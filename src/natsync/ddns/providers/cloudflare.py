@@ -21,8 +21,8 @@ from urllib.parse import quote, urlencode
 from natsync.ddns.errors import DnsUpdateError
 from natsync.ddns.provider_settings import CloudflareSettings
 from natsync.ddns.providers.base import (
+    ApiUpdater,
     Authoritative,
-    DnsUpdater,
     Http,
     HttpAnswer,
     Served,
@@ -39,8 +39,10 @@ TTL_AUTO = 1
 TXT_TTL = 60
 
 
-class CloudflareUpdater(DnsUpdater):
+class CloudflareUpdater(ApiUpdater):
     kind = "cloudflare"
+    label = "Cloudflare"
+    default_wait = RATE_LIMIT_BLOCK
 
     def __init__(
         self,
@@ -53,6 +55,7 @@ class CloudflareUpdater(DnsUpdater):
         self.settings = settings
         self.zone = normalise(zone)
         self.http = Http(settings.timeout, settings.ca_file)
+        self.api = settings.api
         self._zone_ids: dict[str, str] = {}
 
     def identity(self) -> tuple[str, ...]:
@@ -61,25 +64,10 @@ class CloudflareUpdater(DnsUpdater):
 
     # -- API plumbing -----------------------------------------------------------------------
 
-    def call(self, method: str, path: str, what: str, body: object = None) -> Any:
-        answer = self.http.request(
-            method,
-            f"{self.settings.api}{path}",
-            headers={"Authorization": f"Bearer {self.settings.token.value}"},
-            body=body,
-            what=f"Cloudflare {what}",
-        )
-        return self._result(answer, what)
+    def authorization(self) -> str:
+        return f"Bearer {self.settings.token.value}"
 
     def _result(self, answer: HttpAnswer, what: str) -> Any:
-        if answer.status == 429:
-            wait = answer.retry_after(RATE_LIMIT_BLOCK)
-            raise DnsUpdateError(
-                f"Cloudflare {what}: rate limited (HTTP 429); next request in {wait:g} s",
-                retry_after=wait,
-            )
-        if answer.status >= 500:
-            raise DnsUpdateError(f"Cloudflare {what}: HTTP {answer.status}", retryable=True)
         data = answer.json(f"Cloudflare {what}")
         if not isinstance(data, dict):
             raise DnsUpdateError(f"Cloudflare {what}: the answer is not an API v4 envelope")

@@ -24,8 +24,8 @@ from urllib.parse import quote, urlencode
 from natsync.ddns.errors import DnsUpdateError
 from natsync.ddns.provider_settings import DesecSettings
 from natsync.ddns.providers.base import (
+    ApiUpdater,
     Authoritative,
-    DnsUpdater,
     Http,
     HttpAnswer,
     Served,
@@ -42,8 +42,10 @@ DEFAULT_MINIMUM_TTL = 3600
 DEFAULT_RETRY_AFTER = 60.0
 
 
-class DesecUpdater(DnsUpdater):
+class DesecUpdater(ApiUpdater):
     kind = "desec"
+    label = "deSEC"
+    default_wait = DEFAULT_RETRY_AFTER
 
     def __init__(
         self, settings: DesecSettings, authoritative: Authoritative | None, **kwargs: Any
@@ -51,6 +53,7 @@ class DesecUpdater(DnsUpdater):
         super().__init__(authoritative if settings.confirm == "dns" else None, **kwargs)
         self.settings = settings
         self.http = Http(settings.timeout, settings.ca_file)
+        self.api = settings.api
         self._domains: dict[str, str] = {}
         self._minimum: dict[str, int] = {}
         self.notes: list[str] = []
@@ -59,25 +62,10 @@ class DesecUpdater(DnsUpdater):
         s = self.settings
         return (s.api, s.domain, secret_digest(s.token.value))
 
-    def call(self, method: str, path: str, what: str, body: object = None) -> Any:
-        answer = self.http.request(
-            method,
-            f"{self.settings.api}{path}",
-            headers={"Authorization": f"Token {self.settings.token.value}"},
-            body=body,
-            what=f"deSEC {what}",
-        )
-        return self._result(answer, what)
+    def authorization(self) -> str:
+        return f"Token {self.settings.token.value}"
 
     def _result(self, answer: HttpAnswer, what: str) -> Any:
-        if answer.status == 429:
-            wait = answer.retry_after(DEFAULT_RETRY_AFTER)
-            raise DnsUpdateError(
-                f"deSEC {what}: throttled (HTTP 429); next request in {wait:g} s",
-                retry_after=wait,
-            )
-        if answer.status >= 500:
-            raise DnsUpdateError(f"deSEC {what}: HTTP {answer.status}", retryable=True)
         if answer.status == 204:
             return None
         if answer.status == 404:
