@@ -6,8 +6,10 @@ from __future__ import annotations
 import ipaddress
 from pathlib import Path
 
+from natsync.ddns.providers.base import TxtPublisher
 from natsync.ddns.settings import DdnsSettings, load_ddns
 from natsync.ddns.sources import Observation, Source
+from tests.ddns.servers import ACME_OWNER, Named, dig_values
 
 
 class World:
@@ -40,3 +42,17 @@ def write_config(tmp_path: Path, ddns: str, table: str) -> Path:
 
 def load(tmp_path: Path, ddns: str, table: str) -> DdnsSettings:
     return load_ddns(write_config(tmp_path, ddns, table))
+
+
+def two_challenges(publisher: TxtPublisher, named: Named) -> None:
+    """What DNS-01 needs of a TxtPublisher, checked at BIND with dig: two values at one owner
+    (a name and its wildcard validate at the same owner), each served once added, removed one
+    by one."""
+    assert isinstance(publisher, TxtPublisher)
+    publisher.add_txt(ACME_OWNER, "first")
+    publisher.add_txt(ACME_OWNER, "second")
+    assert dig_values(named, ACME_OWNER, "TXT") == {'"first"', '"second"'}
+    publisher.remove_txt(ACME_OWNER, "first")
+    assert dig_values(named, ACME_OWNER, "TXT") == {'"second"'}
+    publisher.remove_txt(ACME_OWNER, "second")
+    assert dig_values(named, ACME_OWNER, "TXT") == set()

@@ -18,8 +18,8 @@ from natsync.ddns.settings import DdnsSettings
 from natsync.errors import ConfigError
 from tests.ddns.fake_cloudflare import CloudflareServer
 from tests.ddns.fake_http import BindZone, MemoryZone, Running, serve
-from tests.ddns.providers_common import World, load
-from tests.ddns.servers import ACME_OWNER, Named, dig, dig_values
+from tests.ddns.providers_common import World, load, two_challenges
+from tests.ddns.servers import Named, dig
 
 TOKEN = "cf-scoped-token-0123456789"
 ZONE_ID = "023e105f4ecef8ad9ca31a8372d0c353"
@@ -217,12 +217,4 @@ def test_txt_values_for_dns01_coexist_and_are_removed_one_by_one(
     settings = settings_for(
         tmp_path, running, confirm="dns", ddns=f'confirm_servers = ["{named.address}"]'
     )
-    publisher = txt_publisher(settings)
-    owner = ACME_OWNER
-    publisher.add_txt(owner, "first")
-    publisher.add_txt(owner, "second")
-    assert dig_values(named, owner, "TXT") == {'"first"', '"second"'}
-    publisher.remove_txt(owner, "first")
-    assert dig_values(named, owner, "TXT") == {'"second"'}
-    publisher.remove_txt(owner, "second")
-    assert dig_values(named, owner, "TXT") == set()
+    two_challenges(txt_publisher(settings), named)

@@ -13,8 +13,8 @@ import pytest
 from natsync.ddns.errors import DnsUpdateError
 from natsync.ddns.providers import make_updater, txt_publisher
 from natsync.ddns.settings import DdnsSettings
-from tests.ddns.providers_common import load
-from tests.ddns.servers import ACME_OWNER, Named, dig_values
+from tests.ddns.providers_common import load, two_challenges
+from tests.ddns.servers import Named, dig_values
 
 NSUPDATE_SCRIPT = """#!/bin/sh
 # $1 is the action ("{{action}}" in argv); the rest comes from the environment natsync sets.
@@ -73,13 +73,8 @@ def test_program_updates_and_natsync_confirms(named_txt: Named, tmp_path: Path) 
 
 def test_program_sets_txt_for_dns01(named_txt: Named, tmp_path: Path) -> None:
     program = nsupdate_script(tmp_path, named_txt)
-    publisher = txt_publisher(command_settings(tmp_path, named_txt, [str(program), "{action}"]))
-    owner = ACME_OWNER
-    publisher.add_txt(owner, "abc")
-    publisher.add_txt(owner, "def")
-    assert dig_values(named_txt, owner, "TXT") == {'"abc"', '"def"'}
-    publisher.remove_txt(owner, "abc")
-    assert dig_values(named_txt, owner, "TXT") == {'"def"'}
+    settings = command_settings(tmp_path, named_txt, [str(program), "{action}"])
+    two_challenges(txt_publisher(settings), named_txt)
 
 
 def test_arguments_are_filled_in(named: Named, tmp_path: Path) -> None:

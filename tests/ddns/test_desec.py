@@ -17,8 +17,8 @@ from natsync.ddns.runner import DdnsRunner
 from natsync.ddns.settings import DdnsSettings
 from tests.ddns.fake_desec import DesecServer
 from tests.ddns.fake_http import BindZone, MemoryZone, Running, serve
-from tests.ddns.providers_common import World, load
-from tests.ddns.servers import ACME_OWNER, Named, dig, dig_values
+from tests.ddns.providers_common import World, load, two_challenges
+from tests.ddns.servers import Named, dig
 
 TOKEN = "i-T3b1h_OI-H9ab8tRS98stGtURe"
 
@@ -169,14 +169,13 @@ def test_txt_values_for_dns01(
     settings = settings_for(
         tmp_path, running, confirm="dns", ddns=f'confirm_servers = ["{named.address}"]'
     )
-    publisher = txt_publisher(settings)
-    owner = ACME_OWNER
-    publisher.add_txt(owner, "one")
-    publisher.add_txt(owner, "two")
-    assert dig_values(named, owner, "TXT") == {'"one"', '"two"'}
-    assert provider.rrsets[("example.test", "_acme-challenge.eas", "TXT")]["ttl"] == 3600
-    publisher.remove_txt(owner, "one")
-    assert dig_values(named, owner, "TXT") == {'"two"'}
-    publisher.remove_txt(owner, "two")
-    assert dig_values(named, owner, "TXT") == set()
+    two_challenges(txt_publisher(settings), named)
+    bodies = [r.body[0] for r in provider.writes()]
+    assert [b["records"] for b in bodies] == [
+        ['"first"'],
+        ['"first"', '"second"'],
+        ['"second"'],
+        [],
+    ]
+    assert {b["ttl"] for b in bodies} == {3600}  # the domain's minimum TTL
     assert ("example.test", "_acme-challenge.eas", "TXT") not in provider.rrsets

@@ -16,7 +16,7 @@ from natsync.ddns.errors import DnsUpdateError
 from natsync.ddns.history import History
 from natsync.ddns.provider_settings import CloudflareSettings, DesecSettings, Secret
 from natsync.ddns.providers import Authoritative, DnsUpdater, make_updater, txt_publisher
-from natsync.ddns.providers.base import HttpAnswer, TxtPublisher
+from natsync.ddns.providers.base import HttpAnswer
 from natsync.ddns.providers.cloudflare import CloudflareUpdater
 from natsync.ddns.providers.desec import DesecUpdater
 from natsync.ddns.providers.duckdns import parse_answer as duck_answer
@@ -24,8 +24,8 @@ from natsync.ddns.providers.dyndns2 import parse_answer as dyn_answer
 from natsync.ddns.providers.rfc2136 import Rfc2136Updater
 from natsync.ddns.runner import DdnsRunner
 from natsync.errors import ConfigError
-from tests.ddns.providers_common import World, load
-from tests.ddns.servers import ACME_OWNER, Named, dig_values, run_named
+from tests.ddns.providers_common import World, load, two_challenges
+from tests.ddns.servers import Named, run_named
 
 # -- RFC 2136 behind the interface ---------------------------------------------------------
 
@@ -46,14 +46,7 @@ def test_rfc2136_is_the_default_provider_and_a_txt_publisher(
     assert isinstance(updater, DnsUpdater)
     outcome = updater.publish("mail.example.test", "A", "192.0.3.10", 60)
     assert (outcome.result, outcome.old_ttl, outcome.ttl) == ("updated", 300, 60)
-    publisher = txt_publisher(settings)
-    assert isinstance(publisher, TxtPublisher)
-    owner = ACME_OWNER
-    publisher.add_txt(owner, "a")
-    publisher.add_txt(owner, "b")
-    assert dig_values(named_txt, owner, "TXT") == {'"a"', '"b"'}
-    publisher.remove_txt(owner, "a")
-    assert dig_values(named_txt, owner, "TXT") == {'"b"'}
+    two_challenges(txt_publisher(settings), named_txt)
 
 
 def test_refused_txt_is_an_error(named: Named, tmp_path: Path) -> None:
