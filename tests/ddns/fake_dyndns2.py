@@ -11,18 +11,27 @@
 
 Records are written into a :class:`tests.ddns.fake_http.RecordStore`, so with a
 :class:`~tests.ddns.fake_http.BindZone` this is "a dyndns2-speaking server that writes into
-BIND" (usable in the lab too). ``force`` makes the next answers a given code, for the tests of
-each reaction.
+BIND". ``force`` makes the next answers a given code, for the tests of each reaction.
+
+It also runs on its own (the lab starts it in the "internet" namespace, in front of the lab's
+BIND), logging one line per update::
+
+    python -m tests.ddns.fake_dyndns2 --listen 198.51.100.1:8245 --tls-dir DIR \
+        --dns 198.51.100.1:53 --zone example.test --key-file ddns.key \
+        --user alice --password-file pw --hosts eas.example.test,mail.example.test
 """
 
 from __future__ import annotations
 
+import argparse
 import base64
 import ipaddress
+import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from natsync.ddns.netinfo import IPAddress
-from tests.ddns.fake_http import RecordStore, Reply, Request
+from tests.ddns.fake_http import BindZone, RecordStore, Reply, Request, serve
 
 #: Perform Update: "hostname ... up to 20 hostnames".
 MAX_HOSTS = 20
@@ -98,3 +107,48 @@ class Dyndns2Server:
             self.blocked.add(name)
             return "abuse"
         return f"nochg {shown}"
+
+
+class _Logged(Dyndns2Server):
+    def handle(self, request: Request) -> Reply:
+        reply = super().handle(request)
+        if request.path == "/nic/update":
+            q = request.query
+            print(
+                f"update hostname={q.get('hostname', '')} myip={q.get('myip', '')} -> "
+                f"{reply.body!s}",
+                flush=True,
+            )
+        return reply
+
+
+def main(argv: list[str] | None = None) -> None:
+    from natsync.ddns.settings import split_host_port
+    from natsync.ddns.update import DnsServer, load_key
+
+    parser = argparse.ArgumentParser(description="a dyndns2 server writing into BIND")
+    parser.add_argument("--listen", required=True, help="host:port")
+    parser.add_argument("--tls-dir", type=Path, help="write a self-signed certificate here")
+    parser.add_argument("--dns", required=True, help="the zone's primary, host:port")
+    parser.add_argument("--zone", required=True)
+    parser.add_argument("--key-file", type=Path, required=True)
+    parser.add_argument("--user", required=True)
+    parser.add_argument("--password-file", type=Path, required=True)
+    parser.add_argument("--hosts", required=True, help="comma-separated names of the account")
+    args = parser.parse_args(argv)
+    dns_host, dns_port = split_host_port(args.dns)
+    listen_host, listen_port = split_host_port(args.listen)
+    store = BindZone(DnsServer(dns_host, dns_port, args.zone, load_key(args.key_file)))
+    provider = _Logged(
+        store,
+        args.user,
+        args.password_file.read_text().strip(),
+        set(args.hosts.split(",")),
+    )
+    with serve(provider, args.tls_dir, listen_host, listen_port) as running:
+        print(f"listening on {running.url}", flush=True)
+        threading.Event().wait()  # until killed
+
+
+if __name__ == "__main__":
+    main()

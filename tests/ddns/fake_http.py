@@ -33,8 +33,10 @@ from cryptography.x509.oid import NameOID
 from natsync.ddns.update import DnsServer, read_published
 
 
-def self_signed(directory: Path, name: str = "provider test") -> tuple[Path, Path]:
-    """A certificate for 127.0.0.1 that is its own CA (trusted by giving it as ca_file)."""
+def self_signed(
+    directory: Path, name: str = "provider test", host: str = "127.0.0.1"
+) -> tuple[Path, Path]:
+    """A certificate for *host* that is its own CA (trusted by giving it as ca_file)."""
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
     now = dt.datetime.now(dt.UTC)
@@ -47,7 +49,7 @@ def self_signed(directory: Path, name: str = "provider test") -> tuple[Path, Pat
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(hours=1))
         .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(host))]),
             critical=False,
         )
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
@@ -141,8 +143,10 @@ class Running:
 
 
 @contextmanager
-def serve(provider: Provider, directory: Path | None = None) -> Iterator[Running]:
-    """*provider* over HTTPS (with *directory* for the certificate) or HTTP, on 127.0.0.1."""
+def serve(
+    provider: Provider, directory: Path | None = None, host: str = "127.0.0.1", port: int = 0
+) -> Iterator[Running]:
+    """*provider* over HTTPS (with *directory* for the certificate) or HTTP, on *host*."""
 
     class Handler(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -183,10 +187,10 @@ def serve(provider: Provider, directory: Path | None = None) -> Iterator[Running
         def log_message(self, *args: object) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = http.server.ThreadingHTTPServer((host, port), Handler)
     ca_file = None
     if directory is not None:
-        cert, key = self_signed(directory)
+        cert, key = self_signed(directory, host=host)
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(cert, key)
         server.socket = context.wrap_socket(server.socket, server_side=True)
@@ -195,7 +199,7 @@ def serve(provider: Provider, directory: Path | None = None) -> Iterator[Running
     thread.start()
     scheme = "https" if directory is not None else "http"
     try:
-        yield Running(f"{scheme}://127.0.0.1:{server.server_address[1]}", ca_file, server)
+        yield Running(f"{scheme}://{host}:{server.server_address[1]}", ca_file, server)
     finally:
         server.shutdown()
         server.server_close()

@@ -376,3 +376,89 @@ def test_pcp_source_reports_the_public_address_and_carrier_grade_nat(world: Worl
         assert "the router (pcp) says it has no usable public address" in evidence
     finally:
         world.lab.set_wan_address(PUBLIC)
+
+
+#: Port of the dyndns2 test server on the internet side.
+DYNDNS2_PORT = 8245
+
+
+def test_dyndns2_provider_keeps_the_public_record(world: World) -> None:
+    """The issue's lab proof: the public record is kept by natsync's dyndns2 updater (in the LAN)
+    against a dyndns2-speaking test server on the internet side that writes into the lab's BIND
+    by RFC 2136; natsync confirms at BIND and follows a renumbering within one interval."""
+    import sys
+
+    from tests.ddns.servers import stop
+
+    directory = world.lab.dir / "dyndns2"
+    directory.mkdir(exist_ok=True)
+    (directory / "password").write_text("lab-dyndns2-password\n")
+    root = str(Path(__file__).resolve().parents[2])
+    server = world.lab.spawn(
+        world.lab.inet,
+        sys.executable,
+        "-c",
+        f"import sys; sys.path.insert(0, {root!r}); "
+        "from tests.ddns.fake_dyndns2 import main; main()",
+        *("--listen", f"{INET}:{DYNDNS2_PORT}", "--tls-dir", str(directory / "tls")),
+        *("--dns", f"{INET}:53", "--zone", "example.test"),
+        *("--key-file", str(world.named.key_file), "--user", "natsync"),
+        *("--password-file", str(directory / "password")),
+        *("--hosts", "eas.example.test,mail.example.test"),
+        log="dyndns2-server.log",
+    )
+    server_log = world.lab.dir / "dyndns2-server.log"
+    deadline = time.monotonic() + 10
+    while "listening on" not in server_log.read_text():
+        assert server.poll() is None, server_log.read_text()
+        assert time.monotonic() < deadline, "the dyndns2 test server did not start"
+        time.sleep(0.05)
+    config = directory / "natsync.toml"
+    config.write_text(f"""
+[server]
+data_dir = "{directory}/data"
+
+[ddns]
+provider = "dyndns2"
+names = ["eas.example.test", "mail.example.test"]
+interval = {INTERVAL}
+sources = ["natpmp", "upnp", "stun"]
+families = [4]
+stun_servers = ["{INET}:3478"]
+confirm_servers = ["{INET}:53"]
+confirm_timeout = 5
+
+[ddns.dyndns2]
+url = "https://{INET}:{DYNDNS2_PORT}/nic/update"
+username = "natsync"
+password_file = "password"
+ca_file = "tls/server.pem"
+""")
+    runner = world.lab.spawn(
+        world.lab.lan, *NATSYNC, "ddns", "run", "-c", str(config), log="ddns-dyndns2.log"
+    )
+    try:
+        _wait_for(world, "eas.example.test", PUBLIC, 10)
+        _wait_for(world, "mail.example.test", PUBLIC, 10)
+        world.lab.set_wan_address(PUBLIC_NEXT)
+        changed_at = time.monotonic()
+        _wait_for(world, "eas.example.test", PUBLIC_NEXT, 4 * INTERVAL + 5)
+        _wait_for(world, "mail.example.test", PUBLIC_NEXT, 4 * INTERVAL + 5)
+        took = time.monotonic() - changed_at
+        print(f"dyndns2: DNS followed the address change in {took:.2f} s (interval {INTERVAL} s)")
+        assert took <= INTERVAL + 3.0, f"took {took:.2f} s"
+        time.sleep(3 * INTERVAL)  # a few more checks: nothing is sent again
+    finally:
+        stop(runner)
+        world.lab.procs.remove(runner)
+        stop(server)
+        world.lab.procs.remove(server)
+        world.lab.set_wan_address(PUBLIC)
+    updates = [line for line in server_log.read_text().splitlines() if line.startswith("update")]
+    # exactly one update per name and address: the first publish (unless the record already
+    # held PUBLIC from an earlier test) and the renumbering; never a nochg
+    assert all(" -> good " in line for line in updates), updates
+    assert sum(f"myip={PUBLIC_NEXT}" in line for line in updates) == 2, updates
+    log = (world.lab.dir / "ddns-dyndns2.log").read_text()
+    assert f"{PUBLIC} -> {PUBLIC_NEXT}" in log
+    assert "lab-dyndns2-password" not in log
