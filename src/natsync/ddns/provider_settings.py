@@ -128,7 +128,9 @@ class _Table:
         value = self.text(key, default)
         parts = urlsplit(value)
         if parts.scheme not in ("https", "http") or not parts.hostname:
-            raise ConfigError(f"{self.where(key)} must be an https:// URL, not {value!r}")
+            raise ConfigError(
+                f"{self.where(key)} must be an https:// (or http://) URL, not {value!r}"
+            )
         return value.rstrip("/") if key == "api" else value
 
     def number(self, key: str, default: float, upper: float) -> float:
