@@ -207,7 +207,9 @@ def test_http_401_is_badauth(
     assert caught.value.fatal
 
 
-@pytest.mark.parametrize("code", ["notfqdn", "nohost", "numhost", "abuse", "badagent", "!donator"])
+@pytest.mark.parametrize(
+    "code", ["notfqdn", "nohost", "numhost", "abuse", "badagent", "!donator", "badsys"]
+)
 def test_each_fatal_answer_from_the_server(
     code: str, named: Named, dyn: tuple[Dyndns2Server, Running], tmp_path: Path
 ) -> None:
