@@ -116,6 +116,7 @@ class DdnsRunner:
         )
         if not settings.names:
             raise ConfigError("ddns.names is empty: nothing to update")
+        self._told: set[float] = set()
 
     def update_once(self) -> CycleReport:
         now = self.clock()
@@ -166,6 +167,9 @@ class DdnsRunner:
             result = NameResult(
                 name, rdtype, "blocked", "", address, f"not sent {when}: {block.reason}"
             )
+            if block.at not in self._told:  # once per stop, not at every check
+                self._told.add(block.at)
+                log.warning("%s: nothing is sent %s: %s", block.provider, when, block.reason)
             self._record(result)
             return result
         sent = self.history.last_sent(name, rdtype)
