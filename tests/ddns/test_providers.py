@@ -192,3 +192,40 @@ def test_api_answers_never_raise_anything_else(status: int, body: bytes, retry: 
     for updater in API_UPDATERS:
         with contextlib.suppress(DnsUpdateError):
             updater.read_answer(answer, "fuzz")
+
+
+def test_garbage_instead_of_http_is_our_error(tmp_path: Path, named: Named) -> None:
+    """A server that answers with no HTTP at all: DnsUpdateError (retried), nothing foreign."""
+    import socket
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+
+    def answer_garbage() -> None:
+        for _ in range(4):  # one per attempt
+            conn, _ = listener.accept()
+            conn.recv(4096)
+            conn.sendall(b"SSH-2.0-OpenSSH\r\n")
+            conn.close()
+
+    thread = threading.Thread(target=answer_garbage, daemon=True)
+    thread.start()
+    (tmp_path / "pw").write_text("pw")
+    settings = load(
+        tmp_path,
+        f'provider = "dyndns2"\nnames = ["mail.example.test"]\n'
+        f'confirm_servers = ["{named.address}"]',
+        f'[ddns.dyndns2]\nurl = "http://127.0.0.1:{listener.getsockname()[1]}/nic/update"\n'
+        'username = "u"\npassword_file = "pw"',
+    )
+    slept: list[float] = []
+    with pytest.raises(DnsUpdateError, match="cannot reach the provider") as caught:
+        make_updater(settings, sleep=slept.append).publish(
+            "mail.example.test", "A", "192.0.3.9", 60
+        )
+    assert caught.value.retryable
+    assert len(slept) == 3
+    thread.join(5)
+    listener.close()

@@ -14,6 +14,7 @@ value is served, ``remove_txt`` deletes that one value.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import logging
 import random
@@ -274,7 +275,7 @@ class Http:
             return HttpAnswer(
                 exc.code, {k.lower(): v for k, v in exc.headers.items()}, exc.read(MAX_HTTP_ANSWER)
             )
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, http.client.HTTPException) as exc:
             reason = getattr(exc, "reason", None) or exc
             raise DnsUpdateError(
                 f"{what}: cannot reach the provider ({reason})", retryable=True
