@@ -9,7 +9,7 @@ import logging
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from natsync.ddns.errors import DnsUpdateError
@@ -186,6 +186,7 @@ API_UPDATERS = (
 )
 
 
+@example(400, b"[" * 100_000, "")
 @given(st.integers(100, 599), st.binary(max_size=300), st.text(max_size=20))
 def test_api_answers_never_raise_anything_else(status: int, body: bytes, retry: str) -> None:
     answer = HttpAnswer(status, {"retry-after": retry}, body)

@@ -222,7 +222,7 @@ class HttpAnswer:
     def json(self, what: str) -> object:
         try:
             return json.loads(self.body)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # RecursionError: nesting too deep
             raise DnsUpdateError(
                 f"{what}: the answer (HTTP {self.status}) is not JSON", retryable=True
             ) from exc
