@@ -11,6 +11,7 @@ from natsync.edge.admin import start_admin
 from natsync.edge.config import EdgeConfig, split_hostport
 from natsync.edge.forward import Forwarder
 from natsync.edge.proxy import TLS_HANDSHAKE_TIMEOUT, ClientConn, Edge, access_log
+from natsync.edge.relayed import RelayedListener, trusted_networks
 from natsync.edge.tls import BackendTrust, SiteContexts
 from natsync.errors import ConfigError
 
@@ -32,6 +33,7 @@ class RunningEdge:
     admin_port: int = 0
     forwarders: list[Forwarder] = field(default_factory=list)
     forward_ports: list[int] = field(default_factory=list)
+    relayed: RelayedListener | None = None
     _sweeper: asyncio.Task[None] | None = None
     _log_handler: logging.Handler | None = None
 
@@ -55,6 +57,8 @@ class RunningEdge:
             self.admin.close()
         for forwarder in self.forwarders:
             await forwarder.close()
+        if self.relayed is not None:
+            self.relayed.close()
         if self._sweeper is not None:
             self._sweeper.cancel()
         self.edge.close_all()
@@ -115,6 +119,11 @@ async def start_edge(config: EdgeConfig, *, reuse_port: bool = False) -> Running
 
         running.admin = await start_admin(admin_host, admin_port, render, lambda: True)
         running.admin_port = int(running.admin.sockets[0].getsockname()[1])
+    if config.relayed_listen:
+        running.relayed = RelayedListener(
+            edge, config.relayed_listen, trusted_networks(config.relayed_from)
+        )
+        await running.relayed.start()
     for forward in config.forwards:
         forwarder = Forwarder(forward, edge.metrics)
         running.forward_ports.append(await forwarder.start())

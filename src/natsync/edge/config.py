@@ -138,6 +138,11 @@ class EdgeConfig:
     admin_listen: str = "127.0.0.1:9180"
     #: File for the JSON access log ("" = the natsync.edge.access logger only, "off" = none).
     access_log: str = ""
+    #: A second TLS listener for connections passed on by ``natsync relay`` through its tunnel,
+    #: each opened by a PROXY v2 header naming the phone ("" = none; see natsync.edge.relayed).
+    relayed_listen: str = ""
+    #: Addresses or networks allowed to send PROXY headers there (the relay's tunnel address).
+    relayed_from: tuple[str, ...] = ()
     #: Processes sharing the listening port (SO_REUSEPORT), like nginx's worker_processes.
     #: Metrics and the admin listener cover the first worker only.
     workers: int = 1
@@ -208,6 +213,13 @@ class EdgeConfig:
         for forward in self.forwards:
             split_hostport(forward.listen, "edge.forwards.listen")
             split_hostport(forward.to, "edge.forwards.to")
+        if self.relayed_listen:
+            split_hostport(self.relayed_listen, "edge.relayed_listen")
+            if not self.relayed_from:
+                raise ConfigError(
+                    "edge.relayed_listen needs edge.relayed_from: the relay's tunnel address, the "
+                    "only peer whose PROXY headers are believed"
+                )
         for path in self.paths:
             if not path.startswith("/"):
                 raise ConfigError(f"edge.paths entries must start with '/', not {path!r}")
@@ -348,6 +360,10 @@ def edge_config_from_dict(
                 raise ConfigError('edge.backends must be a list of "host:port" strings')
             values[key] = tuple(value)
             values["backend"] = value[0]  # what messages name when one server is meant
+        elif key == "relayed_from":
+            if not isinstance(value, list) or not all(isinstance(a, str) for a in value):
+                raise ConfigError('edge.relayed_from must be a list of addresses ("10.77.0.1")')
+            values[key] = tuple(value)
         elif key == "paths":
             if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
                 raise ConfigError("edge.paths must be a list of strings")
