@@ -151,3 +151,6 @@ def test_carrier_grade_nat(play: Any) -> None:
     assert narr.reports["relay-sync"]["ok"] is True
     assert narr.reports["relay-push"]["push"]["changed"] is True
     assert narr.reports["relay-push"]["mail"]["sent"] == "through the relay"
+    # the IPv6 fix: the phone dialled the LAN host's own IPv6 address through the pinhole
+    assert narr.reports["ipv6-sync"]["address"] == t.LAN6_HOST
+    assert narr.reports["ipv6-push"]["push"]["changed"] is True

@@ -149,7 +149,11 @@ def test_a_port_the_routers_policy_refuses_is_said_in_plain_words(lab: Lab) -> N
     refused = _portmap(lab, "add", "443/tcp", "--method", "upnp6")
     assert refused.returncode != 0
     assert "policy does not let this host open that port" in refused.stderr
+    assert "use --method pcp6" in refused.stderr  # miniupnpd: no UPnP pinhole below 1024
     assert "Traceback" not in refused.stderr
+    by_pcp = _portmap(lab, "add", "443/tcp", "--method", "pcp6")
+    assert by_pcp.returncode == 0, by_pcp.stderr
+    assert _portmap(lab, "remove", "443/tcp", "--method", "pcp6").returncode == 0
 
 
 def test_a_held_pinhole_is_renewed_through_updatepinhole(lab: Lab, tmp_path: Path) -> None:

@@ -33,8 +33,9 @@ PING_SLACK = 4.0
 
 
 def resolve(host: str) -> str:
-    """The address the phone's system resolver gives (hosts file first, then DNS)."""
-    infos = socket.getaddrinfo(host, None, socket.AF_INET, socket.SOCK_STREAM)
+    """The address the phone's system resolver gives first (hosts file, then DNS; IPv6 before
+    IPv4 when the phone has IPv6 and the name an AAAA record, RFC 6724), the one it dials."""
+    infos = socket.getaddrinfo(host, None, socket.AF_UNSPEC, socket.SOCK_STREAM)
     return str(infos[0][4][0])
 
 

@@ -62,6 +62,10 @@ LAN6_HOST = "2a0e:97c0:77::2"
 LAN6_ROUTER = "2a0e:97c0:77::1"
 WAN6_ROUTER = "2a0e:97c0:3::10"
 INET6 = "2a0e:97c0:3::1"
+#: The phone's IPv6 (a mobile network hands one to most phones today), routed by the internet.
+PHONE6_NET = "2a0e:97c0:51::/64"
+PHONE6 = "2a0e:97c0:51::20"
+PHONE6_GATEWAY = "2a0e:97c0:51::1"
 
 #: What miniupnpd lets LAN hosts map: unprivileged ports only by default, as its tests expect;
 #: ``privileged_mappings`` opens 1-1023 too (443 and 25 are what a deployment maps).
@@ -223,15 +227,19 @@ def plan_up(topo: Topology) -> list[Command]:
         (router, n.router_lan_if, LAN6_ROUTER),
         (router, n.wan_if, WAN6_ROUTER),
         (inet, n.inet_if, INET6),
+        (inet, n.inet_phone_if, PHONE6_GATEWAY),
+        (phone, n.phone_if, PHONE6),
     ):
         out.append(("ip", "-n", ns, "-6", "addr", "add", f"{address}/64", "dev", dev, "nodad"))
     out.append(("ip", "-n", lan, "-6", "route", "add", "default", "via", LAN6_ROUTER))
     out.append(("ip", "-n", router, "-6", "route", "add", "default", "via", INET6))
     out.append(("ip", "-n", inet, "-6", "route", "add", LAN6_NET, "via", WAN6_ROUTER))
+    out.append(("ip", "-n", phone, "-6", "route", "add", "default", "via", PHONE6_GATEWAY))
     for ns, key in (
         (router, "net.ipv4.ip_forward=1"),
         (router, "net.ipv6.conf.all.forwarding=1"),
         (inet, "net.ipv4.ip_forward=1"),
+        (inet, "net.ipv6.conf.all.forwarding=1"),
     ):
         out.append(("ip", "netns", "exec", ns, "sysctl", "-qw", key))
     out.extend(plan_wan_address(topo, topo.wan_address))

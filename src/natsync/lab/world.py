@@ -251,15 +251,16 @@ class World:
             time.sleep(0.05)
 
     # -- the edge -------------------------------------------------------------------------
-    def start_edge(self, port: int, extra: str = "") -> str:
+    def start_edge(self, port: int, extra: str = "", listen: str = "") -> str:
         """`natsync edge run` on the LAN host: the public name's certificate toward phones, the
         server's certificate pinned with `natsync edge trust-backend`; ``extra`` lines go into
-        its [edge] table. Returns the pin."""
+        its [edge] table; it listens on the LAN address at *port* unless *listen* says where.
+        Returns the pin."""
         self.stop_edge()
         tls = self.data / "tls"
         self.edge_config.write_text(f"""[edge]
 {extra}
-listen = "{t.LAN_HOST}:{port}"
+listen = "{listen or f"{t.LAN_HOST}:{port}"}"
 backend = "{t.LAN_HOST}:{HTTPS_PORT}"
 backend_name = "{INTERNAL_NAME}"
 admin_listen = ""
@@ -499,18 +500,34 @@ key = "{tls / "public.key"}"
         self.dial = self.relay = None
         self.lab.ns(self.lab.router, "nft", "delete", "table", "ip", "lab_cut", check=False)
 
-    def point_name(self, address: str) -> None:
-        """Point the public name and the MX host at *address* (an RFC 2136 update signed with
-        the deployment's key, as `natsync ddns` does), and give the phone a fresh cache."""
-        lines = [f"server {t.INET} 53", f"zone {ZONE}"]
-        for name in (PUBLIC_NAME, MX_NAME):
-            lines += [f"update delete {name} A", f"update add {name} {TTL} A {address}"]
+    def set_aaaa(self, address: str | None) -> None:
+        """Give the public name an IPv6 address (AAAA), or take it away (None)."""
+        lines = [f"server {t.INET} 53", f"zone {ZONE}", f"update delete {PUBLIC_NAME} AAAA"]
+        if address is not None:
+            lines.append(f"update add {PUBLIC_NAME} {TTL} AAAA {address}")
+        self._nsupdate(lines)
+
+    def aaaa(self, name: str = PUBLIC_NAME) -> set[str]:
+        done = self.lab.ns(
+            self.lab.inet, "dig", "+short", "+norec", "+tcp", f"@{t.INET}", name, "AAAA"
+        )
+        return {line for line in done.stdout.split() if line}
+
+    def _nsupdate(self, lines: list[str]) -> None:
         done = self.lab.run_in(
             self.lab.inet, "nsupdate", "-k", str(self.bind / "ddns.key"),
             stdin="\n".join([*lines, "send", ""]),
         )  # fmt: skip
         if done.returncode != 0:
             raise LabError(f"nsupdate failed: {done.stderr.strip()}")
+
+    def point_name(self, address: str) -> None:
+        """Point the public name and the MX host at *address* (an RFC 2136 update signed with
+        the deployment's key, as `natsync ddns` does), and give the phone a fresh cache."""
+        lines = [f"server {t.INET} 53", f"zone {ZONE}"]
+        for name in (PUBLIC_NAME, MX_NAME):
+            lines += [f"update delete {name} A", f"update add {name} {TTL} A {address}"]
+        self._nsupdate(lines)
         self.set_phone(sticky=None)
 
     # -- the internet ---------------------------------------------------------------------
@@ -606,6 +623,10 @@ key = "{tls / "public.key"}"
         if self.lab.topology.forwards != DEFAULT_FORWARDS:
             self.lab.set_forwards(DEFAULT_FORWARDS)
         self.lab.set_conntrack_idle(None)
+        if self.lab.topology.privileged_mappings:
+            self.lab.set_privileged_mappings(False)
+        if self.aaaa():
+            self.set_aaaa(None)
         self.start_server()
         if self.dig(PUBLIC_NAME) != {t.PUBLIC} or self.dig(MX_NAME) != {t.PUBLIC}:
             done = self.ddns_update()

@@ -216,9 +216,19 @@ class UpnpPinholeBackend:
             except MappingRefused as exc:
                 if exc.code != PinholeError.NO_SUCH_ENTRY:
                     raise
-        self.ids[spec] = self.client.add(
-            self.internal_client, spec.internal_port, spec.protocol, lifetime
-        )
+        try:
+            self.ids[spec] = self.client.add(
+                self.internal_client, spec.internal_port, spec.protocol, lifetime
+            )
+        except MappingRefused as exc:
+            if exc.code == PinholeError.ACTION_NOT_AUTHORIZED and spec.internal_port < 1024:
+                raise MappingRefused(
+                    f"{exc.message}. IGD:2 recommends that routers refuse UPnP pinholes below "
+                    "port 1024 (miniupnpd always does): use --method pcp6, or open the port in "
+                    "the router's IPv6 firewall by hand",
+                    code=exc.code,
+                ) from exc
+            raise
         return Granted(spec.internal_port, _pinhole_lifetime(lifetime))
 
     def unmap(self, spec: MappingSpec) -> None:
