@@ -8,7 +8,7 @@ import socket
 from dataclasses import dataclass, field
 
 from natsync.edge.admin import start_admin
-from natsync.edge.config import EdgeConfig, split_hostport
+from natsync.edge.config import EdgeConfig, bind_host, split_hostport
 from natsync.edge.forward import Forwarder
 from natsync.edge.proxy import TLS_HANDSHAKE_TIMEOUT, ClientConn, Edge, access_log
 from natsync.edge.relayed import RelayedListener, trusted_networks
@@ -91,7 +91,7 @@ async def start_edge(config: EdgeConfig, *, reuse_port: bool = False) -> Running
     try:
         server = await loop.create_server(
             lambda: ClientConn(edge),
-            host,
+            bind_host(host),
             port,
             ssl=sites.listening,
             ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT,
@@ -100,8 +100,9 @@ async def start_edge(config: EdgeConfig, *, reuse_port: bool = False) -> Running
         )
     except OSError as exc:
         raise ConfigError(f"edge.listen {config.listen}: {exc.strerror}") from exc
+    for sock in server.sockets:  # one per address family when listening on every address
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock = server.sockets[0]
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     running = RunningEdge(edge, server, host, int(sock.getsockname()[1]), _log_handler=handler)
     running._sweeper = edge.spawn(edge.sweeper(), "edge-sweeper")
     if len(config.servers) > 1:

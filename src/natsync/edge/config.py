@@ -7,7 +7,7 @@ heartbeat (``[server] heartbeat_max`` of the same file when present).
 
 ```toml
 [edge]
-listen = "0.0.0.0:443"
+listen = "*:443"                         # every address, IPv4 and IPv6 (dual stack)
 backend = "192.168.1.10:443"
 backend_name = "exchange.corp.local"     # SNI and name checked with backend_ca
 backend_pin = "sha256:AB:CD:..."         # written by `natsync edge trust-backend`
@@ -100,11 +100,23 @@ class Forward:
     proxy_protocol: bool = True
 
 
+#: The listen host that means every address of both families (dual stack).
+ALL_ADDRESSES = "*"
+
+
+def bind_host(host: str) -> str | None:
+    """What to give the event loop: None (every family) for ``*``, else the address."""
+    return None if host == ALL_ADDRESSES else host
+
+
 @dataclass(frozen=True, slots=True)
 class EdgeConfig:
     """Settings of ``natsync edge`` (the ``[edge]`` table)."""
 
-    listen: str = "0.0.0.0:443"
+    #: Phone-facing TLS listener. ``*`` is every address of both families (IPv4 and IPv6: most
+    #: phones on mobile networks have IPv6, and behind carrier-grade NAT only IPv6 reaches
+    #: home); ``0.0.0.0`` is IPv4 only, ``[::]`` IPv6 only.
+    listen: str = f"{ALL_ADDRESSES}:443"
     certificates: tuple[SiteCert, ...] = ()
     backend: str = "127.0.0.1:8443"
     #: Several servers to balance over, instead of ``backend`` (all verified the same way).
