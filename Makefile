@@ -5,10 +5,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # Debian packages the test suite needs (real parts: libwbxml for cross-checks ...).
-APT_TEST_PACKAGES := libwbxml2-utils bind9 bind9-dnsutils miniupnpd-nftables nftables iproute2 coturn pebble chromium postgresql nginx-light haproxy
+APT_TEST_PACKAGES := wireguard-go wireguard-tools libwbxml2-utils bind9 bind9-dnsutils miniupnpd-nftables nftables iproute2 coturn pebble chromium postgresql nginx-light haproxy
 FUZZ_SECONDS ?= 20
 # Benchmarks (bench/NAME_bench.py) print their figures; never part of the pass/fail suite.
-BENCHES := wbxml sync push edge scale
+BENCHES := wbxml sync push edge scale relay
 
 .PHONY: run test venv lint typecheck pytest fuzz bench apt-test clean
 

@@ -357,7 +357,7 @@ async def client(args: argparse.Namespace) -> None:
                     async with gate:
                         phone.key = "0"
                         phone.reader, phone.writer = await asyncio.open_connection(
-                            "127.0.0.1",
+                            args.host,
                             args.port,
                             ssl=context,
                             server_hostname="localhost" if context else None,
@@ -726,6 +726,7 @@ def main() -> None:
     for name in ("--db", "--cert", "--key", "--inbox"):
         parser.add_argument(name, default="")
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--host", default="127.0.0.1", help="client role: where to dial")
     parser.add_argument("--first", type=int, default=0)
     parser.add_argument("--count", type=int, default=0)
     args, _ = parser.parse_known_args()

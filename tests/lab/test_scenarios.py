@@ -146,3 +146,11 @@ def test_carrier_grade_nat(play: Any) -> None:
     inside = get(narr.reports["doctor-cgnat"], "inside", "Carrier-grade")
     assert inside["severity"] == "fail"
     assert inside["title"] == "Carrier-grade NAT: phones cannot reach this network"
+    # the relay fix: the phone dialled the VPS, synced, and got the second phone's mail by push
+    assert narr.reports["relay-sync"]["address"] == t.VPS
+    assert narr.reports["relay-sync"]["ok"] is True
+    assert narr.reports["relay-push"]["push"]["changed"] is True
+    assert narr.reports["relay-push"]["mail"]["sent"] == "through the relay"
+    # the IPv6 fix: the phone dialled the LAN host's own IPv6 address through the pinhole
+    assert narr.reports["ipv6-sync"]["address"] == t.LAN6_HOST
+    assert narr.reports["ipv6-push"]["push"]["changed"] is True

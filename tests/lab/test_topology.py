@@ -21,6 +21,7 @@ def test_names_carry_the_tag_and_fit_linux_interface_names() -> None:
         "nslab-zz99-router",
         "nslab-zz99-inet",
         "nslab-zz99-phone",
+        "nslab-zz99-vps",
     )
     interfaces = (
         names.lan_if,
@@ -29,8 +30,10 @@ def test_names_carry_the_tag_and_fit_linux_interface_names() -> None:
         names.inet_if,
         names.inet_phone_if,
         names.phone_if,
+        names.inet_vps_if,
+        names.vps_if,
     )
-    assert len(set(interfaces)) == 6
+    assert len(set(interfaces)) == 8
     assert all(len(i) <= t.IFNAME_MAX and "zz99" in i for i in interfaces)
     assert t.tag_of("nslab-zz99-router") == "zz99"
     assert t.tag_of("nslab-zz99-other") is None
@@ -66,7 +69,7 @@ def test_every_command_stays_inside_the_runs_namespaces() -> None:
 
 def test_no_namespace_has_a_route_out_of_the_lab() -> None:
     """Default routes point at lab addresses only: the LAN at the router, the phone at the
-    internet host, the router at the internet host; the internet host has none."""
+    internet host, the router and the VPS at the internet host; the internet host has none."""
     topo = _topo()
     n = topo.names
     defaults = {
@@ -78,6 +81,7 @@ def test_no_namespace_has_a_route_out_of_the_lab() -> None:
         n.ns(t.Role.LAN): t.LAN_ROUTER,
         n.ns(t.Role.PHONE): t.PHONE_GATEWAY,
         n.ns(t.Role.ROUTER): t.INET,
+        n.ns(t.Role.VPS): t.VPS_GATEWAY,
     }
     assert not any(c[1] == "-n" and c[2] == n.ns(t.Role.INET) and "default" in c
                    for c in t.plan_up(topo))  # fmt: skip
@@ -135,3 +139,10 @@ def test_hairpin_rule_rewrites_lan_traffic_to_the_public_address() -> None:
     lan_if = topo.names.router_lan_if
     assert f'iifname "{lan_if}" ip daddr {t.PUBLIC} tcp dport 443 dnat to {t.LAN_HOST}:443' in rules
     assert f'oifname "{lan_if}" ip daddr {t.LAN_HOST} masquerade' in rules
+
+
+def test_the_internet_answers_what_a_carrier_nat_host_opened_but_never_dials_into_it() -> None:
+    rules = t.inet_ruleset()
+    assert rules.index("ct state established,related accept") < rules.index(
+        "ip daddr 100.64.0.0/10 drop"
+    )

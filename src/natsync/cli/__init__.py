@@ -54,6 +54,9 @@ def _register() -> None:
     from natsync.cli.lab import lab
 
     main.add_command(lab)
+    from natsync.cli.relay import relay
+
+    main.add_command(relay)
 
 
 _register()

@@ -358,9 +358,9 @@ def _backend(config_path: Path | None, method: str | None) -> tuple[Any, Any]:
 
 _method_option = click.option(
     "--method",
-    type=click.Choice(["auto", "upnp", "pcp", "natpmp"]),
+    type=click.Choice(["auto", "upnp", "pcp", "natpmp", "upnp6", "pcp6"]),
     default=None,
-    help="Router protocol.",
+    help="Router protocol (upnp6 / pcp6: open this host's IPv6 port in the router's firewall).",
 )
 
 

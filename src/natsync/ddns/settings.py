@@ -180,14 +180,15 @@ class PortmapSettings:
     data_dir: Path = field(default=Path("natsync-data"))
 
     def check(self) -> PortmapSettings:
-        if self.method not in ("auto", "upnp", "pcp", "natpmp"):
+        from natsync.portmap.errors import PortMapError
+        from natsync.portmap.manager import METHODS, MappingSpec
+
+        if self.method not in METHODS:
             raise ConfigError(
-                f"portmap.method must be auto, upnp, pcp or natpmp, not {self.method!r}"
+                f"portmap.method must be one of {', '.join(METHODS)}, not {self.method!r}"
             )
         if self.lifetime < 0:
             raise ConfigError("portmap.lifetime must be >= 0 (0: until removed)")
-        from natsync.portmap.errors import PortMapError
-        from natsync.portmap.manager import MappingSpec
 
         for text in self.mappings:
             try:

@@ -8,9 +8,10 @@ import socket
 from dataclasses import dataclass, field
 
 from natsync.edge.admin import start_admin
-from natsync.edge.config import EdgeConfig, split_hostport
+from natsync.edge.config import EdgeConfig, bind_host, split_hostport
 from natsync.edge.forward import Forwarder
 from natsync.edge.proxy import TLS_HANDSHAKE_TIMEOUT, ClientConn, Edge, access_log
+from natsync.edge.relayed import RelayedListener, trusted_networks
 from natsync.edge.tls import BackendTrust, SiteContexts
 from natsync.errors import ConfigError
 
@@ -32,6 +33,7 @@ class RunningEdge:
     admin_port: int = 0
     forwarders: list[Forwarder] = field(default_factory=list)
     forward_ports: list[int] = field(default_factory=list)
+    relayed: RelayedListener | None = None
     _sweeper: asyncio.Task[None] | None = None
     _log_handler: logging.Handler | None = None
 
@@ -55,6 +57,8 @@ class RunningEdge:
             self.admin.close()
         for forwarder in self.forwarders:
             await forwarder.close()
+        if self.relayed is not None:
+            self.relayed.close()
         if self._sweeper is not None:
             self._sweeper.cancel()
         self.edge.close_all()
@@ -87,7 +91,7 @@ async def start_edge(config: EdgeConfig, *, reuse_port: bool = False) -> Running
     try:
         server = await loop.create_server(
             lambda: ClientConn(edge),
-            host,
+            bind_host(host),
             port,
             ssl=sites.listening,
             ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT,
@@ -96,8 +100,9 @@ async def start_edge(config: EdgeConfig, *, reuse_port: bool = False) -> Running
         )
     except OSError as exc:
         raise ConfigError(f"edge.listen {config.listen}: {exc.strerror}") from exc
+    for sock in server.sockets:  # one per address family when listening on every address
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock = server.sockets[0]
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     running = RunningEdge(edge, server, host, int(sock.getsockname()[1]), _log_handler=handler)
     running._sweeper = edge.spawn(edge.sweeper(), "edge-sweeper")
     if len(config.servers) > 1:
@@ -115,6 +120,11 @@ async def start_edge(config: EdgeConfig, *, reuse_port: bool = False) -> Running
 
         running.admin = await start_admin(admin_host, admin_port, render, lambda: True)
         running.admin_port = int(running.admin.sockets[0].getsockname()[1])
+    if config.relayed_listen:
+        running.relayed = RelayedListener(
+            edge, config.relayed_listen, trusted_networks(config.relayed_from)
+        )
+        await running.relayed.start()
     for forward in config.forwards:
         forwarder = Forwarder(forward, edge.metrics)
         running.forward_ports.append(await forwarder.start())

@@ -7,7 +7,7 @@ heartbeat (``[server] heartbeat_max`` of the same file when present).
 
 ```toml
 [edge]
-listen = "0.0.0.0:443"
+listen = "*:443"                         # every address, IPv4 and IPv6 (dual stack)
 backend = "192.168.1.10:443"
 backend_name = "exchange.corp.local"     # SNI and name checked with backend_ca
 backend_pin = "sha256:AB:CD:..."         # written by `natsync edge trust-backend`
@@ -100,11 +100,23 @@ class Forward:
     proxy_protocol: bool = True
 
 
+#: The listen host that means every address of both families (dual stack).
+ALL_ADDRESSES = "*"
+
+
+def bind_host(host: str) -> str | None:
+    """What to give the event loop: None (every family) for ``*``, else the address."""
+    return None if host == ALL_ADDRESSES else host
+
+
 @dataclass(frozen=True, slots=True)
 class EdgeConfig:
     """Settings of ``natsync edge`` (the ``[edge]`` table)."""
 
-    listen: str = "0.0.0.0:443"
+    #: Phone-facing TLS listener. ``*`` is every address of both families (IPv4 and IPv6: most
+    #: phones on mobile networks have IPv6, and behind carrier-grade NAT only IPv6 reaches
+    #: home); ``0.0.0.0`` is IPv4 only, ``[::]`` IPv6 only.
+    listen: str = f"{ALL_ADDRESSES}:443"
     certificates: tuple[SiteCert, ...] = ()
     backend: str = "127.0.0.1:8443"
     #: Several servers to balance over, instead of ``backend`` (all verified the same way).
@@ -138,6 +150,11 @@ class EdgeConfig:
     admin_listen: str = "127.0.0.1:9180"
     #: File for the JSON access log ("" = the natsync.edge.access logger only, "off" = none).
     access_log: str = ""
+    #: A second TLS listener for connections passed on by ``natsync relay`` through its tunnel,
+    #: each opened by a PROXY v2 header naming the phone ("" = none; see natsync.edge.relayed).
+    relayed_listen: str = ""
+    #: Addresses or networks allowed to send PROXY headers there (the relay's tunnel address).
+    relayed_from: tuple[str, ...] = ()
     #: Processes sharing the listening port (SO_REUSEPORT), like nginx's worker_processes.
     #: Metrics and the admin listener cover the first worker only.
     workers: int = 1
@@ -208,6 +225,13 @@ class EdgeConfig:
         for forward in self.forwards:
             split_hostport(forward.listen, "edge.forwards.listen")
             split_hostport(forward.to, "edge.forwards.to")
+        if self.relayed_listen:
+            split_hostport(self.relayed_listen, "edge.relayed_listen")
+            if not self.relayed_from:
+                raise ConfigError(
+                    "edge.relayed_listen needs edge.relayed_from: the relay's tunnel address, the "
+                    "only peer whose PROXY headers are believed"
+                )
         for path in self.paths:
             if not path.startswith("/"):
                 raise ConfigError(f"edge.paths entries must start with '/', not {path!r}")
@@ -348,6 +372,10 @@ def edge_config_from_dict(
                 raise ConfigError('edge.backends must be a list of "host:port" strings')
             values[key] = tuple(value)
             values["backend"] = value[0]  # what messages name when one server is meant
+        elif key == "relayed_from":
+            if not isinstance(value, list) or not all(isinstance(a, str) for a in value):
+                raise ConfigError('edge.relayed_from must be a list of addresses ("10.77.0.1")')
+            values[key] = tuple(value)
         elif key == "paths":
             if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
                 raise ConfigError("edge.paths must be a list of strings")

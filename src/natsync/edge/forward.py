@@ -6,47 +6,27 @@ carries the real sender's address, so the server's ``Received`` line, logs and a
 policy use it. natsync's SMTP server accepts that header only from addresses listed in its
 ``proxy_protocol_from`` (the edge), never from the internet.
 
-The header is built by :func:`proxy_v2_header` (sans-I/O); the rest is a byte pipe with
-back-pressure in both directions.
+The header is built by :func:`natsync.edge.proxyv2.build_header` (sans-I/O); the rest is a
+byte pipe with back-pressure in both directions.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
-import struct
 from collections.abc import Callable
 from typing import cast
 
 from natsync.edge.config import Forward, split_hostport
 from natsync.edge.metrics import Metrics
+from natsync.edge.proxyv2 import build_header
 
 log = logging.getLogger("natsync.edge")
 
-#: PROXY v2 signature (proxy-protocol.txt 2.2).
-PROXY_V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
-#: Version 2, command PROXY.
-_VERSION_PROXY = 0x21
-#: Address family and transport: TCP over IPv4 / IPv6.
-_TCP4 = 0x11
-_TCP6 = 0x21
 #: Seconds to connect to the forward's target before the client is dropped.
 CONNECT_TIMEOUT = 5.0
 #: Write-buffer high-water mark per side (pauses the other side's reading above it).
 WRITE_HIGH_WATER = 64 * 1024
-
-
-def proxy_v2_header(src: tuple[str, int], dst: tuple[str, int]) -> bytes:
-    """The PROXY v2 header announcing a TCP connection from *src* to *dst*."""
-    src_ip = ipaddress.ip_address(src[0].split("%")[0])
-    dst_ip = ipaddress.ip_address(dst[0].split("%")[0])
-    if src_ip.version != dst_ip.version:  # mixed: say both in IPv6 (v4-mapped)
-        src_ip = ipaddress.IPv6Address(f"::ffff:{src_ip}") if src_ip.version == 4 else src_ip
-        dst_ip = ipaddress.IPv6Address(f"::ffff:{dst_ip}") if dst_ip.version == 4 else dst_ip
-    family = _TCP4 if src_ip.version == 4 else _TCP6
-    body = src_ip.packed + dst_ip.packed + struct.pack("!HH", src[1], dst[1])
-    return PROXY_V2_SIGNATURE + struct.pack("!BBH", _VERSION_PROXY, family, len(body)) + body
 
 
 def _ignore(_pipe: _Pipe) -> None:
@@ -107,11 +87,19 @@ class _Pipe(asyncio.Protocol):
 
 
 class _Incoming(_Pipe):
-    __slots__ = ("forwarder",)
+    __slots__ = ("address", "forwarder")
 
     def __init__(self, forwarder: Forwarder) -> None:
         super().__init__()
         self.forwarder = forwarder
+        #: The client address counted against the per-address limit ("" when not counted).
+        self.address = ""
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        if self.address:
+            self.forwarder.release(self.address)
+            self.address = ""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -123,8 +111,11 @@ class _Incoming(_Pipe):
 class Forwarder:
     """One configured forward: listens, connects each client to the target."""
 
-    def __init__(self, forward: Forward, metrics: Metrics) -> None:
+    def __init__(self, forward: Forward, metrics: Metrics, *, max_per_address: int = 0) -> None:
         self.forward = forward
+        #: Connections one client address may hold at once (0: no limit); the relay sets it.
+        self.max_per_address = max_per_address
+        self.per_address: dict[str, int] = {}
         self.metrics = metrics
         self.target = split_hostport(forward.to, "edge.forwards.to")
         self.server: asyncio.Server | None = None
@@ -141,6 +132,16 @@ class Forwarder:
         return bound
 
     def connect(self, incoming: _Incoming) -> None:
+        if self.max_per_address and incoming.transport is not None:
+            ip = str(incoming.transport.get_extra_info("peername")[0])
+            held = self.per_address.get(ip, 0)
+            if held >= self.max_per_address:
+                log.warning("forward %s: %s holds %d connections already; refused",
+                            self.forward.listen, ip, held)  # fmt: skip
+                incoming.transport.abort()
+                return
+            self.per_address[ip] = held + 1
+            incoming.address = ip
         self.metrics.forwarded_connections += 1
         task = asyncio.get_running_loop().create_task(self._connect(incoming), name="edge-forward")
         self.tasks.add(task)
@@ -166,7 +167,7 @@ class Forwarder:
         if self.forward.proxy_protocol:
             src = client.get_extra_info("peername")
             dst = client.get_extra_info("sockname")
-            outgoing.transport.write(proxy_v2_header(src[:2], dst[:2]))
+            outgoing.transport.write(build_header(src[:2], dst[:2]))
         incoming.peer, outgoing.peer = outgoing, incoming
         for pipe in (incoming, outgoing):
             self.pipes.add(pipe)
@@ -175,6 +176,13 @@ class Forwarder:
             outgoing.transport.write(incoming.pending)
             incoming.pending = b""
         client.resume_reading()
+
+    def release(self, ip: str) -> None:
+        held = self.per_address.get(ip, 0) - 1
+        if held > 0:
+            self.per_address[ip] = held
+        else:
+            self.per_address.pop(ip, None)
 
     async def close(self) -> None:
         if self.server is not None:

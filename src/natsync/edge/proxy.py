@@ -599,8 +599,9 @@ class ClientConn(_Buffered):
         # uvloop's transports implement asyncio.Transport without subclassing it
         self.transport = cast(asyncio.Transport, transport)
         self.transport.set_write_buffer_limits(WRITE_HIGH_WATER)
-        peer = transport.get_extra_info("peername")
-        self.ip = peer[0] if peer else "?"
+        if not self.ip:  # set beforehand when a trusted hop said who the client is (PROXY v2)
+            peer = transport.get_extra_info("peername")
+            self.ip = peer[0] if peer else "?"
         edge = self.edge
         edge.clients.add(self)
         edge.metrics.connections_total += 1

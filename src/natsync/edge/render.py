@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from natsync.edge.config import EdgeConfig, split_hostport
+from natsync.edge.config import ALL_ADDRESSES, EdgeConfig, split_hostport
 from natsync.edge.tls import CIPHERS
 from natsync.errors import ConfigError
 
@@ -69,7 +69,10 @@ def render_nginx(config: EdgeConfig, runtime_dir: Path | None = None) -> str:
         raise ConfigError("edge.certificates is empty: nothing to serve TLS with")
     rt = runtime_dir or Path("/run/natsync-nginx")
     host, port = split_hostport(config.listen, "edge.listen")
-    listen = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    if host == ALL_ADDRESSES:  # nginx: "listen 443" is IPv4 only; IPv6 needs its own line
+        listens = [str(port), f"[::]:{port}"]
+    else:
+        listens = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
     timeout = int(config.read_timeout)
     locations = []
     for path in config.paths:
@@ -111,9 +114,9 @@ def render_nginx(config: EdgeConfig, runtime_dir: Path | None = None) -> str:
         names = " ".join(site.names) or "_"
         default = " default_server" if index == 0 else ""
         servers.append(
-            f"    server {{\n"
-            f"        listen {listen} ssl{default};\n"
-            f"        server_name {names};\n"
+            "    server {\n"
+            + "".join(f"        listen {listen} ssl{default};\n" for listen in listens)
+            + f"        server_name {names};\n"
             f"        ssl_certificate {site.cert};\n"
             f"        ssl_certificate_key {site.key};\n"
             + "".join(locations)
@@ -201,6 +204,8 @@ def render_haproxy(config: EdgeConfig, runtime_dir: Path | None = None) -> str:
     if not config.certificates:
         raise ConfigError("edge.certificates is empty: nothing to serve TLS with")
     host, port = split_hostport(config.listen, "edge.listen")
+    # HAProxy: ":::443 v4v6" is one socket for both families; "*:443" would be IPv4 only
+    bind = f":::{port} v4v6" if host == ALL_ADDRESSES else f"{host}:{port}"
     timeout = int(config.read_timeout)
     crts = " ".join(f"crt {site.cert}" for site in config.certificates)
     acls = "\n".join(f"    acl published path_reg -i {_path_regex(path)}" for path in config.paths)
@@ -226,7 +231,7 @@ defaults
     timeout tunnel {timeout}s
 
 frontend natsync_edge
-    bind {host}:{port} ssl {crts} alpn http/1.1
+    bind {bind} ssl {crts} alpn http/1.1
     stick-table type ip size 100k expire 60s store conn_cur,http_req_rate(1s)
     tcp-request connection track-sc0 src
     http-request return status 503 hdr Retry-After 5 if {{ sc_conn_cur(0) gt {config.max_connections_per_ip} }}

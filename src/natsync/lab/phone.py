@@ -5,7 +5,8 @@ registry host entry — then its DNS cache, both laid over /etc by `ip netns exe
 the CA it was given (as a phone with that CA installed), and syncs the Inbox. It prints one JSON
 object: the address it dialled, whether it synced, the subjects it got, or the error.
 
-Run: ``python -m natsync.lab.phone URL --user U --password P --ca-file F [--ping S --push S]``.
+Run: ``python -m natsync.lab.phone URL --user U --password P --ca-file F [--ping S --push S]
+[--send SUBJECT --send-to ADDRESS --device-id ID]``.
 """
 
 from __future__ import annotations
@@ -32,8 +33,9 @@ PING_SLACK = 4.0
 
 
 def resolve(host: str) -> str:
-    """The address the phone's system resolver gives (hosts file first, then DNS)."""
-    infos = socket.getaddrinfo(host, None, socket.AF_INET, socket.SOCK_STREAM)
+    """The address the phone's system resolver gives first (hosts file, then DNS; IPv6 before
+    IPv4 when the phone has IPv6 and the name an AAAA record, RFC 6724), the one it dials."""
+    infos = socket.getaddrinfo(host, None, socket.AF_UNSPEC, socket.SOCK_STREAM)
     return str(infos[0][4][0])
 
 
@@ -91,9 +93,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     except OSError as exc:
         result["error"] = f"cannot resolve {host}: {exc}"
         return result
-    client = EASClient(args.url, args.user, args.password, ca_file=args.ca_file, timeout=TIMEOUT)
+    client = EASClient(
+        args.url, args.user, args.password, ca_file=args.ca_file, timeout=TIMEOUT,
+        device_id=args.device_id,
+    )  # fmt: skip
     try:
         async with client:
+            if args.send:
+                # the phone writes a mail (SendMail), as a person would from its mail app
+                await client.send_mail(_mail(args.send_to or args.user, args.send))
+                result["sent"] = args.send
             await client.folder_sync()
             inbox = client.folder(type=2).server_id
             synced = await client.sync(inbox)
@@ -108,6 +117,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def _mail(to: str, subject: str) -> bytes:
+    return (
+        f"To: {to}\r\nSubject: {subject}\r\nMIME-Version: 1.0\r\n"
+        "Content-Type: text/plain; charset=utf-8\r\n\r\nsent from the lab's phone\r\n"
+    ).encode()
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="The lab's phone: sync the Inbox once.")
     parser.add_argument("url")
@@ -118,6 +134,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--push", type=float, default=0, help="then hold Pings until a change, at most this long"
     )
+    parser.add_argument("--send", default="", help="first send a mail with this subject")
+    parser.add_argument("--send-to", default="", help="to this address (default: the user)")
+    parser.add_argument("--device-id", default="NATSYNCEMU0001", help="the phone's DeviceId")
     args = parser.parse_args(argv)
     json.dump(asyncio.run(run(args)), sys.stdout)
     sys.stdout.write("\n")

@@ -190,6 +190,7 @@ class Lab:
         n = self.names
         self.lan, self.router = n.ns(t.Role.LAN), n.ns(t.Role.ROUTER)
         self.inet, self.phone = n.ns(t.Role.INET), n.ns(t.Role.PHONE)
+        self.vps = n.ns(t.Role.VPS)
         self.lan_if, self.router_lan_if = n.lan_if, n.router_lan_if
         self.wan_if, self.inet_if = n.wan_if, n.inet_if
         self.procs: list[subprocess.Popen[bytes]] = []

@@ -8,6 +8,7 @@ tests without root::
     phone  198.51.100.20 ──┐                       ┌── 192.0.3.10 (WAN; the ISP may renumber it,
                            │ 198.51.100.1          │    or hand out 100.64.0.10: carrier-grade NAT)
                          internet ───────────── router ── 192.168.77.1 ── lan 192.168.77.2
+    vps 203.0.113.10 ──────┘ 203.0.113.1 (natsync relay: the way out of carrier-grade NAT)
             192.0.3.1, 100.64.0.1: BIND, STUN,   nftables masquerade + DNAT forwards,
             pebble (ACME), the remote mail       miniupnpd (UPnP IGD, NAT-PMP, PCP)
             server
@@ -49,6 +50,10 @@ CGNAT = "100.64.0.10"
 PHONE_NET = "198.51.100.0/24"
 PHONE = "198.51.100.20"
 PHONE_GATEWAY = "198.51.100.1"
+#: The relay's small public server (natsync relay), one hop behind the internet like the phone.
+VPS_NET = "203.0.113.0/24"
+VPS = "203.0.113.10"
+VPS_GATEWAY = "203.0.113.1"
 # IPv6 is routed, not translated: the LAN host holds a global address itself. Like the IPv4
 # "internet", these prefixes exist only inside the lab (2001:db8::/32 would be judged
 # "reserved", which is right for documentation but not what this lab plays).
@@ -57,6 +62,10 @@ LAN6_HOST = "2a0e:97c0:77::2"
 LAN6_ROUTER = "2a0e:97c0:77::1"
 WAN6_ROUTER = "2a0e:97c0:3::10"
 INET6 = "2a0e:97c0:3::1"
+#: The phone's IPv6 (a mobile network hands one to most phones today), routed by the internet.
+PHONE6_NET = "2a0e:97c0:51::/64"
+PHONE6 = "2a0e:97c0:51::20"
+PHONE6_GATEWAY = "2a0e:97c0:51::1"
 
 #: What miniupnpd lets LAN hosts map: unprivileged ports only by default, as its tests expect;
 #: ``privileged_mappings`` opens 1-1023 too (443 and 25 are what a deployment maps).
@@ -65,12 +74,13 @@ UPNP_PORTS_ALL = "1-65535"
 
 
 class Role(StrEnum):
-    """The four hosts of the article's picture."""
+    """The four hosts of the article's picture, and the relay's public server."""
 
     LAN = "lan"
     ROUTER = "router"
     INET = "inet"
     PHONE = "phone"
+    VPS = "vps"
 
 
 Command = tuple[str, ...]
@@ -125,6 +135,15 @@ class Names:
     def phone_if(self) -> str:
         return self._if("p0")
 
+    # internet <-> the relay's public server
+    @property
+    def inet_vps_if(self) -> str:
+        return self._if("v1")
+
+    @property
+    def vps_if(self) -> str:
+        return self._if("v0")
+
 
 def tag_of(namespace: str) -> str | None:
     """The run tag of a lab namespace name, or None for any other namespace."""
@@ -169,7 +188,7 @@ def plan_up(topo: Topology) -> list[Command]:
     """The commands that build the namespaces, links, addresses and routes (not the firewall,
     see :func:`router_ruleset`, nor the processes)."""
     n = topo.names
-    lan, router, inet, phone = (n.ns(r) for r in Role)
+    lan, router, inet, phone, vps = (n.ns(r) for r in Role)
     out: list[Command] = []
     for ns in n.namespaces:
         out.append(("ip", "netns", "add", ns))
@@ -177,6 +196,7 @@ def plan_up(topo: Topology) -> list[Command]:
     out.append(_veth(n.lan_if, lan, n.router_lan_if, router))
     out.append(_veth(n.wan_if, router, n.inet_if, inet))
     out.append(_veth(n.inet_phone_if, inet, n.phone_if, phone))
+    out.append(_veth(n.inet_vps_if, inet, n.vps_if, vps))
     for ns, dev, cidr in (
         (lan, n.lan_if, f"{LAN_HOST}/24"),
         (router, n.router_lan_if, f"{LAN_ROUTER}/24"),
@@ -184,6 +204,8 @@ def plan_up(topo: Topology) -> list[Command]:
         (inet, n.inet_if, f"{INET_SHARED}/10"),
         (inet, n.inet_phone_if, f"{PHONE_GATEWAY}/24"),
         (phone, n.phone_if, f"{PHONE}/24"),
+        (inet, n.inet_vps_if, f"{VPS_GATEWAY}/24"),
+        (vps, n.vps_if, f"{VPS}/24"),
     ):
         out.append(("ip", "-n", ns, "addr", "add", cidr, "dev", dev))
     for ns, dev in (
@@ -193,24 +215,31 @@ def plan_up(topo: Topology) -> list[Command]:
         (inet, n.inet_if),
         (inet, n.inet_phone_if),
         (phone, n.phone_if),
+        (inet, n.inet_vps_if),
+        (vps, n.vps_if),
     ):
         out.append(("ip", "-n", ns, "link", "set", dev, "up"))
     out.append(("ip", "-n", lan, "route", "add", "default", "via", LAN_ROUTER))
     out.append(("ip", "-n", phone, "route", "add", "default", "via", PHONE_GATEWAY))
+    out.append(("ip", "-n", vps, "route", "add", "default", "via", VPS_GATEWAY))
     for ns, dev, address in (
         (lan, n.lan_if, LAN6_HOST),
         (router, n.router_lan_if, LAN6_ROUTER),
         (router, n.wan_if, WAN6_ROUTER),
         (inet, n.inet_if, INET6),
+        (inet, n.inet_phone_if, PHONE6_GATEWAY),
+        (phone, n.phone_if, PHONE6),
     ):
         out.append(("ip", "-n", ns, "-6", "addr", "add", f"{address}/64", "dev", dev, "nodad"))
     out.append(("ip", "-n", lan, "-6", "route", "add", "default", "via", LAN6_ROUTER))
     out.append(("ip", "-n", router, "-6", "route", "add", "default", "via", INET6))
     out.append(("ip", "-n", inet, "-6", "route", "add", LAN6_NET, "via", WAN6_ROUTER))
+    out.append(("ip", "-n", phone, "-6", "route", "add", "default", "via", PHONE6_GATEWAY))
     for ns, key in (
         (router, "net.ipv4.ip_forward=1"),
         (router, "net.ipv6.conf.all.forwarding=1"),
         (inet, "net.ipv4.ip_forward=1"),
+        (inet, "net.ipv6.conf.all.forwarding=1"),
     ):
         out.append(("ip", "netns", "exec", ns, "sysctl", "-qw", key))
     out.extend(plan_wan_address(topo, topo.wan_address))
@@ -257,12 +286,15 @@ def plan_conntrack_idle(topo: Topology, seconds: int | None) -> list[Command]:
 
 
 def inet_ruleset() -> str:
-    """The internet host routes between the phone and the router, but never into the shared
-    address space 100.64.0.0/10 (RFC 6598): a carrier's NAT addresses are not reachable from
-    the internet, which is what makes carrier-grade NAT a dead end for inbound connections."""
+    """The internet host routes between the phone, the VPS and the router, but never into the
+    shared address space 100.64.0.0/10 (RFC 6598): a carrier's NAT addresses are not reachable
+    from the internet, which is what makes carrier-grade NAT a dead end for inbound connections.
+    What a host behind it opened itself (the relay tunnel it dials out) is answered, as the
+    carrier's NAT would."""
     return """table ip lab_internet {
   chain forward {
     type filter hook forward priority 0; policy accept;
+    ct state established,related accept
     ip daddr 100.64.0.0/10 drop
   }
 }

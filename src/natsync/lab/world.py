@@ -74,6 +74,13 @@ ACME_DIRECTORY = f"https://{t.INET}:{PEBBLE_ACME_PORT}/dir"
 ACME_ROOTS = f"https://{t.INET}:{PEBBLE_MANAGEMENT_PORT}/roots/0"
 #: Seconds one `natsync cert acme` order may take (pebble validates at once; the client polls).
 ACME_TIMEOUT = 90.0
+#: The relay path (carrier-grade NAT's way out): the tunnel's two ends as `natsync relay init`
+#: writes them, the edge's relayed listener on the home's end, the edge's own direct port.
+RELAY_VPS = "10.77.0.1"
+RELAY_HOME = "10.77.0.2"
+RELAY_HOME_PORT = 8443
+RELAY_TUNNEL_PORT = 51820
+RELAY_EDGE_PORT = 4443
 
 
 def finding(report: dict[str, Any], check: str, title_start: str = "") -> dict[str, Any] | None:
@@ -99,6 +106,8 @@ class World:
         self.edge: subprocess.Popen[bytes] | None = None
         self.lan_dns: subprocess.Popen[bytes] | None = None
         self.pebble: subprocess.Popen[bytes] | None = None
+        self.relay: subprocess.Popen[bytes] | None = None
+        self.dial: subprocess.Popen[bytes] | None = None
         #: The CA that signed pebble's own TLS certificate (the ACME client trusts it).
         self.pebble_tls_ca = self.dir / "pebble" / "tls-ca" / "ca.pem"
         self.edge_config = self.dir / "edge.toml"
@@ -242,13 +251,16 @@ class World:
             time.sleep(0.05)
 
     # -- the edge -------------------------------------------------------------------------
-    def start_edge(self, port: int) -> str:
+    def start_edge(self, port: int, extra: str = "", listen: str = "") -> str:
         """`natsync edge run` on the LAN host: the public name's certificate toward phones, the
-        server's certificate pinned with `natsync edge trust-backend`. Returns the pin."""
+        server's certificate pinned with `natsync edge trust-backend`; ``extra`` lines go into
+        its [edge] table; it listens on the LAN address at *port* unless *listen* says where.
+        Returns the pin."""
         self.stop_edge()
         tls = self.data / "tls"
         self.edge_config.write_text(f"""[edge]
-listen = "{t.LAN_HOST}:{port}"
+{extra}
+listen = "{listen or f"{t.LAN_HOST}:{port}"}"
 backend = "{t.LAN_HOST}:{HTTPS_PORT}"
 backend_name = "{INTERNAL_NAME}"
 admin_listen = ""
@@ -385,10 +397,13 @@ key = "{tls / "public.key"}"
         result: dict[str, Any] = json.loads(lines[-1])
         return result
 
-    def phone_push(self, heartbeat: int, subject: str, mail_after: float) -> dict[str, Any]:
+    def phone_push(
+        self, heartbeat: int, subject: str, mail_after: float, *, by_phone: bool = False
+    ) -> dict[str, Any]:
         """The phone holds Pings (asking ``heartbeat``); ``mail_after`` seconds into the
-        first one the remote mail server delivers a message. The phone's result, with
-        ``push``: whether a Ping told it of the new mail, after how long."""
+        first one the remote mail server delivers a message (``by_phone``: a second phone of
+        the same user sends it with SendMail). The phone's result, with ``push``: whether a
+        Ping told it of the new mail, after how long."""
         limit = heartbeat + mail_after + PUSH_SLACK
         proc = subprocess.Popen(
             ["ip", "netns", "exec", self.lab.phone, *self._python(), "-m", "natsync.lab.phone",
@@ -403,7 +418,7 @@ key = "{tls / "public.key"}"
                 out, err = proc.communicate(timeout=10)
                 return self._phone_result(first + out, err)
             time.sleep(mail_after)
-            sent = self.send_mail(subject)
+            sent = self.phone_send(subject) if by_phone else self.send_mail(subject)
             out, err = proc.communicate(timeout=limit + 20)
         finally:
             if proc.poll() is None:
@@ -412,6 +427,108 @@ key = "{tls / "public.key"}"
         result = self._phone_result(out, err)
         result["mail"] = sent
         return result
+
+    def phone_send(self, subject: str) -> dict[str, Any]:
+        """A second phone of the user sends a mail to the user (SendMail), then syncs."""
+        done = self.lab.run_in(
+            self.lab.phone, *self._python(), "-m", "natsync.lab.phone", PUBLIC_URL,
+            "--user", USER, "--password", PASSWORD, "--ca-file", str(self.ca_file),
+            "--send", subject, "--send-to", EMAIL, "--device-id", "NATSYNCEMU0002",
+            timeout=60,
+        )  # fmt: skip
+        return self._phone_result(done.stdout, done.stderr)
+
+    # -- the relay: the way out of carrier-grade NAT through a small public server ----------
+    def start_relay(self) -> None:
+        """`natsync relay init` for the VPS (and the home's files), `natsync relay run` on the
+        VPS, `natsync relay dial` on the LAN host, and the edge with its relayed listener on
+        the home's tunnel address, bridging to the server as always."""
+        self.stop_relay()
+        tag = self.lab.tag
+        self.lab.natsync(
+            "relay", "init", t.VPS, "--dir", str(self.dir / "relay"),
+            "--home-dir", str(self.dir / "home"), "--interface", f"nwr{tag}",
+            "--home-interface", f"nwh{tag}", "--force", check=True,
+        )  # fmt: skip
+        self.relay = self.lab.spawn(
+            self.lab.vps, *self._natsync(), "relay", "run", "-c",
+            str(self.dir / "relay" / "relay.toml"), log="relay.log", env=self.lab.env(),
+        )  # fmt: skip
+        self.wait_listening(self.lab.vps, HTTPS_PORT, self.relay, log="relay.log")
+        self.start_dial()
+        self.start_edge(
+            RELAY_EDGE_PORT,
+            extra=f'relayed_listen = "{RELAY_HOME}:{RELAY_HOME_PORT}"\n'
+            f'relayed_from = ["{RELAY_VPS}"]',
+        )
+        assert self.edge is not None
+        self.wait_listening(self.lab.lan, RELAY_HOME_PORT, self.edge, log="edge.log")
+
+    def start_dial(self) -> None:
+        """The home's end of the tunnel (`natsync relay dial`); waits for its address."""
+        if self.dial is not None:
+            self.lab.forget(self.dial)
+        self.dial = self.lab.spawn(
+            self.lab.lan, *self._natsync(), "relay", "dial", "-c",
+            str(self.dir / "home" / "home.toml"), log="dial.log", env=self.lab.env(),
+        )  # fmt: skip
+        deadline = time.monotonic() + SERVER_START
+        while RELAY_HOME not in self.lab.ns(self.lab.lan, "ip", "-4", "addr").stdout:
+            if self.dial.poll() is not None or time.monotonic() > deadline:
+                raise LabError(f"the tunnel did not come up: {(self.dir / 'dial.log').read_text()}")
+            time.sleep(0.05)
+
+    def cut_tunnel(self, on: bool) -> None:
+        """The path between home and relay loses the tunnel's packets (``on``), or carries them
+        again: a router or carrier dropping UDP, as mobile and CGNAT paths do."""
+        router = self.lab.router
+        self.lab.ns(router, "nft", "delete", "table", "ip", "lab_cut", check=False)
+        if on:
+            rules = self.dir / "cut.nft"
+            rules.write_text(
+                "table ip lab_cut {\n  chain forward {\n"
+                "    type filter hook forward priority -10; policy accept;\n"
+                f"    udp dport {RELAY_TUNNEL_PORT} drop\n    udp sport {RELAY_TUNNEL_PORT} drop\n"
+                "  }\n}\n"
+            )
+            self.lab.ns(router, "nft", "-f", str(rules))
+
+    def stop_relay(self) -> None:
+        for proc in (self.dial, self.relay):
+            if proc is not None:
+                self.lab.forget(proc)
+        self.dial = self.relay = None
+        self.lab.ns(self.lab.router, "nft", "delete", "table", "ip", "lab_cut", check=False)
+
+    def set_aaaa(self, address: str | None) -> None:
+        """Give the public name an IPv6 address (AAAA), or take it away (None)."""
+        lines = [f"server {t.INET} 53", f"zone {ZONE}", f"update delete {PUBLIC_NAME} AAAA"]
+        if address is not None:
+            lines.append(f"update add {PUBLIC_NAME} {TTL} AAAA {address}")
+        self._nsupdate(lines)
+
+    def aaaa(self, name: str = PUBLIC_NAME) -> set[str]:
+        done = self.lab.ns(
+            self.lab.inet, "dig", "+short", "+norec", "+tcp", f"@{t.INET}", name, "AAAA"
+        )
+        return {line for line in done.stdout.split() if line}
+
+    def _nsupdate(self, lines: list[str]) -> None:
+        done = self.lab.run_in(
+            self.lab.inet, "nsupdate", "-k", str(self.bind / "ddns.key"),
+            stdin="\n".join([*lines, "send", ""]),
+        )  # fmt: skip
+        if done.returncode != 0:
+            raise LabError(f"nsupdate failed: {done.stderr.strip()}")
+
+    def point_name(self, address: str) -> None:
+        """Point the public name and the MX host at *address* (an RFC 2136 update signed with
+        the deployment's key, as `natsync ddns` does), and give the phone a fresh cache."""
+        lines = [f"server {t.INET} 53", f"zone {ZONE}"]
+        for name in (PUBLIC_NAME, MX_NAME):
+            lines += [f"update delete {name} A", f"update add {name} {TTL} A {address}"]
+        self._nsupdate(lines)
+        self.set_phone(sticky=None)
 
     # -- the internet ---------------------------------------------------------------------
     def send_mail(self, subject: str) -> dict[str, Any]:
@@ -497,6 +614,7 @@ key = "{tls / "public.key"}"
         kernel's conntrack timeout, DNS on the public address, the default server, a fresh
         TTL-honouring phone without hosts entries."""
         self.stop_ddns()
+        self.stop_relay()
         self.stop_edge()
         self.set_lan_dns(None)
         if self.lab.wan_address != t.PUBLIC:
@@ -505,6 +623,10 @@ key = "{tls / "public.key"}"
         if self.lab.topology.forwards != DEFAULT_FORWARDS:
             self.lab.set_forwards(DEFAULT_FORWARDS)
         self.lab.set_conntrack_idle(None)
+        if self.lab.topology.privileged_mappings:
+            self.lab.set_privileged_mappings(False)
+        if self.aaaa():
+            self.set_aaaa(None)
         self.start_server()
         if self.dig(PUBLIC_NAME) != {t.PUBLIC} or self.dig(MX_NAME) != {t.PUBLIC}:
             done = self.ddns_update()

@@ -2,7 +2,9 @@
 
 :class:`PortMapper` is clock-free: :meth:`PortMapper.ensure` takes ``now`` and returns what it
 did, so a loop (``natsync portmap hold``) and a test drive it alike. The router is reached
-through a :class:`Backend`: UPnP IGD or NAT-PMP.
+through a :class:`Backend`: UPnP IGD, NAT-PMP or PCP for IPv4 mappings; for IPv6, which the
+router does not translate but firewalls, a UPnP IGD:2 pinhole or a PCP MAP sent over IPv6
+(``upnp6`` / ``pcp6``) opens the same port of this host's own address.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Protocol
 from natsync.portmap.errors import MappingRefused, PortMapError
 from natsync.portmap.natpmp import NatPmpClient
 from natsync.portmap.pcp import PcpClient
-from natsync.portmap.upnp import IgdClient, UpnpError
+from natsync.portmap.upnp import IgdClient, PinholeClient, PinholeError, UpnpError
 
 log = logging.getLogger(__name__)
 
@@ -146,10 +148,9 @@ class NatPmpBackend:
 
 
 class PcpBackend:
-    name = "pcp"
-
     def __init__(self, client: PcpClient) -> None:
         self.client = client
+        self.name = "pcp6" if ":" in client.gateway else "pcp"
 
     def map(self, spec: MappingSpec, lifetime: int) -> Granted:
         try:
@@ -193,6 +194,63 @@ class PcpBackend:
                 "here)",
                 code=exc.code,
             ) from exc
+
+
+class UpnpPinholeBackend:
+    """IPv6 pinholes through WANIPv6FirewallControl: the port is opened, not translated."""
+
+    name = "upnp6"
+
+    def __init__(self, client: PinholeClient, internal_client: str) -> None:
+        self.client = client
+        self.internal_client = internal_client
+        self.ids: dict[MappingSpec, int] = {}
+
+    def map(self, spec: MappingSpec, lifetime: int) -> Granted:
+        _same_port(spec)
+        unique_id = self.ids.get(spec)
+        if unique_id is not None:
+            try:
+                self.client.update(unique_id, lifetime)
+                return Granted(spec.internal_port, _pinhole_lifetime(lifetime))
+            except MappingRefused as exc:
+                if exc.code != PinholeError.NO_SUCH_ENTRY:
+                    raise
+        try:
+            self.ids[spec] = self.client.add(
+                self.internal_client, spec.internal_port, spec.protocol, lifetime
+            )
+        except MappingRefused as exc:
+            if exc.code == PinholeError.ACTION_NOT_AUTHORIZED and spec.internal_port < 1024:
+                raise MappingRefused(
+                    f"{exc.message}. IGD:2 recommends that routers refuse UPnP pinholes below "
+                    "port 1024 (miniupnpd always does): use --method pcp6, or open the port in "
+                    "the router's IPv6 firewall by hand",
+                    code=exc.code,
+                ) from exc
+            raise
+        return Granted(spec.internal_port, _pinhole_lifetime(lifetime))
+
+    def unmap(self, spec: MappingSpec) -> None:
+        unique_id = self.ids.pop(spec, None)
+        if unique_id is None:
+            # made by another process: asking again for the same pinhole gives its id back
+            unique_id = self.client.add(self.internal_client, spec.internal_port, spec.protocol, 1)
+        self.client.delete(unique_id)
+
+
+def _same_port(spec: MappingSpec) -> None:
+    if spec.external_port != spec.internal_port:
+        raise PortMapError(
+            f"{spec}: an IPv6 pinhole opens this host's own port; external and internal port "
+            "are the same (listen on the public port, or map IPv4 only)"
+        )
+
+
+def _pinhole_lifetime(lifetime: int) -> int:
+    from natsync.portmap.upnp import PINHOLE_LEASE_MAX, PINHOLE_LEASE_MIN
+
+    return max(PINHOLE_LEASE_MIN, min(PINHOLE_LEASE_MAX, lifetime))
 
 
 @dataclass(slots=True)
@@ -263,10 +321,30 @@ class PortMapper:
         return results
 
 
+METHODS = ("auto", "upnp", "pcp", "natpmp", "upnp6", "pcp6")
+
+
 def open_backend(method: str, gateway: str | None, upnp_location: str | None = None) -> Backend:
     """The backend for *method*: "upnp", "pcp", "natpmp", or "auto" (UPnP if an IGD answers
-    discovery, else NAT-PMP, which every PCP router also speaks)."""
+    discovery, else NAT-PMP, which every PCP router also speaks) for IPv4; "upnp6" (an IGD:2
+    pinhole) or "pcp6" (PCP over IPv6) for this host's IPv6 address. For the IPv6 methods
+    *gateway* is the router's IPv6 address (default: the IPv6 default route's next hop)."""
     from natsync.portmap.errors import RouterUnreachable
+
+    if method in ("upnp6", "pcp6"):
+        from natsync.portmap.ipv6 import default_gateway6, source_address6
+
+        router6 = gateway or default_gateway6()
+        if not router6:
+            raise PortMapError(
+                f"no IPv6 default route to send {method} to: this host has no IPv6 from its "
+                "router, or set portmap.router to the router's IPv6 address"
+            )
+        if method == "pcp6":
+            return PcpBackend(PcpClient(router6))
+        return UpnpPinholeBackend(
+            PinholeClient.find(upnp_location, router6), source_address6(router6)
+        )
 
     if method in ("upnp", "auto"):
         try:
@@ -284,4 +362,4 @@ def open_backend(method: str, gateway: str | None, upnp_location: str | None = N
         if method == "pcp":
             return PcpBackend(PcpClient(gateway))
         return NatPmpBackend(NatPmpClient(gateway))
-    raise PortMapError(f"portmap.method must be upnp, pcp, natpmp or auto, not {method!r}")
+    raise PortMapError(f"portmap.method must be one of {', '.join(METHODS)}, not {method!r}")

@@ -190,10 +190,20 @@ class PcpClient:
         self.initial_timeout = initial_timeout
         self.attempts = attempts
 
+    @property
+    def family(self) -> socket.AddressFamily:
+        """IPv6 toward an IPv6 gateway: RFC 6887 section 8.1, the PCP client's address in the
+        request must be the packet's source (the address whose port is opened)."""
+        return socket.AF_INET6 if ":" in self.gateway else socket.AF_INET
+
+    def _target(self) -> tuple[object, ...]:
+        info = socket.getaddrinfo(self.gateway, self.port, self.family, socket.SOCK_DGRAM)
+        return tuple(info[0][4])
+
     def client_address(self) -> str:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-            sock.connect((self.gateway, self.port))
-            return str(sock.getsockname()[0])
+        with socket.socket(self.family, socket.SOCK_DGRAM) as sock:
+            sock.connect(self._target())
+            return str(sock.getsockname()[0]).split("%", maxsplit=1)[0]
 
     def map(
         self, protocol: str, internal_port: int, external_port: int, lifetime: int
@@ -204,8 +214,8 @@ class PcpClient:
             nonce, protocol, internal_port, external_port, lifetime, client
         )
         timeout = self.initial_timeout
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-            sock.connect((self.gateway, self.port))
+        with socket.socket(self.family, socket.SOCK_DGRAM) as sock:
+            sock.connect(self._target())
             for _ in range(self.attempts):
                 sock.send(request)
                 sock.settimeout(timeout)

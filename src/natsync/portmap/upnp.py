@@ -5,7 +5,11 @@ I/O (one multicast M-SEARCH, one HTTP GET of the description, one POST per actio
 blocking sockets and short timeouts, because a router on the LAN answers at once or never.
 
 Standards: UPnP Device Architecture 1.1 section 1.3 (SSDP M-SEARCH), UPnP IGD WANIPConnection:2
-section 2.4 (actions) and section 2.5 (error codes).
+section 2.4 (actions) and section 2.5 (error codes). IPv6 needs no translation, only a hole in the
+router's firewall: IGD:2's WANIPv6FirewallControl:1 (sections 2.6.3-2.6.5: AddPinhole,
+UpdatePinhole, DeletePinhole; 2.6.1 GetFirewallStatus) through :class:`PinholeClient`. A router
+checks that a pinhole is asked for by the host it opens (miniupnpd: "InternalClient address must
+correspond to the action sender"), so its actions are sent over IPv6 from that host.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import socket
 import time
 import urllib.parse
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
 from xml.sax.saxutils import escape
@@ -36,6 +41,13 @@ WAN_SERVICES = (
     "urn:schemas-upnp-org:service:WANIPConnection:1",
     "urn:schemas-upnp-org:service:WANPPPConnection:1",
 )
+#: The IPv6 firewall service of IGD:2.
+PINHOLE_SERVICES = ("urn:schemas-upnp-org:service:WANIPv6FirewallControl:1",)
+#: WANIPv6FirewallControl:1 section 2.5.7: a pinhole's lease is 1 to 86400 seconds.
+PINHOLE_LEASE_MIN = 1
+PINHOLE_LEASE_MAX = 86400
+#: IANA protocol numbers, which the pinhole actions take instead of "TCP"/"UDP".
+PINHOLE_PROTOCOLS = {"tcp": 6, "udp": 17}
 #: UDA section 1.3.2: MX is how long (s) devices may wait before answering; 1 is the minimum
 #: and a LAN router answers within it.
 SSDP_MX = 1
@@ -104,6 +116,44 @@ ERROR_WORDS: dict[int, str] = {
 }
 
 
+class PinholeError(IntEnum):
+    """WANIPv6FirewallControl:1 sections 2.6.3.7, 2.6.4.7, 2.6.5.7: errors of the pinhole
+    actions (606 is UDA's "action not authorized": the router's policy refuses)."""
+
+    ACTION_NOT_AUTHORIZED = 606
+    PINHOLE_SPACE_EXHAUSTED = 701
+    FIREWALL_DISABLED = 702
+    INBOUND_PINHOLE_NOT_ALLOWED = 703
+    NO_SUCH_ENTRY = 704
+    PROTOCOL_NOT_SUPPORTED = 705
+    INTERNAL_PORT_WILDCARDING_NOT_ALLOWED = 706
+    PROTOCOL_WILDCARDING_NOT_ALLOWED = 707
+    WILDCARD_NOT_PERMITTED_IN_SRC_IP = 708
+
+
+PINHOLE_ERROR_WORDS: dict[int, str] = {
+    PinholeError.ACTION_NOT_AUTHORIZED: (
+        "the router's policy does not let this host open that port (UPnP 606: allow it in the "
+        "router's UPnP settings, or open the IPv6 port in its firewall by hand)"
+    ),
+    PinholeError.PINHOLE_SPACE_EXHAUSTED: "the router has no room for more IPv6 pinholes",
+    PinholeError.FIREWALL_DISABLED: (
+        "the router's IPv6 firewall is off: inbound IPv6 needs no pinhole on it"
+    ),
+    PinholeError.INBOUND_PINHOLE_NOT_ALLOWED: (
+        "the router does not allow inbound IPv6 pinholes (switch it on in the router's IPv6 "
+        "firewall settings, or open the port there by hand)"
+    ),
+    PinholeError.NO_SUCH_ENTRY: "the router has no such pinhole (it expired or was removed)",
+    PinholeError.PROTOCOL_NOT_SUPPORTED: "the router does not open pinholes for this protocol",
+}
+
+
+def pinhole_error_words(code: int, description: str = "") -> str:
+    words = PINHOLE_ERROR_WORDS.get(code)
+    return words if words is not None else error_words(code, description)
+
+
 def error_words(code: int, description: str = "") -> str:
     words = ERROR_WORDS.get(code)
     if words is None:
@@ -163,19 +213,28 @@ def _parse_xml(body: bytes) -> ET.Element:
         raise PortMapError(f"the router sent XML that does not parse: {exc}") from exc
 
 
-def parse_description(body: bytes, location: str) -> tuple[str, str]:
-    """(service type, absolute control URL) of the best WAN connection service described."""
+def parse_description(
+    body: bytes, location: str, services: tuple[str, ...] = WAN_SERVICES
+) -> tuple[str, str]:
+    """(service type, absolute control URL) of the best of *services* described (the WAN
+    connection services unless told)."""
     root = _parse_xml(body)
     base = root.findtext(f"{{{_DEVICE_NS}}}URLBase") or location
     found: dict[str, str] = {}
     for service in root.iter(f"{{{_DEVICE_NS}}}service"):
         stype = (service.findtext(f"{{{_DEVICE_NS}}}serviceType") or "").strip()
         control = (service.findtext(f"{{{_DEVICE_NS}}}controlURL") or "").strip()
-        if stype in WAN_SERVICES and control:
+        if stype in services and control:
             found.setdefault(stype, urllib.parse.urljoin(base, control))
-    for stype in WAN_SERVICES:
+    for stype in services:
         if stype in found:
             return stype, found[stype]
+    if services == PINHOLE_SERVICES:
+        raise RouterUnreachable(
+            f"the UPnP device at {location} offers no IPv6 firewall control (IGD:2 "
+            "WANIPv6FirewallControl): open the IPv6 port in the router's firewall by hand, or "
+            "try PCP (--method pcp6)"
+        )
     raise RouterUnreachable(f"the UPnP device at {location} offers no WAN connection service")
 
 
@@ -190,8 +249,11 @@ def encode_soap(service: str, action: str, args: list[tuple[str, str]]) -> bytes
     ).encode()
 
 
-def parse_soap_response(body: bytes, action: str) -> dict[str, str]:
-    """Output arguments of a SOAP answer; a fault raises MappingRefused with plain words."""
+def parse_soap_response(
+    body: bytes, action: str, words: Callable[[int, str], str] | None = None
+) -> dict[str, str]:
+    """Output arguments of a SOAP answer; a fault raises MappingRefused with plain words (the
+    service's own: *words*, the WAN connection service's by default)."""
     root = _parse_xml(body)
     fault = root.find(f".//{{{_CONTROL_NS}}}UPnPError")
     if fault is not None:
@@ -203,7 +265,7 @@ def parse_soap_response(body: bytes, action: str) -> dict[str, str]:
             raise PortMapError(
                 f"the router sent a fault without an error code: {description}"
             ) from None
-        raise MappingRefused(error_words(code, description), code=code)
+        raise MappingRefused((words or error_words)(code, description), code=code)
     for element in root.iter():
         if element.tag.endswith(f"}}{action}Response") or element.tag == f"{action}Response":
             return {child.tag.rpartition("}")[2]: (child.text or "") for child in element}
@@ -368,3 +430,81 @@ class IgdClient:
                 )
             )
         return found
+
+
+class PinholeClient:
+    """The router's IPv6 firewall control (WANIPv6FirewallControl:1), reached over IPv6 from the
+    host whose port it opens. *control_url* names the router by an IPv6 address."""
+
+    def __init__(self, service: str, control_url: str) -> None:
+        self.service = service
+        self.control_url = control_url
+
+    @classmethod
+    def find(cls, location: str | None, router6: str) -> PinholeClient:
+        """The firewall service of the IGD at *location* (found by SSDP when None), to be
+        called at the router's IPv6 address *router6* on the description's port."""
+        location = location or discover()
+        status, body = _http("GET", location, None, {})
+        if status != 200:
+            raise RouterUnreachable(f"the UPnP description at {location} answered HTTP {status}")
+        service, control = parse_description(body, location, PINHOLE_SERVICES)
+        parts = urllib.parse.urlsplit(control)
+        host = router6.replace("%", "%25")
+        netloc = f"[{host}]" + (f":{parts.port}" if parts.port else "")
+        return cls(service, urllib.parse.urlunsplit(parts._replace(netloc=netloc)))
+
+    def call(self, action: str, args: list[tuple[str, str]]) -> dict[str, str]:
+        body = encode_soap(self.service, action, args)
+        status, answer = _http(
+            "POST",
+            self.control_url,
+            body,
+            {
+                "Content-Type": 'text/xml; charset="utf-8"',
+                "SOAPAction": f'"{self.service}#{action}"',
+            },
+        )
+        if status not in (200, 500):
+            raise PortMapError(f"the router answered {action} with HTTP {status}")
+        return parse_soap_response(answer, action, pinhole_error_words)
+
+    def status(self) -> tuple[bool, bool]:
+        """(firewall enabled, inbound pinholes allowed): GetFirewallStatus, section 2.6.1."""
+        out = self.call("GetFirewallStatus", [])
+        return out.get("FirewallEnabled", "1") == "1", out.get("InboundPinholeAllowed") == "1"
+
+    def add(self, internal_client: str, internal_port: int, protocol: str, lease: int) -> int:
+        """Open *internal_port* of *internal_client* to every remote host and port; the pinhole's
+        UniqueID (AddPinhole, section 2.6.3)."""
+        number = PINHOLE_PROTOCOLS.get(protocol.lower())
+        if number is None:
+            raise PortMapError(f"protocol must be tcp or udp, not {protocol!r}")
+        out = self.call(
+            "AddPinhole",
+            [
+                ("RemoteHost", ""),
+                ("RemotePort", "0"),
+                ("InternalClient", internal_client),
+                ("InternalPort", str(internal_port)),
+                ("Protocol", str(number)),
+                ("LeaseTime", str(_pinhole_lease(lease))),
+            ],
+        )
+        try:
+            return int(out.get("UniqueID", ""))
+        except ValueError:
+            raise PortMapError("the router's AddPinhole answer carries no UniqueID") from None
+
+    def update(self, unique_id: int, lease: int) -> None:
+        self.call(
+            "UpdatePinhole",
+            [("UniqueID", str(unique_id)), ("NewLeaseTime", str(_pinhole_lease(lease)))],
+        )
+
+    def delete(self, unique_id: int) -> None:
+        self.call("DeletePinhole", [("UniqueID", str(unique_id))])
+
+
+def _pinhole_lease(lease: int) -> int:
+    return max(PINHOLE_LEASE_MIN, min(PINHOLE_LEASE_MAX, lease))

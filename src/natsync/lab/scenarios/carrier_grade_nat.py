@@ -1,11 +1,15 @@
 """Carrier-grade NAT: the ISP gives the router an address from 100.64.0.0/10, behind its own
 NAT. No port forward or mapping can bring a connection in; ddns refuses to publish that
 address and says why, portmap says mapping is impossible, the doctor fails the deployment with
-the reason. The fix is outside the house: a public address (or IPv6) from the ISP."""
+the reason. Three fixes: a relay on a small public server (`natsync relay`: the home dials out to
+it over WireGuard, it forwards the published ports back with PROXY v2, TLS still ends at home);
+IPv6, which the carrier does not translate (an AAAA record and a pinhole in the router's IPv6
+firewall, opened by `natsync portmap --method pcp6`); and a public address from the ISP."""
 
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 from natsync.lab import topology as t
@@ -13,6 +17,8 @@ from natsync.lab.narrate import Narration
 from natsync.lab.scenarios._common import expect_finding
 from natsync.lab.world import World
 
+#: The port phones dial.
+HTTPS = 443
 #: Unprivileged ports: miniupnpd lets LAN hosts map 1024-65535 to 1024-65535.
 MAPPED = "18443:18443/tcp"
 
@@ -76,6 +82,9 @@ def run(world: World, narr: Narration) -> None:
         cause=True,
     )
 
+    _relay_fix(world, narr)
+    _ipv6_fix(world, narr)
+
     lab.set_wan_address(t.PUBLIC)
     narr.note(f"the ISP gives a public address again: {t.PUBLIC}")
     verdict = _verdict(world)
@@ -93,3 +102,132 @@ def run(world: World, narr: Narration) -> None:
         detail=said.splitlines()[-1] if said else "",
     )
     _portmap(world, "remove")
+
+
+#: Seconds the phone keeps trying after the tunnel's path is restored. WireGuard re-handshakes
+#: on the next packet either side sends (at the latest the home's 25 s keepalive).
+TUNNEL_BACK = 40.0
+#: The Ping the phone holds through the relay, and when the second phone sends the mail.
+RELAY_HEARTBEAT = 20
+RELAY_MAIL_AFTER = 2.0
+
+
+def _through_relay(result: dict[str, Any]) -> bool:
+    return bool(result.get("ok")) and result.get("address") == t.VPS
+
+
+def _relay_fix(world: World, narr: Narration) -> None:
+    """Still behind the carrier's NAT: the relay on the VPS, DNS on the VPS, and the phone syncs,
+    sends and gets push through it; the tunnel's path is cut and comes back by itself."""
+    world.start_relay()
+    narr.note(
+        f"fix: `natsync relay` on a small public server ({t.VPS}); the home dials out to it "
+        "over WireGuard; DNS names the relay"
+    )
+    world.point_name(t.VPS)
+    synced = world.phone_sync()
+    narr.reports["relay-sync"] = synced
+    narr.expect(
+        "Through the relay, the phone syncs (TLS still ends at home)",
+        expect_ok=True,
+        seen_ok=_through_relay(synced),
+        detail=f"dialled {synced.get('address')}: {synced.get('error', 'synced')}",
+    )
+    pushed = world.phone_push(RELAY_HEARTBEAT, "through the relay", RELAY_MAIL_AFTER, by_phone=True)
+    narr.reports["relay-push"] = pushed
+    push = pushed.get("push", {})
+    narr.expect(
+        "…a second phone sends a mail through the relay, and the first gets it by push",
+        expect_ok=True,
+        seen_ok=bool(push.get("changed")) and bool(pushed.get("mail", {}).get("ok")),
+        detail=f"push after {push.get('seconds', 0):.1f} s" if push else str(pushed)[-200:],
+    )
+    world.cut_tunnel(True)
+    cut = world.phone_sync()
+    narr.expect(
+        "The path drops the tunnel's packets: the phone cannot sync",
+        expect_ok=False,
+        seen_ok=bool(cut.get("ok")),
+        detail=cut.get("error", "synced")[-200:],
+    )
+    world.cut_tunnel(False)
+    started = time.monotonic()
+    back: dict[str, Any] = {}
+    while time.monotonic() - started < TUNNEL_BACK:
+        back = world.phone_sync()
+        if _through_relay(back):
+            break
+        time.sleep(1)
+    narr.expect(
+        "The path carries it again: the tunnel comes back by itself, the phone syncs again",
+        expect_ok=True,
+        seen_ok=_through_relay(back),
+        detail=f"after {time.monotonic() - started:.1f} s: {back.get('error', 'synced')}",
+    )
+    world.stop_relay()
+    world.stop_edge()
+
+
+def _ipv6_fix(world: World, narr: Narration) -> None:
+    """Still behind the carrier's NAT, with IPv6 on the router, the LAN host and the phone: an
+    AAAA record, the edge on the LAN host's IPv6 address, and a pinhole for 443."""
+    lab = world.lab
+    world.point_name(t.PUBLIC)  # the A record is stale: that address is no longer the router's
+    world.set_aaaa(t.LAN6_HOST)
+    world.start_edge(HTTPS, listen=f"[{t.LAN6_HOST}]:{HTTPS}")
+    narr.note(
+        f"fix: IPv6. AAAA {t.LAN6_HOST} for the public name, the edge listening on it; the "
+        "router's IPv6 firewall drops inbound connections by default"
+    )
+    blocked = world.phone_sync()
+    narr.expect(
+        "Without a pinhole the router's IPv6 firewall drops the phone's connection",
+        expect_ok=False,
+        seen_ok=bool(blocked.get("ok")),
+        detail=f"dialled {blocked.get('address')}: {blocked.get('error', 'synced')}"[-200:],
+    )
+    refused = lab.natsync("portmap", "add", f"{HTTPS}/tcp", "--method", "upnp6")
+    narr.expect(
+        "A UPnP pinhole for 443 is refused (IGD:2: none below 1024), and natsync says to use PCP",
+        expect_ok=False,
+        seen_ok=refused.returncode == 0 or "pcp6" not in refused.stderr,
+        detail=refused.stderr.strip()[-200:],
+    )
+    done = lab.natsync("portmap", "add", f"{HTTPS}/tcp", "--method", "pcp6")
+    narr.expect(
+        "`natsync portmap add 443/tcp --method pcp6` opens the port in the router's IPv6 firewall",
+        expect_ok=True,
+        seen_ok=done.returncode == 0,
+        detail=(done.stdout + done.stderr).strip()[-200:],
+    )
+    synced = world.phone_sync()
+    narr.reports["ipv6-sync"] = synced
+    narr.expect(
+        "Through the pinhole, the phone syncs over IPv6",
+        expect_ok=True,
+        seen_ok=bool(synced.get("ok")) and synced.get("address") == t.LAN6_HOST,
+        detail=f"dialled {synced.get('address')}: {synced.get('error', 'synced')}",
+    )
+    pushed = world.phone_push(RELAY_HEARTBEAT, "over IPv6", RELAY_MAIL_AFTER, by_phone=True)
+    narr.reports["ipv6-push"] = pushed
+    push = pushed.get("push", {})
+    narr.expect(
+        "…and gets a mail by push over IPv6",
+        expect_ok=True,
+        seen_ok=bool(push.get("changed")),
+        detail=f"push after {push.get('seconds', 0):.1f} s" if push else str(pushed)[-200:],
+    )
+    probe = lab.ns(
+        lab.phone, "python3", "-c",
+        f"import socket\nsocket.create_connection(('{t.CGNAT}', {HTTPS}), timeout=2)",
+        check=False,
+    )  # fmt: skip
+    narr.expect(
+        "…while IPv4 stays unreachable",
+        expect_ok=False,
+        seen_ok=probe.returncode == 0,
+        detail=probe.stderr.strip().splitlines()[-1] if probe.stderr.strip() else "connected",
+    )
+    lab.natsync("portmap", "remove", f"{HTTPS}/tcp", "--method", "pcp6")
+    world.stop_edge()
+    world.set_aaaa(None)
