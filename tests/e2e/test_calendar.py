@@ -29,10 +29,10 @@ from natsync.eas.versions import V16_1
 from natsync.mail import imip
 from natsync.store.api import FolderType, Txn
 from natsync.wbxml import E, Element
+from tests.classes.test_ical import MEETING
 from tests.conftest import StoreFactory
 from tests.e2e.deployment import Deployment, deployment
 from tests.e2e.test_mail_roundtrip import RELAY_WAIT, Wire, phone
-from tests.classes.test_ical import MEETING
 
 REMOTE = "bob@remote.test"
 MR = "MeetingResponse"
