@@ -281,6 +281,7 @@ async def _run_acme(settings: dict[str, Any], data_dir: Path) -> dict[str, Any]:
         start_http01_responder,
         start_tls_alpn01_responder,
     )
+    from natsync.cert.dns01 import Rfc2136Publisher
 
     directory = settings["directory"]
     accounts = AccountStore(data_dir / "acme" / "accounts")
@@ -307,7 +308,7 @@ async def _run_acme(settings: dict[str, Any], data_dir: Path) -> dict[str, Any]:
                 )
             )
         else:
-            solver = Dns01Solver(_dns_server(settings))
+            solver = Dns01Solver(Rfc2136Publisher(_dns_server(settings)))
         hook = None
         if settings.get("reload_pid_file"):
             hook = sighup_pid_file(Path(settings["reload_pid_file"]))
