@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from cryptography import x509
 
-from natsync.cert.acme_responders import ChallengeStore
+from natsync.cert.acme_responders import ChallengeStore, start_http01_responder
 from natsync.cert.ari import cert_id
 from natsync.cert.dns01 import Rfc2136Publisher
 from natsync.cert.manager import (
@@ -30,12 +30,14 @@ from natsync.cert.manager import (
     edge_reload_hook,
     ensure_placeholder,
     read_status,
+    reloader_hook,
 )
 from natsync.client import EASClient
+from natsync.config import ServerConfig
 from natsync.edge import EdgeConfig, RunningEdge, start_edge
 from natsync.edge.config import SiteCert
 from natsync.edge.tls import fetch_certificate
-from natsync.server import RunningServer
+from natsync.server import RunningServer, start_server
 from natsync.store.api import FolderType, Store
 from tests.cert.acme_servers import Bind, Pebble
 from tests.cert.ari_proxy import run_ari_proxy
@@ -305,3 +307,63 @@ async def test_a_renewal_does_not_cut_a_held_ping(
             stop.set()
             await asyncio.wait_for(running, 10)
     assert not running.exception()
+
+
+async def test_a_renewal_reaches_a_server_serving_directly_without_cutting_a_ping(
+    pebble: Pebble, tmp_path: Path, store: Store
+) -> None:
+    """No edge: the server holds the certificate itself; HTTP-01 is answered by the standalone
+    responder on pebble's port, and the server's CertReloader takes the renewed files."""
+    name = unique("direct")
+    clock = Clock()
+    challenges = ChallengeStore()
+    settings = settings_for(pebble, tmp_path, (name,), ips=("127.0.0.1",), challenge="http-01")
+    responder = await start_http01_responder(challenges, "127.0.0.1", pebble.http_port)
+    try:
+        first_manager = CertificateManager(settings, challenges=challenges, clock=clock)
+        await first_manager.step()
+        first = installed_leaf(settings)
+        config = ServerConfig(
+            host="127.0.0.1",
+            port=0,
+            tls_cert=settings.cert_path,
+            tls_key=settings.key_path,
+            domains=("example.test",),
+            heartbeat_min=1,
+        )
+        server = await start_server(config, store)
+        try:
+            assert server.tls_reloader is not None
+            manager = CertificateManager(
+                settings,
+                challenges=challenges,
+                on_installed=[reloader_hook(server.tls_reloader)],
+                clock=clock,
+            )
+            roots = tmp_path / "pebble-roots.pem"
+            roots.write_bytes(pebble.root_pem())
+            await deliver(store, "before")
+            async with EASClient(
+                f"https://127.0.0.1:{server.port}", ALICE_NAME, ALICE_PASSWORD, ca_file=roots
+            ) as phone:
+                await phone.folder_sync()
+                inbox = phone.folder(type=int(FolderType.INBOX)).server_id
+                await phone.sync(inbox)
+                ping = asyncio.create_task(phone.ping([inbox], heartbeat=60))
+                await asyncio.sleep(0.5)
+                assert not ping.done()
+                clock.shift = dt.timedelta(days=61)
+                assert await manager.step() == Renew()
+                clock.shift = dt.timedelta(0)
+                second = installed_leaf(settings)
+                assert second.serial_number != first.serial_number
+                assert (await served_leaf(server.port, name)) == second
+                assert server.tls_reloader.generation == 2
+                assert not ping.done()
+                await deliver(store, "after-renewal")
+                assert await asyncio.wait_for(ping, 20) == [inbox]
+        finally:
+            await server.close()
+    finally:
+        responder.close()
+        await responder.wait_closed()
