@@ -102,3 +102,4 @@ def test_retry_after_is_clamped_and_defaulted() -> None:
     assert parse_retry_after("999999", NOW) == MAX_RETRY_AFTER
     assert parse_retry_after("Tue, 01 Dec 2026 14:00:00 GMT", NOW) == dt.timedelta(hours=2)
     assert parse_retry_after("garbage", NOW) == DEFAULT_RETRY_AFTER
+    assert parse_retry_after("\u00b221", NOW) == DEFAULT_RETRY_AFTER  # found by fuzz_ari

@@ -254,6 +254,20 @@ async def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None
         await asyncio.sleep(0.02)
 
 
+@asynccontextmanager
+async def phone_holding_a_ping(
+    url: str, roots: Path, store: Store
+) -> AsyncIterator[tuple[EASClient, str, asyncio.Task[list[str]]]]:
+    """A phone that synced its inbox and now holds a Ping at *url*."""
+    await deliver(store, "before")
+    async with EASClient(url, ALICE_NAME, ALICE_PASSWORD, ca_file=roots) as phone:
+        await phone.folder_sync()
+        inbox = phone.folder(type=int(FolderType.INBOX)).server_id
+        await phone.sync(inbox)
+        ping = asyncio.create_task(phone.ping([inbox], heartbeat=60))
+        yield phone, inbox, ping
+
+
 async def test_a_renewal_does_not_cut_a_held_ping(
     pebble: Pebble,
     tmp_path: Path,
@@ -278,14 +292,8 @@ async def test_a_renewal_does_not_cut_a_held_ping(
         try:
             await wait_for(lambda: manager.status().state is State.VALID, 30)
             first = installed_leaf(settings)
-            await deliver(store, "before")
-            async with EASClient(
-                f"https://127.0.0.1:{edge.port}", ALICE_NAME, ALICE_PASSWORD, ca_file=roots
-            ) as phone:
-                await phone.folder_sync()
-                inbox = phone.folder(type=int(FolderType.INBOX)).server_id
-                await phone.sync(inbox)
-                ping = asyncio.create_task(phone.ping([inbox], heartbeat=60))
+            url = f"https://127.0.0.1:{edge.port}"
+            async with phone_holding_a_ping(url, roots, store) as (phone, inbox, ping):
                 await wait_for(lambda: edge.edge.metrics.held_pings == 1)
 
                 # 61 days later by the manager's clock: past two thirds of 90 days.
@@ -342,14 +350,8 @@ async def test_a_renewal_reaches_a_server_serving_directly_without_cutting_a_pin
             )
             roots = tmp_path / "pebble-roots.pem"
             roots.write_bytes(pebble.root_pem())
-            await deliver(store, "before")
-            async with EASClient(
-                f"https://127.0.0.1:{server.port}", ALICE_NAME, ALICE_PASSWORD, ca_file=roots
-            ) as phone:
-                await phone.folder_sync()
-                inbox = phone.folder(type=int(FolderType.INBOX)).server_id
-                await phone.sync(inbox)
-                ping = asyncio.create_task(phone.ping([inbox], heartbeat=60))
+            url = f"https://127.0.0.1:{server.port}"
+            async with phone_holding_a_ping(url, roots, store) as (_phone, inbox, ping):
                 await asyncio.sleep(0.5)
                 assert not ping.done()
                 clock.shift = dt.timedelta(days=61)

@@ -437,7 +437,7 @@ class AcmeClient:
                     f"{what} is still {status} after {self.poll_timeout:.0f} s; try again later"
                 )
             retry_after = resp.headers.get("retry-after", "")
-            wait = float(retry_after) if retry_after.isdigit() else delay
+            wait = float(retry_after) if retry_after.isascii() and retry_after.isdigit() else delay
             await asyncio.sleep(min(wait, MAX_POLL_INTERVAL))
             delay = min(delay * 1.5, MAX_POLL_INTERVAL)
 

@@ -90,7 +90,7 @@ def parse_retry_after(value: str | None, now: dt.datetime) -> dt.timedelta:
         return DEFAULT_RETRY_AFTER
     value = value.strip()
     wait: dt.timedelta
-    if value.isdigit() and len(value) < 12:
+    if value.isascii() and value.isdigit() and len(value) < 12:
         wait = dt.timedelta(seconds=int(value))
     else:
         try:
