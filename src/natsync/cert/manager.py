@@ -52,6 +52,7 @@ from natsync.cert.acme import (
     Http01Solver,
     Issued,
     Solver,
+    Stats,
     TlsAlpn01Solver,
     _atomic_write,
     obtain,
@@ -471,6 +472,8 @@ class CertificateManager:
         self.accounts = AccountStore(settings.acme_dir / "accounts")
         self._cert: x509.Certificate | None = None
         self._wakeup = asyncio.Event()
+        #: What the last order did on the wire (posts, badNonce retries, reused authorizations).
+        self.last_stats: Stats | None = None
         self.load()
 
     # -- state
@@ -582,6 +585,7 @@ class CertificateManager:
                 replaces = ""
         last: AcmeError | None = None
         async with self._client() as client:
+            self.last_stats = client.stats
             try:
                 for candidate in ordered:
                     log.info(
