@@ -4,6 +4,7 @@ the lifetime, with jitter), when to ask the CA, backoff, health, and which chall
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import pytest
 
@@ -19,8 +20,9 @@ from natsync.cert.manager import (
     Wait,
     backoff,
     choose_challenges,
+    settings_from_table,
 )
-from natsync.errors import ConfigError
+from natsync.errors import ConfigError, NatsyncError
 
 START = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
 LIFE = dt.timedelta(days=90)
@@ -154,3 +156,36 @@ def test_wildcards_need_dns_and_ip_addresses_cannot_use_it() -> None:
     assert "dns-01" not in [c.challenge for c in picked]
     with pytest.raises(ConfigError, match="needs a DNS updater"):
         choose_challenges("dns-01", http_reachable=None, tls_reachable=None, dns_available=False)
+
+
+def test_the_cert_table_needs_only_the_name(tmp_path: Path) -> None:
+    settings = settings_from_table({"name": "Mail.Example.com."}, tmp_path)
+    assert settings.names == ("mail.example.com",)
+    assert settings.directory == "production"
+    assert settings.challenge == "auto"
+    assert (settings.http_reachable, settings.tls_reachable) == (None, None)
+    assert settings.cert_path == tmp_path / "tls" / "server.pem"
+    full = settings_from_table(
+        {"names": ["a.example.com"], "directory": "staging", "challenge": "dns-01",
+         "ports_open": "none", "email": "me@example.com"},
+        tmp_path,
+    )  # fmt: skip
+    assert (full.http_reachable, full.tls_reachable) == (False, False)
+    assert full.directory == "staging"
+
+
+@pytest.mark.parametrize(
+    ("table", "match"),
+    [
+        ({}, "needs the public name"),
+        ({"name": "a.example.com", "dirctory": "x"}, "unknown cert setting"),
+        ({"name": "a.example.com", "directory": "http://ca.test/dir"}, "https"),
+        ({"name": "a.example.com", "challenge": "tls-sni-01"}, "use one of"),
+        ({"name": "a.example.com", "ports_open": "8080"}, "ports_open"),
+        ({"name": "a.example.com", "key": "dsa"}, "cert.key"),
+        ({"names": "a.example.com"}, "list of strings"),
+    ],
+)
+def test_cert_table_mistakes_say_what_to_write(table: dict[str, object], match: str) -> None:
+    with pytest.raises(NatsyncError, match=match):
+        settings_from_table(table, Path("/nonexistent"))

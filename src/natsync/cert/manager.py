@@ -60,7 +60,9 @@ from natsync.cert.acme import (
 )
 from natsync.cert.acme_responders import ChallengeStore
 from natsync.cert.ari import AriError, RenewalInfo, cert_id
+from natsync.cert.ca import KEY_TYPES
 from natsync.cert.jose import self_signed_builder
+from natsync.config import scalar_setting
 from natsync.errors import ConfigError, NatsyncError
 
 log = logging.getLogger(__name__)
@@ -413,6 +415,71 @@ class ManagerSettings:
         return self.data_dir / ACME_DIR
 
 
+#: Keys of the ``[cert]`` table and their defaults (a home user writes ``name`` and nothing else).
+CERT_TABLE_DEFAULTS: dict[str, Any] = {
+    "directory": "production",
+    "challenge": "auto",
+    "email": "",
+    "ports_open": "unknown",
+    "key": "ec",
+}
+
+
+def parse_ports_open(text: str) -> tuple[bool | None, bool | None]:
+    """``unknown`` / ``none`` / ``80`` / ``443`` / ``80,443`` → (80 reachable, 443 reachable)."""
+    if text.strip() == "unknown":
+        return None, None
+    ports = {p.strip() for p in text.split(",") if p.strip()} - {"none"}
+    if not ports <= {"80", "443"}:
+        raise ConfigError(f"ports_open {text!r}: use unknown, none, 80, 443 or 80,443")
+    return "80" in ports, "443" in ports
+
+
+def settings_from_table(table: dict[str, Any], data_dir: Path) -> ManagerSettings:
+    """The ``[cert]`` table of the deployment file as ManagerSettings::
+
+    [cert]
+    name = "mail.example.com"        # or names = [...]; the only required key
+    email = "me@example.com"         # optional, for the CA's expiry mails
+    directory = "production"         # production | staging | https://... (default production)
+    challenge = "auto"               # auto | http-01 | tls-alpn-01 | dns-01
+    ports_open = "unknown"           # what the router forwards: 80,443 | 443 | 80 | none
+    """
+    known = {"name", "names", "ips", *CERT_TABLE_DEFAULTS}
+    unknown = set(table) - known
+    if unknown:
+        raise ConfigError(f"unknown cert setting(s): {', '.join(sorted(unknown))}")
+    names = table.get("names", [table["name"]] if "name" in table else [])
+    ips = table.get("ips", [])
+    for key, value in (("names", names), ("ips", ips)):
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            raise ConfigError(f"cert.{key} must be a list of strings")
+    if not names and not ips:
+        raise ConfigError('the [cert] table needs the public name: name = "mail.example.com"')
+    values = {
+        key: scalar_setting("cert", key, default, table.get(key, default))
+        for key, default in CERT_TABLE_DEFAULTS.items()
+    }
+    http_open, tls_open = parse_ports_open(values["ports_open"])
+    resolve_directory(values["directory"])
+    if values["key"] not in KEY_TYPES:
+        raise ConfigError(f"cert.key: use one of {', '.join(sorted(KEY_TYPES))}")
+    choose_challenges(
+        values["challenge"], http_reachable=True, tls_reachable=True, dns_available=True
+    )
+    return ManagerSettings(
+        names=tuple(n.lower().rstrip(".") for n in names),
+        ips=tuple(ips),
+        data_dir=data_dir,
+        directory=values["directory"],
+        challenge=values["challenge"],
+        email=values["email"],
+        key_type=values["key"],
+        http_reachable=http_open,
+        tls_reachable=tls_open,
+    )
+
+
 InstalledHook = Callable[[Path, Path], Awaitable[None] | None]
 
 
@@ -733,6 +800,8 @@ __all__ = [
     "choose_challenges",
     "edge_reload_hook",
     "ensure_placeholder",
+    "parse_ports_open",
     "read_status",
     "reloader_hook",
+    "settings_from_table",
 ]

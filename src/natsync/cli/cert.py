@@ -264,12 +264,12 @@ def _acme_settings_path(data_dir: Path) -> Path:
 
 def _ports_open(text: str) -> tuple[bool | None, bool | None]:
     """--ports-open: (port 80 reachable, port 443 reachable) from outside."""
-    if text == "unknown":
-        return None, None
-    ports = {p.strip() for p in text.split(",") if p.strip()} - {"none"}
-    if not ports <= {"80", "443"}:
-        raise click.BadParameter("use unknown, none, 80, 443 or 80,443", param_hint="--ports-open")
-    return "80" in ports, "443" in ports
+    from natsync.cert.manager import parse_ports_open
+
+    try:
+        return parse_ports_open(text)
+    except NatsyncError as exc:
+        raise click.BadParameter(exc.message, param_hint="--ports-open") from None
 
 
 def _manager(
