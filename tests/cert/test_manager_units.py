@@ -13,16 +13,20 @@ from natsync.cert.manager import (
     FALLBACK_JITTER,
     RETRY_FIRST,
     RETRY_MAX,
+    CertificateManager,
     CheckAri,
+    ManagerSettings,
     Renew,
     Schedule,
     State,
     Wait,
     backoff,
     choose_challenges,
+    reachability_from_portmap,
     settings_from_table,
 )
 from natsync.errors import ConfigError, NatsyncError
+from natsync.portmap.manager import MappingSpec, MapResult
 
 START = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
 LIFE = dt.timedelta(days=90)
@@ -189,3 +193,20 @@ def test_the_cert_table_needs_only_the_name(tmp_path: Path) -> None:
 def test_cert_table_mistakes_say_what_to_write(table: dict[str, object], match: str) -> None:
     with pytest.raises(NatsyncError, match=match):
         settings_from_table(table, Path("/nonexistent"))
+
+
+def test_reachability_from_what_the_router_answered(tmp_path: Path) -> None:
+    results = [
+        MapResult(MappingSpec("tcp", 443, 443), "created"),
+        MapResult(MappingSpec("tcp", 8080, 80), "failed", "UPnP error 718"),
+        MapResult(MappingSpec("tcp", 25, 25), "created"),
+    ]
+    assert reachability_from_portmap(results) == (False, True)
+    assert reachability_from_portmap([]) == (None, None)
+    manager = CertificateManager(
+        ManagerSettings(names=("a.example.test",), data_dir=tmp_path, directory="staging")
+    )
+    assert [c.challenge for c in manager.candidates] == ["tls-alpn-01", "http-01"]
+    manager.set_reachability(*reachability_from_portmap(results))
+    assert [c.challenge for c in manager.candidates] == ["tls-alpn-01"]
+    assert manager.candidates[0].reason == "port 443 reaches the edge from outside"

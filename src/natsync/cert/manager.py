@@ -34,7 +34,7 @@ import logging
 import random
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -342,6 +342,22 @@ def choose_challenges(
     return out
 
 
+def reachability_from_portmap(results: Sequence[Any]) -> tuple[bool | None, bool | None]:
+    """(port 80, port 443) reachable from outside, from what the router answered to
+    natsync.portmap (``MapResult``: created / renewed / kept → True, failed → False); a port
+    not asked about stays None (unknown)."""
+    found: dict[int, bool] = {}
+    for result in results:
+        spec = result.spec
+        if spec.protocol != "tcp" or spec.external_port not in (80, 443):
+            continue
+        if result.action in ("created", "renewed", "kept"):
+            found[spec.external_port] = True
+        elif result.action == "failed":
+            found.setdefault(spec.external_port, False)
+    return found.get(80), found.get(443)
+
+
 # --- status ----------------------------------------------------------------------------------
 
 
@@ -526,14 +542,7 @@ class CertificateManager:
         self.clock = clock
         self.rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
         self.schedule = Schedule(draw=self.rng.random())
-        self.candidates = choose_challenges(
-            settings.challenge,
-            http_reachable=settings.http_reachable,
-            tls_reachable=settings.tls_reachable,
-            dns_available=dns is not None,
-            wildcard=any(n.startswith("*.") for n in settings.names),
-            ip_identifiers=bool(settings.ips),
-        )
+        self.candidates = self._choose()
         self.challenge = ""
         self.challenge_reason = ""
         self.accounts = AccountStore(settings.acme_dir / "accounts")
@@ -751,6 +760,25 @@ class CertificateManager:
                     )
         return action
 
+    def set_reachability(self, http_reachable: bool | None, tls_reachable: bool | None) -> None:
+        """What is now known about ports 80 / 443 from outside (e.g. from
+        :func:`reachability_from_portmap`): the challenge candidates are chosen again."""
+        self.settings = replace(
+            self.settings, http_reachable=http_reachable, tls_reachable=tls_reachable
+        )
+        self.candidates = self._choose()
+
+    def _choose(self) -> list[Candidate]:
+        settings = self.settings
+        return choose_challenges(
+            settings.challenge,
+            http_reachable=settings.http_reachable,
+            tls_reachable=settings.tls_reachable,
+            dns_available=self.dns is not None,
+            wildcard=any(n.startswith("*.") for n in settings.names),
+            ip_identifiers=bool(settings.ips),
+        )
+
     def wake(self) -> None:
         """Re-evaluate at once (e.g. after `natsync cert renew` asked for it)."""
         self._wakeup.set()
@@ -801,6 +829,7 @@ __all__ = [
     "edge_reload_hook",
     "ensure_placeholder",
     "parse_ports_open",
+    "reachability_from_portmap",
     "read_status",
     "reloader_hook",
     "settings_from_table",
