@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from natsync.cert.acme_responders import ChallengeStore, start_http01_responder
 from natsync.cert.ari import cert_id
@@ -41,6 +42,7 @@ from natsync.server import RunningServer, start_server
 from natsync.store.api import FolderType, Store
 from tests.cert.acme_servers import Bind, Pebble
 from tests.cert.ari_proxy import run_ari_proxy
+from tests.cert.factory import make_ca, make_leaf
 from tests.conftest import ALICE_NAME, ALICE_PASSWORD
 from tests.edge.conftest import Pki
 from tests.edge.test_e2e import deliver
@@ -369,3 +371,27 @@ async def test_a_renewal_reaches_a_server_serving_directly_without_cutting_a_pin
     finally:
         responder.close()
         await responder.wait_closed()
+
+
+async def test_expiry_close_without_success_is_loud_and_unhealthy(
+    pebble: Pebble, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A certificate 85 days into its 90 and an order that fails (nothing answers http-01):
+    an error line that says so, and an unhealthy status naming the reason."""
+    name = unique("late")
+    settings = settings_for(pebble, tmp_path, (name,), challenge="http-01")
+    now = dt.datetime.now(dt.UTC)
+    leaf, _ = make_leaf(make_ca(now=now), [name], not_before=now - dt.timedelta(days=85),
+                          not_after=now + dt.timedelta(days=5))  # fmt: skip
+    settings.out_dir.mkdir(parents=True)
+    settings.cert_path.write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+    manager = CertificateManager(settings)
+    assert manager.status().state is State.EXPIRING
+    assert await manager.step() == Renew()  # due (past two thirds): no need to ask ARI first
+    status = manager.status()
+    assert not status.healthy
+    assert status.state is State.EXPIRING
+    assert "renewal keeps failing" in status.message
+    assert "could not validate http-01" in status.message
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert any(f"CERTIFICATE EXPIRING: {name} expires" in r.getMessage() for r in errors)
