@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from natsync.cert.acme import resolve_directory
 from natsync.cert.ari import RenewalInfo
 from natsync.cert.manager import (
     FALLBACK_JITTER,
@@ -210,3 +211,14 @@ def test_reachability_from_what_the_router_answered(tmp_path: Path) -> None:
     manager.set_reachability(*reachability_from_portmap(results))
     assert [c.challenge for c in manager.candidates] == ["tls-alpn-01"]
     assert manager.candidates[0].reason == "port 443 reaches the edge from outside"
+
+
+def test_lets_encrypt_is_the_default_directory() -> None:
+    assert resolve_directory("") == "https://acme-v02.api.letsencrypt.org/directory"
+    assert resolve_directory("production") == resolve_directory("")
+    assert resolve_directory("staging") == (
+        "https://acme-staging-v02.api.letsencrypt.org/directory"
+    )
+    assert resolve_directory("https://ca.example/dir") == "https://ca.example/dir"
+    with pytest.raises(NatsyncError, match="production, staging or an https:// URL"):
+        resolve_directory("letsencrypt")

@@ -16,7 +16,7 @@ from natsync.cert.acme_responders import ChallengeStore, https_redirect, start_h
 from natsync.cert.manager import ensure_placeholder, is_placeholder
 from natsync.edge import EdgeConfig, start_edge
 from natsync.edge.config import SiteCert
-from natsync.errors import ConfigError
+from natsync.errors import ConfigError, NatsyncError
 
 NOW = dt.datetime.now(dt.UTC)
 TOKEN = "evaGxfADs6pSRb2LAv9IZf17Dt3juxGJ-PCt92wr-oA"
@@ -88,7 +88,7 @@ def test_the_spool_carries_challenges_to_another_store(tmp_path: Path) -> None:
     assert served.extensions.get_extension_for_oid(jose.ACME_IDENTIFIER_OID).critical
     writer.remove_alpn("a.example.test")
     assert reader.alpn_context_for("a.example.test") is None
-    with pytest.raises(ValueError, match="not an ACME token"):
+    with pytest.raises(NatsyncError, match="token that is not base64url"):
         writer.put("../x", "y")
 
 

@@ -42,6 +42,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 
 from natsync.cert.jose import ACME_TLS_ALPN, alpn_certificate
+from natsync.errors import NatsyncError
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +122,9 @@ class ChallengeStore:
     # HTTP-01
     def put(self, token: str, key_authorization: str) -> None:
         if not _valid_token(token):
-            raise ValueError(f"not an ACME token: {token[:80]!r}")
+            raise NatsyncError(
+                f"the ACME server sent a challenge token that is not base64url: {token[:80]!r}"
+            )
         with self._lock:
             self._http[token] = key_authorization
         self._spool_write(HTTP_SPOOL, token, key_authorization.encode("ascii"))
