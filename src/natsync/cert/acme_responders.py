@@ -298,7 +298,10 @@ async def _serve_http01(
         status, body = "400 Bad Request", b"this port only redirects to HTTPS\n"
     else:
         status, body = "404 Not Found", b"no such challenge\n"
-    log.info("HTTP-01 %s -> %s", request_line, status)
+    if len(parts) == 3 and parts[1].startswith(HTTP01_PREFIX):
+        log.info("HTTP-01 %s -> %s", request_line, status)
+    else:  # scanners knock on every port 80: not worth an INFO line each
+        log.debug("port 80 %s -> %s", request_line[:200], status)
     writer.write(
         f"HTTP/1.1 {status}\r\nContent-Type: application/octet-stream\r\n{extra}"
         f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode("latin-1")
