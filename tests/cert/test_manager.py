@@ -395,3 +395,21 @@ async def test_expiry_close_without_success_is_loud_and_unhealthy(
     assert "could not validate http-01" in status.message
     errors = [r for r in caplog.records if r.levelname == "ERROR"]
     assert any(f"CERTIFICATE EXPIRING: {name} expires" in r.getMessage() for r in errors)
+
+
+async def test_run_outlives_an_unexpected_failure(
+    pebble: Pebble, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The status file cannot be written (a directory is in its place): logged, run goes on,
+    and stops when told."""
+    settings = settings_for(pebble, tmp_path, (unique("odd"),), challenge="http-01")
+    manager = CertificateManager(settings)
+    (settings.acme_dir / "status.json").mkdir(parents=True)
+    stop = asyncio.Event()
+    running = asyncio.create_task(manager.run(stop))
+    await wait_for(lambda: "step failed" in caplog.text, 20)
+    assert not running.done()
+    assert manager.status().failures == 1  # the order itself failed and was counted
+    stop.set()
+    await asyncio.wait_for(running, 5)
+    assert running.exception() is None

@@ -81,6 +81,8 @@ RETRY_MAX = dt.timedelta(hours=6)
 RETRY_JITTER = 0.2
 #: Backoff for failed renewalInfo requests (RFC 9773 section 4.3.3: retry with backoff).
 ARI_RETRY_FIRST = dt.timedelta(minutes=1)
+#: Wait after a step failed in an unexpected way (not an ACME or network failure).
+UNEXPECTED_RETRY = dt.timedelta(minutes=5)
 #: Expiry "comes close" when less than this fraction of the lifetime is left (90 days: 9 days):
 #: from there a failure is logged as an error every attempt and /healthz turns unhealthy.
 URGENT_FRACTION = 1 / 10
@@ -793,8 +795,12 @@ class CertificateManager:
             "; ".join(f"{c.challenge} ({c.reason})" for c in self.candidates),
         )
         while not stop.is_set():
-            action = await self.step()
-            self._save_status()
+            try:
+                action = await self.step()
+                self._save_status()
+            except Exception:  # the loop must outlive anything one step meets (a full disk)
+                log.exception("the certificate manager's step failed; trying again shortly")
+                action = Wait(self.clock() + UNEXPECTED_RETRY)
             if not isinstance(action, Wait):
                 continue
             delay = (action.until - self.clock()).total_seconds()
