@@ -1,7 +1,7 @@
 """The command line with the edge as a separate process (`natsync edge run`), the way a home user
 runs it by hand: `natsync cert placeholder`, then `natsync cert acme --responder edge` with
-`--challenge auto`, the challenges handed to the edge through its challenge directory, the
-edge reloaded by SIGHUP; then `natsync cert status`."""
+`--challenge auto`, the challenges handed to the edge (two worker processes) through its
+challenge directory, the edge reloaded by SIGHUP; then `natsync cert status`."""
 
 from __future__ import annotations
 
@@ -43,6 +43,7 @@ backend = "127.0.0.1:9"
 insecure_backend = true
 admin_listen = ""
 forwards = []
+workers = 2              # both share 443 and 80 (SO_REUSEPORT); each reads the spool
 
 [[edge.certificates]]
 names = ["{name}"]
@@ -107,7 +108,8 @@ async def test_auto_through_a_separate_edge_process_then_status(
             if (await served(pebble.tls_port, name)) == leaf:
                 break
             await asyncio.sleep(0.05)
-        assert (await served(pebble.tls_port, name)) == leaf
+        for _ in range(8):  # every worker reloaded (connections spread over both)
+            assert (await served(pebble.tls_port, name)) == leaf
 
         # Only port 80 forwarded: http-01 through the edge's port-80 listener.
         other = f"sep80-{uuid.uuid4().hex[:8]}.example.test"

@@ -318,14 +318,18 @@ async def start_http01_responder(
     port: int = 80,
     *,
     redirect_port: int | None = None,
+    reuse_port: bool = False,
 ) -> asyncio.Server:
     """Serve HTTP-01 answers from *store* on *host*:*port*. With *redirect_port* (the edge's
-    port 80) every other request is redirected to HTTPS on that port; nothing else is served."""
+    port 80) every other request is redirected to HTTPS on that port; nothing else is served.
+    *reuse_port*: several edge workers share the port (each reads the challenge spool)."""
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await _serve_http01(store, reader, writer, redirect_port)
 
-    return await asyncio.start_server(handle, host, port, limit=MAX_REQUEST_HEAD)
+    return await asyncio.start_server(
+        handle, host, port, limit=MAX_REQUEST_HEAD, reuse_port=reuse_port or None
+    )
 
 
 async def start_tls_alpn01_responder(

@@ -130,7 +130,9 @@ async def start_edge(
         running.admin = await start_admin(admin_host, admin_port, render, lambda: True)
         running.admin_port = int(running.admin.sockets[0].getsockname()[1])
     if config.http_listen:
-        running.http, running.http_port = await _start_http(config, running.port, challenges)
+        running.http, running.http_port = await _start_http(
+            config, running.port, challenges, reuse_port
+        )
     for forward in config.forwards:
         forwarder = Forwarder(forward, edge.metrics)
         running.forward_ports.append(await forwarder.start())
@@ -145,7 +147,7 @@ async def start_edge(
 
 
 async def _start_http(
-    config: EdgeConfig, https_port: int, challenges: ChallengeStore | None
+    config: EdgeConfig, https_port: int, challenges: ChallengeStore | None, reuse_port: bool
 ) -> tuple[asyncio.Server, int]:
     """Port 80: ACME HTTP-01 answers (RFC 8555 section 8.3) from *challenges*, a redirect to
     HTTPS for everything else; nothing is proxied from here."""
@@ -153,7 +155,11 @@ async def _start_http(
     public_port = split_hostport(config.listen, "edge.listen")[1] or https_port
     try:
         server = await start_http01_responder(
-            challenges or ChallengeStore(), host, port, redirect_port=public_port
+            challenges or ChallengeStore(),
+            host,
+            port,
+            redirect_port=public_port,
+            reuse_port=reuse_port,
         )
     except OSError as exc:
         raise ConfigError(f"edge.http_listen {config.http_listen}: {exc.strerror}") from exc
