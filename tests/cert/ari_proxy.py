@@ -10,7 +10,9 @@ keyChange, newAccount, newNonce, newOrder and revokeCert only), so this server a
   with a ``Retry-After`` header; by default the window is 60-70 % into the lifetime (what a
   CA suggests for a routine renewal), or what the test put in :attr:`AriProxy.windows` (a CA
   asking for early renewal, as after a mis-issuance). Unknown identifiers get 404.
-- Section 5: it records every newOrder payload, so a test can see ``replaces``.
+- Section 5: it records every newOrder payload, so a test can see ``replaces``; with
+  :attr:`AriProxy.already_replaced` it refuses an order naming ``replaces`` with the
+  ``alreadyReplaced`` problem (section 7.4), as a CA does when another order replaced it.
 
 Everything else is passed to pebble unchanged with the client's ``Host`` header. pebble builds
 its URLs (and checks each JWS ``url``) from the Host it is sent, so every URL it hands out
@@ -49,6 +51,7 @@ class AriProxy:
     known: dict[str, x509.Certificate] = field(default_factory=dict)
     orders: list[dict[str, Any]] = field(default_factory=list)
     asked: list[str] = field(default_factory=list)
+    already_replaced: bool = False
 
     @property
     def directory_url(self) -> str:
@@ -87,7 +90,16 @@ async def run_ari_proxy(pebble: Pebble) -> AsyncIterator[AriProxy]:
         if request.path.endswith("/order-plz") and body:
             jws = json.loads(body)
             padded = jws["payload"] + "=" * (-len(jws["payload"]) % 4)
-            proxy.orders.append(json.loads(base64.urlsafe_b64decode(padded)))
+            order = json.loads(base64.urlsafe_b64decode(padded))
+            proxy.orders.append(order)
+            if proxy.already_replaced and order.get("replaces"):
+                problem = {
+                    "type": "urn:ietf:params:acme:error:alreadyReplaced",
+                    "detail": "the certificate was already replaced",
+                }
+                return web.json_response(
+                    problem, status=409, content_type="application/problem+json"
+                )
         headers = {"Host": request.host}
         for name in ("Content-Type", "Accept"):
             if name in request.headers:

@@ -106,6 +106,18 @@ async def edge_on_pebble_ports(
         await running.close()
 
 
+@asynccontextmanager
+async def responders_on_pebble_ports(pebble: Pebble) -> AsyncIterator[ChallengeStore]:
+    """The standalone HTTP-01 responder on pebble's httpPort (no edge needed)."""
+    store = ChallengeStore()
+    server = await start_http01_responder(store, "127.0.0.1", pebble.http_port)
+    try:
+        yield store
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
 async def served_leaf(port: int, name: str) -> x509.Certificate:
     return (await fetch_certificate("127.0.0.1", port, name)).cert
 
@@ -413,3 +425,31 @@ async def test_run_outlives_an_unexpected_failure(
     stop.set()
     await asyncio.wait_for(running, 5)
     assert running.exception() is None
+
+
+async def test_an_already_replaced_certificate_is_ordered_anew(
+    pebble: Pebble, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """RFC 9773 section 5: the CA refuses `replaces` (alreadyReplaced); the order goes again
+    without it and the host still gets its certificate."""
+    name = unique("replaced")
+    clock = Clock()
+    async with run_ari_proxy(pebble) as ari, responders_on_pebble_ports(pebble) as store:
+        settings = settings_for(
+            pebble, tmp_path, (name,), directory=ari.directory_url, challenge="http-01"
+        )
+        manager = CertificateManager(settings, challenges=store, clock=clock)
+        await manager.step()  # the first certificate
+        first = installed_leaf(settings)
+        await manager.step()  # ARI: the CA offers it, so the next order names `replaces`
+        ari.already_replaced = True
+        ari.windows[cert_id(first)] = (clock() - dt.timedelta(days=1), clock())
+        clock.shift = dt.timedelta(hours=7)
+        assert await manager.step() == CheckAri()
+        assert await manager.step() == Renew()
+    sent = [o.get("replaces") for o in ari.orders]  # (pebble's badNonce: some sent twice)
+    refused = sent.index(cert_id(first))
+    assert sent[refused + 1 :]
+    assert all(r is None for r in sent[refused + 1 :])
+    assert installed_leaf(settings).serial_number != first.serial_number
+    assert "was already replaced; ordering anew" in caplog.text
