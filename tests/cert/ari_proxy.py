@@ -12,7 +12,8 @@ keyChange, newAccount, newNonce, newOrder and revokeCert only), so this server a
   asking for early renewal, as after a mis-issuance). Unknown identifiers get 404.
 - Section 5: it records every newOrder payload, so a test can see ``replaces``; with
   :attr:`AriProxy.already_replaced` it refuses an order naming ``replaces`` with the
-  ``alreadyReplaced`` problem (section 7.4), as a CA does when another order replaced it.
+  ``alreadyReplaced`` problem type the RFC registers, as a CA does when another order
+  replaced it.
 
 Everything else is passed to pebble unchanged with the client's ``Host`` header. pebble builds
 its URLs (and checks each JWS ``url``) from the Host it is sent, so every URL it hands out
