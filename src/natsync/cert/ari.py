@@ -32,7 +32,8 @@ from natsync.errors import NatsyncError
 #: announced through ARI would be seen too late).
 MIN_RETRY_AFTER = dt.timedelta(minutes=1)
 MAX_RETRY_AFTER = dt.timedelta(days=1)
-#: Section 4.3: without a Retry-After, poll again after six hours.
+#: Without a Retry-After (section 4.3.3 counts that as an error of the server), ask again after
+#: six hours: our choice, a quarter of the longest interval above.
 DEFAULT_RETRY_AFTER = dt.timedelta(hours=6)
 #: Largest renewalInfo body read: the object is a few hundred bytes.
 MAX_BODY = 64 * 1024
