@@ -222,3 +222,10 @@ def test_lets_encrypt_is_the_default_directory() -> None:
     assert resolve_directory("https://ca.example/dir") == "https://ca.example/dir"
     with pytest.raises(NatsyncError, match="production, staging or an https:// URL"):
         resolve_directory("letsencrypt")
+
+
+def test_five_failures_an_hour_at_most_even_with_short_jitter() -> None:
+    """Let's Encrypt's failed-validation limit: 5 per name per hour. Attempts at 0 and after
+    each backoff: the sixth comes after the hour, even with every wait 20 % short."""
+    waits = [backoff(n, RETRY_FIRST, -1.0) for n in range(1, 6)]
+    assert sum(waits, dt.timedelta(0)) > dt.timedelta(hours=1)

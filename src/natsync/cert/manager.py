@@ -73,9 +73,10 @@ FALLBACK_FRACTION = 2 / 3
 #: Jitter before the fallback point, as a fraction of the lifetime (90 days: up to 3 days
 #: earlier), so hosts set up the same day do not all ask the CA in the same second.
 FALLBACK_JITTER = 1 / 30
-#: Backoff after a failed renewal: first wait, doubling, capped (Let's Encrypt allows 5 failed
-#: validations per name per hour; 2, 4, 8, 16, 32 minutes stays under it).
-RETRY_FIRST = dt.timedelta(minutes=2)
+#: Backoff after a failed renewal: first wait, doubling, capped. Let's Encrypt allows 5 failed
+#: validations per name per hour: 3, 6, 12, 24, 48 minutes (even all 20 % short) puts the sixth
+#: attempt past the hour when each attempt tries one challenge type.
+RETRY_FIRST = dt.timedelta(minutes=3)
 RETRY_MAX = dt.timedelta(hours=6)
 #: Random part of each backoff (+/- this fraction).
 RETRY_JITTER = 0.2
