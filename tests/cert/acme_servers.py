@@ -137,6 +137,8 @@ class Pebble:
     http_port: int
     tls_port: int
     log: Path
+    tls_cert: Path  # pebble's own TLS certificate and key (a proxy in front reuses them)
+    tls_key: Path
 
     def ssl_context(self) -> ssl.SSLContext:
         return ssl.create_default_context(cafile=str(self.ca_file))
@@ -177,6 +179,8 @@ def run_pebble(directory: Path, dns_port: int, nonce_reject: int = 5) -> Iterato
         http_port,
         tls_port,
         log,
+        cert,
+        key,
     )
     try:
         deadline = time.monotonic() + START_TIMEOUT

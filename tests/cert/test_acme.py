@@ -32,6 +32,7 @@ from natsync.cert.acme_responders import (
     start_tls_alpn01_responder,
 )
 from natsync.cert.check import Severity, TrustStore, check
+from natsync.cert.dns01 import Rfc2136Publisher
 from natsync.ddns.update import read_published
 from tests.cert.acme_servers import Bind, Pebble
 
@@ -119,7 +120,9 @@ async def test_issue_with_dns01_through_rfc2136(pebble: Pebble, bind: Bind, tmp_
             published.append(read_published(bind.server(), owner, "TXT").values)
             await super().withdraw(identifier, token, key_authorization)
 
-    issued, client = await issue(pebble, tmp_path, Watching(bind.server()), [name])
+    issued, client = await issue(
+        pebble, tmp_path, Watching(Rfc2136Publisher(bind.server())), [name]
+    )
     assert client.stats.challenges_answered == 1
     [values] = published
     assert len(values) == 1  # the TXT was in the zone while pebble looked ...

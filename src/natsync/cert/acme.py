@@ -44,6 +44,7 @@ from cryptography.x509.oid import NameOID
 
 from natsync.cert import jose
 from natsync.cert.acme_responders import ChallengeStore
+from natsync.cert.ari import AriError, RenewalInfo, cert_id, parse_renewal_info
 from natsync.cert.ca import PrivateKey, new_key
 from natsync.errors import NatsyncError
 
@@ -68,6 +69,25 @@ MAX_RESPONSE = 1024 * 1024
 
 PROBLEM_PREFIX = "urn:ietf:params:acme:error:"
 CHALLENGE_TYPES = ("http-01", "tls-alpn-01", "dns-01")
+#: Named ACME directories; any other value must be an https URL. Let's Encrypt is the default.
+DIRECTORIES = {
+    "production": "https://acme-v02.api.letsencrypt.org/directory",
+    "staging": "https://acme-staging-v02.api.letsencrypt.org/directory",
+}
+DEFAULT_DIRECTORY = "production"
+
+
+def resolve_directory(value: str) -> str:
+    """``production`` / ``staging`` (Let's Encrypt) or an https URL, as a directory URL."""
+    value = (value or DEFAULT_DIRECTORY).strip()
+    if value in DIRECTORIES:
+        return DIRECTORIES[value]
+    if not value.startswith("https://"):
+        raise AcmeError(
+            f"ACME directory {value!r}: use production, staging or an https:// URL "
+            "(RFC 8555 section 6.1 requires HTTPS)"
+        )
+    return value
 
 
 class AcmeError(NatsyncError):
@@ -232,22 +252,21 @@ class TlsAlpn01Solver:
 
 @dataclass
 class Dns01Solver:
-    """DNS-01: a TXT record at _acme-challenge.<name> by RFC 2136 update with TSIG."""
+    """DNS-01: a TXT record at _acme-challenge.<name>, through any DNS updater
+    (:class:`natsync.cert.dns01.TxtPublisher`: RFC 2136, or a provider's API)."""
 
-    server: Any  # natsync.ddns.update.DnsServer (imported lazily: dnspython is heavy)
+    publisher: Any  # natsync.cert.dns01.TxtPublisher (imported lazily: dnspython is heavy)
     challenge_type: str = "dns-01"
 
     async def publish(self, identifier: str, token: str, key_authorization: str) -> None:
-        from natsync.cert.dns01 import add_txt
-
         owner = jose.dns01_name(identifier)
-        await asyncio.to_thread(add_txt, self.server, owner, jose.dns01_value(key_authorization))
+        value = jose.dns01_value(key_authorization)
+        await asyncio.to_thread(self.publisher.add_txt, owner, value)
 
     async def withdraw(self, identifier: str, token: str, key_authorization: str) -> None:
-        from natsync.cert.dns01 import remove_txt
-
         owner = jose.dns01_name(identifier)
-        await asyncio.to_thread(remove_txt, self.server, owner, jose.dns01_value(key_authorization))
+        value = jose.dns01_value(key_authorization)
+        await asyncio.to_thread(self.publisher.remove_txt, owner, value)
 
 
 # --- the client ------------------------------------------------------------------------------
@@ -261,6 +280,8 @@ class Stats:
     bad_nonce_retries: int = 0
     challenges_answered: int = 0
     authorizations_reused: int = 0
+    #: The payload of the last newOrder (``replaces`` shows here, RFC 9773 section 5).
+    last_order: dict[str, Any] = field(default_factory=dict)
 
 
 class AcmeClient:
@@ -416,18 +437,46 @@ class AcmeClient:
                     f"{what} is still {status} after {self.poll_timeout:.0f} s; try again later"
                 )
             retry_after = resp.headers.get("retry-after", "")
-            wait = float(retry_after) if retry_after.isdigit() else delay
+            wait = float(retry_after) if retry_after.isascii() and retry_after.isdigit() else delay
             await asyncio.sleep(min(wait, MAX_POLL_INTERVAL))
             delay = min(delay * 1.5, MAX_POLL_INTERVAL)
 
-    async def new_order(self, identifiers: Sequence[dict[str, str]]) -> tuple[str, dict[str, Any]]:
-        resp = await self.post(
-            (await self.directory())["newOrder"], {"identifiers": list(identifiers)}
-        )
+    async def new_order(
+        self, identifiers: Sequence[dict[str, str]], replaces: str = ""
+    ) -> tuple[str, dict[str, Any]]:
+        payload: dict[str, Any] = {"identifiers": list(identifiers)}
+        if replaces:
+            payload["replaces"] = replaces  # RFC 9773 section 5
+        self.stats.last_order = payload
+        try:
+            resp = await self.post((await self.directory())["newOrder"], payload)
+        except AcmeError as exc:
+            if not replaces or exc.problem_type != "alreadyReplaced":
+                raise
+            # Section 5: the certificate was already replaced by another order; a plain
+            # order still gets this host its certificate.
+            log.warning("the ACME server says %s was already replaced; ordering anew", replaces)
+            return await self.new_order(identifiers)
         location = resp.headers.get("location")
         if not location:
             raise AcmeError("the ACME server created an order but sent no Location")
         return location, resp.json()
+
+    async def renewal_info_url(self) -> str:
+        """The directory's ``renewalInfo`` URL (RFC 9773 section 3), "" when not offered."""
+        url = (await self.directory()).get("renewalInfo")
+        return url.rstrip("/") if isinstance(url, str) and url.startswith("https://") else ""
+
+    async def renewal_info(self, cert: x509.Certificate, now: dt.datetime) -> RenewalInfo | None:
+        """The server's renewal window for *cert* (RFC 9773 section 4.2), None when the
+        server offers no ARI; AriError when it answers something unusable."""
+        base = await self.renewal_info_url()
+        if not base:
+            return None
+        resp = await self._request("GET", f"{base}/{cert_id(cert)}")
+        if resp.status != 200:
+            raise AriError(f"renewalInfo answered HTTP {resp.status}")
+        return parse_renewal_info(resp.body, resp.headers.get("retry-after"), now)
 
     async def authorize(self, authz_url: str, solver: Solver) -> None:
         """Make one authorization valid with *solver*, or raise ChallengeFailed."""
@@ -532,15 +581,17 @@ async def obtain(
     key_type: str = "ec",
     contact: Sequence[str] = (),
     on_installed: ReloadHook | None = None,
+    replaces: str = "",
 ) -> Issued:
     """Run one whole order and install the result as ``<basename>.pem`` / ``.key``.
 
     The files are replaced atomically (key first, then the chain), then *on_installed* runs
     (a hot-reload hook: the edge's SIGHUP, or a callback reloading an SSLContext).
+    *replaces*: the ARI identifier of the certificate this one replaces (RFC 9773 section 5).
     """
     if client.kid is None:
         await client.register(contact)
-    order_url, order = await client.new_order(identifiers(names, ips))
+    order_url, order = await client.new_order(identifiers(names, ips), replaces)
     for authz_url in order.get("authorizations", []):
         await client.authorize(authz_url, solver)
     order = await client.poll(order_url, ("ready", "valid"), what="the order")

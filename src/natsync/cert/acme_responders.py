@@ -17,6 +17,12 @@ The store is the interface the edge serves from, too. How the edge plugs in:
 
 The ACME client (:mod:`natsync.cert.acme`) puts a challenge in before telling the server to
 validate, and removes it once the authorization is valid or invalid.
+
+When the certificate manager and the edge run in different processes, both make a store on the
+same *spool* directory (``edge.challenge_dir``): the writer also leaves each challenge there as
+a file (``http-01/<token>``, ``tls-alpn-01/<name>``, mode 0600), and the reader looks there
+when its memory has nothing. The TLS-ALPN-01 directory is read again only when its
+modification time changes, so a handshake costs one ``stat``.
 """
 
 from __future__ import annotations
@@ -31,10 +37,12 @@ import ssl
 import tempfile
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 
 from natsync.cert.jose import ACME_TLS_ALPN, alpn_certificate
+from natsync.errors import NatsyncError
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +52,17 @@ HTTP01_PREFIX = "/.well-known/acme-challenge/"
 MAX_REQUEST_HEAD = 8192
 #: Seconds a client may take to send its request head (a stalled peer is dropped).
 REQUEST_TIMEOUT = 10.0
+#: Longest token accepted (RFC 8555 section 8.3 asks for 128 bits of entropy, ~43 characters).
+MAX_TOKEN = 256
+#: Longest key authorization read back from the spool (token "." 43-character thumbprint).
+MAX_KEY_AUTHORIZATION = 512
+#: Longest spooled TLS-ALPN-01 certificate + key file.
+MAX_SPOOLED_PEM = 16 * 1024
+#: Spool subdirectories.
+HTTP_SPOOL = "http-01"
+ALPN_SPOOL = "tls-alpn-01"
+#: Host header characters accepted when building the HTTPS redirect (a name or an address).
+_HOST_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-:[]")
 #: Tokens are base64url (RFC 8555 section 8.3); anything else in the path is refused.
 _TOKEN_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
 
@@ -66,27 +85,66 @@ def alpn_server_name(identifier: str) -> str:
         return identifier.lower().rstrip(".")
 
 
+def _valid_token(token: str) -> bool:
+    return 0 < len(token) <= MAX_TOKEN and set(token) <= _TOKEN_CHARS
+
+
 class ChallengeStore:
     """Pending challenges: HTTP-01 tokens and TLS-ALPN-01 certificates by name. Thread-safe,
-    so a responder on another thread or in the edge process can serve while the client runs."""
+    so a responder on another thread or in the edge process can serve while the client runs;
+    with a *spool* directory, also across processes (see the module text)."""
 
-    def __init__(self) -> None:
+    def __init__(self, spool: Path | None = None) -> None:
         self._lock = threading.Lock()
         self._http: dict[str, str] = {}
         self._alpn: dict[str, AlpnChallenge] = {}
+        self.spool = spool
+        self._spooled_alpn: dict[str, AlpnChallenge] = {}
+        self._spool_mtime = -1
+        if spool is not None:
+            for sub in (HTTP_SPOOL, ALPN_SPOOL):
+                (spool / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    def _spool_write(self, sub: str, name: str, data: bytes) -> None:
+        if self.spool is None:
+            return
+        path = self.spool / sub / name
+        tmp = path.with_name(f".{name}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+
+    def _spool_remove(self, sub: str, name: str) -> None:
+        if self.spool is not None:
+            (self.spool / sub / name).unlink(missing_ok=True)
 
     # HTTP-01
     def put(self, token: str, key_authorization: str) -> None:
+        if not _valid_token(token):
+            raise NatsyncError(
+                f"the ACME server sent a challenge token that is not base64url: {token[:80]!r}"
+            )
         with self._lock:
             self._http[token] = key_authorization
+        self._spool_write(HTTP_SPOOL, token, key_authorization.encode("ascii"))
 
     def get(self, token: str) -> str | None:
         with self._lock:
-            return self._http.get(token)
+            found = self._http.get(token)
+        if found is None and self.spool is not None and _valid_token(token):
+            try:
+                data = (self.spool / HTTP_SPOOL / token).read_bytes()[:MAX_KEY_AUTHORIZATION]
+            except OSError:
+                return None
+            found = data.decode("ascii", "replace")
+        return found
 
     def remove(self, token: str) -> None:
         with self._lock:
             self._http.pop(token, None)
+        if _valid_token(token):
+            self._spool_remove(HTTP_SPOOL, token)
 
     # TLS-ALPN-01
     def put_alpn(self, identifier: str, key_authorization: str, now: dt.datetime) -> None:
@@ -98,25 +156,63 @@ class ChallengeStore:
             serialization.NoEncryption(),
         )
         context = _alpn_context(cert_pem, key_pem)
+        name = alpn_server_name(identifier)
         with self._lock:
-            self._alpn[alpn_server_name(identifier)] = AlpnChallenge(cert_pem, key_pem, context)
+            self._alpn[name] = AlpnChallenge(cert_pem, key_pem, context)
+        self._spool_write(ALPN_SPOOL, name, cert_pem + key_pem)
+
+    def _find_alpn(self, name: str) -> AlpnChallenge | None:
+        name = name.lower().rstrip(".")
+        with self._lock:
+            found = self._alpn.get(name)
+        if found is None and self.spool is not None:
+            found = self._spooled().get(name)
+        return found
+
+    def _spooled(self) -> dict[str, AlpnChallenge]:
+        """The spool's TLS-ALPN-01 challenges, read again when the directory changed."""
+        assert self.spool is not None
+        directory = self.spool / ALPN_SPOOL
+        try:
+            mtime = directory.stat().st_mtime_ns
+        except OSError:
+            return {}
+        with self._lock:
+            if mtime == self._spool_mtime:
+                return self._spooled_alpn
+        found: dict[str, AlpnChallenge] = {}
+        for path in directory.iterdir():
+            if path.name.startswith("."):
+                continue
+            try:
+                data = path.read_bytes()[:MAX_SPOOLED_PEM]
+                cut = data.index(b"-----BEGIN PRIVATE KEY-----")
+                cert_pem, key_pem = data[:cut], data[cut:]
+                found[path.name] = AlpnChallenge(
+                    cert_pem, key_pem, _alpn_context(cert_pem, key_pem)
+                )
+            except (OSError, ValueError, ssl.SSLError) as exc:
+                log.warning("ignoring spooled TLS-ALPN-01 challenge %s: %s", path, exc)
+        with self._lock:
+            self._spooled_alpn, self._spool_mtime = found, mtime
+        return found
 
     def alpn_certificate_for(self, name: str) -> tuple[bytes, bytes] | None:
         """(certificate PEM, key PEM) answering TLS-ALPN-01 for SNI *name*, if pending."""
-        with self._lock:
-            found = self._alpn.get(name.lower().rstrip("."))
+        found = self._find_alpn(name)
         return (found.cert_pem, found.key_pem) if found else None
 
     def alpn_context_for(self, name: str | None) -> ssl.SSLContext | None:
         if not name:
             return None
-        with self._lock:
-            found = self._alpn.get(name.lower().rstrip("."))
+        found = self._find_alpn(name)
         return found.context if found else None
 
     def remove_alpn(self, identifier: str) -> None:
+        name = alpn_server_name(identifier)
         with self._lock:
-            self._alpn.pop(alpn_server_name(identifier), None)
+            self._alpn.pop(name, None)
+        self._spool_remove(ALPN_SPOOL, name)
 
 
 def _alpn_context(cert_pem: bytes, key_pem: bytes) -> ssl.SSLContext:
@@ -145,14 +241,40 @@ def http01_answer(store: ChallengeStore, path: str) -> bytes | None:
     if not path.startswith(HTTP01_PREFIX):
         return None
     token = path[len(HTTP01_PREFIX) :].split("?", 1)[0]
-    if not token or not set(token) <= _TOKEN_CHARS:
+    if not _valid_token(token):
         return None
     answer = store.get(token)
     return answer.encode("ascii") if answer is not None else None
 
 
+def https_redirect(head: bytes, https_port: int) -> str | None:
+    """The ``Location`` for a plain-HTTP request: the same host and path on HTTPS, or None
+    when the request names no usable host."""
+    lines = head.split(b"\r\n")
+    parts = lines[0].decode("latin-1").split(" ")
+    if len(parts) != 3 or not parts[1].startswith("/"):
+        return None
+    host = ""
+    for line in lines[1:]:
+        name, sep, value = line.partition(b":")
+        if sep and name.strip().lower() == b"host":
+            host = value.strip().decode("latin-1")
+            break
+    if not host or not set(host) <= _HOST_CHARS or len(host) > 255:
+        return None
+    if host.startswith("["):
+        host = host[: host.find("]") + 1]
+    else:
+        host = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    port = "" if https_port == 443 else f":{https_port}"
+    return f"https://{host}{port}{parts[1]}"
+
+
 async def _serve_http01(
-    store: ChallengeStore, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    store: ChallengeStore,
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    redirect_port: int | None = None,
 ) -> None:
     try:
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), REQUEST_TIMEOUT)
@@ -162,16 +284,27 @@ async def _serve_http01(
     request_line = head.split(b"\r\n", 1)[0].decode("latin-1")
     parts = request_line.split(" ")
     body: bytes | None = None
+    extra = ""
     if len(parts) == 3 and parts[0] in ("GET", "HEAD"):
         body = http01_answer(store, parts[1])
-    if body is None:
-        status, body = "404 Not Found", b"no such challenge\n"
-    else:
+    if body is not None:
         status = "200 OK"
-    log.info("HTTP-01 %s -> %s", request_line, status)
+    elif len(parts) == 3 and parts[1].startswith(HTTP01_PREFIX):
+        status, body = "404 Not Found", b"no such challenge\n"
+    elif redirect_port is not None and (location := https_redirect(head, redirect_port)):
+        status, body = "301 Moved Permanently", b""
+        extra = f"Location: {location}\r\n"
+    elif redirect_port is not None:
+        status, body = "400 Bad Request", b"this port only redirects to HTTPS\n"
+    else:
+        status, body = "404 Not Found", b"no such challenge\n"
+    if len(parts) == 3 and parts[1].startswith(HTTP01_PREFIX):
+        log.info("HTTP-01 %s -> %s", request_line, status)
+    else:  # scanners knock on every port 80: not worth an INFO line each
+        log.debug("port 80 %s -> %s", request_line[:200], status)
     writer.write(
-        f"HTTP/1.1 {status}\r\nContent-Type: application/octet-stream\r\n"
-        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode("ascii")
+        f"HTTP/1.1 {status}\r\nContent-Type: application/octet-stream\r\n{extra}"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode("latin-1")
         + (body if parts[0] != "HEAD" else b"")
     )
     with contextlib.suppress(OSError):
@@ -180,14 +313,23 @@ async def _serve_http01(
 
 
 async def start_http01_responder(
-    store: ChallengeStore, host: str = "127.0.0.1", port: int = 80
+    store: ChallengeStore,
+    host: str = "127.0.0.1",
+    port: int = 80,
+    *,
+    redirect_port: int | None = None,
+    reuse_port: bool = False,
 ) -> asyncio.Server:
-    """Serve HTTP-01 answers from *store* on *host*:*port* (standalone, when no edge runs)."""
+    """Serve HTTP-01 answers from *store* on *host*:*port*. With *redirect_port* (the edge's
+    port 80) every other request is redirected to HTTPS on that port; nothing else is served.
+    *reuse_port*: several edge workers share the port (each reads the challenge spool)."""
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await _serve_http01(store, reader, writer)
+        await _serve_http01(store, reader, writer, redirect_port)
 
-    return await asyncio.start_server(handle, host, port, limit=MAX_REQUEST_HEAD)
+    return await asyncio.start_server(
+        handle, host, port, limit=MAX_REQUEST_HEAD, reuse_port=reuse_port or None
+    )
 
 
 async def start_tls_alpn01_responder(

@@ -7,12 +7,19 @@ both validate at ``_acme-challenge.example.com``) need two TXT values at once. S
 adds and deletes single TXT values (RFC 2136 sections 2.5.1 and 2.5.4) with dnspython, and
 confirms with natsync.ddns.update.read_published, which asks the authoritative server itself
 (no cache), before the ACME server is told to look.
+
+:class:`TxtPublisher` is the interface DNS-01 needs from any DNS updater (RFC 2136 here; the
+provider updaters of natsync.ddns implement the same two methods): ``add_txt`` returns only
+once the record is served, ``remove_txt`` withdraws one value and leaves others.
+:class:`Rfc2136Publisher` is that interface over the functions below.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import dns.exception
 import dns.name
@@ -29,6 +36,37 @@ TXT_TTL = 60
 #: Seconds to wait for the authoritative server to answer with the new record.
 CONFIRM_TIMEOUT = 10.0
 CONFIRM_INTERVAL = 0.1
+
+
+@runtime_checkable
+class TxtPublisher(Protocol):
+    """Publishes DNS-01 TXT records through some DNS updater (blocking calls; the ACME client
+    runs them in a thread). *owner* is the full name (``_acme-challenge.<name>.``)."""
+
+    def add_txt(self, owner: str, value: str) -> None:
+        """Add *value* at *owner*; return once the zone's servers answer it."""
+        ...
+
+    def remove_txt(self, owner: str, value: str) -> None:
+        """Remove the one *value* at *owner*; other values stay."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Rfc2136Publisher:
+    """TxtPublisher by RFC 2136 update with TSIG to the zone's primary."""
+
+    server: DnsServer
+    confirm_timeout: float = CONFIRM_TIMEOUT
+
+    def add_txt(self, owner: str, value: str) -> None:
+        add_txt(self.server, owner, value, confirm_timeout=self.confirm_timeout)
+
+    def remove_txt(self, owner: str, value: str) -> None:
+        remove_txt(self.server, owner, value)
+
+    def describe(self) -> str:
+        return f"RFC 2136 to {self.server.host}:{self.server.port} (zone {self.server.zone})"
 
 
 def _quoted(value: str) -> str:

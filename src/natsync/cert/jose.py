@@ -109,6 +109,21 @@ def dns01_name(identifier: str) -> str:
     return DNS01_PREFIX + identifier.removeprefix("*.").rstrip(".") + "."
 
 
+def self_signed_builder(
+    subject: x509.Name, key: ec.EllipticCurvePrivateKey, start: dt.datetime, end: dt.datetime
+) -> x509.CertificateBuilder:
+    """A self-signed certificate builder for *key*, valid from *start* to *end*."""
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(end)
+    )
+
+
 def alpn_certificate(
     name: str, key_auth: str, now: dt.datetime
 ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
@@ -126,13 +141,7 @@ def alpn_certificate(
     except ValueError:
         general = x509.DNSName(name)
     cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(hours=1))
-        .not_valid_after(now + ALPN_CERT_VALIDITY)
+        self_signed_builder(subject, key, now - dt.timedelta(hours=1), now + ALPN_CERT_VALIDITY)
         .add_extension(x509.SubjectAlternativeName([general]), critical=False)
         .add_extension(x509.UnrecognizedExtension(ACME_IDENTIFIER_OID, octet_string), True)
         .sign(key, hashes.SHA256())

@@ -46,10 +46,15 @@ class CertReloader:
         cert_path: Path,
         key_path: Path,
         configure: Callable[[ssl.SSLContext], None] | None = None,
+        *,
+        build: Callable[[Path, Path], ssl.SSLContext] | None = None,
     ) -> None:
+        """*build*: how a context is made from the files (default :func:`server_context`);
+        *configure*: what is set on each one after."""
         self.cert_path = cert_path
         self.key_path = key_path
         self._configure = configure
+        self._build_from = build or server_context
         self._lock = threading.Lock()
         self._current = self._build()
         self.generation = 1
@@ -57,7 +62,13 @@ class CertReloader:
         self.context.sni_callback = self._pick
 
     def _build(self) -> ssl.SSLContext:
-        context = server_context(self.cert_path, self.key_path)
+        try:
+            context = self._build_from(self.cert_path, self.key_path)
+        except (OSError, ssl.SSLError) as exc:
+            raise ReloadError(
+                f"cannot load {self.cert_path} with {self.key_path}: {exc}; the old certificate "
+                "stays"
+            ) from exc
         if self._configure is not None:
             self._configure(context)
         return context

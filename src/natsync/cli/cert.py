@@ -262,85 +262,86 @@ def _acme_settings_path(data_dir: Path) -> Path:
     return data_dir / "acme" / RENEWAL_FILE
 
 
+def _ports_open(text: str) -> tuple[bool | None, bool | None]:
+    """--ports-open: (port 80 reachable, port 443 reachable) from outside."""
+    from natsync.cert.manager import parse_ports_open
+
+    try:
+        return parse_ports_open(text)
+    except NatsyncError as exc:
+        raise click.BadParameter(exc.message, param_hint="--ports-open") from None
+
+
+def _manager(
+    settings: dict[str, Any], data_dir: Path, clock: Callable[[], dt.datetime] = _now
+) -> Any:
+    from natsync.cert.acme import sighup_pid_file
+    from natsync.cert.manager import CertificateManager, ManagerSettings
+
+    http_open, tls_open = _ports_open(settings.get("ports_open") or "unknown")
+    config = ManagerSettings(
+        names=tuple(settings["names"]),
+        ips=tuple(settings["ips"]),
+        data_dir=data_dir,
+        directory=settings["directory"],
+        challenge=settings["challenge"],
+        email=settings.get("email") or "",
+        cert_dir=Path(settings["out"]),
+        basename=settings.get("basename") or "server",
+        key_type=settings.get("key") or "ec",
+        ca_file=Path(settings["ca_file"]) if settings.get("ca_file") else None,
+        http_reachable=http_open,
+        tls_reachable=tls_open,
+    )
+    dns = None
+    if settings.get("dns_server"):
+        from natsync.cert.dns01 import Rfc2136Publisher
+
+        dns = Rfc2136Publisher(_dns_server(settings))
+    hooks = []
+    if settings.get("reload_pid_file"):
+        hooks.append(sighup_pid_file(Path(settings["reload_pid_file"])))
+    return CertificateManager(config, dns=dns, on_installed=hooks, clock=clock)
+
+
 async def _run_acme(settings: dict[str, Any], data_dir: Path) -> dict[str, Any]:
-    """One order with the saved or given settings; standalone responders when asked."""
-    import ssl
+    """One order with the saved or given settings; standalone responders unless an edge answers
+    from the challenge directory."""
+    from natsync.cert.acme_responders import start_http01_responder, start_tls_alpn01_responder
 
-    from natsync.cert.acme import (
-        AccountStore,
-        AcmeClient,
-        Dns01Solver,
-        Http01Solver,
-        Solver,
-        TlsAlpn01Solver,
-        obtain,
-        sighup_pid_file,
-    )
-    from natsync.cert.acme_responders import (
-        ChallengeStore,
-        start_http01_responder,
-        start_tls_alpn01_responder,
-    )
-
-    directory = settings["directory"]
-    accounts = AccountStore(data_dir / "acme" / "accounts")
-    key = accounts.key(directory)
-    context = (
-        ssl.create_default_context(cafile=settings["ca_file"]) if settings.get("ca_file") else None
-    )
-    store = ChallengeStore()
-    solver: Solver
+    manager = _manager(settings, data_dir)
+    kinds = {c.challenge for c in manager.candidates}
     servers: list[Any] = []
-    challenge = settings["challenge"]
     listen = settings.get("listen") or "0.0.0.0"  # noqa: S104 - validators come from anywhere
     try:
-        if challenge == "http-01":
-            solver = Http01Solver(store)
-            servers.append(
-                await start_http01_responder(store, listen, int(settings.get("http_port") or 80))
-            )
-        elif challenge == "tls-alpn-01":
-            solver = TlsAlpn01Solver(store)
-            servers.append(
-                await start_tls_alpn01_responder(
-                    store, listen, int(settings.get("tls_port") or 443)
-                )
-            )
-        else:
-            solver = Dns01Solver(_dns_server(settings))
-        hook = None
-        if settings.get("reload_pid_file"):
-            hook = sighup_pid_file(Path(settings["reload_pid_file"]))
-        async with AcmeClient(
-            directory, key, ssl_context=context, account_url=accounts.account_url(directory)
-        ) as client:
-            contact = [f"mailto:{settings['email']}"] if settings.get("email") else []
-            try:
-                issued = await obtain(
-                    client,
-                    names=settings["names"],
-                    ips=settings["ips"],
-                    solver=solver,
-                    out_dir=Path(settings["out"]),
-                    basename=settings.get("basename") or "server",
-                    key_type=settings.get("key") or "ec",
-                    contact=contact,
-                    on_installed=hook,
-                )
-            finally:
-                if client.kid:
-                    accounts.save(directory, client.kid, key, contact)
+        if settings.get("responder", "standalone") == "standalone":
+            if "http-01" in kinds:
+                port = int(settings.get("http_port") or 80)
+                servers.append(await start_http01_responder(manager.challenges, listen, port))
+            if "tls-alpn-01" in kinds:
+                port = int(settings.get("tls_port") or 443)
+                servers.append(await start_tls_alpn01_responder(manager.challenges, listen, port))
+        issued = await manager.renew_now()
+    except OSError as exc:
+        raise NatsyncError(
+            f"cannot listen for the challenge on {listen}: {exc.strerror}; is the edge on that "
+            "port? then use --responder edge"
+        ) from exc
     finally:
         for server in servers:
             server.close()
             await server.wait_closed()
+    stats = manager.last_stats
     return {
         "cert": str(issued.cert_path),
         "key": str(issued.key_path),
         "not_after": issued.chain[0].not_valid_after_utc.isoformat(),
-        "challenges_answered": client.stats.challenges_answered,
-        "authorizations_reused": client.stats.authorizations_reused,
-        "bad_nonce_retries": client.stats.bad_nonce_retries,
+        "challenge": manager.challenge,
+        "challenge_reason": manager.challenge_reason,
+        "directory": manager.directory_url,
+        "challenges_answered": stats.challenges_answered if stats else 0,
+        "authorizations_reused": stats.authorizations_reused if stats else 0,
+        "bad_nonce_retries": stats.bad_nonce_retries if stats else 0,
     }
 
 
@@ -370,18 +371,42 @@ def _run_and_render(settings: dict[str, Any], data_dir: Path, as_json: bool) -> 
     else:
         click.echo(f"certificate: {result['cert']} (valid until {result['not_after']})")
         click.echo(f"key:         {result['key']}")
+        click.echo(f"challenge:   {result['challenge']} ({result['challenge_reason']})")
 
 
 @cert.command()
 @_data_dir_option
-@click.option("--directory", "directory_url", required=True, help="ACME directory URL.")
+@click.option(
+    "--directory",
+    "directory_url",
+    default="production",
+    show_default=True,
+    help="ACME directory: production or staging (Let's Encrypt), or an https:// URL.",
+)
 @click.option("--name", "names", multiple=True, help="DNS name to certify (repeatable).")
 @click.option("--ip", "ips", multiple=True, help="IP address to certify (RFC 8738).")
 @click.option(
     "--challenge",
-    type=click.Choice(["http-01", "tls-alpn-01", "dns-01"]),
-    default="http-01",
+    type=click.Choice(["auto", "http-01", "tls-alpn-01", "dns-01"]),
+    default="auto",
     show_default=True,
+    help="auto: ports known open first, then dns-01 (when --dns-server is given), then the "
+    "rest; the first that works is used and said.",
+)
+@click.option(
+    "--ports-open",
+    default="unknown",
+    show_default=True,
+    help="Which of ports 80 and 443 the router forwards to this host (80,443 / 443 / 80 / "
+    "none / unknown): what auto goes by.",
+)
+@click.option(
+    "--responder",
+    type=click.Choice(["standalone", "edge"]),
+    default="standalone",
+    show_default=True,
+    help="Who answers http-01/tls-alpn-01: listeners of this command, or a running edge "
+    "whose edge.challenge_dir is DATA_DIR/acme/challenges.",
 )
 @click.option("--email", default="", help="Contact address for the ACME account.")
 @click.option(
@@ -421,6 +446,8 @@ def acme(
     names: tuple[str, ...],
     ips: tuple[str, ...],
     challenge: str,
+    ports_open: str,
+    responder: str,
     email: str,
     ca_file: str | None,
     listen: str,
@@ -436,9 +463,11 @@ def acme(
 ) -> None:
     """Obtain a certificate from an ACME server (RFC 8555) and remember how, for `renew`.
 
-    http-01 and tls-alpn-01 run their own responder on --listen and --http-port / --tls-port
-    (point the router's port 80 / 443 forward there, or stop the edge for the moment).
+    With --responder standalone, http-01 and tls-alpn-01 are answered by listeners of this
+    command on --listen and --http-port / --tls-port; with --responder edge, by the running
+    edge (edge.challenge_dir = DATA_DIR/acme/challenges, edge.http_listen for port 80).
     """
+    _ports_open(ports_open)
     for ip in ips:
         _parse_ip(ip)
     if not names and not ips:
@@ -448,6 +477,8 @@ def acme(
         "names": list(names),
         "ips": list(ips),
         "challenge": challenge,
+        "ports_open": ports_open,
+        "responder": responder,
         "email": email,
         "ca_file": str(Path(ca_file).resolve()) if ca_file else None,
         "listen": listen,
@@ -461,7 +492,7 @@ def acme(
         "basename": "server",
         "reload_pid_file": str(Path(reload_pid_file).resolve()) if reload_pid_file else None,
     }
-    if challenge == "dns-01":
+    if challenge == "dns-01" or dns_server:
         _dns_server(settings)  # refuse incomplete DNS settings before talking to the server
     _run_and_render(settings, data_dir, as_json)
     path = _acme_settings_path(data_dir)
@@ -480,34 +511,100 @@ def acme(
 @click.option("--force", is_flag=True, help="Renew even if not due yet.")
 @_json_option
 def renew(data_dir: Path, now_text: str | None, force: bool, as_json: bool) -> None:
-    """Renew the ACME certificate when a third of its lifetime is left (run it daily)."""
-    from cryptography import x509
+    """Renew the ACME certificate when due: in the window the CA suggests (ACME Renewal
+    Information, RFC 9773) where it offers one, else two thirds into its lifetime. For a
+    cron job; `natsync run` renews by itself."""
+    import asyncio
 
-    from natsync.cert.acme import renew_at
+    settings = _saved_settings(data_dir)
+    now = _parse_now(now_text)
 
+    async def judge() -> tuple[bool, dt.datetime | None, str]:
+        from natsync.cert.manager import Renew
+
+        manager = _manager(settings, data_dir, clock=lambda: now)
+        if manager.schedule.not_after is not None:
+            await manager.check_ari()
+        due = isinstance(manager.schedule.next_action(now), Renew)
+        return due, manager.schedule.renew_at(), manager.schedule.source
+
+    try:
+        due, due_at, source = asyncio.run(judge())
+    except NatsyncError as exc:
+        raise _fail(exc) from exc
+    if not due and not force and due_at is not None:
+        if as_json:
+            doc = {"status": "not-due", "renew_at": due_at.isoformat(), "source": source}
+            click.echo(json.dumps(doc))
+        else:
+            why = "the CA's renewal window" if source == "ari" else "two thirds of its lifetime"
+            click.echo(f"not due for renewal until {due_at:%Y-%m-%d %H:%M} UTC ({why})")
+        return
+    _run_and_render(settings, data_dir, as_json)
+
+
+@cert.command()
+@_data_dir_option
+@click.option("--name", "names", multiple=True, required=True, help="The public name.")
+def placeholder(data_dir: Path, names: tuple[str, ...]) -> None:
+    """Write a self-signed stand-in DATA_DIR/tls/server.pem (unless a certificate is there), so
+    the edge can start and answer the first ACME challenge; phones refuse it."""
+    from natsync.cert.manager import ensure_placeholder
+
+    cert, key = data_dir / "tls" / "server.pem", data_dir / "tls" / "server.key"
+    if ensure_placeholder(cert, key, names, _now()):
+        click.echo(f"wrote the placeholder {cert}; now start the edge, then natsync cert acme")
+    else:
+        click.echo(f"{cert} exists; left as it is")
+
+
+def _saved_settings(data_dir: Path) -> dict[str, Any]:
     path = _acme_settings_path(data_dir)
     if not path.exists():
         raise click.ClickException(f"no {path}: obtain a certificate with natsync cert acme first")
-    settings = json.loads(path.read_text())
-    cert_path = Path(settings["out"]) / f"{settings.get('basename') or 'server'}.pem"
-    now = _now()
-    if now_text:
-        try:
-            now = dt.datetime.fromisoformat(now_text)
-        except ValueError:
-            raise click.BadParameter(
-                f"{now_text!r} is not an ISO time", param_hint="--now"
-            ) from None
-        if now.tzinfo is None:
-            now = now.replace(tzinfo=dt.UTC)
-    due_at: dt.datetime | None = None
-    if cert_path.exists():
-        leaf = x509.load_pem_x509_certificates(cert_path.read_bytes())[0]
-        due_at = renew_at(leaf)
-    if due_at is not None and now < due_at and not force:
-        if as_json:
-            click.echo(json.dumps({"status": "not-due", "renew_at": due_at.isoformat()}))
-        else:
-            click.echo(f"{cert_path} is not due for renewal until {due_at:%Y-%m-%d %H:%M} UTC")
-        return
-    _run_and_render(settings, data_dir, as_json)
+    settings: dict[str, Any] = json.loads(path.read_text())
+    return settings
+
+
+def _parse_now(now_text: str | None) -> dt.datetime:
+    if not now_text:
+        return _now()
+    try:
+        now = dt.datetime.fromisoformat(now_text)
+    except ValueError:
+        raise click.BadParameter(f"{now_text!r} is not an ISO time", param_hint="--now") from None
+    return now if now.tzinfo is not None else now.replace(tzinfo=dt.UTC)
+
+
+@cert.command()
+@_data_dir_option
+@_json_option
+def status(data_dir: Path, as_json: bool) -> None:
+    """Show the ACME certificate's state: expiry, when it renews and why, the last error.
+
+    Exits 0 when healthy, 1 when expiry is close without a successful renewal (or expired).
+    What a running certificate manager (`natsync run`) last wrote wins over what is computed
+    here from the files.
+    """
+    from natsync.cert.manager import read_status
+
+    doc = read_status(data_dir)
+    if doc is None:
+        settings = _saved_settings(data_dir)
+        doc = _manager(settings, data_dir).status().as_dict()
+        doc["source"] = "files"
+    else:
+        doc["source"] = "manager"
+    if as_json:
+        click.echo(json.dumps(doc))
+    else:
+        click.echo(f"{', '.join(doc['names'])}: {doc['state']} — {doc['message']}")
+        click.echo(f"  expires:    {doc['not_after'] or '-'}")
+        click.echo(f"  renews at:  {doc['renew_at'] or 'now'} ({doc['renew_source']})")
+        click.echo(f"  directory:  {doc['directory']}")
+        if doc["challenge"]:
+            click.echo(f"  challenge:  {doc['challenge']} ({doc['challenge_reason']})")
+        if doc["last_error"]:
+            click.echo(f"  last error: {doc['last_error']} ({doc['failures']} failure(s))")
+    if not doc["healthy"]:
+        sys.exit(1)

@@ -6,7 +6,9 @@ import asyncio
 import logging
 import socket
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from natsync.cert.acme_responders import ChallengeStore, start_http01_responder
 from natsync.edge.admin import start_admin
 from natsync.edge.config import EdgeConfig, bind_host, split_hostport
 from natsync.edge.forward import Forwarder
@@ -34,6 +36,9 @@ class RunningEdge:
     forwarders: list[Forwarder] = field(default_factory=list)
     forward_ports: list[int] = field(default_factory=list)
     relayed: RelayedListener | None = None
+    #: The plain-HTTP listener (ACME HTTP-01 answers and redirects), when configured.
+    http: asyncio.Server | None = None
+    http_port: int = 0
     _sweeper: asyncio.Task[None] | None = None
     _log_handler: logging.Handler | None = None
 
@@ -53,6 +58,8 @@ class RunningEdge:
 
     async def close(self) -> None:
         self.server.close()
+        if self.http is not None:
+            self.http.close()
         if self.admin is not None:
             self.admin.close()
         for forwarder in self.forwarders:
@@ -70,12 +77,19 @@ class RunningEdge:
             self._log_handler.close()
 
 
-async def start_edge(config: EdgeConfig, *, reuse_port: bool = False) -> RunningEdge:
-    """Check the configuration, then listen; raises ConfigError when it cannot run safely."""
+async def start_edge(
+    config: EdgeConfig, *, reuse_port: bool = False, challenges: ChallengeStore | None = None
+) -> RunningEdge:
+    """Check the configuration, then listen; raises ConfigError when it cannot run safely.
+
+    *challenges*: the certificate manager's ACME challenge store when it runs in this process
+    (otherwise ``edge.challenge_dir`` names the spool another process writes)."""
     config.check_runnable()
     for warning in config.timeout_warnings():
         log.warning("%s", warning)
-    sites = SiteContexts(config.certificates)
+    if challenges is None and config.challenge_dir:
+        challenges = ChallengeStore(spool=Path(config.challenge_dir))
+    sites = SiteContexts(config.certificates, challenges)
     trust = BackendTrust(config)
     edge = Edge(config, sites, trust)
     host, port = split_hostport(config.listen, "edge.listen")
@@ -125,6 +139,10 @@ async def start_edge(config: EdgeConfig, *, reuse_port: bool = False) -> Running
             edge, config.relayed_listen, trusted_networks(config.relayed_from)
         )
         await running.relayed.start()
+    if config.http_listen:
+        running.http, running.http_port = await _start_http(
+            config, running.port, challenges, reuse_port
+        )
     for forward in config.forwards:
         forwarder = Forwarder(forward, edge.metrics)
         running.forward_ports.append(await forwarder.start())
@@ -136,3 +154,23 @@ async def start_edge(config: EdgeConfig, *, reuse_port: bool = False) -> Running
         config.read_timeout,
     )  # fmt: skip
     return running
+
+
+async def _start_http(
+    config: EdgeConfig, https_port: int, challenges: ChallengeStore | None, reuse_port: bool
+) -> tuple[asyncio.Server, int]:
+    """Port 80: ACME HTTP-01 answers (RFC 8555 section 8.3) from *challenges*, a redirect to
+    HTTPS for everything else; nothing is proxied from here."""
+    host, port = split_hostport(config.http_listen, "edge.http_listen")
+    public_port = split_hostport(config.listen, "edge.listen")[1] or https_port
+    try:
+        server = await start_http01_responder(
+            challenges or ChallengeStore(),
+            host,
+            port,
+            redirect_port=public_port,
+            reuse_port=reuse_port,
+        )
+    except OSError as exc:
+        raise ConfigError(f"edge.http_listen {config.http_listen}: {exc.strerror}") from exc
+    return server, int(server.sockets[0].getsockname()[1])

@@ -155,6 +155,12 @@ class EdgeConfig:
     relayed_listen: str = ""
     #: Addresses or networks allowed to send PROXY headers there (the relay's tunnel address).
     relayed_from: tuple[str, ...] = ()
+    #: Plain-HTTP listener (port 80): answers ACME HTTP-01 and redirects all else to HTTPS;
+    #: "" = none.
+    http_listen: str = ""
+    #: Directory where a certificate manager in another process leaves pending ACME challenges
+    #: (HTTP-01 tokens, TLS-ALPN-01 certificates) for this edge to answer; "" = in-process only.
+    challenge_dir: str = ""
     #: Processes sharing the listening port (SO_REUSEPORT), like nginx's worker_processes.
     #: Metrics and the admin listener cover the first worker only.
     workers: int = 1
@@ -217,6 +223,8 @@ class EdgeConfig:
             raise ConfigError("edge.health_timeout must be shorter than edge.health_interval")
         if self.admin_listen:
             split_hostport(self.admin_listen, "edge.admin_listen")
+        if self.http_listen:
+            split_hostport(self.http_listen, "edge.http_listen")
         if self.backend_pin and _FINGERPRINT.fullmatch(self.backend_pin) is None:
             raise ConfigError(
                 "edge.backend_pin must look like sha256:AB:CD:... (32 hex pairs); "

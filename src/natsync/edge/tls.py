@@ -45,6 +45,7 @@ from typing import Any
 
 from cryptography import x509
 
+from natsync.cert.acme_responders import ChallengeStore
 from natsync.edge.config import EdgeConfig, SiteCert
 from natsync.errors import ConfigError, NatsyncError
 
@@ -121,11 +122,19 @@ def _site_context(site: SiteCert) -> ssl.SSLContext:
 
 
 class SiteContexts:
-    """The phone-facing TLS contexts, by SNI name, swappable on reload."""
+    """The phone-facing TLS contexts, by SNI name, swappable on reload.
 
-    def __init__(self, sites: Sequence[SiteCert]) -> None:
+    With a challenge store (*challenges*), a handshake naming a host whose ACME TLS-ALPN-01
+    validation is pending (RFC 8737 section 3) gets the validation certificate and ALPN
+    ``acme-tls/1`` instead. Python's SNI callback cannot see the client's ALPN offer, so for
+    the seconds of a validation any other handshake naming that host gets it too and fails;
+    open connections are not touched, and the challenge is withdrawn as soon as the CA decided.
+    """
+
+    def __init__(self, sites: Sequence[SiteCert], challenges: ChallengeStore | None = None) -> None:
         if not sites:
             raise ConfigError("the edge needs at least one certificate ([[edge.certificates]])")
+        self.challenges = challenges
         self.sites = tuple(sites)
         self._by_name: dict[str, ssl.SSLContext] = {}
         self._default: ssl.SSLContext | None = None
@@ -158,6 +167,12 @@ class SiteContexts:
 
     def _select(self, sslobj: Any, name: str | None, _context: ssl.SSLContext) -> None:
         self.handshakes += 1
+        if self.challenges is not None and name:
+            challenge = self.challenges.alpn_context_for(name)
+            if challenge is not None:
+                log.info("TLS-ALPN-01: presenting the ACME validation certificate for %s", name)
+                sslobj.context = challenge
+                return
         sslobj.context = self.context_for(name)
 
 

@@ -36,10 +36,12 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Protocol
 
 from aiohttp import web
 
+from natsync.cert.reload import CertReloader
 from natsync.config import ServerConfig
 from natsync.eas import autodiscover, dispatch, ping
 from natsync.eas.context import PingWait, Response
@@ -616,9 +618,13 @@ def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 def tls_context(config: ServerConfig) -> ssl.SSLContext | None:
     if config.tls_cert is None or config.tls_key is None:
         return None
+    return _tls_context(config.tls_cert, config.tls_key)
+
+
+def _tls_context(cert: Path, key: Path) -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(str(config.tls_cert), str(config.tls_key))
+    context.load_cert_chain(str(cert), str(key))
     return context
 
 
@@ -629,6 +635,8 @@ class RunningServer:
     host: str
     port: int
     tls: bool
+    #: Swaps the certificate for new handshakes (after a renewal); open connections keep theirs.
+    tls_reloader: CertReloader | None = None
 
     @property
     def url(self) -> str:
@@ -650,6 +658,10 @@ async def start_server(config: ServerConfig, store: Store, *, relay: Any = None)
     design."""
     eas = EasApp(config, store, relay)
     context = tls_context(config)
+    reloader = None
+    if context is not None and config.tls_cert is not None and config.tls_key is not None:
+        reloader = CertReloader(config.tls_cert, config.tls_key, build=_tls_context)
+        context = reloader.context
     body_limit = max(config.max_request_body, autodiscover.MAX_REQUEST)
     front = await Front.start(eas.route, config.host, config.port, context, body_limit)
     port = front.port
@@ -663,4 +675,4 @@ async def start_server(config: ServerConfig, store: Store, *, relay: Any = None)
         if config.heartbeat_cap < config.heartbeat_max
         else "",
     )
-    return RunningServer(front, eas, config.host, port, context is not None)
+    return RunningServer(front, eas, config.host, port, context is not None, reloader)
