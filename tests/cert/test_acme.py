@@ -32,7 +32,7 @@ from natsync.cert.acme_responders import (
     start_tls_alpn01_responder,
 )
 from natsync.cert.check import Severity, TrustStore, check
-from natsync.cert.dns01 import Rfc2136Publisher
+from natsync.ddns.providers.rfc2136 import Rfc2136Updater
 from natsync.ddns.update import read_published
 from tests.cert.acme_servers import Bind, Pebble
 
@@ -120,9 +120,7 @@ async def test_issue_with_dns01_through_rfc2136(pebble: Pebble, bind: Bind, tmp_
             published.append(read_published(bind.server(), owner, "TXT").values)
             await super().withdraw(identifier, token, key_authorization)
 
-    issued, client = await issue(
-        pebble, tmp_path, Watching(Rfc2136Publisher(bind.server())), [name]
-    )
+    issued, client = await issue(pebble, tmp_path, Watching(Rfc2136Updater(bind.server())), [name])
     assert client.stats.challenges_answered == 1
     [values] = published
     assert len(values) == 1  # the TXT was in the zone while pebble looked ...

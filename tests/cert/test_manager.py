@@ -21,7 +21,6 @@ from cryptography.hazmat.primitives import serialization
 
 from natsync.cert.acme_responders import ChallengeStore, start_http01_responder
 from natsync.cert.ari import cert_id
-from natsync.cert.dns01 import Rfc2136Publisher
 from natsync.cert.manager import (
     CertificateManager,
     CheckAri,
@@ -35,6 +34,7 @@ from natsync.cert.manager import (
 )
 from natsync.client import EASClient
 from natsync.config import ServerConfig
+from natsync.ddns.providers.rfc2136 import Rfc2136Updater
 from natsync.edge import EdgeConfig, RunningEdge, start_edge
 from natsync.edge.config import SiteCert
 from natsync.edge.tls import fetch_certificate
@@ -212,7 +212,7 @@ async def test_dns01_through_rfc2136_when_ports_are_closed(
 ) -> None:
     name = unique("dns")
     settings = settings_for(pebble, tmp_path, (name,), http_reachable=False, tls_reachable=False)
-    manager = CertificateManager(settings, dns=Rfc2136Publisher(bind.server()))
+    manager = CertificateManager(settings, dns=Rfc2136Updater(bind.server()))
     assert [c.challenge for c in manager.candidates] == ["dns-01"]
     await manager.step()
     status = manager.status()
@@ -229,7 +229,7 @@ async def test_auto_falls_through_to_what_works_and_remembers_it(
     and the next order starts with dns-01."""
     name = unique("auto")
     settings = settings_for(pebble, tmp_path, (name,), tls_reachable=True, http_reachable=False)
-    manager = CertificateManager(settings, dns=Rfc2136Publisher(bind.server()))
+    manager = CertificateManager(settings, dns=Rfc2136Updater(bind.server()))
     assert [c.challenge for c in manager.candidates] == ["tls-alpn-01", "dns-01"]
     await manager.renew_now()
     assert manager.challenge == "dns-01"

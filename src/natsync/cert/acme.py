@@ -253,9 +253,9 @@ class TlsAlpn01Solver:
 @dataclass
 class Dns01Solver:
     """DNS-01: a TXT record at _acme-challenge.<name>, through any DNS updater
-    (:class:`natsync.cert.dns01.TxtPublisher`: RFC 2136, or a provider's API)."""
+    (:class:`natsync.ddns.providers.TxtPublisher`: RFC 2136, or a provider's API)."""
 
-    publisher: Any  # natsync.cert.dns01.TxtPublisher (imported lazily: dnspython is heavy)
+    publisher: Any  # natsync.ddns.providers.TxtPublisher (imported lazily: dnspython is heavy)
     challenge_type: str = "dns-01"
 
     async def publish(self, identifier: str, token: str, key_authorization: str) -> None:

@@ -534,7 +534,7 @@ class CertificateManager:
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
         rng: random.Random | None = None,
     ) -> None:
-        """*dns*: a :class:`natsync.cert.dns01.TxtPublisher` (enables dns-01)."""
+        """*dns*: a :class:`natsync.ddns.providers.TxtPublisher` (enables dns-01)."""
         if not settings.names and not settings.ips:
             raise ConfigError("the certificate manager needs the public name")
         self.settings = settings

@@ -295,9 +295,9 @@ def _manager(
     )
     dns = None
     if settings.get("dns_server"):
-        from natsync.cert.dns01 import Rfc2136Publisher
+        from natsync.ddns.providers.rfc2136 import Rfc2136Updater
 
-        dns = Rfc2136Publisher(_dns_server(settings))
+        dns = Rfc2136Updater(_dns_server(settings))
     hooks = []
     if settings.get("reload_pid_file"):
         hooks.append(sighup_pid_file(Path(settings["reload_pid_file"])))
