@@ -57,6 +57,9 @@ def _register() -> None:
     from natsync.cli.relay import relay
 
     main.add_command(relay)
+    from natsync.cli.dkim import dkim
+
+    main.add_command(dkim)
 
 
 _register()

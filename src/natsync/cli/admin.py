@@ -39,8 +39,15 @@ STORE_ENV = "NATSYNC_STORE"
 MIN_PASSWORD_LENGTH = 8
 
 
+#: Set by systemd for a unit with StateDirectory= (natsync.service: /var/lib/natsync), so the
+#: admin commands run as the service user find the service's data without a flag.
+STATE_DIRECTORY_ENV = "STATE_DIRECTORY"
+
+
 def default_data_dir() -> Path:
-    return Path(os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR)
+    return Path(
+        os.environ.get(DATA_DIR_ENV) or os.environ.get(STATE_DIRECTORY_ENV) or DEFAULT_DATA_DIR
+    )
 
 
 def data_dir_option(fn: F) -> F:
@@ -120,21 +127,49 @@ def _require_user(txn: Txn, name: str) -> User:
     return user
 
 
-def _print_json(value: Any) -> None:
+def print_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, default=str))
 
 
-def _table(title: str, columns: list[str], rows: list[list[str]]) -> None:
+#: The name natsync.cli.transfer imports.
+_print_json = print_json
+
+
+def table(
+    title: str,
+    columns: list[str],
+    rows: list[list[str]],
+    *,
+    keep: tuple[str, ...] = (),
+    console: Any = None,
+) -> None:
+    """Render a listing without ever cutting a value a user must copy.
+
+    Piped (not a terminal): plain aligned columns at full width, one line per row, so ``grep``
+    and ``awk`` see every id whole. On a terminal: a rich table whose *keep* columns (ids,
+    names) never wrap and are never shortened, and whose other columns fold onto more lines
+    rather than end in "…" when the terminal is narrow (80 columns).
+    """
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=title)
-    for column in columns:
-        table.add_column(column)
+    out = console or Console(file=sys.stdout)
+    if not out.is_terminal:
+        widths = [max([len(c), *(len(r[i]) for r in rows)]) for i, c in enumerate(columns)]
+        for line in [columns, *rows]:
+            cells = [cell.ljust(width) for cell, width in zip(line, widths, strict=True)]
+            out.file.write("  ".join(cells).rstrip() + "\n")
+        return
+    shown = Table(title=title)
+    for i, column in enumerate(columns):
+        if column in keep:
+            longest = max([len(column), *(len(r[i]) for r in rows)])
+            shown.add_column(column, no_wrap=True, min_width=longest)
+        else:
+            shown.add_column(column, overflow="fold")
     for row in rows:
-        table.add_row(*row)
-    console = Console(file=sys.stdout)
-    console.print(table)
+        shown.add_row(*row)
+    out.print(shown)
 
 
 def _when(value: datetime | None) -> str:
@@ -176,7 +211,7 @@ def user_add(
             store, lambda txn: txn.add_user(name, email, display_name or name, hashed, _now())
         )
     if as_json:
-        _print_json(_user_json(added))
+        print_json(_user_json(added))
     else:
         click.echo(f"added user {added.name} <{added.email}>")
 
@@ -198,12 +233,13 @@ def user_list(store_name: str, as_json: bool) -> None:
     with _store(store_name) as store:
         users = _run(store, lambda txn: txn.list_users())
     if as_json:
-        _print_json([_user_json(u) for u in users])
+        print_json([_user_json(u) for u in users])
         return
-    _table(
+    table(
         "natsync users",
         ["name", "email", "display name", "created"],
         [[u.name, u.email, u.display_name, _when(u.created_at)] for u in users],
+        keep=("name", "email"),
     )
 
 
@@ -277,9 +313,9 @@ def device_list(user_name: str | None, store_name: str, as_json: bool) -> None:
     with _store(store_name) as store:
         devices = _run(store, collect)
     if as_json:
-        _print_json([_device_json(d, owner) for d, owner in devices])
+        print_json([_device_json(d, owner) for d, owner in devices])
         return
-    _table(
+    table(
         "natsync devices",
         ["user", "device id", "type", "model", "EAS", "last seen", "access", "wipe"],
         [
@@ -295,6 +331,7 @@ def device_list(user_name: str | None, store_name: str, as_json: bool) -> None:
             ]
             for d, owner in devices
         ],
+        keep=("user", "device id"),
     )
 
 
