@@ -60,6 +60,9 @@ def _register() -> None:
     from natsync.cli.dkim import dkim
 
     main.add_command(dkim)
+    from natsync.cli.service import install_service
+
+    main.add_command(install_service)
 
 
 _register()
