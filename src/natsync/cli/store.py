@@ -14,7 +14,7 @@ import os
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import click
 from rich.console import Console
@@ -28,6 +28,7 @@ from natsync.store import open_store, sqlite_file, store_path
 from natsync.store.api import Store
 
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
 
 #: The environment variable naming the store when --store is not given.
 STORE_ENV = "NATSYNC_STORE"
@@ -54,19 +55,24 @@ def _display(name: str) -> str:
     return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", name)
 
 
+def _store_option(text: str) -> Callable[[F], F]:
+    """``--store`` (as the function's ``name``), defaulting as every command does."""
+    return click.option(
+        "--store",
+        "name",
+        default=_default_store,
+        show_default=f"${STORE_ENV}, else DATA_DIR/natsync.db",
+        help=text,
+    )
+
+
 @click.group()
 def store() -> None:
     """Upgrade, back up and restore a store, or copy it between SQLite and PostgreSQL."""
 
 
 @store.command("migrate")
-@click.option(
-    "--store",
-    "name",
-    default=_default_store,
-    show_default=f"${STORE_ENV}, else DATA_DIR/natsync.db",
-    help="The store: a SQLite path or a postgresql:// URL.",
-)
+@_store_option("The store: a SQLite path or a postgresql:// URL.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 def migrate_command(name: str, as_json: bool) -> None:
     """Apply every schema migration the store has not had yet (creating it if new)."""
@@ -187,13 +193,7 @@ _SHOWN_TABLES = ("users", "devices", "folders", "messages", "outbound")
 
 @store.command("backup")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
-@click.option(
-    "--store",
-    "name",
-    default=_default_store,
-    show_default=f"${STORE_ENV}, else DATA_DIR/natsync.db",
-    help="The store: a SQLite path or a postgresql:// URL.",
-)
+@_store_option("The store: a SQLite path or a postgresql:// URL.")
 @click.option("--force", is_flag=True, help="Replace FILE if it exists.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 def backup_command(file: Path, name: str, force: bool, as_json: bool) -> None:
@@ -208,13 +208,7 @@ def backup_command(file: Path, name: str, force: bool, as_json: bool) -> None:
 
 @store.command("restore")
 @click.argument("file", type=click.Path(dir_okay=False, exists=True, path_type=Path))
-@click.option(
-    "--store",
-    "name",
-    default=_default_store,
-    show_default=f"${STORE_ENV}, else DATA_DIR/natsync.db",
-    help="The store to restore into (of the backup's kind).",
-)
+@_store_option("The store to restore into (of the backup's kind).")
 @click.option("--force", is_flag=True, help="Replace a store that holds data.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 def restore_command(file: Path, name: str, force: bool, as_json: bool) -> None:
