@@ -14,6 +14,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -125,6 +126,32 @@ def _require_user(txn: Txn, name: str) -> User:
     if user is None:
         raise click.ClickException(f"no user named {name!r} (see natsync user list)")
     return user
+
+
+@dataclass(frozen=True, slots=True)
+class DeploymentSettings:
+    """What a command takes from the deployment file (-c), a flag winning over the file."""
+
+    data_dir: Path
+    store: str
+    public_name: str
+
+
+def deployment_settings(config: Path | None, data_dir: Path | None) -> DeploymentSettings:
+    """The data directory, store and public name: *data_dir* if given, else the file's
+    ``[server]`` (when *config* is given), else the defaults."""
+    if config is None:
+        directory = data_dir or default_data_dir()
+        return DeploymentSettings(directory, str(store_path(directory)), "")
+    from natsync.config import load_config
+
+    try:
+        loaded = load_config(config)
+    except NatsyncError as exc:
+        raise click.ClickException(exc.message) from exc
+    if data_dir is not None:
+        return DeploymentSettings(data_dir, str(store_path(data_dir)), loaded.public_name)
+    return DeploymentSettings(loaded.data_dir, loaded.store_url, loaded.public_name)
 
 
 def print_json(value: Any) -> None:
@@ -437,3 +464,101 @@ def device_remove(device_id: str, user_name: str | None, store_name: str) -> Non
     with _store(store_name) as store:
         found = _run(store, change)
     click.echo(f"device {found.device_id} removed")
+
+
+@device.command("profile")
+@click.argument("name")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Where to write the profile ('-' for standard output). Default: NAME.mobileconfig.",
+)
+@click.option("--host", default=None, help="The name phones connect to (default: -c's).")
+@click.option("--port", type=click.IntRange(1, 65535), default=443, show_default=True)
+@click.option(
+    "--ca-file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="The private CA phones must trust (default: DATA_DIR/ca/ca.pem when it exists).",
+)
+@click.option("--no-ca", is_flag=True, help="The certificate is from a public CA: no CA payload.")
+@click.option(
+    "-c",
+    "--config",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    envvar="NATSYNC_CONFIG",
+    default=None,
+    help="The deployment file (server.public_name, server.data_dir, server.store).",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help=f"Data directory (default: -c's, else ${DATA_DIR_ENV} or ./{DEFAULT_DATA_DIR}).",
+)
+@click.option("--store", default=None, envvar=STORE_ENV, help="The store (default: -c's).")
+@json_option
+def device_profile(
+    name: str,
+    output: Path | None,
+    host: str | None,
+    port: int,
+    ca_file: Path | None,
+    no_ca: bool,
+    config: Path | None,
+    data_dir: Path | None,
+    store: str | None,
+    as_json: bool,
+) -> None:
+    """Write NAME's iPhone/iPad profile (.mobileconfig) and print the Android settings."""
+    from cryptography import x509
+
+    from natsync.device.profile import Account, android_settings, profile
+
+    deployment = deployment_settings(config, data_dir)
+    data_dir = deployment.data_dir
+    store_name = store or deployment.store
+    host = host or deployment.public_name
+    if not host:
+        raise click.UsageError("give --host (the name phones connect to) or -c with public_name")
+    with _store(store_name) as opened:
+        found = _run(opened, lambda txn: _require_user(txn, name))
+    account = Account(found.name, found.email, found.display_name, host, port)
+    if ca_file is None and not no_ca and (data_dir / "ca" / "ca.pem").exists():
+        ca_file = data_dir / "ca" / "ca.pem"
+    ca = None
+    if ca_file is not None and not no_ca:
+        try:
+            ca = x509.load_pem_x509_certificate(ca_file.read_bytes())
+        except ValueError as exc:
+            raise click.ClickException(f"{ca_file} is not a PEM certificate") from exc
+    data = profile(account, ca)
+    target = output or Path(f"{name}.mobileconfig")
+    if str(target) == "-":
+        sys.stdout.buffer.write(data)
+    else:
+        target.write_bytes(data)
+    android = android_settings(account, ca is not None)
+    if as_json:
+        print_json(
+            {
+                "profile": None if str(target) == "-" else str(target),
+                "host": account.server,
+                "ca": None if ca_file is None or ca is None else str(ca_file),
+                "android": dict(android),
+            }
+        )
+        return
+    say = functools.partial(click.echo, err=str(target) == "-")
+    if str(target) != "-":
+        say(f"wrote {target} ({len(data)} bytes)" + (f", with the CA {ca_file}" if ca else ""))
+    say("iPhone/iPad: open the file on the phone (AirDrop, mail, or a web page), then")
+    say("  Settings > Profile Downloaded > Install; enter the password when asked.")
+    if ca is not None:
+        say("  Then Settings > General > About > Certificate Trust Settings: trust the CA.")
+    say("Android (Exchange account):")
+    width = max(len(field) for field, _ in android)
+    for field, value in android:
+        say(f"  {field.ljust(width)}  {value}")

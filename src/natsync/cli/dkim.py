@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from natsync.cli.admin import default_data_dir, print_json, table
+from natsync.cli.admin import deployment_settings, print_json, table
 from natsync.errors import NatsyncError
 from natsync.mail import dkim as dkim_keys
 from natsync.mail.dns_records import dkim_record, records_for
@@ -23,17 +23,8 @@ CONFIG_ENV = "NATSYNC_CONFIG"
 
 def _settings(config: Path | None, data_dir: Path | None) -> tuple[Path, str]:
     """(data directory, public name) from the flags, else the file, else the defaults."""
-    public_name = ""
-    if config is not None:
-        from natsync.config import load_config
-
-        try:
-            loaded = load_config(config)
-        except NatsyncError as exc:
-            raise click.ClickException(exc.message) from exc
-        public_name = loaded.public_name
-        data_dir = data_dir or loaded.data_dir
-    return data_dir or default_data_dir(), public_name
+    found = deployment_settings(config, data_dir)
+    return found.data_dir, found.public_name
 
 
 def _call(fn: Any, *args: Any, **kwargs: Any) -> Any:
