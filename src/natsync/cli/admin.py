@@ -175,27 +175,40 @@ def table(
     Piped (not a terminal): plain aligned columns at full width, one line per row, so ``grep``
     and ``awk`` see every id whole. On a terminal: a rich table whose *keep* columns (ids,
     names) never wrap and are never shortened, and whose other columns fold onto more lines
-    rather than end in "…" when the terminal is narrow (80 columns).
+    rather than end in "…". When even that does not fit (80 columns and long ids), one block
+    of "column: value" lines per row, as ``psql``'s expanded display does.
     """
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     out = console or Console(file=sys.stdout)
+    widths = [max([len(c), *(len(r[i]) for r in rows)]) for i, c in enumerate(columns)]
     if not out.is_terminal:
-        widths = [max([len(c), *(len(r[i]) for r in rows)]) for i, c in enumerate(columns)]
         for line in [columns, *rows]:
             cells = [cell.ljust(width) for cell, width in zip(line, widths, strict=True)]
             out.file.write("  ".join(cells).rstrip() + "\n")
         return
+    # Kept columns at full width, the others at least as wide as their header, plus borders.
+    needed = sum(w if c in keep else len(c) for c, w in zip(columns, widths, strict=True))
+    if needed + 3 * len(columns) + 1 > out.width:
+        label = max(len(c) for c in columns)
+        out.print(title, style="bold", markup=False, highlight=False)
+        for row in rows:
+            out.print("")
+            for column, cell in zip(columns, row, strict=True):
+                out.print(
+                    f"{column.rjust(label)}: {cell}", markup=False, highlight=False, soft_wrap=True
+                )
+        return
     shown = Table(title=title)
     for i, column in enumerate(columns):
         if column in keep:
-            longest = max([len(column), *(len(r[i]) for r in rows)])
-            shown.add_column(column, no_wrap=True, min_width=longest)
+            shown.add_column(column, no_wrap=True, min_width=widths[i])
         else:
             shown.add_column(column, overflow="fold")
-    for row in rows:
-        shown.add_row(*row)
+    for row in rows:  # Text: a value like "[x]" is shown as written, not read as markup
+        shown.add_row(*(Text(cell) for cell in row))
     out.print(shown)
 
 
