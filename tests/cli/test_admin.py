@@ -287,3 +287,40 @@ def test_ids_too_long_for_80_columns_are_shown_one_field_a_line() -> None:
     assert f"device id: {LONG_ID}" in [line.strip() for line in lines]
     assert f"user: {user}" in [line.strip() for line in lines]
     assert "…" not in text
+
+
+def test_the_deployment_file_names_the_store(tmp_path: Path) -> None:
+    """-c (or NATSYNC_CONFIG) finds the store natsync run uses; --data-dir still wins."""
+    data = tmp_path / "var-lib-natsync"
+    config = tmp_path / "natsync.toml"
+    config.write_text(f'[server]\ndata_dir = "{data}"\n')
+    runner = CliRunner()
+    added = runner.invoke(
+        main,
+        [
+            "user",
+            "add",
+            "gus",
+            "--email",
+            "gus@x.test",
+            "--password",
+            "guss-password",
+            "-c",
+            str(config),
+        ],
+    )
+    assert added.exit_code == 0, added.output
+    assert (data / "natsync.db").exists()
+    by_env = runner.invoke(main, ["user", "list", "--json"], env={"NATSYNC_CONFIG": str(config)})
+    assert [u["name"] for u in json.loads(by_env.output)] == ["gus"]
+    elsewhere = runner.invoke(
+        main, ["user", "list", "-c", str(config), "--data-dir", str(tmp_path / "other")]
+    )
+    assert elsewhere.exit_code == 1
+    assert "no store" in elsewhere.output
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[server]\nport = 'x'\n")
+    bad = runner.invoke(main, ["user", "list", "-c", str(broken)])
+    assert bad.exit_code == 1
+    assert "server.port must be an integer" in bad.output
+    assert "Traceback" not in bad.output

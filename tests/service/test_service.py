@@ -157,9 +157,14 @@ def test_install_service_sets_up_user_unit_and_directories(tmp_path: Path) -> No
     # Again, now with the deployment file (as after natsync init): no second user, the file
     # becomes readable by the service's group only.
     (root / "etc/natsync/natsync.toml").write_text("[server]\n")
+    # natsync init, run as root, leaves root's files in the state directory (CA, certificates)
+    (root / "var/lib/natsync/ca").mkdir()
+    (root / "var/lib/natsync/ca/ca.key").write_text("key")
     second = CliRunner().invoke(main, args)
     assert second.exit_code == 0, second.output
     assert "create the system user" not in second.output
+    for inner in ("ca", "ca/ca.key"):
+        assert (root / "var/lib/natsync" / inner).stat().st_uid == uid
     conf = (root / "etc/natsync/natsync.toml").stat()
     assert (conf.st_uid, conf.st_mode & 0o777) == (0, 0o640)
     assert conf.st_gid == conf_dir.st_gid != 0

@@ -51,12 +51,21 @@ def default_data_dir() -> Path:
     )
 
 
+#: Names the deployment file, like -c/--config (the file natsync init writes).
+CONFIG_ENV = "NATSYNC_CONFIG"
+
+
 def data_dir_option(fn: F) -> F:
-    """``--data-dir`` and ``--store``: the command's function gets ``store_name``."""
+    """``-c/--config``, ``--data-dir`` and ``--store``: the command's function gets
+    ``store_name`` — --store, else DATA_DIR's file, else the deployment file's store, else
+    the default data directory's."""
 
     @functools.wraps(fn)
-    def wrapper(*args: Any, data_dir: Path, store: str | None, **kwargs: Any) -> Any:
-        return fn(*args, store_name=store or str(store_path(data_dir)), **kwargs)
+    def wrapper(
+        *args: Any, data_dir: Path | None, store: str | None, config: Path | None, **kwargs: Any
+    ) -> Any:
+        name = store or deployment_settings(config, data_dir).store
+        return fn(*args, store_name=name, **kwargs)
 
     wrapped = click.option(
         "--store",
@@ -66,12 +75,20 @@ def data_dir_option(fn: F) -> F:
         help="The store: a SQLite path, sqlite:///path or a postgresql:// URL "
         "(the same as server.store). Default: DATA_DIR/natsync.db.",
     )(wrapper)
-    return click.option(
+    wrapped = click.option(
         "--data-dir",
         type=click.Path(file_okay=False, path_type=Path),
-        default=default_data_dir,
-        show_default=f"${DATA_DIR_ENV} or ./{DEFAULT_DATA_DIR}",
-        help="Directory holding natsync's data (the store is DATA_DIR/natsync.db).",
+        default=None,
+        help="Directory holding natsync's data (the store is DATA_DIR/natsync.db). Default: "
+        f"-c's server.data_dir, else ${DATA_DIR_ENV}, $STATE_DIRECTORY or ./{DEFAULT_DATA_DIR}.",
+    )(wrapped)
+    return click.option(
+        "-c",
+        "--config",
+        type=click.Path(dir_okay=False, exists=True, path_type=Path),
+        envvar=CONFIG_ENV,
+        default=None,
+        help=f"The deployment file (its server.store / data_dir); also ${CONFIG_ENV}.",
     )(wrapped)  # type: ignore[return-value]
 
 
@@ -501,7 +518,7 @@ def device_remove(device_id: str, user_name: str | None, store_name: str) -> Non
     "-c",
     "--config",
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
-    envvar="NATSYNC_CONFIG",
+    envvar=CONFIG_ENV,
     default=None,
     help="The deployment file (server.public_name, server.data_dir, server.store).",
 )

@@ -13,12 +13,10 @@ from typing import Any
 
 import click
 
-from natsync.cli.admin import deployment_settings, print_json, table
+from natsync.cli.admin import CONFIG_ENV, deployment_settings, print_json, table
 from natsync.errors import NatsyncError
 from natsync.mail import dkim as dkim_keys
 from natsync.mail.dns_records import dkim_record, records_for
-
-CONFIG_ENV = "NATSYNC_CONFIG"
 
 
 def _settings(config: Path | None, data_dir: Path | None) -> tuple[Path, str]:

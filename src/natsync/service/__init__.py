@@ -64,6 +64,8 @@ class Step:
     content: str | None = None
     mode: int | None = None
     owner: str | None = None  # "user:group" for chown
+    #: chown everything below too (files natsync init wrote as root in the state directory)
+    recursive: bool = False
 
 
 def _user_exists(root: Path, user: str) -> bool:
@@ -118,7 +120,13 @@ def plan(
         )
     )
     steps.append(
-        Step(f"make {state} (mode 0700, owned by {user})", path=state, mode=0o700, owner=user)
+        Step(
+            f"make {state} (mode 0700) and give it and everything in it to {user}",
+            path=state,
+            mode=0o700,
+            owner=user,
+            recursive=True,
+        )
     )
     steps.append(
         Step(
@@ -185,7 +193,11 @@ def apply(steps: list[Step], root: Path = Path("/")) -> None:
             if step.mode is not None:
                 step.path.chmod(step.mode)
             if step.owner is not None:
-                os.chown(step.path, *_ids(root, step.owner))
+                ids = _ids(root, step.owner)
+                os.chown(step.path, *ids)
+                below = step.path.rglob("*") if step.recursive else ()
+                for inner in below:
+                    os.chown(inner, *ids, follow_symlinks=False)
         except PermissionError as exc:
             raise ServiceError(
                 f"permission denied on {step.path}: run natsync install-service as root"
