@@ -156,3 +156,15 @@ def test_restore_into_a_new_sqlite_store_and_mistakes_are_one_line(
         backup.restore(file, "postgresql://nobody@127.0.0.1:1/none")
     with pytest.raises(StoreError, match="nothing to back up"):
         backup.backup(str(tmp_path / "absent.db"), tmp_path / "x.db")
+
+
+def test_backup_finds_the_store_in_the_deployment_file(
+    tmp_path: Path, alice_password_hash: str
+) -> None:
+    data = tmp_path / "var-lib-natsync"
+    data.mkdir()
+    populate(data / "natsync.db", alice_password_hash)
+    config = tmp_path / "natsync.toml"
+    config.write_text(f'[server]\ndata_dir = "{data}"\n')
+    taken = invoke("backup", str(tmp_path / "b.db"), "-c", str(config))
+    assert taken["rows"] == {s.name: s.rows for s in summary(str(data / "natsync.db"))}

@@ -9,8 +9,8 @@ checksums (raw MIME included). Thin: the work is :mod:`natsync.store.copy`.
 
 from __future__ import annotations
 
+import functools
 import json
-import os
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -21,10 +21,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from natsync.cli.admin import CONFIG_ENV, deployment_settings
 from natsync.errors import NatsyncError
 from natsync.store import backup as store_backup
 from natsync.store import copy as store_copy
-from natsync.store import open_store, sqlite_file, store_path
+from natsync.store import open_store, sqlite_file
 from natsync.store.api import Store
 
 T = TypeVar("T")
@@ -32,15 +33,6 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 #: The environment variable naming the store when --store is not given.
 STORE_ENV = "NATSYNC_STORE"
-DATA_DIR_ENV = "NATSYNC_DATA_DIR"
-DEFAULT_DATA_DIR = "natsync-data"
-
-
-def _default_store() -> str:
-    named = os.environ.get(STORE_ENV)
-    if named:
-        return named
-    return str(store_path(Path(os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR)))
 
 
 def _open(name: str) -> Store:
@@ -56,14 +48,33 @@ def _display(name: str) -> str:
 
 
 def _store_option(text: str) -> Callable[[F], F]:
-    """``--store`` (as the function's ``name``), defaulting as every command does."""
-    return click.option(
-        "--store",
-        "name",
-        default=_default_store,
-        show_default=f"${STORE_ENV}, else DATA_DIR/natsync.db",
-        help=text,
-    )
+    """``--store`` and ``-c/--config``: the function gets ``name`` — --store (or $NATSYNC_STORE),
+    else the deployment file's store, else DATA_DIR/natsync.db ($NATSYNC_DATA_DIR ...)."""
+
+    def decorate(fn: F) -> F:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, name: str | None, config: Path | None, **kwargs: Any) -> Any:
+            chosen = name or deployment_settings(config, None).store
+            return fn(*args, name=chosen, **kwargs)
+
+        wrapped = click.option(
+            "--store",
+            "name",
+            default=None,
+            envvar=STORE_ENV,
+            show_default=f"${STORE_ENV}, else -c's, else DATA_DIR/natsync.db",
+            help=text,
+        )(wrapper)
+        return click.option(
+            "-c",
+            "--config",
+            type=click.Path(dir_okay=False, exists=True, path_type=Path),
+            envvar=CONFIG_ENV,
+            default=None,
+            help=f"The deployment file (its server.store / data_dir); also ${CONFIG_ENV}.",
+        )(wrapped)  # type: ignore[return-value]
+
+    return decorate
 
 
 @click.group()
