@@ -54,6 +54,17 @@ def default_data_dir() -> Path:
 #: Names the deployment file, like -c/--config (the file natsync init writes).
 CONFIG_ENV = "NATSYNC_CONFIG"
 
+#: ``-c/--config FILE`` (or $NATSYNC_CONFIG): the deployment file a command reads its
+#: [server] settings from (data_dir, store, public_name).
+config_option = click.option(
+    "-c",
+    "--config",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    envvar=CONFIG_ENV,
+    default=None,
+    help=f"The deployment file (its [server] data_dir, store, public_name); also ${CONFIG_ENV}.",
+)
+
 
 def data_dir_option(fn: F) -> F:
     """``-c/--config``, ``--data-dir`` and ``--store``: the command's function gets
@@ -82,14 +93,7 @@ def data_dir_option(fn: F) -> F:
         help="Directory holding natsync's data (the store is DATA_DIR/natsync.db). Default: "
         f"-c's server.data_dir, else ${DATA_DIR_ENV}, $STATE_DIRECTORY or ./{DEFAULT_DATA_DIR}.",
     )(wrapped)
-    return click.option(
-        "-c",
-        "--config",
-        type=click.Path(dir_okay=False, exists=True, path_type=Path),
-        envvar=CONFIG_ENV,
-        default=None,
-        help=f"The deployment file (its server.store / data_dir); also ${CONFIG_ENV}.",
-    )(wrapped)  # type: ignore[return-value]
+    return config_option(wrapped)  # type: ignore[return-value]
 
 
 def json_option(fn: F) -> F:
@@ -514,14 +518,7 @@ def device_remove(device_id: str, user_name: str | None, store_name: str) -> Non
     help="The private CA phones must trust (default: DATA_DIR/ca/ca.pem when it exists).",
 )
 @click.option("--no-ca", is_flag=True, help="The certificate is from a public CA: no CA payload.")
-@click.option(
-    "-c",
-    "--config",
-    type=click.Path(dir_okay=False, exists=True, path_type=Path),
-    envvar=CONFIG_ENV,
-    default=None,
-    help="The deployment file (server.public_name, server.data_dir, server.store).",
-)
+@config_option
 @click.option(
     "--data-dir",
     type=click.Path(file_okay=False, path_type=Path),

@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from natsync.cli.admin import CONFIG_ENV, deployment_settings, print_json, table
+from natsync.cli.admin import config_option, deployment_settings, print_json, table
 from natsync.errors import NatsyncError
 from natsync.mail import dkim as dkim_keys
 from natsync.mail.dns_records import dkim_record, records_for
@@ -32,14 +32,7 @@ def _call(fn: Any, *args: Any, **kwargs: Any) -> Any:
         raise click.ClickException(exc.message) from exc
 
 
-_config_option = click.option(
-    "-c",
-    "--config",
-    type=click.Path(dir_okay=False, exists=True, path_type=Path),
-    envvar=CONFIG_ENV,
-    default=None,
-    help=f"The deployment file (server.data_dir, server.public_name); also ${CONFIG_ENV}.",
-)
+_config_option = config_option
 _data_dir_option = click.option(
     "--data-dir",
     type=click.Path(file_okay=False, path_type=Path),

@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from natsync.cli.admin import CONFIG_ENV, deployment_settings
+from natsync.cli.admin import config_option, deployment_settings
 from natsync.errors import NatsyncError
 from natsync.store import backup as store_backup
 from natsync.store import copy as store_copy
@@ -65,14 +65,7 @@ def _store_option(text: str) -> Callable[[F], F]:
             show_default=f"${STORE_ENV}, else -c's, else DATA_DIR/natsync.db",
             help=text,
         )(wrapper)
-        return click.option(
-            "-c",
-            "--config",
-            type=click.Path(dir_okay=False, exists=True, path_type=Path),
-            envvar=CONFIG_ENV,
-            default=None,
-            help=f"The deployment file (its server.store / data_dir); also ${CONFIG_ENV}.",
-        )(wrapped)  # type: ignore[return-value]
+        return config_option(wrapped)  # type: ignore[return-value]
 
     return decorate
 
