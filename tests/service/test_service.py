@@ -157,6 +157,8 @@ def test_install_service_sets_up_user_unit_and_directories(tmp_path: Path) -> No
     # Again, now with the deployment file (as after natsync init): no second user, the file
     # becomes readable by the service's group only.
     (root / "etc/natsync/natsync.toml").write_text("[server]\n")
+    (root / "etc/natsync/ddns.key").write_text("secret")  # named by the file: readable too
+    (root / "etc/natsync/ddns.key").chmod(0o600)
     # natsync init, run as root, leaves root's files in the state directory (CA, certificates)
     (root / "var/lib/natsync/ca").mkdir()
     (root / "var/lib/natsync/ca/ca.key").write_text("key")
@@ -168,6 +170,8 @@ def test_install_service_sets_up_user_unit_and_directories(tmp_path: Path) -> No
     conf = (root / "etc/natsync/natsync.toml").stat()
     assert (conf.st_uid, conf.st_mode & 0o777) == (0, 0o640)
     assert conf.st_gid == conf_dir.st_gid != 0
+    key = (root / "etc/natsync/ddns.key").stat()
+    assert (key.st_mode & 0o777, key.st_gid) == (0o640, conf.st_gid)
 
 
 def test_print_unit_and_relative_config_refused(tmp_path: Path) -> None:

@@ -136,12 +136,14 @@ def plan(
             owner=f"root:{user}",
         )
     )
-    config_file = root / config.relative_to("/")
-    if config_file.exists():
+    # The deployment file and what it names beside it (TSIG key, CA files) hold secrets: the
+    # service's group reads them, nobody else.
+    files = sorted(p for p in config_dir.iterdir() if p.is_file()) if config_dir.is_dir() else []
+    for path in files:
         steps.append(
             Step(
-                f"let the service read {config_file} (mode 0640, group {user}; it holds secrets)",
-                path=config_file,
+                f"let the service read {path} (mode 0640, group {user})",
+                path=path,
                 mode=0o640,
                 owner=f"root:{user}",
             )
