@@ -102,12 +102,12 @@ def test_the_profile_uses_only_documented_keys_with_their_types(tmp_path: Path) 
 
 def test_android_settings_name_the_server_and_the_ca_step() -> None:
     account = Account("ann", "ann@example.org", "Ann", "mail.example.org", 8443)
-    fields = dict(android_settings(account, private_ca=True))
+    fields = dict(android_settings(account, "natsync cert export-ca --format der -o ca.crt"))
     assert fields["Server"] == "mail.example.org"
     assert fields["Port"] == "8443"
     assert fields["Username"] == "ann"
     assert "export-ca --format der" in fields["First"]
-    assert "First" not in dict(android_settings(account, private_ca=False))
+    assert "First" not in dict(android_settings(account, None))
 
 
 async def test_the_profile_provisions_and_syncs_against_a_real_server(tmp_path: Path) -> None:

@@ -567,7 +567,8 @@ def device_profile(
         sys.stdout.buffer.write(data)
     else:
         target.write_bytes(data)
-    android = android_settings(account, ca is not None)
+    export = f"natsync cert export-ca --data-dir {data_dir} --format der -o natsync-ca.crt"
+    android = android_settings(account, export if ca is not None else None)
     if as_json:
         print_json(
             {

@@ -97,8 +97,9 @@ def profile(account: Account, ca: x509.Certificate | None = None) -> bytes:
     return plistlib.dumps(top, fmt=plistlib.FMT_XML, sort_keys=True)
 
 
-def android_settings(account: Account, private_ca: bool) -> list[tuple[str, str]]:
-    """(field, value) pairs for an Android Exchange client (Gmail, Samsung Email, Outlook...)."""
+def android_settings(account: Account, ca_export: str | None) -> list[tuple[str, str]]:
+    """(field, value) pairs for an Android Exchange client (Gmail, Samsung Email, Outlook...);
+    *ca_export* is the command that writes the private CA as DER (None: a public CA)."""
     settings = [
         ("Account type", "Exchange (Exchange and Office 365 / Microsoft Exchange ActiveSync)"),
         ("Email address", account.email),
@@ -109,14 +110,13 @@ def android_settings(account: Account, private_ca: bool) -> list[tuple[str, str]
         ("Security type", "SSL/TLS (never 'accept all certificates')"),
         ("Client certificate", "none"),
     ]
-    if private_ca:
+    if ca_export is not None:
         settings.insert(
             0,
             (
                 "First",
-                "install the CA: natsync cert export-ca --format der -o natsync-ca.crt, copy it to "
-                "the phone, Settings > Security > Encryption & credentials > Install a "
-                "certificate > CA certificate",
+                f"install the CA: {ca_export}, copy the file to the phone, Settings > Security > "
+                "Encryption & credentials > Install a certificate > CA certificate",
             ),
         )
     return settings
