@@ -232,3 +232,41 @@ def test_cli_create_then_list(tmp_path: Path) -> None:
     missing = runner.invoke(main, ["dkim", "records", "example.org", "--data-dir", str(tmp_path)])
     assert missing.exit_code == 2
     assert "--public-name" in missing.output
+
+
+@needs_named
+async def test_natsync_server_signs_with_the_keys_of_its_data_dir(
+    tmp_path: Path, smarthost: Smarthost, zone: Zone, data_dir: Path, alice_password_hash: str
+) -> None:
+    """The hook as deployed: `natsync server` (and `natsync run`'s server part) load the keys
+    of server.data_dir into the relay; what reaches the smarthost verifies."""
+    import os
+    import signal
+
+    from natsync.cli.server import serve
+    from natsync.config import ServerConfig
+    from natsync.store import open_store, store_path
+    from tests.conftest import ALICE_DISPLAY_NAME, ALICE_EMAIL, ALICE_NAME, CREATED_AT
+
+    deployment = tmp_path / "data"
+    shutil.copytree(data_dir / "dkim", deployment / "dkim")
+    store = open_store(store_path(deployment))
+    try:
+        user = ALICE_NAME, ALICE_EMAIL, ALICE_DISPLAY_NAME, alice_password_hash, CREATED_AT
+        await store.run(lambda txn: txn.add_user(*user))
+        await deliver(store, ALICE_EMAIL, ["carol@remote.example"], OUTGOING, NOW, [DOMAIN])
+    finally:
+        await store.aclose()
+    port = await smarthost.start()
+    config = ServerConfig(
+        host="127.0.0.1", port=0, data_dir=deployment, smarthost=f"127.0.0.1:{port}"
+    ).check()
+    server = asyncio.create_task(serve(config))
+    try:  # the relay's first round at start sends what is queued
+        await asyncio.wait_for(smarthost.arrived.wait(), timeout=10)
+    finally:
+        os.kill(os.getpid(), signal.SIGTERM)  # serve's own handler: a clean stop
+        await asyncio.wait_for(server, timeout=10)
+    [envelope] = smarthost.received
+    assert envelope.original_content is not None
+    assert dkim.verify(envelope.original_content, dnsfunc=zone.txt) is True
