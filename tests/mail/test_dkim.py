@@ -19,6 +19,8 @@ import dns.query
 import dns.rdatatype
 import pytest
 from click.testing import CliRunner
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 
 from natsync.cli import main
 from natsync.mail.dkim import (
@@ -56,6 +58,16 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory = tmp_path_factory.mktemp("dkim-data")
     create_key(directory, DOMAIN)
     return directory
+
+
+@pytest.fixture(scope="module")
+def signer_for_fuzz(data_dir: Path) -> tuple[DkimSigner, bytes]:
+    """The signer of data_dir and its domain's TXT record (what DNS would answer)."""
+    signer = DkimSigner.from_data_dir(data_dir)
+    key = load_key(data_dir, DOMAIN)
+    assert signer is not None
+    assert key is not None
+    return signer, key.record_text.encode()
 
 
 @dataclass
@@ -270,3 +282,36 @@ async def test_natsync_server_signs_with_the_keys_of_its_data_dir(
     [envelope] = smarthost.received
     assert envelope.original_content is not None
     assert dkim.verify(envelope.original_content, dnsfunc=zone.txt) is True
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    head=st.lists(
+        st.tuples(
+            st.sampled_from(["From", "To", "Subject", "DKIM-Signature", "X-Odd", "from"]),
+            st.one_of(
+                st.binary(max_size=60),
+                st.sampled_from(
+                    [b"alice@example.test", b"A <alice@example.test>", b"=?x?q?\xff?="]
+                ),
+            ),
+        ),
+        max_size=6,
+    ),
+    body=st.binary(max_size=200),
+)
+def test_signing_never_raises_on_what_a_phone_may_send(
+    signer_for_fuzz: tuple[DkimSigner, bytes], head: list[tuple[str, bytes]], body: bytes
+) -> None:
+    """Whatever bytes are queued, the relay gets bytes back: signed, or as they were."""
+    raw = b"".join(name.encode() + b": " + value + b"\r\n" for name, value in head)
+    raw += b"\r\n" + body
+    assert isinstance(from_domain(raw), str | None)
+    signer, record = signer_for_fuzz
+    signed = signer.sign(raw)
+    assert signed == raw or signed.startswith(b"DKIM-Signature:")
+    event("signed" if signed != raw else "left as it was")
+    if from_domain(raw) == DOMAIN and signed != raw:  # what was signed verifies
+        assert dkim.verify(signed, dnsfunc=lambda name, timeout=5: record)
