@@ -230,3 +230,97 @@ def test_an_ambiguous_device_id_needs_user(data_dir: Path) -> None:
     missing = natsync(data_dir, "device", "allow", "NOPE")
     assert missing.exit_code == 1
     assert "no device" in missing.output
+
+
+#: A real iPhone's DeviceId is 32 characters; Android clients send longer ones.
+LONG_ID = "ApplF17XK2Q9LMN0PQRSTUV0123456789ABCDEF"
+
+
+def test_device_list_piped_keeps_every_id_whole(data_dir: Path) -> None:
+    """Piped (not a terminal): plain columns at full width, one line per device."""
+    add_bob(data_dir)
+    seed_device(data_dir, LONG_ID)
+    seed_device(data_dir, "androidc1234567890abcdef1234567890")
+    lines = natsync(data_dir, "device", "list").output.splitlines()
+    assert lines[0].split()[:3] == ["user", "device", "id"]
+    rows = [line.split() for line in lines[1:]]
+    assert {row[1] for row in rows} == {LONG_ID, "androidc1234567890abcdef1234567890"}
+    assert all(row[0] == "bob" for row in rows)
+    assert "…" not in "\n".join(lines)
+
+
+def render_at_80(rows: list[list[str]]) -> str:
+    import io
+
+    from rich.console import Console
+
+    from natsync.cli.admin import table
+
+    out = io.StringIO()
+    console = Console(file=out, width=80, force_terminal=True, color_system=None)
+    table(
+        "natsync devices",
+        ["user", "device id", "type", "model", "EAS", "last seen", "access"],
+        rows,
+        keep=("user", "device id"),
+        console=console,
+    )
+    return out.getvalue()
+
+
+def test_device_table_at_80_columns_folds_the_rest_but_never_an_id() -> None:
+    model = "Apple-iPhone17C1/2201.1 [with] a long user agent"
+    text = render_at_80([["bob", "PHONE1", "iPhone", model, "16.1", "2026-03-01", "allowed"]])
+    assert "…" not in text
+    assert max(len(line) for line in text.splitlines()) <= 80
+    assert "│ bob  │ PHONE1    │" in text
+    for header in ("type", "model", "EAS", "access"):
+        assert header in text
+    cells = [line.split("│")[4] for line in text.splitlines() if line.count("│") == 8]
+    assert "".join("".join(cells).split()) == "".join(model.split())  # folded, all there
+
+
+def test_ids_too_long_for_80_columns_are_shown_one_field_a_line() -> None:
+    user = "a-rather-long-user-name"
+    text = render_at_80([[user, LONG_ID, "iPhone", "iPhone17C1", "16.1", "2026-03-01", "allowed"]])
+    lines = text.splitlines()
+    assert f"device id: {LONG_ID}" in [line.strip() for line in lines]
+    assert f"user: {user}" in [line.strip() for line in lines]
+    assert "…" not in text
+
+
+def test_the_deployment_file_names_the_store(tmp_path: Path) -> None:
+    """-c (or NATSYNC_CONFIG) finds the store natsync run uses; --data-dir still wins."""
+    data = tmp_path / "var-lib-natsync"
+    config = tmp_path / "natsync.toml"
+    config.write_text(f'[server]\ndata_dir = "{data}"\n')
+    runner = CliRunner()
+    added = runner.invoke(
+        main,
+        [
+            "user",
+            "add",
+            "gus",
+            "--email",
+            "gus@x.test",
+            "--password",
+            "guss-password",
+            "-c",
+            str(config),
+        ],
+    )
+    assert added.exit_code == 0, added.output
+    assert (data / "natsync.db").exists()
+    by_env = runner.invoke(main, ["user", "list", "--json"], env={"NATSYNC_CONFIG": str(config)})
+    assert [u["name"] for u in json.loads(by_env.output)] == ["gus"]
+    elsewhere = runner.invoke(
+        main, ["user", "list", "-c", str(config), "--data-dir", str(tmp_path / "other")]
+    )
+    assert elsewhere.exit_code == 1
+    assert "no store" in elsewhere.output
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[server]\nport = 'x'\n")
+    bad = runner.invoke(main, ["user", "list", "-c", str(broken)])
+    assert bad.exit_code == 1
+    assert "server.port must be an integer" in bad.output
+    assert "Traceback" not in bad.output

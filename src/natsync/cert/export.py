@@ -45,22 +45,28 @@ def _common_name(cert: x509.Certificate) -> str:
     return str(attrs[0].value) if attrs else cert.subject.rfc4514_string()
 
 
-def mobileconfig(cert: x509.Certificate, *, organization: str = "natsync") -> bytes:
-    """An unsigned iOS configuration profile holding *cert* as a trusted root."""
+def root_payload(cert: x509.Certificate) -> dict[str, object]:
+    """The ``com.apple.security.root`` payload trusting *cert* (also used by the account
+    profile of ``natsync device profile``)."""
     fingerprint = cert.fingerprint(hashes.SHA256()).hex()
     name = _common_name(cert)
-    payload_uuid = str(uuid.uuid5(PROFILE_NAMESPACE, "root:" + fingerprint)).upper()
-    profile_uuid = str(uuid.uuid5(PROFILE_NAMESPACE, "profile:" + fingerprint)).upper()
-    root_payload = {
+    return {
         "PayloadType": "com.apple.security.root",
         "PayloadVersion": 1,
         "PayloadIdentifier": f"{PROFILE_ID_PREFIX}.root.{fingerprint[:16]}",
-        "PayloadUUID": payload_uuid,
+        "PayloadUUID": str(uuid.uuid5(PROFILE_NAMESPACE, "root:" + fingerprint)).upper(),
         "PayloadDisplayName": name,
         "PayloadDescription": f"Trust {name} for the natsync mail server",
         "PayloadCertificateFileName": "natsync-ca.cer",
         "PayloadContent": cert.public_bytes(Encoding.DER),
     }
+
+
+def mobileconfig(cert: x509.Certificate, *, organization: str = "natsync") -> bytes:
+    """An unsigned iOS configuration profile holding *cert* as a trusted root."""
+    fingerprint = cert.fingerprint(hashes.SHA256()).hex()
+    name = _common_name(cert)
+    profile_uuid = str(uuid.uuid5(PROFILE_NAMESPACE, "profile:" + fingerprint)).upper()
     profile = {
         "PayloadType": "Configuration",
         "PayloadVersion": 1,
@@ -74,6 +80,6 @@ def mobileconfig(cert: x509.Certificate, *, organization: str = "natsync") -> by
         ),
         "PayloadOrganization": organization,
         "PayloadRemovalDisallowed": False,
-        "PayloadContent": [root_payload],
+        "PayloadContent": [root_payload(cert)],
     }
     return plistlib.dumps(profile, fmt=plistlib.FMT_XML, sort_keys=True)

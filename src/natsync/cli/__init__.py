@@ -57,6 +57,12 @@ def _register() -> None:
     from natsync.cli.relay import relay
 
     main.add_command(relay)
+    from natsync.cli.dkim import dkim
+
+    main.add_command(dkim)
+    from natsync.cli.service import install_service
+
+    main.add_command(install_service)
 
 
 _register()

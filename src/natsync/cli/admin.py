@@ -14,6 +14,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -39,16 +40,43 @@ STORE_ENV = "NATSYNC_STORE"
 MIN_PASSWORD_LENGTH = 8
 
 
+#: Set by systemd for a unit with StateDirectory= (natsync.service: /var/lib/natsync), so the
+#: admin commands run as the service user find the service's data without a flag.
+STATE_DIRECTORY_ENV = "STATE_DIRECTORY"
+
+
 def default_data_dir() -> Path:
-    return Path(os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR)
+    return Path(
+        os.environ.get(DATA_DIR_ENV) or os.environ.get(STATE_DIRECTORY_ENV) or DEFAULT_DATA_DIR
+    )
+
+
+#: Names the deployment file, like -c/--config (the file natsync init writes).
+CONFIG_ENV = "NATSYNC_CONFIG"
+
+#: ``-c/--config FILE`` (or $NATSYNC_CONFIG): the deployment file a command reads its
+#: [server] settings from (data_dir, store, public_name).
+config_option = click.option(
+    "-c",
+    "--config",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    envvar=CONFIG_ENV,
+    default=None,
+    help=f"The deployment file (its [server] data_dir, store, public_name); also ${CONFIG_ENV}.",
+)
 
 
 def data_dir_option(fn: F) -> F:
-    """``--data-dir`` and ``--store``: the command's function gets ``store_name``."""
+    """``-c/--config``, ``--data-dir`` and ``--store``: the command's function gets
+    ``store_name`` — --store, else DATA_DIR's file, else the deployment file's store, else
+    the default data directory's."""
 
     @functools.wraps(fn)
-    def wrapper(*args: Any, data_dir: Path, store: str | None, **kwargs: Any) -> Any:
-        return fn(*args, store_name=store or str(store_path(data_dir)), **kwargs)
+    def wrapper(
+        *args: Any, data_dir: Path | None, store: str | None, config: Path | None, **kwargs: Any
+    ) -> Any:
+        name = store or deployment_settings(config, data_dir).store
+        return fn(*args, store_name=name, **kwargs)
 
     wrapped = click.option(
         "--store",
@@ -58,13 +86,14 @@ def data_dir_option(fn: F) -> F:
         help="The store: a SQLite path, sqlite:///path or a postgresql:// URL "
         "(the same as server.store). Default: DATA_DIR/natsync.db.",
     )(wrapper)
-    return click.option(
+    wrapped = click.option(
         "--data-dir",
         type=click.Path(file_okay=False, path_type=Path),
-        default=default_data_dir,
-        show_default=f"${DATA_DIR_ENV} or ./{DEFAULT_DATA_DIR}",
-        help="Directory holding natsync's data (the store is DATA_DIR/natsync.db).",
-    )(wrapped)  # type: ignore[return-value]
+        default=None,
+        help="Directory holding natsync's data (the store is DATA_DIR/natsync.db). Default: "
+        f"-c's server.data_dir, else ${DATA_DIR_ENV}, $STATE_DIRECTORY or ./{DEFAULT_DATA_DIR}.",
+    )(wrapped)
+    return config_option(wrapped)  # type: ignore[return-value]
 
 
 def json_option(fn: F) -> F:
@@ -120,21 +149,88 @@ def _require_user(txn: Txn, name: str) -> User:
     return user
 
 
-def _print_json(value: Any) -> None:
+@dataclass(frozen=True, slots=True)
+class DeploymentSettings:
+    """What a command takes from the deployment file (-c), a flag winning over the file."""
+
+    data_dir: Path
+    store: str
+    public_name: str
+
+
+def deployment_settings(config: Path | None, data_dir: Path | None) -> DeploymentSettings:
+    """The data directory, store and public name: *data_dir* if given, else the file's
+    ``[server]`` (when *config* is given), else the defaults."""
+    if config is None:
+        directory = data_dir or default_data_dir()
+        return DeploymentSettings(directory, str(store_path(directory)), "")
+    from natsync.config import load_config
+
+    try:
+        loaded = load_config(config)
+    except NatsyncError as exc:
+        raise click.ClickException(exc.message) from exc
+    if data_dir is not None:
+        return DeploymentSettings(data_dir, str(store_path(data_dir)), loaded.public_name)
+    return DeploymentSettings(loaded.data_dir, loaded.store_url, loaded.public_name)
+
+
+def print_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, default=str))
 
 
-def _table(title: str, columns: list[str], rows: list[list[str]]) -> None:
+#: The name natsync.cli.transfer imports.
+_print_json = print_json
+
+
+def table(
+    title: str,
+    columns: list[str],
+    rows: list[list[str]],
+    *,
+    keep: tuple[str, ...] = (),
+    console: Any = None,
+) -> None:
+    """Render a listing without ever cutting a value a user must copy.
+
+    Piped (not a terminal): plain aligned columns at full width, one line per row, so ``grep``
+    and ``awk`` see every id whole. On a terminal: a rich table whose *keep* columns (ids,
+    names) never wrap and are never shortened, and whose other columns fold onto more lines
+    rather than end in "…". When even that does not fit (80 columns and long ids), one block
+    of "column: value" lines per row, as ``psql``'s expanded display does.
+    """
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
-    table = Table(title=title)
-    for column in columns:
-        table.add_column(column)
-    for row in rows:
-        table.add_row(*row)
-    console = Console(file=sys.stdout)
-    console.print(table)
+    out = console or Console(file=sys.stdout)
+    widths = [max([len(c), *(len(r[i]) for r in rows)]) for i, c in enumerate(columns)]
+    if not out.is_terminal:
+        for line in [columns, *rows]:
+            cells = [cell.ljust(width) for cell, width in zip(line, widths, strict=True)]
+            out.file.write("  ".join(cells).rstrip() + "\n")
+        return
+    # Kept columns at full width, the others at least as wide as their header, plus borders.
+    needed = sum(w if c in keep else len(c) for c, w in zip(columns, widths, strict=True))
+    if needed + 3 * len(columns) + 1 > out.width:
+        label = max(len(c) for c in columns)
+        out.print(title, style="bold", markup=False, highlight=False)
+        for row in rows:
+            out.print("")
+            for column, cell in zip(columns, row, strict=True):
+                out.print(
+                    f"{column.rjust(label)}: {cell}", markup=False, highlight=False, soft_wrap=True
+                )
+        return
+    shown = Table(title=title)
+    for i, column in enumerate(columns):
+        if column in keep:
+            shown.add_column(column, no_wrap=True, min_width=widths[i])
+        else:
+            shown.add_column(column, overflow="fold")
+    for row in rows:  # Text: a value like "[x]" is shown as written, not read as markup
+        shown.add_row(*(Text(cell) for cell in row))
+    out.print(shown)
 
 
 def _when(value: datetime | None) -> str:
@@ -176,7 +272,7 @@ def user_add(
             store, lambda txn: txn.add_user(name, email, display_name or name, hashed, _now())
         )
     if as_json:
-        _print_json(_user_json(added))
+        print_json(_user_json(added))
     else:
         click.echo(f"added user {added.name} <{added.email}>")
 
@@ -198,12 +294,13 @@ def user_list(store_name: str, as_json: bool) -> None:
     with _store(store_name) as store:
         users = _run(store, lambda txn: txn.list_users())
     if as_json:
-        _print_json([_user_json(u) for u in users])
+        print_json([_user_json(u) for u in users])
         return
-    _table(
+    table(
         "natsync users",
         ["name", "email", "display name", "created"],
         [[u.name, u.email, u.display_name, _when(u.created_at)] for u in users],
+        keep=("name", "email"),
     )
 
 
@@ -277,9 +374,9 @@ def device_list(user_name: str | None, store_name: str, as_json: bool) -> None:
     with _store(store_name) as store:
         devices = _run(store, collect)
     if as_json:
-        _print_json([_device_json(d, owner) for d, owner in devices])
+        print_json([_device_json(d, owner) for d, owner in devices])
         return
-    _table(
+    table(
         "natsync devices",
         ["user", "device id", "type", "model", "EAS", "last seen", "access", "wipe"],
         [
@@ -295,6 +392,7 @@ def device_list(user_name: str | None, store_name: str, as_json: bool) -> None:
             ]
             for d, owner in devices
         ],
+        keep=("user", "device id"),
     )
 
 
@@ -400,3 +498,95 @@ def device_remove(device_id: str, user_name: str | None, store_name: str) -> Non
     with _store(store_name) as store:
         found = _run(store, change)
     click.echo(f"device {found.device_id} removed")
+
+
+@device.command("profile")
+@click.argument("name")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Where to write the profile ('-' for standard output). Default: NAME.mobileconfig.",
+)
+@click.option("--host", default=None, help="The name phones connect to (default: -c's).")
+@click.option("--port", type=click.IntRange(1, 65535), default=443, show_default=True)
+@click.option(
+    "--ca-file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="The private CA phones must trust (default: DATA_DIR/ca/ca.pem when it exists).",
+)
+@click.option("--no-ca", is_flag=True, help="The certificate is from a public CA: no CA payload.")
+@config_option
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help=f"Data directory (default: -c's, else ${DATA_DIR_ENV} or ./{DEFAULT_DATA_DIR}).",
+)
+@click.option("--store", default=None, envvar=STORE_ENV, help="The store (default: -c's).")
+@json_option
+def device_profile(
+    name: str,
+    output: Path | None,
+    host: str | None,
+    port: int,
+    ca_file: Path | None,
+    no_ca: bool,
+    config: Path | None,
+    data_dir: Path | None,
+    store: str | None,
+    as_json: bool,
+) -> None:
+    """Write NAME's iPhone/iPad profile (.mobileconfig) and print the Android settings."""
+    from cryptography import x509
+
+    from natsync.device.profile import Account, android_settings, profile
+
+    deployment = deployment_settings(config, data_dir)
+    data_dir = deployment.data_dir
+    store_name = store or deployment.store
+    host = host or deployment.public_name
+    if not host:
+        raise click.UsageError("give --host (the name phones connect to) or -c with public_name")
+    with _store(store_name) as opened:
+        found = _run(opened, lambda txn: _require_user(txn, name))
+    account = Account(found.name, found.email, found.display_name, host, port)
+    if ca_file is None and not no_ca and (data_dir / "ca" / "ca.pem").exists():
+        ca_file = data_dir / "ca" / "ca.pem"
+    ca = None
+    if ca_file is not None and not no_ca:
+        try:
+            ca = x509.load_pem_x509_certificate(ca_file.read_bytes())
+        except ValueError as exc:
+            raise click.ClickException(f"{ca_file} is not a PEM certificate") from exc
+    data = profile(account, ca)
+    target = output or Path(f"{name}.mobileconfig")
+    if str(target) == "-":
+        sys.stdout.buffer.write(data)
+    else:
+        target.write_bytes(data)
+    export = f"natsync cert export-ca --data-dir {data_dir} --format der -o natsync-ca.crt"
+    android = android_settings(account, export if ca is not None else None)
+    if as_json:
+        print_json(
+            {
+                "profile": None if str(target) == "-" else str(target),
+                "host": account.server,
+                "ca": None if ca_file is None or ca is None else str(ca_file),
+                "android": dict(android),
+            }
+        )
+        return
+    say = functools.partial(click.echo, err=str(target) == "-")
+    if str(target) != "-":
+        say(f"wrote {target} ({len(data)} bytes)" + (f", with the CA {ca_file}" if ca else ""))
+    say("iPhone/iPad: open the file on the phone (AirDrop, mail, or a web page), then")
+    say("  Settings > Profile Downloaded > Install; enter the password when asked.")
+    if ca is not None:
+        say("  Then Settings > General > About > Certificate Trust Settings: trust the CA.")
+    say("Android (Exchange account):")
+    width = max(len(field) for field, _ in android)
+    for field, value in android:
+        say(f"  {field.ljust(width)}  {value}")

@@ -18,6 +18,7 @@ from natsync.errors import NatsyncError
 
 async def serve(config: ServerConfig, ready: Any = None) -> None:
     """Run until a signal: ActiveSync server, SMTP in (smtp_listen), relay (smarthost)."""
+    from natsync.mail.dkim import DkimSigner
     from natsync.mail.relay import Relay, SmartHost
     from natsync.mail.smtp_in import start_smtp_server
     from natsync.server import start_server
@@ -34,7 +35,12 @@ async def serve(config: ServerConfig, ready: Any = None) -> None:
     try:
         if config.smarthost:
             host, _, port = config.smarthost.rpartition(":")
-            relay = Relay(store, SmartHost(host, int(port)), hostname=config.hostname)
+            relay = Relay(
+                store,
+                SmartHost(host, int(port)),
+                hostname=config.hostname,
+                dkim=DkimSigner.from_data_dir(config.data_dir),  # natsync dkim create DOMAIN
+            )
             relay.start()
         server = await start_server(config, store, relay=relay)
         if config.smtp_listen:

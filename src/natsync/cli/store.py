@@ -9,36 +9,30 @@ checksums (raw MIME included). Thin: the work is :mod:`natsync.store.copy`.
 
 from __future__ import annotations
 
+import functools
 import json
-import os
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from natsync.cli.admin import config_option, deployment_settings
 from natsync.errors import NatsyncError
+from natsync.store import backup as store_backup
 from natsync.store import copy as store_copy
-from natsync.store import open_store, sqlite_file, store_path
+from natsync.store import open_store, sqlite_file
 from natsync.store.api import Store
 
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
 
 #: The environment variable naming the store when --store is not given.
 STORE_ENV = "NATSYNC_STORE"
-DATA_DIR_ENV = "NATSYNC_DATA_DIR"
-DEFAULT_DATA_DIR = "natsync-data"
-
-
-def _default_store() -> str:
-    named = os.environ.get(STORE_ENV)
-    if named:
-        return named
-    return str(store_path(Path(os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR)))
 
 
 def _open(name: str) -> Store:
@@ -53,19 +47,36 @@ def _display(name: str) -> str:
     return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", name)
 
 
+def _store_option(text: str) -> Callable[[F], F]:
+    """``--store`` and ``-c/--config``: the function gets ``name`` — --store (or $NATSYNC_STORE),
+    else the deployment file's store, else DATA_DIR/natsync.db ($NATSYNC_DATA_DIR ...)."""
+
+    def decorate(fn: F) -> F:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, name: str | None, config: Path | None, **kwargs: Any) -> Any:
+            chosen = name or deployment_settings(config, None).store
+            return fn(*args, name=chosen, **kwargs)
+
+        wrapped = click.option(
+            "--store",
+            "name",
+            default=None,
+            envvar=STORE_ENV,
+            show_default=f"${STORE_ENV}, else -c's, else DATA_DIR/natsync.db",
+            help=text,
+        )(wrapper)
+        return config_option(wrapped)  # type: ignore[return-value]
+
+    return decorate
+
+
 @click.group()
 def store() -> None:
-    """Upgrade a store, or copy a deployment between SQLite and PostgreSQL."""
+    """Upgrade, back up and restore a store, or copy it between SQLite and PostgreSQL."""
 
 
 @store.command("migrate")
-@click.option(
-    "--store",
-    "name",
-    default=_default_store,
-    show_default=f"${STORE_ENV}, else DATA_DIR/natsync.db",
-    help="The store: a SQLite path or a postgresql:// URL.",
-)
+@_store_option("The store: a SQLite path or a postgresql:// URL.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 def migrate_command(name: str, as_json: bool) -> None:
     """Apply every schema migration the store has not had yet (creating it if new)."""
@@ -157,6 +168,57 @@ def copy_command(source: str, target: str, force: bool, as_json: bool) -> None:
     out = Console()
     out.print(table)
     out.print("verified: every table has the same rows and checksum in both stores")
+
+
+def _backup_report(result: store_backup.BackupResult, verb: str, as_json: bool) -> None:
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "kind": result.kind,
+                    "file": str(result.path),
+                    "bytes": result.size,
+                    "schema_version": result.schema_version,
+                    "rows": result.rows,
+                }
+            )
+        )
+        return
+    counts = ", ".join(f"{n} {t}" for t, n in result.rows.items() if t in _SHOWN_TABLES)
+    click.echo(
+        f"{verb} {result.path} ({result.kind}, {result.size} bytes, "
+        f"schema version {result.schema_version}): {counts}"
+    )
+
+
+#: The tables named in the one-line summary (the rest are in --json).
+_SHOWN_TABLES = ("users", "devices", "folders", "messages", "outbound")
+
+
+@store.command("backup")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@_store_option("The store: a SQLite path or a postgresql:// URL.")
+@click.option("--force", is_flag=True, help="Replace FILE if it exists.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def backup_command(file: Path, name: str, force: bool, as_json: bool) -> None:
+    """Write a consistent copy of the store to FILE while natsync keeps running.
+
+    SQLite: the online backup API, checked with PRAGMA integrity_check. PostgreSQL: pg_dump
+    (custom format), checked with pg_restore --list.
+    """
+    result = _call(lambda: store_backup.backup(name, file, force=force))
+    _backup_report(result, "backed up to", as_json)
+
+
+@store.command("restore")
+@click.argument("file", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@_store_option("The store to restore into (of the backup's kind).")
+@click.option("--force", is_flag=True, help="Replace a store that holds data.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def restore_command(file: Path, name: str, force: bool, as_json: bool) -> None:
+    """Put the backup FILE back into the store. Stop natsync first (systemctl stop natsync)."""
+    result = _call(lambda: store_backup.restore(file, name, force=force))
+    _backup_report(result, "restored from", as_json)
 
 
 def _call(fn: Callable[[], T]) -> T:

@@ -56,6 +56,7 @@ from typing import Any
 import aiosmtplib
 
 from natsync.mail import imip
+from natsync.mail.dkim import DkimSigner
 from natsync.mail.mime import header_text, parse_bytes, parse_message
 from natsync.store.api import (
     Conflict,
@@ -351,6 +352,7 @@ class Relay:
         idle_poll: timedelta = IDLE_POLL_INTERVAL,
         lease: timedelta = RELAY_LEASE,
         owner: str | None = None,
+        dkim: DkimSigner | None = None,
     ) -> None:
         if lease.total_seconds() <= smarthost.timeout:
             raise ValueError(
@@ -368,6 +370,8 @@ class Relay:
         self._retry_max = retry_max
         self._max_attempts = max_attempts
         self._idle_poll = idle_poll
+        #: Signs each message as it leaves (natsync.mail.dkim), None to send as queued.
+        self._dkim = dkim
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._next_retry: datetime | None = None
@@ -461,7 +465,7 @@ class Relay:
         outcome = _Outcome()
         try:
             refused, _ = await aiosmtplib.send(
-                item.raw,
+                item.raw if self._dkim is None else self._dkim.sign(item.raw),
                 sender=item.sender,
                 recipients=list(item.recipients),
                 hostname=host.host,
