@@ -120,8 +120,6 @@ def test_samples_round_trip() -> None:
         (E("Nope", "Sync"), "unknown namespace 'Nope'"),
         (E("AirSync", "Subject"), "unknown tag 'Subject' in namespace AirSync"),
         (Element("AirSync", "Sync", [E("AirSync", "Status")], "x"), "both a value and child"),
-        (E("AirSync", "Sync", E("AirSync", "SyncKey", "a\0b")), "contains NUL"),
-        (E("AirSync", "Sync", E("AirSync", "SyncKey", "\ud800")), "lone surrogate"),
         (Element("AirSync", "Sync", value=1.5), "type float cannot be encoded"),  # type: ignore[arg-type]
         (Element("AirSync", "Sync", ["x"]), "expected an Element, got str"),  # type: ignore[list-item]
         (nested(MAX_DEPTH + 1), f"deeper than {MAX_DEPTH}"),
@@ -131,6 +129,30 @@ def test_encode_refuses_what_it_cannot_encode(tree: Element, message: str) -> No
     with pytest.raises(WBXMLError, match=message) as info:
         encode(tree)
     assert info.value.offset is None
+
+
+@pytest.mark.parametrize(
+    ("text", "sent"),
+    [
+        ("a\0b", "ab"),  # NUL: STR_I ends at it
+        ("bell\x07 vt\x0b ff\x0c esc\x1b", "bell vt ff esc"),  # XML 1.0 section 2.2
+        ("tab\tlf\ncr\r", "tab\tlf\ncr\r"),  # the three controls XML allows stay
+        ("x\ufffey\uffffz", "xyz"),  # the non-characters XML 1.0 leaves out
+        ("lone \ud800 and escaped \udcff", "lone \ufffd and escaped \ufffd"),
+        ("del\x7f c1\x85 ok", "del\x7f c1\x85 ok"),  # allowed in XML 1.0
+        ("\U0001f600 astral", "\U0001f600 astral"),
+    ],
+)
+def test_encode_cleans_text_a_string_cannot_carry(text: str, sent: str) -> None:
+    """Issue 19: whatever text a store holds, its element is sent (what Exchange sends)."""
+    data = encode(E("AirSync", "Sync", E("AirSync", "SyncKey", text)))
+    assert data == encode(E("AirSync", "Sync", E("AirSync", "SyncKey", sent)))
+    assert decode(data).child_text("SyncKey") == sent
+
+
+def test_encode_sends_opaque_bytes_untouched() -> None:
+    raw = bytes(range(256))
+    assert decode(encode(E("AirSyncBase", "Data", raw))).value == raw
 
 
 def test_encode_stops_at_a_cycle() -> None:
@@ -187,6 +209,13 @@ def test_decode_accepts_bytearray_and_memoryview() -> None:
     assert decode(bytearray(data)) == decode(memoryview(data)) == decode(data)
 
 
+def test_decode_reads_invalid_utf8_with_replacement() -> None:
+    """Issue 19: a phone's string with bad bytes costs those bytes, not the whole request."""
+    assert decode(doc("45 03 61ff6200 01")).value == "a\ufffdb"  # STR_I, the fast leaf
+    assert decode(doc("45 4b 03 c328 00 01 01")).child_text("SyncKey") == "\ufffd("
+    assert decode(bytes.fromhex("03016a04 eda08000 45 8300 01")).value == "\ufffd\ufffd\ufffd"
+
+
 # (document, offset, message) for every kind of rejection.
 BAD_DOCUMENTS = [
     (b"", 0, "empty document"),
@@ -203,7 +232,6 @@ BAD_DOCUMENTS = [
     (doc("4d"), 5, "document truncated: the data ended inside AirSync:ServerId"),
     (doc("45 0e"), 6, "truncated: the data ended inside AirSync:Sync"),
     (doc("45 03 6162"), 5, "not terminated by a NUL"),
-    (doc("45 03 61ff00 01"), 5, "not valid UTF-8"),
     (doc("45 c3 8fffffff7f"), 5, "OPAQUE declares 4294967295 bytes but only 0 remain"),
     (doc("45 c3 05 0102 01"), 5, "OPAQUE declares 5 bytes but only 3 remain"),
     (doc("45 83 00 01"), 5, "string table reference 0 is outside the string table"),

@@ -28,8 +28,10 @@ every preference would be truncated, the first is answered with Truncated=1 and 
 MIME (Type 4) is offered per airsync:MIMESupport (MS-ASCMD 2.2.3.110.3): 0 never, 1 only for
 S/MIME messages, 2 always; when the client sent no MIMESupport but asked for Type 4 explicitly,
 it gets MIME (lenient: some clients omit MIMESupport in ItemOperations). MIME data is sent as
-the Data string (MS-ASAIRS 2.2.2.20.1); a raw message that is not valid UTF-8 is sent as opaque
-bytes instead, so no byte of it is changed.
+the Data string (MS-ASAIRS 2.2.2.20.1); a raw message that is not valid UTF-8, or that holds a
+character no WBXML string may carry to a peer (a NUL, another control character XML 1.0 forbids:
+natsync.wbxml.chars), is sent as opaque bytes instead, so no byte of it is changed (issue 19).
+Every other text (headers, plain and HTML bodies, previews) is cleaned by the encoder.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ from natsync.mail.mime import (
     read_content,
 )
 from natsync.store.api import Flag, Message
+from natsync.wbxml.chars import is_xml_text
 from natsync.wbxml.tree import E, Element
 
 
@@ -410,10 +413,10 @@ def _choose(
 def _render(pref_type: int, raw: bytes, plain: str, rich: str | None) -> _Rendered:
     if pref_type == BodyType.MIME:
         try:
-            raw.decode("utf-8")
+            as_text = is_xml_text(raw.decode("utf-8"))
         except UnicodeDecodeError:
-            return _Rendered(BodyType.MIME, raw, text=False)
-        return _Rendered(BodyType.MIME, raw, text=True)
+            as_text = False
+        return _Rendered(BodyType.MIME, raw, text=as_text)
     if pref_type == BodyType.HTML:
         return _Rendered(BodyType.HTML, (rich or plain_to_html(plain)).encode("utf-8"), True)
     return _Rendered(BodyType.PLAIN, plain.encode("utf-8"), text=True)

@@ -4,7 +4,10 @@ Accepts what EAS peers send: header (version 1.1-1.3, public id, UTF-8, string t
 the content bit, SWITCH_PAGE, END, STR_I, STR_T, OPAQUE. Everything else WBXML allows but EAS does
 not use (attributes, LITERAL*, EXT*, PI, ENTITY) and every malformation raises ``WBXMLError``
 with the byte offset: never another exception, never a hang, and never memory out of proportion
-to the input (see ``limits``).
+to the input (see ``limits``). Text that is not valid UTF-8 is decoded with U+FFFD in place of
+the bad bytes, as Exchange reads it: one mangled string in a phone's write (a contact's note,
+an event's location) costs that string's bad bytes, not the whole request (a 400 the phone
+would send again and again).
 
 The main loop is written for speed in pure Python: one byte indexes a per-page 256-entry table,
 bounds are checked by letting ``IndexError`` happen once at the end of the data (a try block is
@@ -198,7 +201,7 @@ def _body(data: bytes, pos: int, table: bytes) -> Element:
                             el = new(cls)
                             el.namespace, el.tag = entry
                             el.children = []
-                            el.value = data[pos + 1 : end].decode()
+                            el.value = data[pos + 1 : end].decode("utf-8", "replace")
                             add(el)
                             pos = end + 2
                             if cur is top:
@@ -252,7 +255,7 @@ def _body(data: bytes, pos: int, table: bytes) -> Element:
                     raise WBXMLError("inline string (STR_I) is not terminated by a NUL", pos)
                 if end - pos - 1 > max_string:
                     raise WBXMLError(f"string longer than {max_string} bytes", pos)
-                _add_value(cur, top, data[pos + 1 : end].decode(), pos, parts)
+                _add_value(cur, top, data[pos + 1 : end].decode("utf-8", "replace"), pos, parts)
                 pos = end + 1
             elif tok == 0x00:  # SWITCH_PAGE
                 page = data[pos + 1]
@@ -286,7 +289,7 @@ def _body(data: bytes, pos: int, table: bytes) -> Element:
                         "string table references expand to more text than the document holds",
                         pos,
                     )
-                _add_value(cur, top, table[index:end].decode(), pos, parts)
+                _add_value(cur, top, table[index:end].decode("utf-8", "replace"), pos, parts)
                 pos = after
             else:
                 raise _bad_token(tok, page, pages.page_namespace[page], pos)
@@ -301,8 +304,6 @@ def _body(data: bytes, pos: int, table: bytes) -> Element:
             + (" where a code page number was expected" if tok == 0x00 else ""),
             n,
         ) from None
-    except UnicodeDecodeError as exc:
-        raise WBXMLError(f"text is not valid UTF-8 ({exc.reason})", pos) from None
     if pos != n:
         raise WBXMLError(f"{n - pos} bytes after the end of the root element", pos)
     return top.children[0]

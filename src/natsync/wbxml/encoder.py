@@ -2,9 +2,11 @@
 
 Header ``03 01 6A 00``; SWITCH_PAGE only when the page changes (none when the root is on page 0);
 the content bit only when an element has content; text as STR_I, bytes as OPAQUE (MS-ASWBXML
-2.1.2; WBXML 1.3 sections 5.8, 6). Anything that cannot be encoded faithfully (unknown
-namespace or tag, a value and children together, NUL in text, nesting over ``MAX_DEPTH``) raises
-``WBXMLError`` rather than producing bytes a peer would misread.
+2.1.2; WBXML 1.3 sections 5.8, 6). Text is cleaned of what a STR_I or a peer's XML reader cannot
+take (NUL, other control characters, lone surrogates: natsync.wbxml.chars), so any text a store
+holds can be sent; OPAQUE bytes go out untouched. A tree that cannot be encoded (unknown
+namespace or tag, a value and children together, a value neither text nor bytes, nesting over
+``MAX_DEPTH``) raises ``WBXMLError`` rather than producing bytes a peer would misread.
 
 Speed: tag bytes are precomputed per (namespace, tag); pieces are appended to one list and joined
 once.
@@ -12,6 +14,7 @@ once.
 
 from __future__ import annotations
 
+from natsync.wbxml.chars import XML_ILLEGAL, xml_text
 from natsync.wbxml.codepages import code_pages
 from natsync.wbxml.errors import WBXMLError
 from natsync.wbxml.limits import MAX_DEPTH
@@ -82,18 +85,9 @@ def _children(
         elif value is None:
             append(bare)
         elif type(value) is str:
-            try:
-                encoded = value.encode()
-            except UnicodeEncodeError:
-                raise WBXMLError(
-                    f"{el.namespace}:{el.tag} text is not encodable as UTF-8 (lone surrogate)"
-                ) from None
-            if b"\0" in encoded:
-                raise WBXMLError(
-                    f"{el.namespace}:{el.tag} text contains NUL, which STR_I cannot carry; "
-                    "send it as bytes (OPAQUE) instead"
-                )
-            out += (with_content, _STR_I, encoded, _NUL_END)
+            if not value.isprintable() and XML_ILLEGAL.search(value) is not None:
+                value = xml_text(value)
+            out += (with_content, _STR_I, value.encode(), _NUL_END)
         elif isinstance(value, (bytes, bytearray, memoryview)):
             data = bytes(value)
             out += (with_content, _OPAQUE, mb_u_int32(len(data)), data, _END)

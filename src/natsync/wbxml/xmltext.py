@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-import re
 from typing import Any
 from xml.etree.ElementTree import ParseError
 
 import defusedxml.ElementTree as SafeET
 from defusedxml import DefusedXmlException
 
+from natsync.wbxml.chars import XML_ILLEGAL
 from natsync.wbxml.codepages import code_pages
 from natsync.wbxml.errors import WBXMLError
 from natsync.wbxml.limits import MAX_DEPTH
@@ -40,8 +40,6 @@ DOCTYPE = (
 NATSYNC_NS = "urn:natsync:wbxml"
 _VALUE_ATTR = f"{{{NATSYNC_NS}}}value"
 
-# Characters XML 1.0 (section 2.2) cannot carry, even as character references.
-_XML_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
 _ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "\r": "&#13;"})
 
 
@@ -87,7 +85,7 @@ def to_xml(root: Element, *, doctype: bool = False, indent: str | None = "  ") -
             text = base64.b64encode(bytes(value)).decode("ascii")
             if not opaque_tag or not value:
                 attr = ' natsync:value="base64"'
-        elif _XML_ILLEGAL.search(value):
+        elif XML_ILLEGAL.search(value):
             text = base64.b64encode(value.encode("utf-8", "surrogatepass")).decode("ascii")
             attr = ' natsync:value="utf8-base64"'
         else:
