@@ -53,6 +53,8 @@ class Response:
     outbound_queued: bool = False
     #: Ping: wait outside the transaction, then answer with natsync.eas.ping.finish().
     wait: PingWait | None = None
+    #: Items left out of the answer because they could not be sent (natsync.eas.isolation).
+    skipped: tuple[str, ...] = ()
 
     @classmethod
     def of(cls, root: Element, status: int | None = None, **kw: Any) -> Response:
@@ -73,6 +75,8 @@ class Context:
     content_type: str = ""
     #: False when the request is being re-run after a held Sync: answer, don't hold again.
     may_hold: bool = True
+    #: Ids of the items the handler left out of its answer (natsync.eas.isolation).
+    skipped: list[str] = field(default_factory=list)
 
     @property
     def version(self) -> Version:

@@ -1,7 +1,8 @@
 """GetItemEstimate (MS-ASCMD 2.2.1.9): how many changes a Sync with this key would bring.
 
 Computed exactly from the same diff Sync uses (natsync.eas.sync.pending_changes), without
-touching any state, for email and for every class Sync carries (its FilterType included).
+touching any state, for email and for every class Sync carries (its FilterType included); an
+item Sync left out because it cannot be sent (natsync.eas.isolation) is not counted.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from natsync.eas import state as st
 from natsync.eas.context import Context, Response
 from natsync.eas.errors import EasError
 from natsync.eas.status import EstimateStatus as S
-from natsync.eas.sync import FILTER_TYPES, pending_changes, syncable
+from natsync.eas.sync import FILTER_TYPES, SKIPPED, pending_changes, syncable
 from natsync.wbxml import E, Element
 
 NS = "GetItemEstimate"
@@ -46,7 +47,7 @@ def _estimate(ctx: Context, coll: Element) -> Element:
     known = saved.get("items", {})
     count = 0
     if syncable(folder):
-        count = pending_changes(ctx, folder, filter_type, known).total
+        count = pending_changes(ctx, folder, filter_type, known, None, saved.get(SKIPPED)).total
     response.add(NS, "Status", S.SUCCESS)
     response.append(E(NS, "Collection", E(NS, "CollectionId", cid), E(NS, "Estimate", count)))
     return response

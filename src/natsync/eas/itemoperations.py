@@ -4,6 +4,9 @@ of an attachment by FileReference (MS-ASAIRS 2.2.2.24), with an
 optional byte Range, inline (Data is base64 text, MS-ASCMD 2.2.3.39.2) or as a multipart
 response when the client sent MS-ASAcceptMultiPart (MS-ASCMD 2.2.1.10.1.1), and
 EmptyFolderContents (optionally DeleteSubFolders).
+
+An item that cannot be rendered or encoded gets Status 14 (conversion failed) in its own Fetch;
+the request's other operations are answered as usual (issue 19, natsync.eas.isolation).
 """
 
 from __future__ import annotations
@@ -14,12 +17,14 @@ import struct
 
 from natsync.classes import email as eas_email
 from natsync.classes import registry
+from natsync.classes.codec import ClassCodec
+from natsync.eas import isolation
 from natsync.eas.context import Context, Response
 from natsync.eas.errors import EasError
 from natsync.eas.status import ItemOperationsStatus as S
 from natsync.eas.sync import forget_all
-from natsync.store.api import STANDARD_FOLDERS
-from natsync.wbxml import E, Element, encode
+from natsync.store.api import STANDARD_FOLDERS, Item, Message
+from natsync.wbxml import E, Element
 
 NS = "ItemOperations"
 MULTIPART_CONTENT_TYPE = "application/vnd.ms-sync.multipart"
@@ -135,26 +140,57 @@ def _fetch(ctx: Context, op: Element, parts: _Parts) -> Element:
             out.add("AirSync", "ServerId", server_id)
             return out
         class_name = codec.eas_class
-        props = E(NS, "Properties", *codec.encode(item.data, ctx.version, prefs))
+        properties = isolation.build(
+            ctx.skipped, server_id, _item_properties, ctx, codec, item, prefs
+        )
     else:
         assert msg is not None
         class_name = "Email"
-        raw = ctx.txn.raw_message(msg.id)
-        props = eas_email.email_application_data(
-            msg,
-            raw,
-            str(ctx.version),
-            prefs,
-            mime_support=mime_support,
-            container=(NS, "Properties"),
+        properties = isolation.build(
+            ctx.skipped, server_id, _message_properties, ctx, msg, prefs, mime_support
         )
+    if properties is None:
+        return _unconvertible(collection, server_id)
     out.add(NS, "Status", S.SUCCESS)
     if collection:
         out.add("AirSync", "CollectionId", collection)
     out.add("AirSync", "ServerId", server_id)
     out.add("AirSync", "Class", class_name)
-    out.append(props)
+    out.append(properties)
     return out
+
+
+def _item_properties(
+    ctx: Context, codec: ClassCodec, item: Item, prefs: list[eas_email.BodyPreference]
+) -> Element:
+    return E(NS, "Properties", *codec.encode(item.data, ctx.version, prefs))
+
+
+def _message_properties(
+    ctx: Context, msg: Message, prefs: list[eas_email.BodyPreference], mime_support: int | None
+) -> Element:
+    raw = ctx.txn.raw_message(msg.id)
+    return eas_email.email_application_data(
+        msg, raw, str(ctx.version), prefs, mime_support=mime_support, container=(NS, "Properties")
+    )
+
+
+def _unconvertible(collection: str | None, server_id: str) -> Element:
+    """The Fetch of an item that cannot be sent (natsync.eas.isolation)."""
+    out = E(NS, "Fetch", E(NS, "Status", S.CONVERSION_FAILED))
+    if collection:
+        out.add("AirSync", "CollectionId", collection)
+    out.add("AirSync", "ServerId", server_id)
+    return out
+
+
+def _isolated(fetched: Element, response: Element) -> isolation.Isolated | None:
+    """The Fetch of an item, as encode_isolated takes it (None for other operations)."""
+    server_id = fetched.child_text("ServerId", "AirSync")
+    if fetched.tag != "Fetch" or server_id is None or fetched.find("Properties", NS) is None:
+        return None
+    stand_in = _unconvertible(fetched.child_text("CollectionId", "AirSync"), server_id)
+    return isolation.Isolated(server_id, fetched, response, stand_in)
 
 
 def _empty(ctx: Context, op: Element) -> Element:
@@ -196,9 +232,13 @@ def handle(ctx: Context) -> Response:
                 f"unsupported ItemOperations operation {op.tag}", status=S.PROTOCOL_ERROR
             )
     root = E(NS, "ItemOperations", E(NS, "Status", S.SUCCESS), response)
-    wbxml = encode(root)
+    items = [i for i in (_isolated(f, response) for f in response.children) if i is not None]
+    wbxml = isolation.encode_isolated(root, items, ctx.skipped)
     if parts.enabled:
         return Response(
-            body=parts.render(wbxml), content_type=MULTIPART_CONTENT_TYPE, status=S.SUCCESS
+            body=parts.render(wbxml),
+            content_type=MULTIPART_CONTENT_TYPE,
+            status=S.SUCCESS,
+            skipped=tuple(ctx.skipped),
         )
-    return Response(body=wbxml, status=S.SUCCESS)
+    return Response(body=wbxml, status=S.SUCCESS, skipped=tuple(ctx.skipped))

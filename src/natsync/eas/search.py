@@ -1,7 +1,8 @@
 """Search (MS-ASCMD 2.2.1.16) in the Mailbox store (FreeText under And / Or, CollectionId,
 Range, BodyPreference) and in the GAL store (our local users, by name or address).
 
-A result's LongId is the message's ServerId, so ItemOperations can fetch it by LongId.
+A result's LongId is the message's ServerId, so ItemOperations can fetch it by LongId. A message
+that cannot be rendered or encoded is left out of the results (issue 19, natsync.eas.isolation).
 
 GAL results carry the user's display name, alias and address, and what the user's own contact
 card says (:func:`own_card`: phone numbers, office, title, company, names), and with 14.1+
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from natsync.classes import email as eas_email
+from natsync.eas import isolation
 from natsync.eas.context import Context, Response
 from natsync.eas.errors import EasError
 from natsync.eas.status import SearchStatus as S
@@ -109,25 +111,33 @@ def _mailbox(ctx: Context, store: Element) -> Element:
         ]
     folders = {f.id: f.server_id for f in ctx.txn.list_folders(ctx.user.id)}
     out.add(NS, "Status", S.SUCCESS)
+    sent = 0
     for msg in page:
-        raw = ctx.txn.raw_message(msg.id)
-        props = eas_email.email_application_data(
-            msg, raw, str(ctx.version), prefs, container=(NS, "Properties")
-        )
-        out.append(
-            E(
-                NS,
-                "Result",
-                E("AirSync", "Class", "Email"),
-                E(NS, "LongId", msg.server_id),
-                E("AirSync", "CollectionId", folders.get(msg.folder_id, "")),
-                props,
-            )
-        )
-    if page:
-        out.add(NS, "Range", f"{first}-{first + len(page) - 1}")
+        result = isolation.build(ctx.skipped, msg.server_id, _result, ctx, msg, prefs, folders)
+        if result is not None:
+            out.append(result)
+            sent += 1
+    if sent:
+        out.add(NS, "Range", f"{first}-{first + sent - 1}")
     out.add(NS, "Total", len(ordered))
     return out
+
+
+def _result(
+    ctx: Context, msg: Message, prefs: list[eas_email.BodyPreference], folders: dict[int, str]
+) -> Element:
+    raw = ctx.txn.raw_message(msg.id)
+    props = eas_email.email_application_data(
+        msg, raw, str(ctx.version), prefs, container=(NS, "Properties")
+    )
+    return E(
+        NS,
+        "Result",
+        E("AirSync", "Class", "Email"),
+        E(NS, "LongId", msg.server_id),
+        E("AirSync", "CollectionId", folders.get(msg.folder_id, "")),
+        props,
+    )
 
 
 class PictureStatus(enum.IntEnum):
@@ -264,4 +274,9 @@ def handle(ctx: Context) -> Response:
     else:
         raise EasError(f"Search store {name!r} is not served", status=S.BAD_LINK)
     root = E(NS, "Search", E(NS, "Status", S.SUCCESS), E(NS, "Response", result))
-    return Response.of(root, status=S.SUCCESS)
+    items = [
+        isolation.Isolated(r.child_text("LongId", NS) or "", r, result)
+        for r in result.findall("Result", NS)
+    ]
+    wbxml = isolation.encode_isolated(root, items, ctx.skipped)
+    return Response(body=wbxml, status=S.SUCCESS, skipped=tuple(ctx.skipped))

@@ -25,7 +25,10 @@ unknown one Status 8. FilterType: Calendar 0 and 4-7 (items ending before the wi
 the class module's ``in_window(record, cutoff)``), Tasks 8 (incomplete, ``in_window(record)``);
 other values mean everything. After each client write the codec's ``after_client_write`` hook
 runs in the same transaction (Calendar sends invitations from it).
-Empty and Partial requests reuse the request cached
+An item that cannot be rendered or encoded is left out of the window (natsync.eas.isolation)
+and kept in the state's ``skipped`` = {ServerId: modseq}: it is not pending while its modseq is
+the same (neither sent, nor counted by GetItemEstimate, nor holding a Wait open), and is tried
+again when it changes. Empty and Partial requests reuse the request cached
 per device (MS-ASCMD 3.1.5.3). With Wait / HeartbeatInterval and nothing to send, the request is
 held (the adapter waits on the folders outside any transaction, then runs it again, or answers
 with an empty body when the time is up).
@@ -44,7 +47,7 @@ from typing import Any
 from natsync.classes import email as eas_email
 from natsync.classes import registry
 from natsync.classes.codec import ClassCodec, PimError
-from natsync.eas import drafts, quarantine
+from natsync.eas import drafts, isolation, quarantine
 from natsync.eas import state as st
 from natsync.eas.context import Context, PingWait, Response
 from natsync.eas.errors import EasError
@@ -285,13 +288,13 @@ def handle(ctx: Context) -> Response:
             return Response(status=None, wait=held)
     effects = Effects()
     answers = [_collection(ctx, req, commands.get(req.id), effects) for req in requests]
+    queued, skipped = effects.outbound_queued, tuple(ctx.skipped)
     if len(answers) == 1:
-        return Response(
-            body=answers[0][1], status=answers[0][2], outbound_queued=effects.outbound_queued
-        )
+        doc, status = answers[0][1], answers[0][2]
+        return Response(body=doc, status=status, outbound_queued=queued, skipped=skipped)
     root = E(NS, "Sync", E(NS, "Collections", *(a[0] for a in answers)))
     worst = max((a[2] for a in answers), default=1)
-    return Response.of(root, status=worst, outbound_queued=effects.outbound_queued)
+    return Response.of(root, status=worst, outbound_queued=queued, skipped=skipped)
 
 
 @dataclass(slots=True)
@@ -329,7 +332,7 @@ def _quiet(ctx: Context, requests: list[CollectionRequest], hold: int) -> PingWa
         if saved is None or folder is None or not syncable(folder):
             return None
         known: dict[str, int] = saved.get("items", {})
-        if pending_changes(ctx, folder, req.filter, known, 1).total:
+        if pending_changes(ctx, folder, req.filter, known, 1, saved.get(SKIPPED)).total:
             return None
         folders.append(folder)
     return PingWait(
@@ -351,8 +354,12 @@ def _limit(status: SyncStatus, limit: int) -> Response:
     return Response.of(root, status=status)
 
 
+def _wrap(coll: Element) -> Element:
+    return E(NS, "Sync", E(NS, "Collections", coll))
+
+
 def _document(coll: Element) -> bytes:
-    return encode(E(NS, "Sync", E(NS, "Collections", coll)))
+    return encode(_wrap(coll))
 
 
 def _simple(key: str, cid: str, status: int) -> tuple[Element, bytes, int]:
@@ -398,6 +405,7 @@ def _collection(
         return _simple(st.INITIAL_KEY, req.id, SyncStatus.INVALID_SYNC_KEY)
     assert nxt is not None
     known: dict[str, int] = current.get("items", {})
+    window = Window(known, dict(current.get(SKIPPED, {})))
     version = str(ctx.version)
 
     # 3. The client's commands.
@@ -409,10 +417,10 @@ def _collection(
                 responses.append(reply)
 
     # 4. The server's changes, up to the window.
-    out: list[Element] = []
+    out = window.commands
     more = False
     if req.get_changes and syncable(folder):
-        more = _server_changes(ctx, folder, req, known, out, version)
+        more = _server_changes(ctx, folder, req, window, version)
 
     # MS-ASCMD 2.2.3.29.2: [Class (12.1)], SyncKey, CollectionId, Status, MoreAvailable,
     # Commands, Responses.
@@ -428,7 +436,7 @@ def _collection(
         coll.append(E(NS, "Commands", *out))
     if responses:
         coll.append(E(NS, "Responses", *responses))
-    doc = _document(coll)
+    doc = _checked_document(ctx, coll, window)
     folder_now = txn.get_folder(ctx.user.id, req.id)
     seen = -1 if more or folder_now is None else folder_now.modseq
     saved = {
@@ -437,9 +445,70 @@ def _collection(
         "fm": seen,
         "for": req.key,
     }
+    if window.skipped:
+        saved[SKIPPED] = window.skipped
     txn.put_sync_state(ctx.device.id, req.id, nxt, st.pack(saved, doc))
     _set_last(ctx, req.id, nxt, seen)
     return coll, doc, SyncStatus.SUCCESS
+
+
+#: The state key of the items that could not be sent ({ServerId: modseq}, natsync.eas.isolation).
+SKIPPED = "skipped"
+
+
+@dataclass(slots=True)
+class Window:
+    """What one answer of a collection sends, kept so that an item that cannot be sent is taken
+    back out of it (natsync.eas.isolation)."""
+
+    #: The device's items (ServerId -> modseq), updated as commands are added.
+    known: dict[str, int]
+    #: Items that could not be sent, at the modseq they had then.
+    skipped: dict[str, int]
+    #: The server's commands (Add, Change, Delete, SoftDelete).
+    commands: list[Element] = field(default_factory=list)
+    #: Per Add / Change: (its element, ServerId, the modseq sent, the device's modseq before).
+    sent: list[tuple[Element, str, int, int | None]] = field(default_factory=list)
+
+    def add(self, element: Element, sid: str, modseq: int) -> None:
+        self.commands.append(element)
+        self.sent.append((element, sid, modseq, self.known.get(sid)))
+        self.known[sid] = modseq
+        self.skipped.pop(sid, None)
+
+    def skip(self, sid: str, modseq: int, before: int | None = None) -> None:
+        """*sid* is not sent (the device keeps what it had: *before*, or nothing)."""
+        if before is None:
+            self.known.pop(sid, None)
+        else:
+            self.known[sid] = before
+        self.skipped[sid] = modseq
+
+
+def _checked_document(ctx: Context, coll: Element, window: Window) -> bytes:
+    """The collection's answer as a document; an Add or Change that does not encode is left
+    out (and a client's Fetch answered Status 6) rather than failing the folder."""
+    items: list[isolation.Isolated] = []
+    commands = coll.find("Commands", NS)
+    for element, sid, modseq, before in window.sent if commands is not None else ():
+        assert commands is not None
+
+        def skip(sid: str = sid, modseq: int = modseq, before: int | None = before) -> None:
+            window.skip(sid, modseq, before)
+
+        items.append(isolation.Isolated(sid, element, commands, on_skip=skip))
+    responses = coll.find("Responses", NS)
+    for element in responses.children if responses is not None else ():
+        if element.tag == "Fetch" and element.find("ApplicationData", NS) is not None:
+            assert responses is not None
+            sid = element.child_text("ServerId", NS) or ""
+            stand_in = _reply("Fetch", sid, SyncStatus.CONVERSION_ERROR)
+            items.append(isolation.Isolated(sid, element, responses, stand_in))
+    doc = isolation.encode_isolated(_wrap(coll), items, ctx.skipped)
+    if commands is not None and not commands.children:
+        coll.children.remove(commands)  # every item of the window was left out
+        doc = _document(coll)
+    return doc
 
 
 def _first_collection(doc: bytes) -> Element:
@@ -453,6 +522,16 @@ def _first_collection(doc: bytes) -> Element:
 
 def _reply(tag: str, sid: str, status: int) -> Element:
     return E(NS, tag, E(NS, "ServerId", sid), E(NS, "Status", status))
+
+
+def _fetched(sid: str, data: Element) -> Element:
+    return E(NS, "Fetch", E(NS, "ServerId", sid), E(NS, "Status", SyncStatus.SUCCESS), data)
+
+
+def _fetch(ctx: Context, sid: str, render: Callable[[], Element]) -> Element:
+    """A client's Fetch answered, or Status 6 when the item cannot be rendered (issue 19)."""
+    fetched = isolation.build(ctx.skipped, sid, render)
+    return _reply("Fetch", sid, SyncStatus.CONVERSION_ERROR) if fetched is None else fetched
 
 
 def _client_command(
@@ -508,16 +587,19 @@ def _client_command(
         known.pop(sid, None)
         return None
     if cmd.tag == "Fetch":
-        raw = txn.raw_message(msg.id)
-        data = eas_email.email_application_data(
-            msg,
-            raw,
-            str(ctx.version),
-            req.preferences(),
-            mime_support=req.mime_support,
-            mime_truncation=req.mime_truncation,
-        )
-        return E(NS, "Fetch", E(NS, "ServerId", sid), E(NS, "Status", SyncStatus.SUCCESS), data)
+
+        def render() -> Element:
+            data = eas_email.email_application_data(
+                msg,
+                txn.raw_message(msg.id),
+                str(ctx.version),
+                req.preferences(),
+                mime_support=req.mime_support,
+                mime_truncation=req.mime_truncation,
+            )
+            return _fetched(sid, data)
+
+        return _fetch(ctx, sid, render)
     return _reply(cmd.tag, sid, SyncStatus.PROTOCOL_ERROR)
 
 
@@ -540,8 +622,12 @@ def _item_command(
         known.pop(sid, None)
         return _reply(cmd.tag, sid, SyncStatus.OBJECT_NOT_FOUND)
     if cmd.tag == "Fetch":
-        data = E(NS, "ApplicationData", *codec.encode(item.data, ctx.version, req.preferences()))
-        return E(NS, "Fetch", E(NS, "ServerId", sid), E(NS, "Status", SyncStatus.SUCCESS), data)
+
+        def render() -> Element:
+            encoded = codec.encode(item.data, ctx.version, req.preferences())
+            return _fetched(sid, E(NS, "ApplicationData", *encoded))
+
+        return _fetch(ctx, sid, render)
     if cmd.tag not in ("Change", "Delete"):
         return _reply(cmd.tag, sid, SyncStatus.PROTOCOL_ERROR)
     if req.conflict == 1 and sid in known and known[sid] != item.modseq:
@@ -631,6 +717,8 @@ class Pending:
     changes: list[str]
     adds: list[str]  # newest first; only the first window when a limit was given
     total: int  # all pending changes, adds included
+    #: The skipped items that stay skipped (unchanged since they were left out).
+    skipped: dict[str, int] = field(default_factory=dict)
 
 
 def _client_add(ctx: Context, folder: Folder, cmd: Element, known: dict[str, int]) -> Element:
@@ -664,9 +752,12 @@ def pending_changes(
     filter_type: int,
     known: dict[str, int],
     limit: int | None = None,
+    skipped: Mapping[str, int] | None = None,
 ) -> Pending:
     """What differs between *known* and the folder now; with *limit*, only the first *limit*
-    adds are listed (Sync needs one window, not the whole order).
+    adds are listed (Sync needs one window, not the whole order). An item of *skipped* (it
+    could not be sent, natsync.eas.isolation) is not pending while its modseq is the one it had
+    then.
 
     Adds come newest first as far as cheaply known: ``message_versions`` lists a folder in the
     store's own order (delivery order for SQLite), walked backwards. Order is a courtesy to the
@@ -683,13 +774,15 @@ def pending_changes(
             (soft if sid in everything else deletes).append(sid)
         else:
             present += 1
-            if now_modseq != modseq:
+            if now_modseq != modseq and (not skipped or skipped.get(sid) != now_modseq):
                 changes.append(sid)
-    add_count = len(current) - present
-    missing = (sid for sid in reversed(current) if sid not in known)
+    # The skipped items still as they were when they were left out: not pending.
+    held = {s: m for s, m in skipped.items() if current.get(s) == m} if skipped else {}
+    add_count = len(current) - present - sum(1 for s in held if s not in known)
+    missing = (sid for sid in reversed(current) if sid not in known and sid not in held)
     adds = list(itertools.islice(missing, limit if limit is not None else add_count))
     return Pending(
-        deletes, soft, changes, adds, len(deletes) + len(soft) + len(changes) + add_count
+        deletes, soft, changes, adds, len(deletes) + len(soft) + len(changes) + add_count, held
     )
 
 
@@ -723,12 +816,15 @@ def _server_changes(
     ctx: Context,
     folder: Folder,
     req: CollectionRequest,
-    known: dict[str, int],
-    out: list[Element],
+    window: Window,
     version: str,
 ) -> bool:
-    """Append up to req.window commands to *out*, updating *known*; True when more remain."""
-    pending = pending_changes(ctx, folder, req.filter, known, req.window)
+    """Add up to req.window commands to *window*; True when more remain. An item that cannot
+    be rendered is left out (natsync.eas.isolation) and counts against the window."""
+    known = window.known
+    out = window.commands
+    pending = pending_changes(ctx, folder, req.filter, known, req.window, window.skipped)
+    window.skipped = pending.skipped
     deletes, soft, changes, adds = pending.deletes, pending.soft, pending.changes, pending.adds
     budget = req.window
     total = pending.total
@@ -740,6 +836,7 @@ def _server_changes(
         out.append(E(NS, "SoftDelete", E(NS, "ServerId", sid)))
         del known[sid]
     budget -= min(budget, len(soft))
+    skipped = ctx.skipped
     codec = registry.codec_for(folder.type)
     if codec is not None:
         prefs = req.preferences()
@@ -751,21 +848,19 @@ def _server_changes(
                     # Deleted by another process since the diff (PostgreSQL reads each
                     # statement's own snapshot): a Change becomes a Delete next time.
                     continue
-                data = E(NS, "ApplicationData", *codec.encode(item.data, ctx.version, prefs))
-                out.append(E(NS, tag, E(NS, "ServerId", sid), data))
-                known[sid] = item.modseq
+                cmd = isolation.build(skipped, sid, _item, ctx, codec, tag, item, prefs)
+                if cmd is None:
+                    window.skip(sid, item.modseq, known.get(sid))
+                else:
+                    window.add(cmd, sid, item.modseq)
         return total > req.window
     if budget and changes:
         for msg in ctx.txn.get_messages(ctx.user.id, changes[:budget]):
-            out.append(
-                E(
-                    NS,
-                    "Change",
-                    E(NS, "ServerId", msg.server_id),
-                    eas_email.email_change_data(msg, version),
-                )
-            )
-            known[msg.server_id] = msg.modseq
+            change = isolation.build(skipped, msg.server_id, _change, msg, version)
+            if change is None:
+                window.skip(msg.server_id, msg.modseq, known.get(msg.server_id))
+            else:
+                window.add(change, msg.server_id, msg.modseq)
         budget -= min(budget, len(changes))
     if budget and adds:
         prefs = req.preferences()
@@ -778,9 +873,24 @@ def _server_changes(
             out.append(E(NS, "Add", E(NS, "ServerId", notice), data))
             known[notice] = note.modseq
         for msg in ctx.txn.get_messages(ctx.user.id, batch):
-            out.append(_add(ctx, msg, req, prefs, version))
-            known[msg.server_id] = msg.modseq
+            add = isolation.build(skipped, msg.server_id, _add, ctx, msg, req, prefs, version)
+            if add is None:
+                window.skip(msg.server_id, msg.modseq)
+            else:
+                window.add(add, msg.server_id, msg.modseq)
     return total > req.window
+
+
+def _item(
+    ctx: Context, codec: ClassCodec, tag: str, item: Item, prefs: list[eas_email.BodyPreference]
+) -> Element:
+    appdata = E(NS, "ApplicationData", *codec.encode(item.data, ctx.version, prefs))
+    return E(NS, tag, E(NS, "ServerId", item.server_id), appdata)
+
+
+def _change(msg: Message, version: str) -> Element:
+    data = eas_email.email_change_data(msg, version)
+    return E(NS, "Change", E(NS, "ServerId", msg.server_id), data)
 
 
 def _add(

@@ -344,7 +344,7 @@ class EasApp:
             self.relay.kick()
         self._log(
             line, response.http_status, status=response.status, bytes=len(response.body),
-            **line.fields,
+            skipped=",".join(response.skipped), **line.fields,
         )  # fmt: skip
         headers = dict(response.headers)
         headers["MS-Server-ActiveSync"] = SERVER_VERSION
