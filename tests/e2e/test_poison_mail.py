@@ -12,16 +12,26 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
+import logging
 import smtplib
+from datetime import UTC, datetime
 from pathlib import Path
 
-from natsync.client import BodyType, EASClient
-from natsync.store.api import FolderType
+import pytest
+
+from natsync.cli.transfer import import_into, read_source
+from natsync.client import BodyType, Command, EASClient
+from natsync.client import protocol as p
+from natsync.store.api import FolderType, Txn
+from natsync.wbxml import E, encode
 from natsync.wbxml.chars import XML_ILLEGAL
 from tests.e2e.deployment import Deployment, deployment
 from tests.libwbxml import assert_valid_response
 
 REMOTE = "mallory@remote.test"
+AS = "AirSync"
+NOW = datetime(2026, 11, 1, tzinfo=UTC)
 
 
 def mail(subject: bytes, headers: bytes, body: bytes) -> bytes:
@@ -156,3 +166,90 @@ async def test_poison_mail_reaches_the_phone(tmp_path: Path) -> None:
                 assert len(found.items) == 1, word
     for answer in bodies:
         assert_valid_response(answer)
+
+
+#: What a phone's write may carry in a WBXML string (legal in STR_I, not in XML 1.0 nor UTF-8).
+DIRTY_WIRE = b"Dirty\x01\x1b \xff\xfe Name"
+#: How the other phone reads it: the controls dropped, the bad bytes U+FFFD.
+DIRTY_READ = "Dirty \ufffd\ufffd Name"
+VCARD = (
+    b"BEGIN:VCARD\r\nVERSION:3.0\r\nUID:poison-card\r\nN:Card\x01\x1b;Imported\r\n"
+    b"FN:Imported Card\r\nNOTE:note \x00 \x0b end\r\nEND:VCARD\r\n"
+)
+ICS = (
+    b"BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//t//t//EN\r\nBEGIN:VEVENT\r\n"
+    b"UID:poison-event\r\nDTSTAMP:20261101T000000Z\r\nDTSTART:20261201T100000Z\r\n"
+    b"DTEND:20261201T110000Z\r\nSUMMARY:Meeting\x01\x1b \xff\xfe end\r\n"
+    b"LOCATION:Room\x0c 1\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n"
+)
+
+
+async def test_pim_items_from_a_phone_an_import_and_a_bad_row(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A contact a phone writes with control characters and invalid UTF-8 in its strings, a
+    vCard and an iCalendar file imported with the same, and a note row no codec can render:
+    the other phone syncs Contacts, Calendar and Notes over the real server; the access log
+    names the note it left out, and no answer is an HTTP error."""
+    caplog.set_level(logging.INFO, "natsync")
+    bodies: list[bytes] = []
+    async with deployment(tmp_path) as dep:
+        for kind, data in (("vcf", VCARD), ("ics", ICS)):
+            source = tmp_path / f"import.{kind}"
+            source.write_bytes(data)
+            parsed = read_source(kind, source)
+            await dep.store.run(lambda txn, p=parsed: import_into(txn, dep.user, p, None, NOW))
+
+        def bad_note(txn: Txn) -> str:
+            user = txn.get_user(dep.user)
+            assert user is not None
+            notes = txn.folder_by_type(user.id, FolderType.NOTES)
+            txn.add_item(notes.id, {"subject": "good note"})
+            return txn.add_item(notes.id, {"subject": "bad", "categories": 3}).server_id
+
+        bad = await dep.store.run(bad_note)
+        record = lambda _c, r: bodies.append(r.body) if r.tree is not None else None  # noqa: E731
+        async with (
+            EASClient(dep.url, dep.user, dep.password, ca_file=dep.ca_file,
+                      device_id="POISONWRITER", on_response=record) as writer,
+            EASClient(dep.url, dep.user, dep.password, ca_file=dep.ca_file,
+                      device_id="POISONREADER", on_response=record) as reader,
+        ):  # fmt: skip
+            await writer.folder_sync()
+            await reader.folder_sync()
+            contacts = writer.folder(type=FolderType.CONTACTS).server_id
+            await writer.sync_items(contacts)
+            # The writer's Add, with bytes our encoder would never write, spliced into the wire.
+            add = p.ItemCommand.add(
+                E(AS, "ApplicationData", E("Contacts", "FileAs", "PLACEHOLDER")), "c1"
+            )
+            key = writer.state.collection(contacts).sync_key
+            wire = encode(p.sync_request(contacts, key, changes=[add], version=writer.version))
+            wire = wire.replace(b"PLACEHOLDER", DIRTY_WIRE)
+            written = await writer.request(Command.Sync, wire)
+            assert written.tree is not None
+            (page,) = p.parse_sync(written.tree)
+            assert [r.status for r in page.responses] == [1]
+
+            seen = await reader.sync_items(contacts)
+            names = sorted(d.child_text("FileAs", "Contacts") or "" for d in seen.items.values())
+            assert DIRTY_READ in names
+            (card,) = [d for d in seen.items.values() if d.child_text("LastName") == "Card"]
+            assert card.child_text("FirstName") == "Imported"
+            calendar = reader.folder(type=FolderType.CALENDAR).server_id
+            events = await reader.sync_items(calendar)
+            (event,) = events.items.values()
+            assert event.child_text("Subject", "Calendar") == "Meeting \ufffd\ufffd end"
+            location = event.find("Location", "AirSyncBase")
+            assert location is not None
+            assert location.child_text("DisplayName", "AirSyncBase") == "Room 1"
+            notes = reader.folder(type=FolderType.NOTES).server_id
+            got = await reader.sync_items(notes)
+            assert [d.child_text("Subject", "Notes") for d in got.items.values()] == ["good note"]
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name.endswith(".access")]
+    assert [line["http"] for line in lines if line["http"] != 200] == []
+    assert [line["skipped"] for line in lines if "skipped" in line] == [bad]
+    for answer in bodies:
+        tree = assert_valid_response(answer)
+        for el in tree.iter():
+            assert not isinstance(el.value, str) or XML_ILLEGAL.search(el.value) is None
