@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import json
 import logging
 import smtplib
@@ -198,7 +199,10 @@ async def test_pim_items_from_a_phone_an_import_and_a_bad_row(
             source = tmp_path / f"import.{kind}"
             source.write_bytes(data)
             parsed = read_source(kind, source)
-            await dep.store.run(lambda txn, p=parsed: import_into(txn, dep.user, p, None, NOW))
+            into = functools.partial(
+                import_into, user_name=dep.user, parsed=parsed, folder_name=None, now=NOW
+            )
+            await dep.store.run(into)
 
         def bad_note(txn: Txn) -> str:
             user = txn.get_user(dep.user)
