@@ -284,3 +284,24 @@ def test_a_store_holding_poisoned_mail_syncs_again(
     assert (list(sent), skipped) == ([moved_dirty], [moved_bad])
     # Each answer that left it out said so once: Sync, Search, ItemOperations, Sync elsewhere.
     assert (warned(caplog, bad_category), warned(caplog, moved_bad)) == (3, 1)
+
+
+def test_a_damaged_picture_costs_the_picture_not_the_gal_entry(store: Store) -> None:
+    """A user's own card whose picture is not base64 (a damaged row): GAL Search still lists the
+    user, with Status 173 (no picture) for it."""
+    add_item(
+        store,
+        FolderType.CONTACTS,
+        {"first_name": "Alice\x01", "email1_address": "alice@example.test", "picture": "A"},
+    )
+    phone = phone_for(store)
+    picture = E(SE, "Picture", E(SE, "MaxSize", 10_000))
+    options = E(SE, "Options", picture)
+    gal = E(SE, SE, E(SE, "Store", E(SE, "Name", "GAL"), E(SE, "Query", "alice"), options))
+    tree, response = answer(phone, SE, gal)
+    (result,) = tree.find("Response").find("Store").findall("Result")  # type: ignore[union-attr]
+    props = result.find("Properties")
+    assert props is not None
+    assert props.child_text("FirstName", "GAL") == "Alice"
+    assert props.find("Picture", "GAL").child_text("Status", "GAL") == "173"  # type: ignore[union-attr]
+    assert response.skipped == ("alice@example.test",)

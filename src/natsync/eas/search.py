@@ -251,7 +251,10 @@ def _gal(ctx: Context, store: Element) -> Element:
         props.add("GAL", "Alias", u.name)
         props.add("GAL", "EmailAddress", u.email)
         if budget is not None:
-            props.append(budget.element("GAL", "GAL", card))
+            # A picture that does not decode (a damaged card) costs the picture, not the entry.
+            picture = isolation.build(ctx.skipped, u.email, budget.element, "GAL", "GAL", card)
+            no_picture = E("GAL", "Picture", E("GAL", "Status", PictureStatus.NO_PICTURE))
+            props.append(no_picture if picture is None else picture)
         out.append(E(NS, "Result", props))
     if page:
         out.add(NS, "Range", f"{first}-{first + len(page) - 1}")
