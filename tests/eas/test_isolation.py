@@ -20,10 +20,11 @@ from typing import Any
 
 import pytest
 
+from natsync.eas import isolation
 from natsync.eas.context import Response
 from natsync.mail.mime import parse_message
 from natsync.store.api import FolderType, Store, Txn
-from natsync.wbxml import E, Element, decode
+from natsync.wbxml import E, Element, WBXMLError, decode
 from tests.eas.helpers import NOW, Phone, collection, commands, deliver, folder_id, make_mail
 from tests.libwbxml import assert_valid_response
 
@@ -305,3 +306,19 @@ def test_a_damaged_picture_costs_the_picture_not_the_gal_entry(store: Store) -> 
     assert props.child_text("FirstName", "GAL") == "Alice"
     assert props.find("Picture", "GAL").child_text("Status", "GAL") == "173"  # type: ignore[union-attr]
     assert response.skipped == ("alice@example.test",)
+
+
+def test_encode_isolated_replaces_only_what_fails_and_raises_for_the_rest() -> None:
+    good = E(AS, "Add", E(AS, "ServerId", "1:1"))
+    bad = Element(AS, "Add", [E(AS, "ServerId", "1:2")], "value and children")
+    commands = E(AS, "Commands", good, bad)
+    root = E(AS, "Sync", E(AS, "Collections", E(AS, "Collection", commands)))
+    left_out: list[str] = []
+    items = [isolation.Isolated("1:1", good, commands), isolation.Isolated("1:2", bad, commands)]
+    data = isolation.encode_isolated(root, items, left_out)
+    assert left_out == ["1:2"]
+    assert decode(data).find("Collections").find("Collection").find("Commands").children == [good]  # type: ignore[union-attr]
+    # A fault outside every item is not hidden.
+    outside = E(AS, "Sync", Element(AS, "Status", [E(AS, "Status")], "x"))
+    with pytest.raises(WBXMLError, match="both a value and child"):
+        isolation.encode_isolated(outside, [isolation.Isolated("1:1", good, commands)], [])

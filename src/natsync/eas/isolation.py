@@ -28,7 +28,7 @@ its id in the request's access-log line (``"skipped"``), what log-based metrics 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from natsync.wbxml import Element, WBXMLError, encode
@@ -67,16 +67,17 @@ def build(
         return None
 
 
-def encode_isolated(root: Element, items: list[Isolated], skipped: list[str]) -> bytes:
-    """``encode(root)``; when that fails, every item of *items* that does not encode alone is
-    replaced by its stand-in (reported), and *root* is encoded again. An answer that still
-    fails has a fault outside its items, and raises as before."""
+def encode_isolated(root: Element, items: Iterable[Isolated], skipped: list[str]) -> bytes:
+    """``encode(root)``; when that fails, every item of *items* (only then looked at) that does
+    not encode alone is replaced by its stand-in (reported), and *root* is encoded again. An
+    answer that still fails has a fault outside its items, and raises as before."""
     try:
         return encode(root)
     except WBXMLError:
-        if not items:
+        candidates = list(items)
+        if not candidates:
             raise
-    for item in items:
+    for item in candidates:
         try:
             encode(item.element)
         except WBXMLError as exc:

@@ -36,10 +36,11 @@ with an empty body when the time is up).
 
 from __future__ import annotations
 
+import functools
 import importlib
 import itertools
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -488,23 +489,22 @@ class Window:
 def _checked_document(ctx: Context, coll: Element, window: Window) -> bytes:
     """The collection's answer as a document; an Add or Change that does not encode is left
     out (and a client's Fetch answered Status 6) rather than failing the folder."""
-    items: list[isolation.Isolated] = []
     commands = coll.find("Commands", NS)
-    for element, sid, modseq, before in window.sent if commands is not None else ():
-        assert commands is not None
-
-        def skip(sid: str = sid, modseq: int = modseq, before: int | None = before) -> None:
-            window.skip(sid, modseq, before)
-
-        items.append(isolation.Isolated(sid, element, commands, on_skip=skip))
     responses = coll.find("Responses", NS)
-    for element in responses.children if responses is not None else ():
-        if element.tag == "Fetch" and element.find("ApplicationData", NS) is not None:
-            assert responses is not None
-            sid = element.child_text("ServerId", NS) or ""
-            stand_in = _reply("Fetch", sid, SyncStatus.CONVERSION_ERROR)
-            items.append(isolation.Isolated(sid, element, responses, stand_in))
-    doc = isolation.encode_isolated(_wrap(coll), items, ctx.skipped)
+
+    def items() -> Iterator[isolation.Isolated]:  # only looked at when encoding fails
+        if commands is not None:
+            for element, sid, modseq, before in window.sent:
+                skip = functools.partial(window.skip, sid, modseq, before)
+                yield isolation.Isolated(sid, element, commands, on_skip=skip)
+        if responses is not None:
+            for element in list(responses.children):
+                if element.tag == "Fetch" and element.find("ApplicationData", NS) is not None:
+                    sid = element.child_text("ServerId", NS) or ""
+                    stand_in = _reply("Fetch", sid, SyncStatus.CONVERSION_ERROR)
+                    yield isolation.Isolated(sid, element, responses, stand_in)
+
+    doc = isolation.encode_isolated(_wrap(coll), items(), ctx.skipped)
     if commands is not None and not commands.children:
         coll.children.remove(commands)  # every item of the window was left out
         doc = _document(coll)
