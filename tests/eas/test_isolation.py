@@ -156,8 +156,15 @@ def test_a_note_that_cannot_be_sent_costs_only_itself(
     assert sorted(skipped) == sorted([unrenderable, unencodable])
     assert warned(caplog, unrenderable) == warned(caplog, unencodable) == 1
 
-    # Consistent state: nothing pending, nothing estimated, nothing reported again.
+    # Consistent state: nothing pending, nothing estimated, no wake-up, nothing reported again.
     assert estimate(phone, notes, key) == 0
+    pg = "Ping"
+    folders = E(pg, "Folders", E(pg, "Folder", E(pg, "Id", notes), E(pg, "Class", "Notes")))
+    ping = E(pg, pg, E(pg, "HeartbeatInterval", 300), folders)
+    assert phone.call(pg, ping).wait is not None  # held: nothing to tell the phone
+    held_sync = sync_body(notes, key)
+    held_sync.add(AS, "Wait", 5)
+    assert phone.call("Sync", held_sync).wait is not None
     tree, response = answer(phone, "Sync", sync_body(notes, key))
     coll = collection(tree)
     assert coll.find("Commands") is None
