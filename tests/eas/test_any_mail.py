@@ -17,6 +17,7 @@ database per example would cost seconds); each example adds one mail to it.
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
 
 import pytest
 from hypothesis import HealthCheck, event, given, settings
@@ -26,7 +27,7 @@ from natsync.mail.errors import MailError
 from natsync.mail.mime import parse_message
 from natsync.mail.relay import deliver_to_inbox
 from natsync.store.api import FolderType, Store, Txn
-from natsync.wbxml import E, Element
+from natsync.wbxml import E
 from tests.conftest import SQLITE_ONLY
 from tests.eas.helpers import NOW, Phone, collection, commands, folder_id
 from tests.eas.test_isolation import AS, IO, SE, answer, sync_body
@@ -67,14 +68,34 @@ def mails(draw: st.DrawFn, token: str) -> bytes:
 TOKENS = (f"tok{n}" for n in itertools.count())
 
 
+@dataclass
+class Mailbox:
+    """The test's one phone on the store, and where its Inbox sync stands (examples add mail)."""
+
+    store: Store
+    phone: Phone
+    inbox: str
+    key: str
+
+
+@pytest.fixture
+def mailbox(store: Store) -> Mailbox:
+    phone = Phone(store)
+    phone.provision()
+    phone.folder_sync()
+    inbox = folder_id(store, FolderType.INBOX)
+    tree = assert_valid_response(phone.call("Sync", sync_body(inbox, "0")).body)
+    return Mailbox(store, phone, inbox, collection(tree).child_text("SyncKey") or "")
+
+
 @SQLITE_ONLY
 @settings(
-    max_examples=80,
+    max_examples=60,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(data=st.data())
-def test_any_mail_reaches_the_phone_in_valid_answers(store: Store, data: st.DataObject) -> None:
+def test_any_mail_reaches_the_phone_in_valid_answers(mailbox: Mailbox, data: st.DataObject) -> None:
     token = next(TOKENS)
     raw = data.draw(mails(token), label="mail")
     try:
@@ -90,20 +111,17 @@ def test_any_mail_reaches_the_phone_in_valid_answers(store: Store, data: st.Data
         inbox = txn.folder_by_type(user.id, FolderType.INBOX)
         return max(txn.message_versions(inbox.id), key=lambda s: int(s.rpartition(":")[2]))
 
-    server_id = store.run_sync(deliver)
-    phone = _phone(store)
-    inbox = folder_id(store, FolderType.INBOX)
-    key = store.sync_keys.get(inbox) or _initial(phone, inbox)  # type: ignore[attr-defined]
+    server_id = mailbox.store.run_sync(deliver)
+    phone, inbox = mailbox.phone, mailbox.inbox
     added: list[str] = []
     for _ in range(5):
-        tree, response = answer(phone, "Sync", sync_body(inbox, key, 100))
+        tree, response = answer(phone, "Sync", sync_body(inbox, mailbox.key, 100))
         assert response.skipped == ()
         coll = collection(tree)
-        key = coll.child_text("SyncKey") or ""
+        mailbox.key = coll.child_text("SyncKey") or ""
         added += [a.child_text("ServerId") or "" for a in commands(coll, "Add")]
         if coll.find("MoreAvailable") is None:
             break
-    store.sync_keys[inbox] = key  # type: ignore[attr-defined]
     assert added == [server_id]
 
     for body_type in (1, 4):  # plain text (cleaned), the whole MIME (untouched)
@@ -128,23 +146,6 @@ def test_any_mail_reaches_the_phone_in_valid_answers(store: Store, data: st.Data
     assert found is not None
     if token in message.subject:  # the store indexes the subject as it was decoded
         assert server_id in {r.child_text("LongId") for r in found.findall("Result")}
-
-
-def _phone(store: Store) -> Phone:
-    """The store's one phone, provisioned once (kept on the store object across examples)."""
-    phone: Phone | None = getattr(store, "phone", None)
-    if phone is None:
-        phone = Phone(store)
-        phone.provision()
-        phone.folder_sync()
-        store.phone = phone  # type: ignore[attr-defined]
-        store.sync_keys = {}  # type: ignore[attr-defined]
-    return phone
-
-
-def _initial(phone: Phone, inbox: str) -> str:
-    tree: Element = assert_valid_response(phone.call("Sync", sync_body(inbox, "0")).body)
-    return collection(tree).child_text("SyncKey") or ""
 
 
 @pytest.mark.parametrize("raw", [b"", b"\x00\x00", b"not a message"])
