@@ -18,7 +18,8 @@ once, as before). What the stand-in is belongs to the command:
   as delivered, and SyncKeys and retransmission work as for any answer. A client's Fetch of it
   is answered Status 6 (conversion error).
 * ItemOperations Fetch: Status 14 (conversion failed) for that Fetch, the others as usual.
-* Search: the result is left out.
+* Search: the result is left out; in the GAL, a picture that does not decode is answered
+  Status 173 (no picture) and the entry kept.
 
 Each item left out is reported once per answer: a warning of the ``natsync.eas.isolation``
 logger with the item's id and why (the request's user, device and command come with it), and
@@ -59,7 +60,10 @@ def report(skipped: list[str], item_id: str, reason: str) -> None:
 def build(
     skipped: list[str], item_id: str, make: Callable[..., Element], *args: object
 ) -> Element | None:
-    """``make(*args)``, or None (reported) when rendering the item fails in any way."""
+    """``make(*args)``, or None (reported) when rendering the item fails in any way.
+
+    *make* only renders: everything it needs is read from the store before (a store failure
+    must fail the request, to be retried, not leave the item out as if it were the item's)."""
     try:
         return make(*args)
     except Exception as exc:  # the last line of defence: a failure costs this item only

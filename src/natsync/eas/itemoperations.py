@@ -146,8 +146,9 @@ def _fetch(ctx: Context, op: Element, parts: _Parts) -> Element:
     else:
         assert msg is not None
         class_name = "Email"
+        raw = ctx.txn.raw_message(msg.id)
         properties = isolation.build(
-            ctx.skipped, server_id, _message_properties, ctx, msg, prefs, mime_support
+            ctx.skipped, server_id, _message_properties, ctx, msg, raw, prefs, mime_support
         )
     if properties is None:
         return _unconvertible(collection, server_id)
@@ -167,9 +168,12 @@ def _item_properties(
 
 
 def _message_properties(
-    ctx: Context, msg: Message, prefs: list[eas_email.BodyPreference], mime_support: int | None
+    ctx: Context,
+    msg: Message,
+    raw: bytes,
+    prefs: list[eas_email.BodyPreference],
+    mime_support: int | None,
 ) -> Element:
-    raw = ctx.txn.raw_message(msg.id)
     return eas_email.email_application_data(
         msg, raw, str(ctx.version), prefs, mime_support=mime_support, container=(NS, "Properties")
     )

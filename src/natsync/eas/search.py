@@ -113,7 +113,8 @@ def _mailbox(ctx: Context, store: Element) -> Element:
     out.add(NS, "Status", S.SUCCESS)
     sent = 0
     for msg in page:
-        result = isolation.build(ctx.skipped, msg.server_id, _result, ctx, msg, prefs, folders)
+        raw = ctx.txn.raw_message(msg.id)
+        result = isolation.build(ctx.skipped, msg.server_id, _result, ctx, msg, raw, prefs, folders)
         if result is not None:
             out.append(result)
             sent += 1
@@ -124,9 +125,12 @@ def _mailbox(ctx: Context, store: Element) -> Element:
 
 
 def _result(
-    ctx: Context, msg: Message, prefs: list[eas_email.BodyPreference], folders: dict[int, str]
+    ctx: Context,
+    msg: Message,
+    raw: bytes,
+    prefs: list[eas_email.BodyPreference],
+    folders: dict[int, str],
 ) -> Element:
-    raw = ctx.txn.raw_message(msg.id)
     props = eas_email.email_application_data(
         msg, raw, str(ctx.version), prefs, container=(NS, "Properties")
     )

@@ -587,11 +587,12 @@ def _client_command(
         known.pop(sid, None)
         return None
     if cmd.tag == "Fetch":
+        raw = txn.raw_message(msg.id)
 
         def render() -> Element:
             data = eas_email.email_application_data(
                 msg,
-                txn.raw_message(msg.id),
+                raw,
                 str(ctx.version),
                 req.preferences(),
                 mime_support=req.mime_support,
@@ -873,7 +874,8 @@ def _server_changes(
             out.append(E(NS, "Add", E(NS, "ServerId", notice), data))
             known[notice] = note.modseq
         for msg in ctx.txn.get_messages(ctx.user.id, batch):
-            add = isolation.build(skipped, msg.server_id, _add, ctx, msg, req, prefs, version)
+            raw = ctx.txn.raw_message(msg.id)
+            add = isolation.build(skipped, msg.server_id, _add, msg, raw, req, prefs, version)
             if add is None:
                 window.skip(msg.server_id, msg.modseq)
             else:
@@ -894,13 +896,12 @@ def _change(msg: Message, version: str) -> Element:
 
 
 def _add(
-    ctx: Context,
     msg: Message,
+    raw: bytes,
     req: CollectionRequest,
     prefs: list[eas_email.BodyPreference],
     version: str,
 ) -> Element:
-    raw = ctx.txn.raw_message(msg.id)
     data = eas_email.email_application_data(
         msg, raw, version, prefs, mime_support=req.mime_support, mime_truncation=req.mime_truncation
     )
