@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from natsync.eas import isolation
+from natsync.eas import isolation, sync
 from natsync.eas.context import Response
 from natsync.mail.mime import parse_message
 from natsync.store.api import FolderType, Store, Txn
@@ -132,7 +132,7 @@ def warned(caplog: pytest.LogCaptureFixture, item_id: str) -> int:
 
 
 def test_a_note_that_cannot_be_sent_costs_only_itself(
-    store: Store, caplog: pytest.LogCaptureFixture
+    store: Store, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     caplog.set_level(logging.WARNING, "natsync.eas.isolation")
     notes = folder_id(store, FolderType.NOTES)
@@ -188,6 +188,15 @@ def test_a_note_that_cannot_be_sent_costs_only_itself(
     key, sent, skipped = sync_all(phone, notes, key)
     assert (sent, skipped) == ({}, [last])
     assert estimate(phone, notes, key) == 0
+
+    # After an upgrade (a newer natsync may render what this one could not) they are tried
+    # again, once, and left out again by a build that still cannot send them.
+    monkeypatch.setattr(sync, "BUILD", "upgraded")
+    assert estimate(phone, notes, key) == 3
+    key, sent, skipped = sync_all(phone, notes, key)
+    assert (sent, sorted(skipped)) == ({}, sorted([unrenderable, unencodable, last]))
+    assert estimate(phone, notes, key) == 0
+    assert warned(caplog, unrenderable) == 3  # the first Sync, the ItemOperations, this one
 
     # Repaired, they come: an Add for what the phone never had, a Change for the other.
     update_item(store, unrenderable, {"subject": "render fixed"})

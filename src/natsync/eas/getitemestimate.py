@@ -11,7 +11,7 @@ from natsync.eas import state as st
 from natsync.eas.context import Context, Response
 from natsync.eas.errors import EasError
 from natsync.eas.status import EstimateStatus as S
-from natsync.eas.sync import FILTER_TYPES, SKIPPED, pending_changes, syncable
+from natsync.eas.sync import FILTER_TYPES, pending_changes, skipped_of, syncable
 from natsync.wbxml import E, Element
 
 NS = "GetItemEstimate"
@@ -47,7 +47,7 @@ def _estimate(ctx: Context, coll: Element) -> Element:
     known = saved.get("items", {})
     count = 0
     if syncable(folder):
-        count = pending_changes(ctx, folder, filter_type, known, None, saved.get(SKIPPED)).total
+        count = pending_changes(ctx, folder, filter_type, known, None, skipped_of(saved)).total
     response.add(NS, "Status", S.SUCCESS)
     response.append(E(NS, "Collection", E(NS, "CollectionId", cid), E(NS, "Estimate", count)))
     return response

@@ -28,7 +28,8 @@ runs in the same transaction (Calendar sends invitations from it).
 An item that cannot be rendered or encoded is left out of the window (natsync.eas.isolation)
 and kept in the state's ``skipped`` = {ServerId: modseq}: it is not pending while its modseq is
 the same (neither sent, nor counted by GetItemEstimate, nor holding a Wait open), and is tried
-again when it changes. Empty and Partial requests reuse the request cached
+again when it changes, or when the server was upgraded since (``skipped_by``: a newer natsync
+may render it). Empty and Partial requests reuse the request cached
 per device (MS-ASCMD 3.1.5.3). With Wait / HeartbeatInterval and nothing to send, the request is
 held (the adapter waits on the folders outside any transaction, then runs it again, or answers
 with an empty body when the time is up).
@@ -45,6 +46,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from natsync import __version__
 from natsync.classes import email as eas_email
 from natsync.classes import registry
 from natsync.classes.codec import ClassCodec, PimError
@@ -333,7 +335,7 @@ def _quiet(ctx: Context, requests: list[CollectionRequest], hold: int) -> PingWa
         if saved is None or folder is None or not syncable(folder):
             return None
         known: dict[str, int] = saved.get("items", {})
-        if pending_changes(ctx, folder, req.filter, known, 1, saved.get(SKIPPED)).total:
+        if pending_changes(ctx, folder, req.filter, known, 1, skipped_of(saved)).total:
             return None
         folders.append(folder)
     return PingWait(
@@ -406,7 +408,7 @@ def _collection(
         return _simple(st.INITIAL_KEY, req.id, SyncStatus.INVALID_SYNC_KEY)
     assert nxt is not None
     known: dict[str, int] = current.get("items", {})
-    window = Window(known, dict(current.get(SKIPPED, {})))
+    window = Window(known, skipped_of(current))
     version = str(ctx.version)
 
     # 3. The client's commands.
@@ -447,7 +449,7 @@ def _collection(
         "for": req.key,
     }
     if window.skipped:
-        saved[SKIPPED] = window.skipped
+        saved[SKIPPED], saved[SKIPPED_BY] = window.skipped, BUILD
     txn.put_sync_state(ctx.device.id, req.id, nxt, st.pack(saved, doc))
     _set_last(ctx, req.id, nxt, seen)
     return coll, doc, SyncStatus.SUCCESS
@@ -455,6 +457,16 @@ def _collection(
 
 #: The state key of the items that could not be sent ({ServerId: modseq}, natsync.eas.isolation).
 SKIPPED = "skipped"
+#: The state key of the natsync version that could not send them: another one tries again.
+SKIPPED_BY = "skipped_by"
+BUILD = __version__
+
+
+def skipped_of(state: Mapping[str, Any]) -> dict[str, int]:
+    """The items a sync state holds as not sendable (none when this build did not find them)."""
+    if state.get(SKIPPED_BY) != BUILD:
+        return {}
+    return dict(state.get(SKIPPED, {}))
 
 
 @dataclass(slots=True)
