@@ -304,8 +304,8 @@ def test_a_store_holding_poisoned_mail_syncs_again(
 
 
 def test_a_damaged_picture_costs_the_picture_not_the_gal_entry(store: Store) -> None:
-    """A user's own card whose picture is not base64 (a damaged row): GAL Search still lists the
-    user, with Status 173 (no picture) for it."""
+    """A user's own card whose picture is not base64 (a damaged row): GAL Search and
+    ResolveRecipients still find the user, with Status 173 (no picture) for it."""
     add_item(
         store,
         FolderType.CONTACTS,
@@ -315,13 +315,17 @@ def test_a_damaged_picture_costs_the_picture_not_the_gal_entry(store: Store) -> 
     picture = E(SE, "Picture", E(SE, "MaxSize", 10_000))
     options = E(SE, "Options", picture)
     gal = E(SE, SE, E(SE, "Store", E(SE, "Name", "GAL"), E(SE, "Query", "alice"), options))
-    tree, response = answer(phone, SE, gal)
+    tree, _ = answer(phone, SE, gal)
     (result,) = tree.find("Response").find("Store").findall("Result")  # type: ignore[union-attr]
     props = result.find("Properties")
     assert props is not None
     assert props.child_text("FirstName", "GAL") == "Alice"
     assert props.find("Picture", "GAL").child_text("Status", "GAL") == "173"  # type: ignore[union-attr]
-    assert response.skipped == ("alice@example.test",)
+    rr = "ResolveRecipients"
+    options = E(rr, "Options", E(rr, "Picture", E(rr, "MaxSize", 10_000)))
+    tree, _ = answer(phone, rr, E(rr, rr, E(rr, "To", "alice@example.test"), options))
+    (picture,) = [el for el in tree.iter() if el.tag == "Picture"]
+    assert picture.child_text("Status") == "173"
 
 
 def test_encode_isolated_replaces_only_what_fails_and_raises_for_the_rest() -> None:
