@@ -342,3 +342,25 @@ def test_encode_isolated_replaces_only_what_fails_and_raises_for_the_rest() -> N
     outside = E(AS, "Sync", Element(AS, "Status", [E(AS, "Status")], "x"))
     with pytest.raises(WBXMLError, match="both a value and child"):
         isolation.encode_isolated(outside, [isolation.Isolated("1:1", good, commands)], [])
+
+
+def test_one_bad_item_in_a_sync_of_several_collections(store: Store) -> None:
+    """The answer naming two collections at once is encoded again as a whole: the item left out
+    of one stays out, and the other collection is answered in full."""
+    notes = folder_id(store, FolderType.NOTES)
+    inbox = folder_id(store, FolderType.INBOX)
+    good = add_item(store, FolderType.NOTES, {"subject": "good"})
+    bad = add_item(store, FolderType.NOTES, {"subject": "bad", "categories": [["nested"]]})
+    mail = deliver(store, make_mail("hello", "x"))
+    phone = phone_for(store)
+    keys = {}
+    for cid in (notes, inbox):
+        tree, _ = answer(phone, "Sync", sync_body(cid, "0"))
+        keys[cid] = collection(tree).child_text("SyncKey") or ""
+    colls = [E(AS, "Collection", E(AS, "SyncKey", keys[c]), E(AS, "CollectionId", c)) for c in keys]
+    tree, response = answer(phone, "Sync", E(AS, "Sync", E(AS, "Collections", *colls)))
+    answered = tree.find("Collections").findall("Collection")  # type: ignore[union-attr]
+    sent = {c.child_text("CollectionId"): [a.child_text("ServerId") for a in commands(c, "Add")]
+            for c in answered}  # fmt: skip
+    assert sent == {notes: [good], inbox: [mail]}
+    assert response.skipped == (bad,)
