@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -16,8 +17,10 @@ from natsync.doctor.autodiscover import check_autodiscover
 from natsync.doctor.evidence import (
     AutodiscoverEvidence,
     Connect,
+    CutEvidence,
     DnsAnswer,
     HttpEvidence,
+    IdleProbe,
     MxEvidence,
     NamesEvidence,
     NatEvidence,
@@ -33,7 +36,13 @@ from natsync.doctor.gather import parse_autodiscover, parse_target, special_use,
 from natsync.doctor.http import check_http
 from natsync.doctor.inside import check_nat, check_pin
 from natsync.doctor.names import check_names
-from natsync.doctor.push import advised_cap, check_push
+from natsync.doctor.push import (
+    advised_idle,
+    check_push,
+    cut_precision,
+    narrow,
+    probe_idles,
+)
 from natsync.doctor.reach import check_reach
 from natsync.doctor.session import check_session
 from natsync.doctor.tls import check_tls, dns_name_matches
@@ -371,21 +380,84 @@ def test_session_good_and_failures() -> None:
 
 
 def test_push_outcomes() -> None:
-    [held] = check_push(PushEvidence(960, "expired", 960.2, 1))
+    [held] = check_push(PushEvidence(960, "expired", 960.2, 1), full=960)
     assert held.severity == Severity.OK
-    [cut] = check_push(PushEvidence(960, "cut", 300.4, detail="ServerDisconnectedError"))
-    assert cut.title == "Something on the path cuts a waiting Ping after about 300 s"
-    assert "server.heartbeat_max = 240" in cut.fix
-    assert "at least 1020 s" in cut.fix
-    [short] = check_push(PushEvidence(960, "cut", 30.0))
-    assert "below the 60 s phones expect" in short.fix
-    [silent] = check_push(PushEvidence(960, "silent", 990.0))
-    assert "no answer at all" in silent.evidence[1]
+    assert not any("not tested" in e for e in held.evidence)
+    [short_ok] = check_push(PushEvidence(300, "expired", 300.1, 1), full=960)
+    assert any("between 300 s and the 960 s" in e for e in short_ok.evidence)
     [below] = check_push(PushEvidence(2, "refused", 0.01, 5, 60))
     assert below.severity == Severity.SKIP
     [retried] = check_push(PushEvidence(60, "expired", 60.0, 1, asked=960))
     assert "instead of the 960 s asked" in retried.evidence[1]
-    assert advised_cap(100) == 80
+
+
+def _measured(survived: float, cut: float, **kw: Any) -> CutEvidence:
+    probes = (IdleProbe(survived, "answered", survived), IdleProbe(cut, "cut", cut))
+    return CutEvidence(survived, cut, cut_precision(cut), probes, 2, 19.0, **kw)
+
+
+def test_push_cut_measured_advises_max_idle_path_seconds_below_the_cut() -> None:
+    ev = PushEvidence(10, "silent", 15.0, measured=_measured(7.93, 8.05))
+    [cut] = check_push(ev)
+    assert cut.severity == Severity.FAIL
+    assert cut.title.endswith("idle connections are cut after 7.9-8.1 s")
+    assert "no answer at all after 15.0 s" in cut.evidence[1]
+    assert any("longest idle time that survived: 7.93 s" in e for e in cut.evidence)
+    assert "`max_idle_path_seconds = 7` under [server]" in cut.fix
+    assert "heartbeat_max" not in cut.fix
+    assert "also set server.heartbeat_min = 2" in cut.fix
+    assert cut.data["advice"] == {"server.max_idle_path_seconds": 7}
+    assert cut.data["idle_cut"]["survived"] == 7.93
+    assert cut.data["idle_cut"]["within_precision"] is True
+    [long] = check_push(PushEvidence(960, "silent", 990.0, measured=_measured(299.0, 312.0)))
+    assert "`max_idle_path_seconds = 299`" in long.fix
+    assert "heartbeats up to 294 s" in long.fix
+    assert "heartbeat_min" not in long.fix
+    assert "at least 1020 s" in long.fix
+
+
+def test_push_cut_too_short_for_any_ping_or_not_measured() -> None:
+    [tiny] = check_push(PushEvidence(960, "silent", 990.0, measured=_measured(3.2, 3.6)))
+    assert "no server setting can fix it" in tiny.fix
+    assert tiny.data["advice"] == {}
+    stopped = CutEvidence(0.0, 960.0, 48.0, (), 1, 3.0, stopped="no probe could start (refused)")
+    [unknown] = check_push(PushEvidence(960, "silent", 990.0, measured=stopped))
+    assert unknown.title == "Something on the path cuts a waiting Ping before 960 s"
+    assert "no probe could start" in unknown.evidence[-1]
+    closed = CutEvidence(299.75, 300.0, 0.25, method="closed")
+    [seen] = check_push(PushEvidence(960, "cut", 300.0, measured=closed))
+    assert "closed the held Ping itself after 300.0 s" in " ".join(seen.evidence)
+    assert "`max_idle_path_seconds = 299`" in seen.fix
+
+
+def test_probe_planning_brackets_the_cut() -> None:
+    assert probe_idles(0.0, 9.0, 8) == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0]
+    assert cut_precision(8) == 0.5
+    assert cut_precision(600) == 30.0
+
+    # a path that cuts at 8 s: one round of probes below a 10 s heartbeat
+    def simulate(idle: float) -> IdleProbe:
+        return IdleProbe(idle, "answered" if idle < 8 else "cut", idle)
+
+    survived, cut = 0.0, 10.0
+    for _ in range(3):
+        if cut - survived <= cut_precision(cut):
+            break
+        survived, cut, closed = narrow(
+            survived, cut, [simulate(t) for t in probe_idles(survived, cut)]
+        )
+        assert closed is None
+    assert survived < 8 <= cut
+    assert cut - survived <= 0.5
+    # the far end closing idle connections (its keep-alive) counts as survived, never as cut
+    far = [
+        IdleProbe(30.0, "answered", 30.0),
+        IdleProbe(90.0, "closed", 75.0),
+        IdleProbe(100.0, "cut", 100.0),
+    ]
+    assert narrow(0.0, 300.0, far) == (75.0, 100.0, 75.0)
+    assert advised_idle(7.99) == 7
+    assert advised_idle(8.0) == 8
 
 
 # -- autodiscover

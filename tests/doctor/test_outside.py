@@ -88,7 +88,7 @@ async def test_closed_port() -> None:
     assert {Check.TLS, Check.HTTP, Check.SESSION, Check.PUSH} <= skipped
 
 
-async def test_server_down_behind_a_forward(serve: ServeFactory, idle_cutter: object) -> None:
+async def test_server_down_behind_a_forward(serve: ServeFactory, idle_cutter: Any) -> None:
     """The router (here a relay) still accepts, but the server behind it is stopped."""
     from tests.doctor.conftest import IdleCutter
 
@@ -116,25 +116,49 @@ async def test_wrong_password(serve: ServeFactory) -> None:
     assert "session fails" in report.stopped
 
 
-async def test_path_that_cuts_idle_connections(serve: ServeFactory, idle_cutter: object) -> None:
-    from tests.doctor.conftest import IdleCutter
-
+async def test_path_that_closes_idle_connections(serve: ServeFactory, idle_cutter: Any) -> None:
+    """A proxy that closes a connection idle for 1.5 s: the held Ping is closed at that moment,
+    which is the cut, seen directly."""
     served = await serve()
-    relay = await IdleCutter(served.port, idle=1.5).start()
-    try:
-        options = served.options(url=f"https://localhost:{relay.port}", heartbeat=6)
-        started = asyncio.get_running_loop().time()
-        report = await diagnose(options)
-        elapsed = asyncio.get_running_loop().time() - started
-    finally:
-        await relay.close()
+    relay = await idle_cutter(served.port, 1.5)
+    options = served.options(url=f"https://localhost:{relay.port}", heartbeat=6)
+    started = asyncio.get_running_loop().time()
+    report = await diagnose(options)
+    elapsed = asyncio.get_running_loop().time() - started
     finding = only_failure(report, Check.PUSH)
-    assert finding.title.startswith("Something on the path cuts a waiting Ping after about ")
-    seconds = float(finding.title.rsplit("about ", 1)[1].split()[0])
-    assert 1 <= seconds <= 3
+    assert finding.title.startswith("Something on the path cuts a waiting Ping: idle ")
+    cut = finding.data["idle_cut"]
+    assert cut["method"] == "closed"
+    assert 1.5 <= cut["cut"] <= 2.0
     assert "NAT idle timeouts cut Direct Push" in finding.cause
-    assert "server.heartbeat_max = " in finding.fix
+    assert "no server setting can fix it" in finding.fix  # 1.5 s leaves no room for a Ping
     assert elapsed < 6, "the cut must be seen when it happens, not at the heartbeat"
+
+
+async def test_path_that_forgets_idle_connections_silently(
+    serve: ServeFactory, idle_cutter: Any
+) -> None:
+    """A router that silently forgets connections idle for 2.5 s: the Ping's answer is lost,
+    and idle probes bracket the cut between the longest idle that survived and the shortest
+    that did not, within the stated precision; the advice is max_idle_path_seconds below it."""
+    served = await serve()
+    relay = await idle_cutter(served.port, 2.5, silent=True)
+    options = served.options(url=f"https://localhost:{relay.port}", heartbeat=4)
+    started = asyncio.get_running_loop().time()
+    report = await diagnose(options)
+    elapsed = asyncio.get_running_loop().time() - started
+    finding = only_failure(report, Check.PUSH)
+    cut = finding.data["idle_cut"]
+    assert cut["method"] == "probes", finding.evidence
+    assert cut["within_precision"] is True
+    assert cut["survived"] <= 2.5 + 0.1
+    assert cut["cut"] >= 2.5 - 0.1
+    assert cut["cut"] - cut["survived"] <= cut["precision"] == 0.5
+    assert any("no answer at all" in e for e in finding.evidence)
+    assert any(e.startswith("longest idle time that survived") for e in finding.evidence)
+    assert finding.data["advice"] == {}  # 2 s leaves no room for a Ping: raise the timeout
+    assert "at least 64 s" in finding.fix
+    assert elapsed < 4 + 5 + 2 * 4 + 2, "Ping + grace + at most two rounds of probes"
 
 
 async def test_heartbeat_above_the_server_maximum_is_retried_at_the_limit(

@@ -137,6 +137,43 @@ class SessionEvidence:
 
 
 @dataclass(frozen=True, slots=True)
+class IdleProbe:
+    """One connection held idle for ``idle`` seconds after an answered request, then asked
+    again: did the path still carry it?"""
+
+    idle: float
+    #: "answered" (the path survived the idle time), "cut" (no answer, or a reset, after the
+    #: idle time), "closed" (the far end closed it during the idle time, after ``seconds``),
+    #: "error" (the probe could not start: connect, TLS or the first request failed).
+    outcome: str
+    seconds: float = 0.0
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CutEvidence:
+    """The path's idle cut, bracketed by idle probes: it survived ``survived`` seconds of idle
+    and did not survive ``cut`` seconds (``cut`` - ``survived`` <= ``precision`` unless
+    ``stopped`` says why not)."""
+
+    survived: float
+    cut: float
+    precision: float
+    probes: tuple[IdleProbe, ...] = ()
+    rounds: int = 0
+    seconds: float = 0.0
+    #: Why the bracket is wider than the precision ("" when it is within it).
+    stopped: str = ""
+    #: How the cut was seen: "probes" (idle probes) or "closed" (the path closed the held
+    #: Ping itself, at the moment it cut).
+    method: str = "probes"
+
+    @property
+    def within(self) -> bool:
+        return self.cut - self.survived <= self.precision + 1e-9
+
+
+@dataclass(frozen=True, slots=True)
 class PushEvidence:
     heartbeat: int
     #: "expired" (held to the end), "changes", "cut" (the connection was closed or reset),
@@ -148,6 +185,8 @@ class PushEvidence:
     detail: str = ""
     #: The heartbeat the run asked for first, when the server's bounds made it use another.
     asked: int | None = None
+    #: The path's idle cut, measured when the Ping did not survive ("cut" / "silent").
+    measured: CutEvidence | None = None
 
 
 @dataclass(frozen=True, slots=True)

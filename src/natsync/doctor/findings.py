@@ -7,6 +7,7 @@ to change. Findings are made only by the pure check functions; gathering never m
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -53,6 +54,9 @@ class Finding:
     cause: str = ""
     #: What to change: a natsync command or setting ("" when nothing needs changing).
     fix: str = ""
+    #: Figures and advised settings for scripts and the lab (``--json``): e.g. the measured
+    #: idle cut and ``{"server.max_idle_path_seconds": 7}``. Empty for most findings.
+    data: Mapping[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -62,6 +66,7 @@ class Finding:
             "evidence": list(self.evidence),
             "cause": self.cause,
             "fix": self.fix,
+            "data": dict(self.data),
         }
 
 
@@ -84,9 +89,15 @@ class Report:
     stopped: str = ""
     started_at: str = ""
     duration: float = 0.0
+    #: Where it ran and how: natsync version, command line, host (the HTML page shows them).
+    context: dict[str, str] = field(default_factory=dict)
+    #: Called with each batch of findings as it is added (a terminal shows them at once).
+    on_add: Callable[[list[Finding]], None] | None = field(default=None, repr=False)
 
     def add(self, findings: list[Finding]) -> list[Finding]:
         self.findings.extend(findings)
+        if self.on_add is not None and findings:
+            self.on_add(findings)
         return findings
 
     @property
@@ -118,6 +129,7 @@ class Report:
             "exit_status": self.exit_status,
             "counts": self.counts(),
             "stopped": self.stopped,
+            "context": dict(self.context),
             "findings": [f.to_json() for f in self.findings],
         }
 

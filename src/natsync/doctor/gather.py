@@ -41,8 +41,10 @@ from natsync.client.protocol import ClientError, Command
 from natsync.doctor.evidence import (
     AutodiscoverEvidence,
     Connect,
+    CutEvidence,
     DnsAnswer,
     HttpEvidence,
+    IdleProbe,
     InsideEvidence,
     MappingEvidence,
     MxEvidence,
@@ -68,6 +70,10 @@ SPECIAL_USE_SUFFIXES = ("localhost", "test", "example", "invalid", "local", "hom
 #: between 5 s and 30 s, half the heartbeat (the server answers at the heartbeat).
 PING_GRACE_MIN = 5.0
 PING_GRACE_MAX = 30.0
+#: Seconds the idle probes may take at most: a minute, or twice the idle time to bracket
+#: (rounds of parallel probes each last about as long as the longest idle time they hold).
+MEASURE_BUDGET_MIN = 60.0
+MEASURE_BUDGET_SHARE = 2.0
 SMTP_PORT = 25
 DEVICE_ID = "NATSYNCDOCTOR01"
 AUTODISCOVER_PATH = "/autodiscover/autodiscover.xml"
@@ -613,6 +619,175 @@ async def gather_push(client: DoctorClient, inbox: str, heartbeat: int) -> PushE
             asked=heartbeat,
         )
     return first
+
+
+# -- the path's idle cut
+
+
+async def _read_answer(reader: asyncio.StreamReader) -> bool:
+    """Read one HTTP/1.1 answer (Content-Length or chunked); whether the server keeps the
+    connection open after it."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    if not lines[0].startswith("HTTP/1."):
+        raise ConnectionError(f"not an HTTP answer: {lines[0][:60]!r}")
+    fields = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        fields[name.strip().lower()] = value.strip().lower()
+    if "chunked" in fields.get("transfer-encoding", ""):
+        while size := int((await reader.readuntil(b"\r\n")).split(b";")[0], 16):
+            await reader.readexactly(size + 2)
+        await reader.readuntil(b"\r\n")
+    else:
+        await reader.readexactly(int(fields.get("content-length", "0") or 0))
+    return "close" not in fields.get("connection", "")
+
+
+async def idle_probe(
+    target: Target,
+    address: str,
+    ca_file: Path | None,
+    authorization: str,
+    idle: float,
+    timeout: float,
+) -> IdleProbe:
+    """One connection: an answered OPTIONS, *idle* seconds with no byte, OPTIONS again."""
+    host = target.host if target.port in (80, 443) else f"{target.host}:{target.port}"
+    request = (
+        f"OPTIONS {p.EAS_PATH} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: natsync-doctor\r\n"
+        f"Authorization: {authorization}\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+    tls: Any = phone_context(ca_file) if target.scheme == "https" else None
+    try:
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(
+                address,
+                target.port,
+                ssl=tls,
+                server_hostname=target.host if tls else None,
+                ssl_shutdown_timeout=timeout if tls else None,
+            ),
+            timeout,
+        )
+    except (OSError, TimeoutError) as exc:
+        return IdleProbe(idle, "error", 0.0, f"connect: {type(exc).__name__}: {exc}")
+    try:
+        try:
+            writer.write(request)
+            keep = await asyncio.wait_for(_read_answer(reader), timeout)
+        except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError) as exc:
+            return IdleProbe(idle, "error", 0.0, f"first request: {type(exc).__name__}: {exc}")
+        if not keep:
+            return IdleProbe(idle, "closed", 0.0, "the server closes after each answer")
+        started = time.monotonic()
+        try:
+            data = await asyncio.wait_for(reader.read(1), idle)
+        except TimeoutError:
+            pass  # the idle time passed with no byte, as it should
+        except OSError as exc:  # reset while idle: the path cut it now, and said so
+            seconds = time.monotonic() - started
+            return IdleProbe(seconds, "cut", seconds, f"reset while idle: {exc}")
+        else:
+            seconds = time.monotonic() - started
+            what = "closed the idle connection" if not data else "sent bytes unasked"
+            return IdleProbe(idle, "closed", seconds, f"the far end {what}")
+        writer.write(request)
+        try:
+            await asyncio.wait_for(_read_answer(reader), timeout)
+        except TimeoutError:
+            return IdleProbe(idle, "cut", idle, f"no answer within {timeout:g} s")
+        except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
+            return IdleProbe(idle, "cut", idle, f"{type(exc).__name__}: {exc}")
+        return IdleProbe(idle, "answered", idle)
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError, TimeoutError, ssl.SSLError):
+            await asyncio.wait_for(writer.wait_closed(), timeout)
+
+
+async def _probe_round(make: Any, idles: Sequence[float]) -> list[IdleProbe]:
+    """Run one probe per idle time in parallel; once one is cut, the longer ones would only be
+    cut too: they are stopped."""
+    tasks = {asyncio.ensure_future(make(t)): t for t in idles}
+    results: list[IdleProbe] = []
+    try:
+        pending = set(tasks)
+        while pending:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                probe = task.result()
+                results.append(probe)
+                if probe.outcome == "cut":
+                    for other in [o for o in pending if tasks[o] > probe.idle]:
+                        other.cancel()
+                        pending.discard(other)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    return results
+
+
+async def measure_cut(
+    target: Target,
+    address: str,
+    ca_file: Path | None,
+    authorization: str,
+    upper: float,
+    timeout: float,
+    progress: Any = None,
+) -> CutEvidence:
+    """Bracket the path's idle cut below *upper* (an idle time known not to survive): rounds of
+    parallel idle probes, each round between the longest survived and the shortest cut of the
+    last, until the bracket is within the precision (or the time budget is spent)."""
+    from natsync.doctor.push import MAX_ROUNDS, cut_precision, narrow, probe_idles
+
+    started = time.monotonic()
+    budget = max(MEASURE_BUDGET_MIN, MEASURE_BUDGET_SHARE * upper)
+    survived, cut, far_close = 0.0, float(upper), float("inf")
+    probes: list[IdleProbe] = []
+    rounds, stopped = 0, ""
+    while cut - survived > cut_precision(cut):
+        top = min(cut, far_close)
+        if top - survived <= cut_precision(cut) / 2:
+            stopped = (
+                f"the far end closes idle connections itself after {far_close:.0f} s, so idle "
+                "probes cannot look further"
+            )
+            break
+        if rounds >= MAX_ROUNDS:
+            stopped = f"{rounds} rounds of probes, the most the doctor runs"
+            break
+        if time.monotonic() - started + top + timeout > budget:
+            stopped = f"another round would pass the measuring budget of {budget:.0f} s"
+            break
+        idles = probe_idles(survived, top)
+        if progress is not None:
+            progress(
+                f"push: idle probes round {rounds + 1}, between {survived:.1f} and {top:.1f} s",
+                top + timeout,
+            )
+        found = await _probe_round(
+            lambda t: idle_probe(target, address, ca_file, authorization, t, timeout), idles
+        )
+        rounds += 1
+        probes.extend(found)
+        if all(p.outcome == "error" for p in found):
+            stopped = f"no probe could start ({found[0].detail})"
+            break
+        survived, cut, closed = narrow(survived, cut, found)
+        if closed is not None:
+            far_close = min(far_close, closed)
+    return CutEvidence(
+        survived,
+        cut,
+        cut_precision(cut),
+        tuple(sorted(probes, key=lambda p: p.idle)),
+        rounds,
+        time.monotonic() - started,
+        stopped,
+    )
 
 
 async def gather_autodiscover(
