@@ -406,13 +406,17 @@ def test_push_cut_measured_advises_max_idle_path_seconds_below_the_cut() -> None
     assert "`max_idle_path_seconds = 7` under [server]" in cut.fix
     assert "heartbeat_max" not in cut.fix
     assert "also set server.heartbeat_min = 2" in cut.fix
-    assert cut.data["advice"] == {"server.max_idle_path_seconds": 7}
+    assert cut.data["advice"] == {
+        "server.max_idle_path_seconds": 7,
+        "server.heartbeat_min": 2,
+    }
     assert cut.data["idle_cut"]["survived"] == 7.93
     assert cut.data["idle_cut"]["within_precision"] is True
     [long] = check_push(PushEvidence(960, "silent", 990.0, measured=_measured(299.0, 312.0)))
     assert "`max_idle_path_seconds = 299`" in long.fix
     assert "heartbeats up to 294 s" in long.fix
     assert "heartbeat_min" not in long.fix
+    assert long.data["advice"] == {"server.max_idle_path_seconds": 299}
     assert "at least 1020 s" in long.fix
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from natsync.config import PATH_IDLE_MARGIN
+from natsync.config import DEFAULT_HEARTBEAT_MIN, PATH_IDLE_MARGIN
 from natsync.doctor.evidence import CutEvidence, IdleProbe, PushEvidence
 from natsync.doctor.findings import Check, Finding, Severity, ok, skip
 
@@ -187,7 +187,7 @@ def _cut_finding(ev: PushEvidence, held: str, asked: tuple[str, ...]) -> Finding
             "within_precision": m.within,
             "method": m.method,
         },
-        "advice": {"server.max_idle_path_seconds": advised} if cap >= 1 else {},
+        "advice": _advice(advised, cap),
     }
     if cap < 1:
         advice = (
@@ -220,6 +220,17 @@ def _cut_finding(ev: PushEvidence, held: str, asked: tuple[str, ...]) -> Finding
         advice,
         data,
     )
+
+
+def _advice(advised: int, cap: int) -> dict[str, int]:
+    """The settings to apply, as data: the path's idle time, and a heartbeat minimum the
+    capped heartbeat still fits (natsync refuses a cap below server.heartbeat_min)."""
+    if cap < 1:
+        return {}
+    out = {"server.max_idle_path_seconds": advised}
+    if cap < DEFAULT_HEARTBEAT_MIN:
+        out["server.heartbeat_min"] = cap
+    return out
 
 
 def _measure_lines(m: CutEvidence) -> list[str]:
