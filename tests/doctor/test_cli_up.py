@@ -141,11 +141,91 @@ def test_untrusted_in_terminal_exits_2(natsync_up: dict[str, Any]) -> None:
     assert "Stopped early" in done.stdout
 
 
-def test_usage_errors_exit_3_or_2() -> None:
-    assert doctor().returncode == 2  # click's usage error
-    done = doctor("ftp://x")
-    assert done.returncode == 3
-    assert "is not an https:// URL" in done.stderr
+def test_exit_status_3_when_the_doctor_cannot_run(tmp_path: Path) -> None:
+    """docs/doctor.md: 3 is "the doctor itself could not run", never click's 2 (= failures)."""
+    cases = [
+        ((), "give the URL phones use, or --config"),
+        (("ftp://x",), "is not an https:// URL"),
+        (("--config", str(tmp_path / "missing.toml")), "missing.toml: no such file"),
+        (("https://x", "--ca-file", str(tmp_path / "no.pem")), "no.pem: no such file"),
+        (("https://x", "--no-such-option"), "No such option"),
+        (("https://x", "--heartbeat", "-1"), "Invalid value"),
+        (("https://x", "--resolve", "x:not-an-address"), "give NAME:ADDR"),
+        (("https://x", "--heartbeat", "5", "--quick"), "not both"),
+    ]
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[server\n")
+    cases.append((("--config", str(bad)), "bad.toml is not valid TOML"))
+    for args, message in cases:
+        done = doctor(*args)
+        assert done.returncode == 3, (args, done.stdout, done.stderr)
+        assert message in done.stderr, (args, done.stderr)
+        assert "Traceback" not in done.stderr
+
+
+def test_exit_status_0_1_2_are_the_verdict(natsync_up: dict[str, Any], tmp_path: Path) -> None:
+    common = ("--ca-file", natsync_up["ca_file"], "--heartbeat", "0", "--timeout", "3")
+    ok = doctor(natsync_up["url"], "--user", natsync_up["user"], "--password-stdin", *common,
+                stdin=natsync_up["password"] + "\n")  # fmt: skip
+    assert ok.returncode == 0, ok.stdout
+    # an [edge] that pins nothing and has no CA for its backend: a warning, nothing fails
+    config = tmp_path / "home.toml"
+    backend = natsync_up["url"].removeprefix("https://").replace("localhost", "127.0.0.1")
+    config.write_text(f'[edge]\nbackend = "{backend}"\ninsecure_backend = true\n')
+    warned = doctor(natsync_up["url"], "--config", str(config), *common, "--json")
+    assert warned.returncode == 1, warned.stdout
+    assert json.loads(warned.stdout)["worst"] == "warn"
+    failed = doctor(natsync_up["url"], "--user", natsync_up["user"], "--password", "wrong", *common)
+    assert failed.returncode == 2
+
+
+def test_piped_output_is_not_wrapped(natsync_up: dict[str, Any]) -> None:
+    done = doctor(natsync_up["url"], "--user", natsync_up["user"], "--password", "wrong",
+                  "--ca-file", natsync_up["ca_file"], "--heartbeat", "0")  # fmt: skip
+    assert done.returncode == 2
+    fix = next(line for line in done.stdout.splitlines() if line.strip().startswith("Fix:"))
+    assert len(fix) > 80, "a long fix is one line, not cut at 80 columns"
+    assert fix.rstrip().endswith("then enter it on the phone again.")
+    assert "╭" not in done.stdout  # no boxes in a pipe
+
+
+def test_terminal_shows_what_it_waits_for_with_the_findings_so_far(
+    natsync_up: dict[str, Any],
+) -> None:
+    """In a real pseudo-terminal: each finding as soon as it is made, and while the Ping is
+    held a status line saying so, for how long so far and at most."""
+    import pty
+
+    main, child = pty.openpty()
+    proc = subprocess.Popen(
+        [*NATSYNC, "doctor", natsync_up["url"], "--user", natsync_up["user"], "--password",
+         natsync_up["password"], "--ca-file", natsync_up["ca_file"], "--heartbeat",
+         str(GREEN_HEARTBEAT), "--timeout", "3"],
+        stdin=child, stdout=child, stderr=child, env={**os.environ, "COLUMNS": "120"},
+    )  # fmt: skip
+    os.close(child)
+    chunks: list[bytes] = []
+    try:
+        while True:
+            try:
+                data = os.read(main, 65536)
+            except OSError:  # the child closed the terminal
+                break
+            if not data:
+                break
+            chunks.append(data)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        os.close(main)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    screen = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", b"".join(chunks).decode(errors="replace"))
+    waiting = screen.index(f"push: holding a Ping for {GREEN_HEARTBEAT} s")
+    assert screen.index("[session]") < waiting, "the findings so far come before the wait"
+    assert re.search(r"holding a Ping for 3 s.*?\d+ s of at most 8 s", screen, re.S)
+    assert screen.index("[push]") > waiting
+    assert "All checks passed." in screen
 
 
 HOSTILE = '<script>alert("x")</script> & <b>bold</b>'

@@ -859,12 +859,21 @@ def parse_autodiscover(raw: bytes) -> dict[str, str]:
 # -- inside-out
 
 
-def read_edge_table(config: Path) -> dict[str, Any]:
+def read_toml_tables(config: Path) -> dict[str, Any]:
+    """The deployment file's tables; ConfigError (exit 3) when it cannot be read."""
+    from natsync.errors import ConfigError
+
     try:
         data = tomllib.loads(config.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError):
-        return {}
-    table = data.get("edge", {})
+    except OSError as exc:
+        raise ConfigError(f"{config}: {exc.strerror or exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{config} is not valid TOML: {exc}") from exc
+    return data
+
+
+def read_edge_table(config: Path) -> dict[str, Any]:
+    table = read_toml_tables(config).get("edge", {})
     return table if isinstance(table, dict) else {}
 
 
