@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import click
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from natsync.doctor import Check, Severity, diagnose
-from natsync.doctor.evidence import MappingEvidence
+from natsync.doctor import Check, Finding, Options, Report, Severity, diagnose
+from natsync.doctor.evidence import Connect, MappingEvidence, NatEvidence
 from natsync.doctor.gather import fingerprint
 from natsync.doctor.inside import check_mappings
 from tests.doctor.conftest import ServeFactory
@@ -47,7 +54,9 @@ async def test_edge_pin_no_longer_matches_the_server(serve: ServeFactory, tmp_pa
     assert pin.title == "The edge's pinned backend certificate no longer matches the server's"
     assert f"[edge] backend_pin = {WRONG_PIN}" in pin.evidence
     assert "second TLS session" in pin.cause
-    assert "natsync edge trust-backend" in pin.fix
+    assert f"`natsync edge trust-backend 127.0.0.1:{served.port} --name localhost --config " in (
+        pin.fix
+    )
 
 
 async def test_edge_pin_matches(serve: ServeFactory, tmp_path: Path) -> None:
@@ -141,4 +150,169 @@ async def test_dns_behind_the_current_public_address(serve: ServeFactory, tmp_pa
     assert moved.severity == Severity.FAIL
     assert moved.title == "DNS does not point at the current public address 93.184.216.34"
     assert "DNS publishes 127.0.0.1" in moved.evidence
-    assert "natsync ddns update --config natsync.toml" in moved.fix
+    assert f"natsync ddns update --config {config}" in moved.fix
+    assert_commands_parse(report.findings)
+
+
+# -- the commands the doctor prints work as printed, with the file name the user gave
+
+#: A config file name as users write them: not natsync.toml, and with a space to quote.
+USER_FILE = "my home.toml"
+
+
+def commands(findings: list[Finding]) -> list[str]:
+    """Every `natsync ...` command written in the findings."""
+    found = []
+    for f in findings:
+        for text in (f.cause, f.fix):
+            found.extend(c for c in text.split("`")[1::2] if c.startswith("natsync "))
+    return found
+
+
+def assert_commands_parse(findings: list[Finding]) -> None:
+    """Each command is accepted by natsync's own command line as printed: the command and
+    subcommand exist, every argument and option is one it takes, named files exist."""
+    from natsync.cli import main
+
+    for command in commands(findings):
+        args = shlex.split(command)[1:]
+        ctx = main.make_context("natsync", list(args))
+        group: click.Command = main
+        while isinstance(group, click.Group):
+            name, sub, rest = group.resolve_command(ctx, [*ctx._protected_args, *ctx.args])
+            assert sub is not None, command
+            ctx = sub.make_context(name or "", rest, parent=ctx)
+            group = sub
+
+
+def natsync(*args: str, stdin: str = "", cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", "from natsync.cli import main; main()", *args],
+        input=stdin, capture_output=True, text=True, timeout=60, cwd=cwd, check=False,
+    )  # fmt: skip
+
+
+async def run_printed(command: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run a printed command verbatim (the server runs in this loop: not blocking it)."""
+    return await asyncio.to_thread(natsync, *shlex.split(command)[1:], stdin="y\n", cwd=cwd)
+
+
+def edge_only(path: Path, port: int, **extra: str) -> Path:
+    lines = [
+        f'backend = "127.0.0.1:{port}"',
+        'backend_name = "localhost"',
+        'listen = "127.0.0.1:9"',
+    ]
+    lines += [f'{k} = "{v}"' for k, v in extra.items()]
+    path.write_text("[edge]\n" + "\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def inside(report: Report) -> Finding:
+    return next(f for f in report.findings if f.check == Check.INSIDE)
+
+
+async def test_backend_ca_that_verifies_is_not_a_missing_pin(
+    serve: ServeFactory, tmp_path: Path
+) -> None:
+    served = await serve()
+    config = edge_only(tmp_path / USER_FILE, served.port, backend_ca=str(served.ca_file))
+    report = await diagnose(served.options(config=config))
+    found = inside(report)
+    assert found.severity == Severity.OK, found
+    assert found.title == "The edge verifies its backend with [edge] backend_ca"
+    assert not any("pins no backend certificate" in f.title for f in report.findings)
+
+
+async def test_backend_ca_that_does_not_verify(serve: ServeFactory, tmp_path: Path) -> None:
+    from natsync.cert.ca import init_ca
+
+    served = await serve()
+    other = init_ca(tmp_path / "other-ca")
+    config = edge_only(tmp_path / USER_FILE, served.port, backend_ca=str(other.cert_path))
+    found = inside(await diagnose(served.options(config=config)))
+    assert found.severity == Severity.FAIL
+    assert found.title == "The server's certificate does not verify against [edge] backend_ca"
+    assert any("(for the name localhost)" in e for e in found.evidence), found.evidence
+
+
+async def test_backend_that_refuses_connections(tmp_path: Path) -> None:
+    from tests.doctor.conftest import TEST_TIMEOUT, free_port
+
+    port = free_port()
+    config = edge_only(tmp_path / USER_FILE, port)
+    report = await diagnose(Options(url="https://localhost:9", config=config, timeout=TEST_TIMEOUT))
+    found = inside(report)
+    assert found.severity == Severity.FAIL
+    assert found.title == f"The edge's backend 127.0.0.1:{port} does not accept connections"
+    assert "connecting to it: refused (nothing listens)" in found.evidence
+    assert f"`natsync server --config {shlex.quote(str(config))}`" in found.fix
+    assert_commands_parse(report.findings)
+
+
+def test_edge_only_file_checks_that_edge_not_a_default_url(tmp_path: Path) -> None:
+    from natsync.cli.doctor import _inside_url
+
+    config = edge_only(tmp_path / USER_FILE, 9443)
+    assert _inside_url(config) == "https://localhost:9"  # the edge's listener, not :8443
+    config.write_text('[edge]\nlisten = "192.168.1.2:443"\nbackend = "127.0.0.1:9443"\n')
+    assert _inside_url(config) == "https://192.168.1.2"
+
+
+async def test_printed_trust_backend_commands_work_as_printed(
+    serve: ServeFactory, tmp_path: Path
+) -> None:
+    """The edge pins nothing, then a stale pin: each time the doctor's printed command, run
+    as printed (with the user's file name), fixes what the doctor found."""
+    served = await serve()
+    config = edge_only(tmp_path / USER_FILE, served.port, insecure_backend="true")
+    config.write_text(config.read_text().replace('"true"', "true"))
+    unpinned = inside(await diagnose(served.options(config=config)))
+    assert unpinned.title == "The edge pins no backend certificate"
+    assert_commands_parse([unpinned])
+    [command] = commands([unpinned])
+    assert command.endswith(f"--config {shlex.quote(str(config))}")
+    done = await run_printed(command, tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    pinned = inside(await diagnose(served.options(config=config)))
+    assert pinned.title == "The edge's pinned backend certificate matches the server's"
+
+    stale = config.read_text().replace(pinned.evidence[0].removeprefix("pin "), WRONG_PIN)
+    config.write_text(stale)
+    mismatch = inside(await diagnose(served.options(config=config)))
+    assert mismatch.severity == Severity.FAIL
+    [command] = commands([mismatch])
+    done = await run_printed(command, tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert inside(await diagnose(served.options(config=config))).severity == Severity.OK
+
+
+def test_every_printed_command_names_the_users_file() -> None:
+    """Findings of every check family that print a command with --config, rewritten for the
+    user's file: each parses as natsync's command line (the file must exist for click)."""
+    from natsync.doctor.evidence import ReachEvidence
+    from natsync.doctor.inside import check_nat
+    from natsync.doctor.reach import check_reach
+
+    findings = [
+        *check_mappings(MappingEvidence(("443->8443/tcp",), ())),
+        *check_mappings(MappingEvidence(("443->8443/tcp",), error="no router")),
+        *check_nat(NatEvidence("no-address", "none")),
+        *check_reach(
+            ReachEvidence((Connect("192.0.2.1", 443, False, "refused"),), server_port=8443)
+        ),
+        *check_reach(ReachEvidence((), (Connect("192.0.2.1", 25, False, "refused"),))),
+    ]
+    given = [f.for_config(USER_FILE) for f in findings]
+    printed = commands(given)
+    assert len(printed) >= 6
+    assert all("natsync.toml" not in c for c in printed)
+    assert "natsync portmap add 443:8443/tcp --config 'my home.toml'" in printed
+    old = Path.cwd()
+    with tempfile.TemporaryDirectory() as where:
+        os.chdir(where)
+        try:
+            Path(USER_FILE).write_text("[server]\n")
+            assert_commands_parse(given)
+        finally:
+            os.chdir(old)

@@ -73,6 +73,9 @@ class ReachEvidence:
     inside: bool = False
     #: The public addresses the inside-out run knows (hairpin NAT is about these).
     public: tuple[str, ...] = ()
+    #: The port the server listens on ([server] port of an inside-out run's config), so a
+    #: port-forward command can be printed whole; None when unknown.
+    server_port: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,6 +214,16 @@ class PinEvidence:
     presented: str  # sha256 hex of the server's leaf ("" when it could not be read)
     backend: str = ""
     error: str = ""
+    #: The name the edge sends as SNI ([edge] backend_name), "" when it is the backend host.
+    name: str = ""
+    #: [edge] backend_ca, and whether a handshake verifying against it (and the name) worked.
+    ca_file: str = ""
+    ca_verified: bool = False
+    ca_error: str = ""
+    #: [edge] insecure_backend: the edge forwards to the server without verifying it.
+    insecure: bool = False
+    #: The TCP connection to the backend failed ("refused", "timeout"...; "" when it worked).
+    connect_error: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -897,9 +897,8 @@ def gather_inside_sync(config: Path, timeout: float) -> InsideEvidence:
     portmap = load_portmap(config)
     if portmap.mappings:
         evidence.mappings = _mappings(portmap.mappings, portmap.upnp_location)
-    edge = read_edge_table(config)
-    if edge:
-        evidence.pin = _pin(edge, timeout)
+    if read_edge_table(config):
+        evidence.pin = _pin(config, timeout)
     return evidence
 
 
@@ -919,17 +918,48 @@ def _mappings(wanted: Sequence[str], location: str) -> MappingEvidence:
     return MappingEvidence(tuple(specs), present, router=igd.location)
 
 
-def _pin(edge: dict[str, Any], timeout: float) -> PinEvidence:
-    from natsync.cert.fetch import CertFetchError, fetch_chain
-
-    backend = str(edge.get("backend", "127.0.0.1:8443"))
-    pinned = str(edge.get("backend_pin", ""))
-    host, port = split_server(backend, 443)
-    name = str(edge.get("backend_name", "")) or host
-    try:
-        fetched = fetch_chain(host, port, server_name=name, timeout=timeout)
-    except CertFetchError as exc:
-        return PinEvidence(pinned, "", backend, exc.message)
+def _pin(config: Path, timeout: float) -> PinEvidence:
+    """The edge's backend as the edge meets it: a TCP connection, the certificate it presents
+    (against [edge] backend_pin), and a handshake verified by [edge] backend_ca and the name."""
     from cryptography.hazmat.primitives.serialization import Encoding
 
-    return PinEvidence(pinned, fingerprint(fetched.chain[0].public_bytes(Encoding.DER)), backend)
+    from natsync.cert.fetch import CertFetchError, fetch_chain
+    from natsync.edge.config import load_edge_config
+
+    edge = load_edge_config(config)
+    base: dict[str, Any] = {
+        "pinned": edge.backend_pin,
+        "backend": edge.backend,
+        "name": edge.backend_name,
+        "ca_file": str(edge.backend_ca) if edge.backend_ca else "",
+        "insecure": edge.insecure_backend,
+    }
+    host, port = edge.backend_host, edge.backend_port
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except TimeoutError:
+        return PinEvidence(presented="", connect_error="timeout", **base)
+    except ConnectionRefusedError:
+        return PinEvidence(presented="", connect_error="refused (nothing listens)", **base)
+    except OSError as exc:
+        return PinEvidence(presented="", connect_error=exc.strerror or str(exc), **base)
+    try:
+        fetched = fetch_chain(host, port, server_name=edge.server_name, timeout=timeout)
+    except CertFetchError as exc:
+        return PinEvidence(presented="", error=exc.message, **base)
+    presented = fingerprint(fetched.chain[0].public_bytes(Encoding.DER))
+    verified, ca_error = False, ""
+    if edge.backend_ca is not None:
+        try:
+            context = ssl.create_default_context(cafile=str(edge.backend_ca))
+            with (
+                socket.create_connection((host, port), timeout=timeout) as raw,
+                context.wrap_socket(raw, server_hostname=edge.server_name),
+            ):
+                verified = True
+        except ssl.SSLCertVerificationError as exc:
+            ca_error = f"{exc.verify_message} (for the name {edge.server_name})"
+        except (OSError, ssl.SSLError) as exc:
+            ca_error = f"{type(exc).__name__}: {exc}"
+    return PinEvidence(presented=presented, ca_verified=verified, ca_error=ca_error, **base)

@@ -104,6 +104,7 @@ async def diagnose(options: Options, progress: Progress | Watcher | None = None)
         mode="inside" if options.config else "outside",
         started_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         context=dict(options.context),
+        config=str(options.config) if options.config is not None else "",
         on_add=watch.found,
     )
     try:
@@ -192,7 +193,9 @@ async def _run(options: Options, target: g.Target, report: Report, watch: Watche
                 *(g.connect(a, g.SMTP_PORT, options.timeout) for a in mx_addresses)
             )
         )
-    reach = ReachEvidence(tuple(https), tuple(smtp), options.config is not None, public)
+    reach = ReachEvidence(
+        tuple(https), tuple(smtp), options.config is not None, public, _server_port(options)
+    )
     report.add(check_reach(reach))
     open_addresses = [c.address for c in https if c.ok]
     later.remove(Check.REACH)
@@ -329,3 +332,20 @@ async def _measure(
         watch.step,
     )
     return replace(push, measured=measured)
+
+
+def _server_port(options: Options) -> int | None:
+    """Where the router should forward to, from an inside-out run's config: the edge's
+    listener when the file has an [edge] (phones reach the edge), else [server] port."""
+    if options.config is None:
+        return None
+    tables = g.read_toml_tables(options.config)
+    if "edge" in tables:
+        from natsync.edge.config import load_edge_config, split_hostport
+
+        return split_hostport(load_edge_config(options.config).listen, "edge.listen")[1]
+    if "server" in tables:
+        from natsync.config import load_config
+
+        return load_config(options.config).port
+    return None
