@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shlex
 import subprocess
@@ -22,6 +23,7 @@ from natsync.doctor import Check, Finding, Options, Report, Severity, diagnose
 from natsync.doctor.evidence import Connect, MappingEvidence, NatEvidence
 from natsync.doctor.gather import fingerprint
 from natsync.doctor.inside import check_mappings
+from natsync.store.api import Store
 from tests.doctor.conftest import ServeFactory
 
 WRONG_PIN = "sha256:" + ":".join(["AB"] * 32)
@@ -316,3 +318,39 @@ def test_every_printed_command_names_the_users_file() -> None:
             assert_commands_parse(given)
         finally:
             os.chdir(old)
+
+
+# -- the doctor's test device leaves nothing behind
+
+
+def devices(store_file: Path, *extra: str) -> list[dict[str, str]]:
+    done = natsync("device", "list", "--store", str(store_file), "--json", *extra, cwd=Path.cwd())
+    assert done.returncode == 0, done.stderr
+    found: list[dict[str, str]] = json.loads(done.stdout)
+    return found
+
+
+async def test_doctor_device_is_marked_hidden_and_removed_inside_out(
+    serve: ServeFactory, doctor_store: Store, tmp_path: Path
+) -> None:
+    from natsync.doctor.device import DOCTOR_DEVICE_ID, DOCTOR_DEVICE_TYPE
+
+    served = await serve()
+    store_file = tmp_path / "doctor-store" / "natsync.db"
+    # outside: the device stays (the doctor cannot reach the store), marked and not listed
+    report = await diagnose(served.options())
+    assert report.exit_status == 0, [f.title for f in report.findings]
+    listed = await asyncio.to_thread(devices, store_file)
+    assert not any(d["device_id"] == DOCTOR_DEVICE_ID for d in listed)
+    everything = await asyncio.to_thread(devices, store_file, "--all")
+    [mine] = [d for d in everything if d["device_id"] == DOCTOR_DEVICE_ID]
+    assert mine["device_type"] == DOCTOR_DEVICE_TYPE
+    # inside-out with the server's config: removed from the account when the run is done
+    config = tmp_path / USER_FILE
+    config.write_text(f'[server]\nstore = "{store_file}"\nport = {served.port}\n')
+    report = await diagnose(served.options(config=config))
+    removed = next(f for f in report.findings if f.title.startswith("The doctor's test device"))
+    assert removed.severity == Severity.OK
+    assert removed.title == "The doctor's test device was removed again"
+    everything = await asyncio.to_thread(devices, store_file, "--all")
+    assert not any(d["device_id"] == DOCTOR_DEVICE_ID for d in everything)

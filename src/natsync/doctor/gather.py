@@ -38,6 +38,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from natsync.client import EASClient
 from natsync.client import protocol as p
 from natsync.client.protocol import ClientError, Command
+from natsync.doctor.device import DOCTOR_DEVICE_ID, DOCTOR_DEVICE_TYPE
 from natsync.doctor.evidence import (
     AutodiscoverEvidence,
     Connect,
@@ -75,7 +76,7 @@ PING_GRACE_MAX = 30.0
 MEASURE_BUDGET_MIN = 60.0
 MEASURE_BUDGET_SHARE = 2.0
 SMTP_PORT = 25
-DEVICE_ID = "NATSYNCDOCTOR01"
+DEVICE_ID = DOCTOR_DEVICE_ID
 AUTODISCOVER_PATH = "/autodiscover/autodiscover.xml"
 AUTODISCOVER_REQUEST = (
     '<?xml version="1.0" encoding="utf-8"?>\n'
@@ -463,7 +464,9 @@ async def gather_http(
 ) -> HttpEvidence:
     evidence: dict[str, Any] = {"url": target.eas_url}
     client_timeout = aiohttp.ClientTimeout(total=timeout)
-    identity = p.Identity(user=user or "doctor", device_id=DEVICE_ID, device_type="natsync")
+    identity = p.Identity(
+        user=user or "doctor", device_id=DEVICE_ID, device_type=DOCTOR_DEVICE_TYPE
+    )
     async with aiohttp.ClientSession(connector=_connector(target, addresses, ca_file)) as http:
         try:
             async with http.options(target.eas_url, timeout=client_timeout) as resp:
@@ -490,7 +493,7 @@ class DoctorClient(EASClient):
     def __init__(
         self, target: Target, addresses: Sequence[str], ca_file: Path | None, **kw: Any
     ) -> None:
-        super().__init__(target.base_url, device_id=DEVICE_ID, **kw)
+        super().__init__(target.base_url, device_id=DEVICE_ID, device_type=DOCTOR_DEVICE_TYPE, **kw)
         self._doctor_connector = (target, list(addresses), ca_file)
 
     def _http(self) -> aiohttp.ClientSession:
@@ -857,6 +860,31 @@ def parse_autodiscover(raw: bytes) -> dict[str, str]:
 
 
 # -- inside-out
+
+
+def remove_doctor_device(config: Path, user: str) -> str:
+    """Remove the doctor's test device from *user*'s account in the store of *config*'s
+    [server]; what was done, in words ("" when there was nothing to remove)."""
+    from natsync.config import load_config
+    from natsync.store import open_store
+
+    server = load_config(config)
+    store = open_store(server.store_url)
+    try:
+
+        def remove(txn: Any) -> str:
+            account = txn.get_user(user)
+            if account is None:
+                return ""
+            device = txn.get_device(account.id, DOCTOR_DEVICE_ID)
+            if device is None or device.device_type != DOCTOR_DEVICE_TYPE:
+                return ""
+            txn.remove_device(device.id)
+            return f"removed the doctor's test device {DOCTOR_DEVICE_ID} from {user}'s account"
+
+        return str(store.run_sync(remove))
+    finally:
+        store.close()
 
 
 def read_toml_tables(config: Path) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import shlex
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -16,8 +17,9 @@ from typing import Protocol, runtime_checkable
 
 from natsync.doctor import gather as g
 from natsync.doctor.autodiscover import check_autodiscover
+from natsync.doctor.device import DOCTOR_DEVICE_ID, DOCTOR_DEVICE_TYPE
 from natsync.doctor.evidence import Connect, CutEvidence, PushEvidence, ReachEvidence
-from natsync.doctor.findings import Check, Finding, Report, Severity, blocking, skip
+from natsync.doctor.findings import Check, Finding, Report, Severity, blocking, ok, skip
 from natsync.doctor.http import check_http
 from natsync.doctor.inside import check_inside
 from natsync.doctor.names import check_names
@@ -285,6 +287,7 @@ async def _run(options: Options, target: g.Target, report: Report, watch: Watche
             report.add([skip(Check.PUSH, "Direct Push path", "not asked for (--heartbeat 0)")])
     finally:
         await client.close()
+        await _remove_device(options, report)
     progress("autodiscover")
     if email:
         auto = await g.gather_autodiscover(
@@ -349,3 +352,33 @@ def _server_port(options: Options) -> int | None:
 
         return load_config(options.config).port
     return None
+
+
+async def _remove_device(options: Options, report: Report) -> None:
+    """Inside-out, with the server's store at hand: the doctor's test device leaves the
+    account again (outside runs cannot reach the store; the device is marked as the
+    doctor's there, and `natsync device list` leaves it out)."""
+    if options.config is None or "server" not in g.read_toml_tables(options.config):
+        return
+    from natsync.errors import NatsyncError
+
+    try:
+        done = await asyncio.to_thread(g.remove_doctor_device, options.config, options.user)
+    except (NatsyncError, OSError) as exc:
+        report.add(
+            [
+                Finding(
+                    Check.SESSION,
+                    Severity.WARN,
+                    "The doctor's test device could not be removed again",
+                    (str(exc),),
+                    "It stays on the account, marked as the doctor's (DeviceType "
+                    f"{DOCTOR_DEVICE_TYPE}); `natsync device list` leaves it out.",
+                    f"`natsync device remove {DOCTOR_DEVICE_ID} --user {shlex.quote(options.user)}`"
+                    " with the server's --store or --data-dir.",
+                )
+            ]
+        )
+        return
+    if done:
+        report.add([ok(Check.SESSION, "The doctor's test device was removed again", done)])
