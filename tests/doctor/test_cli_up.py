@@ -249,11 +249,18 @@ def sample_report() -> Report:
             "Something cuts idle connections",
             ("cut after 120 s",),
             "NAT idle timeouts cut Direct Push.",
-            "server.heartbeat_max = 96",
+            "Set `max_idle_path_seconds = 96` under [server], or run "
+            f"`natsync portmap list --config '{HOSTILE}'`.",
         ),
         Finding(Check.SESSION, Severity.SKIP, "session not checked", (), "stopped early: TLS"),
     ]
     report.stopped = "the phone refuses this certificate"
+    report.context = {
+        "natsync": "0.1.0",
+        "command": f"natsync doctor https://mail.example.test --user {HOSTILE}",
+        "host": "laptop-7",
+        "system": "Linux 6.1, Python 3.11.7",
+    }
     return report
 
 
@@ -281,8 +288,9 @@ def chromium(*args: str, profile: Path) -> subprocess.CompletedProcess[str]:
 
 
 def visible_text(dom: str) -> str:
-    """The DOM's text as a reader sees it: tags dropped, entities decoded, spaces folded."""
-    body = re.sub(r"<style.*?</style>|<title>.*?</title>", "", dom, flags=re.S)
+    """The DOM's text as a reader sees it: tags dropped (inline code without a gap), entities
+    decoded, spaces folded."""
+    body = re.sub(r"<style.*?</style>|<title>.*?</title>|</?code>", "", dom, flags=re.S)
     return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", body)).split())
 
 
@@ -301,9 +309,21 @@ def test_html_report_renders_every_finding_in_chromium(tmp_path: Path) -> None:
     seen = visible_text(dom)
     for finding in report.findings:
         for part in (finding.title, *finding.evidence, finding.cause, finding.fix):
-            assert " ".join(part.split()) in seen, part
+            assert " ".join(part.replace("`", "").split()) in seen, part
     assert "Stopped early: the phone refuses this certificate" in seen
     assert "A phone cannot sync" in seen
+    # where and how it ran, the commands as code, the checks not run folded away
+    for label, value in report.context.items():
+        assert value in seen, label
+    assert "natsync version 0.1.0" in seen
+    assert "ran on laptop-7" in seen
+    assert "<code>max_idle_path_seconds = 96</code>" in dom
+    assert "<code>natsync portmap list --config '&lt;script&gt;" in dom
+    assert re.search(r'<details class="skipped"><summary>1 check\(s\) not run</summary>', dom)
+    folded = dom[dom.index('<details class="skipped">') :]
+    assert "session not checked" in folded
+    assert folded.index("session not checked") < folded.index("</details>")
+    assert "session not checked" not in dom[: dom.index('<details class="skipped">')]
     shot = tmp_path / "report.png"
     done = chromium(
         f"--screenshot={shot}", "--window-size=1000,900", page.as_uri(), profile=tmp_path / "p2"

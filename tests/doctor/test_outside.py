@@ -243,3 +243,39 @@ async def test_intermediate_not_sent(serve: ServeFactory, tmp_path: Path) -> Non
     assert "Phones do not fetch missing intermediates" in finding.cause
     assert "natsync cert check 127.0.0.1:" in finding.fix
     assert report.exit_status == 1  # works here, warns about phones
+
+
+async def test_resolve_checks_the_public_name_at_a_lan_address(
+    serve: ServeFactory, ca: CA, tmp_path: Path
+) -> None:
+    """`--resolve mail.natsync.invalid:127.0.0.1`: before DNS names the server, the public name is
+    checked at the LAN address, certificate and all, as a phone will see it."""
+    from natsync.cli.doctor import parse_resolve
+
+    served = await serve(cert=issue(ca, tmp_path / "pub", ["mail.natsync.invalid"], []))
+    url = f"https://mail.natsync.invalid:{served.port}"
+    options = served.options(url=url, resolve=(parse_resolve("mail.natsync.invalid:127.0.0.1"),))
+    report = await diagnose(options)
+    assert report.exit_status == 0, [(f.title, f.evidence) for f in report.findings]
+    names = next(f for f in report.findings if f.check == Check.NAMES)
+    assert names.severity == Severity.SKIP
+    assert "--resolve mail.natsync.invalid:127.0.0.1 given" in names.cause
+    tls = next(f for f in report.findings if f.check == Check.TLS)
+    assert tls.severity == Severity.OK
+    assert any(f.check == Check.SESSION and f.severity == Severity.OK for f in report.findings)
+    # the same name without --resolve: no such name, nothing further
+    report = await diagnose(served.options(url=url))
+    assert report.exit_status == 2
+    assert "has no address" in report.stopped
+
+
+def test_resolve_forms() -> None:
+    from natsync.cli.doctor import parse_resolve
+
+    assert parse_resolve("Mail.Example.org:192.168.1.10") == ("mail.example.org", "192.168.1.10")
+    assert parse_resolve("mail.example.org:443:192.168.1.10") == (
+        "mail.example.org",
+        "192.168.1.10",
+    )
+    assert parse_resolve("mail.example.org:[fd00::1]") == ("mail.example.org", "fd00::1")
+    assert parse_resolve("mail.example.org:fd00::1") == ("mail.example.org", "fd00::1")
