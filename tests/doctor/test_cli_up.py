@@ -156,11 +156,19 @@ def test_exit_status_3_when_the_doctor_cannot_run(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text("[server\n")
     cases.append((("--config", str(bad)), "bad.toml is not valid TOML"))
+    from click.testing import CliRunner
+
+    from natsync.cli import main
+
     for args, message in cases:
-        done = doctor(*args)
-        assert done.returncode == 3, (args, done.stdout, done.stderr)
+        done = CliRunner().invoke(main, ["doctor", *args])
+        assert done.exit_code == 3, (args, done.output)
         assert message in done.stderr, (args, done.stderr)
-        assert "Traceback" not in done.stderr
+        assert done.exception is None or isinstance(done.exception, SystemExit)
+    # and as a process: no traceback, status 3
+    done = doctor()
+    assert done.returncode == 3
+    assert "Traceback" not in done.stderr
 
 
 def test_exit_status_0_1_2_are_the_verdict(natsync_up: dict[str, Any], tmp_path: Path) -> None:
