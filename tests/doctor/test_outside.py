@@ -6,6 +6,8 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from natsync.cert.ca import CA
 from natsync.doctor import Check, Report, Severity, diagnose
 from natsync.doctor.findings import EXIT_FAIL, EXIT_OK, Finding
@@ -279,3 +281,29 @@ def test_resolve_forms() -> None:
     )
     assert parse_resolve("mail.example.org:[fd00::1]") == ("mail.example.org", "fd00::1")
     assert parse_resolve("mail.example.org:fd00::1") == ("mail.example.org", "fd00::1")
+
+
+async def test_cut_beyond_the_servers_keep_alive_is_narrowed_with_held_pings(
+    serve: ServeFactory, idle_cutter: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The far end closes idle connections after 1 s (its keep-alive), before the path's 2.5 s
+    cut: idle probes can only say "survives 1 s"; held Pings, one after the other, narrow the
+    bracket to whole seconds around the cut."""
+    from natsync.server import front
+
+    monkeypatch.setattr(front, "KEEPALIVE_TIMEOUT", 1.0)
+    served = await serve()
+    relay = await idle_cutter(served.port, 2.5, silent=True)
+    report = await diagnose(served.options(url=f"https://localhost:{relay.port}", heartbeat=4))
+    finding = only_failure(report, Check.PUSH)
+    cut = finding.data["idle_cut"]
+    assert cut["method"] == "probes and pings", finding.evidence
+    assert cut["survived"] == 2.0
+    assert cut["cut"] == 3.0
+    assert cut["precision"] == 1.0
+    assert cut["within_precision"] is True
+    evidence = " ".join(finding.evidence)
+    assert "the far end closed" in evidence
+    assert "then 2 held Ping(s) beyond what idle probes can reach (2 s: answered, 3 s: cut)" in (
+        evidence
+    )

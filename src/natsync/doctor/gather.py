@@ -732,6 +732,77 @@ async def _probe_round(make: Any, idles: Sequence[float]) -> list[IdleProbe]:
     return results
 
 
+def measure_budget(upper: float) -> float:
+    """Seconds the measuring of a cut below *upper* may take."""
+    return max(MEASURE_BUDGET_MIN, MEASURE_BUDGET_SHARE * upper)
+
+
+async def ping_bisect(
+    client: DoctorClient,
+    inbox: str,
+    measured: CutEvidence,
+    upper: float,
+    progress: Any = None,
+) -> CutEvidence:
+    """Narrow a bracket the idle probes could not (the far end closes idle connections before
+    the cut) with held Pings, one after the other (one live Ping per device), each halving it,
+    within what is left of the budget."""
+    from natsync.doctor.push import HELD_PING, next_heartbeat, ping_precision
+
+    started = time.monotonic()
+    survived, cut = measured.survived, measured.cut
+    probes = list(measured.probes)
+    pings, stopped = 0, ""
+    budget = measure_budget(upper)
+    while cut - survived > ping_precision(cut):
+        heartbeat = next_heartbeat(survived, cut)
+        if heartbeat is None:
+            break
+        wait = heartbeat + ping_grace(heartbeat)
+        if measured.seconds + time.monotonic() - started + wait > budget:
+            stopped = f"another held Ping would pass the measuring budget of {budget:.0f} s"
+            break
+        if progress is not None:
+            progress(
+                f"push: holding a Ping for {heartbeat} s (the cut lies between "
+                f"{survived:.0f} and {cut:.0f} s)",
+                wait,
+            )
+        ev = await _one_ping(client, inbox, heartbeat)
+        pings += 1
+        if ev.outcome == "expired":
+            survived = float(heartbeat)
+            probes.append(IdleProbe(survived, "answered", ev.seconds, HELD_PING))
+        elif ev.outcome == "changes":  # new mail ended it early: survived that long
+            survived = max(survived, ev.seconds)
+            probes.append(IdleProbe(ev.seconds, "answered", ev.seconds, HELD_PING))
+        elif ev.outcome in ("silent", "cut"):
+            cut = float(heartbeat) if ev.outcome == "silent" else min(cut, ev.seconds)
+            probes.append(IdleProbe(cut, "cut", ev.seconds, f"{HELD_PING}: {ev.outcome}"))
+        else:
+            limit = f" (server limit {ev.limit} s)" if ev.limit is not None else ""
+            stopped = f"a {heartbeat} s Ping was refused: {ev.detail or f'Status {ev.status}'}"
+            stopped += limit
+            break
+    precision = ping_precision(cut) if pings else measured.precision
+    if cut - survived <= precision:
+        stopped = ""
+    elif not stopped:
+        stopped = measured.stopped
+    elif measured.stopped:
+        stopped = f"{measured.stopped}; {stopped}"
+    return CutEvidence(
+        survived,
+        cut,
+        precision,
+        tuple(sorted(probes, key=lambda p: p.idle)),
+        measured.rounds,
+        measured.seconds + time.monotonic() - started,
+        stopped,
+        "probes and pings" if pings else measured.method,
+    )
+
+
 async def measure_cut(
     target: Target,
     address: str,
@@ -747,7 +818,7 @@ async def measure_cut(
     from natsync.doctor.push import MAX_ROUNDS, cut_precision, narrow, probe_idles
 
     started = time.monotonic()
-    budget = max(MEASURE_BUDGET_MIN, MEASURE_BUDGET_SHARE * upper)
+    budget = measure_budget(upper)
     survived, cut, far_close = 0.0, float(upper), float("inf")
     probes: list[IdleProbe] = []
     rounds, stopped = 0, ""

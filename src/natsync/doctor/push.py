@@ -33,9 +33,28 @@ MAX_ROUNDS = 3
 #: long ones (routers count idle time in seconds; phones' heartbeats are minutes).
 CUT_PRECISION_MIN = 0.5
 CUT_PRECISION_SHARE = 0.05
+#: How a probe that was a held Ping (not an idle connection) is described.
+HELD_PING = "a held Ping"
 #: How exact a cut seen directly is (the path closed the held Ping itself): the event loop's
 #: timing of the close.
 CLOSED_PRECISION = 0.25
+
+
+#: Held Pings ask for whole seconds: a bracket narrowed by Pings is at best 1 s wide.
+PING_PRECISION = 1.0
+
+
+def ping_precision(cut: float) -> float:
+    """How narrow held Pings make the bracket of a cut near *cut* seconds."""
+    return max(PING_PRECISION, cut_precision(cut))
+
+
+def next_heartbeat(survived: float, cut: float) -> int | None:
+    """The whole-second heartbeat halving the bracket, or None when none fits inside it."""
+    heartbeat = math.floor((survived + cut) / 2)
+    if heartbeat <= survived:
+        heartbeat = math.floor(survived) + 1
+    return heartbeat if survived < heartbeat < cut else None
 
 
 def cut_precision(cut: float) -> float:
@@ -241,9 +260,17 @@ def _measure_lines(m: CutEvidence) -> list[str]:
         ]
     answered = sorted(p.idle for p in m.probes if p.outcome == "answered")
     cut = sorted(p.idle for p in m.probes if p.outcome == "cut")
+    pings = [p for p in m.probes if p.detail.startswith(HELD_PING)]
+    idle = len(m.probes) - len(pings)
     lines = [
-        f"{len(m.probes)} idle probes in {m.rounds} round(s), {m.seconds:.1f} s: connections "
-        "held idle, then asked again",
+        f"{idle} idle probes in {m.rounds} round(s): connections held idle, then asked again"
+        + (
+            f"; then {len(pings)} held Ping(s) beyond what idle probes can reach "
+            f"({', '.join(f'{p.idle:.0f} s: {p.outcome}' for p in pings)})"
+            if pings
+            else ""
+        )
+        + f"; {m.seconds:.1f} s in all",
         f"longest idle time that survived: {m.survived:.2f} s; shortest that did not: "
         f"{m.cut:.2f} s"
         + (

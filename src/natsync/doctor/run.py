@@ -273,6 +273,21 @@ async def _run(options: Options, target: g.Target, report: Report, watch: Watche
                 later,
             )
             return
+        # Autodiscover before the held Ping: the Ping takes minutes, and everything else is
+        # then already known (and shown, on a terminal) while it waits.
+        progress("autodiscover")
+        auto = None
+        if email:
+            auto = await g.gather_autodiscover(
+                target,
+                open_addresses,
+                options.ca_file,
+                options.user,
+                options.password,
+                email,
+                options.timeout,
+            )
+        report.add(check_autodiscover(auto))
         later.remove(Check.PUSH)
         if options.heartbeat > 0:
             progress(
@@ -281,38 +296,27 @@ async def _run(options: Options, target: g.Target, report: Report, watch: Watche
                 options.heartbeat + g.ping_grace(options.heartbeat),
             )
             push = await g.gather_push(client, inbox, options.heartbeat)
-            push = await _measure(push, target, open_addresses[0], options, watch)
+            push = await _measure(push, client, inbox, target, open_addresses[0], options, watch)
             report.add(check_push(push, full=FULL_HEARTBEAT))
         else:
             report.add([skip(Check.PUSH, "Direct Push path", "not asked for (--heartbeat 0)")])
     finally:
         await client.close()
         await _remove_device(options, report)
-    progress("autodiscover")
-    if email:
-        auto = await g.gather_autodiscover(
-            target,
-            open_addresses,
-            options.ca_file,
-            options.user,
-            options.password,
-            email,
-            options.timeout,
-        )
-        report.add(check_autodiscover(auto))
-    else:
-        report.add(check_autodiscover(None))
 
 
 async def _measure(
     push: PushEvidence,
+    client: g.DoctorClient,
+    inbox: str,
     target: g.Target,
     address: str,
     options: Options,
     watch: Watcher,
 ) -> PushEvidence:
     """Where the path cuts, when the held Ping did not survive: seen directly when the path
-    closed the Ping itself, else bracketed with idle probes below the heartbeat."""
+    closed the Ping itself, else bracketed with idle probes below the heartbeat, and with
+    held Pings where the idle probes cannot reach (the far end closes idle connections)."""
     if push.outcome == "cut":
         cut = CutEvidence(
             max(0.0, push.seconds - CLOSED_PRECISION),
@@ -334,6 +338,8 @@ async def _measure(
         options.timeout,
         watch.step,
     )
+    if not measured.within:
+        measured = await g.ping_bisect(client, inbox, measured, float(push.heartbeat), watch.step)
     return replace(push, measured=measured)
 
 
