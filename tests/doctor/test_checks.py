@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,6 +22,7 @@ from natsync.doctor.evidence import (
     DnsAnswer,
     HttpEvidence,
     IdleProbe,
+    MappingEvidence,
     MxEvidence,
     NamesEvidence,
     NatEvidence,
@@ -34,7 +36,7 @@ from natsync.doctor.evidence import (
 from natsync.doctor.findings import EXIT_FAIL, EXIT_OK, EXIT_WARN, Check, Finding, Report, Severity
 from natsync.doctor.gather import parse_autodiscover, parse_target, special_use, split_server
 from natsync.doctor.http import check_http
-from natsync.doctor.inside import check_nat, check_pin
+from natsync.doctor.inside import check_mappings, check_nat, check_pin
 from natsync.doctor.names import check_names
 from natsync.doctor.push import (
     advised_idle,
@@ -552,3 +554,100 @@ def test_targets_and_servers() -> None:
     assert special_use("localhost")
     assert special_use("eas.example.test")
     assert not special_use(NAME)
+
+
+# -- every command a finding can print works as printed
+
+
+def every_command_finding() -> list[Finding]:
+    """One finding of each branch that prints a command."""
+    base = DnsAnswer("r", ("93.184.216.34",))
+    ns = DnsAnswer("ns1", ("93.184.216.34",), (), 60)
+    dead_mx = MxEvidence("example.org", ((10, "mx.example.org"),), (("mx.example.org", ()),))
+    refused = Connect("93.184.216.34", 443, False, "refused", 0.01)
+    return [
+        *names(DnsAnswer("r", nxdomain=True), authoritative_skipped="x"),
+        *names(DnsAnswer("r", ("192.168.1.10",)), authoritative_skipped="none"),
+        *names(DnsAnswer("r", ("93.184.216.34",), (), 1200), DnsAnswer("ns1", ("151.101.1.1",))),
+        *names(base, ns, public=("151.101.65.1",)),
+        *names(
+            DnsAnswer("r", ("93.184.216.34",), (), 3600),
+            DnsAnswer("ns1", ("93.184.216.34",), (), 3600),
+        ),
+        *names(DnsAnswer("r", (), ("2001:db8::7",)), authoritative_skipped="x"),
+        *names(base, authoritative_skipped="x", mx=MxEvidence("example.org")),
+        *names(base, authoritative_skipped="x", mx=dead_mx),
+        *check_reach(ReachEvidence((refused,))),
+        *check_reach(ReachEvidence((refused,), inside=True, server_port=8443)),
+        *check_reach(
+            ReachEvidence(
+                (
+                    Connect("93.184.216.34", 443, True),
+                    Connect("2001:db8::7", 443, False, "timeout"),
+                ),
+                (Connect("93.184.216.34", 25, False, "refused"),),
+            )
+        ),
+        *tls((make_cert(["exchange.corp.local"]),), verified=False, verify_code=62),
+        *tls((make_cert(["93.184.216.34"]),), server_name=None),
+        *tls((make_cert(end=NOW - dt.timedelta(days=1)),), verified=False, verify_code=10),
+        *tls((make_cert(),), verified=False, verify_code=18, verify_message="self-signed"),
+        session(Step("Provision", False, "", 401)),
+        session(Step("FolderSync", False, "", 403)),
+        *check_nat(NatEvidence("cgnat", "x")),
+        *check_nat(NatEvidence("no-address", "x")),
+        *check_mappings(MappingEvidence(("443->8443/tcp",), ())),
+        *check_mappings(MappingEvidence(("443->8443/tcp",), error="no IGD")),
+        *check_pin(PinEvidence("", "sha256:AA", "127.0.0.1:8443", name="mail.lan")),
+        *check_pin(PinEvidence("sha256:AA", "sha256:BB", "127.0.0.1:8443")),
+        *check_pin(PinEvidence("", "", "127.0.0.1:8443", connect_error="refused")),
+        *check_pin(PinEvidence("", "sha256:AA", "b:1", ca_file="ca.pem", ca_error="no")),
+    ]
+
+
+def test_every_printed_command_parses_with_the_users_file(tmp_path: Path) -> None:
+    """Each `natsync ...` command a finding can print is accepted by natsync's own command line
+    as printed (the command exists, every argument and option is one it takes, a named file
+    exists); run with --config FILE, each names FILE, quoted, never natsync.toml."""
+    import os
+    import shlex
+
+    import click
+
+    from natsync.cli import main
+
+    given = "my home.toml"
+    (tmp_path / given).write_text("[server]\n")
+    (tmp_path / "natsync.toml").write_text("[server]\n")
+    (tmp_path / "edge.toml").write_text("[edge]\n")
+    findings = every_command_finding()
+    printed = {
+        c
+        for f in [*findings, *(f.for_config(given) for f in findings)]
+        for text in (f.cause, f.fix)
+        for c in text.split("`")[1::2]
+        if c.startswith("natsync ")
+    }
+    assert len(printed) >= 15, sorted(printed)
+    with_config = [c for c in printed if "--config" in c]
+    assert any(c.endswith("--config 'my home.toml'") for c in with_config)
+    old = Path.cwd()
+    os.chdir(tmp_path)
+    try:
+        for command in sorted(printed):
+            if "<server port>" in command:  # an outside run cannot know it: said in words
+                continue
+            args = shlex.split(command)[1:]
+            try:
+                ctx = main.make_context("natsync", list(args))
+                group: click.Command = main
+                while isinstance(group, click.Group):
+                    rest = [*ctx._protected_args, *ctx.args]
+                    name, sub, rest = group.resolve_command(ctx, rest)
+                    assert sub is not None
+                    ctx = sub.make_context(name or "", rest, parent=ctx)
+                    group = sub
+            except click.UsageError as exc:
+                raise AssertionError(f"{command!r}: {exc.format_message()}") from None
+    finally:
+        os.chdir(old)

@@ -41,7 +41,8 @@ def check_nat(ev: NatEvidence) -> list[Finding]:
                 "a connection in, whatever DNS and the router say.",
                 "Ask the ISP for a public IPv4 address (often a setting or a small fee), or "
                 "publish over IPv6 ([ddns] families = [6]) if the ISP gives real IPv6, or run "
-                "`natsync edge` on a host with a public address and connect to it from inside.",
+                "`natsync edge run --config edge.toml` on a host with a public address "
+                "(docs/edge.md) and connect to it from inside.",
             )
         ]
     if ev.verdict == "disagree":
