@@ -197,20 +197,19 @@ def test_piped_output_is_not_wrapped(natsync_up: dict[str, Any]) -> None:
     assert "╭" not in done.stdout  # no boxes in a pipe
 
 
-def test_terminal_shows_what_it_waits_for_with_the_findings_so_far(
-    natsync_up: dict[str, Any],
-) -> None:
-    """In a real pseudo-terminal: each finding as soon as it is made, and while the Ping is
-    held a status line saying so, for how long so far and at most."""
+def in_terminal(args: list[str], *, stdout_piped: bool = False) -> tuple[int, str, str]:
+    """Run natsync in a real pseudo-terminal (stdout piped instead when asked): exit status,
+    what the terminal showed (escape sequences dropped), what went to the pipe."""
     import pty
 
     main, child = pty.openpty()
     proc = subprocess.Popen(
-        [*NATSYNC, "doctor", natsync_up["url"], "--user", natsync_up["user"], "--password",
-         natsync_up["password"], "--ca-file", natsync_up["ca_file"], "--heartbeat",
-         str(GREEN_HEARTBEAT), "--timeout", "3"],
-        stdin=child, stdout=child, stderr=child, env={**os.environ, "COLUMNS": "120"},
-    )  # fmt: skip
+        [*NATSYNC, *args],
+        stdin=child,
+        stdout=subprocess.PIPE if stdout_piped else child,
+        stderr=child,
+        env={**os.environ, "COLUMNS": "120"},
+    )
     os.close(child)
     chunks: list[bytes] = []
     try:
@@ -222,18 +221,43 @@ def test_terminal_shows_what_it_waits_for_with_the_findings_so_far(
             if not data:
                 break
             chunks.append(data)
-        assert proc.wait(timeout=60) == 0
+        piped = proc.stdout.read().decode() if proc.stdout is not None else ""
+        status = proc.wait(timeout=60)
     finally:
         os.close(main)
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
     screen = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", b"".join(chunks).decode(errors="replace"))
+    return status, screen, piped
+
+
+def test_terminal_shows_what_it_waits_for_with_the_findings_so_far(
+    natsync_up: dict[str, Any],
+) -> None:
+    """In a real pseudo-terminal: each finding as soon as it is made, and while the Ping is
+    held a status line saying so, for how long so far and at most."""
+    args = ["doctor", natsync_up["url"], "--user", natsync_up["user"], "--password",
+            natsync_up["password"], "--ca-file", natsync_up["ca_file"], "--heartbeat",
+            str(GREEN_HEARTBEAT), "--timeout", "3"]  # fmt: skip
+    status, screen, _ = in_terminal(args)
+    assert status == 0, screen
     waiting = screen.index(f"push: holding a Ping for {GREEN_HEARTBEAT} s")
     assert screen.index("[session]") < waiting, "the findings so far come before the wait"
+    assert screen.index("[autodiscover]") < waiting
     assert re.search(r"holding a Ping for 3 s.*?\d+ s of at most 8 s", screen, re.S)
     assert screen.index("[push]") > waiting
     assert "All checks passed." in screen
+    # the report piped elsewhere: the terminal still shows the status line, the pipe the report
+    status, screen, piped = in_terminal(args, stdout_piped=True)
+    assert status == 0
+    assert "holding a Ping for 3 s" in screen
+    assert "[session]" not in screen
+    assert "[session]" in piped
+    assert "holding a Ping" not in piped
+    assert "All checks passed." in piped
 
 
 HOSTILE = '<script>alert("x")</script> & <b>bold</b>'

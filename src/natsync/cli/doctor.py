@@ -132,10 +132,11 @@ class _Waiting:
 class TerminalWatch:
     """On a terminal: each finding as soon as it is made, and a status line below them."""
 
-    def __init__(self, console: Any) -> None:
+    def __init__(self, console: Any, *, findings: bool = True) -> None:
         from natsync.doctor.report import render_header
 
         self.console = console
+        self.findings = findings
         self.status = console.status("starting")
         self.header = render_header
         self.status.start()
@@ -146,6 +147,8 @@ class TerminalWatch:
     def found(self, findings: list[Any]) -> None:
         from natsync.doctor.report import render_finding
 
+        if not self.findings:  # they go with the report, to where it is piped
+            return
         for finding in findings:
             render_finding(finding, self.console)
 
@@ -267,10 +270,12 @@ def doctor(
             resolve=forced,
             context=_context(),
         )
-        live = not as_json and out.is_terminal
-        if live:
+        err = Console(stderr=True)
+        if not as_json and out.is_terminal:
             watch = TerminalWatch(out)
             watch.header(options.url, "inside" if config else "outside", out)
+        elif err.is_terminal:  # the report is piped: the status line alone, on the terminal
+            watch = TerminalWatch(err, findings=False)
         report = asyncio.run(diagnose(options, watch))
     except NatsyncError as exc:
         _fail(exc.message)
@@ -285,7 +290,7 @@ def doctor(
     if as_json:
         click.echo(to_json(report))
     else:
-        if watch is not None:
+        if watch is not None and watch.findings:
             render_summary(report, out)
         else:
             render_terminal(report, out)
