@@ -182,7 +182,8 @@ def _cut_finding(ev: PushEvidence, held: str, asked: tuple[str, ...]) -> Finding
         f"established timeout, a proxy's read timeout) to at least {ev.heartbeat + TIMEOUT_MARGIN}"
         " s"
     )
-    evidence = [held, *asked, seen, *((ev.detail,) if ev.detail else ())]
+    detail = (ev.detail,) if ev.detail and ev.outcome == "cut" else ()  # silent: nothing to add
+    evidence = [held, *asked, seen, *detail]
     if m is None or m.survived <= 0:
         why = m.stopped if m is not None and m.stopped else "no idle probe survived"
         return Finding(
