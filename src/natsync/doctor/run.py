@@ -77,7 +77,6 @@ class Watcher(Protocol):
 
 #: Plain progress: a function of the step's text (the findings come with the report).
 Progress = Callable[[str], None]
-_WATCHER_TYPES = (Watcher,)
 
 
 class _Plain:
@@ -98,7 +97,7 @@ async def diagnose(options: Options, progress: Progress | Watcher | None = None)
     hears of each finding as it is made)."""
     watch: Watcher = _Plain(None)
     if progress is not None:
-        watch = progress if isinstance(progress, _WATCHER_TYPES) else _Plain(progress)
+        watch = progress if isinstance(progress, Watcher) else _Plain(progress)
     started = time.monotonic()
     target = g.parse_target(options.url)
     report = Report(
