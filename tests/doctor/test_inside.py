@@ -259,6 +259,8 @@ def test_edge_only_file_checks_that_edge_not_a_default_url(tmp_path: Path) -> No
     assert _inside_url(config) == "https://localhost:9"  # the edge's listener, not :8443
     config.write_text('[edge]\nlisten = "192.168.1.2:443"\nbackend = "127.0.0.1:9443"\n')
     assert _inside_url(config) == "https://192.168.1.2"
+    config.write_text('[edge]\nbackend = "127.0.0.1:9443"\n')  # the edge's default: '*:443'
+    assert _inside_url(config) == "https://localhost"
 
 
 async def test_printed_trust_backend_commands_work_as_printed(

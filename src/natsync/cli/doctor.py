@@ -54,7 +54,8 @@ def _inside_url(config: Path) -> str:
         edge = load_edge_config(config)
         host, _, port = edge.listen.rpartition(":")
         host = host.strip("[]")
-        host = "localhost" if host in ("127.0.0.1", "0.0.0.0", "::", "::1", "") else host  # noqa: S104
+        everywhere = ("127.0.0.1", "0.0.0.0", "::", "::1", "", "*")  # noqa: S104
+        host = "localhost" if host in everywhere else host
         return f"https://{host}:{port}" if port != "443" else f"https://{host}"
     server = load_config(config)
     if server.public_name:
