@@ -222,7 +222,10 @@ async def test_backend_ca_that_verifies_is_not_a_missing_pin(
     report = await diagnose(served.options(config=config))
     found = inside(report)
     assert found.severity == Severity.OK, found
-    assert found.title == "The edge verifies its backend with [edge] backend_ca"
+    assert (
+        found.title
+        == f"The edge verifies its backend 127.0.0.1:{served.port} with [edge] backend_ca"
+    )
     assert not any("pins no backend certificate" in f.title for f in report.findings)
 
 
@@ -356,3 +359,26 @@ async def test_doctor_device_is_marked_hidden_and_removed_inside_out(
     assert removed.title == "The doctor's test device was removed again"
     everything = await asyncio.to_thread(devices, store_file, "--all")
     assert not any(d["device_id"] == DOCTOR_DEVICE_ID for d in everything)
+
+
+async def test_every_backend_of_the_edge_is_checked(serve: ServeFactory, tmp_path: Path) -> None:
+    """[edge] backends (several servers): each is checked, not the default backend."""
+    from tests.doctor.conftest import free_port
+
+    served = await serve()
+    down = free_port()
+    config = tmp_path / USER_FILE
+    config.write_text(
+        f'[edge]\nbackends = ["127.0.0.1:{served.port}", "127.0.0.1:{down}"]\n'
+        f'backend_name = "localhost"\nbackend_ca = "{served.ca_file}"\nlisten = "127.0.0.1:9"\n'
+    )
+    report = await diagnose(served.options(config=config))
+    found = [f for f in report.findings if f.check == Check.INSIDE]
+    assert [(f.severity, f.title) for f in found] == [
+        (
+            Severity.OK,
+            f"The edge verifies its backend 127.0.0.1:{served.port} with [edge] backend_ca",
+        ),
+        (Severity.FAIL, f"The edge's backend 127.0.0.1:{down} does not accept connections"),
+    ]
+    assert not any("8443" in e for f in found for e in f.evidence)  # not the default backend

@@ -251,5 +251,6 @@ class NatEvidence:
 class InsideEvidence:
     nat: NatEvidence | None = None
     mappings: MappingEvidence | None = None
-    pin: PinEvidence | None = None
+    #: The edge's backends ([edge] backends, else backend), each as the edge meets it.
+    pins: tuple[PinEvidence, ...] = ()
     notes: list[str] = field(default_factory=list)

@@ -21,7 +21,7 @@ import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -58,6 +58,9 @@ from natsync.doctor.evidence import (
     TlsEvidence,
 )
 from natsync.errors import NatsyncError
+
+if TYPE_CHECKING:
+    from natsync.edge.config import EdgeConfig
 
 #: Seconds for one DNS query, one TCP connect, one TLS handshake or one plain HTTP request:
 #: long enough for a slow mobile path, short enough that a dead one is reported quickly.
@@ -997,7 +1000,10 @@ def gather_inside_sync(config: Path, timeout: float) -> InsideEvidence:
     if portmap.mappings:
         evidence.mappings = _mappings(portmap.mappings, portmap.upnp_location)
     if read_edge_table(config):
-        evidence.pin = _pin(config, timeout)
+        from natsync.edge.config import load_edge_config
+
+        edge = load_edge_config(config)
+        evidence.pins = tuple(_pin(edge, server, timeout) for server in edge.servers)
     return evidence
 
 
@@ -1017,23 +1023,24 @@ def _mappings(wanted: Sequence[str], location: str) -> MappingEvidence:
     return MappingEvidence(tuple(specs), present, router=igd.location)
 
 
-def _pin(config: Path, timeout: float) -> PinEvidence:
-    """The edge's backend as the edge meets it: a TCP connection, the certificate it presents
-    (against [edge] backend_pin), and a handshake verified by [edge] backend_ca and the name."""
+def _pin(edge: EdgeConfig, backend: str, timeout: float) -> PinEvidence:
+    """One of the edge's backends as the edge meets it: a TCP connection, the certificate it
+    presents (against [edge] backend_pin), a handshake verified by [edge] backend_ca and the
+    name."""
     from cryptography.hazmat.primitives.serialization import Encoding
 
     from natsync.cert.fetch import CertFetchError, fetch_chain
-    from natsync.edge.config import load_edge_config
+    from natsync.edge.config import split_hostport
 
-    edge = load_edge_config(config)
     base: dict[str, Any] = {
         "pinned": edge.backend_pin,
-        "backend": edge.backend,
+        "backend": backend,
         "name": edge.backend_name,
         "ca_file": str(edge.backend_ca) if edge.backend_ca else "",
         "insecure": edge.insecure_backend,
     }
-    host, port = edge.backend_host, edge.backend_port
+    host, port = split_hostport(backend, "edge.backend")
+    server_name = edge.backend_name or host
     try:
         with socket.create_connection((host, port), timeout=timeout):
             pass
@@ -1044,7 +1051,7 @@ def _pin(config: Path, timeout: float) -> PinEvidence:
     except OSError as exc:
         return PinEvidence(presented="", connect_error=exc.strerror or str(exc), **base)
     try:
-        fetched = fetch_chain(host, port, server_name=edge.server_name, timeout=timeout)
+        fetched = fetch_chain(host, port, server_name=server_name, timeout=timeout)
     except CertFetchError as exc:
         return PinEvidence(presented="", error=exc.message, **base)
     presented = fingerprint(fetched.chain[0].public_bytes(Encoding.DER))
@@ -1054,11 +1061,11 @@ def _pin(config: Path, timeout: float) -> PinEvidence:
             context = ssl.create_default_context(cafile=str(edge.backend_ca))
             with (
                 socket.create_connection((host, port), timeout=timeout) as raw,
-                context.wrap_socket(raw, server_hostname=edge.server_name),
+                context.wrap_socket(raw, server_hostname=server_name),
             ):
                 verified = True
         except ssl.SSLCertVerificationError as exc:
-            ca_error = f"{exc.verify_message} (for the name {edge.server_name})"
+            ca_error = f"{exc.verify_message} (for the name {server_name})"
         except (OSError, ssl.SSLError) as exc:
             ca_error = f"{type(exc).__name__}: {exc}"
     return PinEvidence(presented=presented, ca_verified=verified, ca_error=ca_error, **base)

@@ -21,8 +21,8 @@ def check_inside(ev: InsideEvidence) -> list[Finding]:
         findings.extend(check_nat(ev.nat))
     if ev.mappings is not None:
         findings.extend(check_mappings(ev.mappings))
-    if ev.pin is not None:
-        findings.extend(check_pin(ev.pin))
+    for pin in ev.pins:
+        findings.extend(check_pin(pin))
     return findings
 
 
@@ -155,7 +155,7 @@ def check_pin(ev: PinEvidence) -> list[Finding]:
             return [
                 ok(
                     Check.INSIDE,
-                    "The edge verifies its backend with [edge] backend_ca",
+                    f"The edge verifies its backend {ev.backend} with [edge] backend_ca",
                     f"[edge] backend_ca = {ev.ca_file}",
                     f"{ev.backend} presents a certificate for {ev.name or ev.backend} that "
                     "chains to it",
