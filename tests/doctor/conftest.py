@@ -149,12 +149,14 @@ async def serve(doctor_store: Store, ca: CA, tmp_path: Path) -> AsyncIterator[Se
 
 
 class IdleCutter:
-    """A TCP relay on 127.0.0.1 that closes both sides after *idle* seconds with no bytes,
-    like a NAT or firewall dropping an idle connection (an RST-less close, as most do)."""
+    """A TCP relay on 127.0.0.1 that ends a connection after *idle* seconds with no bytes:
+    closing both sides (a proxy's read timeout), or, with *silent*, forgetting it the way a
+    home router does: from then on every byte either way is dropped and nobody is told."""
 
-    def __init__(self, backend_port: int, idle: float) -> None:
+    def __init__(self, backend_port: int, idle: float, *, silent: bool = False) -> None:
         self.backend_port = backend_port
         self.idle = idle
+        self.silent = silent
         self.server: asyncio.Server | None = None
         self.tasks: set[asyncio.Task[Any]] = set()
 
@@ -181,10 +183,13 @@ class IdleCutter:
                 return
             writers.append(up_writer)
             last = [loop.time()]
+            forgotten = [False]
 
             async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
                 with contextlib.suppress(OSError):
                     while data := await src.read(65536):
+                        if forgotten[0]:
+                            continue  # the router forgot this connection: dropped
                         last[0] = loop.time()
                         dst.write(data)
                         await dst.drain()
@@ -199,6 +204,9 @@ class IdleCutter:
                 done, _ = await asyncio.wait(pipes, timeout=remaining)
                 if len(done) == len(pipes):
                     break
+            if self.silent:
+                forgotten[0] = True  # the server's answer and close are lost too
+                await pipes[0]
         finally:
             for p in pipes:
                 p.cancel()
@@ -224,8 +232,8 @@ class IdleCutter:
 async def idle_cutter() -> AsyncIterator[Callable[..., Coroutine[Any, Any, IdleCutter]]]:
     made: list[IdleCutter] = []
 
-    async def make(backend_port: int, idle: float) -> IdleCutter:
-        relay = await IdleCutter(backend_port, idle).start()
+    async def make(backend_port: int, idle: float, *, silent: bool = False) -> IdleCutter:
+        relay = await IdleCutter(backend_port, idle, silent=silent).start()
         made.append(relay)
         return relay
 

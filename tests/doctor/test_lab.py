@@ -12,6 +12,7 @@ deployment's config, as a user on the server's side would:
 from __future__ import annotations
 
 import json
+import shlex
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -104,6 +105,14 @@ def portmap(world: World, config: Path, *args: str, check: bool = True) -> None:
     assert done.returncode == 0 or not check, done.stdout + done.stderr
 
 
+def run_as_printed(world: World, command: str) -> None:
+    """A command the doctor printed, run verbatim on the LAN host."""
+    args = shlex.split(command)
+    assert args[0] == "natsync"
+    done = world.lab.natsync(*args[1:])
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
 @pytest.fixture
 def unmapped(world: World, deployment: Path) -> Iterator[Path]:
     """The deployment with no mapping on the router before and after the test."""
@@ -125,16 +134,18 @@ def test_missing_router_mappings_then_mapped(world: World, unmapped: Path, lan_s
     assert missing["title"] == "Router port mapping missing: 443->8080/tcp, 25->25/tcp"
     assert "wanted: 443->8080/tcp" in missing["evidence"]
     assert "connections from phones end at the router" in missing["cause"]
-    assert "`natsync portmap add 443:8080/tcp --config natsync.toml`" in missing["fix"]
+    command = f"natsync portmap add 443:8080/tcp --config {deployment}"
+    assert f"`{command}`" in missing["fix"]  # the user's file, not natsync.toml
 
-    portmap(world, deployment, "add", "443:8080/tcp")
+    run_as_printed(world, command)
     code, report = doctor(world, deployment)
     missing = finding(report, "inside", "Router port mapping missing")
     assert missing["title"] == "Router port mapping missing: 25->25/tcp"
-    assert "`natsync portmap add 25/tcp --config natsync.toml`" in missing["fix"]
+    command = f"natsync portmap add 25/tcp --config {deployment}"
+    assert f"`{command}`" in missing["fix"]
     assert f"router has: 443->{LAN_HOST}:8080/tcp" in missing["evidence"]
 
-    portmap(world, deployment, "add", "25/tcp")
+    run_as_printed(world, command)
     code, report = doctor(world, deployment)
     mapped = finding(report, "inside", "The router forwards the configured ports")
     assert mapped["severity"] == "ok"

@@ -209,3 +209,66 @@ def test_authoritative_servers_found_through_ns_records(tmp_path: Path) -> None:
     )
     assert f"authoritative ns1.example.test (127.0.0.1:{port}) answers {NEW}" in agree.evidence
     assert "TTL 60 s suits an address that can change" in {f.title for f in report.findings}
+
+
+def test_printed_ddns_update_works_as_printed(tmp_path: Path) -> None:
+    """Inside-out, the address moved (the echo source sees a new one, the zone says OLD): the doctor
+    prints `natsync ddns update --config <the user's file>`; run as printed, it publishes NEW,
+    and the doctor run again finds DNS on the current public address."""
+    import asyncio
+    import shlex
+    import sys
+
+    from natsync.doctor.gather import gather_names_sync, parse_target
+    from natsync.doctor.names import check_names
+    from tests.doctor.test_inside import commands, echo_server
+
+    #: The new public address as the echo source reports it (never connected to: the first
+    #: run connects to the old, loopback address DNS still names).
+    PUBLIC = "93.184.216.34"
+
+    with run_named(tmp_path / "primary") as primary, echo_server(PUBLIC) as echo:
+        publish_once(primary.server(), NAME, "A", OLD, 60)
+        config = tmp_path / "my home.toml"
+        config.write_text(f"""
+[ddns]
+server = "{primary.address}"
+zone = "example.test"
+names = ["{NAME}"]
+key_file = "{primary.key_file}"
+sources = ["echo"]
+families = [4]
+echo_urls = ["{echo}"]
+timeout = 1.0
+""")
+        options = Options(
+            url=f"https://{NAME}:{free_port()}",
+            resolver=primary.address,
+            authoritative=(primary.address,),
+            heartbeat=0,
+            timeout=TEST_TIMEOUT,
+            config=config,
+        )
+        report = asyncio.run(diagnose(options))
+        moved = next(f for f in report.findings if f.title.startswith("DNS does not point"))
+        assert moved.title == f"DNS does not point at the current public address {PUBLIC}"
+        update = next(c for c in commands([moved]) if c.startswith("natsync ddns update"))
+        assert update == f"natsync ddns update --config {shlex.quote(str(config))}"
+        done = subprocess.run(
+            [sys.executable, "-c", "from natsync.cli import main; main()",
+             *shlex.split(update)[1:]],
+            capture_output=True, text=True, timeout=60, check=False, cwd=tmp_path,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert ask(primary.address, NAME) == [PUBLIC]
+        # the names check again (not the whole run: it would connect to the public address)
+        names = check_names(
+            gather_names_sync(
+                parse_target(options.url),
+                resolver=primary.address,
+                authoritative=(primary.address,),
+                public=(PUBLIC,),
+                timeout=TEST_TIMEOUT,
+            )
+        )
+    assert not any(f.severity == Severity.FAIL for f in names), names

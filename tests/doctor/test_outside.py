@@ -6,6 +6,8 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from natsync.cert.ca import CA
 from natsync.doctor import Check, Report, Severity, diagnose
 from natsync.doctor.findings import EXIT_FAIL, EXIT_OK, Finding
@@ -88,7 +90,7 @@ async def test_closed_port() -> None:
     assert {Check.TLS, Check.HTTP, Check.SESSION, Check.PUSH} <= skipped
 
 
-async def test_server_down_behind_a_forward(serve: ServeFactory, idle_cutter: object) -> None:
+async def test_server_down_behind_a_forward(serve: ServeFactory, idle_cutter: Any) -> None:
     """The router (here a relay) still accepts, but the server behind it is stopped."""
     from tests.doctor.conftest import IdleCutter
 
@@ -116,25 +118,49 @@ async def test_wrong_password(serve: ServeFactory) -> None:
     assert "session fails" in report.stopped
 
 
-async def test_path_that_cuts_idle_connections(serve: ServeFactory, idle_cutter: object) -> None:
-    from tests.doctor.conftest import IdleCutter
-
+async def test_path_that_closes_idle_connections(serve: ServeFactory, idle_cutter: Any) -> None:
+    """A proxy that closes a connection idle for 1.5 s: the held Ping is closed at that moment,
+    which is the cut, seen directly."""
     served = await serve()
-    relay = await IdleCutter(served.port, idle=1.5).start()
-    try:
-        options = served.options(url=f"https://localhost:{relay.port}", heartbeat=6)
-        started = asyncio.get_running_loop().time()
-        report = await diagnose(options)
-        elapsed = asyncio.get_running_loop().time() - started
-    finally:
-        await relay.close()
+    relay = await idle_cutter(served.port, 1.5)
+    options = served.options(url=f"https://localhost:{relay.port}", heartbeat=6)
+    started = asyncio.get_running_loop().time()
+    report = await diagnose(options)
+    elapsed = asyncio.get_running_loop().time() - started
     finding = only_failure(report, Check.PUSH)
-    assert finding.title.startswith("Something on the path cuts a waiting Ping after about ")
-    seconds = float(finding.title.rsplit("about ", 1)[1].split()[0])
-    assert 1 <= seconds <= 3
+    assert finding.title.startswith("Something on the path cuts a waiting Ping: idle ")
+    cut = finding.data["idle_cut"]
+    assert cut["method"] == "closed"
+    assert 1.5 <= cut["cut"] <= 2.0
     assert "NAT idle timeouts cut Direct Push" in finding.cause
-    assert "server.heartbeat_max = " in finding.fix
+    assert "no server setting can fix it" in finding.fix  # 1.5 s leaves no room for a Ping
     assert elapsed < 6, "the cut must be seen when it happens, not at the heartbeat"
+
+
+async def test_path_that_forgets_idle_connections_silently(
+    serve: ServeFactory, idle_cutter: Any
+) -> None:
+    """A router that silently forgets connections idle for 2.5 s: the Ping's answer is lost,
+    and idle probes bracket the cut between the longest idle that survived and the shortest
+    that did not, within the stated precision; the advice is max_idle_path_seconds below it."""
+    served = await serve()
+    relay = await idle_cutter(served.port, 2.5, silent=True)
+    options = served.options(url=f"https://localhost:{relay.port}", heartbeat=4)
+    started = asyncio.get_running_loop().time()
+    report = await diagnose(options)
+    elapsed = asyncio.get_running_loop().time() - started
+    finding = only_failure(report, Check.PUSH)
+    cut = finding.data["idle_cut"]
+    assert cut["method"] == "probes", finding.evidence
+    assert cut["within_precision"] is True
+    assert cut["survived"] <= 2.5 + 0.1
+    assert cut["cut"] >= 2.5 - 0.1
+    assert cut["cut"] - cut["survived"] <= cut["precision"] == 0.5
+    assert any("no answer at all" in e for e in finding.evidence)
+    assert any(e.startswith("longest idle time that survived") for e in finding.evidence)
+    assert finding.data["advice"] == {}  # 2 s leaves no room for a Ping: raise the timeout
+    assert "at least 64 s" in finding.fix
+    assert elapsed < 4 + 5 + 2 * 4 + 2, "Ping + grace + at most two rounds of probes"
 
 
 async def test_heartbeat_above_the_server_maximum_is_retried_at_the_limit(
@@ -219,3 +245,65 @@ async def test_intermediate_not_sent(serve: ServeFactory, tmp_path: Path) -> Non
     assert "Phones do not fetch missing intermediates" in finding.cause
     assert "natsync cert check 127.0.0.1:" in finding.fix
     assert report.exit_status == 1  # works here, warns about phones
+
+
+async def test_resolve_checks_the_public_name_at_a_lan_address(
+    serve: ServeFactory, ca: CA, tmp_path: Path
+) -> None:
+    """`--resolve mail.natsync.invalid:127.0.0.1`: before DNS names the server, the public name is
+    checked at the LAN address, certificate and all, as a phone will see it."""
+    from natsync.cli.doctor import parse_resolve
+
+    served = await serve(cert=issue(ca, tmp_path / "pub", ["mail.natsync.invalid"], []))
+    url = f"https://mail.natsync.invalid:{served.port}"
+    options = served.options(url=url, resolve=(parse_resolve("mail.natsync.invalid:127.0.0.1"),))
+    report = await diagnose(options)
+    assert report.exit_status == 0, [(f.title, f.evidence) for f in report.findings]
+    names = next(f for f in report.findings if f.check == Check.NAMES)
+    assert names.severity == Severity.SKIP
+    assert "--resolve mail.natsync.invalid:127.0.0.1 given" in names.cause
+    tls = next(f for f in report.findings if f.check == Check.TLS)
+    assert tls.severity == Severity.OK
+    assert any(f.check == Check.SESSION and f.severity == Severity.OK for f in report.findings)
+    # the same name without --resolve: no such name, nothing further
+    report = await diagnose(served.options(url=url))
+    assert report.exit_status == 2
+    assert "has no address" in report.stopped
+
+
+def test_resolve_forms() -> None:
+    from natsync.cli.doctor import parse_resolve
+
+    assert parse_resolve("Mail.Example.org:192.168.1.10") == ("mail.example.org", "192.168.1.10")
+    assert parse_resolve("mail.example.org:443:192.168.1.10") == (
+        "mail.example.org",
+        "192.168.1.10",
+    )
+    assert parse_resolve("mail.example.org:[fd00::1]") == ("mail.example.org", "fd00::1")
+    assert parse_resolve("mail.example.org:fd00::1") == ("mail.example.org", "fd00::1")
+
+
+async def test_cut_beyond_the_servers_keep_alive_is_narrowed_with_held_pings(
+    serve: ServeFactory, idle_cutter: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The far end closes idle connections after 1 s (its keep-alive), before the path's 2.5 s
+    cut: idle probes can only say "survives 1 s"; held Pings, one after the other, narrow the
+    bracket to whole seconds around the cut."""
+    from natsync.server import front
+
+    monkeypatch.setattr(front, "KEEPALIVE_TIMEOUT", 1.0)
+    served = await serve()
+    relay = await idle_cutter(served.port, 2.5, silent=True)
+    report = await diagnose(served.options(url=f"https://localhost:{relay.port}", heartbeat=4))
+    finding = only_failure(report, Check.PUSH)
+    cut = finding.data["idle_cut"]
+    assert cut["method"] == "probes and pings", finding.evidence
+    assert cut["survived"] == 2.0
+    assert cut["cut"] == 3.0
+    assert cut["precision"] == 1.0
+    assert cut["within_precision"] is True
+    evidence = " ".join(finding.evidence)
+    assert "the far end closed" in evidence
+    assert "then 2 held Ping(s) beyond what idle probes can reach (2 s: answered, 3 s: cut)" in (
+        evidence
+    )

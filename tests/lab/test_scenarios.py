@@ -122,12 +122,21 @@ def test_direct_push_timeout(play: Any) -> None:
     narr = play("direct-push-timeout")
     cut = get(narr.reports["cut"], "push")
     assert cut["severity"] == "fail"
-    assert cut["title"].startswith("Something on the path cuts a waiting Ping after about")
+    assert cut["title"].startswith("Something on the path cuts a waiting Ping: idle connections")
     assert "NAT idle timeouts cut Direct Push" in cut["cause"]
+    measured = cut["data"]["idle_cut"]
+    assert measured["method"] == "probes"
+    assert measured["survived"] - 0.2 <= 8 <= measured["cut"] + 0.2  # the router's 8 s
+    assert measured["cut"] - measured["survived"] <= measured["precision"] == 0.5
+    advised = cut["data"]["advice"]["server.max_idle_path_seconds"]
+    assert 0 < advised <= 8
+    assert f"`max_idle_path_seconds = {advised}`" in cut["fix"]
+    assert "heartbeat_max" not in cut["fix"]
     capped = get(narr.reports["capped"], "push")
     assert capped["severity"] == "ok"
-    assert capped["title"] == "A waiting Ping survived its whole heartbeat (3 s)"
-    assert narr.reports["push-capped"]["push"]["heartbeat"] == 3
+    assert capped["title"] == f"A waiting Ping survived its whole heartbeat ({advised - 5} s)"
+    assert narr.reports["push-capped"]["push"]["heartbeat"] == advised - 5
+    assert narr.reports["push-capped"]["push"]["changed"]
 
 
 def test_hairpin(play: Any) -> None:

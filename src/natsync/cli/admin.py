@@ -361,15 +361,21 @@ def _device_json(d: Device, owner: str) -> dict[str, Any]:
 
 @device.command("list")
 @click.option("--user", "user_name", default=None, help="Only this user's devices.")
+@click.option("--all", "show_all", is_flag=True, help="Also natsync doctor's test devices.")
 @data_dir_option
 @json_option
-def device_list(user_name: str | None, store_name: str, as_json: bool) -> None:
-    """List the devices that have connected."""
+def device_list(user_name: str | None, show_all: bool, store_name: str, as_json: bool) -> None:
+    """List the devices that have connected (not natsync doctor's test device: --all)."""
+    from natsync.doctor.device import is_doctor_device
 
     def collect(txn: Txn) -> list[tuple[Device, str]]:
         names = {u.id: u.name for u in txn.list_users()}
         user_id = None if user_name is None else _require_user(txn, user_name).id
-        return [(d, names.get(d.user_id, "?")) for d in txn.list_devices(user_id)]
+        return [
+            (d, names.get(d.user_id, "?"))
+            for d in txn.list_devices(user_id)
+            if show_all or not is_doctor_device(d.device_id, d.device_type)
+        ]
 
     with _store(store_name) as store:
         devices = _run(store, collect)

@@ -73,6 +73,9 @@ class ReachEvidence:
     inside: bool = False
     #: The public addresses the inside-out run knows (hairpin NAT is about these).
     public: tuple[str, ...] = ()
+    #: The port the server listens on ([server] port of an inside-out run's config), so a
+    #: port-forward command can be printed whole; None when unknown.
+    server_port: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +140,43 @@ class SessionEvidence:
 
 
 @dataclass(frozen=True, slots=True)
+class IdleProbe:
+    """One connection held idle for ``idle`` seconds after an answered request, then asked
+    again: did the path still carry it?"""
+
+    idle: float
+    #: "answered" (the path survived the idle time), "cut" (no answer, or a reset, after the
+    #: idle time), "closed" (the far end closed it during the idle time, after ``seconds``),
+    #: "error" (the probe could not start: connect, TLS or the first request failed).
+    outcome: str
+    seconds: float = 0.0
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CutEvidence:
+    """The path's idle cut, bracketed by idle probes: it survived ``survived`` seconds of idle
+    and did not survive ``cut`` seconds (``cut`` - ``survived`` <= ``precision`` unless
+    ``stopped`` says why not)."""
+
+    survived: float
+    cut: float
+    precision: float
+    probes: tuple[IdleProbe, ...] = ()
+    rounds: int = 0
+    seconds: float = 0.0
+    #: Why the bracket is wider than the precision ("" when it is within it).
+    stopped: str = ""
+    #: How the cut was seen: "probes" (idle probes) or "closed" (the path closed the held
+    #: Ping itself, at the moment it cut).
+    method: str = "probes"
+
+    @property
+    def within(self) -> bool:
+        return self.cut - self.survived <= self.precision + 1e-9
+
+
+@dataclass(frozen=True, slots=True)
 class PushEvidence:
     heartbeat: int
     #: "expired" (held to the end), "changes", "cut" (the connection was closed or reset),
@@ -148,6 +188,8 @@ class PushEvidence:
     detail: str = ""
     #: The heartbeat the run asked for first, when the server's bounds made it use another.
     asked: int | None = None
+    #: The path's idle cut, measured when the Ping did not survive ("cut" / "silent").
+    measured: CutEvidence | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +214,16 @@ class PinEvidence:
     presented: str  # sha256 hex of the server's leaf ("" when it could not be read)
     backend: str = ""
     error: str = ""
+    #: The name the edge sends as SNI ([edge] backend_name), "" when it is the backend host.
+    name: str = ""
+    #: [edge] backend_ca, and whether a handshake verifying against it (and the name) worked.
+    ca_file: str = ""
+    ca_verified: bool = False
+    ca_error: str = ""
+    #: [edge] insecure_backend: the edge forwards to the server without verifying it.
+    insecure: bool = False
+    #: The TCP connection to the backend failed ("refused", "timeout"...; "" when it worked).
+    connect_error: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,5 +251,6 @@ class NatEvidence:
 class InsideEvidence:
     nat: NatEvidence | None = None
     mappings: MappingEvidence | None = None
-    pin: PinEvidence | None = None
+    #: The edge's backends ([edge] backends, else backend), each as the edge meets it.
+    pins: tuple[PinEvidence, ...] = ()
     notes: list[str] = field(default_factory=list)

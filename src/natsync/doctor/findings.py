@@ -7,7 +7,9 @@ to change. Findings are made only by the pure check functions; gathering never m
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import shlex
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
@@ -22,10 +24,16 @@ class Severity(StrEnum):
     SKIP = "skip"
 
 
+#: How the checks' commands name the deployment's file; a run with --config FILE shows FILE
+#: (:meth:`Finding.for_config`), so every command works as printed.
+CONFIG_ARG = "--config natsync.toml"
+
 #: Exit statuses of `natsync doctor`: scripts tell "all good" from "look at this" from "broken".
 EXIT_OK = 0
 EXIT_WARN = 1
 EXIT_FAIL = 2
+#: The doctor itself could not run (no URL or config, a missing file, a bad option).
+EXIT_CANNOT_RUN = 3
 
 
 class Check(StrEnum):
@@ -53,6 +61,21 @@ class Finding:
     cause: str = ""
     #: What to change: a natsync command or setting ("" when nothing needs changing).
     fix: str = ""
+    #: Figures and advised settings for scripts and the lab (``--json``): e.g. the measured
+    #: idle cut and ``{"server.max_idle_path_seconds": 7}``. Empty for most findings.
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+    def for_config(self, config: str) -> Finding:
+        """This finding with its commands naming the user's config file instead of
+        natsync.toml (quoted for the shell)."""
+        given = f"--config {shlex.quote(config)}"
+        if given == CONFIG_ARG:
+            return self
+        return replace(
+            self,
+            cause=self.cause.replace(CONFIG_ARG, given),
+            fix=self.fix.replace(CONFIG_ARG, given),
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -62,6 +85,7 @@ class Finding:
             "evidence": list(self.evidence),
             "cause": self.cause,
             "fix": self.fix,
+            "data": dict(self.data),
         }
 
 
@@ -84,9 +108,19 @@ class Report:
     stopped: str = ""
     started_at: str = ""
     duration: float = 0.0
+    #: Where it ran and how: natsync version, command line, host (the HTML page shows them).
+    context: dict[str, str] = field(default_factory=dict)
+    #: The config file the user gave (``--config``): the commands in findings name it.
+    config: str = ""
+    #: Called with each batch of findings as it is added (a terminal shows them at once).
+    on_add: Callable[[list[Finding]], None] | None = field(default=None, repr=False)
 
     def add(self, findings: list[Finding]) -> list[Finding]:
+        if self.config:
+            findings = [f.for_config(self.config) for f in findings]
         self.findings.extend(findings)
+        if self.on_add is not None and findings:
+            self.on_add(findings)
         return findings
 
     @property
@@ -118,6 +152,7 @@ class Report:
             "exit_status": self.exit_status,
             "counts": self.counts(),
             "stopped": self.stopped,
+            "context": dict(self.context),
             "findings": [f.to_json() for f in self.findings],
         }
 

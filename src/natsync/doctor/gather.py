@@ -21,7 +21,7 @@ import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -38,11 +38,14 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from natsync.client import EASClient
 from natsync.client import protocol as p
 from natsync.client.protocol import ClientError, Command
+from natsync.doctor.device import DOCTOR_DEVICE_ID, DOCTOR_DEVICE_TYPE
 from natsync.doctor.evidence import (
     AutodiscoverEvidence,
     Connect,
+    CutEvidence,
     DnsAnswer,
     HttpEvidence,
+    IdleProbe,
     InsideEvidence,
     MappingEvidence,
     MxEvidence,
@@ -56,6 +59,9 @@ from natsync.doctor.evidence import (
 )
 from natsync.errors import NatsyncError
 
+if TYPE_CHECKING:
+    from natsync.edge.config import EdgeConfig
+
 #: Seconds for one DNS query, one TCP connect, one TLS handshake or one plain HTTP request:
 #: long enough for a slow mobile path, short enough that a dead one is reported quickly.
 DEFAULT_TIMEOUT = 5.0
@@ -68,8 +74,12 @@ SPECIAL_USE_SUFFIXES = ("localhost", "test", "example", "invalid", "local", "hom
 #: between 5 s and 30 s, half the heartbeat (the server answers at the heartbeat).
 PING_GRACE_MIN = 5.0
 PING_GRACE_MAX = 30.0
+#: Seconds the idle probes may take at most: a minute, or twice the idle time to bracket
+#: (rounds of parallel probes each last about as long as the longest idle time they hold).
+MEASURE_BUDGET_MIN = 60.0
+MEASURE_BUDGET_SHARE = 2.0
 SMTP_PORT = 25
-DEVICE_ID = "NATSYNCDOCTOR01"
+DEVICE_ID = DOCTOR_DEVICE_ID
 AUTODISCOVER_PATH = "/autodiscover/autodiscover.xml"
 AUTODISCOVER_REQUEST = (
     '<?xml version="1.0" encoding="utf-8"?>\n'
@@ -457,7 +467,9 @@ async def gather_http(
 ) -> HttpEvidence:
     evidence: dict[str, Any] = {"url": target.eas_url}
     client_timeout = aiohttp.ClientTimeout(total=timeout)
-    identity = p.Identity(user=user or "doctor", device_id=DEVICE_ID, device_type="natsync")
+    identity = p.Identity(
+        user=user or "doctor", device_id=DEVICE_ID, device_type=DOCTOR_DEVICE_TYPE
+    )
     async with aiohttp.ClientSession(connector=_connector(target, addresses, ca_file)) as http:
         try:
             async with http.options(target.eas_url, timeout=client_timeout) as resp:
@@ -484,7 +496,7 @@ class DoctorClient(EASClient):
     def __init__(
         self, target: Target, addresses: Sequence[str], ca_file: Path | None, **kw: Any
     ) -> None:
-        super().__init__(target.base_url, device_id=DEVICE_ID, **kw)
+        super().__init__(target.base_url, device_id=DEVICE_ID, device_type=DOCTOR_DEVICE_TYPE, **kw)
         self._doctor_connector = (target, list(addresses), ca_file)
 
     def _http(self) -> aiohttp.ClientSession:
@@ -615,6 +627,246 @@ async def gather_push(client: DoctorClient, inbox: str, heartbeat: int) -> PushE
     return first
 
 
+# -- the path's idle cut
+
+
+async def _read_answer(reader: asyncio.StreamReader) -> bool:
+    """Read one HTTP/1.1 answer (Content-Length or chunked); whether the server keeps the
+    connection open after it."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    if not lines[0].startswith("HTTP/1."):
+        raise ConnectionError(f"not an HTTP answer: {lines[0][:60]!r}")
+    fields = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        fields[name.strip().lower()] = value.strip().lower()
+    if "chunked" in fields.get("transfer-encoding", ""):
+        while size := int((await reader.readuntil(b"\r\n")).split(b";")[0], 16):
+            await reader.readexactly(size + 2)
+        await reader.readuntil(b"\r\n")
+    else:
+        await reader.readexactly(int(fields.get("content-length", "0") or 0))
+    return "close" not in fields.get("connection", "")
+
+
+async def idle_probe(
+    target: Target,
+    address: str,
+    ca_file: Path | None,
+    authorization: str,
+    idle: float,
+    timeout: float,
+) -> IdleProbe:
+    """One connection: an answered OPTIONS, *idle* seconds with no byte, OPTIONS again."""
+    host = target.host if target.port in (80, 443) else f"{target.host}:{target.port}"
+    request = (
+        f"OPTIONS {p.EAS_PATH} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: natsync-doctor\r\n"
+        f"Authorization: {authorization}\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+    tls: Any = phone_context(ca_file) if target.scheme == "https" else None
+    try:
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(
+                address,
+                target.port,
+                ssl=tls,
+                server_hostname=target.host if tls else None,
+                ssl_shutdown_timeout=timeout if tls else None,
+            ),
+            timeout,
+        )
+    except (OSError, TimeoutError) as exc:
+        return IdleProbe(idle, "error", 0.0, f"connect: {type(exc).__name__}: {exc}")
+    try:
+        try:
+            writer.write(request)
+            keep = await asyncio.wait_for(_read_answer(reader), timeout)
+        except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError) as exc:
+            return IdleProbe(idle, "error", 0.0, f"first request: {type(exc).__name__}: {exc}")
+        if not keep:
+            return IdleProbe(idle, "closed", 0.0, "the server closes after each answer")
+        started = time.monotonic()
+        try:
+            data = await asyncio.wait_for(reader.read(1), idle)
+        except TimeoutError:
+            pass  # the idle time passed with no byte, as it should
+        except OSError as exc:  # reset while idle: the path cut it now, and said so
+            seconds = time.monotonic() - started
+            return IdleProbe(seconds, "cut", seconds, f"reset while idle: {exc}")
+        else:
+            seconds = time.monotonic() - started
+            what = "closed the idle connection" if not data else "sent bytes unasked"
+            return IdleProbe(idle, "closed", seconds, f"the far end {what}")
+        writer.write(request)
+        try:
+            await asyncio.wait_for(_read_answer(reader), timeout)
+        except TimeoutError:
+            return IdleProbe(idle, "cut", idle, f"no answer within {timeout:g} s")
+        except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
+            return IdleProbe(idle, "cut", idle, f"{type(exc).__name__}: {exc}")
+        return IdleProbe(idle, "answered", idle)
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError, TimeoutError, ssl.SSLError):
+            await asyncio.wait_for(writer.wait_closed(), timeout)
+
+
+async def _probe_round(make: Any, idles: Sequence[float]) -> list[IdleProbe]:
+    """Run one probe per idle time in parallel; once one is cut, the longer ones would only be
+    cut too: they are stopped."""
+    tasks = {asyncio.ensure_future(make(t)): t for t in idles}
+    results: list[IdleProbe] = []
+    try:
+        pending = set(tasks)
+        while pending:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                probe = task.result()
+                results.append(probe)
+                if probe.outcome == "cut":
+                    for other in [o for o in pending if tasks[o] > probe.idle]:
+                        other.cancel()
+                        pending.discard(other)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    return results
+
+
+def measure_budget(upper: float) -> float:
+    """Seconds the measuring of a cut below *upper* may take."""
+    return max(MEASURE_BUDGET_MIN, MEASURE_BUDGET_SHARE * upper)
+
+
+async def ping_bisect(
+    client: DoctorClient,
+    inbox: str,
+    measured: CutEvidence,
+    upper: float,
+    progress: Any = None,
+) -> CutEvidence:
+    """Narrow a bracket the idle probes could not (the far end closes idle connections before
+    the cut) with held Pings, one after the other (one live Ping per device), each halving it,
+    within what is left of the budget."""
+    from natsync.doctor.push import HELD_PING, next_heartbeat, ping_precision
+
+    started = time.monotonic()
+    survived, cut = measured.survived, measured.cut
+    probes = list(measured.probes)
+    pings, stopped = 0, ""
+    budget = measure_budget(upper)
+    while cut - survived > ping_precision(cut):
+        heartbeat = next_heartbeat(survived, cut)
+        if heartbeat is None:
+            break
+        wait = heartbeat + ping_grace(heartbeat)
+        if measured.seconds + time.monotonic() - started + wait > budget:
+            stopped = f"another held Ping would pass the measuring budget of {budget:.0f} s"
+            break
+        if progress is not None:
+            progress(
+                f"push: holding a Ping for {heartbeat} s (the cut lies between "
+                f"{survived:.0f} and {cut:.0f} s)",
+                wait,
+            )
+        ev = await _one_ping(client, inbox, heartbeat)
+        pings += 1
+        if ev.outcome == "expired":
+            survived = float(heartbeat)
+            probes.append(IdleProbe(survived, "answered", ev.seconds, HELD_PING))
+        elif ev.outcome == "changes":  # new mail ended it early: survived that long
+            survived = max(survived, ev.seconds)
+            probes.append(IdleProbe(ev.seconds, "answered", ev.seconds, HELD_PING))
+        elif ev.outcome in ("silent", "cut"):
+            cut = float(heartbeat) if ev.outcome == "silent" else min(cut, ev.seconds)
+            probes.append(IdleProbe(cut, "cut", ev.seconds, f"{HELD_PING}: {ev.outcome}"))
+        else:
+            limit = f" (server limit {ev.limit} s)" if ev.limit is not None else ""
+            stopped = f"a {heartbeat} s Ping was refused: {ev.detail or f'Status {ev.status}'}"
+            stopped += limit
+            break
+    precision = ping_precision(cut) if pings else measured.precision
+    if cut - survived <= precision:
+        stopped = ""
+    elif not stopped:
+        stopped = measured.stopped
+    elif measured.stopped:
+        stopped = f"{measured.stopped}; {stopped}"
+    return CutEvidence(
+        survived,
+        cut,
+        precision,
+        tuple(sorted(probes, key=lambda p: p.idle)),
+        measured.rounds,
+        measured.seconds + time.monotonic() - started,
+        stopped,
+        "probes and pings" if pings else measured.method,
+    )
+
+
+async def measure_cut(
+    target: Target,
+    address: str,
+    ca_file: Path | None,
+    authorization: str,
+    upper: float,
+    timeout: float,
+    progress: Any = None,
+) -> CutEvidence:
+    """Bracket the path's idle cut below *upper* (an idle time known not to survive): rounds of
+    parallel idle probes, each round between the longest survived and the shortest cut of the
+    last, until the bracket is within the precision (or the time budget is spent)."""
+    from natsync.doctor.push import MAX_ROUNDS, cut_precision, narrow, probe_idles
+
+    started = time.monotonic()
+    budget = measure_budget(upper)
+    survived, cut, far_close = 0.0, float(upper), float("inf")
+    probes: list[IdleProbe] = []
+    rounds, stopped = 0, ""
+    while cut - survived > cut_precision(cut):
+        top = min(cut, far_close)
+        if top - survived <= cut_precision(cut) / 2:
+            stopped = (
+                f"the far end closes idle connections itself after {far_close:.0f} s, so idle "
+                "probes cannot look further"
+            )
+            break
+        if rounds >= MAX_ROUNDS:
+            stopped = f"{rounds} rounds of probes, the most the doctor runs"
+            break
+        if time.monotonic() - started + top + timeout > budget:
+            stopped = f"another round would pass the measuring budget of {budget:.0f} s"
+            break
+        idles = probe_idles(survived, top)
+        if progress is not None:
+            progress(
+                f"push: idle probes round {rounds + 1}, between {survived:.1f} and {top:.1f} s",
+                top + timeout,
+            )
+        found = await _probe_round(
+            lambda t: idle_probe(target, address, ca_file, authorization, t, timeout), idles
+        )
+        rounds += 1
+        probes.extend(found)
+        if all(p.outcome == "error" for p in found):
+            stopped = f"no probe could start ({found[0].detail})"
+            break
+        survived, cut, closed = narrow(survived, cut, found)
+        if closed is not None:
+            far_close = min(far_close, closed)
+    return CutEvidence(
+        survived,
+        cut,
+        cut_precision(cut),
+        tuple(sorted(probes, key=lambda p: p.idle)),
+        rounds,
+        time.monotonic() - started,
+        stopped,
+    )
+
+
 async def gather_autodiscover(
     target: Target,
     addresses: Sequence[str],
@@ -684,12 +936,46 @@ def parse_autodiscover(raw: bytes) -> dict[str, str]:
 # -- inside-out
 
 
-def read_edge_table(config: Path) -> dict[str, Any]:
+def remove_doctor_device(config: Path, user: str) -> str:
+    """Remove the doctor's test device from *user*'s account in the store of *config*'s
+    [server]; what was done, in words ("" when there was nothing to remove)."""
+    from natsync.config import load_config
+    from natsync.store import open_store
+
+    server = load_config(config)
+    store = open_store(server.store_url)
+    try:
+
+        def remove(txn: Any) -> str:
+            account = txn.get_user(user)
+            if account is None:
+                return ""
+            device = txn.get_device(account.id, DOCTOR_DEVICE_ID)
+            if device is None or device.device_type != DOCTOR_DEVICE_TYPE:
+                return ""
+            txn.remove_device(device.id)
+            return f"removed the doctor's test device {DOCTOR_DEVICE_ID} from {user}'s account"
+
+        return str(store.run_sync(remove))
+    finally:
+        store.close()
+
+
+def read_toml_tables(config: Path) -> dict[str, Any]:
+    """The deployment file's tables; ConfigError (exit 3) when it cannot be read."""
+    from natsync.errors import ConfigError
+
     try:
         data = tomllib.loads(config.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError):
-        return {}
-    table = data.get("edge", {})
+    except OSError as exc:
+        raise ConfigError(f"{config}: {exc.strerror or exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{config} is not valid TOML: {exc}") from exc
+    return data
+
+
+def read_edge_table(config: Path) -> dict[str, Any]:
+    table = read_toml_tables(config).get("edge", {})
     return table if isinstance(table, dict) else {}
 
 
@@ -713,9 +999,11 @@ def gather_inside_sync(config: Path, timeout: float) -> InsideEvidence:
     portmap = load_portmap(config)
     if portmap.mappings:
         evidence.mappings = _mappings(portmap.mappings, portmap.upnp_location)
-    edge = read_edge_table(config)
-    if edge:
-        evidence.pin = _pin(edge, timeout)
+    if read_edge_table(config):
+        from natsync.edge.config import load_edge_config
+
+        edge = load_edge_config(config)
+        evidence.pins = tuple(_pin(edge, server, timeout) for server in edge.servers)
     return evidence
 
 
@@ -735,17 +1023,49 @@ def _mappings(wanted: Sequence[str], location: str) -> MappingEvidence:
     return MappingEvidence(tuple(specs), present, router=igd.location)
 
 
-def _pin(edge: dict[str, Any], timeout: float) -> PinEvidence:
-    from natsync.cert.fetch import CertFetchError, fetch_chain
-
-    backend = str(edge.get("backend", "127.0.0.1:8443"))
-    pinned = str(edge.get("backend_pin", ""))
-    host, port = split_server(backend, 443)
-    name = str(edge.get("backend_name", "")) or host
-    try:
-        fetched = fetch_chain(host, port, server_name=name, timeout=timeout)
-    except CertFetchError as exc:
-        return PinEvidence(pinned, "", backend, exc.message)
+def _pin(edge: EdgeConfig, backend: str, timeout: float) -> PinEvidence:
+    """One of the edge's backends as the edge meets it: a TCP connection, the certificate it
+    presents (against [edge] backend_pin), a handshake verified by [edge] backend_ca and the
+    name."""
     from cryptography.hazmat.primitives.serialization import Encoding
 
-    return PinEvidence(pinned, fingerprint(fetched.chain[0].public_bytes(Encoding.DER)), backend)
+    from natsync.cert.fetch import CertFetchError, fetch_chain
+    from natsync.edge.config import split_hostport
+
+    base: dict[str, Any] = {
+        "pinned": edge.backend_pin,
+        "backend": backend,
+        "name": edge.backend_name,
+        "ca_file": str(edge.backend_ca) if edge.backend_ca else "",
+        "insecure": edge.insecure_backend,
+    }
+    host, port = split_hostport(backend, "edge.backend")
+    server_name = edge.backend_name or host
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except TimeoutError:
+        return PinEvidence(presented="", connect_error="timeout", **base)
+    except ConnectionRefusedError:
+        return PinEvidence(presented="", connect_error="refused (nothing listens)", **base)
+    except OSError as exc:
+        return PinEvidence(presented="", connect_error=exc.strerror or str(exc), **base)
+    try:
+        fetched = fetch_chain(host, port, server_name=server_name, timeout=timeout)
+    except CertFetchError as exc:
+        return PinEvidence(presented="", error=exc.message, **base)
+    presented = fingerprint(fetched.chain[0].public_bytes(Encoding.DER))
+    verified, ca_error = False, ""
+    if edge.backend_ca is not None:
+        try:
+            context = ssl.create_default_context(cafile=str(edge.backend_ca))
+            with (
+                socket.create_connection((host, port), timeout=timeout) as raw,
+                context.wrap_socket(raw, server_hostname=server_name),
+            ):
+                verified = True
+        except ssl.SSLCertVerificationError as exc:
+            ca_error = f"{exc.verify_message} (for the name {server_name})"
+        except (OSError, ssl.SSLError) as exc:
+            ca_error = f"{type(exc).__name__}: {exc}"
+    return PinEvidence(presented=presented, ca_verified=verified, ca_error=ca_error, **base)

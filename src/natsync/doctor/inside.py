@@ -9,8 +9,10 @@
 
 from __future__ import annotations
 
+import shlex
+
 from natsync.doctor.evidence import InsideEvidence, MappingEvidence, NatEvidence, PinEvidence
-from natsync.doctor.findings import Check, Finding, Severity, ok
+from natsync.doctor.findings import CONFIG_ARG, Check, Finding, Severity, ok
 
 
 def check_inside(ev: InsideEvidence) -> list[Finding]:
@@ -19,8 +21,8 @@ def check_inside(ev: InsideEvidence) -> list[Finding]:
         findings.extend(check_nat(ev.nat))
     if ev.mappings is not None:
         findings.extend(check_mappings(ev.mappings))
-    if ev.pin is not None:
-        findings.extend(check_pin(ev.pin))
+    for pin in ev.pins:
+        findings.extend(check_pin(pin))
     return findings
 
 
@@ -39,7 +41,8 @@ def check_nat(ev: NatEvidence) -> list[Finding]:
                 "a connection in, whatever DNS and the router say.",
                 "Ask the ISP for a public IPv4 address (often a setting or a small fee), or "
                 "publish over IPv6 ([ddns] families = [6]) if the ISP gives real IPv6, or run "
-                "`natsync edge` on a host with a public address and connect to it from inside.",
+                "`natsync edge run --config edge.toml` on a host with a public address "
+                "(docs/edge.md) and connect to it from inside.",
             )
         ]
     if ev.verdict == "disagree":
@@ -64,7 +67,7 @@ def check_nat(ev: NatEvidence) -> list[Finding]:
                 "Without the current public address the doctor cannot tell whether DNS "
                 "points at it.",
                 "Configure a source that works here: [ddns] sources, stun_servers or echo_urls "
-                "(`natsync ddns status` shows each source's answer).",
+                f"(`natsync ddns status {CONFIG_ARG}` shows each source's answer).",
             )
         ]
     return [ok(Check.INSIDE, f"Public address {ev.address}: no carrier-grade NAT", *evidence)]
@@ -81,7 +84,7 @@ def check_mappings(ev: MappingEvidence) -> list[Finding]:
                 "Without the list the doctor cannot tell whether the router forwards the "
                 "ports; if UPnP is off, forwards set by hand are invisible to it.",
                 "Check the forwards in the router's own pages, or enable UPnP IGD and run "
-                "`natsync portmap list --config natsync.toml`.",
+                f"`natsync portmap list {CONFIG_ARG}`.",
             )
         ]
     present = set(ev.present)
@@ -105,8 +108,8 @@ def check_mappings(ev: MappingEvidence) -> list[Finding]:
                 "The router does not forward these ports to the server: connections from "
                 "phones end at the router. Mappings made with UPnP/NAT-PMP/PCP expire unless "
                 "renewed, and vanish when the router restarts.",
-                f"Map it now: `natsync portmap add {spec} --config natsync.toml`, and keep "
-                "`natsync portmap hold --config natsync.toml` running to renew the leases.",
+                f"Map it now: `natsync portmap add {spec} {CONFIG_ARG}`, and keep "
+                f"`natsync portmap hold {CONFIG_ARG}` running to renew the leases.",
             )
         ]
     return [ok(Check.INSIDE, "The router forwards the configured ports", *evidence)]
@@ -127,17 +130,66 @@ def _short(fingerprint: str) -> str:
     return fingerprint.lower().replace("sha256:", "").replace(":", "")
 
 
+def _trust_command(ev: PinEvidence) -> str:
+    name = f" --name {shlex.quote(ev.name)}" if ev.name else ""
+    return f"`natsync edge trust-backend {shlex.quote(ev.backend)}{name} {CONFIG_ARG}`"
+
+
 def check_pin(ev: PinEvidence) -> list[Finding]:
+    if ev.connect_error:
+        return [
+            Finding(
+                Check.INSIDE,
+                Severity.FAIL,
+                f"The edge's backend {ev.backend} does not accept connections",
+                (f"[edge] backend = {ev.backend}", f"connecting to it: {ev.connect_error}"),
+                "The edge ends the phones' TLS and forwards each request to the server at "
+                "[edge] backend; nothing answers there, so every phone gets an error (502) "
+                "although the edge itself is up.",
+                f"Start the server (`natsync server {CONFIG_ARG}`), or correct [edge] backend to "
+                "the address and port it listens on ([server] host and port).",
+            )
+        ]
+    if not ev.pinned and ev.ca_file:
+        if ev.ca_verified:
+            return [
+                ok(
+                    Check.INSIDE,
+                    f"The edge verifies its backend {ev.backend} with [edge] backend_ca",
+                    f"[edge] backend_ca = {ev.ca_file}",
+                    f"{ev.backend} presents a certificate for {ev.name or ev.backend} that "
+                    "chains to it",
+                )
+            ]
+        return [
+            Finding(
+                Check.INSIDE,
+                Severity.FAIL,
+                "The server's certificate does not verify against [edge] backend_ca",
+                (f"[edge] backend_ca = {ev.ca_file}", ev.ca_error or "verification failed"),
+                "The edge checks the bridged leg (edge → server) against this CA and the "
+                "name; it refuses a server whose certificate does not verify, so every phone "
+                "gets an error although the server itself is fine.",
+                "Point [edge] backend_ca at the CA that issued the server's certificate (and "
+                "backend_name at a name in it), or pin the server's certificate instead: "
+                + _trust_command(ev)
+                + ".",
+            )
+        ]
     if not ev.pinned:
         return [
             Finding(
                 Check.INSIDE,
                 Severity.WARN,
                 "The edge pins no backend certificate",
-                (f"[edge] backend = {ev.backend}", "[edge] backend_pin is empty"),
-                "The bridged leg (edge → server) is verified only by a CA file, or not at "
-                "all: whoever answers at the backend address gets the phones' passwords.",
-                "Pin the server's certificate: `natsync edge trust-backend --config natsync.toml`.",
+                (
+                    f"[edge] backend = {ev.backend}",
+                    "[edge] backend_pin and backend_ca are empty"
+                    + (", insecure_backend = true" if ev.insecure else ""),
+                ),
+                "The bridged leg (edge → server) is not verified at all: whoever answers at "
+                "the backend address gets the phones' passwords.",
+                f"Pin the server's certificate: {_trust_command(ev)}.",
             )
         ]
     if ev.error or not ev.presented:
@@ -170,7 +222,7 @@ def check_pin(ev: PinEvidence) -> list[Finding]:
             "the server, verified against the pinned certificate. The server now presents "
             "another certificate (renewed or re-issued), so the edge refuses the bridged leg "
             "and every phone gets an error although the server itself is fine.",
-            "Re-pin the server's current certificate: `natsync edge trust-backend --config "
-            "natsync.toml` (it rewrites [edge] backend_pin), then restart the edge.",
+            f"Re-pin the server's current certificate: {_trust_command(ev)} (it rewrites "
+            "[edge] backend_pin), then restart the edge.",
         )
     ]

@@ -12,13 +12,13 @@ import ipaddress
 
 from natsync.ddns.netinfo import AddressKind, classify
 from natsync.doctor.evidence import DnsAnswer, NamesEvidence
-from natsync.doctor.findings import Check, Finding, Severity, ok, skip
+from natsync.doctor.findings import CONFIG_ARG, Check, Finding, Severity, ok, skip
 
 #: Longest TTL that suits an address the ISP may change: a phone that cached the record just
 #: before a change keeps dialling the old address this long (natsync ddns publishes 60 s).
 DYNAMIC_TTL_MAX = 300
 
-_UPDATE = "`natsync ddns update --config natsync.toml`"
+_UPDATE = f"`natsync ddns update {CONFIG_ARG}`"
 _NOT_ROUTABLE = {
     AddressKind.PRIVATE,
     AddressKind.SHARED,
@@ -188,7 +188,8 @@ def _stale(
                 f"the cached record expires ({left} from now).",
                 f"Wait {left}, or flush the resolver's cache. Keep the window small with a "
                 "short TTL: [ddns] ttl = 60, then "
-                f"{_UPDATE}; keep `natsync ddns run` running so changes are published at once.",
+                f"{_UPDATE}; keep `natsync ddns run {CONFIG_ARG}` running so changes are "
+                "published at once.",
             )
         )
     else:
@@ -224,7 +225,7 @@ def _public(ev: NamesEvidence, resolver: DnsAnswer, auth_addresses: set[str]) ->
             (f"public address now: {_list(public)}", f"DNS publishes {_list(published)}"),
             "The ISP changed the router's public address and nobody told DNS: every phone "
             "dials the old address, which now belongs to someone else or to no one.",
-            f"Publish it now with {_UPDATE}, and keep `natsync ddns run --config natsync.toml` "
+            f"Publish it now with {_UPDATE}, and keep `natsync ddns run {CONFIG_ARG}` "
             "running so the next change is published within [ddns] interval.",
         )
     ]
@@ -288,7 +289,7 @@ def _mx(ev: NamesEvidence) -> list[Finding]:
                 "to it; without one, mail for the user never reaches SMTP port 25, so there "
                 "is nothing to sync.",
                 f"Add an MX record for {mx.domain} pointing at a name in [ddns] names, and set "
-                "[ddns] mx_domain so `natsync ddns status` watches it.",
+                f"[ddns] mx_domain so `natsync ddns status {CONFIG_ARG}` watches it.",
             )
         ]
     targets = dict(mx.target_addresses)

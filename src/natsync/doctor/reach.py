@@ -9,7 +9,7 @@ address back inside, so the test fails there while phones outside connect fine.
 from __future__ import annotations
 
 from natsync.doctor.evidence import Connect, ReachEvidence
-from natsync.doctor.findings import Check, Finding, Severity, ok, skip
+from natsync.doctor.findings import CONFIG_ARG, Check, Finding, Severity, ok, skip
 
 SMTP_PORT = 25
 
@@ -45,7 +45,12 @@ def _port(ev: ReachEvidence, attempts: tuple[Connect, ...], what: str) -> list[F
     if not bad:
         return [ok(Check.REACH, f"{what} port {port} accepts connections", *evidence)]
     is_smtp = what == "SMTP"
-    forward = f"{port}/tcp" if is_smtp else f"{port}:<server port>/tcp"
+    if is_smtp:
+        forward = f"{port}/tcp"
+    elif ev.server_port:
+        forward = f"{port}:{ev.server_port}/tcp" if ev.server_port != port else f"{port}/tcp"
+    else:
+        forward = f"{port}:<server port>/tcp"
     if good:
         return [
             Finding(
@@ -56,8 +61,7 @@ def _port(ev: ReachEvidence, attempts: tuple[Connect, ...], what: str) -> list[F
                 "Phones pick one of the addresses (happy eyeballs prefers IPv6); those that "
                 "land on the dead one wait, retry or fail.",
                 "Fix the path to the dead address, or stop publishing it: [ddns] families "
-                "(only the families that work), then `natsync ddns update --config "
-                "natsync.toml`.",
+                f"(only the families that work), then `natsync ddns update {CONFIG_ARG}`.",
             )
         ]
     reasons = sorted({c.error for c in bad})
@@ -80,8 +84,8 @@ def _port(ev: ReachEvidence, attempts: tuple[Connect, ...], what: str) -> list[F
             "mail for your users bounces or waits in their queues."
         )
         fix = (
-            "Forward port 25 to the server: `natsync portmap add 25/tcp --config "
-            "natsync.toml` (or a DNAT rule on the router). Many residential ISPs block "
+            f"Forward port 25 to the server: `natsync portmap add 25/tcp {CONFIG_ARG}` (or a "
+            "DNAT rule on the router). Many residential ISPs block "
             "inbound 25: then use a relay MX."
         )
     else:
@@ -90,9 +94,14 @@ def _port(ev: ReachEvidence, attempts: tuple[Connect, ...], what: str) -> list[F
             f"port {port} to the server, or the server behind it is not running."
         )
         fix = (
-            "Start the server (`natsync server --config natsync.toml`, or `natsync up`) and "
-            f"forward the port: `natsync portmap add {forward} --config natsync.toml` "
-            "(or a DNAT rule on the router)."
+            f"Start the server (`natsync server {CONFIG_ARG}`, or `natsync up`) and "
+            f"forward the port: `natsync portmap add {forward} {CONFIG_ARG}` "
+            "(or a DNAT rule on the router)"
+            + (
+                "; <server port> is the port the server listens on ([server] port)."
+                if not ev.server_port
+                else "."
+            )
         )
     severity = Severity.WARN if is_smtp else Severity.FAIL
     return [

@@ -2,13 +2,16 @@
 scripts (JSON). Rendering only: every word of a finding comes from the checks.
 
 The HTML page is meant to be sent to someone: one file, inline CSS, no scripts, no external
-assets, every finding shown (nothing folded away), every string escaped.
+assets, every string escaped; commands (written `like this` in a finding) shown as code; the
+checks that did not run folded into one <details>; the natsync version, command line and host
+at the foot.
 """
 
 from __future__ import annotations
 
 import json
 from html import escape
+from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape as rich_escape
@@ -38,14 +41,11 @@ def _summary(report: Report) -> str:
     )
 
 
-def render_terminal(report: Report, console: Console) -> None:
-    console.print(
-        Text.assemble(
-            ("natsync doctor ", "bold"), (report.target, "cyan"), f"  ({report.mode} view)"
-        )
-    )
-    for finding in report.findings:
-        _finding_terminal(finding, console)
+def render_header(target: str, mode: str, console: Console) -> None:
+    console.print(Text.assemble(("natsync doctor ", "bold"), (target, "cyan"), f"  ({mode} view)"))
+
+
+def render_summary(report: Report, console: Console) -> None:
     if report.stopped:
         console.print(f"[bold]Stopped early:[/bold] {rich_escape(report.stopped)}")
     verdict = {
@@ -56,8 +56,28 @@ def render_terminal(report: Report, console: Console) -> None:
     console.print(f"{verdict} {_summary(report)}")
 
 
-def _finding_terminal(finding: Finding, console: Console) -> None:
+def render_terminal(report: Report, console: Console) -> None:
+    """The whole report: boxed findings on a terminal; on a pipe or file one line per fact,
+    never wrapped (the console should be made with ``soft_wrap=True`` there)."""
+    render_header(report.target, report.mode, console)
+    for finding in report.findings:
+        render_finding(finding, console)
+    render_summary(report, console)
+
+
+def _marked(text: str) -> Text:
+    """*text* with its `commands` shown as code."""
+    out = Text()
+    for i, part in enumerate(text.split("`")):
+        out.append(part, style="bold cyan" if i % 2 else "")
+    return out
+
+
+def render_finding(finding: Finding, console: Console) -> None:
     style = _STYLE[finding.severity]
+    head = Text.assemble(
+        (f"{_MARK[finding.severity]:<4} ", style), (f"[{finding.check}] ", "dim"), finding.title
+    )
     if finding.severity == Severity.SKIP:
         console.print(
             Text.assemble(
@@ -67,13 +87,19 @@ def _finding_terminal(finding: Finding, console: Console) -> None:
             )
         )
         return
-    head = Text.assemble(
-        (f"{_MARK[finding.severity]:<4} ", style), (f"[{finding.check}] ", "dim"), finding.title
-    )
     if finding.severity == Severity.OK and not finding.cause:
         console.print(head)
         for line in finding.evidence:
             console.print(Text(f"       {line}", style="dim"))
+        return
+    if not console.is_terminal:  # piped: plain lines, no box to wrap them into
+        console.print(head)
+        for line in finding.evidence:
+            console.print(Text(f"     • {line}", style="dim"))
+        if finding.cause:
+            console.print(Text.assemble("     Why: ", finding.cause))
+        if finding.fix:
+            console.print(Text.assemble("     Fix: ", _marked(finding.fix)))
         return
     body = Text()
     for line in finding.evidence:
@@ -83,7 +109,7 @@ def _finding_terminal(finding: Finding, console: Console) -> None:
         body.append(finding.cause + "\n")
     if finding.fix:
         body.append("Fix: ", style="bold")
-        body.append(finding.fix)
+        body.append_text(_marked(finding.fix))
     body.rstrip()
     console.print(Panel(body, title=head, title_align="left", border_style=style))
 
@@ -203,6 +229,35 @@ footer{
   font-size:.8rem;
   margin-top:1.5rem;
 }
+footer dl{
+  display:grid;
+  grid-template-columns:max-content 1fr;
+  gap:.15rem .75rem;
+  margin:0 0 .5rem;
+}
+footer dt{
+  font-weight:700;
+}
+footer dd{
+  margin:0;
+  word-break:break-all;
+}
+code{
+  font-family:ui-monospace,Menlo,Consolas,monospace;
+  font-size:.88em;
+  background:#eef1f5;
+  border-radius:.25rem;
+  padding:.05rem .3rem;
+  word-break:break-all;
+}
+details.skipped{
+  margin:0 0 .75rem;
+}
+details.skipped summary{
+  cursor:pointer;
+  color:#475569;
+  padding:.4rem 0;
+}
 """
 
 
@@ -225,14 +280,55 @@ def render_html(report: Report) -> str:
             f'<p class="stopped"><span class="label">Stopped early:</span> '
             f"{escape(report.stopped)}</p>"
         )
-    for finding in report.findings:
-        parts.append(_finding_html(finding))
-    parts.append(
-        "<footer>Made by natsync doctor. Exit status "
-        f"{report.exit_status} (0 all ok, 1 warnings, 2 failures).</footer>"
-    )
+    run = [f for f in report.findings if f.severity != Severity.SKIP]
+    skipped = [f for f in report.findings if f.severity == Severity.SKIP]
+    parts.extend(_finding_html(f) for f in run)
+    if skipped:
+        parts.append(f'<details class="skipped"><summary>{len(skipped)} check(s) not run</summary>')
+        parts.extend(_finding_html(f) for f in skipped)
+        parts.append("</details>")
+    parts.append(_context_html(report))
     parts.append("</main></body></html>")
     return "\n".join(parts) + "\n"
+
+
+def write_html(report: Report, path: Path) -> None:
+    path.write_text(render_html(report), encoding="utf-8")
+
+
+#: What the footer says about the run, in this order.
+_CONTEXT_LABELS = (
+    ("natsync", "natsync version"),
+    ("command", "command line"),
+    ("host", "ran on"),
+    ("system", "system"),
+)
+
+
+def _context_html(report: Report) -> str:
+    rows = []
+    for key, label in _CONTEXT_LABELS:
+        value = report.context.get(key, "")
+        if value:
+            shown = f"<code>{escape(value)}</code>" if key == "command" else escape(value)
+            rows.append(f"<dt>{escape(label)}</dt><dd>{shown}</dd>")
+    started = f", started {escape(report.started_at)}" if report.started_at else ""
+    return (
+        f"<footer><dl>{''.join(rows)}</dl>"
+        f"<p>Made by natsync doctor in {report.duration:.1f} s{started}. Exit status "
+        f"{report.exit_status} (0 all ok, 1 warnings, 2 failures, 3 the doctor could not "
+        "run).</p></footer>"
+    )
+
+
+def _code(text: str) -> str:
+    """*text* escaped, its `commands` as <code>."""
+    parts = text.split("`")
+    if len(parts) % 2 == 0:  # an odd backtick: show it as typed
+        return escape(text)
+    return "".join(
+        f"<code>{escape(part)}</code>" if i % 2 else escape(part) for i, part in enumerate(parts)
+    )
 
 
 def _verdict(report: Report) -> str:
@@ -258,9 +354,9 @@ def _finding_html(finding: Finding) -> str:
     if finding.cause:
         label = "Why" if finding.severity != Severity.SKIP else "Reason"
         out.append(
-            f'<p class="cause"><span class="label">{label}:</span> {escape(finding.cause)}</p>'
+            f'<p class="cause"><span class="label">{label}:</span> {_code(finding.cause)}</p>'
         )
     if finding.fix:
-        out.append(f'<p class="fix"><span class="label">Fix:</span> {escape(finding.fix)}</p>')
+        out.append(f'<p class="fix"><span class="label">Fix:</span> {_code(finding.fix)}</p>')
     out.append("</section>")
     return "\n".join(out)

@@ -8,26 +8,34 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import shlex
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 from natsync.doctor import gather as g
 from natsync.doctor.autodiscover import check_autodiscover
-from natsync.doctor.evidence import Connect, ReachEvidence
-from natsync.doctor.findings import Check, Finding, Report, Severity, blocking, skip
+from natsync.doctor.device import DOCTOR_DEVICE_ID, DOCTOR_DEVICE_TYPE
+from natsync.doctor.evidence import Connect, CutEvidence, PushEvidence, ReachEvidence
+from natsync.doctor.findings import Check, Finding, Report, Severity, blocking, ok, skip
 from natsync.doctor.http import check_http
 from natsync.doctor.inside import check_inside
 from natsync.doctor.names import check_names
-from natsync.doctor.push import check_push
+from natsync.doctor.push import CLOSED_PRECISION, check_push
 from natsync.doctor.reach import check_reach
 from natsync.doctor.session import check_session
 from natsync.doctor.tls import check_tls
 
+#: The Ping held by default: 5 minutes, longer than the idle timeouts that commonly break
+#: Direct Push (cloud load balancers: 4 min; many firewalls and carrier NATs: 1-5 min), without
+#: making a default run wait 16 minutes. Phones on good networks ask for up to 15-30 minutes:
+#: ``--heartbeat 960`` (``FULL_HEARTBEAT``) tests that length, and the ok finding says so.
+DEFAULT_HEARTBEAT = 300
 #: The heartbeat a phone on a good network asks for (16 minutes; Exchange's own default for
 #: Direct Push sits between 15 and 30): what a real path must hold.
-DEFAULT_HEARTBEAT = 960
+FULL_HEARTBEAT = 960
 #: `--quick`: Exchange's smallest heartbeat. It catches only paths that cut idle connections
 #: within a minute (web proxies, aggressive firewalls), but it takes a minute, not sixteen.
 QUICK_HEARTBEAT = 60
@@ -50,44 +58,84 @@ class Options:
     ns_port: int = 53
     #: Public addresses known from inside (filled from the ddns verdict on inside-out runs).
     public: tuple[str, ...] = field(default_factory=tuple)
+    #: ``--resolve NAME:ADDR``: use these addresses for NAME instead of DNS (as curl does).
+    resolve: tuple[tuple[str, str], ...] = ()
+    #: Where it runs and how (natsync version, command line, host), for the report.
+    context: dict[str, str] = field(default_factory=dict)
 
 
+@runtime_checkable
+class Watcher(Protocol):
+    """What a front end (the terminal) is told while the doctor works."""
+
+    def step(self, text: str, seconds: float | None = None) -> None:
+        """Now doing *text*; it may take up to *seconds* (None: a few steps' timeouts)."""
+
+    def found(self, findings: list[Finding]) -> None:
+        """These findings were just made."""
+
+
+#: Plain progress: a function of the step's text (the findings come with the report).
 Progress = Callable[[str], None]
 
 
-def _quiet(_: str) -> None:
-    return None
+class _Plain:
+    def __init__(self, progress: Progress | None) -> None:
+        self.progress = progress
+
+    def step(self, text: str, seconds: float | None = None) -> None:
+        if self.progress is not None:
+            self.progress(text)
+
+    def found(self, findings: list[Finding]) -> None:
+        return None
 
 
-async def diagnose(options: Options, progress: Progress = _quiet) -> Report:
-    """Run every check that still means something; the report holds every finding."""
+async def diagnose(options: Options, progress: Progress | Watcher | None = None) -> Report:
+    """Run every check that still means something; the report holds every finding.
+    *progress* is told each step (a function of its text, or a :class:`Watcher` that also
+    hears of each finding as it is made)."""
+    watch: Watcher = _Plain(None)
+    if progress is not None:
+        watch = progress if isinstance(progress, Watcher) else _Plain(progress)
     started = time.monotonic()
     target = g.parse_target(options.url)
     report = Report(
         target=target.eas_url,
         mode="inside" if options.config else "outside",
         started_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        context=dict(options.context),
+        config=str(options.config) if options.config is not None else "",
+        on_add=watch.found,
     )
     try:
-        await _run(options, target, report, progress)
+        await _run(options, target, report, watch)
     finally:
         report.duration = time.monotonic() - started
+        report.on_add = None
     return report
 
 
 def _stop(report: Report, reason: str, remaining: list[Check]) -> None:
     report.stopped = reason
-    for check in remaining:
-        report.findings.append(
+    report.add(
+        [
             skip(
                 check,
                 f"{check} not checked",
                 "not run: the run stopped early (the reason is given with the summary)",
             )
-        )
+            for check in remaining
+        ]
+    )
 
 
-async def _run(options: Options, target: g.Target, report: Report, progress: Progress) -> None:
+def _resolved(options: Options, host: str) -> tuple[str, ...]:
+    return tuple(addr for name, addr in options.resolve if name.lower() == host)
+
+
+async def _run(options: Options, target: g.Target, report: Report, watch: Watcher) -> None:
+    progress = watch.step
     public = options.public
     if options.config is not None:
         progress("inside: public address, router mappings, edge pin")
@@ -96,8 +144,21 @@ async def _run(options: Options, target: g.Target, report: Report, progress: Pro
         if inside.nat is not None and inside.nat.address and not public:
             public = (inside.nat.address,)
 
-    progress(f"names: resolving {target.host}")
     email = options.email or (options.user if "@" in options.user else "")
+    forced = _resolved(options, target.host)
+    if forced:
+        report.add(
+            [
+                skip(
+                    Check.NAMES,
+                    f"DNS for {target.host} not checked",
+                    f"--resolve {target.host}:{','.join(forced)} given: the doctor connects "
+                    "there as a phone would once DNS names it (the names checks run when "
+                    "--resolve is left out)",
+                )
+            ]
+        )
+    progress(f"names: resolving {target.host}")
     names = await asyncio.to_thread(
         g.gather_names_sync,
         target,
@@ -108,10 +169,15 @@ async def _run(options: Options, target: g.Target, report: Report, progress: Pro
         timeout=options.timeout,
         ns_port=options.ns_port,
     )
-    report.add(check_names(names))
+    if forced:
+        names = replace(names, literal=True)
+    else:
+        report.add(check_names(names))
     later = [Check.REACH, Check.TLS, Check.HTTP, Check.SESSION, Check.PUSH, Check.AUTODISCOVER]
-    if names.literal:
-        addresses: tuple[str, ...] = (target.host,)
+    if forced:
+        addresses: tuple[str, ...] = forced
+    elif names.literal:
+        addresses = (target.host,)
     else:
         addresses = names.resolver.addresses if names.resolver else ()
     if not addresses:
@@ -128,7 +194,9 @@ async def _run(options: Options, target: g.Target, report: Report, progress: Pro
                 *(g.connect(a, g.SMTP_PORT, options.timeout) for a in mx_addresses)
             )
         )
-    reach = ReachEvidence(tuple(https), tuple(smtp), options.config is not None, public)
+    reach = ReachEvidence(
+        tuple(https), tuple(smtp), options.config is not None, public, _server_port(options)
+    )
     report.add(check_reach(reach))
     open_addresses = [c.address for c in https if c.ok]
     later.remove(Check.REACH)
@@ -182,8 +250,7 @@ async def _run(options: Options, target: g.Target, report: Report, progress: Pro
 
     if not options.user or not options.password:
         reason = "no credentials given (--user and --password or --password-stdin)"
-        for check in later:
-            report.findings.append(skip(check, f"{check} not checked", reason))
+        report.add([skip(check, f"{check} not checked", reason) for check in later])
         return
     client = g.DoctorClient(
         target,
@@ -205,28 +272,118 @@ async def _run(options: Options, target: g.Target, report: Report, progress: Pro
                 later,
             )
             return
+        # Autodiscover before the held Ping: the Ping takes minutes, and everything else is
+        # then already known (and shown, on a terminal) while it waits.
+        progress("autodiscover")
+        auto = None
+        if email:
+            auto = await g.gather_autodiscover(
+                target,
+                open_addresses,
+                options.ca_file,
+                options.user,
+                options.password,
+                email,
+                options.timeout,
+            )
+        report.add(check_autodiscover(auto))
         later.remove(Check.PUSH)
         if options.heartbeat > 0:
-            progress(f"push: holding a Ping for {options.heartbeat} s")
-            push = await g.gather_push(client, inbox, options.heartbeat)
-            report.add(check_push(push))
-        else:
-            report.findings.append(
-                skip(Check.PUSH, "Direct Push path", "not asked for (--heartbeat 0)")
+            progress(
+                f"push: holding a Ping for {options.heartbeat} s (the server answers at the "
+                "heartbeat, if the path carries it)",
+                options.heartbeat + g.ping_grace(options.heartbeat),
             )
+            push = await g.gather_push(client, inbox, options.heartbeat)
+            push = await _measure(push, client, inbox, target, open_addresses[0], options, watch)
+            report.add(check_push(push, full=FULL_HEARTBEAT))
+        else:
+            report.add([skip(Check.PUSH, "Direct Push path", "not asked for (--heartbeat 0)")])
     finally:
         await client.close()
-    progress("autodiscover")
-    if email:
-        auto = await g.gather_autodiscover(
-            target,
-            open_addresses,
-            options.ca_file,
-            options.user,
-            options.password,
-            email,
-            options.timeout,
+        await _remove_device(options, report)
+
+
+async def _measure(
+    push: PushEvidence,
+    client: g.DoctorClient,
+    inbox: str,
+    target: g.Target,
+    address: str,
+    options: Options,
+    watch: Watcher,
+) -> PushEvidence:
+    """Where the path cuts, when the held Ping did not survive: seen directly when the path
+    closed the Ping itself, else bracketed with idle probes below the heartbeat, and with
+    held Pings where the idle probes cannot reach (the far end closes idle connections)."""
+    if push.outcome == "cut":
+        cut = CutEvidence(
+            max(0.0, push.seconds - CLOSED_PRECISION),
+            push.seconds,
+            CLOSED_PRECISION,
+            seconds=0.0,
+            method="closed",
         )
-        report.add(check_autodiscover(auto))
-    else:
-        report.add(check_autodiscover(None))
+        return replace(push, measured=cut)
+    if push.outcome != "silent":
+        return push
+    watch.step("push: the Ping's answer was lost; measuring where the path cuts idle connections")
+    measured = await g.measure_cut(
+        target,
+        address,
+        options.ca_file,
+        g.basic_authorization(options.user, options.password),
+        float(push.heartbeat),
+        options.timeout,
+        watch.step,
+    )
+    if not measured.within:
+        measured = await g.ping_bisect(client, inbox, measured, float(push.heartbeat), watch.step)
+    return replace(push, measured=measured)
+
+
+def _server_port(options: Options) -> int | None:
+    """Where the router should forward to, from an inside-out run's config: the edge's
+    listener when the file has an [edge] (phones reach the edge), else [server] port."""
+    if options.config is None:
+        return None
+    tables = g.read_toml_tables(options.config)
+    if "edge" in tables:
+        from natsync.edge.config import load_edge_config, split_hostport
+
+        return split_hostport(load_edge_config(options.config).listen, "edge.listen")[1]
+    if "server" in tables:
+        from natsync.config import load_config
+
+        return load_config(options.config).port
+    return None
+
+
+async def _remove_device(options: Options, report: Report) -> None:
+    """Inside-out, with the server's store at hand: the doctor's test device leaves the
+    account again (outside runs cannot reach the store; the device is marked as the
+    doctor's there, and `natsync device list` leaves it out)."""
+    if options.config is None or "server" not in g.read_toml_tables(options.config):
+        return
+    from natsync.errors import NatsyncError
+
+    try:
+        done = await asyncio.to_thread(g.remove_doctor_device, options.config, options.user)
+    except (NatsyncError, OSError) as exc:
+        report.add(
+            [
+                Finding(
+                    Check.SESSION,
+                    Severity.WARN,
+                    "The doctor's test device could not be removed again",
+                    (str(exc),),
+                    "It stays on the account, marked as the doctor's (DeviceType "
+                    f"{DOCTOR_DEVICE_TYPE}); `natsync device list` leaves it out.",
+                    f"`natsync device remove {DOCTOR_DEVICE_ID} --user {shlex.quote(options.user)}`"
+                    " with the server's --store or --data-dir.",
+                )
+            ]
+        )
+        return
+    if done:
+        report.add([ok(Check.SESSION, "The doctor's test device was removed again", done)])

@@ -55,7 +55,9 @@ OLD_PROTOCOLS = frozenset({"SSLv3", "TLSv1", "TLSv1.1"})
 
 _FIX_NAMES = (
     "Issue a certificate whose subjectAltName lists {name}: from natsync's private CA "
-    "`natsync cert issue {flag} {name}` (phones must trust the CA: `natsync cert export-ca`), "
+    "`natsync cert issue {flag} {name}` (phones must trust the CA: `natsync cert export-ca -o "
+    "natsync-ca.pem`, for iPhones `natsync cert export-ca --format mobileconfig -o "
+    "natsync-ca.mobileconfig`), "
     "or from a public CA / ACME for the public name. Set it as server.tls_cert / "
     "server.tls_key, or as the edge's certificate when TLS ends at the edge (SSL bridging: the "
     "edge presents the public name, the server keeps its own)."

@@ -1,6 +1,7 @@
 """Direct Push timeout: the router forgets idle connections sooner than the phone's heartbeat,
-so the answer to a held Ping never reaches the phone and push stops; the doctor finds the cut;
-the server's max_idle_path_seconds caps the heartbeat below it and push works again."""
+so the answer to a held Ping never reaches the phone and push stops; the doctor measures the
+cut and advises server.max_idle_path_seconds below it; with the advice applied the heartbeat is
+capped below the cut and push works again."""
 
 from __future__ import annotations
 
@@ -18,6 +19,9 @@ HEARTBEAT = 10
 MAIL_AFTER = 9.0
 #: Shortest heartbeat the lab's server accepts, so the cap (ROUTER_IDLE - 5 s) is allowed.
 HEARTBEAT_MIN = 2
+#: Seconds the measured bracket may miss the router's timeout by: the router's idle clock
+#: starts at the last packet (the phone's ACK of the answer), the probe's when it read it.
+TIMING_SLACK = 0.2
 
 
 def run(world: World, narr: Narration) -> None:
@@ -44,7 +48,7 @@ def run(world: World, narr: Narration) -> None:
     )
     report = world.doctor_from_phone(heartbeat=HEARTBEAT)
     narr.reports["cut"] = report
-    expect_finding(
+    found = expect_finding(
         narr,
         "The doctor holds a Ping the same way and finds the cut",
         report,
@@ -52,9 +56,42 @@ def run(world: World, narr: Narration) -> None:
         expect_ok=False,
         cause=True,
     )
+    data = found.get("data", {}) if found else {}
+    cut = data.get("idle_cut") or {}
+    survived, cut_at = float(cut.get("survived", 0)), float(cut.get("cut", 0))
+    narr.expect(
+        f"The doctor measures the cut: the router's {ROUTER_IDLE} s lies in its bracket (longest "
+        "idle that survived, shortest that did not), within its stated precision",
+        expect_ok=True,
+        seen_ok=bool(cut)
+        and survived - TIMING_SLACK <= ROUTER_IDLE <= cut_at + TIMING_SLACK
+        and cut_at - survived <= float(cut.get("precision", 0)),
+        detail=(
+            f"survived {survived:.2f} s, cut at {cut_at:.2f} s, precision "
+            f"{float(cut.get('precision', 0)):.2f} s"
+            if cut
+            else "no measured cut in the doctor's push finding"
+        ),
+    )
+    advice = {
+        key.removeprefix("server."): value for key, value in (data.get("advice") or {}).items()
+    }
+    narr.expect(
+        f"It advises server.max_idle_path_seconds below the cut ({ROUTER_IDLE} s)",
+        expect_ok=True,
+        seen_ok=0 < int(advice.get("max_idle_path_seconds", 0)) < ROUTER_IDLE + TIMING_SLACK
+        and "max_idle_path_seconds" in (found or {}).get("fix", ""),
+        detail=", ".join(f"{k} = {v}" for k, v in advice.items()) or "no advice",
+    )
+    if not advice:
+        return
 
-    world.start_server(**public, max_idle_path_seconds=ROUTER_IDLE)
-    narr.note(f"server: max_idle_path_seconds = {ROUTER_IDLE} (the heartbeat is capped below it)")
+    world.start_server(**{**public, **advice})
+    narr.note(
+        "server: the doctor's advice applied: "
+        + ", ".join(f"{k} = {v}" for k, v in advice.items())
+        + " (the heartbeat is capped below the cut)"
+    )
     subject = f"push {secrets.token_hex(3)}"
     pushed = world.phone_push(HEARTBEAT, subject, MAIL_AFTER)
     push = pushed.get("push", {})
