@@ -203,7 +203,9 @@ def test_natsync_server_serves_from_the_postgresql_store(pg_url: str, tmp_path: 
         assert url.startswith("http://127.0.0.1:"), banner
         assert f"(store {pg_url})" in banner
 
-        options = urllib.request.Request(url, method="OPTIONS")
+        options = urllib.request.Request(
+            url, method="OPTIONS", headers={"Authorization": _basic("bob", "bobs-password")}
+        )
         with urllib.request.urlopen(options, timeout=5) as response:
             assert response.status == 200
             assert "16.1" in response.headers["MS-ASProtocolVersions"]

@@ -1,4 +1,4 @@
-"""`natsync server` as a real process: starts from a config file, answers OPTIONS, stops on
+"""`natsync server` as a real process: starts from a config file, challenges OPTIONS, stops on
 SIGTERM."""
 
 from __future__ import annotations
@@ -9,8 +9,11 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
+
+import pytest
 
 
 def test_natsync_server_serves_and_stops(tmp_path: Path) -> None:
@@ -37,9 +40,11 @@ def test_natsync_server_serves_and_stops(tmp_path: Path) -> None:
             url = m.group(1) if m else ""
         assert url.startswith("http://127.0.0.1:")
         request = urllib.request.Request(url, method="OPTIONS")
-        with urllib.request.urlopen(request, timeout=5) as response:
-            assert response.status == 200
-            assert "16.1" in response.headers["MS-ASProtocolVersions"]
+        with pytest.raises(urllib.error.HTTPError) as anonymous:
+            urllib.request.urlopen(request, timeout=5)  # no user yet: the Basic challenge
+        assert anonymous.value.code == 401
+        assert anonymous.value.headers["WWW-Authenticate"].startswith("Basic realm=")
+        anonymous.value.close()
         assert (tmp_path / "data" / "natsync.db").exists()
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -17,7 +17,7 @@ OTHER_SOURCE = "127.0.0.7"
 
 
 async def _options(port: int, source: str, forwarded: str) -> int:
-    """One OPTIONS from *source* carrying *forwarded* as X-Forwarded-For; the HTTP status."""
+    """One anonymous OPTIONS (answered 401) from *source* with *forwarded*; the HTTP status."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
     writer.write(
         b"OPTIONS /Microsoft-Server-ActiveSync HTTP/1.1\r\nHost: localhost\r\n"
@@ -44,8 +44,8 @@ async def test_forwarded_for_counts_only_from_a_trusted_proxy(
     caplog.set_level(logging.INFO, logger="natsync.server.access")
     client = await make_client(trusted_proxies=("127.0.0.1",))
     port = client.server.port
-    assert await _options(port, "127.0.0.1", "198.51.100.1, 203.0.113.9") == 200
-    assert await _options(port, OTHER_SOURCE, "203.0.113.66") == 200
+    assert await _options(port, "127.0.0.1", "198.51.100.1, 203.0.113.9") == 401
+    assert await _options(port, OTHER_SOURCE, "203.0.113.66") == 401
     # The proxy's own entry is the last one; what a client put before it is not believed.
     assert _remotes(caplog) == ["203.0.113.9", OTHER_SOURCE]
 
@@ -55,7 +55,7 @@ async def test_forwarded_for_is_ignored_without_trusted_proxies(
 ) -> None:
     caplog.set_level(logging.INFO, logger="natsync.server.access")
     client = await make_client()
-    assert await _options(client.server.port, "127.0.0.1", "203.0.113.9") == 200
+    assert await _options(client.server.port, "127.0.0.1", "203.0.113.9") == 401
     assert _remotes(caplog) == ["127.0.0.1"]
 
 

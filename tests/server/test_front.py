@@ -26,7 +26,12 @@ from tests.server.test_http import _deliver_in
 from tests.server.test_ping import ping_body, synced, until
 
 AUTH = "Basic " + base64.b64encode(f"alice:{PASSWORD}".encode()).decode()
-OPTIONS = b"OPTIONS /Microsoft-Server-ActiveSync HTTP/1.1\r\nHost: x\r\n\r\n"
+#: An authenticated OPTIONS (an anonymous one is answered 401, as Exchange does).
+OPTIONS = (
+    b"OPTIONS /Microsoft-Server-ActiveSync HTTP/1.1\r\nHost: x\r\nAuthorization: "
+    + AUTH.encode()
+    + b"\r\n\r\n"
+)
 CHUNKED = b"Transfer-Encoding: chunked\r\n\r\n"
 AUTODISCOVER = (
     b'<?xml version="1.0" encoding="utf-8"?>'
@@ -156,13 +161,15 @@ async def test_heads_that_cannot_be_trusted_are_refused_and_closed(
 
 async def test_http_1_0_is_answered_in_kind_and_closed(client: Client, connect: Connect) -> None:
     reader, writer = await connect(client)
-    writer.write(b"OPTIONS /Microsoft-Server-ActiveSync HTTP/1.0\r\n\r\n")
+    writer.write(OPTIONS.replace(b"HTTP/1.1\r\nHost: x", b"HTTP/1.0"))
     status, headers, _ = await read_response(reader)
     assert status == b"HTTP/1.0 200 OK"
     assert headers["ms-asprotocolversions"]
     assert await reader.read() == b""
     reader, writer = await connect(client)
-    writer.write(b"OPTIONS /Microsoft-Server-ActiveSync HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+    writer.write(
+        OPTIONS.replace(b"HTTP/1.1\r\nHost: x", b"HTTP/1.0\r\nConnection: keep-alive")
+    )
     status, headers, _ = await read_response(reader)
     assert headers["connection"] == "keep-alive"
     writer.write(OPTIONS)

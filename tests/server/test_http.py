@@ -292,6 +292,53 @@ async def test_options_checks_credentials_when_given(client: Client) -> None:
     assert wrong.headers["WWW-Authenticate"] == 'Basic realm="natsync"'
 
 
+@pytest.mark.parametrize("method", ["OPTIONS", "GET"])
+async def test_anonymous_options_and_get_are_challenged_as_exchange_does(
+    client: Client, method: str
+) -> None:
+    """MS-ASHTTP 2.2.3 / what IIS answers: no credentials -> 401 with the Basic challenge and
+    none of the protocol headers (an analyzer takes a 200 for anonymous access)."""
+    client.auth = ""
+    answer = await client.raw("", method=method, headers={"Authorization": ""})
+    assert answer.status == 401
+    assert answer.headers["WWW-Authenticate"] == 'Basic realm="natsync"'
+    assert "MS-ASProtocolVersions" not in answer.headers
+    assert "MS-ASProtocolCommands" not in answer.headers
+    client.auth = basic()
+    answer = await client.raw("", method=method)
+    if method == "GET":
+        assert answer.status == 405
+        assert answer.headers["Allow"] == "OPTIONS,POST"
+    else:
+        assert answer.status == 200
+        assert answer.headers["X-MS-RP"] == answer.headers["MS-ASProtocolVersions"]
+
+
+async def test_x_ms_rp_on_the_first_provision_only_until_the_server_changes(
+    client: Client, store: Store
+) -> None:
+    """X-MS-RP names the versions on a device's first Provision (and again after an upgrade
+    changed what is served), so the phone asks OPTIONS again for the command list."""
+    ns = "Provision"
+    policy = E(ns, "Policy", E(ns, "PolicyType", "MS-EAS-Provisioning-WBXML"))
+    first = await client.cmd("Provision", E(ns, "Provision", E(ns, "Policies", policy)))
+    assert first.status == 200
+    assert first.headers["X-MS-RP"] == "12.1,14.0,14.1,16.0,16.1"
+    again = await client.cmd("Provision", E(ns, "Provision", E(ns, "Policies", policy)))
+    assert "X-MS-RP" not in again.headers
+
+    def forget(txn: Txn) -> None:  # what an upgrade looks like: the device was told less
+        user = txn.get_user("alice")
+        assert user is not None
+        device = txn.get_device(user.id, client.device)
+        assert device is not None
+        txn.set_device_setting(device.id, "provision.announced", "12.1,14.0;Sync")
+
+    await store.run(forget)
+    upgraded = await client.cmd("Provision", E(ns, "Provision", E(ns, "Policies", policy)))
+    assert upgraded.headers["X-MS-RP"] == "12.1,14.0,14.1,16.0,16.1"
+
+
 async def test_newer_ping_ends_the_older_one(make_client: ServerFactory, store: Store) -> None:
     client = await make_client()
     await client.provision()

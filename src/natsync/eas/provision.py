@@ -8,6 +8,10 @@ Phase 2: the client acknowledges that key (Policy with PolicyKey and Status); we
 Remote wipe (MS-ASPROV 3.2.5.1.2): while a wipe is pending, every other command is refused with
 "provision again" and the Provision answer carries RemoteWipe (or, for 16.1, the account-only
 AccountOnlyRemoteWipe) instead of a policy; the client's acknowledgement is recorded.
+
+``X-MS-RP`` (the versions the server speaks, as Exchange sends it): on a device's first
+Provision, and again on the first Provision after the versions or the command set changed (an
+upgrade), so that the phone asks OPTIONS again and learns the new command list.
 """
 
 from __future__ import annotations
@@ -19,11 +23,13 @@ from natsync.eas.context import Context, Response
 from natsync.eas.errors import EasError
 from natsync.eas.settings import apply_device_information
 from natsync.eas.status import Common, PolicyStatus, ProvisionStatus
-from natsync.eas.versions import V14_1, V16_1
+from natsync.eas.versions import V14_1, V16_1, supported_header
 from natsync.store.api import WipeState
 from natsync.wbxml import E, Element
 
 NS = "Provision"
+#: Device setting: the versions and commands the device was last told of with X-MS-RP.
+ANNOUNCED_SETTING = "provision.announced"
 #: Largest policy key: an unsigned 32-bit integer (MS-ASPROV 2.2.2.42); 0 means "none".
 MAX_POLICY_KEY = 0xFFFFFFFF
 
@@ -33,6 +39,23 @@ def _new_key() -> int:
 
 
 def handle(ctx: Context) -> Response:
+    response = _handle(ctx)
+    announce_versions(ctx, response)
+    return response
+
+
+def announce_versions(ctx: Context, response: Response) -> None:
+    """X-MS-RP on *response* when this device has not yet been told of what we serve now."""
+    from natsync.eas.dispatch import supported_commands  # dispatch imports this module
+
+    served = f"{supported_header()};{supported_commands()}"
+    if ctx.txn.get_device_setting(ctx.device.id, ANNOUNCED_SETTING) == served:
+        return
+    ctx.txn.set_device_setting(ctx.device.id, ANNOUNCED_SETTING, served)
+    response.headers["X-MS-RP"] = supported_header()
+
+
+def _handle(ctx: Context) -> Response:
     body = ctx.body
     if body is None or body.tag != "Provision" or body.namespace != NS:
         raise EasError("Provision needs a Provision body", status=ProvisionStatus.PROTOCOL_ERROR)

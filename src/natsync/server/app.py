@@ -4,7 +4,10 @@ command; served by natsync's own HTTP/1.1 front (:mod:`natsync.server.front`, wh
 
 Routes (paths matched without regard to case, as IIS does):
 
-* ``OPTIONS /Microsoft-Server-ActiveSync``: versions and commands we serve (MS-ASHTTP 2.2.3).
+* ``OPTIONS /Microsoft-Server-ActiveSync``: versions and commands we serve (MS-ASHTTP 2.2.3),
+  to an authenticated client; without credentials it and ``GET`` answer 401 with the Basic
+  challenge, as Exchange (IIS) does: phones answer the challenge with their credentials, and
+  connectivity testers take a 200 for "anonymous access enabled".
 * ``POST /Microsoft-Server-ActiveSync?<query>``: a command (plain or base64 query form).
 * ``POST /autodiscover/autodiscover.xml``: Autodiscover, mobilesync schema.
 
@@ -257,7 +260,7 @@ class EasApp:
     async def route(self, request: HttpRequest) -> Reply | Hold:
         path = request.path.rstrip("/").lower()
         if path == EAS_PATH:
-            if request.method == "OPTIONS":
+            if request.method in ("OPTIONS", "GET"):
                 return await self.options(request)
             if request.method == "POST":
                 return await self.post(request)
@@ -271,26 +274,29 @@ class EasApp:
     # -- OPTIONS
 
     async def options(self, request: HttpRequest) -> Reply:
-        """Versions and commands. Without credentials this is open discovery (what doctor and
-        proxies probe); with credentials they are checked, because phones validate an account
-        at setup with an authenticated OPTIONS and must not be told a wrong password works."""
+        """Versions and commands, to an authenticated client only (MS-ASHTTP 2.2.3; Exchange
+        answers an anonymous OPTIONS or GET with 401 and its Basic challenge, and phones and
+        analyzers rely on that). An authenticated GET is 405 (only OPTIONS and POST are
+        served here)."""
         line = self._line(request)
-        authorization = request.headers.get("Authorization")
-        if authorization is not None:
-            auth = await self.auth.authenticate(authorization, line.remote)
-            if auth.user is None:
-                headers = self._challenge() if auth.http_status == 401 else {"Retry-After": "60"}
-                self._log(line, auth.http_status, cmd="OPTIONS", user=auth.name)
-                return Reply(auth.http_status, headers)
+        auth = await self.auth.authenticate(request.headers.get("Authorization"), line.remote)
+        if auth.user is None:
+            headers = self._challenge() if auth.http_status == 401 else {"Retry-After": "60"}
+            self._log(line, auth.http_status, cmd=request.method, user=auth.name)
+            return Reply(auth.http_status, headers)
+        if request.method == "GET":
+            self._log(line, 405, cmd="GET", user=auth.user.name)
+            return Reply(405, {"Allow": "OPTIONS,POST"})
         headers = {
             "Allow": "OPTIONS,POST",
             "Public": "OPTIONS,POST",
             "MS-Server-ActiveSync": SERVER_VERSION,
             "MS-ASProtocolVersions": supported_header(),
             "MS-ASProtocolCommands": dispatch.supported_commands(),
+            "X-MS-RP": supported_header(),
             "Cache-Control": "private",
         }
-        self._log(line, 200, cmd="OPTIONS")
+        self._log(line, 200, cmd="OPTIONS", user=auth.user.name)
         return Reply(200, headers)
 
     # -- POST
