@@ -107,7 +107,9 @@ def _availability_span(options: Element | None) -> tuple[datetime, datetime] | N
     return start, end
 
 
-def _match(users: list[User], name: str) -> list[User]:
+def match_users(users: list[User], name: str) -> list[User]:
+    """The users *name* means: by address or login exactly, else by a part of the display
+    name (SendMail resolves bare recipients with this too)."""
     wanted = name.strip().lower()
     exact = [u for u in users if wanted in (u.email.lower(), u.name.lower())]
     if exact:
@@ -137,7 +139,7 @@ def handle(ctx: Context) -> Response:
     users = ctx.txn.list_users()
     root = E(NS, "ResolveRecipients", E(NS, "Status", S.SUCCESS))
     for name in names:
-        candidates = _match(users, name)
+        candidates = match_users(users, name)
         found = candidates[:limit]
         status = (
             S.SUCCESS if len(candidates) == 1 else S.AMBIGUOUS if candidates else S.NOT_RESOLVED

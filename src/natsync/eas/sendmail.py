@@ -12,17 +12,20 @@ nothing again (MS-ASCMD 2.2.3.27: ClientId exists to prevent duplicate messages)
 
 from __future__ import annotations
 
+import email.utils
 import json
+from collections.abc import Sequence
 from dataclasses import replace
 
 from natsync.eas.context import Context, Response
 from natsync.eas.errors import EasError
+from natsync.eas.resolverecipients import match_users
 from natsync.eas.status import Common
 from natsync.eas.versions import V14_0
 from natsync.mail import compose, relay
 from natsync.mail.errors import MailError
 from natsync.mail.mime import parse_message
-from natsync.store.api import FolderType
+from natsync.store.api import FolderType, User
 
 NS = "ComposeMail"
 #: ClientIds remembered per device to recognise a retransmitted send.
@@ -91,10 +94,26 @@ def _send(ctx: Context, cmd: str) -> Response:
                 mime = compose.build_smart_forward(mime, original_raw, replace_mime)
         except MailError as exc:
             raise _fail(cmd, Common.INVALID_MIME) from exc
+    queued = send_mime(ctx, cmd, mime, save=save, extra_recipients=forwardees)
+    return Response(status=1, outbound_queued=queued)
+
+
+def send_mime(
+    ctx: Context, cmd: str, mime: bytes, *, save: bool, extra_recipients: Sequence[str] = ()
+) -> bool:
+    """Send *mime* as the user (in the caller's transaction): bare logins in To / Cc / Bcc
+    resolved to addresses, local recipients delivered, remote ones queued, the Sent Items copy
+    saved when *save*. True when outbound mail was queued (the relay is kicked after commit).
+    Raises EasError with the ComposeMail status (116 unresolvable recipient, 119 none, 107)."""
     try:
+        mime = resolve_bare_recipients(ctx, mime)
         out = compose.prepare_outgoing(
-            mime, ctx.user.email, ctx.user.display_name, ctx.now, extra_recipients=forwardees
+            mime, ctx.user.email, ctx.user.display_name, ctx.now, extra_recipients=extra_recipients
         )
+    except UnresolvedRecipient as exc:
+        raise EasError(
+            f"{cmd}: no user is called {exc.name!r}", status=Common.MESSAGE_RECIPIENT_UNRESOLVED
+        ) from exc
     except MailError as exc:
         status = (
             Common.MESSAGE_HAS_NO_RECIPIENT if "recipient" in exc.message else Common.INVALID_MIME
@@ -107,7 +126,82 @@ def _send(ctx: Context, cmd: str) -> Response:
         sent = ctx.txn.folder_by_type(ctx.user.id, FolderType.SENT_ITEMS)
         copy = replace(parse_message(out.sent_copy, ctx.now), read=True)
         ctx.txn.add_message(sent.id, copy)
-    return Response(status=1, outbound_queued=result.outbound_id is not None)
+    return result.outbound_id is not None
+
+
+class UnresolvedRecipient(ValueError):
+    """A recipient without "@" that names no user (or more than one)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
+
+
+def resolve_bare_recipients(ctx: Context, mime: bytes) -> bytes:
+    """*mime* with every bare name in To / Cc / Bcc (``To: demo``, no "@") replaced by the
+    address of the one local user it names, matched as ResolveRecipients matches (login,
+    address, display name); UnresolvedRecipient when it names nobody or several.
+
+    Only the header block is rewritten; a message without bare names is returned unchanged."""
+    head, sep, rest = _split_head(mime)
+    if not sep:
+        return mime
+    newline = b"\r\n" if b"\r\n" in head else b"\n"
+    changed = False
+    users: list[User] | None = None
+    out: list[bytes] = []
+    for field_lines in _fields(head):
+        name, _, value_bytes = b" ".join(field_lines).partition(b":")
+        if name.strip().lower() not in (b"to", b"cc", b"bcc"):
+            out.append(newline.join(field_lines))
+            continue
+        value = value_bytes.decode("utf-8", "replace")
+        pairs = email.utils.getaddresses([value])
+        if all("@" in addr for _, addr in pairs if addr):
+            out.append(newline.join(field_lines))
+            continue
+        if users is None:
+            users = ctx.txn.list_users()
+        resolved: list[str] = []
+        for display, addr in pairs:
+            if not addr:
+                continue
+            if "@" in addr:
+                resolved.append(email.utils.formataddr((display, addr), "utf-8"))
+                continue
+            matches = match_users(users, addr)
+            if len(matches) != 1:
+                raise UnresolvedRecipient(addr)
+            user = matches[0]
+            resolved.append(
+                email.utils.formataddr((display or user.display_name, user.email), "utf-8")
+            )
+        out.append(name.strip() + b": " + ", ".join(resolved).encode())
+        changed = True
+    if not changed:
+        return mime
+    return newline.join(out) + sep + rest
+
+
+def _fields(head: bytes) -> list[list[bytes]]:
+    """The header block's fields, each as its lines (a folded field has several)."""
+    fields: list[list[bytes]] = []
+    for raw_line in head.split(b"\n"):
+        line = raw_line.removesuffix(b"\r")
+        if line[:1] in (b" ", b"\t") and fields:
+            fields[-1].append(line)
+        elif line:
+            fields.append([line])
+    return fields
+
+
+def _split_head(mime: bytes) -> tuple[bytes, bytes, bytes]:
+    """(header block, the blank line, the body) of *mime*; sep is b"" when there is no body."""
+    for sep in (b"\r\n\r\n", b"\n\n"):
+        at = mime.find(sep)
+        if at >= 0:
+            return mime[:at], sep, mime[at + len(sep) :]
+    return mime, b"", b""
 
 
 def handle_sendmail(ctx: Context) -> Response:

@@ -566,12 +566,14 @@ def _client_command(
     if codec is not None:
         return _item_command(ctx, codec, folder, req, cmd, known, effects)
     if cmd.tag == "Add":
-        return _client_add(ctx, folder, cmd, known)
+        return _client_add(ctx, folder, cmd, known, effects)
     sid = cmd.child_text("ServerId", NS) or ""
     msg = txn.get_message(ctx.user.id, sid) if sid else None
     if msg is None or msg.folder_id != folder.id:
         known.pop(sid, None)
         return _reply(cmd.tag, sid, SyncStatus.OBJECT_NOT_FOUND)
+    if cmd.tag == "Change" and folder.type == FolderType.DRAFTS and ctx.version >= V16_0:
+        return _draft_change(ctx, folder, msg, cmd, known, effects)
     if cmd.tag == "Change":
         appdata = cmd.find("ApplicationData", NS)
         if appdata is None:
@@ -734,9 +736,11 @@ class Pending:
     skipped: dict[str, int] = field(default_factory=dict)
 
 
-def _client_add(ctx: Context, folder: Folder, cmd: Element, known: dict[str, int]) -> Element:
-    """A draft written on the phone (16.0+, Drafts only); other email Adds are refused with
-    Status 6 (email arrives by SMTP and SendMail, not by Sync)."""
+def _client_add(
+    ctx: Context, folder: Folder, cmd: Element, known: dict[str, int], effects: Effects
+) -> Element:
+    """A draft written on the phone (16.0+, Drafts only; natsync.eas.drafts); other email Adds
+    are refused with Status 6 (email arrives by SMTP and SendMail, not by Sync)."""
     client_id = cmd.child_text("ClientId", NS) or ""
     out = E(NS, "Add", E(NS, "ClientId", client_id))
     appdata = cmd.find("ApplicationData", NS)
@@ -744,14 +748,49 @@ def _client_add(ctx: Context, folder: Folder, cmd: Element, known: dict[str, int
         out.add(NS, "Status", SyncStatus.CONVERSION_ERROR)
         return out
     try:
-        msg = drafts.add_draft(ctx, folder, appdata)
-    except (drafts.DraftError, MailError):
+        result = drafts.add_draft(ctx, folder, appdata)
+    except (drafts.DraftError, MailError, EasError):
         out.add(NS, "Status", SyncStatus.CONVERSION_ERROR)
         return out
-    known[msg.server_id] = msg.modseq  # the phone has it: never send it back as an Add
-    out.add(NS, "ServerId", msg.server_id)
+    effects.outbound_queued |= result.outbound_queued
+    if result.message is not None:
+        known[result.message.server_id] = result.message.modseq  # never sent back as an Add
+        out.add(NS, "ServerId", result.message.server_id)
     out.add(NS, "Status", SyncStatus.SUCCESS)
+    data = result.response_data()
+    if data is not None:
+        out.append(data)
     return out
+
+
+def _draft_change(
+    ctx: Context,
+    folder: Folder,
+    msg: Message,
+    cmd: Element,
+    known: dict[str, int],
+    effects: Effects,
+) -> Element | None:
+    """A Change (or Send) of a draft (natsync.eas.drafts): the old ServerId is deleted and the
+    new draft added, both sent to this phone in the same answer."""
+    appdata = cmd.find("ApplicationData", NS)
+    if appdata is None:
+        return _reply("Change", msg.server_id, SyncStatus.PROTOCOL_ERROR)
+    try:
+        change = eas_email.apply_email_change(appdata)
+        result = drafts.change_draft(ctx, folder, msg, appdata)
+    except (drafts.DraftError, MailError, EasError):
+        return _reply("Change", msg.server_id, SyncStatus.CONVERSION_ERROR)
+    effects.outbound_queued |= result.outbound_queued
+    new = result.message
+    if new is not None and change.flag is not None:
+        new = ctx.txn.set_flag(new.id, change.flag)
+    if new is not None and change.categories is not None:
+        ctx.txn.set_categories(new.id, change.categories)
+    data = result.response_data()
+    if data is None:
+        return None
+    return E(NS, "Change", E(NS, "ServerId", msg.server_id), E(NS, "Status", 1), data)
 
 
 def cutoff(filter_type: int, now: datetime) -> datetime | None:
