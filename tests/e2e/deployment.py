@@ -84,7 +84,9 @@ async def deployment(tmp_path: Path, store: Store | None = None) -> AsyncIterato
     relay = Relay(store, SmartHost("127.0.0.1", smarthost_port), hostname="localhost")
     relay.start()
     server = await start_server(config, store, relay=relay)
-    smtp = await start_smtp_server(store, "127.0.0.1", 0, (DOMAIN,), hostname="localhost")
+    smtp = await start_smtp_server(
+        store, "127.0.0.1", 0, (DOMAIN,), hostname="localhost", relay=relay
+    )
     try:
         yield Deployment(
             url=f"https://localhost:{server.port}",

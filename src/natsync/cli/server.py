@@ -46,7 +46,7 @@ async def serve(config: ServerConfig, ready: Any = None) -> None:
         if config.smtp_listen:
             host, _, port = config.smtp_listen.rpartition(":")
             smtp = await start_smtp_server(
-                store, host, int(port), config.domains, hostname=config.hostname
+                store, host, int(port), config.domains, hostname=config.hostname, relay=relay
             )
         if ready is not None:
             ready(server, smtp)

@@ -274,7 +274,9 @@ async def serve(
             relay = Relay(store, SmartHost(relay_host, int(relay_port)), hostname="localhost")
             relay.start()
         server = await start_server(config, store, relay=relay)
-        smtp = await start_smtp_server(store, host, smtp_port, config.domains, hostname="localhost")
+        smtp = await start_smtp_server(
+            store, host, smtp_port, config.domains, hostname="localhost", relay=relay
+        )
         url_host = _url_host(host)
         server_url = f"https://{url_host}:{server.port}"
         if edge_port is not None:

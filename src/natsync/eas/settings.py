@@ -1,7 +1,8 @@
 """Settings (MS-ASCMD 2.2.1.18): DeviceInformation Set, UserInformation Get, Oof Get/Set,
 DevicePassword Set (acknowledged, not stored: we never hold device passwords).
 
-Out-of-office settings are kept per user as one JSON document in the user's settings.
+Out-of-office settings are kept per user as one JSON document in the user's settings;
+natsync.mail.oof answers incoming mail from them (RFC 3834 automatic replies).
 """
 
 from __future__ import annotations
@@ -110,6 +111,8 @@ def _oof_set(ctx: Context, new: Element) -> Element:
                     "reply": reply,
                     "body_type": message.child_text("BodyType", NS) or "Text",
                 }
+    # A new OOF period: natsync.mail.oof answers each sender once per period.
+    oof["since"] = ctx.now.isoformat()
     ctx.txn.set_user_setting(ctx.user.id, OOF_KEY, json.dumps(oof))
     return E(NS, "Oof", E(NS, "Status", SettingsStatus.SUCCESS))
 

@@ -55,7 +55,7 @@ from typing import Any
 
 import aiosmtplib
 
-from natsync.mail import imip
+from natsync.mail import imip, oof
 from natsync.mail.dkim import DkimSigner
 from natsync.mail.mime import header_text, parse_bytes, parse_message
 from natsync.store.api import (
@@ -132,11 +132,20 @@ def _domain(address: str) -> str:
     return address.rpartition("@")[2].strip().lower()
 
 
-def deliver_to_inbox(txn: Txn, user: User, message: NewMessage) -> None:
-    """Put *message* into *user*'s Inbox (one store call; the caller owns the transaction)."""
+def deliver_to_inbox(
+    txn: Txn, user: User, message: NewMessage, *, envelope_sender: str | None = None
+) -> bool:
+    """Put *message* into *user*'s Inbox (one store call; the caller owns the transaction).
+
+    *envelope_sender* (MAIL FROM; "" for the null sender) marks a live delivery, which the
+    user's out-of-office may answer (natsync.mail.oof); None (imports, bounces, notices) never
+    gets an answer. True when an answer was queued for the relay (kick it after commit)."""
     inbox = txn.folder_by_type(user.id, FolderType.INBOX)
     txn.add_message(inbox.id, message)
     imip.on_delivery(txn, user, message)  # an invitation also lands in the Calendar
+    if envelope_sender is None:
+        return False
+    return oof.on_delivery(txn, user, message, envelope_sender)
 
 
 def save_sent_copy(txn: Txn, user: User, sent_copy: bytes, now: datetime) -> Message:
@@ -170,7 +179,7 @@ def _route(
             continue
         if parsed is None:
             parsed = parse_message(raw, now)
-        deliver_to_inbox(txn, user, parsed)
+        deliver_to_inbox(txn, user, parsed, envelope_sender=sender)
         delivered.append(rcpt)
     outbound_id = None
     if queued:
@@ -464,10 +473,9 @@ class Relay:
         host = self._smarthost
         outcome = _Outcome()
         try:
-            refused, _ = await aiosmtplib.send(
-                item.raw if self._dkim is None else self._dkim.sign(item.raw),
-                sender=item.sender,
-                recipients=list(item.recipients),
+            # The client itself, not aiosmtplib.send: that refuses the null sender, which
+            # automatic replies use (RFC 3834 section 3.3, natsync.mail.oof).
+            client = aiosmtplib.SMTP(
                 hostname=host.host,
                 port=host.port,
                 username=host.username,
@@ -478,6 +486,9 @@ class Relay:
                 start_tls=host.starttls,
                 tls_context=host.tls_context,
             )
+            raw = item.raw if self._dkim is None else self._dkim.sign(item.raw)
+            async with client:
+                refused, _ = await client.sendmail(item.sender, list(item.recipients), raw)
         except aiosmtplib.SMTPRecipientsRefused as exc:
             for refusal in exc.recipients:
                 target = outcome.permanent if refusal.code >= 500 else outcome.temporary

@@ -97,21 +97,25 @@ class SmtpServerHandle:
         await self._server.wait_closed()
 
 
-_Item = tuple[list[str], NewMessage, "asyncio.Future[int]"]
+_Item = tuple[list[str], NewMessage, "asyncio.Future[int]", str]
 
 
 class _GroupCommit:
     """Delivers messages in as few store transactions as the load allows (see the docstring)."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, queued: Callable[[], object] | None = None) -> None:
         self._store = store
         self._pending: list[_Item] = []
         self._task: asyncio.Task[None] | None = None
+        #: Called after a commit that queued outbound mail (an out-of-office reply): the
+        #: relay's kick, so the reply leaves at once rather than at its next poll.
+        self._queued = queued
 
-    async def deliver(self, recipients: list[str], message: NewMessage) -> int:
-        """Deliver *message* to *recipients* (one transaction, maybe shared); count delivered."""
+    async def deliver(self, recipients: list[str], message: NewMessage, sender: str = "") -> int:
+        """Deliver *message* to *recipients* (one transaction, maybe shared); count delivered.
+        *sender*: the envelope sender (MAIL FROM, "" for the null sender)."""
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._pending.append((recipients, message, future))
+        self._pending.append((recipients, message, future, sender))
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(
                 self._run(), name="natsync-smtp-delivery"
@@ -133,10 +137,10 @@ class _GroupCommit:
             self._task = None
 
     async def _commit(self, batch: list[_Item]) -> None:
-        jobs = [(rcpts, message) for rcpts, message, _ in batch]
+        jobs = [(rcpts, message, sender) for rcpts, message, _, sender in batch]
         try:
-            counts = await self._store.run(
-                lambda txn: [_deliver_all(txn, rcpts, message) for rcpts, message in jobs]
+            results = await self._store.run(
+                lambda txn: [_deliver_all(txn, rcpts, msg, sender) for rcpts, msg, sender in jobs]
             )
         except Exception as exc:
             if len(batch) == 1:
@@ -145,7 +149,9 @@ class _GroupCommit:
             for item in batch:  # one transaction each: a bad message fails only itself
                 await self._commit([item])
             return
-        for (_, _, future), count in zip(batch, counts, strict=True):
+        if self._queued is not None and any(queued for _, queued in results):
+            self._queued()
+        for (_, _, future, _), (count, _) in zip(batch, results, strict=True):
             _settle(future, count)
 
 
@@ -260,7 +266,7 @@ class _Handler:
             return "554 5.6.0 Message is not RFC 5322 mail"
         recipients = list(envelope.rcpt_tos)
         try:
-            count = await self.committer.deliver(recipients, message)
+            count = await self.committer.deliver(recipients, message, envelope.mail_from or "")
         except Exception:
             log.exception("delivery of %s failed; the sender will retry", queue_id)
             return "451 4.3.0 Temporary delivery failure, try again later"
@@ -275,16 +281,20 @@ class _Handler:
         return "451 4.3.0 Temporary server error"
 
 
-def _deliver_all(txn: Txn, recipients: list[str], message: NewMessage) -> int:
+def _deliver_all(
+    txn: Txn, recipients: list[str], message: NewMessage, sender: str
+) -> tuple[int, bool]:
+    """(recipients delivered to, whether an out-of-office reply was queued)."""
     delivered = 0
+    queued = False
     for address in dict.fromkeys(r.lower() for r in recipients):
         user = txn.get_user_by_email(address)
         if user is None:
             log.warning("recipient %r vanished between RCPT and DATA", address)
             continue
-        deliver_to_inbox(txn, user, message)
+        queued |= deliver_to_inbox(txn, user, message, envelope_sender=sender)
         delivered += 1
-    return delivered
+    return delivered, queued
 
 
 async def start_smtp_server(
@@ -297,12 +307,15 @@ async def start_smtp_server(
     *,
     hostname: str | None = None,
     clock: Callable[[], datetime] | None = None,
+    relay: Any = None,
 ) -> SmtpServerHandle:
-    """Listen for SMTP on *host*:*port* (0: any free port) and deliver into *store*."""
+    """Listen for SMTP on *host*:*port* (0: any free port) and deliver into *store*.
+    *relay* (a natsync.mail.relay.Relay) is kicked when a delivery queued an out-of-office
+    reply."""
     loop = asyncio.get_running_loop()
     name = hostname or socket.gethostname()
     stats = {"delivered": 0, "refused": 0}
-    committer = _GroupCommit(store)
+    committer = _GroupCommit(store, relay.kick if relay is not None else None)
     handler = _Handler(
         store,
         domains,
