@@ -196,6 +196,15 @@ def _deleted_positions(msg: Message | None, appdata: Element) -> set[int]:
 
 
 def _to_mime(ctx: Context, draft: _Draft) -> bytes:
+    """The draft as MIME; DraftError for what no message can carry (a header with a line
+    break, an unusable content type)."""
+    try:
+        return _compose(ctx, draft)
+    except (ValueError, TypeError, LookupError) as exc:
+        raise DraftError(f"the draft cannot be made a message: {exc}") from exc
+
+
+def _compose(ctx: Context, draft: _Draft) -> bytes:
     msg = EmailMessage(policy=email.policy.SMTP)
     msg["From"] = email.utils.formataddr((ctx.user.display_name, ctx.user.email))
     for name in ("To", "Cc", "Bcc"):

@@ -44,6 +44,8 @@ from natsync.errors import ConfigError
 DEFAULT_PATHS = (
     "/Microsoft-Server-ActiveSync",
     "/autodiscover/autodiscover.xml",
+    "/autodiscover/autodiscover.json",
+    "/autodiscover/autodiscover.json/",
     "/.well-known/acme-challenge/",
 )
 #: Seconds added to the server's largest heartbeat before the edge gives up on a held request:

@@ -34,6 +34,7 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import SMTP
 from typing import Any
@@ -55,6 +56,8 @@ REPLIED_SETTING = "oof.replied"
 MAX_REMEMBERED_SENDERS = 2000
 #: Longest reply text sent (Settings refuses longer ones: natsync.eas.settings.MAX_OOF_MESSAGE).
 MAX_REPLY_TEXT = 16 * 1024
+#: Longest envelope sender answered (RFC 5321 4.5.3.1: a path is at most 256 octets).
+MAX_ADDRESS = 254
 #: Subject prefix of a reply (Exchange's wording; RFC 3834 section 3.1.5 leaves it open).
 SUBJECT_PREFIX = "Automatic reply: "
 #: Precedence values that mark bulk mail (RFC 3834 section 2; RFC 2076).
@@ -135,6 +138,25 @@ class Incoming:
         return cls(envelope_sender.strip().strip("<>").strip(), headers)
 
 
+def _plain_address(address: str) -> bool:
+    """A mailbox an answer can be addressed to: no spaces, controls or brackets, of a length
+    SMTP allows (RFC 5321 4.5.3.1)."""
+    local, _, domain = address.rpartition("@")
+    if not local or not domain or len(address) > MAX_ADDRESS:
+        return False
+    if any(c.isspace() or ord(c) < 32 or c in '<>(),;:"[]\\@' for c in local + domain):
+        return False
+    try:  # what build_reply's To header will parse it with
+        Address(addr_spec=address)
+    except Exception:  # the stdlib parser raises several unrelated types
+        return False
+    return True
+
+
+def _one_line(value: str) -> str:
+    return " ".join(value.split())
+
+
 def _is_robot(address: str) -> bool:
     local = address.rpartition("@")[0].lower()
     return local.startswith(_ROBOT_PREFIXES) or local.endswith(_ROBOT_SUFFIXES)
@@ -152,7 +174,7 @@ def decide(
     if not active(settings, now):
         return None
     sender = incoming.envelope_sender
-    if not sender or "@" not in sender or _is_robot(sender):
+    if not sender or "@" not in sender or _is_robot(sender) or not _plain_address(sender):
         return None
     headers = incoming.headers
     if headers.get("auto-submitted", "").strip().lower() not in ("", "no"):
@@ -188,16 +210,15 @@ def build_reply(
     msg = EmailMessage(policy=SMTP)
     msg["From"] = email.utils.formataddr((display_name, user_email))
     msg["To"] = to
-    subject = incoming.headers.get("subject", "")
+    subject = _one_line(incoming.headers.get("subject", ""))
     msg["Subject"] = SUBJECT_PREFIX + subject if subject else SUBJECT_PREFIX.rstrip(": ")
     msg["Date"] = email.utils.format_datetime(now)
     msg["Message-ID"] = email.utils.make_msgid(domain=user_email.rpartition("@")[2] or "localhost")
-    original = incoming.headers.get("message-id", "").strip()
+    original = _one_line(incoming.headers.get("message-id", ""))
     if original:
         msg["In-Reply-To"] = original
-        msg["References"] = " ".join(
-            filter(None, (incoming.headers.get("references", ""), original))
-        )
+        references = _one_line(incoming.headers.get("references", ""))
+        msg["References"] = " ".join(filter(None, (references, original)))
     msg["Auto-Submitted"] = "auto-replied"
     msg["X-Auto-Response-Suppress"] = "All"
     if text.lstrip().lower().startswith(("<html", "<!doctype", "<p", "<div")):

@@ -9,7 +9,8 @@ Routes (paths matched without regard to case, as IIS does):
   challenge, as Exchange (IIS) does: phones answer the challenge with their credentials, and
   connectivity testers take a 200 for "anonymous access enabled".
 * ``POST /Microsoft-Server-ActiveSync?<query>``: a command (plain or base64 query form).
-* ``POST /autodiscover/autodiscover.xml``: Autodiscover, mobilesync schema.
+* ``POST /autodiscover/autodiscover.xml``: Autodiscover, mobilesync and Outlook schemas.
+* ``GET /autodiscover/autodiscover.json/v1.0/{address}?Protocol=ActiveSync``: Autodiscover v2.
 
 Order of checks on a POST, so that a bad request changes nothing and costs little: query and
 headers (400) → command known and implemented (400 / 501) → body size from Content-Length
@@ -269,6 +270,10 @@ class EasApp:
             if request.method == "POST":
                 return await self.autodiscover(request)
             return Reply(405, {"Allow": "POST"})
+        if path == autodiscover.V2_PATH or path.startswith(autodiscover.V2_PATH + "/"):
+            if request.method == "GET":
+                return self.autodiscover_v2(request)
+            return Reply(405, {"Allow": "GET"})
         return Reply(404)
 
     # -- OPTIONS
@@ -497,6 +502,14 @@ class EasApp:
         done(reply)
 
     # -- Autodiscover
+
+    def autodiscover_v2(self, request: HttpRequest) -> Reply:
+        """Autodiscover v2 (natsync.eas.autodiscover.respond_v2): anonymous JSON."""
+        line = self._line(request)
+        host = self.config.public_name or request.host
+        status, body = autodiscover.respond_v2(request.path, request.query_string, host)
+        self._log(line, status, cmd="AutodiscoverV2")
+        return Reply(status, {"Content-Type": autodiscover.JSON_CONTENT_TYPE}, body)
 
     async def autodiscover(self, request: HttpRequest) -> Reply:
         line = self._line(request)
