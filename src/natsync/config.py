@@ -34,6 +34,10 @@ PATH_IDLE_MARGIN = 5
 DEFAULT_MAX_FAILED_LOGINS_PER_USER = 10
 DEFAULT_MAX_FAILED_LOGINS_PER_IP = 30
 DEFAULT_FAILED_LOGIN_WINDOW = 300.0
+#: Requests per device per window before the server answers 503 (natsync.eas.throttle): a
+#: phone syncing a large mailbox sends a few hundred windows; a looping one sends thousands.
+DEFAULT_THROTTLE_REQUESTS = 600
+DEFAULT_THROTTLE_WINDOW = 300.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +83,12 @@ class ServerConfig:
     #: from one of them is logged and rate-limited under the address that proxy names. From any
     #: other address the header is ignored, so a client cannot pick its own address.
     trusted_proxies: tuple[str, ...] = ()
+    #: Per-device request budget (natsync.eas.throttle): throttle_requests commands per
+    #: throttle_window seconds, then 503 + X-MS-ASThrottle; 0 turns throttling off.
+    throttle_requests: int = DEFAULT_THROTTLE_REQUESTS
+    throttle_window: float = DEFAULT_THROTTLE_WINDOW
+    #: User names and DeviceIds never throttled (the admin's allowlist).
+    throttle_exempt: tuple[str, ...] = ()
 
     @property
     def heartbeat_cap(self) -> int:
@@ -126,6 +136,10 @@ class ServerConfig:
             raise ConfigError("server.max_failed_logins_per_user/_per_ip must be >= 1")
         if self.failed_login_window <= 0:
             raise ConfigError("server.failed_login_window must be > 0 seconds")
+        if self.throttle_requests < 0 or self.throttle_window <= 0:
+            raise ConfigError(
+                "server.throttle_requests must be >= 0 (0: off) and throttle_window > 0 seconds"
+            )
         for key in ("smarthost", "smtp_listen"):
             value = getattr(self, key)
             host, _, port = value.rpartition(":")
@@ -192,6 +206,10 @@ def server_config_from_dict(table: dict[str, Any], base: Path | None = None) -> 
             if not isinstance(value, list) or not all(isinstance(d, str) for d in value):
                 raise ConfigError("server.domains must be a list of strings")
             values[key] = tuple(d.lower() for d in value)
+        elif key == "throttle_exempt":
+            if not isinstance(value, list) or not all(isinstance(a, str) for a in value):
+                raise ConfigError("server.throttle_exempt must be a list of user names/DeviceIds")
+            values[key] = tuple(value)
         elif key == "trusted_proxies":
             if not isinstance(value, list) or not all(isinstance(a, str) for a in value):
                 raise ConfigError("server.trusted_proxies must be a list of IP addresses")

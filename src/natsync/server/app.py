@@ -47,7 +47,7 @@ from aiohttp import web
 
 from natsync.cert.reload import CertReloader
 from natsync.config import ServerConfig
-from natsync.eas import autodiscover, dispatch, ping
+from natsync.eas import autodiscover, dispatch, ping, throttle
 from natsync.eas.context import PingWait, Response
 from natsync.eas.errors import Answered, HttpError
 from natsync.eas.request import EasRequest, parse_request
@@ -223,6 +223,9 @@ class EasApp:
             max_per_ip=config.max_failed_logins_per_ip,
             window=config.failed_login_window,
         )
+        self.budgets = throttle.Budgets(
+            config.throttle_requests, config.throttle_window, frozenset(config.throttle_exempt)
+        )
 
     # -- plumbing
 
@@ -325,6 +328,7 @@ class EasApp:
                 headers = self._challenge() if auth.http_status == 401 else {"Retry-After": "60"}
                 raise HttpError(auth.http_status, "authentication failed", headers)
             fields["user"] = auth.user.name
+            self._throttle(auth.user.name, eas.device_id)
             device = (auth.user.id, eas.device_id.lower())
             key = hold_key(*device)
             ends_hold = eas.cmd in ENDS_HOLD
@@ -348,6 +352,24 @@ class EasApp:
         except Exception as exc:
             return self._failed(line, exc)
         return self._answer(line, response)
+
+    def _throttle(self, user: str, device_id: str) -> None:
+        """HttpError 503 when the device spent its request budget (natsync.eas.throttle)."""
+        verdict = self.budgets.take(user, device_id, time.monotonic())
+        if verdict.allowed:
+            return
+        if verdict.first:
+            log.warning(
+                "throttling device %s of %s: more than %d requests in %g s; answering 503 "
+                "(raise server.throttle_requests or add it to server.throttle_exempt if it is "
+                "legitimate)",
+                device_id, user, self.config.throttle_requests, self.config.throttle_window,
+            )  # fmt: skip
+        headers = {
+            "X-MS-ASThrottle": throttle.THROTTLE_REASON,
+            "Retry-After": str(verdict.retry_after),
+        }
+        raise HttpError(503, "the device is throttled", headers)
 
     def _answer(self, line: _Line, response: Response) -> Reply:
         """The reply to a command that ran (logged; the relay is kicked for queued mail)."""
