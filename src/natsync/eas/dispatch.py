@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from natsync.eas import policy
 from natsync.eas.context import Context, Handler, Response
 from natsync.eas.errors import Answered, EasError, HttpError
+from natsync.eas.find import handle as handle_find
 from natsync.eas.foldersync import (
     handle_foldercreate,
     handle_folderdelete,
@@ -35,6 +36,7 @@ from natsync.eas.sendmail import handle_sendmail, handle_smartforward, handle_sm
 from natsync.eas.settings import handle as handle_settings
 from natsync.eas.status import Common
 from natsync.eas.sync import handle as handle_sync
+from natsync.eas.validatecert import handle as handle_validatecert
 from natsync.eas.versions import V14_0
 from natsync.store.api import AccessState, Txn, WipeState
 from natsync.wbxml import E, Element
@@ -62,6 +64,8 @@ HANDLERS: dict[str, Handler] = {
     "ItemOperations": handle_itemoperations,
     "Provision": handle_provision,
     "ResolveRecipients": handle_resolverecipients,
+    "Find": handle_find,
+    "ValidateCert": handle_validatecert,
 }
 
 #: Root element (namespace, tag) of each command's response: where a common Status goes.
@@ -83,6 +87,8 @@ RESPONSE_ROOTS: dict[str, tuple[str, str]] = {
     "ItemOperations": ("ItemOperations", "ItemOperations"),
     "Provision": ("Provision", "Provision"),
     "ResolveRecipients": ("ResolveRecipients", "ResolveRecipients"),
+    "Find": ("Find", "Find"),
+    "ValidateCert": ("ValidateCert", "ValidateCert"),
 }
 
 #: Commands a device may send before it holds a policy key (MS-ASPROV 3.2.5.1).

@@ -224,6 +224,34 @@ class PictureBudget:
         return out
 
 
+def gal_matches(txn: Txn, text: str) -> list[User]:
+    """The local users whose login, address or display name holds *text* (lower case), by
+    display name (Search and Find share it)."""
+    return sorted(
+        (
+            u
+            for u in txn.list_users()
+            if text in u.name.lower() or text in u.email.lower() or text in u.display_name.lower()
+        ),
+        key=lambda u: (u.display_name or u.name).lower(),
+    )
+
+
+def gal_properties(txn: Txn, user: User, ns: str, budget: PictureBudget | None) -> Element:
+    """The ``Properties`` (in namespace *ns*) of one GAL result: names, the user's own card's
+    properties and, with a *budget*, the picture."""
+    card = own_card(txn, user)
+    props = E(ns, "Properties", E("GAL", "DisplayName", user.display_name or user.name))
+    for tag, key in _CARD_PROPERTIES:
+        if card.get(key):
+            props.add("GAL", tag, str(card[key]))
+    props.add("GAL", "Alias", user.name)
+    props.add("GAL", "EmailAddress", user.email)
+    if budget is not None:
+        props.append(budget.element("GAL", "GAL", card))
+    return props
+
+
 def _gal(ctx: Context, store: Element) -> Element:
     text = (store.child_text("Query", NS) or "").strip().lower()
     options = store.find("Options", NS)
@@ -236,29 +264,13 @@ def _gal(ctx: Context, store: Element) -> Element:
         out.add(NS, "Status", S.INVALID_REQUEST)
         return out
     first, last = window
-    matched = sorted(
-        (
-            u
-            for u in ctx.txn.list_users()
-            if text in u.name.lower() or text in u.email.lower() or text in u.display_name.lower()
-        ),
-        key=lambda u: (u.display_name or u.name).lower(),
-    )
+    matched = gal_matches(ctx.txn, text)
     page = matched[first : last + 1]
     # GAL pictures came with 14.1 (MS-ASCMD 2.2.3.135.1).
     budget = PictureBudget.from_options(options, NS) if ctx.version >= V14_1 else None
     out.add(NS, "Status", S.SUCCESS)
     for u in page:
-        card = own_card(ctx.txn, u)
-        props = E(NS, "Properties", E("GAL", "DisplayName", u.display_name or u.name))
-        for tag, key in _CARD_PROPERTIES:
-            if card.get(key):
-                props.add("GAL", tag, str(card[key]))
-        props.add("GAL", "Alias", u.name)
-        props.add("GAL", "EmailAddress", u.email)
-        if budget is not None:
-            props.append(budget.element("GAL", "GAL", card))
-        out.append(E(NS, "Result", props))
+        out.append(E(NS, "Result", gal_properties(ctx.txn, u, NS, budget)))
     if page:
         out.add(NS, "Range", f"{first}-{first + len(page) - 1}")
     out.add(NS, "Total", len(matched))
