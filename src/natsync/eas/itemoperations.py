@@ -2,8 +2,9 @@
 CollectionId + ServerId, with BodyPreference / MIME; an item through its class codec), Fetch
 of an attachment by FileReference (MS-ASAIRS 2.2.2.24), with an
 optional byte Range, inline (Data is base64 text, MS-ASCMD 2.2.3.39.2) or as a multipart
-response when the client sent MS-ASAcceptMultiPart (MS-ASCMD 2.2.1.10.1.1), and
-EmptyFolderContents (optionally DeleteSubFolders).
+response when the client sent MS-ASAcceptMultiPart (MS-ASCMD 2.2.1.10.1.1),
+EmptyFolderContents (optionally DeleteSubFolders), and Move of a conversation
+(natsync.eas.conversation_move).
 
 An item that cannot be rendered or encoded gets Status 14 (conversion failed) in its own Fetch;
 the request's other operations are answered as usual (issue 19, natsync.eas.isolation).
@@ -20,6 +21,7 @@ from natsync.classes import registry
 from natsync.classes.codec import ClassCodec
 from natsync.eas import isolation
 from natsync.eas.context import Context, Response
+from natsync.eas.conversation_move import move_conversation
 from natsync.eas.errors import EasError
 from natsync.eas.status import ItemOperationsStatus as S
 from natsync.eas.sync import forget_all
@@ -231,6 +233,8 @@ def handle(ctx: Context) -> Response:
             response.append(_fetch(ctx, op, parts))
         elif op.tag == "EmptyFolderContents":
             response.append(_empty(ctx, op))
+        elif op.tag == "Move":  # a conversation (natsync.eas.conversation_move)
+            response.append(move_conversation(ctx, op))
         else:
             raise EasError(
                 f"unsupported ItemOperations operation {op.tag}", status=S.PROTOCOL_ERROR

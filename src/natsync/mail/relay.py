@@ -55,7 +55,7 @@ from typing import Any
 
 import aiosmtplib
 
-from natsync.mail import imip, oof
+from natsync.mail import conversation, imip, oof
 from natsync.mail.dkim import DkimSigner
 from natsync.mail.mime import header_text, parse_bytes, parse_message
 from natsync.store.api import (
@@ -141,8 +141,9 @@ def deliver_to_inbox(
     user's out-of-office may answer (natsync.mail.oof); None (imports, bounces, notices) never
     gets an answer. True when an answer was queued for the relay (kick it after commit)."""
     inbox = txn.folder_by_type(user.id, FolderType.INBOX)
-    txn.add_message(inbox.id, message)
+    added = txn.add_message(inbox.id, message)
     imip.on_delivery(txn, user, message)  # an invitation also lands in the Calendar
+    conversation.on_delivery(txn, user, added, message.raw)  # "always move" rules
     if envelope_sender is None:
         return False
     return oof.on_delivery(txn, user, message, envelope_sender)
