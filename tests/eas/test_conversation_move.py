@@ -1,4 +1,4 @@
-"""ItemOperations Move (MS-ASCMD 2.2.3.113.1): a conversation, named by the ConversationId the
+"""ItemOperations Move (MS-ASCMD 2.2.3.117.1): a conversation, named by the ConversationId the
 phone got from Sync, moves to a folder; MoveAlways makes later messages of it go there at
 delivery. Answers decoded by libwbxml too."""
 
@@ -38,7 +38,7 @@ def _projects_folder(store: Store) -> str:
     return store.run_sync(run)
 
 
-def _move(phone: Phone, cid: bytes, dst: str, always: bool = False) -> Element:
+def _move(phone: Phone, cid: bytes, dst: str, always: bool = True) -> Element:
     move = E(IO, "Move", Element(IO, "ConversationId", [], cid), E(IO, "DstFldId", dst))
     if always:
         move.append(E(IO, "Options", Element(IO, "MoveAlways")))
@@ -82,7 +82,7 @@ def test_conversation_moves_and_moves_always(store: Store) -> None:
     assert _subjects(store, inbox) == ["Other"]
     assert _subjects(store, projects) == ["Plan", "RE: Plan"]
     sent = folder_id(store, FolderType.SENT_ITEMS)
-    assert _subjects(store, sent) == ["Re: Plan"]  # what the user sent stays
+    assert _subjects(store, sent) == ["Re: Plan"]  # what the user sent stays (MS-ASCON 2.2.2.8)
 
     # MoveAlways: the next message of the conversation goes to Projects at delivery.
     def arrive(txn: Txn) -> None:
@@ -104,4 +104,7 @@ def test_move_statuses(store: Store) -> None:
     assert _move(phone, bytes(16), "99:nope").child_text("Status") == "6"
     contacts = folder_id(store, FolderType.CONTACTS)
     assert _move(phone, bytes(16), contacts).child_text("Status") == "6"  # not a mail folder
-    assert _move(phone, bytes(16), inbox).child_text("Status") == "6"  # nothing of it here
+    # MoveAlways is required (MS-ASCMD 2.2.3.118): 155 without it.
+    assert _move(phone, bytes(16), inbox, always=False).child_text("Status") == "155"
+    # Nothing of the conversation here yet: moved nothing, the rule is kept.
+    assert _move(phone, bytes(16), inbox).child_text("Status") == "1"

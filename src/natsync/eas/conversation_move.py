@@ -1,16 +1,16 @@
-"""ItemOperations Move (MS-ASCMD 2.2.3.113.1): move a conversation — every message with the
-given ``ConversationId`` (MS-ASCON 2.2.2.3, as Sync sends it) — to ``DstFldId``; with
-``Options/MoveAlways`` the messages of that conversation that arrive later go there too
+"""ItemOperations Move (MS-ASCMD 2.2.3.117.1; MS-ASCON 2.2.2.7): move a conversation — every
+message with the given ``ConversationId`` (MS-ASCON 2.2.2.3, as Sync sends it) — to
+``DstFldId``. ``Options/MoveAlways`` (MS-ASCMD 2.2.3.118) must be present: the conversation is
+set to be moved always, so the messages of it that arrive later go there too
 (natsync.mail.conversation keeps the rule, delivery applies it).
 
-Messages are taken from the user's mail folders except the destination, Sent Items, Outbox,
-Drafts and Deleted Items (what the user sent or threw away stays where it is, as Outlook's
-"move conversation" leaves it). The phone learns the result by Sync (a Delete in the source
-folders, an Add in the destination), so no device state is adjusted here.
+Messages are moved from every mail folder except Sent Items (MS-ASCON 2.2.2.8) and the
+destination. The phone learns the result by Sync (a Delete in the source folders, an Add in the
+destination), so no device state is adjusted here.
 
-Status (MS-ASCMD 2.2.3.177.8): 1 moved (or, with MoveAlways, the rule kept even when nothing
-was there yet); 2 protocol error (no 16-byte ConversationId, no DstFldId); 6 the destination is
-not a mail folder of the user, or nothing of the conversation was found.
+Status (MS-ASCMD 2.2.3.177.8): 1 moved, the rule kept (also when nothing of the conversation is
+there yet); 2 protocol error (no 16-byte ConversationId, no DstFldId); 6 the destination is not
+a mail folder of the user; 155 MoveAlways missing (MS-ASCMD 2.2.3.118).
 """
 
 from __future__ import annotations
@@ -23,15 +23,13 @@ from natsync.store.api import FolderType
 from natsync.wbxml import E, Element
 
 NS = "ItemOperations"
-#: Folders a conversation move leaves alone (see the module docstring).
-_KEPT = frozenset(
-    {FolderType.SENT_ITEMS, FolderType.OUTBOX, FolderType.DRAFTS, FolderType.DELETED_ITEMS}
-)
+#: Status when the request lacks MoveAlways (MS-ASCMD 2.2.3.118).
+MOVE_ALWAYS_MISSING = 155
 #: Messages examined per move (each one's header block is read for its ConversationId).
 MAX_SCANNED = 50_000
 
 
-def _answer(status: S, cid: bytes) -> Element:
+def _answer(status: int, cid: bytes) -> Element:
     out = E(NS, "Move", E(NS, "Status", status))
     if cid:
         out.append(Element(NS, "ConversationId", [], cid))
@@ -51,10 +49,13 @@ def move_conversation(ctx: Context, op: Element) -> Element:
     if dest is None or dest.type not in MAIL_TYPES:
         return _answer(S.NOT_FOUND, cid)
     options = op.find("Options", NS)
-    always = options is not None and options.find("MoveAlways", NS) is not None
-    moved = scanned = 0
+    if options is None or options.find("MoveAlways", NS) is None:
+        return _answer(MOVE_ALWAYS_MISSING, cid)
+    scanned = 0
     for folder in folders:
-        if folder.id == dest.id or folder.type not in MAIL_TYPES or folder.type in _KEPT:
+        if folder.id == dest.id or folder.type not in MAIL_TYPES:
+            continue
+        if folder.type == FolderType.SENT_ITEMS:
             continue
         for msg in txn.get_messages(ctx.user.id, list(txn.message_versions(folder.id))):
             scanned += 1
@@ -62,7 +63,5 @@ def move_conversation(ctx: Context, op: Element) -> Element:
                 break
             if conversation_id(txn.raw_message(msg.id), msg.subject) == cid:
                 txn.move_message(msg.id, dest.id)
-                moved += 1
-    if always:
-        add_rule(txn, ctx.user, cid, dest.server_id)
-    return _answer(S.SUCCESS if moved or always else S.NOT_FOUND, cid)
+    add_rule(txn, ctx.user, cid, dest.server_id)
+    return _answer(S.SUCCESS, cid)

@@ -101,8 +101,6 @@ def _for_email(cert: x509.Certificate) -> bool:
             return False
     except x509.ExtensionNotFound:
         pass
-    except ValueError:  # a malformed extension
-        return False
     return True
 
 
@@ -144,23 +142,30 @@ def validate(
     verifier = _verifier(roots, now)
     statuses: list[CertStatus] = []
     for text in certificates:
-        cert = _load(text)
-        if cert is None:
-            statuses.append(CertStatus.PROTOCOL_ERROR)
-            continue
-        if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
-            statuses.append(CertStatus.EXPIRED)
-            continue
-        if not _for_email(cert):
-            statuses.append(CertStatus.NOT_FOR_EMAIL)
-            continue
         try:
-            verifier.verify(cert, intermediates)
-        except verification.VerificationError as exc:
-            statuses.append(_chain_status(exc))
-            continue
-        statuses.append(CertStatus.SUCCESS)
+            statuses.append(_status(_load(text), verifier, intermediates, now))
+        except ValueError:  # an extension cryptography cannot read: not a usable certificate
+            statuses.append(CertStatus.PROTOCOL_ERROR)
     return statuses
+
+
+def _status(
+    cert: x509.Certificate | None,
+    verifier: verification.ClientVerifier,
+    intermediates: list[x509.Certificate],
+    now: datetime,
+) -> CertStatus:
+    if cert is None:
+        return CertStatus.PROTOCOL_ERROR
+    if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
+        return CertStatus.EXPIRED
+    if not _for_email(cert):
+        return CertStatus.NOT_FOR_EMAIL
+    try:
+        verifier.verify(cert, intermediates)
+    except verification.VerificationError as exc:
+        return _chain_status(exc)
+    return CertStatus.SUCCESS
 
 
 @functools.lru_cache(maxsize=4)

@@ -1,5 +1,5 @@
 """Conversations (MS-ASCON): the ConversationId of a message, and the "always move" rules an
-ItemOperations Move with MoveAlways leaves behind (MS-ASCMD 2.2.3.117.1 MoveAlways: later
+ItemOperations Move with MoveAlways leaves behind (MS-ASCMD 2.2.3.118 MoveAlways: later
 messages of the conversation go to the destination folder too).
 
 The ConversationId is the one Sync sends (natsync.classes.email: from Outlook's Thread-Index
