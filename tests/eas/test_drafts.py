@@ -250,3 +250,21 @@ def test_add_with_send_sends_at_once_and_bad_drafts_are_status_6(store: Store) -
     )  # fmt: skip
     coll = _sync(phone, drafts, coll.child_text("SyncKey") or "", [nobody])
     assert coll.find("Responses").find("Add").child_text("Status") == "6"  # type: ignore[union-attr]
+
+
+def test_flagging_a_draft_keeps_its_server_id(store: Store) -> None:
+    phone, drafts, key = _ready(store)
+    add = E(
+        NS, "Add", E(NS, "ClientId", "d1"),
+        E(NS, "ApplicationData", E("Email", "Subject", "keep me"), _body("x")),
+    )  # fmt: skip
+    coll = _sync(phone, drafts, key, [add])
+    sid = coll.find("Responses").find("Add").child_text("ServerId")  # type: ignore[union-attr]
+    flag = E(
+        NS, "Change", E(NS, "ServerId", sid),
+        E(NS, "ApplicationData", E("Email", "Flag", E("Email", "Status", 2),
+                                   E("Email", "FlagType", "Follow up"))),
+    )  # fmt: skip
+    coll = _sync(phone, drafts, coll.child_text("SyncKey") or "", [flag])
+    assert commands(coll, "Delete") == []
+    assert [s for s, _ in _stored(store, FolderType.DRAFTS)] == [sid]

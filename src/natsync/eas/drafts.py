@@ -93,6 +93,32 @@ class DraftResult:
         return Element("AirSync", "ApplicationData", [attachments])
 
 
+#: The ApplicationData elements that edit a draft's content (a Change with none of them only
+#: sets Read / Flag / Categories and is handled as on any message, keeping the ServerId).
+_CONTENT = frozenset(
+    {
+        ("Email", "To"),
+        ("Email", "Cc"),
+        ("Email2", "Bcc"),
+        ("Email", "Subject"),
+        ("Email", "Importance"),
+        (_ASB, "Body"),
+        (_ASB, "Attachments"),
+        ("Email2", "Send"),
+    }
+)
+
+
+def is_draft_edit(cmd: Element, in_drafts: bool, draft_version: bool) -> bool:
+    """Whether the Sync command *cmd* is a Change that edits a draft's content (16.0+, in
+    Drafts, with one of :data:`_CONTENT`); other Changes set Read / Flag / Categories as on any
+    message and keep the ServerId."""
+    if cmd.tag != "Change" or not in_drafts or not draft_version:
+        return False
+    appdata = cmd.find("ApplicationData", "AirSync")
+    return appdata is not None and any((c.namespace, c.tag) in _CONTENT for c in appdata.children)
+
+
 def wants_send(appdata: Element) -> bool:
     """``<email2:Send/>`` present (MS-ASEMAIL 2.2.2.69): send the draft, don't keep it."""
     return appdata.find("Send", "Email2") is not None

@@ -572,7 +572,7 @@ def _client_command(
     if msg is None or msg.folder_id != folder.id:
         known.pop(sid, None)
         return _reply(cmd.tag, sid, SyncStatus.OBJECT_NOT_FOUND)
-    if cmd.tag == "Change" and folder.type == FolderType.DRAFTS and ctx.version >= V16_0:
+    if drafts.is_draft_edit(cmd, folder.type == FolderType.DRAFTS, ctx.version >= V16_0):
         return _draft_change(ctx, folder, msg, cmd, known, effects)
     if cmd.tag == "Change":
         appdata = cmd.find("ApplicationData", NS)
