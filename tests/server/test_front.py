@@ -167,9 +167,7 @@ async def test_http_1_0_is_answered_in_kind_and_closed(client: Client, connect: 
     assert headers["ms-asprotocolversions"]
     assert await reader.read() == b""
     reader, writer = await connect(client)
-    writer.write(
-        OPTIONS.replace(b"HTTP/1.1\r\nHost: x", b"HTTP/1.0\r\nConnection: keep-alive")
-    )
+    writer.write(OPTIONS.replace(b"HTTP/1.1\r\nHost: x", b"HTTP/1.0\r\nConnection: keep-alive"))
     status, headers, _ = await read_response(reader)
     assert headers["connection"] == "keep-alive"
     writer.write(OPTIONS)
