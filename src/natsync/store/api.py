@@ -261,6 +261,30 @@ class OutboundMail:
     lease_until: datetime | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class MirrorFolder:
+    """A store folder mirrored from an IMAP mailbox (natsync.sources): RFC 7162 state."""
+
+    folder_id: int
+    user_id: int
+    mailbox: str
+    uidvalidity: int
+    highestmodseq: int
+    #: UIDs below this one are not fetched yet (newest first); 0: the folder is complete.
+    backfill_below: int
+
+
+@dataclass(frozen=True, slots=True)
+class MirrorMessage:
+    """A stored message's IMAP UID and the flags both sides last agreed on."""
+
+    message_id: int
+    folder_id: int
+    uid: int
+    seen: bool
+    flagged: bool
+
+
 class Txn(Protocol):
     """One open transaction. Methods raise NotFound / Conflict as documented on the classes."""
 
@@ -394,6 +418,23 @@ class Txn(Protocol):
     ) -> None:
         """Count a failed attempt, schedule the next one and release the claim (with
         *owner*: only while *owner* claims it, else Conflict)."""
+        ...
+
+    # -- the IMAP mirror's mapping (natsync.sources)
+    def list_mirror_folders(self, user_id: int) -> list[MirrorFolder]: ...
+    def put_mirror_folder(self, mirror: MirrorFolder) -> None: ...
+    def mirror_messages(self, folder_id: int) -> list[MirrorMessage]: ...
+    def put_mirror_message(self, mirror: MirrorMessage) -> None:
+        """Insert or replace the row of ``mirror.message_id`` (and any row of its UID)."""
+        ...
+
+    def drop_mirror_messages(self, message_ids: Sequence[int]) -> None: ...
+    def message_flags(self, folder_id: int) -> dict[int, tuple[bool, bool]]:
+        """message id -> (read, flagged) of every message of the folder."""
+        ...
+
+    def message_folder(self, message_id: int) -> int | None:
+        """The folder a message is in, or None when it is gone."""
         ...
 
 

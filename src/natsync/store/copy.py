@@ -164,6 +164,12 @@ TABLES: tuple[Table, ...] = (
         ),
         "id",
     ),
+    Table(
+        "mirror_folders",
+        ("folder_id", "user_id", "mailbox", "uidvalidity", "highestmodseq", "backfill_below"),
+        "folder_id",
+    ),
+    Table("mirror_messages", ("message_id", "folder_id", "uid", "seen", "flagged"), "message_id"),
 )
 
 #: Tables whose ids come from a sequence the target must continue after the copy.

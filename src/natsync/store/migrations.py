@@ -367,10 +367,70 @@ def _step4(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
+# -- step 5: the IMAP mirror's mapping (natsync.sources) ----------------------------------------
+
+# A folder mirrored from an IMAP mailbox: which mailbox, its UIDVALIDITY and the HIGHESTMODSEQ
+# the mirror has caught up to (RFC 7162 §3.1: changes are asked for "since" it), and
+# ``backfill_below``: UIDs under it are not fetched yet (newest first; 0 = all fetched).
+# A message's mapping row names its IMAP UID and the flags last seen on either side, so the
+# mirror can tell a phone's change from the server's. ``message_id`` has no foreign key on
+# purpose: the row outlives a message the phone deleted until the deletion is written back.
+_V5 = (
+    """
+    CREATE TABLE mirror_folders (
+        folder_id INTEGER PRIMARY KEY REFERENCES folders(id) ON DELETE CASCADE,
+        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        mailbox TEXT NOT NULL,
+        uidvalidity INTEGER NOT NULL,
+        highestmodseq INTEGER NOT NULL,
+        backfill_below INTEGER NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE mirror_messages (
+        message_id INTEGER PRIMARY KEY,
+        folder_id INTEGER NOT NULL REFERENCES folders(id) ON DELETE CASCADE,
+        uid INTEGER NOT NULL,
+        seen INTEGER NOT NULL,
+        flagged INTEGER NOT NULL,
+        UNIQUE (folder_id, uid)
+    )
+    """,
+)
+
+_PG_V5 = (
+    """
+    CREATE TABLE mirror_folders (
+        folder_id BIGINT PRIMARY KEY REFERENCES folders(id) ON DELETE CASCADE,
+        user_id BIGINT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        mailbox TEXT NOT NULL,
+        uidvalidity BIGINT NOT NULL,
+        highestmodseq BIGINT NOT NULL,
+        backfill_below BIGINT NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE mirror_messages (
+        message_id BIGINT PRIMARY KEY,
+        folder_id BIGINT NOT NULL REFERENCES folders(id) ON DELETE CASCADE,
+        uid BIGINT NOT NULL,
+        seen INTEGER NOT NULL,
+        flagged INTEGER NOT NULL,
+        UNIQUE (folder_id, uid)
+    )
+    """,
+)
+
+
+def _step5(conn: sqlite3.Connection) -> None:
+    for statement in _V5:
+        conn.execute(statement)
+
+
 Step = Callable[[sqlite3.Connection], None]
 
 #: The numbered steps; the schema version of a file is the number of steps applied to it.
-STEPS: Sequence[Step] = (_step1, _step2, _step3, _step4)
+STEPS: Sequence[Step] = (_step1, _step2, _step3, _step4, _step5)
 
 #: The schema version this code writes and reads.
 LATEST = len(STEPS)
@@ -622,8 +682,19 @@ def _pg_step4(conn: Any) -> None:
         conn.execute(statement)
 
 
+def _pg_step5(conn: Any) -> None:
+    for statement in _PG_V5:
+        conn.execute(statement)
+
+
 #: The PostgreSQL steps, one for each SQLite step (same number, same result).
-PG_STEPS: Sequence[Callable[[Any], None]] = (_pg_step1, _pg_step2, _pg_step3, _pg_step4)
+PG_STEPS: Sequence[Callable[[Any], None]] = (
+    _pg_step1,
+    _pg_step2,
+    _pg_step3,
+    _pg_step4,
+    _pg_step5,
+)
 assert len(PG_STEPS) == LATEST, "every schema step needs its PostgreSQL form"
 
 
