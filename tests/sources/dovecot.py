@@ -2,8 +2,8 @@
 
 It runs from a configuration written into a temporary directory: passwd-file users, maildirs in
 that directory, IMAP (STARTTLS), IMAPS and LMTP on free loopback ports, TLS with a certificate of
-a test CA (natsync.cert.ca), and ``mail_uid`` set to Dovecot's own user (it refuses mail access as root) so it runs
-from a root test run (CI).
+a test CA (natsync.cert.ca), and ``mail_uid`` set to Dovecot's own user (it refuses mail
+access as root) so it runs from a root test run (CI).
 It is started with ``dovecot -F -c CONF`` and stopped by its PID.
 """
 
@@ -25,6 +25,7 @@ from pathlib import Path
 from natsync.cert.ca import init_ca
 
 DOVECOT = shutil.which("dovecot") or "/usr/sbin/dovecot"
+DOVEADM = shutil.which("doveadm") or "/usr/bin/doveadm"
 #: Seconds Dovecot may take to listen (it starts in well under a second here).
 START_TIMEOUT = 15.0
 
@@ -168,7 +169,7 @@ class Dovecot:
                 lmtp_port=self.lmtp_port,
             )
         )
-        self.process = subprocess.Popen(  # noqa: S603
+        self.process = subprocess.Popen(
             [DOVECOT, "-F", "-c", str(conf)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -177,8 +178,9 @@ class Dovecot:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"dovecot exited: {self.log()}")
-            with contextlib.suppress(OSError), socket.create_connection(
-                ("127.0.0.1", self.imaps_port), timeout=0.5
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.imaps_port), timeout=0.5),
             ):
                 return
             time.sleep(0.05)

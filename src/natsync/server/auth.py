@@ -24,6 +24,7 @@ import secrets
 import time
 from collections import deque
 from dataclasses import dataclass
+from typing import Protocol
 
 from natsync.auth.passwords import hash_password, verify_password
 from natsync.store.api import Store, Txn, User
@@ -44,6 +45,13 @@ class AuthResult:
     #: 401 (no or wrong credentials) or 429 (rate limited) when user is None.
     http_status: int = 200
     name: str = ""
+
+
+class LoginDelegate(Protocol):
+    """Another judge of some users' passwords (natsync.sources: their IMAP server)."""
+
+    def handles(self, name: str) -> bool: ...
+    async def check(self, name: str, password: str) -> tuple[User | None, int]: ...
 
 
 class FailureCounter:
@@ -111,6 +119,8 @@ class Authenticator:
         self._key = secrets.token_bytes(32)
         self._verified: dict[bytes, tuple[float, str]] = {}
         self._dummy_hash: str | None = None
+        #: Set by natsync.sources when some users log in with their IMAP credentials.
+        self.delegate: LoginDelegate | None = None
 
     def _digest(self, name: str, password: str) -> bytes:
         return hmac.new(self._key, f"{name}\0{password}".encode(), hashlib.sha256).digest()
@@ -129,6 +139,15 @@ class Authenticator:
         user_key = name.lower()
         if self._per_user.blocked(user_key, now) or self._per_ip.blocked(remote, now):
             return AuthResult(None, 429, name)
+        if self.delegate is not None and self.delegate.handles(name):
+            found, status = await self.delegate.check(name, password)
+            if found is not None:
+                self._per_user.clear(user_key)
+                return AuthResult(found, 200, name)
+            if status == 401:
+                self._per_user.add(user_key, now)
+                self._per_ip.add(remote, now)
+            return AuthResult(None, status, name)
 
         def lookup(txn: Txn) -> tuple[User | None, str | None]:
             user = txn.get_user(name) or (txn.get_user_by_email(name) if "@" in name else None)

@@ -1,0 +1,38 @@
+"""Where mailboxes come from: natsync's own store (the default) or a mirror of an IMAP account.
+
+The EAS core always syncs from the store; an IMAP user's mailbox is kept there by a mirror
+worker (:mod:`natsync.sources.worker`) that follows the IMAP server (RFC 7162 QRESYNC, IDLE /
+NOTIFY, RFC 6154 SPECIAL-USE) and writes the phone's changes back. Users of an IMAP domain log in
+with their IMAP credentials. Configuration: the ``[sources]`` table (:mod:`.config`).
+
+To enable it in a server process::
+
+    manager = natsync.sources.install(running_server.eas, sources_from_dict(table), store)
+    ...
+    await manager.aclose()
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from natsync.sources.config import ImapServer, SourcesConfig, TlsMode, sources_from_dict
+from natsync.sources.worker import MirrorManager
+from natsync.store.api import Store
+
+
+def install(eas: Any, config: SourcesConfig, store: Store) -> MirrorManager:
+    """Let *eas* (a ``natsync.server.app.EasApp``) log IMAP users in and mirror them."""
+    manager = MirrorManager(config, store)
+    eas.auth.delegate = manager
+    return manager
+
+
+__all__ = [
+    "ImapServer",
+    "MirrorManager",
+    "SourcesConfig",
+    "TlsMode",
+    "install",
+    "sources_from_dict",
+]

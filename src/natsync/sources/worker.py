@@ -1,0 +1,553 @@
+"""The mirror of IMAP accounts into the store, and IMAP logins: the I/O side of natsync.sources.
+
+One :class:`AccountMirror` per account runs in a thread of its own (blocking imaplib, see
+:mod:`natsync.sources.imap`) from the user's first login on; the password it needs to reconnect
+stays in its memory only. Its loop:
+
+1. write back what the phone changed (a diff of the store against the mapping, see
+   :mod:`natsync.sources.mirror`);
+2. bring every mirrored folder up to date: ``SELECT ... (QRESYNC (uidvalidity modseq))``
+   (RFC 7162 §3.2.5) returns the flag changes and VANISHED UIDs since the stored HIGHESTMODSEQ;
+   new UIDs are fetched (whole messages: headers, body and attachments in one FETCH — bodies
+   are not fetched lazily); a changed UIDVALIDITY resyncs the folder, matching stored messages
+   by Message-ID so the phone sees no duplicates; a new folder gets its newest
+   :data:`FIRST_BATCH` messages first and the older ones in the background, newest first;
+3. wait in IDLE (RFC 2177) — after NOTIFY (RFC 5465) for all personal mailboxes when the
+   server offers it (Dovecot 2.3 does), so one connection hears of every folder — until the
+   server reports a change or the store's change feed reports a phone's change.
+
+Every store write goes through ``Store.run`` on the server's loop, so the change feed wakes
+held Pings as for any delivery. A lost connection is retried with backoff
+(:data:`BACKOFF`) and resumes from the stored HIGHESTMODSEQ.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from natsync.mail.errors import MailError
+from natsync.mail.mime import parse_message
+from natsync.sources.config import SourcesConfig
+from natsync.sources.imap import ImapAccount, ImapAuthError, ImapError, check_login
+from natsync.sources.mirror import (
+    Action,
+    Append,
+    Expunge,
+    Move,
+    SetFlag,
+    plan_folders,
+    plan_writeback,
+)
+from natsync.sources.wire import FetchItem, ImapWireError
+from natsync.store.api import (
+    Flag,
+    Folder,
+    FolderType,
+    MirrorFolder,
+    MirrorMessage,
+    Store,
+    Txn,
+    User,
+)
+
+log = logging.getLogger("natsync.sources")
+T = TypeVar("T")
+
+#: Messages fetched first in a folder never synced: the newest ones, so a phone can sync them
+#: within seconds whatever the mailbox's size.
+FIRST_BATCH = 100
+#: Older messages fetched per round of the background backfill (between two looks for news).
+BACKFILL_BATCH = 500
+#: Seconds between reconnection attempts: doubled after each failure up to the last value.
+BACKOFF = (0.5, 1.0, 2.0, 5.0, 15.0, 60.0)
+#: A verified IMAP login is trusted this long without asking the IMAP server again.
+LOGIN_TTL = 300.0
+#: scrypt cost of the in-memory login cache (2**14, r=8: 16 MiB, tens of ms): a memory dump
+#: must not hand out the passwords cheaply.
+CACHE_LOG2_N = 14
+#: The flag a phone's "follow up" becomes on the server (RFC 3501 §2.3.2).
+FLAGGED = "\\Flagged"
+SEEN = "\\Seen"
+#: What a user row of an IMAP user holds as password hash: no password ever matches it.
+NO_LOCAL_PASSWORD = "!imap"  # noqa: S105 - a marker, not a password
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _follow_up(flagged: bool) -> Flag:
+    return Flag(status=2, flag_type="Follow up") if flagged else Flag()
+
+
+class AccountMirror:
+    """The mirror worker of one account (a thread; see the module docstring)."""
+
+    def __init__(
+        self,
+        account: ImapAccount,
+        user: User,
+        store: Store,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self.account = account
+        self.user = user
+        self.store = store
+        self.loop = loop
+        self.wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name=f"natsync-imap-{user.name}", daemon=True
+        )
+        #: Counters for tests, the bench and the log.
+        self.connects = 0
+        self.synced = threading.Event()
+        self.last_error = ""
+        self._selected = ""
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.wake.set()
+        self._thread.join(10)
+
+    def _db(self, fn: Callable[[Txn], T]) -> T:
+        return asyncio.run_coroutine_threadsafe(self.store.run(fn), self.loop).result()
+
+    # -- the loop
+
+    def _run(self) -> None:
+        failures = 0
+        while not self._stop.is_set():
+            try:
+                self.account.connect()
+                self.connects += 1
+                failures = 0
+                self._session()
+            except (ImapError, ImapWireError, OSError) as exc:
+                self.last_error = str(exc)
+                log.warning("IMAP mirror of %s: %s", self.user.name, exc)
+            except Exception as exc:  # a bug must not end the mirror for good
+                self.last_error = repr(exc)
+                log.exception("IMAP mirror of %s failed", self.user.name)
+            finally:
+                self.account.close()
+                self._selected = ""
+            if self._stop.is_set():
+                break
+            delay = BACKOFF[min(failures, len(BACKOFF) - 1)]
+            failures += 1
+            self._stop.wait(delay)
+
+    def _session(self) -> None:
+        account = self.account
+        account.require()
+        self._map_folders()
+        notify = account.notify_all()
+        while not self._stop.is_set():
+            self.wake.clear()
+            self._writeback()
+            for folder in self._db(lambda t: t.list_mirror_folders(self.user.id)):
+                self._sync_folder(folder)
+            self.synced.set()
+            if self._backfill():
+                continue  # one batch done; look for news and the phone's changes again
+            if not notify and self._selected.upper() != "INBOX":
+                account.select("INBOX")
+                self._selected = "INBOX"
+            account.idle(self.wake)
+
+    # -- folders
+
+    def _map_folders(self) -> None:
+        plans = plan_folders(self.account.list_mailboxes())
+        user_id = self.user.id
+
+        def apply(txn: Txn) -> None:
+            known = {m.mailbox: m for m in txn.list_mirror_folders(user_id)}
+            by_mailbox: dict[str, Folder] = {}
+            for m in known.values():
+                for folder in txn.list_folders(user_id):
+                    if folder.id == m.folder_id:
+                        by_mailbox[m.mailbox] = folder
+            for plan in plans:
+                name = plan.entry.raw_name
+                if name in by_mailbox:
+                    continue
+                if plan.type is not FolderType.USER_MAIL:
+                    folder = txn.folder_by_type(user_id, plan.type)
+                else:
+                    parent = by_mailbox[plan.parent].server_id if plan.parent else "0"
+                    existing = [
+                        f
+                        for f in txn.list_folders(user_id)
+                        if f.parent_server_id == parent
+                        and f.display_name.lower() == plan.display_name.lower()
+                    ]
+                    folder = (
+                        existing[0]
+                        if existing
+                        else txn.create_folder(
+                            user_id, parent, plan.display_name, FolderType.USER_MAIL
+                        )
+                    )
+                by_mailbox[name] = folder
+                txn.put_mirror_folder(MirrorFolder(folder.id, user_id, name, 0, 0, 0))
+
+        self._db(apply)
+
+    def _select(self, mailbox: str) -> None:
+        if self._selected != mailbox:
+            self.account.select(mailbox)
+            self._selected = mailbox
+
+    # -- server -> store
+
+    def _sync_folder(self, folder: MirrorFolder) -> None:
+        known = (folder.uidvalidity, folder.highestmodseq) if folder.uidvalidity else None
+        selected = self.account.select(folder.mailbox, known)
+        self._selected = folder.mailbox
+        if known is None or selected.uidvalidity != folder.uidvalidity:
+            self._full_sync(folder, selected.uidvalidity, selected.highestmodseq)
+            return
+        if (
+            selected.highestmodseq == folder.highestmodseq
+            and not selected.changed
+            and not selected.vanished
+        ):
+            return
+        mapped = {m.uid: m for m in self._db(lambda t: t.mirror_messages(folder.folder_id))}
+        below = folder.backfill_below
+        new_uids = [
+            i.uid for i in selected.changed if i.uid not in mapped and (not below or i.uid >= below)
+        ]
+        bodies = self.account.fetch_full(new_uids)
+        changed = [i for i in selected.changed if i.uid in mapped]
+        vanished = [mapped[u] for u in selected.vanished if u in mapped]
+        self._db(lambda t: self._apply(t, folder, bodies, changed, vanished))
+        self._db(
+            lambda t: t.put_mirror_folder(replace(folder, highestmodseq=selected.highestmodseq))
+        )
+
+    def _apply(
+        self,
+        txn: Txn,
+        folder: MirrorFolder,
+        new: list[FetchItem],
+        changed: list[FetchItem],
+        vanished: list[MirrorMessage],
+    ) -> None:
+        for row in vanished:
+            if txn.message_folder(row.message_id) is not None:
+                txn.delete_message(row.message_id)
+        txn.drop_mirror_messages([row.message_id for row in vanished])
+        mapped = {m.uid: m for m in txn.mirror_messages(folder.folder_id)}
+        for item in changed:
+            found = mapped.get(item.uid)
+            if found is None or item.flags is None:
+                continue
+            row = found
+            seen, flagged = SEEN in item.flags, FLAGGED in item.flags
+            if (seen, flagged) == (row.seen, row.flagged):
+                continue
+            if txn.message_folder(row.message_id) is not None:
+                txn.set_read(row.message_id, seen)
+                txn.set_flag(row.message_id, _follow_up(flagged))
+            txn.put_mirror_message(replace(row, seen=seen, flagged=flagged))
+        for item in new:
+            self._add(txn, folder, item)
+
+    def _add(self, txn: Txn, folder: MirrorFolder, item: FetchItem) -> None:
+        if item.body is None:
+            return
+        flags = item.flags or frozenset()
+        seen, flagged = SEEN in flags, FLAGGED in flags
+        try:
+            parsed = parse_message(item.body, item.internaldate or _now())
+        except MailError as exc:
+            log.warning("IMAP %s UID %d is not a message: %s", folder.mailbox, item.uid, exc)
+            return
+        message = txn.add_message(folder.folder_id, replace(parsed, read=seen))
+        if flagged:
+            txn.set_flag(message.id, _follow_up(True))
+        txn.put_mirror_message(MirrorMessage(message.id, folder.folder_id, item.uid, seen, flagged))
+
+    def _full_sync(self, folder: MirrorFolder, uidvalidity: int, modseq: int) -> None:
+        """A folder seen for the first time, or whose UIDVALIDITY changed (RFC 3501 §2.3.1.1:
+        every UID is void): stored messages are matched again by Message-ID, the rest fetched."""
+        uids = self.account.uids()
+        matched: dict[int, int] = {}  # uid -> message id
+        if folder.uidvalidity:
+            stored = self._db(lambda t: _message_ids(t, self.user.id, folder.folder_id))
+            headers = self.account.fetch_message_ids(uids)
+            for item in headers:
+                key = _message_id_of(item.body or b"")
+                if key and stored.get(key):
+                    matched[item.uid] = stored[key].pop()
+            kept = set(matched.values())
+            doomed = [mid for mids in stored.values() for mid in mids if mid not in kept]
+            flags = {i.uid: i.flags or frozenset() for i in self.account.fetch_flags(list(matched))}
+
+            def rematch(txn: Txn) -> None:
+                old = [m.message_id for m in txn.mirror_messages(folder.folder_id)]
+                txn.drop_mirror_messages(old)
+                for mid in doomed:
+                    txn.delete_message(mid)
+                for uid, mid in matched.items():
+                    seen, flagged = SEEN in flags.get(uid, ()), FLAGGED in flags.get(uid, ())
+                    txn.set_read(mid, seen)
+                    txn.set_flag(mid, _follow_up(flagged))
+                    txn.put_mirror_message(MirrorMessage(mid, folder.folder_id, uid, seen, flagged))
+
+            self._db(rematch)
+        fresh = [u for u in uids if u not in matched]
+        first = fresh[-FIRST_BATCH:]
+        bodies = self.account.fetch_full(first)
+        below = first[0] if len(fresh) > len(first) else 0
+        state = MirrorFolder(
+            folder.folder_id, folder.user_id, folder.mailbox, uidvalidity, modseq, below
+        )
+
+        def store(txn: Txn) -> None:
+            for item in sorted(bodies, key=lambda i: i.uid):
+                self._add(txn, state, item)
+            txn.put_mirror_folder(state)
+
+        self._db(store)
+
+    def _backfill(self) -> bool:
+        """Fetch one batch of older messages of one folder; False when none is left."""
+        for folder in self._db(lambda t: t.list_mirror_folders(self.user.id)):
+            if not folder.backfill_below or self.wake.is_set():
+                continue
+            self._select(folder.mailbox)
+            older = [u for u in self.account.uids_below(folder.backfill_below)]
+            batch = older[-BACKFILL_BATCH:]
+            bodies = self.account.fetch_full(batch)
+            below = batch[0] if len(older) > len(batch) else 0
+
+            def store(
+                txn: Txn,
+                folder: MirrorFolder = folder,
+                below: int = below,
+                bodies: list[FetchItem] = bodies,
+            ) -> None:
+                current = {m.folder_id: m for m in txn.list_mirror_folders(self.user.id)}
+                state = replace(current.get(folder.folder_id, folder), backfill_below=below)
+                mapped = {m.uid for m in txn.mirror_messages(folder.folder_id)}
+                for item in sorted(bodies, key=lambda i: i.uid, reverse=True):
+                    if item.uid not in mapped:
+                        self._add(txn, state, item)
+                txn.put_mirror_folder(state)
+
+            self._db(store)
+            return True
+        return False
+
+    # -- store -> server
+
+    def _writeback(self) -> None:
+        user_id = self.user.id
+
+        def gather(txn: Txn) -> tuple[list[MirrorFolder], list[Action]]:
+            folders = txn.list_mirror_folders(user_id)
+            mirrored = frozenset(f.folder_id for f in folders)
+            rows = {f.folder_id: txn.mirror_messages(f.folder_id) for f in folders}
+            mapped_ids = frozenset(m.message_id for r in rows.values() for m in r)
+            actions: list[Action] = []
+            for folder in folders:
+                flags = txn.message_flags(folder.folder_id)
+                location = {
+                    m.message_id: txn.message_folder(m.message_id)
+                    for m in rows[folder.folder_id]
+                    if m.message_id not in flags
+                }
+                actions += plan_writeback(
+                    folder, rows[folder.folder_id], flags, location, mirrored, mapped_ids
+                )
+            return folders, actions
+
+        folders, actions = self._db(gather)
+        if not actions:
+            return
+        mailbox = {f.folder_id: f for f in folders}
+        order = {Move: 0, SetFlag: 1, Expunge: 2, Append: 3}
+        for action in sorted(actions, key=lambda a: order[type(a)]):
+            self._write(action, mailbox)
+
+    def _write(self, action: Action, folders: dict[int, MirrorFolder]) -> None:
+        account = self.account
+        if isinstance(action, SetFlag):
+            row = action.mapping
+            folder = folders[row.folder_id]
+            self._select(folder.mailbox)
+            if account.store_flag(row.uid, action.flag, action.on, folder.highestmodseq):
+                new = (
+                    replace(row, seen=action.on)
+                    if action.flag == SEEN
+                    else replace(row, flagged=action.on)
+                )
+                self._db(lambda t: _update_row(t, new))
+            # else MODIFIED: changed on the server meanwhile; the server's value wins and the
+            # next sync brings it to the phone.
+        elif isinstance(action, Move):
+            row = action.mapping
+            self._select(folders[row.folder_id].mailbox)
+            new_uid = account.move(row.uid, folders[action.to_folder].mailbox)
+            if new_uid is None:
+                self._db(lambda t: t.drop_mirror_messages([row.message_id]))
+            else:
+                moved = replace(row, folder_id=action.to_folder, uid=new_uid)
+                self._db(lambda t: t.put_mirror_message(moved))
+        elif isinstance(action, Expunge):
+            row = action.mapping
+            self._select(folders[row.folder_id].mailbox)
+            account.expunge(row.uid)
+            self._db(lambda t: t.drop_mirror_messages([row.message_id]))
+        else:
+            raw = self._db(lambda t: t.raw_message(action.message_id))
+            flags = " ".join(f for f, on in ((SEEN, action.seen), (FLAGGED, action.flagged)) if on)
+            target = folders[action.folder_id]
+            uid = account.append(target.mailbox, f"({flags})", raw)
+            if uid is not None:
+                row = MirrorMessage(
+                    action.message_id, action.folder_id, uid, action.seen, action.flagged
+                )
+                self._db(lambda t: t.put_mirror_message(row))
+
+
+def _update_row(txn: Txn, row: MirrorMessage) -> None:
+    txn.put_mirror_message(row)
+
+
+def _message_id_of(header: bytes) -> str:
+    text = header.decode("utf-8", "replace")
+    _, _, value = text.partition(":")
+    return " ".join(value.split()).strip()
+
+
+def _message_ids(txn: Txn, user_id: int, folder_id: int) -> dict[str, list[int]]:
+    sids = list(txn.message_versions(folder_id))
+    found: dict[str, list[int]] = {}
+    for message in txn.get_messages(user_id, sids):
+        found.setdefault(message.message_id_header.strip(), []).append(message.id)
+    return found
+
+
+class MirrorManager:
+    """IMAP logins and the mirror workers of a server process.
+
+    ``handles``/``check`` are what :class:`natsync.server.auth.Authenticator` asks of its
+    delegate: users of an IMAP domain are checked against their IMAP server (no password is
+    stored: their user row's hash matches nothing), a success is remembered in memory only, as
+    a salted scrypt digest, for :data:`LOGIN_TTL` seconds, and starts the user's mirror."""
+
+    def __init__(self, config: SourcesConfig, store: Store) -> None:
+        self.config = config
+        self.store = store
+        self.mirrors: dict[str, AccountMirror] = {}
+        self._cache: dict[str, tuple[float, bytes, bytes]] = {}
+        self._watchers: dict[str, asyncio.Task[Any]] = {}
+        self._lock = asyncio.Lock()
+
+    def handles(self, name: str) -> bool:
+        return self.config.server_for(name) is not None
+
+    @staticmethod
+    def _digest(password: str, salt: bytes) -> bytes:
+        return hashlib.scrypt(
+            password.encode(), salt=salt, n=1 << CACHE_LOG2_N, r=8, p=1, maxmem=64 << 20
+        )
+
+    async def check(self, name: str, password: str) -> tuple[User | None, int]:
+        """(the user, 200) when the IMAP server accepts *password*; (None, 401) when it
+        refuses; (None, 503) when it cannot be asked."""
+        server = self.config.server_for(name)
+        if server is None:
+            return None, 401
+        key = name.strip().lower()
+        now = time.monotonic()
+        cached = self._cache.get(key)
+        if cached is not None and cached[0] > now:
+            digest = await asyncio.to_thread(self._digest, password, cached[1])
+            if hmac.compare_digest(digest, cached[2]):
+                user = await self.store.run(lambda t: t.get_user(key))
+                if user is not None:
+                    return user, 200
+        try:
+            await asyncio.to_thread(check_login, server, name, password)
+        except ImapAuthError:
+            return None, 401
+        except ImapError as exc:
+            log.warning("cannot check %s against the IMAP server: %s", name, exc)
+            return None, 503
+        salt = secrets.token_bytes(16)
+        digest = await asyncio.to_thread(self._digest, password, salt)
+        self._cache[key] = (now + LOGIN_TTL, salt, digest)
+        user = await self.store.run(lambda t: _ensure_user(t, key))
+        await self.start(user, name, password)
+        return user, 200
+
+    async def start(self, user: User, login: str, password: str) -> AccountMirror:
+        """The user's mirror, started if it was not (a new password replaces the kept one)."""
+        async with self._lock:
+            mirror = self.mirrors.get(user.name)
+            if mirror is not None:
+                mirror.account._password = password
+                return mirror
+            server = self.config.server_for(login)
+            assert server is not None
+            mirror = AccountMirror(
+                ImapAccount(server, login, password), user, self.store, asyncio.get_running_loop()
+            )
+            self.mirrors[user.name] = mirror
+            mirror.start()
+            task = asyncio.get_running_loop().create_task(
+                self._watch(mirror), name=f"natsync-imap-watch-{user.name}"
+            )
+            self._watchers[user.name] = task
+            return mirror
+
+    async def _watch(self, mirror: AccountMirror) -> None:
+        """Wake the mirror when the store changes one of its folders (a phone's change)."""
+        while True:
+            folders = await self.store.run(lambda t: t.list_mirror_folders(mirror.user.id))
+            ids = [f.folder_id for f in folders]
+            if not ids:
+                await asyncio.sleep(0.2)
+                continue
+            with self.store.changes.subscribe(ids) as sub:
+                changed = await sub.wait(30.0)
+            if changed:
+                mirror.wake.set()
+
+    async def aclose(self) -> None:
+        for task in self._watchers.values():
+            task.cancel()
+        for task in self._watchers.values():
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await asyncio.gather(*(asyncio.to_thread(m.stop) for m in self.mirrors.values()))
+        self.mirrors.clear()
+        self._watchers.clear()
+
+
+def _ensure_user(txn: Txn, login: str) -> User:
+    user = txn.get_user(login)
+    if user is not None:
+        return user
+    email = login if "@" in login else f"{login}@localhost"
+    return txn.add_user(login, email, login.partition("@")[0], NO_LOCAL_PASSWORD, _now())

@@ -1,0 +1,298 @@
+"""natsync in front of a real Dovecot: IMAP login, mirror, push and write-back, end to end.
+
+One Dovecot (tests/sources/dovecot.py) serves the module; each test has its own Dovecot user,
+natsync store and server, and an emulated phone (natsync.client.EASClient). The 'laptop' is
+Python's imaplib on the same Dovecot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import imaplib
+import subprocess
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from natsync.client import EASClient
+from natsync.config import ServerConfig
+from natsync.server import RunningServer, start_server
+from natsync.sources import MirrorManager, install, sources_from_dict
+from natsync.sources.worker import NO_LOCAL_PASSWORD
+from natsync.store import open_store
+from natsync.store.api import Store
+from tests.sources.dovecot import DOVEADM, Dovecot, available
+
+pytestmark = [
+    pytest.mark.skipif(not available(), reason="dovecot-imapd is not installed (apt)"),
+    pytest.mark.timeout(120),
+]
+
+INBOX, DRAFTS, TRASH, SENT = 2, 3, 4, 5
+#: Dovecot users made for the module: one per test.
+USERS = 20
+
+
+@pytest.fixture(scope="module")
+def dovecot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dovecot]:
+    # Users are written before the start: Dovecot re-reads its passwd-file only when the file's
+    # mtime (whole seconds) changes, so users added within a second could go unseen.
+    users = {f"user{n}@example.test": "imap-secret" for n in range(1, USERS + 1)}
+    server = Dovecot(tmp_path_factory.mktemp("dovecot"), users)
+    server.start()
+    yield server
+    server.stop()
+
+
+def mail(subject: str, message_id: str | None = None) -> bytes:
+    mid = message_id or f"<{subject.replace(' ', '.')}@example.org>"
+    return (
+        f"From: Bob <bob@example.org>\r\nTo: someone@example.test\r\nSubject: {subject}\r\n"
+        f"Message-ID: {mid}\r\nDate: Sun, 06 Dec 2026 12:00:00 +0000\r\n\r\nHello {subject}\r\n"
+    ).encode()
+
+
+@dataclass
+class Rig:
+    dovecot: Dovecot
+    login: str
+    password: str
+    store: Store
+    server: RunningServer
+    manager: MirrorManager
+
+    def phone(self, password: str | None = None, device: str = "IMAPPHONE1") -> EASClient:
+        return EASClient(
+            f"http://127.0.0.1:{self.server.port}",
+            self.login,
+            password or self.password,
+            device_id=device,
+        )
+
+    def laptop(self) -> imaplib.IMAP4_SSL:
+        return self.dovecot.imap(self.login)
+
+    async def synced(self) -> None:
+        for _ in range(200):
+            mirror = self.manager.mirrors.get(self.login)
+            if mirror is not None and mirror.synced.is_set():
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError("the mirror did not sync")
+
+
+_counter = iter(range(1, 10_000))
+
+
+@pytest.fixture
+async def rig(dovecot: Dovecot, tmp_path: Path) -> AsyncIterator[Rig]:
+    login = f"user{next(_counter)}@example.test"
+    store = open_store(tmp_path / "natsync.db")
+    config = ServerConfig(host="127.0.0.1", port=0, domains=("example.test",))
+    server = await start_server(config, store)
+    sources = sources_from_dict(
+        {
+            "imap": {
+                "dovecot": {
+                    "host": "127.0.0.1",
+                    "port": dovecot.imaps_port,
+                    "tls": "implicit",
+                    "ca_file": str(dovecot.ca_file),
+                }
+            },
+            "domains": {"example.test": "dovecot"},
+        }
+    )
+    manager = install(server.eas, sources, store)
+    yield Rig(dovecot, login, "imap-secret", store, server, manager)
+    await manager.aclose()
+    await server.close()
+    await store.aclose()
+
+
+async def until(check: Callable[[], Any], timeout: float = 5.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await asyncio.to_thread(check)
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not true within {timeout} s: {check}")
+        await asyncio.sleep(0.1)
+
+
+def flags_of(laptop: imaplib.IMAP4_SSL, mailbox: str, subject: str) -> str | None:
+    """The FLAGS of the message with *subject* in *mailbox*, None when it is not there."""
+    laptop.select(f'"{mailbox}"')
+    typ, data = laptop.uid("SEARCH", "SUBJECT", f'"{subject}"')
+    uids = data[0].split() if data and data[0] else []
+    if not uids:
+        return None
+    _typ, data = laptop.uid("FETCH", uids[-1].decode(), "(FLAGS)")
+    return str(data[0])
+
+
+async def test_imap_login_creates_the_user_without_a_password(rig: Rig) -> None:
+    async with rig.phone(password="wrong") as phone:
+        with pytest.raises(Exception, match=r"401|uthenticat"):
+            await phone.provision()
+    assert await rig.store.run(lambda t: t.get_user(rig.login)) is None
+    async with rig.phone() as phone:
+        await phone.provision()
+        await phone.folder_sync()
+    user = await rig.store.run(lambda t: t.get_user(rig.login))
+    assert user is not None
+    stored = await rig.store.run(lambda t: t.password_hash(user.id))
+    assert stored == NO_LOCAL_PASSWORD
+
+
+async def test_push_flags_move_delete_round_trip(rig: Rig) -> None:
+    laptop = rig.laptop()
+    laptop.create('"Projects"')
+    rig.dovecot.deliver(rig.login, mail("first"))
+    async with rig.phone() as phone:
+        await phone.provision()
+        await phone.folder_sync()
+        await rig.synced()
+        await phone.folder_sync()
+        inbox = phone.folder(type=INBOX).server_id
+        projects = phone.folder(name="Projects").server_id
+        trash = phone.folder(type=TRASH).server_id
+        first = await phone.sync(inbox)
+        assert [m.subject for m in first.added] == ["first"]
+
+        # Push: a delivery ends the held Ping within about a second.
+        ping = asyncio.create_task(phone.ping([inbox], 60))
+        await asyncio.sleep(0.3)
+        started = time.monotonic()
+        await asyncio.to_thread(rig.dovecot.deliver, rig.login, mail("second"))
+        assert await asyncio.wait_for(ping, 10) == [inbox]
+        assert time.monotonic() - started < 2.0
+        second = await phone.sync(inbox)
+        assert [m.subject for m in second.added] == ["second"]
+        first_id, second_id = first.added[0].server_id, second.added[0].server_id
+
+        # Phone -> server: read and flagged.
+        await phone.change_read(inbox, first_id, True)
+        await phone.change_flag(inbox, second_id, 2)
+        await until(lambda: "\\Seen" in (flags_of(laptop, "INBOX", "first") or ""))
+        await until(lambda: "\\Flagged" in (flags_of(laptop, "INBOX", "second") or ""))
+
+        # Server -> phone: the laptop reads "second".
+        laptop.select("INBOX")
+        _typ, data = laptop.uid("SEARCH", "SUBJECT", '"second"')
+        laptop.uid("STORE", data[0].decode(), "+FLAGS", "(\\Seen)")
+
+        async def read_on_phone() -> bool:
+            result = await phone.sync(inbox)
+            return any(
+                m.server_id == second_id and m.fields.get("Email:Read") == "1"
+                for m in result.changed
+            )
+
+        deadline = time.monotonic() + 5
+        while not await read_on_phone():
+            assert time.monotonic() < deadline, "the laptop's \\Seen did not reach the phone"
+            await asyncio.sleep(0.2)
+
+        # Move on the phone -> UID MOVE on the server.
+        await phone.move_items([first_id], inbox, projects)
+        await until(lambda: flags_of(laptop, "Projects", "first") is not None)
+        assert flags_of(laptop, "INBOX", "first") is None
+        # Delete on the phone (as a move to Deleted Items) -> the message is in Trash.
+        await phone.delete(inbox, [second_id])
+        await until(lambda: flags_of(laptop, "Trash", "second") is not None)
+        assert flags_of(laptop, "INBOX", "second") is None
+        # Delete for good in Trash -> EXPUNGE.
+        trashed = await phone.sync(trash)
+        await phone.delete(trash, [m.server_id for m in trashed.added], deletes_as_moves=False)
+        await until(lambda: flags_of(laptop, "Trash", "second") is None)
+        # Nothing came back to the phone twice.
+        again = await phone.sync(inbox)
+        assert not again.added
+        assert not again.duplicates
+    laptop.logout()
+
+
+async def test_sent_copy_is_appended_to_sent(rig: Rig) -> None:
+    laptop = rig.laptop()
+    async with rig.phone() as phone:
+        await phone.provision()
+        await phone.folder_sync()
+        await rig.synced()
+        raw = (
+            f"From: {rig.login}\r\nTo: carol@example.org\r\nSubject: from the phone\r\n"
+            "Message-ID: <phone.1@example.test>\r\n\r\nsent from natsync\r\n"
+        ).encode()
+        await phone.send_mail(raw)
+        await until(lambda: flags_of(laptop, "Sent", "from the phone") is not None)
+    laptop.logout()
+
+
+async def test_uidvalidity_change_resyncs_without_duplicates(rig: Rig) -> None:
+    laptop = rig.laptop()
+    laptop.create('"Archive"')
+    for n in (1, 2):
+        laptop.append('"Archive"', None, None, mail(f"old {n}"))
+    async with rig.phone() as phone:
+        await phone.provision()
+        await phone.folder_sync()
+        await rig.synced()
+        await phone.folder_sync()
+        archive = phone.folder(name="Archive").server_id
+        first = await phone.sync(archive)
+        assert sorted(m.subject for m in first.added) == ["old 1", "old 2"]
+        # Recreate the mailbox: same messages, new UIDVALIDITY, plus one new message.
+        laptop.delete('"Archive"')
+        laptop.create('"Archive"')
+        for n in (1, 2, 3):
+            laptop.append('"Archive"', None, None, mail(f"old {n}"))
+        mirror = rig.manager.mirrors[rig.login]
+        mirror.wake.set()
+
+        async def three() -> list[str]:
+            result = await phone.sync(archive)
+            assert not result.deleted, "a UIDVALIDITY change must not delete kept messages"
+            assert not result.duplicates
+            return [m.subject for m in result.added]
+
+        added: list[str] = []
+        deadline = time.monotonic() + 5
+        while "old 3" not in added:
+            assert time.monotonic() < deadline
+            added += await three()
+            await asyncio.sleep(0.2)
+        assert added == ["old 3"]
+    laptop.logout()
+
+
+async def test_reconnects_and_resumes(rig: Rig) -> None:
+    async with rig.phone() as phone:
+        await phone.provision()
+        await phone.folder_sync()
+        await rig.synced()
+        inbox = phone.folder(type=INBOX).server_id
+        await phone.sync(inbox)
+        mirror = rig.manager.mirrors[rig.login]
+        assert mirror.connects == 1
+        conf = str(rig.dovecot.root / "dovecot.conf")
+        await asyncio.to_thread(
+            subprocess.run,
+            [DOVEADM, "-c", conf, "kick", rig.login],
+            check=True,
+            capture_output=True,
+        )
+        rig.dovecot.deliver(rig.login, mail("after the kick"))
+        await until(lambda: mirror.connects >= 2, timeout=10)
+
+        async def arrived() -> bool:
+            return any(m.subject == "after the kick" for m in (await phone.sync(inbox)).added)
+
+        deadline = time.monotonic() + 10
+        while not await arrived():
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.2)
