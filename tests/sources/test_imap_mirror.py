@@ -128,7 +128,7 @@ async def until(check: Callable[[], Any], timeout: float = 5.0) -> Any:
 def flags_of(laptop: imaplib.IMAP4_SSL, mailbox: str, subject: str) -> str | None:
     """The FLAGS of the message with *subject* in *mailbox*, None when it is not there."""
     laptop.select(f'"{mailbox}"')
-    typ, data = laptop.uid("SEARCH", "SUBJECT", f'"{subject}"')
+    _typ, data = laptop.uid("SEARCH", "SUBJECT", f'"{subject}"')
     uids = data[0].split() if data and data[0] else []
     if not uids:
         return None

@@ -1,0 +1,236 @@
+"""IMAP source bench: natsync in front of a real Dovecot, side by side with natsync's own store.
+
+Prints: push latency from delivery to the Ping's answer (p50/p99), time until a phone can sync
+the newest 100 messages of a large mailbox, and initial mirror throughput (messages/s).
+Bounded: a fixed number of deliveries and messages, each wait with a timeout; loopback only.
+
+    .venv/bin/python bench/imap_bench.py [--big 100000] [--pushes 30] [--initial 3000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from natsync.client import EASClient  # noqa: E402
+from natsync.config import ServerConfig  # noqa: E402
+from natsync.mail.mime import parse_message  # noqa: E402
+from natsync.server import start_server  # noqa: E402
+from natsync.sources import install, sources_from_dict  # noqa: E402
+from natsync.store import open_store  # noqa: E402
+from natsync.store.api import FolderType  # noqa: E402
+from tests.sources.dovecot import Dovecot  # noqa: E402
+
+#: Longest wait for any one step (a Ping answer, a sync becoming complete).
+STEP_TIMEOUT = 600.0
+
+
+def mail(n: int) -> bytes:
+    return (
+        f"From: bench@example.org\r\nTo: u@example.test\r\nSubject: message {n}\r\n"
+        f"Message-ID: <bench.{n}@example.org>\r\nDate: Sun, 06 Dec 2026 12:00:00 +0000\r\n\r\n"
+        f"body of message {n}\r\n"
+    ).encode()
+
+
+def write_maildir(root: Path, count: int) -> None:
+    """*count* messages written straight into the maildir's cur/ (Dovecot indexes them)."""
+    cur = root / "cur"
+    for sub in ("cur", "new", "tmp"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    base = 1_700_000_000
+    for n in range(count):
+        path = cur / f"{base + n}.M{n}P1.bench:2,S"
+        path.write_bytes(mail(n))
+        t = base + n
+        import os
+
+        os.utime(path, (t, t))
+    shutil.chown(root, "dovecot", "dovecot")
+    for dirpath in root.rglob("*"):
+        shutil.chown(dirpath, "dovecot", "dovecot")
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+async def imap_rig(dovecot: Dovecot, tmp: Path, login: str):  # type: ignore[no-untyped-def]
+    store = open_store(tmp / f"{login}.db")
+    server = await start_server(ServerConfig(host="127.0.0.1", port=0), store)
+    sources = sources_from_dict(
+        {
+            "imap": {
+                "d": {"host": "127.0.0.1", "port": dovecot.imaps_port, "ca_file": str(dovecot.ca_file)}
+            },
+            "default": "d",
+        }
+    )
+    manager = install(server.eas, sources, store)
+    phone = EASClient(f"http://127.0.0.1:{server.port}", login, "pw", device_id="BENCH1")
+    return store, server, manager, phone
+
+
+async def push_latency(deliver, phone: EASClient, inbox: str, count: int) -> list[float]:  # type: ignore[no-untyped-def]
+    await phone.sync(inbox)
+    out: list[float] = []
+    for n in range(count):
+        ping = asyncio.create_task(phone.ping([inbox], 60))
+        await asyncio.sleep(0.2)
+        started = time.perf_counter()
+        await deliver(n)
+        changed = await asyncio.wait_for(ping, STEP_TIMEOUT)
+        out.append(time.perf_counter() - started)
+        assert changed == [inbox], changed
+        await phone.sync(inbox)
+    return out
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--big", type=int, default=100_000)
+    ap.add_argument("--pushes", type=int, default=30)
+    ap.add_argument("--initial", type=int, default=3000)
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="natsync-imap-bench-"))
+    users = {"push@example.test": "pw", "big@example.test": "pw", "init@example.test": "pw"}
+    dovecot = Dovecot(tmp / "dovecot", users)
+    dovecot.start()
+    try:
+        # 1. push latency, IMAP (LMTP delivery -> NOTIFY/IDLE -> mirror -> store -> Ping)
+        store, server, manager, phone = await imap_rig(dovecot, tmp, "push@example.test")
+        async with phone:
+            await phone.provision()
+            await phone.folder_sync()
+            while not manager.mirrors["push@example.test"].synced.is_set():
+                await asyncio.sleep(0.05)
+            inbox = phone.folder(type=2).server_id
+
+            async def lmtp(n: int) -> None:
+                await asyncio.to_thread(dovecot.deliver, "push@example.test", mail(n))
+
+            imap_push = await push_latency(lmtp, phone, inbox, args.pushes)
+        await manager.aclose()
+        await server.close()
+        await store.aclose()
+        # ... and natsync's own store (delivery = the store transaction SMTP-in makes)
+        own = open_store(tmp / "own.db")
+        own.run_sync(lambda t: t.add_user("own", "own@example.test", "own", _hash(), _now()))
+        server = await start_server(ServerConfig(host="127.0.0.1", port=0), own)
+        phone = EASClient(f"http://127.0.0.1:{server.port}", "own", "pw", device_id="BENCH2")
+        async with phone:
+            await phone.provision()
+            await phone.folder_sync()
+            inbox = phone.folder(type=2).server_id
+            user = own.run_sync(lambda t: t.get_user("own"))
+            assert user is not None
+
+            async def local(n: int) -> None:
+                message = parse_message(mail(n), _now())
+                await own.run(
+                    lambda t: t.add_message(t.folder_by_type(user.id, FolderType.INBOX).id, message)
+                )
+
+            own_push = await push_latency(local, phone, inbox, args.pushes)
+        await server.close()
+        await own.aclose()
+
+        # 2. newest 100 of a big mailbox
+        t0 = time.perf_counter()
+        write_maildir(dovecot.mail / "big@example.test", args.big)
+        gen = time.perf_counter() - t0
+        store, server, manager, phone = await imap_rig(dovecot, tmp, "big@example.test")
+        async with phone:
+            started = time.perf_counter()
+            await phone.provision()
+            await phone.folder_sync()
+            inbox = phone.folder(type=2).server_id
+            got = 0
+            while got < 100:
+                assert time.perf_counter() - started < STEP_TIMEOUT
+                got += len((await phone.sync(inbox)).added)
+                if got < 100:
+                    await asyncio.sleep(0.05)
+            newest100 = time.perf_counter() - started
+        await manager.aclose()
+        await server.close()
+        await store.aclose()
+
+        # 3. initial mirror throughput: every message of a mailbox in the store
+        write_maildir(dovecot.mail / "init@example.test", args.initial)
+        store, server, manager, phone = await imap_rig(dovecot, tmp, "init@example.test")
+        async with phone:
+            started = time.perf_counter()
+            await phone.provision()
+            user = await store.run(lambda t: t.get_user("init@example.test"))
+            assert user is not None
+            while True:
+                folders = await store.run(lambda t: t.list_mirror_folders(user.id))
+                done = folders and all(f.backfill_below == 0 and f.uidvalidity for f in folders)
+                if done:
+                    break
+                assert time.perf_counter() - started < STEP_TIMEOUT
+                await asyncio.sleep(0.1)
+            count = await store.run(
+                lambda t: len(t.message_versions(t.folder_by_type(user.id, FolderType.INBOX).id))
+            )
+            initial = time.perf_counter() - started
+        await manager.aclose()
+        await server.close()
+        await store.aclose()
+        t0 = time.perf_counter()
+        own = open_store(tmp / "own2.db")
+        own.run_sync(lambda t: t.add_user("o2", "o2@example.test", "o2", _hash(), _now()))
+        user2 = own.run_sync(lambda t: t.get_user("o2"))
+        assert user2 is not None
+        parsed = [parse_message(mail(n), _now()) for n in range(args.initial)]
+        inbox_id = own.run_sync(lambda t: t.folder_by_type(user2.id, FolderType.INBOX).id)
+        own.run_sync(lambda t: [t.add_message(inbox_id, m) for m in parsed])
+        own_rate = args.initial / (time.perf_counter() - t0)
+        own.close()
+    finally:
+        dovecot.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    ms = 1000
+    print(f"push latency, delivery -> Ping answer ({args.pushes} deliveries each):")
+    print(
+        f"  IMAP (Dovecot LMTP, NOTIFY+IDLE): p50 {statistics.median(imap_push) * ms:.0f} ms, "
+        f"p99 {pct(imap_push, 99) * ms:.0f} ms"
+    )
+    print(
+        f"  natsync store (direct delivery):  p50 {statistics.median(own_push) * ms:.0f} ms, "
+        f"p99 {pct(own_push, 99) * ms:.0f} ms"
+    )
+    print(
+        f"newest 100 of a {args.big}-message IMAP mailbox on the phone: {newest100:.2f} s "
+        f"from first login (maildir written in {gen:.1f} s, Dovecot indexing included)"
+    )
+    print(
+        f"initial mirror of {count} messages: {count / initial:.0f} messages/s "
+        f"(natsync store, direct adds: {own_rate:.0f} messages/s)"
+    )
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _hash() -> str:
+    from natsync.auth.passwords import hash_password
+
+    return hash_password("pw")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
