@@ -140,6 +140,8 @@ class Dovecot:
     lmtp_port: int = 0
     process: subprocess.Popen[bytes] | None = None
     mail: Path = Path()
+    #: Where the maildirs go (None: the system's temp dir); the bench uses /dev/shm.
+    mail_parent: Path | None = None
 
     @property
     def ca_file(self) -> Path:
@@ -151,7 +153,7 @@ class Dovecot:
             (self.root / sub).mkdir(exist_ok=True)
         # Dovecot refuses mail access as root: the maildirs belong to its own user, in a
         # directory of their own that user can reach (test temp dirs are 0700 root).
-        self.mail = Path(tempfile.mkdtemp(prefix="natsync-dovecot-mail-"))
+        self.mail = Path(tempfile.mkdtemp(prefix="natsync-dovecot-mail-", dir=self.mail_parent))
         self.mail.chmod(0o755)
         shutil.chown(self.mail, "dovecot", "dovecot")
         ca = init_ca(self.root / "ca", common_name="natsync test CA for Dovecot")

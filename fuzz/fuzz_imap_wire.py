@@ -1,0 +1,61 @@
+#!/usr/bin/env python3
+"""atheris harness for natsync.sources.wire: the IMAP response pieces the mirror decodes (LIST,
+FETCH, VANISHED, response codes, modified UTF-7). Any bytes must decode or raise ImapWireError.
+
+    python fuzz/fuzz_imap_wire.py -max_total_time=60 fuzz/corpus-fuzz_imap_wire
+
+The first byte picks the decoder; a NUL in the rest splits a FETCH head from its literal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import atheris
+from _harness import fuzz_main
+
+with atheris.instrument_imports(include=["natsync"]):
+    from natsync.sources.wire import (
+        ImapWireError,
+        copy_uids,
+        decode_mutf7,
+        parse_fetch,
+        parse_list,
+        parse_vanished,
+        response_codes,
+    )
+
+SEEDS = [
+    b'L(\\HasNoChildren \\Sent) "/" Sent',
+    b'L(\\HasChildren) "." "Caf&AOk-"',
+    b"F1 (UID 7 FLAGS (\\Seen \\Flagged) MODSEQ (12) INTERNALDATE \"06-Dec-2026 12:00:00 +0000\""
+    b" BODY[] {5}\x00hello",
+    b"V(EARLIER) 1:3,7",
+    b"C[UIDVALIDITY 3] [HIGHESTMODSEQ 9] [COPYUID 3 1:2 5:6]",
+    b"MCaf&AOk-/&ZeVnLIqe-",
+]
+
+
+def test_one_input(data: bytes) -> None:
+    if not data:
+        return
+    kind, rest = data[:1], data[1:]
+    with contextlib.suppress(ImapWireError):
+        if kind == b"L":
+            head, sep, literal = rest.partition(b"\x00")
+            parse_list((head, literal) if sep else head)
+        elif kind == b"F":
+            head, sep, literal = rest.partition(b"\x00")
+            parse_fetch((head, literal) if sep else head)
+        elif kind == b"V":
+            parse_vanished(rest)
+        elif kind == b"C":
+            codes = response_codes([rest])
+            if "COPYUID" in codes:
+                copy_uids(codes["COPYUID"])
+        else:
+            decode_mutf7(rest.decode("latin-1"))
+
+
+if __name__ == "__main__":
+    fuzz_main(test_one_input, SEEDS, ".txt")
