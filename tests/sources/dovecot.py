@@ -53,6 +53,7 @@ ssl_cert = <{root}/tls/server.pem
 ssl_key = <{root}/tls/server.key
 ssl_min_protocol = TLSv1.2
 auth_mechanisms = plain login
+auth_failure_delay = 0
 disable_plaintext_auth = yes
 default_internal_user = dovecot
 default_internal_group = dovecot

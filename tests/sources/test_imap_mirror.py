@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import imaplib
+import os
+import re
+import signal
 import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
@@ -296,3 +300,48 @@ async def test_reconnects_and_resumes(rig: Rig) -> None:
         while not await arrived():
             assert time.monotonic() < deadline
             await asyncio.sleep(0.2)
+
+
+async def test_natsync_server_reads_the_sources_table(dovecot: Dovecot, tmp_path: Path) -> None:
+    """`natsync server --config FILE` with a [sources] table: an IMAP user logs in and syncs."""
+    login = "user19@example.test"
+    dovecot.deliver(login, mail("for the server process"))
+    config = tmp_path / "natsync.toml"
+    config.write_text(
+        f'[server]\nhost = "127.0.0.1"\nport = 0\ndata_dir = "{tmp_path / "data"}"\n'
+        f'[sources]\ndefault = "dovecot"\n'
+        f'[sources.imap.dovecot]\nhost = "127.0.0.1"\nport = {dovecot.imaps_port}\n'
+        f'ca_file = "{dovecot.ca_file}"\n',
+        encoding="utf-8",
+    )
+    proc = subprocess.Popen(  # noqa: ASYNC220 - once; its output is read in a thread
+        [str(Path(sys.executable).parent / "natsync"), "server", "--config", str(config)],
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert proc.stderr is not None
+        url = ""
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not url:
+            line = await asyncio.to_thread(proc.stderr.readline)
+            found = re.search(r"ActiveSync at (http://\S+?)/Microsoft", line)
+            url = found.group(1) if found else ""
+        assert url
+        async with EASClient(url, login, "imap-secret", device_id="CLIPHONE") as phone:
+            await phone.provision()
+            await phone.folder_sync()
+            inbox = phone.folder(type=INBOX).server_id
+            subjects: list[str] = []
+            deadline = time.monotonic() + 10
+            while "for the server process" not in subjects:
+                assert time.monotonic() < deadline
+                subjects += [m.subject for m in (await phone.sync(inbox)).added]
+                await asyncio.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = await asyncio.to_thread(proc.wait, 10)
+        assert proc.stderr is not None
+        proc.stderr.close()
+    assert code == 0

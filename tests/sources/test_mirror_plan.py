@@ -70,4 +70,6 @@ def test_writeback_diff() -> None:
 
 def test_no_difference_no_action() -> None:
     rows = [row(1, 11, seen=True)]
-    assert plan_writeback(INBOX, rows, {1: (True, False)}, {}, frozenset({10}), frozenset({1})) == []
+    assert (
+        plan_writeback(INBOX, rows, {1: (True, False)}, {}, frozenset({10}), frozenset({1})) == []
+    )

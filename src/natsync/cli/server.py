@@ -16,8 +16,9 @@ from natsync.config import ServerConfig, load_config
 from natsync.errors import NatsyncError
 
 
-async def serve(config: ServerConfig, ready: Any = None) -> None:
-    """Run until a signal: ActiveSync server, SMTP in (smtp_listen), relay (smarthost)."""
+async def serve(config: ServerConfig, ready: Any = None, sources: Any = None) -> None:
+    """Run until a signal: ActiveSync server, SMTP in (smtp_listen), relay (smarthost), and
+    the IMAP mirrors when *sources* (natsync.sources.SourcesConfig) names an IMAP server."""
     from natsync.mail.dkim import DkimSigner
     from natsync.mail.relay import Relay, SmartHost
     from natsync.mail.smtp_in import start_smtp_server
@@ -31,7 +32,7 @@ async def serve(config: ServerConfig, ready: Any = None) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    relay = server = smtp = None
+    relay = server = smtp = mirrors = None
     try:
         if config.smarthost:
             host, _, port = config.smarthost.rpartition(":")
@@ -43,6 +44,10 @@ async def serve(config: ServerConfig, ready: Any = None) -> None:
             )
             relay.start()
         server = await start_server(config, store, relay=relay)
+        if sources is not None and sources.any_imap:
+            from natsync.sources import install
+
+            mirrors = install(server.eas, sources, store)
         if config.smtp_listen:
             host, _, port = config.smtp_listen.rpartition(":")
             smtp = await start_smtp_server(
@@ -56,6 +61,8 @@ async def serve(config: ServerConfig, ready: Any = None) -> None:
             loop.remove_signal_handler(sig)
         if smtp is not None:
             await smtp.close()
+        if mirrors is not None:
+            await mirrors.aclose()
         if server is not None:
             await server.close()
         if relay is not None:
@@ -106,6 +113,9 @@ def server(
         if store is not None:
             overrides["store"] = store
         config = replace(config, **overrides).check()
+        from natsync.sources import load_sources
+
+        sources = load_sources(config_path)
     except NatsyncError as exc:
         raise click.ClickException(exc.message) from exc
     from natsync.server.logs import setup_logging
@@ -124,6 +134,6 @@ def server(
 
         # uvloop when installed: a fraction of asyncio's TLS memory per held Ping (docs/push.md)
         with asyncio.Runner(loop_factory=loop_factory()) as runner:
-            runner.run(serve(config, ready))
+            runner.run(serve(config, ready, sources))
     except NatsyncError as exc:
         raise click.ClickException(exc.message) from exc

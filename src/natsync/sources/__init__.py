@@ -16,7 +16,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from natsync.sources.config import ImapServer, SourcesConfig, TlsMode, sources_from_dict
+from natsync.sources.config import (
+    ImapServer,
+    SourcesConfig,
+    TlsMode,
+    load_sources,
+    sources_from_dict,
+)
 from natsync.sources.worker import MirrorManager
 from natsync.store.api import Store
 
@@ -34,5 +40,6 @@ __all__ = [
     "SourcesConfig",
     "TlsMode",
     "install",
+    "load_sources",
     "sources_from_dict",
 ]

@@ -164,6 +164,16 @@ def _choices(table: Any, key: str, names: set[str]) -> dict[str, str]:
     return found
 
 
+def load_sources(path: Path | str | None) -> SourcesConfig:
+    """The ``[sources]`` table of the deployment file at *path* (None: the own store only)."""
+    if path is None:
+        return SourcesConfig()
+    from natsync.config import read_toml
+
+    path = Path(path)
+    return sources_from_dict(read_toml(path).get("sources"), base=path.parent)
+
+
 def sources_from_dict(table: Any, base: Path | None = None) -> SourcesConfig:
     """The validated ``[sources]`` table (*base*: the config file's directory, for ca_file)."""
     if table is None:

@@ -288,7 +288,11 @@ class AccountMirror:
     def _full_sync(self, folder: MirrorFolder, uidvalidity: int, modseq: int) -> None:
         """A folder seen for the first time, or whose UIDVALIDITY changed (RFC 3501 §2.3.1.1:
         every UID is void): stored messages are matched again by Message-ID, the rest fetched."""
+        started = time.monotonic()
         uids = self.account.uids()
+        log.debug(
+            "%s: %d UIDs listed in %.2f s", folder.mailbox, len(uids), time.monotonic() - started
+        )
         matched: dict[int, int] = {}  # uid -> message id
         if folder.uidvalidity:
             stored = self._db(lambda t: _message_ids(t, self.user.id, folder.folder_id))
@@ -327,6 +331,15 @@ class AccountMirror:
             txn.put_mirror_folder(state)
 
         self._db(store)
+        log.info(
+            "IMAP mirror of %s: %s (UIDVALIDITY %d): newest %d of %d messages in %.2f s",
+            self.user.name,
+            folder.mailbox,
+            uidvalidity,
+            len(bodies),
+            len(uids),
+            time.monotonic() - started,
+        )
 
     def _backfill(self) -> bool:
         """Fetch one batch of older messages of one folder; False when none is left."""
