@@ -46,7 +46,8 @@ base_dir = {root}/run
 state_dir = {root}/state
 log_path = {root}/dovecot.log
 info_log_path = {root}/dovecot.log
-protocols = imap lmtp
+protocols = imap lmtp submission
+hostname = mail.example.test
 listen = 127.0.0.1
 ssl = required
 ssl_cert = <{root}/tls/server.pem
@@ -123,6 +124,17 @@ service auth {{
 service auth-worker {{
   user = root
 }}
+service submission-login {{
+  inet_listener submission {{
+    address = 127.0.0.1
+    port = {submission_port}
+  }}
+}}
+# Dovecot's submission service hands mail to an SMTP relay (Postfix in a real installation;
+# the tests' own SMTP sink here).
+submission_relay_host = 127.0.0.1
+submission_relay_port = {relay_port}
+submission_relay_trusted = yes
 service anvil {{
   chroot =
 }}
@@ -139,6 +151,9 @@ class Dovecot:
     imap_port: int = 0
     imaps_port: int = 0
     lmtp_port: int = 0
+    submission_port: int = 0
+    #: The SMTP server Dovecot's submission service relays to (0: none, sending fails).
+    relay_port: int = 0
     process: subprocess.Popen[bytes] | None = None
     mail: Path = Path()
     #: Where the maildirs go (None: the system's temp dir); the bench uses /dev/shm.
@@ -162,6 +177,7 @@ class Dovecot:
         shutil.copy(ca.cert_path, self.ca_file) if ca.cert_path != self.ca_file else None
         self.write_users()
         self.imap_port, self.imaps_port, self.lmtp_port = free_port(), free_port(), free_port()
+        self.submission_port = free_port()
         conf = self.root / "dovecot.conf"
         conf.write_text(
             CONF.format(
@@ -170,6 +186,8 @@ class Dovecot:
                 imap_port=self.imap_port,
                 imaps_port=self.imaps_port,
                 lmtp_port=self.lmtp_port,
+                submission_port=self.submission_port,
+                relay_port=self.relay_port or free_port(),
             )
         )
         self.process = subprocess.Popen(

@@ -17,10 +17,13 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import Envelope
 
 from natsync.client import EASClient
 from natsync.config import ServerConfig
@@ -29,7 +32,7 @@ from natsync.sources import MirrorManager, install, sources_from_dict
 from natsync.sources.worker import NO_LOCAL_PASSWORD
 from natsync.store import open_store
 from natsync.store.api import Store
-from tests.sources.dovecot import DOVEADM, Dovecot, available
+from tests.sources.dovecot import DOVEADM, Dovecot, available, free_port
 
 pytestmark = [
     pytest.mark.skipif(not available(), reason="dovecot-imapd is not installed (apt)"),
@@ -41,12 +44,34 @@ INBOX, DRAFTS, TRASH, SENT = 2, 3, 4, 5
 USERS = 20
 
 
+class Internet:
+    """What Dovecot's submission service relays to: an aiosmtpd sink that keeps what it got."""
+
+    def __init__(self) -> None:
+        self.received: list[Envelope] = []
+
+    async def handle_DATA(self, server: object, session: object, envelope: Envelope) -> str:
+        self.received.append(envelope)
+        return "250 2.0.0 queued"
+
+
 @pytest.fixture(scope="module")
-def dovecot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dovecot]:
+def internet() -> Iterator[tuple[Internet, int]]:
+    sink = Internet()
+    controller = Controller(sink, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    yield sink, controller.port
+    controller.stop()
+
+
+@pytest.fixture(scope="module")
+def dovecot(
+    tmp_path_factory: pytest.TempPathFactory, internet: tuple[Internet, int]
+) -> Iterator[Dovecot]:
     # Users are written before the start: Dovecot re-reads its passwd-file only when the file's
     # mtime (whole seconds) changes, so users added within a second could go unseen.
     users = {f"user{n}@example.test": "imap-secret" for n in range(1, USERS + 1)}
-    server = Dovecot(tmp_path_factory.mktemp("dovecot"), users)
+    server = Dovecot(tmp_path_factory.mktemp("dovecot"), users, relay_port=internet[1])
     server.start()
     yield server
     server.stop()
@@ -106,6 +131,7 @@ async def rig(dovecot: Dovecot, tmp_path: Path) -> AsyncIterator[Rig]:
                     "port": dovecot.imaps_port,
                     "tls": "implicit",
                     "ca_file": str(dovecot.ca_file),
+                    "submission_port": dovecot.submission_port,
                 }
             },
             "domains": {"example.test": "dovecot"},
@@ -222,7 +248,10 @@ async def test_push_flags_move_delete_round_trip(rig: Rig) -> None:
     laptop.logout()
 
 
-async def test_sent_copy_is_appended_to_sent(rig: Rig) -> None:
+async def test_send_goes_through_submission_and_the_copy_to_sent(
+    rig: Rig, internet: tuple[Internet, int]
+) -> None:
+    sink, _ = internet
     laptop = rig.laptop()
     async with rig.phone() as phone:
         await phone.provision()
@@ -234,6 +263,15 @@ async def test_sent_copy_is_appended_to_sent(rig: Rig) -> None:
         ).encode()
         await phone.send_mail(raw)
         await until(lambda: flags_of(laptop, "Sent", "from the phone") is not None)
+        # It left through Dovecot's submission service, authenticated as the user.
+        await until(
+            lambda: any(b"from the phone" in bytes(e.content or b"") for e in sink.received)
+        )
+        sent = [e for e in sink.received if b"from the phone" in bytes(e.content or b"")]
+        assert sent[0].mail_from == rig.login
+        assert sent[0].rcpt_tos == ["carol@example.org"]
+        queued = await rig.store.run(lambda t: t.due_outbound(datetime.now(UTC), 10))
+        assert queued == []
     laptop.logout()
 
 

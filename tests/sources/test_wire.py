@@ -49,7 +49,7 @@ def test_fetch_items_with_and_without_a_body() -> None:
     ]
     first, second = fetch_items(data)
     assert (first.uid, first.modseq, first.body) == (7, 12, b"hello")
-    assert first.flags == {"\\Seen"}
+    assert first.flags == frozenset({"\\Seen"})
     assert first.internaldate == datetime(2026, 12, 6, 11, 0, tzinfo=UTC)
     assert (second.uid, second.flags, second.body) == (9, frozenset(), None)
 

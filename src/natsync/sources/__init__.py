@@ -27,10 +27,26 @@ from natsync.sources.worker import MirrorManager
 from natsync.store.api import Store
 
 
+class _Kick:
+    """Stands in for the server's relay: mail queued by SendMail also wakes the mirrors (an
+    IMAP user's mail leaves through their submission service, sent by their mirror)."""
+
+    def __init__(self, relay: Any, manager: MirrorManager) -> None:
+        self.relay = relay
+        self.manager = manager
+
+    def kick(self) -> None:
+        if self.relay is not None:
+            self.relay.kick()
+        for mirror in self.manager.mirrors.values():
+            mirror.wake.set()
+
+
 def install(eas: Any, config: SourcesConfig, store: Store) -> MirrorManager:
     """Let *eas* (a ``natsync.server.app.EasApp``) log IMAP users in and mirror them."""
     manager = MirrorManager(config, store)
     eas.auth.delegate = manager
+    eas.relay = _Kick(eas.relay, manager)
     return manager
 
 

@@ -139,7 +139,7 @@ class ImapAccount:
     def __init__(self, server: ImapServer, login: str, password: str) -> None:
         self.server = server
         self.login = login
-        self._password = password
+        self.password = password
         self.conn: imaplib.IMAP4 | None = None
         self.capabilities: frozenset[str] = frozenset()
 
@@ -161,7 +161,7 @@ class ImapAccount:
                 f"({self.server.tls}): {exc}"
             ) from exc
         self.conn = conn
-        secret = f"\0{self.login}\0{self._password}".encode()
+        secret = f"\0{self.login}\0{self.password}".encode()
         try:
             # AUTHENTICATE PLAIN (RFC 4616): UTF-8 user names and passwords, unlike LOGIN.
             conn.authenticate("PLAIN", lambda _challenge: secret)

@@ -33,13 +33,20 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from natsync.mail.errors import MailError
 from natsync.mail.mime import parse_message
+from natsync.mail.relay import build_bounce
 from natsync.sources.config import SourcesConfig
-from natsync.sources.imap import ImapAccount, ImapAuthError, ImapError, check_login
+from natsync.sources.imap import (
+    IDLE_RESTART,
+    ImapAccount,
+    ImapAuthError,
+    ImapError,
+    check_login,
+)
 from natsync.sources.mirror import (
     Action,
     Append,
@@ -49,6 +56,7 @@ from natsync.sources.mirror import (
     plan_folders,
     plan_writeback,
 )
+from natsync.sources.submission import SubmitError, submit
 from natsync.sources.wire import FetchItem, ImapWireError
 from natsync.store.api import (
     Flag,
@@ -56,6 +64,7 @@ from natsync.store.api import (
     FolderType,
     MirrorFolder,
     MirrorMessage,
+    OutboundMail,
     Store,
     Txn,
     User,
@@ -79,6 +88,12 @@ CACHE_LOG2_N = 14
 #: The flag a phone's "follow up" becomes on the server (RFC 3501 §2.3.2).
 FLAGGED = "\\Flagged"
 SEEN = "\\Seen"
+#: Queue entries sent per round, and how long a claim on one holds (a worker that dies leaves
+#: it to be taken again after this).
+SEND_BATCH = 10
+SEND_LEASE = timedelta(minutes=5)
+#: Longest wait before a failed submission is tried again (doubling from a minute).
+MAX_SEND_RETRY = 3600.0
 #: What a user row of an IMAP user holds as password hash: no password ever matches it.
 NO_LOCAL_PASSWORD = "!imap"  # noqa: S105 - a marker, not a password
 
@@ -115,6 +130,9 @@ class AccountMirror:
         self.synced = threading.Event()
         self.last_error = ""
         self._selected = ""
+        self._owner = f"natsync-imap:{user.name}:{id(self):x}"
+        #: When a submission that failed for now is due again (monotonic), or None.
+        self._retry_at: float | None = None
 
     def start(self) -> None:
         self._thread.start()
@@ -160,6 +178,7 @@ class AccountMirror:
         while not self._stop.is_set():
             self.wake.clear()
             self._writeback()
+            self._send_outbound()
             for folder in self._db(lambda t: t.list_mirror_folders(self.user.id)):
                 self._sync_folder(folder)
             self.synced.set()
@@ -168,7 +187,10 @@ class AccountMirror:
             if not notify and self._selected.upper() != "INBOX":
                 account.select("INBOX")
                 self._selected = "INBOX"
-            account.idle(self.wake)
+            limit = IDLE_RESTART
+            if self._retry_at is not None:
+                limit = max(0.0, min(limit, self._retry_at - time.monotonic()))
+            account.idle(self.wake, limit)
 
     # -- folders
 
@@ -317,6 +339,13 @@ class AccountMirror:
                     txn.put_mirror_message(MirrorMessage(mid, folder.folder_id, uid, seen, flagged))
 
             self._db(rematch)
+        if not folder.uidvalidity:  # appended by the write-back before this first sync
+            matched.update(
+                {
+                    m.uid: m.message_id
+                    for m in self._db(lambda t: t.mirror_messages(folder.folder_id))
+                }
+            )
         fresh = [u for u in uids if u not in matched]
         first = fresh[-FIRST_BATCH:]
         bodies = self.account.fetch_full(first)
@@ -369,6 +398,50 @@ class AccountMirror:
             self._db(store)
             return True
         return False
+
+    # -- mail from the phone -> the submission service
+
+    def _send_outbound(self) -> None:
+        """Send this user's queued mail (SendMail, SmartReply, SmartForward) through their
+        submission service with their credentials; a 5xx answer bounces to their Inbox."""
+        now = _now()
+        sender, owner = self.user.email, self._owner
+        entries = self._db(
+            lambda t: t.claim_outbound_from(sender, now, SEND_BATCH, owner, now + SEND_LEASE)
+        )
+        self._retry_at = None
+        for entry in entries:
+            self._send_one(entry)
+
+    def _send_one(self, entry: OutboundMail) -> None:
+        owner = self._owner
+        try:
+            submit(
+                self.account.server,
+                self.account.login,
+                self.account.password,
+                entry.sender,
+                entry.recipients,
+                entry.raw,
+            )
+        except SubmitError as exc:
+            log.warning("sending mail of %s: %s", self.user.name, exc)
+            error = exc.message
+            if exc.permanent:
+                self._db(lambda t: self._bounce(t, entry, error))
+                return
+            delay = min(MAX_SEND_RETRY, 60.0 * 2**entry.attempts)
+            due = _now() + timedelta(seconds=delay)
+            self._db(lambda t: t.outbound_retry(entry.id, due, error, owner))
+            self._retry_at = time.monotonic() + delay
+            return
+        self._db(lambda t: t.outbound_sent(entry.id, owner))
+
+    def _bounce(self, txn: Txn, entry: OutboundMail, error: str) -> None:
+        txn.outbound_sent(entry.id, self._owner)
+        report = build_bounce(entry.sender, {r: error for r in entry.recipients}, entry.raw, _now())
+        inbox = txn.folder_by_type(self.user.id, FolderType.INBOX)
+        txn.add_message(inbox.id, parse_message(report, _now()))
 
     # -- store -> server
 
@@ -519,7 +592,7 @@ class MirrorManager:
         async with self._lock:
             mirror = self.mirrors.get(user.name)
             if mirror is not None:
-                mirror.account._password = password
+                mirror.account.password = password
                 return mirror
             server = self.config.server_for(login)
             assert server is not None

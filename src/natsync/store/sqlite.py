@@ -1245,6 +1245,19 @@ class SqliteTxn(Txn):
 
     # -- the IMAP mirror's mapping (natsync.sources); portable SQL, PostgreSQL runs it as is
 
+    def claim_outbound_from(
+        self, sender: str, now: datetime, limit: int, owner: str, lease_until: datetime
+    ) -> list[OutboundMail]:
+        at = _to_us(now)  # the same claim as claim_outbound's, of one sender's entries
+        rows = self._conn.execute(
+            "UPDATE outbound SET claimed_by = ?, lease_until = ? WHERE id IN ("
+            " SELECT id FROM outbound WHERE sender = ? AND next_attempt_at <= ?"
+            f" AND lease_until <= ? ORDER BY next_attempt_at, id LIMIT ?{self._CLAIM_LOCK}"
+            f") AND next_attempt_at <= ? AND lease_until <= ? RETURNING {_OUTBOUND_COLS}",
+            (owner, _to_us(lease_until), sender, at, at, limit, at, at),
+        ).fetchall()
+        return sorted((_outbound(row) for row in rows), key=lambda m: (m.next_attempt_at, m.id))
+
     def list_mirror_folders(self, user_id: int) -> list[MirrorFolder]:
         rows = self._conn.execute(
             "SELECT folder_id, user_id, mailbox, uidvalidity, highestmodseq, backfill_below "
