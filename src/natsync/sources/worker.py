@@ -64,6 +64,7 @@ from natsync.store.api import (
     FolderType,
     MirrorFolder,
     MirrorMessage,
+    NewMessage,
     OutboundMail,
     Store,
     Txn,
@@ -72,19 +73,22 @@ from natsync.store.api import (
 
 log = logging.getLogger("natsync.sources")
 T = TypeVar("T")
+#: A fetched message and the store's view of it (parsed before its transaction).
+Parsed = tuple[FetchItem, NewMessage]
 
 #: Messages fetched first in a folder never synced: the newest ones, so a phone can sync them
 #: within seconds whatever the mailbox's size.
 FIRST_BATCH = 100
 #: Older messages fetched per round of the background backfill (between two looks for news).
-BACKFILL_BATCH = 500
+BACKFILL_BATCH = 200
 #: Seconds between reconnection attempts: doubled after each failure up to the last value.
 BACKOFF = (0.5, 1.0, 2.0, 5.0, 15.0, 60.0)
 #: A verified IMAP login is trusted this long without asking the IMAP server again.
 LOGIN_TTL = 300.0
-#: scrypt cost of the in-memory login cache (2**14, r=8: 16 MiB, tens of ms): a memory dump
-#: must not hand out the passwords cheaply.
-CACHE_LOG2_N = 14
+#: scrypt cost of the in-memory login cache (2**12, r=8: 4 MiB, a few ms): a memory dump must
+#: not hand out the passwords cheaply, and phones send their password with every request, so
+#: every request pays it (the IMAP check itself runs once per LOGIN_TTL).
+CACHE_LOG2_N = 12
 #: The flag a phone's "follow up" becomes on the server (RFC 3501 §2.3.2).
 FLAGGED = "\\Flagged"
 SEEN = "\\Seen"
@@ -256,19 +260,22 @@ class AccountMirror:
         new_uids = [
             i.uid for i in selected.changed if i.uid not in mapped and (not below or i.uid >= below)
         ]
-        bodies = self.account.fetch_full(new_uids)
+        bodies = self._parse(folder, self.account.fetch_full(new_uids))
         changed = [i for i in selected.changed if i.uid in mapped]
         vanished = [mapped[u] for u in selected.vanished if u in mapped]
-        self._db(lambda t: self._apply(t, folder, bodies, changed, vanished))
-        self._db(
-            lambda t: t.put_mirror_folder(replace(folder, highestmodseq=selected.highestmodseq))
-        )
+        done = replace(folder, highestmodseq=selected.highestmodseq)
+
+        def apply(txn: Txn) -> None:
+            self._apply(txn, folder, bodies, changed, vanished)
+            txn.put_mirror_folder(done)
+
+        self._db(apply)
 
     def _apply(
         self,
         txn: Txn,
         folder: MirrorFolder,
-        new: list[FetchItem],
+        new: list[Parsed],
         changed: list[FetchItem],
         vanished: list[MirrorMessage],
     ) -> None:
@@ -289,19 +296,26 @@ class AccountMirror:
                 txn.set_read(row.message_id, seen)
                 txn.set_flag(row.message_id, _follow_up(flagged))
             txn.put_mirror_message(replace(row, seen=seen, flagged=flagged))
-        for item in new:
-            self._add(txn, folder, item)
+        for item, parsed in new:
+            self._add(txn, folder, item, parsed)
 
-    def _add(self, txn: Txn, folder: MirrorFolder, item: FetchItem) -> None:
-        if item.body is None:
-            return
+    @staticmethod
+    def _parse(folder: MirrorFolder, items: list[FetchItem]) -> list[Parsed]:
+        """Fetched messages parsed here, in the mirror's thread: the store's one worker thread
+        (which the phones' requests wait for) only inserts them."""
+        out: list[Parsed] = []
+        for item in items:
+            if item.body is None:
+                continue
+            try:
+                out.append((item, parse_message(item.body, item.internaldate or _now())))
+            except MailError as exc:
+                log.warning("IMAP %s UID %d is not a message: %s", folder.mailbox, item.uid, exc)
+        return out
+
+    def _add(self, txn: Txn, folder: MirrorFolder, item: FetchItem, parsed: NewMessage) -> None:
         flags = item.flags or frozenset()
         seen, flagged = SEEN in flags, FLAGGED in flags
-        try:
-            parsed = parse_message(item.body, item.internaldate or _now())
-        except MailError as exc:
-            log.warning("IMAP %s UID %d is not a message: %s", folder.mailbox, item.uid, exc)
-            return
         message = txn.add_message(folder.folder_id, replace(parsed, read=seen))
         if flagged:
             txn.set_flag(message.id, _follow_up(True))
@@ -348,15 +362,15 @@ class AccountMirror:
             )
         fresh = [u for u in uids if u not in matched]
         first = fresh[-FIRST_BATCH:]
-        bodies = self.account.fetch_full(first)
+        bodies = self._parse(folder, self.account.fetch_full(first))
         below = first[0] if len(fresh) > len(first) else 0
         state = MirrorFolder(
             folder.folder_id, folder.user_id, folder.mailbox, uidvalidity, modseq, below
         )
 
         def store(txn: Txn) -> None:
-            for item in sorted(bodies, key=lambda i: i.uid):
-                self._add(txn, state, item)
+            for item, parsed in sorted(bodies, key=lambda b: b[0].uid):
+                self._add(txn, state, item, parsed)
             txn.put_mirror_folder(state)
 
         self._db(store)
@@ -378,21 +392,21 @@ class AccountMirror:
             self._select(folder.mailbox)
             older = [u for u in self.account.uids_below(folder.backfill_below)]
             batch = older[-BACKFILL_BATCH:]
-            bodies = self.account.fetch_full(batch)
+            bodies = self._parse(folder, self.account.fetch_full(batch))
             below = batch[0] if len(older) > len(batch) else 0
 
             def store(
                 txn: Txn,
                 folder: MirrorFolder = folder,
                 below: int = below,
-                bodies: list[FetchItem] = bodies,
+                bodies: list[Parsed] = bodies,
             ) -> None:
                 current = {m.folder_id: m for m in txn.list_mirror_folders(self.user.id)}
                 state = replace(current.get(folder.folder_id, folder), backfill_below=below)
                 mapped = {m.uid for m in txn.mirror_messages(folder.folder_id)}
-                for item in sorted(bodies, key=lambda i: i.uid, reverse=True):
+                for item, parsed in sorted(bodies, key=lambda b: b[0].uid, reverse=True):
                     if item.uid not in mapped:
-                        self._add(txn, state, item)
+                        self._add(txn, state, item, parsed)
                 txn.put_mirror_folder(state)
 
             self._db(store)
