@@ -135,6 +135,8 @@ class AccountMirror:
         self.last_error = ""
         self._selected = ""
         self._owner = f"natsync-imap:{user.name}:{id(self):x}"
+        #: Seconds each phase of a folder's last full sync took (the log and the bench).
+        self.full_syncs: dict[str, dict[str, float]] = {}
         #: When a submission that failed for now is due again (monotonic), or None.
         self._retry_at: float | None = None
 
@@ -244,9 +246,12 @@ class AccountMirror:
 
     def _sync_folder(self, folder: MirrorFolder) -> None:
         known = (folder.uidvalidity, folder.highestmodseq) if folder.uidvalidity else None
+        started = time.monotonic()
         selected = self.account.select(folder.mailbox, known)
         self._selected = folder.mailbox
         if known is None or selected.uidvalidity != folder.uidvalidity:
+            phases = self.full_syncs.setdefault(folder.mailbox, {})
+            phases["select"] = time.monotonic() - started
             self._full_sync(folder, selected.uidvalidity, selected.highestmodseq)
             return
         if (
@@ -324,11 +329,10 @@ class AccountMirror:
     def _full_sync(self, folder: MirrorFolder, uidvalidity: int, modseq: int) -> None:
         """A folder seen for the first time, or whose UIDVALIDITY changed (RFC 3501 §2.3.1.1:
         every UID is void): stored messages are matched again by Message-ID, the rest fetched."""
+        phases = self.full_syncs.setdefault(folder.mailbox, {})
         started = time.monotonic()
         uids = self.account.uids()
-        log.debug(
-            "%s: %d UIDs listed in %.2f s", folder.mailbox, len(uids), time.monotonic() - started
-        )
+        phases["search"] = time.monotonic() - started
         matched: dict[int, int] = {}  # uid -> message id
         if folder.uidvalidity:
             stored = self._db(lambda t: _message_ids(t, self.user.id, folder.folder_id))
@@ -362,7 +366,11 @@ class AccountMirror:
             )
         fresh = [u for u in uids if u not in matched]
         first = fresh[-FIRST_BATCH:]
-        bodies = self._parse(folder, self.account.fetch_full(first))
+        mark = time.monotonic()
+        fetched = self.account.fetch_full(first)
+        phases["fetch"] = time.monotonic() - mark
+        mark = time.monotonic()
+        bodies = self._parse(folder, fetched)
         below = first[0] if len(fresh) > len(first) else 0
         state = MirrorFolder(
             folder.folder_id, folder.user_id, folder.mailbox, uidvalidity, modseq, below
@@ -374,14 +382,20 @@ class AccountMirror:
             txn.put_mirror_folder(state)
 
         self._db(store)
+        phases["store"] = time.monotonic() - mark
         log.info(
-            "IMAP mirror of %s: %s (UIDVALIDITY %d): newest %d of %d messages in %.2f s",
+            "IMAP mirror of %s: %s (UIDVALIDITY %d): newest %d of %d messages in %.2f s "
+            "(SELECT %.2f s, UID SEARCH %.2f s, FETCH %.2f s, parse and store %.2f s)",
             self.user.name,
             folder.mailbox,
             uidvalidity,
             len(bodies),
             len(uids),
-            time.monotonic() - started,
+            time.monotonic() - started + phases.get("select", 0.0),
+            phases.get("select", 0.0),
+            phases["search"],
+            phases["fetch"],
+            phases["store"],
         )
 
     def _backfill(self) -> bool:
