@@ -28,7 +28,7 @@ with atheris.instrument_imports(include=["natsync"]):
 SEEDS = [
     b'L(\\HasNoChildren \\Sent) "/" Sent',
     b'L(\\HasChildren) "." "Caf&AOk-"',
-    b"F1 (UID 7 FLAGS (\\Seen \\Flagged) MODSEQ (12) INTERNALDATE \"06-Dec-2026 12:00:00 +0000\""
+    b'F1 (UID 7 FLAGS (\\Seen \\Flagged) MODSEQ (12) INTERNALDATE "06-Dec-2026 12:00:00 +0000"'
     b" BODY[] {5}\x00hello",
     b"V(EARLIER) 1:3,7",
     b"C[UIDVALIDITY 3] [HIGHESTMODSEQ 9] [COPYUID 3 1:2 5:6]",
