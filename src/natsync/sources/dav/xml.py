@@ -58,7 +58,13 @@ class DavResponse:
         element = self.props.get(name)
         if element is None:
             return []
-        return [unquote((h.text or "").strip()) for h in element.iter(f"{{{DAV}}}href") if h.text]
+        out: list[str] = []
+        for node in element.iter(f"{{{DAV}}}href"):
+            try:
+                out.append(href_path(node.text or ""))
+            except DavError:
+                continue
+        return out
 
     def resource_types(self) -> set[str]:
         element = self.props.get(f"{{{DAV}}}resourcetype")
@@ -83,6 +89,18 @@ class Multistatus:
     #: RFC 6578 3.6: the server cut the answer short (507 on the request URI): ask again with
     #: ``sync_token`` for the rest.
     truncated: bool
+
+
+def href_path(text: str) -> str:
+    """The unquoted absolute path of an href (a path or a URL, RFC 4918 8.3); DavError when
+    it is neither."""
+    try:
+        path = unquote(urlsplit(text.strip()).path)
+    except ValueError as exc:  # a bracket that is no IPv6 literal, say
+        raise DavError(f"the server sent the href {text[:100]!r}, which is no URL") from exc
+    if not path.startswith("/"):
+        raise DavError(f"the server sent the href {text[:100]!r}, which is no absolute path")
+    return path
 
 
 def _status(text: str | None) -> int:
@@ -110,7 +128,7 @@ def parse_multistatus(body: bytes, request_path: str = "") -> Multistatus:
         href_node = node.find(f"{{{DAV}}}href")
         if href_node is None or not (href_node.text or "").strip():
             raise DavError("a DAV:response without a DAV:href (RFC 4918 14.24)")
-        href = unquote(urlsplit(href_node.text.strip()).path)
+        href = href_path(href_node.text)
         status = _status(node.findtext(f"{{{DAV}}}status"))
         props: dict[str, ET.Element] = {}
         for propstat in node.findall(f"{{{DAV}}}propstat"):
