@@ -334,3 +334,55 @@ async def test_lost_token_resyncs_without_duplicates_and_restart_resumes(
             assert len(await side.listing("calendar")) == 3
         finally:
             await phone.client.close()
+
+
+async def test_conflicts_the_server_wins(tmp_path: Path, dav_server: Radicale) -> None:
+    """Changed on both sides: the DAV server's version wins (natsync's rule for a Sync with the
+    default ConflictResolution 1), whether the pull sees it first or the PUT gets 412."""
+    from natsync.sources.dav.http import DavHttp
+    from natsync.sources.dav.mirror import DavAccount
+
+    async with natsync_with_dav(tmp_path, dav_server) as env:
+        user = await env.store.run(lambda txn: txn.get_user(USER))
+        assert user is not None
+        http = DavHttp(USER, PASSWORD, ca_file=dav_server.ca_file, timeout=10)
+        account = DavAccount(env.store, env.source.settings, user, http)
+        side = env.side
+        href = f"/{USER}/calendar/both.ics"
+        try:
+            await account.setup()
+            await side.request("PUT", href, event_ics("both", "Original"))
+            assert await account.round() == 1
+
+            def edit(subject: str) -> Callable[[Txn], None]:
+                def write(txn: Txn) -> None:
+                    folder = txn.folder_by_type(user.id, FolderType.CALENDAR)
+                    item = txn.item_by_uid(folder.id, "both")
+                    assert item is not None
+                    txn.update_item(item.id, {**item.data, "subject": subject})
+
+                return write
+
+            def subject(txn: Txn) -> str:
+                item = txn.item_by_uid(txn.folder_by_type(user.id, FolderType.CALENDAR).id, "both")
+                assert item is not None
+                return str(item.data["subject"])
+
+            # The PUT carries If-Match of the ETag the mirror knows: Radicale answers 412, and
+            # the server's version is fetched into the store.
+            await env.store.run(edit("Phone side"))
+            await side.request("PUT", href, event_ics("both", "Laptop side"))
+            await account.push(account.collections[f"/{USER}/calendar/"])
+            assert await env.store.run(subject) == "Laptop side"
+            assert b"Laptop side" in (await side.request("GET", href))[2]
+            assert await account.round() == 0  # settled: nothing goes either way
+
+            # Both change again; this time the pull sees the server's change first.
+            await env.store.run(edit("Phone again"))
+            await side.request("PUT", href, event_ics("both", "Laptop again"))
+            await account.round()
+            assert await env.store.run(subject) == "Laptop again"
+            assert b"Laptop again" in (await side.request("GET", href))[2]
+            assert len(await side.listing("calendar")) == 1
+        finally:
+            await http.aclose()
