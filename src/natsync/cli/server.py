@@ -16,8 +16,9 @@ from natsync.config import ServerConfig, load_config
 from natsync.errors import NatsyncError
 
 
-async def serve(config: ServerConfig, ready: Any = None) -> None:
-    """Run until a signal: ActiveSync server, SMTP in (smtp_listen), relay (smarthost)."""
+async def serve(config: ServerConfig, ready: Any = None, dav: Any = None) -> None:
+    """Run until a signal: ActiveSync server, SMTP in (smtp_listen), relay (smarthost), and
+    with *dav* (natsync.sources.dav.DavSettings) the CalDAV/CardDAV mirrors."""
     from natsync.mail.dkim import DkimSigner
     from natsync.mail.relay import Relay, SmartHost
     from natsync.mail.smtp_in import start_smtp_server
@@ -32,6 +33,7 @@ async def serve(config: ServerConfig, ready: Any = None) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     relay = server = smtp = None
+    dav_source: Any = None
     try:
         if config.smarthost:
             host, _, port = config.smarthost.rpartition(":")
@@ -43,6 +45,11 @@ async def serve(config: ServerConfig, ready: Any = None) -> None:
             )
             relay.start()
         server = await start_server(config, store, relay=relay)
+        if dav is not None:
+            from natsync.sources.dav import DavSource
+
+            dav_source = DavSource(store, dav)
+            dav_source.attach(server)  # each user's mirror starts at their first login
         if config.smtp_listen:
             host, _, port = config.smtp_listen.rpartition(":")
             smtp = await start_smtp_server(
@@ -56,6 +63,8 @@ async def serve(config: ServerConfig, ready: Any = None) -> None:
             loop.remove_signal_handler(sig)
         if smtp is not None:
             await smtp.close()
+        if dav_source is not None:
+            await dav_source.aclose()
         if server is not None:
             await server.close()
         if relay is not None:
@@ -106,6 +115,12 @@ def server(
         if store is not None:
             overrides["store"] = store
         config = replace(config, **overrides).check()
+        dav = None
+        if config_path is not None:
+            from natsync.config import read_toml
+            from natsync.sources.dav import dav_settings
+
+            dav = dav_settings(read_toml(config_path), config_path.parent)
     except NatsyncError as exc:
         raise click.ClickException(exc.message) from exc
     from natsync.server.logs import setup_logging
@@ -118,12 +133,14 @@ def server(
         click.echo(f"natsync server: ActiveSync at {running.url} (store {shown})", err=True)
         if smtp is not None:  # the bound port: smtp_listen may ask for any free one (port 0)
             click.echo(f"natsync server: SMTP at {smtp.host}:{smtp.port}", err=True)
+        if dav is not None:
+            click.echo(f"natsync server: CalDAV/CardDAV from {dav.url}", err=True)
 
     try:
         from natsync.server.app import loop_factory
 
         # uvloop when installed: a fraction of asyncio's TLS memory per held Ping (docs/push.md)
         with asyncio.Runner(loop_factory=loop_factory()) as runner:
-            runner.run(serve(config, ready))
+            runner.run(serve(config, ready, dav))
     except NatsyncError as exc:
         raise click.ClickException(exc.message) from exc

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -37,10 +37,9 @@ from natsync.sources.dav import DavSettings, DavSource
 from natsync.store import open_store
 from natsync.store.api import FolderType, Store, Txn
 from natsync.wbxml import E, Element
-from tests.sources.dav.radicale import DavSide, Radicale, radicale, until
+from tests.sources.dav.conftest import PASSWORD, USER
+from tests.sources.dav.radicale import DavSide, Radicale, until
 
-USER = "ann"
-PASSWORD = "correct horse battery staple"
 #: Seconds between sync-collection rounds in these tests (the push latency DAV → phone).
 INTERVAL = 0.3
 #: Seconds any one change may take to cross (a few rounds, on a loaded 2-core machine).
@@ -107,12 +106,6 @@ def appdata(kind: Kind, uid: str, text: str) -> Element:
     """What a phone sends for the item: the class codec's own encoding of it."""
     record = kind.record(kind.resource(uid, text))
     return E("AirSync", "ApplicationData", *kind.codec.encode(record, V16_1, []))
-
-
-@pytest.fixture(scope="module")
-def dav_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Radicale]:
-    with radicale(tmp_path_factory.mktemp("radicale"), {USER: PASSWORD}) as server:
-        yield server
 
 
 @dataclass
