@@ -116,7 +116,9 @@ class DavSide:
         self, method: str, path: str, body: str | bytes | None = None, **headers: str
     ) -> tuple[int, dict[str, str], bytes]:
         if self._session is None:
-            self._session = aiohttp.ClientSession()
+            # No pooled connection outlives a request: closing the session (also right before
+            # an asyncio.run loop ends) leaves no TLS transport half-closed.
+            self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True))
         data = body.encode() if isinstance(body, str) else body
         async with self._session.request(
             method,
@@ -155,6 +157,9 @@ class DavSide:
     async def aclose(self) -> None:
         if self._session is not None:
             await self._session.close()
+            # aiohttp closes TLS transports on later loop turns: give them those turns, so an
+            # asyncio.run that ends right after leaves no transport unclosed.
+            await asyncio.sleep(0.1)
 
 
 async def until(check: object, timeout: float, what: str) -> object:

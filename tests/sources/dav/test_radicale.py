@@ -379,3 +379,44 @@ async def test_conflicts_the_server_wins(tmp_path: Path, dav_server: Radicale) -
             assert len(await side.listing("calendar")) == 1
         finally:
             await http.aclose()
+
+
+async def test_a_refused_password_parks_the_mirror_until_a_new_one(
+    tmp_path: Path, dav_server: Radicale, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The phone's login works at natsync but not at Radicale: the mirror logs it once and
+    waits; the same password again does not retry; a new one (the user fixed their natsync
+    password) resumes it."""
+    caplog.set_level(logging.INFO, "natsync.sources.dav")
+    async with natsync_with_dav(tmp_path, dav_server) as env:
+        user = await env.store.run(lambda txn: txn.get_user(USER))
+        assert user is not None
+        await env.side.request("PUT", f"/{USER}/calendar/w.ics", event_ics("w", "Waiting"))
+        env.source.login(user, "not the radicale password")
+        worker = env.source.workers[user.id]
+        await until(lambda: _parked(worker), CROSS, "the 401 from Radicale")
+        assert f"refused the login '{USER}' (401)" in caplog.text
+        env.source.login(user, "not the radicale password")
+        await asyncio.sleep(INTERVAL * 2)
+        assert worker.rounds == 0  # the same refused password was not tried again
+
+        def subjects(txn: Txn) -> list[str]:
+            folder = txn.folder_by_type(user.id, FolderType.CALENDAR)
+            return [str(i.data["subject"]) for i in txn.list_items(folder.id)]
+
+        assert await env.store.run(subjects) == []
+        env.source.login(user, PASSWORD)
+
+        async def mirrored() -> bool:
+            return await env.store.run(subjects) == ["Waiting"]
+
+        await until(mirrored, CROSS, "the mirror with the new password")
+
+        async def cleared() -> bool:
+            return worker.last_error == ""
+
+        await until(cleared, CROSS, "the error cleared after a round")
+
+
+async def _parked(worker: Any) -> bool:
+    return bool(worker.last_error) and not worker.fresh_credentials.is_set()

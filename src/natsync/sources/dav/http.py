@@ -8,7 +8,7 @@ import base64
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 
@@ -42,6 +42,7 @@ class HttpAnswer:
 class DavHttp:
     def __init__(self, login: str, password: str, *, ca_file: Path | None, timeout: float) -> None:
         # RFC 7617 with UTF-8 (what servers accept today); kept as the header, in memory only.
+        self._login = login
         token = base64.b64encode(f"{login}:{password}".encode()).decode("ascii")
         self._authorization = f"Basic {token}"
         context: ssl.SSLContext | None = None
@@ -87,7 +88,10 @@ class DavHttp:
                 url = urljoin(url, answer.headers["location"])
                 continue
             if answer.status == 401:
-                raise DavAuthError()
+                raise DavAuthError(
+                    f"{urlsplit(url).netloc} refused the login {self._login!r} (401): the user's "
+                    "natsync password must also be their password there (or set sources.dav.login)"
+                )
             return answer
         raise DavError(f"{method} {url}: more than {MAX_REDIRECTS} redirects")
 

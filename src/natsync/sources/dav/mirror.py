@@ -40,6 +40,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import quote, urljoin, urlsplit
 
+from natsync.errors import NatsyncError
 from natsync.sources.dav.convert import (
     CARD,
     CONTENT_TYPES,
@@ -435,7 +436,11 @@ class DavAccount:
             else:
                 headers["If-Match"] = entry.etag
             assert href is not None
-            body = write_resource(kind, item.uid, item.data)
+            try:
+                body = write_resource(kind, item.uid, item.data)
+            except NatsyncError as exc:  # a record the codec cannot write: it stays local
+                log.warning("dav: %s: %s not sent: %s", self.user.name, href, exc.message)
+                continue
             answer = await self.http.request("PUT", self._url(href), body, headers)
             if answer.status in (200, 201, 204):
                 done[href] = Entry(item.uid, answer.etag, kind, item.server_id, item.modseq)

@@ -22,6 +22,7 @@ import logging
 import time
 from typing import Any
 
+from natsync.errors import NatsyncError
 from natsync.sources.dav.http import DavAuthError, DavHttp
 from natsync.sources.dav.mirror import DavAccount
 from natsync.sources.dav.settings import DavSettings
@@ -33,6 +34,9 @@ log = logging.getLogger("natsync.sources.dav")
 
 #: Seconds before a round that failed (server down, bad answer) is tried again, at most.
 MAX_BACKOFF = 300.0
+#: Seconds between discoveries: a calendar or address book made on the server meanwhile
+#: becomes a folder on the phone within this time.
+REDISCOVER_SECONDS = 600.0
 
 
 class _Worker:
@@ -50,6 +54,7 @@ class _Worker:
         settings = self.source.settings
         backoff = settings.interval
         while True:
+            rounds = self.rounds
             http = DavHttp(
                 self.login, self.password, ca_file=settings.ca_file, timeout=settings.timeout
             )
@@ -66,17 +71,30 @@ class _Worker:
             except DavError as exc:
                 self.last_error = exc.message
                 log.warning("dav: %s: %s (again in %.0f s)", self.user.name, exc.message, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF)
-                continue
+            except NatsyncError as exc:  # the store refused a write, say
+                self.last_error = exc.message
+                log.error("dav: %s: %s (again in %.0f s)", self.user.name, exc.message, backoff)
+            except Exception:  # a bug: logged with its traceback, the mirror keeps going
+                self.last_error = "internal error (see the log)"
+                log.exception(
+                    "dav: %s: the mirror failed (again in %.0f s)", self.user.name, backoff
+                )
+            else:
+                backoff = settings.interval
+                continue  # a planned rediscovery
             finally:
                 await http.aclose()
+            if self.rounds > rounds:  # it worked for a while: not a run of failures
+                backoff = settings.interval
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, MAX_BACKOFF)
 
     async def _loop(self, account: DavAccount) -> None:
         settings = self.source.settings
         ids = await account.folder_ids()
         with self.source.store.changes.subscribe([*ids, hierarchy_key(self.user.id)]) as sub:
             due = 0.0
+            rediscover = time.monotonic() + REDISCOVER_SECONDS
             while True:
                 now = time.monotonic()
                 full = now >= due
@@ -87,8 +105,8 @@ class _Worker:
                 if full:
                     due = now + settings.interval
                 changed = await sub.wait(max(0.0, due - time.monotonic()))
-                if hierarchy_key(self.user.id) in changed:
-                    return  # folders changed: discover again
+                if hierarchy_key(self.user.id) in changed or now >= rediscover:
+                    return  # folders changed here, or it is time to look for new collections
 
 
 class DavSource:
