@@ -16,9 +16,12 @@ from natsync.config import ServerConfig, load_config
 from natsync.errors import NatsyncError
 
 
-async def serve(config: ServerConfig, ready: Any = None, sources: Any = None) -> None:
-    """Run until a signal: ActiveSync server, SMTP in (smtp_listen), relay (smarthost), and
-    the IMAP mirrors when *sources* (natsync.sources.SourcesConfig) names an IMAP server."""
+async def serve(
+    config: ServerConfig, ready: Any = None, sources: Any = None, dav: Any = None
+) -> None:
+    """Run until a signal: ActiveSync server, SMTP in (smtp_listen), relay (smarthost), the IMAP
+    mirrors when *sources* (natsync.sources.SourcesConfig) names an IMAP server, and with *dav*
+    (natsync.sources.dav.DavSettings) the CalDAV/CardDAV mirrors."""
     from natsync.mail.dkim import DkimSigner
     from natsync.mail.relay import Relay, SmartHost
     from natsync.mail.smtp_in import start_smtp_server
@@ -33,6 +36,7 @@ async def serve(config: ServerConfig, ready: Any = None, sources: Any = None) ->
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     relay = server = smtp = mirrors = None
+    dav_source: Any = None
     try:
         if config.smarthost:
             host, _, port = config.smarthost.rpartition(":")
@@ -48,6 +52,11 @@ async def serve(config: ServerConfig, ready: Any = None, sources: Any = None) ->
             from natsync.sources import install
 
             mirrors = install(server.eas, sources, store)
+        if dav is not None:
+            from natsync.sources.dav import DavSource
+
+            dav_source = DavSource(store, dav)
+            dav_source.attach(server)  # each user's mirror starts at their first login
         if config.smtp_listen:
             host, _, port = config.smtp_listen.rpartition(":")
             smtp = await start_smtp_server(
@@ -63,6 +72,8 @@ async def serve(config: ServerConfig, ready: Any = None, sources: Any = None) ->
             await smtp.close()
         if mirrors is not None:
             await mirrors.aclose()
+        if dav_source is not None:
+            await dav_source.aclose()
         if server is not None:
             await server.close()
         if relay is not None:
@@ -116,6 +127,12 @@ def server(
         from natsync.sources import load_sources
 
         sources = load_sources(config_path)
+        dav = None
+        if config_path is not None:
+            from natsync.config import read_toml
+            from natsync.sources.dav import dav_settings
+
+            dav = dav_settings(read_toml(config_path), config_path.parent)
     except NatsyncError as exc:
         raise click.ClickException(exc.message) from exc
     from natsync.server.logs import setup_logging
@@ -128,12 +145,14 @@ def server(
         click.echo(f"natsync server: ActiveSync at {running.url} (store {shown})", err=True)
         if smtp is not None:  # the bound port: smtp_listen may ask for any free one (port 0)
             click.echo(f"natsync server: SMTP at {smtp.host}:{smtp.port}", err=True)
+        if dav is not None:
+            click.echo(f"natsync server: CalDAV/CardDAV from {dav.url}", err=True)
 
     try:
         from natsync.server.app import loop_factory
 
         # uvloop when installed: a fraction of asyncio's TLS memory per held Ping (docs/push.md)
         with asyncio.Runner(loop_factory=loop_factory()) as runner:
-            runner.run(serve(config, ready, sources))
+            runner.run(serve(config, ready, sources, dav))
     except NatsyncError as exc:
         raise click.ClickException(exc.message) from exc

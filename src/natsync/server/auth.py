@@ -23,6 +23,7 @@ import hmac
 import secrets
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -121,6 +122,9 @@ class Authenticator:
         self._dummy_hash: str | None = None
         #: Set by natsync.sources when some users log in with their IMAP credentials.
         self.delegate: LoginDelegate | None = None
+        #: Called with the user and the password they just logged in with (in memory only):
+        #: natsync.sources.dav logs in to the user's CalDAV/CardDAV server with them.
+        self.on_login: Callable[[User, str], None] | None = None
 
     def _digest(self, name: str, password: str) -> bytes:
         return hmac.new(self._key, f"{name}\0{password}".encode(), hashlib.sha256).digest()
@@ -159,6 +163,8 @@ class Authenticator:
         if user is not None and stored is not None and cached is not None:
             expires, cached_hash = cached
             if expires > now and hmac.compare_digest(cached_hash, stored):
+                if self.on_login is not None:
+                    self.on_login(user, password)
                 return AuthResult(user, 200, name)
         encoded = stored if stored is not None else await self._dummy()
         ok = await asyncio.to_thread(verify_password, password, encoded)
@@ -167,6 +173,8 @@ class Authenticator:
                 self._verified.pop(next(iter(self._verified)))
             self._verified[digest] = (now + VERIFIED_TTL, stored)
             self._per_user.clear(user_key)
+            if self.on_login is not None:
+                self.on_login(user, password)
             return AuthResult(user, 200, name)
         self._per_user.add(user_key, now)
         self._per_ip.add(remote, now)

@@ -1,4 +1,5 @@
-"""Where mailboxes come from: natsync's own store (the default) or a mirror of an IMAP account.
+"""Where mailboxes come from: natsync's own store (the default), a mirror of an IMAP account, and
+calendars, contacts and tasks from a CalDAV/CardDAV server (:mod:`natsync.sources.dav`).
 
 The EAS core always syncs from the store; an IMAP user's mailbox is kept there by a mirror
 worker (:mod:`natsync.sources.worker`) that follows the IMAP server (RFC 7162 QRESYNC, IDLE /

@@ -88,7 +88,8 @@ class SourcesConfig:
         )
 
 
-_SOURCES_KEYS = {"default", "imap", "domains", "users"}
+#: Keys of [sources]; "dav" is the CalDAV/CardDAV source's own table (natsync.sources.dav.settings).
+_SOURCES_KEYS = {"default", "imap", "domains", "users", "dav"}
 _SERVER_KEYS = {
     "host",
     "port",
