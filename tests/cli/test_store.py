@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from natsync.cli import main
 from natsync.store import copy as store_copy
 from natsync.store import migrations, open_store
-from natsync.store.api import Flag, FolderType, Txn
+from natsync.store.api import Flag, FolderType, MirrorFolder, MirrorMessage, Txn
 from tests.conftest import ALICE_NAME, CREATED_AT
 from tests.pg import PgServer
 from tests.store.helpers import T0, later, new_message
@@ -55,6 +55,11 @@ def populate(path: Path, password_hash: str) -> None:
                 if n % 3 == 0:
                     txn.set_flag(message.id, Flag(status=2, flag_type="Follow up", due_date=T0))
                     txn.set_categories(message.id, ["Red", "Blue"])
+                if n % 2:  # the Inbox is mirrored from an IMAP mailbox (natsync.sources)
+                    txn.put_mirror_message(
+                        MirrorMessage(message.id, inbox.id, uid=n, seen=n % 4 == 1, flagged=False)
+                    )
+            txn.put_mirror_folder(MirrorFolder(inbox.id, user.id, "INBOX", 7, 4242, 0))
             device = txn.touch_device(user.id, f"{name}-phone", "iPhone", "16.1", "Apple", NOW)
             txn.set_device_setting(device.id, "policy", "strict")
             for key in ("k1", "k2", "k3"):

@@ -4,6 +4,7 @@ with its own CA, keeps its password across runs, and exits cleanly on SIGTERM.""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import signal
@@ -114,8 +115,9 @@ def test_up_serves_tls_with_its_ca_and_stops_cleanly(tmp_path: Path) -> None:
 PHONE_SOURCE = "127.0.0.5"
 
 
-def _options(url: str, ca_file: str, source: str, forwarded: str) -> int:
-    """A TLS OPTIONS from *source* with a forged X-Forwarded-For; the HTTP status."""
+def _options(url: str, ca_file: str, source: str, forwarded: str, login: str) -> int:
+    """An authenticated TLS OPTIONS (*login*: "user:password") from *source* with a forged
+    X-Forwarded-For; the HTTP status."""
     port = int(url.rpartition(":")[2])
     context = ssl.create_default_context(cafile=ca_file)
     with (
@@ -124,6 +126,7 @@ def _options(url: str, ca_file: str, source: str, forwarded: str) -> int:
     ):
         tls.sendall(
             b"OPTIONS /Microsoft-Server-ActiveSync HTTP/1.1\r\nHost: localhost\r\n"
+            b"Authorization: Basic " + base64.b64encode(login.encode()) + b"\r\n"
             b"X-Forwarded-For: " + forwarded.encode() + b"\r\nConnection: close\r\n\r\n"
         )
         head = b""
@@ -155,9 +158,10 @@ def test_up_runs_the_edge_in_front_and_the_server_logs_the_phone_address(
         assert info["edge_admin"].startswith("http://127.0.0.1:")
         # Through the edge: its X-Forwarded-For (the phone's socket address) is believed and
         # the phone's forged one dropped.
-        assert _options(info["url"], info["ca_file"], PHONE_SOURCE, "203.0.113.66") == 200
+        login = f"{info['user']}:{info['password']}"
+        assert _options(info["url"], info["ca_file"], PHONE_SOURCE, "203.0.113.66", login) == 200
         # Straight to the server from an address it does not trust: the header is ignored.
-        direct = _options(info["server_url"], info["ca_file"], PHONE_SOURCE, "203.0.113.77")
+        direct = _options(info["server_url"], info["ca_file"], PHONE_SOURCE, "203.0.113.77", login)
         assert direct == 200
     finally:
         code, _out, err = stop(proc)
