@@ -274,33 +274,87 @@ static int reserve(Out *out, Py_ssize_t more)
 
 #define OUTP(out) ((unsigned char *)PyBytes_AS_STRING((out)->bytes))
 
-/* Whether *text* holds a character XML 1.0 cannot carry (natsync.wbxml.chars.XML_ILLEGAL). */
-static int has_illegal(PyObject *text)
+#define ILLEGAL_C0(c) ((c) < 0x20 && (c) != 0x09 && (c) != 0x0A && (c) != 0x0D)
+
+/* Write *text* as UTF-8 at *p* (room for 4 bytes a character); return the bytes written, or -1
+ * when it holds a character XML 1.0 cannot carry (natsync.wbxml.chars.XML_ILLEGAL), which
+ * then goes through xml_text. One pass: the check and the copy together. */
+static Py_ssize_t utf8_clean(PyObject *text, unsigned char *p)
 {
     Py_ssize_t n = PyUnicode_GET_LENGTH(text);
     int kind = PyUnicode_KIND(text);
     const void *data = PyUnicode_DATA(text);
+    unsigned char *start = p;
     if (kind == PyUnicode_1BYTE_KIND) {
         const Py_UCS1 *s = data;
-        for (Py_ssize_t i = 0; i < n; i++)
-            if (s[i] < 0x20 && s[i] != 0x09 && s[i] != 0x0A && s[i] != 0x0D)
-                return 1;
-        return 0;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            Py_UCS1 c = s[i];
+            if (c < 0x80) {
+                if (ILLEGAL_C0(c))
+                    return -1;
+                *p++ = c;
+            }
+            else {
+                *p++ = 0xC0 | (c >> 6);
+                *p++ = 0x80 | (c & 0x3F);
+            }
+        }
+        return p - start;
     }
     for (Py_ssize_t i = 0; i < n; i++) {
         Py_UCS4 c = PyUnicode_READ(kind, data, i);
-        if ((c < 0x20 && c != 0x09 && c != 0x0A && c != 0x0D) || (c >= 0xD800 && c <= 0xDFFF) ||
-            c == 0xFFFE || c == 0xFFFF)
-            return 1;
+        if (c < 0x80) {
+            if (ILLEGAL_C0(c))
+                return -1;
+            *p++ = (unsigned char)c;
+        }
+        else if (c < 0x800) {
+            *p++ = 0xC0 | (c >> 6);
+            *p++ = 0x80 | (c & 0x3F);
+        }
+        else if (c < 0x10000) {
+            if ((c >= 0xD800 && c <= 0xDFFF) || c == 0xFFFE || c == 0xFFFF)
+                return -1;
+            *p++ = 0xE0 | (c >> 12);
+            *p++ = 0x80 | ((c >> 6) & 0x3F);
+            *p++ = 0x80 | (c & 0x3F);
+        }
+        else {
+            *p++ = 0xF0 | (c >> 18);
+            *p++ = 0x80 | ((c >> 12) & 0x3F);
+            *p++ = 0x80 | ((c >> 6) & 0x3F);
+            *p++ = 0x80 | (c & 0x3F);
+        }
     }
-    return 0;
+    return p - start;
 }
 
 static int put_text(Out *out, unsigned char tag, PyObject *text)
 {
-    PyObject *clean = NULL, *utf8 = NULL;
-    int rc = -1;
-    if (has_illegal(text)) {
+    PyObject *clean = NULL;
+    for (;;) {
+        Py_ssize_t n = PyUnicode_GET_LENGTH(text);
+        int kind = PyUnicode_KIND(text);
+        Py_ssize_t room = PyUnicode_IS_ASCII(text) ? n : n * (kind == PyUnicode_1BYTE_KIND ? 2 : 4);
+        if (reserve(out, room + 4) < 0) {
+            Py_XDECREF(clean);
+            return -1;
+        }
+        unsigned char *p = OUTP(out) + out->len;
+        Py_ssize_t len = utf8_clean(text, p + 2);
+        if (len >= 0) {
+            p[0] = tag;
+            p[1] = 0x03; /* STR_I */
+            p[len + 2] = 0x00;
+            p[len + 3] = 0x01; /* END */
+            out->len += len + 4;
+            Py_XDECREF(clean);
+            return 0;
+        }
+        if (clean != NULL) { /* xml_text left something illegal: the Python encoder decides */
+            Py_DECREF(clean);
+            return DECLINE;
+        }
         clean = PyObject_CallOneArg(xml_text, text);
         if (clean == NULL)
             return -1;
@@ -310,33 +364,6 @@ static int put_text(Out *out, unsigned char tag, PyObject *text)
         }
         text = clean;
     }
-    const char *s;
-    Py_ssize_t len;
-    if (PyUnicode_IS_ASCII(text)) {
-        s = (const char *)PyUnicode_DATA(text);
-        len = PyUnicode_GET_LENGTH(text);
-    }
-    else {
-        utf8 = PyUnicode_AsUTF8String(text);
-        if (utf8 == NULL)
-            goto finish;
-        s = PyBytes_AS_STRING(utf8);
-        len = PyBytes_GET_SIZE(utf8);
-    }
-    if (reserve(out, len + 4) < 0)
-        goto finish;
-    unsigned char *p = OUTP(out) + out->len;
-    p[0] = tag;
-    p[1] = 0x03; /* STR_I */
-    memcpy(p + 2, s, (size_t)len);
-    p[len + 2] = 0x00;
-    p[len + 3] = 0x01; /* END */
-    out->len += len + 4;
-    rc = 0;
-finish:
-    Py_XDECREF(clean);
-    Py_XDECREF(utf8);
-    return rc;
 }
 
 static int put_opaque(Out *out, unsigned char tag, PyObject *data)
