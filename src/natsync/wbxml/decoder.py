@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from natsync.wbxml.codepages import code_pages
 from natsync.wbxml.errors import WBXMLError
-from natsync.wbxml.speedups import c_decode
 from natsync.wbxml.limits import (
     MAX_DEPTH,
     MAX_DOCUMENT_BYTES,
@@ -28,6 +27,7 @@ from natsync.wbxml.limits import (
     MAX_STRING_BYTES,
     MAX_STRING_TABLE_BYTES,
 )
+from natsync.wbxml.speedups import c_decode
 from natsync.wbxml.tokens import (
     CHARSET_UTF8,
     TAG_ATTRIBUTES_BIT,
