@@ -167,9 +167,7 @@ def timed(work: Callable[[], object]) -> float:
     return took
 
 
-def in_process(
-    name: str, tree: Element, rounds: int, inner: int, lib: ctypes.CDLL | None
-) -> None:
+def in_process(name: str, tree: Element, rounds: int, inner: int, lib: ctypes.CDLL | None) -> None:
     """natsync (as run), its Python reference and libwbxml's tree API, interleaved rounds."""
     wire = encode(tree)
     size = len(wire)
@@ -198,7 +196,7 @@ def in_process(
             if min(times) < 0:
                 raise SystemExit(f"{key} failed on {name}")
             samples_of[key].append(statistics.median(times))
-    if lib_tree is not None:
+    if lib is not None and lib_tree is not None:
         lib.free_tree(lib_tree)
     median = {key: statistics.median(values) for key, values in samples_of.items()}
     print(f"\n{name}: {size:,} bytes of WBXML, in process, median of {rounds} interleaved rounds")
