@@ -924,8 +924,12 @@ def _server_changes(
             data = eas_email.email_application_data(note, raw, version, prefs)
             out.append(E(NS, "Add", E(NS, "ServerId", notice), data))
             known[notice] = note.modseq
-        for msg in ctx.txn.get_messages(ctx.user.id, batch):
-            raw = ctx.txn.raw_message(msg.id)
+        messages = ctx.txn.get_messages(ctx.user.id, batch)
+        raws = ctx.txn.raw_messages([msg.id for msg in messages])  # one read for the window
+        for msg in messages:
+            raw = raws.get(msg.id)
+            if raw is None:
+                raw = ctx.txn.raw_message(msg.id)  # gone since (PostgreSQL): raises NotFound
             add = isolation.build(skipped, msg.server_id, _add, msg, raw, req, prefs, version)
             if add is None:
                 window.skip(msg.server_id, msg.modseq)

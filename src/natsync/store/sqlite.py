@@ -876,6 +876,18 @@ class SqliteTxn(Txn):
             raise NotFound(f"message {message_id} does not exist")
         return bytes(row[0])
 
+    def raw_messages(self, message_ids: Sequence[int]) -> dict[int, bytes]:
+        """The raw MIME of each message of *message_ids* that exists, in one statement (a Sync
+        window reads a hundred at a time: one query instead of one per message)."""
+        if not message_ids:
+            return {}
+        rows = self._conn.execute(
+            "SELECT message_id, raw FROM message_bodies "
+            "WHERE message_id IN (SELECT value FROM json_each(?))",
+            (json.dumps(list(message_ids)),),
+        ).fetchall()
+        return {row[0]: bytes(row[1]) for row in rows}
+
     def _change(self, message_id: int, sql: str, params: Sequence[Any]) -> Message:
         row = self._one("SELECT folder_id FROM messages WHERE id = ?", (message_id,))
         if row is None:
