@@ -358,9 +358,9 @@ static int put_text(Out *out, unsigned char tag, PyObject *text)
         clean = PyObject_CallOneArg(xml_text, text);
         if (clean == NULL)
             return -1;
-        if (!PyUnicode_CheckExact(clean)) {
+        if (!PyUnicode_CheckExact(clean) || PyUnicode_READY(clean) < 0) {
             Py_DECREF(clean);
-            return DECLINE;
+            return PyErr_Occurred() ? -1 : DECLINE;
         }
         text = clean;
     }
@@ -444,8 +444,11 @@ static int put_element(Out *out, PyObject *el, Py_ssize_t depth, int *page)
     }
     if (value == Py_None)
         return put_bytes(out, &token, 1);
-    if (PyUnicode_CheckExact(value))
+    if (PyUnicode_CheckExact(value)) {
+        if (PyUnicode_READY(value) < 0)
+            return -1;
         return put_text(out, token | 0x40, value);
+    }
     if (PyBytes_CheckExact(value))
         return put_opaque(out, token | 0x40, value);
     return DECLINE; /* bytearray, memoryview, or a type the Python encoder refuses */

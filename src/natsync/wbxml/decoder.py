@@ -27,7 +27,7 @@ from natsync.wbxml.limits import (
     MAX_STRING_BYTES,
     MAX_STRING_TABLE_BYTES,
 )
-from natsync.wbxml.speedups import c_decode
+from natsync.wbxml.speedups import C_LIMITS, c_decode
 from natsync.wbxml.tokens import (
     CHARSET_UTF8,
     TAG_ATTRIBUTES_BIT,
@@ -131,7 +131,8 @@ def _header(data: bytes) -> tuple[int, bytes]:
 
 def decode(data: bytes | bytearray | memoryview) -> Element:
     """Decode one WBXML document into its root element; raise ``WBXMLError`` if it is bad."""
-    if c_decode is not None and type(data) is bytes:
+    limits = (MAX_DOCUMENT_BYTES, MAX_DEPTH, MAX_ELEMENTS, MAX_STRING_BYTES)
+    if c_decode is not None and type(data) is bytes and limits == C_LIMITS:
         tree = c_decode(data)  # the C common case; None: the Python decoder below says
         if tree is not None:
             return tree

@@ -18,7 +18,7 @@ from natsync.wbxml.chars import XML_ILLEGAL, xml_text
 from natsync.wbxml.codepages import code_pages
 from natsync.wbxml.errors import WBXMLError
 from natsync.wbxml.limits import MAX_DEPTH
-from natsync.wbxml.speedups import c_encode
+from natsync.wbxml.speedups import C_LIMITS, c_encode
 from natsync.wbxml.tokens import EAS_HEADER, GlobalToken
 from natsync.wbxml.tree import Element
 
@@ -45,7 +45,7 @@ def mb_u_int32(value: int) -> bytes:
 
 def encode(root: Element) -> bytes:
     """Encode *root* as one WBXML document; raise ``WBXMLError`` if it cannot be encoded."""
-    if c_encode is not None:
+    if c_encode is not None and C_LIMITS[1] == MAX_DEPTH:
         data = c_encode(root)  # the C common case; None: the Python encoder below says
         if data is not None:
             return data

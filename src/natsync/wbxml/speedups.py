@@ -29,6 +29,10 @@ except ImportError:  # pragma: no cover - a build without a C compiler
 #: The C module when it is built and not switched off, else None.
 speedups = None if os.environ.get(PURE_PYTHON_ENV) else _speedups
 
+#: The limits the C side was configured with: the codec uses it only while natsync.wbxml's limits
+#: are these (a limit lowered at run time, as the tests do, is then the Python codec's to apply).
+C_LIMITS = (MAX_DOCUMENT_BYTES, MAX_DEPTH, MAX_ELEMENTS, MAX_STRING_BYTES)
+
 c_decode: Callable[[bytes], Element | None] | None = None
 c_encode: Callable[[Element], bytes | None] | None = None
 if speedups is not None:
@@ -41,7 +45,7 @@ if speedups is not None:
         _pages.decode_tables,
         _encode_map,
         xml_text,
-        (MAX_DOCUMENT_BYTES, MAX_DEPTH, MAX_ELEMENTS, MAX_STRING_BYTES),
+        C_LIMITS,
     )
     c_decode = speedups.decode
     c_encode = speedups.encode
