@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # Debian packages the test suite needs (real parts: libwbxml for cross-checks ...).
-APT_TEST_PACKAGES := wireguard-go wireguard-tools libwbxml2-utils bind9 bind9-dnsutils miniupnpd-nftables nftables iproute2 coturn pebble chromium postgresql nginx-light haproxy systemd dovecot-imapd dovecot-lmtpd dovecot-submissiond radicale
+APT_TEST_PACKAGES := wireguard-go wireguard-tools libwbxml2-utils libwbxml2-dev bind9 bind9-dnsutils miniupnpd-nftables nftables iproute2 coturn pebble chromium postgresql nginx-light haproxy systemd dovecot-imapd dovecot-lmtpd dovecot-submissiond radicale
 FUZZ_SECONDS ?= 20
 # Benchmarks (bench/NAME_bench.py) print their figures; never part of the pass/fail suite.
 BENCHES := wbxml sync push edge scale relay
