@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # Debian packages the test suite needs (real parts: libwbxml for cross-checks ...).
-APT_TEST_PACKAGES := wireguard-go wireguard-tools libwbxml2-utils bind9 bind9-dnsutils miniupnpd-nftables nftables iproute2 coturn pebble chromium postgresql nginx-light haproxy systemd dovecot-imapd dovecot-lmtpd dovecot-submissiond radicale
+APT_TEST_PACKAGES := wireguard-go wireguard-tools libwbxml2-utils libwbxml2-dev bind9 bind9-dnsutils miniupnpd-nftables nftables iproute2 coturn pebble chromium postgresql nginx-light haproxy systemd dovecot-imapd dovecot-lmtpd dovecot-submissiond radicale
 FUZZ_SECONDS ?= 20
 # Benchmarks (bench/NAME_bench.py) print their figures; never part of the pass/fail suite.
 BENCHES := wbxml sync push edge scale relay
@@ -23,11 +23,13 @@ $(VENV)/bin/python:
 
 # The C module (src/natsync/edge/_speedups.c) needs a compiler and Python's headers; without
 # them (no root for apt) natsync still installs and runs on its Python parsers, and says so.
-$(STAMP): $(VENV)/bin/python pyproject.toml setup.py src/natsync/edge/_speedups.c
+$(STAMP): $(VENV)/bin/python pyproject.toml setup.py src/natsync/edge/_speedups.c \
+	  src/natsync/wbxml/_speedups.c
 	@scripts/ensure-build-tools.sh $(BIN)/python || \
 	  echo "note: no C compiler or Python headers; the edge runs on its Python parsers (slower)"
 	$(BIN)/python -m pip install -q --upgrade pip
 	rm -f src/natsync/edge/_speedups*.so  # a failed rebuild must not leave an old one behind
+	rm -f src/natsync/wbxml/_speedups*.so
 	$(BIN)/python -m pip install -q -e '.[dev,uvloop]'
 	@touch $(STAMP)
 

@@ -15,6 +15,13 @@ setup(
             ["src/natsync/edge/_speedups.c"],
             optional=True,
             extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
-        )
+        ),
+        # The WBXML codec's common case (natsync.wbxml.speedups); optional in the same way.
+        Extension(
+            "natsync.wbxml._speedups",
+            ["src/natsync/wbxml/_speedups.c"],
+            optional=True,
+            extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+        ),
     ]
 )

@@ -496,6 +496,19 @@ def test_get_messages_keeps_the_order_asked_and_skips_unknown_ids(
     assert store.run_sync(lambda txn: txn.get_messages(alice.id, [])) == []
 
 
+def test_raw_messages_reads_many_at_once_and_skips_unknown_ids(store: Store, alice: User) -> None:
+    inbox = inbox_of(store, alice)
+    added = store.run_sync(
+        lambda txn: [txn.add_message(inbox.id, new_message(f"m{i}")) for i in range(3)]
+    )
+    ids = [added[2].id, 999_999, added[0].id]
+    got = store.run_sync(lambda txn: txn.raw_messages(ids))
+    one_by_one = store.run_sync(lambda txn: {i: txn.raw_message(i) for i in (ids[0], ids[2])})
+    assert got == one_by_one
+    assert len(set(got.values())) == 2
+    assert store.run_sync(lambda txn: txn.raw_messages([])) == {}
+
+
 def test_messages_are_private_to_their_user(store: Store, alice: User) -> None:
     bob = store.run_sync(lambda txn: txn.add_user("bob", "bob@example.test", "Bob", "h", NOW))
     inbox = inbox_of(store, alice)

@@ -150,7 +150,9 @@ def server(
 
     try:
         from natsync.server.app import loop_factory
+        from natsync.server.gcpolicy import tune_for_server
 
+        tune_for_server()  # fewer, cheaper collections (natsync.server.gcpolicy)
         # uvloop when installed: a fraction of asyncio's TLS memory per held Ping (docs/push.md)
         with asyncio.Runner(loop_factory=loop_factory()) as runner:
             runner.run(serve(config, ready, sources, dav))

@@ -440,6 +440,9 @@ def up(
             click.echo(_human_announcement(info))
         sys.stdout.flush()
 
+    from natsync.server.gcpolicy import tune_for_server
+
+    tune_for_server()  # fewer, cheaper collections (natsync.server.gcpolicy)
     try:
         with (
             contextlib.suppress(KeyboardInterrupt),

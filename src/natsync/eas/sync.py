@@ -820,7 +820,12 @@ def pending_changes(
     soft: list[str] = []
     changes: list[str] = []
     present = 0
-    for sid, modseq in known.items():
+    # The common case (an initial sync, or nothing changed): every known item is there as it
+    # was. The comparison runs in C; the loop below finds the same nothing item by item.
+    unchanged = known.items() <= current.items()
+    if unchanged:
+        present = len(known)
+    for sid, modseq in () if unchanged else known.items():
         now_modseq = current.get(sid)
         if now_modseq is None:
             (soft if sid in everything else deletes).append(sid)
@@ -831,7 +836,11 @@ def pending_changes(
     # The skipped items still as they were when they were left out: not pending.
     held = {s: m for s, m in skipped.items() if current.get(s) == m} if skipped else {}
     add_count = len(current) - present - sum(1 for s in held if s not in known)
-    missing = (sid for sid in reversed(current) if sid not in known and sid not in held)
+    # filterfalse with the dicts' own __contains__ walks in C (a window of an initial sync
+    # passes over every item already sent before it finds the next ones).
+    missing = itertools.filterfalse(known.__contains__, reversed(current))
+    if held:
+        missing = itertools.filterfalse(held.__contains__, missing)
     adds = list(itertools.islice(missing, limit if limit is not None else add_count))
     return Pending(
         deletes, soft, changes, adds, len(deletes) + len(soft) + len(changes) + add_count, held
@@ -924,8 +933,12 @@ def _server_changes(
             data = eas_email.email_application_data(note, raw, version, prefs)
             out.append(E(NS, "Add", E(NS, "ServerId", notice), data))
             known[notice] = note.modseq
-        for msg in ctx.txn.get_messages(ctx.user.id, batch):
-            raw = ctx.txn.raw_message(msg.id)
+        messages = ctx.txn.get_messages(ctx.user.id, batch)
+        raws = ctx.txn.raw_messages([msg.id for msg in messages])  # one read for the window
+        for msg in messages:
+            found = raws.get(msg.id)
+            # None: gone since (PostgreSQL reads per statement): raw_message raises NotFound.
+            raw = found if found is not None else ctx.txn.raw_message(msg.id)
             add = isolation.build(skipped, msg.server_id, _add, msg, raw, req, prefs, version)
             if add is None:
                 window.skip(msg.server_id, msg.modseq)

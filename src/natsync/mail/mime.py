@@ -105,7 +105,8 @@ _COMPAT32 = email.policy.compat32
 
 
 class _SinglePart(Message):
-    """A compat32 ``Message`` that parses its Content-Type parameters once, not per question.
+    """A compat32 ``Message`` that parses its Content-Type parameters once, not per question,
+    and finds a header by a name index rather than a scan of every header.
 
     Reading a part asks for its charset, its ``name`` parameter and its type; each asks the
     stdlib to re-parse the header. Trees built by :func:`_simple_tree` are never changed after
@@ -114,12 +115,43 @@ class _SinglePart(Message):
     def __init__(self) -> None:
         super().__init__(_COMPAT32)
         self._param_cache: dict[str, Any] = {}
+        #: Lower-cased name -> its first (name, value), built at the first question: the stdlib
+        #: lower-cases every header name on every ``get`` (a Sync window asks ~10 per message).
+        self._first: dict[str, tuple[str, Any]] | None = None
 
     def _get_params_preserve(self, failobj: Any, header: str) -> Any:
         key = header.lower()
         if key not in self._param_cache:
             self._param_cache[key] = super()._get_params_preserve(failobj, header)  # type: ignore[misc]
         return self._param_cache[key]
+
+    def _index(self) -> dict[str, tuple[str, Any]]:
+        first = self._first
+        if first is None:
+            first = {}
+            for name, value in self._headers:  # type: ignore[attr-defined]
+                first.setdefault(name.lower(), (name, value))
+            self._first = first
+        return first
+
+    def get(self, name: str, failobj: Any = None) -> Any:
+        found = self._index().get(name.lower())
+        return failobj if found is None else self.policy.header_fetch_parse(*found)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.lower() in self._index()
+
+    def set_raw(self, name: str, value: Any) -> None:
+        super().set_raw(name, value)
+        self._first = None
+
+    def __setitem__(self, name: str, value: Any) -> None:
+        super().__setitem__(name, value)
+        self._first = None
+
+    def __delitem__(self, name: str) -> None:
+        super().__delitem__(name)
+        self._first = None
 
 
 def _simple_tree(raw: bytes) -> Message | None:

@@ -220,6 +220,15 @@ class PostgresTxn(SqliteTxn):
         by_id = {message.server_id: message for message in found}
         return [by_id[sid] for sid in dict.fromkeys(server_ids) if sid in by_id]
 
+    def raw_messages(self, message_ids: Sequence[int]) -> dict[int, bytes]:
+        if not message_ids:
+            return {}
+        rows = self._conn.execute(
+            "SELECT message_id, raw FROM message_bodies WHERE message_id = ANY(?)",
+            (list(message_ids),),
+        ).fetchall()
+        return {row[0]: bytes(row[1]) for row in rows}
+
     def search_messages(
         self, user_id: int, query: str, folder_ids: Sequence[int] | None, limit: int
     ) -> list[Message]:

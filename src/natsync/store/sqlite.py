@@ -229,7 +229,8 @@ def _message(row: Sequence[Any], attachments: tuple[Attachment, ...] = ()) -> Me
             due_date=_opt_from_us(row[16]),
             complete_time=_opt_from_us(row[17]),
         ),
-        categories=tuple(json.loads(row[18])),
+        # Most mail has no categories: "[]" needs no JSON parser (a Sync window reads 100 rows).
+        categories=() if row[18] == "[]" else tuple(json.loads(row[18])),
         importance=row[19],
         message_class=row[20],
         has_attachments=bool(row[21]),
@@ -875,6 +876,18 @@ class SqliteTxn(Txn):
         if row is None:
             raise NotFound(f"message {message_id} does not exist")
         return bytes(row[0])
+
+    def raw_messages(self, message_ids: Sequence[int]) -> dict[int, bytes]:
+        """The raw MIME of each message of *message_ids* that exists, in one statement (a Sync
+        window reads a hundred at a time: one query instead of one per message)."""
+        if not message_ids:
+            return {}
+        rows = self._conn.execute(
+            "SELECT message_id, raw FROM message_bodies "
+            "WHERE message_id IN (SELECT value FROM json_each(?))",
+            (json.dumps(list(message_ids)),),
+        ).fetchall()
+        return {row[0]: bytes(row[1]) for row in rows}
 
     def _change(self, message_id: int, sql: str, params: Sequence[Any]) -> Message:
         row = self._one("SELECT folder_id FROM messages WHERE id = ?", (message_id,))

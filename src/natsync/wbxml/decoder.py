@@ -12,6 +12,7 @@ would send again and again).
 The main loop is written for speed in pure Python: one byte indexes a per-page 256-entry table,
 bounds are checked by letting ``IndexError`` happen once at the end of the data (a try block is
 free in CPython 3.11), STR_I is found with ``bytes.find``, and locals alias everything hot.
+When built, the C common case (natsync.wbxml.speedups) decodes first; this is the reference.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from natsync.wbxml.limits import (
     MAX_STRING_BYTES,
     MAX_STRING_TABLE_BYTES,
 )
+from natsync.wbxml.speedups import C_LIMITS, c_decode
 from natsync.wbxml.tokens import (
     CHARSET_UTF8,
     TAG_ATTRIBUTES_BIT,
@@ -129,6 +131,16 @@ def _header(data: bytes) -> tuple[int, bytes]:
 
 def decode(data: bytes | bytearray | memoryview) -> Element:
     """Decode one WBXML document into its root element; raise ``WBXMLError`` if it is bad."""
+    limits = (MAX_DOCUMENT_BYTES, MAX_DEPTH, MAX_ELEMENTS, MAX_STRING_BYTES)
+    if c_decode is not None and type(data) is bytes and limits == C_LIMITS:
+        tree = c_decode(data)  # the C common case; None: the Python decoder below says
+        if tree is not None:
+            return tree
+    return python_decode(data)
+
+
+def python_decode(data: bytes | bytearray | memoryview) -> Element:
+    """``decode`` in Python alone: the reference the C common case is compared with."""
     if not isinstance(data, bytes):
         if not isinstance(data, (bytearray, memoryview)):
             raise WBXMLError(f"expected bytes, got {type(data).__name__}")

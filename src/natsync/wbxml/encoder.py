@@ -9,7 +9,7 @@ namespace or tag, a value and children together, a value neither text nor bytes,
 ``MAX_DEPTH``) raises ``WBXMLError`` rather than producing bytes a peer would misread.
 
 Speed: tag bytes are precomputed per (namespace, tag); pieces are appended to one list and joined
-once.
+once. When built, the C common case (natsync.wbxml.speedups) encodes first; this is the reference.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from natsync.wbxml.chars import XML_ILLEGAL, xml_text
 from natsync.wbxml.codepages import code_pages
 from natsync.wbxml.errors import WBXMLError
 from natsync.wbxml.limits import MAX_DEPTH
+from natsync.wbxml.speedups import C_LIMITS, c_encode
 from natsync.wbxml.tokens import EAS_HEADER, GlobalToken
 from natsync.wbxml.tree import Element
 
@@ -44,6 +45,15 @@ def mb_u_int32(value: int) -> bytes:
 
 def encode(root: Element) -> bytes:
     """Encode *root* as one WBXML document; raise ``WBXMLError`` if it cannot be encoded."""
+    if c_encode is not None and C_LIMITS[1] == MAX_DEPTH:
+        data = c_encode(root)  # the C common case; None: the Python encoder below says
+        if data is not None:
+            return data
+    return python_encode(root)
+
+
+def python_encode(root: Element) -> bytes:
+    """``encode`` in Python alone: the reference the C common case is compared with."""
     if not isinstance(root, Element):
         raise WBXMLError(f"expected an Element, got {type(root).__name__}")
     out: list[bytes] = [EAS_HEADER]
