@@ -18,13 +18,21 @@ from typing import Protocol, runtime_checkable
 from natsync.doctor import gather as g
 from natsync.doctor.autodiscover import check_autodiscover
 from natsync.doctor.device import DOCTOR_DEVICE_ID, DOCTOR_DEVICE_TYPE
-from natsync.doctor.evidence import Connect, CutEvidence, PushEvidence, ReachEvidence
+from natsync.doctor.evidence import (
+    Connect,
+    CutEvidence,
+    InsideEvidence,
+    PushEvidence,
+    ReachEvidence,
+)
 from natsync.doctor.findings import Check, Finding, Report, Severity, blocking, ok, skip
 from natsync.doctor.http import check_http
 from natsync.doctor.inside import check_inside
+from natsync.doctor.ipv6 import check_ipv6
 from natsync.doctor.names import check_names
 from natsync.doctor.push import CLOSED_PRECISION, check_push
 from natsync.doctor.reach import check_reach
+from natsync.doctor.relay import check_relay
 from natsync.doctor.session import check_session
 from natsync.doctor.tls import check_tls
 
@@ -137,6 +145,7 @@ def _resolved(options: Options, host: str) -> tuple[str, ...]:
 async def _run(options: Options, target: g.Target, report: Report, watch: Watcher) -> None:
     progress = watch.step
     public = options.public
+    inside: InsideEvidence | None = None
     if options.config is not None:
         progress("inside: public address, router mappings, edge pin")
         inside = await asyncio.to_thread(g.gather_inside_sync, options.config, options.timeout)
@@ -174,6 +183,11 @@ async def _run(options: Options, target: g.Target, report: Report, watch: Watche
     else:
         report.add(check_names(names))
     later = [Check.REACH, Check.TLS, Check.HTTP, Check.SESSION, Check.PUSH, Check.AUTODISCOVER]
+    if inside is not None and inside.tunnel is not None:
+        progress("relay: DNS, relay, tunnel, home edge, server")
+        published = forced or (names.resolver.addresses if names.resolver else ())
+        relay = await g.gather_relay(target.host, published, target.port, inside, options.timeout)
+        report.add(check_relay(relay))
     if forced:
         addresses: tuple[str, ...] = forced
     elif names.literal:
@@ -198,6 +212,16 @@ async def _run(options: Options, target: g.Target, report: Report, watch: Watche
         tuple(https), tuple(smtp), options.config is not None, public, _server_port(options)
     )
     report.add(check_reach(reach))
+    progress("ipv6: the IPv6 path on its own")
+    ipv6 = await g.gather_ipv6(
+        target,
+        https,
+        options.ca_file,
+        inside.host6 if inside is not None else None,
+        inside.firewall6 if inside is not None else "",
+        options.timeout,
+    )
+    report.add(check_ipv6(ipv6))
     open_addresses = [c.address for c in https if c.ok]
     later.remove(Check.REACH)
     if not open_addresses:
