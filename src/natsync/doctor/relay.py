@@ -27,7 +27,7 @@ def handshake_age(wg_output: str, now: float) -> float | None:
     latest = 0
     for line in wg_output.splitlines():
         fields = line.split()
-        if len(fields) == 2 and fields[1].isdigit():
+        if len(fields) == 2 and fields[1].isascii() and fields[1].isdigit():
             latest = max(latest, int(fields[1]))
     if latest == 0:
         return None
