@@ -189,4 +189,15 @@ def test_carrier_grade_nat(play: Any) -> None:
     assert get(opened, "ipv6", "TLS over IPv6 works")["severity"] == "ok"
     verdict = get(opened, "ipv6", "Only phones on IPv6-capable networks")
     assert verdict["data"]["reach"] == {"ipv4": False, "ipv6": True}
+    inside = narr.reports["doctor-ipv6-inside"]
+    current = get(inside, "ipv6", "The AAAA record")
+    assert (
+        current["title"]
+        == f"The AAAA record of {PUBLIC_NAME} names this host's current IPv6 address"
+    )
+    here = get(inside, "ipv6", "Port 443 answers over IPv6 here")
+    assert any("does not cross the router's IPv6 firewall" in e for e in here["evidence"])
+    assert any(
+        e.startswith("the router's IPv6 firewall (UPnP): firewall on") for e in here["evidence"]
+    )
     assert narr.reports["ipv6-push"]["push"]["changed"] is True

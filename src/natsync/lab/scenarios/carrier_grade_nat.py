@@ -274,6 +274,17 @@ def _ipv6_fix(world: World, narr: Narration) -> None:
             :300
         ],
     )
+    report = world.doctor_inside()
+    narr.reports["doctor-ipv6-inside"] = report
+    current = finding(report, "ipv6", "The AAAA record") or {}
+    here = finding(report, "ipv6", f"Port {HTTPS} answers over IPv6 here") or {}
+    narr.expect(
+        "Inside-out, the doctor finds the AAAA record current (this host's global IPv6 address) "
+        "and says the pinhole can only be tested from outside",
+        expect_ok=True,
+        seen_ok=current.get("severity") == "ok" and here.get("severity") == "ok",
+        detail="; ".join(str(f.get("title")) for f in (current, here) if f)[:300],
+    )
     pushed = world.phone_push(RELAY_HEARTBEAT, "over IPv6", RELAY_MAIL_AFTER, by_phone=True)
     narr.reports["ipv6-push"] = pushed
     push = pushed.get("push", {})
