@@ -627,6 +627,7 @@ def every_path_command_finding() -> list[Finding]:
         *check_relay(replace(relay, tunnel=tunnel)),
         *check_relay(replace(relay, edge=Connect("10.77.0.2", 8443, False, "refused"))),
         *check_relay(replace(relay, servers=(Connect("b:1", 0, False, "refused"),))),
+        *check_relay(replace(relay, through="no TLS handshake")),
     ]
 
 

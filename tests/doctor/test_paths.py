@@ -221,3 +221,18 @@ def test_cgnat_with_a_tunnel_is_not_a_failure() -> None:
     assert plain.severity == Severity.FAIL
     assert relayed.severity == Severity.OK
     assert "relay" in relayed.title
+
+
+def test_relay_from_outside_tells_the_relay_from_what_is_behind_it() -> None:
+    outside: dict[str, object] = {"tunnel": None, "edge": None, "servers": ()}
+    whole = relay(**outside, through="")
+    assert whole.severity == Severity.OK
+    assert whole.data["hops"] == {
+        "DNS": True, "relay": True, "tunnel": True, "home edge": True, "server": None,
+    }  # fmt: skip
+    cut = relay(**outside, through="no TLS handshake within 2 s")
+    assert cut.title == "The relay path is broken at the tunnel or home edge"
+    assert "`natsync doctor --config natsync.toml`" in cut.fix
+    assert cut.data["hops"]["tunnel"] is False
+    down = relay(**outside, relay_port=Connect(RELAY, 443, False, "timeout"), through=None)
+    assert down.data["broken"] == "relay"

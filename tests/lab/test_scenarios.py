@@ -177,6 +177,10 @@ def test_carrier_grade_nat(play: Any) -> None:
         "DNS": True, "relay": True, "tunnel": False, "home edge": True, "server": True,
     }  # fmt: skip
     assert "UDP to" in cut["fix"]
+    # from the phone, with --relay: the relay answers, what is behind it does not
+    assert get(narr.reports["doctor-relay-outside"], "relay")["severity"] == "ok"
+    beyond = get(narr.reports["doctor-relay-outside-cut"], "relay")
+    assert beyond["title"] == "The relay path is broken at the tunnel or home edge"
     # the IPv6 fix: the phone dialled the LAN host's own IPv6 address through the pinhole
     assert narr.reports["ipv6-sync"]["address"] == t.LAN6_HOST
     # the doctor's IPv6 path: closed before the pinhole (with the pcp6 fix), open after

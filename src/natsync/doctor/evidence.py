@@ -302,6 +302,9 @@ class RelayEvidence:
     servers: tuple[Connect, ...] = ()
     #: What went wrong reading the relay's side of the config ("" when nothing).
     error: str = ""
+    #: Outside runs (``--relay``): a TLS handshake through the relay, which only completes when
+    #: the tunnel, the home edge and its listener carry it ("" when it did; None: not tried).
+    through: str | None = None
 
 
 @dataclass(slots=True)

@@ -1141,6 +1141,51 @@ async def gather_relay(
     )
 
 
+async def gather_relay_outside(
+    target: Target,
+    published: tuple[str, ...],
+    relay: str,
+    ca_file: Path | None,
+    timeout: float,
+) -> RelayEvidence:
+    """From outside (``--relay HOST``): DNS against the relay's addresses, the relay's port,
+    and a TLS handshake through it (the hops behind the relay answer it, or none does)."""
+    addresses, error = await asyncio.to_thread(relay_addresses, f"{relay}:0", timeout)
+    relay_port = await connect(addresses[0], target.port, timeout) if addresses else None
+    through: str | None = None
+    if relay_port is not None and relay_port.ok:
+        context = phone_context(ca_file)
+        context.check_hostname = False  # the tls check judges the certificate; here: any answer
+        context.verify_mode = ssl.CERT_NONE
+        through = ""
+        try:
+            _, writer = await asyncio.wait_for(
+                asyncio.open_connection(
+                    addresses[0],
+                    target.port,
+                    ssl=context,
+                    server_hostname=target.host,
+                    ssl_shutdown_timeout=timeout,
+                ),
+                timeout,
+            )
+            writer.close()
+            with contextlib.suppress(OSError, ssl.SSLError):
+                await writer.wait_closed()
+        except TimeoutError:
+            through = f"no TLS handshake within {timeout:g} s"
+        except (OSError, ssl.SSLError) as exc:
+            through = f"{type(exc).__name__}: {exc}"
+    return RelayEvidence(
+        name=target.host,
+        relay_addresses=addresses,
+        published=published,
+        relay_port=relay_port,
+        error=error,
+        through=through,
+    )
+
+
 async def gather_ipv6(
     target: Target,
     https: Sequence[Connect],

@@ -133,6 +133,24 @@ def check_relay(ev: RelayEvidence) -> list[Finding]:
                     "the home's part of natsync relay init again."
                 )
             broken = ("tunnel", cause, fix)
+    # From outside: a TLS handshake through the relay answers for the hops behind it at once.
+    if tunnel is None and ev.through is not None:
+        behind = not ev.through
+        evidence.append(
+            "a TLS handshake through the relay: " + ("completed" if behind else ev.through)
+        )
+        states["tunnel"] = states["home edge"] = True if behind else None
+        if not behind:
+            states["tunnel"] = False
+            if broken is None:
+                broken = (
+                    "tunnel or home edge",
+                    "The relay accepts the connection but no TLS handshake comes back through "
+                    "it: the tunnel to the home is down, or the home edge's relayed listener is "
+                    "not running. From outside the two look alike.",
+                    "Run the doctor at home with the deployment's file, whose [tunnel] table "
+                    f"lets it test each hop: `natsync doctor {CONFIG_ARG}`.",
+                )
     # The home edge's relayed listener.
     if ev.edge is not None:
         evidence.append(f"the edge's relayed listener: {_connect(ev.edge)}")
@@ -173,7 +191,7 @@ def check_relay(ev: RelayEvidence) -> list[Finding]:
         Finding(
             Check.RELAY,
             Severity.FAIL,
-            f"The relay path is broken at the {hop}",
+            f"The relay path is broken at the {hop}",  # "tunnel or home edge" from outside
             tuple(evidence),
             cause,
             fix,

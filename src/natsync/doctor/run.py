@@ -68,6 +68,9 @@ class Options:
     public: tuple[str, ...] = field(default_factory=tuple)
     #: ``--resolve NAME:ADDR``: use these addresses for NAME instead of DNS (as curl does).
     resolve: tuple[tuple[str, str], ...] = ()
+    #: ``--relay HOST``: the relay's public name or address, for the relay check of an
+    #: outside run (inside-out runs take it from [tunnel] relay_endpoint).
+    relay: str = ""
     #: Where it runs and how (natsync version, command line, host), for the report.
     context: dict[str, str] = field(default_factory=dict)
 
@@ -183,10 +186,16 @@ async def _run(options: Options, target: g.Target, report: Report, watch: Watche
     else:
         report.add(check_names(names))
     later = [Check.REACH, Check.TLS, Check.HTTP, Check.SESSION, Check.PUSH, Check.AUTODISCOVER]
+    published = forced or (names.resolver.addresses if names.resolver else ())
     if inside is not None and inside.tunnel is not None:
         progress("relay: DNS, relay, tunnel, home edge, server")
-        published = forced or (names.resolver.addresses if names.resolver else ())
         relay = await g.gather_relay(target.host, published, target.port, inside, options.timeout)
+        report.add(check_relay(relay))
+    elif options.relay:
+        progress("relay: DNS, the relay, and TLS through it")
+        relay = await g.gather_relay_outside(
+            target, published, options.relay, options.ca_file, options.timeout
+        )
         report.add(check_relay(relay))
     if forced:
         addresses: tuple[str, ...] = forced

@@ -165,7 +165,27 @@ def _relay_fix(world: World, narr: Narration) -> None:
         "relay",
         expect_ok=True,
     )
+    outside = world.doctor_from_phone("--relay", t.VPS)
+    narr.reports["doctor-relay-outside"] = outside
+    expect_finding(
+        narr,
+        "From the phone (`--relay 203.0.113.10`): DNS names the relay and TLS answers through it",
+        outside,
+        "relay",
+        expect_ok=True,
+    )
     world.cut_tunnel(True)
+    outside = world.doctor_from_phone("--relay", t.VPS)
+    narr.reports["doctor-relay-outside-cut"] = outside
+    beyond = finding(outside, "relay") or {}
+    narr.expect(
+        "With the tunnel cut, the doctor from the phone sees the relay answer but nothing behind "
+        "it: the tunnel or the home edge (inside-out tells which)",
+        expect_ok=True,
+        seen_ok=beyond.get("severity") == "fail"
+        and beyond.get("data", {}).get("broken") == "tunnel or home edge",
+        detail=str(beyond.get("title", "no relay finding")),
+    )
     report = world.doctor_inside(config=deployment)
     narr.reports["doctor-relay-cut"] = report
     hops = finding(report, "relay") or {}
