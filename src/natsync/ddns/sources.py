@@ -21,7 +21,7 @@ from natsync.ddns.netinfo import IPAddress, default_gateway, interface_addresses
 
 if TYPE_CHECKING:
     from natsync.ddns.settings import DdnsSettings
-    from natsync.portmap.pcp import PcpClient
+    from natsync.portmap.pcp import PcpClient, PcpMapping
 
 log = logging.getLogger(__name__)
 
@@ -132,11 +132,7 @@ def from_pcp(gateway: str | None, *, port: int | None = None) -> Observation:
         return Observation(Source.PCP, "", 4, error="no default gateway to ask")
     client = PcpClient(gateway, port=port or PCP_PORT)
     try:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as holder:
-            holder.bind((client.client_address(), 0))
-            internal_port = int(holder.getsockname()[1])
-            mapping = client.map("udp", internal_port, 0, PCP_PROBE_LIFETIME)
-            _pcp_delete(client, internal_port)
+        mapping = _pcp_probe(client, socket.AF_INET)
     except MappingRefused as exc:
         if exc.code == PcpResult.NETWORK_FAILURE:
             return Observation(Source.PCP, gateway, 4, error=exc.message, refusal=NO_PUBLIC_ADDRESS)
@@ -164,6 +160,17 @@ def from_pcp(gateway: str | None, *, port: int | None = None) -> Observation:
             Source.PCP, gateway, 4, error=f"the router answered an IPv6 address ({address})"
         )
     return Observation(Source.PCP, gateway, 4, address=address)
+
+
+def _pcp_probe(client: PcpClient, family: socket.AddressFamily) -> PcpMapping:
+    """Map a UDP port this process holds open meanwhile (so nothing else listens there), with
+    no external port suggested and a short lifetime; delete it at once; the router's answer."""
+    with socket.socket(family, socket.SOCK_DGRAM) as holder:
+        holder.bind((client.client_address(), 0))
+        internal_port = int(holder.getsockname()[1])
+        mapping = client.map("udp", internal_port, 0, PCP_PROBE_LIFETIME)
+        _pcp_delete(client, internal_port)
+    return mapping
 
 
 def _pcp_delete(client: PcpClient, internal_port: int) -> None:
@@ -260,11 +267,7 @@ def from_pcp6(router: str | None, *, port: int | None = None) -> Observation:
         return Observation(Source.PCP, "", 6, error="no IPv6 default route to ask")
     client = PcpClient(gateway, port=port or PCP_PORT)
     try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as holder:
-            holder.bind((client.client_address(), 0))
-            internal_port = int(holder.getsockname()[1])
-            mapping = client.map("udp", internal_port, 0, PCP_PROBE_LIFETIME)
-            _pcp_delete(client, internal_port)
+        mapping = _pcp_probe(client, socket.AF_INET6)
     except PortMapError as exc:
         return Observation(Source.PCP, gateway, 6, error=exc.message)
     except OSError as exc:

@@ -305,6 +305,13 @@ def _gather_mx(res: dns.resolver.Resolver | None, domain: str, timeout: float) -
 # -- TCP
 
 
+def connect_error(exc: OSError) -> str:
+    """A failed connection in the words of the reach check ("unreachable", or the OS's)."""
+    if exc.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH):
+        return "unreachable"
+    return exc.strerror or str(exc)
+
+
 async def connect(address: str, port: int, timeout: float) -> Connect:
     started = time.monotonic()
     try:
@@ -314,12 +321,7 @@ async def connect(address: str, port: int, timeout: float) -> Connect:
     except ConnectionRefusedError:
         return Connect(address, port, False, "refused", time.monotonic() - started)
     except OSError as exc:
-        kind = (
-            "unreachable"
-            if exc.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH)
-            else (exc.strerror or str(exc))
-        )
-        return Connect(address, port, False, kind, time.monotonic() - started)
+        return Connect(address, port, False, connect_error(exc), time.monotonic() - started)
     elapsed = time.monotonic() - started
     writer.close()
     with contextlib.suppress(OSError):
@@ -1064,12 +1066,7 @@ def connect_sync(host: str, port: int, timeout: float) -> Connect:
     except ConnectionRefusedError:
         return Connect(host, port, False, "refused", time.monotonic() - started)
     except OSError as exc:
-        kind = (
-            "unreachable"
-            if exc.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH)
-            else (exc.strerror or str(exc))
-        )
-        return Connect(host, port, False, kind, time.monotonic() - started)
+        return Connect(host, port, False, connect_error(exc), time.monotonic() - started)
     return Connect(host, port, True, "", time.monotonic() - started)
 
 
