@@ -59,6 +59,12 @@ class ServerConfig:
     smarthost: str = ""
     #: "host:port" to receive SMTP on (natsync server starts SMTP in), or "" for none.
     smtp_listen: str = ""
+    #: A second SMTP listener for mail `natsync relay` passes on through its tunnel (the home's
+    #: tunnel address and [relay] home_smtp_port, "10.77.0.2:2525"), "" for none; every
+    #: connection must open with a PROXY header (v1/v2) naming the sending server and come from
+    #: smtp_proxy_protocol_from (the relay's tunnel address); any other peer is dropped.
+    smtp_relayed_listen: str = ""
+    smtp_proxy_protocol_from: tuple[str, ...] = ()
     #: Name this server gives in SMTP greetings and bounces.
     hostname: str = "localhost"
     max_request_body: int = DEFAULT_MAX_REQUEST_BODY
@@ -140,7 +146,12 @@ class ServerConfig:
             raise ConfigError(
                 "server.throttle_requests must be >= 0 (0: off) and throttle_window > 0 seconds"
             )
-        for key in ("smarthost", "smtp_listen"):
+        if self.smtp_relayed_listen and not self.smtp_proxy_protocol_from:
+            raise ConfigError(
+                "server.smtp_relayed_listen needs server.smtp_proxy_protocol_from: the relay's "
+                'tunnel address (["10.77.0.1"]), the only peer whose PROXY header is believed'
+            )
+        for key in ("smarthost", "smtp_listen", "smtp_relayed_listen"):
             value = getattr(self, key)
             host, _, port = value.rpartition(":")
             if value and (not host or not port.isdigit() or not 0 <= int(port) <= 65535):
@@ -154,6 +165,13 @@ class ServerConfig:
             except ValueError:
                 raise ConfigError(
                     f"server.trusted_proxies has {proxy!r}: an IP address is needed"
+                ) from None
+        for proxy in self.smtp_proxy_protocol_from:
+            try:
+                ipaddress.ip_address(proxy)
+            except ValueError:
+                raise ConfigError(
+                    f"server.smtp_proxy_protocol_from has {proxy!r}: an IP address is needed"
                 ) from None
         from natsync.eas.policy import check_overrides
 
@@ -210,9 +228,9 @@ def server_config_from_dict(table: dict[str, Any], base: Path | None = None) -> 
             if not isinstance(value, list) or not all(isinstance(a, str) for a in value):
                 raise ConfigError("server.throttle_exempt must be a list of user names/DeviceIds")
             values[key] = tuple(value)
-        elif key == "trusted_proxies":
+        elif key in ("trusted_proxies", "smtp_proxy_protocol_from"):
             if not isinstance(value, list) or not all(isinstance(a, str) for a in value):
-                raise ConfigError("server.trusted_proxies must be a list of IP addresses")
+                raise ConfigError(f"server.{key} must be a list of IP addresses")
             values[key] = tuple(value)
         elif key == "store":
             if not isinstance(value, str):

@@ -19,6 +19,7 @@ from tests.ddns.lab import (
     INET,
     INET6,
     LAN6_HOST,
+    LAN6_ROUTER,
     LAN_HOST,
     LAN_ROUTER,
     NATSYNC,
@@ -462,3 +463,42 @@ ca_file = "tls/server.pem"
     log = (world.lab.dir / "ddns-dyndns2.log").read_text()
     assert f"{PUBLIC} -> {PUBLIC_NEXT}" in log
     assert "lab-dyndns2-password" not in log
+
+
+def test_ipv6_sources_find_the_stable_public_address(world: World) -> None:
+    """IPv6 alone, from the interface (a deprecated global address and a unique local one
+    listed before the stable one), STUN over IPv6 and PCP over IPv6 to the router: all three
+    see the LAN host's own stable address, and ddns publishes it as AAAA."""
+    lan, dev = world.lab.lan, world.lab.lan_if
+    deprecated, unique_local = "2a0e:97c0:77::99", "fd77::2"
+    config = world.lab.dir / "v6.toml"
+    sources = 'sources = ["interface", "stun", "pcp"]'
+    config.write_text(
+        world.config.read_text()
+        .replace('sources = ["natpmp", "upnp", "stun", "interface"]', sources)
+        .replace("families = [4, 6]", "families = [6]")
+        .replace(f'"{INET}:3478", ', "")
+    )
+    world.lab.ns(lan, "ip", "-6", "addr", "add", f"{unique_local}/64", "dev", dev, "nodad")
+    world.lab.ns(
+        lan, "ip", "-6", "addr", "add", f"{deprecated}/64", "dev", dev, "nodad",
+        "preferred_lft", "0",
+    )  # fmt: skip
+    try:
+        listed = world.lab.ns(lan, "ip", "-6", "addr", "show", "dev", dev).stdout
+        assert listed.index(deprecated) < listed.index(LAN6_HOST)  # listed first
+        done = world.lab.natsync("ddns", "update", "--json", "-c", str(config))
+        assert done.returncode == 0, done.stdout + done.stderr
+        (verdict,) = json.loads(done.stdout)["verdicts"]
+        assert verdict["verdict"] == "agree"
+        assert verdict["address"] == LAN6_HOST
+        evidence = "\n".join(verdict["evidence"])
+        assert f"interface sees {LAN6_HOST}" in evidence
+        assert f"stun ([{INET6}]:3478) sees {LAN6_HOST}" in evidence
+        assert f"pcp ({LAN6_ROUTER}) sees {LAN6_HOST}" in evidence
+        assert deprecated not in evidence
+        assert unique_local not in evidence
+        assert dig_values(world.named, "eas.example.test", "AAAA") == {LAN6_HOST}
+    finally:
+        world.lab.ns(lan, "ip", "-6", "addr", "del", f"{deprecated}/64", "dev", dev, check=False)
+        world.lab.ns(lan, "ip", "-6", "addr", "del", f"{unique_local}/64", "dev", dev, check=False)

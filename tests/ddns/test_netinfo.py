@@ -54,3 +54,23 @@ def test_parse_ip_json_keeps_global_addresses() -> None:
         ]
     )
     assert [str(a) for a in parse_ip_json(text)] == ["203.0.113.5", "2001:db8::5"]
+
+
+def test_parse_ip_json_publishable_leaves_out_temporary_and_deprecated() -> None:
+    text = json.dumps(
+        [
+            {
+                "ifname": "eth0",
+                "addr_info": [
+                    {"local": "2001:db8::aa", "scope": "global", "temporary": True},
+                    {"local": "2001:db8::bb", "scope": "global", "preferred_life_time": 0},
+                    {"local": "2001:db8::cc", "scope": "global", "deprecated": True},
+                    {"local": "2001:db8::dd", "scope": "global", "tentative": True},
+                    {"local": "2001:db8::5", "scope": "global", "mngtmpaddr": True},
+                    {"local": "fd00::5", "scope": "global"},
+                ],
+            }
+        ]
+    )
+    assert len(parse_ip_json(text)) == 6
+    assert [str(a) for a in parse_ip_json(text, publishable=True)] == ["2001:db8::5", "fd00::5"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -602,6 +603,31 @@ def every_command_finding() -> list[Finding]:
         *check_pin(PinEvidence("sha256:AA", "sha256:BB", "127.0.0.1:8443")),
         *check_pin(PinEvidence("", "", "127.0.0.1:8443", connect_error="refused")),
         *check_pin(PinEvidence("", "sha256:AA", "b:1", ca_file="ca.pem", ca_error="no")),
+        *every_path_command_finding(),
+    ]
+
+
+def every_path_command_finding() -> list[Finding]:
+    """The IPv6 and relay checks' branches that print a command."""
+    from natsync.doctor.evidence import Ipv6Evidence, RelayEvidence, TunnelEvidence
+    from natsync.doctor.ipv6 import check_ipv6
+    from natsync.doctor.relay import check_relay
+
+    v4, v6 = "198.51.100.7", "2001:db8::2"
+    dropped = Connect(v6, 443, False, "timeout")
+    tunnel = TunnelEvidence("natsync0", "203.0.113.10:51820", "10.77.0.1", wg_error="no device")
+    relay = RelayEvidence(
+        "eas.example.org", ("203.0.113.10",), ("203.0.113.10",), Connect("203.0.113.10", 443, True)
+    )
+    return [
+        *check_ipv6(Ipv6Evidence("e.org", 443, (v4,), (v6,), (), (dropped,))),
+        *check_ipv6(Ipv6Evidence("e.org", 443, (v4,), (v6,), (), (), host6=("2001:db8::9",))),
+        *check_ipv6(Ipv6Evidence("e.org", 443, (v4,), (), (), (), host6=(v6,))),
+        *check_ipv6(Ipv6Evidence("e.org", 443, (v4,), (v6,), (Connect(v4, 443, True),))),
+        *check_relay(replace(relay, tunnel=tunnel)),
+        *check_relay(replace(relay, edge=Connect("10.77.0.2", 8443, False, "refused"))),
+        *check_relay(replace(relay, servers=(Connect("b:1", 0, False, "refused"),))),
+        *check_relay(replace(relay, through="no TLS handshake")),
     ]
 
 
@@ -619,6 +645,7 @@ def test_every_printed_command_parses_with_the_users_file(tmp_path: Path) -> Non
     given = "my home.toml"
     (tmp_path / given).write_text("[server]\n")
     (tmp_path / "natsync.toml").write_text("[server]\n")
+    (tmp_path / "relay.toml").write_text("[relay]\n")
     (tmp_path / "edge.toml").write_text("[edge]\n")
     findings = every_command_finding()
     printed = {

@@ -160,6 +160,48 @@ def test_carrier_grade_nat(play: Any) -> None:
     assert narr.reports["relay-sync"]["ok"] is True
     assert narr.reports["relay-push"]["push"]["changed"] is True
     assert narr.reports["relay-push"]["mail"]["sent"] == "through the relay"
+    # mail from the internet: MX on the VPS, through the relay's port 25 and the tunnel
+    mail = narr.reports["relay-mail"]["mail"]
+    assert mail["address"] == t.VPS
+    assert mail["ok"] is True
+    assert narr.reports["relay-mail"]["push"]["changed"] is True
+    # the doctor follows the relay path, and names the tunnel when it is cut
+    whole = get(narr.reports["doctor-relay"], "relay")
+    assert whole["severity"] == "ok"
+    assert whole["evidence"][0] == "DNS ok → relay ok → tunnel ok → home edge ok → server ok"
+    assert get(narr.reports["doctor-relay"], "inside", "Carrier-grade")["severity"] == "ok"
+    cut = get(narr.reports["doctor-relay-cut"], "relay")
+    assert cut["severity"] == "fail"
+    assert cut["title"] == "The relay path is broken at the tunnel"
+    assert cut["data"]["hops"] == {
+        "DNS": True, "relay": True, "tunnel": False, "home edge": True, "server": True,
+    }  # fmt: skip
+    assert "UDP to" in cut["fix"]
+    # from the phone, with --relay: the relay answers, what is behind it does not
+    assert get(narr.reports["doctor-relay-outside"], "relay")["severity"] == "ok"
+    beyond = get(narr.reports["doctor-relay-outside-cut"], "relay")
+    assert beyond["title"] == "The relay path is broken at the tunnel or home edge"
     # the IPv6 fix: the phone dialled the LAN host's own IPv6 address through the pinhole
     assert narr.reports["ipv6-sync"]["address"] == t.LAN6_HOST
+    # the doctor's IPv6 path: closed before the pinhole (with the pcp6 fix), open after
+    closed = get(narr.reports["doctor-ipv6-closed"], "ipv6", "Port 443")
+    assert closed["severity"] == "fail"
+    assert "natsync portmap add 443/tcp --method pcp6" in closed["fix"]
+    assert get(narr.reports["doctor-ipv6-closed"], "ipv6", "No phone")["severity"] == "fail"
+    opened = narr.reports["doctor-ipv6-open"]
+    assert get(opened, "ipv6", "Port 443 accepts")["severity"] == "ok"
+    assert get(opened, "ipv6", "TLS over IPv6 works")["severity"] == "ok"
+    verdict = get(opened, "ipv6", "Only phones on IPv6-capable networks")
+    assert verdict["data"]["reach"] == {"ipv4": False, "ipv6": True}
+    inside = narr.reports["doctor-ipv6-inside"]
+    current = get(inside, "ipv6", "The AAAA record")
+    assert (
+        current["title"]
+        == f"The AAAA record of {PUBLIC_NAME} names this host's current IPv6 address"
+    )
+    here = get(inside, "ipv6", "Port 443 answers over IPv6 here")
+    assert any("does not cross the router's IPv6 firewall" in e for e in here["evidence"])
+    assert any(
+        e.startswith("the router's IPv6 firewall (UPnP): firewall on") for e in here["evidence"]
+    )
     assert narr.reports["ipv6-push"]["push"]["changed"] is True

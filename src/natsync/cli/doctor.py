@@ -190,6 +190,14 @@ def _fail(message: str) -> None:
     "public name against a LAN address before DNS names it (repeatable).",
 )
 @click.option(
+    "--relay",
+    "relay",
+    default="",
+    metavar="HOST",
+    help="The relay's public name or address (docs/relay.md): check that DNS names it and "
+    "that the path through it answers TLS (inside-out, [tunnel] tells it).",
+)
+@click.option(
     "--heartbeat",
     type=click.IntRange(0, 3540),
     default=None,
@@ -222,6 +230,7 @@ def doctor(
     resolver: str | None,
     authoritative: tuple[str, ...],
     resolve: tuple[str, ...],
+    relay: str,
     heartbeat: int | None,
     quick: bool,
     timeout: float,
@@ -269,6 +278,7 @@ def doctor(
             timeout=timeout,
             config=config,
             resolve=forced,
+            relay=relay,
             context=_context(),
         )
         err = Console(stderr=True)

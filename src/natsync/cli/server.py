@@ -35,7 +35,7 @@ async def serve(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    relay = server = smtp = mirrors = None
+    relay = server = smtp = mirrors = relayed_smtp = None
     dav_source: Any = None
     try:
         if config.smarthost:
@@ -62,6 +62,17 @@ async def serve(
             smtp = await start_smtp_server(
                 store, host, int(port), config.domains, hostname=config.hostname, relay=relay
             )
+        if config.smtp_relayed_listen:  # mail through `natsync relay`'s tunnel, PROXY v2 first
+            host, _, port = config.smtp_relayed_listen.rpartition(":")
+            relayed_smtp = await start_smtp_server(
+                store,
+                host.strip("[]"),
+                int(port),
+                config.domains,
+                proxy_protocol_from=set(config.smtp_proxy_protocol_from),
+                hostname=config.hostname,
+                relay=relay,
+            )
         if ready is not None:
             ready(server, smtp)
         await stop.wait()
@@ -74,6 +85,8 @@ async def serve(
             await mirrors.aclose()
         if dav_source is not None:
             await dav_source.aclose()
+        if relayed_smtp is not None:
+            await relayed_smtp.close()
         if server is not None:
             await server.close()
         if relay is not None:
@@ -147,6 +160,12 @@ def server(
             click.echo(f"natsync server: SMTP at {smtp.host}:{smtp.port}", err=True)
         if dav is not None:
             click.echo(f"natsync server: CalDAV/CardDAV from {dav.url}", err=True)
+        if config.smtp_relayed_listen:
+            click.echo(
+                f"natsync server: SMTP through the relay at {config.smtp_relayed_listen} "
+                f"(PROXY from {', '.join(config.smtp_proxy_protocol_from)})",
+                err=True,
+            )
 
     try:
         from natsync.server.app import loop_factory

@@ -69,18 +69,34 @@ def default_gateway(route_file: Path = Path("/proc/net/route")) -> str | None:
         return None
 
 
-def parse_ip_json(text: str) -> list[IPAddress]:
-    """Addresses (scope global) from the output of ``ip -j addr show``."""
+#: iproute2's flags of addresses a DNS record must not name: RFC 8981 temporary (privacy)
+#: addresses change daily and serve outgoing connections only; a deprecated one is being
+#: replaced (its prefix is going away); tentative and dadfailed ones are not usable.
+UNPUBLISHABLE_FLAGS = ("temporary", "deprecated", "tentative", "dadfailed")
+
+
+def parse_ip_json(text: str, *, publishable: bool = False) -> list[IPAddress]:
+    """Addresses (scope global) from the output of ``ip -j addr show``; with *publishable*,
+    only those a DNS record may name (none of :data:`UNPUBLISHABLE_FLAGS`)."""
     found: list[IPAddress] = []
     for link in json.loads(text or "[]"):
         for info in link.get("addr_info", []):
-            if info.get("scope") == "global" and "local" in info:
-                found.append(ipaddress.ip_address(info["local"]))
+            if info.get("scope") != "global" or "local" not in info:
+                continue
+            if publishable and (
+                any(info.get(flag) for flag in UNPUBLISHABLE_FLAGS)
+                or info.get("preferred_life_time") == 0
+            ):
+                continue
+            found.append(ipaddress.ip_address(info["local"]))
     return found
 
 
-def interface_addresses(interface: str | None = None) -> list[IPAddress]:
-    """Global addresses of *interface* (all interfaces when None), via iproute2."""
+def interface_addresses(
+    interface: str | None = None, *, publishable: bool = False
+) -> list[IPAddress]:
+    """Global addresses of *interface* (all interfaces when None), via iproute2 (with
+    *publishable*: only those a DNS record may name)."""
     command = ["ip", "-j", "addr", "show"] + (["dev", interface] if interface else [])
     try:
         done = subprocess.run(  # noqa: S603 - fixed argument list, no shell
@@ -92,4 +108,4 @@ def interface_addresses(interface: str | None = None) -> list[IPAddress]:
         raise SourceError(
             f"cannot list addresses of {interface or 'the interfaces'}: {exc}"
         ) from exc
-    return parse_ip_json(done.stdout)
+    return parse_ip_json(done.stdout, publishable=publishable)

@@ -21,7 +21,7 @@ from natsync.ddns.netinfo import IPAddress, default_gateway, interface_addresses
 
 if TYPE_CHECKING:
     from natsync.ddns.settings import DdnsSettings
-    from natsync.portmap.pcp import PcpClient
+    from natsync.portmap.pcp import PcpClient, PcpMapping
 
 log = logging.getLogger(__name__)
 
@@ -132,11 +132,7 @@ def from_pcp(gateway: str | None, *, port: int | None = None) -> Observation:
         return Observation(Source.PCP, "", 4, error="no default gateway to ask")
     client = PcpClient(gateway, port=port or PCP_PORT)
     try:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as holder:
-            holder.bind((client.client_address(), 0))
-            internal_port = int(holder.getsockname()[1])
-            mapping = client.map("udp", internal_port, 0, PCP_PROBE_LIFETIME)
-            _pcp_delete(client, internal_port)
+        mapping = _pcp_probe(client, socket.AF_INET)
     except MappingRefused as exc:
         if exc.code == PcpResult.NETWORK_FAILURE:
             return Observation(Source.PCP, gateway, 4, error=exc.message, refusal=NO_PUBLIC_ADDRESS)
@@ -164,6 +160,17 @@ def from_pcp(gateway: str | None, *, port: int | None = None) -> Observation:
             Source.PCP, gateway, 4, error=f"the router answered an IPv6 address ({address})"
         )
     return Observation(Source.PCP, gateway, 4, address=address)
+
+
+def _pcp_probe(client: PcpClient, family: socket.AddressFamily) -> PcpMapping:
+    """Map a UDP port this process holds open meanwhile (so nothing else listens there), with
+    no external port suggested and a short lifetime; delete it at once; the router's answer."""
+    with socket.socket(family, socket.SOCK_DGRAM) as holder:
+        holder.bind((client.client_address(), 0))
+        internal_port = int(holder.getsockname()[1])
+        mapping = client.map("udp", internal_port, 0, PCP_PROBE_LIFETIME)
+        _pcp_delete(client, internal_port)
+    return mapping
 
 
 def _pcp_delete(client: PcpClient, internal_port: int) -> None:
@@ -217,16 +224,60 @@ def from_stun(server: str, family: int) -> Observation:
 
 
 def from_interface(interface: str | None, family: int) -> Observation:
+    """The interface's own address. For IPv6 (not translated: the host's own global address
+    is what phones dial) only a stable, public one: not a temporary (privacy) address, not a
+    deprecated one, not a unique local one (fc00::/7 is not routed on the internet)."""
+    via = interface or ""
     try:
         addresses = [a for a in interface_addresses(interface) if a.version == family]
+        if family == 6:
+            stable = [a for a in interface_addresses(interface, publishable=True) if a.version == 6]
     except SourceError as exc:
-        return Observation(Source.INTERFACE, interface or "", family, error=exc.message)
+        return Observation(Source.INTERFACE, via, family, error=exc.message)
     if not addresses:
-        return Observation(
-            Source.INTERFACE, interface or "", family, error=f"no global IPv{family} address"
-        )
+        return Observation(Source.INTERFACE, via, family, error=f"no global IPv{family} address")
     public = [a for a in addresses if a.is_global]
-    return Observation(Source.INTERFACE, interface or "", family, address=(public or addresses)[0])
+    if family != 6:
+        return Observation(Source.INTERFACE, via, family, address=(public or addresses)[0])
+    usable = [a for a in stable if a.is_global]
+    if usable:
+        return Observation(Source.INTERFACE, via, 6, address=usable[0])
+    seen = ", ".join(str(a) for a in addresses)
+    why = (
+        "only temporary or deprecated ones, which change and must not be published"
+        if public
+        else "only unique local or reserved ones, not reachable from the internet"
+    )
+    return Observation(
+        Source.INTERFACE, via, 6, error=f"no stable public IPv6 address ({seen}: {why})"
+    )
+
+
+def from_pcp6(router: str | None, *, port: int | None = None) -> Observation:
+    """The IPv6 router's view of this host's address: a PCP MAP over IPv6 (RFC 6887) for a
+    throwaway UDP port, as :func:`from_pcp` does for IPv4, deleted at once. IPv6 is not
+    translated, so the answer's external address is the address the router lets in: ours, as
+    the router sees it (a router that answers with another address translates IPv6: NPTv6)."""
+    from natsync.portmap.errors import PortMapError
+    from natsync.portmap.ipv6 import default_gateway6
+    from natsync.portmap.pcp import PCP_PORT, PcpClient
+
+    gateway = router if router and ":" in router else default_gateway6()
+    if not gateway:
+        return Observation(Source.PCP, "", 6, error="no IPv6 default route to ask")
+    client = PcpClient(gateway, port=port or PCP_PORT)
+    try:
+        mapping = _pcp_probe(client, socket.AF_INET6)
+    except PortMapError as exc:
+        return Observation(Source.PCP, gateway, 6, error=exc.message)
+    except OSError as exc:
+        return Observation(Source.PCP, gateway, 6, error=f"cannot ask {gateway}: {exc.strerror}")
+    address = mapping.external_address
+    if address.version != 6 or not address.is_global:
+        return Observation(
+            Source.PCP, gateway, 6, error=f"the router answered {address}, not a public IPv6"
+        )
+    return Observation(Source.PCP, gateway, 6, address=address)
 
 
 def parse_echo(body: bytes) -> IPAddress:
@@ -258,8 +309,11 @@ def gather(settings: DdnsSettings) -> list[Observation]:
         match source:
             case Source.NATPMP if 4 in settings.families:
                 found.append(from_natpmp(settings.router or None))
-            case Source.PCP if 4 in settings.families:
-                found.append(from_pcp(settings.router or None))
+            case Source.PCP:
+                if 4 in settings.families:
+                    found.append(from_pcp(settings.router or None))
+                if 6 in settings.families:
+                    found.append(from_pcp6(settings.router or None))
             case Source.UPNP if 4 in settings.families:
                 found.append(from_upnp(settings.upnp_location or None))
             case Source.STUN:

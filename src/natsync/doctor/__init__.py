@@ -3,9 +3,9 @@
 It looks at the picture of the article from the phone's side (DNS, the port, TLS, HTTP, the
 ActiveSync session, a held Ping, Autodiscover) and, given the deployment's config, from inside
 (carrier-grade NAT, router mappings, the edge's pinned backend). Gathering (``gather``) is the
-only I/O; each check family (``names``, ``reach``, ``tls``, ``http``, ``session``, ``push``,
-``autodiscover``, ``inside``) is a pure function from evidence to :class:`Finding` s;
-``report`` renders them for people (terminal, HTML) and scripts (JSON).
+only I/O; each check family (``names``, ``relay``, ``reach``, ``ipv6``, ``tls``, ``http``,
+``session``, ``push``, ``autodiscover``, ``inside``) is a pure function from evidence to
+:class:`Finding` s; ``report`` renders them for people (terminal, HTML) and scripts (JSON).
 """
 
 from natsync.doctor.findings import Check, Finding, Report, Severity

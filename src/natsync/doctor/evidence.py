@@ -247,6 +247,66 @@ class NatEvidence:
     address: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class Ipv6Evidence:
+    """The IPv6 path on its own: the AAAA record, the port and TLS over IPv6, beside IPv4."""
+
+    name: str
+    port: int
+    a: tuple[str, ...] = ()
+    aaaa: tuple[str, ...] = ()
+    #: TCP connections to each A and each AAAA address at the port.
+    over4: tuple[Connect, ...] = ()
+    over6: tuple[Connect, ...] = ()
+    #: The TLS handshake at the first AAAA address that accepted a connection (None: none did,
+    #: or the URL is plain http).
+    tls6: TlsEvidence | None = None
+    #: Inside-out runs: this host's global IPv6 addresses (None on outside runs: not known).
+    host6: tuple[str, ...] | None = None
+    #: Inside-out runs: the router's IPv6 firewall as its UPnP service (GetFirewallStatus)
+    #: tells it ("" when not asked or it did not answer).
+    firewall: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class TunnelEvidence:
+    """The home's end of the relay's WireGuard tunnel ([tunnel] of an inside-out run)."""
+
+    interface: str
+    relay_endpoint: str
+    relay_address: str
+    #: Seconds since WireGuard's latest handshake with the relay (None: never, or unknown).
+    handshake_age: float | None = None
+    #: `wg show` could not be run or the interface does not exist ("" when it answered).
+    wg_error: str = ""
+    #: A TCP connection to the relay's tunnel address: any answer (connected or refused: a
+    #: reset came back) proves the tunnel carries packets both ways; a timeout that it does not.
+    relay_answer: Connect | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RelayEvidence:
+    """The relay path, hop by hop: DNS → relay → tunnel → home edge → server."""
+
+    name: str
+    #: The relay's public addresses (its [tunnel] relay_endpoint host, resolved).
+    relay_addresses: tuple[str, ...]
+    #: What the phone's resolver gives for the public name.
+    published: tuple[str, ...] = ()
+    #: A TCP connection to the relay's public address at the phones' port.
+    relay_port: Connect | None = None
+    tunnel: TunnelEvidence | None = None
+    #: A TCP connection to the edge's relayed listener ([edge] relayed_listen); None: no edge.
+    edge: Connect | None = None
+    #: Connections to the edge's backends (the server); empty: not known.
+    servers: tuple[Connect, ...] = ()
+    #: What went wrong reading the relay's side of the config ("" when nothing).
+    error: str = ""
+    #: Outside runs (``--relay``): a TLS handshake through the relay, which only completes when
+    #: the tunnel, the home edge and its listener carry it ("" when it did; None: not tried).
+    through: str | None = None
+
+
 @dataclass(slots=True)
 class InsideEvidence:
     nat: NatEvidence | None = None
@@ -254,3 +314,11 @@ class InsideEvidence:
     #: The edge's backends ([edge] backends, else backend), each as the edge meets it.
     pins: tuple[PinEvidence, ...] = ()
     notes: list[str] = field(default_factory=list)
+    #: The home's end of the relay tunnel ([tunnel]); None when the file has none.
+    tunnel: TunnelEvidence | None = None
+    #: The edge's relayed listener ([edge] relayed_listen), as a TCP connection.
+    relayed: Connect | None = None
+    #: This host's global IPv6 addresses and the router's IPv6 firewall status (for the
+    #: IPv6 check); None when the addresses could not be listed.
+    host6: tuple[str, ...] | None = None
+    firewall6: str = ""

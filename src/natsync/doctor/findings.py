@@ -41,6 +41,10 @@ class Check(StrEnum):
 
     NAMES = "names"
     REACH = "reach"
+    #: The relay path hop by hop (inside-out runs with a [tunnel] table).
+    RELAY = "relay"
+    #: The IPv6 path on its own, and which phones can reach the server.
+    IPV6 = "ipv6"
     TLS = "tls"
     HTTP = "http"
     SESSION = "session"

@@ -19,7 +19,7 @@ import ssl
 import time
 import tomllib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -47,15 +47,18 @@ from natsync.doctor.evidence import (
     HttpEvidence,
     IdleProbe,
     InsideEvidence,
+    Ipv6Evidence,
     MappingEvidence,
     MxEvidence,
     NamesEvidence,
     NatEvidence,
     PinEvidence,
     PushEvidence,
+    RelayEvidence,
     SessionEvidence,
     Step,
     TlsEvidence,
+    TunnelEvidence,
 )
 from natsync.errors import NatsyncError
 
@@ -302,6 +305,13 @@ def _gather_mx(res: dns.resolver.Resolver | None, domain: str, timeout: float) -
 # -- TCP
 
 
+def connect_error(exc: OSError) -> str:
+    """A failed connection in the words of the reach check ("unreachable", or the OS's)."""
+    if exc.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH):
+        return "unreachable"
+    return exc.strerror or str(exc)
+
+
 async def connect(address: str, port: int, timeout: float) -> Connect:
     started = time.monotonic()
     try:
@@ -311,12 +321,7 @@ async def connect(address: str, port: int, timeout: float) -> Connect:
     except ConnectionRefusedError:
         return Connect(address, port, False, "refused", time.monotonic() - started)
     except OSError as exc:
-        kind = (
-            "unreachable"
-            if exc.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH)
-            else (exc.strerror or str(exc))
-        )
-        return Connect(address, port, False, kind, time.monotonic() - started)
+        return Connect(address, port, False, connect_error(exc), time.monotonic() - started)
     elapsed = time.monotonic() - started
     writer.close()
     with contextlib.suppress(OSError):
@@ -1000,11 +1005,211 @@ def gather_inside_sync(config: Path, timeout: float) -> InsideEvidence:
     if portmap.mappings:
         evidence.mappings = _mappings(portmap.mappings, portmap.upnp_location)
     if read_edge_table(config):
-        from natsync.edge.config import load_edge_config
+        from natsync.edge.config import load_edge_config, split_hostport
 
         edge = load_edge_config(config)
         evidence.pins = tuple(_pin(edge, server, timeout) for server in edge.servers)
+        if edge.relayed_listen:
+            host, port = split_hostport(edge.relayed_listen, "edge.relayed_listen")
+            evidence.relayed = connect_sync(host, port, timeout)
+    tunnel = read_toml_tables(config).get("tunnel")
+    if isinstance(tunnel, dict):
+        evidence.tunnel = gather_tunnel(config, tunnel, timeout)
+    evidence.host6, evidence.firewall6 = _ipv6_here(portmap.upnp_location)
     return evidence
+
+
+#: The relay's port asked through the tunnel: any answer (connected, or refused: a reset came
+#: back) shows the tunnel carries packets both ways. The relay listens on its published ports.
+TUNNEL_PROBE_PORT = 443
+#: Seconds `wg show` may take (it asks the local wireguard-go over its UNIX socket).
+WG_TIMEOUT = 5.0
+
+
+def gather_tunnel(config: Path, table: dict[str, Any], timeout: float) -> TunnelEvidence:
+    """The home's end of the relay tunnel: WireGuard's latest handshake (`wg show`) and the
+    relay answering at its tunnel address."""
+    import subprocess
+
+    from natsync.relay.settings import home_tunnel_settings
+
+    settings = home_tunnel_settings(table, config.parent)
+    base = TunnelEvidence(settings.interface, settings.relay_endpoint, settings.relay_address)
+    try:
+        done = subprocess.run(  # noqa: S603 - fixed program and arguments, no shell
+            ["wg", "show", settings.interface, "latest-handshakes"],  # noqa: S607
+            capture_output=True,
+            text=True,
+            timeout=WG_TIMEOUT,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        return replace(base, wg_error=f"cannot run wg: {exc}")
+    answer = connect_sync(settings.relay_address, TUNNEL_PROBE_PORT, timeout)
+    if done.returncode != 0:
+        error = (done.stderr.strip() or f"exit status {done.returncode}").splitlines()[-1]
+        return replace(base, wg_error=error, relay_answer=answer)
+    from natsync.doctor.relay import handshake_age
+
+    age = handshake_age(done.stdout, time.time())
+    return replace(base, handshake_age=age, relay_answer=answer)
+
+
+def connect_sync(host: str, port: int, timeout: float) -> Connect:
+    """One TCP connection, from a thread (the inside-out gathering is synchronous)."""
+    started = time.monotonic()
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except TimeoutError:
+        return Connect(host, port, False, "timeout", time.monotonic() - started)
+    except ConnectionRefusedError:
+        return Connect(host, port, False, "refused", time.monotonic() - started)
+    except OSError as exc:
+        return Connect(host, port, False, connect_error(exc), time.monotonic() - started)
+    return Connect(host, port, True, "", time.monotonic() - started)
+
+
+def _ipv6_here(upnp_location: str) -> tuple[tuple[str, ...] | None, str]:
+    """This host's global IPv6 addresses, and the router's IPv6 firewall as its UPnP service
+    tells it (when this host has an IPv6 default route and the router answers)."""
+    from natsync.ddns.errors import SourceError
+    from natsync.ddns.netinfo import interface_addresses
+    from natsync.portmap.errors import PortMapError
+    from natsync.portmap.ipv6 import default_gateway6
+
+    try:
+        host6 = tuple(str(a) for a in interface_addresses() if a.version == 6 and a.is_global)
+    except SourceError:
+        return None, ""
+    router6 = default_gateway6()
+    if not host6 or router6 is None:
+        return host6, ""
+    from natsync.portmap.upnp import PinholeClient
+
+    try:
+        enabled, allowed = PinholeClient.find(upnp_location or None, router6).status()
+    except PortMapError as exc:
+        return host6, f"did not answer ({exc.message})"
+    if not enabled:
+        return host6, "firewall off: every port is open to IPv6"
+    return host6, "firewall on, " + (
+        "pinholes allowed (open the port with --method upnp6 / pcp6)"
+        if allowed
+        else "pinholes NOT allowed: enable them in the router's pages, or use pcp6"
+    )
+
+
+def relay_addresses(endpoint: str, timeout: float) -> tuple[tuple[str, ...], str]:
+    """The relay's public addresses from [tunnel] relay_endpoint ("host:port")."""
+    host = endpoint.rpartition(":")[0].strip("[]")
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        return (), f"the relay's name {host} does not resolve: {exc}"
+    return tuple(sorted({str(i[4][0]) for i in infos})), ""
+
+
+async def gather_relay(
+    name: str,
+    published: tuple[str, ...],
+    port: int,
+    inside: InsideEvidence,
+    timeout: float,
+) -> RelayEvidence:
+    """The relay path hop by hop, from the inside evidence and the phone's view of DNS."""
+    assert inside.tunnel is not None
+    addresses, error = await asyncio.to_thread(
+        relay_addresses, inside.tunnel.relay_endpoint, timeout
+    )
+    relay_port = await connect(addresses[0], port, timeout) if addresses else None
+    servers = tuple(
+        Connect(p.backend, 0, not p.connect_error, p.connect_error) for p in inside.pins
+    )
+    return RelayEvidence(
+        name=name,
+        relay_addresses=addresses,
+        published=published,
+        relay_port=relay_port,
+        tunnel=inside.tunnel,
+        edge=inside.relayed,
+        servers=servers,
+        error=error,
+    )
+
+
+async def gather_relay_outside(
+    target: Target,
+    published: tuple[str, ...],
+    relay: str,
+    ca_file: Path | None,
+    timeout: float,
+) -> RelayEvidence:
+    """From outside (``--relay HOST``): DNS against the relay's addresses, the relay's port,
+    and a TLS handshake through it (the hops behind the relay answer it, or none does)."""
+    addresses, error = await asyncio.to_thread(relay_addresses, f"{relay}:0", timeout)
+    relay_port = await connect(addresses[0], target.port, timeout) if addresses else None
+    through: str | None = None
+    if relay_port is not None and relay_port.ok:
+        context = phone_context(ca_file)
+        context.check_hostname = False  # the tls check judges the certificate; here: any answer
+        context.verify_mode = ssl.CERT_NONE
+        through = ""
+        try:
+            _, writer = await asyncio.wait_for(
+                asyncio.open_connection(
+                    addresses[0],
+                    target.port,
+                    ssl=context,
+                    server_hostname=target.host,
+                    ssl_shutdown_timeout=timeout,
+                ),
+                timeout,
+            )
+            writer.close()
+            with contextlib.suppress(OSError, ssl.SSLError):
+                await writer.wait_closed()
+        except TimeoutError:
+            through = f"no TLS handshake within {timeout:g} s"
+        except (OSError, ssl.SSLError) as exc:
+            through = f"{type(exc).__name__}: {exc}"
+    return RelayEvidence(
+        name=target.host,
+        relay_addresses=addresses,
+        published=published,
+        relay_port=relay_port,
+        error=error,
+        through=through,
+    )
+
+
+async def gather_ipv6(
+    target: Target,
+    https: Sequence[Connect],
+    ca_file: Path | None,
+    host6: tuple[str, ...] | None,
+    firewall: str,
+    timeout: float,
+) -> Ipv6Evidence:
+    """The IPv6 path beside IPv4: the connections the reach check made, split by family, and
+    a TLS handshake at the first AAAA address that accepted one."""
+    over4 = tuple(c for c in https if ":" not in c.address)
+    over6 = tuple(c for c in https if ":" in c.address)
+    tls6 = None
+    open6 = [c.address for c in over6 if c.ok]
+    if open6 and target.scheme == "https":
+        tls6 = await gather_tls(open6[0], target.port, target.host, ca_file, timeout)
+    return Ipv6Evidence(
+        name=target.host,
+        port=target.port,
+        a=tuple(c.address for c in over4),
+        aaaa=tuple(c.address for c in over6),
+        over4=over4,
+        over6=over6,
+        tls6=tls6,
+        host6=host6,
+        firewall=firewall,
+    )
 
 
 def _mappings(wanted: Sequence[str], location: str) -> MappingEvidence:

@@ -18,7 +18,7 @@ from natsync.doctor.findings import CONFIG_ARG, Check, Finding, Severity, ok
 def check_inside(ev: InsideEvidence) -> list[Finding]:
     findings: list[Finding] = []
     if ev.nat is not None:
-        findings.extend(check_nat(ev.nat))
+        findings.extend(check_nat(ev.nat, relayed=ev.tunnel is not None))
     if ev.mappings is not None:
         findings.extend(check_mappings(ev.mappings))
     for pin in ev.pins:
@@ -26,8 +26,18 @@ def check_inside(ev: InsideEvidence) -> list[Finding]:
     return findings
 
 
-def check_nat(ev: NatEvidence) -> list[Finding]:
+def check_nat(ev: NatEvidence, *, relayed: bool = False) -> list[Finding]:
     evidence = (ev.summary, *ev.observations)
+    if ev.verdict == "cgnat" and relayed:
+        return [
+            ok(
+                Check.INSIDE,
+                "Carrier-grade NAT: phones come in through the relay ([tunnel])",
+                *evidence,
+                "no port forward can reach this network; the relay check below follows the "
+                "path through the relay's tunnel instead",
+            )
+        ]
     if ev.verdict == "cgnat":
         return [
             Finding(

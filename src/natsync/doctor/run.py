@@ -18,13 +18,21 @@ from typing import Protocol, runtime_checkable
 from natsync.doctor import gather as g
 from natsync.doctor.autodiscover import check_autodiscover
 from natsync.doctor.device import DOCTOR_DEVICE_ID, DOCTOR_DEVICE_TYPE
-from natsync.doctor.evidence import Connect, CutEvidence, PushEvidence, ReachEvidence
+from natsync.doctor.evidence import (
+    Connect,
+    CutEvidence,
+    InsideEvidence,
+    PushEvidence,
+    ReachEvidence,
+)
 from natsync.doctor.findings import Check, Finding, Report, Severity, blocking, ok, skip
 from natsync.doctor.http import check_http
 from natsync.doctor.inside import check_inside
+from natsync.doctor.ipv6 import check_ipv6
 from natsync.doctor.names import check_names
 from natsync.doctor.push import CLOSED_PRECISION, check_push
 from natsync.doctor.reach import check_reach
+from natsync.doctor.relay import check_relay
 from natsync.doctor.session import check_session
 from natsync.doctor.tls import check_tls
 
@@ -60,6 +68,9 @@ class Options:
     public: tuple[str, ...] = field(default_factory=tuple)
     #: ``--resolve NAME:ADDR``: use these addresses for NAME instead of DNS (as curl does).
     resolve: tuple[tuple[str, str], ...] = ()
+    #: ``--relay HOST``: the relay's public name or address, for the relay check of an
+    #: outside run (inside-out runs take it from [tunnel] relay_endpoint).
+    relay: str = ""
     #: Where it runs and how (natsync version, command line, host), for the report.
     context: dict[str, str] = field(default_factory=dict)
 
@@ -137,6 +148,7 @@ def _resolved(options: Options, host: str) -> tuple[str, ...]:
 async def _run(options: Options, target: g.Target, report: Report, watch: Watcher) -> None:
     progress = watch.step
     public = options.public
+    inside: InsideEvidence | None = None
     if options.config is not None:
         progress("inside: public address, router mappings, edge pin")
         inside = await asyncio.to_thread(g.gather_inside_sync, options.config, options.timeout)
@@ -174,6 +186,17 @@ async def _run(options: Options, target: g.Target, report: Report, watch: Watche
     else:
         report.add(check_names(names))
     later = [Check.REACH, Check.TLS, Check.HTTP, Check.SESSION, Check.PUSH, Check.AUTODISCOVER]
+    published = forced or (names.resolver.addresses if names.resolver else ())
+    if inside is not None and inside.tunnel is not None:
+        progress("relay: DNS, relay, tunnel, home edge, server")
+        relay = await g.gather_relay(target.host, published, target.port, inside, options.timeout)
+        report.add(check_relay(relay))
+    elif options.relay:
+        progress("relay: DNS, the relay, and TLS through it")
+        relay = await g.gather_relay_outside(
+            target, published, options.relay, options.ca_file, options.timeout
+        )
+        report.add(check_relay(relay))
     if forced:
         addresses: tuple[str, ...] = forced
     elif names.literal:
@@ -198,6 +221,16 @@ async def _run(options: Options, target: g.Target, report: Report, watch: Watche
         tuple(https), tuple(smtp), options.config is not None, public, _server_port(options)
     )
     report.add(check_reach(reach))
+    progress("ipv6: the IPv6 path on its own")
+    ipv6 = await g.gather_ipv6(
+        target,
+        https,
+        options.ca_file,
+        inside.host6 if inside is not None else None,
+        inside.firewall6 if inside is not None else "",
+        options.timeout,
+    )
+    report.add(check_ipv6(ipv6))
     open_addresses = [c.address for c in https if c.ok]
     later.remove(Check.REACH)
     if not open_addresses:

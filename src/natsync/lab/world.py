@@ -81,6 +81,8 @@ RELAY_HOME = "10.77.0.2"
 RELAY_HOME_PORT = 8443
 RELAY_TUNNEL_PORT = 51820
 RELAY_EDGE_PORT = 4443
+#: Where the home server takes mail the relay passes on (`natsync relay init`'s home_smtp_port).
+RELAY_HOME_SMTP_PORT = 2525
 
 
 def finding(report: dict[str, Any], check: str, title_start: str = "") -> dict[str, Any] | None:
@@ -122,7 +124,7 @@ class World:
         stun_dir = self.dir / "stun"
         stun_dir.mkdir(exist_ok=True)
         stun = self.lab.spawn(
-            self.lab.inet, *stun_argv(stun_dir, t.INET, STUN_PORT), log="stun.log"
+            self.lab.inet, *stun_argv(stun_dir, t.INET, STUN_PORT, t.INET6), log="stun.log"
         )
         wait_log(stun, self.dir / "stun.log", b"Total General servers", "turnserver")
         self._start_pebble()
@@ -493,6 +495,25 @@ key = "{tls / "public.key"}"
             )
             self.lab.ns(router, "nft", "-f", str(rules))
 
+    def relay_smtp(self) -> None:
+        """Restart the server with its second SMTP listener on the home's tunnel address,
+        taking PROXY headers from the relay's tunnel address only."""
+        self.start_server(
+            smtp_relayed_listen=f"{RELAY_HOME}:{RELAY_HOME_SMTP_PORT}",
+            smtp_proxy_protocol_from=[RELAY_VPS],
+        )
+        assert self.server is not None
+        self.wait_listening(self.lab.lan, RELAY_HOME_SMTP_PORT, self.server)
+
+    def relay_deployment(self) -> Path:
+        """The home's whole deployment file for the doctor: natsync.toml with the [tunnel]
+        table `natsync relay init` wrote and the edge's [edge] table (relayed listener)."""
+        path = self.dir / "home" / "deployment.toml"
+        home = (self.dir / "home" / "home.toml").read_text()
+        tunnel = home.split("\n[edge]", 1)[0]  # its [edge] lines are in edge.toml already
+        path.write_text("\n".join([self.config.read_text(), tunnel, self.edge_config.read_text()]))
+        return path
+
     def stop_relay(self) -> None:
         for proc in (self.dial, self.relay):
             if proc is not None:
@@ -575,11 +596,15 @@ key = "{tls / "public.key"}"
         )  # fmt: skip
 
     def doctor_inside(
-        self, *extra: str, url: str = PUBLIC_URL, resolver: str = f"{t.INET}:53"
+        self,
+        *extra: str,
+        url: str = PUBLIC_URL,
+        resolver: str = f"{t.INET}:53",
+        config: Path | None = None,
     ) -> dict[str, Any]:
         """The doctor inside-out, on the LAN host with the deployment's config."""
         return self.doctor(
-            self.lab.lan, url, "--config", str(self.config),
+            self.lab.lan, url, "--config", str(config or self.config),
             "--resolver", resolver, "--authoritative", f"{t.INET}:53",
             "--ca-file", str(self.ca_file), "--heartbeat", "0", *extra,
         )  # fmt: skip
@@ -587,6 +612,21 @@ key = "{tls / "public.key"}"
     # -- ddns -----------------------------------------------------------------------------
     def ddns_update(self) -> subprocess.CompletedProcess[str]:
         return self.lab.natsync("ddns", "update", "--config", str(self.config))
+
+    def ddns_update6(self) -> subprocess.CompletedProcess[str]:
+        """`natsync ddns update` for IPv6 alone: the LAN host's global address found by its
+        interface and by STUN over IPv6 (coturn on the internet's IPv6 address), published as
+        the public name's AAAA record."""
+        text = self.config.read_text()
+        text = text.replace("families = [4]", "families = [6]")
+        sources = 'sources = ["interface", "stun"]'
+        text = text.replace('sources = ["natpmp", "upnp", "stun"]', sources)
+        text = text.replace(f'"{t.INET}:{STUN_PORT}"', f'"[{t.INET6}]:{STUN_PORT}"')
+        text = text.replace(f'names = ["{PUBLIC_NAME}", "{MX_NAME}"]', f'names = ["{PUBLIC_NAME}"]')
+        text = text.replace(f'mx_domain = "{ZONE}"\n', "")
+        path = self.dir / "ddns6.toml"
+        path.write_text(text)
+        return self.lab.natsync("ddns", "update", "--json", "--config", str(path))
 
     def start_ddns(self) -> None:
         self.stop_ddns()

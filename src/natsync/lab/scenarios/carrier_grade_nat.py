@@ -15,7 +15,7 @@ from typing import Any
 from natsync.lab import topology as t
 from natsync.lab.narrate import Narration
 from natsync.lab.scenarios._common import expect_finding
-from natsync.lab.world import World
+from natsync.lab.world import World, finding
 
 #: The port phones dial.
 HTTPS = 443
@@ -120,9 +120,11 @@ def _relay_fix(world: World, narr: Narration) -> None:
     """Still behind the carrier's NAT: the relay on the VPS, DNS on the VPS, and the phone syncs,
     sends and gets push through it; the tunnel's path is cut and comes back by itself."""
     world.start_relay()
+    world.relay_smtp()
     narr.note(
         f"fix: `natsync relay` on a small public server ({t.VPS}); the home dials out to it "
-        "over WireGuard; DNS names the relay"
+        "over WireGuard; DNS (the name and the MX host) names the relay; the server takes mail "
+        "from the relay on the tunnel address (smtp_relayed_listen, PROXY from the relay only)"
     )
     world.point_name(t.VPS)
     synced = world.phone_sync()
@@ -142,7 +144,57 @@ def _relay_fix(world: World, narr: Narration) -> None:
         seen_ok=bool(push.get("changed")) and bool(pushed.get("mail", {}).get("ok")),
         detail=f"push after {push.get('seconds', 0):.1f} s" if push else str(pushed)[-200:],
     )
+    mailed = world.phone_push(RELAY_HEARTBEAT, "from the internet, via the relay", RELAY_MAIL_AFTER)
+    narr.reports["relay-mail"] = mailed
+    mail, push = mailed.get("mail", {}), mailed.get("push", {})
+    narr.expect(
+        "A mail server on the internet delivers to the MX (the relay): the relay passes port 25 "
+        "through the tunnel with PROXY v2, the server takes it, the phone gets it by push",
+        expect_ok=True,
+        seen_ok=bool(mail.get("ok")) and mail.get("address") == t.VPS and bool(push.get("changed")),
+        detail=f"delivered to {mail.get('address')}: {mail.get('reply', mail.get('error'))}; "
+        + (f"push after {push.get('seconds', 0):.1f} s" if push else str(mailed)[-200:]),
+    )
+    deployment = world.relay_deployment()
+    report = world.doctor_inside(config=deployment)
+    narr.reports["doctor-relay"] = report
+    expect_finding(
+        narr,
+        "The doctor (inside, with the [tunnel] table) follows the relay path hop by hop",
+        report,
+        "relay",
+        expect_ok=True,
+    )
+    outside = world.doctor_from_phone("--relay", t.VPS)
+    narr.reports["doctor-relay-outside"] = outside
+    expect_finding(
+        narr,
+        "From the phone (`--relay 203.0.113.10`): DNS names the relay and TLS answers through it",
+        outside,
+        "relay",
+        expect_ok=True,
+    )
     world.cut_tunnel(True)
+    outside = world.doctor_from_phone("--relay", t.VPS)
+    narr.reports["doctor-relay-outside-cut"] = outside
+    beyond = finding(outside, "relay") or {}
+    narr.expect(
+        "With the tunnel cut, the doctor from the phone sees the relay answer but nothing behind "
+        "it: the tunnel or the home edge (inside-out tells which)",
+        expect_ok=True,
+        seen_ok=beyond.get("severity") == "fail"
+        and beyond.get("data", {}).get("broken") == "tunnel or home edge",
+        detail=str(beyond.get("title", "no relay finding")),
+    )
+    report = world.doctor_inside(config=deployment)
+    narr.reports["doctor-relay-cut"] = report
+    hops = finding(report, "relay") or {}
+    narr.expect(
+        "With the tunnel cut, the doctor names the broken hop: the tunnel",
+        expect_ok=True,
+        seen_ok=hops.get("severity") == "fail" and hops.get("data", {}).get("broken") == "tunnel",
+        detail=f"{hops.get('title', 'no relay finding')} — {hops.get('cause', '')}"[:300],
+    )
     cut = world.phone_sync()
     narr.expect(
         "The path drops the tunnel's packets: the phone cannot sync",
@@ -173,7 +225,17 @@ def _ipv6_fix(world: World, narr: Narration) -> None:
     AAAA record, the edge on the LAN host's IPv6 address, and a pinhole for 443."""
     lab = world.lab
     world.point_name(t.PUBLIC)  # the A record is stale: that address is no longer the router's
-    world.set_aaaa(t.LAN6_HOST)
+    updated = world.ddns_update6()
+    published = world.aaaa()
+    narr.expect(
+        "`natsync ddns update` with families = [6] finds the LAN host's global IPv6 address (its "
+        "interface, and STUN over IPv6) and publishes it as AAAA",
+        expect_ok=True,
+        seen_ok=updated.returncode == 0 and published == {t.LAN6_HOST},
+        detail=f"AAAA {', '.join(sorted(published)) or 'none'}; {updated.stderr.strip()[-200:]}",
+    )
+    if published != {t.LAN6_HOST}:  # the later steps still need the record
+        world.set_aaaa(t.LAN6_HOST)
     world.start_edge(HTTPS, listen=f"[{t.LAN6_HOST}]:{HTTPS}")
     narr.note(
         f"fix: IPv6. AAAA {t.LAN6_HOST} for the public name, the edge listening on it; the "
@@ -185,6 +247,16 @@ def _ipv6_fix(world: World, narr: Narration) -> None:
         expect_ok=False,
         seen_ok=bool(blocked.get("ok")),
         detail=f"dialled {blocked.get('address')}: {blocked.get('error', 'synced')}"[-200:],
+    )
+    report = world.doctor_from_phone()
+    narr.reports["doctor-ipv6-closed"] = report
+    closed = finding(report, "ipv6", f"Port {HTTPS}") or {}
+    narr.expect(
+        "The doctor (from the phone) checks IPv6 on its own: the port is closed in the router's "
+        "IPv6 firewall, fix `natsync portmap add 443/tcp --method pcp6`",
+        expect_ok=False,
+        seen_ok=not (closed.get("severity") == "fail" and "--method pcp6" in closed.get("fix", "")),
+        detail=f"{closed.get('title', 'no ipv6 finding')}: {closed.get('fix', '')}"[:300],
     )
     refused = lab.natsync("portmap", "add", f"{HTTPS}/tcp", "--method", "upnp6")
     narr.expect(
@@ -207,6 +279,31 @@ def _ipv6_fix(world: World, narr: Narration) -> None:
         expect_ok=True,
         seen_ok=bool(synced.get("ok")) and synced.get("address") == t.LAN6_HOST,
         detail=f"dialled {synced.get('address')}: {synced.get('error', 'synced')}",
+    )
+    report = world.doctor_from_phone()
+    narr.reports["doctor-ipv6-open"] = report
+    port = finding(report, "ipv6", f"Port {HTTPS} accepts") or {}
+    tls = finding(report, "ipv6", "TLS over IPv6") or {}
+    reach = finding(report, "ipv6", "Only phones on IPv6-capable networks") or {}
+    narr.expect(
+        "…and the doctor's IPv6 path is ok (the port and TLS over IPv6); its verdict: only "
+        "phones on IPv6-capable networks reach the server",
+        expect_ok=True,
+        seen_ok=port.get("severity") == "ok" and tls.get("severity") == "ok" and bool(reach),
+        detail="; ".join(f"{f.get('severity')}: {f.get('title')}" for f in (port, tls, reach) if f)[
+            :300
+        ],
+    )
+    report = world.doctor_inside()
+    narr.reports["doctor-ipv6-inside"] = report
+    current = finding(report, "ipv6", "The AAAA record") or {}
+    here = finding(report, "ipv6", f"Port {HTTPS} answers over IPv6 here") or {}
+    narr.expect(
+        "Inside-out, the doctor finds the AAAA record current (this host's global IPv6 address) "
+        "and says the pinhole can only be tested from outside",
+        expect_ok=True,
+        seen_ok=current.get("severity") == "ok" and here.get("severity") == "ok",
+        detail="; ".join(str(f.get("title")) for f in (current, here) if f)[:300],
     )
     pushed = world.phone_push(RELAY_HEARTBEAT, "over IPv6", RELAY_MAIL_AFTER, by_phone=True)
     narr.reports["ipv6-push"] = pushed
