@@ -21,10 +21,11 @@ from typing import Any, TypeVar
 
 import click
 
+from natsync import admin
 from natsync.auth.passwords import hash_password
 from natsync.errors import NatsyncError
 from natsync.store import open_store, sqlite_file, store_path
-from natsync.store.api import AccessState, Device, Store, Txn, User, WipeState
+from natsync.store.api import AccessState, Device, Store, Txn, User
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -135,18 +136,14 @@ def _read_password(password: str | None, from_stdin: bool) -> str:
         password = sys.stdin.readline().rstrip("\r\n")
     elif password is None:
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
-    if len(password) < MIN_PASSWORD_LENGTH:
-        raise click.ClickException(
-            f"the password is too short: use at least {MIN_PASSWORD_LENGTH} characters"
-        )
-    return password
+    try:
+        return admin.check_password(password)
+    except NatsyncError as exc:
+        raise click.ClickException(exc.message) from exc
 
 
 def _require_user(txn: Txn, name: str) -> User:
-    user = txn.get_user(name)
-    if user is None:
-        raise click.ClickException(f"no user named {name!r} (see natsync user list)")
-    return user
+    return admin.require_user(txn, name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,7 +266,8 @@ def user_add(
     hashed = hash_password(secret)
     with _store(store_name, create=True) as store:
         added = _run(
-            store, lambda txn: txn.add_user(name, email, display_name or name, hashed, _now())
+            store,
+            lambda txn: admin.add_user(txn, name, email, display_name or name, hashed, _now()),
         )
     if as_json:
         print_json(_user_json(added))
@@ -314,8 +312,28 @@ def user_passwd(name: str, password: str | None, password_stdin: bool, store_nam
     with _store(store_name) as store:
         _run(store, lambda txn: _require_user(txn, name))
         hashed = hash_password(_read_password(password, password_stdin))
-        _run(store, lambda txn: txn.set_password_hash(_require_user(txn, name).id, hashed))
+        _run(store, lambda txn: admin.set_password(txn, name, hashed))
     click.echo(f"password of {name} changed")
+
+
+@user.command("disable")
+@click.argument("name")
+@data_dir_option
+def user_disable(name: str, store_name: str) -> None:
+    """Refuse every login of NAME (mail and devices are kept; enable undoes it)."""
+    with _store(store_name) as store:
+        _run(store, lambda txn: admin.disable_user(txn, name))
+    click.echo(f"user {name} disabled")
+
+
+@user.command("enable")
+@click.argument("name")
+@data_dir_option
+def user_enable(name: str, store_name: str) -> None:
+    """Let NAME log in again with their password."""
+    with _store(store_name) as store:
+        _run(store, lambda txn: admin.enable_user(txn, name))
+    click.echo(f"user {name} enabled")
 
 
 @user.command("remove")
@@ -328,7 +346,7 @@ def user_remove(name: str, yes: bool, store_name: str) -> None:
         _run(store, lambda txn: _require_user(txn, name))
         if not yes:
             click.confirm(f"Remove {name} and all their mail?", abort=True)
-        _run(store, lambda txn: txn.remove_user(_require_user(txn, name).id))
+        _run(store, lambda txn: admin.remove_user(txn, name))
     click.echo(f"removed user {name}")
 
 
@@ -403,19 +421,7 @@ def device_list(user_name: str | None, show_all: bool, store_name: str, as_json:
 
 
 def _find_device(txn: Txn, device_id: str, user_name: str | None) -> Device:
-    if user_name is not None:
-        found = txn.get_device(_require_user(txn, user_name).id, device_id)
-        if found is None:
-            raise click.ClickException(f"{user_name} has no device {device_id!r}")
-        return found
-    matches = [d for d in txn.list_devices() if d.device_id.casefold() == device_id.casefold()]
-    if not matches:
-        raise click.ClickException(f"no device {device_id!r} (see natsync device list)")
-    if len(matches) > 1:
-        raise click.ClickException(
-            f"{len(matches)} users have a device {device_id!r}: say which with --user"
-        )
-    return matches[0]
+    return admin.find_device(txn, device_id, user_name)
 
 
 def _access_command(state: AccessState, verb: str) -> click.Command:
@@ -423,13 +429,8 @@ def _access_command(state: AccessState, verb: str) -> click.Command:
     @click.option("--user", "user_name", default=None, help="The device's user (if ambiguous).")
     @data_dir_option
     def command(device_id: str, user_name: str | None, store_name: str) -> None:
-        def change(txn: Txn) -> Device:
-            found = _find_device(txn, device_id, user_name)
-            txn.set_access_state(found.id, state)
-            return found
-
         with _store(store_name) as store:
-            found = _run(store, change)
+            found = _run(store, lambda txn: admin.set_access(txn, device_id, user_name, state))
         click.echo(f"device {found.device_id} is now {state.value}")
 
     command.__doc__ = f"{verb} the device DEVICE_ID."
@@ -462,18 +463,9 @@ def device_wipe(
         raise click.UsageError("--cancel and --account-only do not go together")
 
     def change(txn: Txn) -> Device:
-        found = _find_device(txn, device_id, user_name)
         if cancel:
-            if found.wipe_state not in (WipeState.PENDING, WipeState.ACCOUNT_ONLY_PENDING):
-                raise click.ClickException(
-                    f"no wipe to cancel: the wipe state of {found.device_id} is "
-                    f"{found.wipe_state.value}"
-                )
-            txn.set_wipe_state(found.id, WipeState.NONE, _now())
-        else:
-            state = WipeState.ACCOUNT_ONLY_PENDING if account_only else WipeState.PENDING
-            txn.set_wipe_state(found.id, state, _now())
-        return found
+            return admin.cancel_wipe(txn, device_id, user_name, _now())
+        return admin.wipe(txn, device_id, user_name, _now(), account_only=account_only)
 
     with _store(store_name) as store:
         found = _run(store, change)
@@ -496,13 +488,8 @@ def device_remove(device_id: str, user_name: str | None, store_name: str) -> Non
     device whose wipe was acknowledged stops being told to wipe.
     """
 
-    def change(txn: Txn) -> Device:
-        found = _find_device(txn, device_id, user_name)
-        txn.remove_device(found.id)
-        return found
-
     with _store(store_name) as store:
-        found = _run(store, change)
+        found = _run(store, lambda txn: admin.remove_device(txn, device_id, user_name))
     click.echo(f"device {found.device_id} removed")
 
 

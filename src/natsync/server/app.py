@@ -53,6 +53,7 @@ from natsync.eas.errors import Answered, HttpError
 from natsync.eas.request import EasRequest, parse_request
 from natsync.eas.versions import SERVER_VERSION, supported_header
 from natsync.errors import NatsyncError
+from natsync.server import recent
 from natsync.server.auth import Authenticator
 from natsync.server.front import Front, Reply
 from natsync.server.logs import REQUEST_CONTEXT
@@ -455,9 +456,17 @@ class EasApp:
         def command(txn: Txn) -> Response:
             if announce is not None:
                 _changes(txn).add(announce)
-            return dispatch.handle(
+            started = time.perf_counter()
+            response = dispatch.handle(
                 txn, eas, user, body, raw, now, config, content_type, may_hold=may_hold
             )
+            held = response.wait.heartbeat if response.wait is not None else 0
+            ms = (time.perf_counter() - started) * 1000
+            recent.record_request(
+                txn, user, eas.device_id, eas.cmd, response.http_status, response.status, held,
+                now, ms,
+            )  # fmt: skip
+            return response
 
         try:
             return await self.store.run(command)
