@@ -1,0 +1,201 @@
+"""The Live page's numbers: held Pings, requests per second by command, push latency p50/p99,
+errors, sampled every few seconds into a short series, drawn as small SVG charts.
+
+Two sources. With ``console.metrics_url`` (the server's Prometheus /metrics under ``natsync
+run``) the sampler reads the counters there. Without it, it reads what the store records: each
+device's recent requests (natsync.server.recent) — requests and errors since the last sample,
+Pings held now; push latency needs the server's histogram and is shown as unknown then.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from html import escape
+
+from natsync.server.recent import RecentRequest, holds_ping
+
+#: Seconds between samples, and samples kept (10 minutes): "the last minutes" of the issue.
+SAMPLE_EVERY = 5.0
+KEEP = 120
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    at: float  # POSIX seconds
+    held: int
+    rates: dict[str, float]  # requests/s by command
+    errors: float  # errors/s
+    p50: float | None  # push latency, seconds
+    p99: float | None
+
+
+@dataclass(slots=True)
+class Series:
+    samples: deque[Sample] = field(default_factory=lambda: deque(maxlen=KEEP))
+
+    def add(self, sample: Sample) -> None:
+        self.samples.append(sample)
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "samples": [
+                {
+                    "at": s.at,
+                    "held": s.held,
+                    "rates": s.rates,
+                    "errors": s.errors,
+                    "p50": s.p50,
+                    "p99": s.p99,
+                }
+                for s in self.samples
+            ]
+        }
+
+
+def is_error(r: RecentRequest) -> bool:
+    """A request that failed: an HTTP error, or an EAS Status of a server error (Ping 8 /
+    global 1xx codes, MS-ASCMD 2.2.2)."""
+    return r.http >= 400 or r.status == 8 or (r.status is not None and r.status >= 100)
+
+
+def sample_from_store(
+    rings: list[list[RecentRequest]], since: dt.datetime, now: dt.datetime
+) -> Sample:
+    """A sample from every device's recent requests: what happened after *since*."""
+    seconds = max((now - since).total_seconds(), 1e-3)
+    counts: Counter[str] = Counter()
+    errors = 0
+    held = 0
+    for ring in rings:
+        if holds_ping(ring, now):
+            held += 1
+        for r in ring:
+            if r.at <= since:
+                break  # newest first
+            counts[r.command] += 1
+            errors += is_error(r)
+    rates = {cmd: round(n / seconds, 3) for cmd, n in sorted(counts.items())}
+    return Sample(now.timestamp(), held, rates, round(errors / seconds, 3), None, None)
+
+
+# -- Prometheus text format (the subset natsync run's /metrics writes) -----------------------------
+
+#: Metric names read from /metrics (natsync run): a gauge, two counters and a histogram.
+HELD = "natsync_held_pings"
+REQUESTS = "natsync_requests_total"
+ERRORS = "natsync_request_errors_total"
+PUSH = "natsync_push_latency_seconds"
+
+
+def parse_metrics(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
+    """name -> [(labels, value)]; lines that are not samples are skipped (never raises)."""
+    out: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        head, _, rest = line.rpartition(" ")
+        if not head:
+            continue
+        try:
+            value = float(rest)
+        except ValueError:
+            continue
+        name, labels = head, {}
+        if "{" in head and head.endswith("}"):
+            name, _, inner = head[:-1].partition("{")
+            for part in inner.split(","):
+                key, eq, val = part.partition("=")
+                if eq:
+                    labels[key.strip()] = val.strip().strip('"')
+        out.setdefault(name.strip(), []).append((labels, value))
+    return out
+
+
+def quantile(buckets: list[tuple[float, float]], q: float) -> float | None:
+    """The q-quantile from cumulative histogram buckets [(le, count)] (Prometheus'
+    histogram_quantile: linear within the bucket)."""
+    buckets = sorted(buckets)
+    if not buckets or buckets[-1][1] <= 0:
+        return None
+    rank = q * buckets[-1][1]
+    lower, below = 0.0, 0.0
+    for le, count in buckets:
+        if count >= rank:
+            if math.isinf(le):
+                return lower
+            span = count - below
+            return lower + (le - lower) * ((rank - below) / span if span else 1.0)
+        lower, below = le, count
+    return None
+
+
+@dataclass(slots=True)
+class MetricsDelta:
+    """Turns successive /metrics scrapes into rates (counters only grow; a restart resets)."""
+
+    last: dict[str, float] = field(default_factory=dict)
+    last_buckets: dict[float, float] = field(default_factory=dict)
+    last_at: float = 0.0
+
+    def sample(self, text: str, now: float) -> Sample:
+        metrics = parse_metrics(text)
+        seconds = max(now - self.last_at, 1e-3) if self.last_at else 0.0
+        held = int(sum(v for _, v in metrics.get(HELD, [])))
+        counts = {
+            labels.get("command", labels.get("cmd", "?")): v
+            for labels, v in metrics.get(REQUESTS, [])
+        }
+        errors = sum(v for _, v in metrics.get(ERRORS, []))
+        rates: dict[str, float] = {}
+        err_rate = 0.0
+        if seconds:
+            for cmd, v in counts.items():
+                delta = v - self.last.get(cmd, 0.0)
+                rates[cmd] = round(max(delta, 0.0) / seconds, 3)
+            err_rate = round(max(errors - self.last.get("\0errors", 0.0), 0.0) / seconds, 3)
+        buckets: dict[float, float] = {}
+        for labels, v in metrics.get(PUSH + "_bucket", []):
+            le = labels.get("le", "")
+            try:
+                buckets[float(le)] = buckets.get(float(le), 0.0) + v
+            except ValueError:
+                continue
+        window = [(le, c - self.last_buckets.get(le, 0.0)) for le, c in buckets.items()]
+        if not any(c > 0 for _, c in window):
+            window = list(buckets.items())
+        self.last = {**counts, "\0errors": errors}
+        self.last_buckets = buckets
+        self.last_at = now
+        return Sample(now, held, rates, err_rate, quantile(window, 0.5), quantile(window, 0.99))
+
+
+# -- SVG -------------------------------------------------------------------------------------------
+
+WIDTH = 300
+HEIGHT = 80
+
+
+def spark(values: list[float | None], label: str, unit: str = "") -> str:
+    """A small line chart as an SVG element (no script needed to read it)."""
+    known = [v for v in values if v is not None]
+    top = max(known, default=0.0) or 1.0
+    n = max(len(values) - 1, 1)
+    points = " ".join(
+        f"{i * WIDTH / n:.1f},{HEIGHT - 4 - (v / top) * (HEIGHT - 18):.1f}"
+        for i, v in enumerate(values)
+        if v is not None
+    )
+    last = known[-1] if known else None
+    shown = "—" if last is None else f"{last:g}{unit}"
+    label = escape(label)
+    return (
+        f'<svg class="spark" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
+        f'aria-label="{label}: {shown}" data-chart="{label}">'
+        f'<text x="2" y="12">{label}: {shown} (max {top:g}{unit})</text>'
+        f'<polyline fill="none" stroke="currentColor" stroke-width="2" points="{points}"/>'
+        "</svg>"
+    )

@@ -1,0 +1,117 @@
+"""The console's settings: the ``[console]`` table of the deployment file, or a data directory.
+
+The console listens on its own address, loopback by default: an admin reaches it by an SSH
+tunnel (docs/console.md), or from the LAN when ``console.host`` says so. The edge never
+publishes it (its routes are the ActiveSync paths only).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from natsync.config import load_config, read_toml, scalar_setting
+from natsync.errors import ConfigError
+
+#: The console's port unless told: beside the server's 8443, not a well-known one.
+DEFAULT_PORT = 8444
+#: Seconds a console session lasts without a request (an admin's sitting), and at most.
+SESSION_IDLE = 30 * 60
+SESSION_MAX = 12 * 3600
+#: Seconds the console's doctor holds its Ping (the doctor's --quick).
+DOCTOR_HEARTBEAT = 60
+#: Where the admin credential lives under the data directory (``natsync console passwd``).
+ADMIN_HASH_FILE = Path("console") / "admin.hash"
+
+
+@dataclass(frozen=True, slots=True)
+class ConsoleSettings:
+    data_dir: Path
+    #: The store, as server.store names it (a path or a URL).
+    store_url: str
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    admin_user: str = "admin"
+    #: The admin's password hash (natsync.auth.passwords); "" reads DATA_DIR/console/admin.hash.
+    password_hash: str = ""
+    #: The server's Prometheus /metrics URL (natsync run), "" to chart what the store records.
+    metrics_url: str = ""
+    #: The URL phones use, for "run the doctor now" ("" : the server's own address).
+    doctor_url: str = ""
+    #: The deployment file, for the doctor's inside-out checks (None: outside checks only).
+    config_path: Path | None = None
+    doctor_heartbeat: int = DOCTOR_HEARTBEAT
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    session_idle: int = SESSION_IDLE
+    session_max: int = SESSION_MAX
+
+    @property
+    def hash_path(self) -> Path:
+        return self.data_dir / ADMIN_HASH_FILE
+
+    @property
+    def doctor_dir(self) -> Path:
+        return self.data_dir / "doctor"
+
+    @property
+    def audit_path(self) -> Path:
+        return self.data_dir / "console" / "audit.log"
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None and self.tls_key is not None
+
+    def admin_hash(self) -> str:
+        """The admin's password hash: the setting, else the file ``console passwd`` wrote."""
+        if self.password_hash:
+            return self.password_hash
+        try:
+            return self.hash_path.read_text(encoding="ascii").strip()
+        except OSError:
+            return ""
+
+
+_KEYS = {"host", "port", "admin_user", "password_hash", "metrics_url", "doctor_url"}
+_PATHS = {"tls_cert", "tls_key"}
+
+
+def settings_from_data_dir(data_dir: Path, store: str = "") -> ConsoleSettings:
+    from natsync.store import store_path
+
+    return ConsoleSettings(data_dir=data_dir, store_url=store or str(store_path(data_dir)))
+
+
+def load_settings(path: Path) -> ConsoleSettings:
+    """The ``[console]`` table of *path*, with the server's data directory and store."""
+    server = load_config(path)
+    table: Any = read_toml(path).get("console", {})
+    if not isinstance(table, dict):
+        raise ConfigError("[console] must be a table")
+    unknown = set(table) - _KEYS - _PATHS
+    if unknown:
+        raise ConfigError(f"unknown console setting(s): {', '.join(sorted(unknown))}")
+    base = ConsoleSettings(
+        data_dir=server.data_dir,
+        store_url=server.store_url,
+        config_path=path,
+        doctor_url=f"https://{server.public_name}" if server.public_name else "",
+    )
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        if key in _PATHS:
+            if not isinstance(value, str) or not value:
+                raise ConfigError(f"console.{key} must be a path")
+            values[key] = Path(value) if Path(value).is_absolute() else path.parent / value
+        else:
+            values[key] = scalar_setting("console", key, getattr(base, key), value)
+    settings = replace(base, **values)
+    if not 0 <= settings.port <= 65535:
+        raise ConfigError(f"console.port must be 0..65535, not {settings.port}")
+    if (settings.tls_cert is None) != (settings.tls_key is None):
+        raise ConfigError("console.tls_cert and console.tls_key must be given together")
+    return settings
+
+
+__all__ = ["ConsoleSettings", "load_settings", "settings_from_data_dir"]
