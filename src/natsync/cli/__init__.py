@@ -63,6 +63,9 @@ def _register() -> None:
     from natsync.cli.service import install_service
 
     main.add_command(install_service)
+    from natsync.cli.console import console
+
+    main.add_command(console)
 
 
 _register()
