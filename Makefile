@@ -9,6 +9,8 @@ APT_TEST_PACKAGES := wireguard-go wireguard-tools libwbxml2-utils libwbxml2-dev 
 FUZZ_SECONDS ?= 20
 # Benchmarks (bench/NAME_bench.py) print their figures; never part of the pass/fail suite.
 BENCHES := wbxml sync push edge scale relay
+# The console's browser test drives Debian's chromium through its chromedriver (Selenium).
+APT_TEST_PACKAGES += chromium-driver
 
 .PHONY: run test venv lint typecheck pytest fuzz bench apt-test clean
 

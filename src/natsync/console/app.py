@@ -55,6 +55,7 @@ SECURITY_HEADERS = {
     "Cache-Control": "no-store",
     "X-Frame-Options": "DENY",
 }
+SESSION: web.RequestKey[Session] = web.RequestKey("session", Session)
 PUBLIC_PATHS = frozenset({"/login", "/static/console.css", "/static/console.js"})
 
 
@@ -143,7 +144,7 @@ class Console:
                 if request.method == "GET":
                     raise web.HTTPSeeOther("/login")
                 return self.html(pages.login("Your session ended: log in again."), 403)
-            request["session"] = session
+            request[SESSION] = session
             if request.method == "POST":
                 form = await request.post()
                 if not csrf_ok(session, str(form.get("csrf", ""))):
@@ -225,7 +226,7 @@ class Console:
         return g
 
     async def status(self, request: web.Request) -> web.Response:
-        session: Session = request["session"]
+        session = request[SESSION]
         g = await self.gather()
         report_at = str((g.report or {}).get("started_at", ""))
         return self.html(
@@ -234,7 +235,7 @@ class Console:
         )  # fmt: skip
 
     async def doctor_run(self, request: web.Request) -> web.StreamResponse:
-        session: Session = request["session"]
+        session = request[SESSION]
         if not self.doctor.running:
             self.doctor = DoctorJob(running=True)
             self.doctor.task = self.spawn(self._run_doctor(), "natsync-console-doctor")
@@ -305,12 +306,12 @@ class Console:
         ]
 
     async def devices(self, request: web.Request) -> web.Response:
-        session: Session = request["session"]
+        session = request[SESSION]
         rows = await self.device_rows()
         return self.html(pages.devices(rows, session.csrf, _utcnow(), request.query.get("msg", "")))
 
     async def device(self, request: web.Request) -> web.Response:
-        session: Session = request["session"]
+        session = request[SESSION]
         user, device_id = request.match_info["user"], request.match_info["device"]
         rows = [
             r for r in await self.device_rows()
@@ -331,7 +332,7 @@ class Console:
     }
 
     async def device_action(self, request: web.Request) -> web.StreamResponse:
-        session: Session = request["session"]
+        session = request[SESSION]
         form = await request.post()
         user, device_id, action = (str(form.get(k, "")) for k in ("user", "device", "action"))
         verb = self._DEVICE_VERBS.get(action)
@@ -372,14 +373,14 @@ class Console:
     # -- users
 
     async def users(self, request: web.Request) -> web.Response:
-        session: Session = request["session"]
+        session = request[SESSION]
         rows = await self.store.run(admin.list_users)
         return self.html(
             pages.users(rows, session.csrf, _utcnow(), False, request.query.get("msg", ""))
         )
 
     async def user_add(self, request: web.Request) -> web.StreamResponse:
-        session: Session = request["session"]
+        session = request[SESSION]
         form = await request.post()
         name, email, display, password = (
             str(form.get(k, "")) for k in ("name", "email", "display_name", "password")
@@ -397,7 +398,7 @@ class Console:
         raise web.HTTPSeeOther(f"/users?msg=Added+{name}")
 
     async def user_action(self, request: web.Request) -> web.StreamResponse:
-        session: Session = request["session"]
+        session = request[SESSION]
         form = await request.post()
         name, action = str(form.get("user", "")), str(form.get("action", ""))
         if action == "remove" and form.get("confirm") != "yes":
@@ -460,7 +461,7 @@ class Console:
             await asyncio.sleep(SAMPLE_EVERY)
 
     async def live(self, request: web.Request) -> web.Response:
-        session: Session = request["session"]
+        session = request[SESSION]
         return self.html(pages.live(self.series, self.source_name(), session.csrf))
 
     async def live_charts(self, request: web.Request) -> web.Response:

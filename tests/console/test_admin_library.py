@@ -1,0 +1,136 @@
+"""natsync.admin (the operations both the CLI and the console call) and natsync.server.recent
+(the per-device ring), on the real stores (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from natsync import admin
+from natsync.auth.passwords import verify_password
+from natsync.server.recent import MAX_RECENT, RecentRequest, holds_ping, recent_requests, record
+from natsync.store.api import AccessState, Conflict, Store, Txn, WipeState
+from tests.conftest import ALICE_PASSWORD
+
+NOW = datetime(2026, 5, 1, 12, tzinfo=UTC)
+
+
+def _phone(store: Store, device_id: str = "PHONE1") -> int:
+    def run(txn: Txn) -> int:
+        user = admin.require_user(txn, "alice")
+        return txn.touch_device(user.id, device_id, "iPhone", "16.1", "Apple-iPhone/1", NOW).id
+
+    return store.run_sync(run)
+
+
+def test_disable_refuses_login_and_enable_restores_it(store: Store) -> None:
+    def hashed(txn: Txn) -> str:
+        return txn.password_hash(admin.require_user(txn, "alice").id)
+
+    store.run_sync(lambda t: admin.disable_user(t, "alice"))
+    store.run_sync(lambda t: admin.disable_user(t, "alice"))  # twice: still one mark
+    stored = store.run_sync(hashed)
+    assert stored.startswith("!") and not stored.startswith("!!")
+    assert not verify_password(ALICE_PASSWORD, stored)
+    rows = store.run_sync(admin.list_users)
+    assert [(r.user.name, r.disabled) for r in rows] == [("alice", True)]
+    store.run_sync(lambda t: admin.enable_user(t, "alice"))
+    assert verify_password(ALICE_PASSWORD, store.run_sync(hashed))
+
+
+def test_new_password_keeps_a_disabled_user_disabled(
+    store: Store, alice_password_hash: str
+) -> None:
+    store.run_sync(lambda t: admin.disable_user(t, "alice"))
+    store.run_sync(lambda t: admin.set_password(t, "alice", alice_password_hash))
+    rows = store.run_sync(admin.list_users)
+    assert rows[0].disabled
+
+
+def test_add_user_checks_name_and_address(store: Store, alice_password_hash: str) -> None:
+    with pytest.raises(admin.AdminError, match="not an email"):
+        store.run_sync(lambda t: admin.add_user(t, "bob", "bob", "", alice_password_hash, NOW))
+    with pytest.raises(admin.AdminError, match="login name"):
+        store.run_sync(lambda t: admin.add_user(t, "b b", "b@x.test", "", alice_password_hash, NOW))
+    with pytest.raises(Conflict):
+        store.run_sync(
+            lambda t: admin.add_user(t, "alice", "a2@x.test", "", alice_password_hash, NOW)
+        )
+    bob = store.run_sync(
+        lambda t: admin.add_user(t, "bob", "bob@x.test", "", alice_password_hash, NOW)
+    )
+    assert bob.display_name == "bob"
+    with pytest.raises(admin.AdminError, match="too short"):
+        admin.check_password("short")
+
+
+def test_device_operations(store: Store) -> None:
+    _phone(store)
+    device = store.run_sync(lambda t: admin.set_access(t, "phone1", None, AccessState.QUARANTINED))
+    assert device.device_id == "PHONE1"
+    store.run_sync(lambda t: admin.set_access(t, "PHONE1", "alice", AccessState.ALLOWED))
+    store.run_sync(lambda t: admin.wipe(t, "PHONE1", "alice", NOW, account_only=True))
+    rows = store.run_sync(lambda t: admin.list_devices(t, NOW))
+    assert rows[0].device.access_state is AccessState.ALLOWED
+    assert rows[0].device.wipe_state is WipeState.ACCOUNT_ONLY_PENDING
+    store.run_sync(lambda t: admin.cancel_wipe(t, "PHONE1", None, NOW))
+    with pytest.raises(admin.AdminError, match="no wipe to cancel"):
+        store.run_sync(lambda t: admin.cancel_wipe(t, "PHONE1", None, NOW))
+    store.run_sync(lambda t: admin.remove_device(t, "PHONE1", None))
+    with pytest.raises(admin.NoSuchDevice):
+        store.run_sync(lambda t: admin.find_device(t, "PHONE1"))
+    with pytest.raises(admin.NoSuchUser):
+        store.run_sync(lambda t: admin.find_device(t, "PHONE1", "nobody"))
+
+
+def test_mailbox_stats_count_mail_and_items(store: Store) -> None:
+    from natsync.store.api import FolderType, NewMessage
+
+    def fill(txn: Txn) -> None:
+        user = admin.require_user(txn, "alice")
+        inbox = txn.folder_by_type(user.id, FolderType.INBOX)
+        raw = b"Subject: hi\r\n\r\nhello\r\n"
+        msg = NewMessage(raw, NOW, "hi", "a@x", "b@x", "", "", "<1@x>", 1, "IPM.Note", "hello")
+        txn.add_message(inbox.id, msg)
+        txn.add_message(inbox.id, msg)
+        notes = txn.folder_by_type(user.id, FolderType.NOTES)
+        txn.add_item(notes.id, {"subject": "n"})
+
+    store.run_sync(fill)
+    stats = store.run_sync(lambda t: admin.mailbox_stats(t, admin.require_user(t, "alice")))
+    assert (stats.messages, stats.items) == (2, 1)
+    assert stats.size == 2 * len(b"Subject: hi\r\n\r\nhello\r\n")
+    assert ("Inbox", 2, 0) in stats.folders
+
+
+def test_recent_ring_is_bounded_and_newest_first(store: Store) -> None:
+    device = _phone(store)
+    for i in range(MAX_RECENT + 5):
+        entry = RecentRequest(NOW + timedelta(seconds=i), f"Sync{i}", 200, 1)
+        store.run_sync(lambda t, e=entry: record(t, device, e))  # type: ignore[misc]
+    ring = store.run_sync(lambda t: recent_requests(t, device))
+    assert len(ring) == MAX_RECENT
+    assert ring[0].command == f"Sync{MAX_RECENT + 4}"
+    assert ring[-1].command == "Sync5"
+
+
+def test_holds_ping_until_its_heartbeat_runs_out() -> None:
+    ping = RecentRequest(NOW, "Ping", 200, None, held=60)
+    assert holds_ping([ping], NOW + timedelta(seconds=59))
+    assert not holds_ping([ping], NOW + timedelta(seconds=61))
+    assert not holds_ping([RecentRequest(NOW, "Sync", 200, 1)], NOW)
+    assert not holds_ping([], NOW)
+
+
+def test_a_damaged_ring_reads_as_what_can_be_read(store: Store) -> None:
+    device = _phone(store)
+    store.run_sync(lambda t: t.set_device_setting(device, "recent_requests", '[1, {"at": 2}'))
+    assert store.run_sync(lambda t: recent_requests(t, device)) == []
+    good = RecentRequest(NOW, "Ping", 200, 1).to_json()
+    store.run_sync(
+        lambda t: t.set_device_setting(
+            device, "recent_requests", __import__("json").dumps([{"cmd": "x"}, good])
+        )
+    )
+    assert [r.command for r in store.run_sync(lambda t: recent_requests(t, device))] == ["Ping"]

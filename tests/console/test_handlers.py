@@ -1,0 +1,158 @@
+"""The console's handlers against a real server and store on loopback: the session gate,
+CSRF, the login limit, the audit log, and the device and user actions through natsync.admin
+(with the device emulator as the phone)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from natsync.client import EASClient
+from natsync.client.protocol import RemoteWipeError
+from natsync.console.security import COOKIE, MAX_FAILURES_PER_ADDRESS
+from natsync.store.api import AccessState, WipeState
+from tests.console.conftest import (
+    ADMIN_PASSWORD,
+    ALICE_PASSWORD,
+    Deployment,
+    browser_like,
+    login,
+    settings_of,
+)
+
+PAGES = ["/", "/devices", "/users", "/live", "/live/charts", "/live.json", "/doctor/progress",
+         "/doctor/report", "/devices/alice/PHONE1"]  # fmt: skip
+ACTIONS = ["/devices/action", "/users/add", "/users/action", "/doctor/run", "/logout"]
+
+
+async def test_no_page_and_no_action_without_a_session(deployment: Deployment) -> None:
+    async with browser_like() as http:
+        for path in PAGES:
+            async with http.get(deployment.base + path, allow_redirects=False) as resp:
+                assert resp.status == 303, path
+                assert resp.headers["Location"] == "/login"
+        for path in ACTIONS:
+            data = {"user": "alice", "action": "remove", "confirm": "yes", "csrf": "x"}
+            async with http.post(deployment.base + path, data=data) as resp:
+                assert resp.status == 403, path
+        # A made-up cookie is no session either.
+        http.cookie_jar.update_cookies({COOKIE: "forged"})
+        async with http.get(deployment.base + "/users", allow_redirects=False) as resp:
+            assert resp.status == 303
+    users = await deployment.store.run(lambda t: t.list_users())
+    assert [u.name for u in users] == ["alice"]
+
+
+async def test_session_cookie_is_httponly_and_samesite_strict(deployment: Deployment) -> None:
+    async with (
+        browser_like() as http,
+        http.post(
+            deployment.base + "/login",
+            data={"user": "admin", "password": ADMIN_PASSWORD},
+            allow_redirects=False,
+        ) as resp,
+    ):
+        assert resp.status == 303
+        cookie = resp.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
+    assert "Secure" not in cookie  # plain HTTP on loopback; under TLS it is set (test_edge)
+
+
+async def test_every_change_needs_the_csrf_token(deployment: Deployment) -> None:
+    async with browser_like() as http:
+        csrf = await login(http, deployment.base)
+        form = {"name": "bob", "email": "bob@example.test", "password": "bob-password"}
+        for token in (None, "wrong-token"):
+            data = form if token is None else {**form, "csrf": token}
+            async with http.post(deployment.base + "/users/add", data=data) as resp:
+                assert resp.status == 403
+        assert await deployment.store.run(lambda t: t.get_user("bob")) is None
+        async with http.post(deployment.base + "/users/add", data={**form, "csrf": csrf}) as resp:
+            assert resp.status == 200
+            assert "Added bob" in await resp.text()
+    assert await deployment.store.run(lambda t: t.get_user("bob")) is not None
+    audit = settings_of(deployment).audit_path.read_text().splitlines()
+    lines = [json.loads(line) for line in audit]
+    assert {"action": "user-add", "target": "bob", "result": "ok"}.items() <= lines[-1].items()
+    assert any(line["result"].startswith("refused") for line in lines)
+
+
+async def test_login_is_rate_limited(deployment: Deployment) -> None:
+    async with browser_like() as http:
+        for _ in range(MAX_FAILURES_PER_ADDRESS):
+            data = {"user": "admin", "password": "guess-guess"}
+            async with http.post(deployment.base + "/login", data=data) as resp:
+                assert resp.status == 401
+        data = {"user": "admin", "password": ADMIN_PASSWORD}
+        async with http.post(deployment.base + "/login", data=data) as resp:
+            assert resp.status == 429  # even the right password, until the window passes
+            assert COOKIE not in resp.cookies
+
+
+async def test_device_lifecycle_through_the_console(deployment: Deployment) -> None:
+    async with (
+        EASClient(deployment.eas_base, "alice", ALICE_PASSWORD, device_id="PHONE1") as phone,
+        browser_like() as http,
+    ):
+        await phone.folder_sync()
+        csrf = await login(http, deployment.base)
+        async with http.get(deployment.base + "/devices") as resp:
+            page = await resp.text()
+        assert 'data-device="PHONE1"' in page
+        # The server recorded the phone's requests: the device page lists them.
+        async with http.get(deployment.base + "/devices/alice/PHONE1") as resp:
+            page = await resp.text()
+        assert "FolderSync" in page and "Provision" in page
+        form = {"csrf": csrf, "user": "alice", "device": "PHONE1"}
+        async with http.post(
+            deployment.base + "/devices/action", data={**form, "action": "wipe"}
+        ) as resp:
+            page = await resp.text()
+        assert "Erase ALL data on the phone PHONE1" in page  # asks first, naming the device
+        device = await deployment.store.run(lambda t: t.get_device(1, "PHONE1"))
+        assert device is not None and device.wipe_state is WipeState.NONE
+        async with http.post(
+            deployment.base + "/devices/action", data={**form, "action": "block", "confirm": "yes"}
+        ) as resp:
+            assert "Block PHONE1: done" in await resp.text()
+        device = await deployment.store.run(lambda t: t.get_device(1, "PHONE1"))
+        assert device is not None and device.access_state is AccessState.BLOCKED
+        await http.post(
+            deployment.base + "/devices/action", data={**form, "action": "allow", "confirm": "yes"}
+        )
+        await http.post(
+            deployment.base + "/devices/action", data={**form, "action": "wipe", "confirm": "yes"}
+        )
+        with pytest.raises(RemoteWipeError):
+            await phone.folder_sync()
+    device = await deployment.store.run(lambda t: t.get_device(1, "PHONE1"))
+    assert device is not None and device.wipe_state is WipeState.ACKNOWLEDGED
+    actions = [
+        json.loads(x)["action"] for x in settings_of(deployment).audit_path.read_text().splitlines()
+    ]
+    assert actions[-3:] == ["device-block", "device-allow", "device-wipe"]
+
+
+async def test_user_actions(deployment: Deployment) -> None:
+    async with browser_like() as http:
+        csrf = await login(http, deployment.base)
+        base = {"csrf": csrf, "user": "alice"}
+        await http.post(deployment.base + "/users/action", data={**base, "action": "disable"})
+        async with http.get(deployment.base + "/users") as resp:
+            assert "disabled" in await resp.text()
+        async with EASClient(deployment.eas_base, "alice", ALICE_PASSWORD) as phone:
+            with pytest.raises(Exception, match="401"):
+                await phone.folder_sync()
+        await http.post(deployment.base + "/users/action", data={**base, "action": "enable"})
+        data = {**base, "action": "passwd", "password": "short"}
+        async with http.post(deployment.base + "/users/action", data=data) as resp:
+            assert resp.status == 400 and "too short" in await resp.text()
+        async with http.post(
+            deployment.base + "/users/action", data={**base, "action": "remove"}
+        ) as resp:
+            assert "Remove the user alice" in await resp.text()
+        assert await deployment.store.run(lambda t: t.get_user("alice")) is not None
+        data = {**base, "action": "remove", "confirm": "yes"}
+        await http.post(deployment.base + "/users/action", data=data)
+    assert await deployment.store.run(lambda t: t.get_user("alice")) is None
