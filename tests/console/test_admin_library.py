@@ -31,7 +31,8 @@ def test_disable_refuses_login_and_enable_restores_it(store: Store) -> None:
     store.run_sync(lambda t: admin.disable_user(t, "alice"))
     store.run_sync(lambda t: admin.disable_user(t, "alice"))  # twice: still one mark
     stored = store.run_sync(hashed)
-    assert stored.startswith("!") and not stored.startswith("!!")
+    assert stored.startswith("!")
+    assert not stored.startswith("!!")
     assert not verify_password(ALICE_PASSWORD, stored)
     rows = store.run_sync(admin.list_users)
     assert [(r.user.name, r.disabled) for r in rows] == [("alice", True)]

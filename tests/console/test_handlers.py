@@ -55,7 +55,8 @@ async def test_session_cookie_is_httponly_and_samesite_strict(deployment: Deploy
     ):
         assert resp.status == 303
         cookie = resp.headers["Set-Cookie"]
-    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
+    assert "HttpOnly" in cookie
+    assert "SameSite=Strict" in cookie
     assert "Secure" not in cookie  # plain HTTP on loopback; under TLS it is set (test_edge)
 
 
@@ -103,7 +104,8 @@ async def test_device_lifecycle_through_the_console(deployment: Deployment) -> N
         # The server recorded the phone's requests: the device page lists them.
         async with http.get(deployment.base + "/devices/alice/PHONE1") as resp:
             page = await resp.text()
-        assert "FolderSync" in page and "Provision" in page
+        assert "FolderSync" in page
+        assert "Provision" in page
         form = {"csrf": csrf, "user": "alice", "device": "PHONE1"}
         async with http.post(
             deployment.base + "/devices/action", data={**form, "action": "wipe"}
@@ -111,13 +113,15 @@ async def test_device_lifecycle_through_the_console(deployment: Deployment) -> N
             page = await resp.text()
         assert "Erase ALL data on the phone PHONE1" in page  # asks first, naming the device
         device = await deployment.store.run(lambda t: t.get_device(1, "PHONE1"))
-        assert device is not None and device.wipe_state is WipeState.NONE
+        assert device is not None
+        assert device.wipe_state is WipeState.NONE
         async with http.post(
             deployment.base + "/devices/action", data={**form, "action": "block", "confirm": "yes"}
         ) as resp:
             assert "Block PHONE1: done" in await resp.text()
         device = await deployment.store.run(lambda t: t.get_device(1, "PHONE1"))
-        assert device is not None and device.access_state is AccessState.BLOCKED
+        assert device is not None
+        assert device.access_state is AccessState.BLOCKED
         await http.post(
             deployment.base + "/devices/action", data={**form, "action": "allow", "confirm": "yes"}
         )
@@ -127,7 +131,8 @@ async def test_device_lifecycle_through_the_console(deployment: Deployment) -> N
         with pytest.raises(RemoteWipeError):
             await phone.folder_sync()
     device = await deployment.store.run(lambda t: t.get_device(1, "PHONE1"))
-    assert device is not None and device.wipe_state is WipeState.ACKNOWLEDGED
+    assert device is not None
+    assert device.wipe_state is WipeState.ACKNOWLEDGED
     actions = [
         json.loads(x)["action"] for x in settings_of(deployment).audit_path.read_text().splitlines()
     ]
@@ -147,7 +152,8 @@ async def test_user_actions(deployment: Deployment) -> None:
         await http.post(deployment.base + "/users/action", data={**base, "action": "enable"})
         data = {**base, "action": "passwd", "password": "short"}
         async with http.post(deployment.base + "/users/action", data=data) as resp:
-            assert resp.status == 400 and "too short" in await resp.text()
+            assert resp.status == 400
+            assert "too short" in await resp.text()
         async with http.post(
             deployment.base + "/users/action", data={**base, "action": "remove"}
         ) as resp:

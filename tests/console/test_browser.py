@@ -1,0 +1,163 @@
+"""The console in a real headless Chromium (Debian's chromium + chromidriver, via Selenium),
+against a real natsync server on loopback and the device emulator as the phone: log in, see the
+phone hold a Ping, quarantine and approve it and watch it sync, wipe it and see the wipe
+acknowledged, run the doctor and open its report. Screenshots of each page go to
+build/console-screenshots/ (docs/console.md)."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from natsync.client import EASClient
+from natsync.client.protocol import RemoteWipeError
+from natsync.store.api import WipeState
+from tests.console.conftest import ADMIN_PASSWORD, ALICE_PASSWORD, Deployment
+
+CHROMEDRIVER = "/usr/bin/chromedriver"
+SHOTS = Path(__file__).resolve().parents[2] / "build" / "console-screenshots"
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("chromium") is None or not Path(CHROMEDRIVER).exists(),
+    reason="needs Debian's chromium and chromium-driver (make apt-test installs them)",
+)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium") or "chromium"
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--window-size=420,900", "--no-proxy-server"):  # fmt: skip
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(20)
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+async def do(fn: Callable[..., Any], *args: Any) -> Any:
+    """Selenium blocks: run it off the loop that serves the console and the server."""
+    return await asyncio.to_thread(fn, *args)
+
+
+async def wait_for(check: Callable[[], Any], what: str, timeout: float = 15.0) -> Any:
+    from selenium.common.exceptions import WebDriverException
+
+    for _ in range(int(timeout * 5)):
+        try:
+            value = await do(check)
+        except WebDriverException:  # the page changed under the lookup: look again
+            value = None
+        if value:
+            return value
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def test_admin_session_in_a_real_browser(deployment: Deployment, browser: Any) -> None:
+    from selenium.webdriver.common.by import By
+
+    base = deployment.base
+
+    def click(css: str) -> None:
+        browser.find_element(By.CSS_SELECTOR, css).click()
+
+    def shot(name: str) -> None:
+        browser.save_screenshot(str(SHOTS / f"{name}.png"))
+
+    def text() -> str:
+        return str(browser.find_element(By.TAG_NAME, "body").text)
+
+    def cell(device: str, attr: str) -> str:
+        found = browser.find_elements(By.CSS_SELECTOR, f'tr[data-device="{device}"] td[{attr}]')
+        return str(found[0].get_attribute(attr)) if found else ""
+
+    def device_action(action: str) -> None:
+        click(f'tr[data-device="PHONE1"] button[data-action="{action}"]')
+
+    # Log in (every page sends an anonymous browser to the login form).
+    await do(browser.get, base + "/devices")
+    assert "/login" in browser.current_url
+    shot("login")
+    await do(browser.find_element(By.NAME, "user").send_keys, "admin")
+    await do(browser.find_element(By.NAME, "password").send_keys, ADMIN_PASSWORD)
+    await do(click, "main button")
+    await wait_for(lambda: "Status" in browser.title, "the Status page")
+    shot("status")
+
+    async with EASClient(deployment.eas_base, "alice", ALICE_PASSWORD, device_id="PHONE1") as phone:
+        await phone.folder_sync()
+        inbox = phone.folder(type=2).server_id
+        await phone.sync(inbox)
+        ping = asyncio.create_task(phone.ping([inbox], 120))
+        try:
+            await do(browser.get, base + "/devices")
+            await wait_for(lambda: (browser.refresh(), cell("PHONE1", "data-ping"))[1] == "true",
+                           "the phone's held Ping")  # fmt: skip
+            shot("devices-holding-ping")
+            # Quarantine, then approve (the Approve button of a quarantined device).
+            await do(device_action, "quarantine")
+            await wait_for(lambda: "Quarantine PHONE1" in text(), "the confirmation")
+            await wait_for(lambda: browser.find_elements(By.ID, "confirm"), "the confirm button")
+            await do(click, "#confirm")
+            await wait_for(lambda: cell("PHONE1", "data-access") == "quarantined", "quarantine")
+            ping.cancel()
+        finally:
+            ping.cancel()
+        quarantined = await phone.sync(inbox)
+        assert any("quarantine" in a.server_id for a in quarantined.added)
+        await do(device_action, "allow")
+        await wait_for(lambda: browser.find_elements(By.ID, "confirm"), "the confirm button")
+        await do(click, "#confirm")
+        await wait_for(lambda: cell("PHONE1", "data-access") == "allowed", "approval")
+        shot("devices-approved")
+        approved = await phone.sync(inbox)
+        assert any("quarantine" in d for d in approved.deleted)
+        # The device page shows what the phone did.
+        await do(browser.get, base + "/devices/alice/PHONE1")
+        assert "Sync" in await do(text)
+        shot("device-detail")
+        # Wipe: the confirmation names the device; the phone acknowledges at its next request.
+        await do(browser.get, base + "/devices")
+        await do(device_action, "wipe")
+        await wait_for(lambda: "Erase ALL data on the phone PHONE1" in text(), "wipe question")
+        shot("confirm-wipe")
+        await wait_for(lambda: browser.find_elements(By.ID, "confirm"), "the confirm button")
+        await do(click, "#confirm")
+        with pytest.raises(RemoteWipeError):
+            await phone.folder_sync()
+    await do(browser.get, base + "/devices")
+    await wait_for(lambda: "wipe acknowledged" in text(), "the acknowledged wipe")
+    shot("devices-wiped")
+    device = await deployment.store.run(lambda t: t.get_device(1, "PHONE1"))
+    assert device is not None
+    assert device.wipe_state is WipeState.ACKNOWLEDGED
+
+    # The doctor: run it, follow its progress (JS), open its report.
+    await do(browser.get, base + "/")
+    await do(click, "#doctor-run button")
+    await wait_for(lambda: browser.find_elements(By.ID, "report"), "the doctor's report", 60)
+    shot("status-after-doctor")
+    await do(click, "#report")
+    await wait_for(lambda: "natsync doctor" in text().lower() or "doctor" in browser.title.lower(),
+                   "the report page")  # fmt: skip
+    shot("doctor-report")
+
+    await do(browser.get, base + "/users")
+    assert "alice@example.test" in await do(text)
+    shot("users")
+    await do(browser.get, base + "/live")
+    shot("live")
+    await wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "svg.spark"), "the charts")
