@@ -136,6 +136,8 @@ async def test_admin_session_in_a_real_browser(deployment: Deployment, browser: 
         shot("confirm-wipe")
         await wait_for(lambda: browser.find_elements(By.ID, "confirm"), "the confirm button")
         await do(click, "#confirm")
+        await wait_for(lambda: "Wipe PHONE1: done" in text(), "the wipe ordered")
+        assert "wipe pending" in await do(text)
         with pytest.raises(RemoteWipeError):
             await phone.folder_sync()
     await do(browser.get, base + "/devices")
