@@ -38,7 +38,7 @@ DEFAULT_DATA_DIR = "natsync-data"
 STORE_ENV = "NATSYNC_STORE"
 
 #: A password shorter than this is refused: phones store it once, so length costs nothing.
-MIN_PASSWORD_LENGTH = 8
+MIN_PASSWORD_LENGTH = admin.MIN_PASSWORD_LENGTH
 
 
 #: Set by systemd for a unit with StateDirectory= (natsync.service: /var/lib/natsync), so the
