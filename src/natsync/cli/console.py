@@ -52,6 +52,7 @@ _store = click.option("--store", default=None, help="Without -c: the store's pat
 @click.option("--host", default=None, help="Listen address [default: 127.0.0.1, loopback only].")
 @click.option("--port", type=int, default=None, help="Listen port [default: 8444].")
 @click.option("--doctor-url", default=None, help="The URL phones use, for the doctor button.")
+@click.option("--public-name", default=None, help="The name phones connect to (setup profiles).")
 @click.pass_context
 def console(
     ctx: click.Context,
@@ -61,6 +62,7 @@ def console(
     host: str | None,
     port: int | None,
     doctor_url: str | None,
+    public_name: str | None,
 ) -> None:
     """Serve the web console (Status, Devices, Users, Live) until Ctrl-C."""
     if ctx.invoked_subcommand is not None:
@@ -74,7 +76,12 @@ def console(
         settings = _settings(config, data_dir, store)
         changes: dict[str, Any] = {
             k: v
-            for k, v in (("host", host), ("port", port), ("doctor_url", doctor_url))
+            for k, v in (
+                ("host", host),
+                ("port", port),
+                ("doctor_url", doctor_url),
+                ("public_name", public_name),
+            )
             if v is not None
         }
         settings = replace(settings, **changes)

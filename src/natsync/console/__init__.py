@@ -3,6 +3,7 @@ listener. Start it with :func:`start_console` (``natsync console``, or ``natsync
 
 from natsync.console.app import RunningConsole, StatusSource, start_console
 from natsync.console.settings import ConsoleSettings, load_settings, settings_from_data_dir
+from natsync.console.source import SupervisorSource
 from natsync.console.status import ProcessState
 
 __all__ = [
@@ -10,6 +11,7 @@ __all__ = [
     "ProcessState",
     "RunningConsole",
     "StatusSource",
+    "SupervisorSource",
     "load_settings",
     "settings_from_data_dir",
     "start_console",

@@ -376,7 +376,65 @@ class Console:
         session = request[SESSION]
         rows = await self.store.run(admin.list_users)
         return self.html(
-            pages.users(rows, session.csrf, _utcnow(), False, request.query.get("msg", ""))
+            pages.users(
+                rows,
+                session.csrf,
+                _utcnow(),
+                bool(self.settings.public_name),
+                request.query.get("msg", ""),
+            )
+        )
+
+    def _account(self, txn: Txn, name: str) -> Any:
+        from natsync.device.profile import Account
+
+        user = admin.require_user(txn, name)
+        return Account(user.name, user.email, user.display_name, self.settings.public_name)
+
+    def _ca(self) -> Any:
+        from cryptography import x509
+
+        path = self.settings.data_dir / "ca" / "ca.pem"
+        try:
+            return x509.load_pem_x509_certificate(path.read_bytes())
+        except (OSError, ValueError):
+            return None
+
+    async def user_setup(self, request: web.Request) -> web.Response:
+        """The phone setup of a user: the iOS profile to download, the Android settings."""
+        from natsync.device.profile import android_settings
+
+        session = request[SESSION]
+        name = request.match_info["user"]
+        if not self.settings.public_name:
+            body = "<p>Set server.public_name (the name phones connect to) first.</p>"
+            return self.html(pages.page("No public name", body, csrf=session.csrf), 409)
+        try:
+            account = await self.store.run(lambda t: self._account(t, name))
+        except NatsyncError as exc:
+            return self.html(pages.page("Not found", f"<p>{exc.message}</p>"), exc.http_status)
+        ca = self._ca()
+        export = "natsync cert export-ca --format der -o natsync-ca.crt" if ca else None
+        android = android_settings(account, export)
+        return self.html(pages.setup(name, android, session.csrf, ca is not None))
+
+    async def user_profile(self, request: web.Request) -> web.StreamResponse:
+        from natsync.device.profile import profile
+
+        session = request[SESSION]
+        name = request.match_info["user"]
+        if not self.settings.public_name:
+            raise web.HTTPSeeOther(f"/users/{name}/setup")
+        try:
+            account = await self.store.run(lambda t: self._account(t, name))
+        except NatsyncError as exc:
+            return self.html(pages.page("Not found", f"<p>{exc.message}</p>"), exc.http_status)
+        data = profile(account, self._ca())
+        self.audit(session, request, "profile-download", name, "ok")
+        return web.Response(
+            body=data,
+            content_type="application/x-apple-aspen-config",
+            headers={"Content-Disposition": f'attachment; filename="{name}.mobileconfig"'},
         )
 
     async def user_add(self, request: web.Request) -> web.StreamResponse:
@@ -495,6 +553,8 @@ def make_console_app(console: Console) -> web.Application:
     r.add_get("/users", console.users)
     r.add_post("/users/add", console.user_add)
     r.add_post("/users/action", console.user_action)
+    r.add_get("/users/{user}/setup", console.user_setup)
+    r.add_get("/users/{user}/profile.mobileconfig", console.user_profile)
     r.add_get("/live", console.live)
     r.add_get("/live/charts", console.live_charts)
     r.add_get("/live.json", console.live_json)

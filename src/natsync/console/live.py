@@ -83,11 +83,15 @@ def sample_from_store(
 
 # -- Prometheus text format (the subset natsync run's /metrics writes) -----------------------------
 
-#: Metric names read from /metrics (natsync run): a gauge, two counters and a histogram.
-HELD = "natsync_held_pings"
-REQUESTS = "natsync_requests_total"
+#: Metric names read from /metrics: the server's under natsync run (a gauge, a counter by
+#: command, an error counter, a push-latency histogram), or the edge's admin /metrics
+#: (natsync.edge.metrics: held Pings, requests by command and HTTP status), whichever is given.
+HELD = ("natsync_held_pings", "natsync_edge_held_pings")
+REQUESTS = ("natsync_requests_total", "natsync_edge_requests_total")
 ERRORS = "natsync_request_errors_total"
 PUSH = "natsync_push_latency_seconds"
+#: An answer with this HTTP status or above counts as an error (the edge labels its counter).
+ERROR_HTTP = 400
 
 
 def parse_metrics(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
@@ -144,12 +148,16 @@ class MetricsDelta:
     def sample(self, text: str, now: float) -> Sample:
         metrics = parse_metrics(text)
         seconds = max(now - self.last_at, 1e-3) if self.last_at else 0.0
-        held = int(sum(v for _, v in metrics.get(HELD, [])))
-        counts = {
-            labels.get("command", labels.get("cmd", "?")): v
-            for labels, v in metrics.get(REQUESTS, [])
-        }
+        held = int(sum(v for name in HELD for _, v in metrics.get(name, [])))
+        counts: dict[str, float] = {}
         errors = sum(v for _, v in metrics.get(ERRORS, []))
+        for name in REQUESTS:
+            for labels, v in metrics.get(name, []):
+                cmd = labels.get("command", labels.get("cmd", "?"))
+                counts[cmd] = counts.get(cmd, 0.0) + v
+                status = labels.get("status", "")
+                if status.isdigit() and int(status) >= ERROR_HTTP:
+                    errors += v
         rates: dict[str, float] = {}
         err_rate = 0.0
         if seconds:

@@ -278,12 +278,13 @@ def users(
             "<button>Reset password</button></form>"
         )
         state = "disabled" if row.disabled else "active"
+        setup = f'<a href="/users/{name}/setup">Phone setup</a>' if profiles else ""
         trs.append(
             f'<tr data-user="{name}"><td>{name}<br><small>{escape(u.email)}</small></td>'
             f"<td>{state}</td><td>{row.devices}</td>"
             f"<td>{_size(row.stats.size)}<br><small>{row.stats.messages} mails, "
             f"{row.stats.items} items</small></td><td class=wide><small>{counts}</small></td>"
-            f'<td class="actions">{acts}{reset}</td></tr>'
+            f'<td class="actions">{setup}{acts}{reset}</td></tr>'
         )
     add = (
         f"<h2>Add a user</h2><form method=post action=/users/add>{hidden(csrf)}"
@@ -301,10 +302,28 @@ def users(
     todo = (
         ""
         if profiles
-        else "<p><small>Phone setup profiles: not available in this version "
-        "(natsync device profile is not built yet).</small></p>"
+        else "<p><small>Phone setup profiles need the name phones connect to: set "
+        "server.public_name (or natsync console --public-name).</small></p>"
     )
     return page("Users", table + todo + add, csrf=csrf, here="/users", message=message)
+
+
+def setup(user: str, android: list[tuple[str, str]], csrf: str, has_ca: bool) -> str:
+    rows = "".join(f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in android)
+    ca = (
+        "<li>Then Settings › General › About › Certificate Trust Settings: trust the CA.</li>"
+        if has_ca
+        else ""
+    )
+    body = (
+        "<h2>iPhone and iPad</h2>"
+        f'<p><a id="profile" href="/users/{escape(user)}/profile.mobileconfig">'
+        f"Download {escape(user)}.mobileconfig</a></p><ol><li>Send the file to the phone "
+        "(AirDrop, mail) and open it.</li><li>Settings › Profile Downloaded › Install; enter "
+        f"the password when asked.</li>{ca}</ol>"
+        f"<h2>Android (Exchange account)</h2><div class=scroll><table>{rows}</table></div>"
+    )
+    return page(f"Phone setup for {user}", body, csrf=csrf, here="/users")
 
 
 def live_charts(series: Series, source: str) -> str:
@@ -350,14 +369,15 @@ JS = """
   }
   var progress = document.getElementById('doctor-progress');
   if (progress) {
+    var sawRunning = false;
     poll('/doctor/progress', 1000, function (t) {
       var doc = JSON.parse(t);
       progress.textContent = doc.line;
-      var link = document.getElementById('report');
-      if (doc.finished && !link && doc.report) {
-        var p = document.createElement('p');
-        p.innerHTML = '<a id="report" href="/doctor/report">open the doctor\\'s report</a>';
-        progress.after(p);
+      if (doc.running) { sawRunning = true; }
+      // A run ended: reload once, so the lights show the doctor's new findings.
+      if (doc.finished && doc.report && (sawRunning || !document.getElementById('report'))) {
+        sawRunning = false;
+        location.reload();
       }
     });
   }

@@ -39,6 +39,8 @@ class ConsoleSettings:
     metrics_url: str = ""
     #: The URL phones use, for "run the doctor now" ("" : the server's own address).
     doctor_url: str = ""
+    #: The name phones connect to (server.public_name): the phone setup profiles need it.
+    public_name: str = ""
     #: The deployment file, for the doctor's inside-out checks (None: outside checks only).
     config_path: Path | None = None
     doctor_heartbeat: int = DOCTOR_HEARTBEAT
@@ -73,7 +75,15 @@ class ConsoleSettings:
             return ""
 
 
-_KEYS = {"host", "port", "admin_user", "password_hash", "metrics_url", "doctor_url"}
+_KEYS = {
+    "host",
+    "port",
+    "admin_user",
+    "password_hash",
+    "metrics_url",
+    "doctor_url",
+    "public_name",
+}
 _PATHS = {"tls_cert", "tls_key"}
 
 
@@ -97,6 +107,7 @@ def load_settings(path: Path) -> ConsoleSettings:
         store_url=server.store_url,
         config_path=path,
         doctor_url=f"https://{server.public_name}" if server.public_name else "",
+        public_name=server.public_name,
     )
     values: dict[str, Any] = {}
     for key, value in table.items():

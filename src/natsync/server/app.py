@@ -228,6 +228,11 @@ class EasApp:
             config.throttle_requests, config.throttle_window, frozenset(config.throttle_exempt)
         )
 
+    def held_devices(self) -> frozenset[Device]:
+        """(user id, DeviceId in lower case) of each device holding a Ping or a held Sync in
+        this process now (the console's "holding a Ping", exact)."""
+        return frozenset(self._holds)
+
     # -- plumbing
 
     def client_address(self, request: HttpRequest) -> str:
