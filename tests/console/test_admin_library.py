@@ -6,6 +6,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from natsync import admin
 from natsync.auth.passwords import verify_password
@@ -135,3 +137,33 @@ def test_a_damaged_ring_reads_as_what_can_be_read(store: Store) -> None:
         )
     )
     assert [r.command for r in store.run_sync(lambda t: recent_requests(t, device))] == ["Ping"]
+
+
+@given(st.text(max_size=400))
+def test_any_ring_text_reads_as_entries_or_nothing(text: str) -> None:
+    from natsync.server.recent import _load
+
+    ring = [e for e in (RecentRequest.from_json(d) for d in _load(text)) if e is not None]
+    holds_ping(ring, NOW)
+
+
+@given(
+    st.lists(
+        st.fixed_dictionaries(
+            {
+                "at": st.one_of(st.just("2026-05-01T12:00:00"), st.text(max_size=30)),
+                "cmd": st.text(max_size=10),
+                "http": st.one_of(st.integers(), st.floats(), st.text(max_size=5)),
+                "held": st.one_of(st.integers(), st.floats()),
+            }
+        ),
+        max_size=5,
+    )
+)
+def test_any_ring_document_reads_as_entries_or_nothing(ring: list[dict[str, object]]) -> None:
+    import json
+
+    from natsync.server.recent import _load
+
+    entries = [e for e in (RecentRequest.from_json(d) for d in _load(json.dumps(ring))) if e]
+    holds_ping(entries, NOW)

@@ -108,6 +108,8 @@ def parse_metrics(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
             value = float(rest)
         except ValueError:
             continue
+        if not math.isfinite(value):
+            continue  # a gauge or counter of ours is never NaN or infinite
         name, labels = head, {}
         if "{" in head and head.endswith("}"):
             name, _, inner = head[:-1].partition("{")

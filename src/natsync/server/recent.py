@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from natsync.store.api import Txn
 
@@ -54,15 +54,16 @@ class RecentRequest:
             return None
         try:
             status = doc.get("status")
+            at = datetime.fromisoformat(str(doc["at"]))
             return cls(
-                at=datetime.fromisoformat(str(doc["at"])),
+                at=at if at.tzinfo is not None else at.replace(tzinfo=UTC),
                 command=str(doc["cmd"]),
                 http=int(doc["http"]),
                 status=None if status is None else int(status),
                 held=int(doc.get("held", 0)),
                 ms=float(doc.get("ms", 0.0)),
             )
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, OverflowError):
             return None
 
 
