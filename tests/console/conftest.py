@@ -17,6 +17,7 @@ from natsync.console import ConsoleSettings, RunningConsole, settings_from_data_
 from natsync.server import RunningServer, start_server
 from natsync.store import open_store
 from natsync.store.api import Store
+from tests.edge.conftest import make_edge, pki  # noqa: F401 (fixtures of test_edge)
 from tests.server.conftest import BASE_CONFIG
 
 ADMIN_PASSWORD = "console-admin-pw"

@@ -1,0 +1,89 @@
+"""`natsync console passwd`, `natsync console` serving on its own until stopped, and the
+`natsync user disable / enable` commands that call natsync.admin."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import sys
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from natsync.auth.passwords import verify_password
+from natsync.cli import main
+from tests.console.conftest import browser_like
+
+NATSYNC = str(Path(sys.executable).with_name("natsync"))
+
+
+def _setup(data: Path) -> None:
+    runner = CliRunner()
+    out = runner.invoke(
+        main, ["console", "passwd", "--data-dir", str(data), "--password-stdin"],
+        input="admin-password\n",
+    )  # fmt: skip
+    assert out.exit_code == 0, out.output
+    out = runner.invoke(
+        main,
+        ["user", "add", "carol", "--email", "carol@example.test", "--password-stdin",
+         "--data-dir", str(data)],
+        input="carol-password\n",
+    )  # fmt: skip
+    assert out.exit_code == 0, out.output
+
+
+def test_passwd_writes_a_private_hash(tmp_path: Path) -> None:
+    _setup(tmp_path)
+    path = tmp_path / "console" / "admin.hash"
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert verify_password("admin-password", path.read_text().strip())
+    out = CliRunner().invoke(
+        main, ["console", "passwd", "--data-dir", str(tmp_path), "--password", "short"]
+    )
+    assert out.exit_code != 0
+    assert "too short" in out.output
+
+
+def test_console_refuses_to_start_without_an_admin_password(tmp_path: Path) -> None:
+    out = CliRunner().invoke(main, ["console", "--data-dir", str(tmp_path), "--port", "0"])
+    assert out.exit_code != 0
+    assert "natsync console passwd" in out.output
+
+
+def test_user_disable_and_enable(tmp_path: Path) -> None:
+    _setup(tmp_path)
+    runner = CliRunner()
+    out = runner.invoke(main, ["user", "disable", "carol", "--data-dir", str(tmp_path)])
+    assert out.output.strip() == "user carol disabled"
+    out = runner.invoke(main, ["user", "enable", "carol", "--data-dir", str(tmp_path)])
+    assert out.output.strip() == "user carol enabled"
+    out = runner.invoke(main, ["user", "disable", "nobody", "--data-dir", str(tmp_path)])
+    assert out.exit_code != 0
+    assert "no user named 'nobody'" in out.output
+
+
+async def test_natsync_console_serves_until_stopped(tmp_path: Path) -> None:
+    _setup(tmp_path)
+    proc = await asyncio.create_subprocess_exec(
+        NATSYNC, "console", "--data-dir", str(tmp_path), "--port", "0",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        env={**os.environ, "NATSYNC_NO_UVLOOP": "1"},
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
+        match = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
+        assert match, line
+        base = f"http://127.0.0.1:{match.group(1)}"
+        async with browser_like() as http:
+            data = {"user": "admin", "password": "admin-password"}
+            async with http.post(base + "/login", data=data) as resp:
+                assert resp.status == 200
+            async with http.get(base + "/users") as resp:
+                assert "carol@example.test" in await resp.text()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert await asyncio.wait_for(proc.wait(), 30) == 0
