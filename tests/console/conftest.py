@@ -64,7 +64,7 @@ async def deployment(
     server = await start_server(replace(BASE_CONFIG, data_dir=data), store)
     settings = replace(
         settings, port=0, password_hash=admin_hash, doctor_url=server.url.rsplit("/", 1)[0],
-        doctor_heartbeat=0,
+        doctor_heartbeat=0, public_name="mail.example.test",
     )  # fmt: skip
     console = await start_console(settings, store)
     try:

@@ -151,6 +151,11 @@ async def test_admin_session_in_a_real_browser(deployment: Deployment, browser: 
     await do(browser.get, base + "/")
     await do(click, "#doctor-run button")
     await wait_for(lambda: browser.find_elements(By.ID, "report"), "the doctor's report", 60)
+    # The page reloaded when the run ended: the doctor's findings are lights now.
+    await wait_for(
+        lambda: browser.find_elements(By.CSS_SELECTOR, '[data-light="ActiveSync from outside"]'),
+        "the doctor's findings on the Status page",
+    )
     shot("status-after-doctor")
     await do(click, "#report")
     await wait_for(lambda: "natsync doctor" in text().lower() or "doctor" in browser.title.lower(),
@@ -160,6 +165,9 @@ async def test_admin_session_in_a_real_browser(deployment: Deployment, browser: 
     await do(browser.get, base + "/users")
     assert "alice@example.test" in await do(text)
     shot("users")
+    await do(click, 'a[href="/users/alice/setup"]')
+    await wait_for(lambda: "Phone setup for alice" in text(), "the setup page")
+    shot("phone-setup")
     await do(browser.get, base + "/live")
     shot("live")
     await wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "svg.spark"), "the charts")

@@ -162,3 +162,25 @@ async def test_user_actions(deployment: Deployment) -> None:
         data = {**base, "action": "remove", "confirm": "yes"}
         await http.post(deployment.base + "/users/action", data=data)
     assert await deployment.store.run(lambda t: t.get_user("alice")) is None
+
+
+async def test_phone_setup_profile_download(deployment: Deployment) -> None:
+    import plistlib
+
+    async with browser_like() as http:
+        await login(http, deployment.base)
+        async with http.get(deployment.base + "/users") as resp:
+            assert 'href="/users/alice/setup"' in await resp.text()
+        async with http.get(deployment.base + "/users/alice/setup") as resp:
+            page = await resp.text()
+        assert "mail.example.test" in page
+        assert 'href="/users/alice/profile.mobileconfig"' in page
+        async with http.get(deployment.base + "/users/alice/profile.mobileconfig") as resp:
+            assert resp.content_type == "application/x-apple-aspen-config"
+            assert "alice.mobileconfig" in resp.headers["Content-Disposition"]
+            doc = plistlib.loads(await resp.read())
+    (account,) = [p for p in doc["PayloadContent"] if p["PayloadType"] == "com.apple.eas.account"]
+    assert account["Host"] == "mail.example.test"
+    assert account["EmailAddress"] == "alice@example.test"
+    lines = settings_of(deployment).audit_path.read_text().splitlines()
+    assert '"action":"profile-download","target":"alice"' in lines[-1]

@@ -193,3 +193,22 @@ async def test_live_page_charts_the_servers_metrics(deployment: Deployment) -> N
         assert doc["samples"][-1]["held"] == 2
     finally:
         await runner.cleanup()
+
+
+def test_a_sample_from_the_stores_records() -> None:
+    from natsync.console.live import sample_from_store
+    from natsync.server.recent import RecentRequest
+
+    since = NOW - dt.timedelta(seconds=10)
+    phone = [  # newest first, as the ring reads
+        RecentRequest(NOW - dt.timedelta(seconds=1), "Ping", 200, None, held=60),
+        RecentRequest(NOW - dt.timedelta(seconds=2), "Sync", 500, None),
+        RecentRequest(NOW - dt.timedelta(seconds=3), "Sync", 200, 1),
+        RecentRequest(NOW - dt.timedelta(seconds=20), "Sync", 200, 1),  # before the window
+    ]
+    tablet = [RecentRequest(NOW - dt.timedelta(seconds=4), "FolderSync", 200, 142)]
+    sample = sample_from_store([phone, tablet], since, NOW)
+    assert sample.held == 1
+    assert sample.rates == {"FolderSync": 0.1, "Ping": 0.1, "Sync": 0.2}
+    assert sample.errors == 0.1  # the HTTP 500; Status 142 (not provisioned) is the phone's
+    assert sample.p50 is None

@@ -55,10 +55,20 @@ class Series:
         }
 
 
+#: EAS Status values that mean the server failed (MS-ASCMD 2.2.2: ServerError,
+#: ServerErrorRetryLater); Ping's Status 8 is its own "server error" (2.2.3.177.11).
+SERVER_ERROR_STATUS = frozenset({110, 111})
+
+
 def is_error(r: RecentRequest) -> bool:
-    """A request that failed: an HTTP error, or an EAS Status of a server error (Ping 8 /
-    global 1xx codes, MS-ASCMD 2.2.2)."""
-    return r.http >= 400 or r.status == 8 or (r.status is not None and r.status >= 100)
+    """A request the server failed: HTTP 5xx or a server-error Status. A phone's own mistakes
+    (wrong password, not provisioned, blocked) are the Devices page's business, not an error
+    rate."""
+    return (
+        r.http >= ERROR_HTTP
+        or r.status in SERVER_ERROR_STATUS
+        or (r.command == "Ping" and r.status == 8)
+    )
 
 
 def sample_from_store(
@@ -81,6 +91,10 @@ def sample_from_store(
     return Sample(now.timestamp(), held, rates, round(errors / seconds, 3), None, None)
 
 
+#: An answer with this HTTP status or above counts as an error (the edge labels its counter).
+ERROR_HTTP = 500
+
+
 # -- Prometheus text format (the subset natsync run's /metrics writes) -----------------------------
 
 #: Metric names read from /metrics: the server's under natsync run (a gauge, a counter by
@@ -90,8 +104,6 @@ HELD = ("natsync_held_pings", "natsync_edge_held_pings")
 REQUESTS = ("natsync_requests_total", "natsync_edge_requests_total")
 ERRORS = "natsync_request_errors_total"
 PUSH = "natsync_push_latency_seconds"
-#: An answer with this HTTP status or above counts as an error (the edge labels its counter).
-ERROR_HTTP = 400
 
 
 def parse_metrics(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
@@ -192,7 +204,8 @@ HEIGHT = 80
 def spark(values: list[float | None], label: str, unit: str = "") -> str:
     """A small line chart as an SVG element (no script needed to read it)."""
     known = [v for v in values if v is not None]
-    top = max(known, default=0.0) or 1.0
+    peak = max(known, default=0.0)
+    top = peak or 1.0  # all zero: a flat line at the bottom
     n = max(len(values) - 1, 1)
     points = " ".join(
         f"{i * WIDTH / n:.1f},{HEIGHT - 4 - (v / top) * (HEIGHT - 18):.1f}"
@@ -205,7 +218,7 @@ def spark(values: list[float | None], label: str, unit: str = "") -> str:
     return (
         f'<svg class="spark" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
         f'aria-label="{label}: {shown}" data-chart="{label}">'
-        f'<text x="2" y="12">{label}: {shown} (max {top:g}{unit})</text>'
+        f'<text x="2" y="12">{label}: {shown} (max {peak:g}{unit})</text>'
         f'<polyline fill="none" stroke="currentColor" stroke-width="2" points="{points}"/>'
         "</svg>"
     )

@@ -377,7 +377,7 @@ JS = """
       // A run ended: reload once, so the lights show the doctor's new findings.
       if (doc.finished && doc.report && (sawRunning || !document.getElementById('report'))) {
         sawRunning = false;
-        location.reload();
+        location.replace(location.pathname);
       }
     });
   }
