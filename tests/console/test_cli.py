@@ -87,3 +87,29 @@ async def test_natsync_console_serves_until_stopped(tmp_path: Path) -> None:
     finally:
         proc.send_signal(signal.SIGINT)
         assert await asyncio.wait_for(proc.wait(), 30) == 0
+
+
+def test_settings_from_the_deployment_file(tmp_path: Path) -> None:
+    import pytest
+
+    from natsync.console import load_settings
+    from natsync.errors import ConfigError
+
+    config = tmp_path / "natsync.toml"
+    config.write_text(
+        '[server]\ndata_dir = "data"\npublic_name = "mail.example.test"\n'
+        '[console]\nhost = "192.168.1.2"\nport = 9000\nmetrics_url = "http://127.0.0.1:9100/metrics"\n'
+    )
+    settings = load_settings(config)
+    assert settings.data_dir == tmp_path / "data"
+    assert settings.store_url == str(tmp_path / "data" / "natsync.db")
+    assert (settings.host, settings.port) == ("192.168.1.2", 9000)
+    assert settings.doctor_url == "https://mail.example.test"
+    assert settings.public_name == "mail.example.test"
+    assert settings.config_path == config
+    config.write_text("[console]\nlisten = 1\n")
+    with pytest.raises(ConfigError, match="unknown console setting"):
+        load_settings(config)
+    config.write_text("[console]\nport = 70000\n")
+    with pytest.raises(ConfigError, match=r"0\.\.65535"):
+        load_settings(config)

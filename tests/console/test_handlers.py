@@ -89,6 +89,9 @@ async def test_login_is_rate_limited(deployment: Deployment) -> None:
         async with http.post(deployment.base + "/login", data=data) as resp:
             assert resp.status == 429  # even the right password, until the window passes
             assert COOKIE not in resp.cookies
+    audit = [json.loads(x) for x in settings_of(deployment).audit_path.read_text().splitlines()]
+    assert [a["result"] for a in audit].count("failed") == MAX_FAILURES_PER_ADDRESS
+    assert audit[-1]["result"] == "refused: too many failed logins"
 
 
 async def test_device_lifecycle_through_the_console(deployment: Deployment) -> None:

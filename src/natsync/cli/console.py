@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from natsync.cli.admin import _read_password, default_data_dir
+from natsync.cli.admin import _read_password, config_option, default_data_dir
 from natsync.errors import NatsyncError
 
 if TYPE_CHECKING:
@@ -19,30 +19,29 @@ if TYPE_CHECKING:
 
 
 def _settings(config: Path | None, data_dir: Path | None, store: str | None) -> ConsoleSettings:
+    from dataclasses import replace
+
     from natsync.console import load_settings, settings_from_data_dir
 
-    if config is not None:
-        if data_dir is not None:
-            raise click.UsageError("give -c FILE or --data-dir, not both")
-        return load_settings(config)
-    return settings_from_data_dir(data_dir or default_data_dir(), store or "")
+    if config is None:
+        return settings_from_data_dir(data_dir or default_data_dir(), store or "")
+    settings = load_settings(config)
+    if data_dir is None and store is None:
+        return settings
+    # --data-dir / --store win over the file's, as for natsync user and device.
+    local = settings_from_data_dir(data_dir or settings.data_dir, store or "")
+    return replace(settings, data_dir=local.data_dir, store_url=local.store_url)
 
 
-_config = click.option(
-    "-c",
-    "--config",
-    type=click.Path(dir_okay=False, exists=True, path_type=Path),
-    default=None,
-    help="The deployment's natsync.toml (its [server] and [console] tables).",
-)
+_config = config_option
 _data_dir = click.option(
     "--data-dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="Without -c: the data directory (store DATA_DIR/natsync.db) [default: $NATSYNC_DATA_DIR "
-    "or ./natsync-data].",
+    help="The data directory (store DATA_DIR/natsync.db) [default: -c's server.data_dir, else "
+    "$NATSYNC_DATA_DIR or ./natsync-data].",
 )
-_store = click.option("--store", default=None, help="Without -c: the store's path or URL.")
+_store = click.option("--store", default=None, help="The store's path or URL [default: -c's].")
 
 
 @click.group(invoke_without_command=True)

@@ -113,11 +113,12 @@ class Console:
         return task
 
     def audit(
-        self, session: Session, request: web.Request, action: str, target: str, ok: str
+        self, session: Session | None, request: web.Request, action: str, target: str, ok: str
     ) -> None:
+        """One audit line: on the logger and appended to DATA_DIR/console/audit.log."""
         line = audit_line(
-            _utcnow().isoformat(timespec="seconds"), session.user, request.remote or "", action,
-            target, ok,
+            _utcnow().isoformat(timespec="seconds"), session.user if session else "",
+            request.remote or "", action, target, ok,
         )  # fmt: skip
         audit_log.info(line)
         path = self.settings.audit_path
@@ -165,6 +166,7 @@ class Console:
         address = request.remote or ""
         now = self.clock()
         if not self.limiter.allowed(address, now):
+            self.audit(None, request, "login", "", "refused: too many failed logins")
             return self.html(pages.login("Too many failed logins: wait a few minutes."), 429)
         form = await request.post()
         user, password = str(form.get("user", "")), str(form.get("password", ""))
@@ -176,8 +178,7 @@ class Console:
         )
         if not good:
             self.limiter.failed(address, now)
-            audit_log.info(audit_line(_utcnow().isoformat(timespec="seconds"), user, address,
-                                      "login", "", "failed"))  # fmt: skip
+            self.audit(None, request, "login", user, "failed")
             why = "Wrong name or password." if stored else (
                 "No admin password is set: run natsync console passwd.")  # fmt: skip
             return self.html(pages.login(why), 401)
