@@ -47,6 +47,16 @@ class Deployment:
         return self.server.url.rsplit("/", 1)[0]
 
 
+async def store_with_alice(data: Path, password_hash: str) -> Store:
+    """The data directory's store, with the user alice."""
+    store = open_store(settings_from_data_dir(data).store_url)
+    now = datetime.now(UTC)
+    await store.run(
+        lambda t: admin.add_user(t, "alice", "alice@example.test", "Alice", password_hash, now)
+    )
+    return store
+
+
 @pytest.fixture
 async def deployment(
     tmp_path: Path, admin_hash: str, alice_password_hash: str
@@ -54,13 +64,7 @@ async def deployment(
     data = tmp_path / "data"
     data.mkdir()
     settings = settings_from_data_dir(data)
-    store = open_store(settings.store_url)
-    now = datetime.now(UTC)
-    await store.run(
-        lambda t: admin.add_user(
-            t, "alice", "alice@example.test", "Alice", alice_password_hash, now
-        )
-    )
+    store = await store_with_alice(data, alice_password_hash)
     server = await start_server(replace(BASE_CONFIG, data_dir=data), store)
     settings = replace(
         settings, port=0, password_hash=admin_hash, doctor_url=server.url.rsplit("/", 1)[0],

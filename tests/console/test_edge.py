@@ -7,19 +7,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import replace
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from natsync import admin
 from natsync.client import EASClient
 from natsync.config import ServerConfig
 from natsync.console import RunningConsole, settings_from_data_dir, start_console
 from natsync.server import RunningServer, start_server
-from natsync.store import open_store
 from natsync.store.api import Store
-from tests.console.conftest import ADMIN_PASSWORD, ALICE_PASSWORD
+from tests.console.conftest import ADMIN_PASSWORD, ALICE_PASSWORD, store_with_alice
 from tests.edge.conftest import PUBLIC_NAME, EdgeFactory, Pki, edge_config, exchange, status_of
 
 CONSOLE_PATHS = ["/", "/login", "/devices", "/users", "/live", "/live.json", "/doctor/report",
@@ -36,11 +33,7 @@ async def behind_edge(
     data = tmp_path / "data"
     data.mkdir()
     settings = settings_from_data_dir(data)
-    store = open_store(settings.store_url)
-    now = datetime.now(UTC)
-    await store.run(
-        lambda t: admin.add_user(t, "alice", "alice@example.test", "", alice_password_hash, now)
-    )
+    store = await store_with_alice(data, alice_password_hash)
     config = ServerConfig(
         host="127.0.0.1", port=0, tls_cert=pki.server_cert, tls_key=pki.server_key,
         data_dir=data, heartbeat_min=1,

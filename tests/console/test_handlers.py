@@ -187,3 +187,24 @@ async def test_phone_setup_profile_download(deployment: Deployment) -> None:
     assert account["EmailAddress"] == "alice@example.test"
     lines = settings_of(deployment).audit_path.read_text().splitlines()
     assert '"action":"profile-download","target":"alice"' in lines[-1]
+
+
+async def test_what_a_form_sent_is_escaped_in_the_answer(deployment: Deployment) -> None:
+    async with browser_like() as http:
+        csrf = await login(http, deployment.base)
+        evil = "<script>alert(1)</script>"
+        data = {"csrf": csrf, "user": evil, "device": "x", "action": "block", "confirm": "yes"}
+        async with http.post(deployment.base + "/devices/action", data=data) as resp:
+            page = await resp.text()
+            assert resp.status == 404
+        assert evil not in page
+        assert "&lt;script&gt;" in page
+        async with http.get(deployment.base + "/devices/%3Cb%3Ex/PHONE1") as resp:
+            page = await resp.text()
+            assert resp.status == 404
+        assert "<b>x" not in page
+        # A device action on no device asks nothing and says why.
+        data = {"csrf": csrf, "user": "alice", "device": "NOPE", "action": "wipe"}
+        async with http.post(deployment.base + "/devices/action", data=data) as resp:
+            assert resp.status == 404
+            assert "alice has no device" in await resp.text()

@@ -15,6 +15,7 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from html import escape
 from typing import Any, ClassVar, Protocol
 
 import aiohttp
@@ -128,6 +129,15 @@ class Console:
                 f.write(line + "\n")
         except OSError as exc:
             log.error("cannot write the audit log %s: %s", path, exc)
+
+    def refused(
+        self, session: Session, request: web.Request, action: str, target: str, exc: NatsyncError
+    ) -> web.Response:
+        """A change that could not be made: audited, and said on a page (escaped: the message
+        may quote what the form sent)."""
+        self.audit(session, request, action, target, f"failed: {exc.message}")
+        body = f'<p class="err">{escape(exc.message)}</p>'
+        return self.html(pages.page("Not done", body, csrf=session.csrf), exc.http_status)
 
     @staticmethod
     def html(text: str, status: int = 200) -> web.Response:
@@ -319,8 +329,8 @@ class Console:
             if r.owner == user and r.device.device_id == device_id
         ]  # fmt: skip
         if not rows:
-            return self.html(pages.page("No such device", f"<p>{user} has no such device.</p>",
-                                        csrf=session.csrf), 404)  # fmt: skip
+            body = f"<p>{escape(user)} has no such device.</p>"
+            return self.html(pages.page("No such device", body, csrf=session.csrf), 404)
         return self.html(pages.device(rows[0], session.csrf, _utcnow()))
 
     _DEVICE_VERBS: ClassVar[dict[str, str]] = {
@@ -341,7 +351,10 @@ class Console:
             return self.html(pages.page("Unknown action", "", csrf=session.csrf), 400)
         target = f"{user}/{device_id}"
         if form.get("confirm") != "yes":
-            model = await self.store.run(lambda txn: admin.find_device(txn, device_id, user))
+            try:
+                model = await self.store.run(lambda t: admin.find_device(t, device_id, user))
+            except NatsyncError as exc:
+                return self.refused(session, request, f"device-{action}", target, exc)
             named = f"{model.device_id} ({model.model or model.device_type}) of {user}"
             question = {
                 "wipe": f"Erase ALL data on the phone {named} at its next connection?",
@@ -365,9 +378,7 @@ class Console:
         try:
             await self.store.run(changes[action])
         except NatsyncError as exc:
-            self.audit(session, request, f"device-{action}", target, f"failed: {exc.message}")
-            return self.html(pages.page("Not done", f'<p class="err">{exc.message}</p>',
-                                        csrf=session.csrf), exc.http_status)  # fmt: skip
+            return self.refused(session, request, f"device-{action}", target, exc)
         self.audit(session, request, f"device-{action}", target, "ok")
         raise web.HTTPSeeOther(f"/devices?msg={verb}+{device_id}:+done")
 
@@ -413,7 +424,8 @@ class Console:
         try:
             account = await self.store.run(lambda t: self._account(t, name))
         except NatsyncError as exc:
-            return self.html(pages.page("Not found", f"<p>{exc.message}</p>"), exc.http_status)
+            body = f"<p>{escape(exc.message)}</p>"
+            return self.html(pages.page("Not found", body, csrf=session.csrf), exc.http_status)
         ca = self._ca()
         export = "natsync cert export-ca --format der -o natsync-ca.crt" if ca else None
         android = android_settings(account, export)
@@ -429,7 +441,8 @@ class Console:
         try:
             account = await self.store.run(lambda t: self._account(t, name))
         except NatsyncError as exc:
-            return self.html(pages.page("Not found", f"<p>{exc.message}</p>"), exc.http_status)
+            body = f"<p>{escape(exc.message)}</p>"
+            return self.html(pages.page("Not found", body, csrf=session.csrf), exc.http_status)
         data = profile(account, self._ca())
         self.audit(session, request, "profile-download", name, "ok")
         return web.Response(
@@ -450,9 +463,7 @@ class Console:
             now = _utcnow()
             await self.store.run(lambda t: admin.add_user(t, name, email, display, hashed, now))
         except NatsyncError as exc:
-            self.audit(session, request, "user-add", name, f"failed: {exc.message}")
-            return self.html(pages.page("Not added", f'<p class="err">{exc.message}</p>',
-                                        csrf=session.csrf), exc.http_status)  # fmt: skip
+            return self.refused(session, request, "user-add", name, exc)
         self.audit(session, request, "user-add", name, "ok")
         raise web.HTTPSeeOther(f"/users?msg=Added+{name}")
 
@@ -479,9 +490,7 @@ class Console:
             else:
                 return self.html(pages.page("Unknown action", "", csrf=session.csrf), 400)
         except NatsyncError as exc:
-            self.audit(session, request, f"user-{action}", name, f"failed: {exc.message}")
-            return self.html(pages.page("Not done", f'<p class="err">{exc.message}</p>',
-                                        csrf=session.csrf), exc.http_status)  # fmt: skip
+            return self.refused(session, request, f"user-{action}", name, exc)
         self.audit(session, request, f"user-{action}", name, "ok")
         raise web.HTTPSeeOther(f"/users?msg={action}+{name}:+done")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable
 from html import escape
+from urllib.parse import quote
 
 from natsync.admin import DeviceRow, UserRow
 from natsync.console.live import Series, spark
@@ -79,6 +80,11 @@ def page(title: str, body: str, *, csrf: str = "", here: str = "", message: str 
         '<script src="/static/console.js" defer></script></head>'
         f"<body>{head}<main><h1>{escape(title)}</h1>{note}{body}</main></body></html>"
     )
+
+
+def _seg(value: str) -> str:
+    """*value* as one path segment of a link."""
+    return escape(quote(value, safe=""))
 
 
 def hidden(csrf: str, **fields: str) -> str:
@@ -189,7 +195,7 @@ def devices(rows: list[DeviceRow], csrf: str, now: dt.datetime, message: str = "
             wipe = "" if d.wipe_state == "none" else f" · wipe {d.wipe_state}"
             trs.append(
                 f'<tr data-device="{escape(d.device_id)}">'
-                f'<td><a href="/devices/{escape(owner)}/{escape(d.device_id)}">'
+                f'<td><a href="/devices/{_seg(owner)}/{_seg(d.device_id)}">'
                 f"{escape(d.device_id)}</a><br>"
                 f"<small>{escape(d.model or d.device_type)}</small></td>"
                 f'<td class="wide">{escape(d.os)}</td><td>{escape(d.protocol_version)}</td>'
@@ -278,7 +284,7 @@ def users(
             "<button>Reset password</button></form>"
         )
         state = "disabled" if row.disabled else "active"
-        setup = f'<a href="/users/{name}/setup">Phone setup</a>' if profiles else ""
+        setup = f'<a href="/users/{_seg(u.name)}/setup">Phone setup</a>' if profiles else ""
         trs.append(
             f'<tr data-user="{name}"><td>{name}<br><small>{escape(u.email)}</small></td>'
             f"<td>{state}</td><td>{row.devices}</td>"
@@ -317,7 +323,7 @@ def setup(user: str, android: list[tuple[str, str]], csrf: str, has_ca: bool) ->
     )
     body = (
         "<h2>iPhone and iPad</h2>"
-        f'<p><a id="profile" href="/users/{escape(user)}/profile.mobileconfig">'
+        f'<p><a id="profile" href="/users/{_seg(user)}/profile.mobileconfig">'
         f"Download {escape(user)}.mobileconfig</a></p><ol><li>Send the file to the phone "
         "(AirDrop, mail) and open it.</li><li>Settings › Profile Downloaded › Install; enter "
         f"the password when asked.</li>{ca}</ol>"
