@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from natsync import admin
 from natsync.client import EASClient
 from natsync.client.protocol import RemoteWipeError
 from natsync.store.api import WipeState
@@ -66,6 +67,22 @@ async def wait_for(check: Callable[[], Any], what: str, timeout: float = 15.0) -
     raise AssertionError(f"timed out waiting for {what}")
 
 
+async def _deliver(deployment: Deployment, subject: str) -> None:
+    from datetime import UTC, datetime
+
+    from natsync.mail.mime import parse_message
+    from natsync.mail.relay import deliver_to_inbox
+
+    raw = (
+        f"From: Bob <bob@example.org>\r\nTo: alice@example.test\r\nSubject: {subject}\r\n"
+        "Message-ID: <m1@example.org>\r\n\r\nHello\r\n"
+    ).encode()
+    message = parse_message(raw, datetime.now(UTC))
+    await deployment.store.run(
+        lambda t: deliver_to_inbox(t, admin.require_user(t, "alice"), message)
+    )
+
+
 async def test_admin_session_in_a_real_browser(deployment: Deployment, browser: Any) -> None:
     from selenium.webdriver.common.by import By
 
@@ -85,7 +102,7 @@ async def test_admin_session_in_a_real_browser(deployment: Deployment, browser: 
         return str(found[0].get_attribute(attr)) if found else ""
 
     def device_action(action: str) -> None:
-        click(f'tr[data-device="PHONE1"] button[data-action="{action}"]')
+        click(f'tr[data-device-actions="PHONE1"] button[data-action="{action}"]')
 
     # Log in (every page sends an anonymous browser to the login form).
     await do(browser.get, base + "/devices")
@@ -116,8 +133,9 @@ async def test_admin_session_in_a_real_browser(deployment: Deployment, browser: 
             ping.cancel()
         finally:
             ping.cancel()
+        await _deliver(deployment, "Held back while quarantined")
         quarantined = await phone.sync(inbox)
-        assert any("quarantine" in a.server_id for a in quarantined.added)
+        assert [a.subject for a in quarantined.added] == ["Your device is waiting for approval"]
         await do(device_action, "allow")
         await wait_for(lambda: browser.find_elements(By.ID, "confirm"), "the confirm button")
         await do(click, "#confirm")
@@ -125,6 +143,7 @@ async def test_admin_session_in_a_real_browser(deployment: Deployment, browser: 
         shot("devices-approved")
         approved = await phone.sync(inbox)
         assert any("quarantine" in d for d in approved.deleted)
+        assert [a.subject for a in approved.added] == ["Held back while quarantined"]
         # The device page shows what the phone did.
         await do(browser.get, base + "/devices/alice/PHONE1")
         assert "Sync" in await do(text)

@@ -46,7 +46,8 @@ th,td{text-align:left;padding:.35em .5em;border-bottom:1px solid #ddd;vertical-a
 button,input{font:inherit;padding:.35em .7em;margin:.15em 0}
 button{cursor:pointer}
 button.danger{background:#d62828;color:#fff;border:0;border-radius:3px}
-.actions form{display:inline}
+.actions form{display:inline-block;margin-right:.3em}
+tr.acts td{border-bottom:2px solid #ccc;padding-top:0}
 .msg{background:#e0f2e9;padding:.6em;border-radius:4px}
 .err{background:#fde2e2;padding:.6em;border-radius:4px}
 .charts{display:flex;flex-wrap:wrap;gap:1em}
@@ -202,12 +203,14 @@ def devices(rows: list[DeviceRow], csrf: str, now: dt.datetime, message: str = "
                 f"<td>{when(last.at if last else d.last_seen, now)}</td>"
                 f'<td data-ping="{str(row.holding).lower()}">{ping}</td>'
                 f'<td data-access="{d.access_state}">{d.access_state}{escape(wipe)}</td>'
-                f"<td>{_device_actions(row, csrf)}</td></tr>"
+                "</tr>"
+                f'<tr class="acts" data-device-actions="{escape(d.device_id)}">'
+                f'<td colspan="6">{_device_actions(row, csrf)}</td></tr>'
             )
         parts.append(
             f"<h2>{escape(owner)}</h2><div class=scroll><table><tr><th>Device</th>"
             '<th class="wide">OS</th><th>EAS</th><th>Last request</th><th>Ping</th>'
-            f"<th>Access</th><th>Actions</th></tr>{''.join(trs)}</table></div>"
+            f"<th>Access</th></tr>{''.join(trs)}</table></div>"
         )
     return page("Devices", "".join(parts), csrf=csrf, here="/devices", message=message)
 
@@ -290,7 +293,7 @@ def users(
             f"<td>{state}</td><td>{row.devices}</td>"
             f"<td>{_size(row.stats.size)}<br><small>{row.stats.messages} mails, "
             f"{row.stats.items} items</small></td><td class=wide><small>{counts}</small></td>"
-            f'<td class="actions">{setup}{acts}{reset}</td></tr>'
+            f'</tr><tr class="acts"><td colspan="5" class="actions">{setup} {acts}{reset}</td></tr>'
         )
     add = (
         f"<h2>Add a user</h2><form method=post action=/users/add>{hidden(csrf)}"
@@ -302,7 +305,7 @@ def users(
     )
     table = (
         "<div class=scroll><table><tr><th>User</th><th>State</th><th>Devices</th>"
-        f"<th>Mailbox</th><th class=wide>Items per folder</th><th>Actions</th></tr>"
+        f"<th>Mailbox</th><th class=wide>Items per folder</th></tr>"
         f"{''.join(trs)}</table></div>"
     )
     todo = (
