@@ -1,12 +1,12 @@
-"""What the console costs the server: the per-device request ring (natsync.server.recent)
-written in each command's transaction, and the console's pages over many devices.
+"""What the console costs the server: the per-device request ring (natsync.server.recent: noted
+in memory per request, written in batches every 2 s), and the console's pages over many devices.
 
     .venv/bin/python bench/console_bench.py                    # 400 requests a round
     .venv/bin/python bench/console_bench.py --requests 1000 --devices 200
 
 Everything on loopback: a natsync server on one SQLite store in a temporary directory, the
 device emulator sending FolderSync requests one after another (each a full command with its
-transaction), twice — with the ring, and with ``record_request`` replaced by a no-op — in
+transaction), twice — with the ring, and with the server's ``recent.answered`` a no-op — in
 alternating blocks so that both rounds see the same machine load. Then ``--devices`` devices
 with full rings, and the time to render the Devices page (one store transaction reading every
 ring) and a store sample of the Live page. Prints per-request latency p50 / p90 and the
@@ -54,7 +54,8 @@ async def run(requests: int, devices: int) -> None:
         config = ServerConfig(host="127.0.0.1", port=0, data_dir=data, require_provisioning=False)
         server = await start_server(config, store)
         base = server.url.rsplit("/", 1)[0]
-        real = recent.record_request
+        writer = server.eas.recent
+        real = writer.answered
 
         def off(*args: object, **kw: object) -> None:
             return None
@@ -66,13 +67,13 @@ async def run(requests: int, devices: int) -> None:
             done = 0
             while done < requests and time.monotonic() < deadline:
                 for name, fn in (("with ring", real), ("without", off)):
-                    recent.record_request = fn  # type: ignore[assignment]
+                    writer.answered = fn  # type: ignore[method-assign]
                     for _ in range(BLOCK):
                         started = time.perf_counter()
                         await phone.folder_sync()
                         times[name].append((time.perf_counter() - started) * 1000)
                 done += BLOCK
-        recent.record_request = real  # type: ignore[assignment]
+        writer.answered = real  # type: ignore[method-assign]
         for name, values in times.items():
             print(
                 f"FolderSync {name:9}: n={len(values)} p50 {_pct(values, 50):.2f} ms "

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -116,6 +117,59 @@ def test_recent_ring_is_bounded_and_newest_first(store: Store) -> None:
     assert len(ring) == MAX_RECENT
     assert ring[0].command == f"Sync{MAX_RECENT + 4}"
     assert ring[-1].command == "Sync5"
+
+
+def test_buffered_entries_are_written_per_device_and_bounded(store: Store) -> None:
+    from natsync.server.recent import RecentBuffer, record_many
+
+    device = _phone(store)
+    buffer = RecentBuffer()
+    for i in range(MAX_RECENT + 3):
+        assert buffer.add("alice", "PHONE1", RecentRequest(NOW, f"Sync{i}", 200, 1))
+    assert buffer.add("alice", "NOSUCHPHONE", RecentRequest(NOW, "Ping", 200, 1))
+    assert buffer.add("mallory", "PHONE1", RecentRequest(NOW, "Ping", 401, None))
+    assert not buffer.add("", "PHONE1", RecentRequest(NOW, "Ping", 400, None))
+    pending = buffer.take()
+    assert len(buffer) == 0
+    assert len(pending[("alice", "PHONE1")]) == MAX_RECENT
+    assert store.run_sync(lambda t: record_many(t, pending)) == 1  # the unknown ones dropped
+    ring = store.run_sync(lambda t: recent_requests(t, device))
+    assert [r.command for r in ring][:2] == [f"Sync{MAX_RECENT + 2}", f"Sync{MAX_RECENT + 1}"]
+
+
+def test_pending_devices_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from natsync.server import recent
+
+    monkeypatch.setattr(recent, "MAX_PENDING_DEVICES", 3)
+    buffer = recent.RecentBuffer()
+    entry = RecentRequest(NOW, "Ping", 200, 1)
+    assert [buffer.add("u", f"d{i}", entry) for i in range(5)] == [True, True, True, False, False]
+    assert buffer.add("u", "d0", entry)  # a device already waiting still gets its entries
+
+
+async def test_the_writer_writes_in_batches_and_on_close(store: Store) -> None:
+    from natsync.server.recent import RecentWriter
+
+    device = _phone(store)
+    writer = RecentWriter(store, every=0.05)
+    fields = {"cmd": "Ping", "user": "alice", "device": "PHONE1"}
+    writer.holding(fields, 60, NOW)
+    writer.answered({**fields, "http": 200, "status": 1, "ms": 60000.5}, NOW)
+    for _ in range(100):
+        ring = await store.run(lambda t: recent_requests(t, device))
+        if ring:
+            break
+        await asyncio.sleep(0.02)
+    assert [(r.command, r.held, r.http, r.status) for r in ring] == [
+        ("Ping", 0, 200, 1),
+        ("Ping", 60, 0, None),
+    ]
+    assert not holds_ping(ring, NOW)  # answered: no longer waiting
+    assert holds_ping(ring[1:], NOW)
+    writer.answered({**fields, "cmd": "Sync", "http": 200, "status": 1}, NOW)
+    await writer.close()  # written at once, nothing left scheduled
+    ring = await store.run(lambda t: recent_requests(t, device))
+    assert ring[0].command == "Sync"
 
 
 def test_holds_ping_until_its_heartbeat_runs_out() -> None:

@@ -144,7 +144,8 @@ async def test_admin_session_in_a_real_browser(deployment: Deployment, browser: 
         approved = await phone.sync(inbox)
         assert any("quarantine" in d for d in approved.deleted)
         assert [a.subject for a in approved.added] == ["Held back while quarantined"]
-        # The device page shows what the phone did.
+        # The device page shows what the phone did (once the server wrote it: now).
+        await deployment.server.eas.recent.flush()
         await do(browser.get, base + "/devices/alice/PHONE1")
         assert "Sync" in await do(text)
         shot("device-detail")

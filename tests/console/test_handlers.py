@@ -20,6 +20,7 @@ from tests.console.conftest import (
     login,
     settings_of,
 )
+from tests.server.conftest import basic
 
 PAGES = ["/", "/devices", "/users", "/live", "/live/charts", "/live.json", "/doctor/progress",
          "/doctor/report", "/devices/alice/PHONE1"]  # fmt: skip
@@ -104,11 +105,19 @@ async def test_device_lifecycle_through_the_console(deployment: Deployment) -> N
         async with http.get(deployment.base + "/devices") as resp:
             page = await resp.text()
         assert 'data-device="PHONE1"' in page
-        # The server recorded the phone's requests: the device page lists them.
+        # The server recorded the phone's requests (a wrong password too): the device page
+        # lists them once the server wrote them (every FLUSH_EVERY seconds, or now).
+        query = "Cmd=FolderSync&User=alice&DeviceId=PHONE1&DeviceType=natsync"
+        headers = {"Authorization": basic("alice", "wrong-password"),
+                   "MS-ASProtocolVersion": "16.1"}  # fmt: skip
+        async with http.post(f"{deployment.server.url}?{query}", headers=headers) as resp:
+            assert resp.status == 401
+        await deployment.server.eas.recent.flush()
         async with http.get(deployment.base + "/devices/alice/PHONE1") as resp:
             page = await resp.text()
         assert "FolderSync" in page
         assert "Provision" in page
+        assert "<td>401</td>" in page
         form = {"csrf": csrf, "user": "alice", "device": "PHONE1"}
         async with http.post(
             deployment.base + "/devices/action", data={**form, "action": "wipe"}

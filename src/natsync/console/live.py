@@ -85,6 +85,8 @@ def sample_from_store(
         for r in ring:
             if r.at <= since:
                 break  # newest first
+            if r.held:
+                continue  # a Ping starting to wait: counted when it is answered
             counts[r.command] += 1
             errors += is_error(r)
     rates = {cmd: round(n / seconds, 3) for cmd, n in sorted(counts.items())}

@@ -231,15 +231,15 @@ def device(row: DeviceRow, csrf: str, now: dt.datetime) -> str:
     ]
     table = "".join(f"<tr><th>{k}</th><td>{escape(str(v))}</td></tr>" for k, v in facts)
     reqs = "".join(
-        f"<tr><td>{when(r.at, now)}</td><td>{escape(r.command)}</td><td>{r.http}</td>"
+        f"<tr><td>{when(r.at, now)}</td><td>{escape(r.command)}</td><td>{r.http or ''}</td>"
         f"<td>{'' if r.status is None else r.status}</td>"
-        f"<td>{f'held {r.held} s' if r.held else ''}</td><td>{r.ms:g} ms</td></tr>"
+        f"<td>{f'waiting (heartbeat {r.held} s)' if r.held else f'{r.ms:g} ms'}</td></tr>"
         for r in row.recent
     )
     body = (
         f"<div class=scroll><table>{table}</table></div>{_device_actions(row, csrf)}"
         "<h2>Recent requests</h2><div class=scroll><table id=recent><tr><th>When</th>"
-        f"<th>Command</th><th>HTTP</th><th>Status</th><th></th><th>Time</th></tr>{reqs}"
+        f"<th>Command</th><th>HTTP</th><th>Status</th><th>Time</th></tr>{reqs}"
         "</table></div>"
     )
     return page(f"Device {d.device_id}", body, csrf=csrf, here="/devices")

@@ -218,6 +218,8 @@ class EasApp:
         self._holds: dict[Device, LocalSubscription] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._trusted = frozenset(str(ipaddress.ip_address(a)) for a in config.trusted_proxies)
+        #: Each device's recent requests, written to the store in batches (the console's).
+        self.recent = recent.RecentWriter(store)
         self.auth = Authenticator(
             store,
             max_per_user=config.max_failed_logins_per_user,
@@ -260,6 +262,7 @@ class EasApp:
             **{k: v for k, v in fields.items() if v is not None and v != ""},
         }
         access_log.info(json.dumps(record, separators=(",", ":")))
+        self.recent.answered(record, _now())
 
     def _spawn(self, coro: Any) -> None:
         """A background task that is named and kept referenced until it ends."""
@@ -461,17 +464,9 @@ class EasApp:
         def command(txn: Txn) -> Response:
             if announce is not None:
                 _changes(txn).add(announce)
-            started = time.perf_counter()
-            response = dispatch.handle(
+            return dispatch.handle(
                 txn, eas, user, body, raw, now, config, content_type, may_hold=may_hold
             )
-            held = response.wait.heartbeat if response.wait is not None else 0
-            ms = (time.perf_counter() - started) * 1000
-            recent.record_request(
-                txn, user, eas.device_id, eas.cmd, response.http_status, response.status, held,
-                now, ms,
-            )  # fmt: skip
-            return response
 
         try:
             return await self.store.run(command)
@@ -506,6 +501,7 @@ class EasApp:
             changed = await self.store.run(lambda txn: ping.changed_since(txn, wait))
             changed |= sub.take()
             if not changed and not sub.closed:
+                self.recent.holding(line.fields, wait.heartbeat, _now())
                 return Hold(self, line, device, sub, wait, key, rerun)
         except BaseException:
             self._release(device, sub)
@@ -649,6 +645,7 @@ def make_app(config: ServerConfig, store: Store, relay: Any = None) -> web.Appli
     app = web.Application(client_max_size=config.max_request_body + 1)
     app.router.add_route("*", "/{tail:.*}", handle)
     app[EAS_APP] = eas
+    app.on_cleanup.append(lambda _: eas.recent.close())
     return app
 
 
@@ -701,6 +698,7 @@ class RunningServer:
 
     async def close(self) -> None:
         await self.front.close(SHUTDOWN_GRACE)
+        await self.eas.recent.close()
 
 
 async def start_server(config: ServerConfig, store: Store, *, relay: Any = None) -> RunningServer:

@@ -1,28 +1,42 @@
 """Each device's last requests, kept in the store beside the device (the console's "recent
 requests" of a phone that misbehaves, and its "holds a Ping now").
 
-The server records one entry per command that ran, in that command's own transaction (so it
-costs no extra commit), as a bounded ring in the device setting :data:`RECENT_KEY`: the newest
-:data:`MAX_RECENT` entries, JSON. Requests refused before a transaction (bad query, wrong
-password) are not devices' requests yet and are in the access log only. Living in the store, the
-record is seen by every process on the store (``natsync console`` run on its own, several server
-processes on PostgreSQL).
+The server notes one entry per request it answers (what its access-log line says: command,
+HTTP status, EAS Status, time taken — a wrong password too) and one when a Ping starts to be
+held, in memory (:class:`RecentBuffer`, no I/O on the request's path); :class:`RecentWriter`
+writes what gathered every :data:`FLUSH_EVERY` seconds in one transaction, into a bounded ring
+per device in the device setting :data:`RECENT_KEY` (the newest :data:`MAX_RECENT` entries,
+JSON). Requests of devices the store does not know (never authenticated) are dropped. Living in
+the store, the record is seen by every process on it (``natsync console`` run on its own,
+several server processes on PostgreSQL), a few seconds late at most.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Sequence
+import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from natsync.store.api import Txn
+from natsync.errors import NatsyncError
+from natsync.store.api import Store, Txn
+
+log = logging.getLogger("natsync.server.recent")
 
 #: The device setting that holds the ring.
 RECENT_KEY = "recent_requests"
 #: Entries kept per device: enough to see a phone's last sync cycle (Provision, FolderSync, a
 #: few Syncs, Ping) while the setting stays a few KB that one UPDATE rewrites.
 MAX_RECENT = 30
+#: Seconds between writes of what gathered: a console shows a request this late at most, and
+#: a busy server writes once per interval instead of once per request.
+FLUSH_EVERY = 2.0
+#: Devices whose entries may wait at once; past it new devices' entries are dropped until the
+#: next write (a flood of made-up device ids must not grow memory).
+MAX_PENDING_DEVICES = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +46,7 @@ class RecentRequest:
     #: HTTP status of the answer, and the EAS Status when the command has one.
     http: int
     status: int | None
-    #: Seconds the request was held (a Ping or a held Sync), 0 when answered at once.
+    #: On the entry written when a Ping starts to wait: its heartbeat (seconds); else 0.
     held: int = 0
     #: Milliseconds the command took in its transaction.
     ms: float = 0.0
@@ -84,23 +98,121 @@ def record(txn: Txn, device: int, entry: RecentRequest, limit: int = MAX_RECENT)
     txn.set_device_setting(device, RECENT_KEY, json.dumps(ring[-limit:], separators=(",", ":")))
 
 
-def record_request(
-    txn: Txn,
-    user_name: str,
-    device_id: str,
-    command: str,
-    http: int,
-    status: int | None,
-    held: int,
-    now: datetime,
-    ms: float = 0.0,
-) -> None:
-    """Record a command that ran for *user_name*'s *device_id* (nothing when the device is
-    gone: a removed user or device has no ring)."""
-    user = txn.get_user(user_name)
-    device = None if user is None else txn.get_device(user.id, device_id)
-    if device is not None:
-        record(txn, device.id, RecentRequest(now, command, http, status, held, round(ms, 2)))
+def record_many(txn: Txn, pending: Mapping[tuple[str, str], Sequence[RecentRequest]]) -> int:
+    """Write what gathered, per (user name, DeviceId); how many devices were written (the
+    others are unknown to the store and dropped)."""
+    written = 0
+    users: dict[str, Any] = {}
+    for (user_name, device_id), entries in pending.items():
+        if user_name not in users:
+            users[user_name] = txn.get_user(user_name)
+        user = users[user_name]
+        device = None if user is None else txn.get_device(user.id, device_id)
+        if device is None:
+            continue
+        ring = _load(txn.get_device_setting(device.id, RECENT_KEY))
+        ring.extend(e.to_json() for e in entries)
+        txn.set_device_setting(
+            device.id, RECENT_KEY, json.dumps(ring[-MAX_RECENT:], separators=(",", ":"))
+        )
+        written += 1
+    return written
+
+
+class RecentBuffer:
+    """Entries waiting to be written, per (user name, DeviceId); sans-I/O."""
+
+    __slots__ = ("_pending",)
+
+    def __init__(self) -> None:
+        self._pending: dict[tuple[str, str], list[RecentRequest]] = {}
+
+    def add(self, user: str, device_id: str, entry: RecentRequest) -> bool:
+        """Keep *entry*; False when it was dropped (no user or device, or too many devices)."""
+        if not user or not device_id:
+            return False
+        key = (user, device_id)
+        entries = self._pending.get(key)
+        if entries is None:
+            if len(self._pending) >= MAX_PENDING_DEVICES:
+                return False
+            entries = self._pending[key] = []
+        entries.append(entry)
+        del entries[:-MAX_RECENT]
+        return True
+
+    def take(self) -> dict[tuple[str, str], list[RecentRequest]]:
+        pending, self._pending = self._pending, {}
+        return pending
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+
+class RecentWriter:
+    """The server's side: notes requests (from the access-log fields) and writes them every
+    FLUSH_EVERY seconds, in a task it keeps; :meth:`close` writes what is left."""
+
+    def __init__(self, store: Store, every: float = FLUSH_EVERY) -> None:
+        self.store = store
+        self.every = every
+        self.buffer = RecentBuffer()
+        self._timer: asyncio.TimerHandle | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+
+    def answered(self, fields: Mapping[str, Any], now: datetime) -> None:
+        """A request was answered: *fields* are its access-log line's (cmd, user, device, http,
+        status, ms)."""
+        status = fields.get("status")
+        entry = RecentRequest(
+            now, str(fields.get("cmd") or "?"), int(fields.get("http") or 0),
+            status if isinstance(status, int) else None, 0, float(fields.get("ms") or 0.0),
+        )  # fmt: skip
+        self._add(fields, entry)
+
+    def holding(self, fields: Mapping[str, Any], heartbeat: int, now: datetime) -> None:
+        """A Ping (or a held Sync) of the device starts to wait for up to *heartbeat* s."""
+        self._add(fields, RecentRequest(now, str(fields.get("cmd") or "?"), 0, None, heartbeat))
+
+    def _add(self, fields: Mapping[str, Any], entry: RecentRequest) -> None:
+        user, device = str(fields.get("user") or ""), str(fields.get("device") or "")
+        added = self.buffer.add(user, device, entry)
+        if added and self._timer is None and self._task is None and not self._closed:
+            self._timer = asyncio.get_running_loop().call_later(self.every, self._start)
+
+    def _start(self) -> None:
+        self._timer = None
+        self._task = asyncio.get_running_loop().create_task(
+            self._write(), name="natsync-recent-requests"
+        )
+
+    async def flush(self) -> None:
+        """Write everything noted so far (after a write already under way)."""
+        if self._task is not None:
+            await asyncio.shield(self._task)
+        await self._write()
+
+    async def _write(self) -> None:
+        pending = self.buffer.take()
+        try:
+            if pending:
+                await self.store.run(lambda txn: record_many(txn, pending))
+        except NatsyncError as exc:  # a record only: say so, keep serving
+            log.warning("could not write the recent requests of %d devices: %s", len(pending), exc)
+        finally:
+            if self._task is asyncio.current_task():
+                self._task = None
+            if len(self.buffer) and self._timer is None and self._task is None and not self._closed:
+                self._timer = asyncio.get_running_loop().call_later(self.every, self._start)
+
+    async def close(self) -> None:
+        """Write what is left; nothing is scheduled after."""
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        await self.flush()
 
 
 def recent_requests(txn: Txn, device: int) -> list[RecentRequest]:
@@ -111,9 +223,10 @@ def recent_requests(txn: Txn, device: int) -> list[RecentRequest]:
 
 
 def holds_ping(recent: Sequence[RecentRequest], now: datetime) -> bool:
-    """By the record: the newest request is a Ping that was held and whose heartbeat has not
-    run out. (A phone that dropped its connection still counts until then; a server in the same
-    process knows better and says so: natsync.console's live source.)"""
+    """By the record: the newest entry is a Ping that started to wait, with no answer after it,
+    and its heartbeat has not run out. (A phone that dropped its connection is not answered, so
+    it still counts until then; a server in the same process knows better and says so:
+    natsync.console.SupervisorSource.)"""
     if not recent:
         return False
     last = recent[0]
