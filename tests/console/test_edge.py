@@ -74,11 +74,11 @@ async def test_console_paths_are_not_published_by_the_edge(
             f"user=admin&password={ADMIN_PASSWORD}".ljust(40)
         ).encode()
         assert status_of(await exchange(edge, pki, login)) == 404
-    # The one published path, sent to the console by that mistake, gets only the login redirect.
+    # The one published path, sent to the console by that mistake, is refused: the console
+    # answers to its addresses only, not to the public name phones use.
     edge = await make_edge(edge_config(pki, console.port))
     answer = await exchange(edge, pki, _get("/Microsoft-Server-ActiveSync"))
-    assert status_of(answer) == 303
-    assert b"Location: /login" in answer
+    assert status_of(answer) == 421
 
 
 async def test_under_tls_the_session_cookie_is_secure(

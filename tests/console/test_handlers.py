@@ -217,3 +217,20 @@ async def test_what_a_form_sent_is_escaped_in_the_answer(deployment: Deployment)
         async with http.post(deployment.base + "/devices/action", data=data) as resp:
             assert resp.status == 404
             assert "alice has no device" in await resp.text()
+
+
+async def test_a_rebound_name_is_refused(deployment: Deployment) -> None:
+    """DNS rebinding: a page whose name resolves to 127.0.0.1 reaches the console with its own
+    name in Host; the console answers only to its addresses, localhost and allowed_hosts."""
+    async with browser_like() as http:
+        for host, status in (("evil.example:8444", 421), ("localhost:9999", 303),
+                             ("127.0.0.1", 303), ("[::1]:8444", 303)):  # fmt: skip
+            async with http.get(
+                deployment.base + "/", headers={"Host": host}, allow_redirects=False
+            ) as resp:
+                assert resp.status == status, host
+    from natsync.console.security import host_ok
+
+    assert host_ok("console.lan:8444", frozenset({"console.lan"}))
+    assert not host_ok("", frozenset())
+    assert not host_ok("127.0.0.1.evil.example", frozenset())

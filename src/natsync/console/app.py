@@ -25,7 +25,15 @@ from natsync import admin
 from natsync.auth.passwords import hash_password, verify_password
 from natsync.console import pages
 from natsync.console.live import SAMPLE_EVERY, MetricsDelta, Series, sample_from_store
-from natsync.console.security import COOKIE, LoginLimiter, Session, Sessions, audit_line, csrf_ok
+from natsync.console.security import (
+    COOKIE,
+    LoginLimiter,
+    Session,
+    Sessions,
+    audit_line,
+    csrf_ok,
+    host_ok,
+)
 from natsync.console.settings import ConsoleSettings
 from natsync.console.status import (
     REPORT_HTML,
@@ -97,6 +105,7 @@ class Console:
         self.source = source
         self.sessions = Sessions(settings.session_idle, settings.session_max)
         self.limiter = LoginLimiter()
+        self.allowed_hosts = frozenset(settings.allowed_hosts)
         self.doctor = DoctorJob()
         self.series = Series()
         self._metrics = MetricsDelta()
@@ -149,6 +158,8 @@ class Console:
     async def gate(
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
+        if not host_ok(request.headers.get("Host", ""), self.allowed_hosts):
+            return web.Response(status=421, text="this console answers to its address only\n")
         if request.path not in PUBLIC_PATHS:
             session = self.sessions.get(request.cookies.get(COOKIE), self.clock())
             if session is None:

@@ -10,6 +10,7 @@ the caller's clock).
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import json
 import secrets
 from collections import deque
@@ -64,6 +65,27 @@ class Sessions:
     def close(self, token: str | None) -> None:
         if token:
             self._by_token.pop(token, None)
+
+
+def host_ok(host: str, allowed: frozenset[str]) -> bool:
+    """The Host header names the console by address, as ``localhost``, or by a name the admin
+    listed (console.allowed_hosts). Anything else is refused: a web page whose own name was
+    made to resolve to 127.0.0.1 (DNS rebinding) must not reach the console from the admin's
+    browser."""
+    name = host.strip().lower()
+    if name.startswith("["):  # [::1]:8444
+        name = name[1:].partition("]")[0]
+    elif name.count(":") == 1:
+        name = name.partition(":")[0]
+    if not name:
+        return False
+    if name == "localhost" or name in allowed:
+        return True
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
 
 
 def csrf_ok(session: Session, sent: str | None) -> bool:

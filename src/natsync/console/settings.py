@@ -46,6 +46,8 @@ class ConsoleSettings:
     doctor_heartbeat: int = DOCTOR_HEARTBEAT
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    #: Names (besides addresses and localhost) the console may be reached by, e.g. its LAN name.
+    allowed_hosts: tuple[str, ...] = ()
     session_idle: int = SESSION_IDLE
     session_max: int = SESSION_MAX
 
@@ -85,6 +87,7 @@ _KEYS = {
     "public_name",
 }
 _PATHS = {"tls_cert", "tls_key"}
+_LISTS = {"allowed_hosts"}
 
 
 def settings_from_data_dir(data_dir: Path, store: str = "") -> ConsoleSettings:
@@ -99,7 +102,7 @@ def load_settings(path: Path) -> ConsoleSettings:
     table: Any = read_toml(path).get("console", {})
     if not isinstance(table, dict):
         raise ConfigError("[console] must be a table")
-    unknown = set(table) - _KEYS - _PATHS
+    unknown = set(table) - _KEYS - _PATHS - _LISTS
     if unknown:
         raise ConfigError(f"unknown console setting(s): {', '.join(sorted(unknown))}")
     base = ConsoleSettings(
@@ -111,7 +114,11 @@ def load_settings(path: Path) -> ConsoleSettings:
     )
     values: dict[str, Any] = {}
     for key, value in table.items():
-        if key in _PATHS:
+        if key == "allowed_hosts":
+            if not isinstance(value, list) or not all(isinstance(h, str) for h in value):
+                raise ConfigError("console.allowed_hosts must be a list of host names")
+            values[key] = tuple(h.lower() for h in value)
+        elif key in _PATHS:
             if not isinstance(value, str) or not value:
                 raise ConfigError(f"console.{key} must be a path")
             values[key] = Path(value) if Path(value).is_absolute() else path.parent / value

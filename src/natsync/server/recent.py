@@ -200,6 +200,8 @@ class RecentWriter:
                 await self.store.run(lambda txn: record_many(txn, pending))
         except NatsyncError as exc:  # a record only: say so, keep serving
             log.warning("could not write the recent requests of %d devices: %s", len(pending), exc)
+        except Exception as exc:  # a bug or a store closed under us: never kill the server
+            log.error("writing the recent requests failed", exc_info=exc)
         finally:
             if self._task is asyncio.current_task():
                 self._task = None
