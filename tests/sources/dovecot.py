@@ -64,7 +64,12 @@ first_valid_gid = 1
 mail_uid = dovecot
 mail_gid = dovecot
 mail_location = maildir:{mail}/%u
-mail_plugins = $mail_plugins notify
+mail_plugins = $mail_plugins notify quota
+# Maildir++ quota; no rule by default (no limit): a user's passwd-file line can set one
+# (userdb_quota_rule, see Dovecot.extra), for the tests of a server's NO [OVERQUOTA].
+plugin {{
+  quota = maildir:User quota
+}}
 passdb {{
   driver = passwd-file
   args = scheme=PLAIN username_format=%u {root}/users
@@ -148,6 +153,8 @@ service imap-login {{
 class Dovecot:
     root: Path
     users: dict[str, str] = field(default_factory=dict)
+    #: Extra fields of a user's passwd-file line (``userdb_quota_rule=*:storage=1``).
+    extra: dict[str, str] = field(default_factory=dict)
     imap_port: int = 0
     imaps_port: int = 0
     lmtp_port: int = 0
@@ -208,7 +215,10 @@ class Dovecot:
         raise RuntimeError(f"dovecot did not listen: {self.log()}")
 
     def write_users(self) -> None:
-        lines = "".join(f"{name}:{{PLAIN}}{pw}::::::\n" for name, pw in self.users.items())
+        lines = "".join(
+            f"{name}:{{PLAIN}}{pw}::::::{self.extra.get(name, '')}\n"
+            for name, pw in self.users.items()
+        )
         (self.root / "users").write_text(lines)
 
     def add_user(self, name: str, password: str) -> None:

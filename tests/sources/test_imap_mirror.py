@@ -26,6 +26,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import Envelope
 
 from natsync.client import EASClient
+from natsync.client.protocol import ClientChange
 from natsync.config import ServerConfig
 from natsync.server import RunningServer, start_server
 from natsync.sources import MirrorManager, install, sources_from_dict
@@ -42,6 +43,8 @@ pytestmark = [
 INBOX, DRAFTS, TRASH, SENT = 2, 3, 4, 5
 #: Dovecot users made for the module: one per test.
 USERS = 20
+#: A user whose mailbox is (nearly) full.
+QUOTA_USER = "full@example.test"
 
 
 class Internet:
@@ -71,7 +74,10 @@ def dovecot(
     # Users are written before the start: Dovecot re-reads its passwd-file only when the file's
     # mtime (whole seconds) changes, so users added within a second could go unseen.
     users = {f"user{n}@example.test": "imap-secret" for n in range(1, USERS + 1)}
-    server = Dovecot(tmp_path_factory.mktemp("dovecot"), users, relay_port=internet[1])
+    users[QUOTA_USER] = "imap-secret"
+    # 1 KiB: an IMAP APPEND of a larger message is refused with NO [OVERQUOTA] (RFC 9208).
+    extra = {QUOTA_USER: "userdb_quota_rule=*:storage=1"}
+    server = Dovecot(tmp_path_factory.mktemp("dovecot"), users, extra, relay_port=internet[1])
     server.start()
     yield server
     server.stop()
@@ -386,3 +392,109 @@ async def test_natsync_server_reads_the_sources_table(dovecot: Dovecot, tmp_path
         assert proc.stderr is not None
         proc.stderr.close()
     assert code == 0
+
+
+def _uid_of(laptop: imaplib.IMAP4_SSL, mailbox: str, subject: str) -> str:
+    laptop.select(f'"{mailbox}"')
+    _typ, data = laptop.uid("SEARCH", "SUBJECT", f'"{subject}"')
+    return str(data[0].split()[-1].decode())
+
+
+async def test_categories_and_keywords_both_ways(rig: Rig) -> None:
+    laptop = rig.laptop()
+    rig.dovecot.deliver(rig.login, mail("labelled"))
+    rig.dovecot.deliver(rig.login, mail("tagged on the laptop"))
+    # Dovecot keeps any keyword (PERMANENTFLAGS has \*).
+    _typ, _data = laptop.select("INBOX")
+    assert "\\*" in str(laptop.untagged_responses.get("PERMANENTFLAGS", [b""])[-1])
+    async with rig.phone() as phone:
+        await phone.provision()
+        await phone.folder_sync()
+        await rig.synced()
+        inbox = phone.folder(type=INBOX).server_id
+        first = await phone.sync(inbox)
+        ids = {m.subject: m.server_id for m in first.added}
+
+        # Phone -> server: two categories, one not an IMAP atom.
+        change = ClientChange(ids["labelled"], categories=("Work", "Très important"))
+        await phone.sync(inbox, changes=[change])
+        await until(
+            lambda: "Tr&C3A8-s&20-important" in (flags_of(laptop, "INBOX", "labelled") or "")
+        )
+        assert "Work" in (flags_of(laptop, "INBOX", "labelled") or "")
+        # Removing one removes its keyword only; \Seen and other flags are left alone.
+        await phone.sync(inbox, changes=[ClientChange(ids["labelled"], categories=("Work",))])
+        await until(lambda: "Tr&C3A8" not in (flags_of(laptop, "INBOX", "labelled") or ""))
+        assert "Work" in (flags_of(laptop, "INBOX", "labelled") or "")
+
+        # Server -> phone: keywords an IMAP client sets show as categories (markers do not).
+        uid = _uid_of(laptop, "INBOX", "tagged on the laptop")
+        laptop.uid("STORE", uid, "+FLAGS", "(Family $Forwarded Caf&C3A9-)")
+
+        async def categories_on_phone() -> list[str] | None:
+            result = await phone.sync(inbox)
+            for m in result.changed:
+                if m.server_id == ids["tagged on the laptop"] and m.categories:
+                    return sorted(m.categories)
+            return None
+
+        found = None
+        deadline = time.monotonic() + 5
+        while found is None:
+            assert time.monotonic() < deadline, "the laptop's keywords did not reach the phone"
+            found = await categories_on_phone()
+            await asyncio.sleep(0.1)
+        assert found == ["Café", "Family"]
+        # ... and the phone's later change of them removes the keyword on the server, keeping
+        # the marker.
+        await phone.sync(
+            inbox, changes=[ClientChange(ids["tagged on the laptop"], categories=("Family",))]
+        )
+        await until(
+            lambda: "Caf&C3A9-" not in (flags_of(laptop, "INBOX", "tagged on the laptop") or "")
+        )
+        kept = flags_of(laptop, "INBOX", "tagged on the laptop") or ""
+        assert "Family" in kept
+        assert "$Forwarded" in kept
+        # Nothing bounced back to the phone as a change it did not make.
+        assert rig.manager.mirrors[rig.login].refused == 0
+    laptop.logout()
+
+
+async def test_refusals_are_undone_not_retried(
+    rig: Rig, internet: tuple[Internet, int], caplog: pytest.LogCaptureFixture
+) -> None:
+    """NO [OVERQUOTA] to the APPEND of a Sent copy: the copy leaves the store (the phone's next
+    Sync shows the server's truth), one log line, no retry, the connection kept."""
+    rig.login = QUOTA_USER
+    sink, _ = internet
+    caplog.set_level("INFO", logger="natsync.sources")
+    laptop = rig.laptop()
+    async with rig.phone() as phone:
+        await phone.provision()
+        await phone.folder_sync()
+        await rig.synced()
+        sent = phone.folder(type=SENT).server_id
+        await phone.sync(sent)
+        mirror = rig.manager.mirrors[rig.login]
+        raw = (
+            f"From: {rig.login}\r\nTo: carol@example.org\r\nSubject: too big to keep\r\n"
+            "Message-ID: <quota.1@example.test>\r\n\r\n" + ("x" * 70 + "\r\n") * 60
+        ).encode()
+        await phone.send_mail(raw)
+        await until(lambda: mirror.refused == 1)
+        # The mail itself was sent (submission has no quota); only the copy was refused.
+        await until(lambda: any(b"too big to keep" in _content(e) for e in sink.received))
+        assert flags_of(laptop, "Sent", "too big to keep") is None
+        # The store holds no copy the server does not have.
+        subjects = [m.subject for m in (await phone.sync(sent)).added]
+        assert "too big to keep" not in subjects
+        refusals = [r for r in caplog.records if "refused" in r.getMessage()]
+        assert len(refusals) == 1
+        assert "OVERQUOTA" in refusals[0].getMessage()
+        # Not retried, and the session went on.
+        mirror.wake.set()
+        await asyncio.sleep(0.5)
+        assert mirror.refused == 1
+        assert mirror.connects == 1
+    laptop.logout()

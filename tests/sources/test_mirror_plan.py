@@ -7,6 +7,7 @@ from natsync.sources.mirror import (
     Expunge,
     Move,
     SetFlag,
+    SetKeywords,
     plan_folders,
     plan_writeback,
 )
@@ -72,4 +73,22 @@ def test_no_difference_no_action() -> None:
     rows = [row(1, 11, seen=True)]
     assert (
         plan_writeback(INBOX, rows, {1: (True, False)}, {}, frozenset({10}), frozenset({1})) == []
+    )
+
+
+def test_writeback_of_categories() -> None:
+    tagged = MirrorMessage(1, INBOX.folder_id, 11, False, False, ("Family", "Work"))
+    rows = [tagged, row(2, 12)]
+    flags = {1: (False, False), 2: (False, False), 7: (True, False)}
+    categories = {1: ("Work", "Travel"), 7: ("Sent by phone",)}
+    actions = plan_writeback(INBOX, rows, flags, {}, frozenset({10}), frozenset({1, 2}), categories)
+    assert actions == [
+        SetKeywords(tagged, ("Travel",), ("Family",), ("Travel", "Work")),
+        Append(10, 7, True, False, ("Sent by phone",)),
+    ]
+    # The same categories in another order are no change.
+    same = {1: ("Work", "Family")}
+    assert (
+        plan_writeback(INBOX, [tagged], {1: (False, False)}, {}, frozenset(), frozenset(), same)
+        == []
     )

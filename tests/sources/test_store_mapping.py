@@ -24,6 +24,13 @@ def test_mapping_round_trip(store: Store, alice: User) -> None:
         txn.put_mirror_message(MirrorMessage(message.id, inbox.id, 4_000_000_000, True, False))
         assert txn.message_flags(inbox.id) == {message.id: (False, False)}
         assert txn.mirror_messages(inbox.id)[0].uid == 4_000_000_000
+        # The categories both sides agreed on (keywords), and the store's own.
+        tagged = MirrorMessage(message.id, inbox.id, 4_000_000_000, True, False, ("Très", "Work"))
+        txn.put_mirror_message(tagged)
+        assert txn.mirror_messages(inbox.id) == [tagged]
+        assert txn.message_categories(inbox.id) == {}
+        txn.set_categories(message.id, ["Work"])
+        assert txn.message_categories(inbox.id) == {message.id: ("Work",)}
         # The same UID handed to another message replaces the old row (a UIDVALIDITY resync).
         other = txn.add_message(inbox.id, parse_message(RAW, NOW))
         txn.put_mirror_message(MirrorMessage(other.id, inbox.id, 4_000_000_000, False, True))

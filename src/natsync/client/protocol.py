@@ -487,6 +487,8 @@ class ClientChange:
     flag_status: int | None = None  # 0 clear, 1 complete, 2 active (MS-ASEMAIL 2.2.2.35)
     flag_type: str = "for Follow Up"
     delete: bool = False
+    #: Email:Categories (MS-ASEMAIL 2.2.2.14): None leaves them, () clears them.
+    categories: tuple[str, ...] | None = None
 
     def element(self) -> Element:
         if self.delete:
@@ -499,6 +501,10 @@ class ClientChange:
             if self.flag_status:
                 flag.add("Email", "Status", self.flag_status)
                 flag.add("Email", "FlagType", self.flag_type)
+        if self.categories is not None:
+            names = data.add("Email", "Categories")
+            for name in self.categories:
+                names.add("Email", "Category", name)
         return E("AirSync", "Change", E("AirSync", "ServerId", self.server_id), data)
 
 

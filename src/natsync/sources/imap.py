@@ -66,6 +66,11 @@ class ImapAuthError(ImapError):
     http_status = 401
 
 
+class ImapRefused(ImapError):
+    """The IMAP server answered NO to a command (RFC 3501 §7.1.2): over quota, a mailbox that
+    is gone, a permission ... — the connection is fine; the change it was asked for is not made."""
+
+
 @dataclass(frozen=True, slots=True)
 class Selected:
     uidvalidity: int
@@ -74,6 +79,8 @@ class Selected:
     #: With QRESYNC: what changed since the given modseq (FETCH) and which UIDs vanished.
     changed: list[FetchItem]
     vanished: list[int]
+    #: Whether the mailbox keeps new keywords (PERMANENTFLAGS has ``\*``, RFC 3501 §7.1).
+    keywords: bool = True
 
 
 class _Reader:
@@ -214,6 +221,9 @@ class ImapAccount:
 
     @staticmethod
     def _ok(typ: str, data: list[Any]) -> list[Any]:
+        if typ == "NO":
+            text = b" ".join(d for d in data if isinstance(d, bytes)).decode("utf-8", "replace")
+            raise ImapRefused(f"the IMAP server refused: {text}"[:300])
         if typ != "OK":
             raise ImapError(f"the IMAP server answered {typ}: {data!r}"[:300])
         return data
@@ -244,7 +254,9 @@ class ImapAccount:
         uidnext = code_number(codes, "UIDNEXT", MAX_UID) or 0
         changed = fetch_items(self._untagged("FETCH"))
         vanished = [u for line in self._untagged("VANISHED") for u in parse_vanished(line)]
-        return Selected(uidvalidity, modseq, uidnext, changed, vanished)
+        permanent = codes.get("PERMANENTFLAGS")
+        keywords = permanent is None or "\\*" in permanent
+        return Selected(uidvalidity, modseq, uidnext, changed, vanished, keywords)
 
     def uids(self) -> list[int]:
         self._ok(*self._call("UID", "SEARCH", "ALL"))
@@ -279,8 +291,8 @@ class ImapAccount:
     # -- write-back
 
     def store_flag(self, uid: int, flag: str, on: bool, unchanged_since: int | None) -> bool:
-        """Set or clear *flag*; False when the message changed on the server since
-        *unchanged_since* (RFC 7162 §3.1.3 MODIFIED: the server's value wins)."""
+        """Set or clear *flag* (or several, space-separated); False when the message changed on
+        the server since *unchanged_since* (RFC 7162 §3.1.3 MODIFIED: the server's value wins)."""
         modifier = f"(UNCHANGEDSINCE {unchanged_since}) " if unchanged_since else ""
         action = f"{modifier}{'+' if on else '-'}FLAGS.SILENT"
         typ, data = self._call("UID", "STORE", str(uid), action, f"({flag})")

@@ -74,6 +74,17 @@ class SetFlag:
 
 
 @dataclass(frozen=True, slots=True)
+class SetKeywords:
+    """Categories the phone added and removed (as category names; see .keywords)."""
+
+    mapping: MirrorMessage
+    add: tuple[str, ...]
+    remove: tuple[str, ...]
+    #: The categories the message has now on the phone (the row's new agreed state).
+    now: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Move:
     mapping: MirrorMessage
     to_folder: int
@@ -90,9 +101,10 @@ class Append:
     message_id: int
     seen: bool
     flagged: bool
+    categories: tuple[str, ...] = ()
 
 
-Action = SetFlag | Move | Expunge | Append
+Action = SetFlag | SetKeywords | Move | Expunge | Append
 
 
 def plan_writeback(
@@ -102,6 +114,7 @@ def plan_writeback(
     location: Mapping[int, int | None],
     mirrored: frozenset[int],
     mapped_ids: frozenset[int],
+    categories: Mapping[int, tuple[str, ...]] | None = None,
 ) -> list[Action]:
     """What the phone changed in *folder* since the mirror last agreed with the server.
 
@@ -109,6 +122,7 @@ def plan_writeback(
     for mapped messages no longer there, their folder now (None: deleted); *mirrored*: the ids
     of all mirrored folders of the account; *mapped_ids*: every mapped message of the account
     (a message moved in from another mirrored folder is not new)."""
+    names_of: Mapping[int, tuple[str, ...]] = categories or {}
     actions: list[Action] = []
     mapped = set()
     for row in mappings:
@@ -119,6 +133,11 @@ def plan_writeback(
                 actions.append(SetFlag(row, "\\Seen", read))
             if flagged != row.flagged:
                 actions.append(SetFlag(row, "\\Flagged", flagged))
+            now = tuple(sorted(set(names_of.get(row.message_id, ()))))
+            if set(now) != set(row.keywords):
+                add = tuple(c for c in now if c not in row.keywords)
+                remove = tuple(c for c in row.keywords if c not in now)
+                actions.append(SetKeywords(row, add, remove, now))
             continue
         where = location.get(row.message_id)
         if where is not None and where in mirrored:
@@ -128,5 +147,6 @@ def plan_writeback(
         # else: moved to a folder that is not mirrored (Outbox): left alone on the server.
     for message_id, (read, flagged) in flags.items():
         if message_id not in mapped and message_id not in mapped_ids:
-            actions.append(Append(folder.folder_id, message_id, read, flagged))
+            names = tuple(sorted(set(names_of.get(message_id, ()))))
+            actions.append(Append(folder.folder_id, message_id, read, flagged, names))
     return actions

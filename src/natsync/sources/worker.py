@@ -45,14 +45,17 @@ from natsync.sources.imap import (
     ImapAccount,
     ImapAuthError,
     ImapError,
+    ImapRefused,
     check_login,
 )
+from natsync.sources.keywords import categories_of, keywords_of
 from natsync.sources.mirror import (
     Action,
     Append,
     Expunge,
     Move,
     SetFlag,
+    SetKeywords,
     plan_folders,
     plan_writeback,
 )
@@ -133,6 +136,8 @@ class AccountMirror:
         self.connects = 0
         self.synced = threading.Event()
         self.last_error = ""
+        #: Write-backs the server refused (and the store undid).
+        self.refused = 0
         self._selected = ""
         self._owner = f"natsync-imap:{user.name}:{id(self):x}"
         #: Seconds each phase of a folder's last full sync took (the log and the bench).
@@ -186,7 +191,11 @@ class AccountMirror:
             self._writeback()
             self._send_outbound()
             for folder in self._db(lambda t: t.list_mirror_folders(self.user.id)):
-                self._sync_folder(folder)
+                try:
+                    self._sync_folder(folder)
+                except ImapRefused as exc:
+                    self._selected = ""
+                    self._mailbox_refused(folder, exc)
             self.synced.set()
             if self._backfill():
                 continue  # one batch done; look for news and the phone's changes again
@@ -236,6 +245,24 @@ class AccountMirror:
                 txn.put_mirror_folder(MirrorFolder(folder.id, user_id, name, 0, 0, 0))
 
         self._db(apply)
+
+    def _mailbox_refused(self, folder: MirrorFolder, exc: ImapRefused) -> None:
+        """SELECT of a mirrored mailbox was refused: one an IMAP client deleted leaves the
+        phone too (a user folder; its messages with it); any other refusal is logged and the
+        folder skipped this round."""
+        listed = {e.raw_name for e in self.account.list_mailboxes()}
+        if folder.mailbox in listed:
+            log.warning("IMAP mirror of %s: %s skipped: %s", self.user.name, folder.mailbox, exc)
+            return
+        user_id = self.user.id
+
+        def drop(txn: Txn) -> None:
+            for found in txn.list_folders(user_id):
+                if found.id == folder.folder_id and found.type is FolderType.USER_MAIL:
+                    txn.delete_folder(user_id, found.server_id)
+
+        self._db(drop)
+        log.info("IMAP mirror of %s: mailbox %s is gone", self.user.name, folder.mailbox)
 
     def _select(self, mailbox: str) -> None:
         if self._selected != mailbox:
@@ -295,12 +322,14 @@ class AccountMirror:
                 continue
             row = found
             seen, flagged = SEEN in item.flags, FLAGGED in item.flags
-            if (seen, flagged) == (row.seen, row.flagged):
+            names = categories_of(item.flags)
+            if (seen, flagged, set(names)) == (row.seen, row.flagged, set(row.keywords)):
                 continue
             if txn.message_folder(row.message_id) is not None:
                 txn.set_read(row.message_id, seen)
                 txn.set_flag(row.message_id, _follow_up(flagged))
-            txn.put_mirror_message(replace(row, seen=seen, flagged=flagged))
+                txn.set_categories(row.message_id, names)
+            txn.put_mirror_message(replace(row, seen=seen, flagged=flagged, keywords=names))
         for item, parsed in new:
             self._add(txn, folder, item, parsed)
 
@@ -321,10 +350,15 @@ class AccountMirror:
     def _add(self, txn: Txn, folder: MirrorFolder, item: FetchItem, parsed: NewMessage) -> None:
         flags = item.flags or frozenset()
         seen, flagged = SEEN in flags, FLAGGED in flags
+        names = categories_of(flags)
         message = txn.add_message(folder.folder_id, replace(parsed, read=seen))
         if flagged:
             txn.set_flag(message.id, _follow_up(True))
-        txn.put_mirror_message(MirrorMessage(message.id, folder.folder_id, item.uid, seen, flagged))
+        if names:
+            txn.set_categories(message.id, names)
+        txn.put_mirror_message(
+            MirrorMessage(message.id, folder.folder_id, item.uid, seen, flagged, names)
+        )
 
     def _full_sync(self, folder: MirrorFolder, uidvalidity: int, modseq: int) -> None:
         """A folder seen for the first time, or whose UIDVALIDITY changed (RFC 3501 §2.3.1.1:
@@ -352,9 +386,13 @@ class AccountMirror:
                     txn.delete_message(mid)
                 for uid, mid in matched.items():
                     seen, flagged = SEEN in flags.get(uid, ()), FLAGGED in flags.get(uid, ())
+                    names = categories_of(flags.get(uid, ()))
                     txn.set_read(mid, seen)
                     txn.set_flag(mid, _follow_up(flagged))
-                    txn.put_mirror_message(MirrorMessage(mid, folder.folder_id, uid, seen, flagged))
+                    txn.set_categories(mid, names)
+                    txn.put_mirror_message(
+                        MirrorMessage(mid, folder.folder_id, uid, seen, flagged, names)
+                    )
 
             self._db(rematch)
         if not folder.uidvalidity:  # appended by the write-back before this first sync
@@ -490,7 +528,13 @@ class AccountMirror:
                     if m.message_id not in flags
                 }
                 actions += plan_writeback(
-                    folder, rows[folder.folder_id], flags, location, mirrored, mapped_ids
+                    folder,
+                    rows[folder.folder_id],
+                    flags,
+                    location,
+                    mirrored,
+                    mapped_ids,
+                    txn.message_categories(folder.folder_id),
                 )
             return folders, actions
 
@@ -498,9 +542,24 @@ class AccountMirror:
         if not actions:
             return
         mailbox = {f.folder_id: f for f in folders}
-        order = {Move: 0, SetFlag: 1, Expunge: 2, Append: 3}
+        order = {Move: 0, SetFlag: 1, SetKeywords: 1, Expunge: 2, Append: 3}
         for action in sorted(actions, key=lambda a: order[type(a)]):
-            self._write(action, mailbox)
+            try:
+                self._write(action, mailbox)
+            except ImapRefused as exc:
+                # The server said NO (over quota, a mailbox gone, ...): asking again would get
+                # the same answer. The store goes back to the server's state, so the phone's
+                # next Sync shows what the server has (the phone's command was answered when
+                # it committed: EAS has no later status for it).
+                log.warning(
+                    "IMAP mirror of %s: %s refused, the phone's change is undone: %s",
+                    self.user.name,
+                    type(action).__name__,
+                    exc,
+                )
+                self._db(lambda t, a=action: _revert(t, user_id, a))  # type: ignore[misc]
+                self._selected = ""  # a refused SELECT leaves no mailbox selected
+                self.refused += 1
 
     def _write(self, action: Action, folders: dict[int, MirrorFolder]) -> None:
         account = self.account
@@ -509,14 +568,24 @@ class AccountMirror:
             folder = folders[row.folder_id]
             self._select(folder.mailbox)
             if account.store_flag(row.uid, action.flag, action.on, folder.highestmodseq):
-                new = (
-                    replace(row, seen=action.on)
-                    if action.flag == SEEN
-                    else replace(row, flagged=action.on)
+                flag, on = action.flag, action.on
+                self._db(
+                    lambda t: _patch_row(t, row, **{"seen" if flag == SEEN else "flagged": on})
                 )
-                self._db(lambda t: _update_row(t, new))
             # else MODIFIED: changed on the server meanwhile; the server's value wins and the
             # next sync brings it to the phone.
+        elif isinstance(action, SetKeywords):
+            row = action.mapping
+            folder = folders[row.folder_id]
+            self._select(folder.mailbox)
+            agreed = True
+            for names, on in ((action.add, True), (action.remove, False)):
+                words = keywords_of(names)
+                if words and agreed:
+                    agreed = account.store_flag(row.uid, " ".join(words), on, folder.highestmodseq)
+            if agreed:
+                now = action.now
+                self._db(lambda t: _patch_row(t, row, keywords=now))
         elif isinstance(action, Move):
             row = action.mapping
             self._select(folders[row.folder_id].mailbox)
@@ -533,18 +602,54 @@ class AccountMirror:
             self._db(lambda t: t.drop_mirror_messages([row.message_id]))
         else:
             raw = self._db(lambda t: t.raw_message(action.message_id))
-            flags = " ".join(f for f, on in ((SEEN, action.seen), (FLAGGED, action.flagged)) if on)
+            marks = [f for f, on in ((SEEN, action.seen), (FLAGGED, action.flagged)) if on]
+            flags = " ".join(marks + keywords_of(action.categories))
             target = folders[action.folder_id]
             uid = account.append(target.mailbox, f"({flags})", raw)
             if uid is not None:
                 row = MirrorMessage(
-                    action.message_id, action.folder_id, uid, action.seen, action.flagged
+                    action.message_id,
+                    action.folder_id,
+                    uid,
+                    action.seen,
+                    action.flagged,
+                    action.categories,
                 )
                 self._db(lambda t: t.put_mirror_message(row))
 
 
-def _update_row(txn: Txn, row: MirrorMessage) -> None:
-    txn.put_mirror_message(row)
+def _patch_row(txn: Txn, row: MirrorMessage, **changes: Any) -> None:
+    """Change the agreed state of *row* as it is now (an earlier action of the same round may
+    have changed another field of it)."""
+    current = {m.message_id: m for m in txn.mirror_messages(row.folder_id)}
+    txn.put_mirror_message(replace(current.get(row.message_id, row), **changes))
+
+
+def _revert(txn: Txn, user_id: int, action: Action) -> None:
+    """Undo in the store a phone's change the IMAP server refused: the message gets back the
+    state both sides last agreed on (its mapping row), so the phone's next Sync shows it."""
+    if isinstance(action, Append):
+        # Made here and never accepted by the server (e.g. a Sent copy over quota): the
+        # server has no such message.
+        if txn.message_folder(action.message_id) is not None:
+            txn.delete_message(action.message_id)
+        return
+    row = action.mapping
+    where = txn.message_folder(row.message_id)
+    if where is None:
+        # Deleted on the phone, refused on the server: forget the mapping; the message comes
+        # back with the folder's next pass: a folder without UIDVALIDITY is matched again
+        # against its mapping rows and fetches the UIDs no row has (see _full_sync).
+        txn.drop_mirror_messages([row.message_id])
+        for folder in txn.list_mirror_folders(user_id):
+            if folder.folder_id == row.folder_id:
+                txn.put_mirror_folder(replace(folder, uidvalidity=0, highestmodseq=0))
+        return
+    if where != row.folder_id:
+        txn.move_message(row.message_id, row.folder_id)
+    txn.set_read(row.message_id, row.seen)
+    txn.set_flag(row.message_id, _follow_up(row.flagged))
+    txn.set_categories(row.message_id, row.keywords)
 
 
 def _message_id_of(header: bytes) -> str:

@@ -283,6 +283,8 @@ class MirrorMessage:
     uid: int
     seen: bool
     flagged: bool
+    #: The categories its IMAP keywords carry (natsync.sources.keywords), as last agreed.
+    keywords: tuple[str, ...] = ()
 
 
 class Txn(Protocol):
@@ -439,6 +441,10 @@ class Txn(Protocol):
     def drop_mirror_messages(self, message_ids: Sequence[int]) -> None: ...
     def message_flags(self, folder_id: int) -> dict[int, tuple[bool, bool]]:
         """message id -> (read, flagged) of every message of the folder."""
+        ...
+
+    def message_categories(self, folder_id: int) -> dict[int, tuple[str, ...]]:
+        """message id -> categories of every message of the folder that has any."""
         ...
 
     def message_folder(self, message_id: int) -> int | None:

@@ -169,7 +169,11 @@ TABLES: tuple[Table, ...] = (
         ("folder_id", "user_id", "mailbox", "uidvalidity", "highestmodseq", "backfill_below"),
         "folder_id",
     ),
-    Table("mirror_messages", ("message_id", "folder_id", "uid", "seen", "flagged"), "message_id"),
+    Table(
+        "mirror_messages",
+        ("message_id", "folder_id", "uid", "seen", "flagged", "keywords"),
+        "message_id",
+    ),
 )
 
 #: Tables whose ids come from a sequence the target must continue after the copy.

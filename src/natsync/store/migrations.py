@@ -427,10 +427,22 @@ def _step5(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
+# -- step 6: the categories a mirrored message's IMAP keywords carry (natsync.sources) ---------
+
+# The keywords (as category names, JSON list) both sides last agreed on, so the mirror tells a
+# phone's category change from an IMAP client's as it does for \\Seen and \\Flagged.
+_V6 = ("ALTER TABLE mirror_messages ADD COLUMN keywords TEXT NOT NULL DEFAULT '[]'",)
+
+
+def _step6(conn: sqlite3.Connection) -> None:
+    for statement in _V6:
+        conn.execute(statement)
+
+
 Step = Callable[[sqlite3.Connection], None]
 
 #: The numbered steps; the schema version of a file is the number of steps applied to it.
-STEPS: Sequence[Step] = (_step1, _step2, _step3, _step4, _step5)
+STEPS: Sequence[Step] = (_step1, _step2, _step3, _step4, _step5, _step6)
 
 #: The schema version this code writes and reads.
 LATEST = len(STEPS)
@@ -687,6 +699,11 @@ def _pg_step5(conn: Any) -> None:
         conn.execute(statement)
 
 
+def _pg_step6(conn: Any) -> None:
+    for statement in _V6:  # the same SQL in both dialects
+        conn.execute(statement)
+
+
 #: The PostgreSQL steps, one for each SQLite step (same number, same result).
 PG_STEPS: Sequence[Callable[[Any], None]] = (
     _pg_step1,
@@ -694,6 +711,7 @@ PG_STEPS: Sequence[Callable[[Any], None]] = (
     _pg_step3,
     _pg_step4,
     _pg_step5,
+    _pg_step6,
 )
 assert len(PG_STEPS) == LATEST, "every schema step needs its PostgreSQL form"
 

@@ -1298,11 +1298,14 @@ class SqliteTxn(Txn):
 
     def mirror_messages(self, folder_id: int) -> list[MirrorMessage]:
         rows = self._conn.execute(
-            "SELECT message_id, folder_id, uid, seen, flagged FROM mirror_messages "
+            "SELECT message_id, folder_id, uid, seen, flagged, keywords FROM mirror_messages "
             "WHERE folder_id = ? ORDER BY uid",
             (folder_id,),
         )
-        return [MirrorMessage(r[0], r[1], r[2], bool(r[3]), bool(r[4])) for r in rows]
+        return [
+            MirrorMessage(r[0], r[1], r[2], bool(r[3]), bool(r[4]), tuple(json.loads(r[5])))
+            for r in rows
+        ]
 
     def put_mirror_message(self, mirror: MirrorMessage) -> None:
         self._conn.execute(
@@ -1310,14 +1313,15 @@ class SqliteTxn(Txn):
             (mirror.message_id, mirror.folder_id, mirror.uid),
         )
         self._conn.execute(
-            "INSERT INTO mirror_messages (message_id, folder_id, uid, seen, flagged) "
-            "VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO mirror_messages (message_id, folder_id, uid, seen, flagged, keywords) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
             (
                 mirror.message_id,
                 mirror.folder_id,
                 mirror.uid,
                 int(mirror.seen),
                 int(mirror.flagged),
+                json.dumps(list(mirror.keywords)),
             ),
         )
 
@@ -1330,6 +1334,13 @@ class SqliteTxn(Txn):
             "SELECT id, read, flag_status FROM messages WHERE folder_id = ?", (folder_id,)
         )
         return {row[0]: (bool(row[1]), row[2] == 2) for row in rows}
+
+    def message_categories(self, folder_id: int) -> dict[int, tuple[str, ...]]:
+        rows = self._conn.execute(
+            "SELECT id, categories FROM messages WHERE folder_id = ?", (folder_id,)
+        )
+        found = {row[0]: tuple(json.loads(row[1])) for row in rows}
+        return {message_id: names for message_id, names in found.items() if names}
 
     def message_folder(self, message_id: int) -> int | None:
         row = self._one("SELECT folder_id FROM messages WHERE id = ?", (message_id,))
