@@ -297,11 +297,18 @@ async def test_uidvalidity_change_resyncs_without_duplicates(rig: Rig) -> None:
         archive = phone.folder(name="Archive").server_id
         first = await phone.sync(archive)
         assert sorted(m.subject for m in first.added) == ["old 1", "old 2"]
-        # Recreate the mailbox: same messages, new UIDVALIDITY, plus one new message.
-        laptop.delete('"Archive"')
-        laptop.create('"Archive"')
-        for n in (1, 2, 3):
-            laptop.append('"Archive"', None, None, mail(f"old {n}"))
+        # A new UIDVALIDITY for the same messages (as after a restore of the mailbox; a
+        # mailbox deleted and created again is a folder deleted on the phone), plus one new.
+        conf = str(rig.dovecot.root / "dovecot.conf")
+        validity = str(int(time.time()) + 12345)
+        update = [DOVEADM, "-c", conf, "mailbox", "update", "-u", rig.login]
+        await asyncio.to_thread(
+            subprocess.run,
+            [*update, "--uid-validity", validity, "Archive"],
+            check=True,
+            capture_output=True,
+        )
+        laptop.append('"Archive"', None, None, mail("old 3"))
         mirror = rig.manager.mirrors[rig.login]
         mirror.wake.set()
 
@@ -496,5 +503,69 @@ async def test_refusals_are_undone_not_retried(
         mirror.wake.set()
         await asyncio.sleep(0.5)
         assert mirror.refused == 1
+        assert mirror.connects == 1
+    laptop.logout()
+
+
+def _mailboxes(laptop: imaplib.IMAP4_SSL, command: str = "LIST") -> set[str]:
+    """The mailbox names LIST (or LSUB: the subscribed ones) shows the laptop."""
+    _typ, data = laptop.lsub() if command == "LSUB" else laptop.list()
+    names = set()
+    for line in data:
+        if isinstance(line, bytes):
+            names.add(line.decode().rsplit(' "/" ', 1)[-1].strip('"'))
+    return names
+
+
+async def test_folders_both_ways(rig: Rig) -> None:
+    laptop = rig.laptop()
+    async with rig.phone() as phone:
+        await phone.provision()
+        await phone.folder_sync()
+        await rig.synced()
+        inbox = phone.folder(type=INBOX).server_id
+
+        # Phone -> server: FolderCreate (top level and below it), FolderUpdate, FolderDelete.
+        trips = await phone.folder_create("Trips")
+        await phone.folder_create("Japan", parent_id=trips.server_id)
+        await until(lambda: {"Trips", "Trips/Japan"} <= _mailboxes(laptop))
+        assert {"Trips", "Trips/Japan"} <= _mailboxes(laptop, "LSUB")
+        await phone.folder_update(trips.server_id, "Voyages")
+        await until(lambda: {"Voyages", "Voyages/Japan"} <= _mailboxes(laptop))
+        assert "Trips" not in _mailboxes(laptop)
+        assert "Voyages" in _mailboxes(laptop, "LSUB")
+        # A message moved into the renamed folder's child lands in the renamed mailbox.
+        rig.dovecot.deliver(rig.login, mail("to japan"))
+        await phone.folder_sync()
+        japan = phone.folder(name="Japan").server_id
+        got: list[str] = []
+        deadline = time.monotonic() + 5
+        while not got:
+            assert time.monotonic() < deadline
+            got = [m.server_id for m in (await phone.sync(inbox)).added]
+            await asyncio.sleep(0.1)
+        await phone.move_items(got, inbox, japan)
+        await until(lambda: flags_of(laptop, "Voyages/Japan", "to japan") is not None)
+        await phone.folder_delete(trips.server_id)
+        await until(lambda: not {"Voyages", "Voyages/Japan"} & _mailboxes(laptop))
+
+        # Server -> phone: a mailbox the laptop creates appears, one it deletes goes.
+        laptop.create('"Receipts"')
+
+        async def on_phone(name: str) -> bool:
+            await phone.folder_sync()
+            return any(f.display_name == name for f in phone.state.folders.values())
+
+        deadline = time.monotonic() + 5
+        while not await on_phone("Receipts"):
+            assert time.monotonic() < deadline, "the laptop's new mailbox did not reach the phone"
+            await asyncio.sleep(0.1)
+        laptop.delete('"Receipts"')
+        deadline = time.monotonic() + 5
+        while await on_phone("Receipts"):
+            assert time.monotonic() < deadline, "the laptop's deleted mailbox is still there"
+            await asyncio.sleep(0.1)
+        mirror = rig.manager.mirrors[rig.login]
+        assert mirror.refused == 0
         assert mirror.connects == 1
     laptop.logout()

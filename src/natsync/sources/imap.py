@@ -34,7 +34,7 @@ from natsync.sources.wire import (
     fetch_items,
     parse_list,
     parse_vanished,
-    quote,
+    quote_raw,
     response_codes,
 )
 
@@ -240,7 +240,7 @@ class ImapAccount:
     def select(self, mailbox: str, known: tuple[int, int] | None = None) -> Selected:
         """SELECT *mailbox*; with *known* = (uidvalidity, modseq), QRESYNC (RFC 7162 §3.2.5)
         reports the changes since in the same round trip."""
-        args = [quote(mailbox)]
+        args = [quote_raw(mailbox)]
         if known is not None and known[1] > 0:
             args.append(f"(QRESYNC ({known[0]} {known[1]}))")
         typ, data = self._call("SELECT", *args)
@@ -301,7 +301,7 @@ class ImapAccount:
 
     def move(self, uid: int, mailbox: str) -> int | None:
         """UID MOVE (RFC 6851); the message's new UID from COPYUID (RFC 4315)."""
-        typ, data = self._call("UID", "MOVE", str(uid), quote(mailbox))
+        typ, data = self._call("UID", "MOVE", str(uid), quote_raw(mailbox))
         self._ok(typ, data)
         lines = [d for d in [*self._untagged("OK"), *data] if isinstance(d, bytes)]
         value = response_codes(lines).get("COPYUID")
@@ -315,12 +315,28 @@ class ImapAccount:
         conn = self._c
         conn.untagged_responses.clear()
         try:
-            typ, data = conn.append(quote(mailbox), flags, None, raw)
+            typ, data = conn.append(quote_raw(mailbox), flags, None, raw)
         except (imaplib.IMAP4.error, OSError) as exc:
             raise ImapError(f"IMAP APPEND to {mailbox!r} failed: {exc}") from exc
         self._ok(typ, data)
         value = response_codes([d for d in data if isinstance(d, bytes)]).get("APPENDUID")
         return int(value.split()[1]) if value and len(value.split()) == 2 else None
+
+    def create(self, mailbox: str) -> None:
+        """CREATE and SUBSCRIBE *mailbox* (its raw, modified UTF-7 name), so other clients
+        that show subscribed mailboxes only see it too."""
+        self._ok(*self._call("CREATE", quote_raw(mailbox)))
+        self._ok(*self._call("SUBSCRIBE", quote_raw(mailbox)))
+
+    def rename(self, old: str, new: str) -> None:
+        """RENAME (its children follow, RFC 3501 §6.3.5) and move the subscription."""
+        self._ok(*self._call("RENAME", quote_raw(old), quote_raw(new)))
+        self._call("UNSUBSCRIBE", quote_raw(old))
+        self._call("SUBSCRIBE", quote_raw(new))
+
+    def delete(self, mailbox: str) -> None:
+        self._ok(*self._call("DELETE", quote_raw(mailbox)))
+        self._call("UNSUBSCRIBE", quote_raw(mailbox))
 
     def notify_all(self) -> bool:
         """NOTIFY (RFC 5465) for every personal mailbox, so one IDLE hears about all of them;
@@ -331,7 +347,7 @@ class ImapAccount:
             "NOTIFY",
             "SET",
             "(selected (MessageNew MessageExpunge FlagChange))",
-            "(personal (MessageNew MessageExpunge FlagChange))",
+            "(personal (MessageNew MessageExpunge FlagChange MailboxName))",
         )
         return typ == "OK"
 
@@ -344,14 +360,17 @@ class ImapAccount:
         tag = conn._new_tag()
         conn.send(tag + b" IDLE\r\n")
         first = conn.readline()
+        heard = False
+        while first.startswith(b"* "):  # a NOTIFY event sent before the continuation
+            heard = heard or not first.upper().startswith(b"* OK")
+            first = conn.readline()
         if not first.startswith(b"+"):
             raise ImapError(f"the IMAP server refused IDLE: {first!r}"[:200])
         sock: socket.socket = conn.sock
         reader: _Reader = conn.file  # type: ignore[assignment]
-        heard = False
         deadline = time.monotonic() + limit
         try:
-            while not wake.is_set() and time.monotonic() < deadline:
+            while not heard and not wake.is_set() and time.monotonic() < deadline:
                 if not reader.ready():
                     ready, _, _ = select.select([sock], [], [], WAKE_POLL)
                     if not ready:

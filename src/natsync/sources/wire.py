@@ -79,6 +79,11 @@ def quote(name: str) -> str:
     return '"' + encoded.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def quote_raw(name: str) -> str:
+    """A mailbox name as the server spells it (LIST's, already modified UTF-7) quoted."""
+    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def encode_mutf7(text: str) -> str:
     out: list[str] = []
     pending: list[str] = []

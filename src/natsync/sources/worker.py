@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
+import json
 import logging
 import secrets
 import threading
@@ -34,6 +35,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any, TypeVar
 
 from natsync.mail.errors import MailError
@@ -53,6 +55,7 @@ from natsync.sources.mirror import (
     Action,
     Append,
     Expunge,
+    FolderPlan,
     Move,
     SetFlag,
     SetKeywords,
@@ -60,7 +63,7 @@ from natsync.sources.mirror import (
     plan_writeback,
 )
 from natsync.sources.submission import SubmitError, submit
-from natsync.sources.wire import FetchItem, ImapWireError
+from natsync.sources.wire import FetchItem, ImapWireError, encode_mutf7
 from natsync.store.api import (
     Flag,
     Folder,
@@ -101,6 +104,10 @@ SEND_BATCH = 10
 SEND_LEASE = timedelta(minutes=5)
 #: Longest wait before a failed submission is tried again (doubling from a minute).
 MAX_SEND_RETRY = 3600.0
+#: Seconds between looks at a user's folder hierarchy for the phone's folder changes.
+HIERARCHY_POLL = 0.5
+#: The user setting naming the mailboxes mirrored at the end of the last round (JSON list).
+KNOWN_MAILBOXES = "imap.mailboxes"
 #: What a user row of an IMAP user holds as password hash: no password ever matches it.
 NO_LOCAL_PASSWORD = "!imap"  # noqa: S105 - a marker, not a password
 
@@ -184,10 +191,10 @@ class AccountMirror:
     def _session(self) -> None:
         account = self.account
         account.require()
-        self._map_folders()
         notify = account.notify_all()
         while not self._stop.is_set():
             self.wake.clear()
+            self._folders()
             self._writeback()
             self._send_outbound()
             for folder in self._db(lambda t: t.list_mirror_folders(self.user.id)):
@@ -209,8 +216,114 @@ class AccountMirror:
 
     # -- folders
 
-    def _map_folders(self) -> None:
-        plans = plan_folders(self.account.list_mailboxes())
+    def _folders(self) -> None:
+        """Bring the folder lists in step, every round (one LIST): folders the phone created,
+        renamed or deleted (FolderCreate/FolderUpdate/FolderDelete) become CREATE + SUBSCRIBE,
+        RENAME, DELETE; mailboxes an IMAP client created appear on the phone, those it deleted
+        leave it. The mailboxes mirrored at the end of the last round (a user setting) tell a
+        folder the phone deleted from a mailbox that is new on the server."""
+        entries = self.account.list_mailboxes()
+        listed = {e.raw_name for e in entries if e.selectable}
+        delimiter = next((e.delimiter for e in entries if e.delimiter), "/")
+        user_id = self.user.id
+
+        def read(txn: Txn) -> tuple[list[MirrorFolder], list[Folder], list[str] | None]:
+            known = txn.get_user_setting(user_id, KNOWN_MAILBOXES)
+            return (
+                txn.list_mirror_folders(user_id),
+                txn.list_folders(user_id),
+                None if known is None else list(json.loads(known)),
+            )
+
+        rows, folders, known = self._db(read)
+        by_id = {f.id: f for f in folders}
+        by_server_id = {f.server_id: f for f in folders}
+        mailbox_of = {r.folder_id: r.mailbox for r in rows}
+        mirrored = set(mailbox_of.values())
+
+        def wanted(folder: Folder) -> str:
+            name = encode_mutf7(folder.display_name)
+            parent = by_server_id.get(folder.parent_server_id)
+            if parent is None:
+                return name
+            return (mailbox_of.get(parent.id) or wanted(parent)) + delimiter + name
+
+        # The phone deleted these (their rows went with the store folders): deepest first.
+        if known is not None:
+            for mailbox in sorted(set(known) - mirrored, key=len, reverse=True):
+                if mailbox in listed:
+                    self._folder_op("DELETE", mailbox, partial(self.account.delete, mailbox))
+        # Renamed or moved on the phone: parents first; children follow their parent's RENAME.
+        renamed: dict[str, str] = {}
+        for row in sorted(rows, key=lambda r: r.mailbox.count(delimiter)):
+            folder = by_id.get(row.folder_id)
+            if folder is None or folder.type is not FolderType.USER_MAIL:
+                continue
+            target = wanted(folder)
+            if target == row.mailbox:
+                continue
+            followed = any(row.mailbox.startswith(old + delimiter) for old in renamed)
+            if not followed and not self._folder_op(
+                "RENAME", row.mailbox, partial(self.account.rename, row.mailbox, target)
+            ):
+                continue
+            renamed[row.mailbox] = target
+            listed.add(target)
+            mailbox_of[row.folder_id] = target
+            moved = replace(row, mailbox=target)
+            self._db(partial(_put_folder, mirror=moved))
+        # Created on the phone.
+        for folder in sorted(folders, key=lambda f: len(wanted(f))):
+            if folder.type is not FolderType.USER_MAIL or folder.id in mailbox_of:
+                continue
+            target = wanted(folder)
+            if target not in listed and not self._folder_op(
+                "CREATE", target, partial(self.account.create, target)
+            ):
+                continue
+            mailbox_of[folder.id] = target
+            listed.add(target)
+            row = MirrorFolder(folder.id, user_id, target, 0, 0, 0)
+            self._db(partial(_put_folder, mirror=row))
+        if renamed:
+            self._selected = ""
+        # Deleted by an IMAP client: gone from LIST (a phone's rename is in mailbox_of).
+        current = self._db(lambda t: t.list_mirror_folders(user_id))
+        for row in current:
+            if row.mailbox not in listed:
+                self._drop_folder(row)
+        # Created by an IMAP client (and, on the first round, every mailbox).
+        self._map_folders(plan_folders(self.account.list_mailboxes() if renamed else entries))
+        names = sorted(m.mailbox for m in self._db(lambda t: t.list_mirror_folders(user_id)))
+        self._db(lambda t: t.set_user_setting(user_id, KNOWN_MAILBOXES, json.dumps(names)))
+
+    def _folder_op(self, what: str, mailbox: str, op: Callable[[], None]) -> bool:
+        if self._selected == mailbox or self._selected.startswith(mailbox + "/"):
+            # Dovecot drops a connection whose selected mailbox is deleted or renamed.
+            self.account.select("INBOX")
+            self._selected = "INBOX"
+        try:
+            op()
+        except ImapRefused as exc:
+            # Not retried: the phone's folder change stays phone-side only, logged once.
+            log.warning("IMAP mirror of %s: %s %s refused: %s", self.user.name, what, mailbox, exc)
+            self.refused += 1
+            return False
+        log.info("IMAP mirror of %s: %s %s (from the phone)", self.user.name, what, mailbox)
+        return True
+
+    def _drop_folder(self, row: MirrorFolder) -> None:
+        user_id = self.user.id
+
+        def drop(txn: Txn) -> None:
+            for found in txn.list_folders(user_id):
+                if found.id == row.folder_id and found.type is FolderType.USER_MAIL:
+                    txn.delete_folder(user_id, found.server_id)
+
+        self._db(drop)
+        log.info("IMAP mirror of %s: mailbox %s is gone", self.user.name, row.mailbox)
+
+    def _map_folders(self, plans: list[FolderPlan]) -> None:
         user_id = self.user.id
 
         def apply(txn: Txn) -> None:
@@ -254,15 +367,7 @@ class AccountMirror:
         if folder.mailbox in listed:
             log.warning("IMAP mirror of %s: %s skipped: %s", self.user.name, folder.mailbox, exc)
             return
-        user_id = self.user.id
-
-        def drop(txn: Txn) -> None:
-            for found in txn.list_folders(user_id):
-                if found.id == folder.folder_id and found.type is FolderType.USER_MAIL:
-                    txn.delete_folder(user_id, found.server_id)
-
-        self._db(drop)
-        log.info("IMAP mirror of %s: mailbox %s is gone", self.user.name, folder.mailbox)
+        self._drop_folder(folder)
 
     def _select(self, mailbox: str) -> None:
         if self._selected != mailbox:
@@ -618,6 +723,10 @@ class AccountMirror:
                 self._db(lambda t: t.put_mirror_message(row))
 
 
+def _put_folder(txn: Txn, mirror: MirrorFolder) -> None:
+    txn.put_mirror_folder(mirror)
+
+
 def _patch_row(txn: Txn, row: MirrorMessage, **changes: Any) -> None:
     """Change the agreed state of *row* as it is now (an earlier action of the same round may
     have changed another field of it)."""
@@ -741,15 +850,26 @@ class MirrorManager:
             return mirror
 
     async def _watch(self, mirror: AccountMirror) -> None:
-        """Wake the mirror when the store changes one of its folders (a phone's change)."""
+        """Wake the mirror when the store changes one of its folders (a phone's change), or
+        the user's folder hierarchy (FolderCreate/FolderUpdate/FolderDelete, looked at every
+        :data:`HIERARCHY_POLL` seconds: the change feed reports folders' contents)."""
+        user_id = mirror.user.id
+
+        def look(txn: Txn) -> tuple[list[MirrorFolder], int]:
+            return txn.list_mirror_folders(user_id), txn.hierarchy_modseq(user_id)
+
+        seen: int | None = None
         while True:
-            folders = await self.store.run(lambda t: t.list_mirror_folders(mirror.user.id))
+            folders, hierarchy = await self.store.run(look)
+            if seen is not None and hierarchy != seen:
+                mirror.wake.set()
+            seen = hierarchy
             ids = [f.folder_id for f in folders]
             if not ids:
                 await asyncio.sleep(0.2)
                 continue
             with self.store.changes.subscribe(ids) as sub:
-                changed = await sub.wait(30.0)
+                changed = await sub.wait(HIERARCHY_POLL)
             if changed:
                 mirror.wake.set()
 
