@@ -26,13 +26,14 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import Envelope
 
 from natsync.client import EASClient
-from natsync.client.protocol import ClientChange
+from natsync.client.protocol import ClientChange, ItemCommand
 from natsync.config import ServerConfig
 from natsync.server import RunningServer, start_server
 from natsync.sources import MirrorManager, install, sources_from_dict
 from natsync.sources.worker import NO_LOCAL_PASSWORD
 from natsync.store import open_store
 from natsync.store.api import Store
+from natsync.wbxml.tree import E, Element
 from tests.sources.dovecot import DOVEADM, Dovecot, available, free_port
 
 pytestmark = [
@@ -568,4 +569,57 @@ async def test_folders_both_ways(rig: Rig) -> None:
         mirror = rig.manager.mirrors[rig.login]
         assert mirror.refused == 0
         assert mirror.connects == 1
+    laptop.logout()
+
+
+def _subjects(laptop: imaplib.IMAP4_SSL, mailbox: str) -> dict[str, str]:
+    """Subject -> FLAGS of every message in *mailbox*."""
+    laptop.select(f'"{mailbox}"')
+    _typ, data = laptop.uid("FETCH", "1:*", "(FLAGS BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+    found = {}
+    for part in data:
+        if isinstance(part, tuple):
+            subject = part[1].decode().partition(":")[2].strip()
+            found[subject] = part[0].decode()
+    return found
+
+
+def _draft(subject: str, body: str) -> Element:
+    return E(
+        "AirSync",
+        "ApplicationData",
+        E("Email", "To", "bob@example.org"),
+        E("Email", "Subject", subject),
+        E("AirSyncBase", "Body", E("AirSyncBase", "Type", 1), E("AirSyncBase", "Data", body)),
+    )
+
+
+async def test_drafts_both_ways(rig: Rig) -> None:
+    laptop = rig.laptop()
+    async with rig.phone() as phone:
+        await phone.provision()
+        await phone.folder_sync()
+        await rig.synced()
+        drafts = phone.folder(type=DRAFTS).server_id
+        await phone.sync(drafts)
+        # Saved on the phone (16.x Sync Add in Drafts) -> APPENDed with \Draft.
+        added = await phone.sync(drafts, changes=[ItemCommand.add(_draft("plan", "v1"), "c1")])
+        replies = [r for r in added.responses if r.kind == "Add" and r.client_id == "c1"]
+        assert replies
+        assert replies[0].status == 1
+        await until(lambda: "plan" in _subjects(laptop, "Drafts"))
+        assert "\\Draft" in _subjects(laptop, "Drafts")["plan"]
+        # Changed on the phone -> the new version replaces the old one on the server.
+        sid = replies[0].server_id
+        await phone.sync(drafts, changes=[ItemCommand.change(sid, _draft("plan v2", "v2"))])
+        await until(lambda: set(_subjects(laptop, "Drafts")) == {"plan v2"})
+        # A draft an IMAP client saves appears on the phone.
+        laptop.append('"Drafts"', "(\\Draft)", None, mail("from the laptop"))
+        seen: list[str] = []
+        deadline = time.monotonic() + 5
+        while "from the laptop" not in seen:
+            assert time.monotonic() < deadline, "the laptop's draft did not reach the phone"
+            seen += [m.subject for m in (await phone.sync(drafts)).added]
+            await asyncio.sleep(0.1)
+        assert rig.manager.mirrors[rig.login].refused == 0
     laptop.logout()

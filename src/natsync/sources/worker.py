@@ -98,6 +98,8 @@ CACHE_LOG2_N = 12
 #: The flag a phone's "follow up" becomes on the server (RFC 3501 §2.3.2).
 FLAGGED = "\\Flagged"
 SEEN = "\\Seen"
+#: A message in Drafts that is being composed (RFC 3501 §2.3.2), as IMAP clients mark drafts.
+DRAFT = "\\Draft"
 #: Queue entries sent per round, and how long a claim on one holds (a worker that dies leaves
 #: it to be taken again after this).
 SEND_BATCH = 10
@@ -143,6 +145,8 @@ class AccountMirror:
         self.connects = 0
         self.synced = threading.Event()
         self.last_error = ""
+        #: The store's Drafts folder (its APPENDs carry \Draft).
+        self._drafts = 0
         #: Write-backs the server refused (and the store undid).
         self.refused = 0
         self._selected = ""
@@ -646,12 +650,22 @@ class AccountMirror:
         folders, actions = self._db(gather)
         if not actions:
             return
+        self._drafts = self._db(lambda t: t.folder_by_type(user_id, FolderType.DRAFTS).id)
         mailbox = {f.folder_id: f for f in folders}
-        order = {Move: 0, SetFlag: 1, SetKeywords: 1, Expunge: 2, Append: 3}
+        # APPEND before EXPUNGE: a draft changed on the phone is a new message and the old one
+        # deleted; the new copy is on the server before the old one goes (a refused APPEND
+        # leaves the old draft in place on the server, and the phone gets it back).
+        order = {Move: 0, SetFlag: 1, SetKeywords: 1, Append: 2, Expunge: 3}
+        refused_appends: set[int] = set()
         for action in sorted(actions, key=lambda a: order[type(a)]):
             try:
+                if isinstance(action, Expunge) and action.mapping.folder_id in refused_appends:
+                    # A changed draft whose new copy the server refused: keep the old one.
+                    raise ImapRefused("kept: the APPEND of its replacement was refused")
                 self._write(action, mailbox)
             except ImapRefused as exc:
+                if isinstance(action, Append):
+                    refused_appends.add(action.folder_id)
                 # The server said NO (over quota, a mailbox gone, ...): asking again would get
                 # the same answer. The store goes back to the server's state, so the phone's
                 # next Sync shows what the server has (the phone's command was answered when
@@ -708,6 +722,8 @@ class AccountMirror:
         else:
             raw = self._db(lambda t: t.raw_message(action.message_id))
             marks = [f for f, on in ((SEEN, action.seen), (FLAGGED, action.flagged)) if on]
+            if action.folder_id == self._drafts:
+                marks.append(DRAFT)
             flags = " ".join(marks + keywords_of(action.categories))
             target = folders[action.folder_id]
             uid = account.append(target.mailbox, f"({flags})", raw)
