@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """atheris harness for natsync.sources.wire: the IMAP response pieces the mirror decodes (LIST,
-FETCH, VANISHED, response codes, modified UTF-7). Any bytes must decode or raise ImapWireError.
+FETCH, VANISHED, response codes, modified UTF-7) and the keyword <-> category mapping
+(natsync.sources.keywords, which must round-trip). Any bytes must decode or raise ImapWireError.
 
     python fuzz/fuzz_imap_wire.py -max_total_time=60 fuzz/corpus-fuzz_imap_wire
 
@@ -15,6 +16,7 @@ import atheris
 from _harness import fuzz_main
 
 with atheris.instrument_imports(include=["natsync"]):
+    from natsync.sources.keywords import category_to_keyword, keyword_to_category
     from natsync.sources.wire import (
         ImapWireError,
         copy_uids,
@@ -33,6 +35,7 @@ SEEDS = [
     b"V(EARLIER) 1:3,7",
     b"C[UIDVALIDITY 3] [HIGHESTMODSEQ 9] [COPYUID 3 1:2 5:6]",
     b"MCaf&AOk-/&ZeVnLIqe-",
+    b"KTr&C3A8-s&20-important",
 ]
 
 
@@ -53,6 +56,12 @@ def test_one_input(data: bytes) -> None:
             codes = response_codes([rest])
             if "COPYUID" in codes:
                 copy_uids(codes["COPYUID"])
+        elif kind == b"K":
+            text = rest.decode("utf-8", "replace")
+            keyword_to_category(text)
+            keyword = category_to_keyword(text)
+            if keyword is not None:
+                assert keyword_to_category(keyword) in (text, None)
         else:
             decode_mutf7(rest.decode("latin-1"))
 

@@ -15,11 +15,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from aiosmtpd.controller import Controller
@@ -122,6 +123,7 @@ class Rig:
 
 
 _counter = iter(range(1, 10_000))
+T = TypeVar("T")
 
 
 @pytest.fixture
@@ -159,6 +161,17 @@ async def until(check: Callable[[], Any], timeout: float = 5.0) -> Any:
             return result
         if time.monotonic() > deadline:
             raise AssertionError(f"not true within {timeout} s: {check}")
+        await asyncio.sleep(0.1)
+
+
+async def eventually(probe: Callable[[], Awaitable[T]], what: str, timeout: float = 5.0) -> T:
+    """The first truthy result of the phone-side *probe* (a Sync, a FolderSync ...)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await probe()
+        if result:
+            return result
+        assert time.monotonic() < deadline, what
         await asyncio.sleep(0.1)
 
 
@@ -446,12 +459,7 @@ async def test_categories_and_keywords_both_ways(rig: Rig) -> None:
                     return sorted(m.categories)
             return None
 
-        found = None
-        deadline = time.monotonic() + 5
-        while found is None:
-            assert time.monotonic() < deadline, "the laptop's keywords did not reach the phone"
-            found = await categories_on_phone()
-            await asyncio.sleep(0.1)
+        found = await eventually(categories_on_phone, "the laptop's keywords are not on the phone")
         assert found == ["Café", "Family"]
         # ... and the phone's later change of them removes the keyword on the server, keeping
         # the marker.
@@ -539,12 +547,11 @@ async def test_folders_both_ways(rig: Rig) -> None:
         rig.dovecot.deliver(rig.login, mail("to japan"))
         await phone.folder_sync()
         japan = phone.folder(name="Japan").server_id
-        got: list[str] = []
-        deadline = time.monotonic() + 5
-        while not got:
-            assert time.monotonic() < deadline
-            got = [m.server_id for m in (await phone.sync(inbox)).added]
-            await asyncio.sleep(0.1)
+
+        async def added() -> list[str]:
+            return [m.server_id for m in (await phone.sync(inbox)).added]
+
+        got = await eventually(added, "the delivery did not reach the phone")
         await phone.move_items(got, inbox, japan)
         await until(lambda: flags_of(laptop, "Voyages/Japan", "to japan") is not None)
         await phone.folder_delete(trips.server_id)
@@ -553,19 +560,14 @@ async def test_folders_both_ways(rig: Rig) -> None:
         # Server -> phone: a mailbox the laptop creates appears, one it deletes goes.
         laptop.create('"Receipts"')
 
-        async def on_phone(name: str) -> bool:
+        async def receipts(there: bool) -> bool:
             await phone.folder_sync()
-            return any(f.display_name == name for f in phone.state.folders.values())
+            names = {f.display_name for f in phone.state.folders.values()}
+            return ("Receipts" in names) == there
 
-        deadline = time.monotonic() + 5
-        while not await on_phone("Receipts"):
-            assert time.monotonic() < deadline, "the laptop's new mailbox did not reach the phone"
-            await asyncio.sleep(0.1)
+        await eventually(partial(receipts, True), "the laptop's new mailbox is not on the phone")
         laptop.delete('"Receipts"')
-        deadline = time.monotonic() + 5
-        while await on_phone("Receipts"):
-            assert time.monotonic() < deadline, "the laptop's deleted mailbox is still there"
-            await asyncio.sleep(0.1)
+        await eventually(partial(receipts, False), "the laptop's deleted mailbox is still there")
         mirror = rig.manager.mirrors[rig.login]
         assert mirror.refused == 0
         assert mirror.connects == 1
@@ -615,11 +617,10 @@ async def test_drafts_both_ways(rig: Rig) -> None:
         await until(lambda: set(_subjects(laptop, "Drafts")) == {"plan v2"})
         # A draft an IMAP client saves appears on the phone.
         laptop.append('"Drafts"', "(\\Draft)", None, mail("from the laptop"))
-        seen: list[str] = []
-        deadline = time.monotonic() + 5
-        while "from the laptop" not in seen:
-            assert time.monotonic() < deadline, "the laptop's draft did not reach the phone"
-            seen += [m.subject for m in (await phone.sync(drafts)).added]
-            await asyncio.sleep(0.1)
+
+        async def laptops_draft() -> bool:
+            return "from the laptop" in [m.subject for m in (await phone.sync(drafts)).added]
+
+        await eventually(laptops_draft, "the laptop's draft did not reach the phone")
         assert rig.manager.mirrors[rig.login].refused == 0
     laptop.logout()
