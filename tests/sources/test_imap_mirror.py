@@ -624,3 +624,42 @@ async def test_drafts_both_ways(rig: Rig) -> None:
         await eventually(laptops_draft, "the laptop's draft did not reach the phone")
         assert rig.manager.mirrors[rig.login].refused == 0
     laptop.logout()
+
+
+async def test_a_move_into_a_mailbox_deleted_meanwhile_is_undone(rig: Rig) -> None:
+    """The phone moves a message into a folder whose mailbox a laptop has just deleted: UID MOVE
+    is refused (NO [TRYCREATE]); the message goes back to the Inbox — on the phone too — and is
+    not lost with the folder."""
+    laptop = rig.laptop()
+    laptop.create('"Doomed"')
+    rig.dovecot.deliver(rig.login, mail("nearly lost"))
+    async with rig.phone() as phone:
+        await phone.provision()
+        await phone.folder_sync()
+        await rig.synced()
+        await phone.folder_sync()
+        inbox = phone.folder(type=INBOX).server_id
+        doomed = phone.folder(name="Doomed").server_id
+        message = (await phone.sync(inbox)).added[0].server_id
+        # The mirror is away (as between two of its rounds) while both happen.
+        user = rig.manager.mirrors[rig.login].user
+        rig.manager._watchers.pop(rig.login).cancel()
+        await asyncio.to_thread(rig.manager.mirrors.pop(rig.login).stop)
+        laptop.delete('"Doomed"')
+        await phone.move_items([message], inbox, doomed)
+        mirror = await rig.manager.start(user, rig.login, rig.password)
+        await until(lambda: mirror.refused == 1)
+
+        async def back_in_inbox() -> bool:
+            return "nearly lost" in [m.subject for m in (await phone.sync(inbox)).added]
+
+        await eventually(back_in_inbox, "the refused move was not undone on the phone")
+        assert flags_of(laptop, "INBOX", "nearly lost") is not None
+
+        async def doomed_gone() -> bool:
+            await phone.folder_sync()
+            return all(f.display_name != "Doomed" for f in phone.state.folders.values())
+
+        await eventually(doomed_gone, "the deleted mailbox is still on the phone")
+        assert mirror.connects == 1
+    laptop.logout()

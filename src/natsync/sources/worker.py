@@ -200,6 +200,7 @@ class AccountMirror:
             self.wake.clear()
             self._folders()
             self._writeback()
+            self._server_folders()
             self._send_outbound()
             for folder in self._db(lambda t: t.list_mirror_folders(self.user.id)):
                 try:
@@ -221,11 +222,11 @@ class AccountMirror:
     # -- folders
 
     def _folders(self) -> None:
-        """Bring the folder lists in step, every round (one LIST): folders the phone created,
-        renamed or deleted (FolderCreate/FolderUpdate/FolderDelete) become CREATE + SUBSCRIBE,
-        RENAME, DELETE; mailboxes an IMAP client created appear on the phone, those it deleted
-        leave it. The mailboxes mirrored at the end of the last round (a user setting) tell a
-        folder the phone deleted from a mailbox that is new on the server."""
+        """The phone's folder changes, every round before the write-back (one LIST): folders
+        the phone created, renamed or deleted (FolderCreate/FolderUpdate/FolderDelete) become
+        CREATE + SUBSCRIBE, RENAME, DELETE. The mailboxes mirrored at the end of the last round
+        (a user setting) tell a folder the phone deleted from a mailbox new on the server (see
+        :meth:`_server_folders` for the server's changes)."""
         entries = self.account.list_mailboxes()
         listed = {e.raw_name for e in entries if e.selectable}
         delimiter = next((e.delimiter for e in entries if e.delimiter), "/")
@@ -291,13 +292,18 @@ class AccountMirror:
             self._db(partial(_put_folder, mirror=row))
         if renamed:
             self._selected = ""
-        # Deleted by an IMAP client: gone from LIST (a phone's rename is in mailbox_of).
-        current = self._db(lambda t: t.list_mirror_folders(user_id))
-        for row in current:
+
+    def _server_folders(self) -> None:
+        """After the write-back (a phone's move into a mailbox deleted meanwhile is refused
+        and undone first, not lost with the folder): mailboxes gone from LIST leave the
+        phone, new ones (all of them on the first round) are mirrored."""
+        user_id = self.user.id
+        entries = self.account.list_mailboxes()
+        listed = {e.raw_name for e in entries if e.selectable}
+        for row in self._db(lambda t: t.list_mirror_folders(user_id)):
             if row.mailbox not in listed:
                 self._drop_folder(row)
-        # Created by an IMAP client (and, on the first round, every mailbox).
-        self._map_folders(plan_folders(self.account.list_mailboxes() if renamed else entries))
+        self._map_folders(plan_folders(entries))
         names = sorted(m.mailbox for m in self._db(lambda t: t.list_mirror_folders(user_id)))
         self._db(lambda t: t.set_user_setting(user_id, KNOWN_MAILBOXES, json.dumps(names)))
 
