@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import struct
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -18,8 +19,9 @@ from natsync.classes import calendar
 from natsync.classes.codec import PimError, Record
 from natsync.classes.email import BodyPreference
 from natsync.classes.ical import records_from_ics, records_to_ics
-from natsync.classes.registry import codec_for
+from natsync.eas.registry import codec_for
 from natsync.eas.versions import V12_1, V14_0, V14_1, V16_0, V16_1, Version
+from natsync.mail import itip
 from natsync.store.api import FolderType
 from natsync.wbxml import E, Element, decode, encode
 from tests.libwbxml import assert_libwbxml_decodes
@@ -100,8 +102,11 @@ def _without(record: Record, *keys: str) -> Record:
 
 
 def test_registered_for_both_calendar_folder_types() -> None:
-    assert codec_for(FolderType.CALENDAR) is calendar.CODEC
-    assert codec_for(FolderType.USER_CALENDAR) is calendar.CODEC
+    """The Sync registry serves calendar.CODEC with natsync.mail.itip's after-write hook."""
+    served = replace(calendar.CODEC, after_client_write=itip.after_client_write)
+    assert calendar.CODEC.after_client_write is None  # a class never imports mail
+    assert codec_for(FolderType.CALENDAR) == served
+    assert codec_for(FolderType.USER_CALENDAR) == served
 
 
 @pytest.mark.parametrize("version", [V14_1, V16_1])

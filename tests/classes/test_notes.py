@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from natsync.classes import notes
 from natsync.classes.codec import PimError, Record
-from natsync.classes.registry import codec_for
+from natsync.eas.registry import codec_for
 from natsync.eas.versions import V14_0, V16_1, Version
 from natsync.store.api import FolderType
 from natsync.wbxml import E, Element

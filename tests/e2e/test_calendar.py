@@ -24,9 +24,9 @@ from pathlib import Path
 
 from natsync.classes import calendar
 from natsync.classes.ical import records_from_ics, records_to_ics
+from natsync.classes.meeting import calendar_part
 from natsync.client import Command, EASClient, ItemCommand
 from natsync.eas.versions import V16_1
-from natsync.mail import imip
 from natsync.store.api import FolderType, Txn
 from natsync.wbxml import E, Element
 from tests.classes.test_ical import MEETING
@@ -128,7 +128,7 @@ async def test_imip_invitation_accepted_on_the_phone_replies_to_the_sender(
             assert b"METHOD:REPLY" in raw
             assert b"PARTSTAT=ACCEPTED" in raw
             assert b"UID:e2e-meeting@remote.test" in raw
-            part = imip.calendar_part(raw)
+            part = calendar_part(raw)
             assert part is not None
             assert part[0] == "REPLY"
             (reply,) = records_from_ics(part[1])

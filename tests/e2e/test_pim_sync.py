@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from natsync.classes import registry
 from natsync.client import EASClient, ItemCommand
+from natsync.eas import registry
 from natsync.store.api import FolderType
 from natsync.wbxml import E, Element
 from tests.conftest import StoreFactory

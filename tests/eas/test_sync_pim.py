@@ -4,7 +4,7 @@ classes, sans sockets, on both stores.
 The class codecs here are tiny test ones (a "Calendar" of subject + end time + UID, and a
 "Tasks" of subject + completion), put in the registry for each test: the protocol machinery is
 what is under test, not a real class's fields. Their ``in_window`` and ``delete_occurrence``
-are this module's functions, found the way Sync finds a real class module's. Every answer is
+are this module's functions, given to the codecs as a real class gives its own. Every answer is
 decoded by libwbxml as well as by natsync.
 """
 
@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from natsync.classes import registry
 from natsync.classes.codec import ClassCodec, PimError, Record
 from natsync.classes.email import BodyPreference
+from natsync.eas import registry
 from natsync.eas.context import WBXML_CONTENT_TYPE, Response
 from natsync.eas.versions import Version
 from natsync.store.api import FolderType, Item, Store, Txn, User
@@ -132,6 +132,8 @@ EVENTS = ClassCodec(
     apply_change=change_event,
     encode=encode_event,
     after_client_write=after_event_write,
+    in_window=in_window,
+    delete_occurrence=delete_occurrence,
 )
 TODOS = ClassCodec(
     eas_class="Tasks",
@@ -139,6 +141,8 @@ TODOS = ClassCodec(
     decode=decode_task,
     apply_change=change_task,
     encode=encode_task,
+    in_window=in_window,
+    delete_occurrence=delete_occurrence,
 )
 
 
@@ -707,10 +711,10 @@ def test_user_pim_folders_are_created_renamed_and_deleted_with_their_items(store
 
 
 def test_the_real_class_modules_give_sync_its_filters_and_occurrence_deletes() -> None:
-    """Sync finds ``in_window`` / ``delete_occurrence`` by name in the class modules: the
-    real Calendar and Tasks modules must provide them under those names."""
+    """Sync asks the codec for ``in_window`` / ``delete_occurrence``: the real Calendar and
+    Tasks codecs must carry their modules' functions."""
     from natsync.classes import calendar, tasks
-    from natsync.eas.sync import class_function, item_filter
+    from natsync.eas.sync import item_filter
 
     keep = item_filter(calendar.CODEC, 4, NOW)  # two weeks back
     assert keep is not None
@@ -721,8 +725,8 @@ def test_the_real_class_modules_give_sync_its_filters_and_occurrence_deletes() -
     incomplete = item_filter(tasks.CODEC, 8, NOW)
     assert incomplete is not None
     assert [incomplete({"complete": done}) for done in (False, True)] == [True, False]
-    assert class_function(calendar.CODEC, "delete_occurrence") is calendar.delete_occurrence
-    assert class_function(tasks.CODEC, "delete_occurrence") is None
+    assert calendar.CODEC.delete_occurrence is calendar.delete_occurrence
+    assert tasks.CODEC.delete_occurrence is None
 
 
 def test_a_sync_with_wait_is_held_on_a_quiet_calendar(store: Store) -> None:

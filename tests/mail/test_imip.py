@@ -14,8 +14,9 @@ import pytest
 from natsync.classes import calendar as cal
 from natsync.classes.email import email_application_data
 from natsync.classes.ical import records_from_ics
+from natsync.classes.meeting import global_object_id, meeting_request_element
 from natsync.eas.versions import V16_1
-from natsync.mail import imip, relay
+from natsync.mail import itip, relay
 from natsync.mail.mime import parse_message
 from natsync.store.api import FolderType, Item, Message, Store, Txn, User
 from natsync.wbxml import E, decode, encode
@@ -134,12 +135,12 @@ def test_a_broken_invitation_is_delivered_as_mail_only(store: Store) -> None:
 @pytest.mark.parametrize("version", ["12.1", "14.1"])
 def test_older_versions_get_their_meeting_request_too(version: str) -> None:
     raw = mail(invite(extra="RRULE:FREQ=DAILY;COUNT=2\r\nLOCATION:Room 4\r\n"))
-    meeting = imip.meeting_request_element(raw, version)
+    meeting = meeting_request_element(raw, version)
     assert meeting is not None
     assert meeting.child_text("Location", "Email") == "Room 4"
     assert (meeting.find("MeetingMessageType", "Email2") is None) == (version == "12.1")
     assert_libwbxml_decodes(encode(E("AirSync", "Sync", E("AirSync", "ApplicationData", meeting))))
-    assert imip.meeting_request_element(mail(invite("REPLY"), "REPLY"), version) is None
+    assert meeting_request_element(mail(invite("REPLY"), "REPLY"), version) is None
 
 
 def test_inbox_item_carries_the_meeting_request(store: Store) -> None:
@@ -176,7 +177,7 @@ def test_inbox_item_carries_the_meeting_request(store: Store) -> None:
 
 def test_an_outlook_uid_is_its_own_global_object_id() -> None:
     outlook = "040000008200E00074C5B7101A82E00800000000D0A1B2C3D4E5F60100000000000000001000"
-    assert imip.global_object_id(outlook).hex().upper() == outlook
+    assert global_object_id(outlook).hex().upper() == outlook
 
 
 def _item(user_folder: int, data: dict[str, Any], number: int = 1) -> Item:
@@ -206,10 +207,10 @@ def test_phone_meetings_go_out_as_request_and_cancel(store: Store, alice: User) 
         ],
     }
     from_14_1 = _item(1, meeting | {"invitations_by_server": False})
-    assert not store.run_sync(lambda txn: imip.after_client_write(txn, alice, None, from_14_1, NOW))
+    assert not store.run_sync(lambda txn: itip.after_client_write(txn, alice, None, from_14_1, NOW))
     assert store.run_sync(_queue) == []  # that phone sends its own invitation by SendMail
     added = _item(1, meeting)
-    assert store.run_sync(lambda txn: imip.after_client_write(txn, alice, None, added, NOW))
+    assert store.run_sync(lambda txn: itip.after_client_write(txn, alice, None, added, NOW))
     ((rcpts, raw),) = store.run_sync(_queue)
     assert rcpts == ("bob@remote.test",)
     assert b"METHOD:REQUEST" in raw
@@ -221,12 +222,12 @@ def test_phone_meetings_go_out_as_request_and_cancel(store: Store, alice: User) 
     store.run_sync(
         lambda txn: [txn.outbound_sent(m.id) for m in txn.due_outbound(NOW + timedelta(days=1), 50)]
     )
-    assert store.run_sync(lambda txn: imip.after_client_write(txn, alice, added, fewer, NOW))
+    assert store.run_sync(lambda txn: itip.after_client_write(txn, alice, added, fewer, NOW))
     ((rcpts, raw),) = store.run_sync(_queue)
     assert rcpts == ("bob@remote.test",)
     assert b"METHOD:CANCEL" in raw
     # The meeting is deleted on the phone: the attendees left are told.
-    assert not store.run_sync(lambda txn: imip.after_client_write(txn, alice, fewer, None, NOW))
+    assert not store.run_sync(lambda txn: itip.after_client_write(txn, alice, fewer, None, NOW))
     assert [i.data["meeting_status"] for i in calendar_items(store, "dave")] == [7]
 
 
@@ -249,7 +250,7 @@ def test_apply_change_raises_the_sequence_of_an_organized_meeting() -> None:
 def test_reply_for_one_occurrence_names_it() -> None:
     user = User(1, "alice", "alice@example.test", "Alice", NOW)
     record = records_from_ics(invite(extra="RRULE:FREQ=DAILY;COUNT=3\r\n").encode())[0]
-    raw = imip.build_message(
+    raw = itip.build_message(
         user, "REPLY", [record], ["bob@remote.test"], "x", "y", "2026-03-06T10:00:00Z"
     )
     assert b"RECURRENCE-ID:20260306T100000Z" in raw

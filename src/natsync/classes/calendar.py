@@ -83,18 +83,18 @@ from typing import Any
 
 from dateutil import rrule as _rrule  # type: ignore[import-untyped]
 
-from natsync.classes.codec import ClassCodec, PimError, Record
-from natsync.classes.email import (
+from natsync.classes.body import (
     MAX_CATEGORIES,
     BodyPreference,
     BodyType,
     build_body,
     parse_eas_date,
 )
+from natsync.classes.codec import ClassCodec, PimError, Record
 from natsync.eas.versions import V14_0, V14_1, V16_0, Version
 from natsync.mail.errors import EmailChangeError
 from natsync.mail.mime import html_to_text
-from natsync.store.api import FolderType, Item, Txn, User
+from natsync.store.api import FolderType
 from natsync.wbxml import Element
 
 NS = "Calendar"
@@ -1121,26 +1121,6 @@ def encode(
     return out
 
 
-def after_client_write(
-    txn: Txn, user: User, old: Item | None, new: Item | None, now: datetime
-) -> bool:
-    """Meetings the phone organizes go out as iMIP mail (natsync.mail.imip does the mail; it
-    is imported here, not at the top, because it builds on this module)."""
-    from natsync.mail import imip
-
-    return imip.after_client_write(txn, user, old, new, now)
-
-
-CODEC = ClassCodec(
-    eas_class="Calendar",
-    folder_types=frozenset({FolderType.CALENDAR, FolderType.USER_CALENDAR}),
-    decode=decode,
-    apply_change=apply_change,
-    encode=encode,
-    after_client_write=after_client_write,
-)
-
-
 # -- occurrences -----------------------------------------------------------------------------------
 
 
@@ -1278,3 +1258,16 @@ def busy_intervals(
             status = props.get("busy_status")
             out.append((o_start, o_end, int(status if status is not None else BusyStatus.BUSY)))
     return sorted(out, key=lambda o: (o[0], o[1]))
+
+
+CODEC = ClassCodec(
+    eas_class="Calendar",
+    folder_types=frozenset({FolderType.CALENDAR, FolderType.USER_CALENDAR}),
+    decode=decode,
+    apply_change=apply_change,
+    encode=encode,
+    in_window=in_window,
+    delete_occurrence=delete_occurrence,
+    # Meetings the phone organizes go out as iMIP mail: natsync.eas.registry adds
+    # natsync.mail.itip.after_client_write here (mail builds on this module, never the reverse).
+)

@@ -7,14 +7,8 @@ binary such as contact pictures as base64 text); the store keeps it as JSON and 
 inside, so each class module owns its record's keys and documents them in its docstring. The
 codecs are pure: no store, no clock, no I/O — the Sync adapter in ``natsync.eas`` does the rest.
 
-Optional functions of a class module, found by the Sync command in the module that defines the
-codec's ``decode`` (none of them: no filtering, no occurrence deletes):
-
-* ``in_window(record, cutoff) -> bool`` (Calendar, FilterType 4-7: whether the item or an
-  occurrence ends after *cutoff*) or ``in_window(record) -> bool`` (Tasks, FilterType 8:
-  whether the task is incomplete);
-* ``delete_occurrence(record, instance_id) -> record`` (a 16.x Sync Delete that names one
-  occurrence by ``AirSyncBase:InstanceId``).
+Every hook a class can have is a member of :class:`ClassCodec`; the optional ones default to
+None (no filtering, no occurrence deletes, nothing done after a client's write).
 
 Errors: a codec raises :class:`PimError` for an ApplicationData it cannot take; the Sync command
 answers that one item with its ``eas_status`` (6, "error in client/server conversion", MS-ASCMD
@@ -28,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from natsync.classes.email import BodyPreference
+from natsync.classes.body import BodyPreference
 from natsync.eas.versions import Version
 from natsync.errors import NatsyncError
 from natsync.store.api import FolderType, Item, Txn, User
@@ -39,6 +33,10 @@ Record = dict[str, Any]
 
 #: ``(txn, user, old item or None, new item or None, now) -> queued outbound mail?``
 AfterClientWrite = Callable[[Txn, User, Item | None, Item | None, datetime], bool]
+#: ``(record, cutoff) -> in the window?`` (the cutoff is the FilterType's start; see ClassCodec).
+InWindow = Callable[[Mapping[str, Any], datetime], bool]
+#: ``(record, instance_id) -> the series without that occurrence``.
+DeleteOccurrence = Callable[[Mapping[str, Any], str], Record]
 
 
 class PimError(NatsyncError):
@@ -64,6 +62,15 @@ class ClassCodec:
       (Calendar sends iMIP invitations). It returns True when it queued outbound mail: the
       Sync response then kicks the relay. An exception rolls the whole Sync back (it is a bug
       or a store failure, not a client error: raise PimError before writing for those).
+      The class module leaves it out; where mail and classes meet (natsync.eas.registry) the
+      Calendar gets natsync.mail.itip's, so a class never imports mail.
+    * ``in_window(record, cutoff)``, optional: whether a record belongs in a Sync collection
+      with a FilterType (MS-ASCMD 2.2.3.69.2). Calendar (FilterType 4-7): the item or an
+      occurrence ends after *cutoff*; Tasks (FilterType 8): the task is incomplete (*cutoff*
+      unused). Without it, every FilterType keeps everything.
+    * ``delete_occurrence(record, instance_id)``, optional: the record after a 16.x Sync
+      Delete naming one occurrence by ``AirSyncBase:InstanceId``; without it such a Delete
+      answers Status 6.
     """
 
     #: The AirSync:Class value ("Calendar", "Contacts", "Tasks", "Notes").
@@ -74,3 +81,5 @@ class ClassCodec:
     apply_change: Callable[[Mapping[str, Any], Element, Version], Record]
     encode: Callable[[Mapping[str, Any], Version, Sequence[BodyPreference]], list[Element]]
     after_client_write: AfterClientWrite | None = None
+    in_window: InWindow | None = None
+    delete_occurrence: DeleteOccurrence | None = None

@@ -35,8 +35,8 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from natsync.classes.body import BodyPreference
 from natsync.classes.codec import ClassCodec, PimError, Record
-from natsync.classes.email import BodyPreference
 from natsync.classes.fields import (
     body_element,
     date_of,

@@ -10,8 +10,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from natsync.classes.body import (
+    BodyPreference,
+    BodyType,
+    build_body,
+    format_eas_date,
+    parse_eas_date,
+)
 from natsync.classes.codec import PimError, Record
-from natsync.classes.email import BodyPreference, BodyType, build_body, format_eas_date
 from natsync.eas.versions import Version
 from natsync.mail.errors import EmailChangeError
 from natsync.mail.mime import html_to_text
@@ -54,8 +60,6 @@ def bool_of(element: Element) -> bool:
 
 def date_of(element: Element) -> str:
     """An EAS date-time, kept as its normalised text (``2026-11-25T09:49:53.000Z``)."""
-    from natsync.classes.email import parse_eas_date
-
     try:
         return format_eas_date(parse_eas_date(text_of(element)))
     except EmailChangeError as exc:

@@ -16,8 +16,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from natsync.classes.body import BodyPreference
 from natsync.classes.codec import ClassCodec, Record
-from natsync.classes.email import BodyPreference
 from natsync.classes.fields import (
     body_element,
     date_of,

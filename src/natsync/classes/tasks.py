@@ -36,8 +36,8 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from natsync.classes.body import BodyPreference, format_eas_date, parse_eas_date
 from natsync.classes.codec import ClassCodec, PimError, Record
-from natsync.classes.email import BodyPreference, format_eas_date, parse_eas_date
 from natsync.classes.fields import (
     body_element,
     bool_of,
@@ -198,8 +198,9 @@ def encode(
     return out
 
 
-def in_window(record: Mapping[str, Any]) -> bool:
-    """Whether a task belongs to a FilterType 8 (incomplete tasks) collection."""
+def in_window(record: Mapping[str, Any], cutoff: datetime | None = None) -> bool:
+    """Whether a task belongs to a FilterType 8 (incomplete tasks) collection (*cutoff*, the
+    ClassCodec.in_window argument, does not matter to it)."""
     return not record.get("complete", False)
 
 
@@ -347,4 +348,5 @@ CODEC = ClassCodec(
     apply_change=apply_change,
     encode=encode,
     after_client_write=after_client_write,
+    in_window=in_window,
 )

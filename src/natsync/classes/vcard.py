@@ -38,9 +38,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from natsync.classes.body import format_eas_date
 from natsync.classes.codec import PimError, Record
 from natsync.classes.contacts import check_picture
-from natsync.classes.email import format_eas_date
 from natsync.errors import NatsyncError
 
 #: Cards one file may hold: an address book of 50,000 people is large; more is not one.

@@ -23,8 +23,8 @@ from typing import Any
 
 import icalendar
 
+from natsync.classes.body import format_eas_date, parse_eas_date
 from natsync.classes.codec import Record
-from natsync.classes.email import format_eas_date, parse_eas_date
 from natsync.classes.ical import MAX_ICS_BYTES, IcsError
 from natsync.mail.errors import EmailChangeError
 from natsync.mail.mime import html_to_text

@@ -26,7 +26,7 @@ from natsync.ddns.errors import DnsUpdateError, Unconfirmed
 from natsync.ddns.history import Block, CheckEntry, History, UpdateEntry
 from natsync.ddns.settings import DdnsSettings
 from natsync.ddns.sources import Observation, gather
-from natsync.ddns.update import BACKOFF_BASE, MAX_ATTEMPTS, DnsServer, load_key
+from natsync.ddns.update import BACKOFF_BASE, MAX_ATTEMPTS
 from natsync.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -64,14 +64,6 @@ class CycleReport:
     @property
     def ok(self) -> bool:
         return not any(r.failed for r in self.results)
-
-
-def dns_server(settings: DdnsSettings) -> DnsServer:
-    settings.require_dns()
-    key = load_key(settings.key_file) if settings.key_file else None
-    return DnsServer(
-        settings.server_host, settings.server_port, settings.zone, key, settings.timeout
-    )
 
 
 def stale_words(old: str, old_ttl: int | None) -> str:

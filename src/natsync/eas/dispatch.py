@@ -28,7 +28,7 @@ from natsync.eas.itemoperations import handle as handle_itemoperations
 from natsync.eas.meetingresponse import handle as handle_meetingresponse
 from natsync.eas.moveitems import handle as handle_moveitems
 from natsync.eas.ping import handle as handle_ping
-from natsync.eas.provision import handle as handle_provision
+from natsync.eas.provision import handle as provision
 from natsync.eas.request import KNOWN_COMMANDS, EasRequest
 from natsync.eas.resolverecipients import handle as handle_resolverecipients
 from natsync.eas.search import handle as handle_search
@@ -43,6 +43,12 @@ from natsync.wbxml import E, Element
 
 if TYPE_CHECKING:
     from natsync.config import ServerConfig
+
+
+def handle_provision(ctx: Context) -> Response:
+    """Provision, told the command set so its X-MS-RP follows a change of it."""
+    return provision(ctx, supported_commands())
+
 
 #: The commands we really implement (and advertise in OPTIONS MS-ASProtocolCommands).
 HANDLERS: dict[str, Handler] = {

@@ -17,9 +17,8 @@ import re
 import struct
 
 from natsync.classes import email as eas_email
-from natsync.classes import registry
 from natsync.classes.codec import ClassCodec
-from natsync.eas import isolation
+from natsync.eas import isolation, registry
 from natsync.eas.context import Context, Response
 from natsync.eas.conversation_move import move_conversation
 from natsync.eas.errors import EasError

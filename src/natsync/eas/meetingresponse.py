@@ -9,7 +9,7 @@ item itself (RequestId = its ServerId, CollectionId = its calendar folder).
   Accepted and tentative answers return the item's ServerId as CalendarId (MS-ASCMD 2.2.3.18).
 * From EAS 16.0 on, when the client asks for it (SendResponse), the server sends the organizer
   the iMIP REPLY (RFC 5546 3.2.3) with the user's PARTSTAT through the outbound queue
-  (natsync.mail.imip.reply); earlier clients send their own reply by SendMail (MS-ASCMD 3.1.5.8).
+  (natsync.mail.itip.reply); earlier clients send their own reply by SendMail (MS-ASCMD 3.1.5.8).
 * The meeting request leaves the Inbox for Deleted Items, as Exchange does after a response;
   the responding device's sync state is told, so no Delete comes back to it.
 """
@@ -22,11 +22,12 @@ from typing import Any
 from natsync.classes import calendar as cal
 from natsync.classes.codec import PimError, Record
 from natsync.classes.ical import IcsError, records_from_ics
+from natsync.classes.meeting import calendar_part
 from natsync.eas.context import Context, Response
 from natsync.eas.errors import EasError
 from natsync.eas.sync import adjust_known
 from natsync.eas.versions import V16_0
-from natsync.mail import imip
+from natsync.mail import itip
 from natsync.mail.mime import CLASS_MEETING_REQUEST
 from natsync.store.api import FolderType, Item, Message
 from natsync.wbxml import E, Element
@@ -74,7 +75,7 @@ _EFFECT = {
 
 def _invitation(ctx: Context, msg: Message) -> Record | None:
     """The meeting a REQUEST message carries (its master event), or None."""
-    found = imip.calendar_part(ctx.txn.raw_message(msg.id))
+    found = calendar_part(ctx.txn.raw_message(msg.id))
     if found is None or found[0] != "REQUEST":
         return None
     try:
@@ -172,7 +173,7 @@ def _one(ctx: Context, request: Element) -> tuple[Element, bool]:
     queued = False
     if ctx.version >= V16_0 and request.find("SendResponse", NS) is not None:
         status = int(_EFFECT[answer][0])
-        queued = imip.reply(
+        queued = itip.reply(
             ctx.txn, ctx.user, record, status, ctx.now, ctx.config.domains, instance
         )
     if msg is not None:

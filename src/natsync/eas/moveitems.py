@@ -7,7 +7,7 @@ are updated in the same transaction: no Delete and no duplicate Add come back to
 
 from __future__ import annotations
 
-from natsync.classes import registry
+from natsync.eas import registry
 from natsync.eas.context import Context, Response
 from natsync.eas.errors import EasError
 from natsync.eas.status import Common, MoveStatus

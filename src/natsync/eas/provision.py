@@ -38,17 +38,17 @@ def _new_key() -> int:
     return secrets.randbelow(MAX_POLICY_KEY - 1) + 1
 
 
-def handle(ctx: Context) -> Response:
+def handle(ctx: Context, commands: str) -> Response:
+    """Provision for *ctx*; *commands* is the MS-ASProtocolCommands value the server answers
+    OPTIONS with (the dispatcher passes it: it owns the command table, and imports this module)."""
     response = _handle(ctx)
-    announce_versions(ctx, response)
+    announce_versions(ctx, response, commands)
     return response
 
 
-def announce_versions(ctx: Context, response: Response) -> None:
+def announce_versions(ctx: Context, response: Response, commands: str) -> None:
     """X-MS-RP on *response* when this device has not yet been told of what we serve now."""
-    from natsync.eas.dispatch import supported_commands  # dispatch imports this module
-
-    served = f"{supported_header()};{supported_commands()}"
+    served = f"{supported_header()};{commands}"
     if ctx.txn.get_device_setting(ctx.device.id, ANNOUNCED_SETTING) == served:
         return
     ctx.txn.set_device_setting(ctx.device.id, ANNOUNCED_SETTING, served)

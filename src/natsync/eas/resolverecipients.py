@@ -15,8 +15,8 @@ from __future__ import annotations
 import enum
 from datetime import datetime, timedelta
 
+from natsync.classes.body import parse_eas_date
 from natsync.classes.calendar import busy_intervals
-from natsync.classes.email import parse_eas_date
 from natsync.eas.context import Context, Response
 from natsync.eas.errors import EasError
 from natsync.eas.search import PictureBudget, own_card

@@ -17,12 +17,12 @@ server wins by default), Delete (DeletesAsMoves default 1: to Deleted Items), Fe
 email items is accepted for drafts (16.0+, Drafts folder), refused elsewhere (Status 6).
 The other classes (Calendar, Contacts, Tasks, Notes: MS-ASCAL, MS-ASCNTC, MS-ASTASK, MS-ASNOTE)
 are store items (``Txn.item_versions``) behind the same state machinery: a collection whose
-folder type has a codec (``natsync.classes.registry``) diffs its items instead of its messages, and
+folder type has a codec (``natsync.eas.registry``) diffs its items instead of its messages, and
 the codec turns records into ApplicationData and back. Client Add (ClientId -> ServerId), Change
 (server wins a conflict by default, as for mail), Delete (for good: DeletesAsMoves is for mail;
 with a 16.x InstanceId, one occurrence), Fetch; an item the codec cannot take is Status 6, an
 unknown one Status 8. FilterType: Calendar 0 and 4-7 (items ending before the window, asked of
-the class module's ``in_window(record, cutoff)``), Tasks 8 (incomplete, ``in_window(record)``);
+the codec's ``in_window(record, cutoff)``), Tasks 8 (incomplete, the same hook);
 other values mean everything. After each client write the codec's ``after_client_write`` hook
 runs in the same transaction (Calendar sends invitations from it).
 An item that cannot be rendered or encoded is left out of the window (natsync.eas.isolation)
@@ -38,7 +38,6 @@ with an empty body when the time is up).
 from __future__ import annotations
 
 import functools
-import importlib
 import itertools
 import json
 from collections.abc import Callable, Iterator, Mapping
@@ -48,9 +47,8 @@ from typing import Any
 
 from natsync import __version__
 from natsync.classes import email as eas_email
-from natsync.classes import registry
 from natsync.classes.codec import ClassCodec, PimError
-from natsync.eas import drafts, isolation, quarantine
+from natsync.eas import drafts, isolation, quarantine, registry
 from natsync.eas import state as st
 from natsync.eas.context import Context, PingWait, Response
 from natsync.eas.errors import EasError
@@ -176,26 +174,18 @@ def class_name(folder: Folder) -> str:
     return "Email" if codec is None else codec.eas_class
 
 
-def class_function(codec: ClassCodec, name: str) -> Callable[..., Any] | None:
-    """An optional function of the codec's class module (``in_window``, ``delete_occurrence``),
-    or None while that module has none."""
-    module = importlib.import_module(codec.decode.__module__)
-    found = getattr(module, name, None)
-    return found if callable(found) else None
-
-
 def item_filter(
     codec: ClassCodec, filter_type: int, now: datetime
 ) -> Callable[[Mapping[str, Any]], bool] | None:
     """Which records a FilterType keeps in a collection of *codec*'s class (None: all)."""
-    in_window = class_function(codec, "in_window")
+    in_window = codec.in_window
     if in_window is None:
         return None
     if codec.eas_class == "Calendar" and filter_type in CALENDAR_FILTERS:
         start = now - timedelta(days=FILTER_DAYS[filter_type] or 0)
-        return lambda record: bool(in_window(record, start))
+        return lambda record: in_window(record, start)
     if codec.eas_class == "Tasks" and filter_type == FILTER_INCOMPLETE:
-        return lambda record: bool(in_window(record))
+        return lambda record: in_window(record, now)
     return None
 
 
@@ -659,7 +649,7 @@ def _item_command(
             record = codec.apply_change(item.data, appdata, ctx.version)
         elif instance is not None:
             # 16.x: the Delete of one occurrence is a change of the series.
-            delete_occurrence = class_function(codec, "delete_occurrence")
+            delete_occurrence = codec.delete_occurrence
             if delete_occurrence is None:
                 return _reply("Delete", sid, SyncStatus.CONVERSION_ERROR)
             record = delete_occurrence(item.data, instance)

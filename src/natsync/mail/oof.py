@@ -37,9 +37,9 @@ from datetime import datetime
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import SMTP
-from typing import Any
+from typing import Any, Protocol
 
-from natsync.classes.email import parse_eas_date
+from natsync.classes.body import parse_eas_date
 from natsync.mail.errors import MailError
 from natsync.mail.mime import header_text, parse_message, parse_tree
 from natsync.store.api import FolderType, NewMessage, Txn, User
@@ -50,6 +50,16 @@ log = logging.getLogger("natsync.mail.oof")
 OOF_SETTING = "oof"
 #: The user setting holding the period and the senders already answered in it.
 REPLIED_SETTING = "oof.replied"
+
+
+class Deliver(Protocol):
+    """``relay.deliver_to_inbox``: put a message in a local user's Inbox."""
+
+    def __call__(
+        self, txn: Txn, user: User, message: NewMessage, *, envelope_sender: str | None = None
+    ) -> bool: ...
+
+
 #: Senders remembered per period. Past it the oldest are forgotten (and could be answered a
 #: second time): the list lives in one setting, read and written on every delivery while OOF
 #: is on, so it is kept to a size that costs little.
@@ -245,9 +255,13 @@ def _contact_addresses(txn: Txn, user: User) -> set[str]:
     return found
 
 
-def on_delivery(txn: Txn, user: User, message: NewMessage, envelope_sender: str) -> bool:
+def on_delivery(
+    txn: Txn, user: User, message: NewMessage, envelope_sender: str, deliver: Deliver
+) -> bool:
     """Answer *message* (just delivered to *user*) when the user's OOF says so; True when the
-    reply was queued for the relay (the caller kicks it after commit)."""
+    reply was queued for the relay (the caller kicks it after commit). A reply to a local
+    sender goes to their Inbox through *deliver* (the relay's ``deliver_to_inbox``, which
+    calls this function: it is passed in, not imported)."""
     settings = OofSettings.from_json(txn.get_user_setting(user.id, OOF_SETTING))
     now = message.received_at
     if not active(settings, now) or not envelope_sender:
@@ -269,9 +283,7 @@ def on_delivery(txn: Txn, user: User, message: NewMessage, envelope_sender: str)
     )
     local = txn.get_user_by_email(to)
     if local is not None:
-        from natsync.mail.relay import deliver_to_inbox  # relay calls this module
-
-        deliver_to_inbox(txn, local, parse_message(raw, now), envelope_sender="")
+        deliver(txn, local, parse_message(raw, now), envelope_sender="")
         log.info("out-of-office reply from %s to %s delivered", user.email, to)
         return False
     txn.enqueue_outbound("", [to], raw, now)

@@ -146,7 +146,7 @@ def deliver_to_inbox(
     conversation.on_delivery(txn, user, added, message.raw)  # "always move" rules
     if envelope_sender is None:
         return False
-    return oof.on_delivery(txn, user, message, envelope_sender)
+    return oof.on_delivery(txn, user, message, envelope_sender, deliver_to_inbox)
 
 
 def save_sent_copy(txn: Txn, user: User, sent_copy: bytes, now: datetime) -> Message:

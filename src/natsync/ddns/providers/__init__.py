@@ -26,6 +26,7 @@ from natsync.ddns.providers.base import (
     TxtPublisher,
 )
 from natsync.ddns.settings import DdnsSettings, split_host_port
+from natsync.ddns.update import DnsServer, load_key
 from natsync.errors import ConfigError
 
 __all__ = [
@@ -59,7 +60,6 @@ def make_updater(settings: DdnsSettings, provider: str | None = None, **kwargs: 
         settings.check_provider(provider)
     if provider == "rfc2136":
         from natsync.ddns.providers.rfc2136 import Rfc2136Updater
-        from natsync.ddns.runner import dns_server
 
         return Rfc2136Updater(dns_server(settings), **kwargs)
     table = settings.provider_settings(provider)
@@ -100,3 +100,12 @@ def txt_publisher(
             fatal=True,
         )
     return updater
+
+
+def dns_server(settings: DdnsSettings) -> DnsServer:
+    """The RFC 2136 server of *settings* (with its TSIG key, read now)."""
+    settings.require_dns()
+    key = load_key(settings.key_file) if settings.key_file else None
+    return DnsServer(
+        settings.server_host, settings.server_port, settings.zone, key, settings.timeout
+    )

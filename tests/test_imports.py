@@ -1,0 +1,184 @@
+"""No import circle in ``src/natsync`` (issue #21, "the knots").
+
+The walk reads every module's source with :mod:`ast` (nothing is imported): module-level and
+function-level imports count, imports under ``if TYPE_CHECKING:`` do not (they never run). A C
+extension is a module when a ``.pyi`` stands beside it. ``from pkg import name`` is an edge to
+``pkg.name`` when that is a module, else to ``pkg`` (its ``__init__``); importing a submodule
+does not count as importing its parent package, since Python finishes the parent first.
+
+A circle is a strongly connected component of that graph with more than one module. Known
+circles, each owned by an open issue, are listed in ``KNOWN_CIRCLES``: the test fails on any
+other circle, and also when a known one is gone (so the list is pruned when it is untied).
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parent.parent / "src"
+
+#: Circles that exist on purpose for now, each with the issue that unties it: module set → why.
+#: Empty today. ``natsync.config`` ↔ ``natsync.eas.*`` (config.py checks policy overrides with
+#: eas.policy; eas.context and eas.dispatch name ServerConfig) and ``natsync.ddns.settings`` ↔
+#: ``natsync.ddns.sources`` close only through ``if TYPE_CHECKING:`` imports, which never run, so
+#: they are no import circle (issue #21 knot 3 still wants config.py not to import eas).
+#: An entry looks like ``frozenset({"natsync.a", "natsync.b"}): "#NN: why, who unties it"``.
+KNOWN_CIRCLES: dict[frozenset[str], str] = {}
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(SRC).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _modules() -> dict[str, Path]:
+    """Every module of the package: ``.py`` sources and ``.pyi`` stubs of C extensions."""
+    found: dict[str, Path] = {}
+    for path in sorted((SRC / "natsync").rglob("*.py")):
+        found[_module_name(path)] = path
+    for stub in sorted((SRC / "natsync").rglob("*.pyi")):
+        found.setdefault(_module_name(stub), stub)
+    return found
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def _imports(tree: ast.AST) -> Iterator[ast.Import | ast.ImportFrom]:
+    """Every import statement that runs: all but those under ``if TYPE_CHECKING:``."""
+    stack: list[ast.AST] = [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            yield node
+        if isinstance(node, ast.If) and _is_type_checking(node.test):
+            stack.extend(node.orelse)
+            continue
+        stack.extend(ast.iter_child_nodes(node))
+
+
+def _package_of(module: str, path: Path) -> str:
+    return module if path.name.startswith("__init__.") else module.rpartition(".")[0]
+
+
+def _targets(
+    node: ast.Import | ast.ImportFrom, module: str, path: Path, known: set[str]
+) -> Iterator[str]:
+    if isinstance(node, ast.Import):
+        for alias in node.names:
+            if alias.name in known:
+                yield alias.name
+        return
+    base = node.module or ""
+    if node.level:
+        package = _package_of(module, path)
+        for _ in range(node.level - 1):
+            package = package.rpartition(".")[0]
+        base = f"{package}.{base}" if base else package
+    for alias in node.names:
+        sub = f"{base}.{alias.name}"
+        if sub in known:
+            yield sub
+        elif base in known:
+            yield base
+
+
+def import_graph() -> dict[str, set[str]]:
+    modules = _modules()
+    known = set(modules)
+    graph: dict[str, set[str]] = {name: set() for name in modules}
+    for name, path in modules.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        for node in _imports(tree):
+            graph[name].update(t for t in _targets(node, name, path, known) if t != name)
+    return graph
+
+
+def circles(graph: dict[str, set[str]]) -> list[frozenset[str]]:
+    """Strongly connected components of more than one module (Tarjan, iterative)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    on_stack: set[str] = set()
+    stack: list[str] = []
+    found: list[frozenset[str]] = []
+    counter = 0
+    for root in sorted(graph):
+        if root in index:
+            continue
+        work: list[tuple[str, Iterator[str]]] = [(root, iter(sorted(graph[root])))]
+        index[root] = low[root] = counter
+        counter += 1
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, children = work[-1]
+            advanced = False
+            for child in children:
+                if child not in index:
+                    index[child] = low[child] = counter
+                    counter += 1
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(sorted(graph[child]))))
+                    advanced = True
+                    break
+                if child in on_stack:
+                    low[node] = min(low[node], index[child])
+            if advanced:
+                continue
+            work.pop()
+            if work:
+                parent = work[-1][0]
+                low[parent] = min(low[parent], low[node])
+            if low[node] == index[node]:
+                component: set[str] = set()
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.add(member)
+                    if member == node:
+                        break
+                if len(component) > 1:
+                    found.append(frozenset(component))
+    return found
+
+
+def _show(component: frozenset[str]) -> str:
+    return " ↔ ".join(sorted(component))
+
+
+def test_src_has_no_new_import_circle() -> None:
+    found = circles(import_graph())
+    new = [c for c in found if c not in KNOWN_CIRCLES]
+    assert not new, "import circles in src/ (untie them; see tests/test_imports.py):\n" + "\n".join(
+        _show(c) for c in new
+    )
+
+
+def test_known_circles_are_still_circles() -> None:
+    """An allowlisted circle that is gone must leave the list, so it cannot come back unseen."""
+    found = circles(import_graph())
+    gone = [_show(c) for c in KNOWN_CIRCLES if c not in found]
+    assert not gone, f"untied, remove from KNOWN_CIRCLES: {gone}"
+
+
+def test_walk_sees_function_level_imports_and_skips_type_checking() -> None:
+    """The walker itself: a lazy import is an edge, a TYPE_CHECKING one is not."""
+    tree = ast.parse(
+        "from typing import TYPE_CHECKING\n"
+        "if TYPE_CHECKING:\n    from natsync.b import x\n"
+        "def f():\n    from natsync import c\n"
+    )
+    known = {"natsync.a", "natsync.b", "natsync.c", "natsync"}
+    path = Path("natsync/a.py")
+    got = {t for node in _imports(tree) for t in _targets(node, "natsync.a", path, known)}
+    assert got == {"natsync.c"}
+    assert circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [frozenset("abc")]
+    assert circles({"a": {"b"}, "b": set()}) == []
