@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from natsync.errors import ConfigError
 from natsync.mail.mime import CLASS_NDR, body_text
 from natsync.mail.relay import (
     Relay,
@@ -337,5 +338,5 @@ async def test_a_closed_relay_hands_its_claims_back(store: Store, alice: User) -
 
 
 def test_a_lease_shorter_than_one_smtp_conversation_is_refused(store: Store) -> None:
-    with pytest.raises(ValueError, match="longer than one SMTP conversation"):
+    with pytest.raises(ConfigError, match="longer than one SMTP conversation"):
         Relay(store, SmartHost("127.0.0.1", 25, timeout=60), lease=timedelta(seconds=30))

@@ -31,6 +31,8 @@ from dataclasses import dataclass, field, replace
 from email.message import EmailMessage
 
 from natsync.eas.context import Context
+from natsync.eas.errors import EasError
+from natsync.eas.status import SyncStatus
 from natsync.mail.mime import parse_message
 from natsync.store.api import Folder, Message
 from natsync.wbxml import Element
@@ -49,8 +51,11 @@ _HEADERS = (("To", "Email", "To"), ("Cc", "Email", "Cc"), ("Bcc", "Email2", "Bcc
 _ASB = "AirSyncBase"
 
 
-class DraftError(ValueError):
+class DraftError(EasError):
     """The ApplicationData cannot make a draft (the phone is told Status 6)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, status=SyncStatus.CONVERSION_ERROR)
 
 
 @dataclass(slots=True)

@@ -129,11 +129,11 @@ def send_mime(
     return result.outbound_id is not None
 
 
-class UnresolvedRecipient(ValueError):
+class UnresolvedRecipient(EasError):
     """A recipient without "@" that names no user (or more than one)."""
 
     def __init__(self, name: str) -> None:
-        super().__init__(name)
+        super().__init__(f"no user is called {name!r}", status=Common.MESSAGE_RECIPIENT_UNRESOLVED)
         self.name = name
 
 

@@ -53,7 +53,10 @@ _MARSHAL_VERSION = 4
 #: Key under which unpack() returns the cached answer bytes.
 ANSWER = "answer"
 _KEY = re.compile(r"\{([0-9a-f]{8})\}([0-9]{1,12})")
-_CORRUPT = "a stored sync state is corrupt; the device must resync"
+
+
+class CorruptState(EasError):
+    """A stored sync state is corrupt; the device must resync."""
 
 
 def new_key() -> str:
@@ -92,7 +95,9 @@ def _unpack_marshal(blob: bytes) -> tuple[object, bytes]:
     size, crc = _HEAD3.unpack(blob[len(_MAGIC_MARSHAL) : start])
     head = blob[start : start + size]
     if len(head) != size or zlib.crc32(head) != crc:
-        raise ValueError("sync state head truncated or damaged")
+        raise CorruptState(
+            "a stored sync state's head is truncated or damaged; the device must resync"
+        )
     # Checked above: exactly the bytes pack() wrote (module docstring: why marshal is safe here).
     return marshal.loads(head), blob[start + size :]  # noqa: S302
 
@@ -111,11 +116,11 @@ def unpack(blob: bytes) -> dict[str, Any]:
         elif blob.startswith(_MAGIC_JSON):
             state, answer = _unpack_json(blob)
         else:
-            raise ValueError("unknown sync state format")
+            raise CorruptState("a stored sync state has an unknown format; the device must resync")
     except (zlib.error, ValueError, struct.error, EOFError, TypeError) as exc:
-        raise EasError(_CORRUPT) from exc
+        raise CorruptState() from exc
     if not isinstance(state, dict) or not isinstance(state.get("items", {}), dict):
-        raise EasError(_CORRUPT)
+        raise CorruptState()
     if answer:
         state[ANSWER] = answer
     return state

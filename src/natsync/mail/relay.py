@@ -55,6 +55,7 @@ from typing import Any
 
 import aiosmtplib
 
+from natsync.errors import ConfigError
 from natsync.mail import conversation, imip, oof
 from natsync.mail.dkim import DkimSigner
 from natsync.mail.mime import header_text, parse_bytes, parse_message
@@ -365,7 +366,7 @@ class Relay:
         dkim: DkimSigner | None = None,
     ) -> None:
         if lease.total_seconds() <= smarthost.timeout:
-            raise ValueError(
+            raise ConfigError(
                 f"relay lease {lease} must be longer than one SMTP conversation "
                 f"({smarthost.timeout} s), or a live worker's claim could run out mid-send"
             )
