@@ -3,6 +3,8 @@ natsync.eas.dispatch in one store transaction, decodes the answer. No sockets.""
 
 from __future__ import annotations
 
+import random
+import secrets
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
@@ -84,8 +86,11 @@ class Phone:
         version: str = "16.1",
         config: ServerConfig = CONFIG,
         user: str = "alice",
+        rng: random.Random | None = None,
     ) -> None:
         self.store = store
+        #: The keys' source (a seeded one makes answers reproducible byte for byte).
+        self.rng = rng if rng is not None else secrets.SystemRandom()
         self.device_id = device_id
         self.version = Version.parse(version)
         self.config = config
@@ -111,7 +116,9 @@ class Phone:
         decoded = decode(wire) if body is not None else None
 
         def run(txn: Txn) -> Response:
-            return dispatch.handle(txn, req, self.user, decoded, wire, self.now, self.config)
+            return dispatch.handle(
+                txn, req, self.user, decoded, wire, self.now, self.config, rng=self.rng
+            )
 
         try:
             return self.store.run_sync(run)

@@ -2,11 +2,14 @@
 
 A handler is plain synchronous code: it runs inside one store transaction (``store.run``), reads
 and writes through ``ctx.txn``, and returns a Response whose body is already encoded. Nothing
-here does I/O; time is ``ctx.now``.
+here does I/O; time is ``ctx.now`` and randomness ``ctx.rng`` (SyncKeys, policy keys), both
+passed in by the adapter, so that a command's answer is reproducible byte for byte with a
+seeded ``random.Random`` (the server passes ``secrets.SystemRandom()``).
 """
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -77,6 +80,9 @@ class Context:
     may_hold: bool = True
     #: Ids of the items the handler left out of its answer (natsync.eas.isolation).
     skipped: list[str] = field(default_factory=list)
+    #: Where new keys come from: the OS's (``secrets.SystemRandom``) in the server, a seeded
+    #: ``random.Random`` in a test that compares answers byte for byte.
+    rng: random.Random = field(kw_only=True)
 
     @property
     def version(self) -> Version:

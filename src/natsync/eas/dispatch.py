@@ -9,6 +9,7 @@ element; 12.1 gets the HTTP status (449 "retry after provisioning", 403 "forbidd
 
 from __future__ import annotations
 
+import random
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -175,8 +176,9 @@ def handle(
     content_type: str = "",
     *,
     may_hold: bool = True,
+    rng: random.Random,
 ) -> Response:
-    """Serve one authenticated request in the caller's transaction."""
+    """Serve one authenticated request in the caller's transaction; *rng* makes its keys."""
     check_command(request.cmd)
     user = txn.get_user(user_name)
     if user is None:  # removed between authentication and now
@@ -189,7 +191,9 @@ def handle(
         request.user_agent,
         now,
     )
-    ctx = Context(txn, request, user, device, now, config, body, raw_body, content_type, may_hold)
+    ctx = Context(
+        txn, request, user, device, now, config, body, raw_body, content_type, may_hold, rng=rng
+    )
     refused = _gate(ctx)
     if refused is not None:
         return refused

@@ -128,7 +128,7 @@ def handle_foldersync(ctx: Context) -> Response:
             )
         )
     # The key goes in the answer, and the answer in the state of the key: make the key first.
-    new = st.new_key() if key == st.INITIAL_KEY else st.next_key(key)
+    new = st.new_key(ctx.rng) if key == st.INITIAL_KEY else st.next_key(key)
     assert new is not None
     root = E(
         NS,

@@ -16,7 +16,7 @@ upgrade), so that the phone asks OPTIONS again and learns the new command list.
 
 from __future__ import annotations
 
-import secrets
+import random
 
 from natsync.eas import policy
 from natsync.eas.context import Context, Response
@@ -34,8 +34,8 @@ ANNOUNCED_SETTING = "provision.announced"
 MAX_POLICY_KEY = 0xFFFFFFFF
 
 
-def _new_key() -> int:
-    return secrets.randbelow(MAX_POLICY_KEY - 1) + 1
+def _new_key(rng: random.Random) -> int:
+    return rng.randrange(MAX_POLICY_KEY - 1) + 1
 
 
 def handle(ctx: Context, commands: str) -> Response:
@@ -108,7 +108,7 @@ def _handle(ctx: Context) -> Response:
     acked_key = req_policy.child_text("PolicyKey", NS)
     if acked_key is None:
         # Phase 1: the policy and a temporary key.
-        temporary = _new_key()
+        temporary = _new_key(ctx.rng)
         txn.set_policy_keys(device.id, policy_key=device.policy_key, pending_policy_key=temporary)
         out.add(NS, "Status", PolicyStatus.SUCCESS)
         out.add(NS, "PolicyKey", temporary)
@@ -123,7 +123,7 @@ def _handle(ctx: Context) -> Response:
     if device.pending_policy_key == 0 or key != device.pending_policy_key:
         out.add(NS, "Status", PolicyStatus.WRONG_POLICY_KEY)
         return Response.of(root, status=PolicyStatus.WRONG_POLICY_KEY)
-    final = _new_key()
+    final = _new_key(ctx.rng)
     txn.set_policy_keys(device.id, policy_key=final, pending_policy_key=0)
     txn.set_device_setting(
         device.id, policy.ACKED_POLICY_SETTING, policy.fingerprint(ctx.config.policy)

@@ -29,8 +29,8 @@ from __future__ import annotations
 
 import json
 import marshal
+import random
 import re
-import secrets
 import struct
 import zlib
 from typing import Any
@@ -59,9 +59,9 @@ class CorruptState(EasError):
     """A stored sync state is corrupt; the device must resync."""
 
 
-def new_key() -> str:
-    """The first key of a fresh generation (answer to SyncKey 0)."""
-    return f"{{{secrets.token_hex(4)}}}1"
+def new_key(rng: random.Random) -> str:
+    """The first key of a fresh generation (answer to SyncKey 0), its tag drawn from *rng*."""
+    return f"{{{rng.randbytes(4).hex()}}}1"
 
 
 def next_key(key: str) -> str | None:

@@ -381,7 +381,7 @@ def _collection(
     # 2. SyncKey 0: a fresh, empty state; items come with the next request.
     if req.key == st.INITIAL_KEY:
         txn.drop_sync_state(ctx.device.id, req.id)
-        new = st.new_key()
+        new = st.new_key(ctx.rng)
         coll = E(NS, "Collection")
         if ctx.version < V14_0:
             coll.add(NS, "Class", class_name(folder))

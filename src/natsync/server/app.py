@@ -35,6 +35,7 @@ import ipaddress
 import json
 import logging
 import os
+import secrets
 import ssl
 import time
 from collections.abc import Callable, Mapping
@@ -79,6 +80,10 @@ Device = tuple[int, str]
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+#: Where the commands' new keys come from (natsync.eas.context: the core is given it, like now).
+_RNG = secrets.SystemRandom()
 
 
 class HttpRequest(Protocol):
@@ -465,7 +470,7 @@ class EasApp:
             if announce is not None:
                 _changes(txn).add(announce)
             return dispatch.handle(
-                txn, eas, user, body, raw, now, config, content_type, may_hold=may_hold
+                txn, eas, user, body, raw, now, config, content_type, may_hold=may_hold, rng=_RNG
             )
 
         try:
