@@ -1215,9 +1215,11 @@ def occurrences(
     return sorted(out, key=lambda o: o[0])
 
 
-def in_window(record: Mapping[str, Any], cutoff: datetime) -> bool:
+def in_window(record: Mapping[str, Any], cutoff: datetime | None) -> bool:
     """Whether *record* belongs in a Sync window starting at *cutoff* (FilterType): it, or
-    any occurrence of its recurrence, ends after *cutoff*."""
+    any occurrence of its recurrence, ends after *cutoff* (None: no time window, all do)."""
+    if cutoff is None:
+        return True
     try:
         if parse_utc(record["end"]) > cutoff:
             return True

@@ -33,8 +33,8 @@ Record = dict[str, Any]
 
 #: ``(txn, user, old item or None, new item or None, now) -> queued outbound mail?``
 AfterClientWrite = Callable[[Txn, User, Item | None, Item | None, datetime], bool]
-#: ``(record, cutoff) -> in the window?`` (the cutoff is the FilterType's start; see ClassCodec).
-InWindow = Callable[[Mapping[str, Any], datetime], bool]
+#: ``(record, cutoff) -> in the window?`` (the FilterType's start, or None; see ClassCodec).
+InWindow = Callable[[Mapping[str, Any], datetime | None], bool]
 #: ``(record, instance_id) -> the series without that occurrence``.
 DeleteOccurrence = Callable[[Mapping[str, Any], str], Record]
 
@@ -66,8 +66,8 @@ class ClassCodec:
       Calendar gets natsync.mail.itip's, so a class never imports mail.
     * ``in_window(record, cutoff)``, optional: whether a record belongs in a Sync collection
       with a FilterType (MS-ASCMD 2.2.3.69.2). Calendar (FilterType 4-7): the item or an
-      occurrence ends after *cutoff*; Tasks (FilterType 8): the task is incomplete (*cutoff*
-      unused). Without it, every FilterType keeps everything.
+      occurrence ends after *cutoff*; Tasks (FilterType 8, no time window: *cutoff* is
+      None): the task is incomplete. Without it, every FilterType keeps everything.
     * ``delete_occurrence(record, instance_id)``, optional: the record after a 16.x Sync
       Delete naming one occurrence by ``AirSyncBase:InstanceId``; without it such a Delete
       answers Status 6.

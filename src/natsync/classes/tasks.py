@@ -200,7 +200,7 @@ def encode(
 
 def in_window(record: Mapping[str, Any], cutoff: datetime | None = None) -> bool:
     """Whether a task belongs to a FilterType 8 (incomplete tasks) collection (*cutoff*, the
-    ClassCodec.in_window argument, does not matter to it)."""
+    ClassCodec.in_window argument, is None for it: no time window)."""
     return not record.get("complete", False)
 
 

@@ -185,7 +185,7 @@ def item_filter(
         start = now - timedelta(days=FILTER_DAYS[filter_type] or 0)
         return lambda record: in_window(record, start)
     if codec.eas_class == "Tasks" and filter_type == FILTER_INCOMPLETE:
-        return lambda record: in_window(record, now)
+        return lambda record: in_window(record, None)
     return None
 
 
