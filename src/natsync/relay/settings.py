@@ -100,7 +100,7 @@ class RelaySettings:
             address=self.tunnel_address,
             peer=Peer(self.home_public_key, (f"{home}/{home.max_prefixlen}",)),
             listen_port=self.tunnel_port,
-        ).check()
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +141,7 @@ class HomeTunnelSettings:
                 endpoint=self.relay_endpoint,
                 keepalive=self.keepalive,
             ),
-        ).check()
+        )
 
 
 def _address(value: str, key: str) -> None:

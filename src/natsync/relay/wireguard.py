@@ -135,7 +135,8 @@ class TunnelSpec:
     #: UDP port to listen on (0: any, for the end that only dials out).
     listen_port: int = 0
 
-    def check(self) -> TunnelSpec:
+    def __post_init__(self) -> None:
+        """A spec is valid once made: ConfigError names the field that cannot work."""
         if not self.interface or len(self.interface) > MAX_INTERFACE_NAME or "/" in self.interface:
             raise ConfigError(
                 f"tunnel interface name {self.interface!r} must be 1-{MAX_INTERFACE_NAME} "
@@ -151,7 +152,6 @@ class TunnelSpec:
             raise ConfigError(f"tunnel address: {exc}") from exc
         if not 0 <= self.listen_port <= 65535:
             raise ConfigError("tunnel listen_port must be 0..65535")
-        return self
 
 
 def render_setconf(spec: TunnelSpec) -> str:
@@ -180,7 +180,7 @@ class Tunnel:
     """
 
     def __init__(self, spec: TunnelSpec) -> None:
-        self.spec = spec.check()
+        self.spec = spec
         self.process: asyncio.subprocess.Process | None = None
 
     @property
