@@ -26,8 +26,11 @@ if TYPE_CHECKING:
 WBXML_CONTENT_TYPE = "application/vnd.ms-sync.wbxml"
 
 
+# -- what a command asks of the adapter, by name (frozen; the adapter acts after commit)
+
+
 @dataclass(frozen=True, slots=True)
-class PingWait:
+class HoldUntilChange:
     """Hold the request until one of these folders changes or *heartbeat* seconds pass."""
 
     folder_ids: tuple[int, ...]
@@ -42,6 +45,20 @@ class PingWait:
     rerun: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class KickRelay:
+    """Outbound mail was queued: kick the relay after the transaction commits."""
+
+
+#: Everything a command may ask of the adapter.
+Effect = HoldUntilChange | KickRelay
+
+
+def kick_relay(queued: bool) -> tuple[Effect, ...]:
+    """The effects of a command that *queued* outbound mail (or not)."""
+    return (KickRelay(),) if queued else ()
+
+
 @dataclass(slots=True)
 class Response:
     """The answer to one request: HTTP status, headers, body, and what the adapter must do."""
@@ -52,16 +69,28 @@ class Response:
     headers: dict[str, str] = field(default_factory=dict)
     #: EAS Status of the command (for the access log), when there is one.
     status: int | None = None
-    #: Outbound mail was queued: the adapter kicks the relay after commit.
-    outbound_queued: bool = False
-    #: Ping: wait outside the transaction, then answer with natsync.eas.ping.finish().
-    wait: PingWait | None = None
+    #: What the adapter must do besides sending the answer (HoldUntilChange: a Ping or held
+    #: Sync waits outside the transaction; KickRelay: outbound mail was queued).
+    effects: tuple[Effect, ...] = ()
     #: Items left out of the answer because they could not be sent (natsync.eas.isolation).
     skipped: tuple[str, ...] = ()
 
     @classmethod
     def of(cls, root: Element, status: int | None = None, **kw: Any) -> Response:
         return cls(body=encode(root), status=status, **kw)
+
+    @property
+    def wait(self) -> HoldUntilChange | None:
+        """The hold asked for, if any (answer with natsync.eas.ping.finish() when it ends)."""
+        for effect in self.effects:
+            if isinstance(effect, HoldUntilChange):
+                return effect
+        return None
+
+    @property
+    def outbound_queued(self) -> bool:
+        """Whether the relay is to be kicked after commit."""
+        return any(isinstance(effect, KickRelay) for effect in self.effects)
 
 
 @dataclass(slots=True)

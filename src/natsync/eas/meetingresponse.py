@@ -23,7 +23,7 @@ from natsync.classes import calendar as cal
 from natsync.classes.codec import PimError, Record
 from natsync.classes.ical import IcsError, records_from_ics
 from natsync.classes.meeting import calendar_part
-from natsync.eas.context import Context, Response
+from natsync.eas.context import Context, Response, kick_relay
 from natsync.eas.errors import EasError
 from natsync.eas.sync import adjust_known
 from natsync.eas.versions import V16_0
@@ -199,4 +199,4 @@ def handle(ctx: Context) -> Response:
         result, sent = _one(ctx, request)
         root.append(result)
         queued = queued or sent
-    return Response.of(root, status=MeetingStatus.SUCCESS, outbound_queued=queued)
+    return Response.of(root, status=MeetingStatus.SUCCESS, effects=kick_relay(queued))

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import logging
 
-from natsync.eas.context import Context, PingWait, Response
+from natsync.eas.context import Context, HoldUntilChange, Response
 from natsync.eas.foldersync import hierarchy_changed
 from natsync.eas.status import PingStatus as S
 from natsync.eas.sync import seen_modseq
@@ -98,17 +98,19 @@ def handle(ctx: Context) -> Response:
         return finish_ids(changed)
     return Response(
         status=None,
-        wait=PingWait(
-            folder_ids=tuple(f.id for f in folders),
-            server_ids={f.id: f.server_id for f in folders},
-            heartbeat=heartbeat,
-            user_id=ctx.user.id,
-            baseline={f.id: f.modseq for f in folders},
+        effects=(
+            HoldUntilChange(
+                folder_ids=tuple(f.id for f in folders),
+                server_ids={f.id: f.server_id for f in folders},
+                heartbeat=heartbeat,
+                user_id=ctx.user.id,
+                baseline={f.id: f.modseq for f in folders},
+            ),
         ),
     )
 
 
-def changed_since(txn: Txn, wait: PingWait) -> set[int]:
+def changed_since(txn: Txn, wait: HoldUntilChange) -> set[int]:
     """Folders of *wait* whose modseq moved past the baseline (run after subscribing)."""
     changed = set()
     for folder in txn.list_folders(wait.user_id):
@@ -127,7 +129,9 @@ def server_error() -> Response:
     return _answer(S.SERVER_ERROR)
 
 
-def finish(wait: PingWait, changed: set[int], *, hierarchy_changed: bool = False) -> Response:
+def finish(
+    wait: HoldUntilChange, changed: set[int], *, hierarchy_changed: bool = False
+) -> Response:
     """The answer after waiting: Status 7 when the folder hierarchy changed meanwhile, else 2
     naming the changed folders, else 1 (heartbeat expired, or ended by a newer request)."""
     if hierarchy_changed:

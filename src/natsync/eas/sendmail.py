@@ -17,7 +17,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import replace
 
-from natsync.eas.context import Context, Response
+from natsync.eas.context import Context, Response, kick_relay
 from natsync.eas.errors import EasError
 from natsync.eas.resolverecipients import match_users
 from natsync.eas.status import Common
@@ -95,7 +95,7 @@ def _send(ctx: Context, cmd: str) -> Response:
         except MailError as exc:
             raise _fail(cmd, Common.INVALID_MIME) from exc
     queued = send_mime(ctx, cmd, mime, save=save, extra_recipients=forwardees)
-    return Response(status=1, outbound_queued=queued)
+    return Response(status=1, effects=kick_relay(queued))
 
 
 def send_mime(

@@ -50,7 +50,7 @@ from natsync.classes import email as eas_email
 from natsync.classes.codec import ClassCodec, PimError
 from natsync.eas import drafts, isolation, quarantine, registry
 from natsync.eas import state as st
-from natsync.eas.context import Context, PingWait, Response
+from natsync.eas.context import Context, HoldUntilChange, Response, kick_relay
 from natsync.eas.errors import EasError
 from natsync.eas.status import SyncStatus
 from natsync.eas.versions import V14_0, V16_0
@@ -278,16 +278,16 @@ def handle(ctx: Context) -> Response:
     if hold and not commands:
         held = _quiet(ctx, requests, hold)
         if held is not None:
-            return Response(status=None, wait=held)
+            return Response(status=None, effects=(held,))
     effects = Effects()
     answers = [_collection(ctx, req, commands.get(req.id), effects) for req in requests]
     queued, skipped = effects.outbound_queued, tuple(ctx.skipped)
     if len(answers) == 1:
         doc, status = answers[0][1], answers[0][2]
-        return Response(body=doc, status=status, outbound_queued=queued, skipped=skipped)
+        return Response(body=doc, status=status, effects=kick_relay(queued), skipped=skipped)
     root = E(NS, "Sync", E(NS, "Collections", *(a[0] for a in answers)))
     worst = max((a[2] for a in answers), default=1)
-    return Response.of(root, status=worst, outbound_queued=queued, skipped=skipped)
+    return Response.of(root, status=worst, effects=kick_relay(queued), skipped=skipped)
 
 
 @dataclass(slots=True)
@@ -308,7 +308,7 @@ def _hold_seconds(ctx: Context, body: Element | None) -> int:
     return min(seconds, ctx.config.heartbeat_max)
 
 
-def _quiet(ctx: Context, requests: list[CollectionRequest], hold: int) -> PingWait | None:
+def _quiet(ctx: Context, requests: list[CollectionRequest], hold: int) -> HoldUntilChange | None:
     """A wait on the collections when none of them has anything to send now, else None.
 
     Nothing is written when the request is held: the answer comes from running it again once a
@@ -328,7 +328,7 @@ def _quiet(ctx: Context, requests: list[CollectionRequest], hold: int) -> PingWa
         if pending_changes(ctx, folder, req.filter, known, 1, skipped_of(saved)).total:
             return None
         folders.append(folder)
-    return PingWait(
+    return HoldUntilChange(
         folder_ids=tuple(f.id for f in folders),
         server_ids={f.id: f.server_id for f in folders},
         heartbeat=hold,

@@ -49,7 +49,7 @@ from aiohttp import web
 from natsync.cert.reload import CertReloader
 from natsync.config import ServerConfig
 from natsync.eas import autodiscover, dispatch, ping, throttle
-from natsync.eas.context import PingWait, Response
+from natsync.eas.context import HoldUntilChange, Response
 from natsync.eas.errors import Answered, HttpError
 from natsync.eas.request import EasRequest, parse_request
 from natsync.eas.versions import SERVER_VERSION, supported_header
@@ -58,8 +58,8 @@ from natsync.server import recent
 from natsync.server.auth import Authenticator
 from natsync.server.front import Front, Reply
 from natsync.server.logs import REQUEST_CONTEXT
-from natsync.store.api import Store, Txn
-from natsync.store.feed import LocalSubscription, hierarchy_key, hold_key
+from natsync.store.api import Store, Subscription, Txn
+from natsync.store.feed import hierarchy_key, hold_key
 from natsync.wbxml import WBXMLError, decode
 
 log = logging.getLogger("natsync.server")
@@ -129,6 +129,38 @@ class _Line:
         self.fields: dict[str, Any] = {}
 
 
+@dataclass(frozen=True, slots=True)
+class HeldRequest:
+    """A held Sync's request, kept to run it again when a change ends the hold."""
+
+    request: EasRequest
+    user: str
+    #: The decoded WBXML body (None: empty or not WBXML).
+    body: Any
+    raw: bytes
+    content_type: str
+
+
+class HoldOwner(Protocol):
+    """What a :class:`Hold` asks of the app that made it (EasApp), by name."""
+
+    def release_hold(self, device: Device, sub: Subscription) -> None:
+        """The hold is over: it is no longer the device's live hold."""
+        ...
+
+    def hold_answer(self, wait: HoldUntilChange, changed: set[int], key: int) -> Response | None:
+        """The answer of a hold that ended with *changed*; None: run the held Sync again."""
+        ...
+
+    def answer(self, line: _Line, response: Response) -> Reply:
+        """The reply to a command that ran (logged; the relay kicked for queued mail)."""
+        ...
+
+    def run_again(self, line: _Line, held: HeldRequest, done: Callable[[Reply], object]) -> None:
+        """Run a held Sync that saw a change again (in a task), then call *done* with it."""
+        ...
+
+
 class Hold:
     """A Ping or held Sync waiting on the change feed: no task, no coroutine, no request object.
 
@@ -143,13 +175,13 @@ class Hold:
 
     def __init__(
         self,
-        app: EasApp,
+        app: HoldOwner,
         line: _Line,
         device: Device,
-        sub: LocalSubscription,
-        wait: PingWait,
+        sub: Subscription,
+        wait: HoldUntilChange,
         key: int,
-        rerun: tuple[EasRequest, str, Any, bytes, str] | None,
+        rerun: HeldRequest | None,
     ) -> None:
         self._app = app
         self._line = line
@@ -195,7 +227,7 @@ class Hold:
             self._timer = None
         self._sub.cancel_notify()
         self._sub.close()
-        self._app._release(self._device, self._sub)
+        self._app.release_hold(self._device, self._sub)
 
     def _end(self) -> None:
         done = self._done
@@ -204,12 +236,12 @@ class Hold:
         self._done = None
         changed = self._sub.take()
         self._release()
-        response = self._app._ended(self._wait, changed, self._key)
+        response = self._app.hold_answer(self._wait, changed, self._key)
         if response is not None:
-            done(self._app._answer(self._line, response))
+            done(self._app.answer(self._line, response))
         else:  # a held Sync saw a change: run it again, in a task this time (it is rare)
             assert self._rerun is not None
-            self._app._spawn(self._app._rerun(self._line, self._rerun, done))
+            self._app.run_again(self._line, self._rerun, done)
 
 
 class EasApp:
@@ -220,7 +252,7 @@ class EasApp:
         self.store = store
         self.relay = relay
         #: The live hold (Ping / held Sync) of each device in this process -> its subscription.
-        self._holds: dict[Device, LocalSubscription] = {}
+        self._holds: dict[Device, Subscription] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._trusted = frozenset(str(ipaddress.ip_address(a)) for a in config.trusted_proxies)
         #: Each device's recent requests, written to the store in batches (the console's).
@@ -268,6 +300,20 @@ class EasApp:
         }
         access_log.info(json.dumps(record, separators=(",", ":")))
         self.recent.answered(record, _now())
+
+    # -- what a Hold asks of the app (HoldOwner)
+
+    def release_hold(self, device: Device, sub: Subscription) -> None:
+        self._release(device, sub)
+
+    def hold_answer(self, wait: HoldUntilChange, changed: set[int], key: int) -> Response | None:
+        return self._ended(wait, changed, key)
+
+    def answer(self, line: _Line, response: Response) -> Reply:
+        return self._answer(line, response)
+
+    def run_again(self, line: _Line, held: HeldRequest, done: Callable[[Reply], object]) -> None:
+        self._spawn(self._rerun(line, held, done))
 
     def _spawn(self, coro: Any) -> None:
         """A background task that is named and kept referenced until it ends."""
@@ -355,7 +401,11 @@ class EasApp:
                 eas, auth.user.name, body, raw, ctype, announce=key if ends_hold else None
             )
             if response.wait is not None:
-                rerun = (eas, auth.user.name, body, raw, ctype) if response.wait.rerun else None
+                rerun = (
+                    HeldRequest(eas, auth.user.name, body, raw, ctype)
+                    if response.wait.rerun
+                    else None
+                )
                 held = await self._hold(line, response.wait, device, key, rerun)
                 if isinstance(held, Hold):
                     return held
@@ -428,7 +478,7 @@ class EasApp:
         if older is not None:
             older.close()
 
-    def _release(self, device: Device, sub: LocalSubscription) -> None:
+    def _release(self, device: Device, sub: Subscription) -> None:
         if self._holds.get(device) is sub:
             del self._holds[device]
 
@@ -481,10 +531,10 @@ class EasApp:
     async def _hold(
         self,
         line: _Line,
-        wait: PingWait,
+        wait: HoldUntilChange,
         device: Device,
         key: int,
-        rerun: tuple[EasRequest, str, Any, bytes, str] | None,
+        rerun: HeldRequest | None,
     ) -> Hold | set[int]:
         """Subscribe, become the device's live hold, then re-check the folders (subscribing
         first closes the race with a commit in between): the ids that already changed, or a
@@ -499,7 +549,6 @@ class EasApp:
         if not wait.rerun:
             ids = (*ids, hierarchy_key(wait.user_id))
         sub = self.store.changes.subscribe(ids)
-        assert isinstance(sub, LocalSubscription)  # every driver's feed is a LocalChangeFeed
         self._end_hold(device)
         self._holds[device] = sub
         try:
@@ -517,7 +566,7 @@ class EasApp:
         return changed
 
     @staticmethod
-    def _ended(wait: PingWait, changed: set[int], key: int) -> Response | None:
+    def _ended(wait: HoldUntilChange, changed: set[int], key: int) -> Response | None:
         """The answer of a hold that ended with *changed*; None when a held Sync saw a change
         (it runs again). Only the device's hold key in *changed*: a newer request ended it."""
         changed.discard(key)
@@ -528,12 +577,15 @@ class EasApp:
     async def _rerun(
         self,
         line: _Line,
-        request: tuple[EasRequest, str, Any, bytes, str],
+        held: HeldRequest,
         done: Callable[[Reply], object],
     ) -> None:
         REQUEST_CONTEXT.set(line.fields)
         try:
-            reply = self._answer(line, await self._run(*request, may_hold=False))
+            response = await self._run(
+                held.request, held.user, held.body, held.raw, held.content_type, may_hold=False
+            )
+            reply = self._answer(line, response)
         except Exception as exc:
             reply = self._failed(line, exc)
         done(reply)
@@ -571,8 +623,7 @@ class EasApp:
 def _changes(txn: Txn) -> set[int]:
     """The feed ids *txn* publishes after COMMIT (both drivers' transactions collect them in
     ``changed``; a rollback drops them)."""
-    changed: set[int] = txn.changed  # type: ignore[attr-defined]
-    return changed
+    return txn.changed
 
 
 # -- aiohttp

@@ -30,9 +30,12 @@ import enum
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from natsync.errors import NatsyncError
+
+if TYPE_CHECKING:
+    import asyncio  # the notify loop's type only: the store API does no I/O of its own
 
 T = TypeVar("T")
 
@@ -290,6 +293,11 @@ class MirrorMessage:
 class Txn(Protocol):
     """One open transaction. Methods raise NotFound / Conflict as documented on the classes."""
 
+    #: The change-feed ids this transaction publishes after COMMIT (folders whose content or
+    #: existence changed, ``hierarchy_key``/``hold_key`` values); a rollback drops them. The
+    #: server adds a device's hold key here to end its hold in other processes.
+    changed: set[int]
+
     # -- users
     def add_user(
         self, name: str, email: str, display_name: str, password_hash: str, now: datetime
@@ -459,7 +467,28 @@ class ChangeFeed(Protocol):
 
 
 class Subscription(Protocol):
-    """Waits for any of a set of folders to change; release it when done (or use ``with``)."""
+    """Waits for any of a set of folders to change; release it when done (or use ``with``).
+
+    Two ways to wait: ``await wait(timeout)`` (a task that waits), or, without a task (the
+    server's held Pings), ``notify(loop, callback)`` then ``take()`` when called back."""
+
+    @property
+    def closed(self) -> bool:
+        """Closed: no more changes will come (a newer hold of the same device closed it)."""
+        ...
+
+    def notify(self, loop: asyncio.AbstractEventLoop, callback: Callable[[], object]) -> None:
+        """Have *loop* call *callback* once: when an id changed (now, if one already did) or
+        the subscription is closed."""
+        ...
+
+    def cancel_notify(self) -> None:
+        """Forget the callback registered by :meth:`notify` (it is not called)."""
+        ...
+
+    def take(self) -> set[int]:
+        """The ids changed since the last take (and forget them)."""
+        ...
 
     async def wait(self, timeout: float) -> set[int]:
         """The ids of the folders that changed, or an empty set when *timeout* seconds passed."""
