@@ -14,6 +14,7 @@ other circle, and also when a known one is gone (so the list is pruned when it i
 from __future__ import annotations
 
 import ast
+import functools
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -90,7 +91,9 @@ def _targets(
             yield base
 
 
+@functools.cache
 def import_graph() -> dict[str, set[str]]:
+    """Module → the modules it imports (computed once per run; callers must not change it)."""
     modules = _modules()
     known = set(modules)
     graph: dict[str, set[str]] = {name: set() for name in modules}
