@@ -270,6 +270,11 @@ def split_host_port(text: str) -> tuple[str, int]:
 
 def load_ddns(path: Path | str | None) -> DdnsSettings:
     data, base = _read(path)
+    return load_ddns_table(data, base)
+
+
+def load_ddns_table(data: dict[str, Any], base: Path | None) -> DdnsSettings:
+    """The ``[ddns]`` table of the parsed deployment file *data* (natsync.config's loader)."""
     table = data.get("ddns", {})
     if not isinstance(table, dict):
         raise ConfigError("[ddns] must be a table")
@@ -288,6 +293,11 @@ def load_ddns(path: Path | str | None) -> DdnsSettings:
 
 def load_portmap(path: Path | str | None) -> PortmapSettings:
     data, base = _read(path)
+    return load_portmap_table(data, base)
+
+
+def load_portmap_table(data: dict[str, Any], base: Path | None) -> PortmapSettings:
+    """The ``[portmap]`` table of the parsed deployment file *data*."""
     table = data.get("portmap", {})
     if not isinstance(table, dict):
         raise ConfigError("[portmap] must be a table")
