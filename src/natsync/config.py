@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import ipaddress
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from natsync.errors import ConfigError
+
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 #: Largest request body the server reads (a SendMail with attachments is the big one). Larger
 #: bodies are refused with 413 before they are read, so one client cannot fill memory.
@@ -545,7 +548,9 @@ def resolve_config_path(path: Path | str | None) -> Path:
     )
 
 
-def config_option(help: str = "Deployment file (natsync.toml; env NATSYNC_CONFIG).") -> Any:
+def config_option(
+    help: str = "Deployment file (natsync.toml; env NATSYNC_CONFIG).",
+) -> Callable[[_F], _F]:
     """The ``-c/--config FILE`` option every command shares (also read from NATSYNC_CONFIG).
 
     The value is a Path or None; commands that need the file call :func:`load_deployment`

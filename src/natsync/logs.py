@@ -14,10 +14,13 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from natsync.errors import ConfigError
+
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 #: Loggers whose messages are JSON objects describing one request each.
 ACCESS_LOGGERS = frozenset({"natsync.server.access", "natsync.edge.access"})
@@ -121,7 +124,7 @@ def setup_logging(fmt: str = "text", level: str = "info") -> None:
         logging.getLogger(name).setLevel(max(LEVELS[level], logging.WARNING))
 
 
-def log_options(func: Any) -> Any:
+def log_options(func: _F) -> _F:
     """``--log-format text|json`` and ``--log-level`` (env NATSYNC_LOG_FORMAT / _LEVEL)."""
     import click
 

@@ -66,6 +66,13 @@ def _register() -> None:
     from natsync.cli.console import console
 
     main.add_command(console)
+    from natsync.cli.check import check
+    from natsync.cli.init import init
+    from natsync.cli.run import run
+
+    main.add_command(check)
+    main.add_command(init)
+    main.add_command(run)
 
 
 _register()

@@ -1,0 +1,470 @@
+"""`natsync init NAME`: write the deployment file for the public name NAME.
+
+It detects what it can (the LAN address, the router and whether it maps ports, the public
+address and carrier-grade NAT, a local MTA on port 25), asks what it cannot (or takes flags for
+everything, for scripts: ``--yes`` never asks), makes the private CA and the certificates the
+file names, and writes one commented TOML file: /etc/natsync/natsync.toml as root,
+./natsync.toml otherwise. `natsync check` accepts what it writes; `natsync run` runs it.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import click
+
+from natsync.config import LOCAL_CONFIG, SYSTEM_CONFIG
+from natsync.errors import NatsyncError
+
+#: Where the parts listen when natsync is not root: unprivileged ports the router maps the
+#: public 443 / 25 / 80 to (see docs/run.md). As root (or with CAP_NET_BIND_SERVICE) the
+#: public ports are used directly.
+UNPRIVILEGED = {"https": 8443, "smtp": 2525, "http": 8080}
+PRIVILEGED = {"https": 443, "smtp": 25, "http": 80}
+#: The server behind the edge, on loopback only (the edge is what phones reach).
+INTERNAL_SERVER_PORT = 9443
+#: The name the internal server's certificate carries (the edge checks it with the CA).
+INTERNAL_NAME = "localhost"
+_MTA_NOTE = " (from the local MTA, which relays to it)"
+
+
+@dataclass(slots=True)
+class Detected:
+    lan_address: str = ""
+    router: str = ""
+    public_address: str = ""
+    cgnat: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
+def lan_address() -> str:
+    """The address this machine's outbound traffic leaves from (read from a connected UDP
+    socket: connect() on UDP sends no packet)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.connect(("192.0.2.1", 9))  # TEST-NET-1: never sent, only routed
+        except OSError:
+            return ""
+        return str(sock.getsockname()[0])
+
+
+def detect(router: str, upnp_location: str) -> Detected:
+    """Ask the router (NAT-PMP, UPnP) and the interfaces what the public address is."""
+    from natsync.ddns.agreement import VerdictKind, judge
+    from natsync.ddns.settings import DdnsSettings
+    from natsync.ddns.sources import Source, gather
+
+    found = Detected(lan_address=lan_address())
+    settings = DdnsSettings(
+        sources=(Source.NATPMP, Source.UPNP, Source.INTERFACE),
+        families=(4,),
+        router=router,
+        upnp_location=upnp_location,
+        timeout=2.0,
+    )
+    observations = gather(settings)
+    for observation in observations:
+        if observation.address is not None and observation.source in (Source.NATPMP, Source.UPNP):
+            found.router = str(observation.source)
+    verdict = judge(observations, 4)
+    found.public_address = str(verdict.address) if verdict.address else ""
+    found.cgnat = verdict.kind == VerdictKind.CGNAT
+    found.notes.append(verdict.summary)
+    if found.cgnat:
+        found.notes.append(
+            "carrier-grade NAT: the router's outside address is not public, so no port "
+            "forward can make this machine reachable; ask the ISP for a public IPv4 address "
+            "(often free), or use IPv6, or a VPS relay (docs/deploy.md)"
+        )
+    elif not found.router:
+        found.notes.append(
+            "the router did not answer UPnP or NAT-PMP: forward the public ports by hand "
+            "in its web page (printed below), or enable UPnP there"
+        )
+    return found
+
+
+def port_taken(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("0.0.0.0", port))  # noqa: S104 - a bind test, closed at once
+        except PermissionError:
+            return False  # not ours to bind; nobody shown to hold it
+        except OSError:
+            return True
+    return False
+
+
+def _q(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _list(items: list[str]) -> str:
+    return "[" + ", ".join(_q(i) for i in items) + "]"
+
+
+def render(
+    *,
+    name: str,
+    domain: str,
+    data_dir: Path,
+    ports: dict[str, int],
+    listen: str,
+    smtp_via_mta: bool,
+    cert_mode: str,
+    acme_directory: str,
+    acme_ca: str,
+    admin_email: str,
+    store: str,
+    portmap: bool,
+    router: str,
+    upnp_location: str,
+    dns_server: str,
+    dns_zone: str,
+    tsig_key: str,
+    admin_listen: str,
+    edge_admin_listen: str = "127.0.0.1:9180",
+    server_port: int = INTERNAL_SERVER_PORT,
+) -> str:
+    """The commented deployment file."""
+    tls = data_dir / "tls"
+    smtp_listen = f"127.0.0.1:{ports['smtp']}" if smtp_via_mta else f"{listen}:{ports['smtp']}"
+    mappings = [f"443:{ports['https']}/tcp"]
+    if not smtp_via_mta:
+        mappings.append(f"25:{ports['smtp']}/tcp")
+    if cert_mode == "acme":
+        mappings.append(f"80:{ports['http']}/tcp")
+    public_cert = "public"
+    out = f"""# natsync deployment for {name}, written by `natsync init`.
+# Check it with `natsync check -c THIS_FILE`, run it with `natsync run -c THIS_FILE`.
+# `natsync run` reloads it on SIGHUP (kill -HUP, or systemctl reload natsync).
+
+[server]
+# The ActiveSync server. It listens on loopback only: phones reach the edge ([edge]).
+host = "127.0.0.1"
+port = {server_port}
+tls_cert = {_q(str(tls / "server.pem"))}     # issued by the private CA in data_dir/ca
+tls_key = {_q(str(tls / "server.key"))}
+# The name phones use (Autodiscover answers with it; the self-check connects to it).
+public_name = {_q(name)}
+# Store, CA, certificates and state. The store: "" = SQLite in data_dir, or
+# "postgresql://user:password@host/database" for several server processes.
+data_dir = {_q(str(data_dir))}
+store = {_q(store)}
+# Mail domains this server receives for (the MX of each must point at {name}).
+domains = {_list([domain])}
+# SMTP in: where natsync receives mail{_MTA_NOTE if smtp_via_mta else ""}.
+smtp_listen = {_q(smtp_listen)}
+# Outbound mail: "host:port" of a smarthost, or "" to queue until one is set.
+smarthost = {_q("127.0.0.1:25" if smtp_via_mta else "")}
+hostname = {_q(name)}
+# The edge's address: its X-Forwarded-For names the phone.
+trusted_proxies = ["127.0.0.1"]
+
+[edge]
+# What phones see: TLS with the public certificate, only ActiveSync, Autodiscover and ACME
+# paths published, held Pings never cut by a timeout.
+listen = {_q(f"{listen}:{ports['https']}")}
+backend_name = {_q(INTERNAL_NAME)}                 # the server's certificate names it
+backend_ca = {_q(str(data_dir / "ca" / "ca.pem"))}  # and this CA issued it
+admin_listen = {_q(edge_admin_listen)}          # edge /healthz and /metrics: never publish it
+workers = 1                                  # processes sharing the port (SO_REUSEPORT)
+# SMTP is not forwarded by the edge: [server] smtp_listen receives directly.
+forwards = []
+
+[[edge.certificates]]
+names = {_list([name])}
+cert = {_q(str(tls / f"{public_cert}.pem"))}
+key = {_q(str(tls / f"{public_cert}.key"))}
+
+[cert]
+# Where the public certificate comes from: "acme" (Let's Encrypt or another ACME CA, renewed
+# automatically), "private-ca" (natsync's CA; install data_dir/ca/ca.pem on the phones), or
+# "files" (you renew the files; natsync run reloads them on SIGHUP).
+mode = {_q(cert_mode)}
+names = {_list([name])}
+"""
+    if cert_mode == "acme":
+        out += f"""acme_directory = {_q(acme_directory)}
+challenge = "http-01"
+http_listen = {_q(f"{listen}:{ports['http']}")}    # the router maps the public port 80 here
+"""
+        if acme_ca:
+            out += f"acme_ca = {_q(acme_ca)}     # CA of the ACME server (tests: pebble)\n"
+    else:
+        out += (
+            '# acme_directory = "https://acme-v02.api.letsencrypt.org/directory"\n'
+            '# challenge = "http-01"\n'
+        )
+    out += "\n"
+    if dns_server:
+        out += f"""[ddns]
+# Public address and DNS: the name follows the public address (RFC 2136 with TSIG).
+server = {_q(dns_server)}
+zone = {_q(dns_zone or name.partition(".")[2])}
+names = {_list([name])}
+"""
+        if tsig_key:
+            out += f"key_file = {_q(tsig_key)}\n"
+        if router:
+            out += f"router = {_q(router)}\n"
+        if upnp_location:
+            out += f"upnp_location = {_q(upnp_location)}\n"
+        out += "\n"
+    else:
+        out += f"""# [ddns]
+# Public address and DNS: keep {name} on the public address (RFC 2136 with TSIG).
+# server = "ns1.example.org:53"
+# zone = {_q(name.partition(".")[2] or name)}
+# names = {_list([name])}
+# key_file = "/etc/natsync/tsig.key"
+
+"""
+    portmap_text = f"""[portmap]
+# Router mapping: the public ports forwarded to this machine (UPnP IGD, NAT-PMP or PCP),
+# renewed before they expire, removed on stop.
+method = "auto"
+mappings = {_list(mappings)}
+"""
+    if router:
+        portmap_text += f"router = {_q(router)}\n"
+    if upnp_location:
+        portmap_text += f"upnp_location = {_q(upnp_location)}\n"
+    if portmap:
+        out += portmap_text + "\n"
+    else:
+        out += "".join(f"# {line}\n" if line else "#\n" for line in portmap_text.splitlines())
+        out += "\n"
+    out += f"""[admin]
+# The whole deployment's /healthz (parts, self-check verdict) and /metrics: never publish it.
+listen = {_q(admin_listen)}
+email = {_q(admin_email)}
+
+[run]
+server_processes = 1        # more need server.store = "postgresql://..."
+log_format = "text"         # or "json"
+log_level = "info"
+self_check = true           # the doctor's outside-in checks after start, address change, renewal
+"""
+    return out
+
+
+def prepare_certificates(data_dir: Path, name: str, cert_mode: str, lan: str) -> None:
+    """The private CA, the internal server's certificate and (private-ca, or until ACME
+    replaces it) the public one."""
+    from natsync.cert.ca import load_or_init_ca
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    ca = load_or_init_ca(data_dir / "ca")
+    tls = data_dir / "tls"
+    if not (tls / "server.pem").exists():
+        ca.issue_server_cert([INTERNAL_NAME], ["127.0.0.1", "::1"], tls, basename="server")
+    if not (tls / "public.pem").exists() and cert_mode in ("private-ca", "acme"):
+        ips = [lan] if lan else []
+        ca.issue_server_cert([name], ips, tls, basename="public")
+
+
+def _default_output() -> Path:
+    return SYSTEM_CONFIG if os.geteuid() == 0 else LOCAL_CONFIG
+
+
+@click.command("init")
+@click.argument("name")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help=f"File to write [default: {SYSTEM_CONFIG} as root, ./{LOCAL_CONFIG} otherwise].",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Store, CA and state [default: /var/lib/natsync as root, ./natsync-data].",
+)
+@click.option("--domain", default=None, help="Mail domain [default: NAME without its first label].")
+@click.option(
+    "--cert",
+    "cert_mode",
+    type=click.Choice(["acme", "private-ca", "files"]),
+    default=None,
+    help="Where the public certificate comes from [asked; acme].",
+)
+@click.option(
+    "--acme-directory", default="https://acme-v02.api.letsencrypt.org/directory", show_default=True
+)
+@click.option("--acme-ca", default="", help="CA file of the ACME server (test CAs only).")
+@click.option("--email", "admin_email", default="", help="Operator's address (ACME contact).")
+@click.option("--store", default="", help="postgresql://... URL [default: SQLite in data dir].")
+@click.option(
+    "--listen",
+    default="0.0.0.0",  # noqa: S104 - the public side: the router forwards to this machine
+    show_default=True,
+    help="Address the edge, SMTP and ACME listen on.",
+)
+@click.option("--https-port", type=click.IntRange(1, 65535), default=None)
+@click.option("--smtp-port", type=click.IntRange(1, 65535), default=None)
+@click.option("--http-port", type=click.IntRange(1, 65535), default=None)
+@click.option("--admin-listen", default="127.0.0.1:9190", show_default=True)
+@click.option("--edge-admin-listen", default="127.0.0.1:9180", show_default=True)
+@click.option(
+    "--server-port",
+    type=click.IntRange(1, 65535),
+    default=INTERNAL_SERVER_PORT,
+    show_default=True,
+    help="The server's own port on loopback (behind the edge).",
+)
+@click.option(
+    "--smtp-via-mta",
+    is_flag=True,
+    default=None,
+    help="Port 25 belongs to a local MTA: receive from it, send through it.",
+)
+@click.option(
+    "--portmap/--no-portmap",
+    default=None,
+    help="Ask the router to map the public ports [default: when it answers].",
+)
+@click.option("--router", default="", help="Router address for NAT-PMP/PCP.")
+@click.option("--upnp-location", default="", help="UPnP description URL (no discovery).")
+@click.option("--dns-server", default="", help="Zone's primary for RFC 2136 updates, HOST:PORT.")
+@click.option("--dns-zone", default="", help="Zone to update [default: NAME's parent].")
+@click.option("--tsig-key", default="", help="TSIG key file for the updates.")
+@click.option(
+    "--detect/--no-detect",
+    default=True,
+    show_default=True,
+    help="Ask the router and the interfaces what the addresses are.",
+)
+@click.option(
+    "-y", "--yes", is_flag=True, help="Never ask: take the defaults for what no flag says."
+)
+@click.option("--force", is_flag=True, help="Overwrite an existing file.")
+def init(
+    name: str, output: Path | None, data_dir: Path | None, domain: str | None,
+    cert_mode: str | None, acme_directory: str, acme_ca: str, admin_email: str, store: str,
+    listen: str, https_port: int | None, smtp_port: int | None, http_port: int | None,
+    admin_listen: str, edge_admin_listen: str, server_port: int,
+    smtp_via_mta: bool | None, portmap: bool | None, router: str,
+    upnp_location: str, dns_server: str, dns_zone: str, tsig_key: str, detect: bool,
+    yes: bool, force: bool,
+) -> None:  # fmt: skip
+    """Write the deployment file for the public name NAME (e.g. mail.example.org)."""
+    name = name.lower().rstrip(".")
+    if not name or " " in name or "/" in name:
+        raise click.BadParameter("NAME is the public host name, e.g. mail.example.org")
+    root = os.geteuid() == 0
+    output = output or _default_output()
+    if output.exists() and not force:
+        raise click.ClickException(f"{output} exists; --force replaces it (or -o elsewhere)")
+    data_dir = (data_dir or (Path("/var/lib/natsync") if root else Path("natsync-data"))).absolute()
+    domain = domain or name.partition(".")[2]
+    if not domain:
+        raise click.BadParameter(f"{name} has no parent domain: give the mail domain (--domain)")
+
+    found = Detected()
+    if detect:
+        click.echo("Looking at this network (router: UPnP, NAT-PMP; interfaces)...")
+        try:
+            found = detect_network(router, upnp_location)
+        except (NatsyncError, OSError) as exc:
+            found.notes.append(f"detection failed: {exc}")
+        click.echo(f"  LAN address    : {found.lan_address or 'unknown'}")
+        click.echo(f"  router mapping : {found.router or 'no answer (UPnP, NAT-PMP)'}")
+        click.echo(f"  public address : {found.public_address or 'unknown'}")
+        for note in found.notes:
+            click.echo(f"  - {note}")
+
+    ports = dict(PRIVILEGED if root else UNPRIVILEGED)
+    for key, flag in (("https", https_port), ("smtp", smtp_port), ("http", http_port)):
+        if flag is not None:
+            ports[key] = flag
+    if smtp_via_mta is None:
+        smtp_via_mta = False
+        if ports["smtp"] == 25 and port_taken(25):
+            click.echo(
+                "Port 25 is taken by a local mail server (MTA). Choices:\n"
+                "  1. natsync receives on port 2525; the router maps the public 25 to it\n"
+                "  2. the local MTA keeps port 25 and relays mail for the domain to natsync\n"
+                "     on 127.0.0.1:2525; natsync sends through it (--smtp-via-mta)"
+            )
+            choice = 1 if yes else click.prompt("Choose", type=click.IntRange(1, 2), default=1)
+            smtp_via_mta = choice == 2
+            ports["smtp"] = 2525
+    elif smtp_via_mta:
+        ports["smtp"] = smtp_port or 2525
+    if cert_mode is None:
+        cert_mode = "acme" if yes else click.prompt(
+            "Public certificate from", type=click.Choice(["acme", "private-ca", "files"]),
+            default="acme",
+        )  # fmt: skip
+    if not admin_email and not yes and cert_mode == "acme":
+        admin_email = click.prompt("Your e-mail address (ACME account contact)", default="")
+    if portmap is None:
+        portmap = bool(found.router)
+
+    try:
+        prepare_certificates(data_dir, name, cert_mode, found.lan_address)
+    except (NatsyncError, OSError) as exc:
+        raise click.ClickException(f"cannot prepare {data_dir}: {exc}") from None
+    text = render(
+        name=name, domain=domain, data_dir=data_dir, ports=ports, listen=listen,
+        smtp_via_mta=smtp_via_mta, cert_mode=cert_mode, acme_directory=acme_directory,
+        acme_ca=str(Path(acme_ca).absolute()) if acme_ca else "", admin_email=admin_email,
+        store=store, portmap=portmap, router=router, upnp_location=upnp_location,
+        dns_server=dns_server, dns_zone=dns_zone, tsig_key=tsig_key, admin_listen=admin_listen,
+        edge_admin_listen=edge_admin_listen, server_port=server_port,
+    )  # fmt: skip
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {output}: {exc.strerror}") from None
+    click.echo(f"wrote {output}")
+    _next_steps(output, name, domain, ports, portmap, cert_mode, data_dir, smtp_via_mta)
+
+
+def detect_network(router: str, upnp_location: str) -> Detected:
+    return detect(router, upnp_location)
+
+
+def _next_steps(
+    output: Path, name: str, domain: str, ports: dict[str, int], portmap: bool,
+    cert_mode: str, data_dir: Path, smtp_via_mta: bool,
+) -> None:  # fmt: skip
+    click.echo("\nNext:")
+    click.echo(f"  natsync check -c {output}")
+    click.echo(f"  natsync user add you@{domain} -c {output}     (a mailbox)")
+    click.echo(f"  natsync run -c {output}")
+    if not portmap:
+        click.echo("\nOn the router, forward (TCP) to this machine:")
+        click.echo(f"  443 -> {ports['https']}")
+        if not smtp_via_mta:
+            click.echo(f"  25  -> {ports['smtp']}")
+        if cert_mode == "acme":
+            click.echo(f"  80  -> {ports['http']}   (ACME HTTP-01)")
+    click.echo("\nDNS:")
+    click.echo(f"  {name}. A <public address>   (or [ddns] keeps it)")
+    click.echo(f"  {domain}. MX 10 {name}.")
+    if smtp_via_mta:
+        click.echo(
+            f"\nLocal MTA: relay mail for {domain} to natsync, e.g. postfix transport_maps:\n"
+            f"  {domain} smtp:[127.0.0.1]:{ports['smtp']}"
+        )
+    click.echo("\nOn the phone (iPhone: Settings > Mail > Accounts > Add > Microsoft Exchange;")
+    click.echo("Android: Gmail or Outlook > Add account > Exchange):")
+    click.echo(f"  email     you@{domain}")
+    click.echo(f"  server    {name}")
+    click.echo("  user      you   (the name given to natsync user add)")
+    click.echo("  SSL       on")
+    if cert_mode == "private-ca":
+        click.echo(
+            f"  first install the CA {data_dir / 'ca' / 'ca.pem'} on the phone "
+            "(natsync cert export-ca; iOS: then trust it in Settings > General > About > "
+            "Certificate Trust Settings)"
+        )

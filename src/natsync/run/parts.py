@@ -1,0 +1,285 @@
+"""The parts of a deployment, each run in its own process by the supervisor.
+
+``python -m natsync.run.parts KIND INDEX`` (the file comes from NATSYNC_CONFIG, the log format
+from NATSYNC_LOG_FORMAT / NATSYNC_LOG_LEVEL) runs one part until SIGTERM. On stdout a part
+writes JSON lines for the supervisor only: ``{"ready": {...}}`` once it serves (with the ports
+it bound), ``{"event": "address-changed" | "renewed", ...}`` when the self-check should run
+again. Everything else goes to the log (stderr, shared with the supervisor).
+
+The server part holds ActiveSync, SMTP in and the outbound relay in one process: with the
+embedded SQLite store, a mail delivered by SMTP wakes a held Ping only inside the process that
+committed it (docs/scaling.md: across processes that takes PostgreSQL's NOTIFY). Server
+processes after the first (run.server_processes, PostgreSQL only) serve ActiveSync alone on
+server.port + INDEX, and the edge balances over them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from natsync.config import Deployment, ServerConfig, load_deployment
+from natsync.errors import NatsyncError
+
+log = logging.getLogger("natsync.run")
+
+PARTS = ("server", "edge", "ddns", "portmap", "cert")
+
+
+def emit(message: dict[str, Any]) -> None:
+    """One line to the supervisor."""
+    sys.stdout.write(json.dumps(message, separators=(",", ":")) + "\n")
+    sys.stdout.flush()
+
+
+def wildcard_to_loopback(host: str) -> str:
+    if host in ("0.0.0.0", ""):  # noqa: S104 - comparing, not binding
+        return "127.0.0.1"
+    if host == "::":
+        return "::1"
+    return host
+
+
+def server_for(deployment: Deployment, index: int) -> ServerConfig:
+    """The server settings of process *index*: the first also receives SMTP and relays."""
+    config = deployment.server
+    if index == 0:
+        return config
+    return replace(config, port=config.port + index, smtp_listen="", smarthost="")
+
+
+def edge_for(deployment: Deployment) -> Any:
+    """The edge settings under run: the servers it forwards to follow [server] (its port, one
+    per server process) unless [edge] names them, and its held-request timeout follows the
+    heartbeat the server accepts."""
+    from natsync.edge.config import EdgeConfig
+
+    edge: EdgeConfig = deployment.edge
+    table = deployment.tables.get("edge", {})
+    server = deployment.server
+    changes: dict[str, Any] = {}
+    if "backend" not in table and "backends" not in table:
+        host = wildcard_to_loopback(server.host)
+        shown = f"[{host}]" if ":" in host else host
+        ports = [server.port + i for i in range(deployment.run.server_processes)]
+        servers = tuple(f"{shown}:{p}" for p in ports)
+        changes["backend"] = servers[0]
+        changes["backends"] = servers if len(servers) > 1 else ()
+    if "heartbeat_max" not in table:
+        changes["heartbeat_max"] = server.heartbeat_cap
+    return replace(edge, **changes).check() if changes else edge
+
+
+# --- the parts ------------------------------------------------------------------------------
+
+
+async def _server_part(deployment: Deployment, index: int) -> None:
+    from natsync.cli.server import serve
+
+    config = server_for(deployment, index)
+    if deployment.edge is not None:
+        # One line per request: the edge logs it (what the phone saw, with user and command).
+        logging.getLogger("natsync.server.access").setLevel(logging.WARNING)
+
+    def ready(running: Any, smtp: Any) -> None:
+        info: dict[str, Any] = {"url": running.url, "port": running.port}
+        if smtp is not None:
+            info["smtp"] = f"{smtp.host}:{smtp.port}"
+        emit({"ready": info})
+
+    await serve(config, ready)
+
+
+async def _edge_part(deployment: Deployment, index: int) -> None:
+    from natsync.edge import start_edge
+
+    config = edge_for(deployment)
+    config.check_runnable()
+    if index > 0:  # the admin listener and the TCP forwards live in the first process only
+        config = replace(config, admin_listen="", forwards=())
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    running = await start_edge(config, reuse_port=config.workers > 1)
+    # SIGHUP: new certificate files, held connections kept (natsync.edge reload).
+    loop.add_signal_handler(signal.SIGHUP, running.reload)
+    emit(
+        {
+            "ready": {
+                "url": running.url,
+                "port": running.port,
+                "admin_port": running.admin_port,
+                "forwards": list(running.forward_ports),
+            }
+        }
+    )
+    try:
+        await stop.wait()
+    finally:
+        await running.close()
+
+
+def _stop_event() -> threading.Event:
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    return stop
+
+
+def _ddns_part(deployment: Deployment) -> None:
+    from natsync.ddns.history import History
+    from natsync.ddns.runner import CycleReport, DdnsRunner
+
+    stop = _stop_event()
+    settings = deployment.ddns
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    with History(settings.history_path) as history:
+        runner = DdnsRunner(settings, history)
+        emit({"ready": {"names": list(settings.names)}})
+
+        def cycle(report: CycleReport) -> None:
+            changed = [r for r in report.results if r.result == "updated"]
+            if changed:
+                emit({"event": "address-changed", "new": [r.new for r in changed]})
+
+        runner.run(stop.is_set, wait=stop.wait, on_cycle=cycle)
+
+
+#: Shortest sleep of the mapping holder (a router that grants tiny lifetimes cannot spin it).
+MIN_HOLD_SLEEP = 5.0
+
+
+def _portmap_part(deployment: Deployment) -> None:
+    from natsync.portmap.manager import MappingSpec, PortMapper, open_backend
+
+    stop = _stop_event()
+    settings = deployment.portmap
+    specs = [MappingSpec.parse(s) for s in settings.mappings]
+    backend = open_backend(settings.method, settings.router or None, settings.upnp_location or None)
+    mapper = PortMapper(backend, settings.lifetime)
+    emit({"ready": {"router": backend.name, "mappings": [str(s) for s in specs]}})
+    try:
+        while not stop.is_set():
+            for result in mapper.ensure(specs, time.time()):
+                if result.action != "kept":
+                    log.info("portmap: %s %s %s", result.spec, result.action, result.detail)
+            due = mapper.next_due()
+            retry = settings.lifetime / 4 if settings.lifetime else 60.0
+            wait = (due - time.time()) if due is not None else retry
+            if len(mapper.leases) < len(specs):
+                wait = min(wait, retry)
+            stop.wait(max(MIN_HOLD_SLEEP, wait))
+    finally:
+        mapper.release_all()
+
+
+#: How often the certificate manager looks at the expiry (renewal is due days ahead).
+CERT_CHECK_INTERVAL = 3600.0
+
+
+def acme_settings(deployment: Deployment) -> dict[str, Any]:
+    """What natsync.cert's ACME order needs, from [cert] (the seam to natsync.cert)."""
+    cert = deployment.cert
+    assert cert is not None
+    host, _, port = cert.http_listen.rpartition(":")
+    out = deployment.server.data_dir / "tls"
+    return {
+        "directory": cert.acme_directory,
+        "names": list(cert.names),
+        "ips": [],
+        "challenge": cert.challenge,
+        "listen": host.strip("[]"),
+        "http_port": int(port),
+        "email": cert.acme_email or deployment.admin.email,
+        "ca_file": str(cert.acme_ca) if cert.acme_ca else "",
+        "out": str(out),
+        "basename": "public",
+        "key": "ecdsa-p256",
+    }
+
+
+def public_cert_path(deployment: Deployment) -> Path:
+    return deployment.server.data_dir / "tls" / "public.pem"
+
+
+def _cert_part(deployment: Deployment) -> None:
+    """Keep the public certificate fresh: obtain it when missing, renew it when due, and tell
+    the supervisor (which reloads the edge without cutting held connections and runs the
+    self-check). Only ``cert.mode = "acme"`` renews; the other modes have nothing to do."""
+    from cryptography import x509
+
+    from natsync.cli.cert import _run_acme
+
+    stop = _stop_event()
+    cert = deployment.cert
+    assert cert is not None
+    emit({"ready": {"mode": cert.mode}})
+    if cert.mode != "acme":
+        stop.wait()
+        return
+    path = public_cert_path(deployment)
+    while not stop.is_set():
+        due = True
+        if path.exists():
+            leaf = x509.load_pem_x509_certificates(path.read_bytes())[0]
+            left = leaf.not_valid_after_utc.timestamp() - time.time()
+            due = left < cert.renew_days * 86400
+        if due:
+            try:
+                result = asyncio.run(
+                    _run_acme(acme_settings(deployment), deployment.server.data_dir)
+                )
+                log.info("cert: issued %s valid until %s", result["cert"], result["not_after"])
+                emit({"event": "renewed", "cert": result["cert"]})
+            except NatsyncError as exc:
+                log.error("cert: renewal failed: %s (next try in an hour)", exc.message)
+        stop.wait(CERT_CHECK_INTERVAL)
+
+
+def run_part(kind: str, index: int) -> int:
+    """The child's main: load the file, set up logging, run the part; 2 on a config error."""
+    from natsync.logs import setup_logging
+
+    setup_logging(
+        os.environ.get("NATSYNC_LOG_FORMAT", "text"), os.environ.get("NATSYNC_LOG_LEVEL", "info")
+    )
+    try:
+        deployment = load_deployment(None)
+        if kind in ("server", "edge"):
+            from natsync.server.app import loop_factory
+
+            coro = _server_part if kind == "server" else _edge_part
+            with asyncio.Runner(loop_factory=loop_factory()) as runner:
+                runner.run(coro(deployment, index))
+        elif kind == "ddns":
+            _ddns_part(deployment)
+        elif kind == "portmap":
+            _portmap_part(deployment)
+        elif kind == "cert":
+            _cert_part(deployment)
+        else:
+            log.error("unknown part %r", kind)
+            return 2
+    except NatsyncError as exc:
+        log.error("%s: %s", kind, exc.message)
+        return 2
+    except OSError as exc:
+        log.error("%s: %s", kind, exc)
+        return 2
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_part(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 0))
