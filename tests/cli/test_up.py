@@ -20,7 +20,7 @@ from typing import Any
 from click.testing import CliRunner
 
 from natsync.cli import main
-from natsync.cli.up import choose_port, port_free
+from natsync.cli.up import pick_ports, port_free, remembered_ports
 from natsync.client import EASClient
 from natsync.store.api import FolderType
 
@@ -138,21 +138,19 @@ def _options(url: str, ca_file: str, source: str, forwarded: str, login: str) ->
     return int(head.split()[1])
 
 
-def _server_remotes(stderr: bytes) -> list[str]:
-    marker = "natsync.server.access: "
-    return [
-        json.loads(line.split(marker, 1)[1])["remote"]
-        for line in stderr.decode().splitlines()
-        if marker in line
-    ]
+def _access_lines(stderr: bytes) -> list[dict[str, Any]]:
+    """The request lines of a `--log-format json` run (every line is one JSON object)."""
+    lines = [json.loads(line) for line in stderr.decode().splitlines() if line.startswith("{")]
+    return [line for line in lines if line["logger"].endswith(".access")]
 
 
 def test_up_runs_the_edge_in_front_and_the_server_logs_the_phone_address(
     tmp_path: Path,
 ) -> None:
     proc, info = start_up(
-        tmp_path / "data", "--https-port", "0", "--smtp-port", "0", "--edge-port", "0"
-    )
+        tmp_path / "data",
+        "--https-port", "0", "--smtp-port", "0", "--edge-port", "0", "--log-format", "json",
+    )  # fmt: skip
     try:
         assert info["url"] != info["server_url"]
         assert info["edge_admin"].startswith("http://127.0.0.1:")
@@ -166,18 +164,37 @@ def test_up_runs_the_edge_in_front_and_the_server_logs_the_phone_address(
     finally:
         code, _out, err = stop(proc)
     assert code == 0, err.decode()[-3000:]
-    assert _server_remotes(err) == [PHONE_SOURCE, PHONE_SOURCE]
+    # One line per request (the server's, not one per hop), each with its timestamp.
+    access = _access_lines(err)
+    assert [line["remote"] for line in access] == [PHONE_SOURCE, PHONE_SOURCE]
+    assert {line["logger"] for line in access} == {"natsync.server.access"}
+    assert all(line["ts"].endswith("Z") for line in access)
     assert b"203.0.113." not in err
 
 
-def test_a_taken_default_port_gives_way_to_a_free_one() -> None:
-    with socket.socket() as busy:
+def test_a_taken_default_port_gives_way_and_the_ports_are_remembered(tmp_path: Path) -> None:
+    with socket.socket() as busy, socket.socket() as spare:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         taken = busy.getsockname()[1]
+        spare.bind(("127.0.0.1", 0))
+        default = spare.getsockname()[1]
+        spare.close()  # free now: the default that is free
         assert not port_free("127.0.0.1", taken)
-        assert choose_port("127.0.0.1", None, taken) == 0
-        assert choose_port("127.0.0.1", 12345, taken) == 12345  # an explicit flag is kept
+        ports, said = pick_ports(
+            tmp_path, "127.0.0.1", {"https": None, "smtp": 12345}, {"https": taken, "smtp": 1}
+        )
+        assert ports["https"] not in (0, taken)
+        assert said == [f"natsync up: https port {taken} is busy; took {ports['https']} instead"]
+        assert ports["smtp"] == 12345  # an explicit flag is kept
+        assert remembered_ports(tmp_path) == ports
+        # The next start takes the remembered port again, though the default is free now.
+        busy.close()
+        again, said = pick_ports(
+            tmp_path, "127.0.0.1", {"https": None, "smtp": None}, {"https": taken, "smtp": default}
+        )
+        assert again == ports
+        assert said == []
 
 
 def test_up_help_lists_its_options() -> None:

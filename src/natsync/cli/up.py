@@ -1,4 +1,5 @@
-"""`natsync up`: the whole deployment on embedded defaults, on loopback, in one process.
+"""`natsync up`: the whole deployment on embedded defaults, on loopback: `natsync run` on a
+file it writes (``DATA_DIR/up.toml``), so both take one code path (natsync.run.supervisor).
 
 It keeps everything in one data directory (default ``./natsync-data``, or ``NATSYNC_DATA_DIR``):
 the SQLite store, a private CA and a server certificate for localhost / 127.0.0.1 / ::1, and
@@ -9,35 +10,33 @@ SMTP in for the demo domain, and the relay worker, and tells you how to connect 
 ``--json``, prints exactly one JSON line once everything is ready, for scripts. ``url`` is the
 edge (what phones use); ``server_url`` the server itself. ``--no-edge`` serves without it.
 
+Ports: a flag's port is used as given (0: any free one). Otherwise the port of the last run
+(``DATA_DIR/ports.json``), else the default, else a free one — and it says which default was
+busy and which port it took, so a phone set up once keeps working.
+
 SMTP stays direct (not through an edge forward with PROXY v2): the SMTP server demands a
 PROXY header on every connection once it trusts one, and scripts and tests send to it plainly.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import ipaddress
 import json
 import os
 import secrets
-import signal
 import socket
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 
 from natsync.config import DEFAULT_HEARTBEAT_MAX, DEFAULT_HEARTBEAT_MIN
-from natsync.edge.config import split_hostport
-from natsync.errors import ConfigError, NatsyncError
-
-if TYPE_CHECKING:
-    from natsync.edge import EdgeConfig, RunningEdge
+from natsync.errors import NatsyncError
+from natsync.logs import log_options
 
 DEMO_USER = "demo"
 DEMO_DOMAIN = "natsync.test"
@@ -158,14 +157,6 @@ def port_free(host: str, port: int) -> bool:
     return True
 
 
-def choose_port(host: str, wanted: int | None, default: int) -> int:
-    """The flag's port if given (it must be free: the user asked for it), else the default
-    when free, else 0 (the kernel picks)."""
-    if wanted is not None:
-        return wanted
-    return default if port_free(host, default) else 0
-
-
 def _hostport(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
@@ -189,37 +180,111 @@ def source_address(host: str) -> str:
         return str(sock.getsockname()[0])
 
 
-def edge_config(
-    prepared: Prepared, host: str, port: int, server_port: int, server: Any
-) -> EdgeConfig:
-    """The edge `natsync up` runs: TLS with the CA's edge certificate, the server verified
-    against the same CA under the name its certificate carries, no TCP forwards."""
-    from natsync.edge.config import EdgeConfig, SiteCert
-
-    return EdgeConfig(
-        listen=_hostport(host, port),
-        certificates=(SiteCert(CERT_NAMES, prepared.edge_cert, prepared.edge_key),),
-        backend=_hostport(backend_host(host), server_port),
-        backend_name=CERT_NAMES[0],
-        backend_ca=prepared.ca_file,
-        heartbeat_max=server.heartbeat_cap,
-        max_body=server.max_request_body,
-        forwards=(),
-        admin_listen=EDGE_ADMIN_LISTEN,
-    ).check()
+#: Ports `natsync up` took last time, so a phone set up once finds them again.
+PORTS_FILE = "ports.json"
+#: The deployment file `natsync up` writes for `natsync run` (one code path; readable).
+UP_CONFIG = "up.toml"
 
 
-async def _start_edge(config: EdgeConfig, fallback: bool) -> RunningEdge:
-    """Start the edge; on a default port someone took meanwhile, on a free one instead."""
-    from natsync.edge import start_edge
+def free_port(host: str) -> int:
+    """A port the kernel gives free now on *host* (the parts bind it moments later)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
 
+
+def remembered_ports(data_dir: Path) -> dict[str, int]:
     try:
-        return await start_edge(config)
-    except ConfigError:
-        if not fallback:
-            raise
-        host = split_hostport(config.listen, "edge.listen")[0]
-        return await start_edge(replace(config, listen=_hostport(host, 0)))
+        data = json.loads((data_dir / PORTS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {k: v for k, v in data.items() if isinstance(v, int) and 0 < v < 65536}
+
+
+def pick_ports(
+    data_dir: Path, host: str, wanted: dict[str, int | None], defaults: dict[str, int]
+) -> tuple[dict[str, int], list[str]]:
+    """Each listener's port: the flag's (0: any free one), else the one used last time, else
+    the default, else a free one; with a sentence for each default that was busy. The choice
+    is remembered in the data directory."""
+    last = remembered_ports(data_dir)
+    chosen: dict[str, int] = {}
+    said: list[str] = []
+    for key, default in defaults.items():
+        flag = wanted.get(key)
+        if flag is not None:
+            chosen[key] = flag if flag else free_port(host)
+            continue
+        previous = last.get(key)
+        if previous is not None and previous not in chosen.values() and port_free(host, previous):
+            chosen[key] = previous
+            continue
+        if default not in chosen.values() and port_free(host, default):
+            chosen[key] = default
+            continue
+        port = free_port(host)
+        busy = previous or default
+        said.append(f"natsync up: {key} port {busy} is busy; took {port} instead")
+        chosen[key] = port
+    with contextlib.suppress(OSError):
+        (data_dir / PORTS_FILE).write_text(json.dumps({**last, **chosen}) + "\n", "utf-8")
+    return chosen, said
+
+
+def _q(value: str) -> str:
+    return json.dumps(value)  # a TOML basic string is a JSON string for these characters
+
+
+def up_config(
+    prepared: Prepared,
+    host: str,
+    ports: dict[str, int],
+    smarthost: str,
+    edge: bool,
+    heartbeat_min: int | None,
+) -> str:
+    """The deployment file of `natsync up`: loopback, the data directory's CA, the demo
+    domain; `natsync run` runs it like any other."""
+    smtp = _hostport(host, ports["smtp"])
+    trusted = f"[{_q(source_address(backend_host(host)))}]" if edge else "[]"
+    text = f"""# Written by `natsync up` on every start (copy it for `natsync run -c`).
+[server]
+host = {_q(host)}
+port = {ports["https"]}
+tls_cert = {_q(str(prepared.tls_cert))}
+tls_key = {_q(str(prepared.tls_key))}
+data_dir = {_q(str(prepared.data_dir))}
+domains = [{_q(DEMO_DOMAIN)}]
+smtp_listen = {_q(smtp)}
+smarthost = {_q(smarthost)}
+hostname = "localhost"
+trusted_proxies = {trusted}
+heartbeat_min = {DEFAULT_HEARTBEAT_MIN if heartbeat_min is None else heartbeat_min}
+
+[admin]
+listen = ""
+
+[run]
+self_check = false
+"""
+    if edge:
+        text += f"""
+[edge]
+listen = {_q(_hostport(host, ports["edge"]))}
+backend_name = {_q(CERT_NAMES[0])}
+backend_ca = {_q(str(prepared.ca_file))}
+admin_listen = {_q(EDGE_ADMIN_LISTEN)}
+forwards = []
+
+[[edge.certificates]]
+names = {json.dumps(list(CERT_NAMES))}
+cert = {_q(str(prepared.edge_cert))}
+key = {_q(str(prepared.edge_key))}
+"""
+    return text
 
 
 def _url_host(host: str) -> str:
@@ -228,105 +293,25 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-async def serve(
-    prepared: Prepared,
-    host: str,
-    https_port: int,
-    smtp_port: int,
-    smarthost: str,
-    announce: Any,
-    edge_port: int | None = None,
-    edge_port_fallback: bool = True,
-    heartbeat_min: int | None = None,
-) -> None:
-    """Start server, edge (unless *edge_port* is None), SMTP and relay; call
-    ``announce(info)`` once all serve; run until a signal. *heartbeat_min* lowers the
-    shortest Ping heartbeat accepted (None: the server's default)."""
-    from natsync.config import ServerConfig
-    from natsync.mail.relay import Relay, SmartHost
-    from natsync.mail.smtp_in import start_smtp_server
-    from natsync.server import start_server
-    from natsync.store import open_store
-
-    config = ServerConfig(
-        host=host,
-        port=https_port,
-        tls_cert=prepared.tls_cert,
-        tls_key=prepared.tls_key,
-        data_dir=prepared.data_dir,
-        domains=(DEMO_DOMAIN,),
-        smarthost=smarthost,
-        trusted_proxies=(source_address(backend_host(host)),) if edge_port is not None else (),
-        heartbeat_min=DEFAULT_HEARTBEAT_MIN if heartbeat_min is None else heartbeat_min,
-    ).check()
-    store = open_store(prepared.database)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    relay: Relay | None = None
-    server = None
-    edge: RunningEdge | None = None
-    smtp = None
-    try:
-        if smarthost:
-            relay_host, _, relay_port = smarthost.rpartition(":")
-            relay = Relay(store, SmartHost(relay_host, int(relay_port)), hostname="localhost")
-            relay.start()
-        server = await start_server(config, store, relay=relay)
-        smtp = await start_smtp_server(
-            store, host, smtp_port, config.domains, hostname="localhost", relay=relay
-        )
-        url_host = _url_host(host)
-        server_url = f"https://{url_host}:{server.port}"
-        if edge_port is not None:
-            edge = await _start_edge(
-                edge_config(prepared, host, edge_port, server.port, config), edge_port_fallback
-            )
-        announce(
-            {
-                "url": f"https://{url_host}:{edge.port}" if edge is not None else server_url,
-                "server_url": server_url,
-                "edge_admin": f"http://{EDGE_ADMIN_LISTEN.rpartition(':')[0]}:{edge.admin_port}"
-                if edge is not None
-                else "",
-                "smtp": f"{host}:{smtp.port}",
-                "user": DEMO_USER,
-                "email": DEMO_EMAIL,
-                "password": prepared.password,
-                "ca_file": str(prepared.ca_file),
-                "data_dir": str(prepared.data_dir),
-                "pid": os.getpid(),
-            }
-        )
-        await stop.wait()
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
-        if edge is not None:
-            await edge.close()
-        if smtp is not None:
-            await smtp.close()
-        if server is not None:
-            await server.close()
-        if relay is not None:
-            await relay.aclose()
-        await store.aclose()
-
-
-def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop's event loop when it is installed (the ``uvloop`` extra; ``make run`` installs
-    it): its TLS transport holds far less memory per connection than asyncio's (about 73 KB
-    against 570 KB per held long-poll, measured on this kind of machine), which is what a
-    server holding many Pings needs. NATSYNC_NO_UVLOOP=1 keeps the standard loop."""
-    if os.environ.get("NATSYNC_NO_UVLOOP"):
-        return None
-    try:
-        import uvloop
-    except ImportError:
-        return None
-    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
-    return factory
+def up_info(prepared: Prepared, host: str, started: dict[str, Any]) -> dict[str, Any]:
+    """What `natsync up` announces, from what the supervisor's parts said when ready."""
+    url_host = _url_host(host)
+    server = started["server"][0]
+    server_url = f"https://{url_host}:{server['port']}"
+    edges = started.get("edge") or []
+    admin_host = EDGE_ADMIN_LISTEN.rpartition(":")[0]
+    return {
+        "url": f"https://{url_host}:{edges[0]['port']}" if edges else server_url,
+        "server_url": server_url,
+        "edge_admin": f"http://{admin_host}:{edges[0]['admin_port']}" if edges else "",
+        "smtp": server["smtp"],
+        "user": DEMO_USER,
+        "email": DEMO_EMAIL,
+        "password": prepared.password,
+        "ca_file": str(prepared.ca_file),
+        "data_dir": str(prepared.data_dir),
+        "pid": started["pid"],
+    }
 
 
 def _behind(info: dict[str, Any]) -> str:
@@ -400,6 +385,7 @@ Stop with Ctrl-C."""
 @click.option(
     "--json", "as_json", is_flag=True, help="Print one JSON line once ready (for scripts)."
 )
+@log_options
 def up(
     data_dir: Path,
     host: str,
@@ -410,26 +396,43 @@ def up(
     smarthost: str,
     heartbeat_min: int | None,
     as_json: bool,
+    log_format: str | None,
+    log_level: str | None,
 ) -> None:
-    """Run natsync on its embedded defaults (SQLite, private CA, loopback ports, demo user)."""
-    import logging
+    """Run natsync on its embedded defaults (SQLite, private CA, loopback ports, demo user).
 
-    logging.basicConfig(
-        level=logging.INFO,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    # aiosmtpd logs every SMTP command at INFO: at ingest rates that is most of the work.
-    logging.getLogger("mail.log").setLevel(logging.WARNING)
+    The same supervisor as `natsync run`, on a file written into the data directory."""
+    from natsync.cli.run import run_deployment
+    from natsync.config import deployment_from_dict
+
     try:
         prepared = prepare(data_dir.resolve(), host)
+        defaults = {"https": DEFAULT_HTTPS_PORT, "smtp": DEFAULT_SMTP_PORT}
+        wanted: dict[str, int | None] = {"https": https_port, "smtp": smtp_port}
+        if not no_edge:
+            defaults["edge"] = DEFAULT_EDGE_PORT
+            wanted["edge"] = edge_port
+        ports, said = pick_ports(prepared.data_dir, host, wanted, defaults)
+        for sentence in said:
+            click.echo(sentence, err=True)
+        path = prepared.data_dir / UP_CONFIG
+        text = up_config(prepared, host, ports, smarthost, not no_edge, heartbeat_min)
+        path.write_text(text, encoding="utf-8")
+        import tomllib
+
+        deployment = deployment_from_dict(tomllib.loads(text), path)
     except NatsyncError as exc:
         raise click.ClickException(exc.message) from exc
-    https = choose_port(host, https_port, DEFAULT_HTTPS_PORT)
-    smtp = choose_port(host, smtp_port, DEFAULT_SMTP_PORT)
-    edge = None if no_edge else choose_port(host, edge_port, DEFAULT_EDGE_PORT)
+    except OSError as exc:
+        raise click.ClickException(f"cannot prepare {data_dir}: {exc}") from exc
+    from natsync.run.checks import run_checks
 
-    def announce(info: dict[str, Any]) -> None:
+    problems = [p for p in run_checks(deployment) if p.fatal]
+    if problems:
+        raise click.ClickException(problems[0].line())
+
+    def announce(started: dict[str, Any]) -> None:
+        info = up_info(prepared, host, started)
         if as_json:
             keys = (
                 "url", "server_url", "edge_admin", "smtp", "user", "password", "ca_file",
@@ -440,28 +443,4 @@ def up(
             click.echo(_human_announcement(info))
         sys.stdout.flush()
 
-    from natsync.server.gcpolicy import tune_for_server
-
-    tune_for_server()  # fewer, cheaper collections (natsync.server.gcpolicy)
-    try:
-        with (
-            contextlib.suppress(KeyboardInterrupt),
-            asyncio.Runner(loop_factory=_loop_factory()) as runner,
-        ):
-            runner.run(
-                serve(
-                    prepared,
-                    host,
-                    https,
-                    smtp,
-                    smarthost,
-                    announce,
-                    edge_port=edge,
-                    edge_port_fallback=edge_port is None,
-                    heartbeat_min=heartbeat_min,
-                )
-            )
-    except NatsyncError as exc:
-        raise click.ClickException(exc.message) from exc
-    except OSError as exc:
-        raise click.ClickException(f"cannot listen on {host}: {exc.strerror or exc}") from exc
+    run_deployment(path, deployment, log_format=log_format, log_level=log_level, announce=announce)

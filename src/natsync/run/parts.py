@@ -76,6 +76,10 @@ def edge_for(deployment: Deployment) -> Any:
         changes["backends"] = servers if len(servers) > 1 else ()
     if "heartbeat_max" not in table:
         changes["heartbeat_max"] = server.heartbeat_cap
+    if "access_log" not in table:
+        # One line per request, not one per hop: the server's (with the phone's address from
+        # X-Forwarded-For, the user, device and command) is the one kept.
+        changes["access_log"] = "off"
     return replace(edge, **changes).check() if changes else edge
 
 
@@ -86,9 +90,6 @@ async def _server_part(deployment: Deployment, index: int) -> None:
     from natsync.cli.server import serve
 
     config = server_for(deployment, index)
-    if deployment.edge is not None:
-        # One line per request: the edge logs it (what the phone saw, with user and command).
-        logging.getLogger("natsync.server.access").setLevel(logging.WARNING)
 
     def ready(running: Any, smtp: Any) -> None:
         info: dict[str, Any] = {"url": running.url, "port": running.port}
