@@ -55,8 +55,10 @@ from natsync.eas.request import EasRequest, parse_request
 from natsync.eas.versions import SERVER_VERSION, supported_header
 from natsync.errors import NatsyncError
 from natsync.server import recent
+from natsync.server import health
 from natsync.server.auth import Authenticator
 from natsync.server.front import Front, Reply
+from natsync.server.health import ServerMetrics
 from natsync.server.logs import REQUEST_CONTEXT
 from natsync.store.api import Store, Subscription, Txn
 from natsync.store.feed import hierarchy_key, hold_key
@@ -67,6 +69,8 @@ access_log = logging.getLogger("natsync.server.access")
 
 EAS_PATH = "/microsoft-server-activesync"
 AUTODISCOVER_PATH = "/autodiscover/autodiscover.xml"
+#: Served to loopback clients only (natsync.server.health).
+HEALTH_PATHS = ("/healthz", "/metrics")
 WBXML_HEADER = b"\x03\x01\x6a\x00"
 #: Seconds to wait for open requests (held Pings) when the server closes.
 SHUTDOWN_GRACE = 2.0
@@ -235,6 +239,8 @@ class Hold:
             return
         self._done = None
         changed = self._sub.take()
+        if changed - {self._key}:  # a change ended the hold: a push (metrics: its latency)
+            self._app.metrics.pushed(self._sub.changed_at, time.monotonic())
         self._release()
         response = self._app.hold_answer(self._wait, changed, self._key)
         if response is not None:
@@ -257,6 +263,7 @@ class EasApp:
         self._trusted = frozenset(str(ipaddress.ip_address(a)) for a in config.trusted_proxies)
         #: Each device's recent requests, written to the store in batches (the console's).
         self.recent = recent.RecentWriter(store)
+        self.metrics = ServerMetrics()
         self.auth = Authenticator(
             store,
             max_per_user=config.max_failed_logins_per_user,
@@ -290,12 +297,14 @@ class EasApp:
         return _Line(self.client_address(request), request.method, request.path)
 
     def _log(self, line: _Line, http: int, **fields: Any) -> None:
+        seconds = time.perf_counter() - line.started
+        self.metrics.request(str(fields.get("cmd") or line.method), seconds, http)
         record = {
             "remote": line.remote,
             "method": line.method,
             "path": line.path,
             "http": http,
-            "ms": round((time.perf_counter() - line.started) * 1000, 2),
+            "ms": round(seconds * 1000, 2),
             **{k: v for k, v in fields.items() if v is not None and v != ""},
         }
         access_log.info(json.dumps(record, separators=(",", ":")))
@@ -337,6 +346,8 @@ class EasApp:
             if request.method == "GET":
                 return self.autodiscover_v2(request)
             return Reply(405, {"Allow": "GET"})
+        if path in HEALTH_PATHS and request.method == "GET":
+            return health.reply(self, request.remote or "", path)
         return Reply(404)
 
     # -- OPTIONS

@@ -32,6 +32,7 @@ import asyncio
 import contextlib
 import hashlib
 import threading
+import time
 from collections.abc import Callable, Iterable
 
 from natsync.store.api import Subscription
@@ -138,7 +139,7 @@ class LocalChangeFeed:
 class LocalSubscription:
     """One waiter; cheap: a frozenset, the ids changed so far and at most one callback."""
 
-    __slots__ = ("_callback", "_closed", "_feed", "_loop", "_pending", "folder_ids")
+    __slots__ = ("_callback", "_closed", "_feed", "_loop", "_pending", "changed_at", "folder_ids")
 
     def __init__(self, feed: LocalChangeFeed, folder_ids: frozenset[int]) -> None:
         self._feed = feed
@@ -147,10 +148,13 @@ class LocalSubscription:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._callback: Callable[[], object] | None = None
         self._closed = False
+        #: time.monotonic() of the first change since the last take (push latency metrics).
+        self.changed_at: float | None = None
 
     def _deliver(self, changed: set[int]) -> None:
         """Record *changed* and wake the waiter; called with the feed's lock held."""
         if self._pending is None:
+            self.changed_at = time.monotonic()
             self._pending = changed
         else:
             self._pending |= changed

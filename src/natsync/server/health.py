@@ -1,0 +1,149 @@
+"""The server's ``/healthz`` and Prometheus ``/metrics`` (text format 0.0.4), like the edge's.
+
+Histograms of request time by ActiveSync command, and of push latency: from the commit that
+changed a watched folder to the held Ping's answer leaving (what a phone waits for a new mail
+beyond the network). Counters of requests by command and HTTP status; held Pings now.
+
+Both paths answer loopback clients only (the edge publishes neither, and a client elsewhere
+gets 404 like any unknown path): metrics name users' command mix, not for the internet.
+The recording side is sans-I/O; :func:`reply` is the one adapter.
+"""
+
+from __future__ import annotations
+
+import bisect
+import ipaddress
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from natsync.server.front import Reply
+
+#: Request time buckets (seconds): most commands take milliseconds; a held Ping or Sync takes
+#: its heartbeat (up to 59 minutes), so the top buckets reach an hour.
+REQUEST_BUCKETS = (
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    60.0,
+    600.0,
+    3600.0,
+)
+#: Push latency buckets (seconds): a push worth the name answers within tens of milliseconds.
+PUSH_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+#: Distinct command labels kept (a client cannot grow the metrics without bound).
+MAX_COMMANDS = 64
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")[:32]
+
+
+@dataclass(slots=True)
+class Histogram:
+    buckets: tuple[float, ...]
+    counts: list[int] = field(default_factory=list)
+    total: float = 0.0
+    count: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.counts:
+            self.counts = [0] * len(self.buckets)
+
+    def observe(self, value: float) -> None:
+        index = bisect.bisect_left(self.buckets, value)
+        if index < len(self.counts):
+            self.counts[index] += 1
+        self.total += value
+        self.count += 1
+
+    def render(self, name: str, labels: str = "") -> list[str]:
+        sep = "," if labels else ""
+        lines, running = [], 0
+        for bound, count in zip(self.buckets, self.counts, strict=True):
+            running += count
+            lines.append(f'{name}_bucket{{{labels}{sep}le="{bound:g}"}} {running}')
+        lines.append(f'{name}_bucket{{{labels}{sep}le="+Inf"}} {self.count}')
+        suffix = f"{{{labels}}}" if labels else ""
+        lines.append(f"{name}_sum{suffix} {self.total:.6f}")
+        lines.append(f"{name}_count{suffix} {self.count}")
+        return lines
+
+
+@dataclass(slots=True)
+class ServerMetrics:
+    started: float = field(default_factory=time.time)
+    request_time: dict[str, Histogram] = field(default_factory=dict)
+    requests: dict[tuple[str, int], int] = field(default_factory=dict)
+    push_latency: Histogram = field(default_factory=lambda: Histogram(PUSH_BUCKETS))
+
+    def request(self, cmd: str, seconds: float, http: int) -> None:
+        if cmd not in self.request_time and len(self.request_time) >= MAX_COMMANDS:
+            cmd = "other"
+        histogram = self.request_time.get(cmd)
+        if histogram is None:
+            histogram = self.request_time[cmd] = Histogram(REQUEST_BUCKETS)
+        histogram.observe(seconds)
+        self.requests[(cmd, http)] = self.requests.get((cmd, http), 0) + 1
+
+    def pushed(self, committed_at: float | None, now: float) -> None:
+        """A held Ping answered at *now* (monotonic) for a change committed at *committed_at*."""
+        if committed_at is not None and now >= committed_at:
+            self.push_latency.observe(now - committed_at)
+
+    def render(self, held: int) -> str:
+        lines = [
+            "# HELP natsync_server_held_requests Pings and Syncs held now.",
+            "# TYPE natsync_server_held_requests gauge",
+            f"natsync_server_held_requests {held}",
+            "# HELP natsync_server_requests_total Requests by ActiveSync command and HTTP status.",
+            "# TYPE natsync_server_requests_total counter",
+        ]
+        for (cmd, http), count in sorted(self.requests.items()):
+            lines.append(
+                f'natsync_server_requests_total{{cmd="{_label(cmd)}",status="{http}"}} {count}'
+            )
+        lines += [
+            "# HELP natsync_server_request_seconds Request time by ActiveSync command.",
+            "# TYPE natsync_server_request_seconds histogram",
+        ]
+        for cmd, histogram in sorted(self.request_time.items()):
+            lines += histogram.render("natsync_server_request_seconds", f'cmd="{_label(cmd)}"')
+        lines += [
+            "# HELP natsync_server_push_latency_seconds From the commit of a change to the "
+            "answer of the Ping that waited for it.",
+            "# TYPE natsync_server_push_latency_seconds histogram",
+            *self.push_latency.render("natsync_server_push_latency_seconds"),
+        ]
+        return "\n".join(lines) + "\n"
+
+
+def _loopback(remote: str) -> bool:
+    try:
+        return ipaddress.ip_address(remote.split("%", maxsplit=1)[0]).is_loopback
+    except ValueError:
+        return False
+
+
+def reply(app: Any, remote: str, path: str) -> Reply:
+    """The answer to GET /healthz or /metrics from *remote* (404 unless loopback)."""
+    if not _loopback(remote):
+        return Reply(404)
+    if path == "/metrics":
+        body = app.metrics.render(len(app._holds)).encode()
+        return Reply(200, {"Content-Type": "text/plain; version=0.0.4"}, body)
+    doc = {
+        "status": "ok",
+        "held": len(app._holds),
+        "uptime_seconds": round(time.time() - app.metrics.started, 1),
+    }
+    return Reply(200, {"Content-Type": "application/json"}, json.dumps(doc).encode())
