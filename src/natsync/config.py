@@ -550,6 +550,7 @@ def resolve_config_path(path: Path | str | None) -> Path:
 
 def config_option(
     help: str = "Deployment file (natsync.toml; env NATSYNC_CONFIG).",
+    dest: str = "config_path",
 ) -> Callable[[_F], _F]:
     """The ``-c/--config FILE`` option every command shares (also read from NATSYNC_CONFIG).
 
@@ -561,7 +562,7 @@ def config_option(
     return click.option(
         "-c",
         "--config",
-        "config_path",
+        dest,
         type=click.Path(dir_okay=False, path_type=Path),
         envvar=CONFIG_ENV,
         default=None,

@@ -16,6 +16,7 @@ from typing import Any
 
 import click
 
+from natsync.config import config_option
 from natsync.errors import NatsyncError
 
 #: Exit status when the doctor could not run at all (bad arguments, unreadable config): apart
@@ -205,12 +206,8 @@ def _fail(message: str) -> None:
 )
 @click.option("--quick", is_flag=True, help="Hold the Ping for 60 s instead of 5 minutes.")
 @click.option("--timeout", type=float, default=5.0, show_default=True, help="Seconds per step.")
-@click.option(
-    "--config",
-    "config",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="The deployment's natsync.toml: adds the inside-out checks.",
+@config_option(
+    "The deployment's natsync.toml (env NATSYNC_CONFIG): adds the inside-out checks.", "config"
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option(

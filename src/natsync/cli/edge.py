@@ -11,16 +11,14 @@ from pathlib import Path
 
 import click
 
+from natsync.config import config_option
 from natsync.edge import http
 from natsync.edge.config import EdgeConfig
 from natsync.errors import NatsyncError
+from natsync.logs import log_options, setup_logging
 
-_CONFIG = click.option(
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Deployment TOML file with an [edge] table (default: the embedded defaults).",
+_CONFIG = config_option(
+    "Deployment file with an [edge] table (env NATSYNC_CONFIG; default: embedded defaults)."
 )
 
 
@@ -152,13 +150,14 @@ def _fork_workers(config: EdgeConfig) -> tuple[int, list[int]]:
 
 @edge.command()
 @_CONFIG
-def run(config_path: Path | None) -> None:
+@log_options
+def run(config_path: Path | None, log_format: str | None, log_level: str | None) -> None:
     """Run the edge until SIGINT/SIGTERM; SIGHUP reloads the certificate files."""
     import importlib.util
 
     from natsync.edge import load_edge_config
 
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    setup_logging(log_format or "text", log_level or "info")
     try:
         config = load_edge_config(config_path)
         config.check_runnable()

@@ -4,7 +4,6 @@ from one TOML config file, until SIGINT / SIGTERM."""
 from __future__ import annotations
 
 import asyncio
-import logging
 import re
 import signal
 from pathlib import Path
@@ -12,8 +11,9 @@ from typing import Any
 
 import click
 
-from natsync.config import ServerConfig, load_config
+from natsync.config import ServerConfig, config_option, load_config
 from natsync.errors import NatsyncError
+from natsync.logs import log_options, setup_logging
 
 
 async def serve(
@@ -95,13 +95,8 @@ async def serve(
 
 
 @click.command()
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False, exists=True, path_type=Path),
-    default=None,
-    help="TOML file with a [server] table (default: the embedded defaults).",
-)
+@config_option("Deployment file with a [server] table (env NATSYNC_CONFIG; default: defaults).")
+@log_options
 @click.option("--host", default=None, help="Override server.host.")
 @click.option("--port", type=click.IntRange(0, 65535), default=None, help="Override server.port.")
 @click.option(
@@ -121,6 +116,8 @@ def server(
     port: int | None,
     data_dir: Path | None,
     store: str | None,
+    log_format: str | None,
+    log_level: str | None,
 ) -> None:
     """Serve ActiveSync (EAS 12.1-16.1) from the store (server.store, else in the data dir)."""
     from dataclasses import replace
@@ -148,9 +145,7 @@ def server(
             dav = dav_settings(read_toml(config_path), config_path.parent)
     except NatsyncError as exc:
         raise click.ClickException(exc.message) from exc
-    from natsync.server.logs import setup_logging
-
-    setup_logging(logging.INFO)
+    setup_logging(log_format or "text", log_level or "info")
 
     def ready(running: Any, smtp: Any) -> None:
         # A store URL may carry a password: shown without it.

@@ -1,14 +1,12 @@
-"""Server logging: one JSON line per record, with the request's context (user, device,
-command) carried by a contextvar, so a warning deep inside a command still says whose request
-it was (STYLE: stdlib logging, one JSON formatter, request context through contextvars)."""
+"""Server logging: the request's context (user, device, command) carried by a contextvar, so a
+warning deep inside a command still says whose request it was (STYLE: stdlib logging, one
+formatter, request context through contextvars). The formats themselves live in
+:mod:`natsync.logs` (one format across all parts)."""
 
 from __future__ import annotations
 
-import json
 import logging
-import sys
 from contextvars import ContextVar
-from datetime import UTC, datetime
 from typing import Any
 
 #: The request being served on this task: {"user": ..., "device": ..., "cmd": ...}.
@@ -16,36 +14,17 @@ REQUEST_CONTEXT: ContextVar[dict[str, Any] | None] = ContextVar("natsync_request
 ACCESS_LOGGER = "natsync.server.access"
 
 
-class JsonFormatter(logging.Formatter):
-    """``{"ts", "level", "logger", "msg", <request context>, "exc"}``; access-log records (whose
-    message already is a JSON object) are merged into the same line rather than nested."""
+def __getattr__(name: str) -> Any:
+    # JsonFormatter moved to natsync.logs (imported lazily: natsync.logs reads REQUEST_CONTEXT).
+    if name == "JsonFormatter":
+        from natsync.logs import JsonFormatter
 
-    def format(self, record: logging.LogRecord) -> str:
-        line: dict[str, Any] = {
-            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-        }
-        message = record.getMessage()
-        if record.name == ACCESS_LOGGER and message.startswith("{"):
-            try:
-                line.update(json.loads(message))
-            except ValueError:
-                line["msg"] = message
-        else:
-            line["msg"] = message
-            context = getattr(record, "request", None) or REQUEST_CONTEXT.get()
-            if context:
-                line.update({k: v for k, v in context.items() if k not in line})
-        if record.exc_info:
-            line["exc"] = self.formatException(record.exc_info)
-        return json.dumps(line, separators=(",", ":"), default=str)
+        return JsonFormatter
+    raise AttributeError(name)
 
 
 def setup_logging(level: int = logging.INFO) -> None:
-    """JSON lines on stderr for the whole process (natsync server)."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter())
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
+    """JSON lines on stderr for the whole process (see natsync.logs.setup_logging)."""
+    from natsync.logs import setup_logging as setup
+
+    setup("json", logging.getLevelName(level).lower())
