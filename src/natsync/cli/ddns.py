@@ -477,17 +477,10 @@ def hold(config_path: Path | None, method: str | None) -> None:
     if not specs:
         raise click.ClickException("portmap.mappings is empty: nothing to hold")
     mapper = PortMapper(backend, settings.lifetime)
-    try:
-        while not stop.is_set():
-            for r in mapper.ensure(specs, time.time()):
-                if r.action != "kept":
-                    click.echo(f"{r.spec}: {r.action} {r.detail}".rstrip())
-            due = mapper.next_due()
-            retry = settings.lifetime / 4 if settings.lifetime else 60.0
-            wait = (due - time.time()) if due is not None else retry
-            if len(mapper.leases) < len(specs):
-                wait = min(wait, retry)
-            stop.wait(max(MIN_HOLD_SLEEP, wait))
-    finally:
-        for r in mapper.release_all():
-            click.echo(f"{r.spec}: {r.action} {r.detail}".rstrip())
+    mapper.hold(
+        specs,
+        stop,
+        lambda r: click.echo(f"{r.spec}: {r.action} {r.detail}".rstrip()),
+        time.time,
+        MIN_HOLD_SLEEP,
+    )

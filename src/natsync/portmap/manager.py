@@ -10,6 +10,7 @@ router does not translate but firewalls, a UPnP IGD:2 pinhole or a PCP MAP sent 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -274,6 +275,14 @@ class MapResult:
     external_port: int | None = None
 
 
+class Stopper(Protocol):
+    """What :meth:`PortMapper.hold` waits on (a threading.Event)."""
+
+    def is_set(self) -> bool: ...
+
+    def wait(self, timeout: float | None = None) -> bool: ...
+
+
 class PortMapper:
     """The mappings one natsync keeps on one router."""
 
@@ -306,6 +315,31 @@ class PortMapper:
     def next_due(self) -> float | None:
         times = [t for lease in self.leases.values() if (t := lease.renew_at()) is not None]
         return min(times) if times else None
+
+    def hold(
+        self,
+        specs: list[MappingSpec],
+        stop: Stopper,
+        report: Callable[[MapResult], object],
+        clock: Callable[[], float],
+        min_sleep: float,
+    ) -> None:
+        """Keep *specs* mapped until *stop* is set (renewing when due, retrying what failed
+        every quarter lifetime), then remove them; *report* hears every action but "kept"."""
+        try:
+            while not stop.is_set():
+                for result in self.ensure(specs, clock()):
+                    if result.action != "kept":
+                        report(result)
+                due = self.next_due()
+                retry = self.lifetime / 4 if self.lifetime else 60.0
+                wait = (due - clock()) if due is not None else retry
+                if len(self.leases) < len(specs):
+                    wait = min(wait, retry)
+                stop.wait(max(min_sleep, wait))
+        finally:
+            for result in self.release_all():
+                report(result)
 
     def release_all(self) -> list[MapResult]:
         """Remove every mapping this mapper made (on exit)."""

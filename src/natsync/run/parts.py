@@ -169,19 +169,11 @@ def _portmap_part(deployment: Deployment) -> None:
     backend = open_backend(settings.method, settings.router or None, settings.upnp_location or None)
     mapper = PortMapper(backend, settings.lifetime)
     emit({"ready": {"router": backend.name, "mappings": [str(s) for s in specs]}})
-    try:
-        while not stop.is_set():
-            for result in mapper.ensure(specs, time.time()):
-                if result.action != "kept":
-                    log.info("portmap: %s %s %s", result.spec, result.action, result.detail)
-            due = mapper.next_due()
-            retry = settings.lifetime / 4 if settings.lifetime else 60.0
-            wait = (due - time.time()) if due is not None else retry
-            if len(mapper.leases) < len(specs):
-                wait = min(wait, retry)
-            stop.wait(max(MIN_HOLD_SLEEP, wait))
-    finally:
-        mapper.release_all()
+
+    def report(result: Any) -> None:
+        log.info("portmap: %s %s %s", result.spec, result.action, result.detail)
+
+    mapper.hold(specs, stop, report, time.time, MIN_HOLD_SLEEP)
 
 
 #: How often the certificate manager looks at the expiry (renewal is due days ahead).
