@@ -28,6 +28,7 @@ from natsync.store.api import FolderType
 STARTUP_TIMEOUT = 60.0
 #: Seconds it may take to shut down cleanly after SIGTERM.
 SHUTDOWN_TIMEOUT = 30.0
+UP = [sys.executable, "-c", "from natsync.cli import main; main()"]
 
 
 def start_up(data_dir: Path, *extra: str) -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
@@ -213,3 +214,41 @@ def test_up_and_the_admin_commands_share_one_store(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["user", "list", "--data-dir", str(tmp_path), "--json"])
     assert result.exit_code == 0, result.output
     assert [user["name"] for user in json.loads(result.output)] == ["demo"]
+
+
+def test_the_quickstart_emulator_snippet_runs_as_printed(tmp_path: Path) -> None:
+    """docs/quickstart.md: `natsync up` in a folder, a mail by SMTP, then the snippet saved as
+    sync.py and run with the environment's Python from the same folder prints the mail."""
+    import re
+    import smtplib
+
+    doc = (Path(__file__).parents[2] / "docs" / "quickstart.md").read_text()
+    snippet = re.search(r"device emulator.*?```python\n(.*?)```", doc, re.S)
+    assert snippet is not None
+    (tmp_path / "sync.py").write_text(snippet.group(1))
+    proc = subprocess.Popen(
+        [*UP, "up", "--https-port", "0", "--smtp-port", "0", "--edge-port", "0"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        info_file = tmp_path / "natsync-data" / "up.json"
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while not info_file.exists() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+        info = json.loads(info_file.read_text())
+        assert stat.S_IMODE(info_file.stat().st_mode) == 0o600
+        host, _, port = info["smtp"].rpartition(":")
+        with smtplib.SMTP(host, int(port), timeout=10) as smtp:
+            smtp.sendmail(
+                "you@example.test", [info["email"]], "Subject: hello\r\n\r\nfrom natsync up\r\n"
+            )
+        ran = subprocess.run(
+            [sys.executable, "sync.py"], cwd=tmp_path, capture_output=True, text=True,
+            timeout=60, check=False,
+        )  # fmt: skip
+        assert ran.returncode == 0, ran.stderr
+        assert ran.stdout.strip().endswith(" hello")
+    finally:
+        code, _out, err = stop(proc)
+    assert code == 0, err.decode()[-3000:]
+    assert not (tmp_path / "natsync-data" / "up.json").exists()  # removed on stop

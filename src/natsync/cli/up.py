@@ -184,6 +184,8 @@ def source_address(host: str) -> str:
 PORTS_FILE = "ports.json"
 #: The deployment file `natsync up` writes for `natsync run` (one code path; readable).
 UP_CONFIG = "up.toml"
+#: What `natsync up --json` prints, kept while it runs (for the emulator snippet, scripts).
+INFO_FILE = "up.json"
 
 
 def free_port(host: str) -> int:
@@ -431,16 +433,25 @@ def up(
     if problems:
         raise click.ClickException(problems[0].line())
 
+    info_file = prepared.data_dir / INFO_FILE
+
     def announce(started: dict[str, Any]) -> None:
         info = up_info(prepared, host, started)
-        if as_json:
-            keys = (
-                "url", "server_url", "edge_admin", "smtp", "user", "password", "ca_file",
-                "email", "data_dir", "pid",
-            )  # fmt: skip
-            click.echo(json.dumps({k: info[k] for k in keys}, separators=(",", ":")))
-        else:
-            click.echo(_human_announcement(info))
+        keys = (
+            "url", "server_url", "edge_admin", "smtp", "user", "password", "ca_file",
+            "email", "data_dir", "pid",
+        )  # fmt: skip
+        line = json.dumps({k: info[k] for k in keys}, separators=(",", ":"))
+        # The same line for scripts and the emulator of another shell (holds the password).
+        fd = os.open(info_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(line + "\n")
+        click.echo(line if as_json else _human_announcement(info))
         sys.stdout.flush()
 
-    run_deployment(path, deployment, log_format=log_format, log_level=log_level, announce=announce)
+    try:
+        run_deployment(
+            path, deployment, log_format=log_format, log_level=log_level, announce=announce
+        )
+    finally:
+        info_file.unlink(missing_ok=True)
