@@ -149,6 +149,9 @@ class Supervisor:
             stdout=asyncio.subprocess.PIPE,
             stdin=asyncio.subprocess.DEVNULL,
             env=self._env(),
+            # Its own session: a terminal's Ctrl-C (or a signal to the whole group) reaches
+            # the supervisor only, which stops the parts in order.
+            start_new_session=True,
         )
         child.backoff.started(time.monotonic())
         child.wanted = True
@@ -414,9 +417,9 @@ class Supervisor:
         loop.add_signal_handler(signal.SIGHUP, reloads.put_nowait, None)
         try:
             counts = part_counts(self.deployment)
-            for kind in ORDER:
-                if kind in counts and not self.stopping.is_set():
-                    await self._start_kind(kind, counts[kind])
+            # All at once (each is its own process; the edge finds the server by its health
+            # checks): start-up takes the slowest part's time, not the sum.
+            await asyncio.gather(*(self._start_kind(k, counts[k]) for k in ORDER if k in counts))
             admin_port = await self._start_admin()
             if self.stopping.is_set():
                 return
