@@ -1,0 +1,101 @@
+"""`natsync init`: the file it writes in a clean directory passes `natsync check`; a local MTA on
+port 25 is noticed and its two choices written as asked; it ends with the phone's settings."""
+
+from __future__ import annotations
+
+import os
+import socket
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from natsync.cli import main
+from natsync.config import load_deployment
+from tests.cli.test_run import free_ports
+
+
+def _init(tmp_path: Path, *extra: str, stdin: str | None = None) -> str:
+    edge, server, admin = free_ports(3)
+    args = [
+        "init", "mail.example.org", "-o", str(tmp_path / "natsync.toml"), "--data-dir",
+        str(tmp_path / "data"), "--no-detect", "--listen", "127.0.0.1", "--https-port",
+        str(edge), "--server-port", str(server), "--admin-listen", f"127.0.0.1:{admin}",
+        "--edge-admin-listen", "127.0.0.1:0", *extra,
+    ]  # fmt: skip
+    result = CliRunner().invoke(main, args, input=stdin)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_a_clean_directory_gets_a_file_check_accepts(tmp_path: Path) -> None:
+    output = _init(tmp_path, "-y", "--cert", "private-ca", "--smtp-port", str(free_ports(1)[0]))
+    assert f"wrote {tmp_path / 'natsync.toml'}" in output
+    assert "server    mail.example.org" in output  # what to do on the phone
+    assert f"install the CA {tmp_path / 'data' / 'ca' / 'ca.pem'}" in output
+    check = CliRunner().invoke(main, ["check", "-c", str(tmp_path / "natsync.toml")])
+    assert check.exit_code == 0, check.output
+    text = (tmp_path / "natsync.toml").read_text()
+    assert text.count("\n# ") > 20  # commented
+    tables = set(tomllib.loads(text))
+    assert tables == {"server", "edge", "cert", "admin", "run"}  # ddns/portmap: commented out
+
+
+def test_acme_mode_with_dns_and_router_tables(tmp_path: Path) -> None:
+    _init(
+        tmp_path, "-y", "--cert", "acme", "--acme-directory", "https://127.0.0.1:14000/dir",
+        "--email", "op@example.org", "--portmap", "--router", "127.0.0.1", "--dns-server",
+        "127.0.0.1:5353", "--smtp-port", str(free_ports(1)[0]), "--http-port",
+        str(free_ports(1)[0]),
+    )  # fmt: skip
+    deployment = load_deployment(tmp_path / "natsync.toml")
+    assert deployment.cert is not None
+    assert deployment.cert.mode == "acme"
+    assert deployment.ddns.zone == "example.org"
+    assert deployment.ddns.names == ("mail.example.org",)
+    assert any(m.startswith("80:") for m in deployment.portmap.mappings)
+    assert deployment.admin.email == "op@example.org"
+    # The stand-in certificate lets the edge start until the ACME one arrives.
+    assert (tmp_path / "data" / "tls" / "public.pem").is_file()
+
+
+def test_an_existing_file_is_kept_without_force(tmp_path: Path) -> None:
+    (tmp_path / "natsync.toml").write_text("# mine\n")
+    result = CliRunner().invoke(
+        main, ["init", "mail.example.org", "-o", str(tmp_path / "natsync.toml"), "-y"]
+    )
+    assert result.exit_code == 1
+    assert "exists; --force replaces it" in result.output
+    assert (tmp_path / "natsync.toml").read_text() == "# mine\n"
+
+
+@pytest.fixture
+def local_mta() -> Iterator[None]:
+    """Something listening on port 25 (on loopback), as a local MTA would."""
+    if os.geteuid() != 0:
+        pytest.skip("port 25 is init's default only as root (CI runs as root)")
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", 25))
+        except OSError:
+            yield None  # a real MTA holds it already: the same situation
+            return
+        sock.listen()
+        yield None
+
+
+def test_a_local_mta_on_port_25_gives_two_choices(tmp_path: Path, local_mta: None) -> None:
+    output = _init(tmp_path / "a", "--cert", "private-ca", stdin="2\n")
+    assert "Port 25 is taken by a local mail server" in output
+    via_mta = load_deployment(tmp_path / "a" / "natsync.toml").server
+    assert via_mta.smarthost == "127.0.0.1:25"
+    assert via_mta.smtp_listen == "127.0.0.1:2525"
+    assert "smtp:[127.0.0.1]:2525" in output  # the MTA's relay line
+
+    output = _init(tmp_path / "b", "--cert", "private-ca", "-y")  # -y: choice 1
+    beside = load_deployment(tmp_path / "b" / "natsync.toml")
+    assert beside.server.smtp_listen == "127.0.0.1:2525"
+    assert beside.server.smarthost == ""
+    assert "25  -> 2525" in output  # the router forward to set by hand
