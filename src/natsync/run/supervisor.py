@@ -124,7 +124,8 @@ class Supervisor:
         self.started_at = time.time()
         self.restarts: dict[str, int] = {}
         self._checking: asyncio.Task[None] | None = None
-        self._again = False
+        #: Why the self-check must run again once the one running now ends ("" = no need).
+        self._again = ""
         self._tasks: set[asyncio.Task[Any]] = set()
         self._admin: Any = None
 
@@ -267,7 +268,7 @@ class Supervisor:
         if not self.deployment.run.self_check:
             return
         if self._checking is not None and not self._checking.done():
-            self._again = True
+            self._again = why
             return
         self._checking = self._spawn_task(self._self_check(why), "self-check")
 
@@ -296,8 +297,8 @@ class Supervisor:
             level, "self-check (%s) of %s: %s — %s", why, url, self.check.verdict, self.check.reason
         )
         if self._again:
-            self._again = False
-            self.run_self_check("again")
+            why, self._again = self._again, ""
+            self._checking = self._spawn_task(self._self_check(why), "self-check")
 
     async def reload(self) -> None:
         try:
