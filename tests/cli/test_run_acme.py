@@ -137,11 +137,21 @@ def test_acme_certificate_obtained_then_renewed_under_a_held_ping(
 
         assert asyncio.run(renew_under_a_held_ping()) != []
         assert "Pebble" in _issuer(edge, name)
+        # SIGUSR1: renew now, whatever the expiry (a new certificate, the edge reloaded).
+        before = _serial(tmp_path / "data" / "tls" / "public.pem")
+        mark = len(log.read_text())
+        proc.send_signal(signal.SIGUSR1)
+        run.wait_log("certificates reloaded", ORDER_TIMEOUT, mark)
+        assert _serial(tmp_path / "data" / "tls" / "public.pem") != before
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(SHUTDOWN_TIMEOUT) == 0
         proc.stdout.close()
     assert "Traceback" not in log.read_text()
+
+
+def _serial(path: Path) -> int:
+    return x509.load_pem_x509_certificates(path.read_bytes())[0].serial_number
 
 
 def _issuer_of(path: Path) -> str:

@@ -214,6 +214,21 @@ def _cert_part(deployment: Deployment) -> None:
     from natsync.cli.cert import _run_acme
 
     stop = _stop_event()
+    # SIGUSR1 (from `natsync run`'s supervisor): renew now, whatever the expiry.
+    wake = threading.Event()
+    force = threading.Event()
+
+    def renew_now(*_: object) -> None:
+        force.set()
+        wake.set()
+
+    def stopping(*_: object) -> None:
+        stop.set()
+        wake.set()
+
+    signal.signal(signal.SIGUSR1, renew_now)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, stopping)
     cert = deployment.cert
     assert cert is not None
     emit({"ready": {"mode": cert.mode}})
@@ -223,13 +238,16 @@ def _cert_part(deployment: Deployment) -> None:
     path = public_cert_path(deployment)
     ca_file = deployment.server.data_dir / "ca" / "ca.pem"
     while not stop.is_set():
-        due = True
+        due = force.is_set()
+        force.clear()
         if path.exists():
             leaf = x509.load_pem_x509_certificates(path.read_bytes())[0]
             left = leaf.not_valid_after_utc.timestamp() - time.time()
             # `natsync init` leaves a private-CA stand-in until the ACME one arrives.
             stand_in = ca_file.exists() and leaf.issuer == _subject(ca_file)
-            due = stand_in or left < cert.renew_days * 86400
+            due = due or stand_in or left < cert.renew_days * 86400
+        else:
+            due = True
         if due:
             try:
                 result = asyncio.run(
@@ -239,7 +257,8 @@ def _cert_part(deployment: Deployment) -> None:
                 emit({"event": "renewed", "cert": result["cert"]})
             except NatsyncError as exc:
                 log.error("cert: renewal failed: %s (next try in an hour)", exc.message)
-        stop.wait(CERT_CHECK_INTERVAL)
+        wake.wait(CERT_CHECK_INTERVAL)
+        wake.clear()
 
 
 def _subject(ca_file: Path) -> Any:

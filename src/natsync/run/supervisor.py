@@ -416,6 +416,8 @@ class Supervisor:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.stopping.set)
         loop.add_signal_handler(signal.SIGHUP, reloads.put_nowait, None)
+        # SIGUSR1: renew the certificate now (the cert part orders, then the edge reloads).
+        loop.add_signal_handler(signal.SIGUSR1, self._signal, "cert", signal.SIGUSR1)
         try:
             counts = part_counts(self.deployment)
             # All at once (each is its own process; the edge finds the server by its health
@@ -445,7 +447,7 @@ class Supervisor:
                     await self.reload()
         finally:
             self.stopping.set()
-            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1):
                 loop.remove_signal_handler(sig)
             log.info("natsync run: stopping")
             for kind in reversed(ORDER):
