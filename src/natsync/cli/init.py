@@ -17,6 +17,7 @@ from pathlib import Path
 import click
 
 from natsync.config import LOCAL_CONFIG, SYSTEM_CONFIG
+from natsync.ddns.settings import DEFAULT_INTERVAL, DEFAULT_TTL
 from natsync.errors import NatsyncError
 
 #: Where the parts listen when natsync is not root: unprivileged ports the router maps the
@@ -129,6 +130,9 @@ def render(
     admin_listen: str,
     edge_admin_listen: str = "127.0.0.1:9180",
     server_port: int = INTERNAL_SERVER_PORT,
+    dns_names: tuple[str, ...] = (),
+    dns_ttl: int = DEFAULT_TTL,
+    dns_interval: float = DEFAULT_INTERVAL,
 ) -> str:
     """The commented deployment file."""
     tls = data_dir / "tls"
@@ -206,7 +210,9 @@ http_listen = {_q(f"{listen}:{ports['http']}")}    # the router maps the public 
 # Public address and DNS: the name follows the public address (RFC 2136 with TSIG).
 server = {_q(dns_server)}
 zone = {_q(dns_zone or name.partition(".")[2])}
-names = {_list([name])}
+names = {_list([name, *dns_names])}
+ttl = {dns_ttl}
+interval = {dns_interval:g}
 """
         if tsig_key:
             out += f"key_file = {_q(tsig_key)}\n"
@@ -336,6 +342,14 @@ def _default_output() -> Path:
 @click.option("--dns-zone", default="", help="Zone to update [default: NAME's parent].")
 @click.option("--tsig-key", default="", help="TSIG key file for the updates.")
 @click.option(
+    "--dns-name", "dns_names", multiple=True, help="Another name to keep (the MX target)."
+)
+@click.option("--dns-ttl", type=click.IntRange(1, 86400), default=DEFAULT_TTL, show_default=True)
+@click.option(
+    "--dns-interval", type=click.FloatRange(0.1), default=DEFAULT_INTERVAL, show_default=True,
+    help="Seconds between looks at the public address.",
+)  # fmt: skip
+@click.option(
     "--detect/--no-detect",
     default=True,
     show_default=True,
@@ -351,7 +365,8 @@ def init(
     listen: str, https_port: int | None, smtp_port: int | None, http_port: int | None,
     admin_listen: str, edge_admin_listen: str, server_port: int,
     smtp_via_mta: bool | None, portmap: bool | None, router: str,
-    upnp_location: str, dns_server: str, dns_zone: str, tsig_key: str, detect: bool,
+    upnp_location: str, dns_server: str, dns_zone: str, tsig_key: str,
+    dns_names: tuple[str, ...], dns_ttl: int, dns_interval: float, detect: bool,
     yes: bool, force: bool,
 ) -> None:  # fmt: skip
     """Write the deployment file for the public name NAME (e.g. mail.example.org)."""
@@ -418,7 +433,8 @@ def init(
         acme_ca=str(Path(acme_ca).absolute()) if acme_ca else "", admin_email=admin_email,
         store=store, portmap=portmap, router=router, upnp_location=upnp_location,
         dns_server=dns_server, dns_zone=dns_zone, tsig_key=tsig_key, admin_listen=admin_listen,
-        edge_admin_listen=edge_admin_listen, server_port=server_port,
+        edge_admin_listen=edge_admin_listen, server_port=server_port, dns_names=dns_names,
+        dns_ttl=dns_ttl, dns_interval=dns_interval,
     )  # fmt: skip
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
