@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import threading
 import time
@@ -44,7 +45,13 @@ def _when(at: float | None) -> str:
 def _setup_logging() -> None:
     root = logging.getLogger()
     if not root.handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+        from natsync.logs import setup_logging
+
+        # The one format of every part (NATSYNC_LOG_FORMAT / NATSYNC_LOG_LEVEL choose).
+        setup_logging(
+            os.environ.get("NATSYNC_LOG_FORMAT", "text"),
+            os.environ.get("NATSYNC_LOG_LEVEL", "info"),
+        )
 
 
 def _fail(exc: NatsyncError) -> click.ClickException:
