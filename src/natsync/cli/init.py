@@ -133,6 +133,7 @@ def render(
     dns_names: tuple[str, ...] = (),
     dns_ttl: int = DEFAULT_TTL,
     dns_interval: float = DEFAULT_INTERVAL,
+    ipv6: bool = False,
 ) -> str:
     """The commented deployment file."""
     tls = data_dir / "tls"
@@ -213,6 +214,9 @@ zone = {_q(dns_zone or name.partition(".")[2])}
 names = {_list([name, *dns_names])}
 ttl = {dns_ttl}
 interval = {dns_interval:g}
+# IPv4 only unless told (--ipv6): most home routers refuse connections coming in over IPv6,
+# and an AAAA record phones and ACME validators cannot reach breaks both.
+families = {"[4, 6]" if ipv6 else "[4]"}
 """
         if tsig_key:
             out += f"key_file = {_q(tsig_key)}\n"
@@ -344,6 +348,7 @@ def _default_output() -> Path:
 @click.option(
     "--dns-name", "dns_names", multiple=True, help="Another name to keep (the MX target)."
 )
+@click.option("--ipv6", is_flag=True, help="Publish AAAA too (the router lets IPv6 in).")
 @click.option("--dns-ttl", type=click.IntRange(1, 86400), default=DEFAULT_TTL, show_default=True)
 @click.option(
     "--dns-interval", type=click.FloatRange(0.1), default=DEFAULT_INTERVAL, show_default=True,
@@ -366,7 +371,7 @@ def init(
     admin_listen: str, edge_admin_listen: str, server_port: int,
     smtp_via_mta: bool | None, portmap: bool | None, router: str,
     upnp_location: str, dns_server: str, dns_zone: str, tsig_key: str,
-    dns_names: tuple[str, ...], dns_ttl: int, dns_interval: float, detect: bool,
+    dns_names: tuple[str, ...], ipv6: bool, dns_ttl: int, dns_interval: float, detect: bool,
     yes: bool, force: bool,
 ) -> None:  # fmt: skip
     """Write the deployment file for the public name NAME (e.g. mail.example.org)."""
@@ -434,7 +439,7 @@ def init(
         store=store, portmap=portmap, router=router, upnp_location=upnp_location,
         dns_server=dns_server, dns_zone=dns_zone, tsig_key=tsig_key, admin_listen=admin_listen,
         edge_admin_listen=edge_admin_listen, server_port=server_port, dns_names=dns_names,
-        dns_ttl=dns_ttl, dns_interval=dns_interval,
+        dns_ttl=dns_ttl, dns_interval=dns_interval, ipv6=ipv6,
     )  # fmt: skip
     try:
         output.parent.mkdir(parents=True, exist_ok=True)

@@ -52,7 +52,12 @@ async def wait_for_push(
         print(f"PING {heartbeat}", flush=True)
         try:
             response = await asyncio.wait_for(
-                client.request(Command.Ping, p.ping_request(heartbeat, [inbox])),
+                # The request's own timeout is the Ping's, not a command's (TIMEOUT).
+                client.request(
+                    Command.Ping,
+                    p.ping_request(heartbeat, [inbox]),
+                    timeout=heartbeat + PING_SLACK,
+                ),
                 heartbeat + PING_SLACK,
             )
         except (ClientError, aiohttp.ClientError, TimeoutError) as exc:

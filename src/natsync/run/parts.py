@@ -168,16 +168,25 @@ def _portmap_part(deployment: Deployment) -> None:
     specs = [MappingSpec.parse(s) for s in settings.mappings]
     backend = open_backend(settings.method, settings.router or None, settings.upnp_location or None)
     mapper = PortMapper(backend, settings.lifetime)
-    emit({"ready": {"router": backend.name, "mappings": [str(s) for s in specs]}})
 
     def report(result: Any) -> None:
         log.info("portmap: %s %s %s", result.spec, result.action, result.detail)
+
+    # The first round before saying ready: the cert part starts after this one, and an
+    # HTTP-01 validation needs the router's mapping of port 80 in place.
+    for result in mapper.ensure(specs, time.time()):
+        report(result)
+    emit({"ready": {"router": backend.name, "mappings": [str(s) for s in specs]}})
 
     mapper.hold(specs, stop, report, time.time, MIN_HOLD_SLEEP)
 
 
 #: How often the certificate manager looks at the expiry (renewal is due days ahead).
 CERT_CHECK_INTERVAL = 3600.0
+#: Seconds before another order after a failed one: soon enough that a mapping or a record
+#: that was late does not cost the day, rare enough for the CA's limits on failed
+#: validations (Let's Encrypt: 5 per account, hostname and hour).
+CERT_RETRY = 900.0
 
 
 def acme_settings(deployment: Deployment) -> dict[str, Any]:
@@ -256,7 +265,10 @@ def _cert_part(deployment: Deployment) -> None:
                 log.info("cert: issued %s valid until %s", result["cert"], result["not_after"])
                 emit({"event": "renewed", "cert": result["cert"]})
             except NatsyncError as exc:
-                log.error("cert: renewal failed: %s (next try in an hour)", exc.message)
+                log.error("cert: renewal failed: %s (next try in %g s)", exc.message, CERT_RETRY)
+                wake.wait(CERT_RETRY)
+                wake.clear()
+                continue
         wake.wait(CERT_CHECK_INTERVAL)
         wake.clear()
 

@@ -421,8 +421,12 @@ class Supervisor:
         try:
             counts = part_counts(self.deployment)
             # All at once (each is its own process; the edge finds the server by its health
-            # checks): start-up takes the slowest part's time, not the sum.
-            await asyncio.gather(*(self._start_kind(k, counts[k]) for k in ORDER if k in counts))
+            # checks): start-up takes the slowest part's time, not the sum. The certificate
+            # manager last: its first order may need the router's mapping (HTTP-01).
+            first = [k for k in ORDER if k in counts and k != "cert"]
+            await asyncio.gather(*(self._start_kind(k, counts[k]) for k in first))
+            if "cert" in counts and not self.stopping.is_set():
+                await self._start_kind("cert", counts["cert"])
             admin_port = await self._start_admin()
             if self.stopping.is_set():
                 return

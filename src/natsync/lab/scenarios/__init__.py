@@ -20,6 +20,7 @@ def registry() -> dict[str, tuple[str, Scenario]]:
         certificate_mismatch,
         direct_push_timeout,
         dynamic_address,
+        from_scratch,
         hairpin,
         port_forward,
     )
@@ -31,4 +32,5 @@ def registry() -> dict[str, tuple[str, Scenario]]:
         "direct-push-timeout": (direct_push_timeout.__doc__ or "", direct_push_timeout.run),
         "hairpin": (hairpin.__doc__ or "", hairpin.run),
         "carrier-grade-nat": (carrier_grade_nat.__doc__ or "", carrier_grade_nat.run),
+        "from-scratch": (from_scratch.__doc__ or "", from_scratch.run),
     }
