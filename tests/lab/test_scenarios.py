@@ -205,3 +205,12 @@ def test_carrier_grade_nat(play: Any) -> None:
         e.startswith("the router's IPv6 firewall (UPnP): firewall on") for e in here["evidence"]
     )
     assert narr.reports["ipv6-push"]["push"]["changed"] is True
+
+
+def test_from_scratch(play: Any) -> None:
+    narr = play("from-scratch")
+    assert all(step.expect_ok for step in narr.steps)  # every step is a thing that must work
+    titles = " ".join(step.title for step in narr.steps)
+    for part in ("detects the router", "pebble issues", "by push", "record follows",
+                 "self-check runs again", "syncs again", "not cut"):  # fmt: skip
+        assert part in titles
