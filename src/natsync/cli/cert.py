@@ -21,14 +21,36 @@ import click
 
 from natsync.errors import NatsyncError
 
-_data_dir_option = click.option(
-    "--data-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("natsync-data"),
-    envvar="NATSYNC_DATA_DIR",
-    show_default=True,
-    help="natsync's data directory (the CA is in DATA_DIR/ca, certificates in DATA_DIR/tls).",
-)
+
+def _data_dir_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``--data-dir`` and ``-c/--config``: the command gets ``data_dir`` — the flag's, else
+    the deployment file's ``server.data_dir``, else $NATSYNC_DATA_DIR, else ./natsync-data."""
+    import functools
+
+    from natsync.config import config_option
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, data_dir: Path | None, config_path: Path | None, **kw: Any) -> Any:
+        if data_dir is None and config_path is not None:
+            from natsync.config import load_deployment
+
+            try:
+                data_dir = load_deployment(config_path).server.data_dir
+            except NatsyncError as exc:
+                raise _fail(exc) from exc
+        return fn(*args, data_dir=data_dir or Path("natsync-data"), **kw)
+
+    with_config = config_option("Deployment file: its server.data_dir (env NATSYNC_CONFIG).")
+    return click.option(
+        "--data-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        envvar="NATSYNC_DATA_DIR",
+        help="natsync's data directory (the CA is in DATA_DIR/ca, certificates in "
+        "DATA_DIR/tls) [default: -c FILE's server.data_dir, else ./natsync-data].",
+    )(with_config(wrapper))
+
+
 _json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 KEY_CHOICES = click.Choice(["ecdsa-p256", "rsa2048", "rsa3072"])
 
