@@ -229,6 +229,11 @@ MISTAKES: list[tuple[str, object, str]] = [
         "tsig.key does not exist",
     ),
     ("garbage store file", "garbage-store", "cannot be read as a natsync store"),
+    (
+        "data directory under a file",
+        lambda t: _edit(t, "data_dir", '"{d}/natsync.toml/data"'),
+        "natsync.toml is not a directory this user",
+    ),
     ("no such file", "missing-file", "cannot read config file"),
 ]
 

@@ -89,12 +89,15 @@ def run(
             click.echo(json.dumps(info, separators=(",", ":")))
             sys.stdout.flush()
 
+    # The self-check trusts what phones trust: natsync's CA for a private-CA certificate,
+    # else the system's roots (an ACME certificate).
     ca = deployment.server.data_dir / "ca" / "ca.pem"
+    private = deployment.cert is None or deployment.cert.mode == "private-ca"
     run_deployment(
         path,
         deployment,
         log_format=log_format,
         log_level=log_level,
         announce=announce,
-        self_check_ca=ca if ca.exists() else None,
+        self_check_ca=ca if private and ca.exists() else None,
     )

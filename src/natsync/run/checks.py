@@ -228,24 +228,17 @@ def _store(deployment: Deployment, problems: list[Problem]) -> None:
         )
     directory = path.parent
     if not path.exists():
-        if not directory.exists():
-            try:
-                directory.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                problems.append(
-                    Problem(
-                        "server.data_dir",
-                        f"cannot create {directory}: {exc.strerror}",
-                        "create it, owned by the user running natsync",
-                    )
-                )
-                return
-        if not os.access(directory, os.W_OK):
+        # `run` creates the store (and its directory): the nearest existing one must allow it.
+        existing = directory
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir() or not os.access(existing, os.W_OK):
             problems.append(
                 Problem(
                     "server.data_dir",
-                    f"{directory} is not writable by uid {os.getuid()}",
-                    "chown it to the user running natsync",
+                    f"{existing} is not a directory this user (uid {os.getuid()}) can write "
+                    f"in, so {directory} cannot hold the store",
+                    "create the directory, owned by the user running natsync",
                 )
             )
         return
