@@ -457,9 +457,12 @@ def _known_keys() -> dict[str, set[str]]:
     """Each table's settings (for unknown-key errors with a suggestion)."""
     from natsync.ddns.settings import DdnsSettings, PortmapSettings
     from natsync.edge.config import EdgeConfig
+    from natsync.relay.settings import HomeTunnelSettings, RelaySettings
 
     return {
         "server": {f.name for f in fields(ServerConfig)},
+        "relay": {f.name for f in fields(RelaySettings)},
+        "tunnel": {f.name for f in fields(HomeTunnelSettings)},
         "edge": {f.name for f in fields(EdgeConfig)} - {"extra"},
         "ddns": {f.name for f in fields(DdnsSettings)},
         "portmap": {f.name for f in fields(PortmapSettings)},
@@ -515,6 +518,14 @@ def deployment_from_dict(data: dict[str, Any], path: Path | None = None) -> Depl
         ddns = load_ddns_table(data, base) if "ddns" in data else None
         portmap = load_portmap_table(data, base) if "portmap" in data else None
         cert = _simple_table(CertSettings, "cert", data["cert"], base) if "cert" in data else None
+        # [relay] (a public relay's own file) and [tunnel] (the home's way to it): checked
+        # here, run by `natsync relay run` / `natsync relay dial` (docs/relay.md).
+        from natsync.relay.settings import home_tunnel_settings, relay_settings
+
+        if "relay" in data:
+            relay_settings(data["relay"], base or Path())
+        if "tunnel" in data:
+            home_tunnel_settings(data["tunnel"], base or Path())
         admin = _simple_table(AdminSettings, "admin", data.get("admin", {}), base)
         run = _simple_table(RunSettings, "run", data.get("run", {}), base)
     except ConfigError as exc:
