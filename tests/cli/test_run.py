@@ -97,21 +97,22 @@ def init_file(tmp_path: Path, ports: list[int], *extra: str) -> Path:
     return tmp_path / "natsync.toml"
 
 
-@pytest.fixture(scope="module")
-def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
-    tmp_path = tmp_path_factory.mktemp("run")
-    ports = free_ports(4)
-    config = init_file(tmp_path, ports)
+def add_user(directory: Path) -> None:
+    """The mailbox the phone uses, in the data directory `init_file` named."""
     added = nat(
         "user", "add", "you", "--email", "you@natsync.test", "--password-stdin",
-        "--data-dir", "data", cwd=tmp_path, stdin=PASSWORD + "\n",
+        "--data-dir", "data", cwd=directory, stdin=PASSWORD + "\n",
     )  # fmt: skip
     assert added.returncode == 0, added.stderr
-    log = tmp_path / "run.log"
+
+
+def start_run(directory: Path, config: Path, ports: list[int]) -> Running:
+    """`natsync run -c CONFIG --json` in *directory*, its log in run.log; once it serves."""
+    log = directory / "run.log"
     with log.open("w") as err:
         proc = subprocess.Popen(
             [*NAT, "run", "-c", str(config), "--json"],
-            cwd=tmp_path, stdout=subprocess.PIPE, stderr=err, text=True,
+            cwd=directory, stdout=subprocess.PIPE, stderr=err, text=True,
         )  # fmt: skip
     assert proc.stdout is not None
     line = proc.stdout.readline()  # the JSON line once every part serves (or EOF on failure)
@@ -119,14 +120,25 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
         proc.wait(SHUTDOWN_TIMEOUT)
         proc.stdout.close()
         raise AssertionError(f"natsync run did not start:\n{log.read_text()[-4000:]}")
-    run = Running(proc, json.loads(line), config, log, tmp_path / "data" / "ca" / "ca.pem", *ports)
+    ca = directory / "data" / "ca" / "ca.pem"
+    return Running(proc, json.loads(line), config, log, ca, *ports)
+
+
+@pytest.fixture(scope="module")
+def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+    tmp_path = tmp_path_factory.mktemp("run")
+    ports = free_ports(4)
+    config = init_file(tmp_path, ports)
+    add_user(tmp_path)
+    run = start_run(tmp_path, config, ports)
     try:
         yield run
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(SHUTDOWN_TIMEOUT)
-        proc.stdout.close()
+        if run.proc.poll() is None:
+            run.proc.send_signal(signal.SIGTERM)
+            run.proc.wait(SHUTDOWN_TIMEOUT)
+        assert run.proc.stdout is not None
+        run.proc.stdout.close()
 
 
 def send_mail(port: int, subject: str) -> None:

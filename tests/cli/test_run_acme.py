@@ -6,11 +6,9 @@ that follows reaches the phone through the same held request."""
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
 import socket
 import ssl
-import subprocess
 import uuid
 from pathlib import Path
 
@@ -22,14 +20,14 @@ from natsync.store.api import FolderType
 from tests.cert.acme_servers import Pebble
 from tests.cert.conftest import bind, pebble  # noqa: F401 - the fixtures this module uses
 from tests.cli.test_run import (
-    NAT,
     PASSWORD,
     PUSH_TIMEOUT,
     SHUTDOWN_TIMEOUT,
-    Running,
+    add_user,
     free_ports,
     nat,
     send_mail,
+    start_run,
 )
 
 #: Seconds an ACME order may take (pebble refuses a third of the nonces on purpose).
@@ -77,26 +75,11 @@ def test_acme_certificate_obtained_then_renewed_under_a_held_ping(
         "--edge-admin-listen", "127.0.0.1:0", cwd=tmp_path,
     )  # fmt: skip
     assert made.returncode == 0, made.stderr
-    added = nat(
-        "user", "add", "you", "--email", "you@natsync.test", "--password-stdin",
-        "--data-dir", "data", cwd=tmp_path, stdin=PASSWORD + "\n",
-    )  # fmt: skip
-    assert added.returncode == 0, added.stderr
+    add_user(tmp_path)
     config = tmp_path / "natsync.toml"
     stand_in_issuer = _issuer_of(tmp_path / "data" / "tls" / "public.pem")
-    log = tmp_path / "run.log"
-    with log.open("w") as err:
-        proc = subprocess.Popen(
-            [*NAT, "run", "-c", str(config), "--json"],
-            cwd=tmp_path, stdout=subprocess.PIPE, stderr=err, text=True,
-        )  # fmt: skip
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    assert line, log.read_text()[-4000:]
-    run = Running(
-        proc, json.loads(line), config, log, tmp_path / "data" / "ca" / "ca.pem",
-        edge, smtp, server, admin,
-    )  # fmt: skip
+    run = start_run(tmp_path, config, [edge, smtp, server, admin])
+    proc, log = run.proc, run.log
     try:
         run.wait_log("cert: issued", timeout=ORDER_TIMEOUT)
         text = run.wait_log("self-check (after renewed)")
@@ -146,6 +129,7 @@ def test_acme_certificate_obtained_then_renewed_under_a_held_ping(
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(SHUTDOWN_TIMEOUT) == 0
+        assert proc.stdout is not None
         proc.stdout.close()
     assert "Traceback" not in log.read_text()
 

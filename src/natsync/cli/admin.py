@@ -161,10 +161,10 @@ def deployment_settings(config: Path | None, data_dir: Path | None) -> Deploymen
     if config is None:
         directory = data_dir or default_data_dir()
         return DeploymentSettings(directory, str(store_path(directory)), "")
-    from natsync.config import load_config
+    from natsync.config import load_deployment
 
-    try:
-        loaded = load_config(config)
+    try:  # the one loader of the deployment file (every table checked, the same defaults)
+        loaded = load_deployment(config).server
     except NatsyncError as exc:
         raise click.ClickException(exc.message) from exc
     if data_dir is not None:

@@ -460,7 +460,7 @@ def _next_steps(
 ) -> None:  # fmt: skip
     click.echo("\nNext:")
     click.echo(f"  natsync check -c {output}")
-    click.echo(f"  natsync user add you --email you@{domain} --data-dir {data_dir}   (a mailbox)")
+    click.echo(f"  natsync user add you --email you@{domain} -c {output}   (a mailbox)")
     click.echo(f"  natsync run -c {output}")
     if not portmap:
         click.echo("\nOn the router, forward (TCP) to this machine:")
