@@ -15,6 +15,7 @@ import json
 import logging
 import sys
 from collections.abc import Callable
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -22,6 +23,10 @@ from natsync.errors import ConfigError
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
+#: The request being served on this task: {"user": ..., "device": ..., "cmd": ...}, added to
+#: every record logged while it runs (kept here, light to import: every part logs through this
+#: module, and the server's modules are heavy).
+REQUEST_CONTEXT: ContextVar[dict[str, Any] | None] = ContextVar("natsync_request", default=None)
 #: Loggers whose messages are JSON objects describing one request each.
 ACCESS_LOGGERS = frozenset({"natsync.server.access", "natsync.edge.access"})
 FORMATS = ("text", "json")
@@ -55,8 +60,6 @@ def _access_fields(record: logging.LogRecord) -> dict[str, Any] | None:
 
 
 def _context(record: logging.LogRecord) -> dict[str, Any]:
-    from natsync.server.logs import REQUEST_CONTEXT
-
     context = getattr(record, "request", None) or REQUEST_CONTEXT.get()
     return dict(context) if context else {}
 

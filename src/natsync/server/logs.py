@@ -6,11 +6,12 @@ formatter, request context through contextvars). The formats themselves live in
 from __future__ import annotations
 
 import logging
-from contextvars import ContextVar
 from typing import Any
 
-#: The request being served on this task: {"user": ..., "device": ..., "cmd": ...}.
-REQUEST_CONTEXT: ContextVar[dict[str, Any] | None] = ContextVar("natsync_request", default=None)
+from natsync.logs import REQUEST_CONTEXT
+
+__all__ = ["ACCESS_LOGGER", "REQUEST_CONTEXT", "setup_logging"]
+
 ACCESS_LOGGER = "natsync.server.access"
 
 
