@@ -85,3 +85,19 @@ def test_config_path_from_the_environment(tmp_path: Path, monkeypatch: pytest.Mo
     if not Path("/etc/natsync/natsync.toml").exists():
         with pytest.raises(ConfigError, match="natsync init"):
             resolve_config_path(None)
+
+
+def test_the_other_parts_tables_are_known(tmp_path: Path) -> None:
+    """[sources] (IMAP / DAV mirrors) is checked by its own loader and handed to the server
+    part; a mistake inside it is named like any other."""
+    good = _write(tmp_path, '[sources]\ndefault = "store"\n')
+    deployment = load_deployment(good)
+    assert deployment.sources is not None
+    assert deployment.sources.default == "store"
+    assert deployment.dav is None
+    bad = _write(tmp_path, '[sources]\ndefault = "imap1"\n')
+    with pytest.raises(ConfigError, match=r"sources\.default must name a source"):
+        load_deployment(bad)
+    typo = _write(tmp_path, '[source]\ndefault = "store"\n')
+    with pytest.raises(ConfigError, match=r"unknown table \[source\] \(did you mean 'sources'"):
+        load_deployment(typo)

@@ -442,6 +442,9 @@ class Deployment:
     run: RunSettings = field(default_factory=RunSettings)
     #: The file's tables as read (what changed on a SIGHUP reload is found by comparing them).
     tables: dict[str, Any] = field(default_factory=dict)
+    #: natsync.sources.SourcesConfig and natsync.sources.dav.DavSettings | None ([sources]).
+    sources: Any = None
+    dav: Any = None
 
     @property
     def public_name(self) -> str:
@@ -458,11 +461,13 @@ def _known_keys() -> dict[str, set[str]]:
     from natsync.ddns.settings import DdnsSettings, PortmapSettings
     from natsync.edge.config import EdgeConfig
     from natsync.relay.settings import HomeTunnelSettings, RelaySettings
+    from natsync.sources.config import SOURCES_KEYS
 
     return {
         "server": {f.name for f in fields(ServerConfig)},
         "relay": {f.name for f in fields(RelaySettings)},
         "tunnel": {f.name for f in fields(HomeTunnelSettings)},
+        "sources": set(SOURCES_KEYS),
         "edge": {f.name for f in fields(EdgeConfig)} - {"extra"},
         "ddns": {f.name for f in fields(DdnsSettings)},
         "portmap": {f.name for f in fields(PortmapSettings)},
@@ -526,11 +531,19 @@ def deployment_from_dict(data: dict[str, Any], path: Path | None = None) -> Depl
             relay_settings(data["relay"], base or Path())
         if "tunnel" in data:
             home_tunnel_settings(data["tunnel"], base or Path())
+        # [sources] (IMAP and CalDAV/CardDAV mirrors): the server part runs them.
+        from natsync.sources.config import sources_from_dict
+        from natsync.sources.dav import dav_settings
+
+        sources = sources_from_dict(data.get("sources"), base=base)
+        dav = dav_settings(data, base or Path())
         admin = _simple_table(AdminSettings, "admin", data.get("admin", {}), base)
         run = _simple_table(RunSettings, "run", data.get("run", {}), base)
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc.message}") from None
-    return Deployment(path, server, edge, ddns, portmap, cert, admin, run, dict(data))
+    return Deployment(
+        path, server, edge, ddns, portmap, cert, admin, run, dict(data), sources=sources, dav=dav
+    )
 
 
 def load_deployment(path: Path | str | None) -> Deployment:

@@ -97,7 +97,7 @@ async def _server_part(deployment: Deployment, index: int) -> None:
             info["smtp"] = f"{smtp.host}:{smtp.port}"
         emit({"ready": info})
 
-    await serve(config, ready)
+    await serve(config, ready, sources=deployment.sources, dav=deployment.dav)
 
 
 async def _edge_part(deployment: Deployment, index: int) -> None:
@@ -290,6 +290,11 @@ def run_part(kind: str, index: int) -> int:
         deployment = load_deployment(None)
         if kind in ("server", "edge"):
             from natsync.server.app import loop_factory
+
+            if kind == "server":
+                from natsync.server.gcpolicy import tune_for_server
+
+                tune_for_server()  # fewer, cheaper collections (natsync.server.gcpolicy)
 
             coro = _server_part if kind == "server" else _edge_part
             with asyncio.Runner(loop_factory=loop_factory()) as runner:

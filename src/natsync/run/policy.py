@@ -38,7 +38,7 @@ class Backoff:
 
 #: Which table each part reads: a reload restarts the parts whose tables changed.
 PART_TABLES: dict[str, tuple[str, ...]] = {
-    "server": ("server",),
+    "server": ("server", "sources"),
     "edge": ("edge", "server"),
     "ddns": ("ddns", "server"),
     "portmap": ("portmap", "server"),

@@ -89,7 +89,7 @@ class SourcesConfig:
 
 
 #: Keys of [sources]; "dav" is the CalDAV/CardDAV source's own table (natsync.sources.dav.settings).
-_SOURCES_KEYS = {"default", "imap", "domains", "users", "dav"}
+SOURCES_KEYS = _SOURCES_KEYS = {"default", "imap", "domains", "users", "dav"}
 _SERVER_KEYS = {
     "host",
     "port",
