@@ -101,3 +101,9 @@ def test_the_other_parts_tables_are_known(tmp_path: Path) -> None:
     typo = _write(tmp_path, '[source]\ndefault = "store"\n')
     with pytest.raises(ConfigError, match=r"unknown table \[source\] \(did you mean 'sources'"):
         load_deployment(typo)
+
+
+def test_the_console_table_is_known(tmp_path: Path) -> None:
+    assert load_deployment(_write(tmp_path, "[console]\nport = 9999\n")).server.port == 8443
+    with pytest.raises(ConfigError, match=r"unknown setting console\.prot"):
+        load_deployment(_write(tmp_path, "[console]\nprot = 9999\n"))

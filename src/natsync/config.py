@@ -458,6 +458,7 @@ class Deployment:
 
 def _known_keys() -> dict[str, set[str]]:
     """Each table's settings (for unknown-key errors with a suggestion)."""
+    from natsync.console.settings import CONSOLE_KEYS
     from natsync.ddns.settings import DdnsSettings, PortmapSettings
     from natsync.edge.config import EdgeConfig
     from natsync.relay.settings import HomeTunnelSettings, RelaySettings
@@ -468,6 +469,7 @@ def _known_keys() -> dict[str, set[str]]:
         "relay": {f.name for f in fields(RelaySettings)},
         "tunnel": {f.name for f in fields(HomeTunnelSettings)},
         "sources": set(SOURCES_KEYS),
+        "console": set(CONSOLE_KEYS),
         "edge": {f.name for f in fields(EdgeConfig)} - {"extra"},
         "ddns": {f.name for f in fields(DdnsSettings)},
         "portmap": {f.name for f in fields(PortmapSettings)},
@@ -537,6 +539,11 @@ def deployment_from_dict(data: dict[str, Any], path: Path | None = None) -> Depl
 
         sources = sources_from_dict(data.get("sources"), base=base)
         dav = dav_settings(data, base or Path())
+        if "console" in data and path is not None:
+            # [console] (the admin's web console, `natsync console -c`): checked here.
+            from natsync.console.settings import load_settings
+
+            load_settings(path)
         admin = _simple_table(AdminSettings, "admin", data.get("admin", {}), base)
         run = _simple_table(RunSettings, "run", data.get("run", {}), base)
     except ConfigError as exc:

@@ -88,6 +88,8 @@ _KEYS = {
 }
 _PATHS = {"tls_cert", "tls_key"}
 _LISTS = {"allowed_hosts"}
+#: Every key of [console] (natsync.config names the others unknown, with a suggestion).
+CONSOLE_KEYS = frozenset(_KEYS | _PATHS | _LISTS)
 
 
 def settings_from_data_dir(data_dir: Path, store: str = "") -> ConsoleSettings:

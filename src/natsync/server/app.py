@@ -54,8 +54,7 @@ from natsync.eas.errors import Answered, HttpError
 from natsync.eas.request import EasRequest, parse_request
 from natsync.eas.versions import SERVER_VERSION, supported_header
 from natsync.errors import NatsyncError
-from natsync.server import recent
-from natsync.server import health
+from natsync.server import health, recent
 from natsync.server.auth import Authenticator
 from natsync.server.front import Front, Reply
 from natsync.server.health import ServerMetrics
