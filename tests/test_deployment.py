@@ -1,4 +1,4 @@
-"""natsync.config.load_deployment: every table checked, unknown names refused with a hint."""
+"""natsync.deployment.load_deployment: every table checked, unknown names refused with a hint."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from natsync.config import load_deployment, resolve_config_path
+from natsync.deployment import load_deployment, resolve_config_path
 from natsync.errors import ConfigError
 
 

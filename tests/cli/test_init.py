@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from natsync.cli import main
-from natsync.config import load_deployment
+from natsync.deployment import load_deployment
 from tests.cli.test_run import free_ports
 
 

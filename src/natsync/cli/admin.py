@@ -161,7 +161,7 @@ def deployment_settings(config: Path | None, data_dir: Path | None) -> Deploymen
     if config is None:
         directory = data_dir or default_data_dir()
         return DeploymentSettings(directory, str(store_path(directory)), "")
-    from natsync.config import load_deployment
+    from natsync.deployment import load_deployment
 
     try:  # the one loader of the deployment file (every table checked, the same defaults)
         loaded = load_deployment(config).server

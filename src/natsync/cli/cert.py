@@ -27,12 +27,12 @@ def _data_dir_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     the deployment file's ``server.data_dir``, else $NATSYNC_DATA_DIR, else ./natsync-data."""
     import functools
 
-    from natsync.config import config_option
+    from natsync.deployment import config_option
 
     @functools.wraps(fn)
     def wrapper(*args: Any, data_dir: Path | None, config_path: Path | None, **kw: Any) -> Any:
         if data_dir is None and config_path is not None:
-            from natsync.config import load_deployment
+            from natsync.deployment import load_deployment
 
             try:
                 data_dir = load_deployment(config_path).server.data_dir

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from natsync.config import config_option, resolve_config_path
+from natsync.deployment import config_option, resolve_config_path
 from natsync.errors import ConfigError
 
 

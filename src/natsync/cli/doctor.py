@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from natsync.config import config_option
+from natsync.deployment import config_option
 from natsync.errors import NatsyncError
 
 #: Exit status when the doctor could not run at all (bad arguments, unreadable config): apart

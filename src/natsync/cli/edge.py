@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from natsync.config import config_option
+from natsync.deployment import config_option
 from natsync.edge import http
 from natsync.edge.config import EdgeConfig
 from natsync.errors import NatsyncError

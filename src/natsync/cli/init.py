@@ -16,8 +16,8 @@ from pathlib import Path
 
 import click
 
-from natsync.config import LOCAL_CONFIG, SYSTEM_CONFIG
 from natsync.ddns.settings import DEFAULT_INTERVAL, DEFAULT_TTL
+from natsync.deployment import LOCAL_CONFIG, SYSTEM_CONFIG
 from natsync.errors import NatsyncError
 
 #: Where the parts listen when natsync is not root: unprivileged ports the router maps the

@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-from natsync.config import Deployment, config_option, resolve_config_path
+from natsync.deployment import Deployment, config_option, resolve_config_path
 from natsync.errors import ConfigError, NatsyncError
 from natsync.logs import log_options, setup_logging
 

@@ -11,7 +11,8 @@ from typing import Any
 
 import click
 
-from natsync.config import ServerConfig, config_option, load_config
+from natsync.config import ServerConfig, load_config
+from natsync.deployment import config_option
 from natsync.errors import NatsyncError
 from natsync.logs import log_options, setup_logging
 

@@ -405,7 +405,7 @@ def up(
 
     The same supervisor as `natsync run`, on a file written into the data directory."""
     from natsync.cli.run import run_deployment
-    from natsync.config import deployment_from_dict
+    from natsync.deployment import deployment_from_dict
 
     try:
         prepared = prepare(data_dir.resolve(), host)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from natsync.config import Deployment
+from natsync.deployment import Deployment
 from natsync.errors import NatsyncError
 
 #: Seconds to wait for a PostgreSQL store to answer (check must not hang on a dead host).
@@ -404,7 +404,7 @@ def run_checks(deployment: Deployment, *, bind: bool = True) -> list[Problem]:
 
 def check_file(path: Any) -> tuple[Deployment | None, list[Problem]]:
     """Load and check the file at *path*; a loading error is the one problem then."""
-    from natsync.config import load_deployment
+    from natsync.deployment import load_deployment
     from natsync.errors import ConfigError
 
     try:

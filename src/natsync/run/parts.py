@@ -27,7 +27,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from natsync.config import Deployment, ServerConfig, load_deployment
+from natsync.config import ServerConfig
+from natsync.deployment import Deployment, load_deployment
 from natsync.errors import NatsyncError
 
 log = logging.getLogger("natsync.run")

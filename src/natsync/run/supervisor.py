@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from natsync.config import Deployment, load_deployment
+from natsync.deployment import Deployment, load_deployment
 from natsync.errors import ConfigError, NatsyncError
 from natsync.run.policy import Backoff, plan_reload
 

@@ -147,6 +147,9 @@ class HeldRequest:
 class HoldOwner(Protocol):
     """What a :class:`Hold` asks of the app that made it (EasApp), by name."""
 
+    #: Where a hold ended by a change records its push latency (natsync.server.health).
+    metrics: ServerMetrics
+
     def release_hold(self, device: Device, sub: Subscription) -> None:
         """The hold is over: it is no longer the device's live hold."""
         ...
@@ -239,7 +242,8 @@ class Hold:
         self._done = None
         changed = self._sub.take()
         if changed - {self._key}:  # a change ended the hold: a push (metrics: its latency)
-            self._app.metrics.pushed(self._sub.changed_at, time.monotonic())
+            committed = getattr(self._sub, "changed_at", None)  # the local feed records it
+            self._app.metrics.pushed(committed, time.monotonic())
         self._release()
         response = self._app.hold_answer(self._wait, changed, self._key)
         if response is not None:
