@@ -67,7 +67,14 @@ class ServerConfig:
     smtp_proxy_protocol_from: tuple[str, ...] = ()
     #: Name this server gives in SMTP greetings and bounces.
     hostname: str = "localhost"
+    #: SMTP in: connections per client address, and in all (0: 1/8 of the open-files limit).
+    smtp_max_connections_per_ip: int = 20
+    smtp_max_connections: int = 0
     max_request_body: int = DEFAULT_MAX_REQUEST_BODY
+    #: Seconds from a request head's first byte to its end, and that a body may go without a
+    #: byte, before 408 (slow clients; natsync.server.front).
+    header_timeout: float = 30.0
+    body_timeout: float = 60.0
     heartbeat_min: int = DEFAULT_HEARTBEAT_MIN
     heartbeat_max: int = DEFAULT_HEARTBEAT_MAX
     #: The smallest idle timeout (seconds) of the NAT, firewall or edge in front of the server,
@@ -124,6 +131,13 @@ class ServerConfig:
             raise ConfigError("server.tls_cert and server.tls_key must be given together")
         if self.max_request_body < 1024:
             raise ConfigError("server.max_request_body must be at least 1024 bytes")
+        if self.header_timeout <= 0 or self.body_timeout <= 0:
+            raise ConfigError("server.header_timeout and server.body_timeout must be > 0")
+        if self.smtp_max_connections_per_ip < 1 or self.smtp_max_connections < 0:
+            raise ConfigError(
+                "server.smtp_max_connections_per_ip must be >= 1 and "
+                "server.smtp_max_connections >= 0 (0: a share of the open-files limit)"
+            )
         if not 1 <= self.heartbeat_min <= self.heartbeat_max:
             raise ConfigError(
                 "server.heartbeat_min must be >= 1 and <= server.heartbeat_max "

@@ -46,6 +46,7 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
+from natsync.cert import policy
 from natsync.cert.reload import CertReloader
 from natsync.config import ServerConfig
 from natsync.eas import autodiscover, dispatch, ping, throttle
@@ -724,14 +725,14 @@ def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 
 def tls_context(config: ServerConfig) -> ssl.SSLContext | None:
+    """The server's TLS (HTTPS, and STARTTLS of SMTP in): the edge's policy, its certificate."""
     if config.tls_cert is None or config.tls_key is None:
         return None
     return _tls_context(config.tls_cert, config.tls_key)
 
 
 def _tls_context(cert: Path, key: Path) -> ssl.SSLContext:
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context = policy.server_context()
     context.load_cert_chain(str(cert), str(key))
     return context
 
@@ -772,7 +773,10 @@ async def start_server(config: ServerConfig, store: Store, *, relay: Any = None)
         reloader = CertReloader(config.tls_cert, config.tls_key, build=_tls_context)
         context = reloader.context
     body_limit = max(config.max_request_body, autodiscover.MAX_REQUEST)
-    front = await Front.start(eas.route, config.host, config.port, context, body_limit)
+    front = await Front.start(
+        eas.route, config.host, config.port, context, body_limit,
+        config.header_timeout, config.body_timeout,
+    )  # fmt: skip
     port = front.port
     log.info("ActiveSync server listening on %s:%d (tls=%s)", config.host, port, bool(context))
     log.info(
