@@ -29,8 +29,9 @@ DEFAULT_HEARTBEAT_MAX = 3540
 #: clock (started by the request's last packet) cuts the connection.
 PATH_IDLE_MARGIN = 5
 
-#: Failed logins allowed per user and per client address within the window before the server
-#: answers 429 without checking the password (slows password guessing to a crawl).
+#: Failed logins allowed per (user, client address) and per client address before the server
+#: answers 429 without checking the password, with locks doubling from 1 s (slows password
+#: guessing to a crawl; never per user alone, so a guesser cannot lock the owner out).
 DEFAULT_MAX_FAILED_LOGINS_PER_USER = 10
 DEFAULT_MAX_FAILED_LOGINS_PER_IP = 30
 DEFAULT_FAILED_LOGIN_WINDOW = 300.0

@@ -56,7 +56,7 @@ from natsync.eas.request import EasRequest, parse_request
 from natsync.eas.versions import SERVER_VERSION, supported_header
 from natsync.errors import NatsyncError
 from natsync.server import recent
-from natsync.server.auth import Authenticator
+from natsync.server.auth import Authenticator, AuthResult
 from natsync.server.front import Front, Reply
 from natsync.server.logs import REQUEST_CONTEXT
 from natsync.store.api import Store, Subscription, Txn
@@ -350,7 +350,7 @@ class EasApp:
         line = self._line(request)
         auth = await self.auth.authenticate(request.headers.get("Authorization"), line.remote)
         if auth.user is None:
-            headers = self._challenge() if auth.http_status == 401 else {"Retry-After": "60"}
+            headers = self._challenge() if auth.http_status == 401 else _retry(auth)
             self._log(line, auth.http_status, cmd=request.method, user=auth.name)
             return Reply(auth.http_status, headers)
         if request.method == "GET":
@@ -386,7 +386,7 @@ class EasApp:
             auth = await self.auth.authenticate(request.headers.get("Authorization"), line.remote)
             if auth.user is None:
                 fields["user"] = auth.name or fields.get("user")
-                headers = self._challenge() if auth.http_status == 401 else {"Retry-After": "60"}
+                headers = self._challenge() if auth.http_status == 401 else _retry(auth)
                 raise HttpError(auth.http_status, "authentication failed", headers)
             fields["user"] = auth.user.name
             self._throttle(auth.user.name, eas.device_id)
@@ -605,7 +605,7 @@ class EasApp:
         line = self._line(request)
         auth = await self.auth.authenticate(request.headers.get("Authorization"), line.remote)
         if auth.user is None:
-            headers = self._challenge() if auth.http_status == 401 else {"Retry-After": "60"}
+            headers = self._challenge() if auth.http_status == 401 else _retry(auth)
             self._log(line, auth.http_status, cmd="Autodiscover", user=auth.name)
             return Reply(auth.http_status, headers)
         limit = autodiscover.MAX_REQUEST
@@ -682,6 +682,11 @@ class _AiohttpRequest:
             if size > limit:
                 break
         return b"".join(chunks)
+
+
+def _retry(auth: AuthResult) -> dict[str, str]:
+    """The Retry-After of a locked-out login (429): when its lock ends."""
+    return {"Retry-After": str(auth.retry_after or 1)}
 
 
 EAS_APP: web.AppKey[EasApp] = web.AppKey("natsync", EasApp)
