@@ -29,6 +29,7 @@ async def serve(
     from natsync.server import start_server
     from natsync.server.app import tls_context
     from natsync.store import open_store
+    from natsync.store.modes import private_dir
 
     raise_open_files_limit()  # before any listener takes its share of it
     smtp_limits = SmtpLimits(
@@ -36,7 +37,7 @@ async def serve(
     )
 
     if not config.store:  # the embedded file lives in data_dir (a named store is elsewhere)
-        config.data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(config.data_dir)  # 0700: created so, or tightened with a log line
     store = open_store(config.store_url)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
