@@ -58,6 +58,11 @@ class ServerConfig:
     domains: tuple[str, ...] = ("example.test",)
     #: "host:port" of the outbound smarthost, or "" to queue outbound mail until one is set.
     smarthost: str = ""
+    #: STARTTLS to the smarthost: "auto" (required, opportunistic on loopback), "required",
+    #: "opportunistic" or "off"; its certificate is verified against smarthost_ca or the
+    #: system's CAs (natsync.mail.relay.SmartHost.from_setting).
+    smarthost_starttls: str = "auto"
+    smarthost_ca: Path | None = None
     #: "host:port" to receive SMTP on (natsync server starts SMTP in), or "" for none.
     smtp_listen: str = ""
     #: A second SMTP listener for mail `natsync relay` passes on through its tunnel (the home's
@@ -134,6 +139,10 @@ class ServerConfig:
             raise ConfigError("server.max_request_body must be at least 1024 bytes")
         if self.header_timeout <= 0 or self.body_timeout <= 0:
             raise ConfigError("server.header_timeout and server.body_timeout must be > 0")
+        if self.smarthost_starttls not in ("auto", "required", "opportunistic", "off"):
+            raise ConfigError(
+                "server.smarthost_starttls must be auto, required, opportunistic or off"
+            )
         if self.smtp_max_connections_per_ip < 1 or self.smtp_max_connections < 0:
             raise ConfigError(
                 "server.smtp_max_connections_per_ip must be >= 1 and "
@@ -217,7 +226,7 @@ def _check_store(store: str) -> None:
     )
 
 
-_PATH_KEYS = {"tls_cert", "tls_key", "data_dir"}
+_PATH_KEYS = {"tls_cert", "tls_key", "data_dir", "smarthost_ca"}
 
 
 def server_config_from_dict(table: dict[str, Any], base: Path | None = None) -> ServerConfig:

@@ -240,6 +240,7 @@ async def test_concurrent_senders_share_transactions_and_lose_nothing(
             recipients=["alice@example.test"],
             hostname="127.0.0.1",
             port=server.port,
+            source_address=(f"127.0.0.{2 + number % 2}", 0),  # 20 per address at most
         )
 
     await asyncio.gather(*(send(n) for n in range(30)))

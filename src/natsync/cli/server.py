@@ -47,10 +47,15 @@ async def serve(
     dav_source: Any = None
     try:
         if config.smarthost:
-            host, _, port = config.smarthost.rpartition(":")
+            smarthost = SmartHost.from_setting(
+                config.smarthost,
+                config.smarthost_starttls,
+                str(config.smarthost_ca) if config.smarthost_ca else None,
+                local_hostname=config.hostname,
+            )
             relay = Relay(
                 store,
-                SmartHost(host, int(port)),
+                smarthost,
                 hostname=config.hostname,
                 dkim=DkimSigner.from_data_dir(config.data_dir),  # natsync dkim create DOMAIN
             )

@@ -57,7 +57,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime
-from typing import Any
+from typing import Any, cast
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
@@ -68,6 +68,9 @@ from natsync.mail.relay import deliver_to_inbox
 from natsync.store.api import NewMessage, Store, Txn
 
 log = logging.getLogger(__name__)
+#: aiosmtpd logs every connection and command line at INFO ("mail.log"): under a flood that is
+#: a line per connection; natsync's own lines say what matters (refusals, deliveries).
+logging.getLogger("mail.log").setLevel(logging.WARNING)
 
 #: Default largest message accepted (bytes): what common providers accept; attachments beyond
 #: this belong in a file share, not in a phone's mailbox.
@@ -216,9 +219,16 @@ class _LimitedSMTP(SMTP):
     def refuse(self, transport: asyncio.BaseTransport, address: str, reason: str) -> None:
         self.refused = True
         log.warning("SMTP connection from %s refused: %s", address, reason.lower())
-        assert isinstance(transport, asyncio.WriteTransport)
+        # uvloop's transports are not registered as asyncio.WriteTransport subclasses
+        transport = cast(asyncio.WriteTransport, transport)
         transport.write(f"421 4.7.0 {self.hostname} {reason}\r\n".encode())
         transport.close()
+
+    def eof_received(self) -> bool | None:
+        """The client closed its side: close ours (aiosmtpd keeps a half-closed connection,
+        and its slot, until the idle timeout)."""
+        super().eof_received()
+        return False
 
     def connection_lost(self, error: Exception | None) -> None:
         self._release()
