@@ -551,7 +551,7 @@ def main() -> None:
     parser.add_argument("--mail-rate", type=float, default=5.0, help="SMTP mails per second")
     parser.add_argument("--poison", type=float, default=0.05, help="share of poison mails")
     parser.add_argument("--syncers", type=int, default=4)
-    parser.add_argument("--sync-interval", type=float, default=0.5, help="s between Syncs")
+    parser.add_argument("--sync-interval", type=float, default=1.0, help="s between Syncs")
     parser.add_argument("--header-timeout", type=float, default=30.0, help="the edge's")
     parser.add_argument("--body-timeout", type=float, default=60.0, help="the edge's")
     parser.add_argument("--settle", type=float, default=60.0, help="s to wait for the last mails")
