@@ -209,9 +209,16 @@ class EdgeProcess:
 
     @classmethod
     def start(
-        cls, work: Path, https_ports: list[int], cert: Path, key: Path, interval: float
+        cls,
+        work: Path,
+        https_ports: list[int],
+        cert: Path,
+        key: Path,
+        interval: float,
+        extra: dict[str, Any] | None = None,
     ) -> EdgeProcess:
-        """Backends = the servers, each pinned to the bench's one certificate; quick checks."""
+        """Backends = the servers, each pinned to the bench's one certificate; quick checks
+        (*extra*: more [edge] settings, bench/soak_bench.py's)."""
         from cryptography import x509
         from cryptography.hazmat.primitives.serialization import Encoding
 
@@ -235,6 +242,7 @@ class EdgeProcess:
             "request_burst_per_ip": EDGE_PER_IP,
             "certificates": [{"names": ["localhost"], "cert": str(cert), "key": str(key)}],
         }
+        settings.update(extra or {})
         config = work / "edge.toml"
         config.write_text(tomlkit.dumps({"edge": settings}), encoding="utf-8")
         log = work / "edge.log"

@@ -29,8 +29,9 @@ DEFAULT_HEARTBEAT_MAX = 3540
 #: clock (started by the request's last packet) cuts the connection.
 PATH_IDLE_MARGIN = 5
 
-#: Failed logins allowed per user and per client address within the window before the server
-#: answers 429 without checking the password (slows password guessing to a crawl).
+#: Failed logins allowed per (user, client address) and per client address before the server
+#: answers 429 without checking the password, with locks doubling from 1 s (slows password
+#: guessing to a crawl; never per user alone, so a guesser cannot lock the owner out).
 DEFAULT_MAX_FAILED_LOGINS_PER_USER = 10
 DEFAULT_MAX_FAILED_LOGINS_PER_IP = 30
 DEFAULT_FAILED_LOGIN_WINDOW = 300.0
@@ -57,6 +58,11 @@ class ServerConfig:
     domains: tuple[str, ...] = ("example.test",)
     #: "host:port" of the outbound smarthost, or "" to queue outbound mail until one is set.
     smarthost: str = ""
+    #: STARTTLS to the smarthost: "auto" (required, opportunistic on loopback), "required",
+    #: "opportunistic" or "off"; its certificate is verified against smarthost_ca or the
+    #: system's CAs (natsync.mail.relay.SmartHost.from_setting).
+    smarthost_starttls: str = "auto"
+    smarthost_ca: Path | None = None
     #: "host:port" to receive SMTP on (natsync server starts SMTP in), or "" for none.
     smtp_listen: str = ""
     #: A second SMTP listener for mail `natsync relay` passes on through its tunnel (the home's
@@ -67,7 +73,14 @@ class ServerConfig:
     smtp_proxy_protocol_from: tuple[str, ...] = ()
     #: Name this server gives in SMTP greetings and bounces.
     hostname: str = "localhost"
+    #: SMTP in: connections per client address, and in all (0: 1/8 of the open-files limit).
+    smtp_max_connections_per_ip: int = 20
+    smtp_max_connections: int = 0
     max_request_body: int = DEFAULT_MAX_REQUEST_BODY
+    #: Seconds from a request head's first byte to its end, and that a body may go without a
+    #: byte, before 408 (slow clients; natsync.server.front).
+    header_timeout: float = 30.0
+    body_timeout: float = 60.0
     heartbeat_min: int = DEFAULT_HEARTBEAT_MIN
     heartbeat_max: int = DEFAULT_HEARTBEAT_MAX
     #: The smallest idle timeout (seconds) of the NAT, firewall or edge in front of the server,
@@ -124,6 +137,17 @@ class ServerConfig:
             raise ConfigError("server.tls_cert and server.tls_key must be given together")
         if self.max_request_body < 1024:
             raise ConfigError("server.max_request_body must be at least 1024 bytes")
+        if self.header_timeout <= 0 or self.body_timeout <= 0:
+            raise ConfigError("server.header_timeout and server.body_timeout must be > 0")
+        if self.smarthost_starttls not in ("auto", "required", "opportunistic", "off"):
+            raise ConfigError(
+                "server.smarthost_starttls must be auto, required, opportunistic or off"
+            )
+        if self.smtp_max_connections_per_ip < 1 or self.smtp_max_connections < 0:
+            raise ConfigError(
+                "server.smtp_max_connections_per_ip must be >= 1 and "
+                "server.smtp_max_connections >= 0 (0: a share of the open-files limit)"
+            )
         if not 1 <= self.heartbeat_min <= self.heartbeat_max:
             raise ConfigError(
                 "server.heartbeat_min must be >= 1 and <= server.heartbeat_max "
@@ -202,7 +226,7 @@ def _check_store(store: str) -> None:
     )
 
 
-_PATH_KEYS = {"tls_cert", "tls_key", "data_dir"}
+_PATH_KEYS = {"tls_cert", "tls_key", "data_dir", "smarthost_ca"}
 
 
 def server_config_from_dict(table: dict[str, Any], base: Path | None = None) -> ServerConfig:

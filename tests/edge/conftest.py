@@ -126,16 +126,23 @@ async def recorder(pki: Pki) -> AsyncIterator[Recorder]:
         state.sni.append(name)
 
     context.sni_callback = sni
+    runner, state.port = await serve_tls(handle, context)
+    yield state
+    state.release.set()
+    await runner.cleanup()
+
+
+async def serve_tls(
+    handle: Callable[[web.Request], Awaitable[web.StreamResponse]], context: ssl.SSLContext
+) -> tuple[web.AppRunner, int]:
+    """An aiohttp backend answering every path with *handle*, over TLS on a free port."""
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", handle)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context)
     await site.start()
-    state.port = int(runner.addresses[0][1])
-    yield state
-    state.release.set()
-    await runner.cleanup()
+    return runner, int(runner.addresses[0][1])
 
 
 EdgeFactory = Callable[..., Awaitable[RunningEdge]]

@@ -18,6 +18,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from natsync.cert import policy
 from natsync.errors import NatsyncError
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,7 @@ class ReloadError(NatsyncError):
 
 
 def server_context(cert_path: Path, key_path: Path) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context = policy.server_context()
     try:
         context.load_cert_chain(cert_path, key_path)
     except (OSError, ssl.SSLError) as exc:

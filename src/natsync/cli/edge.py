@@ -164,6 +164,9 @@ def run(config_path: Path | None, log_format: str | None, log_level: str | None)
     except NatsyncError as exc:
         raise click.ClickException(exc.message) from exc
     _tune_malloc()
+    from natsync.fdlimit import raise_open_files_limit
+
+    raise_open_files_limit()  # two descriptors per bridged request; the workers inherit it
     worker, children = _fork_workers(config)
     try:
         if importlib.util.find_spec("uvloop") is not None:

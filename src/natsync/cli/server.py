@@ -23,14 +23,22 @@ async def serve(
     """Run until a signal: ActiveSync server, SMTP in (smtp_listen), relay (smarthost), the IMAP
     mirrors when *sources* (natsync.sources.SourcesConfig) names an IMAP server, and with *dav*
     (natsync.sources.dav.DavSettings) the CalDAV/CardDAV mirrors."""
+    from natsync.fdlimit import raise_open_files_limit
     from natsync.mail.dkim import DkimSigner
     from natsync.mail.relay import Relay, SmartHost
-    from natsync.mail.smtp_in import start_smtp_server
+    from natsync.mail.smtp_in import SmtpLimits, start_smtp_server
     from natsync.server import start_server
+    from natsync.server.app import tls_context
     from natsync.store import open_store
+    from natsync.store.modes import private_dir
+
+    raise_open_files_limit()  # before any listener takes its share of it
+    smtp_limits = SmtpLimits(
+        per_address=config.smtp_max_connections_per_ip, total=config.smtp_max_connections
+    )
 
     if not config.store:  # the embedded file lives in data_dir (a named store is elsewhere)
-        config.data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(config.data_dir)  # 0700: created so, or tightened with a log line
     store = open_store(config.store_url)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -40,10 +48,15 @@ async def serve(
     dav_source: Any = None
     try:
         if config.smarthost:
-            host, _, port = config.smarthost.rpartition(":")
+            smarthost = SmartHost.from_setting(
+                config.smarthost,
+                config.smarthost_starttls,
+                str(config.smarthost_ca) if config.smarthost_ca else None,
+                local_hostname=config.hostname,
+            )
             relay = Relay(
                 store,
-                SmartHost(host, int(port)),
+                smarthost,
                 hostname=config.hostname,
                 dkim=DkimSigner.from_data_dir(config.data_dir),  # natsync dkim create DOMAIN
             )
@@ -61,8 +74,10 @@ async def serve(
         if config.smtp_listen:
             host, _, port = config.smtp_listen.rpartition(":")
             smtp = await start_smtp_server(
-                store, host, int(port), config.domains, hostname=config.hostname, relay=relay
-            )
+                store, host, int(port), config.domains, hostname=config.hostname, relay=relay,
+                limits=smtp_limits,
+                tls_context=tls_context(config),  # STARTTLS with the server's certificate
+            )  # fmt: skip
         if config.smtp_relayed_listen:  # mail through `natsync relay`'s tunnel, PROXY v2 first
             host, _, port = config.smtp_relayed_listen.rpartition(":")
             relayed_smtp = await start_smtp_server(
@@ -73,6 +88,8 @@ async def serve(
                 proxy_protocol_from=set(config.smtp_proxy_protocol_from),
                 hostname=config.hostname,
                 relay=relay,
+                limits=smtp_limits,
+                tls_context=tls_context(config),
             )
         if ready is not None:
             ready(server, smtp)

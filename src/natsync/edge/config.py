@@ -53,8 +53,13 @@ DEFAULT_PATHS = (
 HEARTBEAT_MARGIN = 60
 #: Keep-alive idle time of a phone's connection between requests (seconds).
 DEFAULT_CLIENT_IDLE = 120.0
-#: Seconds a client may take to send a whole request head (slow-loris bound).
+#: Seconds a client may take to send a whole request head, counted from its first byte and
+#: not restarted by later bytes (slow-loris bound; nginx's client_header_timeout, HAProxy's
+#: timeout http-request).
 DEFAULT_HEADER_TIMEOUT = 30.0
+#: Seconds a request body may go without a byte before the edge answers 408 and closes
+#: (nginx's client_body_timeout). A held Ping sent its body: waiting for the answer is not this.
+DEFAULT_BODY_TIMEOUT = 60.0
 #: Connections one client address may hold. Phones behind one carrier NAT share an address, so
 #: this is generous; a single phone uses 2-4.
 DEFAULT_MAX_CONNECTIONS_PER_IP = 256
@@ -142,6 +147,7 @@ class EdgeConfig:
     backend_timeout: float = 0.0
     client_idle_timeout: float = DEFAULT_CLIENT_IDLE
     header_timeout: float = DEFAULT_HEADER_TIMEOUT
+    body_timeout: float = DEFAULT_BODY_TIMEOUT
     max_body: int = DEFAULT_MAX_REQUEST_BODY
     max_connections_per_ip: int = DEFAULT_MAX_CONNECTIONS_PER_IP
     requests_per_second_per_ip: float = DEFAULT_REQUESTS_PER_SECOND
@@ -250,6 +256,7 @@ class EdgeConfig:
         positive = (
             "client_idle_timeout",
             "header_timeout",
+            "body_timeout",
             "requests_per_second_per_ip",
             "health_interval",
             "health_timeout",

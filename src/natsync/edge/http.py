@@ -31,6 +31,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
+from http import HTTPStatus
 from typing import TypeVar
 from urllib.parse import parse_qsl
 
@@ -47,6 +48,9 @@ MAX_CHUNK_LINE = 1024
 MAX_TRAILER_SIZE = 4096
 #: Longest Content-Length we parse (digits); 18 digits keep the value inside a 64-bit int.
 MAX_LENGTH_DIGITS = 18
+#: Empty lines (CRLF) ignored before a request line (RFC 9112 2.2 asks for "at least one";
+#: nginx takes any number). Beyond this the request is 400: nobody sends more by accident.
+MAX_EMPTY_LINES = 8
 
 
 class Status(IntEnum):
@@ -318,6 +322,17 @@ def head_end(buffer: bytes | bytearray) -> int:
     return end + 4
 
 
+def empty_lines(buffer: bytes | bytearray) -> int:
+    """Bytes of empty lines (CRLF) at the start of *buffer*, ignored before a request line
+    (RFC 9112 2.2); 400 beyond :data:`MAX_EMPTY_LINES`."""
+    skip = 0
+    while buffer.startswith(b"\r\n", skip):
+        skip += 2
+        if skip > 2 * MAX_EMPTY_LINES:
+            raise EdgeHttpError(400, "too many empty lines before the request line")
+    return skip
+
+
 _Head = TypeVar("_Head")
 _Arg = TypeVar("_Arg")
 
@@ -343,7 +358,11 @@ def take_request(buffer: bytes, max_body: int) -> tuple[RequestHead, bytes] | No
     while the head is incomplete; EdgeHttpError as :func:`split_head` and
     :func:`parse_request_head`."""
     taken: tuple[RequestHead, bytes] | None = _c_take_request(buffer, max_body)
-    return taken if taken is not None else _take_in_python(buffer, python_request_head, max_body)
+    if taken is not None:
+        return taken
+    if buffer[:2] == b"\r\n":  # empty lines before the request line (C declines them)
+        buffer = buffer[empty_lines(buffer) :]
+    return _take_in_python(buffer, python_request_head, max_body)
 
 
 def take_response(buffer: bytes, request_method: bytes) -> tuple[ResponseHead, bytes] | None:
@@ -589,6 +608,10 @@ def backend_request(head: RequestHead, client_ip: str) -> bytes:
     if head.connection_tokens and not head.connection_tokens <= _PLAIN_TOKENS:
         parts = [line, *_forwardable(head.fields, head.connection_tokens)]
         framed = False
+    elif head.framing == F_CHUNKED and _CHUNKED_LINE not in head.section:
+        # chunked spelled otherwise ("Chunked", "chunked " ...): the server gets the one form
+        parts = [line, _TE_LINE.sub(b"", _without_hop(head.section, head.hop, head.hop_at))]
+        framed = False
     else:
         parts = [line, _without_hop(head.section, head.hop, head.hop_at)]
         framed = head.framing == F_CHUNKED or head.length_field
@@ -605,6 +628,11 @@ def backend_request(head: RequestHead, client_ip: str) -> bytes:
     return b"".join(parts)
 
 
+#: The Transfer-Encoding line as the edge forwards it; another spelling of it is rewritten.
+_CHUNKED_LINE = b"Transfer-Encoding: chunked\r\n"
+_TE_LINE = re.compile(rb"(?im)^transfer-encoding:[^\r]*\r\n")
+
+
 @functools.lru_cache(maxsize=1024)
 def _forwarded_for(client_ip: str) -> bytes:
     """The fields the edge adds for a client, and the blank line that ends the head."""
@@ -613,13 +641,18 @@ def _forwarded_for(client_ip: str) -> bytes:
     )
 
 
-#: The status line the phone receives, per status the edge knows a reason for.
-_STATUS_LINES = {status: b"HTTP/1.1 %d %s\r\n" % (status, text) for status, text in REASONS.items()}
+#: The status line the phone receives, per status: RFC 9110's reason phrases (``401
+#: Unauthorized``, ``100 Continue`` ...), the edge's own where it differs (413's new name).
+_STATUS_LINES = {
+    status: b"HTTP/1.1 %d %s\r\n" % (status, text)
+    for status, text in ({s.value: s.phrase.encode() for s in HTTPStatus} | REASONS).items()
+}
 
 
 def client_response(head: ResponseHead, keep_alive: bool) -> bytes:
     """The response head the phone receives (framing kept, connection fields ours)."""
-    line = _STATUS_LINES.get(head.status) or b"HTTP/1.1 %d Status\r\n" % head.status
+    # a status without a known phrase gets none (RFC 9112 4: the reason-phrase is optional)
+    line = _STATUS_LINES.get(head.status) or b"HTTP/1.1 %d \r\n" % head.status
     close = b"Connection: close\r\n\r\n" if head.status >= 200 and not keep_alive else b"\r\n"
     if (
         head.status >= 200

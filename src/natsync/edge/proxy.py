@@ -632,8 +632,31 @@ class ClientConn(_Buffered):
         if self.state == _HEAD and self.buf:  # a head that never completed
             self.keep_alive = False
             self._answer(408, error="the request head did not arrive in time")
+        elif self.state == _BODY:
+            self._body_stalled()
         else:
             self.abort()
+
+    def _body_stalled(self) -> None:
+        """No body byte for body_timeout: 408 and close (unless the edge itself paused the
+        reading: then the server is slow to take the body, not the phone to send it)."""
+        if self.paused:
+            self.deadline = self.loop_time() + self.edge.config.body_timeout
+            return
+        backend = self.backend
+        if backend is not None:
+            backend.client = None
+            backend.drop()
+            self.backend = None
+        log.info("a request body from %s stalled; answered 408", self.ip)
+        if self.status:  # the server's answer already started: nothing more can be said
+            self._end_request(self.status)
+            self.state = _CLOSED
+            self.abort()
+            return
+        self._end_ping()
+        self.keep_alive = False
+        self._answer(408, error="the request body stalled")
 
     def send(self, data: bytes) -> None:
         if self.transport is not None:
@@ -656,8 +679,12 @@ class ClientConn(_Buffered):
         if state == _BODY:
             self._body(data)
         elif state == _HEAD:
-            self.buf = self.buf + data if self.buf else data
-            self._next_request()
+            if self.buf:  # more of a head: its deadline (from its first byte) stands
+                self.buf += data
+                self._next_request(False)
+            else:
+                self.buf = data
+                self._next_request()
         else:  # body bytes before the server is there, or pipelined: hold them, read no more
             self.buf += data
             self.pause()
@@ -673,7 +700,9 @@ class ClientConn(_Buffered):
             self.paused = False
             self.transport.resume_reading()
 
-    def _next_request(self) -> None:
+    def _next_request(self, first: bool = True) -> None:
+        """Take the request head in ``buf``; *first*: its first bytes arrived just now (the
+        header deadline starts; later bytes do not restart it)."""
         edge = self.edge
         try:
             taken = http.take_request(self.buf, edge.config.max_body)
@@ -681,7 +710,7 @@ class ClientConn(_Buffered):
             self.reject(exc.http_status, exc.message)
             return
         if taken is None:
-            if self.buf:
+            if first and self.buf:
                 self.deadline = self.loop_time() + edge.config.header_timeout
             return
         head, body = taken
@@ -793,11 +822,14 @@ class ClientConn(_Buffered):
         if used or prefix:
             backend.transport.write(prefix + (data if used == size else data[:used]))
         if done:
+            self.deadline = 0.0
             if self.state == _BODY:
                 self.state = _WAITING
             if used < size:
                 self.buf += data[used:]
                 self.pause()
+        else:  # more to come: within body_timeout of this byte
+            self.deadline = self.edge.loop.time() + self.edge.config.body_timeout
 
     def start_response(self, response: http.ResponseHead) -> bytes:
         """The response head to send (the caller sends it with the first body bytes)."""

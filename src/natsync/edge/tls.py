@@ -45,19 +45,16 @@ from typing import Any
 
 from cryptography import x509
 
+from natsync.cert import policy
 from natsync.cert.acme_responders import ChallengeStore
 from natsync.edge.config import EdgeConfig, SiteCert
 from natsync.errors import ConfigError, NatsyncError
 
 log = logging.getLogger("natsync.edge")
 
-#: TLS 1.2 suites offered to phones and to the server: ECDHE only (forward secrecy, and the key
-#: exchange is signed by the certificate's key), AEAD only. TLS 1.3 suites are all AEAD.
-CIPHERS = (
-    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
-    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
-    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
-)
+#: TLS 1.2 suites offered to phones and to the server (natsync.cert.policy, shared with the
+#: server's own listeners).
+CIPHERS = policy.CIPHERS
 #: Seconds to connect and handshake with the server before answering 503 ("within a second").
 BACKEND_CONNECT_TIMEOUT = 0.9
 
@@ -98,11 +95,8 @@ def _count_certs(path: Path) -> int:
 
 
 def _site_context(site: SiteCert) -> ssl.SSLContext:
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context = policy.server_context()
     context.sslobject_class = DirectSSLObject
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.set_ciphers(CIPHERS)
-    context.options |= ssl.OP_NO_RENEGOTIATION | ssl.OP_NO_COMPRESSION
     context.set_alpn_protocols(["http/1.1"])
     try:
         context.load_cert_chain(str(site.cert), str(site.key))
@@ -213,8 +207,7 @@ class BackendTrust:
         self.backend = backend or config.backend
         context = _SessionContext(ssl.PROTOCOL_TLS_CLIENT)
         context.sslobject_class = DirectSSLObject
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        context.set_ciphers(CIPHERS)
+        policy.apply_policy(context)
         if config.backend_ca is not None:
             try:
                 context.load_verify_locations(cafile=str(config.backend_ca))

@@ -40,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import ipaddress
 import logging
 import os
 import re
@@ -117,6 +118,39 @@ class SmartHost:
     timeout: float = SMARTHOST_TIMEOUT
     #: The name we give in EHLO (None: aiosmtplib uses the local host name).
     local_hostname: str | None = None
+
+    @classmethod
+    def from_setting(
+        cls, address: str, starttls: str = "auto", ca_file: str | None = None, **more: Any
+    ) -> SmartHost:
+        """The smarthost of ``server.smarthost`` ("host:port"), with STARTTLS as
+        ``server.smarthost_starttls`` says: "required" (the default for any smarthost off this
+        machine: a stripped STARTTLS, or a certificate that does not verify, keeps the mail
+        queued), "opportunistic" (when offered; the default on loopback), or "off". The
+        certificate is verified against *ca_file*, else the system's CAs."""
+        host, _, port = address.rpartition(":")
+        host = host.strip("[]")
+        if starttls not in SMARTHOST_STARTTLS:
+            raise ValueError(f"smarthost STARTTLS must be one of {', '.join(SMARTHOST_STARTTLS)}")
+        if starttls == "auto":
+            starttls = "opportunistic" if _is_loopback(host) else "required"
+        context = ssl.create_default_context(cafile=ca_file)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        mode = {"required": True, "opportunistic": None, "off": False}[starttls]
+        return cls(host, int(port), starttls=mode, tls_context=context, **more)
+
+
+#: The values of ``server.smarthost_starttls``.
+SMARTHOST_STARTTLS = ("auto", "required", "opportunistic", "off")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True, slots=True)

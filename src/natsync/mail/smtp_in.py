@@ -25,6 +25,17 @@ Rules (docs/mail.md "SMTP in"):
   must start with a PROXY v1/v2 header (aiosmtpd's ``proxy_protocol_timeout``) and may only
   come from one of those addresses; the client address it carries is the one recorded in
   ``Received``.
+* **Floods** (:class:`SmtpLimits`). At most ``per_address`` connections from one client
+  address (the PROXY header's when there is one) and ``total`` on the listener — its budget of
+  the process's file descriptors, so a flood here leaves the HTTPS listener its own; beyond
+  either the connection gets ``421 4.7.0`` and is closed, with one log line. A connection idle
+  between commands is closed after ``idle_timeout`` (RFC 5321 4.5.3.2.7: 5 minutes), after
+  ``busy_idle_timeout`` once the listener holds more than :data:`BUSY_SHARE` of its budget
+  (Postfix's stress mode does the same). At most ``commands_before_mail`` commands (EHLO, NOOP,
+  RSET, VRFY ...) before each MAIL: then 421 (a client that only talks holds a slot for
+  nothing).
+* **STARTTLS** with the deployment's certificate when one is given (opportunistic, as every
+  public MX: a sender may stay in clear text); ``Received`` then says ``ESMTPS``.
 
 Public API (stable): ``start_smtp_server(store, host, port, domains, max_message_size,
 proxy_protocol_from=None, *, hostname=None, clock=None) -> SmtpServerHandle`` with ``.host``,
@@ -34,9 +45,11 @@ proxy_protocol_from=None, *, hostname=None, clock=None) -> SmtpServerHandle`` wi
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import socket
+import ssl
 import time
 import uuid
 import weakref
@@ -44,16 +57,20 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime
-from typing import Any
+from typing import Any, cast
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from natsync.fdlimit import listener_budget
 from natsync.mail.errors import MailError
 from natsync.mail.mime import parse_message
 from natsync.mail.relay import deliver_to_inbox
 from natsync.store.api import NewMessage, Store, Txn
 
 log = logging.getLogger(__name__)
+#: aiosmtpd logs every connection and command line at INFO ("mail.log"): under a flood that is
+#: a line per connection; natsync's own lines say what matters (refusals, deliveries).
+logging.getLogger("mail.log").setLevel(logging.WARNING)
 
 #: Default largest message accepted (bytes): what common providers accept; attachments beyond
 #: this belong in a file share, not in a phone's mailbox.
@@ -64,6 +81,20 @@ MAX_RECIPIENTS = 100
 PROXY_PROTOCOL_TIMEOUT = 5.0
 #: Seconds an idle SMTP connection is kept (RFC 5321 4.5.3.2.7 suggests 5 minutes).
 IDLE_TIMEOUT = 300.0
+#: The idle timeout once the listener is near its connection budget (Postfix's stress-mode
+#: smtpd_timeout is 10 s; a real MTA answers well within 30).
+BUSY_IDLE_TIMEOUT = 30.0
+#: Share of the listener's budget past which it counts as near its limit.
+BUSY_SHARE = 0.8
+#: Connections one client address may hold (Postfix's smtpd_client_connection_count_limit is
+#: 50 by default; a sending MTA opens a few).
+DEFAULT_MAX_PER_ADDRESS = 20
+#: Share of the process's open-files limit the SMTP listener may use (the HTTPS front and the
+#: store keep the rest: a flood here must not starve them).
+SMTP_DESCRIPTOR_SHARE = 0.125
+#: Commands allowed before each MAIL (Postfix's smtpd_junk_command_limit is 100; a sending
+#: MTA needs EHLO, maybe STARTTLS and EHLO again, and perhaps RSET/NOOP).
+DEFAULT_COMMANDS_BEFORE_MAIL = 20
 #: Seconds a positive "this address is a local user" answer is remembered: spares a store
 #: round trip per RCPT at high ingest rates; a removed user is still checked again at delivery.
 LOCAL_USER_CACHE_SECONDS = 10.0
@@ -72,6 +103,159 @@ LOCAL_USER_CACHE_SIZE = 10_000
 #: Messages delivered in one store transaction at most (group commit); bounds how long one
 #: transaction holds the store's writer.
 MAX_DELIVERY_BATCH = 64
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpLimits:
+    """How much of the process one SMTP listener may hold (see the module docstring)."""
+
+    per_address: int = DEFAULT_MAX_PER_ADDRESS
+    #: Connections on the listener in all; 0: its share of the open-files limit.
+    total: int = 0
+    idle_timeout: float = IDLE_TIMEOUT
+    busy_idle_timeout: float = BUSY_IDLE_TIMEOUT
+    commands_before_mail: int = DEFAULT_COMMANDS_BEFORE_MAIL
+
+
+class ConnectionCounts:
+    """Open connections of one listener, in all and per client address (sans-I/O)."""
+
+    def __init__(self, per_address: int, total: int) -> None:
+        self.per_address = per_address
+        self.total = total
+        self.open = 0
+        self.by_address: dict[str, int] = {}
+
+    @property
+    def busy(self) -> bool:
+        return self.open > self.total * BUSY_SHARE
+
+    def admit(self) -> bool:
+        """One more connection on the listener, unless its budget is spent."""
+        if self.open >= self.total:
+            return False
+        self.open += 1
+        return True
+
+    def leave(self) -> None:
+        self.open -= 1
+
+    def admit_address(self, address: str) -> bool:
+        count = self.by_address.get(address, 0)
+        if count >= self.per_address:
+            return False
+        self.by_address[address] = count + 1
+        return True
+
+    def leave_address(self, address: str) -> None:
+        count = self.by_address.get(address, 1) - 1
+        if count <= 0:
+            self.by_address.pop(address, None)
+        else:
+            self.by_address[address] = count
+
+
+class _LimitedSMTP(SMTP):
+    """aiosmtpd's session with the listener's limits (connections, idle time, commands)."""
+
+    def __init__(
+        self, handler: Any, counts: ConnectionCounts, limits: SmtpLimits, **kwargs: Any
+    ) -> None:
+        super().__init__(handler, **kwargs)
+        self.counts = counts
+        self.limits = limits
+        self.counted = False
+        #: The client address counted against per_address ("" while not counted).
+        self.address = ""
+        self.refused = False
+        self.since_mail = 0
+        for name, method in list(self._smtp_methods.items()):
+            self._smtp_methods[name] = self._counted(name, method)
+
+    def _counted(self, name: str, method: Callable[[str | None], Any]) -> Callable[..., Any]:
+        @functools.wraps(method)  # HELP and EHLO read the method's syntax attributes
+        async def call(arg: str | None) -> None:
+            if name == "MAIL":
+                self.since_mail = 0
+            else:
+                self.since_mail += 1
+                if self.since_mail > self.limits.commands_before_mail:
+                    log.warning(
+                        "SMTP client %s sent %d commands without MAIL; closing",
+                        self.address or self._peer(), self.since_mail - 1,
+                    )  # fmt: skip
+                    await self.push("421 4.7.0 Too many commands without mail, closing")
+                    if self.transport is not None:
+                        self.transport.close()
+                    return
+            await method(arg)
+
+        return call
+
+    def _peer(self) -> str:
+        peer = self.session.peer if self.session is not None else None
+        return str(peer[0]) if isinstance(peer, tuple) else str(peer)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self.transport is None and self._original_transport is None:  # not STARTTLS' switch
+            peer = transport.get_extra_info("peername")
+            address = str(peer[0]) if isinstance(peer, tuple) else "?"
+            reason = ""
+            if not self.counts.admit():
+                reason = "Too many connections, try again later"
+            elif self._proxy_timeout is None:  # the socket's address is the client's
+                self.counted = True
+                if self.counts.admit_address(address):
+                    self.address = address
+                else:
+                    reason = "Too many connections from your address, try again later"
+            else:
+                self.counted = True
+            if reason:
+                self.refuse(transport, address, reason)
+                return
+        super().connection_made(transport)
+
+    def refuse(self, transport: asyncio.BaseTransport, address: str, reason: str) -> None:
+        self.refused = True
+        log.warning("SMTP connection from %s refused: %s", address, reason.lower())
+        # uvloop's transports are not registered as asyncio.WriteTransport subclasses
+        transport = cast(asyncio.WriteTransport, transport)
+        transport.write(f"421 4.7.0 {self.hostname} {reason}\r\n".encode())
+        transport.close()
+
+    def eof_received(self) -> bool | None:
+        """The client closed its side: close ours (aiosmtpd keeps a half-closed connection,
+        and its slot, until the idle timeout)."""
+        super().eof_received()
+        return False
+
+    def connection_lost(self, error: Exception | None) -> None:
+        self._release()
+        if self.refused:
+            return
+        super().connection_lost(error)
+
+    def _release(self) -> None:
+        if self.address:
+            self.counts.leave_address(self.address)
+            self.address = ""
+        if self.counted:
+            self.counted = False
+            self.counts.leave()
+
+    def admit_proxied(self, address: str) -> bool:
+        """The PROXY header named the client: count it against per_address."""
+        if self.counts.admit_address(address):
+            self.address = address
+            return True
+        return False
+
+    def _reset_timeout(self, duration: float | None = None) -> None:
+        if duration is None:
+            limits = self.limits
+            duration = limits.busy_idle_timeout if self.counts.busy else limits.idle_timeout
+        super()._reset_timeout(duration)
 
 
 @dataclass(slots=True)
@@ -85,6 +269,8 @@ class SmtpServerHandle:
     _committer: _GroupCommit
     #: Messages delivered since start (for logs, tests and the ingest benchmark).
     stats: dict[str, int] = field(default_factory=lambda: {"delivered": 0, "refused": 0})
+    #: The listener's open connections (for tests and the soak benchmark).
+    counts: ConnectionCounts | None = None
 
     async def close(self) -> None:
         """Stop listening and drop open connections."""
@@ -196,7 +382,17 @@ class _Handler:
         allowed = self.proxy_from is not None and peer in self.proxy_from
         if not allowed:
             log.warning("PROXY header from %s refused: not a configured proxy", peer)
-        return allowed
+            return False
+        client = getattr(data, "src_addr", None)
+        if (
+            isinstance(server, _LimitedSMTP)
+            and client is not None
+            and not server.admit_proxied(str(client))
+        ):
+            log.warning("SMTP connection from %s refused: too many connections", client)
+            await server.push("421 4.7.0 Too many connections from your address, try again later")
+            return False
+        return True
 
     async def _is_local_user(self, address: str) -> bool:
         key = address.lower()
@@ -246,6 +442,8 @@ class _Handler:
             peer = str(proxy.src_addr)
         helo = (session.host_name or "unknown").replace("\r", "").replace("\n", "")[:200]
         protocol = "ESMTP" if session.extended_smtp else "SMTP"
+        if session.ssl is not None:  # RFC 3848: ESMTPS, mail received over STARTTLS
+            protocol = "ESMTPS" if session.extended_smtp else "SMTPS"
         target = f"\r\n\tfor <{envelope.rcpt_tos[0]}>" if len(envelope.rcpt_tos) == 1 else ""
         line = (
             f"Received: from {helo} ([{peer}])\r\n\tby {self.hostname} (natsync) with {protocol}"
@@ -308,11 +506,16 @@ async def start_smtp_server(
     hostname: str | None = None,
     clock: Callable[[], datetime] | None = None,
     relay: Any = None,
+    limits: SmtpLimits | None = None,
+    tls_context: ssl.SSLContext | None = None,
 ) -> SmtpServerHandle:
     """Listen for SMTP on *host*:*port* (0: any free port) and deliver into *store*.
     *relay* (a natsync.mail.relay.Relay) is kicked when a delivery queued an out-of-office
-    reply."""
+    reply; STARTTLS is offered with *tls_context* when given."""
     loop = asyncio.get_running_loop()
+    limits = limits or SmtpLimits()
+    total = limits.total or listener_budget(SMTP_DESCRIPTOR_SHARE)
+    counts = ConnectionCounts(limits.per_address, total)
     name = hostname or socket.gethostname()
     stats = {"delivered": 0, "refused": 0}
     committer = _GroupCommit(store, relay.kick if relay is not None else None)
@@ -328,14 +531,17 @@ async def start_smtp_server(
     sessions: weakref.WeakSet[SMTP] = weakref.WeakSet()
 
     def factory() -> SMTP:
-        smtp = SMTP(
+        smtp = _LimitedSMTP(
             handler,
+            counts,
+            limits,
             data_size_limit=max_message_size,
             enable_SMTPUTF8=True,
             decode_data=False,
             hostname=name,
             ident="natsync ESMTP",
-            timeout=IDLE_TIMEOUT,
+            timeout=limits.idle_timeout,
+            tls_context=tls_context,
             proxy_protocol_timeout=PROXY_PROTOCOL_TIMEOUT if proxy_protocol_from else None,
             loop=loop,
         )
@@ -344,5 +550,9 @@ async def start_smtp_server(
 
     server = await loop.create_server(factory, host, port)
     bound_port = server.sockets[0].getsockname()[1]
-    log.info("SMTP listening on %s:%d for %s", host, bound_port, ", ".join(sorted(handler.domains)))
-    return SmtpServerHandle(host, bound_port, server, sessions, committer, stats)
+    log.info(
+        "SMTP listening on %s:%d for %s (at most %d connections, %d per address%s)",
+        host, bound_port, ", ".join(sorted(handler.domains)), total, limits.per_address,
+        ", STARTTLS" if tls_context is not None else "",
+    )  # fmt: skip
+    return SmtpServerHandle(host, bound_port, server, sessions, committer, stats, counts)

@@ -46,6 +46,7 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
+from natsync.cert import policy
 from natsync.cert.reload import CertReloader
 from natsync.config import ServerConfig
 from natsync.eas import autodiscover, dispatch, ping, throttle
@@ -55,7 +56,7 @@ from natsync.eas.request import EasRequest, parse_request
 from natsync.eas.versions import SERVER_VERSION, supported_header
 from natsync.errors import NatsyncError
 from natsync.server import health, recent
-from natsync.server.auth import Authenticator
+from natsync.server.auth import Authenticator, AuthResult
 from natsync.server.front import Front, Reply
 from natsync.server.health import ServerMetrics
 from natsync.server.logs import REQUEST_CONTEXT
@@ -363,7 +364,7 @@ class EasApp:
         line = self._line(request)
         auth = await self.auth.authenticate(request.headers.get("Authorization"), line.remote)
         if auth.user is None:
-            headers = self._challenge() if auth.http_status == 401 else {"Retry-After": "60"}
+            headers = self._challenge() if auth.http_status == 401 else _retry(auth)
             self._log(line, auth.http_status, cmd=request.method, user=auth.name)
             return Reply(auth.http_status, headers)
         if request.method == "GET":
@@ -399,7 +400,7 @@ class EasApp:
             auth = await self.auth.authenticate(request.headers.get("Authorization"), line.remote)
             if auth.user is None:
                 fields["user"] = auth.name or fields.get("user")
-                headers = self._challenge() if auth.http_status == 401 else {"Retry-After": "60"}
+                headers = self._challenge() if auth.http_status == 401 else _retry(auth)
                 raise HttpError(auth.http_status, "authentication failed", headers)
             fields["user"] = auth.user.name
             self._throttle(auth.user.name, eas.device_id)
@@ -618,7 +619,7 @@ class EasApp:
         line = self._line(request)
         auth = await self.auth.authenticate(request.headers.get("Authorization"), line.remote)
         if auth.user is None:
-            headers = self._challenge() if auth.http_status == 401 else {"Retry-After": "60"}
+            headers = self._challenge() if auth.http_status == 401 else _retry(auth)
             self._log(line, auth.http_status, cmd="Autodiscover", user=auth.name)
             return Reply(auth.http_status, headers)
         limit = autodiscover.MAX_REQUEST
@@ -697,6 +698,11 @@ class _AiohttpRequest:
         return b"".join(chunks)
 
 
+def _retry(auth: AuthResult) -> dict[str, str]:
+    """The Retry-After of a locked-out login (429): when its lock ends."""
+    return {"Retry-After": str(auth.retry_after or 1)}
+
+
 EAS_APP: web.AppKey[EasApp] = web.AppKey("natsync", EasApp)
 
 
@@ -738,14 +744,14 @@ def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 
 def tls_context(config: ServerConfig) -> ssl.SSLContext | None:
+    """The server's TLS (HTTPS, and STARTTLS of SMTP in): the edge's policy, its certificate."""
     if config.tls_cert is None or config.tls_key is None:
         return None
     return _tls_context(config.tls_cert, config.tls_key)
 
 
 def _tls_context(cert: Path, key: Path) -> ssl.SSLContext:
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context = policy.server_context()
     context.load_cert_chain(str(cert), str(key))
     return context
 
@@ -786,7 +792,10 @@ async def start_server(config: ServerConfig, store: Store, *, relay: Any = None)
         reloader = CertReloader(config.tls_cert, config.tls_key, build=_tls_context)
         context = reloader.context
     body_limit = max(config.max_request_body, autodiscover.MAX_REQUEST)
-    front = await Front.start(eas.route, config.host, config.port, context, body_limit)
+    front = await Front.start(
+        eas.route, config.host, config.port, context, body_limit,
+        config.header_timeout, config.body_timeout,
+    )  # fmt: skip
     port = front.port
     log.info("ActiveSync server listening on %s:%d (tls=%s)", config.host, port, bool(context))
     log.info(

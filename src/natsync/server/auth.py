@@ -5,8 +5,15 @@ Rules (issue 3, "HTTP and sessions"):
 * A wrong password and an unknown user are answered identically — same status, same header,
   and the same work: an unknown user's guess is checked against a dummy scrypt hash, so the
   response time does not tell whether the account exists.
-* Failed logins are counted per user name and per client address in a sliding window; past
-  either limit the request gets 429 without any password being checked.
+* Failed logins are counted per (user name, client address) and per client address — never
+  per user name alone, or a guesser anywhere could lock the owner out (issue 19). Past the
+  limit (``max_per_user`` failures for a pair, ``max_per_ip`` for an address) each failure
+  locks that pair or address for a delay that doubles each time
+  (:data:`FIRST_LOCK` seconds up to :data:`MAX_LOCK`); while locked the request gets 429 with
+  Retry-After, without any password being checked. The owner's right password from another
+  address is checked as usual. A key is forgotten ``window`` seconds after its last failure
+  or the end of its lock, whichever is later. Unknown and existing users are counted the
+  same way, so neither answer nor timing tells whether an account exists.
 * Phones send Basic credentials with every request, and scrypt costs ~50-100 ms on purpose, so a
   verified (user, password) is remembered — as a keyed digest, never the password — for as long
   as the stored hash is unchanged (a password change invalidates it at once) and at most
@@ -20,9 +27,9 @@ import base64
 import binascii
 import hashlib
 import hmac
+import math
 import secrets
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -38,6 +45,11 @@ MAX_VERIFIED = 10_000
 MAX_AUTHORIZATION = 2048
 #: Distinct users / addresses whose failures are tracked; beyond it the oldest are forgotten.
 MAX_TRACKED = 100_000
+#: Seconds of the first lock past the free failures; each further failure doubles it.
+FIRST_LOCK = 1.0
+#: The longest lock (seconds): a guesser gets a try every quarter hour at most, while a phone
+#: with an old password, once fixed, is not shut out for long.
+MAX_LOCK = 900.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +58,8 @@ class AuthResult:
     #: 401 (no or wrong credentials) or 429 (rate limited) when user is None.
     http_status: int = 200
     name: str = ""
+    #: With 429: whole seconds until the lock ends (the Retry-After to send).
+    retry_after: int = 0
 
 
 class LoginDelegate(Protocol):
@@ -55,36 +69,43 @@ class LoginDelegate(Protocol):
     async def check(self, name: str, password: str) -> tuple[User | None, int]: ...
 
 
-class FailureCounter:
-    """Failures per key within a sliding window of *window* seconds."""
+class Backoff:
+    """Failures per key (sans-I/O: *now* is passed in). The *limit*-th failure locks the key
+    for FIRST_LOCK seconds, each one after for twice as long as the last, up to MAX_LOCK.
+    A key is forgotten *window* seconds after its last failure or the end of its lock."""
 
     def __init__(self, limit: int, window: float) -> None:
         self.limit = limit
         self.window = window
-        self._events: dict[str, deque[float]] = {}
+        #: key -> [failures, time of the last one, end of the lock]
+        self._keys: dict[str, list[float]] = {}
 
-    def _trim(self, key: str, now: float) -> deque[float] | None:
-        events = self._events.get(key)
-        if events is None:
+    def _get(self, key: str, now: float) -> list[float] | None:
+        entry = self._keys.get(key)
+        if entry is not None and now - max(entry[1], entry[2]) > self.window:
+            del self._keys[key]
             return None
-        while events and events[0] <= now - self.window:
-            events.popleft()
-        if not events:
-            del self._events[key]
-            return None
-        return events
+        return entry
 
-    def blocked(self, key: str, now: float) -> bool:
-        events = self._trim(key, now)
-        return events is not None and len(events) >= self.limit
+    def locked_for(self, key: str, now: float) -> float:
+        """Seconds the key stays locked (0: it may try)."""
+        entry = self._get(key, now)
+        return max(0.0, entry[2] - now) if entry is not None else 0.0
 
-    def add(self, key: str, now: float) -> None:
-        if key not in self._events and len(self._events) >= MAX_TRACKED:
-            self._events.pop(next(iter(self._events)))
-        self._events.setdefault(key, deque()).append(now)
+    def fail(self, key: str, now: float) -> None:
+        entry = self._get(key, now)
+        if entry is None:
+            if len(self._keys) >= MAX_TRACKED:
+                self._keys.pop(next(iter(self._keys)))
+            entry = self._keys[key] = [0.0, now, 0.0]
+        entry[0] += 1
+        entry[1] = now
+        over = int(entry[0]) - self.limit + 1
+        if over > 0:
+            entry[2] = now + min(MAX_LOCK, FIRST_LOCK * 2.0 ** min(over - 1, 32))
 
     def clear(self, key: str) -> None:
-        self._events.pop(key, None)
+        self._keys.pop(key, None)
 
 
 def parse_basic(header: str | None) -> tuple[str, str] | None:
@@ -115,8 +136,8 @@ class Authenticator:
         window: float,
     ) -> None:
         self._store = store
-        self._per_user = FailureCounter(max_per_user, window)
-        self._per_ip = FailureCounter(max_per_ip, window)
+        self._per_pair = Backoff(max_per_user, window)
+        self._per_ip = Backoff(max_per_ip, window)
         self._key = secrets.token_bytes(32)
         self._verified: dict[bytes, tuple[float, str]] = {}
         self._dummy_hash: str | None = None
@@ -140,17 +161,18 @@ class Authenticator:
         if creds is None:
             return AuthResult(None, 401)
         name, password = creds
-        user_key = name.lower()
-        if self._per_user.blocked(user_key, now) or self._per_ip.blocked(remote, now):
-            return AuthResult(None, 429, name)
+        pair = f"{name.lower()}\0{remote}"
+        wait = max(self._per_pair.locked_for(pair, now), self._per_ip.locked_for(remote, now))
+        if wait > 0:
+            return AuthResult(None, 429, name, math.ceil(wait))
         if self.delegate is not None and self.delegate.handles(name):
             found, status = await self.delegate.check(name, password)
             if found is not None:
-                self._per_user.clear(user_key)
+                self._per_pair.clear(pair)
                 return AuthResult(found, 200, name)
             if status == 401:
-                self._per_user.add(user_key, now)
-                self._per_ip.add(remote, now)
+                self._per_pair.fail(pair, now)
+                self._per_ip.fail(remote, now)
             return AuthResult(None, status, name)
 
         def lookup(txn: Txn) -> tuple[User | None, str | None]:
@@ -172,10 +194,10 @@ class Authenticator:
             if len(self._verified) >= MAX_VERIFIED:
                 self._verified.pop(next(iter(self._verified)))
             self._verified[digest] = (now + VERIFIED_TTL, stored)
-            self._per_user.clear(user_key)
+            self._per_pair.clear(pair)
             if self.on_login is not None:
                 self.on_login(user, password)
             return AuthResult(user, 200, name)
-        self._per_user.add(user_key, now)
-        self._per_ip.add(remote, now)
+        self._per_pair.fail(pair, now)
+        self._per_ip.fail(remote, now)
         return AuthResult(None, 401, name)

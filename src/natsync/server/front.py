@@ -27,6 +27,11 @@ The rules (RFC 9112):
 * Keep-alive as HTTP/1.1 says (HTTP/1.0: only with ``Connection: keep-alive``); a connection
   idle between requests for :data:`KEEPALIVE_TIMEOUT` seconds is closed; the TLS handshake
   must end within :data:`TLS_HANDSHAKE_TIMEOUT` seconds.
+* Slow clients: a request head must be whole within ``header_timeout`` seconds of its first
+  byte (later bytes do not restart the clock), a body may not go ``body_timeout`` seconds
+  without a byte; either is answered 408 and the connection closes. A held request (Ping) has
+  sent its body: waiting for its answer is neither. Empty lines before a request line are
+  ignored (RFC 9112 2.2).
 * The peer going away (FIN, close_notify, reset) cancels the request's task, or releases its
   parked request at once (what aiohttp's ``handler_cancellation`` did).
 """
@@ -53,6 +58,7 @@ from yarl import URL
 
 from natsync.edge import http as h1
 from natsync.edge.http import EdgeHttpError, Framing
+from natsync.fdlimit import listener_budget
 
 log = logging.getLogger("natsync.server.front")
 
@@ -75,6 +81,14 @@ MAX_PENDING = h1.MAX_HEAD_SIZE + 4
 _NO_LIMIT = 1 << 62
 #: Connections queued in the kernel before accept (aiohttp's default).
 BACKLOG = 128
+#: Seconds from a request head's first byte to its end (nginx's client_header_timeout).
+DEFAULT_HEADER_TIMEOUT = 30.0
+#: Seconds a request body may go without a byte (nginx's client_body_timeout).
+DEFAULT_BODY_TIMEOUT = 60.0
+#: Share of the process's open-files limit the front's connections may take (SMTP in has its
+#: own share; the store, logs and the relay keep the rest). Beyond it a connection is closed
+#: as soon as it is accepted: the descriptor is back at once.
+FRONT_DESCRIPTOR_SHARE = 0.75
 
 _REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
 _HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
@@ -285,8 +299,8 @@ class Connection(asyncio.BufferedProtocol):
     request being served (its task) or parked (its :class:`Parked`)."""
 
     __slots__ = (
-        "_buf", "_front", "_http10", "_in", "_keep_alive", "_out", "_parked", "_remote",
-        "_request", "_state", "_task", "_timer", "_tls", "_transport",
+        "_activity", "_buf", "_front", "_http10", "_in", "_keep_alive", "_out", "_parked",
+        "_remote", "_request", "_state", "_task", "_timer", "_tls", "_transport",
     )  # fmt: skip
 
     def __init__(self, front: Front) -> None:
@@ -305,6 +319,8 @@ class Connection(asyncio.BufferedProtocol):
         self._timer: asyncio.TimerHandle | None = None
         self._http10 = False
         self._keep_alive = True
+        #: time.monotonic() of the last body byte (the body timeout counts from it).
+        self._activity = 0.0
 
     # -- transport events
 
@@ -314,6 +330,10 @@ class Connection(asyncio.BufferedProtocol):
         self._transport = transport
         peer = transport.get_extra_info("peername")
         self._remote = str(peer[0]) if isinstance(peer, tuple) else ""
+        if len(self._front.connections) >= self._front.max_connections:
+            self._front.over_budget()
+            self._abort()
+            return
         self._front.connections.add(self)
         context = self._front.context
         if context is None:
@@ -391,17 +411,25 @@ class Connection(asyncio.BufferedProtocol):
     # -- requests
 
     def _received(self, data: memoryview) -> None:
+        first = self._buf is None
         if self._buf is None:
             self._buf = bytearray(data)
         else:
             self._buf += data
         self._process()
+        if first and self._state == _IDLE and self._buf:  # a head begun: its deadline starts
+            self._arm(self._front.header_timeout)
 
     def _process(self) -> None:
         buf = self._buf
         while buf and self._state != _CLOSED:
             if self._state == _IDLE:
                 try:
+                    skip = h1.empty_lines(buf) if buf[:2] == b"\r\n" else 0
+                    if skip:
+                        if skip == len(buf):
+                            break
+                        del buf[:skip]
                     end = h1.head_end(buf)
                     if end < 0:
                         break
@@ -421,9 +449,11 @@ class Connection(asyncio.BufferedProtocol):
                     return
                 del buf[:used]
                 if not request.complete:
+                    self._activity = time.monotonic()
                     break
                 self._request = None
                 self._state = _BUSY
+                self._cancel_timer()
             else:  # a request is being served: what follows is the next one, kept for later
                 if len(buf) > MAX_PENDING:
                     self._abort()
@@ -441,6 +471,8 @@ class Connection(asyncio.BufferedProtocol):
         else:
             self._state = _BODY
             self._request = request
+            self._activity = time.monotonic()
+            self._arm(self._front.body_timeout)
         loop = asyncio.get_running_loop()
         self._task = loop.create_task(self._serve(request), name="natsync-request")
 
@@ -489,17 +521,31 @@ class Connection(asyncio.BufferedProtocol):
     def _idle(self) -> None:
         self._state = _IDLE
         self._request = None
-        self._cancel_timer()
-        self._timer = asyncio.get_running_loop().call_later(KEEPALIVE_TIMEOUT, self._expired)
+        self._arm(KEEPALIVE_TIMEOUT)
         if self._front.closing:
             self._close()
+
+    def _arm(self, seconds: float) -> None:
+        self._cancel_timer()
+        self._timer = asyncio.get_running_loop().call_later(seconds, self._expired)
 
     def _expired(self) -> None:
         self._timer = None
         if self._state == _HANDSHAKE:
             self._abort()
         elif self._state == _IDLE:
-            self._close()
+            if self._buf:  # a head that did not end within header_timeout
+                log.info("request head from %s not whole in time; answered 408", self._remote)
+                self._refuse(408)
+            else:
+                self._close()
+        elif self._state == _BODY:
+            left = self._activity + self._front.body_timeout - time.monotonic()
+            if left > 0:
+                self._arm(left)
+                return
+            log.info("request body from %s stalled; answered 408", self._remote)
+            self._refuse(408)
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:
@@ -552,11 +598,23 @@ class Connection(asyncio.BufferedProtocol):
 class Front:
     """One listening socket and its connections, serving *handler*."""
 
-    def __init__(self, handler: Handler, context: ssl.SSLContext | None, body_limit: int) -> None:
+    def __init__(
+        self,
+        handler: Handler,
+        context: ssl.SSLContext | None,
+        body_limit: int,
+        header_timeout: float = DEFAULT_HEADER_TIMEOUT,
+        body_timeout: float = DEFAULT_BODY_TIMEOUT,
+    ) -> None:
         self.handler = handler
         self.context = context
         #: Bytes of one request body kept at most (the handlers' largest limit).
         self.body_limit = body_limit
+        self.header_timeout = header_timeout
+        self.body_timeout = body_timeout
+        #: Connections held at most (this listener's descriptor budget).
+        self.max_connections = listener_budget(FRONT_DESCRIPTOR_SHARE)
+        self.refused = 0
         self.connections: set[Connection] = set()
         self.closing = False
         self._server: asyncio.Server | None = None
@@ -569,13 +627,23 @@ class Front:
         port: int,
         context: ssl.SSLContext | None,
         body_limit: int,
+        header_timeout: float = DEFAULT_HEADER_TIMEOUT,
+        body_timeout: float = DEFAULT_BODY_TIMEOUT,
     ) -> Front:
-        front = cls(handler, context, body_limit)
+        front = cls(handler, context, body_limit, header_timeout, body_timeout)
         loop = asyncio.get_running_loop()
         front._server = await loop.create_server(
             lambda: Connection(front), host or None, port, backlog=BACKLOG
         )
         return front
+
+    def over_budget(self) -> None:
+        self.refused += 1
+        if self.refused == 1 or self.refused % 1000 == 0:
+            log.warning(
+                "%d connection(s) closed at accept: the front holds its budget of %d",
+                self.refused, self.max_connections,
+            )  # fmt: skip
 
     @property
     def port(self) -> int:

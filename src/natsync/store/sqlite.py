@@ -41,7 +41,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
-from natsync.store import migrations
+from natsync.store import migrations, modes
 from natsync.store.api import (
     STANDARD_FOLDERS,
     AccessState,
@@ -1408,7 +1408,7 @@ class SqliteStore(WorkerJobs):
 
     def _work(self, ready: concurrent.futures.Future[None]) -> None:
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            modes.private_store_files(self.path)  # 0600, the directory 0700 if new
             conn = connect(self.path)
             try:
                 migrations.migrate(conn)
@@ -1417,6 +1417,9 @@ class SqliteStore(WorkerJobs):
                 conn.close()
                 raise
         except sqlite3.Error as exc:
+            ready.set_exception(StoreError(f"{self.path}: cannot open the store: {exc}"))
+            return
+        except OSError as exc:  # creating or tightening the file or its directory
             ready.set_exception(StoreError(f"{self.path}: cannot open the store: {exc}"))
             return
         except BaseException as exc:  # handed to the opener
