@@ -40,9 +40,6 @@ MAX_SERVER_PROCESSES = 64
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 CERT_MODES = ("files", "private-ca", "acme")
-#: Renew an ACME certificate when fewer than this many days are left (Let's Encrypt issues
-#: 90-day certificates and advises renewing at 60 days: a month of retries before expiry).
-DEFAULT_RENEW_DAYS = 30
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,8 +49,9 @@ class CertSettings:
     ``files``: tls_cert/tls_key of [server] and the [[edge.certificates]] files are used as
     they are (renewed by someone else; `natsync run` reloads them on SIGHUP). ``private-ca``:
     natsync's own CA in data_dir issues them (phones must trust the CA). ``acme``: an ACME
-    CA (Let's Encrypt, or pebble in tests) issues them for ``names`` and they are renewed
-    ``renew_days`` before expiry."""
+    CA (Let's Encrypt, or pebble in tests) issues them for ``names`` and natsync.cert.manager
+    renews them when the CA's renewal information (RFC 9773) says, else at two thirds of the
+    lifetime."""
 
     mode: str = "files"
     names: tuple[str, ...] = ()
@@ -65,7 +63,6 @@ class CertSettings:
     http_listen: str = "0.0.0.0:80"
     #: CA file to trust for the ACME directory ("" = the system's roots); pebble in tests.
     acme_ca: Path | None = None
-    renew_days: int = DEFAULT_RENEW_DAYS
 
     def check(self) -> CertSettings:
         if self.mode not in CERT_MODES:
@@ -81,8 +78,6 @@ class CertSettings:
                 raise ConfigError("cert.names must list the public name(s) for cert.mode = acme")
         if self.challenge not in ("http-01", "dns-01"):
             raise ConfigError(f"cert.challenge must be http-01 or dns-01, not {self.challenge!r}")
-        if not 1 <= self.renew_days <= 89:
-            raise ConfigError("cert.renew_days must be 1..89 (days before expiry)")
         _check_hostport(self.http_listen, "cert.http_listen")
         return self
 

@@ -229,3 +229,35 @@ def test_five_failures_an_hour_at_most_even_with_short_jitter() -> None:
     each backoff: the sixth comes after the hour, even with every wait 20 % short."""
     waits = [backoff(n, RETRY_FIRST, -1.0) for n in range(1, 6)]
     assert sum(waits, dt.timedelta(0)) > dt.timedelta(hours=1)
+
+
+def test_a_forced_renewal_ignores_the_window_once() -> None:
+    """SIGUSR1 of `natsync run` (CertificateManager.renew_soon): one order now; a failure
+    returns to the backoff, a new certificate to its window."""
+    schedule = issued(ari_offered=False)
+    now = START + dt.timedelta(days=1)
+    schedule.forced = True
+    assert schedule.next_action(now) == Renew()
+    schedule.failed("no answer", now, 0.0)
+    assert schedule.next_action(now) == Wait(schedule.renew_at() or now)  # not due: wait
+    assert schedule.failures == 1
+    schedule.forced = True
+    schedule.certificate(now, now + LIFE, 0.5)
+    assert isinstance(schedule.next_action(now), Wait)
+
+
+def test_a_stand_in_certificate_is_ordered_over(tmp_path: Path) -> None:
+    """`natsync init`'s private-CA certificate only stands in: the manager orders at once."""
+    from natsync.cert.ca import init_ca
+
+    ca = init_ca(tmp_path / "ca")
+    settings = ManagerSettings(
+        names=("a.example.test",), data_dir=tmp_path, directory="staging", basename="public"
+    )
+    ca.issue_server_cert(["a.example.test"], [], settings.out_dir, basename="public")
+    plain = CertificateManager(settings)
+    assert plain.status().state is State.VALID
+    standing_in = CertificateManager(settings, stand_in=lambda leaf: leaf.issuer == ca.cert.subject)
+    assert standing_in.status().state is State.OBTAINING
+    standing_in.renew_soon()
+    assert standing_in.schedule.next_action(START) == Renew()

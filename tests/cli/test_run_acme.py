@@ -9,8 +9,10 @@ import asyncio
 import signal
 import socket
 import ssl
+import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -87,6 +89,13 @@ def test_acme_certificate_obtained_then_renewed_under_a_held_ping(
         first = _issuer(edge, name)
         assert first != stand_in_issuer  # the edge shows the ACME certificate now
         assert "Pebble" in first
+        # /healthz shows the certificate manager's state (status.json, after its step).
+        cert = _cert_health(run)
+        assert cert["healthy"] is True
+        assert cert["challenge"] == "http-01"
+        assert cert["days_left"] > 1
+        assert cert["not_after"] == _not_after(tmp_path / "data" / "tls" / "public.pem")
+        assert "renewal at" in cert["message"]
 
         async def renew_under_a_held_ping() -> list[str]:
             context = _phone_context(tmp_path, pebble)
@@ -104,7 +113,9 @@ def test_acme_certificate_obtained_then_renewed_under_a_held_ping(
                 mark = len(log.read_text())
                 _stand_in(tmp_path)
                 config.write_text(
-                    config.read_text().replace("[cert]\n", "[cert]\nrenew_days = 45\n")
+                    config.read_text().replace(
+                        "[cert]\n", '[cert]\nacme_email = "ops@natsync.test"\n'
+                    )
                 )
                 proc.send_signal(signal.SIGHUP)
                 await asyncio.to_thread(run.wait_log, "cert: issued", ORDER_TIMEOUT, mark)
@@ -132,6 +143,25 @@ def test_acme_certificate_obtained_then_renewed_under_a_held_ping(
         assert proc.stdout is not None
         proc.stdout.close()
     assert "Traceback" not in log.read_text()
+
+
+def _cert_health(run: Any) -> dict[str, Any]:
+    """/healthz's cert entry once the manager has written its status for the new
+    certificate (bounded wait)."""
+    deadline = time.monotonic() + 10.0
+    while True:
+        doc = run.health()
+        cert: dict[str, Any] = doc.get("cert", {})
+        if cert.get("state") == "valid" or time.monotonic() > deadline:
+            assert doc["status"] == "ok", doc
+            assert cert.get("state") == "valid", doc
+            return cert
+        time.sleep(0.2)
+
+
+def _not_after(path: Path) -> str:
+    leaf = x509.load_pem_x509_certificates(path.read_bytes())[0]
+    return leaf.not_valid_after_utc.isoformat()
 
 
 def _serial(path: Path) -> int:

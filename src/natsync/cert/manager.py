@@ -201,6 +201,8 @@ class Schedule:
     failures: int = 0
     retry_at: dt.datetime | None = None
     last_error: str = ""
+    #: Renew at the next step whatever the window says (an operator asked; one attempt).
+    forced: bool = False
 
     # -- what we know
 
@@ -210,6 +212,7 @@ class Schedule:
         self.not_before, self.not_after, self.draw = not_before, not_after, draw
         self.ari, self.ari_next, self.ari_failures = None, None, 0
         self.failures, self.retry_at, self.last_error = 0, None, ""
+        self.forced = False
 
     def ari_answer(self, info: RenewalInfo | None, now: dt.datetime) -> None:
         """The CA's renewalInfo answer (None: the CA offers no ARI)."""
@@ -229,6 +232,7 @@ class Schedule:
     def failed(self, error: str, now: dt.datetime, jitter: float) -> None:
         self.failures += 1
         self.last_error = error
+        self.forced = False
         self.retry_at = now + backoff(self.failures, RETRY_FIRST, jitter)
 
     # -- decisions
@@ -259,6 +263,8 @@ class Schedule:
         return "ari" if self.ari is not None else "lifetime"
 
     def next_action(self, now: dt.datetime) -> Action:
+        if self.forced:
+            return Renew()
         due = self.renew_at()
         if due is None or now >= due:
             if self.retry_at is not None and now < self.retry_at:
@@ -533,8 +539,11 @@ class CertificateManager:
         on_installed: Sequence[InstalledHook] = (),
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
         rng: random.Random | None = None,
+        stand_in: Callable[[x509.Certificate], bool] | None = None,
     ) -> None:
-        """*dns*: a :class:`natsync.ddns.providers.TxtPublisher` (enables dns-01)."""
+        """*dns*: a :class:`natsync.ddns.providers.TxtPublisher` (enables dns-01).
+        *stand_in*: says whether an installed certificate only stands in until the first
+        order (like the placeholder; e.g. `natsync init`'s private-CA one)."""
         if not settings.names and not settings.ips:
             raise ConfigError("the certificate manager needs the public name")
         self.settings = settings
@@ -544,6 +553,7 @@ class CertificateManager:
         self.on_installed = list(on_installed)
         self.clock = clock
         self.rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
+        self.stand_in = stand_in
         self.schedule = Schedule(draw=self.rng.random())
         self.candidates = self._choose()
         self.challenge = ""
@@ -565,6 +575,8 @@ class CertificateManager:
         except (OSError, ValueError):
             return
         if is_placeholder(leaf) or (self._cert is not None and leaf == self._cert):
+            return
+        if self.stand_in is not None and self.stand_in(leaf):
             return
         self._cert = leaf
         self.schedule.certificate(
@@ -786,6 +798,12 @@ class CertificateManager:
         """Re-evaluate at once (e.g. after `natsync cert renew` asked for it)."""
         self._wakeup.set()
 
+    def renew_soon(self) -> None:
+        """Order a new certificate at the next step, whatever the window (SIGUSR1 of
+        `natsync run`); a failure falls back to the usual backoff."""
+        self.schedule.forced = True
+        self._wakeup.set()
+
     async def run(self, stop: asyncio.Event) -> None:
         """Obtain and renew until *stop* is set. Never raises for ACME or network trouble:
         those are retried with backoff and shown in :meth:`status`."""
@@ -807,6 +825,8 @@ class CertificateManager:
             delay = (action.until - self.clock()).total_seconds()
             delay = min(max(delay, 0.0), MAX_SLEEP)
             self._wakeup.clear()
+            if self.schedule.forced:  # renew_soon() during the step
+                continue
             stopped = asyncio.ensure_future(stop.wait())
             woken = asyncio.ensure_future(self._wakeup.wait())
             try:

@@ -182,96 +182,100 @@ def _portmap_part(deployment: Deployment) -> None:
     mapper.hold(specs, stop, report, time.time, MIN_HOLD_SLEEP)
 
 
-#: How often the certificate manager looks at the expiry (renewal is due days ahead).
-CERT_CHECK_INTERVAL = 3600.0
-#: Seconds before another order after a failed one: soon enough that a mapping or a record
-#: that was late does not cost the day, rare enough for the CA's limits on failed
-#: validations (Let's Encrypt: 5 per account, hostname and hour).
-CERT_RETRY = 900.0
+def manager_settings(deployment: Deployment) -> Any:
+    """natsync.cert.manager's settings from [cert] (the seam to natsync.cert): the public
+    certificate is DATA_DIR/tls/public.pem, what [edge] and [server] serve."""
+    from natsync.cert.manager import ManagerSettings
 
-
-def acme_settings(deployment: Deployment) -> dict[str, Any]:
-    """What natsync.cert's ACME order needs, from [cert] (the seam to natsync.cert)."""
     cert = deployment.cert
     assert cert is not None
-    host, _, port = cert.http_listen.rpartition(":")
-    out = deployment.server.data_dir / "tls"
-    return {
-        "directory": cert.acme_directory,
-        "names": list(cert.names),
-        "ips": [],
-        "challenge": cert.challenge,
-        "listen": host.strip("[]"),
-        "http_port": int(port),
-        "email": cert.acme_email or deployment.admin.email,
-        "ca_file": str(cert.acme_ca) if cert.acme_ca else "",
-        "out": str(out),
-        "basename": "public",
-        "key": "ecdsa-p256",
-    }
+    return ManagerSettings(
+        names=tuple(cert.names),
+        data_dir=deployment.server.data_dir,
+        directory=cert.acme_directory,
+        challenge=cert.challenge,
+        email=cert.acme_email or deployment.admin.email,
+        cert_dir=deployment.server.data_dir / "tls",
+        basename="public",
+        ca_file=cert.acme_ca,
+    )
 
 
 def public_cert_path(deployment: Deployment) -> Path:
     return deployment.server.data_dir / "tls" / "public.pem"
 
 
+def challenge_spool(deployment: Deployment) -> Path:
+    """Where the cert part hands pending challenges to the edge (edge.challenge_dir)."""
+    spool = getattr(deployment.edge, "challenge_dir", "")
+    return Path(spool) if spool else deployment.server.data_dir / "acme" / "challenges"
+
+
 def _cert_part(deployment: Deployment) -> None:
-    """Keep the public certificate fresh: obtain it when missing, renew it when due, and tell
-    the supervisor (which reloads the edge without cutting held connections and runs the
-    self-check). Only ``cert.mode = "acme"`` renews; the other modes have nothing to do."""
-    from cryptography import x509
-
-    from natsync.cli.cert import _run_acme
-
-    stop = _stop_event()
-    # SIGUSR1 (from `natsync run`'s supervisor): renew now, whatever the expiry.
-    wake = threading.Event()
-    force = threading.Event()
-
-    def renew_now(*_: object) -> None:
-        force.set()
-        wake.set()
-
-    def stopping(*_: object) -> None:
-        stop.set()
-        wake.set()
-
-    signal.signal(signal.SIGUSR1, renew_now)
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, stopping)
+    """Keep the public certificate fresh with natsync.cert.manager: obtain it when missing
+    (or while `natsync init`'s private-CA stand-in is in place), renew it when the CA's
+    renewal information or the lifetime says, and tell the supervisor (which reloads the
+    edge without cutting held connections, runs the self-check, and shows the manager's
+    status on /healthz from DATA_DIR/acme/status.json). Only ``cert.mode = "acme"`` renews;
+    the other modes have nothing to do."""
     cert = deployment.cert
     assert cert is not None
-    emit({"ready": {"mode": cert.mode}})
     if cert.mode != "acme":
+        stop = _stop_event()
+        emit({"ready": {"mode": cert.mode}})
         stop.wait()
         return
-    path = public_cert_path(deployment)
+    asyncio.run(_cert_manager(deployment))
+
+
+async def _cert_manager(deployment: Deployment) -> None:
+    from natsync.cert.acme_responders import ChallengeStore, start_http01_responder
+    from natsync.cert.manager import CertificateManager
+
+    cert = deployment.cert
+    assert cert is not None
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    store = ChallengeStore(spool=challenge_spool(deployment))
+    responder = None
+    if cert.challenge == "http-01" and not getattr(deployment.edge, "http_listen", ""):
+        # No port 80 on the edge: the cert part answers HTTP-01 on cert.http_listen itself.
+        host, _, port = cert.http_listen.rpartition(":")
+        responder = await start_http01_responder(store, host.strip("[]"), int(port))
+    dns = None
+    if cert.challenge == "dns-01" and deployment.ddns is not None:
+        from natsync.ddns.providers import txt_publisher
+
+        dns = txt_publisher(deployment.ddns)
     ca_file = deployment.server.data_dir / "ca" / "ca.pem"
-    while not stop.is_set():
-        due = force.is_set()
-        force.clear()
-        if path.exists():
-            leaf = x509.load_pem_x509_certificates(path.read_bytes())[0]
-            left = leaf.not_valid_after_utc.timestamp() - time.time()
-            # `natsync init` leaves a private-CA stand-in until the ACME one arrives.
-            stand_in = ca_file.exists() and leaf.issuer == _subject(ca_file)
-            due = due or stand_in or left < cert.renew_days * 86400
-        else:
-            due = True
-        if due:
-            try:
-                result = asyncio.run(
-                    _run_acme(acme_settings(deployment), deployment.server.data_dir)
-                )
-                log.info("cert: issued %s valid until %s", result["cert"], result["not_after"])
-                emit({"event": "renewed", "cert": result["cert"]})
-            except NatsyncError as exc:
-                log.error("cert: renewal failed: %s (next try in %g s)", exc.message, CERT_RETRY)
-                wake.wait(CERT_RETRY)
-                wake.clear()
-                continue
-        wake.wait(CERT_CHECK_INTERVAL)
-        wake.clear()
+
+    def stand_in(leaf: Any) -> bool:
+        # `natsync init` leaves a private-CA certificate until the ACME one arrives.
+        return ca_file.exists() and bool(leaf.issuer == _subject(ca_file))
+
+    def installed(cert_path: Path, key_path: Path) -> None:
+        # The supervisor SIGHUPs the edge (held connections kept) and runs the self-check.
+        log.info("cert: issued %s", cert_path)
+        emit({"event": "renewed", "cert": str(cert_path)})
+
+    manager = CertificateManager(
+        manager_settings(deployment),
+        challenges=store,
+        dns=dns,
+        on_installed=[installed],
+        stand_in=stand_in,
+    )
+    # SIGUSR1 (from `natsync run`'s supervisor): renew now, whatever the expiry.
+    loop.add_signal_handler(signal.SIGUSR1, manager.renew_soon)
+    emit({"ready": {"mode": cert.mode, "challenges": [c.challenge for c in manager.candidates]}})
+    try:
+        await manager.run(stop)
+    finally:
+        if responder is not None:
+            responder.close()
+            await responder.wait_closed()
 
 
 def _subject(ca_file: Path) -> Any:

@@ -346,9 +346,12 @@ class Supervisor:
             for children in self.children.values()
             for child in children
         }
+        cert = self.cert_health()
+        healthy = all(p["up"] for p in parts.values()) and (cert is None or cert["healthy"])
         return {
-            "status": "ok" if all(p["up"] for p in parts.values()) else "degraded",
+            "status": "ok" if healthy else "degraded",
             "parts": parts,
+            **({"cert": cert} if cert is not None else {}),
             "self_check": {
                 "verdict": self.check.verdict,
                 "reason": self.check.reason,
@@ -358,6 +361,27 @@ class Supervisor:
             },
             "uptime_seconds": round(time.time() - self.started_at, 1),
         }
+
+    def cert_health(self) -> dict[str, Any] | None:
+        """The certificate manager's last status (the cert part writes it to
+        DATA_DIR/acme/status.json after every step), with the days left; None unless
+        cert.mode = "acme"."""
+        from natsync.cert.manager import read_status
+
+        cert = self.deployment.cert
+        if cert is None or cert.mode != "acme":
+            return None
+        doc = read_status(self.deployment.server.data_dir)
+        if doc is None or list(doc.get("names", [])) != list(cert.names):
+            return {"state": "starting", "healthy": True, "message": "no status yet"}
+        out = {k: doc.get(k) for k in ("state", "healthy", "message", "not_after", "renew_at")}
+        out["healthy"] = bool(out["healthy"])
+        not_after = doc.get("not_after")
+        if isinstance(not_after, str):
+            left = dt.datetime.fromisoformat(not_after).timestamp() - time.time()
+            out["days_left"] = round(left / 86400, 1)
+        out["challenge"] = doc.get("challenge", "")
+        return out
 
     def metrics(self) -> str:
         lines = [
