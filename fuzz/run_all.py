@@ -7,15 +7,18 @@
 and the harness may seed it itself when empty (see fuzz_wbxml_decode.py). A crash, an uncaught
 exception, a hang over ``--timeout`` seconds on one input, or memory over ``--rss-mb`` makes the
 harness exit non-zero; the reproducer is kept in fuzz/corpus-artifacts/ and this script exits 1.
-Harnesses added later are picked up automatically.
+Harnesses added later are picked up automatically. They run ``--jobs`` at a time (default: one
+per CPU), so the suite's fuzzing time stays bounded as harnesses are added.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -68,13 +71,18 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=20, help="fuzzing time per harness")
     parser.add_argument("--timeout", type=int, default=10, help="seconds one input may take")
     parser.add_argument("--rss-mb", type=int, default=2048, help="memory limit per harness")
+    parser.add_argument(
+        "--jobs", type=int, default=os.cpu_count() or 1, help="harnesses run at once"
+    )
     parser.add_argument("only", nargs="*", help="harness names to run (default: all)")
     args = parser.parse_args()
     found = [h for h in harnesses() if not args.only or h.stem in args.only or h.name in args.only]
     if not found:
         print("no fuzz harnesses found")
         return 1 if args.only else 0
-    failed = [h.name for h in found if run(h, args.seconds, args.timeout, args.rss_mb) != 0]
+    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        codes = list(pool.map(lambda h: run(h, args.seconds, args.timeout, args.rss_mb), found))
+    failed = [h.name for h, code in zip(found, codes, strict=True) if code != 0]
     if failed:
         print(f"fuzzing found problems in: {', '.join(failed)}")
         return 1
