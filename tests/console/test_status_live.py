@@ -132,7 +132,7 @@ def test_rates_from_successive_edge_scrapes() -> None:
 
 def test_push_latency_quantiles_from_the_histogram() -> None:
     text = "\n".join(
-        f'natsync_push_latency_seconds_bucket{{le="{le}"}} {n}'
+        f'natsync_server_push_latency_seconds_bucket{{le="{le}"}} {n}'
         for le, n in (("0.05", 50), ("0.1", 90), ("0.5", 99), ("1", 100), ("+Inf", 100))
     )
     sample = MetricsDelta().sample(text, 1.0)

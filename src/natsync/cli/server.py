@@ -18,11 +18,17 @@ from natsync.logs import log_options, setup_logging
 
 
 async def serve(
-    config: ServerConfig, ready: Any = None, sources: Any = None, dav: Any = None
+    config: ServerConfig,
+    ready: Any = None,
+    sources: Any = None,
+    dav: Any = None,
+    console: Any = None,
 ) -> None:
     """Run until a signal: ActiveSync server, SMTP in (smtp_listen), relay (smarthost), the IMAP
     mirrors when *sources* (natsync.sources.SourcesConfig) names an IMAP server, and with *dav*
-    (natsync.sources.dav.DavSettings) the CalDAV/CardDAV mirrors."""
+    (natsync.sources.dav.DavSettings) the CalDAV/CardDAV mirrors, and with *console*
+    (natsync.console.ConsoleSettings) the web console on the server's store and held Pings
+    (then *ready* gets the running console as a third argument)."""
     from natsync.fdlimit import raise_open_files_limit
     from natsync.mail.dkim import DkimSigner
     from natsync.mail.relay import Relay, SmartHost
@@ -44,7 +50,7 @@ async def serve(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    relay = server = smtp = mirrors = relayed_smtp = None
+    relay = server = smtp = mirrors = relayed_smtp = running_console = None
     dav_source: Any = None
     try:
         if config.smarthost:
@@ -91,12 +97,18 @@ async def serve(
                 limits=smtp_limits,
                 tls_context=tls_context(config),
             )
+        if console is not None:
+            from natsync.console import SupervisorSource, start_console
+
+            running_console = await start_console(console, store, SupervisorSource([server]))
         if ready is not None:
-            ready(server, smtp)
+            ready(server, smtp, *([running_console] if running_console is not None else []))
         await stop.wait()
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+        if running_console is not None:
+            await running_console.close()
         if smtp is not None:
             await smtp.close()
         if mirrors is not None:

@@ -510,6 +510,9 @@ class Console:
     def source_name(self) -> str:
         if self.settings.metrics_url:
             return f"the server's metrics ({self.settings.metrics_url})"
+        in_process = getattr(self.source, "metrics_text", None)
+        if in_process is not None and in_process() is not None:
+            return "the server's own metrics (natsync run)"
         return "the store's per-device request record (push latency needs natsync run's /metrics)"
 
     async def sample(self) -> None:
@@ -522,6 +525,12 @@ class Console:
             ):
                 text = await resp.text()
             self.series.add(self._metrics.sample(text, now.timestamp()))
+            return
+        # Under natsync run the console shares the server's process: its metrics, exact.
+        in_process = getattr(self.source, "metrics_text", None)
+        own: str | None = in_process() if in_process is not None else None
+        if own is not None:
+            self.series.add(self._metrics.sample(own, now.timestamp()))
             return
 
         def rings(txn: Txn) -> list[list[Any]]:

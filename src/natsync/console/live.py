@@ -99,13 +99,13 @@ ERROR_HTTP = 500
 
 # -- Prometheus text format (the subset natsync run's /metrics writes) -----------------------------
 
-#: Metric names read from /metrics: the server's under natsync run (a gauge, a counter by
-#: command, an error counter, a push-latency histogram), or the edge's admin /metrics
+#: Metric names read from /metrics: the server's (natsync.server.health: held requests, requests
+#: by command and HTTP status, a push-latency histogram), or the edge's admin /metrics
 #: (natsync.edge.metrics: held Pings, requests by command and HTTP status), whichever is given.
-HELD = ("natsync_held_pings", "natsync_edge_held_pings")
-REQUESTS = ("natsync_requests_total", "natsync_edge_requests_total")
-ERRORS = "natsync_request_errors_total"
-PUSH = "natsync_push_latency_seconds"
+#: Errors are the requests answered with HTTP 5xx (ERROR_HTTP), from the status label.
+HELD = ("natsync_server_held_requests", "natsync_edge_held_pings")
+REQUESTS = ("natsync_server_requests_total", "natsync_edge_requests_total")
+PUSH = "natsync_server_push_latency_seconds"
 
 
 def parse_metrics(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
@@ -166,7 +166,7 @@ class MetricsDelta:
         seconds = max(now - self.last_at, 1e-3) if self.last_at else 0.0
         held = int(sum(v for name in HELD for _, v in metrics.get(name, [])))
         counts: dict[str, float] = {}
-        errors = sum(v for _, v in metrics.get(ERRORS, []))
+        errors = 0.0
         for name in REQUESTS:
             for labels, v in metrics.get(name, []):
                 cmd = labels.get("command", labels.get("cmd", "?"))

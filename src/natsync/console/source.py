@@ -35,3 +35,10 @@ class SupervisorSource:
         for server in self.servers:
             held |= server.eas.held_devices()
         return frozenset(held)
+
+    def metrics_text(self) -> str | None:
+        """The servers' own /metrics text, read in process (None: no server here); the Live
+        page charts it as it would charts a scraped /metrics."""
+        if not self.servers:
+            return None
+        return "".join(s.eas.metrics.render(len(s.eas.held_devices())) for s in self.servers)

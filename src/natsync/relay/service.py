@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from natsync.edge.config import Forward
@@ -90,8 +91,11 @@ async def start_relay(settings: RelaySettings) -> RunningRelay:
     return RunningRelay(tunnel, forwarders, ports)
 
 
-async def keep_home_tunnel(settings: HomeTunnelSettings, stop: asyncio.Event) -> None:
-    """The home's end of the tunnel, kept up until *stop* is set; restarted with backoff."""
+async def keep_home_tunnel(
+    settings: HomeTunnelSettings, stop: asyncio.Event, on_up: Callable[[], None] | None = None
+) -> None:
+    """The home's end of the tunnel, kept up until *stop* is set; restarted with backoff.
+    *on_up* is called each time the tunnel is up (`natsync run`'s part says ready on the first)."""
     tunnel = Tunnel(settings.tunnel())
     failures = 0
     try:
@@ -99,6 +103,8 @@ async def keep_home_tunnel(settings: HomeTunnelSettings, stop: asyncio.Event) ->
             try:
                 await tunnel.up()
                 failures = 0
+                if on_up is not None:
+                    on_up()
                 process = tunnel.process
                 assert process is not None
                 waiter = asyncio.ensure_future(process.wait())

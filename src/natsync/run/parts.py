@@ -33,7 +33,7 @@ from natsync.errors import NatsyncError
 
 log = logging.getLogger("natsync.run")
 
-PARTS = ("server", "edge", "ddns", "portmap", "cert")
+PARTS = ("tunnel", "server", "edge", "ddns", "portmap", "cert")
 
 
 def emit(message: dict[str, Any]) -> None:
@@ -91,14 +91,50 @@ async def _server_part(deployment: Deployment, index: int) -> None:
     from natsync.cli.server import serve
 
     config = server_for(deployment, index)
+    console = None
+    if index == 0 and "console" in deployment.tables and deployment.path is not None:
+        # [console] runs in the first server process: it reads the server's store and asks
+        # its ActiveSync app which Pings it holds (docs/console.md).
+        from natsync.console.settings import load_settings
 
-    def ready(running: Any, smtp: Any) -> None:
+        console = load_settings(deployment.path)
+
+    def ready(running: Any, smtp: Any, console: Any = None) -> None:
         info: dict[str, Any] = {"url": running.url, "port": running.port}
         if smtp is not None:
             info["smtp"] = f"{smtp.host}:{smtp.port}"
+        if console is not None:
+            info["console"] = console.url
+            info["console_port"] = console.port
         emit({"ready": info})
 
-    await serve(config, ready, sources=deployment.sources, dav=deployment.dav)
+    await serve(config, ready, sources=deployment.sources, dav=deployment.dav, console=console)
+
+
+async def _tunnel_part(deployment: Deployment) -> None:
+    """The home's end of the relay tunnel ([tunnel], what `natsync relay dial` runs): ready
+    once the interface has its address, so a server listening on the tunnel address can bind."""
+    from natsync.relay.service import keep_home_tunnel
+    from natsync.relay.settings import home_tunnel_settings
+
+    settings = home_tunnel_settings(
+        deployment.tables["tunnel"], deployment.path.parent if deployment.path else Path()
+    )
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    announced = False
+
+    def up() -> None:
+        nonlocal announced
+        if not announced:
+            announced = True
+            emit({"ready": {"interface": settings.interface, "relay": settings.relay_endpoint}})
+        else:
+            emit({"event": "tunnel-up", "interface": settings.interface})
+
+    await keep_home_tunnel(settings, stop, on_up=up)
 
 
 async def _edge_part(deployment: Deployment, index: int) -> None:
@@ -304,6 +340,8 @@ def run_part(kind: str, index: int) -> int:
             coro = _server_part if kind == "server" else _edge_part
             with asyncio.Runner(loop_factory=loop_factory()) as runner:
                 runner.run(coro(deployment, index))
+        elif kind == "tunnel":
+            asyncio.run(_tunnel_part(deployment))
         elif kind == "ddns":
             _ddns_part(deployment)
         elif kind == "portmap":

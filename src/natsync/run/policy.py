@@ -38,7 +38,8 @@ class Backoff:
 
 #: Which table each part reads: a reload restarts the parts whose tables changed.
 PART_TABLES: dict[str, tuple[str, ...]] = {
-    "server": ("server", "sources"),
+    "tunnel": ("tunnel",),
+    "server": ("server", "sources", "console"),
     "edge": ("edge", "server"),
     "ddns": ("ddns", "server"),
     "portmap": ("portmap", "server"),

@@ -41,7 +41,7 @@ READY_TIMEOUT = 60.0
 #: Pings within its own shutdown grace, shorter than this).
 STOP_GRACE = 15.0
 #: The order parts start in; they stop in the reverse order.
-ORDER = ("server", "edge", "ddns", "portmap", "cert")
+ORDER = ("tunnel", "server", "edge", "ddns", "portmap", "cert")
 
 
 class PartFailed(NatsyncError):
@@ -77,6 +77,8 @@ class SelfCheck:
 def part_counts(deployment: Deployment) -> dict[str, int]:
     """How many processes of each part this deployment runs."""
     counts = {"server": deployment.run.server_processes}
+    if "tunnel" in deployment.tables:  # the relay tunnel's home end (docs/relay.md)
+        counts["tunnel"] = 1
     if deployment.edge is not None:
         counts["edge"] = deployment.edge.workers
     for kind in ("ddns", "portmap", "cert"):
@@ -447,7 +449,10 @@ class Supervisor:
             # All at once (each is its own process; the edge finds the server by its health
             # checks): start-up takes the slowest part's time, not the sum. The certificate
             # manager last: its first order may need the router's mapping (HTTP-01).
-            first = [k for k in ORDER if k in counts and k != "cert"]
+            # The relay tunnel first: a server may listen on its address (smtp_relayed_listen).
+            if "tunnel" in counts:
+                await self._start_kind("tunnel", counts["tunnel"])
+            first = [k for k in ORDER if k in counts and k not in ("cert", "tunnel")]
             await asyncio.gather(*(self._start_kind(k, counts[k]) for k in first))
             if "cert" in counts and not self.stopping.is_set():
                 await self._start_kind("cert", counts["cert"])
