@@ -14,13 +14,13 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.cli.test_run import NAT, PASSWORD, SHUTDOWN_TIMEOUT, add_user, free_ports, init_file
+from tests.relay.test_tunnel import VPS, vps_and_home
 
 pytestmark = [
     pytest.mark.skipif(
@@ -32,7 +32,6 @@ pytestmark = [
     ),
 ]
 
-VPS, HOME = "203.0.113.10", "203.0.113.20"
 #: Seconds for a request to come through the relay after `natsync run` is ready.
 THROUGH_TIMEOUT = 15.0
 
@@ -46,26 +45,8 @@ def _ns(ns: str, *argv: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture
 def namespaces() -> Iterator[tuple[str, str, str]]:
-    tag = uuid.uuid4().hex[:6]
-    vps, home = f"nswp-{tag}-vps", f"nswp-{tag}-home"
-    subprocess.run(["ip", "netns", "add", vps], check=True)
-    subprocess.run(["ip", "netns", "add", home], check=True)
-    try:
-        for command in (
-            ["ip", "link", "add", f"wv{tag}", "netns", vps, "type", "veth",
-             "peer", "name", f"wh{tag}", "netns", home],
-            ["ip", "-n", vps, "addr", "add", f"{VPS}/24", "dev", f"wv{tag}"],
-            ["ip", "-n", home, "addr", "add", f"{HOME}/24", "dev", f"wh{tag}"],
-            ["ip", "-n", vps, "link", "set", f"wv{tag}", "up"],
-            ["ip", "-n", home, "link", "set", f"wh{tag}", "up"],
-            ["ip", "-n", vps, "link", "set", "lo", "up"],
-            ["ip", "-n", home, "link", "set", "lo", "up"],
-        ):  # fmt: skip
-            subprocess.run(command, check=True)
-        yield vps, home, tag
-    finally:
-        subprocess.run(["ip", "netns", "del", vps], check=False)
-        subprocess.run(["ip", "netns", "del", home], check=False)
+    with vps_and_home("nswp") as names:
+        yield names
 
 
 def _request_through_relay(vps: str, ca: Path) -> str:

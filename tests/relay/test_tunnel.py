@@ -6,6 +6,7 @@ home brings it back by itself."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -87,11 +88,12 @@ def _exchange(path: Path2, payload: str, hold: float = 0.0) -> str:
     return _in_ns(path.vps, code)
 
 
-@pytest.fixture
-def relay_path(tmp_path: Path) -> Iterator[Path2]:
+@contextlib.contextmanager
+def vps_and_home(prefix: str) -> Iterator[tuple[str, str, str]]:
+    """Two namespaces joined by a veth (VPS and HOME addresses, nothing else, no route out):
+    (vps, home, tag), deleted on exit. *prefix* keeps one test's names from another's."""
     tag = uuid.uuid4().hex[:6]
-    vps, home = f"nsrl-{tag}-vps", f"nsrl-{tag}-home"
-    procs: dict[str, subprocess.Popen[bytes]] = {}
+    vps, home = f"{prefix}-{tag}-vps", f"{prefix}-{tag}-home"
     subprocess.run(["ip", "netns", "add", vps], check=True)
     subprocess.run(["ip", "netns", "add", home], check=True)
     try:
@@ -106,36 +108,45 @@ def relay_path(tmp_path: Path) -> Iterator[Path2]:
             ["ip", "-n", home, "link", "set", "lo", "up"],
         ):  # fmt: skip
             subprocess.run(command, check=True)
-        init = subprocess.run(
-            [*NATSYNC, "relay", "init", VPS, "--dir", str(tmp_path / "vps"),
-             "--home-dir", str(tmp_path / "home"), "--interface", f"nwr{tag}",
-             "--home-interface", f"nwh{tag}"],
-            capture_output=True, text=True, env=_env(), check=False,
-        )  # fmt: skip
-        assert init.returncode == 0, init.stderr
-        relay_toml = tmp_path / "vps" / "relay.toml"
-        relay_toml.write_text(
-            relay_toml.read_text().replace(
-                "max_connections_per_address = 20", "max_connections_per_address = 2"
-            )
-        )
-        procs["echo"] = _spawn(
-            home, [sys.executable, "-m", "tests.relay.proxy_echo", "0.0.0.0", "8443"],
-            tmp_path / "echo.log",
-        )  # fmt: skip
-        procs["relay"] = _spawn(
-            vps, [*NATSYNC, "relay", "run", "-c", str(relay_toml)], tmp_path / "relay.log"
-        )
-        procs["dial"] = _spawn(
-            home, [*NATSYNC, "relay", "dial", "-c", str(tmp_path / "home" / "home.toml")],
-            tmp_path / "dial.log",
-        )  # fmt: skip
-        yield Path2(vps, home, tmp_path, procs)
+        yield vps, home, tag
     finally:
-        for proc in procs.values():
-            _stop(proc)
         subprocess.run(["ip", "netns", "del", vps], check=False)
         subprocess.run(["ip", "netns", "del", home], check=False)
+
+
+@pytest.fixture
+def relay_path(tmp_path: Path) -> Iterator[Path2]:
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    with vps_and_home("nsrl") as (vps, home, tag):
+        try:
+            init = subprocess.run(
+                [*NATSYNC, "relay", "init", VPS, "--dir", str(tmp_path / "vps"),
+                 "--home-dir", str(tmp_path / "home"), "--interface", f"nwr{tag}",
+                 "--home-interface", f"nwh{tag}"],
+                capture_output=True, text=True, env=_env(), check=False,
+            )  # fmt: skip
+            assert init.returncode == 0, init.stderr
+            relay_toml = tmp_path / "vps" / "relay.toml"
+            relay_toml.write_text(
+                relay_toml.read_text().replace(
+                    "max_connections_per_address = 20", "max_connections_per_address = 2"
+                )
+            )
+            procs["echo"] = _spawn(
+                home, [sys.executable, "-m", "tests.relay.proxy_echo", "0.0.0.0", "8443"],
+                tmp_path / "echo.log",
+            )  # fmt: skip
+            procs["relay"] = _spawn(
+                vps, [*NATSYNC, "relay", "run", "-c", str(relay_toml)], tmp_path / "relay.log"
+            )
+            procs["dial"] = _spawn(
+                home, [*NATSYNC, "relay", "dial", "-c", str(tmp_path / "home" / "home.toml")],
+                tmp_path / "dial.log",
+            )  # fmt: skip
+            yield Path2(vps, home, tmp_path, procs)
+        finally:
+            for proc in procs.values():
+                _stop(proc)
 
 
 def _wait_through(path: Path2, limit: float = TUNNEL_UP) -> float:
