@@ -99,3 +99,33 @@ def test_a_local_mta_on_port_25_gives_two_choices(tmp_path: Path, local_mta: Non
     assert beside.server.smtp_listen == "127.0.0.1:2525"
     assert beside.server.smarthost == ""
     assert "25  -> 2525" in output  # the router forward to set by hand
+
+
+def test_it_prints_the_mail_domains_records_with_the_dkim_key_it_made(tmp_path: Path) -> None:
+    """MX, SPF, DKIM (the key the relay signs with, as `natsync dkim create` makes it) and
+    DMARC; the closing hint is a command that works as printed."""
+    from natsync.mail.dkim import DkimSigner, load_key
+
+    output = _init(tmp_path, "-y", "--cert", "private-ca", "--smtp-port", str(free_ports(1)[0]))
+    key = load_key(tmp_path / "data", "example.org")
+    assert key is not None
+    signer = DkimSigner.from_data_dir(tmp_path / "data")  # what the server's relay signs with
+    assert signer is not None
+    assert signer.domains == ("example.org",)
+    lines = [line.strip() for line in output.splitlines()]
+    assert "example.org. 3600 IN MX 10 mail.example.org." in lines
+    assert 'example.org. 3600 IN TXT "v=spf1 mx ~all"' in lines
+    dkim = next(line for line in lines if line.startswith("natsync._domainkey.example.org. "))
+    assert key.public_key_b64 == "".join(dkim.split('"')[1::2]).partition("p=")[2]
+    assert any(line.startswith('_dmarc.example.org. 3600 IN TXT "v=DMARC1; p=') for line in lines)
+    # Again: the same key (not a new one the published record would not match).
+    again = _init(
+        tmp_path, "-y", "--force", "--cert", "private-ca", "--smtp-port", str(free_ports(1)[0])
+    )
+    assert dkim in [line.strip() for line in again.splitlines()]
+    # The closing hint, run as printed (with the password on stdin).
+    hint = next(line for line in lines if line.startswith("natsync user add "))
+    args = hint.split("(")[0].split()[1:]
+    added = CliRunner().invoke(main, [*args, "--password-stdin"], input="a long password\n")
+    assert added.exit_code == 0, added.output
+    assert args[:4] == ["user", "add", "you", "--email"]

@@ -13,12 +13,16 @@ import os
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from natsync.ddns.settings import DEFAULT_INTERVAL, DEFAULT_TTL
 from natsync.deployment import LOCAL_CONFIG, SYSTEM_CONFIG
 from natsync.errors import NatsyncError
+
+if TYPE_CHECKING:
+    from natsync.mail.dkim import DkimKey
 
 #: Where the parts listen when natsync is not root: unprivileged ports the router maps the
 #: public 443 / 25 / 80 to (see docs/run.md). As root (or with CAP_NET_BIND_SERVICE) the
@@ -430,6 +434,7 @@ def init(
 
     try:
         prepare_certificates(data_dir, name, cert_mode, found.lan_address)
+        dkim_key = prepare_dkim(data_dir, domain)
     except (NatsyncError, OSError) as exc:
         raise click.ClickException(f"cannot prepare {data_dir}: {exc}") from None
     text = render(
@@ -447,16 +452,38 @@ def init(
     except OSError as exc:
         raise click.ClickException(f"cannot write {output}: {exc.strerror}") from None
     click.echo(f"wrote {output}")
-    _next_steps(output, name, domain, ports, portmap, cert_mode, data_dir, smtp_via_mta)
+    _next_steps(output, name, domain, ports, portmap, cert_mode, data_dir, smtp_via_mta, dkim_key)
 
 
 def detect_network(router: str, upnp_location: str) -> Detected:
     return detect(router, upnp_location)
 
 
+def prepare_dkim(data_dir: Path, domain: str) -> DkimKey:
+    """The mail domain's DKIM key (what `natsync dkim create DOMAIN` makes): the one in
+    *data_dir* if there is one, else a new one; the relay signs outgoing mail with it."""
+    from natsync.mail import dkim
+
+    return dkim.load_key(data_dir, domain) or dkim.create_key(data_dir, domain)
+
+
+def _dns_records(name: str, domain: str, key: DkimKey, output: Path) -> None:
+    """The zone lines to publish: the public name's address, then the mail domain's MX, SPF,
+    DKIM and DMARC (natsync.mail.dns_records, as `natsync dkim records` prints them)."""
+    from natsync.mail.dns_records import records_for
+
+    click.echo(
+        f"\nDNS (zone-file lines; natsync dkim records {domain} -c {output} prints them again):"
+    )
+    click.echo(f"  {name}. A <public address>   (or [ddns] keeps it)")
+    for record in records_for(domain, name, key.public_key_b64, selector=key.selector):
+        click.echo(f"  ; {record.purpose}")
+        click.echo(f"  {record.zone_line()}")
+
+
 def _next_steps(
     output: Path, name: str, domain: str, ports: dict[str, int], portmap: bool,
-    cert_mode: str, data_dir: Path, smtp_via_mta: bool,
+    cert_mode: str, data_dir: Path, smtp_via_mta: bool, dkim_key: DkimKey,
 ) -> None:  # fmt: skip
     click.echo("\nNext:")
     click.echo(f"  natsync check -c {output}")
@@ -469,9 +496,7 @@ def _next_steps(
             click.echo(f"  25  -> {ports['smtp']}")
         if cert_mode == "acme":
             click.echo(f"  80  -> {ports['http']}   (ACME HTTP-01)")
-    click.echo("\nDNS:")
-    click.echo(f"  {name}. A <public address>   (or [ddns] keeps it)")
-    click.echo(f"  {domain}. MX 10 {name}.")
+    _dns_records(name, domain, dkim_key, output)
     if smtp_via_mta:
         click.echo(
             f"\nLocal MTA: relay mail for {domain} to natsync, e.g. postfix transport_maps:\n"
