@@ -309,6 +309,7 @@ async def deliver(server: ServerProcess, user: str, subject: str) -> None:
         hostname=server.smtp_host,
         port=server.smtp_port,
         timeout=30,
+        validate_certs=False,  # opportunistic STARTTLS, as a sending MTA does
     )
 
 

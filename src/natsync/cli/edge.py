@@ -16,6 +16,7 @@ from natsync.edge import http
 from natsync.edge.config import EdgeConfig
 from natsync.errors import NatsyncError
 from natsync.logs import log_options, setup_logging
+from natsync.run.lifetime import die_with_parent
 
 _CONFIG = config_option(
     "Deployment file with an [edge] table (env NATSYNC_CONFIG; default: embedded defaults)."
@@ -118,31 +119,13 @@ def _tune_malloc() -> None:
         return
 
 
-#: prctl() option that sends a signal when the parent process ends (linux/prctl.h).
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    """A worker ends with the first one, even if that one was killed without a word."""
-    import ctypes
-    import ctypes.util
-
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return
-    try:
-        ctypes.CDLL(name).prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM))
-    except (OSError, AttributeError):  # not Linux
-        return
-
-
 def _fork_workers(config: EdgeConfig) -> tuple[int, list[int]]:
     """Fork workers 1..N-1 before any event loop exists; they share the port (SO_REUSEPORT)."""
     children: list[int] = []
     for index in range(1, config.workers):
         pid = os.fork()
         if pid == 0:
-            _die_with_parent()
+            die_with_parent()  # a worker ends with the first one
             return index, []
         children.append(pid)
     return 0, children

@@ -323,6 +323,11 @@ def _subject(ca_file: Path) -> Any:
 def run_part(kind: str, index: int) -> int:
     """The child's main: load the file, set up logging, run the part; 2 on a config error."""
     from natsync.logs import setup_logging
+    from natsync.run.lifetime import die_with_parent
+
+    # A supervisor killed without a word (kill -9, the OOM killer) takes its parts with it at
+    # once, as a machine that dies would: no orphan keeps the ports for the next start.
+    die_with_parent(signal.SIGKILL)
 
     setup_logging(
         os.environ.get("NATSYNC_LOG_FORMAT", "text"), os.environ.get("NATSYNC_LOG_LEVEL", "info")
