@@ -351,7 +351,8 @@ def txt(
 
 @click.group()
 def portmap() -> None:
-    """Ask the router (UPnP IGD or NAT-PMP) to forward ports to this host."""
+    """Ask the router to forward ports to this host (UPnP IGD, NAT-PMP, PCP), or to open its
+    IPv6 firewall for them (--method upnp6 / pcp6)."""
 
 
 def _backend(config_path: Path | None, method: str | None) -> tuple[Any, Any]:
