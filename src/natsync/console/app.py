@@ -110,6 +110,8 @@ class Console:
         self.series = Series()
         self._metrics = MetricsDelta()
         self._since = _utcnow()
+        # One sample at a time: a slow store sample must not land after a newer one.
+        self._sampling = asyncio.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
         self.clock: Callable[[], float] = time.monotonic
 
@@ -516,6 +518,10 @@ class Console:
         return "the store's per-device request record (push latency needs natsync run's /metrics)"
 
     async def sample(self) -> None:
+        async with self._sampling:
+            await self._sample_once()
+
+    async def _sample_once(self) -> None:
         now = _utcnow()
         if self.settings.metrics_url:
             timeout = aiohttp.ClientTimeout(total=METRICS_TIMEOUT)
