@@ -178,14 +178,27 @@ class PortmapSettings:
     router: str = ""
     upnp_location: str = ""
     data_dir: Path = field(default=Path("natsync-data"))
+    #: IPv6 pinholes beside the IPv4 mapping: "off", "auto", "upnp6" or "pcp6"
+    #: (natsync.portmap.holder; docs/ipv6.md).
+    ipv6: str = "off"
 
     def check(self) -> PortmapSettings:
         from natsync.portmap.errors import PortMapError
+        from natsync.portmap.holder import IPV6_METHODS, IPV6_WAYS
         from natsync.portmap.manager import METHODS, MappingSpec
 
         if self.method not in METHODS:
             raise ConfigError(
                 f"portmap.method must be one of {', '.join(METHODS)}, not {self.method!r}"
+            )
+        if self.ipv6 not in IPV6_WAYS:
+            raise ConfigError(
+                f"portmap.ipv6 must be one of {', '.join(IPV6_WAYS)}, not {self.ipv6!r}"
+            )
+        if self.ipv6 != "off" and self.method in IPV6_METHODS:
+            raise ConfigError(
+                f'portmap.method = "{self.method}" opens IPv6 only; for both families set '
+                f'method to the IPv4 way (e.g. "auto") and ipv6 = "{self.method}"'
             )
         if self.lifetime < 0:
             raise ConfigError("portmap.lifetime must be >= 0 (0: until removed)")

@@ -64,6 +64,12 @@ class Granted:
     external_port: int
     #: Seconds the router keeps it; 0 means until removed.
     lifetime: int
+    #: The method that made it, when a backend chooses among several (ipv6 = "auto").
+    method: str = ""
+    #: The router's handle of an IGD:2 pinhole (its UniqueID), to renew and query it.
+    unique_id: int | None = None
+    #: The address the router opens or forwards to, when the backend knows it.
+    address: str = ""
 
 
 class Backend(Protocol):
@@ -169,7 +175,10 @@ class PcpBackend:
                 f"{granted.external_port} instead, which clients would never dial); allow the "
                 "port in the router's PCP settings or forward it by hand"
             )
-        return Granted(granted.external_port, granted.lifetime)
+        # Over IPv6 the address opened is this host's own: the doctor compares it with the
+        # host's current addresses (a new prefix leaves the pinhole on an old one).
+        address = self.client.client_address() if self.name == "pcp6" else ""
+        return Granted(granted.external_port, granted.lifetime, address=address)
 
     def unmap(self, spec: MappingSpec) -> None:
         self.client.unmap(spec.protocol, spec.internal_port)
@@ -213,9 +222,11 @@ class UpnpPinholeBackend:
         if unique_id is not None:
             try:
                 self.client.update(unique_id, lifetime)
-                return Granted(spec.internal_port, _pinhole_lifetime(lifetime))
+                return self._granted(spec, unique_id, lifetime)
             except MappingRefused as exc:
-                if exc.code != PinholeError.NO_SUCH_ENTRY:
+                # Gone (the router rebooted, or someone removed it): make it again. IGD:2 says
+                # 704; miniupnpd 2.3 answers 402 for a UniqueID it does not know.
+                if exc.code not in PINHOLE_GONE:
                     raise
         try:
             self.ids[spec] = self.client.add(
@@ -230,7 +241,15 @@ class UpnpPinholeBackend:
                     code=exc.code,
                 ) from exc
             raise
-        return Granted(spec.internal_port, _pinhole_lifetime(lifetime))
+        return self._granted(spec, self.ids[spec], lifetime)
+
+    def _granted(self, spec: MappingSpec, unique_id: int, lifetime: int) -> Granted:
+        return Granted(
+            spec.internal_port,
+            _pinhole_lifetime(lifetime),
+            unique_id=unique_id,
+            address=self.internal_client,
+        )
 
     def unmap(self, spec: MappingSpec) -> None:
         unique_id = self.ids.pop(spec, None)
@@ -238,6 +257,11 @@ class UpnpPinholeBackend:
             # made by another process: asking again for the same pinhole gives its id back
             unique_id = self.client.add(self.internal_client, spec.internal_port, spec.protocol, 1)
         self.client.delete(unique_id)
+
+
+#: Answers to UpdatePinhole / GetPinholePackets meaning "no pinhole has this UniqueID":
+#: IGD:2's NoSuchEntry (704), and the invalid-arguments fault miniupnpd 2.3 sends instead.
+PINHOLE_GONE = frozenset({PinholeError.NO_SUCH_ENTRY, UpnpError.INVALID_ARGS})
 
 
 def _same_port(spec: MappingSpec) -> None:
@@ -260,6 +284,9 @@ class Lease:
     external_port: int
     lifetime: int
     granted_at: float
+    method: str = ""
+    unique_id: int | None = None
+    address: str = ""
 
     def renew_at(self) -> float | None:
         if self.lifetime == 0:
@@ -273,6 +300,8 @@ class MapResult:
     action: str  # "created", "renewed", "removed", "kept", "failed"
     detail: str = ""
     external_port: int | None = None
+    #: The method (backend) that made, renewed or failed it: "upnp", "pcp6", ...
+    method: str = ""
 
 
 class Stopper(Protocol):
@@ -298,23 +327,40 @@ class PortMapper:
             lease = self.leases.get(spec)
             due = lease.renew_at() if lease else now
             if lease is not None and (due is None or due > now):
-                results.append(MapResult(spec, "kept", external_port=lease.external_port))
+                results.append(
+                    MapResult(spec, "kept", external_port=lease.external_port, method=lease.method)
+                )
                 continue
             try:
                 granted = self.backend.map(spec, self.lifetime)
             except PortMapError as exc:
                 log.error("port mapping %s via %s failed: %s", spec, self.backend.name, exc.message)
-                results.append(MapResult(spec, "failed", exc.message))
+                results.append(MapResult(spec, "failed", exc.message, method=self.backend.name))
                 continue
-            self.leases[spec] = Lease(spec, granted.external_port, granted.lifetime, now)
+            method = granted.method or self.backend.name
+            self.leases[spec] = Lease(
+                spec,
+                granted.external_port,
+                granted.lifetime,
+                now,
+                method,
+                granted.unique_id,
+                granted.address,
+            )
             action = "renewed" if lease else "created"
-            log.info("port mapping %s via %s %s", spec, self.backend.name, action)
-            results.append(MapResult(spec, action, external_port=granted.external_port))
+            log.info("port mapping %s via %s %s", spec, method, action)
+            results.append(
+                MapResult(spec, action, external_port=granted.external_port, method=method)
+            )
         return results
 
     def next_due(self) -> float | None:
         times = [t for lease in self.leases.values() if (t := lease.renew_at()) is not None]
         return min(times) if times else None
+
+    def retry_after(self) -> float:
+        """Seconds before a failed mapping is asked for again: a quarter lifetime."""
+        return self.lifetime / 4 if self.lifetime else 60.0
 
     def hold(
         self,
@@ -326,32 +372,23 @@ class PortMapper:
     ) -> None:
         """Keep *specs* mapped until *stop* is set (renewing when due, retrying what failed
         every quarter lifetime), then remove them; *report* hears every action but "kept"."""
-        try:
-            while not stop.is_set():
-                for result in self.ensure(specs, clock()):
-                    if result.action != "kept":
-                        report(result)
-                due = self.next_due()
-                retry = self.lifetime / 4 if self.lifetime else 60.0
-                wait = (due - clock()) if due is not None else retry
-                if len(self.leases) < len(specs):
-                    wait = min(wait, retry)
-                stop.wait(max(min_sleep, wait))
-        finally:
-            for result in self.release_all():
-                report(result)
+        from natsync.portmap.holder import Member, PortMapSet, family_of
+
+        member = Member(family_of(self.backend.name), self, specs)
+        PortMapSet([member]).hold(stop, report, clock, min_sleep)
 
     def release_all(self) -> list[MapResult]:
         """Remove every mapping this mapper made (on exit)."""
         results: list[MapResult] = []
         for spec in list(self.leases):
+            method = self.leases[spec].method or self.backend.name
             try:
                 self.backend.unmap(spec)
             except PortMapError as exc:
-                results.append(MapResult(spec, "failed", exc.message))
+                results.append(MapResult(spec, "failed", exc.message, method=method))
                 continue
             del self.leases[spec]
-            results.append(MapResult(spec, "removed"))
+            results.append(MapResult(spec, "removed", method=method))
         return results
 
 

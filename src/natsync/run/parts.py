@@ -198,24 +198,51 @@ MIN_HOLD_SLEEP = 5.0
 
 
 def _portmap_part(deployment: Deployment) -> None:
-    from natsync.portmap.manager import MappingSpec, PortMapper, open_backend
+    """The router opened both ways ([portmap] method for IPv4, ipv6 for the pinholes), held
+    by one natsync.portmap.holder.PortMapSet; its status goes to DATA_DIR/portmap/status.json
+    after every round (the supervisor's /healthz and the doctor read it)."""
+    from natsync.portmap.holder import open_set, write_status
+    from natsync.portmap.manager import MapResult
 
     stop = _stop_event()
     settings = deployment.portmap
-    specs = [MappingSpec.parse(s) for s in settings.mappings]
-    backend = open_backend(settings.method, settings.router or None, settings.upnp_location or None)
-    mapper = PortMapper(backend, settings.lifetime)
+    held = open_set(
+        settings.method,
+        settings.ipv6,
+        settings.mappings,
+        settings.lifetime,
+        settings.router,
+        settings.upnp_location,
+    )
 
-    def report(result: Any) -> None:
-        log.info("portmap: %s %s %s", result.spec, result.action, result.detail)
+    def report(result: MapResult) -> None:
+        """One mapping created, renewed, failed or removed (every action but "kept")."""
+        log.info(
+            "portmap: %s via %s %s %s", result.spec, result.method, result.action, result.detail
+        )
 
+    def round_done(results: list[MapResult]) -> None:
+        """After every round (and after the removal at stop): the status of both families."""
+        write_status(settings.data_dir, held.status(time.time()))
+
+    for member in held.members:
+        for spec, reason in member.skipped:
+            log.warning("portmap: %s not opened over IPv%d: %s", spec, member.family, reason)
     # The first round before saying ready: the cert part starts after this one, and an
     # HTTP-01 validation needs the router's mapping of port 80 in place.
-    for result in mapper.ensure(specs, time.time()):
+    first = held.ensure(time.time())
+    for result in first:
         report(result)
-    emit({"ready": {"router": backend.name, "mappings": [str(s) for s in specs]}})
-
-    mapper.hold(specs, stop, report, time.time, MIN_HOLD_SLEEP)
+    round_done(first)
+    emit(
+        {
+            "ready": {
+                "router": "+".join(held.methods),
+                "mappings": [str(s) for s in held.members[0].specs] if held.members else [],
+            }
+        }
+    )
+    held.hold(stop, report, time.time, MIN_HOLD_SLEEP, on_round=round_done)
 
 
 def manager_settings(deployment: Deployment) -> Any:

@@ -349,11 +349,14 @@ class Supervisor:
             for child in children
         }
         cert = self.cert_health()
+        portmap = self.portmap_health()
         healthy = all(p["up"] for p in parts.values()) and (cert is None or cert["healthy"])
+        healthy = healthy and (portmap is None or bool(portmap.get("healthy")))
         return {
             "status": "ok" if healthy else "degraded",
             "parts": parts,
             **({"cert": cert} if cert is not None else {}),
+            **({"portmap": portmap} if portmap is not None else {}),
             "self_check": {
                 "verdict": self.check.verdict,
                 "reason": self.check.reason,
@@ -384,6 +387,18 @@ class Supervisor:
             out["days_left"] = round(left / 86400, 1)
         out["challenge"] = doc.get("challenge", "")
         return out
+
+    def portmap_health(self) -> dict[str, Any] | None:
+        """The portmap part's last status (DATA_DIR/portmap/status.json): every mapping of
+        both families, its state and expiry; None without [portmap]."""
+        from natsync.portmap.holder import read_status
+
+        if self.deployment.portmap is None:
+            return None
+        doc = read_status(self.deployment.portmap.data_dir)
+        if doc is None:
+            return {"healthy": True, "mappings": [], "message": "no status yet"}
+        return doc
 
     def metrics(self) -> str:
         lines = [

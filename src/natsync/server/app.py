@@ -785,6 +785,8 @@ async def start_server(config: ServerConfig, store: Store, *, relay: Any = None)
     cancelled while its transaction runs still commits in the store's thread; the phone,
     lacking the answer, retransmits with the same SyncKey and gets the cached answer — safe by
     design."""
+    from natsync.server.listen import listen_host, listen_port
+
     eas = EasApp(config, store, relay)
     context = tls_context(config)
     reloader = None
@@ -792,8 +794,10 @@ async def start_server(config: ServerConfig, store: Store, *, relay: Any = None)
         reloader = CertReloader(config.tls_cert, config.tls_key, build=_tls_context)
         context = reloader.context
     body_limit = max(config.max_request_body, autodiscover.MAX_REQUEST)
+    # "::" and host names listen on both families (natsync.server.listen).
+    host = listen_host(config.host)
     front = await Front.start(
-        eas.route, config.host, config.port, context, body_limit,
+        eas.route, host, listen_port(host, config.port), context, body_limit,
         config.header_timeout, config.body_timeout,
     )  # fmt: skip
     port = front.port
