@@ -238,6 +238,41 @@ class MappingEvidence:
 
 
 @dataclass(frozen=True, slots=True)
+class PinholeRecord:
+    """One IPv6 pinhole as natsync run's portmap part recorded it (DATA_DIR/portmap/status.json)
+    and, for an IGD:2 pinhole, as the router answers about it."""
+
+    mapping: str  # "443->443/tcp"
+    method: str = ""  # "upnp6", "pcp6"
+    state: str = ""  # "open", "renew-failing", "failed", "removed", "skipped", "pending"
+    detail: str = ""
+    expires_at: float | None = None
+    renew_at: float | None = None
+    unique_id: int | None = None
+    #: The host address the pinhole opens.
+    address: str = ""
+    #: The router's answer (CheckPinholeWorking): "working", "no-packets", "gone", or "" when
+    #: it was not asked (PCP cannot be asked without renewing the mapping).
+    router: str = ""
+    router_detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class PinholeEvidence:
+    """The IPv6 pinholes [portmap] asks for, against the portmap part's record and the router."""
+
+    wanted: tuple[str, ...]
+    #: [portmap] ipv6 (or method, when that is upnp6 / pcp6).
+    way: str
+    records: tuple[PinholeRecord, ...] = ()
+    #: When the record was written (None: there is no record) and when the doctor looked.
+    updated: float | None = None
+    now: float = 0.0
+    #: Where the record is read from.
+    status_file: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class NatEvidence:
     """The ddns sources' observations and their verdict (natsync.ddns.agreement)."""
 
@@ -322,3 +357,5 @@ class InsideEvidence:
     #: IPv6 check); None when the addresses could not be listed.
     host6: tuple[str, ...] | None = None
     firewall6: str = ""
+    #: The IPv6 pinholes [portmap] asks for (None: it asks for none).
+    pinholes: PinholeEvidence | None = None

@@ -53,6 +53,8 @@ from natsync.doctor.evidence import (
     NamesEvidence,
     NatEvidence,
     PinEvidence,
+    PinholeEvidence,
+    PinholeRecord,
     PushEvidence,
     RelayEvidence,
     SessionEvidence,
@@ -1016,7 +1018,83 @@ def gather_inside_sync(config: Path, timeout: float) -> InsideEvidence:
     if isinstance(tunnel, dict):
         evidence.tunnel = gather_tunnel(config, tunnel, timeout)
     evidence.host6, evidence.firewall6 = _ipv6_here(portmap.upnp_location)
+    evidence.pinholes = gather_pinholes(portmap, time.time())
     return evidence
+
+
+def gather_pinholes(portmap: Any, now: float) -> PinholeEvidence | None:
+    """The IPv6 pinholes [portmap] asks for: what the portmap part recorded, and for IGD:2
+    pinholes the router's answer about each (CheckPinholeWorking by UniqueID, which changes
+    nothing). None when [portmap] asks for no pinholes."""
+    from natsync.portmap.holder import IPV6_METHODS, read_status, status_path
+    from natsync.portmap.manager import MappingSpec
+
+    way = portmap.method if portmap.method in IPV6_METHODS else portmap.ipv6
+    if way == "off" or not portmap.mappings:
+        return None
+    base = PinholeEvidence(
+        tuple(str(MappingSpec.parse(m)) for m in portmap.mappings),
+        way,
+        now=now,
+        status_file=str(status_path(portmap.data_dir)),
+    )
+    doc = read_status(portmap.data_dir)
+    if doc is None:
+        return base
+    records = [
+        _pinhole_record(e)
+        for e in doc.get("mappings", [])
+        if isinstance(e, dict) and e.get("family") == 6
+    ]
+    asked = [r for r in records if r.method == "upnp6" and r.unique_id is not None]
+    if any(r.state in ("open", "renew-failing") for r in asked):
+        router = _ask_pinholes(portmap, asked)
+        records = [router.get(r.mapping, r) for r in records]
+    updated = doc.get("updated")
+    return replace(
+        base,
+        records=tuple(records),
+        updated=float(updated) if isinstance(updated, int | float) else now,
+    )
+
+
+def _pinhole_record(entry: dict[str, Any]) -> PinholeRecord:
+    def number(key: str) -> float | None:
+        value = entry.get(key)
+        return float(value) if isinstance(value, int | float) else None
+
+    uid = entry.get("unique_id")
+    return PinholeRecord(
+        mapping=str(entry.get("mapping", "")),
+        method=str(entry.get("method", "")),
+        state=str(entry.get("state", "")),
+        detail=str(entry.get("detail", "")),
+        expires_at=number("expires_at"),
+        renew_at=number("renew_at"),
+        unique_id=uid if isinstance(uid, int) else None,
+        address=str(entry.get("address", "")),
+    )
+
+
+def _ask_pinholes(portmap: Any, records: list[PinholeRecord]) -> dict[str, PinholeRecord]:
+    from natsync.portmap.errors import PortMapError
+    from natsync.portmap.ipv6 import default_gateway6
+    from natsync.portmap.upnp import PinholeClient
+
+    router6 = portmap.router if ":" in portmap.router else default_gateway6()
+    answers: dict[str, PinholeRecord] = {}
+    try:
+        if router6 is None:
+            raise PortMapError("this host has no IPv6 default route")
+        client = PinholeClient.find(portmap.upnp_location or None, router6)
+        for r in records:
+            assert r.unique_id is not None
+            state, detail = client.working(r.unique_id)
+            answers[r.mapping] = replace(r, router=state, router_detail=detail)
+    except PortMapError as exc:
+        for r in records:
+            answers.setdefault(r.mapping, replace(r, router_detail=exc.message))
+    return answers
 
 
 #: The relay's port asked through the tunnel: any answer (connected, or refused: a reset came

@@ -23,6 +23,10 @@ def check_inside(ev: InsideEvidence) -> list[Finding]:
         findings.extend(check_mappings(ev.mappings))
     for pin in ev.pins:
         findings.extend(check_pin(pin))
+    if ev.pinholes is not None:
+        from natsync.doctor.pinhole import check_pinholes
+
+        findings.extend(check_pinholes(ev.pinholes, ev.host6))
     return findings
 
 

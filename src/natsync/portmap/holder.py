@@ -17,9 +17,9 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from natsync.portmap.errors import PortMapError
+from natsync.portmap.errors import PortMapError, RouterUnreachable
 from natsync.portmap.manager import (
     Backend,
     Granted,
@@ -40,6 +40,8 @@ STATUS_DIR = "portmap"
 STATUS_FILE = "status.json"
 #: The name ipv6 = "auto" reports while no pinhole was made yet.
 AUTO6 = "upnp6|pcp6"
+
+T = TypeVar("T")
 
 
 def family_of(method: str) -> int:
@@ -62,12 +64,25 @@ class Deferred:
             self.backend = self._opener()
         return self.backend
 
+    def _call(self, action: Callable[[Backend], T]) -> T:
+        """*action* on the backend; when a router found before does not answer, find it again
+        and try once more: a router that restarted serves UPnP on another port (miniupnpd
+        picks a new one) and has forgotten its pinhole handles."""
+        fresh = self.backend is None
+        try:
+            return action(self._open())
+        except RouterUnreachable:
+            self.backend = None
+            if fresh:
+                raise
+            return action(self._open())
+
     def map(self, spec: MappingSpec, lifetime: int) -> Granted:
-        granted = self._open().map(spec, lifetime)
+        granted = self._call(lambda backend: backend.map(spec, lifetime))
         return granted if granted.method else replace(granted, method=self._open().name)
 
     def unmap(self, spec: MappingSpec) -> None:
-        self._open().unmap(spec)
+        self._call(lambda backend: backend.unmap(spec))
 
 
 class PinholeFallback:

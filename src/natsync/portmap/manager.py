@@ -17,7 +17,13 @@ from typing import Protocol
 from natsync.portmap.errors import MappingRefused, PortMapError
 from natsync.portmap.natpmp import NatPmpClient
 from natsync.portmap.pcp import PcpClient
-from natsync.portmap.upnp import IgdClient, PinholeClient, PinholeError, UpnpError
+from natsync.portmap.upnp import (
+    PINHOLE_GONE,
+    IgdClient,
+    PinholeClient,
+    PinholeError,
+    UpnpError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -257,11 +263,6 @@ class UpnpPinholeBackend:
             # made by another process: asking again for the same pinhole gives its id back
             unique_id = self.client.add(self.internal_client, spec.internal_port, spec.protocol, 1)
         self.client.delete(unique_id)
-
-
-#: Answers to UpdatePinhole / GetPinholePackets meaning "no pinhole has this UniqueID":
-#: IGD:2's NoSuchEntry (704), and the invalid-arguments fault miniupnpd 2.3 sends instead.
-PINHOLE_GONE = frozenset({PinholeError.NO_SUCH_ENTRY, UpnpError.INVALID_ARGS})
 
 
 def _same_port(spec: MappingSpec) -> None:

@@ -129,6 +129,8 @@ class PinholeError(IntEnum):
     INTERNAL_PORT_WILDCARDING_NOT_ALLOWED = 706
     PROTOCOL_WILDCARDING_NOT_ALLOWED = 707
     WILDCARD_NOT_PERMITTED_IN_SRC_IP = 708
+    #: CheckPinholeWorking: the pinhole exists, but no packet went through it yet.
+    NO_PACKET_SENT = 709
 
 
 PINHOLE_ERROR_WORDS: dict[int, str] = {
@@ -504,6 +506,28 @@ class PinholeClient:
 
     def delete(self, unique_id: int) -> None:
         self.call("DeletePinhole", [("UniqueID", str(unique_id))])
+
+    def working(self, unique_id: int) -> tuple[str, str]:
+        """Ask the router about a pinhole without changing it (CheckPinholeWorking, section
+        2.6.7): ("working", ...) when packets went through it, ("no-packets", ...) when it
+        exists but the router counted none (709; miniupnpd on nftables counts none at all),
+        ("gone", ...) when the router has no pinhole of that UniqueID."""
+        try:
+            out = self.call("CheckPinholeWorking", [("UniqueID", str(unique_id))])
+        except MappingRefused as exc:
+            if exc.code == PinholeError.NO_PACKET_SENT:
+                return "no-packets", "CheckPinholeWorking: 709 NoPacketSent"
+            if exc.code in PINHOLE_GONE:
+                return "gone", f"CheckPinholeWorking: UPnP error {exc.code}"
+            raise
+        if out.get("IsWorking") == "1":
+            return "working", "CheckPinholeWorking: IsWorking 1"
+        return "no-packets", "CheckPinholeWorking: IsWorking 0"
+
+
+#: Answers meaning "no pinhole has this UniqueID": IGD:2's NoSuchEntry (704), and the
+#: invalid-arguments fault miniupnpd 2.3 sends instead (seen in the lab).
+PINHOLE_GONE = frozenset({PinholeError.NO_SUCH_ENTRY, UpnpError.INVALID_ARGS})
 
 
 def _pinhole_lease(lease: int) -> int:
