@@ -6,8 +6,6 @@ port again; a port the router's policy refuses is said in plain words."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import sys
 import time
@@ -22,6 +20,7 @@ from natsync.portmap import upnp
 from natsync.portmap.errors import MappingRefused, PortMapError
 from natsync.portmap.ipv6 import parse_ipv6_route
 from natsync.portmap.manager import MappingSpec, PortMapper, UpnpPinholeBackend
+from tests.lab.conftest import require_lab
 
 _Z = "0" * 32
 #: /proc/net/ipv6_route: destination, prefix, source, prefix, next hop, metric, refs, use,
@@ -84,13 +83,7 @@ PORT = 18447
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    if os.geteuid() != 0:
-        if os.environ.get("CI"):
-            pytest.fail("the namespace lab needs root, and CI runs as root")
-        pytest.skip("the namespace lab needs root (network namespaces); CI runs it as root")
-    missing = [tool for tool in ("ip", "nft", "miniupnpd") if shutil.which(tool) is None]
-    if missing:
-        pytest.fail(f"missing {', '.join(missing)}: run `make apt-test`")
+    require_lab()
     run = Lab(tmp_path_factory.mktemp("pinholes"))
     try:
         run.build()

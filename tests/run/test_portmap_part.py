@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import shutil
 import signal
 import subprocess
 import sys
@@ -29,6 +28,7 @@ import pytest
 
 from natsync.lab.runner import NATSYNC, Lab
 from natsync.lab.topology import LAN6_HOST
+from tests.lab.conftest import require_lab
 
 HTTPS, OTHER = 443, 18447
 #: Seconds the router grants (the IPv4 lease and the UPnP pinhole): short, so the part renews
@@ -48,13 +48,7 @@ class Home:
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Home]:
-    if os.geteuid() != 0:
-        if os.environ.get("CI"):
-            pytest.fail("the namespace lab needs root, and CI runs as root")
-        pytest.skip("the namespace lab needs root (network namespaces); CI runs it as root")
-    missing = [tool for tool in ("ip", "nft", "miniupnpd") if shutil.which(tool) is None]
-    if missing:
-        pytest.fail(f"missing {', '.join(missing)}: run `make apt-test`")
+    require_lab()
     directory = tmp_path_factory.mktemp("portmap-run")
     lab = Lab(directory / "lab", tag="v6" + secrets.token_hex(2), privileged_mappings=True)
     try:
@@ -190,6 +184,9 @@ def test_one_run_holds_the_ipv4_mapping_and_the_ipv6_pinholes(home: Home) -> Non
             (6, "18447->18447/tcp"): ("open", "upnp6"),
         }
         assert held[(6, "18447->18447/tcp")]["address"] == LAN6_HOST
+        shown = lab.natsync("portmap", "status", "--config", str(home.config)).stdout
+        assert f"IPv6 18447->18447/tcp via upnp6 [{LAN6_HOST}]: open, expires in" in shown
+        assert "IPv4 443->443/tcp via upnp: open, expires in" in shown
         assert isinstance(held[(6, "18447->18447/tcp")]["unique_id"], int)
 
         assert _pinhole_findings(home) == {

@@ -470,13 +470,18 @@ MIN_HOLD_SLEEP = 1.0
 @_config_option
 @_method_option
 def hold(config_path: Path | None, method: str | None) -> None:
-    """Create the configured mappings, renew them before they expire, remove them on exit."""
+    """Create the configured mappings, renew them before they expire, remove them on exit.
+    Without --method: [portmap] method for IPv4 and [portmap] ipv6 for the pinholes, both held
+    as under `natsync run` (and recorded for `natsync portmap status` and the doctor)."""
     from natsync.portmap.manager import MappingSpec, PortMapper
 
     _setup_logging()
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
+    if method is None:
+        _hold_both(config_path, stop)
+        return
     try:
         settings, backend = _backend(config_path, method)
         specs = [MappingSpec.parse(s) for s in settings.mappings]
@@ -492,3 +497,60 @@ def hold(config_path: Path | None, method: str | None) -> None:
         time.time,
         MIN_HOLD_SLEEP,
     )
+
+
+def _hold_both(config_path: Path | None, stop: threading.Event) -> None:
+    from natsync.ddns.settings import load_portmap
+    from natsync.portmap.holder import open_set, write_status
+
+    try:
+        settings = load_portmap(config_path)
+        held = open_set(
+            settings.method, settings.ipv6, settings.mappings, settings.lifetime,
+            settings.router, settings.upnp_location,
+        )  # fmt: skip
+    except NatsyncError as exc:
+        raise _fail(exc) from exc
+    if not settings.mappings:
+        raise click.ClickException("portmap.mappings is empty: nothing to hold")
+    held.hold(
+        stop,
+        lambda r: click.echo(f"{r.spec}: {r.action} via {r.method} {r.detail}".rstrip()),
+        time.time,
+        MIN_HOLD_SLEEP,
+        on_round=lambda _: write_status(settings.data_dir, held.status(time.time())),
+    )
+
+
+@portmap.command("status")
+@_config_option
+@_json_option
+def portmap_status(config_path: Path | None, as_json: bool) -> None:
+    """What the running holder (natsync run's portmap part, or portmap hold) last recorded:
+    every mapping of both families, its method, state and expiry."""
+    from natsync.ddns.settings import load_portmap
+    from natsync.portmap.holder import read_status, status_path
+
+    try:
+        settings = load_portmap(config_path)
+    except NatsyncError as exc:
+        raise _fail(exc) from exc
+    doc = read_status(settings.data_dir)
+    if doc is None:
+        raise click.ClickException(
+            f"no status at {status_path(settings.data_dir)}: nothing holds the mappings "
+            "(start `natsync run` or `natsync portmap hold`)"
+        )
+    if as_json:
+        click.echo(json.dumps(doc))
+        return
+    now = time.time()
+    for m in doc.get("mappings", []):
+        expires = m.get("expires_at")
+        when = f", expires in {expires - now:.0f} s" if isinstance(expires, int | float) else ""
+        where = f" [{m['address']}]" if m.get("address") else ""
+        detail = f": {m['detail']}" if m.get("detail") else ""
+        click.echo(
+            f"IPv{m.get('family')} {m.get('mapping')} via {m.get('method')}{where}: "
+            f"{m.get('state')}{when}{detail}"
+        )
