@@ -11,6 +11,7 @@ import re
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -83,7 +84,7 @@ def _natsync_server(args: list[str], config: Path, ns: str | None = None) -> sub
     )
 
 
-def _served_port(proc: subprocess.Popen[str]) -> tuple[str, int]:
+def _served_port(proc: subprocess.Popen[str], what: str = "ActiveSync") -> tuple[str, int]:
     assert proc.stderr is not None
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -91,9 +92,17 @@ def _served_port(proc: subprocess.Popen[str]) -> tuple[str, int]:
         if not line:
             break
         m = re.search(r"ActiveSync at (\S+)://(\S+):(\d+)/", line)
-        if m:
+        if m and what == "ActiveSync":
             return m.group(2), int(m.group(3))
-    raise AssertionError("natsync server did not say where it serves")
+        m = re.search(r"SMTP at (\S+):(\d+)", line)
+        if m and what == "SMTP":
+            return m.group(1), int(m.group(2))
+    raise AssertionError(f"natsync server did not say where it serves {what}")
+
+
+def _smtp_banner(address: str, port: int) -> str:
+    with socket.create_connection((address, port), timeout=5) as conn:
+        return conn.recv(100).decode().split()[0]
 
 
 def _options(address: str, port: int, ns: str | None = None) -> str:
@@ -121,14 +130,22 @@ def _stop(proc: subprocess.Popen[str]) -> int:
 
 
 def test_natsync_server_on_the_ipv6_wildcard_serves_ipv4_and_ipv6(tmp_path: Path) -> None:
+    """ActiveSync on --host ::, and SMTP in on smtp_listen = "[::]:0" (port 25 is published
+    beside 443: mail from IPv6 servers comes the same way)."""
     config = tmp_path / "natsync.toml"
-    config.write_text(f'[server]\nport = 0\ndata_dir = "{tmp_path / "data"}"\n')
+    config.write_text(
+        f'[server]\nport = 0\nsmtp_listen = "[::]:0"\ndomains = ["example.test"]\n'
+        f'data_dir = "{tmp_path / "data"}"\n'
+    )
     proc = _natsync_server(["--host", "::"], config)
     try:
         host, port = _served_port(proc)
         assert host == "[::]"
+        _, smtp = _served_port(proc, "SMTP")
         assert _options("127.0.0.1", port) == "HTTP/1.1 401 Unauthorized"
         assert _options("::1", port) == "HTTP/1.1 401 Unauthorized"
+        assert _smtp_banner("127.0.0.1", smtp) == "220"
+        assert _smtp_banner("::1", smtp) == "220"
     finally:
         assert _stop(proc) == 0
 

@@ -80,8 +80,8 @@ async def serve(
         if config.smtp_listen:
             host, _, port = config.smtp_listen.rpartition(":")
             smtp = await start_smtp_server(
-                store, host, int(port), config.domains, hostname=config.hostname, relay=relay,
-                limits=smtp_limits,
+                store, host.strip("[]"), int(port), config.domains, hostname=config.hostname,
+                relay=relay, limits=smtp_limits,
                 tls_context=tls_context(config),  # STARTTLS with the server's certificate
             )  # fmt: skip
         if config.smtp_relayed_listen:  # mail through `natsync relay`'s tunnel, PROXY v2 first

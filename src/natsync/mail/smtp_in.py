@@ -548,7 +548,10 @@ async def start_smtp_server(
         sessions.add(smtp)
         return smtp
 
-    server = await loop.create_server(factory, host, port)
+    from natsync.server.listen import listen_host, listen_port
+
+    bind = listen_host(host)  # "::" and names: both families, as the ActiveSync listener
+    server = await loop.create_server(factory, bind, listen_port(bind, port))
     bound_port = server.sockets[0].getsockname()[1]
     log.info(
         "SMTP listening on %s:%d for %s (at most %d connections, %d per address%s)",
