@@ -390,6 +390,21 @@ def run_checks(deployment: Deployment, *, bind: bool = True) -> list[Problem]:
         problems.append(
             Problem("portmap.mappings", "no ports to map", 'list them, e.g. ["443:8443/tcp"]')
         )
+    if deployment.portmap is not None and deployment.portmap.ipv6 != "off":
+        from natsync.portmap.manager import MappingSpec
+
+        specs = [MappingSpec.parse(m) for m in deployment.portmap.mappings]
+        translated = [str(s) for s in specs if s.external_port != s.internal_port]
+        if translated:
+            problems.append(
+                Problem(
+                    "portmap.ipv6",
+                    f"{', '.join(translated)} translate(s) ports: IPv4 only, no IPv6 pinhole "
+                    "(IPv6 phones dial the public port on this host's own address)",
+                    'listen on the public port and map it as "PORT/tcp" (docs/ipv6.md)',
+                    fatal=False,
+                )
+            )
     if deployment.cert is not None and deployment.cert.acme_ca is not None:
         _readable(deployment.cert.acme_ca, "cert.acme_ca", problems)
     _store(deployment, problems)
