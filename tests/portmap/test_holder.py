@@ -148,3 +148,10 @@ def test_renewal_refused_leaves_the_lease_and_says_so_in_the_status() -> None:
     assert entry["state"] == "renew-failing"
     assert "606" in entry["detail"]
     assert held.status(now=50)["healthy"] is False
+    # asked again after half the time the lease has left (25 s), then 12.5 s ... not at once
+    assert held.wait(now=50) == 25
+    held.ensure(now=75)
+    assert held.wait(now=75) == 12.5
+    router.refuse_below = 0
+    assert held.ensure(now=88)[0].action == "renewed"
+    assert held.wait(now=88) == 50

@@ -156,6 +156,15 @@ class PortMapSet:
             mapper = member.mapper
             due = mapper.next_due()
             wait = (due - now) if due is not None else mapper.retry_after()
+            if due is not None and due <= now:
+                # A renewal the router refused: again after a quarter lifetime, or half the
+                # time its lease has left, whichever is sooner (not every few seconds).
+                expiry = min(
+                    lease.granted_at + lease.lifetime
+                    for lease in mapper.leases.values()
+                    if (renew := lease.renew_at()) is not None and renew <= now
+                )
+                wait = min(mapper.retry_after(), (expiry - now) / 2)
             if len(mapper.leases) < len(member.specs):
                 wait = min(wait, mapper.retry_after())
             waits.append(wait)
