@@ -24,9 +24,18 @@ import pytest
 from natsync.server import start_server
 from natsync.server.listen import listen_host, listen_port
 from natsync.store.api import Store
+from natsync.store.sqlite import SqliteStore
 from tests.server.conftest import BASE_CONFIG
 
 HEALTH = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    """One SQLite store: which driver serves the store does not matter to the listener."""
+    store = SqliteStore(tmp_path / "natsync.db")
+    yield store
+    store.close()
 
 
 async def _health(address: str, port: int) -> bytes:
