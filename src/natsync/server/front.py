@@ -42,23 +42,48 @@ import asyncio
 import contextlib
 import functools
 import logging
-import re
 import ssl
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from email.message import Message
 from email.parser import HeaderParser
 from email.utils import formatdate
-from http import HTTPStatus
-from typing import Any, Protocol, cast
+from typing import Any, cast
 
 from multidict import CIMultiDict
 from yarl import URL
 
 from natsync.edge import http as h1
-from natsync.edge.http import EdgeHttpError, Framing
+from natsync.edge.http import Framing
 from natsync.fdlimit import listener_budget
+from natsync.server.connection import (
+    CLOSED,
+    HANDSHAKE,
+    KEEPALIVE_TIMEOUT,
+    MAX_PENDING,
+    TLS_HANDSHAKE_TIMEOUT,
+    Abort,
+    Action,
+    Body,
+    BodyEnd,
+    Cancel,
+    Close,
+    Limits,
+    Log,
+    Park,
+    Parked,
+    Pause,
+    Reply,
+    Resume,
+    Send,
+    Serve,
+    ServerConnection,
+)
+
+__all__ = [
+    "KEEPALIVE_TIMEOUT", "MAX_PENDING", "TLS_HANDSHAKE_TIMEOUT", "Connection", "Front", "Handler",
+    "Parked", "Reply", "Request",
+]  # fmt: skip
 
 log = logging.getLogger("natsync.server.front")
 
@@ -69,16 +94,6 @@ _RAW = memoryview(bytearray(READ_BUFFER_SIZE))
 #: The shared buffer TLS decrypts into; what a request needs is copied out at once.
 _PLAIN_BYTES = bytearray(READ_BUFFER_SIZE)
 _PLAIN = memoryview(_PLAIN_BYTES)
-#: Seconds a client gets for the TLS handshake (asyncio's and uvloop's default).
-TLS_HANDSHAKE_TIMEOUT = 60.0
-#: Seconds an idle keep-alive connection is kept between requests (aiohttp's default, above the
-#: edge's pool idle time, so the edge closes its pooled connections first).
-KEEPALIVE_TIMEOUT = 75.0
-#: Bytes of a next (pipelined) request kept while one is served: one largest head.
-MAX_PENDING = h1.MAX_HEAD_SIZE + 4
-#: Largest declared body the head parser lets through: the handlers check their own limits
-#: (413 with a log line); the front keeps at most its body limit of any body.
-_NO_LIMIT = 1 << 62
 #: Connections queued in the kernel before accept (aiohttp's default).
 BACKLOG = 128
 #: Seconds from a request head's first byte to its end (nginx's client_header_timeout).
@@ -89,30 +104,6 @@ DEFAULT_BODY_TIMEOUT = 60.0
 #: own share; the store, logs and the relay keep the rest). Beyond it a connection is closed
 #: as soon as it is accepted: the descriptor is back at once.
 FRONT_DESCRIPTOR_SHARE = 0.75
-
-_REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
-_HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
-
-# Connection states.
-_HANDSHAKE, _IDLE, _BODY, _BUSY, _CLOSED = range(5)
-
-
-@dataclass(slots=True)
-class Reply:
-    """A complete response: status, headers, body (Content-Length and Date are the front's)."""
-
-    status: int
-    headers: dict[str, str] = field(default_factory=dict)
-    body: bytes = b""
-
-
-class Parked(Protocol):
-    """A request that waits without a task: :meth:`park` it with the callback that writes its
-    answer (called once, on the loop), or :meth:`cancel` it when its connection went away."""
-
-    def park(self, done: Callable[[Reply], object]) -> None: ...
-    def cancel(self) -> None: ...
-
 
 Handler = Callable[["Request"], Awaitable["Reply | Parked"]]
 
@@ -135,6 +126,7 @@ _DATE: list[Any] = [0, b""]
 
 
 def _http_date() -> bytes:
+    """The HTTP Date of now (formatted once a second)."""
     now = int(time.time())
     if now != _DATE[0]:
         _DATE[0], _DATE[1] = now, formatdate(now, usegmt=True).encode()
@@ -142,32 +134,15 @@ def _http_date() -> bytes:
     return date
 
 
-def _response_head(reply: Reply, http10: bool, close: bool) -> bytes:
-    status = reply.status
-    parts = [b"HTTP/1.0 " if http10 else b"HTTP/1.1 ", b"%d " % status, _REASONS.get(status, b"")]
-    parts.append(b"\r\n")
-    for name, value in reply.headers.items():
-        if "\r" in value or "\n" in value or "\r" in name or "\n" in name:
-            raise ValueError(f"a line break in response header {name!r}")
-        parts.append(f"{name}: {value}\r\n".encode())
-    parts.append(b"Content-Length: %d\r\nDate: %s\r\nServer: natsync\r\n" % (
-        len(reply.body), _http_date()))  # fmt: skip
-    if close and not http10:
-        parts.append(b"Connection: close\r\n")
-    elif not close and http10:
-        parts.append(b"Connection: keep-alive\r\n")
-    parts.append(b"\r\n")
-    return b"".join(parts)
-
-
 class Request:
     """One request as the handlers read it (the attributes of :class:`natsync.server.app.
-    HttpRequest`); its body arrives while the handler runs."""
+    HttpRequest`); its body arrives (framing removed, by the connection) while the handler
+    runs."""
 
     __slots__ = (
-        "_chunk", "_conn", "_parts", "_remaining", "_size", "_trailer", "_waiter", "_want",
-        "complete", "content_length", "content_type", "expect_continue", "headers", "host",
-        "http10", "keep_alive", "method", "over", "path", "query_string", "remote",
+        "_conn", "_parts", "_size", "_waiter", "_want", "complete", "content_length",
+        "content_type", "headers", "host", "http10", "keep_alive", "method", "over", "path",
+        "query_string", "remote",
     )  # fmt: skip
 
     def __init__(self, conn: Connection, head: h1.RequestHead, remote: str) -> None:
@@ -193,16 +168,8 @@ class Request:
         )
         self.content_length = head.length if head.framing == Framing.LENGTH else (
             0 if "Content-Length" in headers else None)  # fmt: skip
-        self.expect_continue = (
-            not self.http10 and headers.get("Expect", "").lower() == "100-continue"
-        )
         self._parts: list[bytes] = []
         self._size = 0
-        #: Framing state: LENGTH bytes still to come; CHUNKED: >0 data left in the chunk,
-        #: 0 a size line is next, -1 the CRLF after a chunk's data, -2 the trailer section.
-        self._remaining = head.length
-        self._chunk = 0 if head.framing == Framing.CHUNKED else None
-        self._trailer = 0
         self.complete = head.framing == Framing.NONE
         self.over = False
         self._waiter: asyncio.Future[None] | None = None
@@ -214,9 +181,7 @@ class Request:
     async def read(self, limit: int) -> bytes:
         """The body, or its first ``limit + 1`` bytes when it is longer than *limit*."""
         if not (self.complete or self._size > limit):
-            if self.expect_continue:
-                self.expect_continue = False
-                self._conn._write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            self._conn.want_body()
             self._want = limit
             self._waiter = asyncio.get_running_loop().create_future()
             try:
@@ -229,57 +194,8 @@ class Request:
 
     # -- fed by the connection
 
-    def feed(self, buf: bytearray) -> int:
-        """Take the body bytes at the start of *buf*; how many were taken (EdgeHttpError when
-        a chunked body is malformed)."""
-        if self._chunk is None:
-            take = min(self._remaining, len(buf))
-            self._add(bytes(buf[:take]))
-            self._remaining -= take
-            if not self._remaining:
-                self._finish()
-            return take
-        return self._feed_chunked(buf)
-
-    def _feed_chunked(self, buf: bytearray) -> int:
-        pos, n = 0, len(buf)
-        while pos < n and not self.complete:
-            chunk = self._chunk
-            assert chunk is not None
-            if chunk > 0:
-                take = min(chunk, n - pos)
-                self._add(bytes(buf[pos : pos + take]))
-                pos += take
-                self._chunk = chunk - take or -1
-                continue
-            end = buf.find(b"\r\n", pos, pos + h1.MAX_CHUNK_LINE + 2)
-            if end < 0:
-                if n - pos > h1.MAX_CHUNK_LINE:
-                    raise EdgeHttpError(400, "chunk size line too long")
-                break
-            line = bytes(buf[pos:end])
-            pos = end + 2
-            if b"\r" in line or b"\n" in line:
-                raise EdgeHttpError(400, "chunked body line without CRLF")
-            if chunk == -1:
-                if line:
-                    raise EdgeHttpError(400, "chunk data longer than its size")
-                self._chunk = 0
-            elif chunk == 0:
-                size, _, ext = line.partition(b";")
-                if _HEX.fullmatch(size) is None or h1._BAD_VALUE.search(ext) is not None:
-                    raise EdgeHttpError(400, "chunk size is not hexadecimal")
-                self._chunk = int(size, 16) or -2
-            elif line:
-                self._trailer += len(line)
-                if self._trailer > h1.MAX_TRAILER_SIZE:
-                    raise EdgeHttpError(400, "chunked trailers too large")
-            else:
-                self._finish()
-        return pos
-
-    def _add(self, data: bytes) -> None:
-        if self.over or not data:
+    def add(self, data: bytes) -> None:
+        if self.over:
             return
         self._parts.append(data)
         self._size += len(data)
@@ -288,39 +204,37 @@ class Request:
         if self._waiter is not None and self._size > self._want and not self._waiter.done():
             self._waiter.set_result(None)
 
-    def _finish(self) -> None:
+    def finish(self) -> None:
         self.complete = True
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
 
 class Connection(asyncio.BufferedProtocol):
-    """One client connection: TLS (when the front has a context), HTTP/1.1 framing, the
-    request being served (its task) or parked (its :class:`Parked`)."""
+    """The asyncio shell of one client connection: TLS over memory BIOs, a timer, the request
+    being served (its task) or parked (its :class:`Parked`); every decision is its
+    :class:`~natsync.server.connection.ServerConnection`'s, whose actions :meth:`_do` carries
+    out."""
 
     __slots__ = (
-        "_activity", "_buf", "_front", "_http10", "_in", "_keep_alive", "_out", "_parked",
-        "_remote", "_request", "_state", "_task", "_timer", "_tls", "_transport",
+        "_front", "_in", "_machine", "_out", "_parked", "_remote", "_request", "_task",
+        "_timer", "_tls", "_transport",
     )  # fmt: skip
 
     def __init__(self, front: Front) -> None:
         self._front = front
+        now = asyncio.get_running_loop().time()
+        self._machine = ServerConnection(front.limits, now, tls=front.context is not None)
         self._transport: asyncio.Transport | None = None
         self._tls: ssl.SSLObject | None = None
         self._in: ssl.MemoryBIO | None = None
         self._out: ssl.MemoryBIO | None = None
-        self._buf: bytearray | None = None
-        self._state = _CLOSED
         self._remote = ""
-        #: The request whose body is still arriving (None once it is complete).
+        #: The request whose body is still arriving (None once it is whole).
         self._request: Request | None = None
         self._task: asyncio.Task[None] | None = None
         self._parked: Parked | None = None
         self._timer: asyncio.TimerHandle | None = None
-        self._http10 = False
-        self._keep_alive = True
-        #: time.monotonic() of the last body byte (the body timeout counts from it).
-        self._activity = 0.0
 
     # -- transport events
 
@@ -332,31 +246,28 @@ class Connection(asyncio.BufferedProtocol):
         self._remote = str(peer[0]) if isinstance(peer, tuple) else ""
         if len(self._front.connections) >= self._front.max_connections:
             self._front.over_budget()
-            self._abort()
+            self._machine.lost()
+            transport.abort()
             return
         self._front.connections.add(self)
         context = self._front.context
-        if context is None:
-            self._idle()
-            return
-        self._in, self._out = ssl.MemoryBIO(), ssl.MemoryBIO()
-        self._tls = context.wrap_bio(self._in, self._out, server_side=True)
-        self._state = _HANDSHAKE
-        self._timer = asyncio.get_running_loop().call_later(TLS_HANDSHAKE_TIMEOUT, self._expired)
+        if context is not None:
+            self._in, self._out = ssl.MemoryBIO(), ssl.MemoryBIO()
+            self._tls = context.wrap_bio(self._in, self._out, server_side=True)
+        self._rearm()
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return _RAW
 
     def buffer_updated(self, nbytes: int) -> None:
-        if self._state == _CLOSED:
-            return
+        machine = self._machine
         tls = self._tls
         if tls is None:
-            self._received(_RAW[:nbytes])
+            self._do(machine.receive(_RAW[:nbytes], _loop_time(), _http_date()))
             return
         assert self._in is not None
         self._in.write(_RAW[:nbytes])
-        if self._state == _HANDSHAKE:
+        if machine.state is HANDSHAKE:
             try:
                 tls.do_handshake()
             except ssl.SSLWantReadError:
@@ -365,196 +276,146 @@ class Connection(asyncio.BufferedProtocol):
             except (ssl.SSLError, ValueError) as exc:
                 log.debug("TLS handshake with %s failed: %s", self._remote, exc)
                 self._flush()
-                self._abort()
+                self._do(machine.broken())
                 return
             self._flush()
-            self._idle()
-        while self._state != _CLOSED:
+            self._do(machine.handshake_done(_loop_time()))
+        while machine.state is not CLOSED:
             try:
                 # With a buffer, read returns the byte count (typeshed says bytes).
                 count = cast(int, tls.read(READ_BUFFER_SIZE, _PLAIN_BYTES))
             except ssl.SSLWantReadError:
                 break
             except ssl.SSLZeroReturnError:  # close_notify: the client is done
-                self._close()
+                self._do(machine.peer_closed())
                 return
             except ssl.SSLError as exc:
                 log.debug("TLS error from %s: %s", self._remote, exc)
-                self._abort()
+                self._do(machine.broken())
                 return
             if not count:
                 # CPython's SSLObject.read returns 0 (it does not raise SSLZeroReturnError)
                 # once the peer's close_notify arrived: answer it with ours and close, or the
                 # client waits out its TLS shutdown timeout (30 s in asyncio).
-                self._close()
+                self._do(machine.peer_closed())
                 return
-            self._received(_PLAIN[:count])
+            self._do(machine.receive(_PLAIN[:count], _loop_time(), _http_date()))
         self._flush()
 
     def eof_received(self) -> bool:
         return False  # the transport closes; connection_lost releases what the request held
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._state = _CLOSED
         self._transport = None
         self._front.connections.discard(self)
-        self._cancel_timer()
-        self._buf = None
-        if self._task is not None:
-            self._task.cancel()
-            self._task = None
-        if self._parked is not None:
-            parked, self._parked = self._parked, None
-            parked.cancel()
+        self._do(self._machine.peer_closed())
+        self._machine.lost()
         self._request = None
+        self._cancel()  # whatever the machine said: nothing outlives the transport
 
-    # -- requests
+    # -- the machine's actions
 
-    def _received(self, data: memoryview) -> None:
-        first = self._buf is None
-        if self._buf is None:
-            self._buf = bytearray(data)
-        else:
-            self._buf += data
-        self._process()
-        if first and self._state == _IDLE and self._buf:  # a head begun: its deadline starts
-            self._arm(self._front.header_timeout)
-
-    def _process(self) -> None:
-        buf = self._buf
-        while buf and self._state != _CLOSED:
-            if self._state == _IDLE:
-                try:
-                    skip = h1.empty_lines(buf) if buf[:2] == b"\r\n" else 0
-                    if skip:
-                        if skip == len(buf):
-                            break
-                        del buf[:skip]
-                    end = h1.head_end(buf)
-                    if end < 0:
-                        break
-                    head = h1.parse_request_head(bytes(buf[:end]), _NO_LIMIT)
-                except EdgeHttpError as exc:
-                    self._refuse(exc.http_status)
-                    return
-                del buf[:end]
-                self._start(Request(self, head, self._remote))
-            elif self._state == _BODY:
-                request = self._request
-                assert request is not None
-                try:
-                    used = request.feed(buf)
-                except EdgeHttpError as exc:
-                    self._refuse(exc.http_status)
-                    return
-                del buf[:used]
-                if not request.complete:
-                    self._activity = time.monotonic()
-                    break
-                self._request = None
-                self._state = _BUSY
-                self._cancel_timer()
-            else:  # a request is being served: what follows is the next one, kept for later
-                if len(buf) > MAX_PENDING:
+    def _do(self, actions: list[Action]) -> None:
+        for action in actions:
+            match action:
+                case Send(data):
+                    self._write(data)
+                case Serve(head):
+                    self._serve(head)
+                case Body(data):
+                    assert self._request is not None
+                    self._request.add(data)
+                case BodyEnd():
+                    assert self._request is not None
+                    self._request.finish()
+                    self._request = None
+                case Park(parked):
+                    self._parked = parked
+                    parked.park(self._unpark)
+                case Cancel():
+                    self._cancel()
+                case Pause():
+                    if self._transport is not None:
+                        self._transport.pause_reading()
+                case Resume():
+                    if self._transport is not None:
+                        self._transport.resume_reading()
+                case Close():
+                    self._close()
+                case Abort():
                     self._abort()
-                    return
-                break
-        if self._buf is not None and not self._buf:
-            self._buf = None  # an idle or held connection keeps no buffer
+                case Log(level, message):
+                    log.log(level, "%s (client %s)", message, self._remote)
+        self._rearm()
 
-    def _start(self, request: Request) -> None:
-        self._cancel_timer()
-        self._http10 = request.http10
-        self._keep_alive = request.keep_alive
-        if request.complete:
-            self._state = _BUSY
-        else:
-            self._state = _BODY
+    def _serve(self, head: h1.RequestHead) -> None:
+        request = Request(self, head, self._remote)
+        if not request.complete:
             self._request = request
-            self._activity = time.monotonic()
-            self._arm(self._front.body_timeout)
         loop = asyncio.get_running_loop()
-        self._task = loop.create_task(self._serve(request), name="natsync-request")
+        self._task = loop.create_task(self._run(request), name="natsync-request")
 
-    async def _serve(self, request: Request) -> None:
+    async def _run(self, request: Request) -> None:
         try:
             result = await self._front.handler(request)
         except Exception:
             log.exception("request handler failed")
             result = Reply(500)
         self._task = None
-        if self._state == _CLOSED:
-            if not isinstance(result, Reply):
-                result.cancel()
-            return
-        if isinstance(result, Reply):
-            self._respond(result)
-        else:
-            self._parked = result
-            result.park(self._unpark)
+        self._do(self._machine.answer(result, _loop_time(), _http_date()))
+        self._flush()
 
     def _unpark(self, reply: Reply) -> None:
         self._parked = None
-        if self._state != _CLOSED:
-            self._respond(reply)
+        self._do(self._machine.answer(reply, _loop_time(), _http_date()))
+        self._flush()
 
-    def _respond(self, reply: Reply) -> None:
-        close = not self._keep_alive or self._request is not None or self._front.closing
-        self._write(_response_head(reply, self._http10, close) + reply.body)
-        if close:
-            self._close()
-            return
-        self._idle()
-        if self._buf:
-            self._process()
+    def want_body(self) -> None:
+        """The handler waits for the body (Expect: 100-continue is answered now)."""
+        self._do(self._machine.want_body())
+        self._flush()
 
-    def _refuse(self, status: int) -> None:
-        """Answer a request that cannot be read (its head or body framing) and close."""
-        if self._task is not None:
-            self._task.cancel()
-            self._task = None
-        self._write(_response_head(Reply(status), False, True))
-        self._close()
+    def shutdown(self) -> None:
+        """The listener closes (close now if idle, else after the answer in flight)."""
+        self._do(self._machine.shutdown())
 
-    # -- connection state
-
-    def _idle(self) -> None:
-        self._state = _IDLE
-        self._request = None
-        self._arm(KEEPALIVE_TIMEOUT)
-        if self._front.closing:
-            self._close()
-
-    def _arm(self, seconds: float) -> None:
-        self._cancel_timer()
-        self._timer = asyncio.get_running_loop().call_later(seconds, self._expired)
-
-    def _expired(self) -> None:
-        self._timer = None
-        if self._state == _HANDSHAKE:
-            self._abort()
-        elif self._state == _IDLE:
-            if self._buf:  # a head that did not end within header_timeout
-                log.info("request head from %s not whole in time; answered 408", self._remote)
-                self._refuse(408)
-            else:
-                self._close()
-        elif self._state == _BODY:
-            left = self._activity + self._front.body_timeout - time.monotonic()
-            if left > 0:
-                self._arm(left)
-                return
-            log.info("request body from %s stalled; answered 408", self._remote)
-            self._refuse(408)
-
-    def _cancel_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+    def abort(self) -> None:
+        """The listener's last call: drop the connection (its request is void)."""
+        self._do(self._machine.broken())
 
     @property
     def busy(self) -> bool:
-        return self._state in (_BODY, _BUSY)
+        return self._machine.busy
+
+    def _cancel(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+        if self._parked is not None:
+            parked, self._parked = self._parked, None
+            parked.cancel()
+
+    def _rearm(self) -> None:
+        """The timer, at the machine's deadline: moved earlier at once, later only when it
+        fires (the machine then says the deadline moved), so a body's every read does not
+        re-arm it."""
+        deadline = self._machine.deadline
+        timer = self._timer
+        if deadline is None or self._transport is None:
+            if timer is not None:
+                timer.cancel()
+                self._timer = None
+        elif timer is None or deadline < timer.when():
+            if timer is not None:
+                timer.cancel()
+            self._timer = asyncio.get_running_loop().call_at(deadline, self._expired)
+
+    def _expired(self) -> None:
+        self._timer = None
+        self._do(self._machine.timer(_loop_time(), _http_date()))
+        self._flush()
+
+    # -- bytes out
 
     def _write(self, data: bytes) -> None:
         transport = self._transport
@@ -567,7 +428,7 @@ class Connection(asyncio.BufferedProtocol):
             self._tls.write(data)
         except ssl.SSLError as exc:
             log.debug("TLS write to %s failed: %s", self._remote, exc)
-            self._abort()
+            self._do(self._machine.broken())
             return
         self._flush()
 
@@ -578,10 +439,7 @@ class Connection(asyncio.BufferedProtocol):
 
     def _close(self) -> None:
         """Close after what was written (with a TLS close_notify)."""
-        if self._state == _CLOSED and self._transport is None:
-            return
-        self._state = _CLOSED
-        self._cancel_timer()
+        self._request = None
         if self._tls is not None:
             with contextlib.suppress(ssl.SSLError, ValueError):
                 self._tls.unwrap()
@@ -590,9 +448,13 @@ class Connection(asyncio.BufferedProtocol):
             self._transport.close()
 
     def _abort(self) -> None:
-        self._state = _CLOSED
+        self._request = None
         if self._transport is not None:
             self._transport.abort()
+
+
+def _loop_time() -> float:
+    return asyncio.get_running_loop().time()
 
 
 class Front:
@@ -612,6 +474,7 @@ class Front:
         self.body_limit = body_limit
         self.header_timeout = header_timeout
         self.body_timeout = body_timeout
+        self.limits = Limits(header_timeout, body_timeout, KEEPALIVE_TIMEOUT, TLS_HANDSHAKE_TIMEOUT)
         #: Connections held at most (this listener's descriptor budget).
         self.max_connections = listener_budget(FRONT_DESCRIPTOR_SHARE)
         self.refused = 0
@@ -657,15 +520,14 @@ class Front:
         if self._server is not None:
             self._server.close()
         for conn in list(self.connections):
-            if not conn.busy:
-                conn._close()
+            conn.shutdown()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
         # A bounded wait for answers in flight at shutdown (not a polling loop of the service).
         while any(conn.busy for conn in self.connections) and loop.time() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
         for conn in list(self.connections):
-            conn._abort()
+            conn.abort()
         await asyncio.sleep(0)  # let connection_lost run (tasks cancelled, holds released)
         if self._server is not None:
             await self._server.wait_closed()
