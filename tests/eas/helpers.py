@@ -12,7 +12,7 @@ from typing import Any
 
 from natsync.config import ServerConfig
 from natsync.eas import dispatch
-from natsync.eas.context import Response
+from natsync.eas.context import HoldUntilChange, Response
 from natsync.eas.errors import Answered, HttpError
 from natsync.eas.request import EasRequest
 from natsync.eas.versions import Version
@@ -188,3 +188,11 @@ def collection(tree: Element) -> Element:
 def commands(coll: Element, tag: str) -> list[Element]:
     cmds = coll.find("Commands")
     return cmds.findall(tag) if cmds is not None else []
+
+
+def hold_asked(response: Response) -> HoldUntilChange | None:
+    """The hold a command asked the adapter for, by name among its effects (a held request
+    asks for nothing else)."""
+    holds = [effect for effect in response.effects if isinstance(effect, HoldUntilChange)]
+    assert holds in ([], list(response.effects)), response.effects
+    return holds[0] if holds else None

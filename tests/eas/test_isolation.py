@@ -25,7 +25,16 @@ from natsync.eas.context import Response
 from natsync.mail.mime import parse_message
 from natsync.store.api import FolderType, Store, Txn
 from natsync.wbxml import E, Element, WBXMLError, decode
-from tests.eas.helpers import NOW, Phone, collection, commands, deliver, folder_id, make_mail
+from tests.eas.helpers import (
+    NOW,
+    Phone,
+    collection,
+    commands,
+    deliver,
+    folder_id,
+    hold_asked,
+    make_mail,
+)
 from tests.libwbxml import assert_valid_response
 
 AS = "AirSync"
@@ -161,10 +170,10 @@ def test_a_note_that_cannot_be_sent_costs_only_itself(
     pg = "Ping"
     folders = E(pg, "Folders", E(pg, "Folder", E(pg, "Id", notes), E(pg, "Class", "Notes")))
     ping = E(pg, pg, E(pg, "HeartbeatInterval", 300), folders)
-    assert phone.call(pg, ping).wait is not None  # held: nothing to tell the phone
+    assert hold_asked(phone.call(pg, ping)) is not None  # held: nothing to tell the phone
     held_sync = sync_body(notes, key)
     held_sync.add(AS, "Wait", 5)
-    assert phone.call("Sync", held_sync).wait is not None
+    assert hold_asked(phone.call("Sync", held_sync)) is not None
     tree, response = answer(phone, "Sync", sync_body(notes, key))
     coll = collection(tree)
     assert coll.find("Commands") is None

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 from email.message import EmailMessage
 
+from natsync.eas.context import KickRelay
 from natsync.store.api import FolderType, Store, Txn
 from natsync.wbxml import E, Element, decode
 from tests.eas.helpers import NOW, Phone, collection, commands, deliver, folder_id, make_mail
@@ -55,7 +56,7 @@ def test_accept_sends_imip_reply_and_moves_the_request(store: Store) -> None:
     key = collection(phone.sync(inbox, key)).child_text("SyncKey") or ""
     body = E(NS, NS, _request(sid, inbox, 1, True), _request(plain, inbox, 1, True))
     response = phone.call("MeetingResponse", body)
-    assert response.outbound_queued
+    assert KickRelay() in response.effects
     results = decode(response.body).findall("Result")
     assert [r.child_text("RequestId") for r in results] == [sid, plain]
     assert [r.child_text("Status") for r in results] == ["1", "2"]

@@ -7,7 +7,16 @@ from datetime import timedelta
 
 from natsync.store.api import Flag, FolderType, Store, Txn
 from natsync.wbxml import E, Element
-from tests.eas.helpers import NOW, Phone, collection, commands, deliver, folder_id, make_mail
+from tests.eas.helpers import (
+    NOW,
+    Phone,
+    collection,
+    commands,
+    deliver,
+    folder_id,
+    hold_asked,
+    make_mail,
+)
 
 NS = "AirSync"
 
@@ -252,9 +261,10 @@ def test_wait_holds_only_when_nothing_is_pending(store: Store) -> None:
     key = coll.child_text("SyncKey") or ""
     # Nothing pending: held, nothing written (the same key still works afterwards).
     held = phone.call("Sync", body(key))
-    assert held.wait is not None
-    assert held.wait.rerun
-    assert held.wait.heartbeat == 300
+    wait = hold_asked(held)
+    assert wait is not None
+    assert wait.rerun
+    assert wait.heartbeat == 300
     assert held.body == b""
     deliver(store, make_mail("arrived", "x"))
     coll = collection(phone.tree("Sync", body(key)))

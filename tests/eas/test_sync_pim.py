@@ -19,11 +19,11 @@ import pytest
 from natsync.classes.codec import ClassCodec, PimError, Record
 from natsync.classes.email import BodyPreference
 from natsync.eas import registry
-from natsync.eas.context import WBXML_CONTENT_TYPE, Response
+from natsync.eas.context import WBXML_CONTENT_TYPE, KickRelay, Response
 from natsync.eas.versions import Version
 from natsync.store.api import FolderType, Item, Store, Txn, User
 from natsync.wbxml import E, Element
-from tests.eas.helpers import NOW, Phone, collection, commands
+from tests.eas.helpers import NOW, Phone, collection, commands, hold_asked
 from tests.libwbxml import assert_libwbxml_decodes
 
 AS = "AirSync"
@@ -464,11 +464,11 @@ def test_a_hook_that_queues_mail_marks_the_response(store: Store) -> None:
     key = prime(phone, cal)
     plain = E(AS, "Add", E(AS, "ClientId", "1"), event_data("alone", SOON))
     answer = phone.call("Sync", _with_commands(_sync_body(cal, key), plain))
-    assert answer.outbound_queued is False
+    assert KickRelay() not in answer.effects
     key = collection(phone.tree("Sync", _sync_body(cal, key))).child_text("SyncKey") or ""
     invite = E(AS, "Add", E(AS, "ClientId", "2"), event_data("invite Bob", SOON))
     answer = phone.call("Sync", _with_commands(_sync_body(cal, key), invite))
-    assert answer.outbound_queued is True
+    assert KickRelay() in answer.effects
     queued = store.run_sync(lambda txn: txn.due_outbound(NOW + timedelta(days=1), 10))
     assert [m.recipients for m in queued] == [("guest@remote.test",)]
 
@@ -656,7 +656,7 @@ def test_ping_wakes_on_a_pim_folder(store: Store) -> None:
         E(pg, "HeartbeatInterval", 300),
         E(pg, "Folders", E(pg, "Folder", E(pg, "Id", cal), E(pg, "Class", "Calendar"))),
     )
-    assert phone.call("Ping", body).wait is not None
+    assert hold_asked(phone.call("Ping", body)) is not None
     put_event(store, "news", SOON)
     now = phone.tree("Ping", body)
     assert now.child_text("Status") == "2"
@@ -736,8 +736,9 @@ def test_a_sync_with_wait_is_held_on_a_quiet_calendar(store: Store) -> None:
     body = _sync_body(cal, key)
     body.add(AS, "Wait", 5)
     held = phone.call("Sync", body)
-    assert held.wait is not None
-    assert held.wait.rerun
+    wait = hold_asked(held)
+    assert wait is not None
+    assert wait.rerun
     assert held.body == b""
     put_event(store, "while waiting", SOON)
     assert subjects(collection(phone.tree("Sync", body)), "Add") == ["while waiting"]

@@ -69,8 +69,9 @@ class Response:
     headers: dict[str, str] = field(default_factory=dict)
     #: EAS Status of the command (for the access log), when there is one.
     status: int | None = None
-    #: What the adapter must do besides sending the answer (HoldUntilChange: a Ping or held
-    #: Sync waits outside the transaction; KickRelay: outbound mail was queued).
+    #: What the adapter must do besides sending the answer, each by name (HoldUntilChange: a
+    #: Ping or held Sync waits outside the transaction, and then asks for nothing else;
+    #: KickRelay: outbound mail was queued).
     effects: tuple[Effect, ...] = ()
     #: Items left out of the answer because they could not be sent (natsync.eas.isolation).
     skipped: tuple[str, ...] = ()
@@ -78,19 +79,6 @@ class Response:
     @classmethod
     def of(cls, root: Element, status: int | None = None, **kw: Any) -> Response:
         return cls(body=encode(root), status=status, **kw)
-
-    @property
-    def wait(self) -> HoldUntilChange | None:
-        """The hold asked for, if any (answer with natsync.eas.ping.finish() when it ends)."""
-        for effect in self.effects:
-            if isinstance(effect, HoldUntilChange):
-                return effect
-        return None
-
-    @property
-    def outbound_queued(self) -> bool:
-        """Whether the relay is to be kicked after commit."""
-        return any(isinstance(effect, KickRelay) for effect in self.effects)
 
 
 @dataclass(slots=True)

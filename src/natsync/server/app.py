@@ -50,7 +50,7 @@ from natsync.cert import policy
 from natsync.cert.reload import CertReloader
 from natsync.config import ServerConfig
 from natsync.eas import autodiscover, dispatch, ping, throttle
-from natsync.eas.context import HoldUntilChange, Response
+from natsync.eas.context import HoldUntilChange, KickRelay, Response
 from natsync.eas.errors import Answered, HttpError
 from natsync.eas.request import EasRequest, parse_request
 from natsync.eas.versions import SERVER_VERSION, supported_header
@@ -135,7 +135,8 @@ class _Line:
 
 @dataclass(frozen=True, slots=True)
 class HeldRequest:
-    """A held Sync's request, kept to run it again when a change ends the hold."""
+    """One decoded command request, as a command runs on it; a held Sync keeps it to run it
+    again when a change ends its hold."""
 
     request: EasRequest
     user: str
@@ -243,8 +244,7 @@ class Hold:
         self._done = None
         changed = self._sub.take()
         if changed - {self._key}:  # a change ended the hold: a push (metrics: its latency)
-            committed = getattr(self._sub, "changed_at", None)  # the local feed records it
-            self._app.metrics.pushed(committed, time.monotonic())
+            self._app.metrics.pushed(self._sub.changed_at, time.monotonic())
         self._release()
         response = self._app.hold_answer(self._wait, changed, self._key)
         if response is not None:
@@ -314,16 +314,7 @@ class EasApp:
         access_log.info(json.dumps(record, separators=(",", ":")))
         self.recent.answered(record, _now())
 
-    # -- what a Hold asks of the app (HoldOwner)
-
-    def release_hold(self, device: Device, sub: Subscription) -> None:
-        self._release(device, sub)
-
-    def hold_answer(self, wait: HoldUntilChange, changed: set[int], key: int) -> Response | None:
-        return self._ended(wait, changed, key)
-
-    def answer(self, line: _Line, response: Response) -> Reply:
-        return self._answer(line, response)
+    # -- what a Hold asks of the app (HoldOwner; release_hold, hold_answer and answer below)
 
     def run_again(self, line: _Line, held: HeldRequest, done: Callable[[Reply], object]) -> None:
         self._spawn(self._rerun(line, held, done))
@@ -411,26 +402,19 @@ class EasApp:
                 self._end_hold(device)
             raw = await self._read_body(request)
             body = self._decode(raw, request.content_type)
-            ctype = request.content_type
-            response = await self._run(
-                eas, auth.user.name, body, raw, ctype, announce=key if ends_hold else None
-            )
-            if response.wait is not None:
-                rerun = (
-                    HeldRequest(eas, auth.user.name, body, raw, ctype)
-                    if response.wait.rerun
-                    else None
-                )
-                held = await self._hold(line, response.wait, device, key, rerun)
+            command = HeldRequest(eas, auth.user.name, body, raw, request.content_type)
+            response = await self._run(command, announce=key if ends_hold else None)
+            wait = _hold_asked(response)
+            if wait is not None:
+                rerun = command if wait.rerun else None
+                held = await self._hold(line, wait, device, key, rerun)
                 if isinstance(held, Hold):
                     return held
-                ended = self._ended(response.wait, held, key)
-                response = ended or await self._run(
-                    eas, auth.user.name, body, raw, ctype, may_hold=False
-                )
+                ended = self.hold_answer(wait, held, key)
+                response = ended or await self._run(command, may_hold=False)
         except Exception as exc:
             return self._failed(line, exc)
-        return self._answer(line, response)
+        return self.answer(line, response)
 
     def _throttle(self, user: str, device_id: str) -> None:
         """HttpError 503 when the device spent its request budget (natsync.eas.throttle)."""
@@ -450,10 +434,12 @@ class EasApp:
         }
         raise HttpError(503, "the device is throttled", headers)
 
-    def _answer(self, line: _Line, response: Response) -> Reply:
+    def answer(self, line: _Line, response: Response) -> Reply:
         """The reply to a command that ran (logged; the relay is kicked for queued mail)."""
-        if response.outbound_queued and self.relay is not None:
-            self.relay.kick()
+        for effect in response.effects:
+            match effect:
+                case KickRelay() if self.relay is not None:
+                    self.relay.kick()
         self._log(
             line, response.http_status, status=response.status, bytes=len(response.body),
             skipped=",".join(response.skipped), **line.fields,
@@ -493,7 +479,8 @@ class EasApp:
         if older is not None:
             older.close()
 
-    def _release(self, device: Device, sub: Subscription) -> None:
+    def release_hold(self, device: Device, sub: Subscription) -> None:
+        """The hold of *sub* is over: it is no longer the device's live hold."""
         if self._holds.get(device) is sub:
             del self._holds[device]
 
@@ -516,11 +503,7 @@ class EasApp:
 
     async def _run(
         self,
-        eas: EasRequest,
-        user: str,
-        body: Any,
-        raw: bytes,
-        content_type: str,
+        command: HeldRequest,
         *,
         announce: int | None = None,
         may_hold: bool = True,
@@ -531,15 +514,16 @@ class EasApp:
         now = _now()
         config = self.config
 
-        def command(txn: Txn) -> Response:
+        def run(txn: Txn) -> Response:
             if announce is not None:
-                _changes(txn).add(announce)
+                txn.changed.add(announce)
             return dispatch.handle(
-                txn, eas, user, body, raw, now, config, content_type, may_hold=may_hold, rng=_RNG
-            )
+                txn, command.request, command.user, command.body, command.raw, now, config,
+                command.content_type, may_hold=may_hold, rng=_RNG,
+            )  # fmt: skip
 
         try:
-            return await self.store.run(command)
+            return await self.store.run(run)
         except Answered as exc:
             return exc.response
 
@@ -573,15 +557,15 @@ class EasApp:
                 self.recent.holding(line.fields, wait.heartbeat, _now())
                 return Hold(self, line, device, sub, wait, key, rerun)
         except BaseException:
-            self._release(device, sub)
+            self.release_hold(device, sub)
             sub.close()
             raise
-        self._release(device, sub)
+        self.release_hold(device, sub)
         sub.close()
         return changed
 
     @staticmethod
-    def _ended(wait: HoldUntilChange, changed: set[int], key: int) -> Response | None:
+    def hold_answer(wait: HoldUntilChange, changed: set[int], key: int) -> Response | None:
         """The answer of a hold that ended with *changed*; None when a held Sync saw a change
         (it runs again). Only the device's hold key in *changed*: a newer request ended it."""
         changed.discard(key)
@@ -597,10 +581,8 @@ class EasApp:
     ) -> None:
         REQUEST_CONTEXT.set(line.fields)
         try:
-            response = await self._run(
-                held.request, held.user, held.body, held.raw, held.content_type, may_hold=False
-            )
-            reply = self._answer(line, response)
+            response = await self._run(held, may_hold=False)
+            reply = self.answer(line, response)
         except Exception as exc:
             reply = self._failed(line, exc)
         done(reply)
@@ -635,10 +617,13 @@ class EasApp:
         return Reply(200, {"Content-Type": autodiscover.CONTENT_TYPE}, body)
 
 
-def _changes(txn: Txn) -> set[int]:
-    """The feed ids *txn* publishes after COMMIT (both drivers' transactions collect them in
-    ``changed``; a rollback drops them)."""
-    return txn.changed
+def _hold_asked(response: Response) -> HoldUntilChange | None:
+    """The hold a command asked for (then its one effect), if any."""
+    for effect in response.effects:
+        match effect:
+            case HoldUntilChange():
+                return effect
+    return None
 
 
 # -- aiohttp

@@ -119,6 +119,8 @@ TRANSITIONS: dict[State, frozenset[State]] = {
 }
 #: States in which the app has a request (its task, or its parked hold).
 WITH_APP = frozenset({BODY, BUSY, HELD})
+#: States with a deadline (:attr:`ServerConnection.deadline`).
+TIMED = frozenset({HANDSHAKE, IDLE, BODY})
 
 
 # -- what the shell is told to do (imperatives; frozen)
@@ -270,6 +272,8 @@ class ServerConnection:
         if new not in TRANSITIONS[self.state]:
             raise FrontError(f"connection state {self.state.name} cannot become {new.name}")
         self.state = new
+        if new not in TIMED:
+            self._since = 0.0  # a shared constant: a held connection keeps no float of its own
 
     @property
     def busy(self) -> bool:

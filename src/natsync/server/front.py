@@ -43,6 +43,7 @@ import contextlib
 import functools
 import logging
 import ssl
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from email.message import Message
@@ -243,7 +244,8 @@ class Connection(asyncio.BufferedProtocol):
         transport = cast(asyncio.Transport, transport)
         self._transport = transport
         peer = transport.get_extra_info("peername")
-        self._remote = str(peer[0]) if isinstance(peer, tuple) else ""
+        # Interned: behind the edge every connection comes from the same address.
+        self._remote = sys.intern(str(peer[0])) if isinstance(peer, tuple) else ""
         if len(self._front.connections) >= self._front.max_connections:
             self._front.over_budget()
             self._machine.lost()

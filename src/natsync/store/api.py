@@ -472,6 +472,10 @@ class Subscription(Protocol):
     Two ways to wait: ``await wait(timeout)`` (a task that waits), or, without a task (the
     server's held Pings), ``notify(loop, callback)`` then ``take()`` when called back."""
 
+    #: ``time.monotonic()`` when a watched id last changed, as the feed saw its commit (None:
+    #: none yet); a held Ping ended by it records its push latency from there.
+    changed_at: float | None
+
     @property
     def closed(self) -> bool:
         """Closed: no more changes will come (a newer hold of the same device closed it)."""
