@@ -6,9 +6,10 @@ from __future__ import annotations
 import random
 
 from natsync.eas.provision import MAX_POLICY_KEY
+from natsync.store.api import FolderType, Store, Txn
 from natsync.wbxml import E, Element, decode, encode
 from tests.conftest import StoreFactory
-from tests.eas.helpers import Phone
+from tests.eas.helpers import Phone, collection, commands, folder_id
 
 SEED = 21
 NS = "Provision"
@@ -78,3 +79,80 @@ def test_the_server_source_differs_between_phones(store_factory: StoreFactory) -
         for n in range(3)
     }
     assert len(keys) == 3
+
+
+CAL = "Calendar"
+AS = "AirSync"
+
+
+def _calendar_add(store: Store, rng: random.Random) -> tuple[list[bytes], str]:
+    """One phone adds an event without a UID; a second device of the same user then syncs the
+    calendar and receives it: (the bytes both phones receive, the UID stored)."""
+    adder = Phone(store, device_id="adder", rng=rng)
+    adder.provision()
+    cal = folder_id(store, FolderType.CALENDAR)
+    key = collection(adder.sync(cal, "0")).child_text("SyncKey") or ""
+    event = E(
+        AS, "ApplicationData", E(CAL, "Subject", "lunch"), E(CAL, "EndTime", "20261207T120000Z")
+    )
+    added = adder.call(
+        "Sync",
+        E(AS, "Sync", E(AS, "Collections", E(
+            AS, "Collection", E(AS, "SyncKey", key), E(AS, "CollectionId", cal),
+            E(AS, "Commands", E(AS, "Add", E(AS, "ClientId", "c1"), event)),
+        ))),
+    )  # fmt: skip
+    reader = Phone(store, device_id="reader", rng=rng)
+    reader.provision()
+    first = reader.call("Sync", E(AS, "Sync", E(AS, "Collections", E(
+        AS, "Collection", E(AS, "SyncKey", "0"), E(AS, "CollectionId", cal)))))  # fmt: skip
+    rkey = collection(decode(first.body)).child_text("SyncKey") or ""
+    got = reader.call("Sync", E(AS, "Sync", E(AS, "Collections", E(
+        AS, "Collection", E(AS, "SyncKey", rkey), E(AS, "CollectionId", cal)))))  # fmt: skip
+    (add,) = commands(collection(decode(got.body)), "Add")
+    data = add.find("ApplicationData", AS)
+    assert data is not None
+    return [added.body, first.body, got.body], data.child_text("UID", CAL) or ""
+
+
+def test_a_calendar_item_without_uid_gets_one_from_the_source(store_factory: StoreFactory) -> None:
+    """The UID the server gives an event the phone sent without one is the command's
+    randomness too (issue #21): the same seed, the same bytes on both phones."""
+    once, uid = _calendar_add(store_factory(), random.Random(SEED))
+    again, uid_again = _calendar_add(store_factory(), random.Random(SEED))
+    assert once == again
+    assert uid == uid_again
+    assert len(uid) == 32
+    assert uid == uid.upper()
+    other, other_uid = _calendar_add(store_factory(), random.Random(SEED + 1))
+    assert other_uid != uid
+    assert other != once
+
+
+def _draft_stored(store: Store, rng: random.Random) -> bytes:
+    """A draft written on the phone (16.x Sync Add to Drafts): the message the store keeps."""
+    phone = Phone(store, rng=rng)
+    phone.provision()
+    drafts = folder_id(store, FolderType.DRAFTS)
+    key = collection(phone.sync(drafts, "0")).child_text("SyncKey") or ""
+    data = E(
+        AS, "ApplicationData", E("Email", "To", "bob@remote.test"), E("Email", "Subject", "draft"),
+        E("AirSyncBase", "Body", E("AirSyncBase", "Type", 1), E("AirSyncBase", "Data", "hi")),
+    )  # fmt: skip
+    phone.sync(drafts, key, commands=[E(AS, "Add", E(AS, "ClientId", "d1"), data)])
+
+    def raw(txn: Txn) -> bytes:
+        user = txn.get_user("alice")
+        assert user is not None
+        folder = txn.folder_by_type(user.id, FolderType.DRAFTS)
+        (message,) = txn.get_messages(user.id, list(txn.message_versions(folder.id)))
+        return txn.raw_message(message.id)
+
+    return store.run_sync(raw)
+
+
+def test_a_drafts_message_id_comes_from_the_source(store_factory: StoreFactory) -> None:
+    once = _draft_stored(store_factory(), random.Random(SEED))
+    assert b"\r\nMessage-ID: <" in once or once.startswith(b"Message-ID: <")
+    assert once == _draft_stored(store_factory(), random.Random(SEED))
+    assert once != _draft_stored(store_factory(), random.Random(SEED + 1))

@@ -75,7 +75,6 @@ import calendar as _gregorian
 import enum
 import functools
 import struct
-import uuid
 import zoneinfo
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta, tzinfo
@@ -865,7 +864,9 @@ def empty_record() -> Record:
 
 
 def _finish(record: Record) -> Record:
-    """Fill what a client may leave out (MS-ASCAL 3.2.4.4: missing times) and check order."""
+    """Fill what a client may leave out (MS-ASCAL 3.2.4.4: missing times) and check order. A
+    missing UID stays empty: the command that stores the item gives it one from its source of
+    randomness (natsync.eas.context.new_uid), so a command's answer is reproducible."""
     given_start, given_end = record.get("start"), record.get("end")
     if given_start is None and given_end is None:
         raise PimError("a calendar item needs a StartTime or an EndTime")
@@ -879,8 +880,6 @@ def _finish(record: Record) -> Record:
     if parse_utc(end) < parse_utc(start):
         raise PimError("the EndTime is before the StartTime; send them in order")
     record["start"], record["end"] = start, end
-    if not record.get("uid"):
-        record["uid"] = uuid.uuid4().hex.upper()
     blob = record.get("tz_blob")
     if isinstance(blob, str) and record.get("tz") is None:
         record["tz"] = zone_for_blob(blob, parse_utc(start).year)

@@ -30,7 +30,7 @@ import mimetypes
 from dataclasses import dataclass, field, replace
 from email.message import EmailMessage
 
-from natsync.eas.context import Context
+from natsync.eas.context import Context, new_message_id
 from natsync.eas.errors import EasError
 from natsync.eas.status import SyncStatus
 from natsync.mail.mime import parse_message
@@ -243,7 +243,7 @@ def _compose(ctx: Context, draft: _Draft) -> bytes:
             msg[name] = draft.headers[name]
     msg["Subject"] = draft.headers.get("Subject", "")
     msg["Date"] = email.utils.format_datetime(ctx.now)
-    msg["Message-ID"] = email.utils.make_msgid(domain=ctx.user.email.rpartition("@")[2])
+    msg["Message-ID"] = new_message_id(ctx.rng, ctx.now, ctx.user.email.rpartition("@")[2])
     for name in ("In-Reply-To", "References"):
         if draft.headers.get(name):
             msg[name] = draft.headers[name]

@@ -50,7 +50,7 @@ from natsync.classes import email as eas_email
 from natsync.classes.codec import ClassCodec, PimError
 from natsync.eas import drafts, isolation, quarantine, registry
 from natsync.eas import state as st
-from natsync.eas.context import Context, HoldUntilChange, Response, kick_relay
+from natsync.eas.context import Context, HoldUntilChange, Response, kick_relay, new_uid
 from natsync.eas.errors import EasError
 from natsync.eas.status import SyncStatus
 from natsync.eas.versions import V14_0, V16_0
@@ -690,6 +690,8 @@ def _item_add(
     except PimError as exc:
         out.add(NS, "Status", exc.eas_status)
         return out
+    if "uid" in record and not record["uid"]:  # a class with UIDs (Calendar) gets one: ctx.rng's
+        record["uid"] = new_uid(ctx.rng)
     uid = record.get("uid")
     if not isinstance(uid, str) or not uid:
         uid = None
