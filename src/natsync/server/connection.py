@@ -24,14 +24,18 @@ against :data:`TRANSITIONS` (h11's ``_state.py``, aioquic's ``_set_state``)::
   arriving; BODY: the app has the request, its body is still arriving; BUSY: the app has the
   whole request; HELD: the app parked it (a Ping waiting on the change feed): no task, no
   deadline; its answer comes later. An answer sent from BODY (before the body ended) closes.
+* Keep-alive as HTTP/1.1 says (HTTP/1.0: only with ``Connection: keep-alive``); empty lines
+  before a request line are ignored (RFC 9112 2.2); ``Expect: 100-continue`` is answered when
+  the app first waits for the body (:meth:`ServerConnection.want_body`).
 * One request at a time; the bytes of a pipelined next one wait. Past :data:`MAX_PENDING` of
   them, reading pauses until the answer is sent (a client cannot make the server keep more).
 * A bad head or body framing (the edge's strict parser: both Content-Length and
   Transfer-Encoding, two lengths, obs-fold, bare LF, a bad chunk line...) is answered with its
   status and closes: nothing after it is read, so no second request hides in a body.
-* Deadlines (:attr:`ServerConnection.deadline`): the handshake, an idle keep-alive connection,
-  a head from its first byte (``header_timeout``), a body between two bytes (``body_timeout``);
-  a held request has none.
+* Deadlines (:attr:`ServerConnection.deadline`): the handshake (dropped), an idle keep-alive
+  connection (closed), a head from its first byte (``header_timeout``: later bytes do not
+  restart its clock) and a body between two bytes (``body_timeout``), both answered 408; a
+  held request has none (it sent its body: waiting for its answer is not being slow).
 
 Memory: the connection keeps this object and its shell for as long as it lives (a held Ping
 too), so both are slotted and keep no buffer while idle or held; actions without data are

@@ -12,28 +12,15 @@ the handler's small parked object. Bytes are read into one buffer that every con
 (each read is handled to completion before the next), decrypted into a second shared buffer,
 and copied out only as far as a request needs them (docs/push.md has the figures).
 
-The rules (RFC 9112):
-
-* Request heads are checked by the edge's strict parser (:mod:`natsync.edge.http`: CRLF line
-  ends, no obs-fold, token names, one Content-Length or ``Transfer-Encoding: chunked``, never
-  both, one Host, at most 16 KiB); a bad head is answered with its 400/431/501 and the
-  connection closes.
-* Bodies (Content-Length or chunked) are kept as they arrive, up to the front's body limit;
-  the handler reads them with ``await request.read(limit)``, so it can refuse a request (401,
-  413) before the body came. ``Expect: 100-continue`` is answered when the handler first waits
-  for the body. A reply sent before the body was read to its end closes the connection.
-* One request at a time per connection; the bytes of a pipelined next request wait (at most
-  :data:`MAX_PENDING`, beyond which the connection is dropped).
-* Keep-alive as HTTP/1.1 says (HTTP/1.0: only with ``Connection: keep-alive``); a connection
-  idle between requests for :data:`KEEPALIVE_TIMEOUT` seconds is closed; the TLS handshake
-  must end within :data:`TLS_HANDSHAKE_TIMEOUT` seconds.
-* Slow clients: a request head must be whole within ``header_timeout`` seconds of its first
-  byte (later bytes do not restart the clock), a body may not go ``body_timeout`` seconds
-  without a byte; either is answered 408 and the connection closes. A held request (Ping) has
-  sent its body: waiting for its answer is neither. Empty lines before a request line are
-  ignored (RFC 9112 2.2).
-* The peer going away (FIN, close_notify, reset) cancels the request's task, or releases its
-  parked request at once (what aiohttp's ``handler_cancellation`` did).
+The decisions — framing, keep-alive, pipelining, deadlines, what to refuse (RFC 9112) — are
+:class:`natsync.server.connection.ServerConnection`'s, without I/O; :class:`Connection` is the
+shell that feeds it bytes and the loop's time and carries out its actions: the TLS layer,
+writes, one timer at the machine's deadline (moved earlier at once, later only when it fires),
+the request's task (:class:`Request` collects its body for the handler, which reads it with
+``await request.read(limit)`` and can refuse it — 401, 413 — before it came) or its parked
+hold, pausing and resuming the transport. The peer going away (FIN, close_notify, reset)
+cancels the request's task, or releases its parked request at once (what aiohttp's
+``handler_cancellation`` did).
 """
 
 from __future__ import annotations
