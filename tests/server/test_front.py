@@ -18,6 +18,7 @@ import pytest
 from aiohttp import web
 
 from natsync.server.app import EAS_APP, make_app, start_server
+from natsync.server.front import MAX_PENDING
 from natsync.store.api import FolderType, Store
 from natsync.wbxml import E, decode, encode
 from tests.eas.helpers import folder_id
@@ -86,6 +87,21 @@ async def test_keep_alive_and_pipelined_requests_answer_in_order(
     status, headers, _ = await read_response(reader)
     assert status == b"HTTP/1.1 200 OK"
     assert "connection" not in headers
+
+
+async def test_pipelined_requests_past_max_pending_wait_their_turn(
+    client: Client, connect: Connect
+) -> None:
+    """Past MAX_PENDING bytes of next requests while one is served, reading pauses (it used to
+    drop the connection), and resumes after each answer: every request is answered, in order."""
+    reader, writer = await connect(client)
+    count = 3 * MAX_PENDING // len(OPTIONS)
+    writer.write(OPTIONS * count)
+    for _ in range(count):
+        status, _, _ = await asyncio.wait_for(read_response(reader), 10)
+        assert status == b"HTTP/1.1 200 OK"
+    writer.write(OPTIONS)
+    assert (await read_response(reader))[0] == b"HTTP/1.1 200 OK"
 
 
 async def test_chunked_body_is_decoded(client: Client, connect: Connect) -> None:
