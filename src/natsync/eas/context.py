@@ -11,7 +11,7 @@ seeded ``random.Random`` (the server passes ``secrets.SystemRandom()``).
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -36,11 +36,11 @@ class HoldUntilChange:
 
     folder_ids: tuple[int, ...]
     #: store folder id -> the folder's ServerId, to name changed folders in the answer
-    server_ids: dict[int, str]
+    server_ids: Mapping[int, str]
     heartbeat: int
     user_id: int
     #: store folder id -> its modseq when the Ping was accepted (changes after it count)
-    baseline: dict[int, int]
+    baseline: Mapping[int, int]
     #: A held Sync (Wait / HeartbeatInterval): on a change, run the same request again (without
     #: holding); when the time is up, answer with an empty body (MS-ASCMD 2.2.3.195).
     rerun: bool = False

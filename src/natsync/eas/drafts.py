@@ -264,6 +264,9 @@ def _compose(ctx: Context, draft: _Draft) -> bytes:
             disposition="inline" if att.inline else "attachment",
             cid=f"<{att.content_id}>" if att.content_id else None,
         )
+    for part in msg.walk():  # the email package would draw each boundary from its own random
+        if part.is_multipart():
+            part.set_boundary(f"=_natsync_{ctx.rng.randbytes(12).hex()}")
     return msg.as_bytes()
 
 

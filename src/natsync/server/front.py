@@ -250,6 +250,8 @@ class Connection(asyncio.BufferedProtocol):
 
     def buffer_updated(self, nbytes: int) -> None:
         machine = self._machine
+        if machine.state is CLOSED:
+            return  # closing: what the client still sends is not read
         tls = self._tls
         if tls is None:
             self._do(machine.receive(_RAW[:nbytes], _loop_time(), _http_date()))
