@@ -102,6 +102,10 @@ class Parked(Protocol):
 
 
 class State(enum.Enum):
+    # Enum's own __hash__ is Python code; the members are singletons, so identity serves, at C
+    # speed, for the table's lookups on every request.
+    __hash__ = object.__hash__
+
     HANDSHAKE = "handshake"
     IDLE = "idle"
     BODY = "body"
@@ -471,12 +475,13 @@ class ServerConnection:
     def _serve(self, head: h1.RequestHead, actions: list[Action], now: float) -> None:
         self._http10 = http10 = head.version == b"HTTP/1.0"
         self._keep_alive = head.keep_alive
-        expect = head.get(b"expect")
-        self._continue = not http10 and expect is not None and expect.lower() == b"100-continue"
         actions.append(Serve(head))
         if head.framing == Framing.NONE:
+            self._continue = False
             self._set_state(BUSY)
             return
+        expect = head.get(b"expect")
+        self._continue = not http10 and expect is not None and expect.lower() == b"100-continue"
         self._body = _BodyReader(head)
         self._since = now
         self._set_state(BODY)
