@@ -43,7 +43,7 @@ against :data:`TRANSITIONS` (h11's ``_state.py``, aioquic's ``_set_state``)::
 Memory: the connection keeps this object and its shell for as long as it lives (a held Ping
 too), so both are slotted and keep no buffer and no float of their own while held; actions
 without data are shared singletons. The split cost no memory per held Ping (bench/push_bench.py
-at 2,000 / 5,000 held: 22.5 / 22.2 KB before, 22.4 / 22.2 KB after) and about 3 µs of CPU per
+at 2,000 / 5,000 held: 22.5 / 22.2 KB before, 22.5 / 22.2 KB after) and about 3 µs of CPU per
 request (bench/front_bench.py: ~32 → ~35 µs with a handler that answers at once; docs/push.md).
 """
 
