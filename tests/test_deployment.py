@@ -65,7 +65,7 @@ log_format = "json"
         ("[edge]\nlisen = 'x:1'\n", "unknown setting edge.lisen (did you mean 'listen'?)"),
         ("server = 1\n", "server must be a table"),
         ("[run]\nlog_format = 'xml'\n", "run.log_format must be text or json"),
-        ("[cert]\nmode = 'acme'\n", "cert.acme_directory"),
+        ("[cert]\nmode = 'acme'\n", "cert.name"),
     ],
 )
 def test_mistakes_named_with_the_file(tmp_path: Path, text: str, needle: str) -> None:

@@ -15,10 +15,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from natsync.config import ServerConfig, read_toml, scalar_setting, server_config_from_dict
 from natsync.errors import ConfigError
+
+if TYPE_CHECKING:
+    from natsync.cert.settings import CertSettings
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -39,47 +42,6 @@ CONFIG_ENV = "NATSYNC_CONFIG"
 MAX_SERVER_PROCESSES = 64
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("debug", "info", "warning", "error")
-CERT_MODES = ("files", "private-ca", "acme")
-
-
-@dataclass(frozen=True, slots=True)
-class CertSettings:
-    """``[cert]``: where the public certificate comes from and how it is kept fresh.
-
-    ``files``: tls_cert/tls_key of [server] and the [[edge.certificates]] files are used as
-    they are (renewed by someone else; `natsync run` reloads them on SIGHUP). ``private-ca``:
-    natsync's own CA in data_dir issues them (phones must trust the CA). ``acme``: an ACME
-    CA (Let's Encrypt, or pebble in tests) issues them for ``names`` and natsync.cert.manager
-    renews them when the CA's renewal information (RFC 9773) says, else at two thirds of the
-    lifetime."""
-
-    mode: str = "files"
-    names: tuple[str, ...] = ()
-    acme_directory: str = ""
-    acme_email: str = ""
-    #: ACME challenge: http-01 (port 80 reachable from outside) or dns-01 (through [ddns]).
-    challenge: str = "http-01"
-    #: Address:port the HTTP-01 responder listens on (the router maps outside 80 to it).
-    http_listen: str = "0.0.0.0:80"
-    #: CA file to trust for the ACME directory ("" = the system's roots); pebble in tests.
-    acme_ca: Path | None = None
-
-    def check(self) -> CertSettings:
-        if self.mode not in CERT_MODES:
-            raise ConfigError(
-                f"cert.mode must be one of {', '.join(CERT_MODES)}, not {self.mode!r}"
-            )
-        if self.mode == "acme":
-            if not self.acme_directory.startswith(("https://", "http://")):
-                raise ConfigError(
-                    "cert.acme_directory must be the ACME directory URL (https://...)"
-                )
-            if not self.names:
-                raise ConfigError("cert.names must list the public name(s) for cert.mode = acme")
-        if self.challenge not in ("http-01", "dns-01"):
-            raise ConfigError(f"cert.challenge must be http-01 or dns-01, not {self.challenge!r}")
-        _check_hostport(self.http_listen, "cert.http_listen")
-        return self
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,11 +105,6 @@ def _simple_table(cls: Any, section: str, table: dict[str, Any], base: Path | No
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise ConfigError(f"{section}.{key} must be a list of strings")
             values[key] = tuple(value)
-        elif key in ("acme_ca",):
-            if not isinstance(value, str) or not value:
-                raise ConfigError(f"{section}.{key} must be a path (a non-empty string)")
-            path = Path(value)
-            values[key] = path if path.is_absolute() or base is None else base / path
         else:
             values[key] = scalar_setting(section, key, default, value)
     return replace(defaults, **values).check()
@@ -184,7 +141,9 @@ class Deployment:
 
 def _known_keys() -> dict[str, set[str]]:
     """Each table's settings (for unknown-key errors with a suggestion)."""
+    from natsync.cert.settings import CERT_KEYS
     from natsync.console.settings import CONSOLE_KEYS
+    from natsync.ddns.provider_settings import PROVIDERS
     from natsync.ddns.settings import DdnsSettings, PortmapSettings
     from natsync.edge.config import EdgeConfig
     from natsync.relay.settings import HomeTunnelSettings, RelaySettings
@@ -197,9 +156,10 @@ def _known_keys() -> dict[str, set[str]]:
         "sources": set(SOURCES_KEYS),
         "console": set(CONSOLE_KEYS),
         "edge": {f.name for f in fields(EdgeConfig)} - {"extra"},
-        "ddns": {f.name for f in fields(DdnsSettings)},
+        # [ddns.<provider>] tables (dyndns2, cloudflare ...) sit inside [ddns].
+        "ddns": {f.name for f in fields(DdnsSettings)} - {"tables"} | set(PROVIDERS),
         "portmap": {f.name for f in fields(PortmapSettings)},
-        "cert": {f.name for f in fields(CertSettings)},
+        "cert": set(CERT_KEYS),
         "admin": {f.name for f in fields(AdminSettings)},
         "run": {f.name for f in fields(RunSettings)},
     }
@@ -250,7 +210,12 @@ def deployment_from_dict(data: dict[str, Any], path: Path | None = None) -> Depl
             edge = edge_config_from_dict(data["edge"], base=base, server=data.get("server", {}))
         ddns = load_ddns_table(data, base) if "ddns" in data else None
         portmap = load_portmap_table(data, base) if "portmap" in data else None
-        cert = _simple_table(CertSettings, "cert", data["cert"], base) if "cert" in data else None
+        cert = None
+        if "cert" in data:  # [cert]: one parser for natsync run and natsync cert (docs/cert.md)
+            from natsync.cert.settings import check_with_ddns, parse_cert_table
+
+            cert = parse_cert_table(data["cert"], base)
+            check_with_ddns(cert, ddns)
         # [relay] (a public relay's own file) and [tunnel] (the home's way to it): checked
         # here, run by `natsync relay run` / `natsync relay dial` (docs/relay.md).
         from natsync.relay.settings import home_tunnel_settings, relay_settings

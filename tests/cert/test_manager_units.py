@@ -182,10 +182,10 @@ def test_the_cert_table_needs_only_the_name(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("table", "match"),
     [
-        ({}, "needs the public name"),
+        ({}, "cert.name: the public name"),
         ({"name": "a.example.com", "dirctory": "x"}, "unknown cert setting"),
         ({"name": "a.example.com", "directory": "http://ca.test/dir"}, "https"),
-        ({"name": "a.example.com", "challenge": "tls-sni-01"}, "use one of"),
+        ({"name": "a.example.com", "challenge": "tls-sni-01"}, "must be one of"),
         ({"name": "a.example.com", "ports_open": "8080"}, "ports_open"),
         ({"name": "a.example.com", "key": "dsa"}, "cert.key"),
         ({"names": "a.example.com"}, "list of strings"),

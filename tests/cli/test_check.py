@@ -199,12 +199,17 @@ MISTAKES: list[tuple[str, object, str]] = [
     (
         "cert mode",
         lambda t: _edit(t, "mode", '"letsencrypt"'),
-        "cert.mode must be one of files, private-ca, acme, not 'letsencrypt'",
+        "cert.mode must be one of acme, private-ca, files, not 'letsencrypt'",
     ),
     (
-        "acme without directory",
-        lambda t: _edit(t, "mode", '"acme"'),
-        "cert.acme_directory must be the ACME directory URL",
+        "old and new name of one cert key",
+        lambda t: _add(t, "cert", 'acme_directory = "staging"\ndirectory = "staging"'),
+        "cert.acme_directory is the old name of cert.directory: keep only directory",
+    ),
+    (
+        "dns-01 without a DNS updater",
+        lambda t: _add(t, "cert", 'challenge = "dns-01"'),
+        "cert.challenge = dns-01: no [ddns] table",
     ),
     (
         "portmap mapping",

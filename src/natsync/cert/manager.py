@@ -60,9 +60,8 @@ from natsync.cert.acme import (
 )
 from natsync.cert.acme_responders import ChallengeStore
 from natsync.cert.ari import AriError, RenewalInfo, cert_id
-from natsync.cert.ca import KEY_TYPES
 from natsync.cert.jose import self_signed_builder
-from natsync.config import scalar_setting
+from natsync.cert.settings import CHALLENGE_CHOICES, parse_cert_table, parse_ports_open
 from natsync.errors import ConfigError, NatsyncError
 
 log = logging.getLogger(__name__)
@@ -94,7 +93,6 @@ MAX_SLEEP = 3600.0
 ACME_DIR = "acme"
 STATUS_FILE = "status.json"
 
-CHALLENGE_CHOICES = ("auto", "http-01", "tls-alpn-01", "dns-01")
 #: The placeholder certificate the edge starts with before the first certificate arrives (it
 #: must listen on 443 to answer TLS-ALPN-01): self-signed, marked by this organization name.
 PLACEHOLDER_ORG = "natsync placeholder (no certificate yet)"
@@ -351,20 +349,83 @@ def choose_challenges(
     return out
 
 
+def _port_reached(result: Any) -> tuple[int, bool] | None:
+    """(outside port 80/443, reachable) from one natsync.portmap ``MapResult``; None when it
+    says nothing about them (another port, UDP, a removal)."""
+    spec = result.spec
+    if spec.protocol != "tcp" or spec.external_port not in (80, 443):
+        return None
+    if result.action in ("created", "renewed", "kept"):
+        # A router may grant another outside port than asked: then 80/443 still do not reach.
+        granted = getattr(result, "external_port", None)
+        return spec.external_port, granted in (None, spec.external_port)
+    if result.action == "failed":
+        return spec.external_port, False
+    return None
+
+
 def reachability_from_portmap(results: Sequence[Any]) -> tuple[bool | None, bool | None]:
     """(port 80, port 443) reachable from outside, from what the router answered to
     natsync.portmap (``MapResult``: created / renewed / kept → True, failed → False); a port
-    not asked about stays None (unknown)."""
+    not asked about stays None (unknown). One success of a port outweighs a failure."""
     found: dict[int, bool] = {}
     for result in results:
-        spec = result.spec
-        if spec.protocol != "tcp" or spec.external_port not in (80, 443):
+        seen = _port_reached(result)
+        if seen is None:
             continue
-        if result.action in ("created", "renewed", "kept"):
-            found[spec.external_port] = True
-        elif result.action == "failed":
-            found.setdefault(spec.external_port, False)
+        port, ok = seen
+        found[port] = found.get(port, False) or ok
     return found.get(80), found.get(443)
+
+
+#: Where the portmap part leaves the router's last answers about ports 80 / 443 for the cert
+#: part (another process): DATA_DIR/acme/REACHABILITY_FILE.
+REACHABILITY_FILE = "reachability.json"
+
+
+class ReachabilityFile:
+    """What the router last said about ports 80 and 443, handed from the portmap part to the
+    cert part of `natsync run` (two processes) through a small JSON file.
+
+    The writer calls :meth:`note` with every ``MapResult`` as it reports it (the newest answer
+    per port wins: a mapping that expired and could not be renewed turns the port closed);
+    the reader calls :meth:`read` and passes the pair to
+    :meth:`CertificateManager.set_reachability`."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.path = data_dir / ACME_DIR / REACHABILITY_FILE
+        self.ports: dict[int, bool] = {}
+
+    def note(self, result: Any) -> None:
+        seen = _port_reached(result)
+        if seen is None or self.ports.get(seen[0]) is seen[1]:
+            return
+        self.ports[seen[0]] = seen[1]
+        doc = {"http": self.ports.get(80), "tls": self.ports.get(443)}
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            _atomic_write(self.path, json.dumps(doc).encode(), 0o644)
+        except OSError as exc:  # the mapping itself matters more than this note
+            log.warning("cannot record port reachability in %s: %s", self.path, exc)
+
+    def clear(self) -> None:
+        """Forget an earlier run's answers (the portmap part starts afresh)."""
+        self.ports.clear()
+        self.path.unlink(missing_ok=True)
+
+    def read(self) -> tuple[bool | None, bool | None] | None:
+        """(port 80, port 443) as last written, or None when nothing was."""
+        try:
+            doc = json.loads(self.path.read_bytes()[:4096])
+        except (OSError, ValueError):
+            return None
+        if not isinstance(doc, dict):
+            return None
+        http, tls = doc.get("http"), doc.get("tls")
+        return (
+            http if isinstance(http, bool) else None,
+            tls if isinstance(tls, bool) else None,
+        )
 
 
 # --- status ----------------------------------------------------------------------------------
@@ -440,69 +501,11 @@ class ManagerSettings:
         return self.data_dir / ACME_DIR
 
 
-#: Keys of the ``[cert]`` table and their defaults (a home user writes ``name`` and nothing else).
-CERT_TABLE_DEFAULTS: dict[str, Any] = {
-    "directory": "production",
-    "challenge": "auto",
-    "email": "",
-    "ports_open": "unknown",
-    "key": "ec",
-}
-
-
-def parse_ports_open(text: str) -> tuple[bool | None, bool | None]:
-    """``unknown`` / ``none`` / ``80`` / ``443`` / ``80,443`` → (80 reachable, 443 reachable)."""
-    if text.strip() == "unknown":
-        return None, None
-    ports = {p.strip() for p in text.split(",") if p.strip()} - {"none"}
-    if not ports <= {"80", "443"}:
-        raise ConfigError(f"ports_open {text!r}: use unknown, none, 80, 443 or 80,443")
-    return "80" in ports, "443" in ports
-
-
 def settings_from_table(table: dict[str, Any], data_dir: Path) -> ManagerSettings:
-    """The ``[cert]`` table of the deployment file as ManagerSettings::
-
-    [cert]
-    name = "mail.example.com"        # or names = [...]; the only required key
-    email = "me@example.com"         # optional, for the CA's expiry mails
-    directory = "production"         # production | staging | https://... (default production)
-    challenge = "auto"               # auto | http-01 | tls-alpn-01 | dns-01
-    ports_open = "unknown"           # what the router forwards: 80,443 | 443 | 80 | none
-    """
-    known = {"name", "names", "ips", *CERT_TABLE_DEFAULTS}
-    unknown = set(table) - known
-    if unknown:
-        raise ConfigError(f"unknown cert setting(s): {', '.join(sorted(unknown))}")
-    names = table.get("names", [table["name"]] if "name" in table else [])
-    ips = table.get("ips", [])
-    for key, value in (("names", names), ("ips", ips)):
-        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-            raise ConfigError(f"cert.{key} must be a list of strings")
-    if not names and not ips:
-        raise ConfigError('the [cert] table needs the public name: name = "mail.example.com"')
-    values = {
-        key: scalar_setting("cert", key, default, table.get(key, default))
-        for key, default in CERT_TABLE_DEFAULTS.items()
-    }
-    http_open, tls_open = parse_ports_open(values["ports_open"])
-    resolve_directory(values["directory"])
-    if values["key"] not in KEY_TYPES:
-        raise ConfigError(f"cert.key: use one of {', '.join(sorted(KEY_TYPES))}")
-    choose_challenges(
-        values["challenge"], http_reachable=True, tls_reachable=True, dns_available=True
-    )
-    return ManagerSettings(
-        names=tuple(n.lower().rstrip(".") for n in names),
-        ips=tuple(ips),
-        data_dir=data_dir,
-        directory=values["directory"],
-        challenge=values["challenge"],
-        email=values["email"],
-        key_type=values["key"],
-        http_reachable=http_open,
-        tls_reachable=tls_open,
-    )
+    """The ``[cert]`` table of the deployment file as ManagerSettings (one parser for every
+    command: :func:`natsync.cert.settings.parse_cert_table`)."""
+    settings: ManagerSettings = parse_cert_table(table).manager_settings(data_dir)
+    return settings
 
 
 InstalledHook = Callable[[Path, Path], Awaitable[None] | None]
@@ -556,6 +559,8 @@ class CertificateManager:
         self.stand_in = stand_in
         self.schedule = Schedule(draw=self.rng.random())
         self.candidates = self._choose()
+        #: Why no challenge can work now (after set_reachability), else None.
+        self.no_challenge: ConfigError | None = None
         self.challenge = ""
         self.challenge_reason = ""
         self.accounts = AccountStore(settings.acme_dir / "accounts")
@@ -666,6 +671,8 @@ class CertificateManager:
         """One order, trying the challenge candidates in turn (the one that worked last time
         first); installs the certificate and runs the hooks. Raises the last error."""
         settings = self.settings
+        if self.no_challenge is not None:
+            raise self.no_challenge
         contact = [f"mailto:{settings.email}"] if settings.email else []
         ordered = sorted(self.candidates, key=lambda c: c.challenge != self.challenge)
         replaces = ""
@@ -778,10 +785,26 @@ class CertificateManager:
     def set_reachability(self, http_reachable: bool | None, tls_reachable: bool | None) -> None:
         """What is now known about ports 80 / 443 from outside (e.g. from
         :func:`reachability_from_portmap`): the challenge candidates are chosen again."""
+        if (http_reachable, tls_reachable) == (
+            self.settings.http_reachable,
+            self.settings.tls_reachable,
+        ):
+            return
         self.settings = replace(
             self.settings, http_reachable=http_reachable, tls_reachable=tls_reachable
         )
-        self.candidates = self._choose()
+        try:
+            self.candidates = self._choose()
+            self.no_challenge = None
+        except ConfigError as exc:  # the router closed both ports and no DNS updater
+            self.candidates, self.no_challenge = [], exc
+            log.error("%s", exc.message)
+        log.info(
+            "ports from outside now: 80 %s, 443 %s; challenges: %s",
+            _reach_word(http_reachable),
+            _reach_word(tls_reachable),
+            "; ".join(f"{c.challenge} ({c.reason})" for c in self.candidates) or "none",
+        )
 
     def _choose(self) -> list[Candidate]:
         settings = self.settings
@@ -836,6 +859,10 @@ class CertificateManager:
                 woken.cancel()
 
 
+def _reach_word(value: bool | None) -> str:
+    return "unknown" if value is None else ("open" if value else "closed")
+
+
 def read_status(data_dir: Path) -> dict[str, Any] | None:
     """The status a running manager last wrote, or None."""
     path = data_dir / ACME_DIR / STATUS_FILE
@@ -850,6 +877,7 @@ __all__ = [
     "CertStatus",
     "CertificateManager",
     "ManagerSettings",
+    "ReachabilityFile",
     "Schedule",
     "State",
     "choose_challenges",

@@ -31,13 +31,15 @@ def _data_dir_option(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, data_dir: Path | None, config_path: Path | None, **kw: Any) -> Any:
-        if data_dir is None and config_path is not None:
+        if config_path is not None:
             from natsync.deployment import load_deployment
 
             try:
-                data_dir = load_deployment(config_path).server.data_dir
+                deployment = load_deployment(config_path)
             except NatsyncError as exc:
                 raise _fail(exc) from exc
+            data_dir = data_dir or deployment.server.data_dir
+            click.get_current_context().meta[DEPLOYMENT_KEY] = deployment
         return fn(*args, data_dir=data_dir or Path("natsync-data"), **kw)
 
     with_config = config_option("Deployment file: its server.data_dir (env NATSYNC_CONFIG).")
@@ -49,6 +51,42 @@ def _data_dir_option(fn: Callable[..., Any]) -> Callable[..., Any]:
         help="natsync's data directory (the CA is in DATA_DIR/ca, certificates in "
         "DATA_DIR/tls) [default: -c FILE's server.data_dir, else ./natsync-data].",
     )(with_config(wrapper))
+
+
+#: Where the wrapper leaves the -c FILE deployment for the command (click's context meta).
+DEPLOYMENT_KEY = "natsync.cert.deployment"
+
+
+def _from_table(deployment: Any, settings: dict[str, Any]) -> None:
+    """`natsync cert acme -c FILE`: what the command line left at its default comes from the
+    file's [cert] table (natsync.cert.settings, the parser `natsync run` uses) and its DNS-01
+    from the file's [ddns] (the TXT publisher `natsync run` uses)."""
+    from click.core import ParameterSource
+
+    cert = deployment.cert
+    if cert is None:
+        raise click.UsageError(f"{deployment.path} has no [cert] table")
+    ctx = click.get_current_context()
+    given = {
+        name
+        for name in ctx.params
+        if ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, None)
+    }
+    table = {
+        "directory_url": ("directory", cert.directory),
+        "names": ("names", list(cert.names)),
+        "ips": ("ips", list(cert.ips)),
+        "challenge": ("challenge", cert.challenge),
+        "ports_open": ("ports_open", cert.ports_open),
+        "email": ("email", cert.email or deployment.admin.email),
+        "ca_file": ("ca_file", str(cert.ca_file) if cert.ca_file else None),
+        "key_type": ("key", cert.key),
+    }
+    for option, (key, value) in table.items():
+        if option not in given:
+            settings[key] = value
+    if not settings.get("dns_server") and deployment.ddns is not None:
+        settings["config"] = str(Path(deployment.path).resolve())
 
 
 _json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
@@ -315,11 +353,21 @@ def _manager(
         http_reachable=http_open,
         tls_reachable=tls_open,
     )
-    dns = None
+    dns: Any = None
     if settings.get("dns_server"):
         from natsync.ddns.providers.rfc2136 import Rfc2136Updater
 
         dns = Rfc2136Updater(_dns_server(settings))
+    elif settings.get("config") and settings["challenge"] in ("auto", "dns-01"):
+        from natsync.cert.settings import dns_provider
+        from natsync.ddns.providers import txt_publisher
+        from natsync.deployment import load_deployment
+
+        deployment = load_deployment(settings["config"])
+        if deployment.cert is not None:
+            provider, _why = dns_provider(deployment.cert, deployment.ddns)
+            if provider is not None:
+                dns = txt_publisher(deployment.ddns, provider)
     hooks = []
     if settings.get("reload_pid_file"):
         hooks.append(sighup_pid_file(Path(settings["reload_pid_file"])))
@@ -489,11 +537,6 @@ def acme(
     command on --listen and --http-port / --tls-port; with --responder edge, by the running
     edge (edge.challenge_dir = DATA_DIR/acme/challenges, edge.http_listen for port 80).
     """
-    _ports_open(ports_open)
-    for ip in ips:
-        _parse_ip(ip)
-    if not names and not ips:
-        raise click.UsageError("give at least one --name or --ip")
     settings: dict[str, Any] = {
         "directory": directory_url,
         "names": list(names),
@@ -514,7 +557,15 @@ def acme(
         "basename": "server",
         "reload_pid_file": str(Path(reload_pid_file).resolve()) if reload_pid_file else None,
     }
-    if challenge == "dns-01" or dns_server:
+    deployment = click.get_current_context().meta.get(DEPLOYMENT_KEY)
+    if deployment is not None:
+        _from_table(deployment, settings)
+    _ports_open(settings["ports_open"])
+    for ip in settings["ips"]:
+        _parse_ip(ip)
+    if not settings["names"] and not settings["ips"]:
+        raise click.UsageError("give at least one --name or --ip (or -c FILE with [cert] name)")
+    if (settings["challenge"] == "dns-01" and not settings.get("config")) or dns_server:
         _dns_server(settings)  # refuse incomplete DNS settings before talking to the server
     _run_and_render(settings, data_dir, as_json)
     path = _acme_settings_path(data_dir)

@@ -138,6 +138,7 @@ def render(
     dns_ttl: int = DEFAULT_TTL,
     dns_interval: float = DEFAULT_INTERVAL,
     ipv6: bool = False,
+    challenge: str = "auto",
 ) -> str:
     """The commented deployment file."""
     tls = data_dir / "tls"
@@ -195,20 +196,21 @@ key = {_q(str(tls / f"{public_cert}.key"))}
 # automatically), "private-ca" (natsync's CA; install data_dir/ca/ca.pem on the phones), or
 # "files" (you renew the files; natsync run reloads them on SIGHUP).
 mode = {_q(cert_mode)}
-names = {_list([name])}
+name = {_q(name)}
 """
     if cert_mode == "acme":
-        out += f"""acme_directory = {_q(acme_directory)}
-challenge = "http-01"
-http_listen = {_q(f"{listen}:{ports['http']}")}    # the router maps the public port 80 here
+        # The keys docs/cert.md lists (natsync.cert.settings reads them, here and in
+        # `natsync cert acme -c`); the contact is admin.email.
+        out += f"""directory = {_q(acme_directory)}   # production (Let's Encrypt), staging, a URL
+# auto: tls-alpn-01 on 443, http-01 on 80, dns-01 through [ddns]: what the router's answers
+# to the port mapping allow ([portmap]); or ports_open = "80,443" / "443" / "80" / "none".
+challenge = {_q(challenge)}
+http_listen = {_q(f"{listen}:{ports['http']}")}    # HTTP-01: the router's port 80 goes here
 """
         if acme_ca:
-            out += f"acme_ca = {_q(acme_ca)}     # CA of the ACME server (tests: pebble)\n"
+            out += f"ca_file = {_q(acme_ca)}     # CA of the ACME server (tests: pebble)\n"
     else:
-        out += (
-            '# acme_directory = "https://acme-v02.api.letsencrypt.org/directory"\n'
-            '# challenge = "http-01"\n'
-        )
+        out += '# directory = "production"\n# challenge = "auto"\n'
     out += "\n"
     if dns_server:
         out += f"""[ddns]
@@ -310,7 +312,17 @@ def _default_output() -> Path:
     help="Where the public certificate comes from [asked; acme].",
 )
 @click.option(
-    "--acme-directory", default="https://acme-v02.api.letsencrypt.org/directory", show_default=True
+    "--acme-directory",
+    default="production",
+    show_default=True,
+    help="ACME directory: production or staging (Let's Encrypt), or an https:// URL.",
+)
+@click.option(
+    "--challenge",
+    type=click.Choice(["auto", "http-01", "tls-alpn-01", "dns-01"]),
+    default="auto",
+    show_default=True,
+    help="ACME challenge (cert.challenge; dns-01 goes through [ddns]).",
 )
 @click.option("--acme-ca", default="", help="CA file of the ACME server (test CAs only).")
 @click.option("--email", "admin_email", default="", help="Operator's address (ACME contact).")
@@ -370,7 +382,8 @@ def _default_output() -> Path:
 @click.option("--force", is_flag=True, help="Overwrite an existing file.")
 def init(
     name: str, output: Path | None, data_dir: Path | None, domain: str | None,
-    cert_mode: str | None, acme_directory: str, acme_ca: str, admin_email: str, store: str,
+    cert_mode: str | None, acme_directory: str, challenge: str, acme_ca: str, admin_email: str,
+    store: str,
     listen: str, https_port: int | None, smtp_port: int | None, http_port: int | None,
     admin_listen: str, edge_admin_listen: str, server_port: int,
     smtp_via_mta: bool | None, portmap: bool | None, router: str,
@@ -444,7 +457,7 @@ def init(
         store=store, portmap=portmap, router=router, upnp_location=upnp_location,
         dns_server=dns_server, dns_zone=dns_zone, tsig_key=tsig_key, admin_listen=admin_listen,
         edge_admin_listen=edge_admin_listen, server_port=server_port, dns_names=dns_names,
-        dns_ttl=dns_ttl, dns_interval=dns_interval, ipv6=ipv6,
+        dns_ttl=dns_ttl, dns_interval=dns_interval, ipv6=ipv6, challenge=challenge,
     )  # fmt: skip
     try:
         output.parent.mkdir(parents=True, exist_ok=True)

@@ -181,7 +181,7 @@ def _ports(deployment: Deployment) -> list[tuple[str, str]]:
     if deployment.admin.listen:
         out.append((deployment.admin.listen, "admin.listen"))
     cert = deployment.cert
-    if cert is not None and cert.mode == "acme" and cert.challenge == "http-01":
+    if cert is not None and cert.mode == "acme" and cert.http_listen:
         out.append((cert.http_listen, "cert.http_listen"))
     return out
 
@@ -405,8 +405,8 @@ def run_checks(deployment: Deployment, *, bind: bool = True) -> list[Problem]:
                     fatal=False,
                 )
             )
-    if deployment.cert is not None and deployment.cert.acme_ca is not None:
-        _readable(deployment.cert.acme_ca, "cert.acme_ca", problems)
+    if deployment.cert is not None and deployment.cert.ca_file is not None:
+        _readable(deployment.cert.ca_file, "cert.ca_file", problems)
     _store(deployment, problems)
     if bind:
         ports = _ports(deployment)

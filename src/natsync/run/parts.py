@@ -16,6 +16,7 @@ server.port + INDEX, and the edge balances over them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -81,6 +82,10 @@ def edge_for(deployment: Deployment) -> Any:
         # One line per request, not one per hop: the server's (with the phone's address from
         # X-Forwarded-For, the user, device and command) is the one kept.
         changes["access_log"] = "off"
+    cert = deployment.cert
+    if "challenge_dir" not in table and cert is not None and cert.mode == "acme":
+        # The cert part (another process) hands TLS-ALPN-01 and HTTP-01 answers over.
+        changes["challenge_dir"] = str(challenge_spool(deployment))
     return replace(edge, **changes).check() if changes else edge
 
 
@@ -214,12 +219,17 @@ def _portmap_part(deployment: Deployment) -> None:
         settings.router,
         settings.upnp_location,
     )
+    from natsync.cert.manager import ReachabilityFile
+
+    reach = ReachabilityFile(deployment.server.data_dir)  # ports 80/443 for the cert part
+    reach.clear()
 
     def report(result: MapResult) -> None:
         """One mapping created, renewed, failed or removed (every action but "kept")."""
         log.info(
             "portmap: %s via %s %s %s", result.spec, result.method, result.action, result.detail
         )
+        reach.note(result)
 
     def round_done(results: list[MapResult]) -> None:
         """After every round (and after the removal at stop): the status of both families."""
@@ -246,21 +256,14 @@ def _portmap_part(deployment: Deployment) -> None:
 
 
 def manager_settings(deployment: Deployment) -> Any:
-    """natsync.cert.manager's settings from [cert] (the seam to natsync.cert): the public
-    certificate is DATA_DIR/tls/public.pem, what [edge] and [server] serve."""
-    from natsync.cert.manager import ManagerSettings
-
+    """natsync.cert.manager's settings from [cert] (natsync.cert.settings, the one parser of
+    the table): the public certificate is DATA_DIR/tls/public.pem, what [edge] and [server]
+    serve; the contact is cert.email, else admin.email."""
     cert = deployment.cert
     assert cert is not None
-    return ManagerSettings(
-        names=tuple(cert.names),
-        data_dir=deployment.server.data_dir,
-        directory=cert.acme_directory,
-        challenge=cert.challenge,
-        email=cert.acme_email or deployment.admin.email,
-        cert_dir=deployment.server.data_dir / "tls",
-        basename="public",
-        ca_file=cert.acme_ca,
+    data = deployment.server.data_dir
+    return cert.manager_settings(
+        data, cert_dir=data / "tls", basename="public", email=deployment.admin.email
     )
 
 
@@ -291,6 +294,44 @@ def _cert_part(deployment: Deployment) -> None:
     asyncio.run(_cert_manager(deployment))
 
 
+def _dns_publisher(deployment: Deployment) -> Any:
+    """The TXT publisher DNS-01 goes through (cert.dns_provider, else ddns.provider), or None
+    when there is none (then auto leaves dns-01 out and says why)."""
+    from natsync.cert.settings import dns_provider
+    from natsync.ddns.providers import txt_publisher
+
+    cert = deployment.cert
+    assert cert is not None
+    if cert.challenge not in ("auto", "dns-01"):
+        return None
+    provider, why = dns_provider(cert, deployment.ddns)
+    if provider is None:
+        log.info("cert: no dns-01: %s", why)
+        return None
+    return txt_publisher(deployment.ddns, provider)
+
+
+#: Seconds between looks at what the portmap part last learnt of ports 80 / 443.
+REACHABILITY_POLL = 2.0
+
+
+async def _follow_reachability(deployment: Deployment, manager: Any, stop: asyncio.Event) -> None:
+    """The router's answers to the portmap part (ReachabilityFile) replace cert.ports_open
+    for the ports it asked about; the manager's auto choice follows them."""
+    from natsync.cert.manager import ReachabilityFile
+
+    configured = deployment.cert.reachable if deployment.cert is not None else (None, None)
+    source = ReachabilityFile(deployment.server.data_dir)
+    while not stop.is_set():
+        seen = source.read()
+        if seen is not None:
+            http = seen[0] if seen[0] is not None else configured[0]
+            tls = seen[1] if seen[1] is not None else configured[1]
+            manager.set_reachability(http, tls)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), REACHABILITY_POLL)
+
+
 async def _cert_manager(deployment: Deployment) -> None:
     from natsync.cert.acme_responders import ChallengeStore, start_http01_responder
     from natsync.cert.manager import CertificateManager
@@ -303,15 +344,10 @@ async def _cert_manager(deployment: Deployment) -> None:
         loop.add_signal_handler(sig, stop.set)
     store = ChallengeStore(spool=challenge_spool(deployment))
     responder = None
-    if cert.challenge == "http-01" and not getattr(deployment.edge, "http_listen", ""):
+    if cert.http_listen and not getattr(deployment.edge, "http_listen", ""):
         # No port 80 on the edge: the cert part answers HTTP-01 on cert.http_listen itself.
         host, _, port = cert.http_listen.rpartition(":")
         responder = await start_http01_responder(store, host.strip("[]"), int(port))
-    dns = None
-    if cert.challenge == "dns-01" and deployment.ddns is not None:
-        from natsync.ddns.providers import txt_publisher
-
-        dns = txt_publisher(deployment.ddns)
     ca_file = deployment.server.data_dir / "ca" / "ca.pem"
 
     def stand_in(leaf: Any) -> bool:
@@ -326,16 +362,22 @@ async def _cert_manager(deployment: Deployment) -> None:
     manager = CertificateManager(
         manager_settings(deployment),
         challenges=store,
-        dns=dns,
+        dns=_dns_publisher(deployment),
         on_installed=[installed],
         stand_in=stand_in,
     )
+    follow = None
+    if deployment.portmap is not None:
+        follow = asyncio.create_task(_follow_reachability(deployment, manager, stop))
+        await asyncio.sleep(0)  # the router's first answers count for the first order
     # SIGUSR1 (from `natsync run`'s supervisor): renew now, whatever the expiry.
     loop.add_signal_handler(signal.SIGUSR1, manager.renew_soon)
     emit({"ready": {"mode": cert.mode, "challenges": [c.challenge for c in manager.candidates]}})
     try:
         await manager.run(stop)
     finally:
+        if follow is not None:
+            follow.cancel()
         if responder is not None:
             responder.close()
             await responder.wait_closed()
