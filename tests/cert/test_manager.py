@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import ssl
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -29,6 +30,7 @@ from natsync.cert.manager import (
     State,
     edge_reload_hook,
     ensure_placeholder,
+    is_placeholder,
     read_status,
     reloader_hook,
 )
@@ -184,15 +186,49 @@ async def test_http01_on_the_edge_port_80_and_renewal_at_the_time_ari_suggests(
             assert location.encode() in answer
 
 
+class PhoneDuringValidation(ChallengeStore):
+    """A challenge store that, the moment a TLS-ALPN-01 challenge is put in, has a phone
+    (ALPN http/1.1) open a TLS connection to the edge naming the same host."""
+
+    port = 0
+    seen: list[tuple[x509.Certificate, str | None, bool]]
+
+    def put_alpn(self, identifier: str, key_authorization: str, now: dt.datetime) -> None:
+        super().put_alpn(identifier, key_authorization, now)
+        self.seen = []
+        asyncio.get_running_loop().create_task(self._phone(identifier))
+
+    async def _phone(self, name: str) -> None:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        context.set_alpn_protocols(["http/1.1"])
+        _, writer = await asyncio.open_connection(
+            "127.0.0.1", self.port, ssl=context, server_hostname=name
+        )
+        tls = writer.get_extra_info("ssl_object")
+        leaf = x509.load_der_x509_certificate(tls.getpeercert(binary_form=True))
+        pending = self.alpn_certificate_for(name) is not None
+        self.seen.append((leaf, tls.selected_alpn_protocol(), pending))
+        writer.close()
+
+
 async def test_tls_alpn01_answered_by_the_edge_on_443(pebble: Pebble, tmp_path: Path) -> None:
+    """pebble validates TLS-ALPN-01 on the edge's port (acme-tls/1, RFC 8737); a phone that
+    connects naming the host during the validation gets the real certificate."""
     name = unique("alpn")
-    store = ChallengeStore()
+    store = PhoneDuringValidation()
     settings = settings_for(pebble, tmp_path, (name,), challenge="tls-alpn-01")
     async with edge_on_pebble_ports(pebble, settings, store) as edge:
+        store.port = edge.port
         manager = CertificateManager(
             settings, challenges=store, on_installed=[edge_reload_hook(edge)]
         )
         await manager.step()
+        [(phone_leaf, phone_alpn, pending)] = store.seen
+        assert pending  # the phone came while the validation certificate was up
+        assert is_placeholder(phone_leaf)  # ... and got the real one (no certificate yet)
+        assert phone_alpn == "http/1.1"
         leaf = installed_leaf(settings)
         assert (await served_leaf(edge.port, name)) == leaf
         assert store.alpn_certificate_for(name) is None  # withdrawn after validation

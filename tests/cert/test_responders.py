@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
 import ssl
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from natsync.cert.manager import ensure_placeholder, is_placeholder
 from natsync.edge import EdgeConfig, start_edge
 from natsync.edge.config import SiteCert
 from natsync.errors import ConfigError, NatsyncError
+from tests.cert.test_client_hello import openssl_hello
 
 NOW = dt.datetime.now(dt.UTC)
 TOKEN = "evaGxfADs6pSRb2LAv9IZf17Dt3juxGJ-PCt92wr-oA"
@@ -93,7 +95,7 @@ def test_the_spool_carries_challenges_to_another_store(tmp_path: Path) -> None:
 
 
 async def test_the_edge_presents_the_validation_certificate_only_for_the_pending_name(
-    tmp_path: Path,
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     cert, key = tmp_path / "server.pem", tmp_path / "server.key"
     assert ensure_placeholder(cert, key, ["a.example.test"], NOW)
@@ -125,8 +127,44 @@ async def test_the_edge_presents_the_validation_certificate_only_for_the_pending
             oids = [ext.oid for ext in leaf.extensions]
             assert (jose.ACME_IDENTIFIER_OID in oids) is challenged
             assert tls.selected_alpn_protocol() == (jose.ACME_TLS_ALPN if challenged else None)
+        # RFC 8737 section 3: only a handshake offering acme-tls/1 gets the validation
+        # certificate; a phone naming the same host during the validation gets the real one.
+        for offer in (["http/1.1"], ["h2", "http/1.1"], None):
+            phone = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            phone.check_hostname = False
+            phone.verify_mode = ssl.CERT_NONE
+            if offer:
+                phone.set_alpn_protocols(offer)
+            _, writer = await asyncio.open_connection(
+                "127.0.0.1", edge.port, ssl=phone, server_hostname="a.example.test"
+            )
+            tls = writer.get_extra_info("ssl_object")
+            leaf = x509.load_der_x509_certificate(tls.getpeercert(binary_form=True))
+            writer.close()
+            assert is_placeholder(leaf), offer
+            assert tls.selected_alpn_protocol() == ("http/1.1" if offer else None)
+        # A ClientHello arriving in pieces (two TCP segments) is read whole.
+        hello = openssl_hello("a.example.test", [jose.ACME_TLS_ALPN])
+        caplog.set_level(logging.INFO, logger="natsync.edge")
+        caplog.clear()
+        reader, writer = await asyncio.open_connection("127.0.0.1", edge.port)
+        writer.write(hello[:40])
+        await writer.drain()
+        await asyncio.sleep(0.2)
+        writer.write(hello[40:])
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(16384), 5)
+        writer.close()
+        assert answer[:1] == b"\x16"  # a ServerHello
+        assert edge_log_line(caplog) == "TLS-ALPN-01: presenting the ACME validation certificate"
     finally:
         await edge.close()
+
+
+def edge_log_line(caplog: pytest.LogCaptureFixture) -> str:
+    """The last TLS-ALPN-01 line of the edge's log, without the name."""
+    lines = [r.getMessage() for r in caplog.records if "TLS-ALPN-01" in r.getMessage()]
+    return lines[-1].rsplit(" for ", 1)[0] if lines else ""
 
 
 def test_edge_http_listen_is_checked() -> None:

@@ -7,13 +7,14 @@ The store is the interface the edge serves from, too. How the edge plugs in:
   :func:`http01_answer` with the path: it returns the body to send (``200``,
   ``Content-Type: application/octet-stream``) or None (answer ``404``). No other path is
   touched, and the answer needs no TLS.
-- TLS-ALPN-01: in the edge's ``SSLContext.sni_callback``, call
-  ``store.alpn_context_for(server_name)``; when it returns a context, set
-  ``ssl_object.context`` to it. That context presents the challenge certificate and offers
-  only ALPN ``acme-tls/1``. (Python's ``sni_callback`` cannot see the client's ALPN list, so
-  while a challenge for a name is pending, i.e. the few seconds of a validation, ordinary
-  clients naming it get the challenge certificate and fail; the challenge is removed as soon
-  as the authorization is decided.)
+- TLS-ALPN-01 (RFC 8737 section 3): the listening context's ``sslobject_class`` is (or
+  derives from) :class:`HelloPeekingSSLObject`, which reads the client's ClientHello before
+  OpenSSL does; in the ``sni_callback``, when :func:`offers_acme_tls` says the handshake
+  offers ALPN ``acme-tls/1``, call ``store.alpn_context_for(server_name)`` and, when it returns
+  a context, set ``ssl_object.context`` to it. That context presents the validation
+  certificate (with the critical acmeIdentifier extension) and selects ``acme-tls/1``. Every
+  other handshake naming the host, a phone's, gets the real certificate, even during a
+  validation.
 
 The ACME client (:mod:`natsync.cert.acme`) puts a challenge in before telling the server to
 validate, and removes it once the authorization is valid or invalid.
@@ -38,9 +39,11 @@ import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Self
 
 from cryptography.hazmat.primitives import serialization
 
+from natsync.cert.client_hello import INCOMPLETE, ClientHello, ClientHelloError, parse_client_hello
 from natsync.cert.jose import ACME_TLS_ALPN, alpn_certificate
 from natsync.errors import NatsyncError
 
@@ -215,6 +218,67 @@ class ChallengeStore:
         self._spool_remove(ALPN_SPOOL, name)
 
 
+class HelloPeekingSSLObject(ssl.SSLObject):
+    """A server-side ``SSLObject`` that reads the ClientHello from its incoming memory BIO
+    before OpenSSL does, putting the bytes back unchanged, so that the SNI callback can see
+    the ALPN protocols the client offers (``client_hello``; RFC 8737 section 3 serves the
+    validation certificate only to a handshake offering ``acme-tls/1``).
+
+    asyncio's and uvloop's TLS transports write what arrives into the BIO and then call
+    ``do_handshake``; after a call that needs more data OpenSSL has consumed everything in the
+    BIO, so the bytes seen so far plus what the BIO holds now are the client's stream from its
+    first byte. Peeking stops once the ClientHello is read (or found unreadable: then
+    ``client_hello`` stays None and the caller decides by SNI alone).
+    """
+
+    client_hello: ClientHello | None = None
+
+    @classmethod
+    def _create(cls, *args: Any, **kwargs: Any) -> Self:
+        obj: Self = super()._create(*args, **kwargs)  # type: ignore[misc]
+        server_side = kwargs.get("server_side", args[2] if len(args) > 2 else False)
+        if server_side:
+            incoming = kwargs.get("incoming", args[0] if args else None)
+            vars(obj).update(_hello_bio=incoming, _hello_seen=b"")
+        return obj
+
+    def do_handshake(self) -> None:
+        bio = vars(self).get("_hello_bio")
+        if bio is not None:
+            self._peek_hello(bio)
+        super().do_handshake()
+
+    def _peek_hello(self, bio: ssl.MemoryBIO) -> None:
+        pending = bio.read()
+        if pending:
+            try:
+                bio.write(pending)
+            except ssl.SSLError:  # the peer's EOF came with it: the connection is ending
+                vars(self)["_hello_bio"] = None
+                return
+        seen = vars(self)["_hello_seen"] + pending
+        try:
+            hello = parse_client_hello(seen)
+        except ClientHelloError as exc:
+            log.debug("ClientHello not readable (%s): choosing by SNI alone", exc.message)
+            vars(self)["_hello_bio"] = None
+            return
+        if hello is INCOMPLETE:
+            vars(self)["_hello_seen"] = seen
+            return
+        assert isinstance(hello, ClientHello)
+        vars(self).update(client_hello=hello, _hello_bio=None, _hello_seen=b"")
+
+
+def offers_acme_tls(sslobj: Any) -> bool:
+    """Whether the handshake of *sslobj* offers ALPN ``acme-tls/1`` (RFC 8737 section 3).
+    Unknown (the ClientHello could not be read): True, so that a validation still works."""
+    hello = getattr(sslobj, "client_hello", None)
+    if hello is None:
+        return True
+    return ACME_TLS_ALPN in hello.alpn
+
+
 def _alpn_context(cert_pem: bytes, key_pem: bytes) -> ssl.SSLContext:
     """A server context presenting the challenge certificate with ALPN acme-tls/1 only.
 
@@ -335,12 +399,17 @@ async def start_http01_responder(
 async def start_tls_alpn01_responder(
     store: ChallengeStore, host: str = "127.0.0.1", port: int = 443
 ) -> asyncio.Server:
-    """Answer TLS-ALPN-01 handshakes from *store* on *host*:*port*; other names get no
-    certificate (the handshake fails), and nothing is served after the handshake."""
+    """Answer TLS-ALPN-01 handshakes from *store* on *host*:*port*; other names, and
+    handshakes not offering ALPN ``acme-tls/1``, get no certificate (the handshake fails),
+    and nothing is served after the handshake."""
     base = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     base.set_alpn_protocols([ACME_TLS_ALPN])
+    base.sslobject_class = HelloPeekingSSLObject
 
     def pick(sock: ssl.SSLObject, name: str | None, _: ssl.SSLContext) -> int | None:
+        if not offers_acme_tls(sock):
+            log.info("TLS-ALPN-01: a handshake for %r without acme-tls/1 refused", name)
+            return ssl.ALERT_DESCRIPTION_HANDSHAKE_FAILURE
         context = store.alpn_context_for(name)
         if context is None:
             log.info("TLS-ALPN-01: no challenge pending for %r", name)

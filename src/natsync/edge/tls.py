@@ -46,7 +46,7 @@ from typing import Any
 from cryptography import x509
 
 from natsync.cert import policy
-from natsync.cert.acme_responders import ChallengeStore
+from natsync.cert.acme_responders import ChallengeStore, HelloPeekingSSLObject, offers_acme_tls
 from natsync.edge.config import EdgeConfig, SiteCert
 from natsync.errors import ConfigError, NatsyncError
 
@@ -65,8 +65,9 @@ class BackendCertError(NatsyncError):
     http_status = 502
 
 
-class DirectSSLObject(ssl.SSLObject):
-    """An ``SSLObject`` whose ``read``, ``write`` and ``pending`` are the C object's own methods.
+class DirectSSLObject(HelloPeekingSSLObject):
+    """An ``SSLObject`` whose ``read``, ``write`` and ``pending`` are the C object's own methods
+    (and which reads the ClientHello's ALPN offer for TLS-ALPN-01: ``HelloPeekingSSLObject``).
 
     uvloop's TLS transport binds these three once per connection and calls them several times
     per request; the versions in ``ssl.py`` only pass their arguments on, at the price of a
@@ -75,7 +76,7 @@ class DirectSSLObject(ssl.SSLObject):
 
     @classmethod
     def _create(cls, *args: Any, **kwargs: Any) -> DirectSSLObject:
-        obj: DirectSSLObject = super()._create(*args, **kwargs)  # type: ignore[misc]
+        obj: DirectSSLObject = super()._create(*args, **kwargs)
         raw = obj._sslobj  # type: ignore[attr-defined]
         vars(obj).update(read=raw.read, write=raw.write, pending=raw.pending)
         return obj
@@ -118,11 +119,10 @@ def _site_context(site: SiteCert) -> ssl.SSLContext:
 class SiteContexts:
     """The phone-facing TLS contexts, by SNI name, swappable on reload.
 
-    With a challenge store (*challenges*), a handshake naming a host whose ACME TLS-ALPN-01
-    validation is pending (RFC 8737 section 3) gets the validation certificate and ALPN
-    ``acme-tls/1`` instead. Python's SNI callback cannot see the client's ALPN offer, so for
-    the seconds of a validation any other handshake naming that host gets it too and fails;
-    open connections are not touched, and the challenge is withdrawn as soon as the CA decided.
+    With a challenge store (*challenges*), a handshake that names a host whose ACME
+    TLS-ALPN-01 validation is pending and offers ALPN ``acme-tls/1`` (RFC 8737 section 3; the
+    offer read from the ClientHello by ``DirectSSLObject``) gets the validation certificate
+    and ``acme-tls/1`` instead; a phone's handshake naming the host gets the real one.
     """
 
     def __init__(self, sites: Sequence[SiteCert], challenges: ChallengeStore | None = None) -> None:
@@ -163,7 +163,7 @@ class SiteContexts:
         self.handshakes += 1
         if self.challenges is not None and name:
             challenge = self.challenges.alpn_context_for(name)
-            if challenge is not None:
+            if challenge is not None and offers_acme_tls(sslobj):
                 log.info("TLS-ALPN-01: presenting the ACME validation certificate for %s", name)
                 sslobj.context = challenge
                 return
