@@ -214,3 +214,16 @@ def test_from_scratch(play: Any) -> None:
     for part in ("detects the router", "pebble issues", "by push", "record follows",
                  "self-check runs again", "syncs again", "not cut"):  # fmt: skip
         assert part in titles
+
+
+def test_dns_provider(play: Any) -> None:
+    """The issue's lab proof for DNS providers and certificates: from scratch, dyndns2 keeps
+    the record in BIND, port 80 is blocked at the router, the certificate comes by DNS-01,
+    the phone syncs."""
+    narr = play("dns-provider")
+    assert all(s.expect_ok for s in narr.steps)
+    assert len(narr.steps) == 7
+    assert "good" in narr.steps[2].detail
+    assert "with dns-01" in narr.steps[3].detail
+    assert narr.reports["dns-provider-sync"]["ok"] is True
+    assert narr.reports["dns-provider-sync"]["address"] == t.PUBLIC_NEXT

@@ -257,8 +257,9 @@ class Lab:
         self._state().save()
         self.restart_miniupnpd()
 
-    def set_privileged_mappings(self, on: bool) -> None:
-        self.topology = replace(self.topology, privileged_mappings=on)
+    def set_privileged_mappings(self, on: bool, blocked: tuple[int, ...] = ()) -> None:
+        """Let miniupnpd map ports below 1024 (or not), never the *blocked* outside ports."""
+        self.topology = replace(self.topology, privileged_mappings=on, blocked_ports=blocked)
         self.restart_miniupnpd()
 
     def start_miniupnpd(self) -> None:

@@ -50,10 +50,20 @@ def key_file_text(name: str, secret: bytes) -> str:
 
 
 def named_conf(
-    directory: Path, host: str, port: int, zone: str, key_name: str, updatable: Sequence[str]
+    directory: Path,
+    host: str,
+    port: int,
+    zone: str,
+    key_name: str,
+    updatable: Sequence[str],
+    acme_names: Sequence[str] = (),
 ) -> str:
-    """BIND 9 as the primary of ``zone``, no recursion, updates by TSIG for ``updatable``."""
-    grants = "\n".join(f"    grant {key_name} name {n}. A AAAA;" for n in updatable)
+    """BIND 9 as the primary of ``zone``, no recursion, updates by TSIG for ``updatable`` (A,
+    AAAA) and the DNS-01 TXT records of ``acme_names`` (``_acme-challenge.NAME``)."""
+    grants = "\n".join(
+        [f"    grant {key_name} name {n}. A AAAA;" for n in updatable]
+        + [f"    grant {key_name} name _acme-challenge.{n}. TXT;" for n in acme_names]
+    )
     return f"""
 options {{
   directory "{directory}";

@@ -165,6 +165,8 @@ class Topology:
     wan_address: str = PUBLIC
     #: Let miniupnpd map ports below 1024 (443, 25).
     privileged_mappings: bool = False
+    #: Outside ports miniupnpd never maps (an ISP that blocks port 80 inbound, say).
+    blocked_ports: tuple[int, ...] = ()
     #: Static port forwards on the router: (external port, LAN host, internal port), TCP.
     forwards: tuple[tuple[int, str, int], ...] = ()
     #: Seconds an idle established TCP connection stays in the router's conntrack table
@@ -368,6 +370,7 @@ def miniupnpd_conf(topo: Topology) -> str:
     map only to itself), rules in the chains :func:`router_ruleset` leaves for it."""
     n = topo.names
     ports = UPNP_PORTS_ALL if topo.privileged_mappings else UPNP_PORTS
+    blocked = "".join(f"deny {p} 0.0.0.0/0 0-65535\n" for p in topo.blocked_ports)
     return f"""ext_ifname={n.wan_if}
 listening_ip={n.router_lan_if}
 http_port=0
@@ -382,7 +385,7 @@ upnp_nat_table_name=miniupnpd
 upnp_forward_chain=miniupnpd
 upnp_nat_chain=prerouting_miniupnpd
 upnp_nat_postrouting_chain=postrouting_miniupnpd
-allow {ports} {LAN_NET} {ports}
+{blocked}allow {ports} {LAN_NET} {ports}
 deny 0-65535 0.0.0.0/0 0-65535
 """
 

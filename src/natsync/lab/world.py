@@ -138,7 +138,9 @@ class World:
         key_file.write_text(key_file_text(KEY_NAME, os.urandom(32)))
         key_file.chmod(0o600)
         (self.bind / "named.conf").write_text(
-            named_conf(self.bind, t.INET, 53, ZONE, KEY_NAME, (PUBLIC_NAME, MX_NAME))
+            named_conf(
+                self.bind, t.INET, 53, ZONE, KEY_NAME, (PUBLIC_NAME, MX_NAME), (PUBLIC_NAME,)
+            )
         )
         (self.bind / f"{ZONE}.zone").write_text(
             zone_text(

@@ -19,6 +19,7 @@ def registry() -> dict[str, tuple[str, Scenario]]:
         carrier_grade_nat,
         certificate_mismatch,
         direct_push_timeout,
+        dns_provider,
         dynamic_address,
         from_scratch,
         hairpin,
@@ -33,4 +34,5 @@ def registry() -> dict[str, tuple[str, Scenario]]:
         "hairpin": (hairpin.__doc__ or "", hairpin.run),
         "carrier-grade-nat": (carrier_grade_nat.__doc__ or "", carrier_grade_nat.run),
         "from-scratch": (from_scratch.__doc__ or "", from_scratch.run),
+        "dns-provider": (dns_provider.__doc__ or "", dns_provider.run),
     }
