@@ -124,15 +124,14 @@ def test_natsync_init_writes_the_documented_keys(tmp_path: Path) -> None:
     table = text.split("[cert]\n", 1)[1].split("\n[", 1)[0]
     keys = {line.split("=")[0].strip() for line in table.splitlines() if "=" in line}
     keys = {k for k in keys if not k.startswith("#")}
-    assert keys == {"mode", "name", "directory", "challenge", "http_listen"}
+    assert keys == {"mode", "name", "directory", "challenge"}
     assert not keys & set(RENAMED)
-    cert = load_deployment(tmp_path / "natsync.toml").cert
+    deployment = load_deployment(tmp_path / "natsync.toml")
+    cert = deployment.cert
     assert cert is not None
-    assert (cert.directory, cert.challenge, cert.http_listen) == (
-        "production",
-        "auto",
-        "0.0.0.0:8080",
-    )
+    assert (cert.directory, cert.challenge, cert.http_listen) == ("production", "auto", "")
+    # Port 80 is the edge's: HTTP-01 answers, everything else redirected to HTTPS.
+    assert deployment.edge.http_listen == "0.0.0.0:8080"
 
 
 def test_cert_acme_reads_the_same_table_dns01_through_ddns(

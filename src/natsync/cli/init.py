@@ -149,6 +149,12 @@ def render(
     if cert_mode == "acme":
         mappings.append(f"80:{ports['http']}/tcp")
     public_cert = "public"
+    edge_http = ""
+    if cert_mode == "acme":  # the router's port 80 goes here
+        http_listen = f"{listen}:{ports['http']}"
+        edge_http = (
+            f"http_listen = {_q(http_listen)}   # port 80: ACME HTTP-01, the rest -> HTTPS\n"
+        )
     out = f"""# natsync deployment for {name}, written by `natsync init`.
 # Check it with `natsync check -c THIS_FILE`, run it with `natsync run -c THIS_FILE`.
 # `natsync run` reloads it on SIGHUP (kill -HUP, or systemctl reload natsync).
@@ -185,7 +191,7 @@ admin_listen = {_q(edge_admin_listen)}          # edge /healthz and /metrics: ne
 workers = 1                                  # processes sharing the port (SO_REUSEPORT)
 # SMTP is not forwarded by the edge: [server] smtp_listen receives directly.
 forwards = []
-
+{edge_http}
 [[edge.certificates]]
 names = {_list([name])}
 cert = {_q(str(tls / f"{public_cert}.pem"))}
@@ -205,7 +211,6 @@ name = {_q(name)}
 # auto: tls-alpn-01 on 443, http-01 on 80, dns-01 through [ddns]: what the router's answers
 # to the port mapping allow ([portmap]); or ports_open = "80,443" / "443" / "80" / "none".
 challenge = {_q(challenge)}
-http_listen = {_q(f"{listen}:{ports['http']}")}    # HTTP-01: the router's port 80 goes here
 """
         if acme_ca:
             out += f"ca_file = {_q(acme_ca)}     # CA of the ACME server (tests: pebble)\n"

@@ -175,6 +175,8 @@ def _ports(deployment: Deployment) -> list[tuple[str, str]]:
     if deployment.edge is not None:
         edge = edge_for(deployment)
         out.append((edge.listen, "edge.listen"))
+        if edge.http_listen:
+            out.append((edge.http_listen, "edge.http_listen"))
         if edge.admin_listen:
             out.append((edge.admin_listen, "edge.admin_listen"))
         out += [(f.listen, "edge.forwards.listen") for f in edge.forwards]
