@@ -208,7 +208,7 @@ MISTAKES: list[tuple[str, object, str]] = [
     ),
     (
         "dns-01 without a DNS updater",
-        lambda t: _add(t, "cert", 'challenge = "dns-01"'),
+        lambda t: _add(_edit(t, "mode", '"acme"'), "cert", 'challenge = "dns-01"'),
         "cert.challenge = dns-01: no [ddns] table",
     ),
     (
