@@ -46,6 +46,9 @@ def test_what_the_router_answered_is_written_and_read(tmp_path: Path) -> None:
     # a router that grants another outside port than asked: 443 does not reach the edge
     written.note(MapResult(MappingSpec("tcp", 8443, 443), "renewed", external_port=44300))
     assert ReachabilityFile(tmp_path).read() == (False, False)
+    # an IPv6 pinhole says nothing about the IPv4 mapping validators come through
+    written.note(MapResult(MappingSpec("tcp", 80, 80), "created", method="pcp6"))
+    assert ReachabilityFile(tmp_path).read() == (False, False)
     written.clear()
     assert ReachabilityFile(tmp_path).read() is None
 

@@ -355,6 +355,10 @@ def _port_reached(result: Any) -> tuple[int, bool] | None:
     spec = result.spec
     if spec.protocol != "tcp" or spec.external_port not in (80, 443):
         return None
+    if str(getattr(result, "method", "")).endswith("6"):
+        # An IPv6 pinhole (upnp6, pcp6): ACME validators reach the name's A record through
+        # the router's IPv4 mapping, which this does not tell about.
+        return None
     if result.action in ("created", "renewed", "kept"):
         # A router may grant another outside port than asked: then 80/443 still do not reach.
         granted = getattr(result, "external_port", None)
