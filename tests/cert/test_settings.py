@@ -168,3 +168,20 @@ ca_file = "{pebble.ca_file}"
     result = CliRunner().invoke(main, ["cert", "renew", "-c", str(config), "--force", "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output.strip().splitlines()[-1])["challenge"] == "dns-01"
+
+
+def test_natsync_check_names_the_new_key_of_an_old_one(tmp_path: Path) -> None:
+    from natsync.run.checks import run_checks
+
+    deployment = deployment_from_dict(
+        {"cert": {"name": "a.example.com", "acme_email": "ops@example.com"}},
+        tmp_path / "natsync.toml",
+    )
+    notices = [p for p in run_checks(deployment, bind=False) if p.where.startswith("cert.")]
+    assert [(p.line(), p.fatal) for p in notices] == [
+        (
+            "cert.acme_email: the old name of cert.email (still read); fix: write email = ... "
+            "instead (docs/cert.md)",
+            False,
+        )
+    ]

@@ -409,6 +409,18 @@ def run_checks(deployment: Deployment, *, bind: bool = True) -> list[Problem]:
             )
     if deployment.cert is not None and deployment.cert.ca_file is not None:
         _readable(deployment.cert.ca_file, "cert.ca_file", problems)
+    if deployment.cert is not None:
+        from natsync.cert.settings import RENAMED
+
+        for old in deployment.cert.renamed:  # still read, under the name docs/cert.md gives
+            problems.append(
+                Problem(
+                    f"cert.{old}",
+                    f"the old name of cert.{RENAMED[old]} (still read)",
+                    f"write {RENAMED[old]} = ... instead (docs/cert.md)",
+                    fatal=False,
+                )
+            )
     _store(deployment, problems)
     if bind:
         ports = _ports(deployment)
