@@ -226,16 +226,27 @@ class DeviceRow:
     recent: tuple[RecentRequest, ...]
     #: A Ping of the device is held now (by the record; exact when the server says so).
     holding: bool
+    #: The device's push latencies in ms, newest first: from the commit of a change (a mail
+    #: delivered by SMTP) to the answer of the Ping that waited for it (natsync.server.recent).
+    pushes: tuple[float, ...] = ()
+
+    def push_quantile(self, q: float) -> float | None:
+        """The q-quantile of the recent push latencies, ms (None: no push recorded)."""
+        from natsync.server.recent import percentile
+
+        return percentile(self.pushes, q)
 
 
 def list_devices(txn: Txn, now: datetime, user_name: str | None = None) -> list[DeviceRow]:
     # Imported here: natsync.server pulls in the whole server, which `natsync user` does not need.
-    from natsync.server.recent import holds_ping, recent_requests
+    from natsync.server.recent import holds_ping, push_latencies, recent_requests
 
     names = {u.id: u.name for u in txn.list_users()}
     user_id = None if user_name is None else require_user(txn, user_name).id
     rows = []
     for d in txn.list_devices(user_id):
         recent = tuple(recent_requests(txn, d.id))
-        rows.append(DeviceRow(d, names.get(d.user_id, "?"), recent, holds_ping(recent, now)))
+        pushes = tuple(ms for _, ms in push_latencies(txn, d.id))
+        owner = names.get(d.user_id, "?")
+        rows.append(DeviceRow(d, owner, recent, holds_ping(recent, now), pushes))
     return rows

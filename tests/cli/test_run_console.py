@@ -1,19 +1,36 @@
 """`natsync run` with a [console] table: the first server process serves the web console on its
-loopback port, on the server's store, and its Live page charts the server's own metrics (the
-Pings it holds, requests by command, push latency)."""
+loopback port, on the server's store; its Live page charts the server's own metrics (the Pings
+it holds, requests by command, push latency) and its Status page shows the supervisor's parts
+(from DATA_DIR/run/status.json, which the supervisor writes).
+
+The browser test drives Debian's chromium (chromium-driver, Selenium) against the real `natsync
+run` subprocess: log in, add a user, see the phone that syncs as that user, its held Ping and
+its push latency after a real push (SMTP in → the held Ping answered), the Live charts and the
+Status lights update, reset the user's password, wipe the phone, and see a killed part come
+back on the Status page. Screenshots: build/console-screenshots/run-*.png."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import re
 import signal
+import smtplib
 import time
-from pathlib import Path
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
 
 from natsync.auth.passwords import hash_password
+from natsync.client import EASClient
+from natsync.client.protocol import ClientError, RemoteWipeError
 from natsync.store.api import FolderType
 from tests.cli.test_run import (
     PUSH_TIMEOUT,
     SHUTDOWN_TIMEOUT,
+    Running,
     add_user,
     free_ports,
     init_file,
@@ -21,10 +38,44 @@ from tests.cli.test_run import (
     send_mail,
     start_run,
 )
-from tests.console.conftest import ADMIN_PASSWORD, browser_like, login
+from tests.console.conftest import (
+    ADMIN_PASSWORD,
+    NO_BROWSER,
+    SHOTS,
+    browser_like,
+    do,
+    login,
+    open_browser,
+    wait_for,
+)
 
 #: Seconds until the Live page has sampled a held Ping (it samples every 5 s).
 LIVE_TIMEOUT = 20.0
+#: The user the browser adds, and the passwords it sets.
+CAROL, CAROL_PW, CAROL_PW2 = "carol", "carol first password", "carol second password"
+
+
+@pytest.fixture(scope="module")
+def run_console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Running, str]]:
+    """`natsync run` with [console] on a free loopback port; the user `you` exists."""
+    tmp_path = tmp_path_factory.mktemp("runconsole")
+    ports = free_ports(5)
+    console_port = ports.pop()
+    config = init_file(tmp_path, ports)
+    config.write_text(
+        config.read_text()
+        + f'\n[console]\nport = {console_port}\npassword_hash = "{hash_password(ADMIN_PASSWORD)}"\n'
+    )
+    add_user(tmp_path)
+    run = start_run(tmp_path, config, ports)
+    try:
+        yield run, f"http://127.0.0.1:{console_port}"
+    finally:
+        if run.proc.poll() is None:
+            run.proc.send_signal(signal.SIGTERM)
+            assert run.proc.wait(SHUTDOWN_TIMEOUT) == 0
+        assert run.proc.stdout is not None
+        run.proc.stdout.close()
 
 
 async def _live_held(base: str) -> list[dict[str, object]]:
@@ -49,45 +100,227 @@ async def _live_page(base: str) -> str:
             return await resp.text()
 
 
-def test_run_serves_the_console_and_live_shows_the_servers_held_pings(tmp_path: Path) -> None:
-    ports = free_ports(5)
-    console_port = ports.pop()
-    config = init_file(tmp_path, ports)
-    config.write_text(
-        config.read_text()
-        + f'\n[console]\nport = {console_port}\npassword_hash = "{hash_password(ADMIN_PASSWORD)}"\n'
-    )
-    add_user(tmp_path)
-    run = start_run(tmp_path, config, ports)
-    base = f"http://127.0.0.1:{console_port}"
-    try:
-        assert run.info["server"][0]["console_port"] == console_port
-        assert run.info["server"][0]["console"] == base + "/"
+def test_run_serves_the_console_and_live_shows_the_servers_held_pings(
+    run_console: tuple[Running, str],
+) -> None:
+    run, base = run_console
+    assert run.info["server"][0]["console_port"] == int(base.rsplit(":", 1)[1])
+    assert run.info["server"][0]["console"] == base + "/"
 
-        async def scenario() -> tuple[str, list[dict[str, object]], str]:
-            async with browser_like() as http, http.get(f"{base}/login") as resp:
-                assert resp.status == 200
-                login_page = await resp.text()
-            async with phone(run, "RUNCONSOLE1") as client:
-                await client.folder_sync()
-                inbox = client.folder(type=FolderType.INBOX).server_id
-                await client.sync(inbox)
-                ping = asyncio.create_task(client.ping([inbox], heartbeat=120))
-                samples = await _live_held(base)
-                page = await _live_page(base)
-                await asyncio.to_thread(send_mail, run.smtp_port, "wakes the Ping")
-                assert await asyncio.wait_for(ping, PUSH_TIMEOUT) == [inbox]
-            return login_page, samples, page
+    async def scenario() -> tuple[str, list[dict[str, object]], str]:
+        async with browser_like() as http, http.get(f"{base}/login") as resp:
+            assert resp.status == 200
+            login_page = await resp.text()
+        async with phone(run, "RUNCONSOLE1") as client:
+            await client.folder_sync()
+            inbox = client.folder(type=FolderType.INBOX).server_id
+            await client.sync(inbox)
+            ping = asyncio.create_task(client.ping([inbox], heartbeat=120))
+            samples = await _live_held(base)
+            page = await _live_page(base)
+            await asyncio.to_thread(send_mail, run.smtp_port, "wakes the Ping")
+            assert await asyncio.wait_for(ping, PUSH_TIMEOUT) == [inbox]
+        return login_page, samples, page
 
-        login_page, samples, page = asyncio.run(scenario())
-        assert 'name="password"' in login_page
-        assert any(s["held"] == 1 for s in samples), samples  # the server's held Ping
-        assert "the server&#x27;s own metrics" in page or "the server's own metrics" in page
-        text = run.log.read_text()
-        assert f"console listening on 127.0.0.1:{console_port}" in text
-    finally:
-        if run.proc.poll() is None:
-            run.proc.send_signal(signal.SIGTERM)
-            assert run.proc.wait(SHUTDOWN_TIMEOUT) == 0
-        assert run.proc.stdout is not None
-        run.proc.stdout.close()
+    login_page, samples, page = asyncio.run(scenario())
+    assert 'name="password"' in login_page
+    assert any(s["held"] == 1 for s in samples), samples  # the server's held Ping
+    assert "the server&#x27;s own metrics" in page or "the server's own metrics" in page
+    assert f"console listening on 127.0.0.1:{base.rsplit(':', 1)[1]}" in run.log.read_text()
+
+
+def test_the_supervisor_publishes_its_parts(run_console: tuple[Running, str]) -> None:
+    """DATA_DIR/run/status.json: the supervisor's PID and each part's PID, state, restarts."""
+    run, _ = run_console
+    doc = json.loads((run.config.parent / "data" / "run" / "status.json").read_text())
+    assert doc["supervisor"]["pid"] == run.proc.pid
+    assert doc["supervisor"]["state"] == "running"
+    parts = {p["name"]: p for p in doc["parts"]}
+    assert parts["server"]["pid"] == run.info["server"][0]["pid"]
+    assert parts["edge"]["pid"] == run.info["edge"][0]["pid"]
+    assert {p["state"] for p in parts.values()} == {"running"}
+    assert all(p["started_at"] for p in parts.values())
+
+
+def _mail(port: int, to: str, subject: str) -> None:
+    message = f"From: a@remote.test\r\nTo: {to}\r\nSubject: {subject}\r\n\r\nhi\r\n"
+    with smtplib.SMTP("127.0.0.1", port, timeout=10) as smtp:
+        smtp.sendmail("a@remote.test", [to], message)
+
+
+def _carol(run: Running, password: str) -> EASClient:
+    return EASClient(
+        f"https://localhost:{run.edge_port}", CAROL, password, ca_file=str(run.ca),
+        device_id="CAROLPHONE",
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Any]:
+    with open_browser() as driver:
+        yield driver
+
+
+@NO_BROWSER
+def test_an_admin_session_in_chromium_against_natsync_run(
+    run_console: tuple[Running, str], chromium: Any
+) -> None:
+    asyncio.run(_session(*run_console, chromium))
+
+
+async def _session(run: Running, base: str, browser: Any) -> None:
+    from selenium.webdriver.common.by import By
+
+    def click(css: str) -> None:
+        browser.find_element(By.CSS_SELECTOR, css).click()
+
+    def fill(name: str, value: str, within: Any = None) -> None:
+        field = (within or browser).find_element(By.NAME, name)
+        field.clear()
+        field.send_keys(value)
+
+    def shot(name: str) -> None:
+        browser.save_screenshot(str(SHOTS / f"run-{name}.png"))
+
+    def text() -> str:
+        return str(browser.find_element(By.TAG_NAME, "body").text)
+
+    def light(name: str) -> tuple[str, str]:
+        """(class, words) of the Status page's light *name* ("", "" when absent)."""
+        found = browser.find_elements(By.CSS_SELECTOR, f'section[data-light="{name}"]')
+        if not found:
+            return "", ""
+        return str(found[0].get_attribute("class")), str(found[0].text)
+
+    def reloaded(check: Any) -> Any:
+        return lambda: (browser.refresh(), check())[1]
+
+    def device_action(action: str) -> None:
+        click(f'tr[data-device-actions="CAROLPHONE"] button[data-action="{action}"]')
+
+    def confirm() -> None:
+        click("#confirm")
+
+    # Log in.
+    await do(browser.get, base + "/")
+    assert "/login" in browser.current_url
+    await do(fill, "user", "admin")
+    await do(fill, "password", ADMIN_PASSWORD)
+    await do(click, "main button")
+    await wait_for(lambda: "Status" in browser.title, "the Status page")
+    # The supervisor's parts, with their real PIDs.
+    server_pid, edge_pid = run.info["server"][0]["pid"], run.info["edge"][0]["pid"]
+    await wait_for(reloaded(lambda: light("edge")[0]), "the parts on the Status page")
+    cls, words = light("natsync run")
+    assert "green" in cls
+    assert f"running · pid {run.proc.pid}" in words
+    cls, words = light("server")
+    assert "green" in cls
+    assert re.fullmatch(rf"server — running · pid {server_pid} · up \d+ s · 0 restarts", words)
+    cls, words = light("edge")
+    assert "green" in cls
+    assert re.fullmatch(rf"edge — running · pid {edge_pid} · up \d+ s · 0 restarts", words)
+    shot("status")
+
+    # Add a user.
+    await do(browser.get, base + "/users")
+    add = await do(browser.find_element, By.CSS_SELECTOR, 'form[action="/users/add"]')
+    for name, value in (("name", CAROL), ("email", "carol@natsync.test"),
+                        ("display_name", "Carol"), ("password", CAROL_PW)):  # fmt: skip
+        await do(fill, name, value, add)
+    await do(add.find_element(By.TAG_NAME, "button").click)
+    await wait_for(lambda: f"Added {CAROL}" in text(), "the user added")
+    shot("users")
+
+    # Her phone syncs and holds a Ping: the Devices page shows it, the Live chart counts it.
+    await do(browser.get, base + "/live")
+    before = await do(lambda: light_chart(browser, "held Pings"))
+    async with _carol(run, CAROL_PW) as carol:
+        await carol.folder_sync()
+        inbox = carol.folder(type=FolderType.INBOX).server_id
+        await carol.sync(inbox)
+        ping = asyncio.create_task(carol.ping([inbox], heartbeat=120))
+        # The charts refresh themselves (console.js): no reload here.
+        await wait_for(
+            lambda: light_chart(browser, "held Pings").startswith("held Pings: 1 "),
+            f"the Live chart to count the held Ping (was {before!r})", LIVE_TIMEOUT,
+        )  # fmt: skip
+        shot("live-held")
+        await do(browser.get, base + "/devices")
+        cell = 'tr[data-device="CAROLPHONE"] td[data-ping="true"]'
+        await wait_for(reloaded(lambda: browser.find_elements(By.CSS_SELECTOR, cell)),
+                       "the held Ping on the Devices page")  # fmt: skip
+        shot("devices-holding")
+        # A real push: a mail through SMTP in wakes the held Ping.
+        pushed_at = time.monotonic()
+        await asyncio.to_thread(_mail, run.smtp_port, "carol@natsync.test", "for Carol")
+        assert await asyncio.wait_for(ping, PUSH_TIMEOUT) == [inbox]
+        waited_ms = (time.monotonic() - pushed_at) * 1000
+        added = await carol.sync(inbox)
+        assert [a.subject for a in added.added] == ["for Carol"]
+
+        # Its push latency on the device's page (the server writes its record every 2 s).
+        await do(browser.get, f"{base}/devices/{CAROL}/CAROLPHONE")
+
+        def push_cell() -> str:
+            return str(browser.find_element(By.CSS_SELECTOR, "tr#push td").text)
+
+        shown = await wait_for(reloaded(lambda: push_cell().startswith("p50") and push_cell()),
+                               "the push latency on the device page")  # fmt: skip
+        match = re.fullmatch(r"p50 ([\d.]+) ms · p99 ([\d.]+) ms \(1 push\)", shown)
+        assert match is not None, shown
+        assert 0 < float(match.group(1)) <= waited_ms  # within what the phone itself waited
+        shot("device-push")
+        # And on Live: the server's histogram (its p50 chart shows a number now).
+        await do(browser.get, base + "/live")
+        await wait_for(lambda: re.match(r"push p50: [\d.e-]+ s", light_chart(browser, "push p50")),
+                       "the push latency chart", LIVE_TIMEOUT)  # fmt: skip
+        shot("live-push")
+
+    # Reset her password: the old one fails at once, the new one works.
+    await do(browser.get, base + "/users")
+    reset = await do(
+        browser.find_element, By.XPATH,
+        f"//form[input[@name='user' and @value='{CAROL}'] and input[@value='passwd']]",
+    )  # fmt: skip
+    await do(fill, "password", CAROL_PW2, reset)
+    await do(reset.find_element(By.TAG_NAME, "button").click)
+    await wait_for(lambda: f"passwd {CAROL}: done" in text(), "the password reset")
+    async with _carol(run, CAROL_PW) as old:
+        with pytest.raises(ClientError) as refused:
+            await old.folder_sync()
+        assert refused.value.http_status == 401
+    async with _carol(run, CAROL_PW2) as carol:
+        await carol.folder_sync()
+        # Wipe her phone: asked first, by name; acknowledged at its next request.
+        await do(browser.get, base + "/devices")
+        await do(device_action, "wipe")
+        await wait_for(lambda: "Erase ALL data on the phone CAROLPHONE" in text(), "the question")
+        await do(confirm)
+        await wait_for(lambda: "Wipe CAROLPHONE: done" in text(), "the wipe ordered")
+        with pytest.raises(RemoteWipeError):
+            await carol.folder_sync()
+    await wait_for(reloaded(lambda: "wipe acknowledged" in text()), "the acknowledged wipe")
+    shot("devices-wiped")
+
+    # A part dies: the Status page shows it restarted, with its new PID and one restart.
+    os.kill(edge_pid, signal.SIGKILL)
+    await do(browser.get, base + "/")
+
+    def edge_back() -> bool:
+        cls, words = light("edge")
+        return "green" in cls and "1 restart" in words and f"pid {edge_pid}" not in words
+
+    await wait_for(reloaded(edge_back), "the edge restarted on the Status page", 30)
+    shot("status-restarted")
+    audit = (run.config.parent / "data" / "console" / "audit.log").read_text()
+    for action in ("user-add", "user-passwd", "device-wipe"):
+        assert f'"action":"{action}"' in audit.replace(" ", ""), action
+
+
+def light_chart(driver: Any, label: str) -> str:
+    """The text of the Live chart *label* ("held Pings: 1 (max 1)")."""
+    from selenium.webdriver.common.by import By
+
+    found = driver.find_elements(By.CSS_SELECTOR, f'svg[data-chart="{label}"] text')
+    return str(found[0].text) if found else ""

@@ -3,11 +3,15 @@ with the user alice and a console admin password."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
-from collections.abc import AsyncIterator
+import shutil
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -101,3 +105,75 @@ async def login(http: aiohttp.ClientSession, base: str, password: str = ADMIN_PA
 def browser_like() -> aiohttp.ClientSession:
     """A client session that keeps cookies of an IP-address host (the console's 127.0.0.1)."""
     return aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+
+
+async def deliver(deployment: Deployment, subject: str) -> None:
+    """A mail for alice, delivered as SMTP in does (one store transaction: a held Ping of
+    hers wakes)."""
+    from natsync.mail.mime import parse_message
+    from natsync.mail.relay import deliver_to_inbox
+
+    raw = (
+        f"From: Bob <bob@example.org>\r\nTo: alice@example.test\r\nSubject: {subject}\r\n"
+        "Message-ID: <m1@example.org>\r\n\r\nHello\r\n"
+    ).encode()
+    message = parse_message(raw, datetime.now(UTC))
+    await deployment.store.run(
+        lambda t: deliver_to_inbox(t, admin.require_user(t, "alice"), message)
+    )
+
+
+# -- Debian's chromium + chromium-driver through Selenium (tests/console/test_browser.py and the
+# -- natsync run flow in tests/cli/test_run_console.py)
+
+CHROMEDRIVER = "/usr/bin/chromedriver"
+SHOTS = Path(__file__).resolve().parents[2] / "build" / "console-screenshots"
+NO_BROWSER = pytest.mark.skipif(
+    shutil.which("chromium") is None or not Path(CHROMEDRIVER).exists(),
+    reason="needs Debian's chromium and chromium-driver (make apt-test installs them)",
+)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    with open_browser() as driver:
+        yield driver
+
+
+@contextlib.contextmanager
+def open_browser() -> Iterator[Any]:
+    """Headless chromium 420 px wide (a phone's screen), through chromium-driver."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium") or "chromium"
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--window-size=420,900", "--no-proxy-server"):  # fmt: skip
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(20)
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+async def do(fn: Callable[..., Any], *args: Any) -> Any:
+    """Selenium blocks: run it off the loop that serves the console and the server."""
+    return await asyncio.to_thread(fn, *args)
+
+
+async def wait_for(check: Callable[[], Any], what: str, timeout: float = 15.0) -> Any:
+    from selenium.common.exceptions import WebDriverException
+
+    for _ in range(int(timeout * 5)):
+        try:
+            value = await do(check)
+        except WebDriverException:  # the page changed under the lookup: look again
+            value = None
+        if value:
+            return value
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")

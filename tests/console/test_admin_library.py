@@ -221,3 +221,51 @@ def test_any_ring_document_reads_as_entries_or_nothing(ring: list[dict[str, obje
 
     entries = [e for e in (RecentRequest.from_json(d) for d in _load(json.dumps(ring))) if e]
     holds_ping(entries, NOW)
+
+
+async def test_a_pushed_ping_carries_its_latency_into_both_rings(store: Store) -> None:
+    """The server notes push_ms on the answer of a Ping a change ended (natsync.server.app's
+    Hold); the writer keeps it on the entry and in the device's longer push ring, bounded."""
+    from natsync.server.recent import MAX_PUSHES, RecentWriter, push_latencies
+
+    device = _phone(store)
+    writer = RecentWriter(store, every=3600)  # written by close() below, not by the timer
+    fields = {"cmd": "Ping", "user": "alice", "device": "PHONE1", "http": 200, "status": 2}
+    for i in range(MAX_PUSHES + 4):
+        writer.answered({**fields, "push_ms": float(i + 1)}, NOW + timedelta(seconds=i))
+        if i % 20 == 0:  # several writes, each under the per-batch bound
+            await writer.flush()
+    writer.answered({**fields, "status": 1}, NOW + timedelta(hours=1))  # a heartbeat: no push
+    await writer.close()
+    ring = await store.run(lambda t: recent_requests(t, device))
+    assert ring[0].push_ms is None
+    assert ring[1].push_ms == float(MAX_PUSHES + 4)
+    pushes = await store.run(lambda t: push_latencies(t, device))
+    assert len(pushes) == MAX_PUSHES
+    assert [ms for _, ms in pushes[:2]] == [float(MAX_PUSHES + 4), float(MAX_PUSHES + 3)]
+    (row,) = await store.run(lambda t: admin.list_devices(t, NOW))
+    assert row.pushes[0] == float(MAX_PUSHES + 4)
+    # Over the 100 kept (5 .. 104 ms): nearest rank.
+    assert (row.push_quantile(0.5), row.push_quantile(0.99)) == (54.0, 103.0)
+
+
+def test_percentile_is_nearest_rank() -> None:
+    from natsync.server.recent import percentile
+
+    assert percentile([], 0.5) is None
+    assert percentile([7.0], 0.99) == 7.0
+    assert percentile([3.0, 1.0, 2.0, 4.0], 0.5) == 2.0
+    assert percentile([float(i) for i in range(1, 101)], 0.99) == 99.0
+
+
+@given(st.text(max_size=300))
+def test_any_push_ring_text_reads_as_latencies_or_nothing(text: str) -> None:
+    from natsync.server.recent import PUSH_KEY, push_latencies
+
+    class OneSetting:
+        def get_device_setting(self, device: int, key: str) -> str | None:
+            return text if key == PUSH_KEY else None
+
+    for at, ms in push_latencies(OneSetting(), 1):  # type: ignore[arg-type]
+        assert at.tzinfo is not None
+        assert isinstance(ms, float)

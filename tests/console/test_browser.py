@@ -7,80 +7,25 @@ build/console-screenshots/ (docs/console.md)."""
 from __future__ import annotations
 
 import asyncio
-import shutil
-from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from natsync import admin
 from natsync.client import EASClient
 from natsync.client.protocol import RemoteWipeError
 from natsync.store.api import WipeState
-from tests.console.conftest import ADMIN_PASSWORD, ALICE_PASSWORD, Deployment
-
-CHROMEDRIVER = "/usr/bin/chromedriver"
-SHOTS = Path(__file__).resolve().parents[2] / "build" / "console-screenshots"
-
-pytestmark = pytest.mark.skipif(
-    shutil.which("chromium") is None or not Path(CHROMEDRIVER).exists(),
-    reason="needs Debian's chromium and chromium-driver (make apt-test installs them)",
+from tests.console.conftest import (
+    ADMIN_PASSWORD,
+    ALICE_PASSWORD,
+    NO_BROWSER,
+    SHOTS,
+    Deployment,
+    deliver,
+    do,
+    wait_for,
 )
 
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = shutil.which("chromium") or "chromium"
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--window-size=420,900", "--no-proxy-server"):  # fmt: skip
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(20)
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    try:
-        yield driver
-    finally:
-        driver.quit()
-
-
-async def do(fn: Callable[..., Any], *args: Any) -> Any:
-    """Selenium blocks: run it off the loop that serves the console and the server."""
-    return await asyncio.to_thread(fn, *args)
-
-
-async def wait_for(check: Callable[[], Any], what: str, timeout: float = 15.0) -> Any:
-    from selenium.common.exceptions import WebDriverException
-
-    for _ in range(int(timeout * 5)):
-        try:
-            value = await do(check)
-        except WebDriverException:  # the page changed under the lookup: look again
-            value = None
-        if value:
-            return value
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-async def _deliver(deployment: Deployment, subject: str) -> None:
-    from datetime import UTC, datetime
-
-    from natsync.mail.mime import parse_message
-    from natsync.mail.relay import deliver_to_inbox
-
-    raw = (
-        f"From: Bob <bob@example.org>\r\nTo: alice@example.test\r\nSubject: {subject}\r\n"
-        "Message-ID: <m1@example.org>\r\n\r\nHello\r\n"
-    ).encode()
-    message = parse_message(raw, datetime.now(UTC))
-    await deployment.store.run(
-        lambda t: deliver_to_inbox(t, admin.require_user(t, "alice"), message)
-    )
+pytestmark = NO_BROWSER
 
 
 async def test_admin_session_in_a_real_browser(deployment: Deployment, browser: Any) -> None:
@@ -133,7 +78,7 @@ async def test_admin_session_in_a_real_browser(deployment: Deployment, browser: 
             ping.cancel()
         finally:
             ping.cancel()
-        await _deliver(deployment, "Held back while quarantined")
+        await deliver(deployment, "Held back while quarantined")
         quarantined = await phone.sync(inbox)
         assert [a.subject for a in quarantined.added] == ["Your device is waiting for approval"]
         await do(device_action, "allow")

@@ -41,6 +41,7 @@ from natsync.console.status import (
     Gathered,
     ProcessState,
     lights,
+    processes_from_run,
     read_certificate,
     read_ddns,
     read_json,
@@ -234,7 +235,7 @@ class Console:
             cert=await asyncio.to_thread(read_certificate, data, now),
             checks=checks,
             updates=updates,
-            processes=self.source.processes() if self.source is not None else None,
+            processes=await asyncio.to_thread(self.processes),
         )
 
         def counts(txn: Txn) -> tuple[int, int, list[Any]]:
@@ -248,6 +249,19 @@ class Console:
         except NatsyncError as exc:
             g.store_error = exc.message
         return g
+
+    def processes(self) -> list[ProcessState] | None:
+        """The supervisor's processes: what it handed over, else its status file
+        (DATA_DIR/run/status.json, natsync.run.status); None: no supervisor in sight."""
+        from natsync.run.status import alive, read_status
+
+        given = self.source.processes() if self.source is not None else []
+        if given:
+            return given
+        doc = read_status(self.settings.data_dir)
+        if doc is None:
+            return [] if self.source is not None else None
+        return processes_from_run(doc, alive(doc["supervisor"].get("pid")))
 
     async def status(self, request: web.Request) -> web.Response:
         session = request[SESSION]
@@ -515,7 +529,7 @@ class Console:
         in_process = getattr(self.source, "metrics_text", None)
         if in_process is not None and in_process() is not None:
             return "the server's own metrics (natsync run)"
-        return "the store's per-device request record (push latency needs natsync run's /metrics)"
+        return "the store's per-device request record"
 
     async def sample(self) -> None:
         async with self._sampling:

@@ -4,7 +4,7 @@ errors, sampled every few seconds into a short series, drawn as small SVG charts
 Two sources. With ``console.metrics_url`` (the server's Prometheus /metrics under ``natsync
 run``) the sampler reads the counters there. Without it, it reads what the store records: each
 device's recent requests (natsync.server.recent) — requests and errors since the last sample,
-Pings held now; push latency needs the server's histogram and is shown as unknown then.
+Pings held now, and push latency over the answered Pings that carry it (the last minutes).
 """
 
 from __future__ import annotations
@@ -15,8 +15,11 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from html import escape
 
-from natsync.server.recent import RecentRequest, holds_ping
+from natsync.server.recent import RecentRequest, holds_ping, percentile
 
+#: From the store's record, push latency p50/p99 are over the pushes of the last 5 minutes
+#: (each device's ring holds its last requests; the answered Pings carry their push latency).
+PUSH_WINDOW = dt.timedelta(minutes=5)
 #: Seconds between samples, and samples kept (10 minutes): "the last minutes" of the issue.
 SAMPLE_EVERY = 5.0
 KEEP = 120
@@ -90,7 +93,12 @@ def sample_from_store(
             counts[r.command] += 1
             errors += is_error(r)
     rates = {cmd: round(n / seconds, 3) for cmd, n in sorted(counts.items())}
-    return Sample(now.timestamp(), held, rates, round(errors / seconds, 3), None, None)
+    pushed = [
+        r.push_ms / 1000 for ring in rings for r in ring
+        if r.push_ms is not None and r.at > now - PUSH_WINDOW
+    ]  # fmt: skip
+    p50, p99 = percentile(pushed, 0.5), percentile(pushed, 0.99)
+    return Sample(now.timestamp(), held, rates, round(errors / seconds, 3), p50, p99)
 
 
 #: An answer with this HTTP status or above counts as an error (the edge labels its counter).

@@ -179,6 +179,23 @@ def _device_actions(row: DeviceRow, csrf: str) -> str:
     return f'<div class="actions">{"".join(out)}</div>'
 
 
+def _ms(value: float) -> str:
+    return f"{value:.0f} ms" if value >= 10 else f"{value:.1f} ms"
+
+
+def _num(value: float | None) -> str:
+    return "" if value is None else f"{value:g}"
+
+
+def push_latency(row: DeviceRow) -> str:
+    """Like "p50 12 ms · p99 40 ms (3 pushes)"; "—" before the device's first push."""
+    p50, p99 = row.push_quantile(0.5), row.push_quantile(0.99)
+    if p50 is None or p99 is None:
+        return "—"
+    n = len(row.pushes)
+    return f"p50 {_ms(p50)} · p99 {_ms(p99)} ({n} push{'es' if n != 1 else ''})"
+
+
 def devices(rows: list[DeviceRow], csrf: str, now: dt.datetime, message: str = "") -> str:
     if not rows:
         body = "<p>No phone has connected yet.</p>"
@@ -202,15 +219,16 @@ def devices(rows: list[DeviceRow], csrf: str, now: dt.datetime, message: str = "
                 f'<td class="wide">{escape(d.os)}</td><td>{escape(d.protocol_version)}</td>'
                 f"<td>{when(last.at if last else d.last_seen, now)}</td>"
                 f'<td data-ping="{str(row.holding).lower()}">{ping}</td>'
+                f'<td data-push="{_num(row.push_quantile(0.5))}">{push_latency(row)}</td>'
                 f'<td data-access="{d.access_state}">{d.access_state}{escape(wipe)}</td>'
                 "</tr>"
                 f'<tr class="acts" data-device-actions="{escape(d.device_id)}">'
-                f'<td colspan="6">{_device_actions(row, csrf)}</td></tr>'
+                f'<td colspan="7">{_device_actions(row, csrf)}</td></tr>'
             )
         parts.append(
             f"<h2>{escape(owner)}</h2><div class=scroll><table><tr><th>Device</th>"
             '<th class="wide">OS</th><th>EAS</th><th>Last request</th><th>Ping</th>'
-            f"<th>Access</th></tr>{''.join(trs)}</table></div>"
+            f"<th>Push latency</th><th>Access</th></tr>{''.join(trs)}</table></div>"
         )
     return page("Devices", "".join(parts), csrf=csrf, here="/devices", message=message)
 
@@ -228,12 +246,17 @@ def device(row: DeviceRow, csrf: str, now: dt.datetime) -> str:
         ("Access", d.access_state),
         ("Wipe", d.wipe_state),
         ("Holding a Ping", "yes" if row.holding else "no"),
+        ("Push latency", push_latency(row)),
     ]
-    table = "".join(f"<tr><th>{k}</th><td>{escape(str(v))}</td></tr>" for k, v in facts)
+    table = "".join(
+        f"<tr{' id=push' if k == 'Push latency' else ''}><th>{k}</th><td>{escape(str(v))}</td></tr>"
+        for k, v in facts
+    )
     reqs = "".join(
         f"<tr><td>{when(r.at, now)}</td><td>{escape(r.command)}</td><td>{r.http or ''}</td>"
         f"<td>{'' if r.status is None else r.status}</td>"
-        f"<td>{f'waiting (heartbeat {r.held} s)' if r.held else f'{r.ms:g} ms'}</td></tr>"
+        f"<td>{f'waiting (heartbeat {r.held} s)' if r.held else f'{r.ms:g} ms'}"
+        f"{'' if r.push_ms is None else f' · pushed {_ms(r.push_ms)} after the change'}</td></tr>"
         for r in row.recent
     )
     body = (

@@ -53,6 +53,71 @@ class ProcessState:
     name: str
     running: bool
     detail: str = ""
+    #: What natsync run's status file says (natsync.run.status): PID, state (running /
+    #: starting / restarting / stopped), restarts after a death, when it started.
+    pid: int | None = None
+    state: str = ""
+    restarts: int | None = None
+    started_at: dt.datetime | None = None
+
+
+def _parse_time(value: object) -> dt.datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        at = dt.datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return at if at.tzinfo is not None else at.replace(tzinfo=dt.UTC)
+
+
+def uptime(since: dt.datetime | None, now: dt.datetime) -> str:
+    """How long since *since*: "90 s", "3 min", "2 h 5 min", "4 days" ("" when not known)."""
+    if since is None:
+        return ""
+    seconds = max(int((now - since).total_seconds()), 0)
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 7200:
+        return f"{seconds // 60} min"
+    if seconds < 172800:
+        return f"{seconds // 3600} h {seconds % 3600 // 60} min"
+    return f"{seconds // 86400} days"
+
+
+def processes_from_run(doc: dict[str, Any] | None, supervisor_alive: bool) -> list[ProcessState]:
+    """natsync run's status file (natsync.run.status) as processes: the supervisor first, then
+    each part; nothing when there is no file. A supervisor that is gone is said so (its parts
+    as last written are not shown: they ended with it)."""
+    if doc is None:
+        return []
+    sup = doc.get("supervisor", {})
+    pid = sup.get("pid") if isinstance(sup.get("pid"), int) else None
+    at = _parse_time(sup.get("at"))
+    if not supervisor_alive or sup.get("state") == "stopped":
+        last = f"last status {at.isoformat(timespec='seconds')}" if at else "no status time"
+        return [ProcessState("natsync run", False, f"not running ({last})", pid, "stopped")]
+    out = [
+        ProcessState("natsync run", True, "the supervisor", pid, str(sup.get("state", "")),
+                     None, _parse_time(sup.get("started_at")))
+    ]  # fmt: skip
+    for part in doc.get("parts", []):
+        if not isinstance(part, dict):
+            continue
+        state = str(part.get("state", ""))
+        code = part.get("exit_status")
+        detail = f"exited with status {code}" if code is not None else ""
+        restarts = part.get("restarts")
+        part_pid = part.get("pid")
+        out.append(
+            ProcessState(
+                str(part.get("name", "?")), state == "running", detail,
+                part_pid if isinstance(part_pid, int) else None, state,
+                restarts if isinstance(restarts, int) else 0,
+                _parse_time(part.get("started_at")),
+            )
+        )  # fmt: skip
+    return out
 
 
 @dataclass(slots=True)
@@ -99,14 +164,7 @@ def _from_report(report: dict[str, Any], checks: tuple[str, ...], name: str) -> 
 
 
 def _when(at: dt.datetime, now: dt.datetime) -> str:
-    seconds = int((now - at).total_seconds())
-    if seconds < 120:
-        return f"{seconds} s ago"
-    if seconds < 7200:
-        return f"{seconds // 60} min ago"
-    if seconds < 172800:
-        return f"{seconds // 3600} h ago"
-    return f"{seconds // 86400} days ago"
+    return f"{uptime(at, now)} ago"
 
 
 def lights(g: Gathered) -> list[Light]:
@@ -220,15 +278,32 @@ def _processes(g: Gathered) -> list[Light]:
                 "start the console from natsync run to see them here",
             )
         ]
-    return [
-        Light(
-            p.name,
-            Level.GREEN if p.running else Level.RED,
-            ("running" if p.running else "not running") + (f": {p.detail}" if p.detail else ""),
-            "" if p.running else "see natsync run's log",
-        )
-        for p in g.processes
-    ]
+    if not g.processes:
+        return [
+            Light(
+                "Edge and server processes",
+                Level.GREY,
+                "natsync run has not said how its parts are (no DATA_DIR/run/status.json yet)",
+                "wait a few seconds after natsync run starts",
+            )
+        ]
+    out = []
+    for p in g.processes:
+        facts = [p.state or ("running" if p.running else "not running")]
+        if p.pid is not None:
+            facts.append(f"pid {p.pid}")
+        if p.started_at is not None and p.running:
+            facts.append(f"up {uptime(p.started_at, g.now)}")
+        if p.restarts is not None:
+            facts.append(f"{p.restarts} restart{'' if p.restarts == 1 else 's'}")
+        if p.detail:
+            facts.append(p.detail)
+        level = Level.GREEN if p.running else Level.RED
+        if p.state in ("starting", "restarting"):
+            level = Level.AMBER
+        fix = "" if p.running else "see natsync run's log"
+        out.append(Light(p.name, level, " · ".join(facts), fix))
+    return out
 
 
 def _queue(g: Gathered) -> Light:

@@ -449,6 +449,25 @@ class Supervisor:
         sockets = getattr(server, "sockets", None) or []
         return int(sockets[0].getsockname()[1]) if sockets else int(port)
 
+    # --- the parts' status file (the console's process list) ---------------------------------
+
+    def publish(self, stopped: bool = False) -> None:
+        """Write DATA_DIR/run/status.json: each part's PID, state, restarts, start time."""
+        from natsync.run.status import describe, write_status
+
+        children = [c for kind in ORDER for c in self.children.get(kind, [])]
+        doc = describe(children, os.getpid(), self.started_at, self.stopping.is_set(), stopped,
+                       time.time(), time.monotonic())  # fmt: skip
+        try:
+            write_status(self.deployment.server.data_dir, doc)
+        except OSError as exc:
+            log.warning("cannot write the parts' status file: %s", exc)
+
+    async def _publish_every(self, seconds: float) -> None:
+        while True:
+            self.publish()
+            await asyncio.sleep(seconds)
+
     # --- the whole run --------------------------------------------------------------------------
 
     async def run(self) -> None:
@@ -459,6 +478,9 @@ class Supervisor:
         loop.add_signal_handler(signal.SIGHUP, reloads.put_nowait, None)
         # SIGUSR1: renew the certificate now (the cert part orders, then the edge reloads).
         loop.add_signal_handler(signal.SIGUSR1, self._signal, "cert", signal.SIGUSR1)
+        from natsync.run.status import PUBLISH_EVERY
+
+        self._spawn_task(self._publish_every(PUBLISH_EVERY), "publish-status")
         try:
             counts = part_counts(self.deployment)
             # All at once (each is its own process; the edge finds the server by its health
@@ -504,6 +526,7 @@ class Supervisor:
                 await self._admin.cleanup()
             for task in list(self._tasks):
                 task.cancel()
+            self.publish(stopped=True)
             log.info("natsync run: stopped")
 
     def _info(self, admin_port: int | None) -> dict[str, Any]:

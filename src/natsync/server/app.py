@@ -244,7 +244,10 @@ class Hold:
         self._done = None
         changed = self._sub.take()
         if changed - {self._key}:  # a change ended the hold: a push (metrics: its latency)
-            self._app.metrics.pushed(self._sub.changed_at, time.monotonic())
+            committed, now = self._sub.changed_at, time.monotonic()
+            self._app.metrics.pushed(committed, now)
+            if committed is not None and now >= committed:  # the device's (access log, console)
+                self._line.fields["push_ms"] = round((now - committed) * 1000, 3)
         self._release()
         response = self._app.hold_answer(self._wait, changed, self._key)
         if response is not None:

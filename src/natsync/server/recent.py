@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -31,6 +32,10 @@ RECENT_KEY = "recent_requests"
 #: Entries kept per device: enough to see a phone's last sync cycle (Provision, FolderSync, a
 #: few Syncs, Ping) while the setting stays a few KB that one UPDATE rewrites.
 MAX_RECENT = 30
+#: The device setting that holds its last push latencies ([[time, ms], ...], oldest first), and
+#: how many: enough for a p99 that is not just the worst one, a few KB to rewrite.
+PUSH_KEY = "push_latency"
+MAX_PUSHES = 100
 #: Seconds between writes of what gathered: a console shows a request this late at most, and
 #: a busy server writes once per interval instead of once per request.
 FLUSH_EVERY = 2.0
@@ -50,9 +55,12 @@ class RecentRequest:
     held: int = 0
     #: Milliseconds the command took in its transaction.
     ms: float = 0.0
+    #: On a held Ping (or Sync) answered because a change came: milliseconds from the commit
+    #: of that change (a delivered mail) to the answer — the device's push latency.
+    push_ms: float | None = None
 
     def to_json(self) -> dict[str, object]:
-        return {
+        doc: dict[str, object] = {
             "at": self.at.isoformat(),
             "cmd": self.command,
             "http": self.http,
@@ -60,6 +68,9 @@ class RecentRequest:
             "held": self.held,
             "ms": self.ms,
         }
+        if self.push_ms is not None:
+            doc["push"] = self.push_ms
+        return doc
 
     @classmethod
     def from_json(cls, doc: object) -> RecentRequest | None:
@@ -67,7 +78,7 @@ class RecentRequest:
         if not isinstance(doc, dict):
             return None
         try:
-            status = doc.get("status")
+            status, push = doc.get("status"), doc.get("push")
             at = datetime.fromisoformat(str(doc["at"]))
             return cls(
                 at=at if at.tzinfo is not None else at.replace(tzinfo=UTC),
@@ -76,6 +87,7 @@ class RecentRequest:
                 status=None if status is None else int(status),
                 held=int(doc.get("held", 0)),
                 ms=float(doc.get("ms", 0.0)),
+                push_ms=None if push is None else float(push),
             )
         except (KeyError, TypeError, ValueError, OverflowError):
             return None
@@ -115,6 +127,12 @@ def record_many(txn: Txn, pending: Mapping[tuple[str, str], Sequence[RecentReque
         txn.set_device_setting(
             device.id, RECENT_KEY, json.dumps(ring[-MAX_RECENT:], separators=(",", ":"))
         )
+        pushes = [[e.at.isoformat(), e.push_ms] for e in entries if e.push_ms is not None]
+        if pushes:  # a second, longer ring: the device's push latency over its recent pushes
+            kept = _load(txn.get_device_setting(device.id, PUSH_KEY)) + pushes
+            txn.set_device_setting(
+                device.id, PUSH_KEY, json.dumps(kept[-MAX_PUSHES:], separators=(",", ":"))
+            )
         written += 1
     return written
 
@@ -164,10 +182,11 @@ class RecentWriter:
     def answered(self, fields: Mapping[str, Any], now: datetime) -> None:
         """A request was answered: *fields* are its access-log line's (cmd, user, device, http,
         status, ms)."""
-        status = fields.get("status")
+        status, push = fields.get("status"), fields.get("push_ms")
         entry = RecentRequest(
             now, str(fields.get("cmd") or "?"), int(fields.get("http") or 0),
             status if isinstance(status, int) else None, 0, float(fields.get("ms") or 0.0),
+            float(push) if isinstance(push, int | float) else None,
         )  # fmt: skip
         self._add(fields, entry)
 
@@ -222,6 +241,28 @@ def recent_requests(txn: Txn, device: int) -> list[RecentRequest]:
     ring = _load(txn.get_device_setting(device, RECENT_KEY))
     entries = [e for e in (RecentRequest.from_json(d) for d in ring) if e is not None]
     return entries[::-1]
+
+
+def push_latencies(txn: Txn, device: int) -> list[tuple[datetime, float]]:
+    """The device's recent push latencies (when, milliseconds), newest first."""
+    out = []
+    for item in _load(txn.get_device_setting(device, PUSH_KEY)):
+        try:
+            at, ms = datetime.fromisoformat(str(item[0])), float(item[1])  # type: ignore[index]
+        except (TypeError, ValueError, IndexError, KeyError, OverflowError):
+            continue
+        out.append((at if at.tzinfo is not None else at.replace(tzinfo=UTC), ms))
+    return out[::-1]
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """The q-quantile of *values* (nearest rank: one of the values, never between two);
+    None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q * len(ordered)))
+    return ordered[rank - 1]
 
 
 def holds_ping(recent: Sequence[RecentRequest], now: datetime) -> bool:
