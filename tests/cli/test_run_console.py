@@ -199,7 +199,13 @@ async def _session(run: Running, base: str, browser: Any) -> None:
         click(f'tr[data-device-actions="CAROLPHONE"] button[data-action="{action}"]')
 
     def confirm() -> None:
-        click("#confirm")
+        browser.find_element(By.ID, "confirm").click()
+
+    def access() -> str:
+        found = browser.find_elements(
+            By.CSS_SELECTOR, 'tr[data-device="CAROLPHONE"] td[data-access]'
+        )
+        return str(found[0].get_attribute("data-access")) if found else ""
 
     # Log in.
     await do(browser.get, base + "/")
@@ -277,6 +283,21 @@ async def _session(run: Running, base: str, browser: Any) -> None:
                        "the push latency chart", LIVE_TIMEOUT)  # fmt: skip
         shot("live-push")
 
+        # Quarantine her phone: its Sync gets only the notice; approved, it gets the mail.
+        await do(browser.get, base + "/devices")
+        await do(device_action, "quarantine")
+        await do(confirm)
+        await wait_for(lambda: access() == "quarantined", "the phone quarantined")
+        await asyncio.to_thread(_mail, run.smtp_port, "carol@natsync.test", "held back")
+        waiting = await carol.sync(inbox)
+        assert [a.subject for a in waiting.added] == ["Your device is waiting for approval"]
+        await do(device_action, "allow")  # the "Approve" button of a quarantined device
+        await do(confirm)
+        await wait_for(lambda: access() == "allowed", "the phone approved")
+        approved = await carol.sync(inbox)
+        assert "held back" in {a.subject for a in approved.added}  # (its mail sent afresh)
+        assert any("quarantine" in d for d in approved.deleted)  # the notice goes
+
     # Reset her password: the old one fails at once, the new one works.
     await do(browser.get, base + "/users")
     reset = await do(
@@ -302,6 +323,15 @@ async def _session(run: Running, base: str, browser: Any) -> None:
             await carol.folder_sync()
     await wait_for(reloaded(lambda: "wipe acknowledged" in text()), "the acknowledged wipe")
     shot("devices-wiped")
+
+    # natsync run's self-check (after start): its report one click away on the Status page.
+    await do(browser.get, base + "/")
+    await wait_for(reloaded(lambda: browser.find_elements(By.ID, "report")),
+                   "the self-check's report link", 30)  # fmt: skip
+    assert light("ActiveSync from outside")[0]  # the self-check's findings are lights
+    await do(click, "#report")
+    await wait_for(lambda: "natsync doctor" in text().lower(), "the self-check's report")
+    shot("self-check-report")
 
     # A part dies: the Status page shows it restarted, with its new PID and one restart.
     os.kill(edge_pid, signal.SIGKILL)

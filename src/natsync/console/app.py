@@ -45,6 +45,7 @@ from natsync.console.status import (
     read_certificate,
     read_ddns,
     read_json,
+    save_doctor_report,
 )
 from natsync.errors import NatsyncError
 from natsync.server.recent import recent_requests
@@ -285,7 +286,6 @@ class Console:
 
     async def _run_doctor(self) -> None:
         from natsync.doctor import Options, diagnose
-        from natsync.doctor.report import render_html, to_json
 
         job = self.doctor
         job.lines.append(f"checking {self.doctor_url()} …")
@@ -296,10 +296,7 @@ class Console:
                 config=self.settings.config_path,
             )
             report = await diagnose(options, job.lines.append)
-            out = self.settings.doctor_dir
-            out.mkdir(parents=True, exist_ok=True)
-            (out / REPORT_JSON).write_text(to_json(report), encoding="utf-8")
-            (out / REPORT_HTML).write_text(render_html(report), encoding="utf-8")
+            save_doctor_report(report, self.settings.doctor_dir)
             job.lines.append(
                 f"finished in {report.duration:.1f} s, exit status {report.exit_status}"
             )

@@ -61,6 +61,18 @@ class ProcessState:
     started_at: dt.datetime | None = None
 
 
+def save_doctor_report(report: Any, directory: Path) -> None:
+    """Write a doctor's report where the Status page reads it (DIRECTORY/report.json, and the
+    HTML one click away): the console's "run the doctor now" and natsync run's self-check."""
+    from natsync.doctor.report import render_html, to_json
+
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, text in ((REPORT_JSON, to_json(report)), (REPORT_HTML, render_html(report))):
+        tmp = directory / f".{name}.tmp"
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(directory / name)
+
+
 def _parse_time(value: object) -> dt.datetime | None:
     if not isinstance(value, str):
         return None

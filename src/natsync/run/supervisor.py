@@ -294,6 +294,12 @@ class Supervisor:
             problems = [f"{f.severity}: {f.title}: {f.fix or f.cause}" for f in bad]
             reason = report.stopped or (problems[0] if problems else "every check passed")
             self.check = SelfCheck(str(report.worst), reason, _now(), url, problems)
+            try:  # the console's "last self-check", its report one click away
+                from natsync.console.status import save_doctor_report
+
+                save_doctor_report(report, self.deployment.server.data_dir / "doctor")
+            except OSError as exc:
+                log.warning("cannot write the self-check's report: %s", exc)
         level = logging.INFO if self.check.verdict == "ok" else logging.WARNING
         log.log(
             level, "self-check (%s) of %s: %s — %s", why, url, self.check.verdict, self.check.reason
