@@ -11,12 +11,20 @@ alternating blocks so that both rounds see the same machine load. Then ``--devic
 with full rings, and the time to render the Devices page (one store transaction reading every
 ring) and a store sample of the Live page. Prints per-request latency p50 / p90 and the
 difference, and the page times. Bounded: a fixed number of requests, a 300 s limit.
+
+    .venv/bin/python bench/console_bench.py --pushes 100      # the push latency it shows
+
+With ``--pushes N`` instead: N real pushes on loopback (a held Ping, a mail through SMTP in):
+the push latency the server records per device (what the Devices page shows: from the commit
+of the delivery to the answer) against what the phone sees (from the SMTP client's start of
+DATA to the Ping's answer decoded by the emulator).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import smtplib
 import statistics
 import sys
 import tempfile
@@ -32,9 +40,10 @@ from natsync.auth.passwords import hash_password
 from natsync.client import EASClient
 from natsync.config import ServerConfig
 from natsync.console import settings_from_data_dir, start_console
-from natsync.server import recent, start_server
+from natsync.server import RunningServer, recent, start_server
 from natsync.server.recent import MAX_RECENT, RecentRequest
 from natsync.store import open_store
+from natsync.store.api import Store
 
 BLOCK = 50
 TIME_LIMIT = 300.0
@@ -44,15 +53,20 @@ def _pct(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100)[int(q) - 1] if len(values) > 1 else values[0]
 
 
+async def _server(data: Path) -> tuple[Store, RunningServer, str, datetime]:
+    """A store in *data* with the user bench, and a natsync server on it (loopback)."""
+    store = open_store(str(data / "natsync.db"))
+    now = datetime.now(UTC)
+    hashed = hash_password("bench-password")
+    await store.run(lambda t: admin.add_user(t, "bench", "bench@example.test", "", hashed, now))
+    config = ServerConfig(host="127.0.0.1", port=0, data_dir=data, require_provisioning=False)
+    return store, await start_server(config, store), hashed, now
+
+
 async def run(requests: int, devices: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp)
-        store = open_store(str(data / "natsync.db"))
-        now = datetime.now(UTC)
-        hashed = hash_password("bench-password")
-        await store.run(lambda t: admin.add_user(t, "bench", "b@example.test", "", hashed, now))
-        config = ServerConfig(host="127.0.0.1", port=0, data_dir=data, require_provisioning=False)
-        server = await start_server(config, store)
+        store, server, hashed, now = await _server(data)
         base = server.url.rsplit("/", 1)[0]
         writer = server.eas.recent
         real = writer.answered
@@ -115,12 +129,80 @@ async def run(requests: int, devices: int) -> None:
         await store.aclose()
 
 
+def _send(port: int, subject: str) -> float:
+    """One mail over SMTP; the perf_counter() just before DATA (the rest of the dialogue, and
+    the connection, come before it and are not counted)."""
+    with smtplib.SMTP("127.0.0.1", port, timeout=10) as smtp:
+        smtp.ehlo()
+        smtp.mail("a@remote.test")
+        smtp.rcpt("bench@example.test")
+        started = time.perf_counter()
+        smtp.data(f"From: a@remote.test\r\nSubject: {subject}\r\n\r\nhi\r\n")
+    return started
+
+
+async def pushes(count: int) -> None:
+    """*count* real pushes (SMTP in → the held Ping answered): the push latency the server
+    records for the device (what the console shows) against what the phone sees from the start
+    of DATA to the Ping's answer decoded."""
+    from natsync.mail.smtp_in import start_smtp_server
+    from natsync.server.recent import push_latencies
+
+    with tempfile.TemporaryDirectory() as tmp:
+        store, server, _, _ = await _server(Path(tmp))
+        smtp = await start_smtp_server(store, "127.0.0.1", 0, ["example.test"])
+        seen: list[float] = []
+        deadline = time.monotonic() + TIME_LIMIT
+        base = server.url.rsplit("/", 1)[0]
+        async with EASClient(base, "bench", "bench-password", device_id="PUSH1") as phone:
+            await phone.folder_sync()
+            inbox = phone.folder(type=2).server_id
+            await phone.sync(inbox)
+            for i in range(count):
+                if time.monotonic() > deadline:
+                    break
+                ping = asyncio.create_task(phone.ping([inbox], 120))
+                for _ in range(2000):  # until the server holds it (10 s at most)
+                    if server.eas.held_devices():
+                        break
+                    await asyncio.sleep(0.005)
+                # Past the re-check before it waits: a mail committed within it answers the
+                # Ping at once, untimed (as for a real phone, whose Ping waits for minutes).
+                await asyncio.sleep(0.02)
+                started = await asyncio.to_thread(_send, smtp.port, f"push {i}")
+                assert await ping == [inbox]
+                seen.append((time.perf_counter() - started) * 1000)
+                await phone.sync(inbox)
+        await server.eas.recent.flush()
+
+        def ring(txn):  # type: ignore[no-untyped-def]
+            device = txn.get_device(admin.require_user(txn, "bench").id, "PUSH1")
+            return [ms for _, ms in push_latencies(txn, device.id)]
+
+        recorded = await store.run(ring)
+        for name, values in (("server-recorded (commit -> answer)", recorded),
+                             ("phone-seen (start of DATA -> answer)", seen)):  # fmt: skip
+            print(
+                f"push latency {name}: n={len(values)} p50 {_pct(values, 50):.2f} ms "
+                f"p99 {_pct(values, 99):.2f} ms"
+            )
+        await smtp.close()
+        await server.close()
+        await store.aclose()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=400, help="requests per round")
     parser.add_argument("--devices", type=int, default=100, help="devices for the page timing")
+    parser.add_argument(
+        "--pushes", type=int, default=0, help="instead: this many real pushes (SMTP in -> Ping)"
+    )
     args = parser.parse_args()
-    asyncio.run(run(args.requests, args.devices))
+    if args.pushes:
+        asyncio.run(pushes(min(args.pushes, 1000)))
+    else:
+        asyncio.run(run(args.requests, args.devices))
 
 
 if __name__ == "__main__":

@@ -225,24 +225,28 @@ def test_any_ring_document_reads_as_entries_or_nothing(ring: list[dict[str, obje
 
 async def test_a_pushed_ping_carries_its_latency_into_both_rings(store: Store) -> None:
     """The server notes push_ms on the answer of a Ping a change ended (natsync.server.app's
-    Hold); the writer keeps it on the entry and in the device's longer push ring, bounded."""
+    Hold); the writer keeps it on the entry and in the device's longer push ring, bounded — a
+    burst of pushes between two writes is not cut to the request ring's length."""
     from natsync.server.recent import MAX_PUSHES, RecentWriter, push_latencies
 
     device = _phone(store)
-    writer = RecentWriter(store, every=3600)  # written by close() below, not by the timer
-    fields = {"cmd": "Ping", "user": "alice", "device": "PHONE1", "http": 200, "status": 2}
-    for i in range(MAX_PUSHES + 4):
-        writer.answered({**fields, "push_ms": float(i + 1)}, NOW + timedelta(seconds=i))
-        if i % 20 == 0:  # several writes, each under the per-batch bound
-            await writer.flush()
-    writer.answered({**fields, "status": 1}, NOW + timedelta(hours=1))  # a heartbeat: no push
+    writer = RecentWriter(store, every=3600)  # written by flush() and close(), not the timer
+    fields = {"user": "alice", "device": "PHONE1", "http": 200}
+    for i in range(MAX_PUSHES + 4):  # each push: the Ping answered, a Sync, a new Ping held
+        at = NOW + timedelta(seconds=i)
+        writer.answered({**fields, "cmd": "Ping", "status": 2, "push_ms": float(i + 1)}, at)
+        writer.answered({**fields, "cmd": "Sync", "status": 1}, at)
+        writer.holding({**fields, "cmd": "Ping"}, 60, at)
+        if i == 10:
+            await writer.flush()  # one write in the middle: the push ring grows across writes
+    writer.answered({**fields, "cmd": "Ping", "status": 1}, NOW + timedelta(hours=1))  # no push
     await writer.close()
     ring = await store.run(lambda t: recent_requests(t, device))
+    assert len(ring) == MAX_RECENT
     assert ring[0].push_ms is None
-    assert ring[1].push_ms == float(MAX_PUSHES + 4)
+    assert ring[3].push_ms == float(MAX_PUSHES + 4)
     pushes = await store.run(lambda t: push_latencies(t, device))
-    assert len(pushes) == MAX_PUSHES
-    assert [ms for _, ms in pushes[:2]] == [float(MAX_PUSHES + 4), float(MAX_PUSHES + 3)]
+    assert [ms for _, ms in pushes] == [float(i) for i in range(MAX_PUSHES + 4, 4, -1)]
     (row,) = await store.run(lambda t: admin.list_devices(t, NOW))
     assert row.pushes[0] == float(MAX_PUSHES + 4)
     # Over the 100 kept (5 .. 104 ms): nearest rank.

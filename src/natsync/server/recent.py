@@ -156,7 +156,11 @@ class RecentBuffer:
                 return False
             entries = self._pending[key] = []
         entries.append(entry)
-        del entries[:-MAX_RECENT]
+        if len(entries) > MAX_RECENT:
+            # Beyond the ring the oldest go, but not the push latencies (their own ring is
+            # longer): a burst of mail must not leave the device's push record short.
+            older = [e for e in entries[:-MAX_RECENT] if e.push_ms is not None][-MAX_PUSHES:]
+            entries[:] = [*older, *entries[-MAX_RECENT:]]
         return True
 
     def take(self) -> dict[tuple[str, str], list[RecentRequest]]:
