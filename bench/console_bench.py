@@ -59,7 +59,10 @@ async def _server(data: Path) -> tuple[Store, RunningServer, str, datetime]:
     now = datetime.now(UTC)
     hashed = hash_password("bench-password")
     await store.run(lambda t: admin.add_user(t, "bench", "bench@example.test", "", hashed, now))
-    config = ServerConfig(host="127.0.0.1", port=0, data_dir=data, require_provisioning=False)
+    config = ServerConfig(
+        host="127.0.0.1", port=0, data_dir=data, require_provisioning=False,
+        throttle_exempt=("bench",),  # a bench sends far more than a phone's budget
+    )  # fmt: skip
     return store, await start_server(config, store), hashed, now
 
 
