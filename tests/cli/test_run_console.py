@@ -65,6 +65,7 @@ def run_console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Runn
     config.write_text(
         config.read_text()
         + f'\n[console]\nport = {console_port}\npassword_hash = "{hash_password(ADMIN_PASSWORD)}"\n'
+        + "doctor_heartbeat = 0\n"  # the console's doctor: no 60 s held Ping in a test
     )
     add_user(tmp_path)
     run = start_run(tmp_path, config, ports)
@@ -332,6 +333,28 @@ async def _session(run: Running, base: str, browser: Any) -> None:
     await do(click, "#report")
     await wait_for(lambda: "natsync doctor" in text().lower(), "the self-check's report")
     shot("self-check-report")
+    # Run the doctor now (inside-out, against what the self-check checks): the page follows
+    # its progress and reloads with the new report.
+    await do(browser.get, base + "/")
+    first = await do(
+        lambda: browser.find_element(By.ID, "report").find_element(By.XPATH, "..").text
+    )
+    await do(click, "#doctor-run button")
+    await wait_for(lambda: "The doctor is running" in text(), "the doctor started")
+
+    def new_report() -> bool:
+        found = browser.find_elements(By.ID, "report")
+        return bool(found) and found[0].find_element(By.XPATH, "..").text != first
+
+    def progress() -> str:
+        return str(browser.find_element(By.ID, "doctor-progress").text)
+
+    try:
+        await wait_for(new_report, "the console's doctor run to end", 60)
+    except AssertionError:
+        raise AssertionError(await do(progress) + "\n" + await do(text)) from None
+    assert "exit status" in await do(lambda: browser.find_element(By.ID, "doctor-progress").text)
+    shot("status-after-doctor")
 
     # A part dies: the Status page shows it restarted, with its new PID and one restart.
     os.kill(edge_pid, signal.SIGKILL)

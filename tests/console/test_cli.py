@@ -113,3 +113,8 @@ def test_settings_from_the_deployment_file(tmp_path: Path) -> None:
     config.write_text("[console]\nport = 70000\n")
     with pytest.raises(ConfigError, match=r"0\.\.65535"):
         load_settings(config)
+    config.write_text("[console]\ndoctor_heartbeat = 0\n")
+    assert load_settings(config).doctor_heartbeat == 0
+    config.write_text("[console]\ndoctor_heartbeat = 4000\n")
+    with pytest.raises(ConfigError, match=r"doctor_heartbeat must be 0\.\.3540"):
+        load_settings(config)

@@ -270,7 +270,7 @@ class Console:
         report_at = str((g.report or {}).get("started_at", ""))
         return self.html(
             pages.status(lights(g), session.csrf, self.doctor.line, report_at,
-                         request.query.get("msg", ""))
+                         request.query.get("msg", ""), running=self.doctor.running)
         )  # fmt: skip
 
     async def doctor_run(self, request: web.Request) -> web.StreamResponse:
@@ -293,6 +293,7 @@ class Console:
             options = Options(
                 url=self.doctor_url(),
                 heartbeat=self.settings.doctor_heartbeat,
+                ca_file=self.settings.doctor_ca,
                 config=self.settings.config_path,
             )
             report = await diagnose(options, job.lines.append)

@@ -121,8 +121,9 @@ def login(error: str = "") -> str:
 
 
 def status(
-    lights: Iterable[Light], csrf: str, doctor_line: str, report_at: str, message: str = ""
-) -> str:
+    lights: Iterable[Light], csrf: str, doctor_line: str, report_at: str, message: str = "",
+    *, running: bool = False,
+) -> str:  # fmt: skip
     rows = []
     for light in lights:
         ev = "".join(f"<li>{escape(e)}</li>" for e in light.evidence)
@@ -143,7 +144,8 @@ def status(
         f"<h2>Self-check</h2>{report}"
         f'<form method=post action=/doctor/run id="doctor-run">{hidden(csrf)}'
         "<button>Run the doctor now</button></form>"
-        f'<p id="doctor-progress" role="status">{escape(doctor_line)}</p>'
+        f'<p id="doctor-progress" role="status" data-running="{str(running).lower()}">'
+        f"{escape(doctor_line)}</p>"
     )
     return page("Status", "".join(rows) + doctor, csrf=csrf, here="/", message=message)
 
@@ -401,7 +403,8 @@ JS = """
   }
   var progress = document.getElementById('doctor-progress');
   if (progress) {
-    var sawRunning = false;
+    // Running when this page was made: reload once it ends, however fast it was.
+    var sawRunning = progress.getAttribute('data-running') === 'true';
     poll('/doctor/progress', 1000, function (t) {
       var doc = JSON.parse(t);
       progress.textContent = doc.line;

@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from natsync.config import load_config, read_toml, scalar_setting
+from natsync.config import DEFAULT_HEARTBEAT_MAX, load_config, read_toml, scalar_setting
 from natsync.errors import ConfigError
 
 #: The console's port unless told: beside the server's 8443, not a well-known one.
@@ -43,7 +43,11 @@ class ConsoleSettings:
     public_name: str = ""
     #: The deployment file, for the doctor's inside-out checks (None: outside checks only).
     config_path: Path | None = None
+    #: Seconds the doctor's Direct Push check holds its Ping (0 skips that check).
     doctor_heartbeat: int = DOCTOR_HEARTBEAT
+    #: The CA the doctor trusts besides the system's (natsync's own, for a private-CA
+    #: certificate: what the phones were given); None: the system's roots only.
+    doctor_ca: Path | None = None
     tls_cert: Path | None = None
     tls_key: Path | None = None
     #: Names (besides addresses and localhost) the console may be reached by, e.g. its LAN name.
@@ -84,6 +88,7 @@ _KEYS = {
     "password_hash",
     "metrics_url",
     "doctor_url",
+    "doctor_heartbeat",
     "public_name",
 }
 _PATHS = {"tls_cert", "tls_key"}
@@ -127,6 +132,9 @@ def load_settings(path: Path) -> ConsoleSettings:
         else:
             values[key] = scalar_setting("console", key, getattr(base, key), value)
     settings = replace(base, **values)
+    beat, most = settings.doctor_heartbeat, DEFAULT_HEARTBEAT_MAX
+    if not 0 <= beat <= most:  # 0: no Direct Push check
+        raise ConfigError(f"console.doctor_heartbeat must be 0..{most}, not {beat}")
     if not 0 <= settings.port <= 65535:
         raise ConfigError(f"console.port must be 0..65535, not {settings.port}")
     if (settings.tls_cert is None) != (settings.tls_key is None):

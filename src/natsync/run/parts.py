@@ -101,8 +101,17 @@ async def _server_part(deployment: Deployment, index: int) -> None:
         # [console] runs in the first server process: it reads the server's store and asks
         # its ActiveSync app which Pings it holds (docs/console.md).
         from natsync.console.settings import load_settings
+        from natsync.run.supervisor import self_check_url
 
         console = load_settings(deployment.path)
+        if "doctor_url" not in deployment.tables["console"]:  # what the self-check checks
+            edge = deployment.edge.listen.rpartition(":")[2] if deployment.edge else ""
+            ca = deployment.server.data_dir / "ca" / "ca.pem"
+            private = deployment.cert is None or deployment.cert.mode == "private-ca"
+            console = replace(
+                console, doctor_url=self_check_url(deployment, int(edge) if edge else None),
+                doctor_ca=ca if private and ca.exists() else None,
+            )  # fmt: skip
 
     def ready(running: Any, smtp: Any, console: Any = None) -> None:
         info: dict[str, Any] = {"url": running.url, "port": running.port}
