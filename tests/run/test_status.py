@@ -94,3 +94,29 @@ def test_no_file_or_not_ours_reads_as_none(tmp_path: Path) -> None:
         assert read_status(tmp_path) is None, text
     assert processes_from_run(None, True) == []
     assert [alive("12"), alive(-1), alive(None), alive(os.getpid())] == [False, False, False, True]
+
+
+async def test_the_file_is_written_only_when_a_part_changed(tmp_path: Path) -> None:
+    from natsync.run.status import StatusWriter
+
+    server = await _child("server")
+    try:
+        writer = StatusWriter()
+
+        def look() -> bool:
+            doc = describe([server], os.getpid(), 1.0e9, False, False, time.time(),
+                           time.monotonic())  # fmt: skip
+            return writer.write(tmp_path, doc)
+
+        assert look()  # the first look writes
+        written = (tmp_path / STATUS_FILE).stat().st_mtime_ns
+        assert not look()  # nothing changed but the time of the look: not rewritten
+        assert (tmp_path / STATUS_FILE).stat().st_mtime_ns == written
+        assert server.ready is not None
+        server.ready.set_result({})  # starting -> running
+        assert look()
+        assert read_status(tmp_path)["parts"][0]["state"] == "running"  # type: ignore[index]
+    finally:
+        assert server.proc is not None
+        server.proc.kill()
+        await server.proc.wait()

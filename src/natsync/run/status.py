@@ -1,7 +1,8 @@
 """The supervisor's parts as a file others can read: ``DATA_DIR/run/status.json``.
 
-`natsync run` writes it every :data:`PUBLISH_EVERY` seconds and once more when it stops (each
-write replaces the file whole: a reader never sees half of one). The console reads it — it runs
+`natsync run` looks every :data:`PUBLISH_EVERY` seconds and writes it when something changed (a
+part started, died, came back), and once more when it stops (each write replaces the file
+whole: a reader never sees half of one). The console reads it — it runs
 inside the first server process, a child that cannot ask its parent — and shows each part's
 name, PID, state, restarts and uptime on its Status page; a console started on its own on the
 same data directory reads the same file.
@@ -21,7 +22,7 @@ from typing import Any, Protocol
 
 #: Where, under the data directory.
 STATUS_FILE = Path("run") / "status.json"
-#: Seconds between writes: the console shows a part's death this late at most.
+#: Seconds between looks: the console shows a part's death this late at most.
 PUBLISH_EVERY = 2.0
 
 
@@ -104,6 +105,26 @@ def write_status(data_dir: Path, doc: Mapping[str, Any]) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}")
     tmp.write_text(json.dumps(doc, separators=(",", ":")), encoding="utf-8")
     tmp.replace(path)
+
+
+class StatusWriter:
+    """Writes the document only when it changed (besides its "at"): the file is not rewritten
+    every few seconds for nothing — a home server's SD card wears with every write."""
+
+    __slots__ = ("_last",)
+
+    def __init__(self) -> None:
+        self._last = ""
+
+    def write(self, data_dir: Path, doc: Mapping[str, Any]) -> bool:
+        """Write *doc* if it differs from the last one written; whether it did."""
+        same = {**doc, "supervisor": {**doc.get("supervisor", {}), "at": ""}}
+        key = json.dumps(same, sort_keys=True)
+        if key == self._last:
+            return False
+        write_status(data_dir, doc)
+        self._last = key
+        return True
 
 
 def read_status(data_dir: Path) -> dict[str, Any] | None:

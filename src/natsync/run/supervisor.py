@@ -457,21 +457,25 @@ class Supervisor:
 
     # --- the parts' status file (the console's process list) ---------------------------------
 
-    def publish(self, stopped: bool = False) -> None:
-        """Write DATA_DIR/run/status.json: each part's PID, state, restarts, start time."""
+    def publish(self, writer: Any = None, stopped: bool = False) -> None:
+        """Write DATA_DIR/run/status.json: each part's PID, state, restarts, start time (with
+        a natsync.run.status.StatusWriter: only when that changed)."""
         from natsync.run.status import describe, write_status
 
         children = [c for kind in ORDER for c in self.children.get(kind, [])]
         doc = describe(children, os.getpid(), self.started_at, self.stopping.is_set(), stopped,
                        time.time(), time.monotonic())  # fmt: skip
         try:
-            write_status(self.deployment.server.data_dir, doc)
+            (writer.write if writer else write_status)(self.deployment.server.data_dir, doc)
         except OSError as exc:
             log.warning("cannot write the parts' status file: %s", exc)
 
     async def _publish_every(self, seconds: float) -> None:
+        from natsync.run.status import StatusWriter
+
+        writer = StatusWriter()
         while True:
-            self.publish()
+            self.publish(writer)
             await asyncio.sleep(seconds)
 
     # --- the whole run --------------------------------------------------------------------------
