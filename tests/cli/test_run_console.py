@@ -17,7 +17,10 @@ import os
 import re
 import signal
 import smtplib
+import ssl
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -133,7 +136,12 @@ def test_run_serves_the_console_and_live_shows_the_servers_held_pings(
 def test_the_supervisor_publishes_its_parts(run_console: tuple[Running, str]) -> None:
     """DATA_DIR/run/status.json: the supervisor's PID and each part's PID, state, restarts."""
     run, _ = run_console
-    doc = json.loads((run.config.parent / "data" / "run" / "status.json").read_text())
+    path = run.config.parent / "data" / "run" / "status.json"
+    for _ in range(50):  # it looks every 2 s: a part that just said "ready" shows by then
+        doc = json.loads(path.read_text())
+        if {p["state"] for p in doc["parts"]} == {"running"}:
+            break
+        time.sleep(0.1)
     assert doc["supervisor"]["pid"] == run.proc.pid
     assert doc["supervisor"]["state"] == "running"
     parts = {p["name"]: p for p in doc["parts"]}
@@ -141,6 +149,21 @@ def test_the_supervisor_publishes_its_parts(run_console: tuple[Running, str]) ->
     assert parts["edge"]["pid"] == run.info["edge"][0]["pid"]
     assert {p["state"] for p in parts.values()} == {"running"}
     assert all(p["started_at"] for p in parts.values())
+
+
+def test_the_edge_does_not_publish_the_console(run_console: tuple[Running, str]) -> None:
+    """Through the phones' way in (the edge, TLS), the console's paths are not found; on its
+    own loopback port they are."""
+    run, base = run_console
+    context = ssl.create_default_context(cafile=str(run.ca))
+    for path in ("/login", "/", "/live.json", "/devices", "/static/console.js"):
+        with pytest.raises(urllib.error.HTTPError) as answer:
+            urllib.request.urlopen(f"https://localhost:{run.edge_port}{path}", timeout=10,
+                                   context=context)  # fmt: skip
+        answer.value.close()
+        assert answer.value.code == 404, path
+    with urllib.request.urlopen(base + "/login", timeout=10) as direct:
+        assert direct.status == 200
 
 
 def _mail(port: int, to: str, subject: str) -> None:
