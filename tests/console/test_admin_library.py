@@ -273,3 +273,13 @@ def test_any_push_ring_text_reads_as_latencies_or_nothing(text: str) -> None:
     for at, ms in push_latencies(OneSetting(), 1):  # type: ignore[arg-type]
         assert at.tzinfo is not None
         assert isinstance(ms, float)
+
+
+def test_a_damaged_push_ring_reads_as_what_can_be_read(store: Store) -> None:
+    from natsync.server.recent import PUSH_KEY, push_latencies
+
+    device = _phone(store)
+    ring = '[["2026-05-01T12:00:00", NaN], ["2026-05-01T12:00:01", 3.5], [1], "x", {"a": 1}]'
+    store.run_sync(lambda t: t.set_device_setting(device, PUSH_KEY, ring))
+    read = store.run_sync(lambda t: push_latencies(t, device))
+    assert read == [(NOW + timedelta(seconds=1), 3.5)]

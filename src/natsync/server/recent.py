@@ -255,6 +255,8 @@ def push_latencies(txn: Txn, device: int) -> list[tuple[datetime, float]]:
             at, ms = datetime.fromisoformat(str(item[0])), float(item[1])  # type: ignore[index]
         except (TypeError, ValueError, IndexError, KeyError, OverflowError):
             continue
+        if not math.isfinite(ms):  # JSON's NaN or Infinity: not a time
+            continue
         out.append((at if at.tzinfo is not None else at.replace(tzinfo=UTC), ms))
     return out[::-1]
 
