@@ -5,6 +5,7 @@ and the Live numbers from Prometheus text (the edge's format and the server's hi
 from __future__ import annotations
 
 import datetime as dt
+import html
 import json
 
 import pytest
@@ -213,3 +214,43 @@ def test_a_sample_from_the_stores_records() -> None:
     assert sample.rates == {"FolderSync": 0.1, "Sync": 0.2}
     assert sample.errors == 0.1  # the HTTP 500; Status 142 (not provisioned) is the phone's
     assert sample.p50 is None
+
+
+async def test_router_mappings_from_the_portmap_parts_status(deployment: Deployment) -> None:
+    """The portmap part's own record (DATA_DIR/portmap/status.json, written by a real
+    PortMapSet over a recording router as tests/portmap does): per family, open until when,
+    skipped, failed with the router's words."""
+    import time
+
+    from natsync.portmap.holder import Deferred, Member, PortMapSet, write_status
+    from natsync.portmap.manager import MappingSpec, PortMapper
+    from tests.portmap.test_holder import Router
+
+    specs = [MappingSpec.parse("443/tcp"), MappingSpec.parse("587:8587/tcp")]
+    v4, v6 = Router("upnp"), Router("pcp6", refuse_below=1024)
+    held = PortMapSet(
+        [
+            Member(4, PortMapper(Deferred("upnp", lambda: v4), lifetime=3600), specs),
+            Member(6, PortMapper(Deferred("pcp6", lambda: v6), lifetime=3600), specs[:1],
+                   [(specs[1], "IPv6 is not translated")]),
+        ]
+    )  # fmt: skip
+    held.ensure(time.time())
+    write_status(deployment.data_dir, held.status(time.time()))
+    async with browser_like() as http:
+        await login(http, deployment.base)
+        async with http.get(deployment.base + "/") as resp:
+            page = await resp.text()
+    assert 'class="light red" data-light="Router mappings"' in page
+    section = html.unescape(page.split('data-light="Router mappings"')[1].split("</section>")[0])
+    assert "IPv4 443->443/tcp open (upnp), lease ends in 59 min" in section
+    assert "IPv4 587->8587/tcp open (upnp)" in section
+    assert "IPv6 443->443/tcp failed (pcp6)" in section  # the IPv6 router refuses below 1024
+    assert "Fix: <span class=\"fix\">policy (UPnP error 606) — natsync portmap status" in section
+    assert "IPv6 587->8587/tcp skipped" in section
+    # The router allows it now: every mapping open (or skipped), green.
+    v6.refuse_below = 0
+    held.ensure(time.time() + 10)
+    write_status(deployment.data_dir, held.status(time.time()))
+    found = lights(Gathered(now=dt.datetime.now(dt.UTC), portmap=held.status(time.time())))
+    assert _by_name(found, "Router mappings").level is Level.GREEN

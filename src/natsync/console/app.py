@@ -226,6 +226,8 @@ class Console:
     # -- status and doctor
 
     async def gather(self) -> Gathered:
+        from natsync.portmap.holder import read_status as read_portmap
+
         now = _utcnow()
         data = self.settings.data_dir
         checks, updates = await asyncio.to_thread(read_ddns, data)
@@ -237,6 +239,7 @@ class Console:
             checks=checks,
             updates=updates,
             processes=await asyncio.to_thread(self.processes),
+            portmap=read_portmap(data),
         )
 
         def counts(txn: Txn) -> tuple[int, int, list[Any]]:

@@ -147,6 +147,8 @@ class Gathered:
     queue_oldest: dt.datetime | None = None
     queue_error: str = ""
     processes: list[ProcessState] | None = None
+    #: The portmap part's DATA_DIR/portmap/status.json (natsync.portmap.holder), None without.
+    portmap: dict[str, Any] | None = None
 
 
 _SEVERITY = {"ok": Level.GREEN, "warn": Level.AMBER, "fail": Level.RED, "skip": Level.GREY}
@@ -227,6 +229,8 @@ def lights(g: Gathered) -> list[Light]:
     reach = _from_report(report, ("reach",), "Port reachable / router mapping")
     if reach is not None:
         out.append(reach)
+    if g.portmap is not None:
+        out.append(_mappings(g.portmap, g.now))
     out.append(_certificate(g, report))
     for checks, name in (
         (("http", "session"), "ActiveSync from outside"),
@@ -316,6 +320,41 @@ def _processes(g: Gathered) -> list[Light]:
         fix = "" if p.running else "see natsync run's log"
         out.append(Light(p.name, level, " · ".join(facts), fix))
     return out
+
+
+#: A mapping's state (natsync.portmap.holder.PortMapSet.status) as a light.
+_MAPPING_LEVEL = {
+    "open": Level.GREEN, "skipped": Level.GREEN, "removed": Level.GREY,
+    "pending": Level.AMBER, "renew-failing": Level.AMBER, "failed": Level.RED,
+}  # fmt: skip
+
+
+def _mappings(doc: dict[str, Any], now: dt.datetime) -> Light:
+    """What the portmap part holds on the router, per family: open (until when), failing,
+    skipped (a translated port has no IPv6 pinhole), from its own status file."""
+    entries = [e for e in doc.get("mappings", []) if isinstance(e, dict)]
+    if not entries:
+        words = str(doc.get("message") or "the portmap part has not written its status yet")
+        return Light("Router mappings", Level.GREY, words, "natsync portmap status")
+    levels, parts, evidence, fixes = [], [], [], []
+    for e in entries:
+        state = str(e.get("state", ""))
+        levels.append(_MAPPING_LEVEL.get(state, Level.GREY))
+        text = f"IPv{e.get('family', '?')} {e.get('mapping', '?')} {state}"
+        if e.get("method"):
+            text += f" ({e['method']})"
+        expires = e.get("expires_at")
+        if state == "open" and isinstance(expires, int | float):
+            left = dt.datetime.fromtimestamp(float(expires), dt.UTC)
+            text += f", lease ends in {uptime(now, left) if left > now else '0 s'}"
+        parts.append(text)
+        if e.get("detail"):
+            evidence.append(f"{e.get('mapping', '?')} (IPv{e.get('family', '?')}): {e['detail']}")
+            if state in ("failed", "renew-failing", "pending"):
+                fixes.append(str(e["detail"]))
+    level = _worst(levels)
+    fix = f"{fixes[0]} — natsync portmap status" if fixes else ""
+    return Light("Router mappings", level, "; ".join(parts), fix, tuple(evidence))
 
 
 def _queue(g: Gathered) -> Light:
