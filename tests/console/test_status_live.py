@@ -246,7 +246,7 @@ async def test_router_mappings_from_the_portmap_parts_status(deployment: Deploym
     assert "IPv4 443->443/tcp open (upnp), lease ends in 59 min" in section
     assert "IPv4 587->8587/tcp open (upnp)" in section
     assert "IPv6 443->443/tcp failed (pcp6)" in section  # the IPv6 router refuses below 1024
-    assert "Fix: <span class=\"fix\">policy (UPnP error 606) — natsync portmap status" in section
+    assert 'Fix: <span class="fix">policy (UPnP error 606) — natsync portmap status' in section
     assert "IPv6 587->8587/tcp skipped" in section
     # The router allows it now: every mapping open (or skipped), green.
     v6.refuse_below = 0
