@@ -142,6 +142,25 @@ def test_push_latency_quantiles_from_the_histogram() -> None:
     assert quantile([], 0.5) is None
 
 
+def test_push_latency_is_over_the_last_minutes_of_scrapes() -> None:
+    def histogram(fast: int, slow: int) -> str:  # fast: 50 ms or less; slow: 0.5..1 s
+        return "\n".join(
+            f'natsync_server_push_latency_seconds_bucket{{le="{le}"}} {n}'
+            for le, n in (("0.05", fast), ("0.5", fast), ("1", fast + slow),
+                          ("+Inf", fast + slow))
+        )  # fmt: skip
+
+    delta = MetricsDelta()
+    assert delta.sample(histogram(100, 0), 0.0).p50 == pytest.approx(0.025)  # since start
+    recent = delta.sample(histogram(100, 10), 10.0)  # ten slow pushes since the last scrape
+    assert recent.p50 == pytest.approx(0.75)
+    assert delta.sample(histogram(100, 10), 200.0).p50 == pytest.approx(0.75)  # still in 5 min
+    quiet = delta.sample(histogram(100, 10), 400.0)  # none in the last 5 minutes
+    assert (quiet.p50, quiet.p99) == (None, None)
+    restarted = delta.sample(histogram(4, 0), 405.0)  # counters from zero again: all of them
+    assert restarted.p50 == pytest.approx(0.025)
+
+
 def test_metrics_lines_that_are_not_samples_are_skipped() -> None:
     parsed = parse_metrics('# HELP x\nbad line\nx{a="1"} nope\ny NaN\nz{a="b",c="d"} 2\n')
     assert parsed == {"z": [({"a": "b", "c": "d"}, 2.0)]}

@@ -166,7 +166,9 @@ class MetricsDelta:
     """Turns successive /metrics scrapes into rates (counters only grow; a restart resets)."""
 
     last: dict[str, float] = field(default_factory=dict)
-    last_buckets: dict[float, float] = field(default_factory=dict)
+    #: The push-latency histogram's buckets at each scrape of the last PUSH_WINDOW (and the
+    #: one before it): the p50/p99 charted are over the pushes of the last minutes.
+    history: deque[tuple[float, dict[float, float]]] = field(default_factory=deque)
     last_at: float = 0.0
 
     def sample(self, text: str, now: float) -> Sample:
@@ -196,11 +198,17 @@ class MetricsDelta:
                 buckets[float(le)] = buckets.get(float(le), 0.0) + v
             except ValueError:
                 continue
-        window = [(le, c - self.last_buckets.get(le, 0.0)) for le, c in buckets.items()]
-        if not any(c > 0 for _, c in window):
+        cutoff = now - PUSH_WINDOW.total_seconds()
+        while len(self.history) > 1 and self.history[1][0] <= cutoff:
+            self.history.popleft()
+        # Over the window: since the newest scrape before it (since the process started, on
+        # the first scrape; a restarted server's counters start again from zero).
+        base = self.history[0][1] if self.history else {}
+        window = [(le, c - base.get(le, 0.0)) for le, c in buckets.items()]
+        if any(c < 0 for _, c in window):
             window = list(buckets.items())
+        self.history.append((now, buckets))
         self.last = {**counts, "\0errors": errors}
-        self.last_buckets = buckets
         self.last_at = now
         return Sample(now, held, rates, err_rate, quantile(window, 0.5), quantile(window, 0.99))
 
