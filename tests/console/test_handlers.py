@@ -234,3 +234,35 @@ async def test_a_rebound_name_is_refused(deployment: Deployment) -> None:
     assert host_ok("console.lan:8444", frozenset({"console.lan"}))
     assert not host_ok("", frozenset())
     assert not host_ok("127.0.0.1.evil.example", frozenset())
+
+
+async def test_the_doctor_as_a_test_account_never_keeps_its_password(
+    deployment: Deployment,
+) -> None:
+    """An unknown account is refused before anything runs; a known one runs the doctor's
+    session checks as its phone, and its password is in no log."""
+    import asyncio
+
+    settings = settings_of(deployment)
+    async with browser_like() as http:
+        csrf = await login(http, deployment.base)
+        data = {"csrf": csrf, "user": "nobody", "password": "secret-one"}
+        async with http.post(deployment.base + "/doctor/run", data=data) as resp:
+            assert resp.status == 404
+            assert "nobody" in await resp.text()
+        assert not deployment.console.console.doctor.running
+        data = {"csrf": csrf, "user": "alice", "password": ALICE_PASSWORD}
+        async with http.post(deployment.base + "/doctor/run", data=data) as resp:
+            assert resp.status == 200  # the Status page, after the redirect
+        task = deployment.console.console.doctor.task
+        assert task is not None
+        await asyncio.wait_for(task, 60)
+    report = json.loads((settings.doctor_dir / "report.json").read_text())
+    session = [f for f in report["findings"] if f["check"] == "session"]
+    assert session
+    assert all(f["severity"] == "ok" for f in session), session  # it logged in as alice's phone
+    audit = settings.audit_path.read_text()
+    assert "doctor-run" in audit
+    assert " as alice" in audit
+    assert "secret-one" not in audit
+    assert ALICE_PASSWORD not in audit

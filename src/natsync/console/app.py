@@ -277,17 +277,30 @@ class Console:
         )  # fmt: skip
 
     async def doctor_run(self, request: web.Request) -> web.StreamResponse:
+        """Start the doctor; with a test account's name and password (used for this run only,
+        never stored nor logged) it also checks the ActiveSync session, Autodiscover and
+        Direct Push as that account's phone would."""
         session = request[SESSION]
+        form = await request.post()
+        user, password = str(form.get("user", "")).strip(), str(form.get("password", ""))
         if not self.doctor.running:
+            email = ""
+            if user:
+                try:
+                    email = await self.store.run(lambda t: admin.require_user(t, user).email)
+                except NatsyncError as exc:
+                    return self.refused(session, request, "doctor-run", user, exc)
             self.doctor = DoctorJob(running=True)
-            self.doctor.task = self.spawn(self._run_doctor(), "natsync-console-doctor")
-            self.audit(session, request, "doctor-run", self.doctor_url(), "started")
+            run = self._run_doctor(user, password, email)
+            self.doctor.task = self.spawn(run, "natsync-console-doctor")
+            target = self.doctor_url() + (f" as {user}" if user else "")
+            self.audit(session, request, "doctor-run", target, "started")
         raise web.HTTPSeeOther("/?msg=The+doctor+is+running")
 
     def doctor_url(self) -> str:
         return self.settings.doctor_url or "http://127.0.0.1:8443"
 
-    async def _run_doctor(self) -> None:
+    async def _run_doctor(self, user: str = "", password: str = "", email: str = "") -> None:
         from natsync.doctor import Options, diagnose
 
         job = self.doctor
@@ -295,6 +308,9 @@ class Console:
         try:
             options = Options(
                 url=self.doctor_url(),
+                user=user,
+                password=password,
+                email=email,
                 heartbeat=self.settings.doctor_heartbeat,
                 ca_file=self.settings.doctor_ca,
                 config=self.settings.config_path,

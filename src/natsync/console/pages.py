@@ -143,6 +143,11 @@ def status(
     doctor = (
         f"<h2>Self-check</h2>{report}"
         f'<form method=post action=/doctor/run id="doctor-run">{hidden(csrf)}'
+        "<details><summary>As a phone of a test account (session, Autodiscover, Direct Push)"
+        '</summary><label>User <input name="user" autocomplete="off"></label>'
+        '<label>Password <input name="password" type="password" autocomplete="off"></label>'
+        "<p><small>Used for this run only, never stored. Without them the doctor stops at "
+        "the server's login.</small></p></details>"
         "<button>Run the doctor now</button></form>"
         f'<p id="doctor-progress" role="status" data-running="{str(running).lower()}">'
         f"{escape(doctor_line)}</p>"
@@ -182,7 +187,9 @@ def _device_actions(row: DeviceRow, csrf: str) -> str:
 
 
 def _ms(value: float) -> str:
-    return f"{value:.0f} ms" if value >= 10 else f"{value:.1f} ms"
+    if value >= 10:
+        return f"{value:.0f} ms"
+    return f"{value:.1f} ms" if value >= 1 else f"{value:.2f} ms"
 
 
 def _num(value: float | None) -> str:
