@@ -16,6 +16,7 @@ import dataclasses
 import json
 import logging
 from collections.abc import Mapping
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -25,6 +26,7 @@ from natsync.eas.context import Response
 from natsync.mail.mime import parse_message
 from natsync.store.api import FolderType, Store, Txn
 from natsync.wbxml import E, Element, WBXMLError, decode
+from tests.conftest import SQLITE_ONLY
 from tests.eas.helpers import (
     NOW,
     Phone,
@@ -373,3 +375,89 @@ def test_one_bad_item_in_a_sync_of_several_collections(store: Store) -> None:
             for c in answered}  # fmt: skip
     assert sent == {notes: [good], inbox: [mail]}
     assert response.skipped == (bad,)
+
+
+# -- Find (EAS 16.1): one Result that cannot be sent costs only itself ---------------------------
+
+FD = "Find"
+
+
+def find_mailbox(phone: Phone, text: str, rng: str = "0-9") -> tuple[Element, Response]:
+    query = E(FD, "Query", E(AS, "Class", "Email"), E(FD, "FreeText", text))
+    criterion = E(FD, "MailBoxSearchCriterion", query, E(FD, "Options", E(FD, "Range", rng)))
+    body = E(FD, FD, E(FD, "SearchId", "s1"), E(FD, "ExecuteSearch", criterion))
+    # libwbxml knows code pages 0-24 only (Find is 25): our decoder reads the answer.
+    tree, response = answer(phone, FD, body, crosscheck=False)
+    assert tree.child_text("Status") == "1"
+    return tree, response
+
+
+@SQLITE_ONLY  # only SQLite's dynamic typing lets a row hold a value of the wrong type (an
+# old import, a damaged row); PostgreSQL's typed columns refuse such a row.
+def test_find_leaves_out_only_the_result_that_cannot_be_sent(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, "natsync.eas.isolation")
+    received = [NOW - timedelta(minutes=5 - n) for n in range(4)]
+    ids = [
+        deliver(store, make_mail(f"quarterly {n}", "the figures"), at=at)
+        for n, at in enumerate(received)
+    ]
+    oldest, unrenderable, unencodable, newest = ids
+
+    def damage(txn: Txn) -> None:
+        conn = txn._conn  # type: ignore[attr-defined]
+        # A Subject stored as a BLOB: rendering its Result fails (a text pattern on bytes).
+        conn.execute(
+            "UPDATE messages SET subject = CAST(subject AS BLOB) WHERE server_id = ?",
+            (unrenderable,),
+        )
+        # An Importance that is a REAL: the Result renders, the encoder refuses a float value.
+        conn.execute("UPDATE messages SET importance = 1.5 WHERE server_id = ?", (unencodable,))
+
+    store.run_sync(damage)
+    phone = phone_for(store)
+    tree, response = find_mailbox(phone, "quarterly")
+    found = tree.find("Response")
+    assert found is not None
+    assert found.child_text("Status") == "1"
+    results = found.findall("Result")
+    # Newest first; the two damaged ones are left out, the rest is sent with its properties.
+    assert [r.child_text("ServerId", AS) for r in results] == [newest, oldest]
+    props = results[0].find("Properties")
+    assert props is not None
+    assert props.child_text("Subject", "Email") == "quarterly 3"
+    assert found.child_text("Range") == "0-1"  # what was sent
+    assert found.child_text("Total") == "4"  # what matched
+    assert sorted(response.skipped) == sorted([unrenderable, unencodable])
+    assert warned(caplog, unrenderable) == warned(caplog, unencodable) == 1
+
+    # A page holding only the unencodable one: no Result, no Range, still Status 1.
+    tree, response = find_mailbox(phone, "quarterly", "1-1")
+    found = tree.find("Response")
+    assert found is not None
+    assert (found.findall("Result"), found.find("Range"), found.child_text("Total")) == (
+        [],
+        None,
+        "4",
+    )
+    assert response.skipped == (unencodable,)
+
+
+def test_find_answers_a_store_holding_poisoned_mail(store: Store) -> None:
+    """Rows written before issue 19 (NUL and control characters in columns and MIME, a category
+    that is not text), on both stores: Find sends each, its text cleaned."""
+    before = deliver(store, make_mail("report before", "ordinary"))
+    dirty, bad_category = poison_rows(store)
+    phone = phone_for(store)
+    tree, response = find_mailbox(phone, "report")
+    found = tree.find("Response")
+    assert found is not None
+    by_id = {r.child_text("ServerId", AS): r for r in found.findall("Result")}
+    assert set(by_id) == {before, dirty, bad_category}
+    assert response.skipped == ()
+    props = by_id[dirty].find("Properties")
+    assert props is not None
+    assert props.child_text("Subject", "Email") == "nul subject  report"
+    assert props.child_text("From", "Email") == "Eve <eve@remote.test>"
+    assert props.child_text("Preview", FD) == "p"

@@ -1,8 +1,17 @@
-"""natsync.server.health: the histograms and their Prometheus text, without a server."""
+"""natsync.server.health: the histograms and their Prometheus text, without a server; the
+count of items left out of answers also through a real server's /metrics."""
 
 from __future__ import annotations
 
-from natsync.server.health import PUSH_BUCKETS, Histogram, ServerMetrics, reply
+from natsync.server.health import (
+    MAX_LEFT_OUT_IDS,
+    PUSH_BUCKETS,
+    Histogram,
+    ServerMetrics,
+    reply,
+)
+from natsync.store.api import Store
+from tests.server.conftest import Client
 
 
 def test_histogram_buckets_are_cumulative_with_sum_and_count() -> None:
@@ -54,3 +63,70 @@ def test_only_loopback_clients_are_answered() -> None:
     assert reply(app, "203.0.113.9", "/metrics").status == 404
     assert reply(app, "127.0.0.1", "/metrics").status == 200
     assert b'"held": 1' in reply(app, "::1", "/healthz").body
+
+
+def test_items_left_out_are_counted_and_the_newest_named() -> None:
+    metrics = ServerMetrics()
+    metrics.skipped("Sync", (), 1.0)  # an answer that left nothing out
+    metrics.skipped("Sync", ("5:1", "5:2"), 100.0)
+    metrics.skipped("Find", ("5:1",), 101.0)
+    for n in range(MAX_LEFT_OUT_IDS + 4):
+        metrics.skipped("Search", (f"7:{n}",), 200.0 + n)
+    text = metrics.render(held=0)
+    assert 'natsync_server_items_left_out_total{cmd="Sync"} 2' in text
+    assert 'natsync_server_items_left_out_total{cmd="Search"} 20' in text
+    named = [line for line in text.splitlines() if line.startswith("natsync_server_item_left_")]
+    assert len(named) == MAX_LEFT_OUT_IDS  # bounded: the newest only
+    assert named[-1] == (
+        'natsync_server_item_left_out_timestamp_seconds{cmd="Search",item="7:19"} 219.000'
+    )
+    assert not any('item="5:' in line for line in named)
+
+
+async def test_an_item_left_out_of_a_sync_shows_on_metrics(client: Client, store: Store) -> None:
+    """Through real HTTP: a note the Notes codec cannot render (its categories are a number, as
+    a damaged import can leave them) is left out of the Sync; /metrics counts it once and names
+    its id; a later Sync of the folder does not report it again."""
+    from natsync.store.api import FolderType, Txn
+    from natsync.wbxml import E
+    from tests.eas.helpers import folder_id
+
+    def add(txn: Txn) -> tuple[str, str]:
+        user = txn.get_user("alice")
+        assert user is not None
+        notes = txn.folder_by_type(user.id, FolderType.NOTES)
+        good = txn.add_item(notes.id, {"subject": "fine"}).server_id
+        return good, txn.add_item(notes.id, {"subject": "bad", "categories": 5}).server_id
+
+    good, bad = store.run_sync(add)
+    notes = folder_id(store, FolderType.NOTES)
+    await client.provision()
+    fs = "FolderHierarchy"
+    folder_sync = E(fs, "FolderSync", E(fs, "SyncKey", "0"))
+    assert (await client.cmd("FolderSync", folder_sync)).status == 200
+
+    async def sync(key: str) -> tuple[str, list[str]]:
+        coll = E("AirSync", "Collection", E("AirSync", "SyncKey", key))
+        coll.add("AirSync", "CollectionId", notes)
+        answer = await client.cmd("Sync", E("AirSync", "Sync", E("AirSync", "Collections", coll)))
+        assert answer.status == 200
+        found = answer.tree().find("Collections").find("Collection")  # type: ignore[union-attr]
+        assert found is not None
+        cmds = found.find("Commands")
+        sent = [a.child_text("ServerId") or "" for a in cmds.children] if cmds is not None else []
+        return found.child_text("SyncKey") or "", sent
+
+    async def metrics() -> str:
+        async with client.session.get(client.url.split("/Microsoft")[0] + "/metrics") as resp:
+            assert resp.status == 200
+            return await resp.text()
+
+    key, _ = await sync("0")
+    key, sent = await sync(key)
+    assert sent == [good]
+    text = await metrics()
+    assert 'natsync_server_items_left_out_total{cmd="Sync"} 1' in text
+    assert f'natsync_server_item_left_out_timestamp_seconds{{cmd="Sync",item="{bad}"}}' in text
+    key, sent = await sync(key)
+    assert sent == []
+    assert 'natsync_server_items_left_out_total{cmd="Sync"} 1' in await metrics()

@@ -13,6 +13,10 @@ Status (MS-ASCMD 2.2.3.177.2): 1 success; 2 the request is invalid (no criterion
 too long query, a Range that is malformed, past 0..999 or wider than :data:`MAX_RESULTS`);
 3 a CollectionId the user does not have (the phone's folder hierarchy is out of date: it runs
 FolderSync).
+
+One item never breaks the answer (issue 19, natsync.eas.isolation): a mailbox Result that
+cannot be rendered or encoded is left out (reported once, its id in the access log and the
+server's metrics); the others, ``Range`` (what was sent) and ``Total`` are answered as usual.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import enum
 import re
 
 from natsync.classes import email as eas_email
+from natsync.eas import isolation
 from natsync.eas.context import Context, Response
 from natsync.eas.errors import EasError
 from natsync.eas.search import PictureBudget, gal_matches, gal_properties
@@ -85,10 +90,9 @@ def _subtree(folders: list[Folder], top: Folder) -> list[int]:
     return out
 
 
-def _properties(ctx: Context, msg: Message, is_draft: bool) -> Element:
+def _properties(msg: Message, raw: bytes, version: str, is_draft: bool) -> Element:
     """The Properties of one mailbox Result (MS-ASCMD 2.2.3.139.1)."""
-    raw = ctx.txn.raw_message(msg.id)
-    data = eas_email.email_application_data(msg, raw, str(ctx.version), [])
+    data = eas_email.email_application_data(msg, raw, version, [])
     props = E(NS, "Properties")
     for tag in ("Subject", "DateReceived", "DisplayTo"):
         value = data.child_text(tag, "Email")
@@ -103,6 +107,17 @@ def _properties(ctx: Context, msg: Message, is_draft: bool) -> Element:
     props.add(NS, "HasAttachments", int(bool(msg.attachments)))
     props.add("Email", "From", msg.from_addr)
     return props
+
+
+def _result(msg: Message, raw: bytes, version: str, folder: Folder | None) -> Element:
+    return E(
+        NS,
+        "Result",
+        E("AirSync", "Class", "Email"),
+        E("AirSync", "ServerId", msg.server_id),
+        E("AirSync", "CollectionId", folder.server_id if folder else ""),
+        _properties(msg, raw, version, folder is not None and folder.type == FolderType.DRAFTS),
+    )
 
 
 def _mailbox(ctx: Context, criterion: Element) -> Response:
@@ -129,31 +144,43 @@ def _mailbox(ctx: Context, criterion: Element) -> Response:
     found = ctx.txn.search_messages(ctx.user.id, text, folder_ids, MAX_TOTAL)
     ordered = sorted(found, key=lambda m: m.received_at, reverse=True)
     first, last = window
-    page = ordered[first : last + 1]
     response = E(
         NS, "Response", E("ItemOperations", "Store", "Mailbox"), E(NS, "Status", FindStatus.SUCCESS)
     )
-    for msg in page:
+    results: list[tuple[str, Element]] = []
+    for msg in ordered[first : last + 1]:
+        raw = ctx.txn.raw_message(msg.id)  # read first: a store failure is not the item's
         folder = by_id.get(msg.folder_id)
-        response.append(
-            E(
-                NS,
-                "Result",
-                E("AirSync", "Class", "Email"),
-                E("AirSync", "ServerId", msg.server_id),
-                E("AirSync", "CollectionId", folder.server_id if folder else ""),
-                _properties(ctx, msg, folder is not None and folder.type == FolderType.DRAFTS),
-            )
+        result = isolation.build(
+            ctx.skipped, msg.server_id, _result, msg, raw, str(ctx.version), folder
         )
-    return _answer(response, first, len(page), len(ordered))
+        if result is not None:
+            response.append(result)
+            results.append((msg.server_id, result))
+    return _answer(ctx, response, first, results, len(ordered))
 
 
-def _answer(response: Element, first: int, count: int, total: int) -> Response:
-    if count:
-        response.add(NS, "Range", f"{first}-{first + count - 1}")
+def _answer(
+    ctx: Context, response: Element, first: int, results: list[tuple[str, Element]], total: int
+) -> Response:
+    """The Find answer: *results* (id, Result), then Range and Total; a Result that does not
+    encode is left out and Range says what was sent (natsync.eas.isolation)."""
+    sent = len(results)
+    range_el = response.add(NS, "Range", f"{first}-{first + sent - 1}") if sent else None
     response.add(NS, "Total", total)
+
+    def left_out() -> None:
+        nonlocal sent
+        sent -= 1
+        if range_el is not None and sent:
+            range_el.value = f"{first}-{first + sent - 1}"
+        elif range_el is not None:
+            response.children[:] = [c for c in response.children if c is not range_el]
+
     root = E(NS, "Find", E(NS, "Status", FindStatus.SUCCESS), response)
-    return Response.of(root, status=FindStatus.SUCCESS)
+    items = [isolation.Isolated(sid, r, response, on_skip=left_out) for sid, r in results]
+    wbxml = isolation.encode_isolated(root, items, ctx.skipped)
+    return Response(body=wbxml, status=FindStatus.SUCCESS, skipped=tuple(ctx.skipped))
 
 
 def _gal(ctx: Context, criterion: Element) -> Response:
@@ -172,9 +199,11 @@ def _gal(ctx: Context, criterion: Element) -> Response:
     response = E(
         NS, "Response", E("ItemOperations", "Store", "GAL"), E(NS, "Status", FindStatus.SUCCESS)
     )
-    for u in page:
-        response.append(E(NS, "Result", gal_properties(ctx.txn, u, NS, budget)))
-    return _answer(response, first, len(page), len(matched))
+    results = [
+        (u.email, response.append(E(NS, "Result", gal_properties(ctx.txn, u, NS, budget))))
+        for u in page
+    ]
+    return _answer(ctx, response, first, results, len(matched))
 
 
 def handle(ctx: Context) -> Response:

@@ -19,12 +19,14 @@ once, as before). What the stand-in is belongs to the command:
   as delivered, and SyncKeys and retransmission work as for any answer. A client's Fetch of it
   is answered Status 6 (conversion error).
 * ItemOperations Fetch: Status 14 (conversion failed) for that Fetch, the others as usual.
-* Search: the result is left out. (GAL entries are built from text, which is always sendable;
-  an own card's picture that does not decode is answered as no picture, ``search.PictureBudget``.)
+* Search, Find: the result is left out (Find's ``Range`` then names what was sent). (GAL
+  entries are built from text, which is always sendable; an own card's picture that does not
+  decode is answered as no picture, ``search.PictureBudget``.)
 
 Each item left out is reported once per answer: a warning of the ``natsync.eas.isolation``
 logger with the item's id and why (the request's user, device and command come with it), and
-its id in the request's access-log line (``"skipped"``), what log-based metrics count.
+its id in the request's access-log line (``"skipped"``), counted on the server's /metrics
+(natsync.server.health).
 """
 
 from __future__ import annotations

@@ -447,6 +447,7 @@ class EasApp:
             line, response.http_status, status=response.status, bytes=len(response.body),
             skipped=",".join(response.skipped), **line.fields,
         )  # fmt: skip
+        self.metrics.skipped(str(line.fields.get("cmd")), response.skipped, time.time())
         headers = dict(response.headers)
         headers["MS-Server-ActiveSync"] = SERVER_VERSION
         if not response.body:

@@ -2,7 +2,9 @@
 
 Histograms of request time by ActiveSync command, and of push latency: from the commit that
 changed a watched folder to the held Ping's answer leaving (what a phone waits for a new mail
-beyond the network). Counters of requests by command and HTTP status; held Pings now.
+beyond the network). Counters of requests by command and HTTP status; held Pings now. Items
+left out of an answer because they could not be sent (issue 19, natsync.eas.isolation): a
+counter by command, and the ids of the last few with when (to find them in the log and store).
 
 Both paths answer loopback clients only (the edge publishes neither, and a client elsewhere
 gets 404 like any unknown path): metrics name users' command mix, not for the internet.
@@ -42,6 +44,9 @@ REQUEST_BUCKETS = (
 PUSH_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 #: Distinct command labels kept (a client cannot grow the metrics without bound).
 MAX_COMMANDS = 64
+#: Ids of items left out that /metrics names (the newest; every one is in the log): enough to
+#: find a handful of bad items, few enough that a store full of them cannot grow the page.
+MAX_LEFT_OUT_IDS = 16
 
 
 def _label(value: str) -> str:
@@ -85,6 +90,9 @@ class ServerMetrics:
     request_time: dict[str, Histogram] = field(default_factory=dict)
     requests: dict[tuple[str, int], int] = field(default_factory=dict)
     push_latency: Histogram = field(default_factory=lambda: Histogram(PUSH_BUCKETS))
+    #: Items left out of answers by command, and the newest ones: (cmd, item id) -> unix time.
+    left_out: dict[str, int] = field(default_factory=dict)
+    left_out_last: dict[tuple[str, str], float] = field(default_factory=dict)
 
     def request(self, cmd: str, seconds: float, http: int) -> None:
         if cmd not in self.request_time and len(self.request_time) >= MAX_COMMANDS:
@@ -99,6 +107,19 @@ class ServerMetrics:
         """A held Ping answered at *now* (monotonic) for a change committed at *committed_at*."""
         if committed_at is not None and now >= committed_at:
             self.push_latency.observe(now - committed_at)
+
+    def skipped(self, cmd: str, item_ids: tuple[str, ...], now: float) -> None:
+        """*item_ids* were left out of one answer to *cmd* at *now* (unix time)."""
+        if not item_ids:
+            return
+        if cmd not in self.left_out and len(self.left_out) >= MAX_COMMANDS:
+            cmd = "other"
+        self.left_out[cmd] = self.left_out.get(cmd, 0) + len(item_ids)
+        for item in item_ids:
+            self.left_out_last.pop((cmd, item), None)  # newest last
+            self.left_out_last[(cmd, item)] = now
+        while len(self.left_out_last) > MAX_LEFT_OUT_IDS:
+            del self.left_out_last[next(iter(self.left_out_last))]
 
     def render(self, held: int) -> str:
         lines = [
@@ -123,7 +144,22 @@ class ServerMetrics:
             "answer of the Ping that waited for it.",
             "# TYPE natsync_server_push_latency_seconds histogram",
             *self.push_latency.render("natsync_server_push_latency_seconds"),
+            "# HELP natsync_server_items_left_out_total Items left out of an answer because "
+            "they could not be sent (each is in the log with its id).",
+            "# TYPE natsync_server_items_left_out_total counter",
         ]
+        for cmd, count in sorted(self.left_out.items()):
+            lines.append(f'natsync_server_items_left_out_total{{cmd="{_label(cmd)}"}} {count}')
+        lines += [
+            "# HELP natsync_server_item_left_out_timestamp_seconds When each of the last "
+            f"{MAX_LEFT_OUT_IDS} items left out was left out, by command and item id.",
+            "# TYPE natsync_server_item_left_out_timestamp_seconds gauge",
+        ]
+        for (cmd, item), at in self.left_out_last.items():
+            lines.append(
+                "natsync_server_item_left_out_timestamp_seconds"
+                f'{{cmd="{_label(cmd)}",item="{_label(item)}"}} {at:.3f}'
+            )
         return "\n".join(lines) + "\n"
 
 
