@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import socket
@@ -11,6 +12,7 @@ from dataclasses import replace
 
 import pytest
 
+from natsync.edge import tls
 from natsync.edge.tls import fingerprint
 from natsync.errors import ConfigError
 from tests.edge.conftest import (
@@ -195,9 +197,15 @@ async def test_backend_down_answers_503_within_a_second(
     assert "cannot reach the server" in caplog.text
 
 
-async def test_backend_that_never_handshakes_answers_503_within_a_second(
-    pki: Pki, make_edge: EdgeFactory
+async def test_backend_that_never_handshakes_answers_503_after_the_handshake_deadline(
+    pki: Pki,
+    make_edge: EdgeFactory,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """TCP is taken (by the kernel: the backlog) but TLS never starts: 503 once the handshake
+    deadline passes (shortened here from its 5 s, to keep the test quick)."""
+    monkeypatch.setattr(tls, "BACKEND_HANDSHAKE_TIMEOUT", 1.0)
     with socket.socket() as silent:  # accepts TCP (backlog) but never speaks TLS
         silent.bind(("127.0.0.1", 0))
         silent.listen(8)
@@ -205,7 +213,72 @@ async def test_backend_that_never_handshakes_answers_503_within_a_second(
         started = time.monotonic()
         response = await exchange(edge, pki, post())
         assert status_of(response) == 503
-        assert time.monotonic() - started < 1.2
+        assert 0.9 < time.monotonic() - started < 1.5
+    assert "TCP connected but no TLS handshake within 1 s" in caplog.text
+
+
+async def test_backend_whose_tcp_does_not_answer_gets_503_within_a_second(
+    pki: Pki, make_edge: EdgeFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A server whose address takes no TCP connection (here: its accept queue is full, so the
+    kernel drops the SYN, as it does for a host that is gone) is down: 503 within a second."""
+    with socket.socket() as full:
+        full.bind(("127.0.0.1", 0))
+        full.listen(0)
+        fillers = []
+        try:
+            for _ in range(8):  # until a connect no longer completes: the queue is full
+                filler = socket.socket()
+                fillers.append(filler)
+                filler.settimeout(0.3)
+                try:
+                    filler.connect(full.getsockname())
+                except TimeoutError:
+                    break
+            else:
+                pytest.fail("the accept queue never filled up")
+            edge = await make_edge(edge_config(pki, full.getsockname()[1]))
+            started = time.monotonic()
+            response = await exchange(edge, pki, post())
+            assert status_of(response) == 503
+            assert time.monotonic() - started < 1.2
+        finally:
+            for filler in fillers:
+                filler.close()
+    assert f"no TCP connection within {tls.BACKEND_CONNECT_TIMEOUT:g} s" in caplog.text
+
+
+async def test_a_busy_server_that_handshakes_late_is_waited_for(
+    pki: Pki, recorder: Recorder, make_edge: EdgeFactory
+) -> None:
+    """The soak's one 5xx (issue 19): a loaded server took the TCP connection at once but
+    reached the TLS handshake after more than the 0.9 s TCP deadline. Its handshake has its own,
+    longer deadline: here the server starts TLS 1.5 s late and the phone gets its answer."""
+    delay = 1.5
+
+    async def late(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(delay)  # busy: the bytes wait in the socket meanwhile
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", recorder.port)
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(OSError):
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    slow = await asyncio.start_server(late, "127.0.0.1", 0)
+    try:
+        edge = await make_edge(edge_config(pki, slow.sockets[0].getsockname()[1]))
+        started = time.monotonic()
+        response = await exchange(edge, pki, post(body=b"late"))
+        assert status_of(response) == 200
+        assert response.endswith(b"backend:late")
+        assert delay <= time.monotonic() - started < tls.BACKEND_HANDSHAKE_TIMEOUT
+    finally:
+        slow.close()
 
 
 async def test_wrong_pin_gets_502_and_a_clear_log_line(

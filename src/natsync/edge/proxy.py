@@ -9,7 +9,8 @@ they arrive, with back-pressure (a full write buffer on one side pauses reading 
 
 Per request: head read (bounded size and time) → validated (400/413/431/501) → publishing rule
 (404) → per-address rate limit (503 + Retry-After) → a pooled or new server connection (new:
-connect + TLS + pin check within :data:`~natsync.edge.tls.BACKEND_CONNECT_TIMEOUT`, else 503;
+TCP within :data:`~natsync.edge.tls.BACKEND_CONNECT_TIMEOUT`, TLS + pin check within
+:data:`~natsync.edge.tls.BACKEND_HANDSHAKE_TIMEOUT`, else 503;
 wrong certificate: 502 and one clear log line) → head re-serialised with ``X-Forwarded-*`` →
 body streamed (chunked checked on the fly) → response streamed back → JSON access-log line.
 """
@@ -39,7 +40,7 @@ from natsync.edge.http import (
 )  # fmt: skip
 from natsync.edge.metrics import Metrics
 from natsync.edge.rules import PublishRules
-from natsync.edge.tls import BACKEND_CONNECT_TIMEOUT, BackendCertError, BackendTrust, SiteContexts
+from natsync.edge.tls import BackendCertError, BackendTrust, SiteContexts, open_backend
 
 log = logging.getLogger("natsync.edge")
 access_log = logging.getLogger("natsync.edge.access")
@@ -244,27 +245,22 @@ class Edge:
 
     async def _open(self, upstream: Upstream) -> BackendConn | int:
         """A new verified connection to one server, or the status to answer when it fails."""
-        loop = asyncio.get_running_loop()
         trust = upstream.trust
         server = upstream.server
         try:
-            transport, backend = await asyncio.wait_for(
-                loop.create_connection(
-                    lambda: BackendConn(self, upstream),
-                    server.host,
-                    server.port,
-                    ssl=trust.context,
-                    server_hostname=trust.server_name,
-                    ssl_handshake_timeout=BACKEND_CONNECT_TIMEOUT,
-                ),
-                BACKEND_CONNECT_TIMEOUT,
+            transport, backend = await open_backend(
+                lambda: BackendConn(self, upstream),
+                server.host,
+                server.port,
+                trust.context,
+                trust.server_name,
             )
         except ssl.SSLError as exc:
             self.backend_failure("certificate", trust.describe_error(exc))
             self.server_unreachable(server, "TLS or certificate failure")
             return 502
         except (OSError, TimeoutError) as exc:
-            reason = "timed out" if isinstance(exc, TimeoutError) else str(exc)
+            reason = str(exc) or type(exc).__name__
             self.backend_failure("connect", f"cannot reach the server at {trust.backend}: {reason}")
             self.server_unreachable(server, reason)
             return 503

@@ -82,8 +82,12 @@ _RAW = memoryview(bytearray(READ_BUFFER_SIZE))
 #: The shared buffer TLS decrypts into; what a request needs is copied out at once.
 _PLAIN_BYTES = bytearray(READ_BUFFER_SIZE)
 _PLAIN = memoryview(_PLAIN_BYTES)
-#: Connections queued in the kernel before accept (aiohttp's default).
-BACKLOG = 128
+#: Connections queued in the kernel before accept (the kernel caps it at net.core.somaxconn,
+#: 4096 on today's Linux). After an outage or a public-address change the edge reconnects
+#: every phone at once: past a full queue the kernel drops the SYN and the edge's connect waits
+#: for its retransmission, 1 s later (RFC 6298's initial RTO), past the edge's 0.9 s TCP deadline
+#: (a 503). aiohttp's 128 was that small; the edge's own listener has 4096 too.
+BACKLOG = 4096
 #: Seconds from a request head's first byte to its end (nginx's client_header_timeout).
 DEFAULT_HEADER_TIMEOUT = 30.0
 #: Seconds a request body may go without a byte (nginx's client_body_timeout).
