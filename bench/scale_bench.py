@@ -323,7 +323,11 @@ async def phones(args: argparse.Namespace) -> None:
     Reports on stdout (JSON lines)."""
 
     push_bench.raise_nofile()
-    ports = [int(p) for p in args.ports.split(",")]
+    # PORT (on 127.0.0.1), or HOST:PORT (bench/soak_bench.py: the public addresses in turn)
+    targets = [
+        (h or "127.0.0.1", int(p)) for h, _, p in (e.rpartition(":") for e in args.ports.split(","))
+    ]
+    ports = [port for _, port in targets]
     indices = [int(d) for d in args.devices_list.split(",")]
     context = ssl.create_default_context(cafile=args.cert)
     body = push_bench.ping_body(args.inbox)
@@ -344,7 +348,7 @@ async def phones(args: argparse.Namespace) -> None:
                 # back at once, as real ones do (they see the connection close at the kill).
                 async with gate if not set_up else contextlib.nullcontext():
                     phone.reader, phone.writer = await asyncio.open_connection(
-                        "127.0.0.1", ports[at], ssl=context, server_hostname="localhost"
+                        *targets[at], ssl=context, server_hostname="localhost"
                     )
                     subjects = await phone.sync()  # SyncKey 0 -> a key, or the one it had
                     if not set_up:
