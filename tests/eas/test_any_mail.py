@@ -6,9 +6,10 @@ and broken escapes in quoted-printable, bad base64, wrong and unknown charsets, 
 short) or is arbitrary bytes; it goes through the delivery SMTP in uses (``parse_message``,
 then ``deliver_to_inbox``, as ``natsync.mail.smtp_in`` does in its DATA handler). The phone
 (the in-process device of tests/eas/helpers.py, speaking natsync.eas.dispatch) then syncs the
-Inbox, fetches the item by ItemOperations (plain and MIME) and searches for it: each answer
-decodes with our codec and, where its XML can show it, with libwbxml; the new mail is in the
-Sync, nothing is left out (text is cleaned, not refused), the fetch and the search find it.
+Inbox, fetches the item by ItemOperations (plain and MIME) and searches for it (Search and
+Find): each answer decodes with our codec and, where its XML can show it, with libwbxml; the new
+mail is in the Sync, nothing is left out (text is cleaned, not refused), the fetch and the
+searches find it.
 
 One store for all examples (SQLite: the property is about the protocol, and a PostgreSQL
 database per example would cost seconds); each example adds one mail to it.
@@ -146,6 +147,21 @@ def test_any_mail_reaches_the_phone_in_valid_answers(mailbox: Mailbox, data: st.
     assert found is not None
     if token in message.subject:  # the store indexes the subject as it was decoded
         assert server_id in {r.child_text("LongId") for r in found.findall("Result")}
+
+    # Find (16.1) answers for it too (its code page is past libwbxml's: our codec reads it).
+    fd = "Find"
+    criterion = E(
+        fd,
+        "MailBoxSearchCriterion",
+        E(fd, "Query", E(AS, "Class", "Email"), E(fd, "FreeText", token)),
+    )
+    find = E(fd, fd, E(fd, "SearchId", "s"), E(fd, "ExecuteSearch", criterion))
+    tree, response = answer(phone, fd, find, crosscheck=False)
+    assert response.skipped == ()
+    assert tree.child_text("Status") == "1"
+    results = tree.find("Response").findall("Result")  # type: ignore[union-attr]
+    if token in message.subject:
+        assert server_id in {r.child_text("ServerId", AS) for r in results}
 
 
 @pytest.mark.parametrize("raw", [b"", b"\x00\x00", b"not a message"])
