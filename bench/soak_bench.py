@@ -262,7 +262,13 @@ async def every(seconds: float, stop: asyncio.Event, attempt: Any, tally: Tally,
     async def guarded() -> None:
         try:
             await attempt()
-        except (OSError, ssl.SSLError, asyncio.IncompleteReadError, TimeoutError) as exc:
+        except (
+            OSError,
+            ssl.SSLError,
+            asyncio.IncompleteReadError,
+            TimeoutError,
+            RuntimeError,
+        ) as exc:
             tally.hostile[f"{kind}: {type(exc).__name__}"] += 1
 
     while not stop.is_set():
@@ -335,8 +341,15 @@ class Guesser:
         self.port, self.context, self.tally = port, context, tally
         self.conn: Any = None
         self.n = 0
+        #: One guess at a time on the connection: a slow answer (the 429's growing lock, a
+        #: loaded machine) holds the next guess back instead of two reads racing.
+        self.lock = asyncio.Lock()
 
     async def __call__(self) -> None:
+        async with self.lock:
+            await self._guess()
+
+    async def _guess(self) -> None:
         import base64
 
         self.n += 1
@@ -517,6 +530,18 @@ def sample(procs: dict[str, list[int]]) -> dict[str, tuple[int, int]]:
 
 async def bench(args: argparse.Namespace) -> bool:
     push_bench.raise_nofile()
+    main_task = asyncio.current_task()
+    assert main_task is not None
+    loop = asyncio.get_running_loop()
+
+    def stop_early() -> None:  # once: the cleanup below must not be cancelled in turn
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+            loop.add_signal_handler(signum, lambda: None)
+        main_task.cancel()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):  # stopped early: the children still stop
+        loop.add_signal_handler(signum, stop_early)
     work = Path(tempfile.mkdtemp(prefix="soak-bench-"))
     cert, key = push_bench.self_signed(work)
     db = work / "natsync.db"
@@ -532,6 +557,7 @@ async def bench(args: argparse.Namespace) -> bool:
     listeners: list[asyncio.Task[None]] = []
     probe_stop = asyncio.Event()
     probe_task: asyncio.Future[None] | None = None
+    load: list[asyncio.Future[Any]] = []
     try:
         ports = await server.line()
         probe = Probe(ports["https"], context)
@@ -594,7 +620,7 @@ async def bench(args: argparse.Namespace) -> bool:
                 samples.append((time.monotonic() - t0, sample(procs)))
 
         guesser = Guesser(edge.port, context, tally)
-        load = [
+        load += [
             asyncio.ensure_future(sampler()),
             asyncio.ensure_future(mailer(args, ports["smtp"], tally, stop)),
             *(
@@ -660,6 +686,9 @@ async def bench(args: argparse.Namespace) -> bool:
             change, probe, unreachable,
         )  # fmt: skip
     finally:
+        for task in load:  # done already, unless stopped early
+            task.cancel()
+        await asyncio.gather(*load, return_exceptions=True)
         probe_stop.set()
         if probe_task is not None:
             await asyncio.gather(probe_task, return_exceptions=True)
@@ -838,10 +867,16 @@ def netns_run(argv: list[str]) -> int:
     """Run this bench again inside a network namespace of its own (deleted at the end)."""
     name = f"nssoak-{os.getpid()}"
     subprocess.run(["ip", "netns", "add", name], check=True)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
         command = ["ip", "netns", "exec", name, sys.executable, __file__, *argv, "--in-netns"]
-        return subprocess.run(command, check=False).returncode
+        inner = subprocess.Popen(command)
+        try:
+            return inner.wait()
+        except KeyboardInterrupt:  # stopped early: the inner bench stops its children first
+            inner.send_signal(signal.SIGTERM)
+            return inner.wait(120)
     finally:
         subprocess.run(["ip", "netns", "del", name], check=False)
 
@@ -882,7 +917,12 @@ def main() -> None:
             sys.exit(netns_run(sys.argv[1:]))
         print("not root: no network namespace, so no public-address change", flush=True)
     limit = args.minutes * 60 + SETUP_TIMEOUT + CHANGE_TIMEOUT + args.settle + 120
-    sys.exit(0 if push_bench.run(asyncio.wait_for(bench(args), limit)) else 1)
+    try:
+        passed = push_bench.run(asyncio.wait_for(bench(args), limit))
+    except asyncio.CancelledError:
+        print("stopped early (SIGINT or SIGTERM): no figures", flush=True)
+        sys.exit(130)
+    sys.exit(0 if passed else 1)
 
 
 if __name__ == "__main__":
