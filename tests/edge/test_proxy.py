@@ -248,6 +248,37 @@ async def test_backend_whose_tcp_does_not_answer_gets_503_within_a_second(
     assert f"no TCP connection within {tls.BACKEND_CONNECT_TIMEOUT:g} s" in caplog.text
 
 
+async def test_a_connection_made_in_time_is_used_though_the_edge_looked_late() -> None:
+    """The 503 of the soak's 2,000-phone address change: the edge's own loop was busy past the
+    0.9 s TCP deadline (thousands of phone handshakes at once), so the timer fired in the same
+    turn as the connection's completion, before it. A socket found connected is used."""
+    loop = asyncio.get_running_loop()
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(8)
+        port = server.getsockname()[1]
+        connecting = asyncio.ensure_future(
+            tls._tcp_connect(loop, "127.0.0.1", port, loop.time() + 0.2)
+        )
+        await asyncio.sleep(0)  # the connect is under way (the kernel completes it at once)
+        time.sleep(0.5)  # noqa: ASYNC251  (the edge's loop, busy past the deadline)
+        sock = await connecting
+        try:
+            assert sock.getpeername() == ("127.0.0.1", port)
+        finally:
+            sock.close()
+        # A connection that really does not complete still times out (the accept queue of
+        # a listen(0) socket holding one connection drops the next SYN).
+    with socket.socket() as full, socket.socket() as filler:
+        full.bind(("127.0.0.1", 0))
+        full.listen(0)
+        filler.connect(full.getsockname())
+        started = time.monotonic()
+        with pytest.raises(TimeoutError, match="no TCP connection within"):
+            await tls._tcp_connect(loop, "127.0.0.1", full.getsockname()[1], loop.time() + 0.3)
+        assert time.monotonic() - started < 1.0
+
+
 async def test_a_busy_server_that_handshakes_late_is_waited_for(
     pki: Pki, recorder: Recorder, make_edge: EdgeFactory
 ) -> None:
