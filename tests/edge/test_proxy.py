@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
+import resource
 import socket
 import time
 from dataclasses import replace
@@ -27,6 +29,8 @@ from tests.edge.conftest import (
 )
 
 EAS = b"/Microsoft-Server-ActiveSync"
+#: Descriptors held open so a socket's number passes select()'s FD_SETSIZE (1024).
+HIGH_FD = 1100
 
 
 def post(path: bytes = EAS + b"?Cmd=Sync&User=alice&DeviceId=D1&DeviceType=T", body: bytes = b"x",
@@ -253,20 +257,30 @@ async def test_a_connection_made_in_time_is_used_though_the_edge_looked_late() -
     0.9 s TCP deadline (thousands of phone handshakes at once), so the timer fired in the same
     turn as the connection's completion, before it. A socket found connected is used."""
     loop = asyncio.get_running_loop()
-    with socket.socket() as server:
-        server.bind(("127.0.0.1", 0))
-        server.listen(8)
-        port = server.getsockname()[1]
-        connecting = asyncio.ensure_future(
-            tls._tcp_connect(loop, "127.0.0.1", port, loop.time() + 0.2)
-        )
-        await asyncio.sleep(0)  # the connect is under way (the kernel completes it at once)
-        time.sleep(0.5)  # noqa: ASYNC251  (the edge's loop, busy past the deadline)
-        sock = await connecting
-        try:
-            assert sock.getpeername() == ("127.0.0.1", port)
-        finally:
-            sock.close()
+    # The edge holds thousands of descriptors: the socket's number is past select()'s 1024.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < HIGH_FD + 64:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4096), hard))
+    placeholders = [os.open(os.devnull, os.O_RDONLY) for _ in range(HIGH_FD)]
+    try:
+        with socket.socket() as server:
+            server.bind(("127.0.0.1", 0))
+            server.listen(8)
+            port = server.getsockname()[1]
+            connecting = asyncio.ensure_future(
+                tls._tcp_connect(loop, "127.0.0.1", port, loop.time() + 0.2)
+            )
+            await asyncio.sleep(0)  # the connect is under way (the kernel completes it at once)
+            time.sleep(0.5)  # noqa: ASYNC251  (the edge's loop, busy past the deadline)
+            sock = await connecting
+            try:
+                assert sock.fileno() > 1024
+                assert sock.getpeername() == ("127.0.0.1", port)
+            finally:
+                sock.close()
+    finally:
+        for fd in placeholders:
+            os.close(fd)
         # A connection that really does not complete still times out (the accept queue of
         # a listen(0) socket holding one connection drops the next SYN).
     with socket.socket() as full, socket.socket() as filler:

@@ -418,6 +418,12 @@ async def _tcp_connect(
 
 
 def _connected(sock: socket.socket) -> bool:
-    """Whether a non-blocking connect of *sock* has completed, looked at now."""
-    _, writable, _ = select.select([], [sock], [], 0)
-    return bool(writable) and sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
+    """Whether a non-blocking connect of *sock* has completed, looked at now (poll, not select:
+    the edge's descriptors run past select's 1024)."""
+    try:
+        poller = select.poll()
+        poller.register(sock, select.POLLOUT)
+        ready = poller.poll(0)
+        return bool(ready) and sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
+    except (OSError, ValueError):  # whatever it is, not a connection to use
+        return False
