@@ -114,6 +114,9 @@ CHANGE_TIMEOUT = 180.0
 #: warm-up from growth).
 RSS_GROWTH_LIMIT = 0.02
 FLAT_MIN_MINUTES = 10.0
+#: Seconds a syncer waits for a Sync's answer: one that never comes is an error of its kind
+#: (the bench goes on), not a stalled bench.
+SYNC_TIMEOUT = 30.0
 #: Seconds between two probe connections straight to the server.
 PROBE_EVERY = 0.5
 #: The nftables table of the namespace (the "router" between the phones and the edge).
@@ -233,10 +236,10 @@ async def syncer(
                 phone.reader, phone.writer = await asyncio.open_connection(
                     "127.0.0.1", port, ssl=context, server_hostname="localhost"
                 )
-            await phone.sync()
+            await asyncio.wait_for(phone.sync(), SYNC_TIMEOUT)
             tally.syncs += 1
         except (RuntimeError, OSError, asyncio.IncompleteReadError, ssl.SSLError) as exc:
-            tally.errors[f"sync: {str(exc)[:70]}"] += 1
+            tally.errors[f"sync: {str(exc)[:70] or type(exc).__name__}"] += 1
             if phone.writer is not None:
                 phone.writer.close()
             phone.writer = None
