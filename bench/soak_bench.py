@@ -63,6 +63,7 @@ import logging
 import os
 import random
 import re
+import shutil
 import signal
 import ssl
 import subprocess
@@ -701,6 +702,10 @@ async def bench(args: argparse.Namespace) -> bool:
             edge.stop()
         for child in children:
             await child.stop()
+        if args.keep:
+            print(f"kept: {work} (the store, the edge's and the server's logs)", flush=True)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 async def address_change(
@@ -903,6 +908,9 @@ def main() -> None:
         "--quick",
         action="store_true",
         help="30 s, 40 phones, 3 s edge timeouts, a sample every 3 s (tests/bench)",
+    )
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the temp dir (store, edge and server logs)"
     )
     parser.add_argument("--in-netns", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--role", default="bench", choices=["bench", "server"])
