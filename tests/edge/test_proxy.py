@@ -131,16 +131,16 @@ async def test_smuggling_attempts_are_refused_before_the_server(
     assert recorder.connections == 0
 
 
-@pytest.mark.parametrize(
-    "body",
-    [
-        b"zz\r\nabc\r\n0\r\n\r\n",  # not hexadecimal
-        b"3\r\nabcdef\r\n0\r\n\r\n",  # more data than the size said
-        b"-1\r\nx\r\n0\r\n\r\n",  # negative
-        b"3\nabc\n0\n\n",  # bare LF
-        b"0x3\r\nabc\r\n0\r\n\r\n",  # C-style hex
-    ],
-)
+BAD_CHUNKING = [
+    b"zz\r\nabc\r\n0\r\n\r\n",  # not hexadecimal
+    b"3\r\nabcdef\r\n0\r\n\r\n",  # more data than the size said
+    b"-1\r\nx\r\n0\r\n\r\n",  # negative
+    b"3\nabc\n0\n\n",  # bare LF
+    b"0x3\r\nabc\r\n0\r\n\r\n",  # C-style hex
+]
+
+
+@pytest.mark.parametrize("body", BAD_CHUNKING)
 async def test_bad_chunking_is_refused_and_the_request_never_completes_upstream(
     pki: Pki, recorder: Recorder, make_edge: EdgeFactory, body: bytes
 ) -> None:

@@ -624,6 +624,8 @@ class ClientMachine:
                 used = self.resp_chunks.feed(data)
             except EdgeHttpError as exc:
                 out.append(BackendFailure("protocol", f"bad chunked body: {exc.message}"))
+                if prefix:  # its head was not sent yet: the phone can still be told (502)
+                    self.status = 0
                 self._backend_broke(now, out)
                 return
             finished = self.resp_chunks.done
