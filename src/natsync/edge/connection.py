@@ -75,6 +75,8 @@ class EdgeStateError(NatsyncError):
 class Request(Enum):
     """The request role of a phone connection (phone → server)."""
 
+    __hash__ = object.__hash__  # members are unique: identity hashing, in C (hot path)
+
     #: Reading a request head (or idle between keep-alive requests).
     HEAD = "head"
     #: Head taken and allowed; waiting for a server connection.
@@ -89,6 +91,8 @@ class Request(Enum):
 class Response(Enum):
     """The response role of a phone connection (server → phone)."""
 
+    __hash__ = object.__hash__  # members are unique: identity hashing, in C (hot path)
+
     #: No exchange with a server in hand.
     NONE = "none"
     #: A server connection is attached; its response head has not come yet (a held Ping).
@@ -99,6 +103,8 @@ class Response(Enum):
 
 class Backend(Enum):
     """A server connection."""
+
+    __hash__ = object.__hash__  # members are unique: identity hashing, in C (hot path)
 
     #: Connected, no exchange: just opened, or kept in the pool.
     IDLE = "idle"
@@ -404,9 +410,10 @@ class ClientMachine:
             self._response_body(data, b"", now, out)
             return out
         self.resp_buf = self.resp_buf + data if self.resp_buf else data
+        method = self.head.method if self.head is not None else b"GET"
         while True:
             try:
-                taken = http.take_response(self.resp_buf, self.method)
+                taken = http.take_response(self.resp_buf, method)
             except EdgeHttpError as exc:
                 out.append(BackendFailure("protocol", exc.message))
                 self._backend_broke(now, out)
@@ -630,7 +637,9 @@ class ClientMachine:
                 return
             finished = self.resp_chunks.done
         if used or prefix:
-            self._send(prefix + (data if used == size else data[:used]), out)
+            sent = prefix + (data if used == size else data[:used])
+            self.bytes_out += len(sent)
+            out.append(SendToClient(sent))
         if finished:
             out.append(BACKEND_ANSWERED)
             self._response_ended(response.keep_alive and used == size, now, out)
@@ -664,7 +673,8 @@ class ClientMachine:
             self._resume(out)
             return True
         self.deadline = now + config.client_idle_timeout
-        self._resume(out)
+        if self.paused:
+            self._resume(out)
         return False
 
     def _backend_broke(self, now: float, out: _Out) -> None:
@@ -722,7 +732,8 @@ class ClientMachine:
             self.policy.metrics.held_pings -= 1
 
     def _end_request(self, status: int, now: float, out: _Out) -> None:
-        self._end_ping()
+        if self.ping:
+            self._end_ping()
         self._log(status, now, out)
 
     def _log(self, status: int, now: float, out: _Out, error: str = "") -> None:
@@ -798,7 +809,9 @@ class BackendMachine:
     def release(self, now: float, pooled: int, pool_size: int) -> bool:
         """The exchange ended cleanly: True when it goes to the pool (room, and its server is
         up), False when it is to be closed."""
-        self._uncount()
+        if self.counted:
+            self.counted = False
+            self.server.active -= 1
         if self.state is _B_BUSY:
             self._to(_B_IDLE)
         if pooled >= pool_size or not self.server.up or self.state is not _B_IDLE:
