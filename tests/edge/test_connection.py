@@ -511,8 +511,6 @@ def test_a_server_connection_is_counted_while_busy_and_pooled_when_there_is_room
     assert (backend.state, server.active, backend.deadline) == (Backend.BUSY, 1, 970.0)
     assert backend.received(20.0) is True
     assert backend.deadline == 980.0
-    assert backend.remember() is True
-    assert backend.remember() is False
     assert backend.release(30.0, pooled=0, pool_size=1) is True
     assert (backend.state, server.active, backend.deadline) == (Backend.IDLE, 0, 30.0 + POOL_IDLE)
     backend.attach(40.0)

@@ -349,3 +349,16 @@ async def test_a_silent_server_gets_504_after_the_backend_timeout(
     assert 1.5 <= time.monotonic() - started < 4.0
     assert edge.edge.metrics.backend_errors["timeout"] == 1
     assert edge.edge.metrics.held_pings == 0
+
+
+async def test_a_long_run_of_pipelined_refusals_is_answered_in_full(
+    pki: Pki, recorder: Recorder, make_edge: EdgeFactory
+) -> None:
+    """600 kept-alive 404s in one write (about 19 KB, one or two TLS reads): each is answered
+    in turn (they were answered by recursion once, two frames each, past the stack's limit)."""
+    edge = await make_edge(edge_config(pki, recorder.port))
+    nope = b"GET /nope HTTP/1.1\r\nHost: h\r\n\r\n"
+    last = b"GET /nope HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"
+    response = await exchange(edge, pki, nope * 600 + last, timeout=10)
+    assert response.count(b"HTTP/1.1 404 ") == 601
+    assert recorder.seen == []

@@ -35,7 +35,7 @@ opening or releasing allocates nothing.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
@@ -62,6 +62,9 @@ RETRY_AFTER_DOWN = 10
 #: Seconds an idle pooled server connection is kept: below aiohttp's keep-alive (75 s) so the
 #: edge, not the server, closes it, and a request never races the server's close.
 POOL_IDLE = 30.0
+#: Distinct request targets whose fields and publishing decision are remembered (as
+#: :data:`natsync.edge.rules.REMEMBERED_PATHS`: a scanner's random targets only fill it up).
+REMEMBERED_TARGETS = 1024
 
 
 class EdgeStateError(NatsyncError):
@@ -251,11 +254,32 @@ class EdgePolicy:
     limits: RateLimiter
     metrics: Metrics
     access_logged: Callable[[], bool]
+    #: Request target → (its ActiveSync fields, published?), for targets whose fields come
+    #: from the target alone. A phone repeats the same few targets; this saves decoding the
+    #: path and the query per request (issue 21 kept the per-request cost where it was).
+    targets: dict[bytes, tuple[EasFields, bool]] = field(default_factory=dict)
 
     @classmethod
     def of(cls, config: EdgeConfig, access_logged: Callable[[], bool]) -> EdgePolicy:
         rules = PublishRules(config.paths)
         return cls(config, rules, RateLimiter(config), Metrics(), access_logged)
+
+    def judge(self, head: http.RequestHead) -> tuple[EasFields, bool]:
+        """The request's ActiveSync fields (the user too while the access log is on) and
+        whether its path is published."""
+        if self.access_logged():
+            return http.eas_fields(head, True), self.rules.allows(head.path)
+        target = head.target
+        known = self.targets.get(target)
+        if known is None:
+            known = (http.eas_fields(head, False), self.rules.allows(head.path))
+            query = target.partition(b"?")[2]
+            # the other (base64) form of the query is read with the head's fields: not kept
+            if not query or b"Cmd=" in query or (b"=" in query and b"&" in query):
+                if len(self.targets) >= REMEMBERED_TARGETS:
+                    self.targets.clear()
+                self.targets[target] = known
+        return known
 
 
 _Out = list[Command]
@@ -495,7 +519,8 @@ class ClientMachine:
             head, body = taken
             self.buf = b""
             self.head = head
-            self.fields = fields = http.eas_fields(head, policy.access_logged())
+            fields, published = policy.judge(head)
+            self.fields = fields
             self.started = now
             self.status = 0
             self.bytes_out = 0
@@ -505,7 +530,7 @@ class ClientMachine:
                 self.keep_alive = False
                 self._answer(503, now, out, retry_after=RETRY_AFTER_LIMIT)
                 return
-            if not policy.rules.allows(head.path):
+            if not published:
                 if head.framing != F_NONE:
                     self.keep_alive = False
                 self._answer(404, now, out)
@@ -819,12 +844,6 @@ class BackendMachine:
             return False
         self.deadline = now + POOL_IDLE
         return True
-
-    def remember(self) -> bool:
-        """True the first time: offer its TLS session for resumption now."""
-        first = not self.remembered
-        self.remembered = True
-        return first
 
     def closed(self) -> bool:
         """It is gone (dropped, timed out or lost); True when an exchange was on it."""

@@ -127,9 +127,11 @@ class Pool:
             backend.machine.closed()
             return
         upstream = backend.upstream
-        if backend.machine.remember():  # reading .session serialises it: once per connection
+        machine = backend.machine
+        if not machine.remembered:  # reading .session serialises it (~1 ms): once per connection
+            machine.remembered = True
             upstream.trust.remember(transport.get_extra_info("ssl_object"))
-        if backend.machine.release(now, len(upstream.pool), self.config.pool_size):
+        if machine.release(now, len(upstream.pool), self.config.pool_size):
             upstream.pool.append(backend)
         else:
             transport.close()
