@@ -8,6 +8,8 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from natsync.edge import http
 from natsync.edge.balance import Server
@@ -531,3 +533,92 @@ def test_a_server_connection_lost_while_busy_says_so() -> None:
     pooled = BackendMachine(server, read_timeout=960.0)
     pooled.attach(0.0)
     assert pooled.release(1.0, pooled=0, pool_size=8) is False  # its server is out
+
+
+# -- any order of events the shell can deliver
+
+
+_PIECES = [
+    GET,
+    post(b"abc"),
+    post(b"", length=3),
+    b"abc",
+    PING + b"\r\n",
+    SMUGGLING["cl-and-te"][0],
+    b"GET /nope HTTP/1.1\r\nHost: h\r\n\r\n",
+    b"POST " + EAS + b" HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n",
+    b"3\r\nabc\r\n",
+    b"0\r\n\r\n",
+    b"zz\r\n",
+]
+_ANSWERS = [
+    OK,
+    b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nab",
+    b"cde",
+    b"HTTP/1.0 200 OK\r\n\r\nx",
+    b"HTTP/1.1 100 Continue\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+    b"2\r\nok\r\n0\r\n\r\n",
+    b"HTTP/1.1 204 No Content\r\n\r\n",
+    b"junk\r\n\r\n",
+]
+_SIGNALS = [
+    BackendReady(),
+    BackendCloses(),
+    BackendSilent(),
+    BackendFull(),
+    BackendWritable(),
+    ClientGone(),
+    BackendFails(503, 10),
+    BackendFails(502),
+]
+_EVENTS = st.one_of(
+    st.builds(ClientSends, st.sampled_from(_PIECES) | st.binary(max_size=24)),
+    st.builds(BackendSends, st.sampled_from(_ANSWERS) | st.binary(max_size=24)),
+    st.sampled_from(_SIGNALS),
+    st.builds(Wait, st.sampled_from([1.0, 31.0, 61.0, 121.0])),
+)
+_FROM_PHONE = ClientSends | Wait | ClientGone
+_OFFERS = BackendReady | BackendFails
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_EVENTS, max_size=30))
+def test_any_order_of_events_keeps_the_machine_within_its_table(events: list[Any]) -> None:
+    """Events as the shell delivers them (a server only after OpenBackend, its bytes only while
+    attached, nothing from a phone that is gone): the machine never makes a move outside its
+    table, never sends to a server it has not got, and leaves no Ping or connection counted."""
+    play = Playbook()
+    wants = attached = gone = False
+    for event in events:
+        if isinstance(event, ClientSends | Wait | ClientGone) and gone:
+            continue
+        if isinstance(event, BackendReady | BackendFails) and not wants:
+            continue
+        if not isinstance(
+            event, BackendReady | BackendFails | ClientSends | Wait | ClientGone
+        ) and (not attached):
+            continue
+        if isinstance(event, BackendReady):
+            wants, attached = False, True
+        elif isinstance(event, BackendFails):
+            wants = False
+        elif isinstance(event, BackendCloses | BackendSilent):
+            attached = False
+        gone = gone or isinstance(event, ClientGone)
+        for command in play.play(event):
+            if isinstance(command, OpenBackend):
+                assert not wants
+                assert not attached
+                assert not gone
+                wants = True
+            elif isinstance(command, ReleaseBackend | DropBackend):
+                assert attached
+                attached = False
+            elif isinstance(command, SendToBackend):
+                assert attached
+    if not gone:
+        play.play(ClientGone())
+    assert play.machine.request is Request.CLOSED
+    assert play.policy.metrics.held_pings == 0
+    assert play.policy.limits.connections == {}
