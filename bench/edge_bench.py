@@ -2,11 +2,14 @@
 """The natsync edge and nginx (with the config `natsync edge render nginx` writes), side by side,
 in front of the same small TLS backends on loopback, in one run.
 
-Figures (issue 5):
+Figures (issue 5; CPU per request: issue 21):
   keep-alive req/s   wrk, 64 connections, GET on the published ActiveSync path, for --seconds;
                      backend: nginx answering 200 "ok" (so the backend is not the bottleneck);
                      --rounds rounds, edge and nginx taking turns (both running, the other
                      idle), so a change in the machine's load hits both; the median is kept
+  CPU µs per req     user + system CPU time of the proxy's processes over each keep-alive
+                     round / requests served; the median (it moves far less than req/s when
+                     other work shares the machine)
   new TLS conn/s     wrk with "Connection: close": one phone-side TLS handshake per request
   KB per held Ping   --held TLS connections each holding a Ping (the backend never answers),
                      opened by --clients processes; (proxy RSS after - before) / held;
@@ -276,7 +279,24 @@ http {{
     return proc, port
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of *pids* so far (fields 14 and 15 of /proc/PID/stat)."""
+    ticks = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def wrk(port: int, seconds: int, connections: int, close: bool) -> float:
+    return wrk_run(port, seconds, connections, close)[0]
+
+
+def wrk_run(port: int, seconds: int, connections: int, close: bool) -> tuple[float, int]:
+    """Requests per second and requests served."""
     cmd = [WRK, "-t2", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s"]
     if close:
         cmd += ["-H", "Connection: close"]
@@ -288,10 +308,11 @@ def wrk(port: int, seconds: int, connections: int, close: bool) -> float:
         timeout=120,
     ).stdout
     match = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    served = re.search(r"(\d+) requests in ", out)
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if non2xx:
         print(f"    warning: {non2xx.group(1)} non-2xx answers", flush=True)
-    return float(match.group(1)) if match else 0.0
+    return (float(match.group(1)) if match else 0.0), (int(served.group(1)) if served else 0)
 
 
 def held_memory(proxy: Proxy, held: int, clients: int, ca_file: Path, workdir: Path) -> float:
@@ -387,20 +408,29 @@ def main() -> None:
         both = [make(kind, backend_port) for kind in ("edge", "nginx")]
         proxies.extend(both)
         rounds: dict[str, list[float]] = {proxy.name: [] for proxy in both}
+        #: CPU µs of the proxy's processes per keep-alive request, per round: unlike req/s, it
+        #: hardly moves when other work shares the CPUs.
+        cpu: dict[str, list[float]] = {proxy.name: [] for proxy in both}
         for proxy in both:
             wrk(proxy.port, 1, 64, close=False)  # warm-up
         for round_number in range(1, args.rounds + 1):
             for proxy in both:
-                keep = wrk(proxy.port, args.seconds, 64, close=False)
+                pids = proxy.pids()
+                used = cpu_seconds(pids)
+                keep, served = wrk_run(proxy.port, args.seconds, 64, close=False)
+                per = (cpu_seconds(pids) - used) * 1e6 / max(1, served)
                 rounds[proxy.name].append(keep)
-                print(f"    round {round_number}: {proxy.name}: {keep:,.0f} req/s keep-alive",
-                      flush=True)  # fmt: skip
+                cpu[proxy.name].append(per)
+                print(f"    round {round_number}: {proxy.name}: {keep:,.0f} req/s keep-alive, "
+                      f"{per:.1f} CPU µs per request", flush=True)  # fmt: skip
         for proxy in both:
             new = wrk(proxy.port, args.seconds, 16, close=True)
             keep = statistics.median(rounds[proxy.name])
-            results[proxy.name] = {"keepalive": keep, "newtls": new}
+            per = statistics.median(cpu[proxy.name])
+            results[proxy.name] = {"keepalive": keep, "newtls": new, "cpu": per}
             print(
-                f"    {proxy.name}: {keep:,.0f} req/s keep-alive (median), {new:,.0f} new TLS/s",
+                f"    {proxy.name}: {keep:,.0f} req/s keep-alive (median), {per:.1f} CPU µs per "
+                f"request (median), {new:,.0f} new TLS/s",
                 flush=True,
             )
             proxy.stop()
@@ -437,6 +467,7 @@ def main() -> None:
     print(f"{'':28}{'natsync edge':>14}{'nginx':>14}{'edge/nginx':>12}")
     rows = [
         ("keep-alive req/s (64 conn)", "keepalive", "{:,.0f}"),
+        ("CPU µs per keep-alive req", "cpu", "{:.1f}"),
         ("new TLS connections/s", "newtls", "{:,.0f}"),
         ("KB per held Ping", "kb_per_held", "{:.1f}"),
     ]
