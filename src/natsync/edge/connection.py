@@ -29,12 +29,14 @@ Moves of the response: ``NONE ─(server ready)─> HEAD ─(head)─> BODY ─(
 ``HEAD/BODY ─(server lost or dropped)─> NONE``.
 
 Costs: a keep-alive request over a pooled connection makes three machine calls (the head, the
-server ready, the answer) and two command values with bytes; the commands without arguments
-are module singletons, so pausing, closing, opening or releasing allocates nothing, and the
-states hash by identity (an ``Enum``'s own ``__hash__`` is a Python function: nine moves per
-request paid for it). Measured with fake transports (``tests``-free harness, process CPU
-time): the Python run per request went from 6.5 to about 9 µs with the first version of this
-split and back to about 7.5 µs with the per-target cache of :meth:`EdgePolicy.judge`.
+server ready, the answer), nine state moves and two command values with bytes; the commands
+without arguments are module singletons, so pausing, closing, opening or releasing allocates
+nothing, and the states hash by identity (an ``Enum``'s own ``__hash__`` is a Python function).
+With fake transports (one request and one response through a pooled connection, process CPU
+time, best of five) the Python run per request was 6.5-6.7 µs before this split, 8.4-9.5 µs
+with its first version and is 7.7-8.1 µs now, the per-target cache of
+:meth:`EdgePolicy.judge` paying back part of it; under TLS load that is within the noise of
+``bench/edge_bench.py``'s CPU time per request (docs/edge.md).
 """
 
 from __future__ import annotations
