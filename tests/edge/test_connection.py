@@ -304,6 +304,7 @@ def test_a_held_ping_outlives_every_phone_side_timeout_and_is_counted() -> None:
         >> BackendReady() << SendToBackend(forwarded(ping) + b"ping")
     )  # fmt: skip
     assert play.policy.metrics.held_pings == 1
+    assert play.machine.head is None  # with the server: a held Ping keeps no head (log off)
     longest = max(CONFIG.client_idle_timeout, CONFIG.header_timeout, CONFIG.body_timeout)
     assert play >> Wait(longest + 1) >> Wait(longest + 1)  # nothing happens
     assert play.machine.request is Request.SENT

@@ -297,8 +297,9 @@ class ClientMachine:
 
     __slots__ = (
         "attached", "buf", "bytes_out", "chunks", "deadline", "fields", "head", "ip",
-        "keep_alive", "left", "logged", "over_limit", "paused", "ping", "policy", "request",
-        "resp_buf", "resp_chunks", "resp_left", "response", "response_head", "started", "status",
+        "keep_alive", "left", "logged", "method", "over_limit", "paused", "ping", "policy",
+        "request", "resp_buf", "resp_chunks", "resp_left", "response", "response_head",
+        "started", "status",
     )  # fmt: skip
 
     def __init__(self, policy: EdgePolicy, ip: str) -> None:
@@ -309,7 +310,11 @@ class ClientMachine:
         #: Bytes read from the phone and not yet acted on (a partial head, early body bytes, a
         #: pipelined request).
         self.buf = b""
+        #: The request in hand (None between requests, and once a request is wholly with the
+        #: server while the access log is off: a held Ping need not keep it).
         self.head: http.RequestHead | None = None
+        #: Its method (how the response is framed depends on it).
+        self.method = b"GET"
         self.fields = EasFields()
         self.left = 0
         self.chunks: ChunkedScanner | None = None
@@ -344,10 +349,6 @@ class ClientMachine:
         if new not in RESPONSE_MOVES[self.response]:
             raise _refuse("response", self.response, new)
         self.response = new
-
-    @property
-    def method(self) -> bytes:
-        return self.head.method if self.head is not None else b"GET"
 
     # -- events from the phone
 
@@ -420,6 +421,8 @@ class ClientMachine:
         if head.framing == F_NONE and not body:  # the usual GET, OPTIONS or Ping: sent whole
             out.append(SendToBackend(request))
             self._to(_REQ_SENT)
+            if not self.logged:
+                self.head = None
             return out
         self._to(_REQ_BODY)
         self._body(body, request, now, out)
@@ -443,7 +446,7 @@ class ClientMachine:
             self._response_body(data, b"", now, out)
             return out
         self.resp_buf = self.resp_buf + data if self.resp_buf else data
-        method = self.head.method if self.head is not None else b"GET"
+        method = self.method
         while True:
             try:
                 taken = http.take_response(self.resp_buf, method)
@@ -528,6 +531,7 @@ class ClientMachine:
             head, body = taken
             self.buf = b""
             self.head = head
+            self.method = head.method
             self.logged = logged = policy.access_logged()
             fields, published = policy.judge(head, logged)
             self.fields = fields
@@ -619,6 +623,8 @@ class ClientMachine:
             self.deadline = 0.0
             if self.request is _REQ_BODY:
                 self._to(_REQ_SENT)
+                if not self.logged:
+                    self.head = None
             if used < size:  # what follows the body: a pipelined request, held for later
                 self.buf += data[used:]
                 self._pause(out)
