@@ -4,7 +4,7 @@
 each to a server connection and streams the answer back. :class:`BackendMachine` is one TLS
 connection to a server: idle (new, or kept in the pool), busy with one phone's exchange, or
 closed. Both take bytes and ``now`` (seconds on the shell's monotonic clock) and return
-*commands*: frozen values naming what the I/O shell (:mod:`natsync.edge.proxy`) must do —
+*commands*: values naming what the I/O shell (:mod:`natsync.edge.proxy`) must do —
 send to the phone, send to the server, pause or resume reading the phone, close, open or
 release a server connection, log. Nothing here reads a clock, a socket or a logger, so every
 edge case (pipelining, keep-alive, half-close, an early response, a held Ping, each smuggling
@@ -32,11 +32,11 @@ Costs: a keep-alive request over a pooled connection makes three machine calls (
 server ready, the answer), nine state moves and two command values with bytes; the commands
 without arguments are module singletons, so pausing, closing, opening or releasing allocates
 nothing, and the states hash by identity (an ``Enum``'s own ``__hash__`` is a Python function).
-With fake transports (one request and one response through a pooled connection, process CPU
-time, best of five) the Python run per request was 6.5-6.7 µs before this split, 8.4-9.5 µs
-with its first version and is 7.7-8.1 µs now, the per-target cache of
-:meth:`EdgePolicy.judge` paying back part of it; under TLS load that is within the noise of
-``bench/edge_bench.py``'s CPU time per request (docs/edge.md).
+With fake transports (``python bench/edge_bench.py hot-path``: one request and one response
+through a pooled connection, process CPU time, best of five) the Python run per keep-alive
+request was 7.0-7.2 µs before this split and is 8.1-8.4 µs with it, taken in turns under the
+same load; the per-target cache of :meth:`EdgePolicy.judge` pays back part of the rest. Under
+TLS that is within the noise of the bench's CPU time per request (docs/edge.md).
 """
 
 from __future__ import annotations
@@ -154,12 +154,16 @@ def _refuse(role: str, old: Enum, new: Enum) -> EdgeStateError:
 # -- commands (imperatives, as mitmproxy names them)
 
 
-@dataclass(frozen=True, slots=True)
+# The two commands made per request carry bytes and are not frozen: a frozen dataclass is
+# built through object.__setattr__, twice the cost, for a value nobody changes anyway.
+
+
+@dataclass(slots=True)
 class SendToClient:
     data: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SendToBackend:
     data: bytes
 
