@@ -2,11 +2,14 @@
 """The natsync edge and nginx (with the config `natsync edge render nginx` writes), side by side,
 in front of the same small TLS backends on loopback, in one run.
 
-Figures (issue 5):
+Figures (issue 5; CPU per request: issue 21):
   keep-alive req/s   wrk, 64 connections, GET on the published ActiveSync path, for --seconds;
                      backend: nginx answering 200 "ok" (so the backend is not the bottleneck);
                      --rounds rounds, edge and nginx taking turns (both running, the other
                      idle), so a change in the machine's load hits both; the median is kept
+  CPU µs per req     user + system CPU time of the proxy's processes over each keep-alive
+                     round / requests served; the median (it moves far less than req/s when
+                     other work shares the machine)
   new TLS conn/s     wrk with "Connection: close": one phone-side TLS handshake per request
   KB per held Ping   --held TLS connections each holding a Ping (the backend never answers),
                      opened by --clients processes; (proxy RSS after - before) / held;
@@ -19,12 +22,14 @@ run it more than once and read the ratios, not the absolute figures.
 
     python bench/edge_bench.py [--seconds 5] [--rounds 3] [--held 5000] [--clients 4]
                                [--nginx-workers auto]
+    python bench/edge_bench.py hot-path [REQUESTS]   # the Python run alone: no TLS, no sockets
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import re
 import resource
@@ -276,7 +281,24 @@ http {{
     return proc, port
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of *pids* so far (fields 14 and 15 of /proc/PID/stat)."""
+    ticks = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def wrk(port: int, seconds: int, connections: int, close: bool) -> float:
+    return wrk_run(port, seconds, connections, close)[0]
+
+
+def wrk_run(port: int, seconds: int, connections: int, close: bool) -> tuple[float, int]:
+    """Requests per second and requests served."""
     cmd = [WRK, "-t2", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s"]
     if close:
         cmd += ["-H", "Connection: close"]
@@ -288,10 +310,11 @@ def wrk(port: int, seconds: int, connections: int, close: bool) -> float:
         timeout=120,
     ).stdout
     match = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    served = re.search(r"(\d+) requests in ", out)
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if non2xx:
         print(f"    warning: {non2xx.group(1)} non-2xx answers", flush=True)
-    return float(match.group(1)) if match else 0.0
+    return (float(match.group(1)) if match else 0.0), (int(served.group(1)) if served else 0)
 
 
 def held_memory(proxy: Proxy, held: int, clients: int, ca_file: Path, workdir: Path) -> float:
@@ -331,6 +354,107 @@ def held_memory(proxy: Proxy, held: int, clients: int, ca_file: Path, workdir: P
             proc.wait()
         for r in ready:
             r.unlink(missing_ok=True)
+
+
+# -- the Python run per request, without TLS or sockets (issue 21)
+
+
+class _FakeTransport:
+    """What the edge's protocols call on a transport; counts what is written."""
+
+    def __init__(self) -> None:
+        self.written = 0
+        self.closing = False
+
+    def write(self, data: bytes) -> None:
+        self.written += len(data)
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closing = True
+
+    def abort(self) -> None:
+        self.closing = True
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return ("127.0.0.1", 40000) if name == "peername" else default
+
+    def set_write_buffer_limits(self, high: int) -> None:
+        pass
+
+
+HOT_REQUEST = (
+    b"POST /Microsoft-Server-ActiveSync?Cmd=Sync&User=u&DeviceId=D&DeviceType=T HTTP/1.1\r\n"
+    b"Host: mail.example.test\r\nContent-Type: application/vnd.ms-sync.wbxml\r\n"
+    b"MS-ASProtocolVersion: 16.1\r\nContent-Length: 3\r\n\r\nabc"
+)
+HOT_RESPONSE = (
+    b"HTTP/1.1 200 OK\r\nServer: x\r\nContent-Type: application/vnd.ms-sync.wbxml\r\n"
+    b"Content-Length: 3\r\n\r\nok\n"
+)
+
+
+def hot_path(requests: int) -> None:
+    """One request and its response through a pooled server connection, *requests* times, best
+    of five by process CPU time; then the Python heap per held Ping (tracemalloc, 5,000)."""
+    import gc
+    import tracemalloc
+    from typing import Any
+
+    from natsync.edge import proxy
+    from natsync.edge.tls import BackendTrust
+
+    def feed(conn: Any, data: bytes) -> None:
+        proxy._READ_VIEW[: len(data)] = data
+        conn.buffer_updated(len(data))
+
+    async def run() -> None:
+        config = EdgeConfig(
+            insecure_backend=True, forwards=(), admin_listen="", max_connections_per_ip=10**6,
+            requests_per_second_per_ip=1e9, request_burst_per_ip=10**9,
+        )  # fmt: skip
+        edge = proxy.Edge(config, None, BackendTrust(config))  # type: ignore[arg-type]
+        upstream = next(iter(edge.upstreams.values()))
+        client = proxy.ClientConn(edge)
+        client.connection_made(_FakeTransport())  # type: ignore[arg-type]
+        backend = proxy.BackendConn(edge, upstream)
+        backend.connection_made(_FakeTransport())  # type: ignore[arg-type]
+        upstream.pool.append(backend)
+        for _ in range(2000):
+            feed(client, HOT_REQUEST)
+            feed(backend, HOT_RESPONSE)
+        best = float("inf")
+        for _ in range(5):
+            started = time.process_time()
+            for _ in range(requests):
+                feed(client, HOT_REQUEST)
+                feed(backend, HOT_RESPONSE)
+            best = min(best, (time.process_time() - started) / requests)
+        print(f"Python run per keep-alive request: {best * 1e6:.2f} µs (best of 5 x {requests})")
+        gc.collect()
+        tracemalloc.start()
+        held = []
+        for _ in range(5000):
+            phone = proxy.ClientConn(edge)
+            phone.connection_made(_FakeTransport())  # type: ignore[arg-type]
+            server = proxy.BackendConn(edge, upstream)
+            server.connection_made(_FakeTransport())  # type: ignore[arg-type]
+            upstream.pool.append(server)
+            feed(phone, PING)
+            held.append((phone, server))
+        heap = sum(stat.size for stat in tracemalloc.take_snapshot().statistics("filename"))
+        tracemalloc.stop()
+        print(f"Python heap per held Ping (both protocols and what they keep): {heap / 5000:.0f} B")
+
+    asyncio.run(run())
 
 
 def main() -> None:
@@ -387,20 +511,29 @@ def main() -> None:
         both = [make(kind, backend_port) for kind in ("edge", "nginx")]
         proxies.extend(both)
         rounds: dict[str, list[float]] = {proxy.name: [] for proxy in both}
+        #: CPU µs of the proxy's processes per keep-alive request, per round: unlike req/s, it
+        #: hardly moves when other work shares the CPUs.
+        cpu: dict[str, list[float]] = {proxy.name: [] for proxy in both}
         for proxy in both:
             wrk(proxy.port, 1, 64, close=False)  # warm-up
         for round_number in range(1, args.rounds + 1):
             for proxy in both:
-                keep = wrk(proxy.port, args.seconds, 64, close=False)
+                pids = proxy.pids()
+                used = cpu_seconds(pids)
+                keep, served = wrk_run(proxy.port, args.seconds, 64, close=False)
+                per = (cpu_seconds(pids) - used) * 1e6 / max(1, served)
                 rounds[proxy.name].append(keep)
-                print(f"    round {round_number}: {proxy.name}: {keep:,.0f} req/s keep-alive",
-                      flush=True)  # fmt: skip
+                cpu[proxy.name].append(per)
+                print(f"    round {round_number}: {proxy.name}: {keep:,.0f} req/s keep-alive, "
+                      f"{per:.1f} CPU µs per request", flush=True)  # fmt: skip
         for proxy in both:
             new = wrk(proxy.port, args.seconds, 16, close=True)
             keep = statistics.median(rounds[proxy.name])
-            results[proxy.name] = {"keepalive": keep, "newtls": new}
+            per = statistics.median(cpu[proxy.name])
+            results[proxy.name] = {"keepalive": keep, "newtls": new, "cpu": per}
             print(
-                f"    {proxy.name}: {keep:,.0f} req/s keep-alive (median), {new:,.0f} new TLS/s",
+                f"    {proxy.name}: {keep:,.0f} req/s keep-alive (median), {per:.1f} CPU µs per "
+                f"request (median), {new:,.0f} new TLS/s",
                 flush=True,
             )
             proxy.stop()
@@ -437,6 +570,7 @@ def main() -> None:
     print(f"{'':28}{'natsync edge':>14}{'nginx':>14}{'edge/nginx':>12}")
     rows = [
         ("keep-alive req/s (64 conn)", "keepalive", "{:,.0f}"),
+        ("CPU µs per keep-alive req", "cpu", "{:.1f}"),
         ("new TLS connections/s", "newtls", "{:,.0f}"),
         ("KB per held Ping", "kb_per_held", "{:.1f}"),
     ]
@@ -455,5 +589,8 @@ if __name__ == "__main__":
         hold_backend(int(sys.argv[2]), sys.argv[3], sys.argv[4])
     elif len(sys.argv) > 1 and sys.argv[1] == "hold-clients":
         hold_clients(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5])
+    elif len(sys.argv) > 1 and sys.argv[1] == "hot-path":
+        logging.disable(logging.WARNING)  # the insecure-backend warning of the fake edge
+        hot_path(int(sys.argv[2]) if len(sys.argv) > 2 else 50_000)
     else:
         main()

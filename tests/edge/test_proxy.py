@@ -137,16 +137,16 @@ async def test_smuggling_attempts_are_refused_before_the_server(
     assert recorder.connections == 0
 
 
-@pytest.mark.parametrize(
-    "body",
-    [
-        b"zz\r\nabc\r\n0\r\n\r\n",  # not hexadecimal
-        b"3\r\nabcdef\r\n0\r\n\r\n",  # more data than the size said
-        b"-1\r\nx\r\n0\r\n\r\n",  # negative
-        b"3\nabc\n0\n\n",  # bare LF
-        b"0x3\r\nabc\r\n0\r\n\r\n",  # C-style hex
-    ],
-)
+BAD_CHUNKING = [
+    b"zz\r\nabc\r\n0\r\n\r\n",  # not hexadecimal
+    b"3\r\nabcdef\r\n0\r\n\r\n",  # more data than the size said
+    b"-1\r\nx\r\n0\r\n\r\n",  # negative
+    b"3\nabc\n0\n\n",  # bare LF
+    b"0x3\r\nabc\r\n0\r\n\r\n",  # C-style hex
+]
+
+
+@pytest.mark.parametrize("body", BAD_CHUNKING)
 async def test_bad_chunking_is_refused_and_the_request_never_completes_upstream(
     pki: Pki, recorder: Recorder, make_edge: EdgeFactory, body: bytes
 ) -> None:
@@ -467,3 +467,16 @@ async def test_a_silent_server_gets_504_after_the_backend_timeout(
     assert 1.5 <= time.monotonic() - started < 4.0
     assert edge.edge.metrics.backend_errors["timeout"] == 1
     assert edge.edge.metrics.held_pings == 0
+
+
+async def test_a_long_run_of_pipelined_refusals_is_answered_in_full(
+    pki: Pki, recorder: Recorder, make_edge: EdgeFactory
+) -> None:
+    """600 kept-alive 404s in one write (about 19 KB, one or two TLS reads): each is answered
+    in turn (they were answered by recursion once, two frames each, past the stack's limit)."""
+    edge = await make_edge(edge_config(pki, recorder.port))
+    nope = b"GET /nope HTTP/1.1\r\nHost: h\r\n\r\n"
+    last = b"GET /nope HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"
+    response = await exchange(edge, pki, nope * 600 + last, timeout=10)
+    assert response.count(b"HTTP/1.1 404 ") == 601
+    assert recorder.seen == []

@@ -2,8 +2,9 @@
 
 The edge may stand in front of several natsync servers on one shared store (issue 11): any of
 them can answer any request of any device. This module holds the decisions only — the I/O
-(connecting, the periodic ``OPTIONS`` check) lives in :mod:`natsync.edge.proxy`, which reports
-what happened here and asks where to go next. Time is an argument.
+(connecting, the periodic ``OPTIONS`` check) lives in :mod:`natsync.edge.pool` and
+:mod:`natsync.edge.health`, which report what happened here and ask where to go next. Time is
+an argument.
 
 * **Choice**: the healthy server with the fewest exchanges in flight (held Pings count, so a
   server that holds many is not given more), ties taken in turn.

@@ -1,0 +1,881 @@
+"""What each of the edge's connections decides, as two machines without I/O (issue 21).
+
+:class:`ClientMachine` is one phone's TLS connection: it reads requests one at a time, bridges
+each to a server connection and streams the answer back. :class:`BackendMachine` is one TLS
+connection to a server: idle (new, or kept in the pool), busy with one phone's exchange, or
+closed. Both take bytes and ``now`` (seconds on the shell's monotonic clock) and return
+*commands*: values naming what the I/O shell (:mod:`natsync.edge.proxy`) must do —
+send to the phone, send to the server, pause or resume reading the phone, close, open or
+release a server connection, log. Nothing here reads a clock, a socket or a logger, so every
+edge case (pipelining, keep-alive, half-close, an early response, a held Ping, each smuggling
+shape) is a transcript test without sockets (``tests/edge/test_connection.py``).
+
+States are :class:`enum.Enum` members, each role's changed in one place (``_to`` for the
+request and for a server connection, ``_respond`` for the response) that checks the move
+against its transition table below — h11's ``_state.py`` and aioquic's ``_set_state``
+are the model. A phone connection has two roles, as h11's connection has: the *request* (phone
+→ server: :class:`Request`) and the *response* (server → phone: :class:`Response`). They are
+separate because they overlap: a server may answer before the request body is in (the early
+response), and a held Ping sits in ``Request.SENT`` / ``Response.HEAD`` for up to an hour.
+
+Moves of the request::
+
+    HEAD ──(head valid, published, within limits)──> CONNECTING ──(server ready)──> BODY ─> SENT
+     ^  └─(edge answers 404, keep-alive)─┘                  └──(no body)──────────────────┘
+     └──────────────────────(whole answer sent, keep-alive)───────────────────────────────┘
+    any ──(refused, timed out, early answer, server lost, phone gone)──> CLOSED
+
+Moves of the response: ``NONE ─(server ready)─> HEAD ─(head)─> BODY ─(end)─> NONE``, and
+``HEAD/BODY ─(server lost or dropped)─> NONE``.
+
+Costs: a keep-alive request over a pooled connection makes three machine calls (the head, the
+server ready, the answer), nine state moves and two command values with bytes; the commands
+without arguments are module singletons, so pausing, closing, opening or releasing allocates
+nothing, and the states hash by identity (an ``Enum``'s own ``__hash__`` is a Python function).
+With fake transports (``python bench/edge_bench.py hot-path``: one request and one response
+through a pooled connection, process CPU time, best of five) the Python run per keep-alive
+request was 7.0-7.2 µs before this split and is 8.1-8.4 µs with it, taken in turns under the
+same load; the per-target cache of :meth:`EdgePolicy.judge` pays back part of the rest. Under
+TLS that is within the noise of the bench's CPU time per request (docs/edge.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from natsync.edge import http
+from natsync.edge.balance import Server
+from natsync.edge.config import EdgeConfig
+from natsync.edge.http import (
+    F_CHUNKED,
+    F_CLOSE,
+    F_LENGTH,
+    F_NONE,
+    ChunkedScanner,
+    EasFields,
+    EdgeHttpError,
+)  # fmt: skip
+from natsync.edge.limits import RateLimiter
+from natsync.edge.metrics import Metrics
+from natsync.edge.rules import PublishRules
+from natsync.errors import NatsyncError
+
+#: Retry-After (seconds) with a 503 for a client over its limits, or a server that is down.
+RETRY_AFTER_LIMIT = 5
+RETRY_AFTER_DOWN = 10
+#: Seconds an idle pooled server connection is kept: below aiohttp's keep-alive (75 s) so the
+#: edge, not the server, closes it, and a request never races the server's close.
+POOL_IDLE = 30.0
+#: Distinct request targets whose fields and publishing decision are remembered (as
+#: :data:`natsync.edge.rules.REMEMBERED_PATHS`: a scanner's random targets only fill it up).
+REMEMBERED_TARGETS = 1024
+
+
+class EdgeStateError(NatsyncError):
+    """A connection machine was asked for a move its transition table forbids (a bug in the
+    edge: report it with the log line)."""
+
+
+# -- states
+
+
+class Request(Enum):
+    """The request role of a phone connection (phone → server)."""
+
+    __hash__ = object.__hash__  # members are unique: identity hashing, in C (hot path)
+
+    #: Reading a request head (or idle between keep-alive requests).
+    HEAD = "head"
+    #: Head taken and allowed; waiting for a server connection.
+    CONNECTING = "connecting"
+    #: Forwarding the request body to the server.
+    BODY = "body"
+    #: The whole request went to the server; its answer is awaited or streaming.
+    SENT = "sent"
+    CLOSED = "closed"
+
+
+class Response(Enum):
+    """The response role of a phone connection (server → phone)."""
+
+    __hash__ = object.__hash__  # members are unique: identity hashing, in C (hot path)
+
+    #: No exchange with a server in hand.
+    NONE = "none"
+    #: A server connection is attached; its response head has not come yet (a held Ping).
+    HEAD = "head"
+    #: Streaming the response body to the phone.
+    BODY = "body"
+
+
+class Backend(Enum):
+    """A server connection."""
+
+    __hash__ = object.__hash__  # members are unique: identity hashing, in C (hot path)
+
+    #: Connected, no exchange: just opened, or kept in the pool.
+    IDLE = "idle"
+    #: Carrying one phone's exchange.
+    BUSY = "busy"
+    CLOSED = "closed"
+
+
+_REQ_HEAD, _REQ_CONNECTING, _REQ_BODY, _REQ_SENT, _REQ_CLOSED = Request
+_RESP_NONE, _RESP_HEAD, _RESP_BODY = Response
+_B_IDLE, _B_BUSY, _B_CLOSED = Backend
+
+#: The moves each state may make; anything else raises :class:`EdgeStateError`.
+REQUEST_MOVES: dict[Request, frozenset[Request]] = {
+    Request.HEAD: frozenset({Request.HEAD, Request.CONNECTING, Request.CLOSED}),
+    Request.CONNECTING: frozenset({Request.BODY, Request.SENT, Request.CLOSED}),
+    Request.BODY: frozenset({Request.SENT, Request.CLOSED}),
+    Request.SENT: frozenset({Request.HEAD, Request.CLOSED}),
+    Request.CLOSED: frozenset(),
+}
+RESPONSE_MOVES: dict[Response, frozenset[Response]] = {
+    Response.NONE: frozenset({Response.HEAD}),
+    Response.HEAD: frozenset({Response.BODY, Response.NONE}),
+    Response.BODY: frozenset({Response.NONE}),
+}
+BACKEND_MOVES: dict[Backend, frozenset[Backend]] = {
+    Backend.IDLE: frozenset({Backend.BUSY, Backend.CLOSED}),
+    Backend.BUSY: frozenset({Backend.IDLE, Backend.CLOSED}),
+    Backend.CLOSED: frozenset(),
+}
+
+
+def _refuse(role: str, old: Enum, new: Enum) -> EdgeStateError:
+    return EdgeStateError(f"edge {role}: {old.value} → {new.value} is not a move it may make")
+
+
+# -- commands (imperatives, as mitmproxy names them)
+
+
+# The two commands made per request carry bytes and are not frozen: a frozen dataclass is
+# built through object.__setattr__, twice the cost, for a value nobody changes anyway.
+
+
+@dataclass(slots=True)
+class SendToClient:
+    data: bytes
+
+
+@dataclass(slots=True)
+class SendToBackend:
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class PauseClient:
+    """Stop reading the phone (bytes are held that may not be acted on yet)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ResumeClient:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class CloseClient:
+    """Close the phone's connection once what was sent is written."""
+
+
+@dataclass(frozen=True, slots=True)
+class AbortClient:
+    """Cut the phone's connection now (nothing more can be said on it)."""
+
+
+@dataclass(frozen=True, slots=True)
+class OpenBackend:
+    """Attach a server connection (pooled or new) and report ``backend_ready`` or
+    ``backend_failed``."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseBackend:
+    """The exchange ended cleanly: the server connection may go back to its pool."""
+
+
+@dataclass(frozen=True, slots=True)
+class DropBackend:
+    """Detach the server connection and abort it (spent, or no longer trustworthy)."""
+
+
+@dataclass(frozen=True, slots=True)
+class BackendAnswered:
+    """The server gave a whole answer: whatever failed on it before is past (health)."""
+
+
+@dataclass(frozen=True, slots=True)
+class BackendBroke:
+    """The server broke an exchange it had (counts as a failed health check)."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class BackendFailure:
+    """Count a server-side failure of *kind* and log *message* (rate-limited by the shell)."""
+
+    kind: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class LogAccess:
+    """One access-log record (only made while the access log is on)."""
+
+    record: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class LogNote:
+    """One informational log line."""
+
+    message: str
+
+
+Command = (
+    SendToClient | SendToBackend | PauseClient | ResumeClient | CloseClient | AbortClient
+    | OpenBackend | ReleaseBackend | DropBackend | BackendAnswered | BackendBroke
+    | BackendFailure | LogAccess | LogNote
+)  # fmt: skip
+
+PAUSE_CLIENT = PauseClient()
+RESUME_CLIENT = ResumeClient()
+CLOSE_CLIENT = CloseClient()
+ABORT_CLIENT = AbortClient()
+OPEN_BACKEND = OpenBackend()
+RELEASE_BACKEND = ReleaseBackend()
+DROP_BACKEND = DropBackend()
+BACKEND_ANSWERED = BackendAnswered()
+
+
+@dataclass(slots=True)
+class EdgePolicy:
+    """What every phone connection of one edge process consults: settings, publishing rules,
+    per-address limits, counters, and whether the access log is on (asked per request: a test
+    or an operator may switch it)."""
+
+    config: EdgeConfig
+    rules: PublishRules
+    limits: RateLimiter
+    metrics: Metrics
+    access_logged: Callable[[], bool]
+    #: Request target → (its ActiveSync fields, published?), for targets whose fields come
+    #: from the target alone. A phone repeats the same few targets; this saves decoding the
+    #: path and the query per request (issue 21 kept the per-request cost where it was).
+    targets: dict[bytes, tuple[EasFields, bool]] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, config: EdgeConfig, access_logged: Callable[[], bool]) -> EdgePolicy:
+        rules = PublishRules(config.paths)
+        return cls(config, rules, RateLimiter(config), Metrics(), access_logged)
+
+    def judge(self, head: http.RequestHead, logged: bool) -> tuple[EasFields, bool]:
+        """The request's ActiveSync fields (the user too while the access log is on: *logged*)
+        and whether its path is published."""
+        if logged:
+            return http.eas_fields(head, True), self.rules.allows(head.path)
+        target = head.target
+        known = self.targets.get(target)
+        if known is None:
+            known = (http.eas_fields(head, False), self.rules.allows(head.path))
+            query = target.partition(b"?")[2]
+            # the other (base64) form of the query is read with the head's fields: not kept
+            if not query or b"Cmd=" in query or (b"=" in query and b"&" in query):
+                if len(self.targets) >= REMEMBERED_TARGETS:
+                    self.targets.clear()
+                self.targets[target] = known
+        return known
+
+
+_Out = list[Command]
+
+
+class ClientMachine:
+    """One phone's connection: requests read one at a time, each bridged to a server."""
+
+    __slots__ = (
+        "attached", "buf", "bytes_out", "chunks", "deadline", "fields", "head", "ip",
+        "keep_alive", "left", "logged", "method", "over_limit", "paused", "ping", "policy",
+        "request", "resp_buf", "resp_chunks", "resp_left", "response", "response_head",
+        "started", "status",
+    )  # fmt: skip
+
+    def __init__(self, policy: EdgePolicy, ip: str) -> None:
+        self.policy = policy
+        self.ip = ip
+        self.request = _REQ_HEAD
+        self.response = _RESP_NONE
+        #: Bytes read from the phone and not yet acted on (a partial head, early body bytes, a
+        #: pipelined request).
+        self.buf = b""
+        #: The request in hand (None between requests, and once a request is wholly with the
+        #: server while the access log is off: a held Ping need not keep it).
+        self.head: http.RequestHead | None = None
+        #: Its method (how the response is framed depends on it).
+        self.method = b"GET"
+        self.fields = EasFields()
+        self.left = 0
+        self.chunks: ChunkedScanner | None = None
+        self.keep_alive = True
+        #: The access log was on when the request in hand came (asked once per request).
+        self.logged = policy.access_logged()
+        self.started = 0.0
+        #: The status the phone was given for the request in hand (0: none yet).
+        self.status = 0
+        self.bytes_out = 0
+        #: When the phone's side times out (0: it does not: a request is with the server).
+        self.deadline = 0.0
+        self.over_limit = False
+        self.paused = False
+        #: The request in hand is a Ping (counted in the held-Pings gauge while it is open).
+        self.ping = False
+        #: A server connection is attached to the request in hand.
+        self.attached = False
+        self.resp_buf = b""
+        self.response_head: http.ResponseHead | None = None
+        self.resp_left = 0
+        self.resp_chunks: ChunkedScanner | None = None
+
+    # -- the one funnel
+
+    def _to(self, new: Request) -> None:
+        if new not in REQUEST_MOVES[self.request]:
+            raise _refuse("request", self.request, new)
+        self.request = new
+
+    def _respond(self, new: Response) -> None:
+        if new not in RESPONSE_MOVES[self.response]:
+            raise _refuse("response", self.response, new)
+        self.response = new
+
+    # -- events from the phone
+
+    def connected(self, now: float) -> None:
+        """The phone's TLS connection is up."""
+        policy = self.policy
+        policy.metrics.connections_total += 1
+        self.over_limit = not policy.limits.connect(self.ip)
+        self.deadline = now + policy.config.header_timeout
+
+    def client_data(self, data: bytes, now: float) -> _Out:
+        out: _Out = []
+        state = self.request
+        if state is _REQ_BODY:
+            self._body(data, b"", now, out)
+        elif state is _REQ_HEAD:
+            if self.buf:  # more of a head: its deadline (from its first byte) stands
+                self.buf += data
+                self._next_request(now, out, False)
+            else:
+                self.buf = data
+                self._next_request(now, out)
+        else:  # body bytes before the server is there, or pipelined: hold them, read no more
+            self.buf += data
+            self._pause(out)
+        return out
+
+    def client_lost(self, now: float) -> _Out:
+        """The phone's connection ended (closed by either side, or reset)."""
+        out: _Out = []
+        if self.request in (_REQ_BODY, _REQ_SENT, _REQ_CONNECTING):
+            self._end_request(499 if not self.status else self.status, now, out)
+            self._detach(out)
+        if self.request is not _REQ_CLOSED:
+            self._to(_REQ_CLOSED)
+        self.policy.limits.disconnect(self.ip)
+        return out
+
+    def timer(self, now: float) -> _Out:
+        """The deadline passed: a slow head, a stalled body or an idle keep-alive connection."""
+        out: _Out = []
+        self.deadline = 0.0
+        if self.request is _REQ_HEAD and self.buf:  # a head that never completed
+            self.keep_alive = False
+            self._answer(408, now, out, error="the request head did not arrive in time")
+        elif self.request is _REQ_BODY:
+            self._body_stalled(now, out)
+        else:
+            out.append(ABORT_CLIENT)
+        return out
+
+    # -- events from the server side
+
+    def backend_ready(self, now: float) -> _Out:
+        """A server connection was attached for the request in hand."""
+        head = self.head
+        if self.request is not _REQ_CONNECTING or head is None:  # the phone left meanwhile
+            return [RELEASE_BACKEND]
+        out: _Out = []
+        self.attached = True
+        self._respond(_RESP_HEAD)
+        self.resp_buf = b""
+        self.response_head = None
+        self.resp_chunks = None
+        self.left = head.length
+        self.chunks = ChunkedScanner() if head.framing == F_CHUNKED else None
+        body, self.buf = self.buf, b""
+        request = http.backend_request(head, self.ip)
+        head.section = b""  # forwarded; a held Ping should not keep a copy of its head
+        if head.framing == F_NONE and not body:  # the usual GET, OPTIONS or Ping: sent whole
+            out.append(SendToBackend(request))
+            self._to(_REQ_SENT)
+            if not self.logged:
+                self.head = None
+            return out
+        self._to(_REQ_BODY)
+        self._body(body, request, now, out)
+        if self.request is _REQ_BODY:
+            self._resume(out)
+        return out
+
+    def backend_failed(self, status: int, now: float, retry_after: int | None = None) -> _Out:
+        """No server connection could be had (503 down or unreachable, 502 wrong certificate)."""
+        out: _Out = []
+        if self.request is _REQ_CONNECTING:
+            self._end_ping()
+            self.keep_alive = False
+            self._answer(status, now, out, retry_after=retry_after)
+        return out
+
+    def backend_data(self, data: bytes, now: float) -> _Out:
+        """Bytes from the attached server connection."""
+        out: _Out = []
+        if self.response_head is not None:
+            self._response_body(data, b"", now, out)
+            return out
+        self.resp_buf = self.resp_buf + data if self.resp_buf else data
+        method = self.method
+        while True:
+            try:
+                taken = http.take_response(self.resp_buf, method)
+            except EdgeHttpError as exc:
+                out.append(BackendFailure("protocol", exc.message))
+                self._backend_broke(now, out)
+                return out
+            if taken is None:
+                return out
+            head, rest = taken
+            self.resp_buf = b""
+            if head.status < 200:  # interim (100 Continue): pass on, read the next head
+                self._send(http.client_response(head, True), out)
+                self.resp_buf = rest
+                continue
+            self.response_head = head
+            self._respond(_RESP_BODY)
+            self.resp_left = head.length
+            self.resp_chunks = ChunkedScanner() if head.framing == F_CHUNKED else None
+            self.status = head.status
+            self.keep_alive = self.keep_alive and head.keep_alive
+            self._response_body(rest, http.client_response(head, self.keep_alive), now, out)
+            return out
+
+    def backend_closed(self, now: float) -> _Out:
+        """The attached server connection ended: the end of a close-delimited answer, or the
+        server broke the exchange (502 if the phone has no answer yet)."""
+        out: _Out = []
+        self.attached = False
+        response = self.response_head
+        if response is not None and response.framing == F_CLOSE:
+            self._response_ended(False, now, out)
+        else:
+            out.append(BackendBroke("closed a request it had"))
+            self._backend_lost(502, now, out)
+        return out
+
+    def backend_silent(self, now: float) -> _Out:
+        """The attached server sent nothing for the read timeout: 504 (its connection is gone)."""
+        out: _Out = []
+        self.attached = False
+        timeout = self.policy.config.read_timeout
+        out.append(
+            BackendFailure(
+                "timeout", f"the server sent nothing for {timeout:g} s; closing the request"
+            )
+        )
+        self._backend_lost(504, now, out)
+        return out
+
+    def backend_full(self) -> _Out:
+        """The server's write buffer is full: stop reading the phone."""
+        out: _Out = []
+        self._pause(out)
+        return out
+
+    def backend_writable(self) -> _Out:
+        """The server's write buffer drained: read the body on."""
+        out: _Out = []
+        if self.request is _REQ_BODY:
+            self._resume(out)
+        return out
+
+    # -- requests
+
+    def _next_request(self, now: float, out: _Out, first: bool = True) -> None:
+        """Take the request head in ``buf``; *first*: its first bytes arrived just now (the
+        header deadline starts; later bytes do not restart it). A loop, not recursion: a
+        pipelined run of refused-but-kept-alive requests (404s) is answered one by one."""
+        policy = self.policy
+        config = policy.config
+        while True:
+            try:
+                taken = http.take_request(self.buf, config.max_body)
+            except EdgeHttpError as exc:
+                self._reject(exc.http_status, exc.message, now, out)
+                return
+            if taken is None:
+                if first and self.buf:
+                    self.deadline = now + config.header_timeout
+                return
+            head, body = taken
+            self.buf = b""
+            self.head = head
+            self.method = head.method
+            self.logged = logged = policy.access_logged()
+            fields, published = policy.judge(head, logged)
+            self.fields = fields
+            self.started = now
+            self.status = 0
+            self.bytes_out = 0
+            self.keep_alive = head.keep_alive
+            self.deadline = 0.0
+            if self.over_limit:
+                self.keep_alive = False
+                self._answer(503, now, out, retry_after=RETRY_AFTER_LIMIT)
+                return
+            if not published:
+                if head.framing != F_NONE:
+                    self.keep_alive = False
+                self._answer(404, now, out)
+                if self.keep_alive:
+                    self.buf = body
+                    if self._ready_for_next(now, out):
+                        first = True
+                        continue
+                return
+            if not policy.limits.allow_request(self.ip, now):
+                self.keep_alive = False
+                self._answer(503, now, out, retry_after=RETRY_AFTER_LIMIT)
+                return
+            if fields.cmd and fields.cmd.lower() == "ping":
+                self.ping = True
+                policy.metrics.held_pings += 1
+            self.buf = body
+            self._to(_REQ_CONNECTING)
+            out.append(OPEN_BACKEND)  # last: the shell may call backend_ready at once
+            return
+
+    def _reject(self, status: int, message: str, now: float, out: _Out) -> None:
+        """A request the edge refuses as malformed: answer and close."""
+        self.fields = EasFields()
+        self.logged = self.policy.access_logged()
+        self.started = now
+        self.keep_alive = False
+        out.append(LogNote(f"refused a request from {self.ip}: {message} ({status})"))
+        self._answer(status, now, out, error=message)
+
+    def _answer(
+        self, status: int, now: float, out: _Out, retry_after: int | None = None, error: str = ""
+    ) -> None:
+        """The edge's own answer (after which it closes unless the request may keep alive)."""
+        self.status = status
+        close = not self.keep_alive
+        self._send(http.error_response(status, retry_after=retry_after, close=close), out)
+        self._log(status, now, out, error)
+        if close:
+            self._to(_REQ_CLOSED)
+            out.append(CLOSE_CLIENT)
+
+    def _body(self, data: bytes, prefix: bytes, now: float, out: _Out) -> None:
+        """Forward request body bytes (after *prefix*, the head, in the same TLS record)."""
+        head = self.head
+        assert head is not None
+        framing = head.framing
+        size = len(data)
+        if framing == F_NONE:
+            used = 0
+            done = True
+        elif framing == F_LENGTH:
+            used = self.left if self.left < size else size
+            self.left -= used
+            done = self.left == 0
+        else:
+            assert self.chunks is not None
+            try:
+                used = self.chunks.feed(data)
+            except EdgeHttpError as exc:
+                out.append(LogNote(f"refused a chunked body from {self.ip}: {exc.message}"))
+                self._detach(out)
+                if self.status == 0:
+                    self._end_ping()
+                    self.keep_alive = False
+                    self._answer(400, now, out, error=exc.message)
+                else:
+                    self._end_request(self.status, now, out)
+                    self._to(_REQ_CLOSED)
+                    out.append(ABORT_CLIENT)
+                return
+            done = self.chunks.done
+        if used or prefix:
+            out.append(SendToBackend(prefix + (data if used == size else data[:used])))
+        if done:
+            self.deadline = 0.0
+            if self.request is _REQ_BODY:
+                self._to(_REQ_SENT)
+                if not self.logged:
+                    self.head = None
+            if used < size:  # what follows the body: a pipelined request, held for later
+                self.buf += data[used:]
+                self._pause(out)
+        else:  # more to come: within body_timeout of this byte
+            self.deadline = now + self.policy.config.body_timeout
+
+    def _body_stalled(self, now: float, out: _Out) -> None:
+        """No body byte for body_timeout: 408 and close (unless the edge itself paused the
+        reading: then the server is slow to take the body, not the phone to send it)."""
+        if self.paused:
+            self.deadline = now + self.policy.config.body_timeout
+            return
+        self._detach(out)
+        out.append(LogNote(f"a request body from {self.ip} stalled; answered 408"))
+        if self.status:  # the server's answer already started: nothing more can be said
+            self._end_request(self.status, now, out)
+            self._to(_REQ_CLOSED)
+            out.append(ABORT_CLIENT)
+            return
+        self._end_ping()
+        self.keep_alive = False
+        self._answer(408, now, out, error="the request body stalled")
+
+    # -- responses
+
+    def _response_body(self, data: bytes, prefix: bytes, now: float, out: _Out) -> None:
+        """Forward response body bytes (after *prefix*, the head, in the same TLS record)."""
+        response = self.response_head
+        assert response is not None
+        framing = response.framing
+        size = len(data)
+        if framing == F_LENGTH:
+            used = self.resp_left if self.resp_left < size else size
+            self.resp_left -= used
+            finished = self.resp_left == 0
+        elif framing == F_NONE:
+            used = 0
+            finished = True
+        elif framing == F_CLOSE:  # until the server closes: backend_closed ends it
+            if data or prefix:
+                self._send(prefix + data, out)
+            return
+        else:
+            assert self.resp_chunks is not None
+            try:
+                used = self.resp_chunks.feed(data)
+            except EdgeHttpError as exc:
+                out.append(BackendFailure("protocol", f"bad chunked body: {exc.message}"))
+                if prefix:  # its head was not sent yet: the phone can still be told (502)
+                    self.status = 0
+                self._backend_broke(now, out)
+                return
+            finished = self.resp_chunks.done
+        if used or prefix:
+            sent = prefix + (data if used == size else data[:used])
+            self.bytes_out += len(sent)
+            out.append(SendToClient(sent))
+        if finished:
+            out.append(BACKEND_ANSWERED)
+            self._response_ended(response.keep_alive and used == size, now, out)
+
+    def _response_ended(self, reusable: bool, now: float, out: _Out) -> None:
+        """The whole answer went out; reuse both sides when they may be reused."""
+        request_sent = self.request is _REQ_SENT
+        self.response_head = None
+        self._respond(_RESP_NONE)
+        if self.attached:
+            self.attached = False
+            # an answer before the whole body was sent spends the server connection
+            out.append(RELEASE_BACKEND if reusable and request_sent else DROP_BACKEND)
+        self._end_request(self.status, now, out)
+        if not request_sent:
+            self.keep_alive = False
+        if not self.keep_alive:
+            self._to(_REQ_CLOSED)
+            out.append(CLOSE_CLIENT)
+            return
+        if self._ready_for_next(now, out):
+            self._next_request(now, out)
+
+    def _ready_for_next(self, now: float, out: _Out) -> bool:
+        """Back to reading heads; True when a pipelined request is already in ``buf``."""
+        self._to(_REQ_HEAD)
+        self.head = None
+        config = self.policy.config
+        if self.buf:  # a pipelined request came with the last one
+            self.deadline = now + config.header_timeout
+            self._resume(out)
+            return True
+        self.deadline = now + config.client_idle_timeout
+        if self.paused:
+            self._resume(out)
+        return False
+
+    def _backend_broke(self, now: float, out: _Out) -> None:
+        """The server spoke outside HTTP/1.1: drop it, count a failed check, answer 502."""
+        out.append(BackendBroke("closed a request it had"))
+        self._detach(out)
+        self._backend_lost(502, now, out)
+
+    def _backend_lost(self, status: int, now: float, out: _Out) -> None:
+        """The server connection broke (502) or went silent (504) before the answer ended."""
+        if self.response is not _RESP_NONE:
+            self.response_head = None
+            self._respond(_RESP_NONE)
+        if self.request is _REQ_CLOSED:
+            return
+        if self.status == 0:
+            if status == 502:
+                out.append(BackendFailure("reset", "the server closed the connection mid-request"))
+            self._end_ping()
+            self.keep_alive = False
+            self._answer(status, now, out)
+        else:
+            self._end_request(self.status, now, out)
+            self._to(_REQ_CLOSED)
+            out.append(ABORT_CLIENT)
+
+    def _detach(self, out: _Out) -> None:
+        if self.attached:
+            self.attached = False
+            out.append(DROP_BACKEND)
+        if self.response is not _RESP_NONE:
+            self.response_head = None
+            self._respond(_RESP_NONE)
+
+    # -- small steps
+
+    def _send(self, data: bytes, out: _Out) -> None:
+        self.bytes_out += len(data)
+        out.append(SendToClient(data))
+
+    def _pause(self, out: _Out) -> None:
+        if not self.paused:
+            self.paused = True
+            out.append(PAUSE_CLIENT)
+
+    def _resume(self, out: _Out) -> None:
+        """Read again (once per pause: resuming costs the TLS layer a scheduled callback)."""
+        if self.paused:
+            self.paused = False
+            out.append(RESUME_CLIENT)
+
+    def _end_ping(self) -> None:
+        if self.ping:
+            self.ping = False
+            self.policy.metrics.held_pings -= 1
+
+    def _end_request(self, status: int, now: float, out: _Out) -> None:
+        if self.ping:
+            self._end_ping()
+        self._log(status, now, out)
+
+    def _log(self, status: int, now: float, out: _Out, error: str = "") -> None:
+        fields = self.fields
+        policy = self.policy
+        policy.metrics.count_request(fields.cmd or "-", status)
+        if not self.logged:
+            return
+        head = self.head
+        record: dict[str, Any] = {
+            "client": self.ip,
+            "method": head.method.decode("latin-1") if head else "",
+            "path": head.path if head else "",
+            "status": status,
+            "bytes": self.bytes_out,
+            "ms": round((now - self.started) * 1000, 2),
+        }
+        if fields.cmd:
+            record["cmd"] = fields.cmd
+        if fields.user:
+            record["user"] = fields.user
+        if fields.device_id:
+            record["device_id"] = fields.device_id
+        if fields.device_type:
+            record["device_type"] = fields.device_type
+        if error:
+            record["error"] = error
+        out.append(LogAccess(record))
+
+
+class BackendMachine:
+    """One server connection: idle (new or pooled), busy with one exchange, or closed.
+
+    The exchange's bytes are the attached phone connection's business
+    (:meth:`ClientMachine.backend_data`); this machine decides the connection's own life: its
+    read deadline, whether it may go back to the pool, and the in-flight count its server is
+    chosen by (:class:`~natsync.edge.balance.Server.active`)."""
+
+    __slots__ = ("counted", "deadline", "read_timeout", "remembered", "server", "state")
+
+    def __init__(self, server: Server, read_timeout: float) -> None:
+        self.server = server
+        self.read_timeout = read_timeout
+        self.state = _B_IDLE
+        #: Counted in its server's exchanges in flight.
+        self.counted = False
+        #: Its TLS session was offered for resumption (once per connection: reading the
+        #: session serialises it, about 1 ms).
+        self.remembered = False
+        #: When it times out (0: never): silent server while busy, idle time while pooled.
+        self.deadline = 0.0
+
+    def _to(self, new: Backend) -> None:
+        if new not in BACKEND_MOVES[self.state]:
+            raise _refuse("server connection", self.state, new)
+        self.state = new
+
+    def attach(self, now: float) -> None:
+        """An exchange starts on it."""
+        self._to(_B_BUSY)
+        if not self.counted:
+            self.counted = True
+            self.server.active += 1
+        self.deadline = now + self.read_timeout
+
+    def received(self, now: float) -> bool:
+        """Bytes came; False when they must not be trusted (nothing asked: drop the connection)."""
+        if self.state is not _B_BUSY:
+            return False
+        self.deadline = now + self.read_timeout
+        return True
+
+    def release(self, now: float, pooled: int, pool_size: int) -> bool:
+        """The exchange ended cleanly: True when it goes to the pool (room, and its server is
+        up), False when it is to be closed."""
+        if self.counted:
+            self.counted = False
+            self.server.active -= 1
+        if self.state is _B_BUSY:
+            self._to(_B_IDLE)
+        if pooled >= pool_size or not self.server.up or self.state is not _B_IDLE:
+            self.closed()
+            return False
+        self.deadline = now + POOL_IDLE
+        return True
+
+    def closed(self) -> bool:
+        """It is gone (dropped, timed out or lost); True when an exchange was on it."""
+        busy = self.state is _B_BUSY
+        self._uncount()
+        self.deadline = 0.0
+        if self.state is not _B_CLOSED:
+            self._to(_B_CLOSED)
+        return busy
+
+    def _uncount(self) -> None:
+        if self.counted:
+            self.counted = False
+            self.server.active -= 1

@@ -1,0 +1,148 @@
+"""Server connections of the edge: opening a verified one, and the idle ones kept per server.
+
+A new server connection is TCP within :data:`~natsync.edge.tls.BACKEND_CONNECT_TIMEOUT`, then
+TLS + the pin check within :data:`~natsync.edge.tls.BACKEND_HANDSHAKE_TIMEOUT` (else 503; a wrong
+certificate: 502 and one clear log line). One whose exchange ended cleanly goes back to its
+server's pool — at most ``pool_size`` per server, for
+:data:`~natsync.edge.connection.POOL_IDLE` seconds, and only while the server is up — so a
+keep-alive phone's next request skips the handshake. The decisions per connection are
+:class:`~natsync.edge.connection.BackendMachine`'s; this module is their I/O.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from natsync.edge.balance import Server
+from natsync.edge.config import EdgeConfig
+from natsync.edge.health import Health
+from natsync.edge.metrics import Metrics
+from natsync.edge.tls import BackendCertError, BackendTrust, open_backend
+
+if TYPE_CHECKING:
+    from natsync.edge.proxy import BackendConn
+
+
+class Upstream:
+    """One server as the I/O side sees it: its health record, trust (own session) and pool."""
+
+    __slots__ = ("pool", "server", "trust")
+
+    def __init__(self, server: Server, trust: BackendTrust) -> None:
+        self.server = server
+        self.trust = trust
+        #: Idle verified connections, the most recently used last.
+        self.pool: list[BackendConn] = []
+
+
+class Pool:
+    """Every server's :class:`Upstream`: take an idle connection, open a new one, release one."""
+
+    __slots__ = ("config", "failure", "health", "metrics", "upstreams")
+
+    def __init__(
+        self,
+        config: EdgeConfig,
+        servers: list[Server],
+        trust: BackendTrust,
+        health: Health,
+        metrics: Metrics,
+        failure: Callable[[str, str], None],
+    ) -> None:
+        self.config = config
+        self.health = health
+        self.metrics = metrics
+        #: Counts and logs a server-side failure (kind, message).
+        self.failure = failure
+        self.upstreams = {
+            server.address: Upstream(
+                server,
+                trust if server.address == trust.backend else BackendTrust(config, server.address),
+            )
+            for server in servers
+        }
+
+    @property
+    def pooled(self) -> int:
+        return sum(len(up.pool) for up in self.upstreams.values())
+
+    def take(self, server: Server) -> BackendConn | None:
+        """An idle connection to *server* still open, or None."""
+        pool = self.upstreams[server.address].pool
+        while pool:
+            backend = pool.pop()
+            if backend.transport is not None and not backend.transport.is_closing():
+                return backend
+        return None
+
+    async def open(
+        self, server: Server, factory: Callable[[Upstream], BackendConn]
+    ) -> BackendConn | int:
+        """A new verified connection to *server*, or the status to answer when it fails."""
+        upstream = self.upstreams[server.address]
+        trust = upstream.trust
+        try:
+            transport, backend = await open_backend(
+                lambda: factory(upstream),
+                server.host,
+                server.port,
+                trust.context,
+                trust.server_name,
+            )
+        except ssl.SSLError as exc:
+            self.failure("certificate", trust.describe_error(exc))
+            self.health.unreachable(server, "TLS or certificate failure")
+            return 502
+        except (OSError, TimeoutError) as exc:
+            reason = str(exc) or type(exc).__name__
+            self.failure("connect", f"cannot reach the server at {trust.backend}: {reason}")
+            self.health.unreachable(server, reason)
+            return 503
+        sslobj = transport.get_extra_info("ssl_object")
+        try:
+            trust.check(sslobj)
+        except BackendCertError as exc:
+            transport.abort()
+            self.failure("certificate", exc.message)
+            self.health.unreachable(server, "wrong certificate")
+            return 502
+        self.metrics.backend_handshakes += 1
+        if sslobj is not None and sslobj.session_reused:
+            self.metrics.backend_resumed += 1
+        self.health.answered(server)
+        return backend
+
+    def release(self, backend: BackendConn, now: float) -> None:
+        """Return a server connection whose exchange ended cleanly to its pool (bounded)."""
+        backend.client = None
+        transport = backend.transport
+        if transport is None or transport.is_closing():
+            backend.machine.closed()
+            return
+        upstream = backend.upstream
+        machine = backend.machine
+        if not machine.remembered:  # reading .session serialises it (~1 ms): once per connection
+            machine.remembered = True
+            upstream.trust.remember(transport.get_extra_info("ssl_object"))
+        if machine.release(now, len(upstream.pool), self.config.pool_size):
+            upstream.pool.append(backend)
+        else:
+            transport.close()
+
+    def forget(self, backend: BackendConn) -> None:
+        """A connection is gone: out of its pool if it was there."""
+        pool = backend.upstream.pool
+        if backend in pool:
+            pool.remove(backend)
+
+    def close_idle(self, server: Server) -> None:
+        """Close the idle connections to *server* (it went out)."""
+        for backend in self.upstreams[server.address].pool:
+            if backend.transport is not None:
+                backend.transport.close()
+
+    def clear(self) -> None:
+        for upstream in self.upstreams.values():
+            upstream.pool.clear()
