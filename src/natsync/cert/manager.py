@@ -61,7 +61,13 @@ from natsync.cert.acme import (
 from natsync.cert.acme_responders import ChallengeStore
 from natsync.cert.ari import AriError, RenewalInfo, cert_id
 from natsync.cert.jose import self_signed_builder
-from natsync.cert.settings import CHALLENGE_CHOICES, parse_cert_table, parse_ports_open
+from natsync.cert.settings import (
+    ACME_DIR,
+    CHALLENGE_CHOICES,
+    ManagerSettings,
+    parse_cert_table,
+    parse_ports_open,
+)
 from natsync.errors import ConfigError, NatsyncError
 
 log = logging.getLogger(__name__)
@@ -89,8 +95,6 @@ URGENT_FRACTION = 1 / 10
 #: Longest single sleep of the run loop: it wakes at least hourly to look at the clock again
 #: (suspend, clock changes) and at the certificate file (replaced by hand).
 MAX_SLEEP = 3600.0
-#: Where the manager keeps its files under the data directory.
-ACME_DIR = "acme"
 STATUS_FILE = "status.json"
 
 #: The placeholder certificate the edge starts with before the first certificate arrives (it
@@ -465,44 +469,6 @@ def _iso(value: dt.datetime | None) -> str | None:
 
 
 # --- settings and the I/O shell --------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class ManagerSettings:
-    """What the manager needs to know; everything else has a home-user default."""
-
-    names: tuple[str, ...]
-    data_dir: Path
-    ips: tuple[str, ...] = ()
-    #: ``production`` / ``staging`` (Let's Encrypt) or an https URL.
-    directory: str = "production"
-    challenge: str = "auto"
-    email: str = ""
-    #: Where ``<basename>.pem`` / ``.key`` go (default ``<data_dir>/tls``).
-    cert_dir: Path | None = None
-    basename: str = "server"
-    key_type: str = "ec"
-    #: Roots that sign the ACME server's own TLS certificate (test CAs only).
-    ca_file: Path | None = None
-    #: Whether ports 80 / 443 reach the edge from outside (None: unknown).
-    http_reachable: bool | None = None
-    tls_reachable: bool | None = None
-
-    @property
-    def out_dir(self) -> Path:
-        return self.cert_dir or self.data_dir / "tls"
-
-    @property
-    def cert_path(self) -> Path:
-        return self.out_dir / f"{self.basename}.pem"
-
-    @property
-    def key_path(self) -> Path:
-        return self.out_dir / f"{self.basename}.key"
-
-    @property
-    def acme_dir(self) -> Path:
-        return self.data_dir / ACME_DIR
 
 
 def settings_from_table(table: dict[str, Any], data_dir: Path) -> ManagerSettings:

@@ -27,6 +27,9 @@ from typing import Any
 from natsync.config import scalar_setting
 from natsync.errors import ConfigError
 
+#: Where the certificate manager keeps its files under the data directory.
+ACME_DIR = "acme"
+
 #: Where the public certificate comes from: an ACME CA (renewed by natsync run), natsync's
 #: private CA, or files someone else renews.
 CERT_MODES = ("acme", "private-ca", "files")
@@ -99,11 +102,9 @@ class CertSettings:
         cert_dir: Path | None = None,
         basename: str = "server",
         email: str = "",
-    ) -> Any:
-        """The :class:`natsync.cert.manager.ManagerSettings` of this table (*email*: the
+    ) -> ManagerSettings:
+        """The :class:`ManagerSettings` of this table (*email*: the
         contact when the table names none, e.g. admin.email)."""
-        from natsync.cert.manager import ManagerSettings
-
         http_open, tls_open = self.reachable
         return ManagerSettings(
             names=self.names,
@@ -257,3 +258,41 @@ __all__ = [
     "parse_cert_table",
     "parse_ports_open",
 ]
+
+
+@dataclass(frozen=True, slots=True)
+class ManagerSettings:
+    """What the manager needs to know; everything else has a home-user default."""
+
+    names: tuple[str, ...]
+    data_dir: Path
+    ips: tuple[str, ...] = ()
+    #: ``production`` / ``staging`` (Let's Encrypt) or an https URL.
+    directory: str = "production"
+    challenge: str = "auto"
+    email: str = ""
+    #: Where ``<basename>.pem`` / ``.key`` go (default ``<data_dir>/tls``).
+    cert_dir: Path | None = None
+    basename: str = "server"
+    key_type: str = "ec"
+    #: Roots that sign the ACME server's own TLS certificate (test CAs only).
+    ca_file: Path | None = None
+    #: Whether ports 80 / 443 reach the edge from outside (None: unknown).
+    http_reachable: bool | None = None
+    tls_reachable: bool | None = None
+
+    @property
+    def out_dir(self) -> Path:
+        return self.cert_dir or self.data_dir / "tls"
+
+    @property
+    def cert_path(self) -> Path:
+        return self.out_dir / f"{self.basename}.pem"
+
+    @property
+    def key_path(self) -> Path:
+        return self.out_dir / f"{self.basename}.key"
+
+    @property
+    def acme_dir(self) -> Path:
+        return self.data_dir / ACME_DIR

@@ -489,8 +489,10 @@ def hold(config_path: Path | None, method: str | None) -> None:
         raise _fail(exc) from exc
     if not specs:
         raise click.ClickException("portmap.mappings is empty: nothing to hold")
-    mapper = PortMapper(backend, settings.lifetime)
-    mapper.hold(
+    from natsync.portmap.holder import hold_one
+
+    hold_one(
+        PortMapper(backend, settings.lifetime),
         specs,
         stop,
         lambda r: click.echo(f"{r.spec}: {r.action} {r.detail}".rstrip()),

@@ -260,6 +260,20 @@ class PortMapSet:
         return entry | {"state": state, "detail": last.detail}
 
 
+def hold_one(
+    mapper: PortMapper,
+    specs: list[MappingSpec],
+    stop: Stopper,
+    report: Callable[[MapResult], object],
+    clock: Callable[[], float],
+    min_sleep: float,
+) -> None:
+    """Keep *specs* mapped by one *mapper* until *stop* is set (renewing when due, retrying what
+    failed every quarter lifetime), then remove them; *report* hears every action but "kept"."""
+    member = Member(family_of(mapper.backend.name), mapper, specs)
+    PortMapSet([member]).hold(stop, report, clock, min_sleep)
+
+
 def _split_router(router: str) -> tuple[str | None, str | None]:
     """``[portmap] router``: an IPv4 address is the IPv4 gateway, an IPv6 one the IPv6 router
     (each family's own default route gives the other)."""

@@ -10,7 +10,6 @@ router does not translate but firewalls, a UPnP IGD:2 pinhole or a PCP MAP sent 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -362,21 +361,6 @@ class PortMapper:
     def retry_after(self) -> float:
         """Seconds before a failed mapping is asked for again: a quarter lifetime."""
         return self.lifetime / 4 if self.lifetime else 60.0
-
-    def hold(
-        self,
-        specs: list[MappingSpec],
-        stop: Stopper,
-        report: Callable[[MapResult], object],
-        clock: Callable[[], float],
-        min_sleep: float,
-    ) -> None:
-        """Keep *specs* mapped until *stop* is set (renewing when due, retrying what failed
-        every quarter lifetime), then remove them; *report* hears every action but "kept"."""
-        from natsync.portmap.holder import Member, PortMapSet, family_of
-
-        member = Member(family_of(self.backend.name), self, specs)
-        PortMapSet([member]).hold(stop, report, clock, min_sleep)
 
     def release_all(self) -> list[MapResult]:
         """Remove every mapping this mapper made (on exit)."""

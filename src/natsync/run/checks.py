@@ -163,7 +163,7 @@ def _bindable(hostport: str, setting: str, problems: list[Problem], reuse: bool 
 
 
 def _ports(deployment: Deployment) -> list[tuple[str, str]]:
-    from natsync.run.parts import edge_for
+    from natsync.run.derive import edge_for
 
     server = deployment.server
     out = []

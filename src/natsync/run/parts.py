@@ -28,9 +28,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from natsync.config import ServerConfig
 from natsync.deployment import Deployment, load_deployment
 from natsync.errors import NatsyncError
+from natsync.run.derive import challenge_spool, edge_for, server_for
 
 log = logging.getLogger("natsync.run")
 
@@ -41,52 +41,6 @@ def emit(message: dict[str, Any]) -> None:
     """One line to the supervisor."""
     sys.stdout.write(json.dumps(message, separators=(",", ":")) + "\n")
     sys.stdout.flush()
-
-
-def wildcard_to_loopback(host: str) -> str:
-    if host in ("0.0.0.0", ""):  # noqa: S104 - comparing, not binding
-        return "127.0.0.1"
-    if host == "::":
-        return "::1"
-    return host
-
-
-def server_for(deployment: Deployment, index: int) -> ServerConfig:
-    """The server settings of process *index*: the first also receives SMTP and relays."""
-    config = deployment.server
-    if index == 0:
-        return config
-    return replace(config, port=config.port + index, smtp_listen="", smarthost="")
-
-
-def edge_for(deployment: Deployment) -> Any:
-    """The edge settings under run: the servers it forwards to follow [server] (its port, one
-    per server process) unless [edge] names them, and its held-request timeout follows the
-    heartbeat the server accepts."""
-    from natsync.edge.config import EdgeConfig
-
-    edge: EdgeConfig = deployment.edge
-    table = deployment.tables.get("edge", {})
-    server = deployment.server
-    changes: dict[str, Any] = {}
-    if "backend" not in table and "backends" not in table:
-        host = wildcard_to_loopback(server.host)
-        shown = f"[{host}]" if ":" in host else host
-        ports = [server.port + i for i in range(deployment.run.server_processes)]
-        servers = tuple(f"{shown}:{p}" for p in ports)
-        changes["backend"] = servers[0]
-        changes["backends"] = servers if len(servers) > 1 else ()
-    if "heartbeat_max" not in table:
-        changes["heartbeat_max"] = server.heartbeat_cap
-    if "access_log" not in table:
-        # One line per request, not one per hop: the server's (with the phone's address from
-        # X-Forwarded-For, the user, device and command) is the one kept.
-        changes["access_log"] = "off"
-    cert = deployment.cert
-    if "challenge_dir" not in table and cert is not None and cert.mode == "acme":
-        # The cert part (another process) hands TLS-ALPN-01 and HTTP-01 answers over.
-        changes["challenge_dir"] = str(challenge_spool(deployment))
-    return replace(edge, **changes).check() if changes else edge
 
 
 # --- the parts ------------------------------------------------------------------------------
@@ -101,7 +55,7 @@ async def _server_part(deployment: Deployment, index: int) -> None:
         # [console] runs in the first server process: it reads the server's store and asks
         # its ActiveSync app which Pings it holds (docs/console.md).
         from natsync.console.settings import load_settings
-        from natsync.run.supervisor import self_check_url
+        from natsync.run.derive import self_check_url
 
         console = load_settings(deployment.path)
         if "doctor_url" not in deployment.tables["console"]:  # what the self-check checks
@@ -278,12 +232,6 @@ def manager_settings(deployment: Deployment) -> Any:
 
 def public_cert_path(deployment: Deployment) -> Path:
     return deployment.server.data_dir / "tls" / "public.pem"
-
-
-def challenge_spool(deployment: Deployment) -> Path:
-    """Where the cert part hands pending challenges to the edge (edge.challenge_dir)."""
-    spool = getattr(deployment.edge, "challenge_dir", "")
-    return Path(spool) if spool else deployment.server.data_dir / "acme" / "challenges"
 
 
 def _cert_part(deployment: Deployment) -> None:

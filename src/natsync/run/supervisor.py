@@ -30,6 +30,7 @@ from typing import Any
 
 from natsync.deployment import Deployment, load_deployment
 from natsync.errors import ConfigError, NatsyncError
+from natsync.run.derive import self_check_url
 from natsync.run.policy import Backoff, plan_reload
 
 log = logging.getLogger("natsync.run")
@@ -85,22 +86,6 @@ def part_counts(deployment: Deployment) -> dict[str, int]:
         if getattr(deployment, kind) is not None:
             counts[kind] = 1
     return counts
-
-
-def self_check_url(deployment: Deployment, edge_port: int | None) -> str:
-    """What a phone outside types: https://<public name>[:port]. The port is 443 when the
-    router maps 443 or the edge listens on it, else the port the edge (or server) listens on."""
-    name = deployment.public_name
-    if not name:
-        return ""
-    external = {
-        spec.split("/")[0].split(":")[0]
-        for spec in (deployment.portmap.mappings if deployment.portmap else ())
-    }
-    port = edge_port if edge_port is not None else deployment.server.port
-    if "443" in external or port == 443:
-        return f"https://{name}/Microsoft-Server-ActiveSync"
-    return f"https://{name}:{port}/Microsoft-Server-ActiveSync"
 
 
 class Supervisor:
