@@ -168,7 +168,7 @@ def pick_folder(txn: Txn, user: User, name: str | None, default: FolderType) -> 
     if name is None:
         return txn.folder_by_type(user.id, default)
     from natsync.classes.contacts import CODEC as CONTACTS
-    from natsync.eas.sync import MAIL_TYPES
+    from natsync.eas.sync_window import MAIL_TYPES
 
     contact_types = CONTACTS.folder_types
     allowed = contact_types if default in contact_types else MAIL_TYPES
