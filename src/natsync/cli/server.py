@@ -163,7 +163,7 @@ def server(
             overrides["data_dir"] = data_dir
         if store is not None:
             overrides["store"] = store
-        config = replace(config, **overrides).check()
+        config = replace(config, **overrides)
         from natsync.sources import load_sources
 
         sources = load_sources(config_path)

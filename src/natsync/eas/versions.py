@@ -22,9 +22,11 @@ class Version:
 
     @classmethod
     def parse(cls, text: str) -> Version:
+        """"MAJOR.MINOR", or HttpError(400) naming the versions we serve."""
         major, _, minor = text.strip().partition(".")
         if not major.isdigit() or not minor.isdigit():
-            raise ValueError(f"not a protocol version: {text!r}")
+            headers = {"MS-ASProtocolVersions": supported_header()}
+            raise HttpError(400, f"unparseable MS-ASProtocolVersion {text!r}", headers)
         return cls(int(major), int(minor))
 
 
@@ -53,10 +55,7 @@ def negotiate(requested: str | None) -> Version:
     headers = {"MS-ASProtocolVersions": supported_header()}
     if not requested:
         raise HttpError(400, "the MS-ASProtocolVersion header is missing", headers)
-    try:
-        version = Version.parse(requested)
-    except ValueError as exc:
-        raise HttpError(400, f"unparseable MS-ASProtocolVersion {requested!r}", headers) from exc
+    version = Version.parse(requested)
     if version not in SUPPORTED:
         raise HttpError(400, f"protocol version {version} is not served", headers)
     return version
