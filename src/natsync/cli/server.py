@@ -4,6 +4,7 @@ from one TOML config file, until SIGINT / SIGTERM."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import signal
 from pathlib import Path
@@ -45,14 +46,21 @@ async def serve(
 
     if not config.store:  # the embedded file lives in data_dir (a named store is elsewhere)
         private_dir(config.data_dir)  # 0700: created so, or tightened with a log line
-    store = open_store(config.store_url)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    relay = server = smtp = mirrors = relayed_smtp = running_console = None
-    dav_source: Any = None
-    try:
+
+    def quiet_signals() -> None:  # a second signal during the teardown acts at once
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+    # Every part is closed by the stack, newest first, however far starting got.
+    async with contextlib.AsyncExitStack() as parts:
+        store = open_store(config.store_url)
+        parts.push_async_callback(store.aclose)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        parts.callback(quiet_signals)
+        relay = None
         if config.smarthost:
             smarthost = SmartHost.from_setting(
                 config.smarthost,
@@ -67,16 +75,21 @@ async def serve(
                 dkim=DkimSigner.from_data_dir(config.data_dir),  # natsync dkim create DOMAIN
             )
             relay.start()
+            parts.push_async_callback(relay.aclose)
         server = await start_server(config, store, relay=relay)
+        parts.push_async_callback(server.close)
         if sources is not None and sources.any_imap:
             from natsync.sources import install
 
             mirrors = install(server.eas, sources, store)
+            parts.push_async_callback(mirrors.aclose)
         if dav is not None:
             from natsync.sources.dav import DavSource
 
             dav_source = DavSource(store, dav)
+            parts.push_async_callback(dav_source.aclose)
             dav_source.attach(server)  # each user's mirror starts at their first login
+        smtp = None
         if config.smtp_listen:
             host, _, port = config.smtp_listen.rpartition(":")
             smtp = await start_smtp_server(
@@ -84,6 +97,7 @@ async def serve(
                 relay=relay, limits=smtp_limits,
                 tls_context=tls_context(config),  # STARTTLS with the server's certificate
             )  # fmt: skip
+            parts.push_async_callback(smtp.close)
         if config.smtp_relayed_listen:  # mail through `natsync relay`'s tunnel, PROXY v2 first
             host, _, port = config.smtp_relayed_listen.rpartition(":")
             relayed_smtp = await start_smtp_server(
@@ -97,31 +111,17 @@ async def serve(
                 limits=smtp_limits,
                 tls_context=tls_context(config),
             )
+            parts.push_async_callback(relayed_smtp.close)
+        running_console = None
         if console is not None:
             from natsync.console import SupervisorSource, start_console
 
             running_console = await start_console(console, store, SupervisorSource([server]))
+            parts.push_async_callback(running_console.close)
         if ready is not None:
             ready(server, smtp, *([running_console] if running_console is not None else []))
+        parts.callback(quiet_signals)  # first out once running: before any part closes
         await stop.wait()
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
-        if running_console is not None:
-            await running_console.close()
-        if smtp is not None:
-            await smtp.close()
-        if mirrors is not None:
-            await mirrors.aclose()
-        if dav_source is not None:
-            await dav_source.aclose()
-        if relayed_smtp is not None:
-            await relayed_smtp.close()
-        if server is not None:
-            await server.close()
-        if relay is not None:
-            await relay.aclose()
-        await store.aclose()
 
 
 @click.command()
