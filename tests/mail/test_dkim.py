@@ -255,8 +255,8 @@ async def test_natsync_server_signs_with_the_keys_of_its_data_dir(
     import os
     import signal
 
-    from natsync.cli.server import serve
     from natsync.config import ServerConfig
+    from natsync.run.serve import serve
     from natsync.store import open_store, store_path
     from tests.conftest import ALICE_DISPLAY_NAME, ALICE_EMAIL, ALICE_NAME, CREATED_AT
 

@@ -18,7 +18,7 @@ from natsync.classes.body import (
     parse_eas_date,
 )
 from natsync.classes.codec import PimError, Record
-from natsync.eas.versions import Version
+from natsync.classes.versions import Version
 from natsync.mail.errors import EmailChangeError
 from natsync.mail.mime import html_to_text
 from natsync.wbxml import E, Element

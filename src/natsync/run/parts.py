@@ -93,7 +93,7 @@ def edge_for(deployment: Deployment) -> Any:
 
 
 async def _server_part(deployment: Deployment, index: int) -> None:
-    from natsync.cli.server import serve
+    from natsync.run.serve import serve
 
     config = server_for(deployment, index)
     console = None
