@@ -7,6 +7,10 @@ folder as changed; the store publishes ``changed`` after COMMIT. The areas of th
 of :class:`TxnBase`, joined in natsync.store.sql.txn.
 """
 
+# S608: every SQL string here is built from this package's own constants, never from input;
+# values always travel as bound parameters.
+# ruff: noqa: S608
+
 from __future__ import annotations
 
 import json
@@ -14,7 +18,7 @@ import sqlite3
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from natsync.store.api import NotFound, Txn
 from natsync.store.feed import hierarchy_key
@@ -75,6 +79,11 @@ class _FolderInfo:
     server_id: str
 
 
+#: The settings tables (the same shape: owner, key, value) and their owner columns.
+_SettingsTable = Literal["user_settings", "device_settings"]
+_Owner = Literal["user_id", "device_id"]
+
+
 class TxnBase(Txn):
     """One open transaction on the worker's connection; valid only inside ``Store.run``."""
 
@@ -101,6 +110,22 @@ class TxnBase(Txn):
         SQLite's default limit on bound parameters is 32766; a JSON array read by json_each is
         one parameter however long the list (PostgreSQL binds an array: ``= ANY(?)``)."""
         return "IN (SELECT value FROM json_each(?))", json.dumps(list(values))
+
+    def _setting(
+        self, table: _SettingsTable, owner_column: _Owner, owner: int, key: str
+    ) -> str | None:
+        """A user's or a device's setting (*table*: user_settings / device_settings)."""
+        row = self._one(
+            f"SELECT value FROM {table} WHERE {owner_column} = ? AND key = ?", (owner, key)
+        )
+        return None if row is None else str(row[0])
+
+    def _set_setting(self, table: str, owner_column: str, owner: int, key: str, value: str) -> None:
+        self._conn.execute(
+            f"INSERT INTO {table} ({owner_column}, key, value) VALUES (?, ?, ?) "
+            f"ON CONFLICT ({owner_column}, key) DO UPDATE SET value = excluded.value",
+            (owner, key, value),
+        )
 
     def _one(self, sql: str, params: Sequence[Any] = ()) -> Any:
         return self._conn.execute(sql, params).fetchone()

@@ -109,18 +109,11 @@ class DevicesMixin(TxnBase):
         self._update_device(device, sql, params)
 
     def get_device_setting(self, device: int, key: str) -> str | None:
-        row = self._one(
-            "SELECT value FROM device_settings WHERE device_id = ? AND key = ?", (device, key)
-        )
-        return None if row is None else str(row[0])
+        return self._setting("device_settings", "device_id", device, key)
 
     def set_device_setting(self, device: int, key: str, value: str) -> None:
         self._require_device(device)
-        self._conn.execute(
-            "INSERT INTO device_settings (device_id, key, value) VALUES (?, ?, ?) "
-            "ON CONFLICT (device_id, key) DO UPDATE SET value = excluded.value",
-            (device, key, value),
-        )
+        self._set_setting("device_settings", "device_id", device, key, value)
 
     def remove_device(self, device: int) -> None:
         """Forget a device and its sync state (an addition to the Txn protocol, for the CLI)."""

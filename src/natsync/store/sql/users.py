@@ -76,15 +76,8 @@ class UsersMixin(TxnBase):
         self.changed.add(hierarchy_key(user_id))
 
     def get_user_setting(self, user_id: int, key: str) -> str | None:
-        row = self._one(
-            "SELECT value FROM user_settings WHERE user_id = ? AND key = ?", (user_id, key)
-        )
-        return None if row is None else str(row[0])
+        return self._setting("user_settings", "user_id", user_id, key)
 
     def set_user_setting(self, user_id: int, key: str, value: str) -> None:
         self._require_user(user_id)
-        self._conn.execute(
-            "INSERT INTO user_settings (user_id, key, value) VALUES (?, ?, ?) "
-            "ON CONFLICT (user_id, key) DO UPDATE SET value = excluded.value",
-            (user_id, key, value),
-        )
+        self._set_setting("user_settings", "user_id", user_id, key, value)
