@@ -23,7 +23,7 @@ import pytest
 
 from natsync.eas import isolation, sync_window
 from natsync.eas.context import Response
-from natsync.mail.mime import parse_message
+from natsync.mime import parse_message
 from natsync.store.api import FolderType, Store, Txn
 from natsync.wbxml import E, Element, WBXMLError, decode
 from tests.conftest import SQLITE_ONLY

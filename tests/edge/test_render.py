@@ -20,8 +20,8 @@ from natsync.config import ServerConfig
 from natsync.edge.config import EdgeConfig, SiteCert
 from natsync.edge.render import render_config, split_nginx
 from natsync.errors import ConfigError
-from natsync.mail.mime import parse_message
 from natsync.mail.relay import deliver_to_inbox
+from natsync.mime import parse_message
 from natsync.server import RunningServer, start_server
 from natsync.store.api import FolderType, Store
 from tests.conftest import ALICE_NAME, ALICE_PASSWORD

@@ -19,8 +19,8 @@ from natsync.classes.body import (
 )
 from natsync.classes.codec import PimError, Record
 from natsync.classes.versions import Version
-from natsync.mail.errors import EmailChangeError
-from natsync.mail.mime import html_to_text
+from natsync.mime import html_to_text
+from natsync.mime.errors import EmailChangeError
 from natsync.wbxml import E, Element
 
 #: Longest text one property may hold. Real names and addresses are short; a body may be long,

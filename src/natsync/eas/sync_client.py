@@ -25,7 +25,7 @@ from natsync.eas.errors import EasError
 from natsync.eas.status import SyncStatus
 from natsync.eas.sync_request import NS, CollectionRequest
 from natsync.eas.versions import V16_0
-from natsync.mail.errors import EmailChangeError, MailError
+from natsync.mime.errors import EmailChangeError, MailError
 from natsync.store.api import AccessState, Conflict, Folder, FolderType, Item, Message
 from natsync.wbxml import E, Element
 
