@@ -71,7 +71,7 @@ async def run(args: argparse.Namespace, work: Path) -> None:
         now = datetime.now(UTC)
         await store.run(lambda txn: txn.add_user(USER, "ann@bench.test", "Ann", hashed, now))
         running = await start_server(
-            ServerConfig(host="127.0.0.1", port=0, tls_cert=cert, tls_key=key).check(), store
+            ServerConfig(host="127.0.0.1", port=0, tls_cert=cert, tls_key=key), store
         )
         source = DavSource(
             store, DavSettings(url=server.url, ca_file=server.ca_file, interval=args.interval)

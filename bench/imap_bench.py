@@ -25,7 +25,7 @@ from tests.sources.dovecot import Dovecot
 
 from natsync.client import EASClient
 from natsync.config import ServerConfig
-from natsync.mail.mime import parse_message
+from natsync.mime import parse_message
 from natsync.server import start_server
 from natsync.sources import install, sources_from_dict
 from natsync.store import open_store

@@ -199,7 +199,7 @@ async def serve(args: argparse.Namespace) -> None:
         data_dir=Path(args.db).parent,
         domains=(DOMAIN,),
         require_provisioning=False,
-    ).check()
+    )
     server = await start_server(config, store)
     smtp = await start_smtp_server(store, "127.0.0.1", 0, config.domains, hostname="bench")
     loop = asyncio.get_running_loop()

@@ -151,7 +151,7 @@ async def serve(args: argparse.Namespace) -> None:
         domains=(DOMAIN,),
         require_provisioning=False,
         trusted_proxies=("127.0.0.1",),
-    ).check()
+    )
     server = await start_server(config, store)
     smtp = await start_smtp_server(
         store, "127.0.0.1", 0, config.domains, hostname="soak", tls_context=tls_context(config)

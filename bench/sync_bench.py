@@ -50,7 +50,7 @@ import aiosmtplib
 
 from natsync.cli.up import DEMO_EMAIL, DEMO_USER, prepare
 from natsync.client import BodyPreference, BodyType, EASClient
-from natsync.mail.mime import parse_message
+from natsync.mime import parse_message
 from natsync.store import open_store
 from natsync.store.api import FolderType
 

@@ -20,7 +20,7 @@ with atheris.instrument_imports(include=["natsync"]):
     from natsync.eas import autodiscover, state
     from natsync.eas.errors import EasError
     from natsync.eas.request import encode_base64_query, parse_request
-    from natsync.eas.sync import _parse_collection
+    from natsync.eas.sync_request import parse_collection
     from natsync.eas.versions import V14_1
     from natsync.wbxml import E, WBXMLError, decode, encode
 
@@ -72,7 +72,7 @@ def test_one_input(data: bytes) -> None:
                 root = decode(body)
                 colls = root.find("Collections", "AirSync")
                 for coll in colls.findall("Collection", "AirSync") if colls else []:
-                    _parse_collection(coll, None)
+                    parse_collection(coll, None)
     except (EasError, WBXMLError):
         return
 

@@ -19,8 +19,8 @@ import atheris
 from _harness import fuzz_main
 
 with atheris.instrument_imports(include=["natsync"]):
-    from natsync.mail.errors import MailError
-    from natsync.mail.mime import MAX_PREVIEW_CHARS, body_html, body_text, parse_message
+    from natsync.mime import MAX_PREVIEW_CHARS, body_html, body_text, parse_message
+    from natsync.mime.errors import MailError
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -31,9 +31,9 @@ with atheris.instrument_imports(include=["natsync"]):
     from natsync.eas import dispatch
     from natsync.eas.request import EasRequest
     from natsync.eas.versions import V16_1
-    from natsync.mail.errors import MailError
-    from natsync.mail.mime import parse_message
     from natsync.mail.relay import deliver_to_inbox
+    from natsync.mime import parse_message
+    from natsync.mime.errors import MailError
     from natsync.store.api import FolderType, Txn
     from natsync.store.sqlite import SqliteStore
     from natsync.wbxml import E, Element, decode, encode

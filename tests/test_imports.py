@@ -185,3 +185,114 @@ def test_walk_sees_function_level_imports_and_skips_type_checking() -> None:
     assert got == {"natsync.c"}
     assert circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [frozenset("abc")]
     assert circles({"a": {"b"}, "b": set()}) == []
+
+
+# -- which package may import which -----------------------------------------------------------
+#
+# The layers of docs/architecture.md ("What each package owns and may import"), as data: a
+# package (``natsync.X``, or a top-level module such as ``config``; ``natsync`` is the package's
+# own ``__init__``) may import the packages listed for it, and nothing else of natsync. The
+# lists are what the code imports today; a new arrow is a decision: add it here and to the
+# architecture page, and it must not close a circle between packages.
+
+#: Package → the packages it may import.
+ALLOWED: dict[str, frozenset[str]] = {
+    name: frozenset(imports)
+    for name, imports in {
+        "errors": (),
+        "natsync": (),
+        "fdlimit": (),
+        "auth": (),
+        "wbxml": ("errors",),
+        "store": ("errors",),
+        "logs": ("errors",),
+        "service": ("errors",),
+        "portmap": ("errors",),
+        "mime": ("errors", "store"),
+        "classes": ("errors", "mime", "store", "wbxml"),
+        "mail": ("classes", "errors", "fdlimit", "mime", "store"),
+        "eas": ("classes", "errors", "mail", "mime", "natsync", "store", "wbxml"),
+        "config": ("errors", "store"),
+        "cert": ("config", "errors"),
+        "device": ("cert",),
+        "edge": ("cert", "config", "eas", "errors"),
+        "relay": ("config", "edge", "errors"),
+        "client": ("eas", "errors", "wbxml"),
+        "ddns": ("config", "errors", "natsync", "portmap"),
+        "server": ("auth", "cert", "config", "eas", "edge", "errors", "fdlimit", "logs", "store",
+                   "wbxml"),
+        "sources": ("classes", "config", "errors", "mail", "mime", "store"),
+        "lab": ("cert", "client", "errors", "natsync"),
+        "doctor": ("cert", "client", "config", "ddns", "edge", "errors", "portmap", "relay",
+                   "store"),
+        "admin": ("errors", "server", "store"),
+        "console": ("admin", "auth", "config", "device", "doctor", "errors", "portmap", "server",
+                    "store"),
+        "deployment": ("cert", "config", "console", "ddns", "edge", "errors", "relay", "sources"),
+        "run": ("cert", "config", "console", "ddns", "deployment", "doctor", "edge", "errors",
+                "fdlimit", "logs", "mail", "portmap", "relay", "server", "sources", "store"),
+        "cli": ("admin", "auth", "cert", "classes", "config", "console", "ddns", "deployment",
+                "device", "doctor", "eas", "edge", "errors", "fdlimit", "lab", "logs", "mail",
+                "mime", "natsync", "portmap", "relay", "run", "server", "service", "sources",
+                "store", "wbxml"),
+    }.items()
+}  # fmt: skip
+
+#: Imports against the layers that stay for now: (package, module it imports) → why, and who
+#: unties it. Each is checked to still exist, so the list shrinks as they go.
+EXCEPTIONS: dict[tuple[str, str], str] = {
+    ("config", "natsync.eas.policy"): "#21 knot 3: ServerConfig checks [server] policy "
+    "overrides with the protocol's table; the protocol is to check its own table",
+    ("console", "natsync.run.status"): "the console shows the supervisor's status file; "
+    "run.status imports nothing of natsync and is to move below both (run starts the console)",
+    ("mail", "natsync.server.listen"): "SMTP in binds both address families as the server does; "
+    "server.listen imports nothing of natsync and is to move below both (server imports eas, "
+    "which imports mail)",
+}
+
+
+def _package(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else parts[0]
+
+
+def _package_edges() -> dict[tuple[str, str], set[str]]:
+    """(importing package, imported package) → the imported modules, between packages only."""
+    edges: dict[tuple[str, str], set[str]] = {}
+    for module, imported in import_graph().items():
+        for target in imported:
+            pair = (_package(module), _package(target))
+            if pair[0] != pair[1]:
+                edges.setdefault(pair, set()).add(target)
+    return edges
+
+
+def test_every_package_has_its_place_in_the_layers() -> None:
+    packages = {_package(module) for module in import_graph()}
+    assert packages == set(ALLOWED), (
+        f"place new packages in ALLOWED: {sorted(packages - set(ALLOWED))}; "
+        f"remove gone ones: {sorted(set(ALLOWED) - packages)}"
+    )
+
+
+def test_packages_import_only_what_they_may() -> None:
+    wrong = [
+        f"{package} → {target}"
+        for (package, imported), targets in sorted(_package_edges().items())
+        if imported not in ALLOWED[package]
+        for target in sorted(targets)
+        if (package, target) not in EXCEPTIONS
+    ]
+    assert not wrong, "imports against the layers (docs/architecture.md):\n" + "\n".join(wrong)
+
+
+def test_the_layers_have_no_circle() -> None:
+    graph = {name: set(imports) for name, imports in ALLOWED.items()}
+    assert circles(graph) == []
+
+
+def test_exceptions_to_the_layers_still_exist() -> None:
+    edges = _package_edges()
+    seen = {(package, target) for (package, _), targets in edges.items() for target in targets}
+    gone = [pair for pair in EXCEPTIONS if pair not in seen]
+    assert not gone, f"no longer imported, remove from EXCEPTIONS: {gone}"

@@ -128,8 +128,8 @@ class ServerConfig:
         """What to give :func:`natsync.store.open_store`: ``store``, else the embedded file."""
         return self.store or str(self.database)
 
-    def check(self) -> ServerConfig:
-        """Raise ConfigError for a value that cannot work; return self for chaining."""
+    def __post_init__(self) -> None:
+        """A value that cannot work is refused here, when the settings are made (ConfigError)."""
         _check_store(self.store)
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"server.port must be 0..65535, not {self.port}")
@@ -200,7 +200,6 @@ class ServerConfig:
         from natsync.eas.policy import check_overrides
 
         check_overrides(self.policy)
-        return self
 
 
 #: The store URL schemes natsync.store.open_store knows (anything else is a typo to report now,
@@ -268,7 +267,7 @@ def server_config_from_dict(table: dict[str, Any], base: Path | None = None) -> 
             values[key] = dict(value)
         else:
             values[key] = scalar_setting("server", key, default, value)
-    return replace(defaults, **values).check()
+    return replace(defaults, **values)
 
 
 def read_toml(path: Path) -> dict[str, Any]:
@@ -303,7 +302,7 @@ def scalar_setting(section: str, key: str, default: object, value: object) -> An
 def load_config(path: Path | str | None) -> ServerConfig:
     """Read the TOML file at *path* (``None``: the embedded defaults)."""
     if path is None:
-        return ServerConfig().check()
+        return ServerConfig()
     path = Path(path)
     data = read_toml(path)
     table = data.get("server", {})

@@ -54,12 +54,11 @@ class AdminSettings:
     #: The operator's address (ACME account contact, DMARC reports in the printed records).
     email: str = ""
 
-    def check(self) -> AdminSettings:
+    def __post_init__(self) -> None:
         if self.listen:
             _check_hostport(self.listen, "admin.listen")
         if self.email and "@" not in self.email:
             raise ConfigError(f"admin.email must be an address, not {self.email!r}")
-        return self
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +76,7 @@ class RunSettings:
     restart_backoff: float = 1.0
     restart_backoff_max: float = 60.0
 
-    def check(self) -> RunSettings:
+    def __post_init__(self) -> None:
         if not 1 <= self.server_processes <= MAX_SERVER_PROCESSES:
             raise ConfigError(f"run.server_processes must be 1..{MAX_SERVER_PROCESSES}")
         if self.log_format not in LOG_FORMATS:
@@ -86,7 +85,6 @@ class RunSettings:
             raise ConfigError(f"run.log_level must be one of {', '.join(LOG_LEVELS)}")
         if not 0 < self.restart_backoff <= self.restart_backoff_max:
             raise ConfigError("run.restart_backoff must be > 0 and <= run.restart_backoff_max")
-        return self
 
 
 def _check_hostport(value: str, setting: str) -> None:
@@ -107,7 +105,7 @@ def _simple_table(cls: Any, section: str, table: dict[str, Any], base: Path | No
             values[key] = tuple(value)
         else:
             values[key] = scalar_setting(section, key, default, value)
-    return replace(defaults, **values).check()
+    return replace(defaults, **values)
 
 
 @dataclass(frozen=True, slots=True)

@@ -100,7 +100,7 @@ async def edge_on_pebble_ports(
         insecure_backend=not pin,
         admin_listen="",
         forwards=(),
-    ).check()
+    )
     running = await start_edge(config, challenges=store)
     try:
         yield running

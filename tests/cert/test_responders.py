@@ -109,7 +109,7 @@ async def test_the_edge_presents_the_validation_certificate_only_for_the_pending
         insecure_backend=True,
         admin_listen="",
         forwards=(),
-    ).check()
+    )
     edge = await start_edge(config, challenges=store)
     try:
         store.put_alpn("a.example.test", "key-auth", NOW)
@@ -169,4 +169,4 @@ def edge_log_line(caplog: pytest.LogCaptureFixture) -> str:
 
 def test_edge_http_listen_is_checked() -> None:
     with pytest.raises(ConfigError, match=r"edge\.http_listen must be host:port"):
-        EdgeConfig(http_listen="80").check()
+        EdgeConfig(http_listen="80")

@@ -19,8 +19,8 @@ from natsync.classes import calendar
 from natsync.classes.codec import PimError, Record
 from natsync.classes.email import BodyPreference
 from natsync.classes.ical import records_from_ics, records_to_ics
+from natsync.classes.versions import V12_1, V14_0, V14_1, V16_0, V16_1, Version
 from natsync.eas.registry import codec_for
-from natsync.eas.versions import V12_1, V14_0, V14_1, V16_0, V16_1, Version
 from natsync.mail import itip
 from natsync.store.api import FolderType
 from natsync.wbxml import E, Element, decode, encode

@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from natsync.classes import contacts
 from natsync.classes.codec import ClassCodec, PimError, Record
 from natsync.classes.email import BodyPreference
+from natsync.classes.versions import V12_1, V14_0, V16_1, Version
 from natsync.eas.registry import codec_for
-from natsync.eas.versions import V12_1, V14_0, V16_1, Version
 from natsync.store.api import FolderType
 from natsync.wbxml import E, Element, decode, encode
 from tests.libwbxml import assert_libwbxml_decodes

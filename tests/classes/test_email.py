@@ -21,13 +21,13 @@ from natsync.classes.email import (
     thread_topic,
     truncate_utf8,
 )
-from natsync.mail.errors import EmailChangeError
-from natsync.mail.mime import parse_message
+from natsync.mime import parse_message
+from natsync.mime.errors import EmailChangeError
 from natsync.store.api import Flag, FolderType, Message, Store, User
 from natsync.wbxml import decode, encode
 from natsync.wbxml.tree import E, Element
 from tests.libwbxml import assert_libwbxml_decodes
-from tests.mail.test_mime import build_rich_message
+from tests.mime.test_mime import build_rich_message
 
 NOW = datetime(2026, 11, 25, 9, 49, 53, 120000, tzinfo=UTC)
 

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from natsync.classes import calendar
 from natsync.classes.email import BodyPreference
 from natsync.classes.ical import IcsError, records_from_ics, records_to_ics
-from natsync.eas.versions import V14_1, V16_1, Version
+from natsync.classes.versions import V14_1, V16_1, Version
 from natsync.wbxml import E, decode, encode
 from tests.libwbxml import assert_libwbxml_decodes
 

@@ -8,8 +8,8 @@ from hypothesis import strategies as st
 
 from natsync.classes import notes
 from natsync.classes.codec import PimError, Record
+from natsync.classes.versions import V14_0, V16_1, Version
 from natsync.eas.registry import codec_for
-from natsync.eas.versions import V14_0, V16_1, Version
 from natsync.store.api import FolderType
 from natsync.wbxml import E, Element
 from tests.classes.test_contacts import decodes_or_pim_error, trees, wire

@@ -13,8 +13,8 @@ from natsync.classes import tasks, vtodo
 from natsync.classes.codec import PimError, Record
 from natsync.classes.email import BodyPreference
 from natsync.classes.ical import IcsError
+from natsync.classes.versions import V12_1, V14_0, V14_1, V16_1, Version
 from natsync.eas.registry import codec_for
-from natsync.eas.versions import V12_1, V14_0, V14_1, V16_1, Version
 from natsync.store.api import FolderType, Store, Txn
 from natsync.wbxml import E, Element
 from tests.classes.test_contacts import decodes_or_pim_error, trees, wire

@@ -108,12 +108,8 @@ def test_relayed_smtp_believes_the_relay_only(tmp_path: Path) -> None:
 
 def test_relayed_smtp_needs_the_relay_address() -> None:
     with pytest.raises(ConfigError, match="smtp_proxy_protocol_from"):
-        ServerConfig(smtp_relayed_listen="10.77.0.2:2525").check()
+        ServerConfig(smtp_relayed_listen="10.77.0.2:2525")
     with pytest.raises(ConfigError, match="an IP address is needed"):
-        ServerConfig(
-            smtp_relayed_listen="10.77.0.2:2525", smtp_proxy_protocol_from=("relay",)
-        ).check()
+        ServerConfig(smtp_relayed_listen="10.77.0.2:2525", smtp_proxy_protocol_from=("relay",))
     with pytest.raises(ConfigError, match="smtp_relayed_listen must be host:port"):
-        ServerConfig(
-            smtp_relayed_listen="10.77.0.2", smtp_proxy_protocol_from=("10.77.0.1",)
-        ).check()
+        ServerConfig(smtp_relayed_listen="10.77.0.2", smtp_proxy_protocol_from=("10.77.0.1",))

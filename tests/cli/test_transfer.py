@@ -19,7 +19,7 @@ from click.testing import CliRunner, Result
 from natsync.classes.vcard import Card, write_vcards
 from natsync.cli import main
 from natsync.cli.transfer import TransferError, import_into, read_source
-from natsync.mail.mime import parse_tree
+from natsync.mime import parse_tree
 from natsync.store.api import FolderType, Store, Txn
 from natsync.store.sqlite import SqliteStore
 from tests.conftest import CREATED_AT

@@ -110,8 +110,8 @@ def browser_like() -> aiohttp.ClientSession:
 async def deliver(deployment: Deployment, subject: str) -> None:
     """A mail for alice, delivered as SMTP in does (one store transaction: a held Ping of
     hers wakes)."""
-    from natsync.mail.mime import parse_message
     from natsync.mail.relay import deliver_to_inbox
+    from natsync.mime import parse_message
 
     raw = (
         f"From: Bob <bob@example.org>\r\nTo: alice@example.test\r\nSubject: {subject}\r\n"

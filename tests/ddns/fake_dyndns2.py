@@ -30,7 +30,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from natsync.ddns.netinfo import IPAddress
+from natsync.portmap.netinfo import IPAddress
 from tests.ddns.fake_http import BindZone, RecordStore, Reply, Request, serve
 
 #: Perform Update: "hostname ... up to 20 hostnames".

@@ -44,7 +44,7 @@ def settings_for(named: Named, tmp_path: Path, **changes: object) -> DdnsSetting
         families=(4,),
         data_dir=tmp_path / "data",
     )
-    return replace(base, **changes).check()  # type: ignore[arg-type]
+    return replace(base, **changes)  # type: ignore[arg-type]
 
 
 def test_update_once_publishes_every_name_and_records_history(named: Named, tmp_path: Path) -> None:

@@ -138,7 +138,7 @@ async def serve(doctor_store: Store, ca: CA, tmp_path: Path) -> AsyncIterator[Se
             domains=("example.test",),
             heartbeat_min=1,
             **overrides,
-        ).check()
+        )
         server = await start_server(config, doctor_store)
         running.append(server)
         return Served(server, ca.cert_path, cert[0])

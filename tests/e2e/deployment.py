@@ -80,7 +80,7 @@ async def deployment(tmp_path: Path, store: Store | None = None) -> AsyncIterato
         data_dir=tmp_path,
         domains=(DOMAIN,),
         smarthost=f"127.0.0.1:{smarthost_port}",
-    ).check()
+    )
     relay = Relay(store, SmartHost("127.0.0.1", smarthost_port), hostname="localhost")
     relay.start()
     server = await start_server(config, store, relay=relay)

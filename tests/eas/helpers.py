@@ -16,7 +16,7 @@ from natsync.eas.context import HoldUntilChange, Response
 from natsync.eas.errors import Answered, HttpError
 from natsync.eas.request import EasRequest
 from natsync.eas.versions import Version
-from natsync.mail.mime import parse_message
+from natsync.mime import parse_message
 from natsync.store.api import FolderType, Store, Txn
 from natsync.wbxml import E, Element, decode, encode
 

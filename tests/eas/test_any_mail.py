@@ -24,9 +24,9 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from natsync.mail.errors import MailError
-from natsync.mail.mime import parse_message
 from natsync.mail.relay import deliver_to_inbox
+from natsync.mime import parse_message
+from natsync.mime.errors import MailError
 from natsync.store.api import FolderType, Store, Txn
 from natsync.wbxml import E
 from tests.conftest import SQLITE_ONLY

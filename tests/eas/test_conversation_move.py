@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from natsync.mail.mime import parse_message
 from natsync.mail.relay import deliver_to_inbox
+from natsync.mime import parse_message
 from natsync.store.api import FolderType, Store, Txn
 from natsync.wbxml import E, Element, decode
 from tests.eas.helpers import NOW, Phone, collection, commands, deliver, folder_id, make_mail

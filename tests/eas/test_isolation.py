@@ -21,9 +21,9 @@ from typing import Any
 
 import pytest
 
-from natsync.eas import isolation, sync
+from natsync.eas import isolation, sync_window
 from natsync.eas.context import Response
-from natsync.mail.mime import parse_message
+from natsync.mime import parse_message
 from natsync.store.api import FolderType, Store, Txn
 from natsync.wbxml import E, Element, WBXMLError, decode
 from tests.conftest import SQLITE_ONLY
@@ -202,7 +202,7 @@ def test_a_note_that_cannot_be_sent_costs_only_itself(
 
     # After an upgrade (a newer natsync may render what this one could not) they are tried
     # again, once, and left out again by a build that still cannot send them.
-    monkeypatch.setattr(sync, "BUILD", "upgraded")
+    monkeypatch.setattr(sync_window, "BUILD", "upgraded")
     assert estimate(phone, notes, key) == 3
     key, sent, skipped = sync_all(phone, notes, key)
     assert (sent, sorted(skipped)) == ({}, sorted([unrenderable, unencodable, last]))

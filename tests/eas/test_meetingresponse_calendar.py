@@ -11,7 +11,7 @@ import pytest
 
 from natsync.classes import calendar as cal
 from natsync.mail import relay
-from natsync.mail.mime import parse_message
+from natsync.mime import parse_message
 from natsync.store.api import FolderType, Item, Store, Txn
 from natsync.wbxml import E, Element
 from tests.eas.helpers import NOW, Phone, collection, commands, folder_id

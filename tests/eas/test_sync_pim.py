@@ -714,7 +714,7 @@ def test_the_real_class_modules_give_sync_its_filters_and_occurrence_deletes() -
     """Sync asks the codec for ``in_window`` / ``delete_occurrence``: the real Calendar and
     Tasks codecs must carry their modules' functions."""
     from natsync.classes import calendar, tasks
-    from natsync.eas.sync import item_filter
+    from natsync.eas.sync_window import item_filter
 
     keep = item_filter(calendar.CODEC, 4, NOW)  # two weeks back
     assert keep is not None

@@ -21,9 +21,9 @@ from natsync.config import ServerConfig
 from natsync.edge import load_edge_config
 from natsync.edge.config import Forward
 from natsync.edge.tls import fetch_certificate
-from natsync.mail.mime import parse_message
 from natsync.mail.relay import deliver_to_inbox
 from natsync.mail.smtp_in import start_smtp_server
+from natsync.mime import parse_message
 from natsync.server import RunningServer, start_server
 from natsync.store.api import FolderType, Store
 from tests.conftest import ALICE_EMAIL, ALICE_NAME, ALICE_PASSWORD

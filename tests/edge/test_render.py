@@ -20,8 +20,8 @@ from natsync.config import ServerConfig
 from natsync.edge.config import EdgeConfig, SiteCert
 from natsync.edge.render import render_config, split_nginx
 from natsync.errors import ConfigError
-from natsync.mail.mime import parse_message
 from natsync.mail.relay import deliver_to_inbox
+from natsync.mime import parse_message
 from natsync.server import RunningServer, start_server
 from natsync.store.api import FolderType, Store
 from tests.conftest import ALICE_NAME, ALICE_PASSWORD
@@ -259,7 +259,7 @@ def test_rendered_configs_name_every_server_with_their_checks(pki: Pki) -> None:
     config = replace(
         edge_config(pki, 8443, backend_ca=pki.ca_file),
         backends=("127.0.0.1:8443", "127.0.0.1:8444"),
-    ).check()
+    )
     main, include = split_nginx(render_config("nginx", config))
     assert "least_conn;" in main
     assert "server 127.0.0.1:8444 max_fails=1 fail_timeout=5s;" in main

@@ -13,10 +13,10 @@ from natsync.mail.compose import (
     prepare_outgoing,
     recipients,
 )
-from natsync.mail.errors import MailError
-from natsync.mail.mime import body_html, body_text, parse_bytes, parse_message
+from natsync.mime import body_html, body_text, parse_bytes, parse_message
+from natsync.mime.errors import MailError
 from natsync.store.mime import part_bytes
-from tests.mail.test_mime import PNG
+from tests.mime.test_mime import PNG
 
 NOW = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 USER = "alice@example.test"

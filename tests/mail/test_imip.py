@@ -17,7 +17,7 @@ from natsync.classes.ical import records_from_ics
 from natsync.classes.meeting import global_object_id, meeting_request_element
 from natsync.eas.versions import V16_1
 from natsync.mail import itip, relay
-from natsync.mail.mime import parse_message
+from natsync.mime import parse_message
 from natsync.store.api import FolderType, Item, Message, Store, Txn, User
 from natsync.wbxml import E, decode, encode
 from tests.libwbxml import assert_libwbxml_decodes

@@ -12,8 +12,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from natsync.mail import oof
-from natsync.mail.mime import parse_message
 from natsync.mail.relay import deliver_to_inbox
+from natsync.mime import parse_message
 from natsync.store.api import FolderType, Store, Txn
 
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)

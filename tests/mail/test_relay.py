@@ -13,7 +13,6 @@ import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from natsync.errors import ConfigError
-from natsync.mail.mime import CLASS_NDR, body_text
 from natsync.mail.relay import (
     Relay,
     SmartHost,
@@ -22,6 +21,7 @@ from natsync.mail.relay import (
     route_outgoing,
     save_sent_copy,
 )
+from natsync.mime import CLASS_NDR, body_text
 from natsync.store.api import FolderType, Message, OutboundMail, Store, Txn, User
 
 DOMAIN = "example.test"

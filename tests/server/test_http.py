@@ -241,7 +241,7 @@ async def test_ping_is_held_until_mail_arrives(make_client: ServerFactory, store
 
 
 def _deliver_in(txn: Txn) -> None:
-    from natsync.mail.mime import parse_message
+    from natsync.mime import parse_message
     from tests.eas.helpers import NOW
 
     user = txn.get_user("alice")

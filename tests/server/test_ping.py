@@ -249,9 +249,9 @@ def test_path_cap_config() -> None:
     base = ServerConfig()
     assert base.heartbeat_cap == 3540
     assert replace(base, max_idle_path_seconds=7200).heartbeat_cap == 3540
-    assert replace(base, max_idle_path_seconds=600).check().heartbeat_cap == 595
+    assert replace(base, max_idle_path_seconds=600).heartbeat_cap == 595
     with pytest.raises(ConfigError, match=r"lower server\.heartbeat_min"):
-        replace(base, max_idle_path_seconds=60).check()
+        replace(base, max_idle_path_seconds=60)
     with pytest.raises(ConfigError, match="max_idle_path_seconds must be >= 0"):
-        replace(base, max_idle_path_seconds=-1).check()
-    assert replace(base, max_idle_path_seconds=60, heartbeat_min=30).check().heartbeat_cap == 55
+        replace(base, max_idle_path_seconds=-1)
+    assert replace(base, max_idle_path_seconds=60, heartbeat_min=30).heartbeat_cap == 55

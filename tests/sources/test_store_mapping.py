@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from natsync.mail.mime import parse_message
+from natsync.mime import parse_message
 from natsync.store.api import FolderType, MirrorFolder, MirrorMessage, Store, Txn, User
 
 NOW = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)

@@ -30,7 +30,8 @@ from natsync.store.api import (
     User,
 )
 from natsync.store.postgres import PostgresStore
-from natsync.store.sqlite import MAX_ITEM_UID_CHARS, SqliteStore, connect
+from natsync.store.sql.rows import MAX_ITEM_UID_CHARS
+from natsync.store.sqlite import SqliteStore, connect
 from tests.conftest import CREATED_AT
 from tests.pg import PgServer
 from tests.store.helpers import new_message

@@ -54,6 +54,10 @@ def bare_url(pg_server: PgServer) -> Iterator[str]:
     pg_server.drop_database(url)
 
 
+#: How long the other store may take to hear of the fixture's setup (a loaded machine).
+SETUP_NOTIFY_SECONDS = 10
+
+
 @pytest.fixture
 def two(pg_url: str, alice_password_hash: str) -> Iterator[tuple[PostgresStore, PostgresStore]]:
     """Two stores on one database: two server processes, as far as the store can tell."""
@@ -62,6 +66,12 @@ def two(pg_url: str, alice_password_hash: str) -> Iterator[tuple[PostgresStore, 
     a.run_sync(
         lambda txn: txn.add_user(ALICE_NAME, ALICE_EMAIL, "Alice", alice_password_hash, CREATED_AT)
     )
+    # The tests count b's notifications from here: the one of this setup must be in first (on a
+    # loaded machine it can arrive after the test has read the count).
+    deadline = time.monotonic() + SETUP_NOTIFY_SECONDS
+    while b.notifications == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert b.notifications == 1, "the setup's change never reached the other store"
     yield a, b
     a.close()
     b.close()

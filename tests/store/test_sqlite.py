@@ -870,7 +870,7 @@ def test_message_versions_answers_are_copies(store: Store, alice: User) -> None:
 
 
 def test_version_cache_evicts_the_least_recently_used() -> None:
-    from natsync.store.sqlite import VersionCache
+    from natsync.store.sql.base import VersionCache
 
     cache = VersionCache(limit=3)
     cache.put((1, None), 1, {"1:1": 1, "1:2": 1})

@@ -18,8 +18,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from natsync.mail.errors import EmailChangeError
-from natsync.mail.mime import CLASS_SMIME, CLASS_SMIME_SIGNED, MAX_PREVIEW_CHARS, preview_of
+from natsync.mime import CLASS_SMIME, CLASS_SMIME_SIGNED, MAX_PREVIEW_CHARS, preview_of
+from natsync.mime.errors import EmailChangeError
 from natsync.wbxml.chars import is_xml_text
 from natsync.wbxml.tree import Element
 

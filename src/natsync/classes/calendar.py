@@ -90,9 +90,9 @@ from natsync.classes.body import (
     parse_eas_date,
 )
 from natsync.classes.codec import ClassCodec, PimError, Record
-from natsync.eas.versions import V14_0, V14_1, V16_0, Version
-from natsync.mail.errors import EmailChangeError
-from natsync.mail.mime import html_to_text
+from natsync.classes.versions import V14_0, V14_1, V16_0, Version
+from natsync.mime import html_to_text
+from natsync.mime.errors import EmailChangeError
 from natsync.store.api import FolderType
 from natsync.wbxml import Element
 

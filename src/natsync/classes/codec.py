@@ -23,7 +23,7 @@ from datetime import datetime
 from typing import Any
 
 from natsync.classes.body import BodyPreference
-from natsync.eas.versions import Version
+from natsync.classes.versions import Version
 from natsync.errors import NatsyncError
 from natsync.store.api import FolderType, Item, Txn, User
 from natsync.wbxml import Element

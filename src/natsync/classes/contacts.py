@@ -45,7 +45,7 @@ from natsync.classes.fields import (
     read_body,
     text_of,
 )
-from natsync.eas.versions import V14_0, Version
+from natsync.classes.versions import V14_0, Version
 from natsync.store.api import FolderType
 from natsync.wbxml import E, Element
 

@@ -58,14 +58,14 @@ from natsync.classes.body import (
 )
 from natsync.classes.body import version_tuple as _version
 from natsync.classes.meeting import meeting_request_element
-from natsync.mail.errors import EmailChangeError
-from natsync.mail.mime import (
+from natsync.mime import (
     CLASS_MEETING_CANCELED,
     CLASS_MEETING_REQUEST,
     address_list,
     header_text,
     read_content,
 )
+from natsync.mime.errors import EmailChangeError
 from natsync.store.api import Flag, Message
 from natsync.wbxml.tree import E, Element
 

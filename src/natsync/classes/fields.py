@@ -18,9 +18,9 @@ from natsync.classes.body import (
     parse_eas_date,
 )
 from natsync.classes.codec import PimError, Record
-from natsync.eas.versions import Version
-from natsync.mail.errors import EmailChangeError
-from natsync.mail.mime import html_to_text
+from natsync.classes.versions import Version
+from natsync.mime import html_to_text
+from natsync.mime.errors import EmailChangeError
 from natsync.wbxml import E, Element
 
 #: Longest text one property may hold. Real names and addresses are short; a body may be long,

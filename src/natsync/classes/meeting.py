@@ -18,7 +18,7 @@ import icalendar
 
 from natsync.classes import calendar as cal
 from natsync.classes.ical import MAX_ICS_BYTES, IcsError, records_from_ics
-from natsync.mail.mime import parse_tree
+from natsync.mime import parse_tree
 from natsync.wbxml import Element
 
 #: Cheap test for "may carry an invitation": every message delivered passes here, so plain

@@ -27,7 +27,7 @@ from natsync.classes.fields import (
     read_body,
     text_of,
 )
-from natsync.eas.versions import Version
+from natsync.classes.versions import Version
 from natsync.store.api import FolderType
 from natsync.wbxml import E, Element
 

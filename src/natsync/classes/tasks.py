@@ -49,7 +49,7 @@ from natsync.classes.fields import (
     read_body,
     text_of,
 )
-from natsync.eas.versions import V14_0, V14_1, Version
+from natsync.classes.versions import V14_0, V14_1, Version
 from natsync.store.api import FolderType, Item, Txn, User
 from natsync.wbxml import E, Element
 

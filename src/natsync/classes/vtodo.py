@@ -26,8 +26,8 @@ import icalendar
 from natsync.classes.body import format_eas_date, parse_eas_date
 from natsync.classes.codec import Record
 from natsync.classes.ical import MAX_ICS_BYTES, IcsError
-from natsync.mail.errors import EmailChangeError
-from natsync.mail.mime import html_to_text
+from natsync.mime import html_to_text
+from natsync.mime.errors import EmailChangeError
 
 #: VTODOs one file may hold.
 MAX_TODOS = 100_000

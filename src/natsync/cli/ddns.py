@@ -152,7 +152,7 @@ def run(config_path: Path | None, provider: str | None, interval: float | None) 
     try:
         settings = load_ddns(config_path)
         if interval is not None:
-            settings = replace(settings, interval=interval).check()
+            settings = replace(settings, interval=interval)
         with History(settings.history_path) as history:
             runner = DdnsRunner(settings, history, provider=provider)
             logging.getLogger("natsync.ddns").info(

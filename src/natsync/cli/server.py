@@ -5,123 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import re
-import signal
 from pathlib import Path
 from typing import Any
 
 import click
 
-from natsync.config import ServerConfig, load_config
+from natsync.config import load_config
 from natsync.deployment import config_option
 from natsync.errors import NatsyncError
 from natsync.logs import log_options, setup_logging
-
-
-async def serve(
-    config: ServerConfig,
-    ready: Any = None,
-    sources: Any = None,
-    dav: Any = None,
-    console: Any = None,
-) -> None:
-    """Run until a signal: ActiveSync server, SMTP in (smtp_listen), relay (smarthost), the IMAP
-    mirrors when *sources* (natsync.sources.SourcesConfig) names an IMAP server, and with *dav*
-    (natsync.sources.dav.DavSettings) the CalDAV/CardDAV mirrors, and with *console*
-    (natsync.console.ConsoleSettings) the web console on the server's store and held Pings
-    (then *ready* gets the running console as a third argument)."""
-    from natsync.fdlimit import raise_open_files_limit
-    from natsync.mail.dkim import DkimSigner
-    from natsync.mail.relay import Relay, SmartHost
-    from natsync.mail.smtp_in import SmtpLimits, start_smtp_server
-    from natsync.server import start_server
-    from natsync.server.app import tls_context
-    from natsync.store import open_store
-    from natsync.store.modes import private_dir
-
-    raise_open_files_limit()  # before any listener takes its share of it
-    smtp_limits = SmtpLimits(
-        per_address=config.smtp_max_connections_per_ip, total=config.smtp_max_connections
-    )
-
-    if not config.store:  # the embedded file lives in data_dir (a named store is elsewhere)
-        private_dir(config.data_dir)  # 0700: created so, or tightened with a log line
-    store = open_store(config.store_url)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    relay = server = smtp = mirrors = relayed_smtp = running_console = None
-    dav_source: Any = None
-    try:
-        if config.smarthost:
-            smarthost = SmartHost.from_setting(
-                config.smarthost,
-                config.smarthost_starttls,
-                str(config.smarthost_ca) if config.smarthost_ca else None,
-                local_hostname=config.hostname,
-            )
-            relay = Relay(
-                store,
-                smarthost,
-                hostname=config.hostname,
-                dkim=DkimSigner.from_data_dir(config.data_dir),  # natsync dkim create DOMAIN
-            )
-            relay.start()
-        server = await start_server(config, store, relay=relay)
-        if sources is not None and sources.any_imap:
-            from natsync.sources import install
-
-            mirrors = install(server.eas, sources, store)
-        if dav is not None:
-            from natsync.sources.dav import DavSource
-
-            dav_source = DavSource(store, dav)
-            dav_source.attach(server)  # each user's mirror starts at their first login
-        if config.smtp_listen:
-            host, _, port = config.smtp_listen.rpartition(":")
-            smtp = await start_smtp_server(
-                store, host.strip("[]"), int(port), config.domains, hostname=config.hostname,
-                relay=relay, limits=smtp_limits,
-                tls_context=tls_context(config),  # STARTTLS with the server's certificate
-            )  # fmt: skip
-        if config.smtp_relayed_listen:  # mail through `natsync relay`'s tunnel, PROXY v2 first
-            host, _, port = config.smtp_relayed_listen.rpartition(":")
-            relayed_smtp = await start_smtp_server(
-                store,
-                host.strip("[]"),
-                int(port),
-                config.domains,
-                proxy_protocol_from=set(config.smtp_proxy_protocol_from),
-                hostname=config.hostname,
-                relay=relay,
-                limits=smtp_limits,
-                tls_context=tls_context(config),
-            )
-        if console is not None:
-            from natsync.console import SupervisorSource, start_console
-
-            running_console = await start_console(console, store, SupervisorSource([server]))
-        if ready is not None:
-            ready(server, smtp, *([running_console] if running_console is not None else []))
-        await stop.wait()
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
-        if running_console is not None:
-            await running_console.close()
-        if smtp is not None:
-            await smtp.close()
-        if mirrors is not None:
-            await mirrors.aclose()
-        if dav_source is not None:
-            await dav_source.aclose()
-        if relayed_smtp is not None:
-            await relayed_smtp.close()
-        if server is not None:
-            await server.close()
-        if relay is not None:
-            await relay.aclose()
-        await store.aclose()
+from natsync.run.serve import serve
 
 
 @click.command()
@@ -163,7 +56,7 @@ def server(
             overrides["data_dir"] = data_dir
         if store is not None:
             overrides["store"] = store
-        config = replace(config, **overrides).check()
+        config = replace(config, **overrides)
         from natsync.sources import load_sources
 
         sources = load_sources(config_path)

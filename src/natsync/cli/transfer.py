@@ -6,7 +6,7 @@ stores nothing, a failure half-way stores nothing. It is idempotent: an item who
 in the folder is left alone (events and tasks by iCalendar UID, contacts by vCard UID — a card
 without one gets a UID made from its content —, mail by Message-ID, or by the message's bytes
 when it has none), so importing a file twice adds nothing. Mail is stored the way SMTP delivery
-stores it (``natsync.mail.mime.parse_message``, then ``relay.deliver_to_inbox`` for the Inbox),
+stores it (``natsync.mime.parse_message``, then ``relay.deliver_to_inbox`` for the Inbox),
 dated by its Date header, and read when the mbox/Maildir flags say so.
 
 Export writes what the store holds: the Calendar folder's events and the Tasks folder's tasks
@@ -36,7 +36,7 @@ from natsync.classes.vcard import Card
 from natsync.classes.vtodo import Todo
 from natsync.cli.admin import _print_json, _run, _store, data_dir_option, json_option
 from natsync.errors import NatsyncError
-from natsync.mail.errors import MailError
+from natsync.mime.errors import MailError
 from natsync.store.api import Folder, FolderType, Txn, User
 
 KINDS = ("ics", "vcf", "mbox", "maildir")
@@ -149,7 +149,7 @@ def read_source(kind: str, path: Path) -> Parsed:
 
         parsed.cards = read_vcards(_read_file(path))
     else:
-        from natsync.mail.mime import looks_like_message, parse_tree
+        from natsync.mime import looks_like_message, parse_tree
 
         parsed.messages = _mail_messages(kind, path)
         for number, (raw, _read) in enumerate(parsed.messages, 1):
@@ -168,7 +168,7 @@ def pick_folder(txn: Txn, user: User, name: str | None, default: FolderType) -> 
     if name is None:
         return txn.folder_by_type(user.id, default)
     from natsync.classes.contacts import CODEC as CONTACTS
-    from natsync.eas.sync import MAIL_TYPES
+    from natsync.eas.sync_window import MAIL_TYPES
 
     contact_types = CONTACTS.folder_types
     allowed = contact_types if default in contact_types else MAIL_TYPES
@@ -221,8 +221,8 @@ def _store_mail(
     outcome: Outcome,
     progress: Progress,
 ) -> None:
-    from natsync.mail.mime import parse_message
     from natsync.mail.relay import deliver_to_inbox
+    from natsync.mime import parse_message
 
     known: set[str] = set()
     stored = txn.get_messages(user.id, list(txn.message_versions(folder.id)))
@@ -246,7 +246,7 @@ def _store_mail(
 
 def _dated(raw: bytes, now: datetime) -> datetime:
     """When a message was sent (its Date header), else *now*."""
-    from natsync.mail.mime import header_text, parse_tree
+    from natsync.mime import header_text, parse_tree
 
     try:
         when = email.utils.parsedate_to_datetime(header_text(parse_tree(raw), "Date"))

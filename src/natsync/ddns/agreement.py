@@ -15,7 +15,6 @@ from collections import Counter
 from dataclasses import dataclass
 from enum import StrEnum
 
-from natsync.ddns.netinfo import AddressKind, IPAddress, classify
 from natsync.ddns.sources import (
     NO_PUBLIC_ADDRESS,
     OUTSIDE_SOURCES,
@@ -23,6 +22,7 @@ from natsync.ddns.sources import (
     Observation,
     Source,
 )
+from natsync.portmap.netinfo import AddressKind, IPAddress, classify
 
 CGNAT_WORDS = "carrier-grade or double NAT: inbound port forwarding cannot work here"
 

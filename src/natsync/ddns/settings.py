@@ -98,7 +98,7 @@ class DdnsSettings:
     def server_port(self) -> int:
         return _split_host_port(self.server)[2]
 
-    def check(self) -> DdnsSettings:
+    def __post_init__(self) -> None:
         if self.ttl < 1:
             raise ConfigError(f"ddns.ttl must be >= 1 second, not {self.ttl}")
         if self.interval <= 0:
@@ -125,7 +125,6 @@ class DdnsSettings:
         if self.provider != "rfc2136":
             self.provider_settings()
         self.check_provider(self.provider)
-        return self
 
     def check_provider(self, provider: str) -> None:
         """What the provider itself demands of the common keys (names, ttl)."""
@@ -182,7 +181,7 @@ class PortmapSettings:
     #: (natsync.portmap.holder; docs/ipv6.md).
     ipv6: str = "off"
 
-    def check(self) -> PortmapSettings:
+    def __post_init__(self) -> None:
         from natsync.portmap.errors import PortMapError
         from natsync.portmap.holder import IPV6_METHODS, IPV6_WAYS
         from natsync.portmap.manager import METHODS, MappingSpec
@@ -208,7 +207,6 @@ class PortmapSettings:
                 MappingSpec.parse(text)
             except PortMapError as exc:
                 raise ConfigError(f"portmap.mappings: {exc.message}") from exc
-        return self
 
 
 def _convert(section: str, key: str, default: Any, value: Any, base: Path | None) -> Any:
@@ -258,7 +256,7 @@ def _from_table(
         raise ConfigError(f"unknown {section} setting(s): {', '.join(sorted(unknown))}")
     defaults = cls(data_dir=data_dir)
     values = {k: _convert(section, k, getattr(defaults, k), v, base) for k, v in table.items()}
-    return replace(defaults, **values).check()
+    return replace(defaults, **values)
 
 
 def _read(path: Path | str | None) -> tuple[dict[str, Any], Path | None]:

@@ -17,7 +17,8 @@ from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from natsync.ddns.errors import SourceError
-from natsync.ddns.netinfo import IPAddress, default_gateway, interface_addresses
+from natsync.portmap.errors import HostNetworkError
+from natsync.portmap.netinfo import IPAddress, default_gateway, interface_addresses
 
 if TYPE_CHECKING:
     from natsync.ddns.settings import DdnsSettings
@@ -186,7 +187,7 @@ def _pcp_delete(client: PcpClient, internal_port: int) -> None:
 
 def _pcp_refusal_reason(gateway: str, port: int | None, message: str) -> Observation:
     """A PCP refusal, with the router's own external address when NAT-PMP can tell it."""
-    from natsync.ddns.netinfo import AddressKind, classify
+    from natsync.portmap.netinfo import AddressKind, classify
 
     probe = from_natpmp(gateway, port=port)
     if probe.refusal == NO_PUBLIC_ADDRESS:
@@ -232,7 +233,7 @@ def from_interface(interface: str | None, family: int) -> Observation:
         addresses = [a for a in interface_addresses(interface) if a.version == family]
         if family == 6:
             stable = [a for a in interface_addresses(interface, publishable=True) if a.version == 6]
-    except SourceError as exc:
+    except HostNetworkError as exc:
         return Observation(Source.INTERFACE, via, family, error=exc.message)
     if not addresses:
         return Observation(Source.INTERFACE, via, family, error=f"no global IPv{family} address")

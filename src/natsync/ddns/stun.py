@@ -14,7 +14,7 @@ import struct
 from enum import IntEnum
 
 from natsync.ddns.errors import SourceError
-from natsync.ddns.netinfo import IPAddress
+from natsync.portmap.netinfo import IPAddress
 
 #: RFC 8489 section 5: the magic cookie, fixed in every message.
 MAGIC_COOKIE = 0x2112A442

@@ -1151,14 +1151,13 @@ def connect_sync(host: str, port: int, timeout: float) -> Connect:
 def _ipv6_here(upnp_location: str) -> tuple[tuple[str, ...] | None, str]:
     """This host's global IPv6 addresses, and the router's IPv6 firewall as its UPnP service
     tells it (when this host has an IPv6 default route and the router answers)."""
-    from natsync.ddns.errors import SourceError
-    from natsync.ddns.netinfo import interface_addresses
-    from natsync.portmap.errors import PortMapError
+    from natsync.portmap.errors import HostNetworkError, PortMapError
     from natsync.portmap.ipv6 import default_gateway6
+    from natsync.portmap.netinfo import interface_addresses
 
     try:
         host6 = tuple(str(a) for a in interface_addresses() if a.version == 6 and a.is_global)
-    except SourceError:
+    except HostNetworkError:
         return None, ""
     router6 = default_gateway6()
     if not host6 or router6 is None:

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import ipaddress
 
-from natsync.ddns.netinfo import AddressKind, classify
 from natsync.doctor.evidence import DnsAnswer, NamesEvidence
 from natsync.doctor.findings import CONFIG_ARG, Check, Finding, Severity, ok, skip
+from natsync.portmap.netinfo import AddressKind, classify
 
 #: Longest TTL that suits an address the ISP may change: a phone that cached the record just
 #: before a change keeps dialling the old address this long (natsync ddns publishes 60 s).

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from natsync.eas.context import Context
 from natsync.eas.status import ItemOperationsStatus as S
-from natsync.eas.sync import MAIL_TYPES
+from natsync.eas.sync_window import MAIL_TYPES
 from natsync.mail.conversation import CONVERSATION_ID_BYTES, add_rule, conversation_id
 from natsync.store.api import FolderType
 from natsync.wbxml import E, Element

@@ -33,7 +33,7 @@ from email.message import EmailMessage
 from natsync.eas.context import Context, new_message_id
 from natsync.eas.errors import EasError
 from natsync.eas.status import SyncStatus
-from natsync.mail.mime import parse_message
+from natsync.mime import parse_message
 from natsync.store.api import Folder, Message
 from natsync.wbxml import Element
 

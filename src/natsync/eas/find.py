@@ -30,7 +30,7 @@ from natsync.eas.context import Context, Response
 from natsync.eas.errors import EasError
 from natsync.eas.search import PictureBudget, gal_matches, gal_properties
 from natsync.eas.status import Common
-from natsync.eas.sync import MAIL_TYPES
+from natsync.eas.sync_window import MAIL_TYPES
 from natsync.eas.versions import V16_1
 from natsync.store.api import Folder, FolderType, Message
 from natsync.wbxml import E, Element

@@ -1,6 +1,6 @@
 """GetItemEstimate (MS-ASCMD 2.2.1.9): how many changes a Sync with this key would bring.
 
-Computed exactly from the same diff Sync uses (natsync.eas.sync.pending_changes), without
+Computed exactly from the same diff Sync uses (natsync.eas.sync_window.pending_changes), without
 touching any state, for email and for every class Sync carries (its FilterType included); an
 item Sync left out because it cannot be sent (natsync.eas.isolation) is not counted.
 """
@@ -11,7 +11,8 @@ from natsync.eas import state as st
 from natsync.eas.context import Context, Response
 from natsync.eas.errors import EasError
 from natsync.eas.status import EstimateStatus as S
-from natsync.eas.sync import FILTER_TYPES, pending_changes, skipped_of, syncable
+from natsync.eas.sync_request import FILTER_TYPES
+from natsync.eas.sync_window import pending_changes, skipped_of, syncable
 from natsync.wbxml import E, Element
 
 NS = "GetItemEstimate"

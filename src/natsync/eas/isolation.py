@@ -13,8 +13,8 @@ element alone and puts a stand-in in place of those that fail (the normal answer
 once, as before). What the stand-in is belongs to the command:
 
 * Sync: the item is left out of the window and remembered in the collection's state (ServerId
-  → modseq, ``natsync.eas.sync``), so it is neither sent nor reported again until it changes
-  or natsync is upgraded;
+  → modseq, ``natsync.eas.sync_window``), so it is neither sent nor reported again until it
+  changes or natsync is upgraded;
   the rest of the window and every later item are delivered, estimates and held Syncs count it
   as delivered, and SyncKeys and retransmission work as for any answer. A client's Fetch of it
   is answered Status 6 (conversion error).

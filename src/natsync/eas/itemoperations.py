@@ -23,7 +23,7 @@ from natsync.eas.context import Context, Response
 from natsync.eas.conversation_move import move_conversation
 from natsync.eas.errors import EasError
 from natsync.eas.status import ItemOperationsStatus as S
-from natsync.eas.sync import forget_all
+from natsync.eas.sync_request import forget_all
 from natsync.store.api import STANDARD_FOLDERS, Item, Message
 from natsync.wbxml import E, Element
 

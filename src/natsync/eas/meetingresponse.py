@@ -25,10 +25,10 @@ from natsync.classes.ical import IcsError, records_from_ics
 from natsync.classes.meeting import calendar_part
 from natsync.eas.context import Context, Response, kick_relay
 from natsync.eas.errors import EasError
-from natsync.eas.sync import adjust_known
+from natsync.eas.sync_request import adjust_known
 from natsync.eas.versions import V16_0
 from natsync.mail import itip
-from natsync.mail.mime import CLASS_MEETING_REQUEST
+from natsync.mime import CLASS_MEETING_REQUEST
 from natsync.store.api import FolderType, Item, Message
 from natsync.wbxml import E, Element
 

@@ -11,7 +11,7 @@ from natsync.eas import registry
 from natsync.eas.context import Context, Response
 from natsync.eas.errors import EasError
 from natsync.eas.status import Common, MoveStatus
-from natsync.eas.sync import adjust_known
+from natsync.eas.sync_request import adjust_known
 from natsync.store.api import Conflict, Item, Message
 from natsync.wbxml import E
 

@@ -19,7 +19,7 @@ import logging
 from natsync.eas.context import Context, HoldUntilChange, Response
 from natsync.eas.foldersync import hierarchy_changed
 from natsync.eas.status import PingStatus as S
-from natsync.eas.sync import seen_modseq
+from natsync.eas.sync_request import seen_modseq
 from natsync.store.api import Txn
 from natsync.wbxml import E, Element
 

@@ -22,7 +22,7 @@ from natsync.eas.errors import EasError
 from natsync.eas.search import PictureBudget, own_card
 from natsync.eas.status import ResolveStatus as S
 from natsync.eas.versions import V14_0, V14_1
-from natsync.mail.errors import EmailChangeError
+from natsync.mime.errors import EmailChangeError
 from natsync.store.api import FolderType, Txn, User
 from natsync.wbxml import E, Element
 

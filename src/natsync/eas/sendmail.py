@@ -23,8 +23,8 @@ from natsync.eas.resolverecipients import match_users
 from natsync.eas.status import Common
 from natsync.eas.versions import V14_0
 from natsync.mail import compose, relay
-from natsync.mail.errors import MailError
-from natsync.mail.mime import parse_message
+from natsync.mime import parse_message
+from natsync.mime.errors import MailError
 from natsync.store.api import FolderType, User
 
 NS = "ComposeMail"

@@ -7,32 +7,25 @@ do not serve is refused with 400 and the list we do serve.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from natsync.classes.versions import V12_1, V14_0, V14_1, V16_0, V16_1, Version, VersionError
 from natsync.eas.errors import HttpError
 
+# The version values live with the data classes (natsync.classes.versions); the protocol layer
+# names them from here, beside what it serves.
+__all__ = [
+    "PRIMARY",
+    "SERVER_VERSION",
+    "SUPPORTED",
+    "V12_1",
+    "V14_0",
+    "V14_1",
+    "V16_0",
+    "V16_1",
+    "Version",
+    "negotiate",
+    "supported_header",
+]
 
-@dataclass(frozen=True, order=True, slots=True)
-class Version:
-    major: int
-    minor: int
-
-    def __str__(self) -> str:
-        return f"{self.major}.{self.minor}"
-
-    @classmethod
-    def parse(cls, text: str) -> Version:
-        major, _, minor = text.strip().partition(".")
-        if not major.isdigit() or not minor.isdigit():
-            raise ValueError(f"not a protocol version: {text!r}")
-        return cls(int(major), int(minor))
-
-
-V12_1 = Version(12, 1)
-V14_0 = Version(14, 0)
-V14_1 = Version(14, 1)
-V16_0 = Version(16, 0)
-V16_1 = Version(16, 1)
 
 #: What we serve, oldest first (the order OPTIONS lists them). 16.1 is the primary version;
 #: 12.1 is the oldest real phones still speak. 2.5 and 12.0 are not served.
@@ -55,7 +48,7 @@ def negotiate(requested: str | None) -> Version:
         raise HttpError(400, "the MS-ASProtocolVersion header is missing", headers)
     try:
         version = Version.parse(requested)
-    except ValueError as exc:
+    except VersionError as exc:
         raise HttpError(400, f"unparseable MS-ASProtocolVersion {requested!r}", headers) from exc
     if version not in SUPPORTED:
         raise HttpError(400, f"protocol version {version} is not served", headers)

@@ -215,8 +215,8 @@ class EdgeConfig:
             )
         return warnings
 
-    def check(self) -> EdgeConfig:
-        """Raise ConfigError for a value that cannot work; return self."""
+    def __post_init__(self) -> None:
+        """A value that cannot work is refused here, when the settings are made (ConfigError)."""
         split_hostport(self.listen, "edge.listen")
         if len(self.backends) > MAX_BACKENDS:
             raise ConfigError(f"edge.backends: at most {MAX_BACKENDS} servers")
@@ -278,7 +278,6 @@ class EdgeConfig:
             raise ConfigError("edge.workers > 1 needs a fixed edge.listen port (not 0)")
         if self.max_body < 1024:
             raise ConfigError("edge.max_body must be at least 1024 bytes")
-        return self
 
     def check_backend_trust(self) -> None:
         """Refuse to run with a server certificate nobody checks (unless said in so many words)."""
@@ -399,13 +398,13 @@ def edge_config_from_dict(
             values[key] = tuple(value)
         else:
             values[key] = scalar_setting("edge", key, default, value)
-    return replace(defaults, **values).check()
+    return replace(defaults, **values)
 
 
 def load_edge_config(path: Path | str | None) -> EdgeConfig:
     """Read the ``[edge]`` table of the TOML file at *path* (``None``: embedded defaults)."""
     if path is None:
-        return EdgeConfig().check()
+        return EdgeConfig()
     path = Path(path)
     data = read_toml(path)
     table = data.get("edge", {})

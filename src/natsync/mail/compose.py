@@ -46,13 +46,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from email.message import EmailMessage, Message
 
-from natsync.mail.errors import MailError
-from natsync.mail.mime import (
+from natsync.mime import (
     header_text,
     looks_like_message,
     parse_bytes,
     read_content,
 )
+from natsync.mime.errors import MailError
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ import logging
 from datetime import UTC, datetime
 
 from natsync.classes.email import CONVERSATION_ID_BYTES, _conversation, thread_topic
-from natsync.mail.mime import header_text, parse_tree
+from natsync.mime import header_text, parse_tree
 from natsync.store.api import Message, Txn, User
 
 log = logging.getLogger("natsync.mail.conversation")

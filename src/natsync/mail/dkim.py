@@ -34,7 +34,7 @@ import dkim
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from natsync.mail.errors import MailError
+from natsync.mime.errors import MailError
 
 log = logging.getLogger(__name__)
 

@@ -24,8 +24,8 @@ from typing import Any
 from natsync.classes import calendar as cal
 from natsync.classes.ical import records_to_ics
 from natsync.mail import compose, relay
-from natsync.mail.errors import MailError
 from natsync.mail.imip import address_key
+from natsync.mime.errors import MailError
 from natsync.store.api import Item, Txn, User
 
 log = logging.getLogger(__name__)

@@ -40,8 +40,8 @@ from email.policy import SMTP
 from typing import Any, Protocol
 
 from natsync.classes.body import parse_eas_date
-from natsync.mail.errors import MailError
-from natsync.mail.mime import header_text, parse_message, parse_tree
+from natsync.mime import header_text, parse_message, parse_tree
+from natsync.mime.errors import MailError
 from natsync.store.api import FolderType, NewMessage, Txn, User
 
 log = logging.getLogger("natsync.mail.oof")

@@ -59,7 +59,7 @@ import aiosmtplib
 from natsync.errors import ConfigError
 from natsync.mail import conversation, imip, oof
 from natsync.mail.dkim import DkimSigner
-from natsync.mail.mime import header_text, parse_bytes, parse_message
+from natsync.mime import header_text, parse_bytes, parse_message
 from natsync.store.api import (
     Conflict,
     FolderType,

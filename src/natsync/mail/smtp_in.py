@@ -62,9 +62,9 @@ from typing import Any, cast
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from natsync.fdlimit import listener_budget
-from natsync.mail.errors import MailError
-from natsync.mail.mime import parse_message
 from natsync.mail.relay import deliver_to_inbox
+from natsync.mime import parse_message
+from natsync.mime.errors import MailError
 from natsync.store.api import NewMessage, Store, Txn
 
 log = logging.getLogger(__name__)

@@ -20,3 +20,7 @@ class RouterUnreachable(PortMapError):
 
 class MappingRefused(PortMapError):
     """The router answered and refused the request; the message explains its reason."""
+
+
+class HostNetworkError(PortMapError):
+    """This host's own network (its addresses, its routes) could not be read."""

@@ -121,7 +121,7 @@ class UpnpBackend:
 
     def _explain_failure(self, exc: MappingRefused) -> None:
         """A bare "action failed" (501) most often means the router has no public address."""
-        from natsync.ddns.netinfo import AddressKind, classify
+        from natsync.portmap.netinfo import AddressKind, classify
 
         try:
             address = self.igd.external_address()
@@ -191,8 +191,8 @@ class PcpBackend:
     def _explain_failure(self, exc: MappingRefused) -> None:
         """Some routers (miniupnpd) answer "no resources" when the real reason is that they have
         no public address; the NAT-PMP external-address request on the same port tells."""
-        from natsync.ddns.netinfo import AddressKind, classify
         from natsync.portmap.natpmp import ResultCode
+        from natsync.portmap.netinfo import AddressKind, classify
 
         try:
             address = NatPmpClient(self.client.gateway, attempts=2).external_address().address
@@ -410,7 +410,7 @@ def open_backend(method: str, gateway: str | None, upnp_location: str | None = N
                 raise
     if method in ("natpmp", "pcp", "auto"):
         if not gateway:
-            from natsync.ddns.netinfo import default_gateway
+            from natsync.portmap.netinfo import default_gateway
 
             gateway = default_gateway()
         if not gateway:

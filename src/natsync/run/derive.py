@@ -58,7 +58,7 @@ def edge_for(deployment: Deployment) -> Any:
     if "challenge_dir" not in table and cert is not None and cert.mode == "acme":
         # The cert part (another process) hands TLS-ALPN-01 and HTTP-01 answers over.
         changes["challenge_dir"] = str(challenge_spool(deployment))
-    return replace(edge, **changes).check() if changes else edge
+    return replace(edge, **changes) if changes else edge
 
 
 def challenge_spool(deployment: Deployment) -> Path:

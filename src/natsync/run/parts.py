@@ -47,7 +47,7 @@ def emit(message: dict[str, Any]) -> None:
 
 
 async def _server_part(deployment: Deployment, index: int) -> None:
-    from natsync.cli.server import serve
+    from natsync.run.serve import serve
 
     config = server_for(deployment, index)
     console = None

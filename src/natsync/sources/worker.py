@@ -38,9 +38,9 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any, TypeVar
 
-from natsync.mail.errors import MailError
-from natsync.mail.mime import parse_message
 from natsync.mail.relay import build_bounce
+from natsync.mime import parse_message
+from natsync.mime.errors import MailError
 from natsync.sources.config import SourcesConfig
 from natsync.sources.imap import (
     IDLE_RESTART,

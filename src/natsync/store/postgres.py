@@ -4,12 +4,14 @@ Why this shape:
 
 * **psycopg 3, synchronous, in one worker thread per store** (not asyncpg). The store interface
   runs plain synchronous ``fn(txn)`` code in a worker thread (see :mod:`natsync.store.api`); a
-  synchronous driver fits that exactly: the transaction code of the SQLite driver runs unchanged
-  on a psycopg connection (:class:`PostgresTxn` overrides only the few statements whose SQL
-  differs), and the event loop never waits on the database. asyncpg would force every Txn
-  method to be a coroutine or a bridge back into a loop from the worker thread, for no gain.
-  The price of sharing: a new SqliteTxn statement in SQLite-only SQL (``json_each``, ``?1``)
-  must be overridden here; the store fixtures run every test on both drivers to catch it.
+  synchronous driver fits that exactly: the transaction code of the SQLite driver
+  (natsync.store.sql) runs unchanged on a psycopg connection (:class:`PostgresTxn` overrides
+  only the statements whose meaning differs: an ``IN`` list as one bound array, full-text
+  search, one snapshot for a folder's versions), and the event loop never waits on the
+  database. asyncpg would force every Txn method to be a coroutine or a bridge back into a
+  loop from the worker thread, for no gain. The price of sharing: a new statement in
+  SQLite-only SQL (``json_each``, ``?1``) must go through a hook (``_any``) or be overridden
+  here; the store fixtures run every test on both drivers to catch it.
 * Each call is one transaction (``BEGIN`` ... ``COMMIT``, READ COMMITTED); queued calls share a
   group commit, each in its own SAVEPOINT, exactly as in the SQLite driver. Row locks taken by
   the modseq bumps (``UPDATE folders SET modseq = modseq + 1``) order concurrent writers of one
@@ -50,22 +52,16 @@ from psycopg import pq
 
 from natsync.store import migrations
 from natsync.store.api import (
-    STANDARD_FOLDERS,
     ChangeFeed,
     Conflict,
     Message,
-    NotFound,
     StoreError,
     Txn,
 )
 from natsync.store.feed import LocalChangeFeed
-from natsync.store.sqlite import (
-    _MESSAGE_COLS,
-    MAX_SEARCH_TERMS,
-    SqliteTxn,
-    VersionCache,
-    _to_us,
-)
+from natsync.store.sql.base import VersionCache
+from natsync.store.sql.rows import _MESSAGE_COLS, MAX_SEARCH_TERMS, _to_us
+from natsync.store.sql.txn import SqliteTxn
 from natsync.store.worker import STOP, WorkerJobs
 
 T = TypeVar("T")
@@ -144,45 +140,8 @@ class PostgresTxn(SqliteTxn):
         super().__init__(conn, False, versions)  # type: ignore[arg-type]
         self._pg = conn
 
-    def _attachments_of(self, message_ids: Sequence[int]) -> dict[int, list[Any]]:
-        from natsync.store.sqlite import _ATTACHMENT_COLS, _attachment
-
-        found: dict[int, list[Any]] = {}
-        if not message_ids:
-            return found
-        rows = self._pg.execute(
-            f"SELECT {_ATTACHMENT_COLS} FROM attachments "
-            "WHERE message_id = ANY(?) ORDER BY message_id, id",
-            (list(message_ids),),
-        )
-        for row in rows:
-            found.setdefault(row[1], []).append(_attachment(row))
-        return found
-
-    def _descendants(self, user_id: int, server_id: str) -> list[tuple[int, str]]:
-        rows = self._pg.execute(
-            "WITH RECURSIVE below(id, server_id) AS ("
-            " SELECT id, server_id FROM folders WHERE user_id = ? AND parent_server_id = ?"
-            " UNION ALL SELECT f.id, f.server_id FROM folders f JOIN below b"
-            " ON f.user_id = ? AND f.parent_server_id = b.server_id"
-            ") SELECT id, server_id FROM below",
-            (user_id, server_id, user_id),
-        )
-        return [(row[0], row[1]) for row in rows]
-
-    def delete_folder(self, user_id: int, server_id: str) -> None:
-        folder = self.get_folder(user_id, server_id)
-        if folder is None:
-            raise NotFound(f"folder {server_id!r} does not exist")
-        if folder.type in {t for _, t in STANDARD_FOLDERS}:
-            raise Conflict(f"{folder.display_name} is a standard folder and cannot be deleted")
-        doomed = [folder.id, *(fid for fid, _ in self._descendants(user_id, server_id))]
-        self._pg.execute("DELETE FROM folders WHERE id = ANY(?)", (doomed,))
-        for folder_id in doomed:
-            self._folders.pop(folder_id, None)
-            self._bumped.pop(folder_id, None)
-        self.changed.update(doomed)
-        self._bump_hierarchy(user_id)
+    def _any(self, values: Sequence[Any]) -> tuple[str, Any]:
+        return "= ANY(?)", [_clean(value) for value in values]
 
     def message_versions(self, folder_id: int, received_since: Any = None) -> dict[str, int]:
         # One statement reads the folder's modseq and its messages, so both come from the same
@@ -210,25 +169,6 @@ class PostgresTxn(SqliteTxn):
             cache.put((folder_id, since), rows[0][0], versions)
         return versions
 
-    def get_messages(self, user_id: int, server_ids: Sequence[str]) -> list[Message]:
-        if not server_ids:
-            return []
-        found = self._messages(
-            f"SELECT {_MESSAGE_COLS} FROM messages m WHERE m.user_id = ? AND m.server_id = ANY(?)",
-            (user_id, [_clean(s) for s in server_ids]),
-        )
-        by_id = {message.server_id: message for message in found}
-        return [by_id[sid] for sid in dict.fromkeys(server_ids) if sid in by_id]
-
-    def raw_messages(self, message_ids: Sequence[int]) -> dict[int, bytes]:
-        if not message_ids:
-            return {}
-        rows = self._conn.execute(
-            "SELECT message_id, raw FROM message_bodies WHERE message_id = ANY(?)",
-            (list(message_ids),),
-        ).fetchall()
-        return {row[0]: bytes(row[1]) for row in rows}
-
     def search_messages(
         self, user_id: int, query: str, folder_ids: Sequence[int] | None, limit: int
     ) -> list[Message]:
@@ -236,10 +176,7 @@ class PostgresTxn(SqliteTxn):
         if not expression:
             return []
         params: list[Any] = [user_id]
-        folder_clause = ""
-        if folder_ids is not None:
-            folder_clause = " AND m.folder_id = ANY(?)"
-            params.append(list(folder_ids))
+        folder_clause = self._in_folders(folder_ids, params)
         table = migrations.SEARCH_TABLE
         params.extend([expression, limit])
         return self._messages(
@@ -248,27 +185,6 @@ class PostgresTxn(SqliteTxn):
             f"to_tsquery('{migrations.PG_TEXT_CONFIG}', ?)) "
             "ORDER BY m.received_at DESC, m.id DESC LIMIT ?",
             params,
-        )
-
-    def put_sync_state(self, device: int, collection: str, sync_key: str, state: bytes) -> None:
-        self._require_device(device)
-        seq = self._one(
-            "SELECT coalesce(max(seq), 0) + 1 FROM sync_state "
-            "WHERE device_id = ? AND collection = ?",
-            (device, collection),
-        )[0]
-        self._pg.execute(
-            "INSERT INTO sync_state (device_id, collection, sync_key, seq, state) "
-            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (device_id, collection, sync_key) "
-            "DO UPDATE SET seq = excluded.seq, state = excluded.state",
-            (device, collection, sync_key, seq, state),
-        )
-        # Keep the new key and the one before it (a retransmitted request may still use it).
-        self._pg.execute(
-            "DELETE FROM sync_state WHERE device_id = ? AND collection = ? AND seq < ("
-            " SELECT coalesce(max(seq), 0) FROM sync_state"
-            " WHERE device_id = ? AND collection = ? AND seq < ?)",
-            (device, collection, device, collection, seq),
         )
 
 

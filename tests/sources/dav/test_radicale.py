@@ -127,7 +127,7 @@ async def natsync_with_dav(tmp_path: Path, server: Radicale) -> AsyncIterator[En
     store = open_store(tmp_path / "natsync.sqlite3")
     hashed = hash_password(PASSWORD)
     await store.run(lambda txn: txn.add_user(USER, "ann@natsync.test", "Ann", hashed, _now()))
-    config = ServerConfig(host="127.0.0.1", port=0, tls_cert=cert, tls_key=key).check()
+    config = ServerConfig(host="127.0.0.1", port=0, tls_cert=cert, tls_key=key)
     running = await start_server(config, store)
     settings = DavSettings(url=server.url, ca_file=server.ca_file, interval=INTERVAL, timeout=10)
     source = DavSource(store, settings)

@@ -8,18 +8,22 @@ from natsync.lab.narrate import Narration
 from natsync.lab.world import finding
 
 
-def expect_finding(
+def doctor_step(
     narr: Narration,
-    title: str,
+    key: str,
     report: dict[str, Any],
+    title: str,
     check: str,
     title_start: str = "",
     *,
     expect_ok: bool,
     cause: bool = False,
 ) -> dict[str, Any] | None:
-    """A step that works when the doctor's finding (``check``, title starting so) is ok and
-    fails when it is a failure; its detail is the doctor's own title (and cause)."""
+    """A step decided by one of the doctor's findings: the doctor's *report* is kept in the
+    narration's reports under *key*, and the step works when the finding (``check``, title
+    starting so) is ok and fails when it is a failure; its detail is the doctor's own title
+    (and cause). The finding is returned for steps that read its data."""
+    narr.reports[key] = report
     found = finding(report, check, title_start)
     if found is None:
         detail = f"no {check} finding"

@@ -14,7 +14,7 @@ from typing import Any
 
 from natsync.lab import topology as t
 from natsync.lab.narrate import Narration
-from natsync.lab.scenarios._common import expect_finding
+from natsync.lab.scenarios._common import doctor_step
 from natsync.lab.world import World, finding
 
 #: The port phones dial.
@@ -70,12 +70,11 @@ def run(world: World, narr: Narration) -> None:
         seen_ok=probe.returncode == 0,
         detail=probe.stderr.strip().splitlines()[-1] if probe.stderr.strip() else "connected",
     )
-    report = world.doctor_inside()
-    narr.reports["doctor-cgnat"] = report
-    expect_finding(
+    doctor_step(
         narr,
+        "doctor-cgnat",
+        world.doctor_inside(),
         "The doctor (inside) fails the deployment and says why",
-        report,
         "inside",
         "Carrier-grade",
         expect_ok=False,
@@ -156,21 +155,19 @@ def _relay_fix(world: World, narr: Narration) -> None:
         + (f"push after {push.get('seconds', 0):.1f} s" if push else str(mailed)[-200:]),
     )
     deployment = world.relay_deployment()
-    report = world.doctor_inside(config=deployment)
-    narr.reports["doctor-relay"] = report
-    expect_finding(
+    doctor_step(
         narr,
+        "doctor-relay",
+        world.doctor_inside(config=deployment),
         "The doctor (inside, with the [tunnel] table) follows the relay path hop by hop",
-        report,
         "relay",
         expect_ok=True,
     )
-    outside = world.doctor_from_phone("--relay", t.VPS)
-    narr.reports["doctor-relay-outside"] = outside
-    expect_finding(
+    doctor_step(
         narr,
+        "doctor-relay-outside",
+        world.doctor_from_phone("--relay", t.VPS),
         "From the phone (`--relay 203.0.113.10`): DNS names the relay and TLS answers through it",
-        outside,
         "relay",
         expect_ok=True,
     )

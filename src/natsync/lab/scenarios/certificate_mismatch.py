@@ -14,7 +14,7 @@ from cryptography import x509
 
 from natsync.lab import topology as t
 from natsync.lab.narrate import Narration
-from natsync.lab.scenarios._common import expect_finding
+from natsync.lab.scenarios._common import doctor_step
 from natsync.lab.world import (
     DEFAULT_FORWARDS,
     HTTP_PORT,
@@ -38,12 +38,11 @@ def run(world: World, narr: Narration) -> None:
         seen_ok=bool(synced["ok"]),
         detail=synced.get("error", ""),
     )
-    report = world.doctor_from_phone()
-    narr.reports["mismatch"] = report
-    expect_finding(
+    doctor_step(
         narr,
+        "mismatch",
+        world.doctor_from_phone(),
         "The doctor explains: the certificate names the server, not the address the phone sees",
-        report,
         "tls",
         expect_ok=False,
         cause=True,
@@ -82,12 +81,11 @@ def run(world: World, narr: Narration) -> None:
         seen_ok=bool(synced["ok"]),
         detail=synced.get("error", f"pinned {edge}"),
     )
-    report = world.doctor_from_phone()
-    narr.reports["edge"] = report
-    expect_finding(
+    doctor_step(
         narr,
+        "edge",
+        world.doctor_from_phone(),
         "The doctor agrees: the certificate the phone sees is valid for the public name",
-        report,
         "tls",
         expect_ok=True,
     )
@@ -144,12 +142,11 @@ def _acme(world: World, narr: Narration) -> None:
         seen_ok=bool(synced["ok"]),
         detail=synced.get("error", f"dialled {synced['address']}"),
     )
-    report = world.doctor_from_phone(ca_file=root)
-    narr.reports["acme-doctor"] = report
-    expect_finding(
+    doctor_step(
         narr,
+        "acme-doctor",
+        world.doctor_from_phone(ca_file=root),
         "The doctor, trusting pebble's root, agrees: valid for the public name",
-        report,
         "tls",
         expect_ok=True,
     )

@@ -8,7 +8,7 @@ from __future__ import annotations
 import secrets
 
 from natsync.lab.narrate import Narration
-from natsync.lab.scenarios._common import expect_finding
+from natsync.lab.scenarios._common import doctor_step
 from natsync.lab.world import World
 
 #: The router's idle timeout for established TCP connections (seconds; real routers: minutes).
@@ -46,12 +46,11 @@ def run(world: World, narr: Narration) -> None:
         seen_ok=bool(push.get("changed")),
         detail=push.get("error") or pushed.get("error", "") or "the phone was told of the mail",
     )
-    report = world.doctor_from_phone(heartbeat=HEARTBEAT)
-    narr.reports["cut"] = report
-    found = expect_finding(
+    found = doctor_step(
         narr,
+        "cut",
+        world.doctor_from_phone(heartbeat=HEARTBEAT),
         "The doctor holds a Ping the same way and finds the cut",
-        report,
         "push",
         expect_ok=False,
         cause=True,
@@ -108,12 +107,11 @@ def run(world: World, narr: Narration) -> None:
         else str(push.get("error") or pushed.get("error")),
     )
     narr.reports["push-capped"] = pushed
-    report = world.doctor_from_phone(heartbeat=HEARTBEAT)
-    narr.reports["capped"] = report
-    expect_finding(
+    doctor_step(
         narr,
+        "capped",
+        world.doctor_from_phone(heartbeat=HEARTBEAT),
         "The doctor's Ping now survives its (capped) heartbeat",
-        report,
         "push",
         expect_ok=True,
     )

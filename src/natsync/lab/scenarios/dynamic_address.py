@@ -9,7 +9,7 @@ import time
 
 from natsync.lab import topology as t
 from natsync.lab.narrate import Narration
-from natsync.lab.scenarios._common import expect_finding
+from natsync.lab.scenarios._common import doctor_step
 from natsync.lab.world import MX_NAME, PUBLIC_NAME, TTL, World
 
 #: Seconds the sticky phone keeps an answer whatever its TTL (the article's devices: hours).
@@ -55,12 +55,11 @@ def run(world: World, narr: Narration) -> None:
         seen_ok=bool(synced["ok"]),
         detail=f"dialled {synced['address']}: {synced.get('error', '')}",
     )
-    report = world.doctor_inside()
-    narr.reports["stale-record"] = report
-    expect_finding(
+    doctor_step(
         narr,
+        "stale-record",
+        world.doctor_inside(),
         "The doctor (inside, with the config) says the record is stale",
-        report,
         "names",
         "DNS does not point at the current public address",
         expect_ok=False,
@@ -105,12 +104,11 @@ def run(world: World, narr: Narration) -> None:
         seen_ok=bool(synced["ok"]),
         detail=f"dialled {synced['address']}: {synced.get('error', '')}",
     )
-    report = world.doctor_from_phone()
-    narr.reports["sticky-cache"] = report
-    expect_finding(
+    doctor_step(
         narr,
+        "sticky-cache",
+        world.doctor_from_phone(),
         "The doctor, asking the phone's resolver, explains: a cache behind a changed address",
-        report,
         "names",
         "Stale DNS",
         expect_ok=False,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from natsync.lab import topology as t
 from natsync.lab.narrate import Narration
-from natsync.lab.scenarios._common import expect_finding
+from natsync.lab.scenarios._common import doctor_step
 from natsync.lab.world import HTTPS_PORT, PUBLIC_NAME, World
 
 
@@ -33,12 +33,11 @@ def run(world: World, narr: Narration) -> None:
         seen_ok=bool(outside["ok"]),
         detail=outside.get("error", f"dialled {outside['address']}"),
     )
-    report = world.doctor_inside()
-    narr.reports["hairpin"] = report
-    expect_finding(
+    doctor_step(
         narr,
+        "hairpin",
+        world.doctor_inside(),
         "The doctor, run on the LAN, explains it as hairpin NAT",
-        report,
         "reach",
         f"HTTPS port {HTTPS_PORT}",
         expect_ok=False,
@@ -54,12 +53,11 @@ def run(world: World, narr: Narration) -> None:
         seen_ok=bool(synced["ok"]),
         detail=synced.get("error", f"dialled {synced['address']}"),
     )
-    report = world.doctor_inside()
-    narr.reports["hairpin-rule"] = report
-    expect_finding(
+    doctor_step(
         narr,
+        "hairpin-rule",
+        world.doctor_inside(),
         "The doctor agrees: the public address answers from the LAN",
-        report,
         "reach",
         f"HTTPS port {HTTPS_PORT}",
         expect_ok=True,
@@ -75,12 +73,11 @@ def run(world: World, narr: Narration) -> None:
         seen_ok=bool(synced["ok"]) and synced["address"] == t.LAN_HOST,
         detail=synced.get("error", f"dialled {synced['address']}"),
     )
-    report = world.doctor_inside(resolver="127.0.0.1")
-    narr.reports["split-horizon"] = report
-    expect_finding(
+    doctor_step(
         narr,
+        "split-horizon",
+        world.doctor_inside(resolver="127.0.0.1"),
         "The doctor, asking the LAN's resolver, reaches the server",
-        report,
         "reach",
         f"HTTPS port {HTTPS_PORT}",
         expect_ok=True,

@@ -8,7 +8,7 @@ import secrets
 
 from natsync.lab import topology as t
 from natsync.lab.narrate import Narration
-from natsync.lab.scenarios._common import expect_finding
+from natsync.lab.scenarios._common import doctor_step
 from natsync.lab.world import DEFAULT_FORWARDS, World
 
 
@@ -24,12 +24,11 @@ def run(world: World, narr: Narration) -> None:
         seen_ok=bool(sent["ok"]),
         detail=sent.get("error", sent.get("reply", "")),
     )
-    report = world.doctor_from_phone()
-    narr.reports["no-forward"] = report
-    expect_finding(
+    doctor_step(
         narr,
+        "no-forward",
+        world.doctor_from_phone(),
         "…and the doctor, from the phone's side, finds port 443 closed at the public address",
-        report,
         "reach",
         "HTTPS port 443",
         expect_ok=False,
@@ -56,12 +55,11 @@ def run(world: World, narr: Narration) -> None:
         seen_ok=bool(synced["ok"]) and subject in synced["subjects"],
         detail=synced.get("error", f"Inbox: {', '.join(synced['subjects'])}"),
     )
-    report = world.doctor_from_phone()
-    narr.reports["forwarded"] = report
-    expect_finding(
+    doctor_step(
         narr,
+        "forwarded",
+        world.doctor_from_phone(),
         "The doctor from the phone's side: port 443 accepts connections",
-        report,
         "reach",
         "HTTPS port 443",
         expect_ok=True,

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from natsync.ddns.netinfo import AddressKind, classify, parse_ip_json, parse_route_table
+from natsync.portmap.netinfo import AddressKind, classify, parse_ip_json, parse_route_table
 
 
 @pytest.mark.parametrize(

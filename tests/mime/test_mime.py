@@ -1,4 +1,4 @@
-"""natsync.mail.mime: real-world shaped mail, broken mail, and anything-at-all input."""
+"""natsync.mime: real-world shaped mail, broken mail, and anything-at-all input."""
 
 from __future__ import annotations
 
@@ -11,8 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from natsync.mail.errors import MailError
-from natsync.mail.mime import (
+from natsync.mime import (
     CLASS_MEETING_REQUEST,
     CLASS_NDR,
     CLASS_NOTE,
@@ -24,6 +23,7 @@ from natsync.mail.mime import (
     html_to_text,
     parse_message,
 )
+from natsync.mime.errors import MailError
 from natsync.store.mime import part_bytes
 
 NOW = datetime(2026, 11, 25, 9, 49, 53, tzinfo=UTC)

@@ -1,4 +1,4 @@
-"""Errors of natsync.mail.
+"""Errors of reading and sending mail (natsync.mime, natsync.mail).
 
 NatsyncError
 └── MailError                 input that is not a mail message at all, or cannot be sent

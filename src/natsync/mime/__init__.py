@@ -1,5 +1,10 @@
 """Reading Internet mail (RFC 5322 / MIME) into what the store indexes and EAS shows.
 
+The mail format as the EAS wire format is natsync.wbxml: below everything that reads mail
+(the Email class's codec in natsync.classes, SMTP in and the relay in natsync.mail, the
+protocol's SendMail in natsync.eas, the IMAP mirror in natsync.sources), so that none of them
+has to import another to parse a message.
+
 This module owns the one parse of a message at delivery: :func:`parse_message` turns raw bytes
 into a :class:`natsync.store.api.NewMessage` (decoded headers, importance, message class, a
 preview and the attachment list), and :func:`body_text` / :func:`body_html` give the readable
@@ -10,13 +15,13 @@ Mail from the internet is often broken: wrong or unknown charsets, raw 8-bit hea
 headers, truncated multiparts, bad base64. None of that makes a function here raise; every
 header and part is read defensively and falls back to the best text it can give. Only input
 that is not a message at all (empty, or no header field before the body) raises
-:class:`~natsync.mail.errors.MailError`.
+:class:`~natsync.mime.errors.MailError`.
 
 Attachments are numbered by their position in ``email``'s walk order (``part_index``), the same
 order :func:`natsync.store.mime.part_bytes` uses to cut one out again. A ``message/rfc822`` part
 (a forwarded message) is one attachment; the parts inside it are not listed separately.
 
-Public API (stable; natsync.eas and natsync.store call it):
+Public API (stable; natsync.classes, natsync.mail, natsync.eas and natsync.sources call it):
 
 * ``parse_message(raw: bytes, now: datetime) -> NewMessage``
 * ``body_text(raw: bytes) -> str`` and ``body_html(raw: bytes) -> str | None``
@@ -41,7 +46,7 @@ from email.message import EmailMessage, Message
 from html.parser import HTMLParser
 from typing import Any
 
-from natsync.mail.errors import MailError
+from natsync.mime.errors import MailError
 from natsync.store.api import NewAttachment, NewMessage
 
 #: MS-ASAIRS 2.2.2.35 Preview: at most 255 characters of plain text.

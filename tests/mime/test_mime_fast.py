@@ -1,4 +1,4 @@
-"""The single-part fast path of natsync.mail.mime builds exactly the tree the stdlib parser does.
+"""The single-part fast path of natsync.mime builds exactly the tree the stdlib parser does.
 
 Each sample is parsed both ways (``_simple_tree`` and ``email.message_from_bytes``); wherever
 the fast path answers, headers, payload, decoded body and everything ``parse_message`` derives
@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from natsync.mail.mime import _read_tree, _simple_tree, parse_message, parse_tree, read_content
+from natsync.mime import _read_tree, _simple_tree, parse_message, parse_tree, read_content
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
@@ -107,7 +107,7 @@ def test_parse_message_is_unchanged_by_the_fast_path(
 ) -> None:
     raw = FAST[name]
     fast = parse_message(raw, NOW)
-    monkeypatch.setattr("natsync.mail.mime._simple_tree", lambda raw: None)
+    monkeypatch.setattr("natsync.mime._simple_tree", lambda raw: None)
     assert parse_tree(raw).__class__ is email.message.Message  # really the parser now
     assert parse_message(raw, NOW) == fast
 

@@ -103,9 +103,9 @@ def interface_addresses(
             command, capture_output=True, text=True, timeout=IP_COMMAND_TIMEOUT, check=True
         )
     except (OSError, subprocess.SubprocessError) as exc:
-        from natsync.ddns.errors import SourceError
+        from natsync.portmap.errors import HostNetworkError
 
-        raise SourceError(
+        raise HostNetworkError(
             f"cannot list addresses of {interface or 'the interfaces'}: {exc}"
         ) from exc
     return parse_ip_json(done.stdout, publishable=publishable)
