@@ -392,13 +392,29 @@ def rss(pid: int) -> int:
         return -1
 
 
-async def edge_metrics(edge: scale_bench.EdgeProcess) -> dict[str, Any]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", edge.admin_port)
+#: Scrapes of the edge's /metrics tried before the bench gives up (a loaded edge may cut one).
+METRICS_TRIES = 3
+
+
+async def _scrape(port: int) -> str:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
         writer.write(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        text = (await reader.read()).decode()
+        return (await reader.read()).decode()
     finally:
         writer.close()
+
+
+async def edge_metrics(edge: scale_bench.EdgeProcess) -> dict[str, Any]:
+    for attempt in range(METRICS_TRIES):
+        try:
+            text = await _scrape(edge.admin_port)
+            break
+        except OSError as exc:  # the admin listener cut it (its 5 s read deadline, a busy loop)
+            if attempt == METRICS_TRIES - 1:
+                raise
+            print(f"  (edge /metrics scrape failed: {exc}; again)", flush=True)
+            await asyncio.sleep(1.0)
     requests = Counter[str]()
     for status, count in re.findall(
         r'natsync_edge_requests_total\{cmd="[^"]*",status="(\d+)"\} (\d+)', text
