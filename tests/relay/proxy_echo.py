@@ -7,20 +7,28 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from natsync.edge.proxyv2 import ProxyHeaderError, parse_header
+from natsync.edge.proxyv2 import ProxyHeader, ProxyHeaderError, parse_header
+
+
+async def read_header(reader: asyncio.StreamReader) -> tuple[ProxyHeader, bytes] | None:
+    """The connection's PROXY v2 header and the bytes that came after it (None: it ended)."""
+    data = b""
+    while (parsed := parse_header(data)) is None:
+        chunk = await reader.read(100)
+        if not chunk:
+            return None
+        data += chunk
+    header, used = parsed
+    return header, data[used:]
 
 
 async def _serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    data = b""
     try:
-        while (parsed := parse_header(data)) is None:
-            chunk = await reader.read(100)
-            if not chunk:
-                return
-            data += chunk
-        header, used = parsed
+        if (got := await read_header(reader)) is None:
+            return
+        header, rest = got
         client = header.source[0] if header.source else "local"
-        writer.write(f"client={client}\n".encode() + data[used:])
+        writer.write(f"client={client}\n".encode() + rest)
         while chunk := await reader.read(65536):
             writer.write(chunk)
             await writer.drain()

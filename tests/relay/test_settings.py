@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from natsync.cli import main
+from natsync.edge.config import EdgeConfig
 from natsync.errors import ConfigError
 from natsync.relay.settings import home_tunnel_settings, load_table, relay_settings
 from natsync.relay.wireguard import public_key, read_private_key
@@ -42,6 +43,20 @@ def test_init_writes_both_ends_and_they_name_each_other(tmp_path: Path) -> None:
     assert 'relayed_from = ["10.77.0.1"]' in said
     edge = tomllib.loads(home_file.read_text())["edge"]
     assert edge == {"relayed_listen": "10.77.0.2:8443", "relayed_from": ["10.77.0.1"]}
+    # the idle timeouts follow the home's heartbeat as the home edge's do
+    assert relay.heartbeat_max == 3540
+    assert relay.idle_timeout == EdgeConfig(heartbeat_max=3540).read_timeout == 3600
+
+
+def test_init_takes_the_homes_heartbeat(tmp_path: Path) -> None:
+    relay_file, _, _ = _init(tmp_path, "--heartbeat-max", "900")
+    relay = relay_settings(load_table(relay_file, "relay"), relay_file.parent)
+    assert relay.heartbeat_max == 900
+    assert relay.idle_timeout == EdgeConfig(heartbeat_max=900).read_timeout == 960
+    # SMTP through the relay keeps SMTP's own longest wait (RFC 5321 4.5.3.2.6: 10 minutes)
+    assert relay.smtp_idle_timeout == 960
+    short = relay_settings({**load_table(relay_file, "relay"), "heartbeat_max": 60}, tmp_path)
+    assert (short.idle_timeout, short.smtp_idle_timeout) == (120, 600)
 
 
 def test_init_does_not_overwrite_without_force(tmp_path: Path) -> None:
@@ -66,6 +81,8 @@ def test_init_does_not_overwrite_without_force(tmp_path: Path) -> None:
          "not an IP address"),
         ({"home_public_key": "A" * 43 + "=", "private_key_file": "k",
           "max_connections_per_address": 0}, ">= 1"),
+        ({"home_public_key": "A" * 43 + "=", "private_key_file": "k", "heartbeat_max": 0},
+         "heartbeat_max must be >= 1"),
     ],
 )  # fmt: skip
 def test_bad_relay_tables_say_what_is_wrong(

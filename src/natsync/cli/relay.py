@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from natsync.config import DEFAULT_HEARTBEAT_MAX
 from natsync.errors import NatsyncError
 
 _CONFIG = click.option(
@@ -44,6 +45,13 @@ def relay() -> None:
     default=None,
     help="Also write the home's files here (home.toml, tunnel.key) instead of only printing.",
 )
+@click.option(
+    "--heartbeat-max",
+    type=click.IntRange(1, 86400),
+    default=DEFAULT_HEARTBEAT_MAX,
+    show_default=True,
+    help="The home's [server] heartbeat_max: the relay's idle timeouts follow it.",
+)
 @click.option("--force", is_flag=True, help="Overwrite existing files.")
 def init(
     public_name: str,
@@ -52,6 +60,7 @@ def init(
     interface: str,
     home_interface: str,
     home_dir: Path | None,
+    heartbeat_max: int,
     force: bool,
 ) -> None:
     """On the VPS: make both ends' keys, write relay.toml, print what to paste at home.
@@ -72,6 +81,7 @@ def init(
             tunnel_port=tunnel_port,
             relay_interface=interface,
             home_interface=home_interface,
+            heartbeat_max=heartbeat_max,
         )
     except NatsyncError as exc:
         raise click.ClickException(exc.message) from exc
@@ -120,7 +130,8 @@ def run(config_path: Path) -> None:
         click.echo(
             f"natsync relay: tunnel {settings.tunnel_interface} on UDP {settings.tunnel_port}, "
             f"forwarding ports {' '.join(str(p) for p in running.ports)} to "
-            f"{settings.home_address}",
+            f"{settings.home_address}; idle connections cut after {settings.idle_timeout:g} s "
+            f"(heartbeat {settings.heartbeat_max} s + margin)",
             err=True,
         )
         try:

@@ -51,6 +51,15 @@ DEFAULT_PATHS = (
 #: Seconds added to the server's largest heartbeat before the edge gives up on a held request:
 #: the server answers at the heartbeat; the margin covers its processing and a slow store.
 HEARTBEAT_MARGIN = 60
+
+
+def held_request_timeout(heartbeat_max: int) -> float:
+    """Seconds a connection may carry nothing while a Ping is held: the server answers by the
+    largest heartbeat it publishes, plus :data:`HEARTBEAT_MARGIN`. The edge's idle timeout
+    toward the server and the relay's idle timeout (natsync.relay) are both this."""
+    return float(heartbeat_max + HEARTBEAT_MARGIN)
+
+
 #: Keep-alive idle time of a phone's connection between requests (seconds).
 DEFAULT_CLIENT_IDLE = 120.0
 #: Seconds a client may take to send a whole request head, counted from its first byte and
@@ -178,7 +187,7 @@ class EdgeConfig:
     @property
     def read_timeout(self) -> float:
         """Idle timeout toward the server: configured, or heartbeat + margin."""
-        return self.backend_timeout or float(self.heartbeat_max + HEARTBEAT_MARGIN)
+        return self.backend_timeout or held_request_timeout(self.heartbeat_max)
 
     @property
     def servers(self) -> tuple[str, ...]:

@@ -13,7 +13,9 @@ byte pipe with back-pressure in both directions.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 from collections.abc import Callable
 from typing import cast
 
@@ -27,6 +29,9 @@ log = logging.getLogger("natsync.edge")
 CONNECT_TIMEOUT = 5.0
 #: Write-buffer high-water mark per side (pauses the other side's reading above it).
 WRITE_HIGH_WATER = 64 * 1024
+#: Most seconds between two looks for idle connections (a forward with an idle timeout): a
+#: connection is cut at most this long (or a quarter of its timeout) after it passed it.
+IDLE_SWEEP = 1.0
 
 
 def _ignore(_pipe: _Pipe) -> None:
@@ -36,7 +41,7 @@ def _ignore(_pipe: _Pipe) -> None:
 class _Pipe(asyncio.Protocol):
     """One side of a forwarded connection; bytes go to ``peer``."""
 
-    __slots__ = ("eof", "on_lost", "peer", "pending", "transport")
+    __slots__ = ("eof", "last", "on_lost", "peer", "pending", "transport")
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
@@ -44,6 +49,8 @@ class _Pipe(asyncio.Protocol):
         self.pending = b""
         self.eof = False
         self.on_lost: Callable[[_Pipe], None] = _ignore
+        #: When this side last received a byte (time.monotonic, the event loop's clock).
+        self.last = time.monotonic()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it
@@ -51,6 +58,7 @@ class _Pipe(asyncio.Protocol):
         self.transport.set_write_buffer_limits(WRITE_HIGH_WATER)
 
     def data_received(self, data: bytes) -> None:
+        self.last = time.monotonic()
         peer = self.peer
         if peer is None or peer.transport is None:
             self.pending += data
@@ -111,10 +119,22 @@ class _Incoming(_Pipe):
 class Forwarder:
     """One configured forward: listens, connects each client to the target."""
 
-    def __init__(self, forward: Forward, metrics: Metrics, *, max_per_address: int = 0) -> None:
+    def __init__(
+        self,
+        forward: Forward,
+        metrics: Metrics,
+        *,
+        max_per_address: int = 0,
+        idle_timeout: float = 0.0,
+    ) -> None:
         self.forward = forward
         #: Connections one client address may hold at once (0: no limit); the relay sets it.
         self.max_per_address = max_per_address
+        #: Seconds a connection may carry no byte either way before it is cut (0: never); the
+        #: relay sets it from the heartbeat (natsync.relay.settings).
+        self.idle_timeout = idle_timeout
+        self.sweeper: asyncio.Task[None] | None = None
+        self.idle_cut = 0
         self.per_address: dict[str, int] = {}
         self.metrics = metrics
         self.target = split_hostport(forward.to, "edge.forwards.to")
@@ -129,7 +149,27 @@ class Forwarder:
         bound = int(self.server.sockets[0].getsockname()[1])
         log.info("forwarding %s:%d to %s (PROXY v2: %s)", host, bound, self.forward.to,
                  self.forward.proxy_protocol)  # fmt: skip
+        if self.idle_timeout > 0:
+            self.sweeper = loop.create_task(self._sweep(), name="edge-forward-idle")
         return bound
+
+    async def _sweep(self) -> None:
+        """Cut the connections that carried no byte either way for ``idle_timeout`` s."""
+        every = min(IDLE_SWEEP, self.idle_timeout / 4)
+        while True:
+            await asyncio.sleep(every)
+            quiet_since = time.monotonic() - self.idle_timeout
+            for pipe in list(self.pipes):
+                peer = pipe.peer
+                if not isinstance(pipe, _Incoming) or peer is None:
+                    continue
+                if max(pipe.last, peer.last) < quiet_since:
+                    self.idle_cut += 1
+                    log.info("forward %s: a connection idle for %g s cut",
+                             self.forward.listen, self.idle_timeout)  # fmt: skip
+                    for side in (pipe, peer):
+                        if side.transport is not None:
+                            side.transport.abort()
 
     def connect(self, incoming: _Incoming) -> None:
         if self.max_per_address and incoming.transport is not None:
@@ -185,6 +225,10 @@ class Forwarder:
             self.per_address.pop(ip, None)
 
     async def close(self) -> None:
+        if self.sweeper is not None:
+            self.sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.sweeper
         if self.server is not None:
             self.server.close()
             await self.server.wait_closed()

@@ -3,9 +3,11 @@
 The relay forwards bytes and nothing else: each TCP connection to a published port is passed
 through the tunnel to the home, opened by a PROXY v2 header naming the client (the edge's own
 forwarder, natsync.edge.forward, with a per-address limit). TLS ends at home, so the relay never
-holds a certificate, a password or a mail. Held Pings pass as long-lived byte pipes: the relay
-sets no idle timeout of its own, so the home edge's timeouts (derived from the heartbeat) are
-the ones that count.
+holds a certificate, a password or a mail. Held Pings pass as long-lived byte pipes: a
+connection is cut once it carried nothing either way for the heartbeat the home publishes plus
+the home edge's margin (the edge's own derivation, from ``[relay] heartbeat_max``), so a held
+Ping, silent for at most the heartbeat, is never cut, and a connection a phone abandoned does
+not stay forever. SMTP connections get at least SMTP's own longest wait.
 
 The home end brings its side of the tunnel up and keeps it up: if wireguard-go ends, it is
 started again with backoff; WireGuard itself re-handshakes after any outage on the path, and
@@ -20,6 +22,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from natsync.config import DEFAULT_HEARTBEAT_MAX
 from natsync.edge.config import Forward
 from natsync.edge.forward import Forwarder
 from natsync.edge.metrics import Metrics
@@ -60,29 +63,42 @@ class RunningRelay:
         await self.tunnel.down()
 
 
+def relay_forwarders(settings: RelaySettings, metrics: Metrics) -> list[Forwarder]:
+    """The relay's forwards, not started: each published port on each listen address to the
+    home's port through the tunnel, PROXY v2 first, with the per-address limit and the idle
+    timeout derived from the heartbeat."""
+    targets = (
+        (settings.https_port, settings.home_https_port, settings.idle_timeout),
+        (settings.smtp_port, settings.home_smtp_port, settings.smtp_idle_timeout),
+    )
+    home = settings.home_address
+    home = f"[{home}]" if ":" in home else home
+    forwarders = []
+    for address in settings.listen:
+        host = f"[{address}]" if ":" in address else address
+        for public, private, idle in targets:
+            forward = Forward(f"{host}:{public}", f"{home}:{private}", proxy_protocol=True)
+            forwarders.append(
+                Forwarder(
+                    forward,
+                    metrics,
+                    max_per_address=settings.max_connections_per_address,
+                    idle_timeout=idle,
+                )
+            )
+    return forwarders
+
+
 async def start_relay(settings: RelaySettings) -> RunningRelay:
     """Bring the relay's tunnel end up and listen on the published ports."""
     tunnel = Tunnel(settings.tunnel())
     await tunnel.up()
-    metrics = Metrics()
     forwarders: list[Forwarder] = []
     ports: list[int] = []
-    targets = (
-        (settings.https_port, settings.home_https_port),
-        (settings.smtp_port, settings.home_smtp_port),
-    )
     try:
-        for address in settings.listen:
-            host = f"[{address}]" if ":" in address else address
-            home = settings.home_address
-            home = f"[{home}]" if ":" in home else home
-            for public, private in targets:
-                forward = Forward(f"{host}:{public}", f"{home}:{private}", proxy_protocol=True)
-                forwarder = Forwarder(
-                    forward, metrics, max_per_address=settings.max_connections_per_address
-                )
-                ports.append(await forwarder.start())
-                forwarders.append(forwarder)
+        for forwarder in relay_forwarders(settings, Metrics()):
+            ports.append(await forwarder.start())
+            forwarders.append(forwarder)
     except BaseException:
         for forwarder in forwarders:
             await forwarder.close()
@@ -145,6 +161,7 @@ def initial_configuration(
     home_interface: str = DEFAULT_INTERFACE,
     relay_key: str | None = None,
     home_key: str | None = None,
+    heartbeat_max: int = DEFAULT_HEARTBEAT_MAX,
 ) -> InitResult:
     """Both ends' settings with new keys (sans-I/O: the caller writes the files)."""
     relay_key = relay_key or generate_private_key()
@@ -166,6 +183,8 @@ home_address = "10.77.0.2"
 home_https_port = 8443
 home_smtp_port = 2525
 max_connections_per_address = 20
+# the home's [server] heartbeat_max: a connection silent longer than this + 60 s is cut
+heartbeat_max = {heartbeat_max}
 """
     home_toml = f"""[tunnel]
 relay_endpoint = "{public_name}:{tunnel_port}"

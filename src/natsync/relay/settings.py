@@ -19,6 +19,7 @@ home_address = "10.77.0.2"          # the home's end
 home_https_port = 8443              # the home edge's relayed_listen port
 home_smtp_port = 2525               # the home server's SMTP, accepting PROXY from the relay
 max_connections_per_address = 20
+heartbeat_max = 3540                # the home's [server] heartbeat_max: sets the idle timeouts
 
 # natsync.toml, at home
 [tunnel]
@@ -37,7 +38,8 @@ from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from natsync.config import read_toml, scalar_setting
+from natsync.config import DEFAULT_HEARTBEAT_MAX, read_toml, scalar_setting
+from natsync.edge.config import held_request_timeout
 from natsync.errors import ConfigError
 from natsync.relay.wireguard import (
     DEFAULT_KEEPALIVE,
@@ -59,6 +61,10 @@ DEFAULT_HOME_SMTP_PORT = 2525
 #: Connections one client address may hold through the relay (a phone holds 2-3; a mail server
 #: a few); past this the relay refuses, so one address cannot take the home's capacity.
 DEFAULT_MAX_PER_ADDRESS = 20
+#: Seconds an SMTP connection through the relay may carry nothing: a sending server waits up to
+#: 10 minutes for the reply to the end of DATA (RFC 5321 section 4.5.3.2.6), the longest wait
+#: SMTP allows; the relay cuts no SMTP session before that, whatever the heartbeat.
+SMTP_IDLE_TIMEOUT = 600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,9 +83,16 @@ class RelaySettings:
     home_https_port: int = DEFAULT_HOME_HTTPS_PORT
     home_smtp_port: int = DEFAULT_HOME_SMTP_PORT
     max_connections_per_address: int = DEFAULT_MAX_PER_ADDRESS
+    #: The largest Ping heartbeat the home server publishes ([server] heartbeat_max at home):
+    #: the relay's idle timeouts follow it, as the home edge's do.
+    heartbeat_max: int = DEFAULT_HEARTBEAT_MAX
 
     def __post_init__(self) -> None:
         check_key(self.home_public_key, "relay.home_public_key")
+        if self.heartbeat_max < 1:
+            raise ConfigError(
+                "relay.heartbeat_max must be >= 1 (the home's [server] heartbeat_max, seconds)"
+            )
         for name in ("https_port", "smtp_port", "home_https_port", "home_smtp_port"):
             if not 0 <= getattr(self, name) <= 65535:
                 raise ConfigError(f"relay.{name} must be 0..65535")
@@ -90,6 +103,17 @@ class RelaySettings:
         _address(self.home_address, "relay.home_address")
         for address in self.listen:
             _address(address, "relay.listen")
+
+    @property
+    def idle_timeout(self) -> float:
+        """Seconds a phone's connection may carry no byte before the relay cuts it: the home
+        edge's own derivation from the heartbeat (a held Ping is silent for at most the
+        heartbeat, then answered), so a held Ping is never cut and an abandoned one is."""
+        return held_request_timeout(self.heartbeat_max)
+
+    @property
+    def smtp_idle_timeout(self) -> float:
+        return max(self.idle_timeout, SMTP_IDLE_TIMEOUT)
 
     def tunnel(self) -> TunnelSpec:
         """The relay's end of the tunnel (reads the private key file, refusing an open one)."""
