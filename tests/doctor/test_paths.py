@@ -236,3 +236,16 @@ def test_relay_from_outside_tells_the_relay_from_what_is_behind_it() -> None:
     assert cut.data["hops"]["tunnel"] is False
     down = relay(**outside, relay_port=Connect(RELAY, 443, False, "timeout"), through=None)
     assert down.data["broken"] == "relay"
+
+
+def test_relay_dns_fix_follows_what_ddns_publishes() -> None:
+    home = relay(published=("100.64.0.10",), ddns_relay=False)
+    assert home.data["broken"] == "DNS"
+    assert "[ddns] publishes the home's own address (its sources have no relay)" in home.evidence
+    assert 'sources = ["relay"]' in home.fix
+    follows = relay(published=("100.64.0.10",), ddns_relay=True)
+    assert "[ddns] publishes the relay's address (source relay)" in follows.evidence
+    assert "natsync ddns update" in follows.fix
+    none = relay(published=("100.64.0.10",))
+    assert "static record" in none.fix
+    assert relay(ddns_relay=True).severity == Severity.OK

@@ -7,6 +7,10 @@ the router's own external address is private or shared
 sees us, or the router's address differs from what a STUN/echo server sees, there is another
 NAT beyond the router (carrier-grade or double NAT) and **inbound port forwarding cannot work
 here**, whatever the router is told.
+
+Behind a relay (the ``relay`` source, docs/relay.md) the relay's address is the one phones must
+dial: for a family the relay has, it is published whatever the home's own sources say; when the
+relay's address cannot be found, nothing is (the home's address is the wrong one to publish).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from enum import StrEnum
 from natsync.ddns.sources import (
     NO_PUBLIC_ADDRESS,
     OUTSIDE_SOURCES,
+    RELAY_LACKS_FAMILY,
     ROUTER_SOURCES,
     Observation,
     Source,
@@ -50,7 +55,10 @@ class Verdict:
 
 def judge(observations: list[Observation], family: int) -> Verdict:
     """The verdict for one address family."""
-    mine = [o for o in observations if o.family == family]
+    relay = [o for o in observations if o.family == family and o.source == Source.RELAY]
+    if relay and any(o.refusal != RELAY_LACKS_FAMILY for o in relay):
+        return _relay_verdict(relay, family, observations)
+    mine = [o for o in observations if o.family == family and o.source != Source.RELAY]
     seen = [o for o in mine if o.address is not None]
     router = [o for o in seen if o.source in ROUTER_SOURCES]
     outside = [o for o in seen if o.source in OUTSIDE_SOURCES]
@@ -132,3 +140,26 @@ def judge(observations: list[Observation], family: int) -> Verdict:
     else:
         summary = f"public address {chosen}; sources agree"
     return Verdict(family, VerdictKind.AGREE, chosen, summary, tuple(evidence))
+
+
+def _relay_verdict(relay: list[Observation], family: int, all_: list[Observation]) -> Verdict:
+    """Phones reach the home through the relay: its address, or none (never the home's)."""
+    evidence = tuple(o.describe() for o in all_ if o.family == family)
+    for o in relay:
+        if o.address is not None:
+            return Verdict(
+                family,
+                VerdictKind.AGREE,
+                o.address,
+                f"the relay's public address {o.address}: phones reach the home through the "
+                "relay (docs/relay.md)",
+                evidence,
+            )
+    return Verdict(
+        family,
+        VerdictKind.NO_ADDRESS,
+        None,
+        f"the relay's IPv{family} address could not be found, so nothing is published (the "
+        "home's own address is not where phones should go)",
+        evidence,
+    )

@@ -74,6 +74,9 @@ class DdnsSettings:
     confirm_timeout: float = DEFAULT_CONFIRM_TIMEOUT
     #: The provider tables found in the file, (provider, settings).
     tables: tuple[tuple[str, ProviderSettings], ...] = ()
+    #: The relay's public addresses or its own name, for the ``relay`` source (docs/relay.md);
+    #: empty: the host of ``[tunnel] relay_endpoint`` of the same file.
+    relay: tuple[str, ...] = ()
 
     def provider_settings(self, provider: str | None = None) -> ProviderSettings:
         """The ``[ddns.<provider>]`` table of *provider* (default: the configured one)."""
@@ -125,6 +128,24 @@ class DdnsSettings:
         if self.provider != "rfc2136":
             self.provider_settings()
         self.check_provider(self.provider)
+        self._check_relay()
+
+    def _check_relay(self) -> None:
+        if Source.RELAY not in self.sources:
+            return
+        if not self.relay:
+            raise ConfigError(
+                'ddns.sources has "relay" but the relay is not known: add a [tunnel] table '
+                "(natsync relay init prints it) or ddns.relay = [\"<the relay's address>\"]"
+            )
+        names = {n.rstrip(".").lower() for n in self.names}
+        for relay in self.relay:
+            if relay.rstrip(".").lower() in names:
+                raise ConfigError(
+                    f"the relay is named {relay}, a name ddns itself publishes: its address "
+                    "would only ever be what DNS says already. Name the relay by its own name "
+                    "or address (ddns.relay, or [tunnel] relay_endpoint)"
+                )
 
     def check_provider(self, provider: str) -> None:
         """What the provider itself demands of the common keys (names, ttl)."""
@@ -298,6 +319,11 @@ def load_ddns_table(data: dict[str, Any], base: Path | None) -> DdnsSettings:
     if "tables" in table:
         raise ConfigError("unknown ddns setting(s): tables")
     table["tables"] = tables
+    tunnel = data.get("tunnel")
+    if isinstance(tunnel, dict) and isinstance(tunnel.get("relay_endpoint"), str):
+        # behind a relay: DNS names the relay, not the home (docs/relay.md)
+        table.setdefault("relay", [tunnel["relay_endpoint"].rpartition(":")[0].strip("[]")])
+        table.setdefault("sources", [Source.RELAY.value])
     result: DdnsSettings = _from_table(DdnsSettings, "ddns", table, base, _data_dir(data, base))
     return result
 

@@ -1,6 +1,8 @@
 """Where the public address comes from: the router (NAT-PMP, UPnP IGD, PCP), STUN servers, a
-local interface and HTTPS echo services. Each source gives an :class:`Observation`; a source that
-fails gives one too, with the reason, because "the router would not say" is evidence.
+local interface and HTTPS echo services — or, for a home behind a relay (docs/relay.md), the
+relay's public address, which is where phones must go. Each source gives an
+:class:`Observation`; a source that fails gives one too, with the reason, because "the router
+would not say" is evidence.
 
 Sources run in the order the configuration lists them; IPv4 and IPv6 are observed separately.
 """
@@ -44,6 +46,8 @@ class Source(StrEnum):
     STUN = "stun"
     INTERFACE = "interface"
     ECHO = "echo"
+    #: The relay's public address ([ddns] relay, else the host of [tunnel] relay_endpoint).
+    RELAY = "relay"
 
 
 #: Sources that report the router's own WAN address (not what the internet sees).
@@ -54,6 +58,9 @@ OUTSIDE_SOURCES = frozenset({Source.STUN, Source.ECHO})
 #: Refusal tag: the router says it has no usable public address (NAT-PMP result 3, PCP result 7,
 #: or UPnP GetExternalIPAddress answering empty / 0.0.0.0).
 NO_PUBLIC_ADDRESS = "no-public-address"
+#: Refusal tag: the relay has no address of this family (a relay with IPv4 only: the other
+#: sources decide the AAAA record).
+RELAY_LACKS_FAMILY = "relay-lacks-family"
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,6 +288,47 @@ def from_pcp6(router: str | None, *, port: int | None = None) -> Observation:
     return Observation(Source.PCP, gateway, 6, address=address)
 
 
+def from_relay(relays: tuple[str, ...], families: tuple[int, ...]) -> list[Observation]:
+    """The relay's public addresses, per family: each entry is an address or a name (resolved
+    by the system's resolver; the relay's own name, never one the DNS follower publishes)."""
+    found: dict[int, list[tuple[str, IPAddress]]] = {4: [], 6: []}
+    errors: list[str] = []
+    for relay in relays:
+        host = relay.strip("[]")
+        try:
+            literal = ipaddress.ip_address(host)
+        except ValueError:
+            try:
+                infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+            except (socket.gaierror, UnicodeError) as exc:
+                errors.append(f"the relay's name {host} does not resolve: {exc}")
+                continue
+            for info in infos:
+                address = ipaddress.ip_address(str(info[4][0]).split("%", maxsplit=1)[0])
+                if (host, address) not in found[address.version]:
+                    found[address.version].append((host, address))
+        else:
+            found[literal.version].append((host, literal))
+    out = []
+    for family in families:
+        if found[family]:
+            via, address = found[family][0]
+            out.append(Observation(Source.RELAY, via, family, address=address))
+        elif errors:
+            out.append(Observation(Source.RELAY, relays[0], family, error="; ".join(errors)))
+        else:
+            out.append(
+                Observation(
+                    Source.RELAY,
+                    ", ".join(relays),
+                    family,
+                    error=f"the relay has no IPv{family} address",
+                    refusal=RELAY_LACKS_FAMILY,
+                )
+            )
+    return out
+
+
 def parse_echo(body: bytes) -> IPAddress:
     text = body[:MAX_ECHO_BODY].decode("ascii", "replace").strip()
     try:
@@ -328,4 +376,6 @@ def gather(settings: DdnsSettings) -> list[Observation]:
                 )
             case Source.ECHO:
                 found.extend(from_echo(url) for url in settings.echo_urls)
+            case Source.RELAY:
+                found.extend(from_relay(settings.relay, settings.families))
     return found

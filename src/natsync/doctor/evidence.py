@@ -340,6 +340,9 @@ class RelayEvidence:
     #: Outside runs (``--relay``): a TLS handshake through the relay, which only completes when
     #: the tunnel, the home edge and its listener carry it ("" when it did; None: not tried).
     through: str | None = None
+    #: Inside-out runs: the deployment's [ddns] publishes the relay's address (its sources have
+    #: ``relay``); False: it publishes the home's; None: no [ddns] names, or an outside run.
+    ddns_relay: bool | None = None
 
 
 @dataclass(slots=True)
@@ -351,6 +354,8 @@ class InsideEvidence:
     notes: list[str] = field(default_factory=list)
     #: The home's end of the relay tunnel ([tunnel]); None when the file has none.
     tunnel: TunnelEvidence | None = None
+    #: [ddns] follows the relay (its sources have ``relay``); None: [ddns] names nothing.
+    ddns_relay: bool | None = None
     #: The edge's relayed listener ([edge] relayed_listen), as a TCP connection.
     relayed: Connect | None = None
     #: This host's global IPv6 addresses and the router's IPv6 firewall status (for the

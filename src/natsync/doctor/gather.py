@@ -990,10 +990,15 @@ def gather_inside_sync(config: Path, timeout: float) -> InsideEvidence:
     """The ddns verdict, the router's mappings and the edge pin, from the deployment's config."""
     from natsync.ddns.agreement import judge
     from natsync.ddns.settings import load_ddns, load_portmap
+    from natsync.ddns.sources import Source
     from natsync.ddns.sources import gather as observe
 
     evidence = InsideEvidence()
     ddns = load_ddns(config)
+    if ddns.names:
+        evidence.ddns_relay = Source.RELAY in ddns.sources
+    # the home's own NAT (the relay source says where DNS should point, not what the home has)
+    ddns = replace(ddns, sources=tuple(s for s in ddns.sources if s != Source.RELAY))
     if ddns.sources and (ddns.stun_servers or ddns.echo_urls or ddns.interface or ddns.router):
         observations = observe(ddns)
         verdict = judge(observations, 4 if 4 in ddns.families else 6)
@@ -1212,6 +1217,7 @@ async def gather_relay(
         edge=inside.relayed,
         servers=servers,
         error=error,
+        ddns_relay=inside.ddns_relay,
     )
 
 

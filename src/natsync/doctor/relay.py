@@ -62,15 +62,37 @@ def check_relay(ev: RelayEvidence) -> list[Finding]:
     if ev.error:
         evidence.append(ev.error)
     states["DNS"] = bool(published) and published <= relay_set
+    if ev.ddns_relay is not None:
+        evidence.append(
+            "[ddns] publishes the relay's address (source relay)"
+            if ev.ddns_relay
+            else "[ddns] publishes the home's own address (its sources have no relay)"
+        )
     if not states["DNS"]:
         where = ", ".join(ev.relay_addresses) or "the relay's public address"
+        if ev.ddns_relay is False:
+            fix = (
+                f'Let the DNS follower publish the relay\'s address: in [ddns] write sources = '
+                f'["relay"] (the default when the file has a [tunnel] table and no sources), '
+                f"and natsync run publishes {where} for {ev.name}."
+            )
+        elif ev.ddns_relay:
+            fix = (
+                f"[ddns] already follows the relay: is natsync run's ddns part running? "
+                f"`natsync ddns update {CONFIG_ARG}` publishes {where} now, and `natsync ddns "
+                "status` says why it did not."
+            )
+        else:
+            fix = (
+                f"Point the records of {ev.name} at {where}: let natsync publish them ([ddns] "
+                'with sources = ["relay"], docs/relay.md), or a static record at the DNS '
+                "provider."
+            )
         broken = (
             "DNS",
             "Phones dial what DNS gives; behind carrier-grade NAT only the relay can be "
             "reached, so every address of the name must be the relay's.",
-            f"Point the A record of {ev.name} at {where} (a static record at the DNS "
-            "provider); and keep `natsync ddns` from publishing the home's address: take the "
-            "name out of [ddns] names.",
+            fix,
         )
     # The relay: its public port answers.
     if ev.relay_port is not None:
