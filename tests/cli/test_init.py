@@ -4,7 +4,10 @@ port 25 is noticed and its two choices written as asked; it ends with the phone'
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import subprocess
+import sys
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +17,7 @@ from click.testing import CliRunner
 
 from natsync.cli import main
 from natsync.deployment import load_deployment
+from natsync.lab.runner import NATSYNC
 from tests.cli.test_run import free_ports
 
 
@@ -129,3 +133,94 @@ def test_it_prints_the_mail_domains_records_with_the_dkim_key_it_made(tmp_path: 
     added = CliRunner().invoke(main, [*args, "--password-stdin"], input="a long password\n")
     assert added.exit_code == 0, added.output
     assert args[:4] == ["user", "add", "you", "--email"]
+
+
+@pytest.fixture
+def no_route_out() -> Iterator[str]:
+    """A network namespace of its own (loopback, and a veth whose other end is in the same
+    namespace: default routes for both families that lead nowhere), so a wildcard listener
+    touches nothing of the host and the portmap part finds a gateway that never answers."""
+    if os.geteuid() != 0:
+        pytest.skip("network namespaces need root (CI runs as root)")
+    name = f"nsinit-{os.getpid()}"
+    commands = (
+        ["ip", "netns", "add", name],
+        ["ip", "-n", name, "link", "set", "lo", "up"],
+        ["ip", "-n", name, "link", "add", "v0", "type", "veth", "peer", "name", "v1"],
+        ["ip", "-n", name, "link", "set", "v0", "up"],
+        ["ip", "-n", name, "link", "set", "v1", "up"],
+        ["ip", "-n", name, "addr", "add", "192.168.77.2/24", "dev", "v0"],
+        ["ip", "-n", name, "-6", "addr", "add", "2001:db8:77::2/64", "dev", "v0", "nodad"],
+        ["ip", "-n", name, "route", "add", "default", "via", "192.168.77.1"],
+        ["ip", "-n", name, "-6", "route", "add", "default", "via", "2001:db8:77::1"],
+    )
+    try:
+        for command in commands:
+            subprocess.run(command, check=True, capture_output=True)
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+def test_ipv6_writes_a_dual_stack_deployment_check_accepts_and_run_serves(
+    tmp_path: Path, no_route_out: str
+) -> None:
+    """`init --ipv6`: the edge and SMTP on both families, untranslated mappings (an IPv6
+    pinhole cannot translate), pinholes asked for ([portmap] ipv6); `natsync check` accepts it
+    and `natsync run` serves it on IPv4 and IPv6 (in a namespace: the public ports 443 and 25;
+    the router there never answers, so the portmap part keeps trying meanwhile)."""
+    args = [
+        "init", "mail.example.org", "-o", "natsync.toml", "--data-dir", "data", "--no-detect",
+        "-y", "--cert", "private-ca", "--ipv6", "--portmap", "--router", "192.168.77.1",
+        "--dns-server", "127.0.0.1:5353",
+    ]  # fmt: skip
+    done = subprocess.run(
+        ["ip", "netns", "exec", no_route_out, *NATSYNC, *args],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    config = tmp_path / "natsync.toml"
+    text = tomllib.loads(config.read_text())
+    assert text["edge"]["listen"] == "*:443"
+    assert text["server"]["smtp_listen"] == "[::]:25"
+    assert text["portmap"]["mappings"] == ["443/tcp", "25/tcp"]
+    assert text["portmap"]["ipv6"] == "auto"
+    assert text["ddns"]["families"] == [4, 6]
+    check = subprocess.run(
+        ["ip", "netns", "exec", no_route_out, *NATSYNC, "check", "-c", str(config)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "portmap" in check.stdout
+    log = tmp_path / "run.log"
+    with log.open("w") as err:
+        run = subprocess.Popen(
+            ["ip", "netns", "exec", no_route_out, *NATSYNC, "run", "-c", str(config), "--json"],
+            cwd=tmp_path, stdout=subprocess.PIPE, stderr=err, text=True,
+        )  # fmt: skip
+    try:
+        code = (
+            "import socket, time\n"
+            "deadline = time.monotonic() + 60\n"
+            "for host in ('127.0.0.1', '::1'):\n"
+            "    for port in (443, 25):\n"
+            "        while True:\n"
+            "            try:\n"
+            "                socket.create_connection((host, port), timeout=3).close()\n"
+            "                break\n"
+            "            except OSError:\n"
+            "                if time.monotonic() > deadline: raise\n"
+            "                time.sleep(0.2)\n"
+            "print('both families')\n"
+        )
+        reach = subprocess.run(
+            ["ip", "netns", "exec", no_route_out, sys.executable, "-c", code],
+            capture_output=True, text=True, timeout=90, check=False,
+        )  # fmt: skip
+        assert run.poll() is None, log.read_text()[-3000:]
+        assert reach.stdout.strip() == "both families", reach.stderr + log.read_text()[-3000:]
+    finally:
+        run.send_signal(signal.SIGTERM)
+        run.wait(60)
+        if run.stdout is not None:
+            run.stdout.close()

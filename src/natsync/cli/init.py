@@ -34,6 +34,19 @@ INTERNAL_SERVER_PORT = 9443
 #: The name the internal server's certificate carries (the edge checks it with the CA).
 INTERNAL_NAME = "localhost"
 _MTA_NOTE = " (from the local MTA, which relays to it)"
+#: --listen's default: every IPv4 address (the router forwards to this machine).
+IPV4_ANY = "0.0.0.0"  # noqa: S104 - the public side
+#: With --ipv6: the edge's spelling for every address of both families (natsync.edge.config),
+#: and the server's SMTP listener's (a bracketed "::" takes IPv4 too, natsync.server).
+EDGE_DUAL_STACK = "*"
+SMTP_DUAL_STACK = "[::]"
+_DUAL_NOTE = "  # both IPv4 and IPv6"
+
+
+def _mapping(public: int, local: int) -> str:
+    """A [portmap] mapping: untranslated when the ports agree ("443/tcp"), which an IPv6
+    pinhole can carry too; translated ("443:8443/tcp") is IPv4 only (IPv6 is not translated)."""
+    return f"{public}/tcp" if public == local else f"{public}:{local}/tcp"
 
 
 @dataclass(slots=True)
@@ -142,12 +155,16 @@ def render(
 ) -> str:
     """The commented deployment file."""
     tls = data_dir / "tls"
-    smtp_listen = f"127.0.0.1:{ports['smtp']}" if smtp_via_mta else f"{listen}:{ports['smtp']}"
-    mappings = [f"443:{ports['https']}/tcp"]
+    edge_host = listen
+    smtp_host = listen
+    if ipv6 and listen == IPV4_ANY:  # dual stack: phones on IPv6 networks reach the same parts
+        edge_host, smtp_host = EDGE_DUAL_STACK, SMTP_DUAL_STACK
+    smtp_listen = f"127.0.0.1:{ports['smtp']}" if smtp_via_mta else f"{smtp_host}:{ports['smtp']}"
+    mappings = [_mapping(443, ports["https"])]
     if not smtp_via_mta:
-        mappings.append(f"25:{ports['smtp']}/tcp")
+        mappings.append(_mapping(25, ports["smtp"]))
     if cert_mode == "acme":
-        mappings.append(f"80:{ports['http']}/tcp")
+        mappings.append(_mapping(80, ports["http"]))
     public_cert = "public"
     edge_http = ""
     if cert_mode == "acme":  # the router's port 80 goes here
@@ -184,7 +201,7 @@ trusted_proxies = ["127.0.0.1"]
 [edge]
 # What phones see: TLS with the public certificate, only ActiveSync, Autodiscover and ACME
 # paths published, held Pings never cut by a timeout.
-listen = {_q(f"{listen}:{ports['https']}")}
+listen = {_q(f"{edge_host}:{ports['https']}")}{_DUAL_NOTE if edge_host == EDGE_DUAL_STACK else ""}
 backend_name = {_q(INTERNAL_NAME)}                 # the server's certificate names it
 backend_ca = {_q(str(data_dir / "ca" / "ca.pem"))}  # and this CA issued it
 admin_listen = {_q(edge_admin_listen)}          # edge /healthz and /metrics: never publish it
@@ -250,6 +267,13 @@ families = {"[4, 6]" if ipv6 else "[4]"}
 # renewed before they expire, removed on stop.
 method = "auto"
 mappings = {_list(mappings)}
+"""
+    if ipv6:
+        portmap_text += """# IPv6: the same ports opened in the router's IPv6 firewall (pinholes,
+# PCP or UPnP IGDv2), held beside the IPv4 mappings (docs/ipv6.md). IPv6 is not
+# translated: a pinhole opens the port phones dial on this machine itself, so the
+# parts listen on the public ports.
+ipv6 = "auto"
 """
     if router:
         portmap_text += f"router = {_q(router)}\n"
@@ -369,7 +393,12 @@ def _default_output() -> Path:
 @click.option(
     "--dns-name", "dns_names", multiple=True, help="Another name to keep (the MX target)."
 )
-@click.option("--ipv6", is_flag=True, help="Publish AAAA too (the router lets IPv6 in).")
+@click.option(
+    "--ipv6",
+    is_flag=True,
+    help="Dual stack: publish AAAA too, listen on IPv6 as well, and open IPv6 pinholes for the "
+    "public ports (which the parts then listen on: no translation over IPv6).",
+)
 @click.option("--dns-ttl", type=click.IntRange(1, 86400), default=DEFAULT_TTL, show_default=True)
 @click.option(
     "--dns-interval", type=click.FloatRange(0.1), default=DEFAULT_INTERVAL, show_default=True,
@@ -422,7 +451,9 @@ def init(
         for note in found.notes:
             click.echo(f"  - {note}")
 
-    ports = dict(PRIVILEGED if root else UNPRIVILEGED)
+    # IPv6 pinholes open the port phones dial on this machine itself (no translation), so with
+    # --ipv6 the parts take the public ports (the systemd unit gives CAP_NET_BIND_SERVICE).
+    ports = dict(PRIVILEGED if root or ipv6 else UNPRIVILEGED)
     for key, flag in (("https", https_port), ("smtp", smtp_port), ("http", http_port)):
         if flag is not None:
             ports[key] = flag

@@ -126,6 +126,8 @@ def _bindable(hostport: str, setting: str, problems: list[Problem], reuse: bool 
     port = int(port_text)
     if port == 0:
         return
+    if host == "*":  # the edge's every address of both families: "::" takes IPv4 too on Linux
+        host = "::"
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
