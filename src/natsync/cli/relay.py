@@ -101,7 +101,10 @@ def init(
         click.echo(f"wrote the home's {home_files[0]} and {home_files[1]} (0600)")
     click.echo(f"start the relay here with: natsync relay run -c {config_file}")
     click.echo(f"open UDP {tunnel_port}, TCP 443 and TCP 25 on this server's firewall;")
-    click.echo("point the DNS record (A) of the public name at this server.\n")
+    click.echo(
+        "DNS of the public name points at this server: natsync run at home publishes it "
+        "([ddns] follows the relay once [tunnel] is in its file).\n"
+    )
     click.echo("At home, write the tunnel key (readable by natsync only):")
     click.echo(f"  (umask 077; echo '{result.home_private_key}' > /etc/natsync/tunnel.key)")
     click.echo("and add to natsync.toml:\n")

@@ -136,7 +136,7 @@ class DdnsSettings:
         if not self.relay:
             raise ConfigError(
                 'ddns.sources has "relay" but the relay is not known: add a [tunnel] table '
-                "(natsync relay init prints it) or ddns.relay = [\"<the relay's address>\"]"
+                '(natsync relay init prints it) or ddns.relay = ["<the relay\'s address>"]'
             )
         names = {n.rstrip(".").lower() for n in self.names}
         for relay in self.relay:

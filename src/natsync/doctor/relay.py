@@ -72,7 +72,7 @@ def check_relay(ev: RelayEvidence) -> list[Finding]:
         where = ", ".join(ev.relay_addresses) or "the relay's public address"
         if ev.ddns_relay is False:
             fix = (
-                f'Let the DNS follower publish the relay\'s address: in [ddns] write sources = '
+                f"Let the DNS follower publish the relay's address: in [ddns] write sources = "
                 f'["relay"] (the default when the file has a [tunnel] table and no sources), '
                 f"and natsync run publishes {where} for {ev.name}."
             )
