@@ -208,7 +208,12 @@ class PcpClient:
     def map(
         self, protocol: str, internal_port: int, external_port: int, lifetime: int
     ) -> PcpMapping:
-        client = self.client_address()
+        try:
+            client = self.client_address()
+        except OSError as exc:  # no route to the gateway (e.g. no IPv6 route): nothing to ask
+            raise RouterUnreachable(
+                f"PCP to {self.gateway}:{self.port}: {exc.strerror or exc} (no route to the router)"
+            ) from exc
         nonce = mapping_nonce(protocol, internal_port, client)
         request = encode_map_request(
             nonce, protocol, internal_port, external_port, lifetime, client

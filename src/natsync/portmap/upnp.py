@@ -280,7 +280,13 @@ def discover(*, timeout: float = DISCOVERY_TIMEOUT, bind: str = "") -> str:
         sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 2)
         sock.bind((bind, 0))
         for target in SEARCH_TARGETS:
-            sock.sendto(encode_msearch(target), SSDP_ADDRESS)
+            try:
+                sock.sendto(encode_msearch(target), SSDP_ADDRESS)
+            except OSError as exc:  # no IPv4 route at all (an IPv6-only host): no IGD to ask
+                raise RouterUnreachable(
+                    f"cannot search the LAN for a UPnP router: {exc.strerror or exc} (this host "
+                    "has no IPv4 route)"
+                ) from exc
         deadline = time.monotonic() + timeout
         while (left := deadline - time.monotonic()) > 0:
             sock.settimeout(left)
