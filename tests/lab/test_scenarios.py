@@ -15,7 +15,7 @@ from natsync.lab import topology as t
 from natsync.lab.narrate import Narration
 from natsync.lab.runner import Lab
 from natsync.lab.scenarios import registry
-from natsync.lab.world import PUBLIC_NAME, World, finding
+from natsync.lab.world import MX_NAME, PUBLIC_NAME, World, finding
 from tests.lab.conftest import require_lab
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
@@ -155,7 +155,9 @@ def test_carrier_grade_nat(play: Any) -> None:
     inside = get(narr.reports["doctor-cgnat"], "inside", "Carrier-grade")
     assert inside["severity"] == "fail"
     assert inside["title"] == "Carrier-grade NAT: phones cannot reach this network"
-    # the relay fix: the phone dialled the VPS, synced, and got the second phone's mail by push
+    # the relay fix: DNS follows the relay ([ddns] source relay, from the [tunnel] table) ...
+    assert narr.reports["ddns-relay"] == {PUBLIC_NAME: [t.VPS], MX_NAME: [t.VPS]}
+    # ... the phone dialled the VPS, synced, and got the second phone's mail by push
     assert narr.reports["relay-sync"]["address"] == t.VPS
     assert narr.reports["relay-sync"]["ok"] is True
     assert narr.reports["relay-push"]["push"]["changed"] is True

@@ -508,13 +508,26 @@ key = "{tls / "public.key"}"
         self.wait_listening(self.lab.lan, RELAY_HOME_SMTP_PORT, self.server)
 
     def relay_deployment(self) -> Path:
-        """The home's whole deployment file for the doctor: natsync.toml with the [tunnel]
-        table `natsync relay init` wrote and the edge's [edge] table (relayed listener)."""
+        """The home's whole deployment file: natsync.toml with the [tunnel] table `natsync
+        relay init` wrote and the edge's [edge] table (relayed listener); its [ddns] follows
+        the relay (source ``relay`` first: A = the relay; the home's own sources stay listed,
+        for the doctor's view of the home's NAT)."""
         path = self.dir / "home" / "deployment.toml"
         home = (self.dir / "home" / "home.toml").read_text()
         tunnel = home.split("\n[edge]", 1)[0]  # its [edge] lines are in edge.toml already
-        path.write_text("\n".join([self.config.read_text(), tunnel, self.edge_config.read_text()]))
+        config = self.config.read_text().replace(
+            'sources = ["natpmp", "upnp", "stun"]', 'sources = ["relay", "natpmp", "upnp", "stun"]'
+        )
+        path.write_text("\n".join([config, tunnel, self.edge_config.read_text()]))
         return path
+
+    def ddns_follow_relay(self) -> subprocess.CompletedProcess[str]:
+        """`natsync ddns update` with the relay deployment's file (as natsync run's ddns part
+        does): the name and the MX host get the relay's address; the phone a fresh cache."""
+        deployment = str(self.relay_deployment())
+        done = self.lab.natsync("ddns", "update", "--json", "--config", deployment)
+        self.set_phone(sticky=None)
+        return done
 
     def stop_relay(self) -> None:
         for proc in (self.dial, self.relay):

@@ -4,7 +4,8 @@ address and says why, portmap says mapping is impossible, the doctor fails the d
 the reason. Three fixes: a relay on a small public server (`natsync relay`: the home dials out to
 it over WireGuard, it forwards the published ports back with PROXY v2, TLS still ends at home);
 IPv6, which the carrier does not translate (an AAAA record and a pinhole in the router's IPv6
-firewall, opened by `natsync portmap --method pcp6`); and a public address from the ISP."""
+firewall, held by the portmap part as `natsync run` holds it: ``[portmap] ipv6 = "pcp6"``); and
+a public address from the ISP."""
 
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ from typing import Any
 
 from natsync.lab import topology as t
 from natsync.lab.narrate import Narration
+from natsync.lab.runner import NATSYNC
 from natsync.lab.scenarios._common import doctor_step
-from natsync.lab.world import World, finding
+from natsync.lab.world import MX_NAME, PUBLIC_NAME, World, finding
 
 #: The port phones dial.
 HTTPS = 443
@@ -122,10 +124,21 @@ def _relay_fix(world: World, narr: Narration) -> None:
     world.relay_smtp()
     narr.note(
         f"fix: `natsync relay` on a small public server ({t.VPS}); the home dials out to it "
-        "over WireGuard; DNS (the name and the MX host) names the relay; the server takes mail "
-        "from the relay on the tunnel address (smtp_relayed_listen, PROXY from the relay only)"
+        "over WireGuard; the server takes mail from the relay on the tunnel address "
+        "(smtp_relayed_listen, PROXY from the relay only)"
     )
-    world.point_name(t.VPS)
+    followed = world.ddns_follow_relay()
+    named = {name: world.dig(name) for name in (PUBLIC_NAME, MX_NAME)}
+    narr.reports["ddns-relay"] = {k: sorted(v) for k, v in named.items()}
+    narr.expect(
+        "With the [tunnel] table in the file, `natsync ddns update` (natsync run's ddns part) "
+        "publishes the relay's address for the name and the MX host, not the home's",
+        expect_ok=True,
+        seen_ok=followed.returncode == 0 and all(v == {t.VPS} for v in named.values()),
+        detail=f"{named}; {followed.stderr.strip()[-200:]}",
+    )
+    if not all(v == {t.VPS} for v in named.values()):
+        world.point_name(t.VPS)  # the later steps still need DNS on the relay
     synced = world.phone_sync()
     narr.reports["relay-sync"] = synced
     narr.expect(
@@ -262,14 +275,15 @@ def _ipv6_fix(world: World, narr: Narration) -> None:
         seen_ok=refused.returncode == 0 or "pcp6" not in refused.stderr,
         detail=refused.stderr.strip()[-200:],
     )
-    done = lab.natsync("portmap", "add", f"{HTTPS}/tcp", "--method", "pcp6")
+    holder = _hold_pinhole(world)
+    synced = _sync_within(world, PINHOLE_OPEN)
     narr.expect(
-        "`natsync portmap add 443/tcp --method pcp6` opens the port in the router's IPv6 firewall",
+        '`[portmap] ipv6 = "pcp6"` with mappings = ["443/tcp"]: the portmap part (as natsync run '
+        "holds it: `natsync portmap hold`) opens the port in the router's IPv6 firewall",
         expect_ok=True,
-        seen_ok=done.returncode == 0,
-        detail=(done.stdout + done.stderr).strip()[-200:],
+        seen_ok=bool(synced.get("ok")) and holder.poll() is None,
+        detail=(world.dir / "portmap-hold.log").read_text().strip()[-300:],
     )
-    synced = world.phone_sync()
     narr.reports["ipv6-sync"] = synced
     narr.expect(
         "Through the pinhole, the phone syncs over IPv6",
@@ -322,6 +336,47 @@ def _ipv6_fix(world: World, narr: Narration) -> None:
         seen_ok=probe.returncode == 0,
         detail=probe.stderr.strip().splitlines()[-1] if probe.stderr.strip() else "connected",
     )
-    lab.natsync("portmap", "remove", f"{HTTPS}/tcp", "--method", "pcp6")
+    lab.forget(holder)  # SIGTERM: the part removes what it holds, as natsync run's stop does
+    gone = lab.ns(
+        lab.phone, "python3", "-c",
+        f"import socket\nsocket.create_connection(('{t.LAN6_HOST}', {HTTPS}), timeout=2)",
+        check=False,
+    )  # fmt: skip
+    narr.expect(
+        "Stopping the portmap part removes the pinhole: the router drops the phone's connection",
+        expect_ok=False,
+        seen_ok=gone.returncode == 0,
+        detail=gone.stderr.strip().splitlines()[-1] if gone.stderr.strip() else "connected",
+    )
     world.stop_edge()
     world.set_aaaa(None)
+
+
+#: Seconds for the portmap part to open the pinhole (one PCP round trip on the LAN; the IPv4
+#: mapping it tries first fails at once behind the carrier's NAT).
+PINHOLE_OPEN = 20.0
+
+
+def _hold_pinhole(world: World) -> Any:
+    """The deployment's [portmap] with the IPv6 pinhole, held by `natsync portmap hold` (the
+    portmap part of natsync run: both families, renewed, removed on stop)."""
+    text = world.config.read_text().replace(
+        'method = "upnp"\n', f'method = "upnp"\nmappings = ["{HTTPS}/tcp"]\nipv6 = "pcp6"\n'
+    )
+    path = world.dir / "pinhole.toml"
+    path.write_text(text)
+    return world.lab.spawn(
+        world.lab.lan, *NATSYNC, "portmap", "hold", "--config", str(path),
+        log="portmap-hold.log", env=world.lab.env(),
+    )  # fmt: skip
+
+
+def _sync_within(world: World, limit: float) -> dict[str, Any]:
+    started = time.monotonic()
+    synced: dict[str, Any] = {}
+    while time.monotonic() - started < limit:
+        synced = world.phone_sync()
+        if synced.get("ok"):
+            break
+        time.sleep(0.5)
+    return synced
