@@ -26,7 +26,7 @@ with atheris.instrument_imports(include=["natsync"]):
         decode_external_address_response,
         decode_mapping_response,
     )
-    from natsync.portmap.pcp import decode_map_response
+    from natsync.portmap.pcp import decode_map_response, decode_peer_response
     from natsync.portmap.upnp import parse_description, parse_soap_response, parse_ssdp_location
 
 TXID = bytes(range(12))
@@ -51,13 +51,19 @@ SEEDS = [
     + bytes(12)
     + TXID
     + bytes.fromhex("06000000" + "20fb01bb" + "00000000000000000000ffffc000030a"),
+    b"\x09"
+    + bytes.fromhex("028200000000007800000000")
+    + bytes(12)
+    + TXID
+    + bytes.fromhex("11000000" + "9c409c41" + "00000000000000000000ffff6440000a")
+    + bytes.fromhex("00090000" + "00000000000000000000ffffc0000201"),
 ]
 
 
 def test_one_input(data: bytes) -> None:
     if not data:
         return
-    kind, body = data[0] % 9, data[1:]
+    kind, body = data[0] % 10, data[1:]
     try:
         match kind:
             case 0:
@@ -76,6 +82,8 @@ def test_one_input(data: bytes) -> None:
                 parse_key(body.decode("utf-8", "replace"))
             case 8:
                 decode_map_response(body, TXID, "tcp")
+            case 9:
+                decode_peer_response(body, TXID, "udp", "192.0.2.1", 9)
             case _:
                 parse_echo(body)
     except (SourceError, PortMapError, ConfigError):

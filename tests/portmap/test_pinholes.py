@@ -6,6 +6,7 @@ port again; a port the router's policy refuses is said in plain words."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from natsync.lab.runner import Lab
-from natsync.lab.topology import LAN6_HOST
+from natsync.lab.topology import LAN6_HOST, LAN6_ROUTER, LAN_ROUTER
 from natsync.portmap import upnp
 from natsync.portmap.errors import MappingRefused, PortMapError
 from natsync.portmap.ipv6 import parse_ipv6_route
@@ -164,3 +165,62 @@ def test_a_held_pinhole_is_renewed_through_updatepinhole(lab: Lab, tmp_path: Pat
     done = lab.run_in(lab.lan, sys.executable, "-c", code)
     assert done.stdout.split() == ["created", "renewed", "True", "removed"], done.stderr
     assert _from_internet(lab).startswith("unreachable")
+
+
+# -- PCP PEER (RFC 6887 section 12) on the same miniupnpd: what it does with the opcode natsync
+# does not send in a deployment (docs/ipv6.md, "PCP MAP, not PEER").
+
+_PEER = (
+    "import json, socket, sys\n"
+    "from natsync.portmap.pcp import PcpClient\n"
+    "from natsync.portmap.errors import PortMapError\n"
+    "gateway, peer = sys.argv[1], sys.argv[2]\n"
+    "client = PcpClient(gateway)\n"
+    "family = socket.AF_INET6 if ':' in gateway else socket.AF_INET\n"
+    "with socket.socket(family, socket.SOCK_DGRAM) as held:\n"
+    "    held.bind((client.client_address(), 0))\n"
+    "    port = held.getsockname()[1]\n"
+    "    try:\n"
+    "        m = client.peer('udp', port, peer, 9, 120)\n"
+    "    except PortMapError as exc:\n"
+    "        print(json.dumps({'error': exc.message, 'code': getattr(exc, 'code', None)}))\n"
+    "        sys.exit()\n"
+    "    print(json.dumps({'port': port, 'external': str(m.external_address),\n"
+    "                      'external_port': m.external_port, 'lifetime': m.lifetime}))\n"
+    "    try:\n"
+    "        client.peer('udp', port, peer, 9, 0, m)\n"
+    "        print(json.dumps({'deleted': True}))\n"
+    "    except PortMapError as exc:\n"
+    "        print(json.dumps({'error': exc.message, 'code': getattr(exc, 'code', None)}))\n"
+)
+
+
+def _snat_rules(lab: Lab) -> str:
+    chain = ("inet", "miniupnpd", "postrouting_miniupnpd")
+    return lab.ns(lab.router, "nft", "list", "chain", *chain).stdout
+
+
+def _peer(lab: Lab, gateway: str, peer: str) -> list[dict[str, object]]:
+    done = lab.run_in(lab.lan, sys.executable, "-c", _PEER, gateway, peer)
+    assert done.stdout.startswith("{"), done.stderr
+    return [json.loads(line) for line in done.stdout.splitlines()]
+
+
+def test_pcp_peer_over_ipv4_maps_one_outbound_flow_and_miniupnpd_cannot_delete_it(
+    lab: Lab,
+) -> None:
+    """PEER over IPv4: one outbound flow's SNAT (this port to that peer, nothing inbound) with
+    the router's external address in the answer; the delete the RFC defines (lifetime 0,
+    section 15) is refused by miniupnpd 2.3.1's nftables backend, which cannot find its own
+    peer rule ("Failed to find PCP mapping"): the rule stays. natsync sends no PEER."""
+    created, deleted = _peer(lab, LAN_ROUTER, "198.51.100.1")
+    assert created["external"] == lab.wan_address
+    assert created["lifetime"] == 120
+    assert f"th dport {created['port']} th sport 9 snat ip to {lab.wan_address}" in _snat_rules(lab)
+    assert deleted == {"error": "the router has no room for more mappings", "code": 8}
+    assert f"th dport {created['port']} th sport 9" in _snat_rules(lab)  # left behind
+
+
+def test_pcp_peer_over_ipv6_is_not_supported_by_miniupnpd(lab: Lab) -> None:
+    (answer,) = _peer(lab, LAN6_ROUTER, "2a0e:97c0:1::1")
+    assert answer == {"error": "the router does not support PCP PEER", "code": 4}

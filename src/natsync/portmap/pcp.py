@@ -1,11 +1,19 @@
-"""PCP (RFC 6887), the MAP opcode only: the codec (sans-I/O) and a small blocking UDP client.
+"""PCP (RFC 6887), the MAP and PEER opcodes: the codec (sans-I/O) and a small blocking UDP
+client.
 
 PCP is NAT-PMP's successor on the same gateway port (5351). A MAP request asks for an inbound
 mapping and the answer carries the assigned external port *and address*, so PCP is both a
-port-mapping backend and an address source. A mapping is identified by a 96-bit nonce that must
-match when it is renewed or deleted (section 11.1); we derive it from /etc/machine-id and the
-mapping, so ``natsync portmap remove`` in a later process can delete what ``add`` created,
-without storing state. An off-path attacker cannot guess it (machine-id is not on the wire).
+port-mapping backend and an address source. A PEER request (section 12) names one remote peer:
+it creates or extends the mapping of a single outbound flow, which lets in that peer only.
+natsync's servers need MAP (anyone may connect), and no part sends PEER: the codec and
+:meth:`PcpClient.peer` are here, tested against Debian's miniupnpd, whose nftables backend
+creates a PEER mapping over IPv4 but cannot delete it and refuses PEER over IPv6 (why natsync
+keeps to MAP: docs/ipv6.md, "PCP MAP, not PEER").
+
+A mapping is identified by a 96-bit nonce that must match when it is renewed or deleted
+(section 11.1); we derive it from /etc/machine-id and the mapping, so ``natsync portmap remove``
+in a later process can delete what ``add`` created, without storing state. An off-path
+attacker cannot guess it (machine-id is not on the wire).
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ import ipaddress
 import os
 import socket
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
@@ -33,6 +42,9 @@ MAX_ATTEMPTS = 4
 #: Header (24) + MAP body (36), section 11.1; answers of other opcodes or with options are longer
 #: but capped by the 1100-byte maximum PCP message (section 7).
 MAP_SIZE = 60
+#: Header (24) + PEER body (56), section 12.1: the MAP fields, then the remote peer's port and
+#: address.
+PEER_SIZE = 80
 MAX_MESSAGE = 1100
 NONCE_SIZE = 12
 MACHINE_ID = Path("/etc/machine-id")
@@ -141,18 +153,74 @@ def encode_map_request(
     return header + body
 
 
-def decode_map_response(data: bytes, nonce: bytes, protocol: str) -> PcpMapping:
+def encode_peer_request(
+    nonce: bytes,
+    protocol: str,
+    internal_port: int,
+    lifetime: int,
+    client_address: str,
+    peer_address: str,
+    peer_port: int,
+    external_port: int = 0,
+    external_address: str = "",
+) -> bytes:
+    """A PEER request (section 12.1) for the flow from *internal_port* to the remote peer. A new
+    one suggests no external port or address; a renewal or a delete (lifetime 0, section 15)
+    suggests the ones assigned (section 12.3; miniupnpd finds the mapping to delete by them)."""
+    try:
+        peer, client = ipaddress.ip_address(peer_address), ipaddress.ip_address(client_address)
+    except ValueError as exc:
+        raise PortMapError(f"a PCP PEER request needs addresses: {exc}") from exc
+    if peer.version != client.version:
+        raise PortMapError("a PCP PEER request names a peer of the client's own address family")
+    if not 0 < peer_port <= 65535:
+        raise PortMapError("a PCP PEER request names the remote peer's port (1-65535)")
+    start = encode_map_request(
+        nonce, protocol, internal_port, external_port, lifetime, client_address
+    )
+    header = start[:1] + bytes([PcpOpcode.PEER]) + start[2:44]
+    suggested = _mapped(external_address) if external_address else start[44:60]
+    return header + suggested + struct.pack("!H2x", peer_port) + _mapped(peer_address)
+
+
+def _check_answer(data: bytes, opcode: PcpOpcode, size: int) -> None:
+    """Raise unless *data* is a successful PCP answer to *opcode* of at least *size* bytes."""
     if len(data) < 4:
         raise PortMapError(f"PCP answer too short ({len(data)} bytes)")
-    version, opcode, _, result = struct.unpack_from("!BBBB", data)
+    version, answered, _, result = struct.unpack_from("!BBBB", data)
     if version == 0:
         raise RouterUnreachable("the router speaks NAT-PMP only, not PCP (use --method natpmp)")
-    if version != PCP_VERSION or opcode != 0x80 | PcpOpcode.MAP:
-        raise PortMapError(f"not a PCP MAP answer (version {version}, opcode {opcode:#x})")
+    if version != PCP_VERSION or answered != 0x80 | opcode:
+        raise PortMapError(
+            f"not a PCP {opcode.name} answer (version {version}, opcode {answered:#x})"
+        )
+    if result == PcpResult.UNSUPP_OPCODE:
+        raise MappingRefused(f"the router does not support PCP {opcode.name}", code=result)
     if result != PcpResult.SUCCESS:
         raise MappingRefused(result_words(result), code=result)
-    if len(data) < MAP_SIZE:
-        raise PortMapError(f"PCP MAP answer too short ({len(data)} bytes)")
+    if len(data) < size:
+        raise PortMapError(f"PCP {opcode.name} answer too short ({len(data)} bytes)")
+
+
+def decode_peer_response(
+    data: bytes, nonce: bytes, protocol: str, peer_address: str, peer_port: int
+) -> PcpMapping:
+    """The PEER answer (section 12.2): the flow's external address and port, its lifetime."""
+    _check_answer(data, PcpOpcode.PEER, PEER_SIZE)
+    mapping = _decode_mapping(data, nonce, protocol)
+    (port,) = struct.unpack_from("!H", data, 60)
+    if port != peer_port or _unmapped(data[64:80]) != ipaddress.ip_address(peer_address):
+        raise PortMapError("PCP PEER answer names another remote peer")
+    return mapping
+
+
+def decode_map_response(data: bytes, nonce: bytes, protocol: str) -> PcpMapping:
+    _check_answer(data, PcpOpcode.MAP, MAP_SIZE)
+    return _decode_mapping(data, nonce, protocol)
+
+
+def _decode_mapping(data: bytes, nonce: bytes, protocol: str) -> PcpMapping:
+    """The fields MAP and PEER answers share (sections 11.1 and 12.1)."""
     lifetime, epoch = struct.unpack_from("!II", data, 4)
     if data[24:36] != nonce:
         raise PortMapError("PCP answer carries another mapping's nonce")
@@ -205,19 +273,52 @@ class PcpClient:
             sock.connect(self._target())
             return str(sock.getsockname()[0]).split("%", maxsplit=1)[0]
 
-    def map(
-        self, protocol: str, internal_port: int, external_port: int, lifetime: int
-    ) -> PcpMapping:
+    def _client(self) -> str:
         try:
-            client = self.client_address()
+            return self.client_address()
         except OSError as exc:  # no route to the gateway (e.g. no IPv6 route): nothing to ask
             raise RouterUnreachable(
                 f"PCP to {self.gateway}:{self.port}: {exc.strerror or exc} (no route to the router)"
             ) from exc
+
+    def map(
+        self, protocol: str, internal_port: int, external_port: int, lifetime: int
+    ) -> PcpMapping:
+        client = self._client()
         nonce = mapping_nonce(protocol, internal_port, client)
         request = encode_map_request(
             nonce, protocol, internal_port, external_port, lifetime, client
         )
+        return self._ask(request, nonce, lambda data: decode_map_response(data, nonce, protocol))
+
+    def peer(
+        self,
+        protocol: str,
+        internal_port: int,
+        peer_address: str,
+        peer_port: int,
+        lifetime: int,
+        assigned: PcpMapping | None = None,
+    ) -> PcpMapping:
+        """Create the mapping of the flow from *internal_port* to the remote peer (section 12),
+        or renew or (lifetime 0) delete the one *assigned* earlier."""
+        client = self._client()
+        nonce = mapping_nonce(f"{protocol}|peer|{peer_address}|{peer_port}", internal_port, client)
+        request = encode_peer_request(
+            nonce, protocol, internal_port, lifetime, client, peer_address, peer_port,
+            assigned.external_port if assigned else 0,
+            str(assigned.external_address) if assigned else "",
+        )  # fmt: skip
+        return self._ask(
+            request,
+            nonce,
+            lambda data: decode_peer_response(data, nonce, protocol, peer_address, peer_port),
+        )
+
+    def _ask(
+        self, request: bytes, nonce: bytes, decode: Callable[[bytes], PcpMapping]
+    ) -> PcpMapping:
+        """Send *request* with retransmissions (section 8.1.1) until an answer to it comes."""
         timeout = self.initial_timeout
         with socket.socket(self.family, socket.SOCK_DGRAM) as sock:
             sock.connect(self._target())
@@ -235,7 +336,7 @@ class PcpClient:
                     ) from exc
                 if len(data) >= 36 and data[0] == PCP_VERSION and data[24:36] != nonce:
                     continue  # an answer to an earlier or another request
-                return decode_map_response(data, nonce, protocol)
+                return decode(data)
         raise RouterUnreachable(
             f"no PCP answer from {self.gateway}:{self.port} after {self.attempts} tries "
             "(the router does not speak PCP, or it is switched off)"
