@@ -212,3 +212,18 @@ def test_ipv6_writes_a_dual_stack_deployment_check_accepts_and_run_serves(
         run.wait(60)
         if run.stdout is not None:
             run.stdout.close()
+
+
+def test_ipv6_with_acme_puts_port_80_on_both_families_too(tmp_path: Path) -> None:
+    args = [
+        "init", "mail.example.org", "-o", str(tmp_path / "natsync.toml"), "--data-dir",
+        str(tmp_path / "data"), "--no-detect", "-y", "--cert", "acme", "--email",
+        "op@example.org", "--ipv6", "--portmap", "--smtp-via-mta",
+    ]  # fmt: skip
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    text = tomllib.loads((tmp_path / "natsync.toml").read_text())
+    assert text["edge"]["listen"] == "*:443"
+    assert text["edge"]["http_listen"] == "*:80"  # ACME HTTP-01 over IPv6 as well
+    assert text["portmap"]["mappings"] == ["443/tcp", "80/tcp"]
+    assert text["server"]["smtp_listen"] == "127.0.0.1:2525"  # the local MTA's, unchanged

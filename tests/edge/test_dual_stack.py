@@ -23,6 +23,8 @@ from tests.edge.conftest import PUBLIC_NAME, Pki, edge_config
 from tests.edge.test_render import HAPROXY, NGINX
 
 PORT = 18443
+HTTP_PORT = 18080
+LAN4, LAN6 = "192.168.77.2", "2001:db8:77::2"
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -59,6 +61,7 @@ def test_the_edge_on_star_answers_over_ipv4_and_ipv6(tmp_path: Path, pki: Pki) -
     config = tmp_path / "edge.toml"
     config.write_text(f"""[edge]
 listen = "*:{PORT}"
+http_listen = "*:{HTTP_PORT}"
 backend = "127.0.0.1:9"
 backend_name = "server.internal"
 backend_ca = "{pki.ca_file}"
@@ -74,6 +77,16 @@ key = "{pki.edge_key}"
     subprocess.run(["ip", "netns", "add", namespace], check=True)
     try:
         subprocess.run(["ip", "-n", namespace, "link", "set", "lo", "up"], check=True)
+        # addresses beyond loopback (a veth whose ends are both in the namespace), so a
+        # listener on loopback only would not pass
+        for command in (
+            ["link", "add", "v0", "type", "veth", "peer", "name", "v1"],
+            ["link", "set", "v0", "up"],
+            ["link", "set", "v1", "up"],
+            ["addr", "add", f"{LAN4}/24", "dev", "v0"],
+            ["-6", "addr", "add", f"{LAN6}/64", "dev", "v0", "nodad"],
+        ):
+            subprocess.run(["ip", "-n", namespace, *command], check=True)
         with (tmp_path / "edge.log").open("wb") as log:
             edge = subprocess.Popen(
                 ["ip", "netns", "exec", namespace, *NATSYNC, "edge", "run", "--config",
@@ -85,7 +98,7 @@ key = "{pki.edge_key}"
                 "import socket, ssl, sys, time\n"
                 f"ctx = ssl.create_default_context(cafile={str(pki.ca_file)!r})\n"
                 "out = []\n"
-                "for host in ('127.0.0.1', '::1'):\n"
+                f"for host in ('127.0.0.1', '::1', '{LAN4}', '{LAN6}'):\n"
                 "    for _ in range(100):\n"
                 "        try:\n"
                 f"            raw = socket.create_connection((host, {PORT}), timeout=2)\n"
@@ -96,6 +109,10 @@ key = "{pki.edge_key}"
                 "    tls.sendall(b'GET /Microsoft-Server-ActiveSync HTTP/1.1\\r\\n"
                 f"Host: {PUBLIC_NAME}\\r\\nConnection: close\\r\\n\\r\\n')\n"
                 "    out.append(host + ' ' + tls.recv(12).decode())\n"
+                f"    plain = socket.create_connection((host, {HTTP_PORT}), timeout=2)\n"
+                "    plain.sendall(b'GET / HTTP/1.1\\r\\nHost: x\\r\\n'\n"
+                "                  b'Connection: close\\r\\n\\r\\n')\n"
+                "    out.append(host + ' ' + plain.recv(12).decode())\n"
                 "print('|'.join(out))\n"
             )
             done = subprocess.run(
@@ -103,9 +120,10 @@ key = "{pki.edge_key}"
                 capture_output=True, text=True, timeout=60, check=False,
             )  # fmt: skip
             answers = done.stdout.strip().split("|")
-            assert len(answers) == 2, done.stderr + (tmp_path / "edge.log").read_text()
-            assert answers[0].startswith("127.0.0.1 HTTP/1.1 ")
-            assert answers[1].startswith("::1 HTTP/1.1 ")
+            assert len(answers) == 8, done.stderr + (tmp_path / "edge.log").read_text()
+            for i, host in enumerate(("127.0.0.1", "::1", LAN4, LAN6)):
+                assert answers[2 * i].startswith(f"{host} HTTP/1.1 ")  # TLS, the edge
+                assert answers[2 * i + 1].startswith(f"{host} HTTP/1.1 30")  # port 80: to HTTPS
         finally:
             edge.terminate()
             edge.wait(10)

@@ -168,7 +168,7 @@ def render(
     public_cert = "public"
     edge_http = ""
     if cert_mode == "acme":  # the router's port 80 goes here
-        http_listen = f"{listen}:{ports['http']}"
+        http_listen = f"{edge_host}:{ports['http']}"
         edge_http = (
             f"http_listen = {_q(http_listen)}   # port 80: ACME HTTP-01, the rest -> HTTPS\n"
         )
