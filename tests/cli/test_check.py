@@ -3,6 +3,7 @@ clear line naming the file, key or port (with its fix), exit 1, and never a trac
 
 from __future__ import annotations
 
+import re
 import shutil
 import socket
 from collections.abc import Iterator
@@ -24,11 +25,24 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
 
 
 @pytest.fixture
-def busy_port() -> Iterator[int]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+def busy_port(base: tuple[Path, str]) -> Iterator[int]:
+    """A port another program listens on — never one the file's parts would bind (a second
+    server process binds server.port + 1, so neighbours of the file's ports are avoided)."""
+    taken = {int(p) for p in re.findall(r"(?<![\d.])(\d{4,5})(?!\d)", base[1])}
+    near = {p + d for p in taken for d in range(-2, 3)}
+    held: list[socket.socket] = []
+    try:
+        while True:
+            sock = socket.socket()
+            held.append(sock)
+            sock.bind(("127.0.0.1", 0))
+            if int(sock.getsockname()[1]) not in near:
+                break
         sock.listen()
         yield int(sock.getsockname()[1])
+    finally:
+        for each in held:
+            each.close()
 
 
 def _edit(text: str, key: str, value: str) -> str:
