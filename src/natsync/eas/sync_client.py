@@ -246,7 +246,7 @@ def _after_write(
 ) -> tuple[Effect, ...]:
     """The class hook after a client write (Calendar: invitations); KickRelay if it queued mail."""
     hook = codec.after_client_write
-    return kick_relay(hook is not None and hook(ctx.txn, ctx.user, old, new, ctx.now))
+    return kick_relay(hook is not None and hook(ctx.txn, ctx.user, old, new, ctx.now, ctx.rng))
 
 
 def _client_add(ctx: Context, folder: Folder, cmd: Element, known: dict[str, int]) -> Outcome:
