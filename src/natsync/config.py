@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from natsync.base.provision import check_overrides
 from natsync.errors import ConfigError
 
 #: Largest request body the server reads (a SendMail with attachments is the big one). Larger
@@ -96,7 +97,7 @@ class ServerConfig:
     realm: str = "natsync"
     #: Public name phones use (Autodiscover answers with https://<public_name>/...).
     public_name: str = ""
-    #: Overrides of EASProvisionDoc settings by name (see natsync.eas.policy).
+    #: Overrides of EASProvisionDoc settings by name (natsync.base.provision names them).
     policy: dict[str, int | str] = field(default_factory=dict)
     #: Addresses of proxies (the edge) whose X-Forwarded-For the server believes: a request
     #: from one of them is logged and rate-limited under the address that proxy names. From any
@@ -197,8 +198,6 @@ class ServerConfig:
                 raise ConfigError(
                     f"server.smtp_proxy_protocol_from has {proxy!r}: an IP address is needed"
                 ) from None
-        from natsync.eas.policy import check_overrides
-
         check_overrides(self.policy)
 
 

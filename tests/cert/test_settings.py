@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import json
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
-from natsync.cert.settings import RENAMED, parse_cert_table
+from natsync.cert.settings import RENAMED, CertSettings, parse_cert_table
 from natsync.cli import main
 from natsync.deployment import deployment_from_dict, load_deployment
 from natsync.errors import ConfigError
@@ -72,6 +73,30 @@ def test_the_old_keys_of_natsync_run_still_work(tmp_path: Path) -> None:
 def test_mistakes_name_the_key(table: dict[str, object], match: str) -> None:
     with pytest.raises(ConfigError, match=match):
         parse_cert_table(table)
+
+
+@pytest.mark.parametrize(
+    ("changes", "match"),
+    [
+        ({"mode": "letsencrypt"}, "cert.mode must be one of"),
+        ({"names": ()}, "cert.name: the public name to certify"),
+        ({"directory": "ftp://ca.test/dir"}, "cert.directory"),
+        ({"challenge": "http-02"}, "cert.challenge must be one of"),
+        ({"ports_open": "22"}, "cert.ports_open"),
+        ({"key": "dsa"}, "cert.key must be one of"),
+        ({"http_listen": "80"}, "cert.http_listen must be host:port"),
+    ],
+)
+def test_settings_are_valid_when_constructed(changes: dict[str, object], match: str) -> None:
+    """Not only the parser: CertSettings itself refuses what cannot work (``__post_init__``),
+    made directly or by ``replace`` on good settings."""
+    good = CertSettings(names=("a.example.com",))
+    assert good.mode == "acme"
+    assert good.reachable == (None, None)
+    with pytest.raises(ConfigError, match=match):
+        CertSettings(**{"names": ("a.example.com",), **changes})  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=match):
+        replace(good, **changes)  # type: ignore[arg-type]
 
 
 def test_files_mode_needs_no_name() -> None:

@@ -3,6 +3,7 @@ recurring task (next occurrence, Regenerate, DeadOccur, Until, Occurrences), Fil
 
 from __future__ import annotations
 
+import random
 from datetime import UTC, date, datetime
 
 import pytest
@@ -175,11 +176,11 @@ def test_after_client_write_keeps_the_completed_occurrence(store: Store) -> None
         sent = tasks.apply_change(old.data, _with_recurrence(old.data), V16_1)
         new = txn.update_item(old.id, sent)
         assert tasks.CODEC.after_client_write is not None
-        assert tasks.CODEC.after_client_write(txn, user, old, new, NOW) is False
+        assert tasks.CODEC.after_client_write(txn, user, old, new, NOW, random.Random(1)) is False
         # a second write of the same completed state does nothing more
         again = txn.get_item(user.id, new.server_id)
         assert again is not None
-        tasks.CODEC.after_client_write(txn, user, again, again, NOW)
+        tasks.CODEC.after_client_write(txn, user, again, again, NOW, random.Random(1))
         return sorted((i.data for i in txn.list_items(folder.id)), key=lambda d: d["due_date"])
 
     completed, following = store.run_sync(run)

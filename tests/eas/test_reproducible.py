@@ -4,12 +4,13 @@ the same bytes every time, and its keys are the source's next draws, in order.""
 from __future__ import annotations
 
 import random
+from datetime import timedelta
 
 from natsync.eas.provision import MAX_POLICY_KEY
 from natsync.store.api import FolderType, Store, Txn
 from natsync.wbxml import E, Element, decode, encode
 from tests.conftest import StoreFactory
-from tests.eas.helpers import Phone, collection, commands, folder_id
+from tests.eas.helpers import NOW, Phone, collection, commands, deliver, folder_id, make_mail
 
 SEED = 21
 NS = "Provision"
@@ -163,3 +164,95 @@ def test_a_drafts_message_id_comes_from_the_source(store_factory: StoreFactory) 
     assert b'boundary="=_natsync_' in once  # multipart: the boundary is the source's too
     assert once == _draft_stored(store_factory(), random.Random(SEED))
     assert once != _draft_stored(store_factory(), random.Random(SEED + 1))
+
+
+# -- mail the commands send: SendMail, SmartReply/SmartForward, an iTIP invitation -------------
+#
+# What is stored (Sent Items) and what is relayed (the outbound queue) carries a Message-ID the
+# server adds and, for a message the server builds, a MIME boundary: both are the command's
+# ``rng`` draws and its ``now``, never the email package's own (``make_msgid`` and the
+# generator's boundary read the ``random`` module): the global ``random`` state is set to a
+# different seed before each run, so a draw from it would show.
+
+CM = "ComposeMail"
+
+
+def _sent_and_relayed(store: Store) -> tuple[list[bytes], list[bytes]]:
+    """(alice's Sent Items, the outbound queue), the raw bytes of each, in a stable order."""
+
+    def run(txn: Txn) -> tuple[list[bytes], list[bytes]]:
+        user = txn.get_user("alice")
+        assert user is not None
+        folder = txn.folder_by_type(user.id, FolderType.SENT_ITEMS)
+        messages = txn.get_messages(user.id, list(txn.message_versions(folder.id)))
+        sent = sorted(txn.raw_message(m.id) for m in messages)
+        relayed = sorted(m.raw for m in txn.due_outbound(NOW + timedelta(days=1), 50))
+        return sent, relayed
+
+    return store.run_sync(run)
+
+
+def _mails_sent(store: Store, rng: random.Random, global_seed: int) -> tuple[list[bytes], ...]:
+    """SendMail, SmartReply and SmartForward (the original has an attachment: the forward is a
+    new multipart/mixed) to a remote recipient, each without a Message-ID of its own."""
+    random.seed(global_seed)
+    original = deliver(
+        store, make_mail("question", "what time?", sender="bob@remote.test", attachment=b"\x00\x01")
+    )
+    inbox = folder_id(store, FolderType.INBOX)
+    phone = Phone(store, rng=rng)
+    phone.provision()
+    client = b"From: alice@example.test\r\nTo: bob@remote.test\r\nSubject: %s\r\n\r\nnoon\r\n"
+    source = E(CM, "Source", E(CM, "FolderId", inbox), E(CM, "ItemId", original))
+    for n, (cmd, extra) in enumerate(
+        [("SendMail", ()), ("SmartReply", (source,)), ("SmartForward", (source,))]
+    ):
+        body = E(
+            CM, cmd, E(CM, "ClientId", f"c{n}"), E(CM, "SaveInSentItems"), *extra,
+            E(CM, "Mime", client % cmd.encode()),
+        )  # fmt: skip
+        response = phone.call(cmd, body)
+        assert response.http_status == 200
+        assert response.body == b""  # sent
+    return _sent_and_relayed(store)
+
+
+def test_sendmail_and_smart_replies_store_and_relay_the_same_bytes(
+    store_factory: StoreFactory,
+) -> None:
+    sent, relayed = _mails_sent(store_factory(), random.Random(SEED), global_seed=1)
+    assert (sent, relayed) == _mails_sent(store_factory(), random.Random(SEED), global_seed=2)
+    assert len(sent) == 3
+    assert len(relayed) == 3
+    for raw in relayed:
+        assert b"\r\nMessage-ID: <20260301120000." in raw  # the command's now and rng
+    forward = next(raw for raw in relayed if b"Subject: SmartForward" in raw)
+    assert b'multipart/mixed; boundary="=_natsync_' in forward
+    other = _mails_sent(store_factory(), random.Random(SEED + 1), global_seed=1)
+    assert other != (sent, relayed)
+
+
+def _invitation(store: Store, rng: random.Random, global_seed: int) -> list[bytes]:
+    """A 16.1 phone adds a meeting with a remote attendee: the REQUEST the server mails."""
+    random.seed(global_seed)
+    phone = Phone(store, rng=rng)
+    phone.provision()
+    cal = folder_id(store, FolderType.CALENDAR)
+    key = collection(phone.sync(cal, "0")).child_text("SyncKey") or ""
+    attendee = E(CAL, "Attendee", E(CAL, "Email", "bob@remote.test"), E(CAL, "Name", "Bob"))
+    meeting = E(
+        AS, "ApplicationData", E(CAL, "Subject", "lunch"), E(CAL, "UID", "meeting-1"),
+        E(CAL, "StartTime", "20261207T110000Z"), E(CAL, "EndTime", "20261207T120000Z"),
+        E(CAL, "MeetingStatus", 1), E(CAL, "Attendees", attendee),
+    )  # fmt: skip
+    phone.sync(cal, key, commands=[E(AS, "Add", E(AS, "ClientId", "m1"), meeting)])
+    return _sent_and_relayed(store)[1]
+
+
+def test_an_invitation_relays_the_same_bytes(store_factory: StoreFactory) -> None:
+    (once,) = _invitation(store_factory(), random.Random(SEED), global_seed=1)
+    assert [once] == _invitation(store_factory(), random.Random(SEED), global_seed=2)
+    assert b"METHOD:REQUEST" in once
+    assert b"\nMessage-ID: <20260301120000." in once  # the command's now and rng
+    assert b'boundary="=_natsync_' in once
+    assert [once] != _invitation(store_factory(), random.Random(SEED + 1), global_seed=1)

@@ -10,6 +10,7 @@ decoded by libwbxml as well as by natsync.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -116,7 +117,7 @@ WRITES: list[tuple[Item | None, Item | None]] = []
 
 
 def after_event_write(
-    txn: Txn, user: User, old: Item | None, new: Item | None, now: datetime
+    txn: Txn, user: User, old: Item | None, new: Item | None, now: datetime, rng: random.Random
 ) -> bool:
     WRITES.append((old, new))
     if new is not None and new.data["subject"].startswith("invite"):

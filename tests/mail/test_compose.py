@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from datetime import UTC, datetime
 from email.message import EmailMessage
 
@@ -19,6 +20,7 @@ from natsync.store.mime import part_bytes
 from tests.mime.test_mime import PNG
 
 NOW = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
+RNG = random.Random(21)
 USER = "alice@example.test"
 
 
@@ -47,7 +49,7 @@ def test_prepare_outgoing_adds_headers_and_strips_bcc_from_what_is_sent() -> Non
         b"To: bob@example.org\r\nCc: Carol <carol@example.net>\r\nBcc: dave@example.org\r\n"
         b"Subject: hi\r\n\r\nbody stays \xc3\xa4 exactly\r\n"
     )
-    out = prepare_outgoing(client, USER, "Alice Example", NOW)
+    out = prepare_outgoing(client, USER, "Alice Example", NOW, rng=RNG)
     assert out.sender == USER
     assert out.recipients == ("bob@example.org", "carol@example.net", "dave@example.org")
     sent = parse_bytes(out.raw)
@@ -62,7 +64,7 @@ def test_prepare_outgoing_adds_headers_and_strips_bcc_from_what_is_sent() -> Non
 
 def test_prepare_outgoing_replaces_a_foreign_from_and_keeps_our_own() -> None:
     spoof = b"From: CEO <ceo@bank.example>\r\nSender: x@y.z\r\nTo: b@example.org\r\n\r\nhi\r\n"
-    out = prepare_outgoing(spoof, USER, "Alice", NOW)
+    out = prepare_outgoing(spoof, USER, "Alice", NOW, rng=RNG)
     msg = parse_bytes(out.raw)
     assert str(msg["From"]) == "Alice <alice@example.test>"
     assert msg["Sender"] is None
@@ -70,7 +72,7 @@ def test_prepare_outgoing_replaces_a_foreign_from_and_keeps_our_own() -> None:
         b"From: Ali <ALICE@example.test>\r\nTo: b@example.org\r\nDate: x\r\n"
         b"Message-ID: <1@x>\r\n\r\nhi\r\n"
     )
-    assert prepare_outgoing(own, USER, "Alice", NOW).raw == own
+    assert prepare_outgoing(own, USER, "Alice", NOW, rng=RNG).raw == own
 
 
 @pytest.mark.parametrize(
@@ -78,7 +80,7 @@ def test_prepare_outgoing_replaces_a_foreign_from_and_keeps_our_own() -> None:
 )
 def test_prepare_outgoing_refuses_messages_without_recipients(client: bytes) -> None:
     with pytest.raises(MailError):
-        prepare_outgoing(client, USER, "Alice", NOW)
+        prepare_outgoing(client, USER, "Alice", NOW, rng=RNG)
 
 
 def test_recipients_dedupes_case_insensitively() -> None:
@@ -92,7 +94,7 @@ def test_smart_reply_quotes_the_original_and_threads() -> None:
         b'boundary="r"\r\n\r\n--r\r\nContent-Type: text/plain\r\n\r\nYes!\r\n--r\r\n'
         b"Content-Type: text/html\r\n\r\n<html><body><p>Yes!</p></body></html>\r\n--r--\r\n"
     )
-    reply = build_smart_reply(client, original_message(), replace_mime=False)
+    reply = build_smart_reply(client, original_message(), replace_mime=False, rng=RNG)
     msg = parse_bytes(reply)
     assert str(msg["In-Reply-To"]) == "<orig-1@example.org>"
     assert str(msg["References"]) == "<older@example.org> <orig-1@example.org>"
@@ -112,7 +114,7 @@ def test_smart_reply_quotes_the_original_and_threads() -> None:
 
 def test_smart_forward_appends_body_and_all_attachments() -> None:
     client = b"To: carol@example.net\r\nSubject: Fwd: Plans\r\n\r\nFYI\r\n"
-    forward = build_smart_forward(client, original_message(), replace_mime=False)
+    forward = build_smart_forward(client, original_message(), replace_mime=False, rng=RNG)
     msg = parse_bytes(forward)
     assert msg["In-Reply-To"] is None
     text = body_text(forward)
@@ -127,9 +129,9 @@ def test_smart_forward_appends_body_and_all_attachments() -> None:
 
 def test_replace_mime_sends_the_client_message_as_is() -> None:
     client = b"To: carol@example.net\r\nSubject: Re: Plans\r\n\r\nmy own full text\r\n"
-    forward = build_smart_forward(client, original_message(), replace_mime=True)
+    forward = build_smart_forward(client, original_message(), replace_mime=True, rng=RNG)
     assert forward == client
-    reply = build_smart_reply(client, original_message(), replace_mime=True)
+    reply = build_smart_reply(client, original_message(), replace_mime=True, rng=RNG)
     assert reply.endswith(b"\r\n\r\nmy own full text\r\n")
     assert str(parse_bytes(reply)["In-Reply-To"]) == "<orig-1@example.org>"
     assert "Shall we meet" not in body_text(reply)
@@ -137,5 +139,5 @@ def test_replace_mime_sends_the_client_message_as_is() -> None:
 
 def test_smart_reply_on_a_broken_original_still_sends() -> None:
     client = b"To: bob@example.org\r\nSubject: Re: ?\r\n\r\nok\r\n"
-    reply = build_smart_reply(client, b"\x00garbage", replace_mime=False)
+    reply = build_smart_reply(client, b"\x00garbage", replace_mime=False, rng=RNG)
     assert body_text(reply).startswith("ok")

@@ -5,6 +5,7 @@ meetings organized on the phone go out as REQUEST / CANCEL mail (the Sync hook).
 from __future__ import annotations
 
 import base64
+import random
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from typing import Any
@@ -23,6 +24,7 @@ from natsync.wbxml import E, decode, encode
 from tests.libwbxml import assert_libwbxml_decodes
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+RNG = random.Random(21)
 
 
 def invite(
@@ -207,10 +209,12 @@ def test_phone_meetings_go_out_as_request_and_cancel(store: Store, alice: User) 
         ],
     }
     from_14_1 = _item(1, meeting | {"invitations_by_server": False})
-    assert not store.run_sync(lambda txn: itip.after_client_write(txn, alice, None, from_14_1, NOW))
+    assert not store.run_sync(
+        lambda txn: itip.after_client_write(txn, alice, None, from_14_1, NOW, RNG)
+    )
     assert store.run_sync(_queue) == []  # that phone sends its own invitation by SendMail
     added = _item(1, meeting)
-    assert store.run_sync(lambda txn: itip.after_client_write(txn, alice, None, added, NOW))
+    assert store.run_sync(lambda txn: itip.after_client_write(txn, alice, None, added, NOW, RNG))
     ((rcpts, raw),) = store.run_sync(_queue)
     assert rcpts == ("bob@remote.test",)
     assert b"METHOD:REQUEST" in raw
@@ -222,12 +226,14 @@ def test_phone_meetings_go_out_as_request_and_cancel(store: Store, alice: User) 
     store.run_sync(
         lambda txn: [txn.outbound_sent(m.id) for m in txn.due_outbound(NOW + timedelta(days=1), 50)]
     )
-    assert store.run_sync(lambda txn: itip.after_client_write(txn, alice, added, fewer, NOW))
+    assert store.run_sync(lambda txn: itip.after_client_write(txn, alice, added, fewer, NOW, RNG))
     ((rcpts, raw),) = store.run_sync(_queue)
     assert rcpts == ("bob@remote.test",)
     assert b"METHOD:CANCEL" in raw
     # The meeting is deleted on the phone: the attendees left are told.
-    assert not store.run_sync(lambda txn: itip.after_client_write(txn, alice, fewer, None, NOW))
+    assert not store.run_sync(
+        lambda txn: itip.after_client_write(txn, alice, fewer, None, NOW, RNG)
+    )
     assert [i.data["meeting_status"] for i in calendar_items(store, "dave")] == [7]
 
 
@@ -251,6 +257,13 @@ def test_reply_for_one_occurrence_names_it() -> None:
     user = User(1, "alice", "alice@example.test", "Alice", NOW)
     record = records_from_ics(invite(extra="RRULE:FREQ=DAILY;COUNT=3\r\n").encode())[0]
     raw = itip.build_message(
-        user, "REPLY", [record], ["bob@remote.test"], "x", "y", "2026-03-06T10:00:00Z"
+        user,
+        "REPLY",
+        [record],
+        ["bob@remote.test"],
+        "x",
+        "y",
+        "2026-03-06T10:00:00Z",
+        rng=RNG,
     )
     assert b"RECURRENCE-ID:20260306T100000Z" in raw

@@ -6,8 +6,10 @@ A home user writes the public name and nothing else::
     name = "mail.example.com"
 
 Everything else has a default (docs/cert.md lists the keys). :func:`parse_cert_table` checks
-the table and returns :class:`CertSettings`; :meth:`CertSettings.manager_settings` turns it into
-what :class:`natsync.cert.manager.CertificateManager` runs on. `natsync run`'s cert part, `natsync
+the table's shape (keys, types, old names) and returns :class:`CertSettings`, which refuses a
+value that cannot work when it is constructed (``__post_init__``);
+:meth:`CertSettings.manager_settings` turns it into what
+:class:`natsync.cert.manager.CertificateManager` runs on. `natsync run`'s cert part, `natsync
 check`, `natsync init` (which writes these keys) and `natsync cert acme -c FILE` all go through
 here, so the table means the same everywhere.
 
@@ -90,6 +92,34 @@ class CertSettings:
     #: Old key names found in the table (still read; `natsync check` names the new ones).
     renamed: tuple[str, ...] = ()
 
+    def __post_init__(self) -> None:
+        """A value that cannot work is refused here, when the settings are made (ConfigError
+        naming the key), whoever makes them: the table's parser or a caller's ``replace``."""
+        if self.mode not in CERT_MODES:
+            raise ConfigError(
+                f"cert.mode must be one of {', '.join(CERT_MODES)}, not {self.mode!r}"
+            )
+        if self.mode == "acme" and not self.names and not self.ips:
+            raise ConfigError(
+                'cert.name: the public name to certify, e.g. name = "mail.example.com"'
+            )
+        _check_directory(self.directory)
+        if self.challenge not in CHALLENGE_CHOICES:
+            raise ConfigError(
+                f"cert.challenge must be one of {', '.join(CHALLENGE_CHOICES)}, "
+                f"not {self.challenge!r}"
+            )
+        try:
+            parse_ports_open(self.ports_open)
+        except ConfigError as exc:
+            raise ConfigError(f"cert.{exc.message}") from None
+        if self.key not in KEYS:
+            raise ConfigError(f"cert.key must be one of {', '.join(KEYS)}, not {self.key!r}")
+        if self.http_listen:
+            host, sep, port = self.http_listen.rpartition(":")
+            if not sep or not host.strip("[]") or not port.isdigit() or int(port) > 65535:
+                raise ConfigError(f"cert.http_listen must be host:port, not {self.http_listen!r}")
+
     @property
     def reachable(self) -> tuple[bool | None, bool | None]:
         """(port 80, port 443) reachable from outside, as ``ports_open`` says."""
@@ -156,27 +186,6 @@ def parse_cert_table(table: dict[str, Any], base: Path | None = None) -> CertSet
         key: scalar_setting("cert", key, default, table.get(key, default))
         for key, default in DEFAULTS.items()
     }
-    mode = values["mode"]
-    if mode not in CERT_MODES:
-        raise ConfigError(f"cert.mode must be one of {', '.join(CERT_MODES)}, not {mode!r}")
-    if mode == "acme" and not names and not ips:
-        raise ConfigError('cert.name: the public name to certify, e.g. name = "mail.example.com"')
-    _check_directory(values["directory"])
-    if values["challenge"] not in CHALLENGE_CHOICES:
-        raise ConfigError(
-            f"cert.challenge must be one of {', '.join(CHALLENGE_CHOICES)}, "
-            f"not {values['challenge']!r}"
-        )
-    try:
-        parse_ports_open(values["ports_open"])
-    except ConfigError as exc:
-        raise ConfigError(f"cert.{exc.message}") from None
-    if values["key"] not in KEYS:
-        raise ConfigError(f"cert.key must be one of {', '.join(KEYS)}, not {values['key']!r}")
-    if values["http_listen"]:
-        host, sep, port = values["http_listen"].rpartition(":")
-        if not sep or not host.strip("[]") or not port.isdigit() or int(port) > 65535:
-            raise ConfigError(f"cert.http_listen must be host:port, not {values['http_listen']!r}")
     ca_file = None
     if "ca_file" in table:
         raw = table["ca_file"]
@@ -186,7 +195,7 @@ def parse_cert_table(table: dict[str, Any], base: Path | None = None) -> CertSet
         if not ca_file.is_absolute() and base is not None:
             ca_file = base / ca_file
     return CertSettings(
-        mode=mode,
+        mode=values["mode"],
         names=tuple(n.lower().rstrip(".") for n in names),
         ips=tuple(ips),
         email=values["email"],

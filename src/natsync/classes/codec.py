@@ -17,6 +17,7 @@ answers that one item with its ``eas_status`` (6, "error in client/server conver
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -31,8 +32,8 @@ from natsync.wbxml import Element
 #: A class record, as the store keeps it (JSON).
 Record = dict[str, Any]
 
-#: ``(txn, user, old item or None, new item or None, now) -> queued outbound mail?``
-AfterClientWrite = Callable[[Txn, User, Item | None, Item | None, datetime], bool]
+#: ``(txn, user, old item or None, new item or None, now, rng) -> queued outbound mail?``
+AfterClientWrite = Callable[[Txn, User, Item | None, Item | None, datetime, random.Random], bool]
 #: ``(record, cutoff) -> in the window?`` (the FilterType's start, or None; see ClassCodec).
 InWindow = Callable[[Mapping[str, Any], datetime | None], bool]
 #: ``(record, instance_id) -> the series without that occurrence``.
@@ -56,12 +57,14 @@ class ClassCodec:
       Notes replace the item).
     * ``encode(record, version, body_preferences)``: a record → the ApplicationData children
       sent to the device, honouring the client's BodyPreference for the body.
-    * ``after_client_write(txn, user, old, new, now)``, optional: called inside the Sync
+    * ``after_client_write(txn, user, old, new, now, rng)``, optional: called inside the Sync
       transaction after a client Add (``None, new``), Change (``old, new``) or Delete
       (``old, None``) of an item of this class, so a class can act on the phone's write
-      (Calendar sends iMIP invitations). It returns True when it queued outbound mail: the
-      Sync response then kicks the relay. An exception rolls the whole Sync back (it is a bug
-      or a store failure, not a client error: raise PimError before writing for those).
+      (Calendar sends iMIP invitations; *now* and *rng* are the command's time and randomness,
+      for the invitation's Date, Message-ID and boundary). It returns True when it queued
+      outbound mail: the Sync response then kicks the relay. An exception rolls the whole Sync
+      back (it is a bug or a store failure, not a client error: raise PimError before writing
+      for those).
       The class module leaves it out; where mail and classes meet (natsync.eas.registry) the
       Calendar gets natsync.mail.itip's, so a class never imports mail.
     * ``in_window(record, cutoff)``, optional: whether a record belongs in a Sync collection

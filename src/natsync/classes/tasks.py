@@ -32,6 +32,7 @@ and the task stays complete.
 from __future__ import annotations
 
 import calendar
+import random
 from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -150,7 +151,7 @@ def apply_change(old: Mapping[str, Any], appdata: Element, version: Version) -> 
 
 
 def after_client_write(
-    txn: Txn, user: User, old: Item | None, new: Item | None, now: datetime
+    txn: Txn, user: User, old: Item | None, new: Item | None, now: datetime, rng: random.Random
 ) -> bool:
     """A recurring task the client just completed: keep the completed occurrence as its own
     item and move the series to its next occurrence (both reach the device on its next Sync)."""

@@ -256,8 +256,8 @@ class Console:
 
     def processes(self) -> list[ProcessState] | None:
         """The supervisor's processes: what it handed over, else its status file
-        (DATA_DIR/run/status.json, natsync.run.status); None: no supervisor in sight."""
-        from natsync.run.status import alive, read_status
+        (DATA_DIR/run/status.json, natsync.base.status); None: no supervisor in sight."""
+        from natsync.base.status import alive, read_status
 
         given = self.source.processes() if self.source is not None else []
         if given:

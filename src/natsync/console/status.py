@@ -53,7 +53,7 @@ class ProcessState:
     name: str
     running: bool
     detail: str = ""
-    #: What natsync run's status file says (natsync.run.status): PID, state (running /
+    #: What natsync run's status file says (natsync.base.status): PID, state (running /
     #: starting / restarting / stopped), restarts after a death, when it started.
     pid: int | None = None
     state: str = ""
@@ -98,7 +98,7 @@ def uptime(since: dt.datetime | None, now: dt.datetime) -> str:
 
 
 def processes_from_run(doc: dict[str, Any] | None, supervisor_alive: bool) -> list[ProcessState]:
-    """natsync run's status file (natsync.run.status) as processes: the supervisor first, then
+    """natsync run's status file (natsync.base.status) as processes: the supervisor first, then
     each part; nothing when there is no file. A supervisor that is gone is said so (its parts
     as last written are not shown: they ended with it)."""
     if doc is None:

@@ -3,9 +3,10 @@
 A handler is plain synchronous code: it runs inside one store transaction (``store.run``), reads
 and writes through ``ctx.txn``, and returns a Response whose body is already encoded. Nothing
 here does I/O; time is ``ctx.now`` and randomness ``ctx.rng`` (SyncKeys, policy keys, the UID of
-a calendar item the phone sent without one, a draft's Message-ID), both
-passed in by the adapter, so that a command's answer is reproducible byte for byte with a
-seeded ``random.Random`` (the server passes ``secrets.SystemRandom()``).
+a calendar item the phone sent without one, the Message-ID and MIME boundaries of a draft, a
+SendMail, SmartReply/SmartForward or an iTIP invitation or reply), both passed in by the
+adapter, so that a command's answer is reproducible byte for byte with a seeded
+``random.Random`` (the server passes ``secrets.SystemRandom()``).
 """
 
 from __future__ import annotations
@@ -87,12 +88,6 @@ def new_uid(rng: random.Random) -> str:
     3.8.4.7): 128 bits of *rng* as 32 upper-case hex digits (the form ``uuid4().hex.upper()``
     gave)."""
     return rng.randbytes(16).hex().upper()
-
-
-def new_message_id(rng: random.Random, now: datetime, domain: str) -> str:
-    """A Message-ID (RFC 5322 3.6.4) from the command's time and randomness (the shape of
-    ``email.utils.make_msgid``, which reads both itself)."""
-    return f"<{now:%Y%m%d%H%M%S}.{rng.randbytes(8).hex()}@{domain or 'localhost'}>"
 
 
 @dataclass(slots=True)

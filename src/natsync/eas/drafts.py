@@ -30,9 +30,10 @@ import mimetypes
 from dataclasses import dataclass, field, replace
 from email.message import EmailMessage
 
-from natsync.eas.context import Context, new_message_id
+from natsync.eas.context import Context
 from natsync.eas.errors import EasError
 from natsync.eas.status import SyncStatus
+from natsync.mail import compose
 from natsync.mime import parse_message
 from natsync.store.api import Folder, Message
 from natsync.wbxml import Element
@@ -243,7 +244,7 @@ def _compose(ctx: Context, draft: _Draft) -> bytes:
             msg[name] = draft.headers[name]
     msg["Subject"] = draft.headers.get("Subject", "")
     msg["Date"] = email.utils.format_datetime(ctx.now)
-    msg["Message-ID"] = new_message_id(ctx.rng, ctx.now, ctx.user.email.rpartition("@")[2])
+    msg["Message-ID"] = compose.new_message_id(ctx.rng, ctx.now, ctx.user.email.rpartition("@")[2])
     for name in ("In-Reply-To", "References"):
         if draft.headers.get(name):
             msg[name] = draft.headers[name]
@@ -264,9 +265,7 @@ def _compose(ctx: Context, draft: _Draft) -> bytes:
             disposition="inline" if att.inline else "attachment",
             cid=f"<{att.content_id}>" if att.content_id else None,
         )
-    for part in msg.walk():  # the email package would draw each boundary from its own random
-        if part.is_multipart():
-            part.set_boundary(f"=_natsync_{ctx.rng.randbytes(12).hex()}")
+    compose.give_boundaries(msg, ctx.rng)  # not the email package's own random
     return msg.as_bytes()
 
 

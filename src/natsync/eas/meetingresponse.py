@@ -174,7 +174,7 @@ def _one(ctx: Context, request: Element) -> tuple[Element, bool]:
     if ctx.version >= V16_0 and request.find("SendResponse", NS) is not None:
         status = int(_EFFECT[answer][0])
         queued = itip.reply(
-            ctx.txn, ctx.user, record, status, ctx.now, ctx.config.domains, instance
+            ctx.txn, ctx.user, record, status, ctx.now, ctx.rng, ctx.config.domains, instance
         )
     if msg is not None:
         _move_to_trash(ctx, msg)

@@ -11,73 +11,22 @@ import hashlib
 import json
 from collections.abc import Mapping
 
-from natsync.eas.versions import V12_1, V14_0, Version
-from natsync.errors import ConfigError
+from natsync.base import provision
+from natsync.eas.versions import Version
 from natsync.wbxml.tree import Element
 
 NS = "Provision"
 
-#: MS-ASPROV 2.2.2.27 child elements of EASProvisionDoc, in schema order, with our defaults
-#: and the version that introduced each (older clients are not sent settings they don't know).
-SETTINGS: tuple[tuple[str, int | str, Version], ...] = (
-    ("DevicePasswordEnabled", 0, V12_1),
-    ("AlphanumericDevicePasswordRequired", 0, V12_1),
-    ("PasswordRecoveryEnabled", 0, V12_1),
-    ("RequireStorageCardEncryption", 0, V12_1),
-    ("AttachmentsEnabled", 1, V12_1),
-    ("MinDevicePasswordLength", 4, V12_1),
-    ("MaxInactivityTimeDeviceLock", 900, V12_1),
-    ("MaxDevicePasswordFailedAttempts", 8, V12_1),
-    ("MaxAttachmentSize", "", V12_1),
-    ("AllowSimpleDevicePassword", 1, V12_1),
-    ("DevicePasswordExpiration", "", V12_1),
-    ("DevicePasswordHistory", 0, V12_1),
-    ("AllowStorageCard", 1, V12_1),
-    ("AllowCamera", 1, V12_1),
-    ("RequireDeviceEncryption", 0, V12_1),
-    ("AllowUnsignedApplications", 1, V12_1),
-    ("AllowUnsignedInstallationPackages", 1, V12_1),
-    ("MinDevicePasswordComplexCharacters", 1, V12_1),
-    ("AllowWiFi", 1, V12_1),
-    ("AllowTextMessaging", 1, V12_1),
-    ("AllowPOPIMAPEmail", 1, V12_1),
-    ("AllowBluetooth", 2, V12_1),
-    ("AllowIrDA", 1, V12_1),
-    ("RequireManualSyncWhenRoaming", 0, V12_1),
-    ("AllowDesktopSync", 1, V12_1),
-    ("MaxCalendarAgeFilter", 0, V12_1),
-    ("AllowHTMLEmail", 1, V12_1),
-    ("MaxEmailAgeFilter", 0, V12_1),
-    ("MaxEmailBodyTruncationSize", -1, V12_1),
-    ("MaxEmailHTMLBodyTruncationSize", -1, V12_1),
-    ("RequireSignedSMIMEMessages", 0, V12_1),
-    ("RequireEncryptedSMIMEMessages", 0, V12_1),
-    ("RequireSignedSMIMEAlgorithm", 0, V12_1),
-    ("RequireEncryptionSMIMEAlgorithm", 0, V12_1),
-    ("AllowSMIMEEncryptionAlgorithmNegotiation", 2, V12_1),
-    ("AllowSMIMESoftCerts", 1, V12_1),
-    ("AllowBrowser", 1, V12_1),
-    ("AllowConsumerEmail", 1, V12_1),
-    ("AllowRemoteDesktop", 1, V12_1),
-    ("AllowInternetSharing", 1, V12_1),
-    ("UnapprovedInROMApplicationList", "", V14_0),
-    ("ApprovedApplicationList", "", V14_0),
+#: MS-ASPROV 2.2.2.27 child elements of EASProvisionDoc, in schema order, with our defaults and
+#: the version that introduced each (older clients are not sent settings they don't know). The
+#: names and defaults are the table in natsync.base.provision (the config checks
+#: ``[server.policy]`` against it without importing the protocol).
+SETTINGS: tuple[tuple[str, int | str, Version], ...] = tuple(
+    (name, default, Version(*since)) for name, default, since in provision.SETTINGS
 )
-
-_NAMES = {name for name, _, _ in SETTINGS}
-_LIST_SETTINGS = {"UnapprovedInROMApplicationList", "ApprovedApplicationList"}
 
 #: The PolicyType every version since 12.0 uses (MS-ASPROV 2.2.2.45).
 POLICY_TYPE = "MS-EAS-Provisioning-WBXML"
-
-
-def check_overrides(overrides: Mapping[str, object]) -> None:
-    """ConfigError for a policy override that names no setting or has the wrong type."""
-    for name, value in overrides.items():
-        if name not in _NAMES or name in _LIST_SETTINGS:
-            raise ConfigError(f"server.policy.{name} is not a policy setting we can set")
-        if not isinstance(value, int | str) or isinstance(value, bool):
-            raise ConfigError(f"server.policy.{name} must be an integer or a string")
 
 
 def provision_doc(version: Version, overrides: Mapping[str, int | str] | None = None) -> Element:
@@ -88,7 +37,7 @@ def provision_doc(version: Version, overrides: Mapping[str, int | str] | None = 
         if version < since:
             continue
         value = merged.get(name, default)
-        if name in _LIST_SETTINGS or value == "":
+        if name in provision.LIST_SETTINGS or value == "":
             doc.append(Element(NS, name))
         else:
             doc.add(NS, name, value)

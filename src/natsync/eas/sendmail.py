@@ -89,9 +89,9 @@ def _send(ctx: Context, cmd: str) -> Response:
         original_raw = ctx.txn.raw_message(original.id)
         try:
             if cmd == "SmartReply":
-                mime = compose.build_smart_reply(mime, original_raw, replace_mime)
+                mime = compose.build_smart_reply(mime, original_raw, replace_mime, rng=ctx.rng)
             else:
-                mime = compose.build_smart_forward(mime, original_raw, replace_mime)
+                mime = compose.build_smart_forward(mime, original_raw, replace_mime, rng=ctx.rng)
         except MailError as exc:
             raise _fail(cmd, Common.INVALID_MIME) from exc
     queued = send_mime(ctx, cmd, mime, save=save, extra_recipients=forwardees)
@@ -108,7 +108,12 @@ def send_mime(
     try:
         mime = resolve_bare_recipients(ctx, mime)
         out = compose.prepare_outgoing(
-            mime, ctx.user.email, ctx.user.display_name, ctx.now, extra_recipients=extra_recipients
+            mime,
+            ctx.user.email,
+            ctx.user.display_name,
+            ctx.now,
+            rng=ctx.rng,
+            extra_recipients=extra_recipients,
         )
     except UnresolvedRecipient as exc:
         raise EasError(

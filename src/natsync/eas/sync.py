@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 from natsync.eas import isolation
 from natsync.eas import state as st
-from natsync.eas.context import Context, HoldUntilChange, Response, kick_relay
+from natsync.eas.context import Context, Effect, HoldUntilChange, Response
 from natsync.eas.errors import EasError
 from natsync.eas.status import SyncStatus
-from natsync.eas.sync_client import Effects, client_command, reply
+from natsync.eas.sync_client import client_command, reply
 from natsync.eas.sync_request import (
     NS,
     CollectionRequest,
@@ -64,15 +65,16 @@ def handle(ctx: Context) -> Response:
         held = _quiet(ctx, requests, hold)
         if held is not None:
             return Response(status=None, effects=(held,))
-    effects = Effects()
-    answers = [_collection(ctx, req, commands.get(req.id), effects) for req in requests]
-    queued, skipped = effects.outbound_queued, tuple(ctx.skipped)
+    answers = [_collection(ctx, req, commands.get(req.id)) for req in requests]
+    # The client commands' effects, each named once (KickRelay: one kick however many queued).
+    effects = tuple(dict.fromkeys(e for a in answers for e in a.effects))
+    skipped = tuple(ctx.skipped)
     if len(answers) == 1:
-        doc, status = answers[0][1], answers[0][2]
-        return Response(body=doc, status=status, effects=kick_relay(queued), skipped=skipped)
-    root = E(NS, "Sync", E(NS, "Collections", *(a[0] for a in answers)))
-    worst = max((a[2] for a in answers), default=1)
-    return Response.of(root, status=worst, effects=kick_relay(queued), skipped=skipped)
+        doc, status = answers[0].document, answers[0].status
+        return Response(body=doc, status=status, effects=effects, skipped=skipped)
+    root = E(NS, "Sync", E(NS, "Collections", *(a.element for a in answers)))
+    worst = max((a.status for a in answers), default=1)
+    return Response.of(root, status=worst, effects=effects, skipped=skipped)
 
 
 def _hold_seconds(ctx: Context, body: Element | None) -> int:
@@ -132,16 +134,25 @@ def _document(coll: Element) -> bytes:
     return encode(_wrap(coll))
 
 
-def _simple(key: str, cid: str, status: int) -> tuple[Element, bytes, int]:
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    """One collection's answer: its element, the answer as a whole document, its status, and
+    what its client commands ask of the adapter."""
+
+    element: Element
+    document: bytes
+    status: int
+    effects: tuple[Effect, ...] = ()
+
+
+def _simple(key: str, cid: str, status: int) -> _Answer:
     coll = E(NS, "Collection", E(NS, "SyncKey", key), E(NS, "CollectionId", cid))
     coll.add(NS, "Status", status)
-    return coll, _document(coll), status
+    return _Answer(coll, _document(coll), status)
 
 
-def _collection(
-    ctx: Context, req: CollectionRequest, commands: Element | None, effects: Effects
-) -> tuple[Element, bytes, int]:
-    """(Collection answer element, the answer as a whole document, status) for one collection."""
+def _collection(ctx: Context, req: CollectionRequest, commands: Element | None) -> _Answer:
+    """One collection's answer (see :class:`_Answer`)."""
     txn = ctx.txn
     if len(req.key) > st.MAX_SYNC_KEY:
         return _simple(st.INITIAL_KEY, req.id, SyncStatus.INVALID_SYNC_KEY)
@@ -151,7 +162,7 @@ def _collection(
         replay = st.load(txn.get_sync_state(ctx.device.id, req.id, nxt))
         if replay is not None and replay.get("for") == req.key and st.ANSWER in replay:
             doc = replay[st.ANSWER]
-            return _first_collection(doc), doc, SyncStatus.SUCCESS
+            return _Answer(_first_collection(doc), doc, SyncStatus.SUCCESS)
     folder = txn.get_folder(ctx.user.id, req.id)
     if folder is None:
         return _simple(req.key, req.id, SyncStatus.FOLDER_HIERARCHY_CHANGED)
@@ -169,7 +180,7 @@ def _collection(
         saved = {"items": {}, "filter": req.filter, "fm": 0, "for": req.key}
         txn.put_sync_state(ctx.device.id, req.id, new, st.pack(saved))
         set_last(ctx, req.id, new, 0)
-        return coll, doc, SyncStatus.SUCCESS
+        return _Answer(coll, doc, SyncStatus.SUCCESS)
     current = st.load(txn.get_sync_state(ctx.device.id, req.id, req.key)) if nxt else None
     if current is None:
         return _simple(st.INITIAL_KEY, req.id, SyncStatus.INVALID_SYNC_KEY)
@@ -179,12 +190,9 @@ def _collection(
     version = str(ctx.version)
 
     # 3. The client's commands.
-    responses: list[Element] = []
-    if commands is not None:
-        for cmd in commands.children:
-            reply = client_command(ctx, folder, req, cmd, known, effects)
-            if reply is not None:
-                responses.append(reply)
+    client = commands.children if commands is not None else []
+    outcomes = [client_command(ctx, folder, req, cmd, known) for cmd in client]
+    responses = [o.reply for o in outcomes if o.reply is not None]
 
     # 4. The server's changes, up to the window.
     out = window.commands
@@ -218,7 +226,7 @@ def _collection(
     saved.update(window.state())
     txn.put_sync_state(ctx.device.id, req.id, nxt, st.pack(saved, doc))
     set_last(ctx, req.id, nxt, seen)
-    return coll, doc, SyncStatus.SUCCESS
+    return _Answer(coll, doc, SyncStatus.SUCCESS, tuple(e for o in outcomes for e in o.effects))
 
 
 def _checked_document(ctx: Context, coll: Element, window: Window) -> bytes:

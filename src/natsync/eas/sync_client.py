@@ -9,7 +9,9 @@ go through their class codec (``natsync.eas.registry``): Add (ClientId -> Server
 with a 16.x InstanceId, one occurrence), Fetch; an item the codec cannot take is Status 6, an
 unknown one Status 8. After each client write the codec's ``after_client_write`` hook runs in
 the same transaction (Calendar sends invitations from it). Each command updates the device's
-``known`` items (ServerId -> modseq) so the server's window does not echo it back.
+``known`` items (ServerId -> modseq) so the server's window does not echo it back, and returns
+an :class:`Outcome`: its answer and the effects it asks of the adapter (frozen; nothing is
+collected in a shared mutable object).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from dataclasses import dataclass
 from natsync.classes import email as eas_email
 from natsync.classes.codec import ClassCodec, PimError
 from natsync.eas import drafts, isolation, registry
-from natsync.eas.context import Context, new_uid
+from natsync.eas.context import Context, Effect, kick_relay, new_uid
 from natsync.eas.errors import EasError
 from natsync.eas.status import SyncStatus
 from natsync.eas.sync_request import NS, CollectionRequest
@@ -30,12 +32,15 @@ from natsync.store.api import AccessState, Conflict, Folder, FolderType, Item, M
 from natsync.wbxml import E, Element
 
 
-@dataclass(slots=True)
-class Effects:
-    """What the client's commands of one Sync did beyond the store (for the adapter)."""
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What one client command gives back: its answer for the Responses element (None: the
+    command needs none) and what it asks of the adapter beyond the store (``KickRelay`` when a
+    class hook or a sent draft queued outbound mail). Returned, never collected in a shared
+    object: Sync joins the commands' effects into its own Response."""
 
-    #: A class hook queued outbound mail (an invitation): the relay is kicked after commit.
-    outbound_queued: bool = False
+    reply: Element | None = None
+    effects: tuple[Effect, ...] = ()
 
 
 def reply(tag: str, sid: str, status: int) -> Element:
@@ -58,28 +63,43 @@ def client_command(
     req: CollectionRequest,
     cmd: Element,
     known: dict[str, int],
-    effects: Effects,
-) -> Element | None:
+) -> Outcome:
+    """Run one client command (Add, Change, Delete, Fetch) on *folder*; *known* is updated."""
     txn = ctx.txn
     if ctx.device.access_state == AccessState.QUARANTINED:
         # A quarantined device touches nothing real (natsync.eas.quarantine).
         if cmd.tag == "Add":
             client_id = cmd.child_text("ClientId", NS) or ""
             status = E(NS, "Status", SyncStatus.CONVERSION_ERROR)
-            return E(NS, "Add", E(NS, "ClientId", client_id), status)
-        return reply(cmd.tag, cmd.child_text("ServerId", NS) or "", SyncStatus.OBJECT_NOT_FOUND)
+            return Outcome(E(NS, "Add", E(NS, "ClientId", client_id), status))
+        sid = cmd.child_text("ServerId", NS) or ""
+        return Outcome(reply(cmd.tag, sid, SyncStatus.OBJECT_NOT_FOUND))
     codec = registry.codec_for(folder.type)
     if codec is not None:
-        return _item_command(ctx, codec, folder, req, cmd, known, effects)
+        return _item_command(ctx, codec, folder, req, cmd, known)
     if cmd.tag == "Add":
-        return _client_add(ctx, folder, cmd, known, effects)
+        return _client_add(ctx, folder, cmd, known)
     sid = cmd.child_text("ServerId", NS) or ""
     msg = txn.get_message(ctx.user.id, sid) if sid else None
     if msg is None or msg.folder_id != folder.id:
         known.pop(sid, None)
-        return reply(cmd.tag, sid, SyncStatus.OBJECT_NOT_FOUND)
+        return Outcome(reply(cmd.tag, sid, SyncStatus.OBJECT_NOT_FOUND))
     if drafts.is_draft_edit(cmd, folder.type == FolderType.DRAFTS, ctx.version >= V16_0):
-        return _draft_change(ctx, folder, msg, cmd, known, effects)
+        return _draft_change(ctx, folder, msg, cmd, known)
+    return Outcome(_email_command(ctx, folder, req, cmd, msg, known))
+
+
+def _email_command(
+    ctx: Context,
+    folder: Folder,
+    req: CollectionRequest,
+    cmd: Element,
+    msg: Message,
+    known: dict[str, int],
+) -> Element | None:
+    """Change, Delete or Fetch of a message (no effects beyond the store)."""
+    txn = ctx.txn
+    sid = msg.server_id
     if cmd.tag == "Change":
         appdata = cmd.find("ApplicationData", NS)
         if appdata is None:
@@ -131,34 +151,33 @@ def _item_command(
     req: CollectionRequest,
     cmd: Element,
     known: dict[str, int],
-    effects: Effects,
-) -> Element | None:
+) -> Outcome:
     """A client command on an item of a non-email class (see the module docstring)."""
     txn = ctx.txn
     if cmd.tag == "Add":
-        return _item_add(ctx, codec, folder, cmd, known, effects)
+        return _item_add(ctx, codec, folder, cmd, known)
     sid = cmd.child_text("ServerId", NS) or ""
     item = txn.get_item(ctx.user.id, sid) if sid else None
     if item is None or item.folder_id != folder.id:
         known.pop(sid, None)
-        return reply(cmd.tag, sid, SyncStatus.OBJECT_NOT_FOUND)
+        return Outcome(reply(cmd.tag, sid, SyncStatus.OBJECT_NOT_FOUND))
     if cmd.tag == "Fetch":
 
         def render() -> Element:
             encoded = codec.encode(item.data, ctx.version, req.preferences())
             return _fetched(sid, E(NS, "ApplicationData", *encoded))
 
-        return _fetch(ctx, sid, render)
+        return Outcome(_fetch(ctx, sid, render))
     if cmd.tag not in ("Change", "Delete"):
-        return reply(cmd.tag, sid, SyncStatus.PROTOCOL_ERROR)
+        return Outcome(reply(cmd.tag, sid, SyncStatus.PROTOCOL_ERROR))
     if req.conflict == 1 and sid in known and known[sid] != item.modseq:
-        return None  # server wins (MS-ASCMD 2.2.3.34): its version goes to the client
+        return Outcome()  # server wins (MS-ASCMD 2.2.3.34): its version goes to the client
     instance = cmd.child_text("InstanceId", "AirSyncBase")
     try:
         if cmd.tag == "Change":
             appdata = cmd.find("ApplicationData", NS)
             if appdata is None:
-                return reply("Change", sid, SyncStatus.PROTOCOL_ERROR)
+                return Outcome(reply("Change", sid, SyncStatus.PROTOCOL_ERROR))
             if instance is not None:  # 16.x: one occurrence; the codec reads it in the data
                 tag = Element("AirSyncBase", "InstanceId", [], instance)
                 appdata = Element(NS, "ApplicationData", [tag, *appdata.children])
@@ -167,23 +186,22 @@ def _item_command(
             # 16.x: the Delete of one occurrence is a change of the series.
             delete_occurrence = codec.delete_occurrence
             if delete_occurrence is None:
-                return reply("Delete", sid, SyncStatus.CONVERSION_ERROR)
+                return Outcome(reply("Delete", sid, SyncStatus.CONVERSION_ERROR))
             record = delete_occurrence(item.data, instance)
         else:
             txn.delete_item(item.id)
             known.pop(sid, None)
-            _after_write(ctx, codec, item, None, effects)
-            return None
+            return Outcome(effects=_after_write(ctx, codec, item, None))
     except PimError as exc:
-        return reply(cmd.tag, sid, exc.eas_status)
+        return Outcome(reply(cmd.tag, sid, exc.eas_status))
     new = txn.update_item(item.id, record)
     known[sid] = new.modseq  # the client has this version: don't echo it back
-    _after_write(ctx, codec, item, new, effects)
+    effects = _after_write(ctx, codec, item, new)
     rewritten = txn.get_item(ctx.user.id, sid)
     if rewritten is not None and rewritten.data != new.data:
         # The hook changed the item in this transaction (same modseq): send it back.
         known[sid] = -1
-    return None
+    return Outcome(effects=effects)
 
 
 def _item_add(
@@ -192,20 +210,19 @@ def _item_add(
     folder: Folder,
     cmd: Element,
     known: dict[str, int],
-    effects: Effects,
-) -> Element:
+) -> Outcome:
     """A new item from the phone: its ClientId gets a ServerId (MS-ASCMD 2.2.3.24.2)."""
     client_id = cmd.child_text("ClientId", NS) or ""
     out = E(NS, "Add", E(NS, "ClientId", client_id))
     appdata = cmd.find("ApplicationData", NS)
     if appdata is None:
         out.add(NS, "Status", SyncStatus.PROTOCOL_ERROR)
-        return out
+        return Outcome(out)
     try:
         record = codec.decode(appdata, ctx.version)
     except PimError as exc:
         out.add(NS, "Status", exc.eas_status)
-        return out
+        return Outcome(out)
     if "uid" in record and not record["uid"]:  # a class with UIDs (Calendar) gets one: ctx.rng's
         record["uid"] = new_uid(ctx.rng)
     uid = record.get("uid")
@@ -218,24 +235,21 @@ def _item_add(
         # phone that shows both expects; the copy's record keeps the uid the phone sent.
         item = ctx.txn.add_item(folder.id, record)
     known[item.server_id] = item.modseq  # the phone has it: never send it back as an Add
-    _after_write(ctx, codec, None, item, effects)
+    effects = _after_write(ctx, codec, None, item)
     out.add(NS, "ServerId", item.server_id)
     out.add(NS, "Status", SyncStatus.SUCCESS)
-    return out
+    return Outcome(out, effects)
 
 
 def _after_write(
-    ctx: Context, codec: ClassCodec, old: Item | None, new: Item | None, effects: Effects
-) -> None:
-    if codec.after_client_write is not None and codec.after_client_write(
-        ctx.txn, ctx.user, old, new, ctx.now
-    ):
-        effects.outbound_queued = True
+    ctx: Context, codec: ClassCodec, old: Item | None, new: Item | None
+) -> tuple[Effect, ...]:
+    """The class hook after a client write (Calendar: invitations); KickRelay if it queued mail."""
+    hook = codec.after_client_write
+    return kick_relay(hook is not None and hook(ctx.txn, ctx.user, old, new, ctx.now, ctx.rng))
 
 
-def _client_add(
-    ctx: Context, folder: Folder, cmd: Element, known: dict[str, int], effects: Effects
-) -> Element:
+def _client_add(ctx: Context, folder: Folder, cmd: Element, known: dict[str, int]) -> Outcome:
     """A draft written on the phone (16.0+, Drafts only; natsync.eas.drafts); other email Adds
     are refused with Status 6 (email arrives by SMTP and SendMail, not by Sync)."""
     client_id = cmd.child_text("ClientId", NS) or ""
@@ -243,13 +257,12 @@ def _client_add(
     appdata = cmd.find("ApplicationData", NS)
     if folder.type != FolderType.DRAFTS or ctx.version < V16_0 or appdata is None:
         out.add(NS, "Status", SyncStatus.CONVERSION_ERROR)
-        return out
+        return Outcome(out)
     try:
         result = drafts.add_draft(ctx, folder, appdata)
     except (drafts.DraftError, MailError, EasError):
         out.add(NS, "Status", SyncStatus.CONVERSION_ERROR)
-        return out
-    effects.outbound_queued |= result.outbound_queued
+        return Outcome(out)
     if result.message is not None:
         known[result.message.server_id] = result.message.modseq  # never sent back as an Add
         out.add(NS, "ServerId", result.message.server_id)
@@ -257,7 +270,7 @@ def _client_add(
     data = result.response_data()
     if data is not None:
         out.append(data)
-    return out
+    return Outcome(out, kick_relay(result.outbound_queued))
 
 
 def _draft_change(
@@ -266,19 +279,18 @@ def _draft_change(
     msg: Message,
     cmd: Element,
     known: dict[str, int],
-    effects: Effects,
-) -> Element | None:
+) -> Outcome:
     """A Change (or Send) of a draft (natsync.eas.drafts): the old ServerId is deleted and the
     new draft added, both sent to this phone in the same answer."""
     appdata = cmd.find("ApplicationData", NS)
     if appdata is None:
-        return reply("Change", msg.server_id, SyncStatus.PROTOCOL_ERROR)
+        return Outcome(reply("Change", msg.server_id, SyncStatus.PROTOCOL_ERROR))
     try:
         change = eas_email.apply_email_change(appdata)
         result = drafts.change_draft(ctx, folder, msg, appdata)
     except (drafts.DraftError, MailError, EasError):
-        return reply("Change", msg.server_id, SyncStatus.CONVERSION_ERROR)
-    effects.outbound_queued |= result.outbound_queued
+        return Outcome(reply("Change", msg.server_id, SyncStatus.CONVERSION_ERROR))
+    effects = kick_relay(result.outbound_queued)
     new = result.message
     if new is not None and change.flag is not None:
         new = ctx.txn.set_flag(new.id, change.flag)
@@ -286,5 +298,6 @@ def _draft_change(
         ctx.txn.set_categories(new.id, change.categories)
     data = result.response_data()
     if data is None:
-        return None
-    return E(NS, "Change", E(NS, "ServerId", msg.server_id), E(NS, "Status", 1), data)
+        return Outcome(effects=effects)
+    answer = E(NS, "Change", E(NS, "ServerId", msg.server_id), E(NS, "Status", 1), data)
+    return Outcome(answer, effects)

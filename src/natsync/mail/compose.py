@@ -1,10 +1,12 @@
 """Messages a phone sends: SendMail, SmartReply and SmartForward (MS-ASCMD 2.2.1.17, 2.2.1.19,
-2.2.1.20), made ready for delivery (sans-I/O: ``now`` is passed in).
+2.2.1.20), made ready for delivery (sans-I/O: ``now`` and the randomness ``rng`` are passed
+in, so the same command with the same seed relays the same bytes: a new Message-ID and the
+boundary of each new multipart are draws of ``rng``, never of the email package's own random).
 
 Flow, as natsync.eas uses it::
 
-    mime = build_smart_reply(client_mime, original_raw, replace_mime)   # or build_smart_forward
-    out = prepare_outgoing(mime, user.email, user.display_name, now)    # SendMail: client_mime
+    mime = build_smart_reply(client_mime, original_raw, replace_mime, rng=rng)  # or ..._forward
+    out = prepare_outgoing(mime, user.email, user.display_name, now, rng=rng)  # SendMail
     # then, in ONE store transaction (natsync.mail.relay):
     route_outgoing(txn, user, out.raw, out.recipients, now, local_domains)
     save_sent_copy(txn, user, out.sent_copy, now)                       # when SaveInSentItems
@@ -31,7 +33,8 @@ Decisions (docs/mail.md):
   client's MIME is used as it is (replies still get In-Reply-To/References).
 
 Public API (stable): ``Outgoing``, ``prepare_outgoing``, ``recipients``, ``build_smart_reply``,
-``build_smart_forward``.
+``build_smart_forward``; ``new_message_id`` and ``give_boundaries`` for other messages built
+here (drafts, iMIP).
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ import email.policy
 import email.utils
 import html
 import logging
+import random
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -74,6 +78,21 @@ class Outgoing:
     sent_copy: bytes  # for Sent Items: keeps Bcc
     sender: str  # envelope sender: the user's address
     recipients: tuple[str, ...]  # To + Cc + Bcc, each once
+
+
+def new_message_id(rng: random.Random, now: datetime, domain: str) -> str:
+    """A Message-ID (RFC 5322 3.6.4) from the command's time and randomness (the shape of
+    ``email.utils.make_msgid``, which reads both itself)."""
+    return f"<{now:%Y%m%d%H%M%S}.{rng.randbytes(8).hex()}@{domain or 'localhost'}>"
+
+
+def give_boundaries(msg: Message, rng: random.Random) -> None:
+    """Give each multipart of *msg* that has no boundary yet one drawn from *rng* (the email
+    package's generator would draw it from the ``random`` module's own state); boundaries
+    already there (a client's) are kept."""
+    for part in msg.walk():
+        if part.is_multipart() and part.get_boundary() is None:
+            part.set_boundary(f"=_natsync_{rng.randbytes(12).hex()}")
 
 
 # -- header block editing (the body bytes stay untouched) ---------------------------------------
@@ -149,9 +168,12 @@ def prepare_outgoing(
     user_email: str,
     display_name: str,
     now: datetime,
+    *,
+    rng: random.Random,
     extra_recipients: Iterable[str] = (),
 ) -> Outgoing:
-    """Make a client's message ready to send as *user_email* (see the module docstring).
+    """Make a client's message ready to send as *user_email* (see the module docstring); a
+    missing Message-ID is drawn from *rng*.
 
     *extra_recipients* are added to the envelope only (EAS 16 Forwardees are sent this way).
     Raises MailError when the data is not a message or names no recipient.
@@ -184,7 +206,7 @@ def prepare_outgoing(
         add.append(("Date", email.utils.format_datetime(now)))
     if not header_text(msg, "Message-ID"):
         remove.append("Message-ID")
-        add.append(("Message-ID", email.utils.make_msgid(domain=_domain(user_email))))
+        add.append(("Message-ID", new_message_id(rng, now, _domain(user_email))))
     sent_copy = _edit_headers(client_mime, remove, add) if (remove or add) else client_mime
     raw = _edit_headers(sent_copy, ["Bcc"], [])
     return Outgoing(raw=raw, sent_copy=sent_copy, sender=user_email, recipients=tuple(rcpts))
@@ -266,7 +288,12 @@ def _part_text(part: EmailMessage) -> str:
 
 
 def _combine(
-    client_mime: bytes, original_raw: bytes, *, forward: bool, replace_mime: bool
+    client_mime: bytes,
+    original_raw: bytes,
+    *,
+    forward: bool,
+    replace_mime: bool,
+    rng: random.Random,
 ) -> bytes:
     original = read_content(original_raw)
     msg = parse_bytes(client_mime)
@@ -307,19 +334,24 @@ def _combine(
                 msg.attach(parts[attachment.part_index])
         for name, value in reply_headers:
             msg[name] = value
+        give_boundaries(msg, rng)  # a new multipart/mixed around the client's message
         return msg.as_bytes(policy=_SMTP_POLICY)
     except Exception as exc:
         log.warning("could not append the original message (%s); sending the client's as is", exc)
         return _edit_headers(client_mime, [], reply_headers, prepend=False)
 
 
-def build_smart_reply(client_mime: bytes, original_raw: bytes, replace_mime: bool) -> bytes:
+def build_smart_reply(
+    client_mime: bytes, original_raw: bytes, replace_mime: bool, *, rng: random.Random
+) -> bytes:
     """The message a SmartReply sends: the client's reply plus, unless *replace_mime*, the
     original's text quoted below it; In-Reply-To and References point at the original."""
-    return _combine(client_mime, original_raw, forward=False, replace_mime=replace_mime)
+    return _combine(client_mime, original_raw, forward=False, replace_mime=replace_mime, rng=rng)
 
 
-def build_smart_forward(client_mime: bytes, original_raw: bytes, replace_mime: bool) -> bytes:
+def build_smart_forward(
+    client_mime: bytes, original_raw: bytes, replace_mime: bool, *, rng: random.Random
+) -> bytes:
     """The message a SmartForward sends: the client's text plus, unless *replace_mime*, the
     original's body and all its attachments."""
-    return _combine(client_mime, original_raw, forward=True, replace_mime=replace_mime)
+    return _combine(client_mime, original_raw, forward=True, replace_mime=replace_mime, rng=rng)

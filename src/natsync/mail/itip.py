@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import email.utils
 import logging
+import random
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from email.message import EmailMessage
@@ -39,8 +40,11 @@ def build_message(
     subject: str,
     text: str,
     recurrence_id: str | None = None,
+    *,
+    rng: random.Random,
 ) -> bytes:
-    """An iMIP message (RFC 6047 2.4): text/plain for people, text/calendar for programs."""
+    """An iMIP message (RFC 6047 2.4): text/plain for people, text/calendar for programs (the
+    multipart's boundary drawn from *rng*)."""
     msg = EmailMessage()
     msg["From"] = email.utils.formataddr((user.display_name, user.email))
     msg["To"] = ", ".join(recipients)
@@ -48,6 +52,7 @@ def build_message(
     msg.set_content(text)
     ics = records_to_ics(records, method, recurrence_id).decode("utf-8")
     msg.add_alternative(ics, subtype="calendar", params={"method": method})
+    compose.give_boundaries(msg, rng)
     return msg.as_bytes()
 
 
@@ -60,18 +65,20 @@ def send(
     subject: str,
     text: str,
     now: datetime,
+    rng: random.Random,
     local_domains: Iterable[str] | None = None,
     recurrence_id: str | None = None,
 ) -> bool:
     """Send an iTIP *method* message to *recipients* in the caller's transaction; True when
-    something went to the outbound queue (the caller kicks the relay)."""
+    something went to the outbound queue (the caller kicks the relay). Its Message-ID and MIME
+    boundary are draws of *rng*, its Date and DTSTAMP *now*."""
     targets = [r for r in dict.fromkeys(r.strip() for r in recipients) if "@" in r]
     targets = [r for r in targets if address_key(r) != address_key(user.email)]
     if not targets:
         return False
-    raw = build_message(user, method, records, targets, subject, text, recurrence_id)
+    raw = build_message(user, method, records, targets, subject, text, recurrence_id, rng=rng)
     try:
-        out = compose.prepare_outgoing(raw, user.email, user.display_name, now)
+        out = compose.prepare_outgoing(raw, user.email, user.display_name, now, rng=rng)
     except MailError as exc:
         log.warning("iMIP %s from %s not sent: %s", method, user.email, exc.message)
         return False
@@ -106,7 +113,7 @@ def _emails(record: Mapping[str, Any] | None) -> list[str]:
 
 
 def after_client_write(
-    txn: Txn, user: User, old: Item | None, new: Item | None, now: datetime
+    txn: Txn, user: User, old: Item | None, new: Item | None, now: datetime, rng: random.Random
 ) -> bool:
     """The Calendar codec's Sync hook: invitations the phone made go out by mail."""
     before = old.data if old is not None else None
@@ -125,7 +132,7 @@ def after_client_write(
         if cancelled and not was_cancelled:
             text = f"{user.display_name or user.email} canceled this meeting."
             return send(
-                txn, user, "CANCEL", [data], _emails(after), f"Canceled: {subject}", text, now
+                txn, user, "CANCEL", [data], _emails(after), f"Canceled: {subject}", text, now, rng
             )
         if cancelled:
             return False
@@ -143,14 +150,14 @@ def after_client_write(
         targets = _emails(after) if changed else added
         if targets:
             text = f"{user.display_name or user.email} invites you to {subject}."
-            queued = send(txn, user, "REQUEST", [data], targets, subject, text, now)
+            queued = send(txn, user, "REQUEST", [data], targets, subject, text, now, rng)
         if removed:
             gone = _outgoing(user, after, now) | {
                 "attendees": [a for a in before["attendees"] if a["email"] in removed]  # type: ignore[index]
             }
             text = f"{user.display_name or user.email} removed you from {subject}."
             queued = (
-                send(txn, user, "CANCEL", [gone], removed, f"Canceled: {subject}", text, now)
+                send(txn, user, "CANCEL", [gone], removed, f"Canceled: {subject}", text, now, rng)
                 or queued
             )
         return queued
@@ -162,7 +169,8 @@ def after_client_write(
         }
         subject = before.get("subject") or ""
         text = f"{user.display_name or user.email} canceled this meeting."
-        return send(txn, user, "CANCEL", [data], _emails(before), f"Canceled: {subject}", text, now)
+        subject = f"Canceled: {subject}"
+        return send(txn, user, "CANCEL", [data], _emails(before), subject, text, now, rng)
     return False
 
 
@@ -172,6 +180,7 @@ def reply(
     record: Mapping[str, Any],
     partstat_status: int,
     now: datetime,
+    rng: random.Random,
     local_domains: Iterable[str] | None = None,
     instance: str | None = None,
 ) -> bool:
@@ -212,6 +221,7 @@ def reply(
         subject,
         text,
         now,
+        rng,
         local_domains,
         original,
     )

@@ -548,7 +548,7 @@ async def start_smtp_server(
         sessions.add(smtp)
         return smtp
 
-    from natsync.server.listen import listen_host, listen_port
+    from natsync.base.listen import listen_host, listen_port
 
     bind = listen_host(host)  # "::" and names: both families, as the ActiveSync listener
     server = await loop.create_server(factory, bind, listen_port(bind, port))

@@ -444,8 +444,8 @@ class Supervisor:
 
     def publish(self, writer: Any = None, stopped: bool = False) -> None:
         """Write DATA_DIR/run/status.json: each part's PID, state, restarts, start time (with
-        a natsync.run.status.StatusWriter: only when that changed)."""
-        from natsync.run.status import describe, write_status
+        a natsync.base.status.StatusWriter: only when that changed)."""
+        from natsync.base.status import describe, write_status
 
         children = [c for kind in ORDER for c in self.children.get(kind, [])]
         doc = describe(children, os.getpid(), self.started_at, self.stopping.is_set(), stopped,
@@ -456,7 +456,7 @@ class Supervisor:
             log.warning("cannot write the parts' status file: %s", exc)
 
     async def _publish_every(self, seconds: float) -> None:
-        from natsync.run.status import StatusWriter
+        from natsync.base.status import StatusWriter
 
         writer = StatusWriter()
         while True:
@@ -473,7 +473,7 @@ class Supervisor:
         loop.add_signal_handler(signal.SIGHUP, reloads.put_nowait, None)
         # SIGUSR1: renew the certificate now (the cert part orders, then the edge reloads).
         loop.add_signal_handler(signal.SIGUSR1, self._signal, "cert", signal.SIGUSR1)
-        from natsync.run.status import PUBLISH_EVERY
+        from natsync.base.status import PUBLISH_EVERY
 
         self._spawn_task(self._publish_every(PUBLISH_EVERY), "publish-status")
         try:

@@ -774,7 +774,7 @@ async def start_server(config: ServerConfig, store: Store, *, relay: Any = None)
     cancelled while its transaction runs still commits in the store's thread; the phone,
     lacking the answer, retransmits with the same SyncKey and gets the cached answer — safe by
     design."""
-    from natsync.server.listen import listen_host, listen_port
+    from natsync.base.listen import listen_host, listen_port
 
     eas = EasApp(config, store, relay)
     context = tls_context(config)
@@ -783,7 +783,7 @@ async def start_server(config: ServerConfig, store: Store, *, relay: Any = None)
         reloader = CertReloader(config.tls_cert, config.tls_key, build=_tls_context)
         context = reloader.context
     body_limit = max(config.max_request_body, autodiscover.MAX_REQUEST)
-    # "::" and host names listen on both families (natsync.server.listen).
+    # "::" and host names listen on both families (natsync.base.listen).
     host = listen_host(config.host)
     front = await Front.start(
         eas.route, host, listen_port(host, config.port), context, body_limit,

@@ -1,5 +1,5 @@
 """The server's listener is dual stack: ``server.host = "::"`` and a host name take IPv4 and
-IPv6 alike (natsync.server.listen), a literal address only its own family. Real sockets on
+IPv6 alike (natsync.base.listen), a literal address only its own family. Real sockets on
 loopback: the in-process server, `natsync server --host ::` as a process, and a host name
 naming both 127.0.0.1 and ::1 in a network namespace's own /etc/hosts."""
 
@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from natsync.base.listen import listen_host, listen_port
 from natsync.server import start_server
-from natsync.server.listen import listen_host, listen_port
 from natsync.store.api import Store
 from natsync.store.sqlite import SqliteStore
 from tests.server.conftest import BASE_CONFIG

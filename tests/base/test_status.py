@@ -1,4 +1,4 @@
-"""natsync.run.status: the supervisor's parts as DATA_DIR/run/status.json, and how the console
+"""natsync.base.status: the supervisor's parts as DATA_DIR/run/status.json, and how the console
 reads it — over real child processes (the supervisor's Child records around `sleep`)."""
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import signal
 import time
 from pathlib import Path
 
+from natsync.base.status import STATUS_FILE, alive, describe, read_status, write_status
 from natsync.console.status import Gathered, Level, lights, processes_from_run
 from natsync.run.policy import Backoff
-from natsync.run.status import STATUS_FILE, alive, describe, read_status, write_status
 from natsync.run.supervisor import Child
 
 
@@ -97,7 +97,7 @@ def test_no_file_or_not_ours_reads_as_none(tmp_path: Path) -> None:
 
 
 async def test_the_file_is_written_only_when_a_part_changed(tmp_path: Path) -> None:
-    from natsync.run.status import StatusWriter
+    from natsync.base.status import StatusWriter
 
     server = await _child("server")
     try:
