@@ -114,14 +114,37 @@ def fill_inbox(database: Path, count: int) -> float:
 PROFILE_ENV = "NATSYNC_BENCH_PROFILE"
 #: A ``sitecustomize`` for the processes of ``natsync up``: the server part (started by the
 #: supervisor as ``python -m natsync.run.parts server N``) profiles itself and writes its stats
-#: when it exits; the supervisor (and any other part) runs unprofiled.
+#: when it exits; the supervisor (and any other part) runs unprofiled. A Sync runs in the
+#: store's worker thread, so every thread gets a profile of its own (cProfile sees only the
+#: thread it was enabled in), and the stats of all threads that ended are written together.
 _PROFILE_HOOK = f"""
 import os, sys
 if "natsync.run.parts" in " ".join(sys.orig_argv) and "server" in sys.orig_argv:
-    import atexit, cProfile
-    _profile = cProfile.Profile()
-    _profile.enable()
-    atexit.register(lambda: (_profile.disable(), _profile.dump_stats(os.environ[{PROFILE_ENV!r}])))
+    import atexit, cProfile, pstats, threading
+    _ended = []
+    _thread_run = threading.Thread.run
+
+    def _profiled_run(self):
+        profile = cProfile.Profile()
+        profile.enable()
+        try:
+            _thread_run(self)
+        finally:
+            profile.disable()
+            _ended.append(profile)
+
+    threading.Thread.run = _profiled_run
+    _main = cProfile.Profile()
+    _main.enable()
+
+    def _dump():
+        _main.disable()
+        stats = pstats.Stats(_main)
+        for profile in _ended:
+            stats.add(profile)
+        stats.dump_stats(os.environ[{PROFILE_ENV!r}])
+
+    atexit.register(_dump)
 """
 
 
