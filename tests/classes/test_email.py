@@ -361,7 +361,8 @@ def test_parts_kept_at_delivery_render_the_same_item_as_the_mime(
     ]
     for raw in raws:
         message, _ = store_message(store, alice, raw)
-        bodies = store.run_sync(lambda txn, m=message: txn.message_bodies([m.id]))
+        ids = [message.id]
+        bodies = store.run_sync(lambda txn: txn.message_bodies(ids))  # noqa: B023
         stored_raw, parts = bodies[message.id]
         assert stored_raw == raw
         assert parts is not None
