@@ -20,7 +20,9 @@ What it does:
 
 Goals: >= 5,000 messages/s initial sync (issue 27; issue 3 asked 2,000), >= 500 messages/s
 SMTP ingest (issue 3).
-``--profile-server FILE`` runs the server under cProfile and writes its stats to FILE.
+The server is the part ``natsync up``'s supervisor starts (``python -m natsync.run.parts server
+0``, a child process): its CPU, ``--profile-server FILE`` (cProfile stats of that process, written
+when it stops) and ``--py-spy DIR`` are all of that child, not of the supervisor.
 Never part of the pass/fail suite; bounded in count and time; loopback only.
 """
 
@@ -108,20 +110,58 @@ def fill_inbox(database: Path, count: int) -> float:
     return time.perf_counter() - start
 
 
+#: The environment variable naming the cProfile output of the server part (see _PROFILE_HOOK).
+PROFILE_ENV = "NATSYNC_BENCH_PROFILE"
+#: A ``sitecustomize`` for the processes of ``natsync up``: the server part (started by the
+#: supervisor as ``python -m natsync.run.parts server N``) profiles itself and writes its stats
+#: when it exits; the supervisor (and any other part) runs unprofiled. A Sync runs in the
+#: store's worker thread, so every thread gets a profile of its own (cProfile sees only the
+#: thread it was enabled in), and the stats of all threads that ended are written together.
+_PROFILE_HOOK = f"""
+import os, sys
+if "natsync.run.parts" in " ".join(sys.orig_argv) and "server" in sys.orig_argv:
+    import atexit, cProfile, pstats, threading
+    _ended = []
+    _thread_run = threading.Thread.run
+
+    def _profiled_run(self):
+        profile = cProfile.Profile()
+        profile.enable()
+        try:
+            _thread_run(self)
+        finally:
+            profile.disable()
+            _ended.append(profile)
+
+    threading.Thread.run = _profiled_run
+    _main = cProfile.Profile()
+    _main.enable()
+
+    def _dump():
+        _main.disable()
+        stats = pstats.Stats(_main)
+        for profile in _ended:
+            stats.add(profile)
+        stats.dump_stats(os.environ[{PROFILE_ENV!r}])
+
+    atexit.register(_dump)
+"""
+
+
 def start_up(
     data_dir: Path, profile: Path | None
 ) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
     args = ["up", "--json", "--data-dir", str(data_dir), "--https-port", "0", "--smtp-port", "0"]
     args.append("--no-edge")  # measure the server itself; bench/edge_bench.py measures the edge
-    if profile is None:
-        cmd = [sys.executable, "-c", "from natsync.cli import main; main()", *args]
-    else:
-        code = (
-            "import cProfile, sys; sys.argv = ['natsync'] + sys.argv[1:]; "
-            f"cProfile.run('from natsync.cli import main; main()', {str(profile)!r})"
-        )
-        cmd = [sys.executable, "-c", code, *args]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    cmd = [sys.executable, "-c", "from natsync.cli import main; main()", *args]
+    env = dict(os.environ)
+    if profile is not None:
+        hook = data_dir / "bench-profile-hook"
+        hook.mkdir(exist_ok=True)
+        (hook / "sitecustomize.py").write_text(_PROFILE_HOOK)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(hook), env.get("PYTHONPATH")]))
+        env[PROFILE_ENV] = str(profile.resolve())
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
     assert proc.stdout is not None
     deadline = time.monotonic() + STARTUP_TIMEOUT
     line = b""
@@ -211,6 +251,16 @@ async def smtp_ingest(smtp: str, count: int, connections: int) -> tuple[int, flo
     return accepted, elapsed
 
 
+def server_part(supervisor: int) -> int:
+    """The pid of the server part among *supervisor*'s children (from /proc, Linux)."""
+    for task in Path(f"/proc/{supervisor}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+            if b"natsync.run.parts" in argv and b"server" in argv:
+                return int(child)
+    raise SystemExit(f"natsync up (pid {supervisor}) has no server part")
+
+
 def process_cpu(pid: int) -> float:
     """CPU seconds (user + system) process *pid* used so far, from /proc (Linux)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
@@ -292,26 +342,27 @@ def main() -> None:
         fill_s = fill_inbox(prepared.database, args.messages - already) if already == 0 else 0.0
         args.messages = max(already, args.messages)
         proc, info = start_up(data_dir, args.profile_server)
+        server_pid = server_part(proc.pid)
         load_before = os.getloadavg()[0]
         sync_rounds: list[SyncRound] = []
         try:
             profiler = cProfile.Profile() if args.profile_client else None
             if profiler is not None:
                 profiler.enable()
-            with spy(args.py_spy, "sync.txt", proc.pid):
+            with spy(args.py_spy, "sync.txt", server_pid):
                 for _ in range(args.rounds):
                     sync_rounds.append(
-                        asyncio.run(initial_sync(info, args.window, args.truncation, proc.pid))
+                        asyncio.run(initial_sync(info, args.window, args.truncation, server_pid))
                     )
             if profiler is not None:
                 profiler.disable()
                 profiler.dump_stats(args.profile_client)
-            before = process_cpu(proc.pid)
-            with spy(args.py_spy, "smtp.txt", proc.pid):
+            before = process_cpu(server_pid)
+            with spy(args.py_spy, "smtp.txt", server_pid):
                 accepted, smtp_s = asyncio.run(
                     smtp_ingest(info["smtp"], args.smtp_messages, args.smtp_connections)
                 )
-            SERVER_CPU["smtp"] = process_cpu(proc.pid) - before
+            SERVER_CPU["smtp"] = process_cpu(server_pid) - before
         finally:
             proc.send_signal(signal.SIGTERM)
             try:

@@ -3,7 +3,9 @@
 
 Mail from the internet reaches ``parse_message`` unfiltered (SMTP in), so every input must give
 a NewMessage or MailError, never another exception or a hang; the bodies (``body_text``,
-``body_html``) and the EAS item's body choice must not crash on what parsed.
+``body_html``) and the EAS item's body choice must not crash on what parsed. The parts kept at
+delivery (``NewMessage.parts``) must read back as reading the MIME does (``sync_parts``), and
+any text where kept parts are expected falls back to the MIME rather than raising.
 
     python fuzz/fuzz_mail_mime.py -max_total_time=60 fuzz/corpus-fuzz_mail_mime
 
@@ -19,7 +21,13 @@ import atheris
 from _harness import fuzz_main
 
 with atheris.instrument_imports(include=["natsync"]):
-    from natsync.mime import MAX_PREVIEW_CHARS, body_html, body_text, parse_message
+    from natsync.mime import (
+        MAX_PREVIEW_CHARS,
+        body_html,
+        body_text,
+        parse_message,
+        sync_parts,
+    )
     from natsync.mime.errors import MailError
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -44,6 +52,8 @@ def test_one_input(data: bytes) -> None:
     assert len(message.preview) <= MAX_PREVIEW_CHARS
     body_text(data)
     body_html(data)
+    assert sync_parts(data, message.parts) == sync_parts(data, None)
+    sync_parts(data, data.decode("utf-8", "replace"))
 
 
 if __name__ == "__main__":

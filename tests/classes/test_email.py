@@ -341,3 +341,36 @@ def test_libwbxml_reads_the_encoded_item(store: Store, alice: User, version: str
     assert decode(data) == document
     xml = assert_libwbxml_decodes(data)
     assert "ConversationIndex" in xml or version == "12.1"
+
+
+@pytest.mark.parametrize("version", ["12.1", "14.1", "16.1"])
+def test_parts_kept_at_delivery_render_the_same_item_as_the_mime(
+    store: Store, alice: User, version: str
+) -> None:
+    """A Sync window renders from the parts the store kept (``Txn.message_bodies``); a message
+    stored before they were kept (parts NULL) is read from its MIME: both give the same item."""
+    raws = [
+        build_rich_message(),
+        PLAIN + b"Thread-Topic: Lunch\r\nThread-Index: AQHZ1234567890abcdefghijklmn==\r\n\r\nok",
+        b"From: a@b.c\r\nSubject: Fwd: x\r\nContent-Type: text/html\r\n\r\n<p>only html</p>\r\n",
+    ]
+    prefs = [
+        [BodyPreference(BodyType.PLAIN, truncation_size=512, preview=100)],
+        [BodyPreference(BodyType.HTML, truncation_size=20, all_or_none=True)],
+        [BodyPreference(BodyType.MIME)],
+    ]
+    for raw in raws:
+        message, _ = store_message(store, alice, raw)
+        ids = [message.id]
+        bodies = store.run_sync(lambda txn: txn.message_bodies(ids))  # noqa: B023
+        stored_raw, parts = bodies[message.id]
+        assert stored_raw == raw
+        assert parts is not None
+        for pref in prefs:
+            kept = email_application_data(
+                message, raw, version, pref, mime_support=MimeSupport.ALWAYS, parts=parts
+            )
+            parsed = email_application_data(
+                message, raw, version, pref, mime_support=MimeSupport.ALWAYS
+            )
+            assert encode(kept) == encode(parsed)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from natsync.mime import SyncParts, parse_message, sync_parts
 from natsync.store import migrations
 from natsync.store.api import StoreError
 from natsync.store.sqlite import SqliteStore, connect
@@ -104,5 +105,46 @@ def test_a_version_3_queue_is_upgraded_with_its_entries_unclaimed(tmp_path: Path
         now = datetime(2026, 1, 1, tzinfo=UTC)
         [entry] = store.run_sync(lambda txn: txn.claim_outbound(now, 10, "w1", now))
         assert (entry.recipients, entry.claimed_by) == (("b@remote.test",), "w1")
+    finally:
+        store.close()
+
+
+def test_messages_stored_before_step_7_sync_from_their_mime(tmp_path: Path) -> None:
+    """Step 7 keeps the parts a Sync renders (``message_bodies.parts``); rows written before
+    it have none (NULL) and are read from the raw MIME, which stays there unchanged."""
+    path = tmp_path / "v6.db"
+    conn = connect(path)
+    assert migrations.migrate(conn, upto=6) == 6
+    conn.execute(
+        "INSERT INTO users (id, name, email, display_name, password_hash, created_at) "
+        "VALUES (1, 'alice', 'alice@example.test', 'Alice', 'h', 0)"
+    )
+    conn.execute(
+        "INSERT INTO folders (id, user_id, server_id, parent_server_id, display_name, type, "
+        "next_message_number) VALUES (1, 1, '1', '0', 'Inbox', 2, 2)"
+    )
+    conn.execute(
+        "INSERT INTO messages (id, user_id, folder_id, server_id, modseq, received_at, subject, "
+        "from_addr, to_addrs, cc_addrs, reply_to, message_id_header, size, read, importance, "
+        "message_class, has_attachments, preview) VALUES (1, 1, 1, '1:1', 1, 0, 'Old news', "
+        "'bob@example.test', 'alice@example.test', '', '', '<x@y>', 10, 0, 1, 'IPM.Note', 0, '')"
+    )
+    raw = b"Subject: Old news\r\nThread-Topic: news\r\n\r\narchaeology"
+    conn.execute("INSERT INTO message_bodies (message_id, raw) VALUES (1, ?)", (raw,))
+    conn.commit()
+    conn.close()
+
+    store = SqliteStore(path)
+    try:
+        bodies = store.run_sync(lambda txn: txn.message_bodies([1, 99]))
+        assert bodies == {1: (raw, None)}
+        assert sync_parts(raw, bodies[1][1]) == SyncParts("archaeology", None, "news", "")
+        # A message delivered after the step keeps its parts.
+        new = store.run_sync(
+            lambda txn: txn.add_message(1, parse_message(raw, datetime(2026, 12, 1, tzinfo=UTC)))
+        )
+        kept = store.run_sync(lambda txn: txn.message_bodies([new.id]))[new.id][1]
+        assert kept is not None
+        assert sync_parts(b"", kept) == SyncParts("archaeology", None, "news", "")
     finally:
         store.close()

@@ -62,8 +62,7 @@ from natsync.mime import (
     CLASS_MEETING_CANCELED,
     CLASS_MEETING_REQUEST,
     address_list,
-    header_text,
-    read_content,
+    sync_parts,
 )
 from natsync.mime.errors import EmailChangeError
 from natsync.store.api import Flag, Message
@@ -272,14 +271,17 @@ def email_application_data(
     mime_support: int | None = None,
     mime_truncation: int | None = None,
     container: tuple[str, str] = ("AirSync", "ApplicationData"),
+    parts: str | None = None,
 ) -> Element:
     """The Email ApplicationData of *message* (with its *raw* MIME) for protocol *version*.
 
-    Built as plain child lists of text leaves rather than through ``Element.add`` (which
-    checks each value's type): a Sync window builds about twenty of them per message."""
+    *parts* are the bodies and thread headers kept at delivery (``Txn.message_bodies``,
+    natsync.mime.sync_parts); without them the MIME is parsed for them. Built as plain child
+    lists of text leaves rather than through ``Element.add`` (which checks each value's type):
+    a Sync window builds about twenty of them per message."""
     v = _version(version if version in _SUPPORTED_VERSIONS else "16.1")
-    content = read_content(raw)
-    topic = header_text(content.message, "Thread-Topic") or thread_topic(message.subject)
+    content = sync_parts(raw, parts)
+    topic = content.thread_topic or thread_topic(message.subject)
     kids: list[Element] = []
     leaf = kids.append
     if message.to_addrs:
@@ -332,9 +334,7 @@ def email_application_data(
     native = BodyType.HTML if html_body is not None else BodyType.PLAIN
     leaf(Element("AirSyncBase", "NativeBodyType", [], str(int(native))))
     if v >= (14, 0):
-        conversation_id, index = _conversation(
-            header_text(content.message, "Thread-Index"), topic, message.received_at
-        )
+        conversation_id, index = _conversation(content.thread_index, topic, message.received_at)
         leaf(Element("Email2", "ConversationId", [], conversation_id))
         leaf(Element("Email2", "ConversationIndex", [], index))
         leaf(_categories_element(message.categories))

@@ -277,12 +277,13 @@ def server_changes(
             out.append(E(NS, "Add", E(NS, "ServerId", notice), data))
             known[notice] = note.modseq
         messages = ctx.txn.get_messages(ctx.user.id, batch)
-        raws = ctx.txn.raw_messages([msg.id for msg in messages])  # one read for the window
+        # One read for the window: the raw MIME and the parts kept at delivery.
+        bodies = ctx.txn.message_bodies([msg.id for msg in messages])
         for msg in messages:
-            found = raws.get(msg.id)
+            found = bodies.get(msg.id)
             # None: gone since (PostgreSQL reads per statement): raw_message raises NotFound.
-            raw = found if found is not None else ctx.txn.raw_message(msg.id)
-            add = isolation.build(skipped, msg.server_id, _add, msg, raw, req, prefs, version)
+            body = found if found is not None else (ctx.txn.raw_message(msg.id), None)
+            add = isolation.build(skipped, msg.server_id, _add, msg, body, req, prefs, version)
             if add is None:
                 window.skip(msg.server_id, msg.modseq)
             else:
@@ -304,12 +305,19 @@ def _change(msg: Message, version: str) -> Element:
 
 def _add(
     msg: Message,
-    raw: bytes,
+    body: tuple[bytes, str | None],
     req: CollectionRequest,
     prefs: list[eas_email.BodyPreference],
     version: str,
 ) -> Element:
+    raw, parts = body
     data = eas_email.email_application_data(
-        msg, raw, version, prefs, mime_support=req.mime_support, mime_truncation=req.mime_truncation
+        msg,
+        raw,
+        version,
+        prefs,
+        mime_support=req.mime_support,
+        mime_truncation=req.mime_truncation,
+        parts=parts,
     )
     return E(NS, "Add", E(NS, "ServerId", msg.server_id), data)

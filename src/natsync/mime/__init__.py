@@ -37,6 +37,7 @@ import contextlib
 import email
 import email.policy
 import email.utils
+import json
 import mimetypes
 import re
 from dataclasses import dataclass, field
@@ -573,6 +574,7 @@ def parse_message(raw: bytes, now: datetime) -> NewMessage:
         )
     content = _read_tree(msg)
     text = content.text
+    html = content.html
     return NewMessage(
         raw=raw,
         received_at=now,
@@ -589,7 +591,69 @@ def parse_message(raw: bytes, now: datetime) -> NewMessage:
         # The store indexes this text for Search; handing it over spares a second parse of
         # every message inside the delivery transaction.
         body_text=" ".join(text.split()),  # = _WHITESPACE.sub(" ", text).strip(), faster
+        parts=kept_parts(SyncParts(text, html, *_thread_headers(msg))),
     )
+
+
+#: The version of ``kept_parts``' JSON; stored parts of another version are read from the raw
+#: message instead (so a later change of what is kept needs no migration of old rows).
+PARTS_VERSION = 1
+#: Bodies longer than this (text and HTML together, characters) are not kept twice: such a
+#: message (a newsletter, a pasted log) is rare, and parsing it at Sync time costs less than
+#: storing its text a second time costs every read of its row.
+MAX_KEPT_PARTS_CHARS = 256 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class SyncParts:
+    """What the Email class reads from a message's MIME at every Sync (natsync.classes.email)."""
+
+    #: The plain body (converted from HTML when there is only HTML): ``MailContent.text``.
+    text: str
+    #: The HTML body, or None: ``MailContent.html``.
+    html: str | None
+    #: The decoded ``Thread-Topic`` header ("" when absent).
+    thread_topic: str
+    #: The decoded ``Thread-Index`` header ("" when absent).
+    thread_index: str
+
+
+def _thread_headers(msg: Message) -> tuple[str, str]:
+    return header_text(msg, "Thread-Topic"), header_text(msg, "Thread-Index")
+
+
+def kept_parts(parts: SyncParts) -> str | None:
+    """*parts* as the text the store keeps (``NewMessage.parts``); None when too large."""
+    if len(parts.text) + len(parts.html or "") > MAX_KEPT_PARTS_CHARS:
+        return None
+    # JSON escapes NUL and the other control characters: PostgreSQL text keeps it unchanged.
+    return json.dumps(
+        [PARTS_VERSION, parts.text, parts.html, parts.thread_topic, parts.thread_index],
+        ensure_ascii=False,
+    )
+
+
+def sync_parts(raw: bytes, kept: str | None) -> SyncParts:
+    """The parts of *raw* a Sync renders: from *kept* (``kept_parts``, stored at delivery) when
+    it is there and readable, else read from the MIME (messages delivered before they were
+    kept, very large ones). Never raises for bad input, as ``read_content`` does not."""
+    if kept is not None:
+        try:
+            value = json.loads(kept)
+        except ValueError:
+            value = None
+        if (
+            isinstance(value, list)
+            and len(value) == 5
+            and value[0] == PARTS_VERSION
+            and isinstance(value[1], str)
+            and (value[2] is None or isinstance(value[2], str))
+            and isinstance(value[3], str)
+            and isinstance(value[4], str)
+        ):
+            return SyncParts(value[1], value[2], value[3], value[4])
+    content = read_content(raw)
+    return SyncParts(content.text, content.html, *_thread_headers(content.message))
 
 
 def body_text(raw: bytes) -> str:

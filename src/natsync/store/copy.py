@@ -123,7 +123,7 @@ TABLES: tuple[Table, ...] = (
         ),
         "id",
     ),
-    Table("message_bodies", ("message_id", "raw"), "message_id"),
+    Table("message_bodies", ("message_id", "raw", "parts"), "message_id"),
     Table(migrations.SEARCH_TABLE, ("rowid", "subject", "from_addr", "to_addrs", "body"), "rowid"),
     Table(
         "attachments",

@@ -492,6 +492,19 @@ def _step6(conn: Any, dialect: Dialect) -> None:
     _run(conn, dialect, _V6)
 
 
+# -- step 7: what a Sync window reads from the MIME, kept at delivery (natsync.mime) ----------
+
+# The text and HTML bodies and the thread headers of a message (JSON, natsync.mime.kept_parts),
+# so an initial Sync renders a window without parsing a hundred messages' MIME. NULL for the
+# messages delivered before this step (and for very large ones): they are read from ``raw`` at
+# Sync time, as before, so nothing needs backfilling.
+_V7 = ("ALTER TABLE message_bodies ADD COLUMN parts TEXT",)
+
+
+def _step7(conn: Any, dialect: Dialect) -> None:
+    _run(conn, dialect, _V7)
+
+
 #: The numbered steps, each written once for both dialects; the schema version of a store is
 #: the number of steps applied to it.
 _STEPS: Sequence[Callable[[Any, Dialect], None]] = (
@@ -501,6 +514,7 @@ _STEPS: Sequence[Callable[[Any, Dialect], None]] = (
     _step4,
     _step5,
     _step6,
+    _step7,
 )
 
 Step = Callable[[sqlite3.Connection], None]

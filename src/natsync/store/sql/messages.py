@@ -93,7 +93,8 @@ class MessagesMixin(TxnBase):
             ),
         )[0]
         self._conn.execute(
-            "INSERT INTO message_bodies (message_id, raw) VALUES (?, ?)", (message_id, message.raw)
+            "INSERT INTO message_bodies (message_id, raw, parts) VALUES (?, ?, ?)",
+            (message_id, message.raw, message.parts),
         )
         self._conn.execute(
             f"INSERT INTO {migrations.SEARCH_TABLE} (rowid, subject, from_addr, to_addrs, body) "
@@ -224,14 +225,20 @@ class MessagesMixin(TxnBase):
     def raw_messages(self, message_ids: Sequence[int]) -> dict[int, bytes]:
         """The raw MIME of each message of *message_ids* that exists, in one statement (a Sync
         window reads a hundred at a time: one query instead of one per message)."""
+        return {key: raw for key, (raw, _) in self.message_bodies(message_ids).items()}
+
+    def message_bodies(self, message_ids: Sequence[int]) -> dict[int, tuple[bytes, str | None]]:
+        """The raw MIME and the parts kept at delivery (``NewMessage.parts``; None for a
+        message delivered before they were kept) of each message of *message_ids* that
+        exists, in one statement: what a Sync window renders."""
         if not message_ids:
             return {}
         among, values = self._any(message_ids)
         rows = self._conn.execute(
-            f"SELECT message_id, raw FROM message_bodies WHERE message_id {among}",
+            f"SELECT message_id, raw, parts FROM message_bodies WHERE message_id {among}",
             (values,),
         ).fetchall()
-        return {row[0]: bytes(row[1]) for row in rows}
+        return {row[0]: (bytes(row[1]), row[2]) for row in rows}
 
     def _change(self, message_id: int, sql: str, params: Sequence[Any]) -> Message:
         row = self._one("SELECT folder_id FROM messages WHERE id = ?", (message_id,))
