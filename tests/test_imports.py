@@ -245,6 +245,9 @@ EXCEPTIONS: dict[tuple[str, str], str] = {
     "overrides with the protocol's table; the protocol is to check its own table",
     ("console", "natsync.run.status"): "the console shows the supervisor's status file; "
     "run.status imports nothing of natsync and is to move below both (run starts the console)",
+    ("console", "natsync.edge.proxyv2"): "the published console reads the PROXY v2 header of "
+    "the edge's forward (console.publish); proxyv2 imports nothing of natsync but errors and is "
+    "to move below both",
     ("mail", "natsync.server.listen"): "SMTP in binds both address families as the server does; "
     "server.listen imports nothing of natsync and is to move below both (server imports eas, "
     "which imports mail)",

@@ -320,6 +320,7 @@ class Console:
                 heartbeat=self.settings.doctor_heartbeat,
                 ca_file=self.settings.doctor_ca,
                 config=self.settings.config_path,
+                edge=self.settings.doctor_edge,
             )
             report = await diagnose(options, job.lines.append)
             save_doctor_report(report, self.settings.doctor_dir)

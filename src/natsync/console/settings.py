@@ -57,6 +57,9 @@ class ConsoleSettings:
     allowed_hosts: tuple[str, ...] = ()
     session_idle: int = SESSION_IDLE
     session_max: int = SESSION_MAX
+    #: The edge's settings as natsync run gives them to its edge (natsync.run.derive.edge_for),
+    #: for the doctor's inside-out check of its backends; None: [edge] of the file alone.
+    doctor_edge: Any = None
     #: Where the edge listens for the console ("" : never published, the default).
     publish: str = ""
     #: The console's loopback port for the edge's forward (PROXY v2 first); 0: port + 1.
@@ -160,9 +163,9 @@ def load_settings(path: Path) -> ConsoleSettings:
 
 def _published(settings: ConsoleSettings) -> ConsoleSettings:
     """Check a published console's settings; its public name is a host it answers to."""
-    from natsync.edge.config import split_hostport
-
-    split_hostport(settings.publish, "console.publish")
+    host, colon, port = settings.publish.rpartition(":")
+    if not colon or not host.strip("[]") or not port.isdigit() or not 0 < int(port) <= 65535:
+        raise ConfigError(f"console.publish must be host:port, not {settings.publish!r}")
     if not settings.tls:
         raise ConfigError(
             "console.publish needs the console's own TLS: set console.tls_cert and "
