@@ -15,9 +15,9 @@ difference, and the page times. Bounded: a fixed number of requests, a 300 s lim
     .venv/bin/python bench/console_bench.py --pushes 100      # the push latency it shows
 
 With ``--pushes N`` instead: N real pushes on loopback (a held Ping, a mail through SMTP in):
-the push latency the server records per device (what the Devices page shows: from the commit
-of the delivery to the answer) against what the phone sees (from the SMTP client's start of
-DATA to the Ping's answer decoded by the emulator).
+the push latency the server records per device (what the Devices page shows: from the end of
+DATA, as SMTP in received it, to the answer) against what the phone sees (from the SMTP
+client's start of DATA to the Ping's answer decoded by the emulator).
 """
 
 from __future__ import annotations
@@ -183,7 +183,7 @@ async def pushes(count: int) -> None:
             return [ms for _, ms in push_latencies(txn, device.id)]
 
         recorded = await store.run(ring)
-        for name, values in (("server-recorded (commit -> answer)", recorded),
+        for name, values in (("server-recorded (end of DATA -> answer)", recorded),
                              ("phone-seen (start of DATA -> answer)", seen)):  # fmt: skip
             print(
                 f"push latency {name}: n={len(values)} p50 {_pct(values, 50):.2f} ms "

@@ -216,7 +216,7 @@ ALLOWED: dict[str, frozenset[str]] = {
         "config": ("base", "errors", "store"),
         "cert": ("config", "errors"),
         "device": ("cert",),
-        "edge": ("cert", "config", "eas", "errors"),
+        "edge": ("base", "cert", "config", "eas", "errors"),
         "relay": ("config", "edge", "errors"),
         "client": ("eas", "errors", "wbxml"),
         "ddns": ("config", "errors", "natsync", "portmap"),

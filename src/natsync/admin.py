@@ -226,8 +226,9 @@ class DeviceRow:
     recent: tuple[RecentRequest, ...]
     #: A Ping of the device is held now (by the record; exact when the server says so).
     holding: bool
-    #: The device's push latencies in ms, newest first: from the commit of a change (a mail
-    #: delivered by SMTP) to the answer of the Ping that waited for it (natsync.server.recent).
+    #: The device's push latencies in ms, newest first: from the end of SMTP DATA of a mail
+    #: (or the commit of a change no mail made) to the answer of the Ping that waited for it
+    #: (natsync.server.recent).
     pushes: tuple[float, ...] = ()
 
     def push_quantile(self, q: float) -> float | None:

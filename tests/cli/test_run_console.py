@@ -385,6 +385,9 @@ async def _session(run: Running, base: str, browser: Any) -> None:
     cls, words = light("ActiveSync from outside")
     assert "green" in cls, words
     assert "not checked" not in light("Autodiscover")[1]
+    # The inside-out check dials the edge's backend natsync run gave it ([server]'s free port
+    # here), not [edge]'s own default 127.0.0.1:8443 (a false red before).
+    assert "does not accept connections" not in await do(text)
     shot("status-after-doctor")
 
     # A part dies: the Status page shows it restarted, with its new PID and one restart.

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from natsync.base.proxyv2 import build_header
 from natsync.config import ServerConfig
-from natsync.edge.proxyv2 import build_header
 from natsync.errors import ConfigError
 
 NATSYNC = str(Path(sys.executable).parent / "natsync")

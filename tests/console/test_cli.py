@@ -118,3 +118,54 @@ def test_settings_from_the_deployment_file(tmp_path: Path) -> None:
     config.write_text("[console]\ndoctor_heartbeat = 4000\n")
     with pytest.raises(ConfigError, match=r"doctor_heartbeat must be 0\.\.3540"):
         load_settings(config)
+
+
+def test_publish_settings(tmp_path: Path) -> None:
+    """console.publish needs the console's own TLS; its publish_port defaults to port + 1 and
+    the public name becomes a host it answers to."""
+    import pytest
+
+    from natsync.console import load_settings
+    from natsync.errors import ConfigError
+
+    config = tmp_path / "natsync.toml"
+    server = '[server]\ndata_dir = "data"\npublic_name = "mail.example.test"\n'
+    config.write_text(server + '[console]\nport = 9000\npublish = "0.0.0.0:8445"\n')
+    with pytest.raises(ConfigError, match="needs the console's own TLS"):
+        load_settings(config)
+    tls = 'tls_cert = "c.pem"\ntls_key = "k.pem"\n'
+    config.write_text(server + '[console]\nport = 9000\npublish = "0.0.0.0:8445"\n' + tls)
+    settings = load_settings(config)
+    assert settings.published_port == 9001
+    assert "mail.example.test" in settings.allowed_hosts
+    config.write_text(server + '[console]\npublish = "8445"\n' + tls)
+    with pytest.raises(ConfigError, match=r"console\.publish must be host:port"):
+        load_settings(config)
+    config.write_text(
+        server + '[console]\nport = 9000\npublish_port = 9000\npublish = "0.0.0.0:8445"\n' + tls
+    )
+    with pytest.raises(ConfigError, match=r"publish_port must be 1\.\.65535"):
+        load_settings(config)
+    config.write_text(server + "[console]\nport = 9000\n")
+    assert load_settings(config).publish == ""  # the default: never published
+    assert "mail.example.test" not in load_settings(config).allowed_hosts
+
+
+def test_proxied_clients_forget_closed_connections() -> None:
+    from natsync.console.published import TLS_HANDSHAKE_TIMEOUT, ProxiedClients
+
+    class Conn:
+        transport: object | None = object()
+
+    clients = ProxiedClients()
+    first, second = Conn(), Conn()
+    clients.note(first, "192.0.2.1", 0.0)
+    assert clients.remote(first) == "192.0.2.1"
+    assert clients.remote(second) is None
+    first.transport = None  # closed
+    clients.note(second, "192.0.2.2", 1.0)  # within the handshake time: kept
+    assert clients.remote(first) == "192.0.2.1"
+    clients.note(Conn(), "192.0.2.3", TLS_HANDSHAKE_TIMEOUT + 1.0)
+    assert clients.remote(first) is None
+    assert clients.remote(second) == "192.0.2.2"
+    assert len(clients) == 2

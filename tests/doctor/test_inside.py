@@ -382,3 +382,28 @@ async def test_every_backend_of_the_edge_is_checked(serve: ServeFactory, tmp_pat
         (Severity.FAIL, f"The edge's backend 127.0.0.1:{down} does not accept connections"),
     ]
     assert not any("8443" in e for f in found for e in f.evidence)  # not the default backend
+
+
+async def test_edge_without_backend_checks_the_server_port_natsync_run_gives_it(
+    serve: ServeFactory, tmp_path: Path
+) -> None:
+    """Under `natsync run` an [edge] without a backend forwards to [server]'s port: the inside
+    check looks there (the same derivation, natsync.run.derive.edge_for, which `natsync doctor
+    -c` and run's console hand to the doctor), not at [edge]'s own default 127.0.0.1:8443 (a
+    false "does not accept connections" on any other port)."""
+    from natsync.cli.doctor import _edge_as_run
+
+    served = await serve()
+    assert served.port != 8443
+    leaf = x509.load_pem_x509_certificates(served.server_cert.read_bytes())[0]
+    pin = fingerprint(leaf.public_bytes(Encoding.DER))
+    config = tmp_path / "natsync.toml"
+    config.write_text(
+        f'[server]\nhost = "127.0.0.1"\nport = {served.port}\n\n'
+        f'[edge]\nbackend_name = "localhost"\nbackend_pin = "{pin}"\n',
+        encoding="utf-8",
+    )
+    report = await diagnose(served.options(config=config, edge=_edge_as_run(config)))
+    found = inside(report)
+    assert found.severity == Severity.OK, found
+    assert not any("8443" in f.title for f in report.findings), report.findings

@@ -11,8 +11,8 @@ from dataclasses import replace
 
 import pytest
 
+from natsync.base.proxyv2 import build_header
 from natsync.edge.config import EdgeConfig
-from natsync.edge.proxyv2 import build_header
 from natsync.errors import ConfigError
 from tests.edge.conftest import PUBLIC_NAME, EdgeFactory, Pki, Recorder, edge_config, status_of
 

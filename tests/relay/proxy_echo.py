@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from natsync.edge.proxyv2 import ProxyHeader, ProxyHeaderError, parse_header
+from natsync.base.proxyv2 import ProxyHeader, ProxyHeaderError, parse_header
 
 
 async def read_header(reader: asyncio.StreamReader) -> tuple[ProxyHeader, bytes] | None:

@@ -32,15 +32,19 @@ def test_request_time_by_command_and_push_latency() -> None:
     metrics = ServerMetrics()
     metrics.request("Sync", 0.02, 200)
     metrics.request("Ping", 30.0, 200)
-    metrics.pushed(committed_at=10.0, now=10.004)
-    metrics.pushed(committed_at=None, now=11.0)  # no change time known: not a measurement
+    metrics.pushed(10.0, 10.004)  # from a mail's end of DATA
+    metrics.pushed(20.0, 20.3, "commit")  # a change no mail made: from its commit
+    metrics.pushed(None, 11.0)  # no change time known: not a measurement
     text = metrics.render(held=3)
     assert "natsync_server_held_requests 3" in text
     assert 'natsync_server_requests_total{cmd="Sync",status="200"} 1' in text
     assert 'natsync_server_request_seconds_bucket{cmd="Ping",le="60"} 1' in text
     assert 'natsync_server_request_seconds_bucket{cmd="Ping",le="10"} 0' in text
-    assert "natsync_server_push_latency_seconds_count 1" in text
-    assert 'natsync_server_push_latency_seconds_bucket{le="0.005"} 1' in text
+    assert 'natsync_server_push_latency_seconds_count{from="data"} 1' in text
+    assert 'natsync_server_push_latency_seconds_bucket{from="data",le="0.005"} 1' in text
+    assert 'natsync_server_push_latency_seconds_count{from="commit"} 1' in text
+    assert 'natsync_server_push_latency_seconds_bucket{from="commit",le="0.25"} 0' in text
+    assert 'natsync_server_push_latency_seconds_bucket{from="commit",le="0.5"} 1' in text
     assert len(PUSH_BUCKETS) > 5
 
 

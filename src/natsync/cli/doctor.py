@@ -42,6 +42,20 @@ class DoctorCommand(click.Command):
             raise DoctorUsageError(exc.format_message(), exc.ctx) from None
 
 
+def _edge_as_run(config: Path | None) -> Any:
+    """The edge's settings as `natsync run` gives them to its edge (backends follow [server]
+    when [edge] names none), for a deployment file with [server] and [edge]; None otherwise
+    (the doctor then reads [edge] alone)."""
+    from natsync.doctor.gather import read_edge_table, read_toml_tables
+
+    if config is None or "server" not in read_toml_tables(config) or not read_edge_table(config):
+        return None
+    from natsync.deployment import load_deployment
+    from natsync.run.derive import edge_for
+
+    return edge_for(load_deployment(config))
+
+
 def _inside_url(config: Path) -> str:
     """The URL an inside-out run checks: the server's public name or its own listener; for a
     file with an [edge] table and no [server] table, the edge's listener (what phones reach)."""
@@ -274,6 +288,7 @@ def doctor(
             else (QUICK_HEARTBEAT if quick else DEFAULT_HEARTBEAT),
             timeout=timeout,
             config=config,
+            edge=_edge_as_run(config),
             resolve=forced,
             relay=relay,
             context=_context(),

@@ -25,6 +25,7 @@ from natsync import admin
 from natsync.auth.passwords import hash_password, verify_password
 from natsync.console import pages
 from natsync.console.live import SAMPLE_EVERY, MetricsDelta, Series, sample_from_store
+from natsync.console.published import ProxiedClients, PublishedListener
 from natsync.console.security import (
     COOKIE,
     LoginLimiter,
@@ -108,6 +109,8 @@ class Console:
         self.sessions = Sessions(settings.session_idle, settings.session_max)
         self.limiter = LoginLimiter()
         self.allowed_hosts = frozenset(settings.allowed_hosts)
+        #: Browsers' addresses of the connections the edge forwarded (console.publish).
+        self.proxied = ProxiedClients()
         self.doctor = DoctorJob()
         self.series = Series()
         self._metrics = MetricsDelta()
@@ -162,6 +165,9 @@ class Console:
     async def gate(
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
+        client = self.proxied.remote(request.protocol)
+        if client is not None:  # through the edge: the PROXY header's address is the client's
+            request = request.clone(remote=client)
         if not host_ok(request.headers.get("Host", ""), self.allowed_hosts):
             return web.Response(status=421, text="this console answers to its address only\n")
         if request.path not in PUBLIC_PATHS:
@@ -314,6 +320,7 @@ class Console:
                 heartbeat=self.settings.doctor_heartbeat,
                 ca_file=self.settings.doctor_ca,
                 config=self.settings.config_path,
+                edge=self.settings.doctor_edge,
             )
             report = await diagnose(options, job.lines.append)
             save_doctor_report(report, self.settings.doctor_dir)
@@ -637,6 +644,8 @@ class RunningConsole:
     host: str
     port: int
     tls: bool
+    #: The listener for the edge's forward when console.publish is set.
+    published: PublishedListener | None = None
 
     @property
     def url(self) -> str:
@@ -647,6 +656,8 @@ class RunningConsole:
         for task in list(self.console._tasks):
             task.cancel()
         await asyncio.gather(*self.console._tasks, return_exceptions=True)
+        if self.published is not None:
+            await self.published.close()
         await self.runner.cleanup()
 
 
@@ -668,8 +679,18 @@ async def start_console(
     site = web.TCPSite(runner, settings.host, settings.port, ssl_context=context)
     await site.start()
     port = int(runner.addresses[0][1])
+    published = None
+    if settings.publish and context is not None and runner.server is not None:
+        published = PublishedListener(
+            settings.published_port, context, runner.server, console.proxied
+        )
+        try:
+            await published.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
     console.spawn(console.sampler(), "natsync-console-sampler")
     log.info("console listening on %s:%d (tls=%s)", settings.host, port, bool(context))
     if not settings.admin_hash():
         log.warning("no console admin password is set: run natsync console passwd")
-    return RunningConsole(console, runner, settings.host, port, context is not None)
+    return RunningConsole(console, runner, settings.host, port, context is not None, published)

@@ -10,11 +10,15 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable
 from html import escape
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from natsync.admin import DeviceRow, UserRow
 from natsync.console.live import Series, spark
 from natsync.console.status import Light
+
+if TYPE_CHECKING:
+    from natsync.server.recent import RecentRequest
 
 CSS = """
 *{box-sizing:border-box}
@@ -205,6 +209,11 @@ def push_latency(row: DeviceRow) -> str:
     return f"p50 {_ms(p50)} · p99 {_ms(p99)} ({n} push{'es' if n != 1 else ''})"
 
 
+def _push_start(r: RecentRequest) -> str:
+    """Where a push's latency was measured from (docs/push.md "Where the clock starts")."""
+    return "the end of the mail's DATA" if r.push_from == "data" else "the change's commit"
+
+
 def _push_short(row: DeviceRow) -> str:
     """The table's cell: "0.1/4.2" (p50/p99 in ms, as the header says), "—" before a push."""
     p50, p99 = row.push_quantile(0.5), row.push_quantile(0.99)
@@ -275,7 +284,8 @@ def device(row: DeviceRow, csrf: str, now: dt.datetime) -> str:
         f"<tr><td>{when(r.at, now)}</td><td>{escape(r.command)}</td><td>{r.http or ''}</td>"
         f"<td>{'' if r.status is None else r.status}</td>"
         f"<td>{f'waiting (heartbeat {r.held} s)' if r.held else f'{r.ms:g} ms'}"
-        f"{'' if r.push_ms is None else f' · pushed {_ms(r.push_ms)} after the change'}</td></tr>"
+        f"{'' if r.push_ms is None else f' · pushed {_ms(r.push_ms)} after {_push_start(r)}'}"
+        "</td></tr>"
         for r in row.recent
     )
     body = (

@@ -1,8 +1,11 @@
 """The console's settings: the ``[console]`` table of the deployment file, or a data directory.
 
 The console listens on its own address, loopback by default: an admin reaches it by an SSH
-tunnel (docs/console.md), or from the LAN when ``console.host`` says so. The edge never
-publishes it (its routes are the ActiveSync paths only).
+tunnel (docs/console.md), or from the LAN when ``console.host`` says so. The edge publishes it
+only when the admin says so: ``console.publish`` names the address the edge listens on for it
+(e.g. ``0.0.0.0:8445``); under ``natsync run`` the edge then forwards that port, with a PROXY v2
+header naming the client, to the console's second listener on loopback (``publish_port``), and
+TLS ends at the console (its own certificate: required when published).
 """
 
 from __future__ import annotations
@@ -54,6 +57,18 @@ class ConsoleSettings:
     allowed_hosts: tuple[str, ...] = ()
     session_idle: int = SESSION_IDLE
     session_max: int = SESSION_MAX
+    #: The edge's settings as natsync run gives them to its edge (natsync.run.derive.edge_for),
+    #: for the doctor's inside-out check of its backends; None: [edge] of the file alone.
+    doctor_edge: Any = None
+    #: Where the edge listens for the console ("" : never published, the default).
+    publish: str = ""
+    #: The console's loopback port for the edge's forward (PROXY v2 first); 0: port + 1.
+    publish_port: int = 0
+
+    @property
+    def published_port(self) -> int:
+        """The loopback port the edge forwards the published console to."""
+        return self.publish_port or self.port + 1
 
     @property
     def hash_path(self) -> Path:
@@ -90,6 +105,8 @@ _KEYS = {
     "doctor_url",
     "doctor_heartbeat",
     "public_name",
+    "publish",
+    "publish_port",
 }
 _PATHS = {"tls_cert", "tls_key"}
 _LISTS = {"allowed_hosts"}
@@ -139,7 +156,31 @@ def load_settings(path: Path) -> ConsoleSettings:
         raise ConfigError(f"console.port must be 0..65535, not {settings.port}")
     if (settings.tls_cert is None) != (settings.tls_key is None):
         raise ConfigError("console.tls_cert and console.tls_key must be given together")
+    if settings.publish:
+        return _published(settings)
     return settings
+
+
+def _published(settings: ConsoleSettings) -> ConsoleSettings:
+    """Check a published console's settings; its public name is a host it answers to."""
+    host, colon, port = settings.publish.rpartition(":")
+    if not colon or not host.strip("[]") or not port.isdigit() or not 0 < int(port) <= 65535:
+        raise ConfigError(f"console.publish must be host:port, not {settings.publish!r}")
+    if not settings.tls:
+        raise ConfigError(
+            "console.publish needs the console's own TLS: set console.tls_cert and "
+            "console.tls_key (e.g. the files of the certificate phones see), or remove "
+            "console.publish and reach the console by an SSH tunnel"
+        )
+    if not 0 < settings.published_port <= 65535 or settings.published_port == settings.port:
+        raise ConfigError(
+            f"console.publish_port must be 1..65535 and not console.port, "
+            f"not {settings.published_port}"
+        )
+    hosts = settings.allowed_hosts
+    if settings.public_name and settings.public_name.lower() not in hosts:
+        hosts = (*hosts, settings.public_name.lower())
+    return replace(settings, allowed_hosts=hosts)
 
 
 __all__ = ["ConsoleSettings", "load_settings", "settings_from_data_dir"]

@@ -986,8 +986,11 @@ def read_edge_table(config: Path) -> dict[str, Any]:
     return table if isinstance(table, dict) else {}
 
 
-def gather_inside_sync(config: Path, timeout: float) -> InsideEvidence:
-    """The ddns verdict, the router's mappings and the edge pin, from the deployment's config."""
+def gather_inside_sync(config: Path, timeout: float, edge: Any = None) -> InsideEvidence:
+    """The ddns verdict, the router's mappings and the edge pin, from the deployment's config.
+    *edge*: the edge's settings as ``natsync run`` gives them (its backends follow [server]
+    when [edge] names none: natsync.run.derive.edge_for), passed by the caller that knows the
+    deployment; None reads [edge] of *config* alone."""
     from natsync.ddns.agreement import judge
     from natsync.ddns.settings import load_ddns, load_portmap
     from natsync.ddns.sources import Source
@@ -1011,10 +1014,10 @@ def gather_inside_sync(config: Path, timeout: float) -> InsideEvidence:
     portmap = load_portmap(config)
     if portmap.mappings:
         evidence.mappings = _mappings(portmap.mappings, portmap.upnp_location)
-    if read_edge_table(config):
+    if edge is not None or read_edge_table(config):
         from natsync.edge.config import load_edge_config, split_hostport
 
-        edge = load_edge_config(config)
+        edge = edge if edge is not None else load_edge_config(config)
         evidence.pins = tuple(_pin(edge, server, timeout) for server in edge.servers)
         if edge.relayed_listen:
             host, port = split_hostport(edge.relayed_listen, "edge.relayed_listen")

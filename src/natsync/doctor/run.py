@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from natsync.doctor import gather as g
 from natsync.doctor.autodiscover import check_autodiscover
@@ -62,6 +62,10 @@ class Options:
     heartbeat: int = DEFAULT_HEARTBEAT
     timeout: float = g.DEFAULT_TIMEOUT
     config: Path | None = None
+    #: The edge's settings as the deployment's supervisor gives them to its edge
+    #: (natsync.run.derive.edge_for: backends follow [server] when [edge] names none), for the
+    #: inside-out check of its backends; None: [edge] of *config* read alone.
+    edge: Any = None
     #: Port the zone's NS servers are asked on (53; another only in labs and tests).
     ns_port: int = 53
     #: Public addresses known from inside (filled from the ddns verdict on inside-out runs).
@@ -151,7 +155,9 @@ async def _run(options: Options, target: g.Target, report: Report, watch: Watche
     inside: InsideEvidence | None = None
     if options.config is not None:
         progress("inside: public address, router mappings, edge pin")
-        inside = await asyncio.to_thread(g.gather_inside_sync, options.config, options.timeout)
+        inside = await asyncio.to_thread(
+            g.gather_inside_sync, options.config, options.timeout, options.edge
+        )
         report.add(check_inside(inside))
         if inside.nat is not None and inside.nat.address and not public:
             public = (inside.nat.address,)

@@ -6,7 +6,7 @@ carries the real sender's address, so the server's ``Received`` line, logs and a
 policy use it. natsync's SMTP server accepts that header only from addresses listed in its
 ``proxy_protocol_from`` (the edge), never from the internet.
 
-The header is built by :func:`natsync.edge.proxyv2.build_header` (sans-I/O); the rest is a
+The header is built by :func:`natsync.base.proxyv2.build_header` (sans-I/O); the rest is a
 byte pipe with back-pressure in both directions.
 """
 
@@ -19,9 +19,9 @@ import time
 from collections.abc import Callable
 from typing import cast
 
+from natsync.base.proxyv2 import build_header
 from natsync.edge.config import Forward, split_hostport
 from natsync.edge.metrics import Metrics
-from natsync.edge.proxyv2 import build_header
 
 log = logging.getLogger("natsync.edge")
 

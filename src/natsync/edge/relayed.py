@@ -2,7 +2,7 @@
 
 A home behind carrier-grade NAT has no public address; ``natsync relay`` on a small public server
 takes the phones' TCP connections and sends them through a WireGuard tunnel to this listener,
-each starting with a PROXY v2 header (natsync.edge.proxyv2) that names the phone. TLS still ends
+each starting with a PROXY v2 header (natsync.base.proxyv2) that names the phone. TLS still ends
 here, at home: the relay only ever sees ciphertext.
 
 Why raw sockets for the first bytes: the header is read with exact-length ``recv`` calls (the
@@ -19,9 +19,9 @@ import ipaddress
 import logging
 import socket
 
+from natsync.base.proxyv2 import FIXED_LENGTH, ProxyHeaderError, parse_header
 from natsync.edge.config import split_hostport
 from natsync.edge.proxy import TLS_HANDSHAKE_TIMEOUT, ClientConn, Edge
-from natsync.edge.proxyv2 import FIXED_LENGTH, ProxyHeaderError, parse_header
 from natsync.errors import ConfigError
 
 log = logging.getLogger("natsync.edge")

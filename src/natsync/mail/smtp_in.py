@@ -13,7 +13,10 @@ Rules (docs/mail.md "SMTP in"):
 * **Delivery.** Each accepted message gets a ``Received`` header (RFC 5321 4.4), is parsed once
   and is added to every recipient's Inbox in ONE store transaction: all recipients or none. A
   store failure answers ``451`` so the sending server retries; nothing half-delivered remains.
-  "250" is answered only after that transaction committed.
+  "250" is answered only after that transaction committed. The time DATA ended
+  (``time.monotonic()``, taken as the hook starts) rides with the changed folders to the change
+  feed (natsync.store.feed.data_key): a Ping woken by the mail measures its push latency from
+  there (docs/push.md "Where the clock starts").
 * **Group commit.** Messages that finish DATA while a delivery transaction is running are
   delivered together in the next one (up to ``MAX_DELIVERY_BATCH``): a write transaction's
   commit costs several times one message's inserts, so under load this multiplies ingest
@@ -66,6 +69,7 @@ from natsync.mail.relay import deliver_to_inbox
 from natsync.mime import parse_message
 from natsync.mime.errors import MailError
 from natsync.store.api import NewMessage, Store, Txn
+from natsync.store.feed import DATA_FOLDER_SPAN, data_key
 
 log = logging.getLogger(__name__)
 #: aiosmtpd logs every connection and command line at INFO ("mail.log"): under a flood that is
@@ -283,7 +287,8 @@ class SmtpServerHandle:
         await self._server.wait_closed()
 
 
-_Item = tuple[list[str], NewMessage, "asyncio.Future[int]", str]
+#: (recipients, message, its future, envelope sender, time.monotonic() when DATA ended)
+_Item = tuple[list[str], NewMessage, "asyncio.Future[int]", str, float]
 
 
 class _GroupCommit:
@@ -297,11 +302,19 @@ class _GroupCommit:
         #: relay's kick, so the reply leaves at once rather than at its next poll.
         self._queued = queued
 
-    async def deliver(self, recipients: list[str], message: NewMessage, sender: str = "") -> int:
+    async def deliver(
+        self,
+        recipients: list[str],
+        message: NewMessage,
+        sender: str = "",
+        data_ended: float | None = None,
+    ) -> int:
         """Deliver *message* to *recipients* (one transaction, maybe shared); count delivered.
-        *sender*: the envelope sender (MAIL FROM, "" for the null sender)."""
+        *sender*: the envelope sender (MAIL FROM, "" for the null sender); *data_ended*: the
+        ``time.monotonic()`` when its DATA ended (now when not given)."""
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._pending.append((recipients, message, future, sender))
+        ended = time.monotonic() if data_ended is None else data_ended
+        self._pending.append((recipients, message, future, sender, ended))
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(
                 self._run(), name="natsync-smtp-delivery"
@@ -323,11 +336,9 @@ class _GroupCommit:
             self._task = None
 
     async def _commit(self, batch: list[_Item]) -> None:
-        jobs = [(rcpts, message, sender) for rcpts, message, _, sender in batch]
+        jobs = [(rcpts, message, sender, ended) for rcpts, message, _, sender, ended in batch]
         try:
-            results = await self._store.run(
-                lambda txn: [_deliver_all(txn, rcpts, msg, sender) for rcpts, msg, sender in jobs]
-            )
+            results = await self._store.run(lambda txn: [_deliver_all(txn, *job) for job in jobs])
         except Exception as exc:
             if len(batch) == 1:
                 _settle(batch[0][2], exc)
@@ -337,7 +348,7 @@ class _GroupCommit:
             return
         if self._queued is not None and any(queued for _, queued in results):
             self._queued()
-        for (_, _, future, _), (count, _) in zip(batch, results, strict=True):
+        for (_, _, future, _, _), (count, _) in zip(batch, results, strict=True):
             _settle(future, count)
 
 
@@ -452,6 +463,7 @@ class _Handler:
         return line.encode("utf-8", "replace")
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        data_ended = time.monotonic()  # where push latency starts (docs/push.md)
         content = envelope.original_content
         if not isinstance(content, bytes):
             content = bytes(content or b"")
@@ -464,7 +476,9 @@ class _Handler:
             return "554 5.6.0 Message is not RFC 5322 mail"
         recipients = list(envelope.rcpt_tos)
         try:
-            count = await self.committer.deliver(recipients, message, envelope.mail_from or "")
+            count = await self.committer.deliver(
+                recipients, message, envelope.mail_from or "", data_ended
+            )
         except Exception:
             log.exception("delivery of %s failed; the sender will retry", queue_id)
             return "451 4.3.0 Temporary delivery failure, try again later"
@@ -480,11 +494,14 @@ class _Handler:
 
 
 def _deliver_all(
-    txn: Txn, recipients: list[str], message: NewMessage, sender: str
+    txn: Txn, recipients: list[str], message: NewMessage, sender: str, data_ended: float
 ) -> tuple[int, bool]:
-    """(recipients delivered to, whether an out-of-office reply was queued)."""
+    """(recipients delivered to, whether an out-of-office reply was queued). The folders the
+    mail changed are stamped with *data_ended* for the change feed (a folder an earlier mail
+    of the same transaction changed keeps that mail's earlier stamp)."""
     delivered = 0
     queued = False
+    before = set(txn.changed)
     for address in dict.fromkeys(r.lower() for r in recipients):
         user = txn.get_user_by_email(address)
         if user is None:
@@ -492,6 +509,9 @@ def _deliver_all(
             continue
         queued |= deliver_to_inbox(txn, user, message, envelope_sender=sender)
         delivered += 1
+    txn.changed.update(
+        data_key(i, data_ended) for i in txn.changed - before if 0 < i < DATA_FOLDER_SPAN
+    )
     return delivered, queued
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from natsync.deployment import Deployment
-from natsync.errors import NatsyncError
+from natsync.errors import ConfigError, NatsyncError
 
 #: Seconds to wait for a PostgreSQL store to answer (check must not hang on a dead host).
 STORE_CONNECT_TIMEOUT = 5
@@ -423,6 +423,7 @@ def run_checks(deployment: Deployment, *, bind: bool = True) -> list[Problem]:
                     fatal=False,
                 )
             )
+    _published_console(deployment, problems)
     _store(deployment, problems)
     if bind:
         ports = _ports(deployment)
@@ -431,6 +432,32 @@ def run_checks(deployment: Deployment, *, bind: bool = True) -> list[Problem]:
             if hostport not in clash:
                 _bindable(hostport, setting, problems)
     return problems
+
+
+def _published_console(deployment: Deployment, problems: list[Problem]) -> None:
+    """[console] publish: its settings must hold (TLS of its own), and the admin is told, every
+    time, what publishing means (docs/console.md "Publishing it")."""
+    table = deployment.tables.get("console", {})
+    if not table.get("publish") or deployment.path is None:
+        return
+    from natsync.console.settings import load_settings
+
+    try:
+        console = load_settings(deployment.path)
+    except ConfigError as exc:
+        problems.append(Problem("console.publish", exc.message, "see docs/console.md"))
+        return
+    problems.append(
+        Problem(
+            "console.publish",
+            f"the admin console is published by the edge on {console.publish}: anyone who "
+            "reaches that port sees its login page, guarded only by the admin password, the "
+            "login rate limit and TLS (no client certificate is asked for)",
+            "keep a long admin password (natsync console passwd), map that port on the router "
+            "only if you must, or remove console.publish and use an SSH tunnel",
+            fatal=False,
+        )
+    )
 
 
 def check_file(path: Any) -> tuple[Deployment | None, list[Problem]]:

@@ -58,7 +58,27 @@ def edge_for(deployment: Deployment) -> Any:
     if "challenge_dir" not in table and cert is not None and cert.mode == "acme":
         # The cert part (another process) hands TLS-ALPN-01 and HTTP-01 answers over.
         changes["challenge_dir"] = str(challenge_spool(deployment))
+    published = published_console(deployment)
+    if published is not None:
+        changes["forwards"] = (*edge.forwards, published)
     return replace(edge, **changes) if changes else edge
+
+
+def published_console(deployment: Deployment) -> Any:
+    """The edge's forward of the console when [console] publish says so (docs/console.md
+    "Publishing it"): that address to the console's loopback publish_port, PROXY v2 first
+    (the console reads the browser's address from it). None: not published (the default)."""
+    if deployment.path is None or not deployment.tables.get("console", {}).get("publish"):
+        return None
+    from natsync.console.settings import load_settings
+    from natsync.edge.config import Forward
+    from natsync.errors import ConfigError
+
+    try:
+        console = load_settings(deployment.path)
+    except ConfigError:
+        return None  # `natsync check` (run's first step) reports it and stops the run
+    return Forward(console.publish, f"127.0.0.1:{console.published_port}", proxy_protocol=True)
 
 
 def challenge_spool(deployment: Deployment) -> Path:

@@ -66,6 +66,10 @@ async def _server_part(deployment: Deployment, index: int) -> None:
                 console, doctor_url=self_check_url(deployment, int(edge) if edge else None),
                 doctor_ca=ca if private and ca.exists() else None,
             )  # fmt: skip
+        if deployment.edge is not None:  # the doctor checks the backends the edge really uses
+            from natsync.run.derive import edge_for
+
+            console = replace(console, doctor_edge=edge_for(deployment))
 
     def ready(running: Any, smtp: Any, console: Any = None) -> None:
         info: dict[str, Any] = {"url": running.url, "port": running.port}

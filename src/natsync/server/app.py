@@ -244,10 +244,14 @@ class Hold:
         self._done = None
         changed = self._sub.take()
         if changed - {self._key}:  # a change ended the hold: a push (metrics: its latency)
-            committed, now = self._sub.changed_at, time.monotonic()
-            self._app.metrics.pushed(committed, now)
-            if committed is not None and now >= committed:  # the device's (access log, console)
-                self._line.fields["push_ms"] = round((now - committed) * 1000, 3)
+            # From the end of SMTP DATA when a mail made the change, else from its commit.
+            ended, now = self._sub.data_ended_at, time.monotonic()
+            start, source = (ended, "data") if ended is not None else (self._sub.changed_at, "")
+            source = source or "commit"
+            self._app.metrics.pushed(start, now, source)
+            if start is not None and now >= start:  # the device's (access log, console)
+                self._line.fields["push_ms"] = round((now - start) * 1000, 3)
+                self._line.fields["push_from"] = source
         self._release()
         response = self._app.hold_answer(self._wait, changed, self._key)
         if response is not None:

@@ -1,10 +1,12 @@
 """The server's ``/healthz`` and Prometheus ``/metrics`` (text format 0.0.4), like the edge's.
 
-Histograms of request time by ActiveSync command, and of push latency: from the commit that
-changed a watched folder to the held Ping's answer leaving (what a phone waits for a new mail
-beyond the network). Counters of requests by command and HTTP status; held Pings now. Items
-left out of an answer because they could not be sent (issue 19, natsync.eas.isolation): a
-counter by command, and the ids of the last few with when (to find them in the log and store).
+Histograms of request time by ActiveSync command, and of push latency to the held Ping's
+answer leaving (what a phone waits for a new mail beyond the network): from the end of SMTP
+DATA for a push a delivered mail caused (label ``from="data"``), from the commit for any other
+change (``from="commit"``: a phone's own Sync, an IMAP source's pull). Counters of requests by
+command and HTTP status; held Pings now. Items left out of an answer because they could not be
+sent (issue 19, natsync.eas.isolation): a counter by command, and the ids of the last few with
+when (to find them in the log and store).
 
 Both paths answer loopback clients only (the edge publishes neither, and a client elsewhere
 gets 404 like any unknown path): metrics name users' command mix, not for the internet.
@@ -90,6 +92,8 @@ class ServerMetrics:
     request_time: dict[str, Histogram] = field(default_factory=dict)
     requests: dict[tuple[str, int], int] = field(default_factory=dict)
     push_latency: Histogram = field(default_factory=lambda: Histogram(PUSH_BUCKETS))
+    #: Pushes measured from their commit (no mail's end of DATA known): ``from="commit"``.
+    push_latency_commit: Histogram = field(default_factory=lambda: Histogram(PUSH_BUCKETS))
     #: Items left out of answers by command, and the newest ones: (cmd, item id) -> unix time.
     left_out: dict[str, int] = field(default_factory=dict)
     left_out_last: dict[tuple[str, str], float] = field(default_factory=dict)
@@ -103,10 +107,12 @@ class ServerMetrics:
         histogram.observe(seconds)
         self.requests[(cmd, http)] = self.requests.get((cmd, http), 0) + 1
 
-    def pushed(self, committed_at: float | None, now: float) -> None:
-        """A held Ping answered at *now* (monotonic) for a change committed at *committed_at*."""
-        if committed_at is not None and now >= committed_at:
-            self.push_latency.observe(now - committed_at)
+    def pushed(self, started_at: float | None, now: float, source: str = "data") -> None:
+        """A held Ping answered at *now* (monotonic) for a change that started at *started_at*:
+        the end of a mail's DATA (*source* "data") or the change's commit ("commit")."""
+        if started_at is not None and now >= started_at:
+            histogram = self.push_latency if source == "data" else self.push_latency_commit
+            histogram.observe(now - started_at)
 
     def skipped(self, cmd: str, item_ids: tuple[str, ...], now: float) -> None:
         """*item_ids* were left out of one answer to *cmd* at *now* (unix time)."""
@@ -140,10 +146,14 @@ class ServerMetrics:
         for cmd, histogram in sorted(self.request_time.items()):
             lines += histogram.render("natsync_server_request_seconds", f'cmd="{_label(cmd)}"')
         lines += [
-            "# HELP natsync_server_push_latency_seconds From the commit of a change to the "
-            "answer of the Ping that waited for it.",
+            "# HELP natsync_server_push_latency_seconds To the answer of the Ping that waited "
+            'for a change: from the end of SMTP DATA of the mail (from="data"), or from the '
+            'commit of a change no mail made (from="commit").',
             "# TYPE natsync_server_push_latency_seconds histogram",
-            *self.push_latency.render("natsync_server_push_latency_seconds"),
+            *self.push_latency.render("natsync_server_push_latency_seconds", 'from="data"'),
+            *self.push_latency_commit.render(
+                "natsync_server_push_latency_seconds", 'from="commit"'
+            ),
             "# HELP natsync_server_items_left_out_total Items left out of an answer because "
             "they could not be sent (each is in the log with its id).",
             "# TYPE natsync_server_items_left_out_total counter",

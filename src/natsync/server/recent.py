@@ -55,9 +55,12 @@ class RecentRequest:
     held: int = 0
     #: Milliseconds the command took in its transaction.
     ms: float = 0.0
-    #: On a held Ping (or Sync) answered because a change came: milliseconds from the commit
-    #: of that change (a delivered mail) to the answer — the device's push latency.
+    #: On a held Ping (or Sync) answered because a change came: milliseconds from the end of
+    #: SMTP DATA of the mail that made it (or from the commit of a change no mail made) to the
+    #: answer — the device's push latency.
     push_ms: float | None = None
+    #: Where push_ms starts: "data" (a mail's end of DATA) or "commit"; "" when unknown.
+    push_from: str = ""
 
     def to_json(self) -> dict[str, object]:
         doc: dict[str, object] = {
@@ -70,6 +73,8 @@ class RecentRequest:
         }
         if self.push_ms is not None:
             doc["push"] = self.push_ms
+            if self.push_from:
+                doc["push_from"] = self.push_from
         return doc
 
     @classmethod
@@ -88,6 +93,7 @@ class RecentRequest:
                 held=int(doc.get("held", 0)),
                 ms=float(doc.get("ms", 0.0)),
                 push_ms=None if push is None else float(push),
+                push_from=str(doc.get("push_from", ""))[:8],
             )
         except (KeyError, TypeError, ValueError, OverflowError):
             return None
@@ -191,6 +197,7 @@ class RecentWriter:
             now, str(fields.get("cmd") or "?"), int(fields.get("http") or 0),
             status if isinstance(status, int) else None, 0, float(fields.get("ms") or 0.0),
             float(push) if isinstance(push, int | float) else None,
+            str(fields.get("push_from") or "") if push is not None else "",
         )  # fmt: skip
         self._add(fields, entry)
 

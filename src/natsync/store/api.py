@@ -478,8 +478,12 @@ class Subscription(Protocol):
     server's held Pings), ``notify(loop, callback)`` then ``take()`` when called back."""
 
     #: ``time.monotonic()`` when a watched id last changed, as the feed saw its commit (None:
-    #: none yet); a held Ping ended by it records its push latency from there.
+    #: none yet); a held Ping ended by it records its push latency from there, unless a mail
+    #: made the change:
     changed_at: float | None
+    #: ``time.monotonic()`` at the end of SMTP DATA of the earliest mail among the changes
+    #: since the last take (None: none was a mail): push latency runs from here then.
+    data_ended_at: float | None
 
     @property
     def closed(self) -> bool:

@@ -11,7 +11,7 @@ Changes that arrive while nobody is waiting are kept on the subscription and ret
 next ``wait`` / ``take``: a Ping that subscribes, then checks its folders, then waits, misses
 nothing.
 
-Feed ids live in three namespaces of one integer space, so that one NOTIFY payload format and
+Feed ids live in four namespaces of one integer space, so that one NOTIFY payload format and
 one dict carry them all:
 
 * folder ids (positive): the folder's content or existence changed;
@@ -20,6 +20,14 @@ one dict carry them all:
   live hold (Ping or held Sync). This is how the one-live-Ping rule crosses processes: the
   newer request's transaction adds the key to its changes, the commit publishes it (NOTIFY on
   PostgreSQL), and a Ping held on any process for that device wakes and ends (docs/push.md).
+* :func:`data_key` (below ``-DATA_KEY_BASE``): never watched, only published beside a folder
+  id: "the mail that changed this folder ended its SMTP DATA at this ``time.monotonic()``".
+  The delivery adds it to its transaction's changes, so it rides the same in-process publish
+  and the same NOTIFY payload to every process; :meth:`LocalChangeFeed.publish` takes it off
+  and gives the woken subscription :attr:`LocalSubscription.data_ended_at`, where push latency
+  is measured from (docs/push.md "Where the clock starts"). CLOCK_MONOTONIC is one clock for
+  every process of a machine; a stamp from another machine's clock is judged implausible and
+  dropped (the push is then measured from its commit).
 
 A waiter either awaits :meth:`LocalSubscription.wait` (one task per waiter), or, to hold
 thousands without a task each, registers one callback with :meth:`LocalSubscription.notify` and
@@ -64,7 +72,41 @@ def hold_key(user_id: int, device_id: str) -> int:
 
 
 def is_hold_key(feed_id: int) -> bool:
-    return feed_id <= -HOLD_KEY_BASE
+    return -DATA_KEY_BASE < feed_id <= -HOLD_KEY_BASE
+
+
+#: Data keys are ``-(DATA_KEY_BASE + microseconds * DATA_FOLDER_SPAN + folder_id)``: below every
+#: hold key (Python ints and the NOTIFY payload's decimal text have room for them).
+DATA_KEY_BASE = 1 << 64
+#: Folder ids a data key can name (SQLite and PostgreSQL ids are 64-bit; a trillion folders).
+DATA_FOLDER_SPAN = 1 << 40
+#: Seconds an end of DATA may lie before the commit that delivered it and still be believed
+#: (a delivery waits for the store, never this long); older or later stamps come from another
+#: clock (another machine's CLOCK_MONOTONIC) and are dropped.
+DATA_STAMP_PLAUSIBLE = 600.0
+
+
+def data_key(folder_id: int, ended_at: float) -> int:
+    """The feed id saying "a mail ending its DATA at *ended_at* (``time.monotonic()``) changed
+    *folder_id*" (published beside *folder_id*; nobody subscribes to it)."""
+    if not 0 < folder_id < DATA_FOLDER_SPAN:
+        raise ValueError(f"folder id {folder_id} cannot be stamped")
+    return -(DATA_KEY_BASE + int(max(ended_at, 0.0) * 1_000_000) * DATA_FOLDER_SPAN + folder_id)
+
+
+def split_data_keys(feed_ids: Iterable[int]) -> tuple[list[int], dict[int, float]]:
+    """(the ids to publish, folder id -> earliest end of DATA among the data keys)."""
+    plain: list[int] = []
+    ended: dict[int, float] = {}
+    for feed_id in feed_ids:
+        if feed_id > -DATA_KEY_BASE:
+            plain.append(feed_id)
+            continue
+        micros, folder_id = divmod(-feed_id - DATA_KEY_BASE, DATA_FOLDER_SPAN)
+        at = micros / 1_000_000
+        if folder_id not in ended or at < ended[folder_id]:
+            ended[folder_id] = at
+    return plain, ended
 
 
 class LocalChangeFeed:
@@ -91,17 +133,24 @@ class LocalChangeFeed:
         return subscription
 
     def publish(self, folder_ids: Iterable[int]) -> None:
-        """Tell every subscription watching one of *folder_ids* (any thread may call this)."""
+        """Tell every subscription watching one of *folder_ids* (any thread may call this);
+        data keys among them (:func:`data_key`) date the mails that changed those folders."""
         to_wake: dict[LocalSubscription, set[int]] = {}
+        plain, ended = split_data_keys(folder_ids)
+        now = time.monotonic()
         with self._lock:
-            for feed_id in folder_ids:
+            for feed_id in plain:
                 found = self._by_id.get(feed_id)
                 if found is None:
                     continue
                 for subscription in found if isinstance(found, set) else (found,):
                     to_wake.setdefault(subscription, set()).add(feed_id)
             for subscription, changed in to_wake.items():
-                subscription._deliver(changed)  # under the feed's lock
+                data = [ended[i] for i in changed if i in ended]
+                at = min(data) if data else None
+                if at is not None and not 0.0 <= now - at <= DATA_STAMP_PLAUSIBLE:
+                    at = None  # another clock's stamp: measured from the commit instead
+                subscription._deliver(changed, now, at)  # under the feed's lock
 
     def watched(self) -> list[int]:
         """Every folder and hierarchy id some subscription watches (to wake them all after
@@ -139,7 +188,16 @@ class LocalChangeFeed:
 class LocalSubscription:
     """One waiter; cheap: a frozenset, the ids changed so far and at most one callback."""
 
-    __slots__ = ("_callback", "_closed", "_feed", "_loop", "_pending", "changed_at", "folder_ids")
+    __slots__ = (
+        "_callback",
+        "_closed",
+        "_feed",
+        "_loop",
+        "_pending",
+        "changed_at",
+        "data_ended_at",
+        "folder_ids",
+    )
 
     def __init__(self, feed: LocalChangeFeed, folder_ids: frozenset[int]) -> None:
         self._feed = feed
@@ -150,14 +208,23 @@ class LocalSubscription:
         self._closed = False
         #: time.monotonic() of the first change since the last take (push latency metrics).
         self.changed_at: float | None = None
+        #: time.monotonic() at the end of SMTP DATA of the earliest mail among the changes
+        #: since the last take (None: no mail among them); push latency runs from here.
+        self.data_ended_at: float | None = None
 
-    def _deliver(self, changed: set[int]) -> None:
-        """Record *changed* and wake the waiter; called with the feed's lock held."""
+    def _deliver(self, changed: set[int], now: float, data_ended_at: float | None) -> None:
+        """Record *changed* (a mail's end of DATA among them: *data_ended_at*) and wake the
+        waiter; called with the feed's lock held."""
         if self._pending is None:
-            self.changed_at = time.monotonic()
+            self.changed_at = now
+            self.data_ended_at = data_ended_at
             self._pending = changed
         else:
             self._pending |= changed
+            if data_ended_at is not None and (
+                self.data_ended_at is None or data_ended_at < self.data_ended_at
+            ):
+                self.data_ended_at = data_ended_at
         self._fire()
 
     def _fire(self) -> None:

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from natsync.edge.proxyv2 import (
+from natsync.base.proxyv2 import (
     FIXED_LENGTH,
     SIGNATURE,
     TCP4,
