@@ -22,6 +22,7 @@ from typing import Any
 
 from natsync.errors import NatsyncError
 from natsync.sources.config import ImapServer, TlsMode
+from natsync.sources.structure import Value, fetch_stream, fetch_uid, parse_fetches
 from natsync.sources.wire import (
     MAX_MODSEQ,
     MAX_UID,
@@ -287,6 +288,54 @@ class ImapAccount:
         spec = "(UID FLAGS MODSEQ INTERNALDATE BODY.PEEK[])"
         self._ok(*self._call("UID", "FETCH", compress_set(uids), spec))
         return fetch_items(self._untagged("FETCH"))
+
+    def _fetch(self, uids: list[int], spec: str) -> list[dict[str, Value]]:
+        self._ok(*self._call("UID", "FETCH", compress_set(uids), spec))
+        return parse_fetches(fetch_stream(self._untagged("FETCH")))
+
+    def fetch_sizes(self, uids: list[int]) -> dict[int, int]:
+        """UID -> RFC822.SIZE: which messages are fetched whole and which lazily."""
+        if not uids:
+            return {}
+        found: dict[int, int] = {}
+        for response in self._fetch(uids, "(UID RFC822.SIZE)"):
+            size = response.get("RFC822.SIZE")
+            found[fetch_uid(response)] = size if isinstance(size, int) else 0
+        return found
+
+    def fetch_structures(self, uids: list[int]) -> list[dict[str, Value]]:
+        """What a lazily mirrored message is made of at first (natsync.sources.structure):
+        flags, dates, size, BODYSTRUCTURE and the header."""
+        if not uids:
+            return []
+        spec = "(UID FLAGS MODSEQ INTERNALDATE RFC822.SIZE BODYSTRUCTURE BODY.PEEK[HEADER])"
+        return self._fetch(uids, spec)
+
+    def fetch_sections(self, uid: int, sections: list[str], limit: int) -> dict[str, bytes]:
+        """The first *limit* bytes of each of *sections* of one message (RFC 3501 §6.4.5)."""
+        if not sections:
+            return {}
+        spec = " ".join(f"BODY.PEEK[{s}]<0.{limit}>" for s in sections)
+        found: dict[str, bytes] = {}
+        for response in self._fetch([uid], f"(UID {spec})"):
+            for name, value in response.items():
+                if name.startswith("BODY[") and isinstance(value, bytes):
+                    found[name[5:].partition("]")[0]] = value
+        return found
+
+    def fetch_whole(self, mailbox: str, uids: list[int]) -> dict[int, bytes]:
+        """The whole MIME of *uids* in *mailbox* (EXAMINEd: read-only, no flag changes), for
+        a phone that asks for what a lazily mirrored message left out."""
+        if not uids:
+            return {}
+        self._ok(*self._call("EXAMINE", quote_raw(mailbox)))
+        self._c.state = "SELECTED"
+        found: dict[int, bytes] = {}
+        for response in self._fetch(uids, "(UID BODY.PEEK[])"):
+            body = response.get("BODY[]")
+            if isinstance(body, bytes):
+                found[fetch_uid(response)] = body
+        return found
 
     # -- write-back
 

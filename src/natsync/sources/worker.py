@@ -8,10 +8,12 @@ stays in its memory only. Its loop:
    :mod:`natsync.sources.mirror`);
 2. bring every mirrored folder up to date: ``SELECT ... (QRESYNC (uidvalidity modseq))``
    (RFC 7162 §3.2.5) returns the flag changes and VANISHED UIDs since the stored HIGHESTMODSEQ;
-   new UIDs are fetched (whole messages: headers, body and attachments in one FETCH — bodies
-   are not fetched lazily); a changed UIDVALIDITY resyncs the folder, matching stored messages
-   by Message-ID so the phone sees no duplicates; a new folder gets its newest
-   :data:`FIRST_BATCH` messages first and the older ones in the background, newest first;
+   new UIDs are fetched: whole up to :data:`~natsync.sources.structure.LAZY_ABOVE` bytes,
+   larger ones lazily — header, BODYSTRUCTURE and text parts first, the whole message when a
+   phone asks for it (:mod:`natsync.sources.bodies`); a changed UIDVALIDITY resyncs the
+   folder, matching stored messages by Message-ID so the phone sees no duplicates; a new
+   folder gets its newest :data:`FIRST_BATCH` messages first and the older ones in the
+   background, newest first;
 3. wait in IDLE (RFC 2177) — after NOTIFY (RFC 5465) for all personal mailboxes when the
    server offers it (Dovecot 2.3 does), so one connection hears of every folder — until the
    server reports a change or the store's change feed reports a phone's change.
@@ -32,7 +34,7 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -51,6 +53,7 @@ from natsync.sources.imap import (
     check_login,
 )
 from natsync.sources.keywords import categories_of, keywords_of
+from natsync.sources.lease import Lease, owner_name
 from natsync.sources.mirror import (
     Action,
     Append,
@@ -61,6 +64,19 @@ from natsync.sources.mirror import (
     SetKeywords,
     plan_folders,
     plan_writeback,
+)
+from natsync.sources.structure import (
+    LAZY_ABOVE,
+    TEXT_LIMIT,
+    can_be_lazy,
+    fetch_item,
+    fetch_uid,
+    parse_bodystructure,
+    partial_message,
+    partial_of,
+    text_sections,
+    trim_text,
+    with_sizes,
 )
 from natsync.sources.submission import SubmitError, submit
 from natsync.sources.wire import FetchItem, ImapWireError, encode_mutf7
@@ -122,8 +138,16 @@ def _follow_up(flagged: bool) -> Flag:
     return Flag(status=2, flag_type="Follow up") if flagged else Flag()
 
 
+class _LeaseLost(Exception):
+    """Another process took this account's lease over (ours was not renewed in time)."""
+
+
 class AccountMirror:
-    """The mirror worker of one account (a thread; see the module docstring)."""
+    """The mirror worker of one account (a thread; see the module docstring).
+
+    It mirrors only while it holds the account's lease in the store (natsync.sources.lease):
+    another server process on the same store that has the user's mirror too waits, and takes
+    over when this one stops or dies."""
 
     def __init__(
         self,
@@ -131,11 +155,19 @@ class AccountMirror:
         user: User,
         store: Store,
         loop: asyncio.AbstractEventLoop,
+        lease: Lease | None = None,
     ) -> None:
         self.account = account
         self.user = user
         self.store = store
         self.loop = loop
+        self.lease = lease or Lease(user.id, "imap", owner_name())
+        #: Whether this process mirrors the account now (holds the lease).
+        self.holding = False
+        self._lease_lost = threading.Event()
+        #: The connection that fetches whole messages for phones (fetch_whole), and its lock.
+        self._fetcher: ImapAccount | None = None
+        self._fetch_lock = threading.Lock()
         self.wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(
@@ -150,7 +182,7 @@ class AccountMirror:
         #: Write-backs the server refused (and the store undid).
         self.refused = 0
         self._selected = ""
-        self._owner = f"natsync-imap:{user.name}:{id(self):x}"
+        self._owner = f"natsync-imap:{user.name}:{self.lease.owner}"
         #: Seconds each phase of a folder's last full sync took (the log and the bench).
         self.full_syncs: dict[str, dict[str, float]] = {}
         #: When a submission that failed for now is due again (monotonic), or None.
@@ -163,6 +195,96 @@ class AccountMirror:
         self._stop.set()
         self.wake.set()
         self._thread.join(10)
+        with self._fetch_lock:
+            if self._fetcher is not None:
+                self._fetcher.close()
+                self._fetcher = None
+        if self.holding:
+            self.holding = False
+            self._db(self.lease.release)  # another process takes over at once
+
+    def fetch_whole(self, message_ids: Sequence[int]) -> int:
+        """Put the whole MIME of these partially stored messages in place (called from a
+        worker thread for natsync.sources.bodies): on a connection of its own, in any process
+        (the lease is about mirroring, this only reads); how many were put in place."""
+        user_id = self.user.id
+
+        def where(txn: Txn) -> dict[str, list[tuple[int, int]]]:
+            mailbox_of = {f.folder_id: f.mailbox for f in txn.list_mirror_folders(user_id)}
+            wanted = set(message_ids)
+            found: dict[str, list[tuple[int, int]]] = {}
+            for folder_id in {txn.message_folder(m) for m in wanted} - {None}:
+                assert folder_id is not None
+                for row in txn.mirror_messages(folder_id):
+                    if row.message_id in wanted and folder_id in mailbox_of:
+                        found.setdefault(mailbox_of[folder_id], []).append(
+                            (row.uid, row.message_id)
+                        )
+            return found
+
+        places = self._db(where)
+        fetched: dict[int, bytes] = {}
+        with self._fetch_lock:
+            if self._fetcher is None or self._fetcher.conn is None:
+                fetcher = ImapAccount(
+                    self.account.server, self.account.login, self.account.password
+                )
+                fetcher.connect()
+                self._fetcher = fetcher
+            try:
+                for mailbox, pairs in places.items():
+                    ids = dict(pairs)
+                    for uid, raw in self._fetcher.fetch_whole(mailbox, sorted(ids)).items():
+                        if uid in ids:
+                            fetched[ids[uid]] = raw
+            except (ImapError, ImapWireError):
+                self._fetcher.close()
+                self._fetcher = None
+                raise
+
+        def put(txn: Txn) -> int:
+            done = 0
+            for message_id, raw in fetched.items():
+                if partial_of(txn.raw_message(message_id)) is not None:
+                    txn.replace_message_body(message_id, raw, len(raw))
+                    done += 1
+            return done
+
+        done = self._db(put)
+        missing = set(message_ids) - set(fetched)
+        if missing:
+            raise ImapError(
+                f"the IMAP server no longer has messages {sorted(missing)} (deleted meanwhile?)"
+            )
+        log.info("IMAP mirror of %s: %d message(s) fetched whole for a phone", self.user.name, done)
+        return done
+
+    def renew(self, txn: Txn, now: datetime) -> None:
+        """Renew the lease while mirroring (the manager calls it every ``renew_every`` s, in
+        a store transaction); a lease lost meanwhile ends the session at once."""
+        if self.holding and not self.lease.take(txn, now):
+            self._lease_lost.set()
+            self.wake.set()
+
+    def _take_lease(self) -> bool:
+        lease = self.lease
+        if self._db(lambda t: lease.take(t, _now())):
+            if not self.holding:
+                log.info("IMAP mirror of %s: this process mirrors it now", self.user.name)
+            self.holding = True
+            self._lease_lost.clear()
+            return True
+        if self.holding or not self.last_error.startswith("mirrored by"):
+            holder = self._db(lease.holder)
+            self.last_error = f"mirrored by another natsync process ({holder})"
+            log.info(
+                "IMAP mirror of %s: %s; this one takes over if its lease (%g s) runs out",
+                self.user.name,
+                self.last_error,
+                lease.seconds,
+            )
+        self.holding = False
+        return False
 
     def _db(self, fn: Callable[[Txn], T]) -> T:
         return asyncio.run_coroutine_threadsafe(self.store.run(fn), self.loop).result()
@@ -173,10 +295,23 @@ class AccountMirror:
         failures = 0
         while not self._stop.is_set():
             try:
+                if not self._take_lease():
+                    self._stop.wait(self.lease.renew_every)
+                    continue
+            except Exception as exc:  # the store is down: try again
+                self.last_error = repr(exc)
+                log.warning("IMAP mirror of %s: cannot take its lease: %r", self.user.name, exc)
+                self._stop.wait(self.lease.renew_every)
+                continue
+            try:
                 self.account.connect()
                 self.connects += 1
                 failures = 0
                 self._session()
+            except _LeaseLost:
+                self.holding = False
+                log.warning("IMAP mirror of %s: another process took it over", self.user.name)
+                continue
             except (ImapError, ImapWireError, OSError) as exc:
                 self.last_error = str(exc)
                 log.warning("IMAP mirror of %s: %s", self.user.name, exc)
@@ -197,6 +332,8 @@ class AccountMirror:
         account.require()
         notify = account.notify_all()
         while not self._stop.is_set():
+            if self._lease_lost.is_set():
+                raise _LeaseLost
             self.wake.clear()
             self._folders()
             self._writeback()
@@ -407,12 +544,14 @@ class AccountMirror:
         new_uids = [
             i.uid for i in selected.changed if i.uid not in mapped and (not below or i.uid >= below)
         ]
-        bodies = self._parse(folder, self.account.fetch_full(new_uids))
+        bodies = self._fetch_new(folder, new_uids)
         changed = [i for i in selected.changed if i.uid in mapped]
         vanished = [mapped[u] for u in selected.vanished if u in mapped]
         done = replace(folder, highestmodseq=selected.highestmodseq)
 
         def apply(txn: Txn) -> None:
+            if _gone(txn, folder):
+                return
             self._apply(txn, folder, bodies, changed, vanished)
             txn.put_mirror_folder(done)
 
@@ -462,11 +601,56 @@ class AccountMirror:
                 log.warning("IMAP %s UID %d is not a message: %s", folder.mailbox, item.uid, exc)
         return out
 
+    def _fetch_new(self, folder: MirrorFolder, uids: list[int]) -> list[Parsed]:
+        """Messages new to the mirror, parsed: whole when small, lazily when large."""
+        if not uids:
+            return []
+        sizes = self.account.fetch_sizes(uids)
+        large = [u for u in uids if sizes.get(u, 0) > LAZY_ABOVE]
+        whole = [u for u in uids if sizes.get(u, 0) <= LAZY_ABOVE]
+        parsed, more = self._fetch_lazily(folder, large)
+        return self._parse(folder, self.account.fetch_full(sorted(whole + more))) + parsed
+
+    def _fetch_lazily(
+        self, folder: MirrorFolder, uids: list[int]
+    ) -> tuple[list[Parsed], list[int]]:
+        """Large messages as partial copies (natsync.sources.structure), and the UIDs of those
+        that cannot be (an embedded message, a structure we cannot read): fetched whole."""
+        parsed: list[Parsed] = []
+        whole: list[int] = []
+        for response in self.account.fetch_structures(uids):
+            uid = fetch_uid(response)
+            try:
+                top = parse_bodystructure(response.get("BODYSTRUCTURE"))
+                header = response.get("BODY[HEADER]")
+                if not can_be_lazy(top) or not isinstance(header, bytes):
+                    whole.append(uid)
+                    continue
+                texts: dict[str, bytes] = {}
+                cut = False
+                sections = text_sections(top)
+                for section, data in self.account.fetch_sections(uid, sections, TEXT_LIMIT).items():
+                    texts[section], trimmed = trim_text(data, TEXT_LIMIT)
+                    cut = cut or trimmed
+                item = fetch_item(response)
+                size = response.get("RFC822.SIZE")
+                raw = partial_message(header, top, texts, size if isinstance(size, int) else 0, cut)
+                message = parse_message(raw, item.internaldate or _now())
+            except (ImapWireError, MailError) as exc:
+                log.info("IMAP %s UID %d fetched whole: %s", folder.mailbox, uid, exc)
+                whole.append(uid)
+                continue
+            parsed.append((replace(item, body=raw), with_sizes(message, top)))
+        return parsed, whole
+
     def _add(self, txn: Txn, folder: MirrorFolder, item: FetchItem, parsed: NewMessage) -> None:
         flags = item.flags or frozenset()
         seen, flagged = SEEN in flags, FLAGGED in flags
         names = categories_of(flags)
         message = txn.add_message(folder.folder_id, replace(parsed, read=seen))
+        partial = partial_of(parsed.raw)
+        if partial is not None:  # the whole message's size, not the partial copy's
+            txn.replace_message_body(message.id, parsed.raw, partial.size)
         if flagged:
             txn.set_flag(message.id, _follow_up(True))
         if names:
@@ -495,6 +679,8 @@ class AccountMirror:
             flags = {i.uid: i.flags or frozenset() for i in self.account.fetch_flags(list(matched))}
 
             def rematch(txn: Txn) -> None:
+                if _gone(txn, folder):
+                    return
                 old = [m.message_id for m in txn.mirror_messages(folder.folder_id)]
                 txn.drop_mirror_messages(old)
                 for mid in doomed:
@@ -520,16 +706,17 @@ class AccountMirror:
         fresh = [u for u in uids if u not in matched]
         first = fresh[-FIRST_BATCH:]
         mark = time.monotonic()
-        fetched = self.account.fetch_full(first)
+        bodies = self._fetch_new(folder, first)
         phases["fetch"] = time.monotonic() - mark
         mark = time.monotonic()
-        bodies = self._parse(folder, fetched)
         below = first[0] if len(fresh) > len(first) else 0
         state = MirrorFolder(
             folder.folder_id, folder.user_id, folder.mailbox, uidvalidity, modseq, below
         )
 
         def store(txn: Txn) -> None:
+            if _gone(txn, folder):
+                return
             for item, parsed in sorted(bodies, key=lambda b: b[0].uid):
                 self._add(txn, state, item, parsed)
             txn.put_mirror_folder(state)
@@ -538,7 +725,7 @@ class AccountMirror:
         phases["store"] = time.monotonic() - mark
         log.info(
             "IMAP mirror of %s: %s (UIDVALIDITY %d): newest %d of %d messages in %.2f s "
-            "(SELECT %.2f s, UID SEARCH %.2f s, FETCH %.2f s, parse and store %.2f s)",
+            "(SELECT %.2f s, UID SEARCH %.2f s, FETCH and parse %.2f s, store %.2f s)",
             self.user.name,
             folder.mailbox,
             uidvalidity,
@@ -559,7 +746,7 @@ class AccountMirror:
             self._select(folder.mailbox)
             older = [u for u in self.account.uids_below(folder.backfill_below)]
             batch = older[-BACKFILL_BATCH:]
-            bodies = self._parse(folder, self.account.fetch_full(batch))
+            bodies = self._fetch_new(folder, batch)
             below = batch[0] if len(older) > len(batch) else 0
 
             def store(
@@ -569,7 +756,9 @@ class AccountMirror:
                 bodies: list[Parsed] = bodies,
             ) -> None:
                 current = {m.folder_id: m for m in txn.list_mirror_folders(self.user.id)}
-                state = replace(current.get(folder.folder_id, folder), backfill_below=below)
+                if folder.folder_id not in current:
+                    return  # the phone deleted the folder meanwhile
+                state = replace(current[folder.folder_id], backfill_below=below)
                 mapped = {m.uid for m in txn.mirror_messages(folder.folder_id)}
                 for item, parsed in sorted(bodies, key=lambda b: b[0].uid, reverse=True):
                     if item.uid not in mapped:
@@ -745,8 +934,15 @@ class AccountMirror:
                 self._db(lambda t: t.put_mirror_message(row))
 
 
+def _gone(txn: Txn, folder: MirrorFolder) -> bool:
+    """Whether *folder* left the mirror while it was being fetched (the phone deleted it: its
+    mapping row went with the store folder), so what was fetched for it is dropped."""
+    return all(f.folder_id != folder.folder_id for f in txn.list_mirror_folders(folder.user_id))
+
+
 def _put_folder(txn: Txn, mirror: MirrorFolder) -> None:
-    txn.put_mirror_folder(mirror)
+    if any(f.id == mirror.folder_id for f in txn.list_folders(mirror.user_id)):
+        txn.put_mirror_folder(mirror)  # (unless the phone deleted the folder meanwhile)
 
 
 def _patch_row(txn: Txn, row: MirrorMessage, **changes: Any) -> None:
@@ -809,6 +1005,8 @@ class MirrorManager:
         self.config = config
         self.store = store
         self.mirrors: dict[str, AccountMirror] = {}
+        #: This process's name on the leases it holds (natsync.sources.lease).
+        self.owner = owner_name()
         self._cache: dict[str, tuple[float, bytes, bytes]] = {}
         self._watchers: dict[str, asyncio.Task[Any]] = {}
         self._lock = asyncio.Lock()
@@ -861,7 +1059,11 @@ class MirrorManager:
             server = self.config.server_for(login)
             assert server is not None
             mirror = AccountMirror(
-                ImapAccount(server, login, password), user, self.store, asyncio.get_running_loop()
+                ImapAccount(server, login, password),
+                user,
+                self.store,
+                asyncio.get_running_loop(),
+                Lease(user.id, "imap", self.owner, self.config.lease),
             )
             self.mirrors[user.name] = mirror
             mirror.start()
@@ -874,14 +1076,19 @@ class MirrorManager:
     async def _watch(self, mirror: AccountMirror) -> None:
         """Wake the mirror when the store changes one of its folders (a phone's change), or
         the user's folder hierarchy (FolderCreate/FolderUpdate/FolderDelete, looked at every
-        :data:`HIERARCHY_POLL` seconds: the change feed reports folders' contents)."""
+        :data:`HIERARCHY_POLL` seconds: the change feed reports folders' contents); renew
+        the mirror's lease while it holds it."""
         user_id = mirror.user.id
+        renew_at = 0.0
 
         def look(txn: Txn) -> tuple[list[MirrorFolder], int]:
             return txn.list_mirror_folders(user_id), txn.hierarchy_modseq(user_id)
 
         seen: int | None = None
         while True:
+            if mirror.holding and time.monotonic() >= renew_at:
+                renew_at = time.monotonic() + mirror.lease.renew_every
+                await self.store.run(lambda t: mirror.renew(t, _now()))
             folders, hierarchy = await self.store.run(look)
             if seen is not None and hierarchy != seen:
                 mirror.wake.set()
@@ -894,6 +1101,13 @@ class MirrorManager:
                 changed = await sub.wait(HIERARCHY_POLL)
             if changed:
                 mirror.wake.set()
+
+    async def fetch_whole(self, login: str, message_ids: Sequence[int]) -> None:
+        """Fetch these partially stored messages of *login* whole (natsync.sources.bodies)."""
+        mirror = self.mirrors.get(login.strip().lower()) or self.mirrors.get(login)
+        if mirror is None:
+            raise ImapError(f"no IMAP mirror for {login!r} in this process: try again")
+        await asyncio.to_thread(mirror.fetch_whole, message_ids)
 
     async def aclose(self) -> None:
         for task in self._watchers.values():
