@@ -30,7 +30,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import Envelope
 
-from natsync.client import EASClient
+from natsync.client import ClientError, EASClient
 from natsync.client.protocol import BodyPreference, BodyType, ClientChange, ItemCommand
 from natsync.config import ServerConfig
 from natsync.server import RunningServer, start_server
@@ -187,7 +187,7 @@ async def eventually(probe: Callable[[], Awaitable[T]], what: str, timeout: floa
 
 def flags_of(laptop: imaplib.IMAP4_SSL, mailbox: str, subject: str) -> str | None:
     """The FLAGS of the message with *subject* in *mailbox*, None when it is not there."""
-    laptop.select(f'"{mailbox}"')
+    laptop.select(f'"{mailbox}"', readonly=True)
     _typ, data = laptop.uid("SEARCH", "SUBJECT", f'"{subject}"')
     uids = data[0].split() if data and data[0] else []
     if not uids:
@@ -850,4 +850,34 @@ async def test_large_messages_are_mirrored_lazily(rig: Rig) -> None:
         assert mime.item.body.data.encode() == _server_copy(laptop, "big two")
         # Nothing flagged as changed on the phone by putting the whole message in place.
         assert (await phone.sync(inbox, body_preference=prefs)).added == []
+    laptop.logout()
+
+
+async def test_a_refused_move_answers_the_phone_with_its_status(rig: Rig) -> None:
+    """A mailbox the user may read but not write (Dovecot's ACL: rights "lr", RFC 4314): the
+    MOVE into it is refused (NO [NOPERM]). The phone's MoveItems answer waits for the server's
+    verdict and says Status 5 (MS-ASCMD 2.2.3.177.10, failure) instead of 3; the message stays
+    in the Inbox on the server and comes back to the phone's Inbox."""
+    laptop = rig.laptop()
+    laptop.create('"Readonly"')
+    rig.dovecot.deliver(rig.login, mail("not for that folder"))
+    async with rig.phone() as phone:
+        await rig.ready(phone)
+        await phone.folder_sync()
+        inbox = phone.folder(type=INBOX).server_id
+        readonly = phone.folder(name="Readonly").server_id
+        [message] = (await phone.sync(inbox)).added
+        with pytest.raises(ClientError) as refused:
+            await phone.move_items([message.server_id], inbox, readonly)
+        assert refused.value.eas_status == 5
+        mirror = rig.manager.mirrors[rig.login]
+        assert mirror.refused == 1
+        assert flags_of(laptop, "INBOX", "not for that folder") is not None
+        assert flags_of(laptop, "Readonly", "not for that folder") is None
+
+        async def back() -> list[str]:
+            return [m.subject for m in (await phone.sync(inbox)).added]
+
+        assert await eventually(back, "the message did not come back") == ["not for that folder"]
+        assert (await phone.sync(readonly)).added == []
     laptop.logout()

@@ -61,20 +61,13 @@ class BodyNeeded(NatsyncError):
         self.message_ids = tuple(message_ids)
 
 
-def _elements(root: Element) -> list[Element]:
-    out = [root]
-    for child in root.children:
-        out += _elements(child)
-    return out
-
-
 def text_is_enough(cmd: str, body: Any) -> bool:
     """Whether *cmd* with request *body* can be answered from partial copies (module doc)."""
     if cmd not in TEXT_COMMANDS:
         return False
     if not isinstance(body, Element):
         return cmd in ("Ping", "GetItemEstimate")
-    elements = _elements(body)
+    elements = list(body.iter())
     for element in elements:
         if element.tag in ("Fetch", "Body"):
             return False
@@ -134,8 +127,10 @@ class _Guard:
         return found
 
 
-class LazyBodies:
-    """``EasApp.command_hook`` of a server with IMAP sources (see the module docstring)."""
+class SourceHook:
+    """``EasApp.command_hook`` of a server with IMAP sources: lazily mirrored messages fetched
+    whole when a command needs them (the module docstring), and MoveItems answered with the
+    IMAP server's verdict on each move (natsync.sources.refusals)."""
 
     def __init__(self, manager: MirrorManager) -> None:
         self.manager = manager
@@ -152,9 +147,15 @@ class LazyBodies:
         def guard(txn: Txn) -> Txn:
             return _Guard(txn, text_ok)
 
+        response = None
         for _ in range(MAX_ROUNDS - 1):
             try:
-                return await attempt(guard)
+                response = await attempt(guard)
+                break
             except BodyNeeded as needed:
                 await self.manager.fetch_whole(user, needed.message_ids)
-        return await attempt(guard)
+        if response is None:
+            response = await attempt(guard)
+        if request.cmd == "MoveItems":
+            return await self.manager.write_through_moves(user, response)
+        return response

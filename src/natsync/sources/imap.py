@@ -22,7 +22,13 @@ from typing import Any
 
 from natsync.errors import NatsyncError
 from natsync.sources.config import ImapServer, TlsMode
-from natsync.sources.structure import Value, fetch_stream, fetch_uid, parse_fetches
+from natsync.sources.structure import (
+    LAZY_ABOVE,
+    Value,
+    fetch_stream,
+    fetch_uid,
+    parse_fetches,
+)
 from natsync.sources.wire import (
     MAX_MODSEQ,
     MAX_UID,
@@ -49,6 +55,9 @@ WAKE_POLL = 0.05
 #: The extensions the mirror needs (RFC 7162 QRESYNC implies CONDSTORE; RFC 4315 UIDPLUS gives
 #: the new UIDs of APPEND/MOVE; RFC 6851 MOVE). Dovecot 2.3 and Cyrus 3 have them all.
 REQUIRED = ("QRESYNC", "UIDPLUS", "MOVE", "IDLE")
+#: What a new message is fetched with: one more byte than LAZY_ABOVE tells a small message
+#: (whole: RFC822.SIZE bytes came) from a large one (fetched lazily after).
+MESSAGE_SPEC = f"(UID FLAGS MODSEQ INTERNALDATE RFC822.SIZE BODY.PEEK[]<0.{LAZY_ABOVE + 1}>)"
 
 
 # imaplib refuses commands it has no state table entry for; NOTIFY (RFC 5465) is newer than it.
@@ -71,6 +80,12 @@ class ImapRefused(ImapError):
     """The IMAP server answered NO to a command (RFC 3501 §7.1.2): over quota, a mailbox that
     is gone, a permission ... — the connection is fine; the change it was asked for is not made."""
 
+    def __init__(self, message: str, code: str = "") -> None:
+        super().__init__(message)
+        #: The response code of the NO (RFC 5530: OVERQUOTA, NOPERM, INUSE ...; TRYCREATE of
+        #: RFC 3501 §7.1), upper case; "" when the server gave none.
+        self.code = code
+
 
 @dataclass(frozen=True, slots=True)
 class Selected:
@@ -82,6 +97,8 @@ class Selected:
     vanished: list[int]
     #: Whether the mailbox keeps new keywords (PERMANENTFLAGS has ``\*``, RFC 3501 §7.1).
     keywords: bool = True
+    #: How many messages the mailbox holds (EXISTS, RFC 3501 §7.3.1).
+    exists: int = 0
 
 
 class _Reader:
@@ -224,7 +241,9 @@ class ImapAccount:
     def _ok(typ: str, data: list[Any]) -> list[Any]:
         if typ == "NO":
             text = b" ".join(d for d in data if isinstance(d, bytes)).decode("utf-8", "replace")
-            raise ImapRefused(f"the IMAP server refused: {text}"[:300])
+            codes = response_codes([d for d in data if isinstance(d, bytes)])
+            code = next(iter(codes), "").upper()
+            raise ImapRefused(f"the IMAP server refused: {text}"[:300], code)
         if typ != "OK":
             raise ImapError(f"the IMAP server answered {typ}: {data!r}"[:300])
         return data
@@ -257,7 +276,9 @@ class ImapAccount:
         vanished = [u for line in self._untagged("VANISHED") for u in parse_vanished(line)]
         permanent = codes.get("PERMANENTFLAGS")
         keywords = permanent is None or "\\*" in permanent
-        return Selected(uidvalidity, modseq, uidnext, changed, vanished, keywords)
+        counts = _numbers(self._untagged("EXISTS"))
+        exists = min(counts[-1], MAX_UID) if counts else 0
+        return Selected(uidvalidity, modseq, uidnext, changed, vanished, keywords, exists)
 
     def uids(self) -> list[int]:
         self._ok(*self._call("UID", "SEARCH", "ALL"))
@@ -293,15 +314,22 @@ class ImapAccount:
         self._ok(*self._call("UID", "FETCH", compress_set(uids), spec))
         return parse_fetches(fetch_stream(self._untagged("FETCH")))
 
-    def fetch_sizes(self, uids: list[int]) -> dict[int, int]:
-        """UID -> RFC822.SIZE: which messages are fetched whole and which lazily."""
+    def fetch_messages(self, uids: list[int]) -> list[dict[str, Value]]:
+        """New messages in one round trip: flags, dates, size and the first LAZY_ABOVE + 1
+        bytes — the whole of a small message; a large one is then fetched lazily."""
         if not uids:
-            return {}
-        found: dict[int, int] = {}
-        for response in self._fetch(uids, "(UID RFC822.SIZE)"):
-            size = response.get("RFC822.SIZE")
-            found[fetch_uid(response)] = size if isinstance(size, int) else 0
-        return found
+            return []
+        return self._fetch(uids, MESSAGE_SPEC)
+
+    def fetch_newest(self, exists: int, count: int) -> list[dict[str, Value]]:
+        """:meth:`fetch_messages` of the newest *count* of the selected mailbox's *exists*
+        messages, by sequence number (RFC 3501 §2.3.1.2: they are in UID order): no UID
+        SEARCH of a whole large mailbox before the first messages reach the phone."""
+        if exists <= 0:
+            return []
+        first = max(1, exists - count + 1)
+        self._ok(*self._call("FETCH", f"{first}:{exists}", MESSAGE_SPEC))
+        return parse_fetches(fetch_stream(self._untagged("FETCH")))
 
     def fetch_structures(self, uids: list[int]) -> list[dict[str, Value]]:
         """What a lazily mirrored message is made of at first (natsync.sources.structure):

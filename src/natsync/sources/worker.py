@@ -50,6 +50,7 @@ from natsync.sources.imap import (
     ImapAuthError,
     ImapError,
     ImapRefused,
+    Selected,
     check_login,
 )
 from natsync.sources.keywords import categories_of, keywords_of
@@ -65,9 +66,11 @@ from natsync.sources.mirror import (
     plan_folders,
     plan_writeback,
 )
+from natsync.sources.refusals import move_status, moved, with_statuses
 from natsync.sources.structure import (
     LAZY_ABOVE,
     TEXT_LIMIT,
+    Value,
     can_be_lazy,
     fetch_item,
     fetch_uid,
@@ -126,6 +129,11 @@ MAX_SEND_RETRY = 3600.0
 HIERARCHY_POLL = 0.5
 #: The user setting naming the mailboxes mirrored at the end of the last round (JSON list).
 KNOWN_MAILBOXES = "imap.mailboxes"
+#: Write-back rounds whose refusals are kept for the answers waiting for them.
+REFUSALS_KEPT = 10
+#: Seconds a MoveItems answer waits for the server's verdict on its moves (a slower server:
+#: the phone is told Success, and a refused move is undone as for other commands).
+WRITE_THROUGH_TIMEOUT = 10.0
 #: What a user row of an IMAP user holds as password hash: no password ever matches it.
 NO_LOCAL_PASSWORD = "!imap"  # noqa: S105 - a marker, not a password
 
@@ -165,6 +173,13 @@ class AccountMirror:
         #: Whether this process mirrors the account now (holds the lease).
         self.holding = False
         self._lease_lost = threading.Event()
+        #: Write-back rounds started, and the number of the last one finished (MoveItems
+        #: answers wait for a round that started after their commit: natsync.sources.refusals).
+        self._rounds = threading.Condition()
+        self._started = 0
+        self._finished = 0
+        #: message id -> (write-back round, IMAP response code) of the refused changes.
+        self.refusals: dict[int, tuple[int, str]] = {}
         #: The connection that fetches whole messages for phones (fetch_whole), and its lock.
         self._fetcher: ImapAccount | None = None
         self._fetch_lock = threading.Lock()
@@ -531,7 +546,7 @@ class AccountMirror:
         if known is None or selected.uidvalidity != folder.uidvalidity:
             phases = self.full_syncs.setdefault(folder.mailbox, {})
             phases["select"] = time.monotonic() - started
-            self._full_sync(folder, selected.uidvalidity, selected.highestmodseq)
+            self._full_sync(folder, selected)
             return
         if (
             selected.highestmodseq == folder.highestmodseq
@@ -603,13 +618,21 @@ class AccountMirror:
 
     def _fetch_new(self, folder: MirrorFolder, uids: list[int]) -> list[Parsed]:
         """Messages new to the mirror, parsed: whole when small, lazily when large."""
-        if not uids:
-            return []
-        sizes = self.account.fetch_sizes(uids)
-        large = [u for u in uids if sizes.get(u, 0) > LAZY_ABOVE]
-        whole = [u for u in uids if sizes.get(u, 0) <= LAZY_ABOVE]
+        return self._messages(folder, self.account.fetch_messages(uids)) if uids else []
+
+    def _messages(self, folder: MirrorFolder, responses: list[dict[str, Value]]) -> list[Parsed]:
+        """Fetched messages (ImapAccount.fetch_messages) parsed: a small one came whole, a
+        large one is fetched lazily now (natsync.sources.structure)."""
+        whole: list[FetchItem] = []
+        large: list[int] = []
+        for response in responses:
+            size, body = response.get("RFC822.SIZE"), response.get("BODY[]<0>")
+            if isinstance(body, bytes) and size == len(body) and len(body) <= LAZY_ABOVE:
+                whole.append(replace(fetch_item(response), body=body))
+            else:
+                large.append(fetch_uid(response))
         parsed, more = self._fetch_lazily(folder, large)
-        return self._parse(folder, self.account.fetch_full(sorted(whole + more))) + parsed
+        return self._parse(folder, whole + self.account.fetch_full(more)) + parsed
 
     def _fetch_lazily(
         self, folder: MirrorFolder, uids: list[int]
@@ -659,9 +682,63 @@ class AccountMirror:
             MirrorMessage(message.id, folder.folder_id, item.uid, seen, flagged, names)
         )
 
-    def _full_sync(self, folder: MirrorFolder, uidvalidity: int, modseq: int) -> None:
-        """A folder seen for the first time, or whose UIDVALIDITY changed (RFC 3501 §2.3.1.1:
-        every UID is void): stored messages are matched again by Message-ID, the rest fetched."""
+    def _first_sync(self, folder: MirrorFolder, selected: Selected) -> None:
+        """A folder seen for the first time: its newest FIRST_BATCH messages (by sequence
+        number, one FETCH), the older ones left to the backfill."""
+        phases = self.full_syncs.setdefault(folder.mailbox, {})
+        started = time.monotonic()
+        responses = self.account.fetch_newest(selected.exists, FIRST_BATCH)
+        # Appended by the write-back before this first sync: mapped already.
+        mapped = {m.uid for m in self._db(lambda t: t.mirror_messages(folder.folder_id))}
+        uids = sorted(fetch_uid(r) for r in responses)
+        bodies = self._messages(folder, [r for r in responses if fetch_uid(r) not in mapped])
+        phases["fetch"] = time.monotonic() - started
+        mark = time.monotonic()
+        below = uids[0] if uids and selected.exists > len(uids) else 0
+        state = MirrorFolder(
+            folder.folder_id,
+            folder.user_id,
+            folder.mailbox,
+            selected.uidvalidity,
+            selected.highestmodseq,
+            below,
+        )
+        self._store_first(folder, state, bodies)
+        phases["store"] = time.monotonic() - mark
+        log.info(
+            "IMAP mirror of %s: %s (UIDVALIDITY %d): newest %d of %d messages in %.2f s "
+            "(SELECT %.2f s, FETCH and parse %.2f s, store %.2f s)",
+            self.user.name,
+            folder.mailbox,
+            selected.uidvalidity,
+            len(bodies),
+            selected.exists,
+            time.monotonic() - started + phases.get("select", 0.0),
+            phases.get("select", 0.0),
+            phases["fetch"],
+            phases["store"],
+        )
+
+    def _store_first(self, folder: MirrorFolder, state: MirrorFolder, bodies: list[Parsed]) -> None:
+        """The first messages of a folder and its new state, in one transaction."""
+
+        def store(txn: Txn) -> None:
+            if _gone(txn, folder):
+                return
+            for item, parsed in sorted(bodies, key=lambda b: b[0].uid):
+                self._add(txn, state, item, parsed)
+            txn.put_mirror_folder(state)
+
+        self._db(store)
+
+    def _full_sync(self, folder: MirrorFolder, selected: Selected) -> None:
+        """A folder seen for the first time (:meth:`_first_sync`), or whose UIDVALIDITY
+        changed (RFC 3501 §2.3.1.1: every UID is void): stored messages are matched again by
+        Message-ID, the rest fetched."""
+        if not folder.uidvalidity:
+            self._first_sync(folder, selected)
+            return
+        uidvalidity, modseq = selected.uidvalidity, selected.highestmodseq
         phases = self.full_syncs.setdefault(folder.mailbox, {})
         started = time.monotonic()
         uids = self.account.uids()
@@ -696,13 +773,6 @@ class AccountMirror:
                     )
 
             self._db(rematch)
-        if not folder.uidvalidity:  # appended by the write-back before this first sync
-            matched.update(
-                {
-                    m.uid: m.message_id
-                    for m in self._db(lambda t: t.mirror_messages(folder.folder_id))
-                }
-            )
         fresh = [u for u in uids if u not in matched]
         first = fresh[-FIRST_BATCH:]
         mark = time.monotonic()
@@ -713,15 +783,7 @@ class AccountMirror:
         state = MirrorFolder(
             folder.folder_id, folder.user_id, folder.mailbox, uidvalidity, modseq, below
         )
-
-        def store(txn: Txn) -> None:
-            if _gone(txn, folder):
-                return
-            for item, parsed in sorted(bodies, key=lambda b: b[0].uid):
-                self._add(txn, state, item, parsed)
-            txn.put_mirror_folder(state)
-
-        self._db(store)
+        self._store_first(folder, state, bodies)
         phases["store"] = time.monotonic() - mark
         log.info(
             "IMAP mirror of %s: %s (UIDVALIDITY %d): newest %d of %d messages in %.2f s "
@@ -815,7 +877,38 @@ class AccountMirror:
 
     # -- store -> server
 
+    def ticket(self) -> int:
+        """The write-back round a change committed now is not sure to be in."""
+        with self._rounds:
+            return self._started
+
+    def refused_after(
+        self, ticket: int, message_ids: frozenset[int], timeout: float
+    ) -> dict[int, str] | None:
+        """Wait for a write-back round later than *ticket*; message id -> IMAP response code
+        of those of *message_ids* it refused (None: no round within *timeout*)."""
+        with self._rounds:
+            if not self._rounds.wait_for(lambda: self._finished > ticket, timeout):
+                return None
+            return {
+                m: code for m, (n, code) in self.refusals.items() if n > ticket and m in message_ids
+            }
+
     def _writeback(self) -> None:
+        with self._rounds:
+            self._started += 1
+            number = self._started
+            self.refusals = {
+                m: (n, c) for m, (n, c) in self.refusals.items() if n > number - REFUSALS_KEPT
+            }
+        try:
+            self._writeback_round(number)
+        finally:
+            with self._rounds:
+                self._finished = number
+                self._rounds.notify_all()
+
+    def _writeback_round(self, number: int) -> None:
         user_id = self.user.id
 
         def gather(txn: Txn) -> tuple[list[MirrorFolder], list[Action]]:
@@ -861,6 +954,9 @@ class AccountMirror:
             except ImapRefused as exc:
                 if isinstance(action, Append):
                     refused_appends.add(action.folder_id)
+                else:
+                    with self._rounds:
+                        self.refusals[action.mapping.message_id] = (number, exc.code)
                 # The server said NO (over quota, a mailbox gone, ...): asking again would get
                 # the same answer. The store goes back to the server's state, so the phone's
                 # next Sync shows what the server has (the phone's command was answered when
@@ -966,7 +1062,7 @@ def _revert(txn: Txn, user_id: int, action: Action) -> None:
     if where is None:
         # Deleted on the phone, refused on the server: forget the mapping; the message comes
         # back with the folder's next pass: a folder without UIDVALIDITY is matched again
-        # against its mapping rows and fetches the UIDs no row has (see _full_sync).
+        # against its mapping rows and fetches the UIDs no row has (see _first_sync).
         txn.drop_mirror_messages([row.message_id])
         for folder in txn.list_mirror_folders(user_id):
             if folder.folder_id == row.folder_id:
@@ -1108,6 +1204,30 @@ class MirrorManager:
         if mirror is None:
             raise ImapError(f"no IMAP mirror for {login!r} in this process: try again")
         await asyncio.to_thread(mirror.fetch_whole, message_ids)
+
+    async def write_through_moves(self, login: str, response: Any) -> Any:
+        """A MoveItems *response* of *login*, with the moves the IMAP server refused failed
+        (natsync.sources.refusals); as it is when this process does not mirror the account."""
+        mirror = self.mirrors.get(login.strip().lower()) or self.mirrors.get(login)
+        pairs = moved(response.body) if mirror is not None and mirror.holding else {}
+        if mirror is None or not pairs:
+            return response
+        user_id = mirror.user.id
+
+        def ids(txn: Txn) -> dict[int, str]:
+            found = txn.get_messages(user_id, list(pairs))
+            return {m.id: pairs[m.server_id] for m in found}
+
+        sources = await self.store.run(ids)
+        ticket = mirror.ticket()
+        mirror.wake.set()
+        refused = await asyncio.to_thread(
+            mirror.refused_after, ticket, frozenset(sources), WRITE_THROUGH_TIMEOUT
+        )
+        if not refused:
+            return response
+        statuses = {sources[m]: move_status(code) for m, code in refused.items()}
+        return replace(response, body=with_statuses(response.body, statuses))
 
     async def aclose(self) -> None:
         for task in self._watchers.values():

@@ -1,0 +1,47 @@
+"""The MoveItems answer of a refused move (natsync.sources.refusals), sans-I/O: the IMAP
+response code gives the MS-ASCMD 2.2.3.177.10 status, and only the refused items change."""
+
+from __future__ import annotations
+
+from natsync.eas.status import MoveStatus
+from natsync.sources.refusals import move_status, moved, with_statuses
+from natsync.wbxml import E, decode, encode
+
+
+def _answer(*items: tuple[str, int, str]) -> bytes:
+    return encode(
+        E(
+            "Move",
+            "MoveItems",
+            *(
+                E(
+                    "Move",
+                    "Response",
+                    E("Move", "SrcMsgId", src),
+                    E("Move", "Status", str(status)),
+                    *([E("Move", "DstMsgId", dst)] if dst else []),
+                )
+                for src, status, dst in items
+            ),
+        )
+    )
+
+
+def test_codes_to_statuses() -> None:
+    assert move_status("TRYCREATE") is MoveStatus.INVALID_DESTINATION
+    assert move_status("nonexistent") is MoveStatus.INVALID_DESTINATION
+    assert move_status("INUSE") is MoveStatus.LOCKED
+    assert move_status("NOPERM") is MoveStatus.FAILURE
+    assert move_status("OVERQUOTA") is MoveStatus.FAILURE
+    assert move_status("") is MoveStatus.FAILURE
+
+
+def test_only_the_refused_items_fail() -> None:
+    body = _answer(("2:1", 3, "7:1"), ("2:2", 3, "7:2"), ("2:3", 1, ""))
+    assert moved(body) == {"7:1": "2:1", "7:2": "2:2"}
+    changed = decode(with_statuses(body, {"2:2": MoveStatus.FAILURE}))
+    rows = [
+        (r.child_text("SrcMsgId"), r.child_text("Status"), r.child_text("DstMsgId"))
+        for r in changed.findall("Response")
+    ]
+    assert rows == [("2:1", "3", "7:1"), ("2:2", "5", None), ("2:3", "1", None)]
