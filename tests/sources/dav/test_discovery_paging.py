@@ -1,10 +1,12 @@
-"""Discovery through /.well-known (RFC 6764 §5) against the real Radicale, and sync-collection
+"""Discovery through /.well-known (RFC 6764 §5) against the real Radicale, sync-collection
 paging (RFC 6578 §3.6: a truncated answer, continued from the token it returns) against a small
 local server written from that section — Radicale 3.1 never truncates a sync-collection answer
-(it has no 507 and ignores DAV:limit), so it cannot exercise the paging."""
+(it has no 507 and ignores DAV:limit), so it cannot exercise the paging — and the lease that
+lets one of several sources on a store mirror a user."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -15,6 +17,7 @@ from xml.sax.saxutils import escape
 
 from aiohttp import web
 
+from natsync.sources.dav import DavSource
 from natsync.sources.dav.http import DavHttp, HttpAnswer
 from natsync.sources.dav.mirror import DavAccount
 from natsync.sources.dav.settings import DavSettings
@@ -216,3 +219,35 @@ async def test_a_truncated_sync_collection_is_continued_from_its_token(tmp_path:
         assert await account.pull(collection) == 1
         assert server.reports[3:] == ["urn:x-page:5"]
         assert await store.run(subjects) == [f"Event{n}" for n in range(6)]
+
+
+async def test_two_sources_on_one_store_mirror_a_user_once(
+    tmp_path: Path, dav_server: Radicale
+) -> None:
+    """Two DAV sources (two server processes' worth) on one store, the user logged in to both:
+    one holds the user's "dav" lease and mirrors; the other waits, and takes over when the
+    first stops (natsync.sources.lease; the two-process test is in test_imap_mirror.py)."""
+    side = DavSide(dav_server, USER, PASSWORD)
+    await side.reset()
+    await side.aclose()
+    store = open_store(tmp_path / "natsync.db")
+    user = await store.run(
+        lambda t: t.add_user(USER, "ann@natsync.test", "Ann", "!", datetime.now(UTC))
+    )
+    settings = DavSettings(dav_server.url, dav_server.ca_file, interval=1, timeout=10)
+    first, second = DavSource(store, settings, lease=1.0), DavSource(store, settings, lease=1.0)
+    try:
+        first.login(user, PASSWORD)
+        await asyncio.wait_for(first.round_done.wait(), 15)
+        second.login(user, PASSWORD)
+        await asyncio.sleep(1.5)  # more than a lease: the holder renewed it meanwhile
+        assert first.workers[user.id].holding
+        assert not second.workers[user.id].holding
+        assert second.workers[user.id].rounds == 0
+        await first.aclose()  # gives the lease up
+        await asyncio.wait_for(second.round_done.wait(), 15)
+        assert second.workers[user.id].holding
+    finally:
+        await first.aclose()
+        await second.aclose()
+        await store.aclose()
