@@ -857,7 +857,8 @@ async def test_a_refused_move_answers_the_phone_with_its_status(rig: Rig) -> Non
     """A mailbox the user may read but not write (Dovecot's ACL: rights "lr", RFC 4314): the
     MOVE into it is refused (NO [NOPERM]). The phone's MoveItems answer waits for the server's
     verdict and says Status 5 (MS-ASCMD 2.2.3.177.10, failure) instead of 3; the message stays
-    in the Inbox on the server and comes back to the phone's Inbox."""
+    in the Inbox on the server and comes back to the phone's Inbox. FolderCreate below it and
+    FolderDelete of it are refused too, and answered so."""
     laptop = rig.laptop()
     laptop.create('"Readonly"')
     rig.dovecot.deliver(rig.login, mail("not for that folder"))
@@ -880,4 +881,26 @@ async def test_a_refused_move_answers_the_phone_with_its_status(rig: Rig) -> Non
 
         assert await eventually(back, "the message did not come back") == ["not for that folder"]
         assert (await phone.sync(readonly)).added == []
+
+        # FolderCreate below it (no "k" right: NO [NOPERM]): Status 6 (MS-ASCMD 2.2.3.177.3,
+        # an error on the server), and the folder is not kept.
+        with pytest.raises(ClientError) as refused:
+            await phone.folder_create("Child", parent_id=readonly)
+        assert refused.value.eas_status == 6
+        await phone.folder_sync()
+        assert all(f.display_name != "Child" for f in phone.state.folders.values())
+        assert "Readonly/Child" not in _mailboxes(laptop)
+        # FolderDelete of it (no "x" right): Status 6 (2.2.3.177.4); the mailbox stays, and the
+        # phone, told the delete failed, keeps a "Readonly" folder (the server's, mirrored anew).
+        with pytest.raises(ClientError) as refused:
+            await phone.folder_delete(readonly)
+        assert refused.value.eas_status == 6
+        assert "Readonly" in _mailboxes(laptop)
+
+        async def still_there() -> bool:
+            await phone.folder_sync()
+            return any(f.display_name == "Readonly" for f in phone.state.folders.values())
+
+        assert await eventually(still_there, "the undeletable folder left the phone")
+        assert mirror.refused == 3
     laptop.logout()

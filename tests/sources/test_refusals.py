@@ -1,10 +1,18 @@
-"""The MoveItems answer of a refused move (natsync.sources.refusals), sans-I/O: the IMAP
-response code gives the MS-ASCMD 2.2.3.177.10 status, and only the refused items change."""
+"""The answers of refused changes (natsync.sources.refusals), sans-I/O: the IMAP response code
+gives the MoveItems (MS-ASCMD 2.2.3.177.10) or FolderCreate/FolderDelete (2.2.3.177.3/.4)
+status; only the refused items change."""
 
 from __future__ import annotations
 
-from natsync.eas.status import MoveStatus
-from natsync.sources.refusals import move_status, moved, with_statuses
+from natsync.eas.status import FolderStatus, MoveStatus
+from natsync.sources.refusals import (
+    created_folder,
+    folder_answer,
+    folder_status,
+    move_status,
+    moved,
+    with_statuses,
+)
 from natsync.wbxml import E, decode, encode
 
 
@@ -45,3 +53,24 @@ def test_only_the_refused_items_fail() -> None:
         for r in changed.findall("Response")
     ]
     assert rows == [("2:1", "3", "7:1"), ("2:2", "5", None), ("2:3", "1", None)]
+
+
+def test_folder_refusals() -> None:
+    assert folder_status("FolderCreate", "ALREADYEXISTS") is FolderStatus.ALREADY_EXISTS
+    assert folder_status("FolderCreate", "NONEXISTENT") is FolderStatus.PARENT_NOT_FOUND
+    assert folder_status("FolderDelete", "NONEXISTENT") is FolderStatus.NOT_FOUND
+    assert folder_status("FolderDelete", "NOPERM") is FolderStatus.SERVER_ERROR
+    answer = decode(folder_answer("FolderCreate", FolderStatus.SERVER_ERROR))
+    assert (answer.tag, [c.tag for c in answer.children]) == ("FolderCreate", ["Status"])
+    assert answer.child_text("Status") == "6"
+    ok = encode(
+        E(
+            "FolderHierarchy",
+            "FolderCreate",
+            E("FolderHierarchy", "Status", "1"),
+            E("FolderHierarchy", "SyncKey", "3"),
+            E("FolderHierarchy", "ServerId", "17"),
+        )
+    )
+    assert created_folder(ok) == "17"
+    assert created_folder(folder_answer("FolderCreate", FolderStatus.SERVER_ERROR)) == ""

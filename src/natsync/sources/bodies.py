@@ -129,8 +129,8 @@ class _Guard:
 
 class SourceHook:
     """``EasApp.command_hook`` of a server with IMAP sources: lazily mirrored messages fetched
-    whole when a command needs them (the module docstring), and MoveItems answered with the
-    IMAP server's verdict on each move (natsync.sources.refusals)."""
+    whole when a command needs them (the module docstring), and MoveItems, FolderCreate and
+    FolderDelete answered with the IMAP server's verdict (natsync.sources.refusals)."""
 
     def __init__(self, manager: MirrorManager) -> None:
         self.manager = manager
@@ -143,6 +143,9 @@ class SourceHook:
         attempt: Callable[[Callable[[Txn], Txn] | None], Any],
     ) -> Any:
         text_ok = text_is_enough(request.cmd, body)
+        deleted = ""
+        if request.cmd == "FolderDelete" and isinstance(body, Element):
+            deleted = await self.manager.mailbox_for(user, body.child_text("ServerId") or "")
 
         def guard(txn: Txn) -> Txn:
             return _Guard(txn, text_ok)
@@ -158,4 +161,6 @@ class SourceHook:
             response = await attempt(guard)
         if request.cmd == "MoveItems":
             return await self.manager.write_through_moves(user, response)
+        if request.cmd in ("FolderCreate", "FolderDelete"):
+            return await self.manager.write_through_folder(user, request.cmd, response, deleted)
         return response

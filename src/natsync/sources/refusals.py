@@ -1,23 +1,29 @@
 """What a phone is told when the IMAP server refuses its change, sans-I/O.
 
 The write-back of a phone's change runs after the command committed (natsync.sources.worker).
-For MoveItems the phone's answer waits for it (natsync.sources.bodies, ``write_through``): the
-mirror is woken at once, its write-back round runs (a MOVE per item), and an item the server
-refused gets, in place of Status 3, the MoveItems status (MS-ASCMD 2.2.3.177.10) that fits the
-server's response code (RFC 5530; RFC 3501 §7.1 TRYCREATE; RFC 9208 OVERQUOTA); the store was
-already put back (the message returns to its source folder, as the phone keeps it).
+For MoveItems, FolderCreate and FolderDelete the phone's answer waits for it
+(natsync.sources.bodies): the mirror is woken at once, its write-back round runs, and what the
+server refused is answered with the command's own status for the server's response code
+(RFC 5530; RFC 3501 §7.1 TRYCREATE; RFC 9208 OVERQUOTA) in place of success:
+
+* MoveItems (MS-ASCMD 2.2.3.177.10), per item; the store was already put back (the message
+  returns to its source folder, as the phone keeps it);
+* FolderCreate (MS-ASCMD 2.2.3.177.3) and FolderDelete (2.2.3.177.4): the answer is only the
+  Status (no new ServerId, no new SyncKey: the phone keeps its hierarchy as it was); the store
+  follows the server (a refused folder is removed; a mailbox the server kept comes back).
 
 Other commands keep today's behaviour — the change is undone in the store, the phone's next Sync
 shows the server's state — because EAS has no later status for them (a flag change rides on a
-Sync whose answer does not wait for the server).
+Sync whose answer does not wait for the server; a rename is FolderUpdate's, whose refusal the
+store does not undo yet).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from natsync.eas.status import MoveStatus
-from natsync.wbxml import decode, encode
+from natsync.eas.status import FolderStatus, MoveStatus
+from natsync.wbxml import E, decode, encode
 from natsync.wbxml.tree import Element
 
 #: IMAP response codes -> the MoveItems status the phone gets for a refused MOVE.
@@ -68,3 +74,34 @@ def with_statuses(body: bytes, statuses: Mapping[str, MoveStatus]) -> bytes:
             kept.append(child)
         response.children[:] = kept
     return encode(root)
+
+
+#: The FolderHierarchy code page's namespace (MS-ASWBXML code page 7).
+FOLDERS = "FolderHierarchy"
+
+
+def folder_status(command: str, code: str) -> FolderStatus:
+    """The FolderCreate / FolderDelete status for a refused CREATE / DELETE."""
+    code = code.upper()
+    if code == "ALREADYEXISTS":
+        return FolderStatus.ALREADY_EXISTS
+    if code in ("NONEXISTENT", "TRYCREATE"):
+        return (
+            FolderStatus.PARENT_NOT_FOUND if command == "FolderCreate" else FolderStatus.NOT_FOUND
+        )
+    return FolderStatus.SERVER_ERROR  # NOPERM, OVERQUOTA, LIMIT ...: "an error on the server"
+
+
+def folder_answer(command: str, status: FolderStatus) -> bytes:
+    """A FolderCreate / FolderDelete answer that is only its Status."""
+    return encode(E(FOLDERS, command, E(FOLDERS, "Status", str(int(status)))))
+
+
+def created_folder(body: bytes) -> str:
+    """The ServerId a successful FolderCreate answer hands out ("" if it is not one)."""
+    if not body:
+        return ""
+    root = decode(body)
+    if root.child_text("Status") != str(int(FolderStatus.SUCCESS)):
+        return ""
+    return root.child_text("ServerId") or ""

@@ -66,7 +66,14 @@ from natsync.sources.mirror import (
     plan_folders,
     plan_writeback,
 )
-from natsync.sources.refusals import move_status, moved, with_statuses
+from natsync.sources.refusals import (
+    created_folder,
+    folder_answer,
+    folder_status,
+    move_status,
+    moved,
+    with_statuses,
+)
 from natsync.sources.structure import (
     LAZY_ABOVE,
     TEXT_LIMIT,
@@ -180,6 +187,9 @@ class AccountMirror:
         self._finished = 0
         #: message id -> (write-back round, IMAP response code) of the refused changes.
         self.refusals: dict[int, tuple[int, str]] = {}
+        #: The same for folder changes: by store folder id (CREATE, RENAME) or, for a DELETE
+        #: (the store folder is gone), by mailbox name.
+        self.folder_refusals: dict[int | str, tuple[int, str]] = {}
         #: The connection that fetches whole messages for phones (fetch_whole), and its lock.
         self._fetcher: ImapAccount | None = None
         self._fetch_lock = threading.Lock()
@@ -350,7 +360,6 @@ class AccountMirror:
             if self._lease_lost.is_set():
                 raise _LeaseLost
             self.wake.clear()
-            self._folders()
             self._writeback()
             self._server_folders()
             self._send_outbound()
@@ -373,7 +382,7 @@ class AccountMirror:
 
     # -- folders
 
-    def _folders(self) -> None:
+    def _folders(self, number: int) -> None:
         """The phone's folder changes, every round before the write-back (one LIST): folders
         the phone created, renamed or deleted (FolderCreate/FolderUpdate/FolderDelete) become
         CREATE + SUBSCRIBE, RENAME, DELETE. The mailboxes mirrored at the end of the last round
@@ -409,7 +418,8 @@ class AccountMirror:
         if known is not None:
             for mailbox in sorted(set(known) - mirrored, key=len, reverse=True):
                 if mailbox in listed:
-                    self._folder_op("DELETE", mailbox, partial(self.account.delete, mailbox))
+                    delete = partial(self.account.delete, mailbox)
+                    self._folder_op("DELETE", mailbox, delete, (number, mailbox))
         # Renamed or moved on the phone: parents first; children follow their parent's RENAME.
         renamed: dict[str, str] = {}
         for row in sorted(rows, key=lambda r: r.mailbox.count(delimiter)):
@@ -421,7 +431,10 @@ class AccountMirror:
                 continue
             followed = any(row.mailbox.startswith(old + delimiter) for old in renamed)
             if not followed and not self._folder_op(
-                "RENAME", row.mailbox, partial(self.account.rename, row.mailbox, target)
+                "RENAME",
+                row.mailbox,
+                partial(self.account.rename, row.mailbox, target),
+                (number, row.folder_id),
             ):
                 continue
             renamed[row.mailbox] = target
@@ -435,8 +448,11 @@ class AccountMirror:
                 continue
             target = wanted(folder)
             if target not in listed and not self._folder_op(
-                "CREATE", target, partial(self.account.create, target)
+                "CREATE", target, partial(self.account.create, target), (number, folder.id)
             ):
+                # The store follows the server: the folder goes (from the phone too, at its
+                # next FolderSync, unless its FolderCreate was answered with the refusal).
+                self._db(partial(_drop_created, user_id=user_id, server_id=folder.server_id))
                 continue
             mailbox_of[folder.id] = target
             listed.add(target)
@@ -459,7 +475,11 @@ class AccountMirror:
         names = sorted(m.mailbox for m in self._db(lambda t: t.list_mirror_folders(user_id)))
         self._db(lambda t: t.set_user_setting(user_id, KNOWN_MAILBOXES, json.dumps(names)))
 
-    def _folder_op(self, what: str, mailbox: str, op: Callable[[], None]) -> bool:
+    def _folder_op(
+        self, what: str, mailbox: str, op: Callable[[], None], key: tuple[int, int | str]
+    ) -> bool:
+        """Run a folder change *op*; a refusal is logged and kept under *key* (the round, and
+        the store folder's id or, deleted already, the mailbox) for the phone's answer."""
         if self._selected == mailbox or self._selected.startswith(mailbox + "/"):
             # Dovecot drops a connection whose selected mailbox is deleted or renamed.
             self.account.select("INBOX")
@@ -470,6 +490,8 @@ class AccountMirror:
             # Not retried: the phone's folder change stays phone-side only, logged once.
             log.warning("IMAP mirror of %s: %s %s refused: %s", self.user.name, what, mailbox, exc)
             self.refused += 1
+            with self._rounds:
+                self.folder_refusals[key[1]] = (key[0], exc.code)
             return False
         log.info("IMAP mirror of %s: %s %s (from the phone)", self.user.name, what, mailbox)
         return True
@@ -882,6 +904,15 @@ class AccountMirror:
         with self._rounds:
             return self._started
 
+    def folder_refused_after(self, ticket: int, key: int | str, timeout: float) -> str | None:
+        """Wait for a write-back round later than *ticket*; the IMAP response code of its
+        refusal of the folder change under *key* (None: not refused, or no round in time)."""
+        with self._rounds:
+            if not self._rounds.wait_for(lambda: self._finished > ticket, timeout):
+                return None
+            found = self.folder_refusals.get(key)
+            return found[1] if found is not None and found[0] > ticket else None
+
     def refused_after(
         self, ticket: int, message_ids: frozenset[int], timeout: float
     ) -> dict[int, str] | None:
@@ -895,13 +926,20 @@ class AccountMirror:
             }
 
     def _writeback(self) -> None:
+        """The phone's changes to the server: folders first, then messages (one round)."""
         with self._rounds:
             self._started += 1
             number = self._started
             self.refusals = {
                 m: (n, c) for m, (n, c) in self.refusals.items() if n > number - REFUSALS_KEPT
             }
+            self.folder_refusals = {
+                k: (n, c)
+                for k, (n, c) in self.folder_refusals.items()
+                if n > number - REFUSALS_KEPT
+            }
         try:
+            self._folders(number)
             self._writeback_round(number)
         finally:
             with self._rounds:
@@ -1028,6 +1066,11 @@ class AccountMirror:
                     action.categories,
                 )
                 self._db(lambda t: t.put_mirror_message(row))
+
+
+def _drop_created(txn: Txn, user_id: int, server_id: str) -> None:
+    if txn.get_folder(user_id, server_id) is not None:
+        txn.delete_folder(user_id, server_id)
 
 
 def _gone(txn: Txn, folder: MirrorFolder) -> bool:
@@ -1228,6 +1271,49 @@ class MirrorManager:
             return response
         statuses = {sources[m]: move_status(code) for m, code in refused.items()}
         return replace(response, body=with_statuses(response.body, statuses))
+
+    async def mailbox_for(self, login: str, server_id: str) -> str:
+        """The mailbox a store folder of *login* mirrors ("" when none)."""
+        mirror = self.mirrors.get(login.strip().lower()) or self.mirrors.get(login)
+        if mirror is None or not server_id:
+            return ""
+        user_id = mirror.user.id
+
+        def find(txn: Txn) -> str:
+            folder = txn.get_folder(user_id, server_id)
+            rows = {r.folder_id: r.mailbox for r in txn.list_mirror_folders(user_id)}
+            return rows.get(folder.id, "") if folder is not None else ""
+
+        found: str = await self.store.run(find)
+        return found
+
+    async def write_through_folder(
+        self, login: str, command: str, response: Any, deleted_mailbox: str = ""
+    ) -> Any:
+        """A FolderCreate / FolderDelete *response* of *login*, as a refusal when the IMAP
+        server refused the CREATE / DELETE (natsync.sources.refusals)."""
+        mirror = self.mirrors.get(login.strip().lower()) or self.mirrors.get(login)
+        if mirror is None or not mirror.holding or response.status not in (None, 1):
+            return response
+        key: int | str = deleted_mailbox
+        if command == "FolderCreate":
+            server_id = created_folder(response.body)
+            user_id = mirror.user.id
+            folder = await self.store.run(lambda t: t.get_folder(user_id, server_id))
+            if folder is None:
+                return response
+            key = folder.id
+        if not key:
+            return response
+        ticket = mirror.ticket()
+        mirror.wake.set()
+        code = await asyncio.to_thread(
+            mirror.folder_refused_after, ticket, key, WRITE_THROUGH_TIMEOUT
+        )
+        if code is None:
+            return response
+        status = folder_status(command, code)
+        return replace(response, body=folder_answer(command, status), status=int(status))
 
     async def aclose(self) -> None:
         for task in self._watchers.values():
