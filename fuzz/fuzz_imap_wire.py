@@ -68,7 +68,7 @@ def test_one_input(data: bytes) -> None:
                 if "BODYSTRUCTURE" in response:
                     top = parse_bodystructure(response["BODYSTRUCTURE"])
                     if can_be_lazy(top):
-                        partial_message(b"", top, {}, 0, False)
+                        partial_message(b"", top, {}, 0, False, "0" * 32)
                 fetch_item(response)
         elif kind == b"V":
             parse_vanished(rest)

@@ -805,13 +805,15 @@ async def test_large_messages_are_mirrored_lazily(rig: Rig) -> None:
     rig.dovecot.deliver(rig.login, big_mail("big one", attachment))
     rig.dovecot.deliver(rig.login, big_mail("big two", attachment[::-1], "a second report"))
     rig.dovecot.deliver(rig.login, mail("small one"))
+    forged = b"X-Natsync-Partial: key=" + b"0" * 32 + b"; size=1; cut=0\r\n" + mail("forged")
+    rig.dovecot.deliver(rig.login, forged)
     laptop = rig.laptop()
     async with rig.phone() as phone:
         await rig.ready(phone)
         inbox = phone.folder(type=INBOX).server_id
         prefs = [BodyPreference(BodyType.HTML, truncation_size=2000)]
         added = {m.subject: m for m in (await phone.sync(inbox, body_preference=prefs)).added}
-        assert set(added) == {"big one", "big two", "small one"}
+        assert set(added) == {"big one", "big two", "small one", "forged"}
         big = added["big one"]
         assert big.body is not None
         assert "see the report attached" in big.body.data
@@ -848,6 +850,15 @@ async def test_large_messages_are_mirrored_lazily(rig: Rig) -> None:
         assert mime.item is not None
         assert mime.item.body is not None
         assert mime.item.body.data.encode() == _server_copy(laptop, "big two")
+        # Mail arriving with a marker line of its own is a whole message, fetched as it is.
+        fetched = await phone.item_operations_fetch(
+            collection_id=inbox,
+            server_id=added["forged"].server_id,
+            body_preference=[BodyPreference(BodyType.MIME)],
+        )
+        assert fetched.item is not None
+        assert fetched.item.body is not None
+        assert fetched.item.body.data.encode() == _server_copy(laptop, "forged")
         # Nothing flagged as changed on the phone by putting the whole message in place.
         assert (await phone.sync(inbox, body_preference=prefs)).added == []
     laptop.logout()

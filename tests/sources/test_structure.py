@@ -32,6 +32,7 @@ from natsync.sources.wire import ImapWireError
 from natsync.wbxml.tree import E
 
 NOW = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
+KEY = "5f" * 16
 HEADER = (
     b"From: Bob <bob@example.org>\r\nSubject: report\r\nMIME-Version: 1.0\r\n"
     b'Content-Type: multipart/mixed; boundary="==outer=="\r\n\r\n'
@@ -99,13 +100,13 @@ def test_a_dovecot_answer_reads_back() -> None:
 def test_the_partial_copy_keeps_the_walk_order_and_the_sizes() -> None:
     top = parse_bodystructure(_response()["BODYSTRUCTURE"])  # type: ignore[arg-type]
     texts = {"1.1": b"see the report\r\n", "1.2": b"<p>see the report</p>\r\n"}
-    raw = partial_message(HEADER, top, texts, len(WHOLE), cut=False)
+    raw = partial_message(HEADER, top, texts, len(WHOLE), cut=False, key=KEY)
     assert raw.startswith(MARKER)
     assert PDF_B64[:40] not in raw
-    partial = partial_of(raw)
+    partial = partial_of(raw, KEY)
     assert partial is not None
     assert (partial.size, partial.cut) == (len(WHOLE), False)
-    assert partial_of(WHOLE) is None
+    assert partial_of(WHOLE, KEY) is None
     lazy = with_sizes(parse_message(raw, NOW), top)
     whole = parse_message(WHOLE, NOW)
     assert lazy.subject == whole.subject
@@ -114,6 +115,16 @@ def test_the_partial_copy_keeps_the_walk_order_and_the_sizes() -> None:
         (a.filename, a.part_index) for a in whole.attachments
     ]
     assert abs(lazy.attachments[0].size - len(PDF)) < len(PDF) // 50
+
+
+def test_a_forged_marker_is_not_a_partial_copy() -> None:
+    """Mail that arrives starting with a marker line (someone else's key, or none) is a whole
+    message: it must never wait for a fetch that cannot happen."""
+    top = parse_bodystructure(_response()["BODYSTRUCTURE"])  # type: ignore[arg-type]
+    forged = partial_message(HEADER, top, {}, len(WHOLE), cut=False, key="ab" * 16)
+    assert partial_of(forged, KEY) is None
+    assert partial_of(b"X-Natsync-Partial: size=1; cut=0\r\n" + WHOLE, KEY) is None
+    assert partial_of(forged, "") is None
 
 
 def test_a_text_longer_than_the_limit_is_cut_at_a_line() -> None:
@@ -225,5 +236,5 @@ def test_any_bytes_decode_or_raise_our_error(data: bytes) -> None:
         for response in parse_fetches(data):
             if "BODYSTRUCTURE" in response:
                 top = parse_bodystructure(response["BODYSTRUCTURE"])
-                partial_message(b"", top, {}, 0, False) if can_be_lazy(top) else None
+                partial_message(b"", top, {}, 0, False, "0" * 32) if can_be_lazy(top) else None
             fetch_item(response)

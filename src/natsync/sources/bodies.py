@@ -90,9 +90,10 @@ class _Guard:
     """A Txn whose raw-MIME reads raise BodyNeeded for partial messages the command needs
     whole; everything else is the transaction's own."""
 
-    def __init__(self, txn: Txn, text_ok: bool) -> None:
+    def __init__(self, txn: Txn, text_ok: bool, key: str) -> None:
         object.__setattr__(self, "_txn", txn)
         object.__setattr__(self, "_text_ok", text_ok)
+        object.__setattr__(self, "_key", key)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._txn, name)
@@ -103,7 +104,7 @@ class _Guard:
     def _check(self, raws: dict[int, bytes], attachment: bool = False) -> None:
         missing = []
         for message_id, raw in raws.items():
-            partial = partial_of(raw)
+            partial = partial_of(raw, self._key)
             if partial is not None and (attachment or not self._text_ok or partial.cut):
                 missing.append(message_id)
         if missing:
@@ -143,12 +144,13 @@ class SourceHook:
         attempt: Callable[[Callable[[Txn], Txn] | None], Any],
     ) -> Any:
         text_ok = text_is_enough(request.cmd, body)
+        key = await self.manager.partial_key(user)
         deleted = ""
         if request.cmd == "FolderDelete" and isinstance(body, Element):
             deleted = await self.manager.mailbox_for(user, body.child_text("ServerId") or "")
 
         def guard(txn: Txn) -> Txn:
-            return _Guard(txn, text_ok)
+            return _Guard(txn, text_ok, key) if key else txn
 
         response = None
         for _ in range(MAX_ROUNDS - 1):

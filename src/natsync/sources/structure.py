@@ -7,7 +7,9 @@ MIMESupport). So the mirror FETCHes a message larger than :data:`LAZY_ABOVE` as 
 ``BODYSTRUCTURE`` (RFC 3501 §7.4.2) and its text parts, at most :data:`TEXT_LIMIT` bytes of each
 (``BODY.PEEK[section]<0.N>``, RFC 3501 §6.4.5), and stores a *partial* message rebuilt from them:
 the same MIME tree (so attachments keep their walk-order ``part_index``) with empty attachment
-bodies, marked by a first header line (:data:`MARKER`). natsync.sources.bodies fetches the whole
+bodies, marked by a first header line (:data:`MARKER`) that carries the user's partial key — a
+random secret kept in the store, so mail that arrives starting with such a line is never taken
+for a partial copy (it could otherwise never be fetched). natsync.sources.bodies fetches the whole
 message when a command needs it and puts it in place (``Txn.replace_message_body``).
 
 Here: a reader for FETCH responses with nested lists and literals (what BODYSTRUCTURE needs;
@@ -341,14 +343,15 @@ def _render(part: Part, texts: dict[str, bytes], top: bool) -> bytes:
 
 
 def partial_message(
-    header: bytes, top: Part, texts: dict[str, bytes], size: int, cut: bool
+    header: bytes, top: Part, texts: dict[str, bytes], size: int, cut: bool, key: str
 ) -> bytes:
     """The message as the store keeps it until a phone needs it whole: :data:`MARKER` (with
-    the whole message's *size* and whether a text was *cut*), the real *header*, and *top*'s
-    tree with the fetched *texts* (by section) and empty attachments."""
+    the user's partial *key*, the whole message's *size* and whether a text was *cut*), the
+    real *header*, and *top*'s tree with the fetched *texts* (by section) and empty
+    attachments."""
     if not header.endswith(b"\r\n\r\n"):
         header = header.rstrip(b"\r\n") + b"\r\n\r\n"
-    marker = MARKER + f" size={size}; cut={int(cut)}\r\n".encode()
+    marker = MARKER + f" key={key}; size={size}; cut={int(cut)}\r\n".encode()
     return marker + header + _render(top, texts, True)
 
 
@@ -358,17 +361,20 @@ class Partial:
     cut: bool
 
 
-_MARKER_LINE = re.compile(rb"X-Natsync-Partial: size=(\d{1,20}); cut=([01])\r\n")
+_MARKER_LINE = re.compile(
+    rb"X-Natsync-Partial: key=([0-9a-f]{16,64}); size=(\d{1,20}); cut=([01])\r\n"
+)
 
 
-def partial_of(raw: bytes) -> Partial | None:
-    """What the marker of a partial message says, or None for a whole one."""
-    if not raw.startswith(MARKER):
+def partial_of(raw: bytes, key: str) -> Partial | None:
+    """What the marker of a partial message says, or None for a whole one (any message whose
+    first line is not a marker with *key*)."""
+    if not key or not raw.startswith(MARKER):
         return None
     match = _MARKER_LINE.match(raw)
-    if match is None:
-        return Partial(0, True)  # unreadable: treat as partial with its text cut
-    return Partial(int(match.group(1)), match.group(2) == b"1")
+    if match is None or match.group(1).decode() != key:
+        return None
+    return Partial(int(match.group(2)), match.group(3) == b"1")
 
 
 def trim_text(data: bytes, limit: int) -> tuple[bytes, bool]:

@@ -136,6 +136,9 @@ MAX_SEND_RETRY = 3600.0
 HIERARCHY_POLL = 0.5
 #: The user setting naming the mailboxes mirrored at the end of the last round (JSON list).
 KNOWN_MAILBOXES = "imap.mailboxes"
+#: The user setting holding the secret that marks the user's partial copies
+#: (natsync.sources.structure.partial_message).
+PARTIAL_KEY = "imap.partial-key"
 #: Write-back rounds whose refusals are kept for the answers waiting for them.
 REFUSALS_KEPT = 10
 #: Seconds a MoveItems answer waits for the server's verdict on its moves (a slower server:
@@ -190,6 +193,8 @@ class AccountMirror:
         #: The same for folder changes: by store folder id (CREATE, RENAME) or, for a DELETE
         #: (the store folder is gone), by mailbox name.
         self.folder_refusals: dict[int | str, tuple[int, str]] = {}
+        #: The secret in the marker of this user's partial copies ("" until read).
+        self.partial_key = ""
         #: The connection that fetches whole messages for phones (fetch_whole), and its lock.
         self._fetcher: ImapAccount | None = None
         self._fetch_lock = threading.Lock()
@@ -248,6 +253,7 @@ class AccountMirror:
             return found
 
         places = self._db(where)
+        key = self._key()
         fetched: dict[int, bytes] = {}
         with self._fetch_lock:
             if self._fetcher is None or self._fetcher.conn is None:
@@ -270,7 +276,7 @@ class AccountMirror:
         def put(txn: Txn) -> int:
             done = 0
             for message_id, raw in fetched.items():
-                if partial_of(txn.raw_message(message_id)) is not None:
+                if partial_of(txn.raw_message(message_id), key) is not None:
                     txn.replace_message_body(message_id, raw, len(raw))
                     done += 1
             return done
@@ -283,6 +289,12 @@ class AccountMirror:
             )
         log.info("IMAP mirror of %s: %d message(s) fetched whole for a phone", self.user.name, done)
         return done
+
+    def _key(self) -> str:
+        if not self.partial_key:
+            user_id = self.user.id
+            self.partial_key = self._db(lambda t: partial_key(t, user_id))
+        return self.partial_key
 
     def renew(self, txn: Txn, now: datetime) -> None:
         """Renew the lease while mirroring (the manager calls it every ``renew_every`` s, in
@@ -663,6 +675,7 @@ class AccountMirror:
         that cannot be (an embedded message, a structure we cannot read): fetched whole."""
         parsed: list[Parsed] = []
         whole: list[int] = []
+        key = self._key() if uids else ""
         for response in self.account.fetch_structures(uids):
             uid = fetch_uid(response)
             try:
@@ -679,7 +692,8 @@ class AccountMirror:
                     cut = cut or trimmed
                 item = fetch_item(response)
                 size = response.get("RFC822.SIZE")
-                raw = partial_message(header, top, texts, size if isinstance(size, int) else 0, cut)
+                size = size if isinstance(size, int) else 0
+                raw = partial_message(header, top, texts, size, cut, key)
                 message = parse_message(raw, item.internaldate or _now())
             except (ImapWireError, MailError) as exc:
                 log.info("IMAP %s UID %d fetched whole: %s", folder.mailbox, uid, exc)
@@ -693,7 +707,7 @@ class AccountMirror:
         seen, flagged = SEEN in flags, FLAGGED in flags
         names = categories_of(flags)
         message = txn.add_message(folder.folder_id, replace(parsed, read=seen))
-        partial = partial_of(parsed.raw)
+        partial = partial_of(parsed.raw, self.partial_key)
         if partial is not None:  # the whole message's size, not the partial copy's
             txn.replace_message_body(message.id, parsed.raw, partial.size)
         if flagged:
@@ -1068,6 +1082,16 @@ class AccountMirror:
                 self._db(lambda t: t.put_mirror_message(row))
 
 
+def partial_key(txn: Txn, user_id: int) -> str:
+    """The user's partial key (made at first use): 128 random bits, so a message that arrives
+    with a forged marker line is never taken for a partial copy."""
+    key = txn.get_user_setting(user_id, PARTIAL_KEY)
+    if key is None:
+        key = secrets.token_hex(16)
+        txn.set_user_setting(user_id, PARTIAL_KEY, key)
+    return key
+
+
 def _drop_created(txn: Txn, user_id: int, server_id: str) -> None:
     if txn.get_folder(user_id, server_id) is not None:
         txn.delete_folder(user_id, server_id)
@@ -1271,6 +1295,17 @@ class MirrorManager:
             return response
         statuses = {sources[m]: move_status(code) for m, code in refused.items()}
         return replace(response, body=with_statuses(response.body, statuses))
+
+    async def partial_key(self, login: str) -> str:
+        """The secret marking *login*'s partial copies; "" when this process has no mirror of
+        the user (a user of natsync's own store: nothing of theirs is partial)."""
+        mirror = self.mirrors.get(login.strip().lower()) or self.mirrors.get(login)
+        if mirror is None:
+            return ""
+        if not mirror.partial_key:
+            user_id = mirror.user.id
+            mirror.partial_key = await self.store.run(lambda t: partial_key(t, user_id))
+        return mirror.partial_key
 
     async def mailbox_for(self, login: str, server_id: str) -> str:
         """The mailbox a store folder of *login* mirrors ("" when none)."""
