@@ -63,7 +63,7 @@ first_valid_uid = 1
 first_valid_gid = 1
 mail_uid = dovecot
 mail_gid = dovecot
-mail_location = maildir:{mail}/%u
+mail_location = {mail_format}:{mail}/%u
 mail_plugins = $mail_plugins notify quota acl
 # Maildir++ quota; no rule by default (no limit): a user's passwd-file line can set one
 # (userdb_quota_rule, see Dovecot.extra), for the tests of a server's NO [OVERQUOTA].
@@ -168,6 +168,9 @@ class Dovecot:
     mail: Path = Path()
     #: Where the maildirs go (None: the system's temp dir); the bench uses /dev/shm.
     mail_parent: Path | None = None
+    #: Dovecot's mailbox format: "maildir" (the tests'; mailcow, iRedMail, Mail-in-a-Box) or
+    #: "mdbox" (the benches' big mailboxes: Dovecot fills it quickly by doveadm import).
+    mail_format: str = "maildir"
 
     @property
     def ca_file(self) -> Path:
@@ -196,6 +199,7 @@ class Dovecot:
             CONF.format(
                 root=self.root,
                 mail=self.mail,
+                mail_format=self.mail_format,
                 imap_port=self.imap_port,
                 imaps_port=self.imaps_port,
                 lmtp_port=self.lmtp_port,
