@@ -145,6 +145,7 @@ class SourceHook:
     ) -> Any:
         text_ok = text_is_enough(request.cmd, body)
         key = await self.manager.partial_key(user)
+        mark = self.manager.refusal_mark(user)
         deleted = ""
         if request.cmd == "FolderDelete" and isinstance(body, Element):
             deleted = await self.manager.mailbox_for(user, body.child_text("ServerId") or "")
@@ -162,7 +163,9 @@ class SourceHook:
         if response is None:
             response = await attempt(guard)
         if request.cmd == "MoveItems":
-            return await self.manager.write_through_moves(user, response)
+            return await self.manager.write_through_moves(user, response, mark)
         if request.cmd in ("FolderCreate", "FolderDelete"):
-            return await self.manager.write_through_folder(user, request.cmd, response, deleted)
+            return await self.manager.write_through_folder(
+                user, request.cmd, response, deleted, mark
+            )
         return response

@@ -139,8 +139,8 @@ KNOWN_MAILBOXES = "imap.mailboxes"
 #: The user setting holding the secret that marks the user's partial copies
 #: (natsync.sources.structure.partial_message).
 PARTIAL_KEY = "imap.partial-key"
-#: Write-back rounds whose refusals are kept for the answers waiting for them.
-REFUSALS_KEPT = 10
+#: Refusals kept for the answers waiting for them (of messages, and of folders).
+REFUSALS_KEPT = 1000
 #: Seconds a MoveItems answer waits for the server's verdict on its moves (a slower server:
 #: the phone is told Success, and a refused move is undone as for other commands).
 WRITE_THROUGH_TIMEOUT = 10.0
@@ -188,7 +188,8 @@ class AccountMirror:
         self._rounds = threading.Condition()
         self._started = 0
         self._finished = 0
-        #: message id -> (write-back round, IMAP response code) of the refused changes.
+        self._refusal_count = 0
+        #: message id -> (refusal number, IMAP response code) of the refused changes.
         self.refusals: dict[int, tuple[int, str]] = {}
         #: The same for folder changes: by store folder id (CREATE, RENAME) or, for a DELETE
         #: (the store folder is gone), by mailbox name.
@@ -394,7 +395,7 @@ class AccountMirror:
 
     # -- folders
 
-    def _folders(self, number: int) -> None:
+    def _folders(self) -> None:
         """The phone's folder changes, every round before the write-back (one LIST): folders
         the phone created, renamed or deleted (FolderCreate/FolderUpdate/FolderDelete) become
         CREATE + SUBSCRIBE, RENAME, DELETE. The mailboxes mirrored at the end of the last round
@@ -431,7 +432,7 @@ class AccountMirror:
             for mailbox in sorted(set(known) - mirrored, key=len, reverse=True):
                 if mailbox in listed:
                     delete = partial(self.account.delete, mailbox)
-                    self._folder_op("DELETE", mailbox, delete, (number, mailbox))
+                    self._folder_op("DELETE", mailbox, delete, mailbox)
         # Renamed or moved on the phone: parents first; children follow their parent's RENAME.
         renamed: dict[str, str] = {}
         for row in sorted(rows, key=lambda r: r.mailbox.count(delimiter)):
@@ -446,7 +447,7 @@ class AccountMirror:
                 "RENAME",
                 row.mailbox,
                 partial(self.account.rename, row.mailbox, target),
-                (number, row.folder_id),
+                row.folder_id,
             ):
                 continue
             renamed[row.mailbox] = target
@@ -460,7 +461,7 @@ class AccountMirror:
                 continue
             target = wanted(folder)
             if target not in listed and not self._folder_op(
-                "CREATE", target, partial(self.account.create, target), (number, folder.id)
+                "CREATE", target, partial(self.account.create, target), folder.id
             ):
                 # The store follows the server: the folder goes (from the phone too, at its
                 # next FolderSync, unless its FolderCreate was answered with the refusal).
@@ -487,11 +488,9 @@ class AccountMirror:
         names = sorted(m.mailbox for m in self._db(lambda t: t.list_mirror_folders(user_id)))
         self._db(lambda t: t.set_user_setting(user_id, KNOWN_MAILBOXES, json.dumps(names)))
 
-    def _folder_op(
-        self, what: str, mailbox: str, op: Callable[[], None], key: tuple[int, int | str]
-    ) -> bool:
-        """Run a folder change *op*; a refusal is logged and kept under *key* (the round, and
-        the store folder's id or, deleted already, the mailbox) for the phone's answer."""
+    def _folder_op(self, what: str, mailbox: str, op: Callable[[], None], key: int | str) -> bool:
+        """Run a folder change *op*; a refusal is logged and kept under *key* (the store
+        folder's id or, deleted already, the mailbox) for the phone's answer."""
         if self._selected == mailbox or self._selected.startswith(mailbox + "/"):
             # Dovecot drops a connection whose selected mailbox is deleted or renamed.
             self.account.select("INBOX")
@@ -502,8 +501,7 @@ class AccountMirror:
             # Not retried: the phone's folder change stays phone-side only, logged once.
             log.warning("IMAP mirror of %s: %s %s refused: %s", self.user.name, what, mailbox, exc)
             self.refused += 1
-            with self._rounds:
-                self.folder_refusals[key[1]] = (key[0], exc.code)
+            self._refused(key, exc.code, folder=True)
             return False
         log.info("IMAP mirror of %s: %s %s (from the phone)", self.user.name, what, mailbox)
         return True
@@ -913,54 +911,64 @@ class AccountMirror:
 
     # -- store -> server
 
+    def mark(self) -> int:
+        """Where the refusals stand before a command runs (refusals later than this may be
+        its own: a round woken by its commit can run before the command's answer waits)."""
+        with self._rounds:
+            return self._refusal_count
+
     def ticket(self) -> int:
-        """The write-back round a change committed now is not sure to be in."""
+        """After a command committed: a write-back round later than this one saw its change."""
         with self._rounds:
             return self._started
 
-    def folder_refused_after(self, ticket: int, key: int | str, timeout: float) -> str | None:
-        """Wait for a write-back round later than *ticket*; the IMAP response code of its
-        refusal of the folder change under *key* (None: not refused, or no round in time)."""
+    def _wait_round(self, ticket: int, timeout: float) -> bool:
+        return self._rounds.wait_for(lambda: self._finished > ticket, timeout)
+
+    def folder_refused_after(
+        self, mark: int, ticket: int, key: int | str, timeout: float
+    ) -> str | None:
+        """Wait for a write-back round later than *ticket*; the IMAP response code of a
+        refusal since *mark* of the folder change under *key* (None: none, or no round)."""
         with self._rounds:
-            if not self._rounds.wait_for(lambda: self._finished > ticket, timeout):
+            if not self._wait_round(ticket, timeout):
                 return None
             found = self.folder_refusals.get(key)
-            return found[1] if found is not None and found[0] > ticket else None
+            return found[1] if found is not None and found[0] > mark else None
 
     def refused_after(
-        self, ticket: int, message_ids: frozenset[int], timeout: float
+        self, mark: int, ticket: int, message_ids: frozenset[int], timeout: float
     ) -> dict[int, str] | None:
         """Wait for a write-back round later than *ticket*; message id -> IMAP response code
-        of those of *message_ids* it refused (None: no round within *timeout*)."""
+        of those of *message_ids* refused since *mark* (None: no round within *timeout*)."""
         with self._rounds:
-            if not self._rounds.wait_for(lambda: self._finished > ticket, timeout):
+            if not self._wait_round(ticket, timeout):
                 return None
-            return {
-                m: code for m, (n, code) in self.refusals.items() if n > ticket and m in message_ids
-            }
+            return {m: c for m, (n, c) in self.refusals.items() if n > mark and m in message_ids}
+
+    def _refused(self, key: int | str, code: str, folder: bool = False) -> None:
+        """Keep a refusal for the answer waiting for it (the latest REFUSALS_KEPT of them)."""
+        with self._rounds:
+            self._refusal_count += 1
+            table: dict[Any, tuple[int, str]] = self.folder_refusals if folder else self.refusals
+            table[key] = (self._refusal_count, code)
+            if len(table) > REFUSALS_KEPT:
+                del table[min(table, key=lambda k: table[k][0])]
 
     def _writeback(self) -> None:
         """The phone's changes to the server: folders first, then messages (one round)."""
         with self._rounds:
             self._started += 1
             number = self._started
-            self.refusals = {
-                m: (n, c) for m, (n, c) in self.refusals.items() if n > number - REFUSALS_KEPT
-            }
-            self.folder_refusals = {
-                k: (n, c)
-                for k, (n, c) in self.folder_refusals.items()
-                if n > number - REFUSALS_KEPT
-            }
         try:
-            self._folders(number)
-            self._writeback_round(number)
+            self._folders()
+            self._writeback_round()
         finally:
             with self._rounds:
                 self._finished = number
                 self._rounds.notify_all()
 
-    def _writeback_round(self, number: int) -> None:
+    def _writeback_round(self) -> None:
         user_id = self.user.id
 
         def gather(txn: Txn) -> tuple[list[MirrorFolder], list[Action]]:
@@ -1007,8 +1015,7 @@ class AccountMirror:
                 if isinstance(action, Append):
                     refused_appends.add(action.folder_id)
                 else:
-                    with self._rounds:
-                        self.refusals[action.mapping.message_id] = (number, exc.code)
+                    self._refused(action.mapping.message_id, exc.code)
                 # The server said NO (over quota, a mailbox gone, ...): asking again would get
                 # the same answer. The store goes back to the server's state, so the phone's
                 # next Sync shows what the server has (the phone's command was answered when
@@ -1272,7 +1279,12 @@ class MirrorManager:
             raise ImapError(f"no IMAP mirror for {login!r} in this process: try again")
         await asyncio.to_thread(mirror.fetch_whole, message_ids)
 
-    async def write_through_moves(self, login: str, response: Any) -> Any:
+    def refusal_mark(self, login: str) -> int:
+        """:meth:`AccountMirror.mark` of *login*'s mirror (0 without one), before a command."""
+        mirror = self.mirrors.get(login.strip().lower()) or self.mirrors.get(login)
+        return mirror.mark() if mirror is not None else 0
+
+    async def write_through_moves(self, login: str, response: Any, mark: int = 0) -> Any:
         """A MoveItems *response* of *login*, with the moves the IMAP server refused failed
         (natsync.sources.refusals); as it is when this process does not mirror the account."""
         mirror = self.mirrors.get(login.strip().lower()) or self.mirrors.get(login)
@@ -1289,7 +1301,7 @@ class MirrorManager:
         ticket = mirror.ticket()
         mirror.wake.set()
         refused = await asyncio.to_thread(
-            mirror.refused_after, ticket, frozenset(sources), WRITE_THROUGH_TIMEOUT
+            mirror.refused_after, mark, ticket, frozenset(sources), WRITE_THROUGH_TIMEOUT
         )
         if not refused:
             return response
@@ -1323,7 +1335,7 @@ class MirrorManager:
         return found
 
     async def write_through_folder(
-        self, login: str, command: str, response: Any, deleted_mailbox: str = ""
+        self, login: str, command: str, response: Any, deleted_mailbox: str = "", mark: int = 0
     ) -> Any:
         """A FolderCreate / FolderDelete *response* of *login*, as a refusal when the IMAP
         server refused the CREATE / DELETE (natsync.sources.refusals)."""
@@ -1343,7 +1355,7 @@ class MirrorManager:
         ticket = mirror.ticket()
         mirror.wake.set()
         code = await asyncio.to_thread(
-            mirror.folder_refused_after, ticket, key, WRITE_THROUGH_TIMEOUT
+            mirror.folder_refused_after, mark, ticket, key, WRITE_THROUGH_TIMEOUT
         )
         if code is None:
             return response
