@@ -163,7 +163,7 @@ async def rig(dovecot: Dovecot, store_factory: StoreFactory) -> AsyncIterator[Ri
     await server.close()  # store_factory closes the store
 
 
-async def until(check: Callable[[], Any], timeout: float = 5.0) -> Any:
+async def until(check: Callable[[], Any], timeout: float = 15.0) -> Any:
     deadline = time.monotonic() + timeout
     while True:
         result = await asyncio.to_thread(check)
@@ -174,7 +174,7 @@ async def until(check: Callable[[], Any], timeout: float = 5.0) -> Any:
         await asyncio.sleep(0.1)
 
 
-async def eventually(probe: Callable[[], Awaitable[T]], what: str, timeout: float = 5.0) -> T:
+async def eventually(probe: Callable[[], Awaitable[T]], what: str, timeout: float = 15.0) -> T:
     """The first truthy result of the phone-side *probe* (a Sync, a FolderSync ...)."""
     deadline = time.monotonic() + timeout
     while True:
