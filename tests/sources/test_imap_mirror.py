@@ -841,7 +841,16 @@ async def test_large_messages_are_mirrored_lazily(rig: Rig) -> None:
         assert fetched.data == attachment
         whole = _server_copy(laptop, "big one")
         assert await rig.store.run(stored("big one")) == whole
-        # The whole MIME of the other one (BodyPreference Type 4).
+        # The whole MIME of the other one (BodyPreference Type 4), after Dovecot dropped the
+        # kept fetch connection (as its idle timeout would): a new one is made.
+        laptop.logout()  # (the kick would end the laptop's session too)
+        await asyncio.to_thread(
+            subprocess.run,
+            [DOVEADM, "-c", str(rig.dovecot.root / "dovecot.conf"), "kick", rig.login],
+            check=True,
+            capture_output=True,
+        )
+        laptop = rig.laptop()
         mime = await phone.item_operations_fetch(
             collection_id=inbox,
             server_id=added["big two"].server_id,

@@ -257,22 +257,26 @@ class AccountMirror:
         key = self._key()
         fetched: dict[int, bytes] = {}
         with self._fetch_lock:
-            if self._fetcher is None or self._fetcher.conn is None:
-                fetcher = ImapAccount(
-                    self.account.server, self.account.login, self.account.password
-                )
-                fetcher.connect()
-                self._fetcher = fetcher
-            try:
-                for mailbox, pairs in places.items():
-                    ids = dict(pairs)
-                    for uid, raw in self._fetcher.fetch_whole(mailbox, sorted(ids)).items():
-                        if uid in ids:
-                            fetched[ids[uid]] = raw
-            except (ImapError, ImapWireError):
-                self._fetcher.close()
-                self._fetcher = None
-                raise
+            for attempt in (1, 2):  # a kept connection the server timed out: one new try
+                if self._fetcher is None or self._fetcher.conn is None:
+                    account = self.account
+                    fetcher = ImapAccount(account.server, account.login, account.password)
+                    fetcher.connect()
+                    self._fetcher = fetcher
+                try:
+                    for mailbox, pairs in places.items():
+                        ids = dict(pairs)
+                        for uid, raw in self._fetcher.fetch_whole(mailbox, sorted(ids)).items():
+                            if uid in ids:
+                                fetched[ids[uid]] = raw
+                    break
+                except ImapRefused:
+                    raise  # the connection is fine; the server said no (a mailbox gone ...)
+                except (ImapError, ImapWireError):
+                    self._fetcher.close()
+                    self._fetcher = None
+                    if attempt == 2:
+                        raise
 
         def put(txn: Txn) -> int:
             done = 0
