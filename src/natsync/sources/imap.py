@@ -167,6 +167,11 @@ class ImapAccount:
         self.password = password
         self.conn: imaplib.IMAP4 | None = None
         self.capabilities: frozenset[str] = frozenset()
+        #: Set when the server reported a change unasked while another command ran (a NOTIFY
+        #: event, RFC 5465 §5: STATUS or LIST, or EXISTS): the mirror runs another round
+        #: before it waits in IDLE, or the change would wait for the next one.
+        self.notified = False
+        self._last = ""
 
     # -- connection
 
@@ -224,9 +229,23 @@ class ImapAccount:
             raise ImapError("not connected to the IMAP server")
         return self.conn
 
+    def _next_command(self, name: str) -> None:
+        """Before *name* runs: note a change the server reported unasked since the last
+        command (see :attr:`notified`), and clear what the last command left."""
+        conn = self._c
+        left = conn.untagged_responses
+        if (
+            "STATUS" in left
+            or ("LIST" in left and self._last != "LIST")
+            or ("EXISTS" in left and self._last not in ("SELECT", "EXAMINE"))
+        ):
+            self.notified = True
+        self._last = name
+        left.clear()
+
     def _call(self, name: str, *args: str) -> tuple[str, list[Any]]:
         conn = self._c
-        conn.untagged_responses.clear()
+        self._next_command(args[0] if name == "UID" and args else name)
         try:
             typ, data = conn._simple_command(name, *args)
         except imaplib.IMAP4.abort as exc:
@@ -390,7 +409,7 @@ class ImapAccount:
 
     def append(self, mailbox: str, flags: str, raw: bytes) -> int | None:
         conn = self._c
-        conn.untagged_responses.clear()
+        self._next_command("APPEND")
         try:
             typ, data = conn.append(quote_raw(mailbox), flags, None, raw)
         except (imaplib.IMAP4.error, OSError) as exc:

@@ -377,6 +377,7 @@ class AccountMirror:
             if self._lease_lost.is_set():
                 raise _LeaseLost
             self.wake.clear()
+            account.notified = False
             self._writeback()
             self._server_folders()
             self._send_outbound()
@@ -389,6 +390,8 @@ class AccountMirror:
             self.synced.set()
             if self._backfill():
                 continue  # one batch done; look for news and the phone's changes again
+            if account.notified:
+                continue  # the server reported a change while this round ran
             if not notify and self._selected.upper() != "INBOX":
                 account.select("INBOX")
                 self._selected = "INBOX"
