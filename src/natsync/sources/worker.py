@@ -99,6 +99,7 @@ from natsync.store.api import (
     NewMessage,
     OutboundMail,
     Store,
+    Subscription,
     Txn,
     User,
 )
@@ -1262,22 +1263,33 @@ class MirrorManager:
             return txn.list_mirror_folders(user_id), txn.hierarchy_modseq(user_id)
 
         seen: int | None = None
-        while True:
-            if mirror.holding and time.monotonic() >= renew_at:
-                renew_at = time.monotonic() + mirror.lease.renew_every
-                await self.store.run(lambda t: mirror.renew(t, _now()))
-            folders, hierarchy = await self.store.run(look)
-            if seen is not None and hierarchy != seen:
-                mirror.wake.set()
-            seen = hierarchy
-            ids = [f.folder_id for f in folders]
-            if not ids:
-                await asyncio.sleep(0.2)
-                continue
-            with self.store.changes.subscribe(ids) as sub:
-                changed = await sub.wait(HIERARCHY_POLL)
-            if changed:
-                mirror.wake.set()
+        # One subscription kept while the folder set stays the same: changes committed while
+        # the loop reads the store are buffered in it, not lost between two subscriptions.
+        sub: Subscription | None = None
+        watched: list[int] = []
+        try:
+            while True:
+                if mirror.holding and time.monotonic() >= renew_at:
+                    renew_at = time.monotonic() + mirror.lease.renew_every
+                    await self.store.run(lambda t: mirror.renew(t, _now()))
+                folders, hierarchy = await self.store.run(look)
+                if seen is not None and hierarchy != seen:
+                    mirror.wake.set()
+                seen = hierarchy
+                ids = sorted(f.folder_id for f in folders)
+                if not ids:
+                    await asyncio.sleep(0.2)
+                    continue
+                if sub is None or ids != watched:
+                    if sub is not None:
+                        sub.close()
+                        mirror.wake.set()  # a change may have come before the new one
+                    sub, watched = self.store.changes.subscribe(ids), ids
+                if await sub.wait(HIERARCHY_POLL):
+                    mirror.wake.set()
+        finally:
+            if sub is not None:
+                sub.close()
 
     async def fetch_whole(self, login: str, message_ids: Sequence[int]) -> None:
         """Fetch these partially stored messages of *login* whole (natsync.sources.bodies)."""
