@@ -12,8 +12,8 @@ from datetime import UTC, datetime
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from natsync.mail.mime import parse_message
 
+from natsync.mime import parse_message
 from natsync.sources.bodies import text_is_enough
 from natsync.sources.structure import (
     MARKER,
