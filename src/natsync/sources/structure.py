@@ -183,7 +183,7 @@ class Part:
 
     @property
     def is_text(self) -> bool:
-        """Text the phone shows (natsync.mime.s rule for body parts) or a calendar part
+        """Text the phone shows (natsync.mime's rule for body parts) or a calendar part
         (a meeting request's), fetched with the structure."""
         if self.mime_type == "text/calendar":
             return True
