@@ -5,6 +5,7 @@ the newest 100 messages of a large mailbox, and initial mirror throughput (messa
 Bounded: a fixed number of deliveries and messages, each wait with a timeout; loopback only.
 
     .venv/bin/python bench/imap_bench.py [--big 100000] [--pushes 30] [--initial 3000]
+        [--format mdbox|maildir]
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import argparse
 import asyncio
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -21,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.sources.dovecot import Dovecot
+from tests.sources.dovecot import DOVEADM, Dovecot
 
 from natsync.client import EASClient
 from natsync.config import ServerConfig
@@ -44,19 +46,44 @@ def mail(n: int) -> bytes:
 
 
 def write_maildir(root: Path, count: int) -> None:
-    """*count* messages written straight into the maildir's new/: Dovecot moves them to cur/
-    under names of its own when it first indexes them (files placed in cur/ by hand cost Dovecot
-    a slow lookup at every body fetch: not what a mailbox Dovecot delivered to looks like)."""
+    """*count* messages written straight into a maildir's new/ (``--format maildir``): quick
+    to make, but Dovecot never saw them arrive, and its first access to each (any FETCH item)
+    then costs 50-70 ms here, a look through the 100,000 names — Dovecot's cost on a mailbox
+    it did not write, printed as "Dovecot alone"."""
     new = root / "new"
     for sub in ("cur", "new", "tmp"):
         (root / sub).mkdir(parents=True, exist_ok=True)
     base = 1_700_000_000
     for n in range(count):
-        path = new / f"{base + n}.M{n}P1.bench"
-        path.write_bytes(mail(n))
+        (new / f"{base + n}.M{n}P1.bench").write_bytes(mail(n))
     shutil.chown(root, "dovecot", "dovecot")
     for sub in ("cur", "new", "tmp"):
         shutil.chown(root / sub, "dovecot", "dovecot")
+
+
+def import_mailbox(dovecot: Dovecot, login: str, count: int, scratch: Path) -> None:
+    """*count* messages put into *login*'s INBOX by Dovecot itself (``doveadm import`` of an
+    mbox file; ``--format mdbox``, the default): a mailbox as Dovecot keeps one it delivered
+    to, index and cache written as it goes. (Into a maildir, doveadm import slows down as the
+    mailbox grows: 100,000 messages take far longer than the bench should.)"""
+    root = scratch / f"import-{login}"
+    root.mkdir(parents=True, exist_ok=True)
+    mbox = root / "inbox"
+    with mbox.open("wb") as out:
+        for n in range(count):
+            out.write(b"From bench@example.org Sun Dec  6 12:00:00 2026\n")
+            out.write(mail(n).replace(b"\r\n", b"\n") + b"\n")
+    shutil.chown(root, "dovecot", "dovecot")
+    shutil.chown(mbox, "dovecot", "dovecot")
+    conf = str(dovecot.root / "dovecot.conf")
+    location = f"mbox:{root}:INBOX={mbox}"
+    subprocess.run(
+        [DOVEADM, "-c", conf, "import", "-u", login, location, "", "all"],
+        check=True,
+        capture_output=True,
+        timeout=STEP_TIMEOUT,
+    )
+    shutil.rmtree(root, ignore_errors=True)
 
 
 def pct(values: list[float], p: float) -> float:
@@ -104,13 +131,21 @@ async def main() -> None:
     ap.add_argument("--big", type=int, default=100_000)
     ap.add_argument("--pushes", type=int, default=30)
     ap.add_argument("--initial", type=int, default=3000)
+    ap.add_argument("--format", choices=("mdbox", "maildir"), default="mdbox")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="natsync-imap-bench-"))
     users = {"push@example.test": "pw", "big@example.test": "pw", "init@example.test": "pw"}
     # The maildirs live in tmpfs when there is one: writing 100,000 files to this machine's disk
     # takes minutes (about 3 ms a file), which would measure the disk, not natsync.
     shm = Path("/dev/shm")
-    dovecot = Dovecot(tmp / "dovecot", users, mail_parent=shm if shm.is_dir() else None)  # noqa: ASYNC240
+    in_memory = shm.is_dir()  # noqa: ASYNC240 - once, before anything runs
+    scratch = shm if in_memory else tmp
+    dovecot = Dovecot(
+        tmp / "dovecot",
+        users,
+        mail_parent=shm if in_memory else None,
+        mail_format=args.format,
+    )
     dovecot.start()
     try:
         # 1. push latency, IMAP (LMTP delivery -> NOTIFY/IDLE -> mirror -> store -> Ping)
@@ -153,10 +188,9 @@ async def main() -> None:
 
         # 2. newest 100 of a big mailbox
         t0 = time.perf_counter()
-        write_maildir(dovecot.mail / "big@example.test", args.big)
+        await asyncio.to_thread(fill, dovecot, "big@example.test", args.big, scratch)
         gen = time.perf_counter() - t0
-        # Dovecot indexes a maildir it never saw at the first SELECT; a mailbox people use
-        # (over IMAP from their laptops) has its index already. Timed apart, done first.
+        # A first SELECT, as the users' own IMAP clients have made: timed apart, done first.
         t0 = time.perf_counter()
         await asyncio.to_thread(_index, dovecot, "big@example.test")
         indexing = time.perf_counter() - t0
@@ -185,7 +219,7 @@ async def main() -> None:
         await store.aclose()
 
         # 3. initial mirror throughput: every message of a mailbox in the store
-        write_maildir(dovecot.mail / "init@example.test", args.initial)
+        await asyncio.to_thread(fill, dovecot, "init@example.test", args.initial, scratch)
         store, server, manager, phone = await imap_rig(dovecot, tmp, "init@example.test")
         async with phone:
             started = time.perf_counter()
@@ -231,8 +265,8 @@ async def main() -> None:
     )
     print(
         f"newest 100 of a {args.big}-message IMAP mailbox on the phone: {newest100:.2f} s "
-        f"from first login (before: maildir written in {gen:.1f} s, Dovecot's first "
-        f"indexing of it {indexing:.1f} s)"
+        f"from first login ({args.format}; before: the mailbox made in {gen:.1f} s, a first "
+        f"SELECT of it {indexing:.1f} s)"
     )
     print(
         "  of which the mirror's first pass over INBOX: "
@@ -246,6 +280,13 @@ async def main() -> None:
         f"initial mirror of {count} messages: {count / initial:.0f} messages/s "
         f"(natsync store, direct adds: {own_rate:.0f} messages/s)"
     )
+
+
+def fill(dovecot: Dovecot, login: str, count: int, scratch: Path) -> None:
+    if dovecot.mail_format == "maildir":
+        write_maildir(dovecot.mail / login, count)
+    else:
+        import_mailbox(dovecot, login, count, scratch)
 
 
 def _index(dovecot: Dovecot, login: str) -> None:

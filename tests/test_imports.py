@@ -222,7 +222,7 @@ ALLOWED: dict[str, frozenset[str]] = {
         "ddns": ("config", "errors", "natsync", "portmap"),
         "server": ("auth", "base", "cert", "config", "eas", "edge", "errors", "fdlimit", "logs",
                    "store", "wbxml"),
-        "sources": ("classes", "config", "errors", "mail", "mime", "store"),
+        "sources": ("classes", "config", "eas", "errors", "mail", "mime", "store", "wbxml"),
         "lab": ("cert", "client", "errors", "natsync"),
         "doctor": ("cert", "client", "config", "ddns", "edge", "errors", "portmap", "relay",
                    "store"),

@@ -63,12 +63,15 @@ first_valid_uid = 1
 first_valid_gid = 1
 mail_uid = dovecot
 mail_gid = dovecot
-mail_location = maildir:{mail}/%u
-mail_plugins = $mail_plugins notify quota
+mail_location = {mail_format}:{mail}/%u
+mail_plugins = $mail_plugins notify quota acl
 # Maildir++ quota; no rule by default (no limit): a user's passwd-file line can set one
 # (userdb_quota_rule, see Dovecot.extra), for the tests of a server's NO [OVERQUOTA].
+# ACLs (RFC 4314) from one global file: a mailbox named "Readonly" may be listed and read by
+# its owner but nothing put in it, for the tests of a server's NO [NOPERM].
 plugin {{
   quota = maildir:User quota
+  acl = vfile:{mail}/global-acl
 }}
 passdb {{
   driver = passwd-file
@@ -165,6 +168,9 @@ class Dovecot:
     mail: Path = Path()
     #: Where the maildirs go (None: the system's temp dir); the bench uses /dev/shm.
     mail_parent: Path | None = None
+    #: Dovecot's mailbox format: "maildir" (the tests'; mailcow, iRedMail, Mail-in-a-Box) or
+    #: "mdbox" (the benches' big mailboxes: Dovecot fills it quickly by doveadm import).
+    mail_format: str = "maildir"
 
     @property
     def ca_file(self) -> Path:
@@ -185,11 +191,15 @@ class Dovecot:
         self.write_users()
         self.imap_port, self.imaps_port, self.lmtp_port = free_port(), free_port(), free_port()
         self.submission_port = free_port()
+        # "Readonly": its owner may list and read it (l, r) but not insert (i): RFC 4314 §2.1.
+        # (In the mail folder: Dovecot's mail processes, running as dovecot, must read it.)
+        (self.mail / "global-acl").write_text("Readonly owner lr\n")
         conf = self.root / "dovecot.conf"
         conf.write_text(
             CONF.format(
                 root=self.root,
                 mail=self.mail,
+                mail_format=self.mail_format,
                 imap_port=self.imap_port,
                 imaps_port=self.imaps_port,
                 lmtp_port=self.lmtp_port,

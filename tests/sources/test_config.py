@@ -36,6 +36,11 @@ def test_user_wins_over_domain_wins_over_default() -> None:
     assert config.any_imap
 
 
+def test_lease_seconds() -> None:
+    assert sources_from_dict(None).lease == 30.0
+    assert sources_from_dict({"lease": 5}).lease == 5.0
+
+
 def test_starttls_defaults_to_port_143_and_465_to_implicit() -> None:
     config = sources_from_dict(
         {"imap": {"h": {**SERVER, "tls": "starttls", "submission_port": 465}}, "default": "h"}
@@ -69,6 +74,9 @@ def test_ca_file_is_relative_to_the_config(tmp_path: Path) -> None:
         ({"imap": []}, "sources.imap"),
         ({"extra": 1}, "in sources: extra"),
         ([], "sources must be a table"),
+        ({"lease": 0.5}, "sources.lease"),
+        ({"lease": True}, "sources.lease"),
+        ({"lease": "30"}, "sources.lease"),
     ],
 )
 def test_mistakes_name_the_key(table: object, names: str) -> None:

@@ -2,7 +2,8 @@
 
 One Dovecot (tests/sources/dovecot.py) serves the module; each test has its own Dovecot user,
 natsync store and server, and an emulated phone (natsync.client.EASClient). The 'laptop' is
-Python's imaplib on the same Dovecot.
+Python's imaplib on the same Dovecot. Every end-to-end test runs on both store drivers (the
+``store_factory`` fixture: a SQLite file, and a database of a real PostgreSQL server).
 """
 
 from __future__ import annotations
@@ -14,10 +15,13 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from email.message import EmailMessage
+from email.policy import SMTP
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -26,15 +30,16 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import Envelope
 
-from natsync.client import EASClient
-from natsync.client.protocol import ClientChange, ItemCommand
+from natsync.client import ClientError, EASClient
+from natsync.client.protocol import BodyPreference, BodyType, ClientChange, ItemCommand
 from natsync.config import ServerConfig
 from natsync.server import RunningServer, start_server
 from natsync.sources import MirrorManager, install, sources_from_dict
+from natsync.sources.structure import MARKER
 from natsync.sources.worker import NO_LOCAL_PASSWORD
-from natsync.store import open_store
-from natsync.store.api import Store
+from natsync.store.api import Store, Txn
 from natsync.wbxml.tree import E, Element
+from tests.conftest import StoreFactory
 from tests.sources.dovecot import DOVEADM, Dovecot, available, free_port
 
 pytestmark = [
@@ -44,7 +49,7 @@ pytestmark = [
 
 INBOX, DRAFTS, TRASH, SENT = 2, 3, 4, 5
 #: Dovecot users made for the module: one per test.
-USERS = 20
+USERS = 60
 #: A user whose mailbox is (nearly) full.
 QUOTA_USER = "full@example.test"
 
@@ -113,6 +118,12 @@ class Rig:
     def laptop(self) -> imaplib.IMAP4_SSL:
         return self.dovecot.imap(self.login)
 
+    async def ready(self, phone: EASClient) -> None:
+        """Provision *phone*, sync its folder list and wait for the mirror's first round."""
+        await phone.provision()
+        await phone.folder_sync()
+        await self.synced()
+
     async def synced(self) -> None:
         for _ in range(200):
             mirror = self.manager.mirrors.get(self.login)
@@ -127,9 +138,9 @@ T = TypeVar("T")
 
 
 @pytest.fixture
-async def rig(dovecot: Dovecot, tmp_path: Path) -> AsyncIterator[Rig]:
+async def rig(dovecot: Dovecot, store_factory: StoreFactory) -> AsyncIterator[Rig]:
     login = f"user{next(_counter)}@example.test"
-    store = open_store(tmp_path / "natsync.db")
+    store = store_factory(with_alice=False)
     config = ServerConfig(host="127.0.0.1", port=0, domains=("example.test",))
     server = await start_server(config, store)
     sources = sources_from_dict(
@@ -149,11 +160,10 @@ async def rig(dovecot: Dovecot, tmp_path: Path) -> AsyncIterator[Rig]:
     manager = install(server.eas, sources, store)
     yield Rig(dovecot, login, "imap-secret", store, server, manager)
     await manager.aclose()
-    await server.close()
-    await store.aclose()
+    await server.close()  # store_factory closes the store
 
 
-async def until(check: Callable[[], Any], timeout: float = 5.0) -> Any:
+async def until(check: Callable[[], Any], timeout: float = 15.0) -> Any:
     deadline = time.monotonic() + timeout
     while True:
         result = await asyncio.to_thread(check)
@@ -164,7 +174,7 @@ async def until(check: Callable[[], Any], timeout: float = 5.0) -> Any:
         await asyncio.sleep(0.1)
 
 
-async def eventually(probe: Callable[[], Awaitable[T]], what: str, timeout: float = 5.0) -> T:
+async def eventually(probe: Callable[[], Awaitable[T]], what: str, timeout: float = 15.0) -> T:
     """The first truthy result of the phone-side *probe* (a Sync, a FolderSync ...)."""
     deadline = time.monotonic() + timeout
     while True:
@@ -177,7 +187,7 @@ async def eventually(probe: Callable[[], Awaitable[T]], what: str, timeout: floa
 
 def flags_of(laptop: imaplib.IMAP4_SSL, mailbox: str, subject: str) -> str | None:
     """The FLAGS of the message with *subject* in *mailbox*, None when it is not there."""
-    laptop.select(f'"{mailbox}"')
+    laptop.select(f'"{mailbox}"', readonly=True)
     _typ, data = laptop.uid("SEARCH", "SUBJECT", f'"{subject}"')
     uids = data[0].split() if data and data[0] else []
     if not uids:
@@ -205,9 +215,7 @@ async def test_push_flags_move_delete_round_trip(rig: Rig) -> None:
     laptop.create('"Projects"')
     rig.dovecot.deliver(rig.login, mail("first"))
     async with rig.phone() as phone:
-        await phone.provision()
-        await phone.folder_sync()
-        await rig.synced()
+        await rig.ready(phone)
         await phone.folder_sync()
         inbox = phone.folder(type=INBOX).server_id
         projects = phone.folder(name="Projects").server_id
@@ -274,19 +282,25 @@ async def test_send_goes_through_submission_and_the_copy_to_sent(
     sink, _ = internet
     laptop = rig.laptop()
     async with rig.phone() as phone:
-        await phone.provision()
-        await phone.folder_sync()
-        await rig.synced()
+        await rig.ready(phone)
         raw = (
             f"From: {rig.login}\r\nTo: carol@example.org\r\nSubject: from the phone\r\n"
             "Message-ID: <phone.1@example.test>\r\n\r\nsent from natsync\r\n"
         ).encode()
         await phone.send_mail(raw)
         await until(lambda: flags_of(laptop, "Sent", "from the phone") is not None)
+
         # It left through Dovecot's submission service, authenticated as the user.
-        await until(lambda: any(b"from the phone" in _content(e) for e in sink.received))
-        sent = [e for e in sink.received if b"from the phone" in _content(e)]
-        assert sent[0].mail_from == rig.login
+        def mine() -> list[Envelope]:  # the sink serves the module: other tests' mail too
+            return [
+                e
+                for e in sink.received
+                if b"from the phone" in _content(e) and e.mail_from == rig.login
+            ]
+
+        await until(mine)
+        sent = mine()
+        assert len(sent) == 1
         assert sent[0].rcpt_tos == ["carol@example.org"]
         queued = await rig.store.run(lambda t: t.due_outbound(datetime.now(UTC), 10))
         assert queued == []
@@ -304,9 +318,7 @@ async def test_uidvalidity_change_resyncs_without_duplicates(rig: Rig) -> None:
     for n in (1, 2):
         laptop.append('"Archive"', None, None, mail(f"old {n}"))
     async with rig.phone() as phone:
-        await phone.provision()
-        await phone.folder_sync()
-        await rig.synced()
+        await rig.ready(phone)
         await phone.folder_sync()
         archive = phone.folder(name="Archive").server_id
         first = await phone.sync(archive)
@@ -344,9 +356,7 @@ async def test_uidvalidity_change_resyncs_without_duplicates(rig: Rig) -> None:
 
 async def test_reconnects_and_resumes(rig: Rig) -> None:
     async with rig.phone() as phone:
-        await phone.provision()
-        await phone.folder_sync()
-        await rig.synced()
+        await rig.ready(phone)
         inbox = phone.folder(type=INBOX).server_id
         await phone.sync(inbox)
         mirror = rig.manager.mirrors[rig.login]
@@ -372,7 +382,7 @@ async def test_reconnects_and_resumes(rig: Rig) -> None:
 
 async def test_natsync_server_reads_the_sources_table(dovecot: Dovecot, tmp_path: Path) -> None:
     """`natsync server --config FILE` with a [sources] table: an IMAP user logs in and syncs."""
-    login = "user19@example.test"
+    login = f"user{USERS}@example.test"
     dovecot.deliver(login, mail("for the server process"))
     config = tmp_path / "natsync.toml"
     config.write_text(
@@ -429,9 +439,7 @@ async def test_categories_and_keywords_both_ways(rig: Rig) -> None:
     _typ, _data = laptop.select("INBOX")
     assert "\\*" in str(laptop.untagged_responses.get("PERMANENTFLAGS", [b""])[-1])
     async with rig.phone() as phone:
-        await phone.provision()
-        await phone.folder_sync()
-        await rig.synced()
+        await rig.ready(phone)
         inbox = phone.folder(type=INBOX).server_id
         first = await phone.sync(inbox)
         ids = {m.subject: m.server_id for m in first.added}
@@ -487,9 +495,7 @@ async def test_refusals_are_undone_not_retried(
     caplog.set_level("INFO", logger="natsync.sources")
     laptop = rig.laptop()
     async with rig.phone() as phone:
-        await phone.provision()
-        await phone.folder_sync()
-        await rig.synced()
+        await rig.ready(phone)
         sent = phone.folder(type=SENT).server_id
         await phone.sync(sent)
         mirror = rig.manager.mirrors[rig.login]
@@ -529,20 +535,19 @@ def _mailboxes(laptop: imaplib.IMAP4_SSL, command: str = "LIST") -> set[str]:
 async def test_folders_both_ways(rig: Rig) -> None:
     laptop = rig.laptop()
     async with rig.phone() as phone:
-        await phone.provision()
-        await phone.folder_sync()
-        await rig.synced()
+        await rig.ready(phone)
         inbox = phone.folder(type=INBOX).server_id
 
         # Phone -> server: FolderCreate (top level and below it), FolderUpdate, FolderDelete.
         trips = await phone.folder_create("Trips")
         await phone.folder_create("Japan", parent_id=trips.server_id)
         await until(lambda: {"Trips", "Trips/Japan"} <= _mailboxes(laptop))
-        assert {"Trips", "Trips/Japan"} <= _mailboxes(laptop, "LSUB")
+        # SUBSCRIBE follows CREATE: LIST may show the mailbox a moment before LSUB does.
+        await until(lambda: {"Trips", "Trips/Japan"} <= _mailboxes(laptop, "LSUB"))
         await phone.folder_update(trips.server_id, "Voyages")
         await until(lambda: {"Voyages", "Voyages/Japan"} <= _mailboxes(laptop))
         assert "Trips" not in _mailboxes(laptop)
-        assert "Voyages" in _mailboxes(laptop, "LSUB")
+        await until(lambda: "Voyages" in _mailboxes(laptop, "LSUB"))
         # A message moved into the renamed folder's child lands in the renamed mailbox.
         rig.dovecot.deliver(rig.login, mail("to japan"))
         await phone.folder_sync()
@@ -557,7 +562,11 @@ async def test_folders_both_ways(rig: Rig) -> None:
         await phone.folder_delete(trips.server_id)
         await until(lambda: not {"Voyages", "Voyages/Japan"} & _mailboxes(laptop))
 
-        # Server -> phone: a mailbox the laptop creates appears, one it deletes goes.
+        mirror = rig.manager.mirrors[rig.login]
+        assert mirror.connects == 1
+        # Server -> phone: a mailbox the laptop creates appears, one it deletes goes. (Dovecot
+        # drops a connection whose selected mailbox another session deletes: the mirror may
+        # reconnect here, by design.)
         laptop.create('"Receipts"')
 
         async def receipts(there: bool) -> bool:
@@ -568,9 +577,7 @@ async def test_folders_both_ways(rig: Rig) -> None:
         await eventually(partial(receipts, True), "the laptop's new mailbox is not on the phone")
         laptop.delete('"Receipts"')
         await eventually(partial(receipts, False), "the laptop's deleted mailbox is still there")
-        mirror = rig.manager.mirrors[rig.login]
         assert mirror.refused == 0
-        assert mirror.connects == 1
     laptop.logout()
 
 
@@ -599,9 +606,7 @@ def _draft(subject: str, body: str) -> Element:
 async def test_drafts_both_ways(rig: Rig) -> None:
     laptop = rig.laptop()
     async with rig.phone() as phone:
-        await phone.provision()
-        await phone.folder_sync()
-        await rig.synced()
+        await rig.ready(phone)
         drafts = phone.folder(type=DRAFTS).server_id
         await phone.sync(drafts)
         # Saved on the phone (16.x Sync Add in Drafts) -> APPENDed with \Draft.
@@ -634,9 +639,7 @@ async def test_a_move_into_a_mailbox_deleted_meanwhile_is_undone(rig: Rig) -> No
     laptop.create('"Doomed"')
     rig.dovecot.deliver(rig.login, mail("nearly lost"))
     async with rig.phone() as phone:
-        await phone.provision()
-        await phone.folder_sync()
-        await rig.synced()
+        await rig.ready(phone)
         await phone.folder_sync()
         inbox = phone.folder(type=INBOX).server_id
         doomed = phone.folder(name="Doomed").server_id
@@ -662,4 +665,262 @@ async def test_a_move_into_a_mailbox_deleted_meanwhile_is_undone(rig: Rig) -> No
 
         await eventually(doomed_gone, "the deleted mailbox is still on the phone")
         assert mirror.connects == 1
+    laptop.logout()
+
+
+class ServerProcess:
+    """`natsync server --config FILE` in a process of its own; its log lines kept as they come."""
+
+    def __init__(self, config: Path) -> None:
+        self.proc = subprocess.Popen(
+            [str(Path(sys.executable).parent / "natsync"), "server", "--config", str(config)],
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.append(line)
+
+    def log(self) -> str:
+        return "".join(self.lines)
+
+    async def url(self) -> str:
+        async def found() -> str:
+            match = re.search(r"ActiveSync at (http://\S+?)/Microsoft", self.log())
+            return match.group(1) if match else ""
+
+        try:
+            return await eventually(found, "the server did not start", timeout=40)
+        except AssertionError:
+            raise AssertionError(f"the server did not start: {self.log()[-3000:]}") from None
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        code = self.proc.wait(10)
+        self._reader.join(5)
+        assert self.proc.stderr is not None
+        self.proc.stderr.close()
+        return code
+
+
+MIRRORS = "this process mirrors it now"
+
+
+async def test_two_processes_mirror_an_account_once_and_take_over(
+    dovecot: Dovecot, tmp_path: Path, store_kind: str, request: pytest.FixtureRequest
+) -> None:
+    """Two `natsync server` processes on one store (SQLite file / PostgreSQL database), a phone
+    on each: one process mirrors the account (the store's lease), the other waits; killed
+    (SIGKILL: no clean release), the first is taken over once its 2 s lease runs out, and mail
+    delivered meanwhile reaches the phone once."""
+    login = f"user{next(_counter)}@example.test"
+    store = f'"{tmp_path / "natsync.db"}"'
+    pg_url = ""
+    if store_kind == "postgres":
+        pg_url = request.getfixturevalue("pg_server").acquire()
+        store = f'"{pg_url}"'
+    config = tmp_path / "natsync.toml"
+    config.write_text(
+        f'[server]\nhost = "127.0.0.1"\nport = 0\ndata_dir = "{tmp_path / "data"}"\n'
+        f"store = {store}\n"
+        f'[sources]\ndefault = "dovecot"\nlease = 2\n'
+        f'[sources.imap.dovecot]\nhost = "127.0.0.1"\nport = {dovecot.imaps_port}\n'
+        f'ca_file = "{dovecot.ca_file}"\n',
+        encoding="utf-8",
+    )
+    first, second = ServerProcess(config), ServerProcess(config)
+    phones: list[EASClient] = []
+    try:
+        phones += [
+            EASClient(await p.url(), login, "imap-secret", device_id=f"LEASE{n}")
+            for n, p in enumerate((first, second))
+        ]
+        for phone in phones:
+            await phone.provision()
+        await until(lambda: MIRRORS in first.log() + second.log(), timeout=15)
+        await asyncio.sleep(1.5)  # a second one would have started by now
+        holders = [p for p in (first, second) if MIRRORS in p.log()]
+        assert len(holders) == 1, [p.log()[-2000:] for p in (first, second)]
+        holder = holders[0]
+        other = second if holder is first else first
+        phone = phones[1] if holder is first else phones[0]
+        assert "mirrored by another natsync process" in other.log()
+
+        await asyncio.to_thread(holder.stop, signal.SIGKILL)
+        dovecot.deliver(login, mail("after the takeover"))
+        await until(lambda: MIRRORS in other.log(), timeout=15)
+        await phone.folder_sync()
+        inbox = phone.folder(type=INBOX).server_id
+
+        async def arrived() -> list[str]:
+            added = [m.subject for m in (await phone.sync(inbox)).added]
+            return [s for s in added if s == "after the takeover"]
+
+        got = await eventually(arrived, "the mail did not arrive", 15)
+        assert got == ["after the takeover"], other.log()[-6000:]
+        await asyncio.sleep(1.0)
+        assert not await arrived()  # once
+    finally:
+        codes = [await asyncio.to_thread(p.stop) for p in (first, second)]
+        for p in phones:
+            await p.close()
+        if pg_url:
+            request.getfixturevalue("pg_server").release(pg_url)
+    assert 0 in codes  # the survivor stops cleanly
+
+
+def big_mail(subject: str, attachment: bytes, text: str = "see the report attached") -> bytes:
+    """A message with text and HTML bodies and a PDF attachment (what a phone lists first)."""
+    message = EmailMessage(policy=SMTP)
+    message["From"] = "Bob <bob@example.org>"
+    message["To"] = "someone@example.test"
+    message["Subject"] = subject
+    message["Message-ID"] = f"<{subject.replace(' ', '.')}@example.org>"
+    message["Date"] = "Sun, 06 Dec 2026 12:00:00 +0000"
+    message.set_content(text)
+    message.add_alternative(f"<p>{text}</p>", subtype="html")
+    message.add_attachment(attachment, maintype="application", subtype="pdf", filename="report.pdf")
+    return message.as_bytes()
+
+
+def _server_copy(laptop: imaplib.IMAP4_SSL, subject: str) -> bytes:
+    laptop.select("INBOX")
+    _typ, data = laptop.uid("SEARCH", "SUBJECT", f'"{subject}"')
+    _typ, data = laptop.uid("FETCH", data[0].split()[-1].decode(), "(BODY.PEEK[])")
+    return bytes(data[0][1])
+
+
+async def test_large_messages_are_mirrored_lazily(rig: Rig) -> None:
+    """A message above LAZY_ABOVE reaches the phone from its structure and text (a small copy
+    in the store); its attachment and its whole MIME are fetched from Dovecot when the phone
+    asks (ItemOperations Fetch by FileReference / with BodyPreference Type 4)."""
+    attachment = bytes(range(256)) * 1200  # 300 KiB
+    rig.dovecot.deliver(rig.login, big_mail("big one", attachment))
+    rig.dovecot.deliver(rig.login, big_mail("big two", attachment[::-1], "a second report"))
+    rig.dovecot.deliver(rig.login, mail("small one"))
+    forged = b"X-Natsync-Partial: key=" + b"0" * 32 + b"; size=1; cut=0\r\n" + mail("forged")
+    rig.dovecot.deliver(rig.login, forged)
+    laptop = rig.laptop()
+    async with rig.phone() as phone:
+        await rig.ready(phone)
+        inbox = phone.folder(type=INBOX).server_id
+        prefs = [BodyPreference(BodyType.HTML, truncation_size=2000)]
+        added = {m.subject: m for m in (await phone.sync(inbox, body_preference=prefs)).added}
+        assert set(added) == {"big one", "big two", "small one", "forged"}
+        big = added["big one"]
+        assert big.body is not None
+        assert "see the report attached" in big.body.data
+        [listed] = big.attachments
+        assert listed.display_name == "report.pdf"
+        assert abs(listed.estimated_size - len(attachment)) < len(attachment) // 50
+
+        def stored(subject: str) -> Callable[[Txn], bytes]:
+            def read(txn: Txn) -> bytes:
+                user = txn.get_user(rig.login)
+                assert user is not None
+                [found] = [m for m in txn.search_messages(user.id, subject, None, 10)]
+                return txn.raw_message(found.id)
+
+            return read
+
+        for subject in ("big one", "big two"):
+            kept = await rig.store.run(stored(subject))
+            assert kept.startswith(MARKER)
+            assert len(kept) < 10_000
+        assert not (await rig.store.run(stored("small one"))).startswith(MARKER)
+
+        # The attachment, when the phone opens it: from Dovecot, whole.
+        fetched = await phone.item_operations_fetch(file_reference=listed.file_reference)
+        assert fetched.data == attachment
+        whole = _server_copy(laptop, "big one")
+        assert await rig.store.run(stored("big one")) == whole
+        # The whole MIME of the other one (BodyPreference Type 4), after Dovecot dropped the
+        # kept fetch connection (as its idle timeout would): a new one is made.
+        laptop.logout()  # (the kick would end the laptop's session too)
+        await asyncio.to_thread(
+            subprocess.run,
+            [DOVEADM, "-c", str(rig.dovecot.root / "dovecot.conf"), "kick", rig.login],
+            check=True,
+            capture_output=True,
+        )
+        laptop = rig.laptop()
+        mime = await phone.item_operations_fetch(
+            collection_id=inbox,
+            server_id=added["big two"].server_id,
+            body_preference=[BodyPreference(BodyType.MIME)],
+        )
+        assert mime.item is not None
+        assert mime.item.body is not None
+        assert mime.item.body.data.encode() == _server_copy(laptop, "big two")
+        # Mail arriving with a marker line of its own is a whole message, fetched as it is.
+        fetched = await phone.item_operations_fetch(
+            collection_id=inbox,
+            server_id=added["forged"].server_id,
+            body_preference=[BodyPreference(BodyType.MIME)],
+        )
+        assert fetched.item is not None
+        assert fetched.item.body is not None
+        assert fetched.item.body.data.encode() == _server_copy(laptop, "forged")
+        # Nothing flagged as changed on the phone by putting the whole message in place.
+        assert (await phone.sync(inbox, body_preference=prefs)).added == []
+    laptop.logout()
+
+
+async def test_a_refused_move_answers_the_phone_with_its_status(rig: Rig) -> None:
+    """A mailbox the user may read but not write (Dovecot's ACL: rights "lr", RFC 4314): the
+    MOVE into it is refused (NO [NOPERM]). The phone's MoveItems answer waits for the server's
+    verdict and says Status 5 (MS-ASCMD 2.2.3.177.10, failure) instead of 3; the message stays
+    in the Inbox on the server and comes back to the phone's Inbox. FolderCreate below it and
+    FolderDelete of it are refused too, and answered so."""
+    laptop = rig.laptop()
+    laptop.create('"Readonly"')
+    rig.dovecot.deliver(rig.login, mail("not for that folder"))
+    async with rig.phone() as phone:
+        await rig.ready(phone)
+        await phone.folder_sync()
+        inbox = phone.folder(type=INBOX).server_id
+        readonly = phone.folder(name="Readonly").server_id
+        [message] = (await phone.sync(inbox)).added
+        with pytest.raises(ClientError) as refused:
+            await phone.move_items([message.server_id], inbox, readonly)
+        assert refused.value.eas_status == 5
+        mirror = rig.manager.mirrors[rig.login]
+        assert mirror.refused == 1
+        assert flags_of(laptop, "INBOX", "not for that folder") is not None
+        assert flags_of(laptop, "Readonly", "not for that folder") is None
+
+        async def back() -> list[str]:
+            return [m.subject for m in (await phone.sync(inbox)).added]
+
+        assert await eventually(back, "the message did not come back") == ["not for that folder"]
+        assert (await phone.sync(readonly)).added == []
+
+        # FolderCreate below it (no "k" right: NO [NOPERM]): Status 6 (MS-ASCMD 2.2.3.177.3,
+        # an error on the server), and the folder is not kept.
+        with pytest.raises(ClientError) as refused:
+            await phone.folder_create("Child", parent_id=readonly)
+        assert refused.value.eas_status == 6
+        await phone.folder_sync()
+        assert all(f.display_name != "Child" for f in phone.state.folders.values())
+        assert "Readonly/Child" not in _mailboxes(laptop)
+        # FolderDelete of it (no "x" right): Status 6 (2.2.3.177.4); the mailbox stays, and the
+        # phone, told the delete failed, keeps a "Readonly" folder (the server's, mirrored anew).
+        with pytest.raises(ClientError) as refused:
+            await phone.folder_delete(readonly)
+        assert refused.value.eas_status == 6
+        assert "Readonly" in _mailboxes(laptop)
+
+        async def still_there() -> bool:
+            await phone.folder_sync()
+            return any(f.display_name == "Readonly" for f in phone.state.folders.values())
+
+        assert await eventually(still_there, "the undeletable folder left the phone")
+        assert mirror.refused == 3
     laptop.logout()

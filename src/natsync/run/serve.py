@@ -81,7 +81,7 @@ async def serve(
         if dav is not None:
             from natsync.sources.dav import DavSource
 
-            dav_source = DavSource(store, dav)
+            dav_source = DavSource(store, dav, *([sources.lease] if sources is not None else []))
             parts.push_async_callback(dav_source.aclose)
             dav_source.attach(server)  # each user's mirror starts at their first login
         smtp = None

@@ -261,6 +261,13 @@ class Hold:
             self._app.run_again(self._line, self._rerun, done)
 
 
+#: Runs one command: given a wrapper for the command's Txn (or None), its Response.
+Attempt = Callable[[Callable[[Txn], Txn] | None], Any]
+#: Wraps every command run (natsync.sources.bodies: a mirrored message stored without its whole
+#: MIME is fetched and the command run again): (request, user, body, attempt) -> Response.
+CommandHook = Callable[[EasRequest, str, Any, Attempt], Any]
+
+
 class EasApp:
     """The request handlers, bound to one store, config and (optional) relay."""
 
@@ -284,6 +291,7 @@ class EasApp:
         self.budgets = throttle.Budgets(
             config.throttle_requests, config.throttle_window, frozenset(config.throttle_exempt)
         )
+        self.command_hook: CommandHook | None = None
 
     def held_devices(self) -> frozenset[Device]:
         """(user id, DeviceId in lower case) of each device holding a Ping or a held Sync in
@@ -522,18 +530,27 @@ class EasApp:
         now = _now()
         config = self.config
 
-        def run(txn: Txn) -> Response:
-            if announce is not None:
-                txn.changed.add(announce)
-            return dispatch.handle(
-                txn, command.request, command.user, command.body, command.raw, now, config,
-                command.content_type, may_hold=may_hold, rng=_RNG,
-            )  # fmt: skip
+        async def attempt(wrap: Callable[[Txn], Txn] | None = None) -> Response:
+            def run(txn: Txn) -> Response:
+                if announce is not None:
+                    txn.changed.add(announce)
+                txn = txn if wrap is None else wrap(txn)
+                return dispatch.handle(
+                    txn, command.request, command.user, command.body, command.raw, now, config,
+                    command.content_type, may_hold=may_hold, rng=_RNG,
+                )  # fmt: skip
 
-        try:
-            return await self.store.run(run)
-        except Answered as exc:
-            return exc.response
+            try:
+                return await self.store.run(run)
+            except Answered as exc:
+                return exc.response
+
+        if self.command_hook is not None:
+            response: Response = await self.command_hook(
+                command.request, command.user, command.body, attempt
+            )
+            return response
+        return await attempt()
 
     async def _hold(
         self,

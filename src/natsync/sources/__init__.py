@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from natsync.sources.bodies import SourceHook
 from natsync.sources.config import (
     ImapServer,
     SourcesConfig,
@@ -48,6 +49,7 @@ def install(eas: Any, config: SourcesConfig, store: Store) -> MirrorManager:
     manager = MirrorManager(config, store)
     eas.auth.delegate = manager
     eas.relay = _Kick(eas.relay, manager)
+    eas.command_hook = SourceHook(manager)  # lazy bodies, MoveItems refusals
     return manager
 
 

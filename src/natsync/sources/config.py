@@ -6,6 +6,7 @@ and optionally which users, they serve::
 
     [sources]
     default = "store"                 # "store" or the name of an [sources.imap.*] server
+    lease = 30                        # seconds: another process takes over a dead one's mirrors
 
     [sources.imap.home]
     host = "mail.example.org"
@@ -35,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from natsync.errors import ConfigError
+from natsync.sources.lease import DEFAULT_LEASE, MIN_LEASE
 
 #: The name that means natsync's own store (it cannot name an IMAP server).
 STORE = "store"
@@ -66,6 +68,8 @@ class SourcesConfig:
     imap: Mapping[str, ImapServer] = field(default_factory=dict)
     domains: Mapping[str, str] = field(default_factory=dict)
     users: Mapping[str, str] = field(default_factory=dict)
+    #: Seconds a process's hold on mirroring an account lasts unrenewed (natsync.sources.lease).
+    lease: float = DEFAULT_LEASE
 
     def server_for(self, login: str) -> ImapServer | None:
         """The IMAP server of *login* (a user name or address), or None: natsync's own store.
@@ -89,7 +93,7 @@ class SourcesConfig:
 
 
 #: Keys of [sources]; "dav" is the CalDAV/CardDAV source's own table (natsync.sources.dav.settings).
-SOURCES_KEYS = _SOURCES_KEYS = {"default", "imap", "domains", "users", "dav"}
+SOURCES_KEYS = _SOURCES_KEYS = {"default", "imap", "domains", "users", "dav", "lease"}
 _SERVER_KEYS = {
     "host",
     "port",
@@ -198,9 +202,16 @@ def sources_from_dict(table: Any, base: Path | None = None) -> SourcesConfig:
         raise ConfigError(
             f"sources.default must name a source: {', '.join(sorted(names))} (not {default!r})"
         )
+    lease = table.get("lease", DEFAULT_LEASE)
+    if isinstance(lease, bool) or not isinstance(lease, int | float) or lease < MIN_LEASE:
+        raise ConfigError(
+            f"sources.lease must be a number of seconds >= {MIN_LEASE:g} (how long another "
+            f"natsync process waits before it takes over a dead one's mirrors), not {lease!r}"
+        )
     return SourcesConfig(
         default=default,
         imap=servers,
         domains=_choices(table.get("domains", {}), "sources.domains", names),
         users=_choices(table.get("users", {}), "sources.users", names),
+        lease=float(lease),
     )

@@ -22,6 +22,13 @@ from typing import Any
 
 from natsync.errors import NatsyncError
 from natsync.sources.config import ImapServer, TlsMode
+from natsync.sources.structure import (
+    LAZY_ABOVE,
+    Value,
+    fetch_stream,
+    fetch_uid,
+    parse_fetches,
+)
 from natsync.sources.wire import (
     MAX_MODSEQ,
     MAX_UID,
@@ -48,6 +55,9 @@ WAKE_POLL = 0.05
 #: The extensions the mirror needs (RFC 7162 QRESYNC implies CONDSTORE; RFC 4315 UIDPLUS gives
 #: the new UIDs of APPEND/MOVE; RFC 6851 MOVE). Dovecot 2.3 and Cyrus 3 have them all.
 REQUIRED = ("QRESYNC", "UIDPLUS", "MOVE", "IDLE")
+#: What a new message is fetched with: one more byte than LAZY_ABOVE tells a small message
+#: (whole: RFC822.SIZE bytes came) from a large one (fetched lazily after).
+MESSAGE_SPEC = f"(UID FLAGS MODSEQ INTERNALDATE RFC822.SIZE BODY.PEEK[]<0.{LAZY_ABOVE + 1}>)"
 
 
 # imaplib refuses commands it has no state table entry for; NOTIFY (RFC 5465) is newer than it.
@@ -70,6 +80,12 @@ class ImapRefused(ImapError):
     """The IMAP server answered NO to a command (RFC 3501 §7.1.2): over quota, a mailbox that
     is gone, a permission ... — the connection is fine; the change it was asked for is not made."""
 
+    def __init__(self, message: str, code: str = "") -> None:
+        super().__init__(message)
+        #: The response code of the NO (RFC 5530: OVERQUOTA, NOPERM, INUSE ...; TRYCREATE of
+        #: RFC 3501 §7.1), upper case; "" when the server gave none.
+        self.code = code
+
 
 @dataclass(frozen=True, slots=True)
 class Selected:
@@ -81,6 +97,8 @@ class Selected:
     vanished: list[int]
     #: Whether the mailbox keeps new keywords (PERMANENTFLAGS has ``\*``, RFC 3501 §7.1).
     keywords: bool = True
+    #: How many messages the mailbox holds (EXISTS, RFC 3501 §7.3.1).
+    exists: int = 0
 
 
 class _Reader:
@@ -149,6 +167,11 @@ class ImapAccount:
         self.password = password
         self.conn: imaplib.IMAP4 | None = None
         self.capabilities: frozenset[str] = frozenset()
+        #: Set when the server reported a change unasked while another command ran (a NOTIFY
+        #: event, RFC 5465 §5: STATUS or LIST, or EXISTS): the mirror runs another round
+        #: before it waits in IDLE, or the change would wait for the next one.
+        self.notified = False
+        self._last = ""
 
     # -- connection
 
@@ -206,9 +229,23 @@ class ImapAccount:
             raise ImapError("not connected to the IMAP server")
         return self.conn
 
+    def _next_command(self, name: str) -> None:
+        """Before *name* runs: note a change the server reported unasked since the last
+        command (see :attr:`notified`), and clear what the last command left."""
+        conn = self._c
+        left = conn.untagged_responses
+        if (
+            "STATUS" in left
+            or ("LIST" in left and self._last != "LIST")
+            or ("EXISTS" in left and self._last not in ("SELECT", "EXAMINE"))
+        ):
+            self.notified = True
+        self._last = name
+        left.clear()
+
     def _call(self, name: str, *args: str) -> tuple[str, list[Any]]:
         conn = self._c
-        conn.untagged_responses.clear()
+        self._next_command(args[0] if name == "UID" and args else name)
         try:
             typ, data = conn._simple_command(name, *args)
         except imaplib.IMAP4.abort as exc:
@@ -223,7 +260,9 @@ class ImapAccount:
     def _ok(typ: str, data: list[Any]) -> list[Any]:
         if typ == "NO":
             text = b" ".join(d for d in data if isinstance(d, bytes)).decode("utf-8", "replace")
-            raise ImapRefused(f"the IMAP server refused: {text}"[:300])
+            codes = response_codes([d for d in data if isinstance(d, bytes)])
+            code = next(iter(codes), "").upper()
+            raise ImapRefused(f"the IMAP server refused: {text}"[:300], code)
         if typ != "OK":
             raise ImapError(f"the IMAP server answered {typ}: {data!r}"[:300])
         return data
@@ -256,7 +295,9 @@ class ImapAccount:
         vanished = [u for line in self._untagged("VANISHED") for u in parse_vanished(line)]
         permanent = codes.get("PERMANENTFLAGS")
         keywords = permanent is None or "\\*" in permanent
-        return Selected(uidvalidity, modseq, uidnext, changed, vanished, keywords)
+        counts = _numbers(self._untagged("EXISTS"))
+        exists = min(counts[-1], MAX_UID) if counts else 0
+        return Selected(uidvalidity, modseq, uidnext, changed, vanished, keywords, exists)
 
     def uids(self) -> list[int]:
         self._ok(*self._call("UID", "SEARCH", "ALL"))
@@ -288,6 +329,61 @@ class ImapAccount:
         self._ok(*self._call("UID", "FETCH", compress_set(uids), spec))
         return fetch_items(self._untagged("FETCH"))
 
+    def _fetch(self, uids: list[int], spec: str) -> list[dict[str, Value]]:
+        self._ok(*self._call("UID", "FETCH", compress_set(uids), spec))
+        return parse_fetches(fetch_stream(self._untagged("FETCH")))
+
+    def fetch_messages(self, uids: list[int]) -> list[dict[str, Value]]:
+        """New messages in one round trip: flags, dates, size and the first LAZY_ABOVE + 1
+        bytes — the whole of a small message; a large one is then fetched lazily."""
+        if not uids:
+            return []
+        return self._fetch(uids, MESSAGE_SPEC)
+
+    def fetch_newest(self, exists: int, count: int) -> list[dict[str, Value]]:
+        """:meth:`fetch_messages` of the newest *count* of the selected mailbox's *exists*
+        messages, by sequence number (RFC 3501 §2.3.1.2: they are in UID order): no UID
+        SEARCH of a whole large mailbox before the first messages reach the phone."""
+        if exists <= 0:
+            return []
+        first = max(1, exists - count + 1)
+        self._ok(*self._call("FETCH", f"{first}:{exists}", MESSAGE_SPEC))
+        return parse_fetches(fetch_stream(self._untagged("FETCH")))
+
+    def fetch_structures(self, uids: list[int]) -> list[dict[str, Value]]:
+        """What a lazily mirrored message is made of at first (natsync.sources.structure):
+        flags, dates, size, BODYSTRUCTURE and the header."""
+        if not uids:
+            return []
+        spec = "(UID FLAGS MODSEQ INTERNALDATE RFC822.SIZE BODYSTRUCTURE BODY.PEEK[HEADER])"
+        return self._fetch(uids, spec)
+
+    def fetch_sections(self, uid: int, sections: list[str], limit: int) -> dict[str, bytes]:
+        """The first *limit* bytes of each of *sections* of one message (RFC 3501 §6.4.5)."""
+        if not sections:
+            return {}
+        spec = " ".join(f"BODY.PEEK[{s}]<0.{limit}>" for s in sections)
+        found: dict[str, bytes] = {}
+        for response in self._fetch([uid], f"(UID {spec})"):
+            for name, value in response.items():
+                if name.startswith("BODY[") and isinstance(value, bytes):
+                    found[name[5:].partition("]")[0]] = value
+        return found
+
+    def fetch_whole(self, mailbox: str, uids: list[int]) -> dict[int, bytes]:
+        """The whole MIME of *uids* in *mailbox* (EXAMINEd: read-only, no flag changes), for
+        a phone that asks for what a lazily mirrored message left out."""
+        if not uids:
+            return {}
+        self._ok(*self._call("EXAMINE", quote_raw(mailbox)))
+        self._c.state = "SELECTED"
+        found: dict[int, bytes] = {}
+        for response in self._fetch(uids, "(UID BODY.PEEK[])"):
+            body = response.get("BODY[]")
+            if isinstance(body, bytes):
+                found[fetch_uid(response)] = body
+        return found
+
     # -- write-back
 
     def store_flag(self, uid: int, flag: str, on: bool, unchanged_since: int | None) -> bool:
@@ -313,7 +409,7 @@ class ImapAccount:
 
     def append(self, mailbox: str, flags: str, raw: bytes) -> int | None:
         conn = self._c
-        conn.untagged_responses.clear()
+        self._next_command("APPEND")
         try:
             typ, data = conn.append(quote_raw(mailbox), flags, None, raw)
         except (imaplib.IMAP4.error, OSError) as exc:

@@ -8,10 +8,12 @@ stays in its memory only. Its loop:
    :mod:`natsync.sources.mirror`);
 2. bring every mirrored folder up to date: ``SELECT ... (QRESYNC (uidvalidity modseq))``
    (RFC 7162 §3.2.5) returns the flag changes and VANISHED UIDs since the stored HIGHESTMODSEQ;
-   new UIDs are fetched (whole messages: headers, body and attachments in one FETCH — bodies
-   are not fetched lazily); a changed UIDVALIDITY resyncs the folder, matching stored messages
-   by Message-ID so the phone sees no duplicates; a new folder gets its newest
-   :data:`FIRST_BATCH` messages first and the older ones in the background, newest first;
+   new UIDs are fetched: whole up to :data:`~natsync.sources.structure.LAZY_ABOVE` bytes,
+   larger ones lazily — header, BODYSTRUCTURE and text parts first, the whole message when a
+   phone asks for it (:mod:`natsync.sources.bodies`); a changed UIDVALIDITY resyncs the
+   folder, matching stored messages by Message-ID so the phone sees no duplicates; a new
+   folder gets its newest :data:`FIRST_BATCH` messages first and the older ones in the
+   background, newest first;
 3. wait in IDLE (RFC 2177) — after NOTIFY (RFC 5465) for all personal mailboxes when the
    server offers it (Dovecot 2.3 does), so one connection hears of every folder — until the
    server reports a change or the store's change feed reports a phone's change.
@@ -32,7 +34,7 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -48,9 +50,11 @@ from natsync.sources.imap import (
     ImapAuthError,
     ImapError,
     ImapRefused,
+    Selected,
     check_login,
 )
 from natsync.sources.keywords import categories_of, keywords_of
+from natsync.sources.lease import Lease, owner_name
 from natsync.sources.mirror import (
     Action,
     Append,
@@ -61,6 +65,28 @@ from natsync.sources.mirror import (
     SetKeywords,
     plan_folders,
     plan_writeback,
+)
+from natsync.sources.refusals import (
+    created_folder,
+    folder_answer,
+    folder_status,
+    move_status,
+    moved,
+    with_statuses,
+)
+from natsync.sources.structure import (
+    LAZY_ABOVE,
+    TEXT_LIMIT,
+    Value,
+    can_be_lazy,
+    fetch_item,
+    fetch_uid,
+    parse_bodystructure,
+    partial_message,
+    partial_of,
+    text_sections,
+    trim_text,
+    with_sizes,
 )
 from natsync.sources.submission import SubmitError, submit
 from natsync.sources.wire import FetchItem, ImapWireError, encode_mutf7
@@ -73,6 +99,7 @@ from natsync.store.api import (
     NewMessage,
     OutboundMail,
     Store,
+    Subscription,
     Txn,
     User,
 )
@@ -110,6 +137,14 @@ MAX_SEND_RETRY = 3600.0
 HIERARCHY_POLL = 0.5
 #: The user setting naming the mailboxes mirrored at the end of the last round (JSON list).
 KNOWN_MAILBOXES = "imap.mailboxes"
+#: The user setting holding the secret that marks the user's partial copies
+#: (natsync.sources.structure.partial_message).
+PARTIAL_KEY = "imap.partial-key"
+#: Refusals kept for the answers waiting for them (of messages, and of folders).
+REFUSALS_KEPT = 1000
+#: Seconds a MoveItems answer waits for the server's verdict on its moves (a slower server:
+#: the phone is told Success, and a refused move is undone as for other commands).
+WRITE_THROUGH_TIMEOUT = 10.0
 #: What a user row of an IMAP user holds as password hash: no password ever matches it.
 NO_LOCAL_PASSWORD = "!imap"  # noqa: S105 - a marker, not a password
 
@@ -122,8 +157,16 @@ def _follow_up(flagged: bool) -> Flag:
     return Flag(status=2, flag_type="Follow up") if flagged else Flag()
 
 
+class _LeaseLost(Exception):
+    """Another process took this account's lease over (ours was not renewed in time)."""
+
+
 class AccountMirror:
-    """The mirror worker of one account (a thread; see the module docstring)."""
+    """The mirror worker of one account (a thread; see the module docstring).
+
+    It mirrors only while it holds the account's lease in the store (natsync.sources.lease):
+    another server process on the same store that has the user's mirror too waits, and takes
+    over when this one stops or dies."""
 
     def __init__(
         self,
@@ -131,11 +174,32 @@ class AccountMirror:
         user: User,
         store: Store,
         loop: asyncio.AbstractEventLoop,
+        lease: Lease | None = None,
     ) -> None:
         self.account = account
         self.user = user
         self.store = store
         self.loop = loop
+        self.lease = lease or Lease(user.id, "imap", owner_name())
+        #: Whether this process mirrors the account now (holds the lease).
+        self.holding = False
+        self._lease_lost = threading.Event()
+        #: Write-back rounds started, and the number of the last one finished (MoveItems
+        #: answers wait for a round that started after their commit: natsync.sources.refusals).
+        self._rounds = threading.Condition()
+        self._started = 0
+        self._finished = 0
+        self._refusal_count = 0
+        #: message id -> (refusal number, IMAP response code) of the refused changes.
+        self.refusals: dict[int, tuple[int, str]] = {}
+        #: The same for folder changes: by store folder id (CREATE, RENAME) or, for a DELETE
+        #: (the store folder is gone), by mailbox name.
+        self.folder_refusals: dict[int | str, tuple[int, str]] = {}
+        #: The secret in the marker of this user's partial copies ("" until read).
+        self.partial_key = ""
+        #: The connection that fetches whole messages for phones (fetch_whole), and its lock.
+        self._fetcher: ImapAccount | None = None
+        self._fetch_lock = threading.Lock()
         self.wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(
@@ -150,7 +214,7 @@ class AccountMirror:
         #: Write-backs the server refused (and the store undid).
         self.refused = 0
         self._selected = ""
-        self._owner = f"natsync-imap:{user.name}:{id(self):x}"
+        self._owner = f"natsync-imap:{user.name}:{self.lease.owner}"
         #: Seconds each phase of a folder's last full sync took (the log and the bench).
         self.full_syncs: dict[str, dict[str, float]] = {}
         #: When a submission that failed for now is due again (monotonic), or None.
@@ -163,6 +227,107 @@ class AccountMirror:
         self._stop.set()
         self.wake.set()
         self._thread.join(10)
+        with self._fetch_lock:
+            if self._fetcher is not None:
+                self._fetcher.close()
+                self._fetcher = None
+        if self.holding:
+            self.holding = False
+            self._db(self.lease.release)  # another process takes over at once
+
+    def fetch_whole(self, message_ids: Sequence[int]) -> int:
+        """Put the whole MIME of these partially stored messages in place (called from a
+        worker thread for natsync.sources.bodies): on a connection of its own, in any process
+        (the lease is about mirroring, this only reads); how many were put in place."""
+        user_id = self.user.id
+
+        def where(txn: Txn) -> dict[str, list[tuple[int, int]]]:
+            mailbox_of = {f.folder_id: f.mailbox for f in txn.list_mirror_folders(user_id)}
+            wanted = set(message_ids)
+            found: dict[str, list[tuple[int, int]]] = {}
+            for folder_id in {txn.message_folder(m) for m in wanted} - {None}:
+                assert folder_id is not None
+                for row in txn.mirror_messages(folder_id):
+                    if row.message_id in wanted and folder_id in mailbox_of:
+                        found.setdefault(mailbox_of[folder_id], []).append(
+                            (row.uid, row.message_id)
+                        )
+            return found
+
+        places = self._db(where)
+        key = self._key()
+        fetched: dict[int, bytes] = {}
+        with self._fetch_lock:
+            for attempt in (1, 2):  # a kept connection the server timed out: one new try
+                if self._fetcher is None or self._fetcher.conn is None:
+                    account = self.account
+                    fetcher = ImapAccount(account.server, account.login, account.password)
+                    fetcher.connect()
+                    self._fetcher = fetcher
+                try:
+                    for mailbox, pairs in places.items():
+                        ids = dict(pairs)
+                        for uid, raw in self._fetcher.fetch_whole(mailbox, sorted(ids)).items():
+                            if uid in ids:
+                                fetched[ids[uid]] = raw
+                    break
+                except ImapRefused:
+                    raise  # the connection is fine; the server said no (a mailbox gone ...)
+                except (ImapError, ImapWireError):
+                    self._fetcher.close()
+                    self._fetcher = None
+                    if attempt == 2:
+                        raise
+
+        def put(txn: Txn) -> int:
+            done = 0
+            for message_id, raw in fetched.items():
+                if partial_of(txn.raw_message(message_id), key) is not None:
+                    txn.replace_message_body(message_id, raw, len(raw))
+                    done += 1
+            return done
+
+        done = self._db(put)
+        missing = set(message_ids) - set(fetched)
+        if missing:
+            raise ImapError(
+                f"the IMAP server no longer has messages {sorted(missing)} (deleted meanwhile?)"
+            )
+        log.info("IMAP mirror of %s: %d message(s) fetched whole for a phone", self.user.name, done)
+        return done
+
+    def _key(self) -> str:
+        if not self.partial_key:
+            user_id = self.user.id
+            self.partial_key = self._db(lambda t: partial_key(t, user_id))
+        return self.partial_key
+
+    def renew(self, txn: Txn, now: datetime) -> None:
+        """Renew the lease while mirroring (the manager calls it every ``renew_every`` s, in
+        a store transaction); a lease lost meanwhile ends the session at once."""
+        if self.holding and not self.lease.take(txn, now):
+            self._lease_lost.set()
+            self.wake.set()
+
+    def _take_lease(self) -> bool:
+        lease = self.lease
+        if self._db(lambda t: lease.take(t, _now())):
+            if not self.holding:
+                log.info("IMAP mirror of %s: this process mirrors it now", self.user.name)
+            self.holding = True
+            self._lease_lost.clear()
+            return True
+        if self.holding or not self.last_error.startswith("mirrored by"):
+            holder = self._db(lease.holder)
+            self.last_error = f"mirrored by another natsync process ({holder})"
+            log.info(
+                "IMAP mirror of %s: %s; this one takes over if its lease (%g s) runs out",
+                self.user.name,
+                self.last_error,
+                lease.seconds,
+            )
+        self.holding = False
+        return False
 
     def _db(self, fn: Callable[[Txn], T]) -> T:
         return asyncio.run_coroutine_threadsafe(self.store.run(fn), self.loop).result()
@@ -173,10 +338,23 @@ class AccountMirror:
         failures = 0
         while not self._stop.is_set():
             try:
+                if not self._take_lease():
+                    self._stop.wait(self.lease.renew_every)
+                    continue
+            except Exception as exc:  # the store is down: try again
+                self.last_error = repr(exc)
+                log.warning("IMAP mirror of %s: cannot take its lease: %r", self.user.name, exc)
+                self._stop.wait(self.lease.renew_every)
+                continue
+            try:
                 self.account.connect()
                 self.connects += 1
                 failures = 0
                 self._session()
+            except _LeaseLost:
+                self.holding = False
+                log.warning("IMAP mirror of %s: another process took it over", self.user.name)
+                continue
             except (ImapError, ImapWireError, OSError) as exc:
                 self.last_error = str(exc)
                 log.warning("IMAP mirror of %s: %s", self.user.name, exc)
@@ -197,8 +375,10 @@ class AccountMirror:
         account.require()
         notify = account.notify_all()
         while not self._stop.is_set():
+            if self._lease_lost.is_set():
+                raise _LeaseLost
             self.wake.clear()
-            self._folders()
+            account.notified = False
             self._writeback()
             self._server_folders()
             self._send_outbound()
@@ -211,6 +391,8 @@ class AccountMirror:
             self.synced.set()
             if self._backfill():
                 continue  # one batch done; look for news and the phone's changes again
+            if account.notified:
+                continue  # the server reported a change while this round ran
             if not notify and self._selected.upper() != "INBOX":
                 account.select("INBOX")
                 self._selected = "INBOX"
@@ -257,7 +439,8 @@ class AccountMirror:
         if known is not None:
             for mailbox in sorted(set(known) - mirrored, key=len, reverse=True):
                 if mailbox in listed:
-                    self._folder_op("DELETE", mailbox, partial(self.account.delete, mailbox))
+                    delete = partial(self.account.delete, mailbox)
+                    self._folder_op("DELETE", mailbox, delete, mailbox)
         # Renamed or moved on the phone: parents first; children follow their parent's RENAME.
         renamed: dict[str, str] = {}
         for row in sorted(rows, key=lambda r: r.mailbox.count(delimiter)):
@@ -269,7 +452,10 @@ class AccountMirror:
                 continue
             followed = any(row.mailbox.startswith(old + delimiter) for old in renamed)
             if not followed and not self._folder_op(
-                "RENAME", row.mailbox, partial(self.account.rename, row.mailbox, target)
+                "RENAME",
+                row.mailbox,
+                partial(self.account.rename, row.mailbox, target),
+                row.folder_id,
             ):
                 continue
             renamed[row.mailbox] = target
@@ -283,8 +469,11 @@ class AccountMirror:
                 continue
             target = wanted(folder)
             if target not in listed and not self._folder_op(
-                "CREATE", target, partial(self.account.create, target)
+                "CREATE", target, partial(self.account.create, target), folder.id
             ):
+                # The store follows the server: the folder goes (from the phone too, at its
+                # next FolderSync, unless its FolderCreate was answered with the refusal).
+                self._db(partial(_drop_created, user_id=user_id, server_id=folder.server_id))
                 continue
             mailbox_of[folder.id] = target
             listed.add(target)
@@ -307,7 +496,9 @@ class AccountMirror:
         names = sorted(m.mailbox for m in self._db(lambda t: t.list_mirror_folders(user_id)))
         self._db(lambda t: t.set_user_setting(user_id, KNOWN_MAILBOXES, json.dumps(names)))
 
-    def _folder_op(self, what: str, mailbox: str, op: Callable[[], None]) -> bool:
+    def _folder_op(self, what: str, mailbox: str, op: Callable[[], None], key: int | str) -> bool:
+        """Run a folder change *op*; a refusal is logged and kept under *key* (the store
+        folder's id or, deleted already, the mailbox) for the phone's answer."""
         if self._selected == mailbox or self._selected.startswith(mailbox + "/"):
             # Dovecot drops a connection whose selected mailbox is deleted or renamed.
             self.account.select("INBOX")
@@ -318,6 +509,7 @@ class AccountMirror:
             # Not retried: the phone's folder change stays phone-side only, logged once.
             log.warning("IMAP mirror of %s: %s %s refused: %s", self.user.name, what, mailbox, exc)
             self.refused += 1
+            self._refused(key, exc.code, folder=True)
             return False
         log.info("IMAP mirror of %s: %s %s (from the phone)", self.user.name, what, mailbox)
         return True
@@ -394,7 +586,7 @@ class AccountMirror:
         if known is None or selected.uidvalidity != folder.uidvalidity:
             phases = self.full_syncs.setdefault(folder.mailbox, {})
             phases["select"] = time.monotonic() - started
-            self._full_sync(folder, selected.uidvalidity, selected.highestmodseq)
+            self._full_sync(folder, selected)
             return
         if (
             selected.highestmodseq == folder.highestmodseq
@@ -407,12 +599,14 @@ class AccountMirror:
         new_uids = [
             i.uid for i in selected.changed if i.uid not in mapped and (not below or i.uid >= below)
         ]
-        bodies = self._parse(folder, self.account.fetch_full(new_uids))
+        bodies = self._fetch_new(folder, new_uids)
         changed = [i for i in selected.changed if i.uid in mapped]
         vanished = [mapped[u] for u in selected.vanished if u in mapped]
         done = replace(folder, highestmodseq=selected.highestmodseq)
 
         def apply(txn: Txn) -> None:
+            if _gone(txn, folder):
+                return
             self._apply(txn, folder, bodies, changed, vanished)
             txn.put_mirror_folder(done)
 
@@ -462,11 +656,66 @@ class AccountMirror:
                 log.warning("IMAP %s UID %d is not a message: %s", folder.mailbox, item.uid, exc)
         return out
 
+    def _fetch_new(self, folder: MirrorFolder, uids: list[int]) -> list[Parsed]:
+        """Messages new to the mirror, parsed: whole when small, lazily when large."""
+        return self._messages(folder, self.account.fetch_messages(uids)) if uids else []
+
+    def _messages(self, folder: MirrorFolder, responses: list[dict[str, Value]]) -> list[Parsed]:
+        """Fetched messages (ImapAccount.fetch_messages) parsed: a small one came whole, a
+        large one is fetched lazily now (natsync.sources.structure)."""
+        whole: list[FetchItem] = []
+        large: list[int] = []
+        for response in responses:
+            size, body = response.get("RFC822.SIZE"), response.get("BODY[]<0>")
+            if isinstance(body, bytes) and size == len(body) and len(body) <= LAZY_ABOVE:
+                whole.append(replace(fetch_item(response), body=body))
+            else:
+                large.append(fetch_uid(response))
+        parsed, more = self._fetch_lazily(folder, large)
+        return self._parse(folder, whole + self.account.fetch_full(more)) + parsed
+
+    def _fetch_lazily(
+        self, folder: MirrorFolder, uids: list[int]
+    ) -> tuple[list[Parsed], list[int]]:
+        """Large messages as partial copies (natsync.sources.structure), and the UIDs of those
+        that cannot be (an embedded message, a structure we cannot read): fetched whole."""
+        parsed: list[Parsed] = []
+        whole: list[int] = []
+        key = self._key() if uids else ""
+        for response in self.account.fetch_structures(uids):
+            uid = fetch_uid(response)
+            try:
+                top = parse_bodystructure(response.get("BODYSTRUCTURE"))
+                header = response.get("BODY[HEADER]")
+                if not can_be_lazy(top) or not isinstance(header, bytes):
+                    whole.append(uid)
+                    continue
+                texts: dict[str, bytes] = {}
+                cut = False
+                sections = text_sections(top)
+                for section, data in self.account.fetch_sections(uid, sections, TEXT_LIMIT).items():
+                    texts[section], trimmed = trim_text(data, TEXT_LIMIT)
+                    cut = cut or trimmed
+                item = fetch_item(response)
+                size = response.get("RFC822.SIZE")
+                size = size if isinstance(size, int) else 0
+                raw = partial_message(header, top, texts, size, cut, key)
+                message = parse_message(raw, item.internaldate or _now())
+            except (ImapWireError, MailError) as exc:
+                log.info("IMAP %s UID %d fetched whole: %s", folder.mailbox, uid, exc)
+                whole.append(uid)
+                continue
+            parsed.append((replace(item, body=raw), with_sizes(message, top)))
+        return parsed, whole
+
     def _add(self, txn: Txn, folder: MirrorFolder, item: FetchItem, parsed: NewMessage) -> None:
         flags = item.flags or frozenset()
         seen, flagged = SEEN in flags, FLAGGED in flags
         names = categories_of(flags)
         message = txn.add_message(folder.folder_id, replace(parsed, read=seen))
+        partial = partial_of(parsed.raw, self.partial_key)
+        if partial is not None:  # the whole message's size, not the partial copy's
+            txn.replace_message_body(message.id, parsed.raw, partial.size)
         if flagged:
             txn.set_flag(message.id, _follow_up(True))
         if names:
@@ -475,9 +724,63 @@ class AccountMirror:
             MirrorMessage(message.id, folder.folder_id, item.uid, seen, flagged, names)
         )
 
-    def _full_sync(self, folder: MirrorFolder, uidvalidity: int, modseq: int) -> None:
-        """A folder seen for the first time, or whose UIDVALIDITY changed (RFC 3501 §2.3.1.1:
-        every UID is void): stored messages are matched again by Message-ID, the rest fetched."""
+    def _first_sync(self, folder: MirrorFolder, selected: Selected) -> None:
+        """A folder seen for the first time: its newest FIRST_BATCH messages (by sequence
+        number, one FETCH), the older ones left to the backfill."""
+        phases = self.full_syncs.setdefault(folder.mailbox, {})
+        started = time.monotonic()
+        responses = self.account.fetch_newest(selected.exists, FIRST_BATCH)
+        # Appended by the write-back before this first sync: mapped already.
+        mapped = {m.uid for m in self._db(lambda t: t.mirror_messages(folder.folder_id))}
+        uids = sorted(fetch_uid(r) for r in responses)
+        bodies = self._messages(folder, [r for r in responses if fetch_uid(r) not in mapped])
+        phases["fetch"] = time.monotonic() - started
+        mark = time.monotonic()
+        below = uids[0] if uids and selected.exists > len(uids) else 0
+        state = MirrorFolder(
+            folder.folder_id,
+            folder.user_id,
+            folder.mailbox,
+            selected.uidvalidity,
+            selected.highestmodseq,
+            below,
+        )
+        self._store_first(folder, state, bodies)
+        phases["store"] = time.monotonic() - mark
+        log.info(
+            "IMAP mirror of %s: %s (UIDVALIDITY %d): newest %d of %d messages in %.2f s "
+            "(SELECT %.2f s, FETCH and parse %.2f s, store %.2f s)",
+            self.user.name,
+            folder.mailbox,
+            selected.uidvalidity,
+            len(bodies),
+            selected.exists,
+            time.monotonic() - started + phases.get("select", 0.0),
+            phases.get("select", 0.0),
+            phases["fetch"],
+            phases["store"],
+        )
+
+    def _store_first(self, folder: MirrorFolder, state: MirrorFolder, bodies: list[Parsed]) -> None:
+        """The first messages of a folder and its new state, in one transaction."""
+
+        def store(txn: Txn) -> None:
+            if _gone(txn, folder):
+                return
+            for item, parsed in sorted(bodies, key=lambda b: b[0].uid):
+                self._add(txn, state, item, parsed)
+            txn.put_mirror_folder(state)
+
+        self._db(store)
+
+    def _full_sync(self, folder: MirrorFolder, selected: Selected) -> None:
+        """A folder seen for the first time (:meth:`_first_sync`), or whose UIDVALIDITY
+        changed (RFC 3501 §2.3.1.1: every UID is void): stored messages are matched again by
+        Message-ID, the rest fetched."""
+        if not folder.uidvalidity:
+            self._first_sync(folder, selected)
+            return
+        uidvalidity, modseq = selected.uidvalidity, selected.highestmodseq
         phases = self.full_syncs.setdefault(folder.mailbox, {})
         started = time.monotonic()
         uids = self.account.uids()
@@ -495,6 +798,8 @@ class AccountMirror:
             flags = {i.uid: i.flags or frozenset() for i in self.account.fetch_flags(list(matched))}
 
             def rematch(txn: Txn) -> None:
+                if _gone(txn, folder):
+                    return
                 old = [m.message_id for m in txn.mirror_messages(folder.folder_id)]
                 txn.drop_mirror_messages(old)
                 for mid in doomed:
@@ -510,35 +815,21 @@ class AccountMirror:
                     )
 
             self._db(rematch)
-        if not folder.uidvalidity:  # appended by the write-back before this first sync
-            matched.update(
-                {
-                    m.uid: m.message_id
-                    for m in self._db(lambda t: t.mirror_messages(folder.folder_id))
-                }
-            )
         fresh = [u for u in uids if u not in matched]
         first = fresh[-FIRST_BATCH:]
         mark = time.monotonic()
-        fetched = self.account.fetch_full(first)
+        bodies = self._fetch_new(folder, first)
         phases["fetch"] = time.monotonic() - mark
         mark = time.monotonic()
-        bodies = self._parse(folder, fetched)
         below = first[0] if len(fresh) > len(first) else 0
         state = MirrorFolder(
             folder.folder_id, folder.user_id, folder.mailbox, uidvalidity, modseq, below
         )
-
-        def store(txn: Txn) -> None:
-            for item, parsed in sorted(bodies, key=lambda b: b[0].uid):
-                self._add(txn, state, item, parsed)
-            txn.put_mirror_folder(state)
-
-        self._db(store)
+        self._store_first(folder, state, bodies)
         phases["store"] = time.monotonic() - mark
         log.info(
             "IMAP mirror of %s: %s (UIDVALIDITY %d): newest %d of %d messages in %.2f s "
-            "(SELECT %.2f s, UID SEARCH %.2f s, FETCH %.2f s, parse and store %.2f s)",
+            "(SELECT %.2f s, UID SEARCH %.2f s, FETCH and parse %.2f s, store %.2f s)",
             self.user.name,
             folder.mailbox,
             uidvalidity,
@@ -559,7 +850,7 @@ class AccountMirror:
             self._select(folder.mailbox)
             older = [u for u in self.account.uids_below(folder.backfill_below)]
             batch = older[-BACKFILL_BATCH:]
-            bodies = self._parse(folder, self.account.fetch_full(batch))
+            bodies = self._fetch_new(folder, batch)
             below = batch[0] if len(older) > len(batch) else 0
 
             def store(
@@ -569,7 +860,9 @@ class AccountMirror:
                 bodies: list[Parsed] = bodies,
             ) -> None:
                 current = {m.folder_id: m for m in txn.list_mirror_folders(self.user.id)}
-                state = replace(current.get(folder.folder_id, folder), backfill_below=below)
+                if folder.folder_id not in current:
+                    return  # the phone deleted the folder meanwhile
+                state = replace(current[folder.folder_id], backfill_below=below)
                 mapped = {m.uid for m in txn.mirror_messages(folder.folder_id)}
                 for item, parsed in sorted(bodies, key=lambda b: b[0].uid, reverse=True):
                     if item.uid not in mapped:
@@ -626,7 +919,64 @@ class AccountMirror:
 
     # -- store -> server
 
+    def mark(self) -> int:
+        """Where the refusals stand before a command runs (refusals later than this may be
+        its own: a round woken by its commit can run before the command's answer waits)."""
+        with self._rounds:
+            return self._refusal_count
+
+    def ticket(self) -> int:
+        """After a command committed: a write-back round later than this one saw its change."""
+        with self._rounds:
+            return self._started
+
+    def _wait_round(self, ticket: int, timeout: float) -> bool:
+        return self._rounds.wait_for(lambda: self._finished > ticket, timeout)
+
+    def folder_refused_after(
+        self, mark: int, ticket: int, key: int | str, timeout: float
+    ) -> str | None:
+        """Wait for a write-back round later than *ticket*; the IMAP response code of a
+        refusal since *mark* of the folder change under *key* (None: none, or no round)."""
+        with self._rounds:
+            if not self._wait_round(ticket, timeout):
+                return None
+            found = self.folder_refusals.get(key)
+            return found[1] if found is not None and found[0] > mark else None
+
+    def refused_after(
+        self, mark: int, ticket: int, message_ids: frozenset[int], timeout: float
+    ) -> dict[int, str] | None:
+        """Wait for a write-back round later than *ticket*; message id -> IMAP response code
+        of those of *message_ids* refused since *mark* (None: no round within *timeout*)."""
+        with self._rounds:
+            if not self._wait_round(ticket, timeout):
+                return None
+            return {m: c for m, (n, c) in self.refusals.items() if n > mark and m in message_ids}
+
+    def _refused(self, key: int | str, code: str, folder: bool = False) -> None:
+        """Keep a refusal for the answer waiting for it (the latest REFUSALS_KEPT of them)."""
+        with self._rounds:
+            self._refusal_count += 1
+            table: dict[Any, tuple[int, str]] = self.folder_refusals if folder else self.refusals
+            table[key] = (self._refusal_count, code)
+            if len(table) > REFUSALS_KEPT:
+                del table[min(table, key=lambda k: table[k][0])]
+
     def _writeback(self) -> None:
+        """The phone's changes to the server: folders first, then messages (one round)."""
+        with self._rounds:
+            self._started += 1
+            number = self._started
+        try:
+            self._folders()
+            self._writeback_round()
+        finally:
+            with self._rounds:
+                self._finished = number
+                self._rounds.notify_all()
+
+    def _writeback_round(self) -> None:
         user_id = self.user.id
 
         def gather(txn: Txn) -> tuple[list[MirrorFolder], list[Action]]:
@@ -672,6 +1022,8 @@ class AccountMirror:
             except ImapRefused as exc:
                 if isinstance(action, Append):
                     refused_appends.add(action.folder_id)
+                else:
+                    self._refused(action.mapping.message_id, exc.code)
                 # The server said NO (over quota, a mailbox gone, ...): asking again would get
                 # the same answer. The store goes back to the server's state, so the phone's
                 # next Sync shows what the server has (the phone's command was answered when
@@ -745,8 +1097,30 @@ class AccountMirror:
                 self._db(lambda t: t.put_mirror_message(row))
 
 
+def partial_key(txn: Txn, user_id: int) -> str:
+    """The user's partial key (made at first use): 128 random bits, so a message that arrives
+    with a forged marker line is never taken for a partial copy."""
+    key = txn.get_user_setting(user_id, PARTIAL_KEY)
+    if key is None:
+        key = secrets.token_hex(16)
+        txn.set_user_setting(user_id, PARTIAL_KEY, key)
+    return key
+
+
+def _drop_created(txn: Txn, user_id: int, server_id: str) -> None:
+    if txn.get_folder(user_id, server_id) is not None:
+        txn.delete_folder(user_id, server_id)
+
+
+def _gone(txn: Txn, folder: MirrorFolder) -> bool:
+    """Whether *folder* left the mirror while it was being fetched (the phone deleted it: its
+    mapping row went with the store folder), so what was fetched for it is dropped."""
+    return all(f.folder_id != folder.folder_id for f in txn.list_mirror_folders(folder.user_id))
+
+
 def _put_folder(txn: Txn, mirror: MirrorFolder) -> None:
-    txn.put_mirror_folder(mirror)
+    if any(f.id == mirror.folder_id for f in txn.list_folders(mirror.user_id)):
+        txn.put_mirror_folder(mirror)  # (unless the phone deleted the folder meanwhile)
 
 
 def _patch_row(txn: Txn, row: MirrorMessage, **changes: Any) -> None:
@@ -770,7 +1144,7 @@ def _revert(txn: Txn, user_id: int, action: Action) -> None:
     if where is None:
         # Deleted on the phone, refused on the server: forget the mapping; the message comes
         # back with the folder's next pass: a folder without UIDVALIDITY is matched again
-        # against its mapping rows and fetches the UIDs no row has (see _full_sync).
+        # against its mapping rows and fetches the UIDs no row has (see _first_sync).
         txn.drop_mirror_messages([row.message_id])
         for folder in txn.list_mirror_folders(user_id):
             if folder.folder_id == row.folder_id:
@@ -809,6 +1183,8 @@ class MirrorManager:
         self.config = config
         self.store = store
         self.mirrors: dict[str, AccountMirror] = {}
+        #: This process's name on the leases it holds (natsync.sources.lease).
+        self.owner = owner_name()
         self._cache: dict[str, tuple[float, bytes, bytes]] = {}
         self._watchers: dict[str, asyncio.Task[Any]] = {}
         self._lock = asyncio.Lock()
@@ -861,7 +1237,11 @@ class MirrorManager:
             server = self.config.server_for(login)
             assert server is not None
             mirror = AccountMirror(
-                ImapAccount(server, login, password), user, self.store, asyncio.get_running_loop()
+                ImapAccount(server, login, password),
+                user,
+                self.store,
+                asyncio.get_running_loop(),
+                Lease(user.id, "imap", self.owner, self.config.lease),
             )
             self.mirrors[user.name] = mirror
             mirror.start()
@@ -874,26 +1254,132 @@ class MirrorManager:
     async def _watch(self, mirror: AccountMirror) -> None:
         """Wake the mirror when the store changes one of its folders (a phone's change), or
         the user's folder hierarchy (FolderCreate/FolderUpdate/FolderDelete, looked at every
-        :data:`HIERARCHY_POLL` seconds: the change feed reports folders' contents)."""
+        :data:`HIERARCHY_POLL` seconds: the change feed reports folders' contents); renew
+        the mirror's lease while it holds it."""
         user_id = mirror.user.id
+        renew_at = 0.0
 
         def look(txn: Txn) -> tuple[list[MirrorFolder], int]:
             return txn.list_mirror_folders(user_id), txn.hierarchy_modseq(user_id)
 
         seen: int | None = None
-        while True:
-            folders, hierarchy = await self.store.run(look)
-            if seen is not None and hierarchy != seen:
-                mirror.wake.set()
-            seen = hierarchy
-            ids = [f.folder_id for f in folders]
-            if not ids:
-                await asyncio.sleep(0.2)
-                continue
-            with self.store.changes.subscribe(ids) as sub:
-                changed = await sub.wait(HIERARCHY_POLL)
-            if changed:
-                mirror.wake.set()
+        # One subscription kept while the folder set stays the same: changes committed while
+        # the loop reads the store are buffered in it, not lost between two subscriptions.
+        sub: Subscription | None = None
+        watched: list[int] = []
+        try:
+            while True:
+                if mirror.holding and time.monotonic() >= renew_at:
+                    renew_at = time.monotonic() + mirror.lease.renew_every
+                    await self.store.run(lambda t: mirror.renew(t, _now()))
+                folders, hierarchy = await self.store.run(look)
+                if seen is not None and hierarchy != seen:
+                    mirror.wake.set()
+                seen = hierarchy
+                ids = sorted(f.folder_id for f in folders)
+                if not ids:
+                    await asyncio.sleep(0.2)
+                    continue
+                if sub is None or ids != watched:
+                    if sub is not None:
+                        sub.close()
+                        mirror.wake.set()  # a change may have come before the new one
+                    sub, watched = self.store.changes.subscribe(ids), ids
+                if await sub.wait(HIERARCHY_POLL):
+                    mirror.wake.set()
+        finally:
+            if sub is not None:
+                sub.close()
+
+    async def fetch_whole(self, login: str, message_ids: Sequence[int]) -> None:
+        """Fetch these partially stored messages of *login* whole (natsync.sources.bodies)."""
+        mirror = self.mirrors.get(login.strip().lower()) or self.mirrors.get(login)
+        if mirror is None:
+            raise ImapError(f"no IMAP mirror for {login!r} in this process: try again")
+        await asyncio.to_thread(mirror.fetch_whole, message_ids)
+
+    def refusal_mark(self, login: str) -> int:
+        """:meth:`AccountMirror.mark` of *login*'s mirror (0 without one), before a command."""
+        mirror = self.mirrors.get(login.strip().lower()) or self.mirrors.get(login)
+        return mirror.mark() if mirror is not None else 0
+
+    async def write_through_moves(self, login: str, response: Any, mark: int = 0) -> Any:
+        """A MoveItems *response* of *login*, with the moves the IMAP server refused failed
+        (natsync.sources.refusals); as it is when this process does not mirror the account."""
+        mirror = self.mirrors.get(login.strip().lower()) or self.mirrors.get(login)
+        pairs = moved(response.body) if mirror is not None and mirror.holding else {}
+        if mirror is None or not pairs:
+            return response
+        user_id = mirror.user.id
+
+        def ids(txn: Txn) -> dict[int, str]:
+            found = txn.get_messages(user_id, list(pairs))
+            return {m.id: pairs[m.server_id] for m in found}
+
+        sources = await self.store.run(ids)
+        ticket = mirror.ticket()
+        mirror.wake.set()
+        refused = await asyncio.to_thread(
+            mirror.refused_after, mark, ticket, frozenset(sources), WRITE_THROUGH_TIMEOUT
+        )
+        if not refused:
+            return response
+        statuses = {sources[m]: move_status(code) for m, code in refused.items()}
+        return replace(response, body=with_statuses(response.body, statuses))
+
+    async def partial_key(self, login: str) -> str:
+        """The secret marking *login*'s partial copies; "" when this process has no mirror of
+        the user (a user of natsync's own store: nothing of theirs is partial)."""
+        mirror = self.mirrors.get(login.strip().lower()) or self.mirrors.get(login)
+        if mirror is None:
+            return ""
+        if not mirror.partial_key:
+            user_id = mirror.user.id
+            mirror.partial_key = await self.store.run(lambda t: partial_key(t, user_id))
+        return mirror.partial_key
+
+    async def mailbox_for(self, login: str, server_id: str) -> str:
+        """The mailbox a store folder of *login* mirrors ("" when none)."""
+        mirror = self.mirrors.get(login.strip().lower()) or self.mirrors.get(login)
+        if mirror is None or not server_id:
+            return ""
+        user_id = mirror.user.id
+
+        def find(txn: Txn) -> str:
+            folder = txn.get_folder(user_id, server_id)
+            rows = {r.folder_id: r.mailbox for r in txn.list_mirror_folders(user_id)}
+            return rows.get(folder.id, "") if folder is not None else ""
+
+        found: str = await self.store.run(find)
+        return found
+
+    async def write_through_folder(
+        self, login: str, command: str, response: Any, deleted_mailbox: str = "", mark: int = 0
+    ) -> Any:
+        """A FolderCreate / FolderDelete *response* of *login*, as a refusal when the IMAP
+        server refused the CREATE / DELETE (natsync.sources.refusals)."""
+        mirror = self.mirrors.get(login.strip().lower()) or self.mirrors.get(login)
+        if mirror is None or not mirror.holding or response.status not in (None, 1):
+            return response
+        key: int | str = deleted_mailbox
+        if command == "FolderCreate":
+            server_id = created_folder(response.body)
+            user_id = mirror.user.id
+            folder = await self.store.run(lambda t: t.get_folder(user_id, server_id))
+            if folder is None:
+                return response
+            key = folder.id
+        if not key:
+            return response
+        ticket = mirror.ticket()
+        mirror.wake.set()
+        code = await asyncio.to_thread(
+            mirror.folder_refused_after, mark, ticket, key, WRITE_THROUGH_TIMEOUT
+        )
+        if code is None:
+            return response
+        status = folder_status(command, code)
+        return replace(response, body=folder_answer(command, status), status=int(status))
 
     async def aclose(self) -> None:
         for task in self._watchers.values():

@@ -452,6 +452,28 @@ class Txn(Protocol):
         ...
 
     def drop_mirror_messages(self, message_ids: Sequence[int]) -> None: ...
+    def replace_message_body(self, message_id: int, raw: bytes, size: int) -> None:
+        """Put *raw* in place of the stored MIME of a message and *size* as its size, without
+        a change for the phones (the IMAP mirror stores large messages' text first and their
+        whole MIME when a phone asks for it: the message itself is the same)."""
+        ...
+
+    def take_source_lease(
+        self, user_id: int, source: str, owner: str, now: datetime, until: datetime
+    ) -> bool:
+        """Hold the lease on mirroring *source* ("imap", "dav") of the user until *until*:
+        True when it was free, ran out before *now*, or is *owner*'s already (a renewal); False
+        while another owner holds it. Atomic across processes on both drivers."""
+        ...
+
+    def release_source_lease(self, user_id: int, source: str, owner: str) -> None:
+        """Give the lease up at once (a clean stop), when *owner* holds it."""
+        ...
+
+    def source_lease(self, user_id: int, source: str) -> tuple[str, datetime] | None:
+        """(owner, until) of the lease as stored (it may have run out), or None."""
+        ...
+
     def message_flags(self, folder_id: int) -> dict[int, tuple[bool, bool]]:
         """message id -> (read, flagged) of every message of the folder."""
         ...

@@ -174,6 +174,7 @@ TABLES: tuple[Table, ...] = (
         ("message_id", "folder_id", "uid", "seen", "flagged", "keywords"),
         "message_id",
     ),
+    Table("source_leases", ("user_id", "source", "owner", "lease_until"), "user_id", text_key=True),
 )
 
 #: Tables whose ids come from a sequence the target must continue after the copy.

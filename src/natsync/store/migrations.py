@@ -505,6 +505,28 @@ def _step7(conn: Any, dialect: Dialect) -> None:
     _run(conn, dialect, _V7)
 
 
+# -- step 8: who mirrors a user's source account now (natsync.sources) ------------------------
+
+# One row per (user, source) held by one process (``owner``) until ``lease_until``
+# (microseconds since the epoch): several server processes on one store never mirror the same
+# IMAP/DAV account twice, and one that dies is taken over once its lease runs out.
+_V8 = (
+    """
+    CREATE TABLE source_leases (
+        user_id {big} NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        source TEXT NOT NULL,
+        owner TEXT NOT NULL,
+        lease_until {big} NOT NULL,
+        PRIMARY KEY (user_id, source)
+    )
+    """,
+)
+
+
+def _step8(conn: Any, dialect: Dialect) -> None:
+    _run(conn, dialect, _V8)
+
+
 #: The numbered steps, each written once for both dialects; the schema version of a store is
 #: the number of steps applied to it.
 _STEPS: Sequence[Callable[[Any, Dialect], None]] = (
@@ -515,6 +537,7 @@ _STEPS: Sequence[Callable[[Any, Dialect], None]] = (
     _step5,
     _step6,
     _step7,
+    _step8,
 )
 
 Step = Callable[[sqlite3.Connection], None]

@@ -12,6 +12,9 @@ Push to the phone: each round's pull writes into the store, whose change feed an
 Pings — so the latency of a change made on the DAV server is at most ``sources.dav.interval``.
 A change made on the phone wakes the worker through the same feed and is pushed to the DAV
 server at once (a push-only round: no REPORT unless the interval ran out).
+
+Several server processes on one store: a worker mirrors only while it holds the user's "dav"
+lease (natsync.sources.lease), renewed between rounds; the others wait and take over.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 from natsync.errors import NatsyncError
@@ -27,6 +31,7 @@ from natsync.sources.dav.http import DavAuthError, DavHttp
 from natsync.sources.dav.mirror import DavAccount
 from natsync.sources.dav.settings import DavSettings
 from natsync.sources.dav.xml import DavError
+from natsync.sources.lease import DEFAULT_LEASE, Lease, owner_name
 from natsync.store.api import Store, User
 from natsync.store.feed import hierarchy_key
 
@@ -48,12 +53,35 @@ class _Worker:
         self.fresh_credentials = asyncio.Event()
         self.rounds = 0
         self.last_error = ""
+        self.lease = Lease(user.id, "dav", source.owner, source.lease)
+        #: Whether this process mirrors the account now (holds the lease).
+        self.holding = False
         self.task = asyncio.create_task(self.run(), name=f"dav-{user.name}")
+
+    async def _take_lease(self) -> bool:
+        lease = self.lease
+        taken = await self.source.store.run(lambda t: lease.take(t, datetime.now(UTC)))
+        if taken != self.holding:
+            log.info(
+                "dav: %s: %s",
+                self.user.name,
+                "this process mirrors it now" if taken else "another process mirrors it",
+            )
+        self.holding = taken
+        return taken
+
+    async def release(self) -> None:
+        if self.holding:
+            self.holding = False
+            await self.source.store.run(self.lease.release)
 
     async def run(self) -> None:
         settings = self.source.settings
         backoff = settings.interval
         while True:
+            if not await self._take_lease():
+                await asyncio.sleep(self.lease.renew_every)
+                continue
             rounds = self.rounds
             http = DavHttp(
                 self.login, self.password, ca_file=settings.ca_file, timeout=settings.timeout
@@ -95,6 +123,7 @@ class _Worker:
         with self.source.store.changes.subscribe([*ids, hierarchy_key(self.user.id)]) as sub:
             due = 0.0
             rediscover = time.monotonic() + REDISCOVER_SECONDS
+            renew_at = time.monotonic() + self.lease.renew_every
             while True:
                 now = time.monotonic()
                 full = now >= due
@@ -104,7 +133,14 @@ class _Worker:
                 self.source.round_done.set()
                 if full:
                     due = now + settings.interval
-                changed = await sub.wait(max(0.0, due - time.monotonic()))
+                changed: set[int] = set()
+                while not changed and time.monotonic() < due:
+                    wait = min(due, renew_at) - time.monotonic()
+                    changed = await sub.wait(max(0.0, wait))
+                    if time.monotonic() >= renew_at:
+                        renew_at = time.monotonic() + self.lease.renew_every
+                        if not await self._take_lease():
+                            return  # taken over: wait for it again
                 if hierarchy_key(self.user.id) in changed or now >= rediscover:
                     return  # folders changed here, or it is time to look for new collections
 
@@ -112,9 +148,12 @@ class _Worker:
 class DavSource:
     """Mirrors of the users' CalDAV/CardDAV accounts, started by their logins."""
 
-    def __init__(self, store: Store, settings: DavSettings) -> None:
+    def __init__(self, store: Store, settings: DavSettings, lease: float = DEFAULT_LEASE) -> None:
         self.store = store
         self.settings = settings
+        #: Seconds a worker's lease holds unrenewed (sources.lease), and this process's name.
+        self.lease = lease
+        self.owner = owner_name()
         self.workers: dict[int, _Worker] = {}
         #: Set after every completed round of any worker (tests and `natsync doctor` wait on it).
         self.round_done = asyncio.Event()
@@ -141,4 +180,7 @@ class DavSource:
         for worker in self.workers.values():
             with contextlib.suppress(asyncio.CancelledError):
                 await worker.task
+        for worker in self.workers.values():
+            with contextlib.suppress(NatsyncError):
+                await worker.release()  # another process takes over at once
         self.workers.clear()
