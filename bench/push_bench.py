@@ -361,6 +361,9 @@ async def client(args: argparse.Namespace) -> None:
                             args.port,
                             ssl=context,
                             server_hostname="localhost" if context else None,
+                            # a loopback source of its own (127.0.1.x: held_bench.py), so
+                            # 100,000 phones do not run out of one address's ephemeral ports
+                            local_addr=(args.source, 0) if args.source else None,
                         )
                         await phone.sync()  # SyncKey 0 -> the first key
                         await phone.sync()  # the inbox is now seen: a Ping on it waits
@@ -727,6 +730,7 @@ def main() -> None:
         parser.add_argument(name, default="")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--host", default="127.0.0.1", help="client role: where to dial")
+    parser.add_argument("--source", default="", help="client role: the address to dial from")
     parser.add_argument("--first", type=int, default=0)
     parser.add_argument("--count", type=int, default=0)
     args, _ = parser.parse_known_args()
