@@ -91,7 +91,9 @@ SETTLE = 3.0
 #: first step measured it: a generous guess, so the first check errs on the safe side.
 GUESS_PER_PING = 250 * 1024
 #: Seconds bringing one step's Pings up may take.
-BRING_UP_TIMEOUT = 1200.0
+BRING_UP_TIMEOUT = 3600.0
+#: Seconds between progress lines while Pings come up.
+PROGRESS_EVERY = 30.0
 #: The held Pings a server counts (its /metrics, loopback only).
 HELD_METRIC = "natsync_server_held_requests"
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
@@ -396,11 +398,20 @@ class Phones:
 # --------------------------------------------------------------------------- the bench
 
 
+class Cut(Exception):
+    """The bring-up deadline came first: *held* per server process at that moment."""
+
+    def __init__(self, held: list[int]) -> None:
+        super().__init__(f"{sum(held)} held at the deadline")
+        self.held = held
+
+
 async def wait_held(
-    ports: list[int], context: ssl.SSLContext, target: int, events: Events
+    ports: list[int], context: ssl.SSLContext, target: int, events: Events, deadline: float
 ) -> list[int]:
-    """Until the servers hold *target* requests in all (bounded by BRING_UP_TIMEOUT)."""
-    deadline = time.monotonic() + BRING_UP_TIMEOUT
+    """Until the servers hold *target* requests in all; Cut at *deadline* (monotonic)."""
+    deadline = min(deadline, time.monotonic() + BRING_UP_TIMEOUT)
+    last = 0.0
     while True:
         now = await held(ports, context)
         if sum(now) >= target:
@@ -408,28 +419,43 @@ async def wait_held(
         if events.errors:
             raise RuntimeError(f"{len(events.errors)} phone error(s), first: {events.errors[0]}")
         if time.monotonic() > deadline:
-            raise RuntimeError(f"bring-up: {sum(now)} of {target} held after {BRING_UP_TIMEOUT} s")
+            raise Cut(now)
+        if time.monotonic() - last > PROGRESS_EVERY:
+            last = time.monotonic()
+            print(f"    {sum(now):,} of {target:,} held", flush=True)
         await asyncio.sleep(1.0)
 
 
 async def edge_phase(
-    run: Deployment, phones: Phones, context: ssl.SSLContext, before: int, n: int
+    run: Deployment,
+    phones: Phones,
+    context: ssl.SSLContext,
+    before: int,
+    n: int,
+    deadline: float,
 ) -> dict[str, Any]:
+    """Phones before..n-1 through the edge; a partial step ("partial") at *deadline*."""
     kinds = {"server": run.pids("server"), "edge": run.pids("edge")}
     cpu0 = {kind: total(pids, cpu_seconds) for kind, pids in kinds.items()}
     started = time.monotonic()
     children = await phones.add(run.edge_port(), before, n - before)
-    spread = await wait_held(run.server_ports(), context, n, phones.events)
+    partial = False
+    try:
+        spread = await wait_held(run.server_ports(), context, n, phones.events, deadline)
+    except Cut as cut:
+        spread, partial = cut.held, True
     took = time.monotonic() - started
+    brought = max(1, sum(spread) - before)
     clients = [c.proc.pid for c in children]
     cpu = {kind: total(pids, cpu_seconds) - cpu0[kind] for kind, pids in kinds.items()}
     cpu["client"] = total(clients, cpu_seconds)
     return {
         "bring_up_s": took,
         "spread": spread,
+        "partial": partial,
         # CPU ms per Ping brought up (TLS handshakes both legs, 2 Syncs, the Ping)
-        "up_cpu_ms": {kind: seconds * 1000 / (n - before) for kind, seconds in cpu.items()},
-        "client_pss": total(clients, pss) / (n - before),
+        "up_cpu_ms": {kind: seconds * 1000 / brought for kind, seconds in cpu.items()},
+        "client_pss": total(clients, pss) / brought,
     }
 
 
@@ -443,6 +469,7 @@ async def peer_phase(
     context: ssl.SSLContext,
     n: int,
     peer_first: int,
+    deadline: float,
 ) -> dict[str, Any]:
     """A fresh HAProxy holds min(N, --peer-held) Pings of users from *peer_first* on."""
     m = min(n, args.peer_held)
@@ -453,7 +480,11 @@ async def peer_phase(
         base = sum(await held(run.server_ports(), context))
         started = time.monotonic()
         children = await phones.add(peer.port, peer_first, m)
-        await wait_held(run.server_ports(), context, base + m, phones.events)
+        try:
+            await wait_held(run.server_ports(), context, base + m, phones.events, deadline)
+        except Cut:
+            await phones.stop(children)
+            return {}  # no peer figure for this step: the time was up
         bring_up = time.monotonic() - started
         await asyncio.sleep(SETTLE)
         after = total(peer.pids(), pss)
@@ -510,6 +541,8 @@ async def bench(args: argparse.Namespace, rows: list[dict[str, Any]]) -> None:
     events = Events()
     phones: Phones | None = None
     margin = int(args.min_free_gib * 2**30)
+    # bring-up stops here, leaving time to measure, push and clean up within --time-limit
+    deadline = time.monotonic() + args.time_limit - args.reserve
     try:
         cert, key = push_bench.self_signed(work)
         postgres.start()
@@ -538,30 +571,37 @@ async def bench(args: argparse.Namespace, rows: list[dict[str, Any]]) -> None:
             ok, said = fits(n - before + peer_n, per_ping_all, margin)
             print(f"step {n:,}: {said}", flush=True)
             if not ok:
-                print(f"step {n:,}: stopped, not enough free memory", flush=True)
+                print(f"step {n:,}: not run, not enough free memory", flush=True)
                 break
-            load = os.getloadavg()
-            row: dict[str, Any] = {"n": n, "load_before": load}
+            row: dict[str, Any] = {"n": n, "before": before, "load_before": os.getloadavg()}
             avail0 = mem_available()
             order = ["edge", "peer"] if i % 2 == 0 or not peer_n else ["peer", "edge"]
             for what in order:
                 if what == "edge":
-                    row.update(await edge_phase(run, phones, context, before, n))
+                    row.update(await edge_phase(run, phones, context, before, n, deadline))
                     await asyncio.sleep(SETTLE)
-                    row["server_rss"] = (total(run.pids("server"), rss) - idle_server["rss"]) / n
-                    row["server_pss"] = (total(run.pids("server"), pss) - idle_server["pss"]) / n
-                    row["edge_pss"] = (total(run.pids("edge"), pss) - idle_edge["pss"]) / n
-                    row["edge_rss"] = (total(run.pids("edge"), rss) - idle_edge["rss"]) / n
+                    # per Ping held: N, or what was held when the time was up
+                    count = sum(row["spread"]) if row["partial"] else n
+                    row["held"] = count
+                    for kind, idle in (("server", idle_server), ("edge", idle_edge)):
+                        for measure in (rss, pss):
+                            now = total(run.pids(kind), measure)
+                            row[f"{kind}_{measure.__name__}"] = (
+                                now - idle[measure.__name__]
+                            ) / count
                     row["per_proc"] = {
                         kind: [round(rss(p) / 2**20) for p in run.pids(kind)]
                         for kind in ("server", "edge")
                     }
-                    grown = avail0 - mem_available()
-                    per_ping_all = max(per_ping_all * 0.5, grown / max(1, n - before))
-                    row["machine_per_ping"] = grown / max(1, n - before)
+                    row["machine_per_ping"] = (avail0 - mem_available()) / max(1, count - before)
+                    per_ping_all = max(per_ping_all * 0.5, row["machine_per_ping"])
+                    if row["partial"]:
+                        break
                 elif peer_n:
                     row.update(
-                        await peer_phase(args, work, cert, key, run, phones, context, n, peer_first)
+                        await peer_phase(
+                            args, work, cert, key, run, phones, context, n, peer_first, deadline
+                        )
                     )
             row["order"] = "/".join(order)
             before = n
@@ -569,11 +609,12 @@ async def bench(args: argparse.Namespace, rows: list[dict[str, Any]]) -> None:
             cpu0, t0 = total(pids, cpu_seconds), time.monotonic()
             await asyncio.sleep(args.idle_seconds)
             row["idle_cpu"] = (total(pids, cpu_seconds) - cpu0) / (time.monotonic() - t0)
-            push_args = argparse.Namespace(**vars(args), devices=n)
-            # push_phase names its mails push-K-n after its K senders: K = the step's number
-            # keeps each step's Subjects apart (the K connections all go to the SMTP port)
-            smtp = [run.smtp_port()] * (i + 1)
-            row.update(await scale_bench.push_phase(push_args, i + 1, smtp, events))
+            if not row["partial"]:  # a partial step has phones still on their way: no push
+                push_args = argparse.Namespace(**vars(args), devices=n)
+                # push_phase names its mails push-K-n after its K senders: K = the step's
+                # number keeps each step's Subjects apart (all K connections go to one port)
+                smtp = [run.smtp_port()] * (i + 1)
+                row.update(await scale_bench.push_phase(push_args, i + 1, smtp, events))
             row["load_after"] = os.getloadavg()
             row["errors"] = len(events.errors)
             row["processes"] = (servers, workers, len(phones.children))
@@ -581,6 +622,9 @@ async def bench(args: argparse.Namespace, rows: list[dict[str, Any]]) -> None:
             print(json.dumps(row, default=str), flush=True)
             if run.proc.poll() is not None:
                 raise RuntimeError(f"natsync run ended: {run.log_tail()}")
+            if row["partial"]:
+                print(f"step {n:,}: the time was up at {row['held']:,} held", flush=True)
+                break
     finally:
         if phones is not None:
             await phones.stop()
@@ -611,24 +655,30 @@ def report(args: argparse.Namespace, rows: list[dict[str, Any]]) -> None:
     for r in rows:
         noisy = "noisy" if max(r["load_before"][0], r["load_after"][0]) > 1 else ""
         peer = f"{r['peer_pss'] / 1024:.1f} ({r['peer_n']:,})" if "peer_pss" in r else "–"
+        push = (
+            f"{r['d50']:.1f} / {r['d99']:.1f} | {r['once']}/{r['sent']} | {r['dup']} "
+            f"| {r['missing']}"
+            if "sent" in r
+            else "– | – | – | –"
+        )
+        shown = f"{r['held']:,} of {r['n']:,} (time up)" if r["partial"] else f"{r['n']:,}"
         s, e, c = r["processes"]
         print(
-            f"| {r['n']:,} | {s} / {e} / {c} | {r['bring_up_s']:.0f} "
-            f"({r['n'] / r['bring_up_s']:,.0f}) "
+            f"| {shown} | {s} / {e} / {c} | {r['bring_up_s']:.0f} "
+            f"({(r['held'] - r['before']) / r['bring_up_s']:,.0f}) "
             f"| {r['server_rss'] / 1024:.1f} / {r['server_pss'] / 1024:.1f} "
             f"| {r['edge_pss'] / 1024:.1f} / {r['edge_rss'] / 1024:.1f} | {peer} "
-            f"| {r['idle_cpu'] * 100:.2f} | {r['d50']:.1f} / {r['d99']:.1f} "
-            f"| {r['once']}/{r['sent']} | {r['dup']} | {r['missing']} "
+            f"| {r['idle_cpu'] * 100:.2f} | {push} "
             f"| {r['load_before'][0]:.1f} / {r['load_after'][0]:.1f} | {noisy} |"
         )
     print()
     for r in rows:
         print(
-            f"{r['n']:,} held: RSS per process MB, server {r['per_proc']['server']}, edge "
+            f"{r['held']:,} held: RSS per process MB, server {r['per_proc']['server']}, edge "
             f"{r['per_proc']['edge']}; held per server process {r['spread']}; the machine's "
             f"MemAvailable fell {r['machine_per_ping'] / 1024:.0f} KB per held Ping "
-            f"(clients and kernel included); the bench's clients {r['client_pss'] / 1024:.0f} KB "
-            "PSS per phone; CPU ms per Ping brought up: "
+            f"(clients, kernel and other sessions' work included); the bench's clients "
+            f"{r['client_pss'] / 1024:.0f} KB PSS per phone; CPU ms per Ping brought up: "
             + ", ".join(f"{k} {v:.1f}" for k, v in r["up_cpu_ms"].items())
             + f"; order: {r['order']}"
         )
@@ -652,6 +702,9 @@ def main() -> None:
     parser.add_argument("--idle-seconds", type=float, default=10.0)
     parser.add_argument("--min-free-gib", type=float, default=3.0, help="memory left free")
     parser.add_argument("--time-limit", type=float, default=2400.0)
+    parser.add_argument(
+        "--reserve", type=float, default=240.0, help="seconds of --time-limit kept for the end"
+    )
     args = parser.parse_args()
     if args.steps != ",".join(str(s) for s in sorted(int(x) for x in args.steps.split(","))):
         raise SystemExit("--steps must be ascending")
