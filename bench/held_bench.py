@@ -149,8 +149,16 @@ class Deployment:
 
     @classmethod
     def start(
-        cls, work: Path, url: str, cert: Path, key: Path, servers: int, workers: int
+        cls,
+        work: Path,
+        url: str,
+        cert: Path,
+        key: Path,
+        servers: int,
+        workers: int,
+        health: float = 0.0,
     ) -> Deployment:
+        """*health*: edge.health_interval (0: the default)."""
         from cryptography import x509
         from cryptography.hazmat.primitives.serialization import Encoding
 
@@ -184,6 +192,7 @@ class Deployment:
                 "max_connections_per_ip": scale_bench.EDGE_PER_IP,
                 "requests_per_second_per_ip": scale_bench.EDGE_PER_IP,
                 "request_burst_per_ip": scale_bench.EDGE_PER_IP,
+                **({"health_interval": health, "health_timeout": health / 2} if health else {}),
                 "certificates": [{"names": ["localhost"], "cert": str(cert), "key": str(key)}],
             },
             "run": {"server_processes": servers, "log_level": "warning", "self_check": False},
@@ -553,7 +562,9 @@ async def bench(args: argparse.Namespace, rows: list[dict[str, Any]]) -> None:
         inbox = fill(work, url, users)
         print(f"PostgreSQL {postgres.version}: {users:,} users in {time.monotonic() - t:.0f} s")
         t = time.monotonic()
-        run = await asyncio.to_thread(Deployment.start, work, url, cert, key, servers, workers)
+        run = await asyncio.to_thread(
+            Deployment.start, work, url, cert, key, servers, workers, args.health_interval
+        )
         print(
             f"natsync run: {servers} server process(es), {workers} edge worker(s) serving in "
             f"{time.monotonic() - t:.1f} s",
@@ -594,7 +605,8 @@ async def bench(args: argparse.Namespace, rows: list[dict[str, Any]]) -> None:
                         for kind in ("server", "edge")
                     }
                     row["machine_per_ping"] = (avail0 - mem_available()) / max(1, count - before)
-                    per_ping_all = max(per_ping_all * 0.5, row["machine_per_ping"])
+                    # other sessions' memory moves too: never below half the first guess
+                    per_ping_all = max(GUESS_PER_PING / 2, row["machine_per_ping"])
                     if row["partial"]:
                         break
                 elif peer_n:
@@ -605,10 +617,15 @@ async def bench(args: argparse.Namespace, rows: list[dict[str, Any]]) -> None:
                     )
             row["order"] = "/".join(order)
             before = n
-            pids = run.natsync_pids()
-            cpu0, t0 = total(pids, cpu_seconds), time.monotonic()
+            kinds = {"run": [run.proc.pid], "server": run.pids("server"), "edge": run.pids("edge")}
+            cpu0 = {kind: total(pids, cpu_seconds) for kind, pids in kinds.items()}
+            t0 = time.monotonic()
             await asyncio.sleep(args.idle_seconds)
-            row["idle_cpu"] = (total(pids, cpu_seconds) - cpu0) / (time.monotonic() - t0)
+            row["idle_kinds"] = {
+                kind: (total(pids, cpu_seconds) - cpu0[kind]) / (time.monotonic() - t0)
+                for kind, pids in kinds.items()
+            }
+            row["idle_cpu"] = sum(row["idle_kinds"].values())
             if not row["partial"]:  # a partial step has phones still on their way: no push
                 push_args = argparse.Namespace(**vars(args), devices=n)
                 # push_phase names its mails push-K-n after its K senders: K = the step's
@@ -680,6 +697,8 @@ def report(args: argparse.Namespace, rows: list[dict[str, Any]]) -> None:
             f"(clients, kernel and other sessions' work included); the bench's clients "
             f"{r['client_pss'] / 1024:.0f} KB PSS per phone; CPU ms per Ping brought up: "
             + ", ".join(f"{k} {v:.1f}" for k, v in r["up_cpu_ms"].items())
+            + "; idle CPU % of a core: "
+            + ", ".join(f"{k} {v * 100:.2f}" for k, v in r["idle_kinds"].items())
             + f"; order: {r['order']}"
         )
 
@@ -700,6 +719,9 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=50.0, help="push mails per second")
     parser.add_argument("--settle", type=float, default=30.0, help="seconds to wait for arrivals")
     parser.add_argument("--idle-seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--health-interval", type=float, default=0.0, help="edge.health_interval (0: default)"
+    )
     parser.add_argument("--min-free-gib", type=float, default=3.0, help="memory left free")
     parser.add_argument("--time-limit", type=float, default=2400.0)
     parser.add_argument(
