@@ -14,6 +14,7 @@ import click
 from natsync.deployment import config_option
 from natsync.edge import http
 from natsync.edge.config import EdgeConfig
+from natsync.edge.memory import tune_malloc
 from natsync.errors import NatsyncError
 from natsync.logs import log_options, setup_logging
 from natsync.run.lifetime import die_with_parent
@@ -94,31 +95,6 @@ def _signal_children(children: list[int], sig: signal.Signals) -> None:
             os.kill(pid, sig)
 
 
-#: glibc mallopt() parameter number of M_MMAP_THRESHOLD (malloc.h).
-_M_MMAP_THRESHOLD = -3
-#: Allocations at least this large are mmapped. uvloop gives every TLS connection a 256 KiB read
-#: buffer of which a held connection touches a page or two; glibc's *dynamic* threshold moves
-#: such buffers onto the heap after the first one is freed, where reused pages are resident.
-#: A fixed threshold keeps each one mmapped, so only the pages really written count (measured:
-#: about 7 KB less per held Ping).
-MMAP_THRESHOLD = 128 * 1024
-
-
-def _tune_malloc() -> None:
-    """Fix glibc's mmap threshold (see MMAP_THRESHOLD); a no-op elsewhere."""
-    import ctypes
-    import ctypes.util
-
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return
-    try:
-        libc = ctypes.CDLL(name)
-        libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
-    except (OSError, AttributeError):  # not glibc
-        return
-
-
 def _fork_workers(config: EdgeConfig) -> tuple[int, list[int]]:
     """Fork workers 1..N-1 before any event loop exists; they share the port (SO_REUSEPORT)."""
     children: list[int] = []
@@ -146,7 +122,7 @@ def run(config_path: Path | None, log_format: str | None, log_level: str | None)
         config.check_runnable()
     except NatsyncError as exc:
         raise click.ClickException(exc.message) from exc
-    _tune_malloc()
+    tune_malloc()
     from natsync.fdlimit import raise_open_files_limit
 
     raise_open_files_limit()  # two descriptors per bridged request; the workers inherit it

@@ -372,10 +372,10 @@ def run_part(kind: str, index: int) -> int:
 
                 tune_for_server()  # fewer, cheaper collections (natsync.server.gcpolicy)
             else:  # as `natsync edge run` does (a unit's soft limit is 1024: ~500 held Pings)
-                from natsync.cli.edge import _tune_malloc
+                from natsync.edge.memory import tune_malloc
                 from natsync.fdlimit import raise_open_files_limit
 
-                _tune_malloc()  # ~7 KB less per held Ping (natsync.cli.edge.MMAP_THRESHOLD)
+                tune_malloc()  # ~7 KB less per held Ping (natsync.edge.memory.MMAP_THRESHOLD)
                 raise_open_files_limit()  # two descriptors per bridged Ping
 
             coro = _server_part if kind == "server" else _edge_part
