@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -60,6 +60,10 @@ def populate(path: Path, password_hash: str) -> None:
                         MirrorMessage(message.id, inbox.id, uid=n, seen=n % 4 == 1, flagged=False)
                     )
             txn.put_mirror_folder(MirrorFolder(inbox.id, user.id, "INBOX", 7, 4242, 0))
+            # this process mirrors her IMAP account now (natsync.sources.lease)
+            assert txn.take_source_lease(
+                user.id, "imap", f"host-{name}:1", NOW, NOW + timedelta(seconds=30)
+            )
             device = txn.touch_device(user.id, f"{name}-phone", "iPhone", "16.1", "Apple", NOW)
             txn.set_device_setting(device.id, "policy", "strict")
             for key in ("k1", "k2", "k3"):
