@@ -223,8 +223,11 @@ async def _session(run: Running, base: str, browser: Any) -> None:
     def device_action(action: str) -> None:
         click(f'tr[data-device-actions="CAROLPHONE"] button[data-action="{action}"]')
 
-    def confirm() -> None:
-        browser.find_element(By.ID, "confirm").click()
+    async def confirm() -> None:
+        """Click the confirmation page's button once that page is there (the action's click
+        only starts loading it)."""
+        await wait_for(lambda: browser.find_elements(By.ID, "confirm"), "the confirm button")
+        await do(browser.find_element(By.ID, "confirm").click)
 
     def access() -> str:
         found = browser.find_elements(
@@ -310,13 +313,13 @@ async def _session(run: Running, base: str, browser: Any) -> None:
         # Quarantine her phone: its Sync gets only the notice; approved, it gets the mail.
         await do(browser.get, base + "/devices")
         await do(device_action, "quarantine")
-        await do(confirm)
+        await confirm()
         await wait_for(lambda: access() == "quarantined", "the phone quarantined")
         await asyncio.to_thread(_mail, run.smtp_port, "carol@natsync.test", "held back")
         waiting = await carol.sync(inbox)
         assert [a.subject for a in waiting.added] == ["Your device is waiting for approval"]
         await do(device_action, "allow")  # the "Approve" button of a quarantined device
-        await do(confirm)
+        await confirm()
         await wait_for(lambda: access() == "allowed", "the phone approved")
         approved = await carol.sync(inbox)
         assert "held back" in {a.subject for a in approved.added}  # (its mail sent afresh)
@@ -341,7 +344,7 @@ async def _session(run: Running, base: str, browser: Any) -> None:
         await do(browser.get, base + "/devices")
         await do(device_action, "wipe")
         await wait_for(lambda: "Erase ALL data on the phone CAROLPHONE" in text(), "the question")
-        await do(confirm)
+        await confirm()
         await wait_for(lambda: "Wipe CAROLPHONE: done" in text(), "the wipe ordered")
         with pytest.raises(RemoteWipeError):
             await carol.folder_sync()
