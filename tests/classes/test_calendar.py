@@ -5,6 +5,7 @@ changes, occurrences for the sync window and free/busy, and "decodes or raises P
 from __future__ import annotations
 
 import base64
+import random
 import struct
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -20,6 +21,7 @@ from natsync.classes.codec import PimError, Record
 from natsync.classes.email import BodyPreference
 from natsync.classes.ical import records_from_ics, records_to_ics
 from natsync.classes.versions import V12_1, V14_0, V14_1, V16_0, V16_1, Version
+from natsync.eas.context import new_uid
 from natsync.eas.registry import codec_for
 from natsync.mail import itip
 from natsync.store.api import FolderType
@@ -559,6 +561,8 @@ def test_arbitrary_application_data_decodes_or_raises_pim_error(
             record = step()
         except PimError:
             continue
+        if not record.get("uid"):  # a phone's new item gets its UID from the command's rng
+            record["uid"] = new_uid(random.Random(0))  # (natsync.eas.sync_client)
         encode(E("AirSync", "ApplicationData", *calendar.encode(record, version, [])))
         records_from_ics(records_to_ics([record]))  # whatever a phone stored exports and back
         calendar.in_window(record, datetime(2026, 1, 1, tzinfo=UTC))
