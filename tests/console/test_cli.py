@@ -10,6 +10,7 @@ import signal
 import sys
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from natsync.auth.passwords import verify_password
@@ -87,6 +88,38 @@ async def test_natsync_console_serves_until_stopped(tmp_path: Path) -> None:
     finally:
         proc.send_signal(signal.SIGINT)
         assert await asyncio.wait_for(proc.wait(), 30) == 0
+
+
+def _signals_ignored_and_blocked() -> None:
+    """What a script's background job or some supervisors hand a child: SIGINT ignored, SIGINT
+    and SIGTERM blocked (both survive exec)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+async def test_natsync_console_stops_on_a_signal_it_was_started_without(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
+    _setup(tmp_path)
+    proc = await asyncio.create_subprocess_exec(
+        NATSYNC, "console", "--data-dir", str(tmp_path), "--port", "0",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        env={**os.environ, "NATSYNC_NO_UVLOOP": "1"}, preexec_fn=_signals_ignored_and_blocked,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
+        assert "natsync console on http://127.0.0.1:" in line, line
+    finally:
+        proc.send_signal(sig)
+        try:
+            code = await asyncio.wait_for(proc.wait(), 30)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            raise
+    assert code == 0
 
 
 def test_settings_from_the_deployment_file(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -92,12 +93,22 @@ def console(
         )
 
     async def serve() -> None:
+        # SIGINT and SIGTERM stop it (systemd sends SIGTERM), even when the process was started
+        # with them ignored or blocked (a script's background job, some supervisors).
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        stopping = (signal.SIGINT, signal.SIGTERM)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, stopping)
         opened = open_store(settings.store_url)
         running = await start_console(settings, opened)
+        for sig in stopping:
+            loop.add_signal_handler(sig, stop.set)
         click.echo(f"natsync console on {running.url} (Ctrl-C stops it)")
         try:
-            await asyncio.Event().wait()
+            await stop.wait()
         finally:
+            for sig in stopping:  # a second signal during the teardown acts at once
+                loop.remove_signal_handler(sig)
             await running.close()
             await opened.aclose()
 
