@@ -11,6 +11,8 @@ FUZZ_SECONDS ?= 20
 BENCHES := wbxml sync push edge scale relay
 # The console's browser test drives Debian's chromium through its chromedriver (Selenium).
 APT_TEST_PACKAGES += chromium-driver
+# Dovecot's Sieve (Pigeonhole): the IMAP tests' server files its own Sent copies (sent_copy).
+APT_TEST_PACKAGES += dovecot-sieve
 
 .PHONY: run test venv lint typecheck pytest fuzz bench apt-test clean
 

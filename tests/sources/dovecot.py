@@ -41,6 +41,34 @@ def available() -> bool:
     return Path(DOVECOT).exists()
 
 
+#: Pigeonhole's Sieve plugin (Debian's dovecot-sieve), for a server that files Sent copies.
+SIEVE_PLUGIN = Path("/usr/lib/dovecot/modules/lib90_sieve_plugin.so")
+
+
+def sieve_available() -> bool:
+    return SIEVE_PLUGIN.exists()
+
+
+#: Run before every delivery (LMTP): the copy of a user's own mail that comes back to them
+#: — Postfix's ``sender_bcc_maps`` sends one — is filed in Sent, read: the mail server keeps
+#: the Sent copy itself (natsync's ``sent_copy = "server"``), as a mailcow/Dovecot admin sets
+#: it up with a global Sieve script.
+SENT_COPY_SIEVE = """\
+require ["envelope", "variables", "fileinto", "imap4flags"];
+if envelope :matches "to" "*" {{ set "me" "${{1}}"; }}
+if address :is "from" "${{me}}" {{
+  setflag "\\\\Seen";
+  fileinto "Sent";
+  stop;
+}}
+"""
+SIEVE_CONF = """
+plugin {{
+  sieve_before = {mail}/sieve/sent-copy.sieve
+}}
+"""
+
+
 CONF = """\
 base_dir = {root}/run
 state_dir = {root}/state
@@ -106,8 +134,8 @@ protocol imap {{
   imap_idle_notify_interval = 2 mins
 }}
 protocol lmtp {{
-  postmaster_address = postmaster@example.test
-}}
+  postmaster_address = postmaster@example.test{lmtp_plugins}
+}}{sieve}
 lmtp_save_to_detail_mailbox = no
 service imap-login {{
   inet_listener imap {{
@@ -192,8 +220,15 @@ class Dovecot:
         self.imap_port, self.imaps_port, self.lmtp_port = free_port(), free_port(), free_port()
         self.submission_port = free_port()
         # "Readonly": its owner may list and read it (l, r) but not insert (i): RFC 4314 §2.1.
-        # (In the mail folder: Dovecot's mail processes, running as dovecot, must read it.)
-        (self.mail / "global-acl").write_text("Readonly owner lr\n")
+        # "Kept": messages may be put in (i) but not flagged (s, w) nor deleted (t, e), as an
+        # archive under retention. (In the mail folder: Dovecot's mail processes, running as
+        # dovecot, must read it.)
+        (self.mail / "global-acl").write_text("Readonly owner lr\nKept owner lri\n")
+        sieve = sieve_available()
+        if sieve:
+            (self.mail / "sieve").mkdir()
+            (self.mail / "sieve" / "sent-copy.sieve").write_text(SENT_COPY_SIEVE.format())
+            shutil.chown(self.mail / "sieve", "dovecot", "dovecot")
         conf = self.root / "dovecot.conf"
         conf.write_text(
             CONF.format(
@@ -205,6 +240,8 @@ class Dovecot:
                 lmtp_port=self.lmtp_port,
                 submission_port=self.submission_port,
                 relay_port=self.relay_port or free_port(),
+                lmtp_plugins="\n  mail_plugins = $mail_plugins sieve" if sieve else "",
+                sieve=SIEVE_CONF.format(mail=self.mail) if sieve else "",
             )
         )
         self.process = subprocess.Popen(

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from natsync.errors import ConfigError
-from natsync.sources.config import TlsMode, sources_from_dict
+from natsync.sources.config import SentCopy, TlsMode, sources_from_dict
 
 SERVER = {"host": "mail.example.org"}
 
@@ -51,6 +51,12 @@ def test_starttls_defaults_to_port_143_and_465_to_implicit() -> None:
     assert server.submission_tls is TlsMode.IMPLICIT
 
 
+def test_sent_copy_is_appended_unless_the_server_files_it() -> None:
+    config = sources_from_dict({"imap": {"a": SERVER, "s": {**SERVER, "sent_copy": "server"}}})
+    assert config.imap["a"].sent_copy is SentCopy.APPEND
+    assert config.imap["s"].sent_copy is SentCopy.SERVER
+
+
 def test_ca_file_is_relative_to_the_config(tmp_path: Path) -> None:
     (tmp_path / "ca.pem").write_text("x")
     config = sources_from_dict({"imap": {"h": {**SERVER, "ca_file": "ca.pem"}}}, base=tmp_path)
@@ -77,6 +83,8 @@ def test_ca_file_is_relative_to_the_config(tmp_path: Path) -> None:
         ({"lease": 0.5}, "sources.lease"),
         ({"lease": True}, "sources.lease"),
         ({"lease": "30"}, "sources.lease"),
+        ({"imap": {"h": {**SERVER, "sent_copy": "sieve"}}}, "sources.imap.h.sent_copy"),
+        ({"imap": {"h": {**SERVER, "sent_copy": True}}}, "sources.imap.h.sent_copy"),
     ],
 )
 def test_mistakes_name_the_key(table: object, names: str) -> None:

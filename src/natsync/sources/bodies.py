@@ -130,8 +130,9 @@ class _Guard:
 
 class SourceHook:
     """``EasApp.command_hook`` of a server with IMAP sources: lazily mirrored messages fetched
-    whole when a command needs them (the module docstring), and MoveItems, FolderCreate and
-    FolderDelete answered with the IMAP server's verdict (natsync.sources.refusals)."""
+    whole when a command needs them (the module docstring), and Sync (its changes of mirrored
+    folders), MoveItems, FolderCreate, FolderUpdate and FolderDelete answered with the IMAP
+    server's verdict (natsync.sources.refusals)."""
 
     def __init__(self, manager: MirrorManager) -> None:
         self.manager = manager
@@ -149,6 +150,9 @@ class SourceHook:
         deleted = ""
         if request.cmd == "FolderDelete" and isinstance(body, Element):
             deleted = await self.manager.mailbox_for(user, body.child_text("ServerId") or "")
+        targets = None
+        if request.cmd == "Sync" and isinstance(body, Element):
+            targets = await self.manager.sync_targets(user, body)
 
         def guard(txn: Txn) -> Txn:
             return _Guard(txn, text_ok, key) if key else txn
@@ -164,8 +168,13 @@ class SourceHook:
             response = await attempt(guard)
         if request.cmd == "MoveItems":
             return await self.manager.write_through_moves(user, response, mark)
-        if request.cmd in ("FolderCreate", "FolderDelete"):
+        if request.cmd in ("FolderCreate", "FolderUpdate", "FolderDelete"):
+            updated = ""
+            if request.cmd == "FolderUpdate" and isinstance(body, Element):
+                updated = body.child_text("ServerId") or ""
             return await self.manager.write_through_folder(
-                user, request.cmd, response, deleted, mark
+                user, request.cmd, response, deleted, mark, updated
             )
+        if targets is not None:
+            return await self.manager.write_through_sync(user, targets, response, mark)
         return response

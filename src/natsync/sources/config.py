@@ -16,6 +16,7 @@ and optionally which users, they serve::
     submission_host = "mail.example.org"   # default: host
     submission_port = 587             # default: 587 with STARTTLS (465: implicit TLS)
     submission_tls = "starttls"       # default: "implicit" for port 465, else "starttls"
+    sent_copy = "append"              # or "server": the server files the Sent copy itself
 
     [sources.domains]
     "example.org" = "home"
@@ -42,6 +43,17 @@ from natsync.sources.lease import DEFAULT_LEASE, MIN_LEASE
 STORE = "store"
 
 
+class SentCopy(enum.StrEnum):
+    """Who puts the Sent copy of a phone's SendMail/SmartReply/SmartForward into the Sent
+    mailbox: natsync (``APPEND``, RFC 3501 §6.3.11), or the mail server itself (a Sieve rule
+    on a copy Postfix's ``sender_bcc_maps`` delivers, Dovecot's imapsieve, a submission
+    service that saves one): then natsync's copy waits for the server's, matched by
+    Message-ID (natsync.sources.worker)."""
+
+    APPEND = "append"
+    SERVER = "server"
+
+
 class TlsMode(enum.StrEnum):
     """How the connection to the mail server is secured (RFC 8314 §3 implicit, RFC 3501 §6.2.1
     / RFC 3207 STARTTLS)."""
@@ -60,6 +72,7 @@ class ImapServer:
     submission_host: str
     submission_port: int
     submission_tls: TlsMode
+    sent_copy: SentCopy = SentCopy.APPEND
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +115,7 @@ _SERVER_KEYS = {
     "submission_host",
     "submission_port",
     "submission_tls",
+    "sent_copy",
 }
 
 
@@ -152,7 +166,14 @@ def _server(name: str, table: Any, base: Path | None) -> ImapServer:
         table.get("submission_tls", "implicit" if sub_port == 465 else "starttls"),
         f"{prefix}.submission_tls",
     )
-    return ImapServer(name, host, port, tls, ca_file, sub_host, sub_port, sub_tls)
+    try:
+        sent_copy = SentCopy(table.get("sent_copy", SentCopy.APPEND.value))
+    except ValueError:
+        raise ConfigError(
+            f'{prefix}.sent_copy must be "append" (natsync files the Sent copy) or "server" (the '
+            f"mail server files its own), not {table['sent_copy']!r}"
+        ) from None
+    return ImapServer(name, host, port, tls, ca_file, sub_host, sub_port, sub_tls, sent_copy)
 
 
 def _choices(table: Any, key: str, names: set[str]) -> dict[str, str]:

@@ -35,7 +35,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any, TypeVar
@@ -67,11 +67,17 @@ from natsync.sources.mirror import (
     plan_writeback,
 )
 from natsync.sources.refusals import (
+    MODIFIED,
+    ItemRefusal,
+    added_items,
     created_folder,
     folder_answer,
     folder_status,
     move_status,
     moved,
+    sync_commands,
+    sync_status,
+    sync_with_statuses,
     with_statuses,
 )
 from natsync.sources.structure import (
@@ -89,7 +95,7 @@ from natsync.sources.structure import (
     with_sizes,
 )
 from natsync.sources.submission import SubmitError, submit
-from natsync.sources.wire import FetchItem, ImapWireError, encode_mutf7
+from natsync.sources.wire import FetchItem, ImapWireError, decode_mutf7, encode_mutf7
 from natsync.store.api import (
     Flag,
     Folder,
@@ -103,6 +109,7 @@ from natsync.store.api import (
     Txn,
     User,
 )
+from natsync.wbxml.tree import Element
 
 log = logging.getLogger("natsync.sources")
 T = TypeVar("T")
@@ -219,6 +226,8 @@ class AccountMirror:
         self.full_syncs: dict[str, dict[str, float]] = {}
         #: When a submission that failed for now is due again (monotonic), or None.
         self._retry_at: float | None = None
+        #: Messages STOREd by this write-back round (see _store).
+        self._stored: set[int] = set()
 
     def start(self) -> None:
         self._thread.start()
@@ -457,6 +466,10 @@ class AccountMirror:
                 partial(self.account.rename, row.mailbox, target),
                 row.folder_id,
             ):
+                # The store follows the server: the folder takes back its name and place
+                # (the phone's FolderUpdate was answered with the refusal, or its next
+                # FolderSync shows the old name).
+                self._db(partial(_unrename, row=row, rows=rows, delimiter=delimiter))
                 continue
             renamed[row.mailbox] = target
             listed.add(target)
@@ -1013,6 +1026,7 @@ class AccountMirror:
         # leaves the old draft in place on the server, and the phone gets it back).
         order = {Move: 0, SetFlag: 1, SetKeywords: 1, Append: 2, Expunge: 3}
         refused_appends: set[int] = set()
+        self._stored = set()
         for action in sorted(actions, key=lambda a: order[type(a)]):
             try:
                 if isinstance(action, Expunge) and action.mapping.folder_id in refused_appends:
@@ -1022,6 +1036,7 @@ class AccountMirror:
             except ImapRefused as exc:
                 if isinstance(action, Append):
                     refused_appends.add(action.folder_id)
+                    self._refused(action.message_id, exc.code)
                 else:
                     self._refused(action.mapping.message_id, exc.code)
                 # The server said NO (over quota, a mailbox gone, ...): asking again would get
@@ -1038,19 +1053,34 @@ class AccountMirror:
                 self._selected = ""  # a refused SELECT leaves no mailbox selected
                 self.refused += 1
 
+    def _store(self, row: MirrorMessage, flag: str, on: bool, folder: MirrorFolder) -> bool:
+        """STORE with ``UNCHANGEDSINCE`` the folder's HIGHESTMODSEQ. MODIFIED (RFC 7162
+        §3.1.3: a laptop changed the message since the mirror last looked) on the message's
+        first STORE of the round is a conflict the server wins: raised as a refusal (the
+        phone's change is undone and answered Status 7). A later STORE of the same message in
+        the round meets the modseq the mirror's own first STORE made: False, and the next
+        round writes it with the new HIGHESTMODSEQ."""
+        if self.account.store_flag(row.uid, flag, on, folder.highestmodseq):
+            self._stored.add(row.message_id)
+            return True
+        if row.message_id in self._stored:
+            return False
+        raise ImapRefused(
+            f"the message changed on the IMAP server meanwhile ({MODIFIED}): its state wins",
+            MODIFIED,
+        )
+
     def _write(self, action: Action, folders: dict[int, MirrorFolder]) -> None:
         account = self.account
         if isinstance(action, SetFlag):
             row = action.mapping
             folder = folders[row.folder_id]
             self._select(folder.mailbox)
-            if account.store_flag(row.uid, action.flag, action.on, folder.highestmodseq):
+            if self._store(row, action.flag, action.on, folder):
                 flag, on = action.flag, action.on
                 self._db(
                     lambda t: _patch_row(t, row, **{"seen" if flag == SEEN else "flagged": on})
                 )
-            # else MODIFIED: changed on the server meanwhile; the server's value wins and the
-            # next sync brings it to the phone.
         elif isinstance(action, SetKeywords):
             row = action.mapping
             folder = folders[row.folder_id]
@@ -1059,7 +1089,7 @@ class AccountMirror:
             for names, on in ((action.add, True), (action.remove, False)):
                 words = keywords_of(names)
                 if words and agreed:
-                    agreed = account.store_flag(row.uid, " ".join(words), on, folder.highestmodseq)
+                    agreed = self._store(row, " ".join(words), on, folder)
             if agreed:
                 now = action.now
                 self._db(lambda t: _patch_row(t, row, keywords=now))
@@ -1110,6 +1140,23 @@ def partial_key(txn: Txn, user_id: int) -> str:
 def _drop_created(txn: Txn, user_id: int, server_id: str) -> None:
     if txn.get_folder(user_id, server_id) is not None:
         txn.delete_folder(user_id, server_id)
+
+
+def _unrename(txn: Txn, row: MirrorFolder, rows: list[MirrorFolder], delimiter: str) -> None:
+    """Give the store folder of *row* back the name and parent of its mailbox (a refused
+    RENAME)."""
+    head, _, leaf = row.mailbox.rpartition(delimiter)
+    by_id = {f.id: f for f in txn.list_folders(row.user_id)}
+    folder = by_id.get(row.folder_id)
+    if folder is None:
+        return
+    parent = "0"
+    for other in rows:
+        if head and other.mailbox == head and other.folder_id in by_id:
+            parent = by_id[other.folder_id].server_id
+    name = decode_mutf7(leaf)
+    if (folder.parent_server_id, folder.display_name) != (parent, name):
+        txn.update_folder(row.user_id, folder.server_id, parent, name)
 
 
 def _gone(txn: Txn, folder: MirrorFolder) -> bool:
@@ -1169,6 +1216,16 @@ def _message_ids(txn: Txn, user_id: int, folder_id: int) -> dict[str, list[int]]
     for message in txn.get_messages(user_id, sids):
         found.setdefault(message.message_id_header.strip(), []).append(message.id)
     return found
+
+
+@dataclass
+class SyncTargets:
+    """What a Sync's client commands touch in mirrored folders (MirrorManager.sync_targets)."""
+
+    #: message id -> (CollectionId, Change or Delete, ServerId).
+    items: dict[int, tuple[str, str, str]] = field(default_factory=dict)
+    #: (CollectionId, ClientId) of its Adds (their messages are known after the command).
+    adds: list[tuple[str, str]] = field(default_factory=list)
 
 
 class MirrorManager:
@@ -1327,6 +1384,86 @@ class MirrorManager:
         statuses = {sources[m]: move_status(code) for m, code in refused.items()}
         return replace(response, body=with_statuses(response.body, statuses))
 
+    async def sync_targets(self, login: str, body: Element) -> SyncTargets | None:
+        """Before a Sync runs: the messages of mirrored folders its Changes and Deletes name
+        (looked up now: a delete moves or removes them), and its Adds; None when it carries
+        none, or when this process does not mirror the account (natsync's own store: no wait)."""
+        mirror = self._mirror(login)
+        commands = sync_commands(body) if mirror is not None and mirror.holding else {}
+        if mirror is None or not commands:
+            return None
+        user_id = mirror.user.id
+
+        def find(txn: Txn) -> SyncTargets:
+            mirrored = {f.folder_id for f in txn.list_mirror_folders(user_id)}
+            targets = SyncTargets()
+            for cid, items in commands.items():
+                folder = txn.get_folder(user_id, cid)
+                if folder is None or folder.id not in mirrored:
+                    continue
+                for kind, ref in items:
+                    if kind == "Add":
+                        targets.adds.append((cid, ref))
+                        continue
+                    message = txn.get_message(user_id, ref)
+                    if message is not None and message.folder_id == folder.id:
+                        targets.items[message.id] = (cid, kind, ref)
+            return targets
+
+        targets: SyncTargets = await self.store.run(find)
+        return targets if targets.items or targets.adds else None
+
+    async def write_through_sync(
+        self, login: str, targets: SyncTargets, response: Any, mark: int = 0
+    ) -> Any:
+        """A Sync *response* of *login* with the items the IMAP server refused answered with
+        their status (natsync.sources.refusals); as it is when no write-back round came
+        within :data:`WRITE_THROUGH_TIMEOUT`."""
+        mirror = self._mirror(login)
+        if mirror is None or not response.body:
+            return response
+        user_id = mirror.user.id
+        items = dict(targets.items)
+        made = added_items(response.body) if targets.adds else {}
+        if made:
+
+            def ids(txn: Txn) -> dict[int, tuple[str, str, str]]:
+                found = {}
+                for cid, client in targets.adds:
+                    sid = made.get((cid, client))
+                    message = txn.get_message(user_id, sid) if sid else None
+                    if message is not None:
+                        found[message.id] = (cid, "Add", client)
+                return found
+
+            items.update(await self.store.run(ids))
+        if not items:
+            return response
+        ticket = mirror.ticket()
+        mirror.wake.set()
+        refused = await asyncio.to_thread(
+            mirror.refused_after, mark, ticket, frozenset(items), WRITE_THROUGH_TIMEOUT
+        )
+        if refused is None:
+            log.info(
+                "IMAP mirror of %s: no write-back round within %g s: the Sync is answered "
+                "without the server's verdict (a refusal is undone at its next Sync)",
+                mirror.user.name,
+                WRITE_THROUGH_TIMEOUT,
+            )
+            return response
+        if not refused:
+            return response
+        refusals = [
+            ItemRefusal(cid, kind, ref, sync_status(kind, refused[m]))
+            for m, (cid, kind, ref) in items.items()
+            if m in refused
+        ]
+        return replace(response, body=sync_with_statuses(response.body, refusals))
+
+    def _mirror(self, login: str) -> AccountMirror | None:
+        return self.mirrors.get(login.strip().lower()) or self.mirrors.get(login)
+
     async def partial_key(self, login: str) -> str:
         """The secret marking *login*'s partial copies; "" when this process has no mirror of
         the user (a user of natsync's own store: nothing of theirs is partial)."""
@@ -1354,16 +1491,23 @@ class MirrorManager:
         return found
 
     async def write_through_folder(
-        self, login: str, command: str, response: Any, deleted_mailbox: str = "", mark: int = 0
+        self,
+        login: str,
+        command: str,
+        response: Any,
+        deleted_mailbox: str = "",
+        mark: int = 0,
+        updated: str = "",
     ) -> Any:
-        """A FolderCreate / FolderDelete *response* of *login*, as a refusal when the IMAP
-        server refused the CREATE / DELETE (natsync.sources.refusals)."""
+        """A FolderCreate / FolderUpdate / FolderDelete *response* of *login*, as a refusal
+        when the IMAP server refused the CREATE / RENAME / DELETE (natsync.sources.refusals);
+        *updated*: the ServerId a FolderUpdate renames."""
         mirror = self.mirrors.get(login.strip().lower()) or self.mirrors.get(login)
         if mirror is None or not mirror.holding or response.status not in (None, 1):
             return response
         key: int | str = deleted_mailbox
-        if command == "FolderCreate":
-            server_id = created_folder(response.body)
+        if command in ("FolderCreate", "FolderUpdate"):
+            server_id = created_folder(response.body) if command == "FolderCreate" else updated
             user_id = mirror.user.id
             folder = await self.store.run(lambda t: t.get_folder(user_id, server_id))
             if folder is None:
