@@ -9,6 +9,7 @@ Python's imaplib on the same Dovecot. Every end-to-end test runs on both store d
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import imaplib
 import os
 import re
@@ -37,10 +38,10 @@ from natsync.server import RunningServer, start_server
 from natsync.sources import MirrorManager, install, sources_from_dict
 from natsync.sources.structure import MARKER
 from natsync.sources.worker import NO_LOCAL_PASSWORD
-from natsync.store.api import Store, Txn
+from natsync.store.api import FolderType, Store, Txn
 from natsync.wbxml.tree import E, Element
 from tests.conftest import StoreFactory
-from tests.sources.dovecot import DOVEADM, Dovecot, available, free_port
+from tests.sources.dovecot import DOVEADM, Dovecot, available, free_port, sieve_available
 
 pytestmark = [
     pytest.mark.skipif(not available(), reason="dovecot-imapd is not installed (apt)"),
@@ -59,9 +60,16 @@ class Internet:
 
     def __init__(self) -> None:
         self.received: list[Envelope] = []
+        #: Senders whose mail comes back to them as a copy (Postfix's ``sender_bcc_maps``),
+        #: delivered by these functions (Dovecot's LMTP: its Sieve files it in Sent).
+        self.bcc_back: dict[str, Callable[..., None]] = {}
 
     async def handle_DATA(self, server: object, session: object, envelope: Envelope) -> str:
         self.received.append(envelope)
+        deliver = self.bcc_back.get(envelope.mail_from or "")
+        if deliver is not None:
+            sender = envelope.mail_from
+            await asyncio.to_thread(deliver, sender, _content(envelope), sender=sender)
         return "250 2.0.0 queued"
 
 
@@ -137,8 +145,10 @@ _counter = iter(range(1, 10_000))
 T = TypeVar("T")
 
 
-@pytest.fixture
-async def rig(dovecot: Dovecot, store_factory: StoreFactory) -> AsyncIterator[Rig]:
+@contextlib.asynccontextmanager
+async def _rig(
+    dovecot: Dovecot, store_factory: StoreFactory, **settings: str
+) -> AsyncIterator[Rig]:
     login = f"user{next(_counter)}@example.test"
     store = store_factory(with_alice=False)
     config = ServerConfig(host="127.0.0.1", port=0, domains=("example.test",))
@@ -152,6 +162,7 @@ async def rig(dovecot: Dovecot, store_factory: StoreFactory) -> AsyncIterator[Ri
                     "tls": "implicit",
                     "ca_file": str(dovecot.ca_file),
                     "submission_port": dovecot.submission_port,
+                    **settings,
                 }
             },
             "domains": {"example.test": "dovecot"},
@@ -161,6 +172,21 @@ async def rig(dovecot: Dovecot, store_factory: StoreFactory) -> AsyncIterator[Ri
     yield Rig(dovecot, login, "imap-secret", store, server, manager)
     await manager.aclose()
     await server.close()  # store_factory closes the store
+
+
+@pytest.fixture
+async def rig(dovecot: Dovecot, store_factory: StoreFactory) -> AsyncIterator[Rig]:
+    async with _rig(dovecot, store_factory) as made:
+        yield made
+
+
+@pytest.fixture
+async def server_files_sent_rig(
+    dovecot: Dovecot, store_factory: StoreFactory
+) -> AsyncIterator[Rig]:
+    """A rig whose IMAP source says the mail server files its own Sent copies."""
+    async with _rig(dovecot, store_factory, sent_copy="server") as made:
+        yield made
 
 
 async def until(check: Callable[[], Any], timeout: float = 15.0) -> Any:
@@ -924,3 +950,196 @@ async def test_a_refused_move_answers_the_phone_with_its_status(rig: Rig) -> Non
         assert await eventually(still_there, "the undeletable folder left the phone")
         assert mirror.refused == 3
     laptop.logout()
+
+
+def _pause_folder_syncs(mirror: Any) -> threading.Event:
+    """While the returned event is set, *mirror* writes back but does not look at the server's
+    mailboxes: a laptop's change stays unseen by it, as between two of its rounds."""
+    paused = threading.Event()
+    original = mirror._sync_folder
+
+    def sync_folder(folder: Any) -> None:
+        if not paused.is_set():
+            original(folder)
+
+    mirror._sync_folder = sync_folder
+    return paused
+
+
+async def test_a_sync_answers_what_the_server_refused_with_its_status(rig: Rig) -> None:
+    """Changes riding on a Sync wait for the mirror's write-back round (MS-ASCMD 2.2.3.177.17):
+    a read change a laptop overtook (UNCHANGEDSINCE -> MODIFIED) is Status 7 and the laptop's
+    state reaches the phone; a delete out of a mailbox whose ACL keeps its messages (rights
+    "lri", UID MOVE -> NO [NOPERM]) is Status 8 and the message comes back once under a new
+    ServerId; an accepted change answers nothing."""
+    laptop = rig.laptop()
+    laptop.create('"Kept"')
+    laptop.append('"Kept"', None, None, mail("kept for good"))
+    rig.dovecot.deliver(rig.login, mail("contested"))
+    rig.dovecot.deliver(rig.login, mail("plain"))
+    async with rig.phone() as phone:
+        await rig.ready(phone)
+        await phone.folder_sync()
+        inbox = phone.folder(type=INBOX).server_id
+        kept = phone.folder(name="Kept").server_id
+        ids = {m.subject: m.server_id for m in (await phone.sync(inbox)).added}
+        [kept_message] = (await phone.sync(kept)).added
+        mirror = rig.manager.mirrors[rig.login]
+
+        # Accepted: no per-item response (the client assumes success: MS-ASCMD 2.2.3.42.2).
+        started = time.monotonic()
+        done = await phone.sync(inbox, changes=[ClientChange(ids["plain"], read=True)])
+        assert done.responses == []
+        assert time.monotonic() - started < 5
+        assert "\\Seen" in (flags_of(laptop, "INBOX", "plain") or "")
+
+        # Overtaken by a laptop the mirror has not looked at yet: Conflict, the server wins.
+        paused = _pause_folder_syncs(mirror)
+        paused.set()
+        laptop.select("INBOX")
+        laptop.uid("STORE", _uid_of(laptop, "INBOX", "contested"), "+FLAGS", "(\\Flagged)")
+        with pytest.raises(ClientError) as refused:
+            await phone.sync(inbox, changes=[ClientChange(ids["contested"], read=True)])
+        assert refused.value.eas_status == 7
+        assert f"Change of {ids['contested']} " in str(refused.value)
+        assert "\\Seen" not in (flags_of(laptop, "INBOX", "contested") or "")
+        paused.clear()
+        mirror.wake.set()
+
+        async def laptops_state() -> bool:
+            for m in (await phone.sync(inbox)).changed:
+                if m.server_id == ids["contested"]:
+                    return m.fields.get("Email:Read") == "0" and m.flag_status == 2
+            return False
+
+        await eventually(laptops_state, "the laptop's state did not reach the phone")
+
+        # A delete the server refuses: Object not found (the ServerId is void), and the
+        # message is back at the next Sync, once.
+        with pytest.raises(ClientError) as refused:
+            await phone.delete(kept, [kept_message.server_id])
+        assert refused.value.eas_status == 8
+        assert f"Delete of {kept_message.server_id} " in str(refused.value)
+        assert flags_of(laptop, "Kept", "kept for good") is not None
+        assert flags_of(laptop, "Trash", "kept for good") is None
+
+        async def back() -> list[str]:
+            return [m.subject for m in (await phone.sync(kept)).added]
+
+        assert await eventually(back, "the message did not come back") == ["kept for good"]
+        assert (await phone.sync(kept)).added == []
+        assert mirror.refused == 2
+    laptop.logout()
+
+
+async def test_a_refused_draft_add_is_answered_status_6(rig: Rig) -> None:
+    """A draft saved on the phone over the user's quota (APPEND -> NO [OVERQUOTA]): its Add is
+    answered Status 6 without a ServerId, and the store keeps no draft the server lacks."""
+    rig.login = QUOTA_USER
+    laptop = rig.laptop()
+    async with rig.phone() as phone:
+        await rig.ready(phone)
+        drafts = phone.folder(type=DRAFTS).server_id
+        await phone.sync(drafts)
+        big = _draft("too big to save", "x" * 4000)
+        with pytest.raises(ClientError) as refused:
+            await phone.sync(drafts, changes=[ItemCommand.add(big, "c1")])
+        # No ServerId: the client names the Add by its ClientId.
+        assert refused.value.eas_status == 6
+        assert "Add of c1 " in str(refused.value)
+        assert "too big to save" not in _subjects(laptop, "Drafts")
+        user = rig.manager.mirrors[rig.login].user
+        drafts_id = await rig.store.run(lambda t: t.folder_by_type(user.id, FolderType.DRAFTS).id)
+        assert await rig.store.run(lambda t: t.message_versions(drafts_id)) == {}
+    laptop.logout()
+
+
+async def test_a_refused_rename_is_answered_and_undone(rig: Rig) -> None:
+    """FolderUpdate of a mailbox the user may not rename (ACL without "x": RENAME -> NO
+    [NOPERM]): Status 6 (MS-ASCMD 2.2.3.177.6), and the folder keeps its old name."""
+    laptop = rig.laptop()
+    laptop.create('"Readonly"')
+    async with rig.phone() as phone:
+        await rig.ready(phone)
+        await phone.folder_sync()
+        readonly = phone.folder(name="Readonly").server_id
+        with pytest.raises(ClientError) as refused:
+            await phone.folder_update(readonly, "Renamed")
+        assert refused.value.eas_status == 6
+        assert "Readonly" in _mailboxes(laptop)
+        assert "Renamed" not in _mailboxes(laptop)
+        user = rig.manager.mirrors[rig.login].user
+        folder = await rig.store.run(lambda t: t.get_folder(user.id, readonly))
+        assert folder is not None
+        assert folder.display_name == "Readonly"
+        await phone.folder_sync()
+        assert phone.state.folders[readonly].display_name == "Readonly"
+        assert rig.manager.mirrors[rig.login].refused == 1
+    laptop.logout()
+
+
+@pytest.mark.skipif(not sieve_available(), reason="dovecot-sieve is not installed (apt)")
+async def test_a_server_that_files_its_sent_copy_leaves_one_on_the_phone(
+    server_files_sent_rig: Rig, internet: tuple[Internet, int]
+) -> None:
+    """sent_copy = "server": natsync does not APPEND the Sent copy. The mail server files its
+    own: the relay's copy back to the sender (Postfix's sender_bcc_maps, here the test's SMTP
+    sink delivering it by LMTP) is filed in Sent by a real Sieve script (Pigeonhole). The
+    phone's copy becomes that message: one item, the same ServerId, on the phone and on the
+    server. A copy the server never files leaves the store after the wait."""
+    rig = server_files_sent_rig
+    sink, _ = internet
+    sink.bcc_back[rig.login] = rig.dovecot.deliver
+    laptop = rig.laptop()
+    try:
+        async with rig.phone() as phone:
+            await rig.ready(phone)
+            sent = phone.folder(type=SENT).server_id
+            await phone.sync(sent)
+            raw = (
+                f"From: {rig.login}\r\nTo: carol@example.org\r\nSubject: filed by sieve\r\n"
+                "Message-ID: <sieve.1@example.test>\r\n\r\nsent from natsync\r\n"
+            ).encode()
+            await phone.send_mail(raw)
+            [copy] = (await phone.sync(sent)).added
+            assert copy.subject == "filed by sieve"
+            await until(lambda: flags_of(laptop, "Sent", "filed by sieve") is not None)
+            mirror = rig.manager.mirrors[rig.login]
+            user_id = mirror.user.id
+
+            def mapped() -> bool:
+                def count(txn: Txn) -> int:
+                    folder = txn.folder_by_type(user_id, FolderType.SENT_ITEMS)
+                    return len(txn.mirror_messages(folder.id))
+
+                return (
+                    asyncio.run_coroutine_threadsafe(rig.store.run(count), mirror.loop).result()
+                    == 1
+                )
+
+            await until(mapped)
+            # One copy on the server (the Sieve's: natsync appended none) ...
+            assert list(_subjects(laptop, "Sent")) == ["filed by sieve"]
+            # ... and on the phone: the item it has is that one; nothing added or deleted.
+            again = await phone.sync(sent)
+            assert again.added == []
+            assert again.deleted == []
+            assert mirror.refused == 0
+
+            # A server that files nothing: natsync's copy waits, then goes.
+            del sink.bcc_back[rig.login]
+            mirror.sent_copy_wait = 1.0
+            raw2 = raw.replace(b"filed by sieve", b"never filed").replace(b"sieve.1", b"nf.1")
+            await phone.send_mail(raw2)
+            [lonely] = (await phone.sync(sent)).added
+            await asyncio.sleep(1.2)
+            mirror.wake.set()
+
+            async def gone() -> bool:
+                return lonely.server_id in (await phone.sync(sent)).deleted
+
+            await eventually(gone, "the copy the server never filed stayed")
+            assert list(_subjects(laptop, "Sent")) == ["filed by sieve"]
+    finally:
+        sink.bcc_back.pop(rig.login, None)
+        laptop.logout()

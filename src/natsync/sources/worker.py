@@ -43,7 +43,7 @@ from typing import Any, TypeVar
 from natsync.mail.relay import build_bounce
 from natsync.mime import parse_message
 from natsync.mime.errors import MailError
-from natsync.sources.config import SourcesConfig
+from natsync.sources.config import SentCopy, SourcesConfig
 from natsync.sources.imap import (
     IDLE_RESTART,
     ImapAccount,
@@ -152,6 +152,9 @@ REFUSALS_KEPT = 1000
 #: Seconds a MoveItems answer waits for the server's verdict on its moves (a slower server:
 #: the phone is told Success, and a refused move is undone as for other commands).
 WRITE_THROUGH_TIMEOUT = 10.0
+#: Seconds natsync's Sent copy waits for the mail server's own (sent_copy = "server") before
+#: it is removed: a relay hands the server its copy within seconds of the submission.
+SENT_COPY_WAIT = 900.0
 #: What a user row of an IMAP user holds as password hash: no password ever matches it.
 NO_LOCAL_PASSWORD = "!imap"  # noqa: S105 - a marker, not a password
 
@@ -228,6 +231,10 @@ class AccountMirror:
         self._retry_at: float | None = None
         #: Messages STOREd by this write-back round (see _store).
         self._stored: set[int] = set()
+        #: Message-ID -> store message id of natsync's Sent copies waiting for the server's
+        #: (sent_copy = "server"), and how long they wait.
+        self._awaited: dict[str, int] = {}
+        self.sent_copy_wait = SENT_COPY_WAIT
 
     def start(self) -> None:
         self._thread.start()
@@ -725,6 +732,17 @@ class AccountMirror:
         flags = item.flags or frozenset()
         seen, flagged = SEEN in flags, FLAGGED in flags
         names = categories_of(flags)
+        awaited = self._awaited.pop(parsed.message_id_header.strip(), None)
+        if awaited is not None and txn.message_folder(awaited) == folder.folder_id:
+            # The server's own Sent copy of a message natsync keeps a copy of: that copy is
+            # it (sent_copy = "server", _await_sent_copies).
+            txn.set_read(awaited, seen)
+            txn.set_flag(awaited, _follow_up(flagged))
+            txn.set_categories(awaited, names)
+            txn.put_mirror_message(
+                MirrorMessage(awaited, folder.folder_id, item.uid, seen, flagged, names)
+            )
+            return
         message = txn.add_message(folder.folder_id, replace(parsed, read=seen))
         partial = partial_of(parsed.raw, self.partial_key)
         if partial is not None:  # the whole message's size, not the partial copy's
@@ -899,6 +917,11 @@ class AccountMirror:
         self._retry_at = None
         for entry in entries:
             self._send_one(entry)
+        if entries and self.account.server.sent_copy is SentCopy.SERVER:
+            # The server may file its copy of what was just sent before this round's look
+            # at Sent: copies stored since the write-back above are awaited too.
+            _sent, copies = self._db(partial(_unmapped_sent, user_id=self.user.id))
+            self._awaited.update({mid: m for m, (mid, _at) in copies.items() if mid})
 
     def _send_one(self, entry: OutboundMail) -> None:
         owner = self._owner
@@ -1017,6 +1040,10 @@ class AccountMirror:
             return folders, actions
 
         folders, actions = self._db(gather)
+        if self.account.server.sent_copy is SentCopy.SERVER and any(
+            isinstance(a, Append) for a in actions
+        ):
+            actions = self._await_sent_copies(actions)
         if not actions:
             return
         self._drafts = self._db(lambda t: t.folder_by_type(user_id, FolderType.DRAFTS).id)
@@ -1052,6 +1079,38 @@ class AccountMirror:
                 self._db(lambda t, a=action: _revert(t, user_id, a))  # type: ignore[misc]
                 self._selected = ""  # a refused SELECT leaves no mailbox selected
                 self.refused += 1
+
+    def _await_sent_copies(self, actions: list[Action]) -> list[Action]:
+        """``sent_copy = "server"``: the mail server files its own Sent copy, so natsync's
+        copy in Sent Items (SendMail, SmartReply, SmartForward, a draft sent) is not
+        APPENDed: it waits for the server's, which takes its place when the mirror fetches it
+        (matched by Message-ID in :meth:`_add`: the phone keeps the one item it has). A copy
+        the server has not filed within :attr:`sent_copy_wait` seconds leaves the store (the
+        store shows what the server has) with a warning; *actions* without the waiting ones."""
+        sent, unmapped = self._db(partial(_unmapped_sent, user_id=self.user.id))
+        # (a message the phone moved into Sent is unmapped there too, until its MOVE)
+        appends = {a.message_id for a in actions if isinstance(a, Append) and a.folder_id == sent}
+        copies = {m: found for m, found in unmapped.items() if m in appends}
+        if not copies:
+            return actions
+        cutoff = _now() - timedelta(seconds=self.sent_copy_wait)
+        stale = [m for m, (_mid, at) in copies.items() if at < cutoff]
+        self._awaited = {mid: m for m, (mid, at) in copies.items() if mid and at >= cutoff}
+        if stale:
+            log.warning(
+                "IMAP mirror of %s: the mail server filed no Sent copy of %d sent message(s) "
+                'within %g s (sent_copy = "server"): natsync\'s copy is removed; set '
+                'sent_copy = "append" if the server does not file one',
+                self.user.name,
+                len(stale),
+                self.sent_copy_wait,
+            )
+            self._db(partial(_delete_messages, message_ids=stale))
+        return [
+            a
+            for a in actions
+            if not (isinstance(a, Append) and a.folder_id == sent and a.message_id in copies)
+        ]
 
     def _store(self, row: MirrorMessage, flag: str, on: bool, folder: MirrorFolder) -> bool:
         """STORE with ``UNCHANGEDSINCE`` the folder's HIGHESTMODSEQ. MODIFIED (RFC 7162
@@ -1140,6 +1199,24 @@ def partial_key(txn: Txn, user_id: int) -> str:
 def _drop_created(txn: Txn, user_id: int, server_id: str) -> None:
     if txn.get_folder(user_id, server_id) is not None:
         txn.delete_folder(user_id, server_id)
+
+
+def _unmapped_sent(txn: Txn, user_id: int) -> tuple[int, dict[int, tuple[str, datetime]]]:
+    """The Sent Items folder, and its messages the server has no UID for: message id ->
+    (Message-ID, when stored)."""
+    sent = txn.folder_by_type(user_id, FolderType.SENT_ITEMS).id
+    unmapped = set(txn.message_flags(sent)) - {m.message_id for m in txn.mirror_messages(sent)}
+    if not unmapped:
+        return sent, {}
+    messages = txn.get_messages(user_id, list(txn.message_versions(sent)))
+    return sent, {
+        m.id: (m.message_id_header.strip(), m.received_at) for m in messages if m.id in unmapped
+    }
+
+
+def _delete_messages(txn: Txn, message_ids: Sequence[int]) -> None:
+    for message_id in message_ids:
+        txn.delete_message(message_id)
 
 
 def _unrename(txn: Txn, row: MirrorFolder, rows: list[MirrorFolder], delimiter: str) -> None:
