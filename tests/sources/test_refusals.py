@@ -1,19 +1,25 @@
 """The answers of refused changes (natsync.sources.refusals), sans-I/O: the IMAP response code
-gives the MoveItems (MS-ASCMD 2.2.3.177.10) or FolderCreate/FolderDelete (2.2.3.177.3/.4)
-status; only the refused items change."""
+gives the Sync (MS-ASCMD 2.2.3.177.17), MoveItems (2.2.3.177.10) or FolderCreate/FolderUpdate/
+FolderDelete (2.2.3.177.3/.6/.4) status; only the refused items change."""
 
 from __future__ import annotations
 
-from natsync.eas.status import FolderStatus, MoveStatus
+from natsync.eas.status import FolderStatus, MoveStatus, SyncStatus
 from natsync.sources.refusals import (
+    ItemRefusal,
+    added_items,
     created_folder,
     folder_answer,
     folder_status,
     move_status,
     moved,
+    sync_commands,
+    sync_status,
+    sync_with_statuses,
     with_statuses,
 )
 from natsync.wbxml import E, decode, encode
+from natsync.wbxml.tree import Element
 
 
 def _answer(*items: tuple[str, int, str]) -> bytes:
@@ -60,6 +66,10 @@ def test_folder_refusals() -> None:
     assert folder_status("FolderCreate", "NONEXISTENT") is FolderStatus.PARENT_NOT_FOUND
     assert folder_status("FolderDelete", "NONEXISTENT") is FolderStatus.NOT_FOUND
     assert folder_status("FolderDelete", "NOPERM") is FolderStatus.SERVER_ERROR
+    assert folder_status("FolderUpdate", "ALREADYEXISTS") is FolderStatus.ALREADY_EXISTS
+    assert folder_status("FolderUpdate", "NONEXISTENT") is FolderStatus.NOT_FOUND
+    assert folder_status("FolderUpdate", "TRYCREATE") is FolderStatus.PARENT_NOT_FOUND
+    assert folder_status("FolderUpdate", "NOPERM") is FolderStatus.SERVER_ERROR
     answer = decode(folder_answer("FolderCreate", FolderStatus.SERVER_ERROR))
     assert (answer.tag, [c.tag for c in answer.children]) == ("FolderCreate", ["Status"])
     assert answer.child_text("Status") == "6"
@@ -74,3 +84,92 @@ def test_folder_refusals() -> None:
     )
     assert created_folder(ok) == "17"
     assert created_folder(folder_answer("FolderCreate", FolderStatus.SERVER_ERROR)) == ""
+
+
+def test_sync_codes_to_statuses() -> None:
+    assert sync_status("Change", "MODIFIED") is SyncStatus.CONFLICT
+    assert sync_status("Change", "NONEXISTENT") is SyncStatus.OBJECT_NOT_FOUND
+    assert sync_status("Change", "trycreate") is SyncStatus.OBJECT_NOT_FOUND
+    assert sync_status("Delete", "NOPERM") is SyncStatus.OBJECT_NOT_FOUND
+    assert sync_status("Add", "INUSE") is SyncStatus.SERVER_ERROR
+    assert sync_status("Change", "UNAVAILABLE") is SyncStatus.SERVER_ERROR
+    assert sync_status("Add", "OVERQUOTA") is SyncStatus.CONVERSION_ERROR
+    assert sync_status("Change", "") is SyncStatus.CONVERSION_ERROR
+
+
+def _a(tag: str, *children: Element | str) -> Element:
+    return E("AirSync", tag, *children)
+
+
+def _sync_answer() -> bytes:
+    def collection(cid: str, *rest: Element) -> Element:
+        return _a(
+            "Collection", _a("SyncKey", "k2"), _a("CollectionId", cid), _a("Status", "1"), *rest
+        )
+
+    return encode(
+        _a(
+            "Sync",
+            _a(
+                "Collections",
+                collection(
+                    "3",
+                    _a("Commands", _a("Add", _a("ServerId", "3:9"))),
+                    _a(
+                        "Responses",
+                        _a("Add", _a("ClientId", "c1"), _a("ServerId", "3:5"), _a("Status", "1")),
+                        _a("Add", _a("ClientId", "c2"), _a("ServerId", "3:6"), _a("Status", "1")),
+                    ),
+                ),
+                collection("2"),
+            ),
+        )
+    )
+
+
+def test_refused_items_of_a_sync_get_their_status() -> None:
+    body = _sync_answer()
+    assert added_items(body) == {("3", "c1"): "3:5", ("3", "c2"): "3:6"}
+    refusals = [
+        ItemRefusal("3", "Add", "c2", SyncStatus.CONVERSION_ERROR),
+        ItemRefusal("2", "Change", "2:1", SyncStatus.CONFLICT),
+        ItemRefusal("2", "Delete", "2:4", SyncStatus.OBJECT_NOT_FOUND),
+    ]
+    root = decode(sync_with_statuses(body, refusals))
+    drafts, inbox = root.find("Collections").findall("Collection")  # type: ignore[union-attr]
+    adds = [
+        (a.child_text("ClientId"), a.child_text("ServerId"), a.child_text("Status"))
+        for a in drafts.find("Responses").findall("Add")  # type: ignore[union-attr]
+    ]
+    assert adds == [("c1", "3:5", "1"), ("c2", None, "6")]
+    # The server's own commands are left alone.
+    assert drafts.find("Commands") is not None
+    answers = [
+        (r.tag, r.child_text("ServerId"), r.child_text("Status"))
+        for r in inbox.find("Responses").children  # type: ignore[union-attr]
+    ]
+    assert answers == [("Change", "2:1", "7"), ("Delete", "2:4", "8")]
+    assert sync_with_statuses(body, []) == body
+
+
+def test_the_client_commands_of_a_sync_request() -> None:
+    request = _a(
+        "Sync",
+        _a(
+            "Collections",
+            _a(
+                "Collection",
+                _a("SyncKey", "k1"),
+                _a("CollectionId", "2"),
+                _a(
+                    "Commands",
+                    _a("Change", _a("ServerId", "2:1")),
+                    _a("Delete", _a("ServerId", "2:4")),
+                    _a("Fetch", _a("ServerId", "2:5")),
+                    _a("Add", _a("ClientId", "c1")),
+                ),
+            ),
+            _a("Collection", _a("SyncKey", "k1"), _a("CollectionId", "3")),
+        ),
+    )
+    assert sync_commands(request) == {"2": [("Change", "2:1"), ("Delete", "2:4"), ("Add", "c1")]}
