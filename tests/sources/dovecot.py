@@ -3,7 +3,9 @@
 It runs from a configuration written into a temporary directory: passwd-file users, maildirs in
 that directory, IMAP (STARTTLS), IMAPS and LMTP on free loopback ports, TLS with a certificate of
 a test CA (natsync.cert.ca), and ``mail_uid`` set to Dovecot's own user (it refuses mail
-access as root) so it runs from a root test run (CI).
+access as root) so it runs from a root test run (CI). With Pigeonhole (Debian's dovecot-sieve)
+installed, LMTP runs a global Sieve script that files a user's own mail coming back to them in
+Sent (:data:`SENT_COPY_SIEVE`): a server that keeps its own Sent copies.
 It is started with ``dovecot -F -c CONF`` and stopped by its PID.
 """
 
