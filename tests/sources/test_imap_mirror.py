@@ -32,13 +32,21 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import Envelope
 
 from natsync.client import ClientError, EASClient
-from natsync.client.protocol import BodyPreference, BodyType, ClientChange, ItemCommand
+from natsync.client.protocol import (
+    BodyPreference,
+    BodyType,
+    ClientChange,
+    Command,
+    ItemCommand,
+    sync_request,
+)
 from natsync.config import ServerConfig
 from natsync.server import RunningServer, start_server
 from natsync.sources import MirrorManager, install, sources_from_dict
 from natsync.sources.structure import MARKER
 from natsync.sources.worker import NO_LOCAL_PASSWORD
 from natsync.store.api import FolderType, Store, Txn
+from natsync.wbxml import decode
 from natsync.wbxml.tree import E, Element
 from tests.conftest import StoreFactory
 from tests.sources.dovecot import DOVEADM, Dovecot, available, free_port, sieve_available
@@ -1042,6 +1050,7 @@ async def test_a_refused_draft_add_is_answered_status_6(rig: Rig) -> None:
         drafts = phone.folder(type=DRAFTS).server_id
         await phone.sync(drafts)
         big = _draft("too big to save", "x" * 4000)
+        key = phone.state.collection(drafts).sync_key
         with pytest.raises(ClientError) as refused:
             await phone.sync(drafts, changes=[ItemCommand.add(big, "c1")])
         # No ServerId: the client names the Add by its ClientId.
@@ -1051,6 +1060,20 @@ async def test_a_refused_draft_add_is_answered_status_6(rig: Rig) -> None:
         user = rig.manager.mirrors[rig.login].user
         drafts_id = await rig.store.run(lambda t: t.folder_by_type(user.id, FolderType.DRAFTS).id)
         assert await rig.store.run(lambda t: t.message_versions(drafts_id)) == {}
+        # A retransmission (the same SyncKey) gets the same answer, with its status ...
+        request = sync_request(drafts, key, changes=[ItemCommand.add(big, "c1")])
+        again = await phone.request(Command.Sync, request)
+        [add] = [
+            e
+            for e in decode(again.body).iter()
+            if e.tag == "Add" and e.find("ClientId") is not None
+        ]
+        assert add.child_text("Status") == "6"
+        assert add.child_text("ServerId") is None
+        # ... and the next Sync deletes nothing on the phone (it was told no item was made).
+        later = await phone.sync(drafts)
+        assert later.deleted == []
+        assert later.added == []
     laptop.logout()
 
 

@@ -8,6 +8,7 @@ from natsync.eas.status import FolderStatus, MoveStatus, SyncStatus
 from natsync.sources.refusals import (
     ItemRefusal,
     added_items,
+    collection_answers,
     created_folder,
     folder_answer,
     folder_status,
@@ -150,6 +151,14 @@ def test_refused_items_of_a_sync_get_their_status() -> None:
     ]
     assert answers == [("Change", "2:1", "7"), ("Delete", "2:4", "8")]
     assert sync_with_statuses(body, []) == body
+    # Each collection's answer as the document kept for a retransmission, under its new key.
+    kept = collection_answers(sync_with_statuses(body, refusals), {"2"})
+    assert list(kept) == ["2"]
+    key, doc = kept["2"]
+    assert key == "k2"
+    [alone] = decode(doc).find("Collections").findall("Collection")  # type: ignore[union-attr]
+    assert alone.child_text("CollectionId") == "2"
+    assert alone.find("Responses") is not None
 
 
 def test_the_client_commands_of_a_sync_request() -> None:

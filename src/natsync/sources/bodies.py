@@ -176,5 +176,6 @@ class SourceHook:
                 user, request.cmd, response, deleted, mark, updated
             )
         if targets is not None:
-            return await self.manager.write_through_sync(user, targets, response, mark)
+            device = getattr(request, "device_id", "")
+            return await self.manager.write_through_sync(user, targets, response, mark, device)
         return response

@@ -27,9 +27,11 @@ back to the server's state as well (the change is undone), so the phone's next S
     given) **6**, the status of an item the server will not take ("stop sending the item");
     the failed Add carries no ServerId (no item was made).
 
-  A changed draft (stored as a new message, the old one deleted, both sent to the phone in
-  the same answer) and a Sync answered again for a retransmission keep today's answer; the
-  undo, seen at the next Sync, is theirs.
+  The answer kept for a retransmission of the Sync (natsync.eas.state) is the one sent, with
+  the statuses, and a failed Add's ServerId leaves the items the phone is known to have. A
+  changed draft (stored as a new message, the old one deleted, both sent to the phone in the
+  same answer) whose new version is refused keeps today's answer; the undo, seen at the next
+  Sync, is its answer.
 * MoveItems (MS-ASCMD 2.2.3.177.10), per item; the store was already put back (the message
   returns to its source folder, as the phone keeps it);
 * FolderCreate (MS-ASCMD 2.2.3.177.3), FolderUpdate (2.2.3.177.6) and FolderDelete
@@ -43,7 +45,7 @@ answered when the mail was queued, so a refused APPEND of the copy is only undon
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass
 
 from natsync.eas.status import FolderStatus, MoveStatus, SyncStatus
@@ -253,3 +255,17 @@ def sync_with_statuses(body: bytes, refusals: Sequence[ItemRefusal]) -> bytes:
                 kept.append(child)
             found.children[:] = kept
     return encode(root)
+
+
+def collection_answers(body: bytes, collections: Set[str]) -> dict[str, tuple[str, bytes]]:
+    """CollectionId -> (its new SyncKey, its answer as a Sync document of its own) for
+    *collections* of the Sync answer *body*: what natsync.eas.sync keeps with the key to
+    answer a retransmission."""
+    found: dict[str, tuple[str, bytes]] = {}
+    for collection in decode(body).iter():
+        if collection.tag != "Collection":
+            continue
+        cid, key = collection.child_text("CollectionId"), collection.child_text("SyncKey")
+        if cid and key and cid in collections:
+            found[cid] = (key, encode(E(AIRSYNC, "Sync", E(AIRSYNC, "Collections", collection))))
+    return found

@@ -40,6 +40,7 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any, TypeVar
 
+from natsync.eas import state as sync_state
 from natsync.mail.relay import build_bounce
 from natsync.mime import parse_message
 from natsync.mime.errors import MailError
@@ -70,6 +71,7 @@ from natsync.sources.refusals import (
     MODIFIED,
     ItemRefusal,
     added_items,
+    collection_answers,
     created_folder,
     folder_answer,
     folder_status,
@@ -1214,6 +1216,26 @@ def _unmapped_sent(txn: Txn, user_id: int) -> tuple[int, dict[int, tuple[str, da
     }
 
 
+def _keep_answers(
+    txn: Txn, user_id: int, device: str, answers: dict[str, tuple[str, bytes]], gone: set[str]
+) -> None:
+    """Keep the Sync answers with their refusals' statuses as the ones a retransmission gets
+    (natsync.eas.state), and drop the ServerIds of failed Adds from the items the device is
+    known to have (nothing to delete on it at its next Sync)."""
+    found = txn.get_device(user_id, device) if device else None
+    if found is None:
+        return
+    for cid, (key, doc) in answers.items():
+        state = sync_state.load(txn.get_sync_state(found.id, cid, key))
+        if state is None:
+            continue
+        state.pop(sync_state.ANSWER, None)
+        items = state.get("items", {})
+        for sid in gone:
+            items.pop(sid, None)
+        txn.put_sync_state(found.id, cid, key, sync_state.pack(state, doc))
+
+
 def _delete_messages(txn: Txn, message_ids: Sequence[int]) -> None:
     for message_id in message_ids:
         txn.delete_message(message_id)
@@ -1491,7 +1513,7 @@ class MirrorManager:
         return targets if targets.items or targets.adds else None
 
     async def write_through_sync(
-        self, login: str, targets: SyncTargets, response: Any, mark: int = 0
+        self, login: str, targets: SyncTargets, response: Any, mark: int = 0, device: str = ""
     ) -> Any:
         """A Sync *response* of *login* with the items the IMAP server refused answered with
         their status (natsync.sources.refusals); as it is when no write-back round came
@@ -1536,7 +1558,17 @@ class MirrorManager:
             for m, (cid, kind, ref) in items.items()
             if m in refused
         ]
-        return replace(response, body=sync_with_statuses(response.body, refusals))
+        body = sync_with_statuses(response.body, refusals)
+        failed_adds = {
+            made[(r.collection, r.ref)] for r in refusals if (r.collection, r.ref) in made
+        }
+        answers = collection_answers(body, {r.collection for r in refusals})
+        await self.store.run(
+            partial(
+                _keep_answers, user_id=user_id, device=device, answers=answers, gone=failed_adds
+            )
+        )
+        return replace(response, body=body)
 
     def _mirror(self, login: str) -> AccountMirror | None:
         return self.mirrors.get(login.strip().lower()) or self.mirrors.get(login)
