@@ -1040,11 +1040,17 @@ async def test_a_sync_answers_what_the_server_refused_with_its_status(rig: Rig) 
     laptop.logout()
 
 
-async def test_a_refused_draft_add_is_answered_status_6(rig: Rig) -> None:
+async def test_refused_drafts_are_answered_status_6(rig: Rig) -> None:
     """A draft saved on the phone over the user's quota (APPEND -> NO [OVERQUOTA]): its Add is
-    answered Status 6 without a ServerId, and the store keeps no draft the server lacks."""
+    answered Status 6 without a ServerId, and the store keeps no draft the server lacks; a
+    draft changed over quota: its Change is Status 6 and the server's version comes back."""
     rig.login = QUOTA_USER
     laptop = rig.laptop()
+    # The quota user serves several tests (and both store drivers): start with empty Drafts.
+    _typ, exists = laptop.select('"Drafts"')
+    if exists[0] != b"0":
+        laptop.store("1:*", "+FLAGS.SILENT", "(\\Deleted)")
+        laptop.expunge()
     async with rig.phone() as phone:
         await rig.ready(phone)
         drafts = phone.folder(type=DRAFTS).server_id
@@ -1074,6 +1080,27 @@ async def test_a_refused_draft_add_is_answered_status_6(rig: Rig) -> None:
         later = await phone.sync(drafts)
         assert later.deleted == []
         assert later.added == []
+
+        # A small draft fits; its change into a big one does not (APPEND of the new version
+        # refused): the Change is Status 6, the refused version never reaches the phone, and
+        # the server's draft (the small one) comes back at the next Sync.
+        small = await phone.sync(drafts, changes=[ItemCommand.add(_draft("small", "s"), "c2")])
+        [taken] = [r for r in small.responses if r.client_id == "c2"]
+        assert taken.status == 1
+        await until(lambda: "small" in _subjects(laptop, "Drafts"))
+        with pytest.raises(ClientError) as refused:
+            await phone.sync(drafts, changes=[ItemCommand.change(taken.server_id, big)])
+        assert refused.value.eas_status == 6
+        assert f"Change of {taken.server_id} " in str(refused.value)
+        # (the answer deleted the old ServerId, as for every draft change, and added nothing)
+        assert phone.state.collection(drafts).server_ids == set()
+        assert set(_subjects(laptop, "Drafts")) == {"small"}
+
+        async def server_draft() -> list[str]:
+            return [m.subject for m in (await phone.sync(drafts)).added]
+
+        assert await eventually(server_draft, "the server's draft did not come back") == ["small"]
+        assert (await phone.sync(drafts)).deleted == []
     laptop.logout()
 
 

@@ -14,10 +14,12 @@ from natsync.sources.refusals import (
     folder_status,
     move_status,
     moved,
+    server_adds,
     sync_commands,
     sync_status,
     sync_with_statuses,
     with_statuses,
+    without_adds,
 )
 from natsync.wbxml import E, decode, encode
 from natsync.wbxml.tree import Element
@@ -182,3 +184,14 @@ def test_the_client_commands_of_a_sync_request() -> None:
         ),
     )
     assert sync_commands(request) == {"2": [("Change", "2:1"), ("Delete", "2:4"), ("Add", "c1")]}
+
+
+def test_a_refused_new_version_leaves_the_answer() -> None:
+    body = _sync_answer()
+    assert server_adds(body, {"3", "2"}) == [("3", "3:9")]
+    assert server_adds(body, {"2"}) == []
+    assert without_adds(body, set()) == body
+    root = decode(without_adds(body, {("3", "3:9")}))
+    drafts = root.find("Collections").find("Collection")  # type: ignore[union-attr]
+    assert drafts.find("Commands") is None  # type: ignore[union-attr]
+    assert drafts.find("Responses") is not None  # type: ignore[union-attr]

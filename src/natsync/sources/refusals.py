@@ -27,11 +27,14 @@ back to the server's state as well (the change is undone), so the phone's next S
     given) **6**, the status of an item the server will not take ("stop sending the item");
     the failed Add carries no ServerId (no item was made).
 
+  A changed draft is stored as a new message and the old one deleted, both sent to the phone
+  in the same answer (Delete of the old ServerId, Add of the new): when the server refuses
+  the new version (its APPEND; the old draft stays on the server), the Change is answered
+  **6** and the new version's Add leaves the answer — the phone never shows what the server
+  refused, and gets the server's draft back (fetched again, a new ServerId) at its next Sync.
   The answer kept for a retransmission of the Sync (natsync.eas.state) is the one sent, with
-  the statuses, and a failed Add's ServerId leaves the items the phone is known to have. A
-  changed draft (stored as a new message, the old one deleted, both sent to the phone in the
-  same answer) whose new version is refused keeps today's answer; the undo, seen at the next
-  Sync, is its answer.
+  the statuses; the ServerIds of a failed Add or a removed new version leave the items the
+  phone is known to have (no Delete of them follows).
 * MoveItems (MS-ASCMD 2.2.3.177.10), per item; the store was already put back (the message
   returns to its source folder, as the phone keeps it);
 * FolderCreate (MS-ASCMD 2.2.3.177.3), FolderUpdate (2.2.3.177.6) and FolderDelete
@@ -269,3 +272,38 @@ def collection_answers(body: bytes, collections: Set[str]) -> dict[str, tuple[st
         if cid and key and cid in collections:
             found[cid] = (key, encode(E(AIRSYNC, "Sync", E(AIRSYNC, "Collections", collection))))
     return found
+
+
+def server_adds(body: bytes, collections: Set[str]) -> list[tuple[str, str]]:
+    """(CollectionId, ServerId) of the Adds in the Commands of *collections* of a Sync answer:
+    items the server sends the phone (a changed draft's new version among them)."""
+    found: list[tuple[str, str]] = []
+    for collection in decode(body).iter() if body else ():
+        cid = collection.child_text("CollectionId") if collection.tag == "Collection" else None
+        commands = collection.find("Commands") if cid in collections else None
+        if cid is None or commands is None:
+            continue
+        found += [(cid, a.child_text("ServerId") or "") for a in commands.findall("Add")]
+    return [(cid, sid) for cid, sid in found if sid]
+
+
+def without_adds(body: bytes, gone: Set[tuple[str, str]]) -> bytes:
+    """The Sync answer *body* without the Commands Adds *gone* ((CollectionId, ServerId):
+    items the server refused to take, e.g. a changed draft's new version, already removed
+    from the store)."""
+    if not gone:
+        return body
+    root = decode(body)
+    for collection in root.iter():
+        commands = collection.find("Commands") if collection.tag == "Collection" else None
+        if commands is None:
+            continue
+        cid = collection.child_text("CollectionId") or ""
+        commands.children[:] = [
+            c
+            for c in commands.children
+            if not (c.tag == "Add" and (cid, c.child_text("ServerId") or "") in gone)
+        ]
+        if not commands.children:
+            collection.children.remove(commands)
+    return encode(root)

@@ -77,10 +77,12 @@ from natsync.sources.refusals import (
     folder_status,
     move_status,
     moved,
+    server_adds,
     sync_commands,
     sync_status,
     sync_with_statuses,
     with_statuses,
+    without_adds,
 )
 from natsync.sources.structure import (
     LAZY_ABOVE,
@@ -1538,10 +1540,28 @@ class MirrorManager:
             items.update(await self.store.run(ids))
         if not items:
             return response
+        # What the answer sends of changed collections (a changed draft's new version): a
+        # refused APPEND of one takes it out of the answer. (Looked up now: an undo deletes it.)
+        changed = {cid for cid, kind, _ref in items.values() if kind == "Change"}
+        sent = server_adds(response.body, changed)
+
+        def sent_ids(txn: Txn) -> dict[int, tuple[str, str]]:
+            found = {}
+            for cid, sid in sent:
+                message = txn.get_message(user_id, sid)
+                if message is not None:
+                    found[message.id] = (cid, sid)
+            return found
+
+        new_versions = await self.store.run(sent_ids) if sent else {}
         ticket = mirror.ticket()
         mirror.wake.set()
         refused = await asyncio.to_thread(
-            mirror.refused_after, mark, ticket, frozenset(items), WRITE_THROUGH_TIMEOUT
+            mirror.refused_after,
+            mark,
+            ticket,
+            frozenset(items) | frozenset(new_versions),
+            WRITE_THROUGH_TIMEOUT,
         )
         if refused is None:
             log.info(
@@ -1558,11 +1578,14 @@ class MirrorManager:
             for m, (cid, kind, ref) in items.items()
             if m in refused
         ]
-        body = sync_with_statuses(response.body, refusals)
+        dropped = {new_versions[m] for m in refused if m in new_versions}
+        body = without_adds(sync_with_statuses(response.body, refusals), dropped)
         failed_adds = {
             made[(r.collection, r.ref)] for r in refusals if (r.collection, r.ref) in made
-        }
-        answers = collection_answers(body, {r.collection for r in refusals})
+        } | {sid for _cid, sid in dropped}
+        answers = collection_answers(
+            body, {r.collection for r in refusals} | {cid for cid, _sid in dropped}
+        )
         await self.store.run(
             partial(
                 _keep_answers, user_id=user_id, device=device, answers=answers, gone=failed_adds
