@@ -49,7 +49,7 @@ def install(eas: Any, config: SourcesConfig, store: Store) -> MirrorManager:
     manager = MirrorManager(config, store)
     eas.auth.delegate = manager
     eas.relay = _Kick(eas.relay, manager)
-    eas.command_hook = SourceHook(manager)  # lazy bodies, MoveItems refusals
+    eas.command_hook = SourceHook(manager)  # lazy bodies, refusals answered with statuses
     return manager
 
 

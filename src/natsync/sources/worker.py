@@ -203,6 +203,8 @@ class AccountMirror:
         self._rounds = threading.Condition()
         self._started = 0
         self._finished = 0
+        #: Whether an IMAP session runs (answers wait for write-back rounds only then).
+        self.in_session = False
         self._refusal_count = 0
         #: message id -> (refusal number, IMAP response code) of the refused changes.
         self.refusals: dict[int, tuple[int, str]] = {}
@@ -370,6 +372,8 @@ class AccountMirror:
                 self.account.connect()
                 self.connects += 1
                 failures = 0
+                with self._rounds:
+                    self.in_session = True
                 self._session()
             except _LeaseLost:
                 self.holding = False
@@ -382,6 +386,9 @@ class AccountMirror:
                 self.last_error = repr(exc)
                 log.exception("IMAP mirror of %s failed", self.user.name)
             finally:
+                with self._rounds:
+                    self.in_session = False
+                    self._rounds.notify_all()
                 self.account.close()
                 self._selected = ""
             if self._stop.is_set():
@@ -971,7 +978,10 @@ class AccountMirror:
             return self._started
 
     def _wait_round(self, ticket: int, timeout: float) -> bool:
-        return self._rounds.wait_for(lambda: self._finished > ticket, timeout)
+        """Wait for a round later than *ticket*; not while the mirror has no IMAP session (a
+        server that is down or being reconnected to: the phone is not kept waiting for it)."""
+        self._rounds.wait_for(lambda: self._finished > ticket or not self.in_session, timeout)
+        return self._finished > ticket
 
     def folder_refused_after(
         self, mark: int, ticket: int, key: int | str, timeout: float
@@ -1565,8 +1575,9 @@ class MirrorManager:
         )
         if refused is None:
             log.info(
-                "IMAP mirror of %s: no write-back round within %g s: the Sync is answered "
-                "without the server's verdict (a refusal is undone at its next Sync)",
+                "IMAP mirror of %s: no write-back round within %g s (or no IMAP session): "
+                "the Sync is answered without the server's verdict (a refusal is undone at "
+                "its next Sync)",
                 mirror.user.name,
                 WRITE_THROUGH_TIMEOUT,
             )
