@@ -15,8 +15,9 @@ back to the server's state as well (the change is undone), so the phone's next S
     MODIFIED — is **7**, "conflict": the server's version wins (EAS's default, Conflict 1,
     MS-ASCMD 2.2.3.34: Status 7 tells the client its object was discarded) and comes with
     the next Sync;
-  - a Change of a message whose mailbox is gone (``[NONEXISTENT]``/``[TRYCREATE]``) is
-    **8**, "object not found";
+  - a Change of a message whose mailbox is gone (``[NONEXISTENT]``/``[TRYCREATE]``; the
+    mirror gives a refused SELECT of a mailbox no longer in LIST ``[NONEXISTENT]``, as
+    Dovecot words it without a code) is **8**, "object not found";
   - a Delete the server refused is **8** whatever the code: the undo brings the message back
     under a *new* ServerId (it is moved back, or fetched again), so the one the phone sent
     is no longer valid — 8's resolution, "issue a synchronization request", gives the phone

@@ -602,6 +602,20 @@ class AccountMirror:
             return
         self._drop_folder(folder)
 
+    def _select_to_write(self, mailbox: str) -> None:
+        """SELECT *mailbox* for a write-back; a refusal of a mailbox gone from LIST (a laptop
+        deleted it; Dovecot's NO says so in words, without a response code) is raised as
+        ``[NONEXISTENT]`` (RFC 5530), so the phone hears its message is no longer there."""
+        try:
+            self._select(mailbox)
+        except ImapRefused as exc:
+            if exc.code:
+                raise
+            self._selected = ""
+            if any(e.raw_name == mailbox for e in self.account.list_mailboxes()):
+                raise
+            raise ImapRefused(str(exc), "NONEXISTENT") from exc
+
     def _select(self, mailbox: str) -> None:
         if self._selected != mailbox:
             self.account.select(mailbox)
@@ -1148,7 +1162,7 @@ class AccountMirror:
         if isinstance(action, SetFlag):
             row = action.mapping
             folder = folders[row.folder_id]
-            self._select(folder.mailbox)
+            self._select_to_write(folder.mailbox)
             if self._store(row, action.flag, action.on, folder):
                 flag, on = action.flag, action.on
                 self._db(
@@ -1157,7 +1171,7 @@ class AccountMirror:
         elif isinstance(action, SetKeywords):
             row = action.mapping
             folder = folders[row.folder_id]
-            self._select(folder.mailbox)
+            self._select_to_write(folder.mailbox)
             agreed = True
             for names, on in ((action.add, True), (action.remove, False)):
                 words = keywords_of(names)
@@ -1168,7 +1182,7 @@ class AccountMirror:
                 self._db(lambda t: _patch_row(t, row, keywords=now))
         elif isinstance(action, Move):
             row = action.mapping
-            self._select(folders[row.folder_id].mailbox)
+            self._select_to_write(folders[row.folder_id].mailbox)
             new_uid = account.move(row.uid, folders[action.to_folder].mailbox)
             if new_uid is None:
                 self._db(lambda t: t.drop_mirror_messages([row.message_id]))
@@ -1177,7 +1191,7 @@ class AccountMirror:
                 self._db(lambda t: t.put_mirror_message(moved))
         elif isinstance(action, Expunge):
             row = action.mapping
-            self._select(folders[row.folder_id].mailbox)
+            self._select_to_write(folders[row.folder_id].mailbox)
             account.expunge(row.uid)
             self._db(lambda t: t.drop_mirror_messages([row.message_id]))
         else:
