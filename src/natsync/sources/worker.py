@@ -757,8 +757,11 @@ class AccountMirror:
         flags = item.flags or frozenset()
         seen, flagged = SEEN in flags, FLAGGED in flags
         names = categories_of(flags)
-        awaited = self._awaited.pop(parsed.message_id_header.strip(), None)
+        key = parsed.message_id_header.strip()
+        awaited = self._awaited.get(key) if key else None
         if awaited is not None and txn.message_folder(awaited) == folder.folder_id:
+            # (only in its own folder: the same message sent to oneself lands in INBOX too)
+            del self._awaited[key]
             # The server's own Sent copy of a message natsync keeps a copy of: that copy is
             # it (sent_copy = "server", _await_sent_copies).
             txn.set_read(awaited, seen)
