@@ -16,6 +16,15 @@ setup(
             optional=True,
             extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
         ),
+        # Session-ticket keys shared by the edge's workers (natsync.edge.tickets); optional too:
+        # without it (or libssl's headers) each worker keeps OpenSSL's own key.
+        Extension(
+            "natsync.edge._tickets",
+            ["src/natsync/edge/_tickets.c"],
+            optional=True,
+            libraries=["ssl", "crypto"],
+            extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+        ),
         # The WBXML codec's common case (natsync.wbxml.speedups); optional in the same way.
         Extension(
             "natsync.wbxml._speedups",

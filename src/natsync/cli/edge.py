@@ -126,6 +126,9 @@ def run(config_path: Path | None, log_format: str | None, log_level: str | None)
     from natsync.fdlimit import raise_open_files_limit
 
     raise_open_files_limit()  # two descriptors per bridged request; the workers inherit it
+    from natsync.edge.tickets import process_secret
+
+    process_secret()  # made before the fork: every worker accepts every worker's TLS tickets
     worker, children = _fork_workers(config)
     try:
         if importlib.util.find_spec("uvloop") is not None:

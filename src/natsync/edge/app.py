@@ -14,6 +14,7 @@ from natsync.edge.config import EdgeConfig, bind_host, split_hostport
 from natsync.edge.forward import Forwarder
 from natsync.edge.proxy import TLS_HANDSHAKE_TIMEOUT, ClientConn, Edge, access_log
 from natsync.edge.relayed import RelayedListener, trusted_networks
+from natsync.edge.tickets import share as share_tickets
 from natsync.edge.tls import BackendTrust, SiteContexts
 from natsync.errors import ConfigError
 
@@ -90,6 +91,7 @@ async def start_edge(
     if challenges is None and config.challenge_dir:
         challenges = ChallengeStore(spool=Path(config.challenge_dir))
     sites = SiteContexts(config.certificates, challenges)
+    shared_tickets = share_tickets(sites.listening)  # the workers' common, rotating keys
     trust = BackendTrust(config)
     edge = Edge(config, sites, trust)
     host, port = split_hostport(config.listen, "edge.listen")
@@ -148,10 +150,11 @@ async def start_edge(
         running.forward_ports.append(await forwarder.start())
         running.forwarders.append(forwarder)
     log.info(
-        "edge listening on %s:%d → %s (name %s, trust %s); idle timeout toward the server %g s",
+        "edge listening on %s:%d → %s (name %s, trust %s); idle timeout toward the server %g s; "
+        "TLS tickets %s",
         host, running.port, ", ".join(config.servers), config.server_name,
         "pin" if config.backend_pin else "CA file" if config.backend_ca else "NONE (insecure)",
-        config.read_timeout,
+        config.read_timeout, "shared by the workers" if shared_tickets else "per worker",
     )  # fmt: skip
     return running
 

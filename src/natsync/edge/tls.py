@@ -75,9 +75,13 @@ class BackendCertError(NatsyncError):
     http_status = 502
 
 
-class DirectSSLObject(HelloPeekingSSLObject):
-    """An ``SSLObject`` whose ``read``, ``write`` and ``pending`` are the C object's own methods
-    (and which reads the ClientHello's ALPN offer for TLS-ALPN-01: ``HelloPeekingSSLObject``).
+def _bind_c_methods(obj: ssl.SSLObject) -> None:
+    raw = obj._sslobj  # type: ignore[attr-defined]
+    vars(obj).update(read=raw.read, write=raw.write, pending=raw.pending)
+
+
+class DirectSSLObject(ssl.SSLObject):
+    """An ``SSLObject`` whose ``read``, ``write`` and ``pending`` are the C object's own methods.
 
     uvloop's TLS transport binds these three once per connection and calls them several times
     per request; the versions in ``ssl.py`` only pass their arguments on, at the price of a
@@ -86,9 +90,20 @@ class DirectSSLObject(HelloPeekingSSLObject):
 
     @classmethod
     def _create(cls, *args: Any, **kwargs: Any) -> DirectSSLObject:
-        obj: DirectSSLObject = super()._create(*args, **kwargs)
-        raw = obj._sslobj  # type: ignore[attr-defined]
-        vars(obj).update(read=raw.read, write=raw.write, pending=raw.pending)
+        obj: DirectSSLObject = super()._create(*args, **kwargs)  # type: ignore[misc]
+        _bind_c_methods(obj)
+        return obj
+
+
+class PeekingSSLObject(HelloPeekingSSLObject):
+    """``DirectSSLObject`` that also reads the ClientHello's ALPN offer for TLS-ALPN-01
+    (``HelloPeekingSSLObject``): the phone listener's class only when the edge answers ACME
+    challenges; otherwise nobody asks, and a handshake does not pay for parsing it in Python."""
+
+    @classmethod
+    def _create(cls, *args: Any, **kwargs: Any) -> PeekingSSLObject:
+        obj: PeekingSSLObject = super()._create(*args, **kwargs)
+        _bind_c_methods(obj)
         return obj
 
 
@@ -131,7 +146,7 @@ class SiteContexts:
 
     With a challenge store (*challenges*), a handshake that names a host whose ACME
     TLS-ALPN-01 validation is pending and offers ALPN ``acme-tls/1`` (RFC 8737 section 3; the
-    offer read from the ClientHello by ``DirectSSLObject``) gets the validation certificate
+    offer read from the ClientHello by ``PeekingSSLObject``) gets the validation certificate
     and ``acme-tls/1`` instead; a phone's handshake naming the host gets the real one.
     """
 
@@ -145,6 +160,8 @@ class SiteContexts:
         self.handshakes = 0
         self.reload()
         self.listening = _site_context(self.sites[0])
+        if challenges is not None:
+            self.listening.sslobject_class = PeekingSSLObject
         self.listening.sni_callback = self._select
 
     def reload(self) -> None:

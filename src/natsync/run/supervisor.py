@@ -29,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from natsync.deployment import Deployment, load_deployment
+from natsync.edge.tickets import SECRET_ENV as TICKET_SECRET_ENV
+from natsync.edge.tickets import new_secret_hex
 from natsync.errors import ConfigError, NatsyncError
 from natsync.run.derive import self_check_url
 from natsync.run.policy import Backoff, plan_reload
@@ -115,6 +117,8 @@ class Supervisor:
         self._again = ""
         self._tasks: set[asyncio.Task[Any]] = set()
         self._admin: Any = None
+        #: One secret for every edge part, restarts included (natsync.edge.tickets).
+        self.ticket_secret = new_secret_hex()
 
     # --- children ---------------------------------------------------------------------------
 
@@ -123,6 +127,7 @@ class Supervisor:
         env["NATSYNC_CONFIG"] = str(self.config_path)
         env["NATSYNC_LOG_FORMAT"] = self.log_format
         env["NATSYNC_LOG_LEVEL"] = self.log_level
+        env[TICKET_SECRET_ENV] = self.ticket_secret  # the edge parts' shared TLS ticket keys
         return env
 
     async def _spawn(self, child: Child) -> None:

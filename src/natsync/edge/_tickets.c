@@ -1,0 +1,263 @@
+/* natsync.edge._tickets: TLS session-ticket keys shared by every edge worker, rotating.
+ *
+ * OpenSSL gives each SSL_CTX a random ticket key of its own, so a phone's ticket issued by one
+ * edge worker (SO_REUSEPORT picks the worker per connection) is refused by the others, and the
+ * phone pays a full handshake. Here the keys are derived from one secret the workers share
+ * (made before they fork, never written anywhere) and the time: the key of period N is
+ * HMAC-SHA256(secret, "natsync ticket" || N || label) for its name, AES-256 and HMAC parts.
+ * A ticket is issued under the current period's key and accepted under the current and the
+ * previous one (renewed then), so a key lives two periods and every worker agrees on it
+ * without talking to the others (RFC 5077 section 4 recommends such rotation; RFC 8446
+ * section 4.6.1 is the TLS 1.3 ticket).
+ *
+ * Python's ssl module has no ticket-key API, hence this module: install() sets the callback
+ * (SSL_CTX_set_tlsext_ticket_key_evp_cb, OpenSSL 3) on the SSL_CTX inside an ssl.SSLContext.
+ * It reads that pointer from CPython's context object (the first field after the object
+ * header, as in CPython 3.11's Modules/_ssl.c) and refuses unless the SSL_CTX it found reports
+ * the same options and verify mode as the Python object: a layout it does not know is refused,
+ * never used. The module must use the libssl Python's _ssl uses (both link libssl.so.3).
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <openssl/core_names.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/rand.h>
+#include <openssl/ssl.h>
+#include <string.h>
+#include <time.h>
+
+#define SECRET_MAX 64
+#define NAME_LEN 16
+#define KEY_LEN 32
+
+typedef struct {
+    long long period_no; /* -1: empty slot */
+    unsigned char name[NAME_LEN];
+    unsigned char aes[KEY_LEN];
+    unsigned char mac[KEY_LEN];
+} TicketKey;
+
+static unsigned char secret[SECRET_MAX];
+static size_t secret_len = 0;
+static long long period = 3600;
+/* >= 0: the period number to use instead of the clock's (tests of rotation). */
+static long long fixed_period_no = -1;
+/* Slot n & 1 holds period n's key; period_no -1 marks an empty slot (set by set_secret). */
+static TicketKey cache[2];
+static unsigned long long issued = 0, resumed = 0, renewed = 0, refused = 0;
+
+static long long
+current_period(void)
+{
+    if (fixed_period_no >= 0)
+        return fixed_period_no;
+    return (long long)(time(NULL) / period);
+}
+
+static int
+derive_part(long long n, char label, unsigned char *out, size_t len)
+{
+    unsigned char msg[14 + 8 + 1];
+    unsigned char digest[EVP_MAX_MD_SIZE];
+    unsigned int digest_len = 0;
+    memcpy(msg, "natsync ticket", 14);
+    for (int i = 0; i < 8; i++)
+        msg[14 + i] = (unsigned char)((unsigned long long)n >> (56 - 8 * i));
+    msg[22] = (unsigned char)label;
+    if (HMAC(EVP_sha256(), secret, (int)secret_len, msg, sizeof msg, digest, &digest_len) ==
+            NULL ||
+        digest_len < len)
+        return 0;
+    memcpy(out, digest, len);
+    return 1;
+}
+
+/* The key of period n (from the two-slot cache, derived when missing); NULL on failure. */
+static TicketKey *
+key_for(long long n)
+{
+    TicketKey *slot = &cache[n & 1];
+    if (slot->period_no == n)
+        return slot;
+    TicketKey key;
+    key.period_no = n;
+    if (!derive_part(n, 'n', key.name, NAME_LEN) || !derive_part(n, 'a', key.aes, KEY_LEN) ||
+        !derive_part(n, 'h', key.mac, KEY_LEN))
+        return NULL;
+    *slot = key;
+    return slot;
+}
+
+static int
+use_key(TicketKey *key, unsigned char *iv, EVP_CIPHER_CTX *cctx, EVP_MAC_CTX *hctx, int enc)
+{
+    OSSL_PARAM params[3];
+    params[0] = OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, key->mac, KEY_LEN);
+    params[1] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, "sha256", 0);
+    params[2] = OSSL_PARAM_construct_end();
+    if (!EVP_CipherInit_ex(cctx, EVP_aes_256_cbc(), NULL, key->aes, iv, enc))
+        return 0;
+    return EVP_MAC_CTX_set_params(hctx, params);
+}
+
+static int
+ticket_key_cb(SSL *s, unsigned char key_name[16], unsigned char *iv, EVP_CIPHER_CTX *cctx,
+              EVP_MAC_CTX *hctx, int enc)
+{
+    long long now = current_period();
+    if (enc) {
+        TicketKey *key = key_for(now);
+        if (key == NULL || RAND_bytes(iv, EVP_CIPHER_iv_length(EVP_aes_256_cbc())) <= 0)
+            return -1;
+        memcpy(key_name, key->name, NAME_LEN);
+        if (!use_key(key, iv, cctx, hctx, 1))
+            return -1;
+        issued++;
+        return 1;
+    }
+    for (long long n = now; n >= now - 1 && n >= 0; n--) {
+        TicketKey *key = key_for(n);
+        if (key == NULL)
+            return -1;
+        if (memcmp(key_name, key->name, NAME_LEN) == 0) {
+            if (!use_key(key, iv, cctx, hctx, 0))
+                return -1;
+            if (n == now) {
+                resumed++;
+                return 1;
+            }
+            renewed++;
+            return 2; /* good, but issue a ticket under the current key */
+        }
+    }
+    refused++; /* unknown or expired key: a full handshake */
+    return 0;
+}
+
+/* CPython's PySSLContext begins so (Modules/_ssl.c); checked against the object below. */
+typedef struct {
+    PyObject_HEAD
+    SSL_CTX *ctx;
+} ContextHead;
+
+static SSL_CTX *
+ssl_ctx_of(PyObject *context)
+{
+    PyObject *ssl_module = PyImport_ImportModule("_ssl");
+    if (ssl_module == NULL)
+        return NULL;
+    PyObject *base = PyObject_GetAttrString(ssl_module, "_SSLContext");
+    Py_DECREF(ssl_module);
+    if (base == NULL)
+        return NULL;
+    int ok = PyObject_IsInstance(context, base);
+    Py_DECREF(base);
+    if (ok <= 0) {
+        if (ok == 0)
+            PyErr_SetString(PyExc_TypeError, "install() needs an ssl.SSLContext");
+        return NULL;
+    }
+    SSL_CTX *ctx = ((ContextHead *)context)->ctx;
+    PyObject *options = PyObject_GetAttrString(context, "options");
+    PyObject *verify = PyObject_GetAttrString(context, "verify_mode");
+    long long want_options = options ? PyLong_AsLongLong(options) : -1;
+    long want_verify = verify ? PyLong_AsLong(verify) : -1;
+    Py_XDECREF(options);
+    Py_XDECREF(verify);
+    if (PyErr_Occurred())
+        return NULL;
+    int mode = ctx ? SSL_CTX_get_verify_mode(ctx) : -1;
+    long verify_as_python = mode == SSL_VERIFY_NONE ? 0
+                            : (mode & SSL_VERIFY_FAIL_IF_NO_PEER_CERT) ? 2
+                                                                       : 1;
+    if (ctx == NULL || (long long)SSL_CTX_get_options(ctx) != want_options ||
+        verify_as_python != want_verify) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "this Python's ssl.SSLContext layout is not the one natsync knows");
+        return NULL;
+    }
+    return ctx;
+}
+
+static PyObject *
+install(PyObject *self, PyObject *args)
+{
+    PyObject *context;
+    if (!PyArg_ParseTuple(args, "O", &context))
+        return NULL;
+    if (secret_len == 0) {
+        PyErr_SetString(PyExc_RuntimeError, "set_secret() first");
+        return NULL;
+    }
+    SSL_CTX *ctx = ssl_ctx_of(context);
+    if (ctx == NULL)
+        return NULL;
+    if (!SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, ticket_key_cb)) {
+        PyErr_SetString(PyExc_RuntimeError, "OpenSSL refused the ticket key callback");
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+set_secret(PyObject *self, PyObject *args)
+{
+    Py_buffer buf;
+    long long seconds;
+    if (!PyArg_ParseTuple(args, "y*L", &buf, &seconds))
+        return NULL;
+    if (buf.len < 16 || buf.len > SECRET_MAX || seconds < 1) {
+        PyBuffer_Release(&buf);
+        PyErr_SetString(PyExc_ValueError, "a secret of 16..64 bytes and a period >= 1 s");
+        return NULL;
+    }
+    memcpy(secret, buf.buf, (size_t)buf.len);
+    secret_len = (size_t)buf.len;
+    period = seconds;
+    cache[0].period_no = cache[1].period_no = -1;
+    PyBuffer_Release(&buf);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+set_period_no(PyObject *self, PyObject *args)
+{
+    long long n;
+    if (!PyArg_ParseTuple(args, "L", &n))
+        return NULL;
+    fixed_period_no = n;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+counters(PyObject *self, PyObject *noargs)
+{
+    return Py_BuildValue("{s:K,s:K,s:K,s:K}", "issued", issued, "resumed", resumed, "renewed",
+                         renewed, "refused", refused);
+}
+
+static PyMethodDef methods[] = {
+    {"set_secret", set_secret, METH_VARARGS,
+     "set_secret(secret, period): the shared secret (16..64 bytes) and the key period (s)"},
+    {"install", install, METH_VARARGS,
+     "install(context): issue and accept tickets under the shared rotating keys"},
+    {"set_period_no", set_period_no, METH_VARARGS,
+     "set_period_no(n): use period number n instead of the clock's (-1: the clock; tests)"},
+    {"counters", counters, METH_NOARGS,
+     "counters(): tickets issued, resumed, renewed (previous key) and refused"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "natsync.edge._tickets",
+    "Shared, rotating TLS session-ticket keys for the edge's workers.", -1, methods,
+    NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC
+PyInit__tickets(void)
+{
+    return PyModule_Create(&module);
+}

@@ -1,0 +1,135 @@
+"""Shared, rotating TLS ticket keys (natsync.edge.tickets, the C module natsync.edge._tickets):
+real OpenSSL handshakes over memory BIOs between a client and the phone listener's contexts of
+two "workers" (two SiteContexts, as two edge processes build them)."""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Iterator
+
+import pytest
+
+from natsync.edge import tickets
+from natsync.edge.config import SiteCert
+from natsync.edge.tls import SiteContexts
+
+from .conftest import PUBLIC_NAME, Pki
+
+if tickets._tickets is None:  # pragma: no cover - CI builds it (gcc and libssl-dev)
+    pytest.skip(
+        "natsync.edge._tickets is not built (no C compiler or libssl headers at install)",
+        allow_module_level=True,
+    )
+
+C = tickets._tickets
+SECRET = bytes(range(32))
+VERSIONS = [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3]
+
+
+@pytest.fixture
+def period() -> Iterator[None]:
+    """The clock's period number, restored after the test (set_period_no is process-wide)."""
+    yield
+    C.set_period_no(-1)
+
+
+def worker(pki: Pki, *, shared: bool = True) -> ssl.SSLContext:
+    sites = SiteContexts([SiteCert((PUBLIC_NAME,), pki.edge_cert, pki.edge_key)])
+    if shared:
+        assert tickets.share(sites.listening, SECRET)
+    return sites.listening
+
+
+def client(pki: Pki, version: ssl.TLSVersion) -> ssl.SSLContext:
+    context = pki.client_context()
+    context.maximum_version = version
+    return context
+
+
+def handshake(
+    client_ctx: ssl.SSLContext, server_ctx: ssl.SSLContext, session: ssl.SSLSession | None = None
+) -> tuple[ssl.SSLObject, ssl.SSLObject]:
+    """A whole handshake, then the client reads what the server sent after it (TLS 1.3
+    tickets come then)."""
+    c_in, c_out, s_in, s_out = (ssl.MemoryBIO() for _ in range(4))
+    phone = client_ctx.wrap_bio(c_in, c_out, server_hostname=PUBLIC_NAME, session=session)
+    edge = server_ctx.wrap_bio(s_in, s_out, server_side=True)
+    done = [False, False]
+    for _ in range(10):
+        for index, (obj, out, into) in enumerate(((phone, c_out, s_in), (edge, s_out, c_in))):
+            if not done[index]:
+                try:
+                    obj.do_handshake()
+                    done[index] = True
+                except ssl.SSLWantReadError:
+                    pass
+            into.write(out.read())
+        if all(done):
+            break
+    assert all(done), "the handshake did not finish"
+    edge.write(b"x")
+    c_in.write(s_out.read())
+    assert phone.read(1) == b"x"
+    return phone, edge
+
+
+@pytest.mark.parametrize("version", VERSIONS, ids=["TLS1.2", "TLS1.3"])
+def test_a_ticket_of_one_worker_resumes_at_another(pki: Pki, version: ssl.TLSVersion) -> None:
+    phone_ctx, one, other = client(pki, version), worker(pki), worker(pki)
+    phone, edge = handshake(phone_ctx, one)
+    assert not edge.session_reused
+    assert phone.session is not None
+    before = C.counters()
+    again, edge = handshake(phone_ctx, other, phone.session)
+    assert edge.session_reused
+    assert again.session_reused
+    assert again.version() == ("TLSv1.3" if version is ssl.TLSVersion.TLSv1_3 else "TLSv1.2")
+    assert C.counters()["resumed"] == before["resumed"] + 1
+
+
+@pytest.mark.parametrize("version", VERSIONS, ids=["TLS1.2", "TLS1.3"])
+def test_without_shared_keys_another_worker_refuses_it(pki: Pki, version: ssl.TLSVersion) -> None:
+    """The case the module exists for: OpenSSL's own key is one per context."""
+    phone_ctx = client(pki, version)
+    phone, _ = handshake(phone_ctx, worker(pki, shared=False))
+    again, edge = handshake(phone_ctx, worker(pki, shared=False), phone.session)
+    assert not edge.session_reused
+    assert not again.session_reused
+
+
+def test_keys_rotate_a_ticket_lives_two_periods(pki: Pki, period: None) -> None:
+    phone_ctx, edge_ctx = client(pki, ssl.TLSVersion.TLSv1_3), worker(pki)
+    C.set_period_no(1000)
+    phone, _ = handshake(phone_ctx, edge_ctx)
+    first = phone.session
+    C.set_period_no(1001)  # the previous period's key: accepted, and a new ticket issued
+    before = C.counters()
+    renewed, edge = handshake(phone_ctx, edge_ctx, first)
+    assert edge.session_reused
+    assert C.counters()["renewed"] == before["renewed"] + 1
+    C.set_period_no(1002)  # two periods on: that key is gone, a full handshake
+    stale, edge = handshake(phone_ctx, edge_ctx, first)
+    assert not edge.session_reused
+    assert not stale.session_reused
+    assert C.counters()["refused"] == before["refused"] + 1
+    _fresh, edge = handshake(phone_ctx, edge_ctx, renewed.session)  # issued in 1001: good
+    assert edge.session_reused
+
+
+def test_another_secret_is_another_key(pki: Pki) -> None:
+    phone_ctx = client(pki, ssl.TLSVersion.TLSv1_3)
+    phone, _ = handshake(phone_ctx, worker(pki))
+    try:
+        other = SiteContexts([SiteCert((PUBLIC_NAME,), pki.edge_cert, pki.edge_key)]).listening
+        assert tickets.share(other, bytes(32))  # the secret is the process's: set it back after
+        _, edge = handshake(phone_ctx, other, phone.session)
+        assert not edge.session_reused
+    finally:
+        C.set_secret(SECRET, tickets.KEY_PERIOD)
+
+
+def test_install_refuses_what_is_not_a_context() -> None:
+    with pytest.raises(TypeError):
+        C.install(object())
+    with pytest.raises(ValueError):
+        C.set_secret(b"short", 3600)
