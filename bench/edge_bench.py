@@ -1,27 +1,39 @@
 #!/usr/bin/env python3
-"""The natsync edge and nginx (with the config `natsync edge render nginx` writes), side by side,
-in front of the same small TLS backends on loopback, in one run.
+"""The natsync edge, nginx and HAProxy side by side (each with the config `natsync edge render`
+writes), in front of the same small TLS backend on loopback, in one run.
 
-Figures (issue 5; CPU per request: issue 21):
-  keep-alive req/s   wrk, 64 connections, GET on the published ActiveSync path, for --seconds;
-                     backend: nginx answering 200 "ok" (so the backend is not the bottleneck);
-                     --rounds rounds, edge and nginx taking turns (both running, the other
-                     idle), so a change in the machine's load hits both; the median is kept
-  CPU µs per req     user + system CPU time of the proxy's processes over each keep-alive
-                     round / requests served; the median (it moves far less than req/s when
-                     other work shares the machine)
-  new TLS conn/s     wrk with "Connection: close": one phone-side TLS handshake per request
+Figures (issue 5; CPU per request: issue 21; HAProxy, interleaving, handshakes: issue 27):
+  keep-alive req/s   wrk -t2 -c64, GET on the published ActiveSync path, for --seconds;
+                     backend: nginx answering 200 "ok" (so the backend is not the bottleneck)
+  CPU µs per req     user + system CPU time of the proxy's processes over the run / requests
+                     served (it moves far less than req/s when other work shares the machine)
+  new TLS conn/s     wrk -t2 -c16 with "Connection: close": one phone-side TLS handshake per
+                     request. wrk offers the session of its last connection on every reconnect
+                     (TLS 1.2 here): the proxies' session resumption is in this figure, and the
+                     run prints how often each proxy resumed a reconnecting client's session
+  full handshakes/s  `openssl s_time -new` (TLS 1.3, no request, never resuming), --stime
+                     processes at once: the certificate signature and key exchange every time
   KB per held Ping   --held TLS connections each holding a Ping (the backend never answers),
-                     opened by --clients processes; (proxy RSS after - before) / held;
-                     nginx: master + workers summed
-Both proxies verify the backend (the edge by pin, nginx by CA file) and use TLS both ways.
-Goals: keep-alive >= 80% of nginx; memory per held connection <= nginx.
+                     opened by --clients processes; (proxy RSS after - before) / held
+Rounds (--rounds): every figure but the memory is measured once per proxy per round, the
+proxies taking turns (all running, the others idle), the order reversed every other round, so
+a change in the machine's load hits them alike; each round's ratios are printed and the medians
+kept. The same worker count for all: the edge's workers, nginx's worker_processes and
+HAProxy's nbthread (one process: its threads share one TLS session cache and ticket key, as
+nginx's workers do). All three verify the backend (the edge by pin, the peers by CA file), use
+TLS both ways and serve the same ECDSA P-256 certificate.
+The load average is printed when the run starts and per round, with the CPU the machine spent
+on work other than the bench's own processes during the round: a run that starts above load 1
+is marked noisy, and so is a round with more than NOISY_CORES of other work.
+Goals (issue 27): keep-alive >= 1.0x nginx and >= 1.0x HAProxy, new TLS connections >= 0.8x the
+faster peer (medians of the per-round ratios); memory per held Ping <= HAProxy's.
 
-Needs: nginx and wrk from Debian (`apt-get install nginx-light wrk`). The machine is shared:
-run it more than once and read the ratios, not the absolute figures.
+Needs: nginx, HAProxy, wrk and openssl from Debian (`apt-get install nginx-light haproxy wrk`).
+Bounded: wrk and s_time run --seconds each; every process it starts is stopped by its PID and
+the work directory removed.
 
-    python bench/edge_bench.py [--seconds 5] [--rounds 3] [--held 5000] [--clients 4]
-                               [--nginx-workers auto]
+    python bench/edge_bench.py [--seconds 5] [--rounds 5] [--held 5000] [--clients 4]
+                               [--workers 2] [--stime 4]
     python bench/edge_bench.py hot-path [REQUESTS]   # the Python run alone: no TLS, no sockets
 """
 
@@ -45,14 +57,23 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from peers import HAPROXY, NGINX, HAProxyProcesses, haproxy_version
+
 from natsync.cert import init_ca
 from natsync.edge.config import EdgeConfig, SiteCert
 from natsync.edge.render import render_config, split_nginx
 from natsync.edge.tls import fingerprint
 
 NATSYNC = str(Path(sys.executable).with_name("natsync"))
-NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 WRK = shutil.which("wrk") or "/usr/bin/wrk"
+OPENSSL = shutil.which("openssl") or "/usr/bin/openssl"
+#: A round with more CPU than this (in cores) spent on work other than the bench's own
+#: processes is marked noisy.
+NOISY_CORES = 0.3
+#: Load average (1 min) above which a run is marked noisy when it starts (issue 27's rule).
+NOISY_LOAD = 1.0
+#: Reconnects per proxy and TLS version of the resumption probe.
+PROBE_RECONNECTS = 10
 PATH = "/Microsoft-Server-ActiveSync"
 PING = (
     b"POST /Microsoft-Server-ActiveSync?Cmd=Ping&User=u&DeviceId=D&DeviceType=T HTTP/1.1\r\n"
@@ -251,6 +272,28 @@ class NginxProxy(Proxy):
         wait_port(self.port)
 
 
+class HAProxyProxy(Proxy):
+    """HAProxy on `natsync edge render haproxy`'s configuration: one process, *threads* threads."""
+
+    def __init__(self, config: EdgeConfig, workdir: Path, threads: int) -> None:
+        self.name = f"HAProxy ({threads} threads)"
+        self.port = int(config.listen.rsplit(":", 1)[1])
+        rt = workdir / f"haproxy-{self.port}"
+        rt.mkdir()
+        text = render_config("haproxy", config)
+        text = re.sub(r"(?m)^global\n", f"global\n    nbthread {threads}\n", text, count=1)
+        # the benchmark's clients all come from 127.0.0.1: lift the per-address limits
+        text = re.sub(
+            r"\n    (stick-table |tcp-request connection track-sc0|http-request return status 503 "
+            r"[^\n]* sc_)[^\n]*",
+            "",
+            text,
+        )
+        (rt / "haproxy.cfg").write_text(text)
+        self.procs = HAProxyProcesses(rt / "haproxy.cfg", rt, self.port)
+        self.proc = self.procs.procs[0]
+
+
 def backend_nginx(workdir: Path, cert: Path, key: Path) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
     rt = workdir / "backend-nginx"
@@ -315,6 +358,69 @@ def wrk_run(port: int, seconds: int, connections: int, close: bool) -> tuple[flo
     if non2xx:
         print(f"    warning: {non2xx.group(1)} non-2xx answers", flush=True)
     return (float(match.group(1)) if match else 0.0), (int(served.group(1)) if served else 0)
+
+
+def full_handshakes(port: int, seconds: int, processes: int) -> tuple[float, int]:
+    """Full TLS handshakes per second by *processes* ``openssl s_time -new`` at once (each
+    connects, handshakes, closes, again: no request, no session offered), and how many."""
+    procs = [
+        subprocess.Popen(
+            [OPENSSL, "s_time", "-connect", f"127.0.0.1:{port}", "-new", "-time", str(seconds)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        for _ in range(processes)
+    ]
+    done = 0
+    for proc in procs:
+        try:
+            out, _ = proc.communicate(timeout=seconds + 60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+        match = re.search(r"(\d+) connections in \d+ real seconds", out)
+        done += int(match.group(1)) if match else 0
+    return done / seconds, done
+
+
+def resumed_reconnects(port: int, version: ssl.TLSVersion) -> int:
+    """Of PROBE_RECONNECTS reconnects that each offer the last session, as wrk's do, how many
+    the proxy resumed (each a request with "Connection: close"; SO_REUSEPORT spreads them over
+    the workers, so this says whether every worker accepts every worker's sessions)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.maximum_version = version
+    session = None
+    resumed = 0
+    request = (
+        f"GET {PATH} HTTP/1.1\r\nHost: mail.example.test\r\nConnection: close\r\n\r\n".encode()
+    )
+    for attempt in range(PROBE_RECONNECTS + 1):
+        with (
+            socket.create_connection(("127.0.0.1", port), 5) as raw,
+            context.wrap_socket(raw, server_hostname="mail.example.test", session=session) as tls,
+        ):
+            tls.sendall(request)
+            while tls.recv(65536):  # to the end: TLS 1.3 tickets come after the handshake
+                pass
+            resumed += attempt > 0 and tls.session_reused
+            session = tls.session
+    return resumed
+
+
+def machine_busy() -> float:
+    """CPU seconds the whole machine spent busy so far (/proc/stat: all but idle and iowait)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    busy = sum(fields) - fields[3] - fields[4] - sum(fields[8:])  # guest time is in user already
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu() -> float:
+    """User + system CPU of this process's finished children (wrk, s_time)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def held_memory(proxy: Proxy, held: int, clients: int, ca_file: Path, workdir: Path) -> float:
@@ -457,27 +563,41 @@ def hot_path(requests: int) -> None:
     asyncio.run(run())
 
 
+KINDS = ("edge", "nginx", "haproxy")
+LABELS = {"edge": "natsync edge", "nginx": "nginx", "haproxy": "HAProxy"}
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=int, default=5)
-    parser.add_argument("--rounds", type=int, default=3, help="keep-alive runs per proxy")
-    parser.add_argument("--held", type=int, default=5000)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    parser.add_argument("--seconds", type=int, default=5, help="per measurement")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds of every measurement")
+    parser.add_argument("--held", type=int, default=5000, help="held Pings (0: no memory part)")
     parser.add_argument("--clients", type=int, default=4)
-    parser.add_argument("--nginx-workers", default="auto")
-    parser.add_argument("--edge-workers", type=int, default=0, help="default: as nginx's")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="edge workers = nginx worker_processes = HAProxy nbthread",
+    )
+    parser.add_argument("--stime", type=int, default=4, help="s_time processes at once")
     args = parser.parse_args()
-    nginx_workers = os.cpu_count() or 1 if args.nginx_workers == "auto" else int(args.nginx_workers)
-    edge_workers = args.edge_workers or nginx_workers
-    for tool in (NGINX, WRK):
+    workers = args.workers
+    for tool in (NGINX, HAPROXY, WRK, OPENSSL):
         if not Path(tool).exists():
-            raise SystemExit(f"{tool} is missing: apt-get install nginx-light wrk")
+            raise SystemExit(f"{tool} is missing: apt-get install nginx-light haproxy wrk openssl")
     raise_nofile()
+    load_at_start = os.getloadavg()[0]
     workdir = Path(tempfile.mkdtemp(prefix="edge-bench-"))
     ca = init_ca(workdir / "ca")
     s_cert, s_key = ca.issue_server_cert(["backend.internal"], ["127.0.0.1"], workdir, basename="s")
     e_cert, e_key = ca.issue_server_cert(
         ["mail.example.test"], ["127.0.0.1"], workdir, basename="e"
     )
+    Path(f"{e_cert}.key").symlink_to(e_key)  # where HAProxy's rendered config looks for it
     from cryptography import x509
     from cryptography.hazmat.primitives.serialization import Encoding
 
@@ -485,7 +605,15 @@ def main() -> None:
     pin = fingerprint(leaf.public_bytes(Encoding.DER))
     running: list[subprocess.Popen[bytes]] = []
     proxies: list[Proxy] = []
-    results: dict[str, dict[str, float]] = {}
+    #: figure -> kind -> one value per round
+    per_round: dict[str, dict[str, list[float]]] = {}
+    noisy_rounds = 0
+    held: dict[str, float] = {}
+    resumption: dict[str, dict[str, int]] = {}
+
+    def record(figure: str, kind: str, value: float) -> None:
+        per_round.setdefault(figure, {k: [] for k in KINDS})[kind].append(value)
+
     try:
         backend, backend_port = backend_nginx(workdir, s_cert, s_key)
         running.append(backend)
@@ -504,54 +632,99 @@ def main() -> None:
                 base, listen=f"127.0.0.1:{free_port()}", backend=f"127.0.0.1:{backend_port}"
             )
             if kind == "edge":
-                return EdgeProxy(replace(config, backend_ca=None), workdir, edge_workers)
-            return NginxProxy(config, workdir, args.nginx_workers)
+                return EdgeProxy(replace(config, backend_ca=None), workdir, workers)
+            if kind == "nginx":
+                return NginxProxy(config, workdir, str(workers))
+            return HAProxyProxy(config, workdir, workers)
 
-        print(f"throughput (wrk -t2, {args.seconds} s each; backend: nginx, TLS)", flush=True)
-        both = [make(kind, backend_port) for kind in ("edge", "nginx")]
-        proxies.extend(both)
-        rounds: dict[str, list[float]] = {proxy.name: [] for proxy in both}
-        #: CPU µs of the proxy's processes per keep-alive request, per round: unlike req/s, it
-        #: hardly moves when other work shares the CPUs.
-        cpu: dict[str, list[float]] = {proxy.name: [] for proxy in both}
-        for proxy in both:
+        print(
+            f"load average at the start: {load_at_start:.2f}"
+            + (" (above 1: the run is noisy)" if load_at_start > NOISY_LOAD else ""),
+            flush=True,
+        )
+        live = {kind: make(kind, backend_port) for kind in KINDS}
+        proxies.extend(live.values())
+        print(
+            f"resumption: reconnects (of {PROBE_RECONNECTS}) whose offered session the proxy "
+            "resumed",
+            flush=True,
+        )
+        for kind, proxy in live.items():
             wrk(proxy.port, 1, 64, close=False)  # warm-up
+            resumption[kind] = {
+                name: resumed_reconnects(proxy.port, version)
+                for name, version in (
+                    ("TLS 1.2", ssl.TLSVersion.TLSv1_2),
+                    ("TLS 1.3", ssl.TLSVersion.TLSv1_3),
+                )
+            }
+            found = ", ".join(f"{k} {v}" for k, v in resumption[kind].items())
+            print(f"    {proxy.name}: {found}", flush=True)
+        bench_pids = [backend.pid]
         for round_number in range(1, args.rounds + 1):
-            for proxy in both:
+            order = list(KINDS) if round_number % 2 else list(reversed(KINDS))
+            load = os.getloadavg()[0]
+            busy, ours = machine_busy(), cpu_seconds(bench_pids) + children_cpu()
+            ours += sum(cpu_seconds(p.pids()) for p in live.values())
+            started = time.monotonic()
+            for kind in order:
+                proxy = live[kind]
                 pids = proxy.pids()
                 used = cpu_seconds(pids)
-                keep, served = wrk_run(proxy.port, args.seconds, 64, close=False)
-                per = (cpu_seconds(pids) - used) * 1e6 / max(1, served)
-                rounds[proxy.name].append(keep)
-                cpu[proxy.name].append(per)
-                print(f"    round {round_number}: {proxy.name}: {keep:,.0f} req/s keep-alive, "
-                      f"{per:.1f} CPU µs per request", flush=True)  # fmt: skip
-        for proxy in both:
-            new = wrk(proxy.port, args.seconds, 16, close=True)
-            keep = statistics.median(rounds[proxy.name])
-            per = statistics.median(cpu[proxy.name])
-            results[proxy.name] = {"keepalive": keep, "newtls": new, "cpu": per}
-            print(
-                f"    {proxy.name}: {keep:,.0f} req/s keep-alive (median), {per:.1f} CPU µs per "
-                f"request (median), {new:,.0f} new TLS/s",
-                flush=True,
+                rate, served = wrk_run(proxy.port, args.seconds, 64, close=False)
+                record("keepalive", kind, rate)
+                record("cpu", kind, (cpu_seconds(pids) - used) * 1e6 / max(1, served))
+            for kind in order:
+                proxy = live[kind]
+                pids = proxy.pids()
+                used = cpu_seconds(pids)
+                rate, served = wrk_run(proxy.port, args.seconds, 16, close=True)
+                record("newtls", kind, rate)
+                record("cpu_newtls", kind, (cpu_seconds(pids) - used) * 1e6 / max(1, served))
+            for kind in order:
+                proxy = live[kind]
+                pids = proxy.pids()
+                used = cpu_seconds(pids)
+                rate, done = full_handshakes(proxy.port, args.seconds, args.stime)
+                record("full", kind, rate)
+                record("cpu_full", kind, (cpu_seconds(pids) - used) * 1e6 / max(1, done))
+            elapsed = time.monotonic() - started
+            ours = cpu_seconds(bench_pids) + children_cpu() - ours
+            ours += sum(cpu_seconds(p.pids()) for p in live.values())
+            other = max(0.0, (machine_busy() - busy - ours) / elapsed)
+            noisy = other > NOISY_CORES
+            noisy_rounds += noisy
+            print(f"round {round_number} (order {', '.join(LABELS[k] for k in order)}; load "
+                  f"{load:.2f}; other work {other:.2f} cores{'; NOISY' if noisy else ''})",
+                  flush=True)  # fmt: skip
+            for figure, label, fmt in (
+                ("keepalive", "keep-alive req/s", "{:,.0f}"),
+                ("cpu", "CPU µs per keep-alive req", "{:.1f}"),
+                ("newtls", "new TLS conn/s (wrk)", "{:,.0f}"),
+                ("cpu_newtls", "CPU µs per new TLS conn", "{:.0f}"),
+                ("full", "full handshakes/s (s_time)", "{:,.0f}"),
+                ("cpu_full", "CPU µs per full handshake", "{:.0f}"),
+            ):
+                values = {k: per_round[figure][k][-1] for k in KINDS}
+                print(f"    {label:28}" + "".join(
+                    f"{LABELS[k]} {fmt.format(values[k])}   " for k in KINDS)
+                    + f"edge/nginx {ratio(values, 'nginx'):.0%}, "
+                    f"edge/HAProxy {ratio(values, 'haproxy'):.0%}", flush=True)  # fmt: skip
+        for kind in KINDS:
+            live[kind].stop()
+        if args.held:
+            hold_port = free_port()
+            holder = subprocess.Popen(
+                [sys.executable, __file__, "hold-backend", str(hold_port), str(s_cert), str(s_key)]
             )
-            proxy.stop()
-        ratios = [e / n for e, n in zip(*rounds.values(), strict=True) if n]
-        print("    keep-alive edge/nginx per round: " + ", ".join(f"{r:.0%}" for r in ratios))
-        hold_port = free_port()
-        holder = subprocess.Popen(
-            [sys.executable, __file__, "hold-backend", str(hold_port), str(s_cert), str(s_key)]
-        )
-        running.append(holder)
-        wait_port(hold_port)
-        print(f"memory per held Ping ({args.held} held, {args.clients} client processes)")
-        for kind in ("edge", "nginx"):
-            proxy = make(kind, hold_port)
-            proxies.append(proxy)
-            per = held_memory(proxy, args.held, args.clients, ca.cert_path, workdir)
-            results[proxy.name]["kb_per_held"] = per
-            proxy.stop()
+            running.append(holder)
+            wait_port(hold_port)
+            print(f"memory per held Ping ({args.held} held, {args.clients} client processes)")
+            for kind in KINDS:
+                proxy = make(kind, hold_port)
+                proxies.append(proxy)
+                held[kind] = held_memory(proxy, args.held, args.clients, ca.cert_path, workdir)
+                proxy.stop()
     finally:
         for proxy in proxies:
             proxy.stop()
@@ -562,25 +735,83 @@ def main() -> None:
             except subprocess.TimeoutExpired:
                 proc.kill()
         shutil.rmtree(workdir, ignore_errors=True)
-    edge, nginx = (
-        results[f"natsync edge ({edge_workers} workers)"],
-        results[f"nginx ({args.nginx_workers} workers)"],
-    )
+    report(args, per_round, held, resumption, load_at_start, noisy_rounds)
+
+
+def percents(values: list[float]) -> str:
+    return ", ".join(f"{v:.0%}" for v in values)
+
+
+def ratio(values: dict[str, float], peer: str) -> float:
+    return values["edge"] / values[peer] if values[peer] else float("nan")
+
+
+def report(
+    args: argparse.Namespace,
+    per_round: dict[str, dict[str, list[float]]],
+    held: dict[str, float],
+    resumption: dict[str, dict[str, int]],
+    load_at_start: float,
+    noisy_rounds: int,
+) -> None:
+    def round_ratios(figure: str, peer: str) -> list[float]:
+        rows = zip(per_round[figure]["edge"], per_round[figure][peer], strict=True)
+        return [edge / other for edge, other in rows if other]
+
+    def faster_peer_ratios(figure: str) -> list[float]:
+        rows = zip(*(per_round[figure][k] for k in KINDS), strict=True)
+        return [edge / max(nginx, haproxy) for edge, nginx, haproxy in rows if max(nginx, haproxy)]
+
     print()
-    print(f"{'':28}{'natsync edge':>14}{'nginx':>14}{'edge/nginx':>12}")
-    rows = [
-        ("keep-alive req/s (64 conn)", "keepalive", "{:,.0f}"),
-        ("CPU µs per keep-alive req", "cpu", "{:.1f}"),
-        ("new TLS connections/s", "newtls", "{:,.0f}"),
-        ("KB per held Ping", "kb_per_held", "{:.1f}"),
-    ]
-    for label, key, fmt in rows:
-        ratio = edge[key] / nginx[key] if nginx.get(key) else float("nan")
-        print(f"{label:28}{fmt.format(edge[key]):>14}{fmt.format(nginx[key]):>14}{ratio:>11.0%}")
+    print(f"medians of {args.rounds} interleaved rounds ({args.seconds} s each; the ratio columns: "
+          "median of the per-round ratios)")  # fmt: skip
+    print(f"{'':30}{'natsync edge':>14}{'nginx':>12}{'HAProxy':>12}{'edge/nginx':>12}"
+          f"{'edge/HAProxy':>14}")  # fmt: skip
+    for figure, label, fmt in (
+        ("keepalive", "keep-alive req/s (64 conn)", "{:,.0f}"),
+        ("cpu", "CPU µs per keep-alive req", "{:.1f}"),
+        ("newtls", "new TLS conn/s (wrk, resumes)", "{:,.0f}"),
+        ("cpu_newtls", "CPU µs per new TLS conn", "{:.0f}"),
+        ("full", "full handshakes/s (s_time)", "{:,.0f}"),
+        ("cpu_full", "CPU µs per full handshake", "{:.0f}"),
+    ):
+        meds = {k: median(per_round[figure][k]) for k in KINDS}
+        print(f"{label:30}" + "".join(f"{fmt.format(meds[k]):>{12 if k != 'edge' else 14}}"
+                                       for k in KINDS)
+              + f"{median(round_ratios(figure, 'nginx')):>12.0%}"
+              f"{median(round_ratios(figure, 'haproxy')):>14.0%}")  # fmt: skip
+    if held:
+        print(f"{'KB per held Ping (RSS)':30}{held['edge']:>14.1f}{held['nginx']:>12.1f}"
+              f"{held['haproxy']:>12.1f}{held['edge'] / held['nginx']:>12.0%}"
+              f"{held['edge'] / held['haproxy']:>14.0%}")  # fmt: skip
+    for figure, label in (("keepalive", "keep-alive"), ("newtls", "new TLS (wrk)"),
+                          ("full", "full handshakes")):  # fmt: skip
+        print(
+            f"per-round edge/nginx {label}: {percents(round_ratios(figure, 'nginx'))}; "
+            f"edge/HAProxy: {percents(round_ratios(figure, 'haproxy'))}; "
+            f"edge/faster peer: {percents(faster_peer_ratios(figure))}"
+        )
+    keep_nginx = median(round_ratios("keepalive", "nginx"))
+    keep_haproxy = median(round_ratios("keepalive", "haproxy"))
+    new = median(faster_peer_ratios("newtls"))
+    full = median(faster_peer_ratios("full"))
     print(
-        f"(nginx: worker_processes {args.nginx_workers}; edge: {edge_workers} process(es) on "
-        f"uvloop; {os.cpu_count()} CPUs shared with wrk, the backend and other work; load "
-        f"average now {os.getloadavg()[0]:.1f} — above ~1 the figures are noisy, read the ratios)"
+        f"goal keep-alive >= 1.0x nginx and HAProxy: {keep_nginx:.2f}x / {keep_haproxy:.2f}x "
+        f"{'met' if min(keep_nginx, keep_haproxy) >= 1.0 else 'NOT met'}; new TLS >= 0.8x the "
+        f"faster peer: {new:.2f}x {'met' if new >= 0.8 else 'NOT met'} (full handshakes "
+        f"{full:.2f}x)"
+    )
+    print("clients resuming: wrk offers its last session on each reconnect; resumed of "
+          f"{PROBE_RECONNECTS} reconnects: " + "; ".join(
+              f"{LABELS[k]} " + ", ".join(f"{v} {n}" for v, n in resumption[k].items())
+              for k in KINDS))  # fmt: skip
+    print(
+        f"(workers: edge {args.workers}, nginx worker_processes {args.workers}, HAProxy "
+        f"{haproxy_version()} nbthread {args.workers}; {os.cpu_count()} CPUs shared with wrk, "
+        f"s_time, the backend and other work; load average at the start {load_at_start:.2f}"
+        f"{' — NOISY' if load_at_start > NOISY_LOAD else ''}, now {os.getloadavg()[0]:.2f}; "
+        f"{noisy_rounds} of {args.rounds} rounds with more than {NOISY_CORES} cores of other "
+        "work)"
     )
 
 

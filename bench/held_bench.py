@@ -72,6 +72,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import push_bench  # noqa: E402  (bench/ is not a package)
 import scale_bench  # noqa: E402
+from peers import HAProxyProcesses, haproxy_version  # noqa: E402
 from push_bench import DOMAIN, Child, Events  # noqa: E402
 from relay_bench import pss, rss  # noqa: E402  (PSS, RSS of a PID in bytes)
 
@@ -96,7 +97,6 @@ BRING_UP_TIMEOUT = 3600.0
 PROGRESS_EVERY = 30.0
 #: The held Pings a server counts (its /metrics, loopback only).
 HELD_METRIC = "natsync_server_held_requests"
-HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
 
 
 # --------------------------------------------------------------------------- /proc
@@ -320,40 +320,13 @@ backend natsync
 {lines}
 """
         )
-        self.procs = [
-            subprocess.Popen(
-                [HAPROXY, "-db", "-f", str(self.config)],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=(work / f"haproxy-{i}.log").open("wb"),
-            )
-            for i in range(count)
-        ]
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), 0.5).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or any(p.poll() is not None for p in self.procs):
-                    self.stop()
-                    raise RuntimeError("HAProxy did not start") from None
-                time.sleep(0.1)
-        time.sleep(0.5)  # every process bound
+        self.procs = HAProxyProcesses(self.config, work, self.port, count, STOP_TIMEOUT)
 
     def pids(self) -> list[int]:
-        return [p.pid for p in self.procs]
+        return self.procs.pids()
 
     def stop(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs:
-            try:
-                proc.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        self.procs.stop()
 
 
 # --------------------------------------------------------------------------- phones
@@ -701,11 +674,6 @@ def report(args: argparse.Namespace, rows: list[dict[str, Any]]) -> None:
             + ", ".join(f"{k} {v * 100:.2f}" for k, v in r["idle_kinds"].items())
             + f"; order: {r['order']}"
         )
-
-
-def haproxy_version() -> str:
-    out = subprocess.run([HAPROXY, "-v"], check=False, capture_output=True, text=True).stdout
-    return out.split()[2] if len(out.split()) > 2 else "?"
 
 
 def main() -> None:
