@@ -88,6 +88,21 @@ def test_a_ticket_of_one_worker_resumes_at_another(pki: Pki, version: ssl.TLSVer
 
 
 @pytest.mark.parametrize("version", VERSIONS, ids=["TLS1.2", "TLS1.3"])
+def test_every_reconnect_resumes(pki: Pki, version: ssl.TLSVersion) -> None:
+    """A client that offers its last session on each reconnect (wrk, phones) resumes every
+    time, whichever worker it reaches, and each resumption brings a new ticket: TLS 1.3
+    clients use a ticket once (RFC 8446 appendix C.4; wrk, with none after a resumption, did
+    a full handshake every other reconnect)."""
+    phone_ctx, workers = client(pki, version), [worker(pki), worker(pki)]
+    phone, _ = handshake(phone_ctx, workers[0])
+    for attempt in range(6):
+        issued = C.counters()["issued"]
+        phone, edge = handshake(phone_ctx, workers[attempt % 2], phone.session)
+        assert edge.session_reused, f"reconnect {attempt + 1} was a full handshake"
+        assert C.counters()["issued"] > issued, f"no new ticket after reconnect {attempt + 1}"
+
+
+@pytest.mark.parametrize("version", VERSIONS, ids=["TLS1.2", "TLS1.3"])
 def test_without_shared_keys_another_worker_refuses_it(pki: Pki, version: ssl.TLSVersion) -> None:
     """The case the module exists for: OpenSSL's own key is one per context."""
     phone_ctx = client(pki, version)
