@@ -21,7 +21,8 @@ a change in the machine's load hits them alike; each round's ratios are printed 
 kept. The same worker count for all: the edge's workers, nginx's worker_processes and
 HAProxy's nbthread (one process: its threads share one TLS session cache and ticket key, as
 nginx's workers do). All three verify the backend (the edge by pin, the peers by CA file), use
-TLS both ways and serve the same ECDSA P-256 certificate.
+TLS both ways and serve the same two certificates for the phones' name, ECDSA P-256 first and
+RSA 2048 to clients without ECDSA (wrk and s_time get ECDSA).
 The load average is printed when the run starts and per round, with the CPU the machine spent
 on work other than the bench's own processes during the round: a run that starts above load 1
 is marked noisy, and so is a round with more than NOISY_CORES of other work.
@@ -222,7 +223,6 @@ class EdgeProxy(Proxy):
     def __init__(self, config: EdgeConfig, workdir: Path, workers: int) -> None:
         self.name = f"natsync edge ({workers} workers)"
         cfg = workdir / "edge.toml"
-        site = config.certificates[0]
         cfg.write_text(
             f"""[edge]
 listen = "{config.listen}"
@@ -236,11 +236,12 @@ workers = {workers}
 max_connections_per_ip = 100000
 requests_per_second_per_ip = 10000000.0
 request_burst_per_ip = 10000000
-[[edge.certificates]]
-names = {list(site.names)!r}
-cert = "{site.cert}"
-key = "{site.key}"
 """.replace("'", '"')
+            + "".join(
+                f'[[edge.certificates]]\nnames = {list(site.names)!r}\ncert = "{site.cert}"\n'
+                f'key = "{site.key}"\n'.replace("'", '"')
+                for site in config.certificates
+            )
         )
         self.port = int(config.listen.rsplit(":", 1)[1])
         self.proc = subprocess.Popen(
@@ -594,10 +595,15 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="edge-bench-"))
     ca = init_ca(workdir / "ca")
     s_cert, s_key = ca.issue_server_cert(["backend.internal"], ["127.0.0.1"], workdir, basename="s")
-    e_cert, e_key = ca.issue_server_cert(
-        ["mail.example.test"], ["127.0.0.1"], workdir, basename="e"
-    )
-    Path(f"{e_cert}.key").symlink_to(e_key)  # where HAProxy's rendered config looks for it
+    # ECDSA-first, for all three: an ECDSA and an RSA certificate for the phones' name, the
+    # client's signature algorithms choosing (wrk and s_time take ECDSA)
+    sites = tuple(
+        SiteCert(("mail.example.test",), *ca.issue_server_cert(
+            ["mail.example.test"], ["127.0.0.1"], workdir, basename=name, key_type=key_type))
+        for name, key_type in (("e", "ec"), ("r", "rsa"))
+    )  # fmt: skip
+    for site in sites:
+        Path(f"{site.cert}.key").symlink_to(site.key)  # where HAProxy's config looks for it
     from cryptography import x509
     from cryptography.hazmat.primitives.serialization import Encoding
 
@@ -618,7 +624,7 @@ def main() -> None:
         backend, backend_port = backend_nginx(workdir, s_cert, s_key)
         running.append(backend)
         base = EdgeConfig(
-            certificates=(SiteCert(("mail.example.test",), e_cert, e_key),),
+            certificates=sites,
             backend=f"127.0.0.1:{backend_port}",
             backend_name="backend.internal",
             backend_pin=pin,

@@ -210,3 +210,31 @@ async def exchange(
 def status_of(response: bytes) -> int:
     assert response.startswith(b"HTTP/1.1 "), response[:80]
     return int(response[9:12])
+
+
+def bio_handshake(
+    client_ctx: ssl.SSLContext, server_ctx: ssl.SSLContext, session: ssl.SSLSession | None = None
+) -> tuple[ssl.SSLObject, ssl.SSLObject]:
+    """A whole TLS handshake between a client and a server context over memory BIOs (no
+    sockets), then the client reads a byte the server sent after it (TLS 1.3 tickets come
+    then); returns (client, server) SSLObjects."""
+    c_in, c_out, s_in, s_out = (ssl.MemoryBIO() for _ in range(4))
+    phone = client_ctx.wrap_bio(c_in, c_out, server_hostname=PUBLIC_NAME, session=session)
+    edge = server_ctx.wrap_bio(s_in, s_out, server_side=True)
+    done = [False, False]
+    for _ in range(10):
+        for index, (obj, out, into) in enumerate(((phone, c_out, s_in), (edge, s_out, c_in))):
+            if not done[index]:
+                try:
+                    obj.do_handshake()
+                    done[index] = True
+                except ssl.SSLWantReadError:
+                    pass
+            into.write(out.read())
+        if all(done):
+            break
+    assert all(done), "the handshake did not finish"
+    edge.write(b"x")
+    c_in.write(s_out.read())
+    assert phone.read(1) == b"x"
+    return phone, edge

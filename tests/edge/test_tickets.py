@@ -14,6 +14,7 @@ from natsync.edge.config import SiteCert
 from natsync.edge.tls import SiteContexts
 
 from .conftest import PUBLIC_NAME, Pki
+from .conftest import bio_handshake as handshake
 
 if tickets._tickets is None:  # pragma: no cover - CI builds it (gcc and libssl-dev)
     pytest.skip(
@@ -44,33 +45,6 @@ def client(pki: Pki, version: ssl.TLSVersion) -> ssl.SSLContext:
     context = pki.client_context()
     context.maximum_version = version
     return context
-
-
-def handshake(
-    client_ctx: ssl.SSLContext, server_ctx: ssl.SSLContext, session: ssl.SSLSession | None = None
-) -> tuple[ssl.SSLObject, ssl.SSLObject]:
-    """A whole handshake, then the client reads what the server sent after it (TLS 1.3
-    tickets come then)."""
-    c_in, c_out, s_in, s_out = (ssl.MemoryBIO() for _ in range(4))
-    phone = client_ctx.wrap_bio(c_in, c_out, server_hostname=PUBLIC_NAME, session=session)
-    edge = server_ctx.wrap_bio(s_in, s_out, server_side=True)
-    done = [False, False]
-    for _ in range(10):
-        for index, (obj, out, into) in enumerate(((phone, c_out, s_in), (edge, s_out, c_in))):
-            if not done[index]:
-                try:
-                    obj.do_handshake()
-                    done[index] = True
-                except ssl.SSLWantReadError:
-                    pass
-            into.write(out.read())
-        if all(done):
-            break
-    assert all(done), "the handshake did not finish"
-    edge.write(b"x")
-    c_in.write(s_out.read())
-    assert phone.read(1) == b"x"
-    return phone, edge
 
 
 @pytest.mark.parametrize("version", VERSIONS, ids=["TLS1.2", "TLS1.3"])

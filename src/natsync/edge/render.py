@@ -23,7 +23,7 @@ import re
 from pathlib import Path
 
 from natsync.edge.config import ALL_ADDRESSES, EdgeConfig, split_hostport
-from natsync.edge.tls import CIPHERS
+from natsync.edge.tls import CIPHERS, same_names
 from natsync.errors import ConfigError
 
 #: Connections per nginx worker / HAProxy process (the machine's open-files limit is 20,000).
@@ -110,15 +110,18 @@ def render_nginx(config: EdgeConfig, runtime_dir: Path | None = None) -> str:
         ]
     )
     servers = []
-    for index, site in enumerate(config.certificates):
-        names = " ".join(site.names) or "_"
+    # certificates for the same names: one server with each (ECDSA and RSA, nginx choosing)
+    for index, group in enumerate(same_names(config.certificates)):
+        names = " ".join(group[0].names) or "_"
         default = " default_server" if index == 0 else ""
         servers.append(
             "    server {\n"
             + "".join(f"        listen {listen} ssl{default};\n" for listen in listens)
             + f"        server_name {names};\n"
-            f"        ssl_certificate {site.cert};\n"
-            f"        ssl_certificate_key {site.key};\n"
+            + "".join(
+                f"        ssl_certificate {site.cert};\n        ssl_certificate_key {site.key};\n"
+                for site in group
+            )
             + "".join(locations)
             + "        location / {\n            return 404;\n        }\n    }\n"
         )

@@ -1,0 +1,86 @@
+"""The phone-facing TLS contexts (natsync.edge.tls.SiteContexts): ECDSA-first — an ECDSA and an
+RSA certificate for the same names, the client's signature algorithms choosing (real OpenSSL
+handshakes over memory BIOs)."""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from natsync.edge.config import SiteCert
+from natsync.edge.tls import SiteContexts
+from natsync.errors import ConfigError
+
+from .conftest import PUBLIC_NAME, Pki, bio_handshake
+
+#: What a client without ECDSA offers in TLS 1.2: RSA signatures only.
+RSA_ONLY_TLS12 = "ECDHE-RSA-AES128-GCM-SHA256"
+
+
+@pytest.fixture(scope="module")
+def rsa_site(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> SiteCert:
+    cert, key = pki.ca.issue_server_cert(
+        [PUBLIC_NAME], ["127.0.0.1"], tmp_path_factory.mktemp("rsa"), basename="rsa",
+        key_type="rsa",
+    )  # fmt: skip
+    return SiteCert((PUBLIC_NAME,), cert, key)
+
+
+def served_key(phone: ssl.SSLObject) -> object:
+    der = phone.getpeercert(binary_form=True)
+    assert der is not None
+    return x509.load_der_x509_certificate(der).public_key()
+
+
+def both(pki: Pki, rsa_site: SiteCert) -> SiteContexts:
+    ecdsa = SiteCert((PUBLIC_NAME,), pki.edge_cert, pki.edge_key)
+    return SiteContexts([rsa_site, ecdsa])  # RSA listed first: ECDSA is still preferred
+
+
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
+def test_a_client_with_ecdsa_gets_the_ecdsa_certificate(
+    pki: Pki, rsa_site: SiteCert, version: ssl.TLSVersion
+) -> None:
+    client = pki.client_context()
+    client.maximum_version = version
+    phone, _ = bio_handshake(client, both(pki, rsa_site).listening)
+    assert isinstance(served_key(phone), ec.EllipticCurvePublicKey)
+
+
+def test_a_client_without_ecdsa_gets_the_rsa_certificate(pki: Pki, rsa_site: SiteCert) -> None:
+    client = pki.client_context()
+    client.maximum_version = ssl.TLSVersion.TLSv1_2
+    client.set_ciphers(RSA_ONLY_TLS12)
+    phone, _ = bio_handshake(client, both(pki, rsa_site).listening)
+    assert isinstance(served_key(phone), rsa.RSAPublicKey)
+
+
+def test_the_same_names_by_sni_get_both(pki: Pki, rsa_site: SiteCert, tmp_path: Path) -> None:
+    """A second site first in the list: the pair is chosen by SNI, not only as the default."""
+    other_cert, other_key = pki.ca.issue_server_cert(["other.test"], [], tmp_path, basename="o")
+    sites = SiteContexts(
+        [SiteCert(("other.test",), other_cert, other_key), rsa_site,
+         SiteCert((PUBLIC_NAME,), pki.edge_cert, pki.edge_key)]
+    )  # fmt: skip
+    client = pki.client_context()
+    client.maximum_version = ssl.TLSVersion.TLSv1_2
+    client.set_ciphers(RSA_ONLY_TLS12)
+    phone, _ = bio_handshake(client, sites.listening)
+    assert isinstance(served_key(phone), rsa.RSAPublicKey)
+    phone, _ = bio_handshake(pki.client_context(), sites.listening)
+    assert isinstance(served_key(phone), ec.EllipticCurvePublicKey)
+
+
+def test_two_certificates_of_one_key_type_for_the_same_names_are_refused(
+    pki: Pki, tmp_path: Path
+) -> None:
+    again_cert, again_key = pki.ca.issue_server_cert([PUBLIC_NAME], [], tmp_path, basename="e2")
+    with pytest.raises(ConfigError, match="both ECDSA certificates"):
+        SiteContexts(
+            [SiteCert((PUBLIC_NAME,), pki.edge_cert, pki.edge_key),
+             SiteCert((PUBLIC_NAME,), again_cert, again_key)]
+        )  # fmt: skip
