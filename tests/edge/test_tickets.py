@@ -4,6 +4,8 @@ two "workers" (two SiteContexts, as two edge processes build them)."""
 
 from __future__ import annotations
 
+import asyncio
+import socket
 import ssl
 from collections.abc import Iterator
 
@@ -13,7 +15,7 @@ from natsync.edge import tickets
 from natsync.edge.config import SiteCert
 from natsync.edge.tls import SiteContexts
 
-from .conftest import PUBLIC_NAME, Pki
+from .conftest import PUBLIC_NAME, EdgeFactory, Pki, Recorder, edge_config
 from .conftest import bio_handshake as handshake
 
 if tickets._tickets is None:  # pragma: no cover - CI builds it (gcc and libssl-dev)
@@ -122,3 +124,40 @@ def test_install_refuses_what_is_not_a_context() -> None:
         C.install(object())
     with pytest.raises(ValueError):
         C.set_secret(b"short", 3600)
+
+
+def reconnect(
+    port: int, context: ssl.SSLContext, session: ssl.SSLSession | None
+) -> tuple[bool, ssl.SSLSession | None]:
+    """One blocking request over a new connection offering *session*: whether it was resumed,
+    and the session to offer next."""
+    with (
+        socket.create_connection(("127.0.0.1", port), 5) as raw,
+        context.wrap_socket(raw, server_hostname=PUBLIC_NAME, session=session) as tls,
+    ):
+        tls.sendall(b"GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        answer = b""
+        while chunk := tls.recv(65536):
+            answer += chunk
+        assert answer.startswith(b"HTTP/1.1 404"), answer[:40]
+        return bool(tls.session_reused), tls.session
+
+
+async def test_a_phone_reconnecting_to_the_edge_resumes_and_metrics_say_so(
+    pki: Pki, recorder: Recorder, make_edge: EdgeFactory
+) -> None:
+    """Through a running edge (real sockets and its own TLS transport): the second connection
+    offers the first one's session and is resumed; /metrics counts it."""
+    edge = await make_edge(edge_config(pki, recorder.port))
+    context = pki.client_context()
+    before = C.counters()["resumed"]
+    first, session = await asyncio.to_thread(reconnect, edge.port, context, None)
+    second, _ = await asyncio.to_thread(reconnect, edge.port, context, session)
+    assert not first
+    assert second
+    assert C.counters()["resumed"] == before + 1
+    reader, writer = await asyncio.open_connection("127.0.0.1", edge.admin_port)
+    writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+    metrics = (await reader.read()).decode()
+    writer.close()
+    assert f'natsync_edge_tls_tickets_total{{result="resumed"}} {before + 1}' in metrics

@@ -14,6 +14,7 @@ from natsync.edge.config import EdgeConfig, bind_host, split_hostport
 from natsync.edge.forward import Forwarder
 from natsync.edge.proxy import TLS_HANDSHAKE_TIMEOUT, ClientConn, Edge, access_log
 from natsync.edge.relayed import RelayedListener, trusted_networks
+from natsync.edge.tickets import metrics_text as tickets_metrics
 from natsync.edge.tickets import share as share_tickets
 from natsync.edge.tls import BackendTrust, SiteContexts
 from natsync.errors import ConfigError
@@ -132,7 +133,7 @@ async def start_edge(
                 tls_handshakes=sites.handshakes,
                 pooled=edge.pooled,
                 backends=[(b.address, b.up, b.active) for b in edge.balancer.servers],
-            )
+            ) + (tickets_metrics() if shared_tickets else "")
 
         running.admin = await start_admin(admin_host, admin_port, render, lambda: True)
         running.admin_port = int(running.admin.sockets[0].getsockname()[1])

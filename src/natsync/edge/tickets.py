@@ -81,3 +81,18 @@ def share(context: ssl.SSLContext, secret: bytes | None = None) -> bool:
 def counters() -> dict[str, int]:
     """Tickets issued, resumed (current key), renewed (previous key), refused, so far."""
     return dict(_tickets.counters()) if _tickets is not None else {}
+
+
+def metrics_text() -> str:
+    """The counters as Prometheus text lines (for the edge's /metrics; "" without the module)."""
+    found = counters()
+    if not found:
+        return ""
+    lines = [
+        "# HELP natsync_edge_tls_tickets_total TLS session tickets of this worker: issued, "
+        "resumed (current key), renewed (previous key), refused (unknown or expired key: a "
+        "full handshake).",
+        "# TYPE natsync_edge_tls_tickets_total counter",
+    ]
+    lines += [f'natsync_edge_tls_tickets_total{{result="{k}"}} {v}' for k, v in found.items()]
+    return "\n".join(lines) + "\n"
