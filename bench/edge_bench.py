@@ -123,6 +123,38 @@ def children(pid: int) -> list[int]:
     return [int(p) for p in out.split()]
 
 
+# -- the floor (a subprocess): a bare uvloop TLS server with the edge's phone-side context, which
+# answers nothing (s_time only handshakes and closes): what any edge on uvloop pays per handshake
+
+
+def bare_tls(port: int, cert: str, key: str) -> None:
+    import uvloop
+
+    from natsync.edge.tickets import share
+    from natsync.edge.tls import SiteContexts
+
+    sites = SiteContexts([SiteCert(("mail.example.test",), Path(cert), Path(key))])
+    share(sites.listening)
+
+    class Nothing(asyncio.BufferedProtocol):
+        buffer = bytearray(65536)
+
+        def get_buffer(self, sizehint: int) -> bytearray:
+            return self.buffer
+
+        def buffer_updated(self, nbytes: int) -> None:
+            pass
+
+    async def main() -> None:
+        server = await asyncio.get_running_loop().create_server(
+            Nothing, "127.0.0.1", port, ssl=sites.listening, ssl_handshake_timeout=10, backlog=4096
+        )
+        async with server:
+            await server.serve_forever()
+
+    uvloop.run(main())
+
+
 # -- the holding backend (a subprocess): answers everything at once except Ping, which it holds
 
 
@@ -546,6 +578,21 @@ def hot_path(requests: int) -> None:
                 feed(backend, HOT_RESPONSE)
             best = min(best, (time.process_time() - started) / requests)
         print(f"Python run per keep-alive request: {best * 1e6:.2f} µs (best of 5 x {requests})")
+        closing = HOT_REQUEST.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n", 1)
+        best = float("inf")
+        for _ in range(5):
+            started = time.process_time()
+            for _ in range(requests // 5):
+                phone = proxy.ClientConn(edge)
+                phone.connection_made(_FakeTransport())  # type: ignore[arg-type]
+                feed(phone, closing)
+                feed(backend, HOT_RESPONSE)
+                phone.connection_lost(None)
+            best = min(best, (time.process_time() - started) / (requests // 5))
+        print(
+            f"Python run per new connection with one request (Connection: close; no TLS, no "
+            f"accept): {best * 1e6:.2f} µs (best of 5 x {requests // 5})"
+        )
         gc.collect()
         tracemalloc.start()
         held = []
@@ -616,6 +663,8 @@ def main() -> None:
     noisy_rounds = 0
     held: dict[str, float] = {}
     resumption: dict[str, dict[str, int]] = {}
+    #: CPU µs per full handshake of the bare uvloop TLS server, per round
+    floor_cpu: list[float] = []
 
     def record(figure: str, kind: str, value: float) -> None:
         per_round.setdefault(figure, {k: [] for k in KINDS})[kind].append(value)
@@ -666,7 +715,12 @@ def main() -> None:
             }
             found = ", ".join(f"{k} {v}" for k, v in resumption[kind].items())
             print(f"    {proxy.name}: {found}", flush=True)
-        bench_pids = [backend.pid]
+        floor_port = free_port()  # one process: compare with the proxies' per-process CPU
+        floor = subprocess.Popen([sys.executable, __file__, "bare-tls", str(floor_port),
+                                  str(sites[0].cert), str(sites[0].key)])  # fmt: skip
+        running.append(floor)
+        wait_port(floor_port)
+        bench_pids = [backend.pid, floor.pid]
         for round_number in range(1, args.rounds + 1):
             order = list(KINDS) if round_number % 2 else list(reversed(KINDS))
             load = os.getloadavg()[0]
@@ -694,6 +748,9 @@ def main() -> None:
                 rate, done = full_handshakes(proxy.port, args.seconds, args.stime)
                 record("full", kind, rate)
                 record("cpu_full", kind, (cpu_seconds(pids) - used) * 1e6 / max(1, done))
+            used = cpu_seconds([floor.pid])
+            rate, done = full_handshakes(floor_port, args.seconds, args.stime)
+            floor_cpu.append((cpu_seconds([floor.pid]) - used) * 1e6 / max(1, done))
             elapsed = time.monotonic() - started
             ours = cpu_seconds(bench_pids) + children_cpu() - ours
             ours += sum(cpu_seconds(p.pids()) for p in live.values())
@@ -742,6 +799,12 @@ def main() -> None:
                 proc.kill()
         shutil.rmtree(workdir, ignore_errors=True)
     report(args, per_round, held, resumption, load_at_start, noisy_rounds)
+    print(
+        f"floor: a bare uvloop TLS server (the edge's phone-side context, no HTTP, 1 process): "
+        f"{median(floor_cpu):.0f} CPU µs per full handshake (median; rounds: "
+        + ", ".join(f"{v:.0f}" for v in floor_cpu)
+        + ")"
+    )
 
 
 def percents(values: list[float]) -> str:
@@ -822,7 +885,9 @@ def report(
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] == "hold-backend":
+    if len(sys.argv) > 1 and sys.argv[1] == "bare-tls":
+        bare_tls(int(sys.argv[2]), sys.argv[3], sys.argv[4])
+    elif len(sys.argv) > 1 and sys.argv[1] == "hold-backend":
         hold_backend(int(sys.argv[2]), sys.argv[3], sys.argv[4])
     elif len(sys.argv) > 1 and sys.argv[1] == "hold-clients":
         hold_clients(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5])

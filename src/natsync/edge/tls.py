@@ -195,7 +195,10 @@ class SiteContexts:
         self._default: ssl.SSLContext | None = None
         self.handshakes = 0
         self.reload()
-        self.listening = _site_context(same_names(self.sites)[0])
+        #: The context handshakes start on: the default one of the first load, so a handshake
+        #: for the default names needs no swap (after a reload, every handshake swaps to the
+        #: reloaded contexts).
+        self.listening = self.context_for(None)
         if challenges is not None:
             self.listening.sslobject_class = PeekingSSLObject
         self.listening.sni_callback = self._select
@@ -230,7 +233,9 @@ class SiteContexts:
                 log.info("TLS-ALPN-01: presenting the ACME validation certificate for %s", name)
                 sslobj.context = challenge
                 return
-        sslobj.context = self.context_for(name)
+        chosen = self.context_for(name)
+        if chosen is not self.listening:
+            sslobj.context = chosen
 
 
 class _SessionContext(ssl.SSLContext):
