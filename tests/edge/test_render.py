@@ -137,6 +137,26 @@ def test_rendered_nginx_avoids_its_traps(pki: Pki) -> None:
     assert "timeout server 960s" in text
 
 
+def test_an_ecdsa_and_an_rsa_certificate_for_the_same_names_share_one_nginx_server(
+    pki: Pki, tmp_path: Path
+) -> None:
+    """ECDSA-first in the renderings: nginx gets both in one server block (two blocks with one
+    server_name would leave the second unused); HAProxy lists both crt files on its bind."""
+    rsa_cert, rsa_key = pki.ca.issue_server_cert(
+        [PUBLIC_NAME], [], tmp_path, basename="rsa", key_type="rsa"
+    )
+    sites = (
+        SiteCert((PUBLIC_NAME,), pki.edge_cert, pki.edge_key),
+        SiteCert((PUBLIC_NAME,), rsa_cert, rsa_key),
+    )
+    config = edge_config(pki, 8443, backend_ca=pki.ca_file, certificates=sites)
+    main, _ = split_nginx(render_config("nginx", config))
+    assert main.count("    server {") == 1
+    for site in sites:
+        assert f"ssl_certificate {site.cert};\n        ssl_certificate_key {site.key};" in main
+    assert f"crt {pki.edge_cert} crt {rsa_cert}" in render_config("haproxy", config)
+
+
 @pytest.mark.slow
 async def test_real_nginx_with_the_rendered_config_bridges_a_sync(
     tmp_path: Path, pki: Pki, server: RunningServer
