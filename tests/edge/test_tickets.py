@@ -5,6 +5,7 @@ two "workers" (two SiteContexts, as two edge processes build them)."""
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import ssl
 from collections.abc import Iterator
@@ -161,3 +162,16 @@ async def test_a_phone_reconnecting_to_the_edge_resumes_and_metrics_say_so(
     metrics = (await reader.read()).decode()
     writer.close()
     assert f'natsync_edge_tls_tickets_total{{result="resumed"}} {before + 1}' in metrics
+
+
+def test_the_secret_comes_from_the_supervisor_and_is_not_passed_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """natsync run gives its edge parts one secret in the environment (natsync.run.supervisor);
+    the part keeps it and takes it out of its environment."""
+    monkeypatch.setattr(tickets, "_made", {})
+    given = tickets.new_secret_hex()
+    monkeypatch.setenv(tickets.SECRET_ENV, given)
+    assert tickets.process_secret() == bytes.fromhex(given)
+    assert tickets.SECRET_ENV not in os.environ
+    assert tickets.process_secret() == bytes.fromhex(given)  # made once

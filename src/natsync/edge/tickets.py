@@ -53,7 +53,7 @@ def process_secret() -> bytes:
     """This process's secret: from :data:`SECRET_ENV` when set, else made once. Called before
     forking workers, so that they inherit it."""
     if "secret" not in _made:
-        given = os.environ.get(SECRET_ENV, "")
+        given = os.environ.pop(SECRET_ENV, "")  # not passed on to anything this one starts
         try:
             _made["secret"] = bytes.fromhex(given) if given else os.urandom(SECRET_BYTES)
         except ValueError:

@@ -127,7 +127,6 @@ class Supervisor:
         env["NATSYNC_CONFIG"] = str(self.config_path)
         env["NATSYNC_LOG_FORMAT"] = self.log_format
         env["NATSYNC_LOG_LEVEL"] = self.log_level
-        env[TICKET_SECRET_ENV] = self.ticket_secret  # the edge parts' shared TLS ticket keys
         return env
 
     async def _spawn(self, child: Child) -> None:
@@ -141,7 +140,10 @@ class Supervisor:
             str(child.index),
             stdout=asyncio.subprocess.PIPE,
             stdin=asyncio.subprocess.DEVNULL,
-            env=self._env(),
+            # the edge parts' shared TLS ticket keys: to them only
+            env={**self._env(), TICKET_SECRET_ENV: self.ticket_secret}
+            if child.kind == "edge"
+            else self._env(),
             # Its own session: a terminal's Ctrl-C (or a signal to the whole group) reaches
             # the supervisor only, which stops the parts in order.
             start_new_session=True,
