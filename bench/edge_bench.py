@@ -36,6 +36,8 @@ the work directory removed.
     python bench/edge_bench.py [--seconds 5] [--rounds 5] [--held 5000] [--clients 4]
                                [--workers 2] [--stime 4]
     python bench/edge_bench.py hot-path [REQUESTS]   # the Python run alone: no TLS, no sockets
+    python bench/edge_bench.py split [SECONDS]       # a new connection's CPU by shared object
+                                                     # (perf; edge and nginx, one worker each)
 """
 
 from __future__ import annotations
@@ -611,6 +613,73 @@ def hot_path(requests: int) -> None:
     asyncio.run(run())
 
 
+PERF = shutil.which("perf") or "/usr/bin/perf"
+
+
+def split(seconds: int) -> None:
+    """Where a new connection's CPU goes, by shared object (perf record): the edge and nginx with
+    one worker each, in turn, under wrk with "Connection: close" (one resumed handshake and one
+    request per connection)."""
+    if not Path(PERF).exists():
+        raise SystemExit(f"{PERF} is missing: apt-get install linux-perf")
+    raise_nofile()
+    workdir = Path(tempfile.mkdtemp(prefix="edge-split-"))
+    ca = init_ca(workdir / "ca")
+    s_cert, s_key = ca.issue_server_cert(["backend.internal"], ["127.0.0.1"], workdir, basename="s")
+    e_cert, e_key = ca.issue_server_cert(["mail.example.test"], ["127.0.0.1"], workdir)
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    leaf = x509.load_pem_x509_certificates(s_cert.read_bytes())[0]
+    backend, backend_port = backend_nginx(workdir, s_cert, s_key)
+    proxies: list[Proxy] = []
+    try:
+        config = EdgeConfig(
+            certificates=(SiteCert(("mail.example.test",), e_cert, e_key),),
+            backend=f"127.0.0.1:{backend_port}", backend_name="backend.internal",
+            backend_pin=fingerprint(leaf.public_bytes(Encoding.DER)), backend_ca=ca.cert_path,
+            forwards=(), max_connections_per_ip=100_000,
+        )  # fmt: skip
+        edge = EdgeProxy(
+            replace(config, listen=f"127.0.0.1:{free_port()}", backend_ca=None), workdir, 1
+        )
+        proxies.append(edge)
+        proxies.append(NginxProxy(replace(config, listen=f"127.0.0.1:{free_port()}"), workdir, "1"))
+        for proxy in proxies:
+            wrk(proxy.port, 1, 16, close=True)  # warm-up
+            pids = proxy.pids() if proxy is edge else children(proxy.proc.pid)  # the worker
+            data = workdir / "perf.data"
+            perf = subprocess.Popen(
+                [PERF, "record", "-F", "1999", "-o", str(data), "-p", ",".join(map(str, pids)),
+                 "--", "sleep", str(seconds + 1)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+            time.sleep(0.5)
+            used = cpu_seconds(pids)
+            rate, served = wrk_run(proxy.port, seconds, 16, close=True)
+            per = (cpu_seconds(pids) - used) * 1e6 / max(1, served)
+            perf.wait(seconds + 60)
+            report = subprocess.run(
+                [PERF, "report", "-i", str(data), "--no-children", "--sort", "dso", "-g", "none",
+                 "--stdio"],
+                check=False, capture_output=True, text=True,
+            ).stdout  # fmt: skip
+            shares = [line.split() for line in report.splitlines() if line.strip()[:1].isdigit()]
+            parts = "; ".join(
+                f"{name} {pct} (≈{float(pct.rstrip('%')) * per / 100:.0f} µs)"
+                for pct, name, *_ in shares[:7]
+            )
+            print(f"{proxy.name}: {rate:,.0f} new TLS conn/s, {per:.0f} CPU µs per connection; "
+                  f"{parts}", flush=True)  # fmt: skip
+    finally:
+        for proxy in proxies:
+            proxy.stop()
+        backend.terminate()
+        backend.wait()
+        shutil.rmtree(workdir, ignore_errors=True)
+    print(f"(load average {os.getloadavg()[0]:.2f}; above 1 the shares hold, the µs are noisy)")
+
+
 KINDS = ("edge", "nginx", "haproxy")
 LABELS = {"edge": "natsync edge", "nginx": "nginx", "haproxy": "HAProxy"}
 
@@ -891,6 +960,8 @@ if __name__ == "__main__":
         hold_backend(int(sys.argv[2]), sys.argv[3], sys.argv[4])
     elif len(sys.argv) > 1 and sys.argv[1] == "hold-clients":
         hold_clients(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5])
+    elif len(sys.argv) > 1 and sys.argv[1] == "split":
+        split(int(sys.argv[2]) if len(sys.argv) > 2 else 8)
     elif len(sys.argv) > 1 and sys.argv[1] == "hot-path":
         logging.disable(logging.WARNING)  # the insecure-backend warning of the fake edge
         hot_path(int(sys.argv[2]) if len(sys.argv) > 2 else 50_000)
