@@ -11,6 +11,8 @@ import ssl
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from natsync.edge import tickets
 from natsync.edge.config import SiteCert
@@ -175,3 +177,14 @@ def test_the_secret_comes_from_the_supervisor_and_is_not_passed_on(
     assert tickets.process_secret() == bytes.fromhex(given)
     assert tickets.SECRET_ENV not in os.environ
     assert tickets.process_secret() == bytes.fromhex(given)  # made once
+
+
+@given(secret=st.binary(min_size=16, max_size=64), period_no=st.integers(0, 2**62))
+def test_the_c_key_schedule_is_the_python_reference(secret: bytes, period_no: int) -> None:
+    try:
+        C.set_secret(secret, tickets.KEY_PERIOD)
+        assert C.derive(period_no) == tickets.derive(secret, period_no)
+        assert C.derive(period_no + 1) == tickets.derive(secret, period_no + 1)  # the other slot
+        assert C.derive(period_no) == tickets.derive(secret, period_no)  # from the cache
+    finally:
+        C.set_secret(SECRET, tickets.KEY_PERIOD)

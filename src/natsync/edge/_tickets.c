@@ -235,6 +235,25 @@ set_period_no(PyObject *self, PyObject *args)
 }
 
 static PyObject *
+derive(PyObject *self, PyObject *args)
+{
+    long long n;
+    if (!PyArg_ParseTuple(args, "L", &n))
+        return NULL;
+    if (secret_len == 0) {
+        PyErr_SetString(PyExc_RuntimeError, "set_secret() first");
+        return NULL;
+    }
+    TicketKey *key = key_for(n);
+    if (key == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "OpenSSL could not derive the key");
+        return NULL;
+    }
+    return Py_BuildValue("(y#y#y#)", key->name, (Py_ssize_t)NAME_LEN, key->aes,
+                         (Py_ssize_t)KEY_LEN, key->mac, (Py_ssize_t)KEY_LEN);
+}
+
+static PyObject *
 counters(PyObject *self, PyObject *noargs)
 {
     return Py_BuildValue("{s:K,s:K,s:K,s:K}", "issued", issued, "resumed", resumed, "renewed",
@@ -248,6 +267,8 @@ static PyMethodDef methods[] = {
      "install(context): issue and accept tickets under the shared rotating keys"},
     {"set_period_no", set_period_no, METH_VARARGS,
      "set_period_no(n): use period number n instead of the clock's (-1: the clock; tests)"},
+    {"derive", derive, METH_VARARGS,
+     "derive(n): period n's key as (name, AES key, HMAC key), for the Python reference"},
     {"counters", counters, METH_NOARGS,
      "counters(): tickets issued, resumed, renewed (previous key) and refused"},
     {NULL, NULL, 0, NULL},

@@ -18,6 +18,8 @@ OpenSSL's own key: resumption still works at the worker that issued the ticket.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import os
 import ssl
@@ -96,3 +98,15 @@ def metrics_text() -> str:
     ]
     lines += [f'natsync_edge_tls_tickets_total{{result="{k}"}} {v}' for k, v in found.items()]
     return "\n".join(lines) + "\n"
+
+
+def derive(secret: bytes, period_no: int) -> tuple[bytes, bytes, bytes]:
+    """The reference for the C module's key schedule: period *period_no*'s ticket key name (16
+    bytes), AES-256 key and HMAC-SHA256 key, each HMAC-SHA256(secret, "natsync ticket" ||
+    period_no as 8 bytes big-endian || label) cut to length (labels n, a, h)."""
+
+    def part(label: bytes, size: int) -> bytes:
+        message = b"natsync ticket" + period_no.to_bytes(8, "big", signed=True) + label
+        return hmac.new(secret, message, hashlib.sha256).digest()[:size]
+
+    return part(b"n", 16), part(b"a", 32), part(b"h", 32)
