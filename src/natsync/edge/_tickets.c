@@ -184,16 +184,24 @@ ssl_ctx_of(PyObject *context)
     return ctx;
 }
 
+/* 1 when set_secret() was called; else 0 with RuntimeError set. */
+static int
+have_secret(void)
+{
+    if (secret_len > 0)
+        return 1;
+    PyErr_SetString(PyExc_RuntimeError, "set_secret() first");
+    return 0;
+}
+
 static PyObject *
 install(PyObject *self, PyObject *args)
 {
     PyObject *context;
     if (!PyArg_ParseTuple(args, "O", &context))
         return NULL;
-    if (secret_len == 0) {
-        PyErr_SetString(PyExc_RuntimeError, "set_secret() first");
+    if (!have_secret())
         return NULL;
-    }
     SSL_CTX *ctx = ssl_ctx_of(context);
     if (ctx == NULL)
         return NULL;
@@ -240,10 +248,8 @@ derive(PyObject *self, PyObject *args)
     long long n;
     if (!PyArg_ParseTuple(args, "L", &n))
         return NULL;
-    if (secret_len == 0) {
-        PyErr_SetString(PyExc_RuntimeError, "set_secret() first");
+    if (!have_secret())
         return NULL;
-    }
     TicketKey *key = key_for(n);
     if (key == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "OpenSSL could not derive the key");
