@@ -7,11 +7,15 @@ What it does:
 2. starts ``natsync up --json`` as a subprocess on loopback (server and client then use
    separate processes, as a phone and a server do);
 3. initial sync, ``--rounds`` times (each round a new device, so each is a whole initial sync):
-   the EAS client (``natsync.client``) provisions and FolderSyncs (not timed), then Syncs the
-   Inbox to the end with WindowSize ``--window`` and body preference plain text truncated to
-   ``--truncation`` bytes, over TLS; messages/s = messages received / wall time of the Syncs,
-   and the CPU per message of the server process and of the client (this process) over the
-   same Syncs. The medians of the rounds are the figures (this machine is shared: the wall
+   the EAS client (``natsync.client``) provisions and FolderSyncs (not timed), then a lean phone
+   (``phone_sync``, over the same client's HTTP exchange) Syncs the Inbox to the end with
+   WindowSize ``--window`` and body preference plain text truncated to ``--truncation`` bytes,
+   over TLS. The phone decodes every answer whole and checks every item (``check_add``): a
+   ServerId it does not hold yet (no duplicate), Subject, From, DateReceived and a plain Body of
+   at most ``--truncation`` bytes whose Truncated flag agrees with its EstimatedDataSize, and a
+   body that belongs to its subject ("Bench message N" / "Message N."); it keeps the ServerIds,
+   not the items. messages/s = messages received / wall time of the Syncs, and the CPU per
+   message of the server process and of the client (this process) over the same Syncs. The medians of the rounds are the figures (this machine is shared: the wall
    rate moves with the load, the CPU per message much less); the load average is printed and a
    run above load 1 is marked noisy;
 4. SMTP ingest: ``--smtp-messages`` messages over ``--smtp-connections`` parallel SMTP sessions
@@ -51,10 +55,12 @@ from pathlib import Path
 import aiosmtplib
 
 from natsync.cli.up import DEMO_EMAIL, DEMO_USER, prepare
-from natsync.client import BodyPreference, BodyType, EASClient
+from natsync.client import BodyPreference, BodyType, Command, EASClient
+from natsync.client.protocol import sync_request
 from natsync.mime import parse_message
 from natsync.store import open_store
 from natsync.store.api import FolderType
+from natsync.wbxml import Element
 
 #: Seconds `natsync up` may take to print its JSON line before the bench gives up.
 STARTUP_TIMEOUT = 60.0
@@ -188,6 +194,85 @@ class SyncRound:
         return self.messages / self.seconds
 
 
+class PhoneCheckError(AssertionError):
+    """An item of the initial sync is not what the store holds (the bench fails)."""
+
+
+#: The Email and AirSyncBase elements every synced bench message must carry.
+_REQUIRED = frozenset({"Email:Subject", "Email:From", "Email:DateReceived", "AirSyncBase:Body"})
+#: Sync rounds one initial sync may take before the bench gives up (bounded).
+MAX_ROUNDS = 10_000
+
+
+def check_add(add: Element, seen: set[str], truncation: int) -> None:
+    """Check one Add of the bench Inbox, as the phone stores it (module docstring, step 3)."""
+    sid, data = "", None
+    for child in add.children:
+        if child.tag == "ServerId":
+            sid = child.text()
+        elif child.tag == "ApplicationData":
+            data = child
+    if not sid or sid in seen:
+        raise PhoneCheckError(f"Add without a new ServerId ({sid!r}): a duplicate or a gap")
+    seen.add(sid)
+    if data is None:
+        raise PhoneCheckError(f"Add {sid} has no ApplicationData")
+    fields: dict[str, Element] = {f"{el.namespace}:{el.tag}": el for el in data.children}
+    missing = _REQUIRED - fields.keys()
+    if missing:
+        raise PhoneCheckError(f"Add {sid} lacks {sorted(missing)}")
+    body = {el.tag: el.text() for el in fields["AirSyncBase:Body"].children}
+    text = body.get("Data", "")
+    size = int(body.get("EstimatedDataSize", "-1"))
+    if body.get("Type") != "1" or len(text.encode()) > truncation or size < len(text):
+        raise PhoneCheckError(f"Add {sid}: not a plain body of at most {truncation} bytes")
+    if body.get("Truncated") != ("1" if size > truncation else "0"):
+        raise PhoneCheckError(f"Add {sid}: Truncated does not match EstimatedDataSize {size}")
+    # make_message: "Bench message N: ..." carries the body "Message N. ...": the body and the
+    # headers of one message, not of two.
+    number = fields["Email:Subject"].text().removeprefix("Bench message ").partition(":")[0]
+    if not text.startswith(f"Message {number}."):
+        raise PhoneCheckError(f"Add {sid}: its body is not that of its subject")
+
+
+async def phone_sync(
+    client: EASClient, collection_id: str, window: int, truncation: int
+) -> tuple[int, int]:
+    """Sync *collection_id* to the end as a lean phone: (items received, Sync requests).
+
+    Every answer is decoded whole (natsync.wbxml, as ``EASClient.request`` does) and every
+    Add is checked (``check_add``); the phone keeps the ServerIds it holds, not the items
+    (a phone writes them to its own store; the bench has no use for them)."""
+    prefs = [BodyPreference(BodyType.PLAIN, truncation_size=truncation)]
+    key, seen, rounds = "0", set[str](), 0
+    while rounds < MAX_ROUNDS:
+        request = sync_request(
+            collection_id, key, window_size=window, prefs=prefs, version=client.version
+        )
+        response = await client.request(Command.Sync, request)
+        rounds += 1
+        if response.tree is None:
+            raise PhoneCheckError(f"Sync {rounds}: an empty answer before the end")
+        coll = response.tree.find("Collections")
+        coll = coll.find("Collection") if coll is not None else None
+        if coll is None or coll.child_text("Status") != "1":
+            raise PhoneCheckError(f"Sync {rounds} failed: {response.body[:200]!r}")
+        if coll.child_text("CollectionId") != collection_id:
+            raise PhoneCheckError(f"Sync {rounds} answered for another collection")
+        new_key = coll.child_text("SyncKey") or ""
+        if not new_key or new_key == key:
+            raise PhoneCheckError(f"Sync {rounds}: the SyncKey did not move on")
+        commands = coll.find("Commands")
+        for command in commands.children if commands is not None else ():
+            if command.tag != "Add":
+                raise PhoneCheckError(f"Sync {rounds}: {command.tag} in an initial sync")
+            check_add(command, seen, truncation)
+        if key != "0" and coll.find("MoreAvailable") is None:
+            return len(seen), rounds
+        key = new_key
+    raise PhoneCheckError(f"the initial sync did not end within {MAX_ROUNDS} Syncs")
+
+
 async def initial_sync(
     info: dict[str, str], window: int, truncation: int, server_pid: int
 ) -> SyncRound:
@@ -202,16 +287,11 @@ async def initial_sync(
         inbox = client.folder(type=FolderType.INBOX)
         start = time.perf_counter()
         cpu, server_cpu = time.process_time(), process_cpu(server_pid)
-        result = await client.sync(
-            inbox.server_id,
-            window_size=window,
-            body_preference=[BodyPreference(BodyType.PLAIN, truncation_size=truncation)],
-        )
+        received, rounds = await phone_sync(client, inbox.server_id, window, truncation)
         elapsed = time.perf_counter() - start
         server_cpu = process_cpu(server_pid) - server_cpu
         client_cpu = time.process_time() - cpu
-        assert not result.duplicates, "duplicates in the initial sync"
-        return SyncRound(len(result.added), elapsed, result.rounds, server_cpu, client_cpu)
+        return SyncRound(received, elapsed, rounds, server_cpu, client_cpu)
 
 
 async def smtp_ingest(smtp: str, count: int, connections: int) -> tuple[int, float]:
