@@ -98,6 +98,38 @@ def test_crc_mismatch_never_reaches_marshal() -> None:
     assert st.load(bytes(blob)) is None
 
 
+def test_a_kept_state_is_handed_out_once_then_decoded() -> None:
+    state = _state(1_000)
+    blob = st.pack(state, ANSWER, keep=True)
+    first = st.unpack(blob)
+    assert first is state  # kept: not decoded again
+    assert first.pop(st.ANSWER) == ANSWER
+    first["items"]["5:1"] = -7  # the caller owns it now: its changes are not the blob's
+    second = st.unpack(blob)
+    assert second is not state
+    assert second.pop(st.ANSWER) == ANSWER
+    assert second == _state(1_000)
+
+
+def test_a_blob_unlike_the_kept_one_is_decoded_as_it_is() -> None:
+    kept = _state(5)
+    st.pack(kept, keep=True)
+    other = _state(5)
+    other["fm"] = 12  # the same size of head, other bytes
+    assert st.unpack(st.pack(other)) == other
+    forged = bytearray(st.pack(kept))  # a damaged copy of the kept head: refused, not kept
+    forged[-3] ^= 0x01
+    assert st.load(bytes(forged)) is None
+
+
+def test_only_the_latest_states_are_kept() -> None:
+    states = [_state(i + 1) for i in range(st.KEPT_STATES + 1)]
+    blobs = [st.pack(state, keep=True) for state in states]
+    assert st.unpack(blobs[0]) is not states[0]  # pushed out: decoded, and equal
+    assert st.unpack(blobs[0]) == states[0]
+    assert st.unpack(blobs[-1]) is states[-1]
+
+
 def _device_txn(store: Store, fn: Any) -> Any:
     def run(txn: Txn) -> Any:
         user = txn.get_user("alice")

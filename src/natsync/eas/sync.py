@@ -224,7 +224,7 @@ def _collection(ctx: Context, req: CollectionRequest, commands: Element | None) 
         "for": req.key,
     }
     saved.update(window.state())
-    txn.put_sync_state(ctx.device.id, req.id, nxt, st.pack(saved, doc))
+    txn.put_sync_state(ctx.device.id, req.id, nxt, st.pack(saved, doc, keep=True))
     set_last(ctx, req.id, nxt, seen)
     return _Answer(coll, doc, SyncStatus.SUCCESS, tuple(e for o in outcomes for e in o.effects))
 
