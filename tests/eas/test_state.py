@@ -11,6 +11,8 @@ from enum import IntEnum
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as hs
 
 from natsync.eas import state as st
 from natsync.store.api import FolderType, Store, Txn
@@ -128,6 +130,92 @@ def test_only_the_latest_states_are_kept() -> None:
     assert st.unpack(blobs[0]) is not states[0]  # pushed out: decoded, and equal
     assert st.unpack(blobs[0]) == states[0]
     assert st.unpack(blobs[-1]) is states[-1]
+
+
+#: One change of a KnownItems: (method, ServerId, modseq), applied by ``_apply`` to it and to
+#: a plain dict alike.
+_CHANGES = hs.lists(
+    hs.tuples(
+        hs.sampled_from(["set", "del", "pop", "popitem", "setdefault", "update", "ior", "clear"]),
+        hs.sampled_from([f"5:{i}" for i in range(12)]),
+        hs.integers(-1, 50),
+    ),
+    max_size=40,
+)
+
+
+def _apply(items: dict[str, int], method: str, sid: str, modseq: int) -> None:
+    if method == "set":
+        items[sid] = modseq
+    elif method == "del" and sid in items:
+        del items[sid]
+    elif method == "pop":
+        items.pop(sid, None)
+    elif method == "popitem" and items:
+        items.popitem()
+    elif method == "setdefault":
+        items.setdefault(sid, modseq)
+    elif method == "update":
+        items.update({sid: modseq})
+    elif method == "ior":
+        items |= {sid: modseq}
+    elif method == "clear" and modseq % 17 == 0:
+        items.clear()
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    start=hs.dictionaries(hs.sampled_from([f"5:{i}" for i in range(12)]), hs.integers(0, 50)),
+    rounds=hs.lists(_CHANGES, max_size=6),
+)
+def test_known_items_round_trip_whatever_changes_them(
+    start: dict[str, int], rounds: list[list[tuple[str, str, int]]]
+) -> None:
+    """Window after window (each one loads the last blob, changes its items, packs them), the
+    items read back are exactly those of a plain dict changed the same way: the changes kept
+    beside the base miss none, whether a new base was written or not."""
+    expected = dict(start)
+    blob = st.pack({"items": dict(start), "fm": 1})
+    for changes in rounds:
+        items = st.unpack(blob)["items"]
+        assert isinstance(items, st.KnownItems)
+        for change in changes:
+            _apply(items, *change)
+            _apply(expected, *change)
+        blob = st.pack({"items": items, "fm": 1})
+        assert st.unpack(blob) == {"items": expected, "fm": 1}
+
+
+def test_a_window_writes_its_changes_beside_the_base_it_read() -> None:
+    state = _state(8_000)
+    blob = st.pack(state)
+    items = st.unpack(blob)["items"]
+    base = items.base
+    assert base is not None
+    for i in range(100):  # one window of an initial sync
+        items[f"6:{i}"] = 9_000 + i
+    del items["5:1"]
+    blob = st.pack({**state, "items": items})
+    again = st.unpack(blob)["items"]
+    assert again.base is base or again.base == base  # the same base, not rewritten
+    assert len(again.changed) == 101
+    assert again.changed["5:1"] is None
+    assert again == {
+        **{k: v for k, v in state["items"].items() if k != "5:1"},
+        **{f"6:{i}": 9_000 + i for i in range(100)},
+    }
+    for i in range(1_100):  # more changes than 1/REBASE_SHARE of the map: a new base
+        again[f"7:{i}"] = i
+    blob = st.pack({**state, "items": again})
+    last = st.unpack(blob)["items"]
+    assert last.changed == {}
+    assert last.base != base
+    assert len(last) == 8_000 - 1 + 100 + 1_100
+
+
+@pytest.mark.parametrize("base", [b"not marshal", 7, marshal.dumps([1, 2], 4)])
+def test_a_base_that_is_not_a_map_is_an_unknown_key(base: object) -> None:
+    assert st.load(_marshal_blob({"items": {}, st.BASE: base})) is None
 
 
 def _device_txn(store: Store, fn: Any) -> Any:
