@@ -15,9 +15,10 @@ What it does:
    at most ``--truncation`` bytes whose Truncated flag agrees with its EstimatedDataSize, and a
    body that belongs to its subject ("Bench message N" / "Message N."); it keeps the ServerIds,
    not the items. messages/s = messages received / wall time of the Syncs, and the CPU per
-   message of the server process and of the client (this process) over the same Syncs. The medians of the rounds are the figures (this machine is shared: the wall
-   rate moves with the load, the CPU per message much less); the load average is printed and a
-   run above load 1 is marked noisy;
+   message of the server process and of the client (this process) over the same Syncs. The
+   medians of the rounds are the figures (this machine is shared: the wall rate moves with the
+   load, the CPU per message much less); the load average is printed and a run above load 1 is
+   marked noisy;
 4. SMTP ingest: ``--smtp-messages`` messages over ``--smtp-connections`` parallel SMTP sessions
    (aiosmtplib, one session per connection, many messages per session); messages/s = accepted
    messages / wall time; then checks that every accepted message is in the store.

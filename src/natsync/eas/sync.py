@@ -25,6 +25,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from natsync.eas import isolation
 from natsync.eas import state as st
@@ -44,6 +45,7 @@ from natsync.eas.sync_window import (
     Window,
     class_name,
     pending_changes,
+    resumable,
     server_changes,
     skipped_of,
     syncable,
@@ -194,11 +196,13 @@ def _collection(ctx: Context, req: CollectionRequest, commands: Element | None) 
     outcomes = [client_command(ctx, folder, req, cmd, known) for cmd in client]
     responses = [o.reply for o in outcomes if o.reply is not None]
 
-    # 4. The server's changes, up to the window.
+    # 4. The server's changes, up to the window (resumed where the last one stopped when the
+    # folder is as it was then: natsync.eas.sync_window).
     out = window.commands
     more = False
     if req.get_changes and syncable(folder):
-        more = server_changes(ctx, folder, req, window, version)
+        resume = _resume_point(ctx, folder, req, current) if not client else None
+        more = server_changes(ctx, folder, req, window, version, resume)
 
     # MS-ASCMD 2.2.3.29.2: [Class (12.1)], SyncKey, CollectionId, Status, MoreAvailable,
     # Commands, Responses.
@@ -224,9 +228,29 @@ def _collection(ctx: Context, req: CollectionRequest, commands: Element | None) 
         "for": req.key,
     }
     saved.update(window.state())
+    if window.resume is not None and not client:
+        saved[RESUME] = [folder.modseq, window.resume, req.filter]
     txn.put_sync_state(ctx.device.id, req.id, nxt, st.pack(saved, doc, keep=True))
     set_last(ctx, req.id, nxt, seen)
     return _Answer(coll, doc, SyncStatus.SUCCESS, tuple(e for o in outcomes for e in o.effects))
+
+
+#: The state key of where the next window may resume: [the folder's modseq when the window
+#: began, the point reached, the FilterType] (natsync.eas.sync_window).
+RESUME = "resume"
+
+
+def _resume_point(
+    ctx: Context, folder: Folder, req: CollectionRequest, saved: dict[str, Any]
+) -> int | None:
+    """The point the last window left to resume from, while the folder is as it was then."""
+    point = saved.get(RESUME)
+    if not isinstance(point, list) or len(point) != 3:
+        return None
+    modseq, walked, filter_type = point
+    if modseq != folder.modseq or filter_type != req.filter or not isinstance(walked, int):
+        return None
+    return walked if resumable(ctx, folder, req.filter) else None
 
 
 def _checked_document(ctx: Context, coll: Element, window: Window) -> bytes:

@@ -12,11 +12,21 @@ everything. An item that cannot be rendered or encoded is left out of the window
 pending while its modseq is the same (neither sent, nor counted by GetItemEstimate, nor holding a
 Wait open), and is tried again when it changes, or when the server was upgraded since
 (``skipped_by``: a newer natsync may render it).
+
+An initial sync of an email folder resumes rather than diffs: a window after which the device
+holds exactly what it was sent (no Delete, Change or skipped item left, no client command)
+records in its state ``resume`` = [the folder's modseq when the window began, how far along the
+folder's newest-first order it got]. While the folder's modseq is still that one (nothing in the
+folder changed: every change bumps it), the next window knows without looking that every item
+the device holds is as it was sent, and takes its adds from that point on: no pass over every
+item already sent, per window, of a 10,000-message sync. Anything else (a change, a client
+command, a FilterType with a date cutoff, quarantine, a skipped item) diffs in full as before.
 """
 
 from __future__ import annotations
 
 import itertools
+import operator
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -105,6 +115,8 @@ class Window:
     commands: list[Element] = field(default_factory=list)
     #: Per Add / Change: (its element, ServerId, the modseq sent, the device's modseq before).
     sent: list[tuple[Element, str, int, int | None]] = field(default_factory=list)
+    #: Where the next window may resume (module docstring), or None: it diffs in full.
+    resume: int | None = None
 
     def add(self, element: Element, sid: str, modseq: int) -> None:
         self.commands.append(element)
@@ -114,6 +126,7 @@ class Window:
 
     def skip(self, sid: str, modseq: int, before: int | None = None) -> None:
         """*sid* is not sent (the device keeps what it had: *before*, or nothing)."""
+        self.resume = None  # the device lacks an item before the point reached
         if before is None:
             self.known.pop(sid, None)
         else:
@@ -134,6 +147,9 @@ class Pending:
     total: int  # all pending changes, adds included
     #: The skipped items that stay skipped (unchanged since they were left out).
     skipped: dict[str, int] = field(default_factory=dict)
+    #: How many items of the newest-first order come before the last add a window of *limit*
+    #: sends, it included (None: it sends none, or no *limit*).
+    walked: int | None = None
 
 
 def cutoff(filter_type: int, now: datetime) -> datetime | None:
@@ -148,17 +164,23 @@ def pending_changes(
     known: dict[str, int],
     limit: int | None = None,
     skipped: Mapping[str, int] | None = None,
+    resume: int | None = None,
 ) -> Pending:
     """What differs between *known* and the folder now; with *limit*, only the first *limit*
     adds are listed (Sync needs one window, not the whole order). An item of *skipped* (it
     could not be sent, natsync.eas.isolation) is not pending while its modseq is the one it had
-    then.
+    then. *resume* (with *limit*, no *skipped*: the caller checked the module docstring's
+    conditions) says every item of *known* is in the folder as it was sent, and the first
+    *resume* items of the newest-first order are all in *known*: only adds are pending, and
+    they are looked for from there on.
 
     Adds come newest first as far as cheaply known: ``message_versions`` lists a folder in the
     store's own order (delivery order for SQLite), walked backwards. Order is a courtesy to the
     user, not a correctness matter (every pending item is sent in some window), so no sort of
     the whole folder is paid on every window of a 10,000-message initial sync."""
     current, everything = _versions(ctx, folder, filter_type)
+    if resume is not None and limit is not None and not skipped:
+        return _resumed(current, known, limit, resume)
     deletes: list[str] = []
     soft: list[str] = []
     changes: list[str] = []
@@ -185,9 +207,28 @@ def pending_changes(
     if held:
         missing = itertools.filterfalse(held.__contains__, missing)
     adds = list(itertools.islice(missing, limit if limit is not None else add_count))
-    return Pending(
-        deletes, soft, changes, adds, len(deletes) + len(soft) + len(changes) + add_count, held
-    )
+    # Where the adds a window of *limit* sends (after the deletes and changes: server_changes)
+    # stop, for a next window that resumes (found in C, from the newest).
+    walked = None
+    if limit is not None:
+        sent = adds[: max(0, limit - len(deletes) - len(soft) - len(changes))]
+        walked = operator.indexOf(reversed(current), sent[-1]) + 1 if sent else None
+    total = len(deletes) + len(soft) + len(changes) + add_count
+    return Pending(deletes, soft, changes, adds, total, held, walked)
+
+
+def _resumed(current: dict[str, int], known: dict[str, int], limit: int, start: int) -> Pending:
+    """``pending_changes`` resumed at *start* (its docstring): the adds after that point."""
+    adds: list[str] = []
+    walked = start
+    if limit > 0:
+        for sid in itertools.islice(reversed(current), start, None):
+            walked += 1
+            if sid not in known:
+                adds.append(sid)
+                if len(adds) == limit:
+                    break
+    return Pending([], [], [], adds, len(current) - len(known), {}, walked if adds else None)
 
 
 def _versions(
@@ -216,19 +257,37 @@ def _versions(
     return current, everything
 
 
+def resumable(ctx: Context, folder: Folder, filter_type: int) -> bool:
+    """Whether a window of *folder* may resume where the last stopped, or leave a point to
+    resume from (module docstring): email without a date cutoff, a device not quarantined."""
+    return (
+        registry.codec_for(folder.type) is None
+        and cutoff(filter_type if filter_type in EMAIL_FILTERS else 0, ctx.now) is None
+        and ctx.device.access_state != AccessState.QUARANTINED
+    )
+
+
 def server_changes(
     ctx: Context,
     folder: Folder,
     req: CollectionRequest,
     window: Window,
     version: str,
+    resume: int | None = None,
 ) -> bool:
     """Add up to req.window commands to *window*; True when more remain. An item that cannot
-    be rendered is left out (natsync.eas.isolation) and counts against the window."""
+    be rendered is left out (natsync.eas.isolation) and counts against the window. *resume*:
+    see ``pending_changes`` (the caller checked ``resumable`` and the folder's modseq); where
+    the next window may resume is left in ``window.resume``."""
     known = window.known
     out = window.commands
-    pending = pending_changes(ctx, folder, req.filter, known, req.window, window.skipped)
+    pending = pending_changes(ctx, folder, req.filter, known, req.window, window.skipped, resume)
     window.skipped = pending.skipped
+    # Resumable after this window when it sends every Delete and Change, and all its adds
+    # reach the device (Window.skip clears it for one that does not).
+    sends_all = len(pending.deletes) + len(pending.soft) + len(pending.changes) <= req.window
+    if sends_all and not pending.skipped and resumable(ctx, folder, req.filter):
+        window.resume = pending.walked
     deletes, soft, changes, adds = pending.deletes, pending.soft, pending.changes, pending.adds
     budget = req.window
     total = pending.total
@@ -259,7 +318,10 @@ def server_changes(
                     window.add(cmd, sid, item.modseq)
         return total > req.window
     if budget and changes:
-        for msg in ctx.txn.get_messages(ctx.user.id, changes[:budget]):
+        changed = ctx.txn.get_messages(ctx.user.id, changes[:budget])
+        if len(changed) != len(changes[:budget]):
+            window.resume = None  # gone since the diff: the device keeps a stale one
+        for msg in changed:
             change = isolation.build(skipped, msg.server_id, _change, msg, version)
             if change is None:
                 window.skip(msg.server_id, msg.modseq, known.get(msg.server_id))
@@ -277,6 +339,8 @@ def server_changes(
             out.append(E(NS, "Add", E(NS, "ServerId", notice), data))
             known[notice] = note.modseq
         messages = ctx.txn.get_messages(ctx.user.id, batch)
+        if len(messages) != len(batch):
+            window.resume = None  # gone since the diff: the device lacks one before the point
         # One read for the window: the raw MIME and the parts kept at delivery.
         bodies = ctx.txn.message_bodies([msg.id for msg in messages])
         for msg in messages:
