@@ -12,7 +12,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as hs
 
 from natsync.eas import state as st
-from natsync.eas.sync import RESUME
 from natsync.store.api import FolderType, Store, Txn
 from natsync.wbxml import E, Element
 from tests.eas.helpers import NOW, Phone, collection, deliver, folder_id, make_mail
@@ -92,7 +91,7 @@ def test_an_initial_sync_resumes_window_after_window(store: Store) -> None:
     while device.sync(5):
         saved = _saved(store, device.phone, device.inbox, device.key)
         assert saved is not None
-        points.append(saved[RESUME])
+        points.append(saved[st.RESUME])
     folder = _folder(store)
     assert device.held == set(folder)
     assert device.adds == len(folder)
@@ -146,16 +145,19 @@ def test_a_client_command_is_answered_and_the_sync_goes_on(store: Store) -> None
     more = device.sync(3, [read])
     saved = _saved(store, device.phone, device.inbox, device.key)
     assert saved is not None
-    assert RESUME not in saved  # a window with a client command leaves no point
+    assert st.RESUME not in saved  # a window with a client command leaves no point
     while more:
         more = device.sync(3)
     assert device.held == set(_folder(store))
 
 
 #: What may happen between two windows: mail arrives, the phone's or another item is read or
-#: deleted, the phone deletes one itself, or it sends its last request again.
+#: deleted, the phone deletes one itself or moves one out (MoveItems: its state is edited
+#: outside a window), or it sends its last request again.
 _EVENTS = hs.lists(
-    hs.sampled_from(["deliver", "read", "delete", "delete-unsent", "client-delete", "again"]),
+    hs.sampled_from(
+        ["deliver", "read", "delete", "delete-unsent", "client-delete", "move", "again"]
+    ),
     max_size=8,
 )
 
@@ -190,6 +192,18 @@ def test_whatever_happens_between_windows_the_phone_holds_the_folder(
 def _meddle(store: Store, device: _Device, event: str) -> None:
     if event == "deliver":
         _deliver(store, 1)
+        return
+    if event == "move":
+        if device.held:
+            sid = sorted(device.held)[0]
+            trash = folder_id(store, FolderType.DELETED_ITEMS)
+            move = E(
+                "Move", "Move", E("Move", "SrcMsgId", sid), E("Move", "SrcFldId", device.inbox)
+            )
+            move.add("Move", "DstFldId", trash)
+            answer = device.phone.tree("MoveItems", E("Move", "MoveItems", move))
+            assert answer.find("Response").child_text("Status") == "3"  # type: ignore[union-attr]
+            device.held.discard(sid)
         return
     if event == "client-delete":
         if device.held:

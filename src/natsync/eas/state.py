@@ -72,6 +72,10 @@ _MARSHAL_VERSION = 4
 #: Key under which unpack() returns the cached answer bytes.
 ANSWER = "answer"
 _KEY = re.compile(r"\{([0-9a-f]{8})\}([0-9]{1,12})")
+#: The state key of where a Sync's next window may resume: [the folder's modseq when the window
+#: began, the point reached, the FilterType] (natsync.eas.sync_window). Whatever changes the
+#: items outside a window drops it.
+RESUME = "resume"
 #: The state key of the items map's base (module docstring): marshal bytes of a dict.
 BASE = "base"
 #: A new base is written once the entries changed since the last one are more than this part

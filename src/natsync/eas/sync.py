@@ -229,22 +229,17 @@ def _collection(ctx: Context, req: CollectionRequest, commands: Element | None) 
     }
     saved.update(window.state())
     if window.resume is not None and not client:
-        saved[RESUME] = [folder.modseq, window.resume, req.filter]
+        saved[st.RESUME] = [folder.modseq, window.resume, req.filter]
     txn.put_sync_state(ctx.device.id, req.id, nxt, st.pack(saved, doc, keep=True))
     set_last(ctx, req.id, nxt, seen)
     return _Answer(coll, doc, SyncStatus.SUCCESS, tuple(e for o in outcomes for e in o.effects))
-
-
-#: The state key of where the next window may resume: [the folder's modseq when the window
-#: began, the point reached, the FilterType] (natsync.eas.sync_window).
-RESUME = "resume"
 
 
 def _resume_point(
     ctx: Context, folder: Folder, req: CollectionRequest, saved: dict[str, Any]
 ) -> int | None:
     """The point the last window left to resume from, while the folder is as it was then."""
-    point = saved.get(RESUME)
+    point = saved.get(st.RESUME)
     if not isinstance(point, list) or len(point) != 3:
         return None
     modseq, walked, filter_type = point

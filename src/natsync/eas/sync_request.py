@@ -251,5 +251,6 @@ def _edit_known(ctx: Context, cid: str, edit: Callable[[dict[str, int]], dict[st
     if saved is None:
         return
     saved["items"] = edit(saved.get("items", {}))
+    saved.pop(st.RESUME, None)  # the next window diffs in full (natsync.eas.sync_window)
     answer = saved.pop(st.ANSWER, b"")
     ctx.txn.put_sync_state(ctx.device.id, cid, last[0], st.pack(saved, answer))
