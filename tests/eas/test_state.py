@@ -36,12 +36,27 @@ def test_round_trip_keeps_types_and_answer() -> None:
     state = _state(10_000)
     state["folders"] = {"1": ["0", "Inbox", 2]}  # FolderSync's snapshot: lists stay lists
     blob = st.pack(state, ANSWER)
-    assert blob.startswith(b"NS3")
+    assert blob.startswith(b"NS4")  # items as a base and changes: format 4
     assert blob.endswith(ANSWER)
     back = st.unpack(blob)
     assert back.pop(st.ANSWER) == ANSWER
     assert back == state
     assert type(back["folders"]["1"]) is list
+
+
+def test_a_state_without_items_is_format_3() -> None:
+    blob = st.pack({"folders": {"1": ["0", "Inbox", 2]}, "for": "0"}, ANSWER)
+    assert blob.startswith(b"NS3")
+    assert st.unpack(blob) == {"folders": {"1": ["0", "Inbox", 2]}, "for": "0", st.ANSWER: ANSWER}
+
+
+def test_format_3_items_still_read() -> None:
+    """A state a natsync before format 4 wrote: its items map whole."""
+    state = _state(20)
+    back = st.unpack(_marshal_blob(state, ANSWER))
+    assert back.pop(st.ANSWER) == ANSWER
+    assert back == state
+    assert isinstance(back["items"], st.KnownItems)
 
 
 def test_no_answer_means_no_answer_key() -> None:
@@ -245,7 +260,7 @@ def test_sync_continues_from_an_old_format_state(store: Store) -> None:
     def rewrite(txn: Txn, device: int) -> None:
         blob = txn.get_sync_state(device, inbox, key)
         assert blob is not None
-        assert blob.startswith(b"NS3")
+        assert blob.startswith(b"NS4")
         saved = st.unpack(blob)
         answer = saved.pop(st.ANSWER)
         txn.put_sync_state(device, inbox, key, st.pack_json(saved, answer))
@@ -257,7 +272,7 @@ def test_sync_continues_from_an_old_format_state(store: Store) -> None:
     assert len(more) == 2
     assert not set(more) & set(sent)
     blob = _device_txn(store, lambda t, d: t.get_sync_state(d, inbox, rest.child_text("SyncKey")))
-    assert blob.startswith(b"NS3")  # the next state is written in the new format
+    assert blob.startswith(b"NS4")  # the next state is written in the new format
 
 
 def test_damaged_state_is_status_3_then_a_clean_resync(store: Store) -> None:

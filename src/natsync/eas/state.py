@@ -10,14 +10,15 @@ older is an unknown key (Sync Status 3 / FolderSync Status 9) and a clean resync
 
 The blob is rewritten on every Sync window and read at least once per window, and during an
 initial sync its ``items`` map grows to one entry per message (10,000 and more): its encoding
-is on the hot path. Format 3 (written now) is the state as ``marshal`` (format version 4)
+is on the hot path. Format 3 is the state as ``marshal`` (format version 4)
 behind a CRC-32, then the cached answer as raw bytes. For a 10,000-entry map that is ~0.8 ms to
 write and ~1.5 ms to read, against ~4 ms and ~4.5 ms for format 2 (zlib-compressed JSON, still
 read, so devices keep their keys across an upgrade); the price is size (~130 KB uncompressed
 against ~45 KB), cheap next to the rows of the answer itself.
 
-The ``items`` map is not marshalled whole on every window either: a state holds it as a base
-(``BASE``: the map as ``marshal`` bytes, written when it was last rewritten) and, under
+The ``items`` map is not marshalled whole on every window either: format 4 (written now; the
+layout of format 3 under its own magic) holds it as a base (``BASE``: the map as ``marshal``
+bytes, written when it was last rewritten) and, under
 ``items``, only the entries changed since (a modseq, or None for an entry removed). Loaded, the
 map is a :class:`KnownItems`, a dict that notes what changes in it; packing it writes the base's
 bytes as they are and marshals only the changes, until those exceed ``1/REBASE_SHARE`` of the
@@ -65,6 +66,11 @@ _ZLIB_LEVEL = 1
 _MAGIC_JSON = b"NS2"
 #: First bytes of a format 3 blob: MAGIC, length and CRC-32 (>II), marshal head, raw answer.
 _MAGIC_MARSHAL = b"NS3"
+#: First bytes of a format 4 blob (written now): format 3 whose ``items`` are a base and the
+#: changes since it (``BASE``). Its own magic, so that a natsync from before reads it as a
+#: format it does not know (the device resyncs cleanly) rather than as a map of the changes
+#: alone (the items of the base sent to the device again).
+_MAGIC_BASE = b"NS4"
 _HEAD3 = struct.Struct(">II")
 #: marshal format version 4 (Python 3.4+): stable, and readable by every later Python. Pinned
 #: rather than ``marshal.version`` so a future default cannot change what we write unnoticed.
@@ -206,14 +212,16 @@ def next_key(key: str) -> str | None:
 
 
 def pack(state: dict[str, Any], answer: bytes = b"", *, keep: bool = False) -> bytes:
-    """The blob (format 3): ``MAGIC``, the head's length and CRC-32, the head (the state,
+    """The blob (format 4, or 3 without items): ``MAGIC``, the head's length and CRC-32, the
+    head (the state,
     marshalled), then the cached *answer* as it was sent (already compact WBXML: neither
     base64 nor compressed again). Falls back to format 2 for a state marshal cannot write.
 
     With *keep*, *state* itself is kept for the ``unpack`` of this blob (module docstring): the
     caller must not change it afterwards."""
+    stored = _stored_form(state)
     try:
-        head = marshal.dumps(_stored_form(state), _MARSHAL_VERSION)
+        head = marshal.dumps(stored, _MARSHAL_VERSION)
     except ValueError:
         return pack_json(state, answer)
     crc = zlib.crc32(head)
@@ -223,7 +231,8 @@ def pack(state: dict[str, Any], answer: bytes = b"", *, keep: bool = False) -> b
             _kept.move_to_end((len(head), crc))
             while len(_kept) > KEPT_STATES:
                 _kept.popitem(last=False)
-    return _MAGIC_MARSHAL + _HEAD3.pack(len(head), crc) + head + answer
+    magic = _MAGIC_BASE if BASE in stored else _MAGIC_MARSHAL
+    return magic + _HEAD3.pack(len(head), crc) + head + answer
 
 
 def pack_json(state: dict[str, Any], answer: bytes = b"") -> bytes:
@@ -258,7 +267,7 @@ def _unpack_json(blob: bytes) -> tuple[object, bytes]:
 def unpack(blob: bytes) -> dict[str, Any]:
     """The state; its cached answer, if any, is under the key ``ANSWER`` (bytes)."""
     try:
-        if blob.startswith(_MAGIC_MARSHAL):
+        if blob.startswith((_MAGIC_MARSHAL, _MAGIC_BASE)):  # the same layout
             state, answer = _unpack_marshal(blob)
         elif blob.startswith(_MAGIC_JSON):
             state, answer = _unpack_json(blob)
