@@ -200,6 +200,7 @@ def _collection(ctx: Context, req: CollectionRequest, commands: Element | None) 
     # folder is as it was then: natsync.eas.sync_window).
     out = window.commands
     more = False
+    resume = None
     if req.get_changes and syncable(folder):
         resume = _resume_point(ctx, folder, req, current) if not client else None
         more = server_changes(ctx, folder, req, window, version, resume)
@@ -221,6 +222,10 @@ def _collection(ctx: Context, req: CollectionRequest, commands: Element | None) 
     doc = _checked_document(ctx, coll, window)
     folder_now = txn.get_folder(ctx.user.id, req.id)
     seen = -1 if more or folder_now is None else folder_now.modseq
+    if resume is not None and seen > folder.modseq:
+        # Changed while the window was made (PostgreSQL reads each statement's own snapshot):
+        # the resumed window may not have seen it, so a Ping is woken for it.
+        seen = folder.modseq
     saved = {
         "items": known,
         "filter": req.filter,

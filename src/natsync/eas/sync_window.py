@@ -228,7 +228,8 @@ def _resumed(current: dict[str, int], known: dict[str, int], limit: int, start: 
                 adds.append(sid)
                 if len(adds) == limit:
                     break
-    return Pending([], [], [], adds, len(current) - len(known), {}, walked if adds else None)
+    total = max(0, len(current) - len(known))  # exact while the folder is as it was
+    return Pending([], [], [], adds, total, {}, walked if adds else None)
 
 
 def _versions(
