@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from natsync.mime import parse_message
-from natsync.sources.bodies import text_is_enough
+from natsync.sources.bodies import BodyNeeded, _Guard, text_is_enough
 from natsync.sources.structure import (
     MARKER,
     can_be_lazy,
@@ -115,6 +115,37 @@ def test_the_partial_copy_keeps_the_walk_order_and_the_sizes() -> None:
         (a.filename, a.part_index) for a in whole.attachments
     ]
     assert abs(lazy.attachments[0].size - len(PDF)) < len(PDF) // 50
+
+
+class _Bodies:
+    """The two reads a Sync window makes, over one partial and one whole message."""
+
+    def __init__(self, raws: dict[int, bytes]) -> None:
+        self.raws = raws
+
+    def raw_messages(self, message_ids: list[int]) -> dict[int, bytes]:
+        return {i: self.raws[i] for i in message_ids}
+
+    def message_bodies(self, message_ids: list[int]) -> dict[int, tuple[bytes, str | None]]:
+        return {i: (self.raws[i], None) for i in message_ids}
+
+
+@pytest.mark.parametrize("read", ["raw_messages", "message_bodies"])
+def test_every_raw_read_of_a_partial_message_asks_for_it_whole(read: str) -> None:
+    top = parse_bodystructure(_response()["BODYSTRUCTURE"])  # type: ignore[arg-type]
+    texts = {"1.1": b"see the report\r\n", "1.2": b"<p>see the report</p>\r\n"}
+    cut = partial_message(HEADER, top, texts, len(WHOLE), cut=True, key=KEY)
+    whole_text = partial_message(HEADER, top, texts, len(WHOLE), cut=False, key=KEY)
+    txn = _Bodies({1: whole_text, 2: WHOLE, 3: cut})
+    # A command that needs the MIME (e.g. a Sync asking for Type 4) gets BodyNeeded ...
+    with pytest.raises(BodyNeeded) as needed:
+        getattr(_Guard(txn, False, KEY), read)([1, 2])  # type: ignore[arg-type]
+    assert needed.value.message_ids == (1,)
+    # ... one the text is enough for does not, unless a text was cut.
+    assert len(getattr(_Guard(txn, True, KEY), read)([1, 2])) == 2  # type: ignore[arg-type]
+    with pytest.raises(BodyNeeded) as needed:
+        getattr(_Guard(txn, True, KEY), read)([2, 3])  # type: ignore[arg-type]
+    assert needed.value.message_ids == (3,)
 
 
 def test_a_forged_marker_is_not_a_partial_copy() -> None:

@@ -120,6 +120,12 @@ class _Guard:
         self._check(raws)
         return raws
 
+    def message_bodies(self, message_ids: Sequence[int]) -> dict[int, tuple[bytes, str | None]]:
+        # A Sync window reads the raw MIME and the parts kept at delivery in one go.
+        bodies: dict[int, tuple[bytes, str | None]] = self._txn.message_bodies(message_ids)
+        self._check({message_id: raw for message_id, (raw, _) in bodies.items()})
+        return bodies
+
     def get_attachment(self, user_id: int, file_reference: str) -> tuple[Attachment, bytes] | None:
         found: tuple[Attachment, bytes] | None = self._txn.get_attachment(user_id, file_reference)
         if found is not None:
