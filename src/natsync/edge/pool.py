@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from natsync.edge.balance import Server
 from natsync.edge.config import EdgeConfig
 from natsync.edge.health import Health
+from natsync.edge.memory import BufferTrim
 from natsync.edge.metrics import Metrics
 from natsync.edge.tls import BackendCertError, BackendTrust, open_backend
 
@@ -40,7 +41,7 @@ class Upstream:
 class Pool:
     """Every server's :class:`Upstream`: take an idle connection, open a new one, release one."""
 
-    __slots__ = ("config", "failure", "health", "metrics", "upstreams")
+    __slots__ = ("config", "failure", "health", "metrics", "trim", "upstreams")
 
     def __init__(
         self,
@@ -56,6 +57,8 @@ class Pool:
         self.metrics = metrics
         #: Counts and logs a server-side failure (kind, message).
         self.failure = failure
+        #: New connections, whose OpenSSL read buffer is freed once their tickets are in.
+        self.trim = BufferTrim()
         self.upstreams = {
             server.address: Upstream(
                 server,
@@ -112,6 +115,7 @@ class Pool:
         if sslobj is not None and sslobj.session_reused:
             self.metrics.backend_resumed += 1
         self.health.answered(server)
+        self.trim.add(sslobj)
         return backend
 
     def release(self, backend: BackendConn, now: float) -> None:

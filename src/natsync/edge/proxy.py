@@ -152,7 +152,9 @@ class Edge:
             log.error("%s", message)
 
     def sweep(self, now: float) -> None:
-        """Close what passed its deadline (idle phones, slow heads, silent servers)."""
+        """Close what passed its deadline (idle phones, slow heads, silent servers); free the
+        OpenSSL buffers new server connections keep after their session tickets."""
+        self.pool.trim.sweep()
         for conn in [c for c in self.clients if c.machine.deadline and now > c.machine.deadline]:
             conn.timed_out(now)
         for backend in [b for b in self.backends if
@@ -322,6 +324,7 @@ class ClientConn(_Buffered):
             self.ip = peer[0] if peer else "?"
         self.machine.ip = self.ip
         self.edge.clients.add(self)
+        self.edge.pool.trim.add(transport.get_extra_info("ssl_object"))
         self.machine.connected(clock())
 
     def buffer_updated(self, nbytes: int) -> None:
