@@ -27,9 +27,13 @@ stopped by PID and its work directory removed.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import os
 import shutil
 import signal
+import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -37,6 +41,7 @@ import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import cast
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -290,9 +295,247 @@ def compare(args: argparse.Namespace) -> None:
 
 # -- breakdown: one TLS connection at a time
 
+#: The variants of `breakdown`: how the measured process holds its TLS connections.
+SERVER_LEG = {
+    "uvloop": "uvloop's TLS transport (the edge's phone leg today)",
+    "uvloop-released": "the same, OpenSSL's buffers released (natsync.edge.memory)",
+    "asyncio": "asyncio's own TLS transport",
+    "bio": "a MemoryBIO protocol on uvloop's plain TCP transport (a sketch)",
+    "socket": "an ssl socket (OpenSSL reads the socket) on uvloop's add_reader (a sketch)",
+}
+CLIENT_LEG = {
+    "uvloop": "uvloop's TLS transport (the edge's server leg today)",
+    "uvloop-released": "the same, OpenSSL's buffers released (natsync.edge.memory)",
+    "uvloop-resumed-released": "the same, every connection resuming one TLS session",
+    "socket": "an ssl socket on uvloop's add_reader (a sketch)",
+    "socket-released": "the same, OpenSSL's buffers released",
+    "socket-resumed-released": "the same, every connection resuming one TLS session",
+}
+#: Seconds a breakdown process waits after its connections are up (session tickets arrive)
+#: before releasing buffers.
+TICKETS_IN = 0.5
+_ARRAY = bytearray(64 * 1024)
+_BUFFER = memoryview(_ARRAY)
+
+
+class _Idle(asyncio.BufferedProtocol):
+    """Holds a connection; reads into one shared buffer (as the edge's protocols do)."""
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return _BUFFER
+
+    def buffer_updated(self, nbytes: int) -> None:
+        pass
+
+
+class _BioServer(asyncio.BufferedProtocol):
+    """TLS over two MemoryBIOs on a plain TCP transport: handshake, then reads, nothing else."""
+
+    def __init__(self, context: ssl.SSLContext) -> None:
+        self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.sslobj = context.wrap_bio(self.incoming, self.outgoing, server_side=True)
+        self.ready = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return _BUFFER
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.incoming.write(_BUFFER[:nbytes])
+        with contextlib.suppress(ssl.SSLWantReadError):
+            if not self.ready:
+                self.sslobj.do_handshake()
+                self.ready = True
+            while self.sslobj.read(len(_ARRAY), _ARRAY):
+                pass
+        if self.outgoing.pending:
+            self.transport.write(self.outgoing.read())
+
+
+def _socket_reader(sslsock: ssl.SSLSocket) -> None:
+    try:
+        if not getattr(sslsock, "ready", False):
+            sslsock.do_handshake()
+            sslsock.ready = True  # type: ignore[attr-defined]
+        if not sslsock.recv_into(_BUFFER):
+            raise ConnectionResetError
+    except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+        pass
+    except OSError:  # the peer went (ssl.SSLError is one too)
+        asyncio.get_running_loop().remove_reader(sslsock.fileno())
+        sslsock.close()
+
+
+def _leg(kind: str, port: int, cert: str, key: str, count: int) -> None:
+    """The measured process of `breakdown`: *kind* is "server-VARIANT" (accept connections on
+    *port*) or "client-VARIANT" (open *count* of them to *port* after a line on stdin)."""
+    import uvloop
+
+    from natsync.edge.memory import release_buffers, trim_heap, tune_malloc
+    from natsync.edge.tls import _SessionContext
+
+    tune_malloc()  # as the edge runs
+    raise_nofile()
+    role, variant = kind.split("-", 1)
+    loop = asyncio.new_event_loop() if variant == "asyncio" else uvloop.new_event_loop()
+    held: list[object] = []
+    # the client's is the edge's: it offers its cached_session to every new connection
+    context = _SessionContext(
+        ssl.PROTOCOL_TLS_SERVER if role == "server" else ssl.PROTOCOL_TLS_CLIENT
+    )
+    if role == "server":
+        context.load_cert_chain(cert, key)
+    else:
+        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+
+    def accept(listener: socket.socket) -> None:
+        with contextlib.suppress(BlockingIOError):
+            sock, _ = listener.accept()
+            sslsock = context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+            sslsock.setblocking(False)
+            held.append(sslsock)
+            loop.add_reader(sslsock.fileno(), _socket_reader, sslsock)
+
+    async def dial() -> None:
+        if variant.startswith("uvloop"):
+            transport, _ = await loop.create_connection(
+                _Idle, "127.0.0.1", port, ssl=context, server_hostname="backend.internal"
+            )
+            transport.write(edge_bench.PING)
+            held.append(transport.get_extra_info("ssl_object"))
+            return
+        sock = socket.socket()
+        sock.setblocking(False)
+        await loop.sock_connect(sock, ("127.0.0.1", port))
+        sslsock = context.wrap_socket(sock, server_hostname="backend.internal",
+                                      do_handshake_on_connect=False,
+                                      session=context.cached_session)  # fmt: skip
+        done = loop.create_future()
+
+        def handshake() -> None:
+            with contextlib.suppress(ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                sslsock.do_handshake()
+                loop.remove_reader(sslsock.fileno())
+                done.set_result(None)
+
+        loop.add_reader(sslsock.fileno(), handshake)
+        handshake()
+        await done
+        sslsock.send(edge_bench.PING)
+        sslsock.ready = True  # type: ignore[attr-defined]
+        loop.add_reader(sslsock.fileno(), _socket_reader, sslsock)
+        held.append(sslsock)
+
+    async def main() -> None:
+        if role == "server":
+            if variant == "socket":
+                listener = socket.create_server(("127.0.0.1", port), backlog=4096)
+                listener.setblocking(False)
+                loop.add_reader(listener.fileno(), accept, listener)
+            elif variant == "bio":
+                await loop.create_server(lambda: _BioServer(context), "127.0.0.1", port,
+                                         backlog=4096)  # fmt: skip
+            else:
+
+                class Kept(_Idle):
+                    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                        held.append(transport.get_extra_info("ssl_object"))
+
+                await loop.create_server(Kept, "127.0.0.1", port, ssl=context, backlog=4096)
+        else:
+            gate = asyncio.Semaphore(50)
+            if "resumed" in variant:  # a session with its tickets in, from one connection
+                await dial()
+                await asyncio.sleep(TICKETS_IN)
+                context.cached_session = cast(ssl.SSLObject, held[0]).session
+
+            async def one() -> None:
+                async with gate:
+                    await dial()
+
+            await asyncio.gather(*(one() for _ in range(count)))
+            print(count, flush=True)  # to `breakdown`: all connected
+        released = 0
+        while True:
+            await asyncio.sleep(TICKETS_IN)
+            if variant.endswith("released"):
+                for item in held[released:]:
+                    release_buffers(item)
+                released = len(held)
+                trim_heap()
+
+    if role == "client":
+        sys.stdin.readline()  # `breakdown` says go once it measured this process idle
+    loop.run_until_complete(main())
+
+
+def _settled(pid: int) -> dict[str, int]:
+    time.sleep(SETTLE + TICKETS_IN)
+    return memory([pid])
+
+
+def _print_leg(label: str, before: dict[str, int], after: dict[str, int], count: int) -> None:
+    per = {kind: (after[kind] - before[kind]) / max(1, count) / 1024 for kind in KINDS}
+    print(f"| {label} | " + " | ".join(f"{per[kind]:.1f}" for kind in KINDS) + " |", flush=True)
+
 
 def breakdown(args: argparse.Namespace) -> None:
-    print("not yet")
+    """Where a held Ping's bytes go: one TLS leg at a time, in a process of its own."""
+    raise_nofile()
+    workdir = Path(tempfile.mkdtemp(prefix="edge-memory-breakdown-"))
+    procs: list[subprocess.Popen[bytes]] = []
+    me = [sys.executable, __file__, "leg"]
+    try:
+        ca = init_ca(workdir / "ca")
+        cert, key = ca.issue_server_cert(["mail.example.test"], ["127.0.0.1"], workdir,
+                                         basename="e")  # fmt: skip
+        print(f"command: python {' '.join(sys.argv)}; load {os.getloadavg()[0]:.2f}")
+        print(f"\nphone leg: a process holding {args.held} accepted TLS 1.3 connections, one Ping "
+              "read on each (KB per connection)\n")  # fmt: skip
+        print("| how | RSS | PSS | USS |\n|---|---:|---:|---:|")
+        for variant, label in SERVER_LEG.items():
+            port = free_port()
+            leg = subprocess.Popen([*me, f"server-{variant}", str(port), str(cert), str(key),
+                                    "0"])  # fmt: skip
+            procs.append(leg)
+            wait_port(port)
+            warm = Proxy()
+            warm.port, warm.name = port, label
+            clients, _ = hold(warm, 50, 1, ca.cert_path, workdir)
+            before = _settled(leg.pid)
+            more, opened = hold(warm, args.held, args.clients, ca.cert_path, workdir)
+            _print_leg(label, before, _settled(leg.pid), opened)
+            release([*clients, *more, leg])
+        print(f"\nserver leg: a process with {args.held} TLS 1.3 connections it opened, one Ping "
+              "sent on each, to a server that never answers (KB per connection)\n")  # fmt: skip
+        print("| how | RSS | PSS | USS |\n|---|---:|---:|---:|")
+        s_cert, s_key = ca.issue_server_cert(["backend.internal"], ["127.0.0.1"], workdir,
+                                             basename="s")  # fmt: skip
+        for variant, label in CLIENT_LEG.items():
+            port = free_port()
+            backend = subprocess.Popen([sys.executable, edge_bench.__file__, "hold-backend",
+                                        str(port), str(s_cert), str(s_key)])  # fmt: skip
+            procs.append(backend)
+            wait_port(port)
+            leg = subprocess.Popen([*me, f"client-{variant}", str(port), "", "", str(args.held)],
+                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE)  # fmt: skip
+            procs.append(leg)
+            assert leg.stdin is not None
+            assert leg.stdout is not None
+            time.sleep(1.0)
+            before = _settled(leg.pid)
+            leg.stdin.write(b"go\n")
+            leg.stdin.flush()
+            opened = int(leg.stdout.readline() or 0)  # all connected (or it died: 0)
+            _print_leg(label, before, _settled(leg.pid), opened)
+            release([leg, backend])
+        print("\nthe edge's own Python objects (edge_bench.py hot-path: no TLS, no sockets):")
+        subprocess.run([sys.executable, edge_bench.__file__, "hot-path", "2000"], check=False)
+    finally:
+        release([p for p in procs if p.poll() is None])
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def main() -> None:
@@ -303,6 +546,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--workers", type=int, default=1, help="edge workers = HAProxy processes")
     parser.add_argument("--clients", type=int, default=2, help="holding client processes")
+    if len(sys.argv) > 1 and sys.argv[1] == "leg":
+        _leg(sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5], int(sys.argv[6]))
+        return
     args = parser.parse_args()
     if args.what == "breakdown":
         breakdown(args)

@@ -141,7 +141,7 @@ def test_buffer_trim_waits_one_sweep_then_trims_once(pki: Pki) -> None:
     assert trim.sweep() == 0  # once
 
 
-async def test_a_held_ping_trimmed_on_both_legs_is_answered_intact(
+async def test_a_held_ping_trimmed_on_both_legs_is_answered_intact_and_its_session_resumed(
     pki: Pki, recorder: Recorder, make_edge: EdgeFactory
 ) -> None:
     edge = await make_edge(edge_config(pki, recorder.port))
@@ -159,6 +159,10 @@ async def test_a_held_ping_trimmed_on_both_legs_is_answered_intact(
     trim.sweep()
     # phone leg and server leg: the read buffer and both memory BIOs of each
     assert trim.sweep() == 6
+    # the server leg's session (its tickets in) is offered to the next server connection
+    assert edge.edge.trust.context.cached_session is not None
+    assert status(await exchange(edge, pki, post(), timeout=10)) == 200
+    assert edge.edge.metrics.backend_resumed == 1
     recorder.release.set()
     answer = await task
     assert status(answer) == 200

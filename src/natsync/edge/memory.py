@@ -156,22 +156,27 @@ class BufferTrim:
     and nothing frees it, so a server connection holding a Ping kept it for hours. The memory
     BIOs uvloop reads and writes through keep the capacity of the largest flight (the
     certificate chain). Tickets arrive within a round trip of the handshake, a phone's request
-    right after it: a connection added here is trimmed at the second sweep after, once.
+    right after it: a connection added here is trimmed at the second sweep after, once, and
+    then handed to its *then* (if any): its tickets are in by then.
     """
 
     __slots__ = ("older", "young")
 
     def __init__(self) -> None:
-        self.young: list[Any] = []
-        self.older: list[Any] = []
+        self.young: list[tuple[Any, Callable[[Any], object] | None]] = []
+        self.older: list[tuple[Any, Callable[[Any], object] | None]] = []
 
-    def add(self, sslobj: Any) -> None:
+    def add(self, sslobj: Any, then: Callable[[Any], object] | None = None) -> None:
         if sslobj is not None:
-            self.young.append(sslobj)
+            self.young.append((sslobj, then))
 
     def sweep(self) -> int:
         """Trim the connections added before the last sweep; how many buffers were freed."""
-        freed = sum(release_buffers(sslobj) for sslobj in self.older) if self.older else 0
+        freed = 0
+        for sslobj, then in self.older:
+            freed += release_buffers(sslobj)
+            if then is not None:
+                then(sslobj)
         self.older, self.young = self.young, []
         if freed:
             trim_heap()

@@ -11,6 +11,7 @@ keep-alive phone's next request skips the handshake. The decisions per connectio
 
 from __future__ import annotations
 
+import functools
 import ssl
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -57,7 +58,8 @@ class Pool:
         self.metrics = metrics
         #: Counts and logs a server-side failure (kind, message).
         self.failure = failure
-        #: New connections, whose OpenSSL read buffer is freed once their tickets are in.
+        #: New connections (both legs), whose idle OpenSSL buffers are freed once their
+        #: handshake's last messages are in (natsync.edge.memory).
         self.trim = BufferTrim()
         self.upstreams = {
             server.address: Upstream(
@@ -115,7 +117,9 @@ class Pool:
         if sslobj is not None and sslobj.session_reused:
             self.metrics.backend_resumed += 1
         self.health.answered(server)
-        self.trim.add(sslobj)
+        # with no session to offer yet, this one's (tickets in by its trim) serves the next ones
+        first = upstream.trust.context.cached_session is None
+        self.trim.add(sslobj, functools.partial(_remember_first, trust) if first else None)
         return backend
 
     def release(self, backend: BackendConn, now: float) -> None:
@@ -150,3 +154,10 @@ class Pool:
     def clear(self) -> None:
         for upstream in self.upstreams.values():
             upstream.pool.clear()
+
+
+def _remember_first(trust: BackendTrust, sslobj: ssl.SSLObject) -> None:
+    """*sslobj*'s session for the next connections, unless one was remembered meanwhile (its
+    connection was verified when it opened; reading a session costs ~1 ms: only once)."""
+    if trust.context.cached_session is None:
+        trust.remember(sslobj)
