@@ -55,8 +55,10 @@ from natsync.edge.tls import fingerprint
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
 #: Seconds after the last Ping is held before memory is read (allocator and kernel settle).
 SETTLE = 2.0
+#: Seconds between two counts the holding backend writes.
+COUNT_EVERY = 0.2
 #: Seconds the holding clients may take to open their connections.
-CONNECT_TIMEOUT = 180.0
+CONNECT_TIMEOUT = 300.0
 KINDS = ("Rss", "Pss", "Uss")
 
 
@@ -144,6 +146,62 @@ backend holding
                 proc.wait()
 
 
+def counting_backend(port: int, cert: str, key: str, count_file: str) -> None:
+    """The holding TLS backend (a process of its own): a Ping is never answered; how many it
+    holds is written to *count_file* every COUNT_EVERY seconds, so a figure is read only once
+    every Ping really reached it (the proxy's server leg is up, not only the phone's)."""
+    import uvloop
+
+    raise_nofile()
+    held = [0]
+
+    class Backend(asyncio.Protocol):
+        def __init__(self) -> None:
+            self.head, self.holding = b"", False
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.transport = cast(asyncio.Transport, transport)
+
+        def data_received(self, data: bytes) -> None:
+            self.head += data
+            while b"\r\n\r\n" in self.head and not self.holding:
+                line, _, self.head = self.head.partition(b"\r\n\r\n")
+                if b"Cmd=Ping" in line:
+                    self.holding = True
+                    held[0] += 1
+                else:
+                    self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            held[0] -= self.holding
+
+    async def main() -> None:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert, key)
+        loop = asyncio.get_running_loop()
+        await loop.create_server(Backend, "127.0.0.1", port, ssl=context, backlog=8192)
+        while True:
+            _write_count(count_file, held[0])
+            await asyncio.sleep(COUNT_EVERY)
+
+    uvloop.run(main())
+
+
+def _write_count(path: str, count: int) -> None:
+    Path(path + ".tmp").write_text(str(count))
+    os.replace(path + ".tmp", path)
+
+
+def backend_holds(count_file: Path, target: int, timeout: float = CONNECT_TIMEOUT) -> int:
+    """Wait until the backend holds *target* Pings (at most *timeout*); what it holds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        held = int(count_file.read_text() or 0) if count_file.exists() else -1
+        if held == target or time.monotonic() > deadline:
+            return held
+        time.sleep(COUNT_EVERY)
+
+
 def hold(
     proxy: Proxy, count: int, clients: int, ca_file: Path, workdir: Path
 ) -> tuple[list[subprocess.Popen[bytes]], int]:
@@ -185,13 +243,22 @@ def release(procs: list[subprocess.Popen[bytes]]) -> None:
 def per_held(
     proxy: Proxy, args: argparse.Namespace, ca_file: Path, workdir: Path
 ) -> dict[str, float]:
-    """Bytes per held Ping (RSS, PSS, USS) through *proxy*, after a warm-up."""
+    """Bytes per held Ping (RSS, PSS, USS) through *proxy*, after a warm-up; measured once the
+    backend holds every Ping (else the run stops: a figure over half-bridged Pings is wrong)."""
+    counted = workdir / "held"
     warm, _ = hold(proxy, args.warm, 1, ca_file, workdir)
+    backend_holds(counted, args.warm)
     release(warm)
+    # the edge drops a Ping's server leg when its phone goes; HAProxy (without abortonclose)
+    # keeps it until an answer: what is left is part of "before"
+    base = backend_holds(counted, 0, timeout=SETTLE)
     time.sleep(SETTLE)
     before = memory(proxy.pids())
     procs, opened = hold(proxy, args.held, args.clients, ca_file, workdir)
     try:
+        reached = backend_holds(counted, base + opened) - base
+        if reached != opened:
+            raise SystemExit(f"{proxy.name}: {opened} Pings sent, {reached} reached the backend")
         time.sleep(SETTLE)
         after = memory(proxy.pids())
     finally:
@@ -230,11 +297,12 @@ def compare(args: argparse.Namespace) -> None:
             subprocess.Popen(
                 [
                     sys.executable,
-                    edge_bench.__file__,
-                    "hold-backend",
+                    __file__,
+                    "backend",
                     str(hold_port),
                     str(s_cert),
                     str(s_key),
+                    str(workdir / "held"),
                 ]
             )
         )
@@ -515,8 +583,10 @@ def breakdown(args: argparse.Namespace) -> None:
                                              basename="s")  # fmt: skip
         for variant, label in CLIENT_LEG.items():
             port = free_port()
-            backend = subprocess.Popen([sys.executable, edge_bench.__file__, "hold-backend",
-                                        str(port), str(s_cert), str(s_key)])  # fmt: skip
+            counted = str(workdir / "held")
+            backend = subprocess.Popen(
+                [sys.executable, __file__, "backend", str(port), str(s_cert), str(s_key), counted]
+            )
             procs.append(backend)
             wait_port(port)
             leg = subprocess.Popen([*me, f"client-{variant}", str(port), "", "", str(args.held)],
@@ -546,6 +616,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--workers", type=int, default=1, help="edge workers = HAProxy processes")
     parser.add_argument("--clients", type=int, default=2, help="holding client processes")
+    if len(sys.argv) > 1 and sys.argv[1] == "backend":
+        counting_backend(int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5])
+        return
     if len(sys.argv) > 1 and sys.argv[1] == "leg":
         _leg(sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5], int(sys.argv[6]))
         return
