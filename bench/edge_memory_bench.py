@@ -47,12 +47,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import edge_bench
 from edge_bench import EdgeProxy, Proxy, free_port, raise_nofile, wait_port
+from peers import HAPROXY, HAProxyProcesses
 
 from natsync.cert import init_ca
 from natsync.edge.config import EdgeConfig, SiteCert
 from natsync.edge.tls import fingerprint
 
-HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
 #: Seconds after the last Ping is held before memory is read (allocator and kernel settle).
 SETTLE = 2.0
 #: Seconds between two counts the holding backend writes.
@@ -117,33 +117,14 @@ backend holding
     server s1 127.0.0.1:{backend_port} ssl verify required ca-file {ca} sni str({name})
 """
         )
-        self.procs = [
-            subprocess.Popen(
-                [HAPROXY, "-db", "-f", str(config)],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                preexec_fn=raise_nofile,  # noqa: PLW1509 (no threads here)
-            )
-            for _ in range(count)
-        ]
-        self.proc = self.procs[0]
-        wait_port(self.port)
-        time.sleep(0.5)  # every process bound
+        self.processes = HAProxyProcesses(config, workdir, self.port, count)
+        self.proc = self.processes.procs[0]
 
     def pids(self) -> list[int]:
-        return [p.pid for p in self.procs]
+        return self.processes.pids()
 
     def stop(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs:
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        self.processes.stop()
 
 
 def counting_backend(port: int, cert: str, key: str, count_file: str) -> None:
