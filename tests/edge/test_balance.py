@@ -9,13 +9,16 @@ import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 from aiohttp import web
 
-from natsync.edge import RunningEdge
+from natsync.edge import RunningEdge, start_edge
 from natsync.edge.balance import Balancer
+from natsync.edge.health import BOARD_POLL, BOARD_STALE_ROUNDS, HealthBoard, _address_key
 from tests.edge.conftest import EdgeFactory, Pki, Target, edge_config, exchange, status_of
+from tests.edge.test_render import free_port
 
 # -- the rules, without sockets
 
@@ -251,3 +254,67 @@ async def test_a_server_that_dies_is_out_at_once_whatever_the_check_interval(
     assert "refused" in server_b.reason or "failed" in server_b.reason, server_b.reason
     assert server_a.up
     assert [await ask(edge, pki) for _ in range(3)] == [b"A"] * 3
+
+
+# -- one checker per server, shared by the workers
+
+
+def test_the_board_is_shared_through_its_file_and_keyed_by_address(tmp_path: Path) -> None:
+    one = HealthBoard.file(tmp_path / "board", 2)
+    two = HealthBoard.file(tmp_path / "board", 2)  # another worker opens the same file
+    key = _address_key("127.0.0.1:8443")
+    assert two.read(1, key) is None  # never written
+    one.write(1, key, 123.5, False)
+    assert two.read(1, key) == (123.5, False)
+    assert two.read(1, _address_key("127.0.0.1:8444")) is None  # another server's slot
+    assert two.read(0, key) is None
+    one.close()
+    two.close()
+
+
+async def test_workers_share_one_checker_per_server_and_follow_its_verdicts(
+    pki: Pki, make_edge: EdgeFactory, backends: tuple[Backend, Backend, StartBackend]
+) -> None:
+    """Two workers on one board: each server is checked by one of them only; a server out by
+    its checker is out at the other within a poll; a checker that stops writing is stood in
+    for."""
+    a, b, start = backends
+    config = edge_config(
+        pki, a.port, backends=(f"127.0.0.1:{a.port}", f"127.0.0.1:{b.port}"),
+        backend=f"127.0.0.1:{a.port}", health_interval=0.2, health_timeout=0.15,
+        health_fall=2, health_rise=2, workers=2, listen=f"127.0.0.1:{free_port()}",
+    )  # fmt: skip
+    board = HealthBoard.anonymous(2)
+    first = await start_edge(config, reuse_port=True, board=board, worker=0)
+    second = await start_edge(config, reuse_port=True, board=board, worker=1)
+    try:
+        await wait_for(lambda: len(a.checks) >= 8 and len(b.checks) >= 8, 4.0)
+        # after the first round (each worker checks a server with no verdict yet), only the
+        # checker asks: one connection per server
+        assert len({port for port, _ in a.checks[-6:]}) == 1
+        assert len({port for port, _ in b.checks[-6:]}) == 1
+        assert set(first.edge.health.kept) == {f"127.0.0.1:{a.port}"}
+        assert set(second.edge.health.kept) == {f"127.0.0.1:{b.port}"}
+
+        # B stops: its checker (the second) has it out at once, the first within a poll
+        b_first, b_second = first.edge.balancer.servers[1], second.edge.balancer.servers[1]
+        await stop_backend(b)
+        await wait_for(lambda: not b_second.up, 0.5)
+        took = await wait_for(lambda: not b_first.up, BOARD_POLL + 0.5)
+        assert took <= BOARD_POLL + 0.5
+        assert b_first.reason == "out by the check of another worker"
+
+        # B is back: its checker puts it back (rise), and the first follows
+        b.checks.clear()
+        await start(b)
+        await wait_for(lambda: b_second.up and b_first.up, 0.2 * 2 + 0.15 + BOARD_POLL + 1.5)
+
+        # the second worker stops: its verdicts go stale and the first checks B itself
+        await second.close()
+        b.checks.clear()
+        stale = BOARD_STALE_ROUNDS * 0.2 + 0.15
+        await wait_for(lambda: f"127.0.0.1:{b.port}" in first.edge.health.kept, stale + 1.5)
+        assert b.checks
+    finally:
+        await first.close()
+        await second.close()

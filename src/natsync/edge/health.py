@@ -16,6 +16,14 @@ should be when many workers each check many servers while 100,000 phones are hel
   does) — within milliseconds, whatever ``health_interval`` says. The periodic check is left
   with what only it can see: a server that hangs or answers errors (``fall`` failed checks in
   a row), and an out server coming back (``rise`` good ones).
+* **One checker per server, shared by the workers.** With ``workers`` processes, worker *k*
+  checks the servers *i* with *i* % workers == *k* and writes what it found on a
+  :class:`HealthBoard` (a few bytes per server in shared memory); the others read the board
+  every :data:`BOARD_POLL` seconds (no system call) and take a server out or put it back as
+  its checker found. So the servers get one check per interval, not one per worker, and a
+  death seen by its checker reaches every worker within half a second. A server whose
+  checker stopped writing (its worker restarting) is checked by every worker until it writes
+  again.
 * An answer below 500 within ``health_timeout`` is a good check. Exchanges report too: a refused
   or failed connection (:meth:`Health.unreachable`), a broken exchange (:meth:`Health.broke`),
   a whole answer (:meth:`Health.answered`). A server going out closes its idle pooled
@@ -25,9 +33,15 @@ should be when many workers each check many servers while 100,000 phones are hel
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+import mmap
+import os
 import ssl
+import struct
+import time
 from collections.abc import Callable, Iterable
+from pathlib import Path
 
 from natsync.edge import http
 from natsync.edge.balance import Balancer, Server
@@ -41,6 +55,61 @@ log = logging.getLogger("natsync.edge")
 MAX_CHECK_ANSWER = 64 * 1024
 #: The method of the check (the server answers it without credentials: 401 or 200).
 CHECK_METHOD = b"OPTIONS"
+
+
+#: Seconds between two reads of the board by the workers that do not check a server.
+BOARD_POLL = 0.5
+#: Check intervals after which a server's verdict on the board is too old to follow (its
+#: checker is not writing: the reader checks that server itself).
+BOARD_STALE_ROUNDS = 3
+#: One server on the board: a hash of its address, when it was checked (CLOCK_MONOTONIC: one
+#: clock for every process of the machine) and whether it was up after that check.
+_SLOT = struct.Struct("<QdB7x")
+
+
+def _address_key(address: str) -> int:
+    return int.from_bytes(hashlib.blake2b(address.encode(), digest_size=8).digest(), "little")
+
+
+class HealthBoard:
+    """The checkers' verdicts, shared by an edge's worker processes (an mmap): one slot per
+    server, in the order of ``EdgeConfig.servers``. A torn read (a slot written while read)
+    costs at most one poll's wrong verdict, which the next poll corrects."""
+
+    __slots__ = ("buffer", "servers")
+
+    def __init__(self, buffer: mmap.mmap, servers: int) -> None:
+        self.buffer = buffer
+        self.servers = servers
+
+    @classmethod
+    def anonymous(cls, servers: int) -> HealthBoard:
+        """Shared with the processes forked after it (``natsync edge`` with workers)."""
+        return cls(mmap.mmap(-1, _SLOT.size * servers), servers)
+
+    @classmethod
+    def file(cls, path: Path, servers: int) -> HealthBoard:
+        """A file every worker opens (``natsync run`` starts them as separate processes)."""
+        size = _SLOT.size * servers
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            if os.fstat(fd).st_size < size:
+                os.ftruncate(fd, size)
+            return cls(mmap.mmap(fd, size), servers)
+        finally:
+            os.close(fd)
+
+    def write(self, index: int, key: int, checked_at: float, up: bool) -> None:
+        _SLOT.pack_into(self.buffer, index * _SLOT.size, key, checked_at, up)
+
+    def read(self, index: int, key: int) -> tuple[float, bool] | None:
+        """(when it was checked, up) for the server at *index*, None if never (by this key)."""
+        found, checked_at, up = _SLOT.unpack_from(self.buffer, index * _SLOT.size)
+        return (checked_at, bool(up)) if found == key else None
+
+    def close(self) -> None:
+        self.buffer.close()
 
 
 class CheckLost(ConnectionError):
@@ -129,7 +198,10 @@ class CheckConn(asyncio.Protocol):
 class Health:
     """Reports on the servers' health to the balancer and logs their changes."""
 
-    __slots__ = ("balancer", "clock", "config", "kept", "on_out", "probing", "targets", "tasks")
+    __slots__ = (
+        "balancer", "board", "clock", "config", "index", "kept", "keys", "on_out", "out_at",
+        "probing", "targets", "tasks", "worker", "workers",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -151,6 +223,19 @@ class Health:
         self.targets: dict[str, tuple[Server, BackendTrust]] = {}
         #: Checks started by a lost connection (kept referenced until they end).
         self.tasks: set[asyncio.Task[None]] = set()
+        #: Each server's place in the config (its slot on the board) and its board key.
+        self.index = {server.address: i for i, server in enumerate(balancer.servers)}
+        self.keys = {server.address: _address_key(server.address) for server in balancer.servers}
+        #: When (board clock) each server last went out here.
+        self.out_at: dict[str, float] = {}
+        #: Shared with the other workers (see :meth:`share`); None: this worker checks all.
+        self.board: HealthBoard | None = None
+        self.worker = 0
+        self.workers = 1
+
+    def share(self, board: HealthBoard, worker: int, workers: int) -> None:
+        """Check only this worker's share of the servers and follow *board* for the rest."""
+        self.board, self.worker, self.workers = board, worker, max(1, workers)
 
     def unreachable(self, server: Server, reason: str) -> None:
         """Connecting to *server* failed (refused, timed out, TLS or certificate)."""
@@ -175,24 +260,75 @@ class Health:
         if server.up:
             log.warning("server %s is back (%d of %d up)", server.address, up, total)
         else:
+            self.out_at[server.address] = time.monotonic()
             log.error(
                 "server %s is out: %s (%d of %d up)", server.address, server.reason, up, total
             )
             self.on_out(server)
 
     async def run(self, servers: Iterable[tuple[Server, BackendTrust]]) -> None:
-        """Check every server each health_interval (several servers only; see balance.py)."""
+        """Check this worker's servers each health_interval and follow the board for the
+        others (several servers only; see balance.py)."""
         self.targets = {server.address: (server, trust) for server, trust in servers}
         interval = self.config.health_interval
+        poll = min(interval, BOARD_POLL) if self.board is not None else interval
         loop = asyncio.get_running_loop()
-        next_round = loop.time()
+        next_round = next_poll = loop.time()
         try:
             while True:
-                await asyncio.gather(*(self.check(s, t) for s, t in self.targets.values()))
-                next_round += interval
-                await asyncio.sleep(max(0.0, next_round - loop.time()))
+                if loop.time() >= next_round:
+                    next_round = max(next_round + interval, loop.time())
+                    mine = [t for t in self.targets.values() if self._checks(t[0])]
+                    for address in set(self.kept) - {s.address for s, _ in mine}:
+                        self.kept.pop(address).close()  # its checker is back: not ours
+                    await asyncio.gather(*(self.check(s, t) for s, t in mine))
+                self._follow()
+                next_poll = max(next_poll + poll, loop.time())
+                await asyncio.sleep(max(0.0, min(next_round, next_poll) - loop.time()))
         finally:
             self.close()
+
+    def _verdict(self, server: Server) -> tuple[float, bool] | None:
+        """The board's fresh verdict on *server*, None when there is none to follow."""
+        if self.board is None:
+            return None
+        found = self.board.read(self.index[server.address], self.keys[server.address])
+        if found is None:
+            return None
+        now = time.monotonic()
+        stale = BOARD_STALE_ROUNDS * self.config.health_interval + self.config.health_timeout
+        return found if now - stale <= found[0] <= now + 1.0 else None
+
+    def _checks(self, server: Server) -> bool:
+        """Whether this worker checks *server* this round: its own share, or one whose
+        checker is not writing."""
+        if self.board is None or self.index[server.address] % self.workers == self.worker:
+            return True
+        return self._verdict(server) is None
+
+    def _follow(self) -> None:
+        """Take the servers other workers check out or back as the board says."""
+        if self.board is None:
+            return
+        for server, _ in self.targets.values():
+            if self.index[server.address] % self.workers == self.worker:
+                continue
+            verdict = self._verdict(server)
+            if verdict is None or verdict[1] == server.up:
+                continue
+            if not verdict[1]:
+                self.unreachable(server, "out by the check of another worker")
+            elif verdict[0] > self.out_at.get(server.address, 0.0) and self.balancer.answered(
+                server
+            ):
+                self._log(server)
+
+    def _post(self, server: Server) -> None:
+        """Write what this check found for the other workers."""
+        if self.board is not None:
+            self.board.write(
+                self.index[server.address], self.keys[server.address], time.monotonic(), server.up
+            )
 
     def close(self) -> None:
         """Close the kept check connections and stop the checks a loss started."""
@@ -275,11 +411,12 @@ class Health:
     async def check(self, server: Server, trust: BackendTrust) -> None:
         """OPTIONS health_path over the kept (or a new, verified) TLS connection; below 500 in
         time is good. A refused connection or a failed handshake takes the server out at
-        once, as for a real exchange; a late or bad answer counts toward ``fall``."""
+        once, as for a real exchange; a late or bad answer counts toward ``fall``. What it
+        found goes on the board."""
         if server.address in self.probing:
             return
         self.probing.add(server.address)
-        reason = ""
+        reason, at_once = "", False
         try:
             async with asyncio.timeout(self.config.health_timeout):
                 status = await self._ask(server, trust)
@@ -288,21 +425,19 @@ class Health:
         except TimeoutError:
             reason = f"no answer to the check within {self.config.health_timeout:g} s"
         except BackendCertError:
-            self.unreachable(server, "wrong certificate")
-            return
+            reason, at_once = "wrong certificate", True
         except CheckLost as exc:
             reason = f"check failed: {exc}"
-        except ssl.SSLError as exc:
-            self.unreachable(server, f"check failed: {exc}")
-            return
-        except OSError as exc:  # refused, reset, unreachable: as a real exchange's connect
-            self.unreachable(server, f"check failed: {exc}")
-            return
+        except (OSError, ssl.SSLError) as exc:  # refused, reset, handshake: as an exchange's
+            reason, at_once = f"check failed: {exc}", True
         except http.EdgeHttpError as exc:
             reason = f"the check's answer is not HTTP: {exc.message}"
         finally:
             self.probing.discard(server.address)
-        if reason:
+        if at_once:
+            self.unreachable(server, reason)
+        elif reason:
             self.broke(server, reason)
         elif self.balancer.check_passed(server):
             self._log(server)
+        self._post(server)
