@@ -318,3 +318,21 @@ async def test_workers_share_one_checker_per_server_and_follow_its_verdicts(
     finally:
         await first.close()
         await second.close()
+
+
+async def test_a_server_not_started_yet_is_out_only_after_fall_periodic_checks(
+    pki: Pki, make_edge: EdgeFactory, backends: tuple[Backend, Backend, StartBackend]
+) -> None:
+    """A refused periodic check (no kept connection was lost: e.g. a server starting after the
+    edge) counts toward fall, as before; only a lost connection's check is out at once."""
+    a, _, _ = backends
+    silent = free_port()  # nothing listens there
+    config = edge_config(
+        pki, a.port, backends=(f"127.0.0.1:{a.port}", f"127.0.0.1:{silent}"),
+        backend=f"127.0.0.1:{a.port}", health_interval=0.4, health_timeout=0.3, health_fall=2,
+    )  # fmt: skip
+    edge = await make_edge(config)
+    later = edge.edge.balancer.servers[1]
+    await wait_for(lambda: later.fails >= 1, 0.3)  # the first round
+    assert later.up
+    await wait_for(lambda: not later.up, 0.4 + 0.3 + 0.5)  # the second: fall = 2

@@ -348,7 +348,7 @@ class Health:
         if not conn.answered or target is None or server.address in self.probing:
             return
         task = asyncio.get_running_loop().create_task(
-            self.check(*target), name="edge-health-check-lost"
+            self.check(*target, lost=True), name="edge-health-check-lost"
         )
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
@@ -408,11 +408,13 @@ class Health:
             conn.close()
         return status
 
-    async def check(self, server: Server, trust: BackendTrust) -> None:
+    async def check(self, server: Server, trust: BackendTrust, *, lost: bool = False) -> None:
         """OPTIONS health_path over the kept (or a new, verified) TLS connection; below 500 in
-        time is good. A refused connection or a failed handshake takes the server out at
-        once, as for a real exchange; a late or bad answer counts toward ``fall``. What it
-        found goes on the board."""
+        time is good, anything else counts toward ``fall``. *lost*: the check a lost kept
+        connection started, whose refused connection or failed handshake takes the server out
+        at once (it closed its connections and stopped listening: it is gone; a periodic check
+        refused, e.g. a server not started yet, waits for ``fall``). What it found goes on the
+        board."""
         if server.address in self.probing:
             return
         self.probing.add(server.address)
@@ -434,7 +436,7 @@ class Health:
             reason = f"the check's answer is not HTTP: {exc.message}"
         finally:
             self.probing.discard(server.address)
-        if at_once:
+        if at_once and lost:
             self.unreachable(server, reason)
         elif reason:
             self.broke(server, reason)
