@@ -108,6 +108,29 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / push_bench.TICKS
 
 
+def thread_cpu(pid: int) -> list[float]:
+    """CPU seconds of each thread of *pid*, by thread id (the main thread first; in a server
+    process the store's worker and its LISTEN thread come next, as they are started)."""
+    out = []
+    for tid in sorted(int(t) for t in os.listdir(f"/proc/{pid}/task")):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:  # the thread ended
+            continue
+        out.append((int(fields[11]) + int(fields[12])) / push_bench.TICKS)
+    return out
+
+
+def threads_total(pids: list[int]) -> list[float]:
+    """Per thread position (main, then the next 3, then all others), summed over *pids*."""
+    sums = [0.0] * 5
+    for pid in pids:
+        for i, seconds in enumerate(thread_cpu(pid)):
+            sums[min(i, 4)] += seconds
+    return sums
+
+
 def mem_available() -> int:
     with open("/proc/meminfo") as f:
         for line in f:
@@ -419,6 +442,7 @@ async def edge_phase(
     """Phones before..n-1 through the edge; a partial step ("partial") at *deadline*."""
     kinds = {"server": run.pids("server"), "edge": run.pids("edge")}
     cpu0 = {kind: total(pids, cpu_seconds) for kind, pids in kinds.items()}
+    threads0 = threads_total(kinds["server"])
     started = time.monotonic()
     children = await phones.add(run.edge_port(), before, n - before)
     partial = False
@@ -431,7 +455,11 @@ async def edge_phase(
     clients = [c.proc.pid for c in children]
     cpu = {kind: total(pids, cpu_seconds) - cpu0[kind] for kind, pids in kinds.items()}
     cpu["client"] = total(clients, cpu_seconds)
+    threads = [b - a for a, b in zip(threads0, threads_total(kinds["server"]), strict=True)]
     return {
+        # the server's share by thread: main (TLS, HTTP, EAS), then the next ones by start
+        # order (the store's worker, its LISTEN thread, ...), others last
+        "server_threads_ms": [seconds * 1000 / brought for seconds in threads],
         "bring_up_s": took,
         "spread": spread,
         "partial": partial,
@@ -670,6 +698,9 @@ def report(args: argparse.Namespace, rows: list[dict[str, Any]]) -> None:
             f"(clients, kernel and other sessions' work included); the bench's clients "
             f"{r['client_pss'] / 1024:.0f} KB PSS per phone; CPU ms per Ping brought up: "
             + ", ".join(f"{k} {v:.1f}" for k, v in r["up_cpu_ms"].items())
+            + " (server by thread: "
+            + ", ".join(f"{v:.1f}" for v in r.get("server_threads_ms", []))
+            + ")"
             + "; idle CPU % of a core: "
             + ", ".join(f"{k} {v * 100:.2f}" for k, v in r["idle_kinds"].items())
             + f"; order: {r['order']}"

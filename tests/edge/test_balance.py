@@ -8,14 +8,17 @@ import asyncio
 import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 from aiohttp import web
 
-from natsync.edge import RunningEdge
+from natsync.edge import RunningEdge, start_edge
 from natsync.edge.balance import Balancer
+from natsync.edge.health import BOARD_POLL, BOARD_STALE_ROUNDS, HealthBoard, _address_key
 from tests.edge.conftest import EdgeFactory, Pki, Target, edge_config, exchange, status_of
+from tests.edge.test_render import free_port
 
 # -- the rules, without sockets
 
@@ -74,6 +77,8 @@ class Backend:
     port: int
     hits: int = 0
     runner: web.AppRunner | None = None
+    #: The edge's checks: (the edge's port, whether its TLS session was resumed) per OPTIONS.
+    checks: list[tuple[int, bool]] = field(default_factory=list)
 
 
 StartBackend = Callable[[Backend], Awaitable[None]]
@@ -89,6 +94,10 @@ async def backends(pki: Pki) -> AsyncIterator[tuple[Backend, Backend, StartBacke
             await request.read()
             if request.method != "OPTIONS":
                 backend.hits += 1
+            elif request.transport is not None:
+                sslobj = request.transport.get_extra_info("ssl_object")
+                port = request.transport.get_extra_info("peername")[1]
+                backend.checks.append((port, bool(sslobj.session_reused)))
             return web.Response(body=backend.name.encode())
 
         app = web.Application()
@@ -163,10 +172,18 @@ async def test_two_servers_one_stopped_requests_succeed_it_is_out_in_bound_and_c
     assert set(answers) == {b"A", b"B"}
     assert (a.hits, b.hits) == (3, 3)  # idle servers in turn
 
-    # B stops: with traffic, every request still succeeds (a refused connect goes to A)
+    # B stops: the close of the edge's kept check connection is a check of B at once, whose
+    # refused connection takes it out — long before the next periodic check (0.3 s)
+    stopped = time.monotonic()
     await stop_backend(b)
-    await asyncio.sleep(0.1)  # B's close of its pooled connections reaches the edge
+    await wait_for(lambda: not server_b.up, 0.25)
+    assert time.monotonic() - stopped < 0.25
+    assert "refused" in server_b.reason or "failed" in server_b.reason, server_b.reason
     assert [await ask(edge, pki) for _ in range(6)] == [b"A"] * 6
+    # a request that finds a server dead before the edge knows (as if not seen yet) goes on
+    # to the next one: the refused connect takes B out and A answers
+    server_b.up = True
+    assert [await ask(edge, pki) for _ in range(4)] == [b"A"] * 4
     assert edge.edge.metrics.backend_errors["connect"] >= 1  # tried B, went on to A
     assert not server_b.up
     text = await metrics(edge)
@@ -185,3 +202,137 @@ async def test_two_servers_one_stopped_requests_succeed_it_is_out_in_bound_and_c
     await wait_for(lambda: not server_b.up, config.out_within + 0.5)
     assert server_a.up
     assert [await ask(edge, pki) for _ in range(3)] == [b"A"] * 3
+
+
+async def test_checks_keep_one_connection_per_server_and_a_new_one_resumes_tls(
+    pki: Pki, make_edge: EdgeFactory, backends: tuple[Backend, Backend, StartBackend]
+) -> None:
+    """Each check is one request on a kept connection (no handshake per check); a new check
+    connection, after the server restarted, resumes the TLS session (no full handshake)."""
+    a, b, start = backends
+    config = edge_config(
+        pki, a.port, backends=(f"127.0.0.1:{a.port}", f"127.0.0.1:{b.port}"),
+        backend=f"127.0.0.1:{a.port}", health_interval=0.1, health_timeout=0.09,
+        health_fall=2, health_rise=2,
+    )  # fmt: skip
+    edge = await make_edge(config)
+    server_b = edge.edge.balancer.servers[1]
+    await wait_for(lambda: len(a.checks) >= 6 and len(b.checks) >= 6, 3.0)
+    for backend in (a, b):
+        assert len({port for port, _ in backend.checks}) == 1, backend.checks  # one connection
+        assert not backend.checks[0][1]  # the first: a full handshake
+    await stop_backend(b)
+    await wait_for(lambda: not server_b.up, 0.5)
+    first = b.checks[0][0]
+    b.checks.clear()
+    await start(b)
+    await wait_for(lambda: server_b.up, 2.0)
+    assert b.checks, "B came back by the checks"
+    port, resumed = b.checks[0]
+    assert port != first  # a new connection ...
+    assert resumed  # ... with the session of the one before
+    assert all(p == port for p, _ in b.checks)
+
+
+async def test_a_server_that_dies_is_out_at_once_whatever_the_check_interval(
+    pki: Pki, make_edge: EdgeFactory, backends: tuple[Backend, Backend, StartBackend]
+) -> None:
+    """The kept check connection's loss is a check at once: a stopped server is out in
+    milliseconds with checks every 30 s (the periodic check is left with hung servers)."""
+    a, b, _ = backends
+    config = edge_config(
+        pki, a.port, backends=(f"127.0.0.1:{a.port}", f"127.0.0.1:{b.port}"),
+        backend=f"127.0.0.1:{a.port}", health_interval=30.0, health_timeout=1.0,
+    )  # fmt: skip
+    edge = await make_edge(config)
+    server_a, server_b = edge.edge.balancer.servers
+    await wait_for(lambda: bool(a.checks and b.checks), 2.0)  # the first round
+    await wait_for(lambda: len(edge.edge.health.kept) == 2, 1.0)
+    await stop_backend(b)
+    took = await wait_for(lambda: not server_b.up, 0.5)
+    assert took < 0.5
+    assert "refused" in server_b.reason or "failed" in server_b.reason, server_b.reason
+    assert server_a.up
+    assert [await ask(edge, pki) for _ in range(3)] == [b"A"] * 3
+
+
+# -- one checker per server, shared by the workers
+
+
+def test_the_board_is_shared_through_its_file_and_keyed_by_address(tmp_path: Path) -> None:
+    one = HealthBoard.file(tmp_path / "board", 2)
+    two = HealthBoard.file(tmp_path / "board", 2)  # another worker opens the same file
+    key = _address_key("127.0.0.1:8443")
+    assert two.read(1, key) is None  # never written
+    one.write(1, key, 123.5, False)
+    assert two.read(1, key) == (123.5, False)
+    assert two.read(1, _address_key("127.0.0.1:8444")) is None  # another server's slot
+    assert two.read(0, key) is None
+    one.close()
+    two.close()
+
+
+async def test_workers_share_one_checker_per_server_and_follow_its_verdicts(
+    pki: Pki, make_edge: EdgeFactory, backends: tuple[Backend, Backend, StartBackend]
+) -> None:
+    """Two workers on one board: each server is checked by one of them only; a server out by
+    its checker is out at the other within a poll; a checker that stops writing is stood in
+    for."""
+    a, b, start = backends
+    config = edge_config(
+        pki, a.port, backends=(f"127.0.0.1:{a.port}", f"127.0.0.1:{b.port}"),
+        backend=f"127.0.0.1:{a.port}", health_interval=0.2, health_timeout=0.15,
+        health_fall=2, health_rise=2, workers=2, listen=f"127.0.0.1:{free_port()}",
+    )  # fmt: skip
+    board = HealthBoard.anonymous(2)
+    first = await start_edge(config, reuse_port=True, board=board, worker=0)
+    second = await start_edge(config, reuse_port=True, board=board, worker=1)
+    try:
+        await wait_for(lambda: len(a.checks) >= 8 and len(b.checks) >= 8, 4.0)
+        # after the first round (each worker checks a server with no verdict yet), only the
+        # checker asks: one connection per server
+        assert len({port for port, _ in a.checks[-6:]}) == 1
+        assert len({port for port, _ in b.checks[-6:]}) == 1
+        assert set(first.edge.health.kept) == {f"127.0.0.1:{a.port}"}
+        assert set(second.edge.health.kept) == {f"127.0.0.1:{b.port}"}
+
+        # B stops: its checker (the second) has it out at once, the first within a poll
+        b_first, b_second = first.edge.balancer.servers[1], second.edge.balancer.servers[1]
+        await stop_backend(b)
+        await wait_for(lambda: not b_second.up, 0.5)
+        took = await wait_for(lambda: not b_first.up, BOARD_POLL + 0.5)
+        assert took <= BOARD_POLL + 0.5
+        assert b_first.reason == "out by the check of another worker"
+
+        # B is back: its checker puts it back (rise), and the first follows
+        b.checks.clear()
+        await start(b)
+        await wait_for(lambda: b_second.up and b_first.up, 0.2 * 2 + 0.15 + BOARD_POLL + 1.5)
+
+        # the second worker stops: its verdicts go stale and the first checks B itself
+        await second.close()
+        b.checks.clear()
+        stale = BOARD_STALE_ROUNDS * 0.2 + 0.15
+        await wait_for(lambda: f"127.0.0.1:{b.port}" in first.edge.health.kept, stale + 1.5)
+        assert b.checks
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_a_server_not_started_yet_is_out_only_after_fall_periodic_checks(
+    pki: Pki, make_edge: EdgeFactory, backends: tuple[Backend, Backend, StartBackend]
+) -> None:
+    """A refused periodic check (no kept connection was lost: e.g. a server starting after the
+    edge) counts toward fall, as before; only a lost connection's check is out at once."""
+    a, _, _ = backends
+    silent = free_port()  # nothing listens there
+    config = edge_config(
+        pki, a.port, backends=(f"127.0.0.1:{a.port}", f"127.0.0.1:{silent}"),
+        backend=f"127.0.0.1:{a.port}", health_interval=0.4, health_timeout=0.3, health_fall=2,
+    )  # fmt: skip
+    edge = await make_edge(config)
+    later = edge.edge.balancer.servers[1]
+    await wait_for(lambda: later.fails >= 1, 0.3)  # the first round
+    assert later.up
+    await wait_for(lambda: not later.up, 0.4 + 0.3 + 0.5)  # the second: fall = 2

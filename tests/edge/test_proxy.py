@@ -480,3 +480,36 @@ async def test_a_long_run_of_pipelined_refusals_is_answered_in_full(
     response = await exchange(edge, pki, nope * 600 + last, timeout=10)
     assert response.count(b"HTTP/1.1 404 ") == 601
     assert recorder.seen == []
+
+
+async def test_the_sweeper_scans_again_only_when_a_deadline_can_have_passed(
+    pki: Pki, recorder: Recorder, make_edge: EdgeFactory
+) -> None:
+    """Every deadline is now + one of the configured timeouts, so after a sweep at T nothing can
+    pass before min(the deadlines set, T + the shortest): held connections are not scanned
+    each second (issue 27), and a slow head is still closed at its deadline."""
+    from natsync.edge.connection import shortest_deadline
+
+    config = edge_config(pki, recorder.port, header_timeout=1.5, client_idle_timeout=40.0)
+    edge = await make_edge(config)
+    assert shortest_deadline(config) == 1.5
+    now = time.monotonic()
+    edge.edge.sweep(now)
+    assert edge.edge.next_sweep == pytest.approx(now + 1.5)  # nothing set: the shortest ahead
+    reader, writer = await asyncio.open_connection(
+        edge.host, edge.port, ssl=pki.client_context(), server_hostname=PUBLIC_NAME
+    )
+    try:
+        writer.write(b"POST / HTTP/1.1\r\n")  # a head that never ends
+        await writer.drain()
+        await asyncio.sleep(0.1)
+        (conn,) = edge.edge.clients
+        deadline = conn.machine.deadline
+        assert deadline > 0
+        edge.edge.sweep(deadline - 1.0)
+        assert edge.edge.next_sweep == deadline  # that connection's deadline is the next look
+        answer = await asyncio.wait_for(reader.read(), 4.0)  # the sweeper closed it in time
+        assert answer == b"" or status_of(answer) == 408, answer[:80]
+        assert time.monotonic() < deadline + 2.5
+    finally:
+        writer.close()

@@ -14,6 +14,7 @@ import click
 from natsync.deployment import config_option
 from natsync.edge import http
 from natsync.edge.config import EdgeConfig
+from natsync.edge.health import HealthBoard
 from natsync.edge.memory import tune_malloc
 from natsync.errors import NatsyncError
 from natsync.logs import log_options, setup_logging
@@ -29,7 +30,9 @@ def edge() -> None:
     """SSL bridging in front of the server: publishing rules, Ping-safe timeouts, forwards."""
 
 
-async def _serve(config: EdgeConfig, worker: int, children: list[int]) -> None:
+async def _serve(
+    config: EdgeConfig, worker: int, children: list[int], board: HealthBoard | None = None
+) -> None:
     from dataclasses import replace
 
     from natsync.edge import start_edge
@@ -40,7 +43,7 @@ async def _serve(config: EdgeConfig, worker: int, children: list[int]) -> None:
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):  # before listening: a stop is never lost
         loop.add_signal_handler(sig, stop.set)
-    running = await start_edge(config, reuse_port=config.workers > 1)
+    running = await start_edge(config, reuse_port=config.workers > 1, board=board, worker=worker)
 
     def reload() -> None:
         running.reload()
@@ -129,14 +132,17 @@ def run(config_path: Path | None, log_format: str | None, log_level: str | None)
     from natsync.edge.tickets import process_secret
 
     process_secret()  # made before the fork: every worker accepts every worker's TLS tickets
+    # the workers share one checker per server: the board is made before they are forked
+    shared = config.workers > 1 and len(config.servers) > 1
+    board = HealthBoard.anonymous(len(config.servers)) if shared else None
     worker, children = _fork_workers(config)
     try:
         if importlib.util.find_spec("uvloop") is not None:
             import uvloop
 
-            uvloop.run(_serve(config, worker, children))
+            uvloop.run(_serve(config, worker, children, board))
         else:  # pragma: no cover - uvloop is an optional extra
-            asyncio.run(_serve(config, worker, children))
+            asyncio.run(_serve(config, worker, children, board))
     except NatsyncError as exc:
         raise click.ClickException(exc.message) from exc
     finally:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import logging
 
-from natsync.eas.context import Context, HoldUntilChange, Response
+from natsync.eas.context import Context, HoldUntilChange, Response, hold_on
 from natsync.eas.foldersync import hierarchy_changed
 from natsync.eas.status import PingStatus as S
 from natsync.eas.sync_request import seen_modseq
@@ -98,15 +98,7 @@ def handle(ctx: Context) -> Response:
         return finish_ids(changed)
     return Response(
         status=None,
-        effects=(
-            HoldUntilChange(
-                folder_ids=tuple(f.id for f in folders),
-                server_ids={f.id: f.server_id for f in folders},
-                heartbeat=heartbeat,
-                user_id=ctx.user.id,
-                baseline={f.id: f.modseq for f in folders},
-            ),
-        ),
+        effects=(hold_on(folders, heartbeat, ctx.user.id),),
     )
 
 

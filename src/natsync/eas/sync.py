@@ -29,7 +29,7 @@ from typing import Any
 
 from natsync.eas import isolation
 from natsync.eas import state as st
-from natsync.eas.context import Context, Effect, HoldUntilChange, Response
+from natsync.eas.context import Context, Effect, HoldUntilChange, Response, hold_on
 from natsync.eas.errors import EasError
 from natsync.eas.status import SyncStatus
 from natsync.eas.sync_client import client_command, reply
@@ -109,14 +109,7 @@ def _quiet(ctx: Context, requests: list[CollectionRequest], hold: int) -> HoldUn
         if pending_changes(ctx, folder, req.filter, known, 1, skipped_of(saved)).total:
             return None
         folders.append(folder)
-    return HoldUntilChange(
-        folder_ids=tuple(f.id for f in folders),
-        server_ids={f.id: f.server_id for f in folders},
-        heartbeat=hold,
-        user_id=ctx.user.id,
-        baseline={f.id: f.modseq for f in folders},
-        rerun=True,
-    )
+    return hold_on(folders, hold, ctx.user.id, rerun=True)
 
 
 def _top_status(status: SyncStatus) -> Response:

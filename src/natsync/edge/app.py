@@ -12,6 +12,7 @@ from natsync.cert.acme_responders import ChallengeStore, start_http01_responder
 from natsync.edge.admin import start_admin
 from natsync.edge.config import EdgeConfig, bind_host, split_hostport
 from natsync.edge.forward import Forwarder
+from natsync.edge.health import HealthBoard
 from natsync.edge.proxy import TLS_HANDSHAKE_TIMEOUT, ClientConn, Edge, access_log
 from natsync.edge.relayed import RelayedListener, trusted_networks
 from natsync.edge.tickets import metrics_text as tickets_metrics
@@ -80,12 +81,19 @@ class RunningEdge:
 
 
 async def start_edge(
-    config: EdgeConfig, *, reuse_port: bool = False, challenges: ChallengeStore | None = None
+    config: EdgeConfig,
+    *,
+    reuse_port: bool = False,
+    challenges: ChallengeStore | None = None,
+    board: HealthBoard | None = None,
+    worker: int = 0,
 ) -> RunningEdge:
     """Check the configuration, then listen; raises ConfigError when it cannot run safely.
 
     *challenges*: the certificate manager's ACME challenge store when it runs in this process
-    (otherwise ``edge.challenge_dir`` names the spool another process writes)."""
+    (otherwise ``edge.challenge_dir`` names the spool another process writes). *board*: the
+    health checks' verdicts shared by the ``workers`` processes, this one being *worker*
+    (each checks its share of the servers: natsync.edge.health)."""
     config.check_runnable()
     for warning in config.timeout_warnings():
         log.warning("%s", warning)
@@ -123,6 +131,8 @@ async def start_edge(
     running = RunningEdge(edge, server, host, int(sock.getsockname()[1]), _log_handler=handler)
     running._sweeper = edge.spawn(edge.sweeper(), "edge-sweeper")
     if len(config.servers) > 1:
+        if board is not None:
+            edge.health.share(board, worker, config.workers)
         edge.spawn(edge.health_checks(), "edge-health-checks")
     if config.admin_listen:
         admin_host, admin_port = split_hostport(config.admin_listen, "edge.admin_listen")

@@ -76,6 +76,21 @@ RETRY_AFTER_DOWN = 10
 #: Seconds an idle pooled server connection is kept: below aiohttp's keep-alive (75 s) so the
 #: edge, not the server, closes it, and a request never races the server's close.
 POOL_IDLE = 30.0
+
+
+def shortest_deadline(config: EdgeConfig) -> float:
+    """The least time ahead any machine here sets a deadline to: every deadline is ``now +``
+    one of these. So a sweep that finds no deadline before T need not look again before
+    min(T, its time + this) (natsync.edge.proxy: held connections are not scanned each second)."""
+    return min(
+        config.header_timeout,
+        config.body_timeout,
+        config.client_idle_timeout,
+        config.read_timeout,
+        POOL_IDLE,
+    )
+
+
 #: Distinct request targets whose fields and publishing decision are remembered (as
 #: :data:`natsync.edge.rules.REMEMBERED_PATHS`: a scanner's random targets only fill it up).
 REMEMBERED_TARGETS = 1024

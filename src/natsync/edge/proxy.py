@@ -50,6 +50,7 @@ from natsync.edge.connection import (
     ResumeClient,
     SendToBackend,
     SendToClient,
+    shortest_deadline,
 )
 from natsync.edge.health import Health
 from natsync.edge.limits import PRUNE_INTERVAL
@@ -133,6 +134,9 @@ class Edge:
         self.backends: set[BackendConn] = set()
         self.tasks: set[asyncio.Task[Any]] = set()
         self._last_backend_log = -BACKEND_LOG_INTERVAL
+        #: When the sweeper next scans every connection (see :meth:`sweep`).
+        self.next_sweep = 0.0
+        self.shortest = shortest_deadline(config)
         self._last_prune = 0.0
 
     # -- helpers
@@ -160,14 +164,22 @@ class Edge:
         for backend in [b for b in self.backends if
                         b.machine.deadline and now > b.machine.deadline]:  # fmt: skip
             backend.timed_out(now)
-        if now - self._last_prune > PRUNE_INTERVAL:
-            self._last_prune = now
-            self.limits.prune(now)
+        # a deadline set from now on is at least now + shortest_deadline away: until then only
+        # the ones already set can pass (held Pings are not scanned every second: issue 27)
+        pending = [c.machine.deadline for c in self.clients if c.machine.deadline]
+        pending += [b.machine.deadline for b in self.backends if b.machine.deadline]
+        pending.append(now + self.shortest)
+        self.next_sweep = min(pending)
 
     async def sweeper(self) -> None:
         while True:
             await asyncio.sleep(SWEEP_INTERVAL)
-            self.sweep(clock())
+            now = clock()
+            if now >= self.next_sweep:
+                self.sweep(now)
+            if now - self._last_prune > PRUNE_INTERVAL:
+                self._last_prune = now
+                self.limits.prune(now)
 
     async def health_checks(self) -> None:
         """Check every server each health_interval (several servers only; see balance.py)."""

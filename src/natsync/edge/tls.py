@@ -403,22 +403,32 @@ async def open_backend(
     (refused, unreachable) or ``ssl.SSLError`` (the handshake failed)."""
     loop = asyncio.get_running_loop()
     sock = await _tcp_connect(loop, host, port, loop.time() + BACKEND_CONNECT_TIMEOUT)
+    made: list[P] = []
+
+    def make() -> P:  # once called, a transport owns the socket and closes it when it fails
+        made.append(factory())
+        return made[0]
+
     try:
         async with asyncio.timeout(BACKEND_HANDSHAKE_TIMEOUT):
             transport, protocol = await loop.create_connection(
-                factory,
+                make,
                 sock=sock,
                 ssl=context,
                 server_hostname=server_hostname if context is not None else None,
                 ssl_handshake_timeout=BACKEND_HANDSHAKE_TIMEOUT if context is not None else None,
             )
     except TimeoutError:
-        sock.close()
+        if not made:
+            sock.close()
         raise TimeoutError(
             f"TCP connected but no TLS handshake within {BACKEND_HANDSHAKE_TIMEOUT:g} s"
         ) from None
     except BaseException:
-        sock.close()
+        # closing it here too would free its number while the transport still holds it (a
+        # cancelled check: the next socket then collides with that transport)
+        if not made:
+            sock.close()
         raise
     return transport, protocol
 

@@ -81,6 +81,11 @@ def published_console(deployment: Deployment) -> Any:
     return Forward(console.publish, f"127.0.0.1:{console.published_port}", proxy_protocol=True)
 
 
+def edge_health_board(deployment: Deployment) -> Path:
+    """The file the edge's workers share their servers' health on (natsync.edge.health)."""
+    return deployment.server.data_dir / "edge" / "health-board"
+
+
 def challenge_spool(deployment: Deployment) -> Path:
     """Where the cert part hands pending challenges to the edge (edge.challenge_dir)."""
     spool = getattr(deployment.edge, "challenge_dir", "")

@@ -120,7 +120,13 @@ async def _edge_part(deployment: Deployment, index: int) -> None:
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    running = await start_edge(config, reuse_port=config.workers > 1)
+    board = None
+    if config.workers > 1 and len(config.servers) > 1:  # one checker per server, shared
+        from natsync.edge.health import HealthBoard
+        from natsync.run.derive import edge_health_board
+
+        board = HealthBoard.file(edge_health_board(deployment), len(config.servers))
+    running = await start_edge(config, reuse_port=config.workers > 1, board=board, worker=index)
     # SIGHUP: new certificate files, held connections kept (natsync.edge reload).
     loop.add_signal_handler(signal.SIGHUP, running.reload)
     emit(

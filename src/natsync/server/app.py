@@ -59,6 +59,7 @@ from natsync.server import health, recent
 from natsync.server.auth import Authenticator, AuthResult
 from natsync.server.front import Front, Reply
 from natsync.server.health import ServerMetrics
+from natsync.server.heartbeats import Entry, Heartbeats, heartbeats
 from natsync.server.logs import REQUEST_CONTEXT
 from natsync.store.api import Store, Subscription, Txn
 from natsync.store.feed import hierarchy_key, hold_key
@@ -179,7 +180,9 @@ class Hold:
     the device's entry in ``EasApp._holds`` at once.
     """
 
-    __slots__ = ("_app", "_device", "_done", "_key", "_line", "_rerun", "_sub", "_timer", "_wait")
+    __slots__ = (
+        "_app", "_beats", "_device", "_done", "_key", "_line", "_rerun", "_sub", "_timer", "_wait",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -200,13 +203,16 @@ class Hold:
         #: A held Sync's request (run again when a change ends the hold).
         self._rerun = rerun
         self._done: Callable[[Reply], object] | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        #: Its heartbeat: an entry of the loop's Heartbeats (one loop timer for every hold).
+        self._timer: Entry | None = None
+        self._beats: Heartbeats | None = None
 
     def park(self, done: Callable[[Reply], object]) -> None:
         """Wait (outside any task); *done* is called once, on the loop, with the answer."""
         loop = asyncio.get_running_loop()
         self._done = done
-        self._timer = loop.call_later(float(self._wait.heartbeat), self._end)
+        self._beats = heartbeats(loop)
+        self._timer = self._beats.call_later(float(self._wait.heartbeat), self._end)
         self._sub.notify(loop, self._end)
 
     async def result(self) -> Reply:
@@ -230,8 +236,8 @@ class Hold:
         self._release()
 
     def _release(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
+        if self._timer is not None and self._beats is not None:
+            self._beats.cancel(self._timer)
             self._timer = None
         self._sub.cancel_notify()
         self._sub.close()
