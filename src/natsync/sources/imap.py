@@ -303,11 +303,21 @@ class ImapAccount:
         self._ok(*self._call("UID", "SEARCH", "ALL"))
         return _numbers(self._untagged("SEARCH"))
 
-    def uids_below(self, below: int) -> list[int]:
-        if below <= 1:
-            return []
-        self._ok(*self._call("UID", "SEARCH", "UID", f"1:{below - 1}"))
-        return [uid for uid in _numbers(self._untagged("SEARCH")) if uid < below]
+    def uids_below(self, below: int, at_least: int) -> list[int]:
+        """UIDs below *below*, ascending: at least its newest *at_least* (all when there are
+        fewer). Windows of UIDs just below *below* are searched, four times wider each time,
+        until one holds that many or reaches UID 1 — not every older UID each time, which at
+        the start of a 100,000-message mailbox's backfill was 100,000 UIDs answered and parsed
+        (0.1-0.3 s here) for each batch."""
+        span = max(1, at_least)
+        while below > 1:
+            low = max(1, below - span)
+            self._ok(*self._call("UID", "SEARCH", "UID", f"{low}:{below - 1}"))
+            found = [uid for uid in _numbers(self._untagged("SEARCH")) if low <= uid < below]
+            if len(found) >= at_least or low == 1:
+                return found
+            span *= 4
+        return []
 
     def fetch_flags(self, uids: list[int]) -> list[FetchItem]:
         if not uids:

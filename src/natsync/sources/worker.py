@@ -907,7 +907,7 @@ class AccountMirror:
             if not folder.backfill_below or self.wake.is_set():
                 continue
             self._select(folder.mailbox)
-            older = [u for u in self.account.uids_below(folder.backfill_below)]
+            older = self.account.uids_below(folder.backfill_below, BACKFILL_BATCH + 1)
             batch = older[-BACKFILL_BATCH:]
             bodies = self._fetch_new(folder, batch)
             below = batch[0] if len(older) > len(batch) else 0
