@@ -7,7 +7,6 @@ the phone syncs over it."""
 from __future__ import annotations
 
 import secrets
-import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from natsync.lab import topology as t
 from natsync.lab.errors import LabError
 from natsync.lab.narrate import Narration
 from natsync.lab.runner import NATSYNC
+from natsync.lab.scenarios._common import stop_step
 from natsync.lab.scenarios.from_scratch import _lines, _phone_until_ok, _wait_log
 from natsync.lab.world import (
     ACME_DIRECTORY,
@@ -214,18 +214,6 @@ def run(world: World, narr: Narration) -> None:
     finally:
         world.ca_file = saved_ca
         if proc is not None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                code: int | None = proc.wait(30)
-            except Exception:
-                proc.kill()
-                code = None
-            lab.forget(proc)
-            narr.expect(
-                "SIGTERM stops natsync run cleanly",
-                expect_ok=True,
-                seen_ok=code == 0,
-                detail=f"exit {code}",
-            )
+            stop_step(narr, lab, proc, "SIGTERM stops natsync run cleanly")
         lab.forget(dyndns2)
         lab.set_privileged_mappings(False)
