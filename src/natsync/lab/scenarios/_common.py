@@ -1,5 +1,5 @@
-"""What the scenarios share: a step decided by one of the doctor's findings, and the last step
-that stops `natsync run`."""
+"""What the scenarios share: a step decided by one of the doctor's findings, one decided by a
+phone's sync, and the last step that stops `natsync run`."""
 
 from __future__ import annotations
 
@@ -43,6 +43,21 @@ def doctor_step(
         seen_ok = found is None or found["severity"] != "fail"
     narr.expect(title, expect_ok=expect_ok, seen_ok=seen_ok, detail=detail)
     return found
+
+
+def sync_step(narr: Narration, title: str, synced: dict[str, Any], *, expect_ok: bool) -> None:
+    """A step decided by a phone's sync (*synced*: ``World.phone_sync``'s answer): it works when
+    the phone synced. Its detail is the address dialled, and why it failed (a failure that
+    was expected shows both)."""
+    dialled = f"dialled {synced.get('address')}"
+    narr.expect(
+        title,
+        expect_ok=expect_ok,
+        seen_ok=bool(synced.get("ok")),
+        detail=synced.get("error", dialled)
+        if expect_ok
+        else f"{dialled}: {synced.get('error', '')}",
+    )
 
 
 def stop_step(

@@ -16,7 +16,7 @@ from natsync.lab import topology as t
 from natsync.lab.errors import LabError
 from natsync.lab.narrate import Narration
 from natsync.lab.runner import NATSYNC
-from natsync.lab.scenarios._common import stop_step
+from natsync.lab.scenarios._common import stop_step, sync_step
 from natsync.lab.scenarios.from_scratch import _lines, _phone_until_ok, _wait_log
 from natsync.lab.world import (
     ACME_DIRECTORY,
@@ -205,11 +205,11 @@ def run(world: World, narr: Narration) -> None:
         world.set_phone(sticky=None)
         synced = _phone_until_ok(world, root, TTL + FOLLOW)
         narr.reports["dns-provider-sync"] = synced
-        narr.expect(
+        sync_step(
+            narr,
             f"The phone syncs at {t.PUBLIC_NEXT}, trusting only pebble's root",
+            synced,
             expect_ok=True,
-            seen_ok=bool(synced.get("ok")),
-            detail=synced.get("error", f"dialled {synced.get('address')}"),
         )
     finally:
         world.ca_file = saved_ca
