@@ -46,8 +46,8 @@ request was 7.0-7.2 µs before this split and is 8.1-8.4 µs with it, taken in t
 same load; the per-target cache of :meth:`EdgePolicy.judge` pays back part of the rest. Under
 TLS that is within the noise of the bench's CPU time per request (docs/edge.md). The funnels
 check through the shared :func:`~natsync.base.machine.checked_move` (one function call more per
-move): 8.1-8.5 µs against 7.9-8.1 µs with the check written in each funnel, taken in turns
-(load ~19).
+move): 7.5-7.9 µs against 7.5-8.0 µs with the check written in each funnel, four runs each in
+turns on a quiet machine (load ~1.5); at load ~19 the call showed as 0.2-0.4 µs.
 """
 
 from __future__ import annotations
