@@ -107,11 +107,17 @@ class Served:
 ServeFactory = Callable[..., Coroutine[Any, Any, Served]]
 
 
+#: Where the served store is under a test's tmp_path: a config given to the doctor names it as
+#: [server] store (the doctor removes its test device from it; a [server] without a store or
+#: data_dir would mean ./natsync-data in the directory the tests run from).
+DOCTOR_STORE = Path("doctor-store") / "natsync.db"
+
+
 @pytest.fixture
 def doctor_store(tmp_path: Path, alice_password_hash: str) -> Iterator[Store]:
     """A SQLite store with alice. The doctor looks at the server from outside, so which store
     driver serves it does not matter: one is enough (not the shared, per-driver ``store``)."""
-    store = SqliteStore(tmp_path / "doctor-store" / "natsync.db")
+    store = SqliteStore(tmp_path / DOCTOR_STORE)
     store.run_sync(
         lambda txn: txn.add_user(
             ALICE_NAME, ALICE_EMAIL, "Alice Example", alice_password_hash, CREATED_AT

@@ -24,17 +24,21 @@ from natsync.doctor.evidence import Connect, MappingEvidence, NatEvidence
 from natsync.doctor.gather import fingerprint
 from natsync.doctor.inside import check_mappings
 from natsync.store.api import Store
-from tests.doctor.conftest import ServeFactory
+from tests.doctor.conftest import DOCTOR_STORE, ServeFactory
 
 WRONG_PIN = "sha256:" + ":".join(["AB"] * 32)
+
+
+def server_table(path: Path, port: int) -> str:
+    """The [server] table of a config at *path* (in the test's tmp_path) for the served server:
+    its port and its store."""
+    return f'[server]\nhost = "127.0.0.1"\nport = {port}\nstore = "{path.parent / DOCTOR_STORE}"\n'
 
 
 def write_config(path: Path, port: int, pin: str) -> Path:
     path.write_text(
         f"""
-[server]
-host = "127.0.0.1"
-port = {port}
+{server_table(path, port)}
 
 [edge]
 backend = "127.0.0.1:{port}"
@@ -114,9 +118,7 @@ def echo_server(answer: str) -> Iterator[str]:
 def ddns_config(path: Path, port: int, echo: str) -> Path:
     path.write_text(
         f"""
-[server]
-host = "127.0.0.1"
-port = {port}
+{server_table(path, port)}
 
 [ddns]
 sources = ["echo"]
@@ -341,7 +343,7 @@ async def test_doctor_device_is_marked_hidden_and_removed_inside_out(
     from natsync.doctor.device import DOCTOR_DEVICE_ID, DOCTOR_DEVICE_TYPE
 
     served = await serve()
-    store_file = tmp_path / "doctor-store" / "natsync.db"
+    store_file = tmp_path / DOCTOR_STORE
     # outside: the device stays (the doctor cannot reach the store), marked and not listed
     report = await diagnose(served.options())
     assert report.exit_status == 0, [f.title for f in report.findings]
@@ -399,7 +401,7 @@ async def test_edge_without_backend_checks_the_server_port_natsync_run_gives_it(
     pin = fingerprint(leaf.public_bytes(Encoding.DER))
     config = tmp_path / "natsync.toml"
     config.write_text(
-        f'[server]\nhost = "127.0.0.1"\nport = {served.port}\n\n'
+        f"{server_table(config, served.port)}\n"
         f'[edge]\nbackend_name = "localhost"\nbackend_pin = "{pin}"\n',
         encoding="utf-8",
     )

@@ -104,6 +104,28 @@ class Client:
 ServerFactory = Callable[..., Coroutine[Any, Any, Client]]
 
 
+class ManualClock:
+    """A monotonic clock the test moves: given to a server's login limits (``eas.auth.clock``),
+    a lock lasts until the test advances it past the lock — not until a loaded machine gets
+    round to the next request (the real clock's lock can end between two tries)."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def manual_login_clock(client: Client) -> ManualClock:
+    """Puts the server's login limits of *client* on a :class:`ManualClock`, and returns it."""
+    clock = ManualClock()
+    client.server.eas.auth.clock = clock
+    return clock
+
+
 @pytest.fixture
 async def make_client(store: Store) -> AsyncIterator[ServerFactory]:
     servers: list[RunningServer] = []

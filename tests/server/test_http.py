@@ -18,7 +18,7 @@ from natsync.eas.versions import V14_1
 from natsync.store.api import FolderType, Store, Txn
 from natsync.wbxml import E
 from tests.eas.helpers import deliver, folder_id, make_mail
-from tests.server.conftest import Client, ServerFactory, basic, self_signed
+from tests.server.conftest import Client, ServerFactory, basic, manual_login_clock, self_signed
 
 FH = "FolderHierarchy"
 
@@ -58,6 +58,7 @@ async def test_auth_failures_look_the_same(client: Client) -> None:
 
 async def test_failed_logins_are_rate_limited(make_client: ServerFactory) -> None:
     client = await make_client(max_failed_logins_per_user=2, max_failed_logins_per_ip=100)
+    manual_login_clock(client)  # the lock lasts however slowly the next request comes
     client.auth = basic("alice", "wrong")
     assert (await client.cmd("FolderSync", _fs())).status == 401
     assert (await client.cmd("FolderSync", _fs())).status == 401
@@ -69,6 +70,7 @@ async def test_failed_logins_are_rate_limited(make_client: ServerFactory) -> Non
 
 async def test_per_ip_limit_covers_unknown_users(make_client: ServerFactory) -> None:
     client = await make_client(max_failed_logins_per_user=100, max_failed_logins_per_ip=2)
+    manual_login_clock(client)  # the lock lasts however slowly the next request comes
     for name in ("u1", "u2"):
         client.auth = basic(name, "x")
         assert (await client.cmd("FolderSync", _fs())).status == 401

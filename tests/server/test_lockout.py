@@ -1,11 +1,14 @@
 """Login lockout that a guesser cannot turn against the owner (issue 19), over real sockets
 from two loopback addresses: the guesser's (user, address) and address are slowed with
 growing locks, the owner's right password from another address still works, and an unknown
-user is answered exactly like a wrong password."""
+user is answered exactly like a wrong password.
+
+The server's login limits run on a clock the test moves (``ManualClock``): a lock ends when the
+test advances past it, so a machine too loaded to send the next try within the lock's second
+cannot change an answer; scrypt's cost is still timed on the real clock."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator
 
@@ -13,7 +16,7 @@ import aiohttp
 import pytest
 
 from natsync.server.auth import FIRST_LOCK, MAX_LOCK, Backoff
-from tests.server.conftest import Client, ServerFactory, basic
+from tests.server.conftest import Client, ServerFactory, basic, manual_login_clock
 
 GUESSER = "127.0.0.2"
 
@@ -34,6 +37,7 @@ async def test_a_locked_out_guesser_does_not_lock_out_the_owner(
     make_client: ServerFactory, from_guesser: aiohttp.ClientSession
 ) -> None:
     owner = await make_client(max_failed_logins_per_user=3, max_failed_logins_per_ip=100)
+    clock = manual_login_clock(owner)
     wrong = basic("alice", "guess")
     statuses = [(await options(from_guesser, owner, wrong))[0] for _ in range(3)]
     assert statuses == [401, 401, 401]  # the third failure set the first lock
@@ -42,7 +46,9 @@ async def test_a_locked_out_guesser_does_not_lock_out_the_owner(
     assert (await options(from_guesser, owner, basic()))[0] == 429
     # ... but the owner, from an address that did not fail, logs in
     assert (await options(owner.session, owner, basic()))[0] == 200
-    await asyncio.sleep(FIRST_LOCK + 0.1)
+    clock.advance(FIRST_LOCK - 0.1)
+    assert (await options(from_guesser, owner, wrong)) == (429, "1")  # not over yet
+    clock.advance(0.2)  # now it is
     assert (await options(from_guesser, owner, wrong))[0] == 401  # a try, and a longer lock
     assert await options(from_guesser, owner, wrong) == (429, "2")
     assert (await options(owner.session, owner, basic()))[0] == 200
@@ -52,6 +58,7 @@ async def test_an_unknown_user_is_answered_like_a_wrong_password(
     make_client: ServerFactory, from_guesser: aiohttp.ClientSession
 ) -> None:
     client = await make_client(max_failed_logins_per_user=2, max_failed_logins_per_ip=100)
+    manual_login_clock(client)
     seen = {}
     for name in ("alice", "nobody"):
         answers, times = [], []
@@ -69,6 +76,7 @@ async def test_an_address_guessing_many_names_is_slowed_as_a_whole(
     make_client: ServerFactory, from_guesser: aiohttp.ClientSession
 ) -> None:
     client = await make_client(max_failed_logins_per_user=100, max_failed_logins_per_ip=3)
+    manual_login_clock(client)
     for n in range(3):
         assert (await options(from_guesser, client, basic(f"user{n}", "x")))[0] == 401
     assert (await options(from_guesser, client, basic("user9", "x")))[0] == 429

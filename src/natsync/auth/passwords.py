@@ -47,7 +47,9 @@ def _unb64(text: str) -> bytes:
     return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
 
 
-def _derive(password: str, salt: bytes, log2_n: int, r: int, p: int) -> bytes:
+def _derive(
+    password: str, salt: bytes, log2_n: int, r: int, p: int, dklen: int = HASH_BYTES
+) -> bytes:
     n = 1 << log2_n
     return hashlib.scrypt(
         password.encode("utf-8"),
@@ -56,7 +58,7 @@ def _derive(password: str, salt: bytes, log2_n: int, r: int, p: int) -> bytes:
         r=r,
         p=p,
         maxmem=128 * r * n * p + _SLACK,
-        dklen=HASH_BYTES,
+        dklen=dklen,
     )
 
 
@@ -90,16 +92,7 @@ def verify_password(password: str, encoded: str) -> bool:
     if parsed is None:
         return False
     log2_n, r, p, salt, digest = parsed
-    n = 1 << log2_n
-    candidate = hashlib.scrypt(
-        password.encode("utf-8"),
-        salt=salt,
-        n=n,
-        r=r,
-        p=p,
-        maxmem=128 * r * n * p + _SLACK,
-        dklen=len(digest),
-    )
+    candidate = _derive(password, salt, log2_n, r, p, dklen=len(digest))
     return hmac.compare_digest(candidate, digest)
 
 

@@ -133,7 +133,9 @@ def _attendee(prop: Any) -> dict[str, Any]:
     }
 
 
-def _list(component: Any, name: str) -> list[Any]:
+def every(component: Any, name: str) -> list[Any]:
+    """Every *name* property of an iCalendar *component* (icalendar gives one as itself and
+    several as a list)."""
     value = component.get(name)
     if value is None:
         return []
@@ -142,7 +144,7 @@ def _list(component: Any, name: str) -> list[Any]:
 
 def _categories(component: Any) -> list[str]:
     names: list[str] = []
-    for prop in _list(component, "CATEGORIES"):
+    for prop in every(component, "CATEGORIES"):
         names += [str(c) for c in getattr(prop, "cats", [prop])]
     return list(dict.fromkeys(n.strip() for n in names if str(n).strip()))
 
@@ -316,14 +318,14 @@ def _event(component: Any) -> Record:
     stamp = component.get("DTSTAMP")
     if stamp is not None:
         record["dtstamp"] = cal.utc_text(_as_utc(stamp.dt, UTC))
-    for alt in _list(component, "X-ALT-DESC"):
+    for alt in every(component, "X-ALT-DESC"):
         if str(alt.params.get("FMTTYPE", "")).lower() == "text/html":
             record["body_html"] = str(alt)
     organizer = component.get("ORGANIZER")
     if organizer is not None:
         record["organizer_email"] = _address(organizer).strip() or None
         record["organizer_name"] = str(organizer.params.get("CN", "")) or None
-    attendees = [_attendee(a) for a in _list(component, "ATTENDEE")]
+    attendees = [_attendee(a) for a in every(component, "ATTENDEE")]
     if len(attendees) > cal.MAX_ATTENDEES:
         raise IcsError(f"event {uid!r} has more than {cal.MAX_ATTENDEES} attendees")
     record["attendees"] = attendees
@@ -341,7 +343,7 @@ def _event(component: Any) -> Record:
             cal.BlobZone(record["tz_blob"])
         except PimError as exc:
             raise IcsError(f"event {uid!r}: {exc.message}") from exc
-    rules = _list(component, "RRULE")
+    rules = every(component, "RRULE")
     if len(rules) > 1:
         raise IcsError(f"event {uid!r} has several RRULEs; ActiveSync takes one")
     if rules:
@@ -455,7 +457,7 @@ def records_from_ics(data: bytes) -> list[Record]:
 def _add_exdates(master: Record, component: Any) -> None:
     zone = cal.zone_of(master)
     known = {e["original_start"] for e in master["exceptions"]}
-    for prop in _list(component, "EXDATE"):
+    for prop in every(component, "EXDATE"):
         for value in prop.dts:
             original = cal.utc_text(_as_utc(value.dt, zone))
             if original in known:

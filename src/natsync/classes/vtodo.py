@@ -25,7 +25,7 @@ import icalendar
 
 from natsync.classes.body import format_eas_date, parse_eas_date
 from natsync.classes.codec import Record
-from natsync.classes.ical import MAX_ICS_BYTES, IcsError
+from natsync.classes.ical import MAX_ICS_BYTES, IcsError, every
 from natsync.mime import html_to_text
 from natsync.mime.errors import EmailChangeError
 
@@ -120,7 +120,7 @@ def _todo(component: Any) -> Todo:
     html = next(
         (
             str(p)
-            for p in _all(component, "X-ALT-DESC")
+            for p in every(component, "X-ALT-DESC")
             if str(p.params.get("FMTTYPE", "")).lower() == "text/html"
         ),
         "",
@@ -147,7 +147,7 @@ def _todo(component: Any) -> Todo:
         record["importance"] = 2 if priority <= 4 else 1 if priority == 5 else 0
     if _text(component, "CLASS").upper() in _CLASS_BACK:
         record["sensitivity"] = _CLASS_BACK[_text(component, "CLASS").upper()]
-    categories = [str(c) for p in _all(component, "CATEGORIES") for c in getattr(p, "cats", [p])]
+    categories = [str(c) for p in every(component, "CATEGORIES") for c in getattr(p, "cats", [p])]
     if categories:
         record["categories"] = list(dict.fromkeys(c for c in categories if c.strip()))
     for alarm in component.walk("VALARM"):
@@ -192,13 +192,6 @@ def _check(record: Record, uid: str) -> None:
     recurrence = record.get("recurrence")
     if recurrence is not None and not isinstance(recurrence, dict):
         raise IcsError(f"task {uid!r}: its recurrence is not an object")
-
-
-def _all(component: Any, name: str) -> list[Any]:
-    value = component.get(name)
-    if value is None:
-        return []
-    return value if isinstance(value, list) else [value]
 
 
 def todos_from_ics(data: bytes) -> list[Todo]:

@@ -85,42 +85,57 @@ def check_pinholes(ev: PinholeEvidence, host6: tuple[str, ...] | None = None) ->
     return findings
 
 
+#: What a recorded state says by itself: state → (severity, the title after the pinhole's name,
+#: why it matters, what to do). The states of a pinhole that is not open are judged first;
+#: "renew-failing" (still open) only when its lease, the router and the address are fine.
+_BY_STATE: dict[str, tuple[Severity, str, str, str]] = {
+    "skipped": (
+        Severity.WARN,
+        "not opened: the port is translated",
+        "IPv6 has no port translation: phones dial the AAAA address at the public port, "
+        "so the host itself must listen on it.",
+        'Listen on the public port (e.g. [edge] listen = "*:443") and map it as '
+        '"443/tcp", or publish no AAAA record ([ddns] families = [4]).',
+    ),
+    "failed": (
+        Severity.FAIL,
+        "missing: the router did not open it",
+        "The router's IPv6 firewall drops connections from outside to this port: phones "
+        "on IPv6 networks cannot connect.",
+        "Allow pinholes in the router's settings (UPnP IGD:2 / PCP), set [portmap] ipv6 "
+        'to the way the router offers ("pcp6" opens ports below 1024 where UPnP may '
+        "not), or open the port in the router's IPv6 firewall by hand.",
+    ),
+    "removed": (
+        Severity.FAIL,
+        "missing: removed when natsync run stopped",
+        "The portmap part removes its pinholes when it stops; nothing holds the port "
+        "open now, so the router's IPv6 firewall drops phones again.",
+        f"Start the deployment again: {_RUN}.",
+    ),
+    "renew-failing": (
+        Severity.WARN,
+        "open, but its renewal fails",
+        "The router refused the last renewal; the pinhole closes when its lease runs out.",
+        "See the router's answer above; allow the pinhole in the router's settings, or "
+        'choose the other way ([portmap] ipv6 = "pcp6" or "upnp6").',
+    ),
+}
+_BY_STATE["pending"] = _BY_STATE["failed"]
+#: The recorded states of a pinhole that is not open.
+_NOT_OPEN = frozenset({"skipped", "failed", "pending", "removed"})
+
+
+def _by_state(title: str, state: str, facts: tuple[str, ...]) -> Finding:
+    severity, what, cause, fix = _BY_STATE[state]
+    return Finding(Check.INSIDE, severity, f"{title} {what}", facts, cause, fix)
+
+
 def _judge(ev: PinholeEvidence, r: PinholeRecord, host6: tuple[str, ...] | None) -> Finding:
     facts = _record_facts(ev, r)
     title = f"IPv6 pinhole for {r.mapping}"
-    if r.state == "skipped":
-        return Finding(
-            Check.INSIDE,
-            Severity.WARN,
-            f"{title} not opened: the port is translated",
-            facts,
-            "IPv6 has no port translation: phones dial the AAAA address at the public port, "
-            "so the host itself must listen on it.",
-            'Listen on the public port (e.g. [edge] listen = "*:443") and map it as '
-            '"443/tcp", or publish no AAAA record ([ddns] families = [4]).',
-        )
-    if r.state in ("failed", "pending"):
-        return Finding(
-            Check.INSIDE,
-            Severity.FAIL,
-            f"{title} missing: the router did not open it",
-            facts,
-            "The router's IPv6 firewall drops connections from outside to this port: phones "
-            "on IPv6 networks cannot connect.",
-            "Allow pinholes in the router's settings (UPnP IGD:2 / PCP), set [portmap] ipv6 "
-            'to the way the router offers ("pcp6" opens ports below 1024 where UPnP may '
-            "not), or open the port in the router's IPv6 firewall by hand.",
-        )
-    if r.state == "removed":
-        return Finding(
-            Check.INSIDE,
-            Severity.FAIL,
-            f"{title} missing: removed when natsync run stopped",
-            facts,
-            "The portmap part removes its pinholes when it stops; nothing holds the port "
-            "open now, so the router's IPv6 firewall drops phones again.",
-            f"Start the deployment again: {_RUN}.",
-        )
+    if r.state in _NOT_OPEN:
+        return _by_state(title, r.state, facts)
     if r.expires_at is not None and r.expires_at < ev.now:
         return Finding(
             Check.INSIDE,
@@ -157,13 +172,5 @@ def _judge(ev: PinholeEvidence, r: PinholeRecord, host6: tuple[str, ...] | None)
             "AAAA record follows: `natsync ddns update`).",
         )
     if r.state == "renew-failing":
-        return Finding(
-            Check.INSIDE,
-            Severity.WARN,
-            f"{title} open, but its renewal fails",
-            facts,
-            "The router refused the last renewal; the pinhole closes when its lease runs out.",
-            "See the router's answer above; allow the pinhole in the router's settings, or "
-            'choose the other way ([portmap] ipv6 = "pcp6" or "upnp6").',
-        )
+        return _by_state(title, r.state, facts)
     return ok(Check.INSIDE, f"{title} is open in the router's IPv6 firewall", *facts)

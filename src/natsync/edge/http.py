@@ -35,6 +35,8 @@ from http import HTTPStatus
 from typing import TypeVar
 from urllib.parse import parse_qsl
 
+from natsync.base.http1 import BAD_VALUE as _BAD_VALUE
+from natsync.base.http1 import MAX_CHUNK_LINE, MAX_TRAILER_SIZE, Http1Error, chunk_size
 from natsync.errors import NatsyncError
 
 #: Largest request or response head (request line + fields). Real EAS heads are < 2 KiB; nginx's
@@ -42,10 +44,6 @@ from natsync.errors import NatsyncError
 MAX_HEAD_SIZE = 16 * 1024
 #: Most header fields in one head; a phone sends about a dozen. Beyond this: 431.
 MAX_HEADER_COUNT = 100
-#: Longest chunk-size line (size + extensions): a real one is a few bytes.
-MAX_CHUNK_LINE = 1024
-#: Largest trailer section of a chunked body.
-MAX_TRAILER_SIZE = 4096
 #: Longest Content-Length we parse (digits); 18 digits keep the value inside a 64-bit int.
 MAX_LENGTH_DIGITS = 18
 #: Empty lines (CRLF) ignored before a request line (RFC 9112 2.2 asks for "at least one";
@@ -82,14 +80,10 @@ REASONS = {
 }
 
 
-class EdgeHttpError(NatsyncError):
-    """The request cannot be forwarded as sent; the edge answers it and closes."""
-
-    http_status = 400
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.http_status = status
+#: The request cannot be forwarded as sent; the edge answers it and closes (the error of
+#: ``natsync.base.http1``, shared with the server's front; MAX_CHUNK_LINE and MAX_TRAILER_SIZE
+#: are there too).
+EdgeHttpError = Http1Error
 
 
 class Framing(IntEnum):
@@ -107,8 +101,6 @@ F_NONE, F_LENGTH, F_CHUNKED, F_CLOSE = Framing.NONE, Framing.LENGTH, Framing.CHU
 
 
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-# Field values: visible ASCII, obs-text, SP and HT only (RFC 9110 5.5) — no CR, LF or NUL.
-_BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 _TARGET = re.compile(rb"/[!-~]*")
 _DIGITS = re.compile(rb"[0-9]+")
 # One whole field line: token ":" OWS value OWS, the value without CTLs (the fast path; a line
@@ -771,12 +763,7 @@ class ChunkedScanner:
                     raise EdgeHttpError(400, "chunk data longer than its size")
                 self._state = _SIZE
             elif state == _SIZE:
-                size, _, ext = line.partition(b";")
-                if not size or len(size) > 16 or re.fullmatch(rb"[0-9A-Fa-f]+", size) is None:
-                    raise EdgeHttpError(400, "chunk size is not hexadecimal")
-                if _BAD_VALUE.search(ext) is not None:
-                    raise EdgeHttpError(400, "control character in a chunk extension")
-                self._remaining = int(size, 16)
+                self._remaining = chunk_size(line)
                 self._state = _DATA if self._remaining else _TRAILER
             else:  # trailer section
                 if not line:

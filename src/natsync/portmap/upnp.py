@@ -324,6 +324,28 @@ def _http(method: str, url: str, body: bytes | None, headers: dict[str, str]) ->
         conn.close()
 
 
+def soap_call(
+    service: str,
+    control_url: str,
+    action: str,
+    args: list[tuple[str, str]],
+    words: Callable[[int, str], str] | None = None,
+) -> dict[str, str]:
+    """One SOAP action on a service of the router (UPnP Device Architecture, "Control"): its
+    output arguments; a fault raises MappingRefused in plain words (*words* names the
+    service's own error codes)."""
+    body = encode_soap(service, action, args)
+    status, answer = _http(
+        "POST",
+        control_url,
+        body,
+        {"Content-Type": 'text/xml; charset="utf-8"', "SOAPAction": f'"{service}#{action}"'},
+    )
+    if status not in (200, 500):
+        raise PortMapError(f"the router answered {action} with HTTP {status}")
+    return parse_soap_response(answer, action, words)
+
+
 class IgdClient:
     """A UPnP IGD found on the LAN (or given by its description URL)."""
 
@@ -352,19 +374,7 @@ class IgdClient:
             return str(sock.getsockname()[0])
 
     def call(self, action: str, args: list[tuple[str, str]]) -> dict[str, str]:
-        body = encode_soap(self.service, action, args)
-        status, answer = _http(
-            "POST",
-            self.control_url,
-            body,
-            {
-                "Content-Type": 'text/xml; charset="utf-8"',
-                "SOAPAction": f'"{self.service}#{action}"',
-            },
-        )
-        if status not in (200, 500):
-            raise PortMapError(f"the router answered {action} with HTTP {status}")
-        return parse_soap_response(answer, action)
+        return soap_call(self.service, self.control_url, action, args)
 
     def external_address(self) -> ipaddress.IPv4Address | None:
         """The router's WAN address, or None when it reports none (empty or 0.0.0.0)."""
@@ -463,19 +473,7 @@ class PinholeClient:
         return cls(service, urllib.parse.urlunsplit(parts._replace(netloc=netloc)))
 
     def call(self, action: str, args: list[tuple[str, str]]) -> dict[str, str]:
-        body = encode_soap(self.service, action, args)
-        status, answer = _http(
-            "POST",
-            self.control_url,
-            body,
-            {
-                "Content-Type": 'text/xml; charset="utf-8"',
-                "SOAPAction": f'"{self.service}#{action}"',
-            },
-        )
-        if status not in (200, 500):
-            raise PortMapError(f"the router answered {action} with HTTP {status}")
-        return parse_soap_response(answer, action, pinhole_error_words)
+        return soap_call(self.service, self.control_url, action, args, pinhole_error_words)
 
     def status(self) -> tuple[bool, bool]:
         """(firewall enabled, inbound pinholes allowed): GetFirewallStatus, section 2.6.1."""

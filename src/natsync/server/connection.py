@@ -14,7 +14,8 @@ deadlines; ``date``: the HTTP Date of an answer), never read, so the tests in
 half-close, an early answer, a held Ping, each smuggling shape — as transcripts, without sockets.
 
 The states (:class:`State`) change in one place, :meth:`ServerConnection._set_state`, checked
-against :data:`TRANSITIONS` (h11's ``_state.py``, aioquic's ``_set_state``)::
+against :data:`TRANSITIONS` (:func:`natsync.base.machine.checked_move`, shared with the edge's
+machines; h11's ``_state.py``, aioquic's ``_set_state``)::
 
     HANDSHAKE ──► IDLE ──► BODY ──► BUSY ──► HELD
                    ▲ ╰──────────────╯ │        │
@@ -49,14 +50,14 @@ request (bench/front_bench.py: ~32 → ~35 µs with a handler that answers at on
 
 from __future__ import annotations
 
-import enum
 import logging
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Protocol
 
+from natsync.base.http1 import MAX_CHUNK_LINE, MAX_TRAILER_SIZE, chunk_size
+from natsync.base.machine import MachineState, Moves, checked_move
 from natsync.edge import http as h1
 from natsync.edge.http import EdgeHttpError, Framing
 from natsync.errors import NatsyncError
@@ -79,7 +80,6 @@ TIMER_SLACK = 0.002
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 _REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
-_HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
 
 
 class FrontError(NatsyncError):
@@ -106,11 +106,7 @@ class Parked(Protocol):
 # -- the states and their one table
 
 
-class State(enum.Enum):
-    # Enum's own __hash__ is Python code; the members are singletons, so identity serves, at C
-    # speed, for the table's lookups on every request.
-    __hash__ = object.__hash__
-
+class State(MachineState):
     HANDSHAKE = "handshake"
     IDLE = "idle"
     BODY = "body"
@@ -122,7 +118,7 @@ class State(enum.Enum):
 HANDSHAKE, IDLE, BODY, BUSY, HELD, CLOSED = State
 
 #: Every change of state there is; anything else is a bug (:class:`FrontError`).
-TRANSITIONS: dict[State, frozenset[State]] = {
+TRANSITIONS: Moves[State] = {
     HANDSHAKE: frozenset({IDLE, CLOSED}),
     IDLE: frozenset({BODY, BUSY, CLOSED}),
     BODY: frozenset({BUSY, CLOSED}),  # an answer before the body ended closes
@@ -134,6 +130,10 @@ TRANSITIONS: dict[State, frozenset[State]] = {
 WITH_APP = frozenset({BODY, BUSY, HELD})
 #: States with a deadline (:attr:`ServerConnection.deadline`).
 TIMED = frozenset({HANDSHAKE, IDLE, BODY})
+
+
+def _refuse(old: State, new: State) -> FrontError:
+    return FrontError(f"connection state {old.name} cannot become {new.name}")
 
 
 # -- what the shell is told to do (imperatives; frozen)
@@ -282,9 +282,7 @@ class ServerConnection:
     # -- the one funnel
 
     def _set_state(self, new: State) -> None:
-        if new not in TRANSITIONS[self.state]:
-            raise FrontError(f"connection state {self.state.name} cannot become {new.name}")
-        self.state = new
+        self.state = checked_move(TRANSITIONS, self.state, new, _refuse)
         if new not in TIMED:
             self._since = 0.0  # a shared constant: a held connection keeps no float of its own
 
@@ -541,9 +539,9 @@ class _BodyReader:
                 pos += take
                 self._chunk = chunk - take or -1
                 continue
-            end = buf.find(b"\r\n", pos, pos + h1.MAX_CHUNK_LINE + 2)
+            end = buf.find(b"\r\n", pos, pos + MAX_CHUNK_LINE + 2)
             if end < 0:
-                if n - pos > h1.MAX_CHUNK_LINE:
+                if n - pos > MAX_CHUNK_LINE:
                     raise EdgeHttpError(400, "chunk size line too long")
                 break
             line = bytes(buf[pos:end])
@@ -555,13 +553,10 @@ class _BodyReader:
                     raise EdgeHttpError(400, "chunk data longer than its size")
                 self._chunk = 0
             elif chunk == 0:
-                size, _, ext = line.partition(b";")
-                if _HEX.fullmatch(size) is None or h1._BAD_VALUE.search(ext) is not None:
-                    raise EdgeHttpError(400, "chunk size is not hexadecimal")
-                self._chunk = int(size, 16) or -2
+                self._chunk = chunk_size(line) or -2
             elif line:
                 self._trailer += len(line)
-                if self._trailer > h1.MAX_TRAILER_SIZE:
+                if self._trailer > MAX_TRAILER_SIZE:
                     raise EdgeHttpError(400, "chunked trailers too large")
             else:
                 return pos, True

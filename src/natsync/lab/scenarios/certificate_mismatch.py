@@ -14,7 +14,7 @@ from cryptography import x509
 
 from natsync.lab import topology as t
 from natsync.lab.narrate import Narration
-from natsync.lab.scenarios._common import doctor_step
+from natsync.lab.scenarios._common import doctor_step, sync_step
 from natsync.lab.world import (
     DEFAULT_FORWARDS,
     HTTP_PORT,
@@ -135,12 +135,12 @@ def _acme(world: World, narr: Narration) -> None:
     root = world.pebble_root()
     world.start_server(tls_cert=issued["cert"], tls_key=issued["key"])
     synced = world.phone_sync(ca_file=root)
-    narr.expect(
+    sync_step(
+        narr,
         "(c) The server presents the ACME certificate; the phone, trusting only pebble's root "
         "(fetched from its management API), syncs",
+        synced,
         expect_ok=True,
-        seen_ok=bool(synced["ok"]),
-        detail=synced.get("error", f"dialled {synced['address']}"),
     )
     doctor_step(
         narr,

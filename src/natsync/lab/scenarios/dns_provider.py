@@ -7,7 +7,6 @@ the phone syncs over it."""
 from __future__ import annotations
 
 import secrets
-import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from natsync.lab import topology as t
 from natsync.lab.errors import LabError
 from natsync.lab.narrate import Narration
 from natsync.lab.runner import NATSYNC
+from natsync.lab.scenarios._common import stop_step, sync_step
 from natsync.lab.scenarios.from_scratch import _lines, _phone_until_ok, _wait_log
 from natsync.lab.world import (
     ACME_DIRECTORY,
@@ -205,27 +205,15 @@ def run(world: World, narr: Narration) -> None:
         world.set_phone(sticky=None)
         synced = _phone_until_ok(world, root, TTL + FOLLOW)
         narr.reports["dns-provider-sync"] = synced
-        narr.expect(
+        sync_step(
+            narr,
             f"The phone syncs at {t.PUBLIC_NEXT}, trusting only pebble's root",
+            synced,
             expect_ok=True,
-            seen_ok=bool(synced.get("ok")),
-            detail=synced.get("error", f"dialled {synced.get('address')}"),
         )
     finally:
         world.ca_file = saved_ca
         if proc is not None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                code: int | None = proc.wait(30)
-            except Exception:
-                proc.kill()
-                code = None
-            lab.forget(proc)
-            narr.expect(
-                "SIGTERM stops natsync run cleanly",
-                expect_ok=True,
-                seen_ok=code == 0,
-                detail=f"exit {code}",
-            )
+            stop_step(narr, lab, proc, "SIGTERM stops natsync run cleanly")
         lab.forget(dyndns2)
         lab.set_privileged_mappings(False)

@@ -9,7 +9,7 @@ import time
 
 from natsync.lab import topology as t
 from natsync.lab.narrate import Narration
-from natsync.lab.scenarios._common import doctor_step
+from natsync.lab.scenarios._common import doctor_step, sync_step
 from natsync.lab.world import MX_NAME, PUBLIC_NAME, TTL, World
 
 #: Seconds the sticky phone keeps an answer whatever its TTL (the article's devices: hours).
@@ -39,21 +39,21 @@ def run(world: World, narr: Narration) -> None:
         tls_key=str(world.data / "tls" / "public.key"),
     )
     synced = world.phone_sync()
-    narr.expect(
+    sync_step(
+        narr,
         f"The phone syncs at {t.PUBLIC} ({PUBLIC_NAME}, TTL {TTL} s)",
+        synced,
         expect_ok=True,
-        seen_ok=bool(synced["ok"]),
-        detail=synced.get("error", f"dialled {synced['address']}"),
     )
 
     lab.set_wan_address(t.PUBLIC_NEXT)
     narr.note(f"the ISP renumbers the router: {t.PUBLIC} → {t.PUBLIC_NEXT}; no ddns running")
     synced = world.phone_sync()
-    narr.expect(
+    sync_step(
+        narr,
         f"Without ddns, DNS still says {t.PUBLIC}: the phone fails",
+        synced,
         expect_ok=False,
-        seen_ok=bool(synced["ok"]),
-        detail=f"dialled {synced['address']}: {synced.get('error', '')}",
     )
     doctor_step(
         narr,
@@ -98,11 +98,11 @@ def run(world: World, narr: Narration) -> None:
     world.wait_record(t.PUBLIC, DDNS_FOLLOW)
     renumbered = time.monotonic()
     synced = world.phone_sync()
-    narr.expect(
+    sync_step(
+        narr,
         "DNS is right, but the sticky phone still dials the old address and fails",
+        synced,
         expect_ok=False,
-        seen_ok=bool(synced["ok"]),
-        detail=f"dialled {synced['address']}: {synced.get('error', '')}",
     )
     doctor_step(
         narr,

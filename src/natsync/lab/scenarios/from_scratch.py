@@ -18,6 +18,7 @@ from natsync.lab import topology as t
 from natsync.lab.errors import LabError
 from natsync.lab.narrate import Narration
 from natsync.lab.runner import NATSYNC
+from natsync.lab.scenarios._common import stop_step, sync_step
 from natsync.lab.world import (
     ACME_DIRECTORY,
     ACME_TIMEOUT,
@@ -158,11 +159,11 @@ def run(world: World, narr: Narration) -> None:
             detail=_lines(log, ("self-check",), after=mark),
         )
         synced = _phone_until_ok(world, root, TTL + FOLLOW)
-        narr.expect(
+        sync_step(
+            narr,
             f"The phone syncs again at {t.PUBLIC_NEXT} (the mapping follows too)",
+            synced,
             expect_ok=True,
-            seen_ok=bool(synced.get("ok")),
-            detail=synced.get("error", f"dialled {synced.get('address')}"),
         )
 
         mark = len(log.read_text(errors="replace"))
@@ -189,18 +190,12 @@ def run(world: World, narr: Narration) -> None:
         )
     finally:
         world.ca_file = saved_ca
-        proc.send_signal(signal.SIGTERM)
-        try:
-            code: int | None = proc.wait(30)
-        except Exception:
-            proc.kill()
-            code = None
-        lab.forget(proc)
-        narr.expect(
+        stop_step(
+            narr,
+            lab,
+            proc,
             "SIGTERM stops natsync run cleanly (mappings removed)",
-            expect_ok=True,
-            seen_ok=code == 0,
-            detail=_lines(log, ("stopped", "removed")),
+            lambda code: _lines(log, ("stopped", "removed")),
         )
         lab.set_privileged_mappings(False)
 

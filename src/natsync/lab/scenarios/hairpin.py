@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from natsync.lab import topology as t
 from natsync.lab.narrate import Narration
-from natsync.lab.scenarios._common import doctor_step
+from natsync.lab.scenarios._common import doctor_step, sync_step
 from natsync.lab.world import HTTPS_PORT, PUBLIC_NAME, World
 
 
@@ -20,18 +20,18 @@ def run(world: World, narr: Narration) -> None:
     world.set_lan_dns({})  # the LAN's resolver asks the zone: the public address
     narr.note(f"a phone on the LAN (Wi-Fi at the office) resolves {PUBLIC_NAME} → {t.PUBLIC}")
     synced = world.phone_sync(ns=lab.lan)
-    narr.expect(
+    sync_step(
+        narr,
         "The LAN phone dials the router's public address and gets nowhere",
+        synced,
         expect_ok=False,
-        seen_ok=bool(synced["ok"]),
-        detail=f"dialled {synced['address']}: {synced.get('error', '')}",
     )
     outside = world.phone_sync()
-    narr.expect(
+    sync_step(
+        narr,
         "…while the phone outside syncs through the same forward",
+        outside,
         expect_ok=True,
-        seen_ok=bool(outside["ok"]),
-        detail=outside.get("error", f"dialled {outside['address']}"),
     )
     doctor_step(
         narr,
@@ -47,11 +47,11 @@ def run(world: World, narr: Narration) -> None:
     lab.set_hairpin(True, HTTPS_PORT, HTTPS_PORT)
     narr.note("router: DNAT of the public address from the LAN side too, masquerade back")
     synced = world.phone_sync(ns=lab.lan)
-    narr.expect(
+    sync_step(
+        narr,
         "With a hairpin rule on the router, the LAN phone syncs",
+        synced,
         expect_ok=True,
-        seen_ok=bool(synced["ok"]),
-        detail=synced.get("error", f"dialled {synced['address']}"),
     )
     doctor_step(
         narr,
