@@ -57,6 +57,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -796,27 +797,20 @@ def main() -> None:
             busy, ours = machine_busy(), cpu_seconds(bench_pids) + children_cpu()
             ours += sum(cpu_seconds(p.pids()) for p in live.values())
             started = time.monotonic()
-            for kind in order:
-                proxy = live[kind]
-                pids = proxy.pids()
-                used = cpu_seconds(pids)
-                rate, served = wrk_run(proxy.port, args.seconds, 64, close=False)
-                record("keepalive", kind, rate)
-                record("cpu", kind, (cpu_seconds(pids) - used) * 1e6 / max(1, served))
-            for kind in order:
-                proxy = live[kind]
-                pids = proxy.pids()
-                used = cpu_seconds(pids)
-                rate, served = wrk_run(proxy.port, args.seconds, 16, close=True)
-                record("newtls", kind, rate)
-                record("cpu_newtls", kind, (cpu_seconds(pids) - used) * 1e6 / max(1, served))
-            for kind in order:
-                proxy = live[kind]
-                pids = proxy.pids()
-                used = cpu_seconds(pids)
-                rate, done = full_handshakes(proxy.port, args.seconds, args.stime)
-                record("full", kind, rate)
-                record("cpu_full", kind, (cpu_seconds(pids) - used) * 1e6 / max(1, done))
+            # (rate's name, CPU figure's name, the load: port -> (rate, operations done))
+            measures: list[tuple[str, str, Callable[[int], tuple[float, int]]]] = [
+                ("keepalive", "cpu", lambda port: wrk_run(port, args.seconds, 64, close=False)),
+                ("newtls", "cpu_newtls", lambda port: wrk_run(port, args.seconds, 16, close=True)),
+                ("full", "cpu_full", lambda port: full_handshakes(port, args.seconds, args.stime)),
+            ]
+            for name, cpu_name, measure in measures:
+                for kind in order:
+                    proxy = live[kind]
+                    pids = proxy.pids()
+                    used = cpu_seconds(pids)
+                    rate, done = measure(proxy.port)
+                    record(name, kind, rate)
+                    record(cpu_name, kind, (cpu_seconds(pids) - used) * 1e6 / max(1, done))
             used = cpu_seconds([floor.pid])
             rate, done = full_handshakes(floor_port, args.seconds, args.stime)
             floor_cpu.append((cpu_seconds([floor.pid]) - used) * 1e6 / max(1, done))
