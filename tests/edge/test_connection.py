@@ -228,12 +228,15 @@ def test_the_phone_leaving_while_connecting_leaves_the_server_connection_to_rele
     assert play.policy.metrics.requests == {("Sync", 499): 1}
 
 
+CLOSED_BEFORE_ANSWER = "the server closed the connection mid-request, before any answer"
+
+
 def test_the_server_closing_mid_request_is_a_502_and_a_broken_exchange() -> None:
     assert (
         bridged()
         >> BackendCloses()
         << BackendBroke("closed a request it had")
-        << BackendFailure("reset", "the server closed the connection mid-request")
+        << BackendFailure("reset", CLOSED_BEFORE_ANSWER)
         << SendToClient(answer(502)) << CloseClient()
     )  # fmt: skip
 
@@ -403,7 +406,7 @@ def test_a_server_answer_the_edge_cannot_frame_is_a_502(response: bytes) -> None
     assert given[1:] == [
         BackendBroke("closed a request it had"),
         DropBackend(),
-        BackendFailure("reset", "the server closed the connection mid-request"),
+        BackendFailure("reset", CLOSED_BEFORE_ANSWER),
         SendToClient(answer(502)),
         CloseClient(),
     ]

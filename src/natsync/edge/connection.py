@@ -497,9 +497,10 @@ class ClientMachine:
             self._response_body(rest, http.client_response(head, self.keep_alive), now, out)
             return out
 
-    def backend_closed(self, now: float) -> _Out:
+    def backend_closed(self, now: float, how: str = "") -> _Out:
         """The attached server connection ended: the end of a close-delimited answer, or the
-        server broke the exchange (502 if the phone has no answer yet)."""
+        server broke the exchange (502 if the phone has no answer yet). *how*: which connection
+        it was and how it ended, for the log line (the shell knows; the phone is told 502)."""
         out: _Out = []
         self.attached = False
         response = self.response_head
@@ -507,7 +508,7 @@ class ClientMachine:
             self._response_ended(False, now, out)
         else:
             out.append(BackendBroke("closed a request it had"))
-            self._backend_lost(502, now, out)
+            self._backend_lost(502, now, out, how)
         return out
 
     def backend_silent(self, now: float) -> _Out:
@@ -751,8 +752,9 @@ class ClientMachine:
         self._detach(out)
         self._backend_lost(502, now, out)
 
-    def _backend_lost(self, status: int, now: float, out: _Out) -> None:
+    def _backend_lost(self, status: int, now: float, out: _Out, how: str = "") -> None:
         """The server connection broke (502) or went silent (504) before the answer ended."""
+        answered = self.response_head is not None  # its head had come (not sent to the phone)
         if self.response is not _RESP_NONE:
             self.response_head = None
             self._respond(_RESP_NONE)
@@ -760,7 +762,9 @@ class ClientMachine:
             return
         if self.status == 0:
             if status == 502:
-                out.append(BackendFailure("reset", "the server closed the connection mid-request"))
+                what = "after the head of its answer" if answered else "before any answer"
+                message = f"the server closed the connection mid-request, {what}"
+                out.append(BackendFailure("reset", f"{message} ({how})" if how else message))
             self._end_ping()
             self.keep_alive = False
             self._answer(status, now, out)

@@ -12,7 +12,9 @@ keep-alive phone's next request skips the handshake. The decisions per connectio
 from __future__ import annotations
 
 import functools
+import select
 import ssl
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -74,12 +76,30 @@ class Pool:
         return sum(len(up.pool) for up in self.upstreams.values())
 
     def take(self, server: Server) -> BackendConn | None:
-        """An idle connection to *server* still open, or None."""
+        """An idle connection to *server* still open, or None.
+
+        One the server already closed (or spoke on unasked) is not handed out: its FIN or
+        close_notify may sit unread in the socket, not yet seen by the event loop, and a request
+        written on it would get only the close (a 502 the phone sees; the server may have
+        closed it for its own reasons: keep-alive, restart, a limit). So, as urllib3's
+        ``is_connection_dropped``, the socket is polled before reuse (one poll(2), no wait):
+        readable means closed or untrustworthy, and the connection is closed instead. Nothing
+        of a request was written on it yet, so a new connection is safe for any method
+        (RFC 9110 section 9.2.2). One past its idle time is not handed out either."""
         pool = self.upstreams[server.address].pool
+        now = time.monotonic()
         while pool:
             backend = pool.pop()
-            if backend.transport is not None and not backend.transport.is_closing():
-                return backend
+            transport = backend.transport
+            if transport is None or transport.is_closing():
+                continue
+            deadline = backend.machine.deadline
+            if (deadline and now > deadline) or _readable(transport):
+                errors = self.metrics.backend_errors  # counted, not logged: nothing was lost
+                errors["closed_idle"] = errors.get("closed_idle", 0) + 1
+                backend.drop()
+                continue
+            return backend
         return None
 
     async def open(
@@ -154,6 +174,23 @@ class Pool:
     def clear(self) -> None:
         for upstream in self.upstreams.values():
             upstream.pool.clear()
+
+
+def _readable(transport: object) -> bool:
+    """Whether the socket under *transport* has something to read (or its peer's FIN) now."""
+    get_extra_info = getattr(transport, "get_extra_info", None)
+    sock = get_extra_info("socket") if get_extra_info is not None else None
+    if sock is None:
+        return False
+    try:
+        fd = sock.fileno()
+    except (OSError, ValueError):
+        return True
+    if fd < 0:
+        return True
+    poller = select.poll()
+    poller.register(fd, select.POLLIN | select.POLLPRI)
+    return bool(poller.poll(0))
 
 
 def _remember_first(trust: BackendTrust, sslobj: ssl.SSLObject) -> None:

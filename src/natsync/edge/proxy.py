@@ -283,7 +283,8 @@ class BackendConn(_Buffered):
         client = self.client
         self.client = None
         if client is not None:  # still attached: the end of its answer, or a broken exchange
-            client.run(client.machine.backend_closed(clock()))  # (BackendBroke names its server)
+            # (BackendBroke names its server; the log line says which connection and how)
+            client.run(client.machine.backend_closed(clock(), _lost_how(self.machine, exc)))
             if client.backend is self:
                 client.backend = None
 
@@ -310,6 +311,13 @@ class BackendConn(_Buffered):
     def resume_writing(self) -> None:
         if self.client is not None:
             self.client.run(self.client.machine.backend_writable())
+
+
+def _lost_how(machine: BackendMachine, exc: Exception | None) -> str:
+    """Which server connection was lost and how, for the edge's 502 log line: a reused one
+    (it had been back in the pool) or a new one; closed (FIN or close_notify) or broken."""
+    which = "a reused keep-alive connection" if machine.remembered else "a new connection"
+    return f"{which}, {type(exc).__name__}: {exc}" if exc else f"{which}, closed by the server"
 
 
 class ClientConn(_Buffered):
