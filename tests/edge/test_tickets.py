@@ -188,3 +188,60 @@ def test_the_c_key_schedule_is_the_python_reference(secret: bytes, period_no: in
         assert C.derive(period_no) == tickets.derive(secret, period_no)  # from the cache
     finally:
         C.set_secret(SECRET, tickets.KEY_PERIOD)
+
+
+def sync_over(tls: ssl.SSLSocket) -> bytes:
+    """One keep-alive Sync on *tls*; the answer's head (the recorder answers with a length)."""
+    tls.sendall(
+        b"POST /Microsoft-Server-ActiveSync?Cmd=Sync&User=u&DeviceId=D&DeviceType=T HTTP/1.1"
+        b"\r\nHost: x\r\nContent-Length: 1\r\n\r\nx"
+    )
+    answer = b""
+    while b"backend:x" not in answer:
+        chunk = tls.recv(65536)
+        assert chunk, answer
+        answer += chunk
+    return answer
+
+
+def syncs_across_periods(port: int, context: ssl.SSLContext) -> list[tuple[int, bool, bytes]]:
+    """(period, resumed, answer) for Syncs made before and after the ticket keys rotate: one
+    keep-alive connection across the change, then new connections offering its session."""
+    seen = []
+    C.set_period_no(1000)
+    with (
+        socket.create_connection(("127.0.0.1", port), 5) as raw,
+        context.wrap_socket(raw, server_hostname=PUBLIC_NAME) as kept,
+    ):
+        seen.append((1000, bool(kept.session_reused), sync_over(kept)))
+        session = kept.session
+        C.set_period_no(1001)  # the hour turns with the connection open
+        seen.append((1001, bool(kept.session_reused), sync_over(kept)))
+    for period_no in (1001, 1003):  # the previous key (renewed), then an expired one
+        C.set_period_no(period_no)
+        with (
+            socket.create_connection(("127.0.0.1", port), 5) as raw,
+            context.wrap_socket(raw, server_hostname=PUBLIC_NAME, session=session) as tls,
+        ):
+            seen.append((period_no, bool(tls.session_reused), sync_over(tls)))
+    return seen
+
+
+@pytest.mark.parametrize("version", VERSIONS, ids=["TLS1.2", "TLS1.3"])
+async def test_syncs_across_a_ticket_key_rotation_are_answered_on_both_legs(
+    pki: Pki, recorder: Recorder, make_edge: EdgeFactory, period: None, version: ssl.TLSVersion
+) -> None:
+    """Issue 27's 502 came at about an hour's turn: the hourly rotation of the phone leg's ticket
+    keys does not touch a connection that is open, a phone resuming across it, nor the server
+    leg (its own context and session: one pooled server connection serves every Sync)."""
+    edge = await make_edge(edge_config(pki, recorder.port))
+    seen = await asyncio.to_thread(syncs_across_periods, edge.port, client(pki, version))
+    assert [(p, resumed) for p, resumed, _ in seen] == [
+        (1000, False),
+        (1001, False),
+        (1001, True),
+        (1003, False),
+    ]
+    assert all(answer.startswith(b"HTTP/1.1 200") for _, _, answer in seen), seen
+    assert recorder.connections == 1  # the server leg: one connection, pooled, reused
+    assert edge.edge.metrics.backend_errors == {}
