@@ -406,7 +406,6 @@ def test_a_server_answer_the_edge_cannot_frame_is_a_502(response: bytes) -> None
     assert given[1:] == [
         BackendBroke("closed a request it had"),
         DropBackend(),
-        BackendFailure("reset", CLOSED_BEFORE_ANSWER),
         SendToClient(answer(502)),
         CloseClient(),
     ]

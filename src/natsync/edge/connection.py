@@ -750,10 +750,13 @@ class ClientMachine:
         """The server spoke outside HTTP/1.1: drop it, count a failed check, answer 502."""
         out.append(BackendBroke("closed a request it had"))
         self._detach(out)
-        self._backend_lost(502, now, out)
+        self._backend_lost(502, now, out, closed=False)  # the protocol failure said why
 
-    def _backend_lost(self, status: int, now: float, out: _Out, how: str = "") -> None:
-        """The server connection broke (502) or went silent (504) before the answer ended."""
+    def _backend_lost(
+        self, status: int, now: float, out: _Out, how: str = "", closed: bool = True
+    ) -> None:
+        """The server connection broke (502) or went silent (504) before the answer ended;
+        *closed*: the server closed it (said in the log line), not the edge."""
         answered = self.response_head is not None  # its head had come (not sent to the phone)
         if self.response is not _RESP_NONE:
             self.response_head = None
@@ -761,7 +764,7 @@ class ClientMachine:
         if self.request is _REQ_CLOSED:
             return
         if self.status == 0:
-            if status == 502:
+            if status == 502 and closed:
                 what = "after the head of its answer" if answered else "before any answer"
                 message = f"the server closed the connection mid-request, {what}"
                 out.append(BackendFailure("reset", f"{message} ({how})" if how else message))
