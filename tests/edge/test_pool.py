@@ -238,3 +238,20 @@ async def test_a_502_log_line_says_which_connection_and_how_it_ended(
     assert running.edge.metrics.backend_errors.get("reset") == 1
     assert "the server closed the connection mid-request, before any answer" in caplog.text
     assert "a new connection" in caplog.text
+
+
+@pytest.mark.parametrize("name", ["python", "c"])
+def test_the_readable_check_sees_bytes_and_a_close(name: str) -> None:
+    """The one poll(2) behind it, in Python and in C (natsync.edge._speedups; CI builds it)."""
+    from natsync.edge import _speedups, pool
+
+    readable = pool._python_readable if name == "python" else _speedups.readable
+    left, right = socket.socketpair()
+    with left, right:
+        assert not readable(left.fileno())
+        right.sendall(b"x")
+        assert readable(left.fileno())
+        left.recv(1)
+        assert not readable(left.fileno())
+        right.close()
+        assert readable(left.fileno())  # the peer's FIN

@@ -15,6 +15,8 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <errno.h>
+#include <poll.h>
 #include <string.h>
 
 static PyObject *request_cls, *response_cls;
@@ -226,6 +228,21 @@ static int split(const unsigned char *h, Py_ssize_t n, Py_ssize_t *line_end) {
     if (cr == NULL || cr + 1 >= h + n || cr[1] != '\n') return -1;
     *line_end = cr - h;
     return 0;
+}
+
+/* readable(fd: int) -> bool: whether the socket has something to read, or its peer's FIN, now
+ * (one poll(2), no wait: natsync.edge.pool checks a pooled connection before reusing it). */
+static PyObject *readable(PyObject *self, PyObject *arg) {
+    long fd = PyLong_AsLong(arg);
+    if (fd == -1 && PyErr_Occurred()) return NULL;
+    if (fd < 0 || fd > INT_MAX) Py_RETURN_TRUE; /* no socket: nothing to trust */
+    struct pollfd p = {(int)fd, POLLIN | POLLPRI, 0};
+    int n;
+    do {
+        n = poll(&p, 1, 0);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0) return PyErr_SetFromErrno(PyExc_OSError);
+    return PyBool_FromLong(n > 0);
 }
 
 static PyObject *cached_method(const unsigned char *m, Py_ssize_t n);
@@ -501,6 +518,7 @@ static PyMethodDef methods[] = {
     {"set_read_buffer", set_read_buffer, METH_O, "Keep the proxy's read buffer."},
     {"read_buffer", read_buffer, METH_O, "The read buffer, whatever the size hint."},
     {"read_bytes", read_bytes, METH_O, "The first nbytes of the read buffer, as bytes."},
+    {"readable", readable, METH_O, "Whether the socket fd has something to read now (poll)."},
     {"configure", configure, METH_VARARGS, "Receive the classes, constants and limits."},
     {"request_head", (PyCFunction)(void (*)(void))request_head, METH_FASTCALL,
      "The RequestHead for a clean, common head, else None (the Python parser decides)."},
