@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from natsync.edge import memory
 from natsync.server.app import EAS_APP, make_app, start_server
 from natsync.server.front import MAX_PENDING
 from natsync.store.api import FolderType, Store
@@ -239,11 +240,30 @@ def _ping_request(device: str, body: bytes, auth: str = AUTH) -> bytes:
     )
 
 
+def _bio_capacity(sslobj: Any) -> tuple[int, int]:
+    """Bytes allocated by the read and the write memory BIO of an ``ssl.SSLObject`` (BUF_MEM's
+    ``max``, read with BIO_C_GET_BUF_MEM_PTR), (1, 1) where natsync.edge.memory cannot look."""
+    import ctypes
+
+    openssl = memory._bind()
+    if openssl is None:
+        return (1, 1)
+    pointer = memory._ssl_pointer(sslobj)
+    sizes = []
+    for bio in (openssl.rbio(pointer), openssl.wbio(pointer)):
+        buf = ctypes.c_void_p()
+        openssl.bio_ctrl(bio, 115, 0, ctypes.addressof(buf))  # BIO_C_GET_BUF_MEM_PTR
+        # struct buf_mem_st: size_t length; char *data; size_t max; unsigned long flags
+        sizes.append(ctypes.c_size_t.from_address(buf.value + 16).value if buf.value else 0)
+    return (sizes[0], sizes[1])
+
+
 def test_on_uvloop_over_tls_a_dropped_phone_releases_its_parked_ping(
     tmp_path: Path, store: Store
 ) -> None:
-    """As deployed (uvloop, TLS through the front's memory BIOs): a held Ping answers a
-    delivery, and a phone that goes away mid-Ping leaves no subscription and no hold."""
+    """As deployed (uvloop, TLS through the front's memory BIOs): a held Ping keeps no TLS
+    buffer and answers a delivery, and a phone that goes away mid-Ping leaves no subscription
+    and no hold."""
     uvloop = pytest.importorskip("uvloop")
     cert, key = self_signed(tmp_path)
     inbox = folder_id(store, FolderType.INBOX)
@@ -277,8 +297,12 @@ def test_on_uvloop_over_tls_a_dropped_phone_releases_its_parked_ping(
 
             await sync()  # SyncKey 0, then the real key: the inbox counts as seen
             await sync()
+            (conn,) = server.front.connections
+            assert all(_bio_capacity(conn._tls))  # idle: the BIOs keep the flights' capacity
             writer.write(_ping_request("tlsphone", encode(ping_body(600, inbox))))
-            await until(lambda: store.feed.waiting() == 1)  # type: ignore[attr-defined]
+            await until(lambda: conn._parked is not None)
+            if memory.available():  # held: OpenSSL's memory BIOs gave their buffers back
+                assert _bio_capacity(conn._tls) == (0, 0)
             await store.run(_deliver_in)
             status, _, answer = await asyncio.wait_for(read_response(reader), 5)
             assert status == b"HTTP/1.1 200 OK"
