@@ -119,7 +119,9 @@ class LocalChangeFeed:
         self._by_id: dict[int, LocalSubscription | set[LocalSubscription]] = {}
 
     def subscribe(self, folder_ids: Iterable[int]) -> LocalSubscription:
-        subscription = LocalSubscription(self, frozenset(folder_ids))
+        # A tuple (without repeats), not a frozenset: a held Ping watches three ids, which a
+        # tuple keeps in 64 bytes and a frozenset in 216 (issue 27).
+        subscription = LocalSubscription(self, tuple(dict.fromkeys(folder_ids)))
         by_id = self._by_id
         with self._lock:
             for feed_id in subscription.folder_ids:
@@ -186,7 +188,7 @@ class LocalChangeFeed:
 
 
 class LocalSubscription:
-    """One waiter; cheap: a frozenset, the ids changed so far and at most one callback."""
+    """One waiter; cheap: a tuple of ids, the ids changed so far and at most one callback."""
 
     __slots__ = (
         "_callback",
@@ -199,7 +201,7 @@ class LocalSubscription:
         "folder_ids",
     )
 
-    def __init__(self, feed: LocalChangeFeed, folder_ids: frozenset[int]) -> None:
+    def __init__(self, feed: LocalChangeFeed, folder_ids: tuple[int, ...]) -> None:
         self._feed = feed
         self.folder_ids = folder_ids
         self._pending: set[int] | None = None
