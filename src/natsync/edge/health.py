@@ -21,7 +21,7 @@ should be when many workers each check many servers while 100,000 phones are hel
   :class:`HealthBoard` (a few bytes per server in shared memory); the others read the board
   every :data:`BOARD_POLL` seconds (no system call) and take a server out or put it back as
   its checker found. So the servers get one check per interval, not one per worker, and a
-  death seen by its checker reaches every worker within half a second. A server whose
+  death seen by its checker reaches every worker within a second. A server whose
   checker stopped writing (its worker restarting) is checked by every worker until it writes
   again.
 * An answer below 500 within ``health_timeout`` is a good check. Exchanges report too: a refused
@@ -57,8 +57,10 @@ MAX_CHECK_ANSWER = 64 * 1024
 CHECK_METHOD = b"OPTIONS"
 
 
-#: Seconds between two reads of the board by the workers that do not check a server.
-BOARD_POLL = 0.5
+#: Seconds between two reads of the board by the workers that do not check a server: each read
+#: is a wake-up of every idle worker (issue 27: idle CPU), and a worker whose own exchange with
+#: a dead server fails takes it out at once anyway.
+BOARD_POLL = 1.0
 #: Check intervals after which a server's verdict on the board is too old to follow (its
 #: checker is not writing: the reader checks that server itself).
 BOARD_STALE_ROUNDS = 3

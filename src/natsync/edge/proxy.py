@@ -94,7 +94,8 @@ if http.speedups is not None:
 #: Write-buffer high-water mark per side: above it, the other side stops being read. Small, so a
 #: slow phone cannot make the edge hold a large response in memory.
 WRITE_HIGH_WATER = 64 * 1024
-#: Seconds between sweeps of the connection deadlines.
+#: Least seconds between two wakes of the sweeper of the connection deadlines (it sleeps until
+#: a sweep is due).
 SWEEP_INTERVAL = 1.0
 #: Seconds a phone gets for the TLS handshake.
 TLS_HANDSHAKE_TIMEOUT = 10.0
@@ -173,7 +174,10 @@ class Edge:
 
     async def sweeper(self) -> None:
         while True:
-            await asyncio.sleep(SWEEP_INTERVAL)
+            # asleep until a sweep or a prune is due: a worker holding Pings wakes twice a
+            # minute, not each second (issue 27: idle CPU); no deadline can come sooner (sweep)
+            due = min(self.next_sweep, self._last_prune + PRUNE_INTERVAL)
+            await asyncio.sleep(max(SWEEP_INTERVAL, due - clock()))
             now = clock()
             if now >= self.next_sweep:
                 self.sweep(now)
