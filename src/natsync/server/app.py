@@ -37,6 +37,7 @@ import logging
 import os
 import secrets
 import ssl
+import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -128,8 +129,10 @@ class _Line:
 
     def __init__(self, remote: str, method: str, path: str) -> None:
         self.remote = remote
-        self.method = method
-        self.path = path
+        # Interned: every request decodes its own copies of the same few method and path
+        # strings, and a held Ping keeps them for its whole heartbeat (issue 27).
+        self.method = sys.intern(method)
+        self.path = sys.intern(path)
         self.started = time.perf_counter()
         self.fields: dict[str, Any] = {}
 
@@ -402,7 +405,10 @@ class EasApp:
         try:
             eas = parse_request(request.query_string, request.headers)
             fields.update(
-                cmd=eas.cmd, device=eas.device_id, version=str(eas.version), user=eas.user
+                cmd=sys.intern(eas.cmd),
+                device=eas.device_id,
+                version=sys.intern(str(eas.version)),
+                user=eas.user,
             )
             REQUEST_CONTEXT.set(fields)
             dispatch.check_command(eas.cmd)
