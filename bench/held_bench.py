@@ -219,6 +219,8 @@ class Deployment:
                 "certificates": [{"names": ["localhost"], "cert": str(cert), "key": str(key)}],
             },
             "run": {"server_processes": servers, "log_level": "warning", "self_check": False},
+            # no supervisor /metrics: its fixed port would stop a second bench on the machine
+            "admin": {"listen": ""},
         }
         path = work / "natsync.toml"
         path.write_text(tomlkit.dumps(config), encoding="utf-8")

@@ -13,6 +13,7 @@ import os
 import resource
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -23,12 +24,13 @@ import psycopg
 import pytest
 
 from natsync.store import migrations, open_store
-from natsync.store.api import Conflict, FolderType, StoreError, Txn, User
+from natsync.store.api import Conflict, FolderType, Message, StoreError, Txn, User
 from natsync.store.feed import hierarchy_key
 from natsync.store.postgres import MAX_NOTIFY_PAYLOAD, PostgresStore, _payloads, safe_url
 from tests.conftest import ALICE_EMAIL, ALICE_NAME, CREATED_AT
 from tests.pg import PgServer
 from tests.store.helpers import new_message
+from tests.store.test_sqlite import hold_the_worker
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -420,3 +422,41 @@ def test_a_version_3_queue_is_upgraded_with_its_entries_unclaimed(bare_url: str)
         assert (entry.recipients, entry.raw, entry.claimed_by) == (("b@remote.test",), b"\0", "w1")
     finally:
         store.close()
+
+
+async def test_a_group_with_a_failed_statement_commits_the_rest_and_notifies_it(
+    two: tuple[PostgresStore, PostgresStore],
+) -> None:
+    """A job whose statement fails (the transaction is aborted until its savepoint is rolled
+    back) fails alone; the jobs around it commit together and the other process hears of their
+    changes in the one COMMIT's notifications, not of the failed job's."""
+    a, b = two
+    alice, inbox = _alice_inbox(a)
+    other = a.run_sync(
+        lambda txn: txn.create_folder(alice.id, "0", "Other", FolderType.USER_MAIL)
+    ).id
+    gate = threading.Event()
+    blocker = await hold_the_worker(a, gate)
+
+    def clash(txn: Txn) -> None:
+        txn.add_message(other, new_message("rolled back"))
+        txn._conn.execute("SELECT 1 / 0")  # type: ignore[attr-defined]  # aborts the txn
+
+    with b.changes.subscribe([inbox, other]) as subscription:
+        jobs = [
+            asyncio.ensure_future(a.run(lambda txn: txn.add_message(inbox, new_message("one")))),
+            asyncio.ensure_future(a.run(clash)),
+            asyncio.ensure_future(a.run(lambda txn: txn.add_message(inbox, new_message("two")))),
+        ]
+        await asyncio.sleep(0.05)
+        commits = a.commits
+        gate.set()
+        await blocker
+        results = await asyncio.gather(*jobs, return_exceptions=True)
+        assert a.commits - commits == 2  # the blocker's, then the group's
+        assert isinstance(results[1], StoreError)
+        assert isinstance(results[0], Message)
+        assert isinstance(results[2], Message)
+        assert await subscription.wait(WAKE_TIMEOUT) == {inbox}
+    assert len(a.run_sync(lambda txn: txn.message_versions(inbox))) == 2
+    assert a.run_sync(lambda txn: txn.message_versions(other)) == {}

@@ -277,6 +277,59 @@ def test_touch_device_creates_then_updates(store: Store, alice: User) -> None:
         store.run_sync(lambda txn: txn.touch_device(999, "X", "t", "16.1", "ua", NOW))
 
 
+def test_login_reads_the_user_and_hash_by_name_or_email(store: Store, alice: User) -> None:
+    stored = store.run_sync(lambda txn: txn.password_hash(alice.id))
+    assert store.run_sync(lambda txn: txn.login(alice.name)) == (alice, stored)
+    assert store.run_sync(lambda txn: txn.login(ALICE_EMAIL)) == (alice, stored)
+    assert store.run_sync(lambda txn: txn.login("nobody")) is None
+    assert store.run_sync(lambda txn: txn.login("nobody@example.test")) is None
+
+
+def test_a_setting_read_and_written_again_in_one_transaction(store: Store, alice: User) -> None:
+    """Settings are remembered for the rest of a transaction (no second read, no rewrite of
+    the value a setting holds), and forgotten with the device removed in it."""
+    device = store.run_sync(lambda txn: txn.touch_device(alice.id, "D", "t", "16.1", "ua", T0))
+
+    def edit(txn: Txn) -> list[str | None]:
+        seen = [txn.get_device_setting(device.id, "k")]
+        txn.set_device_setting(device.id, "k", "a")
+        seen.append(txn.get_device_setting(device.id, "k"))
+        txn.set_device_setting(device.id, "k", "a")  # the value it holds: nothing to write
+        txn.set_device_setting(device.id, "k", "b")
+        seen.append(txn.get_device_setting(device.id, "k"))
+        return seen
+
+    assert store.run_sync(edit) == [None, "a", "b"]
+    assert store.run_sync(lambda txn: txn.get_device_setting(device.id, "k")) == "b"
+
+    def remove_then_use(txn: Txn) -> str | None:
+        touched = txn.touch_device(alice.id, "D", "t", "16.1", "ua", NOW)
+        assert txn.get_device_setting(touched.id, "k") == "b"
+        txn.remove_device(touched.id)
+        assert txn.get_device_setting(touched.id, "k") is None
+        with pytest.raises(NotFound):
+            txn.set_device_setting(touched.id, "k", "c")
+        with pytest.raises(NotFound):
+            txn.put_sync_state(touched.id, "1", "k1", b"state")
+        return txn.get_device_setting(touched.id, "k")
+
+    assert store.run_sync(remove_then_use) is None
+    assert store.run_sync(lambda txn: txn.get_device(alice.id, "D")) is None
+
+
+def test_a_removed_user_is_checked_again_in_the_same_transaction(store: Store, alice: User) -> None:
+    def remove_then_use(txn: Txn) -> None:
+        txn.touch_device(alice.id, "D", "t", "16.1", "ua", NOW)
+        txn.remove_user(alice.id)
+        with pytest.raises(NotFound):
+            txn.set_user_setting(alice.id, "k", "v")
+        with pytest.raises(NotFound):
+            txn.touch_device(alice.id, "D", "t", "16.1", "ua", NOW)
+
+    store.run_sync(remove_then_use)
+    assert store.run_sync(lambda txn: txn.get_user(alice.name)) is None
+
+
 def test_device_info_access_policy_wipe_and_settings(store: Store, alice: User) -> None:
     device = store.run_sync(
         lambda txn: txn.touch_device(alice.id, "D", "Android", "16.1", "ua", T0)

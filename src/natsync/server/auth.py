@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from natsync.auth.passwords import hash_password, verify_password
-from natsync.store.api import Store, Txn, User
+from natsync.store.api import Store, User
 
 #: Seconds a verified login is trusted without running scrypt again.
 VERIFIED_TTL = 900.0
@@ -179,11 +179,8 @@ class Authenticator:
                 self._per_ip.fail(remote, now)
             return AuthResult(None, status, name)
 
-        def lookup(txn: Txn) -> tuple[User | None, str | None]:
-            user = txn.get_user(name) or (txn.get_user_by_email(name) if "@" in name else None)
-            return user, (txn.password_hash(user.id) if user is not None else None)
-
-        user, stored = await self._store.run(lookup)
+        login = await self._store.run(lambda txn: txn.login(name))
+        user, stored = login if login is not None else (None, None)
         digest = self._digest(name, password)
         cached = self._verified.get(digest)
         if user is not None and stored is not None and cached is not None:

@@ -247,6 +247,22 @@ def _payloads(changed: set[int]) -> list[str]:
     return payloads
 
 
+#: What a NOTIFY payload is made of (decimal ids, "-" and ","): safe to write as a literal.
+_PAYLOAD = re.compile(r"[-0-9,]+")
+
+
+def _notify_statements(changed: set[int]) -> list[str]:
+    """``NOTIFY`` statements for the changed ids, sent in one simple-protocol query with the
+    COMMIT (psycopg sends a query without parameters that way, several statements allowed), so
+    the payload is written as a literal: it holds only what :data:`_PAYLOAD` allows, checked."""
+    statements = []
+    for payload in _payloads(changed):
+        if not _PAYLOAD.fullmatch(payload):
+            raise StoreError(f"a change notification payload is malformed: {payload[:40]!r}")
+        statements.append(f"NOTIFY {CHANNEL}, '{payload}'")
+    return statements
+
+
 def _parse_payload(payload: str) -> set[int]:
     ids: set[int] = set()
     for part in payload.split(","):
@@ -334,35 +350,40 @@ class PostgresStore(WorkerJobs):
             conn.raw.close()
 
     def _execute(self, conn: _Connection, group: list[_Job]) -> None:
-        """Run *group* in one transaction, each job inside its own savepoint (see sqlite.py)."""
+        """Run *group* in one transaction, each job inside its own savepoint (see sqlite.py).
+
+        The transaction's own statements (BEGIN, the savepoints, the NOTIFYs, COMMIT) travel
+        as few simple queries as can be: what is due before a job's statements (BEGIN, the
+        previous job's RELEASE or ROLLBACK TO, this job's SAVEPOINT) goes in one, what is due
+        after the last job (its RELEASE, the NOTIFYs, COMMIT) in another — a lone job costs
+        two round trips of its own, a group of n jobs n + 1."""
         raw = conn.raw
         outcomes: list[tuple[Any, BaseException | None]] = []
         changed: set[int] = set()
         try:
-            raw.execute("BEGIN")
             alone = len(group) == 1
+            due = ["BEGIN"]  # sent with the next job's SAVEPOINT, or with the COMMIT
             for fn, _ in group:
                 txn = PostgresTxn(conn, self._versions)
                 if not alone:
-                    raw.execute("SAVEPOINT job")
+                    due.append("SAVEPOINT job")
+                raw.execute("; ".join(due))
+                due = []
                 try:
                     result = fn(txn)
                     if not alone:
-                        raw.execute("RELEASE SAVEPOINT job")
+                        due.append("RELEASE SAVEPOINT job")
                 except BaseException as exc:  # handed to the caller, re-raised there
                     if alone or raw.info.transaction_status not in _IN_TRANSACTION:
                         # A lone job's failure, or the connection broke: all is rolled back.
                         raise
-                    raw.execute("ROLLBACK TO SAVEPOINT job")
-                    raw.execute("RELEASE SAVEPOINT job")
+                    due += ["ROLLBACK TO SAVEPOINT job", "RELEASE SAVEPOINT job"]
                     outcomes.append((None, _wrap(exc)))
                     continue
                 outcomes.append((result, None))
                 changed |= txn.changed
             # Delivered to every listening process if, and only when, COMMIT succeeds.
-            for payload in _payloads(changed):
-                raw.execute("SELECT pg_notify(%s, %s)", (CHANNEL, payload))
-            raw.execute("COMMIT")
+            raw.execute("; ".join(due + _notify_statements(changed) + ["COMMIT"]))
             self.commits += 1
         except BaseException as exc:
             if not raw.closed and raw.info.transaction_status != pq.TransactionStatus.IDLE:

@@ -103,6 +103,15 @@ class TxnBase(Txn):
         self._bumped: dict[int, int] = {}  # folder id -> its modseq in this transaction
         self._hierarchy_bumped: set[int] = set()
         self._folders: dict[int, _FolderInfo] = {}
+        #: Users and devices this transaction wrote a device row for (``touch_device``): on
+        #: PostgreSQL that row's lock, and its foreign key's on the user, keep both from being
+        #: deleted by another process until COMMIT; SQLite's writer is alone. So their
+        #: existence checks need no statement; this transaction's own removals forget them.
+        self._present_users: set[int] = set()
+        self._present_devices: set[int] = set()
+        #: Settings read or written in this transaction, by (table, owner, key): a second read
+        #: costs no statement, and writing the value a setting already holds costs none either.
+        self._settings: dict[tuple[str, int, str], str | None] = {}
 
     def _any(self, values: Sequence[Any]) -> tuple[str, Any]:
         """``IN`` a list, bound as ONE parameter: (the SQL after the column, the value to bind).
@@ -115,17 +124,31 @@ class TxnBase(Txn):
         self, table: _SettingsTable, owner_column: _Owner, owner: int, key: str
     ) -> str | None:
         """A user's or a device's setting (*table*: user_settings / device_settings)."""
+        cached = (table, owner, key)
+        if cached in self._settings:
+            return self._settings[cached]
         row = self._one(
             f"SELECT value FROM {table} WHERE {owner_column} = ? AND key = ?", (owner, key)
         )
-        return None if row is None else str(row[0])
+        value = self._settings[cached] = None if row is None else str(row[0])
+        return value
 
     def _set_setting(self, table: str, owner_column: str, owner: int, key: str, value: str) -> None:
+        cached = (table, owner, key)
+        if cached in self._settings and self._settings[cached] == value:
+            return  # it holds that value already (a Sync repeating its collections' options)
         self._conn.execute(
             f"INSERT INTO {table} ({owner_column}, key, value) VALUES (?, ?, ?) "
             f"ON CONFLICT ({owner_column}, key) DO UPDATE SET value = excluded.value",
             (owner, key, value),
         )
+        self._settings[cached] = value
+
+    def _forget_rows(self) -> None:
+        """This transaction deleted users or devices: what it knew of them is void."""
+        self._present_users.clear()
+        self._present_devices.clear()
+        self._settings.clear()
 
     def _one(self, sql: str, params: Sequence[Any] = ()) -> Any:
         return self._conn.execute(sql, params).fetchone()
@@ -163,10 +186,14 @@ class TxnBase(Txn):
         return info
 
     def _require_user(self, user_id: int) -> None:
+        if user_id in self._present_users:
+            return
         if self._one("SELECT 1 FROM users WHERE id = ?", (user_id,)) is None:
             raise NotFound(f"user {user_id} does not exist")
 
     def _require_device(self, device: int) -> None:
+        if device in self._present_devices:
+            return
         if self._one("SELECT 1 FROM devices WHERE id = ?", (device,)) is None:
             raise NotFound(f"device {device} does not exist")
 

@@ -27,17 +27,25 @@ class DevicesMixin(TxnBase):
         user_agent: str,
         now: datetime,
     ) -> Device:
-        self._require_user(user_id)
         at = _to_us(now)
+        # One statement with the user's existence check (WHERE EXISTS: no row back when the
+        # user is gone). Its SELECT needs that WHERE anyway: SQLite parses the ON CONFLICT of
+        # an INSERT ... SELECT only after one.
         row = self._one(
             "INSERT INTO devices (user_id, device_id, device_type, protocol_version, user_agent, "
-            "first_seen, last_seen) VALUES (?, ?, ?, ?, ?, ?, ?) "
+            "first_seen, last_seen) SELECT ?, ?, ?, ?, ?, ?, ? "
+            "WHERE EXISTS (SELECT 1 FROM users WHERE id = ?) "
             "ON CONFLICT (user_id, device_id) DO UPDATE SET device_type = excluded.device_type, "
             "protocol_version = excluded.protocol_version, user_agent = excluded.user_agent, "
             f"last_seen = excluded.last_seen RETURNING {_DEVICE_COLS}",
-            (user_id, device_id, device_type, protocol_version, user_agent, at, at),
+            (user_id, device_id, device_type, protocol_version, user_agent, at, at, user_id),
         )
-        return _device(row)
+        if row is None:
+            raise NotFound(f"user {user_id} does not exist")
+        device = _device(row)
+        self._present_users.add(user_id)
+        self._present_devices.add(device.id)
+        return device
 
     def get_device(self, user_id: int, device_id: str) -> Device | None:
         row = self._one(
@@ -119,6 +127,7 @@ class DevicesMixin(TxnBase):
         """Forget a device and its sync state (an addition to the Txn protocol, for the CLI)."""
         if self._conn.execute("DELETE FROM devices WHERE id = ?", (device,)).rowcount == 0:
             raise NotFound(f"device {device} does not exist")
+        self._forget_rows()
 
     def get_sync_state(self, device: int, collection: str, sync_key: str) -> bytes | None:
         row = self._one(
@@ -129,17 +138,15 @@ class DevicesMixin(TxnBase):
 
     def put_sync_state(self, device: int, collection: str, sync_key: str, state: bytes) -> None:
         self._require_device(device)
+        # The next seq is read by the INSERT itself (one statement, not two).
         seq = self._one(
-            "SELECT coalesce(max(seq), 0) + 1 FROM sync_state "
-            "WHERE device_id = ? AND collection = ?",
-            (device, collection),
-        )[0]
-        self._conn.execute(
             "INSERT INTO sync_state (device_id, collection, sync_key, seq, state) "
-            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (device_id, collection, sync_key) "
-            "DO UPDATE SET seq = excluded.seq, state = excluded.state",
-            (device, collection, sync_key, seq, state),
-        )
+            "SELECT ?, ?, ?, coalesce(max(seq), 0) + 1, ? FROM sync_state "
+            "WHERE device_id = ? AND collection = ? "
+            "ON CONFLICT (device_id, collection, sync_key) "
+            "DO UPDATE SET seq = excluded.seq, state = excluded.state RETURNING seq",
+            (device, collection, sync_key, state, device, collection),
+        )[0]
         # Keep the new key and the one before it (a retransmitted request may still use it).
         self._conn.execute(
             "DELETE FROM sync_state WHERE device_id = ? AND collection = ? AND seq < ("

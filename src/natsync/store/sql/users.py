@@ -48,6 +48,14 @@ class UsersMixin(TxnBase):
         rows = self._conn.execute(f"SELECT {_USER_COLS} FROM users ORDER BY name")
         return [_user(row) for row in rows]
 
+    def login(self, name: str) -> tuple[User, str] | None:
+        row = self._one(f"SELECT {_USER_COLS}, password_hash FROM users WHERE name = ?", (name,))
+        if row is None and "@" in name:
+            row = self._one(
+                f"SELECT {_USER_COLS}, password_hash FROM users WHERE email = ?", (name,)
+            )
+        return None if row is None else (_user(row), str(row[5]))
+
     def password_hash(self, user_id: int) -> str:
         row = self._one("SELECT password_hash FROM users WHERE id = ?", (user_id,))
         if row is None:
@@ -71,6 +79,7 @@ class UsersMixin(TxnBase):
         ]
         if self._conn.execute("DELETE FROM users WHERE id = ?", (user_id,)).rowcount == 0:
             raise NotFound(f"user {user_id} does not exist")
+        self._forget_rows()
         # Waiting Pings of the removed user wake up and find their folders gone.
         self.changed.update(folder_ids)
         self.changed.add(hierarchy_key(user_id))
