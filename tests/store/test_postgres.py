@@ -22,11 +22,18 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg import pq
 
 from natsync.store import migrations, open_store
 from natsync.store.api import Conflict, FolderType, Message, StoreError, Txn, User
 from natsync.store.feed import hierarchy_key
-from natsync.store.postgres import MAX_NOTIFY_PAYLOAD, PostgresStore, _payloads, safe_url
+from natsync.store.postgres import (
+    MAX_NOTIFY_PAYLOAD,
+    PostgresStore,
+    _payloads,
+    _reads_only,
+    safe_url,
+)
 from tests.conftest import ALICE_EMAIL, ALICE_NAME, CREATED_AT
 from tests.pg import PgServer
 from tests.store.helpers import new_message
@@ -442,8 +449,12 @@ async def test_a_group_with_a_failed_statement_commits_the_rest_and_notifies_it(
         txn.add_message(other, new_message("rolled back"))
         txn._conn.execute("SELECT 1 / 0")  # type: ignore[attr-defined]  # aborts the txn
 
+    def bad_read(txn: Txn) -> None:  # fails before anything began: nothing to roll back
+        txn._conn.execute("SELECT 1 / 0")  # type: ignore[attr-defined]
+
     with b.changes.subscribe([inbox, other]) as subscription:
         jobs = [
+            asyncio.ensure_future(a.run(bad_read)),
             asyncio.ensure_future(a.run(lambda txn: txn.add_message(inbox, new_message("one")))),
             asyncio.ensure_future(a.run(clash)),
             asyncio.ensure_future(a.run(lambda txn: txn.add_message(inbox, new_message("two")))),
@@ -454,9 +465,46 @@ async def test_a_group_with_a_failed_statement_commits_the_rest_and_notifies_it(
         await blocker
         results = await asyncio.gather(*jobs, return_exceptions=True)
         assert a.commits - commits == 2  # the blocker's, then the group's
-        assert isinstance(results[1], StoreError)
-        assert isinstance(results[0], Message)
-        assert isinstance(results[2], Message)
+        assert isinstance(results[0], StoreError)
+        assert isinstance(results[2], StoreError)
+        assert isinstance(results[1], Message)
+        assert isinstance(results[3], Message)
         assert await subscription.wait(WAKE_TIMEOUT) == {inbox}
     assert len(a.run_sync(lambda txn: txn.message_versions(inbox))) == 2
     assert a.run_sync(lambda txn: txn.message_versions(other)) == {}
+
+
+def test_a_transaction_begins_at_its_first_write(two: tuple[PostgresStore, PostgresStore]) -> None:
+    """Reads before the first write run outside a transaction (READ COMMITTED gives each
+    statement its own snapshot either way): a job that only reads costs no BEGIN, no COMMIT."""
+    a, _ = two
+    alice, _ = _alice_inbox(a)
+
+    def job(txn: Txn) -> list[pq.TransactionStatus]:
+        raw = txn._conn.raw  # type: ignore[attr-defined]
+        seen = [raw.info.transaction_status]
+        txn.get_user(ALICE_NAME)
+        txn.get_user_setting(alice.id, "k")
+        seen.append(raw.info.transaction_status)
+        txn.set_user_setting(alice.id, "k", "v")
+        seen.append(raw.info.transaction_status)
+        return seen
+
+    idle, inside = pq.TransactionStatus.IDLE, pq.TransactionStatus.INTRANS
+    assert a.run_sync(job) == [idle, idle, inside]
+    assert a.run_sync(lambda txn: txn.get_user_setting(alice.id, "k")) == "v"
+
+
+@pytest.mark.parametrize(
+    ("sql", "reads"),
+    [
+        ("SELECT 1 FROM users WHERE id = ?", True),
+        ("  select value FROM device_settings", True),
+        ("SELECT id FROM outbound WHERE due <= ? FOR UPDATE SKIP LOCKED", False),
+        ("SELECT setval(pg_get_serial_sequence('users', 'id'), ?, ?)", False),
+        ("INSERT INTO users (name) VALUES (?)", False),
+        ("WITH RECURSIVE below(id) AS (SELECT 1) SELECT id FROM below", False),
+    ],
+)
+def test_only_plain_selects_run_before_the_transaction(sql: str, reads: bool) -> None:
+    assert _reads_only(sql) is reads

@@ -108,21 +108,94 @@ def _clean(value: Any) -> Any:
     return value
 
 
+#: What makes a SELECT more than a read (a lock, a sequence or a session changed): such a
+#: statement runs inside the transaction like any write.
+_NOT_ONLY_READS = ("FOR UPDATE", "FOR SHARE", "FOR NO KEY", "FOR KEY SHARE", "VAL(", "PG_", "SET_")
+
+
+def _reads_only(sql: str) -> bool:
+    """Whether *sql* (this package's own) only reads: a SELECT without locks or side effects."""
+    if sql.lstrip()[:6].upper() != "SELECT":
+        return False
+    upper = sql.upper()
+    return not any(marker in upper for marker in _NOT_ONLY_READS)
+
+
 class _Connection:
-    """The worker's psycopg connection, speaking the sqlite3 placeholder style (``?``).
+    """The worker's psycopg connection, speaking the sqlite3 placeholder style (``?``), and
+    opening the group's transaction only when it first writes.
 
     The SQLite transaction code binds values with ``?``; here each becomes ``%s`` (and a
     literal ``%`` is escaped). SQL whose meaning differs is overridden in :class:`PostgresTxn`.
+
+    Reads before the group's first write run outside any transaction (autocommit): under READ
+    COMMITTED each statement reads its own snapshot inside a transaction too, so they see the
+    same; a group that only reads (a login, a Ping's re-check) then costs no BEGIN and no COMMIT.
+    The first write (or locking read) sends BEGIN, and the current job's SAVEPOINT in a group,
+    in one simple query; from then on every statement runs in the transaction, each later job
+    in its own savepoint. The worker calls :meth:`start`, :meth:`job`, :meth:`job_done`,
+    :meth:`job_failed` and :meth:`finish` around the jobs of a group (``_execute``).
     """
 
     def __init__(self, conn: psycopg.Connection[Any]) -> None:
         self.raw = conn
+        #: Whether the group's transaction has begun (BEGIN sent).
+        self.begun = False
+        #: Simple statements due before the next statement in the transaction (savepoints).
+        self._due: list[str] = []
+        self._alone = True
+        self._savepoint = False  # the current job runs in a savepoint of its own
+
+    def start(self, jobs: int) -> None:
+        self.begun, self._due, self._alone, self._savepoint = False, [], jobs == 1, False
+
+    def job(self) -> None:
+        """A job of the group starts (in its own savepoint, once the transaction has begun)."""
+        self._savepoint = self.begun and not self._alone
+        if self._savepoint:
+            self._due.append("SAVEPOINT job")
+
+    def job_done(self) -> None:
+        if self._savepoint:
+            self._due.append("RELEASE SAVEPOINT job")
+
+    def job_failed(self) -> bool:
+        """The current job raised: True when its work is undone alone (it wrote nothing, or its
+        savepoint is rolled back), False when the whole transaction must be."""
+        if self.raw.closed or self.raw.broken:
+            return False
+        if not self.begun:
+            return True  # it only read
+        if not self._savepoint or self.raw.info.transaction_status not in _IN_TRANSACTION:
+            return False
+        self._due += ["ROLLBACK TO SAVEPOINT job", "RELEASE SAVEPOINT job"]
+        return True
+
+    def finish(self, notify: list[str]) -> None:
+        """COMMIT (with the NOTIFYs: delivered if, and only when, it succeeds) in one simple
+        query; without a transaction, the NOTIFYs alone."""
+        if self.begun:
+            self.raw.execute("; ".join([*self._due, *notify, "COMMIT"]))
+        elif notify:
+            self.raw.execute("; ".join(notify))
+
+    def _in_transaction(self) -> None:
+        if not self.begun:
+            self.begun = True
+            self._savepoint = not self._alone
+            self._due = ["BEGIN", "SAVEPOINT job"] if self._savepoint else ["BEGIN"]
+        if self._due:
+            self.raw.execute("; ".join(self._due))
+            self._due = []
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> psycopg.Cursor[Any]:
+        if self.begun or not _reads_only(sql):
+            self._in_transaction()
         statement = sql.replace("%", "%%").replace("?", "%s")
         return self.raw.execute(statement, [_clean(p) for p in params])
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        self._in_transaction()
         statement = sql.replace("%", "%%").replace("?", "%s")
         with self.raw.cursor() as cursor:
             cursor.executemany(statement, [[_clean(p) for p in row] for row in rows])
@@ -350,40 +423,32 @@ class PostgresStore(WorkerJobs):
             conn.raw.close()
 
     def _execute(self, conn: _Connection, group: list[_Job]) -> None:
-        """Run *group* in one transaction, each job inside its own savepoint (see sqlite.py).
+        """Run *group* in one transaction, each job inside its own savepoint (see sqlite.py),
+        the transaction begun at the first write (see :class:`_Connection`).
 
-        The transaction's own statements (BEGIN, the savepoints, the NOTIFYs, COMMIT) travel
-        as few simple queries as can be: what is due before a job's statements (BEGIN, the
-        previous job's RELEASE or ROLLBACK TO, this job's SAVEPOINT) goes in one, what is due
-        after the last job (its RELEASE, the NOTIFYs, COMMIT) in another — a lone job costs
-        two round trips of its own, a group of n jobs n + 1."""
+        The transaction's own statements travel as few simple queries as can be: BEGIN with
+        the first savepoint; a job's RELEASE (or ROLLBACK TO) with the next one's SAVEPOINT;
+        the last RELEASE, the NOTIFYs and COMMIT together."""
         raw = conn.raw
         outcomes: list[tuple[Any, BaseException | None]] = []
         changed: set[int] = set()
         try:
-            alone = len(group) == 1
-            due = ["BEGIN"]  # sent with the next job's SAVEPOINT, or with the COMMIT
+            conn.start(len(group))
             for fn, _ in group:
                 txn = PostgresTxn(conn, self._versions)
-                if not alone:
-                    due.append("SAVEPOINT job")
-                raw.execute("; ".join(due))
-                due = []
+                conn.job()
                 try:
                     result = fn(txn)
-                    if not alone:
-                        due.append("RELEASE SAVEPOINT job")
+                    conn.job_done()
                 except BaseException as exc:  # handed to the caller, re-raised there
-                    if alone or raw.info.transaction_status not in _IN_TRANSACTION:
+                    if len(group) == 1 or not conn.job_failed():
                         # A lone job's failure, or the connection broke: all is rolled back.
                         raise
-                    due += ["ROLLBACK TO SAVEPOINT job", "RELEASE SAVEPOINT job"]
                     outcomes.append((None, _wrap(exc)))
                     continue
                 outcomes.append((result, None))
                 changed |= txn.changed
-            # Delivered to every listening process if, and only when, COMMIT succeeds.
-            raw.execute("; ".join(due + _notify_statements(changed) + ["COMMIT"]))
+            conn.finish(_notify_statements(changed))
             self.commits += 1
         except BaseException as exc:
             if not raw.closed and raw.info.transaction_status != pq.TransactionStatus.IDLE:
