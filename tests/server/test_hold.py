@@ -112,3 +112,27 @@ async def test_another_device_on_another_process_leaves_the_ping_alone(
         await store.run(_deliver_in)
         for answer in await asyncio.wait_for(asyncio.gather(held, second), PROMPT):
             assert answer.tree().child_text("Status") == "2"
+
+
+@POSTGRES_ONLY
+async def test_only_a_request_that_ends_a_recorded_hold_wakes_the_other_process(
+    make_client: ServerFactory, store: Store, server_b: RunningServer
+) -> None:
+    """Bringing a phone up (Syncs, then its first Ping) announces nothing to other processes:
+    no hold of the device is recorded. The request after a held Ping announces its end."""
+    store_b: Any = server_b.eas.store
+    on_a = await make_client()
+    inbox = await synced(on_a, store)
+    coll = E("AirSync", "Collection", E("AirSync", "SyncKey", "0"))
+    coll.add("AirSync", "CollectionId", inbox)
+    sync = E("AirSync", "Sync", E("AirSync", "Collections", coll))
+    await asyncio.sleep(0.3)  # whatever the setup announced has arrived
+    base = store_b.notifications
+    assert (await on_a.cmd("Sync", sync)).status == 200
+    held = asyncio.ensure_future(on_a.cmd("Ping", ping_body(600, inbox)))
+    await until(lambda: store.feed.waiting() == 1)  # type: ignore[attr-defined]
+    await asyncio.sleep(0.3)
+    assert store_b.notifications == base  # neither the Sync nor the Ping announced
+    assert (await on_a.cmd("Sync", sync)).status == 200  # ends the held Ping: announced
+    assert (await asyncio.wait_for(held, PROMPT)).tree().child_text("Status") == "1"
+    await until(lambda: store_b.notifications == base + 1)

@@ -330,6 +330,31 @@ def test_a_removed_user_is_checked_again_in_the_same_transaction(store: Store, a
     assert store.run_sync(lambda txn: txn.get_user(alice.name)) is None
 
 
+def test_a_hold_is_recorded_until_a_request_ends_it(store: Store, alice: User) -> None:
+    device = store.run_sync(lambda txn: txn.touch_device(alice.id, "D", "t", "16.1", "ua", T0))
+
+    def ping(txn: Txn) -> bool:
+        """What a Ping that is held does: end the device's hold, then start its own."""
+        touched = txn.touch_device(alice.id, "D", "t", "16.1", "ua", NOW)
+        ended = txn.hold_ends(touched.id)
+        txn.hold_starts(touched.id)
+        return ended
+
+    def sync(txn: Txn) -> tuple[bool, bool]:
+        touched = txn.touch_device(alice.id, "D", "t", "16.1", "ua", NOW)
+        return txn.hold_ends(touched.id), txn.hold_ends(touched.id)
+
+    assert store.run_sync(lambda txn: txn.hold_ends(device.id)) is False  # none recorded
+    assert store.run_sync(ping) is False
+    assert store.run_sync(ping) is True  # the first Ping's hold
+    assert store.run_sync(sync) == (True, False)
+    assert store.run_sync(sync) == (False, False)
+    store.run_sync(lambda txn: txn.hold_starts(device.id))
+    assert store.run_sync(lambda txn: txn.hold_ends(device.id)) is True  # without a touch
+    with pytest.raises(NotFound):
+        store.run_sync(lambda txn: txn.hold_starts(999))
+
+
 def test_device_info_access_policy_wipe_and_settings(store: Store, alice: User) -> None:
     device = store.run_sync(
         lambda txn: txn.touch_device(alice.id, "D", "Android", "16.1", "ua", T0)

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from natsync.eas import policy
-from natsync.eas.context import Context, Handler, Response
+from natsync.eas.context import Context, Handler, HoldUntilChange, Response
 from natsync.eas.errors import Answered, EasError, HttpError
 from natsync.eas.find import handle as handle_find
 from natsync.eas.foldersync import (
@@ -177,8 +177,14 @@ def handle(
     *,
     may_hold: bool = True,
     rng: random.Random,
+    ends_hold: int | None = None,
 ) -> Response:
-    """Serve one authenticated request in the caller's transaction; *rng* makes its keys."""
+    """Serve one authenticated request in the caller's transaction; *rng* makes its keys.
+
+    *ends_hold*: the device's hold key (natsync.store.feed.hold_key) when this request ends
+    the device's hold; it is announced with the transaction's changes only when the store
+    recorded a hold of the device (another process may hold it), and a request that is to be
+    held records one (Txn.hold_starts / hold_ends)."""
     check_command(request.cmd)
     user = txn.get_user(user_name)
     if user is None:  # removed between authentication and now
@@ -191,6 +197,8 @@ def handle(
         request.user_agent,
         now,
     )
+    if ends_hold is not None and txn.hold_ends(device.id):
+        txn.changed.add(ends_hold)
     ctx = Context(
         txn, request, user, device, now, config, body, raw_body, content_type, may_hold, rng=rng
     )
@@ -198,7 +206,7 @@ def handle(
     if refused is not None:
         return refused
     try:
-        return HANDLERS[request.cmd](ctx)
+        response = HANDLERS[request.cmd](ctx)
     except (HttpError, Answered):
         raise
     except EasError as exc:
@@ -208,3 +216,6 @@ def handle(
             # Raised, not returned: the transaction rolls back whatever the handler wrote.
             raise Answered(status_response(request.cmd, exc.status), exc.message) from exc
         raise HttpError(exc.http_status, exc.message) from exc
+    if any(isinstance(effect, HoldUntilChange) for effect in response.effects):
+        txn.hold_starts(device.id)
+    return response

@@ -22,10 +22,12 @@ A Ping (or a held Sync) that must wait does so outside any transaction and outsi
 handler returns a :class:`Hold` — a small object with a feed subscription, a loop timer and a
 callback — and the front parks it beside the connection until a change, the heartbeat, a newer
 request of the same device or the phone's disconnect ends it (docs/push.md). One live hold per
-device, in this process (``EasApp._holds``) and across processes: a hold-ending request (Ping,
-Sync) adds the device's :func:`~natsync.store.feed.hold_key` to its transaction's changes, the
-commit publishes it (LISTEN/NOTIFY on PostgreSQL), and a hold of that device on any process,
-which watches the key beside its folders, ends at once.
+device, in this process (``EasApp._holds``) and across processes: a request that is held
+records it on the device's row, and the device's next hold-ending request (Ping, Sync) clears
+the record and adds the device's :func:`~natsync.store.feed.hold_key` to its transaction's
+changes; the commit publishes it (LISTEN/NOTIFY on PostgreSQL), and a hold of that device on
+any process, which watches the key beside its folders, ends at once. A request of a device
+with no hold recorded announces nothing (bringing phones up wakes no other process).
 """
 
 from __future__ import annotations
@@ -537,19 +539,18 @@ class EasApp:
         may_hold: bool = True,
     ) -> Response:
         """The command in one transaction. *announce*: the device's hold key, published with the
-        transaction's changes, so that a hold of the device in another process ends; a request
-        run again after its hold (a held Sync that saw a change) neither announces nor holds."""
+        transaction's changes when the store recorded a hold of the device, so that the hold
+        ends in whichever process has it (dispatch.handle's *ends_hold*); a request run again
+        after its hold (a held Sync that saw a change) neither announces nor holds."""
         now = _now()
         config = self.config
 
         async def attempt(wrap: Callable[[Txn], Txn] | None = None) -> Response:
             def run(txn: Txn) -> Response:
-                if announce is not None:
-                    txn.changed.add(announce)
                 txn = txn if wrap is None else wrap(txn)
                 return dispatch.handle(
                     txn, command.request, command.user, command.body, command.raw, now, config,
-                    command.content_type, may_hold=may_hold, rng=_RNG,
+                    command.content_type, may_hold=may_hold, rng=_RNG, ends_hold=announce,
                 )  # fmt: skip
 
             try:

@@ -331,6 +331,16 @@ class Txn(Protocol):
         now: datetime,
     ) -> Device: ...
     def get_device(self, user_id: int, device_id: str) -> Device | None: ...
+    def hold_starts(self, device: int) -> None:
+        """The device's request is held now (a Ping, a held Sync): its next Ping or Sync, in
+        whichever process, must end that hold (:meth:`hold_ends`)."""
+        ...
+
+    def hold_ends(self, device: int) -> bool:
+        """A request that ends the device's hold arrived: True when a hold was recorded (now
+        forgotten; the caller announces the device's hold key), False when none was."""
+        ...
+
     def list_devices(self, user_id: int | None = None) -> list[Device]: ...
     def update_device_info(
         self, device: int, *, model: str | None = None, os: str | None = None

@@ -75,6 +75,7 @@ TABLES: tuple[Table, ...] = (
             "wipe_state",
             "wipe_requested_at",
             "wipe_acknowledged_at",
+            "holding",
         ),
         "id",
     ),

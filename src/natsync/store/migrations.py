@@ -527,6 +527,19 @@ def _step8(conn: Any, dialect: Dialect) -> None:
     _run(conn, dialect, _V8)
 
 
+# -- step 9: whether a device's request is held now (a Ping, a held Sync) ---------------------
+
+# Set by the request that starts to be held, cleared by the device's next Ping or Sync, which
+# then announces the device's hold key to every process (natsync.store.feed.hold_key): a
+# request of a device without a hold announces nothing, so bringing 100,000 phones up does not
+# wake every process's listener three times per phone.
+_V9 = ("ALTER TABLE devices ADD COLUMN holding INTEGER NOT NULL DEFAULT 0",)
+
+
+def _step9(conn: Any, dialect: Dialect) -> None:
+    _run(conn, dialect, _V9)
+
+
 #: The numbered steps, each written once for both dialects; the schema version of a store is
 #: the number of steps applied to it.
 _STEPS: Sequence[Callable[[Any, Dialect], None]] = (
@@ -538,6 +551,7 @@ _STEPS: Sequence[Callable[[Any, Dialect], None]] = (
     _step6,
     _step7,
     _step8,
+    _step9,
 )
 
 Step = Callable[[sqlite3.Connection], None]

@@ -112,6 +112,8 @@ class TxnBase(Txn):
         #: Settings read or written in this transaction, by (table, owner, key): a second read
         #: costs no statement, and writing the value a setting already holds costs none either.
         self._settings: dict[tuple[str, int, str], str | None] = {}
+        #: Devices' ``holding`` flag as this transaction read (in touch_device) or wrote it.
+        self._holding: dict[int, bool] = {}
 
     def _any(self, values: Sequence[Any]) -> tuple[str, Any]:
         """``IN`` a list, bound as ONE parameter: (the SQL after the column, the value to bind).
@@ -149,6 +151,7 @@ class TxnBase(Txn):
         self._present_users.clear()
         self._present_devices.clear()
         self._settings.clear()
+        self._holding.clear()
 
     def _one(self, sql: str, params: Sequence[Any] = ()) -> Any:
         return self._conn.execute(sql, params).fetchone()

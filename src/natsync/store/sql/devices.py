@@ -37,7 +37,7 @@ class DevicesMixin(TxnBase):
             "WHERE EXISTS (SELECT 1 FROM users WHERE id = ?) "
             "ON CONFLICT (user_id, device_id) DO UPDATE SET device_type = excluded.device_type, "
             "protocol_version = excluded.protocol_version, user_agent = excluded.user_agent, "
-            f"last_seen = excluded.last_seen RETURNING {_DEVICE_COLS}",
+            f"last_seen = excluded.last_seen RETURNING {_DEVICE_COLS}, holding",
             (user_id, device_id, device_type, protocol_version, user_agent, at, at, user_id),
         )
         if row is None:
@@ -45,6 +45,8 @@ class DevicesMixin(TxnBase):
         device = _device(row)
         self._present_users.add(user_id)
         self._present_devices.add(device.id)
+        # Read with the row locked: no other process can change it before this COMMIT.
+        self._holding[device.id] = bool(row[-1])
         return device
 
     def get_device(self, user_id: int, device_id: str) -> Device | None:
@@ -53,6 +55,21 @@ class DevicesMixin(TxnBase):
             (user_id, device_id),
         )
         return None if row is None else _device(row)
+
+    def hold_starts(self, device: int) -> None:
+        if self._holding.get(device) is not True:
+            self._update_device(device, "UPDATE devices SET holding = 1 WHERE id = ?", ())
+            self._holding[device] = True
+
+    def hold_ends(self, device: int) -> bool:
+        known = self._holding.get(device)
+        if known is False:
+            return False  # read in this transaction, under its row lock: nothing to end
+        row = self._one(
+            "UPDATE devices SET holding = 0 WHERE id = ? AND holding <> 0 RETURNING id", (device,)
+        )
+        self._holding[device] = False
+        return row is not None
 
     def get_device_by_id(self, device: int) -> Device | None:
         """The device by the store's id (an addition to the Txn protocol, for the CLI)."""
