@@ -6,9 +6,13 @@ from __future__ import annotations
 import base64
 import struct
 
+import pytest
+
+from natsync.eas import dispatch
 from natsync.eas.context import KickRelay
+from natsync.eas.errors import HttpError
 from natsync.store.api import FolderType, Store, Txn
-from natsync.wbxml import E, Element, decode
+from natsync.wbxml import E, Element, decode, encode
 from tests.eas.helpers import Phone, collection, commands, deliver, folder_id, hold_asked, make_mail
 
 IO = "ItemOperations"
@@ -510,3 +514,24 @@ def test_ping_asks_for_foldersync_after_a_hierarchy_change(store: Store) -> None
     assert phone.tree("Ping", body).child_text("Status") == "7"
     phone.folder_sync(phone.folder_sync().child_text("SyncKey") or "")
     assert hold_asked(phone.call("Ping", body)) is not None
+
+
+def test_a_user_removed_after_authentication_is_answered_401(store: Store) -> None:
+    """The server hands the command the user its authentication read (no second read): a user
+    removed in between is still refused, by the device's write finding them gone."""
+    phone = Phone(store)
+    account = store.run_sync(lambda txn: txn.get_user(phone.user))
+    assert account is not None
+    store.run_sync(lambda txn: txn.remove_user(account.id))
+    request = phone.request("FolderSync")
+    body = E("FolderHierarchy", "FolderSync", E("FolderHierarchy", "SyncKey", "0"))
+
+    def run(txn: Txn) -> object:
+        return dispatch.handle(
+            txn, request, phone.user, body, encode(body), phone.now, phone.config,
+            rng=phone.rng, account=account,
+        )  # fmt: skip
+
+    with pytest.raises(HttpError) as refused:
+        store.run_sync(run)
+    assert refused.value.http_status == 401

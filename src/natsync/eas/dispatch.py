@@ -39,7 +39,7 @@ from natsync.eas.status import Common
 from natsync.eas.sync import handle as handle_sync
 from natsync.eas.validatecert import handle as handle_validatecert
 from natsync.eas.versions import V14_0
-from natsync.store.api import AccessState, Txn, WipeState
+from natsync.store.api import AccessState, NotFound, Txn, User, WipeState
 from natsync.wbxml import E, Element
 
 if TYPE_CHECKING:
@@ -178,25 +178,30 @@ def handle(
     may_hold: bool = True,
     rng: random.Random,
     ends_hold: int | None = None,
+    account: User | None = None,
 ) -> Response:
     """Serve one authenticated request in the caller's transaction; *rng* makes its keys.
 
     *ends_hold*: the device's hold key (natsync.store.feed.hold_key) when this request ends
     the device's hold; it is announced with the transaction's changes only when the store
     recorded a hold of the device (another process may hold it), and a request that is to be
-    held records one (Txn.hold_starts / hold_ends)."""
+    held records one (Txn.hold_starts / hold_ends). *account*: the user as authentication
+    just read them (*user_name*'s), not read again."""
     check_command(request.cmd)
-    user = txn.get_user(user_name)
+    user = account if account is not None else txn.get_user(user_name)
     if user is None:  # removed between authentication and now
         raise HttpError(401, "the user no longer exists")
-    device = txn.touch_device(
-        user.id,
-        request.device_id,
-        request.device_type,
-        str(request.version),
-        request.user_agent,
-        now,
-    )
+    try:
+        device = txn.touch_device(
+            user.id,
+            request.device_id,
+            request.device_type,
+            str(request.version),
+            request.user_agent,
+            now,
+        )
+    except NotFound as exc:  # removed since authentication read them
+        raise HttpError(401, "the user no longer exists") from exc
     if ends_hold is not None and txn.hold_ends(device.id):
         txn.changed.add(ends_hold)
     ctx = Context(

@@ -64,7 +64,7 @@ from natsync.server.front import Front, Reply
 from natsync.server.health import ServerMetrics
 from natsync.server.heartbeats import Entry, Heartbeats, heartbeats
 from natsync.server.logs import REQUEST_CONTEXT
-from natsync.store.api import Store, Subscription, Txn
+from natsync.store.api import Store, Subscription, Txn, User
 from natsync.store.feed import hierarchy_key, hold_key
 from natsync.wbxml import WBXMLError, decode
 
@@ -150,6 +150,8 @@ class HeldRequest:
     body: Any
     raw: bytes
     content_type: str
+    #: The user as authentication read them (the command does not read them again).
+    account: User | None = None
 
 
 class HoldOwner(Protocol):
@@ -431,7 +433,7 @@ class EasApp:
                 self._end_hold(device)
             raw = await self._read_body(request)
             body = self._decode(raw, request.content_type)
-            command = HeldRequest(eas, auth.user.name, body, raw, request.content_type)
+            command = HeldRequest(eas, auth.user.name, body, raw, request.content_type, auth.user)
             response = await self._run(command, announce=key if ends_hold else None)
             wait = _hold_asked(response)
             if wait is not None:
@@ -551,6 +553,7 @@ class EasApp:
                 return dispatch.handle(
                     txn, command.request, command.user, command.body, command.raw, now, config,
                     command.content_type, may_hold=may_hold, rng=_RNG, ends_hold=announce,
+                    account=command.account,
                 )  # fmt: skip
 
             try:

@@ -165,6 +165,9 @@ class DevicesMixin(TxnBase):
             (device, collection, sync_key, state, device, collection),
         )[0]
         # Keep the new key and the one before it (a retransmitted request may still use it).
+        # Seqs start at 1: the first two keys of a collection have nothing older to drop.
+        if seq <= 2:
+            return
         self._conn.execute(
             "DELETE FROM sync_state WHERE device_id = ? AND collection = ? AND seq < ("
             " SELECT coalesce(max(seq), 0) FROM sync_state"
