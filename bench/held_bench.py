@@ -154,6 +154,9 @@ def free_ports(count: int) -> int:
         try:
             for port in range(base, base + count):
                 with socket.socket() as probe:
+                    # as the servers bind (asyncio sets it): a port whose old connections
+                    # linger in TIME_WAIT after an earlier run is free for them
+                    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                     probe.bind(("127.0.0.1", port))
         except OSError:
             continue
