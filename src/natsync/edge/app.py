@@ -18,6 +18,7 @@ from natsync.edge.relayed import RelayedListener, trusted_networks
 from natsync.edge.tickets import metrics_text as tickets_metrics
 from natsync.edge.tickets import share as share_tickets
 from natsync.edge.tls import BackendTrust, SiteContexts
+from natsync.edge.transport import TLSServer, listen_sockets
 from natsync.errors import ConfigError
 
 log = logging.getLogger("natsync.edge")
@@ -31,7 +32,7 @@ class RunningEdge:
     """A started edge: where it listens, reload (SIGHUP) and close."""
 
     edge: Edge
-    server: asyncio.Server
+    server: TLSServer
     host: str
     port: int
     admin: asyncio.Server | None = None
@@ -104,7 +105,6 @@ async def start_edge(
     trust = BackendTrust(config)
     edge = Edge(config, sites, trust)
     host, port = split_hostport(config.listen, "edge.listen")
-    loop = asyncio.get_running_loop()
     handler: logging.Handler | None = None
     if config.access_log == "off":
         access_log.setLevel(logging.WARNING)
@@ -114,20 +114,20 @@ async def start_edge(
         access_log.addHandler(handler)
         access_log.setLevel(logging.INFO)
     try:
-        server = await loop.create_server(
-            lambda: ClientConn(edge),
-            bind_host(host),
-            port,
-            ssl=sites.listening,
-            ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT,
-            backlog=BACKLOG,
-            reuse_port=reuse_port or None,
-        )
+        sockets = listen_sockets(bind_host(host), port, BACKLOG, reuse_port=reuse_port)
     except OSError as exc:
         raise ConfigError(f"edge.listen {config.listen}: {exc.strerror}") from exc
-    for sock in server.sockets:  # one per address family when listening on every address
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sock = server.sockets[0]
+    for sock in sockets:  # one per address family when listening on every address
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # inherited when accepted
+    server = TLSServer(
+        sockets,
+        sites.listening,
+        lambda: ClientConn(edge),
+        TLS_HANDSHAKE_TIMEOUT,
+        peek_hello=challenges is not None,
+    )
+    server.start()
+    sock = sockets[0]
     running = RunningEdge(edge, server, host, int(sock.getsockname()[1]), _log_handler=handler)
     running._sweeper = edge.spawn(edge.sweeper(), "edge-sweeper")
     if len(config.servers) > 1:
@@ -149,7 +149,7 @@ async def start_edge(
         running.admin_port = int(running.admin.sockets[0].getsockname()[1])
     if config.relayed_listen:
         running.relayed = RelayedListener(
-            edge, config.relayed_listen, trusted_networks(config.relayed_from)
+            edge, config.relayed_listen, trusted_networks(config.relayed_from), server
         )
         await running.relayed.start()
     if config.http_listen:

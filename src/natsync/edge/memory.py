@@ -122,9 +122,18 @@ def _bind() -> _OpenSSL | None:
 def _ssl_pointer(sslobj: Any) -> int:
     import ctypes
 
-    raw = sslobj._sslobj  # the _ssl._SSLSocket inside an ssl.SSLObject
+    raw = sslobj._sslobj  # the _ssl._SSLSocket inside an ssl.SSLObject or ssl.SSLSocket
+    if type(raw) is not _ssl_socket_type():  # None: the SSLSocket was closed (its SSL freed)
+        return 0
     pointer: int | None = ctypes.c_void_p.from_address(id(raw) + _SSL_OFFSET).value
     return pointer or 0
+
+
+@functools.cache
+def _ssl_socket_type() -> type:
+    import _ssl
+
+    return _ssl._SSLSocket  # type: ignore[attr-defined,no-any-return]
 
 
 def available() -> bool:

@@ -7,9 +7,9 @@ here, at home: the relay only ever sees ciphertext.
 
 Why raw sockets for the first bytes: the header is read with exact-length ``recv`` calls (the
 16 fixed bytes, then the length it announces), so the phone's TLS ClientHello that follows stays
-in the kernel's buffer, and the socket is then handed to the loop's TLS machinery
-(``connect_accepted_socket``) as if it had just been accepted. Only addresses in
-``edge.relayed_from`` may speak here; anyone else is dropped before a byte is read.
+in the kernel's buffer, and the socket is then handed to the edge's TLS listener
+(:class:`~natsync.edge.transport.TLSServer`) as if it had just been accepted there. Only
+addresses in ``edge.relayed_from`` may speak here; anyone else is dropped before a byte is read.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ import socket
 
 from natsync.base.proxyv2 import FIXED_LENGTH, ProxyHeaderError, parse_header
 from natsync.edge.config import split_hostport
-from natsync.edge.proxy import TLS_HANDSHAKE_TIMEOUT, ClientConn, Edge
+from natsync.edge.proxy import ClientConn, Edge
+from natsync.edge.transport import TLSServer
 from natsync.errors import ConfigError
 
 log = logging.getLogger("natsync.edge")
@@ -50,8 +51,12 @@ def trusted_networks(values: tuple[str, ...]) -> tuple[Network, ...]:
 class RelayedListener:
     """Accepts the relay's connections, reads each PROXY header, then serves TLS as the edge."""
 
-    def __init__(self, edge: Edge, listen: str, trusted: tuple[Network, ...]) -> None:
+    def __init__(
+        self, edge: Edge, listen: str, trusted: tuple[Network, ...], tls: TLSServer
+    ) -> None:
         self.edge = edge
+        #: the phone listener, whose TLS (handshake timeout, SNI, TLS-ALPN-01) serves these too
+        self.tls = tls
         self.listen = listen
         self.trusted = trusted
         self.sock: socket.socket | None = None
@@ -123,16 +128,7 @@ class RelayedListener:
         client = ClientConn(self.edge)
         # A LOCAL header is the relay checking the path: it counts as the relay itself.
         client.ip = header.source[0] if header.source is not None else hop
-        try:
-            await loop.connect_accepted_socket(
-                lambda: client,
-                conn,
-                ssl=self.edge.sites.listening,
-                ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT,
-            )
-        except (OSError, ConnectionError, TimeoutError) as exc:
-            log.info("relayed connection from %s (for %s): TLS failed: %s", hop, client.ip, exc)
-            conn.close()
+        self.tls.serve(conn, lambda: client)
 
 
 async def _recv_exactly(loop: asyncio.AbstractEventLoop, conn: socket.socket, size: int) -> bytes:

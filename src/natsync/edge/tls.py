@@ -399,38 +399,39 @@ async def open_backend(
 ) -> tuple[asyncio.Transport, P]:
     """A new connection to a server, in two steps with their own deadlines: TCP within
     :data:`BACKEND_CONNECT_TIMEOUT`, then the TLS handshake within
-    :data:`BACKEND_HANDSHAKE_TIMEOUT`. Raises ``TimeoutError`` naming the step, ``OSError``
-    (refused, unreachable) or ``ssl.SSLError`` (the handshake failed)."""
+    :data:`BACKEND_HANDSHAKE_TIMEOUT` (the edge's own transport, natsync.edge.transport,
+    offering the context's cached session). Raises ``TimeoutError`` naming the step,
+    ``OSError`` (refused, unreachable) or ``ssl.SSLError`` (the handshake failed)."""
+    from natsync.edge.transport import connect_tls
+
     loop = asyncio.get_running_loop()
     sock = await _tcp_connect(loop, host, port, loop.time() + BACKEND_CONNECT_TIMEOUT)
+    if context is None:  # plain TCP (tests of the plumbing only: the edge always has TLS)
+        try:
+            return await loop.create_connection(factory, sock=sock)
+        except BaseException:
+            sock.close()
+            raise
     made: list[P] = []
 
-    def make() -> P:  # once called, a transport owns the socket and closes it when it fails
+    def make() -> P:
         made.append(factory())
         return made[0]
 
     try:
-        async with asyncio.timeout(BACKEND_HANDSHAKE_TIMEOUT):
-            transport, protocol = await loop.create_connection(
-                make,
-                sock=sock,
-                ssl=context,
-                server_hostname=server_hostname if context is not None else None,
-                ssl_handshake_timeout=BACKEND_HANDSHAKE_TIMEOUT if context is not None else None,
-            )
+        transport = await connect_tls(
+            make,
+            sock,
+            context,
+            server_hostname,
+            BACKEND_HANDSHAKE_TIMEOUT,
+            getattr(context, "cached_session", None),
+        )
     except TimeoutError:
-        if not made:
-            sock.close()
         raise TimeoutError(
             f"TCP connected but no TLS handshake within {BACKEND_HANDSHAKE_TIMEOUT:g} s"
         ) from None
-    except BaseException:
-        # closing it here too would free its number while the transport still holds it (a
-        # cancelled check: the next socket then collides with that transport)
-        if not made:
-            sock.close()
-        raise
-    return transport, protocol
+    return transport, made[0]
 
 
 async def _tcp_connect(

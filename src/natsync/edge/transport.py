@@ -1,0 +1,669 @@
+"""The edge's own TLS transport: OpenSSL reads and writes the socket itself (issue 27).
+
+uvloop's TLS transport runs every connection through two OpenSSL memory BIOs and a Python
+``SSLProtocol``: per connection a 256 KiB read buffer (one page of it touched), the protocol and
+app-transport objects, the BIOs and their capacity, and ~200 µs of Python per new connection
+(docs/edge.md, "Speed"). Here each connection is one non-blocking ``ssl.SSLSocket`` (OpenSSL's
+socket BIO: it ``recv``\\ s and ``send``\\ s the descriptor itself) driven by the loop's
+``add_reader`` / ``add_writer``, and :class:`TLSTransport` gives the edge's protocols what they
+use of an ``asyncio.Transport``:
+
+* **reads**: OpenSSL decrypts straight into the protocol's ``get_buffer()``
+  (``BufferedProtocol``; ``data_received`` protocols get bytes). One read per readiness event,
+  more only while OpenSSL holds decrypted bytes (``pending()``): OpenSSL reads no further than
+  the record it returns (``read_ahead`` off, CPython's default), and the loop's polling is
+  level-triggered, so whatever else the kernel holds wakes the reader again.
+* **writes**: written at once; what the socket does not take is kept, and the write OpenSSL
+  began is retried with the same bytes (``SSL_ERROR_WANT_WRITE``: CPython sets
+  ``SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER``, not partial writes). ``pause_writing`` /
+  ``resume_writing`` at the high / low water marks, as asyncio's transports.
+* **close**: the buffer flushed, then ``close_notify`` sent and the peer's awaited (what it sends
+  meanwhile is discarded), all within :data:`SHUTDOWN_TIMEOUT`; ``abort`` closes at once.
+  ``connection_lost`` comes from the loop, never from inside a call into the transport.
+
+:class:`TLSServer` accepts on listening sockets and hands each connection, once its handshake is
+done within the timeout, to a new protocol; :func:`connect_tls` makes the server leg's TLS
+connection over a connected socket (session resumption through ``session=``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import socket
+import ssl
+from collections.abc import Callable
+from typing import Any
+
+from natsync.cert.client_hello import INCOMPLETE, ClientHelloError, parse_client_hello
+
+log = logging.getLogger("natsync.edge")
+
+#: Seconds a closing connection gets to take its last bytes and exchange ``close_notify``
+#: (asyncio's and uvloop's ``ssl_shutdown_timeout`` default); then it is closed regardless.
+SHUTDOWN_TIMEOUT = 30.0
+#: Connections accepted per readiness event of a listening socket: a burst of reconnecting
+#: phones is taken in batches, with the loop's other work in between.
+ACCEPT_BATCH = 64
+#: Seconds before accepting again after the process ran out of descriptors (EMFILE and kin):
+#: the kernel keeps the connections queued meanwhile.
+ACCEPT_RETRY = 0.1
+#: Bytes of a ClientHello peeked at for its ALPN offer (TLS-ALPN-01, RFC 8737 section 3); a
+#: longer one is left to SNI alone (natsync.cert.client_hello.MAX_HELLO bounds the parse).
+PEEK_LIMIT = 16 * 1024
+#: Seconds between two peeks at a ClientHello that came in pieces (peeking leaves the bytes in
+#: the kernel, so readiness would fire at once again: poll slowly instead).
+PEEK_RETRY = 0.02
+#: asyncio's default write-buffer high-water mark (its low-water mark is a quarter of it).
+HIGH_WATER = 64 * 1024
+
+_WantRead = ssl.SSLWantReadError
+_WantWrite = ssl.SSLWantWriteError
+_Buffered = asyncio.BufferedProtocol
+_MSG_PEEK = socket.MSG_PEEK
+_socket_recv = socket.socket.recv
+#: Errors of accept() that mean "no descriptors or memory left", not "this one connection".
+_ACCEPT_EXHAUSTED = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+
+# what the reader and writer are waiting for (TLSTransport._wait)
+_OPEN, _CLOSING, _SHUTDOWN, _CLOSED = 0, 1, 2, 3
+
+
+class TLSTransport(asyncio.Transport):
+    """One TLS connection whose handshake is done, as an ``asyncio.Transport`` to its protocol."""
+
+    __slots__ = (
+        "_buffered",
+        "_fd",
+        "_half_closed",
+        "_high",
+        "_inflight",
+        "_loop",
+        "_low",
+        "_paused",
+        "_protocol",
+        "_queue",
+        "_raw",
+        "_read_wants_write",
+        "_sock",
+        "_state",
+        "_timer",
+        "_write_paused",
+        "_write_wants_read",
+        "_writing",
+        "_wsize",
+    )
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, sock: ssl.SSLSocket, protocol: asyncio.BaseProtocol
+    ) -> None:
+        self._loop = loop
+        self._sock = sock
+        self._fd = sock.fileno()
+        #: the ``_ssl._SSLSocket`` (its read/write/pending/shutdown, without ssl.py's frames)
+        self._raw: Any = sock._sslobj  # type: ignore[attr-defined]
+        self._protocol: Any = protocol
+        self._buffered = isinstance(protocol, _Buffered)
+        self._state = _OPEN
+        #: reading paused by the protocol
+        self._paused = False
+        #: the protocol was told to pause writing
+        self._write_paused = False
+        #: the writer is registered
+        self._writing = False
+        #: the bytes of a write OpenSSL began and must finish with the same bytes
+        self._inflight: bytes | None = None
+        self._queue: list[bytes] = []
+        self._wsize = 0
+        self._high = HIGH_WATER
+        self._low = HIGH_WATER // 4
+        self._read_wants_write = False
+        self._write_wants_read = False
+        self._timer: asyncio.TimerHandle | None = None
+        #: our close_notify and FIN are out; the peer's close_notify is awaited
+        self._half_closed = False
+
+    def start(self) -> None:
+        """Tell the protocol, then read (also what OpenSSL may hold already)."""
+        self._protocol.connection_made(self)
+        if self._state == _OPEN and not self._paused:
+            self._loop.add_reader(self._fd, self._read_ready)
+            if self._raw.pending():
+                self._loop.call_soon(self._read_ready)
+
+    # -- reading
+
+    def _read_ready(self) -> None:
+        if self._write_wants_read:
+            self._write_wants_read = False
+            self._write_ready()
+        if self._state != _OPEN or self._paused:
+            if self._paused and self._state == _OPEN:
+                self._loop.remove_reader(self._fd)  # it was there for a write's sake only
+            return
+        raw = self._raw
+        protocol = self._protocol
+        try:
+            while True:
+                if self._buffered:
+                    buffer = protocol.get_buffer(-1)
+                    nbytes = raw.read(len(buffer), buffer)
+                    if not nbytes:
+                        self._eof()
+                        return
+                    protocol.buffer_updated(nbytes)
+                else:
+                    data = raw.read(HIGH_WATER)
+                    if not data:
+                        self._eof()
+                        return
+                    protocol.data_received(data)
+                if self._state != _OPEN or self._paused or not raw.pending():
+                    return
+        except _WantRead:
+            return
+        except _WantWrite:  # OpenSSL must send before it reads on (not in TLS 1.3)
+            self._read_wants_write = True
+            self._add_writer()
+        except (ssl.SSLZeroReturnError, ssl.SSLEOFError):  # close_notify; TCP closed without it
+            self._eof()
+        except OSError as exc:
+            self._fatal(exc)
+
+    def _eof(self) -> None:
+        self._loop.remove_reader(self._fd)
+        if self._state != _OPEN:
+            return
+        keep_open = self._protocol.eof_received()
+        if not keep_open and self._state == _OPEN:
+            self.close()
+
+    def pause_reading(self) -> None:
+        if self._paused:
+            return
+        self._paused = True
+        if self._state == _OPEN:
+            self._loop.remove_reader(self._fd)
+
+    def resume_reading(self) -> None:
+        if not self._paused:
+            return
+        self._paused = False
+        if self._state == _OPEN:
+            self._loop.add_reader(self._fd, self._read_ready)
+            if self._raw.pending():
+                self._loop.call_soon(self._read_ready)
+
+    def is_reading(self) -> bool:
+        return self._state == _OPEN and not self._paused
+
+    # -- writing
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self._state != _OPEN or not data:
+            return
+        if self._wsize:
+            self._queue.append(bytes(data))
+            self._wsize += len(data)
+        else:
+            try:
+                self._raw.write(data)
+                return
+            except _WantWrite:
+                self._add_writer()
+            except _WantRead:
+                self._write_wants_read = True
+                self._loop.add_reader(self._fd, self._read_ready)
+            except OSError as exc:
+                self._fatal(exc)
+                return
+            self._inflight = bytes(data)
+            self._wsize = len(data)
+        if not self._write_paused and self._wsize > self._high:
+            self._write_paused = True
+            self._protocol.pause_writing()
+
+    def writelines(self, list_of_data: Any) -> None:
+        self.write(b"".join(list_of_data))
+
+    def _add_writer(self) -> None:
+        if not self._writing:
+            self._writing = True
+            self._loop.add_writer(self._fd, self._write_ready)
+
+    def _remove_writer(self) -> None:
+        if self._writing:
+            self._writing = False
+            self._loop.remove_writer(self._fd)
+
+    def _write_ready(self) -> None:
+        if self._read_wants_write:
+            self._read_wants_write = False
+            self._loop.call_soon(self._read_ready)
+        if self._state == _SHUTDOWN:
+            self._shutdown()
+            return
+        raw = self._raw
+        while self._inflight is not None:
+            try:
+                raw.write(self._inflight)
+            except _WantWrite:
+                self._add_writer()
+                return
+            except _WantRead:
+                self._remove_writer()
+                self._write_wants_read = True
+                self._loop.add_reader(self._fd, self._read_ready)
+                return
+            except OSError as exc:
+                self._fatal(exc)
+                return
+            self._wsize -= len(self._inflight)
+            queue = self._queue
+            if queue:
+                self._inflight = queue[0] if len(queue) == 1 else b"".join(queue)
+                queue.clear()
+            else:
+                self._inflight = None
+        self._remove_writer()
+        if self._write_paused and self._wsize <= self._low:
+            self._write_paused = False
+            self._protocol.resume_writing()
+        if self._state == _CLOSING:
+            self._shutdown()
+
+    def get_write_buffer_size(self) -> int:
+        return self._wsize
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        return self._low, self._high
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        if high is None:
+            high = HIGH_WATER if low is None else 4 * low
+        if low is None:
+            low = high // 4
+        if not high >= low >= 0:
+            raise ValueError(f"high ({high!r}) must be >= low ({low!r}) must be >= 0")
+        self._high, self._low = high, low
+
+    def can_write_eof(self) -> bool:
+        return False  # TLS has no half-close (as asyncio's and uvloop's TLS transports)
+
+    def write_eof(self) -> None:
+        raise NotImplementedError("TLS transports cannot write EOF; close them")
+
+    # -- closing
+
+    def is_closing(self) -> bool:
+        return self._state != _OPEN
+
+    def close(self) -> None:
+        """Send what is buffered, then close_notify, then close (bounded by SHUTDOWN_TIMEOUT)."""
+        if self._state != _OPEN:
+            return
+        self._state = _CLOSING
+        self._loop.remove_reader(self._fd)
+        self._timer = self._loop.call_later(SHUTDOWN_TIMEOUT, self._finish, None)
+        if not self._wsize:
+            self._shutdown()
+
+    def _shutdown(self) -> None:
+        """Our close_notify out, the peer's in (OpenSSL discards data that comes before it)."""
+        if self._state == _CLOSING:
+            self._state = _SHUTDOWN
+        try:
+            self._raw.shutdown()
+        except _WantRead:  # ours is out: the peer has its EOF too, and we wait for its answer
+            self._remove_writer()
+            if not self._half_closed:
+                self._half_closed = True
+                try:
+                    self._sock.shutdown(socket.SHUT_WR)
+                except OSError:
+                    self._finish(None)
+                    return
+                self._loop.add_reader(self._fd, self._shutdown)
+            return
+        except _WantWrite:
+            self._add_writer()
+            return
+        except OSError:  # the peer is gone: nothing more to say
+            pass
+        self._finish(None)
+
+    def abort(self) -> None:
+        self._finish(None)
+
+    def _fatal(self, exc: OSError) -> None:
+        log.debug("TLS connection %d failed: %s", self._fd, exc)
+        self._finish(exc)
+
+    def _finish(self, exc: Exception | None) -> None:
+        if self._state == _CLOSED:
+            return
+        self._state = _CLOSED
+        loop = self._loop
+        loop.remove_reader(self._fd)
+        self._remove_writer()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._queue.clear()
+        self._inflight = None
+        self._wsize = 0
+        self._sock.close()
+        loop.call_soon(self._lost, exc)
+
+    def _lost(self, exc: Exception | None) -> None:
+        protocol, self._protocol = self._protocol, None
+        if protocol is not None:
+            protocol.connection_lost(exc)
+
+    # -- what the protocols ask
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        sock = self._sock
+        try:
+            if name == "ssl_object":
+                return sock
+            if name == "peername":
+                return sock.getpeername()
+            if name == "sockname":
+                return sock.getsockname()
+            if name == "socket":
+                return sock
+            if name == "sslcontext":
+                return sock.context
+            if name == "peercert":
+                return sock.getpeercert()
+            if name == "cipher":
+                return sock.cipher()
+        except (OSError, ValueError):
+            return default
+        return default
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        return self._protocol  # type: ignore[no-any-return]
+
+    def __del__(self) -> None:  # asyncio's transports warn here; this one has nothing to say
+        pass
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self._protocol = protocol
+        self._buffered = isinstance(protocol, _Buffered)
+
+
+class _Handshake:
+    """One TLS handshake in progress on a non-blocking ``SSLSocket``, with its deadline."""
+
+    __slots__ = ("done", "fd", "loop", "peeked", "sock", "timer", "waiting")
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        sock: ssl.SSLSocket,
+        timeout: float,
+        done: Callable[[_Handshake, BaseException | None], None],
+        peek: bool = False,
+    ) -> None:
+        self.loop = loop
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.done = done
+        #: 0: nothing registered, 1: the reader, 2: the writer
+        self.waiting = 0
+        #: the ClientHello still to be peeked at (TLS-ALPN-01), or not
+        self.peeked = not peek
+        self.timer: asyncio.TimerHandle | None = loop.call_later(timeout, self._timeout, timeout)
+
+    def wait_read(self) -> None:
+        if self.waiting != 1:
+            if self.waiting == 2:
+                self.loop.remove_writer(self.fd)
+            self.loop.add_reader(self.fd, self.step)
+            self.waiting = 1
+
+    def _wait_write(self) -> None:
+        if self.waiting != 2:
+            if self.waiting == 1:
+                self.loop.remove_reader(self.fd)
+            self.loop.add_writer(self.fd, self.step)
+            self.waiting = 2
+
+    def _unwait(self) -> None:
+        if self.waiting == 1:
+            self.loop.remove_reader(self.fd)
+        elif self.waiting == 2:
+            self.loop.remove_writer(self.fd)
+        self.waiting = 0
+
+    def step(self) -> None:
+        if self.timer is None:
+            return
+        if not self.peeked and not self._peek():
+            return
+        try:
+            self.sock._sslobj.do_handshake()  # type: ignore[attr-defined]
+        except _WantRead:
+            self.wait_read()
+            return
+        except _WantWrite:
+            self._wait_write()
+            return
+        except OSError as exc:
+            self._end(exc)
+            return
+        vars(self.sock).pop("client_hello", None)
+        self._end(None)
+
+    def _peek(self) -> bool:
+        """Read the ClientHello's ALPN offer without taking it from the kernel (the SNI callback
+        asks ``offers_acme_tls``); False while it is not all there yet."""
+        try:
+            data = _socket_recv(self.sock, PEEK_LIMIT, _MSG_PEEK)
+        except (BlockingIOError, InterruptedError):
+            self.wait_read()
+            return False
+        except OSError as exc:
+            self._end(exc)
+            return False
+        if not data:
+            self._end(ConnectionResetError("the client closed before its ClientHello"))
+            return False
+        try:
+            hello = parse_client_hello(data)
+        except ClientHelloError as exc:
+            log.debug("ClientHello not readable (%s): choosing by SNI alone", exc.message)
+            hello = None
+        if hello is INCOMPLETE and len(data) < PEEK_LIMIT:
+            self._unwait()  # the bytes stay in the kernel: readiness would fire at once
+            self.loop.call_later(PEEK_RETRY, self.step)
+            return False
+        self.peeked = True
+        if hello is not INCOMPLETE and hello is not None:
+            vars(self.sock)["client_hello"] = hello
+        return True
+
+    def _timeout(self, timeout: float) -> None:
+        self._end(TimeoutError(f"no TLS handshake within {timeout:g} s"))
+
+    def abort(self) -> None:
+        self._end(ConnectionAbortedError("closed during the TLS handshake"))
+
+    def _end(self, exc: BaseException | None) -> None:
+        if self.timer is None:
+            return
+        self.timer.cancel()
+        self.timer = None
+        self._unwait()
+        if exc is not None:
+            self.sock.close()
+        self.done(self, exc)
+
+
+class TLSServer:
+    """TLS connections accepted on *sockets* (listening, non-blocking), each handed to a new
+    protocol once its handshake is done within *handshake_timeout*; what ``asyncio.Server``
+    offers the edge (``sockets``, ``close``, ``wait_closed``)."""
+
+    def __init__(
+        self,
+        sockets: list[socket.socket],
+        context: ssl.SSLContext,
+        protocol_factory: Callable[[], asyncio.BaseProtocol],
+        handshake_timeout: float,
+        *,
+        peek_hello: bool = False,
+    ) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.sockets = sockets
+        self.context = context
+        self.protocol_factory = protocol_factory
+        self.handshake_timeout = handshake_timeout
+        self.peek_hello = peek_hello
+        #: handshakes in progress, with the factory of each one's protocol
+        self.handshakes: dict[_Handshake, Callable[[], asyncio.BaseProtocol]] = {}
+        self.failed_handshakes = 0
+        self.serving = False
+
+    def start(self) -> None:
+        for listener in self.sockets:
+            listener.setblocking(False)
+            self.loop.add_reader(listener.fileno(), self._accept, listener)
+        self.serving = True
+
+    def _accept(self, listener: socket.socket) -> None:
+        for _ in range(ACCEPT_BATCH):
+            try:
+                conn, _address = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in _ACCEPT_EXHAUSTED:
+                    log.error("cannot accept phone connections: %s; retrying shortly", exc)
+                    self.loop.remove_reader(listener.fileno())
+                    self.loop.call_later(ACCEPT_RETRY, self._resume_accepting, listener)
+                    return
+                continue  # that one connection (ECONNABORTED and the like)
+            self.serve(conn, self.protocol_factory)
+
+    def _resume_accepting(self, listener: socket.socket) -> None:
+        if self.serving and listener.fileno() >= 0:
+            self.loop.add_reader(listener.fileno(), self._accept, listener)
+
+    def serve(self, conn: socket.socket, factory: Callable[[], asyncio.BaseProtocol]) -> None:
+        """Serve TLS on the accepted socket *conn* (also one accepted elsewhere: the relayed
+        listener's, after its PROXY header) with a protocol from *factory*."""
+        try:
+            conn.setblocking(False)
+            sock = self.context.wrap_socket(conn, server_side=True, do_handshake_on_connect=False)
+        except OSError as exc:  # the client already left
+            log.debug("TLS connection not started: %s", exc)
+            conn.close()
+            return
+        handshake = _Handshake(
+            self.loop, sock, self.handshake_timeout, self._handshaken, self.peek_hello
+        )
+        self.handshakes[handshake] = factory
+        handshake.wait_read()
+
+    def _handshaken(self, handshake: _Handshake, exc: BaseException | None) -> None:
+        factory = self.handshakes.pop(handshake)
+        if exc is not None:
+            self.failed_handshakes += 1
+            log.debug("TLS handshake failed: %s", exc)
+            return
+        TLSTransport(self.loop, handshake.sock, factory()).start()
+
+    def close(self) -> None:
+        """Stop accepting and drop the handshakes in progress (open connections stay)."""
+        if not self.serving:
+            return
+        self.serving = False
+        for listener in self.sockets:
+            if listener.fileno() >= 0:
+                self.loop.remove_reader(listener.fileno())
+            listener.close()
+        for handshake in list(self.handshakes):
+            handshake.abort()
+
+    async def wait_closed(self) -> None:
+        return None
+
+
+async def connect_tls(
+    factory: Callable[[], asyncio.BaseProtocol],
+    sock: socket.socket,
+    context: ssl.SSLContext,
+    server_hostname: str | None,
+    timeout: float,
+    session: ssl.SSLSession | None = None,
+) -> TLSTransport:
+    """TLS as the client over the connected non-blocking *sock* (owned from here on: closed on
+    failure), offering *session*; the transport, its protocol from *factory* told. Raises
+    ``TimeoutError`` after *timeout* seconds, ``ssl.SSLError`` or ``OSError``."""
+    loop = asyncio.get_running_loop()
+    try:
+        sslsock = context.wrap_socket(
+            sock, server_hostname=server_hostname, do_handshake_on_connect=False, session=session
+        )
+    except BaseException:
+        sock.close()
+        raise
+    finished: asyncio.Future[None] = loop.create_future()
+
+    def done(_handshake: _Handshake, exc: BaseException | None) -> None:
+        if not finished.done():
+            if exc is None:
+                finished.set_result(None)
+            else:
+                finished.set_exception(exc)
+
+    handshake = _Handshake(loop, sslsock, timeout, done)
+    handshake.step()
+    try:
+        await finished
+    except asyncio.CancelledError:
+        handshake.abort()
+        sslsock.close()
+        raise
+    transport = TLSTransport(loop, sslsock, factory())
+    transport.start()
+    return transport
+
+
+def listen_sockets(
+    host: str | None, port: int, backlog: int, *, reuse_port: bool = False
+) -> list[socket.socket]:
+    """Listening sockets as asyncio's ``create_server`` makes them: one per address of *host*
+    (None: every address of both families, on one port when *port* is 0), IPv6 ones IPv6 only,
+    ``SO_REUSEADDR`` (and ``SO_REUSEPORT`` when asked: the workers share the port)."""
+    from natsync.base.listen import listen_port
+
+    port = listen_port(host, port)
+    infos = socket.getaddrinfo(host, port, socket.AF_UNSPEC, socket.SOCK_STREAM, 0,
+                               socket.AI_PASSIVE)  # fmt: skip
+    sockets: list[socket.socket] = []
+    seen: set[tuple[int, Any]] = set()
+    try:
+        for family, kind, proto, _, address in infos:
+            if (family, address) in seen:
+                continue
+            seen.add((family, address))
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+            sock.listen(backlog)
+            sock.setblocking(False)
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
