@@ -16,9 +16,10 @@ order (edge first, then HAProxy first). The load average is printed: above 1 a r
     python bench/edge_memory_bench.py breakdown [--held 1000]   # where the edge's bytes go
 
 ``breakdown`` measures one TLS connection at a time, not the edge: the process holding N idle
-TLS connections (after one small request) on uvloop's TLS transport, on asyncio's, as a client
-(the edge's server leg) with and without OpenSSL's buffers freed; and the edge's own Python
-objects per held Ping (tracemalloc; edge_bench's hot-path harness, no sockets).
+TLS connections (after one small request) on the edge's own TLS transport
+(natsync.edge.transport), on uvloop's and on asyncio's, as a server (the phone leg) and as a
+client (the server leg), with and without OpenSSL's buffers freed and the session resumed; and
+the edge's own Python objects per held Ping (tracemalloc; edge_bench's hot-path harness).
 
 Needs HAProxy from Debian (`apt-get install haproxy`). Loopback only; every process it starts is
 stopped by PID and its work directory removed.
@@ -28,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import shutil
 import signal
@@ -346,19 +346,19 @@ def compare(args: argparse.Namespace) -> None:
 
 #: The variants of `breakdown`: how the measured process holds its TLS connections.
 SERVER_LEG = {
-    "uvloop": "uvloop's TLS transport (the edge's phone leg today)",
+    "uvloop": "uvloop's TLS transport (the edge's phone leg before issue 27)",
     "uvloop-released": "the same, OpenSSL's buffers released (natsync.edge.memory)",
     "asyncio": "asyncio's own TLS transport",
-    "bio": "a MemoryBIO protocol on uvloop's plain TCP transport (a sketch)",
-    "socket": "an ssl socket (OpenSSL reads the socket) on uvloop's add_reader (a sketch)",
+    "edge": "the edge's own TLS transport (natsync.edge.transport: OpenSSL reads the socket)",
+    "edge-released": "the same, OpenSSL's buffers released (the edge now)",
 }
 CLIENT_LEG = {
-    "uvloop": "uvloop's TLS transport (the edge's server leg today)",
+    "uvloop": "uvloop's TLS transport (the edge's server leg before issue 27)",
     "uvloop-released": "the same, OpenSSL's buffers released (natsync.edge.memory)",
     "uvloop-resumed-released": "the same, every connection resuming one TLS session",
-    "socket": "an ssl socket on uvloop's add_reader (a sketch)",
-    "socket-released": "the same, OpenSSL's buffers released",
-    "socket-resumed-released": "the same, every connection resuming one TLS session",
+    "edge": "the edge's own TLS transport (natsync.edge.transport)",
+    "edge-released": "the same, OpenSSL's buffers released",
+    "edge-resumed-released": "the same, every connection resuming one TLS session (the edge now)",
 }
 #: Seconds a breakdown process waits after its connections are up (session tickets arrive)
 #: before releasing buffers.
@@ -377,46 +377,6 @@ class _Idle(asyncio.BufferedProtocol):
         pass
 
 
-class _BioServer(asyncio.BufferedProtocol):
-    """TLS over two MemoryBIOs on a plain TCP transport: handshake, then reads, nothing else."""
-
-    def __init__(self, context: ssl.SSLContext) -> None:
-        self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-        self.sslobj = context.wrap_bio(self.incoming, self.outgoing, server_side=True)
-        self.ready = False
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)
-
-    def get_buffer(self, sizehint: int) -> memoryview:
-        return _BUFFER
-
-    def buffer_updated(self, nbytes: int) -> None:
-        self.incoming.write(_BUFFER[:nbytes])
-        with contextlib.suppress(ssl.SSLWantReadError):
-            if not self.ready:
-                self.sslobj.do_handshake()
-                self.ready = True
-            while self.sslobj.read(len(_ARRAY), _ARRAY):
-                pass
-        if self.outgoing.pending:
-            self.transport.write(self.outgoing.read())
-
-
-def _socket_reader(sslsock: ssl.SSLSocket) -> None:
-    try:
-        if not getattr(sslsock, "ready", False):
-            sslsock.do_handshake()
-            sslsock.ready = True  # type: ignore[attr-defined]
-        if not sslsock.recv_into(_BUFFER):
-            raise ConnectionResetError
-    except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
-        pass
-    except OSError:  # the peer went (ssl.SSLError is one too)
-        asyncio.get_running_loop().remove_reader(sslsock.fileno())
-        sslsock.close()
-
-
 def _leg(kind: str, port: int, cert: str, key: str, count: int) -> None:
     """The measured process of `breakdown`: *kind* is "server-VARIANT" (accept connections on
     *port*) or "client-VARIANT" (open *count* of them to *port* after a line on stdin)."""
@@ -424,6 +384,7 @@ def _leg(kind: str, port: int, cert: str, key: str, count: int) -> None:
 
     from natsync.edge.memory import release_buffers, trim_heap, tune_malloc
     from natsync.edge.tls import _SessionContext
+    from natsync.edge.transport import TLSServer, connect_tls, listen_sockets
 
     tune_malloc()  # as the edge runs
     raise_nofile()
@@ -439,66 +400,38 @@ def _leg(kind: str, port: int, cert: str, key: str, count: int) -> None:
     else:
         context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
 
-    def accept(listener: socket.socket) -> None:
-        with contextlib.suppress(BlockingIOError):
-            sock, _ = listener.accept()
-            sslsock = context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
-            sslsock.setblocking(False)
-            held.append(sslsock)
-            loop.add_reader(sslsock.fileno(), _socket_reader, sslsock)
+    class Kept(_Idle):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            held.append(transport.get_extra_info("ssl_object"))
 
     async def dial() -> None:
         if variant.startswith("uvloop"):
             transport, _ = await loop.create_connection(
                 _Idle, "127.0.0.1", port, ssl=context, server_hostname="backend.internal"
             )
-            transport.write(edge_bench.PING)
-            held.append(transport.get_extra_info("ssl_object"))
-            return
-        sock = socket.socket()
-        sock.setblocking(False)
-        await loop.sock_connect(sock, ("127.0.0.1", port))
-        sslsock = context.wrap_socket(sock, server_hostname="backend.internal",
-                                      do_handshake_on_connect=False,
-                                      session=context.cached_session)  # fmt: skip
-        done = loop.create_future()
-
-        def handshake() -> None:
-            with contextlib.suppress(ssl.SSLWantReadError, ssl.SSLWantWriteError):
-                sslsock.do_handshake()
-                loop.remove_reader(sslsock.fileno())
-                done.set_result(None)
-
-        loop.add_reader(sslsock.fileno(), handshake)
-        handshake()
-        await done
-        sslsock.send(edge_bench.PING)
-        sslsock.ready = True  # type: ignore[attr-defined]
-        loop.add_reader(sslsock.fileno(), _socket_reader, sslsock)
-        held.append(sslsock)
+        else:  # the edge's own transport, as natsync.edge.tls.open_backend uses it
+            sock = socket.socket()
+            sock.setblocking(False)
+            await loop.sock_connect(sock, ("127.0.0.1", port))
+            transport = await connect_tls(
+                _Idle, sock, context, "backend.internal", 5.0, context.cached_session
+            )
+        transport.write(edge_bench.PING)
+        held.append(transport.get_extra_info("ssl_object"))
 
     async def main() -> None:
         if role == "server":
-            if variant == "socket":
-                listener = socket.create_server(("127.0.0.1", port), backlog=4096)
-                listener.setblocking(False)
-                loop.add_reader(listener.fileno(), accept, listener)
-            elif variant == "bio":
-                await loop.create_server(lambda: _BioServer(context), "127.0.0.1", port,
-                                         backlog=4096)  # fmt: skip
+            if variant.startswith("edge"):
+                sockets = listen_sockets("127.0.0.1", port, 4096)
+                TLSServer(sockets, context, Kept, 10.0).start()
             else:
-
-                class Kept(_Idle):
-                    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-                        held.append(transport.get_extra_info("ssl_object"))
-
                 await loop.create_server(Kept, "127.0.0.1", port, ssl=context, backlog=4096)
         else:
             gate = asyncio.Semaphore(50)
             if "resumed" in variant:  # a session with its tickets in, from one connection
                 await dial()
                 await asyncio.sleep(TICKETS_IN)
-                context.cached_session = cast(ssl.SSLObject, held[0]).session
+                context.cached_session = cast(ssl.SSLSocket, held[0]).session
 
             async def one() -> None:
                 async with gate:

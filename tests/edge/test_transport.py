@@ -184,9 +184,11 @@ def test_a_slow_reader_pauses_the_writer_and_gets_every_byte_in_order(
         transport.write(payload[:10])  # taken at once
         transport.write(payload[10:])  # more than the socket takes: kept, the writer paused
         assert transport.get_write_buffer_size() > 64 * 1024
-        assert peer.paused == 1 and peer.resumed == 0
+        assert peer.paused == 1
+        assert peer.resumed == 0
         await asyncio.sleep(0.2)  # the reader reads nothing: still paused, nothing lost
-        assert peer.paused == 1 and peer.resumed == 0
+        assert peer.paused == 1
+        assert peer.resumed == 0
         got = await reader.readexactly(len(payload))
         assert got == payload
         assert transport.get_write_buffer_size() == 0
@@ -203,7 +205,7 @@ def test_paused_reading_holds_the_peers_bytes_until_resumed(
 ) -> None:
     async def main() -> None:
         ours = Ours(server_context(pki))
-        reader, writer = await asyncio.open_connection(
+        _reader, writer = await asyncio.open_connection(
             HOST, ours.port, ssl=pki.client_context(), server_hostname=PUBLIC_NAME
         )
         peer = await ours.first()
@@ -238,7 +240,8 @@ def test_the_peer_leaving_mid_record_delivers_nothing_of_it_and_ends_the_connect
         sock.close()
         assert await peer.lost is None
         assert bytes(peer.data) == b"whole"  # nothing of the half record
-        assert peer.transport is not None and peer.transport.is_closing()
+        assert peer.transport is not None
+        assert peer.transport.is_closing()
         ours.server.close()
 
     run(uv, main())
@@ -282,7 +285,8 @@ def test_the_peers_close_notify_is_an_eof_answered_with_ours(
             tls.unwrap()  # our close_notify out, the server's awaited
         await loop.sock_sendall(sock, outgoing.read())
         assert await peer.lost is None
-        assert peer.eof == 1 and bytes(peer.data) == b"bye"
+        assert peer.eof == 1
+        assert bytes(peer.data) == b"bye"
         while True:  # the server's close_notify, then TCP EOF
             data = await loop.sock_recv(sock, 65536)
             if not data:
@@ -345,7 +349,8 @@ def test_a_handshake_that_never_completes_is_closed_at_its_deadline(
         except ConnectionResetError:
             assert peek
         assert 0.3 < loop.time() - started < 2.0
-        assert ours.server.failed_handshakes == 1 and not ours.peers
+        assert ours.server.failed_handshakes == 1
+        assert not ours.peers
         assert not ours.server.handshakes
         sock.close()
         ours.server.close()
@@ -373,7 +378,7 @@ def test_sni_chooses_the_context_and_a_session_is_resumed_by_connect_tls(
             sock = socket.socket()
             sock.setblocking(False)
             await loop.sock_connect(sock, (HOST, ours.port))
-            return await connect_tls(lambda: Peer(), sock, client, name, 5.0, session)
+            return await connect_tls(Peer, sock, client, name, 5.0, session)
 
         first = await connect("other.test")
         sslsock = first.get_extra_info("ssl_object")
@@ -477,9 +482,11 @@ async def exchange(
     loop = asyncio.get_running_loop()
     up_total, down_total = sum(map(len, up)), sum(map(len, down))
     servers: list[Scripted] = []
+    accepted = asyncio.Event()
 
     def server_peer() -> Scripted:
         servers.append(Scripted(down, up_total, pauses))
+        accepted.set()
         return servers[-1]
 
     if ours_server:
@@ -499,8 +506,7 @@ async def exchange(
             lambda: client, HOST, port, ssl=pki.client_context(), server_hostname=PUBLIC_NAME
         )
     client_lost = await client.lost
-    while not servers:
-        await asyncio.sleep(0.01)
+    await accepted.wait()
     server_lost = await servers[0].lost
     listener.close()
     return (
@@ -533,7 +539,8 @@ def test_any_exchange_carries_the_same_bytes_as_uvloops_tls_transport(
         for c in (False, True)
     }
     reference = outcomes[(False, False)]  # uvloop on both ends
-    assert reference[0] == up_data and reference[1] == down_data
+    assert reference[0] == up_data
+    assert reference[1] == down_data
     for outcome in outcomes.values():
         assert outcome[:2] == reference[:2]
         assert outcome[3] == (None, None)  # both ends closed cleanly
