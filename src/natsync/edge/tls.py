@@ -49,7 +49,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from natsync.cert import policy
-from natsync.cert.acme_responders import ChallengeStore, HelloPeekingSSLObject, offers_acme_tls
+from natsync.cert.acme_responders import ChallengeStore, offers_acme_tls
 from natsync.edge.config import EdgeConfig, SiteCert
 from natsync.errors import ConfigError, NatsyncError
 
@@ -74,38 +74,6 @@ class BackendCertError(NatsyncError):
     """The server presented a certificate the edge does not trust."""
 
     http_status = 502
-
-
-def _bind_c_methods(obj: ssl.SSLObject) -> None:
-    raw = obj._sslobj  # type: ignore[attr-defined]
-    vars(obj).update(read=raw.read, write=raw.write, pending=raw.pending)
-
-
-class DirectSSLObject(ssl.SSLObject):
-    """An ``SSLObject`` whose ``read``, ``write`` and ``pending`` are the C object's own methods.
-
-    uvloop's TLS transport binds these three once per connection and calls them several times
-    per request; the versions in ``ssl.py`` only pass their arguments on, at the price of a
-    Python frame each (measured under keep-alive load: about a twentieth of the edge's CPU).
-    """
-
-    @classmethod
-    def _create(cls, *args: Any, **kwargs: Any) -> DirectSSLObject:
-        obj: DirectSSLObject = super()._create(*args, **kwargs)  # type: ignore[misc]
-        _bind_c_methods(obj)
-        return obj
-
-
-class PeekingSSLObject(HelloPeekingSSLObject):
-    """``DirectSSLObject`` that also reads the ClientHello's ALPN offer for TLS-ALPN-01
-    (``HelloPeekingSSLObject``): the phone listener's class only when the edge answers ACME
-    challenges; otherwise nobody asks, and a handshake does not pay for parsing it in Python."""
-
-    @classmethod
-    def _create(cls, *args: Any, **kwargs: Any) -> PeekingSSLObject:
-        obj: PeekingSSLObject = super()._create(*args, **kwargs)
-        _bind_c_methods(obj)
-        return obj
 
 
 def fingerprint(der: bytes) -> str:
@@ -136,7 +104,6 @@ def _site_context(sites: Sequence[SiteCert]) -> ssl.SSLContext:
     OpenSSL choosing per handshake — ECDSA when the client's signature algorithms allow it,
     RSA otherwise (ECDSA-first: a P-256 signature costs the edge a fraction of an RSA one)."""
     context = policy.server_context()
-    context.sslobject_class = DirectSSLObject
     context.set_alpn_protocols(["http/1.1"])
     seen: dict[str, SiteCert] = {}
     for site in sites:
@@ -182,7 +149,7 @@ class SiteContexts:
 
     With a challenge store (*challenges*), a handshake that names a host whose ACME
     TLS-ALPN-01 validation is pending and offers ALPN ``acme-tls/1`` (RFC 8737 section 3; the
-    offer read from the ClientHello by ``PeekingSSLObject``) gets the validation certificate
+    offer peeked at in the ClientHello by natsync.edge.transport) gets the validation certificate
     and ``acme-tls/1`` instead; a phone's handshake naming the host gets the real one.
     """
 
@@ -199,8 +166,6 @@ class SiteContexts:
         #: for the default names needs no swap (after a reload, every handshake swaps to the
         #: reloaded contexts).
         self.listening = self.context_for(None)
-        if challenges is not None:
-            self.listening.sslobject_class = PeekingSSLObject
         self.listening.sni_callback = self._select
 
     def reload(self) -> None:
@@ -239,7 +204,9 @@ class SiteContexts:
 
 
 class _SessionContext(ssl.SSLContext):
-    """A client context that offers its last good session on every new connection."""
+    """A client context that keeps its last good session (``cached_session``): the edge's
+    transport offers it on every new connection (open_backend), and so does ``wrap_bio`` (for
+    asyncio's and uvloop's TLS transports: the health checks' tests, the memory bench)."""
 
     cached_session: ssl.SSLSession | None = None
 
@@ -274,7 +241,6 @@ class BackendTrust:
         self.server_name = config.server_name
         self.backend = backend or config.backend
         context = _SessionContext(ssl.PROTOCOL_TLS_CLIENT)
-        context.sslobject_class = DirectSSLObject
         policy.apply_policy(context)
         if config.backend_ca is not None:
             try:

@@ -121,7 +121,7 @@ class TLSTransport(asyncio.Transport):
         self._read_wants_write = False
         self._write_wants_read = False
         self._timer: asyncio.TimerHandle | None = None
-        #: our close_notify and FIN are out; the peer's close_notify is awaited
+        #: our close_notify is out; the peer's is awaited
         self._half_closed = False
 
     def start(self) -> None:
@@ -170,6 +170,9 @@ class TLSTransport(asyncio.Transport):
             self._eof()
         except OSError as exc:
             self._fatal(exc)
+        except Exception as exc:  # the protocol's own failure: logged, the connection ends
+            log.exception("edge connection %d: the protocol failed on a read", self._fd)
+            self._finish(exc)
 
     def _eof(self) -> None:
         self._loop.remove_reader(self._fd)
@@ -315,15 +318,11 @@ class TLSTransport(asyncio.Transport):
             self._state = _SHUTDOWN
         try:
             self._raw.shutdown()
-        except _WantRead:  # ours is out: the peer has its EOF too, and we wait for its answer
+        except _WantRead:  # ours is out; the peer's is awaited (no FIN before it: a peer on
+            # uvloop's TLS transport that has paused reading drops the last bytes on a FIN)
             self._remove_writer()
             if not self._half_closed:
                 self._half_closed = True
-                try:
-                    self._sock.shutdown(socket.SHUT_WR)
-                except OSError:
-                    self._finish(None)
-                    return
                 self._loop.add_reader(self._fd, self._shutdown)
             return
         except _WantWrite:
