@@ -502,6 +502,15 @@ class _Handshake:
         self.done(self, exc)
 
 
+def _not_connected(sock: ssl.SSLSocket) -> bool:
+    """Whether *sock* was found without a peer when wrapped (reset meanwhile: ``wrap_socket``
+    then makes no TLS object); closed if so."""
+    if sock._sslobj is not None:  # type: ignore[attr-defined]
+        return False
+    sock.close()
+    return True
+
+
 class TLSServer:
     """TLS connections accepted on *sockets* (listening, non-blocking), each handed to a new
     protocol once its handshake is done within *handshake_timeout*; what ``asyncio.Server``
@@ -562,6 +571,8 @@ class TLSServer:
             log.debug("TLS connection not started: %s", exc)
             conn.close()
             return
+        if _not_connected(sock):
+            return
         handshake = _Handshake(
             self.loop, sock, self.handshake_timeout, self._handshaken, self.peek_hello
         )
@@ -611,6 +622,8 @@ async def connect_tls(
     except BaseException:
         sock.close()
         raise
+    if _not_connected(sslsock):
+        raise ConnectionResetError("the server closed the connection before the TLS handshake")
     finished: asyncio.Future[None] = loop.create_future()
 
     def done(_handshake: _Handshake, exc: BaseException | None) -> None:
