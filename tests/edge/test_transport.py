@@ -11,6 +11,7 @@ import contextlib
 import random
 import socket
 import ssl
+import struct
 from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -544,3 +545,24 @@ def test_any_exchange_carries_the_same_bytes_as_uvloops_tls_transport(
     for outcome in outcomes.values():
         assert outcome[:2] == reference[:2]
         assert outcome[3] == (None, None)  # both ends closed cleanly
+
+
+def test_a_server_that_resets_before_the_handshake_is_a_connection_error(
+    uv: asyncio.AbstractEventLoop, pki: Pki
+) -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        listener = socket.create_server((HOST, 0))
+        sock = socket.socket()
+        sock.setblocking(False)
+        await loop.sock_connect(sock, listener.getsockname())
+        accepted, _ = listener.accept()
+        accepted.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        accepted.close()  # RST
+        await asyncio.sleep(0.05)
+        with pytest.raises(ConnectionResetError):
+            await connect_tls(Peer, sock, pki.client_context(), PUBLIC_NAME, 5.0)
+        assert sock.fileno() == -1 or sock._closed  # type: ignore[attr-defined]
+        listener.close()
+
+    run(uv, main())

@@ -566,6 +566,7 @@ class TLSServer:
         listener's, after its PROXY header) with a protocol from *factory*."""
         try:
             conn.setblocking(False)
+            conn.getpeername()  # (reset meanwhile: ssl.py would leave its SSLSocket to the GC)
             sock = self.context.wrap_socket(conn, server_side=True, do_handshake_on_connect=False)
         except OSError as exc:  # the client already left
             log.debug("TLS connection not started: %s", exc)
@@ -615,6 +616,13 @@ async def connect_tls(
     failure), offering *session*; the transport, its protocol from *factory* told. Raises
     ``TimeoutError`` after *timeout* seconds, ``ssl.SSLError`` or ``OSError``."""
     loop = asyncio.get_running_loop()
+    try:
+        sock.getpeername()  # (reset meanwhile: ssl.py would leave its SSLSocket to the GC)
+    except OSError:
+        sock.close()
+        raise ConnectionResetError(
+            "the server closed the connection before the TLS handshake"
+        ) from None
     try:
         sslsock = context.wrap_socket(
             sock, server_hostname=server_hostname, do_handshake_on_connect=False, session=session
