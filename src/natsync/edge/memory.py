@@ -12,7 +12,8 @@ from typing import Any
 
 #: glibc mallopt() parameter number of M_MMAP_THRESHOLD (malloc.h).
 _M_MMAP_THRESHOLD = -3
-#: Allocations at least this large are mmapped. uvloop gives every TLS connection a 256 KiB read
+#: Allocations at least this large are mmapped. uvloop gives every connection of its own TLS
+#: transport (the edge ran on it before issue 27; the server still does) a 256 KiB read
 #: buffer of which a held connection touches a page or two; glibc's *dynamic* threshold moves
 #: such buffers onto the heap after the first one is freed, where reused pages are resident.
 #: A fixed threshold keeps each one mmapped, so only the pages really written count (measured:
@@ -142,12 +143,14 @@ def available() -> bool:
 
 
 def release_buffers(sslobj: Any) -> int:
-    """Give back what an idle TLS connection (an ``ssl.SSLObject``) keeps without need: OpenSSL's
-    record buffers (SSL_free_buffers) and the capacity of its two memory BIOs; how many of the
-    three were freed. Each is freed only when empty (OpenSSL declines while a record is partly
-    read or written; a BIO with bytes pending is left alone) and allocated again on the next
-    read or write, so this is safe at any moment between two calls into the object. 0 where it
-    cannot be done (see _bind)."""
+    """Give back what an idle TLS connection keeps without need: OpenSSL's record buffers
+    (SSL_free_buffers) and, for an ``ssl.SSLObject`` (asyncio's and uvloop's TLS transports),
+    the capacity of its two memory BIOs; how many of those were freed. An ``ssl.SSLSocket``
+    (the edge's own transport, natsync.edge.transport) reads the socket: no BIO to shrink, and
+    a closed one has no SSL any more (0). Each is freed only when empty (OpenSSL declines while
+    a record is partly read or written; a BIO with bytes pending is left alone) and allocated
+    again on the next read or write, so this is safe at any moment between two calls into the
+    object. 0 where it cannot be done (see _bind)."""
     openssl = _bind()
     pointer = _ssl_pointer(sslobj) if openssl is not None else 0
     if openssl is None or not pointer:
@@ -162,9 +165,9 @@ class BufferTrim:
     OpenSSL frees a connection's 17 KB read buffer when a read empties it
     (SSL_MODE_RELEASE_BUFFERS, which CPython sets) — but only after application data. A TLS
     1.3 server sends its session tickets just after the handshake; reading them fills the buffer
-    and nothing frees it, so a server connection holding a Ping kept it for hours. The memory
-    BIOs uvloop reads and writes through keep the capacity of the largest flight (the
-    certificate chain). Tickets arrive within a round trip of the handshake, a phone's request
+    and nothing frees it, so a server connection holding a Ping kept it for hours. (Memory BIOs,
+    where a transport reads and writes through them, keep the capacity of the largest flight:
+    the certificate chain.) Tickets arrive within a round trip of the handshake, a phone's request
     right after it: a connection added here is trimmed at the second sweep after, once, and
     then handed to its *then* (if any): its tickets are in by then.
     """

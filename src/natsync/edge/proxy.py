@@ -157,9 +157,7 @@ class Edge:
             log.error("%s", message)
 
     def sweep(self, now: float) -> None:
-        """Close what passed its deadline (idle phones, slow heads, silent servers); free the
-        OpenSSL buffers new server connections keep after their session tickets."""
-        self.pool.trim.sweep()
+        """Close what passed its deadline (idle phones, slow heads, silent servers)."""
         for conn in [c for c in self.clients if c.machine.deadline and now > c.machine.deadline]:
             conn.timed_out(now)
         for backend in [b for b in self.backends if
@@ -179,6 +177,9 @@ class Edge:
             due = min(self.next_sweep, self._last_prune + PRUNE_INTERVAL)
             await asyncio.sleep(max(SWEEP_INTERVAL, due - clock()))
             now = clock()
+            # every second, not only when a deadline may pass: the new connections' buffers
+            # are freed 1-2 s after they opened (with held Pings a sweep can be 10 s away)
+            self.pool.trim.sweep()
             if now >= self.next_sweep:
                 self.sweep(now)
             if now - self._last_prune > PRUNE_INTERVAL:
