@@ -145,12 +145,12 @@ def available() -> bool:
 def release_buffers(sslobj: Any) -> int:
     """Give back what an idle TLS connection keeps without need: OpenSSL's record buffers
     (SSL_free_buffers) and, for an ``ssl.SSLObject`` (asyncio's and uvloop's TLS transports),
-    the capacity of its two memory BIOs; how many of those were freed. An ``ssl.SSLSocket``
-    (the edge's own transport, natsync.edge.transport) reads the socket: no BIO to shrink, and
-    a closed one has no SSL any more (0). Each is freed only when empty (OpenSSL declines while
-    a record is partly read or written; a BIO with bytes pending is left alone) and allocated
-    again on the next read or write, so this is safe at any moment between two calls into the
-    object. 0 where it cannot be done (see _bind)."""
+    the capacity of its two memory BIOs; how many of those were freed. On the edge's own
+    transport (natsync.edge.transport's ``TLSObject``, or an ``ssl.SSLSocket``) OpenSSL reads
+    the socket: no BIO to shrink, and a closed one has no SSL any more (0). Each is freed only
+    when empty (OpenSSL declines while a record is partly read or written; a BIO with bytes
+    pending is left alone) and allocated again on the next read or write, so this is safe at
+    any moment between two calls into the object. 0 where it cannot be done (see _bind)."""
     openssl = _bind()
     pointer = _ssl_pointer(sslobj) if openssl is not None else 0
     if openssl is None or not pointer:

@@ -3,10 +3,10 @@
 uvloop's TLS transport runs every connection through two OpenSSL memory BIOs and a Python
 ``SSLProtocol``: per connection a 256 KiB read buffer (one page of it touched), the protocol and
 app-transport objects, the BIOs and their capacity, and ~200 µs of Python per new connection
-(docs/edge.md, "Speed"). Here each connection is one non-blocking ``ssl.SSLSocket`` (OpenSSL's
-socket BIO: it ``recv``\\ s and ``send``\\ s the descriptor itself) driven by the loop's
-``add_reader`` / ``add_writer``, and :class:`TLSTransport` gives the edge's protocols what they
-use of an ``asyncio.Transport``:
+(docs/edge.md, "Speed"). Here each connection is a non-blocking socket with CPython's C TLS
+object on it (:class:`TLSObject`; OpenSSL's socket BIO ``recv``\\ s and ``send``\\ s the
+descriptor itself) driven by the loop's ``add_reader`` / ``add_writer``, and
+:class:`TLSTransport` gives the edge's protocols what they use of an ``asyncio.Transport``:
 
 * **reads**: OpenSSL decrypts straight into the protocol's ``get_buffer()``
   (``BufferedProtocol``; ``data_received`` protocols get bytes). One read per readiness event,
@@ -36,7 +36,12 @@ import ssl
 from collections.abc import Callable
 from typing import Any
 
-from natsync.cert.client_hello import INCOMPLETE, ClientHelloError, parse_client_hello
+from natsync.cert.client_hello import (
+    INCOMPLETE,
+    ClientHello,
+    ClientHelloError,
+    parse_client_hello,
+)
 
 log = logging.getLogger("natsync.edge")
 
@@ -70,6 +75,64 @@ _ACCEPT_EXHAUSTED = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 _OPEN, _CLOSING, _SHUTDOWN, _CLOSED = 0, 1, 2, 3
 
 
+class TLSObject:
+    """One connection's TLS state as the edge sees it: what ``get_extra_info("ssl_object")``
+    gives and what the SNI callback gets (its ``context`` set there; ``client_hello`` when the
+    ClientHello was peeked at). It holds the C ``_ssl._SSLSocket`` (``_sslobj``, as
+    ``ssl.SSLSocket`` does, so natsync.edge.memory finds its ``SSL *`` the same way) made by
+    the context's ``_wrap_socket`` on the plain socket: ``ssl.SSLSocket``'s Python constructor
+    cost 37 µs per connection (it re-creates the socket object, asks the kernel whether it is
+    connected, sets its timeout twice) and a ``__dict__``; this costs the C call alone."""
+
+    __slots__ = ("__weakref__", "_sslobj", "client_hello")
+
+    client_hello: ClientHello
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        context: ssl.SSLContext,
+        server_side: bool,
+        server_hostname: str | None = None,
+        session: ssl.SSLSession | None = None,
+    ) -> None:
+        self._sslobj: Any = context._wrap_socket(  # type: ignore[attr-defined]
+            sock, server_side, server_hostname, owner=self, session=session
+        )
+
+    @property
+    def context(self) -> ssl.SSLContext:
+        return self._sslobj.context  # type: ignore[no-any-return]
+
+    @context.setter
+    def context(self, context: ssl.SSLContext) -> None:
+        self._sslobj.context = context
+
+    @property
+    def session(self) -> ssl.SSLSession | None:
+        return self._sslobj.session if self._sslobj is not None else None
+
+    @property
+    def session_reused(self) -> bool:
+        return bool(self._sslobj.session_reused)
+
+    @property
+    def server_side(self) -> bool:
+        return bool(self._sslobj.server_side)
+
+    def getpeercert(self, binary_form: bool = False) -> Any:
+        return self._sslobj.getpeercert(binary_form)
+
+    def cipher(self) -> tuple[str, str, int] | None:
+        return self._sslobj.cipher()  # type: ignore[no-any-return]
+
+    def version(self) -> str | None:
+        return self._sslobj.version()  # type: ignore[no-any-return]
+
+    def selected_alpn_protocol(self) -> str | None:
+        return self._sslobj.selected_alpn_protocol()  # type: ignore[no-any-return]
+
+
 class TLSTransport(asyncio.Transport):
     """One TLS connection whose handshake is done, as an ``asyncio.Transport`` to its protocol."""
 
@@ -89,6 +152,7 @@ class TLSTransport(asyncio.Transport):
         "_sock",
         "_state",
         "_timer",
+        "_tls",
         "_write_paused",
         "_write_wants_read",
         "_writing",
@@ -96,13 +160,18 @@ class TLSTransport(asyncio.Transport):
     )
 
     def __init__(
-        self, loop: asyncio.AbstractEventLoop, sock: ssl.SSLSocket, protocol: asyncio.BaseProtocol
+        self,
+        loop: asyncio.AbstractEventLoop,
+        sock: socket.socket,
+        tls: TLSObject,
+        protocol: asyncio.BaseProtocol,
     ) -> None:
         self._loop = loop
         self._sock = sock
         self._fd = sock.fileno()
+        self._tls = tls
         #: the ``_ssl._SSLSocket`` (its read/write/pending/shutdown, without ssl.py's frames)
-        self._raw: Any = sock._sslobj  # type: ignore[attr-defined]
+        self._raw: Any = tls._sslobj
         self._protocol: Any = protocol
         self._buffered = isinstance(protocol, _Buffered)
         self._state = _OPEN
@@ -352,6 +421,7 @@ class TLSTransport(asyncio.Transport):
         self._queue.clear()
         self._inflight = None
         self._wsize = 0
+        self._tls._sslobj = None  # OpenSSL's SSL goes with its last reference
         self._sock.close()
         loop.call_soon(self._lost, exc)
 
@@ -366,7 +436,7 @@ class TLSTransport(asyncio.Transport):
         sock = self._sock
         try:
             if name == "ssl_object":
-                return sock
+                return self._tls
             if name == "peername":
                 return sock.getpeername()
             if name == "sockname":
@@ -374,12 +444,12 @@ class TLSTransport(asyncio.Transport):
             if name == "socket":
                 return sock
             if name == "sslcontext":
-                return sock.context
+                return self._tls.context
             if name == "peercert":
-                return sock.getpeercert()
+                return self._tls.getpeercert()
             if name == "cipher":
-                return sock.cipher()
-        except (OSError, ValueError):
+                return self._tls.cipher()
+        except (OSError, ValueError, AttributeError):  # closed: no socket, no TLS object
             return default
         return default
 
@@ -395,20 +465,22 @@ class TLSTransport(asyncio.Transport):
 
 
 class _Handshake:
-    """One TLS handshake in progress on a non-blocking ``SSLSocket``, with its deadline."""
+    """One TLS handshake in progress on a non-blocking socket, with its deadline."""
 
-    __slots__ = ("done", "fd", "loop", "peeked", "sock", "timer", "waiting")
+    __slots__ = ("done", "fd", "loop", "peeked", "sock", "timer", "tls", "waiting")
 
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
-        sock: ssl.SSLSocket,
+        sock: socket.socket,
+        tls: TLSObject,
         timeout: float,
         done: Callable[[_Handshake, BaseException | None], None],
         peek: bool = False,
     ) -> None:
         self.loop = loop
         self.sock = sock
+        self.tls = tls
         self.fd = sock.fileno()
         self.done = done
         #: 0: nothing registered, 1: the reader, 2: the writer
@@ -444,7 +516,7 @@ class _Handshake:
         if not self.peeked and not self._peek():
             return
         try:
-            self.sock._sslobj.do_handshake()  # type: ignore[attr-defined]
+            self.tls._sslobj.do_handshake()
         except _WantRead:
             self.wait_read()
             return
@@ -454,7 +526,8 @@ class _Handshake:
         except OSError as exc:
             self._end(exc)
             return
-        vars(self.sock).pop("client_hello", None)
+        if hasattr(self.tls, "client_hello"):
+            del self.tls.client_hello  # read by the SNI callback only
         self._end(None)
 
     def _peek(self) -> bool:
@@ -481,8 +554,8 @@ class _Handshake:
             self.loop.call_later(PEEK_RETRY, self.step)
             return False
         self.peeked = True
-        if hello is not INCOMPLETE and hello is not None:
-            vars(self.sock)["client_hello"] = hello
+        if isinstance(hello, ClientHello):
+            self.tls.client_hello = hello
         return True
 
     def _timeout(self, timeout: float) -> None:
@@ -498,17 +571,9 @@ class _Handshake:
         self.timer = None
         self._unwait()
         if exc is not None:
+            self.tls._sslobj = None
             self.sock.close()
         self.done(self, exc)
-
-
-def _not_connected(sock: ssl.SSLSocket) -> bool:
-    """Whether *sock* was found without a peer when wrapped (reset meanwhile: ``wrap_socket``
-    then makes no TLS object); closed if so."""
-    if sock._sslobj is not None:  # type: ignore[attr-defined]
-        return False
-    sock.close()
-    return True
 
 
 class TLSServer:
@@ -566,16 +631,13 @@ class TLSServer:
         listener's, after its PROXY header) with a protocol from *factory*."""
         try:
             conn.setblocking(False)
-            conn.getpeername()  # (reset meanwhile: ssl.py would leave its SSLSocket to the GC)
-            sock = self.context.wrap_socket(conn, server_side=True, do_handshake_on_connect=False)
+            tls = TLSObject(conn, self.context, True)
         except OSError as exc:  # the client already left
             log.debug("TLS connection not started: %s", exc)
             conn.close()
             return
-        if _not_connected(sock):
-            return
         handshake = _Handshake(
-            self.loop, sock, self.handshake_timeout, self._handshaken, self.peek_hello
+            self.loop, conn, tls, self.handshake_timeout, self._handshaken, self.peek_hello
         )
         self.handshakes[handshake] = factory
         handshake.wait_read()
@@ -586,7 +648,7 @@ class TLSServer:
             self.failed_handshakes += 1
             log.debug("TLS handshake failed: %s", exc)
             return
-        TLSTransport(self.loop, handshake.sock, factory()).start()
+        TLSTransport(self.loop, handshake.sock, handshake.tls, factory()).start()
 
     def close(self) -> None:
         """Stop accepting and drop the handshakes in progress (open connections stay)."""
@@ -617,21 +679,16 @@ async def connect_tls(
     ``TimeoutError`` after *timeout* seconds, ``ssl.SSLError`` or ``OSError``."""
     loop = asyncio.get_running_loop()
     try:
-        sock.getpeername()  # (reset meanwhile: ssl.py would leave its SSLSocket to the GC)
+        sock.getpeername()  # reset meanwhile: say so (OpenSSL would say "EOF")
+        tls = TLSObject(sock, context, False, server_hostname, session)
     except OSError:
         sock.close()
         raise ConnectionResetError(
             "the server closed the connection before the TLS handshake"
         ) from None
-    try:
-        sslsock = context.wrap_socket(
-            sock, server_hostname=server_hostname, do_handshake_on_connect=False, session=session
-        )
     except BaseException:
         sock.close()
         raise
-    if _not_connected(sslsock):
-        raise ConnectionResetError("the server closed the connection before the TLS handshake")
     finished: asyncio.Future[None] = loop.create_future()
 
     def done(_handshake: _Handshake, exc: BaseException | None) -> None:
@@ -641,15 +698,14 @@ async def connect_tls(
             else:
                 finished.set_exception(exc)
 
-    handshake = _Handshake(loop, sslsock, timeout, done)
+    handshake = _Handshake(loop, sock, tls, timeout, done)
     handshake.step()
     try:
         await finished
     except asyncio.CancelledError:
         handshake.abort()
-        sslsock.close()
         raise
-    transport = TLSTransport(loop, sslsock, factory())
+    transport = TLSTransport(loop, sock, tls, factory())
     transport.start()
     return transport
 
