@@ -147,6 +147,7 @@ async def test_a_held_ping_trimmed_on_both_legs_is_answered_intact_and_its_sessi
     edge = await make_edge(edge_config(pki, recorder.port))
     assert edge._sweeper is not None
     edge._sweeper.cancel()  # the test sweeps itself
+    edge.edge.pool.trim.schedule = None  # and trims itself
     ping = post(EAS + b"?Cmd=Ping&User=alice&DeviceId=D1&DeviceType=T")
     task = asyncio.create_task(exchange(edge, pki, ping, timeout=10))
     for _ in range(250):

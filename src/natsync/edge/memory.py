@@ -159,6 +159,11 @@ def release_buffers(sslobj: Any) -> int:
     return freed + openssl.shrink(openssl.rbio(pointer)) + openssl.shrink(openssl.wbio(pointer))
 
 
+#: Seconds between two sweeps of BufferTrim while it holds connections: a new connection's buffers
+#: are freed 1-2 s after it opened (its session tickets and the phone's request are in by then).
+TRIM_INTERVAL = 1.0
+
+
 class BufferTrim:
     """TLS connections whose idle buffers are given back one to two sweeps after they came.
 
@@ -170,17 +175,35 @@ class BufferTrim:
     the certificate chain.) Tickets arrive within a round trip of the handshake, a phone's request
     right after it: a connection added here is trimmed at the second sweep after, once, and
     then handed to its *then* (if any): its tickets are in by then.
+
+    With *schedule* (the loop's ``call_later``) it sweeps itself every :data:`TRIM_INTERVAL`
+    seconds while it holds connections, and not at all otherwise (an idle edge is not woken).
     """
 
-    __slots__ = ("older", "young")
+    __slots__ = ("older", "schedule", "timer", "young")
 
-    def __init__(self) -> None:
+    def __init__(self, schedule: Callable[[float, Callable[[], None]], Any] | None = None) -> None:
         self.young: list[tuple[Any, Callable[[Any], object] | None]] = []
         self.older: list[tuple[Any, Callable[[Any], object] | None]] = []
+        self.schedule = schedule
+        self.timer: Any = None
 
     def add(self, sslobj: Any, then: Callable[[Any], object] | None = None) -> None:
         if sslobj is not None:
             self.young.append((sslobj, then))
+            if self.timer is None and self.schedule is not None:
+                self.timer = self.schedule(TRIM_INTERVAL, self._tick)
+
+    def _tick(self) -> None:
+        self.timer = None
+        self.sweep()
+        if (self.young or self.older) and self.schedule is not None:
+            self.timer = self.schedule(TRIM_INTERVAL, self._tick)
+
+    def close(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
 
     def sweep(self) -> int:
         """Trim the connections added before the last sweep; how many buffers were freed."""

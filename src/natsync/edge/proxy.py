@@ -128,6 +128,8 @@ class Edge:
             config, self.balancer.servers, trust, self.health, self.metrics, self.backend_failure
         )
         self.upstreams = self.pool.upstreams
+        #: new connections' OpenSSL buffers freed 1-2 s after they opened (natsync.edge.memory)
+        self.pool.trim.schedule = self.loop.call_later
         self.read_timeout = config.read_timeout
         #: The one server when there is one (no choice to make per request).
         self.single = self.balancer.servers[0] if len(self.balancer.servers) == 1 else None
@@ -177,9 +179,6 @@ class Edge:
             due = min(self.next_sweep, self._last_prune + PRUNE_INTERVAL)
             await asyncio.sleep(max(SWEEP_INTERVAL, due - clock()))
             now = clock()
-            # every second, not only when a deadline may pass: the new connections' buffers
-            # are freed 1-2 s after they opened (with held Pings a sweep can be 10 s away)
-            self.pool.trim.sweep()
             if now >= self.next_sweep:
                 self.sweep(now)
             if now - self._last_prune > PRUNE_INTERVAL:
@@ -236,6 +235,7 @@ class Edge:
             if backend.transport is not None:
                 backend.transport.abort()
         self.pool.clear()
+        self.pool.trim.close()
         for task in list(self.tasks):
             task.cancel()
 
