@@ -96,6 +96,8 @@ class TLSObject:
         server_hostname: str | None = None,
         session: ssl.SSLSession | None = None,
     ) -> None:
+        if server_hostname is not None:  # as ssl.py does (IDNA, checked)
+            server_hostname = context._encode_hostname(server_hostname)  # type: ignore[attr-defined]
         self._sslobj: Any = context._wrap_socket(  # type: ignore[attr-defined]
             sock, server_side, server_hostname, owner=self, session=session
         )
