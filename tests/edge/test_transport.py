@@ -359,6 +359,41 @@ def test_a_handshake_that_never_completes_is_closed_at_its_deadline(
     run(uv, main())
 
 
+def test_handshakes_started_apart_each_end_at_their_own_deadline_and_others_complete(
+    uv: asyncio.AbstractEventLoop, pki: Pki
+) -> None:
+    """One timer serves every handshake in progress: silent clients that came 0.3 s apart are
+    closed 0.6 s after each one's own start, and a phone handshaking meanwhile is served."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        ours = Ours(server_context(pki), timeout=0.6)
+        silent: list[tuple[socket.socket, float]] = []
+        for _ in range(2):
+            sock = socket.socket()
+            sock.setblocking(False)
+            await loop.sock_connect(sock, (HOST, ours.port))
+            silent.append((sock, loop.time()))
+            await asyncio.sleep(0.3)
+        _reader, writer = await asyncio.open_connection(
+            HOST, ours.port, ssl=pki.client_context(), server_hostname=PUBLIC_NAME
+        )
+        peer = await ours.first()
+        writer.write(b"ping")
+        await peer.until(4)
+        assert peer.data == b"ping"
+        for sock, started in silent:
+            assert await loop.sock_recv(sock, 100) == b""
+            assert 0.5 < loop.time() - started < 1.5
+            sock.close()
+        assert ours.server.failed_handshakes == 2
+        assert not ours.server.handshakes
+        writer.close()
+        ours.server.close()
+
+    run(uv, main())
+
+
 def test_sni_chooses_the_context_and_a_session_is_resumed_by_connect_tls(
     uv: asyncio.AbstractEventLoop, pki: Pki, tmp_path: Path
 ) -> None:

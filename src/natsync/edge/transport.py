@@ -467,9 +467,24 @@ class TLSTransport(asyncio.Transport):
 
 
 class _Handshake:
-    """One TLS handshake in progress on a non-blocking socket, with its deadline."""
+    """One TLS handshake in progress on a non-blocking socket, with its deadline: a timer of its
+    own (*timeout*; connect_tls), or *deadline* (loop time) kept by its TLSServer, whose one
+    timer serves every handshake in progress (a timer per connection cost a TimerHandle and a
+    libuv timer started and stopped for each new phone)."""
 
-    __slots__ = ("done", "fd", "loop", "peeked", "sock", "timer", "tls", "waiting")
+    __slots__ = (
+        "deadline",
+        "done",
+        "fd",
+        "keep_reader",
+        "live",
+        "loop",
+        "peeked",
+        "sock",
+        "timer",
+        "tls",
+        "waiting",
+    )
 
     def __init__(
         self,
@@ -479,17 +494,28 @@ class _Handshake:
         timeout: float,
         done: Callable[[_Handshake, BaseException | None], None],
         peek: bool = False,
+        deadline: float | None = None,
     ) -> None:
         self.loop = loop
         self.sock = sock
         self.tls = tls
         self.fd = sock.fileno()
         self.done = done
+        #: not ended yet
+        self.live = True
         #: 0: nothing registered, 1: the reader, 2: the writer
         self.waiting = 0
         #: the ClientHello still to be peeked at (TLS-ALPN-01), or not
         self.peeked = not peek
-        self.timer: asyncio.TimerHandle | None = loop.call_later(timeout, self._timeout, timeout)
+        #: a successful handshake leaves its reader registered (for a *done* that starts the
+        #: transport at once, whose add_reader then only swaps the callback: uvloop removes a
+        #: descriptor's poll handle with three epoll_ctl calls and adds one with three more
+        #: and an ioctl, libuv checking and re-setting the descriptor)
+        self.keep_reader = False
+        self.deadline = deadline
+        self.timer: asyncio.TimerHandle | None = (
+            loop.call_later(timeout, self.expire, timeout) if deadline is None else None
+        )
 
     def wait_read(self) -> None:
         if self.waiting != 1:
@@ -505,7 +531,7 @@ class _Handshake:
             self.loop.add_writer(self.fd, self.step)
             self.waiting = 2
 
-    def _unwait(self) -> None:
+    def unwait(self) -> None:
         if self.waiting == 1:
             self.loop.remove_reader(self.fd)
         elif self.waiting == 2:
@@ -513,7 +539,7 @@ class _Handshake:
         self.waiting = 0
 
     def step(self) -> None:
-        if self.timer is None:
+        if not self.live:
             return
         if not self.peeked and not self._peek():
             return
@@ -552,7 +578,7 @@ class _Handshake:
             log.debug("ClientHello not readable (%s): choosing by SNI alone", exc.message)
             hello = None
         if hello is INCOMPLETE and len(data) < PEEK_LIMIT:
-            self._unwait()  # the bytes stay in the kernel: readiness would fire at once
+            self.unwait()  # the bytes stay in the kernel: readiness would fire at once
             self.loop.call_later(PEEK_RETRY, self.step)
             return False
         self.peeked = True
@@ -560,18 +586,21 @@ class _Handshake:
             self.tls.client_hello = hello
         return True
 
-    def _timeout(self, timeout: float) -> None:
+    def expire(self, timeout: float) -> None:
         self._end(TimeoutError(f"no TLS handshake within {timeout:g} s"))
 
     def abort(self) -> None:
         self._end(ConnectionAbortedError("closed during the TLS handshake"))
 
     def _end(self, exc: BaseException | None) -> None:
-        if self.timer is None:
+        if not self.live:
             return
-        self.timer.cancel()
-        self.timer = None
-        self._unwait()
+        self.live = False
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if exc is not None or not self.keep_reader or self.waiting != 1:
+            self.unwait()
         if exc is not None:
             self.tls._sslobj = None
             self.sock.close()
@@ -598,8 +627,11 @@ class TLSServer:
         self.protocol_factory = protocol_factory
         self.handshake_timeout = handshake_timeout
         self.peek_hello = peek_hello
-        #: handshakes in progress, with the factory of each one's protocol
+        #: handshakes in progress, with the factory of each one's protocol, oldest first (one
+        #: timeout for all: the first one's deadline is the earliest)
         self.handshakes: dict[_Handshake, Callable[[], asyncio.BaseProtocol]] = {}
+        #: the one timer at the oldest handshake's deadline
+        self._deadline_timer: asyncio.TimerHandle | None = None
         self.failed_handshakes = 0
         self.serving = False
 
@@ -630,7 +662,9 @@ class TLSServer:
 
     def serve(self, conn: socket.socket, factory: Callable[[], asyncio.BaseProtocol]) -> None:
         """Serve TLS on the accepted socket *conn* (also one accepted elsewhere: the relayed
-        listener's, after its PROXY header) with a protocol from *factory*."""
+        listener's, after its PROXY header) with a protocol from *factory*. The first step is
+        taken at once: a phone sends its ClientHello with the connection, so it is usually
+        there already (else OpenSSL's read finds nothing and the reader waits for it)."""
         try:
             conn.setblocking(False)
             tls = TLSObject(conn, self.context, True)
@@ -638,11 +672,28 @@ class TLSServer:
             log.debug("TLS connection not started: %s", exc)
             conn.close()
             return
+        loop = self.loop
+        deadline = loop.time() + self.handshake_timeout
         handshake = _Handshake(
-            self.loop, conn, tls, self.handshake_timeout, self._handshaken, self.peek_hello
+            loop, conn, tls, self.handshake_timeout, self._handshaken, self.peek_hello, deadline
         )
+        handshake.keep_reader = True
         self.handshakes[handshake] = factory
-        handshake.wait_read()
+        if self._deadline_timer is None:
+            self._deadline_timer = loop.call_at(deadline, self._expire)
+        handshake.step()
+
+    def _expire(self) -> None:
+        """End the handshakes past their deadline; the timer again for the oldest one left."""
+        self._deadline_timer = None
+        now = self.loop.time()
+        while self.handshakes:
+            oldest = next(iter(self.handshakes))
+            deadline = oldest.deadline or now
+            if deadline > now:
+                self._deadline_timer = self.loop.call_at(deadline, self._expire)
+                return
+            oldest.expire(self.handshake_timeout)  # removes it (_handshaken)
 
     def _handshaken(self, handshake: _Handshake, exc: BaseException | None) -> None:
         factory = self.handshakes.pop(handshake)
@@ -650,7 +701,18 @@ class TLSServer:
             self.failed_handshakes += 1
             log.debug("TLS handshake failed: %s", exc)
             return
-        TLSTransport(self.loop, handshake.sock, handshake.tls, factory()).start()
+        transport = None
+        try:  # the handshake's reader is still registered (keep_reader): start swaps it
+            transport = TLSTransport(self.loop, handshake.sock, handshake.tls, factory())
+            transport.start()
+        except BaseException:
+            if transport is not None:
+                transport.abort()
+            else:
+                handshake.unwait()
+                handshake.tls._sslobj = None
+                handshake.sock.close()
+            raise
 
     def close(self) -> None:
         """Stop accepting and drop the handshakes in progress (open connections stay)."""
@@ -663,6 +725,9 @@ class TLSServer:
             listener.close()
         for handshake in list(self.handshakes):
             handshake.abort()
+        if self._deadline_timer is not None:
+            self._deadline_timer.cancel()
+            self._deadline_timer = None
 
     async def wait_closed(self) -> None:
         return None
