@@ -25,7 +25,13 @@ from natsync.cert import policy
 from natsync.edge.config import SiteCert
 from natsync.edge.memory import release_buffers
 from natsync.edge.tls import SiteContexts
-from natsync.edge.transport import TLSServer, TLSTransport, connect_tls, listen_sockets
+from natsync.edge.transport import (
+    TLSServer,
+    TLSTransport,
+    _c_tls,
+    connect_tls,
+    listen_sockets,
+)
 from tests.edge.conftest import PUBLIC_NAME, Pki
 
 T = TypeVar("T")
@@ -101,11 +107,19 @@ class Peer(asyncio.BufferedProtocol):
 class Ours:
     """A TLSServer on loopback whose protocols are kept."""
 
-    def __init__(self, context: ssl.SSLContext, timeout: float = 5.0, peek: bool = False) -> None:
+    def __init__(
+        self,
+        context: ssl.SSLContext,
+        timeout: float = 5.0,
+        peek: bool = False,
+        python_steps: bool = False,
+    ) -> None:
         self.peers: list[Peer] = []
         self.server = TLSServer(
             listen_sockets(HOST, 0, 64), context, self._peer, timeout, peek_hello=peek
         )
+        if python_steps:  # the Python reference of the C accept and handshake steps
+            self.server.c_accept = self.server.c_step = None
         self.server.start()
         self.port = int(self.server.sockets[0].getsockname()[1])
         self.on_data: Callable[[Peer], None] | None = None
@@ -325,12 +339,13 @@ def test_abort_closes_at_once_without_close_notify(uv: asyncio.AbstractEventLoop
 
 @pytest.mark.parametrize("peek", [False, True], ids=["sni", "peeking-for-tls-alpn-01"])
 @pytest.mark.parametrize("sent", ["nothing", "half a ClientHello"])
+@pytest.mark.parametrize("python_steps", [False, True], ids=["C-steps", "Python-steps"])
 def test_a_handshake_that_never_completes_is_closed_at_its_deadline(
-    uv: asyncio.AbstractEventLoop, pki: Pki, sent: str, peek: bool
+    uv: asyncio.AbstractEventLoop, pki: Pki, sent: str, peek: bool, python_steps: bool
 ) -> None:
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        ours = Ours(server_context(pki), timeout=0.4, peek=peek)
+        ours = Ours(server_context(pki), timeout=0.4, peek=peek, python_steps=python_steps)
         hello = b""
         if sent != "nothing":
             probe = pki.client_context().wrap_bio(
@@ -359,15 +374,132 @@ def test_a_handshake_that_never_completes_is_closed_at_its_deadline(
     run(uv, main())
 
 
+@pytest.mark.parametrize("python_steps", [False, True], ids=["C-steps", "Python-steps"])
+def test_a_phone_resetting_right_after_its_finished_is_served_and_closed(
+    uv: asyncio.AbstractEventLoop, pki: Pki, python_steps: bool
+) -> None:
+    """The handshake completes in the event that also reports the phone's RST (uvloop runs
+    the reader for an error event, then closes that descriptor's poll handle): each such
+    connection still ends (connection_lost), and the next ones on the same descriptor numbers
+    are served. Found with s_time -reuse: a reader kept from handshake to transport was
+    registered on the handle uvloop closed."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        ours = Ours(server_context(pki), python_steps=python_steps)
+        for _ in range(10):
+            sock, _tls, _incoming, _outgoing = await raw_tls(ours.port, pki.client_context())
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.close()  # RST right behind the Finished
+            await asyncio.sleep(0.01)
+        for peer in ours.peers:
+            await asyncio.wait_for(peer.lost, 2)
+        assert not ours.server.handshakes
+        ours.accepted.clear()
+        sock, tls, _incoming, outgoing = await raw_tls(ours.port, pki.client_context())
+        tls.write(b"ping")
+        await loop.sock_sendall(sock, outgoing.read())
+        await asyncio.wait_for(ours.accepted.wait(), 2)
+        served = ours.peers[-1]
+        await asyncio.wait_for(served.until(4), 2)
+        assert served.data == b"ping"
+        sock.close()
+        ours.server.close()
+
+    run(uv, main())
+
+
+def python_step(sslobj: ssl.SSLObject) -> str:
+    try:
+        sslobj.do_handshake()
+    except ssl.SSLWantReadError:
+        return "read"
+    except ssl.SSLWantWriteError:
+        return "write"
+    except ssl.SSLError:
+        return "error"
+    return "done"
+
+
+def c_step(sslobj: ssl.SSLObject) -> str:
+    state = _c_tls.handshake_step(sslobj._sslobj)  # type: ignore[attr-defined]
+    if state == 3:  # failed: the Python call again raises CPython's error (as TLSServer does)
+        return "error" if python_step(sslobj) == "error" else "C failed, Python did not"
+    return ("done", "read", "write")[state]
+
+
+@pytest.mark.skipif(_c_tls is None, reason="natsync.edge._tickets is not built (no compiler)")
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    version=st.sampled_from([ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3]),
+    flips=st.lists(st.tuples(st.integers(0, 10_000), st.integers(1, 255)), max_size=6),
+    cut=st.integers(0, 10_000),
+    tail=st.binary(max_size=64),
+    sizes=st.lists(st.integers(1, 700), min_size=1, max_size=6),
+)
+def test_the_c_handshake_step_agrees_with_do_handshake(
+    pki: Pki,
+    version: ssl.TLSVersion,
+    flips: list[tuple[int, int]],
+    cut: int,
+    tail: bytes,
+    sizes: list[int],
+) -> None:
+    """Whatever a client sends (a real ClientHello changed, cut, followed by more; in pieces),
+    the C step and CPython's do_handshake reach the same outcome at every step; the C step
+    never raises. A whole real handshake driven by C steps completes (the last part)."""
+    server = server_context(pki)
+    client = pki.client_context()
+    client.maximum_version = version
+    to_server = ssl.MemoryBIO()
+    phone = client.wrap_bio(ssl.MemoryBIO(), to_server, server_hostname=PUBLIC_NAME)
+    with pytest.raises(ssl.SSLWantReadError):
+        phone.do_handshake()
+    hello = bytearray(to_server.read())
+    for at, mask in flips:
+        hello[at % len(hello)] ^= mask
+    sent = bytes(hello[: cut % (len(hello) + 1)]) + tail
+    ours_in, reference_in = ssl.MemoryBIO(), ssl.MemoryBIO()
+    ours = server.wrap_bio(ours_in, ssl.MemoryBIO(), server_side=True)
+    reference = server.wrap_bio(reference_in, ssl.MemoryBIO(), server_side=True)
+    for size in [*sizes, len(sent)]:
+        chunk, sent = sent[:size], sent[size:]
+        ours_in.write(chunk)
+        reference_in.write(chunk)
+        got = c_step(ours)
+        assert got == python_step(reference)
+        if got in ("done", "error") or not sent:
+            break
+    # a real handshake, every server step in C
+    phone_in, phone_out, server_in, server_out = (ssl.MemoryBIO() for _ in range(4))
+    phone = client.wrap_bio(phone_in, phone_out, server_hostname=PUBLIC_NAME)
+    ours = server.wrap_bio(server_in, server_out, server_side=True)
+    steps = []
+    for _ in range(4):
+        with contextlib.suppress(ssl.SSLWantReadError):
+            phone.do_handshake()
+        server_in.write(phone_out.read())
+        steps.append(c_step(ours))
+        phone_in.write(server_out.read())
+        if steps[-1] == "done":
+            break
+    assert steps[-1] == "done", steps
+    phone.do_handshake()
+    assert phone.version() == ours.version()
+
+
+@pytest.mark.parametrize("python_steps", [False, True], ids=["C-steps", "Python-steps"])
 def test_handshakes_started_apart_each_end_at_their_own_deadline_and_others_complete(
-    uv: asyncio.AbstractEventLoop, pki: Pki
+    uv: asyncio.AbstractEventLoop, pki: Pki, python_steps: bool
 ) -> None:
     """One timer serves every handshake in progress: silent clients that came 0.3 s apart are
     closed 0.6 s after each one's own start, and a phone handshaking meanwhile is served."""
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        ours = Ours(server_context(pki), timeout=0.6)
+        ours = Ours(server_context(pki), timeout=0.6, python_steps=python_steps)
         silent: list[tuple[socket.socket, float]] = []
         for _ in range(2):
             sock = socket.socket()

@@ -1,4 +1,5 @@
-/* natsync.edge._tickets: TLS session-ticket keys shared by every edge worker, rotating.
+/* natsync.edge._tickets: TLS session-ticket keys shared by every edge worker, rotating; and
+ * the C steps of a new connection (accept, handshake steps without exceptions: see below).
  *
  * OpenSSL gives each SSL_CTX a random ticket key of its own, so a phone's ticket issued by one
  * edge worker (SO_REUSEPORT picks the worker per connection) is refused by the others, and the
@@ -21,11 +22,14 @@
 #include <Python.h>
 
 #include <openssl/core_names.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
 #include <openssl/ssl.h>
+#include <errno.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 
 #define SECRET_MAX 64
@@ -47,6 +51,9 @@ static long long fixed_period_no = -1;
 /* Slot n & 1 holds period n's key; period_no -1 marks an empty slot (set by set_secret). */
 static TicketKey cache[2];
 static unsigned long long issued = 0, resumed = 0, renewed = 0, refused = 0;
+/* AES-256-CBC fetched once (install): EVP_aes_256_cbc() is a legacy handle that OpenSSL 3
+ * looks up in its provider store again on every EVP_CipherInit_ex (name compares, locks). */
+static EVP_CIPHER *aes_cbc = NULL;
 
 static long long
 current_period(void)
@@ -97,7 +104,7 @@ use_key(TicketKey *key, unsigned char *iv, EVP_CIPHER_CTX *cctx, EVP_MAC_CTX *hc
     params[0] = OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, key->mac, KEY_LEN);
     params[1] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, "sha256", 0);
     params[2] = OSSL_PARAM_construct_end();
-    if (!EVP_CipherInit_ex(cctx, EVP_aes_256_cbc(), NULL, key->aes, iv, enc))
+    if (!EVP_CipherInit_ex(cctx, aes_cbc, NULL, key->aes, iv, enc))
         return 0;
     return EVP_MAC_CTX_set_params(hctx, params);
 }
@@ -109,7 +116,7 @@ ticket_key_cb(SSL *s, unsigned char key_name[16], unsigned char *iv, EVP_CIPHER_
     long long now = current_period();
     if (enc) {
         TicketKey *key = key_for(now);
-        if (key == NULL || RAND_bytes(iv, EVP_CIPHER_iv_length(EVP_aes_256_cbc())) <= 0)
+        if (key == NULL || aes_cbc == NULL || RAND_bytes(iv, EVP_CIPHER_get_iv_length(aes_cbc)) <= 0)
             return -1;
         memcpy(key_name, key->name, NAME_LEN);
         if (!use_key(key, iv, cctx, hctx, 1))
@@ -122,12 +129,17 @@ ticket_key_cb(SSL *s, unsigned char key_name[16], unsigned char *iv, EVP_CIPHER_
         if (key == NULL)
             return -1;
         if (memcmp(key_name, key->name, NAME_LEN) == 0) {
-            if (!use_key(key, iv, cctx, hctx, 0))
+            if (aes_cbc == NULL || !use_key(key, iv, cctx, hctx, 0))
                 return -1;
             if (n == now)
                 resumed++;
             else
                 renewed++; /* the previous period's key: the new ticket has the current one */
+            /* A TLS 1.2 ticket may be offered again (only TLS 1.3 ones are single-use): one
+             * under the current key is kept (1: no new ticket; nginx and HAProxy send none
+             * after a TLS 1.2 resumption either), one under the previous key is renewed. */
+            if (n == now && SSL_version(s) < TLS1_3_VERSION)
+                return 1;
             /* 2: good, and a new ticket goes with the resumed session. TLS 1.3 clients use a
              * ticket once (RFC 8446 appendix C.4): answering 1 sends none after a resumption,
              * so every other reconnect would be a full handshake (measured with wrk: half of
@@ -205,6 +217,10 @@ install(PyObject *self, PyObject *args)
     SSL_CTX *ctx = ssl_ctx_of(context);
     if (ctx == NULL)
         return NULL;
+    if (aes_cbc == NULL && (aes_cbc = EVP_CIPHER_fetch(NULL, "AES-256-CBC", NULL)) == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "OpenSSL has no AES-256-CBC for the tickets");
+        return NULL;
+    }
     if (!SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, ticket_key_cb)) {
         PyErr_SetString(PyExc_RuntimeError, "OpenSSL refused the ticket key callback");
         return NULL;
@@ -266,7 +282,103 @@ counters(PyObject *self, PyObject *noargs)
                          renewed, "refused", refused);
 }
 
+/* --- A new connection's accept and handshake steps, without Python exceptions (issue 27).
+ *
+ * CPython's _SSLSocket.do_handshake() answers "not yet" by raising SSLWantReadError: building
+ * that exception (message, library and reason looked up) cost 4.6 us a step, one or two steps
+ * per new phone. handshake_step() runs SSL_do_handshake on the same SSL object and returns
+ * what to wait for; a failure returns STEP_FAILED with OpenSSL's error queue left as it is,
+ * and the caller runs do_handshake() again to get CPython's exception (the Python reference,
+ * natsync.edge.transport._Handshake, is that path alone; fuzz/fuzz_handshake_steps.py and
+ * tests/edge/test_transport.py compare the two). */
+
+#define STEP_DONE 0
+#define STEP_READ 1
+#define STEP_WRITE 2
+#define STEP_FAILED 3
+
+/* CPython 3.11's PySSLSocket begins so (Modules/_ssl.c); checked once against the object. */
+typedef struct {
+    PyObject_HEAD
+    PyObject *socket_ref;
+    SSL *ssl;
+} SocketHead;
+
+/* _ssl._SSLSocket, once an object of it was checked (its SSL belongs to its context). */
+static PyTypeObject *sslsocket_type = NULL;
+
+static SSL *
+ssl_of(PyObject *sslobj)
+{
+    if (sslsocket_type != NULL && Py_TYPE(sslobj) == sslsocket_type)
+        return ((SocketHead *)sslobj)->ssl;
+    if (strcmp(Py_TYPE(sslobj)->tp_name, "_ssl._SSLSocket") != 0) {
+        PyErr_SetString(PyExc_TypeError, "handshake_step() needs an _ssl._SSLSocket");
+        return NULL;
+    }
+    PyObject *context = PyObject_GetAttrString(sslobj, "context");
+    if (context == NULL)
+        return NULL;
+    SSL_CTX *ctx = ssl_ctx_of(context);
+    Py_DECREF(context);
+    if (ctx == NULL)
+        return NULL;
+    SSL *ssl = ((SocketHead *)sslobj)->ssl;
+    if (ssl == NULL || SSL_get_SSL_CTX(ssl) != ctx) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "this Python's _ssl._SSLSocket layout is not the one natsync knows");
+        return NULL;
+    }
+    sslsocket_type = Py_TYPE(sslobj);
+    return ssl;
+}
+
+static PyObject *
+handshake_step(PyObject *self, PyObject *sslobj)
+{
+    SSL *ssl = ssl_of(sslobj);
+    if (ssl == NULL)
+        return NULL;
+    ERR_clear_error(); /* SSL_get_error reads the queue: nothing stale in it */
+    int ret = SSL_do_handshake(ssl);
+    if (ret == 1)
+        return PyLong_FromLong(STEP_DONE);
+    switch (SSL_get_error(ssl, ret)) {
+    case SSL_ERROR_WANT_READ:
+        return PyLong_FromLong(STEP_READ);
+    case SSL_ERROR_WANT_WRITE:
+        return PyLong_FromLong(STEP_WRITE);
+    default:
+        return PyLong_FromLong(STEP_FAILED);
+    }
+}
+
+/* accept4 with SOCK_NONBLOCK | SOCK_CLOEXEC: the descriptor, or -1 when none is waiting;
+ * OSError for anything else. (socket.accept() makes it blocking, then a setblocking(False)
+ * is one more system call, and the last accept of each batch raises BlockingIOError.) */
+static PyObject *
+accept_nonblocking(PyObject *self, PyObject *arg)
+{
+    int listener = (int)PyLong_AsLong(arg);
+    if (listener == -1 && PyErr_Occurred())
+        return NULL;
+    int fd;
+    do {
+        fd = accept4(listener, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    } while (fd < 0 && errno == EINTR);
+    if (fd >= 0)
+        return PyLong_FromLong(fd);
+    if (errno == EAGAIN || errno == EWOULDBLOCK)
+        return PyLong_FromLong(-1);
+    return PyErr_SetFromErrno(PyExc_OSError);
+}
+
 static PyMethodDef methods[] = {
+    {"handshake_step", handshake_step, METH_O,
+     "handshake_step(sslobj): one SSL_do_handshake on an _ssl._SSLSocket: 0 done, 1 wants "
+     "to read, 2 wants to write, 3 failed (do_handshake() again raises CPython's error)"},
+    {"accept", accept_nonblocking, METH_O,
+     "accept(fd): a connection from listening socket fd, non-blocking (-1: none waiting)"},
     {"set_secret", set_secret, METH_VARARGS,
      "set_secret(secret, period): the shared secret (16..64 bytes) and the key period (s)"},
     {"install", install, METH_VARARGS,

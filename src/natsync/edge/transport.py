@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import os
 import socket
 import ssl
 from collections.abc import Callable
@@ -68,8 +69,22 @@ _WantWrite = ssl.SSLWantWriteError
 _Buffered = asyncio.BufferedProtocol
 _MSG_PEEK = socket.MSG_PEEK
 _socket_recv = socket.socket.recv
+_NONBLOCKING_STREAM = socket.SOCK_STREAM | socket.SOCK_NONBLOCK
 #: Errors of accept() that mean "no descriptors or memory left", not "this one connection".
 _ACCEPT_EXHAUSTED = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+
+#: Set in the environment (to anything), new connections are accepted and handshaken by the
+#: Python reference alone (natsync.edge.http's switch for its C parsers too).
+PURE_PYTHON_ENV = "NATSYNC_PURE_PYTHON"
+_c_tls: Any
+try:  # the C steps of a new connection (natsync/edge/_tickets.c; optional like the parsers)
+    from natsync.edge import _tickets as _c_tls
+except ImportError:  # pragma: no cover - a build without a C compiler or libssl headers
+    _c_tls = None
+if os.environ.get(PURE_PYTHON_ENV):
+    _c_tls = None
+# what _tickets.handshake_step answers
+_STEP_DONE, _STEP_READ, _STEP_WRITE, _STEP_FAILED = 0, 1, 2, 3
 
 # what the reader and writer are waiting for (TLSTransport._wait)
 _OPEN, _CLOSING, _SHUTDOWN, _CLOSED = 0, 1, 2, 3
@@ -473,10 +488,10 @@ class _Handshake:
     libuv timer started and stopped for each new phone)."""
 
     __slots__ = (
+        "c_step",
         "deadline",
         "done",
         "fd",
-        "keep_reader",
         "live",
         "loop",
         "peeked",
@@ -507,12 +522,9 @@ class _Handshake:
         self.waiting = 0
         #: the ClientHello still to be peeked at (TLS-ALPN-01), or not
         self.peeked = not peek
-        #: a successful handshake leaves its reader registered (for a *done* that starts the
-        #: transport at once, whose add_reader then only swaps the callback: uvloop removes a
-        #: descriptor's poll handle with three epoll_ctl calls and adds one with three more
-        #: and an ioctl, libuv checking and re-setting the descriptor)
-        self.keep_reader = False
         self.deadline = deadline
+        #: the C step (_tickets.handshake_step), set by TLSServer; None: the Python reference
+        self.c_step: Callable[[Any], int] | None = None
         self.timer: asyncio.TimerHandle | None = (
             loop.call_later(timeout, self.expire, timeout) if deadline is None else None
         )
@@ -543,8 +555,21 @@ class _Handshake:
             return
         if not self.peeked and not self._peek():
             return
+        raw = self.tls._sslobj
+        if self.c_step is not None:  # what to wait for, without an exception per "not yet"
+            state = self.c_step(raw)
+            if state == _STEP_READ:
+                self.wait_read()
+                return
+            if state == _STEP_WRITE:
+                self._wait_write()
+                return
+            if state == _STEP_DONE:
+                self._done()
+                return
+            # failed: do_handshake() again raises CPython's error from OpenSSL's queue
         try:
-            self.tls._sslobj.do_handshake()
+            raw.do_handshake()
         except _WantRead:
             self.wait_read()
             return
@@ -554,6 +579,9 @@ class _Handshake:
         except OSError as exc:
             self._end(exc)
             return
+        self._done()
+
+    def _done(self) -> None:
         if hasattr(self.tls, "client_hello"):
             del self.tls.client_hello  # read by the SNI callback only
         self._end(None)
@@ -599,8 +627,13 @@ class _Handshake:
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-        if exc is not None or not self.keep_reader or self.waiting != 1:
-            self.unwait()
+        # The reader is removed even when the transport adds one at once (uvloop then drops
+        # the descriptor's poll handle and makes another: three epoll_ctl calls and an ioctl
+        # more). Keeping it breaks on uvloop: a handshake that completes in the callback
+        # uvloop runs for an error event (the phone's Finished, then its RST) would have the
+        # transport's reader registered on the poll handle uvloop closes after that callback,
+        # leaving the connection unread and a dead handle for the next one on its descriptor.
+        self.unwait()
         if exc is not None:
             self.tls._sslobj = None
             self.sock.close()
@@ -632,6 +665,9 @@ class TLSServer:
         self.handshakes: dict[_Handshake, Callable[[], asyncio.BaseProtocol]] = {}
         #: the one timer at the oldest handshake's deadline
         self._deadline_timer: asyncio.TimerHandle | None = None
+        #: the C steps of a new connection (natsync.edge._tickets), or None: the Python ones
+        self.c_accept: Callable[[int], int] | None = _c_tls.accept if _c_tls else None
+        self.c_step: Callable[[Any], int] | None = _c_tls.handshake_step if _c_tls else None
         self.failed_handshakes = 0
         self.serving = False
 
@@ -642,9 +678,18 @@ class TLSServer:
         self.serving = True
 
     def _accept(self, listener: socket.socket) -> None:
+        c_accept = self.c_accept
+        fd = listener.fileno()
+        family = listener.family
         for _ in range(ACCEPT_BATCH):
             try:
-                conn, _address = listener.accept()
+                if c_accept is None:
+                    conn, _address = listener.accept()
+                else:  # non-blocking from accept4 on: no ioctl, no exception at the end
+                    new = c_accept(fd)
+                    if new < 0:
+                        return
+                    conn = socket.socket(family, _NONBLOCKING_STREAM, 0, new)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
@@ -666,7 +711,8 @@ class TLSServer:
         taken at once: a phone sends its ClientHello with the connection, so it is usually
         there already (else OpenSSL's read finds nothing and the reader waits for it)."""
         try:
-            conn.setblocking(False)
+            if conn.gettimeout() != 0:
+                conn.setblocking(False)
             tls = TLSObject(conn, self.context, True)
         except OSError as exc:  # the client already left
             log.debug("TLS connection not started: %s", exc)
@@ -677,7 +723,7 @@ class TLSServer:
         handshake = _Handshake(
             loop, conn, tls, self.handshake_timeout, self._handshaken, self.peek_hello, deadline
         )
-        handshake.keep_reader = True
+        handshake.c_step = self.c_step
         self.handshakes[handshake] = factory
         if self._deadline_timer is None:
             self._deadline_timer = loop.call_at(deadline, self._expire)
@@ -701,18 +747,7 @@ class TLSServer:
             self.failed_handshakes += 1
             log.debug("TLS handshake failed: %s", exc)
             return
-        transport = None
-        try:  # the handshake's reader is still registered (keep_reader): start swaps it
-            transport = TLSTransport(self.loop, handshake.sock, handshake.tls, factory())
-            transport.start()
-        except BaseException:
-            if transport is not None:
-                transport.abort()
-            else:
-                handshake.unwait()
-                handshake.tls._sslobj = None
-                handshake.sock.close()
-            raise
+        TLSTransport(self.loop, handshake.sock, handshake.tls, factory()).start()
 
     def close(self) -> None:
         """Stop accepting and drop the handshakes in progress (open connections stay)."""
