@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
-"""atheris harness for the C handshake step the edge drives new connections with
-(natsync.edge._tickets.handshake_step, issue 27) against its Python reference (CPython's
-``do_handshake`` and its exceptions): any bytes a client sends, cut into records as they come,
-must bring both server objects to the same outcome at every step (done, wants to read, wants to
-write, or an ``ssl.SSLError``), and the C step must never raise.
+"""atheris harness for the C steps the edge drives new connections with (natsync.edge._tickets,
+issue 27) against their Python references: any bytes a client sends, cut into records as they
+come, must bring both server objects to the same outcome at every step (handshake_step against
+CPython's ``do_handshake``: done, wants to read, wants to write, or an ``ssl.SSLError``), the C
+step must never raise, and the ALPN offer OpenSSL's ClientHello callback noted (offers_acme_tls,
+for TLS-ALPN-01) must be what natsync.cert.client_hello reads in the same ClientHello.
 
     python fuzz/fuzz_handshake_steps.py -max_total_time=60 fuzz/corpus-fuzz_handshake_steps
 """
@@ -23,6 +24,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from natsync.cert.client_hello import ClientHello, ClientHelloError, parse_client_hello
 from natsync.edge import _tickets
 
 NAME = "mail.example.test"
@@ -60,14 +62,15 @@ def _server_context() -> ssl.SSLContext:
 
 
 SERVER = _server_context()
+_tickets.probe_alpn(SERVER)
 
 
-def _hello(version: ssl.TLSVersion) -> bytes:
+def _hello(version: ssl.TLSVersion, alpn: list[str]) -> bytes:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
     context.maximum_version = version
-    context.set_alpn_protocols(["http/1.1"])
+    context.set_alpn_protocols(alpn)
     outgoing = ssl.MemoryBIO()
     client = context.wrap_bio(ssl.MemoryBIO(), outgoing, server_hostname=NAME)
     with contextlib.suppress(ssl.SSLWantReadError):
@@ -75,7 +78,11 @@ def _hello(version: ssl.TLSVersion) -> bytes:
     return outgoing.read()
 
 
-HELLOS = [_hello(ssl.TLSVersion.TLSv1_3), _hello(ssl.TLSVersion.TLSv1_2)]
+HELLOS = [
+    _hello(ssl.TLSVersion.TLSv1_3, ["http/1.1"]),
+    _hello(ssl.TLSVersion.TLSv1_2, ["h2", "http/1.1"]),
+    _hello(ssl.TLSVersion.TLSv1_3, ["acme-tls/1"]),
+]
 SEEDS = [bytes(64), bytes(range(256))]
 
 
@@ -112,6 +119,7 @@ def test_one_input(data: bytes) -> None:
     fdp = atheris.FuzzedDataProvider(data)
     cuts = [fdp.ConsumeIntInRange(1, 600) for _ in range(fdp.ConsumeIntInRange(1, 6))]
     rest = client_bytes(fdp)
+    sent = rest
     ours_in, reference_in = ssl.MemoryBIO(), ssl.MemoryBIO()
     ours = SERVER.wrap_bio(ours_in, ssl.MemoryBIO(), server_side=True)
     reference = SERVER.wrap_bio(reference_in, ssl.MemoryBIO(), server_side=True)
@@ -122,8 +130,21 @@ def test_one_input(data: bytes) -> None:
         got, want = c_step(ours), python_step(reference)
         if got != want:
             raise AssertionError(f"C step {got!r}, Python {want!r}")
+        _same_alpn(ours, sent)
         if got in ("done", "error") or not rest:
             return
+
+
+def _same_alpn(ours: ssl.SSLObject, sent: bytes) -> None:
+    seen = _tickets.offers_acme_tls(ours._sslobj)  # type: ignore[attr-defined]
+    if seen is None:  # OpenSSL has not taken a whole ClientHello yet (or refused it)
+        return
+    try:
+        hello = parse_client_hello(sent)
+    except ClientHelloError:
+        return  # the reference refuses what OpenSSL took (it reads only what TLS-ALPN-01 needs)
+    if isinstance(hello, ClientHello) and seen != ("acme-tls/1" in hello.alpn):
+        raise AssertionError(f"OpenSSL's note {seen!r}, the reference {hello.alpn!r}")
 
 
 if __name__ == "__main__":

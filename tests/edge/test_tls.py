@@ -4,6 +4,8 @@ handshakes over memory BIOs)."""
 
 from __future__ import annotations
 
+import datetime as dt
+import os
 import ssl
 from pathlib import Path
 
@@ -11,8 +13,11 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from natsync.cert.acme_responders import ChallengeStore
+from natsync.cert.jose import ACME_IDENTIFIER_OID
+from natsync.edge import tickets
 from natsync.edge.config import SiteCert
-from natsync.edge.tls import SiteContexts
+from natsync.edge.tls import PURE_PYTHON_ENV, SiteContexts
 from natsync.errors import ConfigError
 
 from .conftest import PUBLIC_NAME, Pki, bio_handshake
@@ -84,3 +89,32 @@ def test_two_certificates_of_one_key_type_for_the_same_names_are_refused(
             [SiteCert((PUBLIC_NAME,), pki.edge_cert, pki.edge_key),
              SiteCert((PUBLIC_NAME,), again_cert, again_key)]
         )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("offer", "challenged"),
+    [(["acme-tls/1"], True), (["http/1.1"], False), (["h2", "http/1.1"], False), (None, False)],
+)
+def test_openssl_notes_the_alpn_offer_for_tls_alpn_01_without_peeking(
+    pki: Pki, offer: list[str] | None, challenged: bool
+) -> None:
+    """With the C module, OpenSSL's ClientHello callback notes whether acme-tls/1 is offered
+    (RFC 8737 section 3), so the transport need not peek: over memory BIOs (nothing peeked)
+    only the offering handshake gets the validation certificate, a phone the real one."""
+    if tickets._tickets is None or os.environ.get(PURE_PYTHON_ENV):
+        pytest.skip("natsync.edge._tickets is not built or switched off: the edge peeks")
+    store = ChallengeStore()
+    store.put_alpn(PUBLIC_NAME, "key-auth", dt.datetime.now(dt.UTC))
+    sites = SiteContexts([SiteCert((PUBLIC_NAME,), pki.edge_cert, pki.edge_key)], store)
+    assert sites.alpn_probe
+    client = pki.client_context()
+    client.check_hostname = False
+    client.verify_mode = ssl.CERT_NONE
+    if offer:
+        client.set_alpn_protocols(offer)
+    phone, _edge = bio_handshake(client, sites.listening)
+    leaf = x509.load_der_x509_certificate(phone.getpeercert(binary_form=True))
+    assert (ACME_IDENTIFIER_OID in [ext.oid for ext in leaf.extensions]) is challenged
+    assert phone.selected_alpn_protocol() == (
+        "acme-tls/1" if challenged else ("http/1.1" if offer else None)
+    )

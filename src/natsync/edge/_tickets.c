@@ -373,7 +373,83 @@ accept_nonblocking(PyObject *self, PyObject *arg)
     return PyErr_SetFromErrno(PyExc_OSError);
 }
 
+/* --- TLS-ALPN-01 without peeking (RFC 8737 section 3): whether a ClientHello offers ALPN
+ * "acme-tls/1", seen by OpenSSL's ClientHello callback on the listening context and kept on
+ * the connection (ex_data) for the SNI callback, which asks offers_acme_tls(). The Python
+ * reference peeks at the ClientHello in the kernel (natsync.edge.transport, with
+ * natsync.cert.client_hello): a recv(MSG_PEEK) and a parse per connection. */
+
+#define ACME_TLS "acme-tls/1"
+#define ALPN_UNSEEN 0
+#define ALPN_OTHER 1
+#define ALPN_ACME 2
+
+static int alpn_index = -1;
+
+/* ALPN_ACME when the extension's protocol list (RFC 7301 section 3.1) names acme-tls/1. */
+static long
+alpn_offer(const unsigned char *ext, size_t len)
+{
+    if (len < 2)
+        return ALPN_OTHER;
+    size_t end = 2 + (((size_t)ext[0] << 8) | ext[1]);
+    if (end > len)
+        return ALPN_OTHER;
+    for (size_t at = 2; at < end;) {
+        size_t n = ext[at];
+        if (n == 0 || at + 1 + n > end)
+            return ALPN_OTHER;
+        if (n == sizeof ACME_TLS - 1 && memcmp(ext + at + 1, ACME_TLS, n) == 0)
+            return ALPN_ACME;
+        at += 1 + n;
+    }
+    return ALPN_OTHER;
+}
+
+static int
+client_hello_cb(SSL *s, int *alert, void *arg)
+{
+    const unsigned char *ext = NULL;
+    size_t len = 0;
+    long seen = ALPN_OTHER;
+    if (SSL_client_hello_get0_ext(s, TLSEXT_TYPE_application_layer_protocol_negotiation, &ext,
+                                  &len))
+        seen = alpn_offer(ext, len);
+    SSL_set_ex_data(s, alpn_index, (void *)seen);
+    return SSL_CLIENT_HELLO_SUCCESS;
+}
+
+static PyObject *
+probe_alpn(PyObject *self, PyObject *context)
+{
+    SSL_CTX *ctx = ssl_ctx_of(context);
+    if (ctx == NULL)
+        return NULL;
+    if (alpn_index < 0 && (alpn_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL)) < 0) {
+        PyErr_SetString(PyExc_RuntimeError, "OpenSSL gave no ex_data index");
+        return NULL;
+    }
+    SSL_CTX_set_client_hello_cb(ctx, client_hello_cb, NULL);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+offers_acme_tls(PyObject *self, PyObject *sslobj)
+{
+    SSL *ssl = ssl_of(sslobj);
+    if (ssl == NULL)
+        return NULL;
+    long seen = alpn_index < 0 ? ALPN_UNSEEN : (long)SSL_get_ex_data(ssl, alpn_index);
+    if (seen == ALPN_UNSEEN)
+        Py_RETURN_NONE;
+    return PyBool_FromLong(seen == ALPN_ACME);
+}
+
 static PyMethodDef methods[] = {
+    {"probe_alpn", probe_alpn, METH_O,
+     "probe_alpn(context): note on each connection whether its ClientHello offers acme-tls/1"},
+    {"offers_acme_tls", offers_acme_tls, METH_O,
+     "offers_acme_tls(sslobj): whether its ClientHello offered ALPN acme-tls/1 (None: not seen)"},
     {"handshake_step", handshake_step, METH_O,
      "handshake_step(sslobj): one SSL_do_handshake on an _ssl._SSLSocket: 0 done, 1 wants "
      "to read, 2 wants to write, 3 failed (do_handshake() again raises CPython's error)"},

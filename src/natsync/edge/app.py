@@ -124,7 +124,7 @@ async def start_edge(
         sites.listening,
         lambda: ClientConn(edge),
         TLS_HANDSHAKE_TIMEOUT,
-        peek_hello=challenges is not None,
+        peek_hello=challenges is not None and not sites.alpn_probe,
     )
     server.start()
     sock = sockets[0]

@@ -37,6 +37,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import os
 import select
 import socket
 import ssl
@@ -51,10 +52,14 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from natsync.cert import policy
 from natsync.cert.acme_responders import ChallengeStore, offers_acme_tls
 from natsync.edge.config import EdgeConfig, SiteCert
+from natsync.edge.tickets import _tickets as _c_tls
 from natsync.errors import ConfigError, NatsyncError
 
 log = logging.getLogger("natsync.edge")
 P = TypeVar("P", bound=asyncio.BaseProtocol)
+#: Set in the environment (to anything), the edge runs on its Python parts alone (as in
+#: natsync.edge.http and natsync.edge.transport).
+PURE_PYTHON_ENV = "NATSYNC_PURE_PYTHON"
 
 #: TLS 1.2 suites offered to phones and to the server (natsync.cert.policy, shared with the
 #: server's own listeners).
@@ -167,6 +172,8 @@ class SiteContexts:
         #: reloaded contexts).
         self.listening = self.context_for(None)
         self.listening.sni_callback = self._select
+        #: OpenSSL notes each ClientHello's ALPN offer for _select (the C module): no peeking
+        self.alpn_probe = challenges is not None and _probe_alpn(self.listening)
 
     def reload(self) -> None:
         """Load every certificate file again; on any error keep the old ones and raise."""
@@ -194,13 +201,35 @@ class SiteContexts:
         self.handshakes += 1
         if self.challenges is not None and name:
             challenge = self.challenges.alpn_context_for(name)
-            if challenge is not None and offers_acme_tls(sslobj):
+            if challenge is not None and self._offers_acme_tls(sslobj):
                 log.info("TLS-ALPN-01: presenting the ACME validation certificate for %s", name)
                 sslobj.context = challenge
                 return
         chosen = self.context_for(name)
         if chosen is not self.listening:
             sslobj.context = chosen
+
+
+    def _offers_acme_tls(self, sslobj: Any) -> bool:
+        if self.alpn_probe and _c_tls is not None:
+            seen = _c_tls.offers_acme_tls(sslobj._sslobj)
+            if seen is not None:
+                return bool(seen)
+        return offers_acme_tls(sslobj)  # what the transport peeked at (or "unknown": True)
+
+
+def _probe_alpn(context: ssl.SSLContext) -> bool:
+    """Have OpenSSL note each ClientHello's ALPN offer on *context* (natsync.edge._tickets);
+    False without the C module, or on a Python whose ``_ssl`` layout it does not know (then the
+    transport peeks at each ClientHello instead)."""
+    if _c_tls is None or os.environ.get(PURE_PYTHON_ENV):
+        return False
+    try:
+        _c_tls.probe_alpn(context)
+    except (RuntimeError, TypeError) as exc:
+        log.warning("TLS-ALPN-01 falls back to peeking at each ClientHello: %s", exc)
+        return False
+    return True
 
 
 class _SessionContext(ssl.SSLContext):
