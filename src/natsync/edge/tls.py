@@ -209,7 +209,6 @@ class SiteContexts:
         if chosen is not self.listening:
             sslobj.context = chosen
 
-
     def _offers_acme_tls(self, sslobj: Any) -> bool:
         if self.alpn_probe and _c_tls is not None:
             seen = _c_tls.offers_acme_tls(sslobj._sslobj)
