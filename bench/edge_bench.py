@@ -38,6 +38,10 @@ the work directory removed.
     python bench/edge_bench.py hot-path [REQUESTS]   # the Python run alone: no TLS, no sockets
     python bench/edge_bench.py split [SECONDS]       # a new connection's CPU by shared object
                                                      # (perf; edge and nginx, one worker each)
+                                                     # and its system calls (strace -c)
+    python bench/edge_bench.py compare SRC [ROUNDS]  # CPU per new TLS connection and per full
+                                                     # handshake: this tree's edge and SRC's
+                                                     # (another checkout's src/), in turns
 """
 
 from __future__ import annotations
@@ -714,6 +718,71 @@ def syscalls(pids: list[int], port: int, seconds: int = 2) -> str:
     )
 
 
+def compare(other_src: str, rounds: int, seconds: int = 3) -> None:
+    """The edge of this tree and the edge of *other_src* (another checkout's ``src``, its C
+    modules built in place), one worker each, taking turns: CPU µs per new TLS connection (wrk,
+    resumed, one request) and per full handshake (s_time), medians of *rounds* rounds."""
+    raise_nofile()
+    workdir = Path(tempfile.mkdtemp(prefix="edge-compare-"))
+    ca = init_ca(workdir / "ca")
+    s_cert, s_key = ca.issue_server_cert(["backend.internal"], ["127.0.0.1"], workdir, basename="s")
+    e_cert, e_key = ca.issue_server_cert(
+        ["mail.example.test"], ["127.0.0.1"], workdir, key_type="ec"
+    )
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    leaf = x509.load_pem_x509_certificates(s_cert.read_bytes())[0]
+    backend, backend_port = backend_nginx(workdir, s_cert, s_key)
+    edges: dict[str, Proxy] = {}
+    figures: dict[str, dict[str, list[float]]] = {}
+    try:
+        for name, src in (("other", other_src), ("this", "")):
+            config = EdgeConfig(
+                certificates=(SiteCert(("mail.example.test",), e_cert, e_key),),
+                backend=f"127.0.0.1:{backend_port}", backend_name="backend.internal",
+                backend_pin=fingerprint(leaf.public_bytes(Encoding.DER)), forwards=(),
+                max_connections_per_ip=100_000, listen=f"127.0.0.1:{free_port()}",
+            )  # fmt: skip
+            (workdir / name).mkdir()
+            old_path = os.environ.get("PYTHONPATH")
+            if src:
+                os.environ["PYTHONPATH"] = src  # the edge's process imports natsync from there
+            try:
+                edges[name] = EdgeProxy(config, workdir / name, 1)
+            finally:
+                os.environ.pop("PYTHONPATH", None)
+                if old_path is not None:
+                    os.environ["PYTHONPATH"] = old_path
+            figures[name] = {"new": [], "full": []}
+            wrk(edges[name].port, 1, 16, close=True)  # warm-up
+        for number in range(rounds):
+            order = list(edges) if number % 2 else list(reversed(edges))
+            for figure in ("new", "full"):
+                for name in order:
+                    pids, port = edges[name].pids(), edges[name].port
+                    used = cpu_seconds(pids)
+                    if figure == "new":
+                        _rate, done = wrk_run(port, seconds, 16, close=True)
+                    else:
+                        _rate, done = full_handshakes(port, seconds, 4)
+                    figures[name][figure].append((cpu_seconds(pids) - used) * 1e6 / max(1, done))
+            print(f"round {number + 1} (load {os.getloadavg()[0]:.2f}): " + "; ".join(
+                f"{name} {figures[name]['new'][-1]:.0f} / {figures[name]['full'][-1]:.0f}"
+                for name in edges), flush=True)  # fmt: skip
+    finally:
+        for proxy in edges.values():
+            proxy.stop()
+        backend.terminate()
+        backend.wait()
+        shutil.rmtree(workdir, ignore_errors=True)
+    for name, label in (("other", other_src), ("this", "this tree")):
+        new, full = median(figures[name]["new"]), median(figures[name]["full"])
+        print(f"{label}: CPU µs per new TLS connection {new:.0f}, per full handshake {full:.0f}")
+    print(f"(medians of {rounds} rounds, one edge worker each, taking turns; load average "
+          f"{os.getloadavg()[0]:.2f})")  # fmt: skip
+
+
 KINDS = ("edge", "nginx", "haproxy")
 LABELS = {"edge": "natsync edge", "nginx": "nginx", "haproxy": "HAProxy"}
 
@@ -989,6 +1058,8 @@ if __name__ == "__main__":
         hold_clients(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5])
     elif len(sys.argv) > 1 and sys.argv[1] == "split":
         split(int(sys.argv[2]) if len(sys.argv) > 2 else 8)
+    elif len(sys.argv) > 2 and sys.argv[1] == "compare":
+        compare(sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 6)
     elif len(sys.argv) > 1 and sys.argv[1] == "hot-path":
         logging.disable(logging.WARNING)  # the insecure-backend warning of the fake edge
         hot_path(int(sys.argv[2]) if len(sys.argv) > 2 else 50_000)
