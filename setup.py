@@ -25,6 +25,15 @@ setup(
             libraries=["ssl", "crypto"],
             extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
         ),
+        # The TLS transport's reads and writes (natsync.edge.transport, issue 27): one recv per
+        # record, no Python exception per "want read"; optional too (else through _ssl).
+        Extension(
+            "natsync.edge._tlsio",
+            ["src/natsync/edge/_tlsio.c"],
+            optional=True,
+            libraries=["ssl", "crypto"],
+            extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+        ),
         # The WBXML codec's common case (natsync.wbxml.speedups); optional in the same way.
         Extension(
             "natsync.wbxml._speedups",

@@ -42,6 +42,9 @@ the work directory removed.
     python bench/edge_bench.py compare SRC [ROUNDS]  # CPU per new TLS connection and per full
                                                      # handshake: this tree's edge and SRC's
                                                      # (another checkout's src/), in turns
+    python bench/edge_bench.py split-keepalive [SECONDS]  # a keep-alive request's: perf by
+                                                     # shared object, syscalls per request
+                                                     # (strace); edge, nginx, HAProxy, 1 worker
 """
 
 from __future__ import annotations
@@ -445,7 +448,7 @@ def resumed_reconnects(port: int, version: ssl.TLSVersion) -> int:
             tls.sendall(request)
             while tls.recv(65536):  # to the end: TLS 1.3 tickets come after the handshake
                 pass
-            resumed += attempt > 0 and tls.session_reused
+            resumed += attempt > 0 and bool(tls.session_reused)
             session = tls.session
     return resumed
 
@@ -619,12 +622,15 @@ def hot_path(requests: int) -> None:
 
 
 PERF = shutil.which("perf") or "/usr/bin/perf"
+#: Symbols (dso and function) printed per proxy by ``split-keepalive``, the busiest first.
+SPLIT_SYMBOLS = 25
 
 
-def split(seconds: int) -> None:
+def split(seconds: int, keepalive: bool = False) -> None:
     """Where a new connection's CPU goes, by shared object (perf record): the edge and nginx with
     one worker each, in turn, under wrk with "Connection: close" (one resumed handshake and one
-    request per connection)."""
+    request per connection). *keepalive*: a keep-alive request's instead (wrk -c64, HAProxy with
+    one thread too), and the system calls per request (strace)."""
     if not Path(PERF).exists():
         raise SystemExit(f"{PERF} is missing: apt-get install linux-perf")
     raise_nofile()
@@ -632,6 +638,7 @@ def split(seconds: int) -> None:
     ca = init_ca(workdir / "ca")
     s_cert, s_key = ca.issue_server_cert(["backend.internal"], ["127.0.0.1"], workdir, basename="s")
     e_cert, e_key = ca.issue_server_cert(["mail.example.test"], ["127.0.0.1"], workdir)
+    Path(f"{e_cert}.key").symlink_to(e_key)  # where HAProxy's config looks for it
     from cryptography import x509
     from cryptography.hazmat.primitives.serialization import Encoding
 
@@ -650,9 +657,15 @@ def split(seconds: int) -> None:
         )
         proxies.append(edge)
         proxies.append(NginxProxy(replace(config, listen=f"127.0.0.1:{free_port()}"), workdir, "1"))
+        if keepalive:
+            proxies.append(
+                HAProxyProxy(replace(config, listen=f"127.0.0.1:{free_port()}"), workdir, 1)
+            )
+        close, connections, what = (False, 64, "request") if keepalive else (True, 16, "connection")
         for proxy in proxies:
-            wrk(proxy.port, 1, 16, close=True)  # warm-up
-            pids = proxy.pids() if proxy is edge else children(proxy.proc.pid)  # the worker
+            wrk(proxy.port, 1, connections, close=close)  # warm-up
+            # the worker: nginx's is its master's child, HAProxy's the one process
+            pids = children(proxy.proc.pid) if isinstance(proxy, NginxProxy) else proxy.pids()
             data = workdir / "perf.data"
             perf = subprocess.Popen(
                 [PERF, "record", "-F", "1999", "-o", str(data), "-p", ",".join(map(str, pids)),
@@ -661,7 +674,7 @@ def split(seconds: int) -> None:
             )  # fmt: skip
             time.sleep(0.5)
             used = cpu_seconds(pids)
-            rate, served = wrk_run(proxy.port, seconds, 16, close=True)
+            rate, served = wrk_run(proxy.port, seconds, connections, close=close)
             per = (cpu_seconds(pids) - used) * 1e6 / max(1, served)
             perf.wait(seconds + 60)
             report = subprocess.run(
@@ -674,9 +687,24 @@ def split(seconds: int) -> None:
                 f"{name} {pct} (≈{float(pct.rstrip('%')) * per / 100:.0f} µs)"
                 for pct, name, *_ in shares[:7]
             )
-            print(f"{proxy.name}: {rate:,.0f} new TLS conn/s, {per:.0f} CPU µs per connection; "
+            label = "keep-alive req/s" if keepalive else "new TLS conn/s"
+            print(f"{proxy.name}: {rate:,.0f} {label}, {per:.1f} CPU µs per {what}; "
                   f"{parts}", flush=True)  # fmt: skip
-            print(f"    syscalls per connection: {syscalls(pids, proxy.port)}", flush=True)
+            if keepalive:
+                symbols = subprocess.run(
+                    [PERF, "report", "-i", str(data), "--no-children", "--sort", "dso,sym",
+                     "-g", "none", "--stdio"],
+                    check=False, capture_output=True, text=True,
+                ).stdout  # fmt: skip
+                top = [line.split(None, 1) for line in symbols.splitlines()
+                       if line.strip()[:1].isdigit()][:SPLIT_SYMBOLS]  # fmt: skip
+                for pct, rest in top:
+                    share = float(pct.rstrip("%")) * per / 100
+                    print(f"    {pct:>7} ≈{share:4.1f} µs  {' '.join(rest.split())}")
+                calls = syscalls(pids, proxy.port, 2, connections, close, "requests")
+                print(f"    syscalls per request: {calls}", flush=True)
+            else:
+                print(f"    syscalls per connection: {syscalls(pids, proxy.port)}", flush=True)
     finally:
         for proxy in proxies:
             proxy.stop()
@@ -689,9 +717,17 @@ def split(seconds: int) -> None:
 STRACE = shutil.which("strace") or "/usr/bin/strace"
 
 
-def syscalls(pids: list[int], port: int, seconds: int = 2) -> str:
+def syscalls(
+    pids: list[int],
+    port: int,
+    seconds: int = 2,
+    connections: int = 16,
+    close: bool = True,
+    what: str = "connections",
+) -> str:
     """System calls per new TLS connection of *pids* (strace -c over a short wrk run with
-    "Connection: close"; strace slows the process, the counts per connection hold)."""
+    "Connection: close"; strace slows the process, the counts per connection hold); with
+    *close* False, per keep-alive request (*what* names them)."""
     if not Path(STRACE).exists():
         return "(strace missing: apt-get install strace)"
     out = Path(tempfile.mkstemp(prefix="edge-strace-")[1])
@@ -700,7 +736,7 @@ def syscalls(pids: list[int], port: int, seconds: int = 2) -> str:
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     time.sleep(0.5)
-    _rate, served = wrk_run(port, seconds, 16, close=True)
+    _rate, served = wrk_run(port, seconds, connections, close=close)
     tracer.send_signal(signal.SIGINT)
     tracer.wait(30)
     counts: list[tuple[int, str]] = []
@@ -714,7 +750,7 @@ def syscalls(pids: list[int], port: int, seconds: int = 2) -> str:
     return (
         f"{total / max(1, served):.1f} ("
         + ", ".join(f"{name} {n / max(1, served):.2f}" for n, name in counts if n >= served / 20)
-        + f"; {served} connections)"
+        + f"; {served} {what})"
     )
 
 
@@ -1060,6 +1096,8 @@ if __name__ == "__main__":
         split(int(sys.argv[2]) if len(sys.argv) > 2 else 8)
     elif len(sys.argv) > 2 and sys.argv[1] == "compare":
         compare(sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 6)
+    elif len(sys.argv) > 1 and sys.argv[1] == "split-keepalive":
+        split(int(sys.argv[2]) if len(sys.argv) > 2 else 8, keepalive=True)
     elif len(sys.argv) > 1 and sys.argv[1] == "hot-path":
         logging.disable(logging.WARNING)  # the insecure-backend warning of the fake edge
         hot_path(int(sys.argv[2]) if len(sys.argv) > 2 else 50_000)

@@ -150,11 +150,43 @@ class TLSObject:
         return self._sslobj.selected_alpn_protocol()  # type: ignore[no-any-return]
 
 
+def _load_tlsio() -> Any:
+    """natsync.edge._tlsio (the reads and writes in C, read_ahead on) when it is built, not
+    switched off (``NATSYNC_PURE_PYTHON``) and it finds CPython's ``_ssl`` laid out as it reads
+    it (checked on a real object); else None: the transport goes through ``_ssl`` alone."""
+    import os
+
+    from natsync.edge.http import PURE_PYTHON_ENV
+
+    if os.environ.get(PURE_PYTHON_ENV):
+        return None
+    try:
+        from natsync.edge import _tlsio
+    except ImportError:  # pragma: no cover - a build without a C compiler or libssl's headers
+        return None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    probe = context.wrap_bio(ssl.MemoryBIO(), ssl.MemoryBIO(), server_hostname="probe.invalid")
+    raw = probe._sslobj  # type: ignore[attr-defined]
+    configured = _tlsio.configure(type(raw), raw, context, ssl.SSLError, ssl.SSLEOFError)
+    return _tlsio if configured else None
+
+
+#: The C reads and writes, or None (see :func:`_load_tlsio`).
+tlsio: Any = _load_tlsio()
+
+
 class TLSTransport(asyncio.Transport):
-    """One TLS connection whose handshake is done, as an ``asyncio.Transport`` to its protocol."""
+    """One TLS connection whose handshake is done, as an ``asyncio.Transport`` to its protocol.
+
+    With :data:`tlsio` (C), OpenSSL's ``read_ahead`` is on from here (the handshake read no
+    further than its own records): one ``recv`` per readiness event instead of two per record
+    (the record's 5-byte header, then its body), reads and writes without a Python exception
+    for "want read", and what OpenSSL holds asked by ``SSL_has_pending`` (records read ahead
+    count, not only the rest of the current one)."""
 
     __slots__ = (
         "_buffered",
+        "_c",
         "_fd",
         "_half_closed",
         "_high",
@@ -191,6 +223,10 @@ class TLSTransport(asyncio.Transport):
         self._raw: Any = tls._sslobj
         self._protocol: Any = protocol
         self._buffered = isinstance(protocol, _Buffered)
+        #: the C reads and writes (natsync.edge._tlsio), or None
+        self._c: Any = tlsio
+        if tlsio is not None:
+            tlsio.set_read_ahead(self._raw)
         self._state = _OPEN
         #: reading paused by the protocol
         self._paused = False
@@ -215,8 +251,13 @@ class TLSTransport(asyncio.Transport):
         self._protocol.connection_made(self)
         if self._state == _OPEN and not self._paused:
             self._loop.add_reader(self._fd, self._read_ready)
-            if self._raw.pending():
+            if self._pending():
                 self._loop.call_soon(self._read_ready)
+
+    def _pending(self) -> bool:
+        """Whether OpenSSL holds bytes or records the kernel will not wake the reader for."""
+        c = self._c
+        return bool(c.pending(self._raw) if c is not None else self._raw.pending())
 
     # -- reading
 
@@ -230,14 +271,24 @@ class TLSTransport(asyncio.Transport):
             return
         raw = self._raw
         protocol = self._protocol
+        c = self._c
         try:
             while True:
                 if self._buffered:
                     buffer = protocol.get_buffer(-1)
-                    nbytes = raw.read(len(buffer), buffer)
-                    if not nbytes:
-                        self._eof()
-                        return
+                    if c is not None:
+                        nbytes = c.read(raw, buffer)
+                        if nbytes <= 0:  # 0: EOF; -1: want read; -2: want write
+                            if nbytes == -2:
+                                raise _WantWrite
+                            if nbytes == 0:
+                                self._eof()
+                            return
+                    else:
+                        nbytes = raw.read(len(buffer), buffer)
+                        if not nbytes:
+                            self._eof()
+                            return
                     protocol.buffer_updated(nbytes)
                 else:
                     data = raw.read(HIGH_WATER)
@@ -245,7 +296,9 @@ class TLSTransport(asyncio.Transport):
                         self._eof()
                         return
                     protocol.data_received(data)
-                if self._state != _OPEN or self._paused or not raw.pending():
+                if self._state != _OPEN or self._paused:
+                    return
+                if not (c.pending(raw) if c is not None else raw.pending()):
                     return
         except _WantRead:
             return
@@ -281,7 +334,7 @@ class TLSTransport(asyncio.Transport):
         self._paused = False
         if self._state == _OPEN:
             self._loop.add_reader(self._fd, self._read_ready)
-            if self._raw.pending():
+            if self._pending():
                 self._loop.call_soon(self._read_ready)
 
     def is_reading(self) -> bool:
@@ -296,9 +349,15 @@ class TLSTransport(asyncio.Transport):
             self._queue.append(bytes(data))
             self._wsize += len(data)
         else:
+            c = self._c
             try:
-                self._raw.write(data)
-                return
+                if c is None:
+                    self._raw.write(data)
+                    return
+                done = c.write(self._raw, data)  # 1: written; -1 / -2: want read / write
+                if done == 1:
+                    return
+                raise _WantWrite if done == -2 else _WantRead
             except _WantWrite:
                 self._add_writer()
             except _WantRead:
