@@ -95,7 +95,10 @@ class Pool:
             if transport is None or transport.is_closing():
                 continue
             deadline = backend.machine.deadline
-            if (deadline and now > deadline) or _readable(transport):
+            fd = backend.fd  # polled directly: per keep-alive request (see _readable)
+            if (deadline and now > deadline) or (
+                _poll_readable(fd) if fd >= 0 else _readable(transport)
+            ):
                 errors = self.metrics.backend_errors  # counted, not logged: nothing was lost
                 errors["closed_idle"] = errors.get("closed_idle", 0) + 1
                 backend.drop()

@@ -253,7 +253,7 @@ class _Buffered(asyncio.BufferedProtocol):
 class BackendConn(_Buffered):
     """One TLS connection to a server: the shell of a :class:`BackendMachine`."""
 
-    __slots__ = ("client", "edge", "machine", "transport", "upstream")
+    __slots__ = ("client", "edge", "fd", "machine", "transport", "upstream")
 
     def __init__(self, edge: Edge, upstream: Upstream) -> None:
         self.edge = edge
@@ -261,11 +261,15 @@ class BackendConn(_Buffered):
         self.machine = BackendMachine(upstream.server, edge.read_timeout)
         self.transport: asyncio.Transport | None = None
         self.client: ClientConn | None = None
+        #: The socket's descriptor, polled before each reuse (natsync.edge.pool); -1: none.
+        self.fd = -1
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it
         self.transport = cast(asyncio.Transport, transport)
         self.transport.set_write_buffer_limits(WRITE_HIGH_WATER)
+        sock = transport.get_extra_info("socket")
+        self.fd = sock.fileno() if sock is not None else -1
         self.edge.backends.add(self)
 
     def buffer_updated(self, nbytes: int) -> None:
