@@ -42,9 +42,10 @@ the work directory removed.
     python bench/edge_bench.py compare SRC [ROUNDS]  # CPU per new TLS connection and per full
                                                      # handshake: this tree's edge and SRC's
                                                      # (another checkout's src/), in turns
-    python bench/edge_bench.py split-keepalive [SECONDS]  # a keep-alive request's: perf by
-                                                     # shared object, syscalls per request
-                                                     # (strace); edge, nginx, HAProxy, 1 worker
+    python bench/edge_bench.py split-keepalive [SECONDS] [--baseline SRC]  # a keep-alive
+                              # request's CPU: perf by shared object and symbol, syscalls per
+                              # request (strace); edge, nginx, HAProxy, 1 worker each; with
+                              # --baseline also the edge of another checkout's src (before/after)
 """
 
 from __future__ import annotations
@@ -262,8 +263,11 @@ class Proxy:
 
 
 class EdgeProxy(Proxy):
-    def __init__(self, config: EdgeConfig, workdir: Path, workers: int) -> None:
-        self.name = f"natsync edge ({workers} workers)"
+    def __init__(
+        self, config: EdgeConfig, workdir: Path, workers: int, source: str | None = None
+    ) -> None:
+        """*source*: another checkout's ``src`` to run the edge from (a before/after run)."""
+        self.name = f"natsync edge ({workers} workers)" + (f" from {source}" if source else "")
         cfg = workdir / "edge.toml"
         cfg.write_text(
             f"""[edge]
@@ -286,8 +290,10 @@ request_burst_per_ip = 10000000
             )
         )
         self.port = int(config.listen.rsplit(":", 1)[1])
+        env = os.environ | {"PYTHONPATH": source} if source else None
         self.proc = subprocess.Popen(
             [NATSYNC, "edge", "run", "--config", str(cfg)],
+            env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             preexec_fn=raise_nofile,  # noqa: PLW1509 (no threads here)
@@ -626,11 +632,12 @@ PERF = shutil.which("perf") or "/usr/bin/perf"
 SPLIT_SYMBOLS = 25
 
 
-def split(seconds: int, keepalive: bool = False) -> None:
+def split(seconds: int, keepalive: bool = False, baseline: str | None = None) -> None:
     """Where a new connection's CPU goes, by shared object (perf record): the edge and nginx with
     one worker each, in turn, under wrk with "Connection: close" (one resumed handshake and one
     request per connection). *keepalive*: a keep-alive request's instead (wrk -c64, HAProxy with
-    one thread too), and the system calls per request (strace)."""
+    one thread too), and the system calls per request (strace); *baseline*: another checkout's
+    ``src`` whose edge runs too (before/after in one run)."""
     if not Path(PERF).exists():
         raise SystemExit(f"{PERF} is missing: apt-get install linux-perf")
     raise_nofile()
@@ -656,6 +663,15 @@ def split(seconds: int, keepalive: bool = False) -> None:
             replace(config, listen=f"127.0.0.1:{free_port()}", backend_ca=None), workdir, 1
         )
         proxies.append(edge)
+        if baseline:
+            proxies.append(
+                EdgeProxy(
+                    replace(config, listen=f"127.0.0.1:{free_port()}", backend_ca=None),
+                    workdir,
+                    1,
+                    baseline,
+                )
+            )
         proxies.append(NginxProxy(replace(config, listen=f"127.0.0.1:{free_port()}"), workdir, "1"))
         if keepalive:
             proxies.append(
@@ -1097,7 +1113,8 @@ if __name__ == "__main__":
     elif len(sys.argv) > 2 and sys.argv[1] == "compare":
         compare(sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 6)
     elif len(sys.argv) > 1 and sys.argv[1] == "split-keepalive":
-        split(int(sys.argv[2]) if len(sys.argv) > 2 else 8, keepalive=True)
+        baseline = sys.argv[sys.argv.index("--baseline") + 1] if "--baseline" in sys.argv else None
+        split(int(sys.argv[2]) if len(sys.argv) > 2 else 8, keepalive=True, baseline=baseline)
     elif len(sys.argv) > 1 and sys.argv[1] == "hot-path":
         logging.disable(logging.WARNING)  # the insecure-backend warning of the fake edge
         hot_path(int(sys.argv[2]) if len(sys.argv) > 2 else 50_000)

@@ -65,6 +65,12 @@ static SSL *ssl_of(PyObject *raw) {
     return ssl;
 }
 
+/* An empty OpenSSL error queue before a call, as SSL_get_error needs (ERR_clear_error walks all
+ * of the queue's slots: asked first, it is called only when something is there). */
+static inline void clear_errors(void) {
+    if (ERR_peek_error() != 0) ERR_clear_error();
+}
+
 /* The end of the connection (close_notify, or TCP closed or reset without it): 0 for a read
  * (the transport's EOF path), SSLEOFError for a write (its error path). CPython's _ssl in
  * 3.11-3.13 says SSLZeroReturnError or SSLEOFError for these, also for ECONNRESET: it passes
@@ -117,7 +123,7 @@ static PyObject *tls_read(PyObject *self, PyObject *const *args, Py_ssize_t narg
     Py_buffer view;
     if (PyObject_GetBuffer(args[1], &view, PyBUF_WRITABLE) < 0) return NULL;
     size_t count = 0;
-    ERR_clear_error();
+    clear_errors();
     int ret = SSL_read_ex(ssl, view.buf, (size_t)view.len, &count);
     PyBuffer_Release(&view);
     if (ret > 0) return PyLong_FromSize_t(count);
@@ -134,7 +140,7 @@ static PyObject *tls_write(PyObject *self, PyObject *const *args, Py_ssize_t nar
     Py_buffer view;
     if (PyObject_GetBuffer(args[1], &view, PyBUF_SIMPLE) < 0) return NULL;
     size_t written = 0;
-    ERR_clear_error();
+    clear_errors();
     int ret = view.len ? SSL_write_ex(ssl, view.buf, (size_t)view.len, &written) : 1;
     PyBuffer_Release(&view);
     if (ret > 0) return PyLong_FromLong(1);
