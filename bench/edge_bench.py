@@ -42,10 +42,11 @@ the work directory removed.
     python bench/edge_bench.py compare SRC [ROUNDS]  # CPU per new TLS connection and per full
                                                      # handshake: this tree's edge and SRC's
                                                      # (another checkout's src/), in turns
-    python bench/edge_bench.py split-keepalive [SECONDS] [--baseline SRC]  # a keep-alive
-                              # request's CPU: perf by shared object and symbol, syscalls per
-                              # request (strace); edge, nginx, HAProxy, 1 worker each; with
-                              # --baseline also the edge of another checkout's src (before/after)
+    python bench/edge_bench.py split-keepalive [SECONDS] [--baseline SRC] [--rounds 3]
+                              # a keep-alive request's CPU: perf by shared object and symbol,
+                              # syscalls per request (strace); edge, nginx, HAProxy, 1 worker
+                              # each; --baseline: also the edge of another checkout's src
+                              # (before/after); then --rounds of CPU µs per request, in turns
 """
 
 from __future__ import annotations
@@ -632,12 +633,15 @@ PERF = shutil.which("perf") or "/usr/bin/perf"
 SPLIT_SYMBOLS = 25
 
 
-def split(seconds: int, keepalive: bool = False, baseline: str | None = None) -> None:
+def split(
+    seconds: int, keepalive: bool = False, baseline: str | None = None, rounds: int = 0
+) -> None:
     """Where a new connection's CPU goes, by shared object (perf record): the edge and nginx with
     one worker each, in turn, under wrk with "Connection: close" (one resumed handshake and one
     request per connection). *keepalive*: a keep-alive request's instead (wrk -c64, HAProxy with
     one thread too), and the system calls per request (strace); *baseline*: another checkout's
-    ``src`` whose edge runs too (before/after in one run)."""
+    ``src`` whose edge runs too (before/after in one run); then *rounds* of CPU per request
+    alone (:func:`cpu_rounds`)."""
     if not Path(PERF).exists():
         raise SystemExit(f"{PERF} is missing: apt-get install linux-perf")
     raise_nofile()
@@ -721,6 +725,8 @@ def split(seconds: int, keepalive: bool = False, baseline: str | None = None) ->
                 print(f"    syscalls per request: {calls}", flush=True)
             else:
                 print(f"    syscalls per connection: {syscalls(pids, proxy.port)}", flush=True)
+        if keepalive:
+            cpu_rounds(proxies, seconds, rounds)
     finally:
         for proxy in proxies:
             proxy.stop()
@@ -833,6 +839,25 @@ def compare(other_src: str, rounds: int, seconds: int = 3) -> None:
         print(f"{label}: CPU µs per new TLS connection {new:.0f}, per full handshake {full:.0f}")
     print(f"(medians of {rounds} rounds, one edge worker each, taking turns; load average "
           f"{os.getloadavg()[0]:.2f})")  # fmt: skip
+
+
+def cpu_rounds(proxies: list[Proxy], seconds: int, rounds: int) -> None:
+    """CPU µs per keep-alive request (wrk -c64) of each proxy, *rounds* times, the proxies
+    taking turns in an order reversed every other round; each round's figures and the medians
+    (what a before/after with --baseline is read by: the noise hits all alike)."""
+    per: dict[str, list[float]] = {proxy.name: [] for proxy in proxies}
+    for number in range(1, rounds + 1):
+        order = proxies if number % 2 else proxies[::-1]
+        load = os.getloadavg()[0]
+        for proxy in order:
+            pids = children(proxy.proc.pid) if isinstance(proxy, NginxProxy) else proxy.pids()
+            used = cpu_seconds(pids)
+            _rate, served = wrk_run(proxy.port, seconds, 64, close=False)
+            per[proxy.name].append((cpu_seconds(pids) - used) * 1e6 / max(1, served))
+        print(f"round {number} (load {load:.2f}): " + "; ".join(
+            f"{name} {values[-1]:.1f}" for name, values in per.items()), flush=True)  # fmt: skip
+    print("CPU µs per keep-alive request, median of the rounds: " + "; ".join(
+        f"{name} {median(values):.1f}" for name, values in per.items()), flush=True)  # fmt: skip
 
 
 KINDS = ("edge", "nginx", "haproxy")
@@ -1114,7 +1139,9 @@ if __name__ == "__main__":
         compare(sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 6)
     elif len(sys.argv) > 1 and sys.argv[1] == "split-keepalive":
         baseline = sys.argv[sys.argv.index("--baseline") + 1] if "--baseline" in sys.argv else None
-        split(int(sys.argv[2]) if len(sys.argv) > 2 else 8, keepalive=True, baseline=baseline)
+        rounds = int(sys.argv[sys.argv.index("--rounds") + 1]) if "--rounds" in sys.argv else 3
+        seconds = int(sys.argv[2]) if len(sys.argv) > 2 and sys.argv[2].isdigit() else 8
+        split(seconds, keepalive=True, baseline=baseline, rounds=rounds)
     elif len(sys.argv) > 1 and sys.argv[1] == "hot-path":
         logging.disable(logging.WARNING)  # the insecure-backend warning of the fake edge
         hot_path(int(sys.argv[2]) if len(sys.argv) > 2 else 50_000)
