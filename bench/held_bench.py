@@ -626,6 +626,7 @@ async def bench(args: argparse.Namespace, rows: list[dict[str, Any]]) -> None:
             kinds = {"run": [run.proc.pid], "server": run.pids("server"), "edge": run.pids("edge")}
             cpu0 = {kind: total(pids, cpu_seconds) for kind, pids in kinds.items()}
             t0 = time.monotonic()
+            print(f"step {n:,}: idle for {args.idle_seconds:g} s", flush=True)
             await asyncio.sleep(args.idle_seconds)
             row["idle_kinds"] = {
                 kind: (total(pids, cpu_seconds) - cpu0[kind]) / (time.monotonic() - t0)

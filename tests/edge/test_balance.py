@@ -320,6 +320,48 @@ async def test_workers_share_one_checker_per_server_and_follow_its_verdicts(
         await second.close()
 
 
+async def test_a_worker_with_no_server_to_check_sleeps_and_reads_the_board_when_it_chooses(
+    pki: Pki, backends: tuple[Backend, Backend, StartBackend]
+) -> None:
+    """Three workers, two servers: the third checks nothing, so it is not woken each second
+    for the board (issue 27: idle CPU) — only when a verdict can go stale — and still never
+    chooses a server its checker took out (the board is read before a choice)."""
+    a, b, _ = backends
+    config = edge_config(
+        pki, a.port, backends=(f"127.0.0.1:{a.port}", f"127.0.0.1:{b.port}"),
+        backend=f"127.0.0.1:{a.port}", health_interval=0.2, health_timeout=0.15,
+        health_fall=2, health_rise=2, workers=3, listen=f"127.0.0.1:{free_port()}",
+    )  # fmt: skip
+    board = HealthBoard.anonymous(2)
+    edges = [
+        await start_edge(config, reuse_port=True, board=board, worker=k) for k in range(3)
+    ]
+    checker, third = edges[1].edge.health, edges[2].edge.health
+    try:
+        # the first round: no verdict on the board yet, so every worker checks; then only the
+        # two checkers do
+        await wait_for(lambda: len(a.checks) >= 6 and len(b.checks) >= 6, 4.0)
+        await wait_for(lambda: not third.kept, BOARD_POLL + 0.5)  # closed at its next wake
+        wakes = (checker.wakes, third.wakes)
+        await asyncio.sleep(2.0)
+        assert checker.wakes - wakes[0] >= 6  # each round (0.2 s)
+        assert third.wakes - wakes[1] <= 3  # each BOARD_POLL at most, not each round
+        assert not third.kept
+        assert third.wakes - wakes[1] >= 1  # awake to see whether a verdict went stale
+
+        # B stops: its checker has it out at once; the third, asleep, chooses A only
+        b_third = edges[2].edge.balancer.servers[1]
+        await stop_backend(b)
+        await wait_for(lambda: not edges[1].edge.balancer.servers[1].up, 0.5)
+        await asyncio.sleep(BOARD_POLL)  # its last read of the board may be that recent
+        assert [third.choose() for _ in range(4)] == [edges[2].edge.balancer.servers[0]] * 4
+        assert not b_third.up
+        assert b_third.reason == "out by the check of another worker"
+    finally:
+        for edge in edges:
+            await edge.close()
+
+
 async def test_a_server_not_started_yet_is_out_only_after_fall_periodic_checks(
     pki: Pki, make_edge: EdgeFactory, backends: tuple[Backend, Backend, StartBackend]
 ) -> None:
