@@ -333,9 +333,7 @@ async def test_a_worker_with_no_server_to_check_sleeps_and_reads_the_board_when_
         health_fall=2, health_rise=2, workers=3, listen=f"127.0.0.1:{free_port()}",
     )  # fmt: skip
     board = HealthBoard.anonymous(2)
-    edges = [
-        await start_edge(config, reuse_port=True, board=board, worker=k) for k in range(3)
-    ]
+    edges = [await start_edge(config, reuse_port=True, board=board, worker=k) for k in range(3)]
     checker, third = edges[1].edge.health, edges[2].edge.health
     try:
         # the first round: no verdict on the board yet, so every worker checks; then only the
