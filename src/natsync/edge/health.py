@@ -16,12 +16,13 @@ should be when many workers each check many servers while 100,000 phones are hel
   does) — within milliseconds, whatever ``health_interval`` says. The periodic check is left
   with what only it can see: a server that hangs or answers errors (``fall`` failed checks in
   a row), and an out server coming back (``rise`` good ones).
-* **One checker per server, shared by the workers.** With ``workers`` processes, worker *k*
-  checks the servers *i* with *i* % workers == *k* and writes what it found on a
-  :class:`HealthBoard` (a few bytes per server in shared memory); the others take a server
-  out or put it back as its checker found. So the servers get one check per interval, not
-  one per worker. A server whose checker stopped writing (its worker restarting) is checked
-  by every worker until it writes again.
+* **One checker for the servers, shared by the workers.** With ``workers`` processes, the
+  first :data:`CHECKING_WORKERS` (one) check the servers (worker *k* the servers *i* with
+  *i* % CHECKING_WORKERS == *k*) and write what they found on a :class:`HealthBoard` (a few
+  bytes per server in shared memory); the others take a server out or put it back as its
+  checker found. So the servers get one check per interval, not one per worker, and one
+  worker wakes for them, not one per server. A server whose checker stopped writing (its
+  worker restarting) is checked by every worker until it writes again.
 * **The board is read when a verdict is needed, not on a timer** (issue 27: idle CPU). A
   worker follows it before choosing a server for a request (:meth:`Health.choose`, at most
   every :data:`BOARD_POLL` seconds: no system call, a few struct reads), before its
@@ -66,6 +67,11 @@ CHECK_METHOD = b"OPTIONS"
 #: few struct unpacks; a worker whose own exchange with a dead server fails takes it out at
 #: once anyway). Nothing reads it on a timer: an idle worker is not woken for it (issue 27).
 BOARD_POLL = 1.0
+#: Workers that check servers (the first ones; server *i* is checked by worker *i* % this).
+#: A checking worker wakes each interval and again for the answers, whether it checks one
+#: server or ten: with 14 workers and 10 servers, one checker wakes ~1.5 times a second where
+#: ten woke 10 times (issue 27: idle CPU). The others stand in when it stops writing.
+CHECKING_WORKERS = 1
 #: Check intervals after which a server's verdict on the board is too old to follow (its
 #: checker is not writing: the reader checks that server itself).
 BOARD_STALE_ROUNDS = 3
@@ -330,7 +336,7 @@ class Health:
         now = time.monotonic()
         soonest = stale
         for server, _ in self.targets.values():
-            if self.index[server.address] % self.workers == self.worker:
+            if self._own(server):
                 continue
             found = self.board.read(self.index[server.address], self.keys[server.address])
             if found is not None:
@@ -348,10 +354,14 @@ class Health:
         stale = BOARD_STALE_ROUNDS * self.config.health_interval + self.config.health_timeout
         return found if now - stale <= found[0] <= now + 1.0 else None
 
+    def _own(self, server: Server) -> bool:
+        """Whether *server* is this worker's to check (see :data:`CHECKING_WORKERS`)."""
+        return self.index[server.address] % min(self.workers, CHECKING_WORKERS) == self.worker
+
     def _checks(self, server: Server) -> bool:
         """Whether this worker checks *server* this round: its own share, or one whose
         checker is not writing."""
-        if self.board is None or self.index[server.address] % self.workers == self.worker:
+        if self.board is None or self._own(server):
             return True
         return self._verdict(server) is None
 
@@ -360,7 +370,7 @@ class Health:
         if self.board is None:
             return
         for server, _ in self.targets.values():
-            if self.index[server.address] % self.workers == self.worker:
+            if self._own(server):
                 continue
             verdict = self._verdict(server)
             if verdict is None or verdict[1] == server.up:
