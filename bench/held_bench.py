@@ -53,6 +53,7 @@ import asyncio
 import json
 import math
 import os
+import random
 import shutil
 import signal
 import socket
@@ -143,14 +144,25 @@ def total(pids: list[int], measure: Any) -> int:
     return sum(measure(pid) for pid in pids)
 
 
+#: The lowest port the bench tries for the server processes (below the ephemeral range).
+PORTS_FROM = 20_000
+
+
+def _ephemeral_low() -> int:
+    """The first port of the kernel's ephemeral range (net.ipv4.ip_local_port_range)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_ports(count: int) -> int:
     """A first port P with P..P+count-1 all free on 127.0.0.1 (the server processes')."""
+    # below the ephemeral range: a run holding 100,000 Pings uses most of that range's ports
+    # on 127.0.0.1 for its own connections (a second, smaller run found no 10 free in a row)
+    low = _ephemeral_low()
     for _ in range(200):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            base = int(sock.getsockname()[1])
-        if base + count > 60000:
-            continue
+        base = random.randrange(PORTS_FROM, max(PORTS_FROM + 1, low - count))
         try:
             for port in range(base, base + count):
                 with socket.socket() as probe:
@@ -626,6 +638,7 @@ async def bench(args: argparse.Namespace, rows: list[dict[str, Any]]) -> None:
             kinds = {"run": [run.proc.pid], "server": run.pids("server"), "edge": run.pids("edge")}
             cpu0 = {kind: total(pids, cpu_seconds) for kind, pids in kinds.items()}
             t0 = time.monotonic()
+            print(f"step {n:,}: idle for {args.idle_seconds:g} s", flush=True)
             await asyncio.sleep(args.idle_seconds)
             row["idle_kinds"] = {
                 kind: (total(pids, cpu_seconds) - cpu0[kind]) / (time.monotonic() - t0)

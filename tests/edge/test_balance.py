@@ -272,11 +272,11 @@ def test_the_board_is_shared_through_its_file_and_keyed_by_address(tmp_path: Pat
     two.close()
 
 
-async def test_workers_share_one_checker_per_server_and_follow_its_verdicts(
+async def test_workers_share_one_checker_and_follow_its_verdicts(
     pki: Pki, make_edge: EdgeFactory, backends: tuple[Backend, Backend, StartBackend]
 ) -> None:
-    """Two workers on one board: each server is checked by one of them only; a server out by
-    its checker is out at the other within a poll; a checker that stops writing is stood in
+    """Two workers on one board: the servers are checked by the first only; a server out by
+    its checker is out at the other's next choice; a checker that stops writing is stood in
     for."""
     a, b, start = backends
     config = edge_config(
@@ -289,35 +289,81 @@ async def test_workers_share_one_checker_per_server_and_follow_its_verdicts(
     second = await start_edge(config, reuse_port=True, board=board, worker=1)
     try:
         await wait_for(lambda: len(a.checks) >= 8 and len(b.checks) >= 8, 4.0)
-        # after the first round (each worker checks a server with no verdict yet), only the
+        # after the first round (each worker checks the servers with no verdict yet), only the
         # checker asks: one connection per server
         assert len({port for port, _ in a.checks[-6:]}) == 1
         assert len({port for port, _ in b.checks[-6:]}) == 1
-        assert set(first.edge.health.kept) == {f"127.0.0.1:{a.port}"}
-        assert set(second.edge.health.kept) == {f"127.0.0.1:{b.port}"}
+        addresses = {f"127.0.0.1:{a.port}", f"127.0.0.1:{b.port}"}
+        assert set(first.edge.health.kept) == addresses
+        await wait_for(lambda: not second.edge.health.kept, BOARD_POLL + 0.5)
 
-        # B stops: its checker (the second) has it out at once, the first within a poll
+        # B stops: its checker has it out at once, the other at its next choice of server
         b_first, b_second = first.edge.balancer.servers[1], second.edge.balancer.servers[1]
+        a_second = second.edge.balancer.servers[0]
         await stop_backend(b)
-        await wait_for(lambda: not b_second.up, 0.5)
-        took = await wait_for(lambda: not b_first.up, BOARD_POLL + 0.5)
-        assert took <= BOARD_POLL + 0.5
-        assert b_first.reason == "out by the check of another worker"
+        await wait_for(lambda: not b_first.up, 0.5)
+        await asyncio.sleep(BOARD_POLL)  # its last read of the board may be that recent
+        assert [second.edge.health.choose() for _ in range(3)] == [a_second] * 3
+        assert not b_second.up
+        assert b_second.reason == "out by the check of another worker"
 
-        # B is back: its checker puts it back (rise), and the first follows
+        # B is back: its checker puts it back (rise), and the other follows
         b.checks.clear()
         await start(b)
-        await wait_for(lambda: b_second.up and b_first.up, 0.2 * 2 + 0.15 + BOARD_POLL + 1.5)
+        await wait_for(lambda: b_first.up, 0.2 * 2 + 0.15 + 1.5)
+        await asyncio.sleep(BOARD_POLL)
+        second.edge.health.choose()
+        assert second.edge.balancer.servers[1].up  # (b_second: mypy keeps it narrowed)
 
-        # the second worker stops: its verdicts go stale and the first checks B itself
-        await second.close()
+        # the checker stops: its verdicts go stale and the other checks the servers itself
+        await first.close()
         b.checks.clear()
         stale = BOARD_STALE_ROUNDS * 0.2 + 0.15
-        await wait_for(lambda: f"127.0.0.1:{b.port}" in first.edge.health.kept, stale + 1.5)
+        await wait_for(lambda: f"127.0.0.1:{b.port}" in second.edge.health.kept, stale + 1.5)
         assert b.checks
     finally:
         await first.close()
         await second.close()
+
+
+async def test_a_worker_with_no_server_to_check_sleeps_and_reads_the_board_when_it_chooses(
+    pki: Pki, backends: tuple[Backend, Backend, StartBackend]
+) -> None:
+    """Three workers, two servers: the third checks nothing, so it is not woken each second
+    for the board (issue 27: idle CPU) — only when a verdict can go stale — and still never
+    chooses a server its checker took out (the board is read before a choice)."""
+    a, b, _ = backends
+    config = edge_config(
+        pki, a.port, backends=(f"127.0.0.1:{a.port}", f"127.0.0.1:{b.port}"),
+        backend=f"127.0.0.1:{a.port}", health_interval=0.2, health_timeout=0.15,
+        health_fall=2, health_rise=2, workers=3, listen=f"127.0.0.1:{free_port()}",
+    )  # fmt: skip
+    board = HealthBoard.anonymous(2)
+    edges = [await start_edge(config, reuse_port=True, board=board, worker=k) for k in range(3)]
+    checker, third = edges[0].edge.health, edges[2].edge.health
+    try:
+        # the first round: no verdict on the board yet, so every worker checks; then only the
+        # checker does
+        await wait_for(lambda: len(a.checks) >= 6 and len(b.checks) >= 6, 4.0)
+        await wait_for(lambda: not third.kept, BOARD_POLL + 0.5)  # closed at its next wake
+        wakes = (checker.wakes, third.wakes)
+        await asyncio.sleep(2.0)
+        assert checker.wakes - wakes[0] >= 6  # each round (0.2 s)
+        assert third.wakes - wakes[1] <= 3  # each BOARD_POLL at most, not each round
+        assert not third.kept
+        assert third.wakes - wakes[1] >= 1  # awake to see whether a verdict went stale
+
+        # B stops: its checker has it out at once; the third, asleep, chooses A only
+        b_third = edges[2].edge.balancer.servers[1]
+        await stop_backend(b)
+        await wait_for(lambda: not edges[0].edge.balancer.servers[1].up, 0.5)
+        await asyncio.sleep(BOARD_POLL)  # its last read of the board may be that recent
+        assert [third.choose() for _ in range(4)] == [edges[2].edge.balancer.servers[0]] * 4
+        assert not b_third.up
+        assert b_third.reason == "out by the check of another worker"
+    finally:
+        for edge in edges:
+            await edge.close()
 
 
 async def test_a_server_not_started_yet_is_out_only_after_fall_periodic_checks(

@@ -138,6 +138,7 @@ async def start_edge(
         admin_host, admin_port = split_hostport(config.admin_listen, "edge.admin_listen")
 
         def render() -> str:
+            edge.health.follow()  # the other workers' checks (read when needed: health.py)
             return edge.metrics.render(
                 open_connections=len(edge.clients),
                 tls_handshakes=sites.handshakes,

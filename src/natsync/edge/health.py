@@ -16,14 +16,20 @@ should be when many workers each check many servers while 100,000 phones are hel
   does) — within milliseconds, whatever ``health_interval`` says. The periodic check is left
   with what only it can see: a server that hangs or answers errors (``fall`` failed checks in
   a row), and an out server coming back (``rise`` good ones).
-* **One checker per server, shared by the workers.** With ``workers`` processes, worker *k*
-  checks the servers *i* with *i* % workers == *k* and writes what it found on a
-  :class:`HealthBoard` (a few bytes per server in shared memory); the others read the board
-  every :data:`BOARD_POLL` seconds (no system call) and take a server out or put it back as
-  its checker found. So the servers get one check per interval, not one per worker, and a
-  death seen by its checker reaches every worker within a second. A server whose
-  checker stopped writing (its worker restarting) is checked by every worker until it writes
-  again.
+* **One checker for the servers, shared by the workers.** With ``workers`` processes, the
+  first :data:`CHECKING_WORKERS` (one) check the servers (worker *k* the servers *i* with
+  *i* % CHECKING_WORKERS == *k*) and write what they found on a :class:`HealthBoard` (a few
+  bytes per server in shared memory); the others take a server out or put it back as its
+  checker found. So the servers get one check per interval, not one per worker, and one
+  worker wakes for them, not one per server. A server whose checker stopped writing (its
+  worker restarting) is checked by every worker until it writes again.
+* **The board is read when a verdict is needed, not on a timer** (issue 27: idle CPU). A
+  worker follows it before choosing a server for a request (:meth:`Health.choose`, at most
+  every :data:`BOARD_POLL` seconds: no system call, a few struct reads), before its
+  ``/metrics``, and whenever it wakes for its own checks; so a death seen by its checker
+  reaches every worker's next choice within a second. A worker wakes for the board only when
+  a verdict it follows can go stale (its checker stopped writing: time to stand in), about
+  every ``BOARD_STALE_ROUNDS`` intervals, instead of each second.
 * An answer below 500 within ``health_timeout`` is a good check. Exchanges report too: a refused
   or failed connection (:meth:`Health.unreachable`), a broken exchange (:meth:`Health.broke`),
   a whole answer (:meth:`Health.answered`). A server going out closes its idle pooled
@@ -57,10 +63,15 @@ MAX_CHECK_ANSWER = 64 * 1024
 CHECK_METHOD = b"OPTIONS"
 
 
-#: Seconds between two reads of the board by the workers that do not check a server: each read
-#: is a wake-up of every idle worker (issue 27: idle CPU), and a worker whose own exchange with
-#: a dead server fails takes it out at once anyway.
+#: Least seconds between two reads of the board for a request's choice of server (a read is a
+#: few struct unpacks; a worker whose own exchange with a dead server fails takes it out at
+#: once anyway). Nothing reads it on a timer: an idle worker is not woken for it (issue 27).
 BOARD_POLL = 1.0
+#: Workers that check servers (the first ones; server *i* is checked by worker *i* % this).
+#: A checking worker wakes each interval and again for the answers, whether it checks one
+#: server or ten: with 14 workers and 10 servers, one checker wakes ~1.5 times a second where
+#: ten woke 10 times (issue 27: idle CPU). The others stand in when it stops writing.
+CHECKING_WORKERS = 1
 #: Check intervals after which a server's verdict on the board is too old to follow (its
 #: checker is not writing: the reader checks that server itself).
 BOARD_STALE_ROUNDS = 3
@@ -201,8 +212,8 @@ class Health:
     """Reports on the servers' health to the balancer and logs their changes."""
 
     __slots__ = (
-        "balancer", "board", "clock", "config", "index", "kept", "keys", "on_out", "out_at",
-        "probing", "targets", "tasks", "worker", "workers",
+        "balancer", "board", "clock", "config", "index", "kept", "keys", "next_follow", "on_out",
+        "out_at", "probing", "targets", "tasks", "wakes", "worker", "workers",
     )  # fmt: skip
 
     def __init__(
@@ -234,6 +245,10 @@ class Health:
         self.board: HealthBoard | None = None
         self.worker = 0
         self.workers = 1
+        #: When (``clock``) the board is next read for a request's choice (:meth:`choose`).
+        self.next_follow = 0.0
+        #: Times :meth:`run` woke (what an idle worker costs; tests read it).
+        self.wakes = 0
 
     def share(self, board: HealthBoard, worker: int, workers: int) -> None:
         """Check only this worker's share of the servers and follow *board* for the rest."""
@@ -268,27 +283,65 @@ class Health:
             )
             self.on_out(server)
 
+    def choose(self, tried: Iterable[Server] = ()) -> Server | None:
+        """The balancer's choice of server for a request, the board followed first when its
+        last read is :data:`BOARD_POLL` old (several servers only)."""
+        if self.board is not None:
+            self.follow()
+        return self.balancer.choose(tried)
+
+    def follow(self) -> None:
+        """Follow the board unless it was read less than :data:`BOARD_POLL` ago."""
+        now = self.clock()
+        if now >= self.next_follow:
+            self.next_follow = now + BOARD_POLL
+            self._follow()
+
     async def run(self, servers: Iterable[tuple[Server, BackendTrust]]) -> None:
-        """Check this worker's servers each health_interval and follow the board for the
-        others (several servers only; see balance.py)."""
+        """Check this worker's servers each health_interval; between rounds, sleep until the
+        next round or until a verdict followed can go stale, whichever comes first (a worker
+        with no server of its own wakes every few intervals, not each second)."""
         self.targets = {server.address: (server, trust) for server, trust in servers}
         interval = self.config.health_interval
-        poll = min(interval, BOARD_POLL) if self.board is not None else interval
         loop = asyncio.get_running_loop()
-        next_round = next_poll = loop.time()
+        next_round = loop.time()
         try:
             while True:
-                if loop.time() >= next_round:
+                self.wakes += 1
+                mine = [t for t in self.targets.values() if self._checks(t[0])]
+                for address in set(self.kept) - {s.address for s, _ in mine}:
+                    self.kept.pop(address).close()  # its checker writes: not ours to keep
+                if mine and loop.time() >= next_round:
                     next_round = max(next_round + interval, loop.time())
+                    if len(mine) == 1:
+                        await self.check(*mine[0])  # no task for the usual single one
+                    else:
+                        await asyncio.gather(*(self.check(s, t) for s, t in mine))
                     mine = [t for t in self.targets.values() if self._checks(t[0])]
-                    for address in set(self.kept) - {s.address for s, _ in mine}:
-                        self.kept.pop(address).close()  # its checker is back: not ours
-                    await asyncio.gather(*(self.check(s, t) for s, t in mine))
                 self._follow()
-                next_poll = max(next_poll + poll, loop.time())
-                await asyncio.sleep(max(0.0, min(next_round, next_poll) - loop.time()))
+                self.next_follow = self.clock() + BOARD_POLL
+                wait = self._until_stale()
+                if mine:
+                    wait = min(wait, next_round - loop.time())
+                await asyncio.sleep(max(0.0, wait))
         finally:
             self.close()
+
+    def _until_stale(self) -> float:
+        """Seconds until the first verdict this worker follows can go stale (then it stands
+        in for that server's checker); at least :data:`BOARD_POLL`, at most one stale span."""
+        stale = BOARD_STALE_ROUNDS * self.config.health_interval + self.config.health_timeout
+        if self.board is None:
+            return stale
+        now = time.monotonic()
+        soonest = stale
+        for server, _ in self.targets.values():
+            if self._own(server):
+                continue
+            found = self.board.read(self.index[server.address], self.keys[server.address])
+            if found is not None:
+                soonest = min(soonest, found[0] + stale - now)
+        return max(BOARD_POLL, soonest)
 
     def _verdict(self, server: Server) -> tuple[float, bool] | None:
         """The board's fresh verdict on *server*, None when there is none to follow."""
@@ -301,10 +354,14 @@ class Health:
         stale = BOARD_STALE_ROUNDS * self.config.health_interval + self.config.health_timeout
         return found if now - stale <= found[0] <= now + 1.0 else None
 
+    def _own(self, server: Server) -> bool:
+        """Whether *server* is this worker's to check (see :data:`CHECKING_WORKERS`)."""
+        return self.index[server.address] % min(self.workers, CHECKING_WORKERS) == self.worker
+
     def _checks(self, server: Server) -> bool:
         """Whether this worker checks *server* this round: its own share, or one whose
         checker is not writing."""
-        if self.board is None or self.index[server.address] % self.workers == self.worker:
+        if self.board is None or self._own(server):
             return True
         return self._verdict(server) is None
 
@@ -313,7 +370,7 @@ class Health:
         if self.board is None:
             return
         for server, _ in self.targets.values():
-            if self.index[server.address] % self.workers == self.worker:
+            if self._own(server):
                 continue
             verdict = self._verdict(server)
             if verdict is None or verdict[1] == server.up:

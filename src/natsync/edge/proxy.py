@@ -159,18 +159,27 @@ class Edge:
             log.error("%s", message)
 
     def sweep(self, now: float) -> None:
-        """Close what passed its deadline (idle phones, slow heads, silent servers)."""
-        for conn in [c for c in self.clients if c.machine.deadline and now > c.machine.deadline]:
-            conn.timed_out(now)
-        for backend in [b for b in self.backends if
-                        b.machine.deadline and now > b.machine.deadline]:  # fmt: skip
-            backend.timed_out(now)
-        # a deadline set from now on is at least now + shortest_deadline away: until then only
-        # the ones already set can pass (held Pings are not scanned every second: issue 27)
-        pending = [c.machine.deadline for c in self.clients if c.machine.deadline]
-        pending += [b.machine.deadline for b in self.backends if b.machine.deadline]
-        pending.append(now + self.shortest)
-        self.next_sweep = min(pending)
+        """Close what passed its deadline (idle phones, slow heads, silent servers).
+
+        A deadline set from now on is at least now + shortest_deadline away: until then only
+        the ones already set can pass (held Pings are not scanned every second: issue 27). One
+        pass over each set finds both what passed and the next deadline (with 7,000 held Pings
+        a worker's sweep walks 14,000 connections: half the time of four passes)."""
+        due = now + self.shortest
+        passed: list[ClientConn | BackendConn] = []
+        for group in (self.clients, self.backends):
+            for conn in group:
+                deadline = conn.machine.deadline
+                if deadline and deadline < due:
+                    if now > deadline:
+                        passed.append(conn)
+                    else:
+                        due = deadline
+        self.next_sweep = due
+        for conn in passed:  # clients first: a client's end can end its server's deadline
+            deadline = conn.machine.deadline
+            if deadline and now > deadline:
+                conn.timed_out(now)
 
     async def sweeper(self) -> None:
         while True:
@@ -201,7 +210,7 @@ class Edge:
     def acquire(self, client: ClientConn) -> None:
         """Attach a server connection to *client*: an idle pooled one of the server chosen, or a
         new one (to that server, then to the next ones should it fail)."""
-        server = self.single or self.balancer.choose()
+        server = self.single or self.health.choose()  # the board followed (health.py)
         assert server is not None
         backend = self.pool.take(server)
         if backend is not None:
