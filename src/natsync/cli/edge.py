@@ -132,7 +132,7 @@ def run(config_path: Path | None, log_format: str | None, log_level: str | None)
     from natsync.edge.tickets import process_secret
 
     process_secret()  # made before the fork: every worker accepts every worker's TLS tickets
-    # the workers share one checker per server: the board is made before they are forked
+    # one worker checks the servers for all: the board is made before they are forked
     shared = config.workers > 1 and len(config.servers) > 1
     board = HealthBoard.anonymous(len(config.servers)) if shared else None
     worker, children = _fork_workers(config)

@@ -121,7 +121,7 @@ async def _edge_part(deployment: Deployment, index: int) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     board = None
-    if config.workers > 1 and len(config.servers) > 1:  # one checker per server, shared
+    if config.workers > 1 and len(config.servers) > 1:  # one checker for all workers
         from natsync.edge.health import HealthBoard
         from natsync.run.derive import edge_health_board
 
