@@ -137,6 +137,34 @@ def test_buffered_entries_are_written_per_device_and_bounded(store: Store) -> No
     assert [r.command for r in ring][:2] == [f"Sync{MAX_RECENT + 2}", f"Sync{MAX_RECENT + 1}"]
 
 
+def test_buffered_devices_are_written_in_one_order_whatever_their_arrival(store: Store) -> None:
+    # two processes writing the same devices must lock their rows in the same order
+    from natsync.server.recent import record_many
+
+    for device_id in ("PHONE2", "PHONE1", "PHONE3"):
+        _phone(store, device_id)
+    entry = RecentRequest(NOW, "Ping", 200, 1)
+    orders = []
+    for arrival in (("PHONE3", "PHONE1", "PHONE2"), ("PHONE2", "PHONE3", "PHONE1")):
+        written: list[int] = []
+
+        def run(txn: Txn, arrival: tuple[str, ...] = arrival, written: list[int] = written) -> int:
+            real = txn.set_device_setting
+
+            def noting(device: int, key: str, value: str) -> None:
+                written.append(device)
+                real(device, key, value)
+
+            txn.set_device_setting = noting  # type: ignore[method-assign]
+            return record_many(txn, {("alice", d): [entry] for d in arrival})
+
+        assert store.run_sync(run) == 3
+        orders.append(written)
+    assert orders[0] == orders[1]
+    ids = {d: _phone(store, d) for d in ("PHONE1", "PHONE2", "PHONE3")}
+    assert orders[0][:3] == [ids["PHONE1"], ids["PHONE2"], ids["PHONE3"]]
+
+
 def test_pending_devices_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     from natsync.server import recent
 

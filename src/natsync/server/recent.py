@@ -121,7 +121,11 @@ def record_many(txn: Txn, pending: Mapping[tuple[str, str], Sequence[RecentReque
     others are unknown to the store and dropped)."""
     written = 0
     users: dict[str, Any] = {}
-    for (user_name, device_id), entries in pending.items():
+    # in one order in every process: two server processes flushing at once, each with
+    # entries of the same devices (a phone's requests go to whichever process has least in
+    # flight), lock the same device_settings rows; in arrival order, PostgreSQL found them
+    # deadlocked and dropped one of the batches
+    for (user_name, device_id), entries in sorted(pending.items()):
         if user_name not in users:
             users[user_name] = txn.get_user(user_name)
         user = users[user_name]
