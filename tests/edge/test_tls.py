@@ -17,7 +17,8 @@ from natsync.cert.acme_responders import ChallengeStore
 from natsync.cert.jose import ACME_IDENTIFIER_OID
 from natsync.edge import tickets
 from natsync.edge.config import SiteCert
-from natsync.edge.tls import PURE_PYTHON_ENV, SiteContexts
+from natsync.edge.http import PURE_PYTHON_ENV
+from natsync.edge.tls import SiteContexts
 from natsync.errors import ConfigError
 
 from .conftest import PUBLIC_NAME, Pki, bio_handshake

@@ -330,7 +330,7 @@ class Health:
     def _until_stale(self) -> float:
         """Seconds until the first verdict this worker follows can go stale (then it stands
         in for that server's checker); at least :data:`BOARD_POLL`, at most one stale span."""
-        stale = BOARD_STALE_ROUNDS * self.config.health_interval + self.config.health_timeout
+        stale = self._stale_span()
         if self.board is None:
             return stale
         now = time.monotonic()
@@ -351,8 +351,12 @@ class Health:
         if found is None:
             return None
         now = time.monotonic()
-        stale = BOARD_STALE_ROUNDS * self.config.health_interval + self.config.health_timeout
+        stale = self._stale_span()
         return found if now - stale <= found[0] <= now + 1.0 else None
+
+    def _stale_span(self) -> float:
+        """Seconds after which a verdict on the board is too old to follow."""
+        return BOARD_STALE_ROUNDS * self.config.health_interval + self.config.health_timeout
 
     def _own(self, server: Server) -> bool:
         """Whether *server* is this worker's to check (see :data:`CHECKING_WORKERS`)."""

@@ -52,14 +52,12 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from natsync.cert import policy
 from natsync.cert.acme_responders import ChallengeStore, offers_acme_tls
 from natsync.edge.config import EdgeConfig, SiteCert
+from natsync.edge.http import PURE_PYTHON_ENV
 from natsync.edge.tickets import _tickets as _c_tls
 from natsync.errors import ConfigError, NatsyncError
 
 log = logging.getLogger("natsync.edge")
 P = TypeVar("P", bound=asyncio.BaseProtocol)
-#: Set in the environment (to anything), the edge runs on its Python parts alone (as in
-#: natsync.edge.http and natsync.edge.transport).
-PURE_PYTHON_ENV = "NATSYNC_PURE_PYTHON"
 
 #: TLS 1.2 suites offered to phones and to the server (natsync.cert.policy, shared with the
 #: server's own listeners).

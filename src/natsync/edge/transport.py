@@ -43,6 +43,8 @@ from natsync.cert.client_hello import (
     ClientHelloError,
     parse_client_hello,
 )
+from natsync.edge.http import PURE_PYTHON_ENV
+from natsync.edge.tickets import _tickets
 
 log = logging.getLogger("natsync.edge")
 
@@ -73,16 +75,10 @@ _NONBLOCKING_STREAM = socket.SOCK_STREAM | socket.SOCK_NONBLOCK
 #: Errors of accept() that mean "no descriptors or memory left", not "this one connection".
 _ACCEPT_EXHAUSTED = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 
-#: Set in the environment (to anything), new connections are accepted and handshaken by the
-#: Python reference alone (natsync.edge.http's switch for its C parsers too).
-PURE_PYTHON_ENV = "NATSYNC_PURE_PYTHON"
-_c_tls: Any
-try:  # the C steps of a new connection (natsync/edge/_tickets.c; optional like the parsers)
-    from natsync.edge import _tickets as _c_tls
-except ImportError:  # pragma: no cover - a build without a C compiler or libssl headers
-    _c_tls = None
-if os.environ.get(PURE_PYTHON_ENV):
-    _c_tls = None
+#: The C steps of a new connection (natsync/edge/_tickets.c), or None: not built, or
+#: ``NATSYNC_PURE_PYTHON`` set (then new connections are accepted and handshaken by the
+#: Python reference alone, as natsync.edge.http's parsers run without their C part).
+_c_tls: Any = None if os.environ.get(PURE_PYTHON_ENV) else _tickets
 # what _tickets.handshake_step answers
 _STEP_DONE, _STEP_READ, _STEP_WRITE, _STEP_FAILED = 0, 1, 2, 3
 
@@ -154,10 +150,6 @@ def _load_tlsio() -> Any:
     """natsync.edge._tlsio (the reads and writes in C, read_ahead on) when it is built, not
     switched off (``NATSYNC_PURE_PYTHON``) and it finds CPython's ``_ssl`` laid out as it reads
     it (checked on a real object); else None: the transport goes through ``_ssl`` alone."""
-    import os
-
-    from natsync.edge.http import PURE_PYTHON_ENV
-
     if os.environ.get(PURE_PYTHON_ENV):
         return None
     try:
