@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import ssl
+import sys
 import tempfile
 from pathlib import Path
 
@@ -26,6 +27,9 @@ from cryptography.x509.oid import NameOID
 
 from natsync.cert.client_hello import ClientHello, ClientHelloError, parse_client_hello
 from natsync.edge import _tickets
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.edge.handshake_steps
+from tests.edge.handshake_steps import c_step, python_step
 
 NAME = "mail.example.test"
 
@@ -84,25 +88,6 @@ HELLOS = [
     _hello(ssl.TLSVersion.TLSv1_3, ["acme-tls/1"]),
 ]
 SEEDS = [bytes(64), bytes(range(256))]
-
-
-def python_step(sslobj: ssl.SSLObject) -> str:
-    try:
-        sslobj.do_handshake()
-    except ssl.SSLWantReadError:
-        return "read"
-    except ssl.SSLWantWriteError:
-        return "write"
-    except ssl.SSLError:
-        return "error"
-    return "done"
-
-
-def c_step(sslobj: ssl.SSLObject) -> str:
-    state = _tickets.handshake_step(sslobj._sslobj)  # type: ignore[attr-defined]
-    if state == 3:  # failed: the reference call raises CPython's error
-        return "error" if python_step(sslobj) == "error" else "C failed, Python did not"
-    return ("done", "read", "write")[state]
 
 
 def client_bytes(fdp: atheris.FuzzedDataProvider) -> bytes:

@@ -33,6 +33,7 @@ from natsync.edge.transport import (
     listen_sockets,
 )
 from tests.edge.conftest import PUBLIC_NAME, Pki
+from tests.edge.handshake_steps import c_step, python_step
 
 T = TypeVar("T")
 HOST = "127.0.0.1"
@@ -407,25 +408,6 @@ def test_a_phone_resetting_right_after_its_finished_is_served_and_closed(
         ours.server.close()
 
     run(uv, main())
-
-
-def python_step(sslobj: ssl.SSLObject) -> str:
-    try:
-        sslobj.do_handshake()
-    except ssl.SSLWantReadError:
-        return "read"
-    except ssl.SSLWantWriteError:
-        return "write"
-    except ssl.SSLError:
-        return "error"
-    return "done"
-
-
-def c_step(sslobj: ssl.SSLObject) -> str:
-    state = _c_tls.handshake_step(sslobj._sslobj)  # type: ignore[attr-defined]
-    if state == 3:  # failed: the Python call again raises CPython's error (as TLSServer does)
-        return "error" if python_step(sslobj) == "error" else "C failed, Python did not"
-    return ("done", "read", "write")[state]
 
 
 @pytest.mark.skipif(_c_tls is None, reason="natsync.edge._tickets is not built (no compiler)")
