@@ -803,15 +803,7 @@ def compare(other_src: str, rounds: int, seconds: int = 3) -> None:
                 max_connections_per_ip=100_000, listen=f"127.0.0.1:{free_port()}",
             )  # fmt: skip
             (workdir / name).mkdir()
-            old_path = os.environ.get("PYTHONPATH")
-            if src:
-                os.environ["PYTHONPATH"] = src  # the edge's process imports natsync from there
-            try:
-                edges[name] = EdgeProxy(config, workdir / name, 1)
-            finally:
-                os.environ.pop("PYTHONPATH", None)
-                if old_path is not None:
-                    os.environ["PYTHONPATH"] = old_path
+            edges[name] = EdgeProxy(config, workdir / name, 1, source=src or None)
             figures[name] = {"new": [], "full": []}
             wrk(edges[name].port, 1, 16, close=True)  # warm-up
         for number in range(rounds):
