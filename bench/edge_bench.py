@@ -209,7 +209,17 @@ def write_ready(path: str, count: int) -> None:
 # -- the holding clients (subprocesses): open N TLS connections, send a Ping on each, wait
 
 
-def hold_clients(port: int, count: int, ca_file: str, ready_file: str) -> None:
+#: What a holding client sends before its Ping when asked to (``syncs``): a small Sync.
+SYNC = (
+    b"POST /Microsoft-Server-ActiveSync?Cmd=Sync&User=u&DeviceId=D&DeviceType=T HTTP/1.1\r\n"
+    b"Host: mail.example.test\r\nContent-Type: application/vnd.ms-sync.wbxml\r\n"
+    b"Content-Length: 32\r\n\r\n" + bytes(32)
+)
+
+
+def hold_clients(port: int, count: int, ca_file: str, ready_file: str, syncs: int = 0) -> None:
+    """*count* TLS connections to *port*, each sending *syncs* Syncs (reading each answer, as a
+    phone does before it waits) and then a Ping that stays held."""
     import uvloop
 
     raise_nofile()
@@ -231,6 +241,11 @@ def hold_clients(port: int, count: int, ca_file: str, ready_file: str) -> None:
                         await asyncio.sleep(0.2)
                 else:
                     return
+                for _ in range(syncs):
+                    writer.write(SYNC)
+                    head = await reader.readuntil(b"\r\n\r\n")
+                    length = re.search(rb"(?i)content-length: *(\d+)", head)
+                    await reader.readexactly(int(length.group(1)) if length else 0)
                 writer.write(PING)
                 await writer.drain()
                 held.append((reader, writer))
@@ -1124,7 +1139,8 @@ if __name__ == "__main__":
     elif len(sys.argv) > 1 and sys.argv[1] == "hold-backend":
         hold_backend(int(sys.argv[2]), sys.argv[3], sys.argv[4])
     elif len(sys.argv) > 1 and sys.argv[1] == "hold-clients":
-        hold_clients(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5])
+        syncs = int(sys.argv[6]) if len(sys.argv) > 6 else 0
+        hold_clients(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5], syncs)
     elif len(sys.argv) > 1 and sys.argv[1] == "split":
         split(int(sys.argv[2]) if len(sys.argv) > 2 else 8)
     elif len(sys.argv) > 2 and sys.argv[1] == "compare":

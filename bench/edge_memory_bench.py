@@ -13,6 +13,7 @@ pages: what the proxy alone would give back), from /proc/PID/smaps_rollup. Round
 order (edge first, then HAProxy first). The load average is printed: above 1 a round is noisy.
 
     python bench/edge_memory_bench.py [--held 2000] [--rounds 2] [--workers 1] [--clients 2]
+                                       [--syncs 0]  # Syncs answered before each Ping
     python bench/edge_memory_bench.py breakdown [--held 1000]   # where the edge's bytes go
 
 ``breakdown`` measures one TLS connection at a time, not the edge: the process holding N idle
@@ -60,6 +61,12 @@ COUNT_EVERY = 0.2
 #: Seconds the holding clients may take to open their connections.
 CONNECT_TIMEOUT = 300.0
 KINDS = ("Rss", "Pss", "Uss")
+#: The holding backend's answer to anything but a Ping (a Sync, with --syncs): a small WBXML
+#: body, the size of a Sync answer with a new SyncKey and nothing to send.
+SYNC_ANSWER = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: application/vnd.ms-sync.wbxml\r\n"
+    b"MS-Server-ActiveSync: 16.1\r\nContent-Length: 48\r\n\r\n" + bytes(48)
+)
 
 
 def memory(pids: list[int]) -> dict[str, int]:
@@ -151,7 +158,7 @@ def counting_backend(port: int, cert: str, key: str, count_file: str) -> None:
                     self.holding = True
                     held[0] += 1
                 else:
-                    self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                    self.transport.write(SYNC_ANSWER)
 
         def connection_lost(self, exc: Exception | None) -> None:
             held[0] -= self.holding
@@ -184,9 +191,10 @@ def backend_holds(count_file: Path, target: int, timeout: float = CONNECT_TIMEOU
 
 
 def hold(
-    proxy: Proxy, count: int, clients: int, ca_file: Path, workdir: Path
+    proxy: Proxy, count: int, clients: int, ca_file: Path, workdir: Path, syncs: int = 0
 ) -> tuple[list[subprocess.Popen[bytes]], int]:
-    """*count* Pings held through *proxy* by *clients* processes; the processes, Pings held."""
+    """*count* Pings held through *proxy* by *clients* processes, each Ping after *syncs* Syncs
+    on its connection; the processes, Pings held."""
     per = max(1, count // clients)
     ready = [workdir / f"ready-{proxy.port}-{count}-{i}" for i in range(clients)]
     procs = [
@@ -199,6 +207,7 @@ def hold(
                 str(per),
                 str(ca_file),
                 str(path),
+                str(syncs),
             ]
         )
         for path in ready
@@ -227,7 +236,7 @@ def per_held(
     """Bytes per held Ping (RSS, PSS, USS) through *proxy*, after a warm-up; measured once the
     backend holds every Ping (else the run stops: a figure over half-bridged Pings is wrong)."""
     counted = workdir / "held"
-    warm, _ = hold(proxy, args.warm, 1, ca_file, workdir)
+    warm, _ = hold(proxy, args.warm, 1, ca_file, workdir, args.syncs)
     backend_holds(counted, args.warm)
     release(warm)
     # the edge drops a Ping's server leg when its phone goes; HAProxy (without abortonclose)
@@ -235,7 +244,7 @@ def per_held(
     base = backend_holds(counted, 0, timeout=SETTLE)
     time.sleep(SETTLE)
     before = memory(proxy.pids())
-    procs, opened = hold(proxy, args.held, args.clients, ca_file, workdir)
+    procs, opened = hold(proxy, args.held, args.clients, ca_file, workdir, args.syncs)
     try:
         reached = backend_holds(counted, base + opened) - base
         if reached != opened:
@@ -530,6 +539,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--workers", type=int, default=1, help="edge workers = HAProxy processes")
     parser.add_argument("--clients", type=int, default=2, help="holding client processes")
+    parser.add_argument(
+        "--syncs", type=int, default=0, help="Syncs each phone sends (and reads) before its Ping"
+    )
     if len(sys.argv) > 1 and sys.argv[1] == "backend":
         counting_backend(int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5])
         return

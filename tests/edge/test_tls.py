@@ -8,6 +8,7 @@ import datetime as dt
 import os
 import ssl
 from pathlib import Path
+from unittest import mock
 
 import pytest
 from cryptography import x509
@@ -16,12 +17,13 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from natsync.cert.acme_responders import ChallengeStore
 from natsync.cert.jose import ACME_IDENTIFIER_OID
 from natsync.edge import tickets
+from natsync.edge import tls as tls_module
 from natsync.edge.config import SiteCert
 from natsync.edge.http import PURE_PYTHON_ENV
-from natsync.edge.tls import SiteContexts
+from natsync.edge.tls import BackendTrust, SiteContexts
 from natsync.errors import ConfigError
 
-from .conftest import PUBLIC_NAME, Pki, bio_handshake
+from .conftest import PUBLIC_NAME, Pki, bio_handshake, edge_config
 
 #: What a client without ECDSA offers in TLS 1.2: RSA signatures only.
 RSA_ONLY_TLS12 = "ECDHE-RSA-AES128-GCM-SHA256"
@@ -119,3 +121,41 @@ def test_openssl_notes_the_alpn_offer_for_tls_alpn_01_without_peeking(
     assert phone.selected_alpn_protocol() == (
         "acme-tls/1" if challenged else ("http/1.1" if offer else None)
     )
+
+
+def test_the_kept_server_session_changes_only_when_it_is_news(pki: Pki) -> None:
+    """A resumed connection's session is not taken as the next one to offer (each taken copy
+    is a decoded certificate chain its resumed connections keep alive: issue 27); a full
+    handshake's is, and so is any once the kept one is past half its ticket's lifetime."""
+    trust = BackendTrust(edge_config(pki, 1))
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(pki.server_cert, pki.server_key)
+    first, _ = bio_handshake(trust.context, server_ctx)
+    assert not first.session_reused
+    trust.remember(first)
+    kept = trust.context.cached_session
+    assert kept is not None
+
+    resumed, _ = bio_handshake(trust.context, server_ctx)  # offered the kept session
+    assert resumed.session_reused
+    trust.remember(resumed)
+    assert trust.context.cached_session is kept
+
+    trust.context.cached_session = None
+    full, _ = bio_handshake(trust.context, server_ctx)  # nothing offered: a full handshake
+    assert not full.session_reused
+    trust.context.cached_session = kept
+    trust.remember(full)  # the kept session was refused or not offered: this one is news
+    fresh = trust.context.cached_session
+    assert fresh is not None
+    assert fresh is not kept
+
+    later, _ = bio_handshake(trust.context, server_ctx)
+    assert later.session_reused
+    half = (fresh.ticket_lifetime_hint or fresh.timeout) / 2
+    with mock.patch.object(tls_module.time, "time", return_value=fresh.time + half - 1):
+        trust.remember(later)
+    assert trust.context.cached_session is fresh
+    with mock.patch.object(tls_module.time, "time", return_value=fresh.time + half + 1):
+        trust.remember(later)  # the kept one ages: the resumed connection's newer tickets
+    assert trust.context.cached_session is not fresh

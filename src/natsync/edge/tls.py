@@ -41,6 +41,7 @@ import os
 import select
 import socket
 import ssl
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -308,9 +309,24 @@ class BackendTrust:
             )
 
     def remember(self, sslobj: ssl.SSLObject | None) -> None:
-        """Keep the connection's session for the next connection under this policy."""
-        if sslobj is not None and sslobj.session is not None:
-            self.context.cached_session = sslobj.session
+        """Keep the connection's session to offer on the next connections to this server.
+
+        Only a session that is news: none is kept yet, this connection made a full handshake
+        (the kept one was refused, or it was not offered), or the kept one is past half its
+        ticket's lifetime. Reading ``.session`` decodes a copy of the session, certificates
+        included (CPython's TLS 1.3 workaround for OpenSSL), and each connection resumed from a
+        copy keeps that copy alive; taking every resumed connection's session as the next one
+        kept a decoded certificate chain per held Ping: about 10 KB after a phone's Syncs
+        (issue 27; ``bench/edge_memory_bench.py --syncs 2``).
+        """
+        if sslobj is None:
+            return
+        kept = self.context.cached_session
+        if kept is not None and sslobj.session_reused and not _ageing(kept, time.time()):
+            return
+        session = sslobj.session
+        if session is not None:
+            self.context.cached_session = session
 
     def describe_error(self, exc: BaseException) -> str:
         if isinstance(exc, ssl.SSLCertVerificationError):
@@ -319,6 +335,12 @@ class BackendTrust:
                 f"{self.policy.ca_file} for name {self.server_name!r}: {exc.verify_message}"
             )
         return f"TLS to the server at {self.backend} failed: {exc}"
+
+
+def _ageing(session: ssl.SSLSession, now: float) -> bool:
+    """Past half its life: its ticket's lifetime hint (the server's word), else its timeout."""
+    life = session.ticket_lifetime_hint or session.timeout
+    return now - session.time > life / 2
 
 
 @dataclass(frozen=True, slots=True)
