@@ -410,6 +410,53 @@ def test_a_phone_resetting_right_after_its_finished_is_served_and_closed(
     run(uv, main())
 
 
+@pytest.mark.parametrize("ending", ["reset", "close_notify", "tcp-fin"])
+def test_a_closed_connection_ends_when_the_phone_goes_and_the_next_ones_are_served(
+    uv: asyncio.AbstractEventLoop, pki: Pki, ending: str
+) -> None:
+    """close() from the protocol's read keeps the reader (now for the peer's close_notify)
+    rather than dropping uvloop's poll handle and making another: however the phone leaves
+    after the answer (RST, its close_notify, a bare FIN), the connection ends at once, not at
+    SHUTDOWN_TIMEOUT, and new connections on the same descriptor numbers are served."""
+
+    def answer_and_close(peer: Peer) -> None:
+        assert peer.transport is not None
+        peer.transport.write(b"answer:" + bytes(peer.data))
+        peer.transport.close()
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        ours = Ours(server_context(pki))
+        ours.on_data = answer_and_close
+        for number in range(8):
+            sock, tls, incoming, outgoing = await raw_tls(ours.port, pki.client_context())
+            tls.write(b"q%d" % number)
+            await loop.sock_sendall(sock, outgoing.read())
+            started = loop.time()
+            if ending == "close_notify":
+                assert await read_until_closed(sock, tls, incoming) == b"answer:q%d" % number
+                tls.unwrap()
+                await loop.sock_sendall(sock, outgoing.read())
+            else:
+                got = b""
+                while not got:
+                    incoming.write(await loop.sock_recv(sock, 65536))
+                    with contextlib.suppress(ssl.SSLWantReadError):
+                        got = tls.read(100)
+                assert got == b"answer:q%d" % number
+                if ending == "reset":
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.close()
+            peer = ours.peers[-1]
+            assert await asyncio.wait_for(peer.lost, 2) is None
+            assert loop.time() - started < 2
+            assert peer.eof == 0
+        assert len(ours.peers) == 8
+        ours.server.close()
+
+    run(uv, main())
+
+
 @pytest.mark.skipif(_c_tls is None, reason="natsync.edge._tickets is not built (no compiler)")
 @settings(
     max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]

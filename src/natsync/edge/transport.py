@@ -170,11 +170,11 @@ tlsio: Any = _load_tlsio()
 class TLSTransport(asyncio.Transport):
     """One TLS connection whose handshake is done, as an ``asyncio.Transport`` to its protocol.
 
-    With :data:`tlsio` (C), OpenSSL's ``read_ahead`` is on from here (the handshake read no
-    further than its own records): one ``recv`` per readiness event instead of two per record
-    (the record's 5-byte header, then its body), reads and writes without a Python exception
-    for "want read", and what OpenSSL holds asked by ``SSL_has_pending`` (records read ahead
-    count, not only the rest of the current one)."""
+    With :data:`tlsio` (C), OpenSSL's ``read_ahead`` is on (a phone's from its ClientHello on,
+    TLSServer.serve; a server leg's from here): one ``recv`` per readiness event instead of two
+    per record (the record's 5-byte header, then its body), reads and writes without a Python
+    exception for "want read", and what OpenSSL holds asked by ``SSL_has_pending`` (records read
+    ahead count, not only the rest of the current one)."""
 
     __slots__ = (
         "_buffered",
@@ -235,7 +235,7 @@ class TLSTransport(asyncio.Transport):
         self._read_wants_write = False
         self._write_wants_read = False
         self._timer: asyncio.TimerHandle | None = None
-        #: our close_notify is out; the peer's is awaited
+        #: the reader waits for the peer's close_notify (calls _shutdown)
         self._half_closed = False
 
     def start(self) -> None:
@@ -306,12 +306,14 @@ class TLSTransport(asyncio.Transport):
             self._finish(exc)
 
     def _eof(self) -> None:
+        if self._state == _OPEN:
+            keep_open = self._protocol.eof_received()
+            if self._state != _OPEN:  # the protocol closed it: close() has the reader now
+                return
+            if not keep_open:
+                self.close()  # its shutdown ends at once: the peer is done
+                return
         self._loop.remove_reader(self._fd)
-        if self._state != _OPEN:
-            return
-        keep_open = self._protocol.eof_received()
-        if not keep_open and self._state == _OPEN:
-            self.close()
 
     def pause_reading(self) -> None:
         if self._paused:
@@ -444,10 +446,18 @@ class TLSTransport(asyncio.Transport):
         if self._state != _OPEN:
             return
         self._state = _CLOSING
-        self._loop.remove_reader(self._fd)
         self._timer = self._loop.call_later(SHUTDOWN_TIMEOUT, self._finish, None)
-        if not self._wsize:
-            self._shutdown()
+        if self._wsize:  # nothing read until the rest is written (then _shutdown)
+            self._loop.remove_reader(self._fd)
+            return
+        # The reader stays, now for the peer's close_notify: uvloop drops a descriptor's poll
+        # handle with its last callback and makes another on the next add (three epoll_ctl and
+        # an ioctl more per connection). Should this run in the callback uvloop makes for an
+        # error event, that handle is closed after it: _shutdown then fails on the error (its
+        # _finish removes the reader), or at worst the timer above ends the connection.
+        self._half_closed = True
+        self._loop.add_reader(self._fd, self._shutdown)
+        self._shutdown()
 
     def _shutdown(self) -> None:
         """Our close_notify out, the peer's in (OpenSSL discards data that comes before it)."""
@@ -775,6 +785,10 @@ class TLSServer:
             loop, conn, tls, self.handshake_timeout, self._handshaken, self.peek_hello, deadline
         )
         handshake.c_step = self.c_step
+        if self.c_step is not None and tlsio is not None:
+            # one recv per flight, not two per record (header, body), as nginx reads; what
+            # it reads past the Finished waits in OpenSSL for the transport (start: _pending)
+            tlsio.set_read_ahead(tls._sslobj)
         self.handshakes[handshake] = factory
         if self._deadline_timer is None:
             self._deadline_timer = loop.call_at(deadline, self._expire)
