@@ -120,7 +120,7 @@ class Ours:
             listen_sockets(HOST, 0, 64), context, self._peer, timeout, peek_hello=peek
         )
         if python_steps:  # the Python reference of the C accept and handshake steps
-            self.server.c_accept = self.server.c_step = None
+            self.server.c_accept = self.server.c_step = self.server.keep_reader = None
         self.server.start()
         self.port = int(self.server.sockets[0].getsockname()[1])
         self.on_data: Callable[[Peer], None] | None = None

@@ -28,6 +28,7 @@
 #include <openssl/rand.h>
 #include <openssl/ssl.h>
 #include <errno.h>
+#include <poll.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -373,6 +374,26 @@ accept_nonblocking(PyObject *self, PyObject *arg)
     return PyErr_SetFromErrno(PyExc_OSError);
 }
 
+/* hung_up(fd) -> bool: whether the socket has an error or hang-up pending now (one poll(2)
+ * asking for no event: only POLLERR, POLLHUP and POLLNVAL come back; no wait). A handshake
+ * that completes in the callback uvloop runs for an error event must not hand its reader on
+ * (natsync.edge.transport._Handshake._end); such an event leaves one of these set. */
+static PyObject *
+hung_up(PyObject *self, PyObject *arg)
+{
+    int fd = (int)PyLong_AsLong(arg);
+    if (fd == -1 && PyErr_Occurred())
+        return NULL;
+    struct pollfd p = {fd, 0, 0};
+    int n;
+    do {
+        n = poll(&p, 1, 0);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    return PyBool_FromLong(n > 0 && (p.revents & (POLLERR | POLLHUP | POLLNVAL)) != 0);
+}
+
 /* --- TLS-ALPN-01 without peeking (RFC 8737 section 3): whether a ClientHello offers ALPN
  * "acme-tls/1", seen by OpenSSL's ClientHello callback on the listening context and kept on
  * the connection (ex_data) for the SNI callback, which asks offers_acme_tls(). The Python
@@ -453,6 +474,8 @@ static PyMethodDef methods[] = {
     {"handshake_step", handshake_step, METH_O,
      "handshake_step(sslobj): one SSL_do_handshake on an _ssl._SSLSocket: 0 done, 1 wants "
      "to read, 2 wants to write, 3 failed (do_handshake() again raises CPython's error)"},
+    {"hung_up", hung_up, METH_O,
+     "hung_up(fd): whether the socket fd has an error or hang-up pending (poll, no wait)"},
     {"accept", accept_nonblocking, METH_O,
      "accept(fd): a connection from listening socket fd, non-blocking (-1: none waiting)"},
     {"set_secret", set_secret, METH_VARARGS,

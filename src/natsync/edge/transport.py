@@ -553,6 +553,7 @@ class _Handshake:
         "deadline",
         "done",
         "fd",
+        "keep_reader",
         "live",
         "loop",
         "peeked",
@@ -586,6 +587,9 @@ class _Handshake:
         self.deadline = deadline
         #: the C step (_tickets.handshake_step), set by TLSServer; None: the Python reference
         self.c_step: Callable[[Any], int] | None = None
+        #: _tickets.hung_up when the reader may stay for the transport (TLSServer, C steps:
+        #: its done starts the transport at once), else None: see _end
+        self.keep_reader: Callable[[int], bool] | None = None
         self.timer: asyncio.TimerHandle | None = (
             loop.call_later(timeout, self.expire, timeout) if deadline is None else None
         )
@@ -688,13 +692,18 @@ class _Handshake:
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-        # The reader is removed even when the transport adds one at once (uvloop then drops
-        # the descriptor's poll handle and makes another: three epoll_ctl calls and an ioctl
-        # more). Keeping it breaks on uvloop: a handshake that completes in the callback
-        # uvloop runs for an error event (the phone's Finished, then its RST) would have the
-        # transport's reader registered on the poll handle uvloop closes after that callback,
-        # leaving the connection unread and a dead handle for the next one on its descriptor.
-        self.unwait()
+        # A phone's reader stays for its transport (keep_reader), which puts its own callback
+        # on the same uvloop poll handle: removing it and adding another drops the handle and
+        # makes a new one (three epoll_ctl calls and an ioctl more). Not when an error or
+        # hang-up is pending: the callback uvloop runs for an error event (the phone's
+        # Finished, then its RST) closes the handle after it, and a transport registered there
+        # would never be read, leaving a dead handle for the next connection on its descriptor.
+        # Then, and on failure, the reader goes and the transport makes a new handle.
+        keep = self.keep_reader
+        if exc is None and keep is not None and self.waiting == 1 and not keep(self.fd):
+            self.waiting = 0  # the transport's add_reader replaces the callback
+        else:
+            self.unwait()
         if exc is not None:
             self.tls._sslobj = None
             self.sock.close()
@@ -729,6 +738,8 @@ class TLSServer:
         #: the C steps of a new connection (natsync.edge._tickets), or None: the Python ones
         self.c_accept: Callable[[int], int] | None = _c_tls.accept if _c_tls else None
         self.c_step: Callable[[Any], int] | None = _c_tls.handshake_step if _c_tls else None
+        #: the reader kept from handshake to transport (C steps only; see _Handshake._end)
+        self.keep_reader: Callable[[int], bool] | None = _c_tls.hung_up if _c_tls else None
         self.failed_handshakes = 0
         self.serving = False
 
@@ -785,6 +796,7 @@ class TLSServer:
             loop, conn, tls, self.handshake_timeout, self._handshaken, self.peek_hello, deadline
         )
         handshake.c_step = self.c_step
+        handshake.keep_reader = self.keep_reader
         if self.c_step is not None and tlsio is not None:
             # one recv per flight, not two per record (header, body), as nginx reads; what
             # it reads past the Finished waits in OpenSSL for the transport (start: _pending)
@@ -812,7 +824,14 @@ class TLSServer:
             self.failed_handshakes += 1
             log.debug("TLS handshake failed: %s", exc)
             return
-        TLSTransport(self.loop, handshake.sock, handshake.tls, factory()).start()
+        try:
+            transport = TLSTransport(self.loop, handshake.sock, handshake.tls, factory())
+        except Exception:  # no protocol: nothing may stay registered on the descriptor
+            log.exception("edge: no protocol for a new TLS connection; closing it")
+            self.loop.remove_reader(handshake.fd)
+            handshake.sock.close()
+            return
+        transport.start()
 
     def close(self) -> None:
         """Stop accepting and drop the handshakes in progress (open connections stay)."""
