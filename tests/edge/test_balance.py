@@ -16,6 +16,7 @@ from aiohttp import web
 
 from natsync.edge import RunningEdge, start_edge
 from natsync.edge.balance import Balancer
+from natsync.edge.config import EdgeConfig
 from natsync.edge.health import BOARD_POLL, BOARD_STALE_ROUNDS, HealthBoard, _address_key
 from tests.edge.conftest import EdgeFactory, Pki, Target, edge_config, exchange, status_of
 from tests.edge.test_render import free_port
@@ -272,6 +273,16 @@ def test_the_board_is_shared_through_its_file_and_keyed_by_address(tmp_path: Pat
     two.close()
 
 
+def board_config(pki: Pki, a: Backend, b: Backend, workers: int) -> EdgeConfig:
+    """*workers* workers in front of servers *a* and *b*, checked every 0.2 s (fall and rise
+    2), on their own port (SO_REUSEPORT): the shape of the shared-board tests."""
+    return edge_config(
+        pki, a.port, backends=(f"127.0.0.1:{a.port}", f"127.0.0.1:{b.port}"),
+        backend=f"127.0.0.1:{a.port}", health_interval=0.2, health_timeout=0.15,
+        health_fall=2, health_rise=2, workers=workers, listen=f"127.0.0.1:{free_port()}",
+    )  # fmt: skip
+
+
 async def test_workers_share_one_checker_and_follow_its_verdicts(
     pki: Pki, make_edge: EdgeFactory, backends: tuple[Backend, Backend, StartBackend]
 ) -> None:
@@ -279,11 +290,7 @@ async def test_workers_share_one_checker_and_follow_its_verdicts(
     its checker is out at the other's next choice; a checker that stops writing is stood in
     for."""
     a, b, start = backends
-    config = edge_config(
-        pki, a.port, backends=(f"127.0.0.1:{a.port}", f"127.0.0.1:{b.port}"),
-        backend=f"127.0.0.1:{a.port}", health_interval=0.2, health_timeout=0.15,
-        health_fall=2, health_rise=2, workers=2, listen=f"127.0.0.1:{free_port()}",
-    )  # fmt: skip
+    config = board_config(pki, a, b, workers=2)
     board = HealthBoard.anonymous(2)
     first = await start_edge(config, reuse_port=True, board=board, worker=0)
     second = await start_edge(config, reuse_port=True, board=board, worker=1)
@@ -333,11 +340,7 @@ async def test_a_worker_with_no_server_to_check_sleeps_and_reads_the_board_when_
     for the board (issue 27: idle CPU) — only when a verdict can go stale — and still never
     chooses a server its checker took out (the board is read before a choice)."""
     a, b, _ = backends
-    config = edge_config(
-        pki, a.port, backends=(f"127.0.0.1:{a.port}", f"127.0.0.1:{b.port}"),
-        backend=f"127.0.0.1:{a.port}", health_interval=0.2, health_timeout=0.15,
-        health_fall=2, health_rise=2, workers=3, listen=f"127.0.0.1:{free_port()}",
-    )  # fmt: skip
+    config = board_config(pki, a, b, workers=3)
     board = HealthBoard.anonymous(2)
     edges = [await start_edge(config, reuse_port=True, board=board, worker=k) for k in range(3)]
     checker, third = edges[0].edge.health, edges[2].edge.health
