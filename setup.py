@@ -1,45 +1,42 @@
-"""Build step for the one C module; everything else is in pyproject.toml.
+"""Build step for natsync's C modules; everything else is in pyproject.toml.
 
-natsync.edge._speedups is optional: without a C compiler and Python's headers the build goes
-on without it and natsync.edge.http uses its Python parser alone (same results, slower).
-`make test` installs the compiler and headers (scripts/ensure-apt.sh) and its tests require
-the module to be there.
+Each module is optional: without a C compiler and Python's headers (or libssl's, for the TLS
+ones) the build goes on without it and natsync uses the Python part it speeds up (same results,
+slower). `make test` installs the compiler and headers (scripts/ensure-apt.sh) and its tests
+require the modules to be there.
 """
 
 from setuptools import Extension, setup
 
+#: Every module's flags: optimised, every warning but unused parameters.
+FLAGS = ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"]
+#: What the modules reaching into CPython's _ssl objects share: their layout, in one header.
+SSL_LAYOUT = ["src/natsync/edge/_ssl_layout.h"]
+
+
+def optional(name: str, source: str, openssl: bool = False) -> Extension:
+    """An optional C module from one source file, linked with OpenSSL when *openssl*."""
+    return Extension(
+        name,
+        [source],
+        optional=True,
+        libraries=["ssl", "crypto"] if openssl else [],
+        depends=SSL_LAYOUT if openssl else [],
+        extra_compile_args=FLAGS,
+    )
+
+
 setup(
     ext_modules=[
-        Extension(
-            "natsync.edge._speedups",
-            ["src/natsync/edge/_speedups.c"],
-            optional=True,
-            extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
-        ),
-        # Session-ticket keys shared by the edge's workers (natsync.edge.tickets); optional too:
-        # without it (or libssl's headers) each worker keeps OpenSSL's own key.
-        Extension(
-            "natsync.edge._tickets",
-            ["src/natsync/edge/_tickets.c"],
-            optional=True,
-            libraries=["ssl", "crypto"],
-            extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
-        ),
+        # The edge's HTTP head parsers (natsync.edge.http).
+        optional("natsync.edge._speedups", "src/natsync/edge/_speedups.c"),
+        # Session-ticket keys shared by the edge's workers (natsync.edge.tickets) and a new
+        # connection's accept and handshake steps; without it each worker keeps OpenSSL's key.
+        optional("natsync.edge._tickets", "src/natsync/edge/_tickets.c", openssl=True),
         # The TLS transport's reads and writes (natsync.edge.transport, issue 27): one recv per
-        # record, no Python exception per "want read"; optional too (else through _ssl).
-        Extension(
-            "natsync.edge._tlsio",
-            ["src/natsync/edge/_tlsio.c"],
-            optional=True,
-            libraries=["ssl", "crypto"],
-            extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
-        ),
-        # The WBXML codec's common case (natsync.wbxml.speedups); optional in the same way.
-        Extension(
-            "natsync.wbxml._speedups",
-            ["src/natsync/wbxml/_speedups.c"],
-            optional=True,
-            extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
-        ),
+        # record, no Python exception per "want read" (else through _ssl).
+        optional("natsync.edge._tlsio", "src/natsync/edge/_tlsio.c", openssl=True),
+        # The WBXML codec's common case (natsync.wbxml.speedups).
+        optional("natsync.wbxml._speedups", "src/natsync/wbxml/_speedups.c"),
     ]
 )

@@ -27,6 +27,7 @@
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
 #include <openssl/ssl.h>
+#include "_ssl_layout.h"
 #include <errno.h>
 #include <poll.h>
 #include <string.h>
@@ -152,12 +153,8 @@ ticket_key_cb(SSL *s, unsigned char key_name[16], unsigned char *iv, EVP_CIPHER_
     return 0;
 }
 
-/* CPython's PySSLContext begins so (Modules/_ssl.c); checked against the object below. */
-typedef struct {
-    PyObject_HEAD
-    SSL_CTX *ctx;
-} ContextHead;
-
+/* The SSL_CTX of an ssl.SSLContext (ContextHead, _ssl_layout.h), checked against what the
+ * object says of itself (its options and verify mode). */
 static SSL_CTX *
 ssl_ctx_of(PyObject *context)
 {
@@ -298,14 +295,8 @@ counters(PyObject *self, PyObject *noargs)
 #define STEP_WRITE 2
 #define STEP_FAILED 3
 
-/* CPython 3.11's PySSLSocket begins so (Modules/_ssl.c); checked once against the object. */
-typedef struct {
-    PyObject_HEAD
-    PyObject *socket_ref;
-    SSL *ssl;
-} SocketHead;
-
-/* _ssl._SSLSocket, once an object of it was checked (its SSL belongs to its context). */
+/* _ssl._SSLSocket, once an object of it was checked (SocketHead, _ssl_layout.h: its SSL
+ * belongs to its context). */
 static PyTypeObject *sslsocket_type = NULL;
 
 static SSL *
@@ -324,14 +315,13 @@ ssl_of(PyObject *sslobj)
     Py_DECREF(context);
     if (ctx == NULL)
         return NULL;
-    SSL *ssl = ((SocketHead *)sslobj)->ssl;
-    if (ssl == NULL || SSL_get_SSL_CTX(ssl) != ctx) {
+    if (!layout_holds(sslobj, ctx)) {
         PyErr_SetString(PyExc_RuntimeError,
                         "this Python's _ssl._SSLSocket layout is not the one natsync knows");
         return NULL;
     }
     sslsocket_type = Py_TYPE(sslobj);
-    return ssl;
+    return ((SocketHead *)sslobj)->ssl;
 }
 
 static PyObject *

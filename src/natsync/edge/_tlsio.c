@@ -22,9 +22,8 @@
  *                        the kernel will never give).
  *
  * The GIL stays held (the socket is non-blocking: nothing waits). The SSL * is read from
- * CPython's _SSLSocket object (the first field after its weak reference to the socket, as
- * natsync.edge.memory reads it, Modules/_ssl.c in 3.11-3.13); configure() checks that layout
- * on a real object (the SSL's SSL_CTX must be the context's) and refuses otherwise, and every
+ * CPython's _SSLSocket object (_ssl_layout.h, shared with _tickets.c); configure() checks that
+ * layout on a real object (the SSL's SSL_CTX must be the context's) and refuses otherwise, and every
  * call checks the object's type. The Python reference is the transport's own path through
  * _ssl (raw.read / raw.write / raw.pending), used when this module is not built or refused:
  * tests/edge/test_tlsio.py runs the same exchanges through both, and fuzz/fuzz_edge_tlsio.py
@@ -35,18 +34,7 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
-/* Modules/_ssl.c's PySSLSocket, up to the field read here. */
-typedef struct {
-    PyObject_HEAD
-    PyObject *socket_weakref;
-    SSL *ssl;
-} raw_socket;
-
-/* Modules/_ssl.c's PySSLContext, up to its SSL_CTX. */
-typedef struct {
-    PyObject_HEAD
-    SSL_CTX *ctx;
-} raw_context;
+#include "_ssl_layout.h"
 
 static PyTypeObject *socket_type = NULL;
 static PyObject *ssl_error = NULL, *eof_error = NULL;
@@ -60,7 +48,7 @@ static SSL *ssl_of(PyObject *raw) {
         PyErr_SetString(PyExc_TypeError, "expected an _ssl._SSLSocket");
         return NULL;
     }
-    SSL *ssl = ((raw_socket *)raw)->ssl;
+    SSL *ssl = ((SocketHead *)raw)->ssl;
     if (ssl == NULL) PyErr_SetString(PyExc_ValueError, "the TLS connection is closed");
     return ssl;
 }
@@ -168,9 +156,7 @@ static PyObject *configure(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "O!OOOO", &PyType_Type, &type, &probe, &context, &error, &eof))
         return NULL;
     if (Py_TYPE(probe) != (PyTypeObject *)type) Py_RETURN_FALSE;
-    SSL *ssl = ((raw_socket *)probe)->ssl;
-    SSL_CTX *ctx = ((raw_context *)context)->ctx;
-    if (ssl == NULL || ctx == NULL || SSL_get_SSL_CTX(ssl) != ctx) Py_RETURN_FALSE;
+    if (!layout_holds(probe, ((ContextHead *)context)->ctx)) Py_RETURN_FALSE;
     Py_INCREF(type);
     Py_XSETREF(socket_type, (PyTypeObject *)type);
     Py_INCREF(error);

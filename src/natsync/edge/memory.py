@@ -40,7 +40,8 @@ def tune_malloc() -> None:
 
 #: CPython's _ssl objects (Modules/_ssl.c, the same in 3.11-3.13): after the 16-byte object
 #: header a ``PySSLContext`` holds its ``SSL_CTX *``; a ``PySSLSocket`` (what an ``SSLObject``
-#: wraps) holds a weak reference to its socket, then its ``SSL *``.
+#: wraps) holds a weak reference to its socket, then its ``SSL *`` (the C modules' view of the
+#: same: natsync/edge/_ssl_layout.h).
 _CTX_OFFSET = 16
 _SSL_OFFSET = 24
 #: Python versions whose layout that is (checked again at run time on a real object: _bind).
