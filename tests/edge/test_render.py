@@ -271,7 +271,9 @@ def two_server_config(pki: Pki, port: int, one: RunningServer, two: RunningServe
     servers = (f"127.0.0.1:{one.port}", f"127.0.0.1:{two.port}")
     return edge_config(
         pki, one.port, backend_ca=pki.ca_file, backend_pin="", listen=f"127.0.0.1:{port}",
-        backends=servers, health_interval=0.5, health_timeout=0.4, health_fall=1,
+        # a check's timeout well above a loaded machine's TLS handshake (a slow check of the
+        # running server must not take it out); the stopped one refuses: out at once
+        backends=servers, health_interval=2.5, health_timeout=2.0, health_fall=1,
     )  # fmt: skip
 
 
