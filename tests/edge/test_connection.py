@@ -538,6 +538,52 @@ def test_a_server_connection_lost_while_busy_says_so() -> None:
     assert pooled.release(1.0, pooled=0, pool_size=8) is False  # its server is out
 
 
+# -- how the server's answer is cut into reads
+
+
+_WHOLE_ANSWERS = [
+    OK,
+    b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+    b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 3\r\nWWW-Authenticate: Basic\r\n\r\nno\n",
+    b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+    b"HTTP/1.1 204 No Content\r\n\r\n",
+]
+
+
+def _answered(request: bytes, reads: list[bytes]) -> tuple[bytes, list[Any], Request]:
+    """What the phone gets, the other commands and the request state after *reads*."""
+    play = bridged(request)
+    sent = b""
+    others: list[Any] = []
+    for data in reads:
+        for command in play.play(BackendSends(data)):
+            if isinstance(command, SendToClient):
+                sent += command.data
+            else:
+                others.append(command)
+    return sent, others, play.machine.request
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.sampled_from(_WHOLE_ANSWERS),
+    st.sampled_from([GET, post(b"abc")]),
+    st.lists(st.integers(min_value=1, max_value=80), max_size=4),
+)
+def test_an_answer_in_one_read_is_relayed_as_the_same_answer_in_pieces(
+    response: bytes, request: bytes, cuts: list[int]
+) -> None:
+    """The machine takes a whole Content-Length answer in one read by a shorter way (no BODY
+    state); the answer cut anywhere, through the general way, gives the phone the same bytes,
+    the server connection the same end (released, dropped) and the phone's side the same
+    state."""
+    points = sorted({cut for cut in cuts if cut < len(response)})
+    pieces = [response[a:b] for a, b in zip([0, *points], [*points, len(response)], strict=True)]
+    assert _answered(request, [response]) == _answered(request, pieces)
+
+
 # -- any order of events the shell can deliver
 
 

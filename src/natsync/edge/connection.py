@@ -12,11 +12,12 @@ shape) is a transcript test without sockets (``tests/edge/test_connection.py``).
 
 States are :class:`~natsync.base.machine.MachineState` members, each role's changed in one
 place (``_to`` for the request and for a server connection, ``_respond`` for the response) that
-checks the move against its transition table below (:func:`~natsync.base.machine.checked_move`,
-shared with the server's front) — h11's ``_state.py`` and aioquic's ``_set_state`` are the
-model. A phone connection has two roles, as h11's connection has: the *request* (phone
-→ server: :class:`Request`) and the *response* (server → phone: :class:`Response`). They are
-separate because they overlap: a server may answer before the request body is in (the early
+checks the move against its transition table below (the check of
+:func:`~natsync.base.machine.checked_move`, which the server's front calls, written in each
+funnel: see Costs) — h11's ``_state.py`` and aioquic's ``_set_state`` are the model. A phone
+connection has two roles, as h11's connection has: the *request* (phone → server:
+:class:`Request`) and the *response* (server → phone: :class:`Response`). They are separate
+because they overlap: a server may answer before the request body is in (the early
 response), and a held Ping sits in ``Request.SENT`` / ``Response.HEAD`` for up to an hour.
 So a phone connection has one funnel per role, not one for the machine (issue 21 asked one
 per machine; h11 also keys its transitions by role, ``EVENT_TRIGGERED_TRANSITIONS[role]``):
@@ -33,21 +34,25 @@ Moves of the request::
      └──────────────────────(whole answer sent, keep-alive)───────────────────────────────┘
     any ──(refused, timed out, early answer, server lost, phone gone)──> CLOSED
 
-Moves of the response: ``NONE ─(server ready)─> HEAD ─(head)─> BODY ─(end)─> NONE``, and
-``HEAD/BODY ─(server lost or dropped)─> NONE``.
+Moves of the response: ``NONE ─(server ready)─> HEAD ─(head)─> BODY ─(end)─> NONE``;
+``HEAD ─(head and whole Content-Length body in one read)─> NONE``, the usual answer, taken
+by a shorter way in :meth:`ClientMachine.backend_data` (the same bytes and the same end as
+the answer cut into reads: a property test says so); and ``HEAD/BODY ─(server lost or
+dropped)─> NONE``.
 
 Costs: a keep-alive request over a pooled connection makes three machine calls (the head, the
-server ready, the answer), nine state moves and two command values with bytes; the commands
-without arguments are module singletons, so pausing, closing, opening or releasing allocates
-nothing, and the states hash by identity (an ``Enum``'s own ``__hash__`` is a Python function).
-With fake transports (``python bench/edge_bench.py hot-path``: one request and one response
-through a pooled connection, process CPU time, best of five) the Python run per keep-alive
-request was 7.0-7.2 µs before this split and is 8.1-8.4 µs with it, taken in turns under the
-same load; the per-target cache of :meth:`EdgePolicy.judge` pays back part of the rest. Under
-TLS that is within the noise of the bench's CPU time per request (docs/edge.md). The funnels
-check through the shared :func:`~natsync.base.machine.checked_move` (one function call more per
-move): 7.5-7.9 µs against 7.5-8.0 µs with the check written in each funnel, four runs each in
-turns on a quiet machine (load ~1.5); at load ~19 the call showed as 0.2-0.4 µs.
+server ready, the answer), seven or eight state moves and two command values with bytes; the
+commands without arguments are module singletons, so pausing, closing, opening or releasing
+allocates nothing, and the states hash by identity (an ``Enum``'s own ``__hash__`` is a Python
+function). With fake transports (``python bench/edge_bench.py hot-path``: one request and one
+response through a pooled connection, process CPU time, best of five) the Python run per
+keep-alive request was 7.0-7.2 µs before this split and 8.0-8.6 µs with it. Three changes
+took it to 7.3-8.0 µs (medians 7.7 against 8.25 µs, six runs each in turns, load 0.8, 7 Dec
+2026): each funnel checks its move itself (the shared
+:func:`~natsync.base.machine.checked_move` cost a second Python frame per move, seven or eight
+per request); the C head parsers are called directly, their Python wrappers only when C
+declines or wants more bytes; the one-read answer above. Under TLS that is within the noise
+of the bench's CPU time per request (docs/edge.md).
 """
 
 from __future__ import annotations
@@ -57,7 +62,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from natsync.base.machine import MachineState, Moves, checked_move
+from natsync.base.machine import MachineState, Moves
 from natsync.edge import http
 from natsync.edge.balance import Server
 from natsync.edge.config import EdgeConfig
@@ -70,6 +75,8 @@ from natsync.edge.http import (
     EasFields,
     EdgeHttpError,
 )  # fmt: skip
+from natsync.edge.http import c_take_request as _c_take_request
+from natsync.edge.http import c_take_response as _c_take_response
 from natsync.edge.limits import RateLimiter
 from natsync.edge.metrics import Metrics
 from natsync.edge.rules import PublishRules
@@ -371,10 +378,14 @@ class ClientMachine:
     # -- the funnels: one per role (see the module docstring), each checked against its table
 
     def _to(self, new: Request) -> None:
-        self.request = checked_move(REQUEST_MOVES, self.request, new, _REFUSE_REQUEST)
+        if new not in REQUEST_MOVES[self.request]:
+            raise _REFUSE_REQUEST(self.request, new)
+        self.request = new
 
     def _respond(self, new: Response) -> None:
-        self.response = checked_move(RESPONSE_MOVES, self.response, new, _REFUSE_RESPONSE)
+        if new not in RESPONSE_MOVES[self.response]:
+            raise _REFUSE_RESPONSE(self.response, new)
+        self.response = new
 
     # -- events from the phone
 
@@ -475,7 +486,9 @@ class ClientMachine:
         method = self.method
         while True:
             try:
-                taken = http.take_response(self.resp_buf, method)
+                taken = _c_take_response(self.resp_buf, method) or http.take_response(
+                    self.resp_buf, method
+                )
             except EdgeHttpError as exc:
                 out.append(BackendFailure("protocol", exc.message))
                 self._backend_broke(now, out)
@@ -488,13 +501,22 @@ class ClientMachine:
                 self._send(http.client_response(head, True), out)
                 self.resp_buf = rest
                 continue
+            self.status = head.status
+            self.keep_alive = keep_alive = self.keep_alive and head.keep_alive
+            if head.framing == F_LENGTH and len(rest) == head.length:
+                # the usual answer: head and whole body in one read; response HEAD → NONE
+                # at once (no BODY state for bytes already all here)
+                sent = http.client_response(head, keep_alive) + rest
+                self.bytes_out += len(sent)
+                out.append(SendToClient(sent))
+                out.append(BACKEND_ANSWERED)
+                self._response_ended(head.keep_alive, now, out)
+                return out
             self.response_head = head
             self._respond(_RESP_BODY)
             self.resp_left = head.length
             self.resp_chunks = ChunkedScanner() if head.framing == F_CHUNKED else None
-            self.status = head.status
-            self.keep_alive = self.keep_alive and head.keep_alive
-            self._response_body(rest, http.client_response(head, self.keep_alive), now, out)
+            self._response_body(rest, http.client_response(head, keep_alive), now, out)
             return out
 
     def backend_closed(self, now: float, how: str = "") -> _Out:
@@ -547,7 +569,10 @@ class ClientMachine:
         config = policy.config
         while True:
             try:
-                taken = http.take_request(self.buf, config.max_body)
+                buf = self.buf
+                taken = _c_take_request(buf, config.max_body) or http.take_request(
+                    buf, config.max_body
+                )
             except EdgeHttpError as exc:
                 self._reject(exc.http_status, exc.message, now, out)
                 return
@@ -862,7 +887,9 @@ class BackendMachine:
         self.deadline = 0.0
 
     def _to(self, new: Backend) -> None:
-        self.state = checked_move(BACKEND_MOVES, self.state, new, _REFUSE_BACKEND)
+        if new not in BACKEND_MOVES[self.state]:
+            raise _REFUSE_BACKEND(self.state, new)
+        self.state = new
 
     def attach(self, now: float) -> None:
         """An exchange starts on it."""

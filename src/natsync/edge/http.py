@@ -709,6 +709,12 @@ if speedups is not None:
     _c_take_request = speedups.take_request
     _c_take_response = speedups.take_response
 
+#: The C halves of :func:`take_request` and :func:`take_response` alone, for the connection
+#: machines' per-request calls (one Python frame less each): the head and the rest, or None —
+#: incomplete, declined or no C; the whole function decides then.
+c_take_request = _c_take_request
+c_take_response = _c_take_response
+
 
 # ChunkedScanner states.
 _SIZE, _DATA, _DATA_END, _TRAILER = range(4)

@@ -14,8 +14,9 @@ deadlines; ``date``: the HTTP Date of an answer), never read, so the tests in
 half-close, an early answer, a held Ping, each smuggling shape — as transcripts, without sockets.
 
 The states (:class:`State`) change in one place, :meth:`ServerConnection._set_state`, checked
-against :data:`TRANSITIONS` (:func:`natsync.base.machine.checked_move`, shared with the edge's
-machines; h11's ``_state.py``, aioquic's ``_set_state``)::
+against :data:`TRANSITIONS` (:func:`natsync.base.machine.checked_move`; the edge's machines
+make the same check written in their funnels, per keep-alive request a Python frame less per
+move; h11's ``_state.py``, aioquic's ``_set_state``)::
 
     HANDSHAKE ──► IDLE ──► BODY ──► BUSY ──► HELD
                    ▲ ╰──────────────╯ │        │
