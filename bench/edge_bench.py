@@ -35,7 +35,8 @@ the work directory removed.
 
     python bench/edge_bench.py [--seconds 5] [--rounds 5] [--held 5000] [--clients 4]
                                [--workers 2] [--stime 4]
-    python bench/edge_bench.py hot-path [REQUESTS]   # the Python run alone: no TLS, no sockets
+    python bench/edge_bench.py hot-path [REQUESTS]   # the Python run alone (no TLS, no sockets)
+                                                     # and its floor (no machine state)
     python bench/edge_bench.py split [SECONDS]       # a new connection's CPU by shared object
                                                      # (perf; edge and nginx, one worker each)
                                                      # and its system calls (strace -c)
@@ -69,6 +70,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from peers import HAPROXY, NGINX, HAProxyProcesses, haproxy_version
 
@@ -76,6 +78,9 @@ from natsync.cert import init_ca
 from natsync.edge.config import EdgeConfig, SiteCert
 from natsync.edge.render import render_config, split_nginx
 from natsync.edge.tls import fingerprint
+
+if TYPE_CHECKING:
+    from natsync.edge.proxy import Edge
 
 NATSYNC = str(Path(sys.executable).with_name("natsync"))
 WRK = shutil.which("wrk") or "/usr/bin/wrk"
@@ -610,6 +615,12 @@ def hot_path(requests: int) -> None:
                 feed(backend, HOT_RESPONSE)
             best = min(best, (time.process_time() - started) / requests)
         print(f"Python run per keep-alive request: {best * 1e6:.2f} µs (best of 5 x {requests})")
+        best = _python_floor(edge, requests)
+        print(
+            f"Python floor per keep-alive request (the same bytes through the C parsers, the "
+            f"policy's judge and rate limit, the pool and both writes; no machine state): "
+            f"{best * 1e6:.2f} µs (best of 5 x {requests})"
+        )
         closing = HOT_REQUEST.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n", 1)
         best = float("inf")
         for _ in range(5):
@@ -641,6 +652,52 @@ def hot_path(requests: int) -> None:
         print(f"Python heap per held Ping (both protocols and what they keep): {heap / 5000:.0f} B")
 
     asyncio.run(run())
+
+
+def _python_floor(edge: Edge, requests: int) -> float:
+    """The least Python a keep-alive request through the edge could cost: the steps no relay
+    can skip (take the head, judge its path, count it against the rate limit, take a pooled
+    connection, forward the head, take the answer's head, forward it, pool the
+    connection again), with none of the connection machines' state, deadlines or commands.
+    What fusing the machines' transitions could at most win (docs/edge.md)."""
+    from natsync.edge import http, proxy
+
+    read_bytes = proxy._read_bytes
+    take_request, take_response = http.c_take_request, http.c_take_response
+    backend_request, client_response = http.backend_request, http.client_response
+    policy = edge.policy
+    phone, server, pool = _FakeTransport(), _FakeTransport(), [0]
+    ip = "192.0.2.7"
+    view = proxy._READ_VIEW
+
+    def request(nbytes: int) -> tuple[bytes, bool]:
+        taken = take_request(read_bytes(nbytes), 1 << 20)
+        assert taken is not None
+        head, body = taken
+        policy.judge(head, False)
+        policy.limits.allow_request(ip, time.monotonic())
+        pool.pop()  # no poll: the run above has fake transports, with no socket to poll
+        server.write(backend_request(head, ip) + body)
+        return head.method, head.keep_alive
+
+    def answer(nbytes: int, method: bytes, keep_alive: bool) -> None:
+        taken = take_response(read_bytes(nbytes), method)
+        assert taken is not None
+        head, rest = taken
+        phone.write(client_response(head, keep_alive) + rest)
+        policy.metrics.count_request("Sync", head.status)
+        pool.append(0)
+
+    best = float("inf")
+    for _ in range(5):
+        started = time.process_time()
+        for _ in range(requests):
+            view[: len(HOT_REQUEST)] = HOT_REQUEST
+            method, keep_alive = request(len(HOT_REQUEST))
+            view[: len(HOT_RESPONSE)] = HOT_RESPONSE
+            answer(len(HOT_RESPONSE), method, keep_alive)
+        best = min(best, (time.process_time() - started) / requests)
+    return best
 
 
 PERF = shutil.which("perf") or "/usr/bin/perf"
