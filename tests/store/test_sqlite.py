@@ -7,11 +7,13 @@ about SQLite itself (its file, pragmas, errors, FTS5 fallback) carry ``@SQLITE_O
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import sqlite3
 import threading
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -100,6 +102,40 @@ def test_the_file_is_in_wal_mode_with_foreign_keys(store: SqliteStore) -> None:
     foreign_keys, synchronous, busy_timeout = store.run_sync(pragmas)
     assert (foreign_keys, synchronous) == (1, 1)  # on, NORMAL
     assert busy_timeout > 0
+
+
+def _open_when_all_are_ready(path: Path, ready: Any, failures: Any) -> None:
+    ready.wait()
+    try:
+        SqliteStore(path).close()
+    except StoreError as exc:
+        failures.put(str(exc))
+
+
+#: Processes opening one new store file at the same moment, and how many times.
+OPENERS, OPENING_ROUNDS = 3, 15
+
+
+def test_processes_opening_a_new_file_together_all_open_it(tmp_path: Path) -> None:
+    """Two natsync processes started together on a new store (``natsync run``'s server and a
+    source's worker, two servers): the switch to WAL finds the file busy at once, without
+    SQLite's busy handler, and used to fail one of them with "database is locked" (about one
+    open in ten here, three at a time)."""
+    forking = multiprocessing.get_context("fork")
+    failures = forking.SimpleQueue()
+    for number in range(OPENING_ROUNDS):
+        path = tmp_path / f"natsync-{number}.db"
+        ready = forking.Barrier(OPENERS)
+        openers = [
+            forking.Process(target=_open_when_all_are_ready, args=(path, ready, failures))
+            for _ in range(OPENERS)
+        ]
+        for opener in openers:
+            opener.start()
+        for opener in openers:
+            opener.join(60)
+            assert opener.exitcode == 0
+        assert failures.empty(), failures.get()
 
 
 def test_closed_store_refuses_work(store_factory: StoreFactory) -> None:
