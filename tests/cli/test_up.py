@@ -78,7 +78,7 @@ async def sync_inbox(info: dict[str, Any]) -> tuple[str, int]:
 
 def test_up_serves_tls_with_its_ca_and_stops_cleanly(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
-    proc, info = start_up(data_dir, "--https-port", "0", "--smtp-port", "0")
+    proc, info = start_up(data_dir, "--https-port", "0", "--smtp-port", "0", "--edge-port", "0")
     try:
         assert set(info) >= {"url", "smtp", "user", "password", "ca_file"}
         assert info["url"].startswith("https://localhost:")

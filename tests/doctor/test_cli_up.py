@@ -43,6 +43,8 @@ def natsync_up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, A
             "0",
             "--smtp-port",
             "0",
+            "--edge-port",
+            "0",
             "--heartbeat-min",
             str(UP_HEARTBEAT_MIN),
         ],

@@ -87,6 +87,8 @@ async def start_server(
             "0",
             "--smtp-port",
             "0",
+            "--edge-port",  # not the default 9443: another run or service may hold it
+            "0",
             stdout=asyncio.subprocess.PIPE,
             stderr=err,
         )
