@@ -663,7 +663,8 @@ def _python_floor(edge: Edge, requests: int) -> float:
     from natsync.edge import http, proxy
 
     read_bytes = proxy._read_bytes
-    take_request, take_response = http.c_take_request, http.c_take_response
+    c_request, c_response = http.c_take_request, http.c_take_response
+    python_request, python_response = http.python_take_request, http.python_take_response
     backend_request, client_response = http.backend_request, http.client_response
     policy = edge.policy
     phone, server, pool = _FakeTransport(), _FakeTransport(), [0]
@@ -671,7 +672,8 @@ def _python_floor(edge: Edge, requests: int) -> float:
     view = proxy._READ_VIEW
 
     def request(nbytes: int) -> tuple[bytes, bool]:
-        taken = take_request(read_bytes(nbytes), 1 << 20)
+        data = read_bytes(nbytes)
+        taken = c_request(data, 1 << 20) or python_request(data, 1 << 20)
         assert taken is not None
         head, body = taken
         policy.judge(head, False)
@@ -681,7 +683,8 @@ def _python_floor(edge: Edge, requests: int) -> float:
         return head.method, head.keep_alive
 
     def answer(nbytes: int, method: bytes, keep_alive: bool) -> None:
-        taken = take_response(read_bytes(nbytes), method)
+        data = read_bytes(nbytes)
+        taken = c_response(data, method) or python_response(data, method)
         assert taken is not None
         head, rest = taken
         phone.write(client_response(head, keep_alive) + rest)

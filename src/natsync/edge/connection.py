@@ -486,7 +486,7 @@ class ClientMachine:
         method = self.method
         while True:
             try:
-                taken = _c_take_response(self.resp_buf, method) or http.take_response(
+                taken = _c_take_response(self.resp_buf, method) or http.python_take_response(
                     self.resp_buf, method
                 )
             except EdgeHttpError as exc:
@@ -506,9 +506,7 @@ class ClientMachine:
             if head.framing == F_LENGTH and len(rest) == head.length:
                 # the usual answer: head and whole body in one read; response HEAD → NONE
                 # at once (no BODY state for bytes already all here)
-                sent = http.client_response(head, keep_alive) + rest
-                self.bytes_out += len(sent)
-                out.append(SendToClient(sent))
+                self._send(http.client_response(head, keep_alive) + rest, out)
                 out.append(BACKEND_ANSWERED)
                 self._response_ended(head.keep_alive, now, out)
                 return out
@@ -570,7 +568,7 @@ class ClientMachine:
         while True:
             try:
                 buf = self.buf
-                taken = _c_take_request(buf, config.max_body) or http.take_request(
+                taken = _c_take_request(buf, config.max_body) or http.python_take_request(
                     buf, config.max_body
                 )
             except EdgeHttpError as exc:

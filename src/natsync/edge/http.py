@@ -349,9 +349,11 @@ def take_request(buffer: bytes, max_body: int) -> tuple[RequestHead, bytes] | No
     """The validated request head at the start of *buffer* and the bytes after it, or None
     while the head is incomplete; EdgeHttpError as :func:`split_head` and
     :func:`parse_request_head`."""
-    taken: tuple[RequestHead, bytes] | None = _c_take_request(buffer, max_body)
-    if taken is not None:
-        return taken
+    return _c_take_request(buffer, max_body) or python_take_request(buffer, max_body)
+
+
+def python_take_request(buffer: bytes, max_body: int) -> tuple[RequestHead, bytes] | None:
+    """:func:`take_request` in Python alone (what C declined, or no C)."""
     if buffer[:2] == b"\r\n":  # empty lines before the request line (C declines them)
         buffer = buffer[empty_lines(buffer) :]
     return _take_in_python(buffer, python_request_head, max_body)
@@ -360,9 +362,11 @@ def take_request(buffer: bytes, max_body: int) -> tuple[RequestHead, bytes] | No
 def take_response(buffer: bytes, request_method: bytes) -> tuple[ResponseHead, bytes] | None:
     """As :func:`take_request`, for the server's response head (errors as
     :func:`parse_response_head`'s, except a bare LF: 400 from :func:`split_head`)."""
-    taken: tuple[ResponseHead, bytes] | None = _c_take_response(buffer, request_method)
-    if taken is not None:
-        return taken
+    return _c_take_response(buffer, request_method) or python_take_response(buffer, request_method)
+
+
+def python_take_response(buffer: bytes, request_method: bytes) -> tuple[ResponseHead, bytes] | None:
+    """:func:`take_response` in Python alone (what C declined, or no C)."""
     return _take_in_python(buffer, python_response_head, request_method)
 
 
@@ -711,7 +715,7 @@ if speedups is not None:
 
 #: The C halves of :func:`take_request` and :func:`take_response` alone, for the connection
 #: machines' per-request calls (one Python frame less each): the head and the rest, or None —
-#: incomplete, declined or no C; the whole function decides then.
+#: incomplete, declined or no C; the Python halves (python_take_*) decide then.
 c_take_request = _c_take_request
 c_take_response = _c_take_response
 

@@ -51,6 +51,8 @@ T = TypeVar("T")
 #: How long a transaction waits for another process's write lock before failing. Long enough to
 #: ride out a CLI command or a WAL checkpoint, short enough that a wedged lock surfaces as an error.
 BUSY_TIMEOUT_MS = 10_000
+#: Seconds between two tries of a switch to WAL that found the file busy (see _enter_wal).
+WAL_SWITCH_RETRY = 0.01
 
 # -- the store ----------------------------------------------------------------------------------
 
@@ -94,9 +96,6 @@ def _enter_wal(conn: sqlite3.Connection) -> str:
                 raise
             time.sleep(WAL_SWITCH_RETRY)
 
-
-#: Seconds between two tries of a switch to WAL that found the file busy (see _enter_wal).
-WAL_SWITCH_RETRY = 0.01
 
 _Job = tuple[
     Callable[[Txn], Any],
