@@ -36,6 +36,9 @@ setup(
         # The TLS transport's reads and writes (natsync.edge.transport, issue 27): one recv per
         # record, no Python exception per "want read" (else through _ssl).
         optional("natsync.edge._tlsio", "src/natsync/edge/_tlsio.c", openssl=True),
+        # The phone connection machine's steady keep-alive moves (natsync.edge.connection,
+        # issue 27); without it the Python methods make every move.
+        optional("natsync.edge._steady", "src/natsync/edge/_steady.c"),
         # The WBXML codec's common case (natsync.wbxml.speedups).
         optional("natsync.wbxml._speedups", "src/natsync/wbxml/_speedups.c"),
     ]

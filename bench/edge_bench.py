@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import re
@@ -585,7 +586,7 @@ def hot_path(requests: int) -> None:
     import tracemalloc
     from typing import Any
 
-    from natsync.edge import proxy
+    from natsync.edge import connection, proxy
     from natsync.edge.tls import BackendTrust
 
     def feed(conn: Any, data: bytes) -> None:
@@ -607,14 +608,23 @@ def hot_path(requests: int) -> None:
         for _ in range(2000):
             feed(client, HOT_REQUEST)
             feed(backend, HOT_RESPONSE)
-        best = float("inf")
+        # with the machine's C steady moves (natsync.edge._steady) and without, in turns
+        best = {True: float("inf"), False: float("inf")}
         for _ in range(5):
-            started = time.process_time()
-            for _ in range(requests):
-                feed(client, HOT_REQUEST)
-                feed(backend, HOT_RESPONSE)
-            best = min(best, (time.process_time() - started) / requests)
-        print(f"Python run per keep-alive request: {best * 1e6:.2f} µs (best of 5 x {requests})")
+            for with_c in (True, False):
+                with contextlib.nullcontext() if with_c else connection.python_moves():
+                    started = time.process_time()
+                    for _ in range(requests):
+                        feed(client, HOT_REQUEST)
+                        feed(backend, HOT_RESPONSE)
+                    spent = (time.process_time() - started) / requests
+                best[with_c] = min(best[with_c], spent)
+        steady = "with the C steady moves" if connection.steady else "(C steady moves not built)"
+        print(
+            f"Python run per keep-alive request {steady}: {best[True] * 1e6:.2f} µs; the "
+            f"machine's moves in Python alone: {best[False] * 1e6:.2f} µs (best of 5 x "
+            f"{requests} each, in turns)"
+        )
         best = _python_floor(edge, requests)
         print(
             f"Python floor per keep-alive request (the same bytes through the C parsers, the "

@@ -57,8 +57,9 @@ of the bench's CPU time per request (docs/edge.md).
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,7 +79,7 @@ from natsync.edge.http import (
 from natsync.edge.http import c_take_request as _c_take_request
 from natsync.edge.http import c_take_response as _c_take_response
 from natsync.edge.limits import RateLimiter
-from natsync.edge.metrics import Metrics
+from natsync.edge.metrics import LONGEST_COUNTED_CMD, Metrics
 from natsync.edge.rules import PublishRules
 from natsync.errors import NatsyncError
 
@@ -397,6 +398,10 @@ class ClientMachine:
         self.deadline = now + policy.config.header_timeout
 
     def client_data(self, data: bytes, now: float) -> _Out:
+        if _c_client_data is not None:  # the steady case in C (natsync.edge._steady)
+            done = _c_client_data(self, data, now)
+            if done is not None:
+                return done
         out: _Out = []
         state = self.request
         if state is _REQ_BODY:
@@ -441,6 +446,10 @@ class ClientMachine:
 
     def backend_ready(self, now: float) -> _Out:
         """A server connection was attached for the request in hand."""
+        if _c_backend_ready is not None:
+            done = _c_backend_ready(self, now)
+            if done is not None:
+                return done
         head = self.head
         if self.request is not _REQ_CONNECTING or head is None:  # the phone left meanwhile
             return [RELEASE_BACKEND]
@@ -478,6 +487,10 @@ class ClientMachine:
 
     def backend_data(self, data: bytes, now: float) -> _Out:
         """Bytes from the attached server connection."""
+        if _c_backend_data is not None:
+            done = _c_backend_data(self, data, now)
+            if done is not None:
+                return done
         out: _Out = []
         if self.response_head is not None:
             self._response_body(data, b"", now, out)
@@ -931,3 +944,54 @@ class BackendMachine:
         if self.counted:
             self.counted = False
             self.server.active -= 1
+
+
+def _load_steady() -> Any:
+    """natsync.edge._steady (the three usual moves of :class:`ClientMachine` in C) configured
+    with this module's classes, states and commands, or None: not built, or the edge's C
+    parsers off (``NATSYNC_PURE_PYTHON``; it calls them). Then the Python methods make every
+    move, as they do for every case the C part declines."""
+    if http.speedups is None:
+        return None
+    try:
+        from natsync.edge import _steady
+    except ImportError:  # pragma: no cover - a build without a C compiler
+        return None
+    _steady.configure(
+        (ClientMachine, EdgePolicy, EdgeConfig, RateLimiter, Metrics, EasFields,
+         http.RequestHead, http.ResponseHead, SendToClient, SendToBackend),
+        (*Request, _RESP_NONE, _RESP_HEAD),
+        (OPEN_BACKEND, RELEASE_BACKEND, DROP_BACKEND, BACKEND_ANSWERED, CLOSE_CLIENT,
+         PAUSE_CLIENT, RESUME_CLIENT),
+        (F_NONE, F_LENGTH),
+        (http.c_take_request, http.c_take_response, http.backend_request, http.client_response),
+        LONGEST_COUNTED_CMD,
+    )  # fmt: skip
+    return _steady
+
+
+#: The C module of the steady moves, or None; each method calls its function first (None from
+#: it: not the steady case, nothing changed, the Python method decides).
+steady: Any = _load_steady()
+_c_client_data: Callable[[ClientMachine, bytes, float], _Out | None] | None = (
+    steady.client_data if steady is not None else None
+)
+_c_backend_ready: Callable[[ClientMachine, float], _Out | None] | None = (
+    steady.backend_ready if steady is not None else None
+)
+_c_backend_data: Callable[[ClientMachine, bytes, float], _Out | None] | None = (
+    steady.backend_data if steady is not None else None
+)
+
+
+@contextlib.contextmanager
+def python_moves() -> Iterator[None]:
+    """Within it, :class:`ClientMachine`'s methods make every move in Python (the reference the
+    C moves are compared with: tests/edge/test_steady.py, fuzz/fuzz_edge_steady.py)."""
+    global _c_client_data, _c_backend_ready, _c_backend_data  # noqa: PLW0603 - read per call
+    saved = _c_client_data, _c_backend_ready, _c_backend_data
+    _c_client_data = _c_backend_ready = _c_backend_data = None
+    try:
+        yield
+    finally:
+        _c_client_data, _c_backend_ready, _c_backend_data = saved

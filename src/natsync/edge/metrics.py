@@ -14,6 +14,11 @@ def _label(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")[:64]
 
 
+#: The longest ActiveSync command name counted under its own name (longer ones: "other"; the
+#: request counter's labels stay few whatever clients send).
+LONGEST_COUNTED_CMD = 32
+
+
 @dataclass(slots=True)
 class Metrics:
     connections_total: int = 0
@@ -25,7 +30,7 @@ class Metrics:
     backend_errors: dict[str, int] = field(default_factory=dict)
 
     def count_request(self, cmd: str, status: int) -> None:
-        key = (cmd if len(cmd) <= 32 else "other", status)
+        key = (cmd if len(cmd) <= LONGEST_COUNTED_CMD else "other", status)
         self.requests[key] = self.requests.get(key, 0) + 1
 
     def render(

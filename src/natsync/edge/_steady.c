@@ -1,0 +1,682 @@
+/* natsync.edge._steady: the phone connection machine's steady keep-alive moves, in C.
+ *
+ * Why C (issue 27, keep-alive requests at nginx's rate): a keep-alive request through the edge
+ * makes three machine calls (natsync.edge.connection.ClientMachine: the head, the server
+ * ready, the answer) and each walks five to nine Python functions (the funnels, the judge, the
+ * rate limit, the body, the end of the answer, the log, the next head): about half of the
+ * Python run per request (python bench/edge_bench.py hot-path). Here each of the three calls
+ * has its usual case in one C function that reads and writes the machine's slots directly:
+ *
+ *   client_data(machine, data, now)   a whole request head (and what follows it) in one read,
+ *                                     between requests: its target already judged and
+ *                                     published, the address within its rate, the access log
+ *                                     off: [OPEN_BACKEND];
+ *   backend_ready(machine, now)       the server connection for it: the head (and the body's
+ *                                     bytes that came with it, Content-Length or none) sent;
+ *   backend_data(machine, data, now)  the answer's head and whole Content-Length body in one
+ *                                     read, the request wholly sent, nothing held for a next
+ *                                     request, the access log off: the answer sent, the server
+ *                                     connection released (or dropped) and the machine back to
+ *                                     reading heads (or closed).
+ *
+ * Each returns the same commands and leaves the machine, the rate limiter's bucket and the
+ * counters exactly as the Python method does, or returns None having changed nothing: then the
+ * Python method decides (every other case, and every error: a head C declines, a bad head, an
+ * interim or chunked answer, a first request from an address, a target not yet judged). This
+ * module decides nothing of its own: what is a valid head is natsync.edge._speedups' parsers'
+ * (called here) and natsync.edge.http's serialisers' (backend_request, client_response:
+ * called here), what the moves are is the Python machine's. tests/edge/test_steady.py runs
+ * generated transcripts through a machine with these and one without and compares every
+ * command and every slot after every event; fuzz/fuzz_edge_steady.py does so with arbitrary
+ * bytes. NATSYNC_PURE_PYTHON, or this module not built: the Python methods alone.
+ *
+ * The slots are read and written at their offsets (from the classes' member descriptors,
+ * found by configure()); every call checks each object's exact type first and declines
+ * otherwise. The rate limiter's arithmetic is Python's (the same doubles in the same order).
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+
+/* -- slots at their offsets */
+
+#define SLOT(obj, offset) (*(PyObject **)((char *)(obj) + (offset)))
+
+/* Put *value* (a new reference, or NULL for an allocation that failed: then -1) in a slot. */
+static inline int put(PyObject *obj, Py_ssize_t offset, PyObject *value) {
+    if (value == NULL) return -1;
+    PyObject *old = SLOT(obj, offset);
+    SLOT(obj, offset) = value;
+    Py_XDECREF(old);
+    return 0;
+}
+
+#define PUT(obj, offset, value) \
+    do { if (put((obj), (offset), (value)) < 0) goto failed; } while (0)
+
+static int offset_of(PyTypeObject *type, const char *name, Py_ssize_t *offset) {
+    PyObject *descr = PyDict_GetItemString(type->tp_dict, name); /* borrowed */
+    if (descr == NULL || !Py_IS_TYPE(descr, &PyMemberDescr_Type)) {
+        PyErr_Format(PyExc_TypeError, "%s has no slot %s", type->tp_name, name);
+        return -1;
+    }
+    PyMemberDef *member = ((PyMemberDescrObject *)descr)->d_member;
+    if (member->type != T_OBJECT_EX || (member->flags & READONLY)) {
+        PyErr_Format(PyExc_TypeError, "%s.%s is not a plain slot", type->tp_name, name);
+        return -1;
+    }
+    *offset = member->offset;
+    return 0;
+}
+
+/* -- what configure() receives */
+
+static PyTypeObject *machine_type, *policy_type, *config_type, *limiter_type, *metrics_type,
+    *fields_type, *request_type, *response_type, *to_client_type, *to_backend_type;
+static PyObject *req_head, *req_connecting, *req_body, *req_sent, *req_closed;
+static PyObject *resp_none, *resp_head;
+static PyObject *open_backend, *release_backend, *drop_backend, *backend_answered,
+    *close_client, *pause_client, *resume_client;
+static PyObject *f_none, *f_length;
+static PyObject *take_request, *take_response, *backend_request, *client_response;
+static PyObject *empty_bytes, *zero_float, *one_int, *dash, *other;
+/* the longest command name counted as itself (natsync.edge.metrics.Metrics.count_request) */
+static Py_ssize_t longest_cmd;
+
+/* ClientMachine */
+static Py_ssize_t m_attached, m_buf, m_bytes_out, m_chunks, m_deadline, m_fields, m_head, m_ip,
+    m_keep_alive, m_left, m_logged, m_method, m_over_limit, m_paused, m_ping, m_policy,
+    m_request, m_resp_buf, m_resp_chunks, m_response, m_response_head, m_started, m_status;
+/* EdgePolicy, EdgeConfig, RateLimiter, Metrics, EasFields */
+static Py_ssize_t p_config, p_limits, p_metrics, p_access_logged, p_targets;
+static Py_ssize_t c_max_body, c_client_idle_timeout, c_body_timeout;
+static Py_ssize_t l_buckets, l_rate, l_burst;
+static Py_ssize_t x_held_pings, x_requests;
+static Py_ssize_t e_cmd;
+/* RequestHead, ResponseHead, SendToClient, SendToBackend */
+static Py_ssize_t q_method, q_target, q_framing, q_length, q_keep_alive, q_section;
+static Py_ssize_t r_status, r_framing, r_length, r_keep_alive;
+static Py_ssize_t s_client_data, s_backend_data;
+
+static int configured = 0;
+
+typedef struct {
+    const char *name;
+    Py_ssize_t *offset;
+} SlotName;
+
+static int offsets(PyTypeObject *type, const SlotName *names) {
+    for (; names->name != NULL; names++)
+        if (offset_of(type, names->name, names->offset) < 0) return -1;
+    return 0;
+}
+
+static PyObject *configure(PyObject *module, PyObject *args) {
+    PyObject *types, *states, *commands, *framings, *functions;
+    if (!PyArg_ParseTuple(args, "O!O!O!O!O!n", &PyTuple_Type, &types, &PyTuple_Type, &states,
+                          &PyTuple_Type, &commands, &PyTuple_Type, &framings, &PyTuple_Type,
+                          &functions, &longest_cmd))
+        return NULL;
+    PyTypeObject **type_slots[] = {&machine_type, &policy_type, &config_type, &limiter_type,
+                                   &metrics_type, &fields_type, &request_type, &response_type,
+                                   &to_client_type, &to_backend_type};
+    PyObject **state_slots[] = {&req_head, &req_connecting, &req_body, &req_sent, &req_closed,
+                                &resp_none, &resp_head};
+    PyObject **command_slots[] = {&open_backend, &release_backend, &drop_backend,
+                                  &backend_answered, &close_client, &pause_client,
+                                  &resume_client};
+    PyObject **framing_slots[] = {&f_none, &f_length};
+    PyObject **function_slots[] = {&take_request, &take_response, &backend_request,
+                                   &client_response};
+    struct {
+        PyObject *tuple;
+        PyObject ***slots;
+        Py_ssize_t n;
+    } groups[] = {
+        {types, (PyObject ***)type_slots, 10},
+        {states, state_slots, 7},
+        {commands, command_slots, 7},
+        {framings, framing_slots, 2},
+        {functions, function_slots, 4},
+    };
+    for (size_t g = 0; g < sizeof groups / sizeof groups[0]; g++) {
+        if (PyTuple_GET_SIZE(groups[g].tuple) != groups[g].n) {
+            PyErr_Format(PyExc_ValueError, "configure: group %zu wants %zd values", g,
+                         groups[g].n);
+            return NULL;
+        }
+    }
+    for (Py_ssize_t i = 0; i < 10; i++)
+        if (!PyType_Check(PyTuple_GET_ITEM(types, i))) {
+            PyErr_SetString(PyExc_TypeError, "configure: the first group holds the classes");
+            return NULL;
+        }
+    for (size_t g = 0; g < sizeof groups / sizeof groups[0]; g++)
+        for (Py_ssize_t i = 0; i < groups[g].n; i++) {
+            PyObject *value = PyTuple_GET_ITEM(groups[g].tuple, i);
+            Py_INCREF(value);
+            Py_XSETREF(*groups[g].slots[i], value);
+        }
+    const SlotName machine_names[] = {
+        {"attached", &m_attached}, {"buf", &m_buf}, {"bytes_out", &m_bytes_out},
+        {"chunks", &m_chunks}, {"deadline", &m_deadline}, {"fields", &m_fields},
+        {"head", &m_head}, {"ip", &m_ip}, {"keep_alive", &m_keep_alive}, {"left", &m_left},
+        {"logged", &m_logged}, {"method", &m_method}, {"over_limit", &m_over_limit},
+        {"paused", &m_paused}, {"ping", &m_ping}, {"policy", &m_policy},
+        {"request", &m_request}, {"resp_buf", &m_resp_buf}, {"resp_chunks", &m_resp_chunks},
+        {"response", &m_response}, {"response_head", &m_response_head},
+        {"started", &m_started}, {"status", &m_status}, {NULL, NULL}};
+    const SlotName policy_names[] = {{"config", &p_config}, {"limits", &p_limits},
+                                     {"metrics", &p_metrics},
+                                     {"access_logged", &p_access_logged},
+                                     {"targets", &p_targets}, {NULL, NULL}};
+    const SlotName config_names[] = {{"max_body", &c_max_body},
+                                     {"client_idle_timeout", &c_client_idle_timeout},
+                                     {"body_timeout", &c_body_timeout}, {NULL, NULL}};
+    const SlotName limiter_names[] = {
+        {"buckets", &l_buckets}, {"rate", &l_rate}, {"burst", &l_burst}, {NULL, NULL}};
+    const SlotName metrics_names[] = {
+        {"held_pings", &x_held_pings}, {"requests", &x_requests}, {NULL, NULL}};
+    const SlotName fields_names[] = {{"cmd", &e_cmd}, {NULL, NULL}};
+    const SlotName request_names[] = {
+        {"method", &q_method}, {"target", &q_target}, {"framing", &q_framing},
+        {"length", &q_length}, {"keep_alive", &q_keep_alive}, {"section", &q_section},
+        {NULL, NULL}};
+    const SlotName response_names[] = {{"status", &r_status}, {"framing", &r_framing},
+                                       {"length", &r_length}, {"keep_alive", &r_keep_alive},
+                                       {NULL, NULL}};
+    const SlotName client_names[] = {{"data", &s_client_data}, {NULL, NULL}};
+    const SlotName backend_names[] = {{"data", &s_backend_data}, {NULL, NULL}};
+    configured = 0;
+    if (offsets(machine_type, machine_names) < 0 || offsets(policy_type, policy_names) < 0 ||
+        offsets(config_type, config_names) < 0 || offsets(limiter_type, limiter_names) < 0 ||
+        offsets(metrics_type, metrics_names) < 0 || offsets(fields_type, fields_names) < 0 ||
+        offsets(request_type, request_names) < 0 || offsets(response_type, response_names) < 0 ||
+        offsets(to_client_type, client_names) < 0 || offsets(to_backend_type, backend_names) < 0)
+        return NULL;
+    configured = 1;
+    Py_RETURN_NONE;
+}
+
+/* -- small steps */
+
+/* A command carrying bytes (SendToClient or SendToBackend), built as its __init__ would. */
+static PyObject *command(PyTypeObject *type, Py_ssize_t offset, PyObject *data) {
+    PyObject *cmd = type->tp_alloc(type, 0);
+    if (cmd == NULL) {
+        Py_DECREF(data);
+        return NULL;
+    }
+    SLOT(cmd, offset) = data; /* stolen */
+    return cmd;
+}
+
+static PyObject *concat(PyObject *a, const char *b, Py_ssize_t nb) {
+    Py_ssize_t na = PyBytes_GET_SIZE(a);
+    if (nb == 0) return Py_NewRef(a);
+    PyObject *joined = PyBytes_FromStringAndSize(NULL, na + nb);
+    if (joined == NULL) return NULL;
+    memcpy(PyBytes_AS_STRING(joined), PyBytes_AS_STRING(a), (size_t)na);
+    memcpy(PyBytes_AS_STRING(joined) + na, b, (size_t)nb);
+    return joined;
+}
+
+/* int + delta, as Python's += on the slot's int. */
+static PyObject *plus(PyObject *value, Py_ssize_t delta) {
+    PyObject *step = PyLong_FromSsize_t(delta);
+    if (step == NULL) return NULL;
+    PyObject *sum = PyNumber_Add(value, step);
+    Py_DECREF(step);
+    return sum;
+}
+
+/* The command name of the head's fields is "ping", in any case (str.lower() == "ping"; no
+ * character outside ASCII lowers to one of its letters). */
+static int is_ping(PyObject *cmd) {
+    if (PyUnicode_GET_LENGTH(cmd) != 4 || !PyUnicode_IS_ASCII(cmd)) return 0;
+    const char *s = (const char *)PyUnicode_1BYTE_DATA(cmd);
+    return (s[0] | 32) == 'p' && (s[1] | 32) == 'i' && (s[2] | 32) == 'n' && (s[3] | 32) == 'g';
+}
+
+static int truth(PyObject *value) {
+    if (value == Py_True) return 1;
+    if (value == Py_False || value == Py_None) return 0;
+    return PyObject_IsTrue(value);
+}
+
+/* The policy's objects, each of its exact type, or NULL (decline). */
+typedef struct {
+    PyObject *policy, *config, *limits, *metrics;
+} Policy;
+
+static int policy_of(PyObject *machine, Policy *p) {
+    p->policy = SLOT(machine, m_policy);
+    if (p->policy == NULL || Py_TYPE(p->policy) != policy_type) return 0;
+    p->config = SLOT(p->policy, p_config);
+    p->limits = SLOT(p->policy, p_limits);
+    p->metrics = SLOT(p->policy, p_metrics);
+    return p->config != NULL && Py_TYPE(p->config) == config_type && p->limits != NULL &&
+           Py_TYPE(p->limits) == limiter_type && p->metrics != NULL &&
+           Py_TYPE(p->metrics) == metrics_type;
+}
+
+/* metrics.count_request(cmd or "-", status) */
+static int count_request(PyObject *metrics, PyObject *fields, PyObject *status) {
+    PyObject *requests = SLOT(metrics, x_requests);
+    PyObject *cmd = SLOT(fields, e_cmd);
+    if (requests == NULL || !PyDict_CheckExact(requests) || cmd == NULL ||
+        !PyUnicode_CheckExact(cmd)) {
+        PyErr_SetString(PyExc_TypeError, "natsync.edge._steady: unexpected counters");
+        return -1;
+    }
+    PyObject *name = PyUnicode_GET_LENGTH(cmd) == 0 ? dash
+                     : PyUnicode_GET_LENGTH(cmd) <= longest_cmd ? cmd
+                                                                : other;
+    PyObject *key = PyTuple_Pack(2, name, status);
+    if (key == NULL) return -1;
+    PyObject *count = PyDict_GetItemWithError(requests, key); /* borrowed */
+    PyObject *next = count != NULL ? plus(count, 1)
+                     : PyErr_Occurred() ? NULL
+                                        : Py_NewRef(one_int);
+    int done = next != NULL ? PyDict_SetItem(requests, key, next) : -1;
+    Py_XDECREF(next);
+    Py_DECREF(key);
+    return done;
+}
+
+static PyObject *declined(void) {
+    Py_RETURN_NONE;
+}
+
+/* A call whose failure means "not the steady case" (the Python method will make it again and
+ * raise or decide): its result, or NULL with no exception set. */
+static PyObject *attempt(PyObject *callable, PyObject *const *args, size_t nargs) {
+    PyObject *result = PyObject_Vectorcall(callable, args, nargs, NULL);
+    if (result == NULL) PyErr_Clear();
+    return result;
+}
+
+/* -- the three moves */
+
+static PyObject *client_data(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "client_data(machine, data, now)");
+        return NULL;
+    }
+    PyObject *machine = args[0], *data = args[1], *now = args[2];
+    PyObject *taken = NULL, *out = NULL, *held = NULL;
+    Policy p;
+    if (!configured || Py_TYPE(machine) != machine_type || !PyBytes_CheckExact(data) ||
+        !PyFloat_CheckExact(now) || SLOT(machine, m_request) != req_head ||
+        !policy_of(machine, &p))
+        return declined();
+    PyObject *buf = SLOT(machine, m_buf), *over_limit = SLOT(machine, m_over_limit);
+    PyObject *ip = SLOT(machine, m_ip);
+    if (buf == NULL || !PyBytes_CheckExact(buf) || PyBytes_GET_SIZE(buf) != 0 ||
+        over_limit != Py_False || ip == NULL)
+        return declined();
+    PyObject *access_logged = SLOT(p.policy, p_access_logged);
+    PyObject *targets = SLOT(p.policy, p_targets);
+    PyObject *buckets = SLOT(p.limits, l_buckets);
+    PyObject *rate = SLOT(p.limits, l_rate), *burst = SLOT(p.limits, l_burst);
+    PyObject *max_body = SLOT(p.config, c_max_body);
+    if (access_logged == NULL || targets == NULL || !PyDict_CheckExact(targets) ||
+        buckets == NULL || !PyDict_CheckExact(buckets) || rate == NULL || burst == NULL ||
+        !PyFloat_CheckExact(burst) || max_body == NULL)
+        return declined();
+    double rate_value;
+    if (PyFloat_CheckExact(rate))
+        rate_value = PyFloat_AS_DOUBLE(rate);
+    else if (PyLong_CheckExact(rate)) {
+        rate_value = PyLong_AsDouble(rate);
+        if (rate_value == -1.0 && PyErr_Occurred()) {
+            PyErr_Clear();
+            return declined();
+        }
+    } else
+        return declined();
+    /* the access log on: the request's record needs the Python path */
+    PyObject *logged = attempt(access_logged, NULL, 0);
+    if (logged == NULL) return declined();
+    int on = truth(logged);
+    if (on != 0) {
+        Py_DECREF(logged);
+        if (on < 0) PyErr_Clear();
+        return declined();
+    }
+    PyObject *take_args[2] = {data, max_body};
+    taken = attempt(take_request, take_args, 2);
+    if (taken == NULL || !PyTuple_CheckExact(taken) || PyTuple_GET_SIZE(taken) != 2) goto decline;
+    PyObject *head = PyTuple_GET_ITEM(taken, 0), *body = PyTuple_GET_ITEM(taken, 1);
+    if (Py_TYPE(head) != request_type || !PyBytes_CheckExact(body)) goto decline;
+    PyObject *target = SLOT(head, q_target), *method = SLOT(head, q_method);
+    PyObject *keep_alive = SLOT(head, q_keep_alive);
+    if (target == NULL || method == NULL || keep_alive == NULL) goto decline;
+    /* policy.judge(head, False): a target judged before, published */
+    PyObject *known = PyDict_GetItemWithError(targets, target); /* borrowed */
+    if (known == NULL || !PyTuple_CheckExact(known) || PyTuple_GET_SIZE(known) != 2) {
+        PyErr_Clear();
+        goto decline;
+    }
+    PyObject *fields = PyTuple_GET_ITEM(known, 0), *published = PyTuple_GET_ITEM(known, 1);
+    PyObject *cmd = Py_TYPE(fields) == fields_type ? SLOT(fields, e_cmd) : NULL;
+    if (cmd == NULL || !PyUnicode_CheckExact(cmd) || published != Py_True) goto decline;
+    /* policy.limits.allow_request(ip, now): an address seen before, within its rate */
+    PyObject *bucket = PyDict_GetItemWithError(buckets, ip); /* borrowed */
+    if (bucket == NULL || !PyList_CheckExact(bucket) || PyList_GET_SIZE(bucket) != 2 ||
+        !PyFloat_CheckExact(PyList_GET_ITEM(bucket, 0)) ||
+        !PyFloat_CheckExact(PyList_GET_ITEM(bucket, 1))) {
+        PyErr_Clear();
+        goto decline;
+    }
+    double refilled = PyFloat_AS_DOUBLE(PyList_GET_ITEM(bucket, 0)) +
+                      (PyFloat_AS_DOUBLE(now) - PyFloat_AS_DOUBLE(PyList_GET_ITEM(bucket, 1))) *
+                          rate_value;
+    double burst_value = PyFloat_AS_DOUBLE(burst);
+    double tokens = refilled < burst_value ? refilled : burst_value; /* min(burst, refilled) */
+    if (tokens < 1.0) goto decline;                                  /* the 503: Python's */
+    int ping = is_ping(cmd);
+    if (ping) {
+        PyObject *count = SLOT(p.metrics, x_held_pings);
+        if (count == NULL || (held = plus(count, 1)) == NULL) {
+            PyErr_Clear();
+            goto decline;
+        }
+    }
+    PyObject *left_tokens = PyFloat_FromDouble(tokens - 1.0);
+    out = PyList_New(1);
+    if (left_tokens == NULL || out == NULL) {
+        Py_XDECREF(left_tokens);
+        goto failed;
+    }
+    /* from here on, the moves: none can fail but for memory */
+    PyList_SetItem(bucket, 1, Py_NewRef(now));
+    PyList_SetItem(bucket, 0, left_tokens);
+    PUT(machine, m_head, Py_NewRef(head));
+    PUT(machine, m_method, Py_NewRef(method));
+    PUT(machine, m_logged, logged);
+    logged = NULL;
+    PUT(machine, m_fields, Py_NewRef(fields));
+    PUT(machine, m_started, Py_NewRef(now));
+    PUT(machine, m_status, PyLong_FromLong(0));
+    PUT(machine, m_bytes_out, PyLong_FromLong(0));
+    PUT(machine, m_keep_alive, Py_NewRef(keep_alive));
+    PUT(machine, m_deadline, Py_NewRef(zero_float));
+    if (ping) {
+        PUT(machine, m_ping, Py_NewRef(Py_True));
+        PUT(p.metrics, x_held_pings, held);
+        held = NULL;
+    }
+    PUT(machine, m_buf, Py_NewRef(body));
+    PUT(machine, m_request, Py_NewRef(req_connecting));
+    PyList_SET_ITEM(out, 0, Py_NewRef(open_backend));
+    Py_DECREF(taken);
+    return out;
+decline:
+    Py_XDECREF(taken);
+    Py_XDECREF(logged);
+    Py_XDECREF(held);
+    return declined();
+failed:
+    Py_XDECREF(taken);
+    Py_XDECREF(logged);
+    Py_XDECREF(out);
+    Py_XDECREF(held);
+    return NULL;
+}
+
+/* A list of the commands in *items* (new references; a NULL one fails the whole). */
+static PyObject *commands(PyObject **items, Py_ssize_t n) {
+    PyObject *out = PyList_New(n);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (out == NULL || items[i] == NULL) {
+            for (Py_ssize_t j = i; j < n; j++) Py_XDECREF(items[j]);
+            Py_XDECREF(out);
+            return NULL;
+        }
+        PyList_SET_ITEM(out, i, items[i]);
+    }
+    return out;
+}
+
+static PyObject *backend_ready(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "backend_ready(machine, now)");
+        return NULL;
+    }
+    PyObject *machine = args[0], *now = args[1];
+    Policy p;
+    if (!configured || Py_TYPE(machine) != machine_type || !PyFloat_CheckExact(now) ||
+        SLOT(machine, m_request) != req_connecting || SLOT(machine, m_response) != resp_none ||
+        !policy_of(machine, &p))
+        return declined();
+    PyObject *head = SLOT(machine, m_head), *body = SLOT(machine, m_buf);
+    PyObject *ip = SLOT(machine, m_ip), *logged = SLOT(machine, m_logged);
+    PyObject *paused = SLOT(machine, m_paused);
+    if (head == NULL || Py_TYPE(head) != request_type || body == NULL ||
+        !PyBytes_CheckExact(body) || ip == NULL || logged == NULL || paused == NULL)
+        return declined();
+    PyObject *framing = SLOT(head, q_framing), *length = SLOT(head, q_length);
+    if (framing == NULL || length == NULL || !PyLong_CheckExact(length) ||
+        (framing != f_none && framing != f_length))
+        return declined(); /* chunked: the Python path's scanner */
+    Py_ssize_t left = PyLong_AsSsize_t(length);
+    if (left < 0) {
+        PyErr_Clear();
+        return declined();
+    }
+    int is_logged = truth(logged), is_paused = truth(paused);
+    if (is_logged < 0 || is_paused < 0) {
+        PyErr_Clear();
+        return declined();
+    }
+    PyObject *serialise_args[2] = {head, ip};
+    PyObject *request = attempt(backend_request, serialise_args, 2);
+    if (request == NULL || !PyBytes_CheckExact(request)) {
+        Py_XDECREF(request);
+        return declined();
+    }
+    Py_ssize_t size = PyBytes_GET_SIZE(body);
+    Py_INCREF(body); /* the machine's buf is replaced below */
+    PyObject *items[2] = {NULL, NULL};
+    Py_ssize_t n = 0;
+    PUT(machine, m_attached, Py_NewRef(Py_True));
+    PUT(machine, m_response, Py_NewRef(resp_head));
+    PUT(machine, m_resp_buf, Py_NewRef(empty_bytes));
+    PUT(machine, m_response_head, Py_NewRef(Py_None));
+    PUT(machine, m_resp_chunks, Py_NewRef(Py_None));
+    PUT(machine, m_left, Py_NewRef(length));
+    PUT(machine, m_chunks, Py_NewRef(Py_None));
+    PUT(machine, m_buf, Py_NewRef(empty_bytes));
+    PUT(head, q_section, Py_NewRef(empty_bytes));
+    if (framing == f_none && size == 0) { /* the usual GET, OPTIONS or Ping: sent whole */
+        items[n++] = command(to_backend_type, s_backend_data, Py_NewRef(request));
+        PUT(machine, m_request, Py_NewRef(req_sent));
+        if (!is_logged) PUT(machine, m_head, Py_NewRef(Py_None));
+    } else {
+        /* _body(body, request): what of the body is the request's, sent after its head */
+        Py_ssize_t used = framing == f_length ? (left < size ? left : size) : 0;
+        int done = framing == f_length ? left - used == 0 : 1;
+        if (framing == f_length) PUT(machine, m_left, PyLong_FromSsize_t(left - used));
+        items[n++] = command(to_backend_type, s_backend_data,
+                             concat(request, PyBytes_AS_STRING(body), used));
+        if (done) {
+            PUT(machine, m_deadline, Py_NewRef(zero_float));
+            PUT(machine, m_request, Py_NewRef(req_sent));
+            if (!is_logged) PUT(machine, m_head, Py_NewRef(Py_None));
+            if (used < size) { /* what follows the body: a pipelined request, held for later */
+                PUT(machine, m_buf, PyBytes_FromStringAndSize(PyBytes_AS_STRING(body) + used,
+                                                              size - used));
+                if (!is_paused) {
+                    PUT(machine, m_paused, Py_NewRef(Py_True));
+                    items[n++] = Py_NewRef(pause_client);
+                }
+            }
+        } else { /* more to come: within body_timeout of this byte */
+            PyObject *timeout = SLOT(p.config, c_body_timeout);
+            PUT(machine, m_request, Py_NewRef(req_body));
+            PUT(machine, m_deadline, timeout != NULL ? PyNumber_Add(now, timeout) : NULL);
+            if (is_paused) {
+                PUT(machine, m_paused, Py_NewRef(Py_False));
+                items[n++] = Py_NewRef(resume_client);
+            }
+        }
+    }
+    Py_DECREF(request);
+    Py_DECREF(body);
+    return commands(items, n);
+failed:
+    for (Py_ssize_t i = 0; i < n; i++) Py_XDECREF(items[i]);
+    Py_DECREF(request);
+    Py_DECREF(body);
+    return NULL;
+}
+
+static PyObject *backend_data(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "backend_data(machine, data, now)");
+        return NULL;
+    }
+    PyObject *machine = args[0], *data = args[1], *now = args[2];
+    PyObject *taken = NULL, *held = NULL, *items[4] = {NULL, NULL, NULL, NULL};
+    Py_ssize_t n = 0;
+    Policy p;
+    if (Py_TYPE(machine) != machine_type) return declined();
+    PyObject *request_state = SLOT(machine, m_request);
+    if (!configured || Py_TYPE(machine) != machine_type || !PyBytes_CheckExact(data) ||
+        !PyFloat_CheckExact(now) || SLOT(machine, m_response) != resp_head ||
+        SLOT(machine, m_response_head) != Py_None ||
+        (request_state != req_sent && request_state != req_body) || !policy_of(machine, &p))
+        return declined();
+    PyObject *resp_buf = SLOT(machine, m_resp_buf), *buf = SLOT(machine, m_buf);
+    PyObject *method = SLOT(machine, m_method), *logged = SLOT(machine, m_logged);
+    PyObject *keep_alive = SLOT(machine, m_keep_alive), *fields = SLOT(machine, m_fields);
+    PyObject *attached = SLOT(machine, m_attached), *ping = SLOT(machine, m_ping);
+    PyObject *paused = SLOT(machine, m_paused), *bytes_out = SLOT(machine, m_bytes_out);
+    if (resp_buf == NULL || !PyBytes_CheckExact(resp_buf) || PyBytes_GET_SIZE(resp_buf) != 0 ||
+        buf == NULL || !PyBytes_CheckExact(buf) || PyBytes_GET_SIZE(buf) != 0 ||
+        method == NULL || logged != Py_False || keep_alive == NULL || fields == NULL ||
+        Py_TYPE(fields) != fields_type || attached == NULL || ping == NULL || paused == NULL ||
+        bytes_out == NULL)
+        return declined();
+    PyObject *take_args[2] = {data, method};
+    taken = attempt(take_response, take_args, 2);
+    if (taken == NULL) return declined();
+    if (!PyTuple_CheckExact(taken) || PyTuple_GET_SIZE(taken) != 2) goto decline;
+    PyObject *head = PyTuple_GET_ITEM(taken, 0), *rest = PyTuple_GET_ITEM(taken, 1);
+    if (Py_TYPE(head) != response_type || !PyBytes_CheckExact(rest)) goto decline;
+    PyObject *status = SLOT(head, r_status), *framing = SLOT(head, r_framing);
+    PyObject *length = SLOT(head, r_length), *reusable = SLOT(head, r_keep_alive);
+    if (status == NULL || !PyLong_CheckExact(status) || framing != f_length || length == NULL ||
+        !PyLong_CheckExact(length) || reusable == NULL)
+        goto decline;
+    long code = PyLong_AsLong(status);
+    Py_ssize_t expected = PyLong_AsSsize_t(length);
+    if (PyErr_Occurred()) {
+        PyErr_Clear();
+        goto decline;
+    }
+    /* an interim answer, or a body not wholly in this read: the Python path */
+    if (code < 200 || expected != PyBytes_GET_SIZE(rest)) goto decline;
+    int kept = truth(keep_alive), reuse = truth(reusable), is_attached = truth(attached);
+    int was_ping = truth(ping), is_paused = truth(paused);
+    if (kept < 0 || reuse < 0 || is_attached < 0 || was_ping < 0 || is_paused < 0) {
+        PyErr_Clear();
+        goto decline;
+    }
+    PyObject *answer_keep_alive = kept ? reusable : keep_alive; /* self.keep_alive and head's */
+    int keep = kept && reuse;
+    PyObject *serialise_args[2] = {head, keep ? Py_True : Py_False};
+    PyObject *answer_head = attempt(client_response, serialise_args, 2);
+    if (answer_head == NULL || !PyBytes_CheckExact(answer_head)) {
+        Py_XDECREF(answer_head);
+        goto decline;
+    }
+    PyObject *answer = concat(answer_head, PyBytes_AS_STRING(rest), PyBytes_GET_SIZE(rest));
+    Py_DECREF(answer_head);
+    if (answer == NULL) goto failed;
+    if (was_ping) {
+        PyObject *count = SLOT(p.metrics, x_held_pings);
+        held = count != NULL ? plus(count, -1) : NULL;
+        if (held == NULL) {
+            PyErr_Clear();
+            Py_DECREF(answer);
+            goto decline;
+        }
+    }
+    /* the moves (none fails but for memory) */
+    int request_sent = request_state == req_sent;
+    PUT(machine, m_resp_buf, Py_NewRef(empty_bytes));
+    PUT(machine, m_status, Py_NewRef(status));
+    PUT(machine, m_keep_alive, Py_NewRef(answer_keep_alive));
+    PUT(machine, m_bytes_out, plus(bytes_out, PyBytes_GET_SIZE(answer)));
+    items[n++] = command(to_client_type, s_client_data, answer);
+    items[n++] = Py_NewRef(backend_answered);
+    /* _response_ended(head.keep_alive) */
+    PUT(machine, m_response_head, Py_NewRef(Py_None));
+    PUT(machine, m_response, Py_NewRef(resp_none));
+    if (is_attached) {
+        PUT(machine, m_attached, Py_NewRef(Py_False));
+        items[n++] = Py_NewRef(reuse && request_sent ? release_backend : drop_backend);
+    }
+    if (was_ping) {
+        PUT(machine, m_ping, Py_NewRef(Py_False));
+        PUT(p.metrics, x_held_pings, held);
+        held = NULL;
+    }
+    if (count_request(p.metrics, fields, status) < 0) goto failed;
+    if (!request_sent) PUT(machine, m_keep_alive, Py_NewRef(Py_False));
+    if (!request_sent || !keep) {
+        PUT(machine, m_request, Py_NewRef(req_closed));
+        items[n++] = Py_NewRef(close_client);
+    } else { /* _ready_for_next: nothing held, so the idle deadline */
+        PyObject *timeout = SLOT(p.config, c_client_idle_timeout);
+        PUT(machine, m_request, Py_NewRef(req_head));
+        PUT(machine, m_head, Py_NewRef(Py_None));
+        PUT(machine, m_deadline, timeout != NULL ? PyNumber_Add(now, timeout) : NULL);
+        if (is_paused) {
+            PUT(machine, m_paused, Py_NewRef(Py_False));
+            items[n++] = Py_NewRef(resume_client);
+        }
+    }
+    Py_DECREF(taken);
+    return commands(items, n);
+failed:
+    for (Py_ssize_t i = 0; i < n; i++) Py_XDECREF(items[i]);
+    Py_XDECREF(held);
+    Py_DECREF(taken);
+    return NULL;
+decline:
+    Py_DECREF(taken);
+    return declined();
+}
+
+static PyMethodDef methods[] = {
+    {"configure", configure, METH_VARARGS,
+     "Receive the classes, states, commands, framings and serialisers."},
+    {"client_data", (PyCFunction)(void (*)(void))client_data, METH_FASTCALL,
+     "ClientMachine.client_data's steady case: the commands, or None (nothing changed)."},
+    {"backend_ready", (PyCFunction)(void (*)(void))backend_ready, METH_FASTCALL,
+     "ClientMachine.backend_ready's steady case: the commands, or None (nothing changed)."},
+    {"backend_data", (PyCFunction)(void (*)(void))backend_data, METH_FASTCALL,
+     "ClientMachine.backend_data's steady case: the commands, or None (nothing changed)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_steady",
+    "The phone connection machine's steady keep-alive moves, in C (see the source).", -1,
+    methods,
+};
+
+PyMODINIT_FUNC PyInit__steady(void) {
+    empty_bytes = PyBytes_FromStringAndSize(NULL, 0);
+    zero_float = PyFloat_FromDouble(0.0);
+    one_int = PyLong_FromLong(1);
+    dash = PyUnicode_InternFromString("-");
+    other = PyUnicode_InternFromString("other");
+    if (empty_bytes == NULL || zero_float == NULL || one_int == NULL || dash == NULL ||
+        other == NULL)
+        return NULL;
+    return PyModule_Create(&module);
+}

@@ -1,0 +1,13 @@
+from typing import Any
+
+def configure(
+    types: tuple[type, ...],
+    states: tuple[Any, ...],
+    commands: tuple[Any, ...],
+    framings: tuple[Any, Any],
+    functions: tuple[Any, Any, Any, Any],
+    longest_cmd: int,
+) -> None: ...
+def client_data(machine: Any, data: bytes, now: float) -> list[Any] | None: ...
+def backend_ready(machine: Any, now: float) -> list[Any] | None: ...
+def backend_data(machine: Any, data: bytes, now: float) -> list[Any] | None: ...

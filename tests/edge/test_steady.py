@@ -1,0 +1,267 @@
+"""natsync.edge._steady (C) against the Python methods of ClientMachine, the reference.
+
+The C functions take the usual keep-alive moves (a whole head between requests, the server
+ready for it, a whole answer in one read) and decline everything else. Any transcript played
+to a machine with them and to one without must give the same commands, the same exceptions and
+the same machine, rate limiter and counters after every event; and the usual exchange must
+really be taken by C, or the module would be dead weight.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from natsync.edge import connection
+from natsync.edge.config import EdgeConfig
+from natsync.edge.connection import (
+    ClientMachine,
+    DropBackend,
+    EdgeStateError,
+    OpenBackend,
+    ReleaseBackend,
+    Request,
+    python_moves,
+)
+from natsync.edge.http import ChunkedScanner
+from tests.edge.playbook import (
+    BackendCloses,
+    BackendFails,
+    BackendReady,
+    BackendSends,
+    BackendSilent,
+    ClientGone,
+    ClientSends,
+    Playbook,
+    Wait,
+)
+from tests.edge.test_connection import _EVENTS, EAS, GET, OK, PING, post
+
+if connection.steady is None:  # pragma: no cover - CI builds it (make test installs gcc)
+    pytest.fail(
+        "natsync.edge._steady is not built (or NATSYNC_PURE_PYTHON is set): "
+        "make test installs a C compiler and Python's headers and builds it",
+        pytrace=False,
+    )
+C = connection.steady
+
+
+def _value(value: Any) -> Any:
+    """A slot's value, comparable across two machines (a chunked scanner by its state)."""
+    if isinstance(value, ChunkedScanner):
+        return ("scanner", *(getattr(value, name) for name in type(value).__slots__))
+    return value
+
+
+def state(play: Playbook) -> tuple[Any, ...]:
+    """Everything a move may change: the machine's slots but its policy, and the policy's
+    counters, rate-limit buckets and connection counts."""
+    machine = play.machine
+    policy = play.policy
+    slots = tuple(
+        (name, _value(getattr(machine, name, "<unset>")))
+        for name in ClientMachine.__slots__
+        if name != "policy"
+    )
+    return (
+        slots,
+        policy.metrics,
+        policy.limits.buckets,
+        policy.limits.connections,
+        sorted(policy.targets),
+    )
+
+
+class Logging:
+    """The access log switched on or off between events (the policy asks per request)."""
+
+    def __init__(self, on: bool) -> None:
+        self.on = on
+
+
+class Twins:
+    """The same connection twice: one machine with the C moves, one without."""
+
+    def __init__(self, config: EdgeConfig, logged: bool, over_limit: bool = False) -> None:
+        self.logged = logged
+        self.fast = Playbook(config, logged=logged)
+        self.reference = Playbook(config, logged=logged)
+        for play in (self.fast, self.reference):
+            play.policy.access_logged = self._logged
+            play.machine.over_limit = over_limit  # as a connection past max_connections_per_ip
+
+        #: what the shell would deliver (as test_connection's any-order test): a server only
+        #: after OpenBackend, its bytes only while attached, nothing from a phone that is gone
+        self.wants = self.attached = self.gone = False
+
+    def _logged(self) -> bool:
+        return self.logged
+
+    def deliverable(self, event: Any) -> bool:
+        if isinstance(event, ClientSends | Wait | ClientGone):
+            return not self.gone
+        if isinstance(event, BackendReady | BackendFails):
+            return self.wants
+        return self.attached
+
+    def play(self, event: Any) -> None:
+        if isinstance(event, Logging):
+            self.logged = event.on
+            return
+        if not self.deliverable(event):
+            return
+        if isinstance(event, BackendReady):
+            self.wants, self.attached = False, True
+        elif isinstance(event, BackendFails):
+            self.wants = False
+        elif isinstance(event, BackendCloses | BackendSilent):
+            self.attached = False
+        self.gone = self.gone or isinstance(event, ClientGone)
+        fast = reference = None
+        try:
+            fast = self.fast.play(event)
+        except EdgeStateError as exc:
+            fast = exc
+        try:
+            with python_moves():
+                reference = self.reference.play(event)
+        except EdgeStateError as exc:
+            reference = exc
+        if isinstance(fast, Exception) or isinstance(reference, Exception):
+            assert type(fast) is type(reference), (event, fast, reference)
+            assert str(fast) == str(reference)
+        else:
+            assert fast == reference, event
+            for command in fast:
+                if isinstance(command, OpenBackend):
+                    self.wants = True
+                elif isinstance(command, ReleaseBackend | DropBackend):
+                    self.attached = False
+        assert state(self.fast) == state(self.reference), event
+
+
+PONG = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: application/vnd.ms-sync.wbxml\r\n"
+    b"Content-Length: 3\r\n\r\nabc"
+)
+#: Whole requests and answers, as the usual exchange brings them, and their near misses.
+REQUESTS = [
+    GET,
+    post(b"abc"),
+    post(b"abc") + GET,
+    GET + GET,
+    post(b"ab", length=3),
+    post(b"abcd", length=3),
+    post(b"", length=0),
+    PING + b"Content-Length: 2\r\n\r\nxy",
+    PING.replace(b"Cmd=Ping", b"Cmd=PING") + b"\r\n",
+    b"GET " + EAS + b"?Cmd=Sync HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+    b"GET " + EAS + b"?Cmd=Sync HTTP/1.0\r\nHost: h\r\n\r\n",
+    b"HEAD " + EAS + b"?Cmd=Sync HTTP/1.1\r\nHost: h\r\n\r\n",
+    b"OPTIONS " + EAS + b" HTTP/1.1\r\nHost: h\r\n\r\n",
+    b"GET /nope HTTP/1.1\r\nHost: h\r\n\r\n",
+    b"GET " + EAS + b"?Cmd=" + b"X" * 40 + b" HTTP/1.1\r\nHost: h\r\n\r\n",
+    b"POST " + EAS + b"?Cmd=Sync HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"3\r\nabc\r\n0\r\n\r\n",
+    b"GET " + EAS + b"?Cmd=Sync HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 6.6.6.6\r\n\r\n",
+]
+ANSWERS = [
+    OK,
+    PONG,
+    OK + b"extra",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+    b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 3\r\nWWW-Authenticate: Basic\r\n\r\nno\n",
+    b"HTTP/1.1 100 Continue\r\n\r\n" + OK,
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+    b"HTTP/1.1 204 No Content\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nab",
+    b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok",
+    b"HTTP/1.1 200 OK\r\nConnection: Keep-Alive, X-Thing\r\nContent-Length: 2\r\n\r\nok",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n",
+]
+STEADY_EVENTS = st.one_of(
+    st.builds(ClientSends, st.sampled_from(REQUESTS)),
+    st.builds(BackendSends, st.sampled_from(ANSWERS)),
+    st.just(BackendReady()),
+    st.builds(Logging, st.booleans()),
+    _EVENTS,
+)
+CONFIGS = st.sampled_from(
+    [
+        EdgeConfig(),
+        EdgeConfig(requests_per_second_per_ip=1, request_burst_per_ip=2),
+        EdgeConfig(requests_per_second_per_ip=0.5, request_burst_per_ip=3),
+    ]
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(CONFIGS, st.booleans(), st.booleans(), st.lists(STEADY_EVENTS, max_size=40))
+def test_any_transcript_gives_the_same_commands_and_state_with_and_without_c(
+    config: EdgeConfig, logged: bool, over_limit: bool, events: list[Any]
+) -> None:
+    twins = Twins(config, logged, over_limit)
+    for event in events:
+        twins.play(event)
+
+
+#: One exchange as the shell delivers it (a request, the server, its answer), now and then
+#: with an event of any kind slipped in somewhere.
+EXCHANGES = st.tuples(
+    st.sampled_from(REQUESTS[:8] + [REQUESTS[0]] * 4),
+    st.sampled_from(ANSWERS[:2] * 4 + ANSWERS),
+    st.one_of(st.none(), st.tuples(st.integers(0, 3), STEADY_EVENTS)),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(CONFIGS, st.lists(EXCHANGES, max_size=12))
+def test_keep_alive_runs_are_the_same_with_and_without_c(
+    config: EdgeConfig, exchanges: list[tuple[bytes, bytes, tuple[int, Any] | None]]
+) -> None:
+    """Mostly the steady case (a whole request, the server ready, a whole answer, again),
+    which C takes, and must take as Python does."""
+    twins = Twins(config, False)
+    for request, response, extra in exchanges:
+        events: list[Any] = [ClientSends(request), BackendReady(), BackendSends(response)]
+        if extra is not None:
+            events.insert(extra[0], extra[1])
+        for event in events:
+            twins.play(event)
+    twins.play(ClientGone())
+
+
+def test_the_usual_exchange_is_taken_by_c() -> None:
+    """After the first request (which judges the target and opens the address's bucket), a
+    keep-alive request's three moves are C's, and the machine is as Python leaves it."""
+    twins = Twins(EdgeConfig(), False)
+    for event in (ClientSends(post(b"abc")), BackendReady(), BackendSends(PONG)):
+        twins.play(event)
+    machine, now = twins.fast.machine, twins.fast.now
+    taken = C.client_data(machine, post(b"abc"), now)
+    assert taken is not None
+    assert [type(command) for command in taken] == [OpenBackend]
+    assert C.backend_ready(machine, now) is not None
+    assert C.backend_data(machine, PONG, now) is not None
+    assert machine.request is Request.HEAD
+    with python_moves():
+        for event in (ClientSends(post(b"abc")), BackendReady(), BackendSends(PONG)):
+            twins.reference.play(event)
+    assert state(twins.fast) == state(twins.reference)
+
+
+def test_c_declines_what_is_not_its_own_and_changes_nothing() -> None:
+    play = Playbook(EdgeConfig())
+    machine, now = play.machine, play.now
+    before = state(play)
+    # a first request: its target not judged yet, its address without a bucket
+    assert C.client_data(machine, GET, now) is None
+    assert C.client_data(machine, GET[:10], now) is None  # a head in pieces
+    assert C.backend_ready(machine, now) is None  # nothing to connect
+    assert C.backend_data(machine, OK, now) is None  # no request in hand
+    assert C.client_data(object(), GET, now) is None  # not a machine
+    assert state(play) == before
