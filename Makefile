@@ -29,7 +29,7 @@ $(VENV)/bin/python:
 # them (no root for apt) natsync still installs and runs on its Python parsers, and says so.
 $(STAMP): $(VENV)/bin/python pyproject.toml setup.py src/natsync/edge/_speedups.c \
 	  src/natsync/edge/_tickets.c src/natsync/edge/_tlsio.c src/natsync/edge/_ssl_layout.h \
-	  src/natsync/edge/_steady.c src/natsync/wbxml/_speedups.c
+	  src/natsync/edge/_steady.c src/natsync/edge/_slots.h src/natsync/wbxml/_speedups.c
 	@scripts/ensure-build-tools.sh $(BIN)/python || \
 	  echo "note: no C compiler or Python headers; the edge runs on its Python parsers (slower)"
 	$(BIN)/python -m pip install -q --upgrade pip

@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
-"""atheris harness for the edge's head parsers: the C common case (natsync.edge._speedups)
-against the Python reference (natsync.edge.http). Any bytes: the C side returns None or exactly
-the Python parser's result, and never raises; the public parsers decode or raise EdgeHttpError.
+"""atheris harness for the edge's head parsers and serialisers: the C common case
+(natsync.edge._speedups) against the Python reference (natsync.edge.http). Any bytes: the C side
+returns None or exactly the Python parser's result, and never raises; the public parsers decode
+or raise EdgeHttpError; a head C took serialises (for the server, or for the phone) to the
+Python serialiser's bytes or None.
 
     python fuzz/fuzz_edge_heads.py -max_total_time=60 fuzz/corpus-fuzz_edge_heads
 
@@ -41,9 +43,18 @@ def test_one_input(data: bytes) -> None:
     kind, body = data[0] % 3, data[1:]
     if kind == 0:
         _agree(C.take_request, http.python_request_head, http.take_request, body, MAX_BODY)
+        taken = C.take_request(body, MAX_BODY)
+        if taken is not None:  # the head the server gets: C's bytes are Python's, or None
+            fast = C.backend_request(taken[0], "192.0.2.7")
+            assert fast is None or fast == http.python_backend_request(taken[0], "192.0.2.7")
     else:
         method = b"GET" if kind == 1 else b"HEAD"
         _agree(C.take_response, http.python_response_head, http.take_response, body, method)
+        taken = C.take_response(body, method)
+        if taken is not None:  # the head the phone gets, kept alive or not
+            for keep_alive in (True, False):
+                fast = C.client_response(taken[0], keep_alive)
+                assert fast is None or fast == http.python_client_response(taken[0], keep_alive)
 
 
 def _agree(

@@ -11,11 +11,21 @@
  * and the whole fallback when this module is not built.
  *
  * configure() receives the classes, the Framing members, the Connection token sets and the
- * limits from http.py, so each is defined once, there.
+ * limits from http.py, so each is defined once, there. A head is made by setting its fields at
+ * their offsets (_slots.h), as its dataclass __init__ would, without that Python frame.
+ *
+ * The two serialisers' common case is here too (backend_request: the head the server gets;
+ * client_response: the head the phone gets; issue 27, about 1 us of Python per keep-alive
+ * request): a head this module made, whose Connection tokens name no other field, not chunked
+ * (requests), with at most one line to drop, gives the Python serialiser's bytes; anything else
+ * None, and the Python serialiser makes it. tests/edge/test_speedups.py and
+ * fuzz/fuzz_edge_heads.py compare them.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <errno.h>
+
+#include "_slots.h"
 #include <poll.h>
 #include <string.h>
 
@@ -208,14 +218,30 @@ static int read_section(const unsigned char *section, Py_ssize_t len, int http11
     return section_framing(info, http11, is_request, fr);
 }
 
-/* cls(*items), then the items released; NULL when one of them could not be made. */
-static PyObject *construct(PyObject *cls, PyObject **items, int n) {
+/* The heads' fields at their offsets (RequestHead's and ResponseHead's, in their order), found
+ * by configure(): a head is made as its __init__ would make it (it only sets them), without
+ * the Python frame of a dataclass' __init__. */
+#define REQUEST_FIELDS 12
+#define RESPONSE_FIELDS 9
+static Py_ssize_t request_fields[REQUEST_FIELDS], response_fields[RESPONSE_FIELDS];
+enum { Q_METHOD, Q_TARGET, Q_VERSION, Q_SECTION, Q_HAS_HOST, Q_FRAMING, Q_LENGTH, Q_KEEP_ALIVE,
+       Q_TOKENS, Q_HOP, Q_LENGTH_FIELD, Q_HOP_AT };
+enum { R_STATUS, R_SECTION, R_FRAMING, R_LENGTH, R_KEEP_ALIVE, R_VERSION, R_TOKENS, R_HOP,
+       R_HOP_AT };
+
+/* cls(*items) (its fields at *offsets*), the items taken; NULL when one could not be made. */
+static PyObject *construct(PyObject *cls, PyObject **items, int n, const Py_ssize_t *offsets) {
     PyObject *result = NULL;
     int made = 1;
     for (int k = 0; k < n; k++)
         if (items[k] == NULL) made = 0;
-    if (made) result = PyObject_Vectorcall(cls, items, (size_t)n, NULL);
-    for (int k = 0; k < n; k++) Py_XDECREF(items[k]);
+    if (made) result = ((PyTypeObject *)cls)->tp_alloc((PyTypeObject *)cls, 0);
+    for (int k = 0; k < n; k++) {
+        if (result != NULL)
+            SLOT(result, offsets[k]) = items[k]; /* taken */
+        else
+            Py_XDECREF(items[k]);
+    }
     return result;
 }
 
@@ -273,7 +299,7 @@ static PyObject *build_request(const unsigned char *h, Py_ssize_t n, long long m
     if (fr.framing == f_length && fr.length > max_body) Py_RETURN_NONE;
     int keep_alive = http11 ? !fr.has_close : fr.has_keep_alive;
 
-    PyObject *items[12] = {NULL};
+    PyObject *items[REQUEST_FIELDS] = {NULL};
     items[0] = cached_method(h, method_len);
     items[1] = PyBytes_FromStringAndSize((const char *)h + target_start, target_len);
     items[2] = Py_NewRef(http11 ? v_http11 : v_http10);
@@ -286,7 +312,7 @@ static PyObject *build_request(const unsigned char *h, Py_ssize_t n, long long m
     items[9] = PyBool_FromLong(info.hops > 0);
     items[10] = PyBool_FromLong(info.lengths > 0);
     items[11] = PyLong_FromSsize_t(info.hops == 1 ? info.hop_at : -1);
-    return construct(request_cls, items, 12);
+    return construct(request_cls, items, REQUEST_FIELDS, request_fields);
 }
 
 /* The ResponseHead of h[0:n] (a head through its blank line), or None: not the fast path's. */
@@ -318,7 +344,7 @@ static PyObject *build_response(const unsigned char *h, Py_ssize_t n, PyObject *
     }
     int keep_alive = fr.framing != f_close && !fr.has_close && (http11 || fr.has_keep_alive);
 
-    PyObject *items[9] = {NULL};
+    PyObject *items[RESPONSE_FIELDS] = {NULL};
     items[0] = PyLong_FromLong(status);
     items[1] = PyBytes_FromStringAndSize((const char *)section, section_len);
     items[2] = Py_NewRef(fr.framing);
@@ -328,7 +354,7 @@ static PyObject *build_response(const unsigned char *h, Py_ssize_t n, PyObject *
     items[6] = Py_NewRef(fr.tokens);
     items[7] = PyBool_FromLong(info.hops > 0);
     items[8] = PyLong_FromSsize_t(info.hops == 1 ? info.hop_at : -1);
-    return construct(response_cls, items, 9);
+    return construct(response_cls, items, RESPONSE_FIELDS, response_fields);
 }
 
 /* The methods phones send, as shared bytes objects (no allocation per request). */
@@ -490,10 +516,13 @@ static PyObject *configure(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "OO(OOOO)(OOOO)(nnn)", &req, &resp, &fn, &fl, &fc, &fx, &tn,
                           &tk, &tc, &tu, &head_size, &header_count, &length_digits))
         return NULL;
-    if (!PyCallable_Check(req) || !PyCallable_Check(resp)) {
-        PyErr_SetString(PyExc_TypeError, "configure: the head classes must be callable");
+    if (!PyType_Check(req) || !PyType_Check(resp)) {
+        PyErr_SetString(PyExc_TypeError, "configure: the head classes must be classes");
         return NULL;
     }
+    if (field_offsets((PyTypeObject *)req, request_fields, REQUEST_FIELDS) < 0 ||
+        field_offsets((PyTypeObject *)resp, response_fields, RESPONSE_FIELDS) < 0)
+        return NULL;
     if (length_digits < 1 || length_digits > 18 || head_size < 1 || header_count < 1) {
         PyErr_SetString(PyExc_ValueError, "configure: limits out of range");
         return NULL;
@@ -514,12 +543,188 @@ static PyObject *configure(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* -- the heads the edge sends (natsync.edge.http.backend_request and client_response): their
+ * common case, byte for byte the Python serialisers' (the reference; tests/edge/test_speedups.py
+ * and fuzz/fuzz_edge_heads.py compare them); anything else is None and the Python one's. */
+
+static PyObject *status_lines; /* http._STATUS_LINES: status -> its status line */
+
+/* The section less the one line the edge drops (at hop_at), as http._without_hop: 0 with
+ * *cut* set (a slice of the section: [0, cut_at) + [cut_end, len)), or -1 (Python's). */
+typedef struct {
+    const char *data;
+    Py_ssize_t len, cut_at, cut_end;
+} Section;
+
+static int section_of(PyObject *head, const Py_ssize_t *fields, int section, int hop_i,
+                      int hop_at_i, Section *out) {
+    PyObject *bytes = SLOT(head, fields[section]), *hop = SLOT(head, fields[hop_i]);
+    PyObject *hop_at = SLOT(head, fields[hop_at_i]);
+    if (bytes == NULL || !PyBytes_CheckExact(bytes) || hop == NULL || hop_at == NULL ||
+        !PyLong_CheckExact(hop_at))
+        return -1;
+    out->data = PyBytes_AS_STRING(bytes);
+    out->len = PyBytes_GET_SIZE(bytes);
+    out->cut_at = out->cut_end = out->len;
+    if (hop == Py_False) return 0;
+    if (hop != Py_True) return -1;
+    Py_ssize_t at = PyLong_AsSsize_t(hop_at);
+    if (at < 0 || at > out->len) { /* several lines to drop: the Python regex pass */
+        PyErr_Clear();
+        return -1;
+    }
+    const char *crlf = NULL;
+    for (Py_ssize_t i = at; i + 1 < out->len; i++)
+        if (out->data[i] == '\r' && out->data[i + 1] == '\n') {
+            crlf = out->data + i;
+            break;
+        }
+    if (crlf == NULL) return -1;
+    out->cut_at = at;
+    out->cut_end = crlf - out->data + 2;
+    return 0;
+}
+
+/* The connection tokens name no other field (none, keep-alive or close: the C parser's sets). */
+static int plain_tokens(PyObject *tokens) {
+    return tokens == tokens_none || tokens == tokens_keep_alive || tokens == tokens_close;
+}
+
+/* Bytes made of pieces: each (data, length). */
+typedef struct {
+    const char *data;
+    Py_ssize_t len;
+} Piece;
+
+static PyObject *joined(const Piece *pieces, int n) {
+    Py_ssize_t total = 0;
+    for (int k = 0; k < n; k++) total += pieces[k].len;
+    PyObject *out = PyBytes_FromStringAndSize(NULL, total);
+    if (out == NULL) return NULL;
+    char *at = PyBytes_AS_STRING(out);
+    for (int k = 0; k < n; k++) {
+        memcpy(at, pieces[k].data, (size_t)pieces[k].len);
+        at += pieces[k].len;
+    }
+    return out;
+}
+
+#define PIECE(s) ((Piece){(s), (Py_ssize_t)(sizeof(s) - 1)})
+
+/* backend_request(head, client_ip) -> bytes | None */
+static PyObject *backend_request(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "backend_request(head, client_ip)");
+        return NULL;
+    }
+    PyObject *head = args[0], *ip = args[1];
+    if (request_cls == NULL || Py_TYPE(head) != (PyTypeObject *)request_cls ||
+        !PyUnicode_CheckExact(ip) || !PyUnicode_IS_ASCII(ip))
+        Py_RETURN_NONE;
+    const Py_ssize_t *f = request_fields;
+    PyObject *method = SLOT(head, f[Q_METHOD]), *target = SLOT(head, f[Q_TARGET]);
+    PyObject *framing = SLOT(head, f[Q_FRAMING]), *length = SLOT(head, f[Q_LENGTH]);
+    PyObject *has_host = SLOT(head, f[Q_HAS_HOST]), *tokens = SLOT(head, f[Q_TOKENS]);
+    PyObject *length_field = SLOT(head, f[Q_LENGTH_FIELD]);
+    Section section;
+    if (method == NULL || !PyBytes_CheckExact(method) || target == NULL ||
+        !PyBytes_CheckExact(target) || (framing != f_none && framing != f_length) ||
+        length == NULL || !PyLong_CheckExact(length) ||
+        (has_host != Py_True && has_host != Py_False) || !plain_tokens(tokens) ||
+        (length_field != Py_True && length_field != Py_False) ||
+        section_of(head, f, Q_SECTION, Q_HOP, Q_HOP_AT, &section) < 0)
+        Py_RETURN_NONE;
+    char content_length[48] = "";
+    Py_ssize_t content_length_len = 0;
+    if (length_field == Py_False) {
+        const char *m = PyBytes_AS_STRING(method);
+        Py_ssize_t mn = PyBytes_GET_SIZE(method);
+        if (framing == f_length) {
+            long long value = PyLong_AsLongLong(length);
+            if (value == -1 && PyErr_Occurred()) {
+                PyErr_Clear();
+                Py_RETURN_NONE;
+            }
+            content_length_len = snprintf(content_length, sizeof content_length,
+                                          "Content-Length: %lld\r\n", value);
+        } else if ((mn == 4 && memcmp(m, "POST", 4) == 0) || (mn == 3 && memcmp(m, "PUT", 3) == 0))
+            content_length_len = snprintf(content_length, sizeof content_length,
+                                          "Content-Length: 0\r\n");
+    }
+    Piece pieces[] = {
+        {PyBytes_AS_STRING(method), PyBytes_GET_SIZE(method)},
+        PIECE(" "),
+        {PyBytes_AS_STRING(target), PyBytes_GET_SIZE(target)},
+        PIECE(" HTTP/1.1\r\n"),
+        {section.data, section.cut_at},
+        {section.data + section.cut_end, section.len - section.cut_end},
+        has_host == Py_True ? (Piece){"", 0} : PIECE("Host: localhost\r\n"),
+        {content_length, content_length_len},
+        PIECE("X-Forwarded-For: "),
+        {(const char *)PyUnicode_1BYTE_DATA(ip), PyUnicode_GET_LENGTH(ip)},
+        PIECE("\r\nX-Forwarded-Proto: https\r\n\r\n"),
+    };
+    return joined(pieces, sizeof pieces / sizeof pieces[0]);
+}
+
+/* client_response(head, keep_alive) -> bytes | None */
+static PyObject *client_response(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "client_response(head, keep_alive)");
+        return NULL;
+    }
+    PyObject *head = args[0];
+    if (response_cls == NULL || status_lines == NULL ||
+        Py_TYPE(head) != (PyTypeObject *)response_cls)
+        Py_RETURN_NONE;
+    int keep_alive = PyObject_IsTrue(args[1]);
+    if (keep_alive < 0) return NULL;
+    const Py_ssize_t *f = response_fields;
+    PyObject *status = SLOT(head, f[R_STATUS]), *tokens = SLOT(head, f[R_TOKENS]);
+    Section section;
+    if (status == NULL || !PyLong_CheckExact(status) || !plain_tokens(tokens)) Py_RETURN_NONE;
+    long code = PyLong_AsLong(status);
+    if (code == -1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    if (code < 200 || code == 204 || code == 304) Py_RETURN_NONE;
+    PyObject *line = PyDict_GetItemWithError(status_lines, status); /* borrowed */
+    if (line == NULL || !PyBytes_CheckExact(line) ||
+        section_of(head, f, R_SECTION, R_HOP, R_HOP_AT, &section) < 0) {
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    Piece pieces[] = {
+        {PyBytes_AS_STRING(line), PyBytes_GET_SIZE(line)},
+        {section.data, section.cut_at},
+        {section.data + section.cut_end, section.len - section.cut_end},
+        keep_alive ? PIECE("\r\n") : PIECE("Connection: close\r\n\r\n"),
+    };
+    return joined(pieces, sizeof pieces / sizeof pieces[0]);
+}
+
+/* set_status_lines(lines: dict[int, bytes]) */
+static PyObject *set_status_lines(PyObject *self, PyObject *lines) {
+    if (!PyDict_CheckExact(lines)) {
+        PyErr_SetString(PyExc_TypeError, "set_status_lines: a dict");
+        return NULL;
+    }
+    Py_XSETREF(status_lines, Py_NewRef(lines));
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"set_read_buffer", set_read_buffer, METH_O, "Keep the proxy's read buffer."},
     {"read_buffer", read_buffer, METH_O, "The read buffer, whatever the size hint."},
     {"read_bytes", read_bytes, METH_O, "The first nbytes of the read buffer, as bytes."},
     {"readable", readable, METH_O, "Whether the socket fd has something to read now (poll)."},
     {"configure", configure, METH_VARARGS, "Receive the classes, constants and limits."},
+    {"set_status_lines", set_status_lines, METH_O, "Receive the status lines, by status."},
+    {"backend_request", (PyCFunction)(void (*)(void))backend_request, METH_FASTCALL,
+     "The head the server receives, or None: the Python serialiser's case."},
+    {"client_response", (PyCFunction)(void (*)(void))client_response, METH_FASTCALL,
+     "The response head the phone receives, or None: the Python serialiser's case."},
     {"request_head", (PyCFunction)(void (*)(void))request_head, METH_FASTCALL,
      "The RequestHead for a clean, common head, else None (the Python parser decides)."},
     {"response_head", (PyCFunction)(void (*)(void))response_head, METH_FASTCALL,

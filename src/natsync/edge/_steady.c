@@ -36,38 +36,11 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
-#include <structmember.h>
 
-/* -- slots at their offsets */
-
-#define SLOT(obj, offset) (*(PyObject **)((char *)(obj) + (offset)))
-
-/* Put *value* (a new reference, or NULL for an allocation that failed: then -1) in a slot. */
-static inline int put(PyObject *obj, Py_ssize_t offset, PyObject *value) {
-    if (value == NULL) return -1;
-    PyObject *old = SLOT(obj, offset);
-    SLOT(obj, offset) = value;
-    Py_XDECREF(old);
-    return 0;
-}
+#include "_slots.h"
 
 #define PUT(obj, offset, value) \
-    do { if (put((obj), (offset), (value)) < 0) goto failed; } while (0)
-
-static int offset_of(PyTypeObject *type, const char *name, Py_ssize_t *offset) {
-    PyObject *descr = PyDict_GetItemString(type->tp_dict, name); /* borrowed */
-    if (descr == NULL || !Py_IS_TYPE(descr, &PyMemberDescr_Type)) {
-        PyErr_Format(PyExc_TypeError, "%s has no slot %s", type->tp_name, name);
-        return -1;
-    }
-    PyMemberDef *member = ((PyMemberDescrObject *)descr)->d_member;
-    if (member->type != T_OBJECT_EX || (member->flags & READONLY)) {
-        PyErr_Format(PyExc_TypeError, "%s.%s is not a plain slot", type->tp_name, name);
-        return -1;
-    }
-    *offset = member->offset;
-    return 0;
-}
+    do { if (put_slot((obj), (offset), (value)) < 0) goto failed; } while (0)
 
 /* -- what configure() receives */
 
@@ -78,7 +51,8 @@ static PyObject *resp_none, *resp_head;
 static PyObject *open_backend, *release_backend, *drop_backend, *backend_answered,
     *close_client, *pause_client, *resume_client;
 static PyObject *f_none, *f_length;
-static PyObject *take_request, *take_response, *backend_request, *client_response;
+static PyObject *take_request, *take_response, *c_backend_request, *backend_request,
+    *c_client_response, *client_response;
 static PyObject *empty_bytes, *zero_float, *one_int, *dash, *other;
 /* the longest command name counted as itself (natsync.edge.metrics.Metrics.count_request) */
 static Py_ssize_t longest_cmd;
@@ -107,7 +81,7 @@ typedef struct {
 
 static int offsets(PyTypeObject *type, const SlotName *names) {
     for (; names->name != NULL; names++)
-        if (offset_of(type, names->name, names->offset) < 0) return -1;
+        if (slot_offset(type, names->name, names->offset) < 0) return -1;
     return 0;
 }
 
@@ -126,8 +100,8 @@ static PyObject *configure(PyObject *module, PyObject *args) {
                                   &backend_answered, &close_client, &pause_client,
                                   &resume_client};
     PyObject **framing_slots[] = {&f_none, &f_length};
-    PyObject **function_slots[] = {&take_request, &take_response, &backend_request,
-                                   &client_response};
+    PyObject **function_slots[] = {&take_request,      &take_response,  &c_backend_request,
+                                   &backend_request,   &c_client_response, &client_response};
     struct {
         PyObject *tuple;
         PyObject ***slots;
@@ -137,7 +111,7 @@ static PyObject *configure(PyObject *module, PyObject *args) {
         {states, state_slots, 7},
         {commands, command_slots, 7},
         {framings, framing_slots, 2},
-        {functions, function_slots, 4},
+        {functions, function_slots, 6},
     };
     for (size_t g = 0; g < sizeof groups / sizeof groups[0]; g++) {
         if (PyTuple_GET_SIZE(groups[g].tuple) != groups[g].n) {
@@ -293,6 +267,18 @@ static PyObject *declined(void) {
 static PyObject *attempt(PyObject *callable, PyObject *const *args, size_t nargs) {
     PyObject *result = PyObject_Vectorcall(callable, args, nargs, NULL);
     if (result == NULL) PyErr_Clear();
+    return result;
+}
+
+/* A head serialised: by C's half (natsync.edge._speedups), else by the Python half (the bytes,
+ * or NULL with no exception set: decline). */
+static PyObject *serialised(PyObject *c_half, PyObject *python_half, PyObject *const *args) {
+    PyObject *result = attempt(c_half, args, 2);
+    if (result == Py_None) {
+        Py_DECREF(result);
+        result = attempt(python_half, args, 2);
+    }
+    if (result != NULL && !PyBytes_CheckExact(result)) Py_CLEAR(result);
     return result;
 }
 
@@ -471,11 +457,8 @@ static PyObject *backend_ready(PyObject *module, PyObject *const *args, Py_ssize
         return declined();
     }
     PyObject *serialise_args[2] = {head, ip};
-    PyObject *request = attempt(backend_request, serialise_args, 2);
-    if (request == NULL || !PyBytes_CheckExact(request)) {
-        Py_XDECREF(request);
-        return declined();
-    }
+    PyObject *request = serialised(c_backend_request, backend_request, serialise_args);
+    if (request == NULL) return declined();
     Py_ssize_t size = PyBytes_GET_SIZE(body);
     Py_INCREF(body); /* the machine's buf is replaced below */
     PyObject *items[2] = {NULL, NULL};
@@ -587,11 +570,8 @@ static PyObject *backend_data(PyObject *module, PyObject *const *args, Py_ssize_
     PyObject *answer_keep_alive = kept ? reusable : keep_alive; /* self.keep_alive and head's */
     int keep = kept && reuse;
     PyObject *serialise_args[2] = {head, keep ? Py_True : Py_False};
-    PyObject *answer_head = attempt(client_response, serialise_args, 2);
-    if (answer_head == NULL || !PyBytes_CheckExact(answer_head)) {
-        Py_XDECREF(answer_head);
-        goto decline;
-    }
+    PyObject *answer_head = serialised(c_client_response, client_response, serialise_args);
+    if (answer_head == NULL) goto decline;
     PyObject *answer = concat(answer_head, PyBytes_AS_STRING(rest), PyBytes_GET_SIZE(rest));
     Py_DECREF(answer_head);
     if (answer == NULL) goto failed;

@@ -5,7 +5,7 @@ def configure(
     states: tuple[Any, ...],
     commands: tuple[Any, ...],
     framings: tuple[Any, Any],
-    functions: tuple[Any, Any, Any, Any],
+    functions: tuple[Any, Any, Any, Any, Any, Any],
     longest_cmd: int,
 ) -> None: ...
 def client_data(machine: Any, data: bytes, now: float) -> list[Any] | None: ...

@@ -964,7 +964,8 @@ def _load_steady() -> Any:
         (OPEN_BACKEND, RELEASE_BACKEND, DROP_BACKEND, BACKEND_ANSWERED, CLOSE_CLIENT,
          PAUSE_CLIENT, RESUME_CLIENT),
         (F_NONE, F_LENGTH),
-        (http.c_take_request, http.c_take_response, http.backend_request, http.client_response),
+        (http.c_take_request, http.c_take_response, http.c_backend_request,
+         http.python_backend_request, http.c_client_response, http.python_client_response),
         LONGEST_COUNTED_CMD,
     )  # fmt: skip
     return _steady

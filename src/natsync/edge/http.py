@@ -587,7 +587,13 @@ def _forwardable(fields: list[tuple[bytes, bytes]], tokens: frozenset[bytes]) ->
 
 
 def backend_request(head: RequestHead, client_ip: str) -> bytes:
-    """The head the server receives: normalised, hop-by-hop dropped, X-Forwarded-* ours.
+    """The head the server receives: normalised, hop-by-hop dropped, X-Forwarded-* ours (C's
+    when it takes the head, else :func:`python_backend_request`'s: the same bytes)."""
+    return _c_backend_request(head, client_ip) or python_backend_request(head, client_ip)
+
+
+def python_backend_request(head: RequestHead, client_ip: str) -> bytes:
+    """:func:`backend_request` in Python: the reference, and every case C declines.
 
     The checked field lines pass as they are, less the hop-by-hop ones (one regex pass); only
     a Connection header naming other fields makes the edge rebuild the section field by field.
@@ -646,7 +652,13 @@ _STATUS_LINES = {
 
 
 def client_response(head: ResponseHead, keep_alive: bool) -> bytes:
-    """The response head the phone receives (framing kept, connection fields ours)."""
+    """The response head the phone receives (framing kept, connection fields ours): C's when
+    it takes the head, else :func:`python_client_response`'s (the same bytes)."""
+    return _c_client_response(head, keep_alive) or python_client_response(head, keep_alive)
+
+
+def python_client_response(head: ResponseHead, keep_alive: bool) -> bytes:
+    """:func:`client_response` in Python: the reference, and every case C declines."""
     # a status without a known phrase gets none (RFC 9112 4: the reason-phrase is optional)
     line = _STATUS_LINES.get(head.status) or b"HTTP/1.1 %d \r\n" % head.status
     close = b"Connection: close\r\n\r\n" if head.status >= 200 and not keep_alive else b"\r\n"
@@ -681,7 +693,7 @@ def error_response(status: int, *, retry_after: int | None = None, close: bool =
     )
 
 
-def _no_c(head: bytes, other: object) -> None:
+def _no_c(head: object, other: object) -> None:
     return None
 
 
@@ -699,6 +711,8 @@ _c_request_head: Callable[[bytes, int], RequestHead | None] = _no_c
 _c_response_head: Callable[[bytes, bytes], ResponseHead | None] = _no_c
 _c_take_request: Callable[[bytes, int], tuple[RequestHead, bytes] | None] = _no_c
 _c_take_response: Callable[[bytes, bytes], tuple[ResponseHead, bytes] | None] = _no_c
+_c_backend_request: Callable[[RequestHead, str], bytes | None] = _no_c
+_c_client_response: Callable[[ResponseHead, bool], bytes | None] = _no_c
 if speedups is not None:
     speedups.configure(
         RequestHead,
@@ -712,12 +726,18 @@ if speedups is not None:
     _c_response_head = speedups.response_head
     _c_take_request = speedups.take_request
     _c_take_response = speedups.take_response
+    speedups.set_status_lines(_STATUS_LINES)
+    _c_backend_request = speedups.backend_request
+    _c_client_response = speedups.client_response
 
 #: The C halves of :func:`take_request` and :func:`take_response` alone, for the connection
 #: machines' per-request calls (one Python frame less each): the head and the rest, or None —
 #: incomplete, declined or no C; the Python halves (python_take_*) decide then.
 c_take_request = _c_take_request
 c_take_response = _c_take_response
+#: The C halves of the serialisers, the same way: the bytes, or None (the Python halves').
+c_backend_request = _c_backend_request
+c_client_response = _c_client_response
 
 
 # ChunkedScanner states.
