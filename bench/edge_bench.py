@@ -586,7 +586,7 @@ def hot_path(requests: int) -> None:
     import tracemalloc
     from typing import Any
 
-    from natsync.edge import connection, proxy
+    from natsync.edge import proxy
     from natsync.edge.tls import BackendTrust
 
     def feed(conn: Any, data: bytes) -> None:
@@ -612,18 +612,18 @@ def hot_path(requests: int) -> None:
         best = {True: float("inf"), False: float("inf")}
         for _ in range(5):
             for with_c in (True, False):
-                with contextlib.nullcontext() if with_c else connection.python_moves():
+                with contextlib.nullcontext() if with_c else proxy.python_shell():
                     started = time.process_time()
                     for _ in range(requests):
                         feed(client, HOT_REQUEST)
                         feed(backend, HOT_RESPONSE)
                     spent = (time.process_time() - started) / requests
                 best[with_c] = min(best[with_c], spent)
-        steady = "with the C steady moves" if connection.steady else "(C steady moves not built)"
+        steady = "with the C steady path" if proxy.C_READS else "(C steady path not built)"
         print(
             f"Python run per keep-alive request {steady}: {best[True] * 1e6:.2f} µs; the "
-            f"machine's moves in Python alone: {best[False] * 1e6:.2f} µs (best of 5 x "
-            f"{requests} each, in turns)"
+            f"shell's reads and the machine's moves in Python alone: {best[False] * 1e6:.2f} µs "
+            f"(best of 5 x {requests} each, in turns)"
         )
         best = _python_floor(edge, requests)
         print(

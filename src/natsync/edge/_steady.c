@@ -631,6 +631,456 @@ decline:
     return declined();
 }
 
+/* -- the shell's steady path (natsync.edge.proxy): a phone's read and a server's read
+ *
+ * ClientConn.buffer_updated and BackendConn.buffer_updated call these. Each does what the
+ * Python method does — the bytes, the clock, the machine's move, then the commands — with the
+ * usual commands carried out here: [OPEN_BACKEND] with an idle pooled connection to the one
+ * server that is usable (taken, attached, the request sent), and the usual answer's
+ * [SendToClient, BACKEND_ANSWERED, RELEASE_BACKEND] (sent, the server's failures forgotten, the
+ * connection back in its pool when it may go). At the first thing that is not the usual, the
+ * rest is the Python shell's (Edge.acquire, ClientConn.backend_ready, ClientConn.run,
+ * Pool.release, BackendConn.drop): called from here before anything of that step is done. */
+
+static PyTypeObject *client_conn_type, *backend_conn_type, *backend_machine_type, *pool_type,
+    *upstream_type, *server_type, *tls_transport_type;
+static PyObject *proxy_module, *readable_fallback, *poll_readable, *b_idle, *b_busy,
+    *pool_idle, *read_view_bytes;
+static PyObject *s_clock, *s_single, *s_pool, *s_write, *s_acquire, *s_backend_ready, *s_run,
+    *s_release, *s_drop, *n_client_data, *n_backend_data, *s_is_closing;
+static Py_ssize_t cc_backend, cc_edge, cc_machine, cc_transport;
+static Py_ssize_t bc_client, bc_fd, bc_machine, bc_transport, bc_upstream;
+static Py_ssize_t bm_counted, bm_deadline, bm_read_timeout, bm_remembered, bm_server, bm_state;
+static Py_ssize_t pl_config, pl_upstreams, up_pool, up_server, sv_address, sv_up, sv_fails,
+    sv_active, c_pool_size, tt_state;
+static int shell_configured = 0;
+
+static PyMethodDef client_read_def, backend_read_def; /* defined below, with the reads */
+
+static PyObject *configure_shell(PyObject *module, PyObject *args) {
+    PyObject *types, *values;
+    if (!PyArg_ParseTuple(args, "O!O!", &PyTuple_Type, &types, &PyTuple_Type, &values))
+        return NULL;
+    PyTypeObject **type_slots[] = {&client_conn_type, &backend_conn_type, &backend_machine_type,
+                                   &pool_type,        &upstream_type,     &server_type,
+                                   &tls_transport_type};
+    PyObject **value_slots[] = {&proxy_module, &readable_fallback, &poll_readable, &b_idle,
+                                &b_busy, &pool_idle, &read_view_bytes};
+    if (PyTuple_GET_SIZE(types) != 7 || PyTuple_GET_SIZE(values) != 7) {
+        PyErr_SetString(PyExc_ValueError, "configure_shell: 7 classes and 7 values");
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < 7; i++)
+        if (!PyType_Check(PyTuple_GET_ITEM(types, i))) {
+            PyErr_SetString(PyExc_TypeError, "configure_shell: the first group holds classes");
+            return NULL;
+        }
+    for (Py_ssize_t i = 0; i < 7; i++) {
+        Py_XSETREF(*type_slots[i], (PyTypeObject *)Py_NewRef(PyTuple_GET_ITEM(types, i)));
+        Py_XSETREF(*value_slots[i], Py_NewRef(PyTuple_GET_ITEM(values, i)));
+    }
+    shell_configured = 0;
+    const SlotName client_names[] = {{"backend", &cc_backend}, {"edge", &cc_edge},
+                                     {"machine", &cc_machine}, {"transport", &cc_transport},
+                                     {NULL, NULL}};
+    const SlotName backend_names[] = {{"client", &bc_client}, {"fd", &bc_fd},
+                                      {"machine", &bc_machine}, {"transport", &bc_transport},
+                                      {"upstream", &bc_upstream}, {NULL, NULL}};
+    const SlotName machine_names[] = {
+        {"counted", &bm_counted}, {"deadline", &bm_deadline}, {"read_timeout", &bm_read_timeout},
+        {"remembered", &bm_remembered}, {"server", &bm_server}, {"state", &bm_state},
+        {NULL, NULL}};
+    const SlotName pool_names[] = {{"config", &pl_config}, {"upstreams", &pl_upstreams},
+                                   {NULL, NULL}};
+    const SlotName upstream_names[] = {{"pool", &up_pool}, {"server", &up_server}, {NULL, NULL}};
+    const SlotName server_names[] = {{"address", &sv_address}, {"up", &sv_up},
+                                     {"fails", &sv_fails}, {"active", &sv_active},
+                                     {NULL, NULL}};
+    const SlotName config_names[] = {{"pool_size", &c_pool_size}, {NULL, NULL}};
+    const SlotName transport_names[] = {{"_state", &tt_state}, {NULL, NULL}};
+    if (config_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "configure_shell: configure() first");
+        return NULL;
+    }
+    if (offsets(client_conn_type, client_names) < 0 ||
+        offsets(backend_conn_type, backend_names) < 0 ||
+        offsets(backend_machine_type, machine_names) < 0 || offsets(pool_type, pool_names) < 0 ||
+        offsets(upstream_type, upstream_names) < 0 || offsets(server_type, server_names) < 0 ||
+        offsets(config_type, config_names) < 0 ||
+        offsets(tls_transport_type, transport_names) < 0)
+        return NULL;
+    PyObject *client_method = PyDescr_NewMethod(client_conn_type, &client_read_def);
+    PyObject *backend_method =
+        client_method != NULL ? PyDescr_NewMethod(backend_conn_type, &backend_read_def) : NULL;
+    if (backend_method == NULL) {
+        Py_XDECREF(client_method);
+        return NULL;
+    }
+    shell_configured = 1;
+    PyObject *both = PyTuple_Pack(2, client_method, backend_method);
+    Py_DECREF(client_method);
+    Py_DECREF(backend_method);
+    return both;
+}
+
+/* A method of *obj* called with up to one argument: its result (new), or NULL (raised). */
+static PyObject *call_method(PyObject *obj, PyObject *name, PyObject *arg) {
+    PyObject *args[2] = {obj, arg};
+    return PyObject_VectorcallMethod(name, args, (arg != NULL ? 2 : 1) | PY_VECTORCALL_ARGUMENTS_OFFSET,
+                                     NULL);
+}
+
+static PyObject *call_method2(PyObject *obj, PyObject *name, PyObject *a, PyObject *b) {
+    PyObject *args[3] = {obj, a, b};
+    return PyObject_VectorcallMethod(name, args, 3 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+}
+
+/* A Python call's result dropped: 0, or -1 (raised). */
+static int done_with(PyObject *result) {
+    if (result == NULL) return -1;
+    Py_DECREF(result);
+    return 0;
+}
+
+/* The shell's clock (proxy.clock, looked up per call: a test may set it). */
+static PyObject *shell_now(void) {
+    PyObject *clock = PyObject_GetAttr(proxy_module, s_clock);
+    if (clock == NULL) return NULL;
+    PyObject *now = PyObject_CallNoArgs(clock);
+    Py_DECREF(clock);
+    return now;
+}
+
+/* The first nbytes of the proxy's read buffer, as bytes (read_bytes). */
+static PyObject *read_bytes(PyObject *nbytes) {
+    PyObject *args[1] = {nbytes};
+    return PyObject_Vectorcall(read_view_bytes, args, 1, NULL);
+}
+
+/* The transport is open: TLSTransport's _state, else its is_closing(). 1, 0, or -1 (raised). */
+static int transport_open(PyObject *transport) {
+    if (Py_TYPE(transport) == tls_transport_type) {
+        PyObject *state = SLOT(transport, tt_state);
+        if (state == NULL) return 0;
+        long value = PyLong_AsLong(state);
+        if (value == -1 && PyErr_Occurred()) return -1;
+        return value == 0;
+    }
+    PyObject *closing = call_method(transport, s_is_closing, NULL);
+    if (closing == NULL) return -1;
+    int is = PyObject_IsTrue(closing);
+    Py_DECREF(closing);
+    return is < 0 ? -1 : !is;
+}
+
+/* The one command [SendToBackend(data)] or [SendToClient(data)] of *type*: its data, or NULL. */
+static PyObject *only_send(PyObject *out, PyTypeObject *type) {
+    if (!PyList_CheckExact(out) || PyList_GET_SIZE(out) != 1) return NULL;
+    PyObject *cmd = PyList_GET_ITEM(out, 0);
+    return Py_TYPE(cmd) == type ? SLOT(cmd, type == to_backend_type ? s_backend_data
+                                                                     : s_client_data)
+                                : NULL;
+}
+
+/* ClientConn.run(out) for what the machine decided after a server connection was attached:
+ * the request sent when it is [SendToBackend], else the Python run. */
+static int run_sent(PyObject *conn, PyObject *out) {
+    PyObject *data = only_send(out, to_backend_type);
+    if (data == NULL) return done_with(call_method(conn, s_run, out));
+    PyObject *backend = SLOT(conn, cc_backend);
+    if (backend == NULL || backend == Py_None || Py_TYPE(backend) != backend_conn_type)
+        return done_with(call_method(conn, s_run, out));
+    PyObject *transport = SLOT(backend, bc_transport);
+    if (transport == NULL || transport == Py_None) return 0;
+    return done_with(call_method(transport, s_write, data));
+}
+
+/* ClientConn.backend_ready(backend) with *now*: attach it (BackendMachine.attach) and send. */
+static int ready(PyObject *conn, PyObject *backend, PyObject *now) {
+    PyObject *machine = SLOT(conn, cc_machine), *transport = SLOT(conn, cc_transport);
+    PyObject *bm = SLOT(backend, bc_machine);
+    PyObject *server = bm != NULL && Py_TYPE(bm) == backend_machine_type ? SLOT(bm, bm_server)
+                                                                         : NULL;
+    PyObject *counted = server != NULL ? SLOT(bm, bm_counted) : NULL;
+    PyObject *read_timeout = counted != NULL ? SLOT(bm, bm_read_timeout) : NULL;
+    if (machine == NULL || Py_TYPE(machine) != machine_type ||
+        SLOT(machine, m_request) != req_connecting || transport == NULL || transport == Py_None ||
+        read_timeout == NULL || SLOT(bm, bm_state) != b_idle || Py_TYPE(server) != server_type ||
+        (counted != Py_False && counted != Py_True))
+        return done_with(call_method(conn, s_backend_ready, backend));
+    PyObject *deadline = PyNumber_Add(now, read_timeout);
+    PyObject *active = counted == Py_False ? plus(SLOT(server, sv_active), 1) : NULL;
+    if (deadline == NULL || (counted == Py_False && active == NULL)) {
+        Py_XDECREF(deadline);
+        return -1;
+    }
+    put_slot(conn, cc_backend, Py_NewRef(backend));
+    put_slot(backend, bc_client, Py_NewRef(conn));
+    put_slot(bm, bm_state, Py_NewRef(b_busy));
+    if (active != NULL) {
+        put_slot(bm, bm_counted, Py_NewRef(Py_True));
+        put_slot(server, sv_active, active);
+    }
+    put_slot(bm, bm_deadline, deadline);
+    PyObject *args[2] = {machine, now};
+    PyObject *out = backend_ready(NULL, args, 2);
+    if (out == Py_None) {
+        Py_DECREF(out);
+        out = call_method(machine, s_backend_ready, now);
+    }
+    if (out == NULL) return -1;
+    int result = run_sent(conn, out);
+    Py_DECREF(out);
+    return result;
+}
+
+/* Edge.acquire(conn) with *now*: an idle pooled connection to the one server, attached. */
+static int acquire(PyObject *conn, PyObject *now) {
+    PyObject *edge = SLOT(conn, cc_edge);
+    PyObject *single = edge != NULL ? PyObject_GetAttr(edge, s_single) : NULL;
+    PyObject *pool = single != NULL ? PyObject_GetAttr(edge, s_pool) : NULL;
+    PyObject *backend = NULL, *idle = NULL;
+    int python = 1;
+    if (pool == NULL) PyErr_Clear();
+    if (pool != NULL && Py_TYPE(pool) == pool_type && Py_TYPE(single) == server_type) {
+        PyObject *upstreams = SLOT(pool, pl_upstreams), *address = SLOT(single, sv_address);
+        PyObject *upstream = upstreams != NULL && PyDict_CheckExact(upstreams) && address != NULL
+                                 ? PyDict_GetItemWithError(upstreams, address)
+                                 : NULL;
+        idle = upstream != NULL && Py_TYPE(upstream) == upstream_type ? SLOT(upstream, up_pool)
+                                                                      : NULL;
+        Py_ssize_t n = idle != NULL && PyList_CheckExact(idle) ? PyList_GET_SIZE(idle) : 0;
+        backend = n > 0 ? PyList_GET_ITEM(idle, n - 1) : NULL;
+        if (backend != NULL && Py_TYPE(backend) == backend_conn_type) {
+            PyObject *transport = SLOT(backend, bc_transport), *bm = SLOT(backend, bc_machine);
+            PyObject *fd = SLOT(backend, bc_fd);
+            PyObject *deadline = bm != NULL && Py_TYPE(bm) == backend_machine_type
+                                     ? SLOT(bm, bm_deadline)
+                                     : NULL;
+            int usable = transport != NULL && transport != Py_None && deadline != NULL &&
+                         PyFloat_CheckExact(deadline) && fd != NULL && PyLong_CheckExact(fd) &&
+                         SLOT(bm, bm_state) == b_idle;
+            usable = usable && transport_open(transport) == 1;
+            double when = usable ? PyFloat_AS_DOUBLE(deadline) : 0.0;
+            usable = usable && !(when != 0.0 && PyFloat_AS_DOUBLE(now) > when);
+            if (usable) { /* readable: closed or untrustworthy (Pool.take's poll) */
+                long number = PyLong_AsLong(fd);
+                PyObject *readable = number >= 0 ? PyObject_CallOneArg(poll_readable, fd)
+                                                 : PyObject_CallOneArg(readable_fallback,
+                                                                       transport);
+                usable = readable == Py_False;
+                Py_XDECREF(readable);
+            }
+            python = !usable;
+        }
+    }
+    if (PyErr_Occurred()) PyErr_Clear(); /* what failed is the Python path's to meet again */
+    int result;
+    if (python)
+        result = done_with(call_method(edge, s_acquire, conn));
+    else {
+        Py_INCREF(backend);
+        result = PyList_SetSlice(idle, PyList_GET_SIZE(idle) - 1, PyList_GET_SIZE(idle), NULL);
+        if (result == 0) result = ready(conn, backend, now);
+        Py_DECREF(backend);
+    }
+    Py_XDECREF(single);
+    Py_XDECREF(pool);
+    return result;
+}
+
+/* client_read(conn, nbytes): ClientConn.buffer_updated. */
+static PyObject *client_read(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2 || !shell_configured || Py_TYPE(args[0]) != client_conn_type) {
+        /* the class it was configured with only (natsync.edge.proxy has no subclasses) */
+        PyErr_SetString(PyExc_TypeError, "client_read(conn: ClientConn, nbytes: int)");
+        return NULL;
+    }
+    PyObject *conn = args[0];
+    PyObject *machine = SLOT(conn, cc_machine);
+    PyObject *data = read_bytes(args[1]);
+    PyObject *now = data != NULL ? shell_now() : NULL;
+    PyObject *out = NULL;
+    int result = -1;
+    if (now == NULL || machine == NULL) goto end;
+    PyObject *move_args[3] = {machine, data, now};
+    out = client_data(NULL, move_args, 3);
+    if (out == Py_None) {
+        Py_DECREF(out);
+        out = call_method2(machine, n_client_data, data, now);
+    }
+    if (out == NULL) goto end;
+    if (PyList_CheckExact(out) && PyList_GET_SIZE(out) == 1 &&
+        PyList_GET_ITEM(out, 0) == open_backend)
+        result = acquire(conn, now);
+    else
+        result = done_with(call_method(conn, s_run, out));
+end:
+    Py_XDECREF(data);
+    Py_XDECREF(now);
+    Py_XDECREF(out);
+    if (result < 0) return NULL;
+    Py_RETURN_NONE;
+}
+
+/* Pool.release(backend, now) when it goes back to its pool as it is, else the Python one. */
+static int release(PyObject *pool, PyObject *backend, PyObject *now) {
+    PyObject *transport = SLOT(backend, bc_transport), *bm = SLOT(backend, bc_machine);
+    PyObject *upstream = SLOT(backend, bc_upstream);
+    int fast = transport != NULL && transport != Py_None && bm != NULL &&
+               Py_TYPE(bm) == backend_machine_type && SLOT(bm, bm_remembered) == Py_True &&
+               SLOT(bm, bm_state) == b_busy && upstream != NULL &&
+               Py_TYPE(upstream) == upstream_type && Py_TYPE(pool) == pool_type;
+    PyObject *idle = fast ? SLOT(upstream, up_pool) : NULL;
+    PyObject *server = fast ? SLOT(bm, bm_server) : NULL;
+    PyObject *config = fast ? SLOT(pool, pl_config) : NULL;
+    PyObject *size = config != NULL && Py_TYPE(config) == config_type
+                         ? SLOT(config, c_pool_size)
+                         : NULL;
+    fast = fast && idle != NULL && PyList_CheckExact(idle) && server != NULL &&
+           Py_TYPE(server) == server_type && SLOT(server, sv_up) == Py_True && size != NULL &&
+           PyLong_CheckExact(size) && (SLOT(bm, bm_counted) == Py_True ||
+                                       SLOT(bm, bm_counted) == Py_False);
+    if (fast) {
+        long room = PyLong_AsLong(size);
+        if (room == -1 && PyErr_Occurred()) return -1;
+        fast = PyList_GET_SIZE(idle) < room && transport_open(transport) == 1;
+        if (PyErr_Occurred()) return -1;
+    }
+    if (!fast) return done_with(call_method2(pool, s_release, backend, now));
+    PyObject *deadline = PyNumber_Add(now, pool_idle);
+    PyObject *active = SLOT(bm, bm_counted) == Py_True ? plus(SLOT(server, sv_active), -1)
+                                                        : NULL;
+    if (deadline == NULL || (SLOT(bm, bm_counted) == Py_True && active == NULL)) {
+        Py_XDECREF(deadline);
+        return -1;
+    }
+    put_slot(backend, bc_client, Py_NewRef(Py_None));
+    if (active != NULL) {
+        put_slot(bm, bm_counted, Py_NewRef(Py_False));
+        put_slot(server, sv_active, active);
+    }
+    put_slot(bm, bm_state, Py_NewRef(b_idle));
+    put_slot(bm, bm_deadline, deadline);
+    return PyList_Append(idle, backend);
+}
+
+/* ClientConn.run for the usual answer: [SendToClient(data), BACKEND_ANSWERED,
+ * RELEASE_BACKEND] (1: carried out; 0: not that answer; -1: raised). */
+static int run_answer(PyObject *conn, PyObject *out, PyObject *backend_now) {
+    if (!PyList_CheckExact(out) || PyList_GET_SIZE(out) != 3 ||
+        Py_TYPE(PyList_GET_ITEM(out, 0)) != to_client_type ||
+        PyList_GET_ITEM(out, 1) != backend_answered || PyList_GET_ITEM(out, 2) != release_backend)
+        return 0;
+    PyObject *data = SLOT(PyList_GET_ITEM(out, 0), s_client_data);
+    PyObject *transport = SLOT(conn, cc_transport);
+    if (data == NULL) return 0;
+    if (transport != NULL && transport != Py_None &&
+        done_with(call_method(transport, s_write, data)) < 0)
+        return -1;
+    PyObject *backend = SLOT(conn, cc_backend);
+    if (backend != NULL && backend != Py_None) { /* BackendAnswered: its failures are past */
+        PyObject *upstream = Py_TYPE(backend) == backend_conn_type ? SLOT(backend, bc_upstream)
+                                                                   : NULL;
+        PyObject *server = upstream != NULL && Py_TYPE(upstream) == upstream_type
+                               ? SLOT(upstream, up_server)
+                               : NULL;
+        if (server == NULL || Py_TYPE(server) != server_type) {
+            PyErr_SetString(PyExc_TypeError, "natsync.edge._steady: unexpected server");
+            return -1;
+        }
+        PyObject *zero = PyLong_FromLong(0);
+        if (put_slot(server, sv_fails, zero) < 0) return -1;
+    }
+    backend = SLOT(conn, cc_backend);
+    if (backend == NULL || backend == Py_None) return 1;
+    Py_INCREF(backend);
+    put_slot(conn, cc_backend, Py_NewRef(Py_None));
+    PyObject *edge = SLOT(conn, cc_edge);
+    PyObject *pool = edge != NULL ? PyObject_GetAttr(edge, s_pool) : NULL;
+    PyObject *now = pool != NULL ? shell_now() : NULL;
+    int result = now != NULL ? release(pool, backend, now) : -1;
+    Py_XDECREF(now);
+    Py_XDECREF(pool);
+    Py_DECREF(backend);
+    return result < 0 ? -1 : 1;
+}
+
+/* backend_read(backend, nbytes): BackendConn.buffer_updated. */
+static PyObject *backend_read(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2 || !shell_configured || Py_TYPE(args[0]) != backend_conn_type) {
+        /* the class it was configured with only (natsync.edge.proxy has no subclasses) */
+        PyErr_SetString(PyExc_TypeError, "backend_read(backend: BackendConn, nbytes: int)");
+        return NULL;
+    }
+    PyObject *backend = args[0];
+    PyObject *data = read_bytes(args[1]);
+    PyObject *now = data != NULL ? shell_now() : NULL;
+    PyObject *out = NULL;
+    int result = -1;
+    if (now == NULL) goto end;
+    PyObject *conn = SLOT(backend, bc_client), *bm = SLOT(backend, bc_machine);
+    PyObject *read_timeout = bm != NULL && Py_TYPE(bm) == backend_machine_type
+                                 ? SLOT(bm, bm_read_timeout)
+                                 : NULL;
+    /* no exchange on it (BackendMachine.received is False): bytes not to be trusted */
+    if (conn == NULL || conn == Py_None || read_timeout == NULL || SLOT(bm, bm_state) != b_busy) {
+        if (conn != NULL && conn != Py_None && read_timeout == NULL) {
+            PyErr_SetString(PyExc_TypeError, "natsync.edge._steady: unexpected server machine");
+            goto end;
+        }
+        result = done_with(call_method(backend, s_drop, NULL));
+        goto end;
+    }
+    if (put_slot(bm, bm_deadline, PyNumber_Add(now, read_timeout)) < 0) goto end;
+    Py_INCREF(conn);
+    PyObject *machine = Py_TYPE(conn) == client_conn_type ? Py_XNewRef(SLOT(conn, cc_machine))
+                                                          : PyObject_GetAttrString(conn, "machine");
+    if (machine == NULL) {
+        Py_DECREF(conn);
+        goto end;
+    }
+    PyObject *move_args[3] = {machine, data, now};
+    out = backend_data(NULL, move_args, 3);
+    if (out == Py_None) {
+        Py_DECREF(out);
+        out = call_method2(machine, n_backend_data, data, now);
+    }
+    if (out != NULL) {
+        result = Py_TYPE(conn) == client_conn_type ? run_answer(conn, out, now) : 0;
+        if (result == 0) result = done_with(call_method(conn, s_run, out));
+    }
+    Py_DECREF(machine);
+    Py_DECREF(conn);
+end:
+    Py_XDECREF(data);
+    Py_XDECREF(now);
+    Py_XDECREF(out);
+    if (result < 0) return NULL;
+    Py_RETURN_NONE;
+}
+
+/* The two as methods of ClientConn and BackendConn (their buffer_updated: the transport calls
+ * them per read; a method descriptor is called without a Python frame or a bound method). */
+#define READ_METHOD(name, read)                                                          \
+    static PyObject *name(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {      \
+        if (nargs != 1) {                                                                 \
+            PyErr_SetString(PyExc_TypeError, "buffer_updated(nbytes)");                   \
+            return NULL;                                                                  \
+        }                                                                                 \
+        PyObject *call[2] = {self, args[0]};                                              \
+        return read(NULL, call, 2);                                                       \
+    }
+READ_METHOD(client_read_method, client_read)
+READ_METHOD(backend_read_method, backend_read)
+
+static PyMethodDef client_read_def = {
+    "buffer_updated", (PyCFunction)(void (*)(void))client_read_method, METH_FASTCALL,
+    "The phone's bytes: the machine's move and its commands (natsync.edge._steady)."};
+static PyMethodDef backend_read_def = {
+    "buffer_updated", (PyCFunction)(void (*)(void))backend_read_method, METH_FASTCALL,
+    "The server's bytes: the machine's move and its commands (natsync.edge._steady)."};
+
 static PyMethodDef methods[] = {
     {"configure", configure, METH_VARARGS,
      "Receive the classes, states, commands, framings and serialisers."},
@@ -640,6 +1090,12 @@ static PyMethodDef methods[] = {
      "ClientMachine.backend_ready's steady case: the commands, or None (nothing changed)."},
     {"backend_data", (PyCFunction)(void (*)(void))backend_data, METH_FASTCALL,
      "ClientMachine.backend_data's steady case: the commands, or None (nothing changed)."},
+    {"configure_shell", configure_shell, METH_VARARGS,
+     "Receive the shell's classes and values (natsync.edge.proxy)."},
+    {"client_read", (PyCFunction)(void (*)(void))client_read, METH_FASTCALL,
+     "ClientConn.buffer_updated: the phone's bytes, the machine's move, its commands."},
+    {"backend_read", (PyCFunction)(void (*)(void))backend_read, METH_FASTCALL,
+     "BackendConn.buffer_updated: the server's bytes, the machine's move, its commands."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -658,5 +1114,15 @@ PyMODINIT_FUNC PyInit__steady(void) {
     if (empty_bytes == NULL || zero_float == NULL || one_int == NULL || dash == NULL ||
         other == NULL)
         return NULL;
+    struct {
+        PyObject **name;
+        const char *text;
+    } names[] = {{&s_clock, "clock"}, {&s_single, "single"}, {&s_pool, "pool"},
+                 {&s_write, "write"}, {&s_acquire, "acquire"},
+                 {&s_backend_ready, "backend_ready"}, {&s_run, "run"},
+                 {&s_release, "release"}, {&s_drop, "drop"}, {&n_client_data, "client_data"},
+                 {&n_backend_data, "backend_data"}, {&s_is_closing, "is_closing"}};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if ((*names[i].name = PyUnicode_InternFromString(names[i].text)) == NULL) return NULL;
     return PyModule_Create(&module);
 }

@@ -19,19 +19,24 @@ fly) → response streamed back → JSON access-log line.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import logging
+import sys
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, cast
 
-from natsync.edge import http
+from natsync.edge import connection, http
+from natsync.edge import pool as pool_module
 from natsync.edge.balance import Balancer, Server
 from natsync.edge.config import EdgeConfig
 from natsync.edge.connection import (
+    POOL_IDLE,
     RETRY_AFTER_DOWN,
     AbortClient,
+    Backend,
     BackendAnswered,
     BackendBroke,
     BackendFailure,
@@ -56,6 +61,7 @@ from natsync.edge.health import Health
 from natsync.edge.limits import PRUNE_INTERVAL
 from natsync.edge.pool import Pool, Upstream
 from natsync.edge.tls import BackendTrust, SiteContexts
+from natsync.edge.transport import TLSTransport
 
 log = logging.getLogger("natsync.edge")
 access_log = logging.getLogger("natsync.edge.access")
@@ -455,3 +461,49 @@ class ClientConn(_Buffered):
                 self.edge.backend_failure(command.kind, command.message)
             elif isinstance(command, BackendBroke) and self.backend is not None:
                 self.edge.health.broke(self.backend.upstream.server, command.reason)
+
+
+# -- the steady path in C (natsync.edge._steady)
+
+#: The protocols' buffer_updated in Python: the reference (and what runs without C).
+PYTHON_READS = (ClientConn.buffer_updated, BackendConn.buffer_updated)
+
+
+def _c_reads() -> tuple[Any, Any] | None:
+    """ClientConn's and BackendConn's buffer_updated in C (natsync.edge._steady: the same steps,
+    the usual commands carried out there, the rest by the Python methods they would call), or
+    None: not built, or NATSYNC_PURE_PYTHON."""
+    if connection.steady is None:
+        return None
+    return cast(
+        tuple[Any, Any],
+        connection.steady.configure_shell(
+            (ClientConn, BackendConn, BackendMachine, Pool, Upstream, Server, TLSTransport),
+            (sys.modules[__name__], pool_module._readable, pool_module._poll_readable,
+             Backend.IDLE, Backend.BUSY, POOL_IDLE, _read_bytes),
+        ),
+    )  # fmt: skip
+
+
+C_READS = _c_reads()
+
+
+def use_c_reads(on: bool) -> None:
+    """Read with C's buffer_updated (*on*, when built) or the Python ones."""
+    reads = C_READS if on and C_READS is not None else PYTHON_READS
+    ClientConn.buffer_updated, BackendConn.buffer_updated = reads  # type: ignore[method-assign]
+
+
+@contextlib.contextmanager
+def python_shell() -> Iterator[None]:
+    """Within it, the shell's reads and the machine's moves are Python's alone (the reference
+    the C path is compared with: tests/edge/test_steady.py)."""
+    use_c_reads(False)
+    try:
+        with connection.python_moves():
+            yield
+    finally:
+        use_c_reads(True)
+
+
+use_c_reads(True)
