@@ -10,7 +10,9 @@ really be taken by C, or the module would be dead weight.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
+import ssl
 from dataclasses import dataclass, replace
 from types import SimpleNamespace
 from typing import Any, cast
@@ -21,6 +23,7 @@ from hypothesis import strategies as st
 
 from natsync.edge import connection, proxy
 from natsync.edge import pool as pool_module
+from natsync.edge import transport as transport_module
 from natsync.edge.config import EdgeConfig
 from natsync.edge.connection import (
     POOL_IDLE,
@@ -34,6 +37,8 @@ from natsync.edge.connection import (
 )
 from natsync.edge.http import ChunkedScanner
 from natsync.edge.tls import BackendTrust
+from natsync.edge.transport import TLSTransport
+from tests.edge.conftest import Pki
 from tests.edge.playbook import (
     PHONE,
     BackendCloses,
@@ -47,6 +52,8 @@ from tests.edge.playbook import (
     Wait,
 )
 from tests.edge.test_connection import _EVENTS, EAS, GET, OK, PING, post
+from tests.edge.test_transport import run, server_context, uv  # noqa: F401 (uv: the fixture)
+from tests.edge.tlsio_drive import handshake
 
 if connection.steady is None:  # pragma: no cover - CI builds it (make test installs gcc)
     pytest.fail(
@@ -514,3 +521,74 @@ def test_the_usual_exchange_goes_through_the_c_reads() -> None:
             shell.close()
 
     asyncio.run(run())
+
+
+# -- the shell's writes: TLSTransport's usual write in C, the rest its own
+
+
+class Sink(asyncio.BufferedProtocol):
+    """A protocol that records the transport's flow control."""
+
+    def __init__(self) -> None:
+        self.paused = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        pass
+
+    def get_buffer(self, sizehint: int) -> bytearray:
+        return bytearray(16 * 1024)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        pass
+
+    def pause_writing(self) -> None:
+        self.paused += 1
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        pass
+
+
+@pytest.mark.skipif(transport_module.tlsio is None, reason="natsync.edge._tlsio is not built")
+def test_the_c_write_is_the_transports_write_also_when_the_socket_is_full(
+    uv: asyncio.AbstractEventLoop,  # noqa: F811 (the fixture)
+    pki: Pki,
+) -> None:
+    """The same writes to a peer that reads nothing, by C and by TLSTransport.write: the same
+    bytes kept (in flight and queued), the same writer wait and pause; then, read, the same
+    plaintext in the same order."""
+    chunks = [bytes([i]) * (9000 + 700 * i) for i in range(60)]
+
+    async def go(use_c: bool) -> tuple[Any, ...]:
+        loop = asyncio.get_running_loop()
+        ours, theirs, tls, peer, incoming, _outgoing = handshake(
+            server_context(pki), pki.client_context()
+        )
+        sink = Sink()
+        conn = TLSTransport(loop, ours, tls, sink)
+        conn.start()
+        for chunk in chunks:
+            if use_c:
+                C.send(conn, chunk)
+            else:
+                conn.write(chunk)
+        kept = (conn._wsize, conn._inflight, list(conn._queue), conn._writing, sink.paused)
+        theirs.setblocking(False)
+        got = bytearray()
+        for _ in range(2000):
+            with contextlib.suppress(BlockingIOError):
+                incoming.write(theirs.recv(1 << 20))
+            with contextlib.suppress(ssl.SSLWantReadError):
+                while True:
+                    got += peer.read(1 << 20)
+            if len(got) >= sum(map(len, chunks)):
+                break
+            await asyncio.sleep(0)
+        conn.abort()
+        theirs.close()
+        return kept, bytes(got)
+
+    with_c = run(uv, go(True))
+    without = run(uv, go(False))
+    assert with_c == without
+    assert with_c[0][0] > 0  # the socket did fill: the kept bytes were compared
+    assert with_c[1] == b"".join(chunks)

@@ -645,14 +645,15 @@ decline:
 static PyTypeObject *client_conn_type, *backend_conn_type, *backend_machine_type, *pool_type,
     *upstream_type, *server_type, *tls_transport_type;
 static PyObject *proxy_module, *readable_fallback, *poll_readable, *b_idle, *b_busy,
-    *pool_idle, *read_view_bytes;
+    *pool_idle, *read_view_bytes, *tlsio_module, *tlsio_write;
 static PyObject *s_clock, *s_single, *s_pool, *s_write, *s_acquire, *s_backend_ready, *s_run,
-    *s_release, *s_drop, *n_client_data, *n_backend_data, *s_is_closing;
+    *s_release, *s_drop, *n_client_data, *n_backend_data, *s_is_closing, *s_unwritten,
+    *s_fatal;
 static Py_ssize_t cc_backend, cc_edge, cc_machine, cc_transport;
 static Py_ssize_t bc_client, bc_fd, bc_machine, bc_transport, bc_upstream;
 static Py_ssize_t bm_counted, bm_deadline, bm_read_timeout, bm_remembered, bm_server, bm_state;
 static Py_ssize_t pl_config, pl_upstreams, up_pool, up_server, sv_address, sv_up, sv_fails,
-    sv_active, c_pool_size, tt_state;
+    sv_active, c_pool_size, tt_state, tt_wsize, tt_c, tt_raw;
 static int shell_configured = 0;
 
 static PyMethodDef client_read_def, backend_read_def; /* defined below, with the reads */
@@ -665,9 +666,9 @@ static PyObject *configure_shell(PyObject *module, PyObject *args) {
                                    &pool_type,        &upstream_type,     &server_type,
                                    &tls_transport_type};
     PyObject **value_slots[] = {&proxy_module, &readable_fallback, &poll_readable, &b_idle,
-                                &b_busy, &pool_idle, &read_view_bytes};
-    if (PyTuple_GET_SIZE(types) != 7 || PyTuple_GET_SIZE(values) != 7) {
-        PyErr_SetString(PyExc_ValueError, "configure_shell: 7 classes and 7 values");
+                                &b_busy,       &pool_idle,         &read_view_bytes, &tlsio_module};
+    if (PyTuple_GET_SIZE(types) != 7 || PyTuple_GET_SIZE(values) != 8) {
+        PyErr_SetString(PyExc_ValueError, "configure_shell: 7 classes and 8 values");
         return NULL;
     }
     for (Py_ssize_t i = 0; i < 7; i++)
@@ -675,10 +676,14 @@ static PyObject *configure_shell(PyObject *module, PyObject *args) {
             PyErr_SetString(PyExc_TypeError, "configure_shell: the first group holds classes");
             return NULL;
         }
-    for (Py_ssize_t i = 0; i < 7; i++) {
+    for (Py_ssize_t i = 0; i < 7; i++)
         Py_XSETREF(*type_slots[i], (PyTypeObject *)Py_NewRef(PyTuple_GET_ITEM(types, i)));
+    for (Py_ssize_t i = 0; i < 8; i++)
         Py_XSETREF(*value_slots[i], Py_NewRef(PyTuple_GET_ITEM(values, i)));
-    }
+    /* the transport's C write (natsync.edge._tlsio), when the transport has it */
+    Py_CLEAR(tlsio_write);
+    if (tlsio_module != Py_None && (tlsio_write = PyObject_GetAttrString(tlsio_module, "write")) == NULL)
+        return NULL;
     shell_configured = 0;
     const SlotName client_names[] = {{"backend", &cc_backend}, {"edge", &cc_edge},
                                      {"machine", &cc_machine}, {"transport", &cc_transport},
@@ -697,7 +702,9 @@ static PyObject *configure_shell(PyObject *module, PyObject *args) {
                                      {"fails", &sv_fails}, {"active", &sv_active},
                                      {NULL, NULL}};
     const SlotName config_names[] = {{"pool_size", &c_pool_size}, {NULL, NULL}};
-    const SlotName transport_names[] = {{"_state", &tt_state}, {NULL, NULL}};
+    const SlotName transport_names[] = {{"_state", &tt_state}, {"_wsize", &tt_wsize},
+                                        {"_c", &tt_c},         {"_raw", &tt_raw},
+                                        {NULL, NULL}};
     if (config_type == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "configure_shell: configure() first");
         return NULL;
@@ -773,6 +780,47 @@ static int transport_open(PyObject *transport) {
     return is < 0 ? -1 : !is;
 }
 
+/* transport.write(data): TLSTransport's usual write (open, nothing buffered) by its C write
+ * here, what did not go handed to its _unwritten and a failure to its _fatal, as its write
+ * does; any other transport, or any other case, by its write. 0, or -1 (raised). */
+static int send_bytes(PyObject *transport, PyObject *data) {
+    if (Py_TYPE(transport) != tls_transport_type || tlsio_write == NULL ||
+        !PyBytes_CheckExact(data) || PyBytes_GET_SIZE(data) == 0)
+        return done_with(call_method(transport, s_write, data));
+    PyObject *state = SLOT(transport, tt_state), *wsize = SLOT(transport, tt_wsize);
+    PyObject *raw = SLOT(transport, tt_raw);
+    if (state == NULL || wsize == NULL || raw == NULL || SLOT(transport, tt_c) != tlsio_module ||
+        !PyLong_CheckExact(state) || !PyLong_CheckExact(wsize) || PyLong_AsLong(state) != 0 ||
+        PyLong_AsLong(wsize) != 0) {
+        if (PyErr_Occurred()) return -1;
+        return done_with(call_method(transport, s_write, data));
+    }
+    PyObject *args[2] = {raw, data};
+    PyObject *done = PyObject_Vectorcall(tlsio_write, args, 2, NULL);
+    if (done == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_OSError)) return -1;
+        PyObject *type, *value, *traceback;
+        PyErr_Fetch(&type, &value, &traceback);
+        PyErr_NormalizeException(&type, &value, &traceback);
+        if (traceback != NULL) PyException_SetTraceback(value, traceback);
+        int result = done_with(call_method(transport, s_fatal, value));
+        Py_XDECREF(type);
+        Py_XDECREF(value);
+        Py_XDECREF(traceback);
+        return result;
+    }
+    long code = PyLong_AsLong(done);
+    if (code == 1) {
+        Py_DECREF(done);
+        return 0;
+    }
+    int result = code == -1 && PyErr_Occurred() ? -1
+                                                 : done_with(call_method2(transport, s_unwritten,
+                                                                          data, done));
+    Py_DECREF(done);
+    return result;
+}
+
 /* The one command [SendToBackend(data)] or [SendToClient(data)] of *type*: its data, or NULL. */
 static PyObject *only_send(PyObject *out, PyTypeObject *type) {
     if (!PyList_CheckExact(out) || PyList_GET_SIZE(out) != 1) return NULL;
@@ -792,7 +840,7 @@ static int run_sent(PyObject *conn, PyObject *out) {
         return done_with(call_method(conn, s_run, out));
     PyObject *transport = SLOT(backend, bc_transport);
     if (transport == NULL || transport == Py_None) return 0;
-    return done_with(call_method(transport, s_write, data));
+    return send_bytes(transport, data);
 }
 
 /* ClientConn.backend_ready(backend) with *now*: attach it (BackendMachine.attach) and send. */
@@ -975,9 +1023,7 @@ static int run_answer(PyObject *conn, PyObject *out, PyObject *backend_now) {
     PyObject *data = SLOT(PyList_GET_ITEM(out, 0), s_client_data);
     PyObject *transport = SLOT(conn, cc_transport);
     if (data == NULL) return 0;
-    if (transport != NULL && transport != Py_None &&
-        done_with(call_method(transport, s_write, data)) < 0)
-        return -1;
+    if (transport != NULL && transport != Py_None && send_bytes(transport, data) < 0) return -1;
     PyObject *backend = SLOT(conn, cc_backend);
     if (backend != NULL && backend != Py_None) { /* BackendAnswered: its failures are past */
         PyObject *upstream = Py_TYPE(backend) == backend_conn_type ? SLOT(backend, bc_upstream)
@@ -1062,6 +1108,16 @@ end:
 
 /* The two as methods of ClientConn and BackendConn (their buffer_updated: the transport calls
  * them per read; a method descriptor is called without a Python frame or a bound method). */
+/* send(transport, data): the shell's write of a request or an answer (for the tests). */
+static PyObject *send(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2 || !shell_configured) {
+        PyErr_SetString(PyExc_TypeError, "send(transport, data)");
+        return NULL;
+    }
+    if (send_bytes(args[0], args[1]) < 0) return NULL;
+    Py_RETURN_NONE;
+}
+
 #define READ_METHOD(name, read)                                                          \
     static PyObject *name(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {      \
         if (nargs != 1) {                                                                 \
@@ -1090,6 +1146,8 @@ static PyMethodDef methods[] = {
      "ClientMachine.backend_ready's steady case: the commands, or None (nothing changed)."},
     {"backend_data", (PyCFunction)(void (*)(void))backend_data, METH_FASTCALL,
      "ClientMachine.backend_data's steady case: the commands, or None (nothing changed)."},
+    {"send", (PyCFunction)(void (*)(void))send, METH_FASTCALL,
+     "transport.write(data) as the steady path writes (TLSTransport's usual write in C)."},
     {"configure_shell", configure_shell, METH_VARARGS,
      "Receive the shell's classes and values (natsync.edge.proxy)."},
     {"client_read", (PyCFunction)(void (*)(void))client_read, METH_FASTCALL,
@@ -1121,7 +1179,8 @@ PyMODINIT_FUNC PyInit__steady(void) {
                  {&s_write, "write"}, {&s_acquire, "acquire"},
                  {&s_backend_ready, "backend_ready"}, {&s_run, "run"},
                  {&s_release, "release"}, {&s_drop, "drop"}, {&n_client_data, "client_data"},
-                 {&n_backend_data, "backend_data"}, {&s_is_closing, "is_closing"}};
+                 {&n_backend_data, "backend_data"}, {&s_is_closing, "is_closing"},
+                 {&s_unwritten, "_unwritten"}, {&s_fatal, "_fatal"}};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         if ((*names[i].name = PyUnicode_InternFromString(names[i].text)) == NULL) return NULL;
     return PyModule_Create(&module);

@@ -53,6 +53,16 @@ took it to 7.3-8.0 µs (medians 7.7 against 8.25 µs, six runs each in turns, lo
 per request); the C head parsers are called directly, their Python wrappers only when C
 declines or wants more bytes; the one-read answer above. Under TLS that is within the noise
 of the bench's CPU time per request (docs/edge.md).
+
+The three usual moves — a whole head between requests (its target judged before, its address
+within its rate, the access log off), the server ready for it (no chunked body), a whole
+Content-Length answer in one read with nothing held for a next request — are also made in C
+(``natsync.edge._steady``, issue 27): each method calls its C function first, which makes the
+move exactly as the Python below makes it (the same commands, every slot, the rate limiter's
+bucket and the counters) or declines having changed nothing. The Python methods are the
+reference and every other case; :func:`python_moves` switches C off, and
+``tests/edge/test_steady.py`` and ``fuzz/fuzz_edge_steady.py`` compare the two. So a change to
+one of these moves here is a change to ``_steady.c`` too: those tests fail until it is made.
 """
 
 from __future__ import annotations

@@ -14,6 +14,14 @@ Per request: head read (bounded size and time) → validated (400/413/431/501) �
 (404) → per-address rate limit (503 + Retry-After) → a pooled or new server connection (else
 503 or 502) → head re-serialised with ``X-Forwarded-*`` → body streamed (chunked checked on the
 fly) → response streamed back → JSON access-log line.
+
+Both protocols' ``buffer_updated`` are C's when ``natsync.edge._steady`` is built (issue 27):
+the same steps as the Python methods here, with the usual commands (a pooled connection taken,
+attached and sent to; the usual answer sent and its connection pooled) carried out in C and
+everything else handed to the Python methods they would call (``Edge.acquire``,
+``ClientConn.backend_ready``, ``ClientConn.run``, ``Pool.release``, ``BackendConn.drop``). The
+Python methods are the reference: :func:`python_shell` switches C off, and
+``tests/edge/test_steady.py`` compares the two over fake transports.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ from typing import Any, cast
 
 from natsync.edge import connection, http
 from natsync.edge import pool as pool_module
+from natsync.edge import transport as transport_module
 from natsync.edge.balance import Balancer, Server
 from natsync.edge.config import EdgeConfig
 from natsync.edge.connection import (
@@ -480,7 +489,7 @@ def _c_reads() -> tuple[Any, Any] | None:
         connection.steady.configure_shell(
             (ClientConn, BackendConn, BackendMachine, Pool, Upstream, Server, TLSTransport),
             (sys.modules[__name__], pool_module._readable, pool_module._poll_readable,
-             Backend.IDLE, Backend.BUSY, POOL_IDLE, _read_bytes),
+             Backend.IDLE, Backend.BUSY, POOL_IDLE, _read_bytes, transport_module.tlsio),
         ),
     )  # fmt: skip
 

@@ -351,17 +351,30 @@ class TLSTransport(asyncio.Transport):
                 done = c.write(self._raw, data)  # 1: written; -1 / -2: want read / write
                 if done == 1:
                     return
-                raise _WantWrite if done == -2 else _WantRead
             except _WantWrite:
-                self._add_writer()
+                done = -2
             except _WantRead:
-                self._write_wants_read = True
-                self._loop.add_reader(self._fd, self._read_ready)
+                done = -1
             except OSError as exc:
                 self._fatal(exc)
                 return
-            self._inflight = bytes(data)
-            self._wsize = len(data)
+            self._unwritten(data, done)
+            return
+        if not self._write_paused and self._wsize > self._high:
+            self._write_paused = True
+            self._protocol.pause_writing()
+
+    def _unwritten(self, data: bytes | bytearray | memoryview, done: int) -> None:
+        """A write OpenSSL began and did not finish (*done*: -1 it wants to read first, -2 the
+        socket is full): kept to be written again with the same bytes (also C's:
+        natsync.edge._steady writes the usual answer itself and calls this when it did not go)."""
+        if done == -2:
+            self._add_writer()
+        else:
+            self._write_wants_read = True
+            self._loop.add_reader(self._fd, self._read_ready)
+        self._inflight = bytes(data)
+        self._wsize = len(data)
         if not self._write_paused and self._wsize > self._high:
             self._write_paused = True
             self._protocol.pause_writing()
