@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import socket
 import ssl
 from dataclasses import dataclass, replace
@@ -52,7 +53,13 @@ from tests.edge.playbook import (
     Wait,
 )
 from tests.edge.test_connection import _EVENTS, EAS, GET, OK, PING, post
-from tests.edge.test_transport import run, server_context, uv  # noqa: F401 (uv: the fixture)
+from tests.edge.test_transport import (  # noqa: F401 (uv: the fixture)
+    cut,
+    exchange,
+    run,
+    server_context,
+    uv,
+)
 from tests.edge.tlsio_drive import handshake
 
 if connection.steady is None:  # pragma: no cover - CI builds it (make test installs gcc)
@@ -592,3 +599,27 @@ def test_the_c_write_is_the_transports_write_also_when_the_socket_is_full(
     assert with_c == without
     assert with_c[0][0] > 0  # the socket did fill: the kept bytes were compared
     assert with_c[1] == b"".join(chunks)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_the_transports_reads_are_the_same_in_c_and_in_python(
+    uv: asyncio.AbstractEventLoop,  # noqa: F811 (the fixture)
+    pki: Pki,
+    seed: int,
+) -> None:
+    """Whole exchanges both ways over the edge's own TLS transports (bulk data cut anyhow,
+    reading paused and resumed, both closing), read by C's _read_ready and by the Python one:
+    the same bytes each way and the same ends."""
+    rng = random.Random(seed)
+    up_data, down_data = rng.randbytes(rng.randrange(200_000)), rng.randbytes(80_000)
+    up = cut(up_data, [rng.randrange(1, 40_000) for _ in range(5)])
+    down = cut(down_data, [rng.randrange(1, 40_000) for _ in range(5)])
+    pauses = [rng.random() < 0.5 for _ in range(4)]
+    assert TLSTransport._read_ready is not proxy.PYTHON_READS[2]  # C's, when built
+    with_c = run(uv, exchange(pki, True, True, up, down, pauses))
+    with proxy.python_shell():
+        assert TLSTransport._read_ready is proxy.PYTHON_READS[2]
+        without = run(uv, exchange(pki, True, True, up, down, pauses))
+    assert with_c[0] == without[0] == up_data
+    assert with_c[1] == without[1] == down_data
+    assert with_c[3] == without[3] == (None, None)

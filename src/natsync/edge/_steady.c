@@ -645,18 +645,21 @@ decline:
 static PyTypeObject *client_conn_type, *backend_conn_type, *backend_machine_type, *pool_type,
     *upstream_type, *server_type, *tls_transport_type;
 static PyObject *proxy_module, *readable_fallback, *poll_readable, *b_idle, *b_busy,
-    *pool_idle, *read_view_bytes, *tlsio_module, *tlsio_write;
+    *pool_idle, *read_view_bytes, *tlsio_module, *tlsio_write, *tlsio_read, *tlsio_pending,
+    *python_read_ready, *minus_one;
 static PyObject *s_clock, *s_single, *s_pool, *s_write, *s_acquire, *s_backend_ready, *s_run,
     *s_release, *s_drop, *n_client_data, *n_backend_data, *s_is_closing, *s_unwritten,
-    *s_fatal;
+    *s_fatal, *s_get_buffer, *s_buffer_updated, *s_eof, *s_read_failed, *s_add_writer,
+    *s_read_wants_write;
 static Py_ssize_t cc_backend, cc_edge, cc_machine, cc_transport;
 static Py_ssize_t bc_client, bc_fd, bc_machine, bc_transport, bc_upstream;
 static Py_ssize_t bm_counted, bm_deadline, bm_read_timeout, bm_remembered, bm_server, bm_state;
 static Py_ssize_t pl_config, pl_upstreams, up_pool, up_server, sv_address, sv_up, sv_fails,
-    sv_active, c_pool_size, tt_state, tt_wsize, tt_c, tt_raw;
+    sv_active, c_pool_size, tt_state, tt_wsize, tt_c, tt_raw, tt_write_wants_read, tt_paused,
+    tt_buffered, tt_protocol, tt_read_wants_write;
 static int shell_configured = 0;
 
-static PyMethodDef client_read_def, backend_read_def; /* defined below, with the reads */
+static PyMethodDef client_read_def, backend_read_def, read_ready_def; /* below, with the reads */
 
 static PyObject *configure_shell(PyObject *module, PyObject *args) {
     PyObject *types, *values;
@@ -665,10 +668,11 @@ static PyObject *configure_shell(PyObject *module, PyObject *args) {
     PyTypeObject **type_slots[] = {&client_conn_type, &backend_conn_type, &backend_machine_type,
                                    &pool_type,        &upstream_type,     &server_type,
                                    &tls_transport_type};
-    PyObject **value_slots[] = {&proxy_module, &readable_fallback, &poll_readable, &b_idle,
-                                &b_busy,       &pool_idle,         &read_view_bytes, &tlsio_module};
-    if (PyTuple_GET_SIZE(types) != 7 || PyTuple_GET_SIZE(values) != 8) {
-        PyErr_SetString(PyExc_ValueError, "configure_shell: 7 classes and 8 values");
+    PyObject **value_slots[] = {&proxy_module,   &readable_fallback, &poll_readable,
+                                &b_idle,         &b_busy,            &pool_idle,
+                                &read_view_bytes, &tlsio_module,     &python_read_ready};
+    if (PyTuple_GET_SIZE(types) != 7 || PyTuple_GET_SIZE(values) != 9) {
+        PyErr_SetString(PyExc_ValueError, "configure_shell: 7 classes and 9 values");
         return NULL;
     }
     for (Py_ssize_t i = 0; i < 7; i++)
@@ -678,11 +682,16 @@ static PyObject *configure_shell(PyObject *module, PyObject *args) {
         }
     for (Py_ssize_t i = 0; i < 7; i++)
         Py_XSETREF(*type_slots[i], (PyTypeObject *)Py_NewRef(PyTuple_GET_ITEM(types, i)));
-    for (Py_ssize_t i = 0; i < 8; i++)
+    for (Py_ssize_t i = 0; i < 9; i++)
         Py_XSETREF(*value_slots[i], Py_NewRef(PyTuple_GET_ITEM(values, i)));
-    /* the transport's C write (natsync.edge._tlsio), when the transport has it */
+    /* the transport's C reads and writes (natsync.edge._tlsio), when the transport has them */
     Py_CLEAR(tlsio_write);
-    if (tlsio_module != Py_None && (tlsio_write = PyObject_GetAttrString(tlsio_module, "write")) == NULL)
+    Py_CLEAR(tlsio_read);
+    Py_CLEAR(tlsio_pending);
+    if (tlsio_module != Py_None &&
+        ((tlsio_write = PyObject_GetAttrString(tlsio_module, "write")) == NULL ||
+         (tlsio_read = PyObject_GetAttrString(tlsio_module, "read")) == NULL ||
+         (tlsio_pending = PyObject_GetAttrString(tlsio_module, "pending")) == NULL))
         return NULL;
     shell_configured = 0;
     const SlotName client_names[] = {{"backend", &cc_backend}, {"edge", &cc_edge},
@@ -702,9 +711,12 @@ static PyObject *configure_shell(PyObject *module, PyObject *args) {
                                      {"fails", &sv_fails}, {"active", &sv_active},
                                      {NULL, NULL}};
     const SlotName config_names[] = {{"pool_size", &c_pool_size}, {NULL, NULL}};
-    const SlotName transport_names[] = {{"_state", &tt_state}, {"_wsize", &tt_wsize},
-                                        {"_c", &tt_c},         {"_raw", &tt_raw},
-                                        {NULL, NULL}};
+    const SlotName transport_names[] = {
+        {"_state", &tt_state},       {"_wsize", &tt_wsize},
+        {"_c", &tt_c},               {"_raw", &tt_raw},
+        {"_paused", &tt_paused},     {"_write_wants_read", &tt_write_wants_read},
+        {"_buffered", &tt_buffered}, {"_protocol", &tt_protocol},
+        {"_read_wants_write", &tt_read_wants_write}, {NULL, NULL}};
     if (config_type == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "configure_shell: configure() first");
         return NULL;
@@ -719,15 +731,16 @@ static PyObject *configure_shell(PyObject *module, PyObject *args) {
     PyObject *client_method = PyDescr_NewMethod(client_conn_type, &client_read_def);
     PyObject *backend_method =
         client_method != NULL ? PyDescr_NewMethod(backend_conn_type, &backend_read_def) : NULL;
-    if (backend_method == NULL) {
-        Py_XDECREF(client_method);
-        return NULL;
-    }
-    shell_configured = 1;
-    PyObject *both = PyTuple_Pack(2, client_method, backend_method);
-    Py_DECREF(client_method);
-    Py_DECREF(backend_method);
-    return both;
+    PyObject *transport_method =
+        backend_method != NULL ? PyDescr_NewMethod(tls_transport_type, &read_ready_def) : NULL;
+    PyObject *all = transport_method != NULL
+                        ? PyTuple_Pack(3, client_method, backend_method, transport_method)
+                        : NULL;
+    Py_XDECREF(client_method);
+    Py_XDECREF(backend_method);
+    Py_XDECREF(transport_method);
+    if (all != NULL) shell_configured = 1;
+    return all;
 }
 
 /* A method of *obj* called with up to one argument: its result (new), or NULL (raised). */
@@ -1108,6 +1121,88 @@ end:
 
 /* The two as methods of ClientConn and BackendConn (their buffer_updated: the transport calls
  * them per read; a method descriptor is called without a Python frame or a bound method). */
+/* TLSTransport._read_ready: the usual read (open, not paused, nothing waiting on a write, a
+ * buffered protocol, _tlsio there) here — into the protocol's buffer, to its buffer_updated,
+ * again while OpenSSL holds more — as the Python method does, what raised handed to the
+ * transport's _read_failed, the end of the stream to its _eof; any other case the Python
+ * method's (python_read_ready). */
+static PyObject *read_ready(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 0) {
+        PyErr_SetString(PyExc_TypeError, "_read_ready()");
+        return NULL;
+    }
+    if (!shell_configured || Py_TYPE(self) != tls_transport_type || tlsio_read == NULL)
+        return PyObject_CallOneArg(python_read_ready, self);
+    PyObject *state = SLOT(self, tt_state), *raw = SLOT(self, tt_raw);
+    PyObject *protocol = SLOT(self, tt_protocol);
+    if (SLOT(self, tt_write_wants_read) != Py_False || SLOT(self, tt_paused) != Py_False ||
+        SLOT(self, tt_buffered) != Py_True || SLOT(self, tt_c) != tlsio_module ||
+        state == NULL || !PyLong_CheckExact(state) || PyLong_AsLong(state) != 0 ||
+        raw == NULL || protocol == NULL)
+        return PyObject_CallOneArg(python_read_ready, self);
+    Py_INCREF(self);
+    Py_INCREF(raw);
+    Py_INCREF(protocol);
+    int result = 0;
+    for (;;) {
+        PyObject *buffer = call_method(protocol, s_get_buffer, minus_one);
+        if (buffer == NULL) goto raised;
+        PyObject *read_args[2] = {raw, buffer};
+        PyObject *got = PyObject_Vectorcall(tlsio_read, read_args, 2, NULL);
+        Py_DECREF(buffer);
+        if (got == NULL) goto raised;
+        long nbytes = PyLong_AsLong(got);
+        if (nbytes == -1 && PyErr_Occurred()) {
+            Py_DECREF(got);
+            goto raised;
+        }
+        if (nbytes <= 0) { /* 0: EOF; -1: want read; -2: want write */
+            Py_DECREF(got);
+            if (nbytes == 0)
+                result = done_with(call_method(self, s_eof, NULL));
+            else if (nbytes == -2) { /* OpenSSL must send before it reads on */
+                result = PyObject_SetAttr(self, s_read_wants_write, Py_True);
+                if (result == 0) result = done_with(call_method(self, s_add_writer, NULL));
+            }
+            break;
+        }
+        PyObject *updated = call_method(protocol, s_buffer_updated, got);
+        Py_DECREF(got);
+        if (updated == NULL) goto raised;
+        Py_DECREF(updated);
+        state = SLOT(self, tt_state);
+        if (state == NULL || !PyLong_CheckExact(state) || PyLong_AsLong(state) != 0 ||
+            SLOT(self, tt_paused) != Py_False)
+            break;
+        PyObject *pending = PyObject_Vectorcall(tlsio_pending, &raw, 1, NULL);
+        if (pending == NULL) goto raised;
+        int more = PyObject_IsTrue(pending);
+        Py_DECREF(pending);
+        if (more < 0) goto raised;
+        if (!more) break;
+        continue;
+    raised: /* as the Python method's except clause: the transport's _read_failed decides */
+        if (!PyErr_ExceptionMatches(PyExc_Exception)) {
+            result = -1;
+            break;
+        }
+        PyObject *type, *value, *traceback;
+        PyErr_Fetch(&type, &value, &traceback);
+        PyErr_NormalizeException(&type, &value, &traceback);
+        if (traceback != NULL) PyException_SetTraceback(value, traceback);
+        result = done_with(call_method(self, s_read_failed, value));
+        Py_XDECREF(type);
+        Py_XDECREF(value);
+        Py_XDECREF(traceback);
+        break;
+    }
+    Py_DECREF(protocol);
+    Py_DECREF(raw);
+    Py_DECREF(self);
+    if (result < 0) return NULL;
+    Py_RETURN_NONE;
+}
+
 /* send(transport, data): the shell's write of a request or an answer (for the tests). */
 static PyObject *send(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 2 || !shell_configured) {
@@ -1136,6 +1231,10 @@ static PyMethodDef client_read_def = {
 static PyMethodDef backend_read_def = {
     "buffer_updated", (PyCFunction)(void (*)(void))backend_read_method, METH_FASTCALL,
     "The server's bytes: the machine's move and its commands (natsync.edge._steady)."};
+
+static PyMethodDef read_ready_def = {
+    "_read_ready", (PyCFunction)(void (*)(void))read_ready, METH_FASTCALL,
+    "The socket is readable: read into the protocol (natsync.edge._steady)."};
 
 static PyMethodDef methods[] = {
     {"configure", configure, METH_VARARGS,
@@ -1172,6 +1271,7 @@ PyMODINIT_FUNC PyInit__steady(void) {
     if (empty_bytes == NULL || zero_float == NULL || one_int == NULL || dash == NULL ||
         other == NULL)
         return NULL;
+    if ((minus_one = PyLong_FromLong(-1)) == NULL) return NULL;
     struct {
         PyObject **name;
         const char *text;
@@ -1180,7 +1280,10 @@ PyMODINIT_FUNC PyInit__steady(void) {
                  {&s_backend_ready, "backend_ready"}, {&s_run, "run"},
                  {&s_release, "release"}, {&s_drop, "drop"}, {&n_client_data, "client_data"},
                  {&n_backend_data, "backend_data"}, {&s_is_closing, "is_closing"},
-                 {&s_unwritten, "_unwritten"}, {&s_fatal, "_fatal"}};
+                 {&s_unwritten, "_unwritten"}, {&s_fatal, "_fatal"},
+                 {&s_get_buffer, "get_buffer"}, {&s_buffer_updated, "buffer_updated"},
+                 {&s_eof, "_eof"}, {&s_read_failed, "_read_failed"},
+                 {&s_add_writer, "_add_writer"}, {&s_read_wants_write, "_read_wants_write"}};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         if ((*names[i].name = PyUnicode_InternFromString(names[i].text)) == NULL) return NULL;
     return PyModule_Create(&module);

@@ -474,22 +474,24 @@ class ClientConn(_Buffered):
 
 # -- the steady path in C (natsync.edge._steady)
 
-#: The protocols' buffer_updated in Python: the reference (and what runs without C).
-PYTHON_READS = (ClientConn.buffer_updated, BackendConn.buffer_updated)
+#: The protocols' buffer_updated and the transport's _read_ready in Python: the reference (and
+#: what runs without C).
+PYTHON_READS = (ClientConn.buffer_updated, BackendConn.buffer_updated, TLSTransport._read_ready)
 
 
-def _c_reads() -> tuple[Any, Any] | None:
-    """ClientConn's and BackendConn's buffer_updated in C (natsync.edge._steady: the same steps,
-    the usual commands carried out there, the rest by the Python methods they would call), or
-    None: not built, or NATSYNC_PURE_PYTHON."""
+def _c_reads() -> tuple[Any, Any, Any] | None:
+    """ClientConn's and BackendConn's buffer_updated and TLSTransport's _read_ready in C
+    (natsync.edge._steady: the same steps, the usual ones carried out there, the rest by the
+    Python methods they would call), or None: not built, or NATSYNC_PURE_PYTHON."""
     if connection.steady is None:
         return None
     return cast(
-        tuple[Any, Any],
+        tuple[Any, Any, Any],
         connection.steady.configure_shell(
             (ClientConn, BackendConn, BackendMachine, Pool, Upstream, Server, TLSTransport),
             (sys.modules[__name__], pool_module._readable, pool_module._poll_readable,
-             Backend.IDLE, Backend.BUSY, POOL_IDLE, _read_bytes, transport_module.tlsio),
+             Backend.IDLE, Backend.BUSY, POOL_IDLE, _read_bytes, transport_module.tlsio,
+             TLSTransport._read_ready),
         ),
     )  # fmt: skip
 
@@ -498,9 +500,10 @@ C_READS = _c_reads()
 
 
 def use_c_reads(on: bool) -> None:
-    """Read with C's buffer_updated (*on*, when built) or the Python ones."""
+    """Read with C's buffer_updated and _read_ready (*on*, when built) or the Python ones."""
     reads = C_READS if on and C_READS is not None else PYTHON_READS
-    ClientConn.buffer_updated, BackendConn.buffer_updated = reads  # type: ignore[method-assign]
+    ClientConn.buffer_updated, BackendConn.buffer_updated = reads[:2]  # type: ignore[method-assign]
+    TLSTransport._read_ready = reads[2]  # type: ignore[method-assign]
 
 
 @contextlib.contextmanager

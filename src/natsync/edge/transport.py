@@ -292,17 +292,23 @@ class TLSTransport(asyncio.Transport):
                     return
                 if not (c.pending(raw) if c is not None else raw.pending()):
                     return
-        except _WantRead:
+        except Exception as exc:
+            self._read_failed(exc)
+
+    def _read_failed(self, exc: Exception) -> None:
+        """How a read that raised ends (also C's: natsync.edge._steady reads the usual way
+        itself and hands what raised to this)."""
+        if isinstance(exc, _WantRead):
             return
-        except _WantWrite:  # OpenSSL must send before it reads on (not in TLS 1.3)
+        if isinstance(exc, _WantWrite):  # OpenSSL must send before it reads on (not in TLS 1.3)
             self._read_wants_write = True
             self._add_writer()
-        except (ssl.SSLZeroReturnError, ssl.SSLEOFError):  # close_notify; TCP closed without it
+        elif isinstance(exc, ssl.SSLZeroReturnError | ssl.SSLEOFError):  # TCP closed without it
             self._eof()
-        except OSError as exc:
+        elif isinstance(exc, OSError):
             self._fatal(exc)
-        except Exception as exc:  # the protocol's own failure: logged, the connection ends
-            log.exception("edge connection %d: the protocol failed on a read", self._fd)
+        else:  # the protocol's own failure: logged, the connection ends
+            log.error("edge connection %d: the protocol failed on a read", self._fd, exc_info=exc)
             self._finish(exc)
 
     def _eof(self) -> None:
