@@ -13,6 +13,8 @@ BENCHES := wbxml sync push edge scale relay
 APT_TEST_PACKAGES += chromium-driver
 # Dovecot's Sieve (Pigeonhole): the IMAP tests' server files its own Sent copies (sent_copy).
 APT_TEST_PACKAGES += dovecot-sieve
+# sslscan: the server's TLS policy as a scanner sees it (tests/cli/test_server_hardening.py).
+APT_TEST_PACKAGES += sslscan
 
 .PHONY: run test venv lint typecheck pytest fuzz bench apt-test clean
 
