@@ -35,8 +35,9 @@ the work directory removed.
 
     python bench/edge_bench.py [--seconds 5] [--rounds 5] [--held 5000] [--clients 4]
                                [--workers 2] [--stime 4]
-    python bench/edge_bench.py hot-path [REQUESTS]   # the Python run alone (no TLS, no sockets)
-                                                     # and its floor (no machine state)
+    python bench/edge_bench.py hot-path [REQUESTS]   # the Python run alone (no TLS, no sockets),
+                                                     # with the C steady path and without, and
+                                                     # its floor (no machine state)
     python bench/edge_bench.py split [SECONDS]       # a new connection's CPU by shared object
                                                      # (perf; edge and nginx, one worker each)
                                                      # and its system calls (strace -c)

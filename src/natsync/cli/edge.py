@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from natsync.deployment import config_option
-from natsync.edge import http
+from natsync.edge import http, proxy
 from natsync.edge.config import EdgeConfig
 from natsync.edge.health import HealthBoard
 from natsync.edge.memory import tune_malloc
@@ -56,7 +56,8 @@ async def _serve(
         click.echo(
             f"natsync edge: listening on {running.url} admin={running.admin_port} "
             f"forwards={forwards or '-'} workers={config.workers} "
-            f"parsers={'C' if http.speedups is not None else 'Python'}",
+            f"parsers={'C' if http.speedups is not None else 'Python'} "
+            f"steady={'C' if proxy.C_READS is not None else 'Python'}",
             err=True,
         )
     try:
