@@ -197,6 +197,10 @@ static PyObject *concat(PyObject *a, const char *b, Py_ssize_t nb) {
 
 /* int + delta, as Python's += on the slot's int. */
 static PyObject *plus(PyObject *value, Py_ssize_t delta) {
+    if (value == NULL) { /* an unset slot: what Python's += would say */
+        PyErr_SetString(PyExc_AttributeError, "natsync.edge._steady: a counter is not set");
+        return NULL;
+    }
     PyObject *step = PyLong_FromSsize_t(delta);
     if (step == NULL) return NULL;
     PyObject *sum = PyNumber_Add(value, step);
