@@ -114,7 +114,7 @@ class Shell:
             backend = proxy.BackendConn(edge, upstream)
             backend.connection_made(FakeTransport(mine))  # type: ignore[arg-type]
             backend.machine.remembered = seen
-            backend.machine.deadline = 5000.0 + POOL_IDLE
+            backend.machine.deadline = proxy.clock() + POOL_IDLE  # the clock the shell reads
             upstream.pool.append(backend)
             backends.append(backend)
             peers.append(peer)
