@@ -14,12 +14,17 @@ and that many bytes of the input (appended to the template).
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from typing import Any
 
 import atheris
 from _harness import fuzz_main
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.edge.steady_drive
 with atheris.instrument_imports(include=["natsync"]):
+    from tests.edge.steady_drive import machine_state
+
     from natsync.edge import connection
     from natsync.edge.config import EdgeConfig
     from natsync.edge.connection import (
@@ -31,7 +36,6 @@ with atheris.instrument_imports(include=["natsync"]):
         ReleaseBackend,
         python_moves,
     )
-    from natsync.edge.http import ChunkedScanner
 
 if connection.steady is None:
     raise SystemExit("natsync.edge._steady is not built: nothing to compare")
@@ -64,21 +68,7 @@ SEEDS = [
 
 
 def _state(machine: ClientMachine, policy: EdgePolicy) -> tuple[Any, ...]:
-    slots = []
-    for name in ClientMachine.__slots__:
-        if name == "policy":
-            continue
-        value = getattr(machine, name, "<unset>")
-        if isinstance(value, ChunkedScanner):
-            value = tuple(getattr(value, slot) for slot in ChunkedScanner.__slots__)
-        slots.append(value)
-    return (
-        tuple(slots),
-        policy.metrics,
-        policy.limits.buckets,
-        policy.limits.connections,
-        sorted(policy.targets),
-    )
+    return (*machine_state(machine, policy), policy.limits.connections)
 
 
 def _play(machine: ClientMachine, kind: int, data: bytes, now: float) -> Any:

@@ -24,11 +24,14 @@
  * Python method decides (every other case, and every error: a head C declines, a bad head, an
  * interim or chunked answer, a first request from an address, a target not yet judged). This
  * module decides nothing of its own: what is a valid head is natsync.edge._speedups' parsers'
- * (called here) and natsync.edge.http's serialisers' (backend_request, client_response:
- * called here), what the moves are is the Python machine's. tests/edge/test_steady.py runs
- * generated transcripts through a machine with these and one without and compares every
- * command and every slot after every event; fuzz/fuzz_edge_steady.py does so with arbitrary
- * bytes. NATSYNC_PURE_PYTHON, or this module not built: the Python methods alone.
+ * (called here), the heads sent are natsync.edge.http's serialisers' (their C halves in
+ * _speedups, else their Python halves: called here), what the moves are is the Python
+ * machine's. tests/edge/test_steady.py runs generated transcripts through a machine with these
+ * and one without and compares every command and every slot after every event;
+ * fuzz/fuzz_edge_steady.py does so with arbitrary bytes. The shell's reads and the transport's
+ * usual read and write further down are checked the same way (test_steady.py,
+ * fuzz/fuzz_edge_shell.py). NATSYNC_PURE_PYTHON, or this module not built: the Python methods
+ * alone.
  *
  * The slots are read and written at their offsets (from the classes' member descriptors,
  * found by configure()); every call checks each object's exact type first and declines
@@ -415,6 +418,24 @@ failed:
     return NULL;
 }
 
+/* The machine waits for the phone again: its deadline *timeout* from now (a slot of the
+ * config at *timeout_offset*), and its reading resumed when it was paused (RESUME_CLIENT added
+ * to *items*). 0, or -1 (raised). */
+static int await_phone(PyObject *machine, PyObject *config, Py_ssize_t timeout_offset,
+                       PyObject *now, int paused, PyObject **items, Py_ssize_t *n) {
+    PyObject *timeout = SLOT(config, timeout_offset);
+    if (timeout == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "natsync.edge._steady: a timeout is not set");
+        return -1;
+    }
+    if (put_slot(machine, m_deadline, PyNumber_Add(now, timeout)) < 0) return -1;
+    if (paused) {
+        put_slot(machine, m_paused, Py_NewRef(Py_False));
+        items[(*n)++] = Py_NewRef(resume_client);
+    }
+    return 0;
+}
+
 /* A list of the commands in *items* (new references; a NULL one fails the whole). */
 static PyObject *commands(PyObject **items, Py_ssize_t n) {
     PyObject *out = PyList_New(n);
@@ -500,13 +521,9 @@ static PyObject *backend_ready(PyObject *module, PyObject *const *args, Py_ssize
                 }
             }
         } else { /* more to come: within body_timeout of this byte */
-            PyObject *timeout = SLOT(p.config, c_body_timeout);
             PUT(machine, m_request, Py_NewRef(req_body));
-            PUT(machine, m_deadline, timeout != NULL ? PyNumber_Add(now, timeout) : NULL);
-            if (is_paused) {
-                PUT(machine, m_paused, Py_NewRef(Py_False));
-                items[n++] = Py_NewRef(resume_client);
-            }
+            if (await_phone(machine, p.config, c_body_timeout, now, is_paused, items, &n) < 0)
+                goto failed;
         }
     }
     Py_DECREF(request);
@@ -528,9 +545,9 @@ static PyObject *backend_data(PyObject *module, PyObject *const *args, Py_ssize_
     PyObject *taken = NULL, *held = NULL, *items[4] = {NULL, NULL, NULL, NULL};
     Py_ssize_t n = 0;
     Policy p;
-    if (Py_TYPE(machine) != machine_type) return declined();
+    if (!configured || Py_TYPE(machine) != machine_type) return declined();
     PyObject *request_state = SLOT(machine, m_request);
-    if (!configured || Py_TYPE(machine) != machine_type || !PyBytes_CheckExact(data) ||
+    if (!PyBytes_CheckExact(data) ||
         !PyFloat_CheckExact(now) || SLOT(machine, m_response) != resp_head ||
         SLOT(machine, m_response_head) != Py_None ||
         (request_state != req_sent && request_state != req_body) || !policy_of(machine, &p))
@@ -614,14 +631,10 @@ static PyObject *backend_data(PyObject *module, PyObject *const *args, Py_ssize_
         PUT(machine, m_request, Py_NewRef(req_closed));
         items[n++] = Py_NewRef(close_client);
     } else { /* _ready_for_next: nothing held, so the idle deadline */
-        PyObject *timeout = SLOT(p.config, c_client_idle_timeout);
         PUT(machine, m_request, Py_NewRef(req_head));
         PUT(machine, m_head, Py_NewRef(Py_None));
-        PUT(machine, m_deadline, timeout != NULL ? PyNumber_Add(now, timeout) : NULL);
-        if (is_paused) {
-            PUT(machine, m_paused, Py_NewRef(Py_False));
-            items[n++] = Py_NewRef(resume_client);
-        }
+        if (await_phone(machine, p.config, c_client_idle_timeout, now, is_paused, items, &n) < 0)
+            goto failed;
     }
     Py_DECREF(taken);
     return commands(items, n);
