@@ -208,6 +208,22 @@ def test_holds_ping_until_its_heartbeat_runs_out() -> None:
     assert not holds_ping([], NOW)
 
 
+def test_a_ring_entry_past_any_heartbeat_is_not_an_entry() -> None:
+    """An entry no server wrote (a wait longer than a day, or one dated at the calendar's end)
+    reads as nothing or as waiting, never as an overflow (fuzz_console_inputs found the first)."""
+    from natsync.server.recent import MAX_RECORDED_HELD
+
+    doc = {"at": NOW.isoformat(), "cmd": "Ping", "http": 200, "status": 1, "held": 60}
+    assert RecentRequest.from_json(doc) is not None
+    assert RecentRequest.from_json({**doc, "held": MAX_RECORDED_HELD}) is not None
+    assert RecentRequest.from_json({**doc, "held": MAX_RECORDED_HELD + 1}) is None
+    assert RecentRequest.from_json({**doc, "held": 6 * 10**130}) is None
+    assert RecentRequest.from_json({**doc, "held": -1}) is None
+    last_day = RecentRequest.from_json({**doc, "at": "9999-12-31T23:59:00+00:00"})
+    assert last_day is not None
+    assert holds_ping([last_day], NOW)
+
+
 def test_a_damaged_ring_reads_as_what_can_be_read(store: Store) -> None:
     device = _phone(store)
     store.run_sync(lambda t: t.set_device_setting(device, "recent_requests", '[1, {"at": 2}'))

@@ -42,6 +42,10 @@ FLUSH_EVERY = 2.0
 #: Devices whose entries may wait at once; past it new devices' entries are dropped until the
 #: next write (a flood of made-up device ids must not grow memory).
 MAX_PENDING_DEVICES = 10_000
+#: The longest wait an entry may record (s). A Ping's heartbeat is at most server.heartbeat_max
+#: (3540 s by default, MS-ASCMD 2.2.3.84.1); an entry past a day was not written by a server and
+#: is not an entry (a huge number would overflow the date arithmetic that reads it).
+MAX_RECORDED_HELD = 86_400
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,12 +89,15 @@ class RecentRequest:
         try:
             status, push = doc.get("status"), doc.get("push")
             at = datetime.fromisoformat(str(doc["at"]))
+            held = int(doc.get("held", 0))
+            if not 0 <= held <= MAX_RECORDED_HELD:
+                return None
             return cls(
                 at=at if at.tzinfo is not None else at.replace(tzinfo=UTC),
                 command=str(doc["cmd"]),
                 http=int(doc["http"]),
                 status=None if status is None else int(status),
-                held=int(doc.get("held", 0)),
+                held=held,
                 ms=float(doc.get("ms", 0.0)),
                 push_ms=None if push is None else float(push),
                 push_from=str(doc.get("push_from", ""))[:8],
@@ -290,4 +297,9 @@ def holds_ping(recent: Sequence[RecentRequest], now: datetime) -> bool:
     if not recent:
         return False
     last = recent[0]
-    return last.command == "Ping" and last.held > 0 and now < last.at + timedelta(seconds=last.held)
+    if last.command != "Ping" or last.held <= 0:
+        return False
+    try:
+        return now < last.at + timedelta(seconds=last.held)
+    except OverflowError:  # an entry dated near year 9999: its wait has not run out
+        return True
