@@ -131,6 +131,20 @@ def test_rates_from_successive_edge_scrapes() -> None:
     assert second.errors == 0.5
 
 
+def test_a_status_label_that_is_not_an_http_status_is_not_an_error() -> None:
+    delta = MetricsDelta()
+    for at in (1.0, 2.0):
+        n = int(at) * 5
+        sample = delta.sample(
+            f'natsync_edge_requests_total{{cmd="Ping",status="5²0"}} {n}\n'
+            f'natsync_edge_requests_total{{cmd="Ping",status="5000"}} {n}\n'
+            f'natsync_edge_requests_total{{cmd="Ping",status="502"}} {n}\n',
+            at,
+        )
+    assert sample.rates == {"Ping": 15.0}
+    assert sample.errors == 5.0
+
+
 def test_push_latency_quantiles_from_the_histogram() -> None:
     text = "\n".join(
         f'natsync_server_push_latency_seconds_bucket{{le="{le}"}} {n}'

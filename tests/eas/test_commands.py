@@ -9,7 +9,7 @@ import struct
 import pytest
 
 from natsync.eas import dispatch
-from natsync.eas.context import KickRelay
+from natsync.eas.context import KickRelay, Response
 from natsync.eas.errors import HttpError
 from natsync.store.api import FolderType, Store, Txn
 from natsync.wbxml import E, Element, decode, encode
@@ -363,6 +363,29 @@ def test_ping_answers_at_once_when_changed_else_waits(store: Store) -> None:
         E(pg, "Folders", E(pg, "Folder", E(pg, "Id", "999"))),
     )
     assert phone.tree("Ping", missing).child_text("Status") == "7"
+
+
+def test_ping_heartbeat_digits(store: Store) -> None:
+    """A HeartbeatInterval must be ASCII digits ("²" passes str.isdigit but not int()): else
+    Status 4. Leading zeros are read through; thousands of digits are too long, Status 5."""
+    inbox = folder_id(store, FolderType.INBOX)
+    phone = _phone(store)
+    key = collection(phone.sync(inbox, "0")).child_text("SyncKey") or ""
+    collection(phone.sync(inbox, key))
+    pg = "Ping"
+
+    def ping(heartbeat: str) -> Response:
+        folders = E(pg, "Folders", E(pg, "Folder", E(pg, "Id", inbox), E(pg, "Class", "Email")))
+        return phone.call("Ping", E(pg, "Ping", E(pg, "HeartbeatInterval", heartbeat), folders))
+
+    for bad in ("²", "3²0", "-300", "3 00"):
+        assert decode(ping(bad).body).child_text("Status") == "4", bad
+    long = decode(ping("9" * 5000).body)
+    assert long.child_text("Status") == "5"
+    assert long.child_text("HeartbeatInterval") == "3540"
+    wait = hold_asked(ping("0000000000000000000300"))
+    assert wait is not None
+    assert wait.heartbeat == 300
 
 
 def _file_reference(store: Store, sid: str) -> str:

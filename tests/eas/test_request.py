@@ -89,6 +89,9 @@ def test_base64_user_from_authorization_header() -> None:
         ("Cmd=Sync&User=alice&DeviceId=a&DeviceType=b", {}),  # no version
         ("Cmd=Sync&User=alice&DeviceId=a&DeviceType=b", {"MS-ASProtocolVersion": "2.5"}),
         ("Cmd=Sync&User=alice&DeviceId=a&DeviceType=b", {**HEADERS, "X-MS-PolicyKey": "x"}),
+        # str.isdigit is true of "²", which int() refuses: a 400, not a traceback
+        ("Cmd=Sync&User=alice&DeviceId=a&DeviceType=b", {"MS-ASProtocolVersion": "1².1"}),
+        ("Cmd=Sync&User=alice&DeviceId=a&DeviceType=b", {"MS-ASProtocolVersion": "9" * 5000}),
         ("jAAJBAp2MTQw", {}),  # truncated base64 form
         ("!!!notbase64", {}),
     ],

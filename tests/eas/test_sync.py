@@ -389,3 +389,29 @@ def test_options_persist_until_changed(store: Store) -> None:
     body = commands(coll, "Add")[0].find("ApplicationData").find("Body")  # type: ignore[union-attr]
     assert body is not None
     assert body.child_text("Type") == "4"
+
+
+def test_a_number_that_is_not_plain_ascii_digits_is_a_protocol_error() -> None:
+    """str.isdigit is true of "²", "--5" passed a strip of one sign too many, and thousands of
+    digits cost int() dearly: each is Status 4, never a traceback (fuzz_eas_request found
+    "--…--5" in CI)."""
+    import pytest
+
+    from natsync.eas.errors import EasError
+    from natsync.eas.sync_request import parse_collection
+
+    def collection_with(window: str) -> Element:
+        return E(
+            NS,
+            "Collection",
+            E(NS, "SyncKey", "1"),
+            E(NS, "CollectionId", "5"),
+            E(NS, "WindowSize", window),
+        )
+
+    assert parse_collection(collection_with(" 25 "), None).window == 25
+    assert parse_collection(collection_with("-3"), None).window == 1
+    for bad in ("--5", "²", "1²", "9" * 5000, "", "-"):
+        with pytest.raises(EasError) as info:
+            parse_collection(collection_with(bad), None)
+        assert info.value.status == 4, bad

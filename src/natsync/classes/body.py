@@ -58,6 +58,9 @@ MIME_TRUNCATION_SIZES: dict[int, int | None] = {
 MAX_TRUNCATION_SIZE = 0xFFFFFFFF
 #: Categories a client may set on one item; more is a broken or hostile client.
 MAX_CATEGORIES = 300
+#: Digits of a BodyPreference number read as they are; a longer one is past every limit and
+#: clamped like one (int() of thousands of digits is not free).
+NUMBER_DIGITS = 10
 
 
 def version_tuple(version: str) -> tuple[int, int]:
@@ -84,9 +87,11 @@ class BodyPreference:
 
         def number(tag: str) -> int | None:
             text = element.child_text(tag)
-            if text is None or not text.strip().isdigit():
+            text = None if text is None else text.strip()
+            if not text or not (text.isascii() and text.isdigit()):  # not "²", which int() refuses
                 return None
-            return int(text.strip())
+            digits = text.lstrip("0") or "0"
+            return int(digits) if len(digits) <= NUMBER_DIGITS else 10**NUMBER_DIGITS  # clamped
 
         type_ = number("Type") or BodyType.PLAIN
         truncation = number("TruncationSize")

@@ -29,8 +29,10 @@ class Version:
     def parse(cls, text: str) -> Version:
         """ "MAJOR.MINOR", or VersionError."""
         major, _, minor = text.strip().partition(".")
-        if not major.isdigit() or not minor.isdigit():
+        if not (major + minor).isascii() or not major.isdigit() or not minor.isdigit():
             raise VersionError(f"not a protocol version: {text!r}")
+        if len(major) > 3 or len(minor) > 3:
+            raise VersionError(f"not a protocol version: {text[:20]!r}")
         return cls(int(major), int(minor))
 
 

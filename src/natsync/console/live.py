@@ -182,7 +182,12 @@ class MetricsDelta:
                 cmd = labels.get("command", labels.get("cmd", "?"))
                 counts[cmd] = counts.get(cmd, 0.0) + v
                 status = labels.get("status", "")
-                if status.isdigit() and int(status) >= ERROR_HTTP:
+                if (
+                    len(status) == 3
+                    and status.isascii()
+                    and status.isdigit()
+                    and int(status) >= ERROR_HTTP
+                ):
                     errors += v
         rates: dict[str, float] = {}
         err_rate = 0.0

@@ -27,7 +27,8 @@ def _estimate(ctx: Context, coll: Element) -> Element:
     options = coll.find("Options", "AirSync")
     if options is not None:
         filter_text = options.child_text("FilterType", "AirSync") or filter_text
-    filter_type = int(filter_text) if filter_text and filter_text.isdigit() else 0
+    digits = filter_text or ""
+    filter_type = int(digits) if digits.isascii() and digits.isdigit() and len(digits) < 3 else 0
     if filter_type not in FILTER_TYPES:
         filter_type = 0
     response = E(NS, "Response")

@@ -131,7 +131,7 @@ def _fetch(ctx: Context, op: Element, parts: _Parts) -> Element:
             for b in options.findall("BodyPreference", "AirSyncBase")
         ]
         ms = options.child_text("MIMESupport", "AirSync")
-        mime_support = int(ms) if ms and ms.isdigit() else None
+        mime_support = int(ms) if ms and ms.isascii() and ms.isdigit() and len(ms) < 3 else None
     if item is not None:
         # An item's ServerId is "<folder ServerId>:<number>".
         item_folder = folder or ctx.txn.get_folder(ctx.user.id, server_id.rpartition(":")[0])

@@ -29,6 +29,8 @@ NS = "Ping"
 #: Folders one Ping may watch; more get Status 6 with this limit (MS-ASCMD 2.2.3.100).
 MAX_FOLDERS = 300
 CACHED_PING = "ping.request"
+#: Digits of a HeartbeatInterval read; any longer value is far past heartbeat_max anyway.
+HEARTBEAT_DIGITS = 9
 
 
 def _answer(status: S, *extra: Element) -> Response:
@@ -50,8 +52,10 @@ def handle(ctx: Context) -> Response:
         hb_text = body.child_text("HeartbeatInterval", NS)
         if hb_text is None:
             heartbeat = int(saved.get("heartbeat", 0))
-        elif hb_text.strip().isdigit():
-            heartbeat = int(hb_text)
+        elif (hb := hb_text.strip()).isascii() and hb.isdigit():
+            # (str.isdigit alone admits "²", which int() refuses.) A longer number is cut to
+            # its first HEARTBEAT_DIGITS digits: still out of range, and int() stays cheap.
+            heartbeat = int((hb.lstrip("0") or "0")[:HEARTBEAT_DIGITS])
         else:
             return _answer(S.SYNTAX_ERROR)
         folders_el = body.find("Folders", NS)

@@ -27,6 +27,9 @@ NS = "AirSync"
 #: Items per answer when the client names no WindowSize, and the most we send in one answer
 #: whatever it asks (MS-ASCMD 2.2.3.199: 1..512).
 DEFAULT_WINDOW = 100
+#: Digits a number in a Sync request may have (WindowSize, FilterType, MIMETruncation...: all
+#: far below); more is a protocol error, not a costly int().
+MAX_NUMBER_DIGITS = 18
 MAX_WINDOW = 512
 #: Collections one Sync may name; more are refused with Status 15 (one per folder is plenty).
 MAX_COLLECTIONS = 100
@@ -77,7 +80,9 @@ def child_int(el: Element | None, tag: str, ns: str = NS) -> int | None:
     if text is None:
         return None
     text = text.strip()
-    if not text.lstrip("-").isdigit():
+    digits = text.removeprefix("-")
+    # str.isdigit alone admits "²", which int() refuses; MAX_NUMBER_DIGITS keeps int() cheap.
+    if not (digits.isascii() and digits.isdigit() and len(digits) <= MAX_NUMBER_DIGITS):
         raise EasError(f"{tag} is not a number", status=SyncStatus.PROTOCOL_ERROR)
     return int(text)
 
