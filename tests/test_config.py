@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from natsync.config import ServerConfig, load_config
+from natsync.config import ServerConfig, load_config, port_of
 from natsync.errors import ConfigError
 
 
@@ -50,6 +50,10 @@ def test_values_and_relative_paths(tmp_path: Path) -> None:
         ('tls_cert = "c.pem"', "tls_key"),
         ("heartbeat_min = 600\nheartbeat_max = 60", "heartbeat_min"),
         ('smarthost = "nohost"', "server.smarthost"),
+        # str.isdigit is true of "²" and of 5,000 digits; int() refuses both: a ConfigError
+        ('smarthost = "relay.example.org:5²7"', "server.smarthost"),
+        (f'smarthost = "relay.example.org:{"5" * 5000}"', "server.smarthost"),
+        ('smtp_listen = "0.0.0.0:65536"', "server.smtp_listen"),
         ('port = "443"', "server.port"),
         ("colour = 1", "colour"),
         ("max_request_body = 10", "max_request_body"),
@@ -67,3 +71,10 @@ def test_bad_values_name_the_setting(tmp_path: Path, text: str, names: str) -> N
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(tmp_path / "absent.toml")
+
+
+def test_port_of_takes_ascii_digits_up_to_65535() -> None:
+    assert [port_of(t) for t in ("0", "587", "065535", "65535")] == [0, 587, None, 65535]
+    assert [port_of(t) for t in ("", "65536", "-1", "²", "٣", "+25", " 25", "1" * 5000)] == [
+        None
+    ] * 8

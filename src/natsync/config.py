@@ -179,7 +179,7 @@ class ServerConfig:
         for key in ("smarthost", "smtp_listen", "smtp_relayed_listen"):
             value = getattr(self, key)
             host, _, port = value.rpartition(":")
-            if value and (not host or not port.isdigit() or not 0 <= int(port) <= 65535):
+            if value and (not host or port_of(port) is None):
                 raise ConfigError(f"server.{key} must be host:port, not {value!r}")
         for domain in self.domains:
             if not domain or "@" in domain or " " in domain:
@@ -267,6 +267,15 @@ def server_config_from_dict(table: dict[str, Any], base: Path | None = None) -> 
         else:
             values[key] = scalar_setting("server", key, default, value)
     return replace(defaults, **values)
+
+
+def port_of(text: str) -> int | None:
+    """*text* as a port number (0-65535), or None. Only ASCII digits count: str.isdigit is also
+    true of "²", which int() refuses, and of thousands of digits, which int() refuses too."""
+    if not (text.isascii() and text.isdigit() and len(text) <= len("65535")):
+        return None
+    port = int(text)
+    return port if port <= 65535 else None
 
 
 def read_toml(path: Path) -> dict[str, Any]:

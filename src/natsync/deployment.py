@@ -17,7 +17,13 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from natsync.config import ServerConfig, read_toml, scalar_setting, server_config_from_dict
+from natsync.config import (
+    ServerConfig,
+    port_of,
+    read_toml,
+    scalar_setting,
+    server_config_from_dict,
+)
 from natsync.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -89,7 +95,7 @@ class RunSettings:
 
 def _check_hostport(value: str, setting: str) -> None:
     host, sep, port = value.rpartition(":")
-    if not sep or not host.strip("[]") or not port.isdigit() or not 0 <= int(port) <= 65535:
+    if not sep or not host.strip("[]") or port_of(port) is None:
         raise ConfigError(f"{setting} must be host:port, not {value!r}")
 
 

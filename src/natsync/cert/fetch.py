@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.utils import CryptographyDeprecationWarning
 
 from natsync.cert.check import TrustStore
+from natsync.config import port_of
 from natsync.errors import NatsyncError
 
 #: Seconds to wait for a TCP connection and the TLS handshake: a phone gives up about here too.
@@ -99,10 +100,11 @@ def split_host_port(target: str, default_port: int = 443) -> tuple[str, int] | N
     if target.startswith("["):
         host, _, rest = target[1:].partition("]")
         port = rest.removeprefix(":")
-        return host, int(port) if port.isdigit() else default_port
+        number = port_of(port)
+        return host, default_port if number is None else number
     host, sep, port = target.rpartition(":")
-    if sep and port.isdigit() and ":" not in host:
-        return host, int(port)
+    if sep and (number := port_of(port)) is not None and ":" not in host:
+        return host, number
     if ":" in target:  # a bare IPv6 address
         return target, default_port
     return target, default_port

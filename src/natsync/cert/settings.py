@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from natsync.config import scalar_setting
+from natsync.config import port_of, scalar_setting
 from natsync.errors import ConfigError
 
 #: Where the certificate manager keeps its files under the data directory.
@@ -117,7 +117,7 @@ class CertSettings:
             raise ConfigError(f"cert.key must be one of {', '.join(KEYS)}, not {self.key!r}")
         if self.http_listen:
             host, sep, port = self.http_listen.rpartition(":")
-            if not sep or not host.strip("[]") or not port.isdigit() or int(port) > 65535:
+            if not sep or not host.strip("[]") or port_of(port) is None:
                 raise ConfigError(f"cert.http_listen must be host:port, not {self.http_listen!r}")
 
     @property

@@ -416,11 +416,12 @@ async def _run_acme(settings: dict[str, Any], data_dir: Path) -> dict[str, Any]:
 
 
 def _dns_server(settings: dict[str, Any]) -> Any:
+    from natsync.config import port_of
     from natsync.ddns.update import DnsServer, load_key
 
     target = settings.get("dns_server") or ""
     host, _, port = target.rpartition(":")
-    if not host or not port.isdigit() or not settings.get("dns_zone"):
+    if not host or port_of(port) is None or not settings.get("dns_zone"):
         raise click.UsageError("dns-01 needs --dns-server HOST:PORT and --dns-zone")
     key = load_key(Path(settings["tsig_key_file"])) if settings.get("tsig_key_file") else None
     return DnsServer(host.strip("[]"), int(port), settings["dns_zone"], key)

@@ -84,9 +84,11 @@ def parse_resolve(text: str) -> tuple[str, str]:
     """``NAME:ADDR`` (or curl's ``NAME:PORT:ADDR``; IPv6 bare or in brackets) -> (name, addr)."""
     import ipaddress
 
+    from natsync.config import port_of
+
     name, sep, rest = text.partition(":")
     port, sep2, after = rest.partition(":")
-    if sep2 and port.isdigit() and not after.startswith(":"):
+    if sep2 and port_of(port) is not None and not after.startswith(":"):
         rest = after
     address = rest.strip("[]")
     try:

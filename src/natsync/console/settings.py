@@ -14,7 +14,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from natsync.config import DEFAULT_HEARTBEAT_MAX, load_config, read_toml, scalar_setting
+from natsync.config import (
+    DEFAULT_HEARTBEAT_MAX,
+    load_config,
+    port_of,
+    read_toml,
+    scalar_setting,
+)
 from natsync.errors import ConfigError
 
 #: The console's port unless told: beside the server's 8443, not a well-known one.
@@ -164,7 +170,7 @@ def load_settings(path: Path) -> ConsoleSettings:
 def _published(settings: ConsoleSettings) -> ConsoleSettings:
     """Check a published console's settings; its public name is a host it answers to."""
     host, colon, port = settings.publish.rpartition(":")
-    if not colon or not host.strip("[]") or not port.isdigit() or not 0 < int(port) <= 65535:
+    if not colon or not host.strip("[]") or not port_of(port):
         raise ConfigError(f"console.publish must be host:port, not {settings.publish!r}")
     if not settings.tls:
         raise ConfigError(

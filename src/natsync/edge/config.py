@@ -35,6 +35,7 @@ from typing import Any
 from natsync.config import (
     DEFAULT_HEARTBEAT_MAX,
     DEFAULT_MAX_REQUEST_BODY,
+    port_of,
     read_toml,
     scalar_setting,
 )
@@ -314,9 +315,10 @@ def split_hostport(value: str, setting: str) -> tuple[str, int]:
     """'host:port' or '[v6]:port' → (host, port); ConfigError naming *setting* otherwise."""
     host, sep, port = value.rpartition(":")
     host = host.strip("[]")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+    number = port_of(port)
+    if not sep or not host or number is None:
         raise ConfigError(f"{setting} must be host:port, not {value!r}")
-    return host, int(port)
+    return host, number
 
 
 def _path(value: Any, key: str, base: Path | None) -> Path:

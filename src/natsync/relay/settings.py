@@ -38,7 +38,7 @@ from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from natsync.config import DEFAULT_HEARTBEAT_MAX, read_toml, scalar_setting
+from natsync.config import DEFAULT_HEARTBEAT_MAX, port_of, read_toml, scalar_setting
 from natsync.edge.config import held_request_timeout
 from natsync.errors import ConfigError
 from natsync.relay.wireguard import (
@@ -142,7 +142,7 @@ class HomeTunnelSettings:
     def __post_init__(self) -> None:
         check_key(self.relay_public_key, "tunnel.relay_public_key")
         host, sep, port = self.relay_endpoint.rpartition(":")
-        if not sep or not host or not port.isdigit():
+        if not sep or not host or port_of(port) is None:
             raise ConfigError(
                 f"tunnel.relay_endpoint must be host:port (the relay's UDP port), "
                 f"not {self.relay_endpoint!r}"
