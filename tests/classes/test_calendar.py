@@ -314,6 +314,8 @@ def test_16_x_change_with_instance_id_changes_one_occurrence() -> None:
         E(NS, "Exceptions", E(NS, "Exception", E(NS, "Deleted", "1"))),
         E(NS, "Attendees", E(NS, "Attendee", E(NS, "AttendeeStatus", "3"))),
         E(NS, "Reminder", "٣"),
+        E(NS, "Reminder", "1" * 5000),  # int() refuses this many digits: PimError, not ValueError
+        E(NS, "BusyStatus", "²"),
         E(NS, "UID", "u" * 301),
     ],
 )

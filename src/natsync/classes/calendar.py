@@ -299,7 +299,8 @@ def instance_id(text: str) -> str:
 
 def _int(element: Element, name: str, low: int, high: int) -> int:
     text = element.text().strip()
-    if not (text.isascii() and text.isdigit()) or not low <= int(text) <= high:
+    # len(): int() of thousands of digits is refused (and slow); every bound here is far less
+    if not (text.isascii() and text.isdigit() and len(text) <= 10) or not low <= int(text) <= high:
         raise PimError(f"Calendar {name} must be a number from {low} to {high}, not {text[:20]!r}")
     return int(text)
 
