@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from natsync.sources.wire import (
     MAX_SET_MEMBERS,
     ImapWireError,
+    appended_uid,
     compress_set,
     copy_uids,
     decode_mutf7,
@@ -100,3 +101,11 @@ def test_any_bytes_decode_or_raise_our_error(data: bytes) -> None:
 
 def test_quote_escapes() -> None:
     assert quote('a"b\\c') == '"a\\"b\\\\c"'
+
+
+def test_appenduid_is_a_uid_or_nothing() -> None:
+    codes = response_codes([b"A3 OK [APPENDUID 38505 3955] APPEND completed"])
+    assert appended_uid(codes) == 3955
+    assert appended_uid({}) is None
+    for junk in ("38505", "38505 x", "38505 ²", "38505 4294967296", "1 " + "9" * 5000, "1 2 3"):
+        assert appended_uid({"APPENDUID": junk}) is None, junk

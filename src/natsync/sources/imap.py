@@ -34,6 +34,7 @@ from natsync.sources.wire import (
     MAX_UID,
     FetchItem,
     ListEntry,
+    appended_uid,
     code_number,
     compress_set,
     copy_uids,
@@ -425,8 +426,7 @@ class ImapAccount:
         except (imaplib.IMAP4.error, OSError) as exc:
             raise ImapError(f"IMAP APPEND to {mailbox!r} failed: {exc}") from exc
         self._ok(typ, data)
-        value = response_codes([d for d in data if isinstance(d, bytes)]).get("APPENDUID")
-        return int(value.split()[1]) if value and len(value.split()) == 2 else None
+        return appended_uid(response_codes([d for d in data if isinstance(d, bytes)]))
 
     def create(self, mailbox: str) -> None:
         """CREATE and SUBSCRIBE *mailbox* (its raw, modified UTF-7 name), so other clients

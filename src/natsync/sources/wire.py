@@ -226,6 +226,18 @@ def code_number(codes: dict[str, str], name: str, limit: int) -> int | None:
     return None if value is None else _int(value.split()[0] if value else "", limit, name)
 
 
+def appended_uid(codes: dict[str, str]) -> int | None:
+    """APPENDUID's new UID (``uidvalidity uid``, RFC 4315 3), or None. One that is not a UID
+    tells the client no more than a server without UIDPLUS does, which sends none."""
+    parts = codes.get("APPENDUID", "").split()
+    if len(parts) != 2:
+        return None
+    try:
+        return _int(parts[1], MAX_UID, "APPENDUID")
+    except ImapWireError:
+        return None
+
+
 def copy_uids(value: str) -> dict[int, int]:
     """COPYUID's ``uidvalidity src-set dst-set`` as old UID -> new UID (RFC 4315 §3)."""
     parts = value.split()
