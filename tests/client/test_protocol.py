@@ -388,6 +388,22 @@ def test_parse_folder_sync_and_ping() -> None:
     assert p.parse_ping(ping) == (2, ["5"], None)
     limit = E("Ping", "Ping", E("Ping", "Status", 5), E("Ping", "HeartbeatInterval", 60))
     assert p.parse_ping(limit) == (5, [], 60)
+    folders = E("Ping", "Ping", E("Ping", "Status", 6), E("Ping", "MaxFolders", 300))
+    assert p.parse_ping(folders) == (6, [], 300)
+
+
+@pytest.mark.parametrize("junk", ["²", "x", "-1", "1 2", "9" * 5000])
+def test_a_number_in_an_answer_that_is_no_number_is_a_client_error(junk: str) -> None:
+    """A server's junk (str.isdigit is true of "²"; int() refuses it, and 5,000 digits) is a
+    ClientError the doctor reports, never a ValueError out of the parser."""
+    for answer in (
+        E("Ping", "Ping", E("Ping", "Status", junk)),
+        E("Ping", "Ping", E("Ping", "Status", 5), E("Ping", "HeartbeatInterval", junk)),
+    ):
+        with pytest.raises(p.ClientError, match="no number"):
+            p.parse_ping(answer)
+    assert p.number_in(E("Ping", "Ping", E("Ping", "Status", " 7 ")), "Status", 0) == 7
+    assert p.number_in(E("Ping", "Ping"), "Status", 3) == 3
 
 
 @pytest.mark.parametrize("form", ["plain", "base64"])

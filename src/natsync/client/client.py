@@ -355,7 +355,7 @@ class EASClient:
         await self._handle_wipe(root)
         self._check_provision_status(root)
         policy = self._policy(root)
-        temporary = int(policy.child_text("PolicyKey") or 0)
+        temporary = p.number_in(policy, "PolicyKey", 0)
         data = policy.find("Data")
         self.policy = None if data is None else data.find("EASProvisionDoc")
         second = await self.request(
@@ -365,7 +365,7 @@ class EASClient:
         await self._handle_wipe(root)
         self._check_provision_status(root)
         policy = self._policy(root)
-        final = int(policy.child_text("PolicyKey") or 0)
+        final = p.number_in(policy, "PolicyKey", 0)
         if not final:
             raise ClientError("Provision: the acknowledgement answer carries no PolicyKey")
         self.state.policy_key = final

@@ -38,6 +38,8 @@ DEFAULT_VERSION = "16.1"
 DEFAULT_LOCALE = 0x0409
 #: MS-ASCMD 2.2.3.24 ClientId is at most 40 characters.
 MAX_CLIENT_ID = 40
+#: Digits of a number the client reads from an answer (a PolicyKey, an estimate: 10 at most).
+MAX_NUMBER_DIGITS = 20
 
 
 class ClientError(NatsyncError):
@@ -707,17 +709,22 @@ def settings_request(
 # --------------------------------------------------------------------------- responses
 
 
+def number_in(element: Element, tag: str, default: int) -> int:
+    """*element*'s *tag* child as a number, *default* when it is absent or empty; ClientError
+    when the server sent anything but ASCII digits there (str.isdigit alone admits "²")."""
+    text = (element.child_text(tag) or "").strip()
+    if not text:
+        return default
+    if not (text.isascii() and text.isdigit() and len(text) <= MAX_NUMBER_DIGITS):
+        raise ClientError(f"the server sent a {tag} of {text[:20]!r}, which is no number")
+    return int(text)
+
+
 def status_of(element: Element | None) -> int | None:
     """The integer value of *element*'s direct Status child, if any."""
     if element is None:
         return None
-    text = element.child_text("Status")
-    if text is None:
-        return None
-    try:
-        return int(text)
-    except ValueError as exc:
-        raise ClientError(f"the server sent a non-numeric Status {text!r}") from exc
+    return None if element.child_text("Status") is None else number_in(element, "Status", 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -741,7 +748,7 @@ def _folder(el: Element) -> FolderInfo:
         server_id=el.child_text("ServerId") or "",
         parent_id=el.child_text("ParentId") or "0",
         display_name=el.child_text("DisplayName") or "",
-        type=int(el.child_text("Type") or 0),
+        type=number_in(el, "Type", 0),
     )
 
 
@@ -821,10 +828,10 @@ def parse_item(server_id: str, data: Element | None) -> EmailItem:
     for el in data.children:
         if el.tag == "Body" and el.namespace == "AirSyncBase":
             item.body = Body(
-                type=int(el.child_text("Type") or 0),
+                type=number_in(el, "Type", 0),
                 data=el.child_text("Data") or "",
                 truncated=(el.child_text("Truncated") or "0") == "1",
-                estimated_size=int(el.child_text("EstimatedDataSize") or 0),
+                estimated_size=number_in(el, "EstimatedDataSize", 0),
                 preview=el.child_text("Preview") or "",
             )
         elif el.tag == "Attachments":
@@ -833,8 +840,8 @@ def parse_item(server_id: str, data: Element | None) -> EmailItem:
                     AttachmentInfo(
                         file_reference=att.child_text("FileReference") or "",
                         display_name=att.child_text("DisplayName") or "",
-                        method=int(att.child_text("Method") or 1),
-                        estimated_size=int(att.child_text("EstimatedDataSize") or 0),
+                        method=number_in(att, "Method", 1),
+                        estimated_size=number_in(att, "EstimatedDataSize", 0),
                         content_id=att.child_text("ContentId") or "",
                         is_inline=(att.child_text("IsInline") or "0") == "1",
                     )
@@ -842,7 +849,7 @@ def parse_item(server_id: str, data: Element | None) -> EmailItem:
         elif el.tag == "Categories":
             item.categories = [c.text() for c in el.findall("Category")]
         elif el.tag == "Flag" and el.namespace == "Email":
-            item.flag_status = int(el.child_text("Status") or 0)
+            item.flag_status = number_in(el, "Status", 0)
         elif not el.children:
             item.fields.setdefault(f"{el.namespace}:{el.tag}", el.text())
     return item
@@ -993,8 +1000,9 @@ def parse_ping(root: Element) -> tuple[int, list[str], int | None]:
     status = status_of(root) or 0
     folders_el = root.find("Folders")
     folders = [] if folders_el is None else [f.text() for f in folders_el.findall("Folder")]
-    limit_text = root.child_text("HeartbeatInterval") or root.child_text("MaxFolders")
-    return status, folders, None if limit_text is None else int(limit_text)
+    limit_tag = "HeartbeatInterval" if root.child_text("HeartbeatInterval") else "MaxFolders"
+    limit = number_in(root, limit_tag, -1)
+    return status, folders, None if limit < 0 else limit
 
 
 def parse_estimate(root: Element) -> dict[str, int]:
@@ -1005,7 +1013,7 @@ def parse_estimate(root: Element) -> dict[str, int]:
             raise ClientError(f"GetItemEstimate failed with Status {status}", eas_status=status)
         coll = response.find("Collection")
         if coll is not None:
-            out[coll.child_text("CollectionId") or ""] = int(coll.child_text("Estimate") or 0)
+            out[coll.child_text("CollectionId") or ""] = number_in(coll, "Estimate", 0)
     return out
 
 
@@ -1040,4 +1048,4 @@ def parse_search(root: Element) -> SearchResult:
                 parse_item(long_id, result.find("Properties")),
             )
         )
-    return SearchResult(total=int(store.child_text("Total") or len(items)), items=items)
+    return SearchResult(total=number_in(store, "Total", len(items)), items=items)
