@@ -83,6 +83,27 @@ def test_itemoperations_fetch_message_and_attachment(store: Store) -> None:
     tree = phone.tree("ItemOperations", E(IO, "ItemOperations", missing))
     assert tree.find("Response").find("Fetch").child_text("Status") == "15"  # type: ignore[union-attr]
 
+    # A Range of thousands of digits is no range: the Fetch's own Status, not a traceback
+    huge = E(
+        IO,
+        "Fetch",
+        E(IO, "Store", "Mailbox"),
+        E("AirSyncBase", "FileReference", ref),
+        E(IO, "Options", E(IO, "Range", "0-" + "9" * 5000)),
+    )
+    tree = phone.tree("ItemOperations", E(IO, "ItemOperations", huge))
+    assert tree.find("Response").find("Fetch").child_text("Status") not in (None, "1")  # type: ignore[union-attr]
+    ranged = E(
+        IO,
+        "Fetch",
+        E(IO, "Store", "Mailbox"),
+        E("AirSyncBase", "FileReference", ref),
+        E(IO, "Options", E(IO, "Range", "2-4")),
+    )
+    tree = phone.tree("ItemOperations", E(IO, "ItemOperations", ranged))
+    props = tree.find("Response").find("Fetch").find("Properties")  # type: ignore[union-attr]
+    assert base64.b64decode(props.child_text("Data") or "") == b"pay"  # type: ignore[union-attr]
+
 
 def test_empty_folder_contents(store: Store) -> None:
     deliver(store, make_mail("trash me", "x"), folder=FolderType.DELETED_ITEMS)
@@ -479,6 +500,19 @@ def test_search_or_and_collection_scope(store: Store) -> None:
     assert subjects(scoped) == ["apples", "bananas"]
     first_only = subjects(scoped, E(se, "Options", E(se, "Range", "0-0")))
     assert len(first_only) == 1
+    huge = E(
+        se,
+        se,
+        E(
+            se,
+            "Store",
+            E(se, "Name", "Mailbox"),
+            scoped,
+            E(se, "Options", E(se, "Range", "0-" + "9" * 5000)),
+        ),
+    )
+    answer = phone.tree(se, huge)
+    assert answer.find("Response").find("Store").child_text("Status") not in (None, "1")  # type: ignore[union-attr]
 
 
 def test_empty_folder_contents_with_subfolders(store: Store) -> None:

@@ -31,7 +31,8 @@ NS = "ItemOperations"
 MULTIPART_CONTENT_TYPE = "application/vnd.ms-sync.multipart"
 #: Operations one request may carry (each Fetch may read a whole message).
 MAX_OPERATIONS = 100
-_RANGE = re.compile(r"(\d+)-(\d+)")
+#: "first-last" bytes; 12 digits reach past any message we store, and keep int() cheap.
+_RANGE = re.compile(r"([0-9]{1,12})-([0-9]{1,12})")
 #: Folder types EmptyFolderContents never deletes (the store refuses to, too).
 _STANDARD = frozenset(t for _, t in STANDARD_FOLDERS)
 

@@ -35,7 +35,8 @@ MAX_RESULTS = 100
 MAX_TOTAL = 1000
 #: Longest free-text query we run.
 MAX_QUERY = 256
-_RANGE = re.compile(r"(\d+)-(\d+)")
+#: "first-last" results; 9 digits reach past any mailbox, and keep int() cheap.
+_RANGE = re.compile(r"([0-9]{1,9})-([0-9]{1,9})")
 
 
 def _terms(query: Element) -> tuple[list[str], list[str], str]:
