@@ -46,6 +46,10 @@ def test_no_file_means_defaults() -> None:
         ("families = [5]", "ddns.families"),
         ('zone = "example.test"\nnames = ["eas.other.test"]', "not inside"),
         ('server = "ns:99999"', "port out of range"),
+        # str.isdigit is true of "²" and of 5,000 digits; int() refuses both: a ConfigError
+        ('server = "ns:5²"', "port is not a number"),
+        (f'resolver = "ns:{"5" * 5000}"', "port out of range"),
+        ('stun_servers = ["stun.example.net:x"]', "ddns.stun_servers"),
         ("bogus = 1", "unknown ddns setting"),
         ('ttl = "60"', "must be an integer"),
     ],

@@ -98,6 +98,9 @@ def test_parse_server() -> None:
     assert stun.parse_server("stun.example.net") == ("stun.example.net", 3478)
     assert stun.parse_server("192.0.2.1:19302") == ("192.0.2.1", 19302)
     assert stun.parse_server("[2001:db8::1]:3479") == ("2001:db8::1", 3479)
+    for bad in ("stun.example.net:x", "stun.example.net:3²", "[2001:db8::1]:0", "h:99999"):
+        with pytest.raises(stun.SourceError, match="port"):
+            stun.parse_server(bad)
 
 
 def test_query_a_real_coturn_on_loopback(tmp_path: Path) -> None:

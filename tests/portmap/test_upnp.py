@@ -91,3 +91,31 @@ def test_oversized_or_broken_xml() -> None:
         upnp.parse_soap_response(b"<a>", "X")
     with pytest.raises(PortMapError, match="carries no XResponse"):
         upnp.parse_soap_response(b"<a/>", "X")
+
+
+def test_a_garbled_mapping_entry_is_skipped_and_the_rest_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A router's entry whose port is no number ("²" passes str.isdigit, int() refuses it) is
+    passed over; the list goes on to the next index until the router says there is none."""
+    entries = [
+        {"NewExternalPort": "443", "NewInternalPort": "8443", "NewProtocol": "TCP"},
+        {"NewExternalPort": "4²3", "NewInternalPort": "x", "NewProtocol": "TCP"},
+        {"NewExternalPort": "25", "NewProtocol": "TCP", "NewLeaseDuration": "9" * 5000},
+        {"NewExternalPort": "587", "NewInternalPort": "587", "NewProtocol": "TCP"},
+    ]
+
+    def call(action: str, arguments: list[tuple[str, str]]) -> dict[str, str]:
+        index = int(dict(arguments)["NewPortMappingIndex"])
+        if index >= len(entries):
+            raise upnp.MappingRefused(
+                "no such entry", code=upnp.UpnpError.SPECIFIED_ARRAY_INDEX_INVALID
+            )
+        return entries[index]
+
+    client = upnp.IgdClient("http://192.0.2.1/desc.xml", "urn:x", "http://192.0.2.1/ctl")
+    monkeypatch.setattr(client, "call", call)
+    assert [(m.external_port, m.internal_port) for m in client.mappings()] == [
+        (443, 8443),
+        (587, 587),
+    ]

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from natsync.config import read_toml
+from natsync.config import port_of, read_toml
 from natsync.ddns.provider_settings import (
     PROVIDERS,
     ProviderSettings,
@@ -119,6 +119,8 @@ class DdnsSettings:
             _split_host_port(self.server)
         for text in (*self.confirm_servers, *((self.resolver,) if self.resolver else ())):
             _split_host_port(text, "ddns.confirm_servers / ddns.resolver")
+        for text in self.stun_servers:
+            _split_host_port(text, "ddns.stun_servers")
         if self.confirm_timeout <= 0:
             raise ConfigError("ddns.confirm_timeout must be > 0 seconds")
         if self.provider not in PROVIDERS:
@@ -180,11 +182,10 @@ def _split_host_port(text: str, key: str = "ddns.server") -> tuple[str, str, int
         host, _, port = text.partition(":")
     else:
         host, port = text, "53"
-    try:
-        number = int(port)
-    except ValueError:
-        raise ConfigError(f"{key} {text!r}: port is not a number") from None
-    if not 0 < number < 65536:
+    number = port_of(port)
+    if not (port.isascii() and port.isdigit()):
+        raise ConfigError(f"{key} {text!r}: port is not a number")
+    if not number:
         raise ConfigError(f"{key} {text!r}: port out of range")
     return host, "", number
 

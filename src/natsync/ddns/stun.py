@@ -13,6 +13,7 @@ import socket
 import struct
 from enum import IntEnum
 
+from natsync.config import port_of
 from natsync.ddns.errors import SourceError
 from natsync.portmap.netinfo import IPAddress
 
@@ -119,11 +120,15 @@ def parse_server(text: str) -> tuple[str, int]:
     text = text.strip()
     if text.startswith("["):
         host, _, rest = text[1:].partition("]")
-        return host, int(rest[1:]) if rest.startswith(":") else DEFAULT_PORT
-    if text.count(":") == 1:
+        port = rest[1:] if rest.startswith(":") else str(DEFAULT_PORT)
+    elif text.count(":") == 1:
         host, _, port = text.partition(":")
-        return host, int(port)
-    return text, DEFAULT_PORT
+    else:
+        return text, DEFAULT_PORT
+    number = port_of(port)
+    if not number:
+        raise SourceError(f"STUN server {text!r}: the port is not a number from 1 to 65535")
+    return host, number
 
 
 def query(server: str, family: int = socket.AF_INET, attempts: int = MAX_ATTEMPTS) -> IPAddress:

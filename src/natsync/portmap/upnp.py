@@ -436,14 +436,21 @@ class IgdClient:
                 ):
                     break
                 raise
+            try:
+                external, internal, lease = (
+                    int(entry.get(name) or 0)
+                    for name in ("NewExternalPort", "NewInternalPort", "NewLeaseDuration")
+                )
+            except ValueError:
+                continue  # an entry the router garbled: the next ones are still read
             found.append(
                 PortMapping(
-                    external_port=int(entry.get("NewExternalPort", "0") or 0),
+                    external_port=external,
                     protocol=entry.get("NewProtocol", "").lower(),
                     internal_client=entry.get("NewInternalClient", ""),
-                    internal_port=int(entry.get("NewInternalPort", "0") or 0),
+                    internal_port=internal,
                     description=entry.get("NewPortMappingDescription", ""),
-                    lease=int(entry.get("NewLeaseDuration", "0") or 0),
+                    lease=lease,
                     enabled=entry.get("NewEnabled", "1") == "1",
                 )
             )
