@@ -160,15 +160,6 @@ class Shell:
         )
 
 
-def _machine_state(machine: ClientMachine, policy: Any) -> tuple[Any, ...]:
-    slots = tuple(
-        (name, _value(getattr(machine, name, "<unset>")))
-        for name in ClientMachine.__slots__
-        if name != "policy"
-    )
-    return (slots, policy.metrics, policy.limits.buckets, sorted(policy.targets))
-
-
 def _apply(shell: Shell, clock: Clock, event: tuple[Any, ...]) -> None:
     """One event: ("phone", bytes), ("server", bytes), ("pooled", i, bytes), ("closes", i),
     ("poke", i), ("wait", seconds) or ("fails",)."""

@@ -182,9 +182,9 @@ def _split_host_port(text: str, key: str = "ddns.server") -> tuple[str, str, int
         host, _, port = text.partition(":")
     else:
         host, port = text, "53"
-    number = port_of(port)
     if not (port.isascii() and port.isdigit()):
         raise ConfigError(f"{key} {text!r}: port is not a number")
+    number = port_of(port)
     if not number:
         raise ConfigError(f"{key} {text!r}: port out of range")
     return host, "", number
